@@ -1,0 +1,145 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { applyWSSHandler } from '@trpc/server/adapters/ws';
+import { WebSocketServer } from 'ws';
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/orm.js';
+import { createLogger, type Logger } from './logger.js';
+import type { EventBus } from './realtime/bus.js';
+import { MemoryBus } from './realtime/memory-bus.js';
+import { RedisBus } from './realtime/redis-bus.js';
+import { createServices, type Services } from './services/index.js';
+import { contextFactory } from './trpc/context.js';
+import { appRouter } from './trpc/router.js';
+
+export interface App {
+  server: Server;
+  /** http://host:port once listening. */
+  url: string;
+  services: Services;
+  db: Database;
+  bus: EventBus;
+  log: Logger;
+  /** Starts listening on config.port/host (0 = any free port). */
+  listen(): Promise<string>;
+  /** Graceful shutdown: stop accepting, tell clients to reconnect, close bus, ORM and embedded DB. */
+  close(): Promise<void>;
+}
+
+export interface AppOptions {
+  log?: Logger;
+}
+
+/** Builds the whole server from a config. Used by main.ts and by the tests alike. */
+export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const log = opts.log ?? createLogger(config.logLevel, false);
+  if (config.jwtSecretIsDev) {
+    log.warn('JWT_SECRET is not set: using the built-in development secret. Never do this in production.');
+  }
+  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
+  const onBusError = (err: unknown) => log.warn({ err }, 'bus error');
+  const bus: EventBus = config.redisUrl
+    ? new RedisBus({ url: config.redisUrl, prefix: config.redisPrefix, onError: onBusError })
+    : new MemoryBus(onBusError);
+  const services = createServices({ config, orm: db.orm, bus, log });
+  const createContext = contextFactory(services);
+
+  let draining = false;
+  const trpcHttp = createHTTPHandler({
+    router: appRouter,
+    createContext,
+    basePath: '/trpc/',
+    maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
+    onError: ({ error, path }) => {
+      if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
+    },
+  });
+
+  const json = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+    res.end(JSON.stringify(body));
+  };
+
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === '/healthz') return json(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      void (async () => {
+        const [database, redis] = await Promise.all([db.ping(1500), bus.ping(1500)]);
+        const ok = database && redis && !draining;
+        json(res, ok ? 200 : 503, {
+          status: ok ? 'ready' : 'unavailable',
+          draining,
+          database: database ? 'up' : 'down',
+          bus: { kind: bus.kind, status: redis ? 'up' : 'down' },
+        });
+      })();
+      return;
+    }
+    if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
+    json(res, 404, { error: 'not found' });
+  });
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: config.wsMaxPayloadBytes });
+  const wsHandler = applyWSSHandler({
+    wss,
+    router: appRouter,
+    createContext,
+    keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: 5000 },
+    onError: ({ error, path }) => {
+      if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
+    },
+  });
+  server.on('upgrade', (req, socket, head) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (draining || !(path === '/trpc' || path.startsWith('/trpc/'))) {
+      socket.write('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
+
+  const app: App = {
+    server,
+    url: '',
+    services,
+    db,
+    bus,
+    log,
+    async listen() {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const addr = server.address() as AddressInfo;
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      app.url = `http://${host}:${addr.port}`;
+      return app.url;
+    },
+    async close() {
+      if (draining) return;
+      draining = true;
+      // Tell every WebSocket client to reconnect (to another node), then stop accepting.
+      wsHandler.broadcastReconnectNotification();
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      await services.hubs.close();
+      const deadline = Date.now() + Math.min(config.shutdownTimeoutMs, 2000);
+      while (wss.clients.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+      server.closeAllConnections();
+      await closed;
+      await bus.close();
+      await db.close();
+    },
+  };
+  return app;
+}

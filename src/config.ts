@@ -1,0 +1,91 @@
+import { z } from 'zod';
+
+/** The development JWT secret. Refused when NODE_ENV=production. */
+export const DEV_JWT_SECRET = 'dev-secret-change-me-dev-secret-change-me';
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'on', 'off', 'yes', 'no'])
+  .transform((v) => ['1', 'true', 'on', 'yes'].includes(v));
+
+const EnvSchema = z.object({
+  NODE_ENV: z.string().default('development'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  DATABASE_URL: z.string().min(1).optional(),
+  DATA_DIR: z.string().min(1).default('./data'),
+  REDIS_URL: z.string().min(1).optional(),
+  REDIS_PREFIX: z.string().max(64).default('chat:'),
+  JWT_SECRET: z.string().min(16, 'JWT_SECRET must be at least 16 characters').optional(),
+  AUTH_DEV_LOGIN: bool.optional(),
+  ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
+  WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
+  WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
+  MAX_BODY_LENGTH: z.coerce.number().int().positive().max(100_000).default(4000),
+  DB_POOL_MAX: z.coerce.number().int().positive().default(10),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
+});
+
+export interface Config {
+  env: string;
+  port: number;
+  host: string;
+  /** PostgreSQL URL; undefined means embedded PostgreSQL (PGlite) under dataDir. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** Redis URL; undefined means the in-process bus (single process only). */
+  redisUrl: string | undefined;
+  /** Prefix for every Redis key and channel of this deployment. */
+  redisPrefix: string;
+  jwtSecret: string;
+  /** True when the secret is the built-in development one. */
+  jwtSecretIsDev: boolean;
+  devLogin: boolean;
+  accessTokenTtlSeconds: number;
+  wsMaxPayloadBytes: number;
+  wsKeepAliveMs: number;
+  maxBodyLength: number;
+  dbPoolMax: number;
+  shutdownTimeoutMs: number;
+  logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
+}
+
+export class ConfigError extends Error {}
+
+/** Reads and validates the environment. The only place that touches process.env. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+  if (production && !e.JWT_SECRET) {
+    throw new ConfigError('JWT_SECRET must be set when NODE_ENV=production');
+  }
+  return {
+    env: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.DATA_DIR,
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
+    jwtSecret: e.JWT_SECRET ?? DEV_JWT_SECRET,
+    jwtSecretIsDev: !e.JWT_SECRET,
+    devLogin: e.AUTH_DEV_LOGIN ?? !production,
+    accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+    wsMaxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
+    wsKeepAliveMs: e.WS_KEEPALIVE_MS,
+    maxBodyLength: e.MAX_BODY_LENGTH,
+    dbPoolMax: e.DB_POOL_MAX,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** Builds a config from defaults plus overrides; used by tests and embedding code. */
+export function makeConfig(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}), ...overrides };
+}

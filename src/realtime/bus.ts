@@ -1,0 +1,76 @@
+/**
+ * The event bus carries serialized events between processes. It is fire-and-forget by design
+ * (Redis pub/sub); the delivery guarantee comes from sequence numbers and gap fills from PostgreSQL,
+ * which is why subscribers learn about reconnects (anything may have been missed while down).
+ */
+export type BusHandler = (payload: string) => void;
+
+export interface EventBus {
+  /** 'redis' or 'memory'. */
+  readonly kind: string;
+  /**
+   * Publishes a payload to a channel. Local subscribers of this process receive it synchronously;
+   * other processes receive it through the broker. Never throws: a lost publish is repaired by the
+   * subscribers' gap fill.
+   */
+  publish(channel: string, payload: string): Promise<void>;
+  /**
+   * Subscribes a handler to a channel. Resolves once the subscription is live on the broker.
+   * Returns the function that removes this handler (the broker subscription is reference-counted).
+   */
+  subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>>;
+  /** Registers a listener called after the bus reconnected (messages may have been lost). */
+  onReconnect(listener: () => void): () => void;
+  /** True when the broker answers. */
+  ping(timeoutMs?: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Reference-counted handler sets per channel; shared by both implementations. */
+export class ChannelTable {
+  private readonly table = new Map<string, Set<BusHandler>>();
+
+  /** Adds a handler; returns true when it is the channel's first one. */
+  add(channel: string, handler: BusHandler): boolean {
+    let set = this.table.get(channel);
+    const first = !set;
+    if (!set) {
+      set = new Set();
+      this.table.set(channel, set);
+    }
+    set.add(handler);
+    return first;
+  }
+
+  /** Removes a handler; returns true when the channel has no handler left. */
+  remove(channel: string, handler: BusHandler): boolean {
+    const set = this.table.get(channel);
+    if (!set) return false;
+    set.delete(handler);
+    if (set.size === 0) {
+      this.table.delete(channel);
+      return true;
+    }
+    return false;
+  }
+
+  has(channel: string): boolean {
+    return this.table.has(channel);
+  }
+
+  channels(): string[] {
+    return [...this.table.keys()];
+  }
+
+  dispatch(channel: string, payload: string, onError: (err: unknown) => void): void {
+    const set = this.table.get(channel);
+    if (!set) return;
+    for (const h of set) {
+      try {
+        h(payload);
+      } catch (err) {
+        onError(err);
+      }
+    }
+  }
+}

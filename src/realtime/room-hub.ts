@@ -1,0 +1,292 @@
+import superjson from 'superjson';
+import type { EventBus } from './bus.js';
+import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } from './events.js';
+
+export type HubEvent = DurableRoomEvent | EphemeralRoomEvent;
+
+/** Where a hub reads committed durable events from (PostgreSQL, through the services). */
+export interface EventSource {
+  /** The room's committed last sequence number. */
+  lastSeq(roomId: string): Promise<number>;
+  /** Durable events with after < seq <= upto, ascending, at most `limit`. */
+  load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]>;
+}
+
+/** A local subscriber of a room. `push` must be cheap: it is called once per event. */
+export interface HubSubscriber {
+  readonly userId: string;
+  push(event: HubEvent): void;
+  /** Ends the subscription (e.g. the user was removed from the room). */
+  end(): void;
+}
+
+export const FILL_PAGE = 500;
+
+export function encodeEvent(e: HubEvent): string {
+  return superjson.stringify(e);
+}
+
+function decodeEvent(payload: string): HubEvent {
+  return superjson.parse<HubEvent>(payload);
+}
+
+/**
+ * One per room per process: holds the room's single bus subscription, keeps the last delivered
+ * sequence number, fills gaps from PostgreSQL once, and fans each event out to local subscribers.
+ */
+class RoomHub {
+  readonly subs = new Set<HubSubscriber>();
+  /** Attaches waiting for `ready`. */
+  pending = 0;
+  seq = 0;
+  ready: Promise<void>;
+  private initialized = false;
+  private early: HubEvent[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private busy = 0;
+  private unsubscribe: (() => Promise<void>) | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = 200;
+  closed = false;
+
+  constructor(
+    readonly roomId: string,
+    private readonly bus: EventBus,
+    private readonly source: EventSource,
+    private readonly onError: (err: unknown) => void,
+    private readonly stats: HubStats,
+  ) {
+    this.ready = this.start();
+  }
+
+  private async start(): Promise<void> {
+    // Listen first, then read the committed position: nothing committed after it can be missed.
+    this.unsubscribe = await this.bus.subscribe(channels.room(this.roomId), (p) => this.onPayload(p));
+    try {
+      this.seq = await this.source.lastSeq(this.roomId);
+    } catch (err) {
+      await this.unsubscribe();
+      throw err;
+    }
+    this.initialized = true;
+    const early = this.early;
+    this.early = [];
+    for (const e of early) this.accept(e);
+  }
+
+  private onPayload(payload: string): void {
+    let e: HubEvent;
+    try {
+      e = decodeEvent(payload);
+    } catch (err) {
+      this.onError(err);
+      return;
+    }
+    this.stats.received++;
+    if (!this.initialized) {
+      this.early.push(e);
+      return;
+    }
+    this.accept(e);
+  }
+
+  private accept(e: HubEvent): void {
+    if (!isDurable(e)) {
+      this.fanout(e);
+      return;
+    }
+    if (this.busy === 0) {
+      if (e.seq === this.seq + 1) {
+        this.seq = e.seq;
+        this.fanout(e);
+        return;
+      }
+      if (e.seq <= this.seq) {
+        this.stats.duplicates++;
+        return;
+      }
+    }
+    this.enqueue(() => this.ordered(e));
+  }
+
+  private enqueue(task: () => Promise<void>): void {
+    this.busy++;
+    this.chain = this.chain
+      .then(task)
+      .catch((err) => {
+        this.onError(err);
+        this.scheduleResync();
+      })
+      .finally(() => {
+        this.busy--;
+      });
+  }
+
+  private async ordered(e: DurableRoomEvent): Promise<void> {
+    if (e.seq <= this.seq) {
+      this.stats.duplicates++;
+      return;
+    }
+    if (e.seq > this.seq + 1) await this.fill(e.seq - 1);
+    if (e.seq > this.seq) {
+      this.seq = e.seq;
+      this.fanout(e);
+    }
+  }
+
+  /** Delivers committed events up to `upto` from PostgreSQL, in pages. */
+  private async fill(upto: number): Promise<void> {
+    this.stats.gapFills++;
+    while (this.seq < upto && !this.closed) {
+      const page = await this.source.load(this.roomId, this.seq, upto, FILL_PAGE);
+      if (page.length === 0) break;
+      for (const e of page) {
+        if (e.seq <= this.seq) continue;
+        this.seq = e.seq;
+        this.stats.filled++;
+        this.fanout(e);
+      }
+    }
+  }
+
+  /** Catches up with PostgreSQL (after a bus reconnect or a failed fill). */
+  resync(): void {
+    if (this.closed || !this.initialized) return;
+    this.enqueue(async () => {
+      const last = await this.source.lastSeq(this.roomId);
+      if (last > this.seq) await this.fill(last);
+      this.retryMs = 200;
+    });
+  }
+
+  private scheduleResync(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.resync();
+    }, this.retryMs);
+    this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, 5000);
+  }
+
+  private fanout(e: HubEvent): void {
+    this.stats.delivered += this.subs.size;
+    const leaving = e.type === 'member.left' ? e.userId : null;
+    for (const s of this.subs) {
+      s.push(e);
+      if (leaving !== null && s.userId === leaving) {
+        this.subs.delete(s);
+        s.end();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    for (const s of this.subs) s.end();
+    this.subs.clear();
+    await this.unsubscribe?.().catch(this.onError);
+  }
+
+  /** Ends the live subscriptions of one user (removed, banned, revoked). */
+  kick(userId: string): void {
+    for (const s of this.subs) {
+      if (s.userId === userId) {
+        this.subs.delete(s);
+        s.end();
+      }
+    }
+  }
+}
+
+export interface HubStats {
+  received: number;
+  delivered: number;
+  duplicates: number;
+  gapFills: number;
+  filled: number;
+}
+
+/** The registry of room hubs of this process. */
+export class RoomHubs {
+  private readonly hubs = new Map<string, RoomHub>();
+  readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0 };
+  private readonly offReconnect: () => void;
+
+  constructor(
+    private readonly bus: EventBus,
+    private readonly source: EventSource,
+    private readonly onError: (err: unknown) => void = () => undefined,
+  ) {
+    this.offReconnect = bus.onReconnect(() => {
+      for (const h of this.hubs.values()) h.resync();
+    });
+  }
+
+  /**
+   * Attaches a subscriber to the room's hub. Returns the hub's position: every event after it is
+   * pushed to the subscriber; the caller replays what is at or before it from PostgreSQL.
+   */
+  async attach(roomId: string, sub: HubSubscriber): Promise<number> {
+    let hub = this.hubs.get(roomId);
+    if (!hub || hub.closed) {
+      hub = new RoomHub(roomId, this.bus, this.source, this.onError, this.stats);
+      this.hubs.set(roomId, hub);
+    }
+    hub.pending++;
+    try {
+      await hub.ready;
+    } catch (err) {
+      hub.pending--;
+      if (this.hubs.get(roomId) === hub) this.hubs.delete(roomId);
+      hub.closed = true;
+      throw err;
+    } finally {
+      // (pending is decremented below on success)
+    }
+    hub.pending--;
+    hub.subs.add(sub);
+    return hub.seq;
+  }
+
+  detach(roomId: string, sub: HubSubscriber): void {
+    const hub = this.hubs.get(roomId);
+    if (!hub) return;
+    hub.subs.delete(sub);
+    this.maybeClose(hub);
+  }
+
+  private maybeClose(hub: RoomHub): void {
+    if (hub.subs.size === 0 && hub.pending === 0 && !hub.closed) {
+      hub.closed = true;
+      if (this.hubs.get(hub.roomId) === hub) this.hubs.delete(hub.roomId);
+      void hub.close();
+    }
+  }
+
+  /** Ends one user's live subscriptions to a room on this process. */
+  kick(roomId: string, userId: string): void {
+    const hub = this.hubs.get(roomId);
+    if (!hub) return;
+    hub.kick(userId);
+    this.maybeClose(hub);
+  }
+
+  get roomCount(): number {
+    return this.hubs.size;
+  }
+
+  get subscriberCount(): number {
+    let n = 0;
+    for (const h of this.hubs.values()) n += h.subs.size;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.offReconnect();
+    const all = [...this.hubs.values()];
+    this.hubs.clear();
+    await Promise.all(all.map((h) => h.close()));
+  }
+}

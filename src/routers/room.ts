@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { authedProcedure, router } from '../trpc/init.js';
+import { MAX_MEMBERS_PER_CALL, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
+
+export const roomRouter = router({
+  create: authedProcedure
+    .input(
+      z.object({
+        kind: z.enum(['group', 'support', 'broadcast']),
+        name: RoomName,
+        topic: Topic.nullish(),
+        key: RoomKey.nullish(),
+        memberIds: z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`).optional(),
+      }),
+    )
+    .mutation(({ ctx, input }) => ctx.services.rooms.create(ctx.actor, input)),
+
+  openDirect: authedProcedure
+    .input(z.object({ userId: UserId }))
+    .mutation(({ ctx, input }) => ctx.services.rooms.openDirect(ctx.actor, input.userId)),
+
+  list: authedProcedure.query(({ ctx }) => ctx.services.rooms.list(ctx.actor)),
+
+  get: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.get(ctx.actor, input.roomId)),
+
+  members: authedProcedure
+    .input(z.object({ roomId: RoomId }))
+    .query(({ ctx, input }) => ctx.services.rooms.members(ctx.actor, input.roomId)),
+
+  addMembers: authedProcedure
+    .input(
+      z.object({
+        roomId: RoomId,
+        userIds: z.array(UserId).min(1).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`),
+      }),
+    )
+    .mutation(({ ctx, input }) => ctx.services.rooms.addMembers(ctx.actor, input.roomId, input.userIds)),
+
+  removeMember: authedProcedure
+    .input(z.object({ roomId: RoomId, userId: UserId }))
+    .mutation(async ({ ctx, input }) => {
+      await ctx.services.rooms.removeMember(ctx.actor, input.roomId, input.userId);
+      return { ok: true as const };
+    }),
+
+  leave: authedProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
+    await ctx.services.rooms.leave(ctx.actor, input.roomId);
+    return { ok: true as const };
+  }),
+});

@@ -1,0 +1,12 @@
+/** Who is calling: resolved from the access token's claims. */
+export interface Actor {
+  id: string;
+  name: string;
+  tenant: string;
+  roles: string[];
+  /** Token expiry, seconds since the epoch. */
+  exp?: number;
+}
+
+export const isAdmin = (a: Actor) => a.roles.includes('admin');
+export const isService = (a: Actor) => a.roles.includes('service');

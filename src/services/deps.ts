@@ -1,0 +1,25 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { Config } from '../config.js';
+import type { Orm } from '../db/orm.js';
+import type { EventBus } from '../realtime/bus.js';
+import type { Logger } from '../logger.js';
+
+/** What every service gets: the concrete parts wired by createApp. */
+export interface Deps {
+  config: Config;
+  orm: Orm;
+  bus: EventBus;
+  log: Logger;
+}
+
+export type Em = EntityManager;
+
+/** A fresh EntityManager per operation (never the global one). */
+export function em(deps: Deps): Em {
+  return deps.orm.em.fork();
+}
+
+/** Runs a raw query on an EntityManager (inside its transaction, if any). */
+export function sql<T = Record<string, any>>(em: Em, query: string, params: unknown[] = []): Promise<T[]> {
+  return em.execute<T[]>(query, params as any[]);
+}

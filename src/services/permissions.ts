@@ -1,0 +1,42 @@
+import type { MemberRole } from '../realtime/events.js';
+
+/**
+ * The permission table: the one place that says which room role may do what.
+ * Ranks: owner > admin > moderator > member. Acting on another member additionally needs a
+ * strictly higher rank than the target's.
+ */
+export const ROLE_RANK: Record<MemberRole, number> = { owner: 3, admin: 2, moderator: 1, member: 0 };
+
+export type RoomAction =
+  | 'send'
+  | 'addMembers'
+  | 'removeMember'
+  | 'update'
+  | 'setRole'
+  | 'mute'
+  | 'ban'
+  | 'deleteOthers';
+
+const MIN_ROLE: Record<RoomAction, MemberRole> = {
+  send: 'member',
+  addMembers: 'admin',
+  removeMember: 'moderator',
+  update: 'admin',
+  setRole: 'admin',
+  mute: 'moderator',
+  ban: 'moderator',
+  deleteOthers: 'moderator',
+};
+
+export type RoomKind = 'direct' | 'group' | 'support' | 'broadcast';
+
+export function can(role: MemberRole, action: RoomAction, kind: RoomKind): boolean {
+  if (kind === 'direct' && action !== 'send') return false;
+  if (kind === 'broadcast' && action === 'send') return ROLE_RANK[role] >= ROLE_RANK.admin;
+  return ROLE_RANK[role] >= ROLE_RANK[MIN_ROLE[action]];
+}
+
+/** True when `actor` outranks `target` (needed to act on another member). */
+export function outranks(actor: MemberRole, target: MemberRole): boolean {
+  return ROLE_RANK[actor] > ROLE_RANK[target];
+}

@@ -1,0 +1,86 @@
+import { channels, type DurableRoomEvent, type MessageDto } from '../realtime/events.js';
+import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
+import { type Deps, type Em, em as fork, sql } from './deps.js';
+import { messageFromRow, MESSAGE_COLUMNS } from './message-dto.js';
+
+type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
+export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
+
+/**
+ * The room's durable log: the one place that takes sequence numbers. `append` must run inside the
+ * transaction that writes the change; the row lock on the room makes commit order equal seq order.
+ */
+export class RoomLog implements EventSource {
+  constructor(private readonly deps: Deps) {}
+
+  /** Takes the room's next sequence number (row lock held until the transaction ends). */
+  async nextSeq(em: Em, roomId: string): Promise<number> {
+    const rows = await sql<{ last_seq: string }>(
+      em,
+      'update room set last_seq = last_seq + 1, updated_at = now() where id = ? returning last_seq',
+      [roomId],
+    );
+    const row = rows[0];
+    if (!row) throw new Error(`room ${roomId} vanished during a write`);
+    return Number(row.last_seq);
+  }
+
+  /** Records the event of a seq in the room's log (same transaction as `nextSeq`). */
+  async record(em: Em, roomId: string, seq: number, type: DurableRoomEvent['type'], messageId: string | null, data: object): Promise<void> {
+    await sql(em, 'insert into room_event (room_id, seq, type, message_id, data, created_at) values (?, ?, ?, ?, ?, now())', [
+      roomId,
+      seq,
+      type,
+      messageId,
+      JSON.stringify(data),
+    ]);
+  }
+
+  /** Takes the next seq and records a non-message event; returns the event with its seq. */
+  async append<E extends NewRoomEvent>(em: Em, event: E): Promise<E & { seq: number }> {
+    const seq = await this.nextSeq(em, event.roomId);
+    const { type, roomId, ...data } = event as NewRoomEvent & Record<string, unknown>;
+    await this.record(em, roomId, seq, type, null, data);
+    return { ...event, seq };
+  }
+
+  /**
+   * Runs `fn` in a transaction; the events it appends are published on the bus only after commit,
+   * in seq order.
+   */
+  async transact<T>(fn: (em: Em, emit: (e: DurableRoomEvent) => void) => Promise<T>): Promise<T> {
+    const events: DurableRoomEvent[] = [];
+    const result = await fork(this.deps).transactional((em) => fn(em, (e) => events.push(e)));
+    for (const e of events) void this.publish(e);
+    return result;
+  }
+
+  publish(e: DurableRoomEvent | import('../realtime/events.js').EphemeralRoomEvent): Promise<void> {
+    return this.deps.bus.publish(channels.room(e.roomId), encodeEvent(e));
+  }
+
+  async lastSeq(roomId: string): Promise<number> {
+    const rows = await sql<{ last_seq: string }>(fork(this.deps), 'select last_seq from room where id = ?', [roomId]);
+    return rows[0] ? Number(rows[0].last_seq) : 0;
+  }
+
+  async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {
+    const rows = await sql(
+      fork(this.deps),
+      `select e.seq as e_seq, e.type as e_type, e.data as e_data, ${MESSAGE_COLUMNS}
+         from room_event e left join message m on m.id = e.message_id
+        where e.room_id = ? and e.seq > ? and e.seq <= ?
+        order by e.seq asc limit ?`,
+      [roomId, after, upto, limit],
+    );
+    return rows.map((r) => {
+      const seq = Number(r.e_seq);
+      const type = r.e_type as DurableRoomEvent['type'];
+      if (type === 'message.new' || type === 'message.edited' || type === 'message.deleted') {
+        const message: MessageDto = messageFromRow(r);
+        return { type, roomId, seq, message } as DurableRoomEvent;
+      }
+      return { ...(r.e_data as object), type, roomId, seq } as DurableRoomEvent;
+    });
+  }
+}

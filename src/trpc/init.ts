@@ -1,0 +1,72 @@
+import { ConnectionException } from '@mikro-orm/core';
+import { initTRPC, TRPCError } from '@trpc/server';
+import superjson from 'superjson';
+import { isExpired } from '../auth/jwt.js';
+import { AppError } from '../services/errors.js';
+import type { Context } from './context.js';
+import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
+
+/** Converts domain and infrastructure errors to typed TRPCErrors (one place). */
+export function toTRPCError(err: unknown): TRPCError | null {
+  if (err instanceof TRPCError) {
+    return err.cause ? toTRPCError(err.cause) ?? err : err;
+  }
+  if (err instanceof AppError) return new TRPCError({ code: err.code, message: err.message, cause: err });
+  if (err instanceof ConnectionException || isConnectionError(err)) {
+    return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: 'database unavailable, retry later', cause: err as Error });
+  }
+  return null;
+}
+
+function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', '57P01', '57P03', '08006', '08001'].includes(code);
+}
+
+const t = initTRPC.context<Context>().create({
+  transformer: superjson,
+  errorFormatter({ shape, error }) {
+    // Errors thrown inside a subscription's generator do not pass the middleware: map them here.
+    const mapped = error.code === 'INTERNAL_SERVER_ERROR' ? toTRPCError(error.cause) : null;
+    const zodIssues =
+      error.code === 'BAD_REQUEST' && error.cause && 'issues' in error.cause
+        ? (error.cause as { issues: { path: PropertyKey[]; message: string }[] }).issues.map((i) => ({
+            path: i.path.map(String).join('.'),
+            message: i.message,
+          }))
+        : null;
+    if (mapped) {
+      return {
+        ...shape,
+        message: mapped.message,
+        code: TRPC_ERROR_CODES_BY_KEY[mapped.code],
+        data: { ...shape.data, code: mapped.code, stack: undefined, issues: null },
+      };
+    }
+    return {
+      ...shape,
+      message: zodIssues ? zodIssues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : shape.message,
+      data: { ...shape.data, stack: undefined, issues: zodIssues },
+    };
+  },
+});
+
+export const router = t.router;
+export const createCallerFactory = t.createCallerFactory;
+
+const errors = t.middleware(async ({ next }) => {
+  const res = await next();
+  if (!res.ok) {
+    const mapped = toTRPCError(res.error);
+    if (mapped && mapped !== res.error) throw mapped;
+  }
+  return res;
+});
+
+export const publicProcedure = t.procedure.use(errors);
+
+export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
+  if (!ctx.actor) throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
+  if (isExpired(ctx.actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
+  return next({ ctx: { ...ctx, actor: ctx.actor } });
+});

@@ -1,0 +1,15 @@
+import { authRouter } from '../routers/auth.js';
+import { chatRouter } from '../routers/chat.js';
+import { roomRouter } from '../routers/room.js';
+import { createCallerFactory, router } from './init.js';
+
+export const appRouter = router({
+  auth: authRouter,
+  room: roomRouter,
+  chat: chatRouter,
+});
+
+/** The type frontends import (type-only) to get the whole API typed end to end. */
+export type AppRouter = typeof appRouter;
+
+export const createCaller = createCallerFactory(appRouter);
