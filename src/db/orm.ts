@@ -22,6 +22,7 @@ export function ormOptions(clientUrl: string, poolMax = 10): Options {
       transactional: true,
       allOrNothing: true,
       snapshot: false,
+      silent: true,
     },
     pool: { min: 0, max: poolMax },
     debug: false,

@@ -48,12 +48,12 @@ export class RedisBus implements EventBus {
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
       reconnectOnError: () => true,
     };
-    this.pub = new Redis(opts.url, { ...common, maxRetriesPerRequest: 1, connectionName: 'chat-pub' });
+    this.pub = new Redis(opts.url, { ...common, maxRetriesPerRequest: 1, connectionName: `chat-pub-${this.nodeId}` });
     this.sub = new Redis(opts.url, {
       ...common,
       maxRetriesPerRequest: null,
       autoResubscribe: true,
-      connectionName: 'chat-sub',
+      connectionName: `chat-sub-${this.nodeId}`,
     });
     this.pub.on('error', (err) => this.onError(err));
     this.sub.on('error', (err) => this.onError(err));
