@@ -13,8 +13,10 @@ import type { AppRouter } from '../src/trpc/router.js';
 export type { AppRouter };
 export type RouterInputs = inferRouterInputs<AppRouter>;
 export type RouterOutputs = inferRouterOutputs<AppRouter>;
-/** A room event as `chat.events` yields it: switch on `event.type` for full narrowing. */
-export type RoomEvent = RouterOutputs['chat']['events'] extends AsyncIterable<infer T> ? T : never;
+/** What `chat.events` delivers to `onData`: `{ id, data }` with `id` the room seq as a string. */
+export type RoomEventEnvelope = RouterOutputs['chat']['events'] extends AsyncIterable<infer T> ? T : never;
+/** A room event: switch on `event.type` for full narrowing. */
+export type RoomEvent = RoomEventEnvelope extends { data: infer D } ? D : never;
 export type Message = RouterOutputs['chat']['send'];
 export type Room = RouterOutputs['room']['get'];
 

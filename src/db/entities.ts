@@ -33,6 +33,8 @@ export const Room = defineEntity({
     directKey: p.string().length(300).nullable(),
     createdBy: p.string().length(128),
     lastSeq: p.bigint('number').default(0),
+    /** Bodies of this room are stored encrypted (AES-256-GCM, keys from MESSAGE_KEYS). */
+    encrypted: p.boolean().default(false),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },
@@ -53,6 +55,9 @@ export const Membership = defineEntity({
     role: p.string().length(16),
     joinedAt: p.datetime().onCreate(() => new Date()),
     lastReadSeq: p.bigint('number').default(0),
+    lastReadAt: p.datetime().nullable(),
+    /** Cannot send until then. */
+    mutedUntil: p.datetime().nullable(),
   },
   indexes: [{ name: 'membership_user_idx', properties: ['userId'] }],
 });
@@ -81,10 +86,16 @@ export const Message = defineEntity({
     attachments: p.json<Attachment[]>().default('[]'),
     replyToId: p.uuid().nullable(),
     mentions: p.json<string[]>().default('[]'),
+    /** Key id when the body is encrypted at rest (null: plain text). */
+    keyId: p.string().length(32).nullable(),
+    replyCount: p.integer().default(0),
+    lastReplyAt: p.datetime().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     editedAt: p.datetime().nullable(),
     deletedAt: p.datetime().nullable(),
+    deletedBy: p.string().length(128).nullable(),
   },
+  indexes: [{ name: 'message_reply_to_idx', properties: ['replyToId'] }],
   uniques: [
     { name: 'message_room_seq_unique', properties: ['room', 'seq'] },
     { name: 'message_sender_client_id_unique', properties: ['tenant', 'senderId', 'clientId'] },
@@ -110,4 +121,69 @@ export const RoomEvent = defineEntity({
 });
 export type RoomEventEntity = InferEntity<typeof RoomEvent>;
 
-export const entities = [User, Room, Membership, Message, RoomEvent];
+/** Users banned from a room: removed and cannot be re-added until unbanned. */
+export const RoomBan = defineEntity({
+  name: 'RoomBan',
+  tableName: 'room_ban',
+  properties: {
+    room: () => p.manyToOne(Room).primary().deleteRule('cascade'),
+    userId: p.string().length(128).primary(),
+    bannedBy: p.string().length(128),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+
+/** Every earlier version of an edited message (audit and `chat.edits`). */
+export const MessageEdit = defineEntity({
+  name: 'MessageEdit',
+  tableName: 'message_edit',
+  properties: {
+    id: p.uuid().primary(),
+    message: () => p.manyToOne(Message).deleteRule('cascade'),
+    body: p.text().nullable(),
+    keyId: p.string().length(32).nullable(),
+    editorId: p.string().length(128),
+    /** When this version was replaced. */
+    replacedAt: p.datetime().onCreate(() => new Date()),
+  },
+  indexes: [{ name: 'message_edit_message_idx', properties: ['message', 'replacedAt'] }],
+});
+
+/** One reaction per user per emoji per message. */
+export const Reaction = defineEntity({
+  name: 'Reaction',
+  tableName: 'reaction',
+  properties: {
+    message: () => p.manyToOne(Message).primary().deleteRule('cascade'),
+    userId: p.string().length(128).primary(),
+    emoji: p.string().length(64).primary(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+
+/** Per-user inbox sequence (mentions, new rooms, notifications, invites, signals). */
+export const InboxCursor = defineEntity({
+  name: 'InboxCursor',
+  tableName: 'inbox_cursor',
+  properties: {
+    tenant: p.string().length(64).primary(),
+    userId: p.string().length(128).primary(),
+    lastSeq: p.bigint('number').default(0),
+  },
+});
+
+/** A user's durable inbox items, resumable by seq like room events. */
+export const InboxEvent = defineEntity({
+  name: 'InboxEvent',
+  tableName: 'inbox_event',
+  properties: {
+    tenant: p.string().length(64).primary(),
+    userId: p.string().length(128).primary(),
+    seq: p.bigint('number').primary(),
+    type: p.string().length(32),
+    data: p.json<Record<string, unknown>>().default('{}'),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+});
+
+export const entities = [User, Room, Membership, Message, RoomEvent, RoomBan, MessageEdit, Reaction, InboxCursor, InboxEvent];

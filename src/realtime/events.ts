@@ -35,6 +35,8 @@ export interface MessageDto {
 
 export type MemberRole = 'owner' | 'admin' | 'moderator' | 'member';
 
+export type PresenceStatus = 'online' | 'away' | 'dnd' | 'offline';
+
 export type DurableRoomEvent =
   | { type: 'message.new'; roomId: string; seq: number; message: MessageDto }
   | { type: 'message.edited'; roomId: string; seq: number; message: MessageDto }
@@ -47,7 +49,7 @@ export type DurableRoomEvent =
 
 export type EphemeralRoomEvent =
   | { type: 'typing'; roomId: string; userId: string; typing: boolean }
-  | { type: 'presence'; roomId: string; userId: string; status: 'online' | 'away' | 'offline' }
+  | { type: 'presence'; roomId: string; userId: string; status: PresenceStatus; lastSeenAt: Date | null }
   | { type: 'receipt.read'; roomId: string; userId: string; seq: number };
 
 /** What `chat.events` yields: `ready` first (without lastEventId), then room events. */
@@ -69,6 +71,34 @@ const DURABLE_TYPES: ReadonlySet<string> = new Set<DurableEventType>([
 export function isDurable(e: DurableRoomEvent | EphemeralRoomEvent): e is DurableRoomEvent {
   return DURABLE_TYPES.has(e.type);
 }
+
+/** Durable items of a user's inbox (per-user sequence, resumable like room events). */
+export type InboxItem =
+  | { type: 'mention'; seq: number; roomId: string; messageId: string; messageSeq: number; from: string; excerpt: string }
+  | { type: 'room.added'; seq: number; roomId: string; roomName: string; roomKind: string; by: string }
+  | { type: 'direct.created'; seq: number; roomId: string; userId: string }
+  | { type: 'notification'; seq: number; kind: string; title: string; data: Record<string, unknown> | null; from: string }
+  | {
+      type: 'meeting.invite';
+      seq: number;
+      roomId: string;
+      meetingId: string;
+      title: string | null;
+      url: string | null;
+      from: string;
+    };
+
+/** Live-only inbox events (never replayed). */
+export type InboxSignal = {
+  type: 'signal';
+  roomId: string;
+  from: string;
+  signal: 'offer' | 'answer' | 'ice' | 'hangup';
+  payload: unknown;
+};
+
+/** What `inbox.events` yields: `ready` first (without lastEventId), then items and signals. */
+export type InboxEvent = { type: 'ready'; seq: number } | InboxItem | InboxSignal;
 
 /** Bus channel names (the bus adds its own deployment prefix). */
 export const channels = {

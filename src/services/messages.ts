@@ -59,9 +59,10 @@ export class MessageService {
           const parent = await sql(em, 'select 1 from message where id = ? and room_id = ?', [input.replyToId, input.roomId]);
           if (!parent.length) throw badRequest('replyToId does not name a message of this room');
         }
+        // An array parameter is inlined as a comma list: wrap it in array[...]::text[].
         const mentions = input.mentions?.length
           ? (
-              await sql<{ user_id: string }>(em, 'select user_id from membership where room_id = ? and user_id = any(?)', [
+              await sql<{ user_id: string }>(em, 'select user_id from membership where room_id = ? and user_id = any(array[?]::text[])', [
                 input.roomId,
                 [...new Set(input.mentions)],
               ])

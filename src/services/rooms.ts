@@ -3,7 +3,7 @@ import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { MemberRole } from '../realtime/events.js';
 import type { Actor } from './actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
+import { badRequest, conflict, forbidden, notFound } from './errors.js';
 import { messageFromRow, MESSAGE_COLUMNS } from './message-dto.js';
 import { can, outranks, type RoomAction, type RoomKind } from './permissions.js';
 import type { RoomLog } from './room-log.js';
@@ -82,6 +82,11 @@ export class RoomService {
     const r = rows[0];
     if (!r) throw notFound('room');
     return { room: { id: r.id, kind: r.kind, name: r.name, tenant: r.tenant }, role: r.role };
+  }
+
+  /** Access for a purpose; support agents and service tokens get more than members (see issue rules). */
+  async requireAccess(actor: Actor, roomId: string, _purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
+    return this.requireMember(actor, roomId, em);
   }
 
   async requirePermission(actor: Actor, roomId: string, action: RoomAction, em?: Em): Promise<RoomAccess> {
@@ -238,7 +243,7 @@ export class RoomService {
         const next = await sql<{ user_id: string; role: MemberRole }>(
           em,
           `select user_id, role from membership where room_id = ?
-            order by case role when 'owner' then 0 when 'admin' then 1 when 'moderator' then 2 else 3 end, joined_at limit 1`,
+            order by case role when 'owner' then 0 when 'admin' then 1 when 'moderator' then 2 else 3 end, joined_at, user_id limit 1`,
           [roomId],
         );
         if (next[0] && next[0].role !== 'owner') {
@@ -307,4 +312,3 @@ function describe(action: RoomAction): string {
   }
 }
 
-export { AppError };

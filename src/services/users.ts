@@ -15,9 +15,10 @@ export class UserService {
     const now = Date.now();
     const seen = this.recent.get(key);
     if (seen && now - seen < 60_000) return;
+    // MikroORM inlines an array parameter as a comma list, hence `array[?]::text[]` (also for []).
     await sql(
       fork(this.deps),
-      `insert into chat_user (tenant, id, name, roles, created_at, last_seen_at) values (?, ?, ?, ?, now(), now())
+      `insert into chat_user (tenant, id, name, roles, created_at, last_seen_at) values (?, ?, ?, array[?]::text[], now(), now())
        on conflict (tenant, id) do update set name = excluded.name, roles = excluded.roles, last_seen_at = now()`,
       [actor.tenant, actor.id, actor.name, actor.roles],
     );

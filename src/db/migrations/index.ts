@@ -1,9 +1,11 @@
 import type { Migration } from '@mikro-orm/migrations';
 import { Migration20261122030345 } from './Migration20261122030345.js';
+import { Migration20261122031149 } from './Migration20261122031149.js';
 
 type MigrationCtor = new (...args: any[]) => Migration;
 
 /** Every migration, in order. New migrations are appended here (see `npm run migration:create`). */
 export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261122030345', class: Migration20261122030345 },
+  { name: 'Migration20261122031149', class: Migration20261122031149 },
 ];

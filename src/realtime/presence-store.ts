@@ -1,0 +1,255 @@
+import { Redis } from 'ioredis';
+import type { PresenceStatus } from './events.js';
+
+export interface PresenceKey {
+  tenant: string;
+  userId: string;
+}
+
+export interface PresenceConn extends PresenceKey {
+  connId: string;
+}
+
+export interface PresenceState {
+  userId: string;
+  status: PresenceStatus;
+  lastSeenAt: Date | null;
+}
+
+/**
+ * Where presence lives: which connections of a user are open (on any node), their chosen status and
+ * when they were last seen. Connection entries expire (`ttlMs`) unless the owning node heartbeats
+ * them, so a node that dies without saying goodbye cannot keep its users online.
+ */
+export interface PresenceStore {
+  /** Registers a connection; true when the user just came online. */
+  connect(c: PresenceConn): Promise<boolean>;
+  /** Removes a connection; true when the user just went offline. */
+  disconnect(c: PresenceConn): Promise<boolean>;
+  /** Extends the life of the given (live, local) connections. */
+  heartbeat(conns: PresenceConn[]): Promise<void>;
+  /** Removes expired connections (of dead nodes); returns the users that went offline. */
+  sweep(): Promise<PresenceKey[]>;
+  setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void>;
+  get(tenant: string, userIds: string[]): Promise<PresenceState[]>;
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+const SEP = '\u0001';
+const enc = (k: PresenceKey) => `${k.tenant}${SEP}${k.userId}`;
+
+export class MemoryPresenceStore implements PresenceStore {
+  private readonly conns = new Map<string, Map<string, number>>();
+  private readonly status = new Map<string, Exclude<PresenceStatus, 'offline'>>();
+  private readonly seen = new Map<string, number>();
+
+  constructor(private readonly ttlMs: number) {}
+
+  private live(key: string, now = Date.now()): Map<string, number> | undefined {
+    const m = this.conns.get(key);
+    if (!m) return undefined;
+    for (const [id, exp] of m) if (exp <= now) m.delete(id);
+    if (m.size === 0) {
+      this.conns.delete(key);
+      return undefined;
+    }
+    return m;
+  }
+
+  async connect(c: PresenceConn): Promise<boolean> {
+    const key = enc(c);
+    const had = this.live(key)?.size ?? 0;
+    let m = this.conns.get(key);
+    if (!m) this.conns.set(key, (m = new Map()));
+    m.set(c.connId, Date.now() + this.ttlMs);
+    return had === 0;
+  }
+
+  async disconnect(c: PresenceConn): Promise<boolean> {
+    const key = enc(c);
+    const m = this.conns.get(key);
+    if (!m || !m.delete(c.connId)) return false;
+    this.seen.set(key, Date.now());
+    return !this.live(key);
+  }
+
+  async heartbeat(conns: PresenceConn[]): Promise<void> {
+    const exp = Date.now() + this.ttlMs;
+    for (const c of conns) this.conns.get(enc(c))?.set(c.connId, exp);
+  }
+
+  async sweep(): Promise<PresenceKey[]> {
+    const gone: PresenceKey[] = [];
+    const now = Date.now();
+    for (const key of [...this.conns.keys()]) {
+      const before = this.conns.get(key)!.size;
+      if (before > 0 && !this.live(key, now)) {
+        const [tenant, userId] = key.split(SEP) as [string, string];
+        this.seen.set(key, now);
+        gone.push({ tenant, userId });
+      }
+    }
+    return gone;
+  }
+
+  async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    this.status.set(enc(k), status);
+  }
+
+  async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
+    return userIds.map((userId) => {
+      const key = enc({ tenant, userId });
+      const online = !!this.live(key);
+      const seen = this.seen.get(key);
+      return {
+        userId,
+        status: online ? (this.status.get(key) ?? 'online') : 'offline',
+        lastSeenAt: online ? new Date() : seen ? new Date(seen) : null,
+      };
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
+ * set of all connections so any node can sweep those of a dead node.
+ */
+export class RedisPresenceStore implements PresenceStore {
+  private readonly redis: Redis;
+
+  constructor(
+    url: string,
+    private readonly prefix: string,
+    private readonly ttlMs: number,
+    onError: (err: unknown) => void = () => undefined,
+  ) {
+    this.redis = new Redis(url, { maxRetriesPerRequest: 1, connectionName: 'chat-presence' });
+    this.redis.on('error', onError);
+  }
+
+  private connKey(k: PresenceKey) {
+    return `${this.prefix}presence:conn:${k.tenant}:${k.userId}`;
+  }
+  private statusKey(k: PresenceKey) {
+    return `${this.prefix}presence:status:${k.tenant}:${k.userId}`;
+  }
+  private seenKey(k: PresenceKey) {
+    return `${this.prefix}presence:seen:${k.tenant}:${k.userId}`;
+  }
+  private get allKey() {
+    return `${this.prefix}presence:all`;
+  }
+  private member(c: PresenceConn) {
+    return `${c.tenant}${SEP}${c.userId}${SEP}${c.connId}`;
+  }
+
+  async connect(c: PresenceConn): Promise<boolean> {
+    const now = Date.now();
+    const exp = now + this.ttlMs;
+    const key = this.connKey(c);
+    const res = await this.redis
+      .multi()
+      .zremrangebyscore(key, '-inf', now)
+      .zcard(key)
+      .zadd(key, exp, c.connId)
+      .pexpire(key, this.ttlMs * 2)
+      .zadd(this.allKey, exp, this.member(c))
+      .exec();
+    const before = Number(res?.[1]?.[1] ?? 0);
+    return before === 0;
+  }
+
+  async disconnect(c: PresenceConn): Promise<boolean> {
+    const now = Date.now();
+    const key = this.connKey(c);
+    const res = await this.redis
+      .multi()
+      .zrem(key, c.connId)
+      .zrem(this.allKey, this.member(c))
+      .zremrangebyscore(key, '-inf', now)
+      .zcard(key)
+      .set(this.seenKey(c), String(now), 'EX', 30 * 24 * 3600)
+      .exec();
+    const removed = Number(res?.[0]?.[1] ?? 0);
+    const left = Number(res?.[3]?.[1] ?? 0);
+    return removed === 1 && left === 0;
+  }
+
+  async heartbeat(conns: PresenceConn[]): Promise<void> {
+    if (conns.length === 0) return;
+    const exp = Date.now() + this.ttlMs;
+    const m = this.redis.pipeline();
+    for (const c of conns) {
+      m.zadd(this.connKey(c), exp, c.connId);
+      m.pexpire(this.connKey(c), this.ttlMs * 2);
+      m.zadd(this.allKey, exp, this.member(c));
+    }
+    await m.exec();
+  }
+
+  async sweep(): Promise<PresenceKey[]> {
+    const now = Date.now();
+    const expired = await this.redis.zrangebyscore(this.allKey, '-inf', now, 'LIMIT', 0, 500);
+    const gone: PresenceKey[] = [];
+    for (const member of expired) {
+      // Whoever removes the entry owns its cleanup: nodes sweeping together never double-report.
+      if ((await this.redis.zrem(this.allKey, member)) !== 1) continue;
+      const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
+      const k = { tenant, userId };
+      const key = this.connKey(k);
+      const res = await this.redis.multi().zrem(key, connId).zremrangebyscore(key, '-inf', now).zcard(key).exec();
+      if (Number(res?.[2]?.[1] ?? 0) === 0) {
+        await this.redis.set(this.seenKey(k), String(now), 'EX', 30 * 24 * 3600);
+        gone.push(k);
+      }
+    }
+    return gone;
+  }
+
+  async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    await this.redis.set(this.statusKey(k), status, 'EX', 30 * 24 * 3600);
+  }
+
+  async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
+    if (userIds.length === 0) return [];
+    const now = Date.now();
+    const m = this.redis.pipeline();
+    for (const userId of userIds) {
+      const k = { tenant, userId };
+      m.zcount(this.connKey(k), `(${now}`, '+inf');
+      m.get(this.statusKey(k));
+      m.get(this.seenKey(k));
+    }
+    const res = (await m.exec()) ?? [];
+    return userIds.map((userId, i) => {
+      const live = Number(res[i * 3]?.[1] ?? 0) > 0;
+      const status = (res[i * 3 + 1]?.[1] as string | null) ?? 'online';
+      const seen = res[i * 3 + 2]?.[1] as string | null;
+      return {
+        userId,
+        status: live ? (status as PresenceStatus) : 'offline',
+        lastSeenAt: live ? new Date(now) : seen ? new Date(Number(seen)) : null,
+      };
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.redis.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => undefined);
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,50 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+
+/**
+ * Encryption at rest for message bodies: AES-256-GCM with a key id per row. MESSAGE_KEYS holds
+ * `kid:base64key` pairs separated by commas; the first key encrypts, every key still decrypts (rotation).
+ */
+export class Keyring {
+  private readonly keys = new Map<string, Buffer>();
+  readonly activeId: string | null;
+
+  constructor(spec: string | undefined) {
+    let first: string | null = null;
+    for (const part of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+      const idx = part.indexOf(':');
+      if (idx <= 0) throw new Error('MESSAGE_KEYS entries must look like kid:base64key');
+      const kid = part.slice(0, idx);
+      if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) throw new Error(`MESSAGE_KEYS key id "${kid}" must be 1-32 of A-Z a-z 0-9 _ -`);
+      const key = Buffer.from(part.slice(idx + 1), 'base64');
+      if (key.length !== 32) throw new Error(`MESSAGE_KEYS key "${kid}" must be 32 bytes (base64)`);
+      this.keys.set(kid, key);
+      first ??= kid;
+    }
+    this.activeId = first;
+  }
+
+  get enabled(): boolean {
+    return this.activeId !== null;
+  }
+
+  /** Returns `iv.tag.ciphertext` in base64url with the id of the key used. */
+  encrypt(plain: string): { keyId: string; text: string } {
+    if (!this.activeId) throw new Error('no message key configured');
+    const key = this.keys.get(this.activeId)!;
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    const ct = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
+    const tag = cipher.getAuthTag();
+    return { keyId: this.activeId, text: `${iv.toString('base64url')}.${tag.toString('base64url')}.${ct.toString('base64url')}` };
+  }
+
+  decrypt(keyId: string, text: string): string {
+    const key = this.keys.get(keyId);
+    if (!key) throw new Error(`message key "${keyId}" is not configured`);
+    const [iv, tag, ct] = text.split('.');
+    if (!iv || !tag || ct === undefined) throw new Error('malformed encrypted body');
+    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64url'));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]).toString('utf8');
+  }
+}

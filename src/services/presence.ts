@@ -1,0 +1,89 @@
+import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
+import type { PresenceStatus } from '../realtime/events.js';
+import type { Actor } from './actor.js';
+import { type Deps, em as fork, sql } from './deps.js';
+import type { RoomLog } from './room-log.js';
+
+export const PRESENCE_TTL_MS = 60_000;
+
+/**
+ * Presence: a user is online while any of their connections is open on any node. This node
+ * heartbeats its own connections and sweeps expired ones of dead nodes; changes reach the members
+ * of the user's rooms as `presence` events.
+ */
+export class PresenceService {
+  private readonly local = new Map<string, PresenceConn>();
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    private readonly deps: Deps,
+    private readonly store: PresenceStore,
+    private readonly log: RoomLog,
+    private readonly ttlMs = PRESENCE_TTL_MS,
+  ) {
+    const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
+    const sweep = setInterval(() => void this.sweep(), Math.floor(ttlMs / 2));
+    beat.unref();
+    sweep.unref();
+    this.timers.push(beat, sweep);
+  }
+
+  private warn = (err: unknown) => this.deps.log.warn({ err }, 'presence store error');
+
+  async connected(actor: Actor, connId: string): Promise<void> {
+    const c = { tenant: actor.tenant, userId: actor.id, connId };
+    this.local.set(connId, c);
+    if (await this.store.connect(c)) {
+      const [state] = await this.store.get(actor.tenant, [actor.id]);
+      await this.broadcast(c, state?.status ?? 'online', null);
+    }
+  }
+
+  async disconnected(connId: string): Promise<void> {
+    const c = this.local.get(connId);
+    if (!c) return;
+    this.local.delete(connId);
+    if (await this.store.disconnect(c)) await this.broadcast(c, 'offline', new Date());
+  }
+
+  async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
+    await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);
+    const [state] = await this.store.get(actor.tenant, [actor.id]);
+    if (state && state.status !== 'offline') await this.broadcast({ tenant: actor.tenant, userId: actor.id }, state.status, null);
+    return state!;
+  }
+
+  get(actor: Actor, userIds: string[]) {
+    return this.store.get(actor.tenant, [...new Set(userIds)]);
+  }
+
+  async sweep(): Promise<void> {
+    try {
+      for (const k of await this.store.sweep()) await this.broadcast(k, 'offline', new Date());
+    } catch (err) {
+      this.warn(err);
+    }
+  }
+
+  /** Publishes a presence change to every room the user belongs to. */
+  private async broadcast(k: PresenceKey, status: PresenceStatus, lastSeenAt: Date | null): Promise<void> {
+    try {
+      const rooms = await sql<{ room_id: string }>(
+        fork(this.deps),
+        'select mb.room_id from membership mb join room r on r.id = mb.room_id where mb.user_id = ? and r.tenant = ?',
+        [k.userId, k.tenant],
+      );
+      await Promise.all(
+        rooms.map((r) => this.log.publish({ type: 'presence', roomId: r.room_id, userId: k.userId, status, lastSeenAt })),
+      );
+    } catch (err) {
+      this.warn(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    await Promise.allSettled([...this.local.keys()].map((id) => this.disconnected(id)));
+    await this.store.close();
+  }
+}

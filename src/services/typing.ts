@@ -1,0 +1,55 @@
+import type { Actor } from './actor.js';
+import type { RoomLog } from './room-log.js';
+import type { RoomService } from './rooms.js';
+
+/** A typing indicator expires this long after its last refresh. */
+export const TYPING_TTL_MS = 10_000;
+/** Refreshes of an unchanged "typing" state are forwarded at most this often per user and room. */
+export const TYPING_THROTTLE_MS = 3_000;
+
+interface TypingState {
+  typing: boolean;
+  lastPublish: number;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Typing indicators: live only, throttled, expiring. */
+export class TypingService {
+  private readonly state = new Map<string, TypingState>();
+
+  constructor(
+    private readonly rooms: RoomService,
+    private readonly log: RoomLog,
+  ) {}
+
+  async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
+    await this.rooms.requireAccess(actor, roomId, 'send');
+    const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
+    const now = Date.now();
+    let s = this.state.get(key);
+    if (!s) this.state.set(key, (s = { typing: false, lastPublish: 0, timer: null }));
+    if (s.timer) clearTimeout(s.timer);
+    s.timer = null;
+    const forward = s.typing !== typing || now - s.lastPublish >= TYPING_THROTTLE_MS;
+    s.typing = typing;
+    if (typing) {
+      s.timer = setTimeout(() => {
+        this.state.delete(key);
+        void this.log.publish({ type: 'typing', roomId, userId: actor.id, typing: false });
+      }, TYPING_TTL_MS);
+      s.timer.unref();
+    } else {
+      this.state.delete(key);
+    }
+    if (forward) {
+      s.lastPublish = now;
+      await this.log.publish({ type: 'typing', roomId, userId: actor.id, typing });
+    }
+    return { forwarded: forward };
+  }
+
+  close(): void {
+    for (const s of this.state.values()) if (s.timer) clearTimeout(s.timer);
+    this.state.clear();
+  }
+}
