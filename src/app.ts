@@ -128,12 +128,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       wsHandler.broadcastReconnectNotification();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      await services.hubs.close();
       const deadline = Date.now() + Math.min(config.shutdownTimeoutMs, 2000);
       while (wss.clients.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 25));
       }
       for (const ws of wss.clients) ws.terminate();
+      // Only now: ending a hub's subscribers completes their streams, and tRPC tells each client
+      // `stopped`, which ends the subscription for good instead of letting it resume elsewhere.
+      // Live subscriptions keep being served while clients move; terminated sockets resubscribe.
+      await services.close();
       wss.close();
       server.closeAllConnections();
       await closed;

@@ -20,9 +20,9 @@ const EnvSchema = z.object({
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
-  MAX_BODY_LENGTH: z.coerce.number().int().positive().max(100_000).default(4000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  MESSAGE_KEYS: z.string().optional(),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
 });
 
@@ -44,10 +44,11 @@ export interface Config {
   accessTokenTtlSeconds: number;
   wsMaxPayloadBytes: number;
   wsKeepAliveMs: number;
-  maxBodyLength: number;
   dbPoolMax: number;
   shutdownTimeoutMs: number;
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
+  /** `kid:base64key,...` for encrypted rooms; the first key encrypts. */
+  messageKeys: string | undefined;
 }
 
 export class ConfigError extends Error {}
@@ -78,10 +79,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
     wsMaxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
     wsKeepAliveMs: e.WS_KEEPALIVE_MS,
-    maxBodyLength: e.MAX_BODY_LENGTH,
     dbPoolMax: e.DB_POOL_MAX,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
+    messageKeys: e.MESSAGE_KEYS,
   };
 }
 

@@ -61,11 +61,11 @@ describe('chat.send', () => {
     expect(m1.createdAt).toBeInstanceOf(Date);
     const m2 = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'hi' });
     expect(m2.seq).toBe(4);
-    // A membership change takes a seq too.
+    // A membership change takes a seq too (member.joined), and so does its system message.
     await as(alice!).room.addMembers({ roomId: room.id, userIds: [carol!] });
     const m3 = await as(carol!).chat.send({ roomId: room.id, clientId: uuid(), body: 'joined' });
-    expect(m3.seq).toBe(6);
-    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(6);
+    expect(m3.seq).toBe(7);
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(7);
 
     const withAttachment = await as(alice!).chat.send({
       roomId: room.id,
@@ -74,7 +74,7 @@ describe('chat.send', () => {
       kind: 'image',
       attachments: [{ url: 'https://example.com/a.png', name: 'a.png', size: 10, mime: 'image/png' }],
     });
-    expect(withAttachment).toMatchObject({ seq: 7, body: '', kind: 'image', attachments: [{ name: 'a.png', mime: 'image/png' }] });
+    expect(withAttachment).toMatchObject({ seq: 8, body: '', kind: 'image', attachments: [{ name: 'a.png', mime: 'image/png' }] });
   });
 
   it('is idempotent by clientId: sequential repeats return the original, one row', async () => {
@@ -294,17 +294,19 @@ describe('chat.events (createCaller)', () => {
 
     const s = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(seen) });
     try {
-      const replay = await s.take(4);
-      expect(replay.map((e) => e.id)).toEqual(['3', '4', '5', '6']);
-      expect(replay.map((e) => e.event.type)).toEqual(['message.new', 'message.new', 'member.joined', 'message.new']);
+      const replay = await s.take(5);
+      expect(replay.map((e) => e.id)).toEqual(['3', '4', '5', '6', '7']);
+      expect(replay.map((e) => e.event.type)).toEqual(['message.new', 'message.new', 'member.joined', 'message.new', 'message.new']);
       expect(replay[0]!.event).toEqual({ type: 'message.new', roomId: room.id, seq: a.seq, message: a });
       expect(replay[1]!.event).toMatchObject({ message: { id: b.id, body: 'b' } });
       expect(replay[2]!.event).toEqual({ type: 'member.joined', roomId: room.id, seq: 5, userId: carol, role: 'member', by: alice });
-      expect(replay[3]!.event).toMatchObject({ seq: c.seq, message: { id: c.id } });
+      // The server's own system message about the join.
+      expect(replay[3]!.event).toMatchObject({ seq: 6, message: { kind: 'system', senderId: alice, body: `${alice} added ${carol}` } });
+      expect(replay[4]!.event).toMatchObject({ seq: c.seq, message: { id: c.id } });
       const d = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'd' });
       const live = await s.next();
       expect(live.id).toBe(String(d.seq));
-      expect(d.seq).toBe(7);
+      expect(d.seq).toBe(8);
     } finally {
       s.abort();
     }
@@ -312,7 +314,7 @@ describe('chat.events (createCaller)', () => {
     // Resuming from the middle replays only what is after it.
     const s2 = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: '5' });
     try {
-      expect((await s2.take(2)).map((e) => e.id)).toEqual(['6', '7']);
+      expect((await s2.take(3)).map((e) => e.id)).toEqual(['6', '7', '8']);
     } finally {
       s2.abort();
     }

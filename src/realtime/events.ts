@@ -31,6 +31,7 @@ export interface MessageDto {
   deletedAt: Date | null;
   reactions: Reaction[];
   replyCount: number;
+  lastReplyAt: Date | null;
 }
 
 export type MemberRole = 'owner' | 'admin' | 'moderator' | 'member';
@@ -45,6 +46,15 @@ export type DurableRoomEvent =
   | { type: 'reaction.removed'; roomId: string; seq: number; messageId: string; userId: string; emoji: string }
   | { type: 'member.joined'; roomId: string; seq: number; userId: string; role: MemberRole; by: string | null }
   | { type: 'member.left'; roomId: string; seq: number; userId: string; reason: 'left' | 'removed' | 'banned'; by: string | null }
+  | {
+      type: 'member.updated';
+      roomId: string;
+      seq: number;
+      userId: string;
+      role: MemberRole;
+      mutedUntil: Date | null;
+      by: string;
+    }
   | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; by: string };
 
 export type EphemeralRoomEvent =
@@ -65,6 +75,7 @@ const DURABLE_TYPES: ReadonlySet<string> = new Set<DurableEventType>([
   'reaction.removed',
   'member.joined',
   'member.left',
+  'member.updated',
   'room.updated',
 ]);
 

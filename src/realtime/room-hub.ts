@@ -4,44 +4,58 @@ import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } f
 
 export type HubEvent = DurableRoomEvent | EphemeralRoomEvent;
 
-/** Where a hub reads committed durable events from (PostgreSQL, through the services). */
-export interface EventSource {
-  /** The room's committed last sequence number. */
-  lastSeq(roomId: string): Promise<number>;
-  /** Durable events with after < seq <= upto, ascending, at most `limit`. */
-  load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]>;
+/** Any event a hub carries: durable ones have a `seq`. */
+export interface StreamEvent {
+  type: string;
+  seq?: number;
 }
 
-/** A local subscriber of a room. `push` must be cheap: it is called once per event. */
-export interface HubSubscriber {
+/** Where a hub reads committed durable events from (PostgreSQL, through the services). */
+export interface EventSource<D = DurableRoomEvent> {
+  /** The stream's committed last sequence number. */
+  lastSeq(key: string): Promise<number>;
+  /** Durable events with after < seq <= upto, ascending, at most `limit`. */
+  load(key: string, after: number, upto: number, limit: number): Promise<D[]>;
+}
+
+/** A local subscriber of a stream. `push` must be cheap: it is called once per event. */
+export interface HubSubscriber<E = HubEvent> {
   readonly userId: string;
-  push(event: HubEvent): void;
+  push(event: E): void;
   /** Ends the subscription (e.g. the user was removed from the room). */
   end(): void;
 }
 
+/** What distinguishes one kind of stream (room, inbox) from another. */
+export interface StreamKind<E extends StreamEvent> {
+  channelOf(key: string): string;
+  isDurable(e: E): e is E & { seq: number };
+  /** The user whose subscriptions end after this event (e.g. `member.left`), or null. */
+  kickUserOf(e: E): string | null;
+}
+
 export const FILL_PAGE = 500;
 
-export function encodeEvent(e: HubEvent): string {
+export function encodeEvent(e: StreamEvent): string {
   return superjson.stringify(e);
 }
 
-function decodeEvent(payload: string): HubEvent {
-  return superjson.parse<HubEvent>(payload);
+function decodeEvent<E>(payload: string): E {
+  return superjson.parse<E>(payload);
 }
 
 /**
  * One per room per process: holds the room's single bus subscription, keeps the last delivered
  * sequence number, fills gaps from PostgreSQL once, and fans each event out to local subscribers.
  */
-class RoomHub {
-  readonly subs = new Set<HubSubscriber>();
+class Hub<E extends StreamEvent> {
+  readonly subs = new Set<HubSubscriber<E>>();
   /** Attaches waiting for `ready`. */
   pending = 0;
   seq = 0;
   ready: Promise<void>;
   private initialized = false;
-  private early: HubEvent[] = [];
+  private early: E[] = [];
   private chain: Promise<void> = Promise.resolve();
   private busy = 0;
   private unsubscribe: (() => Promise<void>) | null = null;
@@ -50,9 +64,10 @@ class RoomHub {
   closed = false;
 
   constructor(
-    readonly roomId: string,
+    readonly key: string,
+    private readonly kind: StreamKind<E>,
     private readonly bus: EventBus,
-    private readonly source: EventSource,
+    private readonly source: EventSource<E & { seq: number }>,
     private readonly onError: (err: unknown) => void,
     private readonly stats: HubStats,
   ) {
@@ -61,9 +76,9 @@ class RoomHub {
 
   private async start(): Promise<void> {
     // Listen first, then read the committed position: nothing committed after it can be missed.
-    this.unsubscribe = await this.bus.subscribe(channels.room(this.roomId), (p) => this.onPayload(p));
+    this.unsubscribe = await this.bus.subscribe(this.kind.channelOf(this.key), (p) => this.onPayload(p));
     try {
-      this.seq = await this.source.lastSeq(this.roomId);
+      this.seq = await this.source.lastSeq(this.key);
     } catch (err) {
       await this.unsubscribe();
       throw err;
@@ -75,9 +90,9 @@ class RoomHub {
   }
 
   private onPayload(payload: string): void {
-    let e: HubEvent;
+    let e: E;
     try {
-      e = decodeEvent(payload);
+      e = decodeEvent<E>(payload);
     } catch (err) {
       this.onError(err);
       return;
@@ -90,8 +105,8 @@ class RoomHub {
     this.accept(e);
   }
 
-  private accept(e: HubEvent): void {
-    if (!isDurable(e)) {
+  private accept(e: E): void {
+    if (!this.kind.isDurable(e)) {
       this.fanout(e);
       return;
     }
@@ -122,7 +137,7 @@ class RoomHub {
       });
   }
 
-  private async ordered(e: DurableRoomEvent): Promise<void> {
+  private async ordered(e: E & { seq: number }): Promise<void> {
     if (e.seq <= this.seq) {
       this.stats.duplicates++;
       return;
@@ -138,7 +153,7 @@ class RoomHub {
   private async fill(upto: number): Promise<void> {
     this.stats.gapFills++;
     while (this.seq < upto && !this.closed) {
-      const page = await this.source.load(this.roomId, this.seq, upto, FILL_PAGE);
+      const page = await this.source.load(this.key, this.seq, upto, FILL_PAGE);
       if (page.length === 0) break;
       for (const e of page) {
         if (e.seq <= this.seq) continue;
@@ -153,7 +168,7 @@ class RoomHub {
   resync(): void {
     if (this.closed || !this.initialized) return;
     this.enqueue(async () => {
-      const last = await this.source.lastSeq(this.roomId);
+      const last = await this.source.lastSeq(this.key);
       if (last > this.seq) await this.fill(last);
       this.retryMs = 200;
     });
@@ -169,9 +184,9 @@ class RoomHub {
     this.retryMs = Math.min(this.retryMs * 2, 5000);
   }
 
-  private fanout(e: HubEvent): void {
+  private fanout(e: E): void {
     this.stats.delivered += this.subs.size;
-    const leaving = e.type === 'member.left' ? e.userId : null;
+    const leaving = this.kind.kickUserOf(e);
     for (const s of this.subs) {
       s.push(e);
       if (leaving !== null && s.userId === leaving) {
@@ -208,15 +223,16 @@ export interface HubStats {
   filled: number;
 }
 
-/** The registry of room hubs of this process. */
-export class RoomHubs {
-  private readonly hubs = new Map<string, RoomHub>();
+/** The registry of the hubs of one kind of stream in this process. */
+export class StreamHubs<E extends StreamEvent> {
+  private readonly hubs = new Map<string, Hub<E>>();
   readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0 };
   private readonly offReconnect: () => void;
 
   constructor(
+    readonly kind: StreamKind<E>,
     private readonly bus: EventBus,
-    private readonly source: EventSource,
+    private readonly source: EventSource<E & { seq: number }>,
     private readonly onError: (err: unknown) => void = () => undefined,
   ) {
     this.offReconnect = bus.onReconnect(() => {
@@ -228,10 +244,10 @@ export class RoomHubs {
    * Attaches a subscriber to the room's hub. Returns the hub's position: every event after it is
    * pushed to the subscriber; the caller replays what is at or before it from PostgreSQL.
    */
-  async attach(roomId: string, sub: HubSubscriber): Promise<number> {
+  async attach(roomId: string, sub: HubSubscriber<E>): Promise<number> {
     let hub = this.hubs.get(roomId);
     if (!hub || hub.closed) {
-      hub = new RoomHub(roomId, this.bus, this.source, this.onError, this.stats);
+      hub = new Hub<E>(roomId, this.kind, this.bus, this.source, this.onError, this.stats);
       this.hubs.set(roomId, hub);
     }
     hub.pending++;
@@ -250,17 +266,17 @@ export class RoomHubs {
     return hub.seq;
   }
 
-  detach(roomId: string, sub: HubSubscriber): void {
+  detach(roomId: string, sub: HubSubscriber<E>): void {
     const hub = this.hubs.get(roomId);
     if (!hub) return;
     hub.subs.delete(sub);
     this.maybeClose(hub);
   }
 
-  private maybeClose(hub: RoomHub): void {
+  private maybeClose(hub: Hub<E>): void {
     if (hub.subs.size === 0 && hub.pending === 0 && !hub.closed) {
       hub.closed = true;
-      if (this.hubs.get(hub.roomId) === hub) this.hubs.delete(hub.roomId);
+      if (this.hubs.get(hub.key) === hub) this.hubs.delete(hub.key);
       void hub.close();
     }
   }
@@ -288,5 +304,18 @@ export class RoomHubs {
     const all = [...this.hubs.values()];
     this.hubs.clear();
     await Promise.all(all.map((h) => h.close()));
+  }
+}
+
+/** Room streams: durable room events are ordered; `member.left` ends the leaver's subscriptions. */
+export const roomStreamKind: StreamKind<HubEvent> = {
+  channelOf: channels.room,
+  isDurable: (e): e is DurableRoomEvent => isDurable(e),
+  kickUserOf: (e) => (e.type === 'member.left' ? e.userId : null),
+};
+
+export class RoomHubs extends StreamHubs<HubEvent> {
+  constructor(bus: EventBus, source: EventSource<DurableRoomEvent>, onError?: (err: unknown) => void) {
+    super(roomStreamKind, bus, source as EventSource<HubEvent & { seq: number }>, onError);
   }
 }

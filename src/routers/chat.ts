@@ -3,9 +3,28 @@ import { z } from 'zod';
 import type { RoomEvent } from '../realtime/events.js';
 import { HISTORY_MAX_LIMIT } from '../services/messages.js';
 import { authedProcedure, router } from '../trpc/init.js';
-import { Attachment, Body, ClientId, LastEventId, MAX_ATTACHMENTS, MAX_MENTIONS, MessageId, RoomId, Seq, UserId } from './schemas.js';
+import {
+  Attachment,
+  Body,
+  ClientId,
+  Emoji,
+  LastEventId,
+  MAX_ATTACHMENTS,
+  MAX_MENTIONS,
+  MessageId,
+  RoomId,
+  SearchQuery,
+  Seq,
+  UserId,
+} from './schemas.js';
 
 const wrap = (id: string, event: RoomEvent) => tracked(id, event);
+const Limit = z
+  .number()
+  .int()
+  .min(1, 'limit must be at least 1')
+  .max(HISTORY_MAX_LIMIT, `limit must be at most ${HISTORY_MAX_LIMIT}`);
+const Reaction = z.object({ messageId: MessageId, emoji: Emoji });
 
 export const chatRouter = router({
   send: authedProcedure
@@ -14,7 +33,7 @@ export const chatRouter = router({
         roomId: RoomId,
         clientId: ClientId,
         body: Body,
-        kind: z.enum(['text', 'image', 'file']).optional(),
+        kind: z.enum(['text', 'image', 'file'], { error: 'kind must be text, image or file (system messages are written by the server)' }).optional(),
         attachments: z.array(Attachment).max(MAX_ATTACHMENTS, `at most ${MAX_ATTACHMENTS} attachments`).optional(),
         replyToId: MessageId.nullish(),
         mentions: z.array(UserId).max(MAX_MENTIONS, `at most ${MAX_MENTIONS} mentions`).optional(),
@@ -23,15 +42,36 @@ export const chatRouter = router({
     .mutation(({ ctx, input }) => ctx.services.messages.send(ctx.actor, input)),
 
   history: authedProcedure
-    .input(
-      z.object({
-        roomId: RoomId,
-        beforeSeq: Seq.nullish(),
-        afterSeq: Seq.nullish(),
-        limit: z.number().int().min(1, 'limit must be at least 1').max(HISTORY_MAX_LIMIT, `limit must be at most ${HISTORY_MAX_LIMIT}`).nullish(),
-      }),
-    )
+    .input(z.object({ roomId: RoomId, beforeSeq: Seq.nullish(), afterSeq: Seq.nullish(), limit: Limit.nullish() }))
     .query(({ ctx, input }) => ctx.services.messages.history(ctx.actor, input)),
+
+  edit: authedProcedure
+    .input(z.object({ messageId: MessageId, body: Body }))
+    .mutation(({ ctx, input }) => ctx.services.messages.edit(ctx.actor, input.messageId, input.body)),
+
+  edits: authedProcedure
+    .input(z.object({ messageId: MessageId }))
+    .query(({ ctx, input }) => ctx.services.messages.edits(ctx.actor, input.messageId)),
+
+  delete: authedProcedure
+    .input(z.object({ messageId: MessageId }))
+    .mutation(({ ctx, input }) => ctx.services.messages.delete(ctx.actor, input.messageId)),
+
+  react: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.react(ctx.actor, input.messageId, input.emoji)),
+
+  unreact: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.unreact(ctx.actor, input.messageId, input.emoji)),
+
+  thread: authedProcedure
+    .input(z.object({ messageId: MessageId, afterSeq: Seq.nullish(), limit: Limit.nullish() }))
+    .query(({ ctx, input }) => ctx.services.messages.thread(ctx.actor, input)),
+
+  search: authedProcedure
+    .input(z.object({ query: SearchQuery, roomId: RoomId.nullish(), limit: Limit.nullish() }))
+    .query(({ ctx, input }) => ctx.services.messages.search(ctx.actor, input)),
+
+  typing: authedProcedure
+    .input(z.object({ roomId: RoomId, typing: z.boolean() }))
+    .mutation(({ ctx, input }) => ctx.services.typing.set(ctx.actor, input.roomId, input.typing)),
 
   /**
    * The room's live events with the delivery guarantee. Pass the last seen event id to resume;

@@ -32,3 +32,17 @@ export const Attachment = z.object({
 });
 /** `lastEventId` must be declared or zod strips it and resume silently does nothing. */
 export const LastEventId = z.string().max(32).nullish();
+
+export const Role = z.enum(['owner', 'admin', 'moderator', 'member']);
+/** An emoji (or a :shortcode:): 1-64 characters, no whitespace. */
+export const Emoji = z
+  .string()
+  .min(1, 'emoji must not be empty')
+  .max(64, 'emoji is at most 64 characters')
+  .regex(/^[^\s\u0000-\u001f]+$/u, 'emoji must not contain whitespace');
+export const SearchQuery = z.string().trim().min(1, 'query must not be empty').max(200, 'query is at most 200 characters');
+export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'kind may contain letters, digits and _ . : - only');
+/** Free-form JSON data attached to notifications, bounded in size. */
+export const SmallJson = z
+  .record(z.string().max(64), z.unknown())
+  .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON');

@@ -1,27 +1,68 @@
+import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../realtime/presence-store.js';
 import { RoomHubs } from '../realtime/room-hub.js';
 import type { Deps } from './deps.js';
+import { InboxService } from './inbox.js';
+import { Keyring } from './keyring.js';
+import { MessageMapper } from './message-dto.js';
 import { MessageService } from './messages.js';
+import { PRESENCE_TTL_MS, PresenceService } from './presence.js';
+import { ReceiptService } from './receipts.js';
 import { RoomLog } from './room-log.js';
 import { RoomService } from './rooms.js';
 import { StreamService } from './streams.js';
+import { TypingService } from './typing.js';
 import { UserService } from './users.js';
 
 export interface Services {
   deps: Deps;
   log: RoomLog;
   hubs: RoomHubs;
+  keyring: Keyring;
   users: UserService;
   rooms: RoomService;
   messages: MessageService;
   streams: StreamService;
+  inbox: InboxService;
+  receipts: ReceiptService;
+  typing: TypingService;
+  presence: PresenceService;
+  close(): Promise<void>;
 }
 
-export function createServices(deps: Deps): Services {
-  const log = new RoomLog(deps);
+export function createServices(deps: Deps, opts: { presenceTtlMs?: number } = {}): Services {
+  const keyring = new Keyring(deps.config.messageKeys);
+  const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
+  const log = new RoomLog(deps, mapper);
   const hubs = new RoomHubs(deps.bus, log, (err) => deps.log.warn({ err }, 'room hub error'));
+  const inbox = new InboxService(deps);
   const users = new UserService(deps);
-  const rooms = new RoomService(deps, log);
-  const messages = new MessageService(deps, log, rooms);
+  const rooms = new RoomService(deps, log, inbox, mapper, keyring);
+  const messages = new MessageService(deps, log, rooms, inbox, mapper, keyring);
   const streams = new StreamService(rooms, log, hubs);
-  return { deps, log, hubs, users, rooms, messages, streams };
+  const receipts = new ReceiptService(deps, log, rooms);
+  const typing = new TypingService(rooms, log);
+  const ttl = opts.presenceTtlMs ?? PRESENCE_TTL_MS;
+  const store: PresenceStore = deps.config.redisUrl
+    ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
+    : new MemoryPresenceStore(ttl);
+  const presence = new PresenceService(deps, store, log, ttl);
+  return {
+    deps,
+    log,
+    hubs,
+    keyring,
+    users,
+    rooms,
+    messages,
+    streams,
+    inbox,
+    receipts,
+    typing,
+    presence,
+    async close() {
+      typing.close();
+      await presence.close();
+      await Promise.all([hubs.close(), inbox.close()]);
+    },
+  };
 }

@@ -2,40 +2,60 @@ import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { AttachmentDto, MessageDto } from '../realtime/events.js';
 import type { Actor } from './actor.js';
-import { type Deps, em as fork, sql } from './deps.js';
-import { badRequest, conflict, forbidden } from './errors.js';
-import { messageFromRow, MESSAGE_COLUMNS } from './message-dto.js';
+import { type Deps, type Em, em as fork, sql } from './deps.js';
+import { badRequest, conflict, forbidden, notFound } from './errors.js';
+import type { InboxService } from './inbox.js';
+import type { Keyring } from './keyring.js';
+import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 import { can } from './permissions.js';
 import type { RoomLog } from './room-log.js';
-import type { RoomService } from './rooms.js';
+import type { RoomAccess, RoomService } from './rooms.js';
 
 export interface SendInput {
   roomId: string;
   clientId: string;
   body: string;
-  kind?: 'text' | 'image' | 'file';
-  attachments?: AttachmentDto[];
-  replyToId?: string | null;
-  mentions?: string[];
+  kind?: 'text' | 'image' | 'file' | undefined;
+  attachments?: AttachmentDto[] | undefined;
+  replyToId?: string | null | undefined;
+  mentions?: string[] | undefined;
 }
 
 export interface HistoryInput {
   roomId: string;
-  beforeSeq?: number | null;
-  afterSeq?: number | null;
-  limit?: number | null;
+  beforeSeq?: number | null | undefined;
+  afterSeq?: number | null | undefined;
+  limit?: number | null | undefined;
+}
+
+export interface SearchHit {
+  message: MessageDto;
+  roomId: string;
+  roomName: string;
+  rank: number;
+  /** HTML-escaped excerpt with the matches wrapped in <mark>…</mark>. */
+  snippet: string;
 }
 
 export const HISTORY_DEFAULT_LIMIT = 50;
 export const HISTORY_MAX_LIMIT = 100;
 
-/** Messages: sending (idempotent by clientId) and history. */
+/** Messages: sending (idempotent by clientId), history, edits, deletes, reactions, threads, search. */
 export class MessageService {
   constructor(
     private readonly deps: Deps,
     private readonly log: RoomLog,
     private readonly rooms: RoomService,
+    private readonly inbox: InboxService,
+    private readonly mapper: MessageMapper,
+    private readonly keyring: Keyring,
   ) {}
+
+  private sealBody(access: RoomAccess, body: string): { body: string; keyId: string | null } {
+    if (!access.room.encrypted) return { body, keyId: null };
+    const sealed = this.keyring.encrypt(body);
+    return { body: sealed.text, keyId: sealed.keyId };
+  }
 
   /**
    * Sends a message. The message and its room sequence number are written in one transaction and
@@ -43,40 +63,45 @@ export class MessageService {
    */
   async send(actor: Actor, input: SendInput): Promise<MessageDto> {
     const existing = await this.findByClientId(actor, input.clientId);
-    if (existing) return this.sameRoomOrConflict(existing, input.roomId);
-
-    if (input.body.trim().length === 0 && !(input.attachments?.length)) {
-      throw badRequest('message body must not be empty');
+    if (existing) {
+      if (existing.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
+      await this.rooms.requireMember(actor, input.roomId);
+      return existing;
+    }
+    if (input.body.trim().length === 0 && !input.attachments?.length) {
+      throw badRequest('body must not be empty');
     }
     const id = randomUUID();
     try {
-      return await this.log.transact(async (em, emit) => {
-        const access = await this.rooms.requireMember(actor, input.roomId, em);
+      return await this.log.transact(async (em, emit, after) => {
+        const access = await this.rooms.requireAccess(actor, input.roomId, 'send', em);
         if (!can(access.role, 'send', access.room.kind)) {
           throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
         }
         if (input.replyToId) {
-          const parent = await sql(em, 'select 1 from message where id = ? and room_id = ?', [input.replyToId, input.roomId]);
+          const parent = await sql(em, 'select 1 from message where id = ? and room_id = ? for update', [input.replyToId, input.roomId]);
           if (!parent.length) throw badRequest('replyToId does not name a message of this room');
         }
-        // An array parameter is inlined as a comma list: wrap it in array[...]::text[].
         const mentions = input.mentions?.length
           ? (
               await sql<{ user_id: string }>(em, 'select user_id from membership where room_id = ? and user_id = any(array[?]::text[])', [
                 input.roomId,
                 [...new Set(input.mentions)],
               ])
-            ).map((r) => r.user_id)
+            )
+              .map((r) => r.user_id)
+              .filter((u) => u !== actor.id)
           : [];
-        // The event row and the seq first: the room row lock orders concurrent sends.
+        const sealed = this.sealBody(access, input.body);
+        // The seq first: the room row lock orders concurrent writers of the room.
         const seq = await this.log.nextSeq(em, input.roomId);
         await this.log.record(em, input.roomId, seq, 'message.new', id, {});
         const rows = await sql(
           em,
-          `insert into message (id, room_id, tenant, seq, sender_id, client_id, body, kind, attachments, reply_to_id,
+          `insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id,
                                 mentions, created_at)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
-           returning ${MESSAGE_COLUMNS.replaceAll('m.', '')}`,
+           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
+           returning ${MESSAGE_RETURNING}`,
           [
             id,
             input.roomId,
@@ -84,39 +109,164 @@ export class MessageService {
             seq,
             actor.id,
             input.clientId,
-            input.body,
+            sealed.body,
+            sealed.keyId,
             input.kind ?? 'text',
             JSON.stringify(input.attachments ?? []),
             input.replyToId ?? null,
             JSON.stringify(mentions),
           ],
         );
-        const message = messageFromRow(rows[0]!);
-        emit({ type: 'message.new', roomId: input.roomId, seq: seq, message });
+        if (input.replyToId) {
+          await sql(em, 'update message set reply_count = reply_count + 1, last_reply_at = now() where id = ?', [input.replyToId]);
+        }
+        const message = this.mapper.fromRow(rows[0]!);
+        const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
+        for (const u of mentions) {
+          await this.inbox.append(em, after, actor.tenant, u, {
+            type: 'mention',
+            roomId: input.roomId,
+            messageId: id,
+            messageSeq: seq,
+            from: actor.id,
+            excerpt: access.room.encrypted ? '' : excerpt,
+          });
+        }
+        emit({ type: 'message.new', roomId: input.roomId, seq, message });
         return message;
       });
     } catch (err) {
       if (err instanceof UniqueConstraintViolationException) {
         // A concurrent send with the same clientId won: return its message.
         const winner = await this.findByClientId(actor, input.clientId);
-        if (winner) return this.sameRoomOrConflict(winner, input.roomId);
+        if (winner) {
+          if (winner.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
+          return winner;
+        }
       }
       throw err;
     }
   }
 
-  private sameRoomOrConflict(m: MessageDto, roomId: string): MessageDto {
-    if (m.roomId !== roomId) throw conflict('clientId was already used for a message in another room');
-    return m;
+  private async findByClientId(actor: Actor, clientId: string): Promise<MessageDto | null> {
+    const em = fork(this.deps);
+    const rows = await sql(em, `select ${MESSAGE_COLUMNS} from message m where m.tenant = ? and m.sender_id = ? and m.client_id = ?`, [
+      actor.tenant,
+      actor.id,
+      clientId,
+    ]);
+    return rows[0] ? (await this.mapper.many(em, rows, actor.id))[0]! : null;
   }
 
-  private async findByClientId(actor: Actor, clientId: string): Promise<MessageDto | null> {
+  /** Loads a message the caller can read (NOT_FOUND otherwise, like rooms), locking it when asked. */
+  private async readable(actor: Actor, messageId: string, em: Em, lock = false) {
     const rows = await sql(
-      fork(this.deps),
-      `select ${MESSAGE_COLUMNS} from message m where m.tenant = ? and m.sender_id = ? and m.client_id = ?`,
-      [actor.tenant, actor.id, clientId],
+      em,
+      `select ${MESSAGE_COLUMNS} from message m where m.id = ? and m.tenant = ?${lock ? ' for update' : ''}`,
+      [messageId, actor.tenant],
     );
-    return rows[0] ? messageFromRow(rows[0]) : null;
+    const row = rows[0];
+    if (!row) throw notFound('message');
+    try {
+      const access = await this.rooms.requireMember(actor, row.room_id, em);
+      return { row, access };
+    } catch {
+      throw notFound('message');
+    }
+  }
+
+  /** Edits my message; the previous version goes to the edit history. */
+  async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
+    if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
+    return this.log.transact(async (em, emit) => {
+      const { row, access } = await this.readable(actor, messageId, em, true);
+      if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
+      if (row.kind === 'system') throw forbidden('system messages cannot be edited');
+      if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
+      await this.rooms.requireAccess(actor, row.room_id, 'send', em);
+      if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(em, [row], actor.id))[0]!;
+      await sql(em, 'insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at) values (?, ?, ?, ?, ?, now())', [
+        randomUUID(),
+        messageId,
+        row.body,
+        row.key_id,
+        actor.id,
+      ]);
+      const sealed = this.sealBody(access, body);
+      const seq = await this.log.nextSeq(em, row.room_id);
+      await this.log.record(em, row.room_id, seq, 'message.edited', messageId, {});
+      const rows = await sql(em, `update message set body = ?, key_id = ?, edited_at = now() where id = ? returning ${MESSAGE_RETURNING}`, [
+        sealed.body,
+        sealed.keyId,
+        messageId,
+      ]);
+      const [broadcast] = await this.mapper.many(em, rows, null);
+      emit({ type: 'message.edited', roomId: row.room_id, seq, message: broadcast! });
+      return (await this.mapper.many(em, rows, actor.id))[0]!;
+    });
+  }
+
+  /** The earlier versions of a message, oldest first (empty for a deleted message). */
+  async edits(actor: Actor, messageId: string): Promise<{ body: string | null; editorId: string; replacedAt: Date }[]> {
+    const em = fork(this.deps);
+    const { row } = await this.readable(actor, messageId, em);
+    if (row.deleted_at) return [];
+    const rows = await sql(em, 'select body, key_id, editor_id, replaced_at from message_edit where message_id = ? order by replaced_at, id', [
+      messageId,
+    ]);
+    return rows.map((r) => ({ body: this.mapper.body(r.body, r.key_id), editorId: r.editor_id, replacedAt: new Date(r.replaced_at) }));
+  }
+
+  /** Soft-deletes a message (author, or moderator and above). Idempotent. */
+  async delete(actor: Actor, messageId: string): Promise<MessageDto> {
+    return this.log.transact(async (em, emit) => {
+      const { row, access } = await this.readable(actor, messageId, em, true);
+      if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
+        throw forbidden("only the author or a moderator can delete a message");
+      }
+      if (row.deleted_at) return this.mapper.fromRow(row);
+      const seq = await this.log.nextSeq(em, row.room_id);
+      await this.log.record(em, row.room_id, seq, 'message.deleted', messageId, {});
+      const rows = await sql(em, `update message set deleted_at = now(), deleted_by = ? where id = ? returning ${MESSAGE_RETURNING}`, [
+        actor.id,
+        messageId,
+      ]);
+      if (row.reply_to_id) {
+        await sql(em, 'update message set reply_count = greatest(reply_count - 1, 0) where id = ?', [row.reply_to_id]);
+      }
+      const message = this.mapper.fromRow(rows[0]!);
+      emit({ type: 'message.deleted', roomId: row.room_id, seq, message });
+      return message;
+    });
+  }
+
+  /** Adds my reaction (idempotent: a repeat changes nothing and takes no seq). */
+  async react(actor: Actor, messageId: string, emoji: string): Promise<MessageDto> {
+    return this.reaction(actor, messageId, emoji, true);
+  }
+
+  async unreact(actor: Actor, messageId: string, emoji: string): Promise<MessageDto> {
+    return this.reaction(actor, messageId, emoji, false);
+  }
+
+  private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
+    return this.log.transact(async (em, emit) => {
+      const { row } = await this.readable(actor, messageId, em);
+      if (row.deleted_at) throw badRequest('cannot react to a deleted message');
+      await this.rooms.requireAccess(actor, row.room_id, 'send', em);
+      const changed = add
+        ? await sql(
+            em,
+            'insert into reaction (message_id, user_id, emoji, created_at) values (?, ?, ?, now()) on conflict do nothing returning emoji',
+            [messageId, actor.id, emoji],
+          )
+        : await sql(em, 'delete from reaction where message_id = ? and user_id = ? and emoji = ? returning emoji', [messageId, actor.id, emoji]);
+      if (changed.length) {
+        const type = add ? 'reaction.added' : 'reaction.removed';
+        emit(await this.log.append(em, { type, roomId: row.room_id, messageId, userId: actor.id, emoji }));
+      }
+      return (await this.mapper.many(em, [row], actor.id))[0]!;
+    });
   }
 
   /**
@@ -138,15 +288,69 @@ export class MessageService {
       params.push(input.beforeSeq);
     }
     const forward = input.afterSeq != null;
-    const rows = await sql(
-      fork(this.deps),
-      `select ${MESSAGE_COLUMNS} from message m where ${conds.join(' and ')}
-        order by m.seq ${forward ? 'asc' : 'desc'} limit ?`,
-      [...params, limit + 1],
-    );
+    const em = fork(this.deps);
+    const rows = await sql(em, `select ${MESSAGE_COLUMNS} from message m where ${conds.join(' and ')} order by m.seq ${forward ? 'asc' : 'desc'} limit ?`, [
+      ...params,
+      limit + 1,
+    ]);
     const hasMore = rows.length > limit;
-    const page = rows.slice(0, limit).map(messageFromRow);
+    const page = rows.slice(0, limit);
     if (!forward) page.reverse();
-    return { messages: page, hasMore };
+    return { messages: await this.mapper.many(em, page, actor.id), hasMore };
+  }
+
+  /** The replies to a message (ascending seq), with the root. */
+  async thread(actor: Actor, input: { messageId: string; afterSeq?: number | null | undefined; limit?: number | null | undefined }) {
+    const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
+    const em = fork(this.deps);
+    const { row } = await this.readable(actor, input.messageId, em);
+    const rows = await sql(em, `select ${MESSAGE_COLUMNS} from message m where m.reply_to_id = ? and m.seq > ? order by m.seq asc limit ?`, [
+      input.messageId,
+      input.afterSeq ?? 0,
+      limit + 1,
+    ]);
+    const [root] = await this.mapper.many(em, [row], actor.id);
+    return { root: root!, replies: await this.mapper.many(em, rows.slice(0, limit), actor.id), hasMore: rows.length > limit };
+  }
+
+  /**
+   * Full-text search over the rooms the caller belongs to, ranked, with a highlighted snippet.
+   * Deleted messages never match; encrypted rooms are skipped (and counted in the answer).
+   */
+  async search(actor: Actor, input: { query: string; roomId?: string | null | undefined; limit?: number | null | undefined }) {
+    const limit = input.limit ?? 20;
+    if (input.roomId) await this.rooms.requireMember(actor, input.roomId);
+    const em = fork(this.deps);
+    const roomFilter = input.roomId ? 'and r.id = ?' : '';
+    const params: unknown[] = [input.query, actor.id, actor.tenant];
+    if (input.roomId) params.push(input.roomId);
+    const rows = await sql(
+      em,
+      `select ${MESSAGE_COLUMNS}, r.name as room_name, ts_rank(m.search, q) as rank,
+              ts_headline('simple', replace(replace(replace(m.body, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), q,
+                          'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=2') as snippet
+         from websearch_to_tsquery('simple', ?) q,
+              message m
+         join room r on r.id = m.room_id
+         join membership mb on mb.room_id = m.room_id and mb.user_id = ?
+        where r.tenant = ? and not r.encrypted ${roomFilter} and m.search @@ q
+        order by rank desc, m.seq desc limit ?`,
+      [...params, limit],
+    );
+    const skipped = await sql<{ n: string }>(
+      em,
+      `select count(*) as n from membership mb join room r on r.id = mb.room_id
+        where mb.user_id = ? and r.tenant = ? and r.encrypted ${roomFilter}`,
+      input.roomId ? [actor.id, actor.tenant, input.roomId] : [actor.id, actor.tenant],
+    );
+    const messages = await this.mapper.many(em, rows, actor.id);
+    const hits: SearchHit[] = rows.map((r, i) => ({
+      message: messages[i]!,
+      roomId: r.room_id,
+      roomName: r.room_name,
+      rank: Number(r.rank),
+      snippet: r.snippet,
+    }));
+    return { hits, skippedEncryptedRooms: Number(skipped[0]?.n ?? 0) };
   }
 }

@@ -1,17 +1,22 @@
-import { channels, type DurableRoomEvent, type MessageDto } from '../realtime/events.js';
+import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
 import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { messageFromRow, MESSAGE_COLUMNS } from './message-dto.js';
+import { MESSAGE_COLUMNS, type MessageMapper } from './message-dto.js';
 
 type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
+/** Schedules work (a publish) for after the transaction commits. */
+export type AfterCommit = (job: () => Promise<void>) => void;
 
 /**
  * The room's durable log: the one place that takes sequence numbers. `append` must run inside the
  * transaction that writes the change; the row lock on the room makes commit order equal seq order.
  */
 export class RoomLog implements EventSource {
-  constructor(private readonly deps: Deps) {}
+  constructor(
+    private readonly deps: Deps,
+    private readonly mapper: MessageMapper,
+  ) {}
 
   /** Takes the room's next sequence number (row lock held until the transaction ends). */
   async nextSeq(em: Em, roomId: string): Promise<number> {
@@ -45,17 +50,28 @@ export class RoomLog implements EventSource {
   }
 
   /**
-   * Runs `fn` in a transaction; the events it appends are published on the bus only after commit,
-   * in seq order.
+   * Runs `fn` in a transaction; the room events it emits (and whatever it schedules with `after`,
+   * e.g. inbox items) are published on the bus only after commit, in order.
    */
-  async transact<T>(fn: (em: Em, emit: (e: DurableRoomEvent) => void) => Promise<T>): Promise<T> {
-    const events: DurableRoomEvent[] = [];
-    const result = await fork(this.deps).transactional((em) => fn(em, (e) => events.push(e)));
-    for (const e of events) void this.publish(e);
+  async transact<T>(
+    fn: (em: Em, emit: (e: DurableRoomEvent) => void, after: AfterCommit) => Promise<T>,
+  ): Promise<T> {
+    let jobs: (() => Promise<void>)[] = [];
+    const result = await fork(this.deps).transactional((em) => {
+      jobs = []; // a retried callback starts over
+      return fn(
+        em,
+        (e) => jobs.push(() => this.publish(e)),
+        (job) => jobs.push(job),
+      );
+    });
+    // Started in order without waiting on each other: local delivery is synchronous and the
+    // broker publishes go out in order on one connection.
+    for (const job of jobs) void job().catch((err) => this.deps.log.warn({ err }, 'publish after commit failed'));
     return result;
   }
 
-  publish(e: DurableRoomEvent | import('../realtime/events.js').EphemeralRoomEvent): Promise<void> {
+  publish(e: DurableRoomEvent | EphemeralRoomEvent): Promise<void> {
     return this.deps.bus.publish(channels.room(e.roomId), encodeEvent(e));
   }
 
@@ -65,22 +81,31 @@ export class RoomLog implements EventSource {
   }
 
   async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {
+    const em = fork(this.deps);
     const rows = await sql(
-      fork(this.deps),
+      em,
       `select e.seq as e_seq, e.type as e_type, e.data as e_data, ${MESSAGE_COLUMNS}
          from room_event e left join message m on m.id = e.message_id
         where e.room_id = ? and e.seq > ? and e.seq <= ?
         order by e.seq asc limit ?`,
       [roomId, after, upto, limit],
     );
+    const messages = await this.mapper.many(
+      em,
+      rows.filter((r) => r.id),
+      null,
+    );
+    const byId = new Map(messages.map((m) => [m.id, m]));
     return rows.map((r) => {
       const seq = Number(r.e_seq);
       const type = r.e_type as DurableRoomEvent['type'];
       if (type === 'message.new' || type === 'message.edited' || type === 'message.deleted') {
-        const message: MessageDto = messageFromRow(r);
+        const message: MessageDto = byId.get(r.id)!;
         return { type, roomId, seq, message } as DurableRoomEvent;
       }
-      return { ...(r.e_data as object), type, roomId, seq } as DurableRoomEvent;
+      const data = r.e_data as Record<string, unknown>;
+      if (type === 'member.updated' && data.mutedUntil) data.mutedUntil = new Date(data.mutedUntil as string);
+      return { ...data, type, roomId, seq } as DurableRoomEvent;
     });
   }
 }

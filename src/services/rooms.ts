@@ -1,12 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import type { MemberRole } from '../realtime/events.js';
+import type { DurableRoomEvent, MemberRole, MessageDto } from '../realtime/events.js';
 import type { Actor } from './actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { badRequest, conflict, forbidden, notFound } from './errors.js';
-import { messageFromRow, MESSAGE_COLUMNS } from './message-dto.js';
-import { can, outranks, type RoomAction, type RoomKind } from './permissions.js';
-import type { RoomLog } from './room-log.js';
+import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
+import type { InboxService } from './inbox.js';
+import type { Keyring } from './keyring.js';
+import { MESSAGE_COLUMNS, type MessageMapper } from './message-dto.js';
+import { can, outranks, ROLE_RANK, type RoomAction, type RoomKind } from './permissions.js';
+import { UNREAD_SQL } from './receipts.js';
+import type { AfterCommit, RoomLog } from './room-log.js';
 
 export interface RoomDto {
   id: string;
@@ -14,10 +17,11 @@ export interface RoomDto {
   name: string;
   topic: string | null;
   key: string | null;
+  encrypted: boolean;
   createdBy: string;
   createdAt: Date;
   lastSeq: number;
-  /** The caller's role in the room. */
+  /** The caller's role in the room (support agents and service tokens get a role without membership). */
   myRole: MemberRole;
   memberCount: number;
 }
@@ -25,7 +29,7 @@ export interface RoomDto {
 export interface RoomListItem extends RoomDto {
   unreadCount: number;
   lastReadSeq: number;
-  lastMessage: ReturnType<typeof messageFromRow> | null;
+  lastMessage: MessageDto | null;
 }
 
 export interface MemberDto {
@@ -34,63 +38,107 @@ export interface MemberDto {
   role: MemberRole;
   joinedAt: Date;
   lastReadSeq: number;
+  mutedUntil: Date | null;
 }
 
-/** The caller's membership of a room, as loaded by `requireMember`. */
+/** The caller's access to a room, as resolved by `requireAccess`. */
 export interface RoomAccess {
-  room: { id: string; kind: RoomKind; name: string; tenant: string };
+  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean };
   role: MemberRole;
+  /** False for support agents and service tokens acting without a membership. */
+  member: boolean;
+  mutedUntil: Date | null;
 }
 
-function roomFromRow(r: Record<string, any>): RoomDto {
+export type Emit = (e: DurableRoomEvent) => void;
+
+/** Muting without an end date lasts until unmuted. */
+const FOREVER = new Date('9999-12-31T00:00:00Z');
+
+function roomFromRow(r: Record<string, any>, role: MemberRole): RoomDto {
   return {
     id: r.id,
     kind: r.kind,
     name: r.name,
     topic: r.topic ?? null,
     key: r.key ?? null,
+    encrypted: !!r.encrypted,
     createdBy: r.created_by,
     createdAt: new Date(r.created_at),
     lastSeq: Number(r.last_seq),
-    myRole: r.role,
+    myRole: role,
     memberCount: Number(r.member_count ?? 0),
   };
 }
 
-const ROOM_COLUMNS = `r.id, r.kind, r.name, r.topic, r.key, r.created_by, r.created_at, r.last_seq, mb.role,
+const ROOM_COLUMNS = `r.id, r.kind, r.name, r.topic, r.key, r.encrypted, r.created_by, r.created_at, r.last_seq,
   (select count(*) from membership x where x.room_id = r.id) as member_count`;
 
-/** Rooms, memberships and the rules about who may see and change them. */
+function describe(action: RoomAction): string {
+  const words: Record<RoomAction, string> = {
+    send: 'post',
+    addMembers: 'add members',
+    removeMember: 'remove members',
+    update: 'change the room',
+    setRole: 'change roles',
+    mute: 'mute members',
+    ban: 'ban members',
+    deleteOthers: "delete others' messages",
+  };
+  return words[action];
+}
+
+/** Rooms, memberships, moderation and the rules about who may see and change them. */
 export class RoomService {
   constructor(
     private readonly deps: Deps,
     private readonly log: RoomLog,
+    private readonly inbox: InboxService,
+    private readonly mapper: MessageMapper,
+    private readonly keyring: Keyring,
   ) {}
 
   /**
-   * The one membership check. A room the caller is not a member of (or that belongs to another
-   * tenant) is NOT_FOUND: a non-member learns nothing, not even that the room exists.
+   * The one access check. Members act with their role; on `support` rooms every user holding the
+   * `support` role of the tenant reads and answers as a moderator; `service` tokens may post into
+   * any room of their tenant. Anyone else gets NOT_FOUND: a non-member learns nothing, not even that
+   * the room exists. Sending also requires not being muted.
    */
-  async requireMember(actor: Actor, roomId: string, em: Em = fork(this.deps), lock = false): Promise<RoomAccess> {
+  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em: Em = fork(this.deps)): Promise<RoomAccess> {
     const rows = await sql(
       em,
-      `select r.id, r.kind, r.name, r.tenant, mb.role from room r
-         join membership mb on mb.room_id = r.id and mb.user_id = ?
-        where r.id = ? and r.tenant = ?${lock ? ' for update of mb' : ''}`,
+      `select r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until
+         from room r left join membership mb on mb.room_id = r.id and mb.user_id = ?
+        where r.id = ? and r.tenant = ?`,
       [actor.id, roomId, actor.tenant],
     );
     const r = rows[0];
     if (!r) throw notFound('room');
-    return { room: { id: r.id, kind: r.kind, name: r.name, tenant: r.tenant }, role: r.role };
+    const room = { id: r.id, kind: r.kind, name: r.name, tenant: r.tenant, encrypted: !!r.encrypted };
+    let access: RoomAccess;
+    if (r.role) {
+      access = { room, role: r.role, member: true, mutedUntil: r.muted_until ? new Date(r.muted_until) : null };
+    } else if (room.kind === 'support' && actor.roles.includes('support')) {
+      access = { room, role: 'moderator', member: false, mutedUntil: null };
+    } else if (purpose === 'send' && actor.roles.includes('service')) {
+      access = { room, role: 'admin', member: false, mutedUntil: null };
+    } else {
+      throw notFound('room');
+    }
+    if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
+      const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
+      throw forbidden(`you are muted in this room ${until}`);
+    }
+    return access;
   }
 
-  /** Access for a purpose; support agents and service tokens get more than members (see issue rules). */
-  async requireAccess(actor: Actor, roomId: string, _purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
-    return this.requireMember(actor, roomId, em);
+  /** Read access (members, and support agents on support rooms). */
+  requireMember(actor: Actor, roomId: string, em?: Em): Promise<RoomAccess> {
+    return this.requireAccess(actor, roomId, 'read', em);
   }
 
   async requirePermission(actor: Actor, roomId: string, action: RoomAction, em?: Em): Promise<RoomAccess> {
-    const access = await this.requireMember(actor, roomId, em);
+    const access = await this.requireAccess(actor, roomId, action === 'send' ? 'send' : 'read', em);
     if (!can(access.role, action, access.room.kind)) {
       throw forbidden(`your role (${access.role}) may not ${describe(action)} in this ${access.room.kind} room`);
     }
@@ -99,20 +147,30 @@ export class RoomService {
 
   async create(
     actor: Actor,
-    input: { kind: 'group' | 'support' | 'broadcast'; name: string; topic?: string | null; key?: string | null; memberIds?: string[] },
+    input: {
+      kind: 'group' | 'support' | 'broadcast';
+      name: string;
+      topic?: string | null;
+      key?: string | null;
+      memberIds?: string[] | undefined;
+      encrypted?: boolean | undefined;
+    },
   ): Promise<RoomDto> {
+    if (input.encrypted && !this.keyring.enabled) {
+      throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
+    }
     const id = randomUUID();
     const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id);
     try {
-      await this.log.transact(async (em, emit) => {
+      await this.log.transact(async (em, emit, after) => {
         await sql(
           em,
-          `insert into room (id, tenant, kind, name, topic, key, direct_key, created_by, last_seq, created_at, updated_at)
-           values (?, ?, ?, ?, ?, ?, null, ?, 0, now(), now())`,
-          [id, actor.tenant, input.kind, input.name, input.topic ?? null, input.key ?? null, actor.id],
+          `insert into room (id, tenant, kind, name, topic, key, direct_key, encrypted, created_by, last_seq, created_at, updated_at)
+           values (?, ?, ?, ?, ?, ?, null, ?, ?, 0, now(), now())`,
+          [id, actor.tenant, input.kind, input.name, input.topic ?? null, input.key ?? null, !!input.encrypted, actor.id],
         );
-        await this.insertMember(em, emit, id, actor.id, 'owner', actor.id);
-        for (const m of others) await this.insertMember(em, emit, id, m, 'member', actor.id);
+        await this.insertMember(em, emit, after, actor, id, actor.id, 'owner', null);
+        for (const m of others) await this.insertMember(em, emit, after, actor, id, m, 'member', { name: input.name, kind: input.kind });
       });
     } catch (err) {
       if (err instanceof UniqueConstraintViolationException) throw conflict(`a room with key "${input.key}" already exists`);
@@ -132,14 +190,15 @@ export class RoomService {
     if (!id) {
       const newId = randomUUID();
       try {
-        await this.log.transact(async (em, emit) => {
+        await this.log.transact(async (em, emit, after) => {
           await sql(
             em,
             `insert into room (id, tenant, kind, name, topic, key, direct_key, created_by, last_seq, created_at, updated_at)
              values (?, ?, 'direct', ?, null, null, ?, ?, 0, now(), now())`,
             [newId, actor.tenant, pair.join(', '), directKey, actor.id],
           );
-          for (const u of pair) await this.insertMember(em, emit, newId, u, 'member', actor.id);
+          for (const u of pair) await this.insertMember(em, emit, after, actor, newId, u, 'member', null);
+          await this.inbox.append(em, after, actor.tenant, userId, { type: 'direct.created', roomId: newId, userId: actor.id });
         });
         id = newId;
       } catch (err) {
@@ -152,52 +211,63 @@ export class RoomService {
   }
 
   async get(actor: Actor, roomId: string): Promise<RoomDto> {
-    const rows = await sql(
-      fork(this.deps),
-      `select ${ROOM_COLUMNS} from room r join membership mb on mb.room_id = r.id and mb.user_id = ?
-        where r.id = ? and r.tenant = ?`,
-      [actor.id, roomId, actor.tenant],
-    );
+    const access = await this.requireMember(actor, roomId);
+    const rows = await sql(fork(this.deps), `select ${ROOM_COLUMNS} from room r where r.id = ?`, [roomId]);
     if (!rows[0]) throw notFound('room');
-    return roomFromRow(rows[0]);
+    return roomFromRow(rows[0], access.role);
   }
 
-  /** The caller's rooms, most recently active first, with unread counts and the last message. */
+  /** Rooms linked to an external entity (`order:123`) that the caller can see. */
+  async byKey(actor: Actor, key: string): Promise<RoomDto[]> {
+    const rows = await sql<{ id: string }>(fork(this.deps), 'select id from room where tenant = ? and key = ?', [actor.tenant, key]);
+    const out: RoomDto[] = [];
+    for (const r of rows) {
+      try {
+        out.push(await this.get(actor, r.id));
+      } catch (err) {
+        if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The caller's rooms, most recently active first, with unread counts and the last message.
+   * Support agents also see every support room of their tenant.
+   */
   async list(actor: Actor): Promise<RoomListItem[]> {
+    const em = fork(this.deps);
+    const agent = actor.roles.includes('support');
     const rows = await sql(
-      fork(this.deps),
-      `select ${ROOM_COLUMNS}, mb.last_read_seq,
-              (select count(*) from message u where u.room_id = r.id and u.seq > mb.last_read_seq
-                  and u.sender_id <> mb.user_id and u.deleted_at is null) as unread_count,
-              lm.id as lm_id, lm.room_id as lm_room_id, lm.seq as lm_seq, lm.sender_id as lm_sender_id,
-              lm.body as lm_body, lm.kind as lm_kind, lm.attachments as lm_attachments,
-              lm.reply_to_id as lm_reply_to_id, lm.mentions as lm_mentions, lm.created_at as lm_created_at,
-              lm.edited_at as lm_edited_at, lm.deleted_at as lm_deleted_at
-         from membership mb
-         join room r on r.id = mb.room_id and r.tenant = ?
-         left join lateral (select ${MESSAGE_COLUMNS} from message m where m.room_id = r.id
-                             order by m.seq desc limit 1) lm on true
-        where mb.user_id = ?
-        order by coalesce(lm.created_at, r.created_at) desc`,
-      [actor.tenant, actor.id],
+      em,
+      `select ${ROOM_COLUMNS}, coalesce(mb.role, 'moderator') as role, coalesce(mb.last_read_seq, 0) as last_read_seq,
+              case when mb.user_id is null then 0 else ${UNREAD_SQL} end as unread_count,
+              (select m.id from message m where m.room_id = r.id order by m.seq desc limit 1) as last_message_id
+         from room r
+         left join membership mb on mb.room_id = r.id and mb.user_id = ?
+        where r.tenant = ? and (mb.user_id is not null ${agent ? "or r.kind = 'support'" : ''})`,
+      [actor.id, actor.tenant],
     );
-    return rows.map((r) => {
-      const lm: Record<string, any> = {};
-      for (const k of Object.keys(r)) if (k.startsWith('lm_')) lm[k.slice(3)] = r[k];
-      return {
-        ...roomFromRow(r),
+    const ids = rows.map((r) => r.last_message_id).filter(Boolean);
+    const lastRows = ids.length
+      ? await sql(em, `select ${MESSAGE_COLUMNS} from message m where m.id = any(array[?]::uuid[])`, [ids])
+      : [];
+    const last = new Map((await this.mapper.many(em, lastRows, actor.id)).map((m) => [m.id, m]));
+    return rows
+      .map((r) => ({
+        ...roomFromRow(r, r.role),
         unreadCount: Number(r.unread_count),
         lastReadSeq: Number(r.last_read_seq),
-        lastMessage: lm.id ? messageFromRow(lm) : null,
-      };
-    });
+        lastMessage: (r.last_message_id && last.get(r.last_message_id)) || null,
+      }))
+      .sort((a, b) => (b.lastMessage?.createdAt ?? b.createdAt).getTime() - (a.lastMessage?.createdAt ?? a.createdAt).getTime());
   }
 
   async members(actor: Actor, roomId: string): Promise<MemberDto[]> {
     await this.requireMember(actor, roomId);
     const rows = await sql(
       fork(this.deps),
-      `select mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq
+      `select mb.user_id, u.name, mb.role, mb.joined_at, mb.last_read_seq, mb.muted_until
          from membership mb left join chat_user u on u.tenant = ? and u.id = mb.user_id
         where mb.room_id = ? order by mb.joined_at, mb.user_id`,
       [actor.tenant, roomId],
@@ -208,15 +278,26 @@ export class RoomService {
       role: r.role,
       joinedAt: new Date(r.joined_at),
       lastReadSeq: Number(r.last_read_seq),
+      mutedUntil: r.muted_until && new Date(r.muted_until).getTime() > Date.now() ? new Date(r.muted_until) : null,
     }));
   }
 
   async addMembers(actor: Actor, roomId: string, userIds: string[]): Promise<{ added: string[] }> {
     const added: string[] = [];
-    await this.log.transact(async (em, emit) => {
-      await this.requirePermission(actor, roomId, 'addMembers', em);
-      for (const u of [...new Set(userIds)]) {
-        if (await this.insertMember(em, emit, roomId, u, 'member', actor.id)) added.push(u);
+    await this.log.transact(async (em, emit, after) => {
+      const access = await this.requirePermission(actor, roomId, 'addMembers', em);
+      const unique = [...new Set(userIds)];
+      const banned = await sql<{ user_id: string }>(em, 'select user_id from room_ban where room_id = ? and user_id = any(array[?]::text[])', [
+        roomId,
+        unique,
+      ]);
+      if (banned.length) throw forbidden(`banned from this room: ${banned.map((b) => b.user_id).join(', ')} (unban first)`);
+      for (const u of unique) {
+        const ok = await this.insertMember(em, emit, after, actor, roomId, u, 'member', { name: access.room.name, kind: access.room.kind });
+        if (ok) {
+          added.push(u);
+          await this.systemMessage(em, emit, actor, roomId, `${actor.name} added ${u}`);
+        }
       }
     });
     return { added };
@@ -230,12 +311,14 @@ export class RoomService {
       if (!target) throw notFound('member');
       if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot remove a ${target}`);
       await this.deleteMember(em, emit, roomId, userId, 'removed', actor.id);
+      await this.systemMessage(em, emit, actor, roomId, `${actor.name} removed ${userId}`);
     });
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {
     await this.log.transact(async (em, emit) => {
       const access = await this.requireMember(actor, roomId, em);
+      if (!access.member) throw badRequest('you are not a member of this room');
       if (access.room.kind === 'direct') throw badRequest('a direct room cannot be left');
       await this.deleteMember(em, emit, roomId, actor.id, 'left', actor.id);
       if (access.role === 'owner') {
@@ -247,25 +330,161 @@ export class RoomService {
           [roomId],
         );
         if (next[0] && next[0].role !== 'owner') {
-          await sql(em, `update membership set role = 'owner' where room_id = ? and user_id = ?`, [roomId, next[0].user_id]);
+          await this.writeMember(em, emit, roomId, next[0].user_id, { role: 'owner' }, actor.id);
         }
+      }
+      await this.systemMessage(em, emit, actor, roomId, `${actor.name} left`);
+    });
+  }
+
+  /**
+   * Changes a member's role. Needs `setRole` and to outrank both the target's current and new role;
+   * only the owner hands over ownership (and becomes an admin).
+   */
+  async setRole(actor: Actor, roomId: string, userId: string, role: MemberRole): Promise<MemberDto> {
+    if (userId === actor.id) throw badRequest('you cannot change your own role');
+    await this.log.transact(async (em, emit) => {
+      const access = await this.requirePermission(actor, roomId, 'setRole', em);
+      const current = await this.memberRole(em, roomId, userId, true);
+      if (!current) throw notFound('member');
+      if (role === 'owner') {
+        if (access.role !== 'owner') throw forbidden('only the owner can hand over ownership');
+        await this.writeMember(em, emit, roomId, actor.id, { role: 'admin' }, actor.id);
+      } else if (!outranks(access.role, current) || ROLE_RANK[role] >= ROLE_RANK[access.role]) {
+        throw forbidden(`a ${access.role} cannot make a ${current} a ${role}`);
+      }
+      if (current !== role) await this.writeMember(em, emit, roomId, userId, { role }, actor.id);
+    });
+    return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
+  }
+
+  async update(actor: Actor, roomId: string, input: { name?: string | undefined; topic?: string | null | undefined }): Promise<RoomDto> {
+    if (input.name === undefined && input.topic === undefined) throw badRequest('nothing to update: give name and/or topic');
+    await this.log.transact(async (em, emit) => {
+      await this.requirePermission(actor, roomId, 'update', em);
+      const before = (await sql(em, 'select name, topic from room where id = ? for update', [roomId]))[0]!;
+      const name = input.name ?? before.name;
+      const topic = input.topic === undefined ? before.topic : input.topic;
+      if (name === before.name && topic === before.topic) return;
+      await sql(em, 'update room set name = ?, topic = ? where id = ?', [name, topic, roomId]);
+      emit(await this.log.append(em, { type: 'room.updated', roomId, name, topic, by: actor.id }));
+      if (name !== before.name) await this.systemMessage(em, emit, actor, roomId, `${actor.name} renamed the room to "${name}"`);
+    });
+    return this.get(actor, roomId);
+  }
+
+  /** Mutes a member (cannot send) until `until`, or until unmuted. */
+  async mute(actor: Actor, roomId: string, userId: string, until: Date | null): Promise<MemberDto> {
+    if (until && until.getTime() <= Date.now()) throw badRequest('until must be in the future');
+    await this.moderate(actor, roomId, userId, 'mute', async (em, emit) => {
+      await this.writeMember(em, emit, roomId, userId, { mutedUntil: until ?? FOREVER }, actor.id);
+    });
+    return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
+  }
+
+  async unmute(actor: Actor, roomId: string, userId: string): Promise<MemberDto> {
+    await this.moderate(actor, roomId, userId, 'mute', async (em, emit) => {
+      await this.writeMember(em, emit, roomId, userId, { mutedUntil: null }, actor.id);
+    });
+    return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
+  }
+
+  /** Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. */
+  async ban(actor: Actor, roomId: string, userId: string): Promise<void> {
+    if (userId === actor.id) throw badRequest('you cannot ban yourself');
+    await this.log.transact(async (em, emit) => {
+      const access = await this.requirePermission(actor, roomId, 'ban', em);
+      const target = await this.memberRole(em, roomId, userId, true);
+      if (target && !outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ban a ${target}`);
+      await sql(em, 'insert into room_ban (room_id, user_id, banned_by, created_at) values (?, ?, ?, now()) on conflict do nothing', [
+        roomId,
+        userId,
+        actor.id,
+      ]);
+      if (target) {
+        await this.deleteMember(em, emit, roomId, userId, 'banned', actor.id);
+        await this.systemMessage(em, emit, actor, roomId, `${actor.name} banned ${userId}`);
       }
     });
   }
 
-  private async memberRole(em: Em, roomId: string, userId: string): Promise<MemberRole | null> {
-    const rows = await sql<{ role: MemberRole }>(em, 'select role from membership where room_id = ? and user_id = ?', [roomId, userId]);
+  async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
+    await this.requirePermission(actor, roomId, 'ban');
+    const rows = await sql(fork(this.deps), 'delete from room_ban where room_id = ? and user_id = ? returning user_id', [roomId, userId]);
+    return { unbanned: rows.length > 0 };
+  }
+
+  async bans(actor: Actor, roomId: string): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+    await this.requirePermission(actor, roomId, 'ban');
+    const rows = await sql(fork(this.deps), 'select user_id, banned_by, created_at from room_ban where room_id = ? order by created_at', [roomId]);
+    return rows.map((r) => ({ userId: r.user_id, bannedBy: r.banned_by, createdAt: new Date(r.created_at) }));
+  }
+
+  private async moderate(
+    actor: Actor,
+    roomId: string,
+    userId: string,
+    action: RoomAction,
+    fn: (em: Em, emit: Emit) => Promise<void>,
+  ): Promise<void> {
+    if (userId === actor.id) throw badRequest(`you cannot ${describe(action)} on yourself`);
+    await this.log.transact(async (em, emit) => {
+      const access = await this.requirePermission(actor, roomId, action, em);
+      const target = await this.memberRole(em, roomId, userId, true);
+      if (!target) throw notFound('member');
+      if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ${describe(action)} on a ${target}`);
+      await fn(em, emit);
+    });
+  }
+
+  private async memberRole(em: Em, roomId: string, userId: string, lock = false): Promise<MemberRole | null> {
+    const rows = await sql<{ role: MemberRole }>(
+      em,
+      `select role from membership where room_id = ? and user_id = ?${lock ? ' for update' : ''}`,
+      [roomId, userId],
+    );
     return rows[0]?.role ?? null;
   }
 
-  /** Inserts a membership and its `member.joined` event; false when already a member. */
+  /** Updates a membership and records `member.updated` with its new state. */
+  private async writeMember(
+    em: Em,
+    emit: Emit,
+    roomId: string,
+    userId: string,
+    change: { role?: MemberRole; mutedUntil?: Date | null },
+    by: string,
+  ): Promise<void> {
+    const rows = await sql(
+      em,
+      `update membership set role = coalesce(?, role), muted_until = case when ? then ? else muted_until end
+        where room_id = ? and user_id = ? returning role, muted_until`,
+      [change.role ?? null, change.mutedUntil !== undefined, change.mutedUntil ?? null, roomId, userId],
+    );
+    const r = rows[0];
+    if (!r) throw notFound('member');
+    emit(
+      await this.log.append(em, {
+        type: 'member.updated',
+        roomId,
+        userId,
+        role: r.role,
+        mutedUntil: r.muted_until ? new Date(r.muted_until) : null,
+        by,
+      }),
+    );
+  }
+
+  /** Inserts a membership, its `member.joined` event and (when `invite`) a `room.added` inbox item. */
   private async insertMember(
     em: Em,
-    emit: (e: any) => void,
+    emit: Emit,
+    after: AfterCommit,
+    actor: Actor,
     roomId: string,
     userId: string,
     role: MemberRole,
-    by: string,
+    invite: { name: string; kind: string } | null,
   ): Promise<boolean> {
     const ins = await sql(
       em,
@@ -275,13 +494,22 @@ export class RoomService {
       [roomId, userId, role, roomId],
     );
     if (ins.length === 0) return false;
-    emit(await this.log.append(em, { type: 'member.joined', roomId, userId, role, by }));
+    emit(await this.log.append(em, { type: 'member.joined', roomId, userId, role, by: actor.id }));
+    if (invite && userId !== actor.id) {
+      await this.inbox.append(em, after, actor.tenant, userId, {
+        type: 'room.added',
+        roomId,
+        roomName: invite.name,
+        roomKind: invite.kind,
+        by: actor.id,
+      });
+    }
     return true;
   }
 
   private async deleteMember(
     em: Em,
-    emit: (e: any) => void,
+    emit: Emit,
     roomId: string,
     userId: string,
     reason: 'left' | 'removed' | 'banned',
@@ -291,24 +519,24 @@ export class RoomService {
     if (del.length === 0) throw notFound('member');
     emit(await this.log.append(em, { type: 'member.left', roomId, userId, reason, by }));
   }
-}
 
-function describe(action: RoomAction): string {
-  switch (action) {
-    case 'send':
-      return 'post';
-    case 'addMembers':
-      return 'add members';
-    case 'removeMember':
-      return 'remove members';
-    case 'update':
-      return 'change the room';
-    case 'setRole':
-      return 'change roles';
-    case 'deleteOthers':
-      return "delete others' messages";
-    default:
-      return action;
+  /**
+   * Writes a `system` message (kind users cannot send) with its own seq. Used for joins, leaves,
+   * removals, bans, renames and meetings.
+   */
+  async systemMessage(em: Em, emit: Emit, actor: Actor, roomId: string, body: string): Promise<MessageDto> {
+    const id = randomUUID();
+    const seq = await this.log.nextSeq(em, roomId);
+    await this.log.record(em, roomId, seq, 'message.new', id, {});
+    const rows = await sql(
+      em,
+      `insert into message (id, room_id, tenant, seq, sender_id, client_id, body, kind, attachments, mentions, created_at)
+       values (?, ?, ?, ?, ?, null, ?, 'system', '[]', '[]', now())
+       returning ${MESSAGE_COLUMNS.replaceAll('m.', '')}`,
+      [id, roomId, actor.tenant, seq, actor.id, body],
+    );
+    const message = this.mapper.fromRow(rows[0]!);
+    emit({ type: 'message.new', roomId, seq, message });
+    return message;
   }
 }
-

@@ -19,8 +19,11 @@ export function toTRPCError(err: unknown): TRPCError | null {
 }
 
 function isConnectionError(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', '57P01', '57P03', '08006', '08001'].includes(code);
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', '57P01', '57P03', '08006', '08001'].includes(code)) return true;
+  // node-postgres reports a connection the server (or the network) dropped without a code, and
+  // MikroORM wraps it in a plain DriverException.
+  return typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message);
 }
 
 const t = initTRPC.context<Context>().create({

@@ -1,5 +1,8 @@
 import { authRouter } from '../routers/auth.js';
 import { chatRouter } from '../routers/chat.js';
+import { inboxRouter } from '../routers/inbox.js';
+import { presenceRouter } from '../routers/presence.js';
+import { receiptRouter } from '../routers/receipt.js';
 import { roomRouter } from '../routers/room.js';
 import { createCallerFactory, router } from './init.js';
 
@@ -7,6 +10,9 @@ export const appRouter = router({
   auth: authRouter,
   room: roomRouter,
   chat: chatRouter,
+  receipt: receiptRouter,
+  presence: presenceRouter,
+  inbox: inboxRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

@@ -1,0 +1,165 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket as RawWebSocket } from 'ws';
+import type { Config } from '../src/config.js';
+import { TEST_REDIS_URL } from './env.js';
+import { createTestDatabase, startServer, testConfig, testPrefix, tokenFor, type TestServer } from './helpers.js';
+import { getJson, tcpProxy, withTimeout } from './ws-helpers.js';
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let config: Config;
+let srv: TestServer;
+
+beforeAll(async () => {
+  db = await createTestDatabase('http');
+  config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('http') });
+  srv = await startServer(config);
+});
+afterAll(async () => {
+  await srv?.close();
+  await db?.drop();
+});
+
+/** The server still answers: health, and an authenticated tRPC query. */
+async function expectServing(url: string) {
+  expect((await getJson(`${url}/healthz`)).status).toBe(200);
+  const me = await getJson(`${url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
+  expect(me.status).toBe(200);
+  expect(me.body.result.data.json.id).toBe('probe');
+}
+
+describe('plain HTTP routes', () => {
+  it('/healthz is 200', async () => {
+    const res = await getJson(`${srv.url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ status: 'ok' });
+  });
+
+  it('/readyz is 200 with the database and the bus up', async () => {
+    const res = await getJson(`${srv.url}/readyz`);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ status: 'ready', draining: false, database: 'up', bus: { kind: 'redis', status: 'up' } });
+  });
+
+  it('/readyz is 503 with database down when the database is unreachable, and 200 again once it is back', async () => {
+    // The app reaches PostgreSQL through a TCP proxy the test can cut (Redis stays fine).
+    const pgUrl = new URL(db.url);
+    const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+    pgUrl.port = String(proxy.port);
+    const app = await startServer({ ...config, databaseUrl: pgUrl.toString() });
+    try {
+      expect((await getJson(`${app.url}/readyz`)).status).toBe(200);
+      proxy.cut();
+      const res = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
+      expect(res.status).toBe(503);
+      expect(res.body).toMatchObject({ status: 'unavailable', draining: false, database: 'down', bus: { kind: 'redis', status: 'up' } });
+      // Liveness is not readiness: the process itself is fine.
+      expect((await getJson(`${app.url}/healthz`)).status).toBe(200);
+      // A tRPC call needing the database fails cleanly (503, not a crash or a hang).
+      const me = await withTimeout(
+        getJson(`${app.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } }),
+        10_000,
+        'room.list',
+      );
+      expect(me.status).toBe(503);
+      expect(me.body.error.json.data.code).toBe('SERVICE_UNAVAILABLE');
+
+      proxy.restore();
+      const back = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
+      expect(back.status).toBe(200);
+      expect(back.body.database).toBe('up');
+    } finally {
+      await app.close();
+      await proxy.close();
+    }
+  });
+
+  it('/readyz is 503 while draining', async () => {
+    const app = await startServer(config);
+    // An open WebSocket keeps the drain going (close() waits for clients to leave) without
+    // touching the answer under test.
+    const socket = new RawWebSocket(`${app.url.replace(/^http/, 'ws')}/trpc`);
+    await withTimeout(new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)), 5000, 'ws open');
+    let closing: Promise<void> | null = null;
+    try {
+      // Start the shutdown the moment the server has the request: it is answered while draining.
+      app.app.server.once('request', () => {
+        closing = app.close();
+      });
+      const res = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
+      expect(closing).not.toBeNull();
+      expect(res.status).toBe(503);
+      expect(res.body).toMatchObject({ status: 'unavailable', draining: true, database: 'up' });
+    } finally {
+      socket.close();
+      await (closing ?? app.close());
+    }
+  });
+
+  it('an unknown path is 404', async () => {
+    for (const path of ['/nope', '/trpcx', '/', '/healthz/extra']) {
+      const res = await getJson(`${srv.url}${path}`);
+      expect(res.status, path).toBe(404);
+    }
+  });
+
+  it('an unknown tRPC procedure is 404 NOT_FOUND', async () => {
+    const res = await getJson(`${srv.url}/trpc/chat.nope`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
+    expect(res.status).toBe(404);
+    expect(res.body.error.json.data.code).toBe('NOT_FOUND');
+  });
+});
+
+describe('tRPC over HTTP with bad requests', () => {
+  const auth = { authorization: `Bearer ${tokenFor('mallory')}` };
+
+  it('a malformed JSON body gives a 4xx, and the server keeps serving', async () => {
+    for (const body of ['{"json": ', 'not json at all', '{"json":{"kind":"group","name":"x"}}}', '\u0000\u0001']) {
+      const res = await getJson(`${srv.url}/trpc/room.create`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body,
+      });
+      expect(res.status, body).toBe(400);
+      expect(res.body.error.json.data.code, body).toBe('BAD_REQUEST');
+    }
+    await expectServing(srv.url);
+  });
+
+  it('a malformed batch body and a malformed query input give a 4xx, and the server keeps serving', async () => {
+    const batch = await getJson(`${srv.url}/trpc/room.create,room.create?batch=1`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"0": {"json": ',
+    });
+    expect(batch.status).toBeGreaterThanOrEqual(400);
+    expect(batch.status).toBeLessThan(500);
+
+    const query = await getJson(`${srv.url}/trpc/room.get?input=${encodeURIComponent('{"json": {')}`, { headers: auth });
+    expect(query.status).toBe(400);
+    expect(query.body.error.json.data.code).toBe('BAD_REQUEST');
+    await expectServing(srv.url);
+  });
+
+  it('well-formed JSON with an invalid input is 400 BAD_REQUEST with the issues', async () => {
+    const res = await getJson(`${srv.url}/trpc/room.create`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ json: { kind: 'castle', name: '' } }),
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error.json.data.code).toBe('BAD_REQUEST');
+    expect(res.body.error.json.data.issues.map((i: { path: string }) => i.path).sort()).toEqual(['kind', 'name']);
+    await expectServing(srv.url);
+  });
+
+  it('a body over the size limit is refused with 413, and the server keeps serving', async () => {
+    const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(config.wsMaxPayloadBytes * 2) } });
+    const res = await getJson(`${srv.url}/trpc/room.create`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: big,
+    });
+    expect(res.status).toBe(413);
+    await expectServing(srv.url);
+  });
+});

@@ -1,0 +1,177 @@
+import jwt from 'jsonwebtoken';
+import { TRPCClientError } from '@trpc/client';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { TEST_REDIS_URL } from './env.js';
+import { createTestDatabase, startServer, testConfig, testPrefix, tokenFor, TEST_SECRET, uuid, type TestServer } from './helpers.js';
+import { countingWebSocket, countUpgrades, getJson, recordEvents, withTimeout, wsClient, type WsTestClient } from './ws-helpers.js';
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let srv: TestServer;
+const clients: WsTestClient[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase('ws_auth');
+  srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('ws_auth') }));
+});
+afterEach(async () => {
+  vi.useRealTimers();
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+afterAll(async () => {
+  await srv?.close();
+  await db?.drop();
+});
+
+function track(c: WsTestClient): WsTestClient {
+  clients.push(c);
+  return c;
+}
+
+/** Expects a TRPCClientError with code UNAUTHORIZED and the given message. */
+function expectUnauthorized(err: unknown, message: string) {
+  expect(err).toBeInstanceOf(TRPCClientError);
+  const e = err as TRPCClientError<any>;
+  expect(e.data?.code).toBe('UNAUTHORIZED');
+  expect(e.message).toBe(message);
+}
+
+async function queryError(c: WsTestClient): Promise<unknown> {
+  return withTimeout(
+    c.trpc.auth.me.query().then(
+      () => new Error('auth.me unexpectedly succeeded'),
+      (err: unknown) => err,
+    ),
+    5000,
+    'auth.me to fail',
+  );
+}
+
+async function subscriptionError(c: WsTestClient): Promise<unknown> {
+  const rec = recordEvents(c, { roomId: uuid() });
+  const how = await withTimeout(rec.ended, 5000, 'chat.events to fail');
+  expect(how).toBe('error');
+  expect(rec.events.items).toHaveLength(0);
+  return rec.error;
+}
+
+const badTokens: { name: string; token: () => string | undefined; message: string }[] = [
+  { name: 'a missing token', token: () => undefined, message: 'missing access token' },
+  { name: 'an expired token', token: () => tokenFor('alice', { ttlSeconds: -10 }), message: 'access token expired' },
+  {
+    name: 'an expired token (explicit past exp)',
+    token: () => jwt.sign({ sub: 'alice', name: 'alice', exp: Math.floor(Date.now() / 1000) - 60 }, TEST_SECRET, { algorithm: 'HS256' }),
+    message: 'access token expired',
+  },
+  {
+    name: 'a token signed with another secret',
+    token: () => tokenFor('alice', { secret: 'another-secret-0123456789abcdef-xyz' }),
+    message: 'invalid access token',
+  },
+  { name: 'garbage instead of a token', token: () => 'not-a-jwt', message: 'invalid access token' },
+];
+
+describe('WebSocket authentication', () => {
+  for (const bad of badTokens) {
+    it(`${bad.name}: UNAUTHORIZED on queries and chat.events, on one connection (no reconnect loop)`, async () => {
+      const upgrades = countUpgrades(srv.app.server);
+      const counting = countingWebSocket();
+      // retryDelayMs 0: if the server dropped the connection, the client would reconnect at once
+      // and the following calls would show it.
+      const c = track(wsClient({ url: srv.url, token: bad.token(), WebSocket: counting.WebSocket, retryDelayMs: () => 0 }));
+      try {
+        for (let i = 0; i < 3; i++) {
+          expectUnauthorized(await queryError(c), bad.message);
+          expectUnauthorized(await subscriptionError(c), bad.message);
+        }
+        // Several in parallel on the same socket.
+        const errs = await Promise.all([queryError(c), subscriptionError(c), queryError(c), subscriptionError(c)]);
+        for (const e of errs) expectUnauthorized(e, bad.message);
+        // A round trip after the failures: still the same socket.
+        expectUnauthorized(await queryError(c), bad.message);
+
+        expect(upgrades.count).toBe(1);
+        expect(counting.count).toBe(1);
+        expect(c.opens).toBe(1);
+        expect(c.closes).toBe(0);
+        expect(c.ws.connectionState.get().state).toBe('pending');
+      } finally {
+        upgrades.stop();
+      }
+    });
+  }
+
+  it('a valid token works over WebSocket on one connection', async () => {
+    const upgrades = countUpgrades(srv.app.server);
+    try {
+      const c = track(wsClient({ url: srv.url, userId: 'walt' }));
+      const me = await c.trpc.auth.me.query();
+      expect(me.id).toBe('walt');
+      expect(me.tenant).toBe('default');
+      const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'auth-ok' });
+      const rec = recordEvents(c, { roomId: room.id });
+      expect(await rec.ready()).toBe(room.lastSeq);
+      rec.unsubscribe();
+      expect(upgrades.count).toBe(1);
+    } finally {
+      upgrades.stop();
+    }
+  });
+
+  it('a token that expires while the socket is open is refused on the next call, without reconnecting', async () => {
+    const upgrades = countUpgrades(srv.app.server);
+    try {
+      const c = track(wsClient({ url: srv.url, token: tokenFor('erin', { ttlSeconds: 60 }), retryDelayMs: () => 0 }));
+      expect((await c.trpc.auth.me.query()).id).toBe('erin');
+      // Move the clock (Date only; timers stay real) past the token's exp.
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(Date.now() + 120_000);
+      expectUnauthorized(await queryError(c), 'access token expired');
+      expectUnauthorized(await subscriptionError(c), 'access token expired');
+      vi.useRealTimers();
+      expect(upgrades.count).toBe(1);
+      expect(c.closes).toBe(0);
+    } finally {
+      vi.useRealTimers();
+      upgrades.stop();
+    }
+  });
+});
+
+describe('HTTP authentication', () => {
+  it('Authorization: Bearer works', async () => {
+    const res = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('hank')}` } });
+    expect(res.status).toBe(200);
+    expect(res.body.result.data.json.id).toBe('hank');
+  });
+
+  it('without Authorization gives 401 UNAUTHORIZED with a clear message', async () => {
+    const res = await getJson(`${srv.url}/trpc/auth.me`);
+    expect(res.status).toBe(401);
+    expect(res.body.error.json.data.code).toBe('UNAUTHORIZED');
+    expect(res.body.error.json.message).toBe('missing access token');
+  });
+
+  it('a bad or expired bearer token gives 401 with the reason', async () => {
+    const expired = await getJson(`${srv.url}/trpc/auth.me`, {
+      headers: { authorization: `Bearer ${tokenFor('hank', { ttlSeconds: -10 })}` },
+    });
+    expect(expired.status).toBe(401);
+    expect(expired.body.error.json.message).toBe('access token expired');
+    const forged = await getJson(`${srv.url}/trpc/auth.me`, {
+      headers: { authorization: `Bearer ${tokenFor('hank', { secret: 'another-secret-0123456789abcdef-xyz' })}` },
+    });
+    expect(forged.status).toBe(401);
+    expect(forged.body.error.json.data.code).toBe('UNAUTHORIZED');
+    expect(forged.body.error.json.message).toBe('invalid access token');
+  });
+
+  it('a mutation without a token is refused over HTTP with 401', async () => {
+    const res = await getJson(`${srv.url}/trpc/room.create`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ json: { kind: 'group', name: 'nope' } }),
+    });
+    expect(res.status).toBe(401);
+    expect(res.body.error.json.data.code).toBe('UNAUTHORIZED');
+  });
+});
