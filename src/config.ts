@@ -23,6 +23,7 @@ const EnvSchema = z.object({
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
+  PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
 });
 
@@ -49,6 +50,8 @@ export interface Config {
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
   /** `kid:base64key,...` for encrypted rooms; the first key encrypts. */
   messageKeys: string | undefined;
+  /** How long a connection of a node that stopped heartbeating keeps its user online. */
+  presenceTtlMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -83,6 +86,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
     messageKeys: e.MESSAGE_KEYS,
+    presenceTtlMs: e.PRESENCE_TTL_MS,
   };
 }
 

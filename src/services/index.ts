@@ -29,7 +29,7 @@ export interface Services {
   close(): Promise<void>;
 }
 
-export function createServices(deps: Deps, opts: { presenceTtlMs?: number } = {}): Services {
+export function createServices(deps: Deps): Services {
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const log = new RoomLog(deps, mapper);
@@ -41,7 +41,7 @@ export function createServices(deps: Deps, opts: { presenceTtlMs?: number } = {}
   const streams = new StreamService(rooms, log, hubs);
   const receipts = new ReceiptService(deps, log, rooms);
   const typing = new TypingService(rooms, log);
-  const ttl = opts.presenceTtlMs ?? PRESENCE_TTL_MS;
+  const ttl = deps.config.presenceTtlMs ?? PRESENCE_TTL_MS;
   const store: PresenceStore = deps.config.redisUrl
     ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
     : new MemoryPresenceStore(ttl);
