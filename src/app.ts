@@ -6,6 +6,8 @@ import { WebSocketServer } from 'ws';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/orm.js';
 import { createLogger, type Logger } from './logger.js';
+import { Metrics, newCounters } from './metrics.js';
+import { verifyToken } from './auth/jwt.js';
 import type { EventBus } from './realtime/bus.js';
 import { MemoryBus } from './realtime/memory-bus.js';
 import { RedisBus } from './realtime/redis-bus.js';
@@ -38,11 +40,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     log.warn('JWT_SECRET is not set: using the built-in development secret. Never do this in production.');
   }
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
-  const onBusError = (err: unknown) => log.warn({ err }, 'bus error');
+  const counters = newCounters();
+  const onBusError = (err: unknown) => {
+    counters.busErrors++;
+    log.warn({ err }, 'bus error');
+  };
   const bus: EventBus = config.redisUrl
     ? new RedisBus({ url: config.redisUrl, prefix: config.redisPrefix, onError: onBusError })
     : new MemoryBus(onBusError);
-  const services = createServices({ config, orm: db.orm, bus, log });
+  const services = createServices({ config, orm: db.orm, bus, log, counters });
   const createContext = contextFactory(services);
 
   let draining = false;
@@ -54,6 +60,40 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
+  });
+
+  const metrics = new Metrics({
+    counters,
+    connections: () => wss.clients.size,
+    hubs: () => ({ rooms: services.hubs.roomCount, subscribers: services.hubs.subscriberCount, ...services.hubs.stats }),
+    inboxSubscribers: () => services.inbox.hubs.subscriberCount,
+    pool: async () => {
+      const conn = db.orm.em.getDriver().getConnection() as unknown as { getNativeClient?: () => Promise<import('pg').Pool> };
+      return conn.getNativeClient ? conn.getNativeClient() : null;
+    },
+  });
+  services.deps.observeProcedure = (path, type, code, seconds) => metrics.procedureDuration.observe({ path, type, code }, seconds);
+  services.hubs.stats.onFanout = (e) => {
+    const ev = e as { type: string; message?: { createdAt: Date } };
+    if (ev.type === 'message.new' && ev.message) {
+      metrics.deliveryLag.observe(Math.max(0, Date.now() - ev.message.createdAt.getTime()) / 1000);
+    }
+  };
+  const startedAt = new Date();
+  services.retention.start();
+
+  /** Live totals of this node (GET /admin/stats with an admin token). */
+  const adminStats = () => ({
+    node: { pid: process.pid, startedAt, uptimeSeconds: Math.round(process.uptime()), draining },
+    connections: wss.clients.size,
+    roomHubs: services.hubs.roomCount,
+    roomSubscriptions: services.hubs.subscriberCount,
+    inboxSubscriptions: services.inbox.hubs.subscriberCount,
+    events: { ...services.hubs.stats, onFanout: undefined },
+    counters,
+    bus: bus.kind,
+    database: db.embedded ? 'embedded' : 'postgresql',
+    memory: process.memoryUsage(),
   });
 
   const json = (res: ServerResponse, status: number, body: unknown) => {
@@ -76,6 +116,26 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         });
       })();
       return;
+    }
+    if (path === '/metrics') {
+      void metrics.render().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.contentType });
+          res.end(text);
+        },
+        (err) => json(res, 500, { error: String(err) }),
+      );
+      return;
+    }
+    if (path === '/admin/stats') {
+      const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+      try {
+        const actor = verifyToken(m?.[1] ?? '', config.jwtSecret);
+        if (!actor.roles.includes('admin')) return json(res, 403, { error: 'admin role required' });
+        return json(res, 200, adminStats());
+      } catch {
+        return json(res, 401, { error: 'admin token required (Authorization: Bearer)' });
+      }
     }
     if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
     json(res, 404, { error: 'not found' });

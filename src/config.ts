@@ -24,6 +24,9 @@ const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
+  RETENTION_DAYS: z.coerce.number().int().positive().optional(),
+  RETENTION_INTERVAL_MS: z.coerce.number().int().min(1000).default(3_600_000),
+  RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
 });
 
@@ -52,6 +55,10 @@ export interface Config {
   messageKeys: string | undefined;
   /** How long a connection of a node that stopped heartbeating keeps its user online. */
   presenceTtlMs: number;
+  /** Default message retention in days (undefined: keep forever); rooms may override. */
+  retentionDays: number | undefined;
+  retentionIntervalMs: number;
+  retentionBatch: number;
 }
 
 export class ConfigError extends Error {}
@@ -87,6 +94,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
+    retentionDays: e.RETENTION_DAYS,
+    retentionIntervalMs: e.RETENTION_INTERVAL_MS,
+    retentionBatch: e.RETENTION_BATCH,
   };
 }
 

@@ -35,6 +35,8 @@ export const Room = defineEntity({
     lastSeq: p.bigint('number').default(0),
     /** Bodies of this room are stored encrypted (AES-256-GCM, keys from MESSAGE_KEYS). */
     encrypted: p.boolean().default(false),
+    /** Messages older than this are deleted by the retention job (null: the RETENTION_DAYS default). */
+    retentionDays: p.integer().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },

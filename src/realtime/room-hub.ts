@@ -186,6 +186,7 @@ class Hub<E extends StreamEvent> {
 
   private fanout(e: E): void {
     this.stats.delivered += this.subs.size;
+    this.stats.onFanout?.(e, this.subs.size);
     const leaving = this.kind.kickUserOf(e);
     for (const s of this.subs) {
       s.push(e);
@@ -216,6 +217,8 @@ class Hub<E extends StreamEvent> {
 }
 
 export interface HubStats {
+  /** Called once per event fanned out on this node (metrics). */
+  onFanout?: (e: StreamEvent, subscribers: number) => void;
   received: number;
   delivered: number;
   duplicates: number;

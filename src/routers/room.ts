@@ -52,7 +52,14 @@ export const roomRouter = router({
   }),
 
   update: authedProcedure
-    .input(z.object({ roomId: RoomId, name: RoomName.optional(), topic: Topic.nullish() }))
+    .input(
+      z.object({
+        roomId: RoomId,
+        name: RoomName.optional(),
+        topic: Topic.nullish(),
+        retentionDays: z.number().int().min(1).max(36_500).nullish(),
+      }),
+    )
     .mutation(({ ctx, input }) => ctx.services.rooms.update(ctx.actor, input.roomId, input)),
 
   setRole: authedProcedure

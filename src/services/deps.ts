@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Orm } from '../db/orm.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
+import type { Counters } from '../metrics.js';
 
 /** What every service gets: the concrete parts wired by createApp. */
 export interface Deps {
@@ -10,6 +11,10 @@ export interface Deps {
   orm: Orm;
   bus: EventBus;
   log: Logger;
+  /** Plain counters read by the metrics registry. */
+  counters: Counters;
+  /** Records a procedure's duration (set by the app when metrics are on). */
+  observeProcedure?: (path: string, type: string, code: string, seconds: number) => void;
 }
 
 export type Em = EntityManager;

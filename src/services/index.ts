@@ -7,6 +7,7 @@ import { MessageMapper } from './message-dto.js';
 import { MessageService } from './messages.js';
 import { PRESENCE_TTL_MS, PresenceService } from './presence.js';
 import { ReceiptService } from './receipts.js';
+import { RetentionService } from './retention.js';
 import { RoomLog } from './room-log.js';
 import { RoomService } from './rooms.js';
 import { StreamService } from './streams.js';
@@ -26,6 +27,7 @@ export interface Services {
   receipts: ReceiptService;
   typing: TypingService;
   presence: PresenceService;
+  retention: RetentionService;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,10 @@ export function createServices(deps: Deps): Services {
     ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
     : new MemoryPresenceStore(ttl);
   const presence = new PresenceService(deps, store, log, ttl);
+  const retention = new RetentionService(deps, async () => {
+    const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<import('pg').Pool> };
+    return conn.getNativeClient();
+  });
   return {
     deps,
     log,
@@ -59,7 +65,9 @@ export function createServices(deps: Deps): Services {
     receipts,
     typing,
     presence,
+    retention,
     async close() {
+      retention.stop();
       typing.close();
       await presence.close();
       await Promise.all([hubs.close(), inbox.close()]);

@@ -10,6 +10,7 @@ import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './messag
 import { can } from './permissions.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomAccess, RoomService } from './rooms.js';
+import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from './snippet.js';
 
 export interface SendInput {
   roomId: string;
@@ -133,6 +134,7 @@ export class MessageService {
           });
         }
         emit({ type: 'message.new', roomId: input.roomId, seq, message });
+        this.deps.counters.messagesSent++;
         return message;
       });
     } catch (err) {
@@ -322,13 +324,12 @@ export class MessageService {
     if (input.roomId) await this.rooms.requireMember(actor, input.roomId);
     const em = fork(this.deps);
     const roomFilter = input.roomId ? 'and r.id = ?' : '';
-    const params: unknown[] = [input.query, actor.id, actor.tenant];
+    const params: unknown[] = [MARK_START + MARK_STOP, HEADLINE_OPTIONS, input.query, actor.id, actor.tenant];
     if (input.roomId) params.push(input.roomId);
     const rows = await sql(
       em,
       `select ${MESSAGE_COLUMNS}, r.name as room_name, ts_rank(m.search, q) as rank,
-              ts_headline('simple', replace(replace(replace(m.body, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), q,
-                          'StartSel=<mark>, StopSel=</mark>, MaxWords=24, MinWords=8, MaxFragments=2') as snippet
+              ts_headline('simple', translate(m.body, ?, ''), q, ?) as marked
          from websearch_to_tsquery('simple', ?) q,
               message m
          join room r on r.id = m.room_id
@@ -349,7 +350,7 @@ export class MessageService {
       roomId: r.room_id,
       roomName: r.room_name,
       rank: Number(r.rank),
-      snippet: r.snippet,
+      snippet: buildSnippet(r.marked),
     }));
     return { hits, skippedEncryptedRooms: Number(skipped[0]?.n ?? 0) };
   }

@@ -72,6 +72,7 @@ export class RoomLog implements EventSource {
   }
 
   publish(e: DurableRoomEvent | EphemeralRoomEvent): Promise<void> {
+    this.deps.counters.busPublished++;
     return this.deps.bus.publish(channels.room(e.roomId), encodeEvent(e));
   }
 
@@ -100,12 +101,14 @@ export class RoomLog implements EventSource {
       const seq = Number(r.e_seq);
       const type = r.e_type as DurableRoomEvent['type'];
       if (type === 'message.new' || type === 'message.edited' || type === 'message.deleted') {
-        const message: MessageDto = byId.get(r.id)!;
+        const message: MessageDto | undefined = byId.get(r.id);
+        // Removed by retention meanwhile: nothing left to show.
+        if (!message) return null;
         return { type, roomId, seq, message } as DurableRoomEvent;
       }
       const data = r.e_data as Record<string, unknown>;
       if (type === 'member.updated' && data.mutedUntil) data.mutedUntil = new Date(data.mutedUntil as string);
       return { ...data, type, roomId, seq } as DurableRoomEvent;
-    });
+    }).filter((e): e is DurableRoomEvent => e !== null);
   }
 }

@@ -18,6 +18,8 @@ export interface RoomDto {
   topic: string | null;
   key: string | null;
   encrypted: boolean;
+  /** Messages older than this many days are removed (null: the server default). */
+  retentionDays: number | null;
   createdBy: string;
   createdAt: Date;
   lastSeq: number;
@@ -63,6 +65,7 @@ function roomFromRow(r: Record<string, any>, role: MemberRole): RoomDto {
     topic: r.topic ?? null,
     key: r.key ?? null,
     encrypted: !!r.encrypted,
+    retentionDays: r.retention_days ?? null,
     createdBy: r.created_by,
     createdAt: new Date(r.created_at),
     lastSeq: Number(r.last_seq),
@@ -71,7 +74,7 @@ function roomFromRow(r: Record<string, any>, role: MemberRole): RoomDto {
   };
 }
 
-const ROOM_COLUMNS = `r.id, r.kind, r.name, r.topic, r.key, r.encrypted, r.created_by, r.created_at, r.last_seq,
+const ROOM_COLUMNS = `r.id, r.kind, r.name, r.topic, r.key, r.encrypted, r.retention_days, r.created_by, r.created_at, r.last_seq,
   (select count(*) from membership x where x.room_id = r.id) as member_count`;
 
 function describe(action: RoomAction): string {
@@ -358,11 +361,20 @@ export class RoomService {
     return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
   }
 
-  async update(actor: Actor, roomId: string, input: { name?: string | undefined; topic?: string | null | undefined }): Promise<RoomDto> {
-    if (input.name === undefined && input.topic === undefined) throw badRequest('nothing to update: give name and/or topic');
+  async update(
+    actor: Actor,
+    roomId: string,
+    input: { name?: string | undefined; topic?: string | null | undefined; retentionDays?: number | null | undefined },
+  ): Promise<RoomDto> {
+    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined) {
+      throw badRequest('nothing to update: give name, topic and/or retentionDays');
+    }
     await this.log.transact(async (em, emit) => {
       await this.requirePermission(actor, roomId, 'update', em);
       const before = (await sql(em, 'select name, topic from room where id = ? for update', [roomId]))[0]!;
+      if (input.retentionDays !== undefined) {
+        await sql(em, 'update room set retention_days = ? where id = ?', [input.retentionDays, roomId]);
+      }
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
       if (name === before.name && topic === before.topic) return;

@@ -66,10 +66,22 @@ const errors = t.middleware(async ({ next }) => {
   return res;
 });
 
-export const publicProcedure = t.procedure.use(errors);
+const timing = t.middleware(async ({ ctx, path, type, next }) => {
+  const observe = ctx.services.deps.observeProcedure;
+  if (!observe || type === 'subscription') return next();
+  const start = performance.now();
+  const res = await next();
+  observe(path, type, res.ok ? 'OK' : res.error.code, (performance.now() - start) / 1000);
+  return res;
+});
+
+export const publicProcedure = t.procedure.use(timing).use(errors);
 
 export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
-  if (!ctx.actor) throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
+  if (!ctx.actor) {
+    ctx.services.deps.counters.authFailures++;
+    throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
+  }
   if (isExpired(ctx.actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
   return next({ ctx: { ...ctx, actor: ctx.actor } });
 });

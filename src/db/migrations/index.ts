@@ -1,6 +1,7 @@
 import type { Migration } from '@mikro-orm/migrations';
 import { Migration20261122030345 } from './Migration20261122030345.js';
 import { Migration20261122031149 } from './Migration20261122031149.js';
+import { Migration20261122033500 } from './Migration20261122033500.js';
 
 type MigrationCtor = new (...args: any[]) => Migration;
 
@@ -8,4 +9,5 @@ type MigrationCtor = new (...args: any[]) => Migration;
 export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261122030345', class: Migration20261122030345 },
   { name: 'Migration20261122031149', class: Migration20261122031149 },
+  { name: 'Migration20261122033500', class: Migration20261122033500 },
 ];

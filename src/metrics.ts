@@ -1,0 +1,104 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Pool } from 'pg';
+
+/**
+ * Counters the services bump on their paths (plain numbers: no registry lookups on the hot path).
+ * The Prometheus registry reads them when scraped.
+ */
+export interface Counters {
+  messagesSent: number;
+  busPublished: number;
+  busErrors: number;
+  rateLimited: number;
+  authFailures: number;
+}
+
+export function newCounters(): Counters {
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0 };
+}
+
+export interface MetricsSources {
+  counters: Counters;
+  connections: () => number;
+  hubs: () => { rooms: number; subscribers: number; received: number; delivered: number; duplicates: number; gapFills: number; filled: number };
+  inboxSubscribers: () => number;
+  pool: () => Promise<Pool | null>;
+}
+
+/** Prometheus metrics of one process. Labels are bounded: procedure paths, never room or user ids. */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly procedureDuration: Histogram<'path' | 'type' | 'code'>;
+  readonly deliveryLag: Histogram;
+
+  constructor(sources: MetricsSources) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r, prefix: 'chat_process_', eventLoopMonitoringPrecision: 20 });
+    this.procedureDuration = new Histogram({
+      name: 'chat_procedure_duration_seconds',
+      help: 'Duration of tRPC queries and mutations by procedure and result code',
+      labelNames: ['path', 'type', 'code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [r],
+    });
+    this.deliveryLag = new Histogram({
+      name: 'chat_delivery_lag_seconds',
+      help: 'Time from a message commit to its fan-out on this node (once per message per node)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [r],
+    });
+    const gauge = (name: string, help: string, read: () => number | Promise<number>) =>
+      new Gauge({
+        name,
+        help,
+        registers: [r],
+        async collect() {
+          this.set(await read());
+        },
+      });
+    const counter = (name: string, help: string, read: () => number) => {
+      let last = 0;
+      return new Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const now = read();
+          if (now > last) this.inc(now - last);
+          last = now;
+        },
+      });
+    };
+    const c = sources.counters;
+    gauge('chat_connections_open', 'Open WebSocket connections', sources.connections);
+    gauge('chat_room_hubs', 'Rooms with live subscribers on this node', () => sources.hubs().rooms);
+    gauge('chat_subscriptions', 'Live room subscriptions on this node', () => sources.hubs().subscribers);
+    gauge('chat_inbox_subscriptions', 'Live inbox subscriptions on this node', sources.inboxSubscribers);
+    counter('chat_messages_sent_total', 'Messages committed by this node', () => c.messagesSent);
+    counter('chat_events_delivered_total', 'Room events pushed to local subscribers', () => sources.hubs().delivered);
+    counter('chat_bus_published_total', 'Events published on the bus', () => c.busPublished);
+    counter('chat_bus_errors_total', 'Bus errors: failed publishes and lost connections (repaired by gap fills)', () => c.busErrors);
+    counter('chat_bus_received_total', 'Room events received from the bus by hubs', () => sources.hubs().received);
+    counter('chat_bus_duplicates_total', 'Room events dropped as already delivered', () => sources.hubs().duplicates);
+    counter('chat_gap_fills_total', 'Gaps in room sequences filled from PostgreSQL', () => sources.hubs().gapFills);
+    counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
+    counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
+    counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
+    const poolGauge = (name: string, help: string, read: (p: Pool) => number) =>
+      gauge(name, help, async () => {
+        const p = await sources.pool().catch(() => null);
+        return p ? read(p) : 0;
+      });
+    poolGauge('chat_db_pool_total', 'PostgreSQL connections in the pool', (p) => p.totalCount);
+    poolGauge('chat_db_pool_idle', 'Idle PostgreSQL connections in the pool', (p) => p.idleCount);
+    poolGauge('chat_db_pool_waiting', 'Queries waiting for a PostgreSQL connection', (p) => p.waitingCount);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
