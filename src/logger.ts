@@ -1,11 +1,28 @@
-import { pino, type Logger as PinoLogger } from 'pino';
+import { pino, stdSerializers, type Logger as PinoLogger } from 'pino';
 
 export type Logger = PinoLogger;
+
+/**
+ * Error serializer that never writes SQL with its parameters (which may hold message bodies) to
+ * the log: driver errors are reported as `<query> - <reason>`, so only the reason is kept.
+ */
+function safeError(err: unknown) {
+  const s = stdSerializers.err(err as Error) as Record<string, unknown>;
+  if (typeof s.message === 'string' && s.message.includes(' - ') && /^\s*(select|insert|update|delete|with)\b/i.test(s.message)) {
+    s.message = `[query] - ${s.message.split(' - ').pop()}`;
+    if (typeof s.stack === 'string') s.stack = `${s.type}: ${s.message}`;
+    delete s.sql;
+    delete s.params;
+  }
+  return s;
+}
 
 export function createLogger(level: string, pretty = false): Logger {
   return pino({
     level,
     base: { pid: process.pid },
+    serializers: { err: safeError, error: safeError },
+    redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'body', '*.body', 'payload', '*.payload'], censor: '[redacted]' },
     ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
   });
 }

@@ -72,7 +72,7 @@ describe('/admin/stats', () => {
     expect(plain.status).toBe(403);
     const res = await fetch(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('root', { roles: ['admin'] })}` } });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as { connections: unknown; counters: { messagesSent: unknown } };
     expect(body).toMatchObject({ node: { pid: expect.any(Number), draining: false }, bus: 'redis', database: 'postgresql' });
     expect(typeof body.connections).toBe('number');
     expect(typeof body.counters.messagesSent).toBe('number');
