@@ -8,6 +8,7 @@ import { openDatabase, type Database } from './db/orm.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, newCounters } from './metrics.js';
 import { verifyToken } from './auth/jwt.js';
+import { CloseCode } from './realtime/close-codes.js';
 import type { EventBus } from './realtime/bus.js';
 import { MemoryBus } from './realtime/memory-bus.js';
 import { RedisBus } from './realtime/redis-bus.js';
@@ -80,7 +81,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     }
   };
   const startedAt = new Date();
-  services.retention.start();
+  await services.start();
 
   /** Live totals of this node (GET /admin/stats with an admin token). */
   const adminStats = () => ({
@@ -151,6 +152,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
   });
+  const ipConnections = new Map<string, number>();
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (draining || !(path === '/trpc' || path.startsWith('/trpc/'))) {
@@ -158,7 +160,33 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       socket.destroy();
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    void (async () => {
+      // Connection attempts per address (a reconnect storm or a scan): refused before the upgrade.
+      const attempt = await services.limits.allow('connect', ip).catch(() => ({ ok: true as const }));
+      if (!attempt.ok) {
+        const retry = Math.ceil(attempt.retryAfterMs / 1000);
+        socket.write(`HTTP/1.1 429 Too Many Requests\r\nRetry-After: ${retry}\r\nConnection: close\r\n\r\n`);
+        socket.destroy();
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        // Concurrent connections per address on this node: closed with a documented code.
+        const open = ipConnections.get(ip) ?? 0;
+        if (open >= config.limits.connectionsPerIp) {
+          counters.rateLimited++;
+          ws.close(CloseCode.TooManyConnections, 'too many connections from this address');
+          return;
+        }
+        ipConnections.set(ip, open + 1);
+        ws.once('close', () => {
+          const n = (ipConnections.get(ip) ?? 1) - 1;
+          if (n <= 0) ipConnections.delete(ip);
+          else ipConnections.set(ip, n);
+        });
+        wss.emit('connection', ws, req);
+      });
+    })();
   });
 
   const app: App = {

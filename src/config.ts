@@ -24,6 +24,17 @@ const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
+  RATE_SEND_PER_SECOND: z.coerce.number().int().positive().default(10),
+  RATE_SEND_BURST: z.coerce.number().int().min(0).default(20),
+  RATE_TYPING_PER_10S: z.coerce.number().int().positive().default(30),
+  RATE_SIGNALS_PER_10S: z.coerce.number().int().positive().default(100),
+  RATE_ROOM_CREATES_PER_MINUTE: z.coerce.number().int().positive().default(20),
+  RATE_CONNECTS_PER_IP_PER_MINUTE: z.coerce.number().int().positive().default(600),
+  MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().default(5),
+  MAX_CONNECTIONS_PER_IP: z.coerce.number().int().positive().default(2000),
+  MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().default(100),
+  WS_BUFFER_SOFT_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
+  WS_BUFFER_HARD_BYTES: z.coerce.number().int().positive().default(8 * 1024 * 1024),
   RETENTION_DAYS: z.coerce.number().int().positive().optional(),
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1000).default(3_600_000),
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
@@ -55,6 +66,21 @@ export interface Config {
   messageKeys: string | undefined;
   /** How long a connection of a node that stopped heartbeating keeps its user online. */
   presenceTtlMs: number;
+  limits: {
+    sendPerSecond: number;
+    sendBurst: number;
+    typingPer10s: number;
+    signalsPer10s: number;
+    roomCreatesPerMinute: number;
+    connectAttemptsPerIpPerMinute: number;
+    connectionsPerUser: number;
+    connectionsPerIp: number;
+    subscriptionsPerConnection: number;
+    /** Over this many bytes queued on a socket, live-only events are coalesced. */
+    wsBufferSoftBytes: number;
+    /** Over this, the socket is closed (4008); the client reconnects and resumes. */
+    wsBufferHardBytes: number;
+  };
   /** Default message retention in days (undefined: keep forever); rooms may override. */
   retentionDays: number | undefined;
   retentionIntervalMs: number;
@@ -94,6 +120,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: e.LOG_LEVEL,
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
+    limits: {
+      sendPerSecond: e.RATE_SEND_PER_SECOND,
+      sendBurst: e.RATE_SEND_BURST,
+      typingPer10s: e.RATE_TYPING_PER_10S,
+      signalsPer10s: e.RATE_SIGNALS_PER_10S,
+      roomCreatesPerMinute: e.RATE_ROOM_CREATES_PER_MINUTE,
+      connectAttemptsPerIpPerMinute: e.RATE_CONNECTS_PER_IP_PER_MINUTE,
+      connectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+      connectionsPerIp: e.MAX_CONNECTIONS_PER_IP,
+      subscriptionsPerConnection: e.MAX_SUBSCRIPTIONS_PER_CONNECTION,
+      wsBufferSoftBytes: e.WS_BUFFER_SOFT_BYTES,
+      wsBufferHardBytes: e.WS_BUFFER_HARD_BYTES,
+    },
     retentionDays: e.RETENTION_DAYS,
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,
     retentionBatch: e.RETENTION_BATCH,

@@ -11,6 +11,17 @@ import { TEST_PG_URL, TEST_REDIS_URL } from './env.js';
 
 export const TEST_SECRET = 'test-secret-0123456789abcdef-0123456789';
 
+export const TEST_LIMITS: Config['limits'] = {
+  ...makeConfig().limits,
+  sendPerSecond: 100_000,
+  sendBurst: 100_000,
+  typingPer10s: 100_000,
+  signalsPer10s: 100_000,
+  roomCreatesPerMinute: 100_000,
+  connectAttemptsPerIpPerMinute: 100_000,
+  connectionsPerUser: 1000,
+};
+
 /** A fresh PostgreSQL database for one test file; `drop()` removes it. */
 export async function createTestDatabase(label: string): Promise<{ url: string; drop: () => Promise<void> }> {
   const name = `chat_t_${label.replace(/\W/g, '_').slice(0, 20)}_${randomBytes(4).toString('hex')}`.toLowerCase();
@@ -45,6 +56,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     logLevel: 'silent',
     shutdownTimeoutMs: 5000,
     ...overrides,
+    // Functional tests act far faster than people: per-user limits are lifted unless a test sets them.
+    limits: { ...TEST_LIMITS, ...overrides.limits },
   });
 }
 

@@ -8,6 +8,17 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+/** Rate limits high enough that no functional test hits them. */
+export const TEST_LIMITS_ENV: Record<string, string> = {
+  RATE_SEND_PER_SECOND: '100000',
+  RATE_SEND_BURST: '100000',
+  RATE_TYPING_PER_10S: '100000',
+  RATE_SIGNALS_PER_10S: '100000',
+  RATE_ROOM_CREATES_PER_MINUTE: '100000',
+  RATE_CONNECTS_PER_IP_PER_MINUTE: '100000',
+  MAX_CONNECTIONS_PER_USER: '1000',
+};
+
 export const PROJECT_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
 
 export interface ServerProc {
@@ -68,6 +79,9 @@ export function spawnServer(opts: SpawnOptions): Promise<ServerProc> {
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/tmp',
+      // Load tests send far faster than a person: lift the per-user rate limits (tests of the
+      // limits themselves set their own).
+      ...TEST_LIMITS_ENV,
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

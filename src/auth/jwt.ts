@@ -9,6 +9,7 @@ const ClaimsSchema = z.object({
   tenant: z.string().min(1).max(64).default('default'),
   roles: z.array(z.string().max(32)).max(16).default([]),
   exp: z.number().int().optional(),
+  iat: z.number().int().optional(),
 });
 
 export class AuthError extends Error {}
@@ -25,7 +26,14 @@ export function verifyToken(token: string, secret: string): Actor {
   const claims = ClaimsSchema.safeParse(payload);
   if (!claims.success) throw new AuthError('access token claims are invalid');
   const c = claims.data;
-  return { id: c.sub, name: c.name ?? c.sub, tenant: c.tenant, roles: c.roles, ...(c.exp ? { exp: c.exp } : {}) };
+  return {
+    id: c.sub,
+    name: c.name ?? c.sub,
+    tenant: c.tenant,
+    roles: c.roles,
+    ...(c.exp ? { exp: c.exp } : {}),
+    ...(c.iat ? { iat: c.iat } : {}),
+  };
 }
 
 export function signToken(

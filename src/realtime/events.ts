@@ -42,8 +42,9 @@ export type DurableRoomEvent =
   | { type: 'message.new'; roomId: string; seq: number; message: MessageDto }
   | { type: 'message.edited'; roomId: string; seq: number; message: MessageDto }
   | { type: 'message.deleted'; roomId: string; seq: number; message: MessageDto }
-  | { type: 'reaction.added'; roomId: string; seq: number; messageId: string; userId: string; emoji: string }
-  | { type: 'reaction.removed'; roomId: string; seq: number; messageId: string; userId: string; emoji: string }
+  /** `reactions`: the message's reactions after the change (`me` false); set them, do not add deltas. */
+  | { type: 'reaction.added'; roomId: string; seq: number; messageId: string; userId: string; emoji: string; reactions: Reaction[] }
+  | { type: 'reaction.removed'; roomId: string; seq: number; messageId: string; userId: string; emoji: string; reactions: Reaction[] }
   | { type: 'member.joined'; roomId: string; seq: number; userId: string; role: MemberRole; by: string | null }
   | { type: 'member.left'; roomId: string; seq: number; userId: string; reason: 'left' | 'removed' | 'banned'; by: string | null }
   | {

@@ -31,6 +31,8 @@ export interface PresenceStore {
   /** Removes expired connections (of dead nodes); returns the users that went offline. */
   sweep(): Promise<PresenceKey[]>;
   setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void>;
+  /** Live connections of a user on all nodes. */
+  count(k: PresenceKey): Promise<number>;
   get(tenant: string, userIds: string[]): Promise<PresenceState[]>;
   ping(): Promise<boolean>;
   close(): Promise<void>;
@@ -95,6 +97,10 @@ export class MemoryPresenceStore implements PresenceStore {
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
     this.status.set(enc(k), status);
+  }
+
+  async count(k: PresenceKey): Promise<number> {
+    return this.live(enc(k))?.size ?? 0;
   }
 
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
@@ -215,6 +221,10 @@ export class RedisPresenceStore implements PresenceStore {
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
     await this.redis.set(this.statusKey(k), status, 'EX', 30 * 24 * 3600);
+  }
+
+  async count(k: PresenceKey): Promise<number> {
+    return this.redis.zcount(this.connKey(k), `(${Date.now()}`, '+inf');
   }
 
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {

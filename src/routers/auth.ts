@@ -1,6 +1,7 @@
 import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
-import { signToken } from '../auth/jwt.js';
+import { AuthError, signToken, verifyToken } from '../auth/jwt.js';
+import { UserId } from './schemas.js';
 import { authedProcedure, publicProcedure, router } from '../trpc/init.js';
 
 export const authRouter = router({
@@ -32,6 +33,28 @@ export const authRouter = router({
       await ctx.services.users.touch(user);
       return { token, user, expiresAt: new Date(Date.now() + config.accessTokenTtlSeconds * 1000) };
     }),
+
+  /**
+   * Swaps the token of the live WebSocket connection (same user) before it expires; the
+   * connection and its subscriptions go on. Over HTTP every request carries its own token anyway.
+   */
+  refresh: authedProcedure.input(z.object({ token: z.string().min(1).max(8192) })).mutation(async ({ ctx, input }) => {
+    let next;
+    try {
+      next = verifyToken(input.token, ctx.services.deps.config.jwtSecret);
+    } catch (err) {
+      throw new TRPCError({ code: 'UNAUTHORIZED', message: err instanceof AuthError ? err.message : 'invalid access token' });
+    }
+    if (await ctx.services.sessions.isRevoked(next)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token revoked' });
+    if (!ctx.session) return { expiresAt: next.exp ? new Date(next.exp * 1000) : null, connection: false };
+    ctx.services.sessions.refresh(ctx.session, next);
+    return { expiresAt: next.exp ? new Date(next.exp * 1000) : null, connection: true };
+  }),
+
+  /** Admins: ends every session of a user of their tenant, on every node; older tokens stop working. */
+  revoke: authedProcedure
+    .input(z.object({ userId: UserId }))
+    .mutation(({ ctx, input }) => ctx.services.sessions.revoke(ctx.actor, input.userId)),
 
   me: authedProcedure.query(({ ctx }) => {
     const { id, name, tenant, roles, exp } = ctx.actor;

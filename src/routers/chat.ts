@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { RoomEvent } from '../realtime/events.js';
 import { HISTORY_MAX_LIMIT } from '../services/messages.js';
 import { authedProcedure, router } from '../trpc/init.js';
+import { streamConn } from '../trpc/stream-conn.js';
 import {
   Attachment,
   Body,
@@ -79,5 +80,13 @@ export const chatRouter = router({
    */
   events: authedProcedure
     .input(z.object({ roomId: RoomId, lastEventId: LastEventId }))
-    .subscription(({ ctx, input, signal }) => ctx.services.streams.open(ctx.actor, input.roomId, input.lastEventId, signal, wrap)),
+    .subscription(async ({ ctx, input, signal }) => {
+      const conn = streamConn(ctx);
+      try {
+        return await ctx.services.streams.open(ctx.actor, input.roomId, input.lastEventId, signal, wrap, conn);
+      } catch (err) {
+        conn.release?.();
+        throw err;
+      }
+    }),
 });

@@ -2,6 +2,7 @@ import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { InboxEvent } from '../realtime/events.js';
 import { authedProcedure, router } from '../trpc/init.js';
+import { streamConn } from '../trpc/stream-conn.js';
 import { LastEventId, NotificationKind, SmallJson, UserId } from './schemas.js';
 
 const wrap = (id: string, event: InboxEvent) => tracked(id, event);
@@ -10,7 +11,15 @@ export const inboxRouter = router({
   /** What concerns me across rooms; resumable with lastEventId like room events. */
   events: authedProcedure
     .input(z.object({ lastEventId: LastEventId }).optional())
-    .subscription(({ ctx, input, signal }) => ctx.services.inbox.open(ctx.actor, input?.lastEventId, signal, wrap)),
+    .subscription(({ ctx, input, signal }) => {
+      const conn = streamConn(ctx);
+      try {
+        return ctx.services.inbox.open(ctx.actor, input?.lastEventId, signal, wrap, conn);
+      } catch (err) {
+        conn.release?.();
+        throw err;
+      }
+    }),
 
   /** A notification in a user's inbox (service tokens). */
   notify: authedProcedure

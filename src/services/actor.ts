@@ -6,6 +6,8 @@ export interface Actor {
   roles: string[];
   /** Token expiry, seconds since the epoch. */
   exp?: number;
+  /** Token issue time, seconds since the epoch (revocation compares against it). */
+  iat?: number;
 }
 
 export const isAdmin = (a: Actor) => a.roles.includes('admin');

@@ -4,6 +4,7 @@ import type { Orm } from '../db/orm.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
+import type { RateLimits } from './limits.js';
 
 /** What every service gets: the concrete parts wired by createApp. */
 export interface Deps {
@@ -13,6 +14,8 @@ export interface Deps {
   log: Logger;
   /** Plain counters read by the metrics registry. */
   counters: Counters;
+  /** Rate limits (set by createServices). */
+  limits?: RateLimits;
   /** Records a procedure's duration (set by the app when metrics are on). */
   observeProcedure?: (path: string, type: string, code: string, seconds: number) => void;
 }

@@ -4,7 +4,7 @@ import type { Actor } from './actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { forbidden } from './errors.js';
 import type { AfterCommit } from './room-log.js';
-import { parseLastEventId, resumableStream } from './streams.js';
+import { parseLastEventId, resumableStream, type StreamConn } from './streams.js';
 
 type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
@@ -57,6 +57,20 @@ export class InboxService implements EventSource<InboxItem> {
     return full;
   }
 
+  /**
+   * Blanks the excerpt of the mention items of a deleted message (the deleted body must leave no
+   * read path, and inbox replay is one). `userIds` are the message's mentions: exactly who got one.
+   */
+  async redactMentions(em: Em, tenant: string, userIds: string[], messageId: string): Promise<void> {
+    if (userIds.length === 0) return;
+    await sql(
+      em,
+      `update inbox_event set data = jsonb_set(data, '{excerpt}', '""')
+        where tenant = ? and user_id = any(array[?]::text[]) and type = 'mention' and data->>'messageId' = ?`,
+      [tenant, userIds, messageId],
+    );
+  }
+
   publish(tenant: string, userId: string, e: InboxItem | InboxSignal): Promise<void> {
     return this.deps.bus.publish(channels.user(tenant, userId), encodeEvent(e));
   }
@@ -98,7 +112,13 @@ export class InboxService implements EventSource<InboxItem> {
   }
 
   /** `inbox.events`: the caller's own inbox, resumable by `lastEventId`. */
-  open<T>(actor: Actor, lastEventId: string | null | undefined, signal: AbortSignal | undefined, wrap: (id: string, e: InboxEvent) => T) {
+  open<T>(
+    actor: Actor,
+    lastEventId: string | null | undefined,
+    signal: AbortSignal | undefined,
+    wrap: (id: string, e: InboxEvent) => T,
+    conn?: StreamConn,
+  ) {
     const after = parseLastEventId(lastEventId);
     return resumableStream<InboxEvent, T>({
       hubs: this.hubs,
@@ -109,6 +129,7 @@ export class InboxService implements EventSource<InboxItem> {
       signal,
       ready: (seq) => ({ type: 'ready', seq }),
       wrap,
+      conn,
     });
   }
 

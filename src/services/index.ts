@@ -2,6 +2,8 @@ import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../
 import { RoomHubs } from '../realtime/room-hub.js';
 import type { Deps } from './deps.js';
 import { InboxService } from './inbox.js';
+import { RateLimits } from './limits.js';
+import { SessionService } from './sessions.js';
 import { Keyring } from './keyring.js';
 import { MessageMapper } from './message-dto.js';
 import { MessageService } from './messages.js';
@@ -28,10 +30,16 @@ export interface Services {
   typing: TypingService;
   presence: PresenceService;
   retention: RetentionService;
+  limits: RateLimits;
+  sessions: SessionService;
+  /** Starts background parts (control channel, retention schedule). */
+  start(): Promise<void>;
   close(): Promise<void>;
 }
 
 export function createServices(deps: Deps): Services {
+  const limits = new RateLimits(deps.config, deps.counters);
+  deps.limits = limits;
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const log = new RoomLog(deps, mapper);
@@ -42,12 +50,13 @@ export function createServices(deps: Deps): Services {
   const messages = new MessageService(deps, log, rooms, inbox, mapper, keyring);
   const streams = new StreamService(rooms, log, hubs);
   const receipts = new ReceiptService(deps, log, rooms);
-  const typing = new TypingService(rooms, log);
+  const typing = new TypingService(rooms, log, limits);
   const ttl = deps.config.presenceTtlMs ?? PRESENCE_TTL_MS;
   const store: PresenceStore = deps.config.redisUrl
     ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
     : new MemoryPresenceStore(ttl);
   const presence = new PresenceService(deps, store, log, ttl);
+  const sessions = new SessionService(deps);
   const retention = new RetentionService(deps, async () => {
     const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<import('pg').Pool> };
     return conn.getNativeClient();
@@ -66,11 +75,18 @@ export function createServices(deps: Deps): Services {
     typing,
     presence,
     retention,
+    limits,
+    sessions,
+    async start() {
+      await sessions.start();
+      retention.start();
+    },
     async close() {
+      await sessions.close();
       retention.stop();
       typing.close();
       await presence.close();
-      await Promise.all([hubs.close(), inbox.close()]);
+      await Promise.all([hubs.close(), inbox.close(), limits.close()]);
     },
   };
 }

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { AttachmentDto, MessageDto } from '../realtime/events.js';
-import type { Actor } from './actor.js';
+import { type Actor, isService } from './actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { badRequest, conflict, forbidden, notFound } from './errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
-import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
+import { loadReactions, MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 import { can } from './permissions.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomAccess, RoomService } from './rooms.js';
@@ -66,12 +66,14 @@ export class MessageService {
     const existing = await this.findByClientId(actor, input.clientId);
     if (existing) {
       if (existing.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
-      await this.rooms.requireMember(actor, input.roomId);
+      // The caller must still have access to the room; a service token's only access is to post.
+      await this.rooms.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
       return existing;
     }
     if (input.body.trim().length === 0 && !input.attachments?.length) {
       throw badRequest('body must not be empty');
     }
+    await this.deps.limits?.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
     const id = randomUUID();
     try {
       return await this.log.transact(async (em, emit, after) => {
@@ -227,6 +229,9 @@ export class MessageService {
         throw forbidden("only the author or a moderator can delete a message");
       }
       if (row.deleted_at) return this.mapper.fromRow(row);
+      // Lock order everywhere: message rows (a reply before its root), then the room's seq. Locking the
+      // root only after the seq deadlocked with edits, reactions and replies on the root.
+      if (row.reply_to_id) await sql(em, 'select 1 from message where id = ? for update', [row.reply_to_id]);
       const seq = await this.log.nextSeq(em, row.room_id);
       await this.log.record(em, row.room_id, seq, 'message.deleted', messageId, {});
       const rows = await sql(em, `update message set deleted_at = now(), deleted_by = ? where id = ? returning ${MESSAGE_RETURNING}`, [
@@ -234,8 +239,16 @@ export class MessageService {
         messageId,
       ]);
       if (row.reply_to_id) {
-        await sql(em, 'update message set reply_count = greatest(reply_count - 1, 0) where id = ?', [row.reply_to_id]);
+        // The root's summary counts live replies only: its last reply time falls back to the latest one left.
+        await sql(
+          em,
+          `update message set reply_count = greatest(reply_count - 1, 0),
+                  last_reply_at = (select max(r.created_at) from message r where r.reply_to_id = ? and r.deleted_at is null)
+            where id = ?`,
+          [row.reply_to_id, row.reply_to_id],
+        );
       }
+      await this.inbox.redactMentions(em, actor.tenant, row.mentions ?? [], messageId);
       const message = this.mapper.fromRow(rows[0]!);
       emit({ type: 'message.deleted', roomId: row.room_id, seq, message });
       return message;
@@ -253,7 +266,9 @@ export class MessageService {
 
   private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
     return this.log.transact(async (em, emit) => {
-      const { row } = await this.readable(actor, messageId, em);
+      // Locked like edit and delete: a concurrent delete commits first (and this sees the message
+      // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.
+      const { row } = await this.readable(actor, messageId, em, true);
       if (row.deleted_at) throw badRequest('cannot react to a deleted message');
       await this.rooms.requireAccess(actor, row.room_id, 'send', em);
       const changed = add
@@ -265,7 +280,14 @@ export class MessageService {
         : await sql(em, 'delete from reaction where message_id = ? and user_id = ? and emoji = ? returning emoji', [messageId, actor.id, emoji]);
       if (changed.length) {
         const type = add ? 'reaction.added' : 'reaction.removed';
-        emit(await this.log.append(em, { type, roomId: row.room_id, messageId, userId: actor.id, emoji }));
+        // The event carries the message's reactions after this change (read under the seq lock), so
+        // clients set them instead of adding deltas: a message event replayed from PostgreSQL (or a
+        // history page) already holds the current reactions, and deltas on top would count twice.
+        const seq = await this.log.nextSeq(em, row.room_id);
+        const reactions = (await loadReactions(em, [messageId], null)).get(messageId) ?? [];
+        const data = { messageId, userId: actor.id, emoji, reactions };
+        await this.log.record(em, row.room_id, seq, type, null, data);
+        emit({ type, roomId: row.room_id, seq, ...data });
       }
       return (await this.mapper.many(em, [row], actor.id))[0]!;
     });

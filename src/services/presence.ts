@@ -53,6 +53,11 @@ export class PresenceService {
     return state!;
   }
 
+  /** Open connections of the user on every node. */
+  connections(actor: Actor): Promise<number> {
+    return this.store.count({ tenant: actor.tenant, userId: actor.id });
+  }
+
   get(actor: Actor, userIds: string[]) {
     return this.store.get(actor.tenant, [...new Set(userIds)]);
   }

@@ -9,6 +9,24 @@ import type { RoomService } from './rooms.js';
 /** Page size of a resume replay: a client far behind never pulls its whole backlog into memory. */
 export const REPLAY_PAGE = 200;
 
+/**
+ * Back-pressure of the connection a stream writes to. Over `soft` bytes queued, live-only events
+ * are coalesced (the latest per type and user is kept); over `hard`, `overflow()` closes the
+ * connection and the client resumes from its last event id (durable events are never dropped).
+ */
+export interface Flow {
+  buffered(): number;
+  soft: number;
+  hard: number;
+  overflow(): void;
+}
+
+/** Per-connection bookkeeping of a stream: its flow and the release of its subscription slot. */
+export interface StreamConn {
+  flow?: Flow | undefined;
+  release?: (() => void) | undefined;
+}
+
 /** Wraps an event with its id (the transport's tracked envelope); keeps services transport-free. */
 export type Wrap<T, E = RoomEvent> = (id: string, event: E) => T;
 
@@ -32,8 +50,11 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
   signal: AbortSignal | undefined;
   ready: (seq: number) => E;
   wrap: (id: string, event: E) => T;
+  conn?: StreamConn | undefined;
 }): AsyncGenerator<T> {
   const { hubs, source, key, signal, wrap } = opts;
+  const flow = opts.conn?.flow;
+  let coalesced: Map<string, E> | null = null;
   const queue = new EventQueue<E>();
   const sub: HubSubscriber<E> = { userId: opts.userId, push: (e) => queue.push(e), end: () => queue.end() };
   const onAbort = () => queue.end();
@@ -63,13 +84,30 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
       const r = await queue.next();
       if (r.done) return;
       const e = r.value;
-      if (hubs.kind.isDurable(e)) {
-        if (e.seq <= last) continue;
-        last = e.seq;
+      const durable = hubs.kind.isDurable(e);
+      if (durable && e.seq <= last) continue;
+      if (flow) {
+        const queued = flow.buffered();
+        if (queued > flow.hard) {
+          flow.overflow();
+          return;
+        }
+        if (queued > flow.soft) {
+          if (!durable) {
+            const who = (e as { userId?: string }).userId ?? '';
+            (coalesced ??= new Map()).set(`${e.type}\u0000${who}`, e);
+            continue;
+          }
+        } else if (coalesced?.size) {
+          for (const c of coalesced.values()) yield wrap(String(last), c);
+          coalesced.clear();
+        }
       }
+      if (durable) last = e.seq;
       yield wrap(String(last), e);
     }
   } finally {
+    opts.conn?.release?.();
     signal?.removeEventListener('abort', onAbort);
     if (attached) hubs.detach(key, sub);
     void queue.return();
@@ -91,6 +129,7 @@ export class StreamService {
     lastEventId: string | null | undefined,
     signal: AbortSignal | undefined,
     wrap: Wrap<T>,
+    conn?: StreamConn,
   ): Promise<AsyncGenerator<T>> {
     const after = parseLastEventId(lastEventId);
     await this.rooms.requireAccess(actor, roomId, 'read');
@@ -103,6 +142,7 @@ export class StreamService {
       signal,
       ready: (seq) => ({ type: 'ready', roomId, seq }),
       wrap: wrap as (id: string, e: any) => T,
+      conn,
     });
   }
 }

@@ -1,4 +1,5 @@
 import type { Actor } from './actor.js';
+import type { RateLimits } from './limits.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomService } from './rooms.js';
 
@@ -20,10 +21,12 @@ export class TypingService {
   constructor(
     private readonly rooms: RoomService,
     private readonly log: RoomLog,
+    private readonly limits: RateLimits,
   ) {}
 
   async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
     await this.rooms.requireAccess(actor, roomId, 'send');
+    await this.limits.consume('typing', `${actor.tenant}:${actor.id}:${roomId}`);
     const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
     const now = Date.now();
     let s = this.state.get(key);

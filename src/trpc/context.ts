@@ -3,12 +3,16 @@ import type { IncomingMessage } from 'node:http';
 import { AuthError, verifyToken } from '../auth/jwt.js';
 import type { Actor } from '../services/actor.js';
 import type { Services } from '../services/index.js';
+import { CloseCode } from '../realtime/close-codes.js';
+import type { Session, SessionSocket } from '../services/sessions.js';
 
 export interface Context {
   actor: Actor | null;
   /** Why there is no actor (shown in UNAUTHORIZED errors). */
   authError: string | null;
   services: Services;
+  /** WebSocket connections only: the live session (its actor may be swapped by auth.refresh). */
+  session?: Session;
 }
 
 function bearer(req: IncomingMessage | undefined): string | null {
@@ -34,8 +38,24 @@ export function contextFactory(services: Services) {
     if (!token) return { actor: null, authError: 'missing access token', services };
     try {
       const actor = verifyToken(token, services.deps.config.jwtSecret);
+      if (await services.sessions.isRevoked(actor)) {
+        services.deps.counters.authFailures++;
+        return { actor: null, authError: 'access token revoked', services };
+      }
       await services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
-      if (isWebSocket(opts.res)) trackPresence(services, actor, opts.res);
+      if (isWebSocket(opts.res)) {
+        const ws = opts.res;
+        const max = services.deps.config.limits.connectionsPerUser;
+        const open = await services.presence.connections(actor).catch(() => 0);
+        if (open >= max) {
+          services.deps.counters.rateLimited++;
+          ws.close(CloseCode.TooManyConnections, `too many connections for this user (at most ${max})`);
+          return { actor: null, authError: 'too many connections', services };
+        }
+        const session = services.sessions.open(actor, ws);
+        trackPresence(services, actor, ws);
+        return { actor, authError: null, services, session };
+      }
       return { actor, authError: null, services };
     } catch (err) {
       return { actor: null, authError: err instanceof AuthError ? err.message : 'invalid access token', services };
@@ -43,9 +63,8 @@ export function contextFactory(services: Services) {
   };
 }
 
-interface SocketLike {
+interface SocketLike extends SessionSocket {
   readyState: number;
-  once(event: 'close', fn: () => void): unknown;
   ping: unknown;
 }
 

@@ -38,18 +38,20 @@ const t = initTRPC.context<Context>().create({
             message: i.message,
           }))
         : null;
+    const cause = (mapped ?? error).cause;
+    const retryAfterMs = cause instanceof AppError && cause.retryAfterMs !== undefined ? cause.retryAfterMs : null;
     if (mapped) {
       return {
         ...shape,
         message: mapped.message,
         code: TRPC_ERROR_CODES_BY_KEY[mapped.code],
-        data: { ...shape.data, code: mapped.code, stack: undefined, issues: null },
+        data: { ...shape.data, code: mapped.code, stack: undefined, issues: null, retryAfterMs },
       };
     }
     return {
       ...shape,
       message: zodIssues ? zodIssues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : shape.message,
-      data: { ...shape.data, stack: undefined, issues: zodIssues },
+      data: { ...shape.data, stack: undefined, issues: zodIssues, retryAfterMs },
     };
   },
 });
@@ -78,10 +80,11 @@ const timing = t.middleware(async ({ ctx, path, type, next }) => {
 export const publicProcedure = t.procedure.use(timing).use(errors);
 
 export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
-  if (!ctx.actor) {
+  const actor = ctx.session?.actor ?? ctx.actor;
+  if (!actor) {
     ctx.services.deps.counters.authFailures++;
     throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
   }
-  if (isExpired(ctx.actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
-  return next({ ctx: { ...ctx, actor: ctx.actor } });
+  if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
+  return next({ ctx: { ...ctx, actor } });
 });

@@ -1,0 +1,88 @@
+import { Redis } from 'ioredis';
+import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { Config } from '../config.js';
+import type { Counters } from '../metrics.js';
+import { AppError } from './errors.js';
+
+export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect';
+
+const WHAT: Record<LimitKind, string> = {
+  send: 'too many messages in this room',
+  typing: 'too many typing updates',
+  signal: 'too many call signals',
+  roomCreate: 'too many rooms created',
+  connect: 'too many connection attempts from this address',
+};
+
+interface Limiter {
+  consume(key: string): Promise<unknown>;
+}
+
+/**
+ * Rate limits (rate-limiter-flexible): Redis-backed when Redis is configured (limits hold across
+ * nodes), in memory otherwise. Over a limit: TOO_MANY_REQUESTS with the time to wait.
+ */
+export class RateLimits {
+  private readonly limiters: Record<LimitKind, Limiter>;
+  private readonly redis: Redis | null;
+
+  constructor(
+    private readonly config: Config,
+    private readonly counters: Counters,
+  ) {
+    this.redis = config.redisUrl
+      ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectionName: 'chat-ratelimit' })
+      : null;
+    this.redis?.on('error', () => undefined);
+    const make = (name: string, points: number, duration: number): RateLimiterAbstract =>
+      this.redis
+        ? new RateLimiterRedis({
+            storeClient: this.redis,
+            keyPrefix: `${config.redisPrefix}rl:${name}`,
+            points,
+            duration,
+            // Redis down: fall back to a per-node limit instead of refusing everyone.
+            insuranceLimiter: new RateLimiterMemory({ points, duration }),
+          })
+        : new RateLimiterMemory({ keyPrefix: name, points, duration });
+    const l = config.limits;
+    this.limiters = {
+      // A sustained rate per second plus a burst allowance refilled over a minute.
+      send: new BurstyRateLimiter(make('send', l.sendPerSecond, 1), make('send-burst', l.sendBurst, 60)),
+      typing: make('typing', l.typingPer10s, 10),
+      signal: make('signal', l.signalsPer10s, 10),
+      roomCreate: make('room', l.roomCreatesPerMinute, 60),
+      connect: make('connect', l.connectAttemptsPerIpPerMinute, 60),
+    };
+  }
+
+  /** Takes one point; throws TOO_MANY_REQUESTS (with retryAfterMs) when over the limit. */
+  async consume(kind: LimitKind, key: string): Promise<void> {
+    try {
+      await this.limiters[kind].consume(key);
+    } catch (res) {
+      if (res instanceof RateLimiterRes || (res && typeof (res as RateLimiterRes).msBeforeNext === 'number')) {
+        this.counters.rateLimited++;
+        const ms = Math.max(1, (res as RateLimiterRes).msBeforeNext);
+        throw new AppError('TOO_MANY_REQUESTS', `${WHAT[kind]}: retry in ${(ms / 1000).toFixed(1)} s`, ms);
+      }
+      throw res;
+    }
+  }
+
+  /** Like consume, but answers instead of throwing (for the WebSocket upgrade path). */
+  async allow(kind: LimitKind, key: string): Promise<{ ok: true } | { ok: false; retryAfterMs: number }> {
+    try {
+      await this.consume(kind, key);
+      return { ok: true };
+    } catch (err) {
+      if (err instanceof AppError && err.retryAfterMs !== undefined) return { ok: false, retryAfterMs: err.retryAfterMs };
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.redis?.quit().catch(() => undefined);
+    this.redis?.disconnect();
+  }
+}

@@ -1,0 +1,175 @@
+import { Redis } from 'ioredis';
+import { CloseCode } from '../realtime/close-codes.js';
+import type { Actor } from './actor.js';
+import type { Deps } from './deps.js';
+import { AppError, forbidden } from './errors.js';
+
+/** What the sessions service needs of a WebSocket. */
+export interface SessionSocket {
+  readonly bufferedAmount: number;
+  close(code: number, reason: string): void;
+  once(event: 'close', fn: () => void): unknown;
+}
+
+/**
+ * One WebSocket connection: its current identity (swappable by `auth.refresh`), its subscription
+ * count and its expiry timer.
+ */
+export class Session {
+  subscriptions = 0;
+  expiryTimer: NodeJS.Timeout | null = null;
+  closed = false;
+
+  constructor(
+    public actor: Actor,
+    readonly socket: SessionSocket,
+  ) {}
+}
+
+const CONTROL_CHANNEL = 'control';
+const userKey = (tenant: string, userId: string) => `${tenant}\u0000${userId}`;
+/** Revocations are kept long enough to outlive any token issued before them. */
+const REVOCATION_TTL_S = 30 * 24 * 3600;
+
+/**
+ * Live WebSocket sessions of this node: token expiry enforced on open sockets, admin revocation
+ * of all of a user's sessions (on every node, through the bus), per-connection subscription limits
+ * and the slow-consumer guard.
+ */
+export class SessionService {
+  private readonly byUser = new Map<string, Set<Session>>();
+  private readonly revokedLocal = new Map<string, number>();
+  private readonly cache = new Map<string, { at: number; value: number }>();
+  private readonly redis: Redis | null;
+  private unsubscribe: (() => Promise<void>) | null = null;
+
+  constructor(private readonly deps: Deps) {
+    this.redis = deps.config.redisUrl ? new Redis(deps.config.redisUrl, { maxRetriesPerRequest: 1, connectionName: 'chat-sessions' }) : null;
+    this.redis?.on('error', () => undefined);
+  }
+
+  async start(): Promise<void> {
+    this.unsubscribe = await this.deps.bus.subscribe(CONTROL_CHANNEL, (payload) => {
+      try {
+        const msg = JSON.parse(payload) as { type: string; tenant: string; userId: string; at: number };
+        if (msg.type === 'revoke') this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
+      } catch (err) {
+        this.deps.log.warn({ err }, 'bad control message');
+      }
+    });
+  }
+
+  /** Registers a connection; arms the close at token expiry. */
+  open(actor: Actor, socket: SessionSocket): Session {
+    const s = new Session(actor, socket);
+    const key = userKey(actor.tenant, actor.id);
+    let set = this.byUser.get(key);
+    if (!set) this.byUser.set(key, (set = new Set()));
+    set.add(s);
+    this.armExpiry(s);
+    socket.once('close', () => {
+      s.closed = true;
+      if (s.expiryTimer) clearTimeout(s.expiryTimer);
+      const cur = this.byUser.get(userKey(s.actor.tenant, s.actor.id));
+      cur?.delete(s);
+      if (cur && cur.size === 0) this.byUser.delete(userKey(s.actor.tenant, s.actor.id));
+    });
+    return s;
+  }
+
+  private armExpiry(s: Session): void {
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    s.expiryTimer = null;
+    if (!s.actor.exp) return;
+    const ms = s.actor.exp * 1000 - Date.now();
+    // setTimeout holds at most ~24.8 days; longer tokens are re-armed when they get closer.
+    const delay = Math.max(0, Math.min(ms, 2 ** 31 - 1));
+    s.expiryTimer = setTimeout(() => {
+      if (s.actor.exp && s.actor.exp * 1000 <= Date.now()) s.socket.close(CloseCode.TokenExpired, 'access token expired');
+      else this.armExpiry(s);
+    }, delay);
+    s.expiryTimer.unref();
+  }
+
+  /** `auth.refresh`: swaps the token of a live connection (same user and tenant) and re-arms expiry. */
+  refresh(s: Session, next: Actor): Actor {
+    if (next.id !== s.actor.id || next.tenant !== s.actor.tenant) {
+      throw forbidden('a refreshed token must be for the same user and tenant');
+    }
+    s.actor = next;
+    this.armExpiry(s);
+    return next;
+  }
+
+  /** `auth.revoke` (admins): every token of the user issued until now stops working on every node. */
+  async revoke(admin: Actor, userId: string): Promise<{ revokedAt: Date }> {
+    if (!admin.roles.includes('admin')) throw forbidden('only admins can revoke sessions');
+    const at = Date.now();
+    const key = userKey(admin.tenant, userId);
+    this.revokedLocal.set(key, at);
+    this.cache.delete(key);
+    if (this.redis) {
+      await this.redis.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
+    }
+    await this.deps.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
+    return { revokedAt: new Date(at) };
+  }
+
+  /** True when the token was issued at or before a revocation of its user. */
+  async isRevoked(actor: Actor): Promise<boolean> {
+    const key = userKey(actor.tenant, actor.id);
+    let at = this.revokedLocal.get(key) ?? 0;
+    if (this.redis) {
+      const hit = this.cache.get(key);
+      if (hit && Date.now() - hit.at < 1000) at = Math.max(at, hit.value);
+      else {
+        const v = await this.redis.get(this.redisKey(actor.tenant, actor.id)).catch(() => null);
+        const value = v ? Number(v) : 0;
+        if (this.cache.size > 10_000) this.cache.clear();
+        this.cache.set(key, { at: Date.now(), value });
+        at = Math.max(at, value);
+      }
+    }
+    if (!at) return false;
+    const issued = (actor.iat ?? 0) * 1000;
+    // iat has one-second resolution: a token from the same second as the revocation is revoked too.
+    return issued <= at;
+  }
+
+  private redisKey(tenant: string, userId: string) {
+    return `${this.deps.config.redisPrefix}revoked:${tenant}:${userId}`;
+  }
+
+  private closeUser(tenant: string, userId: string, code: number, reason: string): void {
+    for (const s of this.byUser.get(userKey(tenant, userId)) ?? []) s.socket.close(code, reason);
+  }
+
+  /** Counts a new subscription of a connection; TOO_MANY_REQUESTS over the limit. */
+  acquireSubscription(s: Session | undefined): () => void {
+    if (!s) return () => undefined;
+    const max = this.deps.config.limits.subscriptionsPerConnection;
+    if (s.subscriptions >= max) {
+      this.deps.counters.rateLimited++;
+      throw new AppError('TOO_MANY_REQUESTS', `at most ${max} subscriptions per connection`);
+    }
+    s.subscriptions++;
+    let released = false;
+    return () => {
+      if (!released) {
+        released = true;
+        s.subscriptions--;
+      }
+    };
+  }
+
+  connectionsOf(tenant: string, userId: string): number {
+    return this.byUser.get(userKey(tenant, userId))?.size ?? 0;
+  }
+
+  async close(): Promise<void> {
+    await this.unsubscribe?.();
+    for (const set of this.byUser.values()) for (const s of set) if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    await this.redis?.quit().catch(() => undefined);
+    this.redis?.disconnect();
+  }
+}

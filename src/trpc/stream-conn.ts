@@ -1,0 +1,27 @@
+import { CloseCode } from '../realtime/close-codes.js';
+import type { StreamConn } from '../services/streams.js';
+import type { Context } from './context.js';
+
+/**
+ * Takes a subscription slot of the caller's connection (TOO_MANY_REQUESTS over the limit) and
+ * builds the stream's back-pressure guard from its socket. `createCaller` and HTTP have no session.
+ */
+export function streamConn(ctx: Context): StreamConn {
+  const { sessions, deps } = ctx.services;
+  const release = sessions.acquireSubscription(ctx.session);
+  const socket = ctx.session?.socket;
+  if (!socket) return { release };
+  const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard } = deps.config.limits;
+  return {
+    release,
+    flow: {
+      soft,
+      hard,
+      buffered: () => socket.bufferedAmount,
+      overflow: () => {
+        deps.log.warn({ bufferedAmount: socket.bufferedAmount }, 'closing a slow consumer');
+        socket.close(CloseCode.SlowConsumer, 'too much data queued: reconnect and resume');
+      },
+    },
+  };
+}
