@@ -103,17 +103,18 @@ export class RoomService {
 
   /**
    * The one access check. Members act with their role; on `support` rooms every user holding the
-   * `support` role of the tenant reads and answers as a moderator; `service` tokens may post into
+   * `support` role of the tenant reads and answers like a member (no moderation); `service` tokens may post into
    * any room of their tenant. Anyone else gets NOT_FOUND: a non-member learns nothing, not even that
    * the room exists. Sending also requires not being muted.
    */
   async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em: Em = fork(this.deps)): Promise<RoomAccess> {
     const rows = await sql(
       em,
-      `select r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until
+      `select r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
+              exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = ?) as banned
          from room r left join membership mb on mb.room_id = r.id and mb.user_id = ?
         where r.id = ? and r.tenant = ?`,
-      [actor.id, roomId, actor.tenant],
+      [actor.id, actor.id, roomId, actor.tenant],
     );
     const r = rows[0];
     if (!r) throw notFound('room');
@@ -121,8 +122,12 @@ export class RoomService {
     let access: RoomAccess;
     if (r.role) {
       access = { room, role: r.role, member: true, mutedUntil: r.muted_until ? new Date(r.muted_until) : null };
+    } else if (r.banned) {
+      // A ban also shuts out the access a support agent or a service token would otherwise have.
+      throw notFound('room');
     } else if (room.kind === 'support' && actor.roles.includes('support')) {
-      access = { room, role: 'moderator', member: false, mutedUntil: null };
+      // Support agents read and answer; moderation stays with the room's own roles.
+      access = { room, role: 'member', member: false, mutedUntil: null };
     } else if (purpose === 'send' && actor.roles.includes('service')) {
       access = { room, role: 'admin', member: false, mutedUntil: null };
     } else {
@@ -245,7 +250,7 @@ export class RoomService {
     const agent = actor.roles.includes('support');
     const rows = await sql(
       em,
-      `select ${ROOM_COLUMNS}, coalesce(mb.role, 'moderator') as role, coalesce(mb.last_read_seq, 0) as last_read_seq,
+      `select ${ROOM_COLUMNS}, coalesce(mb.role, 'member') as role, coalesce(mb.last_read_seq, 0) as last_read_seq,
               case when mb.user_id is null then 0 else ${UNREAD_SQL} end as unread_count,
               (select m.id from message m where m.room_id = r.id order by m.seq desc limit 1) as last_message_id
          from room r
@@ -471,12 +476,17 @@ export class RoomService {
   ): Promise<void> {
     const rows = await sql(
       em,
-      `update membership set role = coalesce(?, role), muted_until = case when ? then ? else muted_until end
-        where room_id = ? and user_id = ? returning role, muted_until`,
-      [change.role ?? null, change.mutedUntil !== undefined, change.mutedUntil ?? null, roomId, userId],
+      `with before as (select role, muted_until from membership where room_id = ? and user_id = ? for update)
+       update membership m set role = coalesce(?, m.role), muted_until = case when ? then ?::timestamptz else m.muted_until end
+         from before
+        where m.room_id = ? and m.user_id = ?
+        returning m.role, m.muted_until,
+                  (m.role is distinct from before.role or m.muted_until is distinct from before.muted_until) as changed`,
+      [roomId, userId, change.role ?? null, change.mutedUntil !== undefined, change.mutedUntil ?? null, roomId, userId],
     );
     const r = rows[0];
     if (!r) throw notFound('member');
+    if (!r.changed) return;
     emit(
       await this.log.append(em, {
         type: 'member.updated',
