@@ -9,7 +9,7 @@ try {
   console.error(err instanceof ConfigError ? err.message : err);
   process.exit(1);
 }
-const log = createLogger(config.logLevel, process.env.LOG_PRETTY === '1');
+const log = createLogger(config.logLevel, config.logPretty);
 const app = await createApp(config, { log });
 const url = await app.listen();
 log.info(
