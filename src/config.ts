@@ -39,6 +39,7 @@ const EnvSchema = z.object({
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1000).default(3_600_000),
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
+  LOG_PRETTY: bool.optional(),
 });
 
 export interface Config {
@@ -62,6 +63,8 @@ export interface Config {
   dbPoolMax: number;
   shutdownTimeoutMs: number;
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
+  /** Human-readable logs (development). */
+  logPretty: boolean;
   /** `kid:base64key,...` for encrypted rooms; the first key encrypts. */
   messageKeys: string | undefined;
   /** How long a connection of a node that stopped heartbeating keeps its user online. */
@@ -118,6 +121,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbPoolMax: e.DB_POOL_MAX,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
+    logPretty: e.LOG_PRETTY ?? false,
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
     limits: {
