@@ -1,0 +1,185 @@
+/**
+ * `inbox.events` over real wsLink clients on two nodes (two in-process servers on one PostgreSQL
+ * database and one Redis prefix): ready first, room.added, direct.created, mention, notification,
+ * exact resume across nodes, and isolation between users and tenants. Issue 3.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ChatClient } from '../client/index.js';
+import { uuid } from './helpers.js';
+import { ClientPool, codeOf, recordInbox, startCluster, withTimeout, type Cluster, type InboxRecorder } from './live-helpers.js';
+
+let cl: Cluster;
+const pool = new ClientPool();
+
+beforeAll(async () => {
+  cl = await startCluster('inbox');
+});
+afterEach(async () => {
+  await pool.closeAll();
+});
+afterAll(async () => {
+  await pool.closeAll();
+  await cl?.close();
+});
+
+const tag = () => uuid().slice(0, 8);
+
+/** The durable items of a recorder as [id, type] plus their data without seq, for exact comparison. */
+const summary = (rec: InboxRecorder) => rec.durable().map((x) => ({ id: x.id, ...x.data }));
+
+/** A service notification used as a barrier: once it arrived, everything published before it has. */
+async function barrier(service: ChatClient, rec: InboxRecorder, userId: string) {
+  const title = `barrier ${uuid()}`;
+  await service.trpc.inbox.notify.mutate({ userId, kind: 'test.barrier', title });
+  await rec.next('notification', (e) => e.title === title);
+  return title;
+}
+
+describe('inbox.events over wsLink', () => {
+  it('ready first, then room.added, direct.created, mention and notification; nobody else gets them', async () => {
+    const u = tag();
+    const [me, o, v, svc] = [`me-${u}`, `o-${u}`, `v-${u}`, `svc-${u}`];
+    const meRec = recordInbox(pool.client(cl.a.url, me, { ws: true }));
+    const vRec = recordInbox(pool.client(cl.b.url, v));
+    // The same user id in another tenant is another user.
+    const twinRec = recordInbox(pool.client(cl.b.url, me, { tenant: `t2-${u}` }));
+    expect(await meRec.ready()).toBe(0);
+    expect(meRec.items.items[0]).toEqual({ id: '0', data: { type: 'ready', seq: 0 } });
+    await Promise.all([vRec.ready(), twinRec.ready()]);
+
+    const oc = pool.client(cl.b.url, o);
+    const service = pool.client(cl.a.url, svc, { roles: ['service'] });
+
+    // Added at creation (node B), then by addMembers.
+    const r1 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'first', memberIds: [me] });
+    expect(await meRec.next('room.added', (e) => e.roomId === r1.id)).toEqual({
+      type: 'room.added',
+      seq: 1,
+      roomId: r1.id,
+      roomName: 'first',
+      roomKind: 'group',
+      by: o,
+    });
+    const r2 = await oc.trpc.room.create.mutate({ kind: 'support', name: 'second' });
+    await oc.trpc.room.addMembers.mutate({ roomId: r2.id, userIds: [me] });
+    expect(await meRec.next('room.added', (e) => e.roomId === r2.id)).toEqual({
+      type: 'room.added',
+      seq: 2,
+      roomId: r2.id,
+      roomName: 'second',
+      roomKind: 'support',
+      by: o,
+    });
+    // Adding again changes nothing and notifies nobody.
+    expect(await oc.trpc.room.addMembers.mutate({ roomId: r2.id, userIds: [me] })).toEqual({ added: [] });
+
+    // A direct room opened with me (idempotent: the second call creates nothing).
+    const direct = await oc.trpc.room.openDirect.mutate({ userId: me });
+    expect(await meRec.next('direct.created')).toEqual({ type: 'direct.created', seq: 3, roomId: direct.id, userId: o });
+    expect((await oc.trpc.room.openDirect.mutate({ userId: me })).id).toBe(direct.id);
+
+    // A mention (v is not a member: mentioning them does nothing).
+    const msg = await oc.trpc.chat.send.mutate({ roomId: r1.id, clientId: uuid(), body: 'hello @me @v', mentions: [me, v] });
+    expect(msg.mentions).toEqual([me]);
+    expect(await meRec.next('mention')).toEqual({
+      type: 'mention',
+      seq: 4,
+      roomId: r1.id,
+      messageId: msg.id,
+      messageSeq: msg.seq,
+      from: o,
+      excerpt: 'hello @me @v',
+    });
+
+    // A notification from a service actor; ordinary users may not send one.
+    const note = await service.trpc.inbox.notify.mutate({ userId: me, kind: 'order.shipped', title: 'Order 123 shipped', data: { orderId: 123 } });
+    expect(note).toMatchObject({ type: 'notification', seq: 5 });
+    expect(await meRec.next('notification')).toEqual({
+      type: 'notification',
+      seq: 5,
+      kind: 'order.shipped',
+      title: 'Order 123 shipped',
+      data: { orderId: 123 },
+      from: svc,
+    });
+    const denied = await oc.trpc.inbox.notify.mutate({ userId: me, kind: 'spam', title: 'spam' }).catch((e: unknown) => e);
+    expect(codeOf(denied)).toBe('FORBIDDEN');
+
+    // Barriers on every inbox, then the exact contents.
+    const meBarrier = await barrier(service, meRec, me);
+    const vBarrier = await barrier(service, vRec, v);
+    const twinService = pool.client(cl.a.url, svc, { roles: ['service'], tenant: `t2-${u}` });
+    const twinBarrier = await barrier(twinService, twinRec, me);
+
+    expect(summary(meRec)).toEqual([
+      { id: '1', type: 'room.added', seq: 1, roomId: r1.id, roomName: 'first', roomKind: 'group', by: o },
+      { id: '2', type: 'room.added', seq: 2, roomId: r2.id, roomName: 'second', roomKind: 'support', by: o },
+      { id: '3', type: 'direct.created', seq: 3, roomId: direct.id, userId: o },
+      { id: '4', type: 'mention', seq: 4, roomId: r1.id, messageId: msg.id, messageSeq: msg.seq, from: o, excerpt: 'hello @me @v' },
+      { id: '5', type: 'notification', seq: 5, kind: 'order.shipped', title: 'Order 123 shipped', data: { orderId: 123 }, from: svc },
+      { id: '6', type: 'notification', seq: 6, kind: 'test.barrier', title: meBarrier, data: null, from: svc },
+    ]);
+    expect(meRec.items.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
+    expect(summary(vRec)).toEqual([{ id: '1', type: 'notification', seq: 1, kind: 'test.barrier', title: vBarrier, data: null, from: svc }]);
+    expect(summary(twinRec)).toEqual([{ id: '1', type: 'notification', seq: 1, kind: 'test.barrier', title: twinBarrier, data: null, from: svc }]);
+    // The one who opened the direct room and sent the mention got nothing in their own inbox.
+    const oRec = recordInbox(oc, { lastEventId: '0' });
+    await barrier(service, oRec, o);
+    expect(oRec.durable().map((x) => x.data.type)).toEqual(['notification']);
+    for (const r of [meRec, vRec, twinRec, oRec]) {
+      expect(r.error).toBeNull();
+      r.unsubscribe();
+    }
+  });
+
+  it('resume with lastEventId replays exactly the missed items in order on the other node, then goes live', async () => {
+    const u = tag();
+    const [me, o, svc] = [`me-${u}`, `o-${u}`, `svc-${u}`];
+    const onA = pool.client(cl.a.url, me, { ws: true });
+    const oc = pool.client(cl.a.url, o);
+    const service = pool.client(cl.b.url, svc, { roles: ['service'] });
+
+    const first = recordInbox(onA);
+    expect(await first.ready()).toBe(0);
+    const r1 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'r1', memberIds: [me] });
+    await service.trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'seen' });
+    await first.next('notification');
+    expect(first.durable().map((x) => x.id)).toEqual(['1', '2']);
+    const lastId = first.durable().at(-1)!.id;
+    first.unsubscribe();
+    expect(await withTimeout(first.ended, 5000, 'the first subscription to end')).not.toBe('error');
+
+    // Missed while away, from both nodes.
+    const direct = await oc.trpc.room.openDirect.mutate({ userId: me });
+    const m = await pool.client(cl.b.url, o).trpc.chat.send.mutate({ roomId: r1.id, clientId: uuid(), body: 'ping', mentions: [me] });
+    const r2 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'r2' });
+    await oc.trpc.room.addMembers.mutate({ roomId: r2.id, userIds: [me] });
+    await service.trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'missed' });
+
+    const onB = pool.client(cl.b.url, me, { ws: true });
+    const second = recordInbox(onB, { lastEventId: lastId });
+    await second.next('notification', (e) => e.title === 'missed');
+    // Live on the new node after the replay.
+    await pool.client(cl.a.url, svc, { roles: ['service'] }).trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'live' });
+    await second.next('notification', (e) => e.title === 'live');
+
+    expect(second.items.items.some((x) => x.data.type === 'ready')).toBe(false);
+    expect(summary(second)).toEqual([
+      { id: '3', type: 'direct.created', seq: 3, roomId: direct.id, userId: o },
+      { id: '4', type: 'mention', seq: 4, roomId: r1.id, messageId: m.id, messageSeq: m.seq, from: o, excerpt: 'ping' },
+      { id: '5', type: 'room.added', seq: 5, roomId: r2.id, roomName: 'r2', roomKind: 'group', by: o },
+      { id: '6', type: 'notification', seq: 6, kind: 'k', title: 'missed', data: null, from: svc },
+      { id: '7', type: 'notification', seq: 7, kind: 'k', title: 'live', data: null, from: svc },
+    ]);
+    // The stopped subscription received nothing after it was stopped.
+    expect(first.durable().map((x) => x.id)).toEqual(['1', '2']);
+    // A resume from 0 replays everything, in order, exactly once.
+    const all = recordInbox(onA, { lastEventId: '0' });
+    await all.next('notification', (e) => e.title === 'live');
+    expect(all.durable().map((x) => x.id)).toEqual(['1', '2', '3', '4', '5', '6', '7']);
+    expect(summary(all).slice(2)).toEqual(summary(second));
+    expect(second.error).toBeNull();
+    second.unsubscribe();
+    all.unsubscribe();
+  });
+});
