@@ -24,6 +24,8 @@ const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
+  TYPING_TTL_MS: z.coerce.number().int().min(100).default(10_000),
+  TYPING_THROTTLE_MS: z.coerce.number().int().min(0).default(3_000),
   RATE_SEND_PER_SECOND: z.coerce.number().int().positive().default(10),
   RATE_SEND_BURST: z.coerce.number().int().min(0).default(20),
   RATE_TYPING_PER_10S: z.coerce.number().int().positive().default(30),
@@ -69,6 +71,10 @@ export interface Config {
   messageKeys: string | undefined;
   /** How long a connection of a node that stopped heartbeating keeps its user online. */
   presenceTtlMs: number;
+  /** A typing indicator expires this long after its last refresh. */
+  typingTtlMs: number;
+  /** Unchanged "typing" refreshes are forwarded at most this often per user and room. */
+  typingThrottleMs: number;
   limits: {
     sendPerSecond: number;
     sendBurst: number;
@@ -124,6 +130,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logPretty: e.LOG_PRETTY ?? false,
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
+    typingTtlMs: e.TYPING_TTL_MS,
+    typingThrottleMs: e.TYPING_THROTTLE_MS,
     limits: {
       sendPerSecond: e.RATE_SEND_PER_SECOND,
       sendBurst: e.RATE_SEND_BURST,

@@ -15,6 +15,9 @@ import { RoomService } from './rooms.js';
 import { StreamService } from './streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
+import { createVideoProvider } from '../video/index.js';
+import { MeetingService } from './meetings.js';
+import { SignalService } from './signals.js';
 
 export interface Services {
   deps: Deps;
@@ -32,6 +35,8 @@ export interface Services {
   retention: RetentionService;
   limits: RateLimits;
   sessions: SessionService;
+  meetings: MeetingService;
+  signals: SignalService;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -50,13 +55,18 @@ export function createServices(deps: Deps): Services {
   const messages = new MessageService(deps, log, rooms, inbox, mapper, keyring);
   const streams = new StreamService(rooms, log, hubs);
   const receipts = new ReceiptService(deps, log, rooms);
-  const typing = new TypingService(rooms, log, limits);
+  const typing = new TypingService(rooms, log, limits, {
+    ttlMs: deps.config.typingTtlMs,
+    throttleMs: deps.config.typingThrottleMs,
+  });
   const ttl = deps.config.presenceTtlMs ?? PRESENCE_TTL_MS;
   const store: PresenceStore = deps.config.redisUrl
     ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
     : new MemoryPresenceStore(ttl);
   const presence = new PresenceService(deps, store, log, ttl);
   const sessions = new SessionService(deps);
+  const meetings = new MeetingService(deps, log, rooms, inbox, createVideoProvider(deps.config.video));
+  const signals = new SignalService(deps, rooms, inbox);
   const retention = new RetentionService(deps, async () => {
     const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<import('pg').Pool> };
     return conn.getNativeClient();
@@ -77,6 +87,8 @@ export function createServices(deps: Deps): Services {
     retention,
     limits,
     sessions,
+    meetings,
+    signals,
     async start() {
       await sessions.start();
       retention.start();

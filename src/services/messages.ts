@@ -94,6 +94,7 @@ export class MessageService {
             )
               .map((r) => r.user_id)
               .filter((u) => u !== actor.id)
+              .sort()
           : [];
         const sealed = this.sealBody(access, input.body);
         // The seq first: the room row lock orders concurrent writers of the room.

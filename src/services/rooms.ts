@@ -169,7 +169,8 @@ export class RoomService {
       throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
     }
     const id = randomUUID();
-    const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id);
+    // Sorted: rows of several users are always locked in the same order (no deadlocks between rooms).
+    const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id).sort();
     try {
       await this.log.transact(async (em, emit, after) => {
         await sql(
@@ -296,7 +297,7 @@ export class RoomService {
     const added: string[] = [];
     await this.log.transact(async (em, emit, after) => {
       const access = await this.requirePermission(actor, roomId, 'addMembers', em);
-      const unique = [...new Set(userIds)];
+      const unique = [...new Set(userIds)].sort();
       const banned = await sql<{ user_id: string }>(em, 'select user_id from room_ban where room_id = ? and user_id = any(array[?]::text[])', [
         roomId,
         unique,

@@ -3,10 +3,6 @@ import type { RateLimits } from './limits.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomService } from './rooms.js';
 
-/** A typing indicator expires this long after its last refresh. */
-export const TYPING_TTL_MS = 10_000;
-/** Refreshes of an unchanged "typing" state are forwarded at most this often per user and room. */
-export const TYPING_THROTTLE_MS = 3_000;
 
 interface TypingState {
   typing: boolean;
@@ -22,6 +18,8 @@ export class TypingService {
     private readonly rooms: RoomService,
     private readonly log: RoomLog,
     private readonly limits: RateLimits,
+    /** TYPING_TTL_MS and TYPING_THROTTLE_MS (config). */
+    private readonly timing: { ttlMs: number; throttleMs: number },
   ) {}
 
   async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
@@ -33,13 +31,13 @@ export class TypingService {
     if (!s) this.state.set(key, (s = { typing: false, lastPublish: 0, timer: null }));
     if (s.timer) clearTimeout(s.timer);
     s.timer = null;
-    const forward = s.typing !== typing || now - s.lastPublish >= TYPING_THROTTLE_MS;
+    const forward = s.typing !== typing || now - s.lastPublish >= this.timing.throttleMs;
     s.typing = typing;
     if (typing) {
       s.timer = setTimeout(() => {
         this.state.delete(key);
         void this.log.publish({ type: 'typing', roomId, userId: actor.id, typing: false });
-      }, TYPING_TTL_MS);
+      }, this.timing.ttlMs);
       s.timer.unref();
     } else {
       this.state.delete(key);

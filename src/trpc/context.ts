@@ -53,7 +53,8 @@ export function contextFactory(services: Services) {
           return { actor: null, authError: 'too many connections', services };
         }
         const session = services.sessions.open(actor, ws);
-        trackPresence(services, actor, ws);
+        // Registered before the first call runs, so presence.get right after connecting is right.
+        await trackPresence(services, actor, ws);
         return { actor, authError: null, services, session };
       }
       return { actor, authError: null, services };
@@ -73,9 +74,10 @@ function isWebSocket(res: unknown): res is SocketLike {
 }
 
 /** A user is online while any of their WebSocket connections is open (on any node). */
-function trackPresence(services: Services, actor: NonNullable<Context['actor']>, ws: SocketLike): void {
+async function trackPresence(services: Services, actor: NonNullable<Context['actor']>, ws: SocketLike): Promise<void> {
   const connId = randomUUID();
   const warn = (err: unknown) => services.deps.log.warn({ err }, 'presence update failed');
   const connected = services.presence.connected(actor, connId).catch(warn);
   ws.once('close', () => void connected.then(() => services.presence.disconnected(connId)).catch(warn));
+  await connected;
 }
