@@ -1,66 +1,167 @@
 /**
  * Typed client for the chat server. Imports only the AppRouter *type* from the server.
  *
- *   const chat = createChatClient({ url: 'http://127.0.0.1:3000', token });
+ *   const chat = createChatClient({ url: 'http://127.0.0.1:3000', getToken });
  *   const room = await chat.trpc.room.create.mutate({ kind: 'group', name: 'ops' });
- *   chat.trpc.chat.events.subscribe({ roomId: room.id }, { onData: ({ id, data }) => ... });
+ *   chat.subscribeRoom(room.id, { onEvent: (event) => { switch (event.type) { ... } } });
+ *   chat.onStateChange(({ state, error }) => ...);
+ *
+ * docs/CLIENT.md has the recipes (plain TypeScript and a React hook).
  */
 import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, type TRPCClient } from '@trpc/client';
-import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import superjson from 'superjson';
-import type { AppRouter } from '../src/trpc/router.js';
+import { errorCode, isTransient, retryAfterMs } from './errors.js';
+import { RoomTimeline } from './room-timeline.js';
+import type { AppRouter, InboxEvent, RoomEvent } from './types.js';
 
-export type { AppRouter };
-export type RouterInputs = inferRouterInputs<AppRouter>;
-export type RouterOutputs = inferRouterOutputs<AppRouter>;
-/** What `chat.events` delivers to `onData`: `{ id, data }` with `id` the room seq as a string. */
-export type RoomEventEnvelope = RouterOutputs['chat']['events'] extends AsyncIterable<infer T> ? T : never;
-/** A room event: switch on `event.type` for full narrowing. */
-export type RoomEvent = RoomEventEnvelope extends { data: infer D } ? D : never;
-export type Message = RouterOutputs['chat']['send'];
-export type Room = RouterOutputs['room']['get'];
+export * from './types.js';
+export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
+export { RoomTimeline, TYPING_TTL_MS, type RoomSnapshot } from './room-timeline.js';
 
 export interface ChatClientOptions {
-  /** Server base URL, e.g. http://127.0.0.1:3000 (tRPC is served at /trpc). */
+  /** Server base URL, e.g. http://127.0.0.1:3000 (tRPC is served at /trpc, HTTP and WebSocket). */
   url: string;
-  /** A fixed access token, or a function called on every (re)connect to get a fresh one. */
+  /** A fixed access token... */
   token?: string;
+  /**
+   * ...or a function called on every (re)connect and HTTP request to get a current one (cache it
+   * and refresh it before it expires; a socket whose token expires is closed with 4001 and
+   * reconnects with what this returns next).
+   */
   getToken?: () => string | Promise<string>;
   /** Send queries and mutations over the WebSocket too (default: HTTP batching). */
   allOverWebSocket?: boolean;
+  /**
+   * Open the WebSocket only while a subscription (or, with `allOverWebSocket`, a call) needs it,
+   * and close it when idle. Default false: connect right away and stay connected.
+   */
+  lazy?: boolean;
   /** WebSocket implementation (Node < 22 or custom); defaults to the global one. */
   WebSocket?: typeof WebSocket;
-  /** Reconnect delay for attempt n: jittered exponential backoff with a floor by default. */
+  /** Reconnect delay for attempt n (jittered exponential backoff with a floor by default). */
   retryDelayMs?: (attempt: number) => number;
   onOpen?: () => void;
   onClose?: (cause?: { code?: number }) => void;
 }
 
+/** Floor and cap of the default reconnect backoff. */
+export const BACKOFF_FLOOR_MS = 250;
+export const BACKOFF_CAP_MS = 10_000;
+
 /** Jittered exponential backoff: 250 ms floor, 10 s cap, never a tight loop. */
 export function backoff(attempt: number): number {
-  const base = Math.min(10_000, 250 * 2 ** Math.min(attempt, 6));
-  return Math.max(250, Math.round(base / 2 + Math.random() * (base / 2)));
+  const base = Math.min(BACKOFF_CAP_MS, BACKOFF_FLOOR_MS * 2 ** Math.min(Math.max(0, attempt), 6));
+  return Math.max(BACKOFF_FLOOR_MS, Math.round(base / 2 + Math.random() * (base / 2)));
+}
+
+/**
+ * The WebSocket's state: `connecting` (first connect or reconnecting after a loss, with the
+ * error that caused it), `open`, or `closed` (not connected: closed by you, or lazy and idle).
+ */
+export interface ConnectionState {
+  state: 'connecting' | 'open' | 'closed';
+  /** Why the last connection was lost or the last attempt failed (null once open). */
+  error: Error | null;
+  /** The close code of the last socket that closed (e.g. 4001 token expired, 1001 server restart). */
+  closeCode: number | null;
+}
+
+export interface SubscriptionHandlers<E> {
+  /** Every event, in order, each durable one once (re-deliveries after a resume are dropped). */
+  onEvent(event: E, id: string | undefined): void;
+  /** A final error: the subscription is over (UNAUTHORIZED, NOT_FOUND, FORBIDDEN, BAD_REQUEST...). */
+  onError?(error: Error): void;
+  /** A transient failure: the subscription is retried from its last event after a backoff. */
+  onRetry?(error: Error | null, delayMs: number): void;
+}
+
+export interface ResumableSubscription {
+  /** The id of the last event delivered (resume point). */
+  readonly lastEventId: string | null;
+  unsubscribe(): void;
+}
+
+export interface OpenRoomOptions {
+  /** Messages of scrollback to load before going live (default 50, at most 100). */
+  historyLimit?: number;
+  /** Called after every change of the timeline with the event (or null after history pages). */
+  onChange?(event: RoomEvent | null, fresh: boolean): void;
+  onError?(error: Error): void;
+}
+
+export interface OpenRoom {
+  readonly roomId: string;
+  readonly timeline: RoomTimeline;
+  /** Resolves once the scrollback is loaded and the live subscription is started. */
+  readonly loaded: Promise<void>;
+  /** Loads the previous page of history; resolves to false when there is none. */
+  loadOlder(limit?: number): Promise<boolean>;
+  close(): void;
 }
 
 export interface ChatClient {
   trpc: TRPCClient<AppRouter>;
   ws: ReturnType<typeof createWSClient>;
+  /** The WebSocket's current state. */
+  readonly state: ConnectionState;
+  /** Calls `listener` with the current state now and with every change. Returns the unsubscribe function. */
+  onStateChange(listener: (state: ConnectionState) => void): () => void;
+  /**
+   * `chat.events` that survives everything: wsLink resumes it with the last event id after a
+   * reconnect; this also resumes it after a transient server error or an unexpected end, drops
+   * durable events it has already delivered, and ends only on a final error or `unsubscribe()`.
+   */
+  subscribeRoom(roomId: string, handlers: SubscriptionHandlers<RoomEvent>, opts?: { lastEventId?: string | null }): ResumableSubscription;
+  /** `inbox.events`, resumed the same way. */
+  subscribeInbox(handlers: SubscriptionHandlers<InboxEvent>, opts?: { lastEventId?: string | null }): ResumableSubscription;
+  /**
+   * A room view: loads the newest page of history, then subscribes from its last seq (no gap, no
+   * duplicate) and keeps a `RoomTimeline` current.
+   */
+  openRoom(roomId: string, opts?: OpenRoomOptions): OpenRoom;
   close(): Promise<void>;
 }
+
+type WsState = ReturnType<ReturnType<typeof createWSClient>['connectionState']['get']>;
+
+function mapState(s: WsState, closeCode: number | null): ConnectionState {
+  const state = s.state === 'pending' ? 'open' : s.state === 'connecting' ? 'connecting' : 'closed';
+  return { state, error: s.error ?? null, closeCode: state === 'open' ? null : closeCode };
+}
+
+/** A connection that closed within this long after opening counts as a flap (see `flaps`). */
+const FLAP_WINDOW_MS = 5_000;
 
 export function createChatClient(opts: ChatClientOptions): ChatClient {
   const base = opts.url.replace(/\/+$/, '');
   const tokenOf = async () => (opts.getToken ? await opts.getToken() : opts.token);
+  const delay = opts.retryDelayMs ?? backoff;
+  // The wsClient restarts its attempt counter whenever a socket opens; a server that accepts and
+  // then closes right away (too many connections, draining) would be retried at the floor
+  // forever. Consecutive short-lived connections push the backoff further instead.
+  let flaps = 0;
+  let openedAt = 0;
+  let closeCode: number | null = null;
   const ws = createWSClient({
     url: `${base.replace(/^http/, 'ws')}/trpc`,
     connectionParams: async () => {
       const token = await tokenOf();
       return token ? { token } : {};
     },
-    retryDelayMs: opts.retryDelayMs ?? backoff,
+    retryDelayMs: (attempt) => delay(attempt + flaps),
     ...(opts.WebSocket ? { WebSocket: opts.WebSocket } : {}),
-    ...(opts.onOpen ? { onOpen: opts.onOpen } : {}),
-    ...(opts.onClose ? { onClose: opts.onClose } : {}),
+    ...(opts.lazy ? { lazy: { enabled: true, closeMs: 1_000 } } : {}),
+    onOpen: () => {
+      openedAt = Date.now();
+      opts.onOpen?.();
+    },
+    onClose: (cause) => {
+      closeCode = cause?.code ?? null;
+      if (openedAt && Date.now() - openedAt < FLAP_WINDOW_MS) flaps = Math.min(flaps + 1, 6);
+      else flaps = 0;
+      openedAt = 0;
+      opts.onClose?.(cause);
+    },
   });
   const wsl = wsLink<AppRouter>({ client: ws, transformer: superjson });
   const trpc = createTRPCClient<AppRouter>({
@@ -81,11 +182,182 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
           }),
     ],
   });
-  return {
+
+  /** Resumable subscriptions still running; `close()` ends them first so none resubscribes. */
+  const live = new Set<ResumableSubscription>();
+  let closed = false;
+  const resumable = <E extends { type: string }>(
+    start: (lastEventId: string | null, cb: { onData: (d: { id?: string; data: E } | E) => void; onError: (e: Error) => void; onComplete: () => void }) => {
+      unsubscribe(): void;
+    },
+    handlers: SubscriptionHandlers<E>,
+    initial: string | null,
+  ): ResumableSubscription => {
+    if (closed) throw new Error('this chat client is closed');
+    let lastEventId = initial;
+    let lastSeq = initial !== null && /^\d+$/.test(initial) ? Number(initial) : -1;
+    let current: { unsubscribe(): void } | null = null;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let stopped = false;
+    let failures = 0;
+    const retry = (err: Error | null) => {
+      current?.unsubscribe();
+      current = null;
+      if (stopped) return;
+      const wait = Math.max(delay(failures++), (err && retryAfterMs(err)) ?? 0);
+      handlers.onRetry?.(err, wait);
+      timer = setTimeout(() => {
+        timer = null;
+        run();
+      }, wait);
+    };
+    const run = () => {
+      if (stopped) return;
+      current = start(lastEventId, {
+        onData: (item) => {
+          const envelope = item as { id?: string; data: E };
+          const event = (envelope && typeof envelope === 'object' && 'data' in envelope ? envelope.data : item) as E;
+          const id = envelope.id;
+          failures = 0;
+          const seq = (event as { seq?: unknown }).seq;
+          // Durable events carry the stream's seq (room or inbox); one already delivered is dropped.
+          if (typeof seq === 'number' && event.type !== 'ready' && isDurable(event)) {
+            if (seq <= lastSeq) return;
+            lastSeq = seq;
+          } else if (event.type === 'ready' && typeof seq === 'number') {
+            lastSeq = Math.max(lastSeq, seq);
+          }
+          if (id !== undefined) lastEventId = id;
+          handlers.onEvent(event, id);
+        },
+        onError: (err) => {
+          if (stopped) return;
+          if (isTransient(err)) retry(err);
+          else {
+            stopped = true;
+            handlers.onError?.(err);
+          }
+        },
+        // The server ended the stream (e.g. it is shutting down, or we lost access): resubscribe
+        // from the last event; a lost access comes back as a final error.
+        onComplete: () => {
+          if (!stopped) retry(null);
+        },
+      });
+    };
+    run();
+    const handle: ResumableSubscription = {
+      get lastEventId() {
+        return lastEventId;
+      },
+      unsubscribe() {
+        stopped = true;
+        live.delete(handle);
+        if (timer) clearTimeout(timer);
+        current?.unsubscribe();
+        current = null;
+      },
+    };
+    live.add(handle);
+    return handle;
+  };
+
+  const client: ChatClient = {
     trpc,
     ws,
+    get state() {
+      return mapState(ws.connectionState.get(), closeCode);
+    },
+    onStateChange(listener) {
+      let last: ConnectionState | null = null;
+      const sub = ws.connectionState.subscribe({
+        next: (s) => {
+          const next = mapState(s, closeCode);
+          if (last && last.state === next.state && last.error === next.error) return;
+          last = next;
+          listener(next);
+        },
+      });
+      return () => sub.unsubscribe();
+    },
+    subscribeRoom(roomId, handlers, o = {}) {
+      return resumable<RoomEvent>(
+        (lastEventId, cb) => trpc.chat.events.subscribe({ roomId, lastEventId }, cb),
+        handlers,
+        o.lastEventId ?? null,
+      );
+    },
+    subscribeInbox(handlers, o = {}) {
+      return resumable<InboxEvent>((lastEventId, cb) => trpc.inbox.events.subscribe({ lastEventId }, cb), handlers, o.lastEventId ?? null);
+    },
+    openRoom(roomId, o = {}) {
+      const timeline = new RoomTimeline(null);
+      let sub: ResumableSubscription | null = null;
+      let closed = false;
+      let hasMore = true;
+      const loaded = (async () => {
+        // The room's seq is read before the history: every event up to it is reflected in the
+        // history (edits, reactions, deletions are part of the messages), so the subscription
+        // starts there and nothing is shown twice.
+        const [me, room] = await Promise.all([trpc.auth.me.query(), trpc.room.get.query({ roomId })]);
+        const page = await trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) });
+        timeline.selfId = me.id;
+        timeline.load(page.messages);
+        if (room.lastSeq > timeline.lastSeq) timeline.lastSeq = room.lastSeq;
+        hasMore = page.hasMore;
+        o.onChange?.(null, true);
+        if (closed) return;
+        sub = client.subscribeRoom(
+          roomId,
+          {
+            onEvent: (event) => o.onChange?.(event, timeline.apply(event)),
+            onError: (err) => o.onError?.(err),
+          },
+          { lastEventId: String(timeline.lastSeq) },
+        );
+      })();
+      loaded.catch((err: unknown) => o.onError?.(err instanceof Error ? err : new Error(String(err))));
+      return {
+        roomId,
+        timeline,
+        loaded,
+        async loadOlder(limit = 50) {
+          const oldest = timeline.oldestSeq();
+          if (!hasMore || oldest === null) return false;
+          const page = await trpc.chat.history.query({ roomId, beforeSeq: oldest, limit: Math.min(100, limit) });
+          timeline.load(page.messages);
+          hasMore = page.hasMore;
+          o.onChange?.(null, page.messages.length > 0);
+          return page.messages.length > 0;
+        },
+        close() {
+          closed = true;
+          sub?.unsubscribe();
+        },
+      };
+    },
     async close() {
+      closed = true;
+      for (const sub of [...live]) sub.unsubscribe();
       await ws.close();
     },
   };
+  return client;
+}
+
+/** Events that carry their stream's seq: room events but typing/presence/receipts, inbox items but signals. */
+function isDurable(event: { type: string }): boolean {
+  return !['ready', 'typing', 'presence', 'receipt.read', 'signal'].includes(event.type);
+}
+
+/** A new message id for `chat.send` (idempotent sends: retry with the same one). */
+export function newClientId(): string {
+  const c = globalThis.crypto;
+  // randomUUID exists only in secure contexts (https, localhost) in browsers: build a v4 UUID otherwise.
+  if (typeof c.randomUUID === 'function') return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }

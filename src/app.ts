@@ -9,12 +9,15 @@ import { createLogger, type Logger } from './logger.js';
 import { Metrics, newCounters } from './metrics.js';
 import { verifyToken } from './auth/jwt.js';
 import { CloseCode } from './realtime/close-codes.js';
+import { clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
 import { MemoryBus } from './realtime/memory-bus.js';
 import { RedisBus } from './realtime/redis-bus.js';
 import { createServices, type Services } from './services/index.js';
 import { contextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
+import { createStaticHandler } from './http/static.js';
+import { videoWebhookHandler } from './http/video-webhooks.js';
 
 export interface App {
   server: Server;
@@ -32,6 +35,8 @@ export interface App {
 
 export interface AppOptions {
   log?: Logger;
+  /** Folder of the built browser page served at `/` (default: web/dist). */
+  webDir?: string;
 }
 
 /** Builds the whole server from a config. Used by main.ts and by the tests alike. */
@@ -102,6 +107,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     res.end(JSON.stringify(body));
   };
 
+  const serveStatic = createStaticHandler(opts.webDir);
+  const videoWebhooks = videoWebhookHandler(services.meetings, log);
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
@@ -139,6 +146,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       }
     }
     if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
+    if (videoWebhooks(req, res, path)) return;
+    if (serveStatic(req, res, path)) return;
     json(res, 404, { error: 'not found' });
   });
 
@@ -147,7 +156,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     wss,
     router: appRouter,
     createContext,
-    keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: 5000 },
+    keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
@@ -160,7 +169,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       socket.destroy();
       return;
     }
-    const ip = req.socket.remoteAddress ?? 'unknown';
+    const ip = clientAddress(req, config.trustProxy);
     void (async () => {
       // Connection attempts per address (a reconnect storm or a scan): refused before the upgrade.
       const attempt = await services.limits.allow('connect', ip).catch(() => ({ ok: true as const }));
@@ -234,3 +243,4 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   };
   return app;
 }
+

@@ -31,6 +31,9 @@ const EnvSchema = z.object({
   RATE_TYPING_PER_10S: z.coerce.number().int().positive().default(30),
   RATE_SIGNALS_PER_10S: z.coerce.number().int().positive().default(100),
   RATE_ROOM_CREATES_PER_MINUTE: z.coerce.number().int().positive().default(20),
+  RATE_ACTIONS_PER_10S: z.coerce.number().int().positive().default(100),
+  TRUST_PROXY: bool.optional(),
+  WS_PONG_WAIT_MS: z.coerce.number().int().positive().default(5000),
   RATE_CONNECTS_PER_IP_PER_MINUTE: z.coerce.number().int().positive().default(600),
   MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().default(5),
   MAX_CONNECTIONS_PER_IP: z.coerce.number().int().positive().default(2000),
@@ -42,6 +45,14 @@ const EnvSchema = z.object({
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
   LOG_PRETTY: bool.optional(),
+  VIDEO_PROVIDER: z.enum(['livekit', 'daily', 'none']).optional(),
+  LIVEKIT_URL: z.url({ error: 'LIVEKIT_URL must be a URL such as wss://my-project.livekit.cloud' }).optional(),
+  LIVEKIT_API_KEY: z.string().min(1).optional(),
+  LIVEKIT_API_SECRET: z.string().min(1).optional(),
+  DAILY_API_KEY: z.string().min(1).optional(),
+  DAILY_API_URL: z.url().default('https://api.daily.co/v1'),
+  DAILY_WEBHOOK_SECRET: z.string().min(1).optional(),
+  VIDEO_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(86_400).default(600),
 });
 
 export interface Config {
@@ -62,6 +73,10 @@ export interface Config {
   accessTokenTtlSeconds: number;
   wsMaxPayloadBytes: number;
   wsKeepAliveMs: number;
+  /** How long a pinged WebSocket may stay silent before it is closed. */
+  wsPongWaitMs: number;
+  /** Behind a reverse proxy: take the client address from X-Forwarded-For (first entry). */
+  trustProxy: boolean;
   dbPoolMax: number;
   shutdownTimeoutMs: number;
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
@@ -81,6 +96,8 @@ export interface Config {
     typingPer10s: number;
     signalsPer10s: number;
     roomCreatesPerMinute: number;
+    /** Edits, deletes, reactions, read marks and presence changes per user. */
+    actionsPer10s: number;
     connectAttemptsPerIpPerMinute: number;
     connectionsPerUser: number;
     connectionsPerIp: number;
@@ -94,6 +111,41 @@ export interface Config {
   retentionDays: number | undefined;
   retentionIntervalMs: number;
   retentionBatch: number;
+  /** Video meetings (docs/VIDEO.md); provider null: video procedures answer PRECONDITION_FAILED. */
+  video: VideoConfig;
+}
+
+export interface VideoConfig {
+  provider: 'livekit' | 'daily' | null;
+  livekit: { url: string; apiKey: string; apiSecret: string } | null;
+  /** `webhookSecret`: the base64 `hmac` secret of the Daily webhook (unset: Daily webhooks are refused). */
+  daily: { apiKey: string; apiUrl: string; webhookSecret: string | null } | null;
+  /** Lifetime of join tokens minted by `video.joinToken`. */
+  tokenTtlSeconds: number;
+}
+
+/**
+ * VIDEO_PROVIDER picks the provider; unset, it is LiveKit when LIVEKIT_* is set, else Daily when
+ * DAILY_API_KEY is set, else none. A provider chosen explicitly must have its variables.
+ */
+function videoConfig(e: z.infer<typeof EnvSchema>): VideoConfig {
+  const livekit =
+    e.LIVEKIT_URL && e.LIVEKIT_API_KEY && e.LIVEKIT_API_SECRET
+      ? { url: e.LIVEKIT_URL, apiKey: e.LIVEKIT_API_KEY, apiSecret: e.LIVEKIT_API_SECRET }
+      : null;
+  const daily = e.DAILY_API_KEY
+    ? { apiKey: e.DAILY_API_KEY, apiUrl: e.DAILY_API_URL.replace(/\/+$/, ''), webhookSecret: e.DAILY_WEBHOOK_SECRET ?? null }
+    : null;
+  let provider: VideoConfig['provider'];
+  if (e.VIDEO_PROVIDER === 'none') provider = null;
+  else if (e.VIDEO_PROVIDER === 'livekit') {
+    if (!livekit) throw new ConfigError('VIDEO_PROVIDER=livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET');
+    provider = 'livekit';
+  } else if (e.VIDEO_PROVIDER === 'daily') {
+    if (!daily) throw new ConfigError('VIDEO_PROVIDER=daily needs DAILY_API_KEY (and DAILY_WEBHOOK_SECRET for webhooks)');
+    provider = 'daily';
+  } else provider = livekit ? 'livekit' : daily ? 'daily' : null;
+  return { provider, livekit, daily, tokenTtlSeconds: e.VIDEO_TOKEN_TTL_SECONDS };
 }
 
 export class ConfigError extends Error {}
@@ -124,6 +176,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
     wsMaxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
     wsKeepAliveMs: e.WS_KEEPALIVE_MS,
+    wsPongWaitMs: e.WS_PONG_WAIT_MS,
+    trustProxy: e.TRUST_PROXY ?? false,
     dbPoolMax: e.DB_POOL_MAX,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
@@ -138,6 +192,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       typingPer10s: e.RATE_TYPING_PER_10S,
       signalsPer10s: e.RATE_SIGNALS_PER_10S,
       roomCreatesPerMinute: e.RATE_ROOM_CREATES_PER_MINUTE,
+      actionsPer10s: e.RATE_ACTIONS_PER_10S,
       connectAttemptsPerIpPerMinute: e.RATE_CONNECTS_PER_IP_PER_MINUTE,
       connectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
       connectionsPerIp: e.MAX_CONNECTIONS_PER_IP,
@@ -148,6 +203,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retentionDays: e.RETENTION_DAYS,
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,
     retentionBatch: e.RETENTION_BATCH,
+    video: videoConfig(e),
   };
 }
 

@@ -18,6 +18,7 @@ export const TEST_LIMITS: Config['limits'] = {
   typingPer10s: 100_000,
   signalsPer10s: 100_000,
   roomCreatesPerMinute: 100_000,
+  actionsPer10s: 100_000,
   connectAttemptsPerIpPerMinute: 100_000,
   connectionsPerUser: 1000,
 };

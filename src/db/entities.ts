@@ -188,4 +188,70 @@ export const InboxEvent = defineEntity({
   },
 });
 
-export const entities = [User, Room, Membership, Message, RoomEvent, RoomBan, MessageEdit, Reaction, InboxCursor, InboxEvent];
+/**
+ * A video meeting on the external provider. Our id is also the provider's room name, so creating
+ * the provider room twice for one meeting is harmless. Status: scheduled -> live -> ended (never back).
+ */
+export const Meeting = defineEntity({
+  name: 'Meeting',
+  tableName: 'meeting',
+  properties: {
+    id: p.uuid().primary(),
+    tenant: p.string().length(64),
+    room: () => p.manyToOne(Room).deleteRule('cascade'),
+    createdBy: p.string().length(128),
+    title: p.string().length(200).nullable(),
+    provider: p.string().length(16),
+    providerRoomId: p.string().length(128).nullable(),
+    url: p.string().length(1000),
+    status: p.string().length(16).default('scheduled'),
+    createdAt: p.datetime().onCreate(() => new Date()),
+    startedAt: p.datetime().nullable(),
+    endedAt: p.datetime().nullable(),
+    endedBy: p.string().length(128).nullable(),
+    expiresAt: p.datetime(),
+  },
+  indexes: [{ name: 'meeting_room_idx', properties: ['room', 'createdAt'] }],
+});
+
+/** One provider connection (session) of a user in a meeting, fed by webhooks. */
+export const MeetingParticipant = defineEntity({
+  name: 'MeetingParticipant',
+  tableName: 'meeting_participant',
+  properties: {
+    meeting: () => p.manyToOne(Meeting).primary().deleteRule('cascade'),
+    sessionId: p.string().length(128).primary(),
+    userId: p.string().length(128),
+    name: p.string().length(200).nullable(),
+    joinedAt: p.datetime(),
+    leftAt: p.datetime().nullable(),
+  },
+});
+
+/** Video webhook deliveries already processed (de-duplication by the provider's event id). */
+export const VideoWebhookEvent = defineEntity({
+  name: 'VideoWebhookEvent',
+  tableName: 'video_webhook_event',
+  properties: {
+    provider: p.string().length(16).primary(),
+    eventId: p.string().length(200).primary(),
+    receivedAt: p.datetime().onCreate(() => new Date()),
+  },
+  indexes: [{ name: 'video_webhook_event_received_at_idx', properties: ['receivedAt'] }],
+});
+
+export const entities = [
+  User,
+  Room,
+  Membership,
+  Message,
+  RoomEvent,
+  RoomBan,
+  MessageEdit,
+  Reaction,
+  InboxCursor,
+  InboxEvent,
+  Meeting,
+  MeetingParticipant,
+  VideoWebhookEvent,
+];

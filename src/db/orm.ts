@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { MikroORM, type Options, PostgreSqlDriver } from '@mikro-orm/postgresql';
+import { MikroORM, type Options, type PostgreSqlConnection, PostgreSqlDriver } from '@mikro-orm/postgresql';
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
 import { entities } from './entities.js';
@@ -124,8 +124,44 @@ export async function openDatabase(opts: {
       }
     },
     async close() {
-      await orm.close(true).catch(() => undefined);
+      // kysely 0.29's PostgresDriver.destroy() drops its pool reference before `pool.end()`: a
+      // connection the pool hands out after that (to a query queued while the pool was full) makes
+      // kysely throw before it can release it, and `pool.end()`, hence `orm.close()`, never returns.
+      // So let queued work finish first, and never wait on the close without a bound.
+      await drainPool(orm, 3000).catch(() => undefined);
+      await bounded(orm.close(true), 5000).catch(() => undefined);
       await embedded?.stop().catch(() => undefined);
     },
   };
+}
+
+/** Resolves once no query waits for a connection and none is checked out (or after `timeoutMs`). */
+async function drainPool(orm: Orm, timeoutMs: number): Promise<void> {
+  const pool = await (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
+  const drained = () => pool.waitingCount === 0 && pool.idleCount === pool.totalCount;
+  if (drained()) return;
+  await new Promise<void>((resolve) => {
+    // `release` fires before the client is back in the idle list: look again on the next turn.
+    const check = () => setImmediate(() => drained() && done());
+    const done = () => {
+      clearTimeout(timer);
+      pool.off('release', check);
+      pool.off('remove', check);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    pool.on('release', check);
+    pool.on('remove', check);
+  });
+}
+
+function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+      timer.unref();
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -24,6 +24,11 @@ export interface PresenceState {
 export interface PresenceStore {
   /** Registers a connection; true when the user just came online. */
   connect(c: PresenceConn): Promise<boolean>;
+  /**
+   * Registers a connection unless the user already has `max` live ones, in one atomic step (a count
+   * then a connect would let connections opened at the same moment all slip under the limit).
+   */
+  admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'>;
   /** Removes a connection; true when the user just went offline. */
   disconnect(c: PresenceConn): Promise<boolean>;
   /** Extends the life of the given (live, local) connections. */
@@ -66,6 +71,13 @@ export class MemoryPresenceStore implements PresenceStore {
     if (!m) this.conns.set(key, (m = new Map()));
     m.set(c.connId, Date.now() + this.ttlMs);
     return had === 0;
+  }
+
+  async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
+    const had = this.live(enc(c))?.size ?? 0;
+    if (had >= max) return 'full';
+    await this.connect(c);
+    return had === 0 ? 'first' : 'more';
   }
 
   async disconnect(c: PresenceConn): Promise<boolean> {
@@ -123,6 +135,17 @@ export class MemoryPresenceStore implements PresenceStore {
   async close(): Promise<void> {}
 }
 
+/** `admit` in Redis: drop expired entries, count, add unless at the limit; -1 when full, else the count before. */
+const ADMIT_SCRIPT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[4]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+return n
+`;
+
 /**
  * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
  * set of all connections so any node can sweep those of a dead node.
@@ -138,6 +161,19 @@ export class RedisPresenceStore implements PresenceStore {
   ) {
     this.redis = new Redis(url, { maxRetriesPerRequest: 1, connectionName: 'chat-presence' });
     this.redis.on('error', onError);
+    this.redis.on('ready', () => {
+      this.everReady = true;
+    });
+  }
+
+  private everReady = false;
+
+  /**
+   * Fails at once while Redis is down (after it was up once), instead of queueing behind the
+   * reconnect: presence is best-effort, and connections must not wait for it.
+   */
+  private guard(): void {
+    if (this.everReady && this.redis.status !== 'ready') throw new Error('presence store unavailable (Redis down)');
   }
 
   private connKey(k: PresenceKey) {
@@ -157,6 +193,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async connect(c: PresenceConn): Promise<boolean> {
+    this.guard();
     const now = Date.now();
     const exp = now + this.ttlMs;
     const key = this.connKey(c);
@@ -172,7 +209,26 @@ export class RedisPresenceStore implements PresenceStore {
     return before === 0;
   }
 
+  async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
+    this.guard();
+    const now = Date.now();
+    const before = (await this.redis.eval(
+      ADMIT_SCRIPT,
+      2,
+      this.connKey(c),
+      this.allKey,
+      String(now),
+      String(now + this.ttlMs),
+      c.connId,
+      String(max),
+      String(this.ttlMs * 2),
+      this.member(c),
+    )) as number;
+    return before < 0 ? 'full' : before === 0 ? 'first' : 'more';
+  }
+
   async disconnect(c: PresenceConn): Promise<boolean> {
+    this.guard();
     const now = Date.now();
     const key = this.connKey(c);
     const res = await this.redis
@@ -189,6 +245,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async heartbeat(conns: PresenceConn[]): Promise<void> {
+    this.guard();
     if (conns.length === 0) return;
     const exp = Date.now() + this.ttlMs;
     const m = this.redis.pipeline();
@@ -201,6 +258,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async sweep(): Promise<PresenceKey[]> {
+    this.guard();
     const now = Date.now();
     const expired = await this.redis.zrangebyscore(this.allKey, '-inf', now, 'LIMIT', 0, 500);
     const gone: PresenceKey[] = [];
@@ -220,14 +278,17 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    this.guard();
     await this.redis.set(this.statusKey(k), status, 'EX', 30 * 24 * 3600);
   }
 
   async count(k: PresenceKey): Promise<number> {
+    this.guard();
     return this.redis.zcount(this.connKey(k), `(${Date.now()}`, '+inf');
   }
 
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
+    this.guard();
     if (userIds.length === 0) return [];
     const now = Date.now();
     const m = this.redis.pipeline();

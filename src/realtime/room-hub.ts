@@ -16,6 +16,11 @@ export interface EventSource<D = DurableRoomEvent> {
   lastSeq(key: string): Promise<number>;
   /** Durable events with after < seq <= upto, ascending, at most `limit`. */
   load(key: string, after: number, upto: number, limit: number): Promise<D[]>;
+  /**
+   * The committed last sequence numbers of many streams in one query (keys not found are absent).
+   * When present, idle hubs compare their position with it periodically (see `POSITION_CHECK_MS`).
+   */
+  lastSeqs?(keys: string[]): Promise<Map<string, number>>;
 }
 
 /** A local subscriber of a stream. `push` must be cheap: it is called once per event. */
@@ -35,6 +40,16 @@ export interface StreamKind<E extends StreamEvent> {
 }
 
 export const FILL_PAGE = 500;
+
+/**
+ * How often idle hubs compare their position with PostgreSQL. A durable event committed but never
+ * published (its node was SIGKILLed between COMMIT and PUBLISH, or the publish was lost while the
+ * other nodes' bus connections stayed up) has no live successor to reveal the gap in an otherwise
+ * quiet room; this check delivers it within two intervals. One query per node per interval.
+ */
+export const POSITION_CHECK_MS = 2000;
+/** Keys per `lastSeqs` query. */
+const POSITION_CHECK_BATCH = 1000;
 
 export function encodeEvent(e: StreamEvent): string {
   return superjson.stringify(e);
@@ -62,6 +77,8 @@ class Hub<E extends StreamEvent> {
   private retryTimer: NodeJS.Timeout | null = null;
   private retryMs = 200;
   closed = false;
+  /** The position at the previous position check (-1: not idle then). */
+  checkedSeq = -1;
 
   constructor(
     readonly key: string,
@@ -174,6 +191,20 @@ class Hub<E extends StreamEvent> {
     });
   }
 
+  /** True when no event is being ordered or filled (the position is settled). */
+  get idle(): boolean {
+    return this.initialized && !this.closed && this.busy === 0;
+  }
+
+  /** Fills up to a committed position read from PostgreSQL, if the hub is behind it. */
+  catchUp(last: number): void {
+    if (this.closed || !this.initialized || last <= this.seq) return;
+    this.stats.positionCatchUps++;
+    this.enqueue(async () => {
+      if (last > this.seq) await this.fill(last);
+    });
+  }
+
   private scheduleResync(): void {
     if (this.retryTimer || this.closed) return;
     this.retryTimer = setTimeout(() => {
@@ -224,23 +255,64 @@ export interface HubStats {
   duplicates: number;
   gapFills: number;
   filled: number;
+  /** Idle hubs found behind PostgreSQL by the position check (a publish that never came). */
+  positionCatchUps: number;
 }
 
 /** The registry of the hubs of one kind of stream in this process. */
 export class StreamHubs<E extends StreamEvent> {
   private readonly hubs = new Map<string, Hub<E>>();
-  readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0 };
+  readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0, positionCatchUps: 0 };
   private readonly offReconnect: () => void;
+  private readonly checkTimer: NodeJS.Timeout | null = null;
+  private checking = false;
 
   constructor(
     readonly kind: StreamKind<E>,
     private readonly bus: EventBus,
     private readonly source: EventSource<E & { seq: number }>,
     private readonly onError: (err: unknown) => void = () => undefined,
+    positionCheckMs = POSITION_CHECK_MS,
   ) {
     this.offReconnect = bus.onReconnect(() => {
       for (const h of this.hubs.values()) h.resync();
     });
+    if (source.lastSeqs && positionCheckMs > 0) {
+      this.checkTimer = setInterval(() => void this.checkPositions(), positionCheckMs);
+      this.checkTimer.unref();
+    }
+  }
+
+  /**
+   * Compares the position of every hub that stayed idle for a whole interval with PostgreSQL and
+   * fills the ones that are behind (busy hubs need no check: their next live event reveals a gap).
+   */
+  async checkPositions(): Promise<void> {
+    if (this.checking || !this.source.lastSeqs) return;
+    this.checking = true;
+    try {
+      const stale: Hub<E>[] = [];
+      for (const h of this.hubs.values()) {
+        if (!h.idle) {
+          h.checkedSeq = -1;
+          continue;
+        }
+        if (h.checkedSeq === h.seq) stale.push(h);
+        h.checkedSeq = h.seq;
+      }
+      for (let i = 0; i < stale.length; i += POSITION_CHECK_BATCH) {
+        const batch = stale.slice(i, i + POSITION_CHECK_BATCH);
+        const last = await this.source.lastSeqs(batch.map((h) => h.key));
+        for (const h of batch) {
+          const seq = last.get(h.key);
+          if (seq !== undefined) h.catchUp(seq);
+        }
+      }
+    } catch (err) {
+      this.onError(err);
+    } finally {
+      this.checking = false;
+    }
   }
 
   /**
@@ -304,6 +376,7 @@ export class StreamHubs<E extends StreamEvent> {
 
   async close(): Promise<void> {
     this.offReconnect();
+    if (this.checkTimer) clearInterval(this.checkTimer);
     const all = [...this.hubs.values()];
     this.hubs.clear();
     await Promise.all(all.map((h) => h.close()));

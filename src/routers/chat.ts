@@ -81,7 +81,7 @@ export const chatRouter = router({
   events: authedProcedure
     .input(z.object({ roomId: RoomId, lastEventId: LastEventId }))
     .subscription(async ({ ctx, input, signal }) => {
-      const conn = streamConn(ctx);
+      const conn = streamConn(ctx, signal);
       try {
         return await ctx.services.streams.open(ctx.actor, input.roomId, input.lastEventId, signal, wrap, conn);
       } catch (err) {

@@ -12,7 +12,7 @@ export const inboxRouter = router({
   events: authedProcedure
     .input(z.object({ lastEventId: LastEventId }).optional())
     .subscription(({ ctx, input, signal }) => {
-      const conn = streamConn(ctx);
+      const conn = streamConn(ctx, signal);
       try {
         return ctx.services.inbox.open(ctx.actor, input?.lastEventId, signal, wrap, conn);
       } catch (err) {

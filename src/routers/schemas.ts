@@ -46,3 +46,29 @@ export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-
 export const SmallJson = z
   .record(z.string().max(64), z.unknown())
   .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON');
+
+/** Video meetings (issue 4). */
+export const MeetingId = z.uuid({ error: 'meetingId must be a UUID' });
+export const MeetingTitle = z.string().trim().max(200, 'title is at most 200 characters');
+export const MeetingTtlMinutes = z
+  .number()
+  .int()
+  .min(1, 'ttlMinutes must be at least 1')
+  .max(24 * 60, 'ttlMinutes is at most 1440 (24 hours)');
+
+/**
+ * WebRTC signal payloads by type (RTCSessionDescriptionInit / RTCIceCandidateInit shapes); the
+ * 16 KiB cap on the whole payload is enforced by the signal service (PAYLOAD_TOO_LARGE).
+ * `callId` lets clients tell calls apart.
+ */
+const CallId = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'callId may contain letters, digits and _ . : - only');
+export const SignalSdp = z.object({ sdp: z.string().min(1, 'sdp must not be empty'), callId: CallId.optional() });
+export const SignalIce = z.object({
+  /** An empty candidate marks the end of candidates. */
+  candidate: z.string(),
+  sdpMid: z.string().max(64).nullish(),
+  sdpMLineIndex: z.number().int().min(0).max(1023).nullish(),
+  usernameFragment: z.string().max(256).nullish(),
+  callId: CallId.optional(),
+});
+export const SignalHangup = z.object({ reason: z.string().max(200).optional(), callId: CallId.optional() });

@@ -58,6 +58,31 @@ export class InboxService implements EventSource<InboxItem> {
   }
 
   /**
+   * Appends the same item to many users' inboxes in one statement (e.g. a meeting invite to a whole
+   * room); each user gets their own next seq. Cursors are taken in user id order.
+   */
+  async appendMany(em: Em, after: AfterCommit, tenant: string, userIds: string[], item: NewInboxItem): Promise<void> {
+    const users = [...new Set(userIds)].sort();
+    if (users.length === 0) return;
+    const { type, ...data } = item;
+    const rows = await sql<{ user_id: string; seq: string }>(
+      em,
+      `with c as (
+         insert into inbox_cursor (tenant, user_id, last_seq)
+         select ?, u.id, 1 from unnest(array[?]::text[]) as u(id) order by u.id
+         on conflict (tenant, user_id) do update set last_seq = inbox_cursor.last_seq + 1
+         returning user_id, last_seq)
+       insert into inbox_event (tenant, user_id, seq, type, data, created_at)
+       select ?, c.user_id, c.last_seq, ?, ?::jsonb, now() from c
+       returning user_id, seq`,
+      [tenant, users, tenant, type, JSON.stringify(data)],
+    );
+    after(async () => {
+      await Promise.all(rows.map((r) => this.publish(tenant, r.user_id, { ...item, seq: Number(r.seq) } as InboxItem)));
+    });
+  }
+
+  /**
    * Blanks the excerpt of the mention items of a deleted message (the deleted body must leave no
    * read path, and inbox replay is one). `userIds` are the message's mentions: exactly who got one.
    */
@@ -99,6 +124,19 @@ export class InboxService implements EventSource<InboxItem> {
     const [tenant, userId] = parseKey(key);
     const rows = await sql<{ last_seq: string }>(fork(this.deps), 'select last_seq from inbox_cursor where tenant = ? and user_id = ?', [tenant, userId]);
     return rows[0] ? Number(rows[0].last_seq) : 0;
+  }
+
+  /** Committed positions of many inboxes in one query (the hubs' periodic position check). */
+  async lastSeqs(keys: string[]): Promise<Map<string, number>> {
+    if (keys.length === 0) return new Map();
+    const pairs = keys.map(parseKey);
+    const rows = await sql<{ tenant: string; user_id: string; last_seq: string }>(
+      fork(this.deps),
+      `select c.tenant, c.user_id, c.last_seq from inbox_cursor c
+         join unnest(array[?]::text[], array[?]::text[]) as k(tenant, user_id) on k.tenant = c.tenant and k.user_id = c.user_id`,
+      [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
+    );
+    return new Map(rows.map((r) => [inboxKey(r.tenant, r.user_id), Number(r.last_seq)]));
   }
 
   async load(key: string, after: number, upto: number, limit: number): Promise<InboxItem[]> {

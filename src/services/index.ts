@@ -15,6 +15,9 @@ import { RoomService } from './rooms.js';
 import { StreamService } from './streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
+import { createVideoProvider } from '../video/index.js';
+import { MeetingService } from './meetings.js';
+import { SignalService } from './signals.js';
 
 export interface Services {
   deps: Deps;
@@ -32,13 +35,17 @@ export interface Services {
   retention: RetentionService;
   limits: RateLimits;
   sessions: SessionService;
+  meetings: MeetingService;
+  signals: SignalService;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
 }
 
 export function createServices(deps: Deps): Services {
-  const limits = new RateLimits(deps.config, deps.counters);
+  const limits = new RateLimits(deps.config, deps.counters, (kind, key, retryAfterMs) =>
+    deps.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
+  );
   deps.limits = limits;
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
@@ -60,6 +67,8 @@ export function createServices(deps: Deps): Services {
     : new MemoryPresenceStore(ttl);
   const presence = new PresenceService(deps, store, log, ttl);
   const sessions = new SessionService(deps);
+  const meetings = new MeetingService(deps, log, rooms, inbox, createVideoProvider(deps.config.video));
+  const signals = new SignalService(deps, rooms, inbox);
   const retention = new RetentionService(deps, async () => {
     const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<import('pg').Pool> };
     return conn.getNativeClient();
@@ -80,6 +89,8 @@ export function createServices(deps: Deps): Services {
     retention,
     limits,
     sessions,
+    meetings,
+    signals,
     async start() {
       await sessions.start();
       retention.start();

@@ -4,11 +4,12 @@ import type { Config } from '../config.js';
 import type { Counters } from '../metrics.js';
 import { AppError } from './errors.js';
 
-export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect';
+export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' | 'action';
 
 const WHAT: Record<LimitKind, string> = {
   send: 'too many messages in this room',
   typing: 'too many typing updates',
+  action: 'too many changes (edits, deletes, reactions, reads, presence)',
   signal: 'too many call signals',
   roomCreate: 'too many rooms created',
   connect: 'too many connection attempts from this address',
@@ -29,6 +30,8 @@ export class RateLimits {
   constructor(
     private readonly config: Config,
     private readonly counters: Counters,
+    /** Audit hook: a limit was hit (kind, key, retry after ms). */
+    private readonly onLimited?: (kind: LimitKind, key: string, retryAfterMs: number) => void,
   ) {
     this.redis = config.redisUrl
       ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectionName: 'chat-ratelimit' })
@@ -41,8 +44,10 @@ export class RateLimits {
             keyPrefix: `${config.redisPrefix}rl:${name}`,
             points,
             duration,
-            // Redis down: fall back to a per-node limit instead of refusing everyone.
+            // Redis down: fall back to a per-node limit instead of refusing everyone. At once: without
+            // this, commands wait in ioredis' offline queue and every send took 1-4 s during an outage.
             insuranceLimiter: new RateLimiterMemory({ points, duration }),
+            rejectIfRedisNotReady: true,
           })
         : new RateLimiterMemory({ keyPrefix: name, points, duration });
     const l = config.limits;
@@ -50,6 +55,7 @@ export class RateLimits {
       // A sustained rate per second plus a burst allowance refilled over a minute.
       send: new BurstyRateLimiter(make('send', l.sendPerSecond, 1), make('send-burst', l.sendBurst, 60)),
       typing: make('typing', l.typingPer10s, 10),
+      action: make('action', l.actionsPer10s, 10),
       signal: make('signal', l.signalsPer10s, 10),
       roomCreate: make('room', l.roomCreatesPerMinute, 60),
       connect: make('connect', l.connectAttemptsPerIpPerMinute, 60),
@@ -64,6 +70,7 @@ export class RateLimits {
       if (res instanceof RateLimiterRes || (res && typeof (res as RateLimiterRes).msBeforeNext === 'number')) {
         this.counters.rateLimited++;
         const ms = Math.max(1, (res as RateLimiterRes).msBeforeNext);
+        this.onLimited?.(kind, key, ms);
         throw new AppError('TOO_MANY_REQUESTS', `${WHAT[kind]}: retry in ${(ms / 1000).toFixed(1)} s`, ms);
       }
       throw res;

@@ -183,6 +183,7 @@ export class MessageService {
   /** Edits my message; the previous version goes to the edit history. */
   async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
+    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       const { row, access } = await this.readable(actor, messageId, em, true);
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
@@ -224,6 +225,7 @@ export class MessageService {
 
   /** Soft-deletes a message (author, or moderator and above). Idempotent. */
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
+    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       const { row, access } = await this.readable(actor, messageId, em, true);
       if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
@@ -266,6 +268,7 @@ export class MessageService {
   }
 
   private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
+    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       // Locked like edit and delete: a concurrent delete commits first (and this sees the message
       // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.

@@ -2,6 +2,7 @@ import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/prese
 import type { PresenceStatus } from '../realtime/events.js';
 import type { Actor } from './actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
+import { AppError } from './errors.js';
 import type { RoomLog } from './room-log.js';
 
 export const PRESENCE_TTL_MS = 60_000;
@@ -39,6 +40,22 @@ export class PresenceService {
     }
   }
 
+  /**
+   * `connected`, unless the user already has `max` connections open on all nodes (checked and
+   * registered in one atomic step of the store). False, with nothing registered, at the limit.
+   */
+  async admit(actor: Actor, connId: string, max: number): Promise<boolean> {
+    const c = { tenant: actor.tenant, userId: actor.id, connId };
+    const r = await this.store.admit(c, max);
+    if (r === 'full') return false;
+    this.local.set(connId, c);
+    if (r === 'first') {
+      const [state] = await this.store.get(actor.tenant, [actor.id]);
+      await this.broadcast(c, state?.status ?? 'online', null);
+    }
+    return true;
+  }
+
   async disconnected(connId: string): Promise<void> {
     const c = this.local.get(connId);
     if (!c) return;
@@ -47,8 +64,15 @@ export class PresenceService {
   }
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
-    await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);
-    const [state] = await this.store.get(actor.tenant, [actor.id]);
+    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    let state;
+    try {
+      await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);
+      [state] = await this.store.get(actor.tenant, [actor.id]);
+    } catch (err) {
+      this.warn(err);
+      throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');
+    }
     if (state && state.status !== 'offline') await this.broadcast({ tenant: actor.tenant, userId: actor.id }, state.status, null);
     return state!;
   }
@@ -58,8 +82,13 @@ export class PresenceService {
     return this.store.count({ tenant: actor.tenant, userId: actor.id });
   }
 
-  get(actor: Actor, userIds: string[]) {
-    return this.store.get(actor.tenant, [...new Set(userIds)]);
+  async get(actor: Actor, userIds: string[]) {
+    try {
+      return await this.store.get(actor.tenant, [...new Set(userIds)]);
+    } catch (err) {
+      this.warn(err);
+      throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');
+    }
   }
 
   async sweep(): Promise<void> {

@@ -81,6 +81,14 @@ export class RoomLog implements EventSource {
     return rows[0] ? Number(rows[0].last_seq) : 0;
   }
 
+  async lastSeqs(roomIds: string[]): Promise<Map<string, number>> {
+    if (roomIds.length === 0) return new Map();
+    const rows = await sql<{ id: string; last_seq: string }>(fork(this.deps), 'select id, last_seq from room where id = any(array[?]::uuid[])', [
+      roomIds,
+    ]);
+    return new Map(rows.map((r) => [r.id, Number(r.last_seq)]));
+  }
+
   async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {
     const em = fork(this.deps);
     const rows = await sql(

@@ -324,6 +324,7 @@ export class RoomService {
       await this.deleteMember(em, emit, roomId, userId, 'removed', actor.id);
       await this.systemMessage(em, emit, actor, roomId, `${actor.name} removed ${userId}`);
     });
+    this.audit('remove', actor, roomId, userId);
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {
@@ -366,6 +367,7 @@ export class RoomService {
       }
       if (current !== role) await this.writeMember(em, emit, roomId, userId, { role }, actor.id);
     });
+    this.audit('set_role', actor, roomId, userId, { role });
     return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
   }
 
@@ -399,6 +401,7 @@ export class RoomService {
     await this.moderate(actor, roomId, userId, 'mute', async (em, emit) => {
       await this.writeMember(em, emit, roomId, userId, { mutedUntil: until ?? FOREVER }, actor.id);
     });
+    this.audit('mute', actor, roomId, userId, { until });
     return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
   }
 
@@ -406,6 +409,7 @@ export class RoomService {
     await this.moderate(actor, roomId, userId, 'mute', async (em, emit) => {
       await this.writeMember(em, emit, roomId, userId, { mutedUntil: null }, actor.id);
     });
+    this.audit('unmute', actor, roomId, userId);
     return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
   }
 
@@ -426,11 +430,13 @@ export class RoomService {
         await this.systemMessage(em, emit, actor, roomId, `${actor.name} banned ${userId}`);
       }
     });
+    this.audit('ban', actor, roomId, userId);
   }
 
   async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
     await this.requirePermission(actor, roomId, 'ban');
     const rows = await sql(fork(this.deps), 'delete from room_ban where room_id = ? and user_id = ? returning user_id', [roomId, userId]);
+    this.audit('unban', actor, roomId, userId, { wasBanned: rows.length > 0 });
     return { unbanned: rows.length > 0 };
   }
 
@@ -455,6 +461,11 @@ export class RoomService {
       if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ${describe(action)} on a ${target}`);
       await fn(em, emit);
     });
+  }
+
+  /** Audit log of a moderation action (who, what, where; never message content). */
+  private audit(action: string, actor: Actor, roomId: string, target: string | null, extra: Record<string, unknown> = {}): void {
+    this.deps.log.info({ audit: 'moderation', action, tenant: actor.tenant, by: actor.id, roomId, target, ...extra }, `moderation: ${action}`);
   }
 
   private async memberRole(em: Em, roomId: string, userId: string, lock = false): Promise<MemberRole | null> {

@@ -41,18 +41,30 @@ export class SessionService {
   private readonly revokedLocal = new Map<string, number>();
   private readonly cache = new Map<string, { at: number; value: number }>();
   private readonly redis: Redis | null;
+  /** Redis answered once: from then on "not ready" means an outage, not the first connect. */
+  private redisWasReady = false;
   private unsubscribe: (() => Promise<void>) | null = null;
 
   constructor(private readonly deps: Deps) {
     this.redis = deps.config.redisUrl ? new Redis(deps.config.redisUrl, { maxRetriesPerRequest: 1, connectionName: 'chat-sessions' }) : null;
     this.redis?.on('error', () => undefined);
+    this.redis?.once('ready', () => {
+      this.redisWasReady = true;
+    });
   }
 
   async start(): Promise<void> {
     this.unsubscribe = await this.deps.bus.subscribe(CONTROL_CHANNEL, (payload) => {
       try {
         const msg = JSON.parse(payload) as { type: string; tenant: string; userId: string; at: number };
-        if (msg.type === 'revoke') this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
+        if (msg.type === 'revoke') {
+          // Remember it here too: this node's 1 s cache of the Redis denylist may hold "not revoked"
+          // for this user, and would let the old token in again for up to a second.
+          const key = userKey(msg.tenant, msg.userId);
+          this.revokedLocal.set(key, Math.max(this.revokedLocal.get(key) ?? 0, msg.at));
+          this.cache.delete(key);
+          this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
+        }
       } catch (err) {
         this.deps.log.warn({ err }, 'bad control message');
       }
@@ -112,6 +124,7 @@ export class SessionService {
       await this.redis.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
     }
     await this.deps.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
+    this.deps.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
     return { revokedAt: new Date(at) };
   }
 
@@ -123,11 +136,18 @@ export class SessionService {
       const hit = this.cache.get(key);
       if (hit && Date.now() - hit.at < 1000) at = Math.max(at, hit.value);
       else {
-        const v = await this.redis.get(this.redisKey(actor.tenant, actor.id)).catch(() => null);
-        const value = v ? Number(v) : 0;
-        if (this.cache.size > 10_000) this.cache.clear();
-        this.cache.set(key, { at: Date.now(), value });
-        at = Math.max(at, value);
+        // Redis down (after it had answered once): answer at once from the last known value
+        // (waiting in ioredis' offline queue held every request 1-4 s), and never forget a known
+        // revocation because of an outage.
+        const down = this.redisWasReady && this.redis.status !== 'ready';
+        const v = down ? undefined : await this.redis.get(this.redisKey(actor.tenant, actor.id)).catch(() => undefined);
+        if (v === undefined) at = Math.max(at, hit?.value ?? 0);
+        else {
+          const value = v ? Number(v) : 0;
+          if (this.cache.size > 10_000) this.cache.clear();
+          this.cache.set(key, { at: Date.now(), value });
+          at = Math.max(at, value);
+        }
       }
     }
     if (!at) return false;

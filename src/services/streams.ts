@@ -80,8 +80,19 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
         }
       }
     }
+    // The next event, kept across a wake-up for a drained socket (a dropped `next()` would lose one).
+    let pending: Promise<IteratorResult<E>> | null = null;
     while (true) {
-      const r = await queue.next();
+      pending ??= queue.next();
+      // Coalesced events wait for the socket to drain, not for the room's next event: in a quiet
+      // room the latest typing/presence state would otherwise never be delivered.
+      const r = coalesced?.size && flow ? await nextOrDrained(pending, flow, signal) : await pending;
+      if (r === DRAINED) {
+        for (const c of coalesced!.values()) yield wrap(String(last), c);
+        coalesced!.clear();
+        continue;
+      }
+      pending = null;
       if (r.done) return;
       const e = r.value;
       const durable = hubs.kind.isDurable(e);
@@ -93,7 +104,8 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
           return;
         }
         if (queued > flow.soft) {
-          if (!durable) {
+          // Only state-like live events (typing, presence, receipts) coalesce; call signals never do.
+          if (!durable && e.type !== 'signal') {
             const who = (e as { userId?: string }).userId ?? '';
             (coalesced ??= new Map()).set(`${e.type}\u0000${who}`, e);
             continue;
@@ -111,6 +123,28 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
     signal?.removeEventListener('abort', onAbort);
     if (attached) hubs.detach(key, sub);
     void queue.return();
+  }
+}
+
+const DRAINED = Symbol('drained');
+/** How often a stream holding coalesced events checks whether its socket drained. */
+export const DRAIN_CHECK_MS = 50;
+
+/** The next event, or DRAINED as soon as the socket's queue is back under the soft limit. */
+async function nextOrDrained<T>(next: Promise<T>, flow: Flow, signal: AbortSignal | undefined): Promise<T | typeof DRAINED> {
+  let timer: NodeJS.Timeout | undefined;
+  const drained = new Promise<typeof DRAINED>((resolve) => {
+    const check = () => {
+      if (signal?.aborted) return;
+      if (flow.buffered() <= flow.soft) resolve(DRAINED);
+      else timer = setTimeout(check, DRAIN_CHECK_MS);
+    };
+    timer = setTimeout(check, DRAIN_CHECK_MS);
+  });
+  try {
+    return await Promise.race([next, drained]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

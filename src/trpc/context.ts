@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { AuthError, verifyToken } from '../auth/jwt.js';
+import { clientAddress } from '../http/client-address.js';
 import type { Actor } from '../services/actor.js';
 import type { Services } from '../services/index.js';
 import { CloseCode } from '../realtime/close-codes.js';
@@ -36,33 +37,58 @@ export function contextFactory(services: Services) {
     const params = opts.info?.connectionParams;
     const token = (params && typeof params.token === 'string' ? params.token : null) ?? bearer(opts.req);
     if (!token) return { actor: null, authError: 'missing access token', services };
+    const audit = services.deps.log;
+    const ip = opts.req ? clientAddress(opts.req, services.deps.config.trustProxy) : 'unknown';
     try {
       const actor = verifyToken(token, services.deps.config.jwtSecret);
       if (await services.sessions.isRevoked(actor)) {
         services.deps.counters.authFailures++;
+        audit.warn({ audit: 'auth_failed', reason: 'revoked', tenant: actor.tenant, user: actor.id, ip }, 'revoked token refused');
         return { actor: null, authError: 'access token revoked', services };
       }
       await services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
       if (isWebSocket(opts.res)) {
         const ws = opts.res;
         const max = services.deps.config.limits.connectionsPerUser;
-        const open = await services.presence.connections(actor).catch(() => 0);
-        if (open >= max) {
+        const connId = randomUUID();
+        const warn = (err: unknown) => services.deps.log.warn({ err }, 'presence update failed');
+        // Counted and registered in one atomic step on all nodes: connections opened at the same
+        // moment cannot all slip under the limit. Registered before the first call runs, so
+        // presence.get right after connecting is right. Store unreachable: admitted, as before.
+        const admitted = await services.presence.admit(actor, connId, max).catch(async (err: unknown) => {
+          warn(err);
+          await services.presence.connected(actor, connId).catch(warn);
+          return true;
+        });
+        if (!admitted) {
           services.deps.counters.rateLimited++;
           ws.close(CloseCode.TooManyConnections, `too many connections for this user (at most ${max})`);
           return { actor: null, authError: 'too many connections', services };
         }
+        // The client may have left during the awaits above: its 'close' has fired already and would
+        // never release what is registered now (a ghost holding a connection slot and presence).
+        if (ws.readyState !== WS_OPEN) {
+          await services.presence.disconnected(connId).catch(warn);
+          return { actor: null, authError: 'connection closed', services };
+        }
         const session = services.sessions.open(actor, ws);
-        // Registered before the first call runs, so presence.get right after connecting is right.
-        await trackPresence(services, actor, ws);
+        audit.info({ audit: 'ws_open', conn: connId, tenant: actor.tenant, user: actor.id, ip }, 'connection opened');
+        (ws as unknown as { once(e: 'close', f: (code: number) => void): void }).once('close', (code: number) => {
+          audit.info({ audit: 'ws_close', conn: connId, tenant: actor.tenant, user: actor.id, code }, 'connection closed');
+          void services.presence.disconnected(connId).catch(warn);
+        });
         return { actor, authError: null, services, session };
       }
       return { actor, authError: null, services };
     } catch (err) {
-      return { actor: null, authError: err instanceof AuthError ? err.message : 'invalid access token', services };
+      const reason = err instanceof AuthError ? err.message : 'invalid access token';
+      audit.warn({ audit: 'auth_failed', reason, ip }, 'token refused');
+      return { actor: null, authError: reason, services };
     }
   };
 }
+
+const WS_OPEN = 1;
 
 interface SocketLike extends SessionSocket {
   readyState: number;
@@ -73,11 +99,3 @@ function isWebSocket(res: unknown): res is SocketLike {
   return !!res && typeof (res as SocketLike).once === 'function' && typeof (res as SocketLike).ping === 'function';
 }
 
-/** A user is online while any of their WebSocket connections is open (on any node). */
-async function trackPresence(services: Services, actor: NonNullable<Context['actor']>, ws: SocketLike): Promise<void> {
-  const connId = randomUUID();
-  const warn = (err: unknown) => services.deps.log.warn({ err }, 'presence update failed');
-  const connected = services.presence.connected(actor, connId).catch(warn);
-  ws.once('close', () => void connected.then(() => services.presence.disconnected(connId)).catch(warn));
-  await connected;
-}

@@ -28,6 +28,10 @@ function isConnectionError(err: unknown): boolean {
 
 const t = initTRPC.context<Context>().create({
   transformer: superjson,
+  // Subscriptions are served over WebSocket only. tRPC also serves them over HTTP (SSE) by default,
+  // and such a stream escaped every guard of a live session: token expiry, revocation,
+  // subscriptions per connection and the slow-consumer limits (docs/SECURITY.md).
+  sse: { enabled: false },
   errorFormatter({ shape, error }) {
     // Errors thrown inside a subscription's generator do not pass the middleware: map them here.
     const mapped = error.code === 'INTERNAL_SERVER_ERROR' ? toTRPCError(error.cause) : null;

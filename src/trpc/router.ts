@@ -4,6 +4,8 @@ import { inboxRouter } from '../routers/inbox.js';
 import { presenceRouter } from '../routers/presence.js';
 import { receiptRouter } from '../routers/receipt.js';
 import { roomRouter } from '../routers/room.js';
+import { signalRouter } from '../routers/signal.js';
+import { videoRouter } from '../routers/video.js';
 import { createCallerFactory, router } from './init.js';
 
 export const appRouter = router({
@@ -13,6 +15,8 @@ export const appRouter = router({
   receipt: receiptRouter,
   presence: presenceRouter,
   inbox: inboxRouter,
+  video: videoRouter,
+  signal: signalRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

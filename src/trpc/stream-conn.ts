@@ -5,10 +5,14 @@ import type { Context } from './context.js';
 /**
  * Takes a subscription slot of the caller's connection (TOO_MANY_REQUESTS over the limit) and
  * builds the stream's back-pressure guard from its socket. `createCaller` and HTTP have no session.
+ * The slot is released when the stream ends, or when the subscription is aborted: a subscription
+ * stopped while it is being set up gets a generator that never runs, so its `finally` never would.
  */
-export function streamConn(ctx: Context): StreamConn {
+export function streamConn(ctx: Context, signal?: AbortSignal): StreamConn {
   const { sessions, deps } = ctx.services;
   const release = sessions.acquireSubscription(ctx.session);
+  if (signal?.aborted) release();
+  else signal?.addEventListener('abort', release, { once: true });
   const socket = ctx.session?.socket;
   if (!socket) return { release };
   const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard } = deps.config.limits;

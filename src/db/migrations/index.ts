@@ -2,6 +2,7 @@ import type { Migration } from '@mikro-orm/migrations';
 import { Migration20261122030345 } from './Migration20261122030345.js';
 import { Migration20261122031149 } from './Migration20261122031149.js';
 import { Migration20261122033500 } from './Migration20261122033500.js';
+import { Migration20261122041500 } from './Migration20261122041500.js';
 
 type MigrationCtor = new (...args: any[]) => Migration;
 
@@ -10,4 +11,5 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261122030345', class: Migration20261122030345 },
   { name: 'Migration20261122031149', class: Migration20261122031149 },
   { name: 'Migration20261122033500', class: Migration20261122033500 },
+  { name: 'Migration20261122041500', class: Migration20261122041500 },
 ];

@@ -1,0 +1,371 @@
+/**
+ * `chat <room>`: an interactive terminal chat on node:readline.
+ *
+ * Scrollback comes from history, then the room's events follow from the last seq shown
+ * (`ChatClient.openRoom`): a reconnect or a server restart resumes from the last event id, and the
+ * timeline drops anything it has already shown, so no line is lost or repeated. Lines typed while
+ * the server is away are queued and sent, in order, with their client ids (sends are idempotent).
+ */
+import { emitKeypressEvents, createInterface, clearLine, cursorTo, type Interface } from 'node:readline';
+import pc from 'picocolors';
+import { backoff, isTransient, newClientId, retryAfterMs, type ChatClient, type Message, type Room, type RoomEvent } from '../index.js';
+import type { Context } from './context.js';
+import { CliError, describeError } from './errors.js';
+import { formatEvent, formatMember, formatMessage } from './format.js';
+import { presenceOf } from './commands.js';
+import { createMeeting } from './video.js';
+
+/** Send `typing: true` at most this often while keys are pressed (the server coalesces within 3 s). */
+const TYPING_EVERY_MS = 3_000;
+/** Send `typing: false` after this long without a key. */
+const TYPING_IDLE_MS = 5_000;
+
+const HELP = [
+  'Enter sends the line. Commands:',
+  '  /react <seq> <emoji>    react to message #seq (/unreact to take it back)',
+  '  /edit <seq> <text>      edit your message #seq',
+  '  /delete <seq>           delete message #seq',
+  '  /who                    members and who is online',
+  '  /more                   load older messages',
+  '  /meet [title]           start a video meeting and print the join link',
+  '  /leave                  leave the room and quit',
+  '  /quit                   quit (Ctrl-D too)',
+].join('\n');
+
+export async function chat(ctx: Context, roomArg: string, opts: { history?: number }): Promise<void> {
+  const client = await ctx.client();
+  const room = await ctx.resolveRoom(client, roomArg);
+  const me = await client.trpc.auth.me.query();
+  const session = new ChatSession(ctx, client, room, me.id, opts.history ?? 30);
+  await session.run();
+}
+
+class ChatSession {
+  private readonly tty = !!(process.stdin.isTTY && process.stdout.isTTY);
+  private rl!: Interface;
+  private readonly queue: { clientId: string; body: string }[] = [];
+  private sending = false;
+  private drained: (() => void) | null = null;
+  private lastTypingSent = 0;
+  private typingOn = false;
+  private typingIdle: NodeJS.Timeout | null = null;
+  private markTimer: NodeJS.Timeout | null = null;
+  private lastMarked = -1;
+  private wasOpen = false;
+  private done!: () => void;
+  private fail!: (err: unknown) => void;
+  private room!: ReturnType<ChatClient['openRoom']>;
+  private quitting = false;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly client: ChatClient,
+    private readonly info: Room,
+    private readonly selfId: string,
+    private readonly historyLimit: number,
+  ) {}
+
+  async run(): Promise<void> {
+    const finished = new Promise<void>((resolve, reject) => {
+      this.done = resolve;
+      this.fail = reject;
+    });
+    finished.catch(() => undefined); // a failure before we wait on it is still reported below
+    this.rl = createInterface({ input: process.stdin, output: process.stdout, terminal: this.tty, historySize: 200 });
+    this.rl.setPrompt(this.promptText());
+    this.rl.on('line', (line) => void this.onLine(line));
+    this.rl.on('close', () => void this.quit());
+    this.rl.on('SIGINT', () => void this.quit()); // Ctrl-C in a terminal
+    if (this.tty) {
+      emitKeypressEvents(process.stdin, this.rl);
+      process.stdin.on('keypress', (_s: string, key: { name?: string } | undefined) => {
+        if (key?.name !== 'return' && key?.name !== 'enter') this.keyPressed();
+      });
+    }
+    process.once('SIGTERM', () => void this.quit());
+    process.once('SIGINT', () => void this.quit());
+
+    this.print(pc.bold(`── ${this.info.name} `) + pc.dim(`(${this.info.kind}, ${this.info.memberCount} members) · /help for commands`));
+    let warned = false;
+    this.client.onStateChange(({ state, error, closeCode }) => {
+      if (process.env.CHAT_DEBUG) {
+        const causes: string[] = [];
+        for (let e: unknown = error; e && causes.length < 5; e = (e as { cause?: unknown }).cause) causes.push(String((e as Error).message ?? (e as { type?: string }).type ?? e));
+        process.stderr.write(`[debug] ${new Date().toISOString()} connection ${state} ${closeCode ?? ''} ${causes.join(' <- ')}\n`);
+      }
+      if (state === 'open') {
+        if (warned) this.print(pc.green(this.wasOpen ? '✓ reconnected' : '✓ connected'));
+        this.wasOpen = true;
+        warned = false;
+      } else if (state === 'connecting' && error && !warned) {
+        warned = true;
+        this.print(pc.yellow(this.wasOpen ? '⚠ connection lost: reconnecting…' : `⚠ cannot connect to ${this.ctx.url}: retrying…`));
+      }
+    });
+
+    this.room = this.client.openRoom(this.info.id, {
+      historyLimit: this.historyLimit,
+      onChange: (event, fresh) => {
+        if (event && fresh) this.show(event);
+      },
+      onError: (err) => this.fail(new CliError(describeError(err, this.ctx.url))),
+    });
+    this.room.timeline.selfId = this.selfId;
+    await this.room.loaded;
+    for (const m of this.room.timeline.messages()) this.showMessage(m, 'history');
+    // Who is online is a nicety: a server going away right now must not end the session.
+    await this.showPresence().catch(() => undefined);
+    this.scheduleMarkRead();
+    if (this.tty) this.rl.prompt();
+    await finished;
+  }
+
+  // ---- output --------------------------------------------------------------------------------
+
+  /** A line for people: stdout, or stderr in --json mode (stdout carries only JSON there). */
+  private print(line: string): void {
+    if (this.ctx.json) {
+      process.stderr.write(`${line}\n`);
+    } else if (this.tty) {
+      clearLine(process.stdout, 0);
+      cursorTo(process.stdout, 0);
+      process.stdout.write(`${line}\n`);
+      this.rl.prompt(true);
+    } else {
+      process.stdout.write(`${line}\n`);
+    }
+  }
+
+  private promptText(): string {
+    const typing = this.room?.timeline.typing() ?? [];
+    const who = typing.length === 0 ? '' : pc.dim(`${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing… `);
+    return `${who}${pc.bold(this.info.name)}> `;
+  }
+
+  private refreshPrompt(): void {
+    if (!this.tty) return;
+    this.rl.setPrompt(this.promptText());
+    this.rl.prompt(true);
+  }
+
+  private showMessage(m: Message, type: 'history' | 'message.new'): void {
+    if (this.ctx.json) this.ctx.out.jsonLine(type === 'history' ? { type, message: m } : { type, roomId: m.roomId, seq: m.seq, message: m });
+    else this.print(formatMessage(m));
+  }
+
+  private show(event: RoomEvent): void {
+    if (event.type === 'message.new') {
+      this.showMessage(event.message, 'message.new');
+      if (event.message.senderId !== this.selfId) this.scheduleMarkRead();
+      this.refreshPrompt();
+      return;
+    }
+    if (this.ctx.json) {
+      if (event.type !== 'ready') this.ctx.out.jsonLine(event);
+      return;
+    }
+    if (event.type === 'typing') {
+      // In a terminal the prompt shows who is typing; piped output gets a line when it starts.
+      if (this.tty) return this.refreshPrompt();
+    }
+    if (event.type === 'receipt.read') return; // shown by /who, not as a stream of lines
+    if (event.type === 'member.joined' || event.type === 'member.left') return; // the system message says it
+    const line = formatEvent(event, (id) => this.room.timeline.byMessageId(id)?.seq);
+    if (line) this.print(line);
+  }
+
+  private async showPresence(): Promise<void> {
+    const members = await this.client.trpc.room.members.query({ roomId: this.info.id });
+    const status = await presenceOf(this.client, members.map((m) => m.userId));
+    for (const [userId, s] of status) this.room.timeline.setPresence(userId, s);
+    const online = members.filter((m) => m.userId !== this.selfId && status.get(m.userId) === 'online').map((m) => m.userId);
+    if (this.ctx.json) return;
+    this.print(pc.dim(online.length ? `online: ${online.join(', ')}` : 'nobody else is online'));
+  }
+
+  // ---- input ---------------------------------------------------------------------------------
+
+  private keyPressed(): void {
+    if (this.rl.line.startsWith('/')) return; // a command, not a message
+    const now = Date.now();
+    if (!this.typingOn || now - this.lastTypingSent >= TYPING_EVERY_MS) {
+      this.typingOn = true;
+      this.lastTypingSent = now;
+      this.client.trpc.chat.typing.mutate({ roomId: this.info.id, typing: true }).catch(() => undefined);
+    }
+    if (this.typingIdle) clearTimeout(this.typingIdle);
+    this.typingIdle = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  private stopTyping(): void {
+    if (this.typingIdle) clearTimeout(this.typingIdle);
+    this.typingIdle = null;
+    if (!this.typingOn) return;
+    this.typingOn = false;
+    this.client.trpc.chat.typing.mutate({ roomId: this.info.id, typing: false }).catch(() => undefined);
+  }
+
+  private async onLine(raw: string): Promise<void> {
+    const line = raw.trim();
+    if (!line) {
+      if (this.tty) this.rl.prompt();
+      return;
+    }
+    if (line.startsWith('/') && !line.startsWith('//')) {
+      try {
+        await this.command(line);
+      } catch (err) {
+        this.print(pc.red(`error: ${describeError(err, this.ctx.url)}`));
+      }
+    } else {
+      // `//text` sends "/text".
+      this.typingOn = false;
+      if (this.typingIdle) clearTimeout(this.typingIdle);
+      this.enqueue(line.startsWith('//') ? line.slice(1) : line);
+    }
+    if (this.tty) this.rl.prompt();
+  }
+
+  private async command(line: string): Promise<void> {
+    const [cmd = '', ...args] = line.slice(1).split(/\s+/);
+    const t = this.client.trpc;
+    switch (cmd.toLowerCase()) {
+      case 'help':
+        return this.print(HELP);
+      case 'react':
+      case 'unreact': {
+        const [seqArg, emoji] = args;
+        if (!seqArg || !emoji) throw new CliError(`usage: /${cmd} <seq> <emoji>`);
+        const m = await this.messageAt(seqArg);
+        if (cmd === 'react') await t.chat.react.mutate({ messageId: m.id, emoji });
+        else await t.chat.unreact.mutate({ messageId: m.id, emoji });
+        return;
+      }
+      case 'edit': {
+        const parts = /^\/\S+\s+(\S+)\s+([\s\S]+)$/.exec(line);
+        if (!parts) throw new CliError('usage: /edit <seq> <text>');
+        const m = await this.messageAt(parts[1]!);
+        await t.chat.edit.mutate({ messageId: m.id, body: parts[2]! });
+        return;
+      }
+      case 'delete': {
+        if (!args[0]) throw new CliError('usage: /delete <seq>');
+        const m = await this.messageAt(args[0]);
+        await t.chat.delete.mutate({ messageId: m.id });
+        return;
+      }
+      case 'who': {
+        const members = await t.room.members.query({ roomId: this.info.id });
+        const status = await presenceOf(this.client, members.map((m) => m.userId));
+        if (this.ctx.json) {
+          for (const m of members) this.ctx.out.jsonLine({ type: 'member', ...m, status: status.get(m.userId) ?? 'offline' });
+          return;
+        }
+        const lastSeq = this.room.timeline.lastSeq;
+        this.print(
+          members
+            .map((m) => `  ${formatMember(m, status.get(m.userId))}${m.lastReadSeq >= lastSeq && lastSeq > 0 ? pc.dim(' ✓ read all') : ''}`)
+            .join('\n'),
+        );
+        return;
+      }
+      case 'more': {
+        const before = this.room.timeline.messages().length;
+        const oldest = this.room.timeline.oldestSeq();
+        const more = await this.room.loadOlder(this.historyLimit);
+        if (!more) return this.print(pc.dim('(no older messages)'));
+        const older = this.room.timeline.messages().filter((m) => oldest === null || m.seq < oldest);
+        this.print(pc.dim(`── ${this.room.timeline.messages().length - before} older messages ──`));
+        for (const m of older) this.showMessage(m, 'history');
+        return;
+      }
+      case 'meet': {
+        const join = await createMeeting(this.client, this.info.id, args.join(' ') || undefined);
+        if (this.ctx.json) return this.ctx.out.jsonLine({ type: 'meeting', ...join });
+        return this.print(`${pc.bold('meeting')} ${join.meetingId}: ${pc.underline(join.url)}\n  token: ${join.token}`);
+      }
+      case 'leave':
+        await t.room.leave.mutate({ roomId: this.info.id });
+        this.print(pc.dim(`you left ${this.info.name}`));
+        return this.quit();
+      case 'quit':
+      case 'exit':
+      case 'q':
+        return this.quit();
+      default:
+        throw new CliError(`unknown command /${cmd} (try /help)`);
+    }
+  }
+
+  /** The message with this seq: from the timeline, else fetched. */
+  private async messageAt(seqArg: string): Promise<Message> {
+    const seq = Number(seqArg.replace(/^#/, ''));
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new CliError(`"${seqArg}" is not a message number (the #seq shown before a message)`);
+    const known = this.room.timeline.bySeq(seq);
+    if (known) return known;
+    const page = await this.client.trpc.chat.history.query({ roomId: this.info.id, afterSeq: Math.max(0, seq - 1), limit: 1 });
+    const m = page.messages[0];
+    if (!m || m.seq !== seq) throw new CliError(`no message #${seq} in this room`);
+    return m;
+  }
+
+  // ---- sending ---------------------------------------------------------------------------------
+
+  private enqueue(body: string): void {
+    this.queue.push({ clientId: newClientId(), body });
+    void this.pump();
+  }
+
+  /** Sends queued lines in order; transient failures are retried with the same client id. */
+  private async pump(): Promise<void> {
+    if (this.sending) return;
+    this.sending = true;
+    let attempt = 0;
+    let warned = false;
+    while (this.queue.length > 0) {
+      const next = this.queue[0]!;
+      try {
+        await this.client.trpc.chat.send.mutate({ roomId: this.info.id, clientId: next.clientId, body: next.body });
+        this.queue.shift();
+        attempt = 0;
+        warned = false;
+      } catch (err) {
+        if (!isTransient(err) || this.quitting) {
+          this.queue.shift();
+          this.print(pc.red(`not sent: ${describeError(err, this.ctx.url)}`));
+          continue;
+        }
+        if (!warned) this.print(pc.yellow(`… server unreachable, will send when it is back (${this.queue.length} queued)`));
+        warned = true;
+        await new Promise((r) => setTimeout(r, Math.max(backoff(attempt++), retryAfterMs(err) ?? 0)));
+      }
+    }
+    this.sending = false;
+    this.drained?.();
+  }
+
+  private scheduleMarkRead(): void {
+    if (this.markTimer) return;
+    this.markTimer = setTimeout(() => {
+      this.markTimer = null;
+      const seq = this.room.timeline.lastSeq;
+      if (seq <= this.lastMarked || seq < 0) return;
+      this.lastMarked = seq;
+      this.client.trpc.receipt.markRead.mutate({ roomId: this.info.id, seq }).catch(() => {
+        this.lastMarked = -1;
+      });
+    }, 300);
+  }
+
+  private async quit(): Promise<void> {
+    if (this.quitting) return;
+    this.quitting = true;
+    // Lines already typed (e.g. piped in) go out before we leave, as long as the server answers.
+    if (this.sending || this.queue.length > 0) await new Promise<void>((r) => (this.drained = r));
+    this.stopTyping();
+    if (this.markTimer) clearTimeout(this.markTimer);
+    this.room?.close();
+    this.rl.close();
+    this.done();
+  }
+}

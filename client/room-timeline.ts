@@ -1,0 +1,220 @@
+/**
+ * A room's state on the client, built from history and kept current by applying room events:
+ * messages in seq order, reactions, typing, presence and read receipts. Applying is idempotent
+ * (a durable event at or below the last applied seq is ignored; edits and reactions carry the
+ * full new state), so history and a resumed subscription can overlap without duplicates.
+ *
+ * Framework-free: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`; the CLI uses
+ * `apply`'s return value to decide what to print.
+ */
+import { isDurableEvent, type Message, type PresenceStatus, type RoomEvent } from './types.js';
+
+/** How long a typing indicator lasts without a refresh (the server's TTL). */
+export const TYPING_TTL_MS = 10_000;
+
+export interface RoomSnapshot {
+  /** Loaded messages, ascending seq (deleted ones keep their place with `body: null`). */
+  readonly messages: readonly Message[];
+  /** The last durable seq applied (from `ready`, history or events); -1 before anything. */
+  readonly lastSeq: number;
+  /** Users typing right now (never yourself). */
+  readonly typing: readonly string[];
+  readonly presence: ReadonlyMap<string, PresenceStatus>;
+  /** userId -> last seq they have read (from `receipt.read` events). */
+  readonly readUpTo: ReadonlyMap<string, number>;
+  readonly name: string | null;
+  readonly topic: string | null;
+}
+
+export class RoomTimeline {
+  private readonly list: Message[] = [];
+  private readonly byId = new Map<string, Message>();
+  private readonly bySeqMap = new Map<number, Message>();
+  private readonly typingUntil = new Map<string, number>();
+  private readonly presenceMap = new Map<string, PresenceStatus>();
+  private readonly reads = new Map<string, number>();
+  private listeners = new Set<() => void>();
+  private snapshot: RoomSnapshot | null = null;
+  private name: string | null = null;
+  private topic: string | null = null;
+  /** The last durable seq applied; -1 before anything. */
+  lastSeq = -1;
+
+  /** @param selfId your user id: your own typing is not shown, and `reaction.*` events keep your `me` flags right. */
+  constructor(public selfId: string | null = null) {}
+
+  /** Adds a page of history (any order, any overlap with what is loaded). */
+  load(messages: readonly Message[]): void {
+    for (const m of messages) this.put(m);
+    const top = messages.reduce((max, m) => Math.max(max, m.seq), -1);
+    if (top > this.lastSeq) this.lastSeq = top;
+    this.changed();
+  }
+
+  /**
+   * Applies one event. Returns false when it changes nothing new (a durable event already
+   * applied, e.g. replayed after a reconnect), true otherwise.
+   */
+  apply(event: RoomEvent, now = Date.now()): boolean {
+    if (event.type === 'ready') {
+      if (event.seq > this.lastSeq) this.lastSeq = event.seq;
+      this.changed();
+      return true;
+    }
+    if (isDurableEvent(event)) {
+      if (event.seq <= this.lastSeq) return false;
+      this.lastSeq = event.seq;
+    }
+    switch (event.type) {
+      case 'message.new':
+        this.put(event.message);
+        this.typingUntil.delete(event.message.senderId);
+        break;
+      case 'message.edited':
+      case 'message.deleted':
+        if (this.byId.has(event.message.id)) this.put(this.keepMe(event.message));
+        break;
+      case 'reaction.added':
+      case 'reaction.removed': {
+        const m = this.byId.get(event.messageId);
+        if (m) {
+          const mine = new Set(m.reactions.filter((r) => r.me).map((r) => r.emoji));
+          if (event.userId === this.selfId) {
+            if (event.type === 'reaction.added') mine.add(event.emoji);
+            else mine.delete(event.emoji);
+          }
+          this.put({ ...m, reactions: event.reactions.map((r) => ({ ...r, me: mine.has(r.emoji) })) });
+        }
+        break;
+      }
+      case 'room.updated':
+        this.name = event.name;
+        this.topic = event.topic;
+        break;
+      case 'typing':
+        if (event.userId === this.selfId) return false;
+        if (event.typing) this.typingUntil.set(event.userId, now + TYPING_TTL_MS);
+        else if (!this.typingUntil.delete(event.userId)) return false;
+        break;
+      case 'presence':
+        if (this.presenceMap.get(event.userId) === event.status) return false;
+        this.presenceMap.set(event.userId, event.status);
+        break;
+      case 'receipt.read':
+        if ((this.reads.get(event.userId) ?? -1) >= event.seq) return false;
+        this.reads.set(event.userId, event.seq);
+        break;
+      case 'member.joined':
+      case 'member.left':
+      case 'member.updated':
+        break;
+      default: {
+        // A new event type from a newer server: nothing to apply, but not an error either.
+        const unknown: never = event;
+        void unknown;
+      }
+    }
+    this.changed();
+    return true;
+  }
+
+  /** Sets a user's presence (e.g. from `presence.get` when the view opens). */
+  setPresence(userId: string, status: PresenceStatus): void {
+    if (this.presenceMap.get(userId) === status) return;
+    this.presenceMap.set(userId, status);
+    this.changed();
+  }
+
+  messages(): readonly Message[] {
+    return this.list;
+  }
+
+  bySeq(seq: number): Message | undefined {
+    return this.bySeqMap.get(seq);
+  }
+
+  byMessageId(id: string): Message | undefined {
+    return this.byId.get(id);
+  }
+
+  /** The oldest loaded message's seq (to page history back), or null. */
+  oldestSeq(): number | null {
+    return this.list[0]?.seq ?? null;
+  }
+
+  typing(now = Date.now()): string[] {
+    return [...this.typingUntil].filter(([, until]) => until > now).map(([user]) => user);
+  }
+
+  presence(userId: string): PresenceStatus | undefined {
+    return this.presenceMap.get(userId);
+  }
+
+  /** For `useSyncExternalStore`: called after every change. Returns the unsubscribe function. */
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  /** An immutable view, the same object until the next change. */
+  getSnapshot = (): RoomSnapshot => {
+    this.snapshot ??= {
+      messages: [...this.list],
+      lastSeq: this.lastSeq,
+      typing: this.typing(),
+      presence: new Map(this.presenceMap),
+      readUpTo: new Map(this.reads),
+      name: this.name,
+      topic: this.topic,
+    };
+    return this.snapshot;
+  };
+
+  private keepMe(next: Message): Message {
+    const prev = this.byId.get(next.id);
+    if (!prev) return next;
+    const mine = new Set(prev.reactions.filter((r) => r.me).map((r) => r.emoji));
+    return { ...next, reactions: next.reactions.map((r) => ({ ...r, me: r.me || mine.has(r.emoji) })) };
+  }
+
+  private put(m: Message): void {
+    const prev = this.byId.get(m.id);
+    this.byId.set(m.id, m);
+    this.bySeqMap.set(m.seq, m);
+    if (prev) {
+      const i = this.indexOf(prev.seq);
+      if (i >= 0) this.list[i] = m;
+      return;
+    }
+    if (this.list.length === 0 || this.list[this.list.length - 1]!.seq < m.seq) {
+      this.list.push(m);
+      return;
+    }
+    let lo = 0;
+    let hi = this.list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.list[mid]!.seq < m.seq) lo = mid + 1;
+      else hi = mid;
+    }
+    this.list.splice(lo, 0, m);
+  }
+
+  private indexOf(seq: number): number {
+    let lo = 0;
+    let hi = this.list.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.list[mid]!.seq;
+      if (s === seq) return mid;
+      if (s < seq) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  private changed(): void {
+    this.snapshot = null;
+    for (const l of this.listeners) l();
+  }
+}

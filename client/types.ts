@@ -1,0 +1,67 @@
+/**
+ * The API's types, derived from the server's `AppRouter` *type* (nothing of the server is bundled:
+ * `import type` is erased). A frontend narrows events with `switch (event.type)`.
+ */
+import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
+import type { AppRouter } from '../src/trpc/router.js';
+
+export type { AppRouter };
+export type RouterInputs = inferRouterInputs<AppRouter>;
+export type RouterOutputs = inferRouterOutputs<AppRouter>;
+
+type Yielded<T> = T extends AsyncIterable<infer U> ? U : never;
+type DataOf<T> = T extends { data: infer D } ? D : never;
+
+/** What `chat.events` delivers to `onData`: `{ id, data }` with `id` the room seq as a string. */
+export type RoomEventEnvelope = Yielded<RouterOutputs['chat']['events']>;
+/** A room event: switch on `event.type` for full narrowing. */
+export type RoomEvent = DataOf<RoomEventEnvelope>;
+export type RoomEventType = RoomEvent['type'];
+/** One kind of room event, e.g. `RoomEventOf<'message.new'>`. */
+export type RoomEventOf<T extends RoomEventType> = Extract<RoomEvent, { type: T }>;
+/** Room events that take a seq and are replayed on resume. */
+export type DurableRoomEvent = RoomEventOf<
+  'message.new' | 'message.edited' | 'message.deleted' | 'reaction.added' | 'reaction.removed' | 'member.joined' | 'member.left' | 'member.updated' | 'room.updated'
+>;
+/** Live-only room events (never replayed). */
+export type EphemeralRoomEvent = RoomEventOf<'typing' | 'presence' | 'receipt.read'>;
+
+/** What `inbox.events` delivers to `onData`: `{ id, data }`. */
+export type InboxEventEnvelope = Yielded<RouterOutputs['inbox']['events']>;
+/** An inbox event (mentions, new rooms, meeting invites, WebRTC signals, ...). */
+export type InboxEvent = DataOf<InboxEventEnvelope>;
+export type InboxEventType = InboxEvent['type'];
+export type InboxEventOf<T extends InboxEventType> = Extract<InboxEvent, { type: T }>;
+
+export type Message = RouterOutputs['chat']['send'];
+export type Reaction = Message['reactions'][number];
+export type Attachment = Message['attachments'][number];
+export type Room = RouterOutputs['room']['get'];
+export type RoomKind = Room['kind'];
+export type RoomListItem = RouterOutputs['room']['list'][number];
+export type Member = RouterOutputs['room']['members'][number];
+export type MemberRole = Member['role'];
+export type History = RouterOutputs['chat']['history'];
+export type SearchHit = RouterOutputs['chat']['search']['hits'][number];
+export type Me = RouterOutputs['auth']['me'];
+export type LoginResult = RouterOutputs['auth']['devLogin'];
+export type PresenceInfo = RouterOutputs['presence']['get'][number];
+export type PresenceStatus = PresenceInfo['status'];
+export type UnreadCount = RouterOutputs['receipt']['unread'][number];
+
+const DURABLE: ReadonlySet<string> = new Set<DurableRoomEvent['type']>([
+  'message.new',
+  'message.edited',
+  'message.deleted',
+  'reaction.added',
+  'reaction.removed',
+  'member.joined',
+  'member.left',
+  'member.updated',
+  'room.updated',
+]);
+
+/** True for events that carry a room seq (and are replayed on resume). */
+export function isDurableEvent(event: RoomEvent): event is DurableRoomEvent {
+  return DURABLE.has(event.type);
+}

@@ -1,0 +1,43 @@
+import type { InboxSignal } from '../realtime/events.js';
+import type { Actor } from './actor.js';
+import { type Deps, em as fork, sql } from './deps.js';
+import { AppError, badRequest, notFound } from './errors.js';
+import type { InboxService } from './inbox.js';
+import type { RoomService } from './rooms.js';
+
+/** Largest signal payload (JSON, UTF-8 bytes). An SDP offer with many codecs is a few KiB. */
+export const MAX_SIGNAL_PAYLOAD_BYTES = 16 * 1024;
+
+export type SignalType = InboxSignal['signal'];
+
+/**
+ * WebRTC signaling for 1:1 calls, relayed between two members of a room: offers, answers, ICE
+ * candidates and hangups go to the target user's `inbox.events` as live `signal` events. Never
+ * stored, never replayed, never logged (SDP carries addresses).
+ */
+export class SignalService {
+  constructor(
+    private readonly deps: Deps,
+    private readonly rooms: RoomService,
+    private readonly inbox: InboxService,
+  ) {}
+
+  async send(actor: Actor, input: { roomId: string; toUserId: string; type: SignalType; payload?: unknown }): Promise<{ ok: true }> {
+    if (input.toUserId === actor.id) throw badRequest('cannot send a signal to yourself');
+    const payload = input.payload ?? null;
+    const size = Buffer.byteLength(JSON.stringify(payload), 'utf8');
+    if (size > MAX_SIGNAL_PAYLOAD_BYTES) {
+      throw new AppError('PAYLOAD_TOO_LARGE', `signal payload is ${size} bytes; at most ${MAX_SIGNAL_PAYLOAD_BYTES} bytes are relayed`);
+    }
+    await this.deps.limits?.consume('signal', `${actor.tenant}:${actor.id}`);
+    // Both ends must be members: the sender by the one access check (muted members cannot call),
+    // support agents and service tokens without a membership do not count.
+    const access = await this.rooms.requireAccess(actor, input.roomId, 'send');
+    if (!access.member) throw notFound('room');
+    const target = await sql(fork(this.deps), 'select 1 from membership where room_id = ? and user_id = ?', [input.roomId, input.toUserId]);
+    if (target.length === 0) throw notFound('recipient in this room');
+    const signal: InboxSignal = { type: 'signal', roomId: input.roomId, from: actor.id, signal: input.type, payload };
+    await this.inbox.publish(actor.tenant, input.toUserId, signal);
+    return { ok: true };
+  }
+}

@@ -1,0 +1,383 @@
+/**
+ * The Node CLI (client/cli.ts), spawned as a real process against real servers (PostgreSQL +
+ * Redis): stored login, every command's --json output, `tail --json` while someone sends, the
+ * interactive `chat` driven through stdin (also across a server restart), the demo, and one-line
+ * errors with a non-zero exit. Waits are on output, never sleeps.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createChatClient, type ChatClient } from '../client/index.js';
+import { TEST_REDIS_URL } from './env.js';
+import { Collector, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
+import { PROJECT_ROOT } from './proc.js';
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let prefix: string;
+let port: number;
+let server: TestServer;
+let noDevLogin: TestServer;
+let dir: string;
+let url: string;
+const clients: ChatClient[] = [];
+const procs = new Set<ChildProcess>();
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+  const p = (srv.address() as { port: number }).port;
+  await new Promise<void>((res) => srv.close(() => res()));
+  return p;
+}
+
+const config = (overrides: Parameters<typeof testConfig>[0] = {}) =>
+  testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: prefix, ...overrides });
+
+beforeAll(async () => {
+  db = await createTestDatabase('cli');
+  prefix = testPrefix('cli');
+  port = await freePort();
+  dir = await mkdtemp(join(tmpdir(), 'chat-cli-test-'));
+  [server, noDevLogin] = await Promise.all([startServer(config({ port })), startServer(config({ devLogin: false }))]);
+  url = server.url;
+});
+
+afterAll(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  await Promise.allSettled(clients.map((c) => c.close()));
+  await Promise.allSettled([server?.close(), noDevLogin?.close()]);
+  await db?.drop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+function client(userId: string): ChatClient {
+  const c = createChatClient({ url, token: tokenFor(userId), lazy: true });
+  clients.push(c);
+  return c;
+}
+
+interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout lines parsed as JSON (fails the test if one is not JSON). */
+  json<T = Record<string, unknown>>(): T[];
+}
+
+function cliEnv(user: string, env: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: dir,
+    CHAT_URL: url,
+    CHAT_CONFIG: join(dir, `${user}.json`),
+    NO_COLOR: '1',
+    ...env,
+  };
+}
+
+/** Spawns `node --import tsx client/cli.ts ...args` (or another entry) and tracks it for cleanup. */
+function spawnCli(args: string[], user: string, env: Record<string, string> = {}, entry = ['--import', 'tsx', 'client/cli.ts']): ChildProcess {
+  const child = spawn(process.execPath, [...entry, ...args], { cwd: PROJECT_ROOT, env: cliEnv(user, env), stdio: ['pipe', 'pipe', 'pipe'] });
+  procs.add(child);
+  child.once('exit', () => procs.delete(child));
+  return child;
+}
+
+/** Runs a command to completion. */
+async function cli(args: string[], user = 'alice', env: Record<string, string> = {}, entry?: string[]): Promise<CliRun> {
+  const child = spawnCli(args, user, env, entry);
+  child.stdin!.end();
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  return {
+    code,
+    stdout,
+    stderr,
+    json<T>() {
+      return stdout
+        .split('\n')
+        .filter((l) => l.length > 0)
+        .map((l) => {
+          try {
+            return JSON.parse(l) as T;
+          } catch {
+            throw new Error(`not a JSON line: ${l}\nstderr: ${stderr}`);
+          }
+        });
+    },
+  };
+}
+
+/** A long-running CLI (tail, chat): its output lines as they come, stdin to drive it. */
+class LiveCli {
+  readonly out = new Collector<string>();
+  readonly err: string[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcess) {
+    createInterface({ input: child.stdout! }).on('line', (l) => this.out.push(l));
+    createInterface({ input: child.stderr! }).on('line', (l) => this.err.push(l));
+    this.exited = new Promise((res) => child.once('exit', (c) => res(c)));
+  }
+  write(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+  /** Waits for a line matching `pred` and returns it. */
+  async line(pred: (l: string) => boolean, what: string, timeoutMs = 15_000): Promise<string> {
+    try {
+      const lines = await this.out.until((ls) => ls.some(pred), what, timeoutMs);
+      return lines.find(pred)!;
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n--- stdout ---\n${this.out.items.join('\n')}\n--- stderr ---\n${this.err.join('\n')}`);
+    }
+  }
+  /**
+   * For live-only signals (typing), which a subscription that is not attached yet never sees:
+   * repeats `act` until a line matching `pred` shows up (each try waits on the output).
+   */
+  async lineAfter(act: () => Promise<unknown>, pred: (l: string) => boolean, what: string, tries = 10): Promise<string> {
+    for (let i = 1; ; i++) {
+      await act();
+      try {
+        return await this.line(pred, what, i === tries ? 15_000 : 1_000);
+      } catch (err) {
+        if (i === tries) throw err;
+      }
+    }
+  }
+
+  count(pred: (l: string) => boolean): number {
+    return this.out.items.filter(pred).length;
+  }
+}
+
+/** Logs a user in through the CLI (dev login) into their own config file. */
+async function login(user: string): Promise<void> {
+  const r = await cli(['login', user], user);
+  expect(r.code, r.stderr).toBe(0);
+}
+
+describe('chat CLI', () => {
+  it('login stores the token in a 0600 file; rooms/create/send/history/search/read speak JSON lines', async () => {
+    const [r] = await Promise.all([cli(['login', 'alice', '--json']), login('bob')]);
+    expect(r.code, r.stderr).toBe(0);
+    const [out] = r.json<{ user: { id: string }; url: string; config: string }>();
+    expect(out).toMatchObject({ user: { id: 'alice' }, url, config: join(dir, 'alice.json') });
+    const file = join(dir, 'alice.json');
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const stored = JSON.parse(await readFile(file, 'utf8')) as { logins: Record<string, { token: string; via: string }> };
+    const token = stored.logins[url]!.token;
+    expect(stored.logins[url]!.via).toBe('dev');
+    // The stored token is a real one.
+    const c = createChatClient({ url, token, lazy: true });
+    clients.push(c);
+    expect((await c.trpc.auth.me.query()).id).toBe('alice');
+
+    const created = await cli(['create', 'cli-room', '--member', 'bob', '--key', 'order:42', '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const [room] = created.json<{ id: string; name: string; kind: string; key: string }>();
+    expect(room).toMatchObject({ name: 'cli-room', kind: 'group', key: 'order:42' });
+
+    const [sent1, sent2] = await Promise.all([
+      cli(['send', room!.id, 'hello from the cli', '--json']),
+      cli(['send', 'cli-room', 'second', 'line', '--json'], 'bob'), // by name, words joined
+    ]);
+    expect(sent1.code, sent1.stderr).toBe(0);
+    expect(sent2.code, sent2.stderr).toBe(0);
+    const m1 = sent1.json<{ seq: number; body: string; senderId: string }>()[0]!;
+    const m2 = sent2.json<{ seq: number; body: string; senderId: string }>()[0]!;
+    expect(m1).toMatchObject({ body: 'hello from the cli', senderId: 'alice' });
+    expect(m2).toMatchObject({ body: 'second line', senderId: 'bob' });
+
+    const [history, search, rooms, members, dm, text] = await Promise.all([
+      cli(['history', 'order:42', '--limit', '10', '--json']),
+      cli(['search', 'hello', '--room', room!.id, '--json']),
+      cli(['rooms', '--json'], 'bob'),
+      cli(['members', room!.id, '--json']),
+      cli(['dm', 'bob', '--json']),
+      // Text mode too, through the package's bin (client/bin.mjs runs the same CLI).
+      cli(['history', room!.id], 'alice', {}, ['client/bin.mjs']),
+    ]);
+    for (const r2 of [history, search, rooms, members, dm, text]) expect(r2.code, r2.stderr).toBe(0);
+    expect(dm.json()).toEqual([expect.objectContaining({ kind: 'direct' })]);
+    const msgs = history.json<{ seq: number; body: string | null; kind: string }>().filter((m) => m.kind !== 'system');
+    expect(msgs.map((m) => m.body)).toEqual(expect.arrayContaining(['hello from the cli', 'second line']));
+    const seqs = history.json<{ seq: number }>().map((m) => m.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(search.json<{ message: { seq: number }; roomId: string }>()).toEqual([expect.objectContaining({ roomId: room!.id, message: expect.objectContaining({ seq: m1.seq }) })]);
+    const bobsRooms = rooms.json<{ id: string; unreadCount: number }>();
+    expect(bobsRooms.find((x) => x.id === room!.id)?.unreadCount).toBe(1);
+    expect(members.json<{ userId: string; role: string }>().map((m) => [m.userId, m.role]).sort()).toEqual([
+      ['alice', 'owner'],
+      ['bob', 'member'],
+    ]);
+
+    // read: default is the room's last seq; an explicit seq too.
+    const read = await cli(['read', room!.id, '--json'], 'bob');
+    expect(read.code, read.stderr).toBe(0);
+    expect(read.json()[0]).toEqual({ roomId: room!.id, lastReadSeq: Math.max(m1.seq, m2.seq) });
+    const unread = await client('bob').trpc.receipt.unread.query();
+    expect(unread.find((u) => u.roomId === room!.id)?.unread ?? 0).toBe(0);
+
+    expect(text.stdout).toMatch(new RegExp(`#${m1.seq} alice: hello from the cli`));
+    expect(text.stdout).toMatch(new RegExp(`#${m2.seq} bob: second line`));
+  });
+
+  it('tail --json prints one event object per line while another client sends', async () => {
+    await login('carol');
+    const dave = client('dave');
+    const room = await dave.trpc.room.create.mutate({ kind: 'group', name: 'tail-room', memberIds: ['carol'] });
+    const tail = new LiveCli(spawnCli(['tail', room.id, '--json'], 'carol'));
+    const parse = (l: string) => JSON.parse(l) as { type: string; seq?: number; message?: { body: string } };
+    const ready = parse(await tail.line((l) => parse(l).type === 'ready', 'ready'));
+    expect(ready.seq).toBe(room.lastSeq);
+
+    const first = await dave.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'tail one' });
+    await dave.trpc.chat.react.mutate({ messageId: first.id, emoji: '🎉' });
+    await dave.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'tail two' });
+    await tail.line((l) => parse(l).message?.body === 'tail two', 'the second message');
+    const events = tail.out.items.map(parse);
+    expect(events.map((e) => e.type)).toEqual(['ready', 'message.new', 'reaction.added', 'message.new']);
+    expect(events[1]).toMatchObject({ type: 'message.new', roomId: room.id, seq: first.seq, message: { body: 'tail one', senderId: 'dave' } });
+    expect(events[2]).toMatchObject({ type: 'reaction.added', messageId: first.id, userId: 'dave', emoji: '🎉' });
+
+    tail.child.kill('SIGINT');
+    expect(await tail.exited).toBe(0);
+  });
+
+  it('chat: scrollback, sending with Enter, a message from another user, typing, /react, /edit, /who, /quit', async () => {
+    await login('erin');
+    const frank = client('frank');
+    const room = await frank.trpc.room.create.mutate({ kind: 'group', name: 'chat-room', memberIds: ['erin'] });
+    const old = await frank.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'before you came' });
+
+    const chat = new LiveCli(spawnCli(['chat', 'chat-room'], 'erin'));
+    await chat.line((l) => l.includes(`#${old.seq} frank: before you came`), 'scrollback');
+
+    chat.write('hi frank, erin here');
+    const mine = await chat.line((l) => / erin: hi frank, erin here$/.test(l), 'my own message');
+    const mySeq = Number(/#(\d+)/.exec(mine)![1]);
+
+    // Toggled so that the server forwards each try (it coalesces unchanged refreshes).
+    const frankTypes = async () => {
+      await frank.trpc.chat.typing.mutate({ roomId: room.id, typing: false });
+      await frank.trpc.chat.typing.mutate({ roomId: room.id, typing: true });
+    };
+    await chat.lineAfter(frankTypes, (l) => l.includes('frank is typing'), 'typing shown');
+    const reply = await frank.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'welcome erin' });
+    await chat.line((l) => l.includes(`#${reply.seq} frank: welcome erin`), "frank's message");
+
+    chat.write(`/react ${reply.seq} 👍`);
+    await chat.line((l) => l.includes(`erin reacted 👍 to #${reply.seq}`), 'the reaction');
+    chat.write(`/edit ${mySeq} hi frank (edited)`);
+    await chat.line((l) => l.includes(`#${mySeq} ✎ edited erin: hi frank (edited)`), 'the edit');
+    chat.write('/who');
+    await chat.line((l) => /^\s+\S+ frank owner/.test(l), 'the member list');
+    await chat.line((l) => /^\s+\S+ erin member/.test(l), 'the member list');
+    chat.write('/react 99999 👍');
+    await chat.line((l) => l.includes('no message #99999'), 'an error for an unknown seq');
+
+    // What the server has: the reaction by erin, the edit, each message once.
+    const h = await frank.trpc.chat.history.query({ roomId: room.id });
+    expect(h.messages.find((m) => m.id === reply.id)!.reactions).toEqual([{ emoji: '👍', count: 1, me: false }]);
+    expect(h.messages.filter((m) => m.senderId === 'erin').map((m) => m.body)).toEqual(['hi frank (edited)']);
+    expect(chat.count((l) => l.includes('frank: welcome erin'))).toBe(1);
+    expect(chat.count((l) => / erin: hi frank, erin here$/.test(l))).toBe(1);
+
+    chat.write('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
+  it('chat survives a server restart: reconnects, resumes, sends what was typed meanwhile, no line lost or repeated', async () => {
+    await login('gina');
+    const hugo = client('hugo');
+    const room = await hugo.trpc.room.create.mutate({ kind: 'group', name: 'restart-room', memberIds: ['gina'] });
+    const chat = new LiveCli(spawnCli(['chat', room.id], 'gina'));
+    // Typing is live-only: seeing it proves the chat's subscription is up.
+    const hugoTypes = async () => {
+      await hugo.trpc.chat.typing.mutate({ roomId: room.id, typing: false });
+      await hugo.trpc.chat.typing.mutate({ roomId: room.id, typing: true });
+    };
+    await chat.lineAfter(hugoTypes, (l) => l.includes('hugo is typing'), 'the live subscription');
+    const before = await hugo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'before the restart' });
+    await chat.line((l) => l.includes('hugo: before the restart'), 'a live message');
+
+    await server.close();
+    await chat.line((l) => l.includes('connection lost'), 'the lost connection');
+    chat.write('typed while the server was down');
+    await chat.line((l) => l.includes('server unreachable'), 'the queued line');
+    server = await startServer(config({ port }));
+    const during = await hugo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'right after the restart' });
+
+    await chat.line((l) => l.includes('gina: typed while the server was down'), 'the queued line sent', 20_000);
+    await chat.line((l) => l.includes(`#${during.seq} hugo: right after the restart`), 'the message sent before the resume', 20_000);
+    await chat.line((l) => l.includes('reconnected'), 'reconnected');
+    const after = await hugo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after the restart' });
+    await chat.line((l) => l.includes(`#${after.seq} hugo: after the restart`), 'a live message after the restart');
+
+    for (const body of ['before the restart', 'right after the restart', 'after the restart']) {
+      expect(chat.count((l) => l.endsWith(`hugo: ${body}`))).toBe(1);
+    }
+    expect(chat.count((l) => l.endsWith('gina: typed while the server was down'))).toBe(1);
+    const h = await hugo.trpc.chat.history.query({ roomId: room.id });
+    expect(h.messages.filter((m) => m.senderId === 'gina').map((m) => m.body)).toEqual(['typed while the server was down']);
+    expect(before.seq).toBeLessThan(during.seq);
+
+    chat.child.stdin!.end(); // Ctrl-D
+    expect(await chat.exited).toBe(0);
+  });
+
+  it('demo: two simulated users talk, then it exits 0', async () => {
+    const r = await cli(['demo', '--messages', '4', '--delay', '0']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('demo-alice: Hi Bob!');
+    expect(r.stdout).toContain('demo-bob: Hey Alice');
+    expect(r.stdout).toMatch(/demo done: 4 messages, each received once and in order by both users/);
+  });
+
+  it('errors: one line on stderr and a non-zero exit for a bad URL, a refused login, an unknown room, no video', async () => {
+    const deadPort = await freePort();
+    const token = tokenFor('ivan');
+    const runs = await Promise.all([
+      cli(['rooms', '--url', `http://127.0.0.1:${deadPort}`, '--token', token]),
+      cli(['rooms', '--url', 'not a url', '--token', token]),
+      cli(['login', 'ivan', '--url', noDevLogin.url], 'ivan'),
+      cli(['login', '--token', 'not-a-token'], 'ivan'),
+      cli(['history', uuid(), '--token', token]),
+      cli(['send', 'no-such-room', 'hi', '--token', token]),
+      cli(['meet', 'no-such-room', '--token', token]),
+      cli(['rooms'], 'nobody'),
+    ]);
+    const expected = [
+      `cannot reach the chat server at http://127.0.0.1:${deadPort}: connection refused`,
+      'invalid server URL "not a url"',
+      'login refused by',
+      'login refused by',
+      'not found (or you are not a member)',
+      'room "no-such-room" not found among your rooms',
+      'room "no-such-room" not found',
+      `not logged in to ${url}`,
+    ];
+    runs.forEach((r, i) => {
+      expect(r.code, `${expected[i]}: ${r.stderr}`).not.toBe(0);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toContain(expected[i]);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    });
+    expect(runs[2]!.stderr).toContain('dev login is disabled');
+
+    // meet in a real room: this server has no video provider configured.
+    const ivan = client('ivan');
+    const room = await ivan.trpc.room.create.mutate({ kind: 'group', name: 'meet-room' });
+    const meet = await cli(['meet', room.id, '--token', token]);
+    expect(meet.code).not.toBe(0);
+    expect(meet.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(meet.stderr).toMatch(/video is not configured/);
+  });
+});

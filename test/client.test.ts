@@ -1,0 +1,352 @@
+/**
+ * The typed client library (client/index.ts) against real servers: resume of every subscription
+ * across a server restart on the same port, token refresh on reconnect, no reconnect storm, and
+ * the observable connection state. Real PostgreSQL and Redis; each test file its own database.
+ */
+import { createServer } from 'node:net';
+import { TRPCClientError } from '@trpc/client';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  backoff,
+  createChatClient,
+  errorCode,
+  RoomTimeline,
+  type ChatClient,
+  type ConnectionState,
+  type InboxEvent,
+  type Message,
+  type RoomEvent,
+  type RoomEventEnvelope,
+} from '../client/index.js';
+import { TEST_REDIS_URL } from './env.js';
+import { Collector, createTestDatabase, deferred, startServer, testConfig, testPrefix, TEST_LIMITS, tokenFor, uuid, type TestServer } from './helpers.js';
+import { countUpgrades, withTimeout } from './ws-helpers.js';
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let prefix: string;
+const servers: TestServer[] = [];
+const clients: ChatClient[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase('client_lib');
+  prefix = testPrefix('client_lib');
+});
+afterEach(async () => {
+  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
+});
+afterAll(async () => {
+  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
+  await db?.drop();
+});
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((res) => srv.close(() => res()));
+  return port;
+}
+
+async function start(overrides: Parameters<typeof testConfig>[0] = {}): Promise<TestServer> {
+  const s = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: prefix, ...overrides }));
+  servers.push(s);
+  return s;
+}
+
+async function stop(s: TestServer): Promise<void> {
+  servers.splice(servers.indexOf(s), 1);
+  await s.close();
+}
+
+function track(c: ChatClient): ChatClient {
+  clients.push(c);
+  return c;
+}
+
+const bodyOf = (e: RoomEvent) => (e.type === 'message.new' ? e.message.body : null);
+
+describe('createChatClient', () => {
+  it('resumes every subscription across a server restart on the same port: nothing lost, nothing twice', async () => {
+    const port = await freePort();
+    let server = await start({ port });
+    const url = server.url;
+    expect(url).toBe(`http://127.0.0.1:${port}`);
+
+    let tokenCalls = 0;
+    const sub = track(
+      createChatClient({
+        url,
+        getToken: () => {
+          tokenCalls++;
+          return tokenFor('rita');
+        },
+      }),
+    );
+    const states = new Collector<ConnectionState>();
+    sub.onStateChange(states.push);
+    const sender = track(createChatClient({ url, token: tokenFor('sam'), lazy: true }));
+
+    const [roomA, roomB] = await Promise.all(
+      ['restart-a', 'restart-b'].map((name) => sender.trpc.room.create.mutate({ kind: 'group', name, memberIds: ['rita'] })),
+    );
+
+    // Room A through tRPC's own wsLink resume (tracked ids), room B through subscribeRoom, and the inbox.
+    const rawA = new Collector<RoomEventEnvelope>();
+    sub.trpc.chat.events.subscribe({ roomId: roomA!.id }, { onData: rawA.push, onError: rawA.fail });
+    const evB = new Collector<RoomEvent>();
+    const retriesB: unknown[] = [];
+    sub.subscribeRoom(roomB!.id, { onEvent: evB.push, onError: evB.fail, onRetry: (e) => retriesB.push(e) });
+    const inbox = new Collector<InboxEvent>();
+    sub.subscribeInbox({ onEvent: inbox.push, onError: inbox.fail });
+    await rawA.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready A');
+    await evB.until((xs) => xs.some((x) => x.type === 'ready'), 'ready B');
+    await inbox.until((xs) => xs.some((x) => x.type === 'ready'), 'inbox ready');
+    expect(sub.state.state).toBe('open');
+
+    const send = (roomId: string, body: string) => sender.trpc.chat.send.mutate({ roomId, clientId: uuid(), body });
+    const sent: Message[] = [];
+    for (let i = 0; i < 3; i++) sent.push(await send(roomA!.id, `a${i}`), await send(roomB!.id, `b${i}`));
+    await rawA.until((xs) => xs.filter((x) => x.data.type === 'message.new').length === 3, 'first messages in A');
+    await evB.until((xs) => xs.filter((x) => x.type === 'message.new').length === 3, 'first messages in B');
+
+    // Restart: the old server drains and closes; a new process-equivalent listens on the same port.
+    await stop(server);
+    await states.until((xs) => xs.at(-1)?.state === 'connecting', 'connecting after the server closed');
+    server = await start({ port });
+    // Sent before the subscriber is back: only the resume can deliver these.
+    for (let i = 3; i < 6; i++) sent.push(await send(roomA!.id, `a${i}`), await send(roomB!.id, `b${i}`));
+    const added = await sender.trpc.room.create.mutate({ kind: 'group', name: 'restart-c', memberIds: ['rita'] });
+
+    await rawA.until((xs) => xs.filter((x) => x.data.type === 'message.new').length >= 6, 'all messages in A');
+    await evB.until((xs) => xs.filter((x) => x.type === 'message.new').length >= 6, 'all messages in B');
+    await inbox.until((xs) => xs.some((x) => x.type === 'room.added' && x.roomId === added.id), 'inbox room.added after restart');
+
+    // Exactly the sent messages, once each, in seq order.
+    const expectA = sent.filter((m) => m.roomId === roomA!.id).map((m) => m.seq);
+    const expectB = sent.filter((m) => m.roomId === roomB!.id).map((m) => m.seq);
+    const gotA = rawA.items.filter((x) => x.data.type === 'message.new').map((x) => (x.data as { seq: number }).seq);
+    const gotB = evB.items.filter((x) => x.type === 'message.new').map((x) => (x as { seq: number }).seq);
+    expect(gotA).toEqual(expectA);
+    expect(gotB).toEqual(expectB);
+    expect(evB.items.filter((x) => x.type === 'message.new').map(bodyOf)).toEqual(['b0', 'b1', 'b2', 'b3', 'b4', 'b5']);
+    // wsLink resumed with the last tracked id: ids keep increasing and `ready` came only once.
+    expect(rawA.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
+    expect(evB.items.filter((x) => x.type === 'ready')).toHaveLength(1);
+    const ids = rawA.items.map((x) => Number(x.id));
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+
+    // The state went open -> connecting (with the cause) -> open; the token was read again.
+    const seq = states.items.map((s) => s.state);
+    expect(seq[0]).toBe('connecting');
+    expect(seq).toContain('open');
+    const lost = states.items.findIndex((s, i) => i > 0 && s.state === 'connecting');
+    expect(states.items[lost]!.error).toBeInstanceOf(Error);
+    expect(states.items.slice(lost).some((s) => s.state === 'open')).toBe(true);
+    expect(sub.state).toMatchObject({ state: 'open', error: null });
+    expect(tokenCalls).toBeGreaterThanOrEqual(2);
+    expect(rawA.error).toBeNull();
+    expect(evB.error).toBeNull();
+
+    await sub.close();
+    expect(sub.state.state).toBe('closed');
+    expect(states.items.at(-1)!.state).toBe('closed');
+  });
+
+  it('reads a fresh token on reconnect: a socket closed at token expiry (4001) comes back with the new one', async () => {
+    const server = await start();
+    const tokens: string[] = [];
+    const c = track(
+      createChatClient({
+        url: server.url,
+        allOverWebSocket: true, // every call on the socket: getToken is read only by connectionParams
+        getToken: () => {
+          // The first token lives 2 s (exp has 1 s resolution); later ones are fresh.
+          const t = tokens.length === 0 ? tokenFor('tara', { ttlSeconds: 2, name: 'Tara v1' }) : tokenFor('tara', { name: `Tara v${tokens.length + 1}` });
+          tokens.push(t);
+          return t;
+        },
+      }),
+    );
+    const states = new Collector<ConnectionState>();
+    c.onStateChange(states.push);
+    expect((await c.trpc.auth.me.query()).name).toBe('Tara v1');
+    const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'refresh', memberIds: ['ted'] });
+    const events = new Collector<RoomEvent>();
+    c.subscribeRoom(room.id, { onEvent: events.push, onError: events.fail });
+    await events.until((xs) => xs.some((x) => x.type === 'ready'), 'ready');
+
+    await states.until((xs) => xs.some((s) => s.state === 'connecting' && s.closeCode === 4001), 'the server closing the socket at expiry', 10_000);
+    await states.until((xs) => xs.at(-1)?.state === 'open', 'reconnected');
+    const me = await c.trpc.auth.me.query();
+    expect(tokens.length).toBeGreaterThanOrEqual(2);
+    expect(me.name).toBe(`Tara v${tokens.length}`); // the newest token is the one in use
+
+    // The subscription went on with the new token.
+    const ted = track(createChatClient({ url: server.url, token: tokenFor('ted'), lazy: true }));
+    const m = await ted.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after refresh' });
+    await events.until((xs) => xs.some((x) => x.type === 'message.new' && x.seq === m.seq), 'message after the refresh');
+    expect(events.items.filter((x) => x.type === 'message.new').map(bodyOf)).toEqual(['after refresh']);
+    expect(events.error).toBeNull();
+  });
+
+  it('no reconnect storm when the token is rejected: one connection, final errors, the token read once', async () => {
+    const server = await start();
+    const upgrades = countUpgrades(server.app.server);
+    try {
+      let tokenCalls = 0;
+      const retries: unknown[] = [];
+      const c = track(
+        createChatClient({
+          url: server.url,
+          allOverWebSocket: true,
+          getToken: () => {
+            tokenCalls++;
+            return tokenFor('mallory', { secret: 'not-the-server-secret-0123456789abcdef' });
+          },
+          // 0: if the server dropped the socket, the client would reconnect at once and the round
+          // trips below would show it.
+          retryDelayMs: () => 0,
+        }),
+      );
+      const failures: Error[] = [];
+      for (let i = 0; i < 3; i++) {
+        const err = deferred<Error>();
+        c.subscribeRoom(uuid(), { onEvent: () => undefined, onError: err.resolve, onRetry: (e) => retries.push(e) });
+        failures.push(await withTimeout(err.promise, 5000, 'subscription error'));
+        failures.push(await c.trpc.auth.me.query().then(() => new Error('auth.me succeeded'), (e: Error) => e));
+      }
+      for (const f of failures) {
+        expect(f).toBeInstanceOf(TRPCClientError);
+        expect(errorCode(f)).toBe('UNAUTHORIZED');
+      }
+      // A last round trip on the same socket.
+      await expect(c.trpc.auth.me.query()).rejects.toThrow('invalid access token');
+      expect(retries).toEqual([]);
+      expect(upgrades.count).toBe(1);
+      expect(tokenCalls).toBe(1);
+      expect(c.state).toMatchObject({ state: 'open', error: null });
+    } finally {
+      upgrades.stop();
+    }
+  });
+
+  it('a server that closes every new connection (too many connections) is retried with a growing backoff, never a tight loop', async () => {
+    const server = await start({ limits: { ...TEST_LIMITS, connectionsPerIp: 1 } });
+    const holder = track(createChatClient({ url: server.url, token: tokenFor('hal') }));
+    await holder.trpc.auth.me.query();
+    const held = new Collector<ConnectionState>();
+    holder.onStateChange(held.push);
+    await held.until((xs) => xs.at(-1)?.state === 'open', 'the first connection');
+
+    const upgrades = countUpgrades(server.app.server);
+    try {
+      const states = new Collector<ConnectionState>();
+      const t0 = Date.now();
+      const flapper = track(createChatClient({ url: server.url, token: tokenFor('hal') }));
+      flapper.onStateChange(states.push);
+      await states.until((xs) => xs.filter((s) => s.closeCode === 4029).length >= 3, 'three refused connections', 15_000);
+      const elapsed = Date.now() - t0;
+      // Each refusal pushes the backoff up (floor 250 ms): >= 250 + 500 ms before the 3rd attempt;
+      // a client that restarted at the floor every time would be there after 500 ms.
+      expect(elapsed).toBeGreaterThanOrEqual(750);
+      expect(upgrades.count).toBe(3);
+      expect(states.items.find((s) => s.closeCode === 4029)?.state).toBe('connecting');
+    } finally {
+      upgrades.stop();
+    }
+  });
+
+  it('exposes the connection state: connecting -> open -> closed, lazy clients start closed', async () => {
+    const server = await start();
+    const eager = createChatClient({ url: server.url, token: tokenFor('sid') });
+    const seen = new Collector<ConnectionState>();
+    const off = eager.onStateChange(seen.push);
+    await seen.until((xs) => xs.at(-1)?.state === 'open', 'open');
+    expect(seen.items.map((s) => s.state)).toEqual(['connecting', 'open']);
+    await eager.close();
+    expect(seen.items.map((s) => s.state)).toEqual(['connecting', 'open', 'closed']);
+    off();
+
+    const lazy = track(createChatClient({ url: server.url, token: tokenFor('sid'), lazy: true }));
+    const lazySeen = new Collector<ConnectionState>();
+    lazy.onStateChange(lazySeen.push);
+    expect(lazy.state.state).toBe('closed');
+    await lazy.trpc.auth.me.query(); // HTTP: no socket needed
+    expect(lazy.state.state).toBe('closed');
+    const room = await lazy.trpc.room.create.mutate({ kind: 'group', name: 'lazy' });
+    const ev = new Collector<RoomEvent>();
+    const s = lazy.subscribeRoom(room.id, { onEvent: ev.push, onError: ev.fail });
+    await ev.until((xs) => xs.some((x) => x.type === 'ready'), 'ready');
+    expect(lazy.state.state).toBe('open');
+    expect(lazySeen.items.map((x) => x.state)).toEqual(['closed', 'connecting', 'open']);
+    s.unsubscribe();
+  });
+
+  it('openRoom: history, then live from its last seq, edits and reactions applied once', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann'), lazy: true }));
+    const bo = track(createChatClient({ url: server.url, token: tokenFor('bo'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'timeline', memberIds: ['bo'] });
+    const first = await bo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'one' });
+    await bo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'two' });
+
+    const changes = new Collector<RoomEvent | null>();
+    const view = ann.openRoom(room.id, { historyLimit: 10, onChange: (e) => changes.push(e), onError: changes.fail });
+    await view.loaded;
+    expect(view.timeline.messages().filter((m) => m.kind !== 'system').map((m) => m.body)).toEqual(['one', 'two']);
+
+    await ann.trpc.chat.react.mutate({ messageId: first.id, emoji: '👍' });
+    await bo.trpc.chat.edit.mutate({ messageId: first.id, body: 'one!' });
+    const three = await bo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'three' });
+    await changes.until(() => view.timeline.lastSeq >= three.seq, 'the live events');
+    const snap = view.timeline.getSnapshot();
+    expect(snap.messages.filter((m) => m.kind !== 'system').map((m) => m.body)).toEqual(['one!', 'two', 'three']);
+    expect(view.timeline.bySeq(first.seq)!.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
+    // Applying a replayed event again changes nothing.
+    const replay = changes.items.find((e) => e?.type === 'message.new')!;
+    expect(view.timeline.apply(replay)).toBe(false);
+    view.close();
+  });
+});
+
+describe('client helpers', () => {
+  it('backoff has a floor, grows, is capped and jittered', () => {
+    for (let n = 0; n < 20; n++) {
+      expect(backoff(n)).toBeGreaterThanOrEqual(250);
+      expect(backoff(n)).toBeLessThanOrEqual(10_000);
+    }
+    expect(Math.min(...Array.from({ length: 50 }, () => backoff(4)))).toBeGreaterThanOrEqual(2000);
+    expect(new Set(Array.from({ length: 50 }, () => backoff(6))).size).toBeGreaterThan(1);
+  });
+
+  it('RoomTimeline drops a durable event it has applied and keeps seq order', () => {
+    const t = new RoomTimeline('me');
+    const msg = (seq: number, body: string): Message => ({
+      id: `m${seq}`,
+      roomId: 'r',
+      seq,
+      senderId: 'you',
+      body,
+      kind: 'text',
+      attachments: [],
+      replyToId: null,
+      mentions: [],
+      createdAt: new Date(),
+      editedAt: null,
+      deletedAt: null,
+      reactions: [],
+      replyCount: 0,
+      lastReplyAt: null,
+    });
+    t.load([msg(5, 'five'), msg(3, 'three')]);
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 5, message: msg(5, 'five') })).toBe(false);
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 7, message: msg(7, 'seven') })).toBe(true);
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 7, message: msg(7, 'seven') })).toBe(false);
+    expect(t.apply({ type: 'typing', roomId: 'r', userId: 'you', typing: true })).toBe(true);
+    expect(t.apply({ type: 'typing', roomId: 'r', userId: 'me', typing: true })).toBe(false); // never yourself
+    expect(t.typing()).toEqual(['you']);
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 8, message: msg(8, 'eight') })).toBe(true);
+    expect(t.typing()).toEqual([]); // their message ended their typing
+    expect(t.messages().map((m) => m.seq)).toEqual([3, 5, 7, 8]);
+  });
+});

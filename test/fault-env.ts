@@ -1,0 +1,290 @@
+/**
+ * Private infrastructure for fault tests: a Redis server and a PostgreSQL cluster that belong to one
+ * test file, on free loopback ports, so a test can kill and restart them without touching the
+ * machine's shared services (127.0.0.1:5432 / :6379) that other test files use in parallel.
+ *
+ *   const env = new FaultEnv();           // afterAll(() => env.cleanup())
+ *   const redis = await env.redis();      // redis-server child; kill() / start() on the same port
+ *   const pg = await env.postgres();      // initdb + pg_ctl in a temp dir; stop('immediate') / start()
+ *
+ * Cleanup runs in afterAll and, as a last resort, synchronously when the test worker exits.
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import pg from 'pg';
+
+/** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as import('node:net').AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Rejects after `ms` unless `p` settles first (the bound of an event wait). */
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** A redis-server child process on a fixed port; can be SIGKILLed and started again on that port. */
+export class PrivateRedis {
+  private child: ChildProcess | null = null;
+  private exited: Promise<void> = Promise.resolve();
+  readonly output: string[] = [];
+  /** How many times the server was (re)started. */
+  starts = 0;
+
+  constructor(readonly port: number) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  /** Starts redis-server and resolves once it logs that it accepts connections. */
+  async start(timeoutMs = 15_000): Promise<void> {
+    if (this.child) throw new Error('private redis already running');
+    const child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'notice'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    this.child = child;
+    live.redis.add(child);
+    this.exited = new Promise<void>((resolve) => {
+      child.once('exit', () => {
+        live.redis.delete(child);
+        if (this.child === child) this.child = null;
+        resolve();
+      });
+    });
+    const ready = new Promise<void>((resolve, reject) => {
+      const onLine = (line: string) => {
+        this.output.push(line);
+        if (this.output.length > 200) this.output.shift();
+        if (/Ready to accept connections/i.test(line)) resolve();
+      };
+      createInterface({ input: child.stdout! }).on('line', onLine);
+      createInterface({ input: child.stderr! }).on('line', onLine);
+      child.once('error', reject);
+      void this.exited.then(() => reject(new Error(`redis-server exited before it was ready:\n${this.output.join('\n')}`)));
+    });
+    try {
+      await bounded(ready, timeoutMs, `redis-server on port ${this.port}`);
+    } catch (err) {
+      await this.kill();
+      throw err;
+    }
+    this.starts++;
+  }
+
+  /** SIGKILL (no shutdown, no goodbye to clients) and wait for the exit. */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    child.kill('SIGKILL');
+    await bounded(this.exited, 10_000, 'redis-server exit');
+  }
+}
+
+const PG_BIN_ROOT = '/usr/lib/postgresql';
+
+function pgBin(name: string): string {
+  const fromEnv = process.env.PG_BIN_DIR;
+  if (fromEnv) return join(fromEnv, name);
+  if (!existsSync(PG_BIN_ROOT)) throw new Error(`no PostgreSQL binaries under ${PG_BIN_ROOT} (set PG_BIN_DIR)`);
+  const versions = readdirSync(PG_BIN_ROOT)
+    .filter((v) => existsSync(join(PG_BIN_ROOT, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
+  if (!versions.length) throw new Error(`no initdb under ${PG_BIN_ROOT}/*/bin`);
+  return join(PG_BIN_ROOT, versions[0]!, 'bin', name);
+}
+
+/** initdb refuses to run as root: then the cluster belongs to the `postgres` OS user. */
+function runAs(): { prefix: string[]; uid: number; gid: number } | null {
+  if (process.getuid?.() !== 0) return null;
+  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+  return { prefix: ['runuser', '-u', 'postgres', '--'], uid, gid };
+}
+
+function run(cmd: string[], what: string, timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (out += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${what} failed (code ${code}, signal ${signal}):\n${out}`));
+    });
+  });
+}
+
+/** A PostgreSQL cluster of its own in a temp dir, managed with initdb/pg_ctl. */
+export class PrivatePostgres {
+  running = false;
+  /** How many times the server was (re)started. */
+  starts = 0;
+
+  private constructor(
+    readonly dir: string,
+    readonly port: number,
+    private readonly as: ReturnType<typeof runAs>,
+  ) {}
+
+  /** initdb in a fresh temp dir (about 2 s), then start. */
+  static async create(): Promise<PrivatePostgres> {
+    const as = runAs();
+    const dir = mkdtempSync(join(tmpdir(), 'chat-fault-pg-'));
+    live.dirs.add(dir);
+    if (as) chownSync(dir, as.uid, as.gid);
+    const port = await freePort();
+    const pgc = new PrivatePostgres(dir, port, as);
+    live.pg.add(pgc);
+    try {
+      await run(
+        [...(as?.prefix ?? []), pgBin('initdb'), '-D', pgc.dataDir, '-U', 'postgres', '--auth=trust', '-N', '-E', 'UTF8', '--locale=C'],
+        'initdb',
+      );
+      await pgc.start();
+    } catch (err) {
+      await pgc.destroy().catch(() => undefined);
+      throw err;
+    }
+    return pgc;
+  }
+
+  get dataDir(): string {
+    return join(this.dir, 'data');
+  }
+
+  /** The URL of a database of this cluster (default: `postgres`). */
+  url(database = 'postgres'): string {
+    return `postgresql://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  private ctl(args: string[]): string[] {
+    return [...(this.as?.prefix ?? []), pgBin('pg_ctl'), '-D', this.dataDir, ...args];
+  }
+
+  /** pg_ctl start -w: returns once the server accepts connections. */
+  async start(): Promise<void> {
+    const opts = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
+    await run(this.ctl(['-o', opts, '-l', join(this.dir, 'log'), '-w', '-t', '60', 'start']), 'pg_ctl start', 90_000);
+    this.running = true;
+    this.starts++;
+  }
+
+  /** pg_ctl stop: `immediate` is a crash of the server (no checkpoint, clients cut at once). */
+  async stop(mode: 'fast' | 'immediate' = 'fast'): Promise<void> {
+    await run(this.ctl(['-m', mode, '-w', '-t', '60', 'stop']), `pg_ctl stop -m ${mode}`, 90_000);
+    this.running = false;
+  }
+
+  async createDatabase(name: string): Promise<string> {
+    const c = new pg.Client({ connectionString: this.url() });
+    await c.connect();
+    try {
+      await c.query(`create database ${name}`);
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    return this.url(name);
+  }
+
+  /** Stops the server (immediate) and removes its directory. */
+  async destroy(): Promise<void> {
+    live.pg.delete(this);
+    try {
+      if (this.running || existsSync(join(this.dataDir, 'postmaster.pid'))) await this.stop('immediate');
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+      live.dirs.delete(this.dir);
+    }
+  }
+
+  /** Synchronous last resort (process exit). */
+  destroySync(): void {
+    if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
+      const cmd = this.ctl(['-m', 'immediate', '-w', '-t', '20', 'stop']);
+      spawnSync(cmd[0]!, cmd.slice(1), { stdio: 'ignore', timeout: 30_000 });
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+const live = { redis: new Set<ChildProcess>(), pg: new Set<PrivatePostgres>(), dirs: new Set<string>() };
+process.once('exit', () => {
+  for (const c of live.redis) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  for (const p of live.pg) {
+    try {
+      p.destroySync();
+    } catch {
+      /* best effort */
+    }
+  }
+  for (const d of live.dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** The private services of one test file; `cleanup()` belongs in afterAll (it never throws). */
+export class FaultEnv {
+  private readonly redises: PrivateRedis[] = [];
+  private readonly pgs: PrivatePostgres[] = [];
+
+  async redis(): Promise<PrivateRedis> {
+    const r = new PrivateRedis(await freePort());
+    this.redises.push(r);
+    await r.start();
+    return r;
+  }
+
+  async postgres(): Promise<PrivatePostgres> {
+    const p = await PrivatePostgres.create();
+    this.pgs.push(p);
+    return p;
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.allSettled([...this.redises.map((r) => r.kill()), ...this.pgs.map((p) => p.destroy())]);
+  }
+}
+
+/** Polls `fn` (no event exists for it, e.g. an HTTP status) every `everyMs` until it is true, bounded. */
+export async function pollUntil(fn: () => Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 100): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    if (await fn().catch(() => false)) return Date.now() - start;
+    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

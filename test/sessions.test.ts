@@ -1,0 +1,229 @@
+/**
+ * Long-lived sessions (issue 6), against real servers (PostgreSQL, Redis): dead connections found by
+ * the keepAlive, token expiry on open sockets (4001), auth.refresh on the live connection, admin
+ * revocation across two nodes (4003) with the iat denylist, membership changes ending streams, and
+ * subscriptions refused over HTTP (SSE), where none of these guards would apply.
+ */
+import jwt from 'jsonwebtoken';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CloseCode } from '../src/realtime/close-codes.js';
+import { TEST_REDIS_URL } from './env.js';
+import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
+import { closeOf, dropRedisPrefixes, elapse, errInfo, msUntilNextSecondAfter, rawClient, sessionsOf, type Frame, type RawClient } from './abuse-helpers.js';
+import { getJson, recordEvents, waitFor, withTimeout, wsClient, type WsTestClient } from './ws-helpers.js';
+
+const KEEPALIVE_MS = 300;
+/** tRPC's keepAlive waits this long for any message after its PING (set in src/app.ts). */
+const PONG_WAIT_MS = 5000;
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+/** N1 and N2: two nodes sharing Redis. */
+let N1: TestServer;
+let N2: TestServer;
+/** K: keepAlive every 300 ms of silence. */
+let K: TestServer;
+const prefixes = [testPrefix('sessions'), testPrefix('sessions_k')];
+const wsClients: WsTestClient[] = [];
+const raws: RawClient[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase('sessions');
+  const base = { databaseUrl: db.url, redisUrl: TEST_REDIS_URL };
+  const [shared, pk] = prefixes as [string, string];
+  N1 = await startServer(testConfig({ ...base, redisPrefix: shared }));
+  [N2, K] = await Promise.all([
+    startServer(testConfig({ ...base, redisPrefix: shared })),
+    startServer(testConfig({ ...base, redisPrefix: pk, wsKeepAliveMs: KEEPALIVE_MS })),
+  ]);
+});
+
+afterAll(async () => {
+  for (const r of raws.splice(0)) r.terminate();
+  await Promise.all(wsClients.splice(0).map((c) => c.close().catch(() => undefined)));
+  await Promise.all([N1, N2, K].map((s) => s?.close()));
+  await db?.drop();
+  await dropRedisPrefixes(TEST_REDIS_URL, prefixes);
+});
+
+const raw = (...args: Parameters<typeof rawClient>) => {
+  const r = rawClient(...args);
+  raws.push(r);
+  return r;
+};
+const ws = (srv: TestServer, token: string) => {
+  const c = wsClient({ url: srv.url, token });
+  wsClients.push(c);
+  return c;
+};
+const expOf = (token: string) => (jwt.decode(token) as { exp: number }).exp;
+
+async function room(owner: string, members: string[] = []): Promise<string> {
+  return (await callerFor(N1.app, actor(owner)).room.create({ kind: 'group', name: 'sessions', memberIds: members })).id;
+}
+
+const isReady = (id: number) => (f: Frame) => f.id === id && f.result?.data?.data?.type === 'ready';
+
+/** A raw client with a live `chat.events` subscription (id 1) on `roomId`. */
+async function subscribed(srv: TestServer, token: string, roomId: string): Promise<RawClient> {
+  const c = raw(srv.url, { token });
+  c.subscribe(1, 'chat.events', { roomId });
+  await c.waitFrame(isReady(1), 'ready');
+  return c;
+}
+
+async function httpMe(srv: TestServer, token: string): Promise<{ status: number; message: string | undefined }> {
+  const { status, body } = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } });
+  return { status, message: body?.error?.json?.message };
+}
+
+async function rejection(p: Promise<unknown>): Promise<ReturnType<typeof errInfo>> {
+  return errInfo(await p.then(() => new Error('unexpectedly succeeded'), (e: unknown) => e));
+}
+
+describe('keepAlive', () => {
+  it('a client that stops answering is closed within pingMs + pongWaitMs; one that answers stays', async () => {
+    const dead = raw(K.url, { token: tokenFor('ka-dead'), autoPong: false });
+    dead.subscribe(1, 'chat.events', { roomId: await room('ka-dead') });
+    await dead.waitFrame(isReady(1), 'ready');
+    // From here on the raw client sends nothing (it never answers the server's PING).
+    const silentSince = Date.now();
+    const alive = ws(K, tokenFor('ka-alive'));
+    await alive.trpc.auth.me.query();
+    const closed = await closeOf(dead, KEEPALIVE_MS + PONG_WAIT_MS + 5000, 'the silent client to be dropped');
+    const after = Date.now() - silentSince;
+    expect(closed.code).toBe(1006); // terminated, no close frame: what a half-open socket gets too
+    expect(dead.frames).toContain('PING');
+    expect(after).toBeGreaterThanOrEqual(KEEPALIVE_MS + PONG_WAIT_MS - 50);
+    expect(after).toBeLessThan(KEEPALIVE_MS + PONG_WAIT_MS + 2000);
+    await waitFor(() => sessionsOf(K.app, 'ka-dead').length === 0, 'the server to forget the dead session');
+    await waitFor(() => K.app.services.hubs.subscriberCount === 0, 'its subscription to be detached');
+    expect((await alive.trpc.auth.me.query()).id).toBe('ka-alive');
+    expect(alive.opens).toBe(1);
+    expect(alive.closes).toBe(0);
+    console.log(`[sessions] keepAlive ${KEEPALIVE_MS} ms + pong wait ${PONG_WAIT_MS} ms: silent client dropped after ${after} ms (1006); answering client kept`);
+  });
+});
+
+describe('token expiry on open sockets', () => {
+  it('at exp the server closes the socket with 4001', async () => {
+    const roomId = await room('exp-user');
+    const token = tokenFor('exp-user', { ttlSeconds: 2 });
+    const c = await subscribed(N1, token, roomId);
+    const closed = await closeOf(c, 4000, 'the close at expiry');
+    const at = Date.now();
+    expect(closed).toEqual({ code: CloseCode.TokenExpired, reason: 'access token expired' });
+    expect(at).toBeGreaterThanOrEqual(expOf(token) * 1000);
+    expect(at - expOf(token) * 1000).toBeLessThan(1000);
+    console.log(`[sessions] token expiry: socket closed 4001 ${at - expOf(token) * 1000} ms after exp`);
+  });
+
+  it('auth.refresh before expiry keeps the connection and its subscriptions past the old exp', async () => {
+    const roomId = await room('ref-owner', ['ref-user']);
+    const short = tokenFor('ref-user', { ttlSeconds: 2 });
+    const c = ws(N1, short);
+    const rec = recordEvents(c, { roomId });
+    await rec.ready();
+    // A second connection with the same token and no refresh: its 4001 marks the old expiry.
+    const control = await subscribed(N1, short, roomId);
+    const fresh = tokenFor('ref-user', { ttlSeconds: 600 });
+    const res = await c.trpc.auth.refresh.mutate({ token: fresh });
+    expect(res).toEqual({ connection: true, expiresAt: new Date(expOf(fresh) * 1000) });
+    expect(await closeOf(control, 4000, 'the control connection to expire')).toMatchObject({ code: CloseCode.TokenExpired });
+    expect(Date.now()).toBeGreaterThanOrEqual(expOf(short) * 1000);
+    const m = await callerFor(N1.app, actor('ref-owner')).chat.send({ roomId, clientId: uuid(), body: 'after the old expiry' });
+    await rec.untilSeq(m.seq);
+    expect((await c.trpc.auth.me.query()).expiresAt).toEqual(new Date(expOf(fresh) * 1000));
+    expect(c.opens).toBe(1);
+    expect(c.closes).toBe(0);
+    expect(rec.endedHow).toBeNull();
+  });
+
+  it('refresh with another user or tenant is FORBIDDEN; an expired or foreign token is UNAUTHORIZED; the connection keeps its identity', async () => {
+    const c = ws(N1, tokenFor('ref-2'));
+    const cases: [string, string, string, string][] = [
+      ['another user', tokenFor('mallory'), 'FORBIDDEN', 'a refreshed token must be for the same user and tenant'],
+      ['same user, another tenant', tokenFor('ref-2', { tenant: 'acme' }), 'FORBIDDEN', 'a refreshed token must be for the same user and tenant'],
+      ['expired', tokenFor('ref-2', { ttlSeconds: -5 }), 'UNAUTHORIZED', 'access token expired'],
+      ['signed with another secret', tokenFor('ref-2', { secret: 'another-secret-0123456789abcdef-xyz' }), 'UNAUTHORIZED', 'invalid access token'],
+      ['garbage', 'not-a-jwt', 'UNAUTHORIZED', 'invalid access token'],
+    ];
+    for (const [what, token, code, message] of cases) {
+      expect(await rejection(c.trpc.auth.refresh.mutate({ token })), what).toMatchObject({ code, message });
+    }
+    const me = await c.trpc.auth.me.query();
+    expect(me).toMatchObject({ id: 'ref-2', tenant: 'default' });
+    expect(c.closes).toBe(0);
+  });
+});
+
+describe('revocation', () => {
+  it("an admin's auth.revoke closes the user's sockets on both nodes (4003); old tokens are refused; new ones work after the next second", async () => {
+    const roomId = await room('rv-owner', ['victim', 'bystander']);
+    const old = tokenFor('victim');
+    const [v1, v2, bystander] = await Promise.all([subscribed(N1, old, roomId), subscribed(N2, old, roomId), subscribed(N2, tokenFor('bystander'), roomId)]);
+    const admin = ws(N1, tokenFor('root', { roles: ['admin'] }));
+    const t0 = performance.now();
+    const { revokedAt } = await admin.trpc.auth.revoke.mutate({ userId: 'victim' });
+    const closes = await Promise.all([v1, v2].map(async (v) => ({ ...(await closeOf(v, 5000, 'the victim socket to close')), ms: performance.now() - t0 })));
+    for (const c of closes) expect(c).toMatchObject({ code: CloseCode.Revoked, reason: 'sessions revoked' });
+    expect(bystander.isClosed).toBe(false);
+
+    // The old token: refused over HTTP and over WebSocket, on both nodes.
+    for (const n of [N1, N2]) {
+      expect(await httpMe(n, old)).toEqual({ status: 401, message: 'access token revoked' });
+      expect(await rejection(ws(n, old).trpc.auth.me.query())).toMatchObject({ code: 'UNAUTHORIZED', message: 'access token revoked' });
+    }
+    // iat has a resolution of one second: a token issued in the second of the revocation is refused
+    // too. Wait (a computed time, not a guess) for the next second, then a new token works.
+    const wait = msUntilNextSecondAfter(revokedAt.getTime());
+    await elapse(wait);
+    const fresh = tokenFor('victim');
+    for (const n of [N1, N2]) expect(await httpMe(n, fresh)).toMatchObject({ status: 200 });
+    const back = ws(N2, fresh);
+    const rec = recordEvents(back, { roomId });
+    await rec.ready();
+    console.log(
+      `[sessions] revoke: 4003 on node 1 after ${Math.round(closes[0]!.ms)} ms and on node 2 after ${Math.round(closes[1]!.ms)} ms; ` +
+        `old token 401/UNAUTHORIZED on both nodes; new token accepted after a computed wait of ${wait} ms`,
+    );
+  });
+
+  it('a non-admin gets FORBIDDEN; an admin of another tenant cannot touch this tenant', async () => {
+    const roomId = await room('rv2-owner', ['rv2-user']);
+    const user = await subscribed(N1, tokenFor('rv2-user'), roomId);
+    expect(await rejection(ws(N1, tokenFor('rv2-owner')).trpc.auth.revoke.mutate({ userId: 'rv2-user' }))).toMatchObject({
+      code: 'FORBIDDEN',
+      message: 'only admins can revoke sessions',
+    });
+    const foreignAdmin = ws(N2, tokenFor('root', { tenant: 'acme', roles: ['admin'] }));
+    await foreignAdmin.trpc.auth.revoke.mutate({ userId: 'rv2-user' });
+    // The revocation of acme's rv2-user went through the bus; ours keeps working.
+    expect(await httpMe(N1, tokenFor('rv2-user'))).toMatchObject({ status: 200 });
+    user.send({ id: 2, method: 'query', params: { path: 'auth.me', input: {} } });
+    expect((await user.waitFrame((f) => f.id === 2, 'auth.me')).result?.data).toMatchObject({ id: 'rv2-user', tenant: 'default' });
+    expect(user.isClosed).toBe(false);
+  });
+
+  it('banning a member ends their subscription to the room at once', async () => {
+    const roomId = await room('ban-owner', ['ban-user']);
+    const c = ws(N2, tokenFor('ban-user'));
+    const rec = recordEvents(c, { roomId });
+    await rec.ready();
+    await callerFor(N1.app, actor('ban-owner')).room.ban({ roomId, userId: 'ban-user' });
+    expect(await withTimeout(rec.ended, 5000, 'the banned member’s stream to end')).not.toBe('error');
+    expect(rec.events.items.at(-1)?.data).toMatchObject({ type: 'member.left', userId: 'ban-user', reason: 'banned' });
+  });
+});
+
+describe('subscriptions over HTTP', () => {
+  it('are refused (WebSocket only): an SSE stream would escape expiry, revocation and the per-connection limits', async () => {
+    const roomId = await room('sse-user');
+    const input = encodeURIComponent(JSON.stringify({ json: { roomId } }));
+    const res = await fetch(`${N1.url}/trpc/chat.events?input=${input}`, { headers: { authorization: `Bearer ${tokenFor('sse-user')}` } });
+    // tRPC answers in the SSE format it was asked in, with an error event, and ends the stream.
+    const text = await withTimeout(res.text(), 5000, 'the SSE response to end');
+    expect(text).toContain('event: serialized-error');
+    expect(text).toContain('METHOD_NOT_SUPPORTED');
+    expect(text).not.toContain('"ready"');
+  });
+});

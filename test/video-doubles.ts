@@ -1,0 +1,359 @@
+/**
+ * Local HTTP doubles of the video providers, following their published wire contracts, plus
+ * webhook senders signed the way each provider signs. Started inside the tests on 127.0.0.1:0.
+ *
+ * - LiveKit: Twirp JSON at `/twirp/livekit.RoomService/{CreateRoom,DeleteRoom,ListParticipants}`,
+ *   `Authorization: Bearer <JWT>` verified with the SDK's TokenVerifier (issuer = API key) and the
+ *   grants each method needs; errors as Twirp JSON `{ code, msg }`. Webhooks: JSON WebhookEvent
+ *   bodies with a JWT in `Authorization` whose `sha256` claim is the body's base64 SHA-256.
+ * - Daily: REST `POST /rooms`, `GET|DELETE /rooms/:name`, `GET /rooms/:name/presence`,
+ *   `POST /meeting-tokens`, `Authorization: Bearer <API key>`; errors `{ error, info }`. Webhooks:
+ *   `X-Webhook-Signature` = base64 HMAC-SHA256 (base64-decoded secret) of `${timestamp}.${body}`.
+ */
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import jwt from 'jsonwebtoken';
+import { AccessToken, ParticipantInfo, Room, TokenVerifier, WebhookEvent, type ClaimGrants } from 'livekit-server-sdk';
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function send(res: ServerResponse, status: number, body: unknown) {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return `http://127.0.0.1:${port}`;
+}
+
+function close(server: Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// LiveKit
+
+export interface LkParticipant {
+  sid: string;
+  identity: string;
+  name: string;
+  joinedAt: number;
+}
+
+export interface LkRoom {
+  sid: string;
+  name: string;
+  emptyTimeout: number;
+  departureTimeout: number;
+  creationTime: number;
+  participants: LkParticipant[];
+}
+
+export interface LkRequest {
+  method: string;
+  body: Record<string, unknown>;
+  grants: ClaimGrants;
+}
+
+export interface LiveKitDouble {
+  url: string;
+  apiKey: string;
+  apiSecret: string;
+  rooms: Map<string, LkRoom>;
+  requests: LkRequest[];
+  /** Requests refused (bad or missing token, missing grant). */
+  refused: { method: string; status: number; code: string }[];
+  close(): Promise<void>;
+}
+
+const twirpError = (res: ServerResponse, status: number, code: string, msg: string) => send(res, status, { code, msg });
+
+export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: string } = {}): Promise<LiveKitDouble> {
+  const apiKey = opts.apiKey ?? `APIkey${randomBytes(4).toString('hex')}`;
+  const apiSecret = opts.apiSecret ?? randomBytes(24).toString('base64url');
+  const verifier = new TokenVerifier(apiKey, apiSecret);
+  const rooms = new Map<string, LkRoom>();
+  const requests: LkRequest[] = [];
+  const refused: LiveKitDouble['refused'] = [];
+
+  const roomJson = (r: LkRoom) => ({
+    sid: r.sid,
+    name: r.name,
+    emptyTimeout: r.emptyTimeout,
+    departureTimeout: r.departureTimeout,
+    creationTime: String(r.creationTime),
+    numParticipants: r.participants.length,
+  });
+
+  const server = createServer((req, res) => {
+    void (async () => {
+      const m = /^\/twirp\/livekit\.RoomService\/(\w+)$/.exec(req.url ?? '');
+      if (req.method !== 'POST' || !m) return twirpError(res, 404, 'bad_route', `no handler for path "${req.url}"`);
+      const method = m[1]!;
+      const raw = await readBody(req);
+      const auth = /^Bearer\s+(.+)$/.exec(req.headers.authorization ?? '');
+      const deny = (status: number, code: string, msg: string) => {
+        refused.push({ method, status, code });
+        twirpError(res, status, code, msg);
+      };
+      if (!auth) return deny(401, 'unauthenticated', 'authorization header missing');
+      let grants: ClaimGrants;
+      try {
+        grants = await verifier.verify(auth[1]!);
+      } catch {
+        return deny(401, 'unauthenticated', 'invalid token');
+      }
+      let body: Record<string, unknown>;
+      try {
+        body = JSON.parse(raw || '{}') as Record<string, unknown>;
+      } catch {
+        return twirpError(res, 400, 'malformed', 'the json request could not be decoded');
+      }
+      const name = typeof body.name === 'string' ? body.name : typeof body.room === 'string' ? body.room : '';
+      switch (method) {
+        case 'CreateRoom': {
+          if (!grants.video?.roomCreate) return deny(403, 'permission_denied', 'permissions denied');
+          requests.push({ method, body, grants });
+          if (!name) return twirpError(res, 400, 'invalid_argument', 'name is required');
+          let room = rooms.get(name);
+          if (!room) {
+            room = {
+              sid: `RM_${randomBytes(6).toString('hex')}`,
+              name,
+              emptyTimeout: Number(body.emptyTimeout ?? 300),
+              departureTimeout: Number(body.departureTimeout ?? 20),
+              creationTime: Math.floor(Date.now() / 1000),
+              participants: [],
+            };
+            rooms.set(name, room);
+          }
+          return send(res, 200, roomJson(room));
+        }
+        case 'DeleteRoom': {
+          if (!grants.video?.roomCreate) return deny(403, 'permission_denied', 'permissions denied');
+          requests.push({ method, body, grants });
+          if (!rooms.delete(name)) return twirpError(res, 404, 'not_found', 'requested room does not exist');
+          return send(res, 200, {});
+        }
+        case 'ListParticipants': {
+          if (!grants.video?.roomAdmin || grants.video.room !== name) return deny(403, 'permission_denied', 'permissions denied');
+          requests.push({ method, body, grants });
+          const room = rooms.get(name);
+          if (!room) return twirpError(res, 404, 'not_found', 'requested room does not exist');
+          return send(res, 200, {
+            participants: room.participants.map((p) => ({
+              sid: p.sid,
+              identity: p.identity,
+              name: p.name,
+              state: 'ACTIVE',
+              joinedAt: String(Math.floor(p.joinedAt / 1000)),
+              joinedAtMs: String(p.joinedAt),
+            })),
+          });
+        }
+        default:
+          return twirpError(res, 404, 'bad_route', `unknown method ${method}`);
+      }
+    })().catch((err: unknown) => twirpError(res, 500, 'internal', String(err)));
+  });
+  const url = await listen(server);
+  return { url, apiKey, apiSecret, rooms, requests, refused, close: () => close(server) };
+}
+
+/** A LiveKit webhook body, serialized by the SDK's own WebhookEvent (the wire JSON). */
+export function livekitEvent(input: {
+  event: 'room_started' | 'room_finished' | 'participant_joined' | 'participant_left';
+  room: string;
+  id?: string;
+  createdAt?: Date;
+  participant?: { sid: string; identity: string; name?: string; joinedAt?: Date };
+}): string {
+  const created = input.createdAt ?? new Date();
+  const ev = new WebhookEvent({
+    event: input.event,
+    id: input.id ?? `EV_${randomBytes(6).toString('hex')}`,
+    createdAt: BigInt(Math.floor(created.getTime() / 1000)),
+    room: new Room({ sid: `RM_${createHash('sha1').update(input.room).digest('hex').slice(0, 12)}`, name: input.room }),
+    ...(input.participant
+      ? {
+          participant: new ParticipantInfo({
+            sid: input.participant.sid,
+            identity: input.participant.identity,
+            name: input.participant.name ?? input.participant.identity,
+            joinedAt: BigInt(Math.floor((input.participant.joinedAt ?? created).getTime() / 1000)),
+            joinedAtMs: BigInt((input.participant.joinedAt ?? created).getTime()),
+          }),
+        }
+      : {}),
+  });
+  // The SDK's WebhookEvent declares `event` as a class field, which overrides the constructor's value.
+  ev.event = input.event;
+  return ev.toJsonString();
+}
+
+const sha256b64 = (body: string) => createHash('sha256').update(body, 'utf8').digest('base64');
+
+/** Signs a webhook body the way LiveKit does: a JWT (issuer = API key) with the body's sha256. */
+export async function signLiveKit(body: string, apiKey: string, apiSecret: string): Promise<string> {
+  const at = new AccessToken(apiKey, apiSecret, { ttl: '5m' });
+  at.sha256 = sha256b64(body);
+  return at.toJwt();
+}
+
+/** A LiveKit-shaped webhook token with chosen times (stale requests). Times in seconds. */
+export function signLiveKitAt(body: string, apiKey: string, apiSecret: string, times: { nbf: number; exp: number }): string {
+  return jwt.sign({ sha256: sha256b64(body), video: {}, iss: apiKey, nbf: times.nbf, exp: times.exp }, apiSecret, { algorithm: 'HS256' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daily
+
+export interface DailyRoomState {
+  id: string;
+  name: string;
+  privacy: string;
+  url: string;
+  created_at: string;
+  config: Record<string, unknown>;
+  presence: { id: string; userId: string; userName: string; joinTime: string; duration: number }[];
+}
+
+export interface DailyRequest {
+  method: string;
+  path: string;
+  body: Record<string, any>;
+}
+
+export interface DailyDouble {
+  url: string;
+  apiKey: string;
+  domain: string;
+  rooms: Map<string, DailyRoomState>;
+  requests: DailyRequest[];
+  /** Tokens minted, with the properties asked for. */
+  tokens: { token: string; properties: Record<string, any> }[];
+  refused: { method: string; path: string; status: number }[];
+  close(): Promise<void>;
+}
+
+const dailyError = (res: ServerResponse, status: number, error: string, info: string) => send(res, status, { error, info });
+
+export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<DailyDouble> {
+  const apiKey = opts.apiKey ?? randomBytes(16).toString('hex');
+  const domain = `chat-test-${randomBytes(3).toString('hex')}`;
+  const rooms = new Map<string, DailyRoomState>();
+  const requests: DailyRequest[] = [];
+  const tokens: DailyDouble['tokens'] = [];
+  const refused: DailyDouble['refused'] = [];
+  const roomJson = (r: DailyRoomState) => ({
+    id: r.id,
+    name: r.name,
+    api_created: true,
+    privacy: r.privacy,
+    url: r.url,
+    created_at: r.created_at,
+    config: r.config,
+  });
+
+  const server = createServer((req, res) => {
+    void (async () => {
+      const path = (req.url ?? '/').split('?')[0]!;
+      const method = req.method ?? 'GET';
+      const raw = await readBody(req);
+      if (req.headers.authorization !== `Bearer ${apiKey}`) {
+        refused.push({ method, path, status: 401 });
+        return dailyError(res, 401, 'authentication-error', 'Invalid authorization header');
+      }
+      let body: Record<string, any> = {};
+      if (raw) {
+        try {
+          body = JSON.parse(raw) as Record<string, any>;
+        } catch {
+          return dailyError(res, 400, 'invalid-request-error', 'request body is not valid JSON');
+        }
+      }
+      requests.push({ method, path, body });
+      let m: RegExpExecArray | null;
+      if (method === 'POST' && path === '/rooms') {
+        const name = typeof body.name === 'string' ? body.name : randomBytes(10).toString('base64url');
+        if (!/^[A-Za-z0-9_-]{1,128}$/.test(name)) return dailyError(res, 400, 'invalid-request-error', 'name may only contain letters, numbers, - and _');
+        if (rooms.has(name)) return dailyError(res, 400, 'invalid-request-error', `a room named ${name} already exists`);
+        const room: DailyRoomState = {
+          id: randomUUID(),
+          name,
+          privacy: body.privacy ?? 'public',
+          url: `https://${domain}.daily.co/${name}`,
+          created_at: new Date().toISOString(),
+          config: body.properties ?? {},
+          presence: [],
+        };
+        rooms.set(name, room);
+        return send(res, 200, roomJson(room));
+      }
+      if ((m = /^\/rooms\/([^/]+)\/presence$/.exec(path)) && method === 'GET') {
+        const room = rooms.get(decodeURIComponent(m[1]!));
+        if (!room) return dailyError(res, 404, 'not-found', `room ${m[1]} not found`);
+        return send(res, 200, { total_count: room.presence.length, data: room.presence.map((p) => ({ room: room.name, ...p })) });
+      }
+      if ((m = /^\/rooms\/([^/]+)$/.exec(path))) {
+        const name = decodeURIComponent(m[1]!);
+        const room = rooms.get(name);
+        if (!room) return dailyError(res, 404, 'not-found', `room ${name} not found`);
+        if (method === 'GET') return send(res, 200, roomJson(room));
+        if (method === 'DELETE') {
+          rooms.delete(name);
+          return send(res, 200, { deleted: true, name });
+        }
+      }
+      if (method === 'POST' && path === '/meeting-tokens') {
+        const p = body.properties;
+        if (!p || typeof p !== 'object') return dailyError(res, 400, 'invalid-request-error', 'properties is required');
+        if (typeof p.user_id === 'string' && p.user_id.length > 36) {
+          return dailyError(res, 400, 'invalid-request-error', 'user_id must be 36 characters or fewer');
+        }
+        const token = `dt.${randomBytes(18).toString('base64url')}`;
+        tokens.push({ token, properties: p });
+        return send(res, 200, { token });
+      }
+      return dailyError(res, 404, 'not-found', `no route for ${method} ${path}`);
+    })().catch((err: unknown) => dailyError(res, 500, 'server-error', String(err)));
+  });
+  const url = await listen(server);
+  return { url, apiKey, domain, rooms, requests, tokens, refused, close: () => close(server) };
+}
+
+/** A Daily webhook body (`version`, `type`, `id`, `payload`, `event_ts`). */
+export function dailyEvent(type: string, payload: Record<string, unknown>, id = randomUUID(), eventTs = Date.now() / 1000): string {
+  return JSON.stringify({ version: '1.0.0', type, id, payload, event_ts: eventTs });
+}
+
+/** Headers signing a Daily webhook body with the base64 `hmac` secret. */
+export function signDaily(body: string, secretB64: string, timestamp = String(Math.floor(Date.now() / 1000))): Record<string, string> {
+  const signature = createHmac('sha256', Buffer.from(secretB64, 'base64')).update(`${timestamp}.${body}`).digest('base64');
+  return { 'x-webhook-signature': signature, 'x-webhook-timestamp': timestamp };
+}
+
+/** POSTs a webhook to the server; returns status and parsed body. */
+export async function postWebhook(
+  url: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, any> }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+  const text = await res.text();
+  let json: Record<string, any> = {};
+  try {
+    json = JSON.parse(text) as Record<string, any>;
+  } catch {
+    json = { text };
+  }
+  return { status: res.status, body: json };
+}

@@ -1,0 +1,638 @@
+/**
+ * Video meetings (issue 4) against local doubles of LiveKit (Twirp + JWT) and Daily (REST + HMAC
+ * webhooks): configuration, video.* procedures and their rules, tokens checked with LiveKit's own
+ * TokenVerifier and by the request Daily's double received, webhooks (signed, wrongly signed,
+ * unsigned, stale, replayed, out of order, concurrent duplicates), meeting system messages and
+ * `meeting.invite` inbox items, live over wsLink.
+ */
+import { isTrackedEnvelope } from '@trpc/server';
+import { TokenVerifier } from 'livekit-server-sdk';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, type Config } from '../src/config.js';
+import type { InboxEvent, RoomEvent } from '../src/realtime/events.js';
+import type { Actor } from '../src/services/actor.js';
+import { em, sql } from '../src/services/deps.js';
+import { createCaller } from '../src/trpc/router.js';
+import { DailyProvider } from '../src/video/daily.js';
+import { LiveKitProvider } from '../src/video/livekit.js';
+import { TEST_REDIS_URL } from './env.js';
+import { actor, callerFor, clientFor, Collector, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
+import { expectTRPCError, within } from './router-helpers.js';
+import {
+  dailyEvent,
+  livekitEvent,
+  postWebhook,
+  signDaily,
+  signLiveKit,
+  signLiveKitAt,
+  startDailyDouble,
+  startLiveKitDouble,
+  type DailyDouble,
+  type LiveKitDouble,
+} from './video-doubles.js';
+
+const TOKEN_TTL = 300;
+const DAILY_SECRET = Buffer.from('daily-webhook-secret-for-tests-0123456789').toString('base64');
+
+let db: { url: string; drop: () => Promise<void> };
+let lk: LiveKitDouble;
+let daily: DailyDouble;
+let none: TestServer;
+let lkSrv: TestServer;
+let dailySrv: TestServer;
+const servers: TestServer[] = [];
+
+function videoConfig(video: Partial<Config['video']>): Partial<Config> {
+  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: TOKEN_TTL, ...video } };
+}
+
+async function server(label: string, overrides: Partial<Config>): Promise<TestServer> {
+  const s = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix(label), ...overrides }));
+  servers.push(s);
+  return s;
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase('video');
+  [lk, daily] = await Promise.all([startLiveKitDouble(), startDailyDouble()]);
+  // One after the other: the first applies the migrations.
+  none = await server('video-none', {});
+  lkSrv = await server(
+    'video-lk',
+    videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
+  );
+  dailySrv = await server(
+    'video-daily',
+    videoConfig({ provider: 'daily', daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: DAILY_SECRET } }),
+  );
+});
+
+afterAll(async () => {
+  await Promise.allSettled(servers.map((s) => s.close()));
+  await Promise.allSettled([lk?.close(), daily?.close()]);
+  await db?.drop();
+});
+
+let n = 0;
+const users = (...names: string[]) => {
+  n++;
+  return names.map((x) => `${x}${n}`) as [string, string, string, string, string, string];
+};
+const who = (id: string, name = id, tenant = 'default', roles: string[] = []): Actor => ({ id, name, tenant, roles });
+const as = (s: TestServer, a: Actor | string) => callerFor(s.app, typeof a === 'string' ? actor(a) : a);
+
+/** A group room owned by `owner` with `members`. */
+async function groupRoom(s: TestServer, owner: string, members: string[], kind: 'group' | 'broadcast' | 'support' = 'group') {
+  return as(s, owner).room.create({ kind, name: `meet-${owner}`, memberIds: members });
+}
+
+const lkHook = (s: TestServer) => `${s.url}/webhooks/video/livekit`;
+const dailyHook = (s: TestServer) => `${s.url}/webhooks/video/daily`;
+
+/** Posts a LiveKit webhook signed like LiveKit does. */
+async function lkPost(body: string) {
+  return postWebhook(lkHook(lkSrv), body, { authorization: await signLiveKit(body, lk.apiKey, lk.apiSecret), 'content-type': 'application/webhook+json' });
+}
+
+async function dailyPost(body: string) {
+  return postWebhook(dailyHook(dailySrv), body, signDaily(body, DAILY_SECRET));
+}
+
+/** System messages of a room, oldest first (bodies). */
+async function systemBodies(s: TestServer, roomId: string, reader: string) {
+  const { messages } = await as(s, reader).chat.history({ roomId, limit: 100 });
+  return messages.filter((m) => m.kind === 'system' && /^Meeting/.test(m.body ?? '')).map((m) => m.body);
+}
+
+/**
+ * A user's durable inbox items as replayed from PostgreSQL: a service notification is appended as a
+ * barrier, then `inbox.events({ lastEventId: '0' })` is read up to it.
+ */
+async function inboxItems(s: TestServer, userId: string, tenant = 'default'): Promise<InboxEvent[]> {
+  const title = `barrier ${uuid()}`;
+  await as(s, who(`svc-${userId}`, 'svc', tenant, ['service'])).inbox.notify({ userId, kind: 'test.barrier', title });
+  const ac = new AbortController();
+  const caller = createCaller({ actor: actor(userId, tenant), authError: null, services: s.app.services }, { signal: ac.signal });
+  const it = ((await caller.inbox.events({ lastEventId: '0' })) as unknown as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+  const out: InboxEvent[] = [];
+  try {
+    while (true) {
+      const r = await within(it.next(), 5000, 'the inbox barrier');
+      if (r.done) throw new Error('inbox ended');
+      if (!isTrackedEnvelope(r.value)) throw new Error('untracked inbox event');
+      const e = r.value[1] as InboxEvent;
+      if (e.type === 'notification' && e.title === title) return out;
+      if (e.type !== 'notification') out.push(e);
+    }
+  } finally {
+    ac.abort();
+    void it.return?.();
+  }
+}
+
+async function meetingRow(s: TestServer, id: string) {
+  return (await sql(em(s.app.services.deps), 'select status, started_at, ended_at from meeting where id = ?', [id]))[0];
+}
+
+describe('configuration', () => {
+  it('reads the video variables; LiveKit is the default when configured; an explicit provider needs its variables', () => {
+    const base = loadConfig({});
+    expect(base.video).toEqual({ provider: null, livekit: null, daily: null, tokenTtlSeconds: 600 });
+    const lkEnv = { LIVEKIT_URL: 'wss://demo.livekit.cloud', LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 's' };
+    const dailyEnv = { DAILY_API_KEY: 'dk' };
+    expect(loadConfig(lkEnv).video).toMatchObject({ provider: 'livekit', livekit: { url: 'wss://demo.livekit.cloud', apiKey: 'k', apiSecret: 's' } });
+    expect(loadConfig({ ...lkEnv, ...dailyEnv }).video.provider).toBe('livekit');
+    expect(loadConfig(dailyEnv).video).toMatchObject({
+      provider: 'daily',
+      daily: { apiKey: 'dk', apiUrl: 'https://api.daily.co/v1', webhookSecret: null },
+    });
+    expect(
+      loadConfig({ ...lkEnv, ...dailyEnv, VIDEO_PROVIDER: 'daily', DAILY_API_URL: 'http://127.0.0.1:9/v1/', DAILY_WEBHOOK_SECRET: 'c2VjcmV0', VIDEO_TOKEN_TTL_SECONDS: '120' }).video,
+    ).toMatchObject({ provider: 'daily', daily: { apiUrl: 'http://127.0.0.1:9/v1', webhookSecret: 'c2VjcmV0' }, tokenTtlSeconds: 120 });
+    expect(loadConfig({ ...lkEnv, VIDEO_PROVIDER: 'none' }).video.provider).toBeNull();
+    expect(() => loadConfig({ VIDEO_PROVIDER: 'livekit', LIVEKIT_URL: 'wss://x.livekit.cloud' })).toThrow(/LIVEKIT_API_KEY/);
+    expect(() => loadConfig({ VIDEO_PROVIDER: 'daily' })).toThrow(ConfigError);
+    expect(() => loadConfig({ VIDEO_PROVIDER: 'zoom' })).toThrow(/VIDEO_PROVIDER/);
+    expect(() => loadConfig({ VIDEO_TOKEN_TTL_SECONDS: '5' })).toThrow(/VIDEO_TOKEN_TTL_SECONDS/);
+  });
+
+  it('without a provider every video procedure answers PRECONDITION_FAILED naming the variables; the rest works', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(none, owner, [bob]);
+    const me = as(none, owner);
+    const meetingId = uuid();
+    for (const call of [
+      me.video.create({ roomId: room.id }),
+      me.video.joinToken({ meetingId }),
+      me.video.get({ meetingId }),
+      me.video.list({ roomId: room.id }),
+      me.video.end({ meetingId }),
+    ]) {
+      const err = await expectTRPCError(call, 'PRECONDITION_FAILED');
+      expect(err.message).toMatch(/VIDEO_PROVIDER=livekit/);
+      expect(err.message).toMatch(/LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET/);
+      expect(err.message).toMatch(/DAILY_API_KEY/);
+    }
+    // Webhooks for a provider that is not configured are not found; chat works as before.
+    const hook = await postWebhook(lkHook(none), livekitEvent({ event: 'room_started', room: uuid() }), { authorization: 'x' });
+    expect(hook.status).toBe(404);
+    const msg = await me.chat.send({ roomId: room.id, clientId: uuid(), body: 'still chatting' });
+    expect(msg.body).toBe('still chatting');
+  });
+});
+
+describe('LiveKit: video.create / joinToken / get / list / end', () => {
+  it('creates a meeting (provider room named by our id), invites the other members, not the creator', async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const room = await groupRoom(lkSrv, owner, [bob, carol]);
+    const before = Date.now();
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, title: ' Standup ', ttlMinutes: 30 });
+    expect(m).toMatchObject({
+      roomId: room.id,
+      provider: 'livekit',
+      status: 'scheduled',
+      title: 'Standup',
+      url: lk.url.replace(/^http/, 'ws'),
+      createdBy: owner,
+      startedAt: null,
+      endedAt: null,
+      participants: [],
+    });
+    expect(m.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(m.expiresAt.getTime()).toBeGreaterThanOrEqual(before + 30 * 60_000);
+    expect(m.expiresAt.getTime()).toBeLessThanOrEqual(Date.now() + 30 * 60_000);
+
+    // The provider room: named by the meeting id, created with a JWT carrying roomCreate.
+    const created = lk.requests.filter((r) => r.method === 'CreateRoom' && r.body.name === m.id);
+    expect(created).toHaveLength(1);
+    expect(created[0]!.grants.iss).toBe(lk.apiKey);
+    expect(created[0]!.grants.video?.roomCreate).toBe(true);
+    expect(lk.rooms.get(m.id)?.emptyTimeout).toBeGreaterThan(29 * 60);
+
+    const invite = { type: 'meeting.invite', roomId: room.id, meetingId: m.id, title: 'Standup', url: m.url, from: owner };
+    for (const u of [bob, carol]) {
+      const items = await inboxItems(lkSrv, u!);
+      expect(items.filter((i) => i.type === 'meeting.invite')).toEqual([{ ...invite, seq: 2 }]);
+    }
+    expect((await inboxItems(lkSrv, owner)).filter((i) => i.type === 'meeting.invite')).toEqual([]);
+
+    // get and list (members only; list newest first).
+    expect(await as(lkSrv, bob!).video.get({ meetingId: m.id })).toEqual({ ...m, online: null });
+    const second = await as(lkSrv, bob!).video.create({ roomId: room.id });
+    expect(second.title).toBeNull();
+    expect((await as(lkSrv, carol!).video.list({ roomId: room.id })).map((x) => x.id)).toEqual([second.id, m.id]);
+  });
+
+  it('only members who may post create meetings: non-members, other tenants, muted and banned users cannot', async () => {
+    const [owner, bob, muted, banned, outsider] = users('owner', 'bob', 'muted', 'banned', 'outsider');
+    const room = await groupRoom(lkSrv, owner, [bob!, muted!, banned!]);
+    await as(lkSrv, owner).room.mute({ roomId: room.id, userId: muted! });
+    await as(lkSrv, owner).room.ban({ roomId: room.id, userId: banned! });
+    const calls = lk.requests.length;
+    await expectTRPCError(as(lkSrv, outsider!).video.create({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(as(lkSrv, who(owner, owner, 'other-tenant')).video.create({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(as(lkSrv, muted!).video.create({ roomId: room.id }), 'FORBIDDEN', /muted/);
+    await expectTRPCError(as(lkSrv, banned!).video.create({ roomId: room.id }), 'NOT_FOUND');
+    // A service token may post but is no member: no meetings.
+    await expectTRPCError(as(lkSrv, who('svc', 'svc', 'default', ['service'])).video.create({ roomId: room.id }), 'NOT_FOUND');
+    // Broadcast rooms: members read, only admins post, so only admins start meetings.
+    const cast = await groupRoom(lkSrv, owner, [bob!], 'broadcast');
+    await expectTRPCError(as(lkSrv, bob!).video.create({ roomId: cast.id }), 'FORBIDDEN');
+    // Input validation.
+    await expectTRPCError(as(lkSrv, owner).video.create({ roomId: 'nope' }), 'BAD_REQUEST', /roomId/);
+    await expectTRPCError(as(lkSrv, owner).video.create({ roomId: room.id, ttlMinutes: 0 }), 'BAD_REQUEST', /ttlMinutes/);
+    await expectTRPCError(as(lkSrv, owner).video.create({ roomId: room.id, title: 'x'.repeat(201) }), 'BAD_REQUEST', /title/);
+    expect(lk.requests.length).toBe(calls);
+    expect(await as(lkSrv, owner).video.list({ roomId: room.id })).toEqual([]);
+  });
+
+  it('mints short-lived LiveKit tokens: identity, display name, room, admin grant by role, ttl (checked with TokenVerifier)', async () => {
+    const [owner, admin, mod, member, outsider] = users('owner', 'admin', 'mod', 'member', 'outsider');
+    const room = await groupRoom(lkSrv, owner, [admin!, mod!, member!]);
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: admin!, role: 'admin' });
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const m = await as(lkSrv, member!).video.create({ roomId: room.id, title: 'Design review' });
+    const verifier = new TokenVerifier(lk.apiKey, lk.apiSecret);
+    for (const [u, isAdmin] of [
+      [owner, true],
+      [admin!, true],
+      [mod!, true],
+      [member!, false],
+    ] as const) {
+      const display = `Display ${u}`;
+      const t = await as(lkSrv, who(u, display)).video.joinToken({ meetingId: m.id });
+      expect(t.provider).toBe('livekit');
+      expect(t.url).toBe(lk.url.replace(/^http/, 'ws'));
+      const claims = await verifier.verify(t.token);
+      expect(claims.sub).toBe(u);
+      expect(claims.name).toBe(display);
+      expect(claims.iss).toBe(lk.apiKey);
+      expect(claims.video).toMatchObject({ roomJoin: true, room: m.id, canPublish: true, canSubscribe: true });
+      expect(claims.video?.roomAdmin === true).toBe(isAdmin);
+      expect(claims.exp! - claims.nbf!).toBeGreaterThanOrEqual(TOKEN_TTL - 1);
+      expect(claims.exp! - claims.nbf!).toBeLessThanOrEqual(TOKEN_TTL);
+      expect(t.expiresAt.getTime()).toBe(claims.exp! * 1000);
+      // A token for one meeting opens no other room.
+      expect(claims.video?.roomCreate).toBeUndefined();
+      expect(claims.video?.roomList).toBeUndefined();
+    }
+    // A token signed with another secret does not verify.
+    const foreign = await as(lkSrv, owner).video.joinToken({ meetingId: m.id });
+    await expect(new TokenVerifier(lk.apiKey, 'another-secret-another-secret').verify(foreign.token)).rejects.toThrow();
+
+    await expectTRPCError(as(lkSrv, outsider!).video.joinToken({ meetingId: m.id }), 'NOT_FOUND', /meeting not found/);
+    await expectTRPCError(as(lkSrv, who(member!, member!, 'other-tenant')).video.joinToken({ meetingId: m.id }), 'NOT_FOUND');
+    await expectTRPCError(as(lkSrv, owner).video.joinToken({ meetingId: uuid() }), 'NOT_FOUND');
+    await expectTRPCError(as(lkSrv, outsider!).video.get({ meetingId: m.id }), 'NOT_FOUND');
+    await expectTRPCError(as(lkSrv, outsider!).video.list({ roomId: room.id }), 'NOT_FOUND');
+
+    // Close to its expiry, a token lives no longer than the meeting.
+    await sql(em(lkSrv.app.services.deps), `update meeting set expires_at = now() + interval '100 seconds' where id = ?`, [m.id]);
+    const short = await verifier.verify((await as(lkSrv, owner).video.joinToken({ meetingId: m.id })).token);
+    expect(short.exp! - short.nbf!).toBeLessThanOrEqual(100);
+    expect(short.exp! - short.nbf!).toBeGreaterThanOrEqual(95);
+    // Expired or ended: no token.
+    await sql(em(lkSrv.app.services.deps), `update meeting set expires_at = now() - interval '1 second' where id = ?`, [m.id]);
+    await expectTRPCError(as(lkSrv, owner).video.joinToken({ meetingId: m.id }), 'PRECONDITION_FAILED', /expired/);
+    const m2 = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await as(lkSrv, owner).video.end({ meetingId: m2.id });
+    await expectTRPCError(as(lkSrv, member!).video.joinToken({ meetingId: m2.id }), 'PRECONDITION_FAILED', /ended/);
+  });
+
+  it('ends meetings on the provider: creator or moderator+, once (idempotent), with one meeting.ended message', async () => {
+    const [owner, creator, mod, member] = users('owner', 'creator', 'mod', 'member');
+    const room = await groupRoom(lkSrv, owner, [creator!, mod!, member!]);
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const a = await as(lkSrv, creator!).video.create({ roomId: room.id, title: 'A' });
+    const b = await as(lkSrv, creator!).video.create({ roomId: room.id, title: 'B' });
+    await expectTRPCError(as(lkSrv, member!).video.end({ meetingId: a.id }), 'FORBIDDEN', /creator of the meeting or a moderator/);
+    expect(lk.rooms.has(a.id)).toBe(true);
+
+    const endedA = await as(lkSrv, creator!).video.end({ meetingId: a.id });
+    expect(endedA).toMatchObject({ id: a.id, status: 'ended' });
+    expect(endedA.endedAt).toBeInstanceOf(Date);
+    expect(lk.rooms.has(a.id)).toBe(false);
+    const deletes = lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === a.id);
+    expect(deletes).toHaveLength(1);
+    expect(deletes[0]!.grants.video?.roomCreate).toBe(true);
+    // Again: nothing more happens.
+    expect((await as(lkSrv, creator!).video.end({ meetingId: a.id })).endedAt).toEqual(endedA.endedAt);
+    expect(lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === a.id)).toHaveLength(1);
+
+    // A moderator ends someone else's meeting; a provider room already gone is fine.
+    lk.rooms.delete(b.id);
+    expect(await as(lkSrv, mod!).video.end({ meetingId: b.id })).toMatchObject({ status: 'ended' });
+    // The provider's room_finished for an ended meeting changes nothing.
+    expect((await lkPost(livekitEvent({ event: 'room_finished', room: a.id }))).body).toEqual({ ok: true, outcome: 'processed' });
+    expect(await systemBodies(lkSrv, room.id, member!)).toEqual(['Meeting "A" ended', 'Meeting "B" ended']);
+  });
+
+  it('video.get({ live: true }) asks LiveKit who is in the room (ListParticipants with a roomAdmin token)', async () => {
+    const [owner] = users('owner');
+    const room = await groupRoom(lkSrv, owner, []);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    const joinedAt = new Date(Date.now() - 5000);
+    lk.rooms.get(m.id)!.participants.push({ sid: 'PA_live1', identity: owner, name: 'Owner', joinedAt: joinedAt.getTime() });
+    const got = await as(lkSrv, owner).video.get({ meetingId: m.id, live: true });
+    expect(got.online).toEqual([{ userId: owner, name: 'Owner', joinedAt }]);
+    const list = lk.requests.filter((r) => r.method === 'ListParticipants' && r.body.room === m.id);
+    expect(list).toHaveLength(1);
+    expect(list[0]!.grants.video).toMatchObject({ roomAdmin: true, room: m.id });
+  });
+
+  it('provider failures are SERVICE_UNAVAILABLE and leave no meeting behind (wrong LiveKit secret: 401 from Twirp)', async () => {
+    const bad = await server(
+      'video-lk-bad',
+      videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: 'not-the-secret-not-the-secret' } }),
+    );
+    const [owner] = users('owner');
+    const room = await groupRoom(bad, owner, []);
+    const refused = lk.refused.length;
+    await expectTRPCError(as(bad, owner).video.create({ roomId: room.id }), 'SERVICE_UNAVAILABLE', /LiveKit CreateRoom failed \(401 unauthenticated\)/);
+    expect(lk.refused.slice(refused)).toEqual([{ method: 'CreateRoom', status: 401, code: 'unauthenticated' }]);
+    expect(await as(bad, owner).video.list({ roomId: room.id })).toEqual([]);
+  });
+
+  it('the provider calls are idempotent by room name (create twice: one room)', async () => {
+    const provider = new LiveKitProvider({ url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret });
+    const name = uuid();
+    const expiresAt = new Date(Date.now() + 600_000);
+    const first = await provider.createRoom({ name, expiresAt });
+    const again = await provider.createRoom({ name, expiresAt });
+    expect(again).toEqual(first);
+    expect(first.providerRoomId).toMatch(/^RM_/);
+    await provider.endRoom(name);
+    await provider.endRoom(name); // gone already: fine
+    expect(await provider.listParticipants(name)).toEqual([]);
+  });
+});
+
+describe('LiveKit webhooks', () => {
+  it('room_started, participants, room_finished move the meeting; system messages once; live over wsLink', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner, [bob!]);
+    // Bob watches his inbox and the room over a real WebSocket.
+    const client = clientFor(lkSrv.url, bob!);
+    const inbox = new Collector<{ id: string; data: InboxEvent }>();
+    const events = new Collector<{ id: string; data: RoomEvent }>();
+    const subs = [
+      client.trpc.inbox.events.subscribe(undefined, { onData: inbox.push, onError: inbox.fail }),
+      client.trpc.chat.events.subscribe({ roomId: room.id }, { onData: events.push, onError: events.fail }),
+    ];
+    try {
+      await inbox.until((xs) => xs.some((x) => x.data.type === 'ready'), 'inbox ready');
+      await events.until((xs) => xs.some((x) => x.data.type === 'ready'), 'room ready');
+      const ownerClient = clientFor(lkSrv.url, owner);
+      const m = await ownerClient.trpc.video.create.mutate({ roomId: room.id, title: 'Weekly' });
+      await ownerClient.close();
+      expect(m.createdAt).toBeInstanceOf(Date);
+      await inbox.until((xs) => xs.some((x) => x.data.type === 'meeting.invite'), 'the invite');
+      expect(inbox.items.find((x) => x.data.type === 'meeting.invite')?.data).toEqual({
+        type: 'meeting.invite',
+        seq: 2,
+        roomId: room.id,
+        meetingId: m.id,
+        title: 'Weekly',
+        url: lk.url.replace(/^http/, 'ws'),
+        from: owner,
+      });
+
+      const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+      const started = livekitEvent({ event: 'room_started', room: m.id, createdAt: t0 });
+      expect(await lkPost(started)).toEqual({ status: 200, body: { ok: true, outcome: 'processed' } });
+      const live = await as(lkSrv, bob!).video.get({ meetingId: m.id });
+      expect(live).toMatchObject({ status: 'live', startedAt: t0, endedAt: null });
+      await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" started'), 'started message');
+
+      const joinedAt = new Date(t0.getTime() + 1000);
+      const joined = livekitEvent({ event: 'participant_joined', room: m.id, createdAt: joinedAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } });
+      const joinedReq = { authorization: await signLiveKit(joined, lk.apiKey, lk.apiSecret) };
+      expect((await postWebhook(lkHook(lkSrv), joined, joinedReq)).body.outcome).toBe('processed');
+      // The very same delivery again (a provider retry): processed once.
+      expect(await postWebhook(lkHook(lkSrv), joined, joinedReq)).toEqual({ status: 200, body: { ok: true, outcome: 'duplicate' } });
+      expect((await lkPost(started)).body.outcome).toBe('duplicate');
+      expect((await as(lkSrv, bob!).video.get({ meetingId: m.id })).participants).toEqual([{ userId: bob, joinedAt, leftAt: null }]);
+
+      const leftAt = new Date(t0.getTime() + 30_000);
+      await lkPost(livekitEvent({ event: 'participant_left', room: m.id, createdAt: leftAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } }));
+      const endAt = new Date(t0.getTime() + 40_000);
+      const finished = livekitEvent({ event: 'room_finished', room: m.id, createdAt: endAt });
+      expect((await lkPost(finished)).body.outcome).toBe('processed');
+      expect((await lkPost(finished)).body.outcome).toBe('duplicate');
+      // A late room_started (another event id) does not reopen it.
+      expect((await lkPost(livekitEvent({ event: 'room_started', room: m.id }))).body.outcome).toBe('processed');
+
+      const final = await as(lkSrv, owner).video.get({ meetingId: m.id });
+      expect(final).toMatchObject({ status: 'ended', startedAt: t0, endedAt: endAt, participants: [{ userId: bob, joinedAt, leftAt }] });
+      await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" ended'), 'ended message');
+      expect(await systemBodies(lkSrv, room.id, bob!)).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
+      const sys = events.items.filter((x) => x.data.type === 'message.new' && x.data.message.kind === 'system').map((x) => (x.data as { message: { body: string } }).message.body);
+      expect(sys).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
+      expect(inbox.error).toBeNull();
+      expect(events.error).toBeNull();
+    } finally {
+      for (const s of subs) s.unsubscribe();
+      await client.close();
+    }
+  });
+
+  it('out of order: room_finished before room_started never reopens; participant_left before participant_joined merges', async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const room = await groupRoom(lkSrv, owner, [bob!, carol!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, title: 'Late' });
+    const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 120_000);
+    const at = (s: number) => new Date(t0.getTime() + s * 1000);
+
+    // Carol's leave arrives before her join; Bob joins before room_started arrives.
+    await lkPost(livekitEvent({ event: 'participant_left', room: m.id, createdAt: at(50), participant: { sid: 'PA_c', identity: carol!, joinedAt: at(10) } }));
+    expect((await meetingRow(lkSrv, m.id))!.status).toBe('scheduled');
+    await lkPost(livekitEvent({ event: 'participant_joined', room: m.id, createdAt: at(5), participant: { sid: 'PA_b', identity: bob!, joinedAt: at(5) } }));
+    expect(await as(lkSrv, owner).video.get({ meetingId: m.id })).toMatchObject({ status: 'live', startedAt: at(5) });
+    await lkPost(livekitEvent({ event: 'participant_joined', room: m.id, createdAt: at(10), participant: { sid: 'PA_c', identity: carol!, joinedAt: at(10) } }));
+    await lkPost(livekitEvent({ event: 'room_started', room: m.id, createdAt: at(0) }));
+    expect((await as(lkSrv, owner).video.get({ meetingId: m.id })).participants).toEqual([
+      { userId: bob, joinedAt: at(5), leftAt: null },
+      { userId: carol, joinedAt: at(10), leftAt: at(50) },
+    ]);
+
+    // Another meeting: finished arrives first; started afterwards must not reopen it.
+    const m2 = await as(lkSrv, owner).video.create({ roomId: room.id, title: 'Flipped' });
+    await lkPost(livekitEvent({ event: 'room_finished', room: m2.id, createdAt: at(90) }));
+    await lkPost(livekitEvent({ event: 'room_started', room: m2.id, createdAt: at(0) }));
+    await lkPost(livekitEvent({ event: 'participant_joined', room: m2.id, createdAt: at(1), participant: { sid: 'PA_x', identity: bob!, joinedAt: at(1) } }));
+    expect(await as(lkSrv, owner).video.get({ meetingId: m2.id })).toMatchObject({ status: 'ended', startedAt: null, endedAt: at(90) });
+    expect(await systemBodies(lkSrv, room.id, owner)).toEqual(['Meeting "Late" started', 'Meeting "Flipped" ended']);
+  });
+
+  it('refuses unsigned, wrongly signed, tampered and stale deliveries with 401 and changes nothing', async () => {
+    const [owner] = users('owner');
+    const room = await groupRoom(lkSrv, owner, []);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    const body = livekitEvent({ event: 'room_started', room: m.id, id: `EV_${uuid()}` });
+    const now = Math.floor(Date.now() / 1000);
+    const cases: [string, Record<string, string>, string][] = [
+      ['unsigned', {}, body],
+      ['garbage', { authorization: 'Bearer not-a-jwt' }, body],
+      ['other secret', { authorization: await signLiveKit(body, lk.apiKey, 'some-other-secret-some-other') }, body],
+      ['other key', { authorization: await signLiveKit(body, 'APIother', lk.apiSecret) }, body],
+      ['tampered body', { authorization: await signLiveKit(body, lk.apiKey, lk.apiSecret) }, body.replace('room_started', 'room_finished')],
+      ['expired', { authorization: signLiveKitAt(body, lk.apiKey, lk.apiSecret, { nbf: now - 3600, exp: now - 3000 }) }, body],
+      ['issued long ago', { authorization: signLiveKitAt(body, lk.apiKey, lk.apiSecret, { nbf: now - 3600, exp: now + 3600 }) }, body],
+    ];
+    for (const [what, headers, b] of cases) {
+      const res = await postWebhook(lkHook(lkSrv), b, headers);
+      expect({ what, status: res.status }).toEqual({ what, status: 401 });
+      expect(typeof res.body.error).toBe('string');
+    }
+    expect((await meetingRow(lkSrv, m.id))!.status).toBe('scheduled');
+    // None of them used up the event id: the genuine delivery is processed.
+    expect((await lkPost(body)).body.outcome).toBe('processed');
+    expect((await meetingRow(lkSrv, m.id))!.status).toBe('live');
+  });
+
+  it('concurrent duplicate deliveries are processed exactly once; foreign rooms and other events are acknowledged', async () => {
+    const [owner] = users('owner');
+    const room = await groupRoom(lkSrv, owner, []);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, title: 'Race' });
+    const body = livekitEvent({ event: 'room_started', room: m.id });
+    const headers = { authorization: await signLiveKit(body, lk.apiKey, lk.apiSecret) };
+    const results = await Promise.all(Array.from({ length: 8 }, () => postWebhook(lkHook(lkSrv), body, headers)));
+    expect(results.map((r) => r.status)).toEqual(Array(8).fill(200));
+    expect(results.map((r) => r.body.outcome).sort()).toEqual([...Array(7).fill('duplicate'), 'processed']);
+    expect(await systemBodies(lkSrv, room.id, owner)).toEqual(['Meeting "Race" started']);
+
+    expect((await lkPost(livekitEvent({ event: 'room_started', room: 'not-ours' }))).body.outcome).toBe('ignored');
+    expect((await lkPost(livekitEvent({ event: 'room_started', room: uuid() }))).body.outcome).toBe('ignored');
+    // Malformed (but signed) bodies are a 400; oversized ones a 413; other methods a 405.
+    const junk = '{"event": 12';
+    expect((await postWebhook(lkHook(lkSrv), junk, { authorization: await signLiveKit(junk, lk.apiKey, lk.apiSecret) })).status).toBe(400);
+    expect((await postWebhook(lkHook(lkSrv), 'x'.repeat(300 * 1024))).status).toBe(413);
+    expect((await fetch(lkHook(lkSrv))).status).toBe(405);
+    // The other provider's endpoint is not served by a LiveKit server.
+    expect((await postWebhook(dailyHook(lkSrv), dailyEvent('meeting.started', { room: m.id }), signDaily('{}', DAILY_SECRET))).status).toBe(404);
+  });
+});
+
+describe('Daily', () => {
+  it('creates private rooms that expire with the meeting and mints meeting tokens (is_owner by role, exp by ttl)', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(dailySrv, owner, [bob!]);
+    const m = await as(dailySrv, owner).video.create({ roomId: room.id, title: 'Daily sync', ttlMinutes: 45 });
+    expect(m).toMatchObject({ provider: 'daily', status: 'scheduled', url: `https://${daily.domain}.daily.co/${m.id}` });
+    const post = daily.requests.filter((r) => r.method === 'POST' && r.path === '/rooms' && r.body.name === m.id);
+    expect(post).toHaveLength(1);
+    expect(post[0]!.body).toEqual({
+      name: m.id,
+      privacy: 'private',
+      properties: { exp: Math.ceil(m.expiresAt.getTime() / 1000), eject_at_room_exp: true },
+    });
+    expect((await inboxItems(dailySrv, bob!)).filter((i) => i.type === 'meeting.invite')).toEqual([
+      { type: 'meeting.invite', seq: 2, roomId: room.id, meetingId: m.id, title: 'Daily sync', url: m.url, from: owner },
+    ]);
+
+    for (const [u, owns] of [
+      [owner, true],
+      [bob!, false],
+    ] as const) {
+      const before = Math.floor(Date.now() / 1000);
+      const t = await as(dailySrv, who(u, `Name of ${u}`)).video.joinToken({ meetingId: m.id });
+      const minted = daily.tokens.find((x) => x.token === t.token);
+      expect(minted).toBeDefined();
+      expect(t).toEqual({ provider: 'daily', url: m.url, token: minted!.token, expiresAt: new Date(minted!.properties.exp * 1000) });
+      expect(minted!.properties).toEqual({ room_name: m.id, user_id: u, user_name: `Name of ${u}`, is_owner: owns, exp: minted!.properties.exp });
+      expect(minted!.properties.exp).toBeGreaterThanOrEqual(before + TOKEN_TTL);
+      expect(minted!.properties.exp).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + TOKEN_TTL);
+    }
+
+    // Ending deletes the Daily room.
+    await as(dailySrv, owner).video.end({ meetingId: m.id });
+    expect(daily.rooms.has(m.id)).toBe(false);
+    expect(daily.requests.filter((r) => r.method === 'DELETE' && r.path === `/rooms/${m.id}`)).toHaveLength(1);
+  });
+
+  it('signed webhooks move the meeting; unsigned, wrongly signed and stale ones get 401; replays are de-duplicated', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(dailySrv, owner, [bob!]);
+    const m = await as(dailySrv, owner).video.create({ roomId: room.id, title: 'Hooks' });
+    const t0 = Math.floor(Date.now() / 1000) - 300;
+
+    const started = dailyEvent('meeting.started', { start_ts: t0, meeting_id: uuid(), room: m.id });
+    const rejects: [string, Record<string, string>][] = [
+      ['unsigned', {}],
+      ['wrong secret', signDaily(started, Buffer.from('another secret entirely').toString('base64'))],
+      ['signature of another body', { ...signDaily(started.replace('meeting.started', 'meeting.ended'), DAILY_SECRET) }],
+      ['stale', signDaily(started, DAILY_SECRET, String(Math.floor(Date.now() / 1000) - 3600))],
+      ['from the future', signDaily(started, DAILY_SECRET, String(Math.floor(Date.now() / 1000) + 3600))],
+      ['timestamp only', { 'x-webhook-timestamp': String(Math.floor(Date.now() / 1000)) }],
+    ];
+    for (const [what, headers] of rejects) {
+      const res = await postWebhook(dailyHook(dailySrv), started, headers);
+      expect({ what, status: res.status }).toEqual({ what, status: 401 });
+    }
+    expect((await meetingRow(dailySrv, m.id))!.status).toBe('scheduled');
+
+    // Daily's unsigned verification probe (sent while a webhook is created) is acknowledged, nothing more.
+    expect(await postWebhook(dailyHook(dailySrv), '{"test":"test"}')).toEqual({ status: 200, body: { ok: true, outcome: 'probe' } });
+
+    expect((await dailyPost(started)).body.outcome).toBe('processed');
+    expect((await dailyPost(started)).body.outcome).toBe('duplicate');
+    // Milliseconds timestamps are accepted too.
+    const joined = dailyEvent('participant.joined', { room: m.id, user_id: bob, user_name: 'Bob', session_id: 'sess-b', joined_at: t0 + 2, owner: false });
+    expect((await postWebhook(dailyHook(dailySrv), joined, signDaily(joined, DAILY_SECRET, String(Date.now())))).body.outcome).toBe('processed');
+    // Left (with duration) before the next join of another session.
+    await dailyPost(dailyEvent('participant.left', { room: m.id, user_id: bob, user_name: 'Bob', session_id: 'sess-b', joined_at: t0 + 2, duration: 60 }));
+    await dailyPost(dailyEvent('meeting.ended', { start_ts: t0, end_ts: t0 + 90, meeting_id: uuid(), room: m.id }));
+    await dailyPost(dailyEvent('meeting.started', { start_ts: t0 + 100, meeting_id: uuid(), room: m.id }));
+
+    expect(await as(dailySrv, bob!).video.get({ meetingId: m.id })).toMatchObject({
+      status: 'ended',
+      startedAt: new Date(t0 * 1000),
+      endedAt: new Date((t0 + 90) * 1000),
+      participants: [{ userId: bob, joinedAt: new Date((t0 + 2) * 1000), leftAt: new Date((t0 + 62) * 1000) }],
+    });
+    expect(await systemBodies(dailySrv, room.id, bob!)).toEqual(['Meeting "Hooks" started', 'Meeting "Hooks" ended']);
+  });
+
+  it('user ids over Daily\'s 36 characters get a stable hashed user_id that webhooks map back', async () => {
+    const owner = `owner-${uuid()}-with-a-long-id`;
+    const room = await groupRoom(dailySrv, owner, []);
+    const m = await as(dailySrv, owner).video.create({ roomId: room.id });
+    const t = await as(dailySrv, owner).video.joinToken({ meetingId: m.id });
+    const identity = daily.tokens.find((x) => x.token === t.token)!.properties.user_id as string;
+    expect(identity).toHaveLength(36);
+    expect(identity).toBe(new DailyProvider({ apiKey: '', apiUrl: '', webhookSecret: null }).identityOf(owner));
+    const at = Math.floor(Date.now() / 1000);
+    await dailyPost(dailyEvent('participant.joined', { room: m.id, user_id: identity, user_name: 'O', session_id: 'sess-long', joined_at: at }));
+    expect((await as(dailySrv, owner).video.get({ meetingId: m.id })).participants).toEqual([
+      { userId: owner, joinedAt: new Date(at * 1000), leftAt: null },
+    ]);
+  });
+
+  it('Daily errors (bad API key) are SERVICE_UNAVAILABLE with the provider reason; webhooks without a secret are refused', async () => {
+    const bad = await server(
+      'video-daily-bad',
+      videoConfig({ provider: 'daily', daily: { apiKey: 'wrong-key', apiUrl: daily.url, webhookSecret: null } }),
+    );
+    const [owner] = users('owner');
+    const room = await groupRoom(bad, owner, []);
+    await expectTRPCError(as(bad, owner).video.create({ roomId: room.id }), 'SERVICE_UNAVAILABLE', /401 authentication-error/);
+    expect(await as(bad, owner).video.list({ roomId: room.id })).toEqual([]);
+    const body = dailyEvent('meeting.started', { room: uuid() });
+    const res = await postWebhook(dailyHook(bad), body, signDaily(body, DAILY_SECRET));
+    expect(res.status).toBe(401);
+    expect(res.body.error).toMatch(/DAILY_WEBHOOK_SECRET/);
+  });
+
+  it('create is idempotent on Daily too (an existing room of that name is taken)', async () => {
+    const provider = new DailyProvider({ apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null });
+    const name = uuid();
+    const expiresAt = new Date(Date.now() + 600_000);
+    const first = await provider.createRoom({ name, expiresAt });
+    expect(await provider.createRoom({ name, expiresAt })).toEqual(first);
+    daily.rooms.get(name)!.presence.push({ id: 'sess-1', userId: 'u1', userName: 'U', joinTime: new Date(1_700_000_000_000).toISOString(), duration: 5 });
+    expect(await provider.listParticipants(name)).toEqual([{ userId: 'u1', name: 'U', sessionId: 'sess-1', joinedAt: new Date(1_700_000_000_000) }]);
+    await provider.endRoom(name);
+    await provider.endRoom(name);
+    expect(await provider.listParticipants(name)).toEqual([]);
+  });
+});

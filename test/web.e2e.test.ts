@@ -1,0 +1,223 @@
+import { tmpdir } from 'node:os';
+/**
+ * The browser chat page end to end: Debian's Chromium driven by playwright-core, two browser
+ * contexts (two users) against a real server (PostgreSQL + Redis). Every wait is on the page
+ * (a selector or a condition), never a fixed sleep.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TEST_REDIS_URL } from './env.js';
+import { clientFor, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+/** docs/screenshot-chat.png is refreshed with UPDATE_SCREENSHOT=1; otherwise the shot goes to a temp file. */
+const SCREENSHOT = process.env.UPDATE_SCREENSHOT
+  ? join(ROOT, 'docs', 'screenshot-chat.png')
+  : join(tmpdir(), `chat-screenshot-${process.pid}.png`);
+/** Page-side waits: generous for a loaded CI machine, still well inside the test timeout. */
+const WAIT = 10_000;
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let srv: TestServer;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium is not installed at ${CHROMIUM}: the browser test needs Debian's chromium package ` +
+        '(apt-get update && apt-get install -y chromium; .ci/run installs it when missing).',
+    );
+  }
+  // The page the server serves at `/` (built only when web/dist is missing or stale).
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-web.mjs')], { cwd: ROOT, stdio: 'pipe' });
+  db = await createTestDatabase('web');
+  srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('web') }));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => undefined);
+  await browser?.close();
+  await srv?.close();
+  await db?.drop();
+});
+
+/** A fresh browser context (its own storage: its own user) with the page's errors surfaced. */
+async function newPage(errors: string[]): Promise<Page> {
+  const ctx = await browser.newContext({ viewport: { width: 1180, height: 760 }, deviceScaleFactor: 1 });
+  contexts.push(ctx);
+  ctx.setDefaultTimeout(WAIT);
+  const page = await ctx.newPage();
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
+  });
+  return page;
+}
+
+async function login(page: Page, username: string, name: string) {
+  await page.goto(srv.url);
+  await page.locator('#login-username').fill(username);
+  await page.locator('#login-name').fill(name);
+  await page.locator('#login-form button[type=submit]').click();
+  await waitText(page.locator('#me'), name);
+  await page.waitForSelector('#conn[data-state="open"]');
+}
+
+/** Waits (in the page) until an element of `loc` has this text. */
+const waitText = (loc: Locator, text: string | RegExp) => loc.filter({ hasText: text }).first().waitFor();
+/** Waits until no element of `loc` is left. */
+const waitGone = (loc: Locator) => loc.first().waitFor({ state: 'detached' });
+/** Waits until the element has no content left. */
+const waitEmpty = (page: Page, selector: string) => page.locator(`${selector}:empty`).waitFor();
+
+const roomItem = (page: Page, name: string) => page.locator(`#room-list .room-item[data-room-name="${name}"]`);
+/** A message the server has confirmed (it has a seq), by its text. */
+const message = (page: Page, text: string) => page.locator('#messages .msg[data-seq]', { has: page.locator('.body', { hasText: text }) });
+
+describe('browser chat page', () => {
+  it('serves the built page at / and its assets with their content types', async () => {
+    const res = await fetch(`${srv.url}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const html = await res.text();
+    const js = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    const css = /href="(\/assets\/[^"]+\.css)"/.exec(html)?.[1];
+    expect(js, 'index.html names its script').toBeTruthy();
+    expect(css, 'index.html names its stylesheet').toBeTruthy();
+    const jsRes = await fetch(`${srv.url}${js}`);
+    expect(jsRes.status).toBe(200);
+    expect(jsRes.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    const cssRes = await fetch(`${srv.url}${css}`);
+    expect(cssRes.headers.get('content-type')).toBe('text/css; charset=utf-8');
+  });
+
+  it('two users chat: messages both ways, unread badge, typing, read receipts, reactions, presence, history on scroll', async () => {
+    const errors: string[] = [];
+    const alice = await newPage(errors);
+    const bob = await newPage(errors);
+    await login(alice, 'alice', 'Alice');
+    await login(bob, 'bob', 'Bob');
+
+    // Alice creates a group with Bob and writes before Bob opens it: Bob gets the room (inbox
+    // event) with an unread badge.
+    await alice.locator('#new-group-name').fill('Launch plan');
+    await alice.locator('#new-group-members').fill('bob');
+    await alice.locator('#new-group-form button[type=submit]').click();
+    await waitText(alice.locator('#room-title'), /^Launch plan$/);
+    await alice.locator('#composer-input').fill('Hi Bob! Ready for the launch?');
+    await alice.locator('#composer-input').press('Enter');
+    await message(alice, 'Hi Bob! Ready for the launch?').waitFor();
+    await waitText(roomItem(bob, 'Launch plan').locator('.badge'), /^1$/);
+
+    // Bob opens it: the message is there, the badge goes, and Alice sees her message seen by Bob.
+    await roomItem(bob, 'Launch plan').click();
+    await waitText(bob.locator('#room-title'), /^Launch plan$/);
+    await message(bob, 'Hi Bob! Ready for the launch?').waitFor();
+    await waitGone(roomItem(bob, 'Launch plan').locator('.badge'));
+    await waitText(alice.locator('#messages .seen'), /Seen by Bob/);
+
+    // Presence of the members, live: both online, then Bob goes away.
+    await alice.waitForSelector('#members .member[data-user-id="bob"][data-status="online"]');
+    await bob.waitForSelector('#members .member[data-user-id="alice"][data-status="online"]');
+    await bob.locator('#my-status').selectOption('away');
+    await alice.waitForSelector('#members .member[data-user-id="bob"][data-status="away"]');
+    await bob.locator('#my-status').selectOption('online');
+    await alice.waitForSelector('#members .member[data-user-id="bob"][data-status="online"]');
+
+    // Alice types: Bob sees it; she sends: Bob sees the message live and the indicator goes.
+    await alice.locator('#composer-input').pressSequentially('Launch is at 10', { delay: 15 });
+    await waitText(bob.locator('#typing'), /Alice is typing/);
+    await alice.locator('#composer-input').press('Enter');
+    await message(bob, 'Launch is at 10').waitFor();
+    await waitEmpty(bob, '#typing');
+    await waitText(alice.locator('#messages .seen'), /Seen by Bob/);
+    // ...under her latest message.
+    const latestSeq = await message(alice, 'Launch is at 10').getAttribute('data-seq');
+    await alice.locator(`#messages .seen[data-seq="${latestSeq}"]`, { hasText: 'Seen by Bob' }).waitFor();
+
+    // Bob answers: Alice sees him typing, then his message, and Bob sees it read by Alice.
+    await bob.locator('#composer-input').pressSequentially('Great, see you there', { delay: 15 });
+    await waitText(alice.locator('#typing'), /Bob is typing/);
+    await bob.locator('#composer-input').press('Enter');
+    await message(alice, 'Great, see you there').waitFor();
+    await waitEmpty(alice, '#typing');
+    await waitText(bob.locator('#messages .seen'), /Seen by Alice/);
+    expect(await message(alice, 'Great, see you there').getAttribute('data-sender')).toBe('bob');
+
+    // Reactions: Alice reacts to Bob's message with a thumbs up; both see it counted once.
+    const bobsMsg = message(alice, 'Great, see you there');
+    await bobsMsg.hover();
+    await bobsMsg.locator('.react-bar button[data-emoji="👍"]').click();
+    await waitText(bobsMsg.locator('.reaction[data-emoji="👍"] .count'), /^1$/);
+    await bobsMsg.locator('.reaction.me[data-emoji="👍"]').waitFor();
+    const onBob = message(bob, 'Great, see you there');
+    await waitText(onBob.locator('.reaction[data-emoji="👍"] .count'), /^1$/);
+    expect(await onBob.locator('.reaction.me').count()).toBe(0);
+    // Bob adds his: two, and his chip is his.
+    await onBob.locator('.reaction[data-emoji="👍"]').click();
+    await waitText(onBob.locator('.reaction[data-emoji="👍"] .count'), /^2$/);
+    await onBob.locator('.reaction.me[data-emoji="👍"]').waitFor();
+    await waitText(bobsMsg.locator('.reaction[data-emoji="👍"] .count'), /^2$/);
+    await alice.locator('#composer-input').fill('🚀 Then it is settled');
+    await alice.locator('#composer-input').press('Enter');
+    await message(bob, 'Then it is settled').waitFor();
+    await waitText(alice.locator('#messages .seen'), /Seen by Bob/);
+    // For the picture: Bob is typing, Alice has a draft.
+    await bob.locator('#composer-input').pressSequentially('On my way', { delay: 15 });
+    await waitText(alice.locator('#typing'), /Bob is typing/);
+    await alice.locator('#composer-input').fill('Checklist is in the doc');
+    await alice.mouse.move(0, 0);
+
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await alice.screenshot({ path: SCREENSHOT });
+
+    // History that loads on scroll: Bob shares a room with 75 messages; Alice's page shows the
+    // newest page and loads older ones (beforeSeq) as she scrolls up, each message exactly once.
+    const api = clientFor(srv.url, 'bob');
+    try {
+      const room = await api.trpc.room.create.mutate({ kind: 'group', name: 'Archive', memberIds: ['alice'] });
+      for (let i = 1; i <= 75; i++) await api.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `history ${i}` });
+    } finally {
+      await api.close();
+    }
+    await waitText(roomItem(alice, 'Archive').locator('.badge'), /^75$/);
+    await roomItem(alice, 'Archive').click();
+    await message(alice, 'history 75').waitFor();
+    const historyBodies = async () => (await alice.locator('#messages .msg[data-seq] .body').allTextContents()).filter((t) => t.startsWith('history '));
+    expect((await historyBodies()).length).toBeLessThan(75);
+    expect(await alice.locator('#history-more').count()).toBe(1);
+    for (let i = 0; i < 10 && (await alice.locator('#history-start').count()) === 0; i++) {
+      const before = await alice.locator('#messages .msg').count();
+      // Scroll up the way a person does: the mouse wheel over the message list.
+      await alice.locator('#messages').hover();
+      await alice.mouse.wheel(0, -20_000);
+      // One more message than before, or the beginning of the conversation.
+      await alice.locator('#messages .msg').nth(before).or(alice.locator('#history-start')).first().waitFor();
+    }
+    expect(await alice.locator('#history-start').count()).toBe(1);
+    expect(await historyBodies()).toEqual(Array.from({ length: 75 }, (_, i) => `history ${i + 1}`));
+    await waitGone(roomItem(alice, 'Archive').locator('.badge'));
+
+    expect(errors).toEqual([]);
+  });
+});

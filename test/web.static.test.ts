@@ -1,0 +1,160 @@
+/**
+ * Static serving of the browser page: `/` is index.html, assets get their content types, nothing
+ * outside the page's folder can be reached (raw `..`, encoded dots and separators, backslashes,
+ * dotfiles), and the API routes are unaffected.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp, type App } from '../src/app.js';
+import { createLogger } from '../src/logger.js';
+import { TEST_REDIS_URL } from './env.js';
+import { createTestDatabase, testConfig, testPrefix, tokenFor } from './helpers.js';
+
+const SECRET = 'TOP-SECRET-OUTSIDE-THE-WEB-ROOT';
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let dir: string;
+let app: App;
+let bare: App;
+
+beforeAll(async () => {
+  // tmp/secret.txt sits beside the web root tmp/site, which has the page, its assets and a dotfile.
+  dir = mkdtempSync(join(tmpdir(), 'chat-static-'));
+  writeFileSync(join(dir, 'secret.txt'), SECRET);
+  writeFileSync(join(dir, 'site.txt'), SECRET);
+  const site = join(dir, 'site');
+  mkdirSync(join(site, 'assets'), { recursive: true });
+  writeFileSync(join(site, 'index.html'), '<!doctype html><title>chat</title>');
+  writeFileSync(join(site, 'assets', 'app-1234.js'), 'console.log(1)');
+  writeFileSync(join(site, 'assets', 'app-1234.css'), 'body{}');
+  writeFileSync(join(site, 'favicon.svg'), '<svg xmlns="http://www.w3.org/2000/svg"/>');
+  writeFileSync(join(site, '.env'), SECRET);
+  writeFileSync(join(site, 'notes.unknownext'), SECRET);
+  mkdirSync(join(site, 'sub'));
+
+  db = await createTestDatabase('static');
+  const config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('static') });
+  app = await createApp(config, { log: createLogger('silent'), webDir: site });
+  await app.listen();
+  bare = await createApp(config, { log: createLogger('silent'), webDir: join(dir, 'not-built') });
+  await bare.listen();
+});
+
+afterAll(async () => {
+  await app?.close();
+  await bare?.close();
+  await db?.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A raw request: the path goes on the wire exactly as given (no client-side normalization). */
+function raw(base: string, path: string, method = 'GET'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: hostname, port, path, method }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('static page serving', () => {
+  it('serves index.html at / and /index.html, fresh, with a strict CSP', async () => {
+    for (const path of ['/', '/index.html', '/?x=1']) {
+      const res = await raw(app.url, path);
+      expect(res.status, path).toBe(200);
+      expect(res.headers['content-type']).toBe('text/html; charset=utf-8');
+      expect(res.headers['cache-control']).toBe('no-cache');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(String(res.headers['content-security-policy'])).toContain("default-src 'self'");
+      expect(res.body).toBe('<!doctype html><title>chat</title>');
+    }
+  });
+
+  it('serves assets with their content types; hashed assets are cached for good', async () => {
+    const js = await raw(app.url, '/assets/app-1234.js');
+    expect(js.status).toBe(200);
+    expect(js.headers['content-type']).toBe('text/javascript; charset=utf-8');
+    expect(js.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+    expect(js.body).toBe('console.log(1)');
+    const css = await raw(app.url, '/assets/app-1234.css');
+    expect(css.headers['content-type']).toBe('text/css; charset=utf-8');
+    const svg = await raw(app.url, '/favicon.svg');
+    expect(svg.status).toBe(200);
+    expect(svg.headers['content-type']).toBe('image/svg+xml');
+  });
+
+  it('HEAD answers the headers without a body; other methods are not served', async () => {
+    const head = await raw(app.url, '/assets/app-1234.js', 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe(String('console.log(1)'.length));
+    expect(head.body).toBe('');
+    const post = await raw(app.url, '/', 'POST');
+    expect(post.status).toBe(404);
+  });
+
+  it('never serves anything outside the web root, dotfiles, folders or unknown types', async () => {
+    const attempts = [
+      '/../secret.txt',
+      '/assets/../../secret.txt',
+      '/%2e%2e/secret.txt',
+      '/%2E%2E/secret.txt',
+      '/assets/%2e%2e/%2e%2e/secret.txt',
+      '/..%2fsecret.txt',
+      '/assets%2f..%2f..%2fsecret.txt',
+      '/..%5csecret.txt',
+      '/assets\\..\\..\\secret.txt',
+      '/%252e%252e/secret.txt',
+      '/..',
+      '/.',
+      '//secret.txt',
+      '/./index.html/../../secret.txt',
+      '/../site.txt',
+      '/%2e%2e%2fsite.txt',
+      '/.env',
+      '/assets/.%2e/.env',
+      '/notes.unknownext',
+      '/sub',
+      '/sub/',
+      '/assets/',
+      '/index.html%00.js',
+      '/%ff%fe.js',
+      '/missing.js',
+      `/${join(dir, 'secret.txt')}`,
+    ];
+    for (const path of attempts) {
+      const res = await raw(app.url, path);
+      expect([400, 404], `${path} -> ${res.status}`).toContain(res.status);
+      expect(res.body, path).not.toContain(SECRET);
+    }
+  });
+
+  it('leaves the API routes alone', async () => {
+    expect((await raw(app.url, '/healthz')).status).toBe(200);
+    const me = await new Promise<number>((resolve, reject) => {
+      const { hostname, port } = new URL(app.url);
+      request({ host: hostname, port, path: '/trpc/auth.me', headers: { authorization: `Bearer ${tokenFor('probe')}` } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on('error', reject)
+        .end();
+    });
+    expect(me).toBe(200);
+    expect((await raw(app.url, '/trpc/nope')).status).toBe(404);
+  });
+
+  it('says how to build the page when it is not built', async () => {
+    const res = await raw(bare.url, '/');
+    expect(res.status).toBe(503);
+    expect(res.body).toContain('npm run build:web');
+    expect((await raw(bare.url, '/assets/app-1234.js')).status).toBe(404);
+    expect((await raw(bare.url, '/healthz')).status).toBe(200);
+  });
+});

@@ -1,0 +1,850 @@
+/**
+ * The browser chat page: plain TypeScript and the DOM, everything through the typed client
+ * (no hand-written fetch). Built by Vite into web/dist and served by the server at `/`.
+ */
+import { createChatClient, type ChatClient, type ConnectionState, type Message, type RoomEvent, type RouterOutputs } from '../../client/index.js';
+
+type RoomItem = RouterOutputs['room']['list'][number];
+type Member = RouterOutputs['room']['members'][number];
+type Status = RouterOutputs['presence']['get'][number]['status'];
+type Reactions = Message['reactions'];
+interface Session {
+  token: string;
+  userId: string;
+  name: string;
+  username: string;
+  expiresAt: number;
+}
+interface Sub {
+  unsubscribe(): void;
+}
+
+const PAGE = 30;
+const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
+const TYPING_REFRESH_MS = 2500;
+const TYPING_IDLE_MS = 4000;
+const TYPING_SHOW_MS = 12_000;
+const MAX_WATCHED_ROOMS = 60;
+const SESSION_KEY = 'chat.session';
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+// ---------------------------------------------------------------------------------------------
+
+function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const el = document.getElementById(id);
+  if (!el) throw new Error(`#${id} missing from index.html`);
+  return el as T;
+}
+
+type Child = Node | string | null | undefined | false;
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string | number | boolean | undefined> = {},
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === false) continue;
+    if (k === 'class') el.className = String(v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/** crypto.randomUUID needs a secure context; getRandomValues works on plain http too. */
+function uuid(): string {
+  if (typeof crypto.randomUUID === 'function' && window.isSecureContext) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6]! & 0x0f) | 0x40;
+  b[8] = (b[8]! & 0x3f) | 0x80;
+  const x = [...b].map((n) => n.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+function errorCode(err: unknown): string | undefined {
+  const data = (err as { data?: { code?: string } } | null)?.data;
+  return data?.code;
+}
+
+let toastTimer: ReturnType<typeof setTimeout> | undefined;
+function toast(text: string) {
+  const el = $('toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (el.hidden = true), 5000);
+}
+const report = (err: unknown) => toast(errorText(err));
+
+function debounce(fn: () => void, ms: number): () => void {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  return () => {
+    clearTimeout(t);
+    t = setTimeout(fn, ms);
+  };
+}
+
+function initials(name: string): string {
+  return (name.match(/[A-Za-z0-9]/g) ?? ['?']).slice(0, 2).join('').toUpperCase();
+}
+/** A stable hue per user for avatars. */
+function hue(id: string): number {
+  let x = 0;
+  for (const c of id) x = (x * 31 + c.charCodeAt(0)) % 360;
+  return x;
+}
+function avatar(id: string, name: string, cls = 'avatar'): HTMLElement {
+  const el = h('div', { class: cls, title: name }, initials(name));
+  el.style.setProperty('--hue', String(hue(id)));
+  return el;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session and client
+// ---------------------------------------------------------------------------------------------
+
+let session: Session | null = loadSession();
+let chat: ChatClient | null = null;
+let rooms: RoomItem[] = [];
+const watchers = new Map<string, Sub>();
+let inboxSub: Sub | null = null;
+let view: RoomView | null = null;
+
+function loadSession(): Session | null {
+  try {
+    const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? 'null') as Session | null;
+    return s && s.token && s.expiresAt > Date.now() ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Dev login through a short-lived anonymous client (devLogin is a public procedure). */
+async function devLogin(username: string, name?: string): Promise<Session> {
+  // Lazy: the WebSocket is never opened, the one call goes over HTTP.
+  const anon = createChatClient({ url: location.origin, lazy: true });
+  try {
+    const r = await anon.trpc.auth.devLogin.mutate(name ? { username, name } : { username });
+    return { token: r.token, userId: r.user.id, name: r.user.name, username, expiresAt: r.expiresAt.getTime() };
+  } finally {
+    void anon.close();
+  }
+}
+
+/** Called on every (re)connect and request: a dev token close to expiry is renewed first. */
+async function currentToken(): Promise<string> {
+  if (!session) throw new Error('not logged in');
+  if (session.expiresAt - Date.now() < 60_000) {
+    session = { ...(await devLogin(session.username, session.name)) };
+    localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  }
+  return session.token;
+}
+
+const me = () => session?.userId ?? '';
+
+function setConn(s: ConnectionState) {
+  const el = $('conn');
+  el.dataset.state = s.state;
+  el.textContent = s.state === 'open' ? 'connected' : s.state === 'closed' ? 'offline' : s.error ? 'reconnecting…' : 'connecting…';
+}
+
+async function start() {
+  if (!session) return showLogin();
+  chat = createChatClient({ url: location.origin, getToken: currentToken });
+  chat.onStateChange(setConn);
+  try {
+    const who = await chat.trpc.auth.me.query();
+    session = { ...session, name: who.name };
+  } catch (err) {
+    if (errorCode(err) === 'UNAUTHORIZED') return logout();
+    report(err);
+  }
+  $('login').hidden = true;
+  $('app').hidden = false;
+  $('me').textContent = session.name;
+  $('me').dataset.userId = session.userId;
+  $('me-avatar').replaceWith(Object.assign(avatar(session.userId, session.name), { id: 'me-avatar' }));
+  document.title = `Chat — ${session.name}`;
+
+  // subscribeInbox/subscribeRoom resume from the last event after reconnects and server restarts.
+  inboxSub = chat.subscribeInbox({
+    onEvent: (data) => {
+      if (data.type === 'ready' || data.type === 'signal') return;
+      if (data.type === 'mention') toast(`${data.from} mentioned you: ${data.excerpt}`);
+      refreshRooms();
+    },
+    onError: report,
+  });
+  await loadRooms();
+  openFromHash();
+}
+
+async function logout() {
+  view?.close();
+  view = null;
+  for (const w of watchers.values()) w.unsubscribe();
+  watchers.clear();
+  inboxSub?.unsubscribe();
+  await chat?.close();
+  chat = null;
+  session = null;
+  localStorage.removeItem(SESSION_KEY);
+  history.replaceState(null, '', location.pathname);
+  showLogin();
+}
+
+function showLogin() {
+  $('app').hidden = true;
+  $('login').hidden = false;
+  $<HTMLInputElement>('login-username').focus();
+}
+
+$('login-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const username = $<HTMLInputElement>('login-username').value.trim();
+  const name = $<HTMLInputElement>('login-name').value.trim();
+  $('login-error').textContent = '';
+  devLogin(username, name || undefined).then(
+    (s) => {
+      session = s;
+      localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+      void start();
+    },
+    (err) => ($('login-error').textContent = errorText(err)),
+  );
+});
+$('logout').addEventListener('click', () => void logout());
+$<HTMLSelectElement>('my-status').addEventListener('change', (e) => {
+  const status = (e.target as HTMLSelectElement).value as 'online' | 'away' | 'dnd';
+  chat?.trpc.presence.set.mutate({ status }).catch(report);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Room list with unread badges
+// ---------------------------------------------------------------------------------------------
+
+function roomLabel(r: { kind: string; name: string }): string {
+  // A direct room is named after its pair of user ids: show the other one.
+  if (r.kind === 'direct') return r.name.split(', ').find((x) => x !== me()) ?? r.name;
+  return r.name;
+}
+
+async function loadRooms() {
+  if (!chat) return;
+  try {
+    rooms = await chat.trpc.room.list.query();
+  } catch (err) {
+    return report(err);
+  }
+  renderRooms();
+  syncWatchers();
+}
+const refreshRooms = debounce(() => void loadRooms(), 200);
+
+function renderRooms() {
+  const list = $('room-list');
+  if (!rooms.length) {
+    list.replaceChildren(h('li', { class: 'hint' }, 'No rooms yet: create a group or message someone.'));
+    return;
+  }
+  list.replaceChildren(
+    ...rooms.map((r) => {
+      const active = view?.roomId === r.id;
+      const unread = active ? 0 : r.unreadCount;
+      const last = r.lastMessage;
+      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body ?? ''}`) : r.topic ?? '';
+      const li = h(
+        'li',
+        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: 0 },
+        h('span', { class: 'room-icon' }, r.kind === 'direct' ? '@' : '#'),
+        h('span', { class: 'room-main' }, h('span', { class: 'room-name' }, roomLabel(r)), h('span', { class: 'room-last' }, preview)),
+        unread ? h('span', { class: 'badge', title: `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
+      );
+      const open = () => navigate(r.id);
+      li.addEventListener('click', open);
+      li.addEventListener('keydown', (e) => e.key === 'Enter' && open());
+      return li;
+    }),
+  );
+}
+
+/** One light subscription per room keeps the badges fresh (the server caps subscriptions per connection). */
+function syncWatchers() {
+  if (!chat) return;
+  const wanted = new Set(rooms.slice(0, MAX_WATCHED_ROOMS).map((r) => r.id));
+  for (const [id, sub] of watchers) {
+    if (!wanted.has(id)) {
+      sub.unsubscribe();
+      watchers.delete(id);
+    }
+  }
+  for (const id of wanted) {
+    if (watchers.has(id)) continue;
+    const sub = chat.subscribeRoom(
+      id,
+      {
+        onEvent: (data) => {
+          if (data.type === 'ready' || data.type === 'typing' || data.type === 'presence') return;
+          if (data.type === 'receipt.read' && data.userId !== me()) return;
+          refreshRooms();
+        },
+        onError: () => {
+          watchers.delete(id);
+          refreshRooms();
+        },
+      },
+    );
+    watchers.set(id, sub);
+  }
+}
+
+function navigate(roomId: string) {
+  if (location.hash !== `#/room/${roomId}`) location.hash = `#/room/${roomId}`;
+  else openFromHash();
+}
+function openFromHash() {
+  const m = /^#\/room\/([0-9a-f-]{36})$/i.exec(location.hash);
+  const id = m?.[1];
+  if (!id || !chat) return;
+  if (view?.roomId === id) return;
+  view?.close();
+  view = new RoomView(chat, id);
+  renderRooms();
+  void view.open();
+}
+window.addEventListener('hashchange', openFromHash);
+
+$('new-group-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (!chat) return;
+  const name = $<HTMLInputElement>('new-group-name').value.trim();
+  const memberIds = $<HTMLInputElement>('new-group-members')
+    .value.split(/[\s,]+/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+  chat.trpc.room.create.mutate({ kind: 'group', name, memberIds }).then(
+    (room) => {
+      $<HTMLFormElement>('new-group-form').reset();
+      void loadRooms().then(() => navigate(room.id));
+    },
+    report,
+  );
+});
+$('direct-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (!chat) return;
+  const userId = $<HTMLInputElement>('direct-user').value.trim();
+  chat.trpc.room.openDirect.mutate({ userId }).then(
+    (room) => {
+      $<HTMLFormElement>('direct-form').reset();
+      void loadRooms().then(() => navigate(room.id));
+    },
+    report,
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Room view: history on scroll, live events, typing, presence, receipts, reactions
+// ---------------------------------------------------------------------------------------------
+
+class RoomView {
+  private messages: Message[] = [];
+  private readonly els = new Map<string, HTMLElement>();
+  private readonly pending = new Map<string, { body: string; el: HTMLElement }>();
+  private members = new Map<string, Member>();
+  private readonly presence = new Map<string, Status>();
+  private readonly readSeq = new Map<string, number>();
+  private readonly typing = new Map<string, ReturnType<typeof setTimeout>>();
+  private hasMore = false;
+  private loadingOlder = false;
+  /** The last durable seq this view has seen (history or events): what markRead reports. */
+  private lastSeq = 0;
+  private markedSeq = 0;
+  private sub: Sub | null = null;
+  private closed = false;
+  private typingOn = false;
+  private typingSentAt = 0;
+  private typingIdle: ReturnType<typeof setTimeout> | undefined;
+  private readonly box = $('messages');
+  private readonly input = $<HTMLInputElement>('composer-input');
+  private readonly cleanup: (() => void)[] = [];
+
+  constructor(
+    private readonly chat: ChatClient,
+    readonly roomId: string,
+  ) {}
+
+  async open() {
+    const item = rooms.find((r) => r.id === this.roomId);
+    $('empty').hidden = true;
+    $('room-header').hidden = false;
+    this.box.hidden = false;
+    $('composer').hidden = false;
+    $('room-title').textContent = item ? roomLabel(item) : '…';
+    $('room-topic').textContent = item?.topic ?? '';
+    $('members').replaceChildren();
+    $('typing').textContent = '';
+    this.box.replaceChildren(h('div', { class: 'loading' }, 'Loading…'));
+
+    const onScroll = () => {
+      if (this.box.scrollTop < 120) void this.loadOlder();
+    };
+    this.box.addEventListener('scroll', onScroll, { passive: true });
+    const onVisible = () => document.visibilityState === 'visible' && this.markRead();
+    document.addEventListener('visibilitychange', onVisible);
+    const onInput = () => this.onTyping();
+    this.input.addEventListener('input', onInput);
+    const onSubmit = (e: Event) => {
+      e.preventDefault();
+      this.send();
+    };
+    $('composer').addEventListener('submit', onSubmit);
+    this.cleanup.push(
+      () => this.box.removeEventListener('scroll', onScroll),
+      () => document.removeEventListener('visibilitychange', onVisible),
+      () => this.input.removeEventListener('input', onInput),
+      () => $('composer').removeEventListener('submit', onSubmit),
+    );
+
+    try {
+      const [room, page] = await Promise.all([
+        this.chat.trpc.room.get.query({ roomId: this.roomId }),
+        this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE }),
+        this.loadMembers(),
+      ]);
+      if (this.closed) return;
+      $('room-title').textContent = roomLabel(room);
+      $('room-topic').textContent = room.topic ?? (room.kind === 'direct' ? 'Direct message' : `${room.memberCount} members`);
+      this.messages = page.messages;
+      this.hasMore = page.hasMore;
+      const newest = page.messages.at(-1)?.seq ?? 0;
+      this.lastSeq = newest;
+      this.render();
+      this.scrollToBottom();
+      // History first, then the live stream from the last seq we have: nothing missed, nothing twice.
+      this.sub = this.chat.subscribeRoom(
+        this.roomId,
+        { onEvent: (event) => this.apply(event), onError: (err) => this.onStreamError(err) },
+        { lastEventId: String(newest) },
+      );
+      this.markRead();
+      this.input.focus();
+      void this.fillViewport();
+    } catch (err) {
+      if (this.closed) return;
+      this.box.replaceChildren(h('div', { class: 'loading' }, `Cannot open this room: ${errorText(err)}`));
+    }
+  }
+
+  close() {
+    this.closed = true;
+    this.sub?.unsubscribe();
+    this.stopTyping();
+    for (const t of this.typing.values()) clearTimeout(t);
+    for (const f of this.cleanup) f();
+  }
+
+  private onStreamError(err: unknown) {
+    if (this.closed) return;
+    toast(`Room stream ended: ${errorText(err)}`);
+    if (errorCode(err) === 'NOT_FOUND' || errorCode(err) === 'FORBIDDEN') {
+      leaveView();
+      refreshRooms();
+    }
+  }
+
+  private async loadMembers() {
+    const list = await this.chat.trpc.room.members.query({ roomId: this.roomId });
+    this.members = new Map(list.map((m) => [m.userId, m]));
+    for (const m of list) this.readSeq.set(m.userId, Math.max(this.readSeq.get(m.userId) ?? 0, m.lastReadSeq));
+    const ids = list.map((m) => m.userId).slice(0, 200);
+    if (ids.length) {
+      const states = await this.chat.trpc.presence.get.query({ userIds: ids });
+      for (const p of states) if (!this.presence.has(p.userId)) this.presence.set(p.userId, p.status);
+    }
+    if (!this.closed) {
+      this.renderMembers();
+      this.renderSeen();
+    }
+  }
+
+  private nameOf(userId: string): string {
+    return this.members.get(userId)?.name ?? userId;
+  }
+
+  // --- live events -----------------------------------------------------------------------------
+
+  private apply(e: RoomEvent) {
+    if (this.closed) return;
+    switch (e.type) {
+      case 'ready':
+        return;
+      case 'message.new':
+      case 'message.edited':
+      case 'message.deleted': {
+        this.lastSeq = Math.max(this.lastSeq, e.seq);
+        const stick = this.nearBottom();
+        const old = this.messages.find((m) => m.id === e.message.id);
+        if (e.type === 'message.new') {
+          this.clearTyping(e.message.senderId);
+          // Our own message can arrive on the stream before `send` answers: it replaces its placeholder.
+          if (e.message.senderId === me() && !old) this.dropPending(e.message.body);
+        }
+        // Broadcast events carry `me: false`: keep what we know about our own reactions.
+        this.upsert(old ? { ...e.message, reactions: mergeMine(old.reactions, e.message.reactions) } : e.message);
+        if (stick || e.message.senderId === me()) this.scrollToBottom();
+        this.markRead();
+        return;
+      }
+      case 'reaction.added':
+      case 'reaction.removed': {
+        this.lastSeq = Math.max(this.lastSeq, e.seq);
+        const old = this.messages.find((m) => m.id === e.messageId);
+        if (!old) return;
+        const mine = e.userId === me() ? { emoji: e.emoji, me: e.type === 'reaction.added' } : null;
+        this.upsert({ ...old, reactions: mergeMine(old.reactions, e.reactions, mine) });
+        return;
+      }
+      case 'member.joined':
+      case 'member.left':
+      case 'member.updated':
+        this.lastSeq = Math.max(this.lastSeq, e.seq);
+        if (e.type === 'member.left' && e.userId === me()) {
+          toast('You are no longer a member of this room.');
+          leaveView();
+          refreshRooms();
+          return;
+        }
+        void this.loadMembers().catch(report);
+        return;
+      case 'room.updated':
+        this.lastSeq = Math.max(this.lastSeq, e.seq);
+        $('room-title').textContent = e.name;
+        $('room-topic').textContent = e.topic ?? '';
+        refreshRooms();
+        return;
+      case 'typing':
+        if (e.userId === me()) return;
+        if (e.typing) this.showTyping(e.userId);
+        else this.clearTyping(e.userId);
+        return;
+      case 'presence':
+        this.presence.set(e.userId, e.status);
+        this.renderMembers();
+        return;
+      case 'receipt.read':
+        this.readSeq.set(e.userId, Math.max(this.readSeq.get(e.userId) ?? 0, e.seq));
+        this.renderSeen();
+        return;
+    }
+  }
+
+  private upsert(m: Message) {
+    const i = this.messages.findIndex((x) => x.id === m.id);
+    if (i >= 0) this.messages[i] = m;
+    else {
+      // Keep ascending seq order (events and pages can interleave).
+      let j = this.messages.length;
+      while (j > 0 && this.messages[j - 1]!.seq > m.seq) j--;
+      this.messages.splice(j, 0, m);
+    }
+    this.els.delete(m.id);
+    this.render();
+  }
+
+  // --- rendering -------------------------------------------------------------------------------
+
+  private render() {
+    const nodes: Node[] = [];
+    nodes.push(
+      this.hasMore
+        ? h('div', { class: 'history-edge', id: 'history-more' }, this.loadingOlder ? 'Loading older messages…' : 'Scroll up for older messages')
+        : h('div', { class: 'history-edge', id: 'history-start' }, 'This is the beginning of the conversation.'),
+    );
+    let prev: Message | undefined;
+    for (const m of this.messages) {
+      let el = this.els.get(m.id);
+      if (!el) {
+        el = this.messageEl(m);
+        this.els.set(m.id, el);
+      }
+      const grouped =
+        !!prev && prev.senderId === m.senderId && prev.kind !== 'system' && m.kind !== 'system' && m.createdAt.getTime() - prev.createdAt.getTime() < 5 * 60_000;
+      el.classList.toggle('grouped', grouped);
+      nodes.push(el);
+      prev = m;
+    }
+    for (const p of this.pending.values()) nodes.push(p.el);
+    this.box.replaceChildren(...nodes);
+    this.renderSeen();
+  }
+
+  private messageEl(m: Message): HTMLElement {
+    const mine = m.senderId === me();
+    if (m.kind === 'system') {
+      return h('div', { class: 'msg system', 'data-seq': m.seq, 'data-id': m.id }, h('span', { class: 'body' }, m.body ?? ''));
+    }
+    const reactions = h(
+      'div',
+      { class: 'reactions' },
+      ...m.reactions.map((r) => {
+        const b = h('button', { type: 'button', class: `reaction${r.me ? ' me' : ''}`, 'data-emoji': r.emoji, title: r.me ? 'Remove your reaction' : 'React' }, `${r.emoji} `, h('span', { class: 'count' }, String(r.count)));
+        b.addEventListener('click', () => this.toggleReaction(m.id, r.emoji, r.me));
+        return b;
+      }),
+    );
+    const bar = h('div', { class: 'react-bar', role: 'toolbar', 'aria-label': 'Add a reaction' });
+    if (!m.deletedAt) {
+      for (const emoji of QUICK_EMOJI) {
+        const b = h('button', { type: 'button', 'data-emoji': emoji, title: `React with ${emoji}` }, emoji);
+        b.addEventListener('click', () => this.toggleReaction(m.id, emoji, m.reactions.some((r) => r.emoji === emoji && r.me)));
+        bar.append(b);
+      }
+    }
+    const time = h('time', { datetime: m.createdAt.toISOString(), title: dateTimeFmt.format(m.createdAt) }, timeFmt.format(m.createdAt));
+    const body = m.deletedAt ? h('span', { class: 'body deleted' }, 'message deleted') : h('span', { class: 'body' }, m.body ?? '');
+    const el = h(
+      'div',
+      { class: `msg${mine ? ' mine' : ''}`, 'data-seq': m.seq, 'data-id': m.id, 'data-sender': m.senderId },
+      avatar(m.senderId, this.nameOf(m.senderId), 'avatar small'),
+      h(
+        'div',
+        { class: 'msg-main' },
+        h('div', { class: 'meta' }, h('span', { class: 'sender' }, this.nameOf(m.senderId)), time),
+        h('div', { class: 'bubble' }, body, m.editedAt && !m.deletedAt ? h('span', { class: 'edited' }, ' (edited)') : null),
+        reactions,
+      ),
+      bar,
+    );
+    if (mine) {
+      // Who has read this message, on demand (receipt.readers).
+      time.classList.add('clickable');
+      time.addEventListener('click', () => {
+        this.chat.trpc.receipt.readers
+          .query({ roomId: this.roomId, seq: m.seq })
+          .then((rs) => {
+            const others = rs.filter((r) => r.userId !== me());
+            toast(others.length ? `Read by ${others.map((r) => this.nameOf(r.userId) + (r.readAt ? ` at ${timeFmt.format(r.readAt)}` : '')).join(', ')}` : 'Not read yet');
+          })
+          .catch(report);
+      });
+    }
+    return el;
+  }
+
+  /** "Seen by …" under my latest message: members whose read position reached it. */
+  private renderSeen() {
+    this.box.querySelector('.seen')?.remove();
+    const last = [...this.messages].reverse().find((m) => m.senderId === me() && m.kind !== 'system');
+    if (!last) return;
+    const el = this.els.get(last.id);
+    if (!el) return;
+    const readers = [...this.readSeq]
+      .filter(([u, s]) => u !== me() && s >= last.seq && this.members.has(u))
+      .map(([u]) => this.nameOf(u))
+      .sort();
+    const text = readers.length ? `Seen by ${readers.join(', ')}` : 'Sent';
+    el.after(h('div', { class: `seen${readers.length ? ' read' : ''}`, 'data-seq': last.seq }, readers.length ? '✓✓ ' : '✓ ', text));
+  }
+
+  private renderMembers() {
+    const order: Record<string, number> = { online: 0, away: 1, dnd: 2, offline: 3 };
+    const list = [...this.members.values()].sort(
+      (a, b) => (order[this.presence.get(a.userId) ?? 'offline']! - order[this.presence.get(b.userId) ?? 'offline']!) || a.userId.localeCompare(b.userId),
+    );
+    $('members').replaceChildren(
+      ...list.slice(0, 12).map((m) => {
+        const status = this.presence.get(m.userId) ?? 'offline';
+        const name = m.name ?? m.userId;
+        return h(
+          'li',
+          { class: 'member', 'data-user-id': m.userId, 'data-status': status, title: `${name} (${m.role}): ${status}` },
+          avatar(m.userId, name, 'avatar small'),
+          h('span', { class: `dot ${status}` }),
+          h('span', { class: 'member-name' }, m.userId === me() ? `${name} (you)` : name),
+        );
+      }),
+      list.length > 12 ? h('li', { class: 'member more' }, `+${list.length - 12}`) : '',
+    );
+  }
+
+  private showTyping(userId: string) {
+    clearTimeout(this.typing.get(userId));
+    // The server expires typing after 10 s; keep it a little longer than that in case of a late stop.
+    this.typing.set(
+      userId,
+      setTimeout(() => this.clearTyping(userId), TYPING_SHOW_MS),
+    );
+    this.renderTyping();
+  }
+  private clearTyping(userId: string) {
+    clearTimeout(this.typing.get(userId));
+    if (this.typing.delete(userId)) this.renderTyping();
+  }
+  private renderTyping() {
+    const names = [...this.typing.keys()].map((u) => this.nameOf(u)).sort();
+    const el = $('typing');
+    el.dataset.users = [...this.typing.keys()].sort().join(',');
+    if (!names.length) el.textContent = '';
+    else {
+      const who = names.length === 1 ? `${names[0]} is` : names.length === 2 ? `${names[0]} and ${names[1]} are` : `${names.length} people are`;
+      el.replaceChildren(h('span', { class: 'dots' }, h('i'), h('i'), h('i')), ` ${who} typing…`);
+    }
+  }
+
+  // --- actions ---------------------------------------------------------------------------------
+
+  private onTyping() {
+    const empty = this.input.value.trim() === '';
+    if (empty) return this.stopTyping();
+    const now = Date.now();
+    if (!this.typingOn || now - this.typingSentAt > TYPING_REFRESH_MS) {
+      this.typingOn = true;
+      this.typingSentAt = now;
+      this.chat.trpc.chat.typing.mutate({ roomId: this.roomId, typing: true }).catch(() => undefined);
+    }
+    clearTimeout(this.typingIdle);
+    this.typingIdle = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+  private stopTyping() {
+    clearTimeout(this.typingIdle);
+    if (!this.typingOn) return;
+    this.typingOn = false;
+    this.chat.trpc.chat.typing.mutate({ roomId: this.roomId, typing: false }).catch(() => undefined);
+  }
+
+  private send(clientId = uuid(), text = this.input.value.trim()) {
+    if (!text) return;
+    this.input.value = '';
+    this.stopTyping();
+    const el = h('div', { class: 'msg mine pending', 'data-client-id': clientId }, h('div', { class: 'msg-main' }, h('div', { class: 'bubble' }, h('span', { class: 'body' }, text)), h('div', { class: 'meta' }, 'sending…')));
+    this.pending.set(clientId, { body: text, el });
+    this.render();
+    this.scrollToBottom();
+    // Idempotent by clientId: a retry of the same message never makes a second one.
+    this.chat.trpc.chat.send.mutate({ roomId: this.roomId, clientId, body: text }).then(
+      (m) => {
+        this.pending.delete(clientId);
+        if (!this.closed) {
+          this.lastSeq = Math.max(this.lastSeq, m.seq);
+          this.upsert(this.messages.find((x) => x.id === m.id) ?? m);
+          this.scrollToBottom();
+          this.markRead();
+        }
+      },
+      (err) => {
+        el.classList.add('failed');
+        const retry = h('button', { type: 'button', class: 'link' }, 'retry');
+        retry.addEventListener('click', () => {
+          this.pending.delete(clientId);
+          this.send(clientId, text);
+        });
+        el.querySelector('.meta')?.replaceChildren(`not sent: ${errorText(err)} `, retry);
+      },
+    );
+  }
+
+  private dropPending(body: string | null) {
+    for (const [clientId, p] of this.pending) {
+      if (p.body === body) {
+        this.pending.delete(clientId);
+        p.el.remove();
+        return;
+      }
+    }
+  }
+
+  private toggleReaction(messageId: string, emoji: string, mine: boolean) {
+    const call = mine ? this.chat.trpc.chat.unreact : this.chat.trpc.chat.react;
+    // The room stream brings the result (reaction.added/removed, in seq order with everyone else's).
+    call.mutate({ messageId, emoji }).catch(report);
+  }
+
+  private markRead = debounce(() => {
+    if (this.closed || document.visibilityState === 'hidden' || this.lastSeq <= this.markedSeq) return;
+    const seq = this.lastSeq;
+    this.markedSeq = seq;
+    this.chat.trpc.receipt.markRead.mutate({ roomId: this.roomId, seq }).then(
+      () => refreshRooms(),
+      (err) => {
+        this.markedSeq = 0;
+        report(err);
+      },
+    );
+  }, 150);
+
+  // --- history on scroll -----------------------------------------------------------------------
+
+  private async loadOlder() {
+    if (!this.hasMore || this.loadingOlder || this.closed) return;
+    const oldest = this.messages[0]?.seq;
+    if (oldest === undefined) return;
+    this.loadingOlder = true;
+    const edge = document.getElementById('history-more');
+    if (edge) edge.textContent = 'Loading older messages…';
+    try {
+      const page = await this.chat.trpc.chat.history.query({ roomId: this.roomId, beforeSeq: oldest, limit: PAGE });
+      if (this.closed) return;
+      const before = this.box.scrollHeight;
+      const top = this.box.scrollTop;
+      const known = new Set(this.messages.map((m) => m.id));
+      this.messages = [...page.messages.filter((m) => !known.has(m.id)), ...this.messages];
+      this.hasMore = page.hasMore;
+      this.loadingOlder = false;
+      this.render();
+      // Keep what the reader was looking at in place.
+      this.box.scrollTop = top + (this.box.scrollHeight - before);
+    } catch (err) {
+      report(err);
+    } finally {
+      this.loadingOlder = false;
+    }
+    void this.fillViewport();
+  }
+
+  /** While the messages do not fill the view there is nothing to scroll: load more right away. */
+  private async fillViewport() {
+    if (this.hasMore && this.box.scrollHeight <= this.box.clientHeight + 120) await this.loadOlder();
+  }
+
+  private nearBottom(): boolean {
+    return this.box.scrollHeight - this.box.scrollTop - this.box.clientHeight < 80;
+  }
+  private scrollToBottom() {
+    this.box.scrollTop = this.box.scrollHeight;
+  }
+}
+
+/** Our reactions from what we knew (`me`), counts from the server; `change` is our own new action. */
+function mergeMine(old: Reactions, next: Reactions, change: { emoji: string; me: boolean } | null = null): Reactions {
+  const mine = new Set(old.filter((r) => r.me).map((r) => r.emoji));
+  if (change) {
+    if (change.me) mine.add(change.emoji);
+    else mine.delete(change.emoji);
+  }
+  return next.map((r) => ({ ...r, me: r.me || mine.has(r.emoji) }));
+}
+
+function leaveView() {
+  view?.close();
+  view = null;
+  history.replaceState(null, '', location.pathname);
+  $('room-header').hidden = true;
+  $('messages').hidden = true;
+  $('composer').hidden = true;
+  $('typing').textContent = '';
+  $('empty').hidden = false;
+  renderRooms();
+}
+
+void start();
