@@ -15,6 +15,7 @@ import { MemoryBus } from './realtime/memory-bus.js';
 import { RedisBus } from './realtime/redis-bus.js';
 import { createServices, type Services } from './services/index.js';
 import { contextFactory } from './trpc/context.js';
+import { fanoutEncoder } from './trpc/fanout-serialization.js';
 import { appRouter } from './trpc/router.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
@@ -157,6 +158,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     router: appRouter,
     createContext,
     keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
+    // Data frames of shared fan-out events reuse one JSON text (src/trpc/fanout-serialization.ts).
+    experimental_encoder: fanoutEncoder,
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },

@@ -83,10 +83,13 @@ async function rejection(p: Promise<unknown>): Promise<ReturnType<typeof errInfo
 describe('keepAlive', () => {
   it('a client that stops answering is closed within pingMs + pongWaitMs; one that answers stays', async () => {
     const dead = raw(K.url, { token: tokenFor('ka-dead'), autoPong: false });
-    dead.subscribe(1, 'chat.events', { roomId: await room('ka-dead') });
+    const roomId = await room('ka-dead');
+    // The subscribe is the client's last message: the server's keepalive clock starts when it
+    // arrives, so measuring from just before it is sending gives a lower bound that holds.
+    const silentSince = Date.now();
+    dead.subscribe(1, 'chat.events', { roomId });
     await dead.waitFrame(isReady(1), 'ready');
     // From here on the raw client sends nothing (it never answers the server's PING).
-    const silentSince = Date.now();
     const alive = ws(K, tokenFor('ka-alive'));
     await alive.trpc.auth.me.query();
     const closed = await closeOf(dead, KEEPALIVE_MS + PONG_WAIT_MS + 5000, 'the silent client to be dropped');

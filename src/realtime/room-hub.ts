@@ -1,3 +1,4 @@
+import { sharedEvents } from './shared-events.js';
 import superjson from 'superjson';
 import type { EventBus } from './bus.js';
 import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } from './events.js';
@@ -217,6 +218,8 @@ class Hub<E extends StreamEvent> {
 
   private fanout(e: E): void {
     this.stats.delivered += this.subs.size;
+    // Serialized once for all local subscribers (the transformer and encoder key on this).
+    if (this.subs.size > 1) sharedEvents.add(e);
     this.stats.onFanout?.(e, this.subs.size);
     const leaving = this.kind.kickUserOf(e);
     for (const s of this.subs) {
