@@ -1,4 +1,4 @@
-import { pino, stdSerializers, type Logger as PinoLogger } from 'pino';
+import { pino, stdSerializers, type DestinationStream, type Logger as PinoLogger } from 'pino';
 
 export type Logger = PinoLogger;
 
@@ -17,12 +17,14 @@ function safeError(err: unknown) {
   return s;
 }
 
-export function createLogger(level: string, pretty = false): Logger {
-  return pino({
+/** The process logger (JSON lines on stdout, or into `destination`, e.g. a test's capture). */
+export function createLogger(level: string, pretty = false, destination?: DestinationStream): Logger {
+  const options = {
     level,
     base: { pid: process.pid },
     serializers: { err: safeError, error: safeError },
     redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'body', '*.body', 'payload', '*.payload'], censor: '[redacted]' },
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
-  });
+    ...(pretty && !destination ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
