@@ -353,6 +353,19 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     expect(await as(bad, owner).video.list({ roomId: room.id })).toEqual([]);
   });
 
+  it('a meeting past its expiry reads as ended and cannot be joined, even without a webhook', async () => {
+    const [owner] = users('owner');
+    const room = await groupRoom(lkSrv, owner, []);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, ttlMinutes: 5 });
+    expect((await as(lkSrv, owner).video.get({ meetingId: m.id })).status).toBe('scheduled');
+    await sql(em(lkSrv.app.services.deps), "update meeting set expires_at = now() - interval '1 second' where id = ?", [m.id]);
+    const got = await as(lkSrv, owner).video.get({ meetingId: m.id });
+    expect(got.status).toBe('ended');
+    expect(got.endedAt).toEqual(got.expiresAt);
+    expect((await as(lkSrv, owner).video.list({ roomId: room.id })).find((x) => x.id === m.id)?.status).toBe('ended');
+    await expect(as(lkSrv, owner).video.joinToken({ meetingId: m.id })).rejects.toMatchObject({ code: 'PRECONDITION_FAILED' });
+  });
+
   it('the provider calls are idempotent by room name (create twice: one room)', async () => {
     const provider = new LiveKitProvider({ url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret });
     const name = uuid();

@@ -68,18 +68,21 @@ const date = (v: unknown): Date | null => (v ? new Date(v as string) : null);
 const fit = (v: string, max: number) => (v.length <= max ? v : `sha256:${createHash('sha256').update(v).digest('hex')}`.slice(0, max));
 
 function meetingFromRow(r: Record<string, any>, participants: MeetingParticipantDto[]): MeetingDto {
+  const expiresAt = new Date(r.expires_at);
+  // A meeting past its expiry is over even if the provider never told us (no webhook configured).
+  const expired = r.status !== 'ended' && expiresAt.getTime() <= Date.now();
   return {
     id: r.id,
     roomId: r.room_id,
     provider: r.provider,
-    status: r.status,
+    status: expired ? 'ended' : r.status,
     title: r.title ?? null,
     url: r.url,
     createdBy: r.created_by,
     createdAt: new Date(r.created_at),
     startedAt: date(r.started_at),
-    endedAt: date(r.ended_at),
-    expiresAt: new Date(r.expires_at),
+    endedAt: date(r.ended_at) ?? (expired ? expiresAt : null),
+    expiresAt,
     participants,
   };
 }
