@@ -1,0 +1,76 @@
+/** Starting the systems under test, each as its own process. */
+import { TEST_LIMITS_ENV } from '../../test/proc.js';
+import type { System } from './ipc.js';
+import { freePort, spawnNode, waitHealthy, type Proc } from './proc.js';
+
+/** socketioPg: the Socket.IO server with each message inserted into PostgreSQL first. */
+export type SystemName = 'ours' | 'socketio' | 'socketioPg' | 'ws';
+
+/** The wire protocol each system's clients speak. */
+export const WIRE: Record<SystemName, System> = { ours: 'ours', socketio: 'socketio', socketioPg: 'socketio', ws: 'ws' };
+
+export interface BenchEnv {
+  databaseUrl: string;
+  redisUrl: string;
+  redisPrefix: string;
+  jwtSecret: string;
+  profileDir: string;
+}
+
+export interface StartOpts {
+  port?: number;
+  /** Peers: use Redis between nodes (ours always has Redis). */
+  redis?: boolean;
+  /** ours: run with `node --cpu-prof` (the profile is written when the process exits). */
+  cpuProf?: boolean;
+  label?: string;
+}
+
+export interface Server {
+  sys: SystemName;
+  proc: Proc;
+  url: string;
+  port: number;
+}
+
+export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts = {}): Promise<Server> {
+  const port = o.port ?? (await freePort());
+  const name = o.label ?? sys;
+  let proc: Proc;
+  if (sys === 'ours') {
+    proc = spawnNode({
+      name,
+      args: ['--import', 'tsx', ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []), 'src/main.ts'],
+      env: {
+        // The rate limits of the tests (a load generator sends far faster than a person), and
+        // room for thousands of connections from one address and for many tabs per user.
+        ...TEST_LIMITS_ENV,
+        MAX_CONNECTIONS_PER_USER: '100000',
+        MAX_CONNECTIONS_PER_IP: '100000',
+        NODE_ENV: 'production',
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        DATABASE_URL: env.databaseUrl,
+        REDIS_URL: env.redisUrl,
+        REDIS_PREFIX: env.redisPrefix,
+        JWT_SECRET: env.jwtSecret,
+        LOG_LEVEL: 'warn',
+      },
+    });
+  } else {
+    const script = sys === 'ws' ? 'bench/peers/ws-server.ts' : 'bench/peers/socketio-server.ts';
+    proc = spawnNode({
+      name,
+      args: ['--import', 'tsx', script],
+      env: {
+        PORT: String(port),
+        JWT_SECRET: env.jwtSecret,
+        ...(sys === 'socketioPg' ? { DATABASE_URL: env.databaseUrl } : {}),
+        ...(o.redis ? { REDIS_URL: env.redisUrl, REDIS_PREFIX: `${env.redisPrefix}${sys}:` } : {}),
+      },
+    });
+  }
+  const url = `http://127.0.0.1:${port}`;
+  await waitHealthy(`${url}/healthz`, proc, 90_000);
+  return { sys, proc, url, port };
+}

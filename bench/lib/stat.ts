@@ -1,0 +1,159 @@
+/**
+ * CPU time and memory of processes, read from /proc (Linux): utime + stime of /proc/<pid>/stat
+ * (all threads of the process) and VmRSS of /proc/<pid>/status.
+ */
+import { execSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { nowUs } from './clock.js';
+
+const CLK_TCK = (() => {
+  try {
+    return Number(execSync('getconf CLK_TCK').toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU time (user + system) of a process in µs, or null when it is gone. */
+export function cpuUs(pid: number): number | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    // After "pid (comm) ": field 3 (state) is f[0]; utime (14) is f[11], stime (15) is f[12].
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+/** Resident set size in KiB, or null when the process is gone. */
+export function rssKb(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Busy and total jiffies of the whole machine (/proc/stat). */
+function machineJiffies(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  const total = v.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+export interface Window {
+  wallUs: number;
+  /** CPU µs of the server processes over the window. */
+  cpuUs: number;
+  /** 100 = one core fully busy. */
+  cpuPct: number;
+  /** Highest RSS sum of the server processes sampled during the window, MiB. */
+  rssMb: number;
+  /** CPU of the load workers, 100 = one core. */
+  loadCpuPct: number;
+  /** The whole machine's CPU use over the window, 100 = every core busy. */
+  machineCpuPct: number;
+}
+
+/** Samples server (and load worker) processes over a window: CPU at both ends, RSS every 200 ms. */
+export class Sampler {
+  private t0 = 0;
+  private cpu0 = 0;
+  private load0 = 0;
+  private m0 = { busy: 0, total: 0 };
+  private rssMax = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly servers: number[],
+    private readonly workers: number[],
+  ) {}
+
+  private sum(pids: number[]) {
+    return pids.reduce((a, p) => a + (cpuUs(p) ?? 0), 0);
+  }
+
+  private sampleRss() {
+    const r = this.servers.reduce((a, p) => a + (rssKb(p) ?? 0), 0);
+    if (r > this.rssMax) this.rssMax = r;
+  }
+
+  start(): this {
+    this.t0 = nowUs();
+    this.cpu0 = this.sum(this.servers);
+    this.load0 = this.sum(this.workers);
+    this.m0 = machineJiffies();
+    this.rssMax = 0;
+    this.sampleRss();
+    this.timer = setInterval(() => this.sampleRss(), 200);
+    return this;
+  }
+
+  stop(): Window {
+    if (this.timer) clearInterval(this.timer);
+    this.sampleRss();
+    const wallUs = Math.max(1, nowUs() - this.t0);
+    const cpu = this.sum(this.servers) - this.cpu0;
+    const load = this.sum(this.workers) - this.load0;
+    const m = machineJiffies();
+    const mt = m.total - this.m0.total;
+    return {
+      wallUs,
+      cpuUs: cpu,
+      cpuPct: (100 * cpu) / wallUs,
+      rssMb: this.rssMax / 1024,
+      loadCpuPct: (100 * load) / wallUs,
+      machineCpuPct: mt > 0 ? (100 * (m.busy - this.m0.busy)) / mt : 0,
+    };
+  }
+}
+
+/** Samples in a row that `settle` wants under its threshold (the quick bench takes one). */
+export const settleOptions = { samples: 2 };
+
+/** Waits until the servers' CPU stays under `pct` (of one core) for `settleOptions.samples` 250 ms samples in a row. */
+export async function settle(pids: number[], pct = 5, maxMs = 20_000): Promise<number> {
+  const t0 = Date.now();
+  let quiet = 0;
+  let prev = pids.reduce((a, p) => a + (cpuUs(p) ?? 0), 0);
+  let prevT = nowUs();
+  while (Date.now() - t0 < maxMs) {
+    await new Promise((r) => setTimeout(r, 250));
+    const cur = pids.reduce((a, p) => a + (cpuUs(p) ?? 0), 0);
+    const t = nowUs();
+    const used = (100 * (cur - prev)) / Math.max(1, t - prevT);
+    prev = cur;
+    prevT = t;
+    quiet = used < pct ? quiet + 1 : 0;
+    if (quiet >= settleOptions.samples) break;
+  }
+  return Date.now() - t0;
+}
+
+/** The machine's CPU use (100 = every core busy) over `ms`. */
+export async function machineBusyPct(ms = 1000): Promise<number> {
+  const a = machineJiffies();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = machineJiffies();
+  const total = b.total - a.total;
+  return total > 0 ? (100 * (b.busy - a.busy)) / total : 0;
+}
+
+/**
+ * Waits (at most `maxMs`) until the machine is quiet: under `pct` busy for three 1 s samples in a
+ * row. Returns the last samples, which the report keeps (the machine is shared).
+ */
+export async function waitQuiet(maxMs: number, pct = 30): Promise<{ waitedMs: number; busyPct: number[] }> {
+  const t0 = Date.now();
+  const last: number[] = [];
+  do {
+    last.push(Math.round(await machineBusyPct(1000)));
+    if (last.length > 3) last.shift();
+    if (last.length === 3 && last.every((v) => v < pct)) break;
+  } while (Date.now() - t0 < maxMs);
+  return { waitedMs: Date.now() - t0, busyPct: last };
+}

@@ -1,0 +1,894 @@
+/**
+ * `npm run bench [-- --quick] [-- --only fanout,rooms] [-- --systems ours,socketio] [-- --profile]`
+ *
+ * The coordinator: creates a bench database, starts each system's server as its own process,
+ * drives the load workers (bench/load/worker.ts, separate processes), samples the servers' CPU and
+ * RSS from /proc, and writes bench/results/<full|quick>.json. See bench/README.md.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { execSync } from 'node:child_process';
+import pg from 'pg';
+import { nowUs } from './lib/clock.js';
+import { summarize } from './lib/hist.js';
+import { WIRE } from './lib/servers.js';
+import type {
+  CollectResult,
+  ConnSpec,
+  ExpectResult,
+  KeyRanges,
+  OpenResult,
+  ProgressResult,
+  SendMode,
+  SendResult,
+  System,
+} from './lib/ipc.js';
+import { mapLimit, makeToken, OursApi } from './lib/ours-api.js';
+import { cleanRedis, freePort, killAll, ROOT, sleep } from './lib/proc.js';
+import { startServer as startServerWith, type BenchEnv, type Server, type StartOpts, type SystemName } from './lib/servers.js';
+import { topFrames } from './lib/cpuprofile.js';
+import { rssKb, Sampler, settle, settleOptions, waitQuiet } from './lib/stat.js';
+import { LoadWorker } from './lib/workers.js';
+
+// ---------------------------------------------------------------------------------------------
+// Options and sizes
+
+const argv = process.argv.slice(2);
+const flag = (name: string) => argv.includes(`--${name}`);
+const opt = (name: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const QUICK = flag('quick');
+const PROFILE = flag('profile');
+const MODE = PROFILE ? 'profile' : QUICK ? 'quick' : 'full';
+
+type ScenarioName = 'fanout' | 'rooms' | 'sends' | 'idle' | 'storm' | 'scaleout';
+const SCENARIOS: ScenarioName[] = ['fanout', 'rooms', 'sends', 'idle', 'storm', 'scaleout'];
+/** Which systems each scenario runs. Persistence changes nothing for idle sockets, restarts or scale-out. */
+const SYSTEMS_OF: Record<ScenarioName, SystemName[]> = {
+  fanout: ['ours', 'socketio', 'socketioPg', 'ws'],
+  rooms: ['ours', 'socketio', 'socketioPg', 'ws'],
+  sends: ['ours', 'socketio', 'socketioPg', 'ws'],
+  idle: ['ours', 'socketio', 'ws'],
+  storm: ['ours', 'socketio', 'ws'],
+  scaleout: ['ours', 'socketio', 'ws'],
+};
+// The quick run keeps the persisted Socket.IO for the sends only.
+if (QUICK) for (const k of ['fanout', 'rooms'] as const) SYSTEMS_OF[k] = ['ours', 'socketio', 'ws'];
+
+const FULL = {
+  fanout: { subs: 1000, rates: [10, 50], phaseMs: 8000, window: 16 },
+  rooms: { rooms: 1000, rate: 500, phaseMs: 8000 },
+  sends: { senders: [1, 16, 64], phaseMs: 4000 },
+  idle: { conns: 10_000, perRoom: 10 },
+  storm: { subs: 2000, rooms: 20, rate: 50, beforeMs: 3000, afterMs: 15_000 },
+  scaleout: { subs: 1000, phaseMs: 8000, window: 16 },
+  drainMs: 20_000,
+  /** A drain gives up when no new delivery came for this long (lost messages never come). */
+  stallMs: 3000,
+  /** Unmeasured traffic before the measured phases (JIT warm-up), per system. */
+  warmupMs: 2000,
+  /** Connections per user id in big rooms (like one person's tabs and devices); see README. */
+  connsPerUser: 50,
+};
+const QUICK_SIZES: typeof FULL = {
+  fanout: { subs: 300, rates: [50], phaseMs: 1000, window: 16 },
+  rooms: { rooms: 200, rate: 100, phaseMs: 1000 },
+  sends: { senders: [64], phaseMs: 800 },
+  idle: { conns: 1000, perRoom: 10 },
+  storm: { subs: 300, rooms: 3, rate: 30, beforeMs: 800, afterMs: 2000 },
+  scaleout: { subs: 200, phaseMs: 1000, window: 16 },
+  drainMs: 8000,
+  stallMs: 1000,
+  warmupMs: 300,
+  connsPerUser: 50,
+};
+const C = QUICK ? QUICK_SIZES : FULL;
+if (QUICK) settleOptions.samples = 1;
+if (PROFILE) {
+  // Long steady phases, so that startup and setup are a small part of the profile.
+  C.fanout = { ...C.fanout, rates: [], phaseMs: 15_000 };
+  C.rooms = { ...C.rooms, phaseMs: 15_000 };
+  C.sends = { senders: [64], phaseMs: 8000 };
+}
+
+const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : SCENARIOS)) as ScenarioName[];
+const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : null)) as SystemName[] | null;
+for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
+
+const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
+const DB_NAME = 'chat_bench';
+const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const DATABASE_URL = PG_ADMIN.replace(/\/[^/]*$/, `/${DB_NAME}`);
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const REDIS_PREFIX = `bench:${RUN_ID}:`;
+const JWT_SECRET = `bench-secret-${randomUUID()}`;
+const RESULTS_DIR = join(ROOT, 'bench', 'results');
+const PROFILE_DIR = join(RESULTS_DIR, 'profiles');
+const MAX_RUN_MS = QUICK ? 10 * 60_000 : 60 * 60_000;
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+const ENV: BenchEnv = { databaseUrl: DATABASE_URL, redisUrl: REDIS_URL, redisPrefix: REDIS_PREFIX, jwtSecret: JWT_SECRET, profileDir: PROFILE_DIR };
+const startServer = (sys: SystemName, o: StartOpts = {}) => startServerWith(ENV, sys, o);
+
+/** Warnings our server logged (LOG_LEVEL=warn): slow consumers closed, bus errors... */
+function serverWarnings(s: Server): string[] {
+  return s.proc.output.filter((l) => l.includes('"level":40') || l.includes('"level":50')).map((l) => l.slice(0, 300));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms and users per system: ours goes through its API; the peers' rooms are just names.
+
+interface Provision {
+  token(user: string): string;
+  group(owner: string, name: string, members: string[]): Promise<string>;
+  direct(a: string, b: string): Promise<string>;
+}
+
+function provision(s: Server): Provision {
+  if (s.sys === 'ours') {
+    const api = new OursApi(s.url, JWT_SECRET);
+    return { token: (u) => api.token(u), group: (o, n, m) => api.groupRoom(o, n, m), direct: (a, b) => api.directRoom(a, b) };
+  }
+  const tokens = new Map<string, string>();
+  return {
+    token: (u) => {
+      let t = tokens.get(u);
+      if (!t) tokens.set(u, (t = makeToken(JWT_SECRET, u)));
+      return t;
+    },
+    group: async () => randomUUID(),
+    direct: async () => randomUUID(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load workers: two hold subscribers (and the senders of the rooms scenario), one holds senders.
+
+let subWorkers: LoadWorker[] = [];
+let sendWorker: LoadWorker;
+let allWorkers: LoadWorker[] = [];
+
+async function openOn(w: LoadWorker, sys: SystemName, url: string, conns: ConnSpec[], reconnect = true): Promise<OpenResult> {
+  if (conns.length === 0) return { conns: 0, open: 0, subs: 0, ready: 0, errors: [], elapsedMs: 0 };
+  const timeoutMs = Math.max(30_000, conns.length * 20);
+  return w.call<OpenResult>({ cmd: 'open', args: { system: WIRE[sys], url, conns, parallel: 64, timeoutMs, reconnect } }, timeoutMs + 30_000);
+}
+
+/** Opens subscriber connections spread over the subscriber workers (`urls[i]` for worker i). */
+async function openSubs(sys: SystemName, urls: string[], specs: ConnSpec[][]): Promise<{ ready: number; subs: number; elapsedMs: number }> {
+  const t0 = Date.now();
+  const rs = await Promise.all(subWorkers.map((w, i) => openOn(w, sys, urls[i % urls.length]!, specs[i] ?? [])));
+  const ready = rs.reduce((a, r) => a + r.ready, 0);
+  const subs = rs.reduce((a, r) => a + r.subs, 0);
+  if (ready < subs) {
+    throw new Error(`${sys}: only ${ready} of ${subs} subscriptions became ready: ${rs.flatMap((r) => r.errors).slice(0, 5).join(' | ')}`);
+  }
+  return { ready, subs, elapsedMs: Date.now() - t0 };
+}
+
+async function closeAll() {
+  await Promise.all(allWorkers.map((w) => w.call({ cmd: 'close' }, 30_000).catch(() => {})));
+}
+
+function split<T>(items: T[], parts: number, key: (item: T, i: number) => number = (_, i) => i): T[][] {
+  const out: T[][] = Array.from({ length: parts }, () => []);
+  items.forEach((it, i) => out[key(it, i) % parts]!.push(it));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One measured phase
+
+interface PhaseResult {
+  deliveriesPerSec: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  p999Ms: number | null;
+  maxMs: number | null;
+  rssMb: number;
+  cpuPct: number;
+  cpuUsPerDelivery: number | null;
+  /** Server CPU over the window, ms. */
+  serverCpuMs: number;
+  lost: number;
+  duplicated: number;
+  outOfOrder: number;
+  unexpected: number;
+  deliveries: number;
+  sent: number;
+  acked: number;
+  sendErrors: number;
+  sendRetries: number;
+  sentPerSec: number;
+  ackedPerSec: number;
+  ackP50Ms: number | null;
+  ackP99Ms: number | null;
+  ackP999Ms: number | null;
+  reconnects: number;
+  subErrors: number;
+  loadCpuPct: number;
+  machineCpuPct: number;
+  windowMs: number;
+  drainTimedOut: boolean;
+  /** CLOCK_MONOTONIC µs of the window (to slice a CPU profile to it). */
+  windowUs: [number, number];
+  errorSamples?: string[];
+}
+
+const round = (v: number, d = 1) => Math.round(v * 10 ** d) / 10 ** d;
+
+function mergeRanges(all: KeyRanges[]): KeyRanges {
+  const out: KeyRanges = {};
+  for (const r of all) for (const [room, ranges] of Object.entries(r)) (out[room] ??= []).push(...ranges);
+  return out;
+}
+
+async function progressAll(): Promise<ProgressResult[]> {
+  return Promise.all(allWorkers.map((w) => w.call<ProgressResult>({ cmd: 'progress' }, 30_000)));
+}
+
+/** Waits until the subscribers hold `expected` distinct messages, progress stalls for 3 s, or `maxMs`. */
+async function drain(expected: number, maxMs: number): Promise<boolean> {
+  const deadline = Date.now() + maxMs;
+  let last = -1;
+  let lastChange = Date.now();
+  while (Date.now() < deadline) {
+    const ps = await progressAll();
+    const distinct = ps.reduce((a, p) => a + p.distinct, 0);
+    if (distinct >= expected) return false;
+    if (distinct !== last) {
+      last = distinct;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > C.stallMs) return true;
+    await sleep(100);
+  }
+  return true;
+}
+
+async function runPhase(o: {
+  servers: Server[];
+  mode: SendMode;
+  senders: LoadWorker[];
+  durationMs: number;
+  /** Subscribers per room (to know how many deliveries to wait for). */
+  subsInRoom: (room: string) => number;
+}): Promise<PhaseResult> {
+  const watermark = o.mode.mode === 'window';
+  await Promise.all(allWorkers.map((w) => w.call({ cmd: 'phase', args: { watermark } })));
+  if (watermark) {
+    subWorkers.forEach((w, i) => (w.onWatermark = (value) => o.senders[0]!.notify({ cmd: 'wm', from: i, value })));
+  }
+  const sampler = new Sampler(
+    o.servers.map((s) => s.proc.pid),
+    allWorkers.map((w) => w.pid),
+  ).start();
+  const t0 = nowUs();
+  const share = o.senders.length;
+  const sends = await Promise.all(
+    o.senders.map((w) =>
+      w.call<SendResult>(
+        {
+          cmd: 'send',
+          args: { ...(o.mode.mode === 'rate' ? { mode: 'rate' as const, rate: o.mode.rate / share } : o.mode), durationMs: o.durationMs, drainMs: C.drainMs },
+        },
+        o.durationMs + C.drainMs + 60_000,
+      ),
+    ),
+  );
+  const keys = mergeRanges(sends.map((s) => s.ackedKeys));
+  let expected = 0;
+  for (const [room, ranges] of Object.entries(keys)) {
+    const n = ranges.reduce((a, [f, t]) => a + (t - f + 1), 0);
+    expected += n * o.subsInRoom(room);
+  }
+  const drainTimedOut = expected > 0 ? await drain(expected, C.drainMs) : false;
+  const win = sampler.stop();
+  const t1 = nowUs();
+  for (const w of subWorkers) w.onWatermark = null;
+  const prog = await progressAll();
+  const lastUs = Math.max(...prog.map((p) => p.lastDeliveryUs));
+  const col = await Promise.all(allWorkers.map((w) => w.call<CollectResult>({ cmd: 'collect' })));
+  const exp = await Promise.all(allWorkers.map((w) => w.call<ExpectResult>({ cmd: 'expect', rooms: keys }, 60_000)));
+  const deliveries = col.reduce((a, c) => a + c.deliveries, 0);
+  const lat = summarize(col.map((c) => c.hist));
+  const ack = summarize(sends.map((s) => s.ackHist));
+  const acked = sends.reduce((a, s) => a + s.acked, 0);
+  const sent = sends.reduce((a, s) => a + s.issued, 0);
+  const sendElapsedUs = Math.max(...sends.map((s) => s.elapsedUs));
+  const spanUs = lastUs > t0 ? lastUs - t0 : win.wallUs;
+  const errs = sends.flatMap((s) => s.errorSamples);
+  return {
+    deliveriesPerSec: deliveries > 0 ? Math.round(deliveries / (spanUs / 1e6)) : null,
+    p50Ms: lat.p50Ms,
+    p99Ms: lat.p99Ms,
+    p999Ms: lat.p999Ms,
+    maxMs: lat.maxMs,
+    rssMb: round(win.rssMb),
+    cpuPct: round(win.cpuPct),
+    cpuUsPerDelivery: deliveries > 0 ? round(win.cpuUs / deliveries, 2) : null,
+    serverCpuMs: Math.round(win.cpuUs / 1000),
+    lost: exp.reduce((a, e) => a + e.lost, 0),
+    duplicated: exp.reduce((a, e) => a + e.duplicated, 0),
+    outOfOrder: exp.reduce((a, e) => a + e.outOfOrder, 0),
+    unexpected: exp.reduce((a, e) => a + e.unexpected, 0),
+    deliveries,
+    sent,
+    acked,
+    sendErrors: sends.reduce((a, s) => a + s.errors, 0),
+    sendRetries: sends.reduce((a, s) => a + s.retries, 0),
+    sentPerSec: Math.round(sent / (o.durationMs / 1000)),
+    ackedPerSec: Math.round(acked / (sendElapsedUs / 1e6)),
+    ackP50Ms: ack.p50Ms,
+    ackP99Ms: ack.p99Ms,
+    ackP999Ms: ack.p999Ms,
+    reconnects: col.reduce((a, c) => a + c.reconnects, 0),
+    subErrors: col.reduce((a, c) => a + c.subErrors, 0),
+    loadCpuPct: round(win.loadCpuPct),
+    machineCpuPct: round(win.machineCpuPct),
+    windowMs: Math.round(win.wallUs / 1000),
+    drainTimedOut,
+    windowUs: [t0, t1],
+    ...(errs.length ? { errorSamples: errs.slice(0, 5) } : {}),
+  };
+}
+
+/** Starts a server, runs `fn`, and always closes the clients and stops the server. */
+/**
+ * Servers kept for the next scenario of the same system: fanout, rooms and sends run one after the
+ * other on one server process per system (each scenario's clients are closed in between).
+ */
+const pool = new Map<SystemName, Server>();
+let pooling = false;
+
+async function stopPool() {
+  await Promise.allSettled([...pool.values()].map((s) => s.proc.stop('SIGTERM', 10_000)));
+  pool.clear();
+}
+
+/** Runs `fn` on a server of `sys` (a pooled one for default options), then closes the clients. */
+async function withServer<T extends Record<string, unknown>>(sys: SystemName, o: StartOpts, fn: (s: Server) => Promise<T>): Promise<T & Record<string, unknown>> {
+  const reuse = pooling && Object.keys(o).length === 0;
+  let s = reuse ? pool.get(sys) : undefined;
+  if (s && !s.proc.alive) s = undefined;
+  const fresh = !s;
+  if (!s) {
+    s = await startServer(sys, o);
+    if (reuse) pool.set(sys, s);
+  }
+  const warnsBefore = serverWarnings(s).length;
+  try {
+    const r = await fn(s);
+    const warns = serverWarnings(s).slice(warnsBefore);
+    const extra = { freshServer: fresh, ...(warns.length ? { serverWarnings: warns.slice(0, 10), serverWarningCount: warns.length } : {}) };
+    return { ...r, ...extra };
+  } finally {
+    await closeAll();
+    if (!reuse) await s.proc.stop('SIGTERM', 10_000);
+  }
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/** (1) One room, N subscribers, one sender at fixed rates and at the maximum (window of 16 undelivered). */
+async function fanout(sys: SystemName) {
+  const cfg = C.fanout;
+  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+    const p = provision(s);
+    const users = range(Math.ceil(cfg.subs / C.connsPerUser)).map((i) => `fan-u${i}`);
+    const room = await p.group('fan-sender', 'fanout', users);
+    const specs = range(cfg.subs).map((i) => ({ user: users[i % users.length]!, token: p.token(users[i % users.length]!), subs: [room], sends: [] }));
+    const opened = await openSubs(sys, [s.url], split(specs, subWorkers.length));
+    await openOn(sendWorker, sys, s.url, [{ user: 'fan-sender', token: p.token('fan-sender'), subs: [], sends: [room] }]);
+    const settleMs = await settle([s.proc.pid]);
+    await runPhase({ servers: [s], mode: { mode: 'window', window: cfg.window, sources: subWorkers.length }, senders: [sendWorker], durationMs: C.warmupMs, subsInRoom: () => cfg.subs });
+    await settle([s.proc.pid], 5, 5000);
+    const rates: Record<string, PhaseResult> = {};
+    for (const rate of cfg.rates) {
+      rates[String(rate)] = await runPhase({ servers: [s], mode: { mode: 'rate', rate }, senders: [sendWorker], durationMs: cfg.phaseMs, subsInRoom: () => cfg.subs });
+      await settle([s.proc.pid], 5, 5000);
+    }
+    const max = await runPhase({
+      servers: [s],
+      mode: { mode: 'window', window: cfg.window, sources: subWorkers.length },
+      senders: [sendWorker],
+      durationMs: cfg.phaseMs,
+      subsInRoom: () => cfg.subs,
+    });
+    return { ...max, subscribers: cfg.subs, window: cfg.window, connectMs: opened.elapsedMs, settleMs, rates, profileWindowUs: max.windowUs };
+  });
+}
+
+/** (2) Many rooms: 2 connections per direct room, one of them sends; R messages/s in total. */
+async function rooms(sys: SystemName) {
+  const cfg = C.rooms;
+  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+    const p = provision(s);
+    const ids = await mapLimit(range(cfg.rooms), 16, (r) => p.direct(`dm${r}a`, `dm${r}b`));
+    const specs: ConnSpec[][] = subWorkers.map(() => []);
+    ids.forEach((room, r) => {
+      const w = specs[r % subWorkers.length]!;
+      w.push({ user: `dm${r}a`, token: p.token(`dm${r}a`), subs: [room], sends: [room] });
+      w.push({ user: `dm${r}b`, token: p.token(`dm${r}b`), subs: [room], sends: [] });
+    });
+    const opened = await openSubs(sys, [s.url], specs);
+    const settleMs = await settle([s.proc.pid]);
+    await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: C.warmupMs, subsInRoom: () => 2 });
+    await settle([s.proc.pid], 5, 5000);
+    const r = await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: cfg.phaseMs, subsInRoom: () => 2 });
+    return { ...r, rooms: cfg.rooms, connections: cfg.rooms * 2, offeredMsgPerSec: cfg.rate, connectMs: opened.elapsedMs, settleMs, profileWindowUs: r.windowUs };
+  });
+}
+
+/** (3) Persisted sends: k senders, each one message in flight, in one room or one room each (64 rooms). */
+async function sends(sys: SystemName) {
+  const cfg = C.sends;
+  const maxK = Math.max(...cfg.senders);
+  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+    const p = provision(s);
+    const senders = range(maxK).map((i) => `snd${i}`);
+    const shared = await p.group(senders[0]!, 'sends-one', senders);
+    const own = await mapLimit(senders, 16, (u) => p.group(u, `sends-${u}`, [u]));
+    const cases: Record<string, Record<string, unknown>> = {};
+    await openOn(sendWorker, sys, s.url, range(maxK).map((i) => ({ user: senders[i]!, token: p.token(senders[i]!), subs: [], sends: [own[i]!] })));
+    await runPhase({ servers: [s], mode: { mode: 'closed' }, senders: [sendWorker], durationMs: C.warmupMs, subsInRoom: () => 0 });
+    await closeAll();
+    let first = 0;
+    let last = 0;
+    for (const layout of ['oneRoom', 'rooms64'] as const) {
+      for (const k of cfg.senders) {
+        const conns = range(k).map((i) => ({ user: senders[i]!, token: p.token(senders[i]!), subs: [], sends: [layout === 'oneRoom' ? shared : own[i]!] }));
+        await openOn(sendWorker, sys, s.url, conns);
+        const r = await runPhase({ servers: [s], mode: { mode: 'closed' }, senders: [sendWorker], durationMs: cfg.phaseMs, subsInRoom: () => 0 });
+        first ||= r.windowUs[0];
+        last = r.windowUs[1];
+        await closeAll();
+        cases[`${k}x${layout}`] = {
+          senders: k,
+          layout,
+          ackedPerSec: r.ackedPerSec,
+          ackP50Ms: r.ackP50Ms,
+          ackP99Ms: r.ackP99Ms,
+          ackP999Ms: r.ackP999Ms,
+          cpuPct: r.cpuPct,
+          cpuUsPerAck: r.acked > 0 ? round((r.serverCpuMs * 1000) / r.acked, 2) : null,
+          rssMb: r.rssMb,
+          acked: r.acked,
+          sendErrors: r.sendErrors,
+          ...(r.errorSamples ? { errorSamples: r.errorSamples } : {}),
+        };
+      }
+    }
+    const head = cases[`${maxK}xrooms64`]!;
+    const one = cases[`${maxK}xoneRoom`]!;
+    return {
+      deliveriesPerSec: head.ackedPerSec as number,
+      p50Ms: head.ackP50Ms as number | null,
+      p99Ms: head.ackP99Ms as number | null,
+      p999Ms: head.ackP999Ms as number | null,
+      rssMb: head.rssMb as number,
+      cpuPct: head.cpuPct as number,
+      cpuUsPerDelivery: head.cpuUsPerAck as number | null,
+      lost: 0,
+      duplicated: 0,
+      note: `deliveriesPerSec = acknowledged sends/s and p50/p99 = ack latency, for ${maxK} senders over ${maxK} rooms; oneRoom: ${maxK} senders in one room`,
+      profileWindowUs: [first, last],
+      oneRoomAckedPerSec: one.ackedPerSec,
+      oneRoomAckP99Ms: one.ackP99Ms,
+      cases,
+    };
+  });
+}
+
+/** (4) Idle connections: RSS growth per connection with one subscription each. */
+async function idle(sys: SystemName) {
+  const cfg = C.idle;
+  return withServer(sys, {}, async (s) => {
+    const p = provision(s);
+    const nRooms = Math.ceil(cfg.conns / cfg.perRoom);
+    const usersPerRoom = Math.max(1, Math.ceil(cfg.perRoom / 5));
+    const roomIds = await mapLimit(range(nRooms), 16, (r) =>
+      p.group(`idle${r}u0`, `idle-${r}`, range(usersPerRoom).map((u) => `idle${r}u${u}`)),
+    );
+    await settle([s.proc.pid], 5, 10_000);
+    const rss0 = rssKb(s.proc.pid) ?? 0;
+    const specs = range(cfg.conns).map((i) => {
+      const r = i % nRooms;
+      const user = `idle${r}u${Math.floor(i / nRooms) % usersPerRoom}`;
+      return { user, token: p.token(user), subs: [roomIds[r]!], sends: [] };
+    });
+    const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid)).start();
+    const opened = await openSubs(sys, [s.url], split(specs, subWorkers.length));
+    const connectWin = sampler.stop();
+    const settleMs = await settle([s.proc.pid], 3, 20_000);
+    await sleep(1000);
+    const rss1 = rssKb(s.proc.pid) ?? 0;
+    return {
+      deliveriesPerSec: null,
+      p50Ms: null,
+      p99Ms: null,
+      p999Ms: null,
+      rssMb: round(rss1 / 1024),
+      cpuPct: round(connectWin.cpuPct),
+      cpuUsPerDelivery: null,
+      lost: 0,
+      duplicated: 0,
+      kbPerConnection: round((rss1 - rss0) / cfg.conns, 1),
+      connections: cfg.conns,
+      rooms: nRooms,
+      rssBeforeMb: round(rss0 / 1024),
+      connectMs: opened.elapsedMs,
+      connectsPerSec: Math.round(cfg.conns / (opened.elapsedMs / 1000)),
+      cpuUsPerConnect: round(connectWin.cpuUs / cfg.conns, 1),
+      settleMs,
+    };
+  });
+}
+
+/** (5) Reconnect storm: N subscribers over R rooms, messages keep coming, the server restarts. */
+async function storm(sys: SystemName) {
+  const cfg = C.storm;
+  const port = await freePort();
+  let s = await startServer(sys, { port });
+  try {
+    const p = provision(s);
+    const perRoom = Math.ceil(cfg.subs / cfg.rooms);
+    const users = range(Math.ceil(perRoom / C.connsPerUser)).map((i) => `storm-u${i}`);
+    const roomIds = await mapLimit(range(cfg.rooms), 8, (r) => p.group('storm-sender', `storm-${r}`, users));
+    const specs = range(cfg.subs).map((i) => {
+      const user = users[Math.floor(i / cfg.rooms) % users.length]!;
+      return { user, token: p.token(user), subs: [roomIds[i % cfg.rooms]!], sends: [] };
+    });
+    await openSubs(sys, [s.url], split(specs, subWorkers.length));
+    await openOn(sendWorker, sys, s.url, [{ user: 'storm-sender', token: p.token('storm-sender'), subs: [], sends: roomIds }]);
+    await settle([s.proc.pid]);
+    await Promise.all(allWorkers.map((w) => w.call({ cmd: 'phase', args: { watermark: false } })));
+    // Sending goes on through the restart until `afterMs` after the new server is up (stopSend below).
+    const durationMs = cfg.beforeMs + 60_000 + cfg.afterMs;
+    let sendingDone = false;
+    const sendP = sendWorker
+      .call<SendResult>({ cmd: 'send', args: { mode: 'rate', rate: cfg.rate, durationMs, drainMs: C.drainMs } }, durationMs + C.drainMs + 120_000)
+      .finally(() => (sendingDone = true));
+    await sleep(cfg.beforeMs);
+    // The restart: SIGTERM (ours drains: clients are told to reconnect), then a new process on the same port.
+    const tDown = nowUs();
+    await s.proc.stop('SIGTERM', 10_000);
+    const stoppedMs = (nowUs() - tDown) / 1000;
+    const s2 = await startServer(sys, { port, label: `${sys}-restarted` });
+    const warns1 = serverWarnings(s);
+    s = s2;
+    const tUp = nowUs();
+    const downtimeMs = (tUp - tDown) / 1000;
+    // Caught up: every subscriber holds every message acknowledged up to the previous poll (100 ms
+    // earlier). A system that lost messages never gets there: stop once sending is over and the
+    // deliveries stall.
+    let catchUpMs: number | null = null;
+    let resubscribedMs: number | null = null;
+    let prevCounts = await sendWorker.call<Record<string, number>>({ cmd: 'ackedCounts' });
+    const deadline = Date.now() + cfg.afterMs + C.drainMs;
+    let lastDistinct = -1;
+    let lastChange = Date.now();
+    let stopRequested = false;
+    while (Date.now() < deadline && catchUpMs === null) {
+      await sleep(100);
+      if (!stopRequested && nowUs() - tUp > cfg.afterMs * 1000) {
+        stopRequested = true;
+        await sendWorker.call({ cmd: 'stopSend' });
+      }
+      const counts = await sendWorker.call<Record<string, number>>({ cmd: 'ackedCounts' });
+      const [behind, prog] = await Promise.all([
+        Promise.all(subWorkers.map((w) => w.call<{ behind: number }>({ cmd: 'behind', counts: prevCounts }))),
+        progressAll(),
+      ]);
+      const elapsed = (nowUs() - tUp) / 1000;
+      if (resubscribedMs === null && prog.every((x) => x.ready === x.subs)) resubscribedMs = Math.round(elapsed);
+      if (resubscribedMs !== null && behind.every((b) => b.behind === 0)) catchUpMs = Math.round(elapsed);
+      prevCounts = counts;
+      const distinct = prog.reduce((a, x) => a + x.distinct, 0);
+      if (distinct !== lastDistinct) {
+        lastDistinct = distinct;
+        lastChange = Date.now();
+      } else if (sendingDone && Date.now() - lastChange > C.stallMs) break;
+    }
+    if (!stopRequested) {
+      const left = cfg.afterMs - (nowUs() - tUp) / 1000;
+      if (left > 0) await sleep(left);
+      await sendWorker.call({ cmd: 'stopSend' });
+    }
+    const sent = await sendP;
+    let expected = 0;
+    for (const ranges of Object.values(sent.ackedKeys)) expected += ranges.reduce((a, [f, t]) => a + (t - f + 1), 0) * perRoom;
+    const drainTimedOut = await drain(expected, C.drainMs);
+    const prog = await progressAll();
+    const col = await Promise.all(allWorkers.map((w) => w.call<CollectResult>({ cmd: 'collect' })));
+    const exp = await Promise.all(allWorkers.map((w) => w.call<ExpectResult>({ cmd: 'expect', rooms: sent.ackedKeys }, 60_000)));
+    const lat = summarize(col.map((c) => c.hist));
+    const lost = exp.reduce((a, e) => a + e.lost, 0);
+    const warns = [...warns1, ...serverWarnings(s)];
+    return {
+      deliveriesPerSec: null,
+      p50Ms: lat.p50Ms,
+      p99Ms: lat.p99Ms,
+      p999Ms: lat.p999Ms,
+      maxMs: lat.maxMs,
+      rssMb: round((rssKb(s.proc.pid) ?? 0) / 1024),
+      cpuPct: null,
+      cpuUsPerDelivery: null,
+      lost,
+      duplicated: exp.reduce((a, e) => a + e.duplicated, 0),
+      outOfOrder: exp.reduce((a, e) => a + e.outOfOrder, 0),
+      catchUpMs: lost === 0 ? catchUpMs : null,
+      catchUpNote: lost === 0 ? 'from the new server answering /healthz until every subscriber held every acknowledged message' : 'never: messages were lost',
+      resubscribedMs,
+      stopMs: Math.round(stoppedMs),
+      downtimeMs: Math.round(downtimeMs),
+      subscribers: cfg.subs,
+      rooms: cfg.rooms,
+      offeredMsgPerSec: cfg.rate,
+      sent: sent.issued,
+      acked: sent.acked,
+      sendErrors: sent.errors,
+      sendRetries: sent.retries,
+      deliveries: col.reduce((a, c) => a + c.deliveries, 0),
+      reconnects: col.reduce((a, c) => a + c.reconnects, 0),
+      subsReadyAtEnd: prog.reduce((a, x) => a + x.ready, 0),
+      subsWithLoss: exp.reduce((a, e) => a + e.subsWithLoss, 0),
+      drainTimedOut,
+      ...(warns.length ? { serverWarningCount: warns.length, serverWarnings: warns.slice(0, 5) } : {}),
+    };
+  } finally {
+    await closeAll();
+    await s.proc.stop('SIGTERM', 10_000);
+  }
+}
+
+/** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
+async function scaleout(sys: SystemName) {
+  const cfg = C.scaleout;
+  const a = await startServer(sys, { redis: true, label: `${sys}-a` });
+  let b: Server | null = null;
+  try {
+    const p = provision(a);
+    const users = range(Math.ceil(cfg.subs / C.connsPerUser)).map((i) => `so-u${i}`);
+    const room = await p.group('so-sender', 'scaleout', users);
+    const specs = split(
+      range(cfg.subs).map((i) => ({ user: users[i % users.length]!, token: p.token(users[i % users.length]!), subs: [room], sends: [] })),
+      subWorkers.length,
+    );
+    const sender = [{ user: 'so-sender', token: p.token('so-sender'), subs: [], sends: [room] }];
+    const phase = async (servers: Server[], durationMs = cfg.phaseMs) =>
+      runPhase({
+        servers,
+        mode: { mode: 'window', window: cfg.window, sources: subWorkers.length },
+        senders: [sendWorker],
+        durationMs,
+        subsInRoom: () => cfg.subs,
+      });
+    await openSubs(sys, [a.url], specs);
+    await openOn(sendWorker, sys, a.url, sender);
+    await settle([a.proc.pid]);
+    await phase([a], C.warmupMs);
+    const one = await phase([a]);
+    await closeAll();
+    b = await startServer(sys, { redis: true, label: `${sys}-b` });
+    // Half the subscribers on each node; the sender on the first.
+    await openSubs(sys, [a.url, b.url], specs);
+    await openOn(sendWorker, sys, a.url, sender);
+    await settle([a.proc.pid, b.proc.pid]);
+    await phase([a, b], C.warmupMs);
+    const two = await phase([a, b]);
+    return {
+      ...two,
+      speedup: one.deliveriesPerSec && two.deliveriesPerSec ? round(two.deliveriesPerSec / one.deliveriesPerSec, 2) : null,
+      oneNode: one,
+      twoNodes: two,
+      subscribers: cfg.subs,
+    };
+  } finally {
+    await closeAll();
+    await Promise.all([a.proc.stop('SIGTERM', 10_000), b?.proc.stop('SIGTERM', 10_000)]);
+  }
+}
+
+const RUNNERS: Record<ScenarioName, (sys: SystemName) => Promise<Record<string, unknown>>> = { fanout, rooms, sends, idle, storm, scaleout };
+
+// ---------------------------------------------------------------------------------------------
+// Machine, database, cleanup, report
+
+function machine() {
+  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  const sh = (cmd: string) => {
+    try {
+      return execSync(cmd, { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    } catch {
+      return null;
+    }
+  };
+  return {
+    nproc: os.availableParallelism(),
+    cpuModel: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown',
+    memGb: round(os.totalmem() / 1024 ** 3, 1),
+    node: process.version,
+    kernel: os.release(),
+    postgres: sh(`psql "${PG_ADMIN}" -Atc "show server_version"`),
+    redis: sh(`redis-cli -u ${REDIS_URL} info server | grep redis_version | cut -d: -f2`),
+    loadAvgAtStart: os.loadavg().map((v) => round(v, 2)),
+    ulimitN: sh('bash -c "ulimit -n"'),
+    gitHead: sh('git rev-parse --short HEAD'),
+    /** The work tree is shared too: source files of the server that differ from HEAD when the run started. */
+    srcChangedFromHead: sh('git status --porcelain -- src')?.split('\n').filter(Boolean).length ?? null,
+    shared: 'a shared development machine (other engineers run tests at the same time)',
+  };
+}
+
+async function resetDatabase() {
+  const c = new pg.Client({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`drop database if exists ${DB_NAME} with (force)`);
+    await c.query(`create database ${DB_NAME}`);
+  } finally {
+    await c.end();
+  }
+}
+
+async function dropDatabase() {
+  const c = new pg.Client({ connectionString: PG_ADMIN });
+  await c.connect();
+  try {
+    await c.query(`drop database if exists ${DB_NAME} with (force)`);
+  } finally {
+    await c.end();
+  }
+}
+
+function fmt(v: unknown): string {
+  if (v === null || v === undefined) return '-';
+  if (typeof v === 'number') return v >= 1000 ? Math.round(v).toLocaleString('en-US') : String(v);
+  return String(v);
+}
+
+function printTable(results: Record<string, Record<string, Record<string, unknown>>>) {
+  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
+  for (const [scen, bySys] of Object.entries(results)) {
+    console.log(`\n${scen}`);
+    console.log(['system', ...cols].map((c) => c.padStart(12)).join(''));
+    for (const [sys, r] of Object.entries(bySys)) {
+      if (r.error) console.log(`${sys.padStart(12)}  ERROR ${String(r.error).split('\n')[0]}`);
+      else console.log([sys, ...cols.map((c) => fmt(r[c]))].map((c) => String(c).padStart(12)).join(''));
+    }
+  }
+}
+
+/** ours / peer for the headline figures of each scenario. */
+function ratios(results: Record<string, Record<string, Record<string, unknown>>>) {
+  const out: Record<string, Record<string, Record<string, number | null>>> = {};
+  for (const [scen, bySys] of Object.entries(results)) {
+    const ours = bySys.ours;
+    if (!ours || ours.error) continue;
+    for (const peer of ['socketio', 'socketioPg', 'ws']) {
+      const r = bySys[peer];
+      if (!r || r.error) continue;
+      const q: Record<string, number | null> = {};
+      for (const k of ['deliveriesPerSec', 'cpuUsPerDelivery', 'p99Ms', 'kbPerConnection', 'speedup', 'rssMb']) {
+        const a = ours[k];
+        const b = r[k];
+        q[k] = typeof a === 'number' && typeof b === 'number' && b !== 0 ? round(a / b, 2) : null;
+      }
+      (out[scen] ??= {})[`oursVs_${peer}`] = q;
+    }
+  }
+  return out;
+}
+
+/** The newest .cpuprofile (written when the profiled server exited) → bench/results/profile-top-<scenario>.txt. */
+function summarizeProfile(scen: string, windowUs: unknown) {
+  const newest = readdirSync(PROFILE_DIR)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(PROFILE_DIR, f))
+    .sort((x, y) => statSync(y).mtimeMs - statSync(x).mtimeMs)[0];
+  if (!newest) return console.log('no .cpuprofile was written');
+  const w = Array.isArray(windowUs) ? { fromUs: windowUs[0] as number, toUs: windowUs[1] as number } : undefined;
+  const text = `${scen}: ${newest.slice(ROOT.length + 1)}\n${topFrames(newest, 30, w)}`;
+  writeFileSync(join(RESULTS_DIR, `profile-top-${scen}.txt`), text);
+  console.log(`\n${text}`);
+}
+
+async function main() {
+  const started = Date.now();
+  const watchdog = setTimeout(() => {
+    console.error(`bench: the run exceeded ${MAX_RUN_MS / 60_000} minutes; stopping`);
+    process.exit(2);
+  }, MAX_RUN_MS);
+  watchdog.unref();
+  process.once('SIGINT', () => process.exit(130));
+  process.once('SIGTERM', () => process.exit(143));
+
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
+  const out = {
+    machine: machine(),
+    mode: MODE,
+    startedAt: new Date().toISOString(),
+    command: `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`,
+    sizes: C,
+    scenarios: {} as Record<string, Record<string, Record<string, unknown>>>,
+    ratios: {} as ReturnType<typeof ratios>,
+    durationSec: 0,
+  };
+  const partial = !PROFILE && (opt('only') || opt('systems'));
+  const file = join(RESULTS_DIR, `${MODE}${partial ? '-partial' : ''}.json`);
+  const save = () => {
+    out.durationSec = Math.round((Date.now() - started) / 1000);
+    out.ratios = ratios(out.scenarios);
+    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  };
+  console.log(`bench (${MODE}) on ${out.machine.cpuModel}, ${out.machine.nproc} cores, Node ${out.machine.node}`);
+  let failed = false;
+  try {
+    // The machine is shared: give other work a moment to finish, and record how busy it was.
+    const waitSec = Number(opt('wait-quiet') ?? (QUICK ? 0 : 60));
+    const quiet = await waitQuiet(waitSec * 1000);
+    Object.assign(out.machine, { busyPctBeforeStart: quiet.busyPct, waitedForQuietMs: quiet.waitedMs });
+    console.log(`machine busy before start: ${quiet.busyPct.join(', ')} % (waited ${Math.round(quiet.waitedMs / 1000)} s)`);
+    await resetDatabase();
+    const workers = await Promise.all([LoadWorker.start(0), LoadWorker.start(1), LoadWorker.start(2)]);
+    subWorkers = workers.slice(0, 2);
+    sendWorker = workers[2]!;
+    allWorkers = workers;
+    // fanout, rooms and sends share one server per system; the others start their own.
+    const groups: ScenarioName[][] = [['fanout', 'rooms', 'sends'], ['idle'], ['storm'], ['scaleout']];
+    const plan: [ScenarioName, SystemName][] = [];
+    for (const g of groups) {
+      const inGroup = g.filter((x) => onlyScenarios.includes(x));
+      const systems = [...new Set(inGroup.flatMap((x) => SYSTEMS_OF[x]))];
+      for (const sys of systems) for (const scen of inGroup) if (SYSTEMS_OF[scen].includes(sys)) plan.push([scen, sys]);
+    }
+    for (const scen of onlyScenarios) out.scenarios[scen] = {};
+    let prevSys: SystemName | null = null;
+    for (const [scen, sys] of plan) {
+      if (onlySystems && !onlySystems.includes(sys)) continue;
+      pooling = ['fanout', 'rooms', 'sends'].includes(scen);
+      if (sys !== prevSys || !pooling) await stopPool();
+      prevSys = sys;
+      const t = Date.now();
+      process.stdout.write(`${scen} / ${sys} ... `);
+      try {
+        const load1 = round(os.loadavg()[0]!, 2);
+        const r = await RUNNERS[scen](sys);
+        out.scenarios[scen]![sys] = { ...r, loadAvg1AtStart: load1, elapsedSec: Math.round((Date.now() - t) / 1000) };
+        console.log(
+          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}`,
+        );
+        if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
+      } catch (err) {
+        failed = true;
+        const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        out.scenarios[scen]![sys] = { error: msg.slice(0, 2000) };
+        console.log(`FAILED\n${msg}`);
+        await closeAll();
+      }
+      save();
+    }
+    await stopPool();
+  } finally {
+    await killAll();
+    await cleanRedis(REDIS_URL, REDIS_PREFIX).catch((e) => console.error('redis cleanup failed:', e));
+    if (!flag('keep-db')) await dropDatabase().catch((e) => console.error('database drop failed:', e));
+    save();
+  }
+  printTable(out.scenarios);
+  console.log(`\nwrote ${file} (${out.durationSec} s)`);
+  clearTimeout(watchdog);
+  process.exit(failed ? 1 : 0);
+}
+
+await main();
