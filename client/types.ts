@@ -4,6 +4,7 @@
  */
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import type { AppRouter } from '../src/trpc/router.js';
+import type { DurableEventType } from '../src/realtime/events.js';
 
 export type { AppRouter };
 export type RouterInputs = inferRouterInputs<AppRouter>;
@@ -20,11 +21,9 @@ export type RoomEventType = RoomEvent['type'];
 /** One kind of room event, e.g. `RoomEventOf<'message.new'>`. */
 export type RoomEventOf<T extends RoomEventType> = Extract<RoomEvent, { type: T }>;
 /** Room events that take a seq and are replayed on resume. */
-export type DurableRoomEvent = RoomEventOf<
-  'message.new' | 'message.edited' | 'message.deleted' | 'reaction.added' | 'reaction.removed' | 'member.joined' | 'member.left' | 'member.updated' | 'room.updated'
->;
+export type DurableRoomEvent = RoomEventOf<DurableEventType>;
 /** Live-only room events (never replayed). */
-export type EphemeralRoomEvent = RoomEventOf<'typing' | 'presence' | 'receipt.read'>;
+export type EphemeralRoomEvent = Exclude<RoomEvent, DurableRoomEvent | { type: 'ready' }>;
 
 /** What `inbox.events` delivers to `onData`: `{ id, data }`. */
 export type InboxEventEnvelope = Yielded<RouterOutputs['inbox']['events']>;
@@ -49,19 +48,23 @@ export type PresenceInfo = RouterOutputs['presence']['get'][number];
 export type PresenceStatus = PresenceInfo['status'];
 export type UnreadCount = RouterOutputs['receipt']['unread'][number];
 
-const DURABLE: ReadonlySet<string> = new Set<DurableRoomEvent['type']>([
-  'message.new',
-  'message.edited',
-  'message.deleted',
-  'reaction.added',
-  'reaction.removed',
-  'member.joined',
-  'member.left',
-  'member.updated',
-  'room.updated',
-]);
+/**
+ * The durable types (a runtime copy: the client imports no server code). Typed against the server's
+ * event union, so a type added there and missing here fails to compile.
+ */
+const DURABLE: Record<DurableRoomEvent['type'], true> = {
+  'message.new': true,
+  'message.edited': true,
+  'message.deleted': true,
+  'reaction.added': true,
+  'reaction.removed': true,
+  'member.joined': true,
+  'member.left': true,
+  'member.updated': true,
+  'room.updated': true,
+};
 
 /** True for events that carry a room seq (and are replayed on resume). */
 export function isDurableEvent(event: RoomEvent): event is DurableRoomEvent {
-  return DURABLE.has(event.type);
+  return Object.hasOwn(DURABLE, event.type);
 }

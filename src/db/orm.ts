@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { MikroORM, type Options, type PostgreSqlConnection, PostgreSqlDriver } from '@mikro-orm/postgresql';
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
+import { withTimeout } from '../util/async.js';
 import { entities } from './entities.js';
 import { migrationsList } from './migrations/index.js';
 
@@ -109,18 +110,11 @@ export async function openDatabase(opts: {
     url: finalUrl,
     embedded: !!embedded,
     async ping(timeoutMs = 2000) {
-      let timer: NodeJS.Timeout | undefined;
       try {
-        const q = orm.em.fork().getConnection().execute('select 1 as ok');
-        const t = new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error('database ping timed out')), timeoutMs);
-        });
-        await Promise.race([q, t]);
+        await withTimeout(orm.em.fork().getConnection().execute('select 1 as ok'), timeoutMs, 'database ping');
         return true;
       } catch {
         return false;
-      } finally {
-        clearTimeout(timer);
       }
     },
     async close() {
@@ -129,7 +123,7 @@ export async function openDatabase(opts: {
       // kysely throw before it can release it, and `pool.end()`, hence `orm.close()`, never returns.
       // So let queued work finish first, and never wait on the close without a bound.
       await drainPool(orm, 3000).catch(() => undefined);
-      await bounded(orm.close(true), 5000).catch(() => undefined);
+      await withTimeout(orm.close(true), 5000, 'closing the ORM').catch(() => undefined);
       await embedded?.stop().catch(() => undefined);
     },
   };
@@ -155,13 +149,3 @@ async function drainPool(orm: Orm, timeoutMs: number): Promise<void> {
   });
 }
 
-function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-      timer.unref();
-    }),
-  ]).finally(() => clearTimeout(timer));
-}

@@ -68,20 +68,21 @@ export type RoomEvent = { type: 'ready'; roomId: string; seq: number } | Durable
 
 export type DurableEventType = DurableRoomEvent['type'];
 
-const DURABLE_TYPES: ReadonlySet<string> = new Set<DurableEventType>([
-  'message.new',
-  'message.edited',
-  'message.deleted',
-  'reaction.added',
-  'reaction.removed',
-  'member.joined',
-  'member.left',
-  'member.updated',
-  'room.updated',
-]);
+/** Every durable type exactly once: adding one to DurableRoomEvent without listing it fails to compile. */
+const DURABLE_TYPES: Record<DurableEventType, true> = {
+  'message.new': true,
+  'message.edited': true,
+  'message.deleted': true,
+  'reaction.added': true,
+  'reaction.removed': true,
+  'member.joined': true,
+  'member.left': true,
+  'member.updated': true,
+  'room.updated': true,
+};
 
 export function isDurable(e: DurableRoomEvent | EphemeralRoomEvent): e is DurableRoomEvent {
-  return DURABLE_TYPES.has(e.type);
+  return Object.hasOwn(DURABLE_TYPES, e.type);
 }
 
 /** Durable items of a user's inbox (per-user sequence, resumable like room events). */

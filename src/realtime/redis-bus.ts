@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
+import { withTimeout } from '../util/async.js';
 import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
 
 export interface RedisBusOptions {
@@ -9,16 +10,6 @@ export interface RedisBusOptions {
   onError?: (err: unknown) => void;
   /** How long a publish may wait for Redis before it is given up (the gap fill repairs it). */
   publishTimeoutMs?: number;
-}
-
-function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -96,7 +87,7 @@ export class RedisBus implements EventBus {
     if (this.closed) return;
     this.table.dispatch(channel, payload, this.onError);
     try {
-      await timeout(
+      await withTimeout(
         this.pub.publish(this.opts.prefix + channel, `${this.nodeId}\n${payload}`),
         this.publishTimeoutMs,
         'redis publish',
@@ -141,7 +132,7 @@ export class RedisBus implements EventBus {
 
   async ping(timeoutMs = 1000): Promise<boolean> {
     try {
-      return (await timeout(this.pub.ping(), timeoutMs, 'redis ping')) === 'PONG';
+      return (await withTimeout(this.pub.ping(), timeoutMs, 'redis ping')) === 'PONG';
     } catch {
       return false;
     }

@@ -38,6 +38,11 @@ export interface StreamKind<E extends StreamEvent> {
   isDurable(e: E): e is E & { seq: number };
   /** The user whose subscriptions end after this event (e.g. `member.left`), or null. */
   kickUserOf(e: E): string | null;
+  /**
+   * For a live-only event that may be coalesced on a slow socket (only the latest per key is
+   * delivered), its key; null when every one must go out (call signals).
+   */
+  coalesceKey(e: E): string | null;
 }
 
 export const FILL_PAGE = 500;
@@ -391,6 +396,8 @@ export const roomStreamKind: StreamKind<HubEvent> = {
   channelOf: channels.room,
   isDurable: (e): e is DurableRoomEvent => isDurable(e),
   kickUserOf: (e) => (e.type === 'member.left' ? e.userId : null),
+  // typing, presence, receipts: state-like, the latest per type and user says it all.
+  coalesceKey: (e) => ('userId' in e ? `${e.type}\u0000${e.userId}` : null),
 };
 
 export class RoomHubs extends StreamHubs<HubEvent> {

@@ -1,3 +1,4 @@
+import type { DistributiveOmit } from '../util/types.js';
 import { channels, type InboxEvent, type InboxItem, type InboxSignal } from '../realtime/events.js';
 import { encodeEvent, StreamHubs, type EventSource, type StreamKind } from '../realtime/room-hub.js';
 import type { Actor } from './actor.js';
@@ -6,7 +7,6 @@ import { forbidden } from './errors.js';
 import type { AfterCommit } from './room-log.js';
 import { parseLastEventId, resumableStream, type StreamConn } from './streams.js';
 
-type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
 
 /** Inbox stream keys: tenant and user id, unambiguous. */
@@ -20,6 +20,8 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
   },
   isDurable: (e): e is InboxItem => e.type !== 'signal' && e.type !== 'ready',
   kickUserOf: () => null,
+  // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced.
+  coalesceKey: () => null,
 };
 
 /**

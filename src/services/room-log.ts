@@ -1,9 +1,9 @@
+import type { DistributiveOmit } from '../util/types.js';
 import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
 import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { MESSAGE_COLUMNS, type MessageMapper } from './message-dto.js';
 
-type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
 /** Schedules work (a publish) for after the transaction commits. */
 export type AfterCommit = (job: () => Promise<void>) => void;

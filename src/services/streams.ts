@@ -104,10 +104,9 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
           return;
         }
         if (queued > flow.soft) {
-          // Only state-like live events (typing, presence, receipts) coalesce; call signals never do.
-          if (!durable && e.type !== 'signal') {
-            const who = (e as { userId?: string }).userId ?? '';
-            (coalesced ??= new Map()).set(`${e.type}\u0000${who}`, e);
+          const key = durable ? null : hubs.kind.coalesceKey(e);
+          if (key !== null) {
+            (coalesced ??= new Map()).set(key, e);
             continue;
           }
         } else if (coalesced?.size) {
