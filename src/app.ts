@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
-import { applyWSSHandler } from '@trpc/server/adapters/ws';
 import { WebSocketServer } from 'ws';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/orm.js';
@@ -15,8 +14,8 @@ import { MemoryBus } from './realtime/memory-bus.js';
 import { RedisBus } from './realtime/redis-bus.js';
 import { createServices, type Services } from './services/index.js';
 import { contextFactory } from './trpc/context.js';
-import { fanoutEncoder } from './trpc/fanout-serialization.js';
 import { appRouter } from './trpc/router.js';
+import { createWsTransport } from './trpc/ws-transport.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
 
@@ -153,13 +152,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.wsMaxPayloadBytes });
-  const wsHandler = applyWSSHandler({
+  // tRPC's WebSocket protocol with a fan-out fast path (src/trpc/ws-transport.ts).
+  const wsHandler = createWsTransport({
     wss,
     router: appRouter,
     createContext,
-    keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
-    // Data frames of shared fan-out events reuse one JSON text (src/trpc/fanout-serialization.ts).
-    experimental_encoder: fanoutEncoder,
+    keepAlive: { pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
@@ -238,6 +236,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // Live subscriptions keep being served while clients move; terminated sockets resubscribe.
       await services.close();
       wss.close();
+      wsHandler.close();
       server.closeAllConnections();
       await closed;
       await bus.close();

@@ -1,6 +1,6 @@
 import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
-import { fanoutTransformer } from './fanout-serialization.js';
+import superjson from 'superjson';
 import { isExpired } from '../auth/jwt.js';
 import { AppError } from '../services/errors.js';
 import type { Context } from './context.js';
@@ -27,8 +27,8 @@ function isConnectionError(err: unknown): boolean {
 }
 
 const t = initTRPC.context<Context>().create({
-  // superjson on the wire; shared fan-out events are serialized once per process (fanout-serialization.ts).
-  transformer: fanoutTransformer,
+  // superjson on the wire; the WebSocket transport serializes shared fan-out events once (frames.ts).
+  transformer: superjson,
   // Subscriptions are served over WebSocket only. tRPC also serves them over HTTP (SSE) by default,
   // and such a stream escaped every guard of a live session: token expiry, revocation,
   // subscriptions per connection and the slow-consumer limits (docs/SECURITY.md).

@@ -1,9 +1,9 @@
 import superjson from 'superjson';
 import { describe, expect, it, vi } from 'vitest';
 import { sharedEvents } from '../src/realtime/shared-events.js';
-import { fanoutEncoder, fanoutTransformer } from '../src/trpc/fanout-serialization.js';
+import { frameHead, trackedTail } from '../src/trpc/frames.js';
 
-/** What tRPC's own adapter would send for a tracked data frame (superjson + JSON.stringify). */
+/** What tRPC's own adapter sends for a tracked data frame (superjson + JSON.stringify). */
 function plainFrame(requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') {
   return JSON.stringify({
     id: requestId,
@@ -12,13 +12,7 @@ function plainFrame(requestId: number | string, eventId: string, event: unknown,
   });
 }
 
-function ourFrame(requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') {
-  return fanoutEncoder.encode({
-    id: requestId,
-    jsonrpc,
-    result: { type: 'data', data: fanoutTransformer.output.serialize({ id: eventId, data: event }), id: eventId },
-  }) as string;
-}
+const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') => frameHead(requestId, jsonrpc) + trackedTail(eventId, event);
 
 const event = () => ({
   type: 'message.new',
@@ -27,14 +21,15 @@ const event = () => ({
   message: { id: 'm1', body: 'héllo "quoted" \u0000 \u2028', createdAt: new Date('2026-11-22T03:00:00Z'), reactions: [] },
 });
 
-describe('fan-out serialization', () => {
-  it('produces frames byte-identical to superjson + JSON.stringify, for shared and unshared events', () => {
+describe('fan-out frames', () => {
+  it('are byte-identical to superjson + JSON.stringify, for shared and unshared events', () => {
     const shared = event();
     sharedEvents.add(shared);
     for (const [req, rpc] of [
       [1, undefined],
       ['abc', '2.0'],
       [42, '2.0'],
+      ['with "quote"', undefined],
     ] as const) {
       expect(ourFrame(req, '7', shared, rpc)).toBe(plainFrame(req, '7', shared, rpc));
       const alone = event();
@@ -47,28 +42,27 @@ describe('fan-out serialization', () => {
     expect(back.id).toBe('7');
   });
 
-  it('serializes a shared event once for all subscribers, and again only for another event id', () => {
+  it('serialize a shared event once for all subscribers, and again only for another event id', () => {
     const shared = event();
     sharedEvents.add(shared);
     const spy = vi.spyOn(superjson, 'serialize');
     try {
-      const a = fanoutTransformer.output.serialize({ id: '7', data: shared });
-      const b = fanoutTransformer.output.serialize({ id: '7', data: shared });
+      const a = trackedTail('7', shared);
+      const b = trackedTail('7', shared);
       expect(b).toBe(a);
       expect(spy).toHaveBeenCalledTimes(1);
-      const c = fanoutTransformer.output.serialize({ id: '8', data: shared });
+      const c = trackedTail('8', shared);
       expect(c).not.toBe(a);
+      expect(c).toContain('"id":"8"');
       expect(spy).toHaveBeenCalledTimes(2);
-      // An unshared payload is never cached.
+      // An unshared payload is serialized every time (it may change between deliveries).
       const plain = event();
-      expect(fanoutTransformer.output.serialize({ id: '7', data: plain })).not.toBe(fanoutTransformer.output.serialize({ id: '7', data: plain }));
+      trackedTail('7', plain);
+      plain.seq = 9;
+      expect(trackedTail('7', plain)).toContain('"seq":9');
+      expect(spy).toHaveBeenCalledTimes(4);
     } finally {
       spy.mockRestore();
     }
-  });
-
-  it('decodes JSON text frames and refuses binary ones', () => {
-    expect(fanoutEncoder.decode('{"id":1}')).toEqual({ id: 1 });
-    expect(() => fanoutEncoder.decode(Buffer.from('{}'))).toThrow(/binary/);
   });
 });

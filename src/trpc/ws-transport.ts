@@ -1,0 +1,388 @@
+import type { IncomingMessage } from 'node:http';
+import {
+  type AnyRouter,
+  callTRPCProcedure,
+  getErrorShape,
+  getTRPCErrorFromUnknown,
+  isTrackedEnvelope,
+  transformTRPCResponse,
+  TRPCError,
+} from '@trpc/server';
+import { parseTRPCMessage } from '@trpc/server/rpc';
+import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import { frameHead, trackedTail } from './frames.js';
+
+/**
+ * The WebSocket transport: tRPC's WebSocket protocol (what `@trpc/client`'s wsLink speaks), served
+ * by our own connection handler instead of `applyWSSHandler`, for the fan-out hot path.
+ *
+ * Queries and mutations go through `callTRPCProcedure` (middlewares, input validation, error
+ * formatting exactly as tRPC's adapter). Subscriptions differ only in how values reach the socket:
+ * each value of a subscription's async iterator is written as a frame directly, a tracked event as
+ * a per-subscription head plus a per-event tail that is serialized once per process for events
+ * shared by many subscribers (frames.ts). tRPC's adapter runs a generic pipeline per value and
+ * subscriber instead (a promise race against abort, object spreads, the transformer, the encoder).
+ * Keep-alive is one sweep timer for all connections instead of two timers per connection.
+ *
+ * The protocol is pinned to the exact `@trpc/*` version in package.json, and
+ * test/ws-conformance.test.ts runs one scripted session against tRPC's own adapter and against this
+ * one and compares the frames byte for byte.
+ *
+ * Subscriptions must end their iterator when their `signal` aborts (ours do: services/streams.ts):
+ * the loop awaits the iterator without racing it against the signal, which costs a promise race
+ * per value.
+ */
+
+const OPEN = 1;
+/** tRPC's wording for a binary frame (the protocol is JSON in text frames). */
+const BINARY = 'jsonEncoder received binary data. JSON uses text frames. Use a binary encoder for binary data.';
+
+type ProcedureType = 'query' | 'mutation' | 'subscription';
+type RequestId = number | string;
+
+export interface TransportErrorInfo<TCtx> {
+  error: TRPCError;
+  path: string | undefined;
+  type: ProcedureType | 'unknown';
+  ctx: TCtx | undefined;
+  req: IncomingMessage;
+  input: unknown;
+}
+
+export interface WsTransportOptions<TRouter extends AnyRouter, TCtx> {
+  wss: WebSocketServer;
+  router: TRouter;
+  createContext: (opts: {
+    req: IncomingMessage;
+    res: WebSocket;
+    info: { connectionParams: Record<string, string> | null };
+  }) => Promise<TCtx>;
+  /** Ping after `pingMs` without a message from the client; close when no message follows within `pongWaitMs`. */
+  keepAlive?: { pingMs: number; pongWaitMs: number };
+  onError?: (info: TransportErrorInfo<TCtx>) => void;
+}
+
+export interface WsTransport {
+  /** Asks every client to reconnect (tRPC's `reconnect` notification), e.g. before a shutdown. */
+  broadcastReconnectNotification(): void;
+  /** Stops the keep-alive sweep (connections are closed by their owner). */
+  close(): void;
+}
+
+/** What a request of a batch looks like once parsed (parseTRPCMessage). */
+interface RequestMessage {
+  id: RequestId | null;
+  jsonrpc?: '2.0' | undefined;
+  method: ProcedureType | 'subscription.stop';
+  params?: { path: string; input: unknown; lastEventId?: string | undefined };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+const FALLBACK_ERROR = {
+  code: -32603,
+  message: 'Internal server error',
+  data: { code: 'INTERNAL_SERVER_ERROR', httpStatus: 500 },
+};
+
+export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTransportOptions<TRouter, TCtx>): WsTransport {
+  const config = opts.router._def._config;
+  const transformer = config.transformer;
+  const connections = new Set<Connection>();
+
+  type CtxResult = { ok: true } | { ok: false; error: TRPCError };
+
+  class Subscription {
+    readonly abort = new AbortController();
+    constructor(readonly head: string) {}
+  }
+
+  /** One WebSocket client. Small on purpose: idle connections are most of a server's memory. */
+  class Connection {
+    ctx: TCtx | undefined = undefined;
+    ctxReady: Promise<CtxResult> | null = null;
+    subs: Map<RequestId, Subscription> | null = null;
+    /** Date.now() of the last message from the client; a ping's time while one is unanswered. */
+    lastSeen = Date.now();
+    pingedAt = 0;
+
+    constructor(
+      readonly ws: WebSocket,
+      readonly req: IncomingMessage,
+    ) {}
+
+    reportError(error: TRPCError, path: string | undefined, type: TransportErrorInfo<TCtx>['type'], input: unknown): void {
+      try {
+        opts.onError?.({ error, path, type, ctx: this.ctx, req: this.req, input });
+      } catch {
+        // onError must never take the connection down.
+      }
+    }
+
+    /** Sends a response object through the transformer, as tRPC's adapter does. */
+    respond(message: object): void {
+      if (this.ws.readyState !== OPEN) return;
+      this.ws.send(JSON.stringify(transformTRPCResponse(config, message as never)));
+    }
+
+    errorShape(error: TRPCError, type: TransportErrorInfo<TCtx>['type'], path: string | undefined, input: unknown): object {
+      try {
+        return getErrorShape({ config, error, type, path, input, ctx: this.ctx });
+      } catch (cause) {
+        this.reportError(getTRPCErrorFromUnknown(cause), path, type, input);
+        return FALLBACK_ERROR;
+      }
+    }
+
+    respondError(id: RequestId | null, jsonrpc: '2.0' | undefined, cause: unknown, type: TransportErrorInfo<TCtx>['type'], path: string | undefined, input: unknown) {
+      const error = getTRPCErrorFromUnknown(cause);
+      this.reportError(error, path, type, input);
+      try {
+        this.respond({ id, jsonrpc, error: this.errorShape(error, type, path, input) });
+      } catch {
+        this.respond({ id, jsonrpc, error: FALLBACK_ERROR });
+      }
+    }
+
+    createContext(connectionParams: () => Record<string, string> | null): Promise<CtxResult> {
+      const run = async (): Promise<CtxResult> => {
+        try {
+          this.ctx = await opts.createContext({ req: this.req, res: this.ws, info: { connectionParams: connectionParams() } });
+          return { ok: true };
+        } catch (cause) {
+          const error = getTRPCErrorFromUnknown(cause);
+          this.respondError(null, undefined, error, 'unknown', undefined, undefined);
+          setImmediate(() => this.ws.close());
+          return { ok: false, error };
+        }
+      };
+      return run();
+    }
+
+    onMessage(raw: RawData, isBinary: boolean): void {
+      this.lastSeen = Date.now();
+      this.pingedAt = 0;
+      if (!isBinary && Buffer.isBuffer(raw) && raw.length === 4) {
+        const s = raw.toString();
+        if (s === 'PONG') return;
+        if (s === 'PING') {
+          if (this.ws.readyState === OPEN) this.ws.send('PONG');
+          return;
+        }
+      }
+      if (!Buffer.isBuffer(raw)) {
+        this.respondError(null, undefined, new TRPCError({ code: 'UNPROCESSABLE_CONTENT', message: 'Unexpected WebSocket message format' }), 'unknown', undefined, undefined);
+        return;
+      }
+      if (!this.ctxReady) {
+        // `?connectionParams=1`: the first message carries them, and the context waits for it.
+        this.ctxReady = this.createContext(() => {
+          let msg: unknown;
+          try {
+            if (isBinary) throw new Error(BINARY);
+            msg = JSON.parse(raw.toString('utf8'));
+            if (!isObject(msg)) throw new Error('Message was not an object');
+          } catch (cause) {
+            throw new TRPCError({ code: 'PARSE_ERROR', message: 'Malformed TRPCConnectionParamsMessage', cause });
+          }
+          return parseConnectionParams(msg.data);
+        });
+        return;
+      }
+      let msgs: RequestMessage[];
+      try {
+        if (isBinary) throw new Error(BINARY);
+        const json: unknown = JSON.parse(raw.toString('utf8'));
+        msgs = (Array.isArray(json) ? json : [json]).map((m) => parseTRPCMessage(m, transformer) as RequestMessage);
+      } catch (cause) {
+        this.respondError(null, undefined, new TRPCError({ code: 'PARSE_ERROR', cause: cause as Error }), 'unknown', undefined, undefined);
+        return;
+      }
+      const ready = this.ctxReady;
+      for (let i = 0; i < msgs.length; i++) void this.handle(msgs[i]!, i, ready);
+    }
+
+    async handle(msg: RequestMessage, batchIndex: number, ready: Promise<CtxResult>): Promise<void> {
+      const { id, jsonrpc } = msg;
+      if (id === null) {
+        this.respondError(null, jsonrpc, new TRPCError({ code: 'PARSE_ERROR', message: '`id` is required' }), 'unknown', undefined, undefined);
+        return;
+      }
+      if (msg.method === 'subscription.stop') {
+        this.subs?.get(id)?.abort.abort();
+        return;
+      }
+      const type = msg.method;
+      const params = msg.params!;
+      const path = params.path;
+      let input = params.input;
+      if (params.lastEventId !== undefined) {
+        // The client sends the resume point outside the input; procedures read it from the input.
+        if (isObject(input)) input = { ...input, lastEventId: params.lastEventId };
+        else input ??= { lastEventId: params.lastEventId };
+      }
+      if (type !== 'subscription') {
+        try {
+          const res = await ready;
+          if (!res.ok) throw res.error;
+          const data = await callTRPCProcedure({ router: opts.router, path, getRawInput: async () => input, ctx: this.ctx, type, signal: undefined, batchIndex });
+          if (isAsyncIterableOrObservable(data)) {
+            throw new TRPCError({ code: 'UNSUPPORTED_MEDIA_TYPE', message: `Cannot return an async iterable or observable from a ${type} procedure with WebSockets` });
+          }
+          this.respond({ id, jsonrpc, result: { type: 'data', data } });
+        } catch (cause) {
+          this.respondError(id, jsonrpc, cause, type, path, input);
+        }
+        return;
+      }
+      await this.subscribe(id, jsonrpc, path, input, batchIndex, ready);
+    }
+
+    async subscribe(id: RequestId, jsonrpc: '2.0' | undefined, path: string, input: unknown, batchIndex: number, ready: Promise<CtxResult>): Promise<void> {
+      const subs = (this.subs ??= new Map());
+      if (subs.has(id)) {
+        this.respondError(id, jsonrpc, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }), 'subscription', path, input);
+        return;
+      }
+      const sub = new Subscription(frameHead(id, jsonrpc));
+      const signal = sub.abort.signal;
+      subs.set(id, sub);
+      let iterator: AsyncIterator<unknown> | null = null;
+      try {
+        const res = await ready;
+        if (!res.ok) throw res.error;
+        if (!signal.aborted && this.ws.readyState === OPEN) {
+          const result = await callTRPCProcedure({ router: opts.router, path, getRawInput: async () => input, ctx: this.ctx, type: 'subscription', signal, batchIndex });
+          if (!isAsyncIterable(result)) {
+            throw new TRPCError({ code: 'INTERNAL_SERVER_ERROR', message: `Subscription ${path} did not return an AsyncGenerator` });
+          }
+          iterator = result[Symbol.asyncIterator]();
+        }
+      } catch (cause) {
+        // Before the first value: the call's own error and no `stopped` (as with tRPC's adapter),
+        // unless the subscription was stopped while it was being set up.
+        sub.abort.abort();
+        if (subs.get(id) === sub) subs.delete(id);
+        const error = getTRPCErrorFromUnknown(cause);
+        if (!(signal.aborted && error.code === 'INTERNAL_SERVER_ERROR' && isAbortError(error.cause))) {
+          this.respondError(id, jsonrpc, error, 'subscription', path, input);
+          return;
+        }
+      }
+      try {
+        if (iterator && !signal.aborted && this.ws.readyState === OPEN) {
+          this.respond({ id, jsonrpc, result: { type: 'started' } });
+          while (true) {
+            const next = await iterator.next();
+            if (next.done) {
+              iterator = null;
+              break;
+            }
+            if (signal.aborted) break;
+            this.sendValue(sub, id, jsonrpc, next.value);
+          }
+        }
+      } catch (cause) {
+        // An error during iteration: the client gets it, then `stopped` (as with tRPC's adapter).
+        iterator = null;
+        if (!signal.aborted) this.respondError(id, jsonrpc, cause, 'subscription', path, input);
+      } finally {
+        sub.abort.abort();
+        if (iterator?.return) {
+          await iterator.return().catch((cause: unknown) => this.reportError(getTRPCErrorFromUnknown(cause), path, 'subscription', input));
+        }
+        if (subs.get(id) === sub) subs.delete(id);
+      }
+      // A stop, a natural end or an error during iteration: the client waits for this frame.
+      this.respond({ id, jsonrpc, result: { type: 'stopped' } });
+    }
+
+    /** The hot path: one subscription value to its socket. */
+    sendValue(sub: Subscription, id: RequestId, jsonrpc: '2.0' | undefined, value: unknown): void {
+      const ws = this.ws;
+      if (ws.readyState !== OPEN) return;
+      if (isTrackedEnvelope(value)) {
+        ws.send(sub.head + trackedTail(value[0], value[1]));
+        return;
+      }
+      this.respond({ id, jsonrpc, result: { type: 'data', data: value } });
+    }
+
+    closed(): void {
+      connections.delete(this);
+      if (this.subs) {
+        for (const sub of this.subs.values()) sub.abort.abort();
+      }
+    }
+  }
+
+  opts.wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    const conn = new Connection(ws, req);
+    connections.add(conn);
+    ws.on('message', (data, isBinary) => conn.onMessage(data, isBinary));
+    ws.on('error', (cause) => conn.reportError(getTRPCErrorFromUnknown(cause), undefined, 'unknown', undefined));
+    ws.once('close', () => conn.closed());
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.searchParams.get('connectionParams') !== '1') conn.ctxReady = conn.createContext(() => null);
+  });
+
+  // Keep-alive: one sweep for all connections. A connection is pinged after `pingMs` without a
+  // message and closed when nothing arrives within `pongWaitMs` of the ping.
+  let sweep: NodeJS.Timeout | null = null;
+  if (opts.keepAlive) {
+    const { pingMs, pongWaitMs } = opts.keepAlive;
+    const step = Math.max(20, Math.min(1000, Math.floor(Math.min(pingMs, pongWaitMs) / 4)));
+    sweep = setInterval(() => {
+      const now = Date.now();
+      for (const c of connections) {
+        if (c.ws.readyState !== OPEN) continue;
+        if (c.pingedAt === 0) {
+          if (now - c.lastSeen >= pingMs) {
+            c.pingedAt = now;
+            c.ws.send('PING');
+          }
+        } else if (now - c.pingedAt >= pongWaitMs) {
+          c.ws.terminate();
+        }
+      }
+    }, step);
+    sweep.unref();
+  }
+
+  return {
+    broadcastReconnectNotification() {
+      const frame = JSON.stringify({ id: null, method: 'reconnect' });
+      for (const c of connections) if (c.ws.readyState === OPEN) c.ws.send(frame);
+    },
+    close() {
+      if (sweep) clearInterval(sweep);
+      sweep = null;
+    },
+  };
+}
+
+function parseConnectionParams(data: unknown): Record<string, string> | null {
+  if (data === null) return null;
+  try {
+    if (!isObject(data)) throw new Error('Expected object');
+    const bad = Object.entries(data).filter(([, v]) => typeof v !== 'string');
+    if (bad.length > 0) {
+      throw new Error(`Expected connectionParams to be string values. Got ${bad.map(([k, v]) => `${k}: ${typeof v}`).join(', ')}`);
+    }
+    return data as Record<string, string>;
+  } catch (cause) {
+    throw new TRPCError({ code: 'PARSE_ERROR', message: 'Invalid connection params shape', cause: cause as Error });
+  }
+}
+
+function isAsyncIterable(v: unknown): v is AsyncIterable<unknown> {
+  return !!v && typeof v === 'object' && Symbol.asyncIterator in v;
+}
+
+function isAsyncIterableOrObservable(v: unknown): boolean {
+  return isAsyncIterable(v) || (!!v && typeof v === 'object' && typeof (v as { subscribe?: unknown }).subscribe === 'function');
+}
+
+function isAbortError(e: unknown): boolean {
+  return !!e && typeof e === 'object' && (e as { name?: unknown }).name === 'AbortError';
+}
