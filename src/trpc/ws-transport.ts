@@ -45,7 +45,8 @@ export interface TransportErrorInfo<TCtx> {
   path: string | undefined;
   type: ProcedureType | 'unknown';
   ctx: TCtx | undefined;
-  req: IncomingMessage;
+  /** The upgrade request, until the connection's context is created (not kept for idle sockets). */
+  req: IncomingMessage | null;
   input: unknown;
 }
 
@@ -108,7 +109,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
 
     constructor(
       readonly ws: WebSocket,
-      readonly req: IncomingMessage,
+      public req: IncomingMessage | null,
     ) {}
 
     reportError(error: TRPCError, path: string | undefined, type: TransportErrorInfo<TCtx>['type'], input: unknown): void {
@@ -147,7 +148,8 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
     createContext(connectionParams: () => Record<string, string> | null): Promise<CtxResult> {
       const run = async (): Promise<CtxResult> => {
         try {
-          this.ctx = await opts.createContext({ req: this.req, res: this.ws, info: { connectionParams: connectionParams() } });
+          this.ctx = await opts.createContext({ req: this.req!, res: this.ws, info: { connectionParams: connectionParams() } });
+          this.req = null;
           return { ok: true };
         } catch (cause) {
           const error = getTRPCErrorFromUnknown(cause);
