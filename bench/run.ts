@@ -100,7 +100,7 @@ const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : null)) 
 for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
 
 const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
-const DB_NAME = 'chat_bench';
+const DB_NAME = process.env.BENCH_DB ?? 'chat_bench';
 const PG_ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const DATABASE_URL = PG_ADMIN.replace(/\/[^/]*$/, `/${DB_NAME}`);
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';

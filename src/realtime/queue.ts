@@ -6,7 +6,10 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
   private buf: T[] = [];
   private head = 0;
   private waiter: ((r: IteratorResult<T>) => void) | null = null;
+  private failWaiter: ((err: unknown) => void) | null = null;
   private ended = false;
+  /** Set by `fail`: the error the iteration ends with once the buffered values are consumed. */
+  private error: { value: unknown } | null = null;
 
   get size(): number {
     return this.buf.length - this.head;
@@ -34,8 +37,23 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
     const w = this.waiter;
     if (w) {
       this.waiter = null;
-      w({ value: undefined, done: true });
+      if (this.error) {
+        const error = this.error.value;
+        this.error = null;
+        const fail = this.failWaiter!;
+        this.failWaiter = null;
+        fail(error);
+      } else {
+        w({ value: undefined, done: true });
+      }
     }
+  }
+
+  /** Ends the iteration with an error (next() rejects once the buffered values are consumed). */
+  fail(error: unknown): void {
+    if (this.ended) return;
+    this.error = { value: error };
+    this.end();
   }
 
   next(): Promise<IteratorResult<T>> {
@@ -52,15 +70,24 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
       }
       return Promise.resolve({ value, done: false });
     }
-    if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => {
+    if (this.ended) {
+      if (this.error) {
+        const error = this.error.value;
+        this.error = null;
+        return Promise.reject(error);
+      }
+      return Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => {
       this.waiter = resolve;
+      this.failWaiter = reject;
     });
   }
 
   return(): Promise<IteratorResult<T>> {
     this.buf = [];
     this.head = 0;
+    this.error = null;
     this.end();
     return Promise.resolve({ value: undefined, done: true });
   }

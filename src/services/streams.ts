@@ -36,12 +36,30 @@ export function parseLastEventId(lastEventId: string | null | undefined): number
   return Number(lastEventId);
 }
 
+/** Marks a stream that can write its values straight to a sink (see `Pushable`). */
+export const PUSH = Symbol('stream.push');
+
+/** Where a pushed stream writes: each value, then one end (with the error that ended it, if any). */
+export interface PushSink<T> {
+  data(value: T): void;
+  end(error?: unknown): void;
+}
+
 /**
- * A resumable stream with the delivery guarantee: listen first (attach to the hub), replay what the
- * client missed from PostgreSQL up to the hub's position, then go live; duplicates are dropped by
- * seq. Without `after` the stream starts with `ready(position)`.
+ * A stream that can be consumed two ways: pulled as an async iterator (`createCaller`, any tRPC
+ * adapter) or pushed into a sink (our WebSocket transport), where a live event goes from the hub's
+ * fan-out loop to the socket synchronously, with no per-subscriber promise or generator step.
+ * Both ways run the same code (`runStream`); pulling is pushing into a queue.
  */
-export async function* resumableStream<E extends StreamEvent, T>(opts: {
+export interface Pushable<T> extends AsyncIterable<T> {
+  [PUSH](sink: PushSink<T>): void;
+}
+
+export function isPushable<T>(value: unknown): value is Pushable<T> {
+  return !!value && typeof value === 'object' && PUSH in value;
+}
+
+export interface StreamOptions<E extends StreamEvent, T> {
   hubs: StreamHubs<E>;
   source: EventSource<E & { seq: number }>;
   key: string;
@@ -51,101 +69,165 @@ export async function* resumableStream<E extends StreamEvent, T>(opts: {
   ready: (seq: number) => E;
   wrap: (id: string, event: E) => T;
   conn?: StreamConn | undefined;
-}): AsyncGenerator<T> {
+}
+
+/**
+ * A resumable stream with the delivery guarantee: listen first (attach to the hub), replay what the
+ * client missed from PostgreSQL up to the hub's position, then go live; duplicates are dropped by
+ * seq. Without `after` the stream starts with `ready(position)`. Consumed once, either way.
+ */
+export function resumableStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>): Pushable<T> {
+  let used = false;
+  const claim = () => {
+    if (used) throw new Error('a stream is consumed once');
+    used = true;
+  };
+  return {
+    [PUSH](sink: PushSink<T>) {
+      claim();
+      runStream(opts, sink);
+    },
+    [Symbol.asyncIterator](): AsyncIterator<T> {
+      claim();
+      const queue = new EventQueue<T>();
+      const stop = runStream(opts, { data: (v) => queue.push(v), end: (err) => (err === undefined ? queue.end() : queue.fail(err)) });
+      return {
+        next: () => queue.next(),
+        return: () => {
+          stop();
+          return queue.return();
+        },
+      };
+    },
+  };
+}
+
+/**
+ * The stream itself. Live events are handled in the hub's fan-out loop (synchronously): dropped
+ * when already delivered, coalesced when the connection is congested, written otherwise. Returns
+ * a function that ends the stream.
+ */
+function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: PushSink<T>): () => void {
   const { hubs, source, key, signal, wrap } = opts;
   const flow = opts.conn?.flow;
-  let coalesced: Map<string, E> | null = null;
-  const queue = new EventQueue<E>();
-  const sub: HubSubscriber<E> = { userId: opts.userId, push: (e) => queue.push(e), end: () => queue.end() };
-  const onAbort = () => queue.end();
-  signal?.addEventListener('abort', onAbort, { once: true });
+  let last = 0;
+  /** Live: events go out as they come. Before that (attach, replay) they wait in `early`. */
+  let live = false;
+  let early: E[] = [];
+  /** The hub ended this subscriber (a kick, a shutdown): stop after what is queued. */
+  let closing = false;
+  let ended = false;
   let attached = false;
-  try {
-    if (signal?.aborted) return;
+  let coalesced: Map<string, E> | null = null;
+  let drainTimer: NodeJS.Timeout | null = null;
+
+  const finish = (error?: unknown) => {
+    if (ended) return;
+    ended = true;
+    signal?.removeEventListener('abort', onAbort);
+    if (drainTimer) clearTimeout(drainTimer);
+    if (attached) hubs.detach(key, sub);
+    opts.conn?.release?.();
+    sink.end(error);
+  };
+  const onAbort = () => finish();
+
+  const flushCoalesced = () => {
+    for (const c of coalesced!.values()) sink.data(wrap(String(last), c));
+    coalesced!.clear();
+  };
+  // Coalesced events wait for the socket to drain, not for the room's next event: in a quiet room
+  // the latest typing/presence state would otherwise never be delivered.
+  const checkDrained = () => {
+    drainTimer = null;
+    if (ended || !coalesced?.size) return;
+    if (flow!.buffered() <= flow!.soft) flushCoalesced();
+    else drainTimer = setTimeout(checkDrained, DRAIN_CHECK_MS);
+  };
+
+  const deliver = (e: E) => {
+    const durable = hubs.kind.isDurable(e);
+    if (durable && e.seq <= last) return;
+    if (flow) {
+      const queued = flow.buffered();
+      if (queued > flow.hard) {
+        flow.overflow();
+        finish();
+        return;
+      }
+      if (queued > flow.soft) {
+        const k = durable ? null : hubs.kind.coalesceKey(e);
+        if (k !== null) {
+          (coalesced ??= new Map()).set(k, e);
+          drainTimer ??= setTimeout(checkDrained, DRAIN_CHECK_MS);
+          return;
+        }
+      } else if (coalesced?.size) {
+        flushCoalesced();
+      }
+    }
+    if (durable) last = e.seq;
+    sink.data(wrap(String(last), e));
+  };
+
+  const sub: HubSubscriber<E> = {
+    userId: opts.userId,
+    push(e) {
+      if (ended) return;
+      if (!live) {
+        early.push(e);
+        return;
+      }
+      try {
+        deliver(e);
+      } catch (err) {
+        // Never into the hub's fan-out loop: the other subscribers must still get the event.
+        finish(err);
+      }
+    },
+    end() {
+      if (live) finish();
+      else closing = true;
+    },
+  };
+
+  signal?.addEventListener('abort', onAbort, { once: true });
+  void (async () => {
+    if (signal?.aborted) return finish();
     const position = await hubs.attach(key, sub);
     attached = true;
-    let last: number;
+    if (ended) return hubs.detach(key, sub);
     if (opts.after === null) {
       last = position;
-      yield wrap(String(last), opts.ready(last));
+      sink.data(wrap(String(last), opts.ready(last)));
     } else {
       last = opts.after;
-      while (last < position && !signal?.aborted && !queue.closed) {
+      while (last < position && !ended && !closing) {
         const page = await source.load(key, last, position, REPLAY_PAGE);
         if (page.length === 0) break;
         for (const e of page) {
+          if (ended) return;
           if (e.seq <= last) continue;
           last = e.seq;
-          yield wrap(String(last), e);
+          sink.data(wrap(String(last), e));
         }
       }
     }
-    // The next event, kept across a wake-up for a drained socket (a dropped `next()` would lose one).
-    let pending: Promise<IteratorResult<E>> | null = null;
-    while (true) {
-      pending ??= queue.next();
-      // Coalesced events wait for the socket to drain, not for the room's next event: in a quiet
-      // room the latest typing/presence state would otherwise never be delivered.
-      const r = coalesced?.size && flow ? await nextOrDrained(pending, flow, signal) : await pending;
-      if (r === DRAINED) {
-        for (const c of coalesced!.values()) yield wrap(String(last), c);
-        coalesced!.clear();
-        continue;
-      }
-      pending = null;
-      if (r.done) return;
-      const e = r.value;
-      const durable = hubs.kind.isDurable(e);
-      if (durable && e.seq <= last) continue;
-      if (flow) {
-        const queued = flow.buffered();
-        if (queued > flow.hard) {
-          flow.overflow();
-          return;
-        }
-        if (queued > flow.soft) {
-          const key = durable ? null : hubs.kind.coalesceKey(e);
-          if (key !== null) {
-            (coalesced ??= new Map()).set(key, e);
-            continue;
-          }
-        } else if (coalesced?.size) {
-          for (const c of coalesced.values()) yield wrap(String(last), c);
-          coalesced.clear();
-        }
-      }
-      if (durable) last = e.seq;
-      yield wrap(String(last), e);
+    if (ended) return;
+    live = true;
+    const queued = early;
+    early = [];
+    for (const e of queued) {
+      deliver(e);
+      if (ended) return;
     }
-  } finally {
-    opts.conn?.release?.();
-    signal?.removeEventListener('abort', onAbort);
-    if (attached) hubs.detach(key, sub);
-    void queue.return();
-  }
+    if (closing) finish();
+  })().catch((err: unknown) => finish(err));
+  return () => finish();
 }
 
-const DRAINED = Symbol('drained');
 /** How often a stream holding coalesced events checks whether its socket drained. */
 export const DRAIN_CHECK_MS = 50;
-
-/** The next event, or DRAINED as soon as the socket's queue is back under the soft limit. */
-async function nextOrDrained<T>(next: Promise<T>, flow: Flow, signal: AbortSignal | undefined): Promise<T | typeof DRAINED> {
-  let timer: NodeJS.Timeout | undefined;
-  const drained = new Promise<typeof DRAINED>((resolve) => {
-    const check = () => {
-      if (signal?.aborted) return;
-      if (flow.buffered() <= flow.soft) resolve(DRAINED);
-      else timer = setTimeout(check, DRAIN_CHECK_MS);
-    };
-    timer = setTimeout(check, DRAIN_CHECK_MS);
-  });
-  try {
-    return await Promise.race([next, drained]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Room event streams (`chat.events`). */
 export class StreamService {
@@ -163,7 +245,7 @@ export class StreamService {
     signal: AbortSignal | undefined,
     wrap: Wrap<T>,
     conn?: StreamConn,
-  ): Promise<AsyncGenerator<T>> {
+  ): Promise<Pushable<T>> {
     const after = parseLastEventId(lastEventId);
     await this.rooms.requireAccess(actor, roomId, 'read');
     return resumableStream<any, T>({
