@@ -16,7 +16,11 @@ import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
+import { channels } from '../src/realtime/events.js';
+import { MemoryBus } from '../src/realtime/memory-bus.js';
+import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/realtime/room-hub.js';
 import { sharedEvents } from '../src/realtime/shared-events.js';
+import { parseLastEventId, resumableStream } from '../src/services/streams.js';
 import { createWsTransport } from '../src/trpc/ws-transport.js';
 
 interface Ctx {
@@ -33,7 +37,46 @@ const AT = new Date('2026-11-22T03:00:00.000Z');
 const shared = { type: 'message.new', body: 'héllo "quoted" \u2028', at: AT };
 sharedEvents.add(shared);
 
+/**
+ * A room stream as the product serves it (services/streams.ts: our transport pushes it, tRPC's
+ * adapter pulls it), over an in-memory log and bus. Each server gets its own (the same script
+ * runs against both).
+ */
+function roomLog() {
+  const log: (HubEvent & { seq: number })[] = [];
+  const bus = new MemoryBus();
+  const source: EventSource<HubEvent & { seq: number }> = {
+    lastSeq: async () => log.length,
+    load: async (_key, after, upto, limit) => log.filter((e) => e.seq > after && e.seq <= upto).slice(0, limit) as never,
+  };
+  const hubs = new StreamHubs<HubEvent>(roomStreamKind, bus, source as never);
+  return {
+    hubs,
+    source,
+    post(body: string) {
+      const e = { type: 'room.updated', roomId: 'r1', seq: log.length + 1, name: body, topic: null, by: 'u1' } as unknown as HubEvent & { seq: number };
+      log.push(e);
+      void bus.publish(channels.room('r1'), encodeEvent(e));
+      return e.seq;
+    },
+  };
+}
+const logs: { current: ReturnType<typeof roomLog> } = { current: roomLog() };
+
 const router = t.router({
+  post: t.procedure.input(z.object({ body: z.string() })).mutation(({ input }) => logs.current.post(input.body)),
+  room: t.procedure.input(z.object({ lastEventId: z.string().nullish() })).subscription(({ input, signal }) =>
+    resumableStream({
+      hubs: logs.current.hubs,
+      source: logs.current.source,
+      key: 'r1',
+      userId: 'u1',
+      after: parseLastEventId(input.lastEventId),
+      signal,
+      ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as HubEvent,
+      wrap: (id, e) => tracked(id, e),
+    }),
+  ),
   whoami: t.procedure.query(({ ctx }) => ({ token: ctx.token })),
   echo: t.procedure.input(z.object({ text: z.string().min(1), at: z.date().optional() })).query(({ input }) => ({ ...input, len: input.text.length })),
   add: t.procedure.input(z.object({ a: z.number(), b: z.number() })).mutation(({ input }) => input.a + input.b),
@@ -170,10 +213,18 @@ const steps: { name: string; send: (string | Buffer)[]; expect: number }[] = [
   { name: 'error during iteration', send: [JSON.stringify({ id: 25, method: 'subscription', params: { path: 'failing', input: NONE } })], expect: 4 },
   { name: 'error before the first value', send: [JSON.stringify({ id: 26, method: 'subscription', params: { path: 'refused', input: NONE } })], expect: 1 },
   { name: 'subscription input error', send: [JSON.stringify({ id: 27, method: 'subscription', params: { path: 'ticks', input: superjson.serialize({ count: 99 }) } })], expect: 1 },
+  { name: 'room stream (pushed by ours): ready', send: [JSON.stringify({ id: 30, method: 'subscription', params: { path: 'room', input: superjson.serialize({}) } })], expect: 2 },
+  { name: 'room stream: a live event', send: [JSON.stringify({ id: 31, method: 'mutation', params: { path: 'post', input: superjson.serialize({ body: 'one' }) } })], expect: 2 },
+  { name: 'room stream: two more', send: [JSON.stringify([{ id: 32, method: 'mutation', params: { path: 'post', input: superjson.serialize({ body: 'two' }) } }, { id: 33, method: 'mutation', params: { path: 'post', input: superjson.serialize({ body: 'three' }) } }])], expect: 4 },
+  { name: 'room stream: stop', send: [JSON.stringify({ id: 30, method: 'subscription.stop' })], expect: 1 },
+  { name: 'room stream: resume replays from the log, then live', send: [JSON.stringify({ id: 34, method: 'subscription', params: { path: 'room', input: superjson.serialize({}), lastEventId: '1' } })], expect: 3 },
+  { name: 'room stream: live after the replay', send: [JSON.stringify({ id: 35, method: 'mutation', params: { path: 'post', input: superjson.serialize({ body: 'four' }) } })], expect: 2 },
+  { name: 'room stream: bad lastEventId', send: [JSON.stringify({ id: 36, method: 'subscription', params: { path: 'room', input: superjson.serialize({}), lastEventId: 'x' } })], expect: 1 },
   { name: 'query after everything', send: [JSON.stringify({ id: 28, method: 'query', params: { path: 'whoami', input: NONE } })], expect: 1 },
 ];
 
 async function runScript(url: string): Promise<string[][]> {
+  logs.current = roomLog();
   const client = await RawClient.open(`${url}/?connectionParams=1`);
   const out: string[][] = [];
   let seen = 0;
@@ -221,8 +272,8 @@ describe('WebSocket transport conformance with tRPC’s adapter', () => {
     }
     // The script exercises what it claims (checked on the reference, so a silent server fails).
     const all = reference.flat();
-    expect(all.filter((f) => f.includes('"type":"started"'))).toHaveLength(6);
-    expect(all.filter((f) => f.includes('"type":"stopped"'))).toHaveLength(6);
+    expect(all.filter((f) => f.includes('"type":"started"'))).toHaveLength(8);
+    expect(all.filter((f) => f.includes('"type":"stopped"'))).toHaveLength(7);
     expect(all.some((f) => f.includes('"code":"PARSE_ERROR"'))).toBe(true);
     expect(reference[1]![0]).toContain('"token":"t-1"');
   });
