@@ -91,6 +91,37 @@ function describe(action: RoomAction): string {
   return words[action];
 }
 
+export interface AccessRequest {
+  actor: Actor;
+  roomId: string;
+  purpose: 'read' | 'send';
+}
+
+/** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
+function decideAccess({ actor, purpose }: AccessRequest, r: Record<string, any> | undefined): RoomAccess {
+  if (!r) throw notFound('room');
+  const room = { id: r.id, kind: r.kind, name: r.name, tenant: r.tenant, encrypted: !!r.encrypted };
+  let access: RoomAccess;
+  if (r.role) {
+    access = { room, role: r.role, member: true, mutedUntil: r.muted_until ? new Date(r.muted_until) : null };
+  } else if (r.banned) {
+    // A ban also shuts out the access a support agent or a service token would otherwise have.
+    throw notFound('room');
+  } else if (room.kind === 'support' && actor.roles.includes('support')) {
+    // Support agents read and answer; moderation stays with the room's own roles.
+    access = { room, role: 'member', member: false, mutedUntil: null };
+  } else if (purpose === 'send' && actor.roles.includes('service')) {
+    access = { room, role: 'admin', member: false, mutedUntil: null };
+  } else {
+    throw notFound('room');
+  }
+  if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
+    const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
+    throw forbidden(`you are muted in this room ${until}`);
+  }
+  return access;
+}
+
 /** Rooms, memberships, moderation and the rules about who may see and change them. */
 export class RoomService {
   constructor(
@@ -107,37 +138,35 @@ export class RoomService {
    * any room of their tenant. Anyone else gets NOT_FOUND: a non-member learns nothing, not even that
    * the room exists. Sending also requires not being muted.
    */
-  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em: Em = fork(this.deps)): Promise<RoomAccess> {
+  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
+    const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
+    if (access instanceof AppError) throw access;
+    return access!;
+  }
+
+  /**
+   * `requireAccess` for several requests in one query (grouped sends): per request its access, or
+   * the error `requireAccess` would throw.
+   */
+  async checkAccess(requests: AccessRequest[], em: Em = fork(this.deps)): Promise<(RoomAccess | AppError)[]> {
     const rows = await sql(
       em,
-      `select r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
-              exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = ?) as banned
-         from room r left join membership mb on mb.room_id = r.id and mb.user_id = ?
-        where r.id = ? and r.tenant = ?`,
-      [actor.id, actor.id, roomId, actor.tenant],
+      `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
+              exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = q.user_id) as banned
+         from json_to_recordset(?::json) as q(i int, user_id text, room_id uuid, tenant text)
+         join room r on r.id = q.room_id and r.tenant = q.tenant
+         left join membership mb on mb.room_id = r.id and mb.user_id = q.user_id`,
+      [JSON.stringify(requests.map((q, i) => ({ i, user_id: q.actor.id, room_id: q.roomId, tenant: q.actor.tenant })))],
     );
-    const r = rows[0];
-    if (!r) throw notFound('room');
-    const room = { id: r.id, kind: r.kind, name: r.name, tenant: r.tenant, encrypted: !!r.encrypted };
-    let access: RoomAccess;
-    if (r.role) {
-      access = { room, role: r.role, member: true, mutedUntil: r.muted_until ? new Date(r.muted_until) : null };
-    } else if (r.banned) {
-      // A ban also shuts out the access a support agent or a service token would otherwise have.
-      throw notFound('room');
-    } else if (room.kind === 'support' && actor.roles.includes('support')) {
-      // Support agents read and answer; moderation stays with the room's own roles.
-      access = { room, role: 'member', member: false, mutedUntil: null };
-    } else if (purpose === 'send' && actor.roles.includes('service')) {
-      access = { room, role: 'admin', member: false, mutedUntil: null };
-    } else {
-      throw notFound('room');
-    }
-    if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
-      const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
-      throw forbidden(`you are muted in this room ${until}`);
-    }
-    return access;
+    const byRequest = new Map(rows.map((r) => [r.i as number, r]));
+    return requests.map((q, i) => {
+      try {
+        return decideAccess(q, byRequest.get(i));
+      } catch (err) {
+        if (err instanceof AppError) return err;
+        throw err;
+      }
+    });
   }
 
   /** Read access (members, and support agents on support rooms). */
