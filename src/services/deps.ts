@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import type pg from 'pg';
 import type { Config } from '../config.js';
 import type { Orm } from '../db/orm.js';
 import type { EventBus } from '../realtime/bus.js';
@@ -30,4 +31,14 @@ export function em(deps: Deps): Em {
 /** Runs a raw query on an EntityManager (inside its transaction, if any). */
 export function sql<T = Record<string, any>>(em: Em, query: string, params: unknown[] = []): Promise<T[]> {
   return em.execute<T[]>(query, params as any[]);
+}
+
+/**
+ * The ORM's own node-postgres pool, for the few hot statements that skip the ORM's per-query work
+ * (parameter inlining, query logging) and run as named prepared statements. Same connections, same
+ * limits, so the pool size still bounds everything.
+ */
+export function nativePool(deps: Deps): Promise<pg.Pool> {
+  const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<pg.Pool> };
+  return conn.getNativeClient();
 }

@@ -1,6 +1,6 @@
 import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../realtime/presence-store.js';
 import { RoomHubs } from '../realtime/room-hub.js';
-import type { Deps } from './deps.js';
+import { type Deps, nativePool } from './deps.js';
 import { InboxService } from './inbox.js';
 import { RateLimits } from './limits.js';
 import { SessionService } from './sessions.js';
@@ -69,10 +69,7 @@ export function createServices(deps: Deps): Services {
   const sessions = new SessionService(deps);
   const meetings = new MeetingService(deps, log, rooms, inbox, createVideoProvider(deps.config.video));
   const signals = new SignalService(deps, rooms, inbox);
-  const retention = new RetentionService(deps, async () => {
-    const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<import('pg').Pool> };
-    return conn.getNativeClient();
-  });
+  const retention = new RetentionService(deps, () => nativePool(deps));
   return {
     deps,
     log,

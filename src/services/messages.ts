@@ -3,13 +3,14 @@ import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { AttachmentDto, MessageDto } from '../realtime/events.js';
 import { type Actor, isService } from './actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { badRequest, conflict, forbidden, notFound } from './errors.js';
+import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
 import { loadReactions, MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 import { can } from './permissions.js';
-import type { RoomLog } from './room-log.js';
-import type { RoomAccess, RoomService } from './rooms.js';
+import type { AppendOutcome, NewMessage, RoomLog } from './room-log.js';
+import type { AccessRequest, RoomAccess, RoomService } from './rooms.js';
+import { SendBatcher } from './send-batcher.js';
 import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from './snippet.js';
 
 export interface SendInput {
@@ -43,6 +44,13 @@ export const HISTORY_MAX_LIMIT = 100;
 
 /** Messages: sending (idempotent by clientId), history, edits, deletes, reactions, threads, search. */
 export class MessageService {
+  /** Access checks of plain sends, grouped. */
+  private readonly checks: SendBatcher<AccessRequest, RoomAccess | AppError>;
+  /** Plain sends, written in groups (group commit); a room is in one write at a time. */
+  private readonly writes: SendBatcher<NewMessage, AppendOutcome>;
+  /** The latest send per (tenant, sender, clientId) still running in this process. */
+  private readonly sending = new Map<string, Promise<void>>();
+
   constructor(
     private readonly deps: Deps,
     private readonly log: RoomLog,
@@ -50,7 +58,10 @@ export class MessageService {
     private readonly inbox: InboxService,
     private readonly mapper: MessageMapper,
     private readonly keyring: Keyring,
-  ) {}
+  ) {
+    this.checks = new SendBatcher((requests) => rooms.checkAccess(requests));
+    this.writes = new SendBatcher((messages) => log.appendMessages(messages), { exclusive: (m) => m.roomId });
+  }
 
   private sealBody(access: RoomAccess, body: string): { body: string; keyId: string | null } {
     if (!access.room.encrypted) return { body, keyId: null };
@@ -61,26 +72,100 @@ export class MessageService {
   /**
    * Sends a message. The message and its room sequence number are written in one transaction and
    * published after commit. A repeat of the same clientId by the same sender returns the original.
+   * Sends of one clientId by one sender run one after the other in this process.
    */
-  async send(actor: Actor, input: SendInput): Promise<MessageDto> {
-    const existing = await this.findByClientId(actor, input.clientId);
-    if (existing) {
-      if (existing.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
-      // The caller must still have access to the room; a service token's only access is to post.
-      await this.rooms.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
-      return existing;
+  send(actor: Actor, input: SendInput): Promise<MessageDto> {
+    const key = `${actor.tenant}\n${actor.id}\n${input.clientId}`;
+    const before = this.sending.get(key);
+    const run = before ? before.then(() => this.sendOnce(actor, input)) : this.sendOnce(actor, input);
+    const done = (): void => {
+      if (this.sending.get(key) === settled) this.sending.delete(key);
+    };
+    const settled: Promise<void> = run.then(done, done);
+    this.sending.set(key, settled);
+    return run;
+  }
+
+  private async sendOnce(actor: Actor, input: SendInput, again = false): Promise<MessageDto> {
+    let failure: AppError | null = null;
+    try {
+      // Plain messages (the common case) are written in groups; replies and mentions one by one.
+      const sent = input.replyToId || input.mentions?.length ? await this.sendInTransaction(actor, input) : await this.sendPlain(actor, input);
+      if (sent) return sent;
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      failure = err;
     }
-    if (input.body.trim().length === 0 && !input.attachments?.length) {
-      throw badRequest('body must not be empty');
+    // The clientId is taken, or the send was refused: a repeat of a message that went through before
+    // is answered with the original even if a new send would now be refused (muted since, over the
+    // rate limit, ...). There is no lookup in front of the write: repeats are rare.
+    const original = await this.findByClientId(actor, input.clientId);
+    if (!original) {
+      if (failure) throw failure;
+      // Taken a moment ago, gone now (retention): nothing to repeat, so it is a new send after all.
+      if (!again) return this.sendOnce(actor, input, true);
+      throw conflict('clientId is in use');
     }
+    if (original.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
+    // The caller must still have access to the room; a service token's only access is to post.
+    await this.rooms.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
+    return original;
+  }
+
+  private requireContent(input: SendInput): void {
+    if (input.body.trim().length === 0 && !input.attachments?.length) throw badRequest('body must not be empty');
+  }
+
+  private requirePoster(access: RoomAccess): void {
+    if (!can(access.role, 'send', access.room.kind)) {
+      throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
+    }
+  }
+
+  /**
+   * A message without reply and mentions. Its rate limit and its access check run at once (the
+   * limit's refusal wins, as it came first before); then it is written with whatever else is queued.
+   * Access checks and writes are each grouped (see send-batcher.ts): one query checks the access of
+   * every send waiting for a check, one statement writes every send waiting for a write.
+   */
+  private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
+    this.requireContent(input);
+    const [limit, checked] = await Promise.allSettled([
+      this.deps.limits?.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
+      this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
+    ]);
+    if (limit.status === 'rejected') throw limit.reason;
+    if (checked.status === 'rejected') throw checked.reason;
+    const access = checked.value;
+    if (access instanceof AppError) throw access;
+    this.requirePoster(access);
+    const sealed = this.sealBody(access, input.body);
+    const outcome = await this.writes.submit({
+      id: randomUUID(),
+      roomId: input.roomId,
+      tenant: actor.tenant,
+      senderId: actor.id,
+      clientId: input.clientId,
+      body: sealed.body,
+      keyId: sealed.keyId,
+      kind: input.kind ?? 'text',
+      attachments: input.attachments ?? [],
+    });
+    if (outcome.kind === 'gone') throw notFound('room');
+    if (outcome.kind === 'repeat') return null;
+    this.deps.counters.messagesSent++;
+    return outcome.message;
+  }
+
+  /** A reply or a message with mentions, in a transaction of its own. Null when the clientId is taken. */
+  private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
+    this.requireContent(input);
     await this.deps.limits?.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
     const id = randomUUID();
     try {
       return await this.log.transact(async (em, emit, after) => {
         const access = await this.rooms.requireAccess(actor, input.roomId, 'send', em);
-        if (!can(access.role, 'send', access.room.kind)) {
-          throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
-        }
+        this.requirePoster(access);
         if (input.replyToId) {
           const parent = await sql(em, 'select 1 from message where id = ? and room_id = ? for update', [input.replyToId, input.roomId]);
           if (!parent.length) throw badRequest('replyToId does not name a message of this room');
@@ -141,14 +226,8 @@ export class MessageService {
         return message;
       });
     } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) {
-        // A concurrent send with the same clientId won: return its message.
-        const winner = await this.findByClientId(actor, input.clientId);
-        if (winner) {
-          if (winner.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
-          return winner;
-        }
-      }
+      // A concurrent send of the same clientId won (rolled back: no seq used up).
+      if (err instanceof UniqueConstraintViolationException) return null;
       throw err;
     }
   }

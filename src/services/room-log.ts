@@ -1,12 +1,78 @@
 import type { DistributiveOmit } from '../util/types.js';
-import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
+import { channels, type AttachmentDto, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
 import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
-import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { MESSAGE_COLUMNS, type MessageMapper } from './message-dto.js';
+import { type Deps, type Em, em as fork, nativePool, sql } from './deps.js';
+import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
 /** Schedules work (a publish) for after the transaction commits. */
 export type AfterCommit = (job: () => Promise<void>) => void;
+
+/** A plain new message (no reply, no mentions) for `appendMessages`; its body already sealed. */
+export interface NewMessage {
+  id: string;
+  roomId: string;
+  tenant: string;
+  senderId: string;
+  clientId: string;
+  body: string;
+  keyId: string | null;
+  kind: 'text' | 'image' | 'file';
+  attachments: AttachmentDto[];
+}
+
+/**
+ * What became of one message of `appendMessages`: written (with its seq), a repeat (the sender
+ * already has a message with this clientId, written earlier; nothing was written), or its room is
+ * gone.
+ */
+export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' };
+
+/**
+ * Writes a group of plain messages, across rooms, in one statement (so one implicit transaction):
+ *
+ * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
+ *   key per input; written as a scalar subquery so it never becomes a scan of the table), numbered
+ *   per room in input order. A repeat is left out here, before any seq is taken, so it never uses one up.
+ * - `locked`: the rooms' rows locked in id order (every group locks in the same order: no deadlock
+ *   between groups), with their current `last_seq` (FOR UPDATE returns the latest committed version).
+ * - `taken`: `last_seq + n` per room: n consecutive seqs for the n fresh messages of the room.
+ * - then one insert of the room log rows and one of the message rows.
+ *
+ * The room row locks are held until the statement commits, so commit order equals seq order per room,
+ * as for `nextSeq`. A concurrent send of the same clientId that committed after this statement's
+ * snapshot (another node) is not in `fresh`: its insert fails the unique key and the whole statement
+ * rolls back (no seq used up); the caller retries and then sees it as a repeat.
+ */
+const APPEND_MESSAGES_SQL = `
+with input as (
+  select * from json_to_recordset($1::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
+                                                  body text, key_id text, kind text, attachments jsonb)
+), fresh as (
+  select n.*, row_number() over (partition by n.room_id order by n.i) as k
+    from input n
+   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
+), locked as (
+  select r.id, r.last_seq from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+), counts as (
+  select room_id, count(*) as n from fresh group by room_id
+), taken as (
+  update room r set last_seq = l.last_seq + c.n, updated_at = now()
+    from locked l join counts c on c.room_id = l.id
+   where r.id = l.id
+  returning r.id, l.last_seq as base
+), numbered as (
+  select f.*, t.base + f.k as seq from fresh f join taken t on t.id = f.room_id
+), events as (
+  insert into room_event (room_id, seq, type, message_id, data, created_at)
+  select room_id, seq, 'message.new', id, '{}', now() from numbered
+), inserted as (
+  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, created_at)
+  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', now() from numbered
+  returning ${MESSAGE_RETURNING}
+)
+select n.i, f.id is null as repeat, ${MESSAGE_COLUMNS}
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id`;
 
 /**
  * The room's durable log: the one place that takes sequence numbers. `append` must run inside the
@@ -65,10 +131,51 @@ export class RoomLog implements EventSource {
         (job) => jobs.push(job),
       );
     });
-    // Started in order without waiting on each other: local delivery is synchronous and the
-    // broker publishes go out in order on one connection.
-    for (const job of jobs) void job().catch((err) => this.deps.log.warn({ err }, 'publish after commit failed'));
+    this.runAfterCommit(jobs);
     return result;
+  }
+
+  /**
+   * Writes plain new messages of any rooms at once (see APPEND_MESSAGES_SQL) and publishes their
+   * events after commit, in seq order per room. One outcome per input, in input order. The statement
+   * runs on the pool directly, prepared once per connection: it is the hot path of sends.
+   */
+  async appendMessages(messages: NewMessage[]): Promise<AppendOutcome[]> {
+    const input = messages.map((m, i) => ({
+      i,
+      id: m.id,
+      room_id: m.roomId,
+      tenant: m.tenant,
+      sender_id: m.senderId,
+      client_id: m.clientId,
+      body: m.body,
+      key_id: m.keyId,
+      kind: m.kind,
+      attachments: m.attachments,
+    }));
+    const pool = await nativePool(this.deps);
+    const { rows } = await pool.query({ name: 'room-log-append-messages', text: APPEND_MESSAGES_SQL, values: [JSON.stringify(input)] });
+    const outcomes = new Array<AppendOutcome>(messages.length);
+    for (const r of rows) {
+      outcomes[r.i] = r.id ? { kind: 'new', message: this.mapper.fromRow(r) } : r.repeat ? { kind: 'repeat' } : { kind: 'gone' };
+    }
+    // Input order is seq order within each room.
+    const jobs: (() => Promise<void>)[] = [];
+    for (const o of outcomes) {
+      if (o.kind !== 'new') continue;
+      const { roomId, seq } = o.message;
+      jobs.push(() => this.publish({ type: 'message.new', roomId, seq, message: o.message }));
+    }
+    this.runAfterCommit(jobs);
+    return outcomes;
+  }
+
+  /**
+   * Starts a committed transaction's jobs in order without waiting on each other: local delivery is
+   * synchronous and the broker publishes go out in order on one connection.
+   */
+  private runAfterCommit(jobs: (() => Promise<void>)[]): void {
+    for (const job of jobs) void job().catch((err) => this.deps.log.warn({ err }, 'publish after commit failed'));
   }
 
   publish(e: DurableRoomEvent | EphemeralRoomEvent): Promise<void> {
