@@ -33,8 +33,15 @@ export class RateLimits {
     /** Audit hook: a limit was hit (kind, key, retry after ms). */
     private readonly onLimited?: (kind: LimitKind, key: string, retryAfterMs: number) => void,
   ) {
+    // Auto-pipelining: the commands of concurrent requests share socket writes (one write per tick,
+    // and while a pipeline is in flight the next one gathers), the same commands either way.
     this.redis = config.redisUrl
-      ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: true, connectionName: 'chat-ratelimit' })
+      ? new Redis(config.redisUrl, {
+          maxRetriesPerRequest: 1,
+          enableOfflineQueue: true,
+          enableAutoPipelining: true,
+          connectionName: 'chat-ratelimit',
+        })
       : null;
     this.redis?.on('error', () => undefined);
     const make = (name: string, points: number, duration: number): RateLimiterAbstract =>
