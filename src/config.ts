@@ -21,6 +21,7 @@ const EnvSchema = z.object({
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
+  DB_PREPARED_STATEMENTS: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
@@ -78,6 +79,11 @@ export interface Config {
   /** Behind a reverse proxy: take the client address from X-Forwarded-For (first entry). */
   trustProxy: boolean;
   dbPoolMax: number;
+  /**
+   * The hot queries (sends, access checks) run as named prepared statements, planned once per
+   * connection. Off for a pooler that cannot keep them (PgBouncer in transaction mode before 1.21).
+   */
+  dbPreparedStatements: boolean;
   shutdownTimeoutMs: number;
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
   /** Human-readable logs (development). */
@@ -179,6 +185,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wsPongWaitMs: e.WS_PONG_WAIT_MS,
     trustProxy: e.TRUST_PROXY ?? false,
     dbPoolMax: e.DB_POOL_MAX,
+    dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
     logPretty: e.LOG_PRETTY ?? false,

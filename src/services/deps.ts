@@ -35,10 +35,26 @@ export function sql<T = Record<string, any>>(em: Em, query: string, params: unkn
 
 /**
  * The ORM's own node-postgres pool, for the few hot statements that skip the ORM's per-query work
- * (parameter inlining, query logging) and run as named prepared statements. Same connections, same
- * limits, so the pool size still bounds everything.
+ * (parameter inlining, query logging). Same connections, same limits, so the pool size still bounds
+ * everything.
  */
 export function nativePool(deps: Deps): Promise<pg.Pool> {
   const conn = deps.orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<pg.Pool> };
   return conn.getNativeClient();
+}
+
+/**
+ * A hot query, written with `?` placeholders like `sql`. Given a transaction's EntityManager it runs
+ * there (it must see the transaction); otherwise straight on the pool as a named prepared statement:
+ * parsed and planned once per connection, and none of the ORM's per-query work.
+ */
+export function hotQuery<T = Record<string, any>>(name: string, text: string) {
+  let n = 0;
+  const positional = text.replace(/\?/g, () => `$${++n}`);
+  return async (deps: Deps, params: unknown[], em?: Em): Promise<T[]> => {
+    if (em) return sql<T>(em, text, params);
+    const pool = await nativePool(deps);
+    const res = await pool.query({ name: deps.config.dbPreparedStatements ? name : undefined, text: positional, values: params });
+    return res.rows as T[];
+  };
 }

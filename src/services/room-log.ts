@@ -1,7 +1,7 @@
 import type { DistributiveOmit } from '../util/types.js';
 import { channels, type AttachmentDto, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
 import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
-import { type Deps, type Em, em as fork, nativePool, sql } from './deps.js';
+import { type Deps, type Em, em as fork, hotQuery, sql } from './deps.js';
 import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
@@ -44,9 +44,11 @@ export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repe
  * snapshot (another node) is not in `fresh`: its insert fails the unique key and the whole statement
  * rolls back (no seq used up); the caller retries and then sees it as a repeat.
  */
-const APPEND_MESSAGES_SQL = `
+const APPEND_MESSAGES = hotQuery(
+  'room-log-append-messages',
+  `
 with input as (
-  select * from json_to_recordset($1::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
+  select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
                                                   body text, key_id text, kind text, attachments jsonb)
 ), fresh as (
   select n.*, row_number() over (partition by n.room_id order by n.i) as k
@@ -72,7 +74,8 @@ with input as (
   returning ${MESSAGE_RETURNING}
 )
 select n.i, f.id is null as repeat, ${MESSAGE_COLUMNS}
-  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id`;
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id`,
+);
 
 /**
  * The room's durable log: the one place that takes sequence numbers. `append` must run inside the
@@ -138,7 +141,7 @@ export class RoomLog implements EventSource {
   /**
    * Writes plain new messages of any rooms at once (see APPEND_MESSAGES_SQL) and publishes their
    * events after commit, in seq order per room. One outcome per input, in input order. The statement
-   * runs on the pool directly, prepared once per connection: it is the hot path of sends.
+   * runs on the pool directly (`hotQuery`): it is the hot path of sends.
    */
   async appendMessages(messages: NewMessage[]): Promise<AppendOutcome[]> {
     const input = messages.map((m, i) => ({
@@ -153,8 +156,7 @@ export class RoomLog implements EventSource {
       kind: m.kind,
       attachments: m.attachments,
     }));
-    const pool = await nativePool(this.deps);
-    const { rows } = await pool.query({ name: 'room-log-append-messages', text: APPEND_MESSAGES_SQL, values: [JSON.stringify(input)] });
+    const rows = await APPEND_MESSAGES(this.deps, [JSON.stringify(input)]);
     const outcomes = new Array<AppendOutcome>(messages.length);
     for (const r of rows) {
       outcomes[r.i] = r.id ? { kind: 'new', message: this.mapper.fromRow(r) } : r.repeat ? { kind: 'repeat' } : { kind: 'gone' };

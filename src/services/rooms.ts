@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { DurableRoomEvent, MemberRole, MessageDto } from '../realtime/events.js';
 import type { Actor } from './actor.js';
-import { type Deps, type Em, em as fork, sql } from './deps.js';
+import { type Deps, type Em, em as fork, hotQuery, sql } from './deps.js';
 import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
@@ -97,6 +97,16 @@ export interface AccessRequest {
   purpose: 'read' | 'send';
 }
 
+/** The room of each request with the caller's membership and ban (no row: no such room in the caller's tenant). */
+const ACCESS_QUERY = hotQuery(
+  'rooms-check-access',
+  `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
+          exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = q.user_id) as banned
+     from json_to_recordset(?::json) as q(i int, user_id text, room_id uuid, tenant text)
+     join room r on r.id = q.room_id and r.tenant = q.tenant
+     left join membership mb on mb.room_id = r.id and mb.user_id = q.user_id`,
+);
+
 /** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
 function decideAccess({ actor, purpose }: AccessRequest, r: Record<string, any> | undefined): RoomAccess {
   if (!r) throw notFound('room');
@@ -148,15 +158,11 @@ export class RoomService {
    * `requireAccess` for several requests in one query (grouped sends): per request its access, or
    * the error `requireAccess` would throw.
    */
-  async checkAccess(requests: AccessRequest[], em: Em = fork(this.deps)): Promise<(RoomAccess | AppError)[]> {
-    const rows = await sql(
-      em,
-      `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
-              exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = q.user_id) as banned
-         from json_to_recordset(?::json) as q(i int, user_id text, room_id uuid, tenant text)
-         join room r on r.id = q.room_id and r.tenant = q.tenant
-         left join membership mb on mb.room_id = r.id and mb.user_id = q.user_id`,
+  async checkAccess(requests: AccessRequest[], em?: Em): Promise<(RoomAccess | AppError)[]> {
+    const rows = await ACCESS_QUERY(
+      this.deps,
       [JSON.stringify(requests.map((q, i) => ({ i, user_id: q.actor.id, room_id: q.roomId, tenant: q.actor.tenant })))],
+      em,
     );
     const byRequest = new Map(rows.map((r) => [r.i as number, r]));
     return requests.map((q, i) => {
