@@ -19,7 +19,8 @@ beforeAll(async () => {
   db = await createTestDatabase('sendbatch');
   const config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('sendbatch') });
   nodeA = await startServer(config);
-  nodeB = await startServer(config);
+  // The second node without named prepared statements (DB_PREPARED_STATEMENTS=0): both ways are exercised.
+  nodeB = await startServer({ ...config, dbPreparedStatements: false });
   pgc = new pg.Client({ connectionString: db.url });
   await pgc.connect();
 });
