@@ -4,17 +4,18 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 
-# The browser page: Vite is a devDependency, so it is built here and only web/dist is kept.
+# The browser page and the compiled server: Vite and TypeScript are devDependencies, so both are
+# built here and only web/dist and dist/ are kept.
 FROM node:24-bookworm-slim AS web
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
 COPY web ./web
 COPY client ./client
 COPY src ./src
-RUN node scripts/build-web.mjs --force
+RUN node scripts/build-web.mjs --force && npx tsc -p tsconfig.build.json
 
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
@@ -24,7 +25,10 @@ COPY package.json tsconfig.json mikro-orm.config.ts ./
 COPY src ./src
 COPY client ./client
 COPY --from=web /app/web/dist ./web/dist
+COPY --from=web /app/dist ./dist
 USER node
 EXPOSE 3000
 STOPSIGNAL SIGTERM
-CMD ["node", "--import", "tsx", "src/main.ts"]
+# Compiled JavaScript, not tsx: tsx keeps function names with a helper that gives every named
+# closure a dictionary property store (about 3 KB more per idle WebSocket connection).
+CMD ["node", "dist/src/main.js"]

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { execSync } from 'node:child_process';
+import { execFileSync, execSync } from 'node:child_process';
 import pg from 'pg';
 import { nowUs } from './lib/clock.js';
 import { summarize } from './lib/hist.js';
@@ -813,6 +813,8 @@ async function main() {
   process.once('SIGTERM', () => process.exit(143));
 
   mkdirSync(RESULTS_DIR, { recursive: true });
+  // Ours runs compiled, as in production (`npm start`): build src/ into dist/ first.
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
   if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
   const out = {
     machine: machine(),

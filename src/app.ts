@@ -163,6 +163,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     },
   });
   const ipConnections = new Map<string, number>();
+  // Built outside the upgrade handler: a listener created in there would keep the upgrade request
+  // (and its headers) alive for the whole life of the connection.
+  const releaseAddress = (ip: string) => () => {
+    const n = (ipConnections.get(ip) ?? 1) - 1;
+    if (n <= 0) ipConnections.delete(ip);
+    else ipConnections.set(ip, n);
+  };
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (draining || !(path === '/trpc' || path.startsWith('/trpc/'))) {
@@ -189,11 +196,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           return;
         }
         ipConnections.set(ip, open + 1);
-        ws.once('close', () => {
-          const n = (ipConnections.get(ip) ?? 1) - 1;
-          if (n <= 0) ipConnections.delete(ip);
-          else ipConnections.set(ip, n);
-        });
+        ws.once('close', releaseAddress(ip));
         wss.emit('connection', ws, req);
       });
     })();

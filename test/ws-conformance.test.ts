@@ -73,7 +73,7 @@ const router = t.router({
       userId: 'u1',
       after: parseLastEventId(input.lastEventId),
       signal,
-      ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as HubEvent,
+      ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as unknown as HubEvent,
       wrap: (id, e) => tracked(id, e),
     }),
   ),

@@ -40,7 +40,8 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
   if (sys === 'ours') {
     proc = spawnNode({
       name,
-      args: ['--import', 'tsx', ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []), 'src/main.ts'],
+      // The compiled build, as in production (`npm start`, the Docker image); bench/run.ts builds it.
+      args: [...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []), 'dist/src/main.js'],
       env: {
         // The rate limits of the tests (a load generator sends far faster than a person), and
         // room for thousands of connections from one address and for many tabs per user.

@@ -1,11 +1,16 @@
-import { createReadStream, type Stats } from 'node:fs';
+import { createReadStream, existsSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Where `npm run build:web` (and `npm start`'s prestart) puts the browser page. */
-export const DEFAULT_WEB_DIR = fileURLToPath(new URL('../../web/dist', import.meta.url));
+/**
+ * Where `npm run build:web` (and `npm start`'s prestart) puts the browser page: web/dist at the
+ * project's root, seen from src/http (run from source) or dist/src/http (the compiled build).
+ */
+export const DEFAULT_WEB_DIR = ['../../web/dist', '../../../web/dist']
+  .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+  .reduce((found, dir) => (existsSync(resolve(dir, '..', 'index.html')) ? dir : found));
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
