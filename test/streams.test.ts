@@ -1,0 +1,141 @@
+/**
+ * The stream core (services/streams.ts) in both of its modes over an in-memory log and bus: pulled
+ * as an async iterator (createCaller, tRPC's adapter) and pushed into a sink (our WebSocket
+ * transport). The rules are the same code: ready or replay first, live after, duplicates dropped by
+ * seq, errors and ends reported once, the hub left on every end.
+ */
+import { tracked, type TrackedEnvelope } from '@trpc/server';
+import { describe, expect, it } from 'vitest';
+import { channels, type DurableRoomEvent } from '../src/realtime/events.js';
+import { MemoryBus } from '../src/realtime/memory-bus.js';
+import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/realtime/room-hub.js';
+import { PUSH, REPLAY_PAGE, resumableStream, type PushSink } from '../src/services/streams.js';
+
+type Seqd = HubEvent & { seq: number };
+
+function fixture(opts: { failLoad?: Error } = {}) {
+  const log: Seqd[] = [];
+  const bus = new MemoryBus();
+  const loads: number[] = [];
+  const source: EventSource<Seqd> = {
+    lastSeq: async () => log.length,
+    load: async (_key, after, upto, limit) => {
+      loads.push(after);
+      if (opts.failLoad) throw opts.failLoad;
+      return log.filter((e) => e.seq > after && e.seq <= upto).slice(0, limit);
+    },
+  };
+  const hubs = new StreamHubs<HubEvent>(roomStreamKind, bus, source as EventSource<DurableRoomEvent & { seq: number }> as never);
+  const post = (name: string) => {
+    const e = { type: 'room.updated', roomId: 'r1', seq: log.length + 1, name, topic: null, by: 'u1' } as Seqd;
+    log.push(e);
+    void bus.publish(channels.room('r1'), encodeEvent(e));
+    return e;
+  };
+  const open = (after: number | null, signal?: AbortSignal) =>
+    resumableStream<HubEvent, TrackedEnvelope<HubEvent>>({
+      hubs,
+      source: source as never,
+      key: 'r1',
+      userId: 'u1',
+      after,
+      signal,
+      ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as unknown as HubEvent,
+      wrap: (id, e) => tracked(id, e),
+    });
+  return { log, hubs, post, open, loads };
+}
+
+/** A sink that records what it gets and resolves `ended` with the end's error (null for none). */
+function recorder() {
+  const got: [string, HubEvent][] = [];
+  let endCount = 0;
+  let endWith: (e: unknown) => void = () => {};
+  const ended = new Promise<unknown>((resolve) => (endWith = resolve));
+  const waiters: { n: number; resolve: () => void }[] = [];
+  const sink: PushSink<[string, HubEvent, symbol]> = {
+    data: (v) => {
+      got.push([v[0], v[1]]);
+      for (const w of waiters.splice(0)) if (got.length >= w.n) w.resolve();
+      else waiters.push(w);
+    },
+    end: (error) => {
+      endCount++;
+      endWith(error ?? null);
+    },
+  };
+  const until = (n: number) => (got.length >= n ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ n, resolve })));
+  return { got, sink, ended, until, ends: () => endCount };
+}
+
+describe('resumable streams', () => {
+  it('pushed: ready with the position, then live events synchronously from the fan-out; abort leaves the hub', async () => {
+    const f = fixture();
+    f.post('a');
+    f.post('b');
+    const ac = new AbortController();
+    const r = recorder();
+    f.open(null, ac.signal)[PUSH](r.sink as never);
+    await r.until(1);
+    expect(r.got[0]).toEqual(['2', { type: 'ready', roomId: 'r1', seq: 2 }]);
+    expect(f.hubs.subscriberCount).toBe(1);
+    f.post('c');
+    // MemoryBus delivers locally at once: the event is on the sink before publish returns.
+    expect(r.got.map(([id]) => id)).toEqual(['2', '3']);
+    ac.abort();
+    expect(await r.ended).toBeNull();
+    expect(r.ends()).toBe(1);
+    expect(f.hubs.subscriberCount).toBe(0);
+    f.post('d');
+    expect(r.got).toHaveLength(2);
+  });
+
+  it('pushed: resume replays in pages, then goes live without a duplicate or a gap', async () => {
+    const f = fixture();
+    const total = REPLAY_PAGE + 50;
+    for (let i = 0; i < total; i++) f.post(`m${i}`);
+    const ac = new AbortController();
+    const r = recorder();
+    f.open(10, ac.signal)[PUSH](r.sink as never);
+    await r.until(total - 10);
+    f.post('live');
+    await r.until(total - 9);
+    expect(r.got.map(([id]) => Number(id))).toEqual(Array.from({ length: total - 9 }, (_, i) => i + 11));
+    expect(f.loads.length).toBeGreaterThanOrEqual(2);
+    ac.abort();
+    await r.ended;
+  });
+
+  it('pulled: the same events through an async iterator; return() ends it and leaves the hub', async () => {
+    const f = fixture();
+    f.post('a');
+    const it = f.open(0)[Symbol.asyncIterator]();
+    expect((await it.next()).value?.[0]).toBe('1');
+    f.post('b');
+    expect((await it.next()).value?.[1]).toMatchObject({ type: 'room.updated', name: 'b', seq: 2 });
+    await it.return!();
+    expect(await it.next()).toEqual({ value: undefined, done: true });
+    expect(f.hubs.subscriberCount).toBe(0);
+  });
+
+  it('a replay that fails ends the stream with the error, once, in both modes', async () => {
+    const boom = new Error('database unavailable');
+    const f = fixture({ failLoad: boom });
+    f.post('a');
+    const r = recorder();
+    f.open(0)[PUSH](r.sink as never);
+    expect(await r.ended).toBe(boom);
+    expect(r.ends()).toBe(1);
+    const it = f.open(0)[Symbol.asyncIterator]();
+    await expect(it.next()).rejects.toBe(boom);
+    expect(await it.next()).toEqual({ value: undefined, done: true });
+    expect(f.hubs.subscriberCount).toBe(0);
+  });
+
+  it('a stream is consumed once', () => {
+    const f = fixture();
+    const s = f.open(null, AbortSignal.abort());
+    s[PUSH](recorder().sink as never);
+    expect(() => s[Symbol.asyncIterator]()).toThrow(/once/);
+  });
+});
