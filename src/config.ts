@@ -81,7 +81,8 @@ export interface Config {
   dbPoolMax: number;
   /**
    * The hot queries (sends, access checks) run as named prepared statements, planned once per
-   * connection. Off for a pooler that cannot keep them (PgBouncer in transaction mode before 1.21).
+   * connection. Off for a pooler that cannot keep them (PgBouncer in transaction mode before 1.21),
+   * and always off in embedded mode.
    */
   dbPreparedStatements: boolean;
   shutdownTimeoutMs: number;

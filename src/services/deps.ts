@@ -54,7 +54,9 @@ export function hotQuery<T = Record<string, any>>(name: string, text: string) {
   return async (deps: Deps, params: unknown[], em?: Em): Promise<T[]> => {
     if (em) return sql<T>(em, text, params);
     const pool = await nativePool(deps);
-    const res = await pool.query({ name: deps.config.dbPreparedStatements ? name : undefined, text: positional, values: params });
+    // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
+    const named = deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined;
+    const res = await pool.query({ name: named ? name : undefined, text: positional, values: params });
     return res.rows as T[];
   };
 }
