@@ -65,11 +65,6 @@ export class SendBatcher<I, O> {
     });
   }
 
-  /** Items waiting for the group in flight. */
-  get queued(): number {
-    return this.queue.length;
-  }
-
   /** Runs groups until the queue is empty. */
   private async drain(): Promise<void> {
     this.busy = true;
