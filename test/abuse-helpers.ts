@@ -180,14 +180,22 @@ export function tapServerSocket(socket: ServerSocket): {
   const sent: string[] = [];
   const waiters: { pred: (t: string) => boolean; resolve: () => void }[] = [];
   const closeCalled = deferred<{ code: number | undefined; bufferedAmount: number }>();
-  const send = socket.send.bind(socket) as (data: unknown, ...rest: unknown[]) => void;
-  (socket as unknown as { send: (data: unknown, ...rest: unknown[]) => void }).send = (data: unknown, ...rest: unknown[]) => {
-    const text = typeof data === 'string' ? data : String(data);
-    sent.push(text);
-    for (let i = waiters.length - 1; i >= 0; i--) {
-      if (waiters[i]!.pred(text)) waiters.splice(i, 1)[0]!.resolve();
+  // Every frame leaves through ws's Sender.sendFrame: the ones of `send` and the fan-out frames our
+  // transport writes directly (src/trpc/frames.ts). Text frames are decoded from the wire bytes.
+  const sender = (socket as unknown as { _sender: { sendFrame: (list: (Buffer | string)[], cb?: unknown) => void } })._sender;
+  const sendFrame = sender.sendFrame.bind(sender);
+  sender.sendFrame = (list, cb) => {
+    const bytes = Buffer.concat(list.map((b) => (typeof b === 'string' ? Buffer.from(b) : b)));
+    const len = bytes[1]! & 0x7f;
+    const offset = len === 126 ? 4 : len === 127 ? 10 : 2;
+    if ((bytes[0]! & 0x0f) === 1) {
+      const text = bytes.subarray(offset).toString('utf8');
+      sent.push(text);
+      for (let i = waiters.length - 1; i >= 0; i--) {
+        if (waiters[i]!.pred(text)) waiters.splice(i, 1)[0]!.resolve();
+      }
     }
-    send(data, ...rest);
+    sendFrame(list, cb);
   };
   const close = socket.close.bind(socket);
   socket.close = (code?: number, reason?: string | Buffer) => {

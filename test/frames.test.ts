@@ -1,7 +1,9 @@
+import type { AddressInfo } from 'node:net';
 import superjson from 'superjson';
 import { describe, expect, it, vi } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
 import { sharedEvents } from '../src/realtime/shared-events.js';
-import { frameHead, trackedTail } from '../src/trpc/frames.js';
+import { frameHead, trackedTail, writeTextFrame } from '../src/trpc/frames.js';
 
 /** What tRPC's own adapter sends for a tracked data frame (superjson + JSON.stringify). */
 function plainFrame(requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') {
@@ -12,7 +14,8 @@ function plainFrame(requestId: number | string, eventId: string, event: unknown,
   });
 }
 
-const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') => frameHead(requestId, jsonrpc) + trackedTail(eventId, event);
+const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') =>
+  Buffer.concat([frameHead(requestId, jsonrpc), trackedTail(eventId, event)]).toString('utf8');
 
 const event = () => ({
   type: 'message.new',
@@ -53,16 +56,45 @@ describe('fan-out frames', () => {
       expect(spy).toHaveBeenCalledTimes(1);
       const c = trackedTail('8', shared);
       expect(c).not.toBe(a);
-      expect(c).toContain('"id":"8"');
+      expect(c.toString()).toContain('"id":"8"');
       expect(spy).toHaveBeenCalledTimes(2);
       // An unshared payload is serialized every time (it may change between deliveries).
       const plain = event();
       trackedTail('7', plain);
       plain.seq = 9;
-      expect(trackedTail('7', plain)).toContain('"seq":9');
+      expect(trackedTail('7', plain).toString()).toContain('"seq":9');
       expect(spy).toHaveBeenCalledTimes(4);
     } finally {
       spy.mockRestore();
+    }
+  });
+
+  it('are written as WebSocket text frames a real client reads back, for every length encoding', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((r) => wss.once('listening', () => r()));
+    const server = new Promise<WebSocket>((r) => wss.once('connection', (ws) => r(ws)));
+    const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
+    const got: string[] = [];
+    const all = new Promise<void>((resolve) =>
+      client.on('message', (data, isBinary) => {
+        expect(isBinary).toBe(false);
+        got.push(data.toString());
+        if (got.length === 4) resolve();
+      }),
+    );
+    try {
+      const ws = await server;
+      // Payloads of 2-byte (<126), 4-byte (<65536) and 10-byte length headers, with multibyte text.
+      const texts = ['{"id":1,"x":"é"}', `{"id":2,"x":"${'ü'.repeat(200)}"}`, `{"id":3,"x":"${'a'.repeat(70_000)}"}`, '{"id":"ünï"}'];
+      for (const t of texts) {
+        const cut = t.indexOf(',') > 0 ? t.indexOf(',') : 4;
+        writeTextFrame(ws as never, Buffer.from(t.slice(0, cut)), Buffer.from(t.slice(cut)));
+      }
+      await all;
+      expect(got).toEqual(texts);
+    } finally {
+      client.terminate();
+      await new Promise<void>((r) => wss.close(() => r()));
     }
   });
 });

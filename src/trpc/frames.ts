@@ -11,15 +11,18 @@ import { sharedEvents } from '../realtime/shared-events.js';
  * the hot path of fan-out (ARCHITECTURE section 3). Frames are byte-identical to tRPC's own.
  */
 
-/** Per shared event: the event id its tail was built with, and the tail. */
-const tails = new WeakMap<object, { id: string; tail: string }>();
+/** Per shared event: the event id its tail was built with, and the tail (UTF-8 bytes). */
+const tails = new WeakMap<object, { id: string; tail: Buffer }>();
 
-function buildTail(eventId: string, data: unknown): string {
-  return `,"result":{"type":"data","data":${JSON.stringify(superjson.serialize({ id: eventId, data }))},"id":${JSON.stringify(eventId)}}}`;
+function buildTail(eventId: string, data: unknown): Buffer {
+  return Buffer.from(`,"result":{"type":"data","data":${JSON.stringify(superjson.serialize({ id: eventId, data }))},"id":${JSON.stringify(eventId)}}}`);
 }
 
-/** The tail of a tracked event's frame, cached for shared events. */
-export function trackedTail(eventId: string, data: unknown): string {
+/**
+ * The tail of a tracked event's frame as UTF-8 bytes, cached for shared events: every subscriber's
+ * socket gets the same buffer (never modified once built).
+ */
+export function trackedTail(eventId: string, data: unknown): Buffer {
   if (data !== null && typeof data === 'object' && sharedEvents.has(data)) {
     const hit = tails.get(data);
     if (hit && hit.id === eventId) return hit.tail;
@@ -31,6 +34,43 @@ export function trackedTail(eventId: string, data: unknown): string {
 }
 
 /** The head of every frame answering one request: `{"id":<id>` and the echoed `"jsonrpc"`. */
-export function frameHead(requestId: number | string, jsonrpc: '2.0' | undefined): string {
-  return `{"id":${JSON.stringify(requestId)}${jsonrpc === '2.0' ? ',"jsonrpc":"2.0"' : ''}`;
+export function frameHead(requestId: number | string, jsonrpc: '2.0' | undefined): Buffer {
+  return Buffer.from(`{"id":${JSON.stringify(requestId)}${jsonrpc === '2.0' ? ',"jsonrpc":"2.0"' : ''}`);
+}
+
+/** What the fast path needs of a `ws` socket (internals of the pinned ws version, see below). */
+interface FramedSocket {
+  send(data: Buffer, opts: { binary: boolean }): void;
+  _sender?: { _state?: number; sendFrame?: (list: Buffer[]) => void };
+  _extensions?: Record<string, unknown>;
+}
+
+/**
+ * Writes one text message made of `head` + `tail` to a server-side `ws` socket without copying the
+ * tail: a small buffer holds the WebSocket frame header and the head, the shared tail follows it
+ * (what Socket.IO does for broadcasts with `ws`'s `Sender.sendFrame`). Falls back to `send` when the
+ * sender is busy (compression) or the internals are not there.
+ */
+export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer): void {
+  const sender = ws._sender;
+  if (sender?._state !== 0 || typeof sender.sendFrame !== 'function' || ws._extensions?.['permessage-deflate']) {
+    ws.send(Buffer.concat([head, tail]), { binary: false });
+    return;
+  }
+  const len = head.length + tail.length;
+  const hl = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const first = Buffer.allocUnsafe(hl + head.length);
+  first[0] = 0x81; // FIN + text
+  if (hl === 2) {
+    first[1] = len;
+  } else if (hl === 4) {
+    first[1] = 126;
+    first.writeUInt16BE(len, 2);
+  } else {
+    first[1] = 127;
+    first.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
+    first.writeUInt32BE(len >>> 0, 6);
+  }
+  head.copy(first, hl);
+  sender.sendFrame([first, tail]);
 }

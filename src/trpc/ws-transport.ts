@@ -11,7 +11,7 @@ import {
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
 import { isPushable, PUSH } from '../services/streams.js';
-import { frameHead, trackedTail } from './frames.js';
+import { frameHead, trackedTail, writeTextFrame } from './frames.js';
 
 /**
  * The WebSocket transport: tRPC's WebSocket protocol (what `@trpc/client`'s wsLink speaks), served
@@ -107,7 +107,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
 
   class Subscription {
     readonly abort = new AbortController();
-    constructor(readonly head: string) {}
+    constructor(readonly head: Buffer) {}
   }
 
   /** One WebSocket client. Small on purpose: idle connections are most of a server's memory. */
@@ -338,7 +338,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
       if (ws.readyState !== OPEN) return;
       if (!this.corked) this.cork();
       if (isTrackedEnvelope(value)) {
-        ws.send(sub.head + trackedTail(value[0], value[1]));
+        writeTextFrame(ws as never, sub.head, trackedTail(value[0], value[1]));
         return;
       }
       this.respond({ id, jsonrpc, result: { type: 'data', data: value } });
