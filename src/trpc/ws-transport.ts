@@ -18,20 +18,23 @@ import { frameHead, trackedTail, writeTextFrame } from './frames.js';
  * by our own connection handler instead of `applyWSSHandler`, for the fan-out hot path.
  *
  * Queries and mutations go through `callTRPCProcedure` (middlewares, input validation, error
- * formatting exactly as tRPC's adapter). Subscriptions differ only in how values reach the socket:
- * each value of a subscription's async iterator is written as a frame directly, a tracked event as
- * a per-subscription head plus a per-event tail that is serialized once per process for events
- * shared by many subscribers (frames.ts). tRPC's adapter runs a generic pipeline per value and
- * subscriber instead (a promise race against abort, object spreads, the transformer, the encoder).
- * Keep-alive is one sweep timer for all connections instead of two timers per connection.
+ * formatting exactly as tRPC's adapter). Subscriptions differ only in how values reach the socket.
+ * Our streams (services/streams.ts) are pushed: the room hub's fan-out loop hands each live event
+ * to the stream, which writes its frame to the socket synchronously (no promise or generator step
+ * per subscriber and value). Any other subscription is pulled as an async iterator. Either way a
+ * tracked event's frame is the subscription's head (`{"id":<request id>`) plus the event's tail,
+ * serialized and UTF-8-encoded once per process for events shared by many subscribers (frames.ts),
+ * and frames written to one socket within one tick leave in one system call (`cork`). tRPC's
+ * adapter runs a generic pipeline per value and subscriber instead (an iterator step, a promise
+ * race against abort, object spreads, the transformer, the encoder). Keep-alive is one sweep timer
+ * for all connections instead of two timers per connection.
  *
  * The protocol is pinned to the exact `@trpc/*` version in package.json, and
  * test/ws-conformance.test.ts runs one scripted session against tRPC's own adapter and against this
  * one and compares the frames byte for byte.
  *
- * Subscriptions must end their iterator when their `signal` aborts (ours do: services/streams.ts):
- * the loop awaits the iterator without racing it against the signal, which costs a promise race
- * per value.
+ * A pulled subscription must end its iterator when its `signal` aborts: the loop awaits the
+ * iterator without racing it against the signal, which would cost a promise race per value.
  */
 
 const OPEN = 1;
