@@ -386,6 +386,27 @@ describe('support rooms', () => {
     await expectTRPCError(agentAs().chat.send({ roomId: group.id, clientId: uuid(), body: 'x' }), 'NOT_FOUND');
     expect((await agentAs().room.list()).map((r) => r.id)).not.toContain(group.id);
   });
+
+  it('banning a support agent (not a member) ends their open stream at once and shuts them out', async () => {
+    const [customer, agent] = users('customer', 'agent');
+    const agentActor = actor(agent, 'default', ['support']);
+    const room = await as(customer).room.create({ kind: 'support', name: 'Refund', key: `ticket:${uuid()}` });
+    const agentStream = await openEvents(t.app, agentActor, { roomId: room.id });
+    try {
+      expect((await agentStream.next()).event).toMatchObject({ type: 'ready' });
+      expect(await as(customer).room.ban({ roomId: room.id, userId: agent })).toEqual({ ok: true });
+      expect((await agentStream.next()).event).toMatchObject({ type: 'member.left', userId: agent, reason: 'banned', by: customer });
+      expect(await agentStream.ended()).toBe(true);
+    } finally {
+      agentStream.abort();
+    }
+    await expectTRPCError(as(agent, 'default', ['support']).chat.history({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(openEvents(t.app, agentActor, { roomId: room.id }), 'NOT_FOUND');
+    // Banning again changes nothing and writes no second event.
+    const { lastSeq } = await as(customer).room.get({ roomId: room.id });
+    await as(customer).room.ban({ roomId: room.id, userId: agent });
+    expect((await as(customer).room.get({ roomId: room.id })).lastSeq).toBe(lastSeq);
+  });
 });
 
 describe('broadcast rooms', () => {

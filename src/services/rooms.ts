@@ -455,14 +455,18 @@ export class RoomService {
       const access = await this.requirePermission(actor, roomId, 'ban', em);
       const target = await this.memberRole(em, roomId, userId, true);
       if (target && !outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ban a ${target}`);
-      await sql(em, 'insert into room_ban (room_id, user_id, banned_by, created_at) values (?, ?, ?, now()) on conflict do nothing', [
-        roomId,
-        userId,
-        actor.id,
-      ]);
+      const added = await sql(
+        em,
+        'insert into room_ban (room_id, user_id, banned_by, created_at) values (?, ?, ?, now()) on conflict do nothing returning user_id',
+        [roomId, userId, actor.id],
+      );
       if (target) {
         await this.deleteMember(em, emit, roomId, userId, 'banned', actor.id);
         await this.systemMessage(em, emit, actor, roomId, `${actor.name} banned ${userId}`);
+      } else if (added.length > 0 && access.room.kind === 'support') {
+        // Support agents read support rooms without being members: the event ends an agent's open
+        // streams of this room on every node (the hubs end the subscriptions of a leaving user).
+        emit(await this.log.append(em, { type: 'member.left', roomId, userId, reason: 'banned', by: actor.id }));
       }
     });
     this.audit('ban', actor, roomId, userId);
