@@ -3,20 +3,10 @@
  * `TRPCClientError`s whose `data.code` is the tRPC error code key (`NOT_FOUND`, `UNAUTHORIZED`, ...).
  */
 import { TRPCClientError } from '@trpc/client';
+import type { AppErrorCode } from '../src/services/errors.js';
 
-export type ErrorCode =
-  | 'UNAUTHORIZED'
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'BAD_REQUEST'
-  | 'CONFLICT'
-  | 'TOO_MANY_REQUESTS'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'PRECONDITION_FAILED'
-  | 'SERVICE_UNAVAILABLE'
-  | 'INTERNAL_SERVER_ERROR'
-  | 'TIMEOUT'
-  | (string & {});
+/** The server's domain error codes (type-only import), plus what tRPC and the client add. */
+export type ErrorCode = AppErrorCode | 'INTERNAL_SERVER_ERROR' | 'TIMEOUT' | (string & {});
 
 /** The tRPC error code of a server answer, or null for transport failures (refused, reset, closed). */
 export function errorCode(err: unknown): ErrorCode | null {

@@ -524,15 +524,7 @@ class Client {
     if (c1 === 50 /* 2: event */) {
       if (s.startsWith('42["msg",')) this.onPeerMessage(s);
     } else if (c1 === 51 /* 3: ack */) {
-      const id = intAt(s, 2);
-      const sub = this.subByReq.get(id);
-      if (sub) {
-        this.subByReq.delete(id);
-        this.markReady(sub);
-        return;
-      }
-      const p = this.pending.get(id);
-      if (p) this.acked(id, !s.includes('"error"'), p.n, s, false);
+      this.onPeerAck(intAt(s, 2), () => !s.includes('"error"'), s);
     } else if (c1 === 48 /* 0: connected */) {
       this.handshakeDone();
     } else if (c1 === 52 /* 4: connect error */) {
@@ -544,19 +536,23 @@ class Client {
     }
   }
 
+  /** A peer's ack: of a join (the subscription is ready) or of a send. */
+  private onPeerAck(id: number, ok: () => boolean, raw: string) {
+    const sub = this.subByReq.get(id);
+    if (sub) {
+      this.subByReq.delete(id);
+      this.markReady(sub);
+      return;
+    }
+    const p = this.pending.get(id);
+    if (p) this.acked(id, ok(), p.n, raw, false);
+  }
+
   private onWs(s: string) {
     if (s.startsWith('{"t":"msg"')) {
       this.onPeerMessage(s);
     } else if (s.startsWith('{"t":"ack"')) {
-      const id = intAt(s, 16);
-      const sub = this.subByReq.get(id);
-      if (sub) {
-        this.subByReq.delete(id);
-        this.markReady(sub);
-        return;
-      }
-      const p = this.pending.get(id);
-      if (p) this.acked(id, true, p.n, '', false);
+      this.onPeerAck(intAt(s, 16), () => true, '');
     }
   }
 

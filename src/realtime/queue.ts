@@ -1,30 +1,22 @@
 /**
- * A minimal single-consumer async queue: the per-subscriber iterator of the fan-out path.
- * One array and at most one pending promise per subscriber (no event-emitter queues).
+ * A minimal single-consumer async queue: how a pushed stream is pulled as an async iterator
+ * (services/streams.ts; `createCaller` and any tRPC adapter). One array and at most one pending
+ * `next()`; the iteration ends, or fails with an error, once the buffered values are consumed.
  */
 export class EventQueue<T> implements AsyncIterableIterator<T> {
   private buf: T[] = [];
   private head = 0;
-  private waiter: ((r: IteratorResult<T>) => void) | null = null;
-  private failWaiter: ((err: unknown) => void) | null = null;
+  private waiter: { resolve: (r: IteratorResult<T>) => void; reject: (err: unknown) => void } | null = null;
   private ended = false;
-  /** Set by `fail`: the error the iteration ends with once the buffered values are consumed. */
+  /** Set by `fail`: the error the iteration ends with (reported once). */
   private error: { value: unknown } | null = null;
-
-  get size(): number {
-    return this.buf.length - this.head;
-  }
-
-  get closed(): boolean {
-    return this.ended;
-  }
 
   push(value: T): void {
     if (this.ended) return;
     const w = this.waiter;
     if (w) {
       this.waiter = null;
-      w({ value, done: false });
+      w.resolve({ value, done: false });
       return;
     }
     this.buf.push(value);
@@ -37,15 +29,7 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
     const w = this.waiter;
     if (w) {
       this.waiter = null;
-      if (this.error) {
-        const error = this.error.value;
-        this.error = null;
-        const fail = this.failWaiter!;
-        this.failWaiter = null;
-        fail(error);
-      } else {
-        w({ value: undefined, done: true });
-      }
+      this.settleEnd(w.resolve, w.reject);
     }
   }
 
@@ -70,17 +54,9 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
       }
       return Promise.resolve({ value, done: false });
     }
-    if (this.ended) {
-      if (this.error) {
-        const error = this.error.value;
-        this.error = null;
-        return Promise.reject(error);
-      }
-      return Promise.resolve({ value: undefined, done: true });
-    }
     return new Promise((resolve, reject) => {
-      this.waiter = resolve;
-      this.failWaiter = reject;
+      if (this.ended) this.settleEnd(resolve, reject);
+      else this.waiter = { resolve, reject };
     });
   }
 
@@ -94,5 +70,13 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
 
   [Symbol.asyncIterator](): this {
     return this;
+  }
+
+  /** The end of the iteration: the error once if it failed, then done. */
+  private settleEnd(resolve: (r: IteratorResult<T>) => void, reject: (err: unknown) => void): void {
+    const error = this.error;
+    this.error = null;
+    if (error) reject(error.value);
+    else resolve({ value: undefined, done: true });
   }
 }

@@ -161,20 +161,17 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
       }
     }
 
-    createContext(connectionParams: () => Record<string, string> | null): Promise<CtxResult> {
-      const run = async (): Promise<CtxResult> => {
-        try {
-          this.ctx = await opts.createContext({ req: this.req!, res: this.ws, info: { connectionParams: connectionParams() } });
-          this.req = null;
-          return { ok: true };
-        } catch (cause) {
-          const error = getTRPCErrorFromUnknown(cause);
-          this.respondError(null, undefined, error, 'unknown', undefined, undefined);
-          setImmediate(() => this.ws.close());
-          return { ok: false, error };
-        }
-      };
-      return run();
+    async createContext(connectionParams: () => Record<string, string> | null): Promise<CtxResult> {
+      try {
+        this.ctx = await opts.createContext({ req: this.req!, res: this.ws, info: { connectionParams: connectionParams() } });
+        this.req = null;
+        return { ok: true };
+      } catch (cause) {
+        const error = getTRPCErrorFromUnknown(cause);
+        this.respondError(null, undefined, error, 'unknown', undefined, undefined);
+        setImmediate(() => this.ws.close());
+        return { ok: false, error };
+      }
     }
 
     onMessage(raw: RawData, isBinary: boolean): void {
@@ -253,7 +250,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
         }
         return;
       }
-      await this.subscribe(id, jsonrpc, path, input, batchIndex, ready);
+      return this.subscribe(id, jsonrpc, path, input, batchIndex, ready);
     }
 
     async subscribe(id: RequestId, jsonrpc: '2.0' | undefined, path: string, input: unknown, batchIndex: number, ready: Promise<CtxResult>): Promise<void> {
