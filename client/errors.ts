@@ -3,7 +3,7 @@
  * `TRPCClientError`s whose `data.code` is the tRPC error code key (`NOT_FOUND`, `UNAUTHORIZED`, ...).
  */
 import { TRPCClientError } from '@trpc/client';
-import type { AppErrorCode } from '../src/services/errors.js';
+import type { AppErrorCode } from '../src/domain/errors.js';
 
 /** The server's domain error codes (type-only import), plus what tRPC and the client add. */
 export type ErrorCode = AppErrorCode | 'INTERNAL_SERVER_ERROR' | 'TIMEOUT' | (string & {});

@@ -4,7 +4,7 @@
  */
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import type { AppRouter } from '../src/trpc/router.js';
-import type { DurableEventType } from '../src/realtime/events.js';
+import type { DurableEventType } from '../src/domain/events.js';
 
 export type { AppRouter };
 export type RouterInputs = inferRouterInputs<AppRouter>;

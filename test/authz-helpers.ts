@@ -4,8 +4,8 @@
  */
 import { isTrackedEnvelope } from '@trpc/server';
 import type { App } from '../src/app.js';
-import type { InboxEvent, MessageDto } from '../src/realtime/events.js';
-import type { Actor } from '../src/services/actor.js';
+import type { InboxEvent, MessageDto } from '../src/domain/events.js';
+import type { Actor } from '../src/domain/actor.js';
 import { em, sql } from '../src/services/deps.js';
 import { createCaller } from '../src/trpc/router.js';
 import { actor, callerFor, uuid } from './helpers.js';

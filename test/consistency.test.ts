@@ -8,7 +8,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient, Message, RoomEvent } from '../client/index.js';
-import { isDurable } from '../src/realtime/events.js';
+import { isDurable } from '../src/domain/events.js';
 import { deferred, uuid } from './helpers.js';
 import { ClientPool, codeOf, loadAllHistory, prng, recordEvents, startCluster, type Cluster } from './live-helpers.js';
 

@@ -18,7 +18,7 @@ import { FaultEnv, pollUntil, type PrivatePostgres, type PrivateRedis } from './
 import { actor, callerFor, clientFor, Collector, deferred, startServer, TEST_SECRET, testConfig, tokenFor, uuid } from './helpers.js';
 import { ProcGroup, type ServerProc } from './proc.js';
 import { getJson, wsClient, type WsTestClient } from './ws-helpers.js';
-import { POSITION_CHECK_MS } from '../src/realtime/room-hub.js';
+import { POSITION_CHECK_MS } from '../src/stream/hubs.js';
 
 type Item = RoomEventEnvelope;
 type Sender = { trpc: WsTestClient['trpc'] | ReturnType<typeof clientFor>['trpc']; close(): Promise<void> };

@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import superjson from 'superjson';
 import { describe, expect, it, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { sharedEvents } from '../src/realtime/shared-events.js';
+import { sharedEvents } from '../src/stream/shared-events.js';
 import { frameHead, trackedTail, writeTextFrame } from '../src/trpc/frames.js';
 
 /** What tRPC's own adapter sends for a tracked data frame (superjson + JSON.stringify). */

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { createApp, type App } from '../src/app.js';
 import { signToken } from '../src/auth/jwt.js';
 import { makeConfig, type Config } from '../src/config.js';
-import type { Actor } from '../src/services/actor.js';
+import type { Actor } from '../src/domain/actor.js';
 import { createLogger } from '../src/logger.js';
 import { createCaller } from '../src/trpc/router.js';
 import { createChatClient, type ChatClient } from '../client/index.js';

@@ -7,7 +7,7 @@
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../src/config.js';
-import { CloseCode } from '../src/realtime/close-codes.js';
+import { CloseCode } from '../src/domain/close-codes.js';
 import { TEST_REDIS_URL } from './env.js';
 import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, TEST_LIMITS, uuid, type TestServer } from './helpers.js';
 import {

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto, RoomEvent } from '../src/realtime/events.js';
+import type { MessageDto, RoomEvent } from '../src/domain/events.js';
 import { em, sql } from '../src/services/deps.js';
 import { actor, callerFor, createTestDatabase, uuid, type TestServer } from './helpers.js';
 import { openInbox, startAppOn } from './rich-helpers.js';

@@ -3,7 +3,7 @@
  * support, broadcast and direct rooms, and service tokens. Real PostgreSQL and Redis.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MemberRole } from '../src/realtime/events.js';
+import type { MemberRole } from '../src/domain/events.js';
 import { openInbox, setMutedUntil } from './authz-helpers.js';
 import { actor, callerFor, uuid } from './helpers.js';
 import { expectTRPCError, openEvents, startTestApp, type TestApp } from './router-helpers.js';

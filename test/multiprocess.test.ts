@@ -11,7 +11,7 @@ import superjson from 'superjson';
 import { WebSocket as WsWebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChatClient, type AppRouter, type ChatClient, type RouterOutputs } from '../client/index.js';
-import { migrationsList } from '../src/db/migrations/index.js';
+import { migrationsList } from '../src/store/migrations/index.js';
 import { TEST_REDIS_URL } from './env.js';
 import { clientFor, Collector, createTestDatabase, TEST_SECRET, testPrefix, tokenFor, uuid } from './helpers.js';
 import { ProcGroup, type ServerProc } from './proc.js';

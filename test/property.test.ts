@@ -19,7 +19,7 @@ import fc from 'fast-check';
 import pg from 'pg';
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Actor } from '../src/services/actor.js';
+import type { Actor } from '../src/domain/actor.js';
 import { toTRPCError } from '../src/trpc/init.js';
 import { appRouter, createCaller } from '../src/trpc/router.js';
 import { freePort } from './fault-env.js';

@@ -5,8 +5,8 @@
 import { isTrackedEnvelope } from '@trpc/server';
 import type { Config } from '../src/config.js';
 import type { App } from '../src/app.js';
-import type { InboxEvent } from '../src/realtime/events.js';
-import type { Actor } from '../src/services/actor.js';
+import type { InboxEvent } from '../src/domain/events.js';
+import type { Actor } from '../src/domain/actor.js';
 import { createCaller } from '../src/trpc/router.js';
 import { TEST_REDIS_URL } from './env.js';
 import { startServer, testConfig, testPrefix, type TestServer } from './helpers.js';

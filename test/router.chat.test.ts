@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto } from '../src/realtime/events.js';
+import type { MessageDto } from '../src/domain/events.js';
 import { actor, callerFor, uuid } from './helpers.js';
 import { expectTRPCError, openEvents, startTestApp, type TestApp } from './router-helpers.js';
 

@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto } from '../src/realtime/events.js';
+import type { MessageDto } from '../src/domain/events.js';
 import { TEST_REDIS_URL } from './env.js';
 import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
 import { expectTRPCError, openEvents, type EventStream } from './router-helpers.js';

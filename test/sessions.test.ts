@@ -6,7 +6,7 @@
  */
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CloseCode } from '../src/realtime/close-codes.js';
+import { CloseCode } from '../src/domain/close-codes.js';
 import { TEST_REDIS_URL } from './env.js';
 import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
 import { closeOf, dropRedisPrefixes, elapse, errInfo, msUntilNextSecondAfter, rawClient, sessionsOf, type Frame, type RawClient } from './abuse-helpers.js';

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
 import { createApp, type App } from '../src/app.js';
 import type { Config } from '../src/config.js';
-import type { InboxEvent, InboxSignal } from '../src/realtime/events.js';
+import type { InboxEvent, InboxSignal } from '../src/domain/events.js';
 import { em, sql } from '../src/services/deps.js';
 import { MAX_SIGNAL_PAYLOAD_BYTES } from '../src/services/signals.js';
 import { TEST_REDIS_URL } from './env.js';

@@ -6,10 +6,10 @@
  */
 import { tracked, type TrackedEnvelope } from '@trpc/server';
 import { describe, expect, it } from 'vitest';
-import { channels, type DurableRoomEvent } from '../src/realtime/events.js';
+import { channels, type DurableRoomEvent } from '../src/domain/events.js';
 import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/realtime/room-hub.js';
-import { PUSH, REPLAY_PAGE, resumableStream, type PushSink } from '../src/services/streams.js';
+import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
+import { PUSH, REPLAY_PAGE, resumableStream, type PushSink } from '../src/stream/streams.js';
 
 type Seqd = HubEvent & { seq: number };
 

@@ -16,11 +16,11 @@ import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { channels } from '../src/realtime/events.js';
+import { channels } from '../src/domain/events.js';
 import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/realtime/room-hub.js';
-import { sharedEvents } from '../src/realtime/shared-events.js';
-import { parseLastEventId, resumableStream } from '../src/services/streams.js';
+import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
+import { sharedEvents } from '../src/stream/shared-events.js';
+import { parseLastEventId, resumableStream } from '../src/stream/streams.js';
 import { createWsTransport } from '../src/trpc/ws-transport.js';
 
 interface Ctx {

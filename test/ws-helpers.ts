@@ -7,7 +7,7 @@ import type { Server } from 'node:http';
 import { createTRPCClient, createWSClient, wsLink, type TRPCClient } from '@trpc/client';
 import superjson from 'superjson';
 import type { AppRouter, RoomEvent } from '../client/index.js';
-import { isDurable } from '../src/realtime/events.js';
+import { isDurable } from '../src/domain/events.js';
 import { Collector, deferred, tokenFor, uuid } from './helpers.js';
 
 export type Tracked = { id: string; data: RoomEvent };

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Config } from '../src/config.js';
-import { REPLAY_PAGE } from '../src/services/streams.js';
+import { REPLAY_PAGE } from '../src/stream/streams.js';
 import { TEST_REDIS_URL } from './env.js';
 import { createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
 import { range, recordEvents, sendMany, waitFor, withTimeout, wsClient, type EventsRecorder, type Tracked, type WsTestClient } from './ws-helpers.js';

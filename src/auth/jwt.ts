@@ -1,6 +1,6 @@
 import jwt from 'jsonwebtoken';
 import { z } from 'zod';
-import type { Actor } from '../services/actor.js';
+import type { Actor } from '../domain/actor.js';
 
 /** Access token claims (contract): sub, name, optional tenant and roles, exp. */
 const ClaimsSchema = z.object({

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../logger.js';
-import { AppError } from '../services/errors.js';
+import { AppError } from '../domain/errors.js';
 import type { MeetingService } from '../services/meetings.js';
 import { WebhookAuthError } from '../video/provider.js';
 

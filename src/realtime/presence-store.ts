@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import type { PresenceStatus } from './events.js';
+import type { PresenceStatus } from '../domain/events.js';
 
 export interface PresenceKey {
   tenant: string;

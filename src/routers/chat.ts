@@ -1,6 +1,6 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
-import type { RoomEvent } from '../realtime/events.js';
+import type { RoomEvent } from '../domain/events.js';
 import { HISTORY_MAX_LIMIT } from '../services/messages.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';

@@ -1,6 +1,6 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
-import type { InboxEvent } from '../realtime/events.js';
+import type { InboxEvent } from '../domain/events.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import { LastEventId, NotificationKind, SmallJson, UserId } from './schemas.js';

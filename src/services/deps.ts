@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type pg from 'pg';
 import type { Config } from '../config.js';
-import type { Orm } from '../db/orm.js';
+import type { Orm } from '../store/database.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';

@@ -1,11 +1,11 @@
 import type { DistributiveOmit } from '../util/types.js';
-import { channels, type InboxEvent, type InboxItem, type InboxSignal } from '../realtime/events.js';
-import { encodeEvent, StreamHubs, type EventSource, type StreamKind } from '../realtime/room-hub.js';
-import type { Actor } from './actor.js';
+import { channels, type InboxEvent, type InboxItem, type InboxSignal } from '../domain/events.js';
+import { encodeEvent, StreamHubs, type EventSource, type StreamKind } from '../stream/hubs.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { forbidden } from './errors.js';
+import { forbidden } from '../domain/errors.js';
 import type { AfterCommit } from './room-log.js';
-import { parseLastEventId, resumableStream, type StreamConn } from './streams.js';
+import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
 
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
 

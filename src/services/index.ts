@@ -1,5 +1,5 @@
 import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../realtime/presence-store.js';
-import { RoomHubs } from '../realtime/room-hub.js';
+import { RoomHubs } from '../stream/hubs.js';
 import { type Deps, nativePool } from './deps.js';
 import { InboxService } from './inbox.js';
 import { RateLimits } from './limits.js';
@@ -12,7 +12,7 @@ import { ReceiptService } from './receipts.js';
 import { RetentionService } from './retention.js';
 import { RoomLog } from './room-log.js';
 import { RoomService } from './rooms.js';
-import { StreamService } from './streams.js';
+import { StreamService } from '../stream/streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
 import { createVideoProvider } from '../video/index.js';

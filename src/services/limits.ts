@@ -2,7 +2,7 @@ import { Redis } from 'ioredis';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
 import type { Counters } from '../metrics.js';
-import { AppError } from './errors.js';
+import { AppError } from '../domain/errors.js';
 
 export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' | 'action';
 

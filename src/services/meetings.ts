@@ -1,11 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { VideoProviderError, type VideoProvider, type VideoProviderName, type VideoWebhookEvent } from '../video/provider.js';
-import type { Actor } from './actor.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { AppError, badRequest, forbidden, notFound } from './errors.js';
+import { AppError, badRequest, forbidden, notFound } from '../domain/errors.js';
 import type { InboxService } from './inbox.js';
-import { ROLE_RANK } from './permissions.js';
+import { ROLE_RANK } from '../domain/permissions.js';
 import type { RoomLog } from './room-log.js';
 import type { Emit, RoomAccess, RoomService } from './rooms.js';
 

@@ -1,4 +1,4 @@
-import type { MessageDto, Reaction } from '../realtime/events.js';
+import type { MessageDto, Reaction } from '../domain/events.js';
 import { type Em, sql } from './deps.js';
 import type { Keyring } from './keyring.js';
 

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import type { AttachmentDto, MessageDto } from '../realtime/events.js';
-import { type Actor, isService } from './actor.js';
+import type { AttachmentDto, MessageDto } from '../domain/events.js';
+import { type Actor, isService } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
-import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
+import { AppError, badRequest, conflict, forbidden, notFound } from '../domain/errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
 import { loadReactions, MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
-import { can } from './permissions.js';
+import { can } from '../domain/permissions.js';
 import type { AppendOutcome, NewMessage, RoomLog } from './room-log.js';
 import type { AccessRequest, RoomAccess, RoomService } from './rooms.js';
 import { SendBatcher } from './send-batcher.js';

@@ -1,8 +1,8 @@
 import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
-import type { PresenceStatus } from '../realtime/events.js';
-import type { Actor } from './actor.js';
+import type { PresenceStatus } from '../domain/events.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
-import { AppError } from './errors.js';
+import { AppError } from '../domain/errors.js';
 import type { RoomLog } from './room-log.js';
 
 export const PRESENCE_TTL_MS = 60_000;

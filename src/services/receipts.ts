@@ -1,4 +1,4 @@
-import type { Actor } from './actor.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomService } from './rooms.js';

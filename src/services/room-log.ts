@@ -1,6 +1,6 @@
 import type { DistributiveOmit } from '../util/types.js';
-import { channels, type AttachmentDto, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../realtime/events.js';
-import { encodeEvent, type EventSource } from '../realtime/room-hub.js';
+import { channels, type AttachmentDto, type DurableRoomEvent, type EphemeralRoomEvent, type MessageDto } from '../domain/events.js';
+import { encodeEvent, type EventSource } from '../stream/hubs.js';
 import { type Deps, type Em, em as fork, hotQuery, sql } from './deps.js';
 import { MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
-import type { DurableRoomEvent, MemberRole, MessageDto } from '../realtime/events.js';
-import type { Actor } from './actor.js';
+import type { DurableRoomEvent, MemberRole, MessageDto } from '../domain/events.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, hotQuery, sql } from './deps.js';
-import { AppError, badRequest, conflict, forbidden, notFound } from './errors.js';
+import { AppError, badRequest, conflict, forbidden, notFound } from '../domain/errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
 import { MESSAGE_COLUMNS, type MessageMapper } from './message-dto.js';
-import { can, outranks, ROLE_RANK, type RoomAction, type RoomKind } from './permissions.js';
+import { can, outranks, ROLE_RANK, type RoomAction, type RoomKind } from '../domain/permissions.js';
 import { UNREAD_SQL } from './receipts.js';
 import type { AfterCommit, RoomLog } from './room-log.js';
 

@@ -1,8 +1,8 @@
 import { Redis } from 'ioredis';
-import { CloseCode } from '../realtime/close-codes.js';
-import type { Actor } from './actor.js';
+import { CloseCode } from '../domain/close-codes.js';
+import type { Actor } from '../domain/actor.js';
 import type { Deps } from './deps.js';
-import { AppError, forbidden } from './errors.js';
+import { AppError, forbidden } from '../domain/errors.js';
 
 /** What the sessions service needs of a WebSocket. */
 export interface SessionSocket {

@@ -1,7 +1,7 @@
-import type { InboxSignal } from '../realtime/events.js';
-import type { Actor } from './actor.js';
+import type { InboxSignal } from '../domain/events.js';
+import type { Actor } from '../domain/actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
-import { AppError, badRequest, notFound } from './errors.js';
+import { AppError, badRequest, notFound } from '../domain/errors.js';
 import type { InboxService } from './inbox.js';
 import type { RoomService } from './rooms.js';
 

@@ -1,4 +1,4 @@
-import type { Actor } from './actor.js';
+import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
 import type { RoomLog } from './room-log.js';
 import type { RoomService } from './rooms.js';

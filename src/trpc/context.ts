@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { AuthError, verifyToken } from '../auth/jwt.js';
 import { clientAddress } from '../http/client-address.js';
-import type { Actor } from '../services/actor.js';
+import type { Actor } from '../domain/actor.js';
 import type { Services } from '../services/index.js';
-import { CloseCode } from '../realtime/close-codes.js';
+import { CloseCode } from '../domain/close-codes.js';
 import type { Session, SessionSocket } from '../services/sessions.js';
 
 export interface Context {

@@ -1,5 +1,5 @@
 import superjson from 'superjson';
-import { sharedEvents } from '../realtime/shared-events.js';
+import { sharedEvents } from '../stream/shared-events.js';
 
 /**
  * Data frames of tracked subscription events, built the way tRPC's WebSocket adapter builds them:

@@ -1,5 +1,5 @@
-import { CloseCode } from '../realtime/close-codes.js';
-import type { StreamConn } from '../services/streams.js';
+import { CloseCode } from '../domain/close-codes.js';
+import type { StreamConn } from '../stream/streams.js';
 import type { Context } from './context.js';
 
 /**

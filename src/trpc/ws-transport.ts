@@ -10,7 +10,7 @@ import {
 } from '@trpc/server';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
-import { isPushable, PUSH } from '../services/streams.js';
+import { isPushable, PUSH } from '../stream/streams.js';
 import { frameHead, trackedTail, writeTextFrame } from './frames.js';
 
 /**

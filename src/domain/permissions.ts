@@ -1,4 +1,4 @@
-import type { MemberRole } from '../realtime/events.js';
+import type { MemberRole } from './events.js';
 
 /**
  * The permission table: the one place that says which room role may do what.

@@ -1,10 +1,10 @@
-import { EventQueue } from '../realtime/queue.js';
-import type { RoomEvent } from '../realtime/events.js';
-import type { EventSource, HubSubscriber, StreamEvent, StreamHubs } from '../realtime/room-hub.js';
-import type { Actor } from './actor.js';
-import { badRequest } from './errors.js';
-import type { RoomLog } from './room-log.js';
-import type { RoomService } from './rooms.js';
+import { EventQueue } from './queue.js';
+import type { RoomEvent } from '../domain/events.js';
+import type { EventSource, HubSubscriber, StreamEvent, StreamHubs } from './hubs.js';
+import type { Actor } from '../domain/actor.js';
+import { badRequest } from '../domain/errors.js';
+import type { RoomLog } from '../services/room-log.js';
+import type { RoomService } from '../services/rooms.js';
 
 /** Page size of a resume replay: a client far behind never pulls its whole backlog into memory. */
 export const REPLAY_PAGE = 200;

@@ -1,7 +1,7 @@
 import { sharedEvents } from './shared-events.js';
 import superjson from 'superjson';
-import type { EventBus } from './bus.js';
-import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } from './events.js';
+import type { EventBus } from '../realtime/bus.js';
+import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } from '../domain/events.js';
 
 export type HubEvent = DurableRoomEvent | EphemeralRoomEvent;
 
