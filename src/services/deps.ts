@@ -7,18 +7,21 @@ import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
 import type { RateLimits } from './limits.js';
 
-/** What every service gets: the concrete parts wired by createApp. */
-export interface Deps {
+/** The concrete parts wired by createApp, before the services build their own shared parts. */
+export interface BaseDeps {
   config: Config;
   orm: Orm;
   bus: EventBus;
   log: Logger;
   /** Plain counters read by the metrics registry. */
   counters: Counters;
-  /** Rate limits (set by createServices). */
-  limits?: RateLimits;
   /** Records a procedure's duration (set by the app when metrics are on). */
   observeProcedure?: (path: string, type: string, code: string, seconds: number) => void;
+}
+
+/** What every service gets: the base parts and the rate limits (always present: no limiter, no service). */
+export interface Deps extends BaseDeps {
+  limits: RateLimits;
 }
 
 export type Em = EntityManager;

@@ -1,6 +1,6 @@
 import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../realtime/presence-store.js';
 import { RoomHubs } from '../stream/hubs.js';
-import { type Deps, nativePool } from './deps.js';
+import { type BaseDeps, type Deps, nativePool } from './deps.js';
 import { InboxService } from './inbox.js';
 import { RateLimits } from './limits.js';
 import { SessionService } from './sessions.js';
@@ -42,11 +42,11 @@ export interface Services {
   close(): Promise<void>;
 }
 
-export function createServices(deps: Deps): Services {
-  const limits = new RateLimits(deps.config, deps.counters, (kind, key, retryAfterMs) =>
-    deps.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
+export function createServices(base: BaseDeps): Services {
+  const limits = new RateLimits(base.config, base.counters, (kind, key, retryAfterMs) =>
+    base.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
   );
-  deps.limits = limits;
+  const deps: Deps = { ...base, limits };
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const log = new RoomLog(deps, mapper);

@@ -118,7 +118,7 @@ export class MeetingService {
     const provider = this.requireProvider();
     const access = await this.rooms.requirePermission(actor, input.roomId, 'send');
     if (!access.member && !this.isAgent(actor, access)) throw notFound('room');
-    await this.deps.limits?.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
+    await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
     const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
     if (ttl < 1 || ttl > MEETING_TTL_MAX_MINUTES) throw badRequest(`ttlMinutes must be between 1 and ${MEETING_TTL_MAX_MINUTES}`);
     const id = randomUUID();

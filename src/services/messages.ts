@@ -131,7 +131,7 @@ export class MessageService {
   private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(input);
     const [limit, checked] = await Promise.allSettled([
-      this.deps.limits?.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
+      this.deps.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
       this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
     ]);
     if (limit.status === 'rejected') throw limit.reason;
@@ -160,7 +160,7 @@ export class MessageService {
   /** A reply or a message with mentions, in a transaction of its own. Null when the clientId is taken. */
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(input);
-    await this.deps.limits?.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
+    await this.deps.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
     const id = randomUUID();
     try {
       return await this.log.transact(async (em, emit, after) => {
@@ -262,7 +262,7 @@ export class MessageService {
   /** Edits my message; the previous version goes to the edit history. */
   async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
-    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       const { row, access } = await this.readable(actor, messageId, em, true);
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
@@ -304,7 +304,7 @@ export class MessageService {
 
   /** Soft-deletes a message (author, or moderator and above). Idempotent. */
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
-    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       const { row, access } = await this.readable(actor, messageId, em, true);
       if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
@@ -347,7 +347,7 @@ export class MessageService {
   }
 
   private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
-    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
     return this.log.transact(async (em, emit) => {
       // Locked like edit and delete: a concurrent delete commits first (and this sees the message
       // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.

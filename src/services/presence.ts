@@ -64,7 +64,7 @@ export class PresenceService {
   }
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
-    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
     let state;
     try {
       await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);

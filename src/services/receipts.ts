@@ -22,7 +22,7 @@ export class ReceiptService {
 
   /** Moves my read position forward (never back; capped at the room's last seq). */
   async markRead(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
-    await this.deps.limits?.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
     await this.rooms.requireMember(actor, roomId);
     const rows = await sql<{ last_read_seq: string }>(
       fork(this.deps),

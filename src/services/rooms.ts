@@ -199,7 +199,7 @@ export class RoomService {
       encrypted?: boolean | undefined;
     },
   ): Promise<RoomDto> {
-    await this.deps.limits?.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
     if (input.encrypted && !this.keyring.enabled) {
       throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
     }
@@ -233,7 +233,7 @@ export class RoomService {
       (await sql<{ id: string }>(fork(this.deps), 'select id from room where tenant = ? and direct_key = ?', [actor.tenant, directKey]))[0]?.id;
     let id = await find();
     if (!id) {
-      await this.deps.limits?.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+      await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
       const newId = randomUUID();
       try {
         await this.log.transact(async (em, emit, after) => {

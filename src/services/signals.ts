@@ -29,7 +29,7 @@ export class SignalService {
     if (size > MAX_SIGNAL_PAYLOAD_BYTES) {
       throw new AppError('PAYLOAD_TOO_LARGE', `signal payload is ${size} bytes; at most ${MAX_SIGNAL_PAYLOAD_BYTES} bytes are relayed`);
     }
-    await this.deps.limits?.consume('signal', `${actor.tenant}:${actor.id}`);
+    await this.deps.limits.consume('signal', `${actor.tenant}:${actor.id}`);
     // Both ends must be members: the sender by the one access check (muted members cannot call),
     // support agents and service tokens without a membership do not count.
     const access = await this.rooms.requireAccess(actor, input.roomId, 'send');
