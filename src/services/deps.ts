@@ -1,7 +1,6 @@
-import type { EntityManager } from '@mikro-orm/postgresql';
 import type pg from 'pg';
 import type { Config } from '../config.js';
-import type { Orm } from '../store/database.js';
+import type { Em, Orm } from '../store/database.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
@@ -24,7 +23,7 @@ export interface Deps extends BaseDeps {
   limits: RateLimits;
 }
 
-export type Em = EntityManager;
+export type { Em };
 
 /** A fresh EntityManager per operation (never the global one). */
 export function em(deps: Deps): Em {

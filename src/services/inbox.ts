@@ -4,7 +4,7 @@ import { encodeEvent, StreamHubs, type EventSource, type StreamKind } from '../s
 import type { Actor } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { forbidden } from '../domain/errors.js';
-import type { AfterCommit } from './room-log.js';
+import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
 
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
@@ -31,57 +31,13 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
 export class InboxService implements EventSource<InboxItem> {
   readonly hubs: StreamHubs<InboxEvent>;
 
-  constructor(private readonly deps: Deps) {
+  constructor(
+    private readonly deps: Deps,
+    private readonly store: Store,
+  ) {
     this.hubs = new StreamHubs<InboxEvent>(inboxStreamKind, deps.bus, this as EventSource<any>, (err) =>
       deps.log.warn({ err }, 'inbox hub error'),
     );
-  }
-
-  /** Appends an item in the caller's transaction; it is published after commit. */
-  async append(em: Em, after: AfterCommit, tenant: string, userId: string, item: NewInboxItem): Promise<InboxItem> {
-    const rows = await sql<{ last_seq: string }>(
-      em,
-      `insert into inbox_cursor (tenant, user_id, last_seq) values (?, ?, 1)
-       on conflict (tenant, user_id) do update set last_seq = inbox_cursor.last_seq + 1 returning last_seq`,
-      [tenant, userId],
-    );
-    const seq = Number(rows[0]!.last_seq);
-    const { type, ...data } = item;
-    await sql(em, 'insert into inbox_event (tenant, user_id, seq, type, data, created_at) values (?, ?, ?, ?, ?, now())', [
-      tenant,
-      userId,
-      seq,
-      type,
-      JSON.stringify(data),
-    ]);
-    const full = { ...item, seq } as InboxItem;
-    after(() => this.publish(tenant, userId, full));
-    return full;
-  }
-
-  /**
-   * Appends the same item to many users' inboxes in one statement (e.g. a meeting invite to a whole
-   * room); each user gets their own next seq. Cursors are taken in user id order.
-   */
-  async appendMany(em: Em, after: AfterCommit, tenant: string, userIds: string[], item: NewInboxItem): Promise<void> {
-    const users = [...new Set(userIds)].sort();
-    if (users.length === 0) return;
-    const { type, ...data } = item;
-    const rows = await sql<{ user_id: string; seq: string }>(
-      em,
-      `with c as (
-         insert into inbox_cursor (tenant, user_id, last_seq)
-         select ?, u.id, 1 from unnest(array[?]::text[]) as u(id) order by u.id
-         on conflict (tenant, user_id) do update set last_seq = inbox_cursor.last_seq + 1
-         returning user_id, last_seq)
-       insert into inbox_event (tenant, user_id, seq, type, data, created_at)
-       select ?, c.user_id, c.last_seq, ?, ?::jsonb, now() from c
-       returning user_id, seq`,
-      [tenant, users, tenant, type, JSON.stringify(data)],
-    );
-    after(async () => {
-      await Promise.all(rows.map((r) => this.publish(tenant, r.user_id, { ...item, seq: Number(r.seq) } as InboxItem)));
-    });
   }
 
   /**
@@ -98,28 +54,20 @@ export class InboxService implements EventSource<InboxItem> {
     );
   }
 
-  publish(tenant: string, userId: string, e: InboxItem | InboxSignal): Promise<void> {
-    return this.deps.bus.publish(channels.user(tenant, userId), encodeEvent(e));
-  }
-
   /** `inbox.notify` (service tokens only): a notification in a user's inbox. */
   async notify(actor: Actor, input: { userId: string; kind: string; title: string; data?: Record<string, unknown> | null }) {
     if (!actor.roles.includes('service') && !actor.roles.includes('admin')) {
       throw forbidden('only service tokens may send notifications');
     }
-    let jobs: (() => Promise<void>)[] = [];
-    const item = await fork(this.deps).transactional((em) => {
-      jobs = [];
-      return this.append(em, (j) => jobs.push(j), actor.tenant, input.userId, {
+    return this.store.transact((tx) =>
+      tx.appendInbox(actor.tenant, input.userId, {
         type: 'notification',
         kind: input.kind,
         title: input.title,
         data: input.data ?? null,
         from: actor.id,
-      });
-    });
-    for (const j of jobs) void j();
-    return item;
+      }),
+    );
   }
 
   async lastSeq(key: string): Promise<number> {

@@ -10,8 +10,11 @@ import { MessageService } from './messages.js';
 import { PRESENCE_TTL_MS, PresenceService } from './presence.js';
 import { ReceiptService } from './receipts.js';
 import { RetentionService } from './retention.js';
-import { RoomLog } from './room-log.js';
+import { RoomEventSource } from './room-events.js';
+import { EventPublisher } from './publisher.js';
+import { Store } from '../store/store.js';
 import { RoomService } from './rooms.js';
+import { AccessService } from './access.js';
 import { StreamService } from '../stream/streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
@@ -21,10 +24,14 @@ import { SignalService } from './signals.js';
 
 export interface Services {
   deps: Deps;
-  log: RoomLog;
+  store: Store;
+  publisher: EventPublisher;
+  /** The rooms' durable logs as hubs and streams read them. */
+  roomEvents: RoomEventSource;
   hubs: RoomHubs;
   keyring: Keyring;
   users: UserService;
+  access: AccessService;
   rooms: RoomService;
   messages: MessageService;
   streams: StreamService;
@@ -49,30 +56,45 @@ export function createServices(base: BaseDeps): Services {
   const deps: Deps = { ...base, limits };
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
-  const log = new RoomLog(deps, mapper);
-  const hubs = new RoomHubs(deps.bus, log, (err) => deps.log.warn({ err }, 'room hub error'));
-  const inbox = new InboxService(deps);
+  const publisher = new EventPublisher(deps.bus, deps.counters);
+  const store = new Store(
+    deps.orm,
+    {
+      publisher,
+      toMessage: (row) => mapper.fromRow(row),
+      onJobError: (err) => deps.log.warn({ err }, 'publish after commit failed'),
+    },
+    // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
+    { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
+  );
+  const roomEvents = new RoomEventSource(store, mapper);
+  const hubs = new RoomHubs(deps.bus, roomEvents, (err) => deps.log.warn({ err }, 'room hub error'));
+  const inbox = new InboxService(deps, store);
   const users = new UserService(deps);
-  const rooms = new RoomService(deps, log, inbox, mapper, keyring);
-  const messages = new MessageService(deps, log, rooms, inbox, mapper, keyring);
-  const streams = new StreamService(rooms, log, hubs);
-  const receipts = new ReceiptService(deps, log, rooms);
-  const typing = new TypingService(rooms, log, limits, {
+  const access = new AccessService(store);
+  const rooms = new RoomService(deps, access, store, mapper, keyring);
+  const messages = new MessageService(deps, store, access, inbox, mapper, keyring);
+  const streams = new StreamService(access, roomEvents, hubs);
+  const receipts = new ReceiptService(deps, publisher, access);
+  const typing = new TypingService(access, publisher, limits, {
     ttlMs: deps.config.typingTtlMs,
     throttleMs: deps.config.typingThrottleMs,
   });
   const ttl = deps.config.presenceTtlMs ?? PRESENCE_TTL_MS;
-  const store: PresenceStore = deps.config.redisUrl
+  const presenceStore: PresenceStore = deps.config.redisUrl
     ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
     : new MemoryPresenceStore(ttl);
-  const presence = new PresenceService(deps, store, log, ttl);
+  const presence = new PresenceService(deps, presenceStore, publisher, ttl);
   const sessions = new SessionService(deps);
-  const meetings = new MeetingService(deps, log, rooms, inbox, createVideoProvider(deps.config.video));
-  const signals = new SignalService(deps, rooms, inbox);
+  const meetings = new MeetingService(deps, store, access, createVideoProvider(deps.config.video));
+  const signals = new SignalService(deps, access, publisher);
   const retention = new RetentionService(deps, () => nativePool(deps));
   return {
     deps,
-    log,
+    access,
+    store,
+    publisher,
+    roomEvents,
     hubs,
     keyring,
     users,

@@ -4,10 +4,12 @@ import { VideoProviderError, type VideoProvider, type VideoProviderName, type Vi
 import type { Actor } from '../domain/actor.js';
 import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { AppError, badRequest, forbidden, notFound } from '../domain/errors.js';
-import type { InboxService } from './inbox.js';
 import { ROLE_RANK } from '../domain/permissions.js';
-import type { RoomLog } from './room-log.js';
-import type { Emit, RoomAccess, RoomService } from './rooms.js';
+import type { RoomAccess } from '../domain/rooms.js';
+import type { AccessService } from './access.js';
+import { systemMessage } from './system-message.js';
+import type { Store } from '../store/store.js';
+import type { Tx } from '../store/tx.js';
 
 export type MeetingStatus = 'scheduled' | 'live' | 'ended';
 
@@ -98,9 +100,8 @@ export class MeetingService {
 
   constructor(
     private readonly deps: Deps,
-    private readonly log: RoomLog,
-    private readonly rooms: RoomService,
-    private readonly inbox: InboxService,
+    private readonly store: Store,
+    private readonly access: AccessService,
     readonly provider: VideoProvider | null,
   ) {}
 
@@ -116,7 +117,7 @@ export class MeetingService {
    */
   async create(actor: Actor, input: { roomId: string; title?: string | null; ttlMinutes?: number | null }): Promise<MeetingDto> {
     const provider = this.requireProvider();
-    const access = await this.rooms.requirePermission(actor, input.roomId, 'send');
+    const access = await this.access.requirePermission(actor, input.roomId, 'send');
     if (!access.member && !this.isAgent(actor, access)) throw notFound('room');
     await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
     const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
@@ -126,20 +127,18 @@ export class MeetingService {
     const title = input.title?.trim() || null;
     const room = await this.providerCall(() => provider.createRoom({ name: id, expiresAt }));
     try {
-      await this.log.transact(async (em, _emit, after) => {
+      await this.store.transact(async (tx) => {
         await sql(
-          em,
+          tx.em,
           `insert into meeting (id, tenant, room_id, created_by, title, provider, provider_room_id, url, status, created_at, expires_at)
            values (?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', now(), ?)`,
           [id, actor.tenant, input.roomId, actor.id, title, provider.name, room.providerRoomId, room.url, expiresAt],
         );
-        const members = await sql<{ user_id: string }>(em, 'select user_id from membership where room_id = ? and user_id <> ?', [
+        const members = await sql<{ user_id: string }>(tx.em, 'select user_id from membership where room_id = ? and user_id <> ?', [
           input.roomId,
           actor.id,
         ]);
-        await this.inbox.appendMany(
-          em,
-          after,
+        await tx.appendInboxMany(
           actor.tenant,
           members.map((m) => m.user_id),
           { type: 'meeting.invite', roomId: input.roomId, meetingId: id, title, url: room.url, from: actor.id },
@@ -204,7 +203,7 @@ export class MeetingService {
   /** `video.list`: the room's meetings, newest first (at most `limit`). */
   async list(actor: Actor, roomId: string, limit = 50): Promise<MeetingDto[]> {
     this.requireProvider();
-    await this.rooms.requireAccess(actor, roomId, 'read');
+    await this.access.requireAccess(actor, roomId, 'read');
     const em = fork(this.deps);
     const rows = await sql(em, `select ${MEETING_COLUMNS} from meeting mt where mt.room_id = ? order by mt.created_at desc, mt.id limit ?`, [
       roomId,
@@ -229,8 +228,8 @@ export class MeetingService {
     }
     if (row.status !== 'ended') {
       if (row.provider === provider.name) await this.providerCall(() => provider.endRoom(row.id));
-      await this.log.transact(async (em, emit) => {
-        await this.markEnded(em, emit, row.id, new Date(), actor);
+      await this.store.transact(async (tx) => {
+        await this.markEnded(tx, row.id, new Date(), actor);
       });
     }
     return this.load(fork(this.deps), meetingId, actor.tenant);
@@ -256,15 +255,15 @@ export class MeetingService {
     if (!ev) return 'probe';
     const event = ev;
     this.cleanupWebhookEvents();
-    return this.log.transact(async (em, emit): Promise<WebhookOutcome> => {
+    return this.store.transact(async (tx): Promise<WebhookOutcome> => {
       const fresh = await sql(
-        em,
+        tx.em,
         'insert into video_webhook_event (provider, event_id, received_at) values (?, ?, now()) on conflict do nothing returning event_id',
         [provider.name, fit(event.id, 200)],
       );
       if (fresh.length === 0) return 'duplicate';
       if (event.kind === 'other' || !UUID_RE.test(event.room)) return 'ignored';
-      const rows = await sql(em, `select ${MEETING_COLUMNS} from meeting mt where mt.id = ? and mt.provider = ? for update`, [
+      const rows = await sql(tx.em, `select ${MEETING_COLUMNS} from meeting mt where mt.id = ? and mt.provider = ? for update`, [
         event.room,
         provider.name,
       ]);
@@ -274,19 +273,19 @@ export class MeetingService {
       const creator: Actor = { id: m.created_by, name: m.created_by, tenant: m.tenant, roles: [] };
       switch (event.kind) {
         case 'room.started':
-          await this.markLive(em, emit, m, at, creator);
+          await this.markLive(tx, m, at, creator);
           break;
         case 'room.finished':
-          await this.markEnded(em, emit, m.id, at, creator);
+          await this.markEnded(tx, m.id, at, creator);
           break;
         case 'participant.joined':
         case 'participant.left': {
           const p = event.participant;
-          const userId = await this.userOf(em, m.room_id, p.userId);
+          const userId = await this.userOf(tx.em, m.room_id, p.userId);
           const joinedAt = p.joinedAt ?? at;
           const leftAt = event.kind === 'participant.left' ? at : null;
           await sql(
-            em,
+            tx.em,
             `insert into meeting_participant (meeting_id, session_id, user_id, name, joined_at, left_at) values (?, ?, ?, ?, ?, ?)
              on conflict (meeting_id, session_id) do update set
                joined_at = least(meeting_participant.joined_at, excluded.joined_at),
@@ -296,7 +295,7 @@ export class MeetingService {
             [m.id, fit(p.sessionId || `${p.userId}@${joinedAt.getTime()}`, 128), fit(userId, 128), p.name?.slice(0, 200) ?? null, joinedAt, leftAt],
           );
           // The first participant makes a scheduled meeting live (even if room_started is late).
-          if (event.kind === 'participant.joined') await this.markLive(em, emit, m, joinedAt, creator);
+          if (event.kind === 'participant.joined') await this.markLive(tx, m, joinedAt, creator);
           break;
         }
       }
@@ -305,19 +304,19 @@ export class MeetingService {
   }
 
   /** scheduled -> live (only from scheduled: an ended meeting is never reopened). */
-  private async markLive(em: Em, emit: Emit, m: Record<string, any>, at: Date, by: Actor): Promise<void> {
-    const rows = await sql(em, `update meeting set status = 'live', started_at = ? where id = ? and status = 'scheduled' returning title`, [at, m.id]);
-    if (rows.length) await this.rooms.systemMessage(em, emit, by, m.room_id, `${displayTitle(rows[0]!.title ?? null)} started`);
+  private async markLive(tx: Tx, m: Record<string, any>, at: Date, by: Actor): Promise<void> {
+    const rows = await sql(tx.em, `update meeting set status = 'live', started_at = ? where id = ? and status = 'scheduled' returning title`, [at, m.id]);
+    if (rows.length) await systemMessage(tx, by, m.room_id, `${displayTitle(rows[0]!.title ?? null)} started`);
   }
 
   /** -> ended, once; writes the `meeting.ended` system message. */
-  private async markEnded(em: Em, emit: Emit, meetingId: string, at: Date, by: Actor): Promise<void> {
+  private async markEnded(tx: Tx, meetingId: string, at: Date, by: Actor): Promise<void> {
     const rows = await sql(
-      em,
+      tx.em,
       `update meeting set status = 'ended', ended_at = ?, ended_by = ? where id = ? and status <> 'ended' returning room_id, title`,
       [at, by.id, meetingId],
     );
-    if (rows.length) await this.rooms.systemMessage(em, emit, by, rows[0]!.room_id, `${displayTitle(rows[0]!.title ?? null)} ended`);
+    if (rows.length) await systemMessage(tx, by, rows[0]!.room_id, `${displayTitle(rows[0]!.title ?? null)} ended`);
   }
 
   /** Maps a provider identity back to our user id (identities are user ids, or hashes of long ones). */
@@ -339,7 +338,7 @@ export class MeetingService {
     const row = (await sql(em, `select ${MEETING_COLUMNS} from meeting mt where mt.id = ? and mt.tenant = ?`, [meetingId, actor.tenant]))[0];
     if (!row) throw notFound('meeting');
     try {
-      const access = await this.rooms.requireAccess(actor, row.room_id, 'read', em);
+      const access = await this.access.requireAccess(actor, row.room_id, 'read', em);
       return { row, access };
     } catch (err) {
       if (err instanceof AppError && err.code === 'NOT_FOUND') throw notFound('meeting');

@@ -6,10 +6,12 @@ import { type Deps, type Em, em as fork, sql } from './deps.js';
 import { AppError, badRequest, conflict, forbidden, notFound } from '../domain/errors.js';
 import type { InboxService } from './inbox.js';
 import type { Keyring } from './keyring.js';
-import { loadReactions, MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
+import { legacyMessageRows, loadReactions, MESSAGE_COLUMNS, MESSAGE_RETURNING, type MessageMapper } from './message-dto.js';
 import { can } from '../domain/permissions.js';
-import type { AppendOutcome, NewMessage, RoomLog } from './room-log.js';
-import type { AccessRequest, RoomAccess, RoomService } from './rooms.js';
+import type { AppendOutcome, NewMessage, Store } from '../store/store.js';
+import type { MessageRow } from '../store/message-row.js';
+import type { RoomAccess } from '../domain/rooms.js';
+import type { AccessRequest, AccessService } from './access.js';
 import { SendBatcher } from './send-batcher.js';
 import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from './snippet.js';
 
@@ -53,14 +55,14 @@ export class MessageService {
 
   constructor(
     private readonly deps: Deps,
-    private readonly log: RoomLog,
-    private readonly rooms: RoomService,
+    private readonly store: Store,
+    private readonly access: AccessService,
     private readonly inbox: InboxService,
     private readonly mapper: MessageMapper,
     private readonly keyring: Keyring,
   ) {
-    this.checks = new SendBatcher((requests) => rooms.checkAccess(requests));
-    this.writes = new SendBatcher((messages) => log.appendMessages(messages));
+    this.checks = new SendBatcher((requests) => access.checkAccess(requests));
+    this.writes = new SendBatcher((messages) => store.appendMessages(messages));
   }
 
   private sealBody(access: RoomAccess, body: string): { body: string; keyId: string | null } {
@@ -108,7 +110,7 @@ export class MessageService {
     }
     if (original.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
     // The caller must still have access to the room; a service token's only access is to post.
-    await this.rooms.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
+    await this.access.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
     return original;
   }
 
@@ -163,16 +165,16 @@ export class MessageService {
     await this.deps.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
     const id = randomUUID();
     try {
-      return await this.log.transact(async (em, emit, after) => {
-        const access = await this.rooms.requireAccess(actor, input.roomId, 'send', em);
+      return await this.store.transact(async (tx) => {
+        const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
         this.requirePoster(access);
         if (input.replyToId) {
-          const parent = await sql(em, 'select 1 from message where id = ? and room_id = ? for update', [input.replyToId, input.roomId]);
+          const parent = await sql(tx.em, 'select 1 from message where id = ? and room_id = ? for update', [input.replyToId, input.roomId]);
           if (!parent.length) throw badRequest('replyToId does not name a message of this room');
         }
         const mentions = input.mentions?.length
           ? (
-              await sql<{ user_id: string }>(em, 'select user_id from membership where room_id = ? and user_id = any(array[?]::text[])', [
+              await sql<{ user_id: string }>(tx.em, 'select user_id from membership where room_id = ? and user_id = any(array[?]::text[])', [
                 input.roomId,
                 [...new Set(input.mentions)],
               ])
@@ -182,46 +184,33 @@ export class MessageService {
               .sort()
           : [];
         const sealed = this.sealBody(access, input.body);
-        // The seq first: the room row lock orders concurrent writers of the room.
-        const seq = await this.log.nextSeq(em, input.roomId);
-        await this.log.record(em, input.roomId, seq, 'message.new', id, {});
-        const rows = await sql(
-          em,
-          `insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id,
-                                mentions, created_at)
-           values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())
-           returning ${MESSAGE_RETURNING}`,
-          [
-            id,
-            input.roomId,
-            actor.tenant,
-            seq,
-            actor.id,
-            input.clientId,
-            sealed.body,
-            sealed.keyId,
-            input.kind ?? 'text',
-            JSON.stringify(input.attachments ?? []),
-            input.replyToId ?? null,
-            JSON.stringify(mentions),
-          ],
-        );
+        const message = await tx.appendMessage({
+          id,
+          roomId: input.roomId,
+          tenant: actor.tenant,
+          senderId: actor.id,
+          clientId: input.clientId,
+          body: sealed.body,
+          keyId: sealed.keyId,
+          kind: input.kind ?? 'text',
+          attachments: input.attachments ?? [],
+          replyToId: input.replyToId ?? null,
+          mentions,
+        });
         if (input.replyToId) {
-          await sql(em, 'update message set reply_count = reply_count + 1, last_reply_at = now() where id = ?', [input.replyToId]);
+          await sql(tx.em, 'update message set reply_count = reply_count + 1, last_reply_at = now() where id = ?', [input.replyToId]);
         }
-        const message = this.mapper.fromRow(rows[0]!);
         const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
         for (const u of mentions) {
-          await this.inbox.append(em, after, actor.tenant, u, {
+          await tx.appendInbox(actor.tenant, u, {
             type: 'mention',
             roomId: input.roomId,
             messageId: id,
-            messageSeq: seq,
+            messageSeq: message.seq,
             from: actor.id,
             excerpt: access.room.encrypted ? '' : excerpt,
           });
         }
-        emit({ type: 'message.new', roomId: input.roomId, seq, message });
         this.deps.counters.messagesSent++;
         return message;
       });
@@ -239,7 +228,7 @@ export class MessageService {
       actor.id,
       clientId,
     ]);
-    return rows[0] ? (await this.mapper.many(em, rows, actor.id))[0]! : null;
+    return rows[0] ? (await this.mapper.many(em, legacyMessageRows(rows), actor.id))[0]! : null;
   }
 
   /** Loads a message the caller can read (NOT_FOUND otherwise, like rooms), locking it when asked. */
@@ -249,10 +238,10 @@ export class MessageService {
       `select ${MESSAGE_COLUMNS} from message m where m.id = ? and m.tenant = ?${lock ? ' for update' : ''}`,
       [messageId, actor.tenant],
     );
-    const row = rows[0];
+    const row = legacyMessageRows(rows)[0];
     if (!row) throw notFound('message');
     try {
-      const access = await this.rooms.requireMember(actor, row.room_id, em);
+      const access = await this.access.requireMember(actor, row.room_id, em);
       return { row, access };
     } catch {
       throw notFound('message');
@@ -263,14 +252,14 @@ export class MessageService {
   async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    return this.log.transact(async (em, emit) => {
-      const { row, access } = await this.readable(actor, messageId, em, true);
+    return this.store.transact(async (tx) => {
+      const { row, access } = await this.readable(actor, messageId, tx.em, true);
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
-      await this.rooms.requireAccess(actor, row.room_id, 'send', em);
-      if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(em, [row], actor.id))[0]!;
-      await sql(em, 'insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at) values (?, ?, ?, ?, ?, now())', [
+      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
+      if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(tx.em, [row], actor.id))[0]!;
+      await sql(tx.em, 'insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at) values (?, ?, ?, ?, ?, now())', [
         randomUUID(),
         messageId,
         row.body,
@@ -278,16 +267,19 @@ export class MessageService {
         actor.id,
       ]);
       const sealed = this.sealBody(access, body);
-      const seq = await this.log.nextSeq(em, row.room_id);
-      await this.log.record(em, row.room_id, seq, 'message.edited', messageId, {});
-      const rows = await sql(em, `update message set body = ?, key_id = ?, edited_at = now() where id = ? returning ${MESSAGE_RETURNING}`, [
-        sealed.body,
-        sealed.keyId,
-        messageId,
-      ]);
-      const [broadcast] = await this.mapper.many(em, rows, null);
-      emit({ type: 'message.edited', roomId: row.room_id, seq, message: broadcast! });
-      return (await this.mapper.many(em, rows, actor.id))[0]!;
+      let rows: MessageRow[] = [];
+      await tx.append(row.room_id, async () => {
+        rows = legacyMessageRows(
+          await sql(tx.em, `update message set body = ?, key_id = ?, edited_at = now() where id = ? returning ${MESSAGE_RETURNING}`, [
+            sealed.body,
+            sealed.keyId,
+            messageId,
+          ]),
+        );
+        const [broadcast] = await this.mapper.many(tx.em, rows, null);
+        return { type: 'message.edited', roomId: row.room_id, message: broadcast! };
+      });
+      return (await this.mapper.many(tx.em, rows, actor.id))[0]!;
     });
   }
 
@@ -305,35 +297,36 @@ export class MessageService {
   /** Soft-deletes a message (author, or moderator and above). Idempotent. */
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    return this.log.transact(async (em, emit) => {
-      const { row, access } = await this.readable(actor, messageId, em, true);
+    return this.store.transact(async (tx) => {
+      const { row, access } = await this.readable(actor, messageId, tx.em, true);
       if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
         throw forbidden("only the author or a moderator can delete a message");
       }
       if (row.deleted_at) return this.mapper.fromRow(row);
       // Lock order everywhere: message rows (a reply before its root), then the room's seq. Locking the
       // root only after the seq deadlocked with edits, reactions and replies on the root.
-      if (row.reply_to_id) await sql(em, 'select 1 from message where id = ? for update', [row.reply_to_id]);
-      const seq = await this.log.nextSeq(em, row.room_id);
-      await this.log.record(em, row.room_id, seq, 'message.deleted', messageId, {});
-      const rows = await sql(em, `update message set deleted_at = now(), deleted_by = ? where id = ? returning ${MESSAGE_RETURNING}`, [
-        actor.id,
-        messageId,
-      ]);
-      if (row.reply_to_id) {
-        // The root's summary counts live replies only: its last reply time falls back to the latest one left.
-        await sql(
-          em,
-          `update message set reply_count = greatest(reply_count - 1, 0),
-                  last_reply_at = (select max(r.created_at) from message r where r.reply_to_id = ? and r.deleted_at is null)
-            where id = ?`,
-          [row.reply_to_id, row.reply_to_id],
-        );
-      }
-      await this.inbox.redactMentions(em, actor.tenant, row.mentions ?? [], messageId);
-      const message = this.mapper.fromRow(rows[0]!);
-      emit({ type: 'message.deleted', roomId: row.room_id, seq, message });
-      return message;
+      if (row.reply_to_id) await sql(tx.em, 'select 1 from message where id = ? for update', [row.reply_to_id]);
+      let message: MessageDto | undefined;
+      await tx.append(row.room_id, async () => {
+        const rows = await sql(tx.em, `update message set deleted_at = now(), deleted_by = ? where id = ? returning ${MESSAGE_RETURNING}`, [
+          actor.id,
+          messageId,
+        ]);
+        if (row.reply_to_id) {
+          // The root's summary counts live replies only: its last reply time falls back to the latest one left.
+          await sql(
+            tx.em,
+            `update message set reply_count = greatest(reply_count - 1, 0),
+                    last_reply_at = (select max(r.created_at) from message r where r.reply_to_id = ? and r.deleted_at is null)
+              where id = ?`,
+            [row.reply_to_id, row.reply_to_id],
+          );
+        }
+        await this.inbox.redactMentions(tx.em, actor.tenant, row.mentions ?? [], messageId);
+        message = this.mapper.fromRow(legacyMessageRows(rows)[0]!);
+        return { type: 'message.deleted', roomId: row.room_id, message };
+      });
+      return message!;
     });
   }
 
@@ -348,31 +341,30 @@ export class MessageService {
 
   private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    return this.log.transact(async (em, emit) => {
+    return this.store.transact(async (tx) => {
       // Locked like edit and delete: a concurrent delete commits first (and this sees the message
       // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.
-      const { row } = await this.readable(actor, messageId, em, true);
+      const { row } = await this.readable(actor, messageId, tx.em, true);
       if (row.deleted_at) throw badRequest('cannot react to a deleted message');
-      await this.rooms.requireAccess(actor, row.room_id, 'send', em);
+      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
       const changed = add
         ? await sql(
-            em,
+            tx.em,
             'insert into reaction (message_id, user_id, emoji, created_at) values (?, ?, ?, now()) on conflict do nothing returning emoji',
             [messageId, actor.id, emoji],
           )
-        : await sql(em, 'delete from reaction where message_id = ? and user_id = ? and emoji = ? returning emoji', [messageId, actor.id, emoji]);
+        : await sql(tx.em, 'delete from reaction where message_id = ? and user_id = ? and emoji = ? returning emoji', [messageId, actor.id, emoji]);
       if (changed.length) {
         const type = add ? 'reaction.added' : 'reaction.removed';
         // The event carries the message's reactions after this change (read under the seq lock), so
         // clients set them instead of adding deltas: a message event replayed from PostgreSQL (or a
         // history page) already holds the current reactions, and deltas on top would count twice.
-        const seq = await this.log.nextSeq(em, row.room_id);
-        const reactions = (await loadReactions(em, [messageId], null)).get(messageId) ?? [];
-        const data = { messageId, userId: actor.id, emoji, reactions };
-        await this.log.record(em, row.room_id, seq, type, null, data);
-        emit({ type, roomId: row.room_id, seq, ...data });
+        await tx.append(row.room_id, async () => {
+          const reactions = (await loadReactions(tx.em, [messageId], null)).get(messageId) ?? [];
+          return { type, roomId: row.room_id, messageId, userId: actor.id, emoji, reactions };
+        });
       }
-      return (await this.mapper.many(em, [row], actor.id))[0]!;
+      return (await this.mapper.many(tx.em, [row], actor.id))[0]!;
     });
   }
 
@@ -383,7 +375,7 @@ export class MessageService {
   async history(actor: Actor, input: HistoryInput): Promise<{ messages: MessageDto[]; hasMore: boolean }> {
     const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
     if (limit < 1 || limit > HISTORY_MAX_LIMIT) throw badRequest(`limit must be between 1 and ${HISTORY_MAX_LIMIT}`);
-    await this.rooms.requireMember(actor, input.roomId);
+    await this.access.requireMember(actor, input.roomId);
     const conds = ['m.room_id = ?'];
     const params: unknown[] = [input.roomId];
     if (input.afterSeq != null) {
@@ -403,7 +395,7 @@ export class MessageService {
     const hasMore = rows.length > limit;
     const page = rows.slice(0, limit);
     if (!forward) page.reverse();
-    return { messages: await this.mapper.many(em, page, actor.id), hasMore };
+    return { messages: await this.mapper.many(em, legacyMessageRows(page), actor.id), hasMore };
   }
 
   /** The replies to a message (ascending seq), with the root. */
@@ -417,7 +409,7 @@ export class MessageService {
       limit + 1,
     ]);
     const [root] = await this.mapper.many(em, [row], actor.id);
-    return { root: root!, replies: await this.mapper.many(em, rows.slice(0, limit), actor.id), hasMore: rows.length > limit };
+    return { root: root!, replies: await this.mapper.many(em, legacyMessageRows(rows.slice(0, limit)), actor.id), hasMore: rows.length > limit };
   }
 
   /**
@@ -426,7 +418,7 @@ export class MessageService {
    */
   async search(actor: Actor, input: { query: string; roomId?: string | null | undefined; limit?: number | null | undefined }) {
     const limit = input.limit ?? 20;
-    if (input.roomId) await this.rooms.requireMember(actor, input.roomId);
+    if (input.roomId) await this.access.requireMember(actor, input.roomId);
     const em = fork(this.deps);
     const roomFilter = input.roomId ? 'and r.id = ?' : '';
     const params: unknown[] = [MARK_START + MARK_STOP, HEADLINE_OPTIONS, input.query, actor.id, actor.tenant];
@@ -449,7 +441,7 @@ export class MessageService {
         where mb.user_id = ? and r.tenant = ? and r.encrypted ${roomFilter}`,
       input.roomId ? [actor.id, actor.tenant, input.roomId] : [actor.id, actor.tenant],
     );
-    const messages = await this.mapper.many(em, rows, actor.id);
+    const messages = await this.mapper.many(em, legacyMessageRows(rows), actor.id);
     const hits: SearchHit[] = rows.map((r, i) => ({
       message: messages[i]!,
       roomId: r.room_id,

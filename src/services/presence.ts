@@ -3,7 +3,7 @@ import type { PresenceStatus } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
 import { AppError } from '../domain/errors.js';
-import type { RoomLog } from './room-log.js';
+import type { EventPublisher } from './publisher.js';
 
 export const PRESENCE_TTL_MS = 60_000;
 
@@ -19,7 +19,7 @@ export class PresenceService {
   constructor(
     private readonly deps: Deps,
     private readonly store: PresenceStore,
-    private readonly log: RoomLog,
+    private readonly publisher: EventPublisher,
     private readonly ttlMs = PRESENCE_TTL_MS,
   ) {
     const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
@@ -108,7 +108,7 @@ export class PresenceService {
         [k.userId, k.tenant],
       );
       await Promise.all(
-        rooms.map((r) => this.log.publish({ type: 'presence', roomId: r.room_id, userId: k.userId, status, lastSeenAt })),
+        rooms.map((r) => this.publisher.room({ type: 'presence', roomId: r.room_id, userId: k.userId, status, lastSeenAt })),
       );
     } catch (err) {
       this.warn(err);

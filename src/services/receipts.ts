@@ -1,29 +1,21 @@
 import type { Actor } from '../domain/actor.js';
+import { UNREAD_MENTIONS_SQL, UNREAD_SQL } from '../store/hot/unread.js';
 import { type Deps, em as fork, sql } from './deps.js';
-import type { RoomLog } from './room-log.js';
-import type { RoomService } from './rooms.js';
-
-/**
- * The one definition of "unread" (used by room.list and receipt.unread): messages after my last read
- * seq, not sent by me, not deleted, not `system`. Expects `mb` (my membership) in scope.
- */
-export const UNREAD_SQL = `(select count(*) from message u where u.room_id = mb.room_id and u.seq > mb.last_read_seq
-   and u.sender_id <> mb.user_id and u.deleted_at is null and u.kind <> 'system')`;
-export const UNREAD_MENTIONS_SQL = `(select count(*) from message u where u.room_id = mb.room_id and u.seq > mb.last_read_seq
-   and u.sender_id <> mb.user_id and u.deleted_at is null and jsonb_exists(u.mentions, mb.user_id))`;
+import type { EventPublisher } from './publisher.js';
+import type { AccessService } from './access.js';
 
 /** Read receipts and unread counts. */
 export class ReceiptService {
   constructor(
     private readonly deps: Deps,
-    private readonly log: RoomLog,
-    private readonly rooms: RoomService,
+    private readonly publisher: EventPublisher,
+    private readonly access: AccessService,
   ) {}
 
   /** Moves my read position forward (never back; capped at the room's last seq). */
   async markRead(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    await this.rooms.requireMember(actor, roomId);
+    await this.access.requireMember(actor, roomId);
     const rows = await sql<{ last_read_seq: string }>(
       fork(this.deps),
       `update membership mb set last_read_seq = least(?, r.last_seq), last_read_at = now()
@@ -34,7 +26,7 @@ export class ReceiptService {
     );
     if (rows[0]) {
       const lastReadSeq = Number(rows[0].last_read_seq);
-      await this.log.publish({ type: 'receipt.read', roomId, userId: actor.id, seq: lastReadSeq });
+      await this.publisher.room({ type: 'receipt.read', roomId, userId: actor.id, seq: lastReadSeq });
       return { roomId, lastReadSeq };
     }
     const cur = await sql<{ last_read_seq: string }>(fork(this.deps), 'select last_read_seq from membership where room_id = ? and user_id = ?', [
@@ -63,7 +55,7 @@ export class ReceiptService {
 
   /** Members who have read up to `seq` (inclusive), with when they last read. */
   async readers(actor: Actor, roomId: string, seq: number): Promise<{ userId: string; lastReadSeq: number; readAt: Date | null }[]> {
-    await this.rooms.requireMember(actor, roomId);
+    await this.access.requireMember(actor, roomId);
     const rows = await sql(
       fork(this.deps),
       'select user_id, last_read_seq, last_read_at from membership where room_id = ? and last_read_seq >= ? order by user_id',

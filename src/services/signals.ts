@@ -2,8 +2,8 @@ import type { InboxSignal } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
 import { type Deps, em as fork, sql } from './deps.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
-import type { InboxService } from './inbox.js';
-import type { RoomService } from './rooms.js';
+import type { EventPublisher } from './publisher.js';
+import type { AccessService } from './access.js';
 
 /** Largest signal payload (JSON, UTF-8 bytes). An SDP offer with many codecs is a few KiB. */
 export const MAX_SIGNAL_PAYLOAD_BYTES = 16 * 1024;
@@ -18,8 +18,8 @@ export type SignalType = InboxSignal['signal'];
 export class SignalService {
   constructor(
     private readonly deps: Deps,
-    private readonly rooms: RoomService,
-    private readonly inbox: InboxService,
+    private readonly access: AccessService,
+    private readonly publisher: EventPublisher,
   ) {}
 
   async send(actor: Actor, input: { roomId: string; toUserId: string; type: SignalType; payload?: unknown }): Promise<{ ok: true }> {
@@ -32,12 +32,12 @@ export class SignalService {
     await this.deps.limits.consume('signal', `${actor.tenant}:${actor.id}`);
     // Both ends must be members: the sender by the one access check (muted members cannot call),
     // support agents and service tokens without a membership do not count.
-    const access = await this.rooms.requireAccess(actor, input.roomId, 'send');
+    const access = await this.access.requireAccess(actor, input.roomId, 'send');
     if (!access.member) throw notFound('room');
     const target = await sql(fork(this.deps), 'select 1 from membership where room_id = ? and user_id = ?', [input.roomId, input.toUserId]);
     if (target.length === 0) throw notFound('recipient in this room');
     const signal: InboxSignal = { type: 'signal', roomId: input.roomId, from: actor.id, signal: input.type, payload };
-    await this.inbox.publish(actor.tenant, input.toUserId, signal);
+    await this.publisher.inbox(actor.tenant, input.toUserId, signal);
     return { ok: true };
   }
 }

@@ -1,7 +1,7 @@
 import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
-import type { RoomLog } from './room-log.js';
-import type { RoomService } from './rooms.js';
+import type { EventPublisher } from './publisher.js';
+import type { AccessService } from './access.js';
 
 
 interface TypingState {
@@ -15,15 +15,15 @@ export class TypingService {
   private readonly state = new Map<string, TypingState>();
 
   constructor(
-    private readonly rooms: RoomService,
-    private readonly log: RoomLog,
+    private readonly access: AccessService,
+    private readonly publisher: EventPublisher,
     private readonly limits: RateLimits,
     /** TYPING_TTL_MS and TYPING_THROTTLE_MS (config). */
     private readonly timing: { ttlMs: number; throttleMs: number },
   ) {}
 
   async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
-    await this.rooms.requireAccess(actor, roomId, 'send');
+    await this.access.requireAccess(actor, roomId, 'send');
     await this.limits.consume('typing', `${actor.tenant}:${actor.id}:${roomId}`);
     const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
     const now = Date.now();
@@ -36,7 +36,7 @@ export class TypingService {
     if (typing) {
       s.timer = setTimeout(() => {
         this.state.delete(key);
-        void this.log.publish({ type: 'typing', roomId, userId: actor.id, typing: false });
+        void this.publisher.room({ type: 'typing', roomId, userId: actor.id, typing: false });
       }, this.timing.ttlMs);
       s.timer.unref();
     } else {
@@ -44,7 +44,7 @@ export class TypingService {
     }
     if (forward) {
       s.lastPublish = now;
-      await this.log.publish({ type: 'typing', roomId, userId: actor.id, typing });
+      await this.publisher.room({ type: 'typing', roomId, userId: actor.id, typing });
     }
     return { forwarded: forward };
   }

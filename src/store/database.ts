@@ -1,13 +1,25 @@
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { MikroORM, type Options, type PostgreSqlConnection, PostgreSqlDriver } from '@mikro-orm/postgresql';
+import { MikroORM, type Options, type PostgreSqlConnection, PostgreSqlDriver, type EntityManager as PostgreSqlEntityManager } from '@mikro-orm/postgresql';
+import type { Kysely } from 'kysely';
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
 import { withTimeout } from '../util/async.js';
 import { entities } from './entities.js';
 import { migrationsList } from './migrations/index.js';
 
-export type Orm = MikroORM;
+/** The ORM, typed with the entities: `em.getKysely()` knows every table and column. */
+export type Orm = MikroORM<PostgreSqlEntityManager, typeof entities>;
+/** An EntityManager of this schema (fork one per operation, never use the global one). */
+export type Em = Orm['em'];
+/** The typed query builder of an EntityManager (bound to its transaction, if any). */
+export function kysely(em: Em) {
+  return em.getKysely();
+}
+/** The typed query builder MikroORM derives from the entities (tables and snake_case columns). */
+export type Db = ReturnType<typeof kysely>;
+/** The typed tables, for row types: `Selectable<Tables['message']>`. */
+export type Tables = Db extends Kysely<infer T> ? T : never;
 
 /** Arbitrary constant key of the advisory lock that serializes migrations across processes. */
 const MIGRATION_LOCK_KEY = 7_305_118_200_001;
@@ -99,6 +111,7 @@ export async function openDatabase(opts: {
   let orm: Orm;
   try {
     orm = (await MikroORM.init(ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10)))) as unknown as Orm;
+    await parseAsDeclared(orm);
     if (opts.migrate !== false) await migrate(orm, url);
   } catch (err) {
     await embedded?.stop().catch(() => undefined);
@@ -127,6 +140,22 @@ export async function openDatabase(opts: {
       await embedded?.stop().catch(() => undefined);
     },
   };
+}
+
+/**
+ * Rows arrive as the entities and the typed query builder declare them, on every query of the pool
+ * (the ORM's, the typed builder's and the hand-written ones alike): int8 columns (sequence numbers,
+ * counts; far below 2^53) as numbers (`p.bigint('number')`), timestamptz as Date (`p.datetime()`).
+ * The ORM's own pool setup keeps timestamps as strings and converts them per entity property; the
+ * typed builder does no such conversion, so without this its Date-typed columns would be strings.
+ */
+async function parseAsDeclared(orm: Orm): Promise<void> {
+  const pool = await (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
+  const types = (pool as unknown as { options: { types?: { setTypeParser(oid: number, parse: (v: string) => unknown): void } } }).options
+    .types;
+  if (!types) throw new Error('the PostgreSQL pool has no type parsers to configure');
+  types.setTypeParser(20, (v: string) => Number(v));
+  types.setTypeParser(1184, (v: string) => new Date(v));
 }
 
 /** Resolves once no query waits for a connection and none is checked out (or after `timeoutMs`). */

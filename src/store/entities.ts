@@ -96,8 +96,24 @@ export const Message = defineEntity({
     editedAt: p.datetime().nullable(),
     deletedAt: p.datetime().nullable(),
     deletedBy: p.string().length(128).nullable(),
+    /**
+     * Full-text search vector, computed by PostgreSQL: null for deleted and encrypted messages, so
+     * they never match. Never loaded into entities (lazy) and never written.
+     */
+    search: p
+      .string()
+      .columnType('tsvector')
+      .generated(`(case when "deleted_at" is null and "key_id" is null then to_tsvector('simple', coalesce("body", '')) else null end) stored`)
+      .nullable()
+      .lazy(),
   },
-  indexes: [{ name: 'message_reply_to_idx', properties: ['replyToId'] }],
+  indexes: [
+    /** A thread's replies in order. */
+    { name: 'message_reply_to_idx', properties: ['replyToId', 'seq'] },
+    /** Walked by the retention job. */
+    { name: 'message_created_at_idx', properties: ['createdAt'] },
+    { name: 'message_search_idx', properties: ['search'], type: 'gin' },
+  ],
   uniques: [
     { name: 'message_room_seq_unique', properties: ['room', 'seq'] },
     { name: 'message_sender_client_id_unique', properties: ['tenant', 'senderId', 'clientId'] },
@@ -120,6 +136,7 @@ export const RoomEvent = defineEntity({
     data: p.json<Record<string, unknown>>().default('{}'),
     createdAt: p.datetime().onCreate(() => new Date()),
   },
+  indexes: [{ name: 'room_event_created_at_idx', properties: ['createdAt'] }],
 });
 export type RoomEventEntity = InferEntity<typeof RoomEvent>;
 
@@ -186,6 +203,7 @@ export const InboxEvent = defineEntity({
     data: p.json<Record<string, unknown>>().default('{}'),
     createdAt: p.datetime().onCreate(() => new Date()),
   },
+  indexes: [{ name: 'inbox_event_created_at_idx', properties: ['createdAt'] }],
 });
 
 /**
@@ -212,6 +230,7 @@ export const Meeting = defineEntity({
     expiresAt: p.datetime(),
   },
   indexes: [{ name: 'meeting_room_idx', properties: ['room', 'createdAt'] }],
+  checks: [{ name: 'meeting_status_check', expression: `"status" in ('scheduled', 'live', 'ended')` }],
 });
 
 /** One provider connection (session) of a user in a meeting, fed by webhooks. */

@@ -3,8 +3,7 @@ import type { RoomEvent } from '../domain/events.js';
 import type { EventSource, HubSubscriber, StreamEvent, StreamHubs } from './hubs.js';
 import type { Actor } from '../domain/actor.js';
 import { badRequest } from '../domain/errors.js';
-import type { RoomLog } from '../services/room-log.js';
-import type { RoomService } from '../services/rooms.js';
+import type { AccessService } from '../services/access.js';
 
 /** Page size of a resume replay: a client far behind never pulls its whole backlog into memory. */
 export const REPLAY_PAGE = 200;
@@ -232,8 +231,8 @@ export const DRAIN_CHECK_MS = 50;
 /** Room event streams (`chat.events`). */
 export class StreamService {
   constructor(
-    private readonly rooms: RoomService,
-    private readonly log: RoomLog,
+    private readonly access: AccessService,
+    private readonly log: EventSource,
     private readonly hubs: StreamHubs<any>,
   ) {}
 
@@ -247,7 +246,7 @@ export class StreamService {
     conn?: StreamConn,
   ): Promise<Pushable<T>> {
     const after = parseLastEventId(lastEventId);
-    await this.rooms.requireAccess(actor, roomId, 'read');
+    await this.access.requireAccess(actor, roomId, 'read');
     return resumableStream<any, T>({
       hubs: this.hubs,
       source: this.log,

@@ -1,0 +1,46 @@
+import type { MemberRole, MessageDto } from './events.js';
+import type { RoomKind } from './permissions.js';
+
+/** Muting without an end date lasts until unmuted (stored as this far date). */
+export const FOREVER = new Date('9999-12-31T00:00:00Z');
+
+export interface RoomDto {
+  id: string;
+  kind: RoomKind;
+  name: string;
+  topic: string | null;
+  key: string | null;
+  encrypted: boolean;
+  /** Messages older than this many days are removed (null: the server default). */
+  retentionDays: number | null;
+  createdBy: string;
+  createdAt: Date;
+  lastSeq: number;
+  /** The caller's role in the room (support agents and service tokens get a role without membership). */
+  myRole: MemberRole;
+  memberCount: number;
+}
+
+export interface RoomListItem extends RoomDto {
+  unreadCount: number;
+  lastReadSeq: number;
+  lastMessage: MessageDto | null;
+}
+
+export interface MemberDto {
+  userId: string;
+  name: string | null;
+  role: MemberRole;
+  joinedAt: Date;
+  lastReadSeq: number;
+  mutedUntil: Date | null;
+}
+
+/** The caller's access to a room, as resolved by `requireAccess`. */
+export interface RoomAccess {
+  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean };
+  role: MemberRole;
+  /** False for support agents and service tokens acting without a membership. */
+  member: boolean;
+  mutedUntil: Date | null;
+}

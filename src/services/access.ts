@@ -1,0 +1,105 @@
+import type { Actor } from '../domain/actor.js';
+import { AppError, forbidden, notFound } from '../domain/errors.js';
+import { can, type RoomAction } from '../domain/permissions.js';
+import { FOREVER, type RoomAccess } from '../domain/rooms.js';
+import type { Em } from '../store/database.js';
+import { type AccessRow, accessRows } from '../store/hot/access.js';
+import type { Store } from '../store/store.js';
+
+export interface AccessRequest {
+  actor: Actor;
+  roomId: string;
+  purpose: 'read' | 'send';
+}
+
+/** Words for an action in an error message ("may not ... in this group room"). */
+export function describeAction(action: RoomAction): string {
+  const words: Record<RoomAction, string> = {
+    send: 'post',
+    addMembers: 'add members',
+    removeMember: 'remove members',
+    update: 'change the room',
+    setRole: 'change roles',
+    mute: 'mute members',
+    ban: 'ban members',
+    deleteOthers: "delete others' messages",
+  };
+  return words[action];
+}
+
+/** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
+function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefined): RoomAccess {
+  if (!r) throw notFound('room');
+  const room = { id: r.id, kind: r.kind as RoomAccess['room']['kind'], name: r.name, tenant: r.tenant, encrypted: r.encrypted };
+  let access: RoomAccess;
+  if (r.role) {
+    access = { room, role: r.role, member: true, mutedUntil: r.muted_until };
+  } else if (r.banned) {
+    // A ban also shuts out the access a support agent or a service token would otherwise have.
+    throw notFound('room');
+  } else if (room.kind === 'support' && actor.roles.includes('support')) {
+    // Support agents read and answer; moderation stays with the room's own roles.
+    access = { room, role: 'member', member: false, mutedUntil: null };
+  } else if (purpose === 'send' && actor.roles.includes('service')) {
+    access = { room, role: 'admin', member: false, mutedUntil: null };
+  } else {
+    throw notFound('room');
+  }
+  if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
+    const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
+    throw forbidden(`you are muted in this room ${until}`);
+  }
+  return access;
+}
+
+/**
+ * The one access check. Members act with their role; on `support` rooms every user holding the
+ * `support` role of the tenant reads and answers like a member (no moderation); `service` tokens
+ * may post into any room of their tenant. Anyone else gets NOT_FOUND: a non-member learns nothing,
+ * not even that the room exists. Sending also requires not being muted.
+ */
+export class AccessService {
+  constructor(private readonly store: Store) {}
+
+  /** Read (`read`) or post (`send`) access; in a transaction given its EntityManager. */
+  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
+    const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
+    if (access instanceof AppError) throw access;
+    return access!;
+  }
+
+  /**
+   * `requireAccess` for several requests in one query (grouped sends): per request its access, or
+   * the error `requireAccess` would throw.
+   */
+  async checkAccess(requests: AccessRequest[], em?: Em): Promise<(RoomAccess | AppError)[]> {
+    const rows = await accessRows(
+      this.store.hot,
+      requests.map((q) => ({ userId: q.actor.id, tenant: q.actor.tenant, roomId: q.roomId })),
+      em,
+    );
+    const byRequest = new Map(rows.map((r) => [r.i, r]));
+    return requests.map((q, i) => {
+      try {
+        return decideAccess(q, byRequest.get(i));
+      } catch (err) {
+        if (err instanceof AppError) return err;
+        throw err;
+      }
+    });
+  }
+
+  /** Read access (members, and support agents on support rooms). */
+  requireMember(actor: Actor, roomId: string, em?: Em): Promise<RoomAccess> {
+    return this.requireAccess(actor, roomId, 'read', em);
+  }
+
+  /** Access plus the role's permission for `action` (FORBIDDEN with the reason otherwise). */
+  async requirePermission(actor: Actor, roomId: string, action: RoomAction, em?: Em): Promise<RoomAccess> {
+    const access = await this.requireAccess(actor, roomId, action === 'send' ? 'send' : 'read', em);
+    if (!can(access.role, action, access.room.kind)) {
+      throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
+    }
+    return access;
+  }
+}

@@ -1,0 +1,104 @@
+import type { AttachmentDto } from '../../domain/events.js';
+import type { MessageRow } from '../message-row.js';
+import { MESSAGE_FIELDS } from '../message-row.js';
+import { type HotContext, hotQuery } from './query.js';
+
+/**
+ * Why hand-written: the grouped send. Every plain send of a group (across rooms) is written by this
+ * one statement: one round trip and one implicit transaction per group instead of a transaction per
+ * send. Measured with `npm run bench` (the `sends` and `rooms` scenarios, docs/BENCHMARKS.md):
+ * grouped sends are what takes persisted sends past the Socket.IO + PostgreSQL peer; the ORM cannot
+ * express the data-modifying CTEs below as one statement.
+ */
+
+/** A plain new message (no reply, no mentions); its body already sealed. */
+export interface NewMessage {
+  id: string;
+  roomId: string;
+  tenant: string;
+  senderId: string;
+  clientId: string;
+  body: string;
+  keyId: string | null;
+  kind: 'text' | 'image' | 'file';
+  attachments: AttachmentDto[];
+}
+
+/**
+ * What became of one message: written (with its seq), a repeat (the sender already has a message
+ * with this clientId, written earlier; nothing was written), or its room is gone.
+ */
+export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' };
+
+const M_FIELDS = MESSAGE_FIELDS.map((f) => `m.${f}`).join(', ');
+const RETURNING = MESSAGE_FIELDS.join(', ');
+
+/**
+ * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
+ *   key per input; written as a scalar subquery so it never becomes a scan of the table), numbered
+ *   per room in input order. A repeat is left out here, before any seq is taken, so it never uses one up.
+ * - `locked`: the rooms' rows locked in id order (every group locks in the same order: no deadlock
+ *   between groups), with their current `last_seq` (FOR UPDATE returns the latest committed version).
+ * - `taken`: `last_seq + n` per room: n consecutive seqs for the n fresh messages of the room.
+ * - then one insert of the room log rows and one of the message rows.
+ *
+ * The room row locks are held until the statement commits, so commit order equals seq order per room,
+ * as for a transaction's `append` (src/store/tx.ts). A concurrent send of the same clientId that
+ * committed after this statement's snapshot (another node) is not in `fresh`: its insert fails the
+ * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
+ * as a repeat.
+ */
+const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean }>(
+  'room-log-append-messages',
+  `
+with input as (
+  select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
+                                                  body text, key_id text, kind text, attachments jsonb)
+), fresh as (
+  select n.*, row_number() over (partition by n.room_id order by n.i) as k
+    from input n
+   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
+), locked as (
+  select r.id, r.last_seq from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+), counts as (
+  select room_id, count(*) as n from fresh group by room_id
+), taken as (
+  update room r set last_seq = l.last_seq + c.n, updated_at = now()
+    from locked l join counts c on c.room_id = l.id
+   where r.id = l.id
+  returning r.id, l.last_seq as base
+), numbered as (
+  select f.*, t.base + f.k as seq from fresh f join taken t on t.id = f.room_id
+), events as (
+  insert into room_event (room_id, seq, type, message_id, data, created_at)
+  select room_id, seq, 'message.new', id, '{}', now() from numbered
+), inserted as (
+  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, created_at)
+  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', now() from numbered
+  returning ${RETURNING}
+)
+select n.i, f.id is null as repeat, ${M_FIELDS}
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id`,
+);
+
+/** Writes plain new messages of any rooms at once; one outcome per input, in input order. */
+export async function appendMessageRows(ctx: HotContext, messages: NewMessage[]): Promise<AppendRowOutcome[]> {
+  const input = messages.map((m, i) => ({
+    i,
+    id: m.id,
+    room_id: m.roomId,
+    tenant: m.tenant,
+    sender_id: m.senderId,
+    client_id: m.clientId,
+    body: m.body,
+    key_id: m.keyId,
+    kind: m.kind,
+    attachments: m.attachments,
+  }));
+  const rows = await APPEND_MESSAGES(ctx, [JSON.stringify(input)]);
+  const outcomes = new Array<AppendRowOutcome>(messages.length);
+  for (const r of rows) {
+    outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : { kind: 'gone' };
+  }
+  return outcomes;
+}

@@ -1,0 +1,37 @@
+import type pg from 'pg';
+import type { Orm } from '../database.js';
+import type { Em } from '../database.js';
+
+/**
+ * The hand-written statements of src/store/hot/ run through here. Everything else goes through the
+ * ORM (the entities, the EntityManager, or the typed query builder of src/store/database.ts); a
+ * statement belongs in hot/ only when a benchmark showed the ORM's way costs too much, and its file
+ * says which benchmark and why.
+ */
+export interface HotContext {
+  orm: Orm;
+  /** Named prepared statements (parsed and planned once per connection); off behind PgBouncer. */
+  prepared: boolean;
+}
+
+/** The ORM's own node-postgres pool: same connections, same limits. */
+export function nativePool(orm: Orm): Promise<pg.Pool> {
+  const conn = orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<pg.Pool> };
+  return conn.getNativeClient();
+}
+
+/**
+ * A hot statement, written with `?` placeholders. Given a transaction's EntityManager it runs there
+ * (it must see the transaction); otherwise straight on the pool as a named prepared statement, with
+ * none of the ORM's per-query work. `R` is the row type the statement's SELECT list produces.
+ */
+export function hotQuery<R>(name: string, text: string) {
+  let n = 0;
+  const positional = text.replace(/\?/g, () => `$${++n}`);
+  return async (ctx: HotContext, params: unknown[], em?: Em): Promise<R[]> => {
+    if (em) return em.execute<R[]>(text, params as never[]);
+    const pool = await nativePool(ctx.orm);
+    const res = await pool.query({ name: ctx.prepared ? name : undefined, text: positional, values: params });
+    return res.rows as R[];
+  };
+}

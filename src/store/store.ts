@@ -1,0 +1,57 @@
+import type { MessageDto } from '../domain/events.js';
+import { type Db, type Em, kysely, type Orm } from './database.js';
+import { appendMessageRows, type NewMessage } from './hot/append-messages.js';
+import type { HotContext } from './hot/query.js';
+import { transact, type Tx, type TxContext } from './tx.js';
+
+export type { NewMessage } from './hot/append-messages.js';
+
+/** What became of one grouped send: written, a repeat of an earlier clientId, or its room is gone. */
+export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' };
+
+/**
+ * The persistence layer as services see it: reads on a fresh EntityManager, durable changes in a
+ * transaction (`transact`, see tx.ts), and the grouped send of plain messages.
+ */
+export class Store {
+  readonly hot: HotContext;
+
+  constructor(
+    readonly orm: Orm,
+    private readonly ctx: TxContext,
+    opts: { preparedStatements: boolean },
+  ) {
+    this.hot = { orm, prepared: opts.preparedStatements };
+  }
+
+  /** A fresh EntityManager (never the global one). */
+  em(): Em {
+    return this.orm.em.fork();
+  }
+
+  /** The typed query builder on a fresh EntityManager, for reads outside a transaction. */
+  db(): Db {
+    return kysely(this.em());
+  }
+
+  /** Runs `fn` in a transaction; the events it appended are published after commit, in order. */
+  transact<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return transact(this.orm.em, this.ctx, fn);
+  }
+
+  /**
+   * Writes plain new messages of any rooms in one statement (src/store/hot/append-messages.ts) and
+   * publishes their events after commit, in seq order per room. One outcome per input, in input order.
+   */
+  async appendMessages(messages: NewMessage[]): Promise<AppendOutcome[]> {
+    const rows = await appendMessageRows(this.hot, messages);
+    const outcomes: AppendOutcome[] = rows.map((o) => (o.kind === 'new' ? { kind: 'new', message: this.ctx.toMessage(o.row) } : o));
+    // Input order is seq order within each room.
+    for (const o of outcomes) {
+      if (o.kind !== 'new') continue;
+      const { roomId, seq } = o.message;
+      void this.ctx.publisher.room({ type: 'message.new', roomId, seq, message: o.message }).catch((err: unknown) => this.ctx.onJobError(err));
+    }
+    return outcomes;
+  }
+}

@@ -1,0 +1,215 @@
+import { sql } from 'kysely';
+import type { AttachmentDto, DurableRoomEvent, InboxItem, MessageDto } from '../domain/events.js';
+import type { DistributiveOmit } from '../util/types.js';
+import { type Db, type Em, kysely } from './database.js';
+import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+
+export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
+export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
+type WithSeq<E> = E & { seq: number };
+/** Work for after commit (a publish). */
+export type Job = () => Promise<void>;
+
+/** Where committed changes go (the bus). Called only after commit, in the order of the changes. */
+export interface Publisher {
+  room(event: DurableRoomEvent): Promise<void>;
+  inbox(tenant: string, userId: string, item: InboxItem): Promise<void>;
+}
+
+/** What a transaction needs besides its EntityManager. */
+export interface TxContext {
+  publisher: Publisher;
+  /** Builds the public shape of a written message (decrypts, hides deleted content). */
+  toMessage(row: MessageRow): MessageDto;
+  /** A job after commit failed (a publish): logged; subscribers fill the gap from PostgreSQL. */
+  onJobError(err: unknown): void;
+}
+
+/** A new message written by `appendMessage` (its body already sealed when the room is encrypted). */
+export interface NewMessageRow {
+  id: string;
+  roomId: string;
+  tenant: string;
+  senderId: string;
+  clientId: string | null;
+  body: string;
+  keyId: string | null;
+  kind: MessageDto['kind'];
+  attachments: AttachmentDto[];
+  replyToId: string | null;
+  mentions: string[];
+}
+
+/** A jsonb value for the typed query builder (node-postgres would send a JS array as a SQL array). */
+export function jsonb<T>(value: T) {
+  return sql<T>`${JSON.stringify(value)}::jsonb`;
+}
+
+/** The database's clock (the transaction's start), as every write of this schema uses. */
+export const now = () => sql<Date>`now()`;
+
+/**
+ * One durable change: the only owner of room sequence numbers, inbox sequence numbers and the
+ * publish after commit. Services never take a seq or publish a durable event themselves.
+ *
+ * Lock order (what keeps concurrent writers free of deadlocks, enforced here):
+ * 1. message rows that the change reads for update (`lockForUpdate`; a reply before its root),
+ * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
+ *    commit, so commit order equals seq order within a room,
+ * 3. inbox cursors, several users always in user id order.
+ * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
+ * replies, which lock the message first.
+ */
+export class Tx {
+  /** The typed query builder bound to this transaction. */
+  readonly db: Db;
+  private readonly jobs: Job[] = [];
+  private seqTaken = false;
+
+  constructor(
+    /** The transaction's EntityManager (entities, QueryBuilder). */
+    readonly em: Em,
+    private readonly ctx: TxContext,
+  ) {
+    this.db = kysely(em);
+  }
+
+  /**
+   * Guards a row lock of step 1 of the lock order; store modules call it before `FOR UPDATE` on a
+   * message row.
+   */
+  lockForUpdate(what: string): void {
+    if (this.seqTaken) throw new Error(`lock order: ${what} must be locked before a room's seq is taken`);
+  }
+
+  /** Takes the room's next sequence number (row lock held until the transaction ends). */
+  private async nextSeq(roomId: string): Promise<number> {
+    this.seqTaken = true;
+    const row = await this.db
+      .updateTable('room')
+      .set((eb) => ({ last_seq: eb('last_seq', '+', 1), updated_at: now() }))
+      .where('id', '=', roomId)
+      .returning('last_seq')
+      .executeTakeFirst();
+    if (!row) throw new Error(`room ${roomId} vanished during a write`);
+    return row.last_seq;
+  }
+
+  private async record(roomId: string, seq: number, type: DurableRoomEvent['type'], messageId: string | null, data: object): Promise<void> {
+    await this.db
+      .insertInto('room_event')
+      .values({ room_id: roomId, seq, type, message_id: messageId, data: jsonb(data as Record<string, unknown>), created_at: now() })
+      .execute();
+  }
+
+  /**
+   * Appends a durable room event: takes the room's next seq, writes the event's log row (a message
+   * event points at its message row, so a replay shows the message as it is then) and publishes it
+   * after commit. Given a function, the event is computed once the seq (so the room's lock) is held.
+   */
+  append<E extends NewRoomEvent>(event: E): Promise<WithSeq<E>>;
+  append<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>>;
+  async append<E extends NewRoomEvent>(a: E | string, compute?: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
+    const roomId = typeof a === 'string' ? a : a.roomId;
+    const seq = await this.nextSeq(roomId);
+    const event = typeof a === 'string' ? await compute!(seq) : a;
+    if (event.roomId !== roomId) throw new Error('an event computed under a room lock must belong to that room');
+    const full = { ...event, seq } as WithSeq<E>;
+    if ('message' in event) {
+      await this.record(roomId, seq, event.type, event.message.id, {});
+    } else {
+      const { type, roomId: _room, ...data } = event as NewRoomEvent & Record<string, unknown>;
+      await this.record(roomId, seq, type, null, data);
+    }
+    this.afterCommit(() => this.ctx.publisher.room(full as DurableRoomEvent));
+    return full;
+  }
+
+  /** Writes a new message with the room's next seq and its `message.new` event (published after commit). */
+  async appendMessage(m: NewMessageRow): Promise<MessageDto> {
+    const seq = await this.nextSeq(m.roomId);
+    await this.record(m.roomId, seq, 'message.new', m.id, {});
+    const row = await this.db
+      .insertInto('message')
+      .values({
+        id: m.id,
+        room_id: m.roomId,
+        tenant: m.tenant,
+        seq,
+        sender_id: m.senderId,
+        client_id: m.clientId,
+        body: m.body,
+        key_id: m.keyId,
+        kind: m.kind,
+        attachments: jsonb(m.attachments),
+        reply_to_id: m.replyToId,
+        mentions: jsonb(m.mentions),
+        created_at: now(),
+      })
+      .returning(MESSAGE_FIELDS)
+      .executeTakeFirstOrThrow();
+    const message = this.ctx.toMessage(row);
+    const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message };
+    this.afterCommit(() => this.ctx.publisher.room(event));
+    return message;
+  }
+
+  /** Appends an item to a user's inbox with the user's next inbox seq; published after commit. */
+  async appendInbox<I extends NewInboxItem>(tenant: string, userId: string, item: I): Promise<WithSeq<I>> {
+    const [full] = await this.appendInboxMany(tenant, [userId], item);
+    return full!;
+  }
+
+  /**
+   * Appends the same item to several users' inboxes (e.g. a meeting invite to a whole room): each
+   * user gets their own next seq; cursors are taken in user id order.
+   */
+  async appendInboxMany<I extends NewInboxItem>(tenant: string, userIds: string[], item: I): Promise<WithSeq<I>[]> {
+    const users = [...new Set(userIds)].sort();
+    if (users.length === 0) return [];
+    const cursors = await this.db
+      .insertInto('inbox_cursor')
+      .values(users.map((u) => ({ tenant, user_id: u, last_seq: 1 })))
+      .onConflict((oc) => oc.columns(['tenant', 'user_id']).doUpdateSet((eb) => ({ last_seq: eb('inbox_cursor.last_seq', '+', 1) })))
+      .returning(['user_id', 'last_seq'])
+      .execute();
+    const { type, ...data } = item;
+    await this.db
+      .insertInto('inbox_event')
+      .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: jsonb(data), created_at: now() })))
+      .execute();
+    const items = cursors.map((c) => ({ userId: c.user_id, item: { ...item, seq: c.last_seq } as WithSeq<I> }));
+    this.afterCommit(async () => {
+      await Promise.all(items.map((x) => this.ctx.publisher.inbox(tenant, x.userId, x.item as InboxItem)));
+    });
+    const byUser = new Map(items.map((x) => [x.userId, x.item]));
+    return userIds.filter((u, i) => userIds.indexOf(u) === i).map((u) => byUser.get(u)!);
+  }
+
+  /** Schedules work for after commit (in order; dropped if the transaction rolls back). */
+  afterCommit(job: Job): void {
+    this.jobs.push(job);
+  }
+
+  /**
+   * Starts the committed transaction's jobs in order without waiting on each other: local delivery
+   * is synchronous and the broker publishes go out in order on one connection.
+   */
+  committed(): void {
+    for (const job of this.jobs) void job().catch((err: unknown) => this.ctx.onJobError(err));
+  }
+}
+
+/**
+ * Runs `fn` in a transaction on a fresh EntityManager; what it appended is published after commit.
+ * A retried callback starts with a new Tx (nothing of the failed attempt is published).
+ */
+export async function transact<T>(root: Em, ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  let tx: Tx | undefined;
+  const result = await root.fork().transactional((em) => {
+    tx = new Tx(em as Em, ctx);
+    return fn(tx);
+  });
+  tx?.committed();
+  return result;
+}
