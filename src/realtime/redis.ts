@@ -92,11 +92,12 @@ export class RedisLink {
   }
 
   /**
-   * True when Redis answers on this connection within `timeoutMs`. A connection that is not ready
-   * is down without a round trip (a PING would wait in the offline queue).
+   * True when Redis answers on this connection within `timeoutMs`. During an outage (or while a
+   * first connect is being retried) it is false without a round trip: a PING would only pile up
+   * in the offline queue. While the first connect is under way, the PING waits for it.
    */
   async ping(timeoutMs = 1000): Promise<boolean> {
-    if (this.client.status !== 'ready') return false;
+    if (this.down || this.closing || this.client.status === 'reconnecting') return false;
     try {
       // A subscriber connection answers ['pong', ''] instead of 'PONG': any answer will do.
       await withTimeout(this.client.ping(), timeoutMs, `redis ping (${this.role})`);

@@ -48,7 +48,10 @@ interface FramedSocket {
 export interface FrameWriteCounters {
   /** Written with `sendFrame`: the fast path. */
   wsDirectWrites: number;
-  /** Written with `ws.send`: the fast path's internals were missing or the sender was busy. */
+  /**
+   * Written with `ws.send` (the fast path's internals were missing or the sender was busy), or
+   * without corking the socket (src/trpc/ws-transport.ts).
+   */
   wsFallbackWrites: number;
 }
 

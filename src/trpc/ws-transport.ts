@@ -356,8 +356,12 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
      * low rate this is one frame per call as before; under load the calls per frame drop.
      */
     cork(): void {
-      const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-      if (!socket) return;
+      const socket = (this.ws as unknown as { _socket?: { cork?(): void; uncork(): void } })._socket;
+      if (typeof socket?.cork !== 'function') {
+        // ws's socket is not where the fast path expects it: every frame leaves on its own.
+        counters.wsFallbackWrites++;
+        return;
+      }
       socket.cork();
       this.corked = true;
       corked.push(this);
