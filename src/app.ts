@@ -5,14 +5,13 @@ import { WebSocketServer } from 'ws';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
-import { Metrics, newCounters } from './metrics.js';
+import { Metrics, Telemetry } from './metrics.js';
 import { verifyToken } from './auth/jwt.js';
 import { CloseCode } from './domain/close-codes.js';
 import { clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
-import { MemoryBus } from './realtime/memory-bus.js';
-import { RedisBus } from './realtime/redis-bus.js';
-import { createServices, type Services } from './services/index.js';
+import { allUp, createInfrastructure, type Infrastructure } from './realtime/infrastructure.js';
+import { createServices, presenceTtl, type Services } from './services/index.js';
 import { contextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
 import { createWsTransport } from './trpc/ws-transport.js';
@@ -26,6 +25,8 @@ export interface App {
   services: Services;
   db: Database;
   bus: EventBus;
+  /** The bus and the stores chosen for this node (Redis or memory), with every Redis connection. */
+  infra: Infrastructure;
   log: Logger;
   /** Starts listening on config.port/host (0 = any free port). */
   listen(): Promise<string>;
@@ -46,15 +47,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     log.warn('JWT_SECRET is not set: using the built-in development secret. Never do this in production.');
   }
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
-  const counters = newCounters();
+  // What the services report into (counters, procedure timings, fan-outs): built before them.
+  const telemetry = new Telemetry();
+  const counters = telemetry.counters;
   const onBusError = (err: unknown) => {
     counters.busErrors++;
     log.warn({ err }, 'bus error');
   };
-  const bus: EventBus = config.redisUrl
-    ? new RedisBus({ url: config.redisUrl, prefix: config.redisPrefix, onError: onBusError })
-    : new MemoryBus(onBusError);
-  const services = createServices({ config, orm: db.orm, bus, log, counters });
+  // Memory or Redis, decided once: the bus and every store the services use.
+  const infra = createInfrastructure(config, { log, presenceTtlMs: presenceTtl(config), onBusError });
+  const bus = infra.bus;
+  const services = createServices({ config, orm: db.orm, bus, log, counters, observers: telemetry }, infra);
   const createContext = contextFactory(services);
 
   let draining = false;
@@ -68,8 +71,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     },
   });
 
-  const metrics = new Metrics({
-    counters,
+  const metrics = new Metrics(telemetry, {
     connections: () => wss.clients.size,
     hubs: () => ({ rooms: services.hubs.roomCount, subscribers: services.hubs.subscriberCount, ...services.hubs.stats }),
     inboxSubscribers: () => services.inbox.hubs.subscriberCount,
@@ -78,13 +80,6 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       return conn.getNativeClient ? conn.getNativeClient() : null;
     },
   });
-  services.deps.observeProcedure = (path, type, code, seconds) => metrics.procedureDuration.observe({ path, type, code }, seconds);
-  services.hubs.stats.onFanout = (e) => {
-    const ev = e as { type: string; message?: { createdAt: Date } };
-    if (ev.type === 'message.new' && ev.message) {
-      metrics.deliveryLag.observe(Math.max(0, Date.now() - ev.message.createdAt.getTime()) / 1000);
-    }
-  };
   const startedAt = new Date();
   await services.start();
 
@@ -95,7 +90,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     roomHubs: services.hubs.roomCount,
     roomSubscriptions: services.hubs.subscriberCount,
     inboxSubscriptions: services.inbox.hubs.subscriberCount,
-    events: { ...services.hubs.stats, onFanout: undefined },
+    events: services.hubs.stats,
     counters,
     bus: bus.kind,
     database: db.embedded ? 'embedded' : 'postgresql',
@@ -113,14 +108,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
     if (path === '/readyz') {
+      // Every store the node depends on: PostgreSQL and each Redis connection (in memory: up).
       void (async () => {
-        const [database, redis] = await Promise.all([db.ping(1500), bus.ping(1500)]);
-        const ok = database && redis && !draining;
+        const [database, redis] = await Promise.all([db.ping(1500), infra.health(1500)]);
+        const busUp = redis.bus.publisher === 'up' && redis.bus.subscriber === 'up';
+        const ok = database && allUp(redis) && !draining;
         json(res, ok ? 200 : 503, {
           status: ok ? 'ready' : 'unavailable',
           draining,
           database: database ? 'up' : 'down',
-          bus: { kind: bus.kind, status: redis ? 'up' : 'down' },
+          bus: { kind: bus.kind, status: busUp ? 'up' : 'down' },
+          redis,
         });
       })();
       return;
@@ -157,6 +155,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     wss,
     router: appRouter,
     createContext,
+    counters,
     keepAlive: { pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
@@ -208,6 +207,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     services,
     db,
     bus,
+    infra,
     log,
     async listen() {
       await new Promise<void>((resolve, reject) => {

@@ -11,42 +11,80 @@ export interface Counters {
   busErrors: number;
   rateLimited: number;
   authFailures: number;
+  /** Fan-out frames written with ws's `sendFrame` (the fast path, src/trpc/frames.ts). */
+  wsDirectWrites: number;
+  /** Fan-out frames written with `ws.send` because the fast path's ws internals were not there. */
+  wsFallbackWrites: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, wsDirectWrites: 0, wsFallbackWrites: 0 };
 }
 
+/** What the services report as it happens; handed to them when they are built (BaseDeps). */
+export interface Observers {
+  /** A query or mutation finished (`code`: OK or the error code). */
+  procedure(path: string, type: string, code: string, seconds: number): void;
+  /** A room event was fanned out to this node's subscribers (once per event per node). */
+  fanout(event: { type: string }, subscribers: number): void;
+}
+
+/**
+ * The part of the metrics the services feed, built before them: plain counters (no registry
+ * lookups on the hot paths) and the latency histograms. `Metrics` adds what is read at scrape time.
+ */
+export class Telemetry implements Observers {
+  readonly registry = new Registry();
+  readonly counters: Counters = newCounters();
+  readonly procedureDuration: Histogram<'path' | 'type' | 'code'>;
+  readonly deliveryLag: Histogram;
+
+  constructor() {
+    this.procedureDuration = new Histogram({
+      name: 'chat_procedure_duration_seconds',
+      help: 'Duration of tRPC queries and mutations by procedure and result code',
+      labelNames: ['path', 'type', 'code'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [this.registry],
+    });
+    this.deliveryLag = new Histogram({
+      name: 'chat_delivery_lag_seconds',
+      help: 'Time from a message commit to its fan-out on this node (once per message per node)',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [this.registry],
+    });
+  }
+
+  procedure(path: string, type: string, code: string, seconds: number): void {
+    this.procedureDuration.observe({ path, type, code }, seconds);
+  }
+
+  fanout(event: { type: string }, _subscribers: number): void {
+    const e = event as { type: string; message?: { createdAt: Date } };
+    if (e.type === 'message.new' && e.message) {
+      this.deliveryLag.observe(Math.max(0, Date.now() - e.message.createdAt.getTime()) / 1000);
+    }
+  }
+}
+
+/** What the registry reads when scraped, from parts built after the services. */
 export interface MetricsSources {
-  counters: Counters;
   connections: () => number;
   hubs: () => { rooms: number; subscribers: number; received: number; delivered: number; duplicates: number; gapFills: number; filled: number };
   inboxSubscribers: () => number;
   pool: () => Promise<Pool | null>;
 }
 
-/** Prometheus metrics of one process. Labels are bounded: procedure paths, never room or user ids. */
+/**
+ * Prometheus metrics of one process: the telemetry the services fed plus gauges and counters read
+ * from `sources` at scrape time. Labels are bounded: procedure paths, never room or user ids.
+ */
 export class Metrics {
-  readonly registry = new Registry();
-  readonly procedureDuration: Histogram<'path' | 'type' | 'code'>;
-  readonly deliveryLag: Histogram;
+  readonly registry: Registry;
 
-  constructor(sources: MetricsSources) {
-    const r = this.registry;
+  constructor(telemetry: Telemetry, sources: MetricsSources) {
+    const r = (this.registry = telemetry.registry);
     collectDefaultMetrics({ register: r, prefix: 'chat_process_', eventLoopMonitoringPrecision: 20 });
-    this.procedureDuration = new Histogram({
-      name: 'chat_procedure_duration_seconds',
-      help: 'Duration of tRPC queries and mutations by procedure and result code',
-      labelNames: ['path', 'type', 'code'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-      registers: [r],
-    });
-    this.deliveryLag = new Histogram({
-      name: 'chat_delivery_lag_seconds',
-      help: 'Time from a message commit to its fan-out on this node (once per message per node)',
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers: [r],
-    });
     const gauge = (name: string, help: string, read: () => number | Promise<number>) =>
       new Gauge({
         name,
@@ -69,7 +107,7 @@ export class Metrics {
         },
       });
     };
-    const c = sources.counters;
+    const c = telemetry.counters;
     gauge('chat_connections_open', 'Open WebSocket connections', sources.connections);
     gauge('chat_room_hubs', 'Rooms with live subscribers on this node', () => sources.hubs().rooms);
     gauge('chat_subscriptions', 'Live room subscriptions on this node', () => sources.hubs().subscribers);
@@ -84,6 +122,12 @@ export class Metrics {
     counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
+    counter('chat_ws_direct_writes_total', 'Fan-out frames written to sockets with ws sendFrame (the fast path)', () => c.wsDirectWrites);
+    counter(
+      'chat_ws_fallback_writes_total',
+      'Fan-out frames written with ws.send because ws internals of the fast path were missing (should stay 0)',
+      () => c.wsFallbackWrites,
+    );
     const poolGauge = (name: string, help: string, read: (p: Pool) => number) =>
       gauge(name, help, async () => {
         const p = await sources.pool().catch(() => null);

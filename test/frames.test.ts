@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import superjson from 'superjson';
 import { describe, expect, it, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { sharedEvents } from '../src/stream/shared-events.js';
+import { SharedEncoding } from '../src/stream/hubs.js';
 import { frameHead, trackedTail, writeTextFrame } from '../src/trpc/frames.js';
 
 /** What tRPC's own adapter sends for a tracked data frame (superjson + JSON.stringify). */
@@ -14,8 +14,8 @@ function plainFrame(requestId: number | string, eventId: string, event: unknown,
   });
 }
 
-const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') =>
-  Buffer.concat([frameHead(requestId, jsonrpc), trackedTail(eventId, event)]).toString('utf8');
+const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0', shared?: SharedEncoding) =>
+  Buffer.concat([frameHead(requestId, jsonrpc), trackedTail(eventId, event, shared)]).toString('utf8');
 
 const event = () => ({
   type: 'message.new',
@@ -27,19 +27,19 @@ const event = () => ({
 describe('fan-out frames', () => {
   it('are byte-identical to superjson + JSON.stringify, for shared and unshared events', () => {
     const shared = event();
-    sharedEvents.add(shared);
+    const encoding = new SharedEncoding(shared);
     for (const [req, rpc] of [
       [1, undefined],
       ['abc', '2.0'],
       [42, '2.0'],
       ['with "quote"', undefined],
     ] as const) {
-      expect(ourFrame(req, '7', shared, rpc)).toBe(plainFrame(req, '7', shared, rpc));
+      expect(ourFrame(req, '7', shared, rpc, encoding)).toBe(plainFrame(req, '7', shared, rpc));
       const alone = event();
       expect(ourFrame(req, '7', alone, rpc)).toBe(plainFrame(req, '7', alone, rpc));
     }
     // Round trip through the client's transformer keeps the Date.
-    const frame = JSON.parse(ourFrame(1, '7', shared)) as { result: { data: Parameters<typeof superjson.deserialize>[0] } };
+    const frame = JSON.parse(ourFrame(1, '7', shared, undefined, encoding)) as { result: { data: Parameters<typeof superjson.deserialize>[0] } };
     const back = superjson.deserialize<{ id: string; data: ReturnType<typeof event> }>(frame.result.data);
     expect(back.data.message.createdAt).toEqual(new Date('2026-11-22T03:00:00Z'));
     expect(back.id).toBe('7');
@@ -47,14 +47,14 @@ describe('fan-out frames', () => {
 
   it('serialize a shared event once for all subscribers, and again only for another event id', () => {
     const shared = event();
-    sharedEvents.add(shared);
+    const encoding = new SharedEncoding(shared);
     const spy = vi.spyOn(superjson, 'serialize');
     try {
-      const a = trackedTail('7', shared);
-      const b = trackedTail('7', shared);
+      const a = trackedTail('7', shared, encoding);
+      const b = trackedTail('7', shared, encoding);
       expect(b).toBe(a);
       expect(spy).toHaveBeenCalledTimes(1);
-      const c = trackedTail('8', shared);
+      const c = trackedTail('8', shared, encoding);
       expect(c).not.toBe(a);
       expect(c.toString()).toContain('"id":"8"');
       expect(spy).toHaveBeenCalledTimes(2);
@@ -64,6 +64,9 @@ describe('fan-out frames', () => {
       plain.seq = 9;
       expect(trackedTail('7', plain).toString()).toContain('"seq":9');
       expect(spy).toHaveBeenCalledTimes(4);
+      // An encoding made for another event is never used for this one.
+      expect(trackedTail('7', plain, encoding).toString()).toContain('"seq":9');
+      expect(spy).toHaveBeenCalledTimes(5);
     } finally {
       spy.mockRestore();
     }
@@ -84,14 +87,17 @@ describe('fan-out frames', () => {
     );
     try {
       const ws = await server;
+      const counters = { wsDirectWrites: 0, wsFallbackWrites: 0 };
       // Payloads of 2-byte (<126), 4-byte (<65536) and 10-byte length headers, with multibyte text.
       const texts = ['{"id":1,"x":"é"}', `{"id":2,"x":"${'ü'.repeat(200)}"}`, `{"id":3,"x":"${'a'.repeat(70_000)}"}`, '{"id":"ünï"}'];
       for (const t of texts) {
         const cut = t.indexOf(',') > 0 ? t.indexOf(',') : 4;
-        writeTextFrame(ws as never, Buffer.from(t.slice(0, cut)), Buffer.from(t.slice(cut)));
+        writeTextFrame(ws as never, Buffer.from(t.slice(0, cut)), Buffer.from(t.slice(cut)), counters);
       }
       await all;
       expect(got).toEqual(texts);
+      // Every frame took the fast path (ws's sendFrame), none the fallback.
+      expect(counters).toEqual({ wsDirectWrites: 4, wsFallbackWrites: 0 });
     } finally {
       client.terminate();
       await new Promise<void>((r) => wss.close(() => r()));

@@ -37,7 +37,13 @@ describe('plain HTTP routes', () => {
   it('/readyz is 200 with the database and the bus up', async () => {
     const res = await getJson(`${srv.url}/readyz`);
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ status: 'ready', draining: false, database: 'up', bus: { kind: 'redis', status: 'up' } });
+    expect(res.body).toEqual({
+      status: 'ready',
+      draining: false,
+      database: 'up',
+      bus: { kind: 'redis', status: 'up' },
+      redis: { kind: 'redis', bus: { publisher: 'up', subscriber: 'up' }, presence: 'up', limits: 'up', sessions: 'up' },
+    });
   });
 
   it('/readyz is 503 with database down when the database is unreachable, and 200 again once it is back', async () => {

@@ -18,9 +18,8 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
 import { channels } from '../src/domain/events.js';
 import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
-import { sharedEvents } from '../src/stream/shared-events.js';
-import { parseLastEventId, resumableStream } from '../src/stream/streams.js';
+import { encodeEvent, roomStreamKind, SharedEncoding, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
+import { parseLastEventId, PUSH, resumableStream, type Pushable } from '../src/stream/streams.js';
 import { createWsTransport } from '../src/trpc/ws-transport.js';
 
 interface Ctx {
@@ -35,7 +34,25 @@ const t = initTRPC.context<Ctx>().create({
 const AT = new Date('2026-11-22T03:00:00.000Z');
 /** One event object shared by every subscriber, as the room hub fans out. */
 const shared = { type: 'message.new', body: 'héllo "quoted" \u2028', at: AT };
-sharedEvents.add(shared);
+
+/**
+ * Two tracked values of the shared event: pushed with one shared encoding (as a hub's fan-out
+ * hands it to our transport: the second id rebuilds the cached tail), pulled by tRPC's adapter.
+ */
+function sharedTicks(): Pushable<unknown> {
+  return {
+    [PUSH](sink) {
+      const encoding = new SharedEncoding(shared);
+      sink.data(tracked('7', shared), encoding);
+      sink.data(tracked('8', shared), encoding);
+      sink.end();
+    },
+    async *[Symbol.asyncIterator]() {
+      yield tracked('7', shared);
+      yield tracked('8', shared);
+    },
+  };
+}
 
 /**
  * A room stream as the product serves it (services/streams.ts: our transport pushes it, tRPC's
@@ -90,10 +107,7 @@ const router = t.router({
     const from = input.lastEventId ? Number(input.lastEventId) + 1 : 1;
     for (let i = from; i <= input.count; i++) yield tracked(String(i), { i, at: AT });
   }),
-  sharedTicks: t.procedure.subscription(async function* () {
-    yield tracked('7', shared);
-    yield tracked('8', shared);
-  }),
+  sharedTicks: t.procedure.subscription(() => sharedTicks()),
   plain: t.procedure.subscription(async function* () {
     yield { n: 1, at: AT };
     yield 'two';

@@ -1,5 +1,5 @@
-import { Redis } from 'ioredis';
 import type { PresenceStatus } from '../domain/events.js';
+import type { RedisLink } from './redis.js';
 
 export interface PresenceKey {
   tenant: string;
@@ -39,7 +39,8 @@ export interface PresenceStore {
   /** Live connections of a user on all nodes. */
   count(k: PresenceKey): Promise<number>;
   get(tenant: string, userIds: string[]): Promise<PresenceState[]>;
-  ping(): Promise<boolean>;
+  /** True when the store answers (the in-memory one always does). */
+  ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -151,29 +152,22 @@ return n
  * set of all connections so any node can sweep those of a dead node.
  */
 export class RedisPresenceStore implements PresenceStore {
-  private readonly redis: Redis;
+  private readonly redis: RedisLink['client'];
 
   constructor(
-    url: string,
+    private readonly link: RedisLink,
     private readonly prefix: string,
     private readonly ttlMs: number,
-    onError: (err: unknown) => void = () => undefined,
   ) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: 1, connectionName: 'chat-presence' });
-    this.redis.on('error', onError);
-    this.redis.on('ready', () => {
-      this.everReady = true;
-    });
+    this.redis = link.client;
   }
-
-  private everReady = false;
 
   /**
    * Fails at once while Redis is down (after it was up once), instead of queueing behind the
    * reconnect: presence is best-effort, and connections must not wait for it.
    */
   private guard(): void {
-    if (this.everReady && this.redis.status !== 'ready') throw new Error('presence store unavailable (Redis down)');
+    this.link.ensureUp();
   }
 
   private connKey(k: PresenceKey) {
@@ -311,16 +305,11 @@ export class RedisPresenceStore implements PresenceStore {
     });
   }
 
-  async ping(): Promise<boolean> {
-    try {
-      return (await this.redis.ping()) === 'PONG';
-    } catch {
-      return false;
-    }
+  ping(timeoutMs?: number): Promise<boolean> {
+    return this.link.ping(timeoutMs);
   }
 
-  async close(): Promise<void> {
-    await this.redis.quit().catch(() => undefined);
-    this.redis.disconnect();
+  close(): Promise<void> {
+    return this.link.close();
   }
 }

@@ -1,15 +1,39 @@
 import { randomBytes } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
 import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
+import { RedisLink } from './redis.js';
 
 export interface RedisBusOptions {
-  url: string;
   /** Prefix of every channel name, so deployments and test files can share one Redis. */
   prefix: string;
   onError?: (err: unknown) => void;
   /** How long a publish may wait for Redis before it is given up (the gap fill repairs it). */
   publishTimeoutMs?: number;
+  /**
+   * The bus's two connections (`busConnections`), as src/realtime/infrastructure.ts opens them;
+   * or `url` to let the bus open them itself.
+   */
+  connections?: BusConnections;
+  url?: string;
+  log?: Logger;
+}
+
+/** The publisher and the dedicated subscriber connection of one node's bus, named by its node id. */
+export interface BusConnections {
+  nodeId: string;
+  pub: RedisLink;
+  sub: RedisLink;
+}
+
+/** Opens a bus's two connections (src/realtime/redis.ts sets their options). */
+export function busConnections(url: string, opts: { log?: Logger; onError?: (err: unknown) => void } = {}): BusConnections {
+  const nodeId = randomBytes(8).toString('hex');
+  return {
+    nodeId,
+    pub: new RedisLink('bus-pub', url, { ...opts, nodeId }),
+    sub: new RedisLink('bus-sub', url, { ...opts, nodeId }),
+  };
 }
 
 /**
@@ -19,42 +43,28 @@ export interface RedisBusOptions {
  */
 export class RedisBus implements EventBus {
   readonly kind = 'redis';
-  readonly nodeId = randomBytes(8).toString('hex');
-  private readonly pub: Redis;
-  private readonly sub: Redis;
+  readonly nodeId: string;
+  readonly links: BusConnections;
+  private readonly pub: RedisLink['client'];
+  private readonly sub: RedisLink['client'];
   private readonly table = new ChannelTable();
   private readonly pending = new Map<string, Promise<void>>();
   private readonly reconnectListeners = new Set<() => void>();
   private readonly onError: (err: unknown) => void;
   private readonly publishTimeoutMs: number;
-  private readyOnce = false;
+  /** The subscriber was ready once: its next `ready` is a reconnect. */
+  private readyOnce: boolean;
   private closed = false;
 
   constructor(private readonly opts: RedisBusOptions) {
     this.onError = opts.onError ?? (() => undefined);
     this.publishTimeoutMs = opts.publishTimeoutMs ?? 2000;
-    const common: RedisOptions = {
-      lazyConnect: false,
-      enableReadyCheck: true,
-      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
-      reconnectOnError: () => true,
-    };
-    // Auto-pipelining: the publishes of one tick (a group commit publishes a whole group) leave in
-    // one socket write; one connection, so their order is kept.
-    this.pub = new Redis(opts.url, {
-      ...common,
-      maxRetriesPerRequest: 1,
-      enableAutoPipelining: true,
-      connectionName: `chat-pub-${this.nodeId}`,
-    });
-    this.sub = new Redis(opts.url, {
-      ...common,
-      maxRetriesPerRequest: null,
-      autoResubscribe: true,
-      connectionName: `chat-sub-${this.nodeId}`,
-    });
-    this.pub.on('error', (err) => this.onError(err));
-    this.sub.on('error', (err) => this.onError(err));
+    if (!opts.connections && !opts.url) throw new Error('RedisBus needs its connections or a url');
+    this.links = opts.connections ?? busConnections(opts.url!, { log: opts.log, onError: this.onError });
+    this.nodeId = this.links.nodeId;
+    this.pub = this.links.pub.client;
+    this.sub = this.links.sub.client;
+    this.readyOnce = this.sub.status === 'ready';
     this.sub.on('message', (channel: string, message: string) => this.receive(channel, message));
     this.sub.on('ready', () => {
       if (!this.readyOnce) {
@@ -137,19 +147,15 @@ export class RedisBus implements EventBus {
     return () => this.reconnectListeners.delete(listener);
   }
 
+  /** True when both connections answer (the publisher and the subscriber). */
   async ping(timeoutMs = 1000): Promise<boolean> {
-    try {
-      return (await withTimeout(this.pub.ping(), timeoutMs, 'redis ping')) === 'PONG';
-    } catch {
-      return false;
-    }
+    const [pub, sub] = await Promise.all([this.links.pub.ping(timeoutMs), this.links.sub.ping(timeoutMs)]);
+    return pub && sub;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([this.pub.quit(), this.sub.quit()]);
-    this.pub.disconnect();
-    this.sub.disconnect();
+    await Promise.all([this.links.pub.close(), this.links.sub.close()]);
   }
 }

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Em, Orm } from '../store/database.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
-import type { Counters } from '../metrics.js';
+import type { Counters, Observers } from '../metrics.js';
 import type { RateLimits } from './limits.js';
 
 /** The concrete parts wired by createApp, before the services build their own shared parts. */
@@ -14,8 +14,8 @@ export interface BaseDeps {
   log: Logger;
   /** Plain counters read by the metrics registry. */
   counters: Counters;
-  /** Records a procedure's duration (set by the app when metrics are on). */
-  observeProcedure?: (path: string, type: string, code: string, seconds: number) => void;
+  /** Where procedure durations and fan-outs are reported (the metrics). */
+  observers: Observers;
 }
 
 /** What every service gets: the base parts and the rate limits (always present: no limiter, no service). */

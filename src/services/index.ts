@@ -1,4 +1,5 @@
-import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from '../realtime/presence-store.js';
+import type { PresenceStore } from '../realtime/presence-store.js';
+import type { RedisLink } from '../realtime/redis.js';
 import { RoomHubs } from '../stream/hubs.js';
 import { type BaseDeps, type Deps, nativePool } from './deps.js';
 import { InboxService } from './inbox.js';
@@ -49,8 +50,17 @@ export interface Services {
   close(): Promise<void>;
 }
 
-export function createServices(base: BaseDeps): Services {
-  const limits = new RateLimits(base.config, base.counters, (kind, key, retryAfterMs) =>
+/** The stores chosen once for the node (src/realtime/infrastructure.ts): Redis or this process. */
+export interface ServiceStores {
+  presence: PresenceStore;
+  /** Rate limit counters in Redis, or null to count in memory. */
+  limits: RedisLink | null;
+  /** The revocation list in Redis, or null to keep it in memory. */
+  sessions: RedisLink | null;
+}
+
+export function createServices(base: BaseDeps, stores: ServiceStores): Services {
+  const limits = new RateLimits(base.config, base.counters, stores.limits, (kind, key, retryAfterMs) =>
     base.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
   );
   const deps: Deps = { ...base, limits };
@@ -68,7 +78,12 @@ export function createServices(base: BaseDeps): Services {
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
   );
   const roomEvents = new RoomEventSource(store, mapper);
-  const hubs = new RoomHubs(deps.bus, roomEvents, (err) => deps.log.warn({ err }, 'room hub error'));
+  const hubs = new RoomHubs(
+    deps.bus,
+    roomEvents,
+    (err) => deps.log.warn({ err }, 'room hub error'),
+    (e, subscribers) => deps.observers.fanout(e, subscribers),
+  );
   const inbox = new InboxService(deps, store);
   const users = new UserService(deps);
   const access = new AccessService(store);
@@ -80,12 +95,8 @@ export function createServices(base: BaseDeps): Services {
     ttlMs: deps.config.typingTtlMs,
     throttleMs: deps.config.typingThrottleMs,
   });
-  const ttl = deps.config.presenceTtlMs ?? PRESENCE_TTL_MS;
-  const presenceStore: PresenceStore = deps.config.redisUrl
-    ? new RedisPresenceStore(deps.config.redisUrl, deps.config.redisPrefix, ttl, (err) => deps.log.warn({ err }, 'presence redis error'))
-    : new MemoryPresenceStore(ttl);
-  const presence = new PresenceService(deps, presenceStore, publisher, ttl);
-  const sessions = new SessionService(deps);
+  const presence = new PresenceService(deps, stores.presence, publisher, presenceTtl(deps.config));
+  const sessions = new SessionService(deps, stores.sessions);
   const meetings = new MeetingService(deps, store, access, createVideoProvider(deps.config.video));
   const signals = new SignalService(deps, access, publisher);
   const retention = new RetentionService(deps, () => nativePool(deps));
@@ -122,4 +133,9 @@ export function createServices(base: BaseDeps): Services {
       await Promise.all([hubs.close(), inbox.close(), limits.close()]);
     },
   };
+}
+
+/** How long a presence entry lives without a heartbeat. */
+export function presenceTtl(config: BaseDeps['config']): number {
+  return config.presenceTtlMs ?? PRESENCE_TTL_MS;
 }

@@ -1,8 +1,8 @@
-import { Redis } from 'ioredis';
 import { BurstyRateLimiter, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
 import type { Counters } from '../metrics.js';
 import { AppError } from '../domain/errors.js';
+import type { RedisLink } from '../realtime/redis.js';
 
 export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' | 'action';
 
@@ -20,34 +20,24 @@ interface Limiter {
 }
 
 /**
- * Rate limits (rate-limiter-flexible): Redis-backed when Redis is configured (limits hold across
- * nodes), in memory otherwise. Over a limit: TOO_MANY_REQUESTS with the time to wait.
+ * Rate limits (rate-limiter-flexible): Redis-backed when given a Redis connection (limits hold
+ * across nodes), in memory otherwise. Over a limit: TOO_MANY_REQUESTS with the time to wait.
  */
 export class RateLimits {
   private readonly limiters: Record<LimitKind, Limiter>;
-  private readonly redis: Redis | null;
 
   constructor(
     private readonly config: Config,
     private readonly counters: Counters,
+    /** Where the counts live: a Redis connection shared by all nodes, or null for this process. */
+    private readonly redis: RedisLink | null,
     /** Audit hook: a limit was hit (kind, key, retry after ms). */
     private readonly onLimited?: (kind: LimitKind, key: string, retryAfterMs: number) => void,
   ) {
-    // Auto-pipelining: the commands of concurrent requests share socket writes (one write per tick,
-    // and while a pipeline is in flight the next one gathers), the same commands either way.
-    this.redis = config.redisUrl
-      ? new Redis(config.redisUrl, {
-          maxRetriesPerRequest: 1,
-          enableOfflineQueue: true,
-          enableAutoPipelining: true,
-          connectionName: 'chat-ratelimit',
-        })
-      : null;
-    this.redis?.on('error', () => undefined);
     const make = (name: string, points: number, duration: number): RateLimiterAbstract =>
       this.redis
         ? new RateLimiterRedis({
-            storeClient: this.redis,
+            storeClient: this.redis.client,
             keyPrefix: `${config.redisPrefix}rl:${name}`,
             points,
             duration,
@@ -96,7 +86,6 @@ export class RateLimits {
   }
 
   async close(): Promise<void> {
-    await this.redis?.quit().catch(() => undefined);
-    this.redis?.disconnect();
+    await this.redis?.close();
   }
 }

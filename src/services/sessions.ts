@@ -1,8 +1,8 @@
-import { Redis } from 'ioredis';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Actor } from '../domain/actor.js';
 import type { Deps } from './deps.js';
 import { AppError, forbidden } from '../domain/errors.js';
+import type { RedisLink } from '../realtime/redis.js';
 
 /** What the sessions service needs of a WebSocket. */
 export interface SessionSocket {
@@ -40,18 +40,13 @@ export class SessionService {
   private readonly byUser = new Map<string, Set<Session>>();
   private readonly revokedLocal = new Map<string, number>();
   private readonly cache = new Map<string, { at: number; value: number }>();
-  private readonly redis: Redis | null;
-  /** Redis answered once: from then on "not ready" means an outage, not the first connect. */
-  private redisWasReady = false;
   private unsubscribe: (() => Promise<void>) | null = null;
 
-  constructor(private readonly deps: Deps) {
-    this.redis = deps.config.redisUrl ? new Redis(deps.config.redisUrl, { maxRetriesPerRequest: 1, connectionName: 'chat-sessions' }) : null;
-    this.redis?.on('error', () => undefined);
-    this.redis?.once('ready', () => {
-      this.redisWasReady = true;
-    });
-  }
+  constructor(
+    private readonly deps: Deps,
+    /** Where revocations outlive this node (shared by all nodes); null: this process only. */
+    private readonly redis: RedisLink | null,
+  ) {}
 
   async start(): Promise<void> {
     this.unsubscribe = await this.deps.bus.subscribe(CONTROL_CHANNEL, (payload) => {
@@ -116,12 +111,14 @@ export class SessionService {
   /** `auth.revoke` (admins): every token of the user issued until now stops working on every node. */
   async revoke(admin: Actor, userId: string): Promise<{ revokedAt: Date }> {
     if (!admin.roles.includes('admin')) throw forbidden('only admins can revoke sessions');
+    // Redis down: refused before anything happens (retryable), not half-applied on this node only.
+    this.redis?.ensureUp();
     const at = Date.now();
     const key = userKey(admin.tenant, userId);
     this.revokedLocal.set(key, at);
     this.cache.delete(key);
     if (this.redis) {
-      await this.redis.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
+      await this.redis.client.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
     }
     await this.deps.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
     this.deps.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
@@ -139,8 +136,7 @@ export class SessionService {
         // Redis down (after it had answered once): answer at once from the last known value
         // (waiting in ioredis' offline queue held every request 1-4 s), and never forget a known
         // revocation because of an outage.
-        const down = this.redisWasReady && this.redis.status !== 'ready';
-        const v = down ? undefined : await this.redis.get(this.redisKey(actor.tenant, actor.id)).catch(() => undefined);
+        const v = this.redis.down ? undefined : await this.redis.client.get(this.redisKey(actor.tenant, actor.id)).catch(() => undefined);
         if (v === undefined) at = Math.max(at, hit?.value ?? 0);
         else {
           const value = v ? Number(v) : 0;
@@ -189,7 +185,6 @@ export class SessionService {
   async close(): Promise<void> {
     await this.unsubscribe?.();
     for (const set of this.byUser.values()) for (const s of set) if (s.expiryTimer) clearTimeout(s.expiryTimer);
-    await this.redis?.quit().catch(() => undefined);
-    this.redis?.disconnect();
+    await this.redis?.close();
   }
 }

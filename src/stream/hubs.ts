@@ -1,4 +1,3 @@
-import { sharedEvents } from './shared-events.js';
 import superjson from 'superjson';
 import type { EventBus } from '../realtime/bus.js';
 import { channels, isDurable, type DurableRoomEvent, type EphemeralRoomEvent } from '../domain/events.js';
@@ -24,10 +23,25 @@ export interface EventSource<D = DurableRoomEvent> {
   lastSeqs?(keys: string[]): Promise<Map<string, number>>;
 }
 
+/**
+ * One event fanned out to more than one local subscriber, created once per fan-out and handed to
+ * every subscriber with the event. Whoever encodes the event for the wire first (the WebSocket
+ * transport, src/trpc/frames.ts) keeps the bytes here with the event id they were built for; the
+ * other subscribers reuse them, so an event is serialized once per process, not once per
+ * subscriber: the hot path of fan-out.
+ */
+export class SharedEncoding<E = unknown> {
+  /** The event id `bytes` were built with (a live-only event carries each subscriber's position). */
+  id: string | null = null;
+  bytes: Buffer | null = null;
+  constructor(readonly event: E) {}
+}
+
 /** A local subscriber of a stream. `push` must be cheap: it is called once per event. */
 export interface HubSubscriber<E = HubEvent> {
   readonly userId: string;
-  push(event: E): void;
+  /** An event; `shared` when other local subscribers get the same event in this fan-out. */
+  push(event: E, shared: SharedEncoding<E> | undefined): void;
   /** Ends the subscription (e.g. the user was removed from the room). */
   end(): void;
 }
@@ -93,6 +107,7 @@ class Hub<E extends StreamEvent> {
     private readonly source: EventSource<E & { seq: number }>,
     private readonly onError: (err: unknown) => void,
     private readonly stats: HubStats,
+    private readonly onFanout: FanoutObserver | undefined,
   ) {
     this.ready = this.start();
   }
@@ -222,13 +237,14 @@ class Hub<E extends StreamEvent> {
   }
 
   private fanout(e: E): void {
-    this.stats.delivered += this.subs.size;
-    // Serialized once for all local subscribers (the transformer and encoder key on this).
-    if (this.subs.size > 1) sharedEvents.add(e);
-    this.stats.onFanout?.(e, this.subs.size);
+    const n = this.subs.size;
+    this.stats.delivered += n;
+    this.onFanout?.(e, n);
+    // One encoding for all local subscribers (one object per event, nothing per subscriber).
+    const shared = n > 1 ? new SharedEncoding(e) : undefined;
     const leaving = this.kind.kickUserOf(e);
     for (const s of this.subs) {
-      s.push(e);
+      s.push(e, shared);
       if (leaving !== null && s.userId === leaving) {
         this.subs.delete(s);
         s.end();
@@ -255,9 +271,10 @@ class Hub<E extends StreamEvent> {
   }
 }
 
+/** Told of every event fanned out on this node, with its local subscriber count (metrics). */
+export type FanoutObserver = (e: StreamEvent, subscribers: number) => void;
+
 export interface HubStats {
-  /** Called once per event fanned out on this node (metrics). */
-  onFanout?: (e: StreamEvent, subscribers: number) => void;
   received: number;
   delivered: number;
   duplicates: number;
@@ -281,6 +298,7 @@ export class StreamHubs<E extends StreamEvent> {
     private readonly source: EventSource<E & { seq: number }>,
     private readonly onError: (err: unknown) => void = () => undefined,
     positionCheckMs = POSITION_CHECK_MS,
+    private readonly onFanout?: FanoutObserver,
   ) {
     this.offReconnect = bus.onReconnect(() => {
       for (const h of this.hubs.values()) h.resync();
@@ -330,7 +348,7 @@ export class StreamHubs<E extends StreamEvent> {
   async attach(roomId: string, sub: HubSubscriber<E>): Promise<number> {
     let hub = this.hubs.get(roomId);
     if (!hub || hub.closed) {
-      hub = new Hub<E>(roomId, this.kind, this.bus, this.source, this.onError, this.stats);
+      hub = new Hub<E>(roomId, this.kind, this.bus, this.source, this.onError, this.stats, this.onFanout);
       this.hubs.set(roomId, hub);
     }
     hub.pending++;
@@ -401,7 +419,7 @@ export const roomStreamKind: StreamKind<HubEvent> = {
 };
 
 export class RoomHubs extends StreamHubs<HubEvent> {
-  constructor(bus: EventBus, source: EventSource<DurableRoomEvent>, onError?: (err: unknown) => void) {
-    super(roomStreamKind, bus, source as EventSource<HubEvent & { seq: number }>, onError);
+  constructor(bus: EventBus, source: EventSource<DurableRoomEvent>, onError?: (err: unknown) => void, onFanout?: FanoutObserver) {
+    super(roomStreamKind, bus, source as EventSource<HubEvent & { seq: number }>, onError, POSITION_CHECK_MS, onFanout);
   }
 }

@@ -1,6 +1,6 @@
 import { EventQueue } from './queue.js';
 import type { RoomEvent } from '../domain/events.js';
-import type { EventSource, HubSubscriber, StreamEvent, StreamHubs } from './hubs.js';
+import type { EventSource, HubSubscriber, SharedEncoding, StreamEvent, StreamHubs } from './hubs.js';
 import type { Actor } from '../domain/actor.js';
 import { badRequest } from '../domain/errors.js';
 import type { AccessService } from '../services/access.js';
@@ -38,9 +38,13 @@ export function parseLastEventId(lastEventId: string | null | undefined): number
 /** Marks a stream that can write its values straight to a sink (see `Pushable`). */
 export const PUSH = Symbol('stream.push');
 
-/** Where a pushed stream writes: each value, then one end (with the error that ended it, if any). */
+/**
+ * Where a pushed stream writes: each value, then one end (with the error that ended it, if any).
+ * A live event fanned out to several subscribers comes with its `shared` encoding (see
+ * `SharedEncoding`): a sink that encodes the event keeps the bytes there for the others.
+ */
 export interface PushSink<T> {
-  data(value: T): void;
+  data(value: T, shared?: SharedEncoding): void;
   end(error?: unknown): void;
 }
 
@@ -144,7 +148,7 @@ function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: Pu
     else drainTimer = setTimeout(checkDrained, DRAIN_CHECK_MS);
   };
 
-  const deliver = (e: E) => {
+  const deliver = (e: E, shared: SharedEncoding<E> | undefined) => {
     const durable = hubs.kind.isDurable(e);
     if (durable && e.seq <= last) return;
     if (flow) {
@@ -166,19 +170,19 @@ function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: Pu
       }
     }
     if (durable) last = e.seq;
-    sink.data(wrap(String(last), e));
+    sink.data(wrap(String(last), e), shared);
   };
 
   const sub: HubSubscriber<E> = {
     userId: opts.userId,
-    push(e) {
+    push(e, shared) {
       if (ended) return;
       if (!live) {
         early.push(e);
         return;
       }
       try {
-        deliver(e);
+        deliver(e, shared);
       } catch (err) {
         // Never into the hub's fan-out loop: the other subscribers must still get the event.
         finish(err);
@@ -217,7 +221,7 @@ function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: Pu
     const queued = early;
     early = [];
     for (const e of queued) {
-      deliver(e);
+      deliver(e, undefined);
       if (ended) return;
     }
     if (closing) finish();

@@ -1,33 +1,32 @@
 import superjson from 'superjson';
-import { sharedEvents } from '../stream/shared-events.js';
+import type { SharedEncoding } from '../stream/hubs.js';
 
 /**
  * Data frames of tracked subscription events, built the way tRPC's WebSocket adapter builds them:
  * `{"id":<request id>[,"jsonrpc":"2.0"],"result":{"type":"data","data":<superjson of {id,data}>,"id":"<event id>"}}`.
  *
  * A frame is its head (request id, per subscription) plus its tail (everything after, per event).
- * The tail of a shared event (one hub event delivered to many subscribers) is built once per
- * process and reused by every subscriber, so per delivery only one string concatenation is left:
- * the hot path of fan-out (ARCHITECTURE section 3). Frames are byte-identical to tRPC's own.
+ * The tail of a shared event (one hub event delivered to many subscribers, which the hub's fan-out
+ * hands over with a `SharedEncoding`, src/stream/hubs.ts) is built once per fan-out and reused by
+ * every subscriber, so per delivery no serialization is left: the hot path of fan-out. Frames are
+ * byte-identical to tRPC's own (test/ws-conformance.test.ts).
  */
-
-/** Per shared event: the event id its tail was built with, and the tail (UTF-8 bytes). */
-const tails = new WeakMap<object, { id: string; tail: Buffer }>();
 
 function buildTail(eventId: string, data: unknown): Buffer {
   return Buffer.from(`,"result":{"type":"data","data":${JSON.stringify(superjson.serialize({ id: eventId, data }))},"id":${JSON.stringify(eventId)}}}`);
 }
 
 /**
- * The tail of a tracked event's frame as UTF-8 bytes, cached for shared events: every subscriber's
- * socket gets the same buffer (never modified once built).
+ * The tail of a tracked event's frame as UTF-8 bytes. Given the fan-out's `shared` encoding of this
+ * very event, the tail is kept there: every subscriber's socket gets the same buffer (never
+ * modified once built), rebuilt only for another event id.
  */
-export function trackedTail(eventId: string, data: unknown): Buffer {
-  if (data !== null && typeof data === 'object' && sharedEvents.has(data)) {
-    const hit = tails.get(data);
-    if (hit && hit.id === eventId) return hit.tail;
+export function trackedTail(eventId: string, data: unknown, shared?: SharedEncoding): Buffer {
+  if (shared !== undefined && shared.event === data) {
+    if (shared.id === eventId && shared.bytes !== null) return shared.bytes;
     const tail = buildTail(eventId, data);
-    tails.set(data, { id: eventId, tail });
+    shared.id = eventId;
+    shared.bytes = tail;
     return tail;
   }
   return buildTail(eventId, data);
@@ -45,18 +44,32 @@ interface FramedSocket {
   _extensions?: Record<string, unknown>;
 }
 
+/** Where frame writes are counted (the metrics' counters). */
+export interface FrameWriteCounters {
+  /** Written with `sendFrame`: the fast path. */
+  wsDirectWrites: number;
+  /**
+   * Written with `ws.send` (the fast path's internals were missing or the sender was busy), or
+   * without corking the socket (src/trpc/ws-transport.ts).
+   */
+  wsFallbackWrites: number;
+}
+
 /**
  * Writes one text message made of `head` + `tail` to a server-side `ws` socket without copying the
  * tail: a small buffer holds the WebSocket frame header and the head, the shared tail follows it
  * (what Socket.IO does for broadcasts with `ws`'s `Sender.sendFrame`). Falls back to `send` when the
- * sender is busy (compression) or the internals are not there.
+ * sender is busy (compression) or the internals are not there; `counters` tell which way each
+ * frame went, so a ws upgrade that removes the internals shows (chat_ws_fallback_writes_total).
  */
-export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer): void {
+export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer, counters: FrameWriteCounters): void {
   const sender = ws._sender;
   if (sender?._state !== 0 || typeof sender.sendFrame !== 'function' || ws._extensions?.['permessage-deflate']) {
+    counters.wsFallbackWrites++;
     ws.send(Buffer.concat([head, tail]), { binary: false });
     return;
   }
+  counters.wsDirectWrites++;
   const len = head.length + tail.length;
   const hl = len < 126 ? 2 : len < 65536 ? 4 : 10;
   const first = Buffer.allocUnsafe(hl + head.length);

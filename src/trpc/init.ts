@@ -12,18 +12,40 @@ export function toTRPCError(err: unknown): TRPCError | null {
     return err.cause ? toTRPCError(err.cause) ?? err : err;
   }
   if (err instanceof AppError) return new TRPCError({ code: err.code, message: err.message, cause: err });
-  if (err instanceof ConnectionException || isConnectionError(err)) {
-    return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: 'database unavailable, retry later', cause: err as Error });
-  }
+  const outage = outageOf(err);
+  if (outage) return new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: OUTAGE_MESSAGE[outage], cause: err as Error });
   return null;
 }
 
-function isConnectionError(err: unknown): boolean {
-  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
-  if (typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', '57P01', '57P03', '08006', '08001'].includes(code)) return true;
+const OUTAGE_MESSAGE = {
+  database: 'database unavailable, retry later',
+  redis: 'redis unavailable, retry later',
+  network: 'a backing store is unreachable, retry later',
+} as const;
+
+/** PostgreSQL's codes of a server going away or refusing connections (admin shutdown, crash, startup). */
+const PG_CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08001', '08003', '08006']);
+/** Socket errors: whichever store the call was waiting for cannot be reached. */
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/**
+ * The store an error says is out of reach, or null for any other error. An outage of PostgreSQL or
+ * Redis is SERVICE_UNAVAILABLE on every kind of call (retryable), never INTERNAL_SERVER_ERROR.
+ * Looks through `cause` (drivers and libraries wrap the socket's error).
+ */
+export function outageOf(err: unknown, depth = 0): keyof typeof OUTAGE_MESSAGE | null {
+  if (!err || typeof err !== 'object' || depth > 4) return null;
+  if (err instanceof ConnectionException) return 'database';
+  const { code, message, name, cause } = err as { code?: unknown; message?: unknown; name?: unknown; cause?: unknown };
+  if (typeof code === 'string' && PG_CONNECTION_CODES.has(code)) return 'database';
   // node-postgres reports a connection the server (or the network) dropped without a code, and
   // MikroORM wraps it in a plain DriverException.
-  return typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message);
+  if (typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message)) return 'database';
+  // ioredis: a command that outlived its retries, or sent on a connection that closed for good.
+  if (name === 'MaxRetriesPerRequestError') return 'redis';
+  if (typeof message === 'string' && /^(Connection is closed\.|Stream isn't writeable)/.test(message)) return 'redis';
+  if (typeof code === 'string' && NETWORK_CODES.has(code)) return 'network';
+  return cause !== err ? outageOf(cause, depth + 1) : null;
 }
 
 const t = initTRPC.context<Context>().create({
@@ -74,11 +96,10 @@ const errors = t.middleware(async ({ next }) => {
 });
 
 const timing = t.middleware(async ({ ctx, path, type, next }) => {
-  const observe = ctx.services.deps.observeProcedure;
-  if (!observe || type === 'subscription') return next();
+  if (type === 'subscription') return next();
   const start = performance.now();
   const res = await next();
-  observe(path, type, res.ok ? 'OK' : res.error.code, (performance.now() - start) / 1000);
+  ctx.services.deps.observers.procedure(path, type, res.ok ? 'OK' : res.error.code, (performance.now() - start) / 1000);
   return res;
 });
 

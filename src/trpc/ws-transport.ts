@@ -10,8 +10,9 @@ import {
 } from '@trpc/server';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
+import type { SharedEncoding } from '../stream/hubs.js';
 import { isPushable, PUSH } from '../stream/streams.js';
-import { frameHead, trackedTail, writeTextFrame } from './frames.js';
+import { frameHead, trackedTail, writeTextFrame, type FrameWriteCounters } from './frames.js';
 
 /**
  * The WebSocket transport: tRPC's WebSocket protocol (what `@trpc/client`'s wsLink speaks), served
@@ -19,12 +20,13 @@ import { frameHead, trackedTail, writeTextFrame } from './frames.js';
  *
  * Queries and mutations go through `callTRPCProcedure` (middlewares, input validation, error
  * formatting exactly as tRPC's adapter). Subscriptions differ only in how values reach the socket.
- * Our streams (services/streams.ts) are pushed: the room hub's fan-out loop hands each live event
- * to the stream, which writes its frame to the socket synchronously (no promise or generator step
- * per subscriber and value). Any other subscription is pulled as an async iterator. Either way a
- * tracked event's frame is the subscription's head (`{"id":<request id>`) plus the event's tail,
- * serialized and UTF-8-encoded once per process for events shared by many subscribers (frames.ts),
- * and frames written to one socket within one tick leave in one system call (`cork`). tRPC's
+ * Our streams (src/stream/streams.ts) are pushed: the room hub's fan-out loop hands each live
+ * event to the stream, which writes its frame to the socket synchronously (no promise or generator
+ * step per subscriber and value). Any other subscription is pulled as an async iterator. Either
+ * way a tracked event's frame is the subscription's head (`{"id":<request id>`) plus the event's
+ * tail; an event the hub fans out to many subscribers comes with the fan-out's shared encoding, so
+ * its tail is serialized and UTF-8-encoded once (frames.ts), and frames written to one socket
+ * within one tick leave in one system call (`cork`). tRPC's
  * adapter runs a generic pipeline per value and subscriber instead (an iterator step, a promise
  * race against abort, object spreads, the transformer, the encoder). Keep-alive is one sweep timer
  * for all connections instead of two timers per connection.
@@ -65,6 +67,8 @@ export interface WsTransportOptions<TRouter extends AnyRouter, TCtx> {
   /** Ping after `pingMs` without a message from the client; close when no message follows within `pongWaitMs`. */
   keepAlive?: { pingMs: number; pongWaitMs: number };
   onError?: (info: TransportErrorInfo<TCtx>) => void;
+  /** Counts tracked frames written by the fast path and by the fallback (the metrics' counters). */
+  counters?: FrameWriteCounters;
 }
 
 export interface WsTransport {
@@ -94,6 +98,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
   const config = opts.router._def._config;
   const transformer = config.transformer;
   const connections = new Set<Connection>();
+  const counters: FrameWriteCounters = opts.counters ?? { wsDirectWrites: 0, wsFallbackWrites: 0 };
 
   type CtxResult = { ok: true } | { ok: false; error: TRPCError };
 
@@ -294,8 +299,8 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
         if (started) {
           await new Promise<void>((resolve) => {
             result[PUSH]({
-              data: (value) => {
-                if (!signal.aborted) this.sendValue(sub, id, jsonrpc, value);
+              data: (value, shared) => {
+                if (!signal.aborted) this.sendValue(sub, id, jsonrpc, value, shared);
               },
               end: (error) => {
                 if (error !== undefined) failed(error);
@@ -315,7 +320,7 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
               break;
             }
             if (signal.aborted) break;
-            this.sendValue(sub, id, jsonrpc, next.value);
+            this.sendValue(sub, id, jsonrpc, next.value, undefined);
           }
         } catch (cause) {
           iterator = null;
@@ -332,13 +337,13 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
       this.respond({ id, jsonrpc, result: { type: 'stopped' } });
     }
 
-    /** The hot path: one subscription value to its socket. */
-    sendValue(sub: Subscription, id: RequestId, jsonrpc: '2.0' | undefined, value: unknown): void {
+    /** The hot path: one subscription value (and the fan-out's shared encoding, if any) to its socket. */
+    sendValue(sub: Subscription, id: RequestId, jsonrpc: '2.0' | undefined, value: unknown, shared: SharedEncoding | undefined): void {
       const ws = this.ws;
       if (ws.readyState !== OPEN) return;
       if (!this.corked) this.cork();
       if (isTrackedEnvelope(value)) {
-        writeTextFrame(ws as never, sub.head, trackedTail(value[0], value[1]));
+        writeTextFrame(ws as never, sub.head, trackedTail(value[0], value[1], shared), counters);
         return;
       }
       this.respond({ id, jsonrpc, result: { type: 'data', data: value } });
@@ -351,8 +356,12 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
      * low rate this is one frame per call as before; under load the calls per frame drop.
      */
     cork(): void {
-      const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-      if (!socket) return;
+      const socket = (this.ws as unknown as { _socket?: { cork?(): void; uncork(): void } })._socket;
+      if (typeof socket?.cork !== 'function') {
+        // ws's socket is not where the fast path expects it: every frame leaves on its own.
+        counters.wsFallbackWrites++;
+        return;
+      }
       socket.cork();
       this.corked = true;
       corked.push(this);

@@ -1,0 +1,121 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { AppError } from '../domain/errors.js';
+import type { Logger } from '../logger.js';
+import { withTimeout } from '../util/async.js';
+
+/**
+ * Every Redis connection of a node is built here, with one reconnect policy and one way of
+ * reporting an outage. A node opens five when `REDIS_URL` is set (src/realtime/infrastructure.ts):
+ * the bus's publisher and subscriber, presence, rate limits and sessions.
+ */
+export type RedisRole = 'bus-pub' | 'bus-sub' | 'presence' | 'limits' | 'sessions';
+
+/** Reconnect with a backoff of 100 ms doubling up to 2 s, forever (a node outlives a Redis restart). */
+const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
+
+/** What differs between the roles; everything else is the common policy above. */
+const ROLE_OPTIONS: Record<RedisRole, (nodeId: string) => RedisOptions> = {
+  // Auto-pipelining: the publishes of one tick (a group commit publishes a whole group) leave in
+  // one socket write; one connection, so their order is kept.
+  'bus-pub': (nodeId) => ({ maxRetriesPerRequest: 1, enableAutoPipelining: true, connectionName: `chat-pub-${nodeId}` }),
+  // A subscription waits for the connection however long it takes; channels come back by themselves.
+  'bus-sub': (nodeId) => ({ maxRetriesPerRequest: null, autoResubscribe: true, connectionName: `chat-sub-${nodeId}` }),
+  presence: () => ({ maxRetriesPerRequest: 1, connectionName: 'chat-presence' }),
+  // Auto-pipelining: the commands of concurrent requests share socket writes (one write per tick,
+  // and while a pipeline is in flight the next one gathers), the same commands either way.
+  limits: () => ({ maxRetriesPerRequest: 1, enableOfflineQueue: true, enableAutoPipelining: true, connectionName: 'chat-ratelimit' }),
+  sessions: () => ({ maxRetriesPerRequest: 1, connectionName: 'chat-sessions' }),
+};
+
+export interface RedisLinkOptions {
+  /** Names the bus connections (`chat-pub-<nodeId>`, `chat-sub-<nodeId>`). */
+  nodeId?: string;
+  /** Logs when the connection is lost and when it is back (once per outage, not per retry). */
+  log?: Logger;
+  /** Called with every error the connection reports (e.g. the bus counts them). */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * One Redis connection and the one answer to "Redis went away": while a connection that was up
+ * is down, callers fail at once (`ensureUp`, `down`) instead of waiting in ioredis' offline queue,
+ * which held every request 1-4 s during an outage. Before the first connect, commands wait for it.
+ */
+export class RedisLink {
+  readonly client: Redis;
+  private wasReady = false;
+  /** An outage was logged and its end is not yet (or a first connect failed and was logged). */
+  private lost = false;
+  private closing = false;
+
+  constructor(
+    readonly role: RedisRole,
+    url: string,
+    opts: RedisLinkOptions = {},
+  ) {
+    this.client = new Redis(url, {
+      lazyConnect: false,
+      enableReadyCheck: true,
+      retryStrategy,
+      // After a failover the old primary answers writes with READONLY: reconnect to the new one.
+      reconnectOnError: (err) => err.message.startsWith('READONLY'),
+      ...ROLE_OPTIONS[role](opts.nodeId ?? 'node'),
+    });
+    const { log, onError } = opts;
+    const lost = (err?: Error) => {
+      if (this.lost || this.closing) return;
+      this.lost = true;
+      log?.warn({ err, redis: role }, this.wasReady ? 'redis connection lost' : 'redis not reachable yet');
+    };
+    this.client.on('error', (err: Error) => {
+      onError?.(err);
+      lost(err);
+    });
+    this.client.on('close', () => {
+      if (this.wasReady) lost();
+    });
+    this.client.on('ready', () => {
+      if (this.lost) log?.info({ redis: role }, 'redis connection restored');
+      this.lost = false;
+      this.wasReady = true;
+    });
+  }
+
+  /** True while a connection that was up once is not ready (an outage, not the first connect). */
+  get down(): boolean {
+    return this.wasReady && this.client.status !== 'ready';
+  }
+
+  /** Throws SERVICE_UNAVAILABLE at once while the connection is down. */
+  ensureUp(): void {
+    if (this.down) throw new AppError('SERVICE_UNAVAILABLE', `redis (${this.role}) unavailable, retry later`);
+  }
+
+  /**
+   * True when Redis answers on this connection within `timeoutMs`. During an outage (or while a
+   * first connect is being retried) it is false without a round trip: a PING would only pile up
+   * in the offline queue. While the first connect is under way, the PING waits for it.
+   */
+  async ping(timeoutMs = 1000): Promise<boolean> {
+    if (this.down || this.closing || this.client.status === 'reconnecting') return false;
+    try {
+      // A subscriber connection answers ['pong', ''] instead of 'PONG': any answer will do.
+      await withTimeout(this.client.ping(), timeoutMs, `redis ping (${this.role})`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Waits until the connection is ready (now or after a reconnect). */
+  ready(): Promise<void> {
+    if (this.client.status === 'ready') return Promise.resolve();
+    return new Promise((resolve) => this.client.once('ready', () => resolve()));
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.client.quit().catch(() => undefined);
+    this.client.disconnect();
+  }
+}
