@@ -5,7 +5,7 @@
  * full new state), so history and a resumed subscription can overlap without duplicates.
  *
  * Framework-free: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`; the CLI uses
- * `apply`'s return value to decide what to print.
+ * `apply`'s return value to decide what to print; the browser page (web/src/main.ts) renders from it.
  */
 import { isDurableEvent, type Message, type PresenceStatus, type RoomEvent } from './types.js';
 
@@ -118,11 +118,52 @@ export class RoomTimeline {
     return true;
   }
 
+  /**
+   * Adds a message known from a call's answer (e.g. `chat.send`'s), which can arrive before or after
+   * its `message.new` event. A message already in the timeline is left alone (events carry its
+   * newer state), and `lastSeq` does not move: events below the message's seq may still be on
+   * their way. Returns whether the message was added.
+   */
+  insert(message: Message): boolean {
+    if (this.byId.has(message.id)) return false;
+    this.put(message);
+    this.changed();
+    return true;
+  }
+
   /** Sets a user's presence (e.g. from `presence.get` when the view opens). */
   setPresence(userId: string, status: PresenceStatus): void {
     if (this.presenceMap.get(userId) === status) return;
     this.presenceMap.set(userId, status);
     this.changed();
+  }
+
+  /**
+   * Raises a user's read position (e.g. from `room.members`' `lastReadSeq` when the view opens);
+   * a lower seq than the one known is ignored, as for `receipt.read` events.
+   */
+  setReadUpTo(userId: string, seq: number): void {
+    if ((this.reads.get(userId) ?? -1) >= seq) return;
+    this.reads.set(userId, seq);
+    this.changed();
+  }
+
+  /**
+   * Typing indicators run out without an event when a stop is lost. Drops the ones that have run
+   * out (subscribers are told when any did) and returns when the next one runs out, in ms since
+   * the epoch, or null when nobody is typing: call it again then to keep a view (or a snapshot) right.
+   */
+  expireTyping(now = Date.now()): number | null {
+    let next: number | null = null;
+    let dropped = false;
+    for (const [user, until] of this.typingUntil) {
+      if (until <= now) {
+        this.typingUntil.delete(user);
+        dropped = true;
+      } else if (next === null || until < next) next = until;
+    }
+    if (dropped) this.changed();
+    return next;
   }
 
   messages(): readonly Message[] {

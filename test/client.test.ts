@@ -11,6 +11,7 @@ import {
   createChatClient,
   errorCode,
   RoomTimeline,
+  TYPING_TTL_MS,
   type ChatClient,
   type ConnectionState,
   type InboxEvent,
@@ -348,5 +349,82 @@ describe('client helpers', () => {
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 8, message: msg(8, 'eight') })).toBe(true);
     expect(t.typing()).toEqual([]); // their message ended their typing
     expect(t.messages().map((m) => m.seq)).toEqual([3, 5, 7, 8]);
+  });
+
+  it('RoomTimeline: a call\'s answer is shown at once without moving lastSeq; its event, and newer ones, win', () => {
+    const t = new RoomTimeline('me');
+    const msg = (seq: number, body: string, editedAt: Date | null = null): Message => ({
+      id: `m${seq}`,
+      roomId: 'r',
+      seq,
+      senderId: 'me',
+      body,
+      kind: 'text',
+      attachments: [],
+      replyToId: null,
+      mentions: [],
+      createdAt: new Date(0),
+      editedAt,
+      deletedAt: null,
+      reactions: [],
+      replyCount: 0,
+      lastReplyAt: null,
+    });
+    let changes = 0;
+    t.subscribe(() => changes++);
+    t.load([msg(3, 'three')]);
+    // The answer of chat.send for seq 6 arrives before the events 4..6.
+    expect(t.insert(msg(6, 'six'))).toBe(true);
+    expect(t.lastSeq).toBe(3);
+    expect(t.messages().map((m) => m.seq)).toEqual([3, 6]);
+    expect(changes).toBe(2);
+    // Events below it are still applied, in order, and its own event is not a duplicate.
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 4, message: { ...msg(4, 'four'), senderId: 'you' } })).toBe(true);
+    expect(t.apply({ type: 'message.new', roomId: 'r', seq: 6, message: msg(6, 'six') })).toBe(true);
+    expect(t.messages().map((m) => m.seq)).toEqual([3, 4, 6]);
+    expect(t.lastSeq).toBe(6);
+    // An edit applied first is not undone by a late answer of the same message.
+    const edited = msg(6, 'six!', new Date(1));
+    expect(t.apply({ type: 'message.edited', roomId: 'r', seq: 7, message: edited })).toBe(true);
+    expect(t.insert(msg(6, 'six'))).toBe(false);
+    expect(t.byMessageId('m6')!.body).toBe('six!');
+    expect(t.messages().map((m) => m.seq)).toEqual([3, 4, 6]);
+  });
+
+  it('RoomTimeline: read positions only rise, whether seeded or from receipts', () => {
+    const t = new RoomTimeline('me');
+    let changes = 0;
+    t.subscribe(() => changes++);
+    t.setReadUpTo('you', 5);
+    t.setReadUpTo('you', 3); // an older position changes nothing
+    expect(t.getSnapshot().readUpTo.get('you')).toBe(5);
+    expect(changes).toBe(1);
+    expect(t.apply({ type: 'receipt.read', roomId: 'r', userId: 'you', seq: 4 })).toBe(false);
+    expect(t.apply({ type: 'receipt.read', roomId: 'r', userId: 'you', seq: 9 })).toBe(true);
+    t.setReadUpTo('you', 7);
+    expect(t.getSnapshot().readUpTo.get('you')).toBe(9);
+    expect(changes).toBe(2);
+  });
+
+  it('RoomTimeline: typing runs out after its TTL without an event, and subscribers are told', () => {
+    const t = new RoomTimeline('me');
+    let changes = 0;
+    t.subscribe(() => changes++);
+    const at = Date.now();
+    expect(t.expireTyping(at)).toBeNull();
+    t.apply({ type: 'typing', roomId: 'r', userId: 'ann', typing: true }, at);
+    t.apply({ type: 'typing', roomId: 'r', userId: 'bo', typing: true }, at + 3_000);
+    expect(changes).toBe(2);
+    // Nothing has run out yet: no change, and the next one runs out at ann's TTL.
+    expect(t.expireTyping(at + 5_000)).toBe(at + TYPING_TTL_MS);
+    expect(changes).toBe(2);
+    expect(t.getSnapshot().typing).toEqual(['ann', 'bo']);
+    // ann's runs out: one change, a fresh snapshot without her, and bo's is next.
+    expect(t.expireTyping(at + TYPING_TTL_MS)).toBe(at + 3_000 + TYPING_TTL_MS);
+    expect(changes).toBe(3);
+    expect(t.getSnapshot().typing).toEqual(['bo']);
+    expect(t.expireTyping(at + 3_000 + TYPING_TTL_MS)).toBeNull();
+    expect(changes).toBe(4);
+    expect(t.getSnapshot().typing).toEqual([]);
   });
 });

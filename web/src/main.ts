@@ -2,12 +2,20 @@
  * The browser chat page: plain TypeScript and the DOM, everything through the typed client
  * (no hand-written fetch). Built by Vite into web/dist and served by the server at `/`.
  */
-import { createChatClient, type ChatClient, type ConnectionState, type Message, type RoomEvent, type RouterOutputs } from '../../client/index.js';
+import {
+  createChatClient,
+  errorCode,
+  newClientId,
+  RoomTimeline,
+  type ChatClient,
+  type ConnectionState,
+  type Message,
+  type RoomEvent,
+  type RouterOutputs,
+} from '../../client/index.js';
 
 type RoomItem = RouterOutputs['room']['list'][number];
 type Member = RouterOutputs['room']['members'][number];
-type Status = RouterOutputs['presence']['get'][number]['status'];
-type Reactions = Message['reactions'];
 interface Session {
   token: string;
   userId: string;
@@ -23,7 +31,6 @@ const PAGE = 30;
 const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
 const TYPING_REFRESH_MS = 2500;
 const TYPING_IDLE_MS = 4000;
-const TYPING_SHOW_MS = 12_000;
 const MAX_WATCHED_ROOMS = 60;
 const SESSION_KEY = 'chat.session';
 
@@ -56,23 +63,9 @@ function h<K extends keyof HTMLElementTagNameMap>(
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
-/** crypto.randomUUID needs a secure context; getRandomValues works on plain http too. */
-function uuid(): string {
-  if (typeof crypto.randomUUID === 'function' && window.isSecureContext) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6]! & 0x0f) | 0x40;
-  b[8] = (b[8]! & 0x3f) | 0x80;
-  const x = [...b].map((n) => n.toString(16).padStart(2, '0')).join('');
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
-}
-
 function errorText(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
-}
-function errorCode(err: unknown): string | undefined {
-  const data = (err as { data?: { code?: string } } | null)?.data;
-  return data?.code;
 }
 
 let toastTimer: ReturnType<typeof setTimeout> | undefined;
@@ -278,17 +271,21 @@ function renderRooms() {
   );
 }
 
-/** One light subscription per room keeps the badges fresh (the server caps subscriptions per connection). */
+/**
+ * One light subscription per room keeps the badges fresh (the server caps subscriptions per connection).
+ * A new one starts from the seq the list was read at, so an event between the list and the subscription
+ * still refreshes it.
+ */
 function syncWatchers() {
   if (!chat) return;
-  const wanted = new Set(rooms.slice(0, MAX_WATCHED_ROOMS).map((r) => r.id));
+  const wanted = new Map(rooms.slice(0, MAX_WATCHED_ROOMS).map((r) => [r.id, r.lastSeq]));
   for (const [id, sub] of watchers) {
     if (!wanted.has(id)) {
       sub.unsubscribe();
       watchers.delete(id);
     }
   }
-  for (const id of wanted) {
+  for (const [id, listedSeq] of wanted) {
     if (watchers.has(id)) continue;
     const sub = chat.subscribeRoom(
       id,
@@ -303,6 +300,7 @@ function syncWatchers() {
           refreshRooms();
         },
       },
+      { lastEventId: String(listedSeq) },
     );
     watchers.set(id, sub);
   }
@@ -357,18 +355,20 @@ $('direct-form').addEventListener('submit', (e) => {
 // Room view: history on scroll, live events, typing, presence, receipts, reactions
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * One open room. Its state (messages in seq order, edits, deletions, reactions, typing, presence,
+ * read positions) is the client library's `RoomTimeline`, fed with history pages, the answers of
+ * `chat.send` and the room's events; this class only renders it and sends what the user does.
+ */
 class RoomView {
-  private messages: Message[] = [];
-  private readonly els = new Map<string, HTMLElement>();
+  private readonly timeline = new RoomTimeline(me());
+  /** Rendered messages by id, with the message object each was rendered from (the timeline replaces it on change). */
+  private readonly els = new Map<string, { message: Message; el: HTMLElement }>();
   private readonly pending = new Map<string, { body: string; el: HTMLElement }>();
   private members = new Map<string, Member>();
-  private readonly presence = new Map<string, Status>();
-  private readonly readSeq = new Map<string, number>();
-  private readonly typing = new Map<string, ReturnType<typeof setTimeout>>();
+  private typingTimer: ReturnType<typeof setTimeout> | undefined;
   private hasMore = false;
   private loadingOlder = false;
-  /** The last durable seq this view has seen (history or events): what markRead reports. */
-  private lastSeq = 0;
   private markedSeq = 0;
   private sub: Sub | null = null;
   private closed = false;
@@ -425,17 +425,15 @@ class RoomView {
       if (this.closed) return;
       $('room-title').textContent = roomLabel(room);
       $('room-topic').textContent = room.topic ?? (room.kind === 'direct' ? 'Direct message' : `${room.memberCount} members`);
-      this.messages = page.messages;
+      this.timeline.load(page.messages);
       this.hasMore = page.hasMore;
-      const newest = page.messages.at(-1)?.seq ?? 0;
-      this.lastSeq = newest;
       this.render();
       this.scrollToBottom();
       // History first, then the live stream from the last seq we have: nothing missed, nothing twice.
       this.sub = this.chat.subscribeRoom(
         this.roomId,
         { onEvent: (event) => this.apply(event), onError: (err) => this.onStreamError(err) },
-        { lastEventId: String(newest) },
+        { lastEventId: String(Math.max(0, this.timeline.lastSeq)) },
       );
       this.markRead();
       this.input.focus();
@@ -450,7 +448,7 @@ class RoomView {
     this.closed = true;
     this.sub?.unsubscribe();
     this.stopTyping();
-    for (const t of this.typing.values()) clearTimeout(t);
+    clearTimeout(this.typingTimer);
     for (const f of this.cleanup) f();
   }
 
@@ -466,11 +464,12 @@ class RoomView {
   private async loadMembers() {
     const list = await this.chat.trpc.room.members.query({ roomId: this.roomId });
     this.members = new Map(list.map((m) => [m.userId, m]));
-    for (const m of list) this.readSeq.set(m.userId, Math.max(this.readSeq.get(m.userId) ?? 0, m.lastReadSeq));
+    for (const m of list) this.timeline.setReadUpTo(m.userId, m.lastReadSeq);
     const ids = list.map((m) => m.userId).slice(0, 200);
     if (ids.length) {
       const states = await this.chat.trpc.presence.get.query({ userIds: ids });
-      for (const p of states) if (!this.presence.has(p.userId)) this.presence.set(p.userId, p.status);
+      // A presence event that came in meanwhile is newer than this answer.
+      for (const p of states) if (this.timeline.presence(p.userId) === undefined) this.timeline.setPresence(p.userId, p.status);
     }
     if (!this.closed) {
       this.renderMembers();
@@ -486,39 +485,33 @@ class RoomView {
 
   private apply(e: RoomEvent) {
     if (this.closed) return;
+    const isMessage = e.type === 'message.new' || e.type === 'message.edited' || e.type === 'message.deleted';
+    const stick = isMessage && this.nearBottom();
+    const known = isMessage && this.timeline.byMessageId(e.message.id) !== undefined;
+    // The timeline drops what it has already applied (a replay after a resume) and keeps `me` on reactions.
+    if (!this.timeline.apply(e)) return;
     switch (e.type) {
       case 'ready':
         return;
       case 'message.new':
       case 'message.edited':
-      case 'message.deleted': {
-        this.lastSeq = Math.max(this.lastSeq, e.seq);
-        const stick = this.nearBottom();
-        const old = this.messages.find((m) => m.id === e.message.id);
+      case 'message.deleted':
         if (e.type === 'message.new') {
-          this.clearTyping(e.message.senderId);
+          this.renderTyping();
           // Our own message can arrive on the stream before `send` answers: it replaces its placeholder.
-          if (e.message.senderId === me() && !old) this.dropPending(e.message.body);
+          if (e.message.senderId === me() && !known) this.dropPending(e.message.body);
         }
-        // Broadcast events carry `me: false`: keep what we know about our own reactions.
-        this.upsert(old ? { ...e.message, reactions: mergeMine(old.reactions, e.message.reactions) } : e.message);
+        this.render();
         if (stick || e.message.senderId === me()) this.scrollToBottom();
         this.markRead();
         return;
-      }
       case 'reaction.added':
-      case 'reaction.removed': {
-        this.lastSeq = Math.max(this.lastSeq, e.seq);
-        const old = this.messages.find((m) => m.id === e.messageId);
-        if (!old) return;
-        const mine = e.userId === me() ? { emoji: e.emoji, me: e.type === 'reaction.added' } : null;
-        this.upsert({ ...old, reactions: mergeMine(old.reactions, e.reactions, mine) });
+      case 'reaction.removed':
+        this.render();
         return;
-      }
       case 'member.joined':
       case 'member.left':
       case 'member.updated':
-        this.lastSeq = Math.max(this.lastSeq, e.seq);
         if (e.type === 'member.left' && e.userId === me()) {
           toast('You are no longer a member of this room.');
           leaveView();
@@ -528,38 +521,20 @@ class RoomView {
         void this.loadMembers().catch(report);
         return;
       case 'room.updated':
-        this.lastSeq = Math.max(this.lastSeq, e.seq);
         $('room-title').textContent = e.name;
         $('room-topic').textContent = e.topic ?? '';
         refreshRooms();
         return;
       case 'typing':
-        if (e.userId === me()) return;
-        if (e.typing) this.showTyping(e.userId);
-        else this.clearTyping(e.userId);
+        this.renderTyping();
         return;
       case 'presence':
-        this.presence.set(e.userId, e.status);
         this.renderMembers();
         return;
       case 'receipt.read':
-        this.readSeq.set(e.userId, Math.max(this.readSeq.get(e.userId) ?? 0, e.seq));
         this.renderSeen();
         return;
     }
-  }
-
-  private upsert(m: Message) {
-    const i = this.messages.findIndex((x) => x.id === m.id);
-    if (i >= 0) this.messages[i] = m;
-    else {
-      // Keep ascending seq order (events and pages can interleave).
-      let j = this.messages.length;
-      while (j > 0 && this.messages[j - 1]!.seq > m.seq) j--;
-      this.messages.splice(j, 0, m);
-    }
-    this.els.delete(m.id);
-    this.render();
   }
 
   // --- rendering -------------------------------------------------------------------------------
@@ -572,11 +547,11 @@ class RoomView {
         : h('div', { class: 'history-edge', id: 'history-start' }, 'This is the beginning of the conversation.'),
     );
     let prev: Message | undefined;
-    for (const m of this.messages) {
-      let el = this.els.get(m.id);
+    for (const m of this.timeline.messages()) {
+      let el = this.els.get(m.id)?.message === m ? this.els.get(m.id)!.el : undefined;
       if (!el) {
         el = this.messageEl(m);
-        this.els.set(m.id, el);
+        this.els.set(m.id, { message: m, el });
       }
       const grouped =
         !!prev && prev.senderId === m.senderId && prev.kind !== 'system' && m.kind !== 'system' && m.createdAt.getTime() - prev.createdAt.getTime() < 5 * 60_000;
@@ -645,11 +620,11 @@ class RoomView {
   /** "Seen by …" under my latest message: members whose read position reached it. */
   private renderSeen() {
     this.box.querySelector('.seen')?.remove();
-    const last = [...this.messages].reverse().find((m) => m.senderId === me() && m.kind !== 'system');
+    const last = [...this.timeline.messages()].reverse().find((m) => m.senderId === me() && m.kind !== 'system');
     if (!last) return;
-    const el = this.els.get(last.id);
+    const el = this.els.get(last.id)?.el;
     if (!el) return;
-    const readers = [...this.readSeq]
+    const readers = [...this.timeline.getSnapshot().readUpTo]
       .filter(([u, s]) => u !== me() && s >= last.seq && this.members.has(u))
       .map(([u]) => this.nameOf(u))
       .sort();
@@ -659,12 +634,11 @@ class RoomView {
 
   private renderMembers() {
     const order: Record<string, number> = { online: 0, away: 1, dnd: 2, offline: 3 };
-    const list = [...this.members.values()].sort(
-      (a, b) => (order[this.presence.get(a.userId) ?? 'offline']! - order[this.presence.get(b.userId) ?? 'offline']!) || a.userId.localeCompare(b.userId),
-    );
+    const statusOf = (userId: string) => this.timeline.presence(userId) ?? 'offline';
+    const list = [...this.members.values()].sort((a, b) => order[statusOf(a.userId)]! - order[statusOf(b.userId)]! || a.userId.localeCompare(b.userId));
     $('members').replaceChildren(
       ...list.slice(0, 12).map((m) => {
-        const status = this.presence.get(m.userId) ?? 'offline';
+        const status = statusOf(m.userId);
         const name = m.name ?? m.userId;
         return h(
           'li',
@@ -678,23 +652,15 @@ class RoomView {
     );
   }
 
-  private showTyping(userId: string) {
-    clearTimeout(this.typing.get(userId));
-    // The server expires typing after 10 s; keep it a little longer than that in case of a late stop.
-    this.typing.set(
-      userId,
-      setTimeout(() => this.clearTyping(userId), TYPING_SHOW_MS),
-    );
-    this.renderTyping();
-  }
-  private clearTyping(userId: string) {
-    clearTimeout(this.typing.get(userId));
-    if (this.typing.delete(userId)) this.renderTyping();
-  }
   private renderTyping() {
-    const names = [...this.typing.keys()].map((u) => this.nameOf(u)).sort();
+    // An indicator whose stop was lost runs out on its own (the server's TTL): render again then.
+    clearTimeout(this.typingTimer);
+    const next = this.timeline.expireTyping();
+    if (next !== null) this.typingTimer = setTimeout(() => this.renderTyping(), Math.max(0, next - Date.now()));
+    const typing = this.timeline.typing();
+    const names = typing.map((u) => this.nameOf(u)).sort();
     const el = $('typing');
-    el.dataset.users = [...this.typing.keys()].sort().join(',');
+    el.dataset.users = [...typing].sort().join(',');
     if (!names.length) el.textContent = '';
     else {
       const who = names.length === 1 ? `${names[0]} is` : names.length === 2 ? `${names[0]} and ${names[1]} are` : `${names.length} people are`;
@@ -723,7 +689,7 @@ class RoomView {
     this.chat.trpc.chat.typing.mutate({ roomId: this.roomId, typing: false }).catch(() => undefined);
   }
 
-  private send(clientId = uuid(), text = this.input.value.trim()) {
+  private send(clientId = newClientId(), text = this.input.value.trim()) {
     if (!text) return;
     this.input.value = '';
     this.stopTyping();
@@ -736,8 +702,9 @@ class RoomView {
       (m) => {
         this.pending.delete(clientId);
         if (!this.closed) {
-          this.lastSeq = Math.max(this.lastSeq, m.seq);
-          this.upsert(this.messages.find((x) => x.id === m.id) ?? m);
+          // Shown now even if its event is still on the way (the event, or a newer one, wins).
+          this.timeline.insert(m);
+          this.render();
           this.scrollToBottom();
           this.markRead();
         }
@@ -770,9 +737,10 @@ class RoomView {
     call.mutate({ messageId, emoji }).catch(report);
   }
 
+  /** Reports the last durable seq this view has applied (history or events) as read. */
   private markRead = debounce(() => {
-    if (this.closed || document.visibilityState === 'hidden' || this.lastSeq <= this.markedSeq) return;
-    const seq = this.lastSeq;
+    if (this.closed || document.visibilityState === 'hidden' || this.timeline.lastSeq <= this.markedSeq) return;
+    const seq = this.timeline.lastSeq;
     this.markedSeq = seq;
     this.chat.trpc.receipt.markRead.mutate({ roomId: this.roomId, seq }).then(
       () => refreshRooms(),
@@ -787,8 +755,8 @@ class RoomView {
 
   private async loadOlder() {
     if (!this.hasMore || this.loadingOlder || this.closed) return;
-    const oldest = this.messages[0]?.seq;
-    if (oldest === undefined) return;
+    const oldest = this.timeline.oldestSeq();
+    if (oldest === null) return;
     this.loadingOlder = true;
     const edge = document.getElementById('history-more');
     if (edge) edge.textContent = 'Loading older messages…';
@@ -797,8 +765,7 @@ class RoomView {
       if (this.closed) return;
       const before = this.box.scrollHeight;
       const top = this.box.scrollTop;
-      const known = new Set(this.messages.map((m) => m.id));
-      this.messages = [...page.messages.filter((m) => !known.has(m.id)), ...this.messages];
+      this.timeline.load(page.messages);
       this.hasMore = page.hasMore;
       this.loadingOlder = false;
       this.render();
@@ -823,16 +790,6 @@ class RoomView {
   private scrollToBottom() {
     this.box.scrollTop = this.box.scrollHeight;
   }
-}
-
-/** Our reactions from what we knew (`me`), counts from the server; `change` is our own new action. */
-function mergeMine(old: Reactions, next: Reactions, change: { emoji: string; me: boolean } | null = null): Reactions {
-  const mine = new Set(old.filter((r) => r.me).map((r) => r.emoji));
-  if (change) {
-    if (change.me) mine.add(change.emoji);
-    else mine.delete(change.emoji);
-  }
-  return next.map((r) => ({ ...r, me: r.me || mine.has(r.emoji) }));
 }
 
 function leaveView() {
