@@ -23,7 +23,6 @@ import type {
   ProgressResult,
   SendMode,
   SendResult,
-  System,
 } from './lib/ipc.js';
 import { mapLimit, makeToken, OursApi } from './lib/ours-api.js';
 import { cleanRedis, freePort, killAll, ROOT, sleep } from './lib/proc.js';
@@ -139,7 +138,10 @@ function provision(s: Server): Provision {
   return {
     token: (u) => {
       let t = tokens.get(u);
-      if (!t) tokens.set(u, (t = makeToken(JWT_SECRET, u)));
+      if (!t) {
+        t = makeToken(JWT_SECRET, u);
+        tokens.set(u, t);
+      }
       return t;
     },
     group: async () => randomUUID(),
@@ -178,7 +180,9 @@ async function closeAll() {
 
 function split<T>(items: T[], parts: number, key: (item: T, i: number) => number = (_, i) => i): T[][] {
   const out: T[][] = Array.from({ length: parts }, () => []);
-  items.forEach((it, i) => out[key(it, i) % parts]!.push(it));
+  items.forEach((it, i) => {
+    out[key(it, i) % parts]!.push(it);
+  });
   return out;
 }
 
@@ -225,7 +229,13 @@ const round = (v: number, d = 1) => Math.round(v * 10 ** d) / 10 ** d;
 
 function mergeRanges(all: KeyRanges[]): KeyRanges {
   const out: KeyRanges = {};
-  for (const r of all) for (const [room, ranges] of Object.entries(r)) (out[room] ??= []).push(...ranges);
+  for (const r of all) {
+    for (const [room, ranges] of Object.entries(r)) {
+      const list = out[room] ?? [];
+      list.push(...ranges);
+      out[room] = list;
+    }
+  }
   return out;
 }
 
@@ -262,7 +272,9 @@ async function runPhase(o: {
   const watermark = o.mode.mode === 'window';
   await Promise.all(allWorkers.map((w) => w.call({ cmd: 'phase', args: { watermark } })));
   if (watermark) {
-    subWorkers.forEach((w, i) => (w.onWatermark = (value) => o.senders[0]!.notify({ cmd: 'wm', from: i, value })));
+    subWorkers.forEach((w, i) => {
+      w.onWatermark = (value) => o.senders[0]!.notify({ cmd: 'wm', from: i, value });
+    });
   }
   const sampler = new Sampler(
     o.servers.map((s) => s.proc.pid),
@@ -783,7 +795,9 @@ function ratios(results: Record<string, Record<string, Record<string, unknown>>>
         const b = r[k];
         q[k] = typeof a === 'number' && typeof b === 'number' && b !== 0 ? round(a / b, 2) : null;
       }
-      (out[scen] ??= {})[`oursVs_${peer}`] = q;
+      const row = out[scen] ?? {};
+      row[`oursVs_${peer}`] = q;
+      out[scen] = row;
     }
   }
   return out;

@@ -10,7 +10,7 @@
  */
 import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, type TRPCClient } from '@trpc/client';
 import superjson from 'superjson';
-import { errorCode, isTransient, retryAfterMs } from './errors.js';
+import { isTransient, retryAfterMs } from './errors.js';
 import { RoomTimeline } from './room-timeline.js';
 import type { AppRouter, InboxEvent, RoomEvent } from './types.js';
 

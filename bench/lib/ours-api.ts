@@ -18,7 +18,10 @@ export class OursApi {
 
   token(user: string): string {
     let t = this.tokens.get(user);
-    if (!t) this.tokens.set(user, (t = makeToken(this.secret, user)));
+    if (!t) {
+      t = makeToken(this.secret, user);
+      this.tokens.set(user, t);
+    }
     return t;
   }
 

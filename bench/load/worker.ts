@@ -248,7 +248,10 @@ class SendRun {
     this.lastAckUs = now;
     this.ackHist.recordValue(Math.max(1, now - p.t0));
     let keys = this.ackedKeys.get(p.target.room);
-    if (!keys) this.ackedKeys.set(p.target.room, (keys = []));
+    if (!keys) {
+      keys = [];
+      this.ackedKeys.set(p.target.room, keys);
+    }
     keys.push(key);
     this.after(p);
   }

@@ -108,7 +108,7 @@ http.listen(port, '127.0.0.1', () => {
 });
 
 const stop = () => {
-  io.close();
+  void io.close();
   pub?.disconnect();
   sub?.disconnect();
   void pool?.end();

@@ -77,7 +77,10 @@ wss.on('connection', (ws) => {
     }
     if (m.t === 'join' && typeof m.room === 'string') {
       let set = rooms.get(m.room);
-      if (!set) rooms.set(m.room, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        rooms.set(m.room, set);
+      }
       set.add(ws);
       joined.get(ws)!.push(m.room);
       ws.send(`{"t":"ack","id":${Number(m.id)}}`);

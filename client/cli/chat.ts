@@ -166,7 +166,10 @@ class ChatSession {
     }
     if (event.type === 'typing') {
       // In a terminal the prompt shows who is typing; piped output gets a line when it starts.
-      if (this.tty) return this.refreshPrompt();
+      if (this.tty) {
+        this.refreshPrompt();
+        return;
+      }
     }
     if (event.type === 'receipt.read') return; // shown by /who, not as a stream of lines
     if (event.type === 'member.joined' || event.type === 'member.left') return; // the system message says it

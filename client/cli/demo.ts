@@ -52,12 +52,24 @@ export async function demo(ctx: Context, opts: { messages: number; delay: number
     const room = await alice.client.trpc.room.create.mutate({ kind: 'group', name: `demo ${new Date().toISOString().slice(11, 19)}`, memberIds: [bob.id] });
     ctx.out.note(pc.bold(`demo room "${room.name}" ${pc.dim(room.id)} on ${ctx.url}`));
 
-    const check = (p: Participant) => (p.waiters = p.waiters.filter((w) => (w.pred() ? (w.resolve(), false) : true)));
+    const check = (p: Participant) => {
+      p.waiters = p.waiters.filter((w) => {
+        if (!w.pred()) return true;
+        w.resolve();
+        return false;
+      });
+    };
     const until = (p: Participant, pred: () => boolean, what: string) =>
       new Promise<void>((resolve, reject) => {
         if (pred()) return resolve();
         const timer = setTimeout(() => reject(new CliError(`demo: timed out waiting for ${what}`)), WAIT_MS);
-        p.waiters.push({ pred, resolve: () => (clearTimeout(timer), resolve()) });
+        p.waiters.push({
+          pred,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
       });
     let ready = 0;
     const subs = people.map((p) =>
@@ -110,7 +122,10 @@ export async function demo(ctx: Context, opts: { messages: number; delay: number
 }
 
 function show(ctx: Context, event: RoomEvent): void {
-  if (ctx.json) return ctx.out.jsonLine(event);
+  if (ctx.json) {
+    ctx.out.jsonLine(event);
+    return;
+  }
   if (event.type === 'ready' || event.type === 'member.joined') return;
   const line = formatEvent(event);
   if (line) ctx.out.line(line);
