@@ -16,7 +16,7 @@ import { EventPublisher } from './publisher.js';
 import { Store } from '../store/store.js';
 import { RoomService } from './rooms.js';
 import { AccessService } from './access.js';
-import { StreamService } from '../stream/streams.js';
+import { StreamService } from './room-streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
 import { createVideoProvider } from '../video/index.js';

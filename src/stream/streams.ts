@@ -1,9 +1,7 @@
 import { EventQueue } from './queue.js';
 import type { RoomEvent } from '../domain/events.js';
 import type { EventSource, HubSubscriber, SharedEncoding, StreamEvent, StreamHubs } from './hubs.js';
-import type { Actor } from '../domain/actor.js';
 import { badRequest } from '../domain/errors.js';
-import type { AccessService } from '../services/access.js';
 
 /** Page size of a resume replay: a client far behind never pulls its whole backlog into memory. */
 export const REPLAY_PAGE = 200;
@@ -62,15 +60,16 @@ export function isPushable<T>(value: unknown): value is Pushable<T> {
   return !!value && typeof value === 'object' && PUSH in value;
 }
 
-export interface StreamOptions<E extends StreamEvent, T> {
+/** `E`: the events of the hub; `R`: the `ready` event a fresh stream starts with. */
+export interface StreamOptions<E extends StreamEvent, T, R extends StreamEvent = E> {
   hubs: StreamHubs<E>;
   source: EventSource<E & { seq: number }>;
   key: string;
   userId: string;
   after: number | null;
   signal: AbortSignal | undefined;
-  ready: (seq: number) => E;
-  wrap: (id: string, event: E) => T;
+  ready: (seq: number) => R;
+  wrap: (id: string, event: E | R) => T;
   conn?: StreamConn | undefined;
 }
 
@@ -79,7 +78,7 @@ export interface StreamOptions<E extends StreamEvent, T> {
  * client missed from PostgreSQL up to the hub's position, then go live; duplicates are dropped by
  * seq. Without `after` the stream starts with `ready(position)`. Consumed once, either way.
  */
-export function resumableStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>): Pushable<T> {
+export function resumableStream<E extends StreamEvent, T, R extends StreamEvent = E>(opts: StreamOptions<E, T, R>): Pushable<T> {
   let used = false;
   const claim = () => {
     if (used) throw new Error('a stream is consumed once');
@@ -110,7 +109,7 @@ export function resumableStream<E extends StreamEvent, T>(opts: StreamOptions<E,
  * when already delivered, coalesced when the connection is congested, written otherwise. Returns
  * a function that ends the stream.
  */
-function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: PushSink<T>): () => void {
+function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: StreamOptions<E, T, R>, sink: PushSink<T>): () => void {
   const { hubs, source, key, signal, wrap } = opts;
   const flow = opts.conn?.flow;
   let last = 0;
@@ -231,36 +230,3 @@ function runStream<E extends StreamEvent, T>(opts: StreamOptions<E, T>, sink: Pu
 
 /** How often a stream holding coalesced events checks whether its socket drained. */
 export const DRAIN_CHECK_MS = 50;
-
-/** Room event streams (`chat.events`). */
-export class StreamService {
-  constructor(
-    private readonly access: AccessService,
-    private readonly log: EventSource,
-    private readonly hubs: StreamHubs<any>,
-  ) {}
-
-  /** Checks access, then returns the stream (errors before the first event are typed). */
-  async open<T>(
-    actor: Actor,
-    roomId: string,
-    lastEventId: string | null | undefined,
-    signal: AbortSignal | undefined,
-    wrap: Wrap<T>,
-    conn?: StreamConn,
-  ): Promise<Pushable<T>> {
-    const after = parseLastEventId(lastEventId);
-    await this.access.requireAccess(actor, roomId, 'read');
-    return resumableStream<any, T>({
-      hubs: this.hubs,
-      source: this.log,
-      key: roomId,
-      userId: actor.id,
-      after,
-      signal,
-      ready: (seq) => ({ type: 'ready', roomId, seq }),
-      wrap: wrap as (id: string, e: any) => T,
-      conn,
-    });
-  }
-}
