@@ -83,7 +83,8 @@ export class Metrics {
   readonly registry: Registry;
 
   constructor(telemetry: Telemetry, sources: MetricsSources) {
-    const r = (this.registry = telemetry.registry);
+    this.registry = telemetry.registry;
+    const r = this.registry;
     collectDefaultMetrics({ register: r, prefix: 'chat_process_', eventLoopMonitoringPrecision: 20 });
     const gauge = (name: string, help: string, read: () => number | Promise<number>) =>
       new Gauge({

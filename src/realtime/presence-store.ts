@@ -69,7 +69,10 @@ export class MemoryPresenceStore implements PresenceStore {
     const key = enc(c);
     const had = this.live(key)?.size ?? 0;
     let m = this.conns.get(key);
-    if (!m) this.conns.set(key, (m = new Map()));
+    if (!m) {
+      m = new Map();
+      this.conns.set(key, m);
+    }
     m.set(c.connId, Date.now() + this.ttlMs);
     return had === 0;
   }
@@ -84,7 +87,7 @@ export class MemoryPresenceStore implements PresenceStore {
   async disconnect(c: PresenceConn): Promise<boolean> {
     const key = enc(c);
     const m = this.conns.get(key);
-    if (!m || !m.delete(c.connId)) return false;
+    if (!m?.delete(c.connId)) return false;
     this.seen.set(key, Date.now());
     return !this.live(key);
   }

@@ -39,7 +39,7 @@ export const authRouter = router({
    * connection and its subscriptions go on. Over HTTP every request carries its own token anyway.
    */
   refresh: authedProcedure.input(z.object({ token: z.string().min(1).max(8192) })).mutation(async ({ ctx, input }) => {
-    let next;
+    let next: ReturnType<typeof verifyToken>;
     try {
       next = verifyToken(input.token, ctx.services.deps.config.jwtSecret);
     } catch (err) {

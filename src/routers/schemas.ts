@@ -14,6 +14,7 @@ export const UserId = z
   .string()
   .min(1, 'userId must not be empty')
   .max(128, 'userId is at most 128 characters')
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
   .regex(/^[^\s\u0000-\u001f]+$/, 'userId must not contain whitespace or control characters');
 export const Seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const RoomName = z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters');
@@ -39,6 +40,7 @@ export const Emoji = z
   .string()
   .min(1, 'emoji must not be empty')
   .max(64, 'emoji is at most 64 characters')
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
   .regex(/^[^\s\u0000-\u001f]+$/u, 'emoji must not contain whitespace');
 export const SearchQuery = z.string().trim().min(1, 'query must not be empty').max(200, 'query is at most 200 characters');
 export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'kind may contain letters, digits and _ . : - only');

@@ -27,7 +27,7 @@ export class RateLimits {
   private readonly limiters: Record<LimitKind, Limiter>;
 
   constructor(
-    private readonly config: Config,
+    config: Config,
     private readonly counters: Counters,
     /** Where the counts live: a Redis connection shared by all nodes, or null for this process. */
     private readonly redis: RedisLink | null,

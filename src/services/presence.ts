@@ -20,7 +20,7 @@ export class PresenceService {
     private readonly deps: Deps,
     private readonly store: PresenceStore,
     private readonly publisher: EventPublisher,
-    private readonly ttlMs = PRESENCE_TTL_MS,
+    ttlMs = PRESENCE_TTL_MS,
   ) {
     const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
     const sweep = setInterval(() => void this.sweep(), Math.floor(ttlMs / 2));
@@ -65,7 +65,7 @@ export class PresenceService {
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    let state;
+    let state: Awaited<ReturnType<PresenceStore['get']>>[number] | undefined;
     try {
       await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);
       [state] = await this.store.get(actor.tenant, [actor.id]);

@@ -71,7 +71,10 @@ export class SessionService {
     const s = new Session(actor, socket);
     const key = userKey(actor.tenant, actor.id);
     let set = this.byUser.get(key);
-    if (!set) this.byUser.set(key, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.byUser.set(key, set);
+    }
     set.add(s);
     this.armExpiry(s);
     socket.once('close', () => {

@@ -28,7 +28,10 @@ export class TypingService {
     const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
     const now = Date.now();
     let s = this.state.get(key);
-    if (!s) this.state.set(key, (s = { typing: false, lastPublish: 0, timer: null }));
+    if (!s) {
+      s = { typing: false, lastPublish: 0, timer: null };
+      this.state.set(key, s);
+    }
     if (s.timer) clearTimeout(s.timer);
     s.timer = null;
     const forward = s.typing !== typing || now - s.lastPublish >= this.timing.throttleMs;

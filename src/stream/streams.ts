@@ -160,7 +160,8 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
       if (queued > flow.soft) {
         const k = durable ? null : hubs.kind.coalesceKey(e);
         if (k !== null) {
-          (coalesced ??= new Map()).set(k, e);
+          coalesced ??= new Map();
+          coalesced.set(k, e);
           drainTimer ??= setTimeout(checkDrained, DRAIN_CHECK_MS);
           return;
         }

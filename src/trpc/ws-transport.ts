@@ -259,7 +259,8 @@ export function createWsTransport<TRouter extends AnyRouter, TCtx>(opts: WsTrans
     }
 
     async subscribe(id: RequestId, jsonrpc: '2.0' | undefined, path: string, input: unknown, batchIndex: number, ready: Promise<CtxResult>): Promise<void> {
-      const subs = (this.subs ??= new Map());
+      this.subs ??= new Map();
+      const subs = this.subs;
       if (subs.has(id)) {
         this.respondError(id, jsonrpc, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }), 'subscription', path, input);
         return;

@@ -1,2 +1,2 @@
 /** `Omit` applied to each member of a union (keeps discriminated unions discriminated). */
-export type DistributiveOmit<T, K extends keyof any> = T extends unknown ? Omit<T, K> : never;
+export type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;

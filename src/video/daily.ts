@@ -175,7 +175,7 @@ export class DailyProvider implements VideoProvider {
     }
   }
 
-  private async request<T = Record<string, any>>(method: string, path: string, body?: unknown): Promise<T> {
+  private async request<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
       res = await fetch(`${this.opts.apiUrl}${path}`, {

@@ -4,7 +4,7 @@ import { Migration20261122031149 } from './Migration20261122031149.js';
 import { Migration20261122033500 } from './Migration20261122033500.js';
 import { Migration20261122041500 } from './Migration20261122041500.js';
 
-type MigrationCtor = new (...args: any[]) => Migration;
+type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
 /** Every migration, in order. New migrations are appended here (see `npm run migration:create`). */
 export const migrationsList: { name: string; class: MigrationCtor }[] = [
