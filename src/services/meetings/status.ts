@@ -3,12 +3,12 @@ import { markMeetingEnded, markMeetingLive } from '../../store/meetings.js';
 import type { Tx } from '../../store/tx.js';
 import { systemMessage } from '../system-message.js';
 
-const displayTitle = (title: string | null) => (title ? `Meeting "${title}"` : 'Meeting');
-
 /**
  * Status moves only forward (scheduled -> live -> ended); each move that happens writes its system
  * message in the same transaction, so a repeated or late move writes nothing.
  */
+
+const displayTitle = (title: string | null) => (title ? `Meeting "${title}"` : 'Meeting');
 
 /** scheduled -> live (only from scheduled: an ended meeting is never reopened). */
 export async function markLive(tx: Tx, meeting: { id: string; room_id: string }, at: Date, by: Actor): Promise<void> {
