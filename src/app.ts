@@ -103,7 +103,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   };
 
   const serveStatic = createStaticHandler(opts.webDir);
-  const videoWebhooks = videoWebhookHandler(services.meetings, log);
+  const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === '/healthz') return json(res, 200, { status: 'ok' });

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../logger.js';
 import { AppError } from '../domain/errors.js';
-import type { MeetingService } from '../services/meetings.js';
+import type { MeetingWebhooks } from '../services/meetings/index.js';
 import { WebhookAuthError } from '../video/provider.js';
 
 /** Provider webhooks are a few KiB; anything much larger is not one. */
@@ -47,11 +47,11 @@ function readRawBody(req: IncomingMessage, limit: number): Promise<string> {
 }
 
 /**
- * `POST /webhooks/video/livekit` and `POST /webhooks/video/daily`: raw body -> MeetingService.
+ * `POST /webhooks/video/livekit` and `POST /webhooks/video/daily`: raw body -> MeetingWebhooks.
  * 200 processed/duplicate/ignored, 401 unsigned/wrongly signed/stale, 400 malformed, 404 provider not
  * configured, 405 not POST, 413 too large, 500 our failure (the provider retries).
  */
-export function videoWebhookHandler(meetings: MeetingService, log: Logger) {
+export function videoWebhookHandler(webhooks: MeetingWebhooks, log: Logger) {
   return (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
     if (!path.startsWith('/webhooks/video/')) return false;
     const send = (status: number, body: object, headers: Record<string, string> = {}) => {
@@ -71,7 +71,7 @@ export function videoWebhookHandler(meetings: MeetingService, log: Logger) {
     void (async () => {
       try {
         const raw = await readRawBody(req, VIDEO_WEBHOOK_MAX_BYTES);
-        const outcome = await meetings.handleWebhook(provider, raw, req.headers);
+        const outcome = await webhooks.handle(provider, raw, req.headers);
         log.debug({ provider, outcome }, 'video webhook');
         send(200, { ok: true, outcome });
       } catch (err) {

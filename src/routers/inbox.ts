@@ -21,7 +21,7 @@ export const inboxRouter = router({
       }
     }),
 
-  /** A notification in a user's inbox (service tokens). */
+  /** A notification in a user's inbox (service and admin tokens). */
   notify: authedProcedure
     .input(z.object({ userId: UserId, kind: NotificationKind, title: z.string().min(1).max(200), data: SmallJson.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.inbox.notify(ctx.actor, input)),

@@ -1,13 +1,12 @@
-import type { DistributiveOmit } from '../util/types.js';
-import { channels, type InboxEvent, type InboxItem, type InboxSignal } from '../domain/events.js';
-import { encodeEvent, StreamHubs, type EventSource, type StreamKind } from '../stream/hubs.js';
+import { channels, type InboxEvent, type InboxItem } from '../domain/events.js';
+import { StreamHubs, type EventSource, type StreamKind } from '../stream/hubs.js';
 import type { Actor } from '../domain/actor.js';
-import { type Deps, type Em, em as fork, sql } from './deps.js';
+import type { Deps } from './deps.js';
 import { forbidden } from '../domain/errors.js';
+import { type Em, kysely } from '../store/database.js';
+import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs } from '../store/inbox.js';
 import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
-
-export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
 
 /** Inbox stream keys: tenant and user id, unambiguous. */
 export const inboxKey = (tenant: string, userId: string) => JSON.stringify([tenant, userId]);
@@ -32,10 +31,10 @@ export class InboxService implements EventSource<InboxItem> {
   readonly hubs: StreamHubs<InboxEvent>;
 
   constructor(
-    private readonly deps: Deps,
+    deps: Deps,
     private readonly store: Store,
   ) {
-    this.hubs = new StreamHubs<InboxEvent>(inboxStreamKind, deps.bus, this as EventSource<any>, (err) =>
+    this.hubs = new StreamHubs<InboxEvent>(inboxStreamKind, deps.bus, this, (err) =>
       deps.log.warn({ err }, 'inbox hub error'),
     );
   }
@@ -44,20 +43,14 @@ export class InboxService implements EventSource<InboxItem> {
    * Blanks the excerpt of the mention items of a deleted message (the deleted body must leave no
    * read path, and inbox replay is one). `userIds` are the message's mentions: exactly who got one.
    */
-  async redactMentions(em: Em, tenant: string, userIds: string[], messageId: string): Promise<void> {
-    if (userIds.length === 0) return;
-    await sql(
-      em,
-      `update inbox_event set data = jsonb_set(data, '{excerpt}', '""')
-        where tenant = ? and user_id = any(array[?]::text[]) and type = 'mention' and data->>'messageId' = ?`,
-      [tenant, userIds, messageId],
-    );
+  redactMentions(em: Em, tenant: string, userIds: string[], messageId: string): Promise<void> {
+    return blankMentionExcerpts(kysely(em), tenant, userIds, messageId);
   }
 
-  /** `inbox.notify` (service tokens only): a notification in a user's inbox. */
+  /** `inbox.notify` (service and admin tokens): a notification in a user's inbox. */
   async notify(actor: Actor, input: { userId: string; kind: string; title: string; data?: Record<string, unknown> | null }) {
     if (!actor.roles.includes('service') && !actor.roles.includes('admin')) {
-      throw forbidden('only service tokens may send notifications');
+      throw forbidden('only service or admin tokens may send notifications');
     }
     return this.store.transact((tx) =>
       tx.appendInbox(actor.tenant, input.userId, {
@@ -70,33 +63,22 @@ export class InboxService implements EventSource<InboxItem> {
     );
   }
 
-  async lastSeq(key: string): Promise<number> {
+  lastSeq(key: string): Promise<number> {
     const [tenant, userId] = parseKey(key);
-    const rows = await sql<{ last_seq: string }>(fork(this.deps), 'select last_seq from inbox_cursor where tenant = ? and user_id = ?', [tenant, userId]);
-    return rows[0] ? Number(rows[0].last_seq) : 0;
+    return inboxLastSeq(this.store.db(), tenant, userId);
   }
 
   /** Committed positions of many inboxes in one query (the hubs' periodic position check). */
   async lastSeqs(keys: string[]): Promise<Map<string, number>> {
     if (keys.length === 0) return new Map();
-    const pairs = keys.map(parseKey);
-    const rows = await sql<{ tenant: string; user_id: string; last_seq: string }>(
-      fork(this.deps),
-      `select c.tenant, c.user_id, c.last_seq from inbox_cursor c
-         join unnest(array[?]::text[], array[?]::text[]) as k(tenant, user_id) on k.tenant = c.tenant and k.user_id = c.user_id`,
-      [pairs.map((p) => p[0]), pairs.map((p) => p[1])],
-    );
-    return new Map(rows.map((r) => [inboxKey(r.tenant, r.user_id), Number(r.last_seq)]));
+    const rows = await inboxLastSeqs(this.store.db(), keys.map(parseKey));
+    return new Map(rows.map((r) => [inboxKey(r.tenant, r.user_id), r.last_seq]));
   }
 
   async load(key: string, after: number, upto: number, limit: number): Promise<InboxItem[]> {
     const [tenant, userId] = parseKey(key);
-    const rows = await sql(
-      fork(this.deps),
-      `select seq, type, data from inbox_event where tenant = ? and user_id = ? and seq > ? and seq <= ? order by seq limit ?`,
-      [tenant, userId, after, upto, limit],
-    );
-    return rows.map((r) => ({ ...(r.data as object), type: r.type, seq: Number(r.seq) }) as InboxItem);
+    const rows = await inboxEvents(this.store.db(), tenant, userId, after, upto, limit);
+    return rows.map((r) => ({ ...r.data, type: r.type, seq: r.seq }) as InboxItem);
   }
 
   /** `inbox.events`: the caller's own inbox, resumable by `lastEventId`. */
@@ -110,7 +92,7 @@ export class InboxService implements EventSource<InboxItem> {
     const after = parseLastEventId(lastEventId);
     return resumableStream<InboxEvent, T>({
       hubs: this.hubs,
-      source: this as EventSource<any>,
+      source: this,
       key: inboxKey(actor.tenant, actor.id),
       userId: actor.id,
       after,

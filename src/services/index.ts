@@ -1,7 +1,7 @@
 import type { PresenceStore } from '../realtime/presence-store.js';
 import type { RedisLink } from '../realtime/redis.js';
 import { RoomHubs } from '../stream/hubs.js';
-import { type BaseDeps, type Deps, nativePool } from './deps.js';
+import type { BaseDeps, Deps } from './deps.js';
 import { InboxService } from './inbox.js';
 import { RateLimits } from './limits.js';
 import { SessionService } from './sessions.js';
@@ -20,7 +20,7 @@ import { StreamService } from './room-streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
 import { createVideoProvider } from '../video/index.js';
-import { MeetingService } from './meetings.js';
+import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
 
 export interface Services {
@@ -43,7 +43,7 @@ export interface Services {
   retention: RetentionService;
   limits: RateLimits;
   sessions: SessionService;
-  meetings: MeetingService;
+  meetings: MeetingServices;
   signals: SignalService;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
@@ -97,9 +97,9 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   });
   const presence = new PresenceService(deps, stores.presence, publisher, presenceTtl(deps.config));
   const sessions = new SessionService(deps, stores.sessions);
-  const meetings = new MeetingService(deps, store, access, createVideoProvider(deps.config.video));
-  const signals = new SignalService(deps, access, publisher);
-  const retention = new RetentionService(deps, () => nativePool(deps));
+  const meetings = createMeetingServices(deps, store, access, createVideoProvider(deps.config.video));
+  const signals = new SignalService(deps, store, access, publisher);
+  const retention = new RetentionService(deps, store);
   return {
     deps,
     access,

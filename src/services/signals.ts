@@ -1,7 +1,9 @@
 import type { InboxSignal } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
-import { type Deps, em as fork, sql } from './deps.js';
+import type { Deps } from './deps.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
+import { isMember } from '../store/member-lookups.js';
+import type { Store } from '../store/store.js';
 import type { EventPublisher } from './publisher.js';
 import type { AccessService } from './access.js';
 
@@ -18,6 +20,7 @@ export type SignalType = InboxSignal['signal'];
 export class SignalService {
   constructor(
     private readonly deps: Deps,
+    private readonly store: Store,
     private readonly access: AccessService,
     private readonly publisher: EventPublisher,
   ) {}
@@ -34,8 +37,7 @@ export class SignalService {
     // support agents and service tokens without a membership do not count.
     const access = await this.access.requireAccess(actor, input.roomId, 'send');
     if (!access.member) throw notFound('room');
-    const target = await sql(fork(this.deps), 'select 1 from membership where room_id = ? and user_id = ?', [input.roomId, input.toUserId]);
-    if (target.length === 0) throw notFound('recipient in this room');
+    if (!(await isMember(this.store.db(), input.roomId, input.toUserId))) throw notFound('recipient in this room');
     const signal: InboxSignal = { type: 'signal', roomId: input.roomId, from: actor.id, signal: input.type, payload };
     await this.publisher.inbox(actor.tenant, input.toUserId, signal);
     return { ok: true };

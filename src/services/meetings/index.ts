@@ -1,0 +1,37 @@
+import type { Store } from '../../store/store.js';
+import type { VideoProvider } from '../../video/provider.js';
+import type { AccessService } from '../access.js';
+import type { Deps } from '../deps.js';
+import { MeetingLifecycle } from './lifecycle.js';
+import { ProviderCalls } from './provider-calls.js';
+import { MeetingReader } from './read.js';
+import { MeetingWebhooks } from './webhooks.js';
+
+export * from './dto.js';
+export type { MeetingLifecycle } from './lifecycle.js';
+export type { MeetingReader } from './read.js';
+export type { MeetingWebhooks } from './webhooks.js';
+
+/**
+ * Video meetings on an external provider (LiveKit or Daily; media never touches us), by capability:
+ * `lifecycle` creates them with invites, mints join tokens and ends them; `read` answers `video.get`
+ * and `video.list`; `webhooks` applies the provider's deliveries to status and participants.
+ */
+export interface MeetingServices {
+  lifecycle: MeetingLifecycle;
+  read: MeetingReader;
+  webhooks: MeetingWebhooks;
+  /** The configured provider (null: video is not configured). */
+  provider: VideoProvider | null;
+}
+
+export function createMeetingServices(deps: Deps, store: Store, access: AccessService, provider: VideoProvider | null): MeetingServices {
+  const video = new ProviderCalls(provider, deps.log);
+  const read = new MeetingReader(store, access, video);
+  return {
+    lifecycle: new MeetingLifecycle(deps, store, access, video, read),
+    read,
+    webhooks: new MeetingWebhooks(store, provider, deps.log),
+    provider,
+  };
+}

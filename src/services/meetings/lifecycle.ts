@@ -1,0 +1,119 @@
+import { randomUUID } from 'node:crypto';
+import type { Actor } from '../../domain/actor.js';
+import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
+import { ROLE_RANK } from '../../domain/permissions.js';
+import type { RoomAccess } from '../../domain/rooms.js';
+import { insertMeeting } from '../../store/meetings.js';
+import { otherMemberIds } from '../../store/member-lookups.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import type { Deps } from '../deps.js';
+import { type JoinTokenDto, MEETING_TTL_DEFAULT_MINUTES, MEETING_TTL_MAX_MINUTES, type MeetingDto } from './dto.js';
+import type { ProviderCalls } from './provider-calls.js';
+import type { MeetingReader } from './read.js';
+import { markEnded } from './status.js';
+
+const isAgent = (actor: Actor, access: RoomAccess) => access.room.kind === 'support' && actor.roles.includes('support');
+
+/** What members do with a meeting: create it (with invites), get a join token, end it. */
+export class MeetingLifecycle {
+  constructor(
+    private readonly deps: Deps,
+    private readonly store: Store,
+    private readonly access: AccessService,
+    private readonly video: ProviderCalls,
+    private readonly reader: MeetingReader,
+  ) {}
+
+  /**
+   * `video.create`: members who may post in the room (not muted; admins in broadcast rooms; support
+   * agents in support rooms) create a meeting. The provider room comes first; the meeting row and a
+   * `meeting.invite` for every other member are written in one transaction afterwards.
+   */
+  async create(actor: Actor, input: { roomId: string; title?: string | null; ttlMinutes?: number | null }): Promise<MeetingDto> {
+    const provider = this.video.require();
+    const access = await this.access.requirePermission(actor, input.roomId, 'send');
+    if (!access.member && !isAgent(actor, access)) throw notFound('room');
+    await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
+    const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
+    if (ttl < 1 || ttl > MEETING_TTL_MAX_MINUTES) throw badRequest(`ttlMinutes must be between 1 and ${MEETING_TTL_MAX_MINUTES}`);
+    const id = randomUUID();
+    const expiresAt = new Date(Date.now() + ttl * 60_000);
+    const title = input.title?.trim() || null;
+    const room = await this.video.call(() => provider.createRoom({ name: id, expiresAt }));
+    try {
+      await this.store.transact(async (tx) => {
+        await insertMeeting(tx, {
+          id,
+          tenant: actor.tenant,
+          roomId: input.roomId,
+          createdBy: actor.id,
+          title,
+          provider: provider.name,
+          providerRoomId: room.providerRoomId,
+          url: room.url,
+          expiresAt,
+        });
+        await tx.appendInboxMany(actor.tenant, await otherMemberIds(tx.db, input.roomId, actor.id), {
+          type: 'meeting.invite',
+          roomId: input.roomId,
+          meetingId: id,
+          title,
+          url: room.url,
+          from: actor.id,
+        });
+      });
+    } catch (err) {
+      // No meeting without its row: give the provider room back (best effort).
+      await provider.endRoom(id).catch((e: unknown) => this.deps.log.warn({ err: e, meetingId: id }, 'could not end an orphaned provider room'));
+      throw err;
+    }
+    return this.reader.load(id, actor.tenant);
+  }
+
+  /**
+   * `video.joinToken`: a short-lived provider token for a member (identity = user id, name from the
+   * access token; owner/admin/moderator get the provider's admin grant). Ended or expired -> error.
+   */
+  async joinToken(actor: Actor, meetingId: string): Promise<JoinTokenDto> {
+    const provider = this.video.require();
+    const { row, access } = await this.reader.readable(actor, meetingId);
+    if (row.status === 'ended') throw new AppError('PRECONDITION_FAILED', 'this meeting has ended');
+    const left = Math.floor((row.expires_at.getTime() - Date.now()) / 1000);
+    if (left <= 0) throw new AppError('PRECONDITION_FAILED', 'this meeting has expired');
+    if (row.provider !== provider.name) {
+      throw new AppError('PRECONDITION_FAILED', `this meeting was created on ${row.provider}, but the server now uses ${provider.name}`);
+    }
+    const admin = ROLE_RANK[access.role] >= ROLE_RANK.moderator;
+    const token = await this.video.call(() =>
+      provider.mintJoinToken({
+        room: row.id,
+        roomUrl: row.url,
+        userId: actor.id,
+        name: actor.name,
+        admin,
+        ttlSeconds: Math.min(this.deps.config.video.tokenTtlSeconds, left),
+      }),
+    );
+    return { provider: provider.name, url: token.url, token: token.token, expiresAt: token.expiresAt };
+  }
+
+  /**
+   * `video.end`: the creator or a moderator+ ends the meeting on the provider and here (idempotent:
+   * ending an ended meeting returns it). Writes the `meeting.ended` system message once.
+   */
+  async end(actor: Actor, meetingId: string): Promise<MeetingDto> {
+    const provider = this.video.require();
+    const { row, access } = await this.reader.readable(actor, meetingId);
+    if (row.created_by !== actor.id && ROLE_RANK[access.role] < ROLE_RANK.moderator) {
+      throw forbidden('only the creator of the meeting or a moderator may end it');
+    }
+    if (row.status !== 'ended') {
+      if (row.provider === provider.name) await this.video.call(() => provider.endRoom(row.id));
+      await this.store.transact(async (tx) => {
+        await markEnded(tx, row.id, new Date(), actor);
+      });
+    }
+    return this.reader.load(meetingId, actor.tenant);
+  }
+}

@@ -1,0 +1,77 @@
+import type { Actor } from '../../domain/actor.js';
+import { AppError, notFound } from '../../domain/errors.js';
+import type { RoomAccess } from '../../domain/rooms.js';
+import type { Db } from '../../store/database.js';
+import { findMeeting, listMeetings, type MeetingRow, participantsOf } from '../../store/meetings.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import { type MeetingDto, meetingFromRow, type OnlineParticipant, participantsByMeeting } from './dto.js';
+import type { ProviderCalls } from './provider-calls.js';
+
+/** `video.get` and `video.list`, and the meeting lookups the other meeting procedures start from. */
+export class MeetingReader {
+  constructor(
+    private readonly store: Store,
+    private readonly access: AccessService,
+    private readonly video: ProviderCalls,
+  ) {}
+
+  /** `video.get`: the meeting with its participants; `live` also asks the provider who is in now. */
+  async get(actor: Actor, meetingId: string, live = false): Promise<MeetingDto & { online: OnlineParticipant[] | null }> {
+    const provider = this.video.require();
+    const { row } = await this.readable(actor, meetingId);
+    const meeting = meetingFromRow(row, await this.participants(this.store.db(), row.id));
+    let online: OnlineParticipant[] | null = null;
+    if (live) {
+      online =
+        meeting.status === 'ended'
+          ? []
+          : (await this.video.call(() => provider.listParticipants(meeting.id))).map((p) => ({
+              userId: p.userId,
+              name: p.name,
+              joinedAt: p.joinedAt,
+            }));
+    }
+    return { ...meeting, online };
+  }
+
+  /** `video.list`: the room's meetings, newest first (at most `limit`). */
+  async list(actor: Actor, roomId: string, limit = 50): Promise<MeetingDto[]> {
+    this.video.require();
+    await this.access.requireAccess(actor, roomId, 'read');
+    const db = this.store.db();
+    const rows = await listMeetings(db, roomId, limit);
+    const parts = participantsByMeeting(
+      await participantsOf(
+        db,
+        rows.map((r) => r.id),
+      ),
+    );
+    return rows.map((r) => meetingFromRow(r, parts.get(r.id) ?? []));
+  }
+
+  /** The meeting and the caller's access to its room; a non-member learns nothing (NOT_FOUND). */
+  async readable(actor: Actor, meetingId: string): Promise<{ row: MeetingRow; access: RoomAccess }> {
+    const row = await findMeeting(this.store.db(), meetingId, actor.tenant);
+    if (!row) throw notFound('meeting');
+    try {
+      const access = await this.access.requireAccess(actor, row.room_id, 'read');
+      return { row, access };
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'NOT_FOUND') throw notFound('meeting');
+      throw err;
+    }
+  }
+
+  /** The meeting as it is now (after a change by its caller, who may read it). */
+  async load(meetingId: string, tenant: string): Promise<MeetingDto> {
+    const db = this.store.db();
+    const row = await findMeeting(db, meetingId, tenant);
+    if (!row) throw notFound('meeting');
+    return meetingFromRow(row, await this.participants(db, meetingId));
+  }
+
+  private async participants(db: Db, meetingId: string) {
+    return participantsByMeeting(await participantsOf(db, [meetingId])).get(meetingId) ?? [];
+  }
+}

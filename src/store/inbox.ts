@@ -1,0 +1,60 @@
+import { type Selectable, sql } from 'kysely';
+import type { Db, Tables } from './database.js';
+
+/**
+ * Reads of the users' inboxes (cursors and items) and the redaction of mention excerpts. Inbox
+ * items themselves are written only by `Tx.appendInbox`/`appendInboxMany` (src/store/tx.ts).
+ */
+
+/** An inbox item as stored: its type, seq and the rest of the item as jsonb. */
+export type InboxEventRow = Pick<Selectable<Tables['inbox_event']>, 'seq' | 'type' | 'data'>;
+
+/** The user's committed inbox position (0: nothing ever appended). */
+export async function inboxLastSeq(db: Db, tenant: string, userId: string): Promise<number> {
+  const row = await db.selectFrom('inbox_cursor').select('last_seq').where('tenant', '=', tenant).where('user_id', '=', userId).executeTakeFirst();
+  return row?.last_seq ?? 0;
+}
+
+/** Committed positions of many inboxes in one query; inboxes never appended to are absent. */
+export async function inboxLastSeqs(
+  db: Db,
+  inboxes: readonly (readonly [tenant: string, userId: string])[],
+): Promise<{ tenant: string; user_id: string; last_seq: number }[]> {
+  if (inboxes.length === 0) return [];
+  const tenants = inboxes.map((p) => p[0]);
+  const users = inboxes.map((p) => p[1]);
+  // Two array parameters whatever the number of inboxes (a hub check covers up to a thousand).
+  const keys = sql<{ tenant: string; user_id: string }>`unnest(${tenants}::text[], ${users}::text[])`.as<'k'>(sql`k(tenant, user_id)`);
+  return db
+    .selectFrom('inbox_cursor as c')
+    .innerJoin(keys, (join) => join.onRef('k.tenant', '=', 'c.tenant').onRef('k.user_id', '=', 'c.user_id'))
+    .select(['c.tenant', 'c.user_id', 'c.last_seq'])
+    .execute();
+}
+
+/** The user's items with after < seq <= upto, ascending, at most `limit`. */
+export function inboxEvents(db: Db, tenant: string, userId: string, after: number, upto: number, limit: number): Promise<InboxEventRow[]> {
+  return db
+    .selectFrom('inbox_event')
+    .select(['seq', 'type', 'data'])
+    .where('tenant', '=', tenant)
+    .where('user_id', '=', userId)
+    .where('seq', '>', after)
+    .where('seq', '<=', upto)
+    .orderBy('seq', 'asc')
+    .limit(limit)
+    .execute();
+}
+
+/** Blanks the excerpt of the `mention` items of a message in the given users' inboxes. */
+export async function blankMentionExcerpts(db: Db, tenant: string, userIds: string[], messageId: string): Promise<void> {
+  if (userIds.length === 0) return;
+  await db
+    .updateTable('inbox_event')
+    .set({ data: sql<Record<string, unknown>>`jsonb_set(data, '{excerpt}', '""')` })
+    .where('tenant', '=', tenant)
+    .where('user_id', 'in', userIds)
+    .where('type', '=', 'mention')
+    .where((eb) => eb(eb.ref('data', '->>').key('messageId'), '=', messageId))
+    .execute();
+}

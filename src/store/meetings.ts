@@ -1,0 +1,178 @@
+import { type Selectable, sql } from 'kysely';
+import type { Db, Tables } from './database.js';
+import { now, type Tx } from './tx.js';
+
+/** The columns of `meeting` every meeting read selects: what a MeetingDto is built from. */
+export const MEETING_FIELDS = [
+  'id',
+  'tenant',
+  'room_id',
+  'created_by',
+  'title',
+  'provider',
+  'url',
+  'status',
+  'created_at',
+  'started_at',
+  'ended_at',
+  'expires_at',
+] as const satisfies readonly (keyof Tables['meeting'])[];
+
+/** A meeting row as read: typed by the entity (src/store/entities.ts). */
+export type MeetingRow = Pick<Selectable<Tables['meeting']>, (typeof MEETING_FIELDS)[number]>;
+
+/** One provider connection of a meeting, as its DTO needs it. */
+export type ParticipantRow = Pick<Selectable<Tables['meeting_participant']>, 'meeting_id' | 'user_id' | 'joined_at' | 'left_at'>;
+
+export interface NewMeeting {
+  id: string;
+  tenant: string;
+  roomId: string;
+  createdBy: string;
+  title: string | null;
+  provider: string;
+  providerRoomId: string | null;
+  url: string;
+  expiresAt: Date;
+}
+
+/** Writes a new meeting, `scheduled`, created at the database's now(). */
+export async function insertMeeting(tx: Tx, m: NewMeeting): Promise<void> {
+  await tx.db
+    .insertInto('meeting')
+    .values({
+      id: m.id,
+      tenant: m.tenant,
+      room_id: m.roomId,
+      created_by: m.createdBy,
+      title: m.title,
+      provider: m.provider,
+      provider_room_id: m.providerRoomId,
+      url: m.url,
+      status: 'scheduled',
+      created_at: now(),
+      expires_at: m.expiresAt,
+    })
+    .execute();
+}
+
+/** The meeting of a tenant by id (none: absent or another tenant's). */
+export function findMeeting(db: Db, meetingId: string, tenant: string): Promise<MeetingRow | undefined> {
+  return db.selectFrom('meeting').select(MEETING_FIELDS).where('id', '=', meetingId).where('tenant', '=', tenant).executeTakeFirst();
+}
+
+/** A room's meetings, newest first, at most `limit`. */
+export function listMeetings(db: Db, roomId: string, limit: number): Promise<MeetingRow[]> {
+  return db
+    .selectFrom('meeting')
+    .select(MEETING_FIELDS)
+    .where('room_id', '=', roomId)
+    .orderBy('created_at', 'desc')
+    .orderBy('id', 'asc')
+    .limit(limit)
+    .execute();
+}
+
+/** The participants of several meetings, oldest connection first (ties by session id). */
+export function participantsOf(db: Db, meetingIds: string[]): Promise<ParticipantRow[]> {
+  if (meetingIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('meeting_participant')
+    .select(['meeting_id', 'user_id', 'joined_at', 'left_at'])
+    .where('meeting_id', 'in', meetingIds)
+    .orderBy('joined_at', 'asc')
+    .orderBy('session_id', 'asc')
+    .execute();
+}
+
+/** The meeting a webhook of `provider` names, locked for the rest of the transaction. */
+export function lockProviderMeeting(tx: Tx, meetingId: string, provider: string): Promise<MeetingRow | undefined> {
+  return tx.db
+    .selectFrom('meeting')
+    .select(MEETING_FIELDS)
+    .where('id', '=', meetingId)
+    .where('provider', '=', provider)
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/** scheduled -> live; only from scheduled. Returns the meeting's title when it moved, else undefined. */
+export function markMeetingLive(tx: Tx, meetingId: string, at: Date): Promise<{ title: string | null } | undefined> {
+  return tx.db
+    .updateTable('meeting')
+    .set({ status: 'live', started_at: at })
+    .where('id', '=', meetingId)
+    .where('status', '=', 'scheduled')
+    .returning('title')
+    .executeTakeFirst();
+}
+
+/** -> ended, unless it already is. Returns the meeting's room and title when it moved, else undefined. */
+export function markMeetingEnded(
+  tx: Tx,
+  meetingId: string,
+  at: Date,
+  by: string,
+): Promise<{ room_id: string; title: string | null } | undefined> {
+  return tx.db
+    .updateTable('meeting')
+    .set({ status: 'ended', ended_at: at, ended_by: by })
+    .where('id', '=', meetingId)
+    .where('status', '<>', 'ended')
+    .returning(['room_id', 'title'])
+    .executeTakeFirst();
+}
+
+export interface ParticipantSeen {
+  meetingId: string;
+  sessionId: string;
+  userId: string;
+  name: string | null;
+  joinedAt: Date;
+  /** Null for a join. */
+  leftAt: Date | null;
+}
+
+/**
+ * Merges a join or a leave into the participant row of its provider session, whatever order they
+ * arrive in: the earliest join wins, a leave only moves the end later, a name once known stays.
+ */
+export async function upsertParticipant(tx: Tx, p: ParticipantSeen): Promise<void> {
+  await tx.db
+    .insertInto('meeting_participant')
+    .values({ meeting_id: p.meetingId, session_id: p.sessionId, user_id: p.userId, name: p.name, joined_at: p.joinedAt, left_at: p.leftAt })
+    .onConflict((oc) =>
+      oc.columns(['meeting_id', 'session_id']).doUpdateSet((eb) => ({
+        joined_at: eb.fn<Date>('least', [eb.ref('meeting_participant.joined_at'), eb.ref('excluded.joined_at')]),
+        left_at: eb
+          .case()
+          .when('excluded.left_at', 'is', null)
+          .then(eb.ref('meeting_participant.left_at'))
+          .else(
+            eb.fn<Date>('greatest', [eb.fn.coalesce('meeting_participant.left_at', 'excluded.left_at'), eb.ref('excluded.left_at')]),
+          )
+          .end(),
+        name: eb.fn.coalesce('excluded.name', 'meeting_participant.name'),
+      })),
+    )
+    .execute();
+}
+
+/** Records a webhook delivery's event id; false when it was recorded before (a duplicate). */
+export async function recordWebhookEvent(tx: Tx, provider: string, eventId: string): Promise<boolean> {
+  const fresh = await tx.db
+    .insertInto('video_webhook_event')
+    .values({ provider, event_id: eventId, received_at: now() })
+    .onConflict((oc) => oc.doNothing())
+    .returning('event_id')
+    .execute();
+  return fresh.length > 0;
+}
+
+/** Forgets webhook event ids received more than a week ago. */
+export async function forgetOldWebhookEvents(db: Db): Promise<void> {
+  await db
+    .deleteFrom('video_webhook_event')
+    .where('received_at', '<', sql<Date>`now() - interval '7 days'`)
+    .execute();
+}
