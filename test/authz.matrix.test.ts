@@ -9,21 +9,31 @@
  */
 import { TRPCError } from '@trpc/server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { App } from '../src/app.js';
-import { ACTORS, type ActorKey, buildRoomFixture, type RoomFixture } from './authz-helpers.js';
-import { callerFor, uuid } from './helpers.js';
-import { openEvents, startTestApp, type TestApp } from './router-helpers.js';
+import {
+  ACTORS,
+  buildRoomFixture,
+  callerFor,
+  dispose,
+  openEvents,
+  testEnv,
+  uuid,
+  type ActorKey,
+  type App,
+  type RoomFixture,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
-let t: TestApp;
+let env: TestEnv;
+let t: TestServer;
 let shared: RoomFixture;
 
 beforeAll(async () => {
-  t = await startTestApp('authz');
+  env = await testEnv('authz');
+  t = await env.startServer();
   shared = await buildRoomFixture(t.app, 'shared');
 });
-afterAll(async () => {
-  await t?.close();
-});
+afterAll(() => dispose(env));
 
 type Outcome = 'ok' | 'NOT_FOUND' | 'FORBIDDEN';
 type Caller = ReturnType<typeof callerFor>;
@@ -279,12 +289,8 @@ const ROWS: Row[] = [
     fresh: false,
     expect: READ,
     call: async ({ app, fx, who }) => {
-      const s = await openEvents(app, fx.actors[who], { roomId: fx.roomId });
-      try {
-        return (await s.next()).event;
-      } finally {
-        s.abort();
-      }
+      await using s = await openEvents(app, fx.actors[who], { roomId: fx.roomId });
+      return (await s.next()).event;
     },
     ok: (r, { fx }) => expect(r).toMatchObject({ type: 'ready', roomId: fx.roomId }),
   },

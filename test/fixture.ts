@@ -127,7 +127,7 @@ export interface TestEnv extends AsyncDisposable {
   /** A server process on this env. */
   startNode(label: string, extra?: Record<string, string>, opts?: Omit<SpawnOptions, 'label' | 'env'>): Promise<ServerProc>;
   /** Runs a statement on the test database (`$1` parameters) and returns the rows. */
-  sql<R = Record<string, any>>(text: string, params?: unknown[]): Promise<R[]>;
+  sql<R = any>(text: string, params?: unknown[]): Promise<R[]>;
 }
 
 /** A fresh database and Redis prefix named after `label`. */
