@@ -184,14 +184,19 @@ export class PrivatePostgres {
   }
 
   async createDatabase(name: string): Promise<string> {
-    const c = new pg.Client({ connectionString: this.url() });
+    await this.sql('postgres', `create database ${name}`);
+    return this.url(name);
+  }
+
+  /** Runs a statement on a database of this cluster (`$1` parameters) and returns the rows. */
+  async sql<R = any>(database: string, text: string, params: unknown[] = []): Promise<R[]> {
+    const c = new pg.Client({ connectionString: this.url(database) });
     await c.connect();
     try {
-      await c.query(`create database ${name}`);
+      return (await c.query(text, params)).rows;
     } finally {
       await c.end().catch(() => undefined);
     }
-    return this.url(name);
   }
 
   /** Stops the server (immediate) and removes its directory. */
