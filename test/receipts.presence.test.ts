@@ -5,7 +5,7 @@
  * users online. Issue 3, "Receipts, unread, typing, presence".
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { ChatClient, RoomEvent } from '../client/index.js';
+import type { ChatClient } from '../client/index.js';
 import {
   clientFor,
   deferred,
