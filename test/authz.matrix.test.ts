@@ -8,32 +8,25 @@
  * influence each other; read-only calls share one room.
  */
 import { TRPCError } from '@trpc/server';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import {
   ACTORS,
   buildRoomFixture,
   callerFor,
-  dispose,
+  fileServer,
   openEvents,
-  testEnv,
   uuid,
   type ActorKey,
   type App,
   type RoomFixture,
-  type TestEnv,
-  type TestServer,
 } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
+const t = fileServer('authz');
 let shared: RoomFixture;
 
 beforeAll(async () => {
-  env = await testEnv('authz');
-  t = await env.startServer();
   shared = await buildRoomFixture(t.app, 'shared');
 });
-afterAll(() => dispose(env));
 
 type Outcome = 'ok' | 'NOT_FOUND' | 'FORBIDDEN';
 type Caller = ReturnType<typeof callerFor>;

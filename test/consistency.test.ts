@@ -6,22 +6,19 @@
  * between loading and receiving (an event missed, applied twice, or carrying the wrong state) shows
  * up as a difference. Issue 3, "Tests".
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ChatClient, Message, RoomEvent } from '../client/index.js';
 import {
   clientFor,
   codeOf,
   deferred,
-  dispose,
+  fileCluster,
   isDurable,
   loadAllHistory,
   prng,
   recordEvents,
   Scope,
-  testEnv,
   uuid,
-  type TestEnv,
-  type TestServer,
 } from './fixture.js';
 
 const SEED = Number(process.env.CONSISTENCY_SEED ?? 20261122);
@@ -37,20 +34,12 @@ const MEMBERS_AT = 90;
 const SUBSCRIBE_AT = 130;
 const EMOJI = ['👍', '🎉', '❤️', ':ship-it:'] as const;
 
-let env: TestEnv;
 /** Two nodes on one database and one Redis prefix. */
-let cl: { a: TestServer; b: TestServer };
+const cl = fileCluster('consistency');
 /** The clients of a test, closed after it. */
 const open = new Scope();
 
-beforeAll(async () => {
-  env = await testEnv('consistency');
-  // One after the other: the first applies the migrations.
-  const a = await env.startServer();
-  cl = { a, b: await env.startServer() };
-});
 afterEach(() => open.dispose());
-afterAll(() => dispose(env, open));
 
 /** What the client keeps of a message. */
 interface MsgState {

@@ -8,6 +8,9 @@
  *   await env.sql('select ...', [param]);         // the test database, through `pg`
  *   await dispose(env);                           // servers and nodes closed, database and keys dropped
  *
+ * `fileServer(label)` and `fileCluster(label)` do the usual set-up of a file (an env with one or
+ * two servers, created in beforeAll and disposed in afterAll).
+ *
  * Everything that holds a resource is disposable (`await using`, or `dispose(...)` in a hook). The
  * focused parts live in test/fixture/: waiting (wait.ts), clients (clients.ts), subscriptions
  * (streams.ts), raw WebSockets (raw-ws.ts), room set-ups (rooms.ts), delivery checks
@@ -15,8 +18,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
 import { TEST_PG_URL, TEST_REDIS_URL } from './env.js';
 import { TEST_SECRET } from './fixture/clients.js';
+import { dispose } from './fixture/wait.js';
 import { createApp, createLogger, makeConfig, type App, type AppOptions, type Config } from './fixture/src.js';
 import { spawnServer, type ServerProc, type SpawnOptions } from './proc.js';
 
@@ -189,4 +194,57 @@ export async function testEnv(label: string): Promise<TestEnv> {
     },
   };
   return env;
+}
+
+/** Registers beforeAll/afterAll for an env with `count` servers (started one after the other: the first migrates). */
+function forFile(label: string, count: number, overrides: Partial<Config>, opts: AppOptions) {
+  let env: TestEnv | undefined;
+  const servers: TestServer[] = [];
+  beforeAll(async () => {
+    env = await testEnv(label);
+    for (let i = 0; i < count; i++) servers.push(await env.startServer(overrides, opts));
+  });
+  afterAll(() => dispose(env));
+  const need = <T>(x: T | undefined): T => {
+    if (x === undefined) throw new Error(`${label}: the file's environment exists from beforeAll on`);
+    return x;
+  };
+  return { env: () => need(env), server: (i: number) => need(servers[i]) };
+}
+
+/** The env of the file and its one server (readable from beforeAll on). */
+export function fileServer(label: string, overrides: Partial<Config> = {}, opts: AppOptions = {}): TestServer & { readonly env: TestEnv } {
+  const f = forFile(label, 1, overrides, opts);
+  return {
+    get env() {
+      return f.env();
+    },
+    get app() {
+      return f.server(0).app;
+    },
+    get url() {
+      return f.server(0).url;
+    },
+    get config() {
+      return f.server(0).config;
+    },
+    close: () => f.server(0).close(),
+    [Symbol.asyncDispose]: () => f.server(0).close(),
+  };
+}
+
+/** The env of the file and two servers on it that share its database and Redis prefix (readable from beforeAll on). */
+export function fileCluster(label: string, overrides: Partial<Config> = {}): { readonly env: TestEnv; readonly a: TestServer; readonly b: TestServer } {
+  const f = forFile(label, 2, overrides, {});
+  return {
+    get env() {
+      return f.env();
+    },
+    get a() {
+      return f.server(0);
+    },
+    get b() {
+      return f.server(1);
+    },
+  };
 }

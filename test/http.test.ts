@@ -1,17 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WebSocket as RawWebSocket } from 'ws';
-import { dispose, getJson, startServer, tcpProxy, testEnv, tokenFor, within, type Config, type TestEnv, type TestServer } from './fixture.js';
+import { fileServer, getJson, startServer, tcpProxy, tokenFor, within } from './fixture.js';
 
-let env: TestEnv;
-let config: Config;
-let srv: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('http');
-  config = env.config();
-  srv = await env.startServer();
-});
-afterAll(() => dispose(env));
+const srv = fileServer('http');
 
 /** The server still answers: health, and an authenticated tRPC query. */
 async function expectServing(url: string) {
@@ -36,10 +27,10 @@ describe('plain HTTP routes', () => {
 
   it('/readyz is 503 with database down when the database is unreachable, and 200 again once it is back', async () => {
     // The app reaches PostgreSQL through a TCP proxy the test can cut (Redis stays fine).
-    const pgUrl = new URL(env.databaseUrl);
+    const pgUrl = new URL(srv.env.databaseUrl);
     await using proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
     pgUrl.port = String(proxy.port);
-    await using app = await startServer({ ...config, databaseUrl: pgUrl.toString() });
+    await using app = await startServer({ ...srv.config, databaseUrl: pgUrl.toString() });
     expect((await getJson(`${app.url}/readyz`)).status).toBe(200);
     proxy.cut();
     const res = await within(getJson(`${app.url}/readyz`), 5000, '/readyz');
@@ -63,7 +54,7 @@ describe('plain HTTP routes', () => {
   });
 
   it('/readyz is 503 while draining', async () => {
-    await using app = await startServer(config);
+    await using app = await startServer(srv.config);
     // An open WebSocket keeps the drain going (close() waits for clients to leave) without
     // touching the answer under test.
     const socket = new RawWebSocket(`${app.url.replace(/^http/, 'ws')}/trpc`);
@@ -142,7 +133,7 @@ describe('tRPC over HTTP with bad requests', () => {
   });
 
   it('a body over the size limit is refused with 413, and the server keeps serving', async () => {
-    const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(config.wsMaxPayloadBytes * 2) } });
+    const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(srv.config.wsMaxPayloadBytes * 2) } });
     const res = await getJson(`${srv.url}/trpc/room.create`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },

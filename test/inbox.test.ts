@@ -3,24 +3,16 @@
  * database and one Redis prefix): ready first, room.added, direct.created, mention, notification,
  * exact resume across nodes, and isolation between users and tenants. Issue 3.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import { clientFor, codeOf, dispose, recordInbox, Scope, testEnv, uuid, within, type InboxRecorder, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, codeOf, fileCluster, recordInbox, Scope, uuid, within, type InboxRecorder } from './fixture.js';
 
-let env: TestEnv;
 /** Two nodes on one database and one Redis prefix. */
-let cl: { a: TestServer; b: TestServer };
+const cl = fileCluster('inbox');
 /** The clients of a test, closed after it. */
 const open = new Scope();
 
-beforeAll(async () => {
-  env = await testEnv('inbox');
-  // One after the other: the first applies the migrations.
-  const a = await env.startServer();
-  cl = { a, b: await env.startServer() };
-});
 afterEach(() => open.dispose());
-afterAll(() => dispose(env, open));
 
 const tag = () => uuid().slice(0, 8);
 

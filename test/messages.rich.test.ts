@@ -10,6 +10,7 @@ import {
   callerFor,
   dispose,
   expectTRPCError,
+  fileServer,
   openEvents,
   openInbox,
   roomKit,
@@ -22,14 +23,7 @@ import {
   type TestServer,
 } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('rich');
-  t = await env.startServer();
-});
-afterAll(() => dispose(env));
+const t = fileServer('rich');
 
 const kit = roomKit(() => t);
 const { users, as, groupRoom, allMessages } = kit;
@@ -188,7 +182,7 @@ describe('chat.delete', () => {
       expect(all.find((x) => x.id === m.id)).toMatchObject({ seq: m.seq, body: null });
     }
     // Who deleted is kept for audit.
-    const audit = await env.sql('select id, deleted_by from message where id = any($1::uuid[]) order by seq', [
+    const audit = await t.env.sql('select id, deleted_by from message where id = any($1::uuid[]) order by seq', [
       [m1!.id, m2!.id, m3!.id, m4!.id, ownerMsg.id],
     ]);
     expect(audit.map((r) => r.deleted_by)).toEqual([bob, alice, carol, dave, carol]);

@@ -2,30 +2,10 @@
  * Rooms and moderation through createCaller: roles, room updates, mutes, bans, external keys,
  * support, broadcast and direct rooms, and service tokens. Real PostgreSQL and Redis.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  actor,
-  dispose,
-  expectTRPCError,
-  openEvents,
-  openInbox,
-  roomKit,
-  setMutedUntil,
-  testEnv,
-  uuid,
-  type MemberRole,
-  type TestEnv,
-  type TestServer,
-} from './fixture.js';
+import { describe, expect, it } from 'vitest';
+import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, setMutedUntil, uuid, type MemberRole } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('moder');
-  t = await env.startServer();
-});
-afterAll(() => dispose(env));
+const t = fileServer('moder');
 
 const kit = roomKit(() => t);
 const { users, as } = kit;
@@ -210,7 +190,7 @@ describe('room.mute and room.unmute', () => {
     expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toEqual(until);
 
     // Once the end has passed (moved in the database instead of waiting), bob sends again.
-    await setMutedUntil(env, room.id, bob, new Date(Date.now() - 1000));
+    await setMutedUntil(t.env, room.id, bob, new Date(Date.now() - 1000));
     expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toBeNull();
     expect(await send(bob, room.id, 'free')).toMatchObject({ body: 'free' });
   });

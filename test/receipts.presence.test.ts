@@ -4,46 +4,24 @@
  * a separate process and SIGKILLed to check that a node dying without goodbye does not leave its
  * users online. Issue 3, "Receipts, unread, typing, presence".
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import {
-  clientFor,
-  deferred,
-  dispose,
-  recordEvents,
-  Scope,
-  testEnv,
-  uuid,
-  waitFor,
-  within,
-  type EventsRecorder,
-  type TestEnv,
-  type TestServer,
-} from './fixture.js';
+import { clientFor, deferred, fileCluster, recordEvents, Scope, uuid, waitFor, within, type EventsRecorder } from './fixture.js';
 
 /** Short typing expiry for this file (the default is 10 s; TYPING_TTL_MS). */
 const TYPING_TTL_MS = 1500;
 
 const PRESENCE_TTL_MS = 3000;
 
-let env: TestEnv;
 /** Two nodes on one database and one Redis prefix. */
-let cl: { a: TestServer; b: TestServer };
+const cl = fileCluster('rcpt_presence', { presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS });
 /** The clients of a test, closed after it. */
 const open = new Scope();
 
-beforeAll(async () => {
-  env = await testEnv('rcpt_presence');
-  const config = { presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS };
-  // One after the other: the first applies the migrations.
-  const a = await env.startServer(config);
-  cl = { a, b: await env.startServer(config) };
-});
 afterEach(async () => {
   vi.restoreAllMocks();
   await open.dispose();
 });
-afterAll(() => dispose(env, open));
 
 const tag = () => uuid().slice(0, 8);
 const send = (c: ChatClient, roomId: string, body: string, extra: { mentions?: string[] } = {}) =>
@@ -325,7 +303,7 @@ describe('presence across nodes', () => {
   });
 
   it(`a node killed with SIGKILL does not leave its users online (PRESENCE_TTL_MS=${PRESENCE_TTL_MS})`, async () => {
-    await using node = await env.startNode('dying', { PRESENCE_TTL_MS: String(PRESENCE_TTL_MS) });
+    await using node = await cl.env.startNode('dying', { PRESENCE_TTL_MS: String(PRESENCE_TTL_MS) });
     const u = tag();
     const [q, w] = [`q-${u}`, `w-${u}`];
     await using wc = clientFor(cl.b.url, w);

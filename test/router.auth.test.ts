@@ -1,27 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
   contextFactory,
   createCaller,
-  dispose,
   expectTRPCError,
+  fileServer,
   TEST_SECRET,
-  testEnv,
   tokenFor,
   verifyToken,
-  type TestEnv,
-  type TestServer,
 } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('rauth');
-  t = await env.startServer();
-});
-afterAll(() => dispose(env));
+const t = fileServer('rauth');
 
 /** A caller whose context is built from a token exactly as the HTTP adapter does (Bearer header). */
 async function callerWithToken(token: string) {
@@ -85,7 +75,7 @@ describe('auth.devLogin', () => {
   });
 
   it('is FORBIDDEN when config.devLogin is false', async () => {
-    await using other = await env.startServer({ devLogin: false, redisPrefix: `${env.redisPrefix}nodev:` });
+    await using other = await t.env.startServer({ devLogin: false, redisPrefix: `${t.env.redisPrefix}nodev:` });
     expect(other.app.services.deps.config.devLogin).toBe(false);
     await expectTRPCError(callerFor(other.app, null).auth.devLogin({ username: 'alice' }), 'FORBIDDEN', /dev login is disabled/);
     // Authenticated callers are refused too: the switch is not about who calls.

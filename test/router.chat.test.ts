@@ -1,26 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  actor,
-  callerFor,
-  dispose,
-  expectTRPCError,
-  openEvents,
-  roomKit,
-  testEnv,
-  uuid,
-  type MessageDto,
-  type TestEnv,
-  type TestServer,
-} from './fixture.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, uuid, type MessageDto } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('rchat');
-  t = await env.startServer();
-});
-afterAll(() => dispose(env));
+const t = fileServer('rchat');
 
 const kit = roomKit(() => t);
 const { users, as, groupRoom, allMessages } = kit;

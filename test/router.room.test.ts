@@ -1,14 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, dispose, expectTRPCError, openEvents, roomKit, setMemberRole, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, setMemberRole, uuid } from './fixture.js';
 
-let env: TestEnv;
-let t: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('rroom');
-  t = await env.startServer();
-});
-afterAll(() => dispose(env));
+const t = fileServer('rroom');
 
 const kit = roomKit(() => t);
 const { users, as } = kit;
@@ -216,14 +209,14 @@ describe('room.addMembers', () => {
     expect(await as(alice!).room.addMembers({ roomId: room.id, userIds: [bob!, carol!] })).toEqual({ added: [] });
     expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(after.lastSeq);
 
-    await setMemberRole(env, room.id, bob!, 'admin');
+    await setMemberRole(t.env, room.id, bob!, 'admin');
     expect(await as(bob!).room.addMembers({ roomId: room.id, userIds: [dave!] })).toEqual({ added: [dave] });
     const newcomer = (await as(dave!).room.members({ roomId: room.id })).find((m) => m.userId === dave);
     expect(newcomer?.role).toBe('member');
 
     // A plain member and a moderator may not add.
     await expectTRPCError(as(carol!).room.addMembers({ roomId: room.id, userIds: [erin!] }), 'FORBIDDEN', /add members/);
-    await setMemberRole(env, room.id, carol!, 'moderator');
+    await setMemberRole(t.env, room.id, carol!, 'moderator');
     await expectTRPCError(as(carol!).room.addMembers({ roomId: room.id, userIds: [erin!] }), 'FORBIDDEN');
     await expectTRPCError(as(erin!).room.get({ roomId: room.id }), 'NOT_FOUND');
 
@@ -246,9 +239,9 @@ describe('room.removeMember', () => {
   it('needs moderator or better and a strictly higher rank than the target', async () => {
     const [owner, admin, mod, mod2, m1, m2, m3] = users('owner', 'admin', 'mod', 'modtwo', 'mone', 'mtwo', 'mthree');
     const room = await as(owner!).room.create({ kind: 'group', name: 'rm', memberIds: [admin!, mod!, mod2!, m1!, m2!, m3!] });
-    await setMemberRole(env, room.id, admin!, 'admin');
-    await setMemberRole(env, room.id, mod!, 'moderator');
-    await setMemberRole(env, room.id, mod2!, 'moderator');
+    await setMemberRole(t.env, room.id, admin!, 'admin');
+    await setMemberRole(t.env, room.id, mod!, 'moderator');
+    await setMemberRole(t.env, room.id, mod2!, 'moderator');
 
     // A plain member may not remove anyone.
     await expectTRPCError(as(m1!).room.removeMember({ roomId: room.id, userId: m2! }), 'FORBIDDEN', /remove members/);
@@ -316,7 +309,7 @@ describe('room.leave', () => {
     const [alice, zed, amy, mia] = users('alice', 'zed', 'amy', 'mia');
     // All three join in the same transaction (same joined_at).
     const room = await as(alice!).room.create({ kind: 'group', name: 'tie', memberIds: [zed!, amy!, mia!] });
-    await setMemberRole(env, room.id, mia!, 'admin');
+    await setMemberRole(t.env, room.id, mia!, 'admin');
     await as(alice!).room.leave({ roomId: room.id });
     expect((await as(mia!).room.get({ roomId: room.id })).myRole).toBe('owner');
 

@@ -1,14 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, dispose, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { describe, expect, it } from 'vitest';
+import { clientFor, Collector, fileServer, uuid } from './fixture.js';
 
-let env: TestEnv;
-let srv: TestServer;
-
-beforeAll(async () => {
-  env = await testEnv('smoke');
-  srv = await env.startServer();
-});
-afterAll(() => dispose(env));
+const srv = fileServer('smoke');
 
 describe('smoke', () => {
   it('sends and receives through wsLink', async () => {

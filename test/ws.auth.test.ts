@@ -1,34 +1,25 @@
 import jwt from 'jsonwebtoken';
 import { TRPCClientError } from '@trpc/client';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   countingWebSocket,
   countUpgrades,
-  dispose,
+  fileServer,
   getJson,
   recordEvents,
   TEST_SECRET,
-  testEnv,
   tokenFor,
   uuid,
   within,
   wsClient,
-  type TestEnv,
-  type TestServer,
   type WsTestClient,
 } from './fixture.js';
 
-let env: TestEnv;
-let srv: TestServer;
+const srv = fileServer('ws_auth');
 
-beforeAll(async () => {
-  env = await testEnv('ws_auth');
-  srv = await env.startServer();
-});
 afterEach(() => {
   vi.useRealTimers();
 });
-afterAll(() => dispose(env));
 
 /** Expects a TRPCClientError with code UNAUTHORIZED and the given message. */
 function expectUnauthorized(err: unknown, message: string) {
