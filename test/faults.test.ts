@@ -18,6 +18,7 @@ import {
   deferred,
   dispose,
   errInfo,
+  expectPerfect,
   FaultEnv,
   getJson,
   perfect,
@@ -101,15 +102,6 @@ function report(name: string, rows: { label: string; counts: Counts; extra?: str
       (r.extra ? `  ${r.extra}` : ''),
   );
   console.log(`[faults] ${name}\n${lines.join('\n')}`);
-}
-
-/** Asserts exactly-once in order, and that the stream after `ready` is exactly seqs ready+1..ready+n. */
-function expectPerfect(logs: StreamLog[], sent: number[]) {
-  for (const log of logs) {
-    expect(analyze(log.got.items, sent), log.label).toEqual(perfect(sent.length));
-    const ready = log.readySeq();
-    expect(log.messageSeqs(), `${log.label} contiguous`).toEqual(Array.from({ length: sent.length }, (_, i) => ready + 1 + i));
-  }
 }
 
 /** Creates a room with the given members (the creator is `owner`). */
