@@ -1,5 +1,5 @@
 /**
- * Fault tests of the delivery guarantee (ARCHITECTURE.md section 3; issue 6 "Faults"): real server
+ * Fault tests of the delivery guarantee (docs/DELIVERY.md; issue 6 "Faults"): real server
  * processes (src/main.ts) on a PostgreSQL cluster and a Redis server of this file's own
  * (test/fault-env.ts), so they can be killed and restarted without touching the machine's shared
  * services. Every loop is bounded; every wait is on an event, a process, or a bounded /readyz poll.

@@ -1,5 +1,5 @@
 /**
- * Multi-process tests of the delivery guarantee (ARCHITECTURE.md section 3): two real server
+ * Multi-process tests of the delivery guarantee (docs/DELIVERY.md): two real server
  * processes (src/main.ts) share one PostgreSQL database and one Redis; clients are real wsLink
  * clients. Covers concurrent start (advisory-locked migrations), cross-node fan-out, resume after
  * client-side socket cuts, and failover to the other node after SIGKILL.
