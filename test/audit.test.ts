@@ -1,10 +1,20 @@
 import { Writable } from 'node:stream';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp, type App } from '../src/app.js';
-import { createLogger } from '../src/logger.js';
-import { TEST_REDIS_URL } from './env.js';
-import { callerFor, clientFor, createTestDatabase, TEST_LIMITS, testConfig, testPrefix, tokenFor, uuid, actor } from './helpers.js';
+import {
+  actor,
+  callerFor,
+  clientFor,
+  createLogger,
+  dispose,
+  TEST_LIMITS,
+  testEnv,
+  tokenFor,
+  uuid,
+  waitFor,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
 /** Audit lines (issue 6): connections, auth failures, limits hit, revocations, moderation; no secrets. */
 const lines: Record<string, any>[] = [];
@@ -19,80 +29,62 @@ const capture = new Writable({
   },
 });
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let app: App;
+let env: TestEnv;
+let srv: TestServer;
 let url: string;
 
 beforeAll(async () => {
-  db = await createTestDatabase('audit');
-  const config = testConfig({
-    databaseUrl: db.url,
-    redisUrl: TEST_REDIS_URL,
-    redisPrefix: testPrefix('audit'),
-    logLevel: 'info',
-    limits: { ...TEST_LIMITS, sendPerSecond: 1, sendBurst: 0 },
-  });
-  app = await createApp(config, { log: createLogger('info', false, capture) });
-  url = await app.listen();
+  env = await testEnv('audit');
+  srv = await env.startServer(
+    { logLevel: 'info', limits: { ...TEST_LIMITS, sendPerSecond: 1, sendBurst: 0 } },
+    { log: createLogger('info', false, capture) },
+  );
+  url = srv.url;
 });
-afterAll(async () => {
-  await app?.close();
-  await db?.drop();
-});
+afterAll(() => dispose(env));
 
-async function until(pred: () => boolean, what: string) {
-  const deadline = Date.now() + 10_000;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`no audit line for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (pred: () => boolean, what: string) => waitFor(pred, `an audit line for ${what}`, { timeoutMs: 10_000, everyMs: 20 });
 const audit = (kind: string) => lines.filter((l) => l.audit === kind);
 
 describe('audit log', () => {
   it('records connections, auth failures, limits, moderation and revocations without bodies or tokens', async () => {
     const secretBody = `very secret body ${uuid()}`;
-    const owner = clientFor(url, 'au-owner', { roles: ['admin'] });
-    const member = clientFor(url, 'au-member');
-    try {
-      const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'audit', memberIds: ['au-member', 'au-x'] });
-      await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody });
-      await expect(owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody })).rejects.toMatchObject({
-        data: { code: 'TOO_MANY_REQUESTS' },
-      });
-      await owner.trpc.room.mute.mutate({ roomId: room.id, userId: 'au-member' });
-      await owner.trpc.room.ban.mutate({ roomId: room.id, userId: 'au-x' });
+    await using owner = clientFor(url, 'au-owner', { roles: ['admin'] });
+    await using member = clientFor(url, 'au-member');
+    const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'audit', memberIds: ['au-member', 'au-x'] });
+    await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody });
+    await expect(owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody })).rejects.toMatchObject({
+      data: { code: 'TOO_MANY_REQUESTS' },
+    });
+    await owner.trpc.room.mute.mutate({ roomId: room.id, userId: 'au-member' });
+    await owner.trpc.room.ban.mutate({ roomId: room.id, userId: 'au-x' });
 
-      // A WebSocket connection, a refused token, a revocation.
-      const sub = member.trpc.chat.events.subscribe({ roomId: room.id }, { onData: () => undefined });
-      await until(() => audit('ws_open').some((l) => l.user === 'au-member'), 'ws_open');
-      const forged = tokenFor('au-member', { secret: 'another-secret-another-secret-1234' });
-      const res = await fetch(`${url}/trpc/auth.me`, { headers: { authorization: `Bearer ${forged}` } });
-      expect(res.status).toBe(401);
-      await callerFor(app, actor('au-owner', 'default', ['admin'])).auth.revoke({ userId: 'au-member' });
-      await until(() => audit('ws_close').some((l) => l.user === 'au-member'), 'ws_close');
-      sub.unsubscribe();
+    // A WebSocket connection, a refused token, a revocation.
+    const sub = member.trpc.chat.events.subscribe({ roomId: room.id }, { onData: () => undefined });
+    await until(() => audit('ws_open').some((l) => l.user === 'au-member'), 'ws_open');
+    const forged = tokenFor('au-member', { secret: 'another-secret-another-secret-1234' });
+    const res = await fetch(`${url}/trpc/auth.me`, { headers: { authorization: `Bearer ${forged}` } });
+    expect(res.status).toBe(401);
+    await callerFor(srv.app, actor('au-owner', 'default', ['admin'])).auth.revoke({ userId: 'au-member' });
+    await until(() => audit('ws_close').some((l) => l.user === 'au-member'), 'ws_close');
+    sub.unsubscribe();
 
-      expect(audit('ws_open').find((l) => l.user === 'au-member')).toMatchObject({ tenant: 'default', conn: expect.any(String), ip: expect.any(String) });
-      expect(audit('ws_close').find((l) => l.user === 'au-member')).toMatchObject({ code: 4003 });
-      expect(audit('auth_failed').some((l) => l.reason === 'invalid access token')).toBe(true);
-      expect(audit('rate_limited').find((l) => l.kind === 'send')).toMatchObject({ key: `default:au-owner:${room.id}` });
-      expect(audit('moderation').map((l) => [l.action, l.target, l.by])).toEqual(
-        expect.arrayContaining([
-          ['mute', 'au-member', 'au-owner'],
-          ['ban', 'au-x', 'au-owner'],
-        ]),
-      );
-      expect(audit('sessions_revoked')).toEqual([expect.objectContaining({ user: 'au-member', by: 'au-owner' })]);
-      // Nothing secret in any line.
-      const all = raw.join('\n');
-      expect(all).not.toContain(secretBody);
-      expect(all).not.toContain(forged);
-      expect(all).not.toContain(tokenFor('au-member').split('.')[2]);
-    } finally {
-      await owner.close();
-      await member.close();
-    }
+    expect(audit('ws_open').find((l) => l.user === 'au-member')).toMatchObject({ tenant: 'default', conn: expect.any(String), ip: expect.any(String) });
+    expect(audit('ws_close').find((l) => l.user === 'au-member')).toMatchObject({ code: 4003 });
+    expect(audit('auth_failed').some((l) => l.reason === 'invalid access token')).toBe(true);
+    expect(audit('rate_limited').find((l) => l.kind === 'send')).toMatchObject({ key: `default:au-owner:${room.id}` });
+    expect(audit('moderation').map((l) => [l.action, l.target, l.by])).toEqual(
+      expect.arrayContaining([
+        ['mute', 'au-member', 'au-owner'],
+        ['ban', 'au-x', 'au-owner'],
+      ]),
+    );
+    expect(audit('sessions_revoked')).toEqual([expect.objectContaining({ user: 'au-member', by: 'au-owner' })]);
+    // Nothing secret in any line.
+    const all = raw.join('\n');
+    expect(all).not.toContain(secretBody);
+    expect(all).not.toContain(forged);
+    expect(all).not.toContain(tokenFor('au-member').split('.')[2]);
   });
 
   it('a raw client that connects with a garbage token is logged as an auth failure with its address', async () => {

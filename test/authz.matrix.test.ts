@@ -8,21 +8,24 @@
  * influence each other; read-only calls share one room.
  */
 import { TRPCError } from '@trpc/server';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { App } from '../src/app.js';
-import { ACTORS, type ActorKey, buildRoomFixture, type RoomFixture } from './authz-helpers.js';
-import { callerFor, uuid } from './helpers.js';
-import { openEvents, startTestApp, type TestApp } from './router-helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  ACTORS,
+  buildRoomFixture,
+  callerFor,
+  fileServer,
+  openEvents,
+  uuid,
+  type ActorKey,
+  type App,
+  type RoomFixture,
+} from './fixture.js';
 
-let t: TestApp;
+const t = fileServer('authz');
 let shared: RoomFixture;
 
 beforeAll(async () => {
-  t = await startTestApp('authz');
   shared = await buildRoomFixture(t.app, 'shared');
-});
-afterAll(async () => {
-  await t?.close();
 });
 
 type Outcome = 'ok' | 'NOT_FOUND' | 'FORBIDDEN';
@@ -279,12 +282,8 @@ const ROWS: Row[] = [
     fresh: false,
     expect: READ,
     call: async ({ app, fx, who }) => {
-      const s = await openEvents(app, fx.actors[who], { roomId: fx.roomId });
-      try {
-        return (await s.next()).event;
-      } finally {
-        s.abort();
-      }
+      await using s = await openEvents(app, fx.actors[who], { roomId: fx.roomId });
+      return (await s.next()).event;
     },
     ok: (r, { fx }) => expect(r).toMatchObject({ type: 'ready', roomId: fx.roomId }),
   },

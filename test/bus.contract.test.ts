@@ -1,10 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { EventBus } from '../src/realtime/bus.js';
-import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { RedisBus } from '../src/realtime/redis-bus.js';
-import { TEST_REDIS_URL } from './env.js';
-import { Collector, deferred, testPrefix } from './helpers.js';
+import { Collector, deferred, MemoryBus, RedisBus, TEST_REDIS_URL, testPrefix, type EventBus } from './fixture.js';
 
 /**
  * One contract, two implementations: whatever the bus, a subscriber that is live gets each publish
@@ -13,7 +9,19 @@ import { Collector, deferred, testPrefix } from './helpers.js';
 interface Fixture {
   name: string;
   /** Two buses that see each other (two processes); for the memory bus, the same instance. */
-  pair(): { a: EventBus; b: EventBus; close(): Promise<void> };
+  pair(): Pair;
+}
+
+interface Pair<B extends EventBus = EventBus> extends AsyncDisposable {
+  a: B;
+  b: B;
+}
+
+/** Two Redis buses on one prefix (two nodes). */
+function redisPair(): Pair<RedisBus> {
+  const a = new RedisBus({ url: TEST_REDIS_URL, prefix });
+  const b = new RedisBus({ url: TEST_REDIS_URL, prefix });
+  return { a, b, [Symbol.asyncDispose]: async () => void (await Promise.all([a.close(), b.close()])) };
 }
 
 const prefix = testPrefix('bus');
@@ -25,140 +33,117 @@ const fixtures: Fixture[] = [
     name: 'memory',
     pair() {
       const bus = new MemoryBus();
-      return { a: bus, b: bus, close: () => bus.close() };
+      return { a: bus, b: bus, [Symbol.asyncDispose]: () => bus.close() };
     },
   },
   {
     name: 'redis',
-    pair() {
-      const a = new RedisBus({ url: TEST_REDIS_URL, prefix });
-      const b = new RedisBus({ url: TEST_REDIS_URL, prefix });
-      return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
-    },
+    pair: redisPair,
   },
 ];
 
 for (const fx of fixtures) {
   describe(`EventBus contract: ${fx.name}`, () => {
     it('delivers a publish once to every live handler, locally and on the other node', async () => {
-      const { a, b, close } = fx.pair();
-      try {
-        const onA = new Collector<string>();
-        const onB = new Collector<string>();
-        const offA = await a.subscribe('room:1', onA.push);
-        const offB = await b.subscribe('room:1', onB.push);
-        await a.publish('room:1', 'hello');
-        await onA.until((xs) => xs.length >= 1, 'local delivery');
-        await onB.until((xs) => xs.length >= 1, 'remote delivery');
-        // A marker published afterwards proves nothing else (no echo, no duplicate) arrived before it.
-        await a.publish('room:1', 'marker');
-        await onA.until((xs) => xs.includes('marker'));
-        await onB.until((xs) => xs.includes('marker'));
-        expect(onA.items).toEqual(['hello', 'marker']);
-        expect(onB.items).toEqual(['hello', 'marker']);
-        await offA();
-        await offB();
-      } finally {
-        await close();
-      }
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const onA = new Collector<string>();
+      const onB = new Collector<string>();
+      const offA = await a.subscribe('room:1', onA.push);
+      const offB = await b.subscribe('room:1', onB.push);
+      await a.publish('room:1', 'hello');
+      await onA.until((xs) => xs.length >= 1, 'local delivery');
+      await onB.until((xs) => xs.length >= 1, 'remote delivery');
+      // A marker published afterwards proves nothing else (no echo, no duplicate) arrived before it.
+      await a.publish('room:1', 'marker');
+      await onA.until((xs) => xs.includes('marker'));
+      await onB.until((xs) => xs.includes('marker'));
+      expect(onA.items).toEqual(['hello', 'marker']);
+      expect(onB.items).toEqual(['hello', 'marker']);
+      await offA();
+      await offB();
     });
 
     it('keeps publish order per channel', async () => {
-      const { a, b, close } = fx.pair();
-      try {
-        const got = new Collector<string>();
-        const off = await b.subscribe('room:order', got.push);
-        const sent = Array.from({ length: 500 }, (_, i) => `m${i}`);
-        await Promise.all(sent.map((m) => a.publish('room:order', m)));
-        await got.until((xs) => xs.length >= sent.length, '500 messages');
-        expect(got.items).toEqual(sent);
-        await off();
-      } finally {
-        await close();
-      }
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const got = new Collector<string>();
+      const off = await b.subscribe('room:order', got.push);
+      const sent = Array.from({ length: 500 }, (_, i) => `m${i}`);
+      await Promise.all(sent.map((m) => a.publish('room:order', m)));
+      await got.until((xs) => xs.length >= sent.length, '500 messages');
+      expect(got.items).toEqual(sent);
+      await off();
     });
 
     it('isolates channels and reference-counts handlers', async () => {
-      const { a, b, close } = fx.pair();
-      try {
-        const h1 = new Collector<string>();
-        const h2 = new Collector<string>();
-        const other = new Collector<string>();
-        const off1 = await b.subscribe('room:x', h1.push);
-        const off2 = await b.subscribe('room:x', h2.push);
-        const offOther = await b.subscribe('room:y', other.push);
-        await a.publish('room:x', 'one');
-        await h1.until((xs) => xs.length === 1);
-        await h2.until((xs) => xs.length === 1);
-        await off1();
-        await a.publish('room:x', 'two');
-        await a.publish('room:y', 'y-marker');
-        await h2.until((xs) => xs.length === 2);
-        await other.until((xs) => xs.length === 1);
-        expect(h1.items).toEqual(['one']);
-        expect(h2.items).toEqual(['one', 'two']);
-        expect(other.items).toEqual(['y-marker']);
-        await off2();
-        await off2(); // idempotent
-        if (fx.name === 'redis') {
-          const [, n] = (await admin.pubsub('NUMSUB', `${prefix}room:x`)) as [string, number];
-          expect(Number(n)).toBe(0);
-        }
-        await offOther();
-      } finally {
-        await close();
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const h1 = new Collector<string>();
+      const h2 = new Collector<string>();
+      const other = new Collector<string>();
+      const off1 = await b.subscribe('room:x', h1.push);
+      const off2 = await b.subscribe('room:x', h2.push);
+      const offOther = await b.subscribe('room:y', other.push);
+      await a.publish('room:x', 'one');
+      await h1.until((xs) => xs.length === 1);
+      await h2.until((xs) => xs.length === 1);
+      await off1();
+      await a.publish('room:x', 'two');
+      await a.publish('room:y', 'y-marker');
+      await h2.until((xs) => xs.length === 2);
+      await other.until((xs) => xs.length === 1);
+      expect(h1.items).toEqual(['one']);
+      expect(h2.items).toEqual(['one', 'two']);
+      expect(other.items).toEqual(['y-marker']);
+      await off2();
+      await off2(); // idempotent
+      if (fx.name === 'redis') {
+        const [, n] = (await admin.pubsub('NUMSUB', `${prefix}room:x`)) as [string, number];
+        expect(Number(n)).toBe(0);
       }
+      await offOther();
     });
 
     it('isolates a throwing handler from the others', async () => {
-      const { a, b, close } = fx.pair();
-      try {
-        const got = new Collector<string>();
-        await b.subscribe('room:t', () => {
-          throw new Error('boom');
-        });
-        await b.subscribe('room:t', got.push);
-        await a.publish('room:t', 'ok');
-        await got.until((xs) => xs.length === 1);
-        expect(got.items).toEqual(['ok']);
-      } finally {
-        await close();
-      }
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const got = new Collector<string>();
+      await b.subscribe('room:t', () => {
+        throw new Error('boom');
+      });
+      await b.subscribe('room:t', got.push);
+      await a.publish('room:t', 'ok');
+      await got.until((xs) => xs.length === 1);
+      expect(got.items).toEqual(['ok']);
     });
 
     it('answers ping while open', async () => {
-      const { a, close } = fx.pair();
-      try {
-        expect(await a.ping()).toBe(true);
-      } finally {
-        await close();
-      }
+      await using pair = fx.pair();
+      const { a } = pair;
+      expect(await a.ping()).toBe(true);
     });
   });
 }
 
 describe('RedisBus reconnect', () => {
   it('resubscribes after its connection is killed and tells listeners', async () => {
-    const a = new RedisBus({ url: TEST_REDIS_URL, prefix });
-    const b = new RedisBus({ url: TEST_REDIS_URL, prefix });
-    try {
-      const got = new Collector<string>();
-      await b.subscribe('room:r', got.push);
-      await a.publish('room:r', 'before');
-      await got.until((xs) => xs.length === 1);
-      const reconnected = deferred();
-      b.onReconnect(() => reconnected.resolve());
-      const list = (await admin.client('LIST')) as string;
-      const line = list.split('\n').find((l) => l.includes(`name=chat-sub-${b.nodeId}`));
-      expect(line).toBeDefined();
-      const id = /id=(\d+)/.exec(line!)![1]!;
-      await admin.client('KILL', 'ID', id);
-      await reconnected.promise;
-      await a.publish('room:r', 'after');
-      await got.until((xs) => xs.includes('after'), 'delivery after reconnect');
-      expect(got.items).toEqual(['before', 'after']);
-    } finally {
-      await Promise.all([a.close(), b.close()]);
-    }
+    await using pair = redisPair();
+    const { a, b } = pair;
+    const got = new Collector<string>();
+    await b.subscribe('room:r', got.push);
+    await a.publish('room:r', 'before');
+    await got.until((xs) => xs.length === 1);
+    const reconnected = deferred();
+    b.onReconnect(() => reconnected.resolve());
+    const list = (await admin.client('LIST')) as string;
+    const line = list.split('\n').find((l) => l.includes(`name=chat-sub-${b.nodeId}`));
+    expect(line).toBeDefined();
+    const id = /id=(\d+)/.exec(line!)![1]!;
+    await admin.client('KILL', 'ID', id);
+    await reconnected.promise;
+    await a.publish('room:r', 'after');
+    await got.until((xs) => xs.includes('after'), 'delivery after reconnect');
+    expect(got.items).toEqual(['before', 'after']);
   });
 });

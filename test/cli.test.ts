@@ -5,59 +5,41 @@
  * errors with a non-zero exit. Waits are on output, never sleeps.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdtempDisposable, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChatClient, type ChatClient } from '../client/index.js';
-import { TEST_REDIS_URL } from './env.js';
-import { Collector, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
-import { PROJECT_ROOT } from './proc.js';
+import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let prefix: string;
+let env: TestEnv;
 let port: number;
 let server: TestServer;
 let noDevLogin: TestServer;
+let home: AsyncDisposable & { path: string };
 let dir: string;
 let url: string;
-const clients: ChatClient[] = [];
+/** The file's chat clients (the library itself, lazy). */
+const clients = new Scope();
 const procs = new Set<ChildProcess>();
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
-  const p = (srv.address() as { port: number }).port;
-  await new Promise<void>((res) => srv.close(() => res()));
-  return p;
-}
-
-const config = (overrides: Parameters<typeof testConfig>[0] = {}) =>
-  testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: prefix, ...overrides });
-
 beforeAll(async () => {
-  db = await createTestDatabase('cli');
-  prefix = testPrefix('cli');
+  env = await testEnv('cli');
   port = await freePort();
-  dir = await mkdtemp(join(tmpdir(), 'chat-cli-test-'));
-  [server, noDevLogin] = await Promise.all([startServer(config({ port })), startServer(config({ devLogin: false }))]);
+  home = await mkdtempDisposable(join(tmpdir(), 'chat-cli-test-'));
+  dir = home.path;
+  [server, noDevLogin] = await Promise.all([env.startServer({ port }), env.startServer({ devLogin: false })]);
   url = server.url;
 });
 
 afterAll(async () => {
   for (const p of procs) p.kill('SIGKILL');
-  await Promise.allSettled(clients.map((c) => c.close()));
-  await Promise.allSettled([server?.close(), noDevLogin?.close()]);
-  await db?.drop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await dispose(home, env, clients);
 });
 
 function client(userId: string): ChatClient {
-  const c = createChatClient({ url, token: tokenFor(userId), lazy: true });
-  clients.push(c);
-  return c;
+  return clients.use(createChatClient({ url, token: tokenFor(userId), lazy: true }));
 }
 
 interface CliRun {
@@ -175,8 +157,7 @@ describe('chat CLI', () => {
     const token = stored.logins[url]!.token;
     expect(stored.logins[url]!.via).toBe('dev');
     // The stored token is a real one.
-    const c = createChatClient({ url, token, lazy: true });
-    clients.push(c);
+    const c = clients.use(createChatClient({ url, token, lazy: true }));
     expect((await c.trpc.auth.me.query()).id).toBe('alice');
 
     const created = await cli(['create', 'cli-room', '--member', 'bob', '--key', 'order:42', '--json']);
@@ -312,7 +293,7 @@ describe('chat CLI', () => {
     await chat.line((l) => l.includes('connection lost'), 'the lost connection');
     chat.write('typed while the server was down');
     await chat.line((l) => l.includes('server unreachable'), 'the queued line');
-    server = await startServer(config({ port }));
+    server = await env.startServer({ port });
     const during = await hugo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'right after the restart' });
 
     await chat.line((l) => l.includes('gina: typed while the server was down'), 'the queued line sent', 20_000);

@@ -3,7 +3,6 @@
  * across a server restart on the same port, token refresh on reconnect, no reconnect storm, and
  * the observable connection state. Real PostgreSQL and Redis; each test file its own database.
  */
-import { createServer } from 'node:net';
 import { TRPCClientError } from '@trpc/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -19,50 +18,35 @@ import {
   type RoomEvent,
   type RoomEventEnvelope,
 } from '../client/index.js';
-import { TEST_REDIS_URL } from './env.js';
-import { Collector, createTestDatabase, deferred, startServer, testConfig, testPrefix, TEST_LIMITS, tokenFor, uuid, type TestServer } from './helpers.js';
-import { countUpgrades, withTimeout } from './ws-helpers.js';
+import {
+  Collector,
+  countUpgrades,
+  deferred,
+  dispose,
+  freePort,
+  Scope,
+  TEST_LIMITS,
+  testEnv,
+  tokenFor,
+  uuid,
+  within,
+  type Config,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let prefix: string;
-const servers: TestServer[] = [];
-const clients: ChatClient[] = [];
+let env: TestEnv;
+/** The clients of a test (made with createChatClient itself, the library under test), closed after it. */
+const clients = new Scope();
 
 beforeAll(async () => {
-  db = await createTestDatabase('client_lib');
-  prefix = testPrefix('client_lib');
+  env = await testEnv('client_lib');
 });
-afterEach(async () => {
-  await Promise.allSettled(clients.splice(0).map((c) => c.close()));
-});
-afterAll(async () => {
-  await Promise.allSettled(servers.splice(0).map((s) => s.close()));
-  await db?.drop();
-});
+afterEach(() => clients.dispose());
+afterAll(() => dispose(env));
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((res) => srv.close(() => res()));
-  return port;
-}
-
-async function start(overrides: Parameters<typeof testConfig>[0] = {}): Promise<TestServer> {
-  const s = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: prefix, ...overrides }));
-  servers.push(s);
-  return s;
-}
-
-async function stop(s: TestServer): Promise<void> {
-  servers.splice(servers.indexOf(s), 1);
-  await s.close();
-}
-
-function track(c: ChatClient): ChatClient {
-  clients.push(c);
-  return c;
-}
+const start = (overrides: Partial<Config> = {}): Promise<TestServer> => env.startServer(overrides);
+const track = (c: ChatClient): ChatClient => clients.use(c);
 
 const bodyOf = (e: RoomEvent) => (e.type === 'message.new' ? e.message.body : null);
 
@@ -111,7 +95,7 @@ describe('createChatClient', () => {
     await evB.until((xs) => xs.filter((x) => x.type === 'message.new').length === 3, 'first messages in B');
 
     // Restart: the old server drains and closes; a new process-equivalent listens on the same port.
-    await stop(server);
+    await server.close();
     await states.until((xs) => xs.at(-1)?.state === 'connecting', 'connecting after the server closed');
     server = await start({ port });
     // Sent before the subscriber is back: only the resume can deliver these.
@@ -192,43 +176,39 @@ describe('createChatClient', () => {
 
   it('no reconnect storm when the token is rejected: one connection, final errors, the token read once', async () => {
     const server = await start();
-    const upgrades = countUpgrades(server.app.server);
-    try {
-      let tokenCalls = 0;
-      const retries: unknown[] = [];
-      const c = track(
-        createChatClient({
-          url: server.url,
-          allOverWebSocket: true,
-          getToken: () => {
-            tokenCalls++;
-            return tokenFor('mallory', { secret: 'not-the-server-secret-0123456789abcdef' });
-          },
-          // 0: if the server dropped the socket, the client would reconnect at once and the round
-          // trips below would show it.
-          retryDelayMs: () => 0,
-        }),
-      );
-      const failures: Error[] = [];
-      for (let i = 0; i < 3; i++) {
-        const err = deferred<Error>();
-        c.subscribeRoom(uuid(), { onEvent: () => undefined, onError: err.resolve, onRetry: (e) => retries.push(e) });
-        failures.push(await withTimeout(err.promise, 5000, 'subscription error'));
-        failures.push(await c.trpc.auth.me.query().then(() => new Error('auth.me succeeded'), (e: Error) => e));
-      }
-      for (const f of failures) {
-        expect(f).toBeInstanceOf(TRPCClientError);
-        expect(errorCode(f)).toBe('UNAUTHORIZED');
-      }
-      // A last round trip on the same socket.
-      await expect(c.trpc.auth.me.query()).rejects.toThrow('invalid access token');
-      expect(retries).toEqual([]);
-      expect(upgrades.count).toBe(1);
-      expect(tokenCalls).toBe(1);
-      expect(c.state).toMatchObject({ state: 'open', error: null });
-    } finally {
-      upgrades.stop();
+    using upgrades = countUpgrades(server.app.server);
+    let tokenCalls = 0;
+    const retries: unknown[] = [];
+    const c = track(
+      createChatClient({
+        url: server.url,
+        allOverWebSocket: true,
+        getToken: () => {
+          tokenCalls++;
+          return tokenFor('mallory', { secret: 'not-the-server-secret-0123456789abcdef' });
+        },
+        // 0: if the server dropped the socket, the client would reconnect at once and the round
+        // trips below would show it.
+        retryDelayMs: () => 0,
+      }),
+    );
+    const failures: Error[] = [];
+    for (let i = 0; i < 3; i++) {
+      const err = deferred<Error>();
+      c.subscribeRoom(uuid(), { onEvent: () => undefined, onError: err.resolve, onRetry: (e) => retries.push(e) });
+      failures.push(await within(err.promise, 5000, 'subscription error'));
+      failures.push(await c.trpc.auth.me.query().then(() => new Error('auth.me succeeded'), (e: Error) => e));
     }
+    for (const f of failures) {
+      expect(f).toBeInstanceOf(TRPCClientError);
+      expect(errorCode(f)).toBe('UNAUTHORIZED');
+    }
+    // A last round trip on the same socket.
+    await expect(c.trpc.auth.me.query()).rejects.toThrow('invalid access token');
+    expect(retries).toEqual([]);
+    expect(upgrades.count).toBe(1);
+    expect(tokenCalls).toBe(1);
+    expect(c.state).toMatchObject({ state: 'open', error: null });
   });
 
   it('a server that closes every new connection (too many connections) is retried with a growing backoff, never a tight loop', async () => {
@@ -239,22 +219,18 @@ describe('createChatClient', () => {
     holder.onStateChange(held.push);
     await held.until((xs) => xs.at(-1)?.state === 'open', 'the first connection');
 
-    const upgrades = countUpgrades(server.app.server);
-    try {
-      const states = new Collector<ConnectionState>();
-      const t0 = Date.now();
-      const flapper = track(createChatClient({ url: server.url, token: tokenFor('hal') }));
-      flapper.onStateChange(states.push);
-      await states.until((xs) => xs.filter((s) => s.closeCode === 4029).length >= 3, 'three refused connections', 15_000);
-      const elapsed = Date.now() - t0;
-      // Each refusal pushes the backoff up (floor 250 ms): >= 250 + 500 ms before the 3rd attempt;
-      // a client that restarted at the floor every time would be there after 500 ms.
-      expect(elapsed).toBeGreaterThanOrEqual(750);
-      expect(upgrades.count).toBe(3);
-      expect(states.items.find((s) => s.closeCode === 4029)?.state).toBe('connecting');
-    } finally {
-      upgrades.stop();
-    }
+    using upgrades = countUpgrades(server.app.server);
+    const states = new Collector<ConnectionState>();
+    const t0 = Date.now();
+    const flapper = track(createChatClient({ url: server.url, token: tokenFor('hal') }));
+    flapper.onStateChange(states.push);
+    await states.until((xs) => xs.filter((s) => s.closeCode === 4029).length >= 3, 'three refused connections', 15_000);
+    const elapsed = Date.now() - t0;
+    // Each refusal pushes the backoff up (floor 250 ms): >= 250 + 500 ms before the 3rd attempt;
+    // a client that restarted at the floor every time would be there after 500 ms.
+    expect(elapsed).toBeGreaterThanOrEqual(750);
+    expect(upgrades.count).toBe(3);
+    expect(states.items.find((s) => s.closeCode === 4029)?.state).toBe('connecting');
   });
 
   it('exposes the connection state: connecting -> open -> closed, lazy clients start closed', async () => {

@@ -6,11 +6,20 @@
  * between loading and receiving (an event missed, applied twice, or carrying the wrong state) shows
  * up as a difference. Issue 3, "Tests".
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ChatClient, Message, RoomEvent } from '../client/index.js';
-import { isDurable } from '../src/domain/events.js';
-import { deferred, uuid } from './helpers.js';
-import { ClientPool, codeOf, loadAllHistory, prng, recordEvents, startCluster, type Cluster } from './live-helpers.js';
+import {
+  clientFor,
+  codeOf,
+  deferred,
+  fileCluster,
+  isDurable,
+  loadAllHistory,
+  prng,
+  recordEvents,
+  Scope,
+  uuid,
+} from './fixture.js';
 
 const SEED = Number(process.env.CONSISTENCY_SEED ?? 20261122);
 const WORKERS = 5;
@@ -25,19 +34,12 @@ const MEMBERS_AT = 90;
 const SUBSCRIBE_AT = 130;
 const EMOJI = ['👍', '🎉', '❤️', ':ship-it:'] as const;
 
-let cl: Cluster;
-const pool = new ClientPool();
+/** Two nodes on one database and one Redis prefix. */
+const cl = fileCluster('consistency');
+/** The clients of a test, closed after it. */
+const open = new Scope();
 
-beforeAll(async () => {
-  cl = await startCluster('consistency');
-});
-afterEach(async () => {
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await pool.closeAll();
-  await cl?.close();
-});
+afterEach(() => open.dispose());
 
 /** What the client keeps of a message. */
 interface MsgState {
@@ -150,7 +152,7 @@ describe('consistency (verify_action)', () => {
     const extras = Array.from({ length: 3 }, (_, i) => `x${i}-${u}`);
     const observer = `obs-${u}`;
     const nodeOf = (i: number) => (i % 2 === 0 ? cl.a.url : cl.b.url);
-    const clients = workers.map((w, i) => pool.client(nodeOf(i), w, { ws: i % 3 === 0 }));
+    const clients = workers.map((w, i) => open.use(clientFor(nodeOf(i), w, { ws: i % 3 === 0 })));
     const room = await clients[0]!.trpc.room.create.mutate({ kind: 'group', name: 'verify', memberIds: [...workers.slice(1), observer] });
     await clients[0]!.trpc.room.setRole.mutate({ roomId: room.id, userId: workers[1]!, role: 'moderator' });
 
@@ -252,7 +254,7 @@ describe('consistency (verify_action)', () => {
 
     // The observer: load everything (while the workload runs), then subscribe with the last seq it has.
     await reached.get(HISTORY_AT)!.promise;
-    const obs = pool.client(cl.a.url, observer, { ws: true });
+    await using obs = clientFor(cl.a.url, observer, { ws: true });
     const state = new RoomState();
     const history = await loadAllHistory(obs, room.id, 10);
     for (const m of history) state.setMessage(m);
@@ -262,7 +264,7 @@ describe('consistency (verify_action)', () => {
     for (const mb of await obs.trpc.room.members.query({ roomId: room.id })) state.members.set(mb.userId, mb.role);
     await reached.get(SUBSCRIBE_AT)!.promise;
     let applyError: unknown = null;
-    const rec = recordEvents(obs, { roomId: room.id, lastEventId: String(loadedAt) });
+    using rec = recordEvents(obs, { roomId: room.id, lastEventId: String(loadedAt) });
     let appliedUpTo = 0;
     const applyNew = () => {
       for (; appliedUpTo < rec.events.items.length; appliedUpTo++) {
@@ -282,7 +284,7 @@ describe('consistency (verify_action)', () => {
     const totalMs = performance.now() - t0;
 
     // A fresh load from the other node.
-    const fresh = await freshLoad(pool.client(cl.b.url, observer, { ws: true }), room.id);
+    const fresh = await freshLoad(open.use(clientFor(cl.b.url, observer, { ws: true })), room.id);
     const { lastSeq } = await obs.trpc.room.get.query({ roomId: room.id });
 
     console.log(
@@ -311,10 +313,10 @@ describe('consistency (verify_action)', () => {
     const u = uuid().slice(0, 8);
     const owner = `own-${u}`;
     const users = Array.from({ length: 6 }, (_, i) => `r${i}-${u}`);
-    const oc = pool.client(cl.a.url, owner);
-    const cs = users.map((id, i) => pool.client(i % 2 === 0 ? cl.a.url : cl.b.url, id, { ws: i % 3 === 0 }));
+    await using oc = clientFor(cl.a.url, owner);
+    const cs = users.map((id, i) => open.use(clientFor(i % 2 === 0 ? cl.a.url : cl.b.url, id, { ws: i % 3 === 0 })));
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'races', memberIds: users });
-    const rec = recordEvents(oc, { roomId: room.id });
+    using rec = recordEvents(oc, { roomId: room.id });
     await rec.ready();
     const unexpected: { what: string; code: string | undefined; message: string }[] = [];
     const expectOk = (what: string, p: Promise<unknown>, allowed: string[] = []) =>

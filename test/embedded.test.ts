@@ -1,24 +1,24 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempDisposableSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, startServer, testConfig, uuid } from './helpers.js';
+import { clientFor, Collector, startServer, testConfig, uuid } from './fixture.js';
 
 /** The default mode: no DATABASE_URL, no REDIS_URL -> embedded PostgreSQL (PGlite) and in-process bus. */
 describe('embedded mode', () => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'chat-embedded-'));
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+  const dataDir = mkdtempDisposableSync(join(tmpdir(), 'chat-embedded-'));
+  afterAll(() => dataDir[Symbol.dispose]());
 
   it('serves a full round trip on an empty data dir and keeps the message across a restart', async () => {
-    const config = testConfig({ databaseUrl: undefined, redisUrl: undefined, dataDir });
-    let srv = await startServer(config);
-    expect(srv.app.db.embedded).toBe(true);
-    expect(srv.app.bus.kind).toBe('memory');
+    const config = testConfig({ databaseUrl: undefined, redisUrl: undefined, dataDir: dataDir.path });
     let roomId: string;
     let sentId: string;
-    const alice = clientFor(srv.url, 'alice');
-    const bob = clientFor(srv.url, 'bob');
-    try {
+    {
+      await using srv = await startServer(config);
+      expect(srv.app.db.embedded).toBe(true);
+      expect(srv.app.bus.kind).toBe('memory');
+      await using alice = clientFor(srv.url, 'alice');
+      await using bob = clientFor(srv.url, 'bob');
       const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'embedded', memberIds: ['bob'] });
       roomId = room.id;
       const got = new Collector<any>();
@@ -31,23 +31,14 @@ describe('embedded mode', () => {
       sub.unsubscribe();
       const ready = await fetch(`${srv.url}/readyz`);
       expect(ready.status).toBe(200);
-    } finally {
-      await alice.close();
-      await bob.close();
-      await srv.close();
     }
 
-    srv = await startServer(config);
-    const again = clientFor(srv.url, 'bob');
-    try {
-      const history = await again.trpc.chat.history.query({ roomId });
-      expect(history.messages.map((m) => [m.id, m.body])).toEqual([[sentId, 'persist me']]);
-      // The sequence continues where it stopped: no reuse of seq numbers after a restart.
-      const next = await again.trpc.chat.send.mutate({ roomId, clientId: uuid(), body: 'after restart' });
-      expect(next.seq).toBe(history.messages[0]!.seq + 1);
-    } finally {
-      await again.close();
-      await srv.close();
-    }
+    await using srv = await startServer(config);
+    await using again = clientFor(srv.url, 'bob');
+    const history = await again.trpc.chat.history.query({ roomId });
+    expect(history.messages.map((m) => [m.id, m.body])).toEqual([[sentId, 'persist me']]);
+    // The sequence continues where it stopped: no reuse of seq numbers after a restart.
+    const next = await again.trpc.chat.send.mutate({ roomId, clientId: uuid(), body: 'after restart' });
+    expect(next.seq).toBe(history.messages[0]!.seq + 1);
   });
 });

@@ -3,7 +3,7 @@
  * test file, on free loopback ports, so a test can kill and restart them without touching the
  * machine's shared services (127.0.0.1:5432 / :6379) that other test files use in parallel.
  *
- *   const env = new FaultEnv();           // afterAll(() => env.cleanup())
+ *   const env = new FaultEnv();           // afterAll(() => dispose(env))
  *   const redis = await env.redis();      // redis-server child; kill() / start() on the same port
  *   const pg = await env.postgres();      // initdb + pg_ctl in a temp dir; stop('immediate') / start()
  *
@@ -11,34 +11,12 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import pg from 'pg';
-
-/** A free TCP port on 127.0.0.1 (asked from the kernel, then released). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as import('node:net').AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Rejects after `ms` unless `p` settles first (the bound of an event wait). */
-function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
+import { freePort } from './fixture/tools.js';
+import { within } from './fixture/wait.js';
 
 /** A redis-server child process on a fixed port; can be SIGKILLed and started again on that port. */
 export class PrivateRedis {
@@ -87,7 +65,7 @@ export class PrivateRedis {
       void this.exited.then(() => reject(new Error(`redis-server exited before it was ready:\n${this.output.join('\n')}`)));
     });
     try {
-      await bounded(ready, timeoutMs, `redis-server on port ${this.port}`);
+      await within(ready, timeoutMs, `redis-server on port ${this.port}`);
     } catch (err) {
       await this.kill();
       throw err;
@@ -100,7 +78,7 @@ export class PrivateRedis {
     const child = this.child;
     if (!child) return;
     child.kill('SIGKILL');
-    await bounded(this.exited, 10_000, 'redis-server exit');
+    await within(this.exited, 10_000, 'redis-server exit');
   }
 }
 
@@ -206,14 +184,19 @@ export class PrivatePostgres {
   }
 
   async createDatabase(name: string): Promise<string> {
-    const c = new pg.Client({ connectionString: this.url() });
+    await this.sql('postgres', `create database ${name}`);
+    return this.url(name);
+  }
+
+  /** Runs a statement on a database of this cluster (`$1` parameters) and returns the rows. */
+  async sql<R = any>(database: string, text: string, params: unknown[] = []): Promise<R[]> {
+    const c = new pg.Client({ connectionString: this.url(database) });
     await c.connect();
     try {
-      await c.query(`create database ${name}`);
+      return (await c.query(text, params)).rows;
     } finally {
       await c.end().catch(() => undefined);
     }
-    return this.url(name);
   }
 
   /** Stops the server (immediate) and removes its directory. */
@@ -256,8 +239,8 @@ process.once('exit', () => {
   for (const d of live.dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** The private services of one test file; `cleanup()` belongs in afterAll (it never throws). */
-export class FaultEnv {
+/** The private services of one test file; disposing it (or `cleanup()`) belongs in afterAll (it never throws). */
+export class FaultEnv implements AsyncDisposable {
   private readonly redises: PrivateRedis[] = [];
   private readonly pgs: PrivatePostgres[] = [];
 
@@ -277,14 +260,8 @@ export class FaultEnv {
   async cleanup(): Promise<void> {
     await Promise.allSettled([...this.redises.map((r) => r.kill()), ...this.pgs.map((p) => p.destroy())]);
   }
-}
 
-/** Polls `fn` (no event exists for it, e.g. an HTTP status) every `everyMs` until it is true, bounded. */
-export async function pollUntil(fn: () => Promise<boolean>, what: string, timeoutMs = 30_000, everyMs = 100): Promise<number> {
-  const start = Date.now();
-  for (;;) {
-    if (await fn().catch(() => false)) return Date.now() - start;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.cleanup();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Fault tests of the delivery guarantee (ARCHITECTURE.md section 3; issue 6 "Faults"): real server
+ * Fault tests of the delivery guarantee (docs/DELIVERY.md; issue 6 "Faults"): real server
  * processes (src/main.ts) on a PostgreSQL cluster and a Redis server of this file's own
  * (test/fault-env.ts), so they can be killed and restarted without touching the machine's shared
  * services. Every loop is bounded; every wait is on an event, a process, or a bounded /readyz poll.
@@ -9,43 +9,53 @@
  *   npx vitest run test/faults.test.ts          (FAULT_SEED=<n> to vary the random cut points)
  */
 import { performance } from 'node:perf_hooks';
-import { TRPCClientError } from '@trpc/client';
-import pg from 'pg';
-import { WebSocket as WsWebSocket } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AppRouter, RoomEventEnvelope } from '../client/index.js';
-import { FaultEnv, pollUntil, type PrivatePostgres, type PrivateRedis } from './fault-env.js';
-import { actor, callerFor, clientFor, Collector, deferred, startServer, TEST_SECRET, testConfig, tokenFor, uuid } from './helpers.js';
-import { ProcGroup, type ServerProc } from './proc.js';
-import { getJson, wsClient, type WsTestClient } from './ws-helpers.js';
-import { POSITION_CHECK_MS } from '../src/stream/hubs.js';
-
-type Item = RoomEventEnvelope;
-type Sender = { trpc: WsTestClient['trpc'] | ReturnType<typeof clientFor>['trpc']; close(): Promise<void> };
+import {
+  actor,
+  analyze,
+  callerFor,
+  clientFor,
+  deferred,
+  dispose,
+  errInfo,
+  expectPerfect,
+  FaultEnv,
+  getJson,
+  perfect,
+  POSITION_CHECK_MS,
+  ProcGroup,
+  prng,
+  recordingWebSocket,
+  runSenders,
+  Scope,
+  startServer,
+  stats,
+  StreamLog,
+  TEST_SECRET,
+  testConfig,
+  tokenFor,
+  uuid,
+  waitFor,
+  wsClient,
+  type Counts,
+  type PrivatePostgres,
+  type PrivateRedis,
+  type Sender,
+  type ServerProc,
+  type WsTestClient,
+} from './fixture.js';
 
 const SEED = Number(process.env.FAULT_SEED ?? 20261122);
 const TEST_TIMEOUT = 180_000;
 
-const env = new FaultEnv();
+const fault = new FaultEnv();
 const group = new ProcGroup();
 let redis: PrivateRedis;
 let pgc: PrivatePostgres;
 let dbUrl: string;
+/** The database of the nodes, on the private cluster. */
+const DB = 'chat_faults';
 const nodes: { A: ServerProc | null; B: ServerProc | null } = { A: null, B: null };
-const openClients = new Set<{ close(): Promise<void> }>();
-
-function track<T extends { close(): Promise<void> }>(c: T): T {
-  openClients.add(c);
-  return c;
-}
-async function closeAll(cs: { close(): Promise<void> }[]) {
-  await Promise.allSettled(
-    cs.map(async (c) => {
-      openClients.delete(c);
-      await c.close();
-    }),
-  );
-}
 
 function nodeEnv(): Record<string, string> {
   return {
@@ -70,122 +80,19 @@ async function ensureNodes(): Promise<{ A: ServerProc; B: ServerProc }> {
 }
 
 beforeAll(async () => {
-  redis = await env.redis();
-  pgc = await env.postgres();
-  dbUrl = await pgc.createDatabase('chat_faults');
+  redis = await fault.redis();
+  pgc = await fault.postgres();
+  dbUrl = await pgc.createDatabase(DB);
   await ensureNodes();
 }, 120_000);
 
-afterAll(async () => {
-  await Promise.allSettled([...openClients].map((c) => c.close()));
-  await group.killAll();
-  await env.cleanup();
-}, 60_000);
+afterAll(() => dispose(fault, group), 60_000);
 
 /** The code of a failed call as the client sees it (`NETWORK` when no tRPC error came back). */
-function codeOf(err: unknown): string {
-  if (err instanceof TRPCClientError) return (err as TRPCClientError<AppRouter>).data?.code ?? 'NETWORK';
-  return 'NETWORK';
-}
+const codeOf = (err: unknown): string => errInfo(err).code ?? 'NETWORK';
 
 // ---------------------------------------------------------------------------------------------
 // What a subscriber got
-
-interface Counts {
-  received: number;
-  unique: number;
-  duplicates: number;
-  missing: number;
-  unexpected: number;
-  outOfOrder: number;
-  badIds: number;
-  readies: number;
-}
-
-/** Every tracked id equals the event's seq; durable seqs strictly increase; message.new seqs are exactly `sent`, each once. */
-function analyze(items: Item[], sent: Iterable<number>): Counts {
-  const expected = new Set(sent);
-  const seen = new Map<number, number>();
-  let outOfOrder = 0;
-  let badIds = 0;
-  let readies = 0;
-  let prev = -1;
-  for (const { id, data } of items) {
-    if (!('seq' in data)) continue;
-    if (data.type === 'receipt.read') continue; // ephemeral: its seq is the reader's, not the room's
-    if (id !== String(data.seq)) badIds++;
-    if (data.type === 'ready') {
-      readies++;
-      prev = data.seq;
-      continue;
-    }
-    if (data.seq <= prev) outOfOrder++;
-    prev = Math.max(prev, data.seq);
-    if (data.type === 'message.new') seen.set(data.seq, (seen.get(data.seq) ?? 0) + 1);
-  }
-  let duplicates = 0;
-  let received = 0;
-  for (const n of seen.values()) {
-    received += n;
-    duplicates += n - 1;
-  }
-  let missing = 0;
-  for (const s of expected) if (!seen.has(s)) missing++;
-  let unexpected = 0;
-  for (const s of seen.keys()) if (!expected.has(s)) unexpected++;
-  return { received, unique: seen.size, duplicates, missing, unexpected, outOfOrder, badIds, readies };
-}
-
-const perfect = (n: number): Counts => ({
-  received: n,
-  unique: n,
-  duplicates: 0,
-  missing: 0,
-  unexpected: 0,
-  outOfOrder: 0,
-  badIds: 0,
-  readies: 1,
-});
-
-/** One subscription's items with an index of message seqs, so waits are O(1) per event. */
-class StreamLog {
-  readonly got = new Collector<Item>();
-  readonly seqs = new Set<number>();
-  /** When each item arrived (performance.now()). */
-  readonly times: number[] = [];
-  messages = 0;
-  onMessage: ((n: number) => void) | null = null;
-
-  constructor(readonly label: string) {}
-
-  onData = (item: Item) => {
-    const isMsg = item.data.type === 'message.new';
-    if (isMsg) {
-      this.messages++;
-      this.seqs.add((item.data as { seq: number }).seq);
-    }
-    this.times.push(performance.now());
-    this.got.push(item);
-    if (isMsg) this.onMessage?.(this.messages);
-  };
-
-  ready(timeoutMs = 20_000) {
-    return this.got.until((xs) => xs.some((x) => x.data.type === 'ready'), `${this.label} ready`, timeoutMs);
-  }
-
-  all(want: number[], what: string, timeoutMs = 60_000) {
-    return this.got.until(() => want.every((s) => this.seqs.has(s)), `${this.label}: ${what}`, timeoutMs);
-  }
-
-  /** The message.new seqs after `ready`, in arrival order. */
-  messageSeqs(): number[] {
-    return this.got.items.filter((x) => x.data.type === 'message.new').map((x) => Number(x.id));
-  }
-
-  readySeq(): number {
-    return (this.got.items.find((x) => x.data.type === 'ready')!.data as { seq: number }).seq;
-  }
-}
 
 function report(name: string, rows: { label: string; counts: Counts; extra?: string }[]) {
   const lines = rows.map(
@@ -195,53 +102,6 @@ function report(name: string, rows: { label: string; counts: Counts; extra?: str
       (r.extra ? `  ${r.extra}` : ''),
   );
   console.log(`[faults] ${name}\n${lines.join('\n')}`);
-}
-
-/** Asserts exactly-once in order, and that the stream after `ready` is exactly seqs ready+1..ready+n. */
-function expectPerfect(logs: StreamLog[], sent: number[]) {
-  for (const log of logs) {
-    expect(analyze(log.got.items, sent), log.label).toEqual(perfect(sent.length));
-    const ready = log.readySeq();
-    expect(log.messageSeqs(), `${log.label} contiguous`).toEqual(Array.from({ length: sent.length }, (_, i) => ready + 1 + i));
-  }
-}
-
-/** A WebSocket class (the `ws` package) that records its instances, so a test can cut them. */
-function recordingWebSocket() {
-  const sockets: WsWebSocket[] = [];
-  class RecordingWebSocket extends WsWebSocket {
-    constructor(url: string | URL, protocols?: string | string[]) {
-      super(url, protocols);
-      sockets.push(this);
-    }
-  }
-  return {
-    sockets,
-    WebSocket: RecordingWebSocket as unknown as typeof WebSocket,
-    /** Destroys every open socket (no close frame): whatever was in flight on it is lost. */
-    cut(): number {
-      let n = 0;
-      for (const s of sockets) {
-        if (s.readyState === WsWebSocket.OPEN) {
-          s.terminate();
-          n++;
-        }
-      }
-      return n;
-    },
-  };
-}
-
-/** A deterministic PRNG (mulberry32), so random cut points are reproducible from the seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Creates a room with the given members (the creator is `owner`). */
@@ -256,34 +116,11 @@ function subscribe(client: { trpc: WsTestClient['trpc'] | ReturnType<typeof clie
   return { log, sub };
 }
 
-/** Ordered senders: sender i sends `per` messages one after the other; `gate` can hold them. */
-async function runSenders(
-  senders: Sender[],
-  roomId: string,
-  per: number,
-  hooks: { onSent?: (ms: number) => void; before?: () => Promise<void> | void } = {},
-): Promise<number[]> {
-  const seqs: number[] = [];
-  await Promise.all(
-    senders.map(async (c, i) => {
-      for (let n = 0; n < per; n++) {
-        await hooks.before?.();
-        const t = performance.now();
-        const m = await c.trpc.chat.send.mutate({ roomId, clientId: uuid(), body: `s${i}-${n}` });
-        seqs.push(m.seq);
-        hooks.onSent?.(performance.now() - t);
-      }
-    }),
-  );
-  return seqs;
-}
-
 /** median / p99 / max of a list of milliseconds. */
-function stats(ms: number[]): string {
+function latencies(ms: number[]): string {
   if (!ms.length) return 'n/a';
-  const xs = [...ms].sort((a, b) => a - b);
-  const q = (p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!.toFixed(1);
-  return `median ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${xs.at(-1)!.toFixed(1)} ms (n=${xs.length})`;
+  const s = stats(ms);
+  return `median ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, max ${s.max.toFixed(1)} ms (n=${s.n})`;
 }
 
 /** The room hubs' totals of a node (GET /admin/stats): `filled` counts events taken from PostgreSQL to close gaps. */
@@ -322,117 +159,105 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       const DURING_OUTAGE = 120;
       const senderIds = Array.from({ length: SENDERS }, (_, i) => `r-sender${i}`);
       const subIds = Array.from({ length: 6 }, (_, i) => `r-sub${i}`);
-      const senders = senderIds.map((id, i) => track(clientFor(i % 2 === 0 ? A.url : B.url, id)));
-      const subClients = subIds.map((id, i) => track(wsClient({ url: i < 3 ? A.url : B.url, userId: id })));
+      await using open = new Scope();
+      const senders = senderIds.map((id, i) => open.use(clientFor(i % 2 === 0 ? A.url : B.url, id)));
+      const subClients = subIds.map((id, i) => open.use(wsClient({ url: i < 3 ? A.url : B.url, userId: id })));
       // Connects and subscribes while Redis is down (created then).
       let late: WsTestClient | null = null;
-      try {
-        const room = await newRoom(senders[0]!, 'redis-restart', [...senderIds.slice(1), ...subIds, 'r-late']);
-        const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 3 ? 'A' : 'B'}:${subIds[i]}`));
-        await Promise.all(subs.map((s) => s.log.ready()));
-        const stats0 = await Promise.all([A, B].map((n) => hubStats(n.url)));
+      const room = await newRoom(senders[0]!, 'redis-restart', [...senderIds.slice(1), ...subIds, 'r-late']);
+      const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 3 ? 'A' : 'B'}:${subIds[i]}`));
+      await Promise.all(subs.map((s) => s.log.ready()));
+      const stats0 = await Promise.all([A, B].map((n) => hubStats(n.url)));
 
-        let sent = 0;
-        let sentDuringOutage = 0;
-        let phase: 'before' | 'down' | 'recovering' | 'after' = 'before';
-        const killed = deferred();
-        const quotaReached = deferred();
-        const resume = deferred();
-        let held = 0;
-        const latDown: number[] = [];
-        const latUp: number[] = [];
-        let killing: Promise<void> | null = null;
-        const t0 = performance.now();
-        const sending = runSenders(senders, room.id, PER, {
-          before: async () => {
-            // Traffic pauses once DURING_OUTAGE messages were accepted with Redis down (every
-            // sender held, nothing in flight), and goes on after the hubs caught up: that
-            // catch-up can only come from the reconnect's resync.
-            if (phase === 'down' && sentDuringOutage >= DURING_OUTAGE) {
-              if (++held === SENDERS) quotaReached.resolve();
-              await resume.promise;
-            }
-          },
-          onSent: (ms) => {
-            sent++;
-            (phase === 'down' ? latDown : latUp).push(ms);
-            if (phase === 'down') sentDuringOutage++;
-            if (sent === KILL_AT && !killing) {
-              killing = redis.kill().then(() => {
-                phase = 'down';
-                killed.resolve();
-              });
-            }
-          },
-        });
-        await killed.promise;
-        const downAt = performance.now();
-        const during = await readyz(A.url);
-        await quotaReached.promise;
-        const sentBeforeRestart = sent;
-        // A client connecting now (its node's room hub exists): how long until it is live?
-        const lateStart = performance.now();
-        late = track(wsClient({ url: A.url, userId: 'r-late' }));
-        const lateSub = subscribe(late, room.id, 'A:r-late (joined while down)');
-        await lateSub.log.ready(30_000);
-        const lateReadyMs = performance.now() - lateStart;
-        // Restart on the same port; every message accepted so far must reach every subscriber
-        // without further traffic (the reconnect resync).
-        await redis.start();
-        const restartedAt = performance.now();
-        phase = 'recovering';
-        // Every send acknowledged so far (all senders are held, none in flight), from PostgreSQL.
-        const ackedSoFar = await (async () => {
-          const c = new pg.Client({ connectionString: dbUrl });
-          await c.connect();
-          try {
-            const r = await c.query<{ seq: string }>('select seq from message where room_id = $1 order by seq', [room.id]);
-            return r.rows.map((x) => Number(x.seq));
-          } finally {
-            await c.end();
+      let sent = 0;
+      let sentDuringOutage = 0;
+      let phase: 'before' | 'down' | 'recovering' | 'after' = 'before';
+      const killed = deferred();
+      const quotaReached = deferred();
+      const resume = deferred();
+      let held = 0;
+      const latDown: number[] = [];
+      const latUp: number[] = [];
+      let killing: Promise<void> | null = null;
+      const t0 = performance.now();
+      const sending = runSenders(senders, room.id, PER, {
+        before: async () => {
+          // Traffic pauses once DURING_OUTAGE messages were accepted with Redis down (every
+          // sender held, nothing in flight), and goes on after the hubs caught up: that
+          // catch-up can only come from the reconnect's resync.
+          if (phase === 'down' && sentDuringOutage >= DURING_OUTAGE) {
+            if (++held === SENDERS) quotaReached.resolve();
+            await resume.promise;
           }
-        })();
-        expect(ackedSoFar).toHaveLength(sentBeforeRestart);
-        await Promise.all(subs.map((s) => s.log.all(ackedSoFar, `the ${ackedSoFar.length} messages sent before the restart`, 60_000)));
-        const recoveredMs = performance.now() - restartedAt;
-        const stats1 = await Promise.all([A, B].map((n) => hubStats(n.url)));
-        const after = await readyz(B.url);
-        phase = 'after';
-        resume.resolve();
-        const seqs = await sending;
-        const lateReady = lateSub.log.readySeq();
-        const lateSeqs = seqs.filter((x) => x > lateReady);
-        await Promise.all(subs.map((s) => s.log.all(seqs, `all ${seqs.length} messages`, 60_000)));
-        await lateSub.log.all(lateSeqs, 'every message after its ready', 60_000);
-        const totalMs = performance.now() - t0;
+        },
+        onSent: (ms) => {
+          sent++;
+          (phase === 'down' ? latDown : latUp).push(ms);
+          if (phase === 'down') sentDuringOutage++;
+          if (sent === KILL_AT && !killing) {
+            killing = redis.kill().then(() => {
+              phase = 'down';
+              killed.resolve();
+            });
+          }
+        },
+      });
+      await killed.promise;
+      const downAt = performance.now();
+      const during = await readyz(A.url);
+      await quotaReached.promise;
+      const sentBeforeRestart = sent;
+      // A client connecting now (its node's room hub exists): how long until it is live?
+      const lateStart = performance.now();
+      late = open.use(wsClient({ url: A.url, userId: 'r-late' }));
+      const lateSub = subscribe(late, room.id, 'A:r-late (joined while down)');
+      await lateSub.log.ready(30_000);
+      const lateReadyMs = performance.now() - lateStart;
+      // Restart on the same port; every message accepted so far must reach every subscriber
+      // without further traffic (the reconnect resync).
+      await redis.start();
+      const restartedAt = performance.now();
+      phase = 'recovering';
+      // Every send acknowledged so far (all senders are held, none in flight), from PostgreSQL.
+      const ackedSoFar = (await pgc.sql<{ seq: string }>(DB, 'select seq from message where room_id = $1 order by seq', [room.id])).map((x) => Number(x.seq));
+      expect(ackedSoFar).toHaveLength(sentBeforeRestart);
+      await Promise.all(subs.map((s) => s.log.all(ackedSoFar, `the ${ackedSoFar.length} messages sent before the restart`, 60_000)));
+      const recoveredMs = performance.now() - restartedAt;
+      const stats1 = await Promise.all([A, B].map((n) => hubStats(n.url)));
+      const after = await readyz(B.url);
+      phase = 'after';
+      resume.resolve();
+      const seqs = await sending;
+      const lateReady = lateSub.log.readySeq();
+      const lateSeqs = seqs.filter((x) => x > lateReady);
+      await Promise.all(subs.map((s) => s.log.all(seqs, `all ${seqs.length} messages`, 60_000)));
+      await lateSub.log.all(lateSeqs, 'every message after its ready', 60_000);
+      const totalMs = performance.now() - t0;
 
-        const rows = [
-          ...subs.map((s) => ({ label: s.log.label, counts: analyze(s.log.got.items, seqs) })),
-          { label: lateSub.log.label, counts: analyze(lateSub.log.got.items, lateSeqs), extra: `connected and ready ${lateReadyMs.toFixed(0)} ms after it was created with Redis down` },
-        ];
-        report(
-          `Redis restart: ${seqs.length} messages from ${SENDERS} senders (2 per node), 6 subscribers (3 per node); ` +
-            `Redis SIGKILLed after ${KILL_AT} sends, ${sentDuringOutage} sends accepted while down (outage ${(restartedAt - downAt).toFixed(0)} ms), ` +
-            `all subscribers caught up ${recoveredMs.toFixed(0)} ms after the restart with no new traffic; total ${totalMs.toFixed(0)} ms; ` +
-            `send latency with Redis up ${stats(latUp)}, with Redis down ${stats(latDown)}; ` +
-            `hubs until caught up: A ${delta(stats0[0]!, stats1[0]!)}; B ${delta(stats0[1]!, stats1[1]!)}`,
-          rows,
-        );
-        expect(during.status).toBe(503);
-        expect(during.body).toMatchObject({ status: 'unavailable', database: 'up', bus: { kind: 'redis', status: 'down' } });
-        expect(after.status).toBe(200);
-        expect(sentDuringOutage).toBeGreaterThanOrEqual(DURING_OUTAGE);
-        expect(seqs).toHaveLength(SENDERS * PER);
-        expect(new Set(seqs).size).toBe(SENDERS * PER);
-        expectPerfect(
-          subs.map((s) => s.log),
-          seqs,
-        );
-        expectPerfect([lateSub.log], lateSeqs);
-        for (const s of [...subs, lateSub]) s.sub.unsubscribe();
-      } finally {
-        await closeAll([...senders, ...subClients, ...(late ? [late] : [])]);
-      }
+      const rows = [
+        ...subs.map((s) => ({ label: s.log.label, counts: analyze(s.log.got.items, seqs) })),
+        { label: lateSub.log.label, counts: analyze(lateSub.log.got.items, lateSeqs), extra: `connected and ready ${lateReadyMs.toFixed(0)} ms after it was created with Redis down` },
+      ];
+      report(
+        `Redis restart: ${seqs.length} messages from ${SENDERS} senders (2 per node), 6 subscribers (3 per node); ` +
+          `Redis SIGKILLed after ${KILL_AT} sends, ${sentDuringOutage} sends accepted while down (outage ${(restartedAt - downAt).toFixed(0)} ms), ` +
+          `all subscribers caught up ${recoveredMs.toFixed(0)} ms after the restart with no new traffic; total ${totalMs.toFixed(0)} ms; ` +
+          `send latency with Redis up ${latencies(latUp)}, with Redis down ${latencies(latDown)}; ` +
+          `hubs until caught up: A ${delta(stats0[0]!, stats1[0]!)}; B ${delta(stats0[1]!, stats1[1]!)}`,
+        rows,
+      );
+      expect(during.status).toBe(503);
+      expect(during.body).toMatchObject({ status: 'unavailable', database: 'up', bus: { kind: 'redis', status: 'down' } });
+      expect(after.status).toBe(200);
+      expect(sentDuringOutage).toBeGreaterThanOrEqual(DURING_OUTAGE);
+      expect(seqs).toHaveLength(SENDERS * PER);
+      expect(new Set(seqs).size).toBe(SENDERS * PER);
+      expectPerfect(
+        subs.map((s) => s.log),
+        seqs,
+      );
+      expectPerfect([lateSub.log], lateSeqs);
+      for (const s of [...subs, lateSub]) s.sub.unsubscribe();
     },
     TEST_TIMEOUT,
   );
@@ -447,10 +272,11 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       const FAILS_PER_SENDER = 5;
       const senderIds = Array.from({ length: SENDERS }, (_, i) => `p-sender${i}`);
       const subIds = Array.from({ length: 4 }, (_, i) => `p-sub${i}`);
-      const senders = senderIds.map((id, i) => track(clientFor(i % 2 === 0 ? A.url : B.url, id)));
-      const subClients = subIds.map((id, i) => track(wsClient({ url: i < 2 ? A.url : B.url, userId: id })));
+      await using open = new Scope();
+      const senders = senderIds.map((id, i) => open.use(clientFor(i % 2 === 0 ? A.url : B.url, id)));
+      const subClients = subIds.map((id, i) => open.use(wsClient({ url: i < 2 ? A.url : B.url, userId: id })));
       // Subscribes (resuming) only while the database is down, then again after it is back.
-      const late = track(wsClient({ url: B.url, userId: 'p-late' }));
+      const late = open.use(wsClient({ url: B.url, userId: 'p-late' }));
       try {
         const room = await newRoom(senders[0]!, 'pg-restart', [...senderIds.slice(1), ...subIds, 'p-late']);
         const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 2 ? 'A' : 'B'}:${subIds[i]}`));
@@ -522,7 +348,12 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
         const startedAt = performance.now();
         // No event says "the pool reconnected": poll /readyz (bounded) on both nodes.
         const readyAfterMs = await Promise.all(
-          [A, B].map((n) => pollUntil(async () => (await readyz(n.url)).status === 200, `${n.label} /readyz 200 after the restart`, 60_000, 100)),
+          [A, B].map(async (n) => {
+            const t = Date.now();
+            const ready = () => readyz(n.url).then((r) => r.status === 200, () => false);
+            await waitFor(ready, `${n.label} /readyz 200 after the restart`, { timeoutMs: 60_000, everyMs: 100 });
+            return Date.now() - t;
+          }),
         );
         back.resolve();
         // ... and it resumes from the same lastEventId once the database is back.
@@ -534,11 +365,9 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
         await Promise.all([...subs.map((s) => s.log), lateLog].map((l) => l.all(seqs, `all ${seqs.length} messages`, 60_000)));
 
         // Nothing half-written: the room's log and its messages agree, one row per acknowledged send.
-        const c = new pg.Client({ connectionString: dbUrl });
-        await c.connect();
         let dbCheck: { messages: number; distinctClientIds: number; events: number; lastSeq: number; minEvent: number; maxEvent: number; orphans: number };
-        try {
-          const q = async (sql: string) => (await c.query(sql, [room.id])).rows[0] as Record<string, string>;
+        {
+          const q = async (sql: string) => (await pgc.sql<Record<string, string>>(DB, sql, [room.id]))[0]!;
           const m = await q('select count(*) n, count(distinct client_id) d from message where room_id = $1');
           const e = await q('select count(*) n, min(seq) lo, max(seq) hi from room_event where room_id = $1');
           const r = await q('select last_seq from room where id = $1');
@@ -555,8 +384,6 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
             maxEvent: Number(e.hi),
             orphans: Number(o.n),
           };
-        } finally {
-          await c.end();
         }
 
         // Retrying every acknowledged clientId after the outage returns the original, never a second row.
@@ -606,7 +433,6 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
         for (const s of subs) s.sub.unsubscribe();
         lateSub.unsubscribe();
       } finally {
-        await closeAll([...senders, ...subClients, late]);
         if (!pgc.running) await pgc.start();
       }
     },
@@ -625,12 +451,13 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       let target = A.url;
       const connectedTo: string[][] = subIds.map(() => []);
       // Senders 0 and 1 speak WebSocket to A and follow it to B; 2 and 3 use HTTP on B.
+      await using open = new Scope();
       const senders: Sender[] = senderIds.map((id, i) =>
-        track(i < 2 ? wsClient({ url: () => target, userId: id }) : clientFor(B.url, id)),
+        open.use(i < 2 ? wsClient({ url: () => target, userId: id }) : clientFor(B.url, id)),
       );
       // Subscribers 0-3 on A (they move), 4-5 on B (they stay).
       const subClients = subIds.map((id, i) =>
-        track(
+        open.use(
           wsClient({
             url:
               i < 4
@@ -646,76 +473,72 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
           }),
         ),
       );
-      try {
-        const room = await newRoom(senders[2]!, 'sigkill', [...senderIds.filter((s) => s !== 'k-sender2'), ...subIds]);
-        const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 4 ? 'A->B' : 'B'}:${subIds[i]}`));
-        await Promise.all(subs.map((s) => s.log.ready()));
+      const room = await newRoom(senders[2]!, 'sigkill', [...senderIds.filter((s) => s !== 'k-sender2'), ...subIds]);
+      const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 4 ? 'A->B' : 'B'}:${subIds[i]}`));
+      await Promise.all(subs.map((s) => s.log.ready()));
 
-        let sent = 0;
-        let kill: { atSent: number } | null = null;
-        let killedAt = 0;
-        const failures: string[] = [];
-        const acked: { seq: number; attempts: number }[] = [];
-        const t0 = performance.now();
-        await Promise.all(
-          senders.map(async (c, i) => {
-            for (let n = 0; n < PER; n++) {
-              const clientId = uuid();
-              for (let attempt = 1; ; attempt++) {
-                if (attempt > 20) throw new Error(`sender ${i} message ${n}: still failing after 20 attempts`);
-                try {
-                  const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `k${i}-${n}` });
-                  acked.push({ seq: m.seq, attempts: attempt });
-                  break;
-                } catch (err) {
-                  // The send in flight on the killed node: its outcome is unknown, so the client
-                  // retries the same clientId (on the other node); idempotency makes that safe.
-                  failures.push(`${i}:${codeOf(err)}`);
-                }
-              }
-              sent++;
-              if (!kill && sent >= KILL_AT) {
-                kill = { atSent: sent };
-                killedAt = performance.now();
-                target = B.url;
-                A.child.kill('SIGKILL');
+      let sent = 0;
+      let kill: { atSent: number } | null = null;
+      let killedAt = 0;
+      const failures: string[] = [];
+      const acked: { seq: number; attempts: number }[] = [];
+      const t0 = performance.now();
+      await Promise.all(
+        senders.map(async (c, i) => {
+          for (let n = 0; n < PER; n++) {
+            const clientId = uuid();
+            for (let attempt = 1; ; attempt++) {
+              if (attempt > 20) throw new Error(`sender ${i} message ${n}: still failing after 20 attempts`);
+              try {
+                const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `k${i}-${n}` });
+                acked.push({ seq: m.seq, attempts: attempt });
+                break;
+              } catch (err) {
+                // The send in flight on the killed node: its outcome is unknown, so the client
+                // retries the same clientId (on the other node); idempotency makes that safe.
+                failures.push(`${i}:${codeOf(err)}`);
               }
             }
-          }),
-        );
-        const seqs = acked.map((a) => a.seq);
-        await Promise.all(subs.map((s) => s.log.all(seqs, `all ${seqs.length} messages after the kill`, 60_000)));
-        const totalMs = performance.now() - t0;
-        const exit = await A.exited;
+            sent++;
+            if (!kill && sent >= KILL_AT) {
+              kill = { atSent: sent };
+              killedAt = performance.now();
+              target = B.url;
+              A.child.kill('SIGKILL');
+            }
+          }
+        }),
+      );
+      const seqs = acked.map((a) => a.seq);
+      await Promise.all(subs.map((s) => s.log.all(seqs, `all ${seqs.length} messages after the kill`, 60_000)));
+      const totalMs = performance.now() - t0;
+      const exit = await A.exited;
 
-        report(
-          `SIGKILL of node A after ${kill ? (kill as { atSent: number }).atSent : '?'} of ${SENDERS * PER} sends (exit ${JSON.stringify(exit)}): ` +
-            `${failures.length} sends failed in flight and were retried with the same clientId (${failures.join(' ')}); all delivered after ${totalMs.toFixed(0)} ms`,
-          subs.map((s, i) => {
-            const next = s.log.times.find((t) => t > killedAt);
-            return {
-              label: s.log.label,
-              counts: analyze(s.log.got.items, seqs),
-              extra: `connections ${connectedTo[i]!.join(',')}; first event ${next ? (next - killedAt).toFixed(0) : '?'} ms after the kill`,
-            };
-          }),
-        );
-        expect(kill).not.toBeNull();
-        expect(exit.signal).toBe('SIGKILL');
-        expect(seqs).toHaveLength(SENDERS * PER);
-        expect(new Set(seqs).size).toBe(SENDERS * PER);
-        for (let i = 0; i < 4; i++) {
-          expect(connectedTo[i]![0], subIds[i]).toBe('A');
-          expect(connectedTo[i]!.at(-1), subIds[i]).toBe('B');
-        }
-        expectPerfect(
-          subs.map((s) => s.log),
-          seqs,
-        );
-        for (const s of subs) s.sub.unsubscribe();
-      } finally {
-        await closeAll([...senders, ...subClients]);
+      report(
+        `SIGKILL of node A after ${kill ? (kill as { atSent: number }).atSent : '?'} of ${SENDERS * PER} sends (exit ${JSON.stringify(exit)}): ` +
+          `${failures.length} sends failed in flight and were retried with the same clientId (${failures.join(' ')}); all delivered after ${totalMs.toFixed(0)} ms`,
+        subs.map((s, i) => {
+          const next = s.log.times.find((t) => t > killedAt);
+          return {
+            label: s.log.label,
+            counts: analyze(s.log.got.items, seqs),
+            extra: `connections ${connectedTo[i]!.join(',')}; first event ${next ? (next - killedAt).toFixed(0) : '?'} ms after the kill`,
+          };
+        }),
+      );
+      expect(kill).not.toBeNull();
+      expect(exit.signal).toBe('SIGKILL');
+      expect(seqs).toHaveLength(SENDERS * PER);
+      expect(new Set(seqs).size).toBe(SENDERS * PER);
+      for (let i = 0; i < 4; i++) {
+        expect(connectedTo[i]![0], subIds[i]).toBe('A');
+        expect(connectedTo[i]!.at(-1), subIds[i]).toBe('B');
       }
+      expectPerfect(
+        subs.map((s) => s.log),
+        seqs,
+      );
+      for (const s of subs) s.sub.unsubscribe();
     },
     TEST_TIMEOUT,
   );
@@ -730,62 +553,59 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       const CUTS = 10;
       const senderIds = Array.from({ length: SENDERS }, (_, i) => `c-sender${i}`);
       const subIds = ['c-subA', 'c-subB'];
-      const senders = senderIds.map((id, i) => track(clientFor(i % 2 === 0 ? A.url : B.url, id)));
+      await using open = new Scope();
+      const senders = senderIds.map((id, i) => open.use(clientFor(i % 2 === 0 ? A.url : B.url, id)));
       const recs = subIds.map(() => recordingWebSocket());
       const subClients = subIds.map((id, i) =>
-        track(wsClient({ url: i === 0 ? A.url : B.url, userId: id, WebSocket: recs[i]!.WebSocket, retryDelayMs: () => 20 })),
+        open.use(wsClient({ url: i === 0 ? A.url : B.url, userId: id, WebSocket: recs[i]!.WebSocket, retryDelayMs: () => 20 })),
       );
-      try {
-        const room = await newRoom(senders[0]!, 'cuts', [...senderIds.slice(1), ...subIds]);
-        const rnd = prng(SEED);
-        // Cut points: distinct random counts of messages received by the subscriber, drawn from the seed.
-        const plans = subIds.map(() => {
-          const at = new Set<number>();
-          while (at.size < CUTS) at.add(1 + Math.floor(rnd() * (TOTAL - 20)));
-          return [...at].sort((a, b) => a - b);
-        });
-        const done: { atReceived: number; sockets: number }[][] = subIds.map(() => []);
-        const subs = subClients.map((c, i) => subscribe(c, room.id, `${i === 0 ? 'A' : 'B'}:${subIds[i]} (cut)`));
-        subs.forEach((s, i) => {
-          s.log.onMessage = (n) => {
-            const plan = plans[i]!;
-            while (done[i]!.length < plan.length && n >= plan[done[i]!.length]!) {
-              done[i]!.push({ atReceived: n, sockets: recs[i]!.cut() });
-            }
-          };
-        });
-        await Promise.all(subs.map((s) => s.log.ready()));
-        const t0 = performance.now();
-        const seqs = await runSenders(senders, room.id, PER);
-        const sendMs = performance.now() - t0;
-        await Promise.all(subs.map((s) => s.log.all(seqs, `all ${TOTAL} messages`, 60_000)));
-        const recvMs = performance.now() - t0;
+      const room = await newRoom(senders[0]!, 'cuts', [...senderIds.slice(1), ...subIds]);
+      const rnd = prng(SEED);
+      // Cut points: distinct random counts of messages received by the subscriber, drawn from the seed.
+      const plans = subIds.map(() => {
+        const at = new Set<number>();
+        while (at.size < CUTS) at.add(1 + Math.floor(rnd.next() * (TOTAL - 20)));
+        return [...at].sort((a, b) => a - b);
+      });
+      const done: { atReceived: number; sockets: number }[][] = subIds.map(() => []);
+      const subs = subClients.map((c, i) => subscribe(c, room.id, `${i === 0 ? 'A' : 'B'}:${subIds[i]} (cut)`));
+      subs.forEach((s, i) => {
+        s.log.onMessage = (n) => {
+          const plan = plans[i]!;
+          while (done[i]!.length < plan.length && n >= plan[done[i]!.length]!) {
+            done[i]!.push({ atReceived: n, sockets: recs[i]!.cut() });
+          }
+        };
+      });
+      await Promise.all(subs.map((s) => s.log.ready()));
+      const t0 = performance.now();
+      const seqs = await runSenders(senders, room.id, PER);
+      const sendMs = performance.now() - t0;
+      await Promise.all(subs.map((s) => s.log.all(seqs, `all ${TOTAL} messages`, 60_000)));
+      const recvMs = performance.now() - t0;
 
-        report(
-          `network cuts (seed ${SEED}): ${TOTAL} messages from ${SENDERS} senders in ${sendMs.toFixed(0)} ms, all received after ${recvMs.toFixed(0)} ms`,
-          subs.map((s, i) => ({
-            label: s.log.label,
-            counts: analyze(s.log.got.items, seqs),
-            extra: `cuts at received ${done[i]!.map((d) => d.atReceived).join(',')}; sockets opened ${subClients[i]!.opens}`,
-          })),
-        );
-        for (let i = 0; i < subs.length; i++) {
-          expect(done[i]!.length, `${subIds[i]} cuts`).toBe(CUTS);
-          expect(
-            done[i]!.every((d) => d.sockets === 1),
-            `${subIds[i]} each cut destroyed the open socket`,
-          ).toBe(true);
-          expect(subClients[i]!.opens).toBeGreaterThanOrEqual(CUTS + 1);
-        }
-        expect(new Set(seqs).size).toBe(TOTAL);
-        expectPerfect(
-          subs.map((s) => s.log),
-          seqs,
-        );
-        for (const s of subs) s.sub.unsubscribe();
-      } finally {
-        await closeAll([...senders, ...subClients]);
+      report(
+        `network cuts (seed ${SEED}): ${TOTAL} messages from ${SENDERS} senders in ${sendMs.toFixed(0)} ms, all received after ${recvMs.toFixed(0)} ms`,
+        subs.map((s, i) => ({
+          label: s.log.label,
+          counts: analyze(s.log.got.items, seqs),
+          extra: `cuts at received ${done[i]!.map((d) => d.atReceived).join(',')}; sockets opened ${subClients[i]!.opens}`,
+        })),
+      );
+      for (let i = 0; i < subs.length; i++) {
+        expect(done[i]!.length, `${subIds[i]} cuts`).toBe(CUTS);
+        expect(
+          done[i]!.every((d) => d.sockets === 1),
+          `${subIds[i]} each cut destroyed the open socket`,
+        ).toBe(true);
+        expect(subClients[i]!.opens).toBeGreaterThanOrEqual(CUTS + 1);
       }
+      expect(new Set(seqs).size).toBe(TOTAL);
+      expectPerfect(
+        subs.map((s) => s.log),
+        seqs,
+      );
+      for (const s of subs) s.sub.unsubscribe();
     },
     TEST_TIMEOUT,
   );
@@ -795,47 +615,43 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       const { A, B } = await ensureNodes();
       // A writer whose publishes reach no other process: the database state a node SIGKILLed
       // right after COMMIT (before its PUBLISH) leaves behind, made deterministic.
-      const lost = await startServer(testConfig({ databaseUrl: dbUrl, redisUrl: undefined }));
-      const owner = track(clientFor(B.url, 'l-owner'));
+      await using lost = await startServer(testConfig({ databaseUrl: dbUrl, redisUrl: undefined }));
+      await using open = new Scope();
+      const owner = open.use(clientFor(B.url, 'l-owner'));
       const subIds = ['l-sub0', 'l-sub1', 'l-sub2', 'l-sub3'];
-      const subClients = subIds.map((id, i) => track(wsClient({ url: i < 2 ? A.url : B.url, userId: id })));
-      try {
-        const room = await newRoom(owner, 'commit-no-publish', ['l-writer', ...subIds]);
-        const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 2 ? 'A' : 'B'}:${subIds[i]}`));
-        await Promise.all(subs.map((s) => s.log.ready()));
-        const first = await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'published' });
-        await Promise.all(subs.map((s) => s.log.all([first.seq], 'the published message')));
-        const stats0 = await Promise.all([A, B].map((n) => hubStats(n.url)));
-        const writer = callerFor(lost.app, actor('l-writer'));
-        const clientId = uuid();
-        const t0 = performance.now();
-        const orphan = await writer.chat.send({ roomId: room.id, clientId, body: 'committed, never published' });
-        // Nothing else happens in the room: only the nodes themselves can notice the gap.
-        await Promise.all(subs.map((s) => s.log.all([orphan.seq], 'the committed but unpublished message', 30_000)));
-        const healedMs = performance.now() - t0;
-        const stats1 = await Promise.all([A, B].map((n) => hubStats(n.url)));
-        // The writer's client, its node gone, retries the same clientId elsewhere: the original comes back.
-        const writerElsewhere = track(clientFor(B.url, 'l-writer'));
-        const retry = await writerElsewhere.trpc.chat.send.mutate({ roomId: room.id, clientId, body: 'committed, never published' });
-        await closeAll([writerElsewhere]);
-        const seqs = [first.seq, orphan.seq];
-        report(
-          `commit without publish: delivered to every subscriber ${healedMs.toFixed(0)} ms after the commit, with no further traffic ` +
-            `(position check every ${POSITION_CHECK_MS} ms); hubs: A ${delta(stats0[0]!, stats1[0]!)}; B ${delta(stats0[1]!, stats1[1]!)}`,
-          subs.map((s) => ({ label: s.log.label, counts: analyze(s.log.got.items, seqs) })),
-        );
-        expect([retry.id, retry.seq]).toEqual([orphan.id, orphan.seq]);
-        // Found by the position check on both nodes (no live event could reveal the gap).
-        for (let i = 0; i < 2; i++) expect(stats1[i]!.positionCatchUps).toBeGreaterThan(stats0[i]!.positionCatchUps);
-        expectPerfect(
-          subs.map((s) => s.log),
-          seqs,
-        );
-        for (const s of subs) s.sub.unsubscribe();
-      } finally {
-        await closeAll([owner, ...subClients]);
-        await lost.close();
-      }
+      const subClients = subIds.map((id, i) => open.use(wsClient({ url: i < 2 ? A.url : B.url, userId: id })));
+      const room = await newRoom(owner, 'commit-no-publish', ['l-writer', ...subIds]);
+      const subs = subClients.map((c, i) => subscribe(c, room.id, `${i < 2 ? 'A' : 'B'}:${subIds[i]}`));
+      await Promise.all(subs.map((s) => s.log.ready()));
+      const first = await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'published' });
+      await Promise.all(subs.map((s) => s.log.all([first.seq], 'the published message')));
+      const stats0 = await Promise.all([A, B].map((n) => hubStats(n.url)));
+      const writer = callerFor(lost.app, actor('l-writer'));
+      const clientId = uuid();
+      const t0 = performance.now();
+      const orphan = await writer.chat.send({ roomId: room.id, clientId, body: 'committed, never published' });
+      // Nothing else happens in the room: only the nodes themselves can notice the gap.
+      await Promise.all(subs.map((s) => s.log.all([orphan.seq], 'the committed but unpublished message', 30_000)));
+      const healedMs = performance.now() - t0;
+      const stats1 = await Promise.all([A, B].map((n) => hubStats(n.url)));
+      // The writer's client, its node gone, retries the same clientId elsewhere: the original comes back.
+      const writerElsewhere = open.use(clientFor(B.url, 'l-writer'));
+      const retry = await writerElsewhere.trpc.chat.send.mutate({ roomId: room.id, clientId, body: 'committed, never published' });
+      await open.close(writerElsewhere);
+      const seqs = [first.seq, orphan.seq];
+      report(
+        `commit without publish: delivered to every subscriber ${healedMs.toFixed(0)} ms after the commit, with no further traffic ` +
+          `(position check every ${POSITION_CHECK_MS} ms); hubs: A ${delta(stats0[0]!, stats1[0]!)}; B ${delta(stats0[1]!, stats1[1]!)}`,
+        subs.map((s) => ({ label: s.log.label, counts: analyze(s.log.got.items, seqs) })),
+      );
+      expect([retry.id, retry.seq]).toEqual([orphan.id, orphan.seq]);
+      // Found by the position check on both nodes (no live event could reveal the gap).
+      for (let i = 0; i < 2; i++) expect(stats1[i]!.positionCatchUps).toBeGreaterThan(stats0[i]!.positionCatchUps);
+      expectPerfect(
+        subs.map((s) => s.log),
+        seqs,
+      );
+      for (const s of subs) s.sub.unsubscribe();
     },
     TEST_TIMEOUT,
   );

@@ -2,8 +2,7 @@ import type { AddressInfo } from 'node:net';
 import superjson from 'superjson';
 import { describe, expect, it, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { SharedEncoding } from '../src/stream/hubs.js';
-import { frameHead, trackedTail, writeTextFrame } from '../src/trpc/frames.js';
+import { frameHead, SharedEncoding, trackedTail, writeTextFrame } from './fixture.js';
 
 /** What tRPC's own adapter sends for a tracked data frame (superjson + JSON.stringify). */
 function plainFrame(requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0') {

@@ -1,23 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WebSocket as RawWebSocket } from 'ws';
-import type { Config } from '../src/config.js';
-import { TEST_REDIS_URL } from './env.js';
-import { createTestDatabase, startServer, testConfig, testPrefix, tokenFor, type TestServer } from './helpers.js';
-import { getJson, tcpProxy, withTimeout } from './ws-helpers.js';
+import { fileServer, getJson, startServer, tcpProxy, tokenFor, within } from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let config: Config;
-let srv: TestServer;
-
-beforeAll(async () => {
-  db = await createTestDatabase('http');
-  config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('http') });
-  srv = await startServer(config);
-});
-afterAll(async () => {
-  await srv?.close();
-  await db?.drop();
-});
+const srv = fileServer('http');
 
 /** The server still answers: health, and an authenticated tRPC query. */
 async function expectServing(url: string) {
@@ -48,56 +33,50 @@ describe('plain HTTP routes', () => {
 
   it('/readyz is 503 with database down when the database is unreachable, and 200 again once it is back', async () => {
     // The app reaches PostgreSQL through a TCP proxy the test can cut (Redis stays fine).
-    const pgUrl = new URL(db.url);
-    const proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
+    const pgUrl = new URL(srv.env.databaseUrl);
+    await using proxy = await tcpProxy({ host: pgUrl.hostname, port: Number(pgUrl.port || 5432) });
     pgUrl.port = String(proxy.port);
-    const app = await startServer({ ...config, databaseUrl: pgUrl.toString() });
-    try {
-      expect((await getJson(`${app.url}/readyz`)).status).toBe(200);
-      proxy.cut();
-      const res = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
-      expect(res.status).toBe(503);
-      expect(res.body).toMatchObject({ status: 'unavailable', draining: false, database: 'down', bus: { kind: 'redis', status: 'up' } });
-      // Liveness is not readiness: the process itself is fine.
-      expect((await getJson(`${app.url}/healthz`)).status).toBe(200);
-      // A tRPC call needing the database fails cleanly (503, not a crash or a hang).
-      const me = await withTimeout(
-        getJson(`${app.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } }),
-        10_000,
-        'room.list',
-      );
-      expect(me.status).toBe(503);
-      expect(me.body.error.json.data.code).toBe('SERVICE_UNAVAILABLE');
+    await using app = await startServer({ ...srv.config, databaseUrl: pgUrl.toString() });
+    expect((await getJson(`${app.url}/readyz`)).status).toBe(200);
+    proxy.cut();
+    const res = await within(getJson(`${app.url}/readyz`), 5000, '/readyz');
+    expect(res.status).toBe(503);
+    expect(res.body).toMatchObject({ status: 'unavailable', draining: false, database: 'down', bus: { kind: 'redis', status: 'up' } });
+    // Liveness is not readiness: the process itself is fine.
+    expect((await getJson(`${app.url}/healthz`)).status).toBe(200);
+    // A tRPC call needing the database fails cleanly (503, not a crash or a hang).
+    const me = await within(
+      getJson(`${app.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } }),
+      10_000,
+      'room.list',
+    );
+    expect(me.status).toBe(503);
+    expect(me.body.error.json.data.code).toBe('SERVICE_UNAVAILABLE');
 
-      proxy.restore();
-      const back = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
-      expect(back.status).toBe(200);
-      expect(back.body.database).toBe('up');
-    } finally {
-      await app.close();
-      await proxy.close();
-    }
+    proxy.restore();
+    const back = await within(getJson(`${app.url}/readyz`), 5000, '/readyz');
+    expect(back.status).toBe(200);
+    expect(back.body.database).toBe('up');
   });
 
   it('/readyz is 503 while draining', async () => {
-    const app = await startServer(config);
+    await using app = await startServer(srv.config);
     // An open WebSocket keeps the drain going (close() waits for clients to leave) without
     // touching the answer under test.
     const socket = new RawWebSocket(`${app.url.replace(/^http/, 'ws')}/trpc`);
-    await withTimeout(new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)), 5000, 'ws open');
+    await within(new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject)), 5000, 'ws open');
     let closing: Promise<void> | null = null;
     try {
       // Start the shutdown the moment the server has the request: it is answered while draining.
       app.app.server.once('request', () => {
         closing = app.close();
       });
-      const res = await withTimeout(getJson(`${app.url}/readyz`), 5000, '/readyz');
+      const res = await within(getJson(`${app.url}/readyz`), 5000, '/readyz');
       expect(closing).not.toBeNull();
       expect(res.status).toBe(503);
       expect(res.body).toMatchObject({ status: 'unavailable', draining: true, database: 'up' });
     } finally {
       socket.close();
-      await (closing ?? app.close());
     }
   });
 
@@ -160,7 +139,7 @@ describe('tRPC over HTTP with bad requests', () => {
   });
 
   it('a body over the size limit is refused with 413, and the server keeps serving', async () => {
-    const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(config.wsMaxPayloadBytes * 2) } });
+    const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(srv.config.wsMaxPayloadBytes * 2) } });
     const res = await getJson(`${srv.url}/trpc/room.create`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },

@@ -3,24 +3,16 @@
  * database and one Redis prefix): ready first, room.added, direct.created, mention, notification,
  * exact resume across nodes, and isolation between users and tenants. Issue 3.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import { uuid } from './helpers.js';
-import { ClientPool, codeOf, recordInbox, startCluster, withTimeout, type Cluster, type InboxRecorder } from './live-helpers.js';
+import { clientFor, codeOf, fileCluster, recordInbox, Scope, uuid, within, type InboxRecorder } from './fixture.js';
 
-let cl: Cluster;
-const pool = new ClientPool();
+/** Two nodes on one database and one Redis prefix. */
+const cl = fileCluster('inbox');
+/** The clients of a test, closed after it. */
+const open = new Scope();
 
-beforeAll(async () => {
-  cl = await startCluster('inbox');
-});
-afterEach(async () => {
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await pool.closeAll();
-  await cl?.close();
-});
+afterEach(() => open.dispose());
 
 const tag = () => uuid().slice(0, 8);
 
@@ -39,16 +31,16 @@ describe('inbox.events over wsLink', () => {
   it('ready first, then room.added, direct.created, mention and notification; nobody else gets them', async () => {
     const u = tag();
     const [me, o, v, svc] = [`me-${u}`, `o-${u}`, `v-${u}`, `svc-${u}`];
-    const meRec = recordInbox(pool.client(cl.a.url, me, { ws: true }));
-    const vRec = recordInbox(pool.client(cl.b.url, v));
+    using meRec = recordInbox(open.use(clientFor(cl.a.url, me, { ws: true })));
+    using vRec = recordInbox(open.use(clientFor(cl.b.url, v)));
     // The same user id in another tenant is another user.
-    const twinRec = recordInbox(pool.client(cl.b.url, me, { tenant: `t2-${u}` }));
+    using twinRec = recordInbox(open.use(clientFor(cl.b.url, me, { tenant: `t2-${u}` })));
     expect(await meRec.ready()).toBe(0);
-    expect(meRec.items.items[0]).toEqual({ id: '0', data: { type: 'ready', seq: 0 } });
+    expect(meRec.events.items[0]).toEqual({ id: '0', data: { type: 'ready', seq: 0 } });
     await Promise.all([vRec.ready(), twinRec.ready()]);
 
-    const oc = pool.client(cl.b.url, o);
-    const service = pool.client(cl.a.url, svc, { roles: ['service'] });
+    await using oc = clientFor(cl.b.url, o);
+    await using service = clientFor(cl.a.url, svc, { roles: ['service'] });
 
     // Added at creation (node B), then by addMembers.
     const r1 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'first', memberIds: [me] });
@@ -108,7 +100,7 @@ describe('inbox.events over wsLink', () => {
     // Barriers on every inbox, then the exact contents.
     const meBarrier = await barrier(service, meRec, me);
     const vBarrier = await barrier(service, vRec, v);
-    const twinService = pool.client(cl.a.url, svc, { roles: ['service'], tenant: `t2-${u}` });
+    await using twinService = clientFor(cl.a.url, svc, { roles: ['service'], tenant: `t2-${u}` });
     const twinBarrier = await barrier(twinService, twinRec, me);
 
     expect(summary(meRec)).toEqual([
@@ -119,11 +111,11 @@ describe('inbox.events over wsLink', () => {
       { id: '5', type: 'notification', seq: 5, kind: 'order.shipped', title: 'Order 123 shipped', data: { orderId: 123 }, from: svc },
       { id: '6', type: 'notification', seq: 6, kind: 'test.barrier', title: meBarrier, data: null, from: svc },
     ]);
-    expect(meRec.items.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
+    expect(meRec.events.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
     expect(summary(vRec)).toEqual([{ id: '1', type: 'notification', seq: 1, kind: 'test.barrier', title: vBarrier, data: null, from: svc }]);
     expect(summary(twinRec)).toEqual([{ id: '1', type: 'notification', seq: 1, kind: 'test.barrier', title: twinBarrier, data: null, from: svc }]);
     // The one who opened the direct room and sent the mention got nothing in their own inbox.
-    const oRec = recordInbox(oc, { lastEventId: '0' });
+    using oRec = recordInbox(oc, { lastEventId: '0' });
     await barrier(service, oRec, o);
     expect(oRec.durable().map((x) => x.data.type)).toEqual(['notification']);
     for (const r of [meRec, vRec, twinRec, oRec]) {
@@ -135,11 +127,11 @@ describe('inbox.events over wsLink', () => {
   it('resume with lastEventId replays exactly the missed items in order on the other node, then goes live', async () => {
     const u = tag();
     const [me, o, svc] = [`me-${u}`, `o-${u}`, `svc-${u}`];
-    const onA = pool.client(cl.a.url, me, { ws: true });
-    const oc = pool.client(cl.a.url, o);
-    const service = pool.client(cl.b.url, svc, { roles: ['service'] });
+    await using onA = clientFor(cl.a.url, me, { ws: true });
+    await using oc = clientFor(cl.a.url, o);
+    await using service = clientFor(cl.b.url, svc, { roles: ['service'] });
 
-    const first = recordInbox(onA);
+    using first = recordInbox(onA);
     expect(await first.ready()).toBe(0);
     const r1 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'r1', memberIds: [me] });
     await service.trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'seen' });
@@ -147,23 +139,23 @@ describe('inbox.events over wsLink', () => {
     expect(first.durable().map((x) => x.id)).toEqual(['1', '2']);
     const lastId = first.durable().at(-1)!.id;
     first.unsubscribe();
-    expect(await withTimeout(first.ended, 5000, 'the first subscription to end')).not.toBe('error');
+    expect(await within(first.ended, 5000, 'the first subscription to end')).not.toBe('error');
 
     // Missed while away, from both nodes.
     const direct = await oc.trpc.room.openDirect.mutate({ userId: me });
-    const m = await pool.client(cl.b.url, o).trpc.chat.send.mutate({ roomId: r1.id, clientId: uuid(), body: 'ping', mentions: [me] });
+    const m = await open.use(clientFor(cl.b.url, o)).trpc.chat.send.mutate({ roomId: r1.id, clientId: uuid(), body: 'ping', mentions: [me] });
     const r2 = await oc.trpc.room.create.mutate({ kind: 'group', name: 'r2' });
     await oc.trpc.room.addMembers.mutate({ roomId: r2.id, userIds: [me] });
     await service.trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'missed' });
 
-    const onB = pool.client(cl.b.url, me, { ws: true });
-    const second = recordInbox(onB, { lastEventId: lastId });
+    await using onB = clientFor(cl.b.url, me, { ws: true });
+    using second = recordInbox(onB, { lastEventId: lastId });
     await second.next('notification', (e) => e.title === 'missed');
     // Live on the new node after the replay.
-    await pool.client(cl.a.url, svc, { roles: ['service'] }).trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'live' });
+    await open.use(clientFor(cl.a.url, svc, { roles: ['service'] })).trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 'live' });
     await second.next('notification', (e) => e.title === 'live');
 
-    expect(second.items.items.some((x) => x.data.type === 'ready')).toBe(false);
+    expect(second.events.items.some((x) => x.data.type === 'ready')).toBe(false);
     expect(summary(second)).toEqual([
       { id: '3', type: 'direct.created', seq: 3, roomId: direct.id, userId: o },
       { id: '4', type: 'mention', seq: 4, roomId: r1.id, messageId: m.id, messageSeq: m.seq, from: o, excerpt: 'ping' },
@@ -174,7 +166,7 @@ describe('inbox.events over wsLink', () => {
     // The stopped subscription received nothing after it was stopped.
     expect(first.durable().map((x) => x.id)).toEqual(['1', '2']);
     // A resume from 0 replays everything, in order, exactly once.
-    const all = recordInbox(onA, { lastEventId: '0' });
+    using all = recordInbox(onA, { lastEventId: '0' });
     await all.next('notification', (e) => e.title === 'live');
     expect(all.durable().map((x) => x.id)).toEqual(['1', '2', '3', '4', '5', '6', '7']);
     expect(summary(all).slice(2)).toEqual(summary(second));

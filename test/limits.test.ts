@@ -6,24 +6,35 @@
  */
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../src/config.js';
-import { CloseCode } from '../src/domain/close-codes.js';
-import { TEST_REDIS_URL } from './env.js';
-import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, TEST_LIMITS, uuid, type TestServer } from './helpers.js';
 import {
+  actor,
+  callerFor,
   closeOf,
-  dropRedisPrefixes,
+  CloseCode,
+  dispose,
   errInfo,
+  range,
   rawClient,
+  recordEvents,
   round,
+  Scope,
   sessionsOf,
   stats,
   tapServerSocket,
+  TEST_LIMITS,
+  testEnv,
+  tokenFor,
+  uuid,
+  waitFor,
+  within,
+  wsClient,
+  type Config,
   type Frame,
   type RawClient,
-  waitForAsync,
-} from './abuse-helpers.js';
-import { range, recordEvents, waitFor, withTimeout, wsClient, type WsTestClient } from './ws-helpers.js';
+  type TestEnv,
+  type TestServer,
+  type WsTestClient,
+} from './fixture.js';
 
 const KiB = 1024;
 /** The limited pair of nodes (A, B) shares these through Redis. */
@@ -38,7 +49,7 @@ const LIMITED: Partial<Config['limits']> = {
 const SOFT = 8 * KiB;
 const HARD = 64 * KiB;
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 /** A and B: two nodes sharing Redis, with small per-user limits. */
 let A: TestServer;
 let B: TestServer;
@@ -48,36 +59,24 @@ let C: TestServer;
 let F: TestServer;
 /** E: per-user rate limits lifted, small slow-consumer thresholds; slow consumer and abuse tests. */
 let E: TestServer;
-const prefixes = ['limits_ab', 'limits_c', 'limits_f', 'limits_e'].map((l) => testPrefix(l));
-const raws: RawClient[] = [];
-const wsClients: WsTestClient[] = [];
-const raw = (...args: Parameters<typeof rawClient>) => {
-  const r = rawClient(...args);
-  raws.push(r);
-  return r;
-};
+/** The clients of the whole file (closed at its end). */
+const open = new Scope();
+const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...args));
 
 beforeAll(async () => {
-  db = await createTestDatabase('limits');
-  const base = { databaseUrl: db.url, redisUrl: TEST_REDIS_URL };
-  const [shared, pc, pf, pe] = prefixes as [string, string, string, string];
+  env = await testEnv('limits');
+  const [shared, pc, pf, pe] = ['limits_ab', 'limits_c', 'limits_f', 'limits_e'].map((l) => env.prefix(l)) as [string, string, string, string];
   // The first server applies the migrations; the others start together.
-  A = await startServer(testConfig({ ...base, redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } }));
+  A = await env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } });
   [B, C, F, E] = await Promise.all([
-    startServer(testConfig({ ...base, redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } })),
-    startServer(testConfig({ ...base, redisPrefix: pc, limits: { ...TEST_LIMITS, connectAttemptsPerIpPerMinute: 5 } })),
-    startServer(testConfig({ ...base, redisPrefix: pf, limits: { ...TEST_LIMITS, connectionsPerIp: 2 } })),
-    startServer(testConfig({ ...base, redisPrefix: pe, limits: { ...TEST_LIMITS, wsBufferSoftBytes: SOFT, wsBufferHardBytes: HARD } })),
+    env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } }),
+    env.startServer({ redisPrefix: pc, limits: { ...TEST_LIMITS, connectAttemptsPerIpPerMinute: 5 } }),
+    env.startServer({ redisPrefix: pf, limits: { ...TEST_LIMITS, connectionsPerIp: 2 } }),
+    env.startServer({ redisPrefix: pe, limits: { ...TEST_LIMITS, wsBufferSoftBytes: SOFT, wsBufferHardBytes: HARD } }),
   ]);
 });
 
-afterAll(async () => {
-  for (const r of raws.splice(0)) r.terminate();
-  await Promise.all(wsClients.splice(0).map((c) => c.close().catch(() => undefined)));
-  await Promise.all([A, B, C, F, E].map((s) => s?.close()));
-  await db?.drop();
-  await dropRedisPrefixes(TEST_REDIS_URL, prefixes);
-});
+afterAll(() => dispose(env, open));
 
 /** Creates a group room through node E (no rate limits; same database as A and B). */
 async function room(owner: string, members: string[] = [], name = 'room'): Promise<string> {
@@ -85,11 +84,7 @@ async function room(owner: string, members: string[] = [], name = 'room'): Promi
   return r.id;
 }
 
-const ws = (srv: TestServer, userId: string) => {
-  const c = wsClient({ url: srv.url, userId });
-  wsClients.push(c);
-  return c;
-};
+const ws = (srv: TestServer, userId: string) => open.use(wsClient({ url: srv.url, userId }));
 
 async function settle<T>(p: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
   return p.then(
@@ -193,11 +188,11 @@ describe('connection limits', () => {
   it('connection attempts per address over the limit: HTTP 429 on the upgrade; plain HTTP unaffected', async () => {
     for (let i = 0; i < 5; i++) {
       const c = raw(C.url);
-      await withTimeout(c.opened, 5000, `connection ${i + 1}`);
+      await within(c.opened, 5000, `connection ${i + 1}`);
       c.terminate();
     }
     const refused = raw(C.url);
-    expect(await withTimeout(refused.refused, 5000, 'the 6th upgrade to be refused')).toBe(429);
+    expect(await within(refused.refused, 5000, 'the 6th upgrade to be refused')).toBe(429);
     await expect(refused.opened).rejects.toThrow(/429/);
     expect((await fetch(`${C.url}/healthz`)).status).toBe(200);
   });
@@ -219,7 +214,7 @@ describe('connection limits', () => {
     // Closing one frees a slot (once its presence entry is gone).
     first.terminate();
     await closeOf(first, 5000, 'first to close');
-    await waitForAsync(async () => (await A.app.services.presence.connections(actor('cc-user'))) === 1, 'the closed connection to leave the count');
+    await waitFor(async () => (await A.app.services.presence.connections(actor('cc-user'))) === 1, 'the closed connection to leave the count');
     const fourth = raw(B.url, { token });
     expect((await rawQuery(fourth, 1)).result?.type).toBe('data');
   });
@@ -240,7 +235,7 @@ describe('connection limits', () => {
       expect(outcome.filter((x) => x === `closed ${CloseCode.TooManyConnections}`)).toHaveLength(4);
       for (const c of cs) c.terminate();
       await Promise.all(cs.map((c) => c.closed));
-      await waitForAsync(async () => (await A.app.services.presence.connections(who)) === 0, 'the slots to be free again');
+      await waitFor(async () => (await A.app.services.presence.connections(who)) === 0, 'the slots to be free again');
     }
   });
 
@@ -253,7 +248,7 @@ describe('connection limits', () => {
       await c.closed;
     }
     // Whatever the server was doing for those sockets, it must end with nothing registered.
-    await waitForAsync(
+    await waitFor(
       async () => (await A.app.services.presence.connections(actor('cc-ghost'))) === 0 && sessionsOf(A.app, 'cc-ghost').length === 0,
       'nothing left of the dropped connections',
     );
@@ -283,7 +278,7 @@ describe('connection limits', () => {
     const recs = rooms.slice(0, 3).map((roomId) => recordEvents(c, { roomId }));
     await Promise.all(recs.map((r) => r.ready()));
     const fourth = recordEvents(c, { roomId: rooms[3]! });
-    expect(await withTimeout(fourth.ended, 5000, 'the 4th subscription to fail')).toBe('error');
+    expect(await within(fourth.ended, 5000, 'the 4th subscription to fail')).toBe('error');
     expect(errInfo(fourth.error)).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: 'at most 3 subscriptions per connection' });
     recs[0]!.unsubscribe();
     const [session] = sessionsOf(A.app, 'sub-user');
@@ -400,7 +395,7 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
         }
       }),
     );
-    const atClose = await withTimeout(tap.closeCalled, 5000, 'the server to close the slow reader');
+    const atClose = await within(tap.closeCalled, 5000, 'the server to close the slow reader');
     expect(atClose.code).toBe(CloseCode.SlowConsumer);
     expect(atClose.bufferedAmount).toBeGreaterThan(HARD);
     const sentBytes = tap.sent.reduce((n, x) => n + x.length, 0);
@@ -572,7 +567,7 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
       await waitFor(
         () => E.app.services.hubs.subscriberCount === hubBaseline && sessionsOf(E.app, 'abuser').every((x) => x.subscriptions === 0),
         'the floods to leave no subscription behind',
-        10_000,
+        { timeoutMs: 10_000 },
       );
       const floodMs = performance.now() - t0;
       const frames = f.frames.filter((x): x is Frame => typeof x !== 'string' && typeof x.id === 'number' && x.id >= 100);

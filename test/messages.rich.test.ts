@@ -4,40 +4,32 @@
  * attachments, full-text search and encryption at rest.
  */
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto, RoomEvent } from '../src/domain/events.js';
-import { em, sql } from '../src/services/deps.js';
-import { actor, callerFor, createTestDatabase, uuid, type TestServer } from './helpers.js';
-import { openInbox, startAppOn } from './rich-helpers.js';
-import { expectTRPCError, openEvents, startTestApp, type EventStream, type TestApp } from './router-helpers.js';
+import {
+  actor,
+  callerFor,
+  dispose,
+  expectTRPCError,
+  fileServer,
+  openEvents,
+  openInbox,
+  roomKit,
+  testEnv,
+  uuid,
+  type EventStream,
+  type MessageDto,
+  type RoomEvent,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
-let t: TestApp;
+const t = fileServer('rich');
 
-beforeAll(async () => {
-  t = await startTestApp('rich');
-});
-afterAll(async () => {
-  await t?.close();
-});
-
-let n = 0;
-const users = (...names: string[]) => {
-  n++;
-  return names.map((x) => `${x}${n}`);
-};
-const as = (id: string, tenant = 'default') => callerFor(t.app, actor(id, tenant));
-
-async function groupRoom(owner: string, members: string[], name = `room ${n}`) {
-  return as(owner).room.create({ kind: 'group', name, memberIds: members });
-}
+const kit = roomKit(() => t);
+const { users, as, groupRoom, allMessages } = kit;
 
 const send = (who: string, roomId: string, body: string, over: Record<string, unknown> = {}) =>
   as(who).chat.send({ roomId, clientId: uuid(), body, ...over });
-
-async function allMessages(who: string, roomId: string): Promise<MessageDto[]> {
-  return (await as(who).chat.history({ roomId, limit: 100 })).messages;
-}
 
 async function messageAs(who: string, roomId: string, id: string): Promise<MessageDto> {
   const m = (await allMessages(who, roomId)).find((x) => x.id === id);
@@ -88,60 +80,52 @@ describe('chat.edit', () => {
   it('keeps the history (oldest first, with editor) and emits message.edited with the next seq', async () => {
     const [alice, bob, eve] = users('alice', 'bob', 'eve');
     const room = await groupRoom(alice!, [bob!]);
-    const s = await live(alice!, room.id);
-    try {
-      const m = await send(bob!, room.id, 'v1');
-      const e2 = await as(bob!).chat.edit({ messageId: m.id, body: 'v2' });
-      expect(e2).toMatchObject({ id: m.id, seq: m.seq, body: 'v2', senderId: bob });
-      expect(e2.editedAt).toBeInstanceOf(Date);
-      const e3 = await as(bob!).chat.edit({ messageId: m.id, body: 'v3' });
-      expect(e3).toMatchObject({ id: m.id, seq: m.seq, body: 'v3' });
+    await using s = await live(alice!, room.id);
+    const m = await send(bob!, room.id, 'v1');
+    const e2 = await as(bob!).chat.edit({ messageId: m.id, body: 'v2' });
+    expect(e2).toMatchObject({ id: m.id, seq: m.seq, body: 'v2', senderId: bob });
+    expect(e2.editedAt).toBeInstanceOf(Date);
+    const e3 = await as(bob!).chat.edit({ messageId: m.id, body: 'v3' });
+    expect(e3).toMatchObject({ id: m.id, seq: m.seq, body: 'v3' });
 
-      const events = await s.take(3);
-      expect(events.map((e) => e.id)).toEqual([String(m.seq), String(m.seq + 1), String(m.seq + 2)]);
-      expect(typed(events[0]!.event, 'message.new').message.body).toBe('v1');
-      const ed1 = typed(events[1]!.event, 'message.edited');
-      expect(ed1).toMatchObject({ roomId: room.id, seq: m.seq + 1, message: { id: m.id, seq: m.seq, body: 'v2' } });
-      expect(ed1.message.editedAt).toBeInstanceOf(Date);
-      expect(typed(events[2]!.event, 'message.edited')).toMatchObject({ seq: m.seq + 2, message: { id: m.id, body: 'v3' } });
-      expect(await lastSeq(alice!, room.id)).toBe(m.seq + 2);
+    const events = await s.take(3);
+    expect(events.map((e) => e.id)).toEqual([String(m.seq), String(m.seq + 1), String(m.seq + 2)]);
+    expect(typed(events[0]!.event, 'message.new').message.body).toBe('v1');
+    const ed1 = typed(events[1]!.event, 'message.edited');
+    expect(ed1).toMatchObject({ roomId: room.id, seq: m.seq + 1, message: { id: m.id, seq: m.seq, body: 'v2' } });
+    expect(ed1.message.editedAt).toBeInstanceOf(Date);
+    expect(typed(events[2]!.event, 'message.edited')).toMatchObject({ seq: m.seq + 2, message: { id: m.id, body: 'v3' } });
+    expect(await lastSeq(alice!, room.id)).toBe(m.seq + 2);
 
-      // Any member reads the history; the previous versions, oldest first.
-      const edits = await as(alice!).chat.edits({ messageId: m.id });
-      expect(edits.map((x) => ({ body: x.body, editorId: x.editorId }))).toEqual([
-        { body: 'v1', editorId: bob },
-        { body: 'v2', editorId: bob },
-      ]);
-      expect(edits[0]!.replacedAt).toBeInstanceOf(Date);
-      expect(edits[0]!.replacedAt.getTime()).toBeLessThanOrEqual(edits[1]!.replacedAt.getTime());
-      await expectTRPCError(as(eve!).chat.edits({ messageId: m.id }), 'NOT_FOUND');
+    // Any member reads the history; the previous versions, oldest first.
+    const edits = await as(alice!).chat.edits({ messageId: m.id });
+    expect(edits.map((x) => ({ body: x.body, editorId: x.editorId }))).toEqual([
+      { body: 'v1', editorId: bob },
+      { body: 'v2', editorId: bob },
+    ]);
+    expect(edits[0]!.replacedAt).toBeInstanceOf(Date);
+    expect(edits[0]!.replacedAt.getTime()).toBeLessThanOrEqual(edits[1]!.replacedAt.getTime());
+    await expectTRPCError(as(eve!).chat.edits({ messageId: m.id }), 'NOT_FOUND');
 
-      const stored = await messageAs(alice!, room.id, m.id);
-      expect(stored).toMatchObject({ seq: m.seq, body: 'v3' });
-      expect(stored.editedAt).toBeInstanceOf(Date);
-    } finally {
-      s.abort();
-    }
+    const stored = await messageAs(alice!, room.id, m.id);
+    expect(stored).toMatchObject({ seq: m.seq, body: 'v3' });
+    expect(stored.editedAt).toBeInstanceOf(Date);
   });
 
   it('a no-op edit (same body) takes no seq, keeps no history and emits nothing', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const m = await send(bob!, room.id, 'same');
-    const s = await live(alice!, room.id);
-    try {
-      const r = await as(bob!).chat.edit({ messageId: m.id, body: 'same' });
-      expect(r).toMatchObject({ id: m.id, body: 'same', editedAt: null });
-      expect(await lastSeq(alice!, room.id)).toBe(m.seq);
-      expect(await as(bob!).chat.edits({ messageId: m.id })).toEqual([]);
-      // The next event the stream sees is the marker, not an edit.
-      const marker = await send(alice!, room.id, 'marker');
-      const next = await s.next();
-      expect(next.id).toBe(String(m.seq + 1));
-      expect(typed(next.event, 'message.new').message.id).toBe(marker.id);
-    } finally {
-      s.abort();
-    }
+    await using s = await live(alice!, room.id);
+    const r = await as(bob!).chat.edit({ messageId: m.id, body: 'same' });
+    expect(r).toMatchObject({ id: m.id, body: 'same', editedAt: null });
+    expect(await lastSeq(alice!, room.id)).toBe(m.seq);
+    expect(await as(bob!).chat.edits({ messageId: m.id })).toEqual([]);
+    // The next event the stream sees is the marker, not an edit.
+    const marker = await send(alice!, room.id, 'marker');
+    const next = await s.next();
+    expect(next.id).toBe(String(m.seq + 1));
+    expect(typed(next.event, 'message.new').message.id).toBe(marker.id);
   });
 
   it('a deleted or a system message cannot be edited', async () => {
@@ -198,7 +182,7 @@ describe('chat.delete', () => {
       expect(all.find((x) => x.id === m.id)).toMatchObject({ seq: m.seq, body: null });
     }
     // Who deleted is kept for audit.
-    const audit = await sql(em(t.app.services.deps), 'select id, deleted_by from message where id = any(array[?]::uuid[]) order by seq', [
+    const audit = await t.env.sql('select id, deleted_by from message where id = any($1::uuid[]) order by seq', [
       [m1!.id, m2!.id, m3!.id, m4!.id, ownerMsg.id],
     ]);
     expect(audit.map((r) => r.deleted_by)).toEqual([bob, alice, carol, dave, carol]);
@@ -209,8 +193,8 @@ describe('chat.delete', () => {
     const room = await groupRoom(alice!, [bob!]);
     const w = word('zebra');
     const seen = await lastSeq(alice!, room.id);
-    const s = await live(bob!, room.id);
-    try {
+    {
+      await using s = await live(bob!, room.id);
       const m = await send(alice!, room.id, `first ${w}`, {
         kind: 'file',
         attachments: [{ url: 'https://example.com/f.pdf', name: 'f.pdf', size: 3, mime: 'application/pdf' }],
@@ -239,8 +223,6 @@ describe('chat.delete', () => {
       const next = await s.next();
       expect(typed(next.event, 'message.new').message.id).toBe(marker.id);
       expect(next.id).toBe(String(seqAfterDelete + 1));
-    } finally {
-      s.abort();
     }
 
     const [m] = (await allMessages(bob!, room.id)).filter((x) => x.seq === seen + 1);
@@ -248,8 +230,8 @@ describe('chat.delete', () => {
     expect(m!.deletedAt).toBeInstanceOf(Date);
 
     // Replay from before the message: every event about it shows no body.
-    const r = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(seen) });
-    try {
+    {
+      await using r = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(seen) });
       const replay = await r.take(4);
       expect(replay.map((e) => e.id)).toEqual([seen + 1, seen + 2, seen + 3, seen + 4].map(String));
       const replayedNew = typed(replay[0]!.event, 'message.new');
@@ -257,8 +239,6 @@ describe('chat.delete', () => {
       expect(typed(replay[1]!.event, 'message.edited').message.body).toBeNull();
       expect(typed(replay[3]!.event, 'message.deleted').message.body).toBeNull();
       expect(JSON.stringify(replay)).not.toContain(w);
-    } finally {
-      r.abort();
     }
 
     expect(await as(alice!).chat.edits({ messageId: m!.id })).toEqual([]);
@@ -271,19 +251,17 @@ describe('chat.delete', () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const w = word('secret');
-    const inbox = await openInbox(t.app, actor(bob!));
+    await using inbox = await openInbox(t.app, actor(bob!));
     const base = Number((await inbox.next()).id);
     inbox.abort();
     const clientId = uuid();
     const m = await send(alice!, room.id, `psst @${bob} ${w}`, { clientId, mentions: [bob!] });
     await as(alice!).chat.delete({ messageId: m.id });
-    const replay = await openInbox(t.app, actor(bob!), { lastEventId: String(base) });
-    try {
+    {
+      await using replay = await openInbox(t.app, actor(bob!), { lastEventId: String(base) });
       const item = await replay.next();
       expect(item.event).toMatchObject({ type: 'mention', seq: base + 1, roomId: room.id, messageId: m.id, messageSeq: m.seq, from: alice });
       expect(JSON.stringify(item.event)).not.toContain(w);
-    } finally {
-      replay.abort();
     }
     // A repeat of the send (same clientId) returns the deleted message, without its body.
     const repeat = await as(alice!).chat.send({ roomId: room.id, clientId, body: `psst ${w}` });
@@ -309,66 +287,62 @@ describe('reactions', () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const room = await groupRoom(alice!, [bob!, carol!]);
     const m = await send(alice!, room.id, 'react to me');
-    const s = await live(alice!, room.id);
-    try {
-      const r1 = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });
-      expect(r1.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
-      const repeat = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });
-      expect(repeat.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
-      expect(await lastSeq(alice!, room.id)).toBe(m.seq + 1);
-      await as(carol!).chat.react({ messageId: m.id, emoji: '👍' });
-      const r3 = await as(carol!).chat.react({ messageId: m.id, emoji: ':tada:' });
-      expect(r3.reactions).toEqual([
-        { emoji: '👍', count: 2, me: true },
-        { emoji: ':tada:', count: 1, me: true },
-      ]);
+    await using s = await live(alice!, room.id);
+    const r1 = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });
+    expect(r1.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
+    const repeat = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });
+    expect(repeat.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
+    expect(await lastSeq(alice!, room.id)).toBe(m.seq + 1);
+    await as(carol!).chat.react({ messageId: m.id, emoji: '👍' });
+    const r3 = await as(carol!).chat.react({ messageId: m.id, emoji: ':tada:' });
+    expect(r3.reactions).toEqual([
+      { emoji: '👍', count: 2, me: true },
+      { emoji: ':tada:', count: 1, me: true },
+    ]);
 
-      // `me` is relative to whoever reads the history.
-      expect((await messageAs(alice!, room.id, m.id)).reactions).toEqual([
-        { emoji: '👍', count: 2, me: false },
-        { emoji: ':tada:', count: 1, me: false },
-      ]);
-      expect((await messageAs(bob!, room.id, m.id)).reactions).toEqual([
-        { emoji: '👍', count: 2, me: true },
-        { emoji: ':tada:', count: 1, me: false },
-      ]);
-      expect((await messageAs(carol!, room.id, m.id)).reactions).toEqual([
-        { emoji: '👍', count: 2, me: true },
-        { emoji: ':tada:', count: 1, me: true },
-      ]);
+    // `me` is relative to whoever reads the history.
+    expect((await messageAs(alice!, room.id, m.id)).reactions).toEqual([
+      { emoji: '👍', count: 2, me: false },
+      { emoji: ':tada:', count: 1, me: false },
+    ]);
+    expect((await messageAs(bob!, room.id, m.id)).reactions).toEqual([
+      { emoji: '👍', count: 2, me: true },
+      { emoji: ':tada:', count: 1, me: false },
+    ]);
+    expect((await messageAs(carol!, room.id, m.id)).reactions).toEqual([
+      { emoji: '👍', count: 2, me: true },
+      { emoji: ':tada:', count: 1, me: true },
+    ]);
 
-      const u1 = await as(bob!).chat.unreact({ messageId: m.id, emoji: '👍' });
-      expect(u1.reactions).toEqual([
-        { emoji: '👍', count: 1, me: false },
-        { emoji: ':tada:', count: 1, me: false },
-      ]);
-      const seqNow = await lastSeq(alice!, room.id);
-      expect(seqNow).toBe(m.seq + 4);
-      // Repeats and never-made reactions change nothing.
-      await as(bob!).chat.unreact({ messageId: m.id, emoji: '👍' });
-      await as(bob!).chat.unreact({ messageId: m.id, emoji: '🎉' });
-      await as(carol!).chat.react({ messageId: m.id, emoji: ':tada:' });
-      expect(await lastSeq(alice!, room.id)).toBe(seqNow);
+    const u1 = await as(bob!).chat.unreact({ messageId: m.id, emoji: '👍' });
+    expect(u1.reactions).toEqual([
+      { emoji: '👍', count: 1, me: false },
+      { emoji: ':tada:', count: 1, me: false },
+    ]);
+    const seqNow = await lastSeq(alice!, room.id);
+    expect(seqNow).toBe(m.seq + 4);
+    // Repeats and never-made reactions change nothing.
+    await as(bob!).chat.unreact({ messageId: m.id, emoji: '👍' });
+    await as(bob!).chat.unreact({ messageId: m.id, emoji: '🎉' });
+    await as(carol!).chat.react({ messageId: m.id, emoji: ':tada:' });
+    expect(await lastSeq(alice!, room.id)).toBe(seqNow);
 
-      const events = await s.take(4);
-      expect(events.map((e) => e.event)).toMatchObject([
-        { type: 'reaction.added', roomId: room.id, seq: m.seq + 1, messageId: m.id, userId: bob, emoji: '👍' },
-        { type: 'reaction.added', roomId: room.id, seq: m.seq + 2, messageId: m.id, userId: carol, emoji: '👍' },
-        { type: 'reaction.added', roomId: room.id, seq: m.seq + 3, messageId: m.id, userId: carol, emoji: ':tada:' },
-        { type: 'reaction.removed', roomId: room.id, seq: m.seq + 4, messageId: m.id, userId: bob, emoji: '👍' },
-      ]);
-      expect(events.map((e) => e.id)).toEqual([1, 2, 3, 4].map((i) => String(m.seq + i)));
-      // Nothing was emitted for the repeats: the next event is the marker.
-      const marker = await send(bob!, room.id, 'marker');
-      expect(typed((await s.next()).event, 'message.new').message.id).toBe(marker.id);
+    const events = await s.take(4);
+    expect(events.map((e) => e.event)).toMatchObject([
+      { type: 'reaction.added', roomId: room.id, seq: m.seq + 1, messageId: m.id, userId: bob, emoji: '👍' },
+      { type: 'reaction.added', roomId: room.id, seq: m.seq + 2, messageId: m.id, userId: carol, emoji: '👍' },
+      { type: 'reaction.added', roomId: room.id, seq: m.seq + 3, messageId: m.id, userId: carol, emoji: ':tada:' },
+      { type: 'reaction.removed', roomId: room.id, seq: m.seq + 4, messageId: m.id, userId: bob, emoji: '👍' },
+    ]);
+    expect(events.map((e) => e.id)).toEqual([1, 2, 3, 4].map((i) => String(m.seq + i)));
+    // Nothing was emitted for the repeats: the next event is the marker.
+    const marker = await send(bob!, room.id, 'marker');
+    expect(typed((await s.next()).event, 'message.new').message.id).toBe(marker.id);
 
-      await as(carol!).chat.unreact({ messageId: m.id, emoji: '👍' });
-      await as(carol!).chat.unreact({ messageId: m.id, emoji: ':tada:' });
-      expect((await messageAs(alice!, room.id, m.id)).reactions).toEqual([]);
-      expect((await s.take(2)).map((e) => e.event.type)).toEqual(['reaction.removed', 'reaction.removed']);
-    } finally {
-      s.abort();
-    }
+    await as(carol!).chat.unreact({ messageId: m.id, emoji: '👍' });
+    await as(carol!).chat.unreact({ messageId: m.id, emoji: ':tada:' });
+    expect((await messageAs(alice!, room.id, m.id)).reactions).toEqual([]);
+    expect((await s.take(2)).map((e) => e.event.type)).toEqual(['reaction.removed', 'reaction.removed']);
   });
 
   it('rejects an invalid emoji with BAD_REQUEST and outsiders with NOT_FOUND', async () => {
@@ -451,11 +425,11 @@ describe('mentions', () => {
   it('only members count; each gets an inbox mention (live and replayed) and an unread mention until read', async () => {
     const [alice, bob, carol, stranger] = users('alice', 'bob', 'carol', 'stranger');
     const room = await groupRoom(alice!, [bob!, carol!]);
-    const service = callerFor(t.app, actor(`svc${n}`, 'default', ['service']));
-    const bobInbox = await openInbox(t.app, actor(bob!));
-    const strangerInbox = await openInbox(t.app, actor(stranger!));
-    const aliceInbox = await openInbox(t.app, actor(alice!));
-    try {
+    const service = callerFor(t.app, actor(`svc${kit.n}`, 'default', ['service']));
+    {
+      await using bobInbox = await openInbox(t.app, actor(bob!));
+      await using strangerInbox = await openInbox(t.app, actor(stranger!));
+      await using aliceInbox = await openInbox(t.app, actor(alice!));
       const bobReady = await bobInbox.next();
       expect(bobReady.event).toEqual({ type: 'ready', seq: Number(bobReady.id) });
       const bobBase = Number(bobReady.id);
@@ -483,26 +457,18 @@ describe('mentions', () => {
       await service.inbox.notify({ userId: alice!, kind: 'marker', title: 'marker' });
       expect((await strangerInbox.next()).event).toMatchObject({ type: 'notification', kind: 'marker' });
       expect((await aliceInbox.next()).event).toMatchObject({ type: 'notification', kind: 'marker' });
-    } finally {
-      bobInbox.abort();
-      strangerInbox.abort();
-      aliceInbox.abort();
     }
 
     // Resuming replays the mention with the same id.
     const mention = await (async () => {
-      const ready = await openInbox(t.app, actor(carol!));
+      await using ready = await openInbox(t.app, actor(carol!));
       const carolBase = Number((await ready.next()).id);
       ready.abort();
-      const resumed = await openInbox(t.app, actor(carol!), { lastEventId: String(carolBase - 1) });
-      try {
-        const item = await resumed.next();
-        expect(item.id).toBe(String(carolBase));
-        expect(item.event).toMatchObject({ type: 'mention', seq: carolBase, roomId: room.id, from: alice });
-        return item.event;
-      } finally {
-        resumed.abort();
-      }
+      await using resumed = await openInbox(t.app, actor(carol!), { lastEventId: String(carolBase - 1) });
+      const item = await resumed.next();
+      expect(item.id).toBe(String(carolBase));
+      expect(item.event).toMatchObject({ type: 'mention', seq: carolBase, roomId: room.id, from: alice });
+      return item.event;
     })();
 
     const unreadOf = async (who: string) => (await as(who).receipt.unread()).find((u) => u.roomId === room.id);
@@ -561,9 +527,9 @@ describe('kinds and attachments', () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const room = await groupRoom(alice!, [bob!]);
     await as(alice!).room.addMembers({ roomId: room.id, userIds: [carol!] });
-    await as(alice!).room.update({ roomId: room.id, name: `renamed ${n}` });
+    await as(alice!).room.update({ roomId: room.id, name: `renamed ${kit.n}` });
     const system = (await allMessages(bob!, room.id)).filter((m) => m.kind === 'system');
-    expect(system.map((m) => m.body)).toEqual([`${alice} added ${carol}`, `${alice} renamed the room to "renamed ${n}"`]);
+    expect(system.map((m) => m.body)).toEqual([`${alice} added ${carol}`, `${alice} renamed the room to "renamed ${kit.n}"`]);
     expect((await as(bob!).receipt.unread()).find((u) => u.roomId === room.id)).toMatchObject({ unread: 0 });
   });
 });
@@ -572,9 +538,9 @@ describe('chat.search', () => {
   it('covers only my rooms of my tenant, ranked, highlighted and escaped; deleted never match; roomId filter', async () => {
     const [alice, bob, carol, dave] = users('alice', 'bob', 'carol', 'dave');
     const w = word('quokka');
-    const a = await groupRoom(alice!, [bob!], `Room A ${n}`);
-    const b = await groupRoom(carol!, [alice!], `Room B ${n}`);
-    const c = await groupRoom(bob!, [dave!], `Room C ${n}`);
+    const a = await groupRoom(alice!, [bob!], `Room A ${kit.n}`);
+    const b = await groupRoom(carol!, [alice!], `Room B ${kit.n}`);
+    const c = await groupRoom(bob!, [dave!], `Room C ${kit.n}`);
     const d = await as(alice!, 'tenant-b').room.create({ kind: 'group', name: 'Room D' });
 
     const once = await send(alice!, a.id, `I saw a ${w} today`);
@@ -598,7 +564,7 @@ describe('chat.search', () => {
     for (const forbidden of [hidden.id, foreign.id, gone.id, edited.id]) expect(ids).not.toContain(forbidden);
 
     const manyHit = res.hits.find((h) => h.message.id === many.id)!;
-    expect(manyHit).toMatchObject({ roomId: a.id, roomName: `Room A ${n}`, message: { body: many.body, senderId: bob } });
+    expect(manyHit).toMatchObject({ roomId: a.id, roomName: `Room A ${kit.n}`, message: { body: many.body, senderId: bob } });
     expect(manyHit.snippet).toContain(`<mark>${w}</mark>`);
     const htmlHit = res.hits.find((h) => h.message.id === html.id)!;
     expect(htmlHit.message.body).toBe(html.body); // the message itself is not escaped
@@ -643,11 +609,10 @@ describe('encryption at rest', () => {
   const key = () => randomBytes(32).toString('base64');
   const k1 = key();
   const k2 = key();
-  let db: { url: string; drop: () => Promise<void> };
+  let encEnv: TestEnv;
   let enc: TestServer | null = null;
-  let raw: pg.Client;
   const encAs = (id: string) => callerFor(enc!.app, actor(id));
-  const rawRow = async (id: string) => (await raw.query('select body, key_id from message where id = $1', [id])).rows[0] as { body: string; key_id: string | null };
+  const rawRow = async (id: string) => (await encEnv.sql<{ body: string; key_id: string | null }>('select body, key_id from message where id = $1', [id]))[0]!;
 
   let roomId: string;
   let plainRoomId: string;
@@ -655,16 +620,10 @@ describe('encryption at rest', () => {
   const secret = `the ${word('secret')} launch code is 1234`;
 
   beforeAll(async () => {
-    db = await createTestDatabase('richenc');
-    enc = await startAppOn(db.url, 'richenc', { messageKeys: `k1:${k1}` });
-    raw = new pg.Client({ connectionString: db.url });
-    await raw.connect();
+    encEnv = await testEnv('richenc');
+    enc = await encEnv.startServer({ messageKeys: `k1:${k1}` });
   });
-  afterAll(async () => {
-    await raw?.end();
-    await enc?.close();
-    await db?.drop();
-  });
+  afterAll(() => dispose(encEnv));
 
   it('an app without keys refuses encrypted rooms with PRECONDITION_FAILED', async () => {
     const [alice] = users('alice');
@@ -680,9 +639,9 @@ describe('encryption at rest', () => {
     expect(plain.encrypted).toBe(false);
     plainRoomId = plain.id;
 
-    const s = await openEvents(enc!.app, actor('bob'), { roomId });
-    const bobInbox = await openInbox(enc!.app, actor('bob'));
-    try {
+    {
+      await using s = await openEvents(enc!.app, actor('bob'), { roomId });
+      await using bobInbox = await openInbox(enc!.app, actor('bob'));
       expect((await s.next()).event.type).toBe('ready');
       expect((await bobInbox.next()).event.type).toBe('ready');
       old = await encAs('alice').chat.send({ roomId, clientId: uuid(), body: secret, mentions: ['bob'] });
@@ -690,9 +649,6 @@ describe('encryption at rest', () => {
       expect(typed((await s.next()).event, 'message.new').message.body).toBe(secret);
       // The inbox (stored in plain jsonb) carries no excerpt of an encrypted room.
       expect((await bobInbox.next()).event).toMatchObject({ type: 'mention', messageId: old.id, excerpt: '' });
-    } finally {
-      s.abort();
-      bobInbox.abort();
     }
     expect((await encAs('bob').chat.history({ roomId })).messages.map((m) => m.body)).toEqual([secret]);
 
@@ -707,7 +663,7 @@ describe('encryption at rest', () => {
     expect((await encAs('bob').chat.edits({ messageId: old.id })).map((e) => e.body)).toEqual([secret]);
     expect((await rawRow(old.id)).key_id).toBe('k1');
     expect((await rawRow(old.id)).body).not.toContain('edited');
-    const editRows = (await raw.query('select body, key_id from message_edit where message_id = $1', [old.id])).rows;
+    const editRows = await encEnv.sql('select body, key_id from message_edit where message_id = $1', [old.id]);
     expect(editRows).toHaveLength(1);
     expect(editRows[0]).toMatchObject({ key_id: 'k1' });
     expect(editRows[0].body).not.toContain('launch');
@@ -730,7 +686,7 @@ describe('encryption at rest', () => {
     expect(old).toBeDefined();
     await enc!.close();
     enc = null;
-    enc = await startAppOn(db.url, 'richenc2', { messageKeys: `k2:${k2},k1:${k1}` });
+    enc = await encEnv.startServer({ redisPrefix: encEnv.prefix('richenc2'), messageKeys: `k2:${k2},k1:${k1}` });
 
     const history = await encAs('bob').chat.history({ roomId });
     expect(history.messages.map((m) => m.body)).toEqual([old.body]);

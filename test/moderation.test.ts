@@ -2,28 +2,13 @@
  * Rooms and moderation through createCaller: roles, room updates, mutes, bans, external keys,
  * support, broadcast and direct rooms, and service tokens. Real PostgreSQL and Redis.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MemberRole } from '../src/domain/events.js';
-import { openInbox, setMutedUntil } from './authz-helpers.js';
-import { actor, callerFor, uuid } from './helpers.js';
-import { expectTRPCError, openEvents, startTestApp, type TestApp } from './router-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, setMutedUntil, uuid, type MemberRole } from './fixture.js';
 
-let t: TestApp;
+const t = fileServer('moder');
 
-beforeAll(async () => {
-  t = await startTestApp('moder');
-});
-afterAll(async () => {
-  await t?.close();
-});
-
-/** Unique user ids per test so tests never see each other's rooms. */
-let n = 0;
-const users = <T extends string[]>(...names: T) => {
-  n++;
-  return names.map((x) => `${x}${n}`) as { [K in keyof T]: string };
-};
-const as = (id: string, tenant = 'default', roles: string[] = []) => callerFor(t.app, actor(id, tenant, roles));
+const kit = roomKit(() => t);
+const { users, as } = kit;
 const send = (id: string, roomId: string, body = 'hi', tenant = 'default', roles: string[] = []) =>
   as(id, tenant, roles).chat.send({ roomId, clientId: uuid(), body });
 const roleOf = async (roomId: string, viewer: string, userId: string) =>
@@ -78,8 +63,8 @@ describe('room.setRole', () => {
   it('only the owner hands over ownership and becomes an admin; each change is a member.updated with the next seq', async () => {
     const [owner, bob, carol] = users('owner', 'bob', 'carol');
     const room = await groupRoom(owner, { [bob]: 'member', [carol]: 'member' });
-    const stream = await openEvents(t.app, actor(carol), { roomId: room.id });
-    try {
+    {
+      await using stream = await openEvents(t.app, actor(carol), { roomId: room.id });
       const ready = await stream.next();
       expect(ready.event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
 
@@ -98,8 +83,6 @@ describe('room.setRole', () => {
       expect(crowned!.event).toEqual({
         type: 'member.updated', roomId: room.id, seq: room.lastSeq + 3, userId: bob, role: 'owner', mutedUntil: null, by: owner,
       });
-    } finally {
-      stream.abort();
     }
     expect((await as(owner).room.get({ roomId: room.id })).myRole).toBe('admin');
     expect((await as(bob).room.get({ roomId: room.id })).myRole).toBe('owner');
@@ -120,8 +103,8 @@ describe('room.update', () => {
     const [owner, admin, mod, bob] = users('owner', 'admin', 'mod', 'bob');
     const room = await groupRoom(owner, { [admin]: 'admin', [mod]: 'moderator', [bob]: 'member' }, 'Before');
     const start = (await as(bob).room.get({ roomId: room.id })).lastSeq;
-    const stream = await openEvents(t.app, actor(bob), { roomId: room.id });
-    try {
+    {
+      await using stream = await openEvents(t.app, actor(bob), { roomId: room.id });
       expect((await stream.next()).event).toMatchObject({ type: 'ready', seq: start });
 
       const renamed = await as(admin).room.update({ roomId: room.id, name: '  After  ' });
@@ -143,8 +126,6 @@ describe('room.update', () => {
       // Clearing the topic.
       expect(await as(owner).room.update({ roomId: room.id, topic: null })).toMatchObject({ topic: null, lastSeq: start + 4 });
       expect((await stream.next()).event).toMatchObject({ type: 'room.updated', seq: start + 4, topic: null });
-    } finally {
-      stream.abort();
     }
 
     const history = await as(bob).chat.history({ roomId: room.id });
@@ -170,30 +151,26 @@ describe('room.mute and room.unmute', () => {
     const [owner, mod, bob] = users('owner', 'mod', 'bob');
     const room = await groupRoom(owner, { [mod]: 'moderator', [bob]: 'member' });
     const before = await send(owner, room.id, 'before the mute');
-    const stream = await openEvents(t.app, actor(owner), { roomId: room.id });
-    try {
-      const ready = await stream.next();
-      const muted = await as(mod).room.mute({ roomId: room.id, userId: bob });
-      expect(muted.userId).toBe(bob);
-      expect(muted.mutedUntil!.getTime()).toBeGreaterThan(Date.now() + 365 * 24 * 3600 * 1000);
-      const ev = await stream.next();
-      expect(ev.event).toMatchObject({ type: 'member.updated', seq: ready.event.type === 'ready' ? ready.event.seq + 1 : -1, userId: bob, role: 'member', by: mod });
-      expect((ev.event as { mutedUntil: Date }).mutedUntil).toEqual(muted.mutedUntil);
+    await using stream = await openEvents(t.app, actor(owner), { roomId: room.id });
+    const ready = await stream.next();
+    const muted = await as(mod).room.mute({ roomId: room.id, userId: bob });
+    expect(muted.userId).toBe(bob);
+    expect(muted.mutedUntil!.getTime()).toBeGreaterThan(Date.now() + 365 * 24 * 3600 * 1000);
+    const ev = await stream.next();
+    expect(ev.event).toMatchObject({ type: 'member.updated', seq: ready.event.type === 'ready' ? ready.event.seq + 1 : -1, userId: bob, role: 'member', by: mod });
+    expect((ev.event as { mutedUntil: Date }).mutedUntil).toEqual(muted.mutedUntil);
 
-      await expectTRPCError(send(bob, room.id), 'FORBIDDEN', /muted.*until unmuted/);
-      await expectTRPCError(as(bob).chat.typing({ roomId: room.id, typing: true }), 'FORBIDDEN', /muted/);
-      // Still a reader.
-      expect((await as(bob).chat.history({ roomId: room.id })).messages.map((m) => m.id)).toContain(before.id);
-      expect((await as(bob).room.get({ roomId: room.id })).myRole).toBe('member');
-      expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toEqual(muted.mutedUntil);
+    await expectTRPCError(send(bob, room.id), 'FORBIDDEN', /muted.*until unmuted/);
+    await expectTRPCError(as(bob).chat.typing({ roomId: room.id, typing: true }), 'FORBIDDEN', /muted/);
+    // Still a reader.
+    expect((await as(bob).chat.history({ roomId: room.id })).messages.map((m) => m.id)).toContain(before.id);
+    expect((await as(bob).room.get({ roomId: room.id })).myRole).toBe('member');
+    expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toEqual(muted.mutedUntil);
 
-      const unmuted = await as(mod).room.unmute({ roomId: room.id, userId: bob });
-      expect(unmuted).toMatchObject({ userId: bob, mutedUntil: null });
-      expect((await stream.next()).event).toMatchObject({ type: 'member.updated', userId: bob, mutedUntil: null, by: mod });
-      expect(await send(bob, room.id, 'back')).toMatchObject({ senderId: bob, body: 'back' });
-    } finally {
-      stream.abort();
-    }
+    const unmuted = await as(mod).room.unmute({ roomId: room.id, userId: bob });
+    expect(unmuted).toMatchObject({ userId: bob, mutedUntil: null });
+    expect((await stream.next()).event).toMatchObject({ type: 'member.updated', userId: bob, mutedUntil: null, by: mod });
+    expect(await send(bob, room.id, 'back')).toMatchObject({ senderId: bob, body: 'back' });
   });
 
   it('a mute with `until` names the end and lapses by itself; an `until` in the past is BAD_REQUEST', async () => {
@@ -202,11 +179,9 @@ describe('room.mute and room.unmute', () => {
     const until = new Date(Date.now() + 60 * 60 * 1000);
     const muted = await as(owner).room.mute({ roomId: room.id, userId: bob, until });
     expect(muted.mutedUntil).toEqual(until);
-    const stream = await openEvents(t.app, actor(owner), { roomId: room.id, lastEventId: String(room.lastSeq) });
-    try {
+    {
+      await using stream = await openEvents(t.app, actor(owner), { roomId: room.id, lastEventId: String(room.lastSeq) });
       expect((await stream.next()).event).toMatchObject({ type: 'member.updated', userId: bob, mutedUntil: until, seq: room.lastSeq + 1 });
-    } finally {
-      stream.abort();
     }
     await expectTRPCError(send(bob, room.id), 'FORBIDDEN', new RegExp(`muted.*${until.toISOString().replace(/[.]/g, '\\.')}`));
 
@@ -215,7 +190,7 @@ describe('room.mute and room.unmute', () => {
     expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toEqual(until);
 
     // Once the end has passed (moved in the database instead of waiting), bob sends again.
-    await setMutedUntil(t.app, room.id, bob, new Date(Date.now() - 1000));
+    await setMutedUntil(t.env, room.id, bob, new Date(Date.now() - 1000));
     expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toBeNull();
     expect(await send(bob, room.id, 'free')).toMatchObject({ body: 'free' });
   });
@@ -242,11 +217,11 @@ describe('room.mute and room.unmute', () => {
 describe('room.ban, room.unban and room.bans', () => {
   it('removes the user, ends their live stream at once, hides the room, and keeps them out until unbanned', async () => {
     const [owner, mod, bob, carol] = users('owner', 'mod', 'bob', 'carol');
-    const name = `Hideout ${n}`;
+    const name = `Hideout ${kit.n}`;
     const room = await groupRoom(owner, { [mod]: 'moderator', [bob]: 'member' }, name);
-    const bobStream = await openEvents(t.app, actor(bob), { roomId: room.id });
-    const ownerStream = await openEvents(t.app, actor(owner), { roomId: room.id });
-    try {
+    {
+      await using bobStream = await openEvents(t.app, actor(bob), { roomId: room.id });
+      await using ownerStream = await openEvents(t.app, actor(owner), { roomId: room.id });
       expect((await bobStream.next()).event).toMatchObject({ type: 'ready', seq: room.lastSeq + 1 });
       await ownerStream.next();
       expect(await as(mod).room.ban({ roomId: room.id, userId: bob })).toEqual({ ok: true });
@@ -259,9 +234,6 @@ describe('room.ban, room.unban and room.bans', () => {
       });
       expect((await bobStream.next()).event).toMatchObject({ type: 'member.left', userId: bob, reason: 'banned' });
       expect(await bobStream.ended()).toBe(true);
-    } finally {
-      bobStream.abort();
-      ownerStream.abort();
     }
 
     // Bob sees nothing of the room any more.
@@ -318,7 +290,7 @@ describe('room.ban, room.unban and room.bans', () => {
 describe('room.byKey', () => {
   it('finds the rooms of an external key for members only, never across tenants; a duplicate key is CONFLICT', async () => {
     const [alice, bob, eve] = users('alice', 'bob', 'eve');
-    const key = `order:${100 + n}-${uuid().slice(0, 8)}`;
+    const key = `order:${100 + kit.n}-${uuid().slice(0, 8)}`;
     const room = await as(alice).room.create({ kind: 'group', name: 'Order room', key, memberIds: [bob] });
     expect(room.key).toBe(key);
     expect((await as(alice).room.byKey({ key })).map((r) => [r.id, r.key, r.myRole])).toEqual([[room.id, key, 'owner']]);
@@ -352,18 +324,15 @@ describe('support rooms', () => {
     expect((await agentAs().room.byKey({ key })).map((r) => r.id)).toEqual([room.id]);
 
     // Subscribes and answers; the customer's stream gets the answer.
-    const agentStream = await openEvents(t.app, actor(agent, 'default', ['support']), { roomId: room.id });
-    const customerStream = await openEvents(t.app, actor(customer), { roomId: room.id });
-    try {
+    {
+      await using agentStream = await openEvents(t.app, actor(agent, 'default', ['support']), { roomId: room.id });
+      await using customerStream = await openEvents(t.app, actor(customer), { roomId: room.id });
       await agentStream.next();
       await customerStream.next();
       const answer = await agentAs().chat.send({ roomId: room.id, clientId: uuid(), body: 'on its way' });
       expect(answer).toMatchObject({ senderId: agent, body: 'on its way' });
       expect((await customerStream.next()).event).toMatchObject({ type: 'message.new', message: { id: answer.id } });
       expect((await agentStream.next()).event).toMatchObject({ type: 'message.new', message: { id: answer.id } });
-    } finally {
-      agentStream.abort();
-      customerStream.abort();
     }
     // Still not a member.
     expect((await as(customer).room.members({ roomId: room.id })).map((m) => m.userId)).toEqual([customer]);
@@ -391,14 +360,12 @@ describe('support rooms', () => {
     const [customer, agent] = users('customer', 'agent');
     const agentActor = actor(agent, 'default', ['support']);
     const room = await as(customer).room.create({ kind: 'support', name: 'Refund', key: `ticket:${uuid()}` });
-    const agentStream = await openEvents(t.app, agentActor, { roomId: room.id });
-    try {
+    {
+      await using agentStream = await openEvents(t.app, agentActor, { roomId: room.id });
       expect((await agentStream.next()).event).toMatchObject({ type: 'ready' });
       expect(await as(customer).room.ban({ roomId: room.id, userId: agent })).toEqual({ ok: true });
       expect((await agentStream.next()).event).toMatchObject({ type: 'member.left', userId: agent, reason: 'banned', by: customer });
       expect(await agentStream.ended()).toBe(true);
-    } finally {
-      agentStream.abort();
     }
     await expectTRPCError(as(agent, 'default', ['support']).chat.history({ roomId: room.id }), 'NOT_FOUND');
     await expectTRPCError(openEvents(t.app, agentActor, { roomId: room.id }), 'NOT_FOUND');
@@ -424,14 +391,10 @@ describe('broadcast rooms', () => {
       const ids = (await as(reader).chat.history({ roomId: room.id })).messages.map((m) => m.id);
       expect(ids).toEqual(expect.arrayContaining([a.id, b.id]));
     }
-    const stream = await openEvents(t.app, actor(bob), { roomId: room.id });
-    try {
-      await stream.next();
-      const c = await send(admin, room.id, 'live');
-      expect((await stream.next()).event).toMatchObject({ type: 'message.new', message: { id: c.id } });
-    } finally {
-      stream.abort();
-    }
+    await using stream = await openEvents(t.app, actor(bob), { roomId: room.id });
+    await stream.next();
+    const c = await send(admin, room.id, 'live');
+    expect((await stream.next()).event).toMatchObject({ type: 'message.new', message: { id: c.id } });
   });
 });
 
@@ -441,8 +404,8 @@ describe('service tokens', () => {
     const service = (tenant = 'default') => as(svc, tenant, ['service']);
     const room = await as(owner).room.create({ kind: 'group', name: 'Order 7', memberIds: [bob] });
     const news = await as(owner).room.create({ kind: 'broadcast', name: 'Status', memberIds: [bob] });
-    const stream = await openEvents(t.app, actor(bob), { roomId: room.id });
-    try {
+    {
+      await using stream = await openEvents(t.app, actor(bob), { roomId: room.id });
       await stream.next();
       const clientId = uuid();
       const msg = await service().chat.send({ roomId: room.id, clientId, body: 'order 7 shipped' });
@@ -450,8 +413,6 @@ describe('service tokens', () => {
       expect((await stream.next()).event).toMatchObject({ type: 'message.new', message: { id: msg.id, senderId: svc } });
       // A retry with the same clientId (the ERP's HTTP call timed out) returns the original.
       expect(await service().chat.send({ roomId: room.id, clientId, body: 'order 7 shipped' })).toMatchObject({ id: msg.id, seq: msg.seq });
-    } finally {
-      stream.abort();
     }
     expect(await service().chat.send({ roomId: news.id, clientId: uuid(), body: 'maintenance tonight' })).toMatchObject({ senderId: svc });
     // Not a member, so no reading.
@@ -476,11 +437,9 @@ describe('service tokens', () => {
     const [bob, svc, eve] = users('bob', 'erp', 'eve');
     const item = await as(svc, 'default', ['service']).inbox.notify({ userId: bob, kind: 'order.shipped', title: 'Shipped', data: { order: 7 } });
     expect(item).toMatchObject({ type: 'notification', kind: 'order.shipped', title: 'Shipped', data: { order: 7 }, from: svc });
-    const inbox = await openInbox(t.app, actor(bob), '0');
-    try {
+    {
+      await using inbox = await openInbox(t.app, actor(bob), { lastEventId: '0' });
       expect((await inbox.next()).event).toMatchObject({ type: 'notification', kind: 'order.shipped', title: 'Shipped', from: svc });
-    } finally {
-      inbox.abort();
     }
     await expectTRPCError(as(eve).inbox.notify({ userId: bob, kind: 'spam', title: 'Buy' }), 'FORBIDDEN', /service/);
     await expectTRPCError(as(eve, 'default', ['support']).inbox.notify({ userId: bob, kind: 'spam', title: 'Buy' }), 'FORBIDDEN');

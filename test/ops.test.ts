@@ -1,29 +1,17 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_REDIS_URL } from './env.js';
-import { clientFor, Collector, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
+import { clientFor, Collector, dispose, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 let srv: TestServer;
 let other: TestServer;
 
 beforeAll(async () => {
-  db = await createTestDatabase('ops');
-  const config = testConfig({
-    databaseUrl: db.url,
-    redisUrl: TEST_REDIS_URL,
-    redisPrefix: testPrefix('ops'),
-    retentionDays: 30,
-    retentionBatch: 5000,
-  });
-  srv = await startServer(config);
-  other = await startServer(config);
+  env = await testEnv('ops');
+  const config = { retentionDays: 30, retentionBatch: 5000 };
+  srv = await env.startServer(config);
+  other = await env.startServer(config);
 });
-afterAll(async () => {
-  await other?.close();
-  await srv?.close();
-  await db?.drop();
-});
+afterAll(() => dispose(env));
 
 function metricValue(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
@@ -32,36 +20,31 @@ function metricValue(text: string, name: string): number {
 
 describe('/metrics', () => {
   it('exposes connections, subscriptions, sends, deliveries, latencies and process metrics in Prometheus format', async () => {
-    const alice = clientFor(srv.url, 'm-alice');
-    const bob = clientFor(srv.url, 'm-bob');
-    try {
-      const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'metrics', memberIds: ['m-bob'] });
-      const got = new Collector<any>();
-      const sub = bob.trpc.chat.events.subscribe({ roomId: room.id }, { onData: got.push, onError: got.fail });
-      await got.until((xs) => xs.some((x) => x.data.type === 'ready'));
-      for (let i = 0; i < 3; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
-      await got.until((xs) => xs.filter((x) => x.data.type === 'message.new').length === 3);
+    await using alice = clientFor(srv.url, 'm-alice');
+    await using bob = clientFor(srv.url, 'm-bob');
+    const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'metrics', memberIds: ['m-bob'] });
+    const got = new Collector<any>();
+    const sub = bob.trpc.chat.events.subscribe({ roomId: room.id }, { onData: got.push, onError: got.fail });
+    await got.until((xs) => xs.some((x) => x.data.type === 'ready'));
+    for (let i = 0; i < 3; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
+    await got.until((xs) => xs.filter((x) => x.data.type === 'message.new').length === 3);
 
-      const res = await fetch(`${srv.url}/metrics`);
-      expect(res.status).toBe(200);
-      expect(res.headers.get('content-type')).toContain('text/plain');
-      const text = await res.text();
-      expect(metricValue(text, 'chat_connections_open')).toBeGreaterThanOrEqual(1);
-      expect(metricValue(text, 'chat_subscriptions')).toBe(1);
-      expect(metricValue(text, 'chat_room_hubs')).toBe(1);
-      expect(metricValue(text, 'chat_messages_sent_total')).toBeGreaterThanOrEqual(3);
-      expect(metricValue(text, 'chat_events_delivered_total')).toBeGreaterThanOrEqual(3);
-      expect(metricValue(text, 'chat_delivery_lag_seconds_count')).toBeGreaterThanOrEqual(3);
-      expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="chat.send",type="mutation",code="OK"\} [1-9]/);
-      expect(text).toContain('chat_process_nodejs_eventloop_lag_seconds');
-      expect(text).toContain('chat_db_pool_total');
-      // Labels stay bounded: no room ids anywhere.
-      expect(text).not.toContain(room.id);
-      sub.unsubscribe();
-    } finally {
-      await alice.close();
-      await bob.close();
-    }
+    const res = await fetch(`${srv.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    const text = await res.text();
+    expect(metricValue(text, 'chat_connections_open')).toBeGreaterThanOrEqual(1);
+    expect(metricValue(text, 'chat_subscriptions')).toBe(1);
+    expect(metricValue(text, 'chat_room_hubs')).toBe(1);
+    expect(metricValue(text, 'chat_messages_sent_total')).toBeGreaterThanOrEqual(3);
+    expect(metricValue(text, 'chat_events_delivered_total')).toBeGreaterThanOrEqual(3);
+    expect(metricValue(text, 'chat_delivery_lag_seconds_count')).toBeGreaterThanOrEqual(3);
+    expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="chat.send",type="mutation",code="OK"\} [1-9]/);
+    expect(text).toContain('chat_process_nodejs_eventloop_lag_seconds');
+    expect(text).toContain('chat_db_pool_total');
+    // Labels stay bounded: no room ids anywhere.
+    expect(text).not.toContain(room.id);
+    sub.unsubscribe();
   });
 });
 
@@ -81,63 +64,56 @@ describe('/admin/stats', () => {
 
 describe('retention', () => {
   it('deletes old messages in batches on a large table, honours the room override, and keeps sends going', async () => {
-    const owner = clientFor(srv.url, 'r-owner');
-    const c = new pg.Client({ connectionString: db.url });
-    await c.connect();
-    try {
-      const keep = await owner.trpc.room.create.mutate({ kind: 'group', name: 'default retention' });
-      const short = await owner.trpc.room.create.mutate({ kind: 'group', name: 'short retention' });
-      await owner.trpc.room.update.mutate({ roomId: short.id, retentionDays: 1 });
-      expect((await owner.trpc.room.get.query({ roomId: short.id })).retentionDays).toBe(1);
+    await using owner = clientFor(srv.url, 'r-owner');
+    const keep = await owner.trpc.room.create.mutate({ kind: 'group', name: 'default retention' });
+    const short = await owner.trpc.room.create.mutate({ kind: 'group', name: 'short retention' });
+    await owner.trpc.room.update.mutate({ roomId: short.id, retentionDays: 1 });
+    expect((await owner.trpc.room.get.query({ roomId: short.id })).retentionDays).toBe(1);
 
-      // 120k old (40 days) + 20k recent messages in the default room; 10k two-day-old ones in the short room.
-      const fill = async (roomId: string, from: number, n: number, ageDays: number) => {
-        await c.query(
-          `with s as (select g from generate_series($2::int, $2::int + $3::int - 1) g)
-           insert into message (id, room_id, tenant, seq, sender_id, body, kind, attachments, mentions, created_at)
-           select gen_random_uuid(), $1, 'default', g, 'r-owner', 'old message ' || g, 'text', '[]', '[]',
-                  now() - make_interval(days => $4::int) from s`,
-          [roomId, from, n, ageDays],
-        );
-        await c.query(
-          `insert into room_event (room_id, seq, type, message_id, data, created_at)
-           select room_id, seq, 'message.new', id, '{}', created_at from message where room_id = $1 and seq between $2::int and $2::int + $3::int - 1`,
-          [roomId, from, n],
-        );
-        await c.query('update room set last_seq = greatest(last_seq, $2::int + $3::int - 1) where id = $1', [roomId, from, n]);
-      };
-      await fill(keep.id, 1_000, 120_000, 40);
-      await fill(keep.id, 200_000, 20_000, 0);
-      await fill(short.id, 1_000, 10_000, 2);
+    // 120k old (40 days) + 20k recent messages in the default room; 10k two-day-old ones in the short room.
+    const fill = async (roomId: string, from: number, n: number, ageDays: number) => {
+      await env.sql(
+        `with s as (select g from generate_series($2::int, $2::int + $3::int - 1) g)
+         insert into message (id, room_id, tenant, seq, sender_id, body, kind, attachments, mentions, created_at)
+         select gen_random_uuid(), $1, 'default', g, 'r-owner', 'old message ' || g, 'text', '[]', '[]',
+                now() - make_interval(days => $4::int) from s`,
+        [roomId, from, n, ageDays],
+      );
+      await env.sql(
+        `insert into room_event (room_id, seq, type, message_id, data, created_at)
+         select room_id, seq, 'message.new', id, '{}', created_at from message where room_id = $1 and seq between $2::int and $2::int + $3::int - 1`,
+        [roomId, from, n],
+      );
+      await env.sql('update room set last_seq = greatest(last_seq, $2::int + $3::int - 1) where id = $1', [roomId, from, n]);
+    };
+    await fill(keep.id, 1_000, 120_000, 40);
+    await fill(keep.id, 200_000, 20_000, 0);
+    await fill(short.id, 1_000, 10_000, 2);
 
-      // Both nodes try at once: exactly one runs (advisory lock), and a send during the run is not blocked.
-      const [a, b, sent] = await Promise.all([
-        srv.app.services.retention.runOnce(),
-        other.app.services.retention.runOnce(),
-        owner.trpc.chat.send.mutate({ roomId: keep.id, clientId: uuid(), body: 'during retention' }),
-      ]);
-      const ran = [a, b].filter((r) => r.ran);
-      expect(ran).toHaveLength(1);
-      const result = ran[0]!;
-      expect(result.messages).toBe(130_000);
-      expect(result.events).toBe(130_000);
-      expect(result.batches).toBeGreaterThan(2 * (130_000 / 5000));
-      console.log(`[retention] removed ${result.messages} messages and ${result.events} events in ${result.batches} batches, ${result.ms} ms`);
+    // Both nodes try at once: exactly one runs (advisory lock), and a send during the run is not blocked.
+    const [a, b, sent] = await Promise.all([
+      srv.app.services.retention.runOnce(),
+      other.app.services.retention.runOnce(),
+      owner.trpc.chat.send.mutate({ roomId: keep.id, clientId: uuid(), body: 'during retention' }),
+    ]);
+    const ran = [a, b].filter((r) => r.ran);
+    expect(ran).toHaveLength(1);
+    const result = ran[0]!;
+    expect(result.messages).toBe(130_000);
+    expect(result.events).toBe(130_000);
+    expect(result.batches).toBeGreaterThan(2 * (130_000 / 5000));
+    console.log(`[retention] removed ${result.messages} messages and ${result.events} events in ${result.batches} batches, ${result.ms} ms`);
 
-      const counts = await c.query<{ room_id: string; n: string }>('select room_id, count(*) as n from message group by room_id');
-      const n = new Map(counts.rows.map((r) => [r.room_id, Number(r.n)]));
-      expect(n.get(keep.id)).toBe(20_001);
-      expect(n.get(short.id) ?? 0).toBe(0);
-      expect(sent.body).toBe('during retention');
+    const counts = await env.sql<{ room_id: string; n: string }>('select room_id, count(*) as n from message group by room_id');
+    const n = new Map(counts.map((r) => [r.room_id, Number(r.n)]));
+    expect(n.get(keep.id)).toBe(20_001);
+    expect(n.get(short.id) ?? 0).toBe(0);
+    expect(sent.body).toBe('during retention');
 
-      // History and resume keep working on what is left.
-      const page = await owner.trpc.chat.history.query({ roomId: keep.id, limit: 2 });
-      expect(page.messages.map((m) => m.body)).toEqual(['old message 219999', 'during retention']);
-      const again = await srv.app.services.retention.runOnce();
-      expect(again).toMatchObject({ ran: true, messages: 0, events: 0 });
-    } finally {
-      await c.end();
-      await owner.close();
-    }
+    // History and resume keep working on what is left.
+    const page = await owner.trpc.chat.history.query({ roomId: keep.id, limit: 2 });
+    expect(page.messages.map((m) => m.body)).toEqual(['old message 219999', 'during retention']);
+    const again = await srv.app.services.retention.runOnce();
+    expect(again).toMatchObject({ ran: true, messages: 0, events: 0 });
   });
 });

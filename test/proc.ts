@@ -1,7 +1,8 @@
 /**
  * Spawns chat server processes (src/main.ts as separate OS processes) for multi-process tests and
- * guarantees they are killed: `ProcGroup.killAll()` in afterAll, plus a synchronous SIGKILL of any
- * survivor when the test worker itself exits.
+ * guarantees they are killed: disposing a process or a `ProcGroup` SIGKILLs it (test/fixture.ts
+ * starts them through `env.startNode`), plus a synchronous SIGKILL of any survivor when the test
+ * worker itself exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -22,7 +23,7 @@ export const TEST_LIMITS_ENV: Record<string, string> = {
 
 export const PROJECT_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '..');
 
-export interface ServerProc {
+export interface ServerProc extends AsyncDisposable {
   readonly label: string;
   readonly child: ChildProcess;
   readonly pid: number;
@@ -144,6 +145,7 @@ export function spawnServer(opts: SpawnOptions): Promise<ServerProc> {
             await exited;
           }
         },
+        [Symbol.asyncDispose]: () => proc.kill('SIGKILL'),
       };
       resolveStart(proc);
     };
@@ -154,8 +156,8 @@ export function spawnServer(opts: SpawnOptions): Promise<ServerProc> {
   });
 }
 
-/** The processes of one test file; `killAll()` belongs in afterAll. */
-export class ProcGroup {
+/** The processes of one test file; disposing the group (or `killAll()`) belongs in afterAll. */
+export class ProcGroup implements AsyncDisposable {
   readonly procs: ServerProc[] = [];
   private readonly starting = new Set<Promise<ServerProc>>();
 
@@ -175,5 +177,9 @@ export class ProcGroup {
   async killAll(): Promise<void> {
     await Promise.allSettled([...this.starting]);
     await Promise.allSettled(this.procs.map((p) => p.kill('SIGKILL')));
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.killAll();
   }
 }

@@ -16,14 +16,9 @@
 import { randomBytes } from 'node:crypto';
 import { isTrackedEnvelope, TRPCError } from '@trpc/server';
 import fc from 'fast-check';
-import pg from 'pg';
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Actor } from '../src/domain/actor.js';
-import { toTRPCError } from '../src/trpc/init.js';
-import { appRouter, createCaller } from '../src/trpc/router.js';
-import { freePort } from './fault-env.js';
-import { callerFor, createTestDatabase, startServer, testConfig, tokenFor, uuid, type TestServer } from './helpers.js';
+import { appRouter, callerFor, dispose, freePort, testEnv, tokenFor, toTRPCError, uuid, type Actor, type TestEnv, type TestServer } from './fixture.js';
 
 const SEED = Number(process.env.PROPERTY_SEED ?? 6_2026_1122);
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 80);
@@ -57,9 +52,8 @@ const ACTORS: Record<string, Actor | null> = {
 };
 const USERS = ['alice', 'owner-a', 'carol', 'bob', 'dave', 'eve', 'svc', 'mallory', 'root', 'nobody'];
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 let srv: TestServer;
-let pgc: pg.Client;
 
 interface Seeded {
   rooms: { key: 'A' | 'B' | 'C'; id: string; tenant: string; roomKey: string }[];
@@ -79,20 +73,15 @@ const protoBefore = Object.getOwnPropertyNames(Object.prototype).sort().join(','
 
 beforeAll(async () => {
   process.on('unhandledRejection', onUnhandled);
-  db = await createTestDatabase('prop');
+  env = await testEnv('prop');
   // Video configured against a provider API that is down (a closed loopback port): the video
   // procedures then run their access checks and their provider-failure paths, not only
   // PRECONDITION_FAILED ("not configured").
   const deadApi = `http://127.0.0.1:${await freePort()}`;
-  srv = await startServer(
-    testConfig({
-      databaseUrl: db.url,
-      redisUrl: undefined,
-      video: { provider: 'daily', livekit: null, daily: { apiKey: 'prop-key', apiUrl: deadApi, webhookSecret: null }, tokenTtlSeconds: 600 },
-    }),
-  );
-  pgc = new pg.Client({ connectionString: db.url });
-  await pgc.connect();
+  srv = await env.startServer({
+    redisUrl: undefined,
+    video: { provider: 'daily', livekit: null, daily: { apiKey: 'prop-key', apiUrl: deadApi, webhookSecret: null }, tokenTtlSeconds: 600 },
+  });
   const app = srv.app;
   const as = (a: Actor) => callerFor(app, a);
   for (const t of [T1, T2]) {
@@ -145,9 +134,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   process.off('unhandledRejection', onUnhandled);
-  await pgc?.end().catch(() => undefined);
-  await srv?.close();
-  await db?.drop();
+  await dispose(env);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -470,10 +457,10 @@ async function restoreMemberships(): Promise<void> {
   };
   for (const room of seeded.rooms) {
     const [owner, members] = owners[room.key];
-    const have = await pgc.query<{ user_id: string }>('select user_id from membership where room_id = $1', [room.id]);
-    const missing = members.filter((m) => !have.rows.some((r) => r.user_id === m));
+    const have = await env.sql<{ user_id: string }>('select user_id from membership where room_id = $1', [room.id]);
+    const missing = members.filter((m) => !have.some((r) => r.user_id === m));
     if (missing.length) {
-      await pgc.query('delete from room_ban where room_id = $1 and user_id = any($2)', [room.id, missing]);
+      await env.sql('delete from room_ban where room_id = $1 and user_id = any($2)', [room.id, missing]);
       await callerFor(srv.app, owner).room.addMembers({ roomId: room.id, userIds: missing });
     }
   }
@@ -482,8 +469,8 @@ async function restoreMemberships(): Promise<void> {
 /** What an actor may see of a seeded room: tenant and a membership row, per PostgreSQL right now. */
 async function maySee(a: Actor | null, room: Seeded['rooms'][number]): Promise<boolean> {
   if (!a || a.tenant !== room.tenant) return false;
-  const r = await pgc.query('select 1 from membership where room_id = $1 and user_id = $2', [room.id, a.id]);
-  return r.rowCount === 1;
+  const r = await env.sql('select 1 from membership where room_id = $1 and user_id = $2', [room.id, a.id]);
+  return r.length === 1;
 }
 
 /** Markers in `text` the actor has no right to see (inputs never contain them: only seeded data does). */
@@ -517,7 +504,6 @@ function describeInput(input: unknown): string {
 
 /** Calls one procedure; returns what succeeded (for the leak check) or the failure. */
 async function call(path: string, type: string, a: Actor | null, input: unknown): Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
-  const ctx = { actor: a, authError: a ? null : 'missing access token', services: srv.app.services };
   const walk = (root: unknown) => path.split('.').reduce<any>((o, k) => o[k], root) as (i: unknown) => Promise<unknown>;
   if (type !== 'subscription') {
     try {
@@ -530,7 +516,7 @@ async function call(path: string, type: string, a: Actor | null, input: unknown)
   const ac = new AbortController();
   let iterable: AsyncIterable<unknown>;
   try {
-    iterable = (await walk(createCaller(ctx, { signal: ac.signal }))(input)) as AsyncIterable<unknown>;
+    iterable = (await walk(callerFor(srv.app, a, { signal: ac.signal }))(input)) as AsyncIterable<unknown>;
   } catch (error) {
     ac.abort();
     return { ok: false, error };

@@ -4,58 +4,38 @@
  * a separate process and SIGKILLed to check that a node dying without goodbye does not leave its
  * users online. Issue 3, "Receipts, unread, typing, presence".
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { ChatClient, RoomEvent } from '../client/index.js';
-import { TEST_REDIS_URL } from './env.js';
-import { deferred, TEST_SECRET, uuid } from './helpers.js';
-import { ClientPool, pollUntil, recordEvents, startCluster, withTimeout, type Cluster, type EventsRecorder, type Tracked } from './live-helpers.js';
-import { ProcGroup } from './proc.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { ChatClient } from '../client/index.js';
+import { clientFor, deferred, fileCluster, recordEvents, Scope, uuid, waitFor, within, type EventsRecorder } from './fixture.js';
 
 /** Short typing expiry for this file (the default is 10 s; TYPING_TTL_MS). */
 const TYPING_TTL_MS = 1500;
 
 const PRESENCE_TTL_MS = 3000;
 
-let cl: Cluster;
-const pool = new ClientPool();
-const procs = new ProcGroup();
+/** Two nodes on one database and one Redis prefix. */
+const cl = fileCluster('rcpt_presence', { presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS });
+/** The clients of a test, closed after it. */
+const open = new Scope();
 
-beforeAll(async () => {
-  cl = await startCluster('rcpt_presence', { presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS });
-});
 afterEach(async () => {
   vi.restoreAllMocks();
-  await pool.closeAll();
-});
-afterAll(async () => {
-  await pool.closeAll();
-  await procs.killAll();
-  await cl?.close();
+  await open.dispose();
 });
 
 const tag = () => uuid().slice(0, 8);
 const send = (c: ChatClient, roomId: string, body: string, extra: { mentions?: string[] } = {}) =>
   c.trpc.chat.send.mutate({ roomId, clientId: uuid(), body, ...extra });
 
-type Of<T extends RoomEvent['type']> = Extract<RoomEvent, { type: T }>;
-const eventsOf = <T extends RoomEvent['type']>(rec: EventsRecorder, type: T, pred: (e: Of<T>) => boolean = () => true): Of<T>[] =>
-  rec.events.items.map((x) => x.data).filter((d): d is Of<T> => d.type === type && pred(d as Of<T>));
-/** Waits for an event of `type` matching `pred` and returns it. */
-async function nextEvent<T extends RoomEvent['type']>(rec: EventsRecorder, type: T, pred: (e: Of<T>) => boolean = () => true, timeoutMs = 15_000) {
-  const match = (x: Tracked) => x.data.type === type && pred(x.data as Of<T>);
-  const xs = await rec.events.until((items) => items.some(match), `a ${type} event`, timeoutMs);
-  return xs.find(match)!.data as Of<T>;
-}
-
 describe('receipts and unread counts', () => {
   it('markRead is monotonic and capped, emits receipt.read live only (never replayed), readers lists who read', async () => {
     const u = tag();
     const [o, m, c] = [`o-${u}`, `m-${u}`, `c-${u}`];
-    const oc = pool.client(cl.a.url, o);
-    const mc = pool.client(cl.b.url, m);
-    const cc = pool.client(cl.a.url, c, { ws: true });
+    await using oc = clientFor(cl.a.url, o);
+    await using mc = clientFor(cl.b.url, m);
+    await using cc = clientFor(cl.a.url, c, { ws: true });
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'receipts', memberIds: [m, c] });
-    const rec = recordEvents(oc, { roomId: room.id });
+    using rec = recordEvents(oc, { roomId: room.id });
     const readySeq = await rec.ready();
     const sent = [];
     for (let i = 0; i < 5; i++) sent.push(await send(oc, room.id, `r${i}`));
@@ -63,7 +43,7 @@ describe('receipts and unread counts', () => {
 
     // Forward (marked on node B, seen by the subscriber on node A).
     expect(await mc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: sent[2]!.seq })).toEqual({ roomId: room.id, lastReadSeq: sent[2]!.seq });
-    expect(await nextEvent(rec, 'receipt.read', (e) => e.userId === m)).toEqual({ type: 'receipt.read', roomId: room.id, userId: m, seq: sent[2]!.seq });
+    expect(await rec.next('receipt.read', (e) => e.userId === m)).toEqual({ type: 'receipt.read', roomId: room.id, userId: m, seq: sent[2]!.seq });
     // Back: no change, no event.
     expect(await mc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: sent[0]!.seq })).toEqual({ roomId: room.id, lastReadSeq: sent[2]!.seq });
     expect(await mc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: sent[2]!.seq })).toEqual({ roomId: room.id, lastReadSeq: sent[2]!.seq });
@@ -73,7 +53,7 @@ describe('receipts and unread counts', () => {
     const sentinel = await send(oc, room.id, 'sentinel');
     await rec.untilSeq(sentinel.seq);
     // Exactly one event per forward move, with the capped position.
-    expect(eventsOf(rec, 'receipt.read').map((e) => [e.userId, e.seq])).toEqual([
+    expect(rec.of('receipt.read').map((e) => [e.userId, e.seq])).toEqual([
       [m, sent[2]!.seq],
       [m, last],
     ]);
@@ -88,13 +68,13 @@ describe('receipts and unread counts', () => {
     expect((await oc.trpc.room.members.query({ roomId: room.id })).find((x) => x.userId === m)?.lastReadSeq).toBe(last);
 
     // A resume with lastEventId replays the durable events only, never the receipts...
-    const resumed = recordEvents(cc, { roomId: room.id, lastEventId: String(readySeq) });
+    using resumed = recordEvents(cc, { roomId: room.id, lastEventId: String(readySeq) });
     await resumed.untilSeq(sentinel.seq);
     expect(resumed.seqs()).toEqual([...sent.map((s) => s.seq), sentinel.seq]);
-    expect(eventsOf(resumed, 'receipt.read')).toEqual([]);
+    expect(resumed.of('receipt.read')).toEqual([]);
     // ...while new ones still arrive live on it.
     expect(await cc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: sent[1]!.seq })).toEqual({ roomId: room.id, lastReadSeq: sent[1]!.seq });
-    expect(await nextEvent(resumed, 'receipt.read')).toEqual({ type: 'receipt.read', roomId: room.id, userId: c, seq: sent[1]!.seq });
+    expect(await resumed.next('receipt.read')).toEqual({ type: 'receipt.read', roomId: room.id, userId: c, seq: sent[1]!.seq });
     expect(await cc.trpc.receipt.readers.query({ roomId: room.id, seq: sent[1]!.seq })).toEqual(
       [
         { userId: c, lastReadSeq: sent[1]!.seq, readAt: expect.any(Date) },
@@ -108,9 +88,9 @@ describe('receipts and unread counts', () => {
   it('unread() is exact (after my last read, not mine, not deleted, not system; mentions) and room.list carries it', async () => {
     const u = tag();
     const [o, m, x] = [`o-${u}`, `m-${u}`, `x-${u}`];
-    const oc = pool.client(cl.a.url, o);
-    const mc = pool.client(cl.b.url, m, { ws: true });
-    const xc = pool.client(cl.b.url, x);
+    await using oc = clientFor(cl.a.url, o);
+    await using mc = clientFor(cl.b.url, m, { ws: true });
+    await using xc = clientFor(cl.b.url, x);
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'unread', memberIds: [m] });
     const unreadOf = async (c: ChatClient) => {
       const all = await c.trpc.receipt.unread.query();
@@ -190,16 +170,16 @@ describe('typing', () => {
   it('reaches other members live on both nodes; a refresh within 3 s is throttled; typing:false goes out at once', async () => {
     const u = tag();
     const [o, m, c] = [`o-${u}`, `m-${u}`, `c-${u}`];
-    const oc = pool.client(cl.a.url, o, { ws: true });
+    await using oc = clientFor(cl.a.url, o, { ws: true });
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'typing', memberIds: [m, c] });
-    const mRec = recordEvents(pool.client(cl.b.url, m), { roomId: room.id });
-    const cRec = recordEvents(pool.client(cl.a.url, c), { roomId: room.id });
+    using mRec = recordEvents(open.use(clientFor(cl.b.url, m)), { roomId: room.id });
+    using cRec = recordEvents(open.use(clientFor(cl.a.url, c)), { roomId: room.id });
     await Promise.all([mRec.ready(), cRec.ready()]);
-    const typingOf = (rec: EventsRecorder) => eventsOf(rec, 'typing', (e) => e.userId === o).map((e) => e.typing);
+    const typingOf = (rec: EventsRecorder) => rec.of('typing', (e) => e.userId === o).map((e) => e.typing);
 
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
     for (const rec of [mRec, cRec]) {
-      expect(await nextEvent(rec, 'typing')).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: true });
+      expect(await rec.next('typing')).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: true });
     }
     // Refreshes within the throttle window: not forwarded, nothing emitted.
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: false });
@@ -212,7 +192,7 @@ describe('typing', () => {
 
     // Stopping is forwarded at once, even inside the throttle window.
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: false })).toEqual({ forwarded: true });
-    expect(await nextEvent(mRec, 'typing', (e) => !e.typing)).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: false });
+    expect(await mRec.next('typing', (e) => !e.typing)).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: false });
     const s2 = await send(oc, room.id, 'barrier 2');
     await Promise.all([mRec.untilSeq(s2.seq), cRec.untilSeq(s2.seq)]);
     expect(typingOf(mRec)).toEqual([true, false]);
@@ -229,25 +209,25 @@ describe('typing', () => {
   it(`typing expires: typing:false is sent TYPING_TTL_MS after the last refresh (real timer)`, async () => {
     const u = tag();
     const [o, m] = [`o-${u}`, `m-${u}`];
-    const oc = pool.client(cl.a.url, o);
+    await using oc = clientFor(cl.a.url, o);
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'typing-expiry', memberIds: [m] });
-    const mRec = recordEvents(pool.client(cl.b.url, m), { roomId: room.id });
+    using mRec = recordEvents(open.use(clientFor(cl.b.url, m)), { roomId: room.id });
     await mRec.ready();
     const t0 = Date.now();
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
-    await nextEvent(mRec, 'typing', (e) => e.typing);
+    await mRec.next('typing', (e) => e.typing);
     // A refresh (throttled, not forwarded) restarts the expiry.
     const tRefreshSent = Date.now();
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: false });
     const tRefreshed = Date.now();
-    const stop = await nextEvent(mRec, 'typing', (e) => !e.typing, TYPING_TTL_MS + 5000);
+    const stop = await mRec.next('typing', (e) => !e.typing, TYPING_TTL_MS + 5000);
     const tStop = Date.now();
     expect(stop).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: false });
     console.log(`[typing] expiry after the last refresh: ${tStop - tRefreshed} ms (TTL ${TYPING_TTL_MS} ms)`);
     expect(tStop - tRefreshed).toBeGreaterThanOrEqual(TYPING_TTL_MS - 250);
     expect(tStop - tRefreshSent).toBeLessThan(TYPING_TTL_MS + 5000);
     expect(tStop - t0).toBeLessThan(TYPING_TTL_MS + 5000);
-    expect(eventsOf(mRec, 'typing').map((e) => e.typing)).toEqual([true, false]);
+    expect(mRec.of('typing').map((e) => e.typing)).toEqual([true, false]);
     mRec.unsubscribe();
   }, 30_000);
 });
@@ -271,23 +251,23 @@ describe('presence across nodes', () => {
   it('online while any connection is open on any node; away shows on both nodes; closing makes them offline', async () => {
     const u = tag();
     const [p, w] = [`p-${u}`, `w-${u}`];
-    const wc = pool.client(cl.b.url, w);
+    await using wc = clientFor(cl.b.url, w);
     const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'presence', memberIds: [p] });
-    const rec = recordEvents(wc, { roomId: room.id });
+    using rec = recordEvents(wc, { roomId: room.id });
     await rec.ready();
-    const wa = pool.client(cl.a.url, w);
+    await using wa = clientFor(cl.a.url, w);
     const getOn = async (node: 'a' | 'b') => (await (node === 'a' ? wa : wc).trpc.presence.get.query({ userIds: [p] }))[0]!;
     expect(await getOn('b')).toEqual({ userId: p, status: 'offline', lastSeenAt: null });
 
     // p opens a socket to node A (a query over the socket).
-    const pa = pool.client(cl.a.url, p, { ws: true });
+    await using pa = clientFor(cl.a.url, p, { ws: true });
     expect((await pa.trpc.auth.me.query()).id).toBe(p);
-    expect(await nextEvent(rec, 'presence', (e) => e.userId === p)).toEqual({ type: 'presence', roomId: room.id, userId: p, status: 'online', lastSeenAt: null });
+    expect(await rec.next('presence', (e) => e.userId === p)).toEqual({ type: 'presence', roomId: room.id, userId: p, status: 'online', lastSeenAt: null });
     for (const node of ['a', 'b'] as const) expect(await getOn(node)).toMatchObject({ userId: p, status: 'online', lastSeenAt: expect.any(Date) });
 
     // away: set on A, seen on both nodes and by the room's subscriber on B.
     expect(await pa.trpc.presence.set.mutate({ status: 'away' })).toMatchObject({ userId: p, status: 'away' });
-    expect(await nextEvent(rec, 'presence', (e) => e.userId === p && e.status === 'away')).toEqual({
+    expect(await rec.next('presence', (e) => e.userId === p && e.status === 'away')).toEqual({
       type: 'presence',
       roomId: room.id,
       userId: p,
@@ -297,20 +277,20 @@ describe('presence across nodes', () => {
     for (const node of ['a', 'b'] as const) expect(await getOn(node)).toMatchObject({ userId: p, status: 'away' });
 
     // A second connection on node B; closing the one on A leaves p online (away), with no event.
-    const pb = pool.client(cl.b.url, p, { ws: true });
+    await using pb = clientFor(cl.b.url, p, { ws: true });
     expect((await pb.trpc.auth.me.query()).id).toBe(p);
     const goneFromA = nextDisconnect(cl.a);
-    await pool.close(pa);
-    await withTimeout(goneFromA, 10_000, 'node A to process the close');
+    await pa.close();
+    await within(goneFromA, 10_000, 'node A to process the close');
     for (const node of ['a', 'b'] as const) expect(await getOn(node)).toMatchObject({ userId: p, status: 'away' });
     const barrier = await wc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'barrier' });
     await rec.untilSeq(barrier.seq);
-    expect(eventsOf(rec, 'presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away']);
+    expect(rec.of('presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away']);
 
     // Closing the last connection: offline, with lastSeenAt, everywhere.
     const before = Date.now();
-    await pool.close(pb);
-    const off = await nextEvent(rec, 'presence', (e) => e.userId === p && e.status === 'offline');
+    await pb.close();
+    const off = await rec.next('presence', (e) => e.userId === p && e.status === 'offline');
     expect(off).toMatchObject({ type: 'presence', roomId: room.id, userId: p, status: 'offline', lastSeenAt: expect.any(Date) });
     expect(off.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(before - 1000);
     for (const node of ['a', 'b'] as const) {
@@ -318,58 +298,45 @@ describe('presence across nodes', () => {
       expect(s).toMatchObject({ userId: p, status: 'offline', lastSeenAt: expect.any(Date) });
       expect(s.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(before - 1000);
     }
-    expect(eventsOf(rec, 'presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away', 'offline']);
+    expect(rec.of('presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away', 'offline']);
     rec.unsubscribe();
   });
 
   it(`a node killed with SIGKILL does not leave its users online (PRESENCE_TTL_MS=${PRESENCE_TTL_MS})`, async () => {
-    const node = await procs.spawn({
-      label: 'dying',
-      env: {
-        DATABASE_URL: cl.databaseUrl,
-        REDIS_URL: TEST_REDIS_URL,
-        REDIS_PREFIX: cl.redisPrefix,
-        JWT_SECRET: TEST_SECRET,
-        PORT: '0',
-        HOST: '127.0.0.1',
-        LOG_LEVEL: 'info',
-        PRESENCE_TTL_MS: String(PRESENCE_TTL_MS),
-      },
-    });
+    await using node = await cl.env.startNode('dying', { PRESENCE_TTL_MS: String(PRESENCE_TTL_MS) });
     const u = tag();
     const [q, w] = [`q-${u}`, `w-${u}`];
-    const wc = pool.client(cl.b.url, w);
+    await using wc = clientFor(cl.b.url, w);
     const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'dying node', memberIds: [q] });
-    const rec = recordEvents(wc, { roomId: room.id });
+    using rec = recordEvents(wc, { roomId: room.id });
     await rec.ready();
-    const qc = pool.client(node.url, q, { ws: true });
+    await using qc = clientFor(node.url, q, { ws: true });
     expect((await qc.trpc.auth.me.query()).id).toBe(q);
-    await nextEvent(rec, 'presence', (e) => e.userId === q && e.status === 'online');
+    await rec.next('presence', (e) => e.userId === q && e.status === 'online');
     expect((await wc.trpc.presence.get.query({ userIds: [q] }))[0]).toMatchObject({ status: 'online' });
 
     // No goodbye: the process dies with its socket open and its heartbeats stop.
     const killedAt = Date.now();
     await node.kill('SIGKILL');
     expect((await node.exited).signal).toBe('SIGKILL');
-    await pool.close(qc);
+    await qc.close();
 
     // The one bounded poll of this suite: nothing tells node B that the other node died.
-    const state = await pollUntil(
-      async () => (await wc.trpc.presence.get.query({ userIds: [q] }))[0]!,
-      (s) => s.status === 'offline',
-      `${q} to be offline on node B`,
-      3 * PRESENCE_TTL_MS,
-    );
+    const state = await waitFor(async () => (await wc.trpc.presence.get.query({ userIds: [q] }))[0]!, `${q} to be offline on node B`, {
+      until: (s) => s.status === 'offline',
+      timeoutMs: 3 * PRESENCE_TTL_MS,
+      everyMs: 100,
+    });
     const offlineAfter = Date.now() - killedAt;
     // The sweeper of a surviving node tells the room.
-    const off = await nextEvent(rec, 'presence', (e) => e.userId === q && e.status === 'offline', 3 * PRESENCE_TTL_MS);
+    const off = await rec.next('presence', (e) => e.userId === q && e.status === 'offline', 3 * PRESENCE_TTL_MS);
     const eventAfter = Date.now() - killedAt;
     console.log(`[presence] after SIGKILL: offline in presence.get after ${offlineAfter} ms, sweeper event after ${eventAfter} ms (TTL ${PRESENCE_TTL_MS} ms)`);
     expect(state.userId).toBe(q);
     expect(offlineAfter).toBeLessThanOrEqual(3 * PRESENCE_TTL_MS);
     expect(off).toMatchObject({ type: 'presence', roomId: room.id, userId: q, status: 'offline', lastSeenAt: expect.any(Date) });
     expect((await wc.trpc.presence.get.query({ userIds: [q] }))[0]).toMatchObject({ status: 'offline', lastSeenAt: expect.any(Date) });
-    expect(eventsOf(rec, 'presence', (e) => e.userId === q).map((e) => e.status)).toEqual(['online', 'offline']);
+    expect(rec.of('presence', (e) => e.userId === q).map((e) => e.status)).toEqual(['online', 'offline']);
     rec.unsubscribe();
   });
 });

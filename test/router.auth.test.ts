@@ -1,18 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { verifyToken } from '../src/auth/jwt.js';
-import { contextFactory } from '../src/trpc/context.js';
-import { createCaller } from '../src/trpc/router.js';
-import { actor, callerFor, startServer, testConfig, tokenFor, TEST_SECRET, type TestServer } from './helpers.js';
-import { expectTRPCError, startTestApp, type TestApp } from './router-helpers.js';
+import { describe, expect, it } from 'vitest';
+import {
+  actor,
+  callerFor,
+  contextFactory,
+  createCaller,
+  expectTRPCError,
+  fileServer,
+  TEST_SECRET,
+  tokenFor,
+  verifyToken,
+} from './fixture.js';
 
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await startTestApp('rauth');
-});
-afterAll(async () => {
-  await t?.close();
-});
+const t = fileServer('rauth');
 
 /** A caller whose context is built from a token exactly as the HTTP adapter does (Bearer header). */
 async function callerWithToken(token: string) {
@@ -76,26 +75,14 @@ describe('auth.devLogin', () => {
   });
 
   it('is FORBIDDEN when config.devLogin is false', async () => {
-    let other: TestServer | undefined;
-    try {
-      other = await startServer(
-        testConfig({
-          ...t.app.services.deps.config,
-          port: 0,
-          devLogin: false,
-          redisPrefix: `${t.app.services.deps.config.redisPrefix}nodev:`,
-        }),
-      );
-      expect(other.app.services.deps.config.devLogin).toBe(false);
-      await expectTRPCError(callerFor(other.app, null).auth.devLogin({ username: 'alice' }), 'FORBIDDEN', /dev login is disabled/);
-      // Authenticated callers are refused too: the switch is not about who calls.
-      await expectTRPCError(callerFor(other.app, actor('alice')).auth.devLogin({ username: 'mallory' }), 'FORBIDDEN');
-      // Tokens minted elsewhere still work on that server.
-      const ctx = await contextFactory(other.app.services)({ info: { connectionParams: { token: tokenFor('carol') } } });
-      expect((await createCaller(ctx).auth.me()).id).toBe('carol');
-    } finally {
-      await other?.close();
-    }
+    await using other = await t.env.startServer({ devLogin: false, redisPrefix: `${t.env.redisPrefix}nodev:` });
+    expect(other.app.services.deps.config.devLogin).toBe(false);
+    await expectTRPCError(callerFor(other.app, null).auth.devLogin({ username: 'alice' }), 'FORBIDDEN', /dev login is disabled/);
+    // Authenticated callers are refused too: the switch is not about who calls.
+    await expectTRPCError(callerFor(other.app, actor('alice')).auth.devLogin({ username: 'mallory' }), 'FORBIDDEN');
+    // Tokens minted elsewhere still work on that server.
+    const ctx = await contextFactory(other.app.services)({ info: { connectionParams: { token: tokenFor('carol') } } });
+    expect((await createCaller(ctx).auth.me()).id).toBe('carol');
   });
 });
 

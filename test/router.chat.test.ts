@@ -1,39 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto } from '../src/domain/events.js';
-import { actor, callerFor, uuid } from './helpers.js';
-import { expectTRPCError, openEvents, startTestApp, type TestApp } from './router-helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, uuid, type MessageDto } from './fixture.js';
 
-let t: TestApp;
+const t = fileServer('rchat');
 
-beforeAll(async () => {
-  t = await startTestApp('rchat');
-});
-afterAll(async () => {
-  await t?.close();
-});
-
-let n = 0;
-const users = (...names: string[]) => {
-  n++;
-  return names.map((x) => `${x}${n}`);
-};
-const as = (id: string, tenant = 'default') => callerFor(t.app, actor(id, tenant));
-
-/** A group room owned by `owner` with `members`. */
-async function groupRoom(owner: string, members: string[], name = `room ${n}`) {
-  return as(owner).room.create({ kind: 'group', name, memberIds: members });
-}
+const kit = roomKit(() => t);
+const { users, as, groupRoom, allMessages } = kit;
 
 /** Sends `count` messages one after another; returns them in send order. */
 async function sendMany(who: string, roomId: string, count: number, prefix = 'm'): Promise<MessageDto[]> {
   const out: MessageDto[] = [];
   for (let i = 0; i < count; i++) out.push(await as(who).chat.send({ roomId, clientId: uuid(), body: `${prefix}${i}` }));
   return out;
-}
-
-/** Every message of a room, through history (ascending). */
-async function allMessages(who: string, roomId: string): Promise<MessageDto[]> {
-  return (await as(who).chat.history({ roomId, limit: 100 })).messages;
 }
 
 describe('chat.send', () => {
@@ -262,24 +239,21 @@ describe('chat.events (createCaller)', () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'before' });
-    const s = await openEvents(t.app, actor(bob!), { roomId: room.id });
-    try {
-      expect(await s.next()).toEqual({ id: '3', event: { type: 'ready', roomId: room.id, seq: 3 } });
-      const clientId = uuid();
-      const m = await as(alice!).chat.send({ roomId: room.id, clientId, body: 'live' });
-      const ev = await s.next();
-      expect(ev.id).toBe(String(m.seq));
-      expect(ev.event).toEqual({ type: 'message.new', roomId: room.id, seq: m.seq, message: m });
-      // The same message sent again (idempotent) produces no second event: the next one is 'next'.
-      expect((await as(alice!).chat.send({ roomId: room.id, clientId, body: 'live' })).id).toBe(m.id);
-      await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'next' });
-      await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'next2' });
-      const evs = await s.take(2);
-      expect(evs.map((e) => e.id)).toEqual([String(m.seq + 1), String(m.seq + 2)]);
-      expect(evs.map((e) => (e.event.type === 'message.new' ? e.event.message.body : null))).toEqual(['next', 'next2']);
-    } finally {
-      s.abort();
-    }
+    await using s = await openEvents(t.app, actor(bob!), { roomId: room.id });
+    expect(await s.next()).toEqual({ id: '3', event: { type: 'ready', roomId: room.id, seq: 3 } });
+    const clientId = uuid();
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId, body: 'live' });
+    const ev = await s.next();
+    expect(ev.id).toBe(String(m.seq));
+    expect(ev.event).toEqual({ type: 'message.new', roomId: room.id, seq: m.seq, message: m });
+    // The same message sent again (idempotent) produces no second event: the next one is 'next'.
+    expect((await as(alice!).chat.send({ roomId: room.id, clientId, body: 'live' })).id).toBe(m.id);
+    await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'next' });
+    await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'next2' });
+    const evs = await s.take(2);
+    expect(evs.map((e) => e.id)).toEqual([String(m.seq + 1), String(m.seq + 2)]);
+    expect(evs.map((e) => (e.event.type === 'message.new' ? e.event.message.body : null))).toEqual(['next', 'next2']);
+    s.abort();
     expect(await s.ended()).toBe(true);
   });
 
@@ -292,8 +266,8 @@ describe('chat.events (createCaller)', () => {
     await as(alice!).room.addMembers({ roomId: room.id, userIds: [carol!] });
     const c = await as(carol!).chat.send({ roomId: room.id, clientId: uuid(), body: 'c' });
 
-    const s = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(seen) });
-    try {
+    {
+      await using s = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(seen) });
       const replay = await s.take(5);
       expect(replay.map((e) => e.id)).toEqual(['3', '4', '5', '6', '7']);
       expect(replay.map((e) => e.event.type)).toEqual(['message.new', 'message.new', 'member.joined', 'message.new', 'message.new']);
@@ -307,24 +281,18 @@ describe('chat.events (createCaller)', () => {
       const live = await s.next();
       expect(live.id).toBe(String(d.seq));
       expect(d.seq).toBe(8);
-    } finally {
-      s.abort();
     }
 
     // Resuming from the middle replays only what is after it.
-    const s2 = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: '5' });
-    try {
-      expect((await s2.take(3)).map((e) => e.id)).toEqual(['6', '7', '8']);
-    } finally {
-      s2.abort();
-    }
+    await using s2 = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: '5' });
+    expect((await s2.take(3)).map((e) => e.id)).toEqual(['6', '7', '8']);
   });
 
   it('ends when aborted and releases the hub subscription', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
     const before = t.app.services.hubs.subscriberCount;
-    const s = await openEvents(t.app, actor(alice!), { roomId: room.id });
+    await using s = await openEvents(t.app, actor(alice!), { roomId: room.id });
     expect((await s.next()).event.type).toBe('ready');
     expect(t.app.services.hubs.subscriberCount).toBe(before + 1);
     s.abort();
@@ -334,7 +302,7 @@ describe('chat.events (createCaller)', () => {
 
   it('rejects a bad lastEventId, a non-member, another tenant and no actor', async () => {
     const [alice, eve] = users('alice', 'eve');
-    const room = await groupRoom(alice!, [], `Hidden Events Room ${n}`);
+    const room = await groupRoom(alice!, [], `Hidden Events Room ${kit.n}`);
     await expectTRPCError(openEvents(t.app, actor(alice!), { roomId: room.id, lastEventId: 'abc' }), 'BAD_REQUEST', /lastEventId/);
     await expectTRPCError(openEvents(t.app, actor(alice!), { roomId: room.id, lastEventId: '-1' }), 'BAD_REQUEST', /lastEventId/);
     for (const who of [actor(eve!), actor(alice!, 'tenant-b')]) {
@@ -349,7 +317,7 @@ describe('chat.events (createCaller)', () => {
 describe('authorization', () => {
   it('a non-member of the same tenant and a same-id user of another tenant see and touch nothing', async () => {
     const [alice, bob, carol, eve] = users('alice', 'bob', 'carol', 'eve');
-    const name = `Top Secret Falcon ${n}`;
+    const name = `Top Secret Falcon ${kit.n}`;
     const room = await groupRoom(alice!, [bob!, carol!], name);
     const msg = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'classified' });
 

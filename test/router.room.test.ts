@@ -1,23 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, uuid } from './helpers.js';
-import { expectTRPCError, openEvents, setMemberRole, startTestApp, type TestApp } from './router-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, setMemberRole, uuid } from './fixture.js';
 
-let t: TestApp;
+const t = fileServer('rroom');
 
-beforeAll(async () => {
-  t = await startTestApp('rroom');
-});
-afterAll(async () => {
-  await t?.close();
-});
-
-/** Unique user ids per test so tests never see each other's rooms. */
-let n = 0;
-const users = (...names: string[]) => {
-  n++;
-  return names.map((x) => `${x}${n}`);
-};
-const as = (id: string, tenant = 'default') => callerFor(t.app, actor(id, tenant));
+const kit = roomKit(() => t);
+const { users, as } = kit;
 
 describe('room.create', () => {
   it('makes the caller owner, adds the members once, counts them and takes one seq per join', async () => {
@@ -178,7 +165,7 @@ describe('room.list', () => {
 describe('room.get and room.members', () => {
   it('return the room and its members for members, NOT_FOUND without the name for anyone else', async () => {
     const [alice, bob, eve] = users('alice', 'bob', 'eve');
-    const name = `Secret Zebra ${n}`;
+    const name = `Secret Zebra ${kit.n}`;
     const room = await as(alice!).room.create({ kind: 'group', name, topic: 't', memberIds: [bob!] });
     const got = await as(bob!).room.get({ roomId: room.id });
     expect(got).toEqual({ ...room, myRole: 'member' });
@@ -222,14 +209,14 @@ describe('room.addMembers', () => {
     expect(await as(alice!).room.addMembers({ roomId: room.id, userIds: [bob!, carol!] })).toEqual({ added: [] });
     expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(after.lastSeq);
 
-    await setMemberRole(t.app, room.id, bob!, 'admin');
+    await setMemberRole(t.env, room.id, bob!, 'admin');
     expect(await as(bob!).room.addMembers({ roomId: room.id, userIds: [dave!] })).toEqual({ added: [dave] });
     const newcomer = (await as(dave!).room.members({ roomId: room.id })).find((m) => m.userId === dave);
     expect(newcomer?.role).toBe('member');
 
     // A plain member and a moderator may not add.
     await expectTRPCError(as(carol!).room.addMembers({ roomId: room.id, userIds: [erin!] }), 'FORBIDDEN', /add members/);
-    await setMemberRole(t.app, room.id, carol!, 'moderator');
+    await setMemberRole(t.env, room.id, carol!, 'moderator');
     await expectTRPCError(as(carol!).room.addMembers({ roomId: room.id, userIds: [erin!] }), 'FORBIDDEN');
     await expectTRPCError(as(erin!).room.get({ roomId: room.id }), 'NOT_FOUND');
 
@@ -252,9 +239,9 @@ describe('room.removeMember', () => {
   it('needs moderator or better and a strictly higher rank than the target', async () => {
     const [owner, admin, mod, mod2, m1, m2, m3] = users('owner', 'admin', 'mod', 'modtwo', 'mone', 'mtwo', 'mthree');
     const room = await as(owner!).room.create({ kind: 'group', name: 'rm', memberIds: [admin!, mod!, mod2!, m1!, m2!, m3!] });
-    await setMemberRole(t.app, room.id, admin!, 'admin');
-    await setMemberRole(t.app, room.id, mod!, 'moderator');
-    await setMemberRole(t.app, room.id, mod2!, 'moderator');
+    await setMemberRole(t.env, room.id, admin!, 'admin');
+    await setMemberRole(t.env, room.id, mod!, 'moderator');
+    await setMemberRole(t.env, room.id, mod2!, 'moderator');
 
     // A plain member may not remove anyone.
     await expectTRPCError(as(m1!).room.removeMember({ roomId: room.id, userId: m2! }), 'FORBIDDEN', /remove members/);
@@ -285,20 +272,15 @@ describe('room.removeMember', () => {
   it('records member.left with the next seq and ends the removed member’s live stream', async () => {
     const [owner, bob] = users('owner', 'bob');
     const room = await as(owner!).room.create({ kind: 'group', name: 'kick', memberIds: [bob!] });
-    const bobStream = await openEvents(t.app, actor(bob!), { roomId: room.id });
-    const ownerStream = await openEvents(t.app, actor(owner!), { roomId: room.id });
-    try {
-      expect((await bobStream.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: 2 });
-      expect((await ownerStream.next()).event).toMatchObject({ type: 'ready', seq: 2 });
-      await as(owner!).room.removeMember({ roomId: room.id, userId: bob! });
-      const ev = await ownerStream.next();
-      expect(ev).toEqual({ id: '3', event: { type: 'member.left', roomId: room.id, seq: 3, userId: bob, reason: 'removed', by: owner } });
-      expect((await bobStream.next()).event).toMatchObject({ type: 'member.left', userId: bob });
-      expect(await bobStream.ended()).toBe(true);
-    } finally {
-      bobStream.abort();
-      ownerStream.abort();
-    }
+    await using bobStream = await openEvents(t.app, actor(bob!), { roomId: room.id });
+    await using ownerStream = await openEvents(t.app, actor(owner!), { roomId: room.id });
+    expect((await bobStream.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: 2 });
+    expect((await ownerStream.next()).event).toMatchObject({ type: 'ready', seq: 2 });
+    await as(owner!).room.removeMember({ roomId: room.id, userId: bob! });
+    const ev = await ownerStream.next();
+    expect(ev).toEqual({ id: '3', event: { type: 'member.left', roomId: room.id, seq: 3, userId: bob, reason: 'removed', by: owner } });
+    expect((await bobStream.next()).event).toMatchObject({ type: 'member.left', userId: bob });
+    expect(await bobStream.ended()).toBe(true);
   });
 });
 
@@ -327,7 +309,7 @@ describe('room.leave', () => {
     const [alice, zed, amy, mia] = users('alice', 'zed', 'amy', 'mia');
     // All three join in the same transaction (same joined_at).
     const room = await as(alice!).room.create({ kind: 'group', name: 'tie', memberIds: [zed!, amy!, mia!] });
-    await setMemberRole(t.app, room.id, mia!, 'admin');
+    await setMemberRole(t.env, room.id, mia!, 'admin');
     await as(alice!).room.leave({ roomId: room.id });
     expect((await as(mia!).room.get({ roomId: room.id })).myRole).toBe('owner');
 

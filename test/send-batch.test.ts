@@ -3,33 +3,33 @@
  * statement per group across rooms. Against real PostgreSQL and Redis, with two app nodes on one
  * database (to race repeats of a clientId across nodes).
  */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MessageDto } from '../src/domain/events.js';
-import { TEST_REDIS_URL } from './env.js';
-import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
-import { expectTRPCError, openEvents, type EventStream } from './router-helpers.js';
+import {
+  actor,
+  callerFor,
+  dispose,
+  expectTRPCError,
+  openEvents,
+  Scope,
+  testEnv,
+  uuid,
+  type EventStream,
+  type MessageDto,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
+let env: TestEnv;
 let nodeA: TestServer;
 let nodeB: TestServer;
-let db: { url: string; drop: () => Promise<void> };
-let pgc: pg.Client;
 
 beforeAll(async () => {
-  db = await createTestDatabase('sendbatch');
-  const config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('sendbatch') });
-  nodeA = await startServer(config);
+  env = await testEnv('sendbatch');
+  nodeA = await env.startServer();
   // The second node without named prepared statements (DB_PREPARED_STATEMENTS=0): both ways are exercised.
-  nodeB = await startServer({ ...config, dbPreparedStatements: false });
-  pgc = new pg.Client({ connectionString: db.url });
-  await pgc.connect();
+  nodeB = await env.startServer({ dbPreparedStatements: false });
 });
-afterAll(async () => {
-  await pgc?.end();
-  await nodeA?.close();
-  await nodeB?.close();
-  await db?.drop();
-});
+afterAll(() => dispose(env));
 
 let n = 0;
 const users = (prefix: string, count: number) => {
@@ -45,9 +45,9 @@ async function groupRoom(owner: string, members: string[]) {
 
 /** The room's log as PostgreSQL has it: its seqs in order and the room's last_seq. */
 async function roomLog(roomId: string): Promise<{ seqs: number[]; lastSeq: number }> {
-  const events = await pgc.query('select seq from room_event where room_id = $1 order by seq', [roomId]);
-  const room = await pgc.query('select last_seq from room where id = $1', [roomId]);
-  return { seqs: events.rows.map((r) => Number(r.seq)), lastSeq: Number(room.rows[0].last_seq) };
+  const events = await env.sql('select seq from room_event where room_id = $1 order by seq', [roomId]);
+  const room = await env.sql('select last_seq from room where id = $1', [roomId]);
+  return { seqs: events.map((r) => Number(r.seq)), lastSeq: Number(room[0].last_seq) };
 }
 
 /** Seqs 1..last_seq, each exactly once: no hole, nothing twice. */
@@ -75,29 +75,23 @@ async function history(reader: string, roomId: string): Promise<MessageDto[]> {
  * of reads.
  */
 async function watchCommitOrder(roomIds: string[], running: Promise<unknown>): Promise<number> {
-  const c = new pg.Client({ connectionString: db.url });
-  await c.connect();
   let done = false;
   void running.finally(() => (done = true)).catch(() => undefined);
   let reads = 0;
-  try {
-    while (!done) {
-      const { rows } = await c.query(
-        'select room_id, count(*)::int as n, max(seq)::int as top from room_event where room_id = any($1::uuid[]) group by room_id',
-        [roomIds],
-      );
-      reads++;
-      for (const r of rows) if (r.n !== r.top) throw new Error(`room ${r.room_id}: ${r.n} events committed up to seq ${r.top}`);
-    }
-  } finally {
-    await c.end();
+  while (!done) {
+    const rows = await env.sql(
+      'select room_id, count(*)::int as n, max(seq)::int as top from room_event where room_id = any($1::uuid[]) group by room_id',
+      [roomIds],
+    );
+    reads++;
+    for (const r of rows) if (r.n !== r.top) throw new Error(`room ${r.room_id}: ${r.n} events committed up to seq ${r.top}`);
   }
   return reads;
 }
 
 /** Distinct transaction start times of the messages: one per group written (now() is per transaction). */
 async function writeTransactions(ids: string[]): Promise<number> {
-  const { rows } = await pgc.query('select count(distinct created_at)::int as n from message where id = any($1::uuid[])', [ids]);
+  const rows = await env.sql('select count(distinct created_at)::int as n from message where id = any($1::uuid[])', [ids]);
   return rows[0].n;
 }
 
@@ -113,77 +107,69 @@ describe('grouped sends', () => {
   it('one room, 240 concurrent sends: all acked, seqs gap-free and in commit order, acks equal history, subscribers see each once in order', async () => {
     const senders = users('one', 12);
     const room = await groupRoom(senders[0]!, [...senders, `watch${n}`]);
-    const s = await openEvents(nodeA.app, actor(`watch${n}`), { roomId: room.id });
-    const s2 = await openEvents(nodeB.app, actor(`watch${n}`), { roomId: room.id });
-    try {
-      expect((await s.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
-      expect((await s2.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
-      const burst = Promise.all(
-        range(0, 240).map((i) => as(senders[i % senders.length]!).chat.send({ roomId: room.id, clientId: uuid(), body: `one ${i}` })),
-      );
-      const [acks, reads] = await Promise.all([burst, watchCommitOrder([room.id], burst)]);
-      expect(reads).toBeGreaterThan(0);
+    await using s = await openEvents(nodeA.app, actor(`watch${n}`), { roomId: room.id });
+    await using s2 = await openEvents(nodeB.app, actor(`watch${n}`), { roomId: room.id });
+    expect((await s.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
+    expect((await s2.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
+    const burst = Promise.all(
+      range(0, 240).map((i) => as(senders[i % senders.length]!).chat.send({ roomId: room.id, clientId: uuid(), body: `one ${i}` })),
+    );
+    const [acks, reads] = await Promise.all([burst, watchCommitOrder([room.id], burst)]);
+    expect(reads).toBeGreaterThan(0);
 
-      const seqs = acks.map((m) => m.seq).sort((a, b) => a - b);
-      expect(seqs).toEqual(range(room.lastSeq + 1, 240));
-      expect(await expectGapFree(room.id)).toBe(room.lastSeq + 240);
-      // Written in groups: fewer transactions than messages.
-      expect(await writeTransactions(acks.map((m) => m.id))).toBeLessThan(240);
-      acks.forEach((m, i) => expect(m).toMatchObject({ body: `one ${i}`, senderId: senders[i % senders.length], roomId: room.id }));
+    const seqs = acks.map((m) => m.seq).sort((a, b) => a - b);
+    expect(seqs).toEqual(range(room.lastSeq + 1, 240));
+    expect(await expectGapFree(room.id)).toBe(room.lastSeq + 240);
+    // Written in groups: fewer transactions than messages.
+    expect(await writeTransactions(acks.map((m) => m.id))).toBeLessThan(240);
+    acks.forEach((m, i) => expect(m).toMatchObject({ body: `one ${i}`, senderId: senders[i % senders.length], roomId: room.id }));
 
-      const fromHistory = await history(senders[1]!, room.id);
-      expect(fromHistory.filter((m) => m.kind !== 'system')).toEqual([...acks].sort((a, b) => a.seq - b.seq));
+    const fromHistory = await history(senders[1]!, room.id);
+    expect(fromHistory.filter((m) => m.kind !== 'system')).toEqual([...acks].sort((a, b) => a.seq - b.seq));
 
-      const marker = await as(senders[0]!).chat.send({ roomId: room.id, clientId: uuid(), body: 'marker' });
-      await expectStream(s, acks, marker);
-      await expectStream(s2, acks, marker);
-    } finally {
-      s.abort();
-      s2.abort();
-    }
+    const marker = await as(senders[0]!).chat.send({ roomId: room.id, clientId: uuid(), body: 'marker' });
+    await expectStream(s, acks, marker);
+    await expectStream(s2, acks, marker);
   });
 
   it('40 rooms, 240 concurrent sends: one write holds several rooms, each room gap-free, acks equal history, each room streamed in order', async () => {
     const owners = users('own', 40);
     const rooms = await Promise.all(owners.map((o) => groupRoom(o, [o, `w${o}`])));
-    const streams = await Promise.all(owners.map((o, r) => openEvents(nodeA.app, actor(`w${o}`), { roomId: rooms[r]!.id })));
-    try {
-      await Promise.all(streams.map((s) => s.next()));
-      const burst = Promise.all(
-        range(0, 240).map((i) => {
-          const r = i % rooms.length;
-          // Each room gets sends through both nodes: their groups race for the same room rows.
-          const node = Math.floor(i / rooms.length) % 2 ? nodeA : nodeB;
-          return as(owners[r]!, node).chat.send({ roomId: rooms[r]!.id, clientId: uuid(), body: `many ${i}` });
-        }),
-      );
-      const [acks] = await Promise.all([burst, watchCommitOrder(rooms.map((r) => r.id), burst)]);
+    await using open = new Scope();
+    const streams = await Promise.all(owners.map((o, r) => openEvents(nodeA.app, actor(`w${o}`), { roomId: rooms[r]!.id }).then((s) => open.use(s))));
+    await Promise.all(streams.map((s) => s.next()));
+    const burst = Promise.all(
+      range(0, 240).map((i) => {
+        const r = i % rooms.length;
+        // Each room gets sends through both nodes: their groups race for the same room rows.
+        const node = Math.floor(i / rooms.length) % 2 ? nodeA : nodeB;
+        return as(owners[r]!, node).chat.send({ roomId: rooms[r]!.id, clientId: uuid(), body: `many ${i}` });
+      }),
+    );
+    const [acks] = await Promise.all([burst, watchCommitOrder(rooms.map((r) => r.id), burst)]);
 
-      const { rows } = await pgc.query(
-        'select count(distinct room_id)::int as rooms from message where id = any($1::uuid[]) group by created_at order by 1 desc limit 1',
-        [acks.map((m) => m.id)],
-      );
-      expect(rows[0].rooms).toBeGreaterThan(1);
-      for (const [r, room] of rooms.entries()) {
-        const mine = acks.filter((m) => m.roomId === room.id);
-        expect(mine.length).toBe(6);
-        expect(mine.map((m) => m.seq).sort((a, b) => a - b)).toEqual(range(room.lastSeq + 1, 6));
-        expect(await expectGapFree(room.id)).toBe(room.lastSeq + 6);
-        expect((await history(owners[r]!, room.id)).filter((m) => m.kind !== 'system')).toEqual(mine.sort((a, b) => a.seq - b.seq));
-      }
-      const markers = await Promise.all(rooms.map((room, r) => as(owners[r]!).chat.send({ roomId: room.id, clientId: uuid(), body: 'marker' })));
-      await Promise.all(
-        streams.map((s, r) =>
-          expectStream(
-            s,
-            acks.filter((m) => m.roomId === rooms[r]!.id),
-            markers[r]!,
-          ),
-        ),
-      );
-    } finally {
-      for (const s of streams) s.abort();
+    const rows = await env.sql(
+      'select count(distinct room_id)::int as rooms from message where id = any($1::uuid[]) group by created_at order by 1 desc limit 1',
+      [acks.map((m) => m.id)],
+    );
+    expect(rows[0].rooms).toBeGreaterThan(1);
+    for (const [r, room] of rooms.entries()) {
+      const mine = acks.filter((m) => m.roomId === room.id);
+      expect(mine.length).toBe(6);
+      expect(mine.map((m) => m.seq).sort((a, b) => a - b)).toEqual(range(room.lastSeq + 1, 6));
+      expect(await expectGapFree(room.id)).toBe(room.lastSeq + 6);
+      expect((await history(owners[r]!, room.id)).filter((m) => m.kind !== 'system')).toEqual(mine.sort((a, b) => a.seq - b.seq));
     }
+    const markers = await Promise.all(rooms.map((room, r) => as(owners[r]!).chat.send({ roomId: room.id, clientId: uuid(), body: 'marker' })));
+    await Promise.all(
+      streams.map((s, r) =>
+        expectStream(
+          s,
+          acks.filter((m) => m.roomId === rooms[r]!.id),
+          markers[r]!,
+        ),
+      ),
+    );
   });
 
   it('repeats of a clientId, in the same burst and later, return the original: one row, no seq used up', async () => {
@@ -225,7 +211,7 @@ describe('grouped sends', () => {
     const distinct = new Set(results.map((m) => m.id));
     expect(distinct.size).toBe(60 + 3);
     expect(await expectGapFree(room.id)).toBe(room.lastSeq + 63);
-    const { rows } = await pgc.query('select count(*)::int as n from message where room_id = $1 and kind = $2', [room.id, 'text']);
+    const rows = await env.sql('select count(*)::int as n from message where room_id = $1 and kind = $2', [room.id, 'text']);
     expect(rows[0].n).toBe(63);
 
     // Later, in another group: still the original, and still no seq.
@@ -249,7 +235,7 @@ describe('grouped sends', () => {
       ...range(0, 60).map((i) => as(senders[i % senders.length]!, i % 2 ? nodeA : nodeB).chat.send({ roomId: room.id, clientId: uuid(), body: `bg ${i}` })),
     ]);
     keys.forEach((_, i) => expect(results[2 * i]!.id).toBe(results[2 * i + 1]!.id));
-    const { rows } = await pgc.query('select count(*)::int as n, count(distinct client_id)::int as d from message where room_id = $1 and kind = $2', [
+    const rows = await env.sql('select count(*)::int as n, count(distinct client_id)::int as d from message where room_id = $1 and kind = $2', [
       room.id,
       'text',
     ]);
@@ -286,7 +272,7 @@ describe('grouped sends', () => {
 
     expect(await expectGapFree(room.id)).toBe(base + 61);
     expect(acks.slice(0, 61).map((m) => m.seq).sort((a, b) => a - b)).toEqual(range(base + 1, 61));
-    const { rows } = await pgc.query('select count(*)::int as n from message where client_id = $1', [nulId]);
+    const rows = await env.sql('select count(*)::int as n from message where client_id = $1', [nulId]);
     expect(rows[0].n).toBe(0);
     const root = (await as(owner).chat.thread({ messageId: parent.id })).root;
     expect(root.replyCount).toBe(1);
@@ -298,9 +284,9 @@ describe('grouped sends', () => {
     const before: { seqs: number[]; lastSeq: number }[] = [];
     for (const r of rooms) before.push(await roomLog(r.id));
     // Every write of a message is refused as if the server were shutting down (SQLSTATE 57P01).
-    await pgc.query(`create function refuse_writes() returns trigger language plpgsql as $$
+    await env.sql(`create function refuse_writes() returns trigger language plpgsql as $$
       begin raise exception 'terminating connection due to administrator command' using errcode = '57P01'; end $$`);
-    await pgc.query('create trigger refuse_writes before insert on message for each statement execute function refuse_writes()');
+    await env.sql('create trigger refuse_writes before insert on message for each statement execute function refuse_writes()');
     const sends = range(0, 45).map((i) => ({ who: senders[i % 4]!, roomId: rooms[i % 3]!.id, clientId: uuid(), body: `down ${i}` }));
     try {
       const outcomes = await Promise.allSettled(sends.map((x) => as(x.who).chat.send(x)));
@@ -309,8 +295,8 @@ describe('grouped sends', () => {
         expect((o as PromiseRejectedResult).reason).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
       }
     } finally {
-      await pgc.query('drop trigger refuse_writes on message');
-      await pgc.query('drop function refuse_writes()');
+      await env.sql('drop trigger refuse_writes on message');
+      await env.sql('drop function refuse_writes()');
     }
     for (const [i, r] of rooms.entries()) expect(await roomLog(r.id)).toEqual(before[i]);
 

@@ -6,55 +6,55 @@
  */
 import jwt from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CloseCode } from '../src/domain/close-codes.js';
-import { TEST_REDIS_URL } from './env.js';
-import { actor, callerFor, createTestDatabase, startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
-import { closeOf, dropRedisPrefixes, elapse, errInfo, msUntilNextSecondAfter, rawClient, sessionsOf, type Frame, type RawClient } from './abuse-helpers.js';
-import { getJson, recordEvents, waitFor, withTimeout, wsClient, type WsTestClient } from './ws-helpers.js';
+import {
+  actor,
+  callerFor,
+  closeOf,
+  CloseCode,
+  dispose,
+  elapse,
+  errInfo,
+  getJson,
+  msUntilNextSecondAfter,
+  rawClient,
+  recordEvents,
+  Scope,
+  sessionsOf,
+  testEnv,
+  tokenFor,
+  uuid,
+  waitFor,
+  within,
+  wsClient,
+  type Frame,
+  type RawClient,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
 const KEEPALIVE_MS = 300;
 /** tRPC's keepAlive waits this long for any message after its PING (set in src/app.ts). */
 const PONG_WAIT_MS = 5000;
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 /** N1 and N2: two nodes sharing Redis. */
 let N1: TestServer;
 let N2: TestServer;
 /** K: keepAlive every 300 ms of silence. */
 let K: TestServer;
-const prefixes = [testPrefix('sessions'), testPrefix('sessions_k')];
-const wsClients: WsTestClient[] = [];
-const raws: RawClient[] = [];
+/** The clients of the whole file (closed at its end). */
+const open = new Scope();
 
 beforeAll(async () => {
-  db = await createTestDatabase('sessions');
-  const base = { databaseUrl: db.url, redisUrl: TEST_REDIS_URL };
-  const [shared, pk] = prefixes as [string, string];
-  N1 = await startServer(testConfig({ ...base, redisPrefix: shared }));
-  [N2, K] = await Promise.all([
-    startServer(testConfig({ ...base, redisPrefix: shared })),
-    startServer(testConfig({ ...base, redisPrefix: pk, wsKeepAliveMs: KEEPALIVE_MS })),
-  ]);
+  env = await testEnv('sessions');
+  N1 = await env.startServer();
+  [N2, K] = await Promise.all([env.startServer(), env.startServer({ redisPrefix: env.prefix('sessions_k'), wsKeepAliveMs: KEEPALIVE_MS })]);
 });
 
-afterAll(async () => {
-  for (const r of raws.splice(0)) r.terminate();
-  await Promise.all(wsClients.splice(0).map((c) => c.close().catch(() => undefined)));
-  await Promise.all([N1, N2, K].map((s) => s?.close()));
-  await db?.drop();
-  await dropRedisPrefixes(TEST_REDIS_URL, prefixes);
-});
+afterAll(() => dispose(env, open));
 
-const raw = (...args: Parameters<typeof rawClient>) => {
-  const r = rawClient(...args);
-  raws.push(r);
-  return r;
-};
-const ws = (srv: TestServer, token: string) => {
-  const c = wsClient({ url: srv.url, token });
-  wsClients.push(c);
-  return c;
-};
+const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...args));
+const ws = (srv: TestServer, token: string) => open.use(wsClient({ url: srv.url, token }));
 const expOf = (token: string) => (jwt.decode(token) as { exp: number }).exp;
 
 async function room(owner: string, members: string[] = []): Promise<string> {
@@ -213,7 +213,7 @@ describe('revocation', () => {
     const rec = recordEvents(c, { roomId });
     await rec.ready();
     await callerFor(N1.app, actor('ban-owner')).room.ban({ roomId, userId: 'ban-user' });
-    expect(await withTimeout(rec.ended, 5000, 'the banned member’s stream to end')).not.toBe('error');
+    expect(await within(rec.ended, 5000, 'the banned member’s stream to end')).not.toBe('error');
     expect(rec.events.items.at(-1)?.data).toMatchObject({ type: 'member.left', userId: 'ban-user', reason: 'banned' });
   });
 });
@@ -224,7 +224,7 @@ describe('subscriptions over HTTP', () => {
     const input = encodeURIComponent(JSON.stringify({ json: { roomId } }));
     const res = await fetch(`${N1.url}/trpc/chat.events?input=${input}`, { headers: { authorization: `Bearer ${tokenFor('sse-user')}` } });
     // tRPC answers in the SSE format it was asked in, with an error event, and ends the stream.
-    const text = await withTimeout(res.text(), 5000, 'the SSE response to end');
+    const text = await within(res.text(), 5000, 'the SSE response to end');
     expect(text).toContain('event: serialized-error');
     expect(text).toContain('METHOD_NOT_SUPPORTED');
     expect(text).not.toContain('"ready"');

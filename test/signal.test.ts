@@ -8,14 +8,24 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import { createApp, type App } from '../src/app.js';
-import type { Config } from '../src/config.js';
-import type { InboxEvent, InboxSignal } from '../src/domain/events.js';
-import { em, sql } from '../src/services/deps.js';
-import { MAX_SIGNAL_PAYLOAD_BYTES } from '../src/services/signals.js';
-import { TEST_REDIS_URL } from './env.js';
-import { actor, callerFor, clientFor, Collector, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
-import { expectTRPCError } from './router-helpers.js';
+import {
+  actor,
+  callerFor,
+  clientFor,
+  dispose,
+  expectTRPCError,
+  MAX_SIGNAL_PAYLOAD_BYTES,
+  recordInbox,
+  roomKit,
+  Scope,
+  TEST_LIMITS,
+  testEnv,
+  uuid,
+  type App,
+  type InboxSignal,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
 /** Everything the two nodes log, at debug level, without redaction: signals must never appear. */
 const logLines: string[] = [];
@@ -26,74 +36,51 @@ const capture = new Writable({
   },
 });
 
-let db: { url: string; drop: () => Promise<void> };
-let config: Config;
+let env: TestEnv;
 let nodeA: App;
 let nodeB: App;
 let limited: TestServer;
-const open = new Set<ChatClient>();
-
-async function node(): Promise<App> {
-  const app = await createApp(config, { log: pino({ level: 'debug' }, capture) });
-  await app.listen();
-  return app;
-}
+const open = new Scope();
 
 beforeAll(async () => {
-  db = await createTestDatabase('signal');
-  config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('signal') });
-  nodeA = await node();
-  nodeB = await node();
-  limited = await startServer(
-    testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('signal-rl'), limits: { ...config.limits, signalsPer10s: 5 } }),
-  );
+  env = await testEnv('signal');
+  const log = pino({ level: 'debug' }, capture);
+  nodeA = (await env.startServer({}, { log })).app;
+  nodeB = (await env.startServer({}, { log })).app;
+  limited = await env.startServer({ redisPrefix: env.prefix('signal-rl'), limits: { ...TEST_LIMITS, signalsPer10s: 5 } });
 });
 
-afterEach(async () => {
-  await Promise.all([...open].map((c) => c.close().catch(() => undefined)));
-  open.clear();
-});
+afterEach(() => open.dispose());
 
-afterAll(async () => {
-  await Promise.allSettled([nodeA?.close(), nodeB?.close(), limited?.close()]);
-  await db?.drop();
-});
+afterAll(() => dispose(env));
 
-let n = 0;
-const users = (...names: string[]) => {
-  n++;
-  return names.map((x) => `${x}${n}`) as [string, string, string, string, string];
-};
+const kit = roomKit(() => ({ app: nodeA }));
+const { users } = kit;
 
 function client(app: App, userId: string, tenant?: string): ChatClient {
-  const c = clientFor(app.url, userId, tenant ? { tenant } : {});
-  open.add(c);
-  return c;
+  return open.use(clientFor(app.url, userId, tenant ? { tenant } : {}));
 }
 
-/** A user's inbox over a real WebSocket. */
+/** A user's inbox over a real WebSocket, past its `ready`. */
 async function inbox(c: ChatClient) {
-  const col = new Collector<{ id: string; data: InboxEvent }>();
-  const sub = c.trpc.inbox.events.subscribe(undefined, { onData: col.push, onError: col.fail });
-  await col.until((xs) => xs.some((x) => x.data.type === 'ready'), 'inbox ready');
-  const signals = () => col.items.map((x) => x.data).filter((e): e is InboxSignal => e.type === 'signal');
-  return {
-    col,
+  const rec = recordInbox(c);
+  await rec.ready(30_000);
+  const signals = () => rec.of('signal') as InboxSignal[];
+  return Object.assign(rec, {
     signals,
     /** Waits until `count` signals arrived; returns them. */
     async awaitSignals(count: number) {
-      await col.until((xs) => xs.filter((x) => x.data.type === 'signal').length >= count, `${count} signals`);
+      await rec.events.until((xs) => xs.filter((x) => x.data.type === 'signal').length >= count, `${count} signals`);
       return signals();
     },
-    stop: () => sub.unsubscribe(),
-  };
+  });
 }
 
 /** A service notification to `userId`; once it arrived, everything published to them before has. */
 async function barrier(app: App, userId: string, rec: Awaited<ReturnType<typeof inbox>>) {
   const title = `barrier ${uuid()}`;
   await callerFor(app, actor('svc', 'default', ['service'])).inbox.notify({ userId, kind: 'test.barrier', title });
-  await rec.col.until((xs) => xs.some((x) => x.data.type === 'notification' && x.data.title === title), 'the barrier');
+  await rec.next('notification', (e) => e.title === title, 30_000);
 }
 
 const MARKER = `sdp-marker-${uuid()}`;
@@ -108,7 +95,7 @@ describe('signal.send over two nodes', () => {
     const c = client(nodeA, carol);
     const [aIn, bIn, cIn] = await Promise.all([inbox(a), inbox(b), inbox(c)]);
     const room = await a.trpc.room.openDirect.mutate({ userId: bob });
-    const callId = `call-${n}`;
+    const callId = `call-${kit.n}`;
     const to = (toUserId: string) => ({ roomId: room.id, toUserId });
 
     expect(await a.trpc.signal.send.mutate({ ...to(bob), type: 'offer', payload: { sdp: offerSdp, callId } })).toEqual({ ok: true });
@@ -138,15 +125,15 @@ describe('signal.send over two nodes', () => {
     await expectTRPCError(callerFor(nodeA, actor(carol)).signal.send({ ...to(alice), type: 'offer', payload: { sdp: offerSdp } }), 'NOT_FOUND');
     await expectTRPCError(callerFor(nodeA, actor(alice)).signal.send({ ...to(carol), type: 'offer', payload: { sdp: offerSdp } }), 'NOT_FOUND', /recipient/);
     await barrier(nodeB, carol, cIn);
-    expect(cIn.col.items.map((x) => x.data.type)).toEqual(['ready', 'notification']);
+    expect(cIn.events.items.map((x) => x.data.type)).toEqual(['ready', 'notification']);
 
     // Nothing more arrived at either end (barriers).
     await Promise.all([barrier(nodeA, alice, aIn), barrier(nodeA, bob, bIn)]);
     expect(aIn.signals()).toHaveLength(2);
     expect(bIn.signals()).toHaveLength(4);
     for (const r of [aIn, bIn, cIn]) {
-      expect(r.col.error).toBeNull();
-      r.stop();
+      expect(r.events.error).toBeNull();
+      r.unsubscribe();
     }
   });
 
@@ -157,7 +144,7 @@ describe('signal.send over two nodes', () => {
     const live = await inbox(b);
     await callerFor(nodeA, actor(alice)).signal.send({ roomId: room.id, toUserId: bob, type: 'offer', payload: { sdp: offerSdp } });
     await live.awaitSignals(1);
-    live.stop();
+    live.unsubscribe();
     // Errors on the way (too large, not a member) log nothing of the payload either.
     await expectTRPCError(
       callerFor(nodeA, actor(alice)).signal.send({ roomId: room.id, toUserId: bob, type: 'offer', payload: { sdp: `${MARKER}${'x'.repeat(MAX_SIGNAL_PAYLOAD_BYTES)}` } }),
@@ -169,18 +156,16 @@ describe('signal.send over two nodes', () => {
     );
 
     // A resume from the very start replays the durable items only.
-    const replay = new Collector<{ id: string; data: InboxEvent }>();
-    const sub = b.trpc.inbox.events.subscribe({ lastEventId: '0' }, { onData: replay.push, onError: replay.fail });
+    using replay = recordInbox(b, { lastEventId: '0' });
     const title = `barrier ${uuid()}`;
     await callerFor(nodeA, actor('svc', 'default', ['service'])).inbox.notify({ userId: bob, kind: 'test.barrier', title });
-    await replay.until((xs) => xs.some((x) => x.data.type === 'notification' && x.data.title === title), 'the barrier');
-    sub.unsubscribe();
-    expect(replay.items.map((x) => x.data.type)).toEqual(['direct.created', 'notification']);
+    await replay.next('notification', (e) => e.title === title, 30_000);
+    replay.unsubscribe();
+    expect(replay.events.items.map((x) => x.data.type)).toEqual(['direct.created', 'notification']);
 
     // No table holds it.
-    const e = em(nodeA.services.deps);
     for (const table of ['inbox_event', 'room_event', 'message']) {
-      const rows = await sql(e, `select count(*)::int as n from ${table} t where t::text like ?`, [`%${MARKER}%`]);
+      const rows = await env.sql(`select count(*)::int as n from ${table} t where t::text like $1`, [`%${MARKER}%`]);
       expect({ table, n: rows[0]!.n }).toEqual({ table, n: 0 });
     }
     // No log line holds it (the capture works: a line of our own arrives).

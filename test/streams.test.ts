@@ -6,10 +6,20 @@
  */
 import { tracked, type TrackedEnvelope } from '@trpc/server';
 import { describe, expect, it } from 'vitest';
-import { channels, type DurableRoomEvent } from '../src/domain/events.js';
-import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { encodeEvent, roomStreamKind, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
-import { PUSH, REPLAY_PAGE, resumableStream, type PushSink } from '../src/stream/streams.js';
+import {
+  channels,
+  encodeEvent,
+  MemoryBus,
+  PUSH,
+  REPLAY_PAGE,
+  resumableStream,
+  roomStreamKind,
+  StreamHubs,
+  type DurableRoomEvent,
+  type EventSource,
+  type HubEvent,
+  type PushSink,
+} from './fixture.js';
 
 type Seqd = HubEvent & { seq: number };
 

@@ -33,9 +33,15 @@ async function listen(server: Server): Promise<string> {
   return `http://127.0.0.1:${port}`;
 }
 
-function close(server: Server): Promise<void> {
-  server.closeAllConnections();
-  return new Promise((resolve) => server.close(() => resolve()));
+/** `close` and `[Symbol.asyncDispose]` of a double: the server stops once, however often it is asked. */
+function closer(server: Server) {
+  let closing: Promise<void> | null = null;
+  const close = () =>
+    (closing ??= new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }));
+  return { close, [Symbol.asyncDispose]: close };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -63,7 +69,7 @@ export interface LkRequest {
   grants: ClaimGrants;
 }
 
-export interface LiveKitDouble {
+export interface LiveKitDouble extends AsyncDisposable {
   url: string;
   apiKey: string;
   apiSecret: string;
@@ -165,7 +171,7 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
     })().catch((err: unknown) => twirpError(res, 500, 'internal', String(err)));
   });
   const url = await listen(server);
-  return { url, apiKey, apiSecret, rooms, requests, refused, close: () => close(server) };
+  return { url, apiKey, apiSecret, rooms, requests, refused, ...closer(server) };
 }
 
 /** A LiveKit webhook body, serialized by the SDK's own WebhookEvent (the wire JSON). */
@@ -232,7 +238,7 @@ export interface DailyRequest {
   body: Record<string, any>;
 }
 
-export interface DailyDouble {
+export interface DailyDouble extends AsyncDisposable {
   url: string;
   apiKey: string;
   domain: string;
@@ -327,7 +333,7 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
     })().catch((err: unknown) => dailyError(res, 500, 'server-error', String(err)));
   });
   const url = await listen(server);
-  return { url, apiKey, domain, rooms, requests, tokens, refused, close: () => close(server) };
+  return { url, apiKey, domain, rooms, requests, tokens, refused, ...closer(server) };
 }
 
 /** A Daily webhook body (`version`, `type`, `id`, `payload`, `event_ts`). */

@@ -5,19 +5,30 @@
  * unsigned, stale, replayed, out of order, concurrent duplicates), meeting system messages and
  * `meeting.invite` inbox items, live over wsLink.
  */
-import { isTrackedEnvelope } from '@trpc/server';
 import { TokenVerifier } from 'livekit-server-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, type Config } from '../src/config.js';
-import type { InboxEvent, RoomEvent } from '../src/domain/events.js';
-import type { Actor } from '../src/domain/actor.js';
-import { em, sql } from '../src/services/deps.js';
-import { createCaller } from '../src/trpc/router.js';
-import { DailyProvider } from '../src/video/daily.js';
-import { LiveKitProvider } from '../src/video/livekit.js';
-import { TEST_REDIS_URL } from './env.js';
-import { actor, callerFor, clientFor, Collector, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
-import { expectTRPCError, within } from './router-helpers.js';
+import {
+  actor,
+  callerFor,
+  clientFor,
+  ConfigError,
+  DailyProvider,
+  dispose,
+  expectTRPCError,
+  LiveKitProvider,
+  loadConfig,
+  openInbox,
+  recordEvents,
+  recordInbox,
+  roomKit,
+  testEnv,
+  uuid,
+  type Actor,
+  type Config,
+  type InboxEvent,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 import {
   dailyEvent,
   livekitEvent,
@@ -34,26 +45,24 @@ import {
 const TOKEN_TTL = 300;
 const DAILY_SECRET = Buffer.from('daily-webhook-secret-for-tests-0123456789').toString('base64');
 
-let db: { url: string; drop: () => Promise<void> };
+let env: TestEnv;
 let lk: LiveKitDouble;
 let daily: DailyDouble;
 let none: TestServer;
 let lkSrv: TestServer;
 let dailySrv: TestServer;
-const servers: TestServer[] = [];
 
 function videoConfig(video: Partial<Config['video']>): Partial<Config> {
   return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: TOKEN_TTL, ...video } };
 }
 
-async function server(label: string, overrides: Partial<Config>): Promise<TestServer> {
-  const s = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix(label), ...overrides }));
-  servers.push(s);
-  return s;
+/** A server of this file's env with a Redis prefix of its own. */
+function server(label: string, overrides: Partial<Config>): Promise<TestServer> {
+  return env.startServer({ redisPrefix: env.prefix(label), ...overrides });
 }
 
 beforeAll(async () => {
-  db = await createTestDatabase('video');
+  env = await testEnv('video');
   [lk, daily] = await Promise.all([startLiveKitDouble(), startDailyDouble()]);
   // One after the other: the first applies the migrations.
   none = await server('video-none', {});
@@ -67,17 +76,9 @@ beforeAll(async () => {
   );
 });
 
-afterAll(async () => {
-  await Promise.allSettled(servers.map((s) => s.close()));
-  await Promise.allSettled([lk?.close(), daily?.close()]);
-  await db?.drop();
-});
+afterAll(() => dispose(lk, daily, env));
 
-let n = 0;
-const users = (...names: string[]) => {
-  n++;
-  return names.map((x) => `${x}${n}`) as [string, string, string, string, string, string];
-};
+const { users } = roomKit(() => none);
 const who = (id: string, name = id, tenant = 'default', roles: string[] = []): Actor => ({ id, name, tenant, roles });
 const as = (s: TestServer, a: Actor | string) => callerFor(s.app, typeof a === 'string' ? actor(a) : a);
 
@@ -111,27 +112,17 @@ async function systemBodies(s: TestServer, roomId: string, reader: string) {
 async function inboxItems(s: TestServer, userId: string, tenant = 'default'): Promise<InboxEvent[]> {
   const title = `barrier ${uuid()}`;
   await as(s, who(`svc-${userId}`, 'svc', tenant, ['service'])).inbox.notify({ userId, kind: 'test.barrier', title });
-  const ac = new AbortController();
-  const caller = createCaller({ actor: actor(userId, tenant), authError: null, services: s.app.services }, { signal: ac.signal });
-  const it = ((await caller.inbox.events({ lastEventId: '0' })) as unknown as AsyncIterable<unknown>)[Symbol.asyncIterator]();
+  await using inbox = await openInbox(s.app, actor(userId, tenant), { lastEventId: '0' });
   const out: InboxEvent[] = [];
-  try {
-    while (true) {
-      const r = await within(it.next(), 5000, 'the inbox barrier');
-      if (r.done) throw new Error('inbox ended');
-      if (!isTrackedEnvelope(r.value)) throw new Error('untracked inbox event');
-      const e = r.value[1] as InboxEvent;
-      if (e.type === 'notification' && e.title === title) return out;
-      if (e.type !== 'notification') out.push(e);
-    }
-  } finally {
-    ac.abort();
-    void it.return?.();
+  while (true) {
+    const { event: e } = await inbox.next(5000);
+    if (e.type === 'notification' && e.title === title) return out;
+    if (e.type !== 'notification') out.push(e);
   }
 }
 
-async function meetingRow(s: TestServer, id: string) {
-  return (await sql(em(s.app.services.deps), 'select status, started_at, ended_at from meeting where id = ?', [id]))[0];
+async function meetingRow(id: string) {
+  return (await env.sql('select status, started_at, ended_at from meeting where id = $1', [id]))[0];
 }
 
 describe('configuration', () => {
@@ -287,12 +278,12 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     await expectTRPCError(as(lkSrv, outsider!).video.list({ roomId: room.id }), 'NOT_FOUND');
 
     // Close to its expiry, a token lives no longer than the meeting.
-    await sql(em(lkSrv.app.services.deps), `update meeting set expires_at = now() + interval '100 seconds' where id = ?`, [m.id]);
+    await env.sql(`update meeting set expires_at = now() + interval '100 seconds' where id = $1`, [m.id]);
     const short = await verifier.verify((await as(lkSrv, owner).video.joinToken({ meetingId: m.id })).token);
     expect(short.exp! - short.nbf!).toBeLessThanOrEqual(100);
     expect(short.exp! - short.nbf!).toBeGreaterThanOrEqual(95);
     // Expired or ended: no token.
-    await sql(em(lkSrv.app.services.deps), `update meeting set expires_at = now() - interval '1 second' where id = ?`, [m.id]);
+    await env.sql(`update meeting set expires_at = now() - interval '1 second' where id = $1`, [m.id]);
     await expectTRPCError(as(lkSrv, owner).video.joinToken({ meetingId: m.id }), 'PRECONDITION_FAILED', /expired/);
     const m2 = await as(lkSrv, owner).video.create({ roomId: room.id });
     await as(lkSrv, owner).video.end({ meetingId: m2.id });
@@ -341,7 +332,7 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
   });
 
   it('provider failures are SERVICE_UNAVAILABLE and leave no meeting behind (wrong LiveKit secret: 401 from Twirp)', async () => {
-    const bad = await server(
+    await using bad = await server(
       'video-lk-bad',
       videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: 'not-the-secret-not-the-secret' } }),
     );
@@ -358,7 +349,7 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     const room = await groupRoom(lkSrv, owner, []);
     const m = await as(lkSrv, owner).video.create({ roomId: room.id, ttlMinutes: 5 });
     expect((await as(lkSrv, owner).video.get({ meetingId: m.id })).status).toBe('scheduled');
-    await sql(em(lkSrv.app.services.deps), "update meeting set expires_at = now() - interval '1 second' where id = ?", [m.id]);
+    await env.sql("update meeting set expires_at = now() - interval '1 second' where id = $1", [m.id]);
     const got = await as(lkSrv, owner).video.get({ meetingId: m.id });
     expect(got.status).toBe('ended');
     expect(got.endedAt).toEqual(got.expiresAt);
@@ -385,68 +376,61 @@ describe('LiveKit webhooks', () => {
     const [owner, bob] = users('owner', 'bob');
     const room = await groupRoom(lkSrv, owner, [bob!]);
     // Bob watches his inbox and the room over a real WebSocket.
-    const client = clientFor(lkSrv.url, bob!);
-    const inbox = new Collector<{ id: string; data: InboxEvent }>();
-    const events = new Collector<{ id: string; data: RoomEvent }>();
-    const subs = [
-      client.trpc.inbox.events.subscribe(undefined, { onData: inbox.push, onError: inbox.fail }),
-      client.trpc.chat.events.subscribe({ roomId: room.id }, { onData: events.push, onError: events.fail }),
-    ];
-    try {
-      await inbox.until((xs) => xs.some((x) => x.data.type === 'ready'), 'inbox ready');
-      await events.until((xs) => xs.some((x) => x.data.type === 'ready'), 'room ready');
-      const ownerClient = clientFor(lkSrv.url, owner);
-      const m = await ownerClient.trpc.video.create.mutate({ roomId: room.id, title: 'Weekly' });
-      await ownerClient.close();
-      expect(m.createdAt).toBeInstanceOf(Date);
-      await inbox.until((xs) => xs.some((x) => x.data.type === 'meeting.invite'), 'the invite');
-      expect(inbox.items.find((x) => x.data.type === 'meeting.invite')?.data).toEqual({
-        type: 'meeting.invite',
-        seq: 2,
-        roomId: room.id,
-        meetingId: m.id,
-        title: 'Weekly',
-        url: lk.url.replace(/^http/, 'ws'),
-        from: owner,
-      });
+    await using client = clientFor(lkSrv.url, bob!);
+    using inboxRec = recordInbox(client);
+    using roomRec = recordEvents(client, { roomId: room.id });
+    const inbox = inboxRec.events;
+    const events = roomRec.events;
+    await inbox.until((xs) => xs.some((x) => x.data.type === 'ready'), 'inbox ready');
+    await events.until((xs) => xs.some((x) => x.data.type === 'ready'), 'room ready');
+    await using ownerClient = clientFor(lkSrv.url, owner);
+    const m = await ownerClient.trpc.video.create.mutate({ roomId: room.id, title: 'Weekly' });
+    await ownerClient.close();
+    expect(m.createdAt).toBeInstanceOf(Date);
+    await inbox.until((xs) => xs.some((x) => x.data.type === 'meeting.invite'), 'the invite');
+    expect(inbox.items.find((x) => x.data.type === 'meeting.invite')?.data).toEqual({
+      type: 'meeting.invite',
+      seq: 2,
+      roomId: room.id,
+      meetingId: m.id,
+      title: 'Weekly',
+      url: lk.url.replace(/^http/, 'ws'),
+      from: owner,
+    });
 
-      const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
-      const started = livekitEvent({ event: 'room_started', room: m.id, createdAt: t0 });
-      expect(await lkPost(started)).toEqual({ status: 200, body: { ok: true, outcome: 'processed' } });
-      const live = await as(lkSrv, bob!).video.get({ meetingId: m.id });
-      expect(live).toMatchObject({ status: 'live', startedAt: t0, endedAt: null });
-      await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" started'), 'started message');
+    const t0 = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    const started = livekitEvent({ event: 'room_started', room: m.id, createdAt: t0 });
+    expect(await lkPost(started)).toEqual({ status: 200, body: { ok: true, outcome: 'processed' } });
+    const live = await as(lkSrv, bob!).video.get({ meetingId: m.id });
+    expect(live).toMatchObject({ status: 'live', startedAt: t0, endedAt: null });
+    await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" started'), 'started message');
 
-      const joinedAt = new Date(t0.getTime() + 1000);
-      const joined = livekitEvent({ event: 'participant_joined', room: m.id, createdAt: joinedAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } });
-      const joinedReq = { authorization: await signLiveKit(joined, lk.apiKey, lk.apiSecret) };
-      expect((await postWebhook(lkHook(lkSrv), joined, joinedReq)).body.outcome).toBe('processed');
-      // The very same delivery again (a provider retry): processed once.
-      expect(await postWebhook(lkHook(lkSrv), joined, joinedReq)).toEqual({ status: 200, body: { ok: true, outcome: 'duplicate' } });
-      expect((await lkPost(started)).body.outcome).toBe('duplicate');
-      expect((await as(lkSrv, bob!).video.get({ meetingId: m.id })).participants).toEqual([{ userId: bob, joinedAt, leftAt: null }]);
+    const joinedAt = new Date(t0.getTime() + 1000);
+    const joined = livekitEvent({ event: 'participant_joined', room: m.id, createdAt: joinedAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } });
+    const joinedReq = { authorization: await signLiveKit(joined, lk.apiKey, lk.apiSecret) };
+    expect((await postWebhook(lkHook(lkSrv), joined, joinedReq)).body.outcome).toBe('processed');
+    // The very same delivery again (a provider retry): processed once.
+    expect(await postWebhook(lkHook(lkSrv), joined, joinedReq)).toEqual({ status: 200, body: { ok: true, outcome: 'duplicate' } });
+    expect((await lkPost(started)).body.outcome).toBe('duplicate');
+    expect((await as(lkSrv, bob!).video.get({ meetingId: m.id })).participants).toEqual([{ userId: bob, joinedAt, leftAt: null }]);
 
-      const leftAt = new Date(t0.getTime() + 30_000);
-      await lkPost(livekitEvent({ event: 'participant_left', room: m.id, createdAt: leftAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } }));
-      const endAt = new Date(t0.getTime() + 40_000);
-      const finished = livekitEvent({ event: 'room_finished', room: m.id, createdAt: endAt });
-      expect((await lkPost(finished)).body.outcome).toBe('processed');
-      expect((await lkPost(finished)).body.outcome).toBe('duplicate');
-      // A late room_started (another event id) does not reopen it.
-      expect((await lkPost(livekitEvent({ event: 'room_started', room: m.id }))).body.outcome).toBe('processed');
+    const leftAt = new Date(t0.getTime() + 30_000);
+    await lkPost(livekitEvent({ event: 'participant_left', room: m.id, createdAt: leftAt, participant: { sid: 'PA_1', identity: bob!, joinedAt } }));
+    const endAt = new Date(t0.getTime() + 40_000);
+    const finished = livekitEvent({ event: 'room_finished', room: m.id, createdAt: endAt });
+    expect((await lkPost(finished)).body.outcome).toBe('processed');
+    expect((await lkPost(finished)).body.outcome).toBe('duplicate');
+    // A late room_started (another event id) does not reopen it.
+    expect((await lkPost(livekitEvent({ event: 'room_started', room: m.id }))).body.outcome).toBe('processed');
 
-      const final = await as(lkSrv, owner).video.get({ meetingId: m.id });
-      expect(final).toMatchObject({ status: 'ended', startedAt: t0, endedAt: endAt, participants: [{ userId: bob, joinedAt, leftAt }] });
-      await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" ended'), 'ended message');
-      expect(await systemBodies(lkSrv, room.id, bob!)).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
-      const sys = events.items.filter((x) => x.data.type === 'message.new' && x.data.message.kind === 'system').map((x) => (x.data as { message: { body: string } }).message.body);
-      expect(sys).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
-      expect(inbox.error).toBeNull();
-      expect(events.error).toBeNull();
-    } finally {
-      for (const s of subs) s.unsubscribe();
-      await client.close();
-    }
+    const final = await as(lkSrv, owner).video.get({ meetingId: m.id });
+    expect(final).toMatchObject({ status: 'ended', startedAt: t0, endedAt: endAt, participants: [{ userId: bob, joinedAt, leftAt }] });
+    await events.until((xs) => xs.some((x) => x.data.type === 'message.new' && x.data.message.body === 'Meeting "Weekly" ended'), 'ended message');
+    expect(await systemBodies(lkSrv, room.id, bob!)).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
+    const sys = events.items.filter((x) => x.data.type === 'message.new' && x.data.message.kind === 'system').map((x) => (x.data as { message: { body: string } }).message.body);
+    expect(sys).toEqual(['Meeting "Weekly" started', 'Meeting "Weekly" ended']);
+    expect(inbox.error).toBeNull();
+    expect(events.error).toBeNull();
   });
 
   it('out of order: room_finished before room_started never reopens; participant_left before participant_joined merges', async () => {
@@ -458,7 +442,7 @@ describe('LiveKit webhooks', () => {
 
     // Carol's leave arrives before her join; Bob joins before room_started arrives.
     await lkPost(livekitEvent({ event: 'participant_left', room: m.id, createdAt: at(50), participant: { sid: 'PA_c', identity: carol!, joinedAt: at(10) } }));
-    expect((await meetingRow(lkSrv, m.id))!.status).toBe('scheduled');
+    expect((await meetingRow(m.id))!.status).toBe('scheduled');
     await lkPost(livekitEvent({ event: 'participant_joined', room: m.id, createdAt: at(5), participant: { sid: 'PA_b', identity: bob!, joinedAt: at(5) } }));
     expect(await as(lkSrv, owner).video.get({ meetingId: m.id })).toMatchObject({ status: 'live', startedAt: at(5) });
     await lkPost(livekitEvent({ event: 'participant_joined', room: m.id, createdAt: at(10), participant: { sid: 'PA_c', identity: carol!, joinedAt: at(10) } }));
@@ -497,10 +481,10 @@ describe('LiveKit webhooks', () => {
       expect({ what, status: res.status }).toEqual({ what, status: 401 });
       expect(typeof res.body.error).toBe('string');
     }
-    expect((await meetingRow(lkSrv, m.id))!.status).toBe('scheduled');
+    expect((await meetingRow(m.id))!.status).toBe('scheduled');
     // None of them used up the event id: the genuine delivery is processed.
     expect((await lkPost(body)).body.outcome).toBe('processed');
-    expect((await meetingRow(lkSrv, m.id))!.status).toBe('live');
+    expect((await meetingRow(m.id))!.status).toBe('live');
   });
 
   it('concurrent duplicate deliveries are processed exactly once; foreign rooms and other events are acknowledged', async () => {
@@ -582,7 +566,7 @@ describe('Daily', () => {
       const res = await postWebhook(dailyHook(dailySrv), started, headers);
       expect({ what, status: res.status }).toEqual({ what, status: 401 });
     }
-    expect((await meetingRow(dailySrv, m.id))!.status).toBe('scheduled');
+    expect((await meetingRow(m.id))!.status).toBe('scheduled');
 
     // Daily's unsigned verification probe (sent while a webhook is created) is acknowledged, nothing more.
     expect(await postWebhook(dailyHook(dailySrv), '{"test":"test"}')).toEqual({ status: 200, body: { ok: true, outcome: 'probe' } });
@@ -622,7 +606,7 @@ describe('Daily', () => {
   });
 
   it('Daily errors (bad API key) are SERVICE_UNAVAILABLE with the provider reason; webhooks without a secret are refused', async () => {
-    const bad = await server(
+    await using bad = await server(
       'video-daily-bad',
       videoConfig({ provider: 'daily', daily: { apiKey: 'wrong-key', apiUrl: daily.url, webhookSecret: null } }),
     );

@@ -10,8 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_REDIS_URL } from './env.js';
-import { clientFor, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
+import { clientFor, dispose, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -22,7 +21,7 @@ const SCREENSHOT = process.env.UPDATE_SCREENSHOT
 /** Page-side waits: generous for a loaded CI machine, still well inside the test timeout. */
 const WAIT = 10_000;
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 let srv: TestServer;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
@@ -36,8 +35,8 @@ beforeAll(async () => {
   }
   // The page the server serves at `/` (built only when web/dist is missing or stale).
   execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-web.mjs')], { cwd: ROOT, stdio: 'pipe' });
-  db = await createTestDatabase('web');
-  srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('web') }));
+  env = await testEnv('web');
+  srv = await env.startServer();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -57,8 +56,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of contexts) await c.close().catch(() => undefined);
   await browser?.close();
-  await srv?.close();
-  await db?.drop();
+  await dispose(env);
 });
 
 /** A fresh browser context (its own storage: its own user) with the page's errors surfaced. */
@@ -193,12 +191,10 @@ describe('browser chat page', () => {
 
     // History that loads on scroll: Bob shares a room with 75 messages; Alice's page shows the
     // newest page and loads older ones (beforeSeq) as she scrolls up, each message exactly once.
-    const api = clientFor(srv.url, 'bob');
-    try {
+    {
+      await using api = clientFor(srv.url, 'bob');
       const room = await api.trpc.room.create.mutate({ kind: 'group', name: 'Archive', memberIds: ['alice'] });
       for (let i = 1; i <= 75; i++) await api.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `history ${i}` });
-    } finally {
-      await api.close();
     }
     await waitText(roomItem(alice, 'Archive').locator('.badge'), /^75$/);
     await roomItem(alice, 'Archive').click();

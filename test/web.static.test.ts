@@ -3,25 +3,24 @@
  * outside the page's folder can be reached (raw `..`, encoded dots and separators, backslashes,
  * dotfiles), and the API routes are unaffected.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempDisposableSync, writeFileSync, type DisposableTempDir } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApp, type App } from '../src/app.js';
-import { createLogger } from '../src/logger.js';
-import { TEST_REDIS_URL } from './env.js';
-import { createTestDatabase, testConfig, testPrefix, tokenFor } from './helpers.js';
+import { dispose, testEnv, tokenFor, type TestEnv, type TestServer } from './fixture.js';
 
 const SECRET = 'TOP-SECRET-OUTSIDE-THE-WEB-ROOT';
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
+let tmp: DisposableTempDir;
 let dir: string;
-let app: App;
-let bare: App;
+let app: TestServer;
+let bare: TestServer;
 
 beforeAll(async () => {
   // tmp/secret.txt sits beside the web root tmp/site, which has the page, its assets and a dotfile.
-  dir = mkdtempSync(join(tmpdir(), 'chat-static-'));
+  tmp = mkdtempDisposableSync(join(tmpdir(), 'chat-static-'));
+  dir = tmp.path;
   writeFileSync(join(dir, 'secret.txt'), SECRET);
   writeFileSync(join(dir, 'site.txt'), SECRET);
   const site = join(dir, 'site');
@@ -34,20 +33,12 @@ beforeAll(async () => {
   writeFileSync(join(site, 'notes.unknownext'), SECRET);
   mkdirSync(join(site, 'sub'));
 
-  db = await createTestDatabase('static');
-  const config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('static') });
-  app = await createApp(config, { log: createLogger('silent'), webDir: site });
-  await app.listen();
-  bare = await createApp(config, { log: createLogger('silent'), webDir: join(dir, 'not-built') });
-  await bare.listen();
+  env = await testEnv('static');
+  app = await env.startServer({}, { webDir: site });
+  bare = await env.startServer({}, { webDir: join(dir, 'not-built') });
 });
 
-afterAll(async () => {
-  await app?.close();
-  await bare?.close();
-  await db?.drop();
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => dispose(tmp, env));
 
 /** A raw request: the path goes on the wire exactly as given (no client-side normalization). */
 function raw(base: string, path: string, method = 'GET'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {

@@ -16,11 +16,23 @@ import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { channels } from '../src/domain/events.js';
-import { MemoryBus } from '../src/realtime/memory-bus.js';
-import { encodeEvent, roomStreamKind, SharedEncoding, StreamHubs, type EventSource, type HubEvent } from '../src/stream/hubs.js';
-import { parseLastEventId, PUSH, resumableStream, type Pushable } from '../src/stream/streams.js';
-import { createWsTransport } from '../src/trpc/ws-transport.js';
+import {
+  channels,
+  Collector,
+  createWsTransport,
+  dispose,
+  encodeEvent,
+  MemoryBus,
+  parseLastEventId,
+  PUSH,
+  resumableStream,
+  roomStreamKind,
+  SharedEncoding,
+  StreamHubs,
+  type EventSource,
+  type HubEvent,
+  type Pushable,
+} from './fixture.js';
 
 interface Ctx {
   token: string | null;
@@ -134,7 +146,7 @@ const createContext = async (opts: { info: { connectionParams: Record<string, st
   return { token: params?.token ?? null };
 };
 
-async function serve(kind: 'trpc' | 'ours'): Promise<{ url: string; close: () => Promise<void> }> {
+async function serve(kind: 'trpc' | 'ours'): Promise<{ url: string } & AsyncDisposable> {
   const server: Server = createServer();
   const wss = new WebSocketServer({ server });
   let closeTransport = () => {};
@@ -144,7 +156,7 @@ async function serve(kind: 'trpc' | 'ours'): Promise<{ url: string; close: () =>
   const { port } = server.address() as AddressInfo;
   return {
     url: `ws://127.0.0.1:${port}`,
-    close: async () => {
+    [Symbol.asyncDispose]: async () => {
       closeTransport();
       for (const c of wss.clients) c.terminate();
       wss.close();
@@ -155,13 +167,10 @@ async function serve(kind: 'trpc' | 'ours'): Promise<{ url: string; close: () =>
 
 /** A raw client that records every text frame and waits until a count of them has arrived. */
 class RawClient {
-  frames: string[] = [];
-  private waiters: { n: number; resolve: () => void }[] = [];
+  private readonly got = new Collector<string>();
+  readonly frames = this.got.items;
   private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => {
-      this.frames.push(data.toString());
-      this.waiters = this.waiters.filter((w) => (this.frames.length >= w.n ? (w.resolve(), false) : true));
-    });
+    ws.on('message', (data) => this.got.push(data.toString()));
   }
   static async open(url: string): Promise<RawClient> {
     const ws = new WebSocket(url);
@@ -171,9 +180,8 @@ class RawClient {
     });
     return new RawClient(ws);
   }
-  until(n: number): Promise<void> {
-    if (this.frames.length >= n) return Promise.resolve();
-    return new Promise<void>((resolve) => this.waiters.push({ n, resolve }));
+  async until(n: number): Promise<void> {
+    await this.got.until((xs) => xs.length >= n, `${n} frames`);
   }
 }
 
@@ -273,10 +281,7 @@ describe('WebSocket transport conformance with tRPC’s adapter', () => {
     theirs = await serve('trpc');
     ours = await serve('ours');
   });
-  afterAll(async () => {
-    await theirs?.close();
-    await ours?.close();
-  });
+  afterAll(() => dispose(theirs, ours));
 
   it('answers one scripted session with byte-identical frames', async () => {
     const reference = await runScript(theirs.url);

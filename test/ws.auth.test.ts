@@ -1,31 +1,25 @@
 import jwt from 'jsonwebtoken';
 import { TRPCClientError } from '@trpc/client';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { TEST_REDIS_URL } from './env.js';
-import { createTestDatabase, startServer, testConfig, testPrefix, tokenFor, TEST_SECRET, uuid, type TestServer } from './helpers.js';
-import { countingWebSocket, countUpgrades, getJson, recordEvents, withTimeout, wsClient, type WsTestClient } from './ws-helpers.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  countingWebSocket,
+  countUpgrades,
+  fileServer,
+  getJson,
+  recordEvents,
+  TEST_SECRET,
+  tokenFor,
+  uuid,
+  within,
+  wsClient,
+  type WsTestClient,
+} from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let srv: TestServer;
-const clients: WsTestClient[] = [];
+const srv = fileServer('ws_auth');
 
-beforeAll(async () => {
-  db = await createTestDatabase('ws_auth');
-  srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('ws_auth') }));
-});
-afterEach(async () => {
+afterEach(() => {
   vi.useRealTimers();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
 });
-afterAll(async () => {
-  await srv?.close();
-  await db?.drop();
-});
-
-function track(c: WsTestClient): WsTestClient {
-  clients.push(c);
-  return c;
-}
 
 /** Expects a TRPCClientError with code UNAUTHORIZED and the given message. */
 function expectUnauthorized(err: unknown, message: string) {
@@ -36,7 +30,7 @@ function expectUnauthorized(err: unknown, message: string) {
 }
 
 async function queryError(c: WsTestClient): Promise<unknown> {
-  return withTimeout(
+  return within(
     c.trpc.auth.me.query().then(
       () => new Error('auth.me unexpectedly succeeded'),
       (err: unknown) => err,
@@ -47,8 +41,8 @@ async function queryError(c: WsTestClient): Promise<unknown> {
 }
 
 async function subscriptionError(c: WsTestClient): Promise<unknown> {
-  const rec = recordEvents(c, { roomId: uuid() });
-  const how = await withTimeout(rec.ended, 5000, 'chat.events to fail');
+  using rec = recordEvents(c, { roomId: uuid() });
+  const how = await within(rec.ended, 5000, 'chat.events to fail');
   expect(how).toBe('error');
   expect(rec.events.items).toHaveLength(0);
   return rec.error;
@@ -73,54 +67,46 @@ const badTokens: { name: string; token: () => string | undefined; message: strin
 describe('WebSocket authentication', () => {
   for (const bad of badTokens) {
     it(`${bad.name}: UNAUTHORIZED on queries and chat.events, on one connection (no reconnect loop)`, async () => {
-      const upgrades = countUpgrades(srv.app.server);
+      using upgrades = countUpgrades(srv.app.server);
       const counting = countingWebSocket();
       // retryDelayMs 0: if the server dropped the connection, the client would reconnect at once
       // and the following calls would show it.
-      const c = track(wsClient({ url: srv.url, token: bad.token(), WebSocket: counting.WebSocket, retryDelayMs: () => 0 }));
-      try {
-        for (let i = 0; i < 3; i++) {
-          expectUnauthorized(await queryError(c), bad.message);
-          expectUnauthorized(await subscriptionError(c), bad.message);
-        }
-        // Several in parallel on the same socket.
-        const errs = await Promise.all([queryError(c), subscriptionError(c), queryError(c), subscriptionError(c)]);
-        for (const e of errs) expectUnauthorized(e, bad.message);
-        // A round trip after the failures: still the same socket.
+      await using c = wsClient({ url: srv.url, token: bad.token(), WebSocket: counting.WebSocket, retryDelayMs: () => 0 });
+      for (let i = 0; i < 3; i++) {
         expectUnauthorized(await queryError(c), bad.message);
-
-        expect(upgrades.count).toBe(1);
-        expect(counting.count).toBe(1);
-        expect(c.opens).toBe(1);
-        expect(c.closes).toBe(0);
-        expect(c.ws.connectionState.get().state).toBe('pending');
-      } finally {
-        upgrades.stop();
+        expectUnauthorized(await subscriptionError(c), bad.message);
       }
+      // Several in parallel on the same socket.
+      const errs = await Promise.all([queryError(c), subscriptionError(c), queryError(c), subscriptionError(c)]);
+      for (const e of errs) expectUnauthorized(e, bad.message);
+      // A round trip after the failures: still the same socket.
+      expectUnauthorized(await queryError(c), bad.message);
+
+      expect(upgrades.count).toBe(1);
+      expect(counting.count).toBe(1);
+      expect(c.opens).toBe(1);
+      expect(c.closes).toBe(0);
+      expect(c.ws.connectionState.get().state).toBe('pending');
     });
   }
 
   it('a valid token works over WebSocket on one connection', async () => {
-    const upgrades = countUpgrades(srv.app.server);
-    try {
-      const c = track(wsClient({ url: srv.url, userId: 'walt' }));
-      const me = await c.trpc.auth.me.query();
-      expect(me.id).toBe('walt');
-      expect(me.tenant).toBe('default');
-      const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'auth-ok' });
-      const rec = recordEvents(c, { roomId: room.id });
-      expect(await rec.ready()).toBe(room.lastSeq);
-      rec.unsubscribe();
-      expect(upgrades.count).toBe(1);
-    } finally {
-      upgrades.stop();
-    }
+    using upgrades = countUpgrades(srv.app.server);
+    await using c = wsClient({ url: srv.url, userId: 'walt' });
+    const me = await c.trpc.auth.me.query();
+    expect(me.id).toBe('walt');
+    expect(me.tenant).toBe('default');
+    const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'auth-ok' });
+    using rec = recordEvents(c, { roomId: room.id });
+    expect(await rec.ready()).toBe(room.lastSeq);
+    rec.unsubscribe();
+    expect(upgrades.count).toBe(1);
   });
 
   it('a token that expires while the socket is open is refused on the next call, without reconnecting', async () => {
-    const upgrades = countUpgrades(srv.app.server);
+    using upgrades = countUpgrades(srv.app.server);
+    await using c = wsClient({ url: srv.url, token: tokenFor('erin', { ttlSeconds: 60 }), retryDelayMs: () => 0 });
     try {
-      const c = track(wsClient({ url: srv.url, token: tokenFor('erin', { ttlSeconds: 60 }), retryDelayMs: () => 0 }));
       expect((await c.trpc.auth.me.query()).id).toBe('erin');
       // Move the clock (Date only; timers stay real) past the token's exp.
       vi.useFakeTimers({ toFake: ['Date'] });
@@ -132,7 +118,6 @@ describe('WebSocket authentication', () => {
       expect(c.closes).toBe(0);
     } finally {
       vi.useRealTimers();
-      upgrades.stop();
     }
   });
 });

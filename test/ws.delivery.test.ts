@@ -1,38 +1,54 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { Config } from '../src/config.js';
-import { REPLAY_PAGE } from '../src/stream/streams.js';
-import { TEST_REDIS_URL } from './env.js';
-import { createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
-import { range, recordEvents, sendMany, waitFor, withTimeout, wsClient, type EventsRecorder, type Tracked, type WsTestClient } from './ws-helpers.js';
+import {
+  dispose,
+  range,
+  recordEvents,
+  REPLAY_PAGE,
+  Scope,
+  sendMany,
+  startServer,
+  testEnv,
+  uuid,
+  waitFor,
+  within,
+  wsClient,
+  type Config,
+  type EventsRecorder,
+  type RecordedEvent,
+  type TestEnv,
+  type TestServer,
+  type WsTestClient,
+} from './fixture.js';
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 let config: Config;
 let srv: TestServer;
-const clients: WsTestClient[] = [];
-const extraServers: TestServer[] = [];
+/** What a test opened: its clients, then its extra servers, are released after it. */
+const clients = new Scope();
+const servers = new Scope();
 
 beforeAll(async () => {
-  db = await createTestDatabase('ws_delivery');
-  config = testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('ws_delivery') });
-  srv = await startServer(config);
+  env = await testEnv('ws_delivery');
+  config = env.config();
+  srv = await env.startServer();
 });
 afterEach(async () => {
   vi.restoreAllMocks();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  await Promise.all(extraServers.splice(0).map((s) => s.close()));
+  await clients.dispose();
+  await servers.dispose();
   // Once every client is gone the server holds no room hub (no leaked subscriber or bus channel).
   await waitFor(() => srv.app.services.hubs.roomCount === 0, 'every room hub to be released');
   expect(srv.app.services.hubs.subscriberCount).toBe(0);
 });
-afterAll(async () => {
-  await srv?.close();
-  await db?.drop();
-});
+afterAll(() => dispose(env));
 
 function client(userId: string, url: string | (() => string) = srv.url): WsTestClient {
-  const c = wsClient({ url, userId });
-  clients.push(c);
-  return c;
+  return clients.use(wsClient({ url, userId }));
+}
+
+/** A server of this test on the file's database and Redis prefix. */
+async function extraServer(overrides: Partial<Config> = {}): Promise<TestServer> {
+  return servers.use(await startServer({ ...config, ...overrides }));
 }
 
 /** A room owned by `owner` with `members`; returns the room and the owner's client. */
@@ -43,7 +59,7 @@ async function roomWith(owner: string, members: string[], name = 'room') {
 }
 
 /** Bodies of the users' messages (server-generated `system` messages left out). */
-const bodies = (xs: Tracked[]) =>
+const bodies = (xs: RecordedEvent[]) =>
   xs
     .filter((x) => x.data.type === 'message.new' && (x.data as { message: { kind: string } }).message.kind !== 'system')
     .map((x) => (x.data as { message: { body: string } }).message.body);
@@ -59,7 +75,7 @@ describe('chat.events over wsLink', () => {
     const { room, owner } = await roomWith(`a-owner-${u}`, [`a-bob-${u}`, `a-cy-${u}`]);
     expect(room.lastSeq).toBeGreaterThanOrEqual(3); // at least the three member.joined events
     const bob = client(`a-bob-${u}`);
-    const rec = recordEvents(bob, { roomId: room.id });
+    using rec = recordEvents(bob, { roomId: room.id });
     const readySeq = await rec.ready();
     expect(readySeq).toBe(room.lastSeq);
     expect((await owner.trpc.room.get.query({ roomId: room.id })).lastSeq).toBe(readySeq);
@@ -85,17 +101,17 @@ describe('chat.events over wsLink', () => {
     const u = uuid().slice(0, 8);
     const { room, owner } = await roomWith(`b-owner-${u}`, [`b-bob-${u}`]);
     const bob = client(`b-bob-${u}`);
-    const first = recordEvents(bob, { roomId: room.id });
+    using first = recordEvents(bob, { roomId: room.id });
     const readySeq = await first.ready();
     await sendMany(owner, room.id, 3, 'live1-');
     await first.untilSeq(readySeq + 3);
     const lastId = first.events.items.at(-1)!.id;
     expect(lastId).toBe(String(readySeq + 3));
     first.unsubscribe();
-    await withTimeout(first.ended, 5000, 'first subscription to end');
+    await within(first.ended, 5000, 'first subscription to end');
 
     const missed = await sendMany(owner, room.id, 4, 'missed-');
-    const second = recordEvents(bob, { roomId: room.id, lastEventId: lastId });
+    using second = recordEvents(bob, { roomId: room.id, lastEventId: lastId });
     await second.untilSeq(readySeq + 7);
     const live = await sendMany(owner, room.id, 2, 'live2-');
     await second.untilSeq(readySeq + 9);
@@ -119,7 +135,7 @@ describe('chat.events over wsLink', () => {
 
     const load = vi.spyOn(srv.app.services.roomEvents, 'load');
     const bob = client(`c-bob-${u}`);
-    const rec = recordEvents(bob, { roomId: room.id, lastEventId: '0' });
+    using rec = recordEvents(bob, { roomId: room.id, lastEventId: '0' });
     await rec.untilSeq(total, 20_000);
     const [live] = await sendMany(owner, room.id, 1, 'after-replay');
     await rec.untilSeq(live!.seq);
@@ -141,7 +157,7 @@ describe('chat.events over wsLink', () => {
     const u = uuid().slice(0, 8);
     const { room, owner } = await roomWith(`d-owner-${u}`, [`d-bob-${u}`]);
     const bob = client(`d-bob-${u}`);
-    const rec = recordEvents(bob, { roomId: room.id });
+    using rec = recordEvents(bob, { roomId: room.id });
     const readySeq = await rec.ready();
     const gapFillsBefore = srv.app.services.hubs.stats.gapFills;
 
@@ -173,8 +189,7 @@ describe('chat.events over wsLink', () => {
 
   it('(e) 50 subscribers on one server share one room hub; every one gets every message once, in order', async () => {
     // A server of its own, so that its hub count is about this room only.
-    const node = await startServer(config);
-    extraServers.push(node);
+    const node = await extraServer();
     const u = uuid().slice(0, 8);
     const M = 50;
     const users = range(1, M).map((i) => `e-${i}-${u}`);
@@ -208,8 +223,8 @@ describe('chat.events over wsLink', () => {
     const { room, owner } = await roomWith(`f-owner-${u}`, [bobId, `f-cy-${u}`]);
     const bob = client(bobId);
     const cy = client(`f-cy-${u}`);
-    const bobRec = recordEvents(bob, { roomId: room.id });
-    const cyRec = recordEvents(cy, { roomId: room.id });
+    using bobRec = recordEvents(bob, { roomId: room.id });
+    using cyRec = recordEvents(cy, { roomId: room.id });
     const readySeq = await bobRec.ready();
     await cyRec.ready();
     const hubs = srv.app.services.hubs;
@@ -220,7 +235,7 @@ describe('chat.events over wsLink', () => {
 
     await owner.trpc.room.removeMember.mutate({ roomId: room.id, userId: bobId });
     // The server ends it (tRPC `stopped`), not the client.
-    expect(await withTimeout(bobRec.ended, 5000, "bob's subscription to end")).toBe('stopped');
+    expect(await within(bobRec.ended, 5000, "bob's subscription to end")).toBe('stopped');
     // Bob learns why: his own member.left is the last thing he gets, with nothing missing before it.
     const left = bobRec.events.items.at(-1)!.data as { type: string; seq: number };
     expect(left).toMatchObject({ type: 'member.left', userId: bobId, reason: 'removed', by: `f-owner-${u}` });
@@ -239,27 +254,25 @@ describe('chat.events over wsLink', () => {
     expect(bodies(cyRec.events.items)).toEqual(['before0', 'after0']);
 
     // He cannot subscribe again, not even with a lastEventId.
-    const again = recordEvents(bob, { roomId: room.id, lastEventId: String(readySeq) });
-    expect(await withTimeout(again.ended, 5000, 'resubscribe to fail')).toBe('error');
+    using again = recordEvents(bob, { roomId: room.id, lastEventId: String(readySeq) });
+    expect(await within(again.ended, 5000, 'resubscribe to fail')).toBe('error');
     expect(again.error).toMatchObject({ data: { code: 'NOT_FOUND' } });
     expect(again.events.items).toHaveLength(0);
     cyRec.unsubscribe();
   });
 
   it('(g) graceful shutdown: the client moves to a new server and misses nothing', async () => {
-    const first = await startServer(config);
-    extraServers.push(first);
+    const first = await extraServer();
     let target = first.url;
     const u = uuid().slice(0, 8);
     const { room, owner } = await roomWith(`g-owner-${u}`, [`g-bob-${u}`]);
     const bob = client(`g-bob-${u}`, () => target);
-    const rec = recordEvents(bob, { roomId: room.id, lastEventId: String(room.lastSeq) });
+    using rec = recordEvents(bob, { roomId: room.id, lastEventId: String(room.lastSeq) });
     await sendMany(owner, room.id, 3, 'g1-');
     await rec.untilSeq(room.lastSeq + 3);
     expect(first.app.services.hubs.subscriberCount).toBe(1);
 
-    const second = await startServer(config);
-    extraServers.push(second);
+    const second = await extraServer();
     target = second.url;
     const opensBefore = bob.opens;
 
@@ -272,7 +285,7 @@ describe('chat.events over wsLink', () => {
     // to terminate the socket.
     expect(Date.now() - t0).toBeLessThan(1900);
     await during;
-    await waitFor(() => second.app.services.hubs.subscriberCount === 1, 'the subscription to move to the new server', 10_000);
+    await waitFor(() => second.app.services.hubs.subscriberCount === 1, 'the subscription to move to the new server', { timeoutMs: 10_000 });
     const after = await sendMany(owner, room.id, 3, 'g3-');
     await rec.untilSeq(after.at(-1)!.seq);
 
@@ -287,13 +300,12 @@ describe('chat.events over wsLink', () => {
 
   it('(g) restart with downtime: the client resubscribes with its lastEventId once a server is back', async () => {
     // A short drain deadline: nobody else to move to, so the socket is terminated at the deadline.
-    const first = await startServer({ ...config, shutdownTimeoutMs: 300 });
-    extraServers.push(first);
+    const first = await extraServer({ shutdownTimeoutMs: 300 });
     let target = first.url;
     const u = uuid().slice(0, 8);
     const { room, owner } = await roomWith(`h-owner-${u}`, [`h-bob-${u}`]);
     const bob = client(`h-bob-${u}`, () => target);
-    const rec = recordEvents(bob, { roomId: room.id });
+    using rec = recordEvents(bob, { roomId: room.id });
     const readySeq = await rec.ready();
     await sendMany(owner, room.id, 2, 'h1-');
     await rec.untilSeq(readySeq + 2);
@@ -301,8 +313,7 @@ describe('chat.events over wsLink', () => {
     await first.close();
     // Down: the client retries against the dead address while messages keep coming elsewhere.
     const missed = await sendMany(owner, room.id, 4, 'h2-');
-    const second = await startServer(config);
-    extraServers.push(second);
+    const second = await extraServer();
     target = second.url;
     await rec.untilSeq(readySeq + 6);
     const live = await sendMany(owner, room.id, 2, 'h3-');
