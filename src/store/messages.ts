@@ -205,7 +205,7 @@ export function searchMessages(
       sql<string>`ts_headline('simple', translate(${sql.ref('m.body')}, ${q.highlight.strip}, ''), ${query}, ${q.highlight.options})`.as('marked'),
     ])
     .where('r.tenant', '=', q.tenant)
-    .where('r.encrypted', '=', false)
+    .where((eb) => eb.not(eb.ref('r.encrypted')))
     .$if(q.roomId !== null, (qb) => qb.where('r.id', '=', q.roomId!))
     .where(sql<boolean>`${search} @@ ${query}`)
     .orderBy('rank', 'desc')
@@ -222,7 +222,7 @@ export async function encryptedRoomCount(db: Db, tenant: string, userId: string,
     .select((eb) => eb.fn.countAll<number>().as('n'))
     .where('mb.user_id', '=', userId)
     .where('r.tenant', '=', tenant)
-    .where('r.encrypted', '=', true)
+    .where((eb) => eb.ref('r.encrypted'))
     .$if(roomId !== null, (qb) => qb.where('r.id', '=', roomId!))
     .executeTakeFirstOrThrow();
   return row.n;
