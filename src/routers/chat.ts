@@ -1,7 +1,7 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { RoomEvent } from '../domain/events.js';
-import { HISTORY_MAX_LIMIT } from '../services/messages.js';
+import { HISTORY_MAX_LIMIT } from '../services/messages/index.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import {
@@ -40,35 +40,35 @@ export const chatRouter = router({
         mentions: z.array(UserId).max(MAX_MENTIONS, `at most ${MAX_MENTIONS} mentions`).optional(),
       }),
     )
-    .mutation(({ ctx, input }) => ctx.services.messages.send(ctx.actor, input)),
+    .mutation(({ ctx, input }) => ctx.services.messages.sender.send(ctx.actor, input)),
 
   history: authedProcedure
     .input(z.object({ roomId: RoomId, beforeSeq: Seq.nullish(), afterSeq: Seq.nullish(), limit: Limit.nullish() }))
-    .query(({ ctx, input }) => ctx.services.messages.history(ctx.actor, input)),
+    .query(({ ctx, input }) => ctx.services.messages.reader.history(ctx.actor, input)),
 
   edit: authedProcedure
     .input(z.object({ messageId: MessageId, body: Body }))
-    .mutation(({ ctx, input }) => ctx.services.messages.edit(ctx.actor, input.messageId, input.body)),
+    .mutation(({ ctx, input }) => ctx.services.messages.changes.edit(ctx.actor, input.messageId, input.body)),
 
   edits: authedProcedure
     .input(z.object({ messageId: MessageId }))
-    .query(({ ctx, input }) => ctx.services.messages.edits(ctx.actor, input.messageId)),
+    .query(({ ctx, input }) => ctx.services.messages.reader.edits(ctx.actor, input.messageId)),
 
   delete: authedProcedure
     .input(z.object({ messageId: MessageId }))
-    .mutation(({ ctx, input }) => ctx.services.messages.delete(ctx.actor, input.messageId)),
+    .mutation(({ ctx, input }) => ctx.services.messages.changes.delete(ctx.actor, input.messageId)),
 
-  react: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.react(ctx.actor, input.messageId, input.emoji)),
+  react: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.changes.react(ctx.actor, input.messageId, input.emoji)),
 
-  unreact: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.unreact(ctx.actor, input.messageId, input.emoji)),
+  unreact: authedProcedure.input(Reaction).mutation(({ ctx, input }) => ctx.services.messages.changes.unreact(ctx.actor, input.messageId, input.emoji)),
 
   thread: authedProcedure
     .input(z.object({ messageId: MessageId, afterSeq: Seq.nullish(), limit: Limit.nullish() }))
-    .query(({ ctx, input }) => ctx.services.messages.thread(ctx.actor, input)),
+    .query(({ ctx, input }) => ctx.services.messages.reader.thread(ctx.actor, input)),
 
   search: authedProcedure
     .input(z.object({ query: SearchQuery, roomId: RoomId.nullish(), limit: Limit.nullish() }))
-    .query(({ ctx, input }) => ctx.services.messages.search(ctx.actor, input)),
+    .query(({ ctx, input }) => ctx.services.messages.reader.search(ctx.actor, input)),
 
   typing: authedProcedure
     .input(z.object({ roomId: RoomId, typing: z.boolean() }))

@@ -7,7 +7,7 @@ import { RateLimits } from './limits.js';
 import { SessionService } from './sessions.js';
 import { Keyring } from './keyring.js';
 import { MessageMapper } from './message-dto.js';
-import { MessageService } from './messages.js';
+import { createMessageServices, type MessageServices } from './messages/index.js';
 import { PRESENCE_TTL_MS, PresenceService } from './presence.js';
 import { ReceiptService } from './receipts.js';
 import { RetentionService } from './retention.js';
@@ -34,7 +34,7 @@ export interface Services {
   users: UserService;
   access: AccessService;
   rooms: RoomService;
-  messages: MessageService;
+  messages: MessageServices;
   streams: StreamService;
   inbox: InboxService;
   receipts: ReceiptService;
@@ -88,7 +88,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const users = new UserService(deps);
   const access = new AccessService(store);
   const rooms = new RoomService(deps, access, store, mapper, keyring);
-  const messages = new MessageService(deps, store, access, inbox, mapper, keyring);
+  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(deps, publisher, access);
   const typing = new TypingService(access, publisher, limits, {

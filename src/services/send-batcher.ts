@@ -86,7 +86,7 @@ export class SendBatcher<I, O> {
       }
       return;
     }
-    group.forEach((p, i) => p.resolve(outcomes[i]!));
+    for (let i = 0; i < group.length; i++) group[i]!.resolve(outcomes[i]!);
   }
 
   private async runWithRetry(items: I[]): Promise<O[]> {

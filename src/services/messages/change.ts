@@ -1,0 +1,113 @@
+import type { Actor } from '../../domain/actor.js';
+import { badRequest, forbidden } from '../../domain/errors.js';
+import type { MessageDto } from '../../domain/events.js';
+import { can } from '../../domain/permissions.js';
+import type { RoomAccess } from '../../domain/rooms.js';
+import type { MessageRow } from '../../store/message-row.js';
+import { lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody, uncountReply } from '../../store/messages.js';
+import { addReaction, reactionSummaries, removeReaction } from '../../store/reactions.js';
+import type { Store } from '../../store/store.js';
+import type { Tx } from '../../store/tx.js';
+import type { AccessService } from '../access.js';
+import type { InboxService } from '../inbox.js';
+import type { Keyring } from '../keyring.js';
+import type { RateLimits } from '../limits.js';
+import type { MessageMapper } from '../message-dto.js';
+import { readable, sealBody } from './shared.js';
+
+/**
+ * Changes to sent messages: edits (the author), deletes (the author or a moderator), reactions. Each
+ * locks the message first, so concurrent changes of one message take their seqs one after the other.
+ */
+export class MessageChanges {
+  constructor(
+    private readonly store: Store,
+    private readonly access: AccessService,
+    private readonly inbox: InboxService,
+    private readonly mapper: MessageMapper,
+    private readonly keyring: Keyring,
+    private readonly limits: RateLimits,
+  ) {}
+
+  /** The message, locked until the transaction ends, if the caller can read it (NOT_FOUND otherwise). */
+  private async lockReadable(tx: Tx, actor: Actor, messageId: string): Promise<{ row: MessageRow; access: RoomAccess }> {
+    return readable(this.access, actor, await lockMessageOfTenant(tx, actor.tenant, messageId), tx.em);
+  }
+
+  /** Edits my message; the previous version goes to the edit history. A no-op edit takes no seq. */
+  async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
+    if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    return this.store.transact(async (tx) => {
+      const { row, access } = await this.lockReadable(tx, actor, messageId);
+      if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
+      if (row.kind === 'system') throw forbidden('system messages cannot be edited');
+      if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
+      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
+      if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
+      await recordEdit(tx, row, actor.id);
+      const sealed = sealBody(this.keyring, access, body);
+      let edited: MessageRow | undefined;
+      await tx.append(row.room_id, async () => {
+        edited = await rewriteBody(tx, messageId, sealed.body, sealed.keyId);
+        const [broadcast] = await this.mapper.many(tx.db, [edited], null);
+        return { type: 'message.edited', roomId: row.room_id, message: broadcast! };
+      });
+      return (await this.mapper.many(tx.db, [edited!], actor.id))[0]!;
+    });
+  }
+
+  /** Soft-deletes a message (author, or moderator and above). Idempotent. */
+  async delete(actor: Actor, messageId: string): Promise<MessageDto> {
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    return this.store.transact(async (tx) => {
+      const { row, access } = await this.lockReadable(tx, actor, messageId);
+      if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
+        throw forbidden('only the author or a moderator can delete a message');
+      }
+      if (row.deleted_at) return this.mapper.fromRow(row);
+      // Lock order: message rows (a reply before its root), then the room's seq (src/store/tx.ts).
+      if (row.reply_to_id) await lockMessage(tx, row.reply_to_id);
+      const event = await tx.append(row.room_id, async () => {
+        const deleted = await markDeleted(tx, messageId, actor.id);
+        if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);
+        await this.inbox.redactMentions(tx.em, actor.tenant, row.mentions, messageId);
+        return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted) } as const;
+      });
+      return event.message;
+    });
+  }
+
+  /** Adds my reaction (idempotent: a repeat changes nothing and takes no seq). */
+  react(actor: Actor, messageId: string, emoji: string): Promise<MessageDto> {
+    return this.reaction(actor, messageId, emoji, true);
+  }
+
+  /** Takes my reaction back (idempotent like `react`). */
+  unreact(actor: Actor, messageId: string, emoji: string): Promise<MessageDto> {
+    return this.reaction(actor, messageId, emoji, false);
+  }
+
+  private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    return this.store.transact(async (tx) => {
+      // Locked like edit and delete: a concurrent delete commits first (and this sees the message
+      // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.
+      const { row } = await this.lockReadable(tx, actor, messageId);
+      if (row.deleted_at) throw badRequest('cannot react to a deleted message');
+      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
+      const changed = add ? await addReaction(tx, messageId, actor.id, emoji) : await removeReaction(tx, messageId, actor.id, emoji);
+      if (changed) {
+        const type = add ? 'reaction.added' : 'reaction.removed';
+        // The event carries the message's reactions after this change (read under the seq lock), so
+        // clients set them instead of adding deltas: a message event replayed from PostgreSQL (or a
+        // history page) already holds the current reactions, and deltas on top would count twice.
+        await tx.append(row.room_id, async () => {
+          const reactions = (await reactionSummaries(tx.db, [messageId], null)).get(messageId) ?? [];
+          return { type, roomId: row.room_id, messageId, userId: actor.id, emoji, reactions };
+        });
+      }
+      return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
+    });
+  }
+}

@@ -1,0 +1,40 @@
+import type { Counters } from '../../metrics.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import type { InboxService } from '../inbox.js';
+import type { Keyring } from '../keyring.js';
+import type { RateLimits } from '../limits.js';
+import type { MessageMapper } from '../message-dto.js';
+import { MessageChanges } from './change.js';
+import { MessageReader } from './read.js';
+import { MessageSender } from './send.js';
+
+export { MessageChanges } from './change.js';
+export { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, type HistoryInput, MessageReader, type SearchHit } from './read.js';
+export { MessageSender, type SendInput } from './send.js';
+
+/** Messages by capability: sending (send.ts), changing sent ones (change.ts), reading (read.ts). */
+export interface MessageServices {
+  sender: MessageSender;
+  changes: MessageChanges;
+  reader: MessageReader;
+}
+
+/** What the message services use. */
+export interface MessageServiceDeps {
+  store: Store;
+  access: AccessService;
+  inbox: InboxService;
+  mapper: MessageMapper;
+  keyring: Keyring;
+  limits: RateLimits;
+  counters: Counters;
+}
+
+export function createMessageServices(d: MessageServiceDeps): MessageServices {
+  return {
+    sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters),
+    changes: new MessageChanges(d.store, d.access, d.inbox, d.mapper, d.keyring, d.limits),
+    reader: new MessageReader(d.store, d.access, d.mapper),
+  };
+}

@@ -1,0 +1,117 @@
+import type { Actor } from '../../domain/actor.js';
+import { badRequest } from '../../domain/errors.js';
+import type { MessageDto } from '../../domain/events.js';
+import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage } from '../../store/messages.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import type { MessageMapper } from '../message-dto.js';
+import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from '../snippet.js';
+import { readable } from './shared.js';
+
+export interface HistoryInput {
+  roomId: string;
+  beforeSeq?: number | null | undefined;
+  afterSeq?: number | null | undefined;
+  limit?: number | null | undefined;
+}
+
+export interface ThreadInput {
+  messageId: string;
+  afterSeq?: number | null | undefined;
+  limit?: number | null | undefined;
+}
+
+export interface SearchInput {
+  query: string;
+  roomId?: string | null | undefined;
+  limit?: number | null | undefined;
+}
+
+export interface SearchHit {
+  message: MessageDto;
+  roomId: string;
+  roomName: string;
+  rank: number;
+  /** HTML-escaped excerpt with the matches wrapped in <mark>…</mark>. */
+  snippet: string;
+}
+
+export interface MessageEditDto {
+  body: string | null;
+  editorId: string;
+  replacedAt: Date;
+}
+
+export const HISTORY_DEFAULT_LIMIT = 50;
+export const HISTORY_MAX_LIMIT = 100;
+const SEARCH_DEFAULT_LIMIT = 20;
+
+/** Reading messages: history pages, threads, edit histories, full-text search. */
+export class MessageReader {
+  constructor(
+    private readonly store: Store,
+    private readonly access: AccessService,
+    private readonly mapper: MessageMapper,
+  ) {}
+
+  /**
+   * A page of history, always in ascending seq. No cursor: the newest page. `beforeSeq` pages back,
+   * `afterSeq` pages forward; both together give the messages strictly between them.
+   */
+  async history(actor: Actor, input: HistoryInput): Promise<{ messages: MessageDto[]; hasMore: boolean }> {
+    const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
+    if (limit < 1 || limit > HISTORY_MAX_LIMIT) throw badRequest(`limit must be between 1 and ${HISTORY_MAX_LIMIT}`);
+    await this.access.requireMember(actor, input.roomId);
+    const db = this.store.db();
+    const page = await historyPage(db, { roomId: input.roomId, beforeSeq: input.beforeSeq, afterSeq: input.afterSeq, limit });
+    return { messages: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+  }
+
+  /** The replies to a message (ascending seq), with the root. */
+  async thread(actor: Actor, input: ThreadInput): Promise<{ root: MessageDto; replies: MessageDto[]; hasMore: boolean }> {
+    const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
+    const db = this.store.db();
+    const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, input.messageId));
+    const page = await threadPage(db, input.messageId, input.afterSeq ?? 0, limit);
+    const [root] = await this.mapper.many(db, [row], actor.id);
+    return { root: root!, replies: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+  }
+
+  /** The earlier versions of a message, oldest first (empty for a deleted message). */
+  async edits(actor: Actor, messageId: string): Promise<MessageEditDto[]> {
+    const db = this.store.db();
+    const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, messageId));
+    if (row.deleted_at) return [];
+    const rows = await editsOf(db, messageId);
+    return rows.map((r) => ({ body: this.mapper.body(r.body, r.key_id), editorId: r.editor_id, replacedAt: r.replaced_at }));
+  }
+
+  /**
+   * Full-text search over the rooms the caller belongs to, ranked, with a highlighted snippet.
+   * Deleted messages never match; encrypted rooms are skipped (and counted in the answer).
+   */
+  async search(actor: Actor, input: SearchInput): Promise<{ hits: SearchHit[]; skippedEncryptedRooms: number }> {
+    const limit = input.limit ?? SEARCH_DEFAULT_LIMIT;
+    const roomId = input.roomId ?? null;
+    if (roomId) await this.access.requireMember(actor, roomId);
+    const db = this.store.db();
+    const rows = await searchMessages(db, {
+      query: input.query,
+      tenant: actor.tenant,
+      userId: actor.id,
+      roomId,
+      limit,
+      highlight: { options: HEADLINE_OPTIONS, strip: MARK_START + MARK_STOP },
+    });
+    const skipped = await encryptedRoomCount(db, actor.tenant, actor.id, roomId);
+    const messages = await this.mapper.many(db, rows, actor.id);
+    const hits = rows.map((r, i) => ({
+      message: messages[i]!,
+      roomId: r.room_id,
+      roomName: r.room_name,
+      rank: r.rank,
+      snippet: buildSnippet(r.marked),
+    }));
+    return { hits, skippedEncryptedRooms: skipped };
+  }
+}

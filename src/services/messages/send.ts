@@ -1,0 +1,197 @@
+import { randomUUID } from 'node:crypto';
+import { type Actor, isService } from '../../domain/actor.js';
+import { AppError, badRequest, conflict, forbidden, notFound } from '../../domain/errors.js';
+import type { AttachmentDto, MessageDto } from '../../domain/events.js';
+import { can } from '../../domain/permissions.js';
+import type { RoomAccess } from '../../domain/rooms.js';
+import type { Counters } from '../../metrics.js';
+import { countReply, isClientIdTaken, lockMessage, membersAmong, messageByClientId } from '../../store/messages.js';
+import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
+import type { AccessRequest, AccessService } from '../access.js';
+import type { Keyring } from '../keyring.js';
+import type { RateLimits } from '../limits.js';
+import type { MessageMapper } from '../message-dto.js';
+import { SendBatcher } from '../send-batcher.js';
+import { sealBody } from './shared.js';
+
+export interface SendInput {
+  roomId: string;
+  clientId: string;
+  body: string;
+  kind?: 'text' | 'image' | 'file' | undefined;
+  attachments?: AttachmentDto[] | undefined;
+  replyToId?: string | null | undefined;
+  mentions?: string[] | undefined;
+}
+
+/** Sending messages: idempotent by clientId; plain sends grouped, replies and mentions one by one. */
+export class MessageSender {
+  /** Access checks of plain sends, grouped. */
+  private readonly checks: SendBatcher<AccessRequest, RoomAccess | AppError>;
+  /** Plain sends, written in groups (group commit). */
+  private readonly writes: SendBatcher<NewMessage, AppendOutcome>;
+  /** The latest send per (tenant, sender, clientId) still running in this process. */
+  private readonly sending = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly access: AccessService,
+    private readonly mapper: MessageMapper,
+    private readonly keyring: Keyring,
+    private readonly limits: RateLimits,
+    private readonly counters: Counters,
+  ) {
+    this.checks = new SendBatcher((requests) => access.checkAccess(requests));
+    this.writes = new SendBatcher((messages) => store.appendMessages(messages));
+  }
+
+  /**
+   * Sends a message. The message and its room sequence number are written in one transaction and
+   * published after commit. A repeat of the same clientId by the same sender returns the original.
+   * Sends of one clientId by one sender run one after the other in this process.
+   */
+  send(actor: Actor, input: SendInput): Promise<MessageDto> {
+    const key = `${actor.tenant}\n${actor.id}\n${input.clientId}`;
+    const before = this.sending.get(key);
+    const run = before !== undefined ? before.then(() => this.sendOnce(actor, input)) : this.sendOnce(actor, input);
+    const done = (): void => {
+      if (this.sending.get(key) === settled) this.sending.delete(key);
+    };
+    const settled: Promise<void> = run.then(done, done);
+    this.sending.set(key, settled);
+    return run;
+  }
+
+  private async sendOnce(actor: Actor, input: SendInput, again = false): Promise<MessageDto> {
+    let failure: AppError | null = null;
+    try {
+      // Plain messages (the common case) are written in groups; replies and mentions one by one.
+      const sent = input.replyToId || input.mentions?.length ? await this.sendInTransaction(actor, input) : await this.sendPlain(actor, input);
+      if (sent) return sent;
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      failure = err;
+    }
+    // The clientId is taken, or the send was refused: a repeat of a message that went through before
+    // is answered with the original even if a new send would now be refused (muted since, over the
+    // rate limit, ...). There is no lookup in front of the write: repeats are rare.
+    const original = await this.findByClientId(actor, input.clientId);
+    if (!original) {
+      if (failure) throw failure;
+      // Taken a moment ago, gone now (retention): nothing to repeat, so it is a new send after all.
+      if (!again) return this.sendOnce(actor, input, true);
+      throw conflict('clientId is in use');
+    }
+    if (original.roomId !== input.roomId) throw conflict('clientId was already used for a message in another room');
+    // The caller must still have access to the room; a service token's only access is to post.
+    await this.access.requireAccess(actor, input.roomId, isService(actor) ? 'send' : 'read');
+    return original;
+  }
+
+  private requireContent(input: SendInput): void {
+    if (input.body.trim().length === 0 && !input.attachments?.length) throw badRequest('body must not be empty');
+  }
+
+  private requirePoster(access: RoomAccess): void {
+    if (!can(access.role, 'send', access.room.kind)) {
+      throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
+    }
+  }
+
+  /**
+   * A message without reply and mentions. Its rate limit and its access check run at once (the
+   * limit's refusal wins, as it came first before); then it is written with whatever else is queued.
+   * Access checks and writes are each grouped (see send-batcher.ts): one query checks the access of
+   * every send waiting for a check, one statement writes every send waiting for a write
+   * (src/store/hot/append-messages.ts).
+   */
+  private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
+    this.requireContent(input);
+    const [limit, checked] = await Promise.allSettled([
+      this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
+      this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
+    ]);
+    if (limit.status === 'rejected') throw limit.reason;
+    if (checked.status === 'rejected') throw checked.reason;
+    const access = checked.value;
+    if (access instanceof AppError) throw access;
+    this.requirePoster(access);
+    const sealed = sealBody(this.keyring, access, input.body);
+    const outcome = await this.writes.submit({
+      id: randomUUID(),
+      roomId: input.roomId,
+      tenant: actor.tenant,
+      senderId: actor.id,
+      clientId: input.clientId,
+      body: sealed.body,
+      keyId: sealed.keyId,
+      kind: input.kind ?? 'text',
+      attachments: input.attachments ?? [],
+    });
+    if (outcome.kind === 'gone') throw notFound('room');
+    if (outcome.kind === 'repeat') return null;
+    this.counters.messagesSent++;
+    return outcome.message;
+  }
+
+  /**
+   * A reply or a message with mentions, in a transaction of its own: the parent locked first (lock
+   * order, src/store/tx.ts), mentions kept for members only, the message with its seq, the parent's
+   * thread summary, an inbox item per mention. Null when the clientId is taken.
+   */
+  private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
+    this.requireContent(input);
+    await this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
+    const id = randomUUID();
+    try {
+      return await this.store.transact(async (tx) => {
+        const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
+        this.requirePoster(access);
+        if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
+          throw badRequest('replyToId does not name a message of this room');
+        }
+        const mentions = input.mentions?.length
+          ? (await membersAmong(tx.db, input.roomId, [...new Set(input.mentions)])).filter((u) => u !== actor.id).sort()
+          : [];
+        const sealed = sealBody(this.keyring, access, input.body);
+        const message = await tx.appendMessage({
+          id,
+          roomId: input.roomId,
+          tenant: actor.tenant,
+          senderId: actor.id,
+          clientId: input.clientId,
+          body: sealed.body,
+          keyId: sealed.keyId,
+          kind: input.kind ?? 'text',
+          attachments: input.attachments ?? [],
+          replyToId: input.replyToId ?? null,
+          mentions,
+        });
+        if (input.replyToId) await countReply(tx, input.replyToId);
+        const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
+        for (const u of mentions) {
+          await tx.appendInbox(actor.tenant, u, {
+            type: 'mention',
+            roomId: input.roomId,
+            messageId: id,
+            messageSeq: message.seq,
+            from: actor.id,
+            excerpt: access.room.encrypted ? '' : excerpt,
+          });
+        }
+        this.counters.messagesSent++;
+        return message;
+      });
+    } catch (err) {
+      // A concurrent or earlier send of the same clientId won (rolled back: no seq used up).
+      if (isClientIdTaken(err)) return null;
+      throw err;
+    }
+  }
+
+  private async findByClientId(actor: Actor, clientId: string): Promise<MessageDto | null> {
+    const db = this.store.db();
+    const row = await messageByClientId(db, actor.tenant, actor.id, clientId);
+    return row ? (await this.mapper.many(db, [row], actor.id))[0]! : null;
+  }
+}

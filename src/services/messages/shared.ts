@@ -1,0 +1,35 @@
+import type { Actor } from '../../domain/actor.js';
+import { AppError, notFound } from '../../domain/errors.js';
+import type { RoomAccess } from '../../domain/rooms.js';
+import type { Em } from '../../store/database.js';
+import type { MessageRow } from '../../store/message-row.js';
+import type { AccessService } from '../access.js';
+import type { Keyring } from '../keyring.js';
+
+/** A body as stored: sealed with the keyring's active key when the room is encrypted. */
+export function sealBody(keyring: Keyring, access: RoomAccess, body: string): { body: string; keyId: string | null } {
+  if (!access.room.encrypted) return { body, keyId: null };
+  const sealed = keyring.encrypt(body);
+  return { body: sealed.text, keyId: sealed.keyId };
+}
+
+/**
+ * A message the caller can read, with the caller's access to its room (in a transaction given its
+ * EntityManager). No such message, or no access to its room: NOT_FOUND('message'), like rooms; the
+ * caller learns nothing of a room it cannot see. Any other failure (PostgreSQL out of reach, say)
+ * propagates as it is, so the caller sees it as retryable instead of a final NOT_FOUND.
+ */
+export async function readable(
+  access: AccessService,
+  actor: Actor,
+  row: MessageRow | undefined,
+  em?: Em,
+): Promise<{ row: MessageRow; access: RoomAccess }> {
+  if (!row) throw notFound('message');
+  try {
+    return { row, access: await access.requireMember(actor, row.room_id, em) };
+  } catch (err) {
+    if (err instanceof AppError && (err.code === 'NOT_FOUND' || err.code === 'FORBIDDEN')) throw notFound('message');
+    throw err;
+  }
+}

@@ -1,0 +1,229 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Db } from './database.js';
+import { MESSAGE_FIELDS, MESSAGE_FIELDS_M, type MessageRow } from './message-row.js';
+import { now, type Tx } from './tx.js';
+
+/** A page of messages in ascending seq, and whether there are more beyond it. */
+export interface MessagePage {
+  rows: MessageRow[];
+  hasMore: boolean;
+}
+
+/**
+ * True for the error of a message insert whose (tenant, sender, clientId) is taken: a concurrent or
+ * earlier send of the same clientId won. The transaction rolled back, so no seq was used up. Matches
+ * the driver's error as MikroORM wraps it and as the typed query builder passes it on.
+ */
+export function isClientIdTaken(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === '23505' && e.constraint === 'message_sender_client_id_unique';
+}
+
+/** The message a sender wrote with `clientId`, if any. */
+export function messageByClientId(db: Db, tenant: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {
+  return db
+    .selectFrom('message')
+    .select(MESSAGE_FIELDS)
+    .where('tenant', '=', tenant)
+    .where('sender_id', '=', senderId)
+    .where('client_id', '=', clientId)
+    .executeTakeFirst();
+}
+
+/** A message of the tenant (whoever may read it: the caller checks the room's access). */
+export function messageOfTenant(db: Db, tenant: string, id: string): Promise<MessageRow | undefined> {
+  return db.selectFrom('message').select(MESSAGE_FIELDS).where('id', '=', id).where('tenant', '=', tenant).executeTakeFirst();
+}
+
+/** `messageOfTenant`, its row locked until the transaction ends (step 1 of the lock order, src/store/tx.ts). */
+export function lockMessageOfTenant(tx: Tx, tenant: string, id: string): Promise<MessageRow | undefined> {
+  tx.lockForUpdate('message');
+  return tx.db.selectFrom('message').select(MESSAGE_FIELDS).where('id', '=', id).where('tenant', '=', tenant).forUpdate().executeTakeFirst();
+}
+
+/**
+ * Locks a message row until the transaction ends (a reply's parent, a deleted reply's root), only
+ * in `roomId` when given. False when there is no such message.
+ */
+export async function lockMessage(tx: Tx, id: string, roomId?: string): Promise<boolean> {
+  tx.lockForUpdate('message');
+  const row = await tx.db
+    .selectFrom('message')
+    .select('id')
+    .where('id', '=', id)
+    .$if(roomId !== undefined, (qb) => qb.where('room_id', '=', roomId!))
+    .forUpdate()
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Those of `userIds` who are members of the room (any order). */
+export async function membersAmong(db: Db, roomId: string, userIds: string[]): Promise<string[]> {
+  if (userIds.length === 0) return [];
+  const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', 'in', userIds).execute();
+  return rows.map((r) => r.user_id);
+}
+
+/** Counts a new reply in its root's thread summary. */
+export async function countReply(tx: Tx, rootId: string): Promise<void> {
+  await tx.db
+    .updateTable('message')
+    .set((eb) => ({ reply_count: eb('reply_count', '+', 1), last_reply_at: now() }))
+    .where('id', '=', rootId)
+    .execute();
+}
+
+/**
+ * Takes a deleted reply out of its root's thread summary: the summary counts live replies only, and
+ * its last reply time falls back to the latest one left.
+ */
+export async function uncountReply(tx: Tx, rootId: string): Promise<void> {
+  await tx.db
+    .updateTable('message')
+    .set((eb) => ({
+      reply_count: eb.fn<number>('greatest', [eb('reply_count', '-', 1), eb.lit(0)]),
+      last_reply_at: eb
+        .selectFrom('message as r')
+        .select((r) => r.fn.max('r.created_at').as('latest'))
+        .where('r.reply_to_id', '=', rootId)
+        .where('r.deleted_at', 'is', null),
+    }))
+    .where('id', '=', rootId)
+    .execute();
+}
+
+/** Keeps the current version of a message in its edit history (replaced now, by `editorId`). */
+export async function recordEdit(tx: Tx, message: Pick<MessageRow, 'id' | 'body' | 'key_id'>, editorId: string): Promise<void> {
+  await tx.db
+    .insertInto('message_edit')
+    .values({ id: randomUUID(), message_id: message.id, body: message.body, key_id: message.key_id, editor_id: editorId, replaced_at: now() })
+    .execute();
+}
+
+/** Replaces a message's body (sealed when its room is encrypted); marks it edited now. */
+export function rewriteBody(tx: Tx, id: string, body: string, keyId: string | null): Promise<MessageRow> {
+  return tx.db
+    .updateTable('message')
+    .set({ body, key_id: keyId, edited_at: now() })
+    .where('id', '=', id)
+    .returning(MESSAGE_FIELDS)
+    .executeTakeFirstOrThrow();
+}
+
+/** Earlier versions of a message, oldest first. */
+export function editsOf(db: Db, messageId: string) {
+  return db
+    .selectFrom('message_edit')
+    .select(['body', 'key_id', 'editor_id', 'replaced_at'])
+    .where('message_id', '=', messageId)
+    .orderBy('replaced_at')
+    .orderBy('id')
+    .execute();
+}
+
+/** Soft-deletes a message: the row and its seq stay, deleted now by `deletedBy`. */
+export function markDeleted(tx: Tx, id: string, deletedBy: string): Promise<MessageRow> {
+  return tx.db
+    .updateTable('message')
+    .set({ deleted_at: now(), deleted_by: deletedBy })
+    .where('id', '=', id)
+    .returning(MESSAGE_FIELDS)
+    .executeTakeFirstOrThrow();
+}
+
+/**
+ * A page of a room's messages in ascending seq: the newest `limit` without a cursor, those before
+ * `beforeSeq` (newest first, paging back), those after `afterSeq` (oldest first, paging forward);
+ * with both, strictly between them.
+ */
+export async function historyPage(
+  db: Db,
+  q: { roomId: string; beforeSeq?: number | null | undefined; afterSeq?: number | null | undefined; limit: number },
+): Promise<MessagePage> {
+  const { afterSeq, beforeSeq } = q;
+  const forward = afterSeq != null;
+  const rows = await db
+    .selectFrom('message')
+    .select(MESSAGE_FIELDS)
+    .where('room_id', '=', q.roomId)
+    .$if(afterSeq != null, (qb) => qb.where('seq', '>', afterSeq!))
+    .$if(beforeSeq != null, (qb) => qb.where('seq', '<', beforeSeq!))
+    .orderBy('seq', forward ? 'asc' : 'desc')
+    .limit(q.limit + 1)
+    .execute();
+  const hasMore = rows.length > q.limit;
+  const page = rows.slice(0, q.limit);
+  if (!forward) page.reverse();
+  return { rows: page, hasMore };
+}
+
+/** The replies to a message after `afterSeq`, ascending seq. */
+export async function threadPage(db: Db, rootId: string, afterSeq: number, limit: number): Promise<MessagePage> {
+  const rows = await db
+    .selectFrom('message')
+    .select(MESSAGE_FIELDS)
+    .where('reply_to_id', '=', rootId)
+    .where('seq', '>', afterSeq)
+    .orderBy('seq', 'asc')
+    .limit(limit + 1)
+    .execute();
+  return { rows: rows.slice(0, limit), hasMore: rows.length > limit };
+}
+
+/** How `ts_headline` marks the matches of a search hit's body. */
+export interface Highlight {
+  /** ts_headline's options (the start and stop marks, HighlightAll). */
+  options: string;
+  /** Characters removed from the body first (the marks themselves, so a body cannot fake one). */
+  strip: string;
+}
+
+/** A search hit: the message, its room's name, its rank and its body with the matches marked. */
+export type SearchRow = MessageRow & { room_name: string; rank: number; marked: string };
+
+/**
+ * Full-text search (`websearch_to_tsquery`, configuration `simple`) over the generated `search`
+ * column of the messages in `userId`'s rooms of the tenant, best rank first, then newest. The column
+ * is null for deleted and encrypted messages, and encrypted rooms are left out.
+ */
+export function searchMessages(
+  db: Db,
+  q: { query: string; tenant: string; userId: string; roomId: string | null; limit: number; highlight: Highlight },
+): Promise<SearchRow[]> {
+  const tsquery = sql<string>`websearch_to_tsquery('simple', ${q.query})`.as('q');
+  const search = sql.ref('m.search');
+  const query = sql.ref('q');
+  return db
+    .selectFrom([tsquery, 'message as m'])
+    .innerJoin('room as r', 'r.id', 'm.room_id')
+    .innerJoin('membership as mb', (join) => join.onRef('mb.room_id', '=', 'm.room_id').on('mb.user_id', '=', q.userId))
+    .select(MESSAGE_FIELDS_M)
+    .select([
+      'r.name as room_name',
+      sql<number>`ts_rank(${search}, ${query})`.as('rank'),
+      sql<string>`ts_headline('simple', translate(${sql.ref('m.body')}, ${q.highlight.strip}, ''), ${query}, ${q.highlight.options})`.as('marked'),
+    ])
+    .where('r.tenant', '=', q.tenant)
+    .where((eb) => eb.not(eb.ref('r.encrypted')))
+    .$if(q.roomId !== null, (qb) => qb.where('r.id', '=', q.roomId!))
+    .where(sql<boolean>`${search} @@ ${query}`)
+    .orderBy('rank', 'desc')
+    .orderBy('m.seq', 'desc')
+    .limit(q.limit)
+    .execute();
+}
+
+/** How many of `userId`'s rooms of the tenant (only `roomId`, when given) are encrypted. */
+export async function encryptedRoomCount(db: Db, tenant: string, userId: string, roomId: string | null): Promise<number> {
+  const row = await db
+    .selectFrom('membership as mb')
+    .innerJoin('room as r', 'r.id', 'mb.room_id')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('mb.user_id', '=', userId)
+    .where('r.tenant', '=', tenant)
+    .where((eb) => eb.ref('r.encrypted'))
+    .$if(roomId !== null, (qb) => qb.where('r.id', '=', roomId!))
+    .executeTakeFirstOrThrow();
+  return row.n;
+}

@@ -1,0 +1,94 @@
+/**
+ * Errors of the message services that must mean what they say: an outage of a backing store during
+ * edit, delete or react is SERVICE_UNAVAILABLE (retryable), never a final NOT_FOUND; and a repeat of
+ * a reply or a mention (sent in a transaction of its own) by clientId is answered with the original.
+ */
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { actor, callerFor, uuid } from './helpers.js';
+import { expectTRPCError, startTestApp, type TestApp } from './router-helpers.js';
+
+let t: TestApp;
+
+beforeAll(async () => {
+  t = await startTestApp('msgerr');
+});
+afterAll(async () => {
+  vi.restoreAllMocks();
+  await t?.close();
+});
+
+let n = 0;
+const users = (...names: string[]) => {
+  n++;
+  return names.map((x) => `${x}${n}`);
+};
+const as = (id: string, tenant = 'default') => callerFor(t.app, actor(id, tenant));
+
+/** The error node-postgres gives when the database refuses the connection. */
+const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+
+describe('the access check of a message fails after the message was found', () => {
+  it('is SERVICE_UNAVAILABLE for edit, delete and react; nothing changes; the calls work once it answers', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'outage', memberIds: [bob!] });
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'hello' });
+    const calls = [
+      () => as(alice!).chat.edit({ messageId: m.id, body: 'edited' }),
+      () => as(alice!).chat.delete({ messageId: m.id }),
+      () => as(bob!).chat.react({ messageId: m.id, emoji: '👍' }),
+      () => as(bob!).chat.unreact({ messageId: m.id, emoji: '👍' }),
+    ];
+    const spy = vi.spyOn(t.app.services.access, 'requireMember');
+    try {
+      for (const call of calls) {
+        const before = spy.mock.calls.length;
+        spy.mockRejectedValueOnce(refused());
+        await expectTRPCError(call(), 'SERVICE_UNAVAILABLE', /retry/);
+        // The failure came from the access check, after the message lookup had found the message.
+        expect(spy.mock.calls.length).toBe(before + 1);
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    const [unchanged] = (await as(bob!).chat.history({ roomId: room.id })).messages;
+    expect(unchanged).toMatchObject({ id: m.id, seq: m.seq, body: 'hello', editedAt: null, deletedAt: null, reactions: [] });
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(m.seq);
+
+    expect(await as(bob!).chat.react({ messageId: m.id, emoji: '👍' })).toMatchObject({ reactions: [{ emoji: '👍', count: 1, me: true }] });
+    expect(await as(alice!).chat.edit({ messageId: m.id, body: 'edited' })).toMatchObject({ body: 'edited' });
+    expect(await as(alice!).chat.delete({ messageId: m.id })).toMatchObject({ body: null });
+  });
+
+  it('a caller without access to the room still gets NOT_FOUND, with the real access check', async () => {
+    const [alice, eve] = users('alice', 'eve');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'closed', memberIds: [] });
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'private' });
+    await expectTRPCError(as(eve!).chat.edit({ messageId: m.id, body: 'x' }), 'NOT_FOUND', /message/);
+    await expectTRPCError(as(eve!).chat.delete({ messageId: m.id }), 'NOT_FOUND', /message/);
+    await expectTRPCError(as(eve!).chat.react({ messageId: m.id, emoji: '👍' }), 'NOT_FOUND', /message/);
+    await expectTRPCError(as(eve!).chat.edits({ messageId: m.id }), 'NOT_FOUND', /message/);
+    await expectTRPCError(as(eve!).chat.thread({ messageId: m.id }), 'NOT_FOUND', /message/);
+    await expectTRPCError(as(alice!, 'tenant-b').chat.edit({ messageId: m.id, body: 'x' }), 'NOT_FOUND', /message/);
+  });
+});
+
+describe('a repeat of a send written in its own transaction (a reply, mentions)', () => {
+  it('returns the original: one row, no seq used up, one inbox mention', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'thread', memberIds: [bob!] });
+    const root = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'root' });
+    const clientId = uuid();
+    const input = { roomId: room.id, clientId, body: `re @${bob}`, replyToId: root.id, mentions: [bob!] };
+    const first = await as(alice!).chat.send(input);
+    const again = await as(alice!).chat.send(input);
+    expect(again).toEqual(first);
+    const concurrent = await Promise.all([as(alice!).chat.send(input), as(alice!).chat.send({ ...input, body: 'changed' })]);
+    expect(concurrent.map((m) => m.id)).toEqual([first.id, first.id]);
+    const history = (await as(bob!).chat.history({ roomId: room.id })).messages;
+    expect(history.map((m) => m.id)).toEqual([root.id, first.id]);
+    expect(history[0]!.replyCount).toBe(1);
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(first.seq);
+    const next = await as(alice!).chat.send({ ...input, clientId: uuid() });
+    expect(next.seq).toBe(first.seq + 1);
+  });
+});
