@@ -3,18 +3,12 @@
  * edit, delete or react is SERVICE_UNAVAILABLE (retryable), never a final NOT_FOUND; and a repeat of
  * a reply or a mention (sent in a transaction of its own) by clientId is answered with the original.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { actor, callerFor, uuid } from './helpers.js';
-import { expectTRPCError, startTestApp, type TestApp } from './router-helpers.js';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, uuid } from './fixture.js';
 
-let t: TestApp;
-
-beforeAll(async () => {
-  t = await startTestApp('msgerr');
-});
-afterAll(async () => {
+const t = fileServer('msgerr');
+afterAll(() => {
   vi.restoreAllMocks();
-  await t?.close();
 });
 
 let n = 0;
