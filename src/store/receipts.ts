@@ -2,20 +2,11 @@ import { type Expression, expressionBuilder } from 'kysely';
 import type { Db, Tables } from './database.js';
 import { now } from './tx.js';
 
-/** A membership row of the outer query, as the unread counts see it (`mb.room_id` and so on). */
+/** The columns of a membership row of the outer query, as the unread counts see it (`eb.ref('mb.room_id')` and so on). */
 export interface ReadPosition {
   roomId: Expression<string | null>;
   userId: Expression<string | null>;
   lastReadSeq: Expression<number | null>;
-}
-
-/** The read position of the membership row aliased `mb` in a query. */
-export function positionOf(eb: { ref(r: 'mb.room_id' | 'mb.user_id' | 'mb.last_read_seq'): Expression<unknown> }): ReadPosition {
-  return {
-    roomId: eb.ref('mb.room_id') as Expression<string | null>,
-    userId: eb.ref('mb.user_id') as Expression<string | null>,
-    lastReadSeq: eb.ref('mb.last_read_seq') as Expression<number | null>,
-  };
 }
 
 /** Messages of the membership's room after its read position, not sent by its user, not deleted. */
@@ -54,7 +45,10 @@ export function unreadCounts(
   return db
     .selectFrom('membership as mb')
     .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
-    .select((eb) => ['mb.room_id', 'mb.last_read_seq', unreadCount(positionOf(eb)).as('unread'), unreadMentions(positionOf(eb)).as('mentions')])
+    .select((eb) => {
+      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') };
+      return ['mb.room_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
+    })
     .where('mb.user_id', '=', userId)
     .orderBy('mb.room_id')
     .execute();

@@ -4,7 +4,7 @@ import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto } from '../domain/rooms.js';
 import type { Db, Tables } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
-import { positionOf, unreadCount } from './receipts.js';
+import { unreadCount } from './receipts.js';
 import { now, type Tx } from './tx.js';
 
 /** The columns of `room` a RoomDto is built from. */
@@ -171,7 +171,7 @@ export function roomListRows(db: Db, tenant: string, userId: string, supportRoom
         .case()
         .when('mb.user_id', 'is', null)
         .then(0)
-        .else(unreadCount(positionOf(eb)))
+        .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') }))
         .end()
         .as('unread_count'),
       eb.selectFrom('message as m').select('m.id').whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('last_message_id'),
