@@ -1,6 +1,7 @@
 import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
 import { AuthError, signToken, verifyToken } from '../auth/jwt.js';
+import type { Actor } from '../domain/actor.js';
 import { UserId } from './schemas.js';
 import { authedProcedure, publicProcedure, router } from '../trpc/init.js';
 
@@ -39,7 +40,7 @@ export const authRouter = router({
    * connection and its subscriptions go on. Over HTTP every request carries its own token anyway.
    */
   refresh: authedProcedure.input(z.object({ token: z.string().min(1).max(8192) })).mutation(async ({ ctx, input }) => {
-    let next: ReturnType<typeof verifyToken>;
+    let next: Actor;
     try {
       next = verifyToken(input.token, ctx.services.deps.config.jwtSecret);
     } catch (err) {

@@ -16,21 +16,21 @@ export const roomRouter = router({
         encrypted: z.boolean().optional(),
       }),
     )
-    .mutation(({ ctx, input }) => ctx.services.rooms.create(ctx.actor, input)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.create(ctx.actor, input)),
 
   openDirect: authedProcedure
     .input(z.object({ userId: UserId }))
-    .mutation(({ ctx, input }) => ctx.services.rooms.openDirect(ctx.actor, input.userId)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.openDirect(ctx.actor, input.userId)),
 
-  list: authedProcedure.query(({ ctx }) => ctx.services.rooms.list(ctx.actor)),
+  list: authedProcedure.query(({ ctx }) => ctx.services.rooms.read.list(ctx.actor)),
 
-  get: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.get(ctx.actor, input.roomId)),
+  get: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.read.get(ctx.actor, input.roomId)),
 
-  byKey: authedProcedure.input(z.object({ key: RoomKey })).query(({ ctx, input }) => ctx.services.rooms.byKey(ctx.actor, input.key)),
+  byKey: authedProcedure.input(z.object({ key: RoomKey })).query(({ ctx, input }) => ctx.services.rooms.read.byKey(ctx.actor, input.key)),
 
   members: authedProcedure
     .input(z.object({ roomId: RoomId }))
-    .query(({ ctx, input }) => ctx.services.rooms.members(ctx.actor, input.roomId)),
+    .query(({ ctx, input }) => ctx.services.rooms.read.members(ctx.actor, input.roomId)),
 
   addMembers: authedProcedure
     .input(
@@ -39,15 +39,15 @@ export const roomRouter = router({
         userIds: z.array(UserId).min(1).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`),
       }),
     )
-    .mutation(({ ctx, input }) => ctx.services.rooms.addMembers(ctx.actor, input.roomId, input.userIds)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.membership.addMembers(ctx.actor, input.roomId, input.userIds)),
 
   removeMember: authedProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
-    await ctx.services.rooms.removeMember(ctx.actor, input.roomId, input.userId);
+    await ctx.services.rooms.membership.removeMember(ctx.actor, input.roomId, input.userId);
     return { ok: true as const };
   }),
 
   leave: authedProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
-    await ctx.services.rooms.leave(ctx.actor, input.roomId);
+    await ctx.services.rooms.membership.leave(ctx.actor, input.roomId);
     return { ok: true as const };
   }),
 
@@ -60,24 +60,24 @@ export const roomRouter = router({
         retentionDays: z.number().int().min(1).max(36_500).nullish(),
       }),
     )
-    .mutation(({ ctx, input }) => ctx.services.rooms.update(ctx.actor, input.roomId, input)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.update(ctx.actor, input.roomId, input)),
 
   setRole: authedProcedure
     .input(RoomMember.extend({ role: Role }))
-    .mutation(({ ctx, input }) => ctx.services.rooms.setRole(ctx.actor, input.roomId, input.userId, input.role)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.moderation.setRole(ctx.actor, input.roomId, input.userId, input.role)),
 
   mute: authedProcedure
     .input(RoomMember.extend({ until: z.date().nullish() }))
-    .mutation(({ ctx, input }) => ctx.services.rooms.mute(ctx.actor, input.roomId, input.userId, input.until ?? null)),
+    .mutation(({ ctx, input }) => ctx.services.rooms.moderation.mute(ctx.actor, input.roomId, input.userId, input.until ?? null)),
 
-  unmute: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.unmute(ctx.actor, input.roomId, input.userId)),
+  unmute: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unmute(ctx.actor, input.roomId, input.userId)),
 
   ban: authedProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
-    await ctx.services.rooms.ban(ctx.actor, input.roomId, input.userId);
+    await ctx.services.rooms.moderation.ban(ctx.actor, input.roomId, input.userId);
     return { ok: true as const };
   }),
 
-  unban: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.unban(ctx.actor, input.roomId, input.userId)),
+  unban: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unban(ctx.actor, input.roomId, input.userId)),
 
-  bans: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.bans(ctx.actor, input.roomId)),
+  bans: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.moderation.bans(ctx.actor, input.roomId)),
 });

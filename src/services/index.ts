@@ -14,7 +14,7 @@ import { RetentionService } from './retention.js';
 import { RoomEventSource } from './room-events.js';
 import { EventPublisher } from './publisher.js';
 import { Store } from '../store/store.js';
-import { RoomService } from './rooms.js';
+import { createRoomServices, type RoomServices } from './rooms/index.js';
 import { AccessService } from './access.js';
 import { StreamService } from './room-streams.js';
 import { TypingService } from './typing.js';
@@ -33,7 +33,7 @@ export interface Services {
   keyring: Keyring;
   users: UserService;
   access: AccessService;
-  rooms: RoomService;
+  rooms: RoomServices;
   messages: MessageServices;
   streams: StreamService;
   inbox: InboxService;
@@ -85,17 +85,17 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     (e, subscribers) => deps.observers.fanout(e, subscribers),
   );
   const inbox = new InboxService(deps, store);
-  const users = new UserService(deps);
+  const users = new UserService(store);
   const access = new AccessService(store);
-  const rooms = new RoomService(deps, access, store, mapper, keyring);
+  const rooms = createRoomServices(deps, access, store, mapper, keyring);
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
-  const receipts = new ReceiptService(deps, publisher, access);
+  const receipts = new ReceiptService(deps, store, publisher, access);
   const typing = new TypingService(access, publisher, limits, {
     ttlMs: deps.config.typingTtlMs,
     throttleMs: deps.config.typingThrottleMs,
   });
-  const presence = new PresenceService(deps, stores.presence, publisher, presenceTtl(deps.config));
+  const presence = new PresenceService(deps, stores.presence, publisher, store, presenceTtl(deps.config));
   const sessions = new SessionService(deps, stores.sessions);
   const meetings = createMeetingServices(deps, store, access, createVideoProvider(deps.config.video));
   const signals = new SignalService(deps, store, access, publisher);

@@ -1,9 +1,11 @@
-import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
+import type { PresenceConn, PresenceKey, PresenceState, PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
-import { type Deps, em as fork, sql } from './deps.js';
+import type { Deps } from './deps.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
+import { roomIdsOfUser } from '../store/members.js';
+import type { Store } from '../store/store.js';
 
 export const PRESENCE_TTL_MS = 60_000;
 
@@ -20,6 +22,8 @@ export class PresenceService {
     private readonly deps: Deps,
     private readonly store: PresenceStore,
     private readonly publisher: EventPublisher,
+    /** Where the user's rooms are read. */
+    private readonly data: Store,
     ttlMs = PRESENCE_TTL_MS,
   ) {
     const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
@@ -65,7 +69,7 @@ export class PresenceService {
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
     await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
-    let state: Awaited<ReturnType<PresenceStore['get']>>[number] | undefined;
+    let state: PresenceState | undefined;
     try {
       await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);
       [state] = await this.store.get(actor.tenant, [actor.id]);
@@ -102,14 +106,8 @@ export class PresenceService {
   /** Publishes a presence change to every room the user belongs to. */
   private async broadcast(k: PresenceKey, status: PresenceStatus, lastSeenAt: Date | null): Promise<void> {
     try {
-      const rooms = await sql<{ room_id: string }>(
-        fork(this.deps),
-        'select mb.room_id from membership mb join room r on r.id = mb.room_id where mb.user_id = ? and r.tenant = ?',
-        [k.userId, k.tenant],
-      );
-      await Promise.all(
-        rooms.map((r) => this.publisher.room({ type: 'presence', roomId: r.room_id, userId: k.userId, status, lastSeenAt })),
-      );
+      const rooms = await roomIdsOfUser(this.data.db(), k.tenant, k.userId);
+      await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt })));
     } catch (err) {
       this.warn(err);
     }

@@ -1,0 +1,119 @@
+import type { Actor } from '../../domain/actor.js';
+import { badRequest, forbidden, notFound } from '../../domain/errors.js';
+import type { MemberRole } from '../../domain/events.js';
+import { outranks, ROLE_RANK, type RoomAction } from '../../domain/permissions.js';
+import { FOREVER, type MemberDto } from '../../domain/rooms.js';
+import { deleteBan, insertBan, memberRole, roomBans } from '../../store/members.js';
+import type { Store } from '../../store/store.js';
+import type { Tx } from '../../store/tx.js';
+import { type AccessService, describeAction } from '../access.js';
+import type { Deps } from '../deps.js';
+import { systemMessage } from '../system-message.js';
+import { changeMember, dropMember } from './member-changes.js';
+import type { RoomReads } from './reads.js';
+
+/** Audit log line of a moderation action (who, what, where; never message content). */
+export function auditModeration(
+  log: Deps['log'],
+  action: string,
+  actor: Actor,
+  roomId: string,
+  target: string | null,
+  extra: Record<string, unknown> = {},
+): void {
+  log.info({ audit: 'moderation', action, tenant: actor.tenant, by: actor.id, roomId, target, ...extra }, `moderation: ${action}`);
+}
+
+/** Roles, mutes and bans: what moderators do to other members (each action audited). */
+export class RoomModeration {
+  constructor(
+    private readonly deps: Deps,
+    private readonly access: AccessService,
+    private readonly store: Store,
+    private readonly reads: RoomReads,
+  ) {}
+
+  /**
+   * Changes a member's role. Needs `setRole` and to outrank both the target's current and new role;
+   * only the owner hands over ownership (and becomes an admin).
+   */
+  async setRole(actor: Actor, roomId: string, userId: string, role: MemberRole): Promise<MemberDto> {
+    if (userId === actor.id) throw badRequest('you cannot change your own role');
+    await this.store.transact(async (tx) => {
+      const access = await this.access.requirePermission(actor, roomId, 'setRole', tx.em);
+      const current = await memberRole(tx, roomId, userId, true);
+      if (!current) throw notFound('member');
+      if (role === 'owner') {
+        if (access.role !== 'owner') throw forbidden('only the owner can hand over ownership');
+        await changeMember(tx, roomId, actor.id, { role: 'admin' }, actor.id);
+      } else if (!outranks(access.role, current) || ROLE_RANK[role] >= ROLE_RANK[access.role]) {
+        throw forbidden(`a ${access.role} cannot make a ${current} a ${role}`);
+      }
+      if (current !== role) await changeMember(tx, roomId, userId, { role }, actor.id);
+    });
+    this.audit('set_role', actor, roomId, userId, { role });
+    return this.reads.member(actor, roomId, userId);
+  }
+
+  /** Mutes a member (cannot send) until `until`, or until unmuted. */
+  async mute(actor: Actor, roomId: string, userId: string, until: Date | null): Promise<MemberDto> {
+    if (until && until.getTime() <= Date.now()) throw badRequest('until must be in the future');
+    await this.moderate(actor, roomId, userId, 'mute', (tx) => changeMember(tx, roomId, userId, { mutedUntil: until ?? FOREVER }, actor.id));
+    this.audit('mute', actor, roomId, userId, { until });
+    return this.reads.member(actor, roomId, userId);
+  }
+
+  async unmute(actor: Actor, roomId: string, userId: string): Promise<MemberDto> {
+    await this.moderate(actor, roomId, userId, 'mute', (tx) => changeMember(tx, roomId, userId, { mutedUntil: null }, actor.id));
+    this.audit('unmute', actor, roomId, userId);
+    return this.reads.member(actor, roomId, userId);
+  }
+
+  /** Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. */
+  async ban(actor: Actor, roomId: string, userId: string): Promise<void> {
+    if (userId === actor.id) throw badRequest('you cannot ban yourself');
+    await this.store.transact(async (tx) => {
+      const access = await this.access.requirePermission(actor, roomId, 'ban', tx.em);
+      const target = await memberRole(tx, roomId, userId, true);
+      if (target && !outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ban a ${target}`);
+      const added = await insertBan(tx, roomId, userId, actor.id);
+      if (target) {
+        await dropMember(tx, roomId, userId, 'banned', actor.id);
+        await systemMessage(tx, actor, roomId, `${actor.name} banned ${userId}`);
+      } else if (added && access.room.kind === 'support') {
+        // Support agents read support rooms without being members: the event ends an agent's open
+        // streams of this room on every node (the hubs end the subscriptions of a leaving user).
+        await tx.append({ type: 'member.left', roomId, userId, reason: 'banned', by: actor.id });
+      }
+    });
+    this.audit('ban', actor, roomId, userId);
+  }
+
+  async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
+    await this.access.requirePermission(actor, roomId, 'ban');
+    const unbanned = await deleteBan(this.store.db(), roomId, userId);
+    this.audit('unban', actor, roomId, userId, { wasBanned: unbanned });
+    return { unbanned };
+  }
+
+  async bans(actor: Actor, roomId: string): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+    await this.access.requirePermission(actor, roomId, 'ban');
+    return roomBans(this.store.db(), roomId);
+  }
+
+  /** Runs a moderation action on another member who the actor outranks (row locked), in one transaction. */
+  private async moderate(actor: Actor, roomId: string, userId: string, action: RoomAction, fn: (tx: Tx) => Promise<void>): Promise<void> {
+    if (userId === actor.id) throw badRequest(`you cannot ${describeAction(action)} on yourself`);
+    await this.store.transact(async (tx) => {
+      const access = await this.access.requirePermission(actor, roomId, action, tx.em);
+      const target = await memberRole(tx, roomId, userId, true);
+      if (!target) throw notFound('member');
+      if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ${describeAction(action)} on a ${target}`);
+      await fn(tx);
+    });
+  }
+
+  private audit(action: string, actor: Actor, roomId: string, target: string | null, extra: Record<string, unknown> = {}): void {
+    auditModeration(this.deps.log, action, actor, roomId, target, extra);
+  }
+}

@@ -1,0 +1,69 @@
+import type { Actor } from '../../domain/actor.js';
+import { AppError, notFound } from '../../domain/errors.js';
+import type { MemberRole } from '../../domain/events.js';
+import type { MemberDto, RoomDto, RoomListItem } from '../../domain/rooms.js';
+import { kysely } from '../../store/database.js';
+import { roomMembers } from '../../store/members.js';
+import { messageRowsByIds, roomIdsByKey, roomListRows, roomRow, toRoomDto } from '../../store/rooms.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import type { MessageMapper } from '../message-dto.js';
+
+/** Reading rooms: one room, rooms by external key, my room list, a room's members. */
+export class RoomReads {
+  constructor(
+    private readonly access: AccessService,
+    private readonly store: Store,
+    private readonly mapper: MessageMapper,
+  ) {}
+
+  async get(actor: Actor, roomId: string): Promise<RoomDto> {
+    const access = await this.access.requireMember(actor, roomId);
+    const row = await roomRow(this.store.db(), roomId);
+    if (!row) throw notFound('room');
+    return toRoomDto(row, access.role);
+  }
+
+  /** Rooms linked to an external entity (`order:123`) that the caller can see. */
+  async byKey(actor: Actor, key: string): Promise<RoomDto[]> {
+    const out: RoomDto[] = [];
+    for (const id of await roomIdsByKey(this.store.db(), actor.tenant, key)) {
+      try {
+        out.push(await this.get(actor, id));
+      } catch (err) {
+        if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * The caller's rooms, most recently active first, with unread counts and the last message.
+   * Support agents also see every support room of their tenant.
+   */
+  async list(actor: Actor): Promise<RoomListItem[]> {
+    const em = this.store.em();
+    const db = kysely(em);
+    const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'));
+    const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
+    const last = new Map((await this.mapper.many(em, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
+    return rows
+      .map((r) => ({
+        ...toRoomDto(r, r.role as MemberRole),
+        unreadCount: r.unread_count,
+        lastReadSeq: r.last_read_seq,
+        lastMessage: (r.last_message_id && last.get(r.last_message_id)) || null,
+      }))
+      .sort((a, b) => (b.lastMessage?.createdAt ?? b.createdAt).getTime() - (a.lastMessage?.createdAt ?? a.createdAt).getTime());
+  }
+
+  async members(actor: Actor, roomId: string): Promise<MemberDto[]> {
+    await this.access.requireMember(actor, roomId);
+    return roomMembers(this.store.db(), actor.tenant, roomId);
+  }
+
+  /** One member of a room as `members` shows it (after a change by a moderator). */
+  async member(actor: Actor, roomId: string, userId: string): Promise<MemberDto> {
+    return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
+  }
+}

@@ -1,0 +1,163 @@
+import type { MemberRole } from '../domain/events.js';
+import type { MemberDto } from '../domain/rooms.js';
+import type { Db } from './database.js';
+import { now, type Tx } from './tx.js';
+
+/**
+ * Memberships and bans. Reads take a `Db` (`store.db()`, or `tx.db` to see a transaction); writes
+ * and row locks take the `Tx` of the durable change they belong to.
+ */
+
+/**
+ * The members of a room with their names (as last seen in their tokens), by join time. An expired
+ * mute reads as none.
+ */
+export async function roomMembers(db: Db, tenant: string, roomId: string): Promise<MemberDto[]> {
+  const rows = await db
+    .selectFrom('membership as mb')
+    .leftJoin('chat_user as u', (j) => j.on('u.tenant', '=', tenant).onRef('u.id', '=', 'mb.user_id'))
+    .select(['mb.user_id', 'u.name', 'mb.role', 'mb.joined_at', 'mb.last_read_seq', 'mb.muted_until'])
+    .where('mb.room_id', '=', roomId)
+    .orderBy('mb.joined_at')
+    .orderBy('mb.user_id')
+    .execute();
+  const at = Date.now();
+  return rows.map((r) => ({
+    userId: r.user_id,
+    name: r.name,
+    role: r.role as MemberRole,
+    joinedAt: r.joined_at,
+    lastReadSeq: r.last_read_seq,
+    mutedUntil: r.muted_until && r.muted_until.getTime() > at ? r.muted_until : null,
+  }));
+}
+
+/** A member's role (none: not a member); with `lock`, the membership row stays locked until commit. */
+export async function memberRole(tx: Tx, roomId: string, userId: string, lock = false): Promise<MemberRole | null> {
+  const q = tx.db.selectFrom('membership').select('role').where('room_id', '=', roomId).where('user_id', '=', userId);
+  const row = await (lock ? q.forUpdate() : q).executeTakeFirst();
+  return (row?.role as MemberRole | undefined) ?? null;
+}
+
+/**
+ * The member who inherits a room's ownership: the highest role, then the longest-standing (none:
+ * the room has no members left).
+ */
+export async function successor(tx: Tx, roomId: string): Promise<{ userId: string; role: MemberRole } | undefined> {
+  const row = await tx.db
+    .selectFrom('membership')
+    .select(['user_id', 'role'])
+    .where('room_id', '=', roomId)
+    .orderBy((eb) => eb.case('role').when('owner').then(0).when('admin').then(1).when('moderator').then(2).else(3).end())
+    .orderBy('joined_at')
+    .orderBy('user_id')
+    .limit(1)
+    .executeTakeFirst();
+  return row && { userId: row.user_id, role: row.role as MemberRole };
+}
+
+/**
+ * Adds a member who reads from the room's current seq on (`last_read_seq`). False when the user
+ * is a member already (nothing written).
+ */
+export async function insertMember(tx: Tx, roomId: string, userId: string, role: MemberRole): Promise<boolean> {
+  const row = await tx.db
+    .insertInto('membership')
+    .values((eb) => ({
+      room_id: roomId,
+      user_id: userId,
+      role,
+      joined_at: now(),
+      last_read_seq: eb.selectFrom('room').select('last_seq').where('id', '=', roomId),
+    }))
+    .onConflict((oc) => oc.doNothing())
+    .returning('user_id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Removes a membership; false when there was none. */
+export async function deleteMember(tx: Tx, roomId: string, userId: string): Promise<boolean> {
+  const row = await tx.db.deleteFrom('membership').where('room_id', '=', roomId).where('user_id', '=', userId).returning('user_id').executeTakeFirst();
+  return row !== undefined;
+}
+
+/** A change of a membership: a new role and/or a new mute end (null: not muted). */
+export interface MemberChange {
+  role?: MemberRole;
+  mutedUntil?: Date | null;
+}
+
+/**
+ * Applies a change to a membership (its row locked first). Returns the membership's new state and
+ * whether anything changed, or nothing when the user is not a member.
+ */
+export async function updateMember(
+  tx: Tx,
+  roomId: string,
+  userId: string,
+  change: MemberChange,
+): Promise<{ role: MemberRole; mutedUntil: Date | null; changed: boolean } | undefined> {
+  const before = await tx.db
+    .selectFrom('membership')
+    .select(['role', 'muted_until'])
+    .where('room_id', '=', roomId)
+    .where('user_id', '=', userId)
+    .forUpdate()
+    .executeTakeFirst();
+  if (!before) return undefined;
+  const role = change.role ?? (before.role as MemberRole);
+  const mutedUntil = change.mutedUntil === undefined ? before.muted_until : change.mutedUntil;
+  const changed = role !== before.role || mutedUntil?.getTime() !== before.muted_until?.getTime();
+  if (changed) {
+    await tx.db
+      .updateTable('membership')
+      .set({ role, muted_until: mutedUntil })
+      .where('room_id', '=', roomId)
+      .where('user_id', '=', userId)
+      .execute();
+  }
+  return { role, mutedUntil, changed };
+}
+
+/** The rooms of a user in a tenant (where a presence change goes). */
+export async function roomIdsOfUser(db: Db, tenant: string, userId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('membership as mb')
+    .innerJoin('room as r', 'r.id', 'mb.room_id')
+    .select('mb.room_id')
+    .where('mb.user_id', '=', userId)
+    .where('r.tenant', '=', tenant)
+    .execute();
+  return rows.map((r) => r.room_id);
+}
+
+/** Those of `userIds` banned from the room. */
+export async function bannedAmong(tx: Tx, roomId: string, userIds: string[]): Promise<string[]> {
+  if (userIds.length === 0) return [];
+  const rows = await tx.db.selectFrom('room_ban').select('user_id').where('room_id', '=', roomId).where('user_id', 'in', userIds).execute();
+  return rows.map((r) => r.user_id);
+}
+
+/** Bans a user from a room; false when they were banned already. */
+export async function insertBan(tx: Tx, roomId: string, userId: string, by: string): Promise<boolean> {
+  const row = await tx.db
+    .insertInto('room_ban')
+    .values({ room_id: roomId, user_id: userId, banned_by: by, created_at: now() })
+    .onConflict((oc) => oc.doNothing())
+    .returning('user_id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Lifts a ban; false when there was none. */
+export async function deleteBan(db: Db, roomId: string, userId: string): Promise<boolean> {
+  const row = await db.deleteFrom('room_ban').where('room_id', '=', roomId).where('user_id', '=', userId).returning('user_id').executeTakeFirst();
+  return row !== undefined;
+}
+
+/** A room's bans, oldest first. */
+export async function roomBans(db: Db, roomId: string): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+  const rows = await db.selectFrom('room_ban').select(['user_id', 'banned_by', 'created_at']).where('room_id', '=', roomId).orderBy('created_at').execute();
+  return rows.map((r) => ({ userId: r.user_id, bannedBy: r.banned_by, createdAt: r.created_at }));
+}

@@ -1,0 +1,188 @@
+import type { ExpressionBuilder, Selectable } from 'kysely';
+import type { MemberRole } from '../domain/events.js';
+import type { RoomKind } from '../domain/permissions.js';
+import type { RoomDto } from '../domain/rooms.js';
+import type { Db, Tables } from './database.js';
+import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+import { unreadCount } from './receipts.js';
+import { now, type Tx } from './tx.js';
+
+/** The columns of `room` a RoomDto is built from. */
+const ROOM_FIELDS = [
+  'r.id',
+  'r.kind',
+  'r.name',
+  'r.topic',
+  'r.key',
+  'r.encrypted',
+  'r.retention_days',
+  'r.created_by',
+  'r.created_at',
+  'r.last_seq',
+] as const;
+
+type RoomFields = Pick<Selectable<Tables['room']>, 'id' | 'kind' | 'name' | 'topic' | 'key' | 'encrypted' | 'retention_days' | 'created_by' | 'created_at' | 'last_seq'>;
+
+/** A room as read for its public shape: its columns and how many members it has. */
+export type RoomRow = RoomFields & { member_count: number };
+
+/** `(select count(*) from membership x where x.room_id = r.id)`: the member count of the room `r`. */
+export function memberCount(eb: ExpressionBuilder<Tables & { r: Tables['room'] }, 'r'>) {
+  return eb
+    .selectFrom('membership as x')
+    .select((x) => x.fn.countAll<number>().as('n'))
+    .whereRef('x.room_id', '=', 'r.id')
+    .$asScalar();
+}
+
+/** The public shape of a room, as seen by a caller with `role`. */
+export function toRoomDto(r: RoomRow, role: MemberRole): RoomDto {
+  return {
+    id: r.id,
+    kind: r.kind as RoomKind,
+    name: r.name,
+    topic: r.topic,
+    key: r.key,
+    encrypted: r.encrypted,
+    retentionDays: r.retention_days,
+    createdBy: r.created_by,
+    createdAt: r.created_at,
+    lastSeq: r.last_seq,
+    myRole: role,
+    memberCount: r.member_count,
+  };
+}
+
+/** A room's row with its member count (none: no such room). */
+export function roomRow(db: Db, roomId: string): Promise<RoomRow | undefined> {
+  return db
+    .selectFrom('room as r')
+    .select([...ROOM_FIELDS, (eb) => memberCount(eb).as('member_count')])
+    .where('r.id', '=', roomId)
+    .executeTakeFirst();
+}
+
+/** The rooms of a tenant linked to an external key (`order:123`). */
+export async function roomIdsByKey(db: Db, tenant: string, key: string): Promise<string[]> {
+  const rows = await db.selectFrom('room').select('id').where('tenant', '=', tenant).where('key', '=', key).execute();
+  return rows.map((r) => r.id);
+}
+
+/** The direct room of a pair of users (`directKey`, see `directKeyOf`), if it exists. */
+export async function directRoomId(db: Db, tenant: string, directKey: string): Promise<string | undefined> {
+  const row = await db.selectFrom('room').select('id').where('tenant', '=', tenant).where('direct_key', '=', directKey).executeTakeFirst();
+  return row?.id;
+}
+
+/** The key that makes a direct room unique per pair of users (in either order). */
+export function directKeyOf(pair: readonly [string, string]): string {
+  return JSON.stringify([...pair].sort());
+}
+
+export interface NewRoom {
+  id: string;
+  tenant: string;
+  kind: RoomKind;
+  name: string;
+  topic: string | null;
+  key: string | null;
+  /** For direct rooms only: `directKeyOf` the pair. */
+  directKey: string | null;
+  encrypted: boolean;
+  createdBy: string;
+}
+
+/**
+ * Inserts a room (no members, `last_seq` 0). A second room with the same external key or the
+ * same direct pair in the tenant fails the unique key: see `isRoomKeyTaken`, `isDirectRoomTaken`.
+ */
+export async function insertRoom(tx: Tx, room: NewRoom): Promise<void> {
+  await tx.db
+    .insertInto('room')
+    .values({
+      id: room.id,
+      tenant: room.tenant,
+      kind: room.kind,
+      name: room.name,
+      topic: room.topic,
+      key: room.key,
+      direct_key: room.directKey,
+      encrypted: room.encrypted,
+      created_by: room.createdBy,
+      last_seq: 0,
+      created_at: now(),
+      updated_at: now(),
+    })
+    .execute();
+}
+
+/** PostgreSQL's unique_violation on the named constraint (the typed builder passes driver errors through). */
+function violates(err: unknown, constraint: string): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { code?: unknown; constraint?: unknown };
+  return e.code === '23505' && e.constraint === constraint;
+}
+
+/** The insert failed because the tenant already has a room with this external key. */
+export const isRoomKeyTaken = (err: unknown) => violates(err, 'room_tenant_key_unique');
+
+/** The insert failed because the pair's direct room exists already (created concurrently). */
+export const isDirectRoomTaken = (err: unknown) => violates(err, 'room_tenant_direct_key_unique');
+
+/** The room's name and topic, its row locked until the transaction ends (none: no such room). */
+export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; topic: string | null } | undefined> {
+  return tx.db.selectFrom('room').select(['name', 'topic']).where('id', '=', roomId).forUpdate().executeTakeFirst();
+}
+
+/** Sets the room's name and topic. */
+export async function setRoomNaming(tx: Tx, roomId: string, naming: { name: string; topic: string | null }): Promise<void> {
+  await tx.db.updateTable('room').set({ name: naming.name, topic: naming.topic }).where('id', '=', roomId).execute();
+}
+
+/** Sets how many days the room's messages are kept (null: the server default). */
+export async function setRetentionDays(tx: Tx, roomId: string, days: number | null): Promise<void> {
+  await tx.db.updateTable('room').set({ retention_days: days }).where('id', '=', roomId).execute();
+}
+
+/** A row of a user's room list: the room, the user's membership (if any), unread count and newest message id. */
+export type RoomListRow = RoomRow & {
+  /** A MemberRole (`member` without a membership). */
+  role: string;
+  last_read_seq: number;
+  unread_count: number;
+  last_message_id: string | null;
+};
+
+/**
+ * The rooms of a user in a tenant (with `supportRooms`, also every support room of the tenant),
+ * with the user's role and read position (`member` and 0 without a membership), the unread count
+ * (src/store/receipts.ts) and the id of the newest message. Unordered.
+ */
+export function roomListRows(db: Db, tenant: string, userId: string, supportRooms: boolean): Promise<RoomListRow[]> {
+  return db
+    .selectFrom('room as r')
+    .leftJoin('membership as mb', (j) => j.onRef('mb.room_id', '=', 'r.id').on('mb.user_id', '=', userId))
+    .select((eb) => [
+      ...ROOM_FIELDS,
+      memberCount(eb).as('member_count'),
+      eb.fn.coalesce('mb.role', eb.val('member')).as('role'),
+      eb.fn.coalesce('mb.last_read_seq', eb.val(0)).as('last_read_seq'),
+      eb
+        .case()
+        .when('mb.user_id', 'is', null)
+        .then(0)
+        .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') }))
+        .end()
+        .as('unread_count'),
+      eb.selectFrom('message as m').select('m.id').whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('last_message_id'),
+    ])
+    .where('r.tenant', '=', tenant)
+    .where((eb) => (supportRooms ? eb.or([eb('mb.user_id', 'is not', null), eb('r.kind', '=', 'support')]) : eb('mb.user_id', 'is not', null)))
+    .execute();
+}
+
+/** Message rows by id (the newest messages of a room list), in no particular order. */
+export function messageRowsByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
+  if (ids.length === 0) return Promise.resolve([]);
+  return db.selectFrom('message').select(MESSAGE_FIELDS).where('id', 'in', ids).execute();
+}
