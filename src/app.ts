@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
 import type { Config } from './config.js';
-import { openDatabase, type Database } from './store/database.js';
+import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
 import { verifyToken } from './auth/jwt.js';
@@ -75,10 +75,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     connections: () => wss.clients.size,
     hubs: () => ({ rooms: services.hubs.roomCount, subscribers: services.hubs.subscriberCount, ...services.hubs.stats }),
     inboxSubscribers: () => services.inbox.hubs.subscriberCount,
-    pool: async () => {
-      const conn = db.orm.em.getDriver().getConnection() as unknown as { getNativeClient?: () => Promise<import('pg').Pool> };
-      return conn.getNativeClient ? conn.getNativeClient() : null;
-    },
+    pool: () => nativePool(db.orm),
   });
   const startedAt = new Date();
   await services.start();

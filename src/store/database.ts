@@ -12,6 +12,11 @@ import { migrationsList } from './migrations/index.js';
 export type Orm = MikroORM<PostgreSqlEntityManager, typeof entities>;
 /** An EntityManager of this schema (fork one per operation, never use the global one). */
 export type Em = Orm['em'];
+/** The ORM's own node-postgres pool: the same connections and limits as every other query. */
+export function nativePool(orm: Orm): Promise<pg.Pool> {
+  return (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient() as Promise<pg.Pool>;
+}
+
 /** The typed query builder of an EntityManager (bound to its transaction, if any). */
 export function kysely(em: Em) {
   return em.getKysely();
@@ -150,7 +155,7 @@ export async function openDatabase(opts: {
  * typed builder does no such conversion, so without this its Date-typed columns would be strings.
  */
 async function parseAsDeclared(orm: Orm): Promise<void> {
-  const pool = await (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
+  const pool = await nativePool(orm);
   const types = (pool as unknown as { options: { types?: { setTypeParser(oid: number, parse: (v: string) => unknown): void } } }).options
     .types;
   if (!types) throw new Error('the PostgreSQL pool has no type parsers to configure');
@@ -160,7 +165,7 @@ async function parseAsDeclared(orm: Orm): Promise<void> {
 
 /** Resolves once no query waits for a connection and none is checked out (or after `timeoutMs`). */
 async function drainPool(orm: Orm, timeoutMs: number): Promise<void> {
-  const pool = await (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient();
+  const pool = await nativePool(orm);
   const drained = () => pool.waitingCount === 0 && pool.idleCount === pool.totalCount;
   if (drained()) return;
   await new Promise<void>((resolve) => {

@@ -1,6 +1,4 @@
-import type pg from 'pg';
-import type { Orm } from '../database.js';
-import type { Em } from '../database.js';
+import { type Em, nativePool, type Orm } from '../database.js';
 
 /**
  * The hand-written statements of src/store/hot/ run through here. Everything else goes through the
@@ -12,12 +10,6 @@ export interface HotContext {
   orm: Orm;
   /** Named prepared statements (parsed and planned once per connection); off behind PgBouncer. */
   prepared: boolean;
-}
-
-/** The ORM's own node-postgres pool: same connections, same limits. */
-export function nativePool(orm: Orm): Promise<pg.Pool> {
-  const conn = orm.em.getDriver().getConnection() as unknown as { getNativeClient(): Promise<pg.Pool> };
-  return conn.getNativeClient();
 }
 
 /**
