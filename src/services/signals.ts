@@ -2,7 +2,7 @@ import type { InboxSignal } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
 import type { Deps } from './deps.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
-import { isMember } from '../store/member-lookups.js';
+import { isMember } from '../store/members.js';
 import type { Store } from '../store/store.js';
 import type { EventPublisher } from './publisher.js';
 import type { AccessService } from './access.js';

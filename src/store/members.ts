@@ -161,3 +161,35 @@ export async function roomBans(db: Db, roomId: string): Promise<{ userId: string
   const rows = await db.selectFrom('room_ban').select(['user_id', 'banned_by', 'created_at']).where('room_id', '=', roomId).orderBy('created_at').execute();
   return rows.map((r) => ({ userId: r.user_id, bannedBy: r.banned_by, createdAt: r.created_at }));
 }
+
+// Plain membership lookups (support agents and service tokens without a membership are not members here).
+
+/** Whether the user has a membership of the room. */
+export async function isMember(db: Db, roomId: string, userId: string): Promise<boolean> {
+  const row = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', '=', userId).executeTakeFirst();
+  return row !== undefined;
+}
+
+/** The room's members except one user (e.g. everyone a meeting's creator invites). */
+export async function otherMemberIds(db: Db, roomId: string, exceptUserId: string): Promise<string[]> {
+  const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', '<>', exceptUserId).execute();
+  return rows.map((r) => r.user_id);
+}
+
+/** The room's members whose user id is longer than `length` characters. */
+export async function memberIdsLongerThan(db: Db, roomId: string, length: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('membership')
+    .select('user_id')
+    .where('room_id', '=', roomId)
+    .where((eb) => eb(eb.fn<number>('length', ['user_id']), '>', length))
+    .execute();
+  return rows.map((r) => r.user_id);
+}
+
+/** Those of `userIds` who are members of the room (e.g. the mentions of a message that count). */
+export async function membersAmong(db: Db, roomId: string, userIds: string[]): Promise<string[]> {
+  if (userIds.length === 0) return [];
+  const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', 'in', userIds).execute();
+  return rows.map((r) => r.user_id);
+}

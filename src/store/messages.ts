@@ -58,13 +58,6 @@ export async function lockMessage(tx: Tx, id: string, roomId?: string): Promise<
   return row !== undefined;
 }
 
-/** Those of `userIds` who are members of the room (any order). */
-export async function membersAmong(db: Db, roomId: string, userIds: string[]): Promise<string[]> {
-  if (userIds.length === 0) return [];
-  const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', 'in', userIds).execute();
-  return rows.map((r) => r.user_id);
-}
-
 /** Counts a new reply in its root's thread summary. */
 export async function countReply(tx: Tx, rootId: string): Promise<void> {
   await tx.db

@@ -4,7 +4,7 @@ import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.j
 import { ROLE_RANK } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import { insertMeeting } from '../../store/meetings.js';
-import { otherMemberIds } from '../../store/member-lookups.js';
+import { otherMemberIds } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { Deps } from '../deps.js';

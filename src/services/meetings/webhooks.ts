@@ -4,7 +4,7 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest } from '../../domain/errors.js';
 import type { Logger } from '../../logger.js';
 import { forgetOldWebhookEvents, lockProviderMeeting, recordWebhookEvent, upsertParticipant } from '../../store/meetings.js';
-import { isMember, memberIdsLongerThan } from '../../store/member-lookups.js';
+import { isMember, memberIdsLongerThan } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import type { VideoProvider, VideoWebhookEvent } from '../../video/provider.js';
