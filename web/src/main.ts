@@ -115,7 +115,7 @@ let view: RoomView | null = null;
 function loadSession(): Session | null {
   try {
     const s = JSON.parse(localStorage.getItem(SESSION_KEY) ?? 'null') as Session | null;
-    return s && s.token && s.expiresAt > Date.now() ? s : null;
+    return s?.token && s.expiresAt > Date.now() ? s : null;
   } catch {
     return null;
   }
