@@ -10,7 +10,7 @@ import {
 } from '@trpc/server';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket, WebSocketServer } from 'ws';
-import type { SharedEncoding } from '../stream/hubs.js';
+import type { SharedEncoding } from '../stream/encoding.js';
 import { isPushable, PUSH } from '../stream/streams.js';
 import { frameHead, trackedTail, writeTextFrame, type FrameWriteCounters } from './frames.js';
 
