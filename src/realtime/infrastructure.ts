@@ -2,8 +2,10 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { EventBus } from './bus.js';
 import { MemoryBus } from './memory-bus.js';
-import { MemoryPresenceStore, RedisPresenceStore, type PresenceStore } from './presence-store.js';
+import { MemoryPresenceStore } from './memory-presence.js';
+import type { PresenceStore } from './presence-store.js';
 import { RedisLink } from './redis.js';
+import { RedisPresenceStore } from './redis-presence.js';
 import { busConnections, RedisBus } from './redis-bus.js';
 
 /** 'up' or 'down', as /readyz reports each store. */

@@ -1,5 +1,6 @@
 import { channels, type InboxEvent, type InboxItem } from '../domain/events.js';
-import { StreamHubs, type EventSource, type StreamKind } from '../stream/hubs.js';
+import { StreamHubs } from '../stream/hubs.js';
+import type { EventSource, StreamKind } from '../stream/types.js';
 import type { Actor } from '../domain/actor.js';
 import type { Deps } from './deps.js';
 import { forbidden } from '../domain/errors.js';

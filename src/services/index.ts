@@ -1,6 +1,6 @@
 import type { PresenceStore } from '../realtime/presence-store.js';
 import type { RedisLink } from '../realtime/redis.js';
-import { RoomHubs } from '../stream/hubs.js';
+import { RoomHubs } from '../stream/room-hubs.js';
 import type { BaseDeps, Deps } from './deps.js';
 import { InboxService } from './inbox.js';
 import { RateLimits } from './limits.js';

@@ -2,7 +2,7 @@ import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxIte
 import type { EventBus } from '../realtime/bus.js';
 import type { Counters } from '../metrics.js';
 import type { Publisher } from '../store/tx.js';
-import { encodeEvent } from '../stream/hubs.js';
+import { encodeEvent } from '../stream/encoding.js';
 
 /**
  * Puts events on the bus: durable ones after their transaction committed (src/store/tx.ts calls

@@ -1,7 +1,7 @@
 import type { DurableRoomEvent, MessageDto } from '../domain/events.js';
 import type { Store } from '../store/store.js';
 import { MESSAGE_FIELDS_M, type MessageRow } from '../store/message-row.js';
-import type { EventSource } from '../stream/hubs.js';
+import type { EventSource } from '../stream/types.js';
 import type { MessageMapper } from './message-dto.js';
 
 /**

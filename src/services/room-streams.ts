@@ -1,6 +1,7 @@
 import type { Actor } from '../domain/actor.js';
 import type { RoomEvent } from '../domain/events.js';
-import type { HubEvent, RoomHubs } from '../stream/hubs.js';
+import type { RoomHubs } from '../stream/room-hubs.js';
+import type { HubEvent } from '../stream/types.js';
 import { parseLastEventId, type Pushable, resumableStream, type StreamConn, type Wrap } from '../stream/streams.js';
 import type { AccessService } from './access.js';
 import type { RoomEventSource } from './room-events.js';

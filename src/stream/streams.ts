@@ -1,6 +1,9 @@
 import { EventQueue } from './queue.js';
 import type { RoomEvent } from '../domain/events.js';
-import type { EventSource, HubSubscriber, SharedEncoding, StreamEvent, StreamHubs } from './hubs.js';
+import type { SharedEncoding } from './encoding.js';
+import type { HubSubscriber } from './hub.js';
+import type { StreamHubs } from './hubs.js';
+import type { EventSource, StreamEvent } from './types.js';
 import { badRequest } from '../domain/errors.js';
 
 /** Page size of a resume replay: a client far behind never pulls its whole backlog into memory. */

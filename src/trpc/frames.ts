@@ -1,5 +1,5 @@
 import superjson from 'superjson';
-import type { SharedEncoding } from '../stream/hubs.js';
+import type { SharedEncoding } from '../stream/encoding.js';
 
 /**
  * Data frames of tracked subscription events, built the way tRPC's WebSocket adapter builds them:
@@ -7,7 +7,7 @@ import type { SharedEncoding } from '../stream/hubs.js';
  *
  * A frame is its head (request id, per subscription) plus its tail (everything after, per event).
  * The tail of a shared event (one hub event delivered to many subscribers, which the hub's fan-out
- * hands over with a `SharedEncoding`, src/stream/hubs.ts) is built once per fan-out and reused by
+ * hands over with a `SharedEncoding`, src/stream/encoding.ts) is built once per fan-out and reused by
  * every subscriber, so per delivery no serialization is left: the hot path of fan-out. Frames are
  * byte-identical to tRPC's own (test/ws-conformance.test.ts).
  */

@@ -1,0 +1,97 @@
+import type { PresenceStatus } from '../domain/events.js';
+import { SEP, type PresenceConn, type PresenceKey, type PresenceState, type PresenceStore } from './presence-store.js';
+
+const enc = (k: PresenceKey) => `${k.tenant}${SEP}${k.userId}`;
+
+/** Presence in this process's memory (one node only, without `REDIS_URL`). */
+export class MemoryPresenceStore implements PresenceStore {
+  private readonly conns = new Map<string, Map<string, number>>();
+  private readonly status = new Map<string, Exclude<PresenceStatus, 'offline'>>();
+  private readonly seen = new Map<string, number>();
+
+  constructor(private readonly ttlMs: number) {}
+
+  private live(key: string, now = Date.now()): Map<string, number> | undefined {
+    const m = this.conns.get(key);
+    if (!m) return undefined;
+    for (const [id, exp] of m) if (exp <= now) m.delete(id);
+    if (m.size === 0) {
+      this.conns.delete(key);
+      return undefined;
+    }
+    return m;
+  }
+
+  async connect(c: PresenceConn): Promise<boolean> {
+    const key = enc(c);
+    const had = this.live(key)?.size ?? 0;
+    let m = this.conns.get(key);
+    if (!m) {
+      m = new Map();
+      this.conns.set(key, m);
+    }
+    m.set(c.connId, Date.now() + this.ttlMs);
+    return had === 0;
+  }
+
+  async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
+    const had = this.live(enc(c))?.size ?? 0;
+    if (had >= max) return 'full';
+    await this.connect(c);
+    return had === 0 ? 'first' : 'more';
+  }
+
+  async disconnect(c: PresenceConn): Promise<boolean> {
+    const key = enc(c);
+    const m = this.conns.get(key);
+    if (!m?.delete(c.connId)) return false;
+    this.seen.set(key, Date.now());
+    return !this.live(key);
+  }
+
+  async heartbeat(conns: PresenceConn[]): Promise<void> {
+    const exp = Date.now() + this.ttlMs;
+    for (const c of conns) this.conns.get(enc(c))?.set(c.connId, exp);
+  }
+
+  async sweep(): Promise<PresenceKey[]> {
+    const gone: PresenceKey[] = [];
+    const now = Date.now();
+    for (const key of [...this.conns.keys()]) {
+      const before = this.conns.get(key)!.size;
+      if (before > 0 && !this.live(key, now)) {
+        const [tenant, userId] = key.split(SEP) as [string, string];
+        this.seen.set(key, now);
+        gone.push({ tenant, userId });
+      }
+    }
+    return gone;
+  }
+
+  async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    this.status.set(enc(k), status);
+  }
+
+  async count(k: PresenceKey): Promise<number> {
+    return this.live(enc(k))?.size ?? 0;
+  }
+
+  async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
+    return userIds.map((userId) => {
+      const key = enc({ tenant, userId });
+      const online = !!this.live(key);
+      const seen = this.seen.get(key);
+      return {
+        userId,
+        status: online ? (this.status.get(key) ?? 'online') : 'offline',
+        lastSeenAt: online ? new Date() : seen ? new Date(seen) : null,
+      };
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
+  async close(): Promise<void> {}
+}

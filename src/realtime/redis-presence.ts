@@ -1,0 +1,181 @@
+import type { PresenceStatus } from '../domain/events.js';
+import { SEP, type PresenceConn, type PresenceKey, type PresenceState, type PresenceStore } from './presence-store.js';
+import type { RedisLink } from './redis.js';
+
+/** `admit` in Redis: drop expired entries, count, add unless at the limit; -1 when full, else the count before. */
+const ADMIT_SCRIPT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[4]) then return -1 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
+return n
+`;
+
+/**
+ * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
+ * set of all connections so any node can sweep those of a dead node.
+ */
+export class RedisPresenceStore implements PresenceStore {
+  private readonly redis: RedisLink['client'];
+
+  constructor(
+    private readonly link: RedisLink,
+    private readonly prefix: string,
+    private readonly ttlMs: number,
+  ) {
+    this.redis = link.client;
+  }
+
+  /**
+   * Fails at once while Redis is down (after it was up once), instead of queueing behind the
+   * reconnect: presence is best-effort, and connections must not wait for it.
+   */
+  private guard(): void {
+    this.link.ensureUp();
+  }
+
+  private connKey(k: PresenceKey) {
+    return `${this.prefix}presence:conn:${k.tenant}:${k.userId}`;
+  }
+  private statusKey(k: PresenceKey) {
+    return `${this.prefix}presence:status:${k.tenant}:${k.userId}`;
+  }
+  private seenKey(k: PresenceKey) {
+    return `${this.prefix}presence:seen:${k.tenant}:${k.userId}`;
+  }
+  private get allKey() {
+    return `${this.prefix}presence:all`;
+  }
+  private member(c: PresenceConn) {
+    return `${c.tenant}${SEP}${c.userId}${SEP}${c.connId}`;
+  }
+
+  async connect(c: PresenceConn): Promise<boolean> {
+    this.guard();
+    const now = Date.now();
+    const exp = now + this.ttlMs;
+    const key = this.connKey(c);
+    const res = await this.redis
+      .multi()
+      .zremrangebyscore(key, '-inf', now)
+      .zcard(key)
+      .zadd(key, exp, c.connId)
+      .pexpire(key, this.ttlMs * 2)
+      .zadd(this.allKey, exp, this.member(c))
+      .exec();
+    const before = Number(res?.[1]?.[1] ?? 0);
+    return before === 0;
+  }
+
+  async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
+    this.guard();
+    const now = Date.now();
+    const before = (await this.redis.eval(
+      ADMIT_SCRIPT,
+      2,
+      this.connKey(c),
+      this.allKey,
+      String(now),
+      String(now + this.ttlMs),
+      c.connId,
+      String(max),
+      String(this.ttlMs * 2),
+      this.member(c),
+    )) as number;
+    return before < 0 ? 'full' : before === 0 ? 'first' : 'more';
+  }
+
+  async disconnect(c: PresenceConn): Promise<boolean> {
+    this.guard();
+    const now = Date.now();
+    const key = this.connKey(c);
+    const res = await this.redis
+      .multi()
+      .zrem(key, c.connId)
+      .zrem(this.allKey, this.member(c))
+      .zremrangebyscore(key, '-inf', now)
+      .zcard(key)
+      .set(this.seenKey(c), String(now), 'EX', 30 * 24 * 3600)
+      .exec();
+    const removed = Number(res?.[0]?.[1] ?? 0);
+    const left = Number(res?.[3]?.[1] ?? 0);
+    return removed === 1 && left === 0;
+  }
+
+  async heartbeat(conns: PresenceConn[]): Promise<void> {
+    this.guard();
+    if (conns.length === 0) return;
+    const exp = Date.now() + this.ttlMs;
+    const m = this.redis.pipeline();
+    for (const c of conns) {
+      m.zadd(this.connKey(c), exp, c.connId);
+      m.pexpire(this.connKey(c), this.ttlMs * 2);
+      m.zadd(this.allKey, exp, this.member(c));
+    }
+    await m.exec();
+  }
+
+  async sweep(): Promise<PresenceKey[]> {
+    this.guard();
+    const now = Date.now();
+    const expired = await this.redis.zrangebyscore(this.allKey, '-inf', now, 'LIMIT', 0, 500);
+    const gone: PresenceKey[] = [];
+    for (const member of expired) {
+      // Whoever removes the entry owns its cleanup: nodes sweeping together never double-report.
+      if ((await this.redis.zrem(this.allKey, member)) !== 1) continue;
+      const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
+      const k = { tenant, userId };
+      const key = this.connKey(k);
+      const res = await this.redis.multi().zrem(key, connId).zremrangebyscore(key, '-inf', now).zcard(key).exec();
+      if (Number(res?.[2]?.[1] ?? 0) === 0) {
+        await this.redis.set(this.seenKey(k), String(now), 'EX', 30 * 24 * 3600);
+        gone.push(k);
+      }
+    }
+    return gone;
+  }
+
+  async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    this.guard();
+    await this.redis.set(this.statusKey(k), status, 'EX', 30 * 24 * 3600);
+  }
+
+  async count(k: PresenceKey): Promise<number> {
+    this.guard();
+    return this.redis.zcount(this.connKey(k), `(${Date.now()}`, '+inf');
+  }
+
+  async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
+    this.guard();
+    if (userIds.length === 0) return [];
+    const now = Date.now();
+    const m = this.redis.pipeline();
+    for (const userId of userIds) {
+      const k = { tenant, userId };
+      m.zcount(this.connKey(k), `(${now}`, '+inf');
+      m.get(this.statusKey(k));
+      m.get(this.seenKey(k));
+    }
+    const res = (await m.exec()) ?? [];
+    return userIds.map((userId, i) => {
+      const live = Number(res[i * 3]?.[1] ?? 0) > 0;
+      const status = (res[i * 3 + 1]?.[1] as string | null) ?? 'online';
+      const seen = res[i * 3 + 2]?.[1] as string | null;
+      return {
+        userId,
+        status: live ? (status as PresenceStatus) : 'offline',
+        lastSeenAt: live ? new Date(now) : seen ? new Date(Number(seen)) : null,
+      };
+    });
+  }
+
+  ping(timeoutMs?: number): Promise<boolean> {
+    return this.link.ping(timeoutMs);
+  }
+
+  close(): Promise<void> {
+    return this.link.close();
+  }
+}

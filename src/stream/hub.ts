@@ -1,0 +1,219 @@
+import type { EventBus } from '../realtime/bus.js';
+import { decodeEvent, SharedEncoding } from './encoding.js';
+import type { EventSource, HubEvent, StreamEvent, StreamKind } from './types.js';
+
+/** A local subscriber of a stream. `push` must be cheap: it is called once per event. */
+export interface HubSubscriber<E = HubEvent> {
+  readonly userId: string;
+  /** An event; `shared` when other local subscribers get the same event in this fan-out. */
+  push(event: E, shared: SharedEncoding<E> | undefined): void;
+  /** Ends the subscription (e.g. the user was removed from the room). */
+  end(): void;
+}
+
+/** Told of every event fanned out on this node, with its local subscriber count (metrics). */
+export type FanoutObserver = (e: StreamEvent, subscribers: number) => void;
+
+export interface HubStats {
+  received: number;
+  delivered: number;
+  duplicates: number;
+  gapFills: number;
+  filled: number;
+  /** Idle hubs found behind PostgreSQL by the position check (a publish that never came). */
+  positionCatchUps: number;
+}
+
+export const FILL_PAGE = 500;
+
+/**
+ * One per room per process: holds the room's single bus subscription, keeps the last delivered
+ * sequence number, fills gaps from PostgreSQL once, and fans each event out to local subscribers.
+ */
+export class Hub<E extends StreamEvent> {
+  readonly subs = new Set<HubSubscriber<E>>();
+  /** Attaches waiting for `ready`. */
+  pending = 0;
+  seq = 0;
+  ready: Promise<void>;
+  private initialized = false;
+  private early: E[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private busy = 0;
+  private unsubscribe: (() => Promise<void>) | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryMs = 200;
+  closed = false;
+  /** The position at the previous position check (-1: not idle then). */
+  checkedSeq = -1;
+
+  constructor(
+    readonly key: string,
+    private readonly kind: StreamKind<E>,
+    private readonly bus: EventBus,
+    private readonly source: EventSource<E & { seq: number }>,
+    private readonly onError: (err: unknown) => void,
+    private readonly stats: HubStats,
+    private readonly onFanout: FanoutObserver | undefined,
+  ) {
+    this.ready = this.start();
+  }
+
+  private async start(): Promise<void> {
+    // Listen first, then read the committed position: nothing committed after it can be missed.
+    this.unsubscribe = await this.bus.subscribe(this.kind.channelOf(this.key), (p) => this.onPayload(p));
+    try {
+      this.seq = await this.source.lastSeq(this.key);
+    } catch (err) {
+      await this.unsubscribe();
+      throw err;
+    }
+    this.initialized = true;
+    const early = this.early;
+    this.early = [];
+    for (const e of early) this.accept(e);
+  }
+
+  private onPayload(payload: string): void {
+    let e: E;
+    try {
+      e = decodeEvent<E>(payload);
+    } catch (err) {
+      this.onError(err);
+      return;
+    }
+    this.stats.received++;
+    if (!this.initialized) {
+      this.early.push(e);
+      return;
+    }
+    this.accept(e);
+  }
+
+  private accept(e: E): void {
+    if (!this.kind.isDurable(e)) {
+      this.fanout(e);
+      return;
+    }
+    if (this.busy === 0) {
+      if (e.seq === this.seq + 1) {
+        this.seq = e.seq;
+        this.fanout(e);
+        return;
+      }
+      if (e.seq <= this.seq) {
+        this.stats.duplicates++;
+        return;
+      }
+    }
+    this.enqueue(() => this.ordered(e));
+  }
+
+  private enqueue(task: () => Promise<void>): void {
+    this.busy++;
+    this.chain = this.chain
+      .then(task)
+      .catch((err) => {
+        this.onError(err);
+        this.scheduleResync();
+      })
+      .finally(() => {
+        this.busy--;
+      });
+  }
+
+  private async ordered(e: E & { seq: number }): Promise<void> {
+    if (e.seq <= this.seq) {
+      this.stats.duplicates++;
+      return;
+    }
+    if (e.seq > this.seq + 1) await this.fill(e.seq - 1);
+    if (e.seq > this.seq) {
+      this.seq = e.seq;
+      this.fanout(e);
+    }
+  }
+
+  /** Delivers committed events up to `upto` from PostgreSQL, in pages. */
+  private async fill(upto: number): Promise<void> {
+    this.stats.gapFills++;
+    while (this.seq < upto && !this.closed) {
+      const page = await this.source.load(this.key, this.seq, upto, FILL_PAGE);
+      if (page.length === 0) break;
+      for (const e of page) {
+        if (e.seq <= this.seq) continue;
+        this.seq = e.seq;
+        this.stats.filled++;
+        this.fanout(e);
+      }
+    }
+  }
+
+  /** Catches up with PostgreSQL (after a bus reconnect or a failed fill). */
+  resync(): void {
+    if (this.closed || !this.initialized) return;
+    this.enqueue(async () => {
+      const last = await this.source.lastSeq(this.key);
+      if (last > this.seq) await this.fill(last);
+      this.retryMs = 200;
+    });
+  }
+
+  /** True when no event is being ordered or filled (the position is settled). */
+  get idle(): boolean {
+    return this.initialized && !this.closed && this.busy === 0;
+  }
+
+  /** Fills up to a committed position read from PostgreSQL, if the hub is behind it. */
+  catchUp(last: number): void {
+    if (this.closed || !this.initialized || last <= this.seq) return;
+    this.stats.positionCatchUps++;
+    this.enqueue(async () => {
+      if (last > this.seq) await this.fill(last);
+    });
+  }
+
+  private scheduleResync(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.resync();
+    }, this.retryMs);
+    this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, 5000);
+  }
+
+  private fanout(e: E): void {
+    const n = this.subs.size;
+    this.stats.delivered += n;
+    this.onFanout?.(e, n);
+    // One encoding for all local subscribers (one object per event, nothing per subscriber).
+    const shared = n > 1 ? new SharedEncoding(e) : undefined;
+    const leaving = this.kind.kickUserOf(e);
+    for (const s of this.subs) {
+      s.push(e, shared);
+      if (leaving !== null && s.userId === leaving) {
+        this.subs.delete(s);
+        s.end();
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    for (const s of this.subs) s.end();
+    this.subs.clear();
+    await this.unsubscribe?.().catch(this.onError);
+  }
+
+  /** Ends the live subscriptions of one user (removed, banned, revoked). */
+  kick(userId: string): void {
+    for (const s of this.subs) {
+      if (s.userId === userId) {
+        this.subs.delete(s);
+        s.end();
+      }
+    }
+  }
+}

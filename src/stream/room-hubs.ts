@@ -1,0 +1,20 @@
+import { channels, isDurable, type DurableRoomEvent } from '../domain/events.js';
+import type { EventBus } from '../realtime/bus.js';
+import type { FanoutObserver } from './hub.js';
+import { POSITION_CHECK_MS, StreamHubs } from './hubs.js';
+import type { EventSource, HubEvent, StreamKind } from './types.js';
+
+/** Room streams: durable room events are ordered; `member.left` ends the leaver's subscriptions. */
+export const roomStreamKind: StreamKind<HubEvent> = {
+  channelOf: channels.room,
+  isDurable: (e): e is DurableRoomEvent => isDurable(e),
+  kickUserOf: (e) => (e.type === 'member.left' ? e.userId : null),
+  // typing, presence, receipts: state-like, the latest per type and user says it all.
+  coalesceKey: (e) => ('userId' in e ? `${e.type}\u0000${e.userId}` : null),
+};
+
+export class RoomHubs extends StreamHubs<HubEvent> {
+  constructor(bus: EventBus, source: EventSource<DurableRoomEvent>, onError?: (err: unknown) => void, onFanout?: FanoutObserver) {
+    super(roomStreamKind, bus, source as EventSource<HubEvent & { seq: number }>, onError, POSITION_CHECK_MS, onFanout);
+  }
+}
