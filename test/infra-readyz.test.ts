@@ -57,7 +57,7 @@ describe('/readyz and Redis', () => {
     // Cut from this side and not reconnected: only that connection is gone, Redis itself is fine.
     presence.client.disconnect(false);
     await closed;
-    const during = await getJson(`${srv.url}/readyz`);
+    const during = await getJson<{ redis: unknown }>(`${srv.url}/readyz`);
     expect(during.status).toBe(503);
     expect(during.body).toMatchObject({ status: 'unavailable', database: 'up', bus: { kind: 'redis', status: 'up' } });
     expect(during.body.redis).toEqual({ ...allUp, presence: 'down' });
