@@ -17,7 +17,7 @@ import {
 } from './fixture.js';
 
 /** Audit lines (issue 6): connections, auth failures, limits hit, revocations, moderation; no secrets. */
-const lines: Record<string, any>[] = [];
+const lines: Record<string, unknown>[] = [];
 const raw: string[] = [];
 const capture = new Writable({
   write(chunk, _enc, cb) {

@@ -45,7 +45,7 @@ interface Row {
   expect: Record<ActorKey, Outcome>;
   call(cell: Cell): Promise<unknown>;
   /** Further checks of a successful call. */
-  ok?(result: any, cell: Cell): Promise<void> | void;
+  ok?(result: unknown, cell: Cell): Promise<void> | void;
   /** What a FORBIDDEN message must say (per actor). */
   forbidden?: Partial<Record<ActorKey, RegExp>>;
 }
@@ -139,7 +139,7 @@ const ROWS: Row[] = [
     fresh: true,
     expect: atLeast('moderator'),
     call: ({ c, fx }) => c.room.mute({ roomId: fx.roomId, userId: fx.ids.target }),
-    ok: (r, { fx }) => {
+    ok: (r: { mutedUntil: Date | null }, { fx }) => {
       expect(r).toMatchObject({ userId: fx.ids.target });
       expect(r.mutedUntil).toBeInstanceOf(Date);
     },
@@ -241,7 +241,7 @@ const ROWS: Row[] = [
     fresh: true,
     expect: SEND,
     call: ({ c, fx }) => c.chat.react({ messageId: fx.msgs.target.id, emoji: '👍' }),
-    ok: (r) => expect(r.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]),
+    ok: (r: { reactions: unknown }) => expect(r.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]),
     forbidden: MUTED,
   },
   {
@@ -249,7 +249,7 @@ const ROWS: Row[] = [
     fresh: true,
     expect: SEND,
     call: ({ c, fx }) => c.chat.unreact({ messageId: fx.msgs.target.id, emoji: '👍' }),
-    ok: (r) => expect(r.reactions).toEqual([]),
+    ok: (r: { reactions: unknown }) => expect(r.reactions).toEqual([]),
     forbidden: MUTED,
   },
   {

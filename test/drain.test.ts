@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, dispose, testEnv, uuid, wsClient, type TestEnv } from './fixture.js';
+import { clientFor, Collector, dispose, ofType, testEnv, uuid, wsClient, type RecordedEvent, type TestEnv } from './fixture.js';
 
 /** SIGTERM on a real server process: drain, tell clients to reconnect, exit 0 within the bound. */
 let env: TestEnv;
@@ -19,11 +19,11 @@ describe('graceful shutdown of a process', () => {
     const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'drain', memberIds: ['d-reader'] });
     // The reader's socket follows `target`, as a load balancer would route its reconnect.
     await using reader = wsClient({ url: () => target, userId: 'd-reader' });
-    const got = new Collector<{ id: string; data: any }>();
+    const got = new Collector<RecordedEvent>();
     const sub = reader.trpc.chat.events.subscribe({ roomId: room.id }, { onData: got.push, onError: got.fail });
     await got.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready');
     const first = await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'before' });
-    await got.until((xs) => xs.some((x) => x.data.message?.id === first.id), 'first message');
+    await got.until((xs) => xs.some((x) => 'message' in x.data && x.data.message.id === first.id), 'first message');
 
     // Route reconnects to B, then SIGTERM A.
     target = b.url;
@@ -36,8 +36,8 @@ describe('graceful shutdown of a process', () => {
     expect(took).toBeLessThan(8000);
 
     const after = await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after' });
-    await got.until((xs) => xs.some((x) => x.data.message?.id === after.id), 'message after the drain');
-    const seqs = got.items.filter((x) => x.data.type === 'message.new').map((x) => x.data.seq);
+    await got.until((xs) => xs.some((x) => 'message' in x.data && x.data.message.id === after.id), 'message after the drain');
+    const seqs = got.items.filter(ofType('message.new')).map((x) => x.data.seq);
     expect(seqs).toEqual([first.seq, after.seq]);
     expect(got.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
     sub.unsubscribe();

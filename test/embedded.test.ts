@@ -2,7 +2,7 @@ import { mkdtempDisposableSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, startServer, testConfig, uuid } from './fixture.js';
+import { clientFor, Collector, ofType, startServer, testConfig, uuid, type RecordedEvent } from './fixture.js';
 
 /** The default mode: no DATABASE_URL, no REDIS_URL -> embedded PostgreSQL (PGlite) and in-process bus. */
 describe('embedded mode', () => {
@@ -21,13 +21,13 @@ describe('embedded mode', () => {
       await using bob = clientFor(srv.url, 'bob');
       const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'embedded', memberIds: ['bob'] });
       roomId = room.id;
-      const got = new Collector<any>();
+      const got = new Collector<RecordedEvent>();
       const sub = bob.trpc.chat.events.subscribe({ roomId }, { onData: got.push, onError: got.fail });
       await got.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready');
       const sent = await alice.trpc.chat.send.mutate({ roomId, clientId: uuid(), body: 'persist me' });
       sentId = sent.id;
       await got.until((xs) => xs.some((x) => x.data.type === 'message.new'), 'message');
-      expect(got.items.find((x) => x.data.type === 'message.new').data.message.id).toBe(sent.id);
+      expect(got.items.find(ofType('message.new'))!.data.message.id).toBe(sent.id);
       sub.unsubscribe();
       const ready = await fetch(`${srv.url}/readyz`);
       expect(ready.status).toBe(200);

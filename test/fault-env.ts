@@ -189,11 +189,11 @@ export class PrivatePostgres {
   }
 
   /** Runs a statement on a database of this cluster (`$1` parameters) and returns the rows. */
-  async sql<R = any>(database: string, text: string, params: unknown[] = []): Promise<R[]> {
+  async sql<R = Record<string, unknown>>(database: string, text: string, params: unknown[] = []): Promise<R[]> {
     const c = new pg.Client({ connectionString: this.url(database) });
     await c.connect();
     try {
-      return (await c.query(text, params)).rows;
+      return (await c.query(text, params)).rows as R[];
     } finally {
       await c.end().catch(() => undefined);
     }

@@ -75,7 +75,9 @@ async function ensureNodes(): Promise<{ A: ServerProc; B: ServerProc }> {
   if (!pgc.running) await pgc.start();
   const missing = (['A', 'B'] as const).filter((k) => !nodes[k]?.alive);
   const started = await Promise.all(missing.map((k) => group.spawn({ label: k, env: nodeEnv(), startTimeoutMs: 60_000 })));
-  missing.forEach((k, i) => (nodes[k] = started[i]!));
+  missing.forEach((k, i) => {
+    nodes[k] = started[i]!;
+  });
   return { A: nodes.A!, B: nodes.B! };
 }
 
@@ -132,9 +134,9 @@ interface HubTotals {
 }
 
 async function hubStats(url: string): Promise<HubTotals> {
-  const r = await getJson(`${url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('fault-admin', { roles: ['admin'] })}` } });
+  const r = await getJson<{ events: HubTotals }>(`${url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('fault-admin', { roles: ['admin'] })}` } });
   if (r.status !== 200) throw new Error(`/admin/stats: ${r.status} ${JSON.stringify(r.body)}`);
-  const { gapFills, filled, duplicates, positionCatchUps } = r.body.events as HubTotals;
+  const { gapFills, filled, duplicates, positionCatchUps } = r.body.events;
   return { gapFills, filled, duplicates, positionCatchUps };
 }
 

@@ -132,7 +132,7 @@ export interface TestEnv extends AsyncDisposable {
   /** A server process on this env. */
   startNode(label: string, extra?: Record<string, string>, opts?: Omit<SpawnOptions, 'label' | 'env'>): Promise<ServerProc>;
   /** Runs a statement on the test database (`$1` parameters) and returns the rows. */
-  sql<R = any>(text: string, params?: unknown[]): Promise<R[]>;
+  sql<R = Record<string, unknown>>(text: string, params?: unknown[]): Promise<R[]>;
 }
 
 /** A fresh database and Redis prefix named after `label`. */
@@ -154,7 +154,10 @@ export async function testEnv(label: string): Promise<TestEnv> {
   const prefixes = [testPrefix(label)];
   const held: AsyncDisposable[] = [];
   let pool: pg.Pool | null = null;
-  const hold = <T extends AsyncDisposable>(x: T) => (held.push(x), x);
+  const hold = <T extends AsyncDisposable>(x: T): T => {
+    held.push(x);
+    return x;
+  };
 
   const env: TestEnv = {
     label,

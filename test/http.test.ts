@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { WebSocket as RawWebSocket } from 'ws';
-import { fileServer, getJson, startServer, tcpProxy, tokenFor, within } from './fixture.js';
+import { fileServer, getJson, startServer, tcpProxy, tokenFor, within, type TrpcHttpError, type TrpcHttpResult } from './fixture.js';
 
 const srv = fileServer('http');
 
 /** The server still answers: health, and an authenticated tRPC query. */
 async function expectServing(url: string) {
   expect((await getJson(`${url}/healthz`)).status).toBe(200);
-  const me = await getJson(`${url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
+  const me = await getJson<TrpcHttpResult<{ id: string }>>(`${url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
   expect(me.status).toBe(200);
   expect(me.body.result.data.json.id).toBe('probe');
 }
@@ -46,7 +46,7 @@ describe('plain HTTP routes', () => {
     expect((await getJson(`${app.url}/healthz`)).status).toBe(200);
     // A tRPC call needing the database fails cleanly (503, not a crash or a hang).
     const me = await within(
-      getJson(`${app.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } }),
+      getJson<TrpcHttpError>(`${app.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } }),
       10_000,
       'room.list',
     );
@@ -54,7 +54,7 @@ describe('plain HTTP routes', () => {
     expect(me.body.error.json.data.code).toBe('SERVICE_UNAVAILABLE');
 
     proxy.restore();
-    const back = await within(getJson(`${app.url}/readyz`), 5000, '/readyz');
+    const back = await within(getJson<{ database: string }>(`${app.url}/readyz`), 5000, '/readyz');
     expect(back.status).toBe(200);
     expect(back.body.database).toBe('up');
   });
@@ -89,7 +89,7 @@ describe('plain HTTP routes', () => {
   });
 
   it('an unknown tRPC procedure is 404 NOT_FOUND', async () => {
-    const res = await getJson(`${srv.url}/trpc/chat.nope`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
+    const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/chat.nope`, { headers: { authorization: `Bearer ${tokenFor('probe')}` } });
     expect(res.status).toBe(404);
     expect(res.body.error.json.data.code).toBe('NOT_FOUND');
   });
@@ -100,7 +100,7 @@ describe('tRPC over HTTP with bad requests', () => {
 
   it('a malformed JSON body gives a 4xx, and the server keeps serving', async () => {
     for (const body of ['{"json": ', 'not json at all', '{"json":{"kind":"group","name":"x"}}}', '\u0000\u0001']) {
-      const res = await getJson(`${srv.url}/trpc/room.create`, {
+      const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/room.create`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
         body,
@@ -120,27 +120,27 @@ describe('tRPC over HTTP with bad requests', () => {
     expect(batch.status).toBeGreaterThanOrEqual(400);
     expect(batch.status).toBeLessThan(500);
 
-    const query = await getJson(`${srv.url}/trpc/room.get?input=${encodeURIComponent('{"json": {')}`, { headers: auth });
+    const query = await getJson<TrpcHttpError>(`${srv.url}/trpc/room.get?input=${encodeURIComponent('{"json": {')}`, { headers: auth });
     expect(query.status).toBe(400);
     expect(query.body.error.json.data.code).toBe('BAD_REQUEST');
     await expectServing(srv.url);
   });
 
   it('well-formed JSON with an invalid input is 400 BAD_REQUEST with the issues', async () => {
-    const res = await getJson(`${srv.url}/trpc/room.create`, {
+    const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/room.create`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: JSON.stringify({ json: { kind: 'castle', name: '' } }),
     });
     expect(res.status).toBe(400);
     expect(res.body.error.json.data.code).toBe('BAD_REQUEST');
-    expect(res.body.error.json.data.issues.map((i: { path: string }) => i.path).sort()).toEqual(['kind', 'name']);
+    expect(res.body.error.json.data.issues!.map((i: { path: string }) => i.path).sort()).toEqual(['kind', 'name']);
     await expectServing(srv.url);
   });
 
   it('a body over the size limit is refused with 413, and the server keeps serving', async () => {
     const big = JSON.stringify({ json: { kind: 'group', name: 'x', topic: 'y'.repeat(srv.config.wsMaxPayloadBytes * 2) } });
-    const res = await getJson(`${srv.url}/trpc/room.create`, {
+    const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/room.create`, {
       method: 'POST',
       headers: { ...auth, 'content-type': 'application/json' },
       body: big,

@@ -5,18 +5,30 @@
  * upgrade that renames those internals makes the first test fail; the others show that the
  * fallback is counted and still writes the same bytes.
  */
+import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { initTRPC, tracked } from '@trpc/server';
 import superjson from 'superjson';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
-import { SharedEncoding } from '../src/stream/hubs.js';
-import { PUSH, type Pushable } from '../src/stream/streams.js';
-import { frameHead, trackedTail, writeTextFrame, type FrameWriteCounters } from '../src/trpc/frames.js';
-import { createWsTransport } from '../src/trpc/ws-transport.js';
-import { TEST_REDIS_URL } from './env.js';
-import { Collector, createTestDatabase, startServer, testConfig, testPrefix, uuid, type TestServer } from './helpers.js';
-import { wsClient, type Tracked, type WsTestClient } from './ws-helpers.js';
+import {
+  Collector,
+  createWsTransport,
+  fileServer,
+  frameHead,
+  PUSH,
+  recordEvents,
+  Scope,
+  SharedEncoding,
+  trackedTail,
+  uuid,
+  wsClient,
+  writeTextFrame,
+  type FrameWriteCounters,
+  type Pushable,
+  type RecordedEvent,
+  type WsTestClient,
+} from './fixture.js';
 
 function metricValue(text: string, name: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -29,41 +41,26 @@ async function scrape(url: string): Promise<{ direct: number; fallback: number }
 }
 
 describe('fan-out through a real server and real clients', () => {
-  let db: Awaited<ReturnType<typeof createTestDatabase>>;
-  let srv: TestServer;
-  beforeAll(async () => {
-    db = await createTestDatabase('infra_fast_path');
-    srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: TEST_REDIS_URL, redisPrefix: testPrefix('infra_fast_path') }));
-  });
-  afterAll(async () => {
-    await srv?.close();
-    await db?.drop();
-  });
+  const srv = fileServer('infra_fast_path');
 
   it('writes every frame with the direct write (sendFrame, corked) and none with the fallback', async () => {
     const users = ['fp-owner', 'fp-a', 'fp-b', 'fp-c'].map((u) => `${u}-${uuid().slice(0, 6)}`);
-    const clients: WsTestClient[] = users.map((userId) => wsClient({ url: srv.url, userId }));
-    try {
-      const [owner, ...readers] = clients as [WsTestClient, ...WsTestClient[]];
-      const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'fast path', memberIds: users.slice(1) });
-      const before = await scrape(srv.url);
-      expect(before.fallback).toBe(0);
-      const logs = readers.map(() => new Collector<Tracked>());
-      const subs = readers.map((c, i) => c.trpc.chat.events.subscribe({ roomId: room.id }, { onData: logs[i]!.push as never, onError: logs[i]!.fail }));
-      await Promise.all(logs.map((l) => l.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready')));
-      const SENDS = 5;
-      for (let i = 0; i < SENDS; i++) await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
-      const news = (xs: Tracked[]) => xs.filter((x) => x.data.type === 'message.new').length;
-      await Promise.all(logs.map((l) => l.until((xs) => news(xs) === SENDS, `${SENDS} messages`)));
-      const after = await scrape(srv.url);
-      // Each reader got its `ready` and every message through the hub's fan-out (3 subscribers:
-      // one shared encoding per event), each frame one direct write.
-      expect(after.fallback).toBe(0);
-      expect(after.direct - before.direct).toBeGreaterThanOrEqual(readers.length * (SENDS + 1));
-      for (const s of subs) s.unsubscribe();
-    } finally {
-      await Promise.all(clients.map((c) => c.close()));
-    }
+    await using scope = new Scope();
+    const [owner, ...readers] = users.map((userId) => scope.use(wsClient({ url: srv.url, userId }))) as [WsTestClient, ...WsTestClient[]];
+    const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'fast path', memberIds: users.slice(1) });
+    const before = await scrape(srv.url);
+    expect(before.fallback).toBe(0);
+    const logs = readers.map((c) => scope.use(recordEvents(c, { roomId: room.id })).events);
+    await Promise.all(logs.map((l) => l.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready')));
+    const SENDS = 5;
+    for (let i = 0; i < SENDS; i++) await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
+    const news = (xs: RecordedEvent[]) => xs.filter((x) => x.data.type === 'message.new').length;
+    await Promise.all(logs.map((l) => l.until((xs) => news(xs) === SENDS, `${SENDS} messages`)));
+    const after = await scrape(srv.url);
+    // Each reader got its `ready` and every message through the hub's fan-out (3 subscribers:
+    // one shared encoding per event), each frame one direct write.
+    expect(after.fallback).toBe(0);
+    expect(after.direct - before.direct).toBeGreaterThanOrEqual(readers.length * (SENDS + 1));
   });
 });
 
@@ -119,7 +116,7 @@ const router = t.router({
  */
 async function runTransport(hideSendFrame: boolean): Promise<{ counters: FrameWriteCounters; frames: string[] }> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  await new Promise<void>((r) => wss.once('listening', () => r()));
+  await once(wss, 'listening');
   if (hideSendFrame) {
     wss.on('connection', (ws) => {
       const internals = ws as unknown as { _sender: object };
@@ -136,24 +133,16 @@ async function runTransport(hideSendFrame: boolean): Promise<{ counters: FrameWr
   const counters: FrameWriteCounters = { wsDirectWrites: 0, wsFallbackWrites: 0 };
   const transport = createWsTransport({ wss, router, createContext: async () => ({}), counters });
   const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
-  const frames: string[] = [];
-  const done = new Promise<void>((resolve, reject) => {
-    client.on('message', (data) => {
-      frames.push(data.toString());
-      if (frames.at(-1)!.includes('"type":"stopped"')) resolve();
-    });
-    client.once('error', reject);
-  });
+  const frames = new Collector<string>();
+  client.on('message', (data) => frames.push(data.toString()));
+  client.on('error', frames.fail);
   try {
-    await new Promise<void>((resolve, reject) => {
-      client.once('open', () => resolve());
-      client.once('error', reject);
-    });
+    await once(client, 'open');
     client.send(JSON.stringify({ id: 1, method: 'subscription', params: { path: 'ticks', input: superjson.serialize(undefined) } }));
-    await done;
+    await frames.until((xs) => xs.at(-1)?.includes('"type":"stopped"') === true, 'the stopped frame');
     // started, three values, stopped
-    expect(frames).toHaveLength(5);
-    return { counters, frames };
+    expect(frames.items).toHaveLength(5);
+    return { counters, frames: frames.items };
   } finally {
     client.terminate();
     transport.close();

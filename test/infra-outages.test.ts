@@ -9,37 +9,49 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AppRouter } from '../client/index.js';
-import { AppError } from '../src/domain/errors.js';
-import type { RedisLink } from '../src/realtime/redis.js';
-import { outageOf, toTRPCError } from '../src/trpc/init.js';
-import { FaultEnv, freePort, pollUntil, type PrivatePostgres, type PrivateRedis } from './fault-env.js';
-import { startServer, testConfig, testPrefix, tokenFor, uuid, type TestServer } from './helpers.js';
-import { getJson, wsClient, type WsTestClient } from './ws-helpers.js';
+import {
+  AppError,
+  codeOf,
+  dispose,
+  FaultEnv,
+  freePort,
+  getJson,
+  outageOf,
+  recordEvents,
+  redisLost,
+  startServer,
+  testConfig,
+  testPrefix,
+  tokenFor,
+  toTRPCError,
+  uuid,
+  waitFor,
+  wsClient,
+  type AppRouter,
+  type PrivatePostgres,
+  type PrivateRedis,
+  type TestServer,
+  type WsTestClient,
+} from './fixture.js';
 
-const env = new FaultEnv();
+const fault = new FaultEnv();
 let redis: PrivateRedis;
 let pgc: PrivatePostgres;
 let srv: TestServer;
-const clients: WsTestClient[] = [];
 
 beforeAll(async () => {
-  [redis, pgc] = await Promise.all([env.redis(), env.postgres()]);
+  [redis, pgc] = await Promise.all([fault.redis(), fault.postgres()]);
   const dbUrl = await pgc.createDatabase('chat_infra_outages');
   srv = await startServer(testConfig({ databaseUrl: dbUrl, redisUrl: redis.url, redisPrefix: testPrefix('infra_outages') }));
 }, 120_000);
 afterAll(async () => {
-  await Promise.allSettled(clients.map((c) => c.close()));
   if (pgc && !pgc.running) await pgc.start().catch(() => undefined);
   if (redis && !redis.running) await redis.start().catch(() => undefined);
-  await srv?.close();
-  await env.cleanup();
+  await dispose(fault, srv);
 }, 60_000);
 
 function client(userId: string, roles: string[] = []): WsTestClient {
-  const c = wsClient({ url: srv.url, token: tokenFor(userId, { roles }) });
-  clients.push(c);
-  return c;
+  return wsClient({ url: srv.url, token: tokenFor(userId, { roles }) });
 }
 
 function httpClient(userId: string) {
@@ -49,45 +61,36 @@ function httpClient(userId: string) {
 }
 
 /** The code a call failed with as the client sees it; 'OK' when it succeeded. */
-async function codeOf(call: Promise<unknown>): Promise<string> {
+async function outcomeOf(call: Promise<unknown>): Promise<string> {
   try {
     await call;
     return 'OK';
   } catch (err) {
-    if (err instanceof TRPCClientError) return (err as TRPCClientError<AppRouter>).data?.code ?? 'NETWORK';
+    if (err instanceof TRPCClientError) return codeOf(err) ?? 'NETWORK';
     return `NOT A TRPC ERROR: ${String(err)}`;
   }
 }
 
 /** The code a subscription failed with before its first event ('DATA' if an event came). */
-function subscriptionCode(c: WsTestClient, roomId: string): Promise<string> {
-  return new Promise((resolve) => {
-    const sub = c.trpc.chat.events.subscribe(
-      { roomId },
-      {
-        onData: () => {
-          sub.unsubscribe();
-          resolve('DATA');
-        },
-        onError: (err) => resolve(codeOf(Promise.reject(err))),
-      },
-    );
-  });
+async function subscriptionCode(c: WsTestClient, roomId: string): Promise<string> {
+  using sub = recordEvents(c, { roomId });
+  try {
+    await sub.events.first(() => true, 'a first event or an error');
+    return 'DATA';
+  } catch (err) {
+    return outcomeOf(Promise.reject(err));
+  }
 }
 
 async function readyAgain(): Promise<void> {
-  await pollUntil(async () => (await getJson(`${srv.url}/readyz`)).status === 200, '/readyz 200 again', 60_000, 100);
-}
-
-/** Resolves once every connection has noticed that Redis is gone. */
-function allLost(links: readonly RedisLink[]): Promise<void> {
-  return Promise.all(links.map((l) => (l.down ? undefined : new Promise<void>((r) => l.client.once('close', () => r()))))).then(() => undefined);
+  const ready = () => getJson(`${srv.url}/readyz`).then((r) => r.status === 200, () => false);
+  await waitFor(ready, '/readyz 200 again', { timeoutMs: 60_000, everyMs: 100 });
 }
 
 describe('PostgreSQL down', () => {
   it('a query, a mutation and a subscription are each answered SERVICE_UNAVAILABLE (WebSocket and HTTP)', async () => {
     const u = uuid().slice(0, 6);
-    const alice = client(`od-alice-${u}`);
+    await using alice = client(`od-alice-${u}`);
     const http = httpClient(`od-alice-${u}`);
     const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'outage', memberIds: [`od-bob-${u}`] });
     const msg = await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'before' });
@@ -97,16 +100,16 @@ describe('PostgreSQL down', () => {
     await pgc.stop('immediate');
     try {
       const codes = {
-        'query chat.history (ws)': await codeOf(alice.trpc.chat.history.query({ roomId: room.id })),
-        'query room.get (ws)': await codeOf(alice.trpc.room.get.query({ roomId: room.id })),
-        'query room.list (ws)': await codeOf(alice.trpc.room.list.query()),
-        'query chat.history (http)': await codeOf(http.chat.history.query({ roomId: room.id })),
-        'mutation chat.send (ws)': await codeOf(alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'during' })),
-        'mutation chat.send (http)': await codeOf(http.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'during' })),
-        'mutation receipt.markRead (ws)': await codeOf(alice.trpc.receipt.markRead.mutate({ roomId: room.id, seq: msg.seq })),
-        'mutation chat.edit (ws)': await codeOf(alice.trpc.chat.edit.mutate({ messageId: msg.id, body: 'edited' })),
-        'mutation chat.react (ws)': await codeOf(alice.trpc.chat.react.mutate({ messageId: msg.id, emoji: '👍' })),
-        'mutation chat.delete (ws)': await codeOf(alice.trpc.chat.delete.mutate({ messageId: msg.id })),
+        'query chat.history (ws)': await outcomeOf(alice.trpc.chat.history.query({ roomId: room.id })),
+        'query room.get (ws)': await outcomeOf(alice.trpc.room.get.query({ roomId: room.id })),
+        'query room.list (ws)': await outcomeOf(alice.trpc.room.list.query()),
+        'query chat.history (http)': await outcomeOf(http.chat.history.query({ roomId: room.id })),
+        'mutation chat.send (ws)': await outcomeOf(alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'during' })),
+        'mutation chat.send (http)': await outcomeOf(http.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'during' })),
+        'mutation receipt.markRead (ws)': await outcomeOf(alice.trpc.receipt.markRead.mutate({ roomId: room.id, seq: msg.seq })),
+        'mutation chat.edit (ws)': await outcomeOf(alice.trpc.chat.edit.mutate({ messageId: msg.id, body: 'edited' })),
+        'mutation chat.react (ws)': await outcomeOf(alice.trpc.chat.react.mutate({ messageId: msg.id, emoji: '👍' })),
+        'mutation chat.delete (ws)': await outcomeOf(alice.trpc.chat.delete.mutate({ messageId: msg.id })),
         'subscription chat.events (ws)': await subscriptionCode(alice, room.id),
       };
       expect(codes).toEqual(Object.fromEntries(Object.keys(codes).map((k) => [k, 'SERVICE_UNAVAILABLE'])));
@@ -123,24 +126,24 @@ describe('PostgreSQL down', () => {
 describe('Redis down', () => {
   it('presence and revocation are SERVICE_UNAVAILABLE; sends keep going on per-node rate limits; all back after the restart', async () => {
     const u = uuid().slice(0, 6);
-    const alice = client(`or-alice-${u}`);
-    const admin = client(`or-admin-${u}`, ['admin']);
+    await using alice = client(`or-alice-${u}`);
+    await using admin = client(`or-admin-${u}`, ['admin']);
     const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'redis outage', memberIds: [] });
-    expect(await codeOf(alice.trpc.presence.set.mutate({ status: 'away' }))).toBe('OK');
+    expect(await outcomeOf(alice.trpc.presence.set.mutate({ status: 'away' }))).toBe('OK');
     const links = srv.app.infra.redis;
     await Promise.all(links.map((l) => l.ready()));
 
-    const gone = allLost(links);
+    const gone = redisLost(...links);
     await redis.kill();
     await gone;
     try {
       const codes = {
         // Mutations behind a rate limit that need Redis for their own state.
-        'mutation presence.set': await codeOf(alice.trpc.presence.set.mutate({ status: 'dnd' })),
-        'mutation auth.revoke': await codeOf(admin.trpc.auth.revoke.mutate({ userId: `or-someone-${u}` })),
-        'query presence.get': await codeOf(alice.trpc.presence.get.query({ userIds: [`or-alice-${u}`] })),
+        'mutation presence.set': await outcomeOf(alice.trpc.presence.set.mutate({ status: 'dnd' })),
+        'mutation auth.revoke': await outcomeOf(admin.trpc.auth.revoke.mutate({ userId: `or-someone-${u}` })),
+        'query presence.get': await outcomeOf(alice.trpc.presence.get.query({ userIds: [`or-alice-${u}`] })),
         // The send's rate limit falls back to a per-node limit (docs/OPERATIONS.md): not refused.
-        'mutation chat.send': await codeOf(alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'while redis is down' })),
+        'mutation chat.send': await outcomeOf(alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'while redis is down' })),
       };
       expect(codes).toEqual({
         'mutation presence.set': 'SERVICE_UNAVAILABLE',
@@ -152,8 +155,8 @@ describe('Redis down', () => {
       await redis.start();
       await Promise.all(links.map((l) => l.ready()));
     }
-    expect(await codeOf(alice.trpc.presence.set.mutate({ status: 'dnd' }))).toBe('OK');
-    expect(await codeOf(admin.trpc.auth.revoke.mutate({ userId: `or-someone-${u}` }))).toBe('OK');
+    expect(await outcomeOf(alice.trpc.presence.set.mutate({ status: 'dnd' }))).toBe('OK');
+    expect(await outcomeOf(admin.trpc.auth.revoke.mutate({ userId: `or-someone-${u}` }))).toBe('OK');
   });
 });
 

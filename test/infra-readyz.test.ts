@@ -4,32 +4,19 @@
  * Redis server of this file's own (test/fault-env.ts), killed and restarted on the same port.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RedisLink } from '../src/realtime/redis.js';
-import { FaultEnv, type PrivateRedis } from './fault-env.js';
-import { createTestDatabase, startServer, testConfig, testPrefix, type TestServer } from './helpers.js';
-import { getJson } from './ws-helpers.js';
+import { dispose, FaultEnv, getJson, redisLost, testEnv, type PrivateRedis, type TestEnv, type TestServer } from './fixture.js';
 
-const env = new FaultEnv();
+const fault = new FaultEnv();
 let redis: PrivateRedis;
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let env: TestEnv;
 let srv: TestServer;
 
 beforeAll(async () => {
-  redis = await env.redis();
-  db = await createTestDatabase('infra_readyz');
-  srv = await startServer(testConfig({ databaseUrl: db.url, redisUrl: redis.url, redisPrefix: testPrefix('infra_readyz') }));
+  redis = await fault.redis();
+  env = await testEnv('infra_readyz');
+  srv = await env.startServer({ redisUrl: redis.url });
 });
-afterAll(async () => {
-  await srv?.close();
-  await db?.drop();
-  await env.cleanup();
-});
-
-/** Resolves once the connection has noticed that Redis is gone (its socket closed). */
-function lost(link: RedisLink): Promise<void> {
-  if (link.down) return Promise.resolve();
-  return new Promise((resolve) => link.client.once('close', () => resolve()));
-}
+afterAll(() => dispose(fault, env));
 
 const allUp = { kind: 'redis', bus: { publisher: 'up', subscriber: 'up' }, presence: 'up', limits: 'up', sessions: 'up' };
 
@@ -42,7 +29,7 @@ describe('/readyz and Redis', () => {
     expect(up.status).toBe(200);
     expect(up.body).toEqual({ status: 'ready', draining: false, database: 'up', bus: { kind: 'redis', status: 'up' }, redis: allUp });
 
-    const gone = Promise.all(links.map(lost));
+    const gone = redisLost(...links);
     await redis.kill();
     await gone;
     const down = await getJson(`${srv.url}/readyz`);
@@ -66,11 +53,11 @@ describe('/readyz and Redis', () => {
     const links = srv.app.infra.redis;
     await Promise.all(links.map((l) => l.ready()));
     const presence = links.find((l) => l.role === 'presence')!;
-    const closed = lost(presence);
+    const closed = redisLost(presence);
     // Cut from this side and not reconnected: only that connection is gone, Redis itself is fine.
     presence.client.disconnect(false);
     await closed;
-    const during = await getJson(`${srv.url}/readyz`);
+    const during = await getJson<{ redis: unknown }>(`${srv.url}/readyz`);
     expect(during.status).toBe(503);
     expect(during.body).toMatchObject({ status: 'unavailable', database: 'up', bus: { kind: 'redis', status: 'up' } });
     expect(during.body.redis).toEqual({ ...allUp, presence: 'down' });
@@ -83,20 +70,16 @@ describe('/readyz and Redis', () => {
 /** Memory mode: no Redis, every store in this process is reported up. */
 describe('/readyz without Redis', () => {
   it('reports the in-memory stores as up', async () => {
-    const mem = await startServer(testConfig({ databaseUrl: db.url }));
-    try {
-      const res = await getJson(`${mem.url}/readyz`);
-      expect(res.status).toBe(200);
-      expect(res.body).toEqual({
-        status: 'ready',
-        draining: false,
-        database: 'up',
-        bus: { kind: 'memory', status: 'up' },
-        redis: { ...allUp, kind: 'memory' },
-      });
-      expect(mem.app.infra.redis).toHaveLength(0);
-    } finally {
-      await mem.close();
-    }
+    await using mem = await env.startServer({ redisUrl: undefined });
+    const res = await getJson(`${mem.url}/readyz`);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      status: 'ready',
+      draining: false,
+      database: 'up',
+      bus: { kind: 'memory', status: 'up' },
+      redis: { ...allUp, kind: 'memory' },
+    });
+    expect(mem.app.infra.redis).toHaveLength(0);
   });
 });

@@ -374,8 +374,10 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
     // other's row lock, so the kernel's socket buffers (about 4 MB here) fill four times faster.
     const rooms = await Promise.all(range(1, 4).map((i) => room('slow-sender', ['slow-reader'], `slow-${i}`)));
     const reader = raw(E.url, { token: tokenFor('slow-reader') });
-    rooms.forEach((roomId, i) => reader.subscribe(i + 1, 'chat.events', { roomId }));
-    const readySeq = await Promise.all(rooms.map(async (_, i) => Number((await reader.waitFrame(isReady(i + 1), `ready ${i + 1}`)).result!.data.id)));
+    rooms.forEach((roomId, i) => {
+      reader.subscribe(i + 1, 'chat.events', { roomId });
+    });
+    const readySeq = await Promise.all(rooms.map(async (_, i) => Number((await reader.waitFrame(isReady(i + 1), `ready ${i + 1}`)).result!.data!.id)));
     const [session] = sessionsOf(E.app, 'slow-reader');
     const tap = tapServerSocket(session!.socket as never);
     reader.pause();
@@ -404,7 +406,9 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
     const how = await closeOf(reader, 20_000, 'the reader to see the close');
     expect(how).toEqual({ code: CloseCode.SlowConsumer, reason: 'too much data queued: reconnect and resume' });
     const got = rooms.map((_, i) => reader.data(i + 1).filter((d) => d.data.type === 'message.new').map((d) => Number(d.id)));
-    got.forEach((seqs, i) => expect(seqs).toEqual(range(readySeq[i]! + 1, readySeq[i]! + seqs.length)));
+    got.forEach((seqs, i) => {
+      expect(seqs).toEqual(range(readySeq[i]! + 1, readySeq[i]! + seqs.length));
+    });
     const before = got.reduce((n, x) => n + x.length, 0);
     console.log(
       `[limits] slow consumer: closed 4008 after ${sent} messages of ~22 KB sent to 4 rooms (${Date.now() - started} ms), ${round(sentBytes / 1024 / 1024, 2)} MiB written to the socket, ` +

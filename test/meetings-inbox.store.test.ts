@@ -4,36 +4,33 @@
  * inbox positions of many users in one query, mention redaction touches exactly its items, and the
  * retention lock admits one holder. Also `inbox.notify` for admin tokens and its FORBIDDEN message.
  */
-import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inboxLastSeqs, inboxEvents, blankMentionExcerpts } from '../src/store/inbox.js';
+import { describe, expect, it } from 'vitest';
 import {
+  blankMentionExcerpts,
+  expectTRPCError,
+  fileServer,
   findMeeting,
+  inboxEvents,
+  inboxLastSeqs,
   insertMeeting,
   markMeetingEnded,
   markMeetingLive,
   participantsOf,
   recordWebhookEvent,
+  roomKit,
   upsertParticipant,
-} from '../src/store/meetings.js';
-import { withRetentionLock } from '../src/store/retention.js';
-import { actor, callerFor } from './helpers.js';
-import { expectTRPCError, startTestApp, type TestApp } from './router-helpers.js';
+  uuid,
+  withRetentionLock,
+} from './fixture.js';
 
-let t: TestApp;
-beforeAll(async () => {
-  t = await startTestApp('mtg-store');
-});
-afterAll(async () => {
-  await t?.close();
-});
+const t = fileServer('mtg-store');
 
-const as = (id: string, roles: string[] = []) => callerFor(t.app, actor(id, 'default', roles));
+const { as } = roomKit(() => t);
 const store = () => t.app.services.store;
 
 async function newMeeting(): Promise<string> {
   const room = await as('ms-owner').room.create({ kind: 'group', name: 'meetings store' });
-  const id = randomUUID();
+  const id = uuid();
   await store().transact((tx) =>
     insertMeeting(tx, {
       id,
@@ -52,7 +49,7 @@ async function newMeeting(): Promise<string> {
 
 describe('inbox.notify', () => {
   it('admin tokens may notify; anyone else is FORBIDDEN and told who may', async () => {
-    const item = await as('ms-admin', ['admin']).inbox.notify({ userId: 'ms-bob', kind: 'k', title: 'from an admin' });
+    const item = await as('ms-admin', 'default', ['admin']).inbox.notify({ userId: 'ms-bob', kind: 'k', title: 'from an admin' });
     expect(item).toMatchObject({ type: 'notification', title: 'from an admin', from: 'ms-admin', seq: expect.any(Number) });
     await expectTRPCError(
       as('ms-eve').inbox.notify({ userId: 'ms-bob', kind: 'k', title: 'spam' }),
@@ -93,7 +90,7 @@ describe('meetings store', () => {
     expect((await findMeeting(store().db(), id, 'default'))?.status).toBe('ended');
     expect(await findMeeting(store().db(), id, 'other-tenant')).toBeUndefined();
 
-    const eventId = `evt-${randomUUID()}`;
+    const eventId = `evt-${uuid()}`;
     expect(await store().transact((tx) => recordWebhookEvent(tx, 'livekit', eventId))).toBe(true);
     expect(await store().transact((tx) => recordWebhookEvent(tx, 'livekit', eventId))).toBe(false);
     expect(await store().transact((tx) => recordWebhookEvent(tx, 'daily', eventId))).toBe(true);
@@ -103,9 +100,9 @@ describe('meetings store', () => {
 describe('inbox store', () => {
   it('reads many positions in one query and blanks exactly the mention excerpts of one message', async () => {
     const [u1, u2, u3] = ['ms-i1', 'ms-i2', 'ms-never'];
-    const messageId = randomUUID();
-    const other = randomUUID();
-    const mention = (id: string) => ({ type: 'mention' as const, roomId: randomUUID(), messageId: id, messageSeq: 1, from: 'x', excerpt: 'secret' });
+    const messageId = uuid();
+    const other = uuid();
+    const mention = (id: string) => ({ type: 'mention' as const, roomId: uuid(), messageId: id, messageSeq: 1, from: 'x', excerpt: 'secret' });
     await store().transact(async (tx) => {
       await tx.appendInboxMany('default', [u1!, u2!], mention(messageId));
       await tx.appendInbox('default', u1!, mention(other));

@@ -490,7 +490,7 @@ describe('kinds and attachments', () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const before = await lastSeq(alice!, room.id);
-    const bad = (over: Record<string, unknown>) => as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', ...over } as any);
+    const bad = (over: Record<string, unknown>) => as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', ...over } as never);
 
     await expectTRPCError(bad({ kind: 'system' }), 'BAD_REQUEST', /kind/);
     await expectTRPCError(bad({ kind: 'video' }), 'BAD_REQUEST', /kind/);
@@ -666,7 +666,7 @@ describe('encryption at rest', () => {
     const editRows = await encEnv.sql('select body, key_id from message_edit where message_id = $1', [old.id]);
     expect(editRows).toHaveLength(1);
     expect(editRows[0]).toMatchObject({ key_id: 'k1' });
-    expect(editRows[0].body).not.toContain('launch');
+    expect(editRows[0]!.body).not.toContain('launch');
     old = (await encAs('bob').chat.history({ roomId })).messages[0]!;
     expect(old.body).toBe(`${secret} (edited)`);
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, dispose, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, Collector, dispose, testEnv, tokenFor, uuid, type RecordedEvent, type TestEnv, type TestServer } from './fixture.js';
 
 let env: TestEnv;
 let srv: TestServer;
@@ -23,7 +23,7 @@ describe('/metrics', () => {
     await using alice = clientFor(srv.url, 'm-alice');
     await using bob = clientFor(srv.url, 'm-bob');
     const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'metrics', memberIds: ['m-bob'] });
-    const got = new Collector<any>();
+    const got = new Collector<RecordedEvent>();
     const sub = bob.trpc.chat.events.subscribe({ roomId: room.id }, { onData: got.push, onError: got.fail });
     await got.until((xs) => xs.some((x) => x.data.type === 'ready'));
     for (let i = 0; i < 3; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });

@@ -504,7 +504,7 @@ function describeInput(input: unknown): string {
 
 /** Calls one procedure; returns what succeeded (for the leak check) or the failure. */
 async function call(path: string, type: string, a: Actor | null, input: unknown): Promise<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
-  const walk = (root: unknown) => path.split('.').reduce<any>((o, k) => o[k], root) as (i: unknown) => Promise<unknown>;
+  const walk = (root: unknown) => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], root) as (i: unknown) => Promise<unknown>;
   if (type !== 'subscription') {
     try {
       return { ok: true, value: await walk(callerFor(srv.app, a))(input) };

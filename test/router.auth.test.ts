@@ -15,7 +15,7 @@ const t = fileServer('rauth');
 
 /** A caller whose context is built from a token exactly as the HTTP adapter does (Bearer header). */
 async function callerWithToken(token: string) {
-  const ctx = await contextFactory(t.app.services)({ req: { headers: { authorization: `Bearer ${token}` } } as any });
+  const ctx = await contextFactory(t.app.services)({ req: { headers: { authorization: `Bearer ${token}` } } as never });
   return createCaller(ctx);
 }
 
@@ -68,7 +68,7 @@ describe('auth.devLogin', () => {
       await expectTRPCError(anon.auth.devLogin({ username }), 'BAD_REQUEST', /username/);
     }
     await expectTRPCError(anon.auth.devLogin({ username: 'ok', tenant: 'bad tenant' }), 'BAD_REQUEST', /tenant/);
-    await expectTRPCError(anon.auth.devLogin({ username: 'ok', roles: ['root' as any] }), 'BAD_REQUEST', /roles/);
+    await expectTRPCError(anon.auth.devLogin({ username: 'ok', roles: ['root' as never] }), 'BAD_REQUEST', /roles/);
     // The longest allowed username still works.
     const res = await anon.auth.devLogin({ username: 'x'.repeat(64) });
     expect(res.user.id).toBe('x'.repeat(64));
@@ -98,7 +98,7 @@ describe('auth.me', () => {
   it('is UNAUTHORIZED without an actor', async () => {
     await expectTRPCError(callerFor(t.app, null).auth.me(), 'UNAUTHORIZED', /missing access token/);
     // Same through the context factory with no token at all.
-    const ctx = await contextFactory(t.app.services)({ req: { headers: {} } as any });
+    const ctx = await contextFactory(t.app.services)({ req: { headers: {} } as never });
     await expectTRPCError(createCaller(ctx).auth.me(), 'UNAUTHORIZED', /missing access token/);
   });
 

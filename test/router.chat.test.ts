@@ -370,7 +370,7 @@ describe('bad input', () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const send = (over: Record<string, unknown>) =>
-      as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'ok', ...over } as any);
+      as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'ok', ...over } as never);
 
     await expectTRPCError(send({ body: '' }), 'BAD_REQUEST', /body/);
     await expectTRPCError(send({ body: '   \n\t ' }), 'BAD_REQUEST', /body/);

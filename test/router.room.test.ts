@@ -64,7 +64,7 @@ describe('room.create', () => {
     const [alice] = users('alice');
     await expectTRPCError(as(alice!).room.create({ kind: 'group', name: '   ' }), 'BAD_REQUEST', /name/);
     await expectTRPCError(as(alice!).room.create({ kind: 'group', name: 'x'.repeat(201) }), 'BAD_REQUEST', /name/);
-    await expectTRPCError(as(alice!).room.create({ kind: 'direct' as any, name: 'x' }), 'BAD_REQUEST', /kind/);
+    await expectTRPCError(as(alice!).room.create({ kind: 'direct' as never, name: 'x' }), 'BAD_REQUEST', /kind/);
     await expectTRPCError(as(alice!).room.create({ kind: 'group', name: 'x', key: 'has space' }), 'BAD_REQUEST', /key/);
     await expectTRPCError(as(alice!).room.create({ kind: 'group', name: 'x', memberIds: ['bad id'] }), 'BAD_REQUEST', /userId|memberIds/);
     await expectTRPCError(callerFor(t.app, null).room.create({ kind: 'group', name: 'x' }), 'UNAUTHORIZED');

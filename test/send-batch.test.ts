@@ -47,7 +47,7 @@ async function groupRoom(owner: string, members: string[]) {
 async function roomLog(roomId: string): Promise<{ seqs: number[]; lastSeq: number }> {
   const events = await env.sql('select seq from room_event where room_id = $1 order by seq', [roomId]);
   const room = await env.sql('select last_seq from room where id = $1', [roomId]);
-  return { seqs: events.map((r) => Number(r.seq)), lastSeq: Number(room[0].last_seq) };
+  return { seqs: events.map((r) => Number(r.seq)), lastSeq: Number(room[0]!.last_seq) };
 }
 
 /** Seqs 1..last_seq, each exactly once: no hole, nothing twice. */
@@ -91,8 +91,8 @@ async function watchCommitOrder(roomIds: string[], running: Promise<unknown>): P
 
 /** Distinct transaction start times of the messages: one per group written (now() is per transaction). */
 async function writeTransactions(ids: string[]): Promise<number> {
-  const rows = await env.sql('select count(distinct created_at)::int as n from message where id = any($1::uuid[])', [ids]);
-  return rows[0].n;
+  const rows = await env.sql<{ n: number }>('select count(distinct created_at)::int as n from message where id = any($1::uuid[])', [ids]);
+  return rows[0]!.n;
 }
 
 /** A subscriber's view: after `ready`, exactly the messages of `acks` in seq order, then `marker`. */
@@ -122,7 +122,9 @@ describe('grouped sends', () => {
     expect(await expectGapFree(room.id)).toBe(room.lastSeq + 240);
     // Written in groups: fewer transactions than messages.
     expect(await writeTransactions(acks.map((m) => m.id))).toBeLessThan(240);
-    acks.forEach((m, i) => expect(m).toMatchObject({ body: `one ${i}`, senderId: senders[i % senders.length], roomId: room.id }));
+    acks.forEach((m, i) => {
+      expect(m).toMatchObject({ body: `one ${i}`, senderId: senders[i % senders.length], roomId: room.id });
+    });
 
     const fromHistory = await history(senders[1]!, room.id);
     expect(fromHistory.filter((m) => m.kind !== 'system')).toEqual([...acks].sort((a, b) => a.seq - b.seq));
@@ -152,7 +154,7 @@ describe('grouped sends', () => {
       'select count(distinct room_id)::int as rooms from message where id = any($1::uuid[]) group by created_at order by 1 desc limit 1',
       [acks.map((m) => m.id)],
     );
-    expect(rows[0].rooms).toBeGreaterThan(1);
+    expect(rows[0]!.rooms).toBeGreaterThan(1);
     for (const [r, room] of rooms.entries()) {
       const mine = acks.filter((m) => m.roomId === room.id);
       expect(mine.length).toBe(6);
@@ -212,7 +214,7 @@ describe('grouped sends', () => {
     expect(distinct.size).toBe(60 + 3);
     expect(await expectGapFree(room.id)).toBe(room.lastSeq + 63);
     const rows = await env.sql('select count(*)::int as n from message where room_id = $1 and kind = $2', [room.id, 'text']);
-    expect(rows[0].n).toBe(63);
+    expect(rows[0]!.n).toBe(63);
 
     // Later, in another group: still the original, and still no seq.
     const again = await Promise.all([
@@ -234,7 +236,9 @@ describe('grouped sends', () => {
       ...keys.flatMap((k, i) => [nodeA, nodeB].map((node) => as(senders[i % senders.length]!, node).chat.send({ roomId: room.id, clientId: k, body: `race ${i}` }))),
       ...range(0, 60).map((i) => as(senders[i % senders.length]!, i % 2 ? nodeA : nodeB).chat.send({ roomId: room.id, clientId: uuid(), body: `bg ${i}` })),
     ]);
-    keys.forEach((_, i) => expect(results[2 * i]!.id).toBe(results[2 * i + 1]!.id));
+    keys.forEach((_, i) => {
+      expect(results[2 * i]!.id).toBe(results[2 * i + 1]!.id);
+    });
     const rows = await env.sql('select count(*)::int as n, count(distinct client_id)::int as d from message where room_id = $1 and kind = $2', [
       room.id,
       'text',
@@ -273,7 +277,7 @@ describe('grouped sends', () => {
     expect(await expectGapFree(room.id)).toBe(base + 61);
     expect(acks.slice(0, 61).map((m) => m.seq).sort((a, b) => a - b)).toEqual(range(base + 1, 61));
     const rows = await env.sql('select count(*)::int as n from message where client_id = $1', [nulId]);
-    expect(rows[0].n).toBe(0);
+    expect(rows[0]!.n).toBe(0);
     const root = (await as(owner).chat.thread({ messageId: parent.id })).root;
     expect(root.replyCount).toBe(1);
   });

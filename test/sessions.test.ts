@@ -30,6 +30,7 @@ import {
   type RawClient,
   type TestEnv,
   type TestServer,
+  type TrpcHttpError,
 } from './fixture.js';
 
 const KEEPALIVE_MS = 300;
@@ -72,7 +73,7 @@ async function subscribed(srv: TestServer, token: string, roomId: string): Promi
 }
 
 async function httpMe(srv: TestServer, token: string): Promise<{ status: number; message: string | undefined }> {
-  const { status, body } = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } });
+  const { status, body } = await getJson<Partial<TrpcHttpError>>(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } });
   return { status, message: body?.error?.json?.message };
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientFor, Collector, fileServer, uuid } from './fixture.js';
+import { clientFor, Collector, fileServer, ofType, uuid, type RecordedEvent } from './fixture.js';
 
 const srv = fileServer('smoke');
 
@@ -8,12 +8,12 @@ describe('smoke', () => {
     await using alice = clientFor(srv.url, 'alice');
     await using bob = clientFor(srv.url, 'bob');
     const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'ops', memberIds: ['bob'] });
-    const got = new Collector<any>();
+    const got = new Collector<RecordedEvent>();
     const sub = bob.trpc.chat.events.subscribe({ roomId: room.id }, { onData: got.push, onError: got.fail });
     await got.until((xs) => xs.some((x) => x.data.type === 'ready'), 'ready');
     const sent = await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'hello' });
     await got.until((xs) => xs.some((x) => x.data.type === 'message.new'), 'message');
-    const msg = got.items.find((x) => x.data.type === 'message.new');
+    const msg = got.items.find(ofType('message.new'))!;
     expect(msg.data.message.body).toBe('hello');
     expect(msg.data.message.seq).toBe(sent.seq);
     expect(msg.id).toBe(String(sent.seq));

@@ -235,8 +235,11 @@ export interface DailyRoomState {
 export interface DailyRequest {
   method: string;
   path: string;
-  body: Record<string, any>;
+  body: Record<string, unknown>;
 }
+
+/** The properties a Daily meeting token was asked for (`exp`: seconds since the epoch). */
+export type DailyTokenProperties = { exp: number } & Record<string, unknown>;
 
 export interface DailyDouble extends AsyncDisposable {
   url: string;
@@ -245,7 +248,7 @@ export interface DailyDouble extends AsyncDisposable {
   rooms: Map<string, DailyRoomState>;
   requests: DailyRequest[];
   /** Tokens minted, with the properties asked for. */
-  tokens: { token: string; properties: Record<string, any> }[];
+  tokens: { token: string; properties: DailyTokenProperties }[];
   refused: { method: string; path: string; status: number }[];
   close(): Promise<void>;
 }
@@ -278,16 +281,15 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
         refused.push({ method, path, status: 401 });
         return dailyError(res, 401, 'authentication-error', 'Invalid authorization header');
       }
-      let body: Record<string, any> = {};
+      let body: Record<string, unknown> = {};
       if (raw) {
         try {
-          body = JSON.parse(raw) as Record<string, any>;
+          body = JSON.parse(raw) as Record<string, unknown>;
         } catch {
           return dailyError(res, 400, 'invalid-request-error', 'request body is not valid JSON');
         }
       }
       requests.push({ method, path, body });
-      let m: RegExpExecArray | null;
       if (method === 'POST' && path === '/rooms') {
         const name = typeof body.name === 'string' ? body.name : randomBytes(10).toString('base64url');
         if (!/^[A-Za-z0-9_-]{1,128}$/.test(name)) return dailyError(res, 400, 'invalid-request-error', 'name may only contain letters, numbers, - and _');
@@ -295,22 +297,24 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
         const room: DailyRoomState = {
           id: randomUUID(),
           name,
-          privacy: body.privacy ?? 'public',
+          privacy: (body.privacy as string | undefined) ?? 'public',
           url: `https://${domain}.daily.co/${name}`,
           created_at: new Date().toISOString(),
-          config: body.properties ?? {},
+          config: (body.properties as Record<string, unknown> | undefined) ?? {},
           presence: [],
         };
         rooms.set(name, room);
         return send(res, 200, roomJson(room));
       }
-      if ((m = /^\/rooms\/([^/]+)\/presence$/.exec(path)) && method === 'GET') {
-        const room = rooms.get(decodeURIComponent(m[1]!));
-        if (!room) return dailyError(res, 404, 'not-found', `room ${m[1]} not found`);
+      const presencePath = /^\/rooms\/([^/]+)\/presence$/.exec(path);
+      if (presencePath && method === 'GET') {
+        const room = rooms.get(decodeURIComponent(presencePath[1]!));
+        if (!room) return dailyError(res, 404, 'not-found', `room ${presencePath[1]} not found`);
         return send(res, 200, { total_count: room.presence.length, data: room.presence.map((p) => ({ room: room.name, ...p })) });
       }
-      if ((m = /^\/rooms\/([^/]+)$/.exec(path))) {
-        const name = decodeURIComponent(m[1]!);
+      const roomPath = /^\/rooms\/([^/]+)$/.exec(path);
+      if (roomPath) {
+        const name = decodeURIComponent(roomPath[1]!);
         const room = rooms.get(name);
         if (!room) return dailyError(res, 404, 'not-found', `room ${name} not found`);
         if (method === 'GET') return send(res, 200, roomJson(room));
@@ -320,7 +324,7 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
         }
       }
       if (method === 'POST' && path === '/meeting-tokens') {
-        const p = body.properties;
+        const p = body.properties as DailyTokenProperties | undefined;
         if (!p || typeof p !== 'object') return dailyError(res, 400, 'invalid-request-error', 'properties is required');
         if (typeof p.user_id === 'string' && p.user_id.length > 36) {
           return dailyError(res, 400, 'invalid-request-error', 'user_id must be 36 characters or fewer');
@@ -352,12 +356,12 @@ export async function postWebhook(
   url: string,
   body: string,
   headers: Record<string, string> = {},
-): Promise<{ status: number; body: Record<string, any> }> {
+): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
   const text = await res.text();
-  let json: Record<string, any> = {};
+  let json: Record<string, unknown> = {};
   try {
-    json = JSON.parse(text) as Record<string, any>;
+    json = JSON.parse(text) as Record<string, unknown>;
   } catch {
     json = { text };
   }

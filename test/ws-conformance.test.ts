@@ -139,7 +139,6 @@ const router = t.router({
     throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
   }),
 });
-export type ConformanceRouter = typeof router;
 
 const createContext = async (opts: { info: { connectionParams: Record<string, string> | null } | { connectionParams?: unknown } }): Promise<Ctx> => {
   const params = (opts.info as { connectionParams?: Record<string, string> | null }).connectionParams;
@@ -269,7 +268,8 @@ function byRequest(frames: string[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};
   for (const f of frames) {
     const id = f.startsWith('{') ? String((JSON.parse(f) as { id: unknown }).id) : f;
-    (out[id] ??= []).push(f);
+    out[id] ??= [];
+    out[id].push(f);
   }
   return out;
 }
@@ -326,7 +326,7 @@ describe('WebSocket transport conformance with tRPC’s adapter', () => {
       // The connection still serves after the stop.
       expect(await client.add.mutate({ a: 1, b: 2 })).toBe(3);
     } finally {
-      wsc.close();
+      await wsc.close();
     }
   });
 });

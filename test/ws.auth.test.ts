@@ -12,6 +12,9 @@ import {
   uuid,
   within,
   wsClient,
+  type AppRouter,
+  type TrpcHttpError,
+  type TrpcHttpResult,
   type WsTestClient,
 } from './fixture.js';
 
@@ -24,7 +27,7 @@ afterEach(() => {
 /** Expects a TRPCClientError with code UNAUTHORIZED and the given message. */
 function expectUnauthorized(err: unknown, message: string) {
   expect(err).toBeInstanceOf(TRPCClientError);
-  const e = err as TRPCClientError<any>;
+  const e = err as TRPCClientError<AppRouter>;
   expect(e.data?.code).toBe('UNAUTHORIZED');
   expect(e.message).toBe(message);
 }
@@ -124,25 +127,25 @@ describe('WebSocket authentication', () => {
 
 describe('HTTP authentication', () => {
   it('Authorization: Bearer works', async () => {
-    const res = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('hank')}` } });
+    const res = await getJson<TrpcHttpResult<{ id: string }>>(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor('hank')}` } });
     expect(res.status).toBe(200);
     expect(res.body.result.data.json.id).toBe('hank');
   });
 
   it('without Authorization gives 401 UNAUTHORIZED with a clear message', async () => {
-    const res = await getJson(`${srv.url}/trpc/auth.me`);
+    const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/auth.me`);
     expect(res.status).toBe(401);
     expect(res.body.error.json.data.code).toBe('UNAUTHORIZED');
     expect(res.body.error.json.message).toBe('missing access token');
   });
 
   it('a bad or expired bearer token gives 401 with the reason', async () => {
-    const expired = await getJson(`${srv.url}/trpc/auth.me`, {
+    const expired = await getJson<TrpcHttpError>(`${srv.url}/trpc/auth.me`, {
       headers: { authorization: `Bearer ${tokenFor('hank', { ttlSeconds: -10 })}` },
     });
     expect(expired.status).toBe(401);
     expect(expired.body.error.json.message).toBe('access token expired');
-    const forged = await getJson(`${srv.url}/trpc/auth.me`, {
+    const forged = await getJson<TrpcHttpError>(`${srv.url}/trpc/auth.me`, {
       headers: { authorization: `Bearer ${tokenFor('hank', { secret: 'another-secret-0123456789abcdef-xyz' })}` },
     });
     expect(forged.status).toBe(401);
@@ -151,7 +154,7 @@ describe('HTTP authentication', () => {
   });
 
   it('a mutation without a token is refused over HTTP with 401', async () => {
-    const res = await getJson(`${srv.url}/trpc/room.create`, {
+    const res = await getJson<TrpcHttpError>(`${srv.url}/trpc/room.create`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ json: { kind: 'group', name: 'nope' } }),
