@@ -77,7 +77,8 @@ async function cli(args: string[], user = 'alice', env: Record<string, string> =
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  // 'close', not 'exit': output can still be in the pipes when the process has exited.
+  const code = await new Promise<number | null>((res) => child.once('close', (c) => res(c)));
   return {
     code,
     stdout,
