@@ -184,7 +184,12 @@ export async function testEnv(label: string): Promise<TestEnv> {
     }),
     startNode: async (nodeLabel, extra, opts = {}) => hold(await startNode({ ...opts, label: nodeLabel, env: env.nodeEnv(extra) })),
     async sql(text, params = []) {
-      pool ??= new pg.Pool({ connectionString: databaseUrl, max: 4 });
+      if (!pool) {
+        pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
+        // pool.end() resolves once its clients are asked to end, not when their sockets are closed:
+        // the database drop at dispose may terminate one still closing, which then emits an error.
+        pool.on('connect', (client) => client.on('error', () => undefined));
+      }
       return (await pool.query(text, params)).rows;
     },
     async [Symbol.asyncDispose]() {
