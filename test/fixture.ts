@@ -187,8 +187,10 @@ export async function testEnv(label: string): Promise<TestEnv> {
       if (!pool) {
         pool = new pg.Pool({ connectionString: databaseUrl, max: 4 });
         // pool.end() resolves once its clients are asked to end, not when their sockets are closed:
-        // the database drop at dispose may terminate one still closing, which then emits an error.
+        // the database drop at dispose may terminate one still closing. Its error reaches the client
+        // and, through the listener pg-pool leaves on idle clients, the pool: both are ignored here.
         pool.on('connect', (client) => client.on('error', () => undefined));
+        pool.on('error', () => undefined);
       }
       return (await pool.query(text, params)).rows;
     },

@@ -5,7 +5,11 @@ import type { Logger } from '../logger.js';
 import type { Counters, Observers } from '../metrics.js';
 import type { RateLimits } from './limits.js';
 
-/** The concrete parts wired by createApp, before the services build their own shared parts. */
+/**
+ * The concrete parts createApp wires and hands to createServices (src/services/index.ts), which
+ * gives each service only the parts it uses. The tRPC layer reads config, log, counters and
+ * observers through `services.deps`.
+ */
 export interface BaseDeps {
   config: Config;
   orm: Orm;
@@ -17,7 +21,7 @@ export interface BaseDeps {
   observers: Observers;
 }
 
-/** What every service gets: the base parts and the rate limits (always present: no limiter, no service). */
+/** The base parts plus the rate limits (always present: no limiter, no service). */
 export interface Deps extends BaseDeps {
   limits: RateLimits;
 }

@@ -2,7 +2,8 @@ import { channels, type InboxEvent, type InboxItem } from '../domain/events.js';
 import { StreamHubs } from '../stream/hubs.js';
 import type { EventSource, StreamKind } from '../stream/types.js';
 import type { Actor } from '../domain/actor.js';
-import type { Deps } from './deps.js';
+import type { EventBus } from '../realtime/bus.js';
+import type { Logger } from '../logger.js';
 import { forbidden } from '../domain/errors.js';
 import { type Em, kysely } from '../store/database.js';
 import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs } from '../store/inbox.js';
@@ -32,12 +33,11 @@ export class InboxService implements EventSource<InboxItem> {
   readonly hubs: StreamHubs<InboxEvent>;
 
   constructor(
-    deps: Deps,
+    bus: EventBus,
+    log: Logger,
     private readonly store: Store,
   ) {
-    this.hubs = new StreamHubs<InboxEvent>(inboxStreamKind, deps.bus, this, (err) =>
-      deps.log.warn({ err }, 'inbox hub error'),
-    );
+    this.hubs = new StreamHubs<InboxEvent>(inboxStreamKind, bus, this, (err) => log.warn({ err }, 'inbox hub error'));
   }
 
   /**

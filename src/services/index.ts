@@ -84,22 +84,37 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     (err) => deps.log.warn({ err }, 'room hub error'),
     (e, subscribers) => deps.observers.fanout(e, subscribers),
   );
-  const inbox = new InboxService(deps, store);
+  const inbox = new InboxService(deps.bus, deps.log, store);
   const users = new UserService(store);
   const access = new AccessService(store);
-  const rooms = createRoomServices(deps, access, store, mapper, keyring);
+  const rooms = createRoomServices({ log: deps.log, limits }, access, store, mapper, keyring);
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
-  const receipts = new ReceiptService(deps, store, publisher, access);
+  const receipts = new ReceiptService(limits, store, publisher, access);
   const typing = new TypingService(access, publisher, limits, {
     ttlMs: deps.config.typingTtlMs,
     throttleMs: deps.config.typingThrottleMs,
   });
-  const presence = new PresenceService(deps, stores.presence, publisher, store, presenceTtl(deps.config));
-  const sessions = new SessionService(deps, stores.sessions);
-  const meetings = createMeetingServices(deps, store, access, createVideoProvider(deps.config.video));
-  const signals = new SignalService(deps, store, access, publisher);
-  const retention = new RetentionService(deps, store);
+  const presence = new PresenceService(deps.log, limits, stores.presence, publisher, store, presenceTtl(deps.config));
+  const sessions = new SessionService(
+    deps.bus,
+    deps.log,
+    deps.counters,
+    { redisPrefix: deps.config.redisPrefix, subscriptionsPerConnection: deps.config.limits.subscriptionsPerConnection },
+    stores.sessions,
+  );
+  const meetings = createMeetingServices(
+    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
+    store,
+    access,
+    createVideoProvider(deps.config.video),
+  );
+  const signals = new SignalService(limits, store, access, publisher);
+  const retention = new RetentionService(store, deps.log, {
+    intervalMs: deps.config.retentionIntervalMs,
+    batch: deps.config.retentionBatch,
+    days: deps.config.retentionDays ?? null,
+  });
   return {
     deps,
     access,

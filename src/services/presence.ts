@@ -1,7 +1,8 @@
 import type { PresenceConn, PresenceKey, PresenceState, PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
-import type { Deps } from './deps.js';
+import type { Logger } from '../logger.js';
+import type { RateLimits } from './limits.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
 import { roomIdsOfUser } from '../store/members.js';
@@ -19,7 +20,8 @@ export class PresenceService {
   private readonly timers: NodeJS.Timeout[] = [];
 
   constructor(
-    private readonly deps: Deps,
+    private readonly log: Logger,
+    private readonly limits: RateLimits,
     private readonly store: PresenceStore,
     private readonly publisher: EventPublisher,
     /** Where the user's rooms are read. */
@@ -33,7 +35,7 @@ export class PresenceService {
     this.timers.push(beat, sweep);
   }
 
-  private warn = (err: unknown) => this.deps.log.warn({ err }, 'presence store error');
+  private warn = (err: unknown) => this.log.warn({ err }, 'presence store error');
 
   async connected(actor: Actor, connId: string): Promise<void> {
     const c = { tenant: actor.tenant, userId: actor.id, connId };
@@ -68,7 +70,7 @@ export class PresenceService {
   }
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
-    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
     let state: PresenceState | undefined;
     try {
       await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);

@@ -2,13 +2,13 @@ import type { Actor } from '../domain/actor.js';
 import { advanceReadPosition, readersFrom, readPosition, unreadCounts } from '../store/receipts.js';
 import type { Store } from '../store/store.js';
 import type { AccessService } from './access.js';
-import type { Deps } from './deps.js';
+import type { RateLimits } from './limits.js';
 import type { EventPublisher } from './publisher.js';
 
 /** Read receipts and unread counts. */
 export class ReceiptService {
   constructor(
-    private readonly deps: Deps,
+    private readonly limits: RateLimits,
     private readonly store: Store,
     private readonly publisher: EventPublisher,
     private readonly access: AccessService,
@@ -16,7 +16,7 @@ export class ReceiptService {
 
   /** Moves my read position forward (never back; capped at the room's last seq). */
   async markRead(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
-    await this.deps.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
     await this.access.requireMember(actor, roomId);
     const moved = await advanceReadPosition(this.store.db(), roomId, actor.id, seq);
     if (moved !== undefined) {

@@ -1,6 +1,6 @@
 import type { Store } from '../store/store.js';
 import { withRetentionLock } from '../store/retention.js';
-import type { Deps } from './deps.js';
+import type { Logger } from '../logger.js';
 
 export interface RetentionResult {
   /** False when another node holds the lock (nothing done here). */
@@ -23,15 +23,17 @@ export class RetentionService {
   private running: Promise<RetentionResult> | null = null;
 
   constructor(
-    private readonly deps: Deps,
     private readonly store: Store,
+    private readonly log: Logger,
+    /** RETENTION_INTERVAL_MS, RETENTION_BATCH and RETENTION_DAYS (null: no global default). */
+    private readonly opts: { intervalMs: number; batch: number; days: number | null },
   ) {}
 
   /** Runs the job every RETENTION_INTERVAL_MS (not at all when no retention is configured anywhere). */
   start(): void {
     this.timer = setInterval(() => {
-      void this.runOnce().catch((err: unknown) => this.deps.log.warn({ err }, 'retention run failed'));
-    }, this.deps.config.retentionIntervalMs);
+      void this.runOnce().catch((err: unknown) => this.log.warn({ err }, 'retention run failed'));
+    }, this.opts.intervalMs);
     this.timer.unref();
   }
 
@@ -46,8 +48,8 @@ export class RetentionService {
     const started = performance.now();
     const result: RetentionResult = { ran: false, messages: 0, events: 0, inbox: 0, batches: 0, ms: 0 };
     try {
-      const batch = this.deps.config.retentionBatch;
-      const global = this.deps.config.retentionDays ?? null;
+      const batch = this.opts.batch;
+      const global = this.opts.days;
       /** Repeats one batched delete until a batch comes back short. */
       const loop = async (deleteBatch: () => Promise<number>) => {
         let total = 0;
@@ -67,7 +69,7 @@ export class RetentionService {
     } finally {
       result.ms = Math.round(performance.now() - started);
     }
-    if (result.messages || result.events || result.inbox) this.deps.log.info({ retention: result }, 'retention removed old data');
+    if (result.messages || result.events || result.inbox) this.log.info({ retention: result }, 'retention removed old data');
     return result;
   }
 

@@ -1,6 +1,8 @@
 import { CloseCode } from '../domain/close-codes.js';
 import type { Actor } from '../domain/actor.js';
-import type { Deps } from './deps.js';
+import type { EventBus } from '../realtime/bus.js';
+import type { Logger } from '../logger.js';
+import type { Counters } from '../metrics.js';
 import { AppError, forbidden } from '../domain/errors.js';
 import type { RedisLink } from '../realtime/redis.js';
 
@@ -43,13 +45,17 @@ export class SessionService {
   private unsubscribe: (() => Promise<void>) | null = null;
 
   constructor(
-    private readonly deps: Deps,
+    /** Carries revocations to every node (control channel). */
+    private readonly bus: EventBus,
+    private readonly log: Logger,
+    private readonly counters: Counters,
+    private readonly opts: { redisPrefix: string; subscriptionsPerConnection: number },
     /** Where revocations outlive this node (shared by all nodes); null: this process only. */
     private readonly redis: RedisLink | null,
   ) {}
 
   async start(): Promise<void> {
-    this.unsubscribe = await this.deps.bus.subscribe(CONTROL_CHANNEL, (payload) => {
+    this.unsubscribe = await this.bus.subscribe(CONTROL_CHANNEL, (payload) => {
       try {
         const msg = JSON.parse(payload) as { type: string; tenant: string; userId: string; at: number };
         if (msg.type === 'revoke') {
@@ -61,7 +67,7 @@ export class SessionService {
           this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
         }
       } catch (err) {
-        this.deps.log.warn({ err }, 'bad control message');
+        this.log.warn({ err }, 'bad control message');
       }
     });
   }
@@ -123,8 +129,8 @@ export class SessionService {
     if (this.redis) {
       await this.redis.client.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
     }
-    await this.deps.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
-    this.deps.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
+    await this.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
+    this.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
     return { revokedAt: new Date(at) };
   }
 
@@ -156,7 +162,7 @@ export class SessionService {
   }
 
   private redisKey(tenant: string, userId: string) {
-    return `${this.deps.config.redisPrefix}revoked:${tenant}:${userId}`;
+    return `${this.opts.redisPrefix}revoked:${tenant}:${userId}`;
   }
 
   private closeUser(tenant: string, userId: string, code: number, reason: string): void {
@@ -166,9 +172,9 @@ export class SessionService {
   /** Counts a new subscription of a connection; TOO_MANY_REQUESTS over the limit. */
   acquireSubscription(s: Session | undefined): () => void {
     if (!s) return () => undefined;
-    const max = this.deps.config.limits.subscriptionsPerConnection;
+    const max = this.opts.subscriptionsPerConnection;
     if (s.subscriptions >= max) {
-      this.deps.counters.rateLimited++;
+      this.counters.rateLimited++;
       throw new AppError('TOO_MANY_REQUESTS', `at most ${max} subscriptions per connection`);
     }
     s.subscriptions++;

@@ -1,6 +1,6 @@
 import type { InboxSignal } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
-import type { Deps } from './deps.js';
+import type { RateLimits } from './limits.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
 import { isMember } from '../store/members.js';
 import type { Store } from '../store/store.js';
@@ -19,7 +19,7 @@ export type SignalType = InboxSignal['signal'];
  */
 export class SignalService {
   constructor(
-    private readonly deps: Deps,
+    private readonly limits: RateLimits,
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly publisher: EventPublisher,
@@ -32,7 +32,7 @@ export class SignalService {
     if (size > MAX_SIGNAL_PAYLOAD_BYTES) {
       throw new AppError('PAYLOAD_TOO_LARGE', `signal payload is ${size} bytes; at most ${MAX_SIGNAL_PAYLOAD_BYTES} bytes are relayed`);
     }
-    await this.deps.limits.consume('signal', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('signal', `${actor.tenant}:${actor.id}`);
     // Both ends must be members: the sender by the one access check (muted members cannot call),
     // support agents and service tokens without a membership do not count.
     const access = await this.access.requireAccess(actor, input.roomId, 'send');

@@ -1,7 +1,8 @@
 import type { Store } from '../../store/store.js';
 import type { VideoProvider } from '../../video/provider.js';
 import type { AccessService } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { Logger } from '../../logger.js';
+import type { RateLimits } from '../limits.js';
 import { MeetingLifecycle } from './lifecycle.js';
 import { ProviderCalls } from './provider-calls.js';
 import { MeetingReader } from './read.js';
@@ -25,13 +26,18 @@ export interface MeetingServices {
   provider: VideoProvider | null;
 }
 
-export function createMeetingServices(deps: Deps, store: Store, access: AccessService, provider: VideoProvider | null): MeetingServices {
-  const video = new ProviderCalls(provider, deps.log);
+export function createMeetingServices(
+  parts: { log: Logger; limits: RateLimits; tokenTtlSeconds: number },
+  store: Store,
+  access: AccessService,
+  provider: VideoProvider | null,
+): MeetingServices {
+  const video = new ProviderCalls(provider, parts.log);
   const read = new MeetingReader(store, access, video);
   return {
-    lifecycle: new MeetingLifecycle(deps, store, access, video, read),
+    lifecycle: new MeetingLifecycle(parts.limits, parts.log, parts.tokenTtlSeconds, store, access, video, read),
     read,
-    webhooks: new MeetingWebhooks(store, provider, deps.log),
+    webhooks: new MeetingWebhooks(store, provider, parts.log),
     provider,
   };
 }

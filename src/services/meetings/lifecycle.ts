@@ -7,7 +7,8 @@ import { insertMeeting } from '../../store/meetings.js';
 import { otherMemberIds } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { Logger } from '../../logger.js';
+import type { RateLimits } from '../limits.js';
 import { type JoinTokenDto, MEETING_TTL_DEFAULT_MINUTES, MEETING_TTL_MAX_MINUTES, type MeetingDto } from './dto.js';
 import type { ProviderCalls } from './provider-calls.js';
 import type { MeetingReader } from './read.js';
@@ -18,7 +19,10 @@ const isAgent = (actor: Actor, access: RoomAccess) => access.room.kind === 'supp
 /** What members do with a meeting: create it (with invites), get a join token, end it. */
 export class MeetingLifecycle {
   constructor(
-    private readonly deps: Deps,
+    private readonly limits: RateLimits,
+    private readonly log: Logger,
+    /** VIDEO_TOKEN_TTL_SECONDS: the longest a join token lives. */
+    private readonly tokenTtlSeconds: number,
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly video: ProviderCalls,
@@ -34,7 +38,7 @@ export class MeetingLifecycle {
     const provider = this.video.require();
     const access = await this.access.requirePermission(actor, input.roomId, 'send');
     if (!access.member && !isAgent(actor, access)) throw notFound('room');
-    await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
+    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
     const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
     if (ttl < 1 || ttl > MEETING_TTL_MAX_MINUTES) throw badRequest(`ttlMinutes must be between 1 and ${MEETING_TTL_MAX_MINUTES}`);
     const id = randomUUID();
@@ -65,7 +69,7 @@ export class MeetingLifecycle {
       });
     } catch (err) {
       // No meeting without its row: give the provider room back (best effort).
-      await provider.endRoom(id).catch((e: unknown) => this.deps.log.warn({ err: e, meetingId: id }, 'could not end an orphaned provider room'));
+      await provider.endRoom(id).catch((e: unknown) => this.log.warn({ err: e, meetingId: id }, 'could not end an orphaned provider room'));
       throw err;
     }
     return this.reader.load(id, actor.tenant);
@@ -92,7 +96,7 @@ export class MeetingLifecycle {
         userId: actor.id,
         name: actor.name,
         admin,
-        ttlSeconds: Math.min(this.deps.config.video.tokenTtlSeconds, left),
+        ttlSeconds: Math.min(this.tokenTtlSeconds, left),
       }),
     );
     return { provider: provider.name, url: token.url, token: token.token, expiresAt: token.expiresAt };

@@ -1,6 +1,7 @@
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { Logger } from '../../logger.js';
+import type { RateLimits } from '../limits.js';
 import type { Keyring } from '../keyring.js';
 import type { MessageMapper } from '../message-dto.js';
 import { RoomLifecycle } from './lifecycle.js';
@@ -25,12 +26,18 @@ export interface RoomServices {
   read: RoomReads;
 }
 
-export function createRoomServices(deps: Deps, access: AccessService, store: Store, mapper: MessageMapper, keyring: Keyring): RoomServices {
+export function createRoomServices(
+  parts: { log: Logger; limits: RateLimits },
+  access: AccessService,
+  store: Store,
+  mapper: MessageMapper,
+  keyring: Keyring,
+): RoomServices {
   const read = new RoomReads(access, store, mapper);
   return {
-    lifecycle: new RoomLifecycle(deps, access, store, keyring, read),
-    membership: new RoomMembership(deps, access, store),
-    moderation: new RoomModeration(deps, access, store, read),
+    lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read),
+    membership: new RoomMembership(parts.log, access, store),
+    moderation: new RoomModeration(parts.log, access, store, read),
     read,
   };
 }

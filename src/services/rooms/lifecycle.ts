@@ -14,7 +14,7 @@ import {
 } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { RateLimits } from '../limits.js';
 import type { Keyring } from '../keyring.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
@@ -23,7 +23,7 @@ import type { RoomReads } from './reads.js';
 /** Creating rooms (group, support, broadcast; the one direct room of a pair) and changing their settings. */
 export class RoomLifecycle {
   constructor(
-    private readonly deps: Deps,
+    private readonly limits: RateLimits,
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly keyring: Keyring,
@@ -41,7 +41,7 @@ export class RoomLifecycle {
       encrypted?: boolean | undefined;
     },
   ): Promise<RoomDto> {
-    await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
     if (input.encrypted && !this.keyring.enabled) {
       throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
     }
@@ -79,7 +79,7 @@ export class RoomLifecycle {
     const find = () => directRoomId(this.store.db(), actor.tenant, directKey);
     let id = await find();
     if (!id) {
-      await this.deps.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+      await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
       const newId = randomUUID();
       try {
         await this.store.transact(async (tx) => {

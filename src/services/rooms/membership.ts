@@ -4,7 +4,7 @@ import { outranks } from '../../domain/permissions.js';
 import { bannedAmong, memberRole, successor } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember, joinMember } from './member-changes.js';
 import { auditModeration } from './moderation.js';
@@ -12,7 +12,7 @@ import { auditModeration } from './moderation.js';
 /** Joining and leaving rooms: adding and removing members, leaving (with the owner's hand-over). */
 export class RoomMembership {
   constructor(
-    private readonly deps: Deps,
+    private readonly log: Logger,
     private readonly access: AccessService,
     private readonly store: Store,
   ) {}
@@ -45,7 +45,7 @@ export class RoomMembership {
       await dropMember(tx, roomId, userId, 'removed', actor.id);
       await systemMessage(tx, actor, roomId, `${actor.name} removed ${userId}`);
     });
-    auditModeration(this.deps.log, 'remove', actor, roomId, userId);
+    auditModeration(this.log, 'remove', actor, roomId, userId);
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {

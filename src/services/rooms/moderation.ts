@@ -7,14 +7,14 @@ import { deleteBan, insertBan, memberRole, roomBans } from '../../store/members.
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import { type AccessService, describeAction } from '../access.js';
-import type { Deps } from '../deps.js';
+import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember } from './member-changes.js';
 import type { RoomReads } from './reads.js';
 
 /** Audit log line of a moderation action (who, what, where; never message content). */
 export function auditModeration(
-  log: Deps['log'],
+  log: Logger,
   action: string,
   actor: Actor,
   roomId: string,
@@ -27,7 +27,7 @@ export function auditModeration(
 /** Roles, mutes and bans: what moderators do to other members (each action audited). */
 export class RoomModeration {
   constructor(
-    private readonly deps: Deps,
+    private readonly log: Logger,
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly reads: RoomReads,
@@ -114,6 +114,6 @@ export class RoomModeration {
   }
 
   private audit(action: string, actor: Actor, roomId: string, target: string | null, extra: Record<string, unknown> = {}): void {
-    auditModeration(this.deps.log, action, actor, roomId, target, extra);
+    auditModeration(this.log, action, actor, roomId, target, extra);
   }
 }
