@@ -17,6 +17,16 @@ export function nativePool(orm: Orm): Promise<pg.Pool> {
   return (orm.em.getConnection() as unknown as PostgreSqlConnection).getNativeClient() as Promise<pg.Pool>;
 }
 
+/**
+ * PostgreSQL's unique_violation (23505) on the named constraint. Matches the driver's error both as
+ * the typed query builder passes it on (it does not wrap errors in MikroORM's exception classes)
+ * and as MikroORM wraps it (the code and constraint are kept).
+ */
+export function violatesUnique(err: unknown, constraint: string): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return e?.code === '23505' && e.constraint === constraint;
+}
+
 /** The typed query builder of an EntityManager (bound to its transaction, if any). */
 export function kysely(em: Em) {
   return em.getKysely();

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { Db } from './database.js';
+import { type Db, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, MESSAGE_FIELDS_M, type MessageRow } from './message-row.js';
 import { now, type Tx } from './tx.js';
 
@@ -12,13 +12,9 @@ export interface MessagePage {
 
 /**
  * True for the error of a message insert whose (tenant, sender, clientId) is taken: a concurrent or
- * earlier send of the same clientId won. The transaction rolled back, so no seq was used up. Matches
- * the driver's error as MikroORM wraps it and as the typed query builder passes it on.
+ * earlier send of the same clientId won. The transaction rolled back, so no seq was used up.
  */
-export function isClientIdTaken(err: unknown): boolean {
-  const e = err as { code?: unknown; constraint?: unknown } | null;
-  return e?.code === '23505' && e.constraint === 'message_sender_client_id_unique';
-}
+export const isClientIdTaken = (err: unknown) => violatesUnique(err, 'message_sender_client_id_unique');
 
 /** The message a sender wrote with `clientId`, if any. */
 export function messageByClientId(db: Db, tenant: string, senderId: string, clientId: string): Promise<MessageRow | undefined> {

@@ -2,7 +2,7 @@ import type { ExpressionBuilder, Selectable } from 'kysely';
 import type { MemberRole } from '../domain/events.js';
 import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto } from '../domain/rooms.js';
-import type { Db, Tables } from './database.js';
+import { type Db, type Tables, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { unreadCount } from './receipts.js';
 import { now, type Tx } from './tx.js';
@@ -116,18 +116,11 @@ export async function insertRoom(tx: Tx, room: NewRoom): Promise<void> {
     .execute();
 }
 
-/** PostgreSQL's unique_violation on the named constraint (the typed builder passes driver errors through). */
-function violates(err: unknown, constraint: string): boolean {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { code?: unknown; constraint?: unknown };
-  return e.code === '23505' && e.constraint === constraint;
-}
-
 /** The insert failed because the tenant already has a room with this external key. */
-export const isRoomKeyTaken = (err: unknown) => violates(err, 'room_tenant_key_unique');
+export const isRoomKeyTaken = (err: unknown) => violatesUnique(err, 'room_tenant_key_unique');
 
 /** The insert failed because the pair's direct room exists already (created concurrently). */
-export const isDirectRoomTaken = (err: unknown) => violates(err, 'room_tenant_direct_key_unique');
+export const isDirectRoomTaken = (err: unknown) => violatesUnique(err, 'room_tenant_direct_key_unique');
 
 /** The room's name and topic, its row locked until the transaction ends (none: no such room). */
 export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; topic: string | null } | undefined> {

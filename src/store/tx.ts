@@ -161,8 +161,9 @@ export class Tx {
   }
 
   /**
-   * Appends the same item to several users' inboxes (e.g. a meeting invite to a whole room): each
-   * user gets their own next seq; cursors are taken in user id order.
+   * Appends the same item to several users' inboxes (a meeting invite to a whole room, the mentions
+   * of a message): each user gets their own next seq; cursors are taken in user id order, and the
+   * items come back in that order.
    */
   async appendInboxMany<I extends NewInboxItem>(tenant: string, userIds: string[], item: I): Promise<WithSeq<I>[]> {
     const users = [...new Set(userIds)].sort();
@@ -174,16 +175,16 @@ export class Tx {
       .returning(['user_id', 'last_seq'])
       .execute();
     const { type, ...data } = item;
+    const payload = jsonb(data);
     await this.db
       .insertInto('inbox_event')
-      .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: jsonb(data), created_at: now() })))
+      .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
       .execute();
-    const items = cursors.map((c) => ({ userId: c.user_id, item: { ...item, seq: c.last_seq } as WithSeq<I> }));
+    const byUser = new Map(cursors.map((c) => [c.user_id, { ...item, seq: c.last_seq } as WithSeq<I>]));
     this.afterCommit(async () => {
-      await Promise.all(items.map((x) => this.ctx.publisher.inbox(tenant, x.userId, x.item as InboxItem)));
+      await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));
     });
-    const byUser = new Map(items.map((x) => [x.userId, x.item]));
-    return userIds.filter((u, i) => userIds.indexOf(u) === i).map((u) => byUser.get(u)!);
+    return users.map((u) => byUser.get(u)!);
   }
 
   /** Schedules work for after commit (in order; dropped if the transaction rolls back). */

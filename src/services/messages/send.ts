@@ -93,6 +93,22 @@ export class MessageSender {
     if (input.body.trim().length === 0 && !input.attachments?.length) throw badRequest('body must not be empty');
   }
 
+  /** The new message row of a send: a fresh id, its body sealed when the room is encrypted. */
+  private draft(actor: Actor, input: SendInput, access: RoomAccess): NewMessage {
+    const sealed = sealBody(this.keyring, access, input.body);
+    return {
+      id: randomUUID(),
+      roomId: input.roomId,
+      tenant: actor.tenant,
+      senderId: actor.id,
+      clientId: input.clientId,
+      body: sealed.body,
+      keyId: sealed.keyId,
+      kind: input.kind ?? 'text',
+      attachments: input.attachments ?? [],
+    };
+  }
+
   private requirePoster(access: RoomAccess): void {
     if (!can(access.role, 'send', access.room.kind)) {
       throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
@@ -117,18 +133,7 @@ export class MessageSender {
     const access = checked.value;
     if (access instanceof AppError) throw access;
     this.requirePoster(access);
-    const sealed = sealBody(this.keyring, access, input.body);
-    const outcome = await this.writes.submit({
-      id: randomUUID(),
-      roomId: input.roomId,
-      tenant: actor.tenant,
-      senderId: actor.id,
-      clientId: input.clientId,
-      body: sealed.body,
-      keyId: sealed.keyId,
-      kind: input.kind ?? 'text',
-      attachments: input.attachments ?? [],
-    });
+    const outcome = await this.writes.submit(this.draft(actor, input, access));
     if (outcome.kind === 'gone') throw notFound('room');
     if (outcome.kind === 'repeat') return null;
     this.counters.messagesSent++;
@@ -143,7 +148,6 @@ export class MessageSender {
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(input);
     await this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
-    const id = randomUUID();
     try {
       return await this.store.transact(async (tx) => {
         const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
@@ -154,32 +158,17 @@ export class MessageSender {
         const mentions = input.mentions?.length
           ? (await membersAmong(tx.db, input.roomId, [...new Set(input.mentions)])).filter((u) => u !== actor.id).sort()
           : [];
-        const sealed = sealBody(this.keyring, access, input.body);
-        const message = await tx.appendMessage({
-          id,
-          roomId: input.roomId,
-          tenant: actor.tenant,
-          senderId: actor.id,
-          clientId: input.clientId,
-          body: sealed.body,
-          keyId: sealed.keyId,
-          kind: input.kind ?? 'text',
-          attachments: input.attachments ?? [],
-          replyToId: input.replyToId ?? null,
-          mentions,
-        });
+        const message = await tx.appendMessage({ ...this.draft(actor, input, access), replyToId: input.replyToId ?? null, mentions });
         if (input.replyToId) await countReply(tx, input.replyToId);
         const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
-        for (const u of mentions) {
-          await tx.appendInbox(actor.tenant, u, {
-            type: 'mention',
-            roomId: input.roomId,
-            messageId: id,
-            messageSeq: message.seq,
-            from: actor.id,
-            excerpt: access.room.encrypted ? '' : excerpt,
-          });
-        }
+        await tx.appendInboxMany(actor.tenant, mentions, {
+          type: 'mention',
+          roomId: input.roomId,
+          messageId: message.id,
+          messageSeq: message.seq,
+          from: actor.id,
+          excerpt: access.room.encrypted ? '' : excerpt,
+        });
         this.counters.messagesSent++;
         return message;
       });
