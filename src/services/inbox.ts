@@ -5,7 +5,7 @@ import type { Actor } from '../domain/actor.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import { forbidden } from '../domain/errors.js';
-import { type Em, kysely } from '../store/database.js';
+import type { Db } from '../store/database.js';
 import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs } from '../store/inbox.js';
 import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
@@ -44,8 +44,8 @@ export class InboxService implements EventSource<InboxItem> {
    * Blanks the excerpt of the mention items of a deleted message (the deleted body must leave no
    * read path, and inbox replay is one). `userIds` are the message's mentions: exactly who got one.
    */
-  redactMentions(em: Em, tenant: string, userIds: string[], messageId: string): Promise<void> {
-    return blankMentionExcerpts(kysely(em), tenant, userIds, messageId);
+  redactMentions(db: Db, tenant: string, userIds: string[], messageId: string): Promise<void> {
+    return blankMentionExcerpts(db, tenant, userIds, messageId);
   }
 
   /** `inbox.notify` (service and admin tokens): a notification in a user's inbox. */

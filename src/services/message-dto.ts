@@ -1,5 +1,5 @@
 import type { MessageDto, Reaction } from '../domain/events.js';
-import { type Db, type Em, kysely } from '../store/database.js';
+import type { Db } from '../store/database.js';
 import type { MessageRow } from '../store/message-row.js';
 import { reactionSummaries } from '../store/reactions.js';
 import type { Keyring } from './keyring.js';
@@ -46,12 +46,10 @@ export class MessageMapper {
   }
 
   /**
-   * Maps rows, loading their reactions (`me` relative to `viewerId`; false for broadcast events).
-   * Reads through the typed query builder given, or that of the EntityManager given (a transaction's
-   * sees its own writes).
+   * Maps rows, loading their reactions (`me` relative to `viewerId`; false for broadcast events)
+   * through the typed query builder given (a transaction's `tx.db` sees its own writes).
    */
-  async many(source: Db | Em, rows: MessageRow[], viewerId: string | null): Promise<MessageDto[]> {
-    const db = 'getKysely' in source ? kysely(source) : source;
+  async many(db: Db, rows: MessageRow[], viewerId: string | null): Promise<MessageDto[]> {
     const reactions = await reactionSummaries(
       db,
       rows.map((r) => r.id),

@@ -1,5 +1,5 @@
 import type { MessageDto } from '../domain/events.js';
-import { type Db, type Em, kysely, type Orm } from './database.js';
+import { type Db, kysely, type Orm } from './database.js';
 import { appendMessageRows, type NewMessage } from './hot/append-messages.js';
 import type { HotContext } from './hot/query.js';
 import { transact, type Tx, type TxContext } from './tx.js';
@@ -24,14 +24,9 @@ export class Store {
     this.hot = { orm, prepared: opts.preparedStatements };
   }
 
-  /** A fresh EntityManager (never the global one). */
-  em(): Em {
-    return this.orm.em.fork();
-  }
-
-  /** The typed query builder on a fresh EntityManager, for reads outside a transaction. */
+  /** The typed query builder on a fresh EntityManager (never the global one), for reads outside a transaction. */
   db(): Db {
-    return kysely(this.em());
+    return kysely(this.orm.em.fork());
   }
 
   /** Runs `fn` in a transaction; the events it appended are published after commit, in order. */

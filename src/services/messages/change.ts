@@ -71,7 +71,7 @@ export class MessageChanges {
       const event = await tx.append(row.room_id, async () => {
         const deleted = await markDeleted(tx, messageId, actor.id);
         if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);
-        await this.inbox.redactMentions(tx.em, actor.tenant, row.mentions, messageId);
+        await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, messageId);
         return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted) } as const;
       });
       return event.message;

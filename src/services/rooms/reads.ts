@@ -2,7 +2,6 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import type { MemberDto, RoomDto, RoomListItem } from '../../domain/rooms.js';
-import { kysely } from '../../store/database.js';
 import { roomMembers } from '../../store/members.js';
 import { messageRowsByIds, roomIdsByKey, roomListRows, roomRow, toRoomDto } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
@@ -42,11 +41,10 @@ export class RoomReads {
    * Support agents also see every support room of their tenant.
    */
   async list(actor: Actor): Promise<RoomListItem[]> {
-    const em = this.store.em();
-    const db = kysely(em);
+    const db = this.store.db();
     const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'));
     const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
-    const last = new Map((await this.mapper.many(em, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
+    const last = new Map((await this.mapper.many(db, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
     return rows
       .map((r) => ({
         ...toRoomDto(r, r.role as MemberRole),
