@@ -1,5 +1,7 @@
+#!/usr/bin/env node
 /**
- * The chat CLI: `npm run cli -- <command>` or the package's `chat` bin.
+ * The chat CLI: the client package's `chat` bin (compiled JavaScript), or `npm run cli -- <command>`
+ * in a checkout.
  *
  * Every command takes --url (env CHAT_URL, default http://127.0.0.1:3000), --token (env
  * CHAT_TOKEN, else the stored login) and --json (one JSON object per line). Exit code 0 on
@@ -12,6 +14,7 @@ import * as cmd from './cli/commands.js';
 import { Context, DEFAULT_URL, type CommonOptions } from './cli/context.js';
 import { demo } from './cli/demo.js';
 import { CliError, describeError, oneLine } from './cli/errors.js';
+import { packageVersion } from './cli/version.js';
 
 const int =
   (what: string, min = 0) =>
@@ -53,7 +56,7 @@ function run<A extends unknown[]>(fn: (ctx: Context, ...args: A) => Promise<void
 export function buildProgram(): Command {
   const program = new Command('chat')
     .description('Terminal client for the tRPC chat server')
-    .version('0.1.0')
+    .version(packageVersion(), '-V, --version', 'print the version')
     // Usage errors too are one line (commander adds "Did you mean ...?" on a line of its own).
     .configureOutput({ outputError: (str, write) => write(`${pc.red(oneLine(str))} (see --help)\n`) });
 

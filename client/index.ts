@@ -8,7 +8,7 @@
  *
  * docs/CLIENT.md has the recipes (plain TypeScript and a React hook).
  */
-import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, type TRPCClient } from '@trpc/client';
+import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, type TRPCClient, type TRPCLink } from '@trpc/client';
 import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { RoomTimeline } from './room-timeline.js';
@@ -42,6 +42,11 @@ export interface ChatClientOptions {
   retryDelayMs?: (attempt: number) => number;
   onOpen?: () => void;
   onClose?: (cause?: { code?: number }) => void;
+  /**
+   * Links run before the transport, for every call and every subscription event (logging,
+   * tracing, rewriting results). They see deserialized values (Dates are Dates).
+   */
+  links?: TRPCLink<AppRouter>[];
 }
 
 /** Floor and cap of the default reconnect backoff. */
@@ -166,6 +171,7 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
   const wsl = wsLink<AppRouter>({ client: ws, transformer: superjson });
   const trpc = createTRPCClient<AppRouter>({
     links: [
+      ...(opts.links ?? []),
       opts.allOverWebSocket
         ? wsl
         : splitLink({

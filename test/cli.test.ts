@@ -61,17 +61,17 @@ function cliEnv(user: string, env: Record<string, string> = {}): NodeJS.ProcessE
   };
 }
 
-/** Spawns `node --import tsx client/cli.ts ...args` (or another entry) and tracks it for cleanup. */
-function spawnCli(args: string[], user: string, env: Record<string, string> = {}, entry = ['--import', 'tsx', 'client/cli.ts']): ChildProcess {
-  const child = spawn(process.execPath, [...entry, ...args], { cwd: PROJECT_ROOT, env: cliEnv(user, env), stdio: ['pipe', 'pipe', 'pipe'] });
+/** Spawns `node --import tsx client/cli.ts ...args` and tracks it for cleanup. */
+function spawnCli(args: string[], user: string, env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'client/cli.ts', ...args], { cwd: PROJECT_ROOT, env: cliEnv(user, env), stdio: ['pipe', 'pipe', 'pipe'] });
   procs.add(child);
   child.once('exit', () => procs.delete(child));
   return child;
 }
 
 /** Runs a command to completion. */
-async function cli(args: string[], user = 'alice', env: Record<string, string> = {}, entry?: string[]): Promise<CliRun> {
-  const child = spawnCli(args, user, env, entry);
+async function cli(args: string[], user = 'alice', env: Record<string, string> = {}): Promise<CliRun> {
+  const child = spawnCli(args, user, env);
   child.stdin!.end();
   let stdout = '';
   let stderr = '';
@@ -183,8 +183,8 @@ describe('chat CLI', () => {
       cli(['rooms', '--json'], 'bob'),
       cli(['members', room!.id, '--json']),
       cli(['dm', 'bob', '--json']),
-      // Text mode too, through the package's bin (client/bin.mjs runs the same CLI).
-      cli(['history', room!.id], 'alice', {}, ['client/bin.mjs']),
+      // Text mode too (the compiled bin of the packed client: test/client.package.test.ts).
+      cli(['history', room!.id], 'alice'),
     ]);
     for (const r2 of [history, search, rooms, members, dm, text]) expect(r2.code, r2.stderr).toBe(0);
     expect(dm.json()).toEqual([expect.objectContaining({ kind: 'direct' })]);
@@ -321,6 +321,27 @@ describe('chat CLI', () => {
     expect(r.stdout).toContain('demo-alice: Hi Bob!');
     expect(r.stdout).toContain('demo-bob: Hey Alice');
     expect(r.stdout).toMatch(/demo done: 4 messages, each received once and in order by both users/);
+  });
+
+  it('prints nothing of another user\'s terminal control sequences (history text and JSON, rooms)', async () => {
+    await login('erin');
+    const frank = client('frank');
+    const room = await frank.trpc.room.create.mutate({ kind: 'group', name: 'ctl-room', memberIds: ['erin'] });
+    const hostile = 'a\u001b[2J\u001b[H\u001b]8;;https://evil.example\u001b\\b\u001b]0;title\u0007c\u009b6nd\u202ee\u2066f\rg\u0007h\ni';
+    await frank.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: hostile });
+    const [text, json, rooms] = await Promise.all([
+      cli(['history', room.id], 'erin'),
+      cli(['history', room.id, '--json'], 'erin'),
+      cli(['rooms'], 'erin'),
+    ]);
+    for (const r of [text, json, rooms]) {
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+    }
+    // The body's own second line is indented under its head: it cannot pass for a line of its own.
+    expect(text.stdout).toMatch(/ frank: abcdefgh\n {4}i\n/);
+    expect(json.json<{ body: string | null }>().map((m) => m.body)).toContain('abcdefgh\ni');
+    expect(rooms.stdout).toContain('frank: abcdefgh i');
   });
 
   it('errors: one line on stderr and a non-zero exit for a bad URL, a refused login, an unknown room, no video', async () => {

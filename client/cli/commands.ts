@@ -1,8 +1,8 @@
 /** The one-shot commands and `tail`. Each gets a Context (URL, token, output) from cli.ts. */
 import pc from 'picocolors';
-import { createChatClient, newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
+import { newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
 import { configPath, removeLogin, saveLogin, type StoredLogin } from './config.js';
-import { isCode, type Context } from './context.js';
+import { isCode, terminalClient, type Context } from './context.js';
 import { CliError } from './errors.js';
 import { formatEvent, formatHit, formatMember, formatMessage, formatRoom } from './format.js';
 import { createMeeting } from './video.js';
@@ -11,7 +11,7 @@ export async function login(ctx: Context, username: string | undefined, opts: { 
   const explicitToken = ctx.tokenSource === 'cli' || (!username && ctx.tokenSource === 'env') ? ctx.opts.token : undefined;
   let stored: StoredLogin;
   if (explicitToken) {
-    const c = createChatClient({ url: ctx.url, token: explicitToken, lazy: true });
+    const c = terminalClient({ url: ctx.url, token: explicitToken, lazy: true });
     try {
       const me = await c.trpc.auth.me.query();
       stored = {
@@ -29,7 +29,7 @@ export async function login(ctx: Context, username: string | undefined, opts: { 
     }
   } else {
     if (!username) throw new CliError('give a username (dev login) or --token <token>');
-    const c = createChatClient({ url: ctx.url, lazy: true });
+    const c = terminalClient({ url: ctx.url, lazy: true });
     try {
       const res = await c.trpc.auth.devLogin.mutate({
         username,

@@ -5,8 +5,14 @@
 import { createChatClient, type ChatClient, type ChatClientOptions, type Room } from '../index.js';
 import { configPath, readConfig, saveLogin, type StoredLogin } from './config.js';
 import { CliError } from './errors.js';
+import { terminalSafeLink } from './terminal.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:3000';
+
+/** Every client the CLI makes: what the server sends is cleaned of terminal controls on arrival. */
+export function terminalClient(opts: ChatClientOptions): ChatClient {
+  return createChatClient({ ...opts, links: [terminalSafeLink(), ...(opts.links ?? [])] });
+}
 
 export interface CommonOptions {
   url: string;
@@ -90,7 +96,7 @@ export class Context {
     const expires = login.expiresAt ? Date.parse(login.expiresAt) : Number.POSITIVE_INFINITY;
     if (expires - Date.now() > RENEW_BEFORE_MS) return login.token;
     if (login.via === 'dev') {
-      const anon = createChatClient({ url: this.url, lazy: true });
+      const anon = terminalClient({ url: this.url, lazy: true });
       try {
         const res = await anon.trpc.auth.devLogin.mutate({ username: login.user.id, name: login.user.name, tenant: login.user.tenant });
         const next: StoredLogin = { ...login, token: res.token, expiresAt: res.expiresAt.toISOString(), savedAt: new Date().toISOString() };
@@ -113,7 +119,7 @@ export class Context {
    */
   async client(opts: Pick<ChatClientOptions, 'onOpen' | 'onClose'> = {}): Promise<ChatClient> {
     await this.token(); // fail now, with a clear message, rather than on the first call
-    const c = createChatClient({
+    const c = terminalClient({
       url: this.url,
       getToken: () => this.token(),
       lazy: true,

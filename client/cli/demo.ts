@@ -5,8 +5,8 @@
  * exits 0 after N messages.
  */
 import pc from 'picocolors';
-import { createChatClient, newClientId, type ChatClient, type RoomEvent } from '../index.js';
-import { isCode, type Context } from './context.js';
+import { newClientId, type ChatClient, type RoomEvent } from '../index.js';
+import { isCode, terminalClient, type Context } from './context.js';
 import { CliError } from './errors.js';
 import { formatEvent } from './format.js';
 
@@ -33,7 +33,7 @@ interface Participant {
 
 export async function demo(ctx: Context, opts: { messages: number; delay: number }): Promise<void> {
   const started = Date.now();
-  const anon = createChatClient({ url: ctx.url, lazy: true });
+  const anon = terminalClient({ url: ctx.url, lazy: true });
   const login = async (username: string) => {
     try {
       return await anon.trpc.auth.devLogin.mutate({ username });
@@ -46,7 +46,7 @@ export async function demo(ctx: Context, opts: { messages: number; delay: number
   try {
     const [a, b] = [await login('demo-alice'), await login('demo-bob')];
     for (const [name, res] of [['alice', a], ['bob', b]] as const) {
-      people.push({ name, id: res.user.id, client: createChatClient({ url: ctx.url, token: res.token }), messages: [], waiters: [] });
+      people.push({ name, id: res.user.id, client: terminalClient({ url: ctx.url, token: res.token }), messages: [], waiters: [] });
     }
     const [alice, bob] = people as [Participant, Participant];
     const room = await alice.client.trpc.room.create.mutate({ kind: 'group', name: `demo ${new Date().toISOString().slice(11, 19)}`, memberIds: [bob.id] });

@@ -1,6 +1,7 @@
 /** Turns any failure into one clear line for the terminal (never a stack trace). */
 import { TRPCClientError } from '@trpc/client';
 import { errorCode, systemErrorCode } from '../errors.js';
+import { clean } from './terminal.js';
 
 /** An error whose message is already what the user should read. */
 export class CliError extends Error {
@@ -25,7 +26,7 @@ const SYSTEM_REASONS: Record<string, string> = {
 };
 
 export function describeError(err: unknown, url: string): string {
-  return oneLine(describe(err, url));
+  return oneLine(clean(describe(err, url)));
 }
 
 function describe(err: unknown, url: string): string {

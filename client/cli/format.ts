@@ -27,7 +27,8 @@ export function reactionsText(m: Pick<Message, 'reactions'>): string {
 export function formatMessage(m: Message, mark = ''): string {
   const head = `${pc.dim(clock(m.createdAt))} ${pc.dim(`#${m.seq}`)}${mark ? ` ${mark}` : ''}`;
   if (m.kind === 'system') return `${head} ${pc.dim(`* ${m.body ?? ''}`)}`;
-  const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body;
+  // A body's own lines are indented under its head, so a message cannot pass for another's line.
+  const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body.replace(/\n/g, '\n    ');
   const files = m.attachments.map((a) => pc.dim(` [${a.mime.startsWith('image/') ? 'image' : 'file'}: ${a.name}]`)).join('');
   const edited = m.editedAt && !m.deletedAt ? pc.dim(' (edited)') : '';
   return `${head} ${who(m.senderId)}: ${body}${files}${edited}${reactionsText(m)}`;

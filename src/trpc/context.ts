@@ -7,12 +7,21 @@ import type { Services } from '../services/index.js';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Session, SessionSocket } from '../services/sessions.js';
 
+/**
+ * The context of every call. The members tagged internal are left out of the client package's
+ * declarations (built with `stripInternal`): the `AppRouter` type a frontend imports carries the
+ * router's procedures, not the server's services and their libraries.
+ */
 export interface Context {
   actor: Actor | null;
   /** Why there is no actor (shown in UNAUTHORIZED errors). */
   authError: string | null;
+  /** @internal */
   services: Services;
-  /** WebSocket connections only: the live session (its actor may be swapped by auth.refresh). */
+  /**
+   * WebSocket connections only: the live session (its actor may be swapped by auth.refresh).
+   * @internal
+   */
   session?: Session;
 }
 

@@ -1,0 +1,113 @@
+/**
+ * React hooks over the typed client: the package's `/react` entry (React is a peer dependency of
+ * your app; nothing else is added). docs/CLIENT.md shows them in a Vite + React frontend.
+ *
+ *   const chat = useChatClient({ url, getToken });   // null until created; closed on unmount
+ *   const room = useRoomEvents(chat, roomId, { onEvent: (e) => e.type === 'message.new' && ping() });
+ *   room.messages.map(...); room.typing; room.connection.state;
+ */
+import { useEffect, useRef, useState, useSyncExternalStore } from 'react';
+import { createChatClient, type ChatClient, type ChatClientOptions, type ConnectionState, type OpenRoom, type RoomEvent, type RoomSnapshot } from './index.js';
+
+const EMPTY: RoomSnapshot = {
+  messages: [],
+  lastSeq: -1,
+  typing: [],
+  presence: new Map(),
+  readUpTo: new Map(),
+  name: null,
+  topic: null,
+};
+
+const CLOSED: ConnectionState = { state: 'closed', error: null, closeCode: null };
+
+/**
+ * A client for the component's lifetime: created after mount, closed on unmount or when `url`
+ * changes (safe under StrictMode's double effects). `null` on the first render. The options are
+ * read when the client is created: pass `getToken` (called on every connect) rather than a token
+ * that changes.
+ */
+export function useChatClient(options: ChatClientOptions): ChatClient | null {
+  const [chat, setChat] = useState<ChatClient | null>(null);
+  const latest = useRef(options);
+  latest.current = options;
+  // biome-ignore lint/correctness/useExhaustiveDependencies: a new client per url only; other options are read at creation
+  useEffect(() => {
+    const client = createChatClient(latest.current);
+    setChat(client);
+    return () => {
+      setChat(null);
+      void client.close();
+    };
+  }, [options.url]);
+  return chat;
+}
+
+/** The WebSocket's state, for a "reconnecting…" banner (`closed` while there is no client). */
+export function useConnectionState(chat: ChatClient | null): ConnectionState {
+  return useSyncExternalStore(
+    (onChange) => chat?.onStateChange(onChange) ?? (() => undefined),
+    () => (chat ? stableState(chat) : CLOSED),
+  );
+}
+
+// useSyncExternalStore needs the same object until something changed.
+const lastStates = new WeakMap<ChatClient, ConnectionState>();
+function stableState(chat: ChatClient): ConnectionState {
+  const next = chat.state;
+  const prev = lastStates.get(chat);
+  if (prev && prev.state === next.state && prev.error === next.error && prev.closeCode === next.closeCode) return prev;
+  lastStates.set(chat, next);
+  return next;
+}
+
+export interface UseRoomEvents extends RoomSnapshot {
+  /** False until the scrollback is in. */
+  ready: boolean;
+  /** A final error (no access, room gone); transient ones are retried by the client. */
+  error: Error | null;
+  connection: ConnectionState;
+  loadOlder(): Promise<boolean>;
+}
+
+/**
+ * A room's messages (scrollback, then live; resumed across reconnects, each event applied once),
+ * typing, presence and read receipts. `onEvent` sees every event, narrowed by `event.type`.
+ */
+export function useRoomEvents(
+  chat: ChatClient | null,
+  roomId: string | null,
+  opts: { historyLimit?: number; onEvent?: (event: RoomEvent) => void } = {},
+): UseRoomEvents {
+  const [room, setRoom] = useState<OpenRoom | null>(null);
+  const [ready, setReady] = useState(false);
+  const [error, setError] = useState<Error | null>(null);
+  const onEvent = useRef(opts.onEvent);
+  onEvent.current = opts.onEvent;
+
+  useEffect(() => {
+    if (!chat || !roomId) return;
+    setReady(false);
+    setError(null);
+    const r = chat.openRoom(roomId, {
+      historyLimit: opts.historyLimit ?? 50,
+      onChange: (event, fresh) => {
+        if (event && fresh) onEvent.current?.(event);
+      },
+      onError: setError,
+    });
+    setRoom(r);
+    r.loaded.then(() => setReady(true), setError);
+    return () => {
+      r.close();
+      setRoom(null);
+    };
+  }, [chat, roomId, opts.historyLimit]);
+
+  const snapshot = useSyncExternalStore(
+    (onChange) => room?.timeline.subscribe(onChange) ?? (() => undefined),
+    () => room?.timeline.getSnapshot() ?? EMPTY,
+  );
+  const connection = useConnectionState(chat);
+  return { ...snapshot, ready, error, connection, loadOlder: () => room?.loadOlder() ?? Promise.resolve(false) };
+}
