@@ -12,7 +12,8 @@
  * 3. API Extractor rolls index.d.ts and everything it reaches (the AppRouter type, the DTOs) into
  *    one self-contained dist/index.d.ts; dist/react.d.ts imports its types from ./index.js.
  * 4. Every import of dist/ is checked: relative inside dist/, node: built-ins, or a package the
- *    client declares (dependencies and peers). A path into src/ or a server-only package fails.
+ *    client declares (dependencies and peers). A path into src/ or a server-only package fails, and
+ *    so does a router type that reaches beyond tRPC, the context and the DTOs of src/domain/.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -126,6 +127,14 @@ for (const file of [...files(distDir, '.js'), ...files(distDir, '.d.ts')]) {
     } else if (!spec.startsWith('node:') && !allowed.has(packageOf(spec))) {
       problems.push(`${where}: imports ${spec}, which the client package does not declare`);
     }
+  }
+}
+// The router's types name only tRPC, the call context and the DTOs of src/domain/ (plain
+// interfaces): a procedure that returns a service's or a library's type is caught here.
+const routerDts = join(buildDir, 'src', 'trpc', 'router.d.ts');
+for (const [, spec] of readFileSync(routerDts, 'utf8').matchAll(/import\("([^"]+)"\)/g)) {
+  if (!/^(@trpc\/server(\/.*)?|\.\.\/domain\/[\w-]+\.js|\.\/context\.js)$/.test(spec)) {
+    problems.push(`src/trpc/router.ts: the API's types reach ${spec} (router outputs must be DTOs of src/domain/)`);
   }
 }
 if (problems.length > 0) fail(`the package would not stand alone:\n  ${problems.join('\n  ')}`);

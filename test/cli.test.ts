@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChatClient, type ChatClient } from '../client/index.js';
-import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, TERMINAL_CONTROL, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
 
 let env: TestEnv;
 let port: number;
@@ -336,7 +336,7 @@ describe('chat CLI', () => {
     ]);
     for (const r of [text, json, rooms]) {
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+      expect(r.stdout).not.toMatch(TERMINAL_CONTROL);
     }
     // The body's own second line is indented under its head: it cannot pass for a line of its own.
     expect(text.stdout).toMatch(/ frank: abcdefgh\n {4}i\n/);

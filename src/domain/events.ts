@@ -118,3 +118,26 @@ export const channels = {
   room: (roomId: string) => `room:${roomId}`,
   user: (tenant: string, userId: string) => `user:${tenant}:${userId}`,
 };
+
+/** A hit of chat.search. */
+export interface SearchHit {
+  message: MessageDto;
+  roomId: string;
+  roomName: string;
+  rank: number;
+  /** HTML-escaped excerpt with the matches wrapped in <mark>…</mark>. */
+  snippet: string;
+}
+
+export interface MessageEditDto {
+  body: string | null;
+  editorId: string;
+  replacedAt: Date;
+}
+
+/** A user's presence as presence.get answers it. */
+export interface PresenceState {
+  userId: string;
+  status: PresenceStatus;
+  lastSeenAt: Date | null;
+}

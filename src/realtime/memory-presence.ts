@@ -1,5 +1,6 @@
 import type { PresenceStatus } from '../domain/events.js';
-import { SEP, type PresenceConn, type PresenceKey, type PresenceState, type PresenceStore } from './presence-store.js';
+import type { PresenceState } from '../domain/events.js';
+import { SEP, type PresenceConn, type PresenceKey, type PresenceStore } from './presence-store.js';
 
 const enc = (k: PresenceKey) => `${k.tenant}${SEP}${k.userId}`;
 

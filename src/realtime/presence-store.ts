@@ -1,4 +1,4 @@
-import type { PresenceStatus } from '../domain/events.js';
+import type { PresenceState, PresenceStatus } from '../domain/events.js';
 
 export interface PresenceKey {
   tenant: string;
@@ -7,12 +7,6 @@ export interface PresenceKey {
 
 export interface PresenceConn extends PresenceKey {
   connId: string;
-}
-
-export interface PresenceState {
-  userId: string;
-  status: PresenceStatus;
-  lastSeenAt: Date | null;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { PresenceStatus } from '../domain/events.js';
-import { SEP, type PresenceConn, type PresenceKey, type PresenceState, type PresenceStore } from './presence-store.js';
+import type { PresenceState } from '../domain/events.js';
+import { SEP, type PresenceConn, type PresenceKey, type PresenceStore } from './presence-store.js';
 import type { RedisLink } from './redis.js';
 
 /** `admit` in Redis: drop expired entries, count, add unless at the limit; -1 when full, else the count before. */

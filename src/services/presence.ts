@@ -1,4 +1,5 @@
-import type { PresenceConn, PresenceKey, PresenceState, PresenceStore } from '../realtime/presence-store.js';
+import type { PresenceState } from '../domain/events.js';
+import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
 import type { Logger } from '../logger.js';

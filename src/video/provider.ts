@@ -1,3 +1,4 @@
+import type { VideoProviderName } from '../domain/meetings.js';
 import type { IncomingHttpHeaders } from 'node:http';
 
 /**
@@ -35,7 +36,6 @@ export interface VideoProvider {
   verifyWebhook(rawBody: string, headers: IncomingHttpHeaders): Promise<VideoWebhookEvent | null>;
 }
 
-export type VideoProviderName = 'livekit' | 'daily';
 
 export interface ProviderRoom {
   /** The provider's own id of the room (LiveKit room sid, Daily room id), when it has one. */

@@ -1,43 +1,5 @@
 import type { MeetingRow, ParticipantRow } from '../../store/meetings.js';
-import type { VideoProviderName } from '../../video/provider.js';
-
-export type MeetingStatus = 'scheduled' | 'live' | 'ended';
-
-export interface MeetingParticipantDto {
-  userId: string;
-  joinedAt: Date;
-  leftAt: Date | null;
-}
-
-export interface MeetingDto {
-  id: string;
-  roomId: string;
-  provider: VideoProviderName;
-  status: MeetingStatus;
-  title: string | null;
-  /** Where clients connect: the LiveKit server URL or the Daily room URL. */
-  url: string;
-  createdBy: string;
-  createdAt: Date;
-  startedAt: Date | null;
-  endedAt: Date | null;
-  expiresAt: Date;
-  /** Every provider connection seen by webhooks, oldest first (a rejoin is a new entry). */
-  participants: MeetingParticipantDto[];
-}
-
-export interface OnlineParticipant {
-  userId: string;
-  name: string | null;
-  joinedAt: Date | null;
-}
-
-export interface JoinTokenDto {
-  provider: VideoProviderName;
-  url: string;
-  token: string;
-  expiresAt: Date;
-}
+import type { MeetingDto, MeetingParticipantDto, MeetingStatus, VideoProviderName } from '../../domain/meetings.js';
 
 /** What a webhook delivery did. */
 export type WebhookOutcome = 'processed' | 'duplicate' | 'ignored' | 'probe';

@@ -5,7 +5,8 @@ import type { Db } from '../../store/database.js';
 import { findMeeting, listMeetings, type MeetingRow, participantsOf } from '../../store/meetings.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import { type MeetingDto, meetingFromRow, type OnlineParticipant, participantsByMeeting } from './dto.js';
+import type { MeetingDto, OnlineParticipant } from '../../domain/meetings.js';
+import { meetingFromRow, participantsByMeeting } from './dto.js';
 import type { ProviderCalls } from './provider-calls.js';
 
 /** `video.get` and `video.list`, and the meeting lookups the other meeting procedures start from. */

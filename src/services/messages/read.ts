@@ -1,6 +1,6 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest } from '../../domain/errors.js';
-import type { MessageDto } from '../../domain/events.js';
+import type { MessageDto, MessageEditDto, SearchHit } from '../../domain/events.js';
 import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage } from '../../store/messages.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -25,21 +25,6 @@ export interface SearchInput {
   query: string;
   roomId?: string | null | undefined;
   limit?: number | null | undefined;
-}
-
-export interface SearchHit {
-  message: MessageDto;
-  roomId: string;
-  roomName: string;
-  rank: number;
-  /** HTML-escaped excerpt with the matches wrapped in <mark>…</mark>. */
-  snippet: string;
-}
-
-export interface MessageEditDto {
-  body: string | null;
-  editorId: string;
-  replacedAt: Date;
 }
 
 export const HISTORY_DEFAULT_LIMIT = 50;
