@@ -6,7 +6,7 @@ import type { Config } from './config.js';
 import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
-import { verifyToken } from './auth/jwt.js';
+import { AuthError } from './auth/errors.js';
 import { CloseCode } from './domain/close-codes.js';
 import { clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
@@ -43,7 +43,7 @@ export interface AppOptions {
 /** Builds the whole server from a config. Used by main.ts and by the tests alike. */
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel, false);
-  if (config.jwtSecretIsDev) {
+  if (config.auth.jwtSecretIsDev) {
     log.warn('JWT_SECRET is not set: using the built-in development secret. Never do this in production.');
   }
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
@@ -132,13 +132,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     }
     if (path === '/admin/stats') {
       const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-      try {
-        const actor = verifyToken(m?.[1] ?? '', config.jwtSecret);
-        if (!actor.roles.includes('admin')) return json(res, 403, { error: 'admin role required' });
-        return json(res, 200, adminStats());
-      } catch {
-        return json(res, 401, { error: 'admin token required (Authorization: Bearer)' });
-      }
+      void services.auth.authenticate(m?.[1]?.trim() ?? '').then(
+        (actor) => (actor.roles.includes('admin') ? json(res, 200, adminStats()) : json(res, 403, { error: 'admin role required' })),
+        (err: unknown) => {
+          if (err instanceof AuthError && err.unavailable) return json(res, 503, { error: err.message });
+          const reason = err instanceof AuthError ? err.message : 'invalid access token';
+          return json(res, 401, { error: `admin token required (Authorization: Bearer): ${reason}` });
+        },
+      );
+      return;
     }
     if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
     if (videoWebhooks(req, res, path)) return;

@@ -2,10 +2,16 @@ import { z } from 'zod';
 
 /** The development JWT secret. Refused when NODE_ENV=production. */
 export const DEV_JWT_SECRET = 'dev-secret-change-me-dev-secret-change-me';
+/** Secrets published in this repository (the development default, the docker-compose placeholder): refused in production. */
+const KNOWN_SECRETS = [DEV_JWT_SECRET, 'change-me-to-a-long-random-secret'];
 
 const bool = z
   .enum(['1', '0', 'true', 'false', 'on', 'off', 'yes', 'no'])
   .transform((v) => ['1', 'true', 'on', 'yes'].includes(v));
+/** An empty variable (`FOO=` or compose's `${FOO:-}`) counts as unset. */
+const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
+/** A claim name: a literal key or a dotted path (`realm_access.roles`, `https://chat.example.com/roles`). */
+const claimName = z.string().min(1).max(256).regex(/^\S+$/, 'a claim name has no spaces');
 
 const EnvSchema = z.object({
   NODE_ENV: z.string().default('development'),
@@ -15,9 +21,21 @@ const EnvSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   REDIS_URL: z.string().min(1).optional(),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
-  JWT_SECRET: z.string().min(16, 'JWT_SECRET must be at least 16 characters').optional(),
+  JWT_SECRET: z.string().optional(),
   AUTH_DEV_LOGIN: bool.optional(),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
+  AUTH_JWKS_URL: unsetIfEmpty(z.url({ protocol: /^https?$/, error: 'AUTH_JWKS_URL must be the http(s) URL of a JSON Web Key Set' }).optional()),
+  AUTH_JWKS_COOLDOWN_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
+  AUTH_JWKS_CACHE_SECONDS: z.coerce.number().int().min(1).max(7 * 86_400).default(600),
+  AUTH_JWKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
+  AUTH_ISSUER: unsetIfEmpty(z.string().min(1).max(1024).optional()),
+  AUTH_AUDIENCE: unsetIfEmpty(z.string().min(1).max(4096).optional()),
+  AUTH_SUBJECT_CLAIM: unsetIfEmpty(claimName.default('sub')),
+  AUTH_TENANT_CLAIM: unsetIfEmpty(claimName.optional()),
+  AUTH_NAME_CLAIM: unsetIfEmpty(claimName.default('name')),
+  AUTH_ROLES_CLAIM: unsetIfEmpty(claimName.default('roles')),
+  AUTH_MAX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().max(30 * 86_400).default(86_400),
+  AUTH_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
@@ -67,10 +85,10 @@ export interface Config {
   redisUrl: string | undefined;
   /** Prefix for every Redis key and channel of this deployment. */
   redisPrefix: string;
-  jwtSecret: string;
-  /** True when the secret is the built-in development one. */
-  jwtSecretIsDev: boolean;
+  /** How access tokens are verified (docs/SECURITY.md, "Access tokens"). */
+  auth: AuthConfig;
   devLogin: boolean;
+  /** Lifetime of tokens minted by auth.devLogin (at most auth.maxTokenTtlSeconds). */
   accessTokenTtlSeconds: number;
   wsMaxPayloadBytes: number;
   wsKeepAliveMs: number;
@@ -122,6 +140,27 @@ export interface Config {
   video: VideoConfig;
 }
 
+export interface AuthConfig {
+  /** HS256 key (JWT_SECRET, at least 32 bytes); null: HS256 tokens are refused (production with a JWKS only). */
+  jwtSecret: string | null;
+  /** True when the secret is the built-in development one. */
+  jwtSecretIsDev: boolean;
+  /** The identity provider's keys (RS256, ES256, EdDSA, ...); null: HS256 tokens only. */
+  jwks: { url: string; cooldownSeconds: number; cacheSeconds: number; timeoutMs: number } | null;
+  /** Required `iss`; null: not checked. */
+  issuer: string | null;
+  /** `aud` must contain one of these; empty: not checked. */
+  audience: string[];
+  /**
+   * Where the actor's fields are read from (a literal key first, then a dotted path). tenantRequired
+   * (AUTH_TENANT_CLAIM set explicitly): a token without the tenant claim is refused, not `default`.
+   */
+  claims: { subject: string; tenant: string; tenantRequired: boolean; name: string; roles: string };
+  /** Longest accepted lifetime: exp - iat, and exp - now. */
+  maxTokenTtlSeconds: number;
+  clockToleranceSeconds: number;
+}
+
 export interface VideoConfig {
   provider: 'livekit' | 'daily' | null;
   livekit: { url: string; apiKey: string; apiSecret: string } | null;
@@ -155,6 +194,42 @@ function videoConfig(e: z.infer<typeof EnvSchema>): VideoConfig {
   return { provider, livekit, daily, tokenTtlSeconds: e.VIDEO_TOKEN_TTL_SECONDS };
 }
 
+/** JWT_SECRET, JWKS, issuer, audience and claims; the production rules of docs/SECURITY.md. */
+function authConfig(e: z.infer<typeof EnvSchema>, production: boolean): AuthConfig {
+  const secret = e.JWT_SECRET;
+  if (secret !== undefined && Buffer.byteLength(secret, 'utf8') < 32) {
+    throw new ConfigError('JWT_SECRET must be at least 32 bytes (e.g. the output of `openssl rand -base64 48`)');
+  }
+  const audience = (e.AUTH_AUDIENCE ?? '').split(',').map((a) => a.trim()).filter((a) => a.length > 0);
+  if (production) {
+    if (secret !== undefined && KNOWN_SECRETS.includes(secret)) {
+      throw new ConfigError('JWT_SECRET is a value published with this project: set a random secret of at least 32 bytes');
+    }
+    if (secret === undefined && !e.AUTH_JWKS_URL) {
+      throw new ConfigError('JWT_SECRET or AUTH_JWKS_URL (the identity provider keys) must be set when NODE_ENV=production');
+    }
+    const missing = [e.AUTH_ISSUER ? null : 'AUTH_ISSUER', audience.length ? null : 'AUTH_AUDIENCE'].filter((m) => m !== null);
+    if (missing.length) throw new ConfigError(`${missing.join(' and ')} must be set when NODE_ENV=production`);
+  }
+  const [ttl, max] = [e.ACCESS_TOKEN_TTL_SECONDS, e.AUTH_MAX_TOKEN_TTL_SECONDS];
+  if (ttl > max) throw new ConfigError(`ACCESS_TOKEN_TTL_SECONDS (${ttl}) must not exceed AUTH_MAX_TOKEN_TTL_SECONDS (${max})`);
+  return {
+    jwtSecret: secret ?? (production ? null : DEV_JWT_SECRET),
+    jwtSecretIsDev: secret === undefined && !production,
+    jwks: e.AUTH_JWKS_URL
+      ? { url: e.AUTH_JWKS_URL, cooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS, cacheSeconds: e.AUTH_JWKS_CACHE_SECONDS, timeoutMs: e.AUTH_JWKS_TIMEOUT_MS }
+      : null,
+    issuer: e.AUTH_ISSUER ?? null,
+    audience,
+    claims: {
+      subject: e.AUTH_SUBJECT_CLAIM, name: e.AUTH_NAME_CLAIM, roles: e.AUTH_ROLES_CLAIM,
+      tenant: e.AUTH_TENANT_CLAIM ?? 'tenant', tenantRequired: e.AUTH_TENANT_CLAIM !== undefined,
+    },
+    maxTokenTtlSeconds: e.AUTH_MAX_TOKEN_TTL_SECONDS,
+    clockToleranceSeconds: e.AUTH_CLOCK_TOLERANCE_SECONDS,
+  };
+}
+
 export class ConfigError extends Error {}
 
 /** Reads and validates the environment. The only place that touches process.env. */
@@ -166,9 +241,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';
-  if (production && !e.JWT_SECRET) {
-    throw new ConfigError('JWT_SECRET must be set when NODE_ENV=production');
-  }
+  const auth = authConfig(e, production);
+  const devLogin = e.AUTH_DEV_LOGIN ?? !production;
+  if (devLogin && auth.jwtSecret === null) throw new ConfigError('AUTH_DEV_LOGIN needs JWT_SECRET (dev-login tokens are HS256)');
   return {
     env: e.NODE_ENV,
     port: e.PORT,
@@ -177,9 +252,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.DATA_DIR,
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
-    jwtSecret: e.JWT_SECRET ?? DEV_JWT_SECRET,
-    jwtSecretIsDev: !e.JWT_SECRET,
-    devLogin: e.AUTH_DEV_LOGIN ?? !production,
+    auth,
+    devLogin,
     accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
     wsMaxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
     wsKeepAliveMs: e.WS_KEEPALIVE_MS,

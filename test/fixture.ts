@@ -12,9 +12,10 @@
  * two servers, created in beforeAll and disposed in afterAll).
  *
  * Everything that holds a resource is disposable (`await using`, or `dispose(...)` in a hook). The
- * focused parts live in test/fixture/: waiting (wait.ts), clients (clients.ts), subscriptions
- * (streams.ts), raw WebSockets (raw-ws.ts), room set-ups (rooms.ts), delivery checks
- * (delivery.ts), small tools (tools.ts) and the names taken from src/ (src.ts).
+ * focused parts live in test/fixture/: waiting (wait.ts), clients and HS256 tokens (clients.ts),
+ * subscriptions (streams.ts), raw WebSockets (raw-ws.ts), room set-ups (rooms.ts), delivery checks
+ * (delivery.ts), an identity provider's key endpoint (jwks.ts), small tools (tools.ts) and the
+ * names taken from src/ (src.ts).
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -27,6 +28,7 @@ import { spawnServer, type ServerProc, type SpawnOptions } from './proc.js';
 
 export * from './fixture/clients.js';
 export * from './fixture/delivery.js';
+export * from './fixture/jwks.js';
 export * from './fixture/raw-ws.js';
 export * from './fixture/rooms.js';
 export * from './fixture/src.js';
@@ -50,15 +52,20 @@ export const TEST_LIMITS: Config['limits'] = {
   connectionsPerUser: 1000,
 };
 
-export function testConfig(overrides: Partial<Config> = {}): Config {
+/** Token verification of test servers: HS256 with TEST_SECRET, no issuer or audience, default claims. */
+export const TEST_AUTH: Config['auth'] = { ...makeConfig().auth, jwtSecret: TEST_SECRET, jwtSecretIsDev: false };
+
+/** What a test changes of the config: `auth` and `limits` are merged into the test defaults field by field. */
+export type ConfigOverrides = Omit<Partial<Config>, 'auth' | 'limits'> & { auth?: Partial<Config['auth']>; limits?: Partial<Config['limits']> };
+
+export function testConfig(overrides: ConfigOverrides = {}): Config {
   return makeConfig({
     port: 0,
     host: '127.0.0.1',
-    jwtSecret: TEST_SECRET,
-    jwtSecretIsDev: false,
     logLevel: 'silent',
     shutdownTimeoutMs: 5000,
     ...overrides,
+    auth: { ...TEST_AUTH, ...overrides.auth },
     limits: { ...TEST_LIMITS, ...overrides.limits },
   });
 }
@@ -124,9 +131,9 @@ export interface TestEnv extends AsyncDisposable {
   /** Another Redis prefix, for a server that must not share the bus or the limits; dropped with the env. */
   prefix(label: string): string;
   /** A config on this database and prefix, with `overrides`. */
-  config(overrides?: Partial<Config>): Config;
+  config(overrides?: ConfigOverrides): Config;
   /** An in-process server on this env. Start the first one alone: it applies the migrations. */
-  startServer(overrides?: Partial<Config>, opts?: AppOptions): Promise<TestServer>;
+  startServer(overrides?: ConfigOverrides, opts?: AppOptions): Promise<TestServer>;
   /** The environment variables of a server process on this env, with `extra`. */
   nodeEnv(extra?: Record<string, string>): Record<string, string>;
   /** A server process on this env. */
@@ -207,7 +214,7 @@ export async function testEnv(label: string): Promise<TestEnv> {
 }
 
 /** Registers beforeAll/afterAll for an env with `count` servers (started one after the other: the first migrates). */
-function forFile(label: string, count: number, overrides: Partial<Config>, opts: AppOptions) {
+function forFile(label: string, count: number, overrides: ConfigOverrides, opts: AppOptions) {
   let env: TestEnv | undefined;
   const servers: TestServer[] = [];
   beforeAll(async () => {
@@ -223,7 +230,7 @@ function forFile(label: string, count: number, overrides: Partial<Config>, opts:
 }
 
 /** The env of the file and its one server (readable from beforeAll on). */
-export function fileServer(label: string, overrides: Partial<Config> = {}, opts: AppOptions = {}): TestServer & { readonly env: TestEnv } {
+export function fileServer(label: string, overrides: ConfigOverrides = {}, opts: AppOptions = {}): TestServer & { readonly env: TestEnv } {
   const f = forFile(label, 1, overrides, opts);
   return {
     get env() {
@@ -244,7 +251,7 @@ export function fileServer(label: string, overrides: Partial<Config> = {}, opts:
 }
 
 /** The env of the file and two servers on it that share its database and Redis prefix (readable from beforeAll on). */
-export function fileCluster(label: string, overrides: Partial<Config> = {}): { readonly env: TestEnv; readonly a: TestServer; readonly b: TestServer } {
+export function fileCluster(label: string, overrides: ConfigOverrides = {}): { readonly env: TestEnv; readonly a: TestServer; readonly b: TestServer } {
   const f = forFile(label, 2, overrides, {});
   return {
     get env() {

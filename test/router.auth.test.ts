@@ -1,3 +1,4 @@
+import { decodeJwt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import {
   actor,
@@ -6,9 +7,11 @@ import {
   createCaller,
   expectTRPCError,
   fileServer,
+  signHs256,
+  TEST_AUTH,
   TEST_SECRET,
   tokenFor,
-  verifyToken,
+  TokenVerifier,
 } from './fixture.js';
 
 const t = fileServer('rauth');
@@ -38,7 +41,7 @@ describe('auth.devLogin', () => {
     expect(res.expiresAt.getTime()).toBeGreaterThanOrEqual(before + ttlMs - 1000);
     expect(res.expiresAt.getTime()).toBeLessThanOrEqual(Date.now() + ttlMs + 1000);
 
-    const claims = verifyToken(res.token, TEST_SECRET);
+    const claims = await new TokenVerifier(TEST_AUTH).verify(res.token);
     expect(claims).toMatchObject({ id: 'alice', name: 'alice', tenant: 'default', roles: [] });
 
     for (const caller of [await callerWithToken(res.token), await callerWithWsToken(res.token)]) {
@@ -72,6 +75,23 @@ describe('auth.devLogin', () => {
     // The longest allowed username still works.
     const res = await anon.auth.devLogin({ username: 'x'.repeat(64) });
     expect(res.user.id).toBe('x'.repeat(64));
+  });
+
+  it('carries iss and aud when the server checks them, so its tokens pass the same checks', async () => {
+    const auth = { issuer: 'https://chat.example.com', audience: ['chat-api', 'chat-admin'] };
+    await using other = await t.env.startServer({ auth, redisPrefix: `${t.env.redisPrefix}issaud:` });
+    const res = await callerFor(other.app, null).auth.devLogin({ username: 'ivy', roles: ['admin'] });
+    const claims = decodeJwt(res.token);
+    expect(claims).toMatchObject({ iss: 'https://chat.example.com', aud: 'chat-api', sub: 'ivy', roles: ['admin'] });
+    expect(claims.exp! - claims.iat!).toBe(other.config.accessTokenTtlSeconds);
+    const ctx = await contextFactory(other.app.services)({ info: { connectionParams: { token: res.token } } });
+    expect(await createCaller(ctx).auth.me()).toMatchObject({ id: 'ivy', roles: ['admin'] });
+    // A token without them is refused there; with them it works.
+    const plain = await contextFactory(other.app.services)({ info: { connectionParams: { token: tokenFor('ivy') } } });
+    await expectTRPCError(createCaller(plain).auth.me(), 'UNAUTHORIZED', 'access token has no issuer (iss)');
+    const minted = tokenFor('ivy', { issuer: auth.issuer, audience: 'chat-admin' });
+    const ok = await contextFactory(other.app.services)({ req: { headers: { authorization: `Bearer ${minted}` } } as never });
+    expect((await createCaller(ok).auth.me()).id).toBe('ivy');
   });
 
   it('is FORBIDDEN when config.devLogin is false', async () => {
@@ -116,5 +136,16 @@ describe('auth.me', () => {
     await expectTRPCError(forged.auth.me(), 'UNAUTHORIZED', /invalid access token/);
     const garbage = await callerWithToken('not-a-jwt');
     await expectTRPCError(garbage.auth.me(), 'UNAUTHORIZED', /invalid access token/);
+  });
+
+  it('is UNAUTHORIZED for an HS256 token without exp, or one that lives longer than the maximum', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const noExp = await callerWithToken(signHs256({ sub: 'bob', name: 'bob', iat: now }, TEST_SECRET));
+    await expectTRPCError(noExp.auth.me(), 'UNAUTHORIZED', 'access token has no expiry (exp)');
+    const max = t.config.auth.maxTokenTtlSeconds;
+    const long = await callerWithWsToken(tokenFor('bob', { ttlSeconds: max + 60 }));
+    await expectTRPCError(long.auth.me(), 'UNAUTHORIZED', `access token lifetime exceeds the maximum of ${max} s`);
+    // Exactly the maximum is fine.
+    expect((await (await callerWithToken(tokenFor('bob', { ttlSeconds: max }))).auth.me()).id).toBe('bob');
   });
 });

@@ -4,7 +4,7 @@
  * revocation across two nodes (4003) with the iat denylist, membership changes ending streams, and
  * subscriptions refused over HTTP (SSE), where none of these guards would apply.
  */
-import jwt from 'jsonwebtoken';
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   actor,
@@ -56,7 +56,7 @@ afterAll(() => dispose(env, open));
 
 const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...args));
 const ws = (srv: TestServer, token: string) => open.use(wsClient({ url: srv.url, token }));
-const expOf = (token: string) => (jwt.decode(token) as { exp: number }).exp;
+const expOf = (token: string) => decodeJwt(token).exp!;
 
 async function room(owner: string, members: string[] = []): Promise<string> {
   return (await callerFor(N1.app, actor(owner)).room.create({ kind: 'group', name: 'sessions', memberIds: members })).id;

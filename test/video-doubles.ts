@@ -13,7 +13,7 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import jwt from 'jsonwebtoken';
+import { signHs256 } from './fixture/clients.js';
 import { AccessToken, ParticipantInfo, Room, TokenVerifier, WebhookEvent, type ClaimGrants } from 'livekit-server-sdk';
 
 async function readBody(req: IncomingMessage): Promise<string> {
@@ -216,7 +216,8 @@ export async function signLiveKit(body: string, apiKey: string, apiSecret: strin
 
 /** A LiveKit-shaped webhook token with chosen times (stale requests). Times in seconds. */
 export function signLiveKitAt(body: string, apiKey: string, apiSecret: string, times: { nbf: number; exp: number }): string {
-  return jwt.sign({ sha256: sha256b64(body), video: {}, iss: apiKey, nbf: times.nbf, exp: times.exp }, apiSecret, { algorithm: 'HS256' });
+  const iat = Math.floor(Date.now() / 1000);
+  return signHs256({ sha256: sha256b64(body), video: {}, iss: apiKey, nbf: times.nbf, exp: times.exp, iat }, apiSecret);
 }
 
 // ---------------------------------------------------------------------------------------------

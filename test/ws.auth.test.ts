@@ -1,4 +1,3 @@
-import jwt from 'jsonwebtoken';
 import { TRPCClientError } from '@trpc/client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -7,6 +6,7 @@ import {
   fileServer,
   getJson,
   recordEvents,
+  signHs256,
   TEST_SECRET,
   tokenFor,
   uuid,
@@ -56,7 +56,7 @@ const badTokens: { name: string; token: () => string | undefined; message: strin
   { name: 'an expired token', token: () => tokenFor('alice', { ttlSeconds: -10 }), message: 'access token expired' },
   {
     name: 'an expired token (explicit past exp)',
-    token: () => jwt.sign({ sub: 'alice', name: 'alice', exp: Math.floor(Date.now() / 1000) - 60 }, TEST_SECRET, { algorithm: 'HS256' }),
+    token: () => signHs256({ sub: 'alice', name: 'alice', exp: Math.floor(Date.now() / 1000) - 60 }, TEST_SECRET),
     message: 'access token expired',
   },
   {
@@ -65,6 +65,11 @@ const badTokens: { name: string; token: () => string | undefined; message: strin
     message: 'invalid access token',
   },
   { name: 'garbage instead of a token', token: () => 'not-a-jwt', message: 'invalid access token' },
+  {
+    name: 'a token without exp',
+    token: () => signHs256({ sub: 'alice', name: 'alice', iat: Math.floor(Date.now() / 1000) }, TEST_SECRET),
+    message: 'access token has no expiry (exp)',
+  },
 ];
 
 describe('WebSocket authentication', () => {

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createAdapter } from '@socket.io/redis-adapter';
 import { Redis } from 'ioredis';
-import jwt from 'jsonwebtoken';
+import { jwtVerify } from 'jose';
 import pg from 'pg';
 import { Server } from 'socket.io';
 
@@ -55,14 +55,15 @@ if (redisUrl) {
   io.adapter(createAdapter(pub, sub, { key: process.env.REDIS_PREFIX ?? 'bench-sio' }));
 }
 
+const key = new TextEncoder().encode(secret);
 io.use((socket, next) => {
-  try {
-    const claims = jwt.verify(String(socket.handshake.auth?.token ?? ''), secret, { algorithms: ['HS256'] }) as { sub: string };
-    socket.data.userId = claims.sub;
-    next();
-  } catch {
-    next(new Error('unauthorized'));
-  }
+  void jwtVerify(String(socket.handshake.auth?.token ?? ''), key, { algorithms: ['HS256'] }).then(
+    ({ payload }) => {
+      socket.data.userId = payload.sub;
+      next();
+    },
+    () => next(new Error('unauthorized')),
+  );
 });
 
 type Ack = (reply: unknown) => void;

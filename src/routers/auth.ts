@@ -1,7 +1,5 @@
-import { TRPCError } from '@trpc/server';
 import { z } from 'zod';
-import { AuthError, signToken, verifyToken } from '../auth/jwt.js';
-import type { Actor } from '../domain/actor.js';
+import { MAX_TOKEN_LENGTH } from '../auth/verifier.js';
 import { UserId } from './schemas.js';
 import { authedProcedure, publicProcedure, router } from '../trpc/init.js';
 
@@ -20,37 +18,15 @@ export const authRouter = router({
         roles: z.array(z.enum(['admin', 'service', 'support'])).max(3).optional(),
       }),
     )
-    .mutation(async ({ ctx, input }) => {
-      const { config } = ctx.services.deps;
-      if (!config.devLogin) throw new TRPCError({ code: 'FORBIDDEN', message: 'dev login is disabled on this server' });
-      const claims = {
-        sub: input.username,
-        name: input.name ?? input.username,
-        tenant: input.tenant ?? 'default',
-        roles: input.roles ?? [],
-      };
-      const token = signToken(claims, config.jwtSecret, config.accessTokenTtlSeconds);
-      const user = { id: claims.sub, name: claims.name, tenant: claims.tenant, roles: claims.roles };
-      await ctx.services.users.touch(user);
-      return { token, user, expiresAt: new Date(Date.now() + config.accessTokenTtlSeconds * 1000) };
-    }),
+    .mutation(({ ctx, input }) => ctx.services.auth.devLogin(input)),
 
   /**
    * Swaps the token of the live WebSocket connection (same user) before it expires; the
    * connection and its subscriptions go on. Over HTTP every request carries its own token anyway.
    */
-  refresh: authedProcedure.input(z.object({ token: z.string().min(1).max(8192) })).mutation(async ({ ctx, input }) => {
-    let next: Actor;
-    try {
-      next = verifyToken(input.token, ctx.services.deps.config.jwtSecret);
-    } catch (err) {
-      throw new TRPCError({ code: 'UNAUTHORIZED', message: err instanceof AuthError ? err.message : 'invalid access token' });
-    }
-    if (await ctx.services.sessions.isRevoked(next)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token revoked' });
-    if (!ctx.session) return { expiresAt: next.exp ? new Date(next.exp * 1000) : null, connection: false };
-    ctx.services.sessions.refresh(ctx.session, next);
-    return { expiresAt: next.exp ? new Date(next.exp * 1000) : null, connection: true };
-  }),
+  refresh: authedProcedure
+    .input(z.object({ token: z.string().min(1).max(MAX_TOKEN_LENGTH) }))
+    .mutation(({ ctx, input }) => ctx.services.auth.refresh(ctx.session, input.token)),
 
   /** Admins: ends every session of a user of their tenant, on every node; older tokens stop working. */
   revoke: authedProcedure

@@ -1,3 +1,5 @@
+import { TokenSigner } from '../auth/signer.js';
+import { TokenVerifier } from '../auth/verifier.js';
 import type { PresenceStore } from '../realtime/presence-store.js';
 import type { RedisLink } from '../realtime/redis.js';
 import { RoomHubs } from '../stream/room-hubs.js';
@@ -16,6 +18,7 @@ import { EventPublisher } from './publisher.js';
 import { Store } from '../store/store.js';
 import { createRoomServices, type RoomServices } from './rooms/index.js';
 import { AccessService } from './access.js';
+import { AuthService } from './auth.js';
 import { StreamService } from './room-streams.js';
 import { TypingService } from './typing.js';
 import { UserService } from './users.js';
@@ -43,6 +46,8 @@ export interface Services {
   retention: RetentionService;
   limits: RateLimits;
   sessions: SessionService;
+  /** Access tokens: the one verifier, revocation, dev login, refresh. */
+  auth: AuthService;
   meetings: MeetingServices;
   signals: SignalService;
   /** Starts background parts (control channel, retention schedule). */
@@ -103,6 +108,15 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     { redisPrefix: deps.config.redisPrefix, subscriptionsPerConnection: deps.config.limits.subscriptionsPerConnection },
     stores.sessions,
   );
+  const { auth: authConfig, devLogin, accessTokenTtlSeconds } = deps.config;
+  const auth = new AuthService(
+    new TokenVerifier(authConfig),
+    authConfig.jwtSecret === null ? null : new TokenSigner(authConfig.jwtSecret, authConfig),
+    sessions,
+    users,
+    deps.counters,
+    { devLogin, accessTokenTtlSeconds },
+  );
   const meetings = createMeetingServices(
     { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
     store,
@@ -134,6 +148,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     retention,
     limits,
     sessions,
+    auth,
     meetings,
     signals,
     async start() {

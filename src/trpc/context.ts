@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { AuthError, verifyToken } from '../auth/jwt.js';
+import { TRPCError } from '@trpc/server';
+import { AuthError } from '../auth/errors.js';
 import { clientAddress } from '../http/client-address.js';
 import type { Actor } from '../domain/actor.js';
 import type { Services } from '../services/index.js';
@@ -34,8 +35,11 @@ function bearer(req: IncomingMessage | undefined): string | null {
 
 /**
  * Builds the context for an HTTP request (Authorization: Bearer) or a WebSocket connection
- * (connectionParams.token; runs once per connection). Never throws: a bad token yields a null
- * actor, rejected by the authed procedures, so clients do not reconnect in a loop.
+ * (connectionParams.token; runs once per connection). A bad token yields a null actor, rejected by
+ * the authed procedures, so clients do not reconnect in a loop. The one throw: SERVICE_UNAVAILABLE
+ * when the token cannot be checked now (the identity provider's keys cannot be loaded). HTTP calls
+ * answer 503; a WebSocket gets the error and is closed, and its client reconnects with backoff and
+ * authenticates again.
  */
 export function contextFactory(services: Services) {
   return async (opts: {
@@ -49,12 +53,7 @@ export function contextFactory(services: Services) {
     const audit = services.deps.log;
     const ip = opts.req ? clientAddress(opts.req, services.deps.config.trustProxy) : 'unknown';
     try {
-      const actor = verifyToken(token, services.deps.config.jwtSecret);
-      if (await services.sessions.isRevoked(actor)) {
-        services.deps.counters.authFailures++;
-        audit.warn({ audit: 'auth_failed', reason: 'revoked', tenant: actor.tenant, user: actor.id, ip }, 'revoked token refused');
-        return { actor: null, authError: 'access token revoked', services };
-      }
+      const actor = await services.auth.authenticate(token);
       await services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
       if (isWebSocket(opts.res)) {
         const ws = opts.res;
@@ -90,6 +89,16 @@ export function contextFactory(services: Services) {
       }
       return { actor, authError: null, services };
     } catch (err) {
+      if (err instanceof AuthError && err.unavailable) {
+        audit.warn({ err: err.cause, ip }, 'access token not verified: identity provider keys unavailable');
+        throw new TRPCError({ code: 'SERVICE_UNAVAILABLE', message: err.message, cause: err });
+      }
+      if (err instanceof AuthError && err.actor) {
+        const { tenant, id: user } = err.actor;
+        services.deps.counters.authFailures++;
+        audit.warn({ audit: 'auth_failed', reason: 'revoked', tenant, user, ip }, 'revoked token refused');
+        return { actor: null, authError: err.message, services };
+      }
       const reason = err instanceof AuthError ? err.message : 'invalid access token';
       audit.warn({ audit: 'auth_failed', reason, ip }, 'token refused');
       return { actor: null, authError: reason, services };

@@ -1,7 +1,7 @@
 import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
 import superjson from 'superjson';
-import { isExpired } from '../auth/jwt.js';
+import { isExpired } from '../domain/actor.js';
 import { AppError } from '../domain/errors.js';
 import type { Context } from './context.js';
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';

@@ -1,0 +1,82 @@
+import type { JWTPayload } from 'jose';
+import type { AuthConfig } from '../config.js';
+import type { Actor } from '../domain/actor.js';
+import { AuthError } from './errors.js';
+
+/** Providers add roles of their own (`offline_access`, `default-roles-<realm>`, ...): up to this many are taken. */
+export const MAX_ROLES = 64;
+const MAX_ROLE_LENGTH = 128;
+/** The lengths of the user row's columns (src/store/entities.ts). */
+const MAX_SUBJECT_LENGTH = 128;
+const MAX_TENANT_LENGTH = 64;
+const MAX_NAME_LENGTH = 200;
+const CONTROL = /\p{Cc}/u;
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A claim by name. The whole name is a key first (Auth0's namespaced `https://chat.example.com/roles`);
+ * otherwise it is a dotted path (Keycloak's `realm_access.roles`), each step taking the longest
+ * dotted prefix that is a key of the object it is in. Only own keys count.
+ */
+export function readClaim(payload: Record<string, unknown>, name: string): unknown {
+  let cur: unknown = payload;
+  let parts = name.split('.');
+  while (parts.length > 0) {
+    if (!isRecord(cur)) return undefined;
+    let step = parts.length;
+    while (step > 0 && !Object.hasOwn(cur, parts.slice(0, step).join('.'))) step--;
+    if (step === 0) return undefined;
+    cur = cur[parts.slice(0, step).join('.')];
+    parts = parts.slice(step);
+  }
+  return cur;
+}
+
+const validId = (v: string, max: number) => v.length > 0 && v.length <= max && !CONTROL.test(v);
+
+/** The roles claim: an array of strings or a space-separated string; absent: no roles. */
+function rolesOf(value: unknown, claim: string): string[] {
+  if (value === undefined || value === null) return [];
+  const list: unknown = typeof value === 'string' ? value.split(/\s+/).filter((r) => r.length > 0) : value;
+  if (!Array.isArray(list) || !list.every((r): r is string => typeof r === 'string')) {
+    throw new AuthError(`access token claim ${claim} must be a list of role names`);
+  }
+  if (list.length > MAX_ROLES) throw new AuthError(`access token has more than ${MAX_ROLES} roles (${claim})`);
+  if (!list.every((r) => validId(r, MAX_ROLE_LENGTH))) throw new AuthError(`access token has an invalid role name (${claim})`);
+  return [...new Set(list)];
+}
+
+/** A display name: the first usable candidate, cut to the column's length. */
+function nameOf(candidates: unknown[], fallback: string): string {
+  for (const c of candidates) {
+    if (typeof c !== 'string') continue;
+    const name = c.trim();
+    if (name.length > 0 && !CONTROL.test(name)) return Array.from(name).slice(0, MAX_NAME_LENGTH).join('');
+  }
+  return fallback;
+}
+
+/** The actor of a verified token, by the configured claim names; AuthError when a claim is missing or invalid. */
+export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims']): Actor {
+  const sub = readClaim(payload, claims.subject);
+  if (sub === undefined || sub === null || sub === '') throw new AuthError(`access token has no subject (${claims.subject})`);
+  if (typeof sub !== 'string' || !validId(sub, MAX_SUBJECT_LENGTH)) {
+    throw new AuthError(`access token subject (${claims.subject}) must be a user id of at most ${MAX_SUBJECT_LENGTH} characters`);
+  }
+  const rawTenant = readClaim(payload, claims.tenant);
+  let tenant = 'default';
+  if (rawTenant === undefined || rawTenant === null) {
+    // Never guessed when the deployment named the claim: the user would land in the wrong tenant.
+    if (claims.tenantRequired) throw new AuthError(`access token has no tenant (${claims.tenant})`);
+  } else if (typeof rawTenant === 'string' && validId(rawTenant, MAX_TENANT_LENGTH)) tenant = rawTenant;
+  else throw new AuthError(`access token tenant (${claims.tenant}) must be an id of at most ${MAX_TENANT_LENGTH} characters`);
+  return {
+    id: sub,
+    name: nameOf([readClaim(payload, claims.name), payload.preferred_username], sub),
+    tenant,
+    roles: rolesOf(readClaim(payload, claims.roles), claims.roles),
+    ...(payload.exp !== undefined ? { exp: payload.exp } : {}),
+    ...(payload.iat !== undefined ? { iat: payload.iat } : {}),
+  };
+}

@@ -1,0 +1,121 @@
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import type { AuthConfig } from '../config.js';
+import type { Actor } from '../domain/actor.js';
+import { actorFromClaims } from './claims.js';
+import { AuthError } from './errors.js';
+
+/** Signed with the shared secret (JWT_SECRET): only this, and never with a key of the JWKS. */
+const SECRET_ALGORITHMS = ['HS256'];
+/** Signed with the identity provider's keys (AUTH_JWKS_URL): only these, and never with the shared secret. */
+export const JWKS_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'EdDSA', 'Ed25519'];
+/** Longer tokens are refused before any parsing (the same bound as `auth.refresh`'s input). */
+export const MAX_TOKEN_LENGTH = 8192;
+
+const INVALID = 'invalid access token';
+const UNAVAILABLE = "cannot verify the access token now: the identity provider's keys could not be loaded (retry later)";
+
+/**
+ * The one place where access tokens are verified (HTTP and WebSocket contexts, auth.refresh,
+ * /admin/stats): signature, algorithm, issuer, audience, expiry and lifetime, then the claims
+ * mapped to an Actor. Created once per process from the config; the JWKS is fetched lazily, cached
+ * and refetched once for a token whose key id it does not know (key rotation).
+ */
+export class TokenVerifier {
+  private readonly secret: Uint8Array | null;
+  private readonly jwks: JWTVerifyGetKey | null;
+  private readonly options: JWTVerifyOptions;
+
+  constructor(private readonly config: AuthConfig) {
+    this.secret = config.jwtSecret === null ? null : new TextEncoder().encode(config.jwtSecret);
+    this.jwks = config.jwks ? remoteKeys(config.jwks) : null;
+    this.options = {
+      requiredClaims: ['exp'],
+      clockTolerance: config.clockToleranceSeconds,
+      ...(config.issuer !== null ? { issuer: config.issuer } : {}),
+      ...(config.audience.length > 0 ? { audience: config.audience } : {}),
+    };
+  }
+
+  /** The actor of a valid token; AuthError (with a message a client can show) otherwise. */
+  async verify(token: string): Promise<Actor> {
+    if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new AuthError(INVALID);
+    let alg: unknown;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new AuthError(INVALID);
+    }
+    let payload: JWTPayload;
+    try {
+      // The header's alg picks the key, and each key accepts its own algorithms only: an HS256
+      // token is never checked against a public key (the classic algorithm confusion).
+      if (typeof alg === 'string' && SECRET_ALGORITHMS.includes(alg) && this.secret) {
+        payload = (await jwtVerify(token, this.secret, { ...this.options, algorithms: SECRET_ALGORITHMS })).payload;
+      } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.jwks) {
+        payload = (await jwtVerify(token, this.jwks, { ...this.options, algorithms: JWKS_ALGORITHMS })).payload;
+      } else {
+        throw new AuthError(typeof alg === 'string' && /^[A-Za-z0-9]{1,16}$/.test(alg) ? `access token algorithm ${alg} is not accepted by this server` : INVALID);
+      }
+    } catch (err) {
+      throw authErrorOf(err);
+    }
+    this.checkLifetime(payload);
+    return actorFromClaims(payload, this.config.claims);
+  }
+
+  /** At most AUTH_MAX_TOKEN_TTL_SECONDS from iat to exp, and from now to exp (tokens without iat); no iat in the future. */
+  private checkLifetime(payload: JWTPayload): void {
+    const { exp, iat } = payload;
+    if (exp === undefined) throw new AuthError('access token has no expiry (exp)');
+    const now = Date.now() / 1000;
+    const max = this.config.maxTokenTtlSeconds;
+    const tolerance = this.config.clockToleranceSeconds;
+    if ((iat !== undefined && exp - iat > max) || exp - now > max + tolerance) {
+      throw new AuthError(`access token lifetime exceeds the maximum of ${max} s`);
+    }
+    // A token "issued" later would outlive a revocation of its user (revocation compares iat).
+    if (iat !== undefined && iat > now + tolerance) throw new AuthError('access token is issued in the future (iat)');
+  }
+}
+
+/** The identity provider's key set: cached, refetched once for an unknown key id (after the cooldown). */
+function remoteKeys(jwks: NonNullable<AuthConfig['jwks']>): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(new URL(jwks.url), {
+    cooldownDuration: jwks.cooldownSeconds * 1000,
+    cacheMaxAge: jwks.cacheSeconds * 1000,
+    timeoutDuration: jwks.timeoutMs,
+  });
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey) throw new AuthError('access token is signed by an unknown key (kid)');
+      if (err instanceof errors.JWKSMultipleMatchingKeys) throw new AuthError('access token has no key id (kid) and several keys match');
+      if (err instanceof errors.JOSENotSupported) throw new AuthError(INVALID);
+      // Unreachable, slow, not 200, not a key set: the provider's problem, not the token's.
+      throw new AuthError(UNAVAILABLE, { unavailable: true, cause: err });
+    }
+  };
+}
+
+/** jose's verdicts as messages a client can show. */
+function authErrorOf(err: unknown): AuthError {
+  if (err instanceof AuthError) return err;
+  if (err instanceof errors.JWTExpired) return new AuthError('access token expired');
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    switch (err.claim) {
+      case 'exp':
+        return new AuthError(err.reason === 'missing' ? 'access token has no expiry (exp)' : 'access token expiry (exp) is invalid');
+      case 'iss':
+        return new AuthError(err.reason === 'missing' ? 'access token has no issuer (iss)' : 'access token is from another issuer (iss)');
+      case 'aud':
+        return new AuthError(err.reason === 'missing' ? 'access token has no audience (aud)' : 'access token is not meant for this service (aud)');
+      case 'nbf':
+        return new AuthError('access token is not valid yet (nbf)');
+      default:
+        return new AuthError(`access token claim ${err.claim} is invalid`);
+    }
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed) return new AuthError('access token algorithm is not accepted by this server');
+  return new AuthError(INVALID);
+}
