@@ -15,6 +15,7 @@ import { createServices, presenceTtl, type Services } from './services/index.js'
 import { contextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
 import { createWsTransport } from './trpc/ws-transport.js';
+import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
 
@@ -101,8 +102,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
   const serveStatic = createStaticHandler(opts.webDir);
   const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
+  // Browser origins allowed on the API, over HTTP and WebSocket (src/http/origins.ts).
+  const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (origins.screen(req, res, path)) return;
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
     if (path === '/readyz') {
       // Every store the node depends on: PostgreSQL and each Redis connection (in memory: up).
@@ -175,6 +179,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       socket.destroy();
       return;
     }
+    if (origins.refuseUpgrade(req, socket)) return;
     const ip = clientAddress(req, config.trustProxy);
     void (async () => {
       // Connection attempts per address (a reconnect storm or a scan): refused before the upgrade.

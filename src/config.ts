@@ -13,6 +13,36 @@ const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v 
 /** A claim name: a literal key or a dotted path (`realm_access.roles`, `https://chat.example.com/roles`). */
 const claimName = z.string().min(1).max(256).regex(/^\S+$/, 'a claim name has no spaces');
 
+/**
+ * CORS_ORIGINS: a comma list of exact browser origins (`scheme://host[:port]`), each normalised as
+ * browsers send it in `Origin` (`HTTPS://App.Example.com:443` -> `https://app.example.com`). No
+ * wildcard, no path: every bad entry is one issue naming it.
+ */
+function corsOrigins(raw: string | undefined, ctx: z.RefinementCtx): string[] {
+  const origins = new Set<string>();
+  for (const entry of (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (entry.includes('*')) {
+      ctx.addIssue(`"${entry}": wildcards are refused; list the exact origin of each frontend, e.g. https://app.example.com (docs/SECURITY.md says why)`);
+      continue;
+    }
+    let url: URL | null = null;
+    try {
+      url = new URL(entry);
+    } catch {
+      // not a URL at all: reported below
+    }
+    const parts = /^https?:\/\/([^/?#\\]+)(.*)$/i.exec(entry);
+    if (!url || !parts || url.username || url.password) {
+      ctx.addIssue(`"${entry}" is not an origin: expected http(s)://host[:port], e.g. https://app.example.com`);
+    } else if (parts[2]) {
+      ctx.addIssue(`"${entry}" has a path: an origin is scheme://host[:port] only (here ${url.origin})`);
+    } else {
+      origins.add(url.origin);
+    }
+  }
+  return [...origins];
+}
+
 const EnvSchema = z.object({
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
@@ -52,6 +82,7 @@ const EnvSchema = z.object({
   RATE_ROOM_CREATES_PER_MINUTE: z.coerce.number().int().positive().default(20),
   RATE_ACTIONS_PER_10S: z.coerce.number().int().positive().default(100),
   TRUST_PROXY: bool.optional(),
+  CORS_ORIGINS: z.string().optional().transform(corsOrigins),
   WS_PONG_WAIT_MS: z.coerce.number().int().positive().default(5000),
   RATE_CONNECTS_PER_IP_PER_MINUTE: z.coerce.number().int().positive().default(600),
   MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().default(5),
@@ -96,6 +127,11 @@ export interface Config {
   wsPongWaitMs: number;
   /** Behind a reverse proxy: take the client address from X-Forwarded-For (first entry). */
   trustProxy: boolean;
+  /**
+   * Browser origins allowed besides the server's own (CORS_ORIGINS, normalised); empty: same origin
+   * only (src/http/origins.ts).
+   */
+  corsOrigins: string[];
   dbPoolMax: number;
   /**
    * The hot queries (sends, access checks) run as named prepared statements, planned once per
@@ -259,6 +295,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wsKeepAliveMs: e.WS_KEEPALIVE_MS,
     wsPongWaitMs: e.WS_PONG_WAIT_MS,
     trustProxy: e.TRUST_PROXY ?? false,
+    corsOrigins: e.CORS_ORIGINS,
     dbPoolMax: e.DB_POOL_MAX,
     dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,

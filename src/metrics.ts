@@ -13,6 +13,8 @@ export interface Counters {
   authFailures: number;
   /** Tokens that could not be checked: the identity provider's keys (JWKS) could not be loaded. */
   authUnavailable: number;
+  /** HTTP API requests and WebSocket upgrades refused for a browser Origin that is not allowed. */
+  originRefused: number;
   /** Fan-out frames written with ws's `sendFrame` (the fast path, src/trpc/frames.ts). */
   wsDirectWrites: number;
   /** Fan-out frames written with `ws.send` because the fast path's ws internals were not there. */
@@ -20,7 +22,7 @@ export interface Counters {
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, wsDirectWrites: 0, wsFallbackWrites: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -126,6 +128,7 @@ export class Metrics {
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
     counter('chat_auth_unavailable_total', 'Tokens not verified because the identity provider keys could not be loaded', () => c.authUnavailable);
+    counter('chat_origin_refused_total', 'HTTP API requests and WebSocket upgrades refused for their browser Origin', () => c.originRefused);
     counter('chat_ws_direct_writes_total', 'Fan-out frames written to sockets with ws sendFrame (the fast path)', () => c.wsDirectWrites);
     counter(
       'chat_ws_fallback_writes_total',

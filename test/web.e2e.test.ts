@@ -1,16 +1,19 @@
 import { tmpdir } from 'node:os';
 /**
  * The browser chat page end to end: Debian's Chromium driven by playwright-core, two browser
- * contexts (two users) against a real server (PostgreSQL + Redis). Every wait is on the page
+ * contexts (two users) against a real server (PostgreSQL + Redis), and the browser's own CORS
+ * enforcement against pages of other origins. Every wait is on the page
  * (a selector or a condition), never a fixed sleep.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, dispose, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, dispose, testEnv, tokenFor, uuid, within, type TestEnv, type TestServer } from './fixture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -215,5 +218,70 @@ describe('browser chat page', () => {
     await waitGone(roomItem(alice, 'Archive').locator('.badge'));
 
     expect(errors).toEqual([]);
+  });
+});
+
+describe('browser origins', () => {
+  /** What a page of `origin` gets from the API at `api`: HTTP calls (with a preflight) and a tRPC query over WebSocket. */
+  async function callFrom(origin: string, api: string): Promise<{ http: string; batch: string; ws: string }> {
+    const page = await newPage([]);
+    await page.goto(`${origin}/`);
+    expect(new URL(page.url()).origin).toBe(origin);
+    const result = page.evaluate(
+      async ({ api, token }) => {
+        const http = await fetch(`${api}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } }).then(
+          async (r) => `${r.status} ${((await r.json()) as { result: { data: { json: { id: string } } } }).result.data.json.id}`,
+          (e: Error) => `failed: ${e.name}`,
+        );
+        // What httpBatchLink sends: a POST with content-type and, for the stream link, trpc-accept.
+        const batch = await fetch(`${api}/trpc/room.create?batch=1`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'trpc-accept': 'application/json' },
+          body: JSON.stringify({ 0: { json: { kind: 'group', name: 'from another origin' } } }),
+        }).then(
+          (r) => String(r.status),
+          (e: Error) => `failed: ${e.name}`,
+        );
+        const ws = await new Promise<string>((resolve) => {
+          const socket = new WebSocket(`${api.replace(/^http/, 'ws')}/trpc?connectionParams=1`);
+          socket.onopen = () => {
+            socket.send(JSON.stringify({ method: 'connectionParams', data: { token } }));
+            socket.send(JSON.stringify({ id: 1, method: 'query', params: { path: 'auth.me', input: {} } }));
+          };
+          socket.onmessage = (m) => {
+            const frame = JSON.parse(String(m.data)) as { id?: number; result?: { data: { json: { id: string } } } };
+            if (frame.id !== 1) return;
+            resolve(`query ${frame.result?.data.json.id ?? 'failed'}`);
+            socket.close();
+          };
+          socket.onerror = () => resolve('refused');
+          socket.onclose = (e) => resolve(`closed ${e.code}`);
+        });
+        return { http, batch, ws };
+      },
+      { api, token: tokenFor('pat') },
+    );
+    return within(result, WAIT, `calls from ${origin}`);
+  }
+
+  it('a page of a listed origin uses the API over HTTP and WebSocket; a page of another origin is refused on both', async () => {
+    // One tiny server for the frontend pages: http://127.0.0.1:<port> and http://localhost:<port> are two origins.
+    const pages = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><title>frontend</title>');
+    });
+    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (pages.address() as AddressInfo).port;
+      const listed = `http://127.0.0.1:${port}`;
+      const api = await env.startServer({ corsOrigins: [listed] });
+      expect(await callFrom(listed, api.url)).toEqual({ http: '200 pat', batch: '200', ws: 'query pat' });
+      expect(await callFrom(`http://localhost:${port}`, api.url)).toEqual({ http: 'failed: TypeError', batch: 'failed: TypeError', ws: 'refused' });
+      // The refused page's POST did not run (it was stopped at its preflight): one room, the listed page's.
+      await using pat = clientFor(api.url, 'pat');
+      expect((await pat.trpc.room.list.query()).filter((r) => r.name === 'from another origin')).toHaveLength(1);
+    } finally {
+      await new Promise<void>((resolve) => pages.close(() => resolve()));
+    }
   });
 });
