@@ -49,6 +49,9 @@ interface Me {
   roles: string[];
 }
 
+/** An HTTP answer without its headers. */
+const statusAndBody = ({ status, body }: { status: number; body: unknown }) => ({ status, body });
+
 /** auth.me over HTTP with a bearer token: the actor, or the error's status, code and message. */
 async function httpMe(srv: TestServer, token: string): Promise<{ status: number; me?: Me; code?: string; message?: string }> {
   const r = await getJson<Partial<TrpcHttpResult<Me>> & Partial<TrpcHttpError>>(`${srv.url}/trpc/auth.me`, {
@@ -273,7 +276,7 @@ describe('Keycloak-shaped tokens (realm roles, preferred_username, a tenant attr
     expect(stats.status).toBe(200);
     const plain = await signWith(kcKey, keycloakClaims({ realm_access: { roles: ['offline_access'] } }));
     expect((await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${plain}` } })).status).toBe(403);
-    expect(await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${await signWith(kcKey, keycloakClaims({ aud: 'account' }))}` } })).toEqual({
+    expect(statusAndBody(await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${await signWith(kcKey, keycloakClaims({ aud: 'account' }))}` } }))).toEqual({
       status: 401,
       body: { error: 'admin token required (Authorization: Bearer): access token is not meant for this service (aud)' },
     });
@@ -370,7 +373,7 @@ describe('the identity provider is down', () => {
     const token = await signWith(key, claims('outage-user', { iss: undefined, aud: undefined }));
     expect(await httpMe(D, token)).toEqual({ status: 503, code: 'SERVICE_UNAVAILABLE', message: UNAVAILABLE });
     const stats = await getJson(`${D.url}/admin/stats`, { headers: { authorization: `Bearer ${token}` } });
-    expect(stats).toEqual({ status: 503, body: { error: UNAVAILABLE } });
+    expect(statusAndBody(stats)).toEqual({ status: 503, body: { error: UNAVAILABLE } });
 
     // A WebSocket: the connection is refused with SERVICE_UNAVAILABLE (tRPC's error frame without
     // an id), then closed, so that its client reconnects (with backoff) and authenticates again.
