@@ -110,8 +110,20 @@ export type InboxSignal = {
   payload: unknown;
 };
 
-/** What `inbox.events` yields: `ready` first (without lastEventId), then items and signals. */
-export type InboxEvent = { type: 'ready'; seq: number } | InboxItem | InboxSignal;
+/**
+ * Live-only: my read position of a room changed (read, marked unread, all read), possibly on another
+ * of my devices; carries the room's counts after the change, so a room list updates without a query.
+ */
+export type InboxUnreadChanged = {
+  type: 'unread.changed';
+  roomId: string;
+  lastReadSeq: number;
+  unread: number;
+  mentions: number;
+};
+
+/** What `inbox.events` yields: `ready` first (without lastEventId), then items and live events. */
+export type InboxEvent = { type: 'ready'; seq: number } | InboxItem | InboxSignal | InboxUnreadChanged;
 
 /** Bus channel names (the bus adds its own deployment prefix). */
 export const channels = {

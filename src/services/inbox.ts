@@ -19,10 +19,11 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
     const [tenant, userId] = parseKey(key);
     return channels.user(tenant, userId);
   },
-  isDurable: (e): e is InboxItem => e.type !== 'signal' && e.type !== 'ready',
+  isDurable: (e): e is InboxItem => e.type !== 'signal' && e.type !== 'unread.changed' && e.type !== 'ready',
   kickUserOf: () => null,
-  // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced.
-  coalesceKey: () => null,
+  // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced. A room's unread
+  // state is: on a slow socket only its latest counts go out.
+  coalesceKey: (e) => (e.type === 'unread.changed' ? `unread:${e.roomId}` : null),
 };
 
 /**

@@ -1,4 +1,4 @@
-import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxItem, type InboxSignal } from '../domain/events.js';
+import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxItem, type InboxSignal, type InboxUnreadChanged } from '../domain/events.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Counters } from '../metrics.js';
 import type { Publisher } from '../store/tx.js';
@@ -19,7 +19,7 @@ export class EventPublisher implements Publisher {
     return this.bus.publish(channels.room(e.roomId), encodeEvent(e));
   }
 
-  inbox(tenant: string, userId: string, e: InboxItem | InboxSignal): Promise<void> {
+  inbox(tenant: string, userId: string, e: InboxItem | InboxSignal | InboxUnreadChanged): Promise<void> {
     return this.bus.publish(channels.user(tenant, userId), encodeEvent(e));
   }
 }

@@ -1,5 +1,5 @@
 import type { Actor } from '../domain/actor.js';
-import { advanceReadPosition, readersFrom, readPosition, unreadCounts } from '../store/receipts.js';
+import { advanceReadPosition, readersFrom, readEverything, readPosition, rewindReadPosition, unreadCounts } from '../store/receipts.js';
 import type { Store } from '../store/store.js';
 import type { AccessService } from './access.js';
 import type { RateLimits } from './limits.js';
@@ -22,15 +22,59 @@ export class ReceiptService {
     if (moved !== undefined) {
       // Ephemeral: delivered live, never replayed.
       await this.publisher.room({ type: 'receipt.read', roomId, userId: actor.id, seq: moved });
+      await this.unreadChanged(actor, [roomId]);
       return { roomId, lastReadSeq: moved };
     }
     return { roomId, lastReadSeq: (await readPosition(this.store.db(), roomId, actor.id)) ?? 0 };
+  }
+
+  /**
+   * Makes `seq` and what follows unread again for me (my read position moves back, never forward).
+   * Personal: the room's read receipts do not move back; my other devices get `unread.changed`.
+   */
+  async markUnread(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.access.requireMember(actor, roomId);
+    const moved = await rewindReadPosition(this.store.db(), roomId, actor.id, seq);
+    if (moved !== undefined) {
+      await this.unreadChanged(actor, [roomId]);
+      return { roomId, lastReadSeq: moved };
+    }
+    return { roomId, lastReadSeq: (await readPosition(this.store.db(), roomId, actor.id)) ?? 0 };
+  }
+
+  /** Every room of mine read up to its last message (one statement); answers how many rooms moved. */
+  async markAllRead(actor: Actor): Promise<{ rooms: number }> {
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    const moved = await readEverything(this.store.db(), actor.tenant, actor.id);
+    await Promise.all(moved.map((m) => this.publisher.room({ type: 'receipt.read', roomId: m.room_id, userId: actor.id, seq: m.last_read_seq })));
+    await this.unreadChanged(
+      actor,
+      moved.map((m) => m.room_id),
+    );
+    return { rooms: moved.length };
   }
 
   /** Unread and unread-mention counts of every room I belong to (rooms with nothing unread included). */
   async unread(actor: Actor): Promise<{ roomId: string; unread: number; mentions: number; lastReadSeq: number }[]> {
     const rows = await unreadCounts(this.store.db(), actor.tenant, actor.id);
     return rows.map((r) => ({ roomId: r.room_id, unread: r.unread, mentions: r.mentions, lastReadSeq: r.last_read_seq }));
+  }
+
+  /** Tells my inbox (every device) the new counts of rooms whose read position moved. */
+  private async unreadChanged(actor: Actor, roomIds: string[]): Promise<void> {
+    const rows = await unreadCounts(this.store.db(), actor.tenant, actor.id, roomIds);
+    await Promise.all(
+      rows.map((r) =>
+        this.publisher.inbox(actor.tenant, actor.id, {
+          type: 'unread.changed',
+          roomId: r.room_id,
+          lastReadSeq: r.last_read_seq,
+          unread: r.unread,
+          mentions: r.mentions,
+        }),
+      ),
+    );
   }
 
   /** Members who have read up to `seq` (inclusive), with when they last read. */

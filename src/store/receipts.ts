@@ -41,7 +41,9 @@ export function unreadCounts(
   db: Db,
   tenant: string,
   userId: string,
+  roomIds?: readonly string[],
 ): Promise<{ room_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
+  if (roomIds?.length === 0) return Promise.resolve([]);
   return db
     .selectFrom('membership as mb')
     .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
@@ -50,6 +52,7 @@ export function unreadCounts(
       return ['mb.room_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
     })
     .where('mb.user_id', '=', userId)
+    .$if(roomIds !== undefined, (q) => q.where('mb.room_id', 'in', roomIds ?? []))
     .orderBy('mb.room_id')
     .execute();
 }
@@ -70,6 +73,36 @@ export async function advanceReadPosition(db: Db, roomId: string, userId: string
     .returning('mb.last_read_seq')
     .executeTakeFirst();
   return row?.last_read_seq;
+}
+
+/**
+ * Moves the user's read position back so that `seq` and what follows are unread again; never
+ * forward. Returns the new position, or nothing when it did not move (or the user is no member).
+ */
+export async function rewindReadPosition(db: Db, roomId: string, userId: string, seq: number): Promise<number | undefined> {
+  const row = await db
+    .updateTable('membership')
+    .set({ last_read_seq: seq - 1 })
+    .where('room_id', '=', roomId)
+    .where('user_id', '=', userId)
+    .where('last_read_seq', '>', seq - 1)
+    .returning('last_read_seq')
+    .executeTakeFirst();
+  return row?.last_read_seq;
+}
+
+/** Every room of the user in the tenant read up to its last seq; the rooms that moved, with their new position. */
+export function readEverything(db: Db, tenant: string, userId: string): Promise<{ room_id: string; last_read_seq: number }[]> {
+  return db
+    .updateTable('membership as mb')
+    .from('room as r')
+    .set((eb) => ({ last_read_seq: eb.ref('r.last_seq'), last_read_at: now() }))
+    .whereRef('r.id', '=', 'mb.room_id')
+    .where('r.tenant', '=', tenant)
+    .where('mb.user_id', '=', userId)
+    .whereRef('mb.last_read_seq', '<', 'r.last_seq')
+    .returning(['mb.room_id', 'mb.last_read_seq'])
+    .execute();
 }
 
 /** The user's read position in the room (none: not a member). */
