@@ -68,13 +68,14 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
  * The one access check. Members act with their role; on `support` rooms every user holding the
  * `support` role of the tenant reads and answers like a member (no moderation); `service` tokens
  * may post into any room of their tenant and add and remove its members (as a room admin).
- * Tenant-level actions (room keys, system and card messages) are checked by `requireTenant`. Anyone else gets NOT_FOUND: a non-member learns nothing,
- * not even that the room exists. Sending also requires not being muted.
+ * Anyone else gets NOT_FOUND: a non-member learns nothing, not even that the room exists. Sending
+ * also requires not being muted. Tenant-level actions (room keys, system and card messages) are
+ * checked by `requireTenant`, from the same permission table (src/domain/permissions.ts).
  */
 export class AccessService {
   constructor(private readonly store: Store) {}
 
-  /** Read (`read`) or post (`send`) access; in a transaction given its EntityManager. */
+  /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
   async requireAccess(actor: Actor, roomId: string, purpose: AccessRequest['purpose'], em?: Em): Promise<RoomAccess> {
     const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
     if (access instanceof AppError) throw access;

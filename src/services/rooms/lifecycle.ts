@@ -48,10 +48,6 @@ export class RoomLifecycle {
     },
   ): Promise<RoomDto> {
     if (input.key) this.access.requireTenant(actor, 'setRoomKey');
-    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
-    if (input.encrypted && !this.keyring.enabled) {
-      throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
-    }
     const id = randomUUID();
     try {
       await this.insert(actor, id, input);
@@ -88,8 +84,15 @@ export class RoomLifecycle {
     return this.reads.get(actor, id, 'manage');
   }
 
-  /** Inserts a room with its creator as owner and its first members, in one transaction. */
+  /**
+   * Inserts a room with its creator as owner and its first members, in one transaction, after the
+   * creator's rate limit and the encryption precondition.
+   */
   private async insert(actor: Actor, id: string, input: Parameters<RoomLifecycle['create']>[1]): Promise<void> {
+    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+    if (input.encrypted && !this.keyring.enabled) {
+      throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
+    }
     // Sorted: rows of several users are always locked in the same order (no deadlocks between rooms).
     const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id).sort();
     await this.store.transact(async (tx) => {
