@@ -94,7 +94,7 @@ export function formatEvent(e: RoomEvent, seqOf: (messageId: string) => number |
 
 export function formatRoom(r: RoomListItem): string {
   const unread = r.unreadCount > 0 ? pc.bold(pc.yellow(` ${r.unreadCount} unread`)) : '';
-  const last = r.lastMessage ? pc.dim(`  ${r.lastMessage.senderId}: ${truncate(r.lastMessage.body ?? '(deleted)', 40)}`) : '';
+  const last = r.lastMessage ? pc.dim(`  ${r.lastMessage.senderId}: ${truncate(r.lastMessage.deletedAt ? '(deleted)' : r.lastMessage.body || r.lastMessage.card?.title || '', 40)}`) : '';
   return `${pc.bold(r.name)} ${pc.dim(`(${r.kind})`)}${unread}  ${pc.dim(r.id)}${last}`;
 }
 

@@ -280,7 +280,7 @@ function renderRooms() {
       const active = view?.roomId === r.id;
       const unread = active ? 0 : r.unreadCount;
       const last = r.lastMessage;
-      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body ?? ''}`) : r.topic ?? '';
+      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body || last.card?.title || ''}`) : r.topic ?? '';
       const li = h(
         'li',
         { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: 0 },
