@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { actor, clientFor, expectTRPCError, fileServer, openEvents, recordEvents, roomKit, uuid, wsClient } from './fixture.js';
+import { actor, clientFor, expectTRPCError, fileServer, getJson, openEvents, recordEvents, roomKit, tokenFor, uuid, wsClient, type TrpcHttpError } from './fixture.js';
 
 const t = fileServer('svc', { messageKeys: `k1:${randomBytes(32).toString('base64')}` });
 
@@ -186,6 +186,30 @@ describe('metadata', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     await expectTRPCError(as(alice).room.update({ roomId: room.id, metadata: [] as never }), 'BAD_REQUEST', /metadata must be a JSON object/);
     await expectTRPCError(as(alice).room.create({ kind: 'group', name: 'x', metadata: { big: 'y'.repeat(5000) } }), 'BAD_REQUEST', /4096 bytes/);
+  });
+
+  it('raw JSON over HTTP: a __proto__ key never arrives (dropped by the transport, else refused), a non-object is BAD_REQUEST', async () => {
+    const [alice] = users('alice');
+    const room = await as(alice).room.create({ kind: 'group', name: 'Raw' });
+    const post = (metadataJson: string) =>
+      getJson<TrpcHttpError & { result?: { data: { json: { metadata: unknown } } } }>(`${t.url}/trpc/chat.send`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenFor(alice)}`, 'content-type': 'application/json' },
+        body: `{"json":{"roomId":"${room.id}","clientId":"${uuid()}","body":"x","metadata":${metadataJson}}}`,
+      });
+    for (const raw of ['{"a":{"__proto__":{"isAdmin":true}}}', '{"__proto__":{"isAdmin":true},"b":1}']) {
+      const res = await post(raw);
+      if (res.status === 400) expect(res.body.error.json.message).toMatch(/must not have a __proto__ key/);
+      else expect(JSON.stringify(res.body.result?.data.json.metadata)).not.toContain('__proto__');
+    }
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
+    const rows = await t.env.sql("select count(*)::int as n from message where metadata::text like '%__proto__%'");
+    expect(rows).toEqual([{ n: 0 }]);
+    const array = await post('[1,2]');
+    expect(array.status).toBe(400);
+    expect(array.body.error.json.data.code).toBe('BAD_REQUEST');
+    expect(array.body.error.json.message).toMatch(/metadata must be a JSON object/);
+    expect((await post('null')).status).toBe(200); // null: no metadata
   });
 
   it('travels over HTTP and in chat.events through a real wsLink client', async () => {
