@@ -161,7 +161,8 @@ describe('chat CLI', () => {
     const c = clients.use(createChatClient({ url, token, lazy: true }));
     expect((await c.trpc.auth.me.query()).id).toBe('alice');
 
-    const created = await cli(['create', 'cli-room', '--member', 'bob', '--key', 'order:42', '--json']);
+    // Only service and admin tokens link rooms to keys: alice's admin token (same user) creates it.
+    const created = await cli(['create', 'cli-room', '--member', 'bob', '--key', 'order:42', '--json', '--token', tokenFor('alice', { roles: ['admin'] })]);
     expect(created.code, created.stderr).toBe(0);
     const [room] = created.json<{ id: string; name: string; kind: string; key: string }>();
     expect(room).toMatchObject({ name: 'cli-room', kind: 'group', key: 'order:42' });
@@ -342,6 +343,30 @@ describe('chat CLI', () => {
     expect(text.stdout).toMatch(/ frank: abcdefgh\n {4}i\n/);
     expect(json.json<{ body: string | null }>().map((m) => m.body)).toContain('abcdefgh\ni');
     expect(rooms.stdout).toContain('frank: abcdefgh i');
+  });
+
+  it('prints a card as a few lines: title, label: value per field, links; without control sequences', async () => {
+    await login('gwen');
+    const erp = clients.use(createChatClient({ url, token: tokenFor('erp-cli', { roles: ['service'] }), lazy: true }));
+    const room = await client('gwen').trpc.room.create.mutate({ kind: 'group', name: 'card-room' });
+    await erp.trpc.chat.send.mutate({
+      roomId: room.id,
+      clientId: uuid(),
+      body: 'Order 4711 shipped',
+      kind: 'card',
+      card: {
+        title: 'Order 4711\u001b[2J',
+        fields: [
+          { label: 'Status', value: 'shipped' },
+          { label: 'Carrier', value: 'DHL\nExpress' },
+        ],
+        links: [{ label: 'Tracking', url: 'https://tracking.example.com/4711' }],
+      },
+    });
+    const text = await cli(['history', room.id], 'gwen');
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).not.toMatch(TERMINAL_CONTROL);
+    expect(text.stdout).toMatch(/ erp-cli: Order 4711\n {4}Status: shipped\n {4}Carrier: DHL Express\n {4}↗ Tracking: https:\/\/tracking\.example\.com\/4711\n/);
   });
 
   it('errors: one line on stderr and a non-zero exit for a bad URL, a refused login, an unknown room, no video', async () => {

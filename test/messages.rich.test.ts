@@ -486,13 +486,13 @@ describe('mentions', () => {
 describe('kinds and attachments', () => {
   const att = (i = 0) => ({ url: `https://cdn.example.com/f${i}.png`, name: `f${i}.png`, size: 1000 + i, mime: 'image/png' });
 
-  it('system cannot be sent; image/file carry attachments; at most 10; malformed ones are BAD_REQUEST', async () => {
+  it('users cannot send system messages; image/file carry attachments; at most 10; malformed ones are BAD_REQUEST', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const before = await lastSeq(alice!, room.id);
     const bad = (over: Record<string, unknown>) => as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', ...over } as never);
 
-    await expectTRPCError(bad({ kind: 'system' }), 'BAD_REQUEST', /kind/);
+    await expectTRPCError(bad({ kind: 'system' }), 'FORBIDDEN', /only service tokens may send system messages/);
     await expectTRPCError(bad({ kind: 'video' }), 'BAD_REQUEST', /kind/);
     await expectTRPCError(bad({ kind: 'file', attachments: Array.from({ length: 11 }, (_, i) => att(i)) }), 'BAD_REQUEST', /10 attachments/);
     for (const broken of [

@@ -93,7 +93,8 @@ beforeAll(async () => {
   const roomOf = async (owner: Actor, key: 'A' | 'B' | 'C', members: string[]) => {
     const m = MARK[key];
     const roomKey = `key:${KEY_MARK[key]}`;
-    const room = await as(owner).room.create({ kind: 'group', name: `Room ${m}`, topic: `topic ${m}`, key: roomKey, memberIds: members });
+    // Keys are set by service and admin tokens: the owner's admin token (same user) creates the room.
+    const room = await as({ ...owner, roles: ['admin'] }).room.create({ kind: 'group', name: `Room ${m}`, topic: `topic ${m}`, key: roomKey, memberIds: members });
     return { key, id: room.id, tenant: owner.tenant, roomKey };
   };
   // A: alice is a plain member (she can neither add members nor change the room); B: alice is not in it.

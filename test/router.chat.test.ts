@@ -380,7 +380,7 @@ describe('bad input', () => {
     await expectTRPCError(send({ clientId: 'not-a-uuid' }), 'BAD_REQUEST', /clientId/);
     await expectTRPCError(send({ clientId: undefined }), 'BAD_REQUEST', /clientId/);
     await expectTRPCError(send({ roomId: uuid() }), 'NOT_FOUND', /room not found/);
-    await expectTRPCError(send({ kind: 'system' }), 'BAD_REQUEST', /kind/);
+    await expectTRPCError(send({ kind: 'system' }), 'FORBIDDEN', /only service tokens may send system messages/);
     await expectTRPCError(send({ mentions: ['has space'] }), 'BAD_REQUEST', /mentions|userId/);
     await expectTRPCError(as(alice!).chat.history({ roomId: room.id, limit: 1000 }), 'BAD_REQUEST', /limit/);
     await expectTRPCError(as(alice!).chat.history({ roomId: 'x' }), 'BAD_REQUEST', /roomId/);

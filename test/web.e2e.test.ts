@@ -217,6 +217,34 @@ describe('browser chat page', () => {
     expect(await historyBodies()).toEqual(Array.from({ length: 75 }, (_, i) => `history ${i + 1}`));
     await waitGone(roomItem(alice, 'Archive').locator('.badge'));
 
+    // A card from a service token: title, label/value fields and links, all as text (never HTML).
+    {
+      await using erp = clientFor(srv.url, 'erp', { roles: ['service'] });
+      const room = await erp.trpc.room.ensure.mutate({ key: 'order:4711', kind: 'group', name: 'Order 4711', memberIds: ['alice'] });
+      await erp.trpc.chat.send.mutate({
+        roomId: room.id,
+        clientId: uuid(),
+        kind: 'card',
+        body: 'Order 4711 shipped',
+        card: {
+          title: 'Shipped <img src=x onerror=alert(1)>',
+          fields: [{ label: 'Carrier', value: '<b>DHL</b>' }],
+          links: [{ label: 'Tracking', url: 'https://tracking.example.com/4711' }],
+        },
+      });
+    }
+    await roomItem(alice, 'Order 4711').click();
+    const card = alice.locator('#messages .msg[data-seq] .card');
+    await waitText(card.locator('.card-title'), 'Shipped <img src=x onerror=alert(1)>');
+    expect(await card.locator('img, b').count()).toBe(0);
+    expect(await card.locator('dt').allTextContents()).toEqual(['Carrier']);
+    expect(await card.locator('dd').allTextContents()).toEqual(['<b>DHL</b>']);
+    const link = card.locator('.card-links a');
+    expect(await link.textContent()).toBe('Tracking');
+    expect(await link.getAttribute('href')).toBe('https://tracking.example.com/4711');
+    expect(await link.getAttribute('rel')).toBe('noopener noreferrer');
+    expect(await link.getAttribute('target')).toBe('_blank');
+
     expect(errors).toEqual([]);
   });
 });

@@ -27,11 +27,26 @@ export function reactionsText(m: Pick<Message, 'reactions'>): string {
 export function formatMessage(m: Message, mark = ''): string {
   const head = `${pc.dim(clock(m.createdAt))} ${pc.dim(`#${m.seq}`)}${mark ? ` ${mark}` : ''}`;
   if (m.kind === 'system') return `${head} ${pc.dim(`* ${m.body ?? ''}`)}`;
+  if (m.kind === 'card' && m.card && !m.deletedAt) return `${head} ${who(m.senderId)}: ${formatCard(m.card)}${reactionsText(m)}`;
   // A body's own lines are indented under its head, so a message cannot pass for another's line.
   const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body.replace(/\n/g, '\n    ');
   const files = m.attachments.map((a) => pc.dim(` [${a.mime.startsWith('image/') ? 'image' : 'file'}: ${a.name}]`)).join('');
   const edited = m.editedAt && !m.deletedAt ? pc.dim(' (edited)') : '';
   return `${head} ${who(m.senderId)}: ${body}${files}${edited}${reactionsText(m)}`;
+}
+
+/**
+ * A card as a few lines under its message head: the title, `label: value` per field, then the links
+ * (`label: url`). Each line indented, so no line of a card passes for another message.
+ */
+export function formatCard(card: NonNullable<Message['card']>): string {
+  const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ');
+  const lines = [
+    pc.bold(oneLine(card.title)),
+    ...card.fields.map((f) => `    ${pc.dim(`${oneLine(f.label)}:`)} ${oneLine(f.value)}`),
+    ...(card.links ?? []).map((l) => `    ${pc.dim('↗')} ${oneLine(l.label)}: ${pc.underline(l.url)}`),
+  ];
+  return lines.join('\n');
 }
 
 export const presenceDot = (s: PresenceStatus | undefined) =>
@@ -79,7 +94,7 @@ export function formatEvent(e: RoomEvent, seqOf: (messageId: string) => number |
 
 export function formatRoom(r: RoomListItem): string {
   const unread = r.unreadCount > 0 ? pc.bold(pc.yellow(` ${r.unreadCount} unread`)) : '';
-  const last = r.lastMessage ? pc.dim(`  ${r.lastMessage.senderId}: ${truncate(r.lastMessage.body ?? '(deleted)', 40)}`) : '';
+  const last = r.lastMessage ? pc.dim(`  ${r.lastMessage.senderId}: ${truncate(r.lastMessage.deletedAt ? '(deleted)' : r.lastMessage.body || r.lastMessage.card?.title || '', 40)}`) : '';
   return `${pc.bold(r.name)} ${pc.dim(`(${r.kind})`)}${unread}  ${pc.dim(r.id)}${last}`;
 }
 

@@ -16,14 +16,28 @@ export interface AttachmentDto {
   mime: string;
 }
 
+/** Structured data of an integration: a plain JSON object (at most 4 KiB serialized). */
+export type JsonObject = Record<string, unknown>;
+
+/** The content of a `card` message (sent by service tokens): a title, label/value fields, https links. */
+export interface CardDto {
+  title: string;
+  fields: { label: string; value: string }[];
+  links?: { label: string; url: string }[] | undefined;
+}
+
 export interface MessageDto {
   id: string;
   roomId: string;
   seq: number;
   senderId: string;
   body: string | null;
-  kind: 'text' | 'image' | 'file' | 'system';
+  kind: 'text' | 'image' | 'file' | 'system' | 'card';
   attachments: AttachmentDto[];
+  /** Structured data given by the sender (null: none). Stored in plain text, also in encrypted rooms. */
+  metadata: JsonObject | null;
+  /** The card of a `card` message (null for every other kind). Stored in plain text, also in encrypted rooms. */
+  card: CardDto | null;
   replyToId: string | null;
   mentions: string[];
   createdAt: Date;

@@ -40,3 +40,29 @@ export function can(role: MemberRole, action: RoomAction, kind: RoomKind): boole
 export function outranks(actor: MemberRole, target: MemberRole): boolean {
   return ROLE_RANK[actor] > ROLE_RANK[target];
 }
+
+/**
+ * What a token may do in its tenant, whatever its room roles: the tenant-level half of the
+ * permission table. Integrations run on `service` tokens; `admin` tokens may link rooms to keys too.
+ * - `setRoomKey`: create a room with an external key (`order:4711`), `room.ensure` by key,
+ * - `manageAnyRoom`: add and remove members of any room of the tenant without being a member,
+ * - `sendSystem`, `sendCard`: post `system` and `card` messages through `chat.send`.
+ */
+export type TenantAction = 'setRoomKey' | 'manageAnyRoom' | 'sendSystem' | 'sendCard';
+
+const TENANT_ROLES: Record<TenantAction, readonly string[]> = {
+  setRoomKey: ['service', 'admin'],
+  manageAnyRoom: ['service'],
+  sendSystem: ['service'],
+  sendCard: ['service'],
+};
+
+/** True when a token with `roles` may do `action` in its tenant. */
+export function tenantMay(roles: readonly string[], action: TenantAction): boolean {
+  return TENANT_ROLES[action].some((r) => roles.includes(r));
+}
+
+/** The roles `action` needs, as words for an error message ("service or admin"). */
+export function tenantRolesOf(action: TenantAction): string {
+  return TENANT_ROLES[action].join(' or ');
+}

@@ -1,4 +1,4 @@
-import type { MemberRole, MessageDto } from './events.js';
+import type { JsonObject, MemberRole, MessageDto } from './events.js';
 import type { RoomKind } from './permissions.js';
 
 /** Muting without an end date lasts until unmuted (stored as this far date). */
@@ -13,6 +13,8 @@ export interface RoomDto {
   encrypted: boolean;
   /** Messages older than this many days are removed (null: the server default). */
   retentionDays: number | null;
+  /** Structured data of the integration (null: none). */
+  metadata: JsonObject | null;
   createdBy: string;
   createdAt: Date;
   lastSeq: number;

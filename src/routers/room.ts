@@ -1,22 +1,27 @@
 import { z } from 'zod';
 import { authedProcedure, router } from '../trpc/init.js';
-import { MAX_MEMBERS_PER_CALL, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
+import { MAX_MEMBERS_PER_CALL, Metadata, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
 
 const RoomMember = z.object({ roomId: RoomId, userId: UserId });
+const MemberIds = z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`);
+const NewRoom = z.object({
+  kind: z.enum(['group', 'support', 'broadcast']),
+  name: RoomName,
+  topic: Topic.nullish(),
+  memberIds: MemberIds.optional(),
+  encrypted: z.boolean().optional(),
+  metadata: Metadata.nullish(),
+});
 
 export const roomRouter = router({
   create: authedProcedure
-    .input(
-      z.object({
-        kind: z.enum(['group', 'support', 'broadcast']),
-        name: RoomName,
-        topic: Topic.nullish(),
-        key: RoomKey.nullish(),
-        memberIds: z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`).optional(),
-        encrypted: z.boolean().optional(),
-      }),
-    )
+    .input(NewRoom.extend({ key: RoomKey.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.create(ctx.actor, input)),
+
+  /** The room of an external key, created on first use (service and admin tokens); idempotent. */
+  ensure: authedProcedure
+    .input(NewRoom.extend({ key: RoomKey }))
+    .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.ensure(ctx.actor, input)),
 
   openDirect: authedProcedure
     .input(z.object({ userId: UserId }))
@@ -58,6 +63,7 @@ export const roomRouter = router({
         name: RoomName.optional(),
         topic: Topic.nullish(),
         retentionDays: z.number().int().min(1).max(36_500).nullish(),
+        metadata: Metadata.nullish(),
       }),
     )
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.update(ctx.actor, input.roomId, input)),

@@ -74,3 +74,55 @@ export const SignalIce = z.object({
   callId: CallId.optional(),
 });
 export const SignalHangup = z.object({ reason: z.string().max(200).optional(), callId: CallId.optional() });
+
+/** Structured data of rooms and messages (issue items 2 and 3). */
+export const MAX_METADATA_BYTES = 4096;
+export const MAX_METADATA_DEPTH = 8;
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && [Object.prototype, null].includes(Object.getPrototypeOf(v));
+
+/** Why `v` (at `path`, `depth` levels down) is not a plain JSON value, or null when it is. */
+function jsonProblem(v: unknown, path: string, depth: number): string | null {
+  if (depth > MAX_METADATA_DEPTH) return `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels (at ${path})`;
+  if (v === null || typeof v === 'string' || typeof v === 'boolean') return null;
+  if (typeof v === 'number') return Number.isFinite(v) ? null : `${path} must be a finite number`;
+  const items: [string, unknown][] | null = Array.isArray(v)
+    ? v.map((x, i) => [`${path}[${i}]`, x])
+    : isPlainObject(v)
+      ? Object.keys(v).map((k) => [`${path}.${k}`, v[k]])
+      : null;
+  if (items === null) return `${path} is not a JSON value (${typeof v === 'object' ? 'a non-plain object' : typeof v})`;
+  if (isPlainObject(v) && Object.hasOwn(v, '__proto__')) return `${path} must not have a __proto__ key`;
+  for (const [p, x] of items) {
+    const problem = jsonProblem(x, p, depth + 1);
+    if (problem) return problem;
+  }
+  return null;
+}
+
+/**
+ * `metadata`: a JSON object of plain JSON values (strings, finite numbers, booleans, null, arrays,
+ * objects; no `__proto__` key), nested at most 8 levels, at most 4 KiB serialized.
+ */
+export const Metadata = z.custom<Record<string, unknown>>(isPlainObject, { error: 'metadata must be a JSON object' }).superRefine((v, ctx) => {
+  const problem = jsonProblem(v, 'metadata', 1);
+  if (problem) return void ctx.addIssue({ code: 'custom', message: problem });
+  const bytes = Buffer.byteLength(JSON.stringify(v));
+  if (bytes > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `metadata is at most ${MAX_METADATA_BYTES} bytes of JSON (got ${bytes})` });
+});
+
+const isHttpsUrl = (s: string): boolean => URL.canParse(s) && new URL(s).protocol === 'https:';
+const CardLabel = z.string().trim().min(1, 'label must not be empty').max(100, 'label is at most 100 characters');
+
+/** The content of a `card` message (service tokens). */
+export const Card = z.object({
+  title: z.string().trim().min(1, 'card title must not be empty').max(200, 'card title is at most 200 characters'),
+  fields: z
+    .array(z.object({ label: CardLabel, value: z.string().max(1000, 'field value is at most 1000 characters') }))
+    .max(20, 'a card has at most 20 fields'),
+  links: z
+    .array(z.object({ label: CardLabel, url: z.string().max(2000, 'link url is at most 2000 characters').refine(isHttpsUrl, 'link url must be an https:// URL') }))
+    .max(5, 'a card has at most 5 links')
+    .optional(),
+});

@@ -1,6 +1,6 @@
 import type { Actor } from '../domain/actor.js';
 import { AppError, forbidden, notFound } from '../domain/errors.js';
-import { can, type RoomAction } from '../domain/permissions.js';
+import { can, type RoomAction, type TenantAction, tenantMay, tenantRolesOf } from '../domain/permissions.js';
 import { FOREVER, type RoomAccess } from '../domain/rooms.js';
 import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
@@ -9,7 +9,8 @@ import type { Store } from '../store/store.js';
 export interface AccessRequest {
   actor: Actor;
   roomId: string;
-  purpose: 'read' | 'send';
+  /** `manage`: adding and removing members (service tokens without a membership). */
+  purpose: 'read' | 'send' | 'manage';
 }
 
 /** Words for an action in an error message ("may not ... in this group room"). */
@@ -27,6 +28,14 @@ export function describeAction(action: RoomAction): string {
   return words[action];
 }
 
+/** Words for a tenant-level action in an error message ("only service tokens may ..."). */
+const TENANT_WORDS: Record<TenantAction, string> = {
+  setRoomKey: 'set a room key (room keys link rooms to records of the integration)',
+  manageAnyRoom: 'manage members of rooms they are not in',
+  sendSystem: 'send system messages',
+  sendCard: 'send card messages',
+};
+
 /** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
 function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefined): RoomAccess {
   if (!r) throw notFound('room');
@@ -42,6 +51,9 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
     access = { room, role: 'member', member: false, mutedUntil: null };
   } else if (purpose === 'send' && actor.roles.includes('service')) {
     access = { room, role: 'admin', member: false, mutedUntil: null };
+  } else if (purpose === 'manage' && tenantMay(actor.roles, 'manageAnyRoom')) {
+    // Integrations add and remove the people of the rooms they run, like a room admin.
+    access = { room, role: 'admin', member: false, mutedUntil: null };
   } else {
     throw notFound('room');
   }
@@ -55,14 +67,16 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
 /**
  * The one access check. Members act with their role; on `support` rooms every user holding the
  * `support` role of the tenant reads and answers like a member (no moderation); `service` tokens
- * may post into any room of their tenant. Anyone else gets NOT_FOUND: a non-member learns nothing,
- * not even that the room exists. Sending also requires not being muted.
+ * may post into any room of their tenant and add and remove its members (as a room admin).
+ * Anyone else gets NOT_FOUND: a non-member learns nothing, not even that the room exists. Sending
+ * also requires not being muted. Tenant-level actions (room keys, system and card messages) are
+ * checked by `requireTenant`, from the same permission table (src/domain/permissions.ts).
  */
 export class AccessService {
   constructor(private readonly store: Store) {}
 
-  /** Read (`read`) or post (`send`) access; in a transaction given its EntityManager. */
-  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
+  /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
+  async requireAccess(actor: Actor, roomId: string, purpose: AccessRequest['purpose'], em?: Em): Promise<RoomAccess> {
     const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
     if (access instanceof AppError) throw access;
     return access!;
@@ -96,10 +110,16 @@ export class AccessService {
 
   /** Access plus the role's permission for `action` (FORBIDDEN with the reason otherwise). */
   async requirePermission(actor: Actor, roomId: string, action: RoomAction, em?: Em): Promise<RoomAccess> {
-    const access = await this.requireAccess(actor, roomId, action === 'send' ? 'send' : 'read', em);
+    const purpose = action === 'send' ? 'send' : action === 'addMembers' || action === 'removeMember' ? 'manage' : 'read';
+    const access = await this.requireAccess(actor, roomId, purpose, em);
     if (!can(access.role, action, access.room.kind)) {
       throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
     }
     return access;
+  }
+
+  /** A tenant-level permission of the token (FORBIDDEN naming the roles it needs otherwise). */
+  requireTenant(actor: Actor, action: TenantAction): void {
+    if (!tenantMay(actor.roles, action)) throw forbidden(`only ${tenantRolesOf(action)} tokens may ${TENANT_WORDS[action]}`);
   }
 }

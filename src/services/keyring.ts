@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 
 /**
- * Encryption at rest for message bodies: AES-256-GCM with a key id per row. MESSAGE_KEYS holds
+ * Encryption at rest for message bodies (bodies only: `metadata` and cards stay plain JSON, see
+ * docs/API.md): AES-256-GCM with a key id per row. MESSAGE_KEYS holds
  * `kid:base64key` pairs separated by commas; the first key encrypts, every key still decrypts (rotation).
  */
 export class Keyring {

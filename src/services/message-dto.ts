@@ -34,6 +34,8 @@ export class MessageMapper {
       body: deleted ? null : this.body(r.body, r.key_id),
       kind: r.kind as MessageDto['kind'],
       attachments: deleted ? [] : r.attachments,
+      metadata: deleted ? null : r.metadata,
+      card: deleted ? null : r.card,
       replyToId: r.reply_to_id,
       mentions: deleted ? [] : r.mentions,
       createdAt: r.created_at,

@@ -37,6 +37,8 @@ export const Room = defineEntity({
     encrypted: p.boolean().default(false),
     /** Messages older than this are deleted by the retention job (null: the RETENTION_DAYS default). */
     retentionDays: p.integer().nullable(),
+    /** Structured data of the integration (a JSON object, at most 4 KiB; null: none). */
+    metadata: p.json<Record<string, unknown>>().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },
@@ -72,6 +74,12 @@ export interface Attachment {
   mime: string;
 }
 
+export interface MessageCard {
+  title: string;
+  fields: { label: string; value: string }[];
+  links?: { label: string; url: string }[] | undefined;
+}
+
 /** A chat message. `seq` is the room sequence number taken by its `message.new` event. */
 export const Message = defineEntity({
   name: 'Message',
@@ -88,6 +96,10 @@ export const Message = defineEntity({
     attachments: p.json<Attachment[]>().default('[]'),
     replyToId: p.uuid().nullable(),
     mentions: p.json<string[]>().default('[]'),
+    /** Structured data of the integration (a JSON object, at most 4 KiB; null: none). Never encrypted. */
+    metadata: p.json<Record<string, unknown>>().nullable(),
+    /** The card of a `card` message (title, fields, links; null otherwise). Never encrypted. */
+    card: p.json<MessageCard>().nullable(),
     /** Key id when the body is encrypted at rest (null: plain text). */
     keyId: p.string().length(32).nullable(),
     replyCount: p.integer().default(0),

@@ -13,6 +13,8 @@ export const MESSAGE_FIELDS = [
   'attachments',
   'reply_to_id',
   'mentions',
+  'metadata',
+  'card',
   'reply_count',
   'last_reply_at',
   'created_at',

@@ -1,11 +1,11 @@
 import type { ExpressionBuilder, Selectable } from 'kysely';
-import type { MemberRole } from '../domain/events.js';
+import type { JsonObject, MemberRole } from '../domain/events.js';
 import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto } from '../domain/rooms.js';
 import { type Db, type Tables, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { unreadCount } from './receipts.js';
-import { now, type Tx } from './tx.js';
+import { jsonb, now, type Tx } from './tx.js';
 
 /** The columns of `room` a RoomDto is built from. */
 const ROOM_FIELDS = [
@@ -16,12 +16,13 @@ const ROOM_FIELDS = [
   'r.key',
   'r.encrypted',
   'r.retention_days',
+  'r.metadata',
   'r.created_by',
   'r.created_at',
   'r.last_seq',
 ] as const;
 
-type RoomFields = Pick<Selectable<Tables['room']>, 'id' | 'kind' | 'name' | 'topic' | 'key' | 'encrypted' | 'retention_days' | 'created_by' | 'created_at' | 'last_seq'>;
+type RoomFields = Pick<Selectable<Tables['room']>, 'id' | 'kind' | 'name' | 'topic' | 'key' | 'encrypted' | 'retention_days' | 'metadata' | 'created_by' | 'created_at' | 'last_seq'>;
 
 /** A room as read for its public shape: its columns and how many members it has. */
 export type RoomRow = RoomFields & { member_count: number };
@@ -45,6 +46,7 @@ export function toRoomDto(r: RoomRow, role: MemberRole): RoomDto {
     key: r.key,
     encrypted: r.encrypted,
     retentionDays: r.retention_days,
+    metadata: r.metadata,
     createdBy: r.created_by,
     createdAt: r.created_at,
     lastSeq: r.last_seq,
@@ -89,6 +91,7 @@ export interface NewRoom {
   /** For direct rooms only: `directKeyOf` the pair. */
   directKey: string | null;
   encrypted: boolean;
+  metadata: JsonObject | null;
   createdBy: string;
 }
 
@@ -108,6 +111,7 @@ export async function insertRoom(tx: Tx, room: NewRoom): Promise<void> {
       key: room.key,
       direct_key: room.directKey,
       encrypted: room.encrypted,
+      metadata: room.metadata === null ? null : jsonb(room.metadata),
       created_by: room.createdBy,
       last_seq: 0,
       created_at: now(),
@@ -130,6 +134,15 @@ export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; 
 /** Sets the room's name and topic. */
 export async function setRoomNaming(tx: Tx, roomId: string, naming: { name: string; topic: string | null }): Promise<void> {
   await tx.db.updateTable('room').set({ name: naming.name, topic: naming.topic }).where('id', '=', roomId).execute();
+}
+
+/** Replaces the room's metadata (null: none). */
+export async function setRoomMetadata(tx: Tx, roomId: string, metadata: JsonObject | null): Promise<void> {
+  await tx.db
+    .updateTable('room')
+    .set({ metadata: metadata === null ? null : jsonb(metadata) })
+    .where('id', '=', roomId)
+    .execute();
 }
 
 /** Sets how many days the room's messages are kept (null: the server default). */

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { AttachmentDto, DurableRoomEvent, InboxItem, MessageDto } from '../domain/events.js';
+import type { AttachmentDto, CardDto, DurableRoomEvent, InboxItem, JsonObject, MessageDto } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
@@ -38,6 +38,8 @@ export interface NewMessageRow {
   attachments: AttachmentDto[];
   replyToId: string | null;
   mentions: string[];
+  metadata?: JsonObject | null | undefined;
+  card?: CardDto | null | undefined;
 }
 
 /** A jsonb value for the typed query builder (node-postgres would send a JS array as a SQL array). */
@@ -144,6 +146,8 @@ export class Tx {
         attachments: jsonb(m.attachments),
         reply_to_id: m.replyToId,
         mentions: jsonb(m.mentions),
+        metadata: m.metadata ? jsonb(m.metadata) : null,
+        card: m.card ? jsonb(m.card) : null,
         created_at: now(),
       })
       .returning(MESSAGE_FIELDS)

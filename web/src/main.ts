@@ -60,6 +60,31 @@ function h<K extends keyof HTMLElementTagNameMap>(
   return el;
 }
 
+/** Only https links of a card become links (the server refuses others; this page trusts no data). */
+const isHttps = (url: string) => URL.canParse(url) && new URL(url).protocol === 'https:';
+
+/**
+ * A card message (service tokens): its title, a label/value list and its links. Built from text
+ * nodes only (never HTML from the data); links open in a new tab without opener or referrer.
+ */
+function cardEl(card: NonNullable<Message['card']>): HTMLElement {
+  return h(
+    'div',
+    { class: 'card' },
+    h('div', { class: 'card-title' }, card.title),
+    card.fields.length ? h('dl', { class: 'card-fields' }, ...card.fields.flatMap((f) => [h('dt', {}, f.label), h('dd', {}, f.value)])) : null,
+    card.links?.length
+      ? h(
+          'div',
+          { class: 'card-links' },
+          ...card.links.map((l) =>
+            isHttps(l.url) ? h('a', { href: l.url, target: '_blank', rel: 'noopener noreferrer' }, l.label) : h('span', {}, l.label),
+          ),
+        )
+      : null,
+  );
+}
+
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
@@ -255,7 +280,7 @@ function renderRooms() {
       const active = view?.roomId === r.id;
       const unread = active ? 0 : r.unreadCount;
       const last = r.lastMessage;
-      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body ?? ''}`) : r.topic ?? '';
+      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body || last.card?.title || ''}`) : r.topic ?? '';
       const li = h(
         'li',
         { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: 0 },
@@ -587,7 +612,11 @@ class RoomView {
       }
     }
     const time = h('time', { datetime: m.createdAt.toISOString(), title: dateTimeFmt.format(m.createdAt) }, timeFmt.format(m.createdAt));
-    const body = m.deletedAt ? h('span', { class: 'body deleted' }, 'message deleted') : h('span', { class: 'body' }, m.body ?? '');
+    const body = m.deletedAt
+      ? h('span', { class: 'body deleted' }, 'message deleted')
+      : m.kind === 'card' && m.card
+        ? cardEl(m.card)
+        : h('span', { class: 'body' }, m.body ?? '');
     const el = h(
       'div',
       { class: `msg${mine ? ' mine' : ''}`, 'data-seq': m.seq, 'data-id': m.id, 'data-sender': m.senderId },

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, badRequest, conflict, forbidden, notFound } from '../../domain/errors.js';
-import type { AttachmentDto, MessageDto } from '../../domain/events.js';
+import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
 import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Counters } from '../../metrics.js';
@@ -19,10 +19,14 @@ export interface SendInput {
   roomId: string;
   clientId: string;
   body: string;
-  kind?: 'text' | 'image' | 'file' | undefined;
+  /** `system` and `card`: service tokens only (the permission table, src/domain/permissions.ts). */
+  kind?: MessageDto['kind'] | undefined;
   attachments?: AttachmentDto[] | undefined;
   replyToId?: string | null | undefined;
   mentions?: string[] | undefined;
+  metadata?: JsonObject | null | undefined;
+  /** Required with kind `card`, refused otherwise. */
+  card?: CardDto | null | undefined;
 }
 
 /** Sending messages: idempotent by clientId; plain sends grouped, replies and mentions one by one. */
@@ -89,7 +93,15 @@ export class MessageSender {
     return original;
   }
 
-  private requireContent(input: SendInput): void {
+  /** The kind's rules: who may send it (system and card: service tokens), a card exactly with kind `card`, some content. */
+  private requireContent(actor: Actor, input: SendInput): void {
+    if (input.kind === 'system') this.access.requireTenant(actor, 'sendSystem');
+    if (input.kind === 'card') {
+      this.access.requireTenant(actor, 'sendCard');
+      if (!input.card) throw badRequest('a card message needs card: { title, fields, links? }');
+      return;
+    }
+    if (input.card) throw badRequest('card is only allowed with kind "card"');
     if (input.body.trim().length === 0 && !input.attachments?.length) throw badRequest('body must not be empty');
   }
 
@@ -106,6 +118,8 @@ export class MessageSender {
       keyId: sealed.keyId,
       kind: input.kind ?? 'text',
       attachments: input.attachments ?? [],
+      metadata: input.metadata ?? null,
+      card: input.kind === 'card' ? (input.card ?? null) : null,
     };
   }
 
@@ -123,7 +137,7 @@ export class MessageSender {
    * (src/store/hot/append-messages.ts).
    */
   private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
-    this.requireContent(input);
+    this.requireContent(actor, input);
     const [limit, checked] = await Promise.allSettled([
       this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
       this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
@@ -146,7 +160,7 @@ export class MessageSender {
    * thread summary, an inbox item per mention. Null when the clientId is taken.
    */
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
-    this.requireContent(input);
+    this.requireContent(actor, input);
     await this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
     try {
       return await this.store.transact(async (tx) => {

@@ -15,7 +15,7 @@ export { RoomModeration } from './moderation.js';
 export { RoomReads } from './reads.js';
 
 /**
- * Rooms by capability: `lifecycle` (create, openDirect, update), `membership` (addMembers,
+ * Rooms by capability: `lifecycle` (create, ensure, openDirect, update), `membership` (addMembers,
  * removeMember, leave), `moderation` (setRole, mute, unmute, ban, unban, bans) and `read` (get,
  * byKey, list, members). Who may do what is decided by the AccessService (src/services/access.ts).
  */
@@ -34,9 +34,10 @@ export function createRoomServices(
   keyring: Keyring,
 ): RoomServices {
   const read = new RoomReads(access, store, mapper);
+  const membership = new RoomMembership(parts.log, access, store);
   return {
-    lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read),
-    membership: new RoomMembership(parts.log, access, store),
+    lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read, membership),
+    membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
   };

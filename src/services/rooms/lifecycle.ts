@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, conflict } from '../../domain/errors.js';
+import type { JsonObject } from '../../domain/events.js';
 import type { RoomDto } from '../../domain/rooms.js';
 import {
   directKeyOf,
@@ -9,7 +10,9 @@ import {
   isDirectRoomTaken,
   isRoomKeyTaken,
   lockRoomNaming,
+  roomIdsByKey,
   setRetentionDays,
+  setRoomMetadata,
   setRoomNaming,
 } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
@@ -18,6 +21,7 @@ import type { RateLimits } from '../limits.js';
 import type { Keyring } from '../keyring.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
+import type { RoomMembership } from './membership.js';
 import type { RoomReads } from './reads.js';
 
 /** Creating rooms (group, support, broadcast; the one direct room of a pair) and changing their settings. */
@@ -28,6 +32,7 @@ export class RoomLifecycle {
     private readonly store: Store,
     private readonly keyring: Keyring,
     private readonly reads: RoomReads,
+    private readonly membership: RoomMembership,
   ) {}
 
   async create(
@@ -39,36 +44,73 @@ export class RoomLifecycle {
       key?: string | null;
       memberIds?: string[] | undefined;
       encrypted?: boolean | undefined;
+      metadata?: JsonObject | null | undefined;
     },
   ): Promise<RoomDto> {
-    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
-    if (input.encrypted && !this.keyring.enabled) {
-      throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
-    }
+    if (input.key) this.access.requireTenant(actor, 'setRoomKey');
     const id = randomUUID();
-    // Sorted: rows of several users are always locked in the same order (no deadlocks between rooms).
-    const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id).sort();
     try {
-      await this.store.transact(async (tx) => {
-        await insertRoom(tx, {
-          id,
-          tenant: actor.tenant,
-          kind: input.kind,
-          name: input.name,
-          topic: input.topic ?? null,
-          key: input.key ?? null,
-          directKey: null,
-          encrypted: !!input.encrypted,
-          createdBy: actor.id,
-        });
-        await joinMember(tx, actor, id, actor.id, 'owner', null);
-        for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
-      });
+      await this.insert(actor, id, input);
     } catch (err) {
       if (isRoomKeyTaken(err)) throw conflict(`a room with key "${input.key}" already exists`);
       throw err;
     }
     return this.reads.get(actor, id);
+  }
+
+  /**
+   * The room of an external key (`order:4711`), created on first use like `create` (service and
+   * admin tokens). Later calls, also concurrent ones, return that room: they add the members it
+   * lacks (never remove any) and change nothing else. The unique key keeps it to one room.
+   */
+  async ensure(actor: Actor, input: Parameters<RoomLifecycle['create']>[1] & { key: string }): Promise<RoomDto> {
+    this.access.requireTenant(actor, 'setRoomKey');
+    const find = async () => (await roomIdsByKey(this.store.db(), actor.tenant, input.key))[0];
+    let id = await find();
+    if (!id) {
+      const newId = randomUUID();
+      try {
+        await this.insert(actor, newId, input);
+        return await this.reads.get(actor, newId);
+      } catch (err) {
+        // Created by a concurrent ensure meanwhile: the unique key kept it to one room.
+        if (!isRoomKeyTaken(err)) throw err;
+        id = await find();
+        if (!id) throw err;
+      }
+    }
+    const missing = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id);
+    if (missing.length) await this.membership.addMembers(actor, id, missing);
+    return this.reads.get(actor, id, 'manage');
+  }
+
+  /**
+   * Inserts a room with its creator as owner and its first members, in one transaction, after the
+   * creator's rate limit and the encryption precondition.
+   */
+  private async insert(actor: Actor, id: string, input: Parameters<RoomLifecycle['create']>[1]): Promise<void> {
+    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+    if (input.encrypted && !this.keyring.enabled) {
+      throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
+    }
+    // Sorted: rows of several users are always locked in the same order (no deadlocks between rooms).
+    const others = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id).sort();
+    await this.store.transact(async (tx) => {
+      await insertRoom(tx, {
+        id,
+        tenant: actor.tenant,
+        kind: input.kind,
+        name: input.name,
+        topic: input.topic ?? null,
+        key: input.key ?? null,
+        directKey: null,
+        encrypted: !!input.encrypted,
+        metadata: input.metadata ?? null,
+        createdBy: actor.id,
+      });
+      await joinMember(tx, actor, id, actor.id, 'owner', null);
+      for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
+    });
   }
 
   /** The one direct room of a pair of users; created on first use, idempotent under concurrency. */
@@ -92,6 +134,7 @@ export class RoomLifecycle {
             key: null,
             directKey,
             encrypted: false,
+            metadata: null,
             createdBy: actor.id,
           });
           for (const u of pair) await joinMember(tx, actor, newId, u, 'member', null);
@@ -111,15 +154,21 @@ export class RoomLifecycle {
   async update(
     actor: Actor,
     roomId: string,
-    input: { name?: string | undefined; topic?: string | null | undefined; retentionDays?: number | null | undefined },
+    input: {
+      name?: string | undefined;
+      topic?: string | null | undefined;
+      retentionDays?: number | null | undefined;
+      metadata?: JsonObject | null | undefined;
+    },
   ): Promise<RoomDto> {
-    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined) {
-      throw badRequest('nothing to update: give name, topic and/or retentionDays');
+    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.metadata === undefined) {
+      throw badRequest('nothing to update: give name, topic, retentionDays and/or metadata');
     }
     await this.store.transact(async (tx) => {
       await this.access.requirePermission(actor, roomId, 'update', tx.em);
       const before = (await lockRoomNaming(tx, roomId))!;
       if (input.retentionDays !== undefined) await setRetentionDays(tx, roomId, input.retentionDays);
+      if (input.metadata !== undefined) await setRoomMetadata(tx, roomId, input.metadata);
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
       if (name === before.name && topic === before.topic) return;

@@ -16,19 +16,20 @@ export class RoomReads {
     private readonly mapper: MessageMapper,
   ) {}
 
-  async get(actor: Actor, roomId: string): Promise<RoomDto> {
-    const access = await this.access.requireMember(actor, roomId);
+  /** A room as the caller sees it (`manage`: also a service token that is not a member). */
+  async get(actor: Actor, roomId: string, purpose: 'read' | 'manage' = 'read'): Promise<RoomDto> {
+    const access = await this.access.requireAccess(actor, roomId, purpose);
     const row = await roomRow(this.store.db(), roomId);
     if (!row) throw notFound('room');
     return toRoomDto(row, access.role);
   }
 
-  /** Rooms linked to an external entity (`order:123`) that the caller can see. */
+  /** Rooms linked to an external entity (`order:123`) that the caller can see (service tokens: every one of the tenant). */
   async byKey(actor: Actor, key: string): Promise<RoomDto[]> {
     const out: RoomDto[] = [];
     for (const id of await roomIdsByKey(this.store.db(), actor.tenant, key)) {
       try {
-        out.push(await this.get(actor, id));
+        out.push(await this.get(actor, id, 'manage'));
       } catch (err) {
         if (!(err instanceof AppError && err.code === 'NOT_FOUND')) throw err;
       }

@@ -1,4 +1,4 @@
-import type { AttachmentDto } from '../../domain/events.js';
+import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
 import type { MessageRow } from '../message-row.js';
 import { MESSAGE_FIELDS } from '../message-row.js';
 import { type HotContext, hotQuery } from './query.js';
@@ -20,8 +20,10 @@ export interface NewMessage {
   clientId: string;
   body: string;
   keyId: string | null;
-  kind: 'text' | 'image' | 'file';
+  kind: MessageDto['kind'];
   attachments: AttachmentDto[];
+  metadata: JsonObject | null;
+  card: CardDto | null;
 }
 
 /**
@@ -53,7 +55,8 @@ const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean }>(
   `
 with input as (
   select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
-                                                  body text, key_id text, kind text, attachments jsonb)
+                                                  body text, key_id text, kind text, attachments jsonb,
+                                                  metadata jsonb, card jsonb)
 ), fresh as (
   select n.*, row_number() over (partition by n.room_id order by n.i) as k
     from input n
@@ -73,8 +76,8 @@ with input as (
   insert into room_event (room_id, seq, type, message_id, data, created_at)
   select room_id, seq, 'message.new', id, '{}', now() from numbered
 ), inserted as (
-  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, created_at)
-  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', now() from numbered
+  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
+  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
   returning ${RETURNING}
 )
 select n.i, f.id is null as repeat, ${M_FIELDS}
@@ -94,6 +97,8 @@ export async function appendMessageRows(ctx: HotContext, messages: NewMessage[])
     key_id: m.keyId,
     kind: m.kind,
     attachments: m.attachments,
+    metadata: m.metadata,
+    card: m.card,
   }));
   const rows = await APPEND_MESSAGES(ctx, [JSON.stringify(input)]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
