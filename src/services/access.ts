@@ -1,4 +1,4 @@
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isAdmin, isService } from '../domain/actor.js';
 import { AppError, forbidden, notFound } from '../domain/errors.js';
 import { can, type RoomAction } from '../domain/permissions.js';
 import { FOREVER, type RoomAccess } from '../domain/rooms.js';
@@ -6,10 +6,17 @@ import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
 
+/**
+ * What the caller wants to do: `read` (history, search, subscriptions), `send` (post, edit, react:
+ * also not muted) or `write` (change what is in the room otherwise: delete a message). `send` and
+ * `write` need the room not archived.
+ */
+export type AccessPurpose = 'read' | 'send' | 'write';
+
 export interface AccessRequest {
   actor: Actor;
   roomId: string;
-  purpose: 'read' | 'send';
+  purpose: AccessPurpose;
 }
 
 /** Words for an action in an error message ("may not ... in this group room"). */
@@ -23,6 +30,8 @@ export function describeAction(action: RoomAction): string {
     mute: 'mute members',
     ban: 'ban members',
     deleteOthers: "delete others' messages",
+    archive: 'archive the room',
+    delete: 'delete the room',
   };
   return words[action];
 }
@@ -30,7 +39,14 @@ export function describeAction(action: RoomAction): string {
 /** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
 function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefined): RoomAccess {
   if (!r) throw notFound('room');
-  const room = { id: r.id, kind: r.kind as RoomAccess['room']['kind'], name: r.name, tenant: r.tenant, encrypted: r.encrypted };
+  const room = {
+    id: r.id,
+    kind: r.kind as RoomAccess['room']['kind'],
+    name: r.name,
+    tenant: r.tenant,
+    encrypted: r.encrypted,
+    archived: r.archived,
+  };
   let access: RoomAccess;
   if (r.role) {
     access = { room, role: r.role, member: true, mutedUntil: r.muted_until };
@@ -45,6 +61,8 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
   } else {
     throw notFound('room');
   }
+  // The one "is the room writable" rule: an archived room is read-only for everyone.
+  if (purpose !== 'read' && room.archived) throw new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
   if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
     const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
     throw forbidden(`you are muted in this room ${until}`);
@@ -62,7 +80,7 @@ export class AccessService {
   constructor(private readonly store: Store) {}
 
   /** Read (`read`) or post (`send`) access; in a transaction given its EntityManager. */
-  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
+  async requireAccess(actor: Actor, roomId: string, purpose: AccessPurpose, em?: Em): Promise<RoomAccess> {
     const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
     if (access instanceof AppError) throw access;
     return access!;
@@ -99,6 +117,24 @@ export class AccessService {
     const access = await this.requireAccess(actor, roomId, action === 'send' ? 'send' : 'read', em);
     if (!can(access.role, action, access.room.kind)) {
       throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
+    }
+    return access;
+  }
+
+  /**
+   * Room-wide changes (archive, unarchive, delete): the room's owner, an admin of the tenant or a
+   * service token of the tenant. Works on archived rooms. NOT_FOUND for whoever cannot see the room,
+   * FORBIDDEN for members without the right.
+   */
+  async requireRoomManager(actor: Actor, roomId: string, action: 'archive' | 'delete', em?: Em): Promise<RoomAccess> {
+    if (isAdmin(actor) || isService(actor)) {
+      const [row] = await accessRows(this.store.hot, [{ userId: actor.id, tenant: actor.tenant, roomId }], em);
+      if (!row) throw notFound('room');
+      return decideAccess({ actor, roomId, purpose: 'read' }, { ...row, role: row.role ?? 'owner', banned: false });
+    }
+    const access = await this.requireAccess(actor, roomId, 'read', em);
+    if (!can(access.role, action, access.room.kind)) {
+      throw forbidden(`your role (${access.role}) may not ${describeAction(action)}: only its owner or a tenant admin may`);
     }
     return access;
   }

@@ -37,9 +37,14 @@ export const Room = defineEntity({
     encrypted: p.boolean().default(false),
     /** Messages older than this are deleted by the retention job (null: the RETENTION_DAYS default). */
     retentionDays: p.integer().nullable(),
+    /** Set while the room is archived (read-only: no sends, edits, deletes or reactions). */
+    archivedAt: p.datetime().nullable(),
+    /** `public`: listed in the tenant's room directory and joinable by anyone of the tenant. */
+    visibility: p.string().length(16).default('private'),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },
+  indexes: [{ name: 'room_tenant_visibility_idx', properties: ['tenant', 'visibility'] }],
   uniques: [
     { name: 'room_tenant_key_unique', properties: ['tenant', 'key'] },
     { name: 'room_tenant_direct_key_unique', properties: ['tenant', 'directKey'] },

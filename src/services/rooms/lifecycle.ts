@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, conflict } from '../../domain/errors.js';
-import type { RoomDto } from '../../domain/rooms.js';
+import type { RoomDto, RoomVisibility } from '../../domain/rooms.js';
 import {
   directKeyOf,
   directRoomId,
@@ -11,6 +11,7 @@ import {
   lockRoomNaming,
   setRetentionDays,
   setRoomNaming,
+  setVisibility,
 } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -39,6 +40,7 @@ export class RoomLifecycle {
       key?: string | null;
       memberIds?: string[] | undefined;
       encrypted?: boolean | undefined;
+      visibility?: RoomVisibility | undefined;
     },
   ): Promise<RoomDto> {
     await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
@@ -60,6 +62,7 @@ export class RoomLifecycle {
           directKey: null,
           encrypted: !!input.encrypted,
           createdBy: actor.id,
+          visibility: input.visibility ?? 'private',
         });
         await joinMember(tx, actor, id, actor.id, 'owner', null);
         for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
@@ -111,15 +114,21 @@ export class RoomLifecycle {
   async update(
     actor: Actor,
     roomId: string,
-    input: { name?: string | undefined; topic?: string | null | undefined; retentionDays?: number | null | undefined },
+    input: {
+      name?: string | undefined;
+      topic?: string | null | undefined;
+      retentionDays?: number | null | undefined;
+      visibility?: RoomVisibility | undefined;
+    },
   ): Promise<RoomDto> {
-    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined) {
-      throw badRequest('nothing to update: give name, topic and/or retentionDays');
+    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.visibility === undefined) {
+      throw badRequest('nothing to update: give name, topic, retentionDays and/or visibility');
     }
     await this.store.transact(async (tx) => {
       await this.access.requirePermission(actor, roomId, 'update', tx.em);
       const before = (await lockRoomNaming(tx, roomId))!;
       if (input.retentionDays !== undefined) await setRetentionDays(tx, roomId, input.retentionDays);
+      if (input.visibility !== undefined) await setVisibility(tx, roomId, input.visibility);
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
       if (name === before.name && topic === before.topic) return;
