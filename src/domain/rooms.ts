@@ -27,6 +27,13 @@ export interface RoomDto {
   visibility: RoomVisibility;
 }
 
+/** What `room.archive` / `room.unarchive` answer. */
+export interface ArchiveState {
+  roomId: string;
+  /** Null: the room is writable. */
+  archivedAt: Date | null;
+}
+
 /** A public room as the tenant's directory lists it. */
 export interface DirectoryRoomDto {
   id: string;

@@ -7,16 +7,21 @@ import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
 
 /**
- * What the caller wants to do: `read` (history, search, subscriptions), `send` (post, edit, react:
- * also not muted) or `write` (change what is in the room otherwise: delete a message). `send` and
- * `write` need the room not archived.
+ * What the caller wants to do: `read` (history, search, subscriptions) or `send` (post, edit,
+ * react, type: also not muted, and the room not archived).
  */
-export type AccessPurpose = 'read' | 'send' | 'write';
-
 export interface AccessRequest {
   actor: Actor;
   roomId: string;
-  purpose: AccessPurpose;
+  purpose: 'read' | 'send';
+}
+
+/**
+ * The one "is the room writable" rule: an archived room is read-only for everyone. Applied by every
+ * `send` access check, and by `requireWritable` to writes that are not sends (message deletes).
+ */
+function requireNotArchived(room: RoomAccess['room']): void {
+  if (room.archived) throw new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
 }
 
 /** Words for an action in an error message ("may not ... in this group room"). */
@@ -61,8 +66,7 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
   } else {
     throw notFound('room');
   }
-  // The one "is the room writable" rule: an archived room is read-only for everyone.
-  if (purpose !== 'read' && room.archived) throw new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
+  if (purpose === 'send') requireNotArchived(room);
   if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
     const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
     throw forbidden(`you are muted in this room ${until}`);
@@ -80,7 +84,7 @@ export class AccessService {
   constructor(private readonly store: Store) {}
 
   /** Read (`read`) or post (`send`) access; in a transaction given its EntityManager. */
-  async requireAccess(actor: Actor, roomId: string, purpose: AccessPurpose, em?: Em): Promise<RoomAccess> {
+  async requireAccess(actor: Actor, roomId: string, purpose: 'read' | 'send', em?: Em): Promise<RoomAccess> {
     const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
     if (access instanceof AppError) throw access;
     return access!;
@@ -119,6 +123,11 @@ export class AccessService {
       throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
     }
     return access;
+  }
+
+  /** A write other than a send (deleting a message) into a room read with `requireMember`: not archived. */
+  requireWritable(access: RoomAccess): void {
+    requireNotArchived(access.room);
   }
 
   /**

@@ -8,7 +8,7 @@ import { lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody,
 import { addReaction, reactionSummaries, removeReaction } from '../../store/reactions.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
-import type { AccessPurpose, AccessService } from '../access.js';
+import type { AccessService } from '../access.js';
 import type { InboxService } from '../inbox.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
@@ -30,8 +30,8 @@ export class MessageChanges {
   ) {}
 
   /** The message, locked until the transaction ends, if the caller can read it (NOT_FOUND otherwise). */
-  private async lockReadable(tx: Tx, actor: Actor, messageId: string, purpose: AccessPurpose = 'read'): Promise<{ row: MessageRow; access: RoomAccess }> {
-    return readable(this.access, actor, await lockMessageOfTenant(tx, actor.tenant, messageId), tx.em, purpose);
+  private async lockReadable(tx: Tx, actor: Actor, messageId: string): Promise<{ row: MessageRow; access: RoomAccess }> {
+    return readable(this.access, actor, await lockMessageOfTenant(tx, actor.tenant, messageId), tx.em);
   }
 
   /** Edits my message; the previous version goes to the edit history. A no-op edit takes no seq. */
@@ -61,7 +61,8 @@ export class MessageChanges {
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
     await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
     return this.store.transact(async (tx) => {
-      const { row, access } = await this.lockReadable(tx, actor, messageId, 'write');
+      const { row, access } = await this.lockReadable(tx, actor, messageId);
+      this.access.requireWritable(access);
       if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
         throw forbidden('only the author or a moderator can delete a message');
       }

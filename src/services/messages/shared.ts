@@ -3,7 +3,7 @@ import { AppError, notFound } from '../../domain/errors.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Em } from '../../store/database.js';
 import type { MessageRow } from '../../store/message-row.js';
-import type { AccessPurpose, AccessService } from '../access.js';
+import type { AccessService } from '../access.js';
 import type { Keyring } from '../keyring.js';
 
 /** A body as stored: sealed with the keyring's active key when the room is encrypted. */
@@ -24,11 +24,10 @@ export async function readable(
   actor: Actor,
   row: MessageRow | undefined,
   em?: Em,
-  purpose: AccessPurpose = 'read',
 ): Promise<{ row: MessageRow; access: RoomAccess }> {
   if (!row) throw notFound('message');
   try {
-    return { row, access: await access.requireAccess(actor, row.room_id, purpose, em) };
+    return { row, access: await access.requireMember(actor, row.room_id, em) };
   } catch (err) {
     if (err instanceof AppError && (err.code === 'NOT_FOUND' || err.code === 'FORBIDDEN')) throw notFound('message');
     throw err;

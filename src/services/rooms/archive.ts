@@ -1,17 +1,12 @@
 import type { Actor } from '../../domain/actor.js';
 import { notFound } from '../../domain/errors.js';
+import type { ArchiveState } from '../../domain/rooms.js';
 import type { Logger } from '../../logger.js';
 import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { EventPublisher } from '../publisher.js';
 import { auditModeration } from './moderation.js';
-
-/** What `room.archive` / `room.unarchive` answer. */
-export interface ArchiveState {
-  roomId: string;
-  archivedAt: Date | null;
-}
 
 /**
  * A room's end of life: archiving (read-only, see the access check), unarchiving and deleting. Each
