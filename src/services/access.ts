@@ -21,8 +21,11 @@ export interface AccessRequest {
  * `send` access check, and by `requireWritable` to writes that are not sends (message deletes).
  */
 function requireNotArchived(room: RoomAccess['room']): void {
-  if (room.archived) throw new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
+  if (room.archived) throw roomArchived();
 }
+
+/** The refusal of a write into an archived room (also when it was archived after the access check). */
+export const roomArchived = () => new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
 
 /** Words for an action in an error message ("may not ... in this group room"). */
 export function describeAction(action: RoomAction): string {

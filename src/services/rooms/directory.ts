@@ -1,9 +1,10 @@
 import type { Actor } from '../../domain/actor.js';
-import { AppError, forbidden, notFound } from '../../domain/errors.js';
+import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
 import { bannedAmong } from '../../store/members.js';
 import { directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
+import { roomArchived } from '../access.js';
 import type { RateLimits } from '../limits.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
@@ -46,7 +47,7 @@ export class RoomDirectory {
       const room = await joinableRoom(tx, roomId);
       if (!room || room.tenant !== actor.tenant || room.visibility !== 'public') throw notFound('room');
       if ((await bannedAmong(tx, roomId, [actor.id])).length) throw forbidden('you are banned from this room');
-      if (room.archived_at) throw new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
+      if (room.archived_at) throw roomArchived();
       if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
         await systemMessage(tx, actor, roomId, `${actor.name} joined`);
       }
