@@ -107,6 +107,9 @@ export class RoomTimeline {
       case 'member.joined':
       case 'member.left':
       case 'member.updated':
+      case 'room.archived':
+      case 'room.unarchived':
+      case 'room.deleted':
         break;
       default: {
         // A new event type from a newer server: nothing to apply, but not an error either.

@@ -62,6 +62,8 @@ const DURABLE: Record<DurableRoomEvent['type'], true> = {
   'member.left': true,
   'member.updated': true,
   'room.updated': true,
+  'room.archived': true,
+  'room.unarchived': true,
 };
 
 /** True for events that carry a room seq (and are replayed on resume). */

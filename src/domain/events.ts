@@ -70,12 +70,17 @@ export type DurableRoomEvent =
       mutedUntil: Date | null;
       by: string;
     }
-  | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; by: string };
+  | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; by: string }
+  /** The room became read-only (`room.archive`) / writable again (`room.unarchive`). */
+  | { type: 'room.archived'; roomId: string; seq: number; by: string }
+  | { type: 'room.unarchived'; roomId: string; seq: number; by: string };
 
 export type EphemeralRoomEvent =
   | { type: 'typing'; roomId: string; userId: string; typing: boolean }
   | { type: 'presence'; roomId: string; userId: string; status: PresenceStatus; lastSeenAt: Date | null }
-  | { type: 'receipt.read'; roomId: string; userId: string; seq: number };
+  | { type: 'receipt.read'; roomId: string; userId: string; seq: number }
+  /** The room was deleted (`room.delete`): the last event of every open stream, which then completes. */
+  | { type: 'room.deleted'; roomId: string; by: string };
 
 /** What `chat.events` yields: `ready` first (without lastEventId), then room events. */
 export type RoomEvent = { type: 'ready'; roomId: string; seq: number } | DurableRoomEvent | EphemeralRoomEvent;
@@ -93,6 +98,8 @@ const DURABLE_TYPES: Record<DurableEventType, true> = {
   'member.left': true,
   'member.updated': true,
   'room.updated': true,
+  'room.archived': true,
+  'room.unarchived': true,
 };
 
 export function isDurable(e: DurableRoomEvent | EphemeralRoomEvent): e is DurableRoomEvent {

@@ -15,7 +15,10 @@ export type RoomAction =
   | 'setRole'
   | 'mute'
   | 'ban'
-  | 'deleteOthers';
+  | 'deleteOthers'
+  /** Archive, unarchive and delete the room (tenant admins and service tokens may too: access.ts). */
+  | 'archive'
+  | 'delete';
 
 const MIN_ROLE: Record<RoomAction, MemberRole> = {
   send: 'member',
@@ -26,6 +29,8 @@ const MIN_ROLE: Record<RoomAction, MemberRole> = {
   mute: 'moderator',
   ban: 'moderator',
   deleteOthers: 'moderator',
+  archive: 'owner',
+  delete: 'owner',
 };
 
 export type RoomKind = 'direct' | 'group' | 'support' | 'broadcast';

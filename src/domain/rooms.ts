@@ -4,6 +4,9 @@ import type { RoomKind } from './permissions.js';
 /** Muting without an end date lasts until unmuted (stored as this far date). */
 export const FOREVER = new Date('9999-12-31T00:00:00Z');
 
+/** `public` rooms are listed in the tenant's directory (`room.directory`) and joinable (`room.join`). */
+export type RoomVisibility = 'public' | 'private';
+
 export interface RoomDto {
   id: string;
   kind: RoomKind;
@@ -21,6 +24,28 @@ export interface RoomDto {
   /** The caller's role in the room (support agents and service tokens get a role without membership). */
   myRole: MemberRole;
   memberCount: number;
+  /** Set while the room is archived: read-only (history, search and subscriptions stay readable). */
+  archivedAt: Date | null;
+  visibility: RoomVisibility;
+}
+
+/** What `room.archive` / `room.unarchive` answer. */
+export interface ArchiveState {
+  roomId: string;
+  /** Null: the room is writable. */
+  archivedAt: Date | null;
+}
+
+/** A public room as the tenant's directory lists it. */
+export interface DirectoryRoomDto {
+  id: string;
+  kind: RoomKind;
+  name: string;
+  topic: string | null;
+  memberCount: number;
+  /** Whether the caller is a member already. */
+  member: boolean;
+  createdAt: Date;
 }
 
 export interface RoomListItem extends RoomDto {
@@ -40,7 +65,7 @@ export interface MemberDto {
 
 /** The caller's access to a room, as resolved by `requireAccess`. */
 export interface RoomAccess {
-  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean };
+  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean; archived: boolean };
   role: MemberRole;
   /** False for support agents and service tokens acting without a membership. */
   member: boolean;

@@ -3,7 +3,9 @@ import { z } from 'zod';
 import type { InboxEvent } from '../domain/events.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
-import { LastEventId, NotificationKind, SmallJson, UserId } from './schemas.js';
+import { LastEventId, NotificationKind, RoomId, SmallJson, UserId } from './schemas.js';
+
+const MAX_NOTIFY_USERS = 1000;
 
 const wrap = (id: string, event: InboxEvent) => tracked(id, event);
 
@@ -21,8 +23,26 @@ export const inboxRouter = router({
       }
     }),
 
-  /** A notification in a user's inbox (service and admin tokens). */
+  /** A notification in the inbox of one user, of up to 1000 users or of a room's members (service and admin tokens). */
   notify: authedProcedure
-    .input(z.object({ userId: UserId, kind: NotificationKind, title: z.string().min(1).max(200), data: SmallJson.nullish() }))
-    .mutation(({ ctx, input }) => ctx.services.inbox.notify(ctx.actor, input)),
+    .input(
+      z
+        .object({
+          userId: UserId.optional(),
+          userIds: z.array(UserId).min(1, 'userIds must not be empty').max(MAX_NOTIFY_USERS, `at most ${MAX_NOTIFY_USERS} userIds per call`).optional(),
+          roomId: RoomId.optional(),
+          kind: NotificationKind,
+          title: z.string().min(1).max(200),
+          data: SmallJson.nullish(),
+        })
+        .refine((i) => [i.userId, i.userIds, i.roomId].filter((v) => v !== undefined).length === 1, {
+          message: 'give exactly one of userId, userIds or roomId',
+          path: ['userId'],
+        }),
+    )
+    .mutation(({ ctx, input }) => {
+      const { userId, userIds, roomId, ...what } = input;
+      const target = userId !== undefined ? { userId } : userIds !== undefined ? { userIds: [...new Set(userIds)] } : { roomId: roomId! };
+      return ctx.services.inbox.notify(ctx.actor, { ...what, ...target });
+    }),
 });

@@ -1,8 +1,10 @@
 import { z } from 'zod';
+import { DIRECTORY_MAX_LIMIT } from '../services/rooms/index.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { MAX_MEMBERS_PER_CALL, Metadata, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
 
 const RoomMember = z.object({ roomId: RoomId, userId: UserId });
+const Visibility = z.enum(['public', 'private']);
 const MemberIds = z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`);
 const NewRoom = z.object({
   kind: z.enum(['group', 'support', 'broadcast']),
@@ -11,6 +13,7 @@ const NewRoom = z.object({
   memberIds: MemberIds.optional(),
   encrypted: z.boolean().optional(),
   metadata: Metadata.nullish(),
+  visibility: Visibility.optional(),
 });
 
 export const roomRouter = router({
@@ -27,7 +30,10 @@ export const roomRouter = router({
     .input(z.object({ userId: UserId }))
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.openDirect(ctx.actor, input.userId)),
 
-  list: authedProcedure.query(({ ctx }) => ctx.services.rooms.read.list(ctx.actor)),
+  /** My rooms; archived ones only with `archived: true` (and then only those). */
+  list: authedProcedure
+    .input(z.object({ archived: z.boolean().optional() }).optional())
+    .query(({ ctx, input }) => ctx.services.rooms.read.list(ctx.actor, input ?? {})),
 
   get: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.read.get(ctx.actor, input.roomId)),
 
@@ -64,6 +70,7 @@ export const roomRouter = router({
         topic: Topic.nullish(),
         retentionDays: z.number().int().min(1).max(36_500).nullish(),
         metadata: Metadata.nullish(),
+        visibility: Visibility.optional(),
       }),
     )
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.update(ctx.actor, input.roomId, input)),
@@ -86,4 +93,29 @@ export const roomRouter = router({
   unban: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unban(ctx.actor, input.roomId, input.userId)),
 
   bans: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.moderation.bans(ctx.actor, input.roomId)),
+
+  archive: authedProcedure.input(z.object({ roomId: RoomId })).mutation(({ ctx, input }) => ctx.services.rooms.archive.archive(ctx.actor, input.roomId)),
+
+  unarchive: authedProcedure
+    .input(z.object({ roomId: RoomId }))
+    .mutation(({ ctx, input }) => ctx.services.rooms.archive.unarchive(ctx.actor, input.roomId)),
+
+  delete: authedProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
+    await ctx.services.rooms.archive.delete(ctx.actor, input.roomId);
+    return { ok: true as const };
+  }),
+
+  /** Public, non-archived rooms of my tenant. */
+  directory: authedProcedure
+    .input(
+      z
+        .object({
+          query: z.string().max(200, 'query must be at most 200 characters').optional(),
+          limit: z.number().int().min(1, 'limit must be at least 1').max(DIRECTORY_MAX_LIMIT, `limit must be at most ${DIRECTORY_MAX_LIMIT}`).optional(),
+        })
+        .optional(),
+    )
+    .query(({ ctx, input }) => ctx.services.rooms.directory.list(ctx.actor, input ?? {})),
+
+  join: authedProcedure.input(z.object({ roomId: RoomId })).mutation(({ ctx, input }) => ctx.services.rooms.directory.join(ctx.actor, input.roomId)),
 });

@@ -1,4 +1,4 @@
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isAdmin, isService } from '../domain/actor.js';
 import { AppError, forbidden, notFound } from '../domain/errors.js';
 import { can, type RoomAction, type TenantAction, tenantMay, tenantRolesOf } from '../domain/permissions.js';
 import { FOREVER, type RoomAccess } from '../domain/rooms.js';
@@ -6,12 +6,27 @@ import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
 
+/**
+ * What the caller wants to do: `read` (history, search, subscriptions) or `send` (post, edit,
+ * react, type: also not muted, and the room not archived).
+ */
 export interface AccessRequest {
   actor: Actor;
   roomId: string;
   /** `manage`: adding and removing members (service tokens without a membership). */
   purpose: 'read' | 'send' | 'manage';
 }
+
+/**
+ * The one "is the room writable" rule: an archived room is read-only for everyone. Applied by every
+ * `send` access check, and by `requireWritable` to writes that are not sends (message deletes).
+ */
+function requireNotArchived(room: RoomAccess['room']): void {
+  if (room.archived) throw roomArchived();
+}
+
+/** The refusal of a write into an archived room (also when it was archived after the access check). */
+export const roomArchived = () => new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
 
 /** Words for an action in an error message ("may not ... in this group room"). */
 export function describeAction(action: RoomAction): string {
@@ -24,6 +39,8 @@ export function describeAction(action: RoomAction): string {
     mute: 'mute members',
     ban: 'ban members',
     deleteOthers: "delete others' messages",
+    archive: 'archive the room',
+    delete: 'delete the room',
   };
   return words[action];
 }
@@ -39,7 +56,14 @@ const TENANT_WORDS: Record<TenantAction, string> = {
 /** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
 function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefined): RoomAccess {
   if (!r) throw notFound('room');
-  const room = { id: r.id, kind: r.kind as RoomAccess['room']['kind'], name: r.name, tenant: r.tenant, encrypted: r.encrypted };
+  const room = {
+    id: r.id,
+    kind: r.kind as RoomAccess['room']['kind'],
+    name: r.name,
+    tenant: r.tenant,
+    encrypted: r.encrypted,
+    archived: r.archived,
+  };
   let access: RoomAccess;
   if (r.role) {
     access = { room, role: r.role, member: true, mutedUntil: r.muted_until };
@@ -57,6 +81,7 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
   } else {
     throw notFound('room');
   }
+  if (purpose === 'send') requireNotArchived(room);
   if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
     const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
     throw forbidden(`you are muted in this room ${until}`);
@@ -121,5 +146,28 @@ export class AccessService {
   /** A tenant-level permission of the token (FORBIDDEN naming the roles it needs otherwise). */
   requireTenant(actor: Actor, action: TenantAction): void {
     if (!tenantMay(actor.roles, action)) throw forbidden(`only ${tenantRolesOf(action)} tokens may ${TENANT_WORDS[action]}`);
+  }
+
+  /** A write other than a send (deleting a message) into a room read with `requireMember`: not archived. */
+  requireWritable(access: RoomAccess): void {
+    requireNotArchived(access.room);
+  }
+
+  /**
+   * Room-wide changes (archive, unarchive, delete): the room's owner, an admin of the tenant or a
+   * service token of the tenant. Works on archived rooms. NOT_FOUND for whoever cannot see the room,
+   * FORBIDDEN for members without the right.
+   */
+  async requireRoomManager(actor: Actor, roomId: string, action: 'archive' | 'delete', em?: Em): Promise<RoomAccess> {
+    if (isAdmin(actor) || isService(actor)) {
+      const [row] = await accessRows(this.store.hot, [{ userId: actor.id, tenant: actor.tenant, roomId }], em);
+      if (!row) throw notFound('room');
+      return decideAccess({ actor, roomId, purpose: 'read' }, { ...row, role: row.role ?? 'owner', banned: false });
+    }
+    const access = await this.requireAccess(actor, roomId, 'read', em);
+    if (!can(access.role, action, access.room.kind)) {
+      throw forbidden(`your role (${access.role}) may not ${describeAction(action)}: only its owner or a tenant admin may`);
+    }
+    return access;
   }
 }

@@ -4,11 +4,22 @@ import type { EventSource, StreamKind } from '../stream/types.js';
 import type { Actor } from '../domain/actor.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
-import { forbidden } from '../domain/errors.js';
+import { forbidden, notFound } from '../domain/errors.js';
+import { memberIdsOfTenantRoom } from '../store/members.js';
 import type { Db } from '../store/database.js';
 import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs } from '../store/inbox.js';
 import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
+
+/** Users whose notification items are written by one statement. */
+const NOTIFY_SLICE = 1000;
+
+/** What a notification says (`inbox.notify`). */
+export interface NotifyInput {
+  kind: string;
+  title: string;
+  data?: Record<string, unknown> | null | undefined;
+}
 
 /** Inbox stream keys: tenant and user id, unambiguous. */
 export const inboxKey = (tenant: string, userId: string) => JSON.stringify([tenant, userId]);
@@ -49,20 +60,40 @@ export class InboxService implements EventSource<InboxItem> {
     return blankMentionExcerpts(db, tenant, userIds, messageId);
   }
 
-  /** `inbox.notify` (service and admin tokens): a notification in a user's inbox. */
-  async notify(actor: Actor, input: { userId: string; kind: string; title: string; data?: Record<string, unknown> | null }) {
+  /**
+   * `inbox.notify` (service and admin tokens): a notification in the inbox of one user (`userId`:
+   * answers the item and `delivered: 1`), of several users (`userIds`, duplicates once) or of every
+   * current member of a room of the tenant (`roomId`); the latter two answer `{ delivered }`. All
+   * items are written in one transaction; users are always those of the caller's tenant.
+   */
+  async notify(actor: Actor, input: NotifyInput & ({ userId: string } | { userIds: string[] } | { roomId: string })) {
     if (!actor.roles.includes('service') && !actor.roles.includes('admin')) {
       throw forbidden('only service or admin tokens may send notifications');
     }
-    return this.store.transact((tx) =>
-      tx.appendInbox(actor.tenant, input.userId, {
-        type: 'notification',
-        kind: input.kind,
-        title: input.title,
-        data: input.data ?? null,
-        from: actor.id,
-      }),
-    );
+    const item = { type: 'notification', kind: input.kind, title: input.title, data: input.data ?? null, from: actor.id } as const;
+    if ('userId' in input) {
+      const full = await this.store.transact((tx) => tx.appendInbox(actor.tenant, input.userId, item));
+      return { ...full, delivered: 1 };
+    }
+    const delivered = await this.store.transact(async (tx) => {
+      let userIds: string[];
+      if ('userIds' in input) {
+        userIds = input.userIds;
+      } else {
+        const members = await memberIdsOfTenantRoom(tx.db, actor.tenant, input.roomId);
+        if (members === null) throw notFound('room');
+        userIds = members;
+      }
+      // In slices (a big room's members would exceed a statement's parameters), sorted first so the
+      // cursors are still locked in user id order (src/store/tx.ts).
+      const sorted = [...new Set(userIds)].sort();
+      let n = 0;
+      for (let i = 0; i < sorted.length; i += NOTIFY_SLICE) {
+        n += (await tx.appendInboxMany(actor.tenant, sorted.slice(i, i + NOTIFY_SLICE), item)).length;
+      }
+      return n;
+    });
+    return { delivered };
   }
 
   lastSeq(key: string): Promise<number> {

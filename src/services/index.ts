@@ -92,7 +92,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const inbox = new InboxService(deps.bus, deps.log, store);
   const users = new UserService(store);
   const access = new AccessService(store);
-  const rooms = createRoomServices({ log: deps.log, limits }, access, store, mapper, keyring);
+  const rooms = createRoomServices({ log: deps.log, limits, publisher }, access, store, mapper, keyring);
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);

@@ -39,9 +39,14 @@ export const Room = defineEntity({
     retentionDays: p.integer().nullable(),
     /** Structured data of the integration (a JSON object, at most 4 KiB; null: none). */
     metadata: p.json<Record<string, unknown>>().nullable(),
+    /** Set while the room is archived (read-only: no sends, edits, deletes or reactions). */
+    archivedAt: p.datetime().nullable(),
+    /** `public`: listed in the tenant's room directory and joinable by anyone of the tenant. */
+    visibility: p.string().length(16).default('private'),
     createdAt: p.datetime().onCreate(() => new Date()),
     updatedAt: p.datetime().onCreate(() => new Date()).onUpdate(() => new Date()),
   },
+  indexes: [{ name: 'room_tenant_visibility_idx', properties: ['tenant', 'visibility'] }],
   uniques: [
     { name: 'room_tenant_key_unique', properties: ['tenant', 'key'] },
     { name: 'room_tenant_direct_key_unique', properties: ['tenant', 'directKey'] },

@@ -193,3 +193,11 @@ export async function membersAmong(db: Db, roomId: string, userIds: string[]): P
   const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).where('user_id', 'in', userIds).execute();
   return rows.map((r) => r.user_id);
 }
+
+/** Every member of a room of the tenant (null: the tenant has no such room). */
+export async function memberIdsOfTenantRoom(db: Db, tenant: string, roomId: string): Promise<string[] | null> {
+  const room = await db.selectFrom('room').select('id').where('id', '=', roomId).where('tenant', '=', tenant).executeTakeFirst();
+  if (!room) return null;
+  const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).execute();
+  return rows.map((r) => r.user_id);
+}

@@ -1,7 +1,7 @@
 import type { ExpressionBuilder, Selectable } from 'kysely';
 import type { JsonObject, MemberRole } from '../domain/events.js';
 import type { RoomKind } from '../domain/permissions.js';
-import type { RoomDto } from '../domain/rooms.js';
+import type { RoomDto, RoomVisibility } from '../domain/rooms.js';
 import { type Db, type Tables, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { unreadCount } from './receipts.js';
@@ -20,9 +20,14 @@ const ROOM_FIELDS = [
   'r.created_by',
   'r.created_at',
   'r.last_seq',
+  'r.archived_at',
+  'r.visibility',
 ] as const;
 
-type RoomFields = Pick<Selectable<Tables['room']>, 'id' | 'kind' | 'name' | 'topic' | 'key' | 'encrypted' | 'retention_days' | 'metadata' | 'created_by' | 'created_at' | 'last_seq'>;
+type RoomFields = Pick<
+  Selectable<Tables['room']>,
+  'id' | 'kind' | 'name' | 'topic' | 'key' | 'encrypted' | 'retention_days' | 'metadata' | 'created_by' | 'created_at' | 'last_seq' | 'archived_at' | 'visibility'
+>;
 
 /** A room as read for its public shape: its columns and how many members it has. */
 export type RoomRow = RoomFields & { member_count: number };
@@ -52,6 +57,8 @@ export function toRoomDto(r: RoomRow, role: MemberRole): RoomDto {
     lastSeq: r.last_seq,
     myRole: role,
     memberCount: r.member_count,
+    archivedAt: r.archived_at,
+    visibility: r.visibility as RoomVisibility,
   };
 }
 
@@ -93,6 +100,8 @@ export interface NewRoom {
   encrypted: boolean;
   metadata: JsonObject | null;
   createdBy: string;
+  /** Default `private`. */
+  visibility?: RoomVisibility;
 }
 
 /**
@@ -112,6 +121,7 @@ export async function insertRoom(tx: Tx, room: NewRoom): Promise<void> {
       direct_key: room.directKey,
       encrypted: room.encrypted,
       metadata: room.metadata === null ? null : jsonb(room.metadata),
+      visibility: room.visibility ?? 'private',
       created_by: room.createdBy,
       last_seq: 0,
       created_at: now(),
@@ -160,11 +170,12 @@ export type RoomListRow = RoomRow & {
 };
 
 /**
- * The rooms of a user in a tenant (with `supportRooms`, also every support room of the tenant),
+ * The rooms of a user in a tenant (with `supportRooms`, also every support room of the tenant), the
+ * archived ones or the others (`archived`),
  * with the user's role and read position (`member` and 0 without a membership), the unread count
  * (src/store/receipts.ts) and the id of the newest message. Unordered.
  */
-export function roomListRows(db: Db, tenant: string, userId: string, supportRooms: boolean): Promise<RoomListRow[]> {
+export function roomListRows(db: Db, tenant: string, userId: string, supportRooms: boolean, archived: boolean): Promise<RoomListRow[]> {
   return db
     .selectFrom('room as r')
     .leftJoin('membership as mb', (j) => j.onRef('mb.room_id', '=', 'r.id').on('mb.user_id', '=', userId))
@@ -184,6 +195,7 @@ export function roomListRows(db: Db, tenant: string, userId: string, supportRoom
     ])
     .where('r.tenant', '=', tenant)
     .where((eb) => (supportRooms ? eb.or([eb('mb.user_id', 'is not', null), eb('r.kind', '=', 'support')]) : eb('mb.user_id', 'is not', null)))
+    .where('r.archived_at', archived ? 'is not' : 'is', null)
     .execute();
 }
 
@@ -191,4 +203,73 @@ export function roomListRows(db: Db, tenant: string, userId: string, supportRoom
 export function messageRowsByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
   if (ids.length === 0) return Promise.resolve([]);
   return db.selectFrom('message').select(MESSAGE_FIELDS).where('id', 'in', ids).execute();
+}
+
+/**
+ * Archives (`at` a date: the database's clock is used) or unarchives (null) the room, its row locked
+ * until the transaction ends. False when nothing changed (archived already / not archived).
+ */
+export async function setArchived(tx: Tx, roomId: string, archive: boolean): Promise<boolean> {
+  const row = await tx.db
+    .updateTable('room')
+    .set({ archived_at: archive ? now() : null })
+    .where('id', '=', roomId)
+    .where('archived_at', archive ? 'is' : 'is not', null)
+    .returning('id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Sets the room's visibility. */
+export async function setVisibility(tx: Tx, roomId: string, visibility: RoomVisibility): Promise<void> {
+  await tx.db.updateTable('room').set({ visibility }).where('id', '=', roomId).execute();
+}
+
+/**
+ * Deletes the room: its messages (with edits and reactions), events, memberships, bans, meetings
+ * (with participants) and everything else holding a `room_id` go with it through the foreign keys'
+ * `on delete cascade` (src/store/entities.ts). Inbox items are per user and keep no key to the
+ * room; they stay. False when there was no such room.
+ */
+export async function deleteRoom(tx: Tx, roomId: string): Promise<boolean> {
+  const row = await tx.db.deleteFrom('room').where('id', '=', roomId).returning('id').executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Public, non-archived rooms of a tenant whose name or topic contains `query` (case-insensitive;
+ * none: all), by name, at most `limit`; with their member count and whether `userId` is a member.
+ */
+export function directoryRows(db: Db, tenant: string, userId: string, query: string | null, limit: number) {
+  const pattern = query === null ? null : `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+  return db
+    .selectFrom('room as r')
+    .select((eb) => [
+      'r.id',
+      'r.kind',
+      'r.name',
+      'r.topic',
+      'r.created_at',
+      memberCount(eb).as('member_count'),
+      eb.exists(eb.selectFrom('membership as y').select('y.user_id').whereRef('y.room_id', '=', 'r.id').where('y.user_id', '=', userId)).as('member'),
+    ])
+    .where('r.tenant', '=', tenant)
+    .where('r.visibility', '=', 'public')
+    .where('r.archived_at', 'is', null)
+    .$if(pattern !== null, (q) => q.where((eb) => eb.or([eb('r.name', 'ilike', pattern!), eb('r.topic', 'ilike', pattern!)])))
+    .orderBy('r.name')
+    .orderBy('r.id')
+    .limit(limit)
+    .execute();
+}
+
+/** What `room.join` checks of a room (none: no such room). */
+export function joinableRoom(tx: Tx, roomId: string): Promise<{ tenant: string; visibility: string; archived_at: Date | null } | undefined> {
+  return tx.db.selectFrom('room').select(['tenant', 'visibility', 'archived_at']).where('id', '=', roomId).executeTakeFirst();
+}
+
+/** When the room was archived (null: it is not; also null when there is no such room). */
+export async function archivedAt(db: Db, roomId: string): Promise<Date | null> {
+  const row = await db.selectFrom('room').select('archived_at').where('id', '=', roomId).executeTakeFirst();
+  return row?.archived_at ?? null;
 }

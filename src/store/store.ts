@@ -6,8 +6,8 @@ import { transact, type Tx, type TxContext } from './tx.js';
 
 export type { NewMessage } from './hot/append-messages.js';
 
-/** What became of one grouped send: written, a repeat of an earlier clientId, or its room is gone. */
-export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' };
+/** What became of one grouped send: written, a repeat of an earlier clientId, its room is gone or archived. */
+export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' };
 
 /**
  * The persistence layer as services see it: reads on a fresh EntityManager, durable changes in a

@@ -190,9 +190,10 @@ export class Hub<E extends StreamEvent> {
     // One encoding for all local subscribers (one object per event, nothing per subscriber).
     const shared = n > 1 ? new SharedEncoding(e) : undefined;
     const leaving = this.kind.kickUserOf(e);
+    const endsAll = this.kind.endsStream?.(e) ?? false;
     for (const s of this.subs) {
       s.push(e, shared);
-      if (leaving !== null && s.userId === leaving) {
+      if (endsAll || (leaving !== null && s.userId === leaving)) {
         this.subs.delete(s);
         s.end();
       }

@@ -4,11 +4,15 @@ import type { FanoutObserver } from './hub.js';
 import { POSITION_CHECK_MS, StreamHubs } from './hubs.js';
 import type { EventSource, HubEvent, StreamKind } from './types.js';
 
-/** Room streams: durable room events are ordered; `member.left` ends the leaver's subscriptions. */
+/**
+ * Room streams: durable room events are ordered; `member.left` ends the leaver's subscriptions,
+ * `room.deleted` every subscription.
+ */
 export const roomStreamKind: StreamKind<HubEvent> = {
   channelOf: channels.room,
   isDurable: (e): e is DurableRoomEvent => isDurable(e),
   kickUserOf: (e) => (e.type === 'member.left' ? e.userId : null),
+  endsStream: (e) => e.type === 'room.deleted',
   // typing, presence, receipts: state-like, the latest per type and user says it all.
   coalesceKey: (e) => ('userId' in e ? `${e.type}\u0000${e.userId}` : null),
 };

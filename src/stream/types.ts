@@ -33,6 +33,8 @@ export interface StreamKind<E extends StreamEvent> {
   isDurable(e: E): e is E & { seq: number };
   /** The user whose subscriptions end after this event (e.g. `member.left`), or null. */
   kickUserOf(e: E): string | null;
+  /** True for an event after which every subscription of the stream ends (e.g. `room.deleted`). */
+  endsStream?(e: E): boolean;
   /**
    * For a live-only event that may be coalesced on a slow socket (only the latest per key is
    * delivered), its key; null when every one must go out (call signals).

@@ -62,6 +62,7 @@ export class MessageChanges {
     await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
     return this.store.transact(async (tx) => {
       const { row, access } = await this.lockReadable(tx, actor, messageId);
+      this.access.requireWritable(access);
       if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
         throw forbidden('only the author or a moderator can delete a message');
       }

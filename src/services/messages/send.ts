@@ -8,7 +8,7 @@ import type { Counters } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
 import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../../store/messages.js';
 import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
-import type { AccessRequest, AccessService } from '../access.js';
+import { type AccessRequest, type AccessService, roomArchived } from '../access.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
@@ -149,6 +149,7 @@ export class MessageSender {
     this.requirePoster(access);
     const outcome = await this.writes.submit(this.draft(actor, input, access));
     if (outcome.kind === 'gone') throw notFound('room');
+    if (outcome.kind === 'archived') throw roomArchived();
     if (outcome.kind === 'repeat') return null;
     this.counters.messagesSent++;
     return outcome.message;

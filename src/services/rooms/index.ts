@@ -1,4 +1,7 @@
 import type { Store } from '../../store/store.js';
+import type { EventPublisher } from '../publisher.js';
+import { RoomArchive } from './archive.js';
+import { RoomDirectory } from './directory.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { RateLimits } from '../limits.js';
@@ -9,6 +12,8 @@ import { RoomMembership } from './membership.js';
 import { RoomModeration } from './moderation.js';
 import { RoomReads } from './reads.js';
 
+export { RoomArchive } from './archive.js';
+export { DIRECTORY_DEFAULT_LIMIT, DIRECTORY_MAX_LIMIT, RoomDirectory } from './directory.js';
 export { RoomLifecycle } from './lifecycle.js';
 export { RoomMembership } from './membership.js';
 export { RoomModeration } from './moderation.js';
@@ -17,17 +22,20 @@ export { RoomReads } from './reads.js';
 /**
  * Rooms by capability: `lifecycle` (create, ensure, openDirect, update), `membership` (addMembers,
  * removeMember, leave), `moderation` (setRole, mute, unmute, ban, unban, bans) and `read` (get,
- * byKey, list, members). Who may do what is decided by the AccessService (src/services/access.ts).
+ * byKey, list, members), `archive` (archive, unarchive, delete) and `directory` (public rooms:
+ * directory, join). Who may do what is decided by the AccessService (src/services/access.ts).
  */
 export interface RoomServices {
   lifecycle: RoomLifecycle;
   membership: RoomMembership;
   moderation: RoomModeration;
   read: RoomReads;
+  archive: RoomArchive;
+  directory: RoomDirectory;
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits },
+  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
@@ -40,5 +48,7 @@ export function createRoomServices(
     membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
+    archive: new RoomArchive(parts.log, access, store, parts.publisher),
+    directory: new RoomDirectory(parts.limits, store, read),
   };
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, conflict } from '../../domain/errors.js';
 import type { JsonObject } from '../../domain/events.js';
-import type { RoomDto } from '../../domain/rooms.js';
+import type { RoomDto, RoomVisibility } from '../../domain/rooms.js';
 import {
   directKeyOf,
   directRoomId,
@@ -14,6 +14,7 @@ import {
   setRetentionDays,
   setRoomMetadata,
   setRoomNaming,
+  setVisibility,
 } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -45,6 +46,7 @@ export class RoomLifecycle {
       memberIds?: string[] | undefined;
       encrypted?: boolean | undefined;
       metadata?: JsonObject | null | undefined;
+      visibility?: RoomVisibility | undefined;
     },
   ): Promise<RoomDto> {
     if (input.key) this.access.requireTenant(actor, 'setRoomKey');
@@ -107,6 +109,7 @@ export class RoomLifecycle {
         encrypted: !!input.encrypted,
         metadata: input.metadata ?? null,
         createdBy: actor.id,
+        visibility: input.visibility ?? 'private',
       });
       await joinMember(tx, actor, id, actor.id, 'owner', null);
       for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
@@ -158,17 +161,19 @@ export class RoomLifecycle {
       name?: string | undefined;
       topic?: string | null | undefined;
       retentionDays?: number | null | undefined;
+      visibility?: RoomVisibility | undefined;
       metadata?: JsonObject | null | undefined;
     },
   ): Promise<RoomDto> {
-    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.metadata === undefined) {
-      throw badRequest('nothing to update: give name, topic, retentionDays and/or metadata');
+    if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.visibility === undefined && input.metadata === undefined) {
+      throw badRequest('nothing to update: give name, topic, retentionDays visibility and/or metadata');
     }
     await this.store.transact(async (tx) => {
       await this.access.requirePermission(actor, roomId, 'update', tx.em);
       const before = (await lockRoomNaming(tx, roomId))!;
       if (input.retentionDays !== undefined) await setRetentionDays(tx, roomId, input.retentionDays);
       if (input.metadata !== undefined) await setRoomMetadata(tx, roomId, input.metadata);
+      if (input.visibility !== undefined) await setVisibility(tx, roomId, input.visibility);
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
       if (name === before.name && topic === before.topic) return;

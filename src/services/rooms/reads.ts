@@ -39,11 +39,12 @@ export class RoomReads {
 
   /**
    * The caller's rooms, most recently active first, with unread counts and the last message.
-   * Support agents also see every support room of their tenant.
+   * Support agents also see every support room of their tenant. Archived rooms are left out; with
+   * `archived: true`, only archived rooms are listed.
    */
-  async list(actor: Actor): Promise<RoomListItem[]> {
+  async list(actor: Actor, input: { archived?: boolean | undefined } = {}): Promise<RoomListItem[]> {
     const db = this.store.db();
-    const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'));
+    const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'), input.archived ?? false);
     const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
     const last = new Map((await this.mapper.many(db, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
     return rows

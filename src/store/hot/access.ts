@@ -17,6 +17,7 @@ export interface AccessRow {
   name: string;
   tenant: string;
   encrypted: boolean;
+  archived: boolean;
   role: MemberRole | null;
   muted_until: Date | null;
   banned: boolean;
@@ -24,7 +25,7 @@ export interface AccessRow {
 
 const ACCESS_QUERY = hotQuery<AccessRow>(
   'rooms-check-access',
-  `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, mb.role, mb.muted_until,
+  `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, r.archived_at is not null as archived, mb.role, mb.muted_until,
           exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = q.user_id) as banned
      from json_to_recordset(?::json) as q(i int, user_id text, room_id uuid, tenant text)
      join room r on r.id = q.room_id and r.tenant = q.tenant

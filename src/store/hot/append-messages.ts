@@ -28,9 +28,10 @@ export interface NewMessage {
 
 /**
  * What became of one message: written (with its seq), a repeat (the sender already has a message
- * with this clientId, written earlier; nothing was written), or its room is gone.
+ * with this clientId, written earlier; nothing was written), its room is gone, or its room was
+ * archived after the send's access check (nothing was written).
  */
-export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' };
+export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' };
 
 const M_FIELDS = MESSAGE_FIELDS.map((f) => `m.${f}`).join(', ');
 const RETURNING = MESSAGE_FIELDS.join(', ');
@@ -40,7 +41,8 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  *   key per input; written as a scalar subquery so it never becomes a scan of the table), numbered
  *   per room in input order. A repeat is left out here, before any seq is taken, so it never uses one up.
  * - `locked`: the rooms' rows locked in id order (every group locks in the same order: no deadlock
- *   between groups), with their current `last_seq` (FOR UPDATE returns the latest committed version).
+ *   between groups), with their current `last_seq` and `archived_at` (FOR UPDATE returns the latest
+ *   committed version). A room archived since the access check takes no message.
  * - `taken`: `last_seq + n` per room: n consecutive seqs for the n fresh messages of the room.
  * - then one insert of the room log rows and one of the message rows.
  *
@@ -50,7 +52,7 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
  */
-const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean }>(
+const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean }>(
   'room-log-append-messages',
   `
 with input as (
@@ -62,9 +64,9 @@ with input as (
     from input n
    where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
 ), locked as (
-  select r.id, r.last_seq from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+  select r.id, r.last_seq, r.archived_at from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
 ), counts as (
-  select room_id, count(*) as n from fresh group by room_id
+  select f.room_id, count(*) as n from fresh f join locked l on l.id = f.room_id and l.archived_at is null group by f.room_id
 ), taken as (
   update room r set last_seq = l.last_seq + c.n, updated_at = now()
     from locked l join counts c on c.room_id = l.id
@@ -80,8 +82,8 @@ with input as (
   select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
   returning ${RETURNING}
 )
-select n.i, f.id is null as repeat, ${M_FIELDS}
-  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id`,
+select n.i, f.id is null as repeat, l.archived_at is not null as archived, ${M_FIELDS}
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`,
 );
 
 /** Writes plain new messages of any rooms at once; one outcome per input, in input order. */
@@ -103,7 +105,7 @@ export async function appendMessageRows(ctx: HotContext, messages: NewMessage[])
   const rows = await APPEND_MESSAGES(ctx, [JSON.stringify(input)]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
   for (const r of rows) {
-    outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : { kind: 'gone' };
+    outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : r.archived ? { kind: 'archived' } : { kind: 'gone' };
   }
   return outcomes;
 }

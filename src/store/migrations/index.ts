@@ -4,6 +4,7 @@ import { Migration20261122031149 } from './Migration20261122031149.js';
 import { Migration20261122033500 } from './Migration20261122033500.js';
 import { Migration20261122041500 } from './Migration20261122041500.js';
 import { Migration20261203024714 } from './Migration20261203024714.js';
+import { Migration20261203024718 } from './Migration20261203024718.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -14,4 +15,5 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261122033500', class: Migration20261122033500 },
   { name: 'Migration20261122041500', class: Migration20261122041500 },
   { name: 'Migration20261203024714', class: Migration20261203024714 },
+  { name: 'Migration20261203024718', class: Migration20261203024718 },
 ];

@@ -1,0 +1,61 @@
+import type { Actor } from '../../domain/actor.js';
+import { notFound } from '../../domain/errors.js';
+import type { ArchiveState } from '../../domain/rooms.js';
+import type { Logger } from '../../logger.js';
+import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
+import type { Store } from '../../store/store.js';
+import type { AccessService } from '../access.js';
+import type { EventPublisher } from '../publisher.js';
+import { auditModeration } from './moderation.js';
+
+/**
+ * A room's end of life: archiving (read-only, see the access check), unarchiving and deleting. Each
+ * is for the room's owner, an admin of the tenant or a service token of the tenant.
+ */
+export class RoomArchive {
+  constructor(
+    private readonly log: Logger,
+    private readonly access: AccessService,
+    private readonly store: Store,
+    private readonly publisher: EventPublisher,
+  ) {}
+
+  /**
+   * Makes the room read-only (`room.archived`). Idempotent: archiving an archived room changes
+   * nothing. Answers the room's id and state only: tenant admins and service tokens may archive
+   * rooms they cannot read.
+   */
+  archive(actor: Actor, roomId: string): Promise<ArchiveState> {
+    return this.setArchived(actor, roomId, true);
+  }
+
+  /** Makes an archived room writable again (`room.unarchived`). Idempotent like `archive`. */
+  unarchive(actor: Actor, roomId: string): Promise<ArchiveState> {
+    return this.setArchived(actor, roomId, false);
+  }
+
+  private async setArchived(actor: Actor, roomId: string, archive: boolean): Promise<ArchiveState> {
+    await this.store.transact(async (tx) => {
+      await this.access.requireRoomManager(actor, roomId, 'archive', tx.em);
+      if (await setArchived(tx, roomId, archive)) {
+        await tx.append({ type: archive ? 'room.archived' : 'room.unarchived', roomId, by: actor.id });
+      }
+    });
+    auditModeration(this.log, archive ? 'archive' : 'unarchive', actor, roomId, null);
+    return { roomId, archivedAt: await archivedAt(this.store.db(), roomId) };
+  }
+
+  /**
+   * Deletes the room and everything in it (src/store/rooms.ts `deleteRoom`). After commit, every
+   * node ends the room's open `chat.events` streams: their last event is `room.deleted`, then they
+   * complete; any later call about the room answers NOT_FOUND.
+   */
+  async delete(actor: Actor, roomId: string): Promise<void> {
+    await this.store.transact(async (tx) => {
+      await this.access.requireRoomManager(actor, roomId, 'delete', tx.em);
+      if (!(await deleteRoom(tx, roomId))) throw notFound('room');
+      tx.afterCommit(() => this.publisher.room({ type: 'room.deleted', roomId, by: actor.id }));
+    });
+    auditModeration(this.log, 'delete_room', actor, roomId, null);
+  }
+}

@@ -1,0 +1,57 @@
+import type { Actor } from '../../domain/actor.js';
+import { forbidden, notFound } from '../../domain/errors.js';
+import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
+import { bannedAmong } from '../../store/members.js';
+import { directoryRows, joinableRoom } from '../../store/rooms.js';
+import type { Store } from '../../store/store.js';
+import { roomArchived } from '../access.js';
+import type { RateLimits } from '../limits.js';
+import { systemMessage } from '../system-message.js';
+import { joinMember } from './member-changes.js';
+import type { RoomReads } from './reads.js';
+
+export const DIRECTORY_DEFAULT_LIMIT = 50;
+export const DIRECTORY_MAX_LIMIT = 100;
+
+/** Public rooms: the tenant's directory and joining a public room by oneself. */
+export class RoomDirectory {
+  constructor(
+    private readonly limits: RateLimits,
+    private readonly store: Store,
+    private readonly reads: RoomReads,
+  ) {}
+
+  /** The caller's tenant's public, non-archived rooms, by name; `query` matches name or topic (case-insensitive). */
+  async list(actor: Actor, input: { query?: string | undefined; limit?: number | undefined }): Promise<DirectoryRoomDto[]> {
+    const query = input.query?.trim() || null;
+    const rows = await directoryRows(this.store.db(), actor.tenant, actor.id, query, input.limit ?? DIRECTORY_DEFAULT_LIMIT);
+    return rows.map((r) => ({
+      id: r.id,
+      kind: r.kind as DirectoryRoomDto['kind'],
+      name: r.name,
+      topic: r.topic,
+      memberCount: r.member_count,
+      member: Boolean(r.member),
+      createdAt: r.created_at,
+    }));
+  }
+
+  /**
+   * Joins a public room of the caller's tenant as a member (`member.joined`); idempotent. A room
+   * that is not public (or of another tenant) is NOT_FOUND, so its existence does not leak; a
+   * banned user is refused; an archived room is PRECONDITION_FAILED.
+   */
+  async join(actor: Actor, roomId: string): Promise<RoomDto> {
+    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.store.transact(async (tx) => {
+      const room = await joinableRoom(tx, roomId);
+      if (!room || room.tenant !== actor.tenant || room.visibility !== 'public') throw notFound('room');
+      if ((await bannedAmong(tx, roomId, [actor.id])).length) throw forbidden('you are banned from this room');
+      if (room.archived_at) throw roomArchived();
+      if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
+        await systemMessage(tx, actor, roomId, `${actor.name} joined`);
+      }
+    });
+    return this.reads.get(actor, roomId);
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * Public rooms (issue 6): `visibility` on create and update, `room.directory` (tenant-scoped,
+ * public and non-archived only, name/topic match, member flag) and `room.join`; and `inbox.notify`
+ * to many users at once (`userIds`, `roomId`) in one transaction.
+ */
+import { describe, expect, it } from 'vitest';
+import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, uuid } from './fixture.js';
+
+const t = fileServer('rpub');
+const { users, as } = roomKit(() => t);
+
+describe('public rooms', () => {
+  it('create and update set visibility (default private); direct rooms cannot be public', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    expect((await as(alice!).room.create({ kind: 'group', name: 'private by default' })).visibility).toBe('private');
+    for (const kind of ['group', 'broadcast', 'support'] as const) {
+      expect((await as(alice!).room.create({ kind, name: `pub ${kind}`, visibility: 'public' })).visibility).toBe('public');
+    }
+    await expectTRPCError(as(alice!).room.create({ kind: 'direct' as never, name: 'x', visibility: 'public' }), 'BAD_REQUEST', /kind/);
+    await expectTRPCError(as(alice!).room.create({ kind: 'group', name: 'x', visibility: 'open' as never }), 'BAD_REQUEST', /visibility/);
+    const direct = await as(alice!).room.openDirect({ userId: bob! });
+    expect(direct.visibility).toBe('private');
+    await expectTRPCError(as(alice!).room.update({ roomId: direct.id, visibility: 'public' }), 'FORBIDDEN');
+
+    const room = await as(alice!).room.create({ kind: 'group', name: 'flip', memberIds: [bob!] });
+    await expectTRPCError(as(bob!).room.update({ roomId: room.id, visibility: 'public' }), 'FORBIDDEN', /may not change the room/);
+    expect((await as(alice!).room.update({ roomId: room.id, visibility: 'public' })).visibility).toBe('public');
+    expect((await as(bob!).room.get({ roomId: room.id })).visibility).toBe('public');
+  });
+
+  it('room.directory lists my tenant’s public, non-archived rooms by name/topic, with member flags and counts', async () => {
+    const [alice, bob, carol] = users('alice', 'bob', 'carol');
+    const tag = uuid().slice(0, 8);
+    const pub = await as(alice!).room.create({ kind: 'group', name: `Cooking ${tag}`, topic: 'recipes', visibility: 'public', memberIds: [bob!] });
+    const byTopic = await as(alice!).room.create({ kind: 'broadcast', name: `News ${tag}`, topic: `all about COOKING ${tag}`, visibility: 'public' });
+    await as(alice!).room.create({ kind: 'group', name: `Cooking secret ${tag}`, visibility: 'private' });
+    const archived = await as(alice!).room.create({ kind: 'group', name: `Cooking old ${tag}`, visibility: 'public' });
+    await as(alice!).room.archive({ roomId: archived.id });
+    await as(carol!, 'tenant-other').room.create({ kind: 'group', name: `Cooking elsewhere ${tag}`, visibility: 'public' });
+
+    // The name of one, the topic of the other; private, archived and other tenants' rooms never.
+    const found = await as(bob!).room.directory({ query: `cooking ${tag}` });
+    expect(found.map((r) => r.id)).toEqual([pub.id, byTopic.id]);
+    expect((await as(bob!).room.directory({ query: 'RECIPES' })).map((r) => r.id)).toContain(pub.id);
+    const wide = await as(bob!).room.directory({ query: tag });
+    expect(wide.map((r) => [r.id, r.member, r.memberCount])).toEqual([
+      [pub.id, true, 2],
+      [byTopic.id, false, 1],
+    ]);
+    expect(wide[0]).toMatchObject({ name: `Cooking ${tag}`, topic: 'recipes', kind: 'group' });
+    // Another tenant sees only its own.
+    expect((await as(carol!, 'tenant-other').room.directory({ query: tag })).map((r) => r.name)).toEqual([`Cooking elsewhere ${tag}`]);
+    // LIKE wildcards are matched literally.
+    expect(await as(bob!).room.directory({ query: `%${tag}_` })).toEqual([]);
+    // limit: default 50, at most 100.
+    expect(await as(bob!).room.directory({ query: tag, limit: 1 })).toHaveLength(1);
+    expect(Array.isArray(await as(bob!).room.directory())).toBe(true);
+    await expectTRPCError(as(bob!).room.directory({ limit: 101 }), 'BAD_REQUEST', /limit/);
+    await expectTRPCError(as(bob!).room.directory({ limit: 0 }), 'BAD_REQUEST', /limit/);
+  });
+
+  it('room.join: joins a public room (idempotent, member.joined); private NOT_FOUND; banned FORBIDDEN; other tenant NOT_FOUND', async () => {
+    const [alice, bob, carol, dave] = users('alice', 'bob', 'carol', 'dave');
+    const pub = await as(alice!).room.create({ kind: 'group', name: 'open house', visibility: 'public', memberIds: [dave!] });
+    const priv = await as(alice!).room.create({ kind: 'group', name: 'closed' });
+    await using events = await openEvents(t.app, actor(alice!), { roomId: pub.id });
+    const ready = await events.next();
+    expect(ready.event.type).toBe('ready');
+
+    const joined = await as(bob!).room.join({ roomId: pub.id });
+    expect(joined).toMatchObject({ id: pub.id, myRole: 'member', memberCount: 3, visibility: 'public' });
+    expect((await events.next()).event).toMatchObject({ type: 'member.joined', userId: bob, role: 'member', by: bob });
+    const again = await as(bob!).room.join({ roomId: pub.id });
+    expect(again.lastSeq).toBe(joined.lastSeq);
+    expect((await as(bob!).room.directory({ query: 'open house' })).find((r) => r.id === pub.id)?.member).toBe(true);
+    expect((await as(bob!).chat.send({ roomId: pub.id, clientId: uuid(), body: 'hi all' })).body).toBe('hi all');
+
+    await expectTRPCError(as(carol!).room.join({ roomId: priv.id }), 'NOT_FOUND', /room not found/);
+    await expectTRPCError(as(carol!).room.join({ roomId: uuid() }), 'NOT_FOUND', /room not found/);
+    await expectTRPCError(as(carol!, 'tenant-other').room.join({ roomId: pub.id }), 'NOT_FOUND', /room not found/);
+
+    await as(alice!).room.ban({ roomId: pub.id, userId: dave! });
+    await expectTRPCError(as(dave!).room.join({ roomId: pub.id }), 'FORBIDDEN', /banned/);
+    await as(alice!).room.archive({ roomId: pub.id });
+    await expectTRPCError(as(carol!).room.join({ roomId: pub.id }), 'PRECONDITION_FAILED', /room is archived/);
+  });
+});
+
+describe('inbox.notify to many', () => {
+  const svc = () => as('erp', 'default', ['service']);
+
+  it('userIds: 1000 users in one call, each gets the item', async () => {
+    const [prefix] = users('bulk');
+    const ids = Array.from({ length: 1000 }, (_, i) => `${prefix}-${i}`);
+    const title = `bulk ${uuid()}`;
+    await using first = await openInbox(t.app, actor(ids[0]!));
+    expect((await first.next()).event).toEqual({ type: 'ready', seq: 0 });
+    expect(await svc().inbox.notify({ userIds: ids, kind: 'bulk', title })).toEqual({ delivered: 1000 });
+    const rows = await t.env.sql<{ user_id: string; seq: string }>(
+      `select user_id, seq from inbox_event where tenant = 'default' and type = 'notification' and data->>'title' = $1`,
+      [title],
+    );
+    expect(rows.map((r) => r.user_id).sort()).toEqual([...ids].sort());
+    expect(rows.every((r) => Number(r.seq) === 1)).toBe(true);
+    expect((await first.next()).event).toEqual({ type: 'notification', seq: 1, kind: 'bulk', title, data: null, from: 'erp' });
+    await using last = await openInbox(t.app, actor(ids[999]!), { lastEventId: '0' });
+    expect((await last.next()).event).toMatchObject({ type: 'notification', seq: 1, title });
+  });
+
+  it('roomId: every current member of a room of my tenant', async () => {
+    const [alice, bob, carol, eve] = users('alice', 'bob', 'carol', 'eve');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'team', memberIds: [bob!, carol!] });
+    await as(alice!).room.removeMember({ roomId: room.id, userId: carol! });
+    const title = `room ${uuid()}`;
+    expect(await as('boss', 'default', ['admin']).inbox.notify({ roomId: room.id, kind: 'k', title, data: { n: 1 } })).toEqual({ delivered: 2 });
+    const got = await t.env.sql<{ user_id: string }>(`select user_id from inbox_event where data->>'title' = $1 order by user_id`, [title]);
+    expect(got.map((r) => r.user_id)).toEqual([alice, bob].sort());
+    await expectTRPCError(as('erp', 'tenant-other', ['service']).inbox.notify({ roomId: room.id, kind: 'k', title }), 'NOT_FOUND', /room not found/);
+    await expectTRPCError(as(eve!).inbox.notify({ roomId: room.id, kind: 'k', title }), 'FORBIDDEN', /service or admin/);
+    // Duplicates count once.
+    expect(await svc().inbox.notify({ userIds: [eve!, bob!, eve!], kind: 'k', title: `dup ${title}` })).toEqual({ delivered: 2 });
+    // The single form still answers the item.
+    expect(await svc().inbox.notify({ userId: eve!, kind: 'k', title: 'one' })).toMatchObject({ type: 'notification', seq: 2, delivered: 1 });
+  });
+
+  it('validation: exactly one of userId, userIds or roomId; 1..1000 userIds', async () => {
+    const one = /exactly one of userId, userIds or roomId/;
+    await expectTRPCError(svc().inbox.notify({ kind: 'k', title: 'x' }), 'BAD_REQUEST', one);
+    await expectTRPCError(svc().inbox.notify({ userId: 'a', userIds: ['b'], kind: 'k', title: 'x' }), 'BAD_REQUEST', one);
+    await expectTRPCError(svc().inbox.notify({ userIds: ['b'], roomId: uuid(), kind: 'k', title: 'x' }), 'BAD_REQUEST', one);
+    await expectTRPCError(svc().inbox.notify({ userIds: [], kind: 'k', title: 'x' }), 'BAD_REQUEST', /userIds must not be empty/);
+    const many = Array.from({ length: 1001 }, (_, i) => `u${i}`);
+    await expectTRPCError(svc().inbox.notify({ userIds: many, kind: 'k', title: 'x' }), 'BAD_REQUEST', /at most 1000 userIds/);
+    await expectTRPCError(svc().inbox.notify({ roomId: 'not-a-uuid', kind: 'k', title: 'x' }), 'BAD_REQUEST', /roomId/);
+  });
+});
