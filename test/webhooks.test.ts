@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, failFirst, fileServer, hookReceiver, uuid, waitFor } from './fixture.js';
+import { actor, callerFor, expectTRPCError, failFirst, fileServer, hookReceiver, nativePool, uuid, waitFor } from './fixture.js';
 
 /** Retries fast (base 100 ms), polls often; the receiver runs on 127.0.0.1, so private URLs are allowed. */
 const t = fileServer('hooks', {
@@ -195,5 +195,51 @@ describe('delivery', () => {
     expect(rx.requests.items.map((r) => [r.path, r.body.data.name])).toEqual([['/hooks', 'mine']]);
     expect(await tn.admin.webhook.deliveries({ id: off.id })).toEqual([]);
     expect((await tn.admin.webhook.deliveries({ id: on.id })).length).toBe(1);
+  });
+});
+
+describe('cost on the send path', () => {
+  it('a send makes the same round trips with and without webhooks (the outbox rows ride on the write statement)', async () => {
+    // A server of its own whose worker is stopped, so only the calls' own statements are counted.
+    await using srv = await t.env.startServer({ webhooks: { ...t.config.webhooks, pollMs: 600_000 } });
+    await srv.app.services.webhookWorker.stop();
+    const pool = await nativePool(srv.app.db.orm);
+    const wrapped = Symbol('counted');
+    let statements = 0;
+    pool.on('acquire', (client) => {
+      const c = client as typeof client & { [wrapped]?: true };
+      if (c[wrapped]) return;
+      c[wrapped] = true;
+      const query = c.query.bind(c) as (...args: unknown[]) => unknown;
+      (c as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        statements++;
+        return query(...args);
+      };
+    });
+    const count = async (fn: () => Promise<unknown>) => {
+      const before = statements;
+      await fn();
+      return statements - before;
+    };
+    await using rx = await hookReceiver();
+    const cost = async (withHook: boolean) => {
+      const name = `cost-${uuid().slice(0, 8)}`;
+      const as = (id: string, roles: string[] = []) => callerFor(srv.app, actor(id, name, roles));
+      if (withHook) await as('boss', ['admin']).webhook.create({ url: rx.url, events: ['*'] });
+      const room = await as('alice').room.create({ kind: 'group', name: 'cost', memberIds: ['bob'] });
+      const first = await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'warm-up' });
+      const plain = await count(() => as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'plain' }));
+      const reply = await count(() => as('bob').chat.send({ roomId: room.id, clientId: uuid(), body: 'reply', replyToId: first.id }));
+      const outbox = await t.env.sql<{ n: number }>('select count(*)::int as n from webhook_delivery where tenant = $1', [name]);
+      return { plain, reply, outbox: outbox[0]!.n };
+    };
+    const without = await cost(false);
+    const withHook = await cost(true);
+    console.log(`[hooks] statements per send: grouped ${without.plain} without webhooks, ${withHook.plain} with; reply ${without.reply} / ${withHook.reply}`);
+    expect(without.outbox).toBe(0);
+    // room.created, two member.joined, three messages: all in the outbox.
+    expect(withHook.outbox).toBe(6);
+    expect(withHook.plain).toBe(without.plain);
+    expect(withHook.reply).toBe(without.reply);
   });
 });
