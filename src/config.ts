@@ -183,16 +183,12 @@ export interface Config {
   webhooks: WebhookConfig;
 }
 
+/** Outgoing webhooks: first retry delay (doubling, jittered), attempts, poll interval, request timeout, private addresses allowed. */
 export interface WebhookConfig {
-  /** First retry delay; doubles per attempt (with jitter). */
   retryBaseMs: number;
-  /** Attempts before a delivery is given up. */
   maxAttempts: number;
-  /** How often each node's worker looks for due deliveries. */
   pollMs: number;
-  /** Per request (connect to last byte). */
   timeoutMs: number;
-  /** Loopback, private, link-local, ... addresses allowed (tests, closed networks). */
   allowPrivateUrls: boolean;
 }
 
@@ -343,13 +339,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,
     retentionBatch: e.RETENTION_BATCH,
     video: videoConfig(e),
-    webhooks: {
-      retryBaseMs: e.WEBHOOK_RETRY_BASE_MS,
-      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
-      pollMs: e.WEBHOOK_POLL_MS,
-      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
-      allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false,
-    },
+    webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
   };
 }
 

@@ -261,3 +261,19 @@ export async function markFailed(
     .executeTakeFirst();
   return ep !== undefined && !ep.enabled;
 }
+
+/** Deletes up to `batch` finished rows (delivered or given up) older than `olderThanMs`; returns how many. */
+export async function pruneDeliveries(db: Db, olderThanMs: number, batch: number): Promise<number> {
+  const res = await db
+    .deleteFrom('webhook_delivery')
+    .where('id', 'in', (eb) =>
+      eb
+        .selectFrom('webhook_delivery')
+        .select('id')
+        .where('created_at', '<', sql<Date>`now() - ${olderThanMs} * interval '1 millisecond'`)
+        .where('status', '<>', 'pending')
+        .limit(batch),
+    )
+    .executeTakeFirst();
+  return Number(res.numDeletedRows);
+}

@@ -3,7 +3,7 @@ import type { WebhookPayload } from '../../domain/webhooks.js';
 import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
 import type { Store } from '../../store/store.js';
-import { type ClaimedDelivery, claimDue, endpointForDelivery, markDelivered, markFailed } from '../../store/webhooks.js';
+import { type ClaimedDelivery, claimDue, endpointForDelivery, markDelivered, markFailed, pruneDeliveries } from '../../store/webhooks.js';
 import type { RoomEventSource } from '../room-events.js';
 import { postWebhook, signedHeaders, type SendResult } from './sender.js';
 
@@ -11,6 +11,9 @@ import { postWebhook, signedHeaders, type SendResult } from './sender.js';
 const BATCH = 20;
 /** An endpoint that failed without a success for this long is disabled. */
 export const DISABLE_AFTER_MS = 24 * 3600_000;
+/** Finished deliveries are kept this long (for `webhook.deliveries`), then pruned. */
+export const KEEP_FINISHED_MS = 7 * 24 * 3600_000;
+const PRUNE_EVERY_MS = 10 * 60_000;
 
 /** Delay before attempt `attempts + 1`: base * 2^(attempts-1), capped at a day, with ±20% jitter. */
 export function retryDelay(baseMs: number, attempts: number, random = Math.random): number {
@@ -30,6 +33,7 @@ export class WebhookWorker {
   private again = false;
   private stopped = true;
   private readonly abort = new AbortController();
+  private prunedAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -86,6 +90,11 @@ export class WebhookWorker {
   /** Claims and sends due rows until none is left. */
   private async round(): Promise<void> {
     try {
+      if (Date.now() - this.prunedAt > PRUNE_EVERY_MS) {
+        this.prunedAt = Date.now();
+        // Short batches, each its own statement, until the backlog is gone (bounded per round).
+        for (let i = 0; i < 100 && !this.stopped; i++) if ((await pruneDeliveries(this.store.db(), KEEP_FINISHED_MS, 1000)) < 1000) break;
+      }
       while (!this.stopped) {
         const rows = await claimDue(this.store.db(), BATCH, this.leaseMs);
         if (rows.length === 0) return;

@@ -3,7 +3,7 @@ import { Migration20261122030345 } from './Migration20261122030345.js';
 import { Migration20261122031149 } from './Migration20261122031149.js';
 import { Migration20261122033500 } from './Migration20261122033500.js';
 import { Migration20261122041500 } from './Migration20261122041500.js';
-import { Migration20261203024914 } from './Migration20261203024914.js';
+import { Migration20261203025941 } from './Migration20261203025941.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -13,5 +13,5 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261122031149', class: Migration20261122031149 },
   { name: 'Migration20261122033500', class: Migration20261122033500 },
   { name: 'Migration20261122041500', class: Migration20261122041500 },
-  { name: 'Migration20261203024914', class: Migration20261203024914 },
+  { name: 'Migration20261203025941', class: Migration20261203025941 },
 ];
