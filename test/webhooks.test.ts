@@ -168,6 +168,38 @@ describe('delivery', () => {
     await tn.admin.webhook.delete({ id: hook.id });
   });
 
+  it('a receiver that does not answer within WEBHOOK_TIMEOUT_MS is a failed attempt, retried', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = (r) => (r.attempt === 1 ? 'hang' : 200);
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    await tn.as('alice').room.create({ kind: 'group', name: 'slow' });
+    const ok = await rx.accepted.first((r) => r.body.data.name === 'slow', 'the retry after the timeout');
+    expect(ok.attempt).toBe(2);
+    const [d] = await tn.admin.webhook.deliveries({ id: hook.id });
+    expect(d).toMatchObject({ status: 'delivered', attempts: 2 });
+    // The first attempt was given up after the 2 s timeout of this file's server.
+    const first = rx.requests.items.find((r) => r.id === ok.id && r.attempt === 1)!;
+    expect(ok.at - first.at).toBeGreaterThanOrEqual(1900);
+  });
+
+  it('disables an endpoint whose deliveries have failed for 24 hours; re-enabling resumes them', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = () => 500;
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    // Failing since a day and a minute (as if the earlier failures had happened).
+    await t.env.sql(`update webhook_endpoint set failing_since = now() - interval '1441 minutes' where id = $1`, [hook.id]);
+    await tn.as('alice').room.create({ kind: 'group', name: 'down' });
+    const [w] = await waitFor(() => tn.admin.webhook.list(), 'the endpoint disabled', { until: (ws) => ws[0]?.enabled === false });
+    expect(w!.failingSince).toBeInstanceOf(Date);
+    expect(rx.requests.items.length).toBe(1);
+    rx.respond = () => 200;
+    await t.env.sql(`update webhook_delivery set next_attempt_at = now() where endpoint_id = $1`, [hook.id]);
+    expect(await tn.admin.webhook.update({ id: hook.id, enabled: true })).toMatchObject({ enabled: true, failingSince: null });
+    await rx.accepted.first((r) => r.body.data.name === 'down', 'the delivery after re-enabling');
+  });
+
   it('rotateSecret: deliveries after the rotation verify with the new secret only', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
