@@ -1,5 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, failFirst, fileServer, hookReceiver, nativePool, uuid, waitFor } from './fixture.js';
+import {
+  actor,
+  callerFor,
+  expectTRPCError,
+  failFirst,
+  fileServer,
+  hookReceiver,
+  insertMeeting,
+  meetingEnded,
+  meetingLive,
+  nativePool,
+  uuid,
+  waitFor,
+} from './fixture.js';
 
 /** Retries fast (base 100 ms), polls often; the receiver runs on 127.0.0.1, so private URLs are allowed. */
 const t = fileServer('hooks', {
@@ -154,6 +167,26 @@ describe('delivery', () => {
     expect(got[4]!.body.data).toMatchObject({ type: 'reaction.added', messageId: m.id, userId: 'bob', emoji: '👍' });
     expect(got[7]!.body.data).toMatchObject({ type: 'member.left', userId: 'bob', reason: 'left' });
     expect(got.every((r) => r.verifiedWith === 0 && r.body.tenant === tn.name)).toBe(true);
+  });
+
+  it('reports meeting.started and meeting.ended, after the system message of the room', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['meeting.started', 'meeting.ended', 'message.new'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'calls' });
+    const id = uuid();
+    const store = t.app.services.store;
+    const meeting = { id, tenant: tn.name, roomId: room.id, createdBy: 'alice', title: 'standup', provider: 'livekit', providerRoomId: id, url: 'wss://video.example', expiresAt: new Date(Date.now() + 3_600_000) };
+    await store.transact((tx) => insertMeeting(tx, meeting));
+    const by = actor('alice', tn.name);
+    await store.transact((tx) => meetingLive(tx, { id, room_id: room.id }, new Date('2026-12-03T01:00:00Z'), by));
+    await store.transact((tx) => meetingEnded(tx, id, new Date('2026-12-03T01:30:00Z'), by));
+    const got = await rx.accepted.until((a) => a.length >= 4, 'the meeting events');
+    expect(got.map((r) => r.body.type)).toEqual(['message.new', 'meeting.started', 'message.new', 'meeting.ended']);
+    expect(got[1]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', startedAt: '2026-12-03T01:00:00.000Z' });
+    expect(got[3]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', endedAt: '2026-12-03T01:30:00.000Z', endedBy: 'alice' });
+    expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
   });
 
   it('does not follow redirects: a 3xx is a failed attempt', async () => {
