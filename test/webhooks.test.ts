@@ -209,7 +209,7 @@ describe('delivery', () => {
     await tn.as('alice').room.create({ kind: 'group', name: 'slow' });
     const ok = await rx.accepted.first((r) => r.body.data.name === 'slow', 'the retry after the timeout');
     expect(ok.attempt).toBe(2);
-    const [d] = await tn.admin.webhook.deliveries({ id: hook.id });
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery recorded', { until: (ds) => ds[0]?.status === 'delivered' });
     expect(d).toMatchObject({ status: 'delivered', attempts: 2 });
     // The first attempt was given up after the 2 s timeout of this file's server.
     const first = rx.requests.items.find((r) => r.id === ok.id && r.attempt === 1)!;
