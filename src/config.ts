@@ -103,6 +103,11 @@ const EnvSchema = z.object({
   DAILY_API_URL: z.url().default('https://api.daily.co/v1'),
   DAILY_WEBHOOK_SECRET: z.string().min(1).optional(),
   VIDEO_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(86_400).default(600),
+  WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(1).max(3_600_000).default(5000),
+  WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
+  WEBHOOK_POLL_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
+  WEBHOOK_ALLOW_PRIVATE_URLS: bool.optional(),
 });
 
 export interface Config {
@@ -174,6 +179,17 @@ export interface Config {
   retentionBatch: number;
   /** Video meetings (docs/VIDEO.md); provider null: video procedures answer PRECONDITION_FAILED. */
   video: VideoConfig;
+  /** Outgoing webhooks (docs/OPERATIONS.md, "Webhooks"). */
+  webhooks: WebhookConfig;
+}
+
+/** Outgoing webhooks: first retry delay (doubling, jittered), attempts, poll interval, request timeout, private addresses allowed. */
+export interface WebhookConfig {
+  retryBaseMs: number;
+  maxAttempts: number;
+  pollMs: number;
+  timeoutMs: number;
+  allowPrivateUrls: boolean;
 }
 
 export interface AuthConfig {
@@ -323,6 +339,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,
     retentionBatch: e.RETENTION_BATCH,
     video: videoConfig(e),
+    webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
   };
 }
 

@@ -19,10 +19,14 @@ export interface Counters {
   wsDirectWrites: number;
   /** Fan-out frames written with `ws.send` because the fast path's ws internals were not there. */
   wsFallbackWrites: number;
+  /** Webhook deliveries answered with a 2xx. */
+  webhooksDelivered: number;
+  /** Webhook delivery attempts that failed (retried or given up). */
+  webhooksFailed: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -125,6 +129,8 @@ export class Metrics {
     counter('chat_bus_duplicates_total', 'Room events dropped as already delivered', () => sources.hubs().duplicates);
     counter('chat_gap_fills_total', 'Gaps in room sequences filled from PostgreSQL', () => sources.hubs().gapFills);
     counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
+    counter('chat_webhooks_delivered_total', 'Webhook deliveries answered with a 2xx', () => c.webhooksDelivered);
+    counter('chat_webhooks_failed_total', 'Webhook delivery attempts that failed (retried or given up)', () => c.webhooksFailed);
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
     counter('chat_auth_unavailable_total', 'Tokens not verified because the identity provider keys could not be loaded', () => c.authUnavailable);

@@ -35,6 +35,7 @@ export * from './fixture/src.js';
 export * from './fixture/streams.js';
 export * from './fixture/tools.js';
 export * from './fixture/wait.js';
+export * from './fixture/webhooks.js';
 export { TEST_PG_URL, TEST_REDIS_URL } from './env.js';
 export { FaultEnv, type PrivatePostgres, type PrivateRedis } from './fault-env.js';
 export { PROJECT_ROOT, ProcGroup, type ServerProc, type SpawnOptions } from './proc.js';

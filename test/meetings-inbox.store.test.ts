@@ -86,7 +86,7 @@ describe('meetings store', () => {
       await markMeetingLive(tx, id, new Date()),
     ]);
     expect(moves.map((m) => m !== undefined)).toEqual([true, false, true, false, false]);
-    expect(moves[0]).toEqual({ title: 'standup' });
+    expect(moves[0]).toEqual({ title: 'standup', tenant: 'default' });
     expect((await findMeeting(store().db(), id, 'default'))?.status).toBe('ended');
     expect(await findMeeting(store().db(), id, 'other-tenant')).toBeUndefined();
 

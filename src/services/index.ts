@@ -25,6 +25,7 @@ import { UserService } from './users.js';
 import { createVideoProvider } from '../video/index.js';
 import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
+import { WebhookService, WebhookWorker } from './webhooks/index.js';
 
 export interface Services {
   deps: Deps;
@@ -50,6 +51,9 @@ export interface Services {
   auth: AuthService;
   meetings: MeetingServices;
   signals: SignalService;
+  /** Outgoing webhooks: the tenant's endpoints (`webhook.*`) and this node's delivery worker. */
+  webhooks: WebhookService;
+  webhookWorker: WebhookWorker;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -72,12 +76,14 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const keyring = new Keyring(deps.config.messageKeys);
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const publisher = new EventPublisher(deps.bus, deps.counters);
+  let webhookWorker: WebhookWorker | undefined;
   const store = new Store(
     deps.orm,
     {
       publisher,
       toMessage: (row) => mapper.fromRow(row),
       onJobError: (err) => deps.log.warn({ err }, 'publish after commit failed'),
+      onOutbox: () => webhookWorker?.wake(),
     },
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
@@ -90,6 +96,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     (e, subscribers) => deps.observers.fanout(e, subscribers),
   );
   const inbox = new InboxService(deps.bus, deps.log, store);
+  webhookWorker = new WebhookWorker(store, roomEvents, deps.config.webhooks, deps.log, deps.counters);
+  const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls });
   const users = new UserService(store);
   const access = new AccessService(store);
   const rooms = createRoomServices({ log: deps.log, limits, publisher }, access, store, mapper, keyring);
@@ -151,13 +159,17 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     auth,
     meetings,
     signals,
+    webhooks,
+    webhookWorker,
     async start() {
       await sessions.start();
       retention.start();
+      webhookWorker.start();
     },
     async close() {
       await sessions.close();
       retention.stop();
+      await webhookWorker.stop();
       typing.close();
       await presence.close();
       await Promise.all([hubs.close(), inbox.close(), limits.close()]);

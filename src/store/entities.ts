@@ -1,4 +1,5 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
 /**
  * A user as known to this server. Identity belongs to the embedding product: the row is upserted
@@ -290,4 +291,6 @@ export const entities = [
   Meeting,
   MeetingParticipant,
   VideoWebhookEvent,
+  WebhookEndpoint,
+  WebhookDelivery,
 ];

@@ -97,13 +97,13 @@ export function lockProviderMeeting(tx: Tx, meetingId: string, provider: string)
 }
 
 /** scheduled -> live; only from scheduled. Returns the meeting's title when it moved, else undefined. */
-export function markMeetingLive(tx: Tx, meetingId: string, at: Date): Promise<{ title: string | null } | undefined> {
+export function markMeetingLive(tx: Tx, meetingId: string, at: Date): Promise<{ title: string | null; tenant: string } | undefined> {
   return tx.db
     .updateTable('meeting')
     .set({ status: 'live', started_at: at })
     .where('id', '=', meetingId)
     .where('status', '=', 'scheduled')
-    .returning('title')
+    .returning(['title', 'tenant'])
     .executeTakeFirst();
 }
 
@@ -113,13 +113,13 @@ export function markMeetingEnded(
   meetingId: string,
   at: Date,
   by: string,
-): Promise<{ room_id: string; title: string | null } | undefined> {
+): Promise<{ room_id: string; title: string | null; tenant: string } | undefined> {
   return tx.db
     .updateTable('meeting')
     .set({ status: 'ended', ended_at: at, ended_by: by })
     .where('id', '=', meetingId)
     .where('status', '<>', 'ended')
-    .returning(['room_id', 'title'])
+    .returning(['room_id', 'title', 'tenant'])
     .executeTakeFirst();
 }
 

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { AttachmentDto, CardDto, DurableRoomEvent, InboxItem, JsonObject, MessageDto } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+import { insertOutbox, logEventId } from './webhooks.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
@@ -23,6 +25,8 @@ export interface TxContext {
   toMessage(row: MessageRow): MessageDto;
   /** A job after commit failed (a publish): logged; subscribers fill the gap from PostgreSQL. */
   onJobError(err: unknown): void;
+  /** After a commit that wrote webhook outbox rows (wakes the delivery worker). */
+  onOutbox?(): void;
 }
 
 /** A new message written by `appendMessage` (its body already sealed when the room is encrypted). */
@@ -67,6 +71,9 @@ export class Tx {
   readonly db: Db;
   private readonly jobs: Job[] = [];
   private seqTaken = false;
+  /** The tenant of each room whose seq this transaction took (from the same statement). */
+  private readonly tenants = new Map<string, string>();
+  private outboxWritten = false;
 
   constructor(
     /** The transaction's EntityManager (entities, QueryBuilder). */
@@ -91,17 +98,32 @@ export class Tx {
       .updateTable('room')
       .set((eb) => ({ last_seq: eb('last_seq', '+', 1), updated_at: now() }))
       .where('id', '=', roomId)
-      .returning('last_seq')
+      .returning(['last_seq', 'tenant'])
       .executeTakeFirst();
     if (!row) throw new Error(`room ${roomId} vanished during a write`);
+    this.tenants.set(roomId, row.tenant);
     return row.last_seq;
   }
 
+  /** Writes the log row and, in the same statement, the webhook outbox rows of the event. */
   private async record(roomId: string, seq: number, type: DurableRoomEvent['type'], messageId: string | null, data: object): Promise<void> {
-    await this.db
-      .insertInto('room_event')
-      .values({ room_id: roomId, seq, type, message_id: messageId, data: jsonb(data as Record<string, unknown>), created_at: now() })
-      .execute();
+    const tenant = this.tenants.get(roomId)!;
+    const logRow = { room_id: roomId, seq, type, message_id: messageId, data: jsonb(data as Record<string, unknown>), created_at: now() };
+    this.outboxed(await insertOutbox(this.db, { tenant, roomId, type, eventId: logEventId(roomId, seq), seq, data: null }, logRow));
+  }
+
+  /**
+   * Reports an event that is not in a room's log (`room.created`, `meeting.started`, ...) to the
+   * tenant's webhooks: outbox rows in this transaction, delivered after commit.
+   */
+  async webhookEvent(e: { tenant: string; roomId: string; type: string; data: Record<string, unknown> }): Promise<void> {
+    this.outboxed(await insertOutbox(this.db, { ...e, eventId: randomUUID(), seq: null }));
+  }
+
+  private outboxed(rows: number): void {
+    if (rows === 0 || this.outboxWritten) return;
+    this.outboxWritten = true;
+    this.afterCommit(async () => this.ctx.onOutbox?.());
   }
 
   /**

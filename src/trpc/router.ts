@@ -6,6 +6,7 @@ import { receiptRouter } from '../routers/receipt.js';
 import { roomRouter } from '../routers/room.js';
 import { signalRouter } from '../routers/signal.js';
 import { videoRouter } from '../routers/video.js';
+import { webhookRouter } from '../routers/webhook.js';
 import { createCallerFactory, router } from './init.js';
 
 export const appRouter = router({
@@ -17,6 +18,7 @@ export const appRouter = router({
   inbox: inboxRouter,
   video: videoRouter,
   signal: signalRouter,
+  webhook: webhookRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

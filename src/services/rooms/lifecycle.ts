@@ -111,6 +111,8 @@ export class RoomLifecycle {
         createdBy: actor.id,
         visibility: input.visibility ?? 'private',
       });
+      const { kind, name } = input;
+      await tx.webhookEvent({ tenant: actor.tenant, roomId: id, type: 'room.created', data: { roomId: id, kind, name, topic: input.topic ?? null, key: input.key ?? null, createdBy: actor.id } });
       await joinMember(tx, actor, id, actor.id, 'owner', null);
       for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
     });
@@ -140,6 +142,7 @@ export class RoomLifecycle {
             metadata: null,
             createdBy: actor.id,
           });
+          await tx.webhookEvent({ tenant: actor.tenant, roomId: newId, type: 'room.created', data: { roomId: newId, kind: 'direct', name: pair.join(', '), topic: null, key: null, createdBy: actor.id } });
           for (const u of pair) await joinMember(tx, actor, newId, u, 'member', null);
           await tx.appendInbox(actor.tenant, userId, { type: 'direct.created', roomId: newId, userId: actor.id });
         });

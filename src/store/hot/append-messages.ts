@@ -45,6 +45,10 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  *   committed version). A room archived since the access check takes no message.
  * - `taken`: `last_seq + n` per room: n consecutive seqs for the n fresh messages of the room.
  * - then one insert of the room log rows and one of the message rows.
+ * - `hooks`: the webhook outbox rows of the new messages (src/store/webhooks.ts), for the tenant's
+ *   enabled endpoints subscribed to `message.new`: part of this statement, so a tenant without
+ *   webhooks pays an index probe of `webhook_endpoint`, not a round trip; `hooked` says whether any
+ *   was written (the caller then wakes the delivery worker).
  *
  * The room row locks are held until the statement commits, so commit order equals seq order per room,
  * as for a transaction's `append` (src/store/tx.ts). A concurrent send of the same clientId that
@@ -52,7 +56,7 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
  */
-const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean }>(
+const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; hooked: number }>(
   'room-log-append-messages',
   `
 with input as (
@@ -81,13 +85,22 @@ with input as (
   insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
   select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
   returning ${RETURNING}
+), hooks as (
+  insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
+  select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
+    from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
+   order by n.room_id, n.seq
+  returning 1
 )
-select n.i, f.id is null as repeat, l.archived_at is not null as archived, ${M_FIELDS}
+select n.i, f.id is null as repeat, l.archived_at is not null as archived, (select count(*) from hooks)::int as hooked, ${M_FIELDS}
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`,
 );
 
-/** Writes plain new messages of any rooms at once; one outcome per input, in input order. */
-export async function appendMessageRows(ctx: HotContext, messages: NewMessage[]): Promise<AppendRowOutcome[]> {
+/**
+ * Writes plain new messages of any rooms at once; one outcome per input, in input order, and
+ * whether webhook outbox rows were written.
+ */
+export async function appendMessageRows(ctx: HotContext, messages: NewMessage[]): Promise<{ outcomes: AppendRowOutcome[]; hooked: boolean }> {
   const input = messages.map((m, i) => ({
     i,
     id: m.id,
@@ -107,5 +120,5 @@ export async function appendMessageRows(ctx: HotContext, messages: NewMessage[])
   for (const r of rows) {
     outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : r.archived ? { kind: 'archived' } : { kind: 'gone' };
   }
-  return outcomes;
+  return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0 };
 }

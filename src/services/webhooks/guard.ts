@@ -1,0 +1,95 @@
+import { lookup } from 'node:dns/promises';
+import { BlockList, isIP } from 'node:net';
+import { badRequest } from '../../domain/errors.js';
+
+/**
+ * The SSRF guard of outgoing webhooks: a URL must be http(s), and every address its host resolves
+ * to must be public. Checked when a webhook is created or changed and again before every request,
+ * which then connects to exactly the addresses checked here (no second lookup).
+ */
+
+const blocked = new BlockList();
+for (const [net, bits] of [
+  ['0.0.0.0', 8], // "this network", unspecified
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10], // CGNAT
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16], // link-local, cloud metadata (169.254.169.254)
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4], // multicast
+  ['240.0.0.0', 4], // reserved, broadcast
+] as const) {
+  blocked.addSubnet(net, bits, 'ipv4');
+}
+for (const [net, bits] of [
+  ['::', 128], // unspecified
+  ['::1', 128],
+  ['fc00::', 7], // unique local
+  ['fe80::', 10], // link-local
+  ['ff00::', 8], // multicast
+  ['64:ff9b::', 96], // NAT64 of any IPv4 address
+  ['2002::', 16], // 6to4
+] as const) {
+  blocked.addSubnet(net, bits, 'ipv6');
+}
+
+/** True for an address a webhook must not reach (IPv4-mapped IPv6 addresses are checked as IPv4). */
+export function isForbiddenAddress(address: string): boolean {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return blocked.check(mapped[1]!, 'ipv4');
+  const family = isIP(address);
+  if (family === 0) return true;
+  return blocked.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+export interface ResolvedAddress {
+  address: string;
+  family: 4 | 6;
+}
+
+export class UrlRefused extends Error {}
+
+/** The host of a URL without IPv6 brackets. */
+export const hostOf = (url: URL) => url.hostname.replace(/^\[(.*)\]$/, '$1');
+
+/**
+ * Resolves the URL's host (all addresses) and refuses it when any address is forbidden, unless
+ * private addresses are allowed. Throws UrlRefused with a message fit for the caller.
+ */
+export async function resolveTarget(raw: string, allowPrivate: boolean): Promise<{ url: URL; addresses: ResolvedAddress[] }> {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UrlRefused('not a valid URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UrlRefused('the URL must be http or https');
+  if (url.username || url.password) throw new UrlRefused('the URL must not contain credentials');
+  const host = hostOf(url);
+  let addresses: ResolvedAddress[];
+  try {
+    const found = await lookup(host, { all: true, verbatim: true });
+    addresses = found.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+  } catch (err) {
+    throw new UrlRefused(`the host ${host} cannot be resolved (${(err as { code?: string }).code ?? 'lookup failed'})`);
+  }
+  if (addresses.length === 0) throw new UrlRefused(`the host ${host} has no address`);
+  if (!allowPrivate) {
+    const bad = addresses.find((a) => isForbiddenAddress(a.address));
+    if (bad) throw new UrlRefused(`the host ${host} resolves to ${bad.address}, a loopback, private, link-local or otherwise non-public address`);
+  }
+  return { url, addresses };
+}
+
+/** resolveTarget for create/update: a refusal is BAD_REQUEST. */
+export async function checkWebhookUrl(raw: string, allowPrivate: boolean): Promise<void> {
+  try {
+    await resolveTarget(raw, allowPrivate);
+  } catch (err) {
+    if (err instanceof UrlRefused) throw badRequest(`webhook url refused: ${err.message}`);
+    throw err;
+  }
+}

@@ -1,0 +1,147 @@
+import type { WebhookConfig } from '../../config.js';
+import type { WebhookPayload } from '../../domain/webhooks.js';
+import type { Logger } from '../../logger.js';
+import type { Counters } from '../../metrics.js';
+import type { Store } from '../../store/store.js';
+import { type ClaimedDelivery, claimDue, endpointForDelivery, markDelivered, markFailed, pruneDeliveries } from '../../store/webhooks.js';
+import type { RoomEventSource } from '../room-events.js';
+import { postWebhook, signedHeaders, type SendResult } from './sender.js';
+
+/** Rows claimed per round (sent concurrently; rows of one room and endpoint are never in one round). */
+const BATCH = 20;
+/** An endpoint that failed without a success for this long is disabled. */
+export const DISABLE_AFTER_MS = 24 * 3600_000;
+/** Finished deliveries are kept this long (for `webhook.deliveries`), then pruned. */
+export const KEEP_FINISHED_MS = 7 * 24 * 3600_000;
+const PRUNE_EVERY_MS = 10 * 60_000;
+
+/** Delay before attempt `attempts + 1`: base * 2^(attempts-1), capped at a day, with ±20% jitter. */
+export function retryDelay(baseMs: number, attempts: number, random = Math.random): number {
+  const raw = Math.min(baseMs * 2 ** Math.min(attempts - 1, 30), 24 * 3600_000);
+  return Math.round(raw * (0.8 + 0.4 * random()));
+}
+
+/**
+ * Sends the webhook outbox, on every node: polls for due rows every `pollMs`, and is woken after a
+ * local commit that wrote outbox rows. A row is claimed with a lease (src/store/webhooks.ts) longer
+ * than a request can take, so a node that dies mid-request leaves it to be retried elsewhere once
+ * the lease runs out: at least once, never lost.
+ */
+export class WebhookWorker {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = true;
+  private readonly abort = new AbortController();
+  private prunedAt = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly events: RoomEventSource,
+    private readonly config: WebhookConfig,
+    private readonly log: Logger,
+    private readonly counters: Counters,
+  ) {}
+
+  /** The lease of a claimed row: a request's timeout plus room for the bookkeeping. */
+  get leaseMs(): number {
+    return this.config.timeoutMs + 5000;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Looks for due rows now (after a commit that wrote some). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running !== null) {
+      this.again = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  /** Stops polling, aborts requests in flight (their rows are retried after the lease) and waits for the round. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.abort.abort();
+    await this.running;
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.running = this.round().finally(() => {
+        this.running = null;
+        const more = this.again;
+        this.again = false;
+        this.schedule(more ? 0 : this.config.pollMs);
+      });
+    }, ms);
+    this.timer.unref();
+  }
+
+  /** Claims and sends due rows until none is left. */
+  private async round(): Promise<void> {
+    try {
+      if (Date.now() - this.prunedAt > PRUNE_EVERY_MS) {
+        this.prunedAt = Date.now();
+        // Short batches, each its own statement, until the backlog is gone (bounded per round).
+        for (let i = 0; i < 100 && !this.stopped; i++) if ((await pruneDeliveries(this.store.db(), KEEP_FINISHED_MS, 1000)) < 1000) break;
+      }
+      while (!this.stopped) {
+        const rows = await claimDue(this.store.db(), BATCH, this.leaseMs);
+        if (rows.length === 0) return;
+        await Promise.all(rows.map((r) => this.deliver(r)));
+        // Delivered rows may have released later rows of their rooms.
+        this.again = true;
+      }
+    } catch (err) {
+      if (!this.stopped) this.log.warn({ err }, 'webhook round failed');
+    }
+  }
+
+  private async deliver(row: ClaimedDelivery): Promise<void> {
+    const db = this.store.db();
+    const endpoint = await endpointForDelivery(db, row.endpoint_id);
+    if (!endpoint) return; // deleted meanwhile: its rows went with it
+    let result: SendResult;
+    const data = row.seq === null ? row.data : ((await this.events.load(row.room_id, row.seq - 1, row.seq, 1))[0] ?? null);
+    if (data === null) {
+      result = { ok: false, statusCode: null, error: 'the event no longer exists (removed by retention or with its room)' };
+    } else {
+      const payload: WebhookPayload = { type: row.event_type, timestamp: row.created_at.toISOString(), tenant: row.tenant, data };
+      const body = JSON.stringify(payload);
+      const headers = signedHeaders(endpoint.secret, row.event_id, body, new Date());
+      result = await postWebhook(endpoint.url, headers, body, {
+        timeoutMs: this.config.timeoutMs,
+        allowPrivate: this.config.allowPrivateUrls,
+        signal: this.abort.signal,
+      });
+    }
+    if (this.stopped && !result.ok) return; // aborted by shutdown: retried after the lease, not counted
+    if (result.ok) {
+      this.counters.webhooksDelivered++;
+      await markDelivered(db, { id: row.id, endpointId: row.endpoint_id, statusCode: result.statusCode });
+      return;
+    }
+    this.counters.webhooksFailed++;
+    const gone = data === null;
+    const retryInMs = gone || row.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, row.attempts);
+    const disabled = await markFailed(db, {
+      id: row.id,
+      endpointId: row.endpoint_id,
+      error: result.error,
+      statusCode: result.statusCode,
+      retryInMs,
+      disableAfterMs: DISABLE_AFTER_MS,
+    });
+    if (disabled) this.log.warn({ webhook: row.endpoint_id }, 'webhook disabled: its deliveries failed for 24 hours');
+  }
+}

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, hookReceiver, uuid, waitFor } from './fixture.js';
+
+/** The production default: WEBHOOK_ALLOW_PRIVATE_URLS off. */
+const t = fileServer('hookssrf', { webhooks: { retryBaseMs: 50, maxAttempts: 2, pollMs: 20, timeoutMs: 2000, allowPrivateUrls: false } });
+
+describe('SSRF guard (private addresses not allowed)', () => {
+  const tn = `ssrf-${uuid().slice(0, 8)}`;
+  const admin = () => callerFor(t.app, actor('boss', tn, ['admin']));
+
+  it.each([
+    ['http://127.0.0.1:8080/hook', '127.0.0.1'],
+    ['http://10.0.0.1/hook', '10.0.0.1'],
+    ['http://169.254.169.254/latest/meta-data', '169.254.169.254'],
+    ['http://[::1]:8080/hook', '::1'],
+    ['http://localhost:8080/hook', 'localhost'],
+    ['https://192.168.1.10/hook', '192.168.1.10'],
+    ['http://100.64.0.1/hook', '100.64.0.1'],
+    ['http://[fd00::1]/hook', 'fd00::1'],
+    ['http://[::ffff:127.0.0.1]/hook', '::ffff:7f00:1'], // as the URL parser writes it,
+    ['http://0.0.0.0/hook', '0.0.0.0'],
+  ])('refuses %s at create and at update (BAD_REQUEST)', async (url, host) => {
+    await expectTRPCError(admin().webhook.create({ url, events: ['*'] }), 'BAD_REQUEST', new RegExp(`webhook url refused: the host ${host.replace(/[.[\]]/g, '\\$&')}.* resolves to .*non-public`));
+  });
+
+  it('refuses a change of url to a private address, and keeps the old one', async () => {
+    const id = uuid();
+    await t.env.sql(`insert into webhook_endpoint (id, tenant, url, events, secret, enabled, created_at, updated_at) values ($1, $2, 'https://hooks.example.com/x', '{*}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', false, now(), now())`, [id, tn]);
+    await expectTRPCError(admin().webhook.update({ id, url: 'http://127.0.0.1/x' }), 'BAD_REQUEST', /refused/);
+    expect((await admin().webhook.list()).find((w) => w.id === id)?.url).toBe('https://hooks.example.com/x');
+  });
+
+  it('checks again at delivery time: an endpoint that now points at a private address gets nothing', async () => {
+    await using rx = await hookReceiver();
+    const other = `ssrf-d-${uuid().slice(0, 8)}`;
+    const id = uuid();
+    // As if the name had resolved to a public address when it was registered.
+    await t.env.sql(`insert into webhook_endpoint (id, tenant, url, events, secret, enabled, created_at, updated_at) values ($1, $2, $3, '{room.created}', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', true, now(), now())`, [id, other, rx.url]);
+    await callerFor(t.app, actor('alice', other)).room.create({ kind: 'group', name: 'x' });
+    const owner = callerFor(t.app, actor('boss', other, ['admin']));
+    const [d] = await waitFor(() => owner.webhook.deliveries({ id }), 'the refused attempts', { until: (ds) => ds[0]?.status === 'failed' });
+    expect(d).toMatchObject({ attempts: 2, lastStatusCode: null });
+    expect(d!.lastError).toMatch(/^refused: the host 127.0.0.1 resolves to 127.0.0.1/);
+    expect(rx.requests.items).toEqual([]);
+  });
+});

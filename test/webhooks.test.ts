@@ -1,0 +1,310 @@
+import { describe, expect, it } from 'vitest';
+import {
+  actor,
+  callerFor,
+  expectTRPCError,
+  failFirst,
+  fileServer,
+  hookReceiver,
+  insertMeeting,
+  meetingEnded,
+  meetingLive,
+  nativePool,
+  uuid,
+  waitFor,
+} from './fixture.js';
+
+/** Retries fast (base 100 ms), polls often; the receiver runs on 127.0.0.1, so private URLs are allowed. */
+const t = fileServer('hooks', {
+  webhooks: { retryBaseMs: 100, maxAttempts: 4, pollMs: 20, timeoutMs: 2000, allowPrivateUrls: true },
+});
+
+/** A tenant of its own per test (a webhook sees its whole tenant), with an admin and two users. */
+function tenant() {
+  const name = `hooks-${uuid().slice(0, 8)}`;
+  return {
+    name,
+    admin: callerFor(t.app, actor('boss', name, ['admin'])),
+    service: callerFor(t.app, actor('svc', name, ['service'])),
+    as: (id: string) => callerFor(t.app, actor(id, name)),
+  };
+}
+
+describe('webhook.* management', () => {
+  it('create returns a Standard Webhooks secret once; list, update, delete; admins and service tokens only', async () => {
+    const tn = tenant();
+    await expectTRPCError(tn.as('alice').webhook.create({ url: 'https://example.com/h', events: ['*'] }), 'FORBIDDEN', /admins and service tokens/);
+    await expectTRPCError(tn.as('alice').webhook.list(), 'FORBIDDEN');
+    await using rx = await hookReceiver();
+    const { id, secret } = await tn.admin.webhook.create({ url: rx.url, events: ['message.new', 'message.new', 'room.created'], description: 'ERP' });
+    expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]+={0,2}$/);
+    const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
+    expect(key.length).toBeGreaterThanOrEqual(24);
+    expect(key.length).toBeLessThanOrEqual(32);
+
+    const listed = await tn.service.webhook.list();
+    expect(listed).toEqual([expect.objectContaining({ id, url: rx.url, events: ['message.new', 'room.created'], description: 'ERP', enabled: true, failingSince: null })]);
+    expect(JSON.stringify(listed)).not.toContain(secret);
+
+    const updated = await tn.service.webhook.update({ id, events: ['*'], enabled: false });
+    expect(updated).toMatchObject({ id, events: ['*'], enabled: false });
+    const rotated = await tn.admin.webhook.rotateSecret({ id });
+    expect(rotated.secret).not.toBe(secret);
+    expect(await tn.admin.webhook.deliveries({ id })).toEqual([]);
+    expect(await tn.admin.webhook.delete({ id })).toEqual({ ok: true });
+    expect(await tn.admin.webhook.list()).toEqual([]);
+    await expectTRPCError(tn.admin.webhook.delete({ id }), 'NOT_FOUND', /webhook not found/);
+  });
+
+  it("another tenant's webhook is NOT_FOUND for every call, and absent from its list", async () => {
+    const [a, b] = [tenant(), tenant()];
+    await using rx = await hookReceiver();
+    const { id } = await a.admin.webhook.create({ url: rx.url, events: ['*'] });
+    expect(await b.admin.webhook.list()).toEqual([]);
+    await expectTRPCError(b.admin.webhook.update({ id, enabled: false }), 'NOT_FOUND');
+    await expectTRPCError(b.admin.webhook.delete({ id }), 'NOT_FOUND');
+    await expectTRPCError(b.admin.webhook.deliveries({ id }), 'NOT_FOUND');
+    await expectTRPCError(b.service.webhook.rotateSecret({ id }), 'NOT_FOUND');
+    expect((await a.admin.webhook.list()).map((w) => w.id)).toEqual([id]);
+  });
+
+  it('validates its input with messages that name the field', async () => {
+    const tn = tenant();
+    await expectTRPCError(tn.admin.webhook.create({ url: 'ftp://example.com/x', events: ['*'] }), 'BAD_REQUEST', /url must be an http\(s\) URL/);
+    await expectTRPCError(tn.admin.webhook.create({ url: 'https://example.com/x', events: [] }), 'BAD_REQUEST', /events needs at least one/);
+    await expectTRPCError(
+      tn.admin.webhook.create({ url: 'https://example.com/x', events: ['message.sent' as 'message.new'] }),
+      'BAD_REQUEST',
+      /each event must be one of message.new/,
+    );
+    await expectTRPCError(tn.admin.webhook.update({ id: 'nope' }), 'BAD_REQUEST', /id must be a webhook id/);
+  });
+});
+
+describe('delivery', () => {
+  it('signs every request, retries with backoff under the same webhook-id, and records the attempts', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = failFirst(2);
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'orders', memberIds: ['bob'] });
+    const sent = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'shipped' });
+
+    const got = await rx.accepted.first((r) => r.body.type === 'message.new', 'the message.new delivery');
+    expect(got.id).toBe(`${room.id}:${sent.seq}`);
+    expect(got.body).toMatchObject({ type: 'message.new', tenant: tn.name, data: { type: 'message.new', roomId: room.id, seq: sent.seq } });
+    expect(got.body.data.message).toMatchObject({ id: sent.id, body: 'shipped', senderId: 'alice' });
+    expect(typeof (got.body.data.message as unknown as { createdAt: unknown }).createdAt).toBe('string');
+    const tries = rx.requests.items.filter((r) => r.id === got.id);
+    expect(tries.map((r) => [r.attempt, r.status, r.verifiedWith])).toEqual([
+      [1, 500, 0],
+      [2, 500, 0],
+      [3, 200, 0],
+    ]);
+    // Exponential backoff: about 100 ms, then about 200 ms (±20% jitter).
+    expect(tries[1]!.at - tries[0]!.at).toBeGreaterThanOrEqual(75);
+    expect(tries[2]!.at - tries[1]!.at).toBeGreaterThanOrEqual(155);
+    // Only message.new was asked for: no room.created, member.joined.
+    expect(rx.requests.items.every((r) => r.body.type === 'message.new')).toBe(true);
+
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery recorded', { until: (ds) => ds[0]?.status === 'delivered' });
+    expect(d).toMatchObject({ eventId: got.id, eventType: 'message.new', status: 'delivered', attempts: 3, lastStatusCode: 200, lastError: null, nextAttemptAt: null });
+  });
+
+  it('gives up after WEBHOOK_MAX_ATTEMPTS and keeps the last error', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = () => 503;
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    await tn.as('alice').room.create({ kind: 'group', name: 'doomed' });
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery given up', {
+      until: (ds) => ds[0]?.status === 'failed',
+      timeoutMs: 15_000,
+    });
+    expect(d).toMatchObject({ eventType: 'room.created', attempts: 4, lastStatusCode: 503, nextAttemptAt: null });
+    expect(d!.lastError).toMatch(/^HTTP 503: refused attempt 4/);
+    expect(rx.requests.items.length).toBe(4);
+  });
+
+  it('keeps the order of a room per endpoint: a later event waits until the earlier one is delivered', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['*'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'ordered' });
+    await rx.accepted.until((a) => a.length >= 2, 'room.created and member.joined');
+    const first = `${room.id}:2`;
+    rx.respond = (r) => (r.id === first && r.attempt <= 2 ? 500 : 200);
+    const sends = [];
+    for (let i = 0; i < 6; i++) sends.push(await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: `m${i}` }));
+    const ids = sends.map((s) => `${room.id}:${s.seq}`);
+    expect(ids[0]).toBe(first);
+    await rx.accepted.until((a) => ids.every((id) => a.some((x) => x.id === id)), 'every message delivered');
+    const mine = rx.requests.items.filter((r) => ids.includes(r.id));
+    // Nothing of a later seq was even attempted before the first message was accepted.
+    const firstOk = mine.findIndex((r) => r.id === first && r.status === 200);
+    expect(mine.slice(0, firstOk).every((r) => r.id === first)).toBe(true);
+    expect(rx.accepted.items.filter((r) => ids.includes(r.id)).map((r) => r.body.data.seq)).toEqual(sends.map((s) => s.seq));
+    expect(rx.requests.items.every((r) => r.verifiedWith === 0)).toBe(true);
+  });
+
+  it('reports room.created, member.joined/left, edits, deletes and reactions to a "*" webhook, with the DTOs clients see', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['*'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'all', memberIds: ['bob'] });
+    const m = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'v1' });
+    await tn.as('bob').chat.react({ messageId: m.id, emoji: '👍' });
+    await tn.as('alice').chat.edit({ messageId: m.id, body: 'v2' });
+    await tn.as('alice').chat.delete({ messageId: m.id });
+    await tn.as('bob').room.leave({ roomId: room.id });
+    const types = ['room.created', 'member.joined', 'member.joined', 'message.new', 'reaction.added', 'message.edited', 'message.deleted', 'member.left'];
+    const got = await rx.accepted.until((a) => a.length >= types.length, 'every event');
+    expect(got.map((r) => r.body.type)).toEqual(types);
+    expect(got[0]!.body.data).toMatchObject({ roomId: room.id, kind: 'group', name: 'all', createdBy: 'alice' });
+    expect(got[4]!.body.data).toMatchObject({ type: 'reaction.added', messageId: m.id, userId: 'bob', emoji: '👍' });
+    expect(got[7]!.body.data).toMatchObject({ type: 'member.left', userId: 'bob', reason: 'left' });
+    expect(got.every((r) => r.verifiedWith === 0 && r.body.tenant === tn.name)).toBe(true);
+  });
+
+  it('reports meeting.started and meeting.ended, after the system message of the room', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['meeting.started', 'meeting.ended', 'message.new'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'calls' });
+    const id = uuid();
+    const store = t.app.services.store;
+    const meeting = { id, tenant: tn.name, roomId: room.id, createdBy: 'alice', title: 'standup', provider: 'livekit', providerRoomId: id, url: 'wss://video.example', expiresAt: new Date(Date.now() + 3_600_000) };
+    await store.transact((tx) => insertMeeting(tx, meeting));
+    const by = actor('alice', tn.name);
+    await store.transact((tx) => meetingLive(tx, { id, room_id: room.id }, new Date('2026-12-03T01:00:00Z'), by));
+    await store.transact((tx) => meetingEnded(tx, id, new Date('2026-12-03T01:30:00Z'), by));
+    const got = await rx.accepted.until((a) => a.length >= 4, 'the meeting events');
+    expect(got.map((r) => r.body.type)).toEqual(['message.new', 'meeting.started', 'message.new', 'meeting.ended']);
+    expect(got[1]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', startedAt: '2026-12-03T01:00:00.000Z' });
+    expect(got[3]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', endedAt: '2026-12-03T01:30:00.000Z', endedBy: 'alice' });
+    expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
+  });
+
+  it('does not follow redirects: a 3xx is a failed attempt', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = (r) => (r.path === '/hooks' ? { status: 302, location: `${rx.url}/elsewhere` } : 200);
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    await tn.as('alice').room.create({ kind: 'group', name: 'redirected' });
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the failed attempt', { until: (ds) => (ds[0]?.attempts ?? 0) >= 1 && ds[0]?.lastStatusCode === 302 });
+    expect(d!.lastError).toMatch(/redirect to .*\/hooks\/elsewhere not followed/);
+    expect(rx.requests.items.some((r) => r.path !== '/hooks')).toBe(false);
+    await tn.admin.webhook.delete({ id: hook.id });
+  });
+
+  it('a receiver that does not answer within WEBHOOK_TIMEOUT_MS is a failed attempt, retried', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = (r) => (r.attempt === 1 ? 'hang' : 200);
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    await tn.as('alice').room.create({ kind: 'group', name: 'slow' });
+    const ok = await rx.accepted.first((r) => r.body.data.name === 'slow', 'the retry after the timeout');
+    expect(ok.attempt).toBe(2);
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery recorded', { until: (ds) => ds[0]?.status === 'delivered' });
+    expect(d).toMatchObject({ status: 'delivered', attempts: 2 });
+    // The first attempt was given up after the 2 s timeout of this file's server.
+    const first = rx.requests.items.find((r) => r.id === ok.id && r.attempt === 1)!;
+    expect(ok.at - first.at).toBeGreaterThanOrEqual(1900);
+  });
+
+  it('disables an endpoint whose deliveries have failed for 24 hours; re-enabling resumes them', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    rx.respond = () => 500;
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    // Failing since a day and a minute (as if the earlier failures had happened).
+    await t.env.sql(`update webhook_endpoint set failing_since = now() - interval '1441 minutes' where id = $1`, [hook.id]);
+    await tn.as('alice').room.create({ kind: 'group', name: 'down' });
+    const [w] = await waitFor(() => tn.admin.webhook.list(), 'the endpoint disabled', { until: (ws) => ws[0]?.enabled === false });
+    expect(w!.failingSince).toBeInstanceOf(Date);
+    expect(rx.requests.items.length).toBe(1);
+    rx.respond = () => 200;
+    await t.env.sql(`update webhook_delivery set next_attempt_at = now() where endpoint_id = $1`, [hook.id]);
+    expect(await tn.admin.webhook.update({ id: hook.id, enabled: true })).toMatchObject({ enabled: true, failingSince: null });
+    await rx.accepted.first((r) => r.body.data.name === 'down', 'the delivery after re-enabling');
+  });
+
+  it('rotateSecret: deliveries after the rotation verify with the new secret only', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    rx.secrets = [hook.secret];
+    await tn.as('alice').room.create({ kind: 'group', name: 'before' });
+    const before = await rx.accepted.first((r) => r.body.data.name === 'before', 'the delivery before the rotation');
+    expect(before.verifiedWith).toBe(0);
+    const { secret } = await tn.service.webhook.rotateSecret({ id: hook.id });
+    rx.secrets = [hook.secret, secret];
+    await tn.as('alice').room.create({ kind: 'group', name: 'after' });
+    const after = await rx.accepted.first((r) => r.body.data.name === 'after', 'the delivery after the rotation');
+    expect(after.verifiedWith).toBe(1);
+  });
+
+  it('a disabled webhook gets nothing; events of other tenants never reach it', async () => {
+    const [tn, other] = [tenant(), tenant()];
+    await using rx = await hookReceiver();
+    const off = await tn.admin.webhook.create({ url: `${rx.url}/off`, events: ['*'] });
+    await tn.admin.webhook.update({ id: off.id, enabled: false });
+    const on = await tn.admin.webhook.create({ url: rx.url, events: ['room.created'] });
+    await other.as('carol').room.create({ kind: 'group', name: 'foreign' });
+    await tn.as('alice').room.create({ kind: 'group', name: 'mine' });
+    await rx.accepted.first((r) => r.body.data.name === 'mine', 'the own room');
+    expect(rx.requests.items.map((r) => [r.path, r.body.data.name])).toEqual([['/hooks', 'mine']]);
+    expect(await tn.admin.webhook.deliveries({ id: off.id })).toEqual([]);
+    expect((await tn.admin.webhook.deliveries({ id: on.id })).length).toBe(1);
+  });
+});
+
+describe('cost on the send path', () => {
+  it('a send makes the same round trips with and without webhooks (the outbox rows ride on the write statement)', async () => {
+    // A server of its own whose worker is stopped, so only the calls' own statements are counted.
+    await using srv = await t.env.startServer({ webhooks: { ...t.config.webhooks, pollMs: 600_000 } });
+    await srv.app.services.webhookWorker.stop();
+    const pool = await nativePool(srv.app.db.orm);
+    const wrapped = Symbol('counted');
+    let statements = 0;
+    pool.on('acquire', (client) => {
+      const c = client as typeof client & { [wrapped]?: true };
+      if (c[wrapped]) return;
+      c[wrapped] = true;
+      const query = c.query.bind(c) as (...args: unknown[]) => unknown;
+      (c as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+        statements++;
+        return query(...args);
+      };
+    });
+    const count = async (fn: () => Promise<unknown>) => {
+      const before = statements;
+      await fn();
+      return statements - before;
+    };
+    await using rx = await hookReceiver();
+    const cost = async (withHook: boolean) => {
+      const name = `cost-${uuid().slice(0, 8)}`;
+      const as = (id: string, roles: string[] = []) => callerFor(srv.app, actor(id, name, roles));
+      if (withHook) await as('boss', ['admin']).webhook.create({ url: rx.url, events: ['*'] });
+      const room = await as('alice').room.create({ kind: 'group', name: 'cost', memberIds: ['bob'] });
+      const first = await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'warm-up' });
+      const plain = await count(() => as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'plain' }));
+      const reply = await count(() => as('bob').chat.send({ roomId: room.id, clientId: uuid(), body: 'reply', replyToId: first.id }));
+      const outbox = await t.env.sql<{ n: number }>('select count(*)::int as n from webhook_delivery where tenant = $1', [name]);
+      return { plain, reply, outbox: outbox[0]!.n };
+    };
+    const without = await cost(false);
+    const withHook = await cost(true);
+    console.log(`[hooks] statements per send: grouped ${without.plain} without webhooks, ${withHook.plain} with; reply ${without.reply} / ${withHook.reply}`);
+    expect(without.outbox).toBe(0);
+    // room.created, two member.joined, three messages: all in the outbox.
+    expect(withHook.outbox).toBe(6);
+    expect(withHook.plain).toBe(without.plain);
+    expect(withHook.reply).toBe(without.reply);
+  });
+});
