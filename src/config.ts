@@ -1,49 +1,16 @@
 import { z } from 'zod';
+import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
+import { bool, ConfigError } from './config/env.js';
+import { corsOrigins } from './config/origins.js';
+import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 
-/** The development JWT secret. Refused when NODE_ENV=production. */
-export const DEV_JWT_SECRET = 'dev-secret-change-me-dev-secret-change-me';
-/** Secrets published in this repository (the development default, the docker-compose placeholder): refused in production. */
-const KNOWN_SECRETS = [DEV_JWT_SECRET, 'change-me-to-a-long-random-secret'];
-
-const bool = z
-  .enum(['1', '0', 'true', 'false', 'on', 'off', 'yes', 'no'])
-  .transform((v) => ['1', 'true', 'on', 'yes'].includes(v));
-/** An empty variable (`FOO=` or compose's `${FOO:-}`) counts as unset. */
-const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
-/** A claim name: a literal key or a dotted path (`realm_access.roles`, `https://chat.example.com/roles`). */
-const claimName = z.string().min(1).max(256).regex(/^\S+$/, 'a claim name has no spaces');
-
-/**
- * CORS_ORIGINS: a comma list of exact browser origins (`scheme://host[:port]`), each normalised as
- * browsers send it in `Origin` (`HTTPS://App.Example.com:443` -> `https://app.example.com`). No
- * wildcard, no path: every bad entry is one issue naming it.
- */
-function corsOrigins(raw: string | undefined, ctx: z.RefinementCtx): string[] {
-  const origins = new Set<string>();
-  for (const entry of (raw ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-    if (entry.includes('*')) {
-      ctx.addIssue(`"${entry}": wildcards are refused; list the exact origin of each frontend, e.g. https://app.example.com (docs/SECURITY.md says why)`);
-      continue;
-    }
-    let url: URL | null = null;
-    try {
-      url = new URL(entry);
-    } catch {
-      // not a URL at all: reported below
-    }
-    const parts = /^https?:\/\/([^/?#\\]+)(.*)$/i.exec(entry);
-    if (!url || !parts || url.username || url.password) {
-      ctx.addIssue(`"${entry}" is not an origin: expected http(s)://host[:port], e.g. https://app.example.com`);
-    } else if (parts[2]) {
-      ctx.addIssue(`"${entry}" has a path: an origin is scheme://host[:port] only (here ${url.origin})`);
-    } else {
-      origins.add(url.origin);
-    }
-  }
-  return [...origins];
-}
+export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
+export { ConfigError } from './config/env.js';
+export type { VideoConfig } from './config/video.js';
 
 const EnvSchema = z.object({
+  ...authEnv,
+  ...videoEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -51,21 +18,6 @@ const EnvSchema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   REDIS_URL: z.string().min(1).optional(),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
-  JWT_SECRET: z.string().optional(),
-  AUTH_DEV_LOGIN: bool.optional(),
-  ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
-  AUTH_JWKS_URL: unsetIfEmpty(z.url({ protocol: /^https?$/, error: 'AUTH_JWKS_URL must be the http(s) URL of a JSON Web Key Set' }).optional()),
-  AUTH_JWKS_COOLDOWN_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
-  AUTH_JWKS_CACHE_SECONDS: z.coerce.number().int().min(1).max(7 * 86_400).default(600),
-  AUTH_JWKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
-  AUTH_ISSUER: unsetIfEmpty(z.string().min(1).max(1024).optional()),
-  AUTH_AUDIENCE: unsetIfEmpty(z.string().min(1).max(4096).optional()),
-  AUTH_SUBJECT_CLAIM: unsetIfEmpty(claimName.default('sub')),
-  AUTH_TENANT_CLAIM: unsetIfEmpty(claimName.optional()),
-  AUTH_NAME_CLAIM: unsetIfEmpty(claimName.default('name')),
-  AUTH_ROLES_CLAIM: unsetIfEmpty(claimName.default('roles')),
-  AUTH_MAX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().max(30 * 86_400).default(86_400),
-  AUTH_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
@@ -95,14 +47,6 @@ const EnvSchema = z.object({
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
   LOG_PRETTY: bool.optional(),
-  VIDEO_PROVIDER: z.enum(['livekit', 'daily', 'none']).optional(),
-  LIVEKIT_URL: z.url({ error: 'LIVEKIT_URL must be a URL such as wss://my-project.livekit.cloud' }).optional(),
-  LIVEKIT_API_KEY: z.string().min(1).optional(),
-  LIVEKIT_API_SECRET: z.string().min(1).optional(),
-  DAILY_API_KEY: z.string().min(1).optional(),
-  DAILY_API_URL: z.url().default('https://api.daily.co/v1'),
-  DAILY_WEBHOOK_SECRET: z.string().min(1).optional(),
-  VIDEO_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(86_400).default(600),
   WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(1).max(3_600_000).default(5000),
   WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
   WEBHOOK_POLL_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
@@ -192,97 +136,6 @@ export interface WebhookConfig {
   allowPrivateUrls: boolean;
 }
 
-export interface AuthConfig {
-  /** HS256 key (JWT_SECRET, at least 32 bytes); null: HS256 tokens are refused (production with a JWKS only). */
-  jwtSecret: string | null;
-  /** True when the secret is the built-in development one. */
-  jwtSecretIsDev: boolean;
-  /** The identity provider's keys (RS256, ES256, EdDSA, ...); null: HS256 tokens only. */
-  jwks: { url: string; cooldownSeconds: number; cacheSeconds: number; timeoutMs: number } | null;
-  /** Required `iss`; null: not checked. */
-  issuer: string | null;
-  /** `aud` must contain one of these; empty: not checked. */
-  audience: string[];
-  /**
-   * Where the actor's fields are read from (a literal key first, then a dotted path). tenantRequired
-   * (AUTH_TENANT_CLAIM set explicitly): a token without the tenant claim is refused, not `default`.
-   */
-  claims: { subject: string; tenant: string; tenantRequired: boolean; name: string; roles: string };
-  /** Longest accepted lifetime: exp - iat, and exp - now. */
-  maxTokenTtlSeconds: number;
-  clockToleranceSeconds: number;
-}
-
-export interface VideoConfig {
-  provider: 'livekit' | 'daily' | null;
-  livekit: { url: string; apiKey: string; apiSecret: string } | null;
-  /** `webhookSecret`: the base64 `hmac` secret of the Daily webhook (unset: Daily webhooks are refused). */
-  daily: { apiKey: string; apiUrl: string; webhookSecret: string | null } | null;
-  /** Lifetime of join tokens minted by `video.joinToken`. */
-  tokenTtlSeconds: number;
-}
-
-/**
- * VIDEO_PROVIDER picks the provider; unset, it is LiveKit when LIVEKIT_* is set, else Daily when
- * DAILY_API_KEY is set, else none. A provider chosen explicitly must have its variables.
- */
-function videoConfig(e: z.infer<typeof EnvSchema>): VideoConfig {
-  const livekit =
-    e.LIVEKIT_URL && e.LIVEKIT_API_KEY && e.LIVEKIT_API_SECRET
-      ? { url: e.LIVEKIT_URL, apiKey: e.LIVEKIT_API_KEY, apiSecret: e.LIVEKIT_API_SECRET }
-      : null;
-  const daily = e.DAILY_API_KEY
-    ? { apiKey: e.DAILY_API_KEY, apiUrl: e.DAILY_API_URL.replace(/\/+$/, ''), webhookSecret: e.DAILY_WEBHOOK_SECRET ?? null }
-    : null;
-  let provider: VideoConfig['provider'];
-  if (e.VIDEO_PROVIDER === 'none') provider = null;
-  else if (e.VIDEO_PROVIDER === 'livekit') {
-    if (!livekit) throw new ConfigError('VIDEO_PROVIDER=livekit needs LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET');
-    provider = 'livekit';
-  } else if (e.VIDEO_PROVIDER === 'daily') {
-    if (!daily) throw new ConfigError('VIDEO_PROVIDER=daily needs DAILY_API_KEY (and DAILY_WEBHOOK_SECRET for webhooks)');
-    provider = 'daily';
-  } else provider = livekit ? 'livekit' : daily ? 'daily' : null;
-  return { provider, livekit, daily, tokenTtlSeconds: e.VIDEO_TOKEN_TTL_SECONDS };
-}
-
-/** JWT_SECRET, JWKS, issuer, audience and claims; the production rules of docs/SECURITY.md. */
-function authConfig(e: z.infer<typeof EnvSchema>, production: boolean): AuthConfig {
-  const secret = e.JWT_SECRET;
-  if (secret !== undefined && Buffer.byteLength(secret, 'utf8') < 32) {
-    throw new ConfigError('JWT_SECRET must be at least 32 bytes (e.g. the output of `openssl rand -base64 48`)');
-  }
-  const audience = (e.AUTH_AUDIENCE ?? '').split(',').map((a) => a.trim()).filter((a) => a.length > 0);
-  if (production) {
-    if (secret !== undefined && KNOWN_SECRETS.includes(secret)) {
-      throw new ConfigError('JWT_SECRET is a value published with this project: set a random secret of at least 32 bytes');
-    }
-    if (secret === undefined && !e.AUTH_JWKS_URL) {
-      throw new ConfigError('JWT_SECRET or AUTH_JWKS_URL (the identity provider keys) must be set when NODE_ENV=production');
-    }
-    const missing = [e.AUTH_ISSUER ? null : 'AUTH_ISSUER', audience.length ? null : 'AUTH_AUDIENCE'].filter((m) => m !== null);
-    if (missing.length) throw new ConfigError(`${missing.join(' and ')} must be set when NODE_ENV=production`);
-  }
-  const [ttl, max] = [e.ACCESS_TOKEN_TTL_SECONDS, e.AUTH_MAX_TOKEN_TTL_SECONDS];
-  if (ttl > max) throw new ConfigError(`ACCESS_TOKEN_TTL_SECONDS (${ttl}) must not exceed AUTH_MAX_TOKEN_TTL_SECONDS (${max})`);
-  return {
-    jwtSecret: secret ?? (production ? null : DEV_JWT_SECRET),
-    jwtSecretIsDev: secret === undefined && !production,
-    jwks: e.AUTH_JWKS_URL
-      ? { url: e.AUTH_JWKS_URL, cooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS, cacheSeconds: e.AUTH_JWKS_CACHE_SECONDS, timeoutMs: e.AUTH_JWKS_TIMEOUT_MS }
-      : null,
-    issuer: e.AUTH_ISSUER ?? null,
-    audience,
-    claims: {
-      subject: e.AUTH_SUBJECT_CLAIM, name: e.AUTH_NAME_CLAIM, roles: e.AUTH_ROLES_CLAIM,
-      tenant: e.AUTH_TENANT_CLAIM ?? 'tenant', tenantRequired: e.AUTH_TENANT_CLAIM !== undefined,
-    },
-    maxTokenTtlSeconds: e.AUTH_MAX_TOKEN_TTL_SECONDS,
-    clockToleranceSeconds: e.AUTH_CLOCK_TOLERANCE_SECONDS,
-  };
-}
-
-export class ConfigError extends Error {}
 
 /** Reads and validates the environment. The only place that touches process.env. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
