@@ -169,6 +169,25 @@ describe('delivery', () => {
     expect(got.every((r) => r.verifiedWith === 0 && r.body.tenant === tn.name)).toBe(true);
   });
 
+  it('reports room.archived to an endpoint subscribed to it, and nothing else of the room', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['room.archived'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'to-archive' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'last words' });
+    await tn.as('alice').room.archive({ roomId: room.id });
+    const [got] = await rx.accepted.until((a) => a.length >= 1, 'room.archived');
+    expect(got!.body).toMatchObject({ type: 'room.archived', tenant: tn.name, data: { type: 'room.archived', roomId: room.id } });
+    expect(got!.verifiedWith).toBe(0);
+    // Unarchiving and a later message are not subscribed: a second archive is the next delivery.
+    await tn.as('alice').room.unarchive({ roomId: room.id });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'back' });
+    await tn.as('alice').room.archive({ roomId: room.id });
+    const both = await rx.accepted.until((a) => a.length >= 2, 'the second room.archived');
+    expect(both.map((r) => r.body.type)).toEqual(['room.archived', 'room.archived']);
+  });
+
   it('reports meeting.started and meeting.ended, after the system message of the room', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
