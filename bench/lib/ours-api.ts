@@ -7,9 +7,13 @@ import { createHmac } from 'node:crypto';
 const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
 
 /** An HS256 access token valid for 24 h (the server's default maximum lifetime). */
+/** The issuer and audience the benchmarked server checks (required in production). */
+export const BENCH_ISSUER = 'chat-bench';
+export const BENCH_AUDIENCE = 'chat';
+
 export function makeToken(secret: string, sub: string): string {
   const iat = Math.floor(Date.now() / 1000);
-  const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, name: sub, iat, exp: iat + 24 * 3600 })}`;
+  const input = `${b64url({ alg: 'HS256', typ: 'JWT' })}.${b64url({ sub, name: sub, iss: BENCH_ISSUER, aud: BENCH_AUDIENCE, iat, exp: iat + 24 * 3600 })}`;
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
 }
 

@@ -1,6 +1,7 @@
 /** Starting the systems under test, each as its own process. */
 import { TEST_LIMITS_ENV } from '../../test/proc.js';
 import type { System } from './ipc.js';
+import { BENCH_AUDIENCE, BENCH_ISSUER } from './ours-api.js';
 import { freePort, spawnNode, waitHealthy, type Proc } from './proc.js';
 
 /** socketioPg: the Socket.IO server with each message inserted into PostgreSQL first. */
@@ -55,6 +56,8 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
         REDIS_URL: env.redisUrl,
         REDIS_PREFIX: env.redisPrefix,
         JWT_SECRET: env.jwtSecret,
+        AUTH_ISSUER: BENCH_ISSUER,
+        AUTH_AUDIENCE: BENCH_AUDIENCE,
         LOG_LEVEL: 'warn',
       },
     });
