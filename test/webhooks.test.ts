@@ -188,6 +188,27 @@ describe('delivery', () => {
     expect(both.map((r) => r.body.type)).toEqual(['room.archived', 'room.archived']);
   });
 
+  it('an event whose room was deleted before it went out is given up with a clear error, never sent', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    // The first attempt hangs until the sender's timeout: the room is deleted meanwhile.
+    rx.respond = (r) => (r.attempt === 1 ? 'hang' : 200);
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'short-lived' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'soon gone' });
+    await rx.requests.first((r) => r.attempt === 1, 'the first attempt');
+    await tn.as('alice').room.delete({ roomId: room.id });
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery given up', {
+      until: (ds) => ds[0]?.status === 'failed',
+      timeoutMs: 15_000,
+    });
+    expect(d).toMatchObject({ eventType: 'message.new', status: 'failed', nextAttemptAt: null });
+    expect(d!.lastError).toMatch(/no longer exists/);
+    expect(rx.accepted.items).toEqual([]);
+    expect(rx.requests.items).toHaveLength(1);
+  });
+
   it('reports meeting.started and meeting.ended, after the system message of the room', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
