@@ -245,6 +245,22 @@ describe('browser chat page', () => {
     expect(await link.getAttribute('rel')).toBe('noopener noreferrer');
     expect(await link.getAttribute('target')).toBe('_blank');
 
+    // Archived while open: the composer turns read-only; unarchived: writable again; deleted: the
+    // page leaves it and it is gone from the list.
+    {
+      await using erp = clientFor(srv.url, 'erp', { roles: ['service'] });
+      const room = await erp.trpc.room.ensure.mutate({ key: 'order:4711', kind: 'group', name: 'Order 4711' });
+      const composerDisabled = (disabled: boolean) =>
+        alice.locator(disabled ? '#composer-input:disabled' : '#composer-input:enabled').waitFor({ timeout: WAIT });
+      await erp.trpc.room.archive.mutate({ roomId: room.id });
+      await composerDisabled(true);
+      expect(await alice.locator('#composer-input').getAttribute('placeholder')).toBe('This room is archived: read-only');
+      await erp.trpc.room.unarchive.mutate({ roomId: room.id });
+      await composerDisabled(false);
+      await erp.trpc.room.delete.mutate({ roomId: room.id });
+      await waitGone(roomItem(alice, 'Order 4711'));
+    }
+
     expect(errors).toEqual([]);
   });
 });

@@ -450,6 +450,7 @@ class RoomView {
       if (this.closed) return;
       $('room-title').textContent = roomLabel(room);
       $('room-topic').textContent = room.topic ?? (room.kind === 'direct' ? 'Direct message' : `${room.memberCount} members`);
+      this.setArchived(room.archivedAt !== null);
       this.timeline.load(page.messages);
       this.hasMore = page.hasMore;
       this.render();
@@ -475,6 +476,12 @@ class RoomView {
     this.stopTyping();
     clearTimeout(this.typingTimer);
     for (const f of this.cleanup) f();
+  }
+
+  /** An archived room is read-only: the composer is off and says why. */
+  private setArchived(archived: boolean) {
+    this.input.disabled = archived;
+    this.input.placeholder = archived ? 'This room is archived: read-only' : 'Write a message…';
   }
 
   private onStreamError(err: unknown) {
@@ -548,6 +555,16 @@ class RoomView {
       case 'room.updated':
         $('room-title').textContent = e.name;
         $('room-topic').textContent = e.topic ?? '';
+        refreshRooms();
+        return;
+      case 'room.archived':
+      case 'room.unarchived':
+        this.setArchived(e.type === 'room.archived');
+        refreshRooms();
+        return;
+      case 'room.deleted':
+        toast('This room was deleted.');
+        leaveView();
         refreshRooms();
         return;
       case 'typing':
