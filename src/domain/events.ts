@@ -146,6 +146,14 @@ export type InboxUnreadChanged = {
 /** What `inbox.events` yields: `ready` first (without lastEventId), then items and live events. */
 export type InboxEvent = { type: 'ready'; seq: number } | InboxItem | InboxSignal | InboxUnreadChanged;
 
+/** The inbox events that are not items (no per-user seq, never replayed); a new one must be listed here. */
+const INBOX_LIVE_TYPES: Record<Exclude<InboxEvent, InboxItem>['type'], true> = { ready: true, signal: true, 'unread.changed': true };
+
+/** True for durable inbox items (per-user seq, replayed on resume). */
+export function isInboxItem(e: InboxEvent): e is InboxItem {
+  return !Object.hasOwn(INBOX_LIVE_TYPES, e.type);
+}
+
 /** Bus channel names (the bus adds its own deployment prefix). */
 export const channels = {
   room: (roomId: string) => `room:${roomId}`,

@@ -1,4 +1,4 @@
-import { channels, type InboxEvent, type InboxItem } from '../domain/events.js';
+import { channels, isInboxItem, type InboxEvent, type InboxItem } from '../domain/events.js';
 import { StreamHubs } from '../stream/hubs.js';
 import type { EventSource, StreamKind } from '../stream/types.js';
 import type { Actor } from '../domain/actor.js';
@@ -30,7 +30,7 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
     const [tenant, userId] = parseKey(key);
     return channels.user(tenant, userId);
   },
-  isDurable: (e): e is InboxItem => e.type !== 'signal' && e.type !== 'unread.changed' && e.type !== 'ready',
+  isDurable: isInboxItem,
   kickUserOf: () => null,
   // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced. A room's unread
   // state is: on a slow socket only its latest counts go out.
