@@ -12,7 +12,7 @@ import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, typ
 import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { RoomTimeline } from './room-timeline.js';
-import type { AppRouter, InboxEvent, RoomEvent } from './types.js';
+import { isDurableEvent, isInboxItem, type AppRouter, type InboxEvent, type RoomEvent } from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
@@ -198,6 +198,8 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
     },
     handlers: SubscriptionHandlers<E>,
     initial: string | null,
+    /** Whether an event carries the stream's seq (room events but typing, presence, receipts; inbox items). */
+    isDurable: (event: E) => boolean,
   ): ResumableSubscription => {
     if (closed) throw new Error('this chat client is closed');
     let lastEventId = initial;
@@ -291,10 +293,16 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         (lastEventId, cb) => trpc.chat.events.subscribe({ roomId, lastEventId }, cb),
         handlers,
         o.lastEventId ?? null,
+        isDurableEvent,
       );
     },
     subscribeInbox(handlers, o = {}) {
-      return resumable<InboxEvent>((lastEventId, cb) => trpc.inbox.events.subscribe({ lastEventId }, cb), handlers, o.lastEventId ?? null);
+      return resumable<InboxEvent>(
+        (lastEventId, cb) => trpc.inbox.events.subscribe({ lastEventId }, cb),
+        handlers,
+        o.lastEventId ?? null,
+        isInboxItem,
+      );
     },
     openRoom(roomId, o = {}) {
       const timeline = new RoomTimeline(null);
@@ -351,10 +359,6 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
   return client;
 }
 
-/** Events that carry their stream's seq: room events but typing/presence/receipts, inbox items but signals. */
-function isDurable(event: { type: string }): boolean {
-  return !['ready', 'typing', 'presence', 'receipt.read', 'signal'].includes(event.type);
-}
 
 /** A new message id for `chat.send` (idempotent sends: retry with the same one). */
 export function newClientId(): string {

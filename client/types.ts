@@ -4,7 +4,7 @@
  */
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
 import type { AppRouter } from '../src/trpc/router.js';
-import type { DurableEventType } from '../src/domain/events.js';
+import type { DurableEventType, InboxItem as ServerInboxItem } from '../src/domain/events.js';
 
 export type { AppRouter };
 export type RouterInputs = inferRouterInputs<AppRouter>;
@@ -31,6 +31,12 @@ export type InboxEventEnvelope = Yielded<RouterOutputs['inbox']['events']>;
 export type InboxEvent = DataOf<InboxEventEnvelope>;
 export type InboxEventType = InboxEvent['type'];
 export type InboxEventOf<T extends InboxEventType> = Extract<InboxEvent, { type: T }>;
+/** Inbox items: take the inbox's seq and are replayed on resume (mentions, new rooms, notifications, invites). */
+export type InboxItem = InboxEventOf<ServerInboxItem['type']>;
+/** Live-only inbox events (signals, `unread.changed`, `room.activity`, `room.changed`), never replayed. */
+export type InboxLiveEvent = Exclude<InboxEvent, InboxItem | { type: 'ready' }>;
+/** The newest message of a room as `room.activity` carries it. */
+export type MessagePreview = NonNullable<InboxEventOf<'room.activity'>['lastMessage']>;
 
 export type Message = RouterOutputs['chat']['send'];
 export type Reaction = Message['reactions'][number];
@@ -69,4 +75,18 @@ const DURABLE: Record<DurableRoomEvent['type'], true> = {
 /** True for events that carry a room seq (and are replayed on resume). */
 export function isDurableEvent(event: RoomEvent): event is DurableRoomEvent {
   return Object.hasOwn(DURABLE, event.type);
+}
+
+/** The inbox item types (a runtime copy, typed against the server's union like `DURABLE`). */
+const INBOX_ITEMS: Record<InboxItem['type'], true> = {
+  mention: true,
+  'room.added': true,
+  'direct.created': true,
+  notification: true,
+  'meeting.invite': true,
+};
+
+/** True for inbox items (they carry the inbox's seq and are replayed on resume). */
+export function isInboxItem(event: InboxEvent): event is InboxItem {
+  return Object.hasOwn(INBOX_ITEMS, event.type);
 }

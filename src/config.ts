@@ -26,6 +26,7 @@ const EnvSchema = z.object({
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
   TYPING_TTL_MS: z.coerce.number().int().min(100).default(10_000),
+  ACTIVITY_COALESCE_MS: z.coerce.number().int().min(10).max(60_000).default(250),
   TYPING_THROTTLE_MS: z.coerce.number().int().min(0).default(3_000),
   RATE_SEND_PER_SECOND: z.coerce.number().int().positive().default(10),
   RATE_SEND_BURST: z.coerce.number().int().min(0).default(20),
@@ -98,6 +99,8 @@ export interface Config {
   presenceTtlMs: number;
   /** A typing indicator expires this long after its last refresh. */
   typingTtlMs: number;
+  /** The shortest time between two `room.activity` inbox events of one room from one node (grows with big rooms). */
+  activityCoalesceMs: number;
   /** Unchanged "typing" refreshes are forwarded at most this often per user and room. */
   typingThrottleMs: number;
   limits: {
@@ -173,6 +176,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
     typingTtlMs: e.TYPING_TTL_MS,
+    activityCoalesceMs: e.ACTIVITY_COALESCE_MS,
     typingThrottleMs: e.TYPING_THROTTLE_MS,
     limits: {
       sendPerSecond: e.RATE_SEND_PER_SECOND,

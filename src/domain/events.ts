@@ -143,11 +143,67 @@ export type InboxUnreadChanged = {
   mentions: number;
 };
 
+/** The newest message of a room as a room list shows it: who, what kind, the start of its text. */
+export interface MessagePreview {
+  id: string;
+  seq: number;
+  senderId: string;
+  kind: MessageDto['kind'];
+  /** The first 140 characters of the body (a card: its title); null when deleted or empty. */
+  text: string | null;
+  attachmentCount: number;
+  createdAt: Date;
+  deleted: boolean;
+}
+
+/**
+ * Live-only: a message landed, was edited or deleted in one of my rooms. Coalesced per room (at most
+ * one per room per coalescing window), sent to the members who are online; carries the room list
+ * item's live parts after the change. A later one for the same room replaces an earlier one: keep
+ * the one with the highest `seq`.
+ */
+export type InboxRoomActivity = {
+  type: 'room.activity';
+  roomId: string;
+  /** The room's last seq when the counts were taken. */
+  seq: number;
+  lastMessage: MessagePreview | null;
+  unreadCount: number;
+  mentionCount: number;
+  lastReadSeq: number;
+};
+
+/**
+ * Live-only: one of my rooms changed in a way a room list shows (renamed, archived, unarchived), or
+ * it is no longer mine (`left`: I left or was removed; `deleted`). A client refetches `room.list` or
+ * drops the room.
+ */
+export type InboxRoomChanged = {
+  type: 'room.changed';
+  roomId: string;
+  change: 'updated' | 'archived' | 'unarchived' | 'left' | 'deleted';
+};
+
 /** What `inbox.events` yields: `ready` first (without lastEventId), then items and live events. */
-export type InboxEvent = { type: 'ready'; seq: number } | InboxItem | InboxSignal | InboxUnreadChanged;
+export type InboxEvent =
+  | { type: 'ready'; seq: number }
+  | InboxItem
+  | InboxSignal
+  | InboxUnreadChanged
+  | InboxRoomActivity
+  | InboxRoomChanged;
+
+/** Inbox events published live, never stored (no per-user seq). */
+export type InboxLiveEvent = InboxSignal | InboxUnreadChanged | InboxRoomActivity | InboxRoomChanged;
 
 /** The inbox events that are not items (no per-user seq, never replayed); a new one must be listed here. */
-const INBOX_LIVE_TYPES: Record<Exclude<InboxEvent, InboxItem>['type'], true> = { ready: true, signal: true, 'unread.changed': true };
+const INBOX_LIVE_TYPES: Record<Exclude<InboxEvent, InboxItem>['type'], true> = {
+  ready: true,
+  signal: true,
+  'unread.changed': true,
+  'room.activity': true,
+  'room.changed': true,
+};
 
 /** True for durable inbox items (per-user seq, replayed on resume). */
 export function isInboxItem(e: InboxEvent): e is InboxItem {

@@ -33,8 +33,8 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
   isDurable: isInboxItem,
   kickUserOf: () => null,
   // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced. A room's unread
-  // state is: on a slow socket only its latest counts go out.
-  coalesceKey: (e) => (e.type === 'unread.changed' ? `unread:${e.roomId}` : null),
+  // state is, and so is its activity: on a slow socket only the latest go out.
+  coalesceKey: (e) => (e.type === 'unread.changed' ? `unread:${e.roomId}` : e.type === 'room.activity' ? `activity:${e.roomId}` : null),
 };
 
 /**

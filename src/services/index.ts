@@ -15,6 +15,7 @@ import { ReceiptService } from './receipts.js';
 import { RetentionService } from './retention.js';
 import { RoomEventSource } from './room-events.js';
 import { EventPublisher } from './publisher.js';
+import { ActivityFeed } from './activity.js';
 import { Store } from '../store/store.js';
 import { createRoomServices, type RoomServices } from './rooms/index.js';
 import { AccessService } from './access.js';
@@ -31,6 +32,8 @@ export interface Services {
   deps: Deps;
   store: Store;
   publisher: EventPublisher;
+  /** The room list's live feed on `inbox.events` (`room.activity`, `room.changed`). */
+  activity: ActivityFeed;
   /** The rooms' durable logs as hubs and streams read them. */
   roomEvents: RoomEventSource;
   hubs: RoomHubs;
@@ -100,7 +103,9 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls });
   const users = new UserService(store);
   const access = new AccessService(store);
-  const rooms = createRoomServices({ log: deps.log, limits, publisher }, access, store, mapper, keyring);
+  const activity = new ActivityFeed(store, stores.presence, publisher, mapper, deps.log, { coalesceMs: deps.config.activityCoalesceMs });
+  publisher.watch((e) => activity.observe(e));
+  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity }, access, store, mapper, keyring);
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);
@@ -161,6 +166,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     signals,
     webhooks,
     webhookWorker,
+    activity,
     async start() {
       await sessions.start();
       retention.start();
@@ -171,6 +177,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       retention.stop();
       await webhookWorker.stop();
       typing.close();
+      await activity.close();
       await presence.close();
       await Promise.all([hubs.close(), inbox.close(), limits.close()]);
     },

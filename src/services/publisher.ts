@@ -1,4 +1,4 @@
-import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxItem, type InboxSignal, type InboxUnreadChanged } from '../domain/events.js';
+import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxItem, type InboxLiveEvent } from '../domain/events.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Counters } from '../metrics.js';
 import type { Publisher } from '../store/tx.js';
@@ -9,17 +9,25 @@ import { encodeEvent } from '../stream/encoding.js';
  * it), ephemeral ones (typing, presence, receipts, signals) directly.
  */
 export class EventPublisher implements Publisher {
+  private readonly observers: ((e: DurableRoomEvent | EphemeralRoomEvent) => void)[] = [];
+
   constructor(
     private readonly bus: EventBus,
     private readonly counters: Counters,
   ) {}
 
+  /** Lets `fn` see every room event this node publishes (synchronously: it must be cheap and not throw). */
+  watch(fn: (e: DurableRoomEvent | EphemeralRoomEvent) => void): void {
+    this.observers.push(fn);
+  }
+
   room(e: DurableRoomEvent | EphemeralRoomEvent): Promise<void> {
+    for (const fn of this.observers) fn(e);
     this.counters.busPublished++;
     return this.bus.publish(channels.room(e.roomId), encodeEvent(e));
   }
 
-  inbox(tenant: string, userId: string, e: InboxItem | InboxSignal | InboxUnreadChanged): Promise<void> {
+  inbox(tenant: string, userId: string, e: InboxItem | InboxLiveEvent): Promise<void> {
     return this.bus.publish(channels.user(tenant, userId), encodeEvent(e));
   }
 }

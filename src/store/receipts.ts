@@ -126,3 +126,21 @@ export function readersFrom(db: Db, roomId: string, seq: number): Promise<{ user
     .orderBy('user_id')
     .execute();
 }
+
+/** Read positions and unread counts of the given members of one room (the activity feed's counts), by user id. */
+export function unreadCountsOfMembers(
+  db: Db,
+  roomId: string,
+  userIds: readonly string[],
+): Promise<{ user_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
+  if (userIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('membership as mb')
+    .select((eb) => {
+      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') };
+      return ['mb.user_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
+    })
+    .where('mb.room_id', '=', roomId)
+    .where('mb.user_id', 'in', userIds)
+    .execute();
+}

@@ -273,3 +273,14 @@ export async function archivedAt(db: Db, roomId: string): Promise<Date | null> {
   const row = await db.selectFrom('room').select('archived_at').where('id', '=', roomId).executeTakeFirst();
   return row?.archived_at ?? null;
 }
+
+/**
+ * What a room list shows of a room besides the counts: its tenant, last seq and newest message
+ * (possibly deleted; none in an empty room). Undefined when the room is gone.
+ */
+export async function roomHead(db: Db, roomId: string): Promise<{ tenant: string; last_seq: number; last: MessageRow | undefined } | undefined> {
+  const room = await db.selectFrom('room').select(['tenant', 'last_seq']).where('id', '=', roomId).executeTakeFirst();
+  if (!room) return undefined;
+  const last = await db.selectFrom('message').select(MESSAGE_FIELDS).where('room_id', '=', roomId).orderBy('seq', 'desc').limit(1).executeTakeFirst();
+  return { ...room, last };
+}

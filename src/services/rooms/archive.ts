@@ -2,9 +2,11 @@ import type { Actor } from '../../domain/actor.js';
 import { notFound } from '../../domain/errors.js';
 import type { ArchiveState } from '../../domain/rooms.js';
 import type { Logger } from '../../logger.js';
+import { memberIdsOfTenantRoom } from '../../store/members.js';
 import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
+import type { ActivityFeed } from '../activity.js';
 import type { EventPublisher } from '../publisher.js';
 import { auditModeration } from './moderation.js';
 
@@ -18,6 +20,7 @@ export class RoomArchive {
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly publisher: EventPublisher,
+    private readonly activity: ActivityFeed,
   ) {}
 
   /**
@@ -53,8 +56,12 @@ export class RoomArchive {
   async delete(actor: Actor, roomId: string): Promise<void> {
     await this.store.transact(async (tx) => {
       await this.access.requireRoomManager(actor, roomId, 'delete', tx.em);
+      const members = (await memberIdsOfTenantRoom(tx.db, actor.tenant, roomId)) ?? [];
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
-      tx.afterCommit(() => this.publisher.room({ type: 'room.deleted', roomId, by: actor.id }));
+      tx.afterCommit(async () => {
+        this.activity.roomDeleted(actor.tenant, roomId, members);
+        await this.publisher.room({ type: 'room.deleted', roomId, by: actor.id });
+      });
     });
     auditModeration(this.log, 'delete_room', actor, roomId, null);
   }

@@ -1,4 +1,5 @@
 import type { Store } from '../../store/store.js';
+import type { ActivityFeed } from '../activity.js';
 import type { EventPublisher } from '../publisher.js';
 import { RoomArchive } from './archive.js';
 import { RoomDirectory } from './directory.js';
@@ -35,7 +36,7 @@ export interface RoomServices {
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher },
+  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
@@ -48,7 +49,7 @@ export function createRoomServices(
     membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
-    archive: new RoomArchive(parts.log, access, store, parts.publisher),
+    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity),
     directory: new RoomDirectory(parts.limits, store, read),
   };
 }
