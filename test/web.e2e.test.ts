@@ -96,6 +96,50 @@ const roomItem = (page: Page, name: string) => page.locator(`#room-list .room-it
 const message = (page: Page, text: string) => page.locator('#messages .msg[data-seq]', { has: page.locator('.body', { hasText: text }) });
 
 describe('browser chat page', () => {
+  it('keeps the room list live on one inbox subscription: previews, badges, renames and removals without a subscription per room', async () => {
+    const errors: string[] = [];
+    const page = await newPage(errors);
+    // Every subscription the page starts, by procedure path, read from its WebSocket frames.
+    const subscribed: string[] = [];
+    page.on('websocket', (ws) =>
+      ws.on('framesent', (f) => {
+        for (const m of [JSON.parse(String(f.payload))].flat() as { method?: string; params?: { path?: string } }[]) {
+          if (m.method === 'subscription' && m.params?.path) subscribed.push(m.params.path);
+        }
+      }),
+    );
+    await login(page, 'carol', 'Carol');
+    await using dave = clientFor(srv.url, 'dave');
+    const rooms = [];
+    for (const name of ['Ops 1', 'Ops 2', 'Ops 3']) {
+      const room = await dave.trpc.room.create.mutate({ kind: 'group', name, memberIds: ['carol'] });
+      await dave.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `first in ${name}` });
+      rooms.push(room);
+    }
+    for (const name of ['Ops 1', 'Ops 2', 'Ops 3']) {
+      await waitText(roomItem(page, name).locator('.room-last'), `dave: first in ${name}`);
+      await waitText(roomItem(page, name).locator('.badge'), /^1$/);
+    }
+    // A new message moves the room to the top with its preview and count, from room.activity.
+    await dave.trpc.chat.send.mutate({ roomId: rooms[1]!.id, clientId: uuid(), body: 'second in Ops 2' });
+    await waitText(roomItem(page, 'Ops 2').locator('.room-last'), 'dave: second in Ops 2');
+    await waitText(roomItem(page, 'Ops 2').locator('.badge'), /^2$/);
+    expect(await page.locator('#room-list .room-item').first().getAttribute('data-room-name')).toBe('Ops 2');
+    // Renamed: the list follows; removed: the room leaves the list.
+    await dave.trpc.room.update.mutate({ roomId: rooms[2]!.id, name: 'Ops three' });
+    await roomItem(page, 'Ops three').waitFor();
+    await dave.trpc.room.removeMember.mutate({ roomId: rooms[0]!.id, userId: 'carol' });
+    await waitGone(roomItem(page, 'Ops 1'));
+    // All of it over the inbox: no room subscription until a room is opened, then exactly one.
+    expect(subscribed.filter((p) => p === 'chat.events')).toEqual([]);
+    expect(subscribed.filter((p) => p === 'inbox.events')).toEqual(['inbox.events']);
+    await roomItem(page, 'Ops 2').click();
+    await message(page, 'second in Ops 2').waitFor();
+    await waitGone(roomItem(page, 'Ops 2').locator('.badge'));
+    expect(subscribed.filter((p) => p === 'chat.events')).toEqual(['chat.events']);
+    expect(errors).toEqual([]);
+  });
+
   it('serves the built page at / and its assets with their content types', async () => {
     const res = await fetch(`${srv.url}/`);
     expect(res.status).toBe(200);

@@ -9,12 +9,15 @@ import {
   RoomTimeline,
   type ChatClient,
   type ConnectionState,
+  type InboxEventOf,
   type Message,
+  type MessagePreview,
   type RoomEvent,
   type RouterOutputs,
 } from '../../client/index.js';
 
-type RoomItem = RouterOutputs['room']['list'][number];
+/** A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity` brings it). */
+type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null };
 type Member = RouterOutputs['room']['members'][number];
 interface Session {
   token: string;
@@ -31,7 +34,6 @@ const PAGE = 30;
 const QUICK_EMOJI = ['👍', '❤️', '😂', '🎉', '😮'];
 const TYPING_REFRESH_MS = 2500;
 const TYPING_IDLE_MS = 4000;
-const MAX_WATCHED_ROOMS = 60;
 const SESSION_KEY = 'chat.session';
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +135,6 @@ function avatar(id: string, name: string, cls = 'avatar'): HTMLElement {
 let session: Session | null = loadSession();
 let chat: ChatClient | null = null;
 let rooms: RoomItem[] = [];
-const watchers = new Map<string, Sub>();
 let inboxSub: Sub | null = null;
 let view: RoomView | null = null;
 
@@ -194,12 +195,32 @@ async function start() {
   $('me-avatar').replaceWith(Object.assign(avatar(session.userId, session.name), { id: 'me-avatar' }));
   document.title = `Chat — ${session.name}`;
 
-  // subscribeInbox/subscribeRoom resume from the last event after reconnects and server restarts.
+  // One subscription keeps the whole room list live (room.activity, unread.changed, room.changed,
+  // new rooms); subscribeInbox/subscribeRoom resume after reconnects and server restarts. The live
+  // feed is not replayed: after a reconnect the list is read again.
+  let lastState: ConnectionState['state'] | null = null;
+  chat.onStateChange((s) => {
+    if (s.state === 'open' && lastState !== null && lastState !== 'open') refreshRooms();
+    lastState = s.state;
+  });
   inboxSub = chat.subscribeInbox({
     onEvent: (data) => {
-      if (data.type === 'ready' || data.type === 'signal') return;
-      if (data.type === 'mention') toast(`${data.from} mentioned you: ${data.excerpt}`);
-      refreshRooms();
+      switch (data.type) {
+        case 'room.activity':
+          return applyActivity(data);
+        case 'unread.changed':
+          return patchRoom(data.roomId, { unreadCount: data.unread, lastReadSeq: data.lastReadSeq });
+        case 'room.changed':
+          return data.change === 'left' || data.change === 'deleted' ? dropRoom(data.roomId) : refreshRooms();
+        case 'mention':
+          toast(`${data.from} mentioned you: ${data.excerpt}`);
+          return;
+        case 'room.added':
+        case 'direct.created':
+          return refreshRooms();
+        default:
+          return;
+      }
     },
     onError: report,
   });
@@ -210,8 +231,6 @@ async function start() {
 async function logout() {
   view?.close();
   view = null;
-  for (const w of watchers.values()) w.unsubscribe();
-  watchers.clear();
   inboxSub?.unsubscribe();
   await chat?.close();
   chat = null;
@@ -257,17 +276,57 @@ function roomLabel(r: { kind: string; name: string }): string {
   return r.name;
 }
 
+/** A full message as a room list preview (the shape `room.activity` carries). */
+function previewOf(m: Message): MessagePreview {
+  const deleted = m.deletedAt !== null;
+  return {
+    id: m.id,
+    seq: m.seq,
+    senderId: m.senderId,
+    kind: m.kind,
+    text: deleted ? null : m.body || m.card?.title || null,
+    attachmentCount: m.attachments.length,
+    createdAt: m.createdAt,
+    deleted,
+  };
+}
+
 async function loadRooms() {
   if (!chat) return;
   try {
-    rooms = await chat.trpc.room.list.query();
+    const listed = await chat.trpc.room.list.query();
+    rooms = listed.map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }));
   } catch (err) {
     return report(err);
   }
   renderRooms();
-  syncWatchers();
 }
 const refreshRooms = debounce(() => void loadRooms(), 200);
+
+const activeAt = (r: RoomItem) => (r.lastMessage?.createdAt ?? r.createdAt).getTime();
+
+function patchRoom(roomId: string, patch: Partial<RoomItem>) {
+  const i = rooms.findIndex((r) => r.id === roomId);
+  if (i < 0) return refreshRooms();
+  rooms[i] = { ...rooms[i]!, ...patch };
+  rooms.sort((a, b) => activeAt(b) - activeAt(a));
+  renderRooms();
+}
+
+/** A message landed, was edited or deleted in a room of mine: its preview and counts, no query. */
+function applyActivity(a: InboxEventOf<'room.activity'>) {
+  const r = rooms.find((x) => x.id === a.roomId);
+  if (!r) return refreshRooms();
+  // Several nodes may each send one: an older view of the room never replaces a newer one.
+  if (a.seq < r.lastSeq) return;
+  patchRoom(a.roomId, { lastSeq: a.seq, lastMessage: a.lastMessage, unreadCount: a.unreadCount, lastReadSeq: a.lastReadSeq });
+}
+
+/** A room that is no longer mine (left, removed, deleted) leaves the list. */
+function dropRoom(roomId: string) {
+  rooms = rooms.filter((r) => r.id !== roomId);
+  renderRooms();
+}
 
 function renderRooms() {
   const list = $('room-list');
@@ -280,7 +339,7 @@ function renderRooms() {
       const active = view?.roomId === r.id;
       const unread = active ? 0 : r.unreadCount;
       const last = r.lastMessage;
-      const preview = last ? (last.deletedAt ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.body || last.card?.title || ''}`) : r.topic ?? '';
+      const preview = last ? (last.deleted ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.text ?? (last.attachmentCount ? 'attachment' : '')}`) : r.topic ?? '';
       const li = h(
         'li',
         { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: 0 },
@@ -294,41 +353,6 @@ function renderRooms() {
       return li;
     }),
   );
-}
-
-/**
- * One light subscription per room keeps the badges fresh (the server caps subscriptions per connection).
- * A new one starts from the seq the list was read at, so an event between the list and the subscription
- * still refreshes it.
- */
-function syncWatchers() {
-  if (!chat) return;
-  const wanted = new Map(rooms.slice(0, MAX_WATCHED_ROOMS).map((r) => [r.id, r.lastSeq]));
-  for (const [id, sub] of watchers) {
-    if (!wanted.has(id)) {
-      sub.unsubscribe();
-      watchers.delete(id);
-    }
-  }
-  for (const [id, listedSeq] of wanted) {
-    if (watchers.has(id)) continue;
-    const sub = chat.subscribeRoom(
-      id,
-      {
-        onEvent: (data) => {
-          if (data.type === 'ready' || data.type === 'typing' || data.type === 'presence') return;
-          if (data.type === 'receipt.read' && data.userId !== me()) return;
-          refreshRooms();
-        },
-        onError: () => {
-          watchers.delete(id);
-          refreshRooms();
-        },
-      },
-      { lastEventId: String(listedSeq) },
-    );
-    watchers.set(id, sub);
-  }
 }
 
 function navigate(roomId: string) {
@@ -545,9 +569,9 @@ class RoomView {
       case 'member.left':
       case 'member.updated':
         if (e.type === 'member.left' && e.userId === me()) {
+          // The inbox's room.changed takes it off the list.
           toast('You are no longer a member of this room.');
           leaveView();
-          refreshRooms();
           return;
         }
         void this.loadMembers().catch(report);
@@ -555,17 +579,14 @@ class RoomView {
       case 'room.updated':
         $('room-title').textContent = e.name;
         $('room-topic').textContent = e.topic ?? '';
-        refreshRooms();
         return;
       case 'room.archived':
       case 'room.unarchived':
         this.setArchived(e.type === 'room.archived');
-        refreshRooms();
         return;
       case 'room.deleted':
         toast('This room was deleted.');
         leaveView();
-        refreshRooms();
         return;
       case 'typing':
         this.renderTyping();
@@ -788,13 +809,11 @@ class RoomView {
     if (this.closed || document.visibilityState === 'hidden' || this.timeline.lastSeq <= this.markedSeq) return;
     const seq = this.timeline.lastSeq;
     this.markedSeq = seq;
-    this.chat.trpc.receipt.markRead.mutate({ roomId: this.roomId, seq }).then(
-      () => refreshRooms(),
-      (err) => {
-        this.markedSeq = 0;
-        report(err);
-      },
-    );
+    // The inbox's unread.changed brings the room's new counts to the list (and to my other devices).
+    this.chat.trpc.receipt.markRead.mutate({ roomId: this.roomId, seq }).catch((err: unknown) => {
+      this.markedSeq = 0;
+      report(err);
+    });
   }, 150);
 
   // --- history on scroll -----------------------------------------------------------------------
