@@ -44,6 +44,16 @@ const fixtures: Fixture[] = [
 
 for (const fx of fixtures) {
   describe(`EventBus contract: ${fx.name}`, () => {
+    it('listened: the channels some node subscribes to now, seen from either node', async () => {
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const off = await b.subscribe('user:t:listening', () => undefined);
+      expect(await a.listened(['user:t:listening', 'user:t:quiet'])).toEqual(new Set(['user:t:listening']));
+      expect(await a.listened([])).toEqual(new Set());
+      await off();
+      expect(await a.listened(['user:t:listening'])).toEqual(new Set());
+    });
+
     it('delivers a publish once to every live handler, locally and on the other node', async () => {
       await using pair = fx.pair();
       const { a, b } = pair;

@@ -19,6 +19,11 @@ export interface EventBus {
    * Returns the function that removes this handler (the broker subscription is reference-counted).
    */
   subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>>;
+  /**
+   * Which of the channels some process subscribes to now (one broker round trip for all). Lets a
+   * producer skip the work for channels nobody listens to; on a broker error, none.
+   */
+  listened(channels: readonly string[]): Promise<Set<string>>;
   /** Registers a listener called after the bus reconnected (messages may have been lost). */
   onReconnect(listener: () => void): () => void;
   /** True when the broker answers. */

@@ -23,6 +23,10 @@ export class MemoryBus implements EventBus {
     };
   }
 
+  async listened(channels: readonly string[]): Promise<Set<string>> {
+    return new Set(channels.filter((c) => this.table.has(c)));
+  }
+
   onReconnect(): () => void {
     return () => undefined;
   }

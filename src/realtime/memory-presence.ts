@@ -77,10 +77,6 @@ export class MemoryPresenceStore implements PresenceStore {
     return this.live(enc(k))?.size ?? 0;
   }
 
-  async online(tenant: string, userIds: readonly string[]): Promise<Set<string>> {
-    return new Set(userIds.filter((userId) => this.live(enc({ tenant, userId })) !== undefined));
-  }
-
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
     return userIds.map((userId) => {
       const key = enc({ tenant, userId });

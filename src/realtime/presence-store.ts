@@ -33,8 +33,6 @@ export interface PresenceStore {
   /** Live connections of a user on all nodes. */
   count(k: PresenceKey): Promise<number>;
   get(tenant: string, userIds: string[]): Promise<PresenceState[]>;
-  /** Which of the users have a live connection on any node (one cheap check per user). */
-  online(tenant: string, userIds: readonly string[]): Promise<Set<string>>;
   /** True when the store answers (the in-memory one always does). */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;

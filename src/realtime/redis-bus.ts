@@ -114,6 +114,23 @@ export class RedisBus implements EventBus {
     }
   }
 
+  async listened(channels: readonly string[]): Promise<Set<string>> {
+    if (this.closed || channels.length === 0) return new Set();
+    try {
+      const reply = (await withTimeout(
+        this.pub.call('PUBSUB', 'NUMSUB', ...channels.map((c) => this.opts.prefix + c)),
+        this.publishTimeoutMs,
+        'redis pubsub numsub',
+      )) as (string | number)[];
+      const out = new Set<string>();
+      for (let i = 0; i + 1 < reply.length; i += 2) if (Number(reply[i + 1]) > 0) out.add(channels[i / 2]!);
+      return out;
+    } catch (err) {
+      this.onError(err);
+      return new Set();
+    }
+  }
+
   async subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>> {
     const first = this.table.add(channel, handler);
     if (first) {

@@ -148,16 +148,6 @@ export class RedisPresenceStore implements PresenceStore {
     return this.redis.zcount(this.connKey(k), `(${Date.now()}`, '+inf');
   }
 
-  async online(tenant: string, userIds: readonly string[]): Promise<Set<string>> {
-    this.guard();
-    if (userIds.length === 0) return new Set();
-    const now = Date.now();
-    const m = this.redis.pipeline();
-    for (const userId of userIds) m.zcount(this.connKey({ tenant, userId }), `(${now}`, '+inf');
-    const res = (await m.exec()) ?? [];
-    return new Set(userIds.filter((_, i) => Number(res[i]?.[1] ?? 0) > 0));
-  }
-
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
     this.guard();
     if (userIds.length === 0) return [];

@@ -1,10 +1,9 @@
-import type { DurableRoomEvent, EphemeralRoomEvent, InboxRoomChanged, MessagePreview } from '../domain/events.js';
+import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxRoomChanged, type MessagePreview } from '../domain/events.js';
 import type { Logger } from '../logger.js';
-import type { PresenceStore } from '../realtime/presence-store.js';
+import type { EventBus } from '../realtime/bus.js';
 import type { MessageRow } from '../store/message-row.js';
-import { memberIdsOfTenantRoom } from '../store/members.js';
 import { unreadCountsOfMembers } from '../store/receipts.js';
-import { roomHead } from '../store/rooms.js';
+import { messageRowsByIds, roomHeads } from '../store/rooms.js';
 import type { Store } from '../store/store.js';
 import type { MessageMapper } from './message-dto.js';
 import type { EventPublisher } from './publisher.js';
@@ -13,8 +12,8 @@ import type { EventPublisher } from './publisher.js';
 export const PREVIEW_CHARS = 140;
 
 /**
- * A room's coalescing window grows by one `coalesceMs` per this many online members, so the counts
- * of a big room (one unread count per online member) cost about what a small room's cost per second.
+ * A room's coalescing window grows by one `coalesceMs` per this many listening members, so the counts
+ * of a big room (one unread count per listening member) cost about what a small room's cost per second.
  */
 export const ACTIVITY_MEMBERS_PER_WINDOW = 100;
 
@@ -25,7 +24,10 @@ export interface ActivityOptions {
 
 type RoomChange = InboxRoomChanged['change'];
 
-/** A room whose activity went out: whether more happened since, and the wait before the next one. */
+/** Rooms whose activity is sent by one batch (a few queries whatever their number). */
+export const ACTIVITY_BATCH = 200;
+
+/** A room with activity in progress: queued, being sent, or waiting out its window (`dirty`: more happened since). */
 interface RoomState {
   dirty: boolean;
   timer: NodeJS.Timeout | null;
@@ -36,24 +38,31 @@ interface RoomState {
  * this node publishes after commit and, off the request path:
  *
  * - after a message is sent, edited or deleted, sends `room.activity` (newest message preview, the
- *   member's unread and mention counts) to each member who is online on any node; the first change
+ *   member's unread and mention counts) to each member whose `inbox.events` is open on any node
+ *   (the bus knows which user channels are subscribed: nobody listening, no counts); the first change
  *   of a quiet room goes out at once, what follows within the room's window is coalesced into one;
- * - after a rename, archive or unarchive, sends `room.changed` to the online members; after a member
+ * - after a rename, archive or unarchive, sends `room.changed` to the listening members; after a member
  *   left (or was removed, banned) and after the room was deleted, to the members concerned.
  *
- * Live only: a client that reconnects reads `room.list` again. Several nodes writing to one room
- * each send their own coalesced activity (a later one replaces an earlier one, by `seq`).
+ * Rooms ready at the same time go out together (at most one batch in flight, like the grouped
+ * sends): two queries for the rooms' heads and members, one presence check, one query for the
+ * counts, whatever the number of rooms. Live only: a client that reconnects reads `room.list`
+ * again. Several nodes writing to one room each send their own (a later one replaces an earlier
+ * one, by `seq`).
  */
 export class ActivityFeed {
   private readonly rooms = new Map<string, RoomState>();
-  /** Online members of a room at its last activity (sizes its window). */
-  private readonly online = new Map<string, number>();
+  /** Rooms whose activity goes out with the next batch. */
+  private readonly ready = new Set<string>();
+  private draining = false;
+  /** Members of a room listening at its last activity (sizes its window). */
+  private readonly listeners = new Map<string, number>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
     private readonly store: Store,
-    private readonly presence: PresenceStore,
+    private readonly bus: EventBus,
     private readonly publisher: EventPublisher,
     private readonly mapper: MessageMapper,
     private readonly log: Logger,
@@ -87,10 +96,7 @@ export class ActivityFeed {
 
   /** The room was deleted: its former members (read before the deletion) drop it from their lists. */
   roomDeleted(tenant: string, roomId: string, memberIds: readonly string[]): void {
-    this.run(async () => {
-      const online = await this.presence.online(tenant, memberIds);
-      await Promise.all([...online].map((userId) => this.publisher.inbox(tenant, userId, { type: 'room.changed', roomId, change: 'deleted' })));
-    });
+    this.run(() => this.tell(tenant, memberIds, roomId, 'deleted'));
   }
 
   private touch(roomId: string): void {
@@ -100,77 +106,120 @@ export class ActivityFeed {
       state.dirty = true;
       return;
     }
-    const fresh: RoomState = { dirty: false, timer: null };
-    this.rooms.set(roomId, fresh);
-    this.cycle(roomId, fresh);
+    this.rooms.set(roomId, { dirty: false, timer: null });
+    this.enqueue(roomId);
   }
 
-  /** Sends the room's activity, then waits its window; what happened meanwhile goes out after it. */
-  private cycle(roomId: string, state: RoomState): void {
-    state.dirty = false;
-    this.run(async () => {
-      try {
-        await this.activity(roomId);
-      } finally {
-        this.wait(roomId, state);
-      }
-    });
+  /** Queues the room for the next batch; a batch starts on the next turn of the event loop (the rooms of one grouped send go together). */
+  private enqueue(roomId: string): void {
+    this.ready.add(roomId);
+    if (this.draining) return;
+    this.draining = true;
+    setImmediate(() =>
+      this.run(async () => {
+        try {
+          while (this.ready.size > 0 && !this.closed) {
+            const batch = [...this.ready].slice(0, ACTIVITY_BATCH);
+            for (const id of batch) {
+              this.ready.delete(id);
+              const st = this.rooms.get(id);
+              if (st) st.dirty = false;
+            }
+            try {
+              await this.activity(batch);
+            } catch (err) {
+              this.log.warn({ err }, 'room activity feed error');
+            }
+            for (const id of batch) this.wait(id);
+          }
+        } finally {
+          this.draining = false;
+        }
+      }),
+    );
   }
 
-  private wait(roomId: string, state: RoomState): void {
-    if (this.closed) return;
-    const members = this.online.get(roomId) ?? 0;
+  /** The room's window after its activity went out; what happened meanwhile goes out after it. */
+  private wait(roomId: string): void {
+    const state = this.rooms.get(roomId);
+    if (!state || this.closed) return;
+    const members = this.listeners.get(roomId) ?? 0;
     const wait = this.opts.coalesceMs * Math.max(1, Math.ceil(members / ACTIVITY_MEMBERS_PER_WINDOW));
     state.timer = setTimeout(() => {
       state.timer = null;
-      if (state.dirty) this.cycle(roomId, state);
+      if (state.dirty) this.enqueue(roomId);
       else {
         this.rooms.delete(roomId);
-        this.online.delete(roomId);
+        this.listeners.delete(roomId);
       }
     }, wait);
     state.timer.unref();
   }
 
-  /** `room.activity` to each online member: the newest message and their counts, one query for all. */
-  private async activity(roomId: string): Promise<void> {
+  /**
+   * `room.activity` to each member of the rooms who has an inbox subscription open on some node:
+   * the newest message and their own counts. Nobody listening costs one query and one bus round trip.
+   */
+  private async activity(roomIds: string[]): Promise<void> {
     const db = this.store.db();
-    const head = await roomHead(db, roomId);
-    if (!head) return;
-    const members = (await memberIdsOfTenantRoom(db, head.tenant, roomId)) ?? [];
-    const online = await this.presence.online(head.tenant, members);
-    this.online.set(roomId, online.size);
-    if (online.size === 0) return;
-    const counts = await unreadCountsOfMembers(db, roomId, [...online]);
-    const lastMessage = head.last ? this.preview(head.last) : null;
+    const heads = await roomHeads(db, roomIds);
+    const listening = await this.listening(heads.flatMap((h) => h.members.map((userId) => ({ tenant: h.tenant, userId }))));
+    const pairs: { roomId: string; userId: string }[] = [];
+    for (const h of heads) {
+      const here = h.members.filter((m) => listening.has(channels.user(h.tenant, m)));
+      this.listeners.set(h.id, here.length);
+      for (const userId of here) pairs.push({ roomId: h.id, userId });
+    }
+    if (pairs.length === 0) return;
+    const wanted = new Set(pairs.map((p) => p.roomId));
+    const [counts, rows] = await Promise.all([
+      unreadCountsOfMembers(db, pairs),
+      messageRowsByIds(
+        db,
+        heads.filter((h) => wanted.has(h.id) && h.last_message_id !== null).map((h) => h.last_message_id!),
+      ),
+    ]);
+    const previews = new Map(rows.map((r) => [r.room_id, this.preview(r)]));
+    const byId = new Map(heads.map((h) => [h.id, h]));
     await Promise.all(
-      counts.map((c) =>
-        this.publisher.inbox(head.tenant, c.user_id, {
+      counts.map((c) => {
+        const head = byId.get(c.room_id)!;
+        return this.publisher.inbox(head.tenant, c.user_id, {
           type: 'room.activity',
-          roomId,
+          roomId: c.room_id,
           seq: head.last_seq,
-          lastMessage,
+          lastMessage: previews.get(c.room_id) ?? null,
           unreadCount: c.unread,
           mentionCount: c.mentions,
           lastReadSeq: c.last_read_seq,
-        }),
-      ),
+        });
+      }),
     );
   }
 
+  /** The user channels (inboxes) some node listens to now, among these users'. */
+  private listening(users: readonly { tenant: string; userId: string }[]): Promise<Set<string>> {
+    return this.bus.listened([...new Set(users.map((u) => channels.user(u.tenant, u.userId)))]);
+  }
+
+  /** `room.changed` to the room's members whose inbox is open. */
   private async changed(roomId: string, change: RoomChange): Promise<void> {
-    const db = this.store.db();
-    const head = await roomHead(db, roomId);
-    if (!head) return;
-    const members = (await memberIdsOfTenantRoom(db, head.tenant, roomId)) ?? [];
-    const online = await this.presence.online(head.tenant, members);
-    await Promise.all([...online].map((userId) => this.publisher.inbox(head.tenant, userId, { type: 'room.changed', roomId, change })));
+    const [head] = await roomHeads(this.store.db(), [roomId]);
+    if (head) await this.tell(head.tenant, head.members, roomId, change);
   }
 
   private async left(roomId: string, userId: string): Promise<void> {
-    const head = await roomHead(this.store.db(), roomId);
-    if (!head) return;
-    await this.publisher.inbox(head.tenant, userId, { type: 'room.changed', roomId, change: 'left' });
+    const [head] = await roomHeads(this.store.db(), [roomId]);
+    if (head) await this.tell(head.tenant, [userId], roomId, 'left');
+  }
+
+  private async tell(tenant: string, userIds: readonly string[], roomId: string, change: RoomChange): Promise<void> {
+    const listening = await this.listening(userIds.map((userId) => ({ tenant, userId })));
+    await Promise.all(
+      userIds
+        .filter((userId) => listening.has(channels.user(tenant, userId)))
+        .map((userId) => this.publisher.inbox(tenant, userId, { type: 'room.changed', roomId, change })),
+    );
   }
 
   /** The newest message as a room list shows it (an encrypted body is decrypted, as in `room.list`). */

@@ -127,20 +127,24 @@ export function readersFrom(db: Db, roomId: string, seq: number): Promise<{ user
     .execute();
 }
 
-/** Read positions and unread counts of the given members of one room (the activity feed's counts), by user id. */
+/** Read positions and unread counts of the given (room, member) pairs (the activity feed's counts). */
 export function unreadCountsOfMembers(
   db: Db,
-  roomId: string,
-  userIds: readonly string[],
-): Promise<{ user_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
-  if (userIds.length === 0) return Promise.resolve([]);
+  pairs: readonly { roomId: string; userId: string }[],
+): Promise<{ room_id: string; user_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
+  if (pairs.length === 0) return Promise.resolve([]);
   return db
     .selectFrom('membership as mb')
     .select((eb) => {
       const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') };
-      return ['mb.user_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
+      return ['mb.room_id', 'mb.user_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
     })
-    .where('mb.room_id', '=', roomId)
-    .where('mb.user_id', 'in', userIds)
+    .where((eb) =>
+      eb(
+        eb.refTuple('mb.room_id', 'mb.user_id'),
+        'in',
+        pairs.map((p) => eb.tuple(p.roomId, p.userId)),
+      ),
+    )
     .execute();
 }

@@ -274,13 +274,32 @@ export async function archivedAt(db: Db, roomId: string): Promise<Date | null> {
   return row?.archived_at ?? null;
 }
 
-/**
- * What a room list shows of a room besides the counts: its tenant, last seq and newest message
- * (possibly deleted; none in an empty room). Undefined when the room is gone.
- */
-export async function roomHead(db: Db, roomId: string): Promise<{ tenant: string; last_seq: number; last: MessageRow | undefined } | undefined> {
-  const room = await db.selectFrom('room').select(['tenant', 'last_seq']).where('id', '=', roomId).executeTakeFirst();
-  if (!room) return undefined;
-  const last = await db.selectFrom('message').select(MESSAGE_FIELDS).where('room_id', '=', roomId).orderBy('seq', 'desc').limit(1).executeTakeFirst();
-  return { ...room, last };
+/** What the activity feed needs of a room: its tenant, last seq, members and newest message's id (null in an empty room). */
+export interface RoomHead {
+  id: string;
+  tenant: string;
+  last_seq: number;
+  members: string[];
+  last_message_id: string | null;
+}
+
+/** The heads of the rooms that still exist, in one query whatever their number. */
+export function roomHeads(db: Db, roomIds: readonly string[]): Promise<RoomHead[]> {
+  if (roomIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('room as r')
+    .select((eb) => [
+      'r.id',
+      'r.tenant',
+      'r.last_seq',
+      eb.selectFrom('message as m').select('m.id').whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('last_message_id'),
+      eb
+        .selectFrom('membership as mb')
+        .select((ib) => ib.fn.coalesce(ib.fn.agg<string[]>('array_agg', ['mb.user_id']), ib.val<string[]>([])).as('ids'))
+        .whereRef('mb.room_id', '=', 'r.id')
+        .$asScalar()
+        .as('members'),
+    ])
+    .where('r.id', 'in', roomIds)
+    .execute() as Promise<RoomHead[]>;
 }
