@@ -440,7 +440,7 @@ describe('service tokens', () => {
     expect(item).toMatchObject({ type: 'notification', kind: 'order.shipped', title: 'Shipped', data: { order: 7 }, from: svc });
     {
       await using inbox = await openInbox(t.app, actor(bob), { lastEventId: '0' });
-      expect((await inbox.next()).event).toMatchObject({ type: 'notification', kind: 'order.shipped', title: 'Shipped', from: svc });
+      expect((await inbox.nextItem()).event).toMatchObject({ type: 'notification', kind: 'order.shipped', title: 'Shipped', from: svc });
     }
     await expectTRPCError(as(eve).inbox.notify({ userId: bob, kind: 'spam', title: 'Buy' }), 'FORBIDDEN', /service/);
     await expectTRPCError(as(eve, 'default', ['support']).inbox.notify({ userId: bob, kind: 'spam', title: 'Buy' }), 'FORBIDDEN');

@@ -4,6 +4,7 @@
  * open `chat.events` streams on both nodes end with `room.deleted`, NOT_FOUND afterwards). Two
  * in-process servers share one database and Redis prefix.
  */
+import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   actor,
@@ -52,6 +53,65 @@ describe('room.archive / room.unarchive', () => {
     expect((await as(svc!, 'default', ['service']).room.archive({ roomId: room.id })).archivedAt).toBeInstanceOf(Date);
     await expectTRPCError(as(bob!).room.unarchive({ roomId: room.id }), 'FORBIDDEN');
     expect((await as(alice!).room.unarchive({ roomId: room.id })).archivedAt).toBeNull();
+  });
+
+  it('a write whose access check saw the room writable is refused when the archive commits before its write', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'race', memberIds: [bob!] });
+    const sent = [];
+    for (const body of ['to edit', 'to react to', 'to reply to', 'to delete']) sent.push(await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body }));
+    const before = await as(alice!).room.get({ roomId: room.id });
+
+    // The archive, held open: it holds the room's row until it commits.
+    const archiver = new pg.Client({ connectionString: t.env.databaseUrl });
+    await archiver.connect();
+    try {
+      await archiver.query('begin');
+      await archiver.query('update room set archived_at = now() where id = $1', [room.id]);
+      // Writes of every kind pass their access check (the archive is not committed) and queue on the room's row.
+      const writes = [
+        as(bob!).chat.edit({ messageId: sent[0]!.id, body: 'changed' }),
+        as(bob!).chat.react({ messageId: sent[1]!.id, emoji: '👍' }),
+        as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'a reply', replyToId: sent[2]!.id }),
+        as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'mention', mentions: [alice!] }),
+        as(bob!).chat.delete({ messageId: sent[3]!.id }),
+        as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'plain' }),
+      ].map((p) => p.then(
+        () => 'written',
+        (err: unknown) => err,
+      ));
+      const blocked = async () =>
+        Number(
+          (
+            await t.env.sql<{ n: string }>(
+              `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+            )
+          )[0]!.n,
+        );
+      await within(
+        (async () => {
+          while ((await blocked()) < writes.length) await new Promise((r) => setImmediate(r));
+        })(),
+        10_000,
+        'every write waiting on the room row',
+      );
+      await archiver.query('commit');
+      for (const outcome of await Promise.all(writes)) {
+        expect(outcome).not.toBe('written');
+        expect(outcome).toMatchObject({ code: 'PRECONDITION_FAILED', message: expect.stringMatching(ARCHIVED) });
+      }
+    } finally {
+      await archiver.end();
+    }
+    // Nothing was written: no seq taken, the messages as they were, no reaction.
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(before.lastSeq);
+    const history = await as(bob!).chat.history({ roomId: room.id });
+    expect(history.messages.map((m) => [m.body, m.reactions.length, m.deletedAt])).toEqual([
+      ['to edit', 0, null],
+      ['to react to', 0, null],
+      ['to reply to', 0, null],
+      ['to delete', 0, null],
+    ]);
   });
 
   it('makes the room read-only: send, react, edit, delete PRECONDITION_FAILED; reads stay', async () => {

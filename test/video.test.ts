@@ -115,7 +115,7 @@ async function inboxItems(s: TestServer, userId: string, tenant = 'default'): Pr
   await using inbox = await openInbox(s.app, actor(userId, tenant), { lastEventId: '0' });
   const out: InboxEvent[] = [];
   while (true) {
-    const { event: e } = await inbox.next(5000);
+    const { event: e } = await inbox.nextItem(5000);
     if (e.type === 'notification' && e.title === title) return out;
     if (e.type !== 'notification') out.push(e);
   }

@@ -28,3 +28,6 @@ export const notFound = (what: string) => new AppError('NOT_FOUND', `${what} not
 export const forbidden = (message: string) => new AppError('FORBIDDEN', message);
 export const badRequest = (message: string) => new AppError('BAD_REQUEST', message);
 export const conflict = (message: string) => new AppError('CONFLICT', message);
+
+/** The refusal of a write into an archived room (also when it was archived after the access check). */
+export const roomArchived = () => new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');

@@ -102,6 +102,30 @@ const DURABLE_TYPES: Record<DurableEventType, true> = {
   'room.unarchived': true,
 };
 
+/**
+ * Which durable events write content (messages and reactions): an archived room takes none of them,
+ * whoever checked access before (src/store/tx.ts checks it under the room's lock). Every type is
+ * decided here: adding one to DurableRoomEvent without deciding fails to compile.
+ */
+const WRITES_CONTENT: Record<DurableEventType, boolean> = {
+  'message.new': true,
+  'message.edited': true,
+  'message.deleted': true,
+  'reaction.added': true,
+  'reaction.removed': true,
+  'member.joined': false,
+  'member.left': false,
+  'member.updated': false,
+  'room.updated': false,
+  'room.archived': false,
+  'room.unarchived': false,
+};
+
+/** True for events an archived room refuses (messages, edits, deletions, reactions). */
+export function writesContent(type: DurableEventType): boolean {
+  return WRITES_CONTENT[type];
+}
+
 export function isDurable(e: DurableRoomEvent | EphemeralRoomEvent): e is DurableRoomEvent {
   return Object.hasOwn(DURABLE_TYPES, e.type);
 }

@@ -1,5 +1,5 @@
 import { type Actor, isAdmin, isService } from '../domain/actor.js';
-import { AppError, forbidden, notFound } from '../domain/errors.js';
+import { AppError, forbidden, notFound, roomArchived } from '../domain/errors.js';
 import { can, type RoomAction, type TenantAction, tenantMay, tenantRolesOf } from '../domain/permissions.js';
 import { FOREVER, type RoomAccess } from '../domain/rooms.js';
 import type { Em } from '../store/database.js';
@@ -24,9 +24,6 @@ export interface AccessRequest {
 function requireNotArchived(room: RoomAccess['room']): void {
   if (room.archived) throw roomArchived();
 }
-
-/** The refusal of a write into an archived room (also when it was archived after the access check). */
-export const roomArchived = () => new AppError('PRECONDITION_FAILED', 'room is archived: it is read-only until unarchived');
 
 /** Words for an action in an error message ("may not ... in this group room"). */
 export function describeAction(action: RoomAction): string {

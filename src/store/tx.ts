@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { AttachmentDto, CardDto, DurableRoomEvent, InboxItem, JsonObject, MessageDto } from '../domain/events.js';
+import { roomArchived } from '../domain/errors.js';
+import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
@@ -92,17 +93,21 @@ export class Tx {
   }
 
   /** Takes the room's next sequence number (row lock held until the transaction ends). */
-  private async nextSeq(roomId: string): Promise<number> {
+  /**
+   * Takes the room's next seq (locking its row until the transaction ends) and reads, under that
+   * lock, whether the room is archived: the access check before may have seen it writable.
+   */
+  private async nextSeq(roomId: string): Promise<{ seq: number; archived: boolean }> {
     this.seqTaken = true;
     const row = await this.db
       .updateTable('room')
       .set((eb) => ({ last_seq: eb('last_seq', '+', 1), updated_at: now() }))
       .where('id', '=', roomId)
-      .returning(['last_seq', 'tenant'])
+      .returning(['last_seq', 'tenant', 'archived_at'])
       .executeTakeFirst();
     if (!row) throw new Error(`room ${roomId} vanished during a write`);
     this.tenants.set(roomId, row.tenant);
-    return row.last_seq;
+    return { seq: row.last_seq, archived: row.archived_at !== null };
   }
 
   /** Writes the log row and, in the same statement, the webhook outbox rows of the event. */
@@ -135,9 +140,11 @@ export class Tx {
   append<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>>;
   async append<E extends NewRoomEvent>(a: E | string, compute?: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
     const roomId = typeof a === 'string' ? a : a.roomId;
-    const seq = await this.nextSeq(roomId);
+    const { seq, archived } = await this.nextSeq(roomId);
     const event = typeof a === 'string' ? await compute!(seq) : a;
     if (event.roomId !== roomId) throw new Error('an event computed under a room lock must belong to that room');
+    // What a computed event wrote meanwhile (a reaction row) goes with the rollback.
+    if (archived && writesContent(event.type)) throw roomArchived();
     const full = { ...event, seq } as WithSeq<E>;
     if ('message' in event) {
       await this.record(roomId, seq, event.type, event.message.id, {});
@@ -151,7 +158,8 @@ export class Tx {
 
   /** Writes a new message with the room's next seq and its `message.new` event (published after commit). */
   async appendMessage(m: NewMessageRow): Promise<MessageDto> {
-    const seq = await this.nextSeq(m.roomId);
+    const { seq, archived } = await this.nextSeq(m.roomId);
+    if (archived) throw roomArchived();
     await this.record(m.roomId, seq, 'message.new', m.id, {});
     const row = await this.db
       .insertInto('message')

@@ -4,7 +4,7 @@ import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
 import { bannedAmong } from '../../store/members.js';
 import { directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
-import { roomArchived } from '../access.js';
+import { roomArchived } from '../../domain/errors.js';
 import type { RateLimits } from '../limits.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
