@@ -27,6 +27,7 @@ const EnvSchema = z.object({
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
   TYPING_TTL_MS: z.coerce.number().int().min(100).default(10_000),
   ACTIVITY_COALESCE_MS: z.coerce.number().int().min(10).max(60_000).default(250),
+  ACTIVITY_FEED: bool.optional(),
   TYPING_THROTTLE_MS: z.coerce.number().int().min(0).default(3_000),
   RATE_SEND_PER_SECOND: z.coerce.number().int().positive().default(10),
   RATE_SEND_BURST: z.coerce.number().int().min(0).default(20),
@@ -101,6 +102,8 @@ export interface Config {
   typingTtlMs: number;
   /** The shortest time between two `room.activity` inbox events of one room from one node (grows with big rooms). */
   activityCoalesceMs: number;
+  /** Whether `room.activity` / `room.changed` go to open inboxes (ACTIVITY_FEED, default on). */
+  activityFeed: boolean;
   /** Unchanged "typing" refreshes are forwarded at most this often per user and room. */
   typingThrottleMs: number;
   limits: {
@@ -177,6 +180,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     presenceTtlMs: e.PRESENCE_TTL_MS,
     typingTtlMs: e.TYPING_TTL_MS,
     activityCoalesceMs: e.ACTIVITY_COALESCE_MS,
+    activityFeed: e.ACTIVITY_FEED ?? true,
     typingThrottleMs: e.TYPING_THROTTLE_MS,
     limits: {
       sendPerSecond: e.RATE_SEND_PER_SECOND,

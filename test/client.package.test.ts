@@ -135,12 +135,14 @@ const room: Room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'o
 const seen: string[] = [];
 let lastEventId: string | undefined;
 let arrived: () => void = () => {};
+let live: () => void = () => {};
+const isLive = new Promise<void>((resolve) => (live = resolve));
 const subscribe = (from: string | undefined) =>
   bob.trpc.chat.events.subscribe(
     { roomId: room.id, lastEventId: from ?? null },
     {
       onData: ({ id, data }) => {
-        if (data.type === 'ready') return;
+        if (data.type === 'ready') return live();
         if (isDurableEvent(data)) lastEventId = id;
         seen.push(describe(data));
         arrived();
@@ -154,6 +156,8 @@ const waitFor = (n: number) =>
   });
 
 let sub = subscribe(undefined);
+// Without lastEventId the stream starts at the room's present (\`ready\`): send after it.
+await isLive;
 const first: Message = await alice.trpc.chat.send.mutate({ ...send, roomId: room.id, body: 'one' });
 await waitFor(1);
 sub.unsubscribe();

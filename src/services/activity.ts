@@ -18,6 +18,8 @@ export const PREVIEW_CHARS = 140;
 export const ACTIVITY_MEMBERS_PER_WINDOW = 100;
 
 export interface ActivityOptions {
+  /** Off: nothing is sent (the publisher is not watched, deletions tell nobody). */
+  enabled: boolean;
   /** The shortest time between two `room.activity` of one room from this node. */
   coalesceMs: number;
 }
@@ -96,6 +98,7 @@ export class ActivityFeed {
 
   /** The room was deleted: its former members (read before the deletion) drop it from their lists. */
   roomDeleted(tenant: string, roomId: string, memberIds: readonly string[]): void {
+    if (!this.opts.enabled) return;
     this.run(() => this.tell(tenant, memberIds, roomId, 'deleted'));
   }
 

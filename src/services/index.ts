@@ -103,8 +103,11 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls });
   const users = new UserService(store);
   const access = new AccessService(store);
-  const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, { coalesceMs: deps.config.activityCoalesceMs });
-  publisher.watch((e) => activity.observe(e));
+  const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {
+    enabled: deps.config.activityFeed,
+    coalesceMs: deps.config.activityCoalesceMs,
+  });
+  if (deps.config.activityFeed) publisher.watch((e) => activity.observe(e));
   const rooms = createRoomServices({ log: deps.log, limits, publisher, activity }, access, store, mapper, keyring);
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
   const streams = new StreamService(access, roomEvents, hubs);
