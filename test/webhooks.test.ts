@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   actor,
@@ -10,6 +11,7 @@ import {
   meetingEnded,
   meetingLive,
   nativePool,
+  testEnv,
   uuid,
   waitFor,
 } from './fixture.js';
@@ -300,6 +302,41 @@ describe('delivery', () => {
     expect(rx.requests.items.map((r) => [r.path, r.body.data.name])).toEqual([['/hooks', 'mine']]);
     expect(await tn.admin.webhook.deliveries({ id: off.id })).toEqual([]);
     expect((await tn.admin.webhook.deliveries({ id: on.id })).length).toBe(1);
+  });
+});
+
+describe('secrets at rest', () => {
+  it('with MESSAGE_KEYS the stored secret is sealed, deliveries still verify; without its key a delivery fails with a clear error', async () => {
+    await using env = await testEnv('hooks_sealed');
+    const key = `k1:${randomBytes(32).toString('base64')}`;
+    const hooks = { ...t.config.webhooks, maxAttempts: 1 };
+    const srv = await env.startServer({ messageKeys: key, webhooks: hooks });
+    const name = `sealed-${uuid().slice(0, 8)}`;
+    const as = (app: typeof srv.app, id: string, roles: string[] = []) => callerFor(app, actor(id, name, roles));
+    await using rx = await hookReceiver();
+    const hook = await as(srv.app, 'boss', ['admin']).webhook.create({ url: rx.url, events: ['message.new'] });
+    const stored = async () => (await env.sql<{ secret: string }>('select secret from webhook_endpoint where id = $1', [hook.id]))[0]!.secret;
+    expect(await stored()).toMatch(/^sealed:k1:/);
+    expect(await stored()).not.toContain(hook.secret.slice('whsec_'.length));
+
+    rx.secrets = [hook.secret];
+    const room = await as(srv.app, 'alice').room.create({ kind: 'group', name: 'sealed', memberIds: ['bob'] });
+    const m = await as(srv.app, 'alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'signed' });
+    const got = await rx.accepted.first((r) => r.id === `${room.id}:${m.seq}`, 'the delivery');
+    expect(got.verifiedWith).toBe(0);
+    const rotated = await as(srv.app, 'boss', ['admin']).webhook.rotateSecret({ id: hook.id });
+    expect(await stored()).toMatch(/^sealed:k1:/);
+    expect(await stored()).not.toContain(rotated.secret.slice('whsec_'.length));
+
+    // The same database on a server without the key: the secret cannot be opened, nothing is sent.
+    await srv[Symbol.asyncDispose]();
+    const bare = await env.startServer({ webhooks: hooks });
+    const m2 = await as(bare.app, 'alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'unsigned' });
+    const failed = await waitFor(() => as(bare.app, 'boss', ['admin']).webhook.deliveries({ id: hook.id }), 'the failed delivery', {
+      until: (ds) => ds.some((d) => d.eventId === `${room.id}:${m2.seq}` && d.status === 'failed'),
+    });
+    expect(failed.find((d) => d.eventId === `${room.id}:${m2.seq}`)!.lastError).toMatch(/sealed with a key that is not in MESSAGE_KEYS/);
+    expect(rx.requests.items.some((r) => r.id === `${room.id}:${m2.seq}`)).toBe(false);
   });
 });
 

@@ -26,7 +26,7 @@ import { UserService } from './users.js';
 import { createVideoProvider } from '../video/index.js';
 import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
-import { WebhookService, WebhookWorker } from './webhooks/index.js';
+import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
 
 export interface Services {
   deps: Deps;
@@ -99,8 +99,9 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     (e, subscribers) => deps.observers.fanout(e, subscribers),
   );
   const inbox = new InboxService(deps.bus, deps.log, store);
-  webhookWorker = new WebhookWorker(store, roomEvents, deps.config.webhooks, deps.log, deps.counters);
-  const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls });
+  const secrets = new SecretBox(keyring);
+  webhookWorker = new WebhookWorker(store, roomEvents, deps.config.webhooks, deps.log, deps.counters, secrets);
+  const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls }, secrets);
   const users = new UserService(store);
   const access = new AccessService(store);
   const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {

@@ -15,7 +15,8 @@ export const WebhookEndpoint = defineEntity({
     url: p.string().length(2000),
     events: p.array().default([]),
     description: p.string().length(500).nullable(),
-    secret: p.string().length(100),
+    /** The Standard Webhooks secret, sealed with MESSAGE_KEYS when keys are configured (src/services/webhooks/secrets.ts). */
+    secret: p.string().length(255),
     enabled: p.boolean().default(true),
     failingSince: p.datetime().nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),

@@ -15,7 +15,9 @@ import {
   updateEndpoint,
 } from '../../store/webhooks.js';
 import { checkWebhookUrl } from './guard.js';
+import type { SecretBox } from './secrets.js';
 
+export { SecretBox } from './secrets.js';
 export { WebhookWorker } from './worker.js';
 
 /** Webhooks per tenant. */
@@ -43,6 +45,7 @@ export class WebhookService {
   constructor(
     private readonly store: Store,
     private readonly opts: { allowPrivateUrls: boolean },
+    private readonly secrets: SecretBox,
   ) {}
 
   private manager(actor: Actor): string {
@@ -70,7 +73,7 @@ export class WebhookService {
       url: input.url,
       events: [...new Set(input.events)],
       description: input.description ?? null,
-      secret,
+      secret: this.secrets.seal(secret),
     });
     return { id: row.id, secret };
   }
@@ -104,7 +107,7 @@ export class WebhookService {
   /** A new secret; deliveries signed from now on use it. */
   async rotateSecret(actor: Actor, id: string): Promise<{ id: string; secret: string }> {
     const secret = newSecret();
-    if (!(await setEndpointSecret(this.store.db(), this.manager(actor), id, secret))) throw notFound('webhook');
+    if (!(await setEndpointSecret(this.store.db(), this.manager(actor), id, this.secrets.seal(secret)))) throw notFound('webhook');
     return { id, secret };
   }
 

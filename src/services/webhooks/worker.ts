@@ -1,3 +1,4 @@
+import type { SecretBox } from './secrets.js';
 import type { WebhookConfig } from '../../config.js';
 import type { WebhookPayload } from '../../domain/webhooks.js';
 import type { Logger } from '../../logger.js';
@@ -41,6 +42,7 @@ export class WebhookWorker {
     private readonly config: WebhookConfig,
     private readonly log: Logger,
     private readonly counters: Counters,
+    private readonly secrets: SecretBox,
   ) {}
 
   /** The lease of a claimed row: a request's timeout plus room for the bookkeeping. */
@@ -107,6 +109,15 @@ export class WebhookWorker {
     }
   }
 
+  private openSecret(stored: string): string | null {
+    try {
+      return this.secrets.open(stored);
+    } catch (err) {
+      this.log.warn({ err }, 'cannot open a webhook secret');
+      return null;
+    }
+  }
+
   private async deliver(row: ClaimedDelivery): Promise<void> {
     const db = this.store.db();
     const endpoint = await endpointForDelivery(db, row.endpoint_id);
@@ -118,12 +129,15 @@ export class WebhookWorker {
     } else {
       const payload: WebhookPayload = { type: row.event_type, timestamp: row.created_at.toISOString(), tenant: row.tenant, data };
       const body = JSON.stringify(payload);
-      const headers = signedHeaders(endpoint.secret, row.event_id, body, new Date());
-      result = await postWebhook(endpoint.url, headers, body, {
-        timeoutMs: this.config.timeoutMs,
-        allowPrivate: this.config.allowPrivateUrls,
-        signal: this.abort.signal,
-      });
+      const secret = this.openSecret(endpoint.secret);
+      result =
+        secret === null
+          ? { ok: false, statusCode: null, error: "the endpoint's secret is sealed with a key that is not in MESSAGE_KEYS: rotate it" }
+          : await postWebhook(endpoint.url, signedHeaders(secret, row.event_id, body, new Date()), body, {
+              timeoutMs: this.config.timeoutMs,
+              allowPrivate: this.config.allowPrivateUrls,
+              signal: this.abort.signal,
+            });
     }
     if (this.stopped && !result.ok) return; // aborted by shutdown: retried after the lease, not counted
     if (result.ok) {
