@@ -86,6 +86,13 @@ out.push(table(std, rowsOf('rooms')));
 out.push('');
 out.push(ratios('rooms', [['cpuUsPerDelivery', 'CPU µs/delivery'], ['p99Ms', 'p99']]));
 
+const feedRow = r.scenarios.feed?.ours;
+if (feedRow && !feedRow.error) {
+  out.push('\n#### The same with every connection on `inbox.events` (the room list feed; ours only)\n');
+  out.push(table(std, rowsOf('feed')));
+  out.push(`\n\`room.activity\` received: ${f(feedRow.inboxActivity)} for ${f(feedRow.deliveries)} room deliveries (rooms scenario without inboxes: ${f(r.scenarios.rooms?.ours?.cpuUsPerDelivery)} µs/delivery).`);
+}
+
 out.push('\n### 3. Persisted sends: acknowledged messages/s and ack latency (one message in flight per sender)\n');
 const sends = r.scenarios.sends ?? {};
 const caseKeys = Object.keys((sends.ours?.cases as Row | undefined) ?? {});

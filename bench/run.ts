@@ -44,12 +44,14 @@ const QUICK = flag('quick');
 const PROFILE = flag('profile');
 const MODE = PROFILE ? 'profile' : QUICK ? 'quick' : 'full';
 
-type ScenarioName = 'fanout' | 'rooms' | 'sends' | 'idle' | 'storm' | 'scaleout';
-const SCENARIOS: ScenarioName[] = ['fanout', 'rooms', 'sends', 'idle', 'storm', 'scaleout'];
+type ScenarioName = 'fanout' | 'rooms' | 'feed' | 'sends' | 'idle' | 'storm' | 'scaleout';
+const SCENARIOS: ScenarioName[] = ['fanout', 'rooms', 'feed', 'sends', 'idle', 'storm', 'scaleout'];
 /** Which systems each scenario runs. Persistence changes nothing for idle sockets, restarts or scale-out. */
 const SYSTEMS_OF: Record<ScenarioName, SystemName[]> = {
   fanout: ['ours', 'socketio', 'socketioPg', 'ws'],
   rooms: ['ours', 'socketio', 'socketioPg', 'ws'],
+  // The rooms scenario with every connection also on inbox.events: what the room list's feed costs (ours only: no peer has one).
+  feed: ['ours'],
   sends: ['ours', 'socketio', 'socketioPg', 'ws'],
   idle: ['ours', 'socketio', 'ws'],
   storm: ['ours', 'socketio', 'ws'],
@@ -216,6 +218,8 @@ interface PhaseResult {
   ackP999Ms: number | null;
   reconnects: number;
   subErrors: number;
+  /** `room.activity` events received on inbox subscriptions (the feed scenario). */
+  inboxActivity: number;
   loadCpuPct: number;
   machineCpuPct: number;
   windowMs: number;
@@ -341,6 +345,7 @@ async function runPhase(o: {
     ackP999Ms: ack.p999Ms,
     reconnects: col.reduce((a, c) => a + c.reconnects, 0),
     subErrors: col.reduce((a, c) => a + c.subErrors, 0),
+    inboxActivity: col.reduce((a, c) => a + c.inboxActivity, 0),
     loadCpuPct: round(win.loadCpuPct),
     machineCpuPct: round(win.machineCpuPct),
     windowMs: Math.round(win.wallUs / 1000),
@@ -419,8 +424,12 @@ async function fanout(sys: SystemName) {
   });
 }
 
-/** (2) Many rooms: 2 connections per direct room, one of them sends; R messages/s in total. */
-async function rooms(sys: SystemName) {
+/**
+ * (2) Many rooms: 2 connections per direct room, one of them sends; R messages/s in total. With
+ * `inbox` (the feed scenario) every connection also holds `inbox.events`, so each message also
+ * makes the room list's `room.activity` for both members.
+ */
+async function rooms(sys: SystemName, inbox = false) {
   const cfg = C.rooms;
   return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
     const p = provision(s);
@@ -428,8 +437,8 @@ async function rooms(sys: SystemName) {
     const specs: ConnSpec[][] = subWorkers.map(() => []);
     ids.forEach((room, r) => {
       const w = specs[r % subWorkers.length]!;
-      w.push({ user: `dm${r}a`, token: p.token(`dm${r}a`), subs: [room], sends: [room] });
-      w.push({ user: `dm${r}b`, token: p.token(`dm${r}b`), subs: [room], sends: [] });
+      w.push({ user: `dm${r}a`, token: p.token(`dm${r}a`), subs: [room], sends: [room], inbox });
+      w.push({ user: `dm${r}b`, token: p.token(`dm${r}b`), subs: [room], sends: [], inbox });
     });
     const opened = await openSubs(sys, [s.url], specs);
     const settleMs = await settle([s.proc.pid]);
@@ -710,7 +719,8 @@ async function scaleout(sys: SystemName) {
   }
 }
 
-const RUNNERS: Record<ScenarioName, (sys: SystemName) => Promise<Record<string, unknown>>> = { fanout, rooms, sends, idle, storm, scaleout };
+const feed = (sys: SystemName) => rooms(sys, true);
+const RUNNERS: Record<ScenarioName, (sys: SystemName) => Promise<Record<string, unknown>>> = { fanout, rooms, feed, sends, idle, storm, scaleout };
 
 // ---------------------------------------------------------------------------------------------
 // Machine, database, cleanup, report
@@ -860,8 +870,8 @@ async function main() {
     subWorkers = workers.slice(0, 2);
     sendWorker = workers[2]!;
     allWorkers = workers;
-    // fanout, rooms and sends share one server per system; the others start their own.
-    const groups: ScenarioName[][] = [['fanout', 'rooms', 'sends'], ['idle'], ['storm'], ['scaleout']];
+    // fanout, rooms and sends share one server per system; the others (feed too) start their own.
+    const groups: ScenarioName[][] = [['fanout', 'rooms', 'sends'], ['feed'], ['idle'], ['storm'], ['scaleout']];
     const plan: [ScenarioName, SystemName][] = [];
     for (const g of groups) {
       const inGroup = g.filter((x) => onlyScenarios.includes(x));

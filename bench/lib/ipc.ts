@@ -9,6 +9,8 @@ export interface ConnSpec {
   token: string;
   subs: string[];
   sends: string[];
+  /** ours: also holds `inbox.events` open (the room list's feed), counting its `room.activity`. */
+  inbox?: boolean;
 }
 
 export interface OpenArgs {
@@ -56,6 +58,8 @@ export interface CollectResult {
   hist: string;
   reconnects: number;
   subErrors: number;
+  /** `room.activity` events received on inbox subscriptions during the phase. */
+  inboxActivity: number;
 }
 
 /** Per room: the keys that were acknowledged, as sorted inclusive ranges [from, to]. */

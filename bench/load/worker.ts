@@ -39,6 +39,8 @@ import type {
 
 /** ours: subscription request ids are 1..k per connection, mutation ids start here. */
 const MUT_BASE = 1_000_000;
+/** The request id of a connection's `inbox.events` subscription (below the mutations, above any room subscription). */
+const INBOX_REQ = MUT_BASE - 1;
 const RETRYABLE = new Set(['TOO_MANY_REQUESTS', 'SERVICE_UNAVAILABLE', 'INTERNAL_SERVER_ERROR', 'TIMEOUT', 'CLIENT_CLOSED_REQUEST']);
 
 function newHist() {
@@ -58,6 +60,7 @@ let deliveries = 0;
 let lastDeliveryUs = 0;
 let reconnects = 0;
 let subErrors = 0;
+let inboxActivity = 0;
 const errorSamples: string[] = [];
 function noteError(e: string) {
   if (errorSamples.length < 20) errorSamples.push(e.slice(0, 300));
@@ -370,6 +373,9 @@ class Client {
   private handshakeDone() {
     this.open = true;
     this.attempts = 0;
+    if (system === 'ours' && this.spec.inbox) {
+      this.send(`{"id":${INBOX_REQ},"method":"subscription","params":{"path":"inbox.events","input":{"json":{}}}}`);
+    }
     for (const s of this.subs) this.subscribe(s);
     const q = this.queue;
     this.queue = [];
@@ -478,6 +484,10 @@ class Client {
         const code = c < 0 ? 'UNKNOWN' : s.slice(c + 16, s.indexOf('"', c + 16));
         this.acked(id, false, -1, s, RETRYABLE.has(code));
       }
+      return;
+    }
+    if (id === INBOX_REQ) {
+      if (recording && s.includes('"type":"room.activity"', k)) inboxActivity++;
       return;
     }
     const sub = this.subByReq.get(id);
@@ -702,6 +712,7 @@ async function handle(c: Command): Promise<unknown> {
       lastDeliveryUs = 0;
       reconnects = 0;
       subErrors = 0;
+      inboxActivity = 0;
       for (const s of subs) s.reset();
       wm = 0;
       reached = new Int32Array(1024);
@@ -714,7 +725,7 @@ async function handle(c: Command): Promise<unknown> {
       return progress();
     case 'collect': {
       recording = false;
-      const r: CollectResult = { deliveries, hist: hdr.encodeIntoCompressedBase64(hist), reconnects, subErrors };
+      const r: CollectResult = { deliveries, hist: hdr.encodeIntoCompressedBase64(hist), reconnects, subErrors, inboxActivity };
       return r;
     }
     case 'expect':
