@@ -164,7 +164,21 @@ describe('the verifier on its own (HS256)', () => {
     expect((await verifier.verify(token({ name: 'n'.repeat(300) }))).name).toBe('n'.repeat(200));
     expect((await verifier.verify(token({ name: 'evil\nname', preferred_username: 'pat' }))).name).toBe('pat');
     expect((await verifier.verify(token({ name: 42 }))).name).toBe('v');
-    await expect(verifier.verify(token({ sub: 'bad\u0000id' }))).rejects.toThrow('access token subject (sub) must be a user id of at most 128 characters');
-    await expect(verifier.verify(token({ tenant: 'x'.repeat(65) }))).rejects.toThrow('access token tenant (tenant) must be an id of at most 64 characters');
+    await expect(verifier.verify(token({ sub: 'bad\u0000id' }))).rejects.toThrow(
+      'access token subject (sub) must be a user id of at most 128 characters without whitespace or control characters',
+    );
+    await expect(verifier.verify(token({ sub: 'two words' }))).rejects.toThrow(/must be a user id/);
+    await expect(verifier.verify(token({ tenant: 'x'.repeat(65) }))).rejects.toThrow(
+      'access token tenant (tenant) must be 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)',
+    );
+  });
+
+  it('restricts tenant ids to a safe alphabet: a separator in a tenant cannot make two tenants share a key', async () => {
+    for (const tenant of ['a:b', 'a/b', 'a b', '-lead', '.', 'ünïcode', 'a%3Ab']) {
+      await expect(verifier.verify(token({ tenant })), tenant).rejects.toThrow(/must be 1-64 of A-Z a-z 0-9/);
+    }
+    for (const tenant of ['a', 'acme-prod', 'org_1.eu', '0']) await expect(verifier.verify(token({ tenant }))).resolves.toMatchObject({ tenant });
+    // Identity providers' subjects keep working, separators included.
+    for (const sub of ['auth0|5f1c2d', 'google-oauth2|1234', 'pat@example.com', 'b:c']) await expect(verifier.verify(token({ sub }))).resolves.toMatchObject({ id: sub });
   });
 });

@@ -1,14 +1,12 @@
 import type { JWTPayload } from 'jose';
 import type { AuthConfig } from '../config.js';
 import type { Actor } from '../domain/actor.js';
+import { isTenantId, isUserId, MAX_TENANT_LENGTH, MAX_USER_ID_LENGTH } from '../domain/ids.js';
 import { AuthError } from './errors.js';
 
 /** Providers add roles of their own (`offline_access`, `default-roles-<realm>`, ...): up to this many are taken. */
 export const MAX_ROLES = 64;
 const MAX_ROLE_LENGTH = 128;
-/** The lengths of the user row's columns (src/store/entities.ts). */
-const MAX_SUBJECT_LENGTH = 128;
-const MAX_TENANT_LENGTH = 64;
 const MAX_NAME_LENGTH = 200;
 const CONTROL = /\p{Cc}/u;
 
@@ -61,16 +59,22 @@ function nameOf(candidates: unknown[], fallback: string): string {
 export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims']): Actor {
   const sub = readClaim(payload, claims.subject);
   if (sub === undefined || sub === null || sub === '') throw new AuthError(`access token has no subject (${claims.subject})`);
-  if (typeof sub !== 'string' || !validId(sub, MAX_SUBJECT_LENGTH)) {
-    throw new AuthError(`access token subject (${claims.subject}) must be a user id of at most ${MAX_SUBJECT_LENGTH} characters`);
+  if (typeof sub !== 'string' || !isUserId(sub)) {
+    throw new AuthError(
+      `access token subject (${claims.subject}) must be a user id of at most ${MAX_USER_ID_LENGTH} characters without whitespace or control characters`,
+    );
   }
   const rawTenant = readClaim(payload, claims.tenant);
   let tenant = 'default';
   if (rawTenant === undefined || rawTenant === null) {
     // Never guessed when the deployment named the claim: the user would land in the wrong tenant.
     if (claims.tenantRequired) throw new AuthError(`access token has no tenant (${claims.tenant})`);
-  } else if (typeof rawTenant === 'string' && validId(rawTenant, MAX_TENANT_LENGTH)) tenant = rawTenant;
-  else throw new AuthError(`access token tenant (${claims.tenant}) must be an id of at most ${MAX_TENANT_LENGTH} characters`);
+  } else if (typeof rawTenant === 'string' && isTenantId(rawTenant)) tenant = rawTenant;
+  else {
+    throw new AuthError(
+      `access token tenant (${claims.tenant}) must be 1-${MAX_TENANT_LENGTH} of A-Z a-z 0-9 . _ - (starting with a letter or digit)`,
+    );
+  }
   return {
     id: sub,
     name: nameOf([readClaim(payload, claims.name), payload.preferred_username], sub),

@@ -1,3 +1,4 @@
+import { keyOf } from './ids.js';
 /**
  * The one place that owns the shapes of room and inbox events. Durable events carry the room's
  * sequence number `seq`; ephemeral ones (typing, presence, receipts) carry none and are never replayed.
@@ -237,7 +238,7 @@ export function isInboxItem(e: InboxEvent): e is InboxItem {
 /** Bus channel names (the bus adds its own deployment prefix). */
 export const channels = {
   room: (roomId: string) => `room:${roomId}`,
-  user: (tenant: string, userId: string) => `user:${tenant}:${userId}`,
+  user: (tenant: string, userId: string) => `user:${keyOf(tenant, userId)}`,
 };
 
 /** A hit of chat.search. */

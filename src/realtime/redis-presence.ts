@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import type { PresenceStatus } from '../domain/events.js';
 import type { PresenceState } from '../domain/events.js';
 import { SEP, type PresenceConn, type PresenceKey, type PresenceStore } from './presence-store.js';
@@ -38,13 +39,13 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   private connKey(k: PresenceKey) {
-    return `${this.prefix}presence:conn:${k.tenant}:${k.userId}`;
+    return `${this.prefix}presence:conn:${keyOf(k.tenant, k.userId)}`;
   }
   private statusKey(k: PresenceKey) {
-    return `${this.prefix}presence:status:${k.tenant}:${k.userId}`;
+    return `${this.prefix}presence:status:${keyOf(k.tenant, k.userId)}`;
   }
   private seenKey(k: PresenceKey) {
-    return `${this.prefix}presence:seen:${k.tenant}:${k.userId}`;
+    return `${this.prefix}presence:seen:${keyOf(k.tenant, k.userId)}`;
   }
   private get allKey() {
     return `${this.prefix}presence:all`;

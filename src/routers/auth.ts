@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MAX_TOKEN_LENGTH } from '../auth/verifier.js';
-import { UserId } from './schemas.js';
+import { TenantId, UserId } from './schemas.js';
 import { authedProcedure, publicProcedure, router } from '../trpc/init.js';
 
 export const authRouter = router({
@@ -14,7 +14,7 @@ export const authRouter = router({
           .max(64)
           .regex(/^[A-Za-z0-9_.-]+$/, 'username may contain letters, digits, _ . - only'),
         name: z.string().min(1).max(200).optional(),
-        tenant: z.string().min(1).max(64).regex(/^[A-Za-z0-9_.-]+$/).optional(),
+        tenant: TenantId.optional(),
         roles: z.array(z.enum(['admin', 'service', 'support'])).max(3).optional(),
       }),
     )

@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import type { PresenceState } from '../domain/events.js';
 import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
@@ -71,7 +72,7 @@ export class PresenceService {
   }
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     let state: PresenceState | undefined;
     try {
       await this.store.setStatus({ tenant: actor.tenant, userId: actor.id }, status);

@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import type { Actor } from '../domain/actor.js';
 import { advanceReadPosition, readersFrom, readEverything, readPosition, rewindReadPosition, unreadCounts } from '../store/receipts.js';
 import type { Store } from '../store/store.js';
@@ -16,7 +17,7 @@ export class ReceiptService {
 
   /** Moves my read position forward (never back; capped at the room's last seq). */
   async markRead(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     await this.access.requireMember(actor, roomId);
     const moved = await advanceReadPosition(this.store.db(), roomId, actor.id, seq);
     if (moved !== undefined) {
@@ -33,7 +34,7 @@ export class ReceiptService {
    * Personal: the room's read receipts do not move back; my other devices get `unread.changed`.
    */
   async markUnread(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     await this.access.requireMember(actor, roomId);
     const moved = await rewindReadPosition(this.store.db(), roomId, actor.id, seq);
     if (moved !== undefined) {
@@ -45,7 +46,7 @@ export class ReceiptService {
 
   /** Every room of mine read up to its last message (one statement); answers how many rooms moved. */
   async markAllRead(actor: Actor): Promise<{ rooms: number }> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     const moved = await readEverything(this.store.db(), actor.tenant, actor.id);
     await Promise.all(moved.map((m) => this.publisher.room({ type: 'receipt.read', roomId: m.room_id, userId: actor.id, seq: m.last_read_seq })));
     await this.unreadChanged(

@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Actor } from '../domain/actor.js';
 import type { EventBus } from '../realtime/bus.js';
@@ -162,7 +163,7 @@ export class SessionService {
   }
 
   private redisKey(tenant: string, userId: string) {
-    return `${this.opts.redisPrefix}revoked:${tenant}:${userId}`;
+    return `${this.opts.redisPrefix}revoked:${keyOf(tenant, userId)}`;
   }
 
   private closeUser(tenant: string, userId: string, code: number, reason: string): void {

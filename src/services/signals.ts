@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import type { InboxSignal } from '../domain/events.js';
 import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
@@ -32,7 +33,7 @@ export class SignalService {
     if (size > MAX_SIGNAL_PAYLOAD_BYTES) {
       throw new AppError('PAYLOAD_TOO_LARGE', `signal payload is ${size} bytes; at most ${MAX_SIGNAL_PAYLOAD_BYTES} bytes are relayed`);
     }
-    await this.limits.consume('signal', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('signal', keyOf(actor.tenant, actor.id));
     // Both ends must be members: the sender by the one access check (muted members cannot call),
     // support agents and service tokens without a membership do not count.
     const access = await this.access.requireAccess(actor, input.roomId, 'send');

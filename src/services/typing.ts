@@ -1,3 +1,4 @@
+import { keyOf } from '../domain/ids.js';
 import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
 import type { EventPublisher } from './publisher.js';
@@ -24,7 +25,7 @@ export class TypingService {
 
   async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
     await this.access.requireAccess(actor, roomId, 'send');
-    await this.limits.consume('typing', `${actor.tenant}:${actor.id}:${roomId}`);
+    await this.limits.consume('typing', keyOf(actor.tenant, actor.id, roomId));
     const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
     const now = Date.now();
     let s = this.state.get(key);

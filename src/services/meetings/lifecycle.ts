@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
@@ -39,7 +40,7 @@ export class MeetingLifecycle {
     const provider = this.video.require();
     const access = await this.access.requirePermission(actor, input.roomId, 'send');
     if (!access.member && !isAgent(actor, access)) throw notFound('room');
-    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}:meeting`);
+    await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id, 'meeting'));
     const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
     if (ttl < 1 || ttl > MEETING_TTL_MAX_MINUTES) throw badRequest(`ttlMinutes must be between 1 and ${MEETING_TTL_MAX_MINUTES}`);
     const id = randomUUID();

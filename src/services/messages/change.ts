@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import type { Actor } from '../../domain/actor.js';
 import { badRequest, forbidden } from '../../domain/errors.js';
 import type { MessageDto } from '../../domain/events.js';
@@ -37,7 +38,7 @@ export class MessageChanges {
   /** Edits my message; the previous version goes to the edit history. A no-op edit takes no seq. */
   async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
       const { row, access } = await this.lockReadable(tx, actor, messageId);
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
@@ -59,7 +60,7 @@ export class MessageChanges {
 
   /** Soft-deletes a message (author, or moderator and above). Idempotent. */
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
       const { row, access } = await this.lockReadable(tx, actor, messageId);
       this.access.requireWritable(access);
@@ -90,7 +91,7 @@ export class MessageChanges {
   }
 
   private async reaction(actor: Actor, messageId: string, emoji: string, add: boolean): Promise<MessageDto> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
       // Locked like edit and delete: a concurrent delete commits first (and this sees the message
       // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.

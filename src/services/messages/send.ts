@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, badRequest, conflict, forbidden, notFound } from '../../domain/errors.js';
@@ -140,7 +141,7 @@ export class MessageSender {
   private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
     const [limit, checked] = await Promise.allSettled([
-      this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`),
+      this.limits.consume('send', keyOf(actor.tenant, actor.id, input.roomId)),
       this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
     ]);
     if (limit.status === 'rejected') throw limit.reason;
@@ -163,7 +164,7 @@ export class MessageSender {
    */
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
-    await this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
+    await this.limits.consume('send', keyOf(actor.tenant, actor.id, input.roomId));
     try {
       return await this.store.transact(async (tx) => {
         const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);

@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import type { Actor } from '../../domain/actor.js';
 import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
@@ -42,7 +43,7 @@ export class RoomDirectory {
    * banned user is refused; an archived room is PRECONDITION_FAILED.
    */
   async join(actor: Actor, roomId: string): Promise<RoomDto> {
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     await this.store.transact(async (tx) => {
       const room = await joinableRoom(tx, roomId);
       if (!room || room.tenant !== actor.tenant || room.visibility !== 'public') throw notFound('room');

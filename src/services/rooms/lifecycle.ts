@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, conflict } from '../../domain/errors.js';
@@ -91,7 +92,7 @@ export class RoomLifecycle {
    * creator's rate limit and the encryption precondition.
    */
   private async insert(actor: Actor, id: string, input: Parameters<RoomLifecycle['create']>[1]): Promise<void> {
-    await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id));
     if (input.encrypted && !this.keyring.enabled) {
       throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
     }
@@ -126,7 +127,7 @@ export class RoomLifecycle {
     const find = () => directRoomId(this.store.db(), actor.tenant, directKey);
     let id = await find();
     if (!id) {
-      await this.limits.consume('roomCreate', `${actor.tenant}:${actor.id}`);
+      await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id));
       const newId = randomUUID();
       try {
         await this.store.transact(async (tx) => {
