@@ -3,7 +3,7 @@
  * support, broadcast and direct rooms, and service tokens. Real PostgreSQL and Redis.
  */
 import { describe, expect, it } from 'vitest';
-import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, setMutedUntil, uuid, type MemberRole } from './fixture.js';
+import { actor, appRouter, expectTRPCError, fileServer, openEvents, openInbox, roomKit, setMutedUntil, uuid, type MemberRole } from './fixture.js';
 
 const t = fileServer('moder');
 
@@ -375,6 +375,55 @@ describe('support rooms', () => {
     const { lastSeq } = await as(customer).room.get({ roomId: room.id });
     await as(customer).room.ban({ roomId: room.id, userId: agent });
     expect((await as(customer).room.get({ roomId: room.id })).lastSeq).toBe(lastSeq);
+  });
+});
+
+describe('a banned support agent', () => {
+  /**
+   * Every read procedure, by what it is given: those given a room or a message must answer NOT_FOUND
+   * for the banned agent, those that list must leave the room out. A read procedure added to the
+   * router without a line here fails the first assertion.
+   */
+  const ROOM_READS = ['room.get', 'room.members', 'room.bans', 'chat.history', 'receipt.readers', 'video.list', 'chat.events'];
+  const MESSAGE_READS = ['chat.edits', 'chat.thread'];
+  const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread'];
+  const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries'];
+
+  it('reads nothing of the room through any procedure: NOT_FOUND, or left out of every list', async () => {
+    const reads = Object.entries(appRouter._def.procedures as unknown as Record<string, { _def: { type: string } }>)
+      .filter(([, p]) => p._def.type !== 'mutation')
+      .map(([path]) => path)
+      .sort();
+    expect(reads).toEqual([...ROOM_READS, ...MESSAGE_READS, ...LISTS, ...NOT_ROOM_CONTENT].sort());
+
+    const [customer, agent] = users('customer', 'agent');
+    const key = `ticket:${uuid()}`;
+    const room = await as(customer, 'default', ['admin']).room.create({ kind: 'support', name: 'Banned agent', key });
+    const m = await as(customer).chat.send({ roomId: room.id, clientId: uuid(), body: 'secret order details' });
+    const agentAs = () => as(agent, 'default', ['support']);
+    // Before the ban the agent reads it (the list shows the newest message).
+    expect((await agentAs().room.list()).find((r) => r.id === room.id)?.lastMessage?.body).toBe('secret order details');
+    await as(customer).room.ban({ roomId: room.id, userId: agent });
+
+    const a = agentAs();
+    await expectTRPCError(a.room.get({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(a.room.members({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(a.room.bans({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(a.chat.history({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(a.receipt.readers({ roomId: room.id, seq: m.seq }), 'NOT_FOUND');
+    await expectTRPCError(a.video.list({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(openEvents(t.app, actor(agent, 'default', ['support']), { roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(a.chat.edits({ messageId: m.id }), 'NOT_FOUND');
+    await expectTRPCError(a.chat.thread({ messageId: m.id }), 'NOT_FOUND');
+    expect((await a.room.list()).map((r) => r.id)).not.toContain(room.id);
+    expect((await a.room.list({ archived: true })).map((r) => r.id)).not.toContain(room.id);
+    expect(await a.room.byKey({ key })).toEqual([]);
+    expect((await a.room.directory({})).map((r) => r.id)).not.toContain(room.id);
+    expect((await a.chat.search({ query: 'secret order' })).hits.map((h) => h.roomId)).not.toContain(room.id);
+    expect((await a.receipt.unread()).map((u) => u.roomId)).not.toContain(room.id);
+    // Another agent, not banned, still sees it.
+    const [other] = users('other-agent');
+    expect((await as(other, 'default', ['support']).room.list()).map((r) => r.id)).toContain(room.id);
   });
 });
 

@@ -153,13 +153,13 @@ describe('configuration', () => {
     const me = as(none, owner);
     const meetingId = uuid();
     for (const call of [
-      me.video.create({ roomId: room.id }),
-      me.video.joinToken({ meetingId }),
-      me.video.get({ meetingId }),
-      me.video.list({ roomId: room.id }),
-      me.video.end({ meetingId }),
+      () => me.video.create({ roomId: room.id }),
+      () => me.video.joinToken({ meetingId }),
+      () => me.video.get({ meetingId }),
+      () => me.video.list({ roomId: room.id }),
+      () => me.video.end({ meetingId }),
     ]) {
-      const err = await expectTRPCError(call, 'PRECONDITION_FAILED');
+      const err = await expectTRPCError(call(), 'PRECONDITION_FAILED');
       expect(err.message).toMatch(/VIDEO_PROVIDER=livekit/);
       expect(err.message).toMatch(/LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET/);
       expect(err.message).toMatch(/DAILY_API_KEY/);

@@ -194,7 +194,19 @@ export function roomListRows(db: Db, tenant: string, userId: string, supportRoom
       eb.selectFrom('message as m').select('m.id').whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('last_message_id'),
     ])
     .where('r.tenant', '=', tenant)
-    .where((eb) => (supportRooms ? eb.or([eb('mb.user_id', 'is not', null), eb('r.kind', '=', 'support')]) : eb('mb.user_id', 'is not', null)))
+    // Support agents: every support room of the tenant they are not banned from (the rule of
+    // `decideAccess` in src/services/access.ts: a ban also shuts out a support agent).
+    .where((eb) =>
+      supportRooms
+        ? eb.or([
+            eb('mb.user_id', 'is not', null),
+            eb.and([
+              eb('r.kind', '=', 'support'),
+              eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', userId))),
+            ]),
+          ])
+        : eb('mb.user_id', 'is not', null),
+    )
     .where('r.archived_at', archived ? 'is not' : 'is', null)
     .execute();
 }

@@ -38,8 +38,9 @@ export class MeetingReader {
 
   /** `video.list`: the room's meetings, newest first (at most `limit`). */
   async list(actor: Actor, roomId: string, limit = 50): Promise<MeetingDto[]> {
-    this.video.require();
+    // Access first: whoever may not read the room learns nothing, not even whether video is set up.
     await this.access.requireAccess(actor, roomId, 'read');
+    this.video.require();
     const db = this.store.db();
     const rows = await listMeetings(db, roomId, limit);
     const parts = participantsByMeeting(
