@@ -2,7 +2,7 @@
  * Rooms and moderation through createCaller: roles, room updates, mutes, bans, external keys,
  * support, broadcast and direct rooms, and service tokens. Real PostgreSQL and Redis.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { actor, appRouter, expectTRPCError, fileServer, openEvents, openInbox, roomKit, setMutedUntil, uuid, type MemberRole } from './fixture.js';
 
 const t = fileServer('moder');
@@ -375,6 +375,52 @@ describe('support rooms', () => {
     const { lastSeq } = await as(customer).room.get({ roomId: room.id });
     await as(customer).room.ban({ roomId: room.id, userId: agent });
     expect((await as(customer).room.get({ roomId: room.id })).lastSeq).toBe(lastSeq);
+  });
+});
+
+describe('streams and bans', () => {
+  it('a ban that commits while a subscription starts leaves no live stream (access is checked again once attached)', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await as(owner).room.create({ kind: 'group', name: 'starting', memberIds: [bob] });
+    const access = t.app.services.access;
+    const original = access.requireAccess.bind(access);
+    let banned = false;
+    // The ban lands right after the subscription's first access check, before it joins the room's hub.
+    const spy = vi.spyOn(access, 'requireAccess').mockImplementation(async (a, roomId, purpose, em) => {
+      const r = await original(a, roomId, purpose, em);
+      if (!banned && a.id === bob && roomId === room.id && purpose === 'read') {
+        banned = true;
+        await as(owner).room.ban({ roomId: room.id, userId: bob });
+      }
+      return r;
+    });
+    try {
+      await using events = await openEvents(t.app, actor(bob), { roomId: room.id });
+      // (Errors inside a stream reach createCaller as the service's error; on the wire they are typed.)
+      await expect(events.next()).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'room not found' });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(banned).toBe(true);
+  });
+
+  it("a resume that replays the user's own member.left ends there; resuming after it goes on (re-added)", async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await as(owner).room.create({ kind: 'group', name: 'replayed', memberIds: [bob] });
+    const before = (await as(owner).room.get({ roomId: room.id })).lastSeq;
+    await as(owner).room.removeMember({ roomId: room.id, userId: bob });
+    await as(owner).room.addMembers({ roomId: room.id, userIds: [bob] });
+    const after = (await as(owner).room.get({ roomId: room.id })).lastSeq;
+    {
+      await using replay = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: String(before) });
+      const left = await replay.next();
+      expect(left.event).toMatchObject({ type: 'member.left', userId: bob });
+      expect(await replay.ended()).toBe(true);
+      await using resumed = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: left.id });
+      const rest = await resumed.take(after - Number(left.id));
+      expect(rest.map((x) => Number(x.id))).toEqual(Array.from({ length: after - Number(left.id) }, (_, i) => Number(left.id) + i + 1));
+      expect(rest.map((x) => x.event)).toContainEqual(expect.objectContaining({ type: 'member.joined', userId: bob }));
+    }
   });
 });
 

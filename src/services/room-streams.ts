@@ -6,7 +6,10 @@ import { parseLastEventId, type Pushable, resumableStream, type StreamConn, type
 import type { AccessService } from './access.js';
 import type { RoomEventSource } from './room-events.js';
 
-/** Room event streams (`chat.events`): the access check, then a resumable stream of the room's hub. */
+/**
+ * Room event streams (`chat.events`): the access check, then a resumable stream of the room's hub,
+ * with access checked again once attached (a ban between the two cannot leave a live stream).
+ */
 export class StreamService {
   constructor(
     private readonly access: AccessService,
@@ -35,6 +38,7 @@ export class StreamService {
       ready: (seq) => ({ type: 'ready', roomId, seq }),
       wrap,
       conn,
+      attached: () => this.access.requireAccess(actor, roomId, 'read'),
     });
   }
 }

@@ -74,6 +74,12 @@ export interface StreamOptions<E extends StreamEvent, T, R extends StreamEvent =
   ready: (seq: number) => R;
   wrap: (id: string, event: E | R) => T;
   conn?: StreamConn | undefined;
+  /**
+   * Runs once the stream is attached to its hub, before anything is sent; a throw ends the stream
+   * with that error. The room streams check access again here: a ban that committed between the
+   * first check and the attach is seen, one that commits after it reaches the hub as `member.left`.
+   */
+  attached?: (() => Promise<unknown>) | undefined;
 }
 
 /**
@@ -203,6 +209,8 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
     const position = await hubs.attach(key, sub);
     attached = true;
     if (ended) return hubs.detach(key, sub);
+    if (opts.attached) await opts.attached();
+    if (ended) return;
     if (opts.after === null) {
       last = position;
       sink.data(wrap(String(last), opts.ready(last)));
@@ -216,6 +224,9 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
           if (e.seq <= last) continue;
           last = e.seq;
           sink.data(wrap(String(last), e));
+          // Replayed as live: the user's own removal ends the stream (a later re-join is read by
+          // resuming after it, with a fresh access check).
+          if (hubs.kind.kickUserOf(e) === opts.userId) return finish();
         }
       }
     }
