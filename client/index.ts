@@ -234,6 +234,9 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
             lastSeq = seq;
           } else if (event.type === 'ready' && typeof seq === 'number') {
             lastSeq = Math.max(lastSeq, seq);
+          } else if (event.type === 'reset' && typeof seq === 'number') {
+            // The stream starts over at the server's position, which may be below ours.
+            lastSeq = seq;
           }
           if (id !== undefined) lastEventId = id;
           handlers.onEvent(event, id);
@@ -324,7 +327,20 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         sub = client.subscribeRoom(
           roomId,
           {
-            onEvent: (event) => o.onChange?.(event, timeline.apply(event)),
+            onEvent: (event) => {
+              o.onChange?.(event, timeline.apply(event));
+              // The server could not continue exactly (retention, a restored database): reload the newest page.
+              if (event.type === 'reset') {
+                trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) }).then(
+                  (page) => {
+                    timeline.load(page.messages);
+                    hasMore = page.hasMore;
+                    o.onChange?.(null, true);
+                  },
+                  (err: unknown) => o.onError?.(err instanceof Error ? err : new Error(String(err))),
+                );
+              }
+            },
             onError: (err) => o.onError?.(err),
           },
           { lastEventId: String(timeline.lastSeq) },

@@ -61,6 +61,14 @@ export class RoomTimeline {
       this.changed();
       return true;
     }
+    if (event.type === 'reset') {
+      // The server cannot continue from where this timeline was: what is loaded may have holes.
+      // Start over at the room's position; the caller reloads history (`openRoom` does).
+      this.clear();
+      this.lastSeq = event.seq;
+      this.changed();
+      return true;
+    }
     if (isDurableEvent(event)) {
       if (event.seq <= this.lastSeq) return false;
       this.lastSeq = event.seq;
@@ -179,6 +187,14 @@ export class RoomTimeline {
 
   byMessageId(id: string): Message | undefined {
     return this.byId.get(id);
+  }
+
+  /** Forgets every message (a `reset`); presence, read positions and typing stay. */
+  clear(): void {
+    this.list.length = 0;
+    this.byId.clear();
+    this.bySeqMap.clear();
+    this.changed();
   }
 
   /** The oldest loaded message's seq (to page history back), or null. */

@@ -79,7 +79,7 @@ class RoomState {
   }
 
   apply(e: RoomEvent) {
-    if (e.type !== 'ready' && isDurable(e)) {
+    if (e.type !== 'ready' && e.type !== 'reset' && isDurable(e)) {
       if (e.seq !== this.lastSeq + 1) throw new Error(`event seq ${e.seq} after ${this.lastSeq}: not contiguous`);
       this.lastSeq = e.seq;
       this.applied.durable++;

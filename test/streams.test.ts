@@ -25,19 +25,21 @@ type Seqd = HubEvent & { seq: number };
 
 function fixture(opts: { failLoad?: Error } = {}) {
   const log: Seqd[] = [];
+  let position = 0;
   const bus = new MemoryBus();
   const loads: number[] = [];
   const source: EventSource<Seqd> = {
-    lastSeq: async () => log.length,
+    lastSeq: async () => position,
     load: async (_key, after, upto, limit) => {
       loads.push(after);
       if (opts.failLoad) throw opts.failLoad;
       return log.filter((e) => e.seq > after && e.seq <= upto).slice(0, limit);
     },
+    oldestSeq: async () => log[0]?.seq ?? null,
   };
   const hubs = new StreamHubs<HubEvent>(roomStreamKind, bus, source as EventSource<DurableRoomEvent & { seq: number }> as never);
   const post = (name: string) => {
-    const e = { type: 'room.updated', roomId: 'r1', seq: log.length + 1, name, topic: null, by: 'u1' } as Seqd;
+    const e = { type: 'room.updated', roomId: 'r1', seq: ++position, name, topic: null, by: 'u1' } as Seqd;
     log.push(e);
     void bus.publish(channels.room('r1'), encodeEvent(e));
     return e;
@@ -51,9 +53,12 @@ function fixture(opts: { failLoad?: Error } = {}) {
       after,
       signal,
       ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as unknown as HubEvent,
+      reset: (seq) => ({ type: 'reset', roomId: 'r1', seq }) as unknown as HubEvent,
       wrap: (id, e) => tracked(id, e),
     });
-  return { log, hubs, post, open, loads };
+  /** Retention: the oldest `n` events of the log are removed. */
+  const prune = (n: number) => void log.splice(0, n);
+  return { log, hubs, post, open, loads, prune };
 }
 
 /** A sink that records what it gets and resolves `ended` with the end's error (null for none). */
@@ -114,6 +119,51 @@ describe('resumable streams', () => {
     expect(f.loads.length).toBeGreaterThanOrEqual(2);
     ac.abort();
     await r.ended;
+  });
+
+  it('a resume from above the position starts with reset(position), then goes live', async () => {
+    const f = fixture();
+    f.post('a');
+    f.post('b');
+    const ac = new AbortController();
+    const r = recorder();
+    f.open(40, ac.signal)[PUSH](r.sink as never);
+    await r.until(1);
+    expect(r.got[0]).toEqual(['2', { type: 'reset', roomId: 'r1', seq: 2 }]);
+    // Not dropped as "already delivered": the stream carries on from the room's position.
+    f.post('c');
+    expect(r.got.map(([id, e]) => [id, e.type])).toEqual([
+      ['2', 'reset'],
+      ['3', 'room.updated'],
+    ]);
+    ac.abort();
+    await r.ended;
+  });
+
+  it('a resume from before what retention kept starts with reset(position), not a partial replay; from the edge it replays', async () => {
+    const f = fixture();
+    for (let i = 0; i < 10; i++) f.post(`m${i}`);
+    f.prune(4); // seq 1-4 removed: the oldest kept is 5
+    const r = recorder();
+    f.open(2)[PUSH](r.sink as never);
+    await r.until(1);
+    expect(r.got).toEqual([['10', { type: 'reset', roomId: 'r1', seq: 10 }]]);
+    f.post('after');
+    await r.until(2);
+    expect(r.got[1]![0]).toBe('11');
+
+    // From 4 (the last removed) nothing is missing: an exact replay of 5..10, no reset.
+    const exact = recorder();
+    f.open(4)[PUSH](exact.sink as never);
+    await exact.until(7);
+    expect(exact.got.map(([id, e]) => [Number(id), e.type])).toEqual(Array.from({ length: 7 }, (_, i) => [i + 5, 'room.updated']));
+
+    // Everything removed: a resume from anywhere below the position resets.
+    f.prune(100);
+    const none = recorder();
+    f.open(3)[PUSH](none.sink as never);
+    await none.until(1);
+    expect(none.got[0]).toEqual(['11', { type: 'reset', roomId: 'r1', seq: 11 }]);
   });
 
   it('pulled: the same events through an async iterator; return() ends it and leaves the hub', async () => {

@@ -77,6 +77,7 @@ function roomLog() {
   const source: EventSource<HubEvent & { seq: number }> = {
     lastSeq: async () => log.length,
     load: async (_key, after, upto, limit) => log.filter((e) => e.seq > after && e.seq <= upto).slice(0, limit) as never,
+    oldestSeq: async () => log[0]?.seq ?? null,
   };
   const hubs = new StreamHubs<HubEvent>(roomStreamKind, bus, source as never);
   return {
@@ -103,6 +104,7 @@ const router = t.router({
       after: parseLastEventId(input.lastEventId),
       signal,
       ready: (seq) => ({ type: 'ready', roomId: 'r1', seq }) as unknown as HubEvent,
+      reset: (seq) => ({ type: 'reset', roomId: 'r1', seq }) as unknown as HubEvent,
       wrap: (id, e) => tracked(id, e),
     }),
   ),

@@ -60,6 +60,8 @@ export function formatEvent(e: RoomEvent, seqOf: (messageId: string) => number |
   switch (e.type) {
     case 'ready':
       return null;
+    case 'reset':
+      return pc.yellow(`(the stream could not continue from the last event seen: some messages before #${e.seq} are not shown; see the history)`);
     case 'message.new':
       return formatMessage(e.message);
     case 'message.edited':

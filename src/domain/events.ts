@@ -84,7 +84,16 @@ export type EphemeralRoomEvent =
   | { type: 'room.deleted'; roomId: string; by: string };
 
 /** What `chat.events` yields: `ready` first (without lastEventId), then room events. */
-export type RoomEvent = { type: 'ready'; roomId: string; seq: number } | DurableRoomEvent | EphemeralRoomEvent;
+/**
+ * What `chat.events` yields. `ready` starts a fresh stream at the room's position; `reset` starts a
+ * resumed one whose `lastEventId` cannot be continued exactly (older than what retention kept, or
+ * above the room's position): reload the history, then carry on from `seq`.
+ */
+export type RoomEvent =
+  | { type: 'ready'; roomId: string; seq: number }
+  | { type: 'reset'; roomId: string; seq: number }
+  | DurableRoomEvent
+  | EphemeralRoomEvent;
 
 export type DurableEventType = DurableRoomEvent['type'];
 
@@ -212,6 +221,8 @@ export type InboxRoomChanged = {
 /** What `inbox.events` yields: `ready` first (without lastEventId), then items and live events. */
 export type InboxEvent =
   | { type: 'ready'; seq: number }
+  /** A resume that cannot continue exactly (see RoomEvent's `reset`): reread what the inbox shows, then carry on from `seq`. */
+  | { type: 'reset'; seq: number }
   | InboxItem
   | InboxSignal
   | InboxUnreadChanged
@@ -224,6 +235,7 @@ export type InboxLiveEvent = InboxSignal | InboxUnreadChanged | InboxRoomActivit
 /** The inbox events that are not items (no per-user seq, never replayed); a new one must be listed here. */
 const INBOX_LIVE_TYPES: Record<Exclude<InboxEvent, InboxItem>['type'], true> = {
   ready: true,
+  reset: true,
   signal: true,
   'unread.changed': true,
   'room.activity': true,

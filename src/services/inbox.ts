@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import { forbidden, notFound } from '../domain/errors.js';
 import { memberIdsOfTenantRoom } from '../store/members.js';
 import type { Db } from '../store/database.js';
-import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs } from '../store/inbox.js';
+import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs, inboxOldestSeq } from '../store/inbox.js';
 import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
 
@@ -108,6 +108,11 @@ export class InboxService implements EventSource<InboxItem> {
     return new Map(rows.map((r) => [inboxKey(r.tenant, r.user_id), r.last_seq]));
   }
 
+  oldestSeq(key: string): Promise<number | null> {
+    const [tenant, userId] = parseKey(key);
+    return inboxOldestSeq(this.store.db(), tenant, userId);
+  }
+
   async load(key: string, after: number, upto: number, limit: number): Promise<InboxItem[]> {
     const [tenant, userId] = parseKey(key);
     const rows = await inboxEvents(this.store.db(), tenant, userId, after, upto, limit);
@@ -131,6 +136,7 @@ export class InboxService implements EventSource<InboxItem> {
       after,
       signal,
       ready: (seq) => ({ type: 'ready', seq }),
+      reset: (seq) => ({ type: 'reset', seq }),
       wrap,
       conn,
     });

@@ -1,6 +1,6 @@
 import type { DurableRoomEvent, MessageDto } from '../domain/events.js';
 import type { Store } from '../store/store.js';
-import { roomEventPage, roomLastSeq, roomLastSeqs } from '../store/room-events.js';
+import { roomEventPage, roomLastSeq, roomLastSeqs, roomOldestSeq } from '../store/room-events.js';
 import type { EventSource } from '../stream/types.js';
 import type { MessageMapper } from './message-dto.js';
 
@@ -20,6 +20,10 @@ export class RoomEventSource implements EventSource {
 
   lastSeqs(roomIds: string[]): Promise<Map<string, number>> {
     return roomLastSeqs(this.store.db(), roomIds);
+  }
+
+  oldestSeq(roomId: string): Promise<number | null> {
+    return roomOldestSeq(this.store.db(), roomId);
   }
 
   async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {

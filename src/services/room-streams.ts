@@ -36,6 +36,7 @@ export class StreamService {
       after,
       signal,
       ready: (seq) => ({ type: 'ready', roomId, seq }),
+      reset: (seq) => ({ type: 'reset', roomId, seq }),
       wrap,
       conn,
       attached: () => this.access.requireAccess(actor, roomId, 'read'),

@@ -33,6 +33,17 @@ export async function inboxLastSeqs(
 }
 
 /** The user's items with after < seq <= upto, ascending, at most `limit`. */
+/** The oldest seq of the user's inbox still stored; null when none is. */
+export async function inboxOldestSeq(db: Db, tenant: string, userId: string): Promise<number | null> {
+  const row = await db
+    .selectFrom('inbox_event')
+    .select((eb) => eb.fn.min<number>('seq').as('s'))
+    .where('tenant', '=', tenant)
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  return row?.s ?? null;
+}
+
 export function inboxEvents(db: Db, tenant: string, userId: string, after: number, upto: number, limit: number): Promise<InboxEventRow[]> {
   return db
     .selectFrom('inbox_event')

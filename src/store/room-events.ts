@@ -30,6 +30,12 @@ export async function roomLastSeqs(db: Db, roomIds: string[]): Promise<Map<strin
 }
 
 /** The room's log rows with after < seq <= upto, ascending, at most `limit`, messages joined. */
+/** The oldest seq of the room's log still stored (retention removes the oldest); null when none is. */
+export async function roomOldestSeq(db: Db, roomId: string): Promise<number | null> {
+  const row = await db.selectFrom('room_event').select((eb) => eb.fn.min<number>('seq').as('s')).where('room_id', '=', roomId).executeTakeFirst();
+  return row?.s ?? null;
+}
+
 export async function roomEventPage(db: Db, roomId: string, after: number, upto: number, limit: number): Promise<RoomEventRow[]> {
   const rows = await db
     .selectFrom('room_event as e')

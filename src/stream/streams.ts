@@ -72,6 +72,8 @@ export interface StreamOptions<E extends StreamEvent, T, R extends StreamEvent =
   after: number | null;
   signal: AbortSignal | undefined;
   ready: (seq: number) => R;
+  /** The first event of a resume that cannot continue exactly: the client reloads, then goes on from `seq`. */
+  reset: (seq: number) => R;
   wrap: (id: string, event: E | R) => T;
   conn?: StreamConn | undefined;
   /**
@@ -214,10 +216,29 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
     if (opts.after === null) {
       last = position;
       sink.data(wrap(String(last), opts.ready(last)));
+    } else if (opts.after > position) {
+      // A position this stream never had (another room's id, a restored backup): say so.
+      last = position;
+      sink.data(wrap(String(last), opts.reset(last)));
     } else {
       last = opts.after;
+      let first = true;
       while (last < position && !ended && !closing) {
         const page = await source.load(key, last, position, REPLAY_PAGE);
+        if (first) {
+          first = false;
+          // The log is gapless but for retention: a first event after last + 1 may mean the next
+          // ones were removed. Then the replay would be partial: reset instead.
+          if ((page[0]?.seq ?? position + 1) > last + 1) {
+            const oldest = await source.oldestSeq(key);
+            if (ended) return;
+            if (oldest === null || oldest > last + 1) {
+              last = position;
+              sink.data(wrap(String(last), opts.reset(last)));
+              break;
+            }
+          }
+        }
         if (page.length === 0) break;
         for (const e of page) {
           if (ended) return;

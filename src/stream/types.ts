@@ -25,6 +25,8 @@ export interface EventSource<D = DurableRoomEvent> {
    * When present, idle hubs compare their position with it periodically (see `POSITION_CHECK_MS`).
    */
   lastSeqs?(keys: string[]): Promise<Map<string, number>>;
+  /** The oldest sequence number still stored (older ones were removed by retention); null when none is. */
+  oldestSeq(key: string): Promise<number | null>;
 }
 
 /** What distinguishes one kind of stream (room, inbox) from another. */

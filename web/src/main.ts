@@ -494,6 +494,19 @@ class RoomView {
     }
   }
 
+  private async reloadHistory() {
+    try {
+      const page = await this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE });
+      if (this.closed) return;
+      this.timeline.load(page.messages);
+      this.hasMore = page.hasMore;
+      this.render();
+      this.scrollToBottom();
+    } catch (err) {
+      report(err);
+    }
+  }
+
   close() {
     this.closed = true;
     this.sub?.unsubscribe();
@@ -548,6 +561,11 @@ class RoomView {
     if (!this.timeline.apply(e)) return;
     switch (e.type) {
       case 'ready':
+        return;
+      case 'reset':
+        // The server could not continue from our last event (retention, a restored database):
+        // the timeline was cleared, load the newest page again.
+        void this.reloadHistory();
         return;
       case 'message.new':
       case 'message.edited':

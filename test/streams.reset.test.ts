@@ -1,0 +1,99 @@
+/**
+ * Recovery that says so: a `chat.events` / `inbox.events` resume whose `lastEventId` cannot be
+ * continued exactly (older than what retention kept, or above the stream's position) starts with
+ * `{ type: 'reset', seq }` instead of a partial or silent stream, through the real client.
+ */
+import { describe, expect, it } from 'vitest';
+import { type InboxEvent, type Message, type RoomEvent, RoomTimeline } from '../client/index.js';
+import { clientFor, Collector, fileServer, uuid } from './fixture.js';
+
+const t = fileServer('reset');
+const tag = () => uuid().slice(0, 8);
+
+describe('reset on resume', () => {
+  it('chat.events from above the room position: reset(position), then live events are not dropped', async () => {
+    const u = tag();
+    await using alice = clientFor(t.url, `a-${u}`);
+    const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'reset' });
+    await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'one' });
+    const { lastSeq } = await alice.trpc.room.get.query({ roomId: room.id });
+    const seen = new Collector<RoomEvent>();
+    const sub = alice.subscribeRoom(room.id, { onEvent: (e) => seen.push(e) }, { lastEventId: String(lastSeq + 1000) });
+    try {
+      expect(await seen.first(() => true, 'the first event')).toEqual({ type: 'reset', roomId: room.id, seq: lastSeq });
+      const m = await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'two' });
+      // The client's resume bookkeeping moved down to the server's position: the new message arrives.
+      expect(await seen.first((e) => e.type === 'message.new', 'the message after the reset')).toMatchObject({ seq: m.seq });
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
+  it('chat.events from before what retention kept: reset(position) instead of a partial replay; from the edge, an exact replay', async () => {
+    const u = tag();
+    await using alice = clientFor(t.url, `a-${u}`);
+    const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'retained' });
+    for (let i = 0; i < 6; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
+    const { lastSeq } = await alice.trpc.room.get.query({ roomId: room.id });
+    // What retention does to the oldest part of a room's log.
+    await t.env.sql('delete from room_event where room_id = $1 and seq <= 3', [room.id]);
+
+    const partial = new Collector<RoomEvent>();
+    const s1 = alice.subscribeRoom(room.id, { onEvent: (e) => partial.push(e) }, { lastEventId: '1' });
+    try {
+      expect(await partial.first(() => true, 'the first event')).toEqual({ type: 'reset', roomId: room.id, seq: lastSeq });
+    } finally {
+      s1.unsubscribe();
+    }
+    const exact = new Collector<RoomEvent>();
+    const s2 = alice.subscribeRoom(room.id, { onEvent: (e) => exact.push(e) }, { lastEventId: '3' });
+    try {
+      await exact.until((xs) => xs.length >= lastSeq - 3, 'the replay');
+      expect(exact.items.map((e) => (e as { seq: number }).seq)).toEqual(Array.from({ length: lastSeq - 3 }, (_, i) => i + 4));
+    } finally {
+      s2.unsubscribe();
+    }
+  });
+
+  it('inbox.events from above the inbox position: reset(position)', async () => {
+    const u = tag();
+    await using bob = clientFor(t.url, `b-${u}`);
+    const seen = new Collector<InboxEvent>();
+    const sub = bob.subscribeInbox({ onEvent: (e) => seen.push(e) }, { lastEventId: '500' });
+    try {
+      expect(await seen.first(() => true, 'the first event')).toEqual({ type: 'reset', seq: 0 });
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
+  it("RoomTimeline: a reset forgets the loaded messages and takes the server's position (openRoom then reloads history)", () => {
+    const tl = new RoomTimeline('me');
+    const msg = (seq: number): Message => ({
+      id: uuid(),
+      roomId: 'r',
+      seq,
+      senderId: 'x',
+      body: `m${seq}`,
+      kind: 'text',
+      attachments: [],
+      metadata: null,
+      card: null,
+      replyToId: null,
+      mentions: [],
+      createdAt: new Date(),
+      editedAt: null,
+      deletedAt: null,
+      reactions: [],
+      replyCount: 0,
+      lastReplyAt: null,
+    });
+    tl.load([msg(1), msg(2), msg(9)]);
+    expect(tl.lastSeq).toBe(9);
+    expect(tl.apply({ type: 'reset', roomId: 'r', seq: 5 })).toBe(true);
+    expect(tl.messages()).toEqual([]);
+    expect(tl.lastSeq).toBe(5);
+    tl.load([msg(4), msg(5)]);
+    expect(tl.messages().map((m) => m.seq)).toEqual([4, 5]);
+  });
+});
