@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
-import type { Config } from './config.js';
+import { type Config, isLoopbackHost } from './config.js';
 import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
@@ -46,6 +46,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const log = opts.log ?? createLogger(config.logLevel, false);
   if (config.auth.jwtSecretIsDev) {
     log.warn('JWT_SECRET is not set: using the built-in development secret. Never do this in production.');
+  }
+  if (config.devLogin && !isLoopbackHost(config.host)) {
+    log.warn(
+      { host: config.host, devLoginRoles: config.devLoginRoles },
+      'AUTH_DEV_LOGIN is on and the server listens beyond this machine: anyone who reaches it can sign in as any user' +
+        (config.devLoginRoles ? ', with any role and tenant (AUTH_DEV_LOGIN_ROLES=1)' : ''),
+    );
   }
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
   // What the services report into (counters, procedure timings, fan-outs): built before them.

@@ -35,7 +35,19 @@ const EnvSchema = z.object({
   RATE_SIGNALS_PER_10S: z.coerce.number().int().positive().default(100),
   RATE_ROOM_CREATES_PER_MINUTE: z.coerce.number().int().positive().default(20),
   RATE_ACTIONS_PER_10S: z.coerce.number().int().positive().default(100),
-  TRUST_PROXY: bool.optional(),
+  // The number of proxies in front of the node that append to X-Forwarded-For (`on`/`true`: 1).
+  TRUST_PROXY: z
+    .string()
+    .trim()
+    .transform((v, ctx) => {
+      const lower = v.toLowerCase();
+      if (['', '0', 'off', 'false', 'no'].includes(lower)) return 0;
+      if (['on', 'true', 'yes'].includes(lower)) return 1;
+      if (/^\d{1,2}$/.test(v)) return Number(v);
+      ctx.addIssue({ code: 'custom', message: 'TRUST_PROXY is the number of proxies in front of the node (0-99), or on/off' });
+      return z.NEVER;
+    })
+    .optional(),
   CORS_ORIGINS: z.string().optional().transform(corsOrigins),
   WS_PONG_WAIT_MS: z.coerce.number().int().positive().default(5000),
   RATE_CONNECTS_PER_IP_PER_MINUTE: z.coerce.number().int().positive().default(600),
@@ -70,6 +82,8 @@ export interface Config {
   /** How access tokens are verified (docs/SECURITY.md, "Access tokens"). */
   auth: AuthConfig;
   devLogin: boolean;
+  /** Whether dev login may grant roles and tenants other than `default` (AUTH_DEV_LOGIN_ROLES=1). */
+  devLoginRoles: boolean;
   /** Lifetime of tokens minted by auth.devLogin (at most auth.maxTokenTtlSeconds). */
   accessTokenTtlSeconds: number;
   wsMaxPayloadBytes: number;
@@ -77,7 +91,8 @@ export interface Config {
   /** How long a pinged WebSocket may stay silent before it is closed. */
   wsPongWaitMs: number;
   /** Behind a reverse proxy: take the client address from X-Forwarded-For (first entry). */
-  trustProxy: boolean;
+  /** Proxies in front of the node that append to X-Forwarded-For (0: the TCP peer is the client). */
+  trustProxy: number;
   /**
    * Browser origins allowed besides the server's own (CORS_ORIGINS, normalised); empty: same origin
    * only (src/http/origins.ts).
@@ -143,6 +158,11 @@ export interface WebhookConfig {
 }
 
 
+/** True for a listen address only this machine reaches (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
 /** Reads and validates the environment. The only place that touches process.env. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const parsed = EnvSchema.safeParse(env);
@@ -153,7 +173,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';
   const auth = authConfig(e, production);
-  const devLogin = e.AUTH_DEV_LOGIN ?? !production;
+  // On by default only for the local demo (`npm start`: loopback, not production); anywhere else
+  // it must be asked for with AUTH_DEV_LOGIN=1 (and the server warns at start).
+  const devLogin = e.AUTH_DEV_LOGIN ?? (!production && isLoopbackHost(e.HOST));
   if (devLogin && auth.jwtSecret === null) throw new ConfigError('AUTH_DEV_LOGIN needs JWT_SECRET (dev-login tokens are HS256)');
   return {
     env: e.NODE_ENV,
@@ -165,11 +187,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisPrefix: e.REDIS_PREFIX,
     auth,
     devLogin,
+    devLoginRoles: devLogin && (e.AUTH_DEV_LOGIN_ROLES ?? false),
     accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
     wsMaxPayloadBytes: e.WS_MAX_PAYLOAD_BYTES,
     wsKeepAliveMs: e.WS_KEEPALIVE_MS,
     wsPongWaitMs: e.WS_PONG_WAIT_MS,
-    trustProxy: e.TRUST_PROXY ?? false,
+    trustProxy: e.TRUST_PROXY ?? 0,
     corsOrigins: e.CORS_ORIGINS,
     dbPoolMax: e.DB_POOL_MAX,
     dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,

@@ -102,6 +102,19 @@ describe('auth settings', () => {
     expect(loadConfig({ ...jwksOnly, JWT_SECRET: SECRET, AUTH_DEV_LOGIN: 'on' }).devLogin).toBe(true);
   });
 
+  it('dev login is on by default only for the local demo (loopback, not production); roles and tenants only with AUTH_DEV_LOGIN_ROLES=1', () => {
+    for (const HOST of ['127.0.0.1', 'localhost', '::1', '127.0.0.2']) {
+      expect(loadConfig({ HOST }), HOST).toMatchObject({ devLogin: true, devLoginRoles: false });
+    }
+    for (const HOST of ['0.0.0.0', '::', '10.0.0.5', 'chat.internal']) {
+      expect(loadConfig({ HOST }).devLogin, HOST).toBe(false);
+      expect(loadConfig({ HOST, AUTH_DEV_LOGIN: '1' }).devLogin, HOST).toBe(true);
+    }
+    expect(loadConfig({ AUTH_DEV_LOGIN_ROLES: '1' })).toMatchObject({ devLogin: true, devLoginRoles: true });
+    // Roles without dev login mean nothing.
+    expect(loadConfig({ AUTH_DEV_LOGIN: '0', AUTH_DEV_LOGIN_ROLES: '1' })).toMatchObject({ devLogin: false, devLoginRoles: false });
+  });
+
   it('ACCESS_TOKEN_TTL_SECONDS is at most AUTH_MAX_TOKEN_TTL_SECONDS', () => {
     expect(() => loadConfig({ AUTH_MAX_TOKEN_TTL_SECONDS: '3600' })).toThrow(
       /ACCESS_TOKEN_TTL_SECONDS \(43200\) must not exceed AUTH_MAX_TOKEN_TTL_SECONDS \(3600\)/,

@@ -44,7 +44,7 @@ let proxied: TestServer;
 
 beforeAll(async () => {
   plain = await srv.env.startServer({}, { log: createLogger('debug', false, capture) });
-  proxied = await srv.env.startServer({ trustProxy: true });
+  proxied = await srv.env.startServer({ trustProxy: 1 });
 });
 
 const auth = (user: string) => ({ authorization: `Bearer ${tokenFor(user)}` });

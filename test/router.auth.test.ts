@@ -52,8 +52,16 @@ describe('auth.devLogin', () => {
     }
   });
 
-  it('carries name, tenant and roles into the token and upserts the user row', async () => {
-    const res = await callerFor(t.app, null).auth.devLogin({ username: 'dora.d-1', name: 'Dora Dev', tenant: 'acme', roles: ['support'] });
+  it('grants no roles and no other tenant unless AUTH_DEV_LOGIN_ROLES=1', async () => {
+    const anon = callerFor(t.app, null);
+    await expectTRPCError(anon.auth.devLogin({ username: 'mallory', roles: ['admin'] }), 'FORBIDDEN', /AUTH_DEV_LOGIN_ROLES=1/);
+    await expectTRPCError(anon.auth.devLogin({ username: 'mallory', tenant: 'acme' }), 'FORBIDDEN', /no tenant but `default`/);
+    expect((await anon.auth.devLogin({ username: 'mallory', tenant: 'default', roles: [] })).user).toMatchObject({ tenant: 'default', roles: [] });
+  });
+
+  it('with AUTH_DEV_LOGIN_ROLES=1: carries name, tenant and roles into the token and upserts the user row', async () => {
+    await using srv = await t.env.startServer({ devLoginRoles: true });
+    const res = await callerFor(srv.app, null).auth.devLogin({ username: 'dora.d-1', name: 'Dora Dev', tenant: 'acme', roles: ['support'] });
     expect(res.user).toEqual({ id: 'dora.d-1', name: 'Dora Dev', tenant: 'acme', roles: ['support'] });
     const me = await (await callerWithToken(res.token)).auth.me();
     expect(me).toMatchObject({ id: 'dora.d-1', name: 'Dora Dev', tenant: 'acme', roles: ['support'] });
@@ -79,7 +87,7 @@ describe('auth.devLogin', () => {
 
   it('carries iss and aud when the server checks them, so its tokens pass the same checks', async () => {
     const auth = { issuer: 'https://chat.example.com', audience: ['chat-api', 'chat-admin'] };
-    await using other = await t.env.startServer({ auth, redisPrefix: `${t.env.redisPrefix}issaud:` });
+    await using other = await t.env.startServer({ auth, devLoginRoles: true, redisPrefix: `${t.env.redisPrefix}issaud:` });
     const res = await callerFor(other.app, null).auth.devLogin({ username: 'ivy', roles: ['admin'] });
     const claims = decodeJwt(res.token);
     expect(claims).toMatchObject({ iss: 'https://chat.example.com', aud: 'chat-api', sub: 'ivy', roles: ['admin'] });

@@ -26,6 +26,7 @@ export const authEnv = {
   AUTH_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
   AUTH_DEV_LOGIN: bool.optional(),
+  AUTH_DEV_LOGIN_ROLES: bool.optional(),
 };
 type AuthEnv = z.infer<z.ZodObject<typeof authEnv>>;
 

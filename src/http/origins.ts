@@ -32,7 +32,8 @@ export interface OriginPolicyOptions {
   /** Normalised origins allowed besides the server's own (Config.corsOrigins). */
   allowed: readonly string[];
   /** Take the request's own scheme and host from X-Forwarded-Proto / X-Forwarded-Host. */
-  trustProxy: boolean;
+  /** Trusted proxy hops (TRUST_PROXY); any: X-Forwarded-Proto/-Host name the own origin. */
+  trustProxy: number;
   log: Logger;
   counters: Pick<Counters, 'originRefused'>;
 }
@@ -166,11 +167,11 @@ const first = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h
  * X-Forwarded-Proto) and the host from `Host` (or, with TRUST_PROXY, X-Forwarded-Host). Null when
  * the host is missing or is not a plain `host[:port]`.
  */
-function ownOrigin(req: IncomingMessage, trustProxy: boolean): string | null {
-  const proto = trustProxy ? first(req.headers['x-forwarded-proto'])?.toLowerCase() : undefined;
+function ownOrigin(req: IncomingMessage, trustProxy: number): string | null {
+  const proto = trustProxy > 0 ? first(req.headers['x-forwarded-proto'])?.toLowerCase() : undefined;
   const tls = (req.socket as Partial<TLSSocket>).encrypted === true;
   const scheme = proto === 'https' || proto === 'wss' ? 'https' : proto === 'http' || proto === 'ws' ? 'http' : tls ? 'https' : 'http';
-  const host = (trustProxy ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
+  const host = (trustProxy > 0 ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
   if (!host || !/^[a-z0-9.\-_:[\]]+$/i.test(host)) return null;
   return normaliseOrigin(`${scheme}://${host}`);
 }

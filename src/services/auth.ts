@@ -26,7 +26,7 @@ export class AuthService {
     private readonly sessions: SessionService,
     private readonly users: UserService,
     private readonly counters: Counters,
-    private readonly settings: { devLogin: boolean; accessTokenTtlSeconds: number },
+    private readonly settings: { devLogin: boolean; devLoginRoles: boolean; accessTokenTtlSeconds: number },
   ) {}
 
   /**
@@ -45,6 +45,9 @@ export class AuthService {
   /** Development login: a token for any username (FORBIDDEN when disabled). */
   async devLogin(input: DevLoginInput): Promise<{ token: string; user: Pick<Actor, 'id' | 'name' | 'tenant' | 'roles'>; expiresAt: Date }> {
     if (!this.settings.devLogin || !this.signer) throw forbidden('dev login is disabled on this server');
+    if (!this.settings.devLoginRoles && ((input.roles?.length ?? 0) > 0 || (input.tenant ?? 'default') !== 'default')) {
+      throw forbidden('dev login grants no roles and no tenant but `default` on this server (AUTH_DEV_LOGIN_ROLES=1 allows them)');
+    }
     const user = { id: input.username, name: input.name ?? input.username, tenant: input.tenant ?? 'default', roles: input.roles ?? [] };
     const { token, exp } = await this.signer.sign(
       { sub: user.id, name: user.name, tenant: user.tenant, roles: user.roles },

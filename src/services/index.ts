@@ -125,14 +125,14 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     { redisPrefix: deps.config.redisPrefix, subscriptionsPerConnection: deps.config.limits.subscriptionsPerConnection },
     stores.sessions,
   );
-  const { auth: authConfig, devLogin, accessTokenTtlSeconds } = deps.config;
+  const { auth: authConfig, devLogin, devLoginRoles, accessTokenTtlSeconds } = deps.config;
   const auth = new AuthService(
     new TokenVerifier(authConfig),
     authConfig.jwtSecret === null ? null : new TokenSigner(authConfig.jwtSecret, authConfig),
     sessions,
     users,
     deps.counters,
-    { devLogin, accessTokenTtlSeconds },
+    { devLogin, devLoginRoles, accessTokenTtlSeconds },
   );
   const meetings = createMeetingServices(
     { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },

@@ -1,0 +1,37 @@
+/**
+ * The client's address behind proxies (TRUST_PROXY = trusted hops): the entries a client writes
+ * into X-Forwarded-For itself are never believed; each trusted proxy's appended entry is.
+ */
+import type { IncomingMessage } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { clientAddress, loadConfig } from './fixture.js';
+
+const req = (peer: string, xff?: string | string[]) => ({ socket: { remoteAddress: peer }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as IncomingMessage;
+
+describe('clientAddress', () => {
+  it('without trusted proxies: the TCP peer, whatever the header says', () => {
+    expect(clientAddress(req('10.0.0.2', '6.6.6.6'), 0)).toBe('10.0.0.2');
+  });
+
+  it('behind one proxy (nginx appends the address it saw): the right-most entry, not a spoofed first one', () => {
+    expect(clientAddress(req('10.0.0.2', '6.6.6.6, 1.2.3.4'), 1)).toBe('1.2.3.4');
+    expect(clientAddress(req('10.0.0.2', '1.2.3.4'), 1)).toBe('1.2.3.4');
+    // Several header lines count as one list.
+    expect(clientAddress(req('10.0.0.2', ['6.6.6.6', '1.2.3.4']), 1)).toBe('1.2.3.4');
+    // No header (a request that reached the node past the proxy): the peer.
+    expect(clientAddress(req('10.0.0.2'), 1)).toBe('10.0.0.2');
+  });
+
+  it('behind two proxies: the entry two from the right; fewer entries than hops: the left-most', () => {
+    expect(clientAddress(req('10.0.0.3', '6.6.6.6, 1.2.3.4, 10.0.0.2'), 2)).toBe('1.2.3.4');
+    expect(clientAddress(req('10.0.0.3', '1.2.3.4'), 2)).toBe('1.2.3.4');
+  });
+
+  it('TRUST_PROXY is a hop count; on/off as 1/0; anything else is refused', () => {
+    expect(loadConfig({ TRUST_PROXY: '2' }).trustProxy).toBe(2);
+    expect(loadConfig({ TRUST_PROXY: 'on' }).trustProxy).toBe(1);
+    expect(loadConfig({ TRUST_PROXY: 'off' }).trustProxy).toBe(0);
+    expect(loadConfig({}).trustProxy).toBe(0);
+    expect(() => loadConfig({ TRUST_PROXY: 'nginx' })).toThrow(/TRUST_PROXY is the number of proxies/);
+  });
+});
