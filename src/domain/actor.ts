@@ -12,6 +12,8 @@ export interface Actor {
 
 export const isAdmin = (a: Actor) => a.roles.includes('admin');
 export const isService = (a: Actor) => a.roles.includes('service');
+/** The tenant's integration: its admins and service tokens (webhooks, notifications to others). */
+export const isIntegration = (a: Actor) => isAdmin(a) || isService(a);
 
 /** True once the token's exp has passed (an actor without exp never expires). */
 export const isExpired = (a: Actor, nowMs = Date.now()) => a.exp !== undefined && a.exp * 1000 <= nowMs;

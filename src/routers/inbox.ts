@@ -1,7 +1,7 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { InboxEvent } from '../domain/events.js';
-import { authedProcedure, router } from '../trpc/init.js';
+import { authedProcedure, integrationProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import { LastEventId, NotificationKind, RoomId, SmallJson, UserId } from './schemas.js';
 
@@ -24,7 +24,7 @@ export const inboxRouter = router({
     }),
 
   /** A notification in the inbox of one user, of up to 1000 users or of a room's members (service and admin tokens). */
-  notify: authedProcedure
+  notify: integrationProcedure
     .input(
       z
         .object({

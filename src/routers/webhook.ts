@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
-import { authedProcedure, router } from '../trpc/init.js';
+import { integrationProcedure, router } from '../trpc/init.js';
 
 const WebhookId = z.uuid({ error: 'id must be a webhook id (a UUID)' });
 const WebhookUrl = z
@@ -15,26 +15,26 @@ const Description = z.string().max(500, 'description is at most 500 characters')
 /** Outgoing webhooks of the caller's tenant (tenant admins and service tokens; docs/INTEGRATION.md). */
 export const webhookRouter = router({
   /** Registers an endpoint; the answer is the only time its secret is shown (besides rotateSecret). */
-  create: authedProcedure
+  create: integrationProcedure
     .input(z.object({ url: WebhookUrl, events: EventTypes, description: Description.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.create(ctx.actor, input)),
 
-  list: authedProcedure.query(({ ctx }) => ctx.services.webhooks.list(ctx.actor)),
+  list: integrationProcedure.query(({ ctx }) => ctx.services.webhooks.list(ctx.actor)),
 
-  update: authedProcedure
+  update: integrationProcedure
     .input(z.object({ id: WebhookId, url: WebhookUrl.optional(), events: EventTypes.optional(), enabled: z.boolean().optional(), description: Description.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.update(ctx.actor, input)),
 
-  delete: authedProcedure
+  delete: integrationProcedure
     .input(z.object({ id: WebhookId }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.delete(ctx.actor, input.id)),
 
   /** Recent deliveries of the endpoint, newest first (default 50, at most 200). */
-  deliveries: authedProcedure
+  deliveries: integrationProcedure
     .input(z.object({ id: WebhookId, limit: z.number().int().min(1).max(200, 'limit is at most 200').optional() }))
     .query(({ ctx, input }) => ctx.services.webhooks.deliveries(ctx.actor, input.id, input.limit ?? 50)),
 
-  rotateSecret: authedProcedure
+  rotateSecret: integrationProcedure
     .input(z.object({ id: WebhookId }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.rotateSecret(ctx.actor, input.id)),
 });

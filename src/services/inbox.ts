@@ -1,7 +1,7 @@
 import { channels, isInboxItem, type InboxEvent, type InboxItem } from '../domain/events.js';
 import { StreamHubs } from '../stream/hubs.js';
 import type { EventSource, StreamKind } from '../stream/types.js';
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isIntegration } from '../domain/actor.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import { forbidden, notFound } from '../domain/errors.js';
@@ -67,7 +67,7 @@ export class InboxService implements EventSource<InboxItem> {
    * items are written in one transaction; users are always those of the caller's tenant.
    */
   async notify(actor: Actor, input: NotifyInput & ({ userId: string } | { userIds: string[] } | { roomId: string })) {
-    if (!actor.roles.includes('service') && !actor.roles.includes('admin')) {
+    if (!isIntegration(actor)) {
       throw forbidden('only service or admin tokens may send notifications');
     }
     const item = { type: 'notification', kind: input.kind, title: input.title, data: input.data ?? null, from: actor.id } as const;

@@ -1,7 +1,7 @@
 import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
-import superjson from 'superjson';
-import { isExpired } from '../domain/actor.js';
+import { transformer } from './transformer.js';
+import { isExpired, isIntegration } from '../domain/actor.js';
 import { AppError } from '../domain/errors.js';
 import type { Context } from './context.js';
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
@@ -50,7 +50,7 @@ export function outageOf(err: unknown, depth = 0): keyof typeof OUTAGE_MESSAGE |
 
 const t = initTRPC.context<Context>().create({
   // superjson on the wire; the WebSocket transport serializes shared fan-out events once (frames.ts).
-  transformer: superjson,
+  transformer,
   // Subscriptions are served over WebSocket only. tRPC also serves them over HTTP (SSE) by default,
   // and such a stream escaped every guard of a live session: token expiry, revocation,
   // subscriptions per connection and the slow-consumer limits (docs/SECURITY.md).
@@ -113,4 +113,14 @@ export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
   }
   if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
   return next({ ctx: { ...ctx, actor } });
+});
+
+/**
+ * Procedures of the tenant's integration (service and admin tokens): the role is checked before
+ * the input is parsed, so nobody else makes the server validate a large input. The services check
+ * the same rule (`isIntegration`) again.
+ */
+export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) => {
+  if (!isIntegration(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins and service tokens may call ${path}` });
+  return next();
 });

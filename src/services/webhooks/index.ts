@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { type Actor, isAdmin, isService } from '../../domain/actor.js';
+import { type Actor, isIntegration } from '../../domain/actor.js';
 import { AppError, forbidden, notFound } from '../../domain/errors.js';
 import type { WebhookDeliveryDto, WebhookDto, WebhookEventType } from '../../domain/webhooks.js';
 import type { Store } from '../../store/store.js';
@@ -49,7 +49,7 @@ export class WebhookService {
   ) {}
 
   private manager(actor: Actor): string {
-    if (!isAdmin(actor) && !isService(actor)) throw forbidden('only tenant admins and service tokens may manage webhooks');
+    if (!isIntegration(actor)) throw forbidden('only tenant admins and service tokens may manage webhooks');
     return actor.tenant;
   }
 

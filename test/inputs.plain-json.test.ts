@@ -1,0 +1,82 @@
+/**
+ * Inputs are plain JSON: superjson's `meta` may revive dates (and undefined) only. A request that
+ * declares anything else (typed arrays, maps, sets, bigints, classes, shared references) is refused
+ * with BAD_REQUEST before anything is built, over HTTP and WebSocket, with or without a token.
+ */
+import { describe, expect, it } from 'vitest';
+import { actor, callerFor, clientFor, fileServer, rawClient, tokenFor, uuid } from './fixture.js';
+
+const t = fileServer('plainjson');
+
+const input = { userId: 'bob', kind: 'k', title: 't', data: { a: [0, 0] } };
+const HOSTILE: Record<string, unknown>[] = [
+  { values: { 'data.a': [['typed-array', 'Float64Array']] }, v: 1 },
+  { values: { 'data.a': ['set'] }, v: 1 },
+  { values: { 'data.a': ['map'] }, v: 1 },
+  { values: { title: ['bigint'] }, v: 1 },
+  { values: { title: ['number'] }, v: 1 },
+  { values: { title: ['regexp'] }, v: 1 },
+  { values: { data: [['class', 'Anything']] }, v: 1 },
+  { values: { data: [['custom', 'Anything']] }, v: 1 },
+  { referentialEqualities: { data: ['title'] }, v: 1 },
+  { values: ['map'], v: 1 },
+];
+
+describe('plain JSON inputs', () => {
+  it('HTTP: every superjson reviver but Date is refused with BAD_REQUEST', async () => {
+    for (const meta of HOSTILE) {
+      const res = await fetch(`${t.url}/trpc/inbox.notify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor('erp', { roles: ['service'] })}` },
+        body: JSON.stringify({ json: input, meta }),
+      });
+      const body = (await res.json()) as { error: { json: { message: string; data: { code: string } } } };
+      expect(res.status, JSON.stringify(meta)).toBe(400);
+      expect(body.error.json.data.code).toBe('BAD_REQUEST');
+      expect(body.error.json.message).toBe('input must be plain JSON: only dates (and undefined) are revived');
+    }
+  });
+
+  it('WebSocket, with and without a valid token: refused while the message is read (a parse error, as tRPC answers an undecodable input), the socket stays usable', async () => {
+    for (const token of [tokenFor('mallory'), undefined]) {
+      using c = rawClient(t.url, token ? { token } : { connectionParams: false });
+      await c.opened;
+      let id = 1;
+      for (const meta of HOSTILE) {
+        c.send({ id, method: 'mutation', params: { path: 'inbox.notify', input: { json: input, meta } } });
+        const f = await c.waitFrame((x) => x.id === null && x.error?.data?.code === 'PARSE_ERROR' && c.frames.filter((y) => typeof y !== 'string' && y.error).length >= id, `the refusal of ${id}`);
+        expect(f.error?.message, JSON.stringify(meta)).toMatch(/input must be plain JSON/);
+        id++;
+      }
+      c.send({ id, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
+      const me = await c.waitFrame((x) => x.id === id, 'auth.me');
+      if (token) expect(me.result).toBeDefined();
+      else expect(me.error?.data?.code).toBe('UNAUTHORIZED');
+    }
+  });
+
+  it('the role of an integration procedure is checked before its input is parsed', async () => {
+    const big = { userIds: Array.from({ length: 5000 }, (_, i) => `u${i}`), kind: 'k', title: 't' };
+    for (const path of ['inbox.notify', 'webhook.create']) {
+      const res = await fetch(`${t.url}/trpc/${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor('mallory')}` },
+        body: JSON.stringify({ json: big }),
+      });
+      const body = (await res.json()) as { error: { json: { message: string; data: { code: string } } } };
+      // FORBIDDEN, not the BAD_REQUEST the input would get: the input was never looked at.
+      expect(body.error.json.data.code, path).toBe('FORBIDDEN');
+      expect(body.error.json.message).toBe(`only tenant admins and service tokens may call ${path}`);
+    }
+  });
+
+  it('dates are still revived where the API takes one (room.mute until), through the real client', async () => {
+    const owner = `o-${uuid().slice(0, 8)}`;
+    await using c = clientFor(t.url, owner);
+    const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'dates', memberIds: ['bob'] });
+    const until = new Date(Date.now() + 3_600_000);
+    await c.trpc.room.mute.mutate({ roomId: room.id, userId: 'bob', until });
+    const bob = (await callerFor(t.app, actor(owner)).room.members({ roomId: room.id })).find((m) => m.userId === 'bob');
+    expect(bob?.mutedUntil).toEqual(until);
+  });
+});
