@@ -64,6 +64,7 @@ const DURABLE: Record<DurableRoomEvent['type'], true> = {
   'room.updated': true,
   'room.archived': true,
   'room.unarchived': true,
+  'file.ready': true,
 };
 
 /** True for events that carry a room seq (and are replayed on resume). */

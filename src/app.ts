@@ -18,6 +18,8 @@ import { createWsTransport } from './trpc/ws-transport.js';
 import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
+import { fileHandler } from './http/files.js';
+import { LocalStorage } from './services/files/index.js';
 
 export interface App {
   server: Server;
@@ -102,6 +104,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
   const serveStatic = createStaticHandler(opts.webDir);
   const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
+  // The local storage driver's signed upload and download URLs (S3: the store serves them).
+  const storage = services.files.storage;
+  const files = storage instanceof LocalStorage ? fileHandler(storage, log) : null;
   // Browser origins allowed on the API, over HTTP and WebSocket (src/http/origins.ts).
   const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -148,6 +153,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     }
     if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
     if (videoWebhooks(req, res, path)) return;
+    if (files?.(req, res, path)) return;
     if (serveStatic(req, res, path)) return;
     json(res, 404, { error: 'not found' });
   });

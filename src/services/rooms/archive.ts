@@ -2,6 +2,7 @@ import type { Actor } from '../../domain/actor.js';
 import { notFound } from '../../domain/errors.js';
 import type { ArchiveState } from '../../domain/rooms.js';
 import type { Logger } from '../../logger.js';
+import { removeFilesOfRoom } from '../../store/files.js';
 import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -18,6 +19,7 @@ export class RoomArchive {
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly publisher: EventPublisher,
+    private readonly wakeFiles: () => void,
   ) {}
 
   /**
@@ -53,6 +55,8 @@ export class RoomArchive {
   async delete(actor: Actor, roomId: string): Promise<void> {
     await this.store.transact(async (tx) => {
       await this.access.requireRoomManager(actor, roomId, 'delete', tx.em);
+      // Its files (sent or not) go with it: the file worker removes the objects after commit.
+      if ((await removeFilesOfRoom(tx.db, roomId)) > 0) tx.afterCommit(async () => this.wakeFiles());
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
       tx.afterCommit(() => this.publisher.room({ type: 'room.deleted', roomId, by: actor.id }));
     });

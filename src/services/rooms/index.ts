@@ -35,7 +35,7 @@ export interface RoomServices {
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher },
+  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; wakeFiles: () => void },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
@@ -48,7 +48,7 @@ export function createRoomServices(
     membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
-    archive: new RoomArchive(parts.log, access, store, parts.publisher),
+    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.wakeFiles),
     directory: new RoomDirectory(parts.limits, store, read),
   };
 }
