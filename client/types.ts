@@ -35,6 +35,14 @@ export type InboxEventOf<T extends InboxEventType> = Extract<InboxEvent, { type:
 export type Message = RouterOutputs['chat']['send'];
 export type Reaction = Message['reactions'][number];
 export type Attachment = Message['attachments'][number];
+/** An uploaded file in a message: `'fileId' in attachment`. */
+export type FileAttachment = Extract<Attachment, { fileId: string }>;
+/** An external link in a message (https). */
+export type LinkAttachment = Exclude<Attachment, FileAttachment>;
+/** `file.get`: metadata and short-lived URLs (members of the file's room only). */
+export type FileInfo = RouterOutputs['file']['get'];
+/** `file.createUpload`: where to PUT the bytes. */
+export type UploadTicket = RouterOutputs['file']['createUpload'];
 export type Room = RouterOutputs['room']['get'];
 export type RoomKind = Room['kind'];
 export type RoomListItem = RouterOutputs['room']['list'][number];

@@ -53,8 +53,11 @@ export const LinkAttachment = z.object({
   size: z.number().int().min(0).max(10 * 1024 ** 3),
   mime: Mime,
 });
-/** An attachment of chat.send: an uploaded file by id, or an https link. */
-export const Attachment = z.union([z.object({ fileId: FileId }).strict(), LinkAttachment]);
+/**
+ * An attachment of chat.send: an uploaded file by id (other keys, e.g. the name and size the client
+ * keeps, are dropped: the server's own check decides them), or an https link.
+ */
+export const Attachment = z.union([z.object({ fileId: FileId }), LinkAttachment]);
 /** `lastEventId` must be declared or zod strips it and resume silently does nothing. */
 export const LastEventId = z.string().max(32).nullish();
 
