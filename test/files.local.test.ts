@@ -15,6 +15,7 @@ import {
   callerFor,
   expectTRPCError,
   fileServer,
+  loadConfig,
   makeConfig,
   openEvents,
   roomKit,
@@ -368,5 +369,23 @@ describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
     await t.env.sql(`update file set created_at = now() - interval '2 days' where id = $1`, [first.fileId]);
     await q.app.services.fileWorker.runOnce();
     await expect(caller('owner', tenant).file.createUpload(input(500))).resolves.toBeTruthy();
+  });
+});
+
+describe('configuration', () => {
+  const load = (env: Record<string, string>) => () => loadConfig(env);
+  it('defaults: local storage under DATA_DIR/files, 25 MiB, 300 s URLs, no quota, a day for unattached uploads', () => {
+    const c = loadConfig({ DATA_DIR: '/var/chat' }).files;
+    expect(c).toMatchObject({ storage: 'local', dir: '/var/chat/files', maxBytes: 25 * 1024 * 1024, urlTtlSeconds: 300, tenantQuotaBytes: null, unattachedTtlSeconds: 86_400, s3: null });
+    expect(c.urlSecret.length).toBe(32);
+  });
+  it('refuses what cannot work: S3 without a bucket, a short FILE_URL_SECRET, production local storage without any secret', () => {
+    expect(load({ FILE_STORAGE: 's3' })).toThrow(/FILE_STORAGE=s3 needs S3_BUCKET/);
+    expect(load({ FILE_URL_SECRET: 'short' })).toThrow(/FILE_URL_SECRET must be at least 32 bytes/);
+    const prod = { NODE_ENV: 'production', AUTH_JWKS_URL: 'https://idp.example.com/keys', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a', AUTH_DEV_LOGIN: 'off' };
+    expect(load(prod)).toThrow(/FILE_URL_SECRET \(or JWT_SECRET\) must be set/);
+    expect(loadConfig({ ...prod, FILE_URL_SECRET: 'x'.repeat(32) }).files.urlSecret.toString()).toBe('x'.repeat(32));
+    const s3 = loadConfig({ FILE_STORAGE: 's3', S3_BUCKET: 'chat-files', S3_ENDPOINT: 'http://minio:9000', S3_FORCE_PATH_STYLE: '1', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' }).files.s3;
+    expect(s3).toMatchObject({ bucket: 'chat-files', endpoint: 'http://minio:9000', forcePathStyle: true, region: 'us-east-1' });
   });
 });

@@ -29,7 +29,7 @@ beforeAll(async () => {
       ...makeConfig().files,
       storage: 's3',
       maxBytes: 1024 * 1024,
-      s3: { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', bucket: BUCKET, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true },
+      s3: { endpoint: `http://127.0.0.1:${port}`, publicEndpoint: undefined, region: 'us-east-1', bucket: BUCKET, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', forcePathStyle: true },
     },
   });
 });

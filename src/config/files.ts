@@ -16,6 +16,7 @@ export const filesEnv = {
   FILE_UNATTACHED_TTL_SECONDS: z.coerce.number().int().min(60).default(86_400),
   FILE_SWEEP_INTERVAL_MS: z.coerce.number().int().min(100).default(60_000),
   S3_ENDPOINT: unsetIfEmpty(z.url({ protocol: /^https?$/, error: 'S3_ENDPOINT must be an http(s) URL' }).optional()),
+  S3_PUBLIC_ENDPOINT: unsetIfEmpty(z.url({ protocol: /^https?$/, error: 'S3_PUBLIC_ENDPOINT must be an http(s) URL' }).optional()),
   S3_REGION: z.string().min(1).default('us-east-1'),
   S3_BUCKET: unsetIfEmpty(z.string().min(3).max(63).optional()),
   S3_ACCESS_KEY_ID: unsetIfEmpty(z.string().min(1).optional()),
@@ -27,6 +28,11 @@ type FilesEnv = z.infer<z.ZodObject<typeof filesEnv>>;
 export interface S3Config {
   /** Unset: AWS S3 itself (the region's endpoint). */
   endpoint: string | undefined;
+  /**
+   * The store's address as clients reach it, when it differs from the server's (MinIO inside
+   * docker compose): presigned URLs are signed for this host. Unset: `endpoint`.
+   */
+  publicEndpoint: string | undefined;
   region: string;
   bucket: string;
   accessKeyId: string | undefined;
@@ -75,6 +81,7 @@ export function filesConfig(e: FilesEnv, dataDir: string, jwtSecret: string | nu
     if (!e.S3_BUCKET) throw new ConfigError('FILE_STORAGE=s3 needs S3_BUCKET (and S3_ENDPOINT for a store other than AWS)');
     s3 = {
       endpoint: e.S3_ENDPOINT,
+      publicEndpoint: e.S3_PUBLIC_ENDPOINT,
       region: e.S3_REGION,
       bucket: e.S3_BUCKET,
       accessKeyId: e.S3_ACCESS_KEY_ID,

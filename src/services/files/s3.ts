@@ -25,19 +25,24 @@ const isMissing = (err: unknown) =>
 export class S3Storage implements FileStorage {
   readonly kind = 's3';
   private readonly client: S3Client;
+  /** Signs the URLs handed to clients (the public endpoint's host is part of the signature). */
+  private readonly presigner: S3Client;
   private readonly bucket: string;
 
   constructor(cfg: S3Config) {
     this.bucket = cfg.bucket;
-    this.client = new S3Client({
-      region: cfg.region,
-      ...(cfg.endpoint ? { endpoint: cfg.endpoint } : {}),
-      forcePathStyle: cfg.forcePathStyle,
-      ...(cfg.accessKeyId && cfg.secretAccessKey ? { credentials: { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } } : {}),
-      // Presigned URLs must not carry checksums the uploading client does not know.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
+    const client = (endpoint: string | undefined) =>
+      new S3Client({
+        region: cfg.region,
+        ...(endpoint ? { endpoint } : {}),
+        forcePathStyle: cfg.forcePathStyle,
+        ...(cfg.accessKeyId && cfg.secretAccessKey ? { credentials: { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey } } : {}),
+        // Presigned URLs must not carry checksums the uploading client does not know.
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+      });
+    this.client = client(cfg.endpoint);
+    this.presigner = cfg.publicEndpoint && cfg.publicEndpoint !== cfg.endpoint ? client(cfg.publicEndpoint) : this.client;
   }
 
   private key(key: string): string {
@@ -47,7 +52,7 @@ export class S3Storage implements FileStorage {
 
   async uploadUrl(key: string, o: { size: number; mime: string; expiresAt: Date }): Promise<SignedUpload> {
     const cmd = new PutObjectCommand({ Bucket: this.bucket, Key: this.key(key), ContentType: o.mime, ContentLength: o.size });
-    const url = await getSignedUrl(this.client, cmd, {
+    const url = await getSignedUrl(this.presigner, cmd, {
       expiresIn: secondsUntil(o.expiresAt),
       signableHeaders: new Set(['content-type', 'content-length']),
     });
@@ -62,7 +67,7 @@ export class S3Storage implements FileStorage {
       ResponseContentDisposition: contentDisposition(o.name, o.inline),
       ResponseCacheControl: 'private, max-age=60',
     });
-    return getSignedUrl(this.client, cmd, { expiresIn: secondsUntil(o.expiresAt) });
+    return getSignedUrl(this.presigner, cmd, { expiresIn: secondsUntil(o.expiresAt) });
   }
 
   async stat(key: string): Promise<{ size: number } | null> {
@@ -116,5 +121,6 @@ export class S3Storage implements FileStorage {
 
   close(): void {
     this.client.destroy();
+    if (this.presigner !== this.client) this.presigner.destroy();
   }
 }
