@@ -13,11 +13,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
+  checkContent,
+  contentDisposition,
   expectTRPCError,
   fileServer,
   loadConfig,
   makeConfig,
+  makePreview,
   openEvents,
+  parseRange,
   roomKit,
   uuid,
   type Config,
@@ -373,19 +377,69 @@ describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
 });
 
 describe('configuration', () => {
+  it('local storage without a URL key (production with a JWKS only): file calls are PRECONDITION_FAILED, the endpoint accepts nothing', async () => {
+    await using s = await t.env.startServer({ files: filesConfig({ urlSecret: null }) });
+    const room = await callerFor(s.app, actor('nokey')).room.create({ kind: 'group', name: 'k' });
+    const input = { roomId: room.id, name: 'a.txt', size: 1, mime: 'text/plain' };
+    await expectTRPCError(callerFor(s.app, actor('nokey')).file.createUpload(input), 'PRECONDITION_FAILED', /set FILE_URL_SECRET \(or JWT_SECRET\), or FILE_STORAGE=s3/);
+    await expectTRPCError(callerFor(s.app, actor('nokey')).file.get({ fileId: uuid() }), 'PRECONDITION_FAILED');
+  });
+
   const load = (env: Record<string, string>) => () => loadConfig(env);
   it('defaults: local storage under DATA_DIR/files, 25 MiB, 300 s URLs, no quota, a day for unattached uploads', () => {
     const c = loadConfig({ DATA_DIR: '/var/chat' }).files;
     expect(c).toMatchObject({ storage: 'local', dir: '/var/chat/files', maxBytes: 25 * 1024 * 1024, urlTtlSeconds: 300, tenantQuotaBytes: null, unattachedTtlSeconds: 86_400, s3: null });
-    expect(c.urlSecret.length).toBe(32);
+    expect(c.urlSecret?.length).toBe(32);
   });
-  it('refuses what cannot work: S3 without a bucket, a short FILE_URL_SECRET, production local storage without any secret', () => {
+  it('refuses what cannot work: S3 without a bucket, a short FILE_URL_SECRET; production with a JWKS only has no local URL key (file calls refused, never a built-in key)', () => {
     expect(load({ FILE_STORAGE: 's3' })).toThrow(/FILE_STORAGE=s3 needs S3_BUCKET/);
     expect(load({ FILE_URL_SECRET: 'short' })).toThrow(/FILE_URL_SECRET must be at least 32 bytes/);
     const prod = { NODE_ENV: 'production', AUTH_JWKS_URL: 'https://idp.example.com/keys', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a', AUTH_DEV_LOGIN: 'off' };
-    expect(load(prod)).toThrow(/FILE_URL_SECRET \(or JWT_SECRET\) must be set/);
-    expect(loadConfig({ ...prod, FILE_URL_SECRET: 'x'.repeat(32) }).files.urlSecret.toString()).toBe('x'.repeat(32));
+    expect(loadConfig(prod).files.urlSecret).toBeNull();
+    expect(loadConfig({ ...prod, FILE_URL_SECRET: 'x'.repeat(32) }).files.urlSecret?.toString()).toBe('x'.repeat(32));
     const s3 = loadConfig({ FILE_STORAGE: 's3', S3_BUCKET: 'chat-files', S3_ENDPOINT: 'http://minio:9000', S3_FORCE_PATH_STYLE: '1', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' }).files.s3;
     expect(s3).toMatchObject({ bucket: 'chat-files', endpoint: 'http://minio:9000', forcePathStyle: true, region: 'us-east-1' });
+  });
+});
+
+describe('previews, type checks, headers (units)', () => {
+  it('an animated GIF gives its first frame; a rotated JPEG its displayed size; the thumbnail is never enlarged', async () => {
+    const frame = (c: string) => sharp({ create: { width: 300, height: 200, channels: 3, background: c } }).png().toBuffer();
+    const gif = await sharp([await frame('#f00'), await frame('#00f')], { join: { animated: true } }).gif().toBuffer();
+    const g = await makePreview(gif);
+    expect([g.width, g.height]).toEqual([300, 200]);
+    const gm = await sharp(g.thumbnail).metadata();
+    expect([gm.format, gm.width, gm.height, gm.pages ?? 1]).toEqual(['webp', 300, 200, 1]);
+    const jpeg = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#0f0' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const j = await makePreview(jpeg);
+    expect([j.width, j.height]).toEqual([200, 300]);
+    expect(await sharp(j.thumbnail).metadata().then((m) => [m.width, m.height])).toEqual([200, 300]);
+    await expect(makePreview(Buffer.from('\x89PNG\r\n\x1a\nnot really'))).rejects.toThrow();
+  });
+
+  it('type checks: found types must match (aliases allowed), text-like types need non-binary bytes, octet-stream takes the found type', async () => {
+    const jpeg = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } }).jpeg().toBuffer();
+    expect(await checkContent(jpeg, 'image/jpg')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'IMAGE/JPEG; q=1')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'application/octet-stream')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'text/plain')).toEqual({ ok: false, reason: 'its bytes are image/jpeg, not text/plain' });
+    expect(await checkContent(Buffer.from('plain words'), 'image/png')).toEqual({ ok: false, reason: 'its bytes are not recognisably image/png' });
+    expect(await checkContent(Buffer.from('a;b\n'), 'text/csv')).toEqual({ ok: true, mime: 'text/csv' });
+    expect(await checkContent(Buffer.from('[1,2]'), 'application/json')).toEqual({ ok: true, mime: 'application/json' });
+    expect(await checkContent(Buffer.alloc(0), 'text/plain')).toEqual({ ok: true, mime: 'text/plain' });
+  });
+
+  it('Content-Disposition and ranges', () => {
+    expect(contentDisposition('a b.pdf', true)).toBe(`inline; filename="a b.pdf"; filename*=UTF-8''a%20b.pdf`);
+    expect(contentDisposition('日本\r\n.txt', false)).toBe(`attachment; filename="____.txt"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%0D%0A.txt`);
+    expect(contentDisposition("it's (1).txt", false)).toBe(`attachment; filename="it's (1).txt"; filename*=UTF-8''it%27s%20%281%29.txt`);
+    expect(parseRange(undefined, 10)).toBeNull();
+    expect(parseRange('bytes=2-4', 10)).toEqual([2, 4]);
+    expect(parseRange('bytes=8-', 10)).toEqual([8, 9]);
+    expect(parseRange('bytes=-3', 10)).toEqual([7, 9]);
+    expect(parseRange('bytes=5-100', 10)).toEqual([5, 9]);
+    expect(parseRange('bytes=10-', 10)).toBe('unsatisfiable');
+    expect(parseRange('bytes=0-1,4-5', 10)).toBeNull();
+    expect(parseRange('items=0-1', 10)).toBeNull();
   });
 });

@@ -44,8 +44,12 @@ export interface FilesConfig {
   storage: 'local' | 's3';
   /** Local driver: where the objects live (FILE_DIR, default DATA_DIR/files). */
   dir: string;
-  /** HMAC key of the local driver's signed URLs (FILE_URL_SECRET, else derived from JWT_SECRET). */
-  urlSecret: Buffer;
+  /**
+   * HMAC key of the local driver's signed URLs (FILE_URL_SECRET, else derived from JWT_SECRET);
+   * null when neither is set (production with a JWKS only): the file procedures then answer
+   * PRECONDITION_FAILED with FILE_STORAGE=local.
+   */
+  urlSecret: Buffer | null;
   /** Local driver: the server's public base URL for signed URLs; null: URLs are relative (`/files/...`). */
   publicUrl: string | null;
   /** Lifetime of download URLs (file.get). */
@@ -62,19 +66,22 @@ export interface FilesConfig {
   s3: S3Config | null;
 }
 
-/** FILE_* and S3_*; production needs its own FILE_URL_SECRET or JWT_SECRET (never a built-in one). */
+/**
+ * FILE_* and S3_*. The local driver's URL key is FILE_URL_SECRET or derived from JWT_SECRET, never a
+ * built-in one: in production that is a secret of the deployment (the development JWT secret is
+ * refused there).
+ */
 export function filesConfig(e: FilesEnv, dataDir: string, jwtSecret: string | null, production: boolean, jwtSecretIsDev: boolean): FilesConfig {
-  let urlSecret: Buffer;
+  let urlSecret: Buffer | null;
   if (e.FILE_URL_SECRET !== undefined) {
     if (Buffer.byteLength(e.FILE_URL_SECRET) < 32) throw new ConfigError('FILE_URL_SECRET must be at least 32 bytes (e.g. the output of `openssl rand -base64 48`)');
     urlSecret = Buffer.from(e.FILE_URL_SECRET);
   } else if (jwtSecret !== null && !(production && jwtSecretIsDev)) {
     // Derived, so that a leaked download URL key is not the token key.
     urlSecret = createHmac('sha256', jwtSecret).update('chat file url signing key v1').digest();
-  } else if (e.FILE_STORAGE === 'local') {
-    throw new ConfigError('FILE_URL_SECRET (or JWT_SECRET) must be set: it signs the URLs of FILE_STORAGE=local');
   } else {
-    urlSecret = Buffer.alloc(0);
+    // Never a built-in key: without one, local file URLs cannot be signed (FileService refuses).
+    urlSecret = null;
   }
   let s3: S3Config | null = null;
   if (e.FILE_STORAGE === 's3') {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { FilesConfig } from '../../config.js';
 import { LocalStorage } from './local.js';
 import { S3Storage } from './s3.js';
@@ -13,5 +14,6 @@ export { contentDisposition, isInline } from './content.js';
 /** The storage driver of FILE_STORAGE. */
 export function createStorage(cfg: FilesConfig): FileStorage {
   if (cfg.storage === 's3' && cfg.s3) return new S3Storage(cfg.s3);
-  return new LocalStorage(cfg.dir, cfg.urlSecret, cfg.publicUrl ?? '');
+  // Without a key FileService refuses every file call; a random one makes the endpoint accept nothing.
+  return new LocalStorage(cfg.dir, cfg.urlSecret ?? randomBytes(32), cfg.publicUrl ?? '');
 }

@@ -60,8 +60,16 @@ export class FileService {
     private readonly wake: () => void,
   ) {}
 
+  /** Refuses every file call when the local driver has no key to sign its URLs with. */
+  private requireConfigured(): void {
+    if (this.cfg.storage === 'local' && this.cfg.urlSecret === null) {
+      throw new AppError('PRECONDITION_FAILED', 'file uploads are not configured on this server: set FILE_URL_SECRET (or JWT_SECRET), or FILE_STORAGE=s3');
+    }
+  }
+
   /** A place to PUT a file's bytes, for members who may post in the room. */
   async createUpload(actor: Actor, input: CreateUploadInput): Promise<UploadTicket> {
+    this.requireConfigured();
     await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
     if (input.size > this.cfg.maxBytes) {
       throw fileTooLarge(`the file is ${input.size} bytes; files are at most ${this.cfg.maxBytes} bytes (${mib(this.cfg.maxBytes)})`);
@@ -86,6 +94,7 @@ export class FileService {
 
   /** The file with short-lived URLs: members of its room only (NOT_FOUND for anyone else, as for rooms). */
   async get(actor: Actor, fileId: string): Promise<FileDto> {
+    this.requireConfigured();
     const f = await fileById(this.store.db(), fileId);
     if (!f || f.tenant !== actor.tenant || f.state === 'deleting') throw notFound('file');
     // Before it is sent, a file is its uploader's alone.
@@ -98,7 +107,10 @@ export class FileService {
     }
     const expiresAt = new Date(Date.now() + this.cfg.urlTtlSeconds * 1000);
     const attached = f.state === 'attached';
-    const url = await this.storage.downloadUrl(attached ? f.storage_key : `${f.storage_key}${UPLOAD_SUFFIX}`, {
+    // Before the send, the bytes are under the upload key (or already moved by a refused send).
+    const upload = `${f.storage_key}${UPLOAD_SUFFIX}`;
+    const key = attached || !(await this.storage.stat(upload)) ? f.storage_key : upload;
+    const url = await this.storage.downloadUrl(key, {
       name: f.name,
       // Before the check, the declared type is only a claim: served as bytes to download.
       mime: attached ? f.mime : 'application/octet-stream',
@@ -119,6 +131,7 @@ export class FileService {
    * first, so bytes sent to the upload URL afterwards can never replace what was checked.
    */
   async prepare(actor: Actor, roomId: string, input: AttachmentInput[]): Promise<PreparedAttachments> {
+    this.requireConfigured();
     const ids = input.flatMap((a) => ('fileId' in a ? [a.fileId] : []));
     if (new Set(ids).size !== ids.length) throw badRequest('the same file is attached twice');
     const files = await Promise.all(ids.map((id) => this.check(actor, roomId, id)));
