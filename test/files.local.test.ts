@@ -256,6 +256,12 @@ describe('upload, attach, download (local driver)', () => {
     const first = await send(alice!, room.id, [{ fileId: pdf.fileId }]);
     expect(first.attachments).toEqual([{ fileId: pdf.fileId, name: 'doc.pdf', size: PDF.length, mime: 'application/pdf', width: null, height: null, thumbnail: false }]);
     await expectTRPCError(send(alice!, room.id, [{ fileId: pdf.fileId }]), 'BAD_REQUEST', /already attached/);
+    // Two sends of one file at once: the file row is locked through the check and the write, so one
+    // wins and the other finds it attached.
+    const raced = await upload(alice!, room.id, PDF, 'application/pdf', 'raced.pdf');
+    const both = await Promise.allSettled([send(alice!, room.id, [{ fileId: raced.fileId }]), send(alice!, room.id, [{ fileId: raced.fileId }])]);
+    expect(both.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(String((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)).toMatch(/already attached/);
     // A repeat of the same send (clientId) answers the original.
     const clientId = uuid();
     const again = await upload(alice!, room.id, PDF, 'application/pdf');

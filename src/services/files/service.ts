@@ -23,7 +23,7 @@ export interface CreateUploadInput {
 /** What a send gives as an attachment: an uploaded file by id, or an https link. */
 export type AttachmentInput = { fileId: string } | LinkAttachmentDto;
 
-/** A file of a send after its bytes were checked (before the transaction that attaches it). */
+/** A file of a send after its bytes were checked (in the send's transaction). */
 export interface CheckedFile {
   id: string;
   size: number;
@@ -125,16 +125,26 @@ export class FileService {
   }
 
   /**
-   * The checks of a send's files, before its transaction: each is the sender's own upload in this
-   * room (NOT_FOUND otherwise, also for another tenant's), not attached yet, its bytes are there
-   * with the declared size and a type that matches them. The object is moved from its upload key
-   * first, so bytes sent to the upload URL afterwards can never replace what was checked.
+   * The checks of a send's files, in its transaction, with the file rows locked (before the room's
+   * seq: lock order): each is the sender's own upload in this room (NOT_FOUND otherwise, also for
+   * another tenant's), not attached yet, its bytes are there with the declared size and a type that
+   * matches them. The object is moved from its upload key first, and the row stays locked until
+   * the message is written: a concurrent send of the same file waits and then finds it attached,
+   * and bytes sent to the upload URL meanwhile can never replace what was checked.
    */
-  async prepare(actor: Actor, roomId: string, input: AttachmentInput[]): Promise<PreparedAttachments> {
+  async prepare(tx: Tx, actor: Actor, roomId: string, input: AttachmentInput[]): Promise<PreparedAttachments> {
     this.requireConfigured();
     const ids = input.flatMap((a) => ('fileId' in a ? [a.fileId] : []));
     if (new Set(ids).size !== ids.length) throw badRequest('the same file is attached twice');
-    const files = await Promise.all(ids.map((id) => this.check(actor, roomId, id)));
+    const rows = new Map((await lockFiles(tx, ids)).map((r) => [r.id, r]));
+    for (const id of ids) {
+      const row = rows.get(id);
+      if (!row || row.tenant !== actor.tenant || row.room_id !== roomId || row.uploader_id !== actor.id || row.state === 'deleting') {
+        throw notFound(`file ${id}`);
+      }
+      if (row.state !== 'uploading') throw badRequest(`file "${row.name}" is already attached to a message (a file is attached once)`);
+    }
+    const files = await Promise.all(ids.map((id) => this.check(rows.get(id)!)));
     const byId = new Map(files.map((f) => [f.checked.id, f]));
     const attachments = input.map((a): AttachmentDto => {
       if (!('fileId' in a)) return a;
@@ -145,14 +155,9 @@ export class FileService {
     return { attachments, files: files.map((f) => f.checked) };
   }
 
-  private async check(actor: Actor, roomId: string, fileId: string): Promise<{ row: FileFields; checked: CheckedFile }> {
-    const row = await fileById(this.store.db(), fileId);
-    if (!row || row.tenant !== actor.tenant || row.room_id !== roomId || row.uploader_id !== actor.id || row.state === 'deleting') {
-      throw notFound(`file ${fileId}`);
-    }
-    if (row.state !== 'uploading') throw badRequest(`file "${row.name}" is already attached to a message (a file is attached once)`);
+  private async check(row: FileFields): Promise<{ row: FileFields; checked: CheckedFile }> {
     const key = row.storage_key;
-    // Moved if there is a new upload; already moved by an earlier attempt of this send otherwise.
+    // Moved if there is a new upload; already moved by an earlier, refused send otherwise.
     await this.storage.promote(`${key}${UPLOAD_SUFFIX}`, key);
     const stat = await this.storage.stat(key);
     if (!stat) throw badRequest(`file "${row.name}" has not been uploaded: PUT its bytes to the uploadUrl of file.createUpload first`);
@@ -162,20 +167,9 @@ export class FileService {
     return { row, checked: { id: row.id, size: stat.size, mime: content.mime, preview: hasPreview(content.mime) } };
   }
 
-  /**
-   * Attaches checked files to a new message, in the send's transaction, before the room's seq is
-   * taken (lock order): each must still be an upload of this room (a concurrent send of the same
-   * file loses here).
-   */
-  async attach(tx: Tx, actor: Actor, roomId: string, messageId: string, files: CheckedFile[]): Promise<void> {
-    if (files.length === 0) return;
-    const rows = new Map((await lockFiles(tx, files.map((f) => f.id))).map((r) => [r.id, r]));
-    for (const f of files) {
-      const row = rows.get(f.id);
-      if (!row || row.tenant !== actor.tenant || row.room_id !== roomId || row.state === 'deleting') throw notFound(`file ${f.id}`);
-      if (row.state !== 'uploading') throw badRequest(`file "${row.name}" is already attached to a message (a file is attached once)`);
-      await markAttached(tx, f.id, messageId, f.mime, f.size, f.preview);
-    }
+  /** Marks the checked files attached to the new message (their rows are locked since `prepare`). */
+  async attach(tx: Tx, messageId: string, files: CheckedFile[]): Promise<void> {
+    for (const f of files) await markAttached(tx, f.id, messageId, f.mime, f.size, f.preview);
     if (files.some((f) => f.preview)) tx.afterCommit(async () => this.wake());
   }
 }

@@ -43,7 +43,7 @@ export async function makePreview(bytes: Buffer): Promise<{ width: number; heigh
 export class FileWorker {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<FileWorkResult> | null = null;
-  private again = false;
+  private queued: Promise<FileWorkResult> | null = null;
   private stopped = false;
 
   constructor(
@@ -61,23 +61,33 @@ export class FileWorker {
   /** Runs a round soon (now, or right after the one in progress). */
   wake(): void {
     if (this.stopped) return;
-    if (this.running !== null) {
-      this.again = true;
-      return;
-    }
     void this.runOnce().catch((err: unknown) => this.log.warn({ err }, 'file worker round failed'));
   }
 
-  /** One round: every due removal and preview, in batches. Concurrent calls share the round. */
+  /**
+   * A round that starts now, or right after the one in progress (never one that started before this
+   * call: it sees every row handed over before). Calls while one is waiting share it.
+   */
   runOnce(): Promise<FileWorkResult> {
-    this.running ??= this.round().finally(() => {
-      this.running = null;
-      if (this.again && !this.stopped) {
-        this.again = false;
-        this.wake();
-      }
+    if (this.queued !== null) return this.queued;
+    if (this.running === null) return this.begin();
+    const queued = this.running
+      .catch(() => {})
+      .then(() => {
+        this.queued = null;
+        return this.begin();
+      });
+    this.queued = queued;
+    return queued;
+  }
+
+  private begin(): Promise<FileWorkResult> {
+    if (this.stopped) return Promise.resolve({ removed: 0, previews: 0 });
+    const round = this.round().finally(() => {
+      if (this.running === round) this.running = null;
     });
-    return this.running;
+    this.running = round;
+    return round;
   }
 
   private async round(): Promise<FileWorkResult> {
@@ -152,6 +162,7 @@ export class FileWorker {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    await this.queued?.catch(() => {});
     await this.running?.catch(() => {});
   }
 }

@@ -167,10 +167,6 @@ export class MessageSender {
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
     await this.limits.consume('send', `${actor.tenant}:${actor.id}:${input.roomId}`);
-    // Uploaded files are checked (size, type sniffed from the bytes) before the transaction.
-    const prepared: PreparedAttachments = hasFiles(input)
-      ? await this.files.prepare(actor, input.roomId, input.attachments ?? [])
-      : { attachments: linksOnly(input), files: [] };
     try {
       return await this.store.transact(async (tx) => {
         const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
@@ -178,9 +174,13 @@ export class MessageSender {
         if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
           throw badRequest('replyToId does not name a message of this room');
         }
+        // Uploaded files: their rows locked after the parent message and before the room's seq (lock
+        // order), their bytes checked (size, type sniffed) while locked, attached with the message.
+        const prepared: PreparedAttachments = hasFiles(input)
+          ? await this.files.prepare(tx, actor, input.roomId, input.attachments ?? [])
+          : { attachments: linksOnly(input), files: [] };
         const draft = this.draft(actor, input, access, prepared.attachments);
-        // File rows are locked after the parent message and before the room's seq (lock order).
-        await this.files.attach(tx, actor, input.roomId, draft.id, prepared.files);
+        await this.files.attach(tx, draft.id, prepared.files);
         const mentions = input.mentions?.length
           ? (await membersAmong(tx.db, input.roomId, [...new Set(input.mentions)])).filter((u) => u !== actor.id).sort()
           : [];
