@@ -5,6 +5,7 @@
  * and every way a file's objects are removed. Waits are on events, never sleeps; the file worker's
  * rounds are run directly where a removal is under test.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -447,5 +448,46 @@ describe('previews, type checks, headers (units)', () => {
     expect(parseRange('bytes=10-', 10)).toBe('unsatisfiable');
     expect(parseRange('bytes=0-1,4-5', 10)).toBeNull();
     expect(parseRange('items=0-1', 10)).toBeNull();
+  });
+});
+
+describe('measured', () => {
+  it('a 20 MiB upload, its check at send, its download; a 12-megapixel image to file.ready', async () => {
+    await using m = await t.env.startServer({ files: filesConfig({ maxBytes: 25 * 1024 * 1024 }) });
+    const caller = callerFor(m.app, actor('measure'));
+    const room = await caller.room.create({ kind: 'group', name: 'm' });
+    const bytes = randomBytes(20 * 1024 * 1024);
+    const ticket = await caller.file.createUpload({ roomId: room.id, name: 'big.bin', size: bytes.length, mime: 'application/octet-stream' });
+    let t0 = performance.now();
+    const res = await fetch(new URL(ticket.uploadUrl, m.url), { method: 'PUT', headers: ticket.headers, body: bytes });
+    expect(res.status).toBe(200);
+    const putMs = performance.now() - t0;
+    t0 = performance.now();
+    await caller.chat.send({ roomId: room.id, clientId: uuid(), body: 'big', attachments: [{ fileId: ticket.fileId }] });
+    const sendMs = performance.now() - t0;
+    t0 = performance.now();
+    const got = await caller.file.get({ fileId: ticket.fileId });
+    const body = Buffer.from(await (await fetch(new URL(got.url, m.url))).arrayBuffer());
+    const getMs = performance.now() - t0;
+    expect(body.equals(bytes)).toBe(true);
+
+    const image = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 30 } } }).jpeg({ quality: 85 }).toBuffer();
+    await using stream = await openEvents(m.app, actor('measure'), { roomId: room.id });
+    expect((await stream.next()).event.type).toBe('ready');
+    const img = await caller.file.createUpload({ roomId: room.id, name: 'photo.jpg', size: image.length, mime: 'image/jpeg' });
+    expect((await fetch(new URL(img.uploadUrl, m.url), { method: 'PUT', headers: img.headers, body: image })).status).toBe(200);
+    t0 = performance.now();
+    await caller.chat.send({ roomId: room.id, clientId: uuid(), body: 'photo', attachments: [{ fileId: img.fileId }] });
+    const imgSendMs = performance.now() - t0;
+    let ready: RoomEvent;
+    do ready = (await stream.next(20_000)).event;
+    while (ready.type !== 'file.ready');
+    const readyMs = performance.now() - t0;
+    expect(ready).toMatchObject({ width: 4000, height: 3000, thumbnail: true });
+    const mib = (ms: number) => `${((bytes.length / 1024 / 1024) / (ms / 1000)).toFixed(0)} MiB/s`;
+    console.log(
+      `[files] local driver, loopback: 20 MiB PUT ${putMs.toFixed(0)} ms (${mib(putMs)}); chat.send with it (move, stat, sniff 64 KiB, write) ${sendMs.toFixed(0)} ms; ` +
+        `file.get + GET ${getMs.toFixed(0)} ms (${mib(getMs)}); 4000x3000 JPEG (${(image.length / 1024 / 1024).toFixed(1)} MiB): send ${imgSendMs.toFixed(0)} ms, file.ready ${readyMs.toFixed(0)} ms after the send began`,
+    );
   });
 });
