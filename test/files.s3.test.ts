@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import S3rver from 's3rver';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, expectTRPCError, makeConfig, openEvents, roomKit, testEnv, uuid, type RoomEvent, type TestEnv, type TestServer } from './fixture.js';
+import { createChatClient, type UploadProgress } from '../client/index.js';
+import { actor, expectTRPCError, makeConfig, openEvents, roomKit, testEnv, tokenFor, uuid, type RoomEvent, type TestEnv, type TestServer } from './fixture.js';
 
 const BUCKET = 'chat-files';
 let dir: string;
@@ -107,5 +108,24 @@ describe('S3 driver (s3rver)', () => {
     await server.app.services.fileWorker.runOnce();
     for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
     expect((await fetch(got.url)).status).toBe(404);
+  });
+
+  it('the typed client uploads to the store with progress (a body stream with its Content-Length) and downloads through the presigned URL', async () => {
+    const chat = createChatClient({ url: server.url, token: tokenFor('s3-client'), lazy: true });
+    try {
+      const room = await chat.trpc.room.create.mutate({ kind: 'group', name: 's3' });
+      const bytes = new TextEncoder().encode('x,y\n'.repeat(100_000));
+      const progress: UploadProgress[] = [];
+      const file = await chat.uploadFile(room.id, bytes, { name: 'data.csv', mime: 'text/csv', onProgress: (p) => progress.push(p) });
+      expect(progress.length).toBeGreaterThan(3);
+      expect(progress.at(-1)).toEqual({ loaded: bytes.length, total: bytes.length });
+      const m = await chat.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: '', kind: 'file', attachments: [file] });
+      expect(m.attachments[0]).toMatchObject({ fileId: file.fileId, size: bytes.length, mime: 'text/csv' });
+      const { response } = await chat.downloadFile(file.fileId);
+      expect(response.headers.get('content-disposition')).toBe(`attachment; filename="data.csv"; filename*=UTF-8''data.csv`);
+      expect(new Uint8Array(await response.arrayBuffer())).toEqual(bytes);
+    } finally {
+      await chat.close();
+    }
   });
 });
