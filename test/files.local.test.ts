@@ -302,6 +302,32 @@ describe('upload, attach, download (local driver)', () => {
   });
 });
 
+describe('previews: durable jobs', () => {
+  it('an image that cannot be decoded gets file.ready with thumbnail: false; a claimed job whose lease ran out is done again, one still leased is left alone', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    await using stream = await live(alice!, room.id);
+    // A PNG's signature and header, then garbage: its type is found, its pixels cannot be decoded.
+    const broken = Buffer.concat([(await png(64, 32)).subarray(0, 33), Buffer.alloc(200, 7)]);
+    const bad = await upload(alice!, room.id, broken, 'image/png', 'broken.png');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'b', attachments: [{ fileId: bad.fileId }] });
+    expect(await nextOf(stream, 'file.ready')).toMatchObject({ fileId: bad.fileId, messageId: m.id, width: null, height: null, thumbnail: false });
+    expect(await as(alice!).file.get({ fileId: bad.fileId })).toMatchObject({ thumbnailUrl: null, width: null });
+
+    const good = await upload(alice!, room.id, await png(64, 32), 'image/png', 'good.png');
+    await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'g', attachments: [{ fileId: good.fileId }] });
+    await nextOf(stream, 'file.ready');
+    // As if a node had claimed both jobs and died: one lease has run out, the other has not.
+    await t.env.sql(`update file set preview = 'pending', lease_until = now() - interval '1 second' where id = $1`, [good.fileId]);
+    await t.env.sql(`update file set preview = 'pending', lease_until = now() + interval '1 hour' where id = $1`, [bad.fileId]);
+    const round = await t.app.services.fileWorker.runOnce();
+    expect(round.previews).toBe(1);
+    expect(await nextOf(stream, 'file.ready')).toMatchObject({ fileId: good.fileId, width: 64, height: 32, thumbnail: true });
+    const rows = await t.env.sql<{ id: string; preview: string }>('select id, preview from file where id = any($1)', [[good.fileId, bad.fileId]]);
+    expect(Object.fromEntries(rows.map((r) => [r.id, r.preview]))).toEqual({ [good.fileId]: 'ready', [bad.fileId]: 'pending' });
+  });
+});
+
 describe('cleanup', () => {
   const worker = () => t.app.services.fileWorker;
   const gone = async (key: string) => {
