@@ -389,6 +389,25 @@ describe('cleanup', () => {
   });
 });
 
+describe('two nodes on one shared folder', () => {
+  it('a URL signed by one node is served by the other (the key comes from the shared config), and either node\'s worker may do the removal', async () => {
+    await using b = await t.env.startServer({ files: filesConfig() });
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'n.txt', size: 5, mime: 'text/plain' });
+    expect((await fetch(new URL(ticket.uploadUrl, b.url), { method: 'PUT', headers: ticket.headers, body: 'hello' })).status).toBe(200);
+    const m = await callerFor(b.app, actor(alice!)).chat.send({ roomId: room.id, clientId: uuid(), body: 'n', attachments: [{ fileId: ticket.fileId }] });
+    const got = await callerFor(b.app, actor(alice!)).file.get({ fileId: ticket.fileId });
+    expect(await (await fetch(new URL(got.url, t.url))).text()).toBe('hello');
+    const key = (await storageKey(ticket.fileId))!;
+    await as(alice!).chat.delete({ messageId: m.id });
+    // Both workers look (the delete woke A's already): one of them claims the row (SKIP LOCKED, a lease).
+    await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
+    expect(await storage().stat(key)).toBeNull();
+    expect(await storageKey(ticket.fileId)).toBeUndefined();
+  });
+});
+
 describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
   it('uploads past the quota are refused with a clear message; removed files free their bytes', async () => {
     await using q = await t.env.startServer({ files: filesConfig({ tenantQuotaBytes: 1000 }) });
