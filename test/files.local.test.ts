@@ -19,6 +19,7 @@ import {
   expectTRPCError,
   fileServer,
   loadConfig,
+  LocalStorage,
   makeConfig,
   makePreview,
   openEvents,
@@ -479,6 +480,22 @@ describe('previews, type checks, headers (units)', () => {
     expect(await checkContent(Buffer.from('a;b\n'), 'text/csv')).toEqual({ ok: true, mime: 'text/csv' });
     expect(await checkContent(Buffer.from('[1,2]'), 'application/json')).toEqual({ ok: true, mime: 'application/json' });
     expect(await checkContent(Buffer.alloc(0), 'text/plain')).toEqual({ ok: true, mime: 'text/plain' });
+  });
+
+  it('FILE_PUBLIC_URL makes the local driver\'s URLs absolute; a grant is bound to its method, key and expiry', async () => {
+    const cfg = loadConfig({ FILE_PUBLIC_URL: 'https://chat.example.com/', FILE_URL_SECRET: 'k'.repeat(32) }).files;
+    expect(cfg.publicUrl).toBe('https://chat.example.com');
+    const local = new LocalStorage(dir, cfg.urlSecret!, cfg.publicUrl!);
+    const key = `${'a'.repeat(16)}/${uuid()}`;
+    const up = await local.uploadUrl(`${key}.upload`, { size: 3, mime: 'text/plain', expiresAt: new Date(Date.now() + 60_000) });
+    expect(up.url.startsWith(`https://chat.example.com/files/${key}.upload?`)).toBe(true);
+    const q = new URL(up.url).searchParams;
+    expect(local.verify('PUT', `${key}.upload`, q)).toMatchObject({ method: 'PUT', size: 3, mime: 'text/plain' });
+    expect(local.verify('GET', `${key}.upload`, q)).toBe('this link only allows uploads');
+    expect(local.verify('PUT', key, q)).toBe('invalid signature');
+    expect(local.verify('PUT', `${key}.upload`, q, Date.now() + 120_000)).toBe('this link has expired');
+    expect(local.verify('PUT', '../../etc/passwd', q)).toBe('no such file');
+    expect(() => local.path('../x')).toThrow('invalid storage key');
   });
 
   it('Content-Disposition and ranges', () => {
