@@ -13,6 +13,7 @@ import { chat } from './cli/chat.js';
 import * as cmd from './cli/commands.js';
 import { Context, DEFAULT_URL, type CommonOptions } from './cli/context.js';
 import { demo } from './cli/demo.js';
+import { download } from './cli/files.js';
 import { CliError, describeError, oneLine } from './cli/errors.js';
 import { packageVersion } from './cli/version.js';
 
@@ -97,9 +98,17 @@ export function buildProgram(): Command {
     .option('--after <seq>', 'messages after this seq', int('--after'))
     .action(run((ctx, room: string, o: { limit?: number; before?: number; after?: number }) => cmd.history(ctx, room, o)));
 
-  common(program.command('send <room> <text...>'))
-    .description('send a message')
-    .action(run((ctx, room: string, text: string[]) => cmd.send(ctx, room, text)));
+  common(program.command('send <room> [text...]'))
+    .description('send a message, with files uploaded first (--file, with a progress bar)')
+    .option('--file <path>', 'attach a file (repeatable, at most 10)', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--mime <type>', 'the files\' type (default: by extension; the server checks it against the bytes)')
+    .action(run((ctx, room: string, text: string[], opts: { file: string[]; mime?: string }) => cmd.send(ctx, room, text, opts)));
+
+  common(program.command('download <fileId>'))
+    .description('save a file of a message (members of its room only)')
+    .option('-o, --output <path>', 'where to save it (default: its name, in this folder, never overwriting)')
+    .option('--force', 'overwrite an existing file of that name')
+    .action(run((ctx, fileId: string, opts: { output?: string; force?: boolean }) => download(ctx, fileId, opts)));
 
   common(program.command('tail <room>'))
     .description('follow a room (Ctrl-C to stop); --json prints each event object as the subscription yields it')

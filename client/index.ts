@@ -11,12 +11,14 @@
 import { createTRPCClient, createWSClient, httpBatchLink, splitLink, wsLink, type TRPCClient, type TRPCLink } from '@trpc/client';
 import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
+import { FileTransferError, putWithProgress, toBlob, type UploadBody, type UploadedFile, type UploadFileOptions } from './files.js';
 import { RoomTimeline } from './room-timeline.js';
-import { isDurableEvent, isInboxItem, type AppRouter, type InboxEvent, type RoomEvent } from './types.js';
+import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type RoomEvent } from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
 export { RoomTimeline, TYPING_TTL_MS, type RoomSnapshot } from './room-timeline.js';
+export { FileTransferError, type UploadBody, type UploadedFile, type UploadFileOptions, type UploadProgress } from './files.js';
 
 export interface ChatClientOptions {
   /** Server base URL, e.g. http://127.0.0.1:3000 (tRPC is served at /trpc, HTTP and WebSocket). */
@@ -124,6 +126,18 @@ export interface ChatClient {
    * duplicate) and keeps a `RoomTimeline` current.
    */
   openRoom(roomId: string, opts?: OpenRoomOptions): OpenRoom;
+  /**
+   * Uploads a file into a room (`file.createUpload`, then one HTTP PUT with progress) and answers
+   * its descriptor, to pass in `chat.send({ attachments: [file] })`, which checks and attaches it.
+   */
+  uploadFile(roomId: string, data: UploadBody, opts?: UploadFileOptions): Promise<UploadedFile>;
+  /**
+   * A file's metadata (`file.get`, members of its room only) and the download's response (its
+   * body not read yet: stream it, or `await response.arrayBuffer()`).
+   */
+  downloadFile(fileId: string, opts?: { signal?: AbortSignal; range?: string }): Promise<{ file: FileInfo; response: Response }>;
+  /** An absolute URL for a file URL of the server (the local driver's are relative to it). */
+  resolveUrl(url: string): string;
   close(): Promise<void>;
 }
 
@@ -365,6 +379,27 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
           sub?.unsubscribe();
         },
       };
+    },
+    async uploadFile(roomId, data, o = {}) {
+      const named = typeof File !== 'undefined' && data instanceof File ? data.name : undefined;
+      const blob = toBlob(data, o.mime ?? 'application/octet-stream');
+      const name = o.name ?? named ?? 'file';
+      const mime = o.mime ?? (blob.type || 'application/octet-stream');
+      const ticket = await trpc.file.createUpload.mutate({ roomId, name, size: blob.size, mime });
+      await putWithProgress(client.resolveUrl(ticket.uploadUrl), ticket.headers, blob, o);
+      return { fileId: ticket.fileId, name, size: blob.size, mime };
+    },
+    async downloadFile(fileId, o = {}) {
+      const file = await trpc.file.get.query({ fileId });
+      const response = await fetch(client.resolveUrl(file.url), {
+        ...(o.signal ? { signal: o.signal } : {}),
+        ...(o.range ? { headers: { range: o.range } } : {}),
+      });
+      if (!response.ok) throw new FileTransferError(response.status, `download refused (HTTP ${response.status})`);
+      return { file, response };
+    },
+    resolveUrl(url) {
+      return new URL(url, `${base}/`).toString();
     },
     async close() {
       closed = true;

@@ -95,6 +95,17 @@ export class RoomTimeline {
         }
         break;
       }
+      case 'file.ready': {
+        // An uploaded image's dimensions and thumbnail are known now: set them on its attachment.
+        const m = this.byId.get(event.messageId);
+        if (m) {
+          const attachments = m.attachments.map((a) =>
+            'fileId' in a && a.fileId === event.fileId ? { ...a, width: event.width, height: event.height, thumbnail: event.thumbnail } : a,
+          );
+          this.put({ ...m, attachments });
+        }
+        break;
+      }
       case 'room.updated':
         this.name = event.name;
         this.topic = event.topic;

@@ -41,6 +41,14 @@ export type MessagePreview = NonNullable<InboxEventOf<'room.activity'>['lastMess
 export type Message = RouterOutputs['chat']['send'];
 export type Reaction = Message['reactions'][number];
 export type Attachment = Message['attachments'][number];
+/** An uploaded file in a message: `'fileId' in attachment`. */
+export type FileAttachment = Extract<Attachment, { fileId: string }>;
+/** An external link in a message (https). */
+export type LinkAttachment = Exclude<Attachment, FileAttachment>;
+/** `file.get`: metadata and short-lived URLs (members of the file's room only). */
+export type FileInfo = RouterOutputs['file']['get'];
+/** `file.createUpload`: where to PUT the bytes. */
+export type UploadTicket = RouterOutputs['file']['createUpload'];
 export type Room = RouterOutputs['room']['get'];
 export type RoomKind = Room['kind'];
 export type RoomListItem = RouterOutputs['room']['list'][number];
@@ -70,6 +78,7 @@ const DURABLE: Record<DurableRoomEvent['type'], true> = {
   'room.updated': true,
   'room.archived': true,
   'room.unarchived': true,
+  'file.ready': true,
 };
 
 /** True for events that carry a room seq (and are replayed on resume). */

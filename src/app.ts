@@ -18,6 +18,8 @@ import { createWsTransport } from './trpc/ws-transport.js';
 import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
+import { fileHandler } from './http/files.js';
+import { LocalStorage } from './services/files/index.js';
 
 export interface App {
   server: Server;
@@ -53,6 +55,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       'AUTH_DEV_LOGIN is on and the server listens beyond this machine: anyone who reaches it can sign in as any user' +
         (config.devLoginRoles ? ', with any role and tenant (AUTH_DEV_LOGIN_ROLES=1)' : ''),
     );
+  }
+  if (config.files.storage === 'local' && config.files.urlSecret === null) {
+    log.warn('FILE_STORAGE=local without FILE_URL_SECRET or JWT_SECRET: file uploads are off (set FILE_URL_SECRET, or FILE_STORAGE=s3)');
   }
   const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
   // What the services report into (counters, procedure timings, fan-outs): built before them.
@@ -109,6 +114,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
 
   const serveStatic = createStaticHandler(opts.webDir);
   const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
+  // The local storage driver's signed upload and download URLs (S3: the store serves them).
+  const storage = services.files.storage;
+  const files = storage instanceof LocalStorage ? fileHandler(storage, log) : null;
   // Browser origins allowed on the API, over HTTP and WebSocket (src/http/origins.ts).
   const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -155,6 +163,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     }
     if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
     if (videoWebhooks(req, res, path)) return;
+    if (files?.(req, res, path)) return;
     if (serveStatic(req, res, path)) return;
     json(res, 404, { error: 'not found' });
   });

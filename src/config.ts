@@ -1,16 +1,19 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
 import { bool, ConfigError } from './config/env.js';
+import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
+export type { FilesConfig, S3Config } from './config/files.js';
 
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
+  ...filesEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -146,6 +149,8 @@ export interface Config {
   video: VideoConfig;
   /** Outgoing webhooks (docs/OPERATIONS.md, "Webhooks"). */
   webhooks: WebhookConfig;
+  /** File uploads, storage and downloads (docs/OPERATIONS.md, "Files"). */
+  files: FilesConfig;
 }
 
 /** Outgoing webhooks: first retry delay (doubling, jittered), attempts, poll interval, request timeout, private addresses allowed. */
@@ -225,6 +230,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     video: videoConfig(e),
     webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
+    files: filesConfig(e, e.DATA_DIR, auth.jwtSecret, production, auth.jwtSecretIsDev),
   };
 }
 

@@ -5,6 +5,7 @@ import { configPath, removeLogin, saveLogin, type StoredLogin } from './config.j
 import { isCode, terminalClient, type Context } from './context.js';
 import { CliError } from './errors.js';
 import { formatEvent, formatHit, formatMember, formatMessage, formatRoom } from './format.js';
+import { uploadFiles } from './files.js';
 import { createMeeting } from './video.js';
 
 export async function login(ctx: Context, username: string | undefined, opts: { name?: string; tenant?: string }): Promise<void> {
@@ -131,13 +132,18 @@ export async function history(ctx: Context, roomArg: string, opts: { limit?: num
   }
 }
 
-export async function send(ctx: Context, roomArg: string, words: string[]): Promise<void> {
+export async function send(ctx: Context, roomArg: string, words: string[], opts: { file?: string[]; mime?: string } = {}): Promise<void> {
   const body = words.join(' ');
-  if (!body.trim()) throw new CliError('nothing to send: give the message text');
+  const paths = opts.file ?? [];
+  if (!body.trim() && paths.length === 0) throw new CliError('nothing to send: give the message text or --file <path>');
+  if (paths.length > 10) throw new CliError('at most 10 files per message');
   const c = await ctx.client();
   const room = await ctx.resolveRoom(c, roomArg);
-  const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId: newClientId(), body });
-  ctx.out.result(m, `sent #${m.seq} to ${pc.bold(room.name)}`);
+  const files = await uploadFiles(ctx, c, room.id, paths, opts.mime);
+  const kind = files.length === 0 ? undefined : files.every((f) => f.mime.startsWith('image/')) ? 'image' : 'file';
+  const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId: newClientId(), body, ...(kind ? { kind, attachments: files } : {}) });
+  const attached = files.length ? ` with ${files.length} file${files.length > 1 ? 's' : ''}` : '';
+  ctx.out.result(m, `sent #${m.seq} to ${pc.bold(room.name)}${attached}`);
 }
 
 export async function search(ctx: Context, words: string[], opts: { room?: string; limit?: number }): Promise<void> {

@@ -10,12 +10,32 @@ export interface Reaction {
   me: boolean;
 }
 
-export interface AttachmentDto {
+/** An external link given by the sender (https only); name, size and type are the sender's word. */
+export interface LinkAttachmentDto {
   url: string;
   name: string;
   size: number;
   mime: string;
 }
+
+/**
+ * An uploaded file (`file.createUpload`, then `attachments: [{ fileId }]`): metadata only, checked
+ * by the server; `file.get` gives members short-lived URLs. `width`/`height` of images and
+ * `thumbnail` arrive with `file.ready` (history shows them once there).
+ */
+export interface FileAttachmentDto {
+  fileId: string;
+  name: string;
+  size: number;
+  mime: string;
+  width: number | null;
+  height: number | null;
+  /** A thumbnail exists (`file.get` gives its URL). */
+  thumbnail: boolean;
+}
+
+/** A message's attachment: `'fileId' in a` tells an uploaded file from a link. */
+export type AttachmentDto = LinkAttachmentDto | FileAttachmentDto;
 
 /** Structured data of an integration: a plain JSON object (at most 4 KiB serialized). */
 export type JsonObject = Record<string, unknown>;
@@ -74,7 +94,22 @@ export type DurableRoomEvent =
   | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; by: string }
   /** The room became read-only (`room.archive`) / writable again (`room.unarchive`). */
   | { type: 'room.archived'; roomId: string; seq: number; by: string }
-  | { type: 'room.unarchived'; roomId: string; seq: number; by: string };
+  | { type: 'room.unarchived'; roomId: string; seq: number; by: string }
+  /**
+   * The previews of an uploaded image are done (after the send, off the request path): its
+   * dimensions and whether a thumbnail exists (false: the image could not be decoded). Durable, so
+   * a client that was away still learns it on resume.
+   */
+  | {
+      type: 'file.ready';
+      roomId: string;
+      seq: number;
+      fileId: string;
+      messageId: string;
+      width: number | null;
+      height: number | null;
+      thumbnail: boolean;
+    };
 
 export type EphemeralRoomEvent =
   | { type: 'typing'; roomId: string; userId: string; typing: boolean }
@@ -110,6 +145,7 @@ const DURABLE_TYPES: Record<DurableEventType, true> = {
   'room.updated': true,
   'room.archived': true,
   'room.unarchived': true,
+  'file.ready': true,
 };
 
 /**
@@ -129,6 +165,8 @@ const WRITES_CONTENT: Record<DurableEventType, boolean> = {
   'room.updated': false,
   'room.archived': false,
   'room.unarchived': false,
+  // A preview of a file sent before the archive is the server's work, not a write by a user.
+  'file.ready': false,
 };
 
 /** True for events an archived room refuses (messages, edits, deletions, reactions). */

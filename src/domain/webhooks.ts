@@ -9,6 +9,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'member.left',
   'room.created',
   'room.archived',
+  'file.ready',
   'meeting.started',
   'meeting.ended',
   '*',

@@ -2,6 +2,10 @@ import { MAX_TENANT_LENGTH, MAX_USER_ID_LENGTH, TENANT_ID, USER_ID } from '../do
 import { z } from 'zod';
 
 /** Input building blocks shared by the routers (the contract's validation rules live here). */
+
+function isHttpsUrl(s: string): boolean {
+  return URL.canParse(s) && new URL(s).protocol === 'https:';
+}
 export const MAX_BODY_LENGTH = 4000;
 export const MAX_MEMBERS_PER_CALL = 100;
 export const MAX_ATTACHMENTS = 10;
@@ -27,12 +31,35 @@ export const RoomKey = z
   .max(200, 'key is at most 200 characters')
   .regex(/^[A-Za-z0-9_.:\-/]+$/, 'key may contain letters, digits and _ . : - / only (e.g. order:123)');
 export const Body = z.string().max(MAX_BODY_LENGTH, `body is at most ${MAX_BODY_LENGTH} characters`);
-export const Attachment = z.object({
-  url: z.url().max(2000),
+export const FileId = z.uuid({ error: 'fileId must be a UUID' });
+/** A file's name as given: shown, never used as a path (no control characters, no slashes needed). */
+export const FileName = z
+  .string()
+  .trim()
+  .min(1, 'name must not be empty')
+  .max(255, 'name is at most 255 characters')
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
+  .regex(/^[^\u0000-\u001f\u007f]+$/, 'name must not contain control characters');
+export const Mime = z
+  .string()
+  .min(3)
+  .max(127)
+  .regex(/^[\w.+-]+\/[\w.+-]+$/, 'mime must look like type/subtype');
+/** An external link: https only (no javascript:, data:, http:). */
+export const LinkAttachment = z.object({
+  url: z
+    .string()
+    .max(2000, 'url is at most 2000 characters')
+    .refine(isHttpsUrl, 'attachment url must be an https:// URL (upload files with file.createUpload and attach them as { fileId })'),
   name: z.string().min(1).max(255),
   size: z.number().int().min(0).max(10 * 1024 ** 3),
-  mime: z.string().min(3).max(127).regex(/^[\w.+-]+\/[\w.+-]+$/, 'mime must look like type/subtype'),
+  mime: Mime,
 });
+/**
+ * An attachment of chat.send: an uploaded file by id (other keys, e.g. the name and size the client
+ * keeps, are dropped: the server's own check decides them), or an https link.
+ */
+export const Attachment = z.union([z.object({ fileId: FileId }), LinkAttachment]);
 /** `lastEventId` must be declared or zod strips it and resume silently does nothing. */
 export const LastEventId = z.string().max(32).nullish();
 
@@ -114,7 +141,6 @@ export const Metadata = z.custom<Record<string, unknown>>(isPlainObject, { error
   if (bytes > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `metadata is at most ${MAX_METADATA_BYTES} bytes of JSON (got ${bytes})` });
 });
 
-const isHttpsUrl = (s: string): boolean => URL.canParse(s) && new URL(s).protocol === 'https:';
 const CardLabel = z.string().trim().min(1, 'label must not be empty').max(100, 'label is at most 100 characters');
 
 /** The content of a `card` message (service tokens). */

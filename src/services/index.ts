@@ -27,6 +27,7 @@ import { createVideoProvider } from '../video/index.js';
 import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
+import { createStorage, FileService, FileWorker } from './files/index.js';
 
 export interface Services {
   deps: Deps;
@@ -57,6 +58,9 @@ export interface Services {
   /** Outgoing webhooks: the tenant's endpoints (`webhook.*`) and this node's delivery worker. */
   webhooks: WebhookService;
   webhookWorker: WebhookWorker;
+  /** Uploaded files (`file.*`, attachments) and this node's file worker (previews, removals). */
+  files: FileService;
+  fileWorker: FileWorker;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -109,8 +113,12 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     coalesceMs: deps.config.activityCoalesceMs,
   });
   if (deps.config.activityFeed) publisher.watch((e) => activity.observe(e));
-  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity }, access, store, mapper, keyring);
-  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters });
+  const storage = createStorage(deps.config.files);
+  const fileWorker = new FileWorker(store, storage, deps.config.files, deps.log);
+  const wakeFiles = () => fileWorker.wake();
+  const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
+  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity, wakeFiles }, access, store, mapper, keyring);
+  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, files, wakeFiles });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);
   const typing = new TypingService(access, publisher, limits, {
@@ -145,7 +153,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     intervalMs: deps.config.retentionIntervalMs,
     batch: deps.config.retentionBatch,
     days: deps.config.retentionDays ?? null,
-  });
+  }, wakeFiles);
   return {
     deps,
     access,
@@ -171,15 +179,20 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     webhooks,
     webhookWorker,
     activity,
+    files,
+    fileWorker,
     async start() {
       await sessions.start();
       retention.start();
       webhookWorker.start();
+      fileWorker.start();
     },
     async close() {
       await sessions.close();
       retention.stop();
       await webhookWorker.stop();
+      await fileWorker.stop();
+      storage.close();
       typing.close();
       await activity.close();
       await presence.close();

@@ -16,7 +16,8 @@ export interface RetentionResult {
  * Deletes messages older than their room's retention (`room.retention_days`, else RETENTION_DAYS)
  * in small batches, each its own short transaction, so no lock is held for long and sends go on.
  * Room events and inbox items past the same age go too; reactions and edit history follow their
- * message (foreign keys cascade). One node at a time runs it (a PostgreSQL advisory lock).
+ * message (foreign keys cascade); their uploaded files are handed to the file worker, which removes
+ * the objects. One node at a time runs it (a PostgreSQL advisory lock).
  */
 export class RetentionService {
   private timer: NodeJS.Timeout | null = null;
@@ -27,6 +28,8 @@ export class RetentionService {
     private readonly log: Logger,
     /** RETENTION_INTERVAL_MS, RETENTION_BATCH and RETENTION_DAYS (null: no global default). */
     private readonly opts: { intervalMs: number; batch: number; days: number | null },
+    /** Wakes the file worker (messages with uploaded files went). */
+    private readonly wakeFiles: () => void = () => {},
   ) {}
 
   /** Runs the job every RETENTION_INTERVAL_MS (not at all when no retention is configured anywhere). */
@@ -61,7 +64,13 @@ export class RetentionService {
         }
       };
       const locked = await withRetentionLock(this.store.db(), async (conn) => {
-        result.messages = await loop(() => conn.deleteOldMessages(global, batch));
+        let files = 0;
+        result.messages = await loop(async () => {
+          const r = await conn.deleteOldMessages(global, batch);
+          files += r.files;
+          return r.messages;
+        });
+        if (files > 0) this.wakeFiles();
         result.events = await loop(() => conn.deleteOldRoomEvents(global, batch));
         if (global !== null) result.inbox = await loop(() => conn.deleteOldInboxEvents(global, batch));
       });

@@ -1,4 +1,6 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import type { AttachmentDto } from '../domain/events.js';
+import { StoredFile } from './file-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
 /**
@@ -73,12 +75,7 @@ export const Membership = defineEntity({
 });
 export type MembershipEntity = InferEntity<typeof Membership>;
 
-export interface Attachment {
-  url: string;
-  name: string;
-  size: number;
-  mime: string;
-}
+export type Attachment = AttachmentDto;
 
 export interface MessageCard {
   title: string;
@@ -293,4 +290,5 @@ export const entities = [
   VideoWebhookEvent,
   WebhookEndpoint,
   WebhookDelivery,
+  StoredFile,
 ];

@@ -16,9 +16,10 @@ const days = (n: number | null) => sql<number | null>`${n}::int`;
 export interface RetentionConnection {
   /**
    * Deletes up to `batch` messages older than their room's retention (`room.retention_days`, else
-   * `defaultDays`; null: rooms without their own keep everything). Returns how many went.
+   * `defaultDays`; null: rooms without their own keep everything); their uploaded files are handed
+   * to the file worker. Returns how many messages went, and how many files.
    */
-  deleteOldMessages(defaultDays: number | null, batch: number): Promise<number>;
+  deleteOldMessages(defaultDays: number | null, batch: number): Promise<{ messages: number; files: number }>;
   /** The same for room events (the same per-room override). */
   deleteOldRoomEvents(defaultDays: number | null, batch: number): Promise<number>;
   /** Deletes up to `batch` inbox items older than `days`. */
@@ -45,18 +46,34 @@ export async function withRetentionLock<T>(db: Db, fn: (conn: RetentionConnectio
 function retentionConnection(db: Db): RetentionConnection {
   return {
     async deleteOldMessages(defaultDays, batch) {
+      // One statement: the messages go, and their uploaded files are handed to the file worker.
       const r = await db
-        .deleteFrom('message')
-        .where('id', 'in', (eb) =>
-          eb
-            .selectFrom('message as m')
-            .innerJoin('room as r', 'r.id', 'm.room_id')
-            .select('m.id')
-            .where((w) => w('m.created_at', '<', olderThan(w.fn.coalesce('r.retention_days', days(defaultDays)))))
-            .limit(batch),
+        .with('gone', (q) =>
+          q
+            .deleteFrom('message')
+            .where('id', 'in', (eb) =>
+              eb
+                .selectFrom('message as m')
+                .innerJoin('room as r', 'r.id', 'm.room_id')
+                .select('m.id')
+                .where((w) => w('m.created_at', '<', olderThan(w.fn.coalesce('r.retention_days', days(defaultDays)))))
+                .limit(batch),
+            )
+            .returning('id'),
         )
-        .executeTakeFirst();
-      return Number(r.numDeletedRows);
+        .with('files', (q) =>
+          q
+            .updateTable('file')
+            .set({ state: 'deleting', lease_until: null })
+            .where('message_id', 'in', (eb) => eb.selectFrom('gone').select('gone.id'))
+            .returning('file.id'),
+        )
+        .selectNoFrom((eb) => [
+          eb.selectFrom('gone').select((x) => x.fn.countAll<number>().as('n')).as('messages'),
+          eb.selectFrom('files').select((x) => x.fn.countAll<number>().as('n')).as('files'),
+        ])
+        .executeTakeFirstOrThrow();
+      return { messages: Number(r.messages), files: Number(r.files) };
     },
     async deleteOldRoomEvents(defaultDays, batch) {
       const r = await db

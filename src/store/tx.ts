@@ -61,6 +61,7 @@ export const now = () => sql<Date>`now()`;
  *
  * Lock order (what keeps concurrent writers free of deadlocks, enforced here):
  * 1. message rows that the change reads for update (`lockForUpdate`; a reply before its root),
+ *    then uploaded file rows (a send's files, a preview's file: src/store/files.ts),
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
  *    commit, so commit order equals seq order within a room,
  * 3. inbox cursors, several users always in user id order.

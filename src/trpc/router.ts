@@ -1,5 +1,6 @@
 import { authRouter } from '../routers/auth.js';
 import { chatRouter } from '../routers/chat.js';
+import { fileRouter } from '../routers/file.js';
 import { inboxRouter } from '../routers/inbox.js';
 import { presenceRouter } from '../routers/presence.js';
 import { receiptRouter } from '../routers/receipt.js';
@@ -19,6 +20,7 @@ export const appRouter = router({
   video: videoRouter,
   signal: signalRouter,
   webhook: webhookRouter,
+  file: fileRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

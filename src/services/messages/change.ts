@@ -6,6 +6,7 @@ import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { MessageRow } from '../../store/message-row.js';
 import { lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody, uncountReply } from '../../store/messages.js';
+import { removeFilesOfMessages } from '../../store/files.js';
 import { addReaction, reactionSummaries, removeReaction } from '../../store/reactions.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
@@ -28,6 +29,7 @@ export class MessageChanges {
     private readonly mapper: MessageMapper,
     private readonly keyring: Keyring,
     private readonly limits: RateLimits,
+    private readonly wakeFiles: () => void,
   ) {}
 
   /** The message, locked until the transaction ends, if the caller can read it (NOT_FOUND otherwise). */
@@ -70,6 +72,10 @@ export class MessageChanges {
       if (row.deleted_at) return this.mapper.fromRow(row);
       // Lock order: message rows (a reply before its root), then the room's seq (src/store/tx.ts).
       if (row.reply_to_id) await lockMessage(tx, row.reply_to_id);
+      // Its uploaded files go with it: the file worker removes the objects after commit.
+      if (row.attachments.some((a) => 'fileId' in a) && (await removeFilesOfMessages(tx.db, [messageId])) > 0) {
+        tx.afterCommit(async () => this.wakeFiles());
+      }
       const event = await tx.append(row.room_id, async () => {
         const deleted = await markDeleted(tx, messageId, actor.id);
         if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);

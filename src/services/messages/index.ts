@@ -1,4 +1,5 @@
 import type { Counters } from '../../metrics.js';
+import type { FileService } from '../files/index.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { InboxService } from '../inbox.js';
@@ -29,12 +30,15 @@ export interface MessageServiceDeps {
   keyring: Keyring;
   limits: RateLimits;
   counters: Counters;
+  files: FileService;
+  /** Wakes the file worker (after a delete handed it files to remove). */
+  wakeFiles: () => void;
 }
 
 export function createMessageServices(d: MessageServiceDeps): MessageServices {
   return {
-    sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters),
-    changes: new MessageChanges(d.store, d.access, d.inbox, d.mapper, d.keyring, d.limits),
+    sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters, d.files),
+    changes: new MessageChanges(d.store, d.access, d.inbox, d.mapper, d.keyring, d.limits, d.wakeFiles),
     reader: new MessageReader(d.store, d.access, d.mapper),
   };
 }

@@ -2,7 +2,7 @@ import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, badRequest, conflict, forbidden, notFound } from '../../domain/errors.js';
-import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
+import type { AttachmentDto, CardDto, JsonObject, LinkAttachmentDto, MessageDto } from '../../domain/events.js';
 import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Counters } from '../../metrics.js';
@@ -11,6 +11,7 @@ import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../
 import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
 import type { AccessRequest, AccessService } from '../access.js';
 import { roomArchived } from '../../domain/errors.js';
+import type { AttachmentInput, FileService, PreparedAttachments } from '../files/index.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
@@ -23,7 +24,8 @@ export interface SendInput {
   body: string;
   /** `system` and `card`: service tokens only (the permission table, src/domain/permissions.ts). */
   kind?: MessageDto['kind'] | undefined;
-  attachments?: AttachmentDto[] | undefined;
+  /** Uploaded files (`{ fileId }`, checked and attached once) and https links. */
+  attachments?: AttachmentInput[] | undefined;
   replyToId?: string | null | undefined;
   mentions?: string[] | undefined;
   metadata?: JsonObject | null | undefined;
@@ -47,6 +49,7 @@ export class MessageSender {
     private readonly keyring: Keyring,
     private readonly limits: RateLimits,
     private readonly counters: Counters,
+    private readonly files: FileService,
   ) {
     this.checks = new SendBatcher((requests) => access.checkAccess(requests));
     this.writes = new SendBatcher((messages) => store.appendMessages(messages));
@@ -73,7 +76,8 @@ export class MessageSender {
     let failure: AppError | null = null;
     try {
       // Plain messages (the common case) are written in groups; replies and mentions one by one.
-      const sent = input.replyToId || input.mentions?.length ? await this.sendInTransaction(actor, input) : await this.sendPlain(actor, input);
+      const inTransaction = input.replyToId || input.mentions?.length || hasFiles(input);
+      const sent = inTransaction ? await this.sendInTransaction(actor, input) : await this.sendPlain(actor, input);
       if (sent) return sent;
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
@@ -108,7 +112,7 @@ export class MessageSender {
   }
 
   /** The new message row of a send: a fresh id, its body sealed when the room is encrypted. */
-  private draft(actor: Actor, input: SendInput, access: RoomAccess): NewMessage {
+  private draft(actor: Actor, input: SendInput, access: RoomAccess, attachments: AttachmentDto[]): NewMessage {
     const sealed = sealBody(this.keyring, access, input.body);
     return {
       id: randomUUID(),
@@ -119,7 +123,7 @@ export class MessageSender {
       body: sealed.body,
       keyId: sealed.keyId,
       kind: input.kind ?? 'text',
-      attachments: input.attachments ?? [],
+      attachments,
       metadata: input.metadata ?? null,
       card: input.kind === 'card' ? (input.card ?? null) : null,
     };
@@ -149,7 +153,7 @@ export class MessageSender {
     const access = checked.value;
     if (access instanceof AppError) throw access;
     this.requirePoster(access);
-    const outcome = await this.writes.submit(this.draft(actor, input, access));
+    const outcome = await this.writes.submit(this.draft(actor, input, access, linksOnly(input)));
     if (outcome.kind === 'gone') throw notFound('room');
     if (outcome.kind === 'archived') throw roomArchived();
     if (outcome.kind === 'repeat') return null;
@@ -172,10 +176,17 @@ export class MessageSender {
         if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
           throw badRequest('replyToId does not name a message of this room');
         }
+        // Uploaded files: their rows locked after the parent message and before the room's seq (lock
+        // order), their bytes checked (size, type sniffed) while locked, attached with the message.
+        const prepared: PreparedAttachments = hasFiles(input)
+          ? await this.files.prepare(tx, actor, input.roomId, input.attachments ?? [])
+          : { attachments: linksOnly(input), files: [] };
+        const draft = this.draft(actor, input, access, prepared.attachments);
+        await this.files.attach(tx, draft.id, prepared.files);
         const mentions = input.mentions?.length
           ? (await membersAmong(tx.db, input.roomId, [...new Set(input.mentions)])).filter((u) => u !== actor.id).sort()
           : [];
-        const message = await tx.appendMessage({ ...this.draft(actor, input, access), replyToId: input.replyToId ?? null, mentions });
+        const message = await tx.appendMessage({ ...draft, replyToId: input.replyToId ?? null, mentions });
         if (input.replyToId) await countReply(tx, input.replyToId);
         const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
         await tx.appendInboxMany(actor.tenant, mentions, {
@@ -202,3 +213,9 @@ export class MessageSender {
     return row ? (await this.mapper.many(db, [row], actor.id))[0]! : null;
   }
 }
+
+/** Whether a send attaches uploaded files (those take the per-send transaction). */
+const hasFiles = (input: SendInput) => input.attachments?.some((a) => 'fileId' in a) ?? false;
+
+/** The attachments of a send without uploaded files: links only. */
+const linksOnly = (input: SendInput): LinkAttachmentDto[] => (input.attachments ?? []).filter((a): a is LinkAttachmentDto => !('fileId' in a));

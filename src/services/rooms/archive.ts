@@ -3,6 +3,7 @@ import { notFound } from '../../domain/errors.js';
 import type { ArchiveState } from '../../domain/rooms.js';
 import type { Logger } from '../../logger.js';
 import { memberIdsOfTenantRoom } from '../../store/members.js';
+import { removeFilesOfRoom } from '../../store/files.js';
 import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -21,6 +22,7 @@ export class RoomArchive {
     private readonly store: Store,
     private readonly publisher: EventPublisher,
     private readonly activity: ActivityFeed,
+    private readonly wakeFiles: () => void,
   ) {}
 
   /**
@@ -57,6 +59,8 @@ export class RoomArchive {
     await this.store.transact(async (tx) => {
       await this.access.requireRoomManager(actor, roomId, 'delete', tx.em);
       const members = (await memberIdsOfTenantRoom(tx.db, actor.tenant, roomId)) ?? [];
+      // Its files (sent or not) go with it: the file worker removes the objects after commit.
+      if ((await removeFilesOfRoom(tx.db, roomId)) > 0) tx.afterCommit(async () => this.wakeFiles());
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
       tx.afterCommit(async () => {
         this.activity.roomDeleted(actor.tenant, roomId, members);

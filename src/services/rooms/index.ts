@@ -36,7 +36,7 @@ export interface RoomServices {
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed },
+  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed; wakeFiles: () => void },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
@@ -49,7 +49,7 @@ export function createRoomServices(
     membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
-    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity),
+    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity, parts.wakeFiles),
     directory: new RoomDirectory(parts.limits, store, read),
   };
 }

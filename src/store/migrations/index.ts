@@ -6,6 +6,7 @@ import { Migration20261122041500 } from './Migration20261122041500.js';
 import { Migration20261203024714 } from './Migration20261203024714.js';
 import { Migration20261203024718 } from './Migration20261203024718.js';
 import { Migration20261203025941 } from './Migration20261203025941.js';
+import { Migration20261203051657 } from './Migration20261203051657.js';
 import { Migration20261203053808 } from './Migration20261203053808.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
@@ -19,6 +20,7 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261203024714', class: Migration20261203024714 },
   { name: 'Migration20261203024718', class: Migration20261203024718 },
   { name: 'Migration20261203025941', class: Migration20261203025941 },
+  { name: 'Migration20261203051657', class: Migration20261203051657 },
   // Webhook secrets sealed with MESSAGE_KEYS are longer than the plain ones.
   { name: 'Migration20261203053808', class: Migration20261203053808 },
 ];

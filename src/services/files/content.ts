@@ -1,0 +1,80 @@
+import { fileTypeFromBuffer } from 'file-type';
+import { PREVIEW_TYPES } from '../../domain/files.js';
+
+/** How many leading bytes of an object are read to find its type. */
+export const SNIFF_BYTES = 64 * 1024;
+
+/** Types file-type cannot recognise (no magic number): accepted when the bytes are no known binary type. */
+const TEXT_LIKE = new Set([
+  'application/json',
+  'application/ld+json',
+  'application/xml',
+  'application/x-ndjson',
+  'application/yaml',
+  'application/x-yaml',
+  'application/javascript',
+  'application/sql',
+  'application/rtf',
+]);
+/** Declared names of the same type as file-type reports it. */
+const ALIASES: Record<string, string> = {
+  'image/jpg': 'image/jpeg',
+  'image/pjpeg': 'image/jpeg',
+  'audio/mp3': 'audio/mpeg',
+  'application/x-zip-compressed': 'application/zip',
+  'application/x-pdf': 'application/pdf',
+  'audio/x-wav': 'audio/wav',
+  'audio/wave': 'audio/wav',
+};
+
+export const isTextLike = (mime: string) => mime.startsWith('text/') || TEXT_LIKE.has(mime);
+
+/** The type a declared type stands for (lowercase, parameters and known aliases resolved). */
+export function canonicalMime(mime: string): string {
+  const base = mime.split(';')[0]!.trim().toLowerCase();
+  return ALIASES[base] ?? base;
+}
+
+export type ContentCheck = { ok: true; mime: string } | { ok: false; reason: string };
+
+/**
+ * Whether the first bytes of a file match its declared type. Bytes of a known binary type must be
+ * declared as that type (or `application/octet-stream`, which then takes the found type); bytes of
+ * no known type are accepted for text-like declarations (text/*, JSON, XML, ...) without NUL
+ * bytes, and for `application/octet-stream`.
+ */
+export async function checkContent(head: Uint8Array, declared: string): Promise<ContentCheck> {
+  const want = canonicalMime(declared);
+  const found = head.length > 0 ? await fileTypeFromBuffer(head) : undefined;
+  if (found) {
+    const got = canonicalMime(found.mime);
+    if (got === want || want === 'application/octet-stream') return { ok: true, mime: got };
+    // Zip-based office formats are zips too; a text-like declaration of an XML file that file-type calls XML is fine.
+    if (got === 'application/xml' && isTextLike(want)) return { ok: true, mime: want };
+    return { ok: false, reason: `its bytes are ${got}, not ${want}` };
+  }
+  if (want === 'application/octet-stream') return { ok: true, mime: want };
+  if (isTextLike(want)) {
+    if (head.includes(0)) return { ok: false, reason: `its bytes are binary, not ${want}` };
+    return { ok: true, mime: want };
+  }
+  return { ok: false, reason: `its bytes are not recognisably ${want}` };
+}
+
+/** Images that get a thumbnail and their dimensions. */
+export const hasPreview = (mime: string) => PREVIEW_TYPES.includes(mime);
+
+/** Shown in the browser (images of the preview types and PDF); everything else is downloaded. */
+export const isInline = (mime: string) => hasPreview(mime) || mime === 'application/pdf';
+
+/**
+ * `Content-Disposition` for a file name (RFC 6266): an ASCII fallback in `filename` (quotes,
+ * backslashes, controls and non-ASCII replaced) and the exact name in `filename*` (RFC 5987,
+ * UTF-8, percent-encoded).
+ */
+export function contentDisposition(name: string, inline: boolean): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this replaces
+  const fallback = name.replace(/[^\x20-\x7e]|["\\%]/g, '_').replace(/[\u0000-\u001f]/g, '_') || 'file';
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `${inline ? 'inline' : 'attachment'}; filename="${fallback}"; filename*=UTF-8''${encoded}`;
+}

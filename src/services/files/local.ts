@@ -1,0 +1,147 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { type DownloadOptions, type FileStorage, type SignedUpload, STORAGE_KEY } from './storage.js';
+
+/** What a local URL grants, read back from its query string. */
+export type LocalGrant =
+  | { method: 'PUT'; key: string; expiresAt: number; size: number; mime: string }
+  | { method: 'GET'; key: string; expiresAt: number; mime: string; inline: boolean; name: string };
+
+/**
+ * FILE_STORAGE=local: objects under FILE_DIR (default DATA_DIR/files), uploaded and downloaded
+ * through this server's `/files/<key>` endpoint (src/http/files.ts) with HMAC-signed URLs that
+ * bind the method, the key (so the file), the expiry and what is served or accepted.
+ */
+export class LocalStorage implements FileStorage {
+  readonly kind = 'local';
+
+  constructor(
+    private readonly dir: string,
+    private readonly secret: Buffer,
+    /** Base of the URLs handed out ('' for relative URLs). */
+    private readonly publicUrl: string,
+  ) {}
+
+  /** The object's path; throws for anything that is not a generated key (no traversal). */
+  path(key: string): string {
+    if (!STORAGE_KEY.test(key)) throw new Error('invalid storage key');
+    return join(this.dir, key);
+  }
+
+  private sign(g: LocalGrant): string {
+    const fields = g.method === 'PUT' ? ['v1', g.method, g.key, g.expiresAt, g.size, g.mime] : ['v1', g.method, g.key, g.expiresAt, g.mime, g.inline, g.name];
+    return createHmac('sha256', this.secret).update(JSON.stringify(fields)).digest('base64url');
+  }
+
+  async uploadUrl(key: string, o: { size: number; mime: string; expiresAt: Date }): Promise<SignedUpload> {
+    const g: LocalGrant = { method: 'PUT', key, expiresAt: Math.floor(o.expiresAt.getTime() / 1000), size: o.size, mime: o.mime };
+    const q = new URLSearchParams({ m: 'PUT', e: String(g.expiresAt), z: String(g.size), t: g.mime, s: this.sign(g) });
+    return { url: `${this.publicUrl}/files/${key}?${q}`, headers: { 'content-type': o.mime } };
+  }
+
+  async downloadUrl(key: string, o: DownloadOptions): Promise<string> {
+    const g: LocalGrant = { method: 'GET', key, expiresAt: Math.floor(o.expiresAt.getTime() / 1000), mime: o.mime, inline: o.inline, name: o.name };
+    const q = new URLSearchParams({ e: String(g.expiresAt), t: g.mime, d: o.inline ? 'i' : 'a', n: o.name, s: this.sign(g) });
+    return `${this.publicUrl}/files/${key}?${q}`;
+  }
+
+  /**
+   * What a request to `/files/<key>?...` may do, or why not: the signature is compared in constant
+   * time, then the expiry. HEAD is allowed by a GET grant.
+   */
+  verify(method: string, key: string, q: URLSearchParams, nowMs = Date.now()): LocalGrant | string {
+    if (!STORAGE_KEY.test(key)) return 'no such file';
+    const expiresAt = Number(q.get('e'));
+    if (!Number.isSafeInteger(expiresAt)) return 'invalid link';
+    let g: LocalGrant;
+    if (method === 'PUT') {
+      if (q.get('m') !== 'PUT') return 'this link does not allow uploads';
+      const size = Number(q.get('z'));
+      if (!Number.isSafeInteger(size) || size < 0) return 'invalid link';
+      g = { method: 'PUT', key, expiresAt, size, mime: q.get('t') ?? '' };
+    } else if (method === 'GET' || method === 'HEAD') {
+      if (q.has('m')) return 'this link only allows uploads';
+      g = { method: 'GET', key, expiresAt, mime: q.get('t') ?? '', inline: q.get('d') === 'i', name: q.get('n') ?? '' };
+    } else {
+      return 'method not allowed';
+    }
+    const given = Buffer.from(q.get('s') ?? '', 'base64url');
+    const expected = Buffer.from(this.sign(g), 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return 'invalid signature';
+    if (expiresAt * 1000 < nowMs) return 'this link has expired';
+    return g;
+  }
+
+  /** A new file next to `key`'s path to write into, then `commit` or `abort`. */
+  async temp(key: string): Promise<{ path: string; commit(): Promise<void>; abort(): Promise<void> }> {
+    const final = this.path(key);
+    await mkdir(dirname(final), { recursive: true });
+    const tmp = `${final}.${randomBytes(6).toString('hex')}.part`;
+    return {
+      path: tmp,
+      commit: () => rename(tmp, final),
+      abort: () => rm(tmp, { force: true }),
+    };
+  }
+
+  async stat(key: string): Promise<{ size: number } | null> {
+    try {
+      const s = await stat(this.path(key));
+      return s.isFile() ? { size: s.size } : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async promote(from: string, to: string): Promise<boolean> {
+    try {
+      await rename(this.path(from), this.path(to));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async readHead(key: string, bytes: number): Promise<Uint8Array> {
+    const fh = await open(this.path(key), 'r');
+    try {
+      const buf = Buffer.alloc(bytes);
+      const { bytesRead } = await fh.read(buf, 0, bytes, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async read(key: string, maxBytes: number): Promise<Buffer> {
+    const s = await this.stat(key);
+    if (!s) throw new Error(`object ${key} is missing`);
+    if (s.size > maxBytes) throw new Error(`object ${key} is larger than ${maxBytes} bytes`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of createReadStream(this.path(key))) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  async write(key: string, data: Buffer): Promise<void> {
+    const t = await this.temp(key);
+    try {
+      await writeFile(t.path, data);
+      await t.commit();
+    } catch (err) {
+      await t.abort();
+      throw err;
+    }
+  }
+
+  async remove(key: string): Promise<void> {
+    await unlink(this.path(key)).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+  }
+
+  close(): void {}
+}

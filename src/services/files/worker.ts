@@ -1,0 +1,168 @@
+import sharp from 'sharp';
+import type { FilesConfig } from '../../config.js';
+import type { Logger } from '../../logger.js';
+import { claimPreviews, claimRemovals, deleteFileRow, finishPreview, noteFileError } from '../../store/files.js';
+import type { Store } from '../../store/store.js';
+import { type FileStorage, keysOf, THUMB_SUFFIX } from './storage.js';
+
+/** Longest side of a thumbnail, in pixels. */
+export const THUMBNAIL_SIZE = 512;
+/** Rows claimed per round, and how long a claim holds. */
+const BATCH = 20;
+const LEASE_MS = 120_000;
+/** A preview whose object cannot be read this many times is given up (file.ready without thumbnail). */
+const MAX_PREVIEW_ATTEMPTS = 5;
+
+export interface FileWorkResult {
+  removed: number;
+  previews: number;
+}
+
+/** An image's dimensions (as displayed: EXIF rotation applied; a GIF's first frame) and its WebP thumbnail. */
+export async function makePreview(bytes: Buffer): Promise<{ width: number; height: number; thumbnail: Buffer }> {
+  const image = sharp(bytes, { animated: false, limitInputPixels: 100_000_000 });
+  const meta = await image.metadata();
+  const rotated = (meta.orientation ?? 1) >= 5;
+  const w = meta.width;
+  const h = meta.pageHeight ?? meta.height;
+  const thumbnail = await image
+    .rotate()
+    .resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true })
+    .webp({ quality: 80 })
+    .toBuffer();
+  return rotated ? { width: h, height: w, thumbnail } : { width: w, height: h, thumbnail };
+}
+
+/**
+ * The durable background work of files, on every node, each row claimed by one node (FOR UPDATE
+ * SKIP LOCKED and a lease, like the webhook outbox): thumbnails of attached images (then a
+ * `file.ready` event through the room log), removal of the objects of deleted messages, deleted
+ * rooms, retention and uploads never attached. A node that dies mid-job leaves the row to another
+ * once its lease ends: nothing is lost. Runs every FILE_SWEEP_INTERVAL_MS and when woken.
+ */
+export class FileWorker {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<FileWorkResult> | null = null;
+  private queued: Promise<FileWorkResult> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly storage: FileStorage,
+    private readonly cfg: FilesConfig,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.wake(), this.cfg.sweepIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Runs a round soon (now, or right after the one in progress). */
+  wake(): void {
+    if (this.stopped) return;
+    void this.runOnce().catch((err: unknown) => this.log.warn({ err }, 'file worker round failed'));
+  }
+
+  /**
+   * A round that starts now, or right after the one in progress (never one that started before this
+   * call: it sees every row handed over before). Calls while one is waiting share it.
+   */
+  runOnce(): Promise<FileWorkResult> {
+    if (this.queued !== null) return this.queued;
+    if (this.running === null) return this.begin();
+    const queued = this.running
+      .catch(() => {})
+      .then(() => {
+        this.queued = null;
+        return this.begin();
+      });
+    this.queued = queued;
+    return queued;
+  }
+
+  private begin(): Promise<FileWorkResult> {
+    if (this.stopped) return Promise.resolve({ removed: 0, previews: 0 });
+    const round = this.round().finally(() => {
+      if (this.running === round) this.running = null;
+    });
+    this.running = round;
+    return round;
+  }
+
+  private async round(): Promise<FileWorkResult> {
+    const result: FileWorkResult = { removed: 0, previews: 0 };
+    for (;;) {
+      const n = await this.removals();
+      result.removed += n;
+      if (n < BATCH || this.stopped) break;
+    }
+    for (;;) {
+      const n = await this.previews();
+      result.previews += n;
+      if (n < BATCH || this.stopped) break;
+    }
+    if (result.removed) this.log.info({ files: result }, 'file objects removed');
+    return result;
+  }
+
+  private async removals(): Promise<number> {
+    const rows = await claimRemovals(this.store.db(), BATCH, LEASE_MS, this.cfg.unattachedTtlSeconds);
+    await Promise.all(
+      rows.map(async (r) => {
+        try {
+          for (const key of keysOf(r.storage_key)) await this.storage.remove(key);
+          await deleteFileRow(this.store.db(), r.id);
+        } catch (err) {
+          this.log.warn({ err, fileId: r.id }, 'cannot remove a file object (retried later)');
+          await noteFileError(this.store.db(), r.id, String(err)).catch(() => {});
+        }
+      }),
+    );
+    return rows.length;
+  }
+
+  private async previews(): Promise<number> {
+    const rows = await claimPreviews(this.store.db(), BATCH, LEASE_MS);
+    for (const r of rows) {
+      if (!r.message_id) continue;
+      let bytes: Buffer;
+      try {
+        bytes = await this.storage.read(r.storage_key, this.cfg.maxBytes);
+      } catch (err) {
+        this.log.warn({ err, fileId: r.id }, 'cannot read an image for its preview');
+        await noteFileError(this.store.db(), r.id, String(err)).catch(() => {});
+        if (r.attempts < MAX_PREVIEW_ATTEMPTS) continue;
+        await this.finish(r.id, r.room_id, r.message_id, null);
+        continue;
+      }
+      let preview: Awaited<ReturnType<typeof makePreview>> | null = null;
+      try {
+        preview = await makePreview(bytes);
+        await this.storage.write(`${r.storage_key}${THUMB_SUFFIX}`, preview.thumbnail, 'image/webp');
+      } catch (err) {
+        this.log.warn({ err, fileId: r.id }, 'cannot make the preview of an image');
+        preview = null;
+      }
+      await this.finish(r.id, r.room_id, r.message_id, preview);
+    }
+    return rows.length;
+  }
+
+  /** Records the preview (or that there is none) and announces it with `file.ready`. */
+  private async finish(fileId: string, roomId: string, messageId: string, p: { width: number; height: number } | null): Promise<void> {
+    const result = { width: p?.width ?? null, height: p?.height ?? null, ok: p !== null };
+    await this.store.transact(async (tx) => {
+      if (!(await finishPreview(tx, { id: fileId, messageId }, result))) return;
+      await tx.append({ type: 'file.ready', roomId, fileId, messageId, width: result.width, height: result.height, thumbnail: result.ok });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.queued?.catch(() => {});
+    await this.running?.catch(() => {});
+  }
+}

@@ -1,0 +1,557 @@
+/**
+ * Uploaded files with the local storage driver (issue 15), against a real server, PostgreSQL and
+ * Redis, with real HTTP uploads and downloads: tickets, checked attachments, access-checked
+ * downloads (headers, ranges, signatures, expiry), limits and quota, previews with `file.ready`,
+ * and every way a file's objects are removed. Waits are on events, never sleeps; the file worker's
+ * rounds are run directly where a removal is under test.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  actor,
+  callerFor,
+  checkContent,
+  contentDisposition,
+  expectTRPCError,
+  fileServer,
+  loadConfig,
+  LocalStorage,
+  makeConfig,
+  makePreview,
+  openEvents,
+  parseRange,
+  roomKit,
+  uuid,
+  type Config,
+  type EventStream,
+  type RoomEvent,
+} from './fixture.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'chat-files-local-'));
+const MAX = 2 * 1024 * 1024;
+const filesConfig = (over: Partial<Config['files']> = {}): Config['files'] => ({ ...makeConfig().files, dir, maxBytes: MAX, ...over });
+const t = fileServer('files_local', { files: filesConfig() });
+const { users, as, groupRoom, allMessages } = roomKit(() => t);
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const png = (width: number, height: number) => sharp({ create: { width, height, channels: 3, background: '#3366cc' } }).png().toBuffer();
+const PDF = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n');
+
+const abs = (url: string) => new URL(url, t.url).toString();
+
+async function put(ticket: { uploadUrl: string; headers: Record<string, string> }, body: Uint8Array | ReadableStream<Uint8Array>) {
+  const init: RequestInit & { duplex?: 'half' } = { method: 'PUT', headers: ticket.headers, body };
+  if (body instanceof ReadableStream) init.duplex = 'half';
+  return fetch(abs(ticket.uploadUrl), init);
+}
+
+/** createUpload, then PUT the bytes: the ticket. */
+async function upload(who: string, roomId: string, bytes: Uint8Array, mime: string, name = 'file.bin') {
+  const ticket = await as(who).file.createUpload({ roomId, name, size: bytes.length, mime });
+  const res = await put(ticket, bytes);
+  expect(res.status, await res.clone().text()).toBe(200);
+  return ticket;
+}
+
+const storageKey = async (fileId: string) => (await t.env.sql<{ storage_key: string }>('select storage_key from file where id = $1', [fileId]))[0]?.storage_key;
+const storage = () => t.app.services.files.storage;
+
+async function live(who: string, roomId: string): Promise<EventStream> {
+  const s = await openEvents(t.app, actor(who), { roomId });
+  expect((await s.next()).event.type).toBe('ready');
+  return s;
+}
+
+async function nextOf<T extends RoomEvent['type']>(s: EventStream, type: T): Promise<Extract<RoomEvent, { type: T }>> {
+  for (;;) {
+    const { event } = await s.next(10_000);
+    if (event.type === type) return event as Extract<RoomEvent, { type: T }>;
+  }
+}
+
+describe('upload, attach, download (local driver)', () => {
+  it('a member uploads an image, sends it by fileId; events carry metadata only; members get signed URLs, nobody else; the thumbnail comes with file.ready', async () => {
+    const [alice, bob, carol] = users('alice', 'bob', 'carol');
+    const room = await groupRoom(alice!, [bob!]);
+    const image = await png(1200, 800);
+    await using stream = await live(bob!, room.id);
+
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'holiday photo.png', size: image.length, mime: 'image/png' });
+    expect(ticket).toMatchObject({ method: 'PUT', headers: { 'content-type': 'image/png' } });
+    expect(ticket.uploadUrl).toMatch(/^\/files\/[0-9a-f]{16}\/[0-9a-f-]{36}\.upload\?/);
+    expect(ticket.expiresAt.getTime()).toBeGreaterThan(Date.now());
+    expect((await put(ticket, image)).status).toBe(200);
+
+    const sent = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'look', kind: 'image', attachments: [{ fileId: ticket.fileId }] });
+    const meta = { fileId: ticket.fileId, name: 'holiday photo.png', size: image.length, mime: 'image/png', width: null, height: null, thumbnail: false };
+    expect(sent.attachments).toEqual([meta]);
+    const created = await nextOf(stream, 'message.new');
+    expect(created.message.attachments).toEqual([meta]);
+    expect(JSON.stringify(created)).not.toContain('/files/');
+
+    // Members get short-lived URLs; a non-member and another tenant get NOT_FOUND, as for rooms.
+    const got = await as(bob!).file.get({ fileId: ticket.fileId });
+    expect(got).toMatchObject({ id: ticket.fileId, roomId: room.id, messageId: sent.id, name: 'holiday photo.png', size: image.length, mime: 'image/png' });
+    expect(got.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(300_000);
+    await expectTRPCError(as(carol!).file.get({ fileId: ticket.fileId }), 'NOT_FOUND', 'file not found');
+    await expectTRPCError(as(alice!, 'other-tenant').file.get({ fileId: ticket.fileId }), 'NOT_FOUND', 'file not found');
+    await expectTRPCError(as(bob!).file.get({ fileId: uuid() }), 'NOT_FOUND', 'file not found');
+
+    const res = await fetch(abs(got.url));
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('image/png');
+    expect(res.headers.get('content-disposition')).toBe(`inline; filename="holiday photo.png"; filename*=UTF-8''holiday%20photo.png`);
+    expect(res.headers.get('x-content-type-options')).toBe('nosniff');
+    expect(res.headers.get('accept-ranges')).toBe('bytes');
+    expect(Buffer.from(await res.arrayBuffer()).equals(image)).toBe(true);
+
+    // A range of it.
+    const part = await fetch(abs(got.url), { headers: { range: 'bytes=10-19' } });
+    expect(part.status).toBe(206);
+    expect(part.headers.get('content-range')).toBe(`bytes 10-19/${image.length}`);
+    expect(Buffer.from(await part.arrayBuffer()).equals(image.subarray(10, 20))).toBe(true);
+    const tail = await fetch(abs(got.url), { headers: { range: 'bytes=-5' } });
+    expect(Buffer.from(await tail.arrayBuffer()).equals(image.subarray(-5))).toBe(true);
+    expect((await fetch(abs(got.url), { headers: { range: `bytes=${image.length}-` } })).status).toBe(416);
+
+    // The preview is made off the request path and announced.
+    const ready = await nextOf(stream, 'file.ready');
+    expect(ready).toMatchObject({ roomId: room.id, fileId: ticket.fileId, messageId: sent.id, width: 1200, height: 800, thumbnail: true });
+    const after = await as(bob!).file.get({ fileId: ticket.fileId });
+    expect(after).toMatchObject({ width: 1200, height: 800 });
+    const thumb = await fetch(abs(after.thumbnailUrl!));
+    expect(thumb.headers.get('content-type')).toBe('image/webp');
+    const dims = await sharp(Buffer.from(await thumb.arrayBuffer())).metadata();
+    expect([dims.format, dims.width, dims.height]).toEqual(['webp', 512, 341]);
+    // History shows the dimensions too, and a replay from before gives file.ready again.
+    const [inHistory] = (await allMessages(bob!, room.id)).filter((m) => m.id === sent.id);
+    expect(inHistory!.attachments).toEqual([{ ...meta, width: 1200, height: 800, thumbnail: true }]);
+    await using replay = await openEvents(t.app, actor(bob!), { roomId: room.id, lastEventId: String(sent.seq) });
+    expect((await replay.next()).event).toMatchObject({ type: 'file.ready', fileId: ticket.fileId, width: 1200 });
+  });
+
+  it('other files download as attachments with the name encoded (RFC 6266/5987); text-like types are accepted when the bytes are no binary type', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const name = 'résumé "final" 100%.csv';
+    const csv = Buffer.from('a,b\n1,2\n');
+    const ticket = await upload(alice!, room.id, csv, 'text/csv', name);
+    const json = await upload(alice!, room.id, Buffer.from('{"a":1}'), 'application/json', 'a.json');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: '', kind: 'file', attachments: [{ fileId: ticket.fileId }, { fileId: json.fileId }] });
+    expect(m.attachments.map((a) => a.mime)).toEqual(['text/csv', 'application/json']);
+    const got = await as(alice!).file.get({ fileId: ticket.fileId });
+    const res = await fetch(abs(got.url));
+    expect(res.headers.get('content-type')).toBe('text/csv');
+    expect(res.headers.get('content-disposition')).toBe(`attachment; filename="r_sum_ _final_ 100_.csv"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22%20100%25.csv`);
+    expect(await res.text()).toBe('a,b\n1,2\n');
+    // HEAD answers the headers only.
+    const head = await fetch(abs(got.url), { method: 'HEAD' });
+    expect([head.status, head.headers.get('content-length')]).toEqual([200, String(csv.length)]);
+  });
+
+  it('tampered, expired and misused URLs are refused; keys never come from names (no path traversal)', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const ticket = await upload(alice!, room.id, Buffer.from('hello'), 'text/plain', '../../etc/passwd');
+    await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [{ fileId: ticket.fileId }] });
+    const got = await as(alice!).file.get({ fileId: ticket.fileId });
+    const url = new URL(abs(got.url));
+    expect(url.pathname).not.toContain('passwd');
+    expect((await fetch(url)).status).toBe(200);
+
+    const tamper = async (name: string, value: string) => {
+      const u = new URL(url);
+      u.searchParams.set(name, value);
+      const res = await fetch(u);
+      return [res.status, ((await res.json()) as { error: string }).error];
+    };
+    expect(await tamper('s', `${url.searchParams.get('s')!.slice(0, -2)}AA`)).toEqual([403, 'invalid signature']);
+    expect(await tamper('t', 'text/html')).toEqual([403, 'invalid signature']);
+    expect(await tamper('d', 'i')).toEqual([403, 'invalid signature']);
+    expect(await tamper('e', String(Number(url.searchParams.get('e')) + 3600))).toEqual([403, 'invalid signature']);
+    // Another file's key with this signature.
+    const other = new URL(url);
+    other.pathname = other.pathname.replace(/[0-9a-f]{12}$/, '000000000000');
+    expect((await fetch(other)).status).toBe(403);
+    // Traversal: not a key at all.
+    const raw = await fetch(`${t.url}/files/..%2F..%2Fetc%2Fpasswd?${url.searchParams}`);
+    expect(raw.status).toBe(404);
+    // A download URL cannot upload, an upload URL cannot download.
+    expect((await fetch(url, { method: 'PUT', body: 'x' })).status).toBe(403);
+    expect((await fetch(abs(ticket.uploadUrl))).status).toBe(403);
+    expect((await fetch(url, { method: 'DELETE' })).status).toBe(405);
+
+    // Expired: a URL signed for a moment ago.
+    const key = (await storageKey(ticket.fileId))!;
+    const expired = await storage().downloadUrl(key, { name: 'x', mime: 'text/plain', inline: false, expiresAt: new Date(Date.now() - 1000) });
+    const res = await fetch(abs(expired));
+    expect([res.status, ((await res.json()) as { error: string }).error]).toEqual([403, 'this link has expired']);
+  });
+
+  it('FILE_MAX_BYTES: refused at createUpload (PAYLOAD_TOO_LARGE), and a body larger than signed is cut off and refused; a short one too', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    await expectTRPCError(as(alice!).file.createUpload({ roomId: room.id, name: 'big.bin', size: MAX + 1, mime: 'application/octet-stream' }), 'PAYLOAD_TOO_LARGE', /at most 2097152 bytes \(2 MiB\)/);
+
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'x.bin', size: 1000, mime: 'application/octet-stream' });
+    const key = (await storageKey(ticket.fileId))!;
+    // Declared larger: refused before reading.
+    const declared = await put(ticket, new Uint8Array(5000)).catch((err: unknown) => err);
+    if (declared instanceof Response) expect(declared.status).toBe(413);
+    // Streamed without a length, larger than signed: cut off.
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= 64 * 1024 * 1024) return c.close();
+        sent += 16 * 1024;
+        c.enqueue(new Uint8Array(16 * 1024));
+      },
+    });
+    const streamed = await put(ticket, body).catch((err: unknown) => err);
+    if (streamed instanceof Response) expect(streamed.status).toBe(413);
+    const seen = (r: unknown) => (r instanceof Response ? `HTTP ${r.status}` : `connection closed (${(r as Error).message})`);
+    console.log(`[files] oversize uploads: declared 5000 of 1000 bytes -> ${seen(declared)}; streamed without a length -> ${seen(streamed)} after ${sent} bytes were produced`);
+    expect(sent).toBeLessThan(64 * 1024 * 1024);
+    expect(await storage().stat(`${key}.upload`)).toBeNull();
+    // Too short: refused, nothing kept.
+    const short = await put(ticket, new Uint8Array(999));
+    expect(short.status).toBe(400);
+    expect(await storage().stat(`${key}.upload`)).toBeNull();
+    // Exactly right: kept.
+    expect((await put(ticket, new Uint8Array(1000))).status).toBe(200);
+    expect(await storage().stat(`${key}.upload`)).toEqual({ size: 1000 });
+  });
+
+  it('a send checks each file: uploaded, the declared size, a type matching its bytes; then it is attached once, in its own room only', async () => {
+    const [alice, bob, eve] = users('alice', 'bob', 'eve');
+    const room = await groupRoom(alice!, [bob!]);
+    const elsewhere = await groupRoom(alice!, [eve!]);
+    const send = (who: string, roomId: string, attachments: ({ fileId: string } | Record<string, unknown>)[]) =>
+      as(who).chat.send({ roomId, clientId: uuid(), body: 'f', attachments: attachments as never });
+
+    // Declared image/png, the bytes are a PDF.
+    const fake = await upload(alice!, room.id, PDF, 'image/png', 'fake.png');
+    await expectTRPCError(send(alice!, room.id, [{ fileId: fake.fileId }]), 'BAD_REQUEST', 'file "fake.png" was declared image/png, but its bytes are application/pdf, not image/png');
+    // Declared text/plain, binary bytes.
+    const bin = await upload(alice!, room.id, Buffer.from([0x00, 0x01, 0x02, 0x00]), 'text/plain', 'bin.txt');
+    await expectTRPCError(send(alice!, room.id, [{ fileId: bin.fileId }]), 'BAD_REQUEST', /its bytes are binary, not text\/plain/);
+    // Never uploaded.
+    const missing = await as(alice!).file.createUpload({ roomId: room.id, name: 'never.pdf', size: PDF.length, mime: 'application/pdf' });
+    await expectTRPCError(send(alice!, room.id, [{ fileId: missing.fileId }]), 'BAD_REQUEST', /has not been uploaded/);
+    // Another size than declared (a store that did not enforce it): written behind the endpoint's back.
+    const key = (await storageKey(missing.fileId))!;
+    await storage().write(`${key}.upload`, Buffer.concat([PDF, Buffer.from('more')]), 'application/pdf');
+    await expectTRPCError(send(alice!, room.id, [{ fileId: missing.fileId }]), 'BAD_REQUEST', `file "never.pdf" has ${PDF.length + 4} bytes, but ${PDF.length} were declared`);
+
+    const pdf = await upload(alice!, room.id, PDF, 'application/pdf', 'doc.pdf');
+    // Another room, another user, another tenant: NOT_FOUND.
+    await expectTRPCError(send(alice!, elsewhere.id, [{ fileId: pdf.fileId }]), 'NOT_FOUND', `file ${pdf.fileId} not found`);
+    await expectTRPCError(send(bob!, room.id, [{ fileId: pdf.fileId }]), 'NOT_FOUND', `file ${pdf.fileId} not found`);
+    await expectTRPCError(send(alice!, room.id, [{ fileId: uuid() }]), 'NOT_FOUND');
+    await expectTRPCError(send(alice!, room.id, [{ fileId: pdf.fileId }, { fileId: pdf.fileId }]), 'BAD_REQUEST', 'the same file is attached twice');
+    // Attached once.
+    const first = await send(alice!, room.id, [{ fileId: pdf.fileId }]);
+    expect(first.attachments).toEqual([{ fileId: pdf.fileId, name: 'doc.pdf', size: PDF.length, mime: 'application/pdf', width: null, height: null, thumbnail: false }]);
+    await expectTRPCError(send(alice!, room.id, [{ fileId: pdf.fileId }]), 'BAD_REQUEST', /already attached/);
+    // Two sends of one file at once: the file row is locked through the check and the write, so one
+    // wins and the other finds it attached.
+    const raced = await upload(alice!, room.id, PDF, 'application/pdf', 'raced.pdf');
+    const both = await Promise.allSettled([send(alice!, room.id, [{ fileId: raced.fileId }]), send(alice!, room.id, [{ fileId: raced.fileId }])]);
+    expect(both.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(String((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason)).toMatch(/already attached/);
+    // A repeat of the same send (clientId) answers the original.
+    const clientId = uuid();
+    const again = await upload(alice!, room.id, PDF, 'application/pdf');
+    const once = await as(alice!).chat.send({ roomId: room.id, clientId, body: 'r', attachments: [{ fileId: again.fileId }] });
+    const twice = await as(alice!).chat.send({ roomId: room.id, clientId, body: 'r', attachments: [{ fileId: again.fileId }] });
+    expect(twice.id).toBe(once.id);
+    // PDFs are shown inline.
+    const got = await as(bob!).file.get({ fileId: pdf.fileId });
+    expect((await fetch(abs(got.url))).headers.get('content-disposition')).toMatch(/^inline; /);
+    // Bytes sent to the upload URL after the check never replace what was checked.
+    expect((await put(pdf, Buffer.alloc(PDF.length, 0x41))).status).toBe(200);
+    expect(Buffer.from(await (await fetch(abs(got.url))).arrayBuffer()).equals(PDF)).toBe(true);
+  });
+
+  it('links: https only (javascript:, data: and http: are refused); at most 10 attachments', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const link = (url: string) => ({ url, name: 'l', size: 1, mime: 'text/html' });
+    for (const url of ['javascript:alert(1)', 'data:text/html,<script>alert(1)</script>', 'http://example.com/x', 'ftp://example.com/x']) {
+      await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [link(url)] }), 'BAD_REQUEST', /must be an https:\/\/ URL/);
+    }
+    const ok = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [link('https://example.com/x')] });
+    expect(ok.attachments).toEqual([link('https://example.com/x')]);
+    const ids = Array.from({ length: 11 }, () => ({ fileId: uuid() }));
+    await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: ids }), 'BAD_REQUEST', /at most 10 attachments/);
+  });
+
+  it('only members who may post get upload tickets', async () => {
+    const [alice, bob, carol] = users('alice', 'bob', 'carol');
+    const room = await groupRoom(alice!, [bob!]);
+    const input = { roomId: room.id, name: 'a.txt', size: 1, mime: 'text/plain' };
+    await expectTRPCError(as(carol!).file.createUpload(input), 'NOT_FOUND', 'room not found');
+    await expectTRPCError(as(bob!, 'other-tenant').file.createUpload(input), 'NOT_FOUND', 'room not found');
+    const broadcast = await as(alice!).room.create({ kind: 'broadcast', name: 'news', memberIds: [bob!] });
+    await expectTRPCError(as(bob!).file.createUpload({ ...input, roomId: broadcast.id }), 'FORBIDDEN', /may post/);
+    await expectTRPCError(callerFor(t.app, null).file.createUpload(input), 'UNAUTHORIZED');
+  });
+});
+
+describe('previews: durable jobs', () => {
+  it('an image that cannot be decoded gets file.ready with thumbnail: false; a claimed job whose lease ran out is done again, one still leased is left alone', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    await using stream = await live(alice!, room.id);
+    // A PNG's signature and header, then garbage: its type is found, its pixels cannot be decoded.
+    const broken = Buffer.concat([(await png(64, 32)).subarray(0, 33), Buffer.alloc(200, 7)]);
+    const bad = await upload(alice!, room.id, broken, 'image/png', 'broken.png');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'b', attachments: [{ fileId: bad.fileId }] });
+    expect(await nextOf(stream, 'file.ready')).toMatchObject({ fileId: bad.fileId, messageId: m.id, width: null, height: null, thumbnail: false });
+    expect(await as(alice!).file.get({ fileId: bad.fileId })).toMatchObject({ thumbnailUrl: null, width: null });
+
+    const good = await upload(alice!, room.id, await png(64, 32), 'image/png', 'good.png');
+    await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'g', attachments: [{ fileId: good.fileId }] });
+    await nextOf(stream, 'file.ready');
+    // As if a node had claimed both jobs and died: one lease has run out, the other has not.
+    await t.env.sql(`update file set preview = 'pending', lease_until = now() - interval '1 second' where id = $1`, [good.fileId]);
+    await t.env.sql(`update file set preview = 'pending', lease_until = now() + interval '1 hour' where id = $1`, [bad.fileId]);
+    const round = await t.app.services.fileWorker.runOnce();
+    expect(round.previews).toBe(1);
+    expect(await nextOf(stream, 'file.ready')).toMatchObject({ fileId: good.fileId, width: 64, height: 32, thumbnail: true });
+    const rows = await t.env.sql<{ id: string; preview: string }>('select id, preview from file where id = any($1)', [[good.fileId, bad.fileId]]);
+    expect(Object.fromEntries(rows.map((r) => [r.id, r.preview]))).toEqual({ [good.fileId]: 'ready', [bad.fileId]: 'pending' });
+  });
+});
+
+describe('cleanup', () => {
+  const worker = () => t.app.services.fileWorker;
+  const gone = async (key: string) => {
+    for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
+  };
+
+  it('deleting a message removes its files from storage (object, thumbnail, row)', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    await using stream = await live(bob!, room.id);
+    const ticket = await upload(alice!, room.id, await png(100, 50), 'image/png', 'p.png');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'p', attachments: [{ fileId: ticket.fileId }] });
+    await nextOf(stream, 'file.ready');
+    const key = (await storageKey(ticket.fileId))!;
+    expect(await storage().stat(`${key}.thumb`)).not.toBeNull();
+    const deleted = await as(alice!).chat.delete({ messageId: m.id });
+    expect(deleted.attachments).toEqual([]);
+    await expectTRPCError(as(bob!).file.get({ fileId: ticket.fileId }), 'NOT_FOUND');
+    await worker().runOnce();
+    await gone(key);
+    expect(await storageKey(ticket.fileId)).toBeUndefined();
+  });
+
+  it('uploads never attached are removed after FILE_UNATTACHED_TTL_SECONDS; younger ones stay', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const old = await upload(alice!, room.id, Buffer.from('old'), 'text/plain');
+    const young = await upload(alice!, room.id, Buffer.from('young'), 'text/plain');
+    await t.env.sql(`update file set created_at = now() - interval '25 hours' where id = $1`, [old.fileId]);
+    const [oldKey, youngKey] = [(await storageKey(old.fileId))!, (await storageKey(young.fileId))!];
+    await worker().runOnce();
+    await gone(oldKey);
+    expect(await storageKey(old.fileId)).toBeUndefined();
+    expect(await storage().stat(`${youngKey}.upload`)).toEqual({ size: 5 });
+  });
+
+  it('retention and room deletion remove the files of what they delete', async () => {
+    const [alice] = users('alice');
+    const kept = await groupRoom(alice!, []);
+    const doomed = await groupRoom(alice!, []);
+    const a = await upload(alice!, kept.id, Buffer.from('a'), 'text/plain');
+    const b = await upload(alice!, kept.id, Buffer.from('b'), 'text/plain');
+    const c = await upload(alice!, doomed.id, Buffer.from('c'), 'text/plain');
+    const d = await upload(alice!, doomed.id, Buffer.from('d'), 'text/plain');
+    const old = await as(alice!).chat.send({ roomId: kept.id, clientId: uuid(), body: 'old', attachments: [{ fileId: a.fileId }] });
+    await as(alice!).chat.send({ roomId: kept.id, clientId: uuid(), body: 'new', attachments: [{ fileId: b.fileId }] });
+    await as(alice!).chat.send({ roomId: doomed.id, clientId: uuid(), body: 'c', attachments: [{ fileId: c.fileId }] });
+    const keys = Object.fromEntries(await Promise.all([a, b, c, d].map(async (x) => [x.fileId, (await storageKey(x.fileId))!] as const)));
+
+    await t.env.sql(`update room set retention_days = 1 where id = $1`, [kept.id]);
+    await t.env.sql(`update message set created_at = now() - interval '2 days' where id = $1`, [old.id]);
+    expect((await t.app.services.retention.runOnce()).messages).toBe(1);
+    await as(alice!).room.delete({ roomId: doomed.id });
+    await worker().runOnce();
+    await gone(keys[a.fileId]!);
+    await gone(keys[c.fileId]!);
+    await gone(keys[d.fileId]!);
+    expect(await storage().stat(keys[b.fileId]!)).toEqual({ size: 1 });
+  });
+});
+
+describe('two nodes on one shared folder', () => {
+  it('a URL signed by one node is served by the other (the key comes from the shared config), and either node\'s worker may do the removal', async () => {
+    await using b = await t.env.startServer({ files: filesConfig() });
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'n.txt', size: 5, mime: 'text/plain' });
+    expect((await fetch(new URL(ticket.uploadUrl, b.url), { method: 'PUT', headers: ticket.headers, body: 'hello' })).status).toBe(200);
+    const m = await callerFor(b.app, actor(alice!)).chat.send({ roomId: room.id, clientId: uuid(), body: 'n', attachments: [{ fileId: ticket.fileId }] });
+    const got = await callerFor(b.app, actor(alice!)).file.get({ fileId: ticket.fileId });
+    expect(await (await fetch(new URL(got.url, t.url))).text()).toBe('hello');
+    const key = (await storageKey(ticket.fileId))!;
+    await as(alice!).chat.delete({ messageId: m.id });
+    // Both workers look (the delete woke A's already): one of them claims the row (SKIP LOCKED, a lease).
+    await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
+    expect(await storage().stat(key)).toBeNull();
+    expect(await storageKey(ticket.fileId)).toBeUndefined();
+  });
+});
+
+describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
+  it('uploads past the quota are refused with a clear message; removed files free their bytes', async () => {
+    await using q = await t.env.startServer({ files: filesConfig({ tenantQuotaBytes: 1000 }) });
+    const caller = (who: string, tenant: string) => callerFor(q.app, actor(who, tenant));
+    const tenant = `quota-${uuid().slice(0, 8)}`;
+    const room = await caller('owner', tenant).room.create({ kind: 'group', name: 'q' });
+    const input = (size: number) => ({ roomId: room.id, name: 'q.bin', size, mime: 'application/octet-stream' });
+    await expectTRPCError(caller('owner', tenant).file.createUpload(input(1001)), 'PAYLOAD_TOO_LARGE', /more than the tenant's whole storage quota of 1000 bytes/);
+    const first = await caller('owner', tenant).file.createUpload(input(600));
+    await expectTRPCError(caller('owner', tenant).file.createUpload(input(500)), 'FORBIDDEN', /quota is used up: 600 of 1000 bytes in use, this file needs 500 more/);
+    // Another tenant has its own quota.
+    const other = await caller('owner', `${tenant}-b`).room.create({ kind: 'group', name: 'q' });
+    await expect(caller('owner', `${tenant}-b`).file.createUpload({ ...input(500), roomId: other.id })).resolves.toBeTruthy();
+    // Once the first upload is swept, its bytes are free again.
+    await t.env.sql(`update file set created_at = now() - interval '2 days' where id = $1`, [first.fileId]);
+    await q.app.services.fileWorker.runOnce();
+    await expect(caller('owner', tenant).file.createUpload(input(500))).resolves.toBeTruthy();
+  });
+});
+
+describe('configuration', () => {
+  it('local storage without a URL key (production with a JWKS only): file calls are PRECONDITION_FAILED, the endpoint accepts nothing', async () => {
+    await using s = await t.env.startServer({ files: filesConfig({ urlSecret: null }) });
+    const room = await callerFor(s.app, actor('nokey')).room.create({ kind: 'group', name: 'k' });
+    const input = { roomId: room.id, name: 'a.txt', size: 1, mime: 'text/plain' };
+    await expectTRPCError(callerFor(s.app, actor('nokey')).file.createUpload(input), 'PRECONDITION_FAILED', /set FILE_URL_SECRET \(or JWT_SECRET\), or FILE_STORAGE=s3/);
+    await expectTRPCError(callerFor(s.app, actor('nokey')).file.get({ fileId: uuid() }), 'PRECONDITION_FAILED');
+  });
+
+  const load = (env: Record<string, string>) => () => loadConfig(env);
+  it('defaults: local storage under DATA_DIR/files, 25 MiB, 300 s URLs, no quota, a day for unattached uploads', () => {
+    const c = loadConfig({ DATA_DIR: '/var/chat' }).files;
+    expect(c).toMatchObject({ storage: 'local', dir: '/var/chat/files', maxBytes: 25 * 1024 * 1024, urlTtlSeconds: 300, tenantQuotaBytes: null, unattachedTtlSeconds: 86_400, s3: null });
+    expect(c.urlSecret?.length).toBe(32);
+  });
+  it('refuses what cannot work: S3 without a bucket, a short FILE_URL_SECRET; production with a JWKS only has no local URL key (file calls refused, never a built-in key)', () => {
+    expect(load({ FILE_STORAGE: 's3' })).toThrow(/FILE_STORAGE=s3 needs S3_BUCKET/);
+    expect(load({ FILE_URL_SECRET: 'short' })).toThrow(/FILE_URL_SECRET must be at least 32 bytes/);
+    const prod = { NODE_ENV: 'production', AUTH_JWKS_URL: 'https://idp.example.com/keys', AUTH_ISSUER: 'i', AUTH_AUDIENCE: 'a', AUTH_DEV_LOGIN: 'off' };
+    expect(loadConfig(prod).files.urlSecret).toBeNull();
+    expect(loadConfig({ ...prod, FILE_URL_SECRET: 'x'.repeat(32) }).files.urlSecret?.toString()).toBe('x'.repeat(32));
+    const s3 = loadConfig({ FILE_STORAGE: 's3', S3_BUCKET: 'chat-files', S3_ENDPOINT: 'http://minio:9000', S3_FORCE_PATH_STYLE: '1', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' }).files.s3;
+    expect(s3).toMatchObject({ bucket: 'chat-files', endpoint: 'http://minio:9000', forcePathStyle: true, region: 'us-east-1' });
+  });
+});
+
+describe('previews, type checks, headers (units)', () => {
+  it('an animated GIF gives its first frame; a rotated JPEG its displayed size; the thumbnail is never enlarged', async () => {
+    const frame = (c: string) => sharp({ create: { width: 300, height: 200, channels: 3, background: c } }).png().toBuffer();
+    const gif = await sharp([await frame('#f00'), await frame('#00f')], { join: { animated: true } }).gif().toBuffer();
+    const g = await makePreview(gif);
+    expect([g.width, g.height]).toEqual([300, 200]);
+    const gm = await sharp(g.thumbnail).metadata();
+    expect([gm.format, gm.width, gm.height, gm.pages ?? 1]).toEqual(['webp', 300, 200, 1]);
+    const jpeg = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#0f0' } }).jpeg().withMetadata({ orientation: 6 }).toBuffer();
+    const j = await makePreview(jpeg);
+    expect([j.width, j.height]).toEqual([200, 300]);
+    expect(await sharp(j.thumbnail).metadata().then((m) => [m.width, m.height])).toEqual([200, 300]);
+    await expect(makePreview(Buffer.from('\x89PNG\r\n\x1a\nnot really'))).rejects.toThrow();
+  });
+
+  it('type checks: found types must match (aliases allowed), text-like types need non-binary bytes, octet-stream takes the found type', async () => {
+    const jpeg = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } }).jpeg().toBuffer();
+    expect(await checkContent(jpeg, 'image/jpg')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'IMAGE/JPEG; q=1')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'application/octet-stream')).toEqual({ ok: true, mime: 'image/jpeg' });
+    expect(await checkContent(jpeg, 'text/plain')).toEqual({ ok: false, reason: 'its bytes are image/jpeg, not text/plain' });
+    expect(await checkContent(Buffer.from('plain words'), 'image/png')).toEqual({ ok: false, reason: 'its bytes are not recognisably image/png' });
+    expect(await checkContent(Buffer.from('a;b\n'), 'text/csv')).toEqual({ ok: true, mime: 'text/csv' });
+    expect(await checkContent(Buffer.from('[1,2]'), 'application/json')).toEqual({ ok: true, mime: 'application/json' });
+    expect(await checkContent(Buffer.alloc(0), 'text/plain')).toEqual({ ok: true, mime: 'text/plain' });
+  });
+
+  it('FILE_PUBLIC_URL makes the local driver\'s URLs absolute; a grant is bound to its method, key and expiry', async () => {
+    const cfg = loadConfig({ FILE_PUBLIC_URL: 'https://chat.example.com/', FILE_URL_SECRET: 'k'.repeat(32) }).files;
+    expect(cfg.publicUrl).toBe('https://chat.example.com');
+    const local = new LocalStorage(dir, cfg.urlSecret!, cfg.publicUrl!);
+    const key = `${'a'.repeat(16)}/${uuid()}`;
+    const up = await local.uploadUrl(`${key}.upload`, { size: 3, mime: 'text/plain', expiresAt: new Date(Date.now() + 60_000) });
+    expect(up.url.startsWith(`https://chat.example.com/files/${key}.upload?`)).toBe(true);
+    const q = new URL(up.url).searchParams;
+    expect(local.verify('PUT', `${key}.upload`, q)).toMatchObject({ method: 'PUT', size: 3, mime: 'text/plain' });
+    expect(local.verify('GET', `${key}.upload`, q)).toBe('this link only allows uploads');
+    expect(local.verify('PUT', key, q)).toBe('invalid signature');
+    expect(local.verify('PUT', `${key}.upload`, q, Date.now() + 120_000)).toBe('this link has expired');
+    expect(local.verify('PUT', '../../etc/passwd', q)).toBe('no such file');
+    expect(() => local.path('../x')).toThrow('invalid storage key');
+  });
+
+  it('Content-Disposition and ranges', () => {
+    expect(contentDisposition('a b.pdf', true)).toBe(`inline; filename="a b.pdf"; filename*=UTF-8''a%20b.pdf`);
+    expect(contentDisposition('日本\r\n.txt', false)).toBe(`attachment; filename="____.txt"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%0D%0A.txt`);
+    expect(contentDisposition("it's (1).txt", false)).toBe(`attachment; filename="it's (1).txt"; filename*=UTF-8''it%27s%20%281%29.txt`);
+    expect(parseRange(undefined, 10)).toBeNull();
+    expect(parseRange('bytes=2-4', 10)).toEqual([2, 4]);
+    expect(parseRange('bytes=8-', 10)).toEqual([8, 9]);
+    expect(parseRange('bytes=-3', 10)).toEqual([7, 9]);
+    expect(parseRange('bytes=5-100', 10)).toEqual([5, 9]);
+    expect(parseRange('bytes=10-', 10)).toBe('unsatisfiable');
+    expect(parseRange('bytes=0-1,4-5', 10)).toBeNull();
+    expect(parseRange('items=0-1', 10)).toBeNull();
+  });
+});
+
+describe('measured', () => {
+  // Kept light (a plain image, 8 MiB): the suite runs files in parallel, and CPU spent here is taken
+  // from timing-sensitive tests elsewhere.
+  it('an 8 MiB upload, its check at send, its download; a 12-megapixel image to file.ready', async () => {
+    await using m = await t.env.startServer({ files: filesConfig({ maxBytes: 25 * 1024 * 1024 }) });
+    const caller = callerFor(m.app, actor('measure'));
+    const room = await caller.room.create({ kind: 'group', name: 'm' });
+    const bytes = randomBytes(8 * 1024 * 1024);
+    const ticket = await caller.file.createUpload({ roomId: room.id, name: 'big.bin', size: bytes.length, mime: 'application/octet-stream' });
+    let t0 = performance.now();
+    const res = await fetch(new URL(ticket.uploadUrl, m.url), { method: 'PUT', headers: ticket.headers, body: bytes });
+    expect(res.status).toBe(200);
+    const putMs = performance.now() - t0;
+    t0 = performance.now();
+    await caller.chat.send({ roomId: room.id, clientId: uuid(), body: 'big', attachments: [{ fileId: ticket.fileId }] });
+    const sendMs = performance.now() - t0;
+    t0 = performance.now();
+    const got = await caller.file.get({ fileId: ticket.fileId });
+    const body = Buffer.from(await (await fetch(new URL(got.url, m.url))).arrayBuffer());
+    const getMs = performance.now() - t0;
+    expect(body.equals(bytes)).toBe(true);
+
+    const image = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: '#808080' } }).jpeg({ quality: 85 }).toBuffer();
+    await using stream = await openEvents(m.app, actor('measure'), { roomId: room.id });
+    expect((await stream.next()).event.type).toBe('ready');
+    const img = await caller.file.createUpload({ roomId: room.id, name: 'photo.jpg', size: image.length, mime: 'image/jpeg' });
+    expect((await fetch(new URL(img.uploadUrl, m.url), { method: 'PUT', headers: img.headers, body: image })).status).toBe(200);
+    t0 = performance.now();
+    await caller.chat.send({ roomId: room.id, clientId: uuid(), body: 'photo', attachments: [{ fileId: img.fileId }] });
+    const imgSendMs = performance.now() - t0;
+    let ready: RoomEvent;
+    do ready = (await stream.next(20_000)).event;
+    while (ready.type !== 'file.ready');
+    const readyMs = performance.now() - t0;
+    expect(ready).toMatchObject({ width: 4000, height: 3000, thumbnail: true });
+    const mib = (ms: number) => `${((bytes.length / 1024 / 1024) / (ms / 1000)).toFixed(0)} MiB/s`;
+    console.log(
+      `[files] local driver, loopback: 8 MiB PUT ${putMs.toFixed(0)} ms (${mib(putMs)}); chat.send with it (move, stat, sniff 64 KiB, write) ${sendMs.toFixed(0)} ms; ` +
+        `file.get + GET ${getMs.toFixed(0)} ms (${mib(getMs)}); 4000x3000 JPEG (${(image.length / 1024).toFixed(0)} KiB): send ${imgSendMs.toFixed(0)} ms, file.ready ${readyMs.toFixed(0)} ms after the send began`,
+    );
+  });
+});
