@@ -136,19 +136,24 @@ describe('room.activity on inbox.events', () => {
 });
 
 describe('room.changed on inbox.events', () => {
-  it('renamed, archived, unarchived, left and deleted reach the members concerned', async () => {
+  it('joined (any device), renamed, archived, unarchived, left and deleted reach the members concerned', async () => {
     const u = tag();
     const [alice, bob, carol] = [`a-${u}`, `b-${u}`, `c-${u}`];
     await using ac = clientFor(cl.a.url, alice);
     await using bc = clientFor(cl.b.url, bob);
     await using cc = clientFor(cl.a.url, carol);
-    const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'project', memberIds: [bob, carol] });
     using bobInbox = recordInbox(bc);
     using carolInbox = recordInbox(cc);
-    await Promise.all([bobInbox.ready(), carolInbox.ready()]);
+    // Alice's other device (another node) hears of the room she creates here.
+    await using aliceLaptop = clientFor(cl.b.url, alice);
+    using aliceInbox = recordInbox(aliceLaptop);
+    await Promise.all([bobInbox.ready(), carolInbox.ready(), aliceInbox.ready()]);
+    const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'project', memberIds: [bob, carol] });
+    expect(await aliceInbox.next('room.changed', (e) => e.roomId === room.id)).toEqual({ type: 'room.changed', roomId: room.id, change: 'joined' });
+    await bobInbox.next('room.changed', (e) => e.roomId === room.id && e.change === 'joined');
 
     await ac.trpc.room.update.mutate({ roomId: room.id, name: 'project x' });
-    expect(await bobInbox.next('room.changed', (e) => e.roomId === room.id)).toEqual({ type: 'room.changed', roomId: room.id, change: 'updated' });
+    expect(await bobInbox.next('room.changed', (e) => e.roomId === room.id && e.change !== 'joined')).toEqual({ type: 'room.changed', roomId: room.id, change: 'updated' });
     await ac.trpc.room.archive.mutate({ roomId: room.id });
     await bobInbox.next('room.changed', (e) => e.roomId === room.id && e.change === 'archived');
     await ac.trpc.room.unarchive.mutate({ roomId: room.id });

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, testEnv, tokenFor, uuid, within, type TestEnv, type TestServer } from './fixture.js';
 
@@ -137,6 +138,73 @@ describe('browser chat page', () => {
     await message(page, 'second in Ops 2').waitFor();
     await waitGone(roomItem(page, 'Ops 2').locator('.badge'));
     expect(subscribed.filter((p) => p === 'chat.events')).toEqual(['chat.events']);
+    expect(errors).toEqual([]);
+  });
+
+  it('files: attach with the picker, drop and paste; progress while uploading; the other member sees file cards and an image preview', async () => {
+    const errors: string[] = [];
+    const alice = await newPage(errors);
+    const bob = await newPage(errors);
+    await login(alice, 'fay', 'Fay');
+    await login(bob, 'gus', 'Gus');
+    {
+      await using api = clientFor(srv.url, 'fay');
+      await api.trpc.room.create.mutate({ kind: 'group', name: 'Drawings', memberIds: ['gus'] });
+    }
+    for (const p of [alice, bob]) {
+      await roomItem(p, 'Drawings').click();
+      await waitText(p.locator('#room-title'), /^Drawings$/);
+    }
+    // Every progress value the page shows, recorded in the page as it changes.
+    // (Page code as strings: the tests are compiled without the DOM's types.)
+    await alice.evaluate(`(() => {
+      const seen = (window.progressSeen = []);
+      new MutationObserver(() => {
+        for (const p of document.querySelectorAll('#uploads progress')) seen.push(Math.round((p.value / p.max) * 100));
+      }).observe(document.getElementById('uploads'), { subtree: true, childList: true, attributes: true });
+    })()`);
+
+    // 1. The picker: a photo (an image) and a drawing (a PDF of about 1.5 MB).
+    const photo = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 30, g: 120, b: 200 } } }).png().toBuffer();
+    const pdf = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(1_500_000, 0x20), Buffer.from('\n%%EOF\n')]);
+    await alice.locator('#composer-input').fill('the plans');
+    await alice.locator('#composer-file').setInputFiles([
+      { name: 'photo.png', mimeType: 'image/png', buffer: photo },
+      { name: 'plan 4711.pdf', mimeType: 'application/pdf', buffer: pdf },
+    ]);
+    const cards = (p: Page) => p.locator('#messages .msg[data-seq] .file-card[data-file-id]');
+    await waitText(cards(bob).filter({ hasText: 'plan 4711.pdf' }).locator('.file-size'), /MB · application\/pdf/);
+    await waitText(message(bob, 'the plans').locator('.file-card'), 'photo.png');
+    expect(Math.max(...(await alice.evaluate<number[]>('window.progressSeen')))).toBe(100);
+    // The photo's preview appears when its thumbnail is ready (file.ready), and loads.
+    const img = cards(bob).filter({ hasText: 'photo.png' }).locator('img');
+    await img.waitFor();
+    await bob.waitForFunction(`(() => {
+      const i = document.querySelector('#messages .file-card[data-mime="image/png"] img');
+      return !!i && i.complete && i.naturalWidth > 0;
+    })()`);
+    // The name downloads it: a signed URL of this server, in a new tab.
+    const [popup] = await Promise.all([bob.waitForEvent('popup'), cards(bob).filter({ hasText: 'plan 4711.pdf' }).locator('.file-name').click()]);
+    expect(popup.url()).toMatch(/\/files\//);
+    await popup.close();
+
+    // 2. Dropped on the room, 3. pasted into the composer: files made in the page.
+    await alice.evaluate(`(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['dropped text'], 'dropped.txt', { type: 'text/plain' }));
+      const room = document.querySelector('main.room');
+      room.dispatchEvent(new DragEvent('dragover', { dataTransfer: dt, bubbles: true, cancelable: true }));
+      room.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    })()`);
+    await waitText(cards(bob), 'dropped.txt');
+    await alice.evaluate(`(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['pasted'], 'pasted.txt', { type: 'text/plain' }));
+      document.getElementById('composer-input').dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    })()`);
+    await waitText(cards(bob), 'pasted.txt');
+    await waitText(cards(alice), 'pasted.txt');
+    expect(await alice.locator('#uploads .upload').count()).toBe(0);
     expect(errors).toEqual([]);
   });
 

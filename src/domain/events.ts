@@ -246,14 +246,14 @@ export type InboxRoomActivity = {
 };
 
 /**
- * Live-only: one of my rooms changed in a way a room list shows (renamed, archived, unarchived), or
- * it is no longer mine (`left`: I left or was removed; `deleted`). A client refetches `room.list` or
- * drops the room.
+ * Live-only: a room became mine (`joined`: I created or joined it, or was added, on any device), one
+ * of my rooms changed in a way a room list shows (renamed, archived, unarchived), or it is no longer
+ * mine (`left`: I left or was removed; `deleted`). A client refetches `room.list` or drops the room.
  */
 export type InboxRoomChanged = {
   type: 'room.changed';
   roomId: string;
-  change: 'updated' | 'archived' | 'unarchived' | 'left' | 'deleted';
+  change: 'joined' | 'updated' | 'archived' | 'unarchived' | 'left' | 'deleted';
 };
 
 /** What `inbox.events` yields: `ready` first (without lastEventId), then items and live events. */

@@ -44,7 +44,8 @@ interface RoomState {
  *   (the bus knows which user channels are subscribed: nobody listening, no counts); the first change
  *   of a quiet room goes out at once, what follows within the room's window is coalesced into one;
  * - after a rename, archive or unarchive, sends `room.changed` to the listening members; after a member
- *   left (or was removed, banned) and after the room was deleted, to the members concerned.
+ *   joined (created the room, joined it, was added), left (or was removed, banned) and after the
+ *   room was deleted, to the members concerned.
  *
  * Rooms ready at the same time go out together (at most one batch in flight, like the grouped
  * sends): two queries for the rooms' heads and members, one presence check, one query for the
@@ -89,7 +90,10 @@ export class ActivityFeed {
         this.run(() => this.changed(e.roomId, 'unarchived'));
         break;
       case 'member.left':
-        this.run(() => this.left(e.roomId, e.userId));
+        this.run(() => this.toMember(e.roomId, e.userId, 'left'));
+        break;
+      case 'member.joined':
+        this.run(() => this.toMember(e.roomId, e.userId, 'joined'));
         break;
       default:
         break;
@@ -211,9 +215,10 @@ export class ActivityFeed {
     if (head) await this.tell(head.tenant, head.members, roomId, change);
   }
 
-  private async left(roomId: string, userId: string): Promise<void> {
+  /** `room.changed` to the member who joined or left. */
+  private async toMember(roomId: string, userId: string, change: 'joined' | 'left'): Promise<void> {
     const [head] = await roomHeads(this.store.db(), [roomId]);
-    if (head) await this.tell(head.tenant, [userId], roomId, 'left');
+    if (head) await this.tell(head.tenant, [userId], roomId, change);
   }
 
   private async tell(tenant: string, userIds: readonly string[], roomId: string, change: RoomChange): Promise<void> {

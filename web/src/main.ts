@@ -19,6 +19,7 @@ import {
 /** A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity` brings it). */
 type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null };
 type Member = RouterOutputs['room']['members'][number];
+type FileInfo = RouterOutputs['file']['get'];
 interface Session {
   token: string;
   userId: string;
@@ -88,6 +89,22 @@ function cardEl(card: NonNullable<Message['card']>): HTMLElement {
 }
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+/** 1536 -> "1.5 KB". */
+function formatSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  const units = ['KB', 'MB', 'GB'];
+  let v = bytes / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/** At most this many files per message (the server's limit). */
+const MAX_FILES = 10;
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
 function errorText(err: unknown): string {
@@ -211,6 +228,7 @@ async function start() {
         case 'unread.changed':
           return patchRoom(data.roomId, { unreadCount: data.unread, lastReadSeq: data.lastReadSeq });
         case 'room.changed':
+          // joined (here or on another device), renamed, archived, unarchived: read the list again.
           return data.change === 'left' || data.change === 'deleted' ? dropRoom(data.roomId) : refreshRooms();
         case 'mention':
           toast(`${data.from} mentioned you: ${data.excerpt}`);
@@ -414,6 +432,8 @@ class RoomView {
   /** Rendered messages by id, with the message object each was rendered from (the timeline replaces it on change). */
   private readonly els = new Map<string, { message: Message; el: HTMLElement }>();
   private readonly pending = new Map<string, { body: string; el: HTMLElement }>();
+  /** Signed URLs of files (`file.get`), kept a little less long than they live. */
+  private readonly fileUrls = new Map<string, { at: number; info: Promise<FileInfo> }>();
   private members = new Map<string, Member>();
   private typingTimer: ReturnType<typeof setTimeout> | undefined;
   private hasMore = false;
@@ -458,6 +478,49 @@ class RoomView {
       this.send();
     };
     $('composer').addEventListener('submit', onSubmit);
+    // Files: the attach button, dropped on the room, or pasted into the composer.
+    const fileInput = $<HTMLInputElement>('composer-file');
+    const onPick = () => {
+      const files = [...(fileInput.files ?? [])];
+      fileInput.value = '';
+      if (files.length) void this.sendFiles(files);
+    };
+    fileInput.addEventListener('change', onPick);
+    const room = this.box.parentElement!;
+    const hasFiles = (e: DragEvent) => !!e.dataTransfer && [...e.dataTransfer.types].includes('Files');
+    const onDragOver = (e: DragEvent) => {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      room.classList.add('dragging');
+    };
+    const onDragLeave = (e: DragEvent) => {
+      if (e.target === room || !room.contains(e.relatedTarget as Node | null)) room.classList.remove('dragging');
+    };
+    const onDrop = (e: DragEvent) => {
+      room.classList.remove('dragging');
+      const files = [...(e.dataTransfer?.files ?? [])];
+      if (!files.length) return;
+      e.preventDefault();
+      void this.sendFiles(files);
+    };
+    const onPaste = (e: ClipboardEvent) => {
+      const files = [...(e.clipboardData?.files ?? [])];
+      if (!files.length) return;
+      e.preventDefault();
+      void this.sendFiles(files);
+    };
+    room.addEventListener('dragover', onDragOver);
+    room.addEventListener('dragleave', onDragLeave);
+    room.addEventListener('drop', onDrop);
+    this.input.addEventListener('paste', onPaste);
+    this.cleanup.push(
+      () => fileInput.removeEventListener('change', onPick),
+      () => room.removeEventListener('dragover', onDragOver),
+      () => room.removeEventListener('dragleave', onDragLeave),
+      () => room.removeEventListener('drop', onDrop),
+      () => this.input.removeEventListener('paste', onPaste),
+      () => $('uploads').replaceChildren(),
+    );
     this.cleanup.push(
       () => this.box.removeEventListener('scroll', onScroll),
       () => document.removeEventListener('visibilitychange', onVisible),
@@ -581,6 +644,7 @@ class RoomView {
         return;
       case 'reaction.added':
       case 'reaction.removed':
+      case 'file.ready':
         this.render();
         return;
       case 'member.joined':
@@ -682,6 +746,7 @@ class RoomView {
         { class: 'msg-main' },
         h('div', { class: 'meta' }, h('span', { class: 'sender' }, this.nameOf(m.senderId)), time),
         h('div', { class: 'bubble' }, body, m.editedAt && !m.deletedAt ? h('span', { class: 'edited' }, ' (edited)') : null),
+        m.attachments.length && !m.deletedAt ? h('div', { class: 'files' }, ...m.attachments.map((a) => this.attachmentEl(a))) : null,
         reactions,
       ),
       bar,
@@ -700,6 +765,72 @@ class RoomView {
       });
     }
     return el;
+  }
+
+  /**
+   * An attachment: an uploaded file as a card (name, size; a preview once its thumbnail exists,
+   * `file.ready`) whose name downloads it through a short-lived signed URL; a link as a link.
+   */
+  private attachmentEl(a: Message['attachments'][number]): HTMLElement {
+    if (!('fileId' in a)) {
+      return h('a', { class: 'file-card link', href: a.url, target: '_blank', rel: 'noopener noreferrer' }, a.name);
+    }
+    const name = h('button', { type: 'button', class: 'file-name', title: `Download ${a.name}` }, a.name);
+    name.addEventListener('click', () => {
+      this.fileInfo(a.fileId).then((f) => window.open(this.chat.resolveUrl(f.url), '_blank', 'noopener'), report);
+    });
+    const card = h('div', { class: 'file-card', 'data-file-id': a.fileId, 'data-mime': a.mime }, name, h('span', { class: 'file-size' }, `${formatSize(a.size)} · ${a.mime}`));
+    if (a.thumbnail) {
+      const img = h('img', { alt: a.name, loading: 'lazy', ...(a.width && a.height ? { width: Math.min(256, a.width), 'data-w': a.width, 'data-h': a.height } : {}) }) as HTMLImageElement;
+      card.prepend(img);
+      this.fileInfo(a.fileId).then((f) => {
+        if (f.thumbnailUrl) img.src = this.chat.resolveUrl(f.thumbnailUrl);
+      }, report);
+    }
+    return card;
+  }
+
+  /** `file.get`, cached while its URLs are fresh. */
+  private fileInfo(fileId: string): Promise<FileInfo> {
+    const hit = this.fileUrls.get(fileId);
+    if (hit && Date.now() - hit.at < 120_000) return hit.info;
+    const info = this.chat.trpc.file.get.query({ fileId });
+    this.fileUrls.set(fileId, { at: Date.now(), info });
+    info.catch(() => this.fileUrls.delete(fileId));
+    return info;
+  }
+
+  /** Uploads files with progress, then sends them in one message (with the composer's text, if any). */
+  private async sendFiles(files: File[]) {
+    if (files.length > MAX_FILES) {
+      toast(`At most ${MAX_FILES} files per message: sending the first ${MAX_FILES}.`);
+      files = files.slice(0, MAX_FILES);
+    }
+    const list = $('uploads');
+    const uploads = files.map(async (file) => {
+      const bar = h('progress', { max: file.size || 1, value: 0 }) as HTMLProgressElement;
+      const pct = h('span', { class: 'pct' }, '0%');
+      const row = h('div', { class: 'upload', 'data-name': file.name }, h('span', { class: 'upload-name' }, file.name), bar, pct);
+      list.append(row);
+      try {
+        const uploaded = await this.chat.uploadFile(this.roomId, file, {
+          onProgress: ({ loaded, total }) => {
+            bar.max = total || 1;
+            bar.value = loaded;
+            pct.textContent = `${Math.round((loaded / (total || 1)) * 100)}%`;
+          },
+        });
+        row.remove();
+        return uploaded;
+      } catch (err) {
+        row.classList.add('failed');
+        pct.textContent = `failed: ${errorText(err)}`;
+        return null;
+      }
+    });
+    const done = (await Promise.all(uploads)).filter((u) => u !== null);
+    if (!done.length || this.closed) return;
+    this.send(newClientId(), this.input.value.trim(), done);
   }
 
   /** "Seen by …" under my latest message: members whose read position reached it. */
@@ -774,16 +905,18 @@ class RoomView {
     this.chat.trpc.chat.typing.mutate({ roomId: this.roomId, typing: false }).catch(() => undefined);
   }
 
-  private send(clientId = newClientId(), text = this.input.value.trim()) {
-    if (!text) return;
+  private send(clientId = newClientId(), text = this.input.value.trim(), attachments: { fileId: string; name: string }[] = []) {
+    if (!text && !attachments.length) return;
     this.input.value = '';
     this.stopTyping();
-    const el = h('div', { class: 'msg mine pending', 'data-client-id': clientId }, h('div', { class: 'msg-main' }, h('div', { class: 'bubble' }, h('span', { class: 'body' }, text)), h('div', { class: 'meta' }, 'sending…')));
+    const shown = attachments.length ? `${text}${text ? ' ' : ''}📎 ${attachments.map((a) => a.name).join(', ')}` : text;
+    const el = h('div', { class: 'msg mine pending', 'data-client-id': clientId }, h('div', { class: 'msg-main' }, h('div', { class: 'bubble' }, h('span', { class: 'body' }, shown)), h('div', { class: 'meta' }, 'sending…')));
     this.pending.set(clientId, { body: text, el });
     this.render();
     this.scrollToBottom();
     // Idempotent by clientId: a retry of the same message never makes a second one.
-    this.chat.trpc.chat.send.mutate({ roomId: this.roomId, clientId, body: text }).then(
+    const files = attachments.map((a) => ({ fileId: a.fileId }));
+    this.chat.trpc.chat.send.mutate({ roomId: this.roomId, clientId, body: text, ...(files.length ? { attachments: files } : {}) }).then(
       (m) => {
         this.pending.delete(clientId);
         if (!this.closed) {
@@ -799,7 +932,7 @@ class RoomView {
         const retry = h('button', { type: 'button', class: 'link' }, 'retry');
         retry.addEventListener('click', () => {
           this.pending.delete(clientId);
-          this.send(clientId, text);
+          this.send(clientId, text, attachments);
         });
         el.querySelector('.meta')?.replaceChildren(`not sent: ${errorText(err)} `, retry);
       },
