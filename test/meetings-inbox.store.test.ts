@@ -54,7 +54,7 @@ describe('inbox.notify', () => {
     await expectTRPCError(
       as('ms-eve').inbox.notify({ userId: 'ms-bob', kind: 'k', title: 'spam' }),
       'FORBIDDEN',
-      'only service or admin tokens may send notifications',
+      'only tenant admins and service tokens may call inbox.notify',
     );
   });
 });

@@ -432,6 +432,7 @@ describe('a banned support agent', () => {
    */
   const ROOM_READS = ['room.get', 'room.members', 'room.bans', 'chat.history', 'receipt.readers', 'video.list', 'chat.events'];
   const MESSAGE_READS = ['chat.edits', 'chat.thread'];
+  const FILE_READS = ['file.get'];
   const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread'];
   const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries'];
 
@@ -440,15 +441,21 @@ describe('a banned support agent', () => {
       .filter(([, p]) => p._def.type !== 'mutation')
       .map(([path]) => path)
       .sort();
-    expect(reads).toEqual([...ROOM_READS, ...MESSAGE_READS, ...LISTS, ...NOT_ROOM_CONTENT].sort());
+    expect(reads).toEqual([...ROOM_READS, ...MESSAGE_READS, ...FILE_READS, ...LISTS, ...NOT_ROOM_CONTENT].sort());
 
     const [customer, agent] = users('customer', 'agent');
     const key = `ticket:${uuid()}`;
     const room = await as(customer, 'default', ['admin']).room.create({ kind: 'support', name: 'Banned agent', key });
-    const m = await as(customer).chat.send({ roomId: room.id, clientId: uuid(), body: 'secret order details' });
+    // A file in the room: uploaded (through the server's own endpoint), then sent.
+    const bytes = Buffer.from('invoice 4711: 1,200 EUR');
+    const ticket = await as(customer).file.createUpload({ roomId: room.id, name: 'invoice.txt', size: bytes.length, mime: 'text/plain' });
+    const put = await fetch(new URL(ticket.uploadUrl, t.url), { method: 'PUT', headers: ticket.headers, body: bytes });
+    expect(put.status).toBe(200);
+    const m = await as(customer).chat.send({ roomId: room.id, clientId: uuid(), body: 'secret order details', attachments: [{ fileId: ticket.fileId }] });
     const agentAs = () => as(agent, 'default', ['support']);
-    // Before the ban the agent reads it (the list shows the newest message).
+    // Before the ban the agent reads it (the list shows the newest message, the file is theirs to get).
     expect((await agentAs().room.list()).find((r) => r.id === room.id)?.lastMessage?.body).toBe('secret order details');
+    expect((await agentAs().file.get({ fileId: ticket.fileId })).name).toBe('invoice.txt');
     await as(customer).room.ban({ roomId: room.id, userId: agent });
 
     const a = agentAs();
@@ -461,6 +468,7 @@ describe('a banned support agent', () => {
     await expectTRPCError(openEvents(t.app, actor(agent, 'default', ['support']), { roomId: room.id }), 'NOT_FOUND');
     await expectTRPCError(a.chat.edits({ messageId: m.id }), 'NOT_FOUND');
     await expectTRPCError(a.chat.thread({ messageId: m.id }), 'NOT_FOUND');
+    await expectTRPCError(a.file.get({ fileId: ticket.fileId }), 'NOT_FOUND');
     expect((await a.room.list()).map((r) => r.id)).not.toContain(room.id);
     expect((await a.room.list({ archived: true })).map((r) => r.id)).not.toContain(room.id);
     expect(await a.room.byKey({ key })).toEqual([]);

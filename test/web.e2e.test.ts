@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, dispose, testEnv, tokenFor, uuid, within, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, dispose, testEnv, tokenFor, uuid, waitFor, within, type TestEnv, type TestServer } from './fixture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -179,10 +179,15 @@ describe('browser chat page', () => {
     // The photo's preview appears when its thumbnail is ready (file.ready), and loads.
     const img = cards(bob).filter({ hasText: 'photo.png' }).locator('img');
     await img.waitFor();
-    await bob.waitForFunction(`(() => {
-      const i = document.querySelector('#messages .file-card[data-mime="image/png"] img');
-      return !!i && i.complete && i.naturalWidth > 0;
-    })()`);
+    // (Polled with page.evaluate: waitForFunction's string form is an eval the page's CSP forbids.)
+    await waitFor(
+      () => bob.evaluate<boolean>(`(() => {
+        const i = document.querySelector('#messages .file-card[data-mime="image/png"] img');
+        return !!i && i.complete && i.naturalWidth > 0;
+      })()`),
+      'the preview image loaded',
+      { timeoutMs: WAIT, everyMs: 50 },
+    );
     // The name downloads it: a signed URL of this server, in a new tab.
     const [popup] = await Promise.all([bob.waitForEvent('popup'), cards(bob).filter({ hasText: 'plan 4711.pdf' }).locator('.file-name').click()]);
     expect(popup.url()).toMatch(/\/files\//);

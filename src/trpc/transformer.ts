@@ -4,30 +4,41 @@ import superjson from 'superjson';
 /**
  * Inputs are plain JSON: of superjson's revivers only `Date` and `undefined` are honoured (the API
  * takes dates, e.g. `muteUntil`). Everything else superjson could build from a request's `meta`
- * (typed arrays of any declared length, Maps, Sets, BigInts, classes, shared references) is refused
- * before anything is built: one small request declaring a typed array of 1.5 million elements
- * blocked the event loop for over a second. Outputs stay full superjson.
+ * (typed arrays of any declared length, Maps, Sets, BigInts, classes) is refused before anything is
+ * built: one small request declaring a typed array of 1.5 million elements blocked the event loop
+ * for over a second. Shared references (`referentialEqualities`, which a client sends when one
+ * object appears twice in its input) are dropped: the JSON already holds a copy at each place, and
+ * resolving them could build cycles. Outputs stay full superjson.
  */
 const REVIVED = new Set(['Date', 'undefined']);
 
 const plainAnnotation = (a: unknown): boolean => Array.isArray(a) && a.length === 1 && typeof a[0] === 'string' && REVIVED.has(a[0]);
 
-function checkMeta(meta: unknown): void {
-  if (meta === undefined || meta === null) return;
-  const refuse = () => {
-    throw new TRPCError({ code: 'BAD_REQUEST', message: 'input must be plain JSON: only dates (and undefined) are revived' });
+/** The refusal of an input that is not plain JSON (the WebSocket transport answers it under the request's id). */
+export class InputNotPlainJson extends TRPCError {
+  constructor() {
+    super({ code: 'BAD_REQUEST', message: 'input must be plain JSON: only dates (and undefined) are revived' });
+  }
+}
+
+/** The meta to revive with (the shared references dropped), or a refusal. */
+function checkedMeta(meta: unknown): { values?: unknown; v?: number } | undefined {
+  if (meta === undefined || meta === null) return undefined;
+  const refuse = (): never => {
+    throw new InputNotPlainJson();
   };
   if (typeof meta !== 'object' || Array.isArray(meta)) refuse();
-  const { values, referentialEqualities, v, ...rest } = meta as Record<string, unknown>;
-  if (referentialEqualities !== undefined || Object.keys(rest).length > 0) refuse();
+  const { values, referentialEqualities: _shared, v, ...rest } = meta as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) refuse();
   if (v !== undefined && typeof v !== 'number') refuse();
-  if (values === undefined) return;
+  if (values === undefined) return {};
   if (Array.isArray(values)) {
     if (!plainAnnotation(values)) refuse();
-    return;
+  } else {
+    if (typeof values !== 'object' || values === null) refuse();
+    for (const a of Object.values(values as Record<string, unknown>)) if (!plainAnnotation(a)) refuse();
   }
-  if (typeof values !== 'object' || values === null) refuse();
-  for (const a of Object.values(values as Record<string, unknown>)) if (!plainAnnotation(a)) refuse();
+  return { values, ...(typeof v === 'number' ? { v } : {}) };
 }
 
 export const inputTransformer = {
@@ -35,8 +46,8 @@ export const inputTransformer = {
   deserialize: (payload: unknown) => {
     if (payload === null || typeof payload !== 'object') return superjson.deserialize({ json: payload as never });
     const { json, meta } = payload as { json?: unknown; meta?: unknown };
-    checkMeta(meta);
-    return superjson.deserialize({ json: json as never, ...(meta ? { meta: meta as never } : {}) });
+    const checked = checkedMeta(meta);
+    return superjson.deserialize({ json: json as never, ...(checked ? { meta: checked as never } : {}) });
   },
 };
 

@@ -7,6 +7,7 @@ import { isPushable, PUSH } from '../stream/streams.js';
 import { frameHead, trackedTail, writeTextFrame, type FrameWriteCounters } from './frames.js';
 import type { LiveConnection } from './ws-keepalive.js';
 import { BINARY, FALLBACK_ERROR, isAbortError, isAsyncIterable, isAsyncIterableOrObservable, isObject, OPEN, parseConnectionParams, type RequestId, type RequestMessage, type TransportErrorInfo, type WsTransportOptions } from './ws-protocol.js';
+import { InputNotPlainJson } from './transformer.js';
 
 /**
  * The class of one transport's connections, made once per transport by createWsTransport
@@ -131,7 +132,21 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
       try {
         if (isBinary) throw new Error(BINARY);
         const json: unknown = JSON.parse(raw.toString('utf8'));
-        msgs = (Array.isArray(json) ? json : [json]).map((m) => parseTRPCMessage(m, transformer) as RequestMessage);
+        msgs = [];
+        for (const m of Array.isArray(json) ? json : [json]) {
+          try {
+            msgs.push(parseTRPCMessage(m, transformer) as RequestMessage);
+          } catch (cause) {
+            // An input refused for not being plain JSON is answered under its own id (tRPC's
+            // adapter answers every undecodable input with a parse error of no id, which leaves
+            // the client's call waiting); anything else is that parse error, as before.
+            const id = isObject(m) ? m.id : undefined;
+            if (!(cause instanceof InputNotPlainJson) || (typeof id !== 'number' && typeof id !== 'string')) throw cause;
+            const method = isObject(m) && typeof m.method === 'string' ? m.method : 'unknown';
+            const path = isObject(m) && isObject(m.params) && typeof m.params.path === 'string' ? m.params.path : undefined;
+            this.respondError(id, m.jsonrpc === '2.0' ? '2.0' : undefined, cause, method as never, path, undefined);
+          }
+        }
       } catch (cause) {
         this.respondError(null, undefined, new TRPCError({ code: 'PARSE_ERROR', cause: cause as Error }), 'unknown', undefined, undefined);
         return;
