@@ -52,6 +52,9 @@ export interface ChatClientOptions {
 }
 
 /** Floor and cap of the default reconnect backoff. */
+/** Calls the client puts in one HTTP batch (the server's default `MAX_BATCH_SIZE`). */
+export const MAX_BATCH_ITEMS = 50;
+
 export const BACKOFF_FLOOR_MS = 250;
 export const BACKOFF_CAP_MS = 10_000;
 
@@ -194,6 +197,8 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
             false: httpBatchLink({
               url: `${base}/trpc`,
               transformer: superjson,
+              // The server's MAX_BATCH_SIZE default: a longer batch would be refused whole.
+              maxItems: MAX_BATCH_ITEMS,
               headers: async () => {
                 const token = await tokenOf();
                 return token ? { authorization: `Bearer ${token}` } : {};

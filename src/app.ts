@@ -79,6 +79,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     createContext,
     basePath: '/trpc/',
     maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
+    maxBatchSize: config.limits.maxBatchSize,
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
@@ -176,6 +177,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     createContext,
     counters,
     keepAlive: { pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
+    limits: {
+      maxInflight: config.limits.wsMaxInflight,
+      maxBatch: config.limits.maxBatchSize,
+      hardBytes: config.limits.wsBufferHardBytes,
+      onOverflow: (ws, bufferedAmount) => {
+        log.warn({ bufferedAmount }, 'closing a slow consumer (replies)');
+        ws.close(CloseCode.SlowConsumer, 'too much data queued: reconnect and resume');
+      },
+    },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },

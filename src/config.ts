@@ -59,6 +59,8 @@ const EnvSchema = z.object({
   MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().default(100),
   WS_BUFFER_SOFT_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   WS_BUFFER_HARD_BYTES: z.coerce.number().int().positive().default(8 * 1024 * 1024),
+  WS_MAX_INFLIGHT: z.coerce.number().int().positive().max(10_000).default(32),
+  MAX_BATCH_SIZE: z.coerce.number().int().positive().max(1000).default(50),
   RETENTION_DAYS: z.coerce.number().int().positive().optional(),
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1000).default(3_600_000),
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
@@ -138,8 +140,12 @@ export interface Config {
     subscriptionsPerConnection: number;
     /** Over this many bytes queued on a socket, live-only events are coalesced. */
     wsBufferSoftBytes: number;
-    /** Over this, the socket is closed (4008); the client reconnects and resumes. */
+    /** Over this, the socket is closed (4008); the client reconnects and resumes. Replies count too. */
     wsBufferHardBytes: number;
+    /** Queries and mutations of one WebSocket being answered at once; more: TOO_MANY_REQUESTS. */
+    wsMaxInflight: number;
+    /** Calls in one HTTP batch or one WebSocket frame; more: refused (400 / BAD_REQUEST each). */
+    maxBatchSize: number;
   };
   /** Default message retention in days (undefined: keep forever); rooms may override. */
   retentionDays: number | undefined;
@@ -223,6 +229,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       subscriptionsPerConnection: e.MAX_SUBSCRIPTIONS_PER_CONNECTION,
       wsBufferSoftBytes: e.WS_BUFFER_SOFT_BYTES,
       wsBufferHardBytes: e.WS_BUFFER_HARD_BYTES,
+      wsMaxInflight: e.WS_MAX_INFLIGHT,
+      maxBatchSize: e.MAX_BATCH_SIZE,
     },
     retentionDays: e.RETENTION_DAYS,
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,

@@ -488,6 +488,60 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
   });
 });
 
+describe('calls per connection: in flight, per frame, per HTTP batch; replies count against the buffer (node E)', () => {
+  it('one frame of 150 calls: the first MAX_BATCH_SIZE are taken, at most WS_MAX_INFLIGHT at once; every call is answered under its id', async () => {
+    const r = await room('batch-owner');
+    const c = raw(E.url, { token: tokenFor('batch-owner') });
+    await c.opened;
+    const { maxBatchSize, wsMaxInflight } = E.config.limits;
+    c.send(range(1, 150).map((id) => ({ id, method: 'query', params: { path: 'chat.history', input: { json: { roomId: r } } } })));
+    const answers = await Promise.all(range(1, 150).map((id) => c.waitFrame((f) => f.id === id, `the answer to ${id}`)));
+    const codeOf = (f: Frame) => (f.result ? 'OK' : String(f.error?.data?.code));
+    const first = answers.slice(0, maxBatchSize).map(codeOf);
+    expect(first.filter((x) => x === 'OK')).toHaveLength(wsMaxInflight);
+    expect(first.filter((x) => x === 'TOO_MANY_REQUESTS')).toHaveLength(maxBatchSize - wsMaxInflight);
+    expect(answers.slice(maxBatchSize).map(codeOf)).toEqual(range(maxBatchSize + 1, 150).map(() => 'BAD_REQUEST'));
+    expect(answers[maxBatchSize]!.error?.message).toBe(`at most ${maxBatchSize} calls in one message: send the rest in another`);
+    // The connection serves on.
+    c.send({ id: 151, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
+    expect((await c.waitFrame((f) => f.id === 151, 'auth.me')).result).toBeDefined();
+  });
+
+  it('an HTTP batch longer than MAX_BATCH_SIZE is refused whole (400); one of that size is served', async () => {
+    const n = E.config.limits.maxBatchSize;
+    const call = (k: number) =>
+      fetch(`${E.url}/trpc/${Array(k).fill('auth.me').join(',')}?batch=1`, { headers: { authorization: `Bearer ${tokenFor('batcher')}` } });
+    expect((await call(n)).status).toBe(200);
+    expect((await call(n + 1)).status).toBe(400);
+  });
+
+  it('query replies count against the socket buffer: a reader that stops reading while asking for history is closed with 4008', async () => {
+    const r = await room('history-owner', ['history-reader'], 'history');
+    const sender = ws(E, 'history-owner');
+    for (let i = 0; i < 100; i++) await bulky(sender, r, i);
+    const reader = raw(E.url, { token: tokenFor('history-reader') });
+    await reader.opened;
+    reader.send({ id: 1, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
+    await reader.waitFrame((f) => f.id === 1, 'auth.me');
+    const [session] = sessionsOf(E.app, 'history-reader');
+    const tap = tapServerSocket(session!.socket as never);
+    reader.pause();
+    // Each reply is about 2 MB (100 bulky messages); the kernel takes a few MB, the rest queues.
+    // Bounded: 10 frames of 10 calls (about 200 MB) at the very most; the close comes long before.
+    let id = 2;
+    for (let frame = 0; frame < 10 && !reader.isClosed; frame++) {
+      reader.send(range(1, 10).map(() => ({ id: id++, method: 'query', params: { path: 'chat.history', input: { json: { roomId: r, limit: 100 } } } })));
+      const closed = await Promise.race([tap.closeCalled.then(() => true), tap.waitSent(() => true, 'a reply', 10_000).then(() => false)]);
+      if (closed) break;
+    }
+    const atClose = await within(tap.closeCalled, 15_000, 'the server to close the reader');
+    expect(atClose.code).toBe(CloseCode.SlowConsumer);
+    expect(atClose.bufferedAmount).toBeGreaterThan(HARD);
+    reader.resume();
+    expect((await closeOf(reader, 20_000, 'the reader to see the close')).code).toBe(CloseCode.SlowConsumer);
+  });
+});
+
 describe('raw WebSocket abuse while another client is served (node E)', () => {
   it('invalid JSON, unknown methods, binary and deeply nested frames, a subscribe/unsubscribe flood: answered or closed cleanly', async () => {
     const meterRoom = await room('meter');

@@ -19,6 +19,8 @@ import {
   type EventSource,
   type HubEvent,
   type PushSink,
+  type StreamConn,
+  waitFor,
 } from './fixture.js';
 
 type Seqd = HubEvent & { seq: number };
@@ -44,8 +46,9 @@ function fixture(opts: { failLoad?: Error } = {}) {
     void bus.publish(channels.room('r1'), encodeEvent(e));
     return e;
   };
-  const open = (after: number | null, signal?: AbortSignal) =>
+  const open = (after: number | null, signal?: AbortSignal, conn?: StreamConn) =>
     resumableStream<HubEvent, TrackedEnvelope<HubEvent>>({
+      conn,
       hubs,
       source: source as never,
       key: 'r1',
@@ -164,6 +167,41 @@ describe('resumable streams', () => {
     f.open(3)[PUSH](none.sink as never);
     await none.until(1);
     expect(none.got[0]).toEqual(['11', { type: 'reset', roomId: 'r1', seq: 11 }]);
+  });
+
+  it("a replay goes at the socket's pace: no page is loaded while the queue is over the soft limit; over the hard one it overflows", async () => {
+    const f = fixture();
+    for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
+    let queued = 10_000;
+    let polls = 0;
+    let overflows = 0;
+    const flow = {
+      soft: 1000,
+      hard: 1_000_000,
+      buffered: () => {
+        polls++;
+        return queued;
+      },
+      overflow: () => overflows++,
+    };
+    const r = recorder();
+    f.open(0, undefined, { flow })[PUSH](r.sink as never);
+    // It keeps looking at the queue and sends nothing while it is full.
+    await waitFor(() => polls, 'the stream to check the queue twice', { until: (n) => n >= 2 });
+    expect(r.got).toEqual([]);
+    expect(f.loads).toEqual([]);
+    queued = 0;
+    await r.until(REPLAY_PAGE + 20);
+    expect(r.got.map(([id]) => Number(id))).toEqual(Array.from({ length: REPLAY_PAGE + 20 }, (_, i) => i + 1));
+    expect(overflows).toBe(0);
+
+    // A queue over the hard limit ends the replay with an overflow (the connection is closed).
+    queued = 2_000_000;
+    const over = recorder();
+    f.open(0, undefined, { flow })[PUSH](over.sink as never);
+    expect(await over.ended).toBeNull();
+    expect(overflows).toBe(1);
+    expect(over.got).toEqual([]);
   });
 
   it('pulled: the same events through an async iterator; return() ends it and leaves the hub', async () => {

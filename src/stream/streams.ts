@@ -224,6 +224,10 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
       last = opts.after;
       let first = true;
       while (last < position && !ended && !closing) {
+        // A replay goes at the socket's pace: the next page waits until the queue is below the
+        // soft limit (a client far behind on a slow link never piles its backlog into memory).
+        if (flow && !(await drained(flow, () => ended))) return finish();
+        if (ended) return;
         const page = await source.load(key, last, position, REPLAY_PAGE);
         if (first) {
           first = false;
@@ -245,6 +249,10 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
           if (e.seq <= last) continue;
           last = e.seq;
           sink.data(wrap(String(last), e));
+          if (flow && flow.buffered() > flow.hard) {
+            flow.overflow();
+            return finish();
+          }
           // Replayed as live: the user's own removal ends the stream (a later re-join is read by
           // resuming after it, with a fresh access check).
           if (hubs.kind.kickUserOf(e) === opts.userId) return finish();
@@ -266,3 +274,19 @@ function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: Stream
 
 /** How often a stream holding coalesced events checks whether its socket drained. */
 export const DRAIN_CHECK_MS = 50;
+
+/**
+ * Resolves true once the socket's queue is at or below the soft limit, false when it went over the
+ * hard one (the caller overflows) or the stream ended meanwhile.
+ */
+async function drained(flow: Flow, ended: () => boolean): Promise<boolean> {
+  while (flow.buffered() > flow.soft) {
+    if (flow.buffered() > flow.hard) {
+      flow.overflow();
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, DRAIN_CHECK_MS));
+    if (ended()) return false;
+  }
+  return true;
+}

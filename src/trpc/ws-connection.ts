@@ -17,6 +17,7 @@ import { InputNotPlainJson } from './transformer.js';
  */
 export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTransportOptions<TRouter, TCtx>, connections: Set<LiveConnection>, counters: FrameWriteCounters) {
   const config = opts.router._def._config;
+  const limits = opts.limits;
   const transformer = config.transformer;
 
   type CtxResult = { ok: true } | { ok: false; error: TRPCError };
@@ -46,6 +47,8 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
     lastSeen = Date.now();
     pingedAt = 0;
     corked = false;
+    /** Queries and mutations being answered (see `limits.maxInflight`). */
+    inflight = 0;
 
     constructor(
       readonly ws: WebSocket,
@@ -64,6 +67,8 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
     respond(message: object): void {
       if (this.ws.readyState !== OPEN) return;
       this.ws.send(JSON.stringify(transformTRPCResponse(config, message as never)));
+      // Every write counts against the socket's limit, replies included (not only live events).
+      if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
     }
 
     errorShape(error: TRPCError, type: TransportErrorInfo<TCtx>['type'], path: string | undefined, input: unknown): object {
@@ -152,7 +157,16 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
         return;
       }
       const ready = this.ctxReady;
-      for (let i = 0; i < msgs.length; i++) void this.handle(msgs[i]!, i, ready);
+      const max = limits?.maxBatch ?? Number.POSITIVE_INFINITY;
+      for (let i = 0; i < msgs.length; i++) {
+        const m = msgs[i]!;
+        if (i >= max && m.id !== null && m.method !== 'subscription.stop') {
+          const error = new TRPCError({ code: 'BAD_REQUEST', message: `at most ${max} calls in one message: send the rest in another` });
+          this.respondError(m.id, m.jsonrpc, error, m.method, m.params?.path, undefined);
+          continue;
+        }
+        void this.handle(m, i, ready);
+      }
     }
 
     async handle(msg: RequestMessage, batchIndex: number, ready: Promise<CtxResult>): Promise<void> {
@@ -175,6 +189,12 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
         else input ??= { lastEventId: params.lastEventId };
       }
       if (type !== 'subscription') {
+        if (limits && this.inflight >= limits.maxInflight) {
+          const error = new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `at most ${limits.maxInflight} calls in flight per connection: wait for answers` });
+          this.respondError(id, jsonrpc, error, type, path, input);
+          return;
+        }
+        this.inflight++;
         try {
           const res = await ready;
           if (!res.ok) throw res.error;
@@ -185,6 +205,8 @@ export function connectionClass<TRouter extends AnyRouter, TCtx>(opts: WsTranspo
           this.respond({ id, jsonrpc, result: { type: 'data', data } });
         } catch (cause) {
           this.respondError(id, jsonrpc, cause, type, path, input);
+        } finally {
+          this.inflight--;
         }
         return;
       }

@@ -39,6 +39,12 @@ export interface WsTransportOptions<TRouter extends AnyRouter, TCtx> {
   onError?: (info: TransportErrorInfo<TCtx>) => void;
   /** Counts tracked frames written by the fast path and by the fallback (the metrics' counters). */
   counters?: FrameWriteCounters;
+  /**
+   * Per connection: queries and mutations answered at once (`maxInflight`, more get
+   * TOO_MANY_REQUESTS), calls in one frame (`maxBatch`, more get BAD_REQUEST), and the bytes queued
+   * on the socket after which any reply closes it (`hardBytes`, then `onOverflow`).
+   */
+  limits?: { maxInflight: number; maxBatch: number; hardBytes: number; onOverflow: (ws: WebSocket, bufferedAmount: number) => void };
 }
 
 /** What a request of a batch looks like once parsed (parseTRPCMessage). */
