@@ -59,7 +59,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   if (config.files.storage === 'local' && config.files.urlSecret === null) {
     log.warn('FILE_STORAGE=local without FILE_URL_SECRET or JWT_SECRET: file uploads are off (set FILE_URL_SECRET, or FILE_STORAGE=s3)');
   }
-  const db = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolMax: config.dbPoolMax });
+  const db = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolMax: config.dbPoolMax,
+    statementTimeoutMs: config.dbStatementTimeoutMs,
+  });
   // What the services report into (counters, procedure timings, fan-outs): built before them.
   const telemetry = new Telemetry();
   const counters = telemetry.counters;

@@ -24,6 +24,7 @@ const EnvSchema = z.object({
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
+  DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(15_000),
   DB_PREPARED_STATEMENTS: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
@@ -38,6 +39,7 @@ const EnvSchema = z.object({
   RATE_SIGNALS_PER_10S: z.coerce.number().int().positive().default(100),
   RATE_ROOM_CREATES_PER_MINUTE: z.coerce.number().int().positive().default(20),
   RATE_ACTIONS_PER_10S: z.coerce.number().int().positive().default(100),
+  RATE_READS_PER_10S: z.coerce.number().int().positive().default(300),
   // The number of proxies in front of the node that append to X-Forwarded-For (`on`/`true`: 1).
   TRUST_PROXY: z
     .string()
@@ -104,6 +106,8 @@ export interface Config {
    */
   corsOrigins: string[];
   dbPoolMax: number;
+  /** PostgreSQL cancels a statement that runs longer (0: no limit). */
+  dbStatementTimeoutMs: number;
   /**
    * The hot queries (sends, access checks) run as named prepared statements, planned once per
    * connection. Off for a pooler that cannot keep them (PgBouncer in transaction mode before 1.21),
@@ -134,6 +138,8 @@ export interface Config {
     roomCreatesPerMinute: number;
     /** Edits, deletes, reactions, read marks and presence changes per user. */
     actionsPer10s: number;
+    /** Queries per user (all nodes), every 10 s. */
+    readsPer10s: number;
     connectAttemptsPerIpPerMinute: number;
     connectionsPerUser: number;
     connectionsPerIp: number;
@@ -206,6 +212,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     trustProxy: e.TRUST_PROXY ?? 0,
     corsOrigins: e.CORS_ORIGINS,
     dbPoolMax: e.DB_POOL_MAX,
+    dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
     dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
@@ -223,6 +230,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       signalsPer10s: e.RATE_SIGNALS_PER_10S,
       roomCreatesPerMinute: e.RATE_ROOM_CREATES_PER_MINUTE,
       actionsPer10s: e.RATE_ACTIONS_PER_10S,
+      readsPer10s: e.RATE_READS_PER_10S,
       connectAttemptsPerIpPerMinute: e.RATE_CONNECTS_PER_IP_PER_MINUTE,
       connectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
       connectionsPerIp: e.MAX_CONNECTIONS_PER_IP,

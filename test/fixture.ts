@@ -49,6 +49,7 @@ export const TEST_LIMITS: Config['limits'] = {
   signalsPer10s: 100_000,
   roomCreatesPerMinute: 100_000,
   actionsPer10s: 100_000,
+  readsPer10s: 100_000,
   connectAttemptsPerIpPerMinute: 100_000,
   connectionsPerUser: 1000,
 };

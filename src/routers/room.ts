@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DIRECTORY_MAX_LIMIT } from '../services/rooms/index.js';
-import { authedProcedure, router } from '../trpc/init.js';
+import { authedProcedure, managementProcedure, router } from '../trpc/init.js';
 import { MAX_MEMBERS_PER_CALL, Metadata, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
 
 const RoomMember = z.object({ roomId: RoomId, userId: UserId });
@@ -43,7 +43,7 @@ export const roomRouter = router({
     .input(z.object({ roomId: RoomId }))
     .query(({ ctx, input }) => ctx.services.rooms.read.members(ctx.actor, input.roomId)),
 
-  addMembers: authedProcedure
+  addMembers: managementProcedure
     .input(
       z.object({
         roomId: RoomId,
@@ -52,17 +52,17 @@ export const roomRouter = router({
     )
     .mutation(({ ctx, input }) => ctx.services.rooms.membership.addMembers(ctx.actor, input.roomId, input.userIds)),
 
-  removeMember: authedProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
+  removeMember: managementProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
     await ctx.services.rooms.membership.removeMember(ctx.actor, input.roomId, input.userId);
     return { ok: true as const };
   }),
 
-  leave: authedProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
+  leave: managementProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
     await ctx.services.rooms.membership.leave(ctx.actor, input.roomId);
     return { ok: true as const };
   }),
 
-  update: authedProcedure
+  update: managementProcedure
     .input(
       z.object({
         roomId: RoomId,
@@ -75,32 +75,32 @@ export const roomRouter = router({
     )
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.update(ctx.actor, input.roomId, input)),
 
-  setRole: authedProcedure
+  setRole: managementProcedure
     .input(RoomMember.extend({ role: Role }))
     .mutation(({ ctx, input }) => ctx.services.rooms.moderation.setRole(ctx.actor, input.roomId, input.userId, input.role)),
 
-  mute: authedProcedure
+  mute: managementProcedure
     .input(RoomMember.extend({ until: z.date().nullish() }))
     .mutation(({ ctx, input }) => ctx.services.rooms.moderation.mute(ctx.actor, input.roomId, input.userId, input.until ?? null)),
 
-  unmute: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unmute(ctx.actor, input.roomId, input.userId)),
+  unmute: managementProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unmute(ctx.actor, input.roomId, input.userId)),
 
-  ban: authedProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
+  ban: managementProcedure.input(RoomMember).mutation(async ({ ctx, input }) => {
     await ctx.services.rooms.moderation.ban(ctx.actor, input.roomId, input.userId);
     return { ok: true as const };
   }),
 
-  unban: authedProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unban(ctx.actor, input.roomId, input.userId)),
+  unban: managementProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unban(ctx.actor, input.roomId, input.userId)),
 
   bans: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.moderation.bans(ctx.actor, input.roomId)),
 
-  archive: authedProcedure.input(z.object({ roomId: RoomId })).mutation(({ ctx, input }) => ctx.services.rooms.archive.archive(ctx.actor, input.roomId)),
+  archive: managementProcedure.input(z.object({ roomId: RoomId })).mutation(({ ctx, input }) => ctx.services.rooms.archive.archive(ctx.actor, input.roomId)),
 
-  unarchive: authedProcedure
+  unarchive: managementProcedure
     .input(z.object({ roomId: RoomId }))
     .mutation(({ ctx, input }) => ctx.services.rooms.archive.unarchive(ctx.actor, input.roomId)),
 
-  delete: authedProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
+  delete: managementProcedure.input(z.object({ roomId: RoomId })).mutation(async ({ ctx, input }) => {
     await ctx.services.rooms.archive.delete(ctx.actor, input.roomId);
     return { ok: true as const };
   }),

@@ -4,7 +4,7 @@ import type { Counters } from '../metrics.js';
 import { AppError } from '../domain/errors.js';
 import type { RedisLink } from '../realtime/redis.js';
 
-export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' | 'action';
+export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' | 'action' | 'read';
 
 const WHAT: Record<LimitKind, string> = {
   send: 'too many messages in this room',
@@ -13,6 +13,7 @@ const WHAT: Record<LimitKind, string> = {
   signal: 'too many call signals',
   roomCreate: 'too many rooms created',
   connect: 'too many connection attempts from this address',
+  read: 'too many reads (queries)',
 };
 
 interface Limiter {
@@ -56,6 +57,7 @@ export class RateLimits {
       signal: make('signal', l.signalsPer10s, 10),
       roomCreate: make('room', l.roomCreatesPerMinute, 60),
       connect: make('connect', l.connectAttemptsPerIpPerMinute, 60),
+      read: make('read', l.readsPer10s, 10),
     };
   }
 

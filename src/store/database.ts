@@ -39,10 +39,13 @@ export type Tables = Db extends Kysely<infer T> ? T : never;
 /** Arbitrary constant key of the advisory lock that serializes migrations across processes. */
 const MIGRATION_LOCK_KEY = 7_305_118_200_001;
 
-export function ormOptions(clientUrl: string, poolMax = 10): Options {
+export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0): Options {
   return {
     driver: PostgreSqlDriver,
     clientUrl,
+    // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
+    // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
+    ...(statementTimeoutMs > 0 ? { driverOptions: { statement_timeout: statementTimeoutMs } } : {}),
     entities,
     extensions: [Migrator],
     migrations: {
@@ -116,6 +119,8 @@ export async function openDatabase(opts: {
   dataDir: string;
   poolMax?: number;
   migrate?: boolean;
+  /** PostgreSQL's statement_timeout for every connection (0: none). */
+  statementTimeoutMs?: number;
 }): Promise<Database> {
   let embedded: Embedded | undefined;
   let url = opts.databaseUrl;
@@ -125,7 +130,7 @@ export async function openDatabase(opts: {
   }
   let orm: Orm;
   try {
-    orm = (await MikroORM.init(ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10)))) as unknown as Orm;
+    orm = (await MikroORM.init(ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10), opts.statementTimeoutMs ?? 0))) as unknown as Orm;
     await parseAsDeclared(orm);
     if (opts.migrate !== false) await migrate(orm, url);
   } catch (err) {

@@ -2,6 +2,7 @@ import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
 import { transformer } from './transformer.js';
 import { isExpired, isIntegration } from '../domain/actor.js';
+import { keyOf } from '../domain/ids.js';
 import { AppError } from '../domain/errors.js';
 import type { Context } from './context.js';
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
@@ -105,13 +106,15 @@ const timing = t.middleware(async ({ ctx, path, type, next }) => {
 
 export const publicProcedure = t.procedure.use(timing).use(errors);
 
-export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
+export const authedProcedure = publicProcedure.use(async ({ ctx, next, type }) => {
   const actor = ctx.session?.actor ?? ctx.actor;
   if (!actor) {
     ctx.services.deps.counters.authFailures++;
     throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
   }
   if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
+  // Reads are budgeted per user too (RATE_READS_PER_10S, all nodes), before any input is parsed.
+  if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
   return next({ ctx: { ...ctx, actor } });
 });
 
@@ -122,5 +125,14 @@ export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
  */
 export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) => {
   if (!isIntegration(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins and service tokens may call ${path}` });
+  return next();
+});
+
+/**
+ * Room management and moderation (members, roles, mutes, bans, updates, archive, delete): budgeted
+ * per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes), before the input is parsed.
+ */
+export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
+  await ctx.services.limits.consume('action', keyOf(ctx.actor.tenant, ctx.actor.id));
   return next();
 });

@@ -1,3 +1,4 @@
+import { keyOf } from '../../domain/ids.js';
 import { createHash, randomUUID } from 'node:crypto';
 import type { FilesConfig } from '../../config.js';
 import type { Actor } from '../../domain/actor.js';
@@ -70,7 +71,7 @@ export class FileService {
   /** A place to PUT a file's bytes, for members who may post in the room. */
   async createUpload(actor: Actor, input: CreateUploadInput): Promise<UploadTicket> {
     this.requireConfigured();
-    await this.limits.consume('action', `${actor.tenant}:${actor.id}`);
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     if (input.size > this.cfg.maxBytes) {
       throw fileTooLarge(`the file is ${input.size} bytes; files are at most ${this.cfg.maxBytes} bytes (${mib(this.cfg.maxBytes)})`);
     }

@@ -1,0 +1,34 @@
+/**
+ * Reads and room management have budgets too (RATE_READS_PER_10S, RATE_ACTIONS_PER_10S), checked
+ * before the input is parsed, and PostgreSQL cancels a statement that runs longer than
+ * DB_STATEMENT_TIMEOUT_MS.
+ */
+import { describe, expect, it } from 'vitest';
+import { actor, callerFor, expectTRPCError, fileServer, nativePool, TEST_LIMITS } from './fixture.js';
+
+const t = fileServer('readlimits', { limits: { ...TEST_LIMITS, readsPer10s: 5, actionsPer10s: 4 }, dbStatementTimeoutMs: 300 });
+
+describe('read and management budgets', () => {
+  it('a user gets RATE_READS_PER_10S queries, then TOO_MANY_REQUESTS with the time to wait; another user is not affected', async () => {
+    const reader = callerFor(t.app, actor('greedy'));
+    for (let i = 0; i < 5; i++) await reader.room.list();
+    const err = await expectTRPCError(reader.room.list(), 'TOO_MANY_REQUESTS', /too many reads/);
+    expect(err.cause).toMatchObject({ retryAfterMs: expect.any(Number) });
+    // Refused before its input is looked at: a malformed input gets the same answer.
+    await expectTRPCError(reader.room.get({ roomId: 'not-a-uuid' }), 'TOO_MANY_REQUESTS');
+    expect((await callerFor(t.app, actor('modest')).room.list()).length).toBe(0);
+  });
+
+  it('room management and moderation spend the action budget: a flood of bans is refused', async () => {
+    const owner = callerFor(t.app, actor('mod-owner'));
+    const room = await owner.room.create({ kind: 'group', name: 'flood', memberIds: ['x1', 'x2', 'x3', 'x4', 'x5'] });
+    for (const u of ['x1', 'x2', 'x3', 'x4']) await owner.room.ban({ roomId: room.id, userId: u });
+    await expectTRPCError(owner.room.ban({ roomId: room.id, userId: 'x5' }), 'TOO_MANY_REQUESTS', /too many changes/);
+  });
+
+  it('DB_STATEMENT_TIMEOUT_MS: every connection carries it, and PostgreSQL cancels a longer statement', async () => {
+    const pool = await nativePool(t.app.db.orm);
+    expect((await pool.query('show statement_timeout')).rows[0]).toEqual({ statement_timeout: '300ms' });
+    await expect(pool.query('select pg_sleep(2)')).rejects.toThrow(/statement timeout/);
+  });
+});
