@@ -1,3 +1,4 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
@@ -7,6 +8,7 @@ import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
 import { AuthError } from './auth/errors.js';
+import { isOperator } from './domain/actor.js';
 import { CloseCode } from './domain/close-codes.js';
 import { clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
@@ -41,6 +43,12 @@ export interface AppOptions {
   log?: Logger;
   /** Folder of the built browser page served at `/` (default: web/dist). */
   webDir?: string;
+}
+
+/** Constant-time comparison of two secrets (their SHA-256, so lengths do not leak either). */
+function sameSecret(given: string, expected: string): boolean {
+  const h = (v: string) => createHash('sha256').update(v).digest();
+  return timingSafeEqual(h(given), h(expected));
 }
 
 /** Builds the whole server from a config. Used by main.ts and by the tests alike. */
@@ -156,9 +164,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       return;
     }
     if (path === '/admin/stats') {
+      // Node-wide data: for the deployment's operator (ADMIN_TOKEN, or a token with the `operator`
+      // role), not for a tenant's admin.
       const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-      void services.auth.authenticate(m?.[1]?.trim() ?? '').then(
-        (actor) => (actor.roles.includes('admin') ? json(res, 200, adminStats()) : json(res, 403, { error: 'admin role required' })),
+      const bearer = m?.[1]?.trim() ?? '';
+      if (config.adminToken !== undefined && sameSecret(bearer, config.adminToken)) return json(res, 200, adminStats());
+      void services.auth.authenticate(bearer).then(
+        (actor) =>
+          isOperator(actor)
+            ? json(res, 200, adminStats())
+            : json(res, 403, { error: 'node-wide statistics are for the operator: a token with the operator role, or ADMIN_TOKEN' }),
         (err: unknown) => {
           if (err instanceof AuthError && err.unavailable) return json(res, 503, { error: err.message });
           const reason = err instanceof AuthError ? err.message : 'invalid access token';

@@ -24,6 +24,7 @@ const EnvSchema = z.object({
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
+  ADMIN_TOKEN: z.string().min(32, 'ADMIN_TOKEN must be at least 32 characters').optional(),
   DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(15_000),
   DB_PREPARED_STATEMENTS: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
@@ -106,6 +107,8 @@ export interface Config {
    */
   corsOrigins: string[];
   dbPoolMax: number;
+  /** A static bearer secret for the node-wide operator endpoints (/admin/stats); unset: operator tokens only. */
+  adminToken: string | undefined;
   /** PostgreSQL cancels a statement that runs longer (0: no limit). */
   dbStatementTimeoutMs: number;
   /**
@@ -213,6 +216,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     corsOrigins: e.CORS_ORIGINS,
     dbPoolMax: e.DB_POOL_MAX,
     dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
+    adminToken: e.ADMIN_TOKEN,
     dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,

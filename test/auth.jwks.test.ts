@@ -271,9 +271,12 @@ describe('Keycloak-shaped tokens (realm roles, preferred_username, a tenant attr
     expect(await httpMe(K, token)).toMatchObject({ status: 200, me: expected });
     expect(await wsMe(K, token)).toMatchObject({ me: expected });
     expect((await httpMe(K, await signWith(kcKey, keycloakClaims({ name: 'Kim Keller' })))).me?.name).toBe('Kim Keller');
-    // The realm role admin opens /admin/stats (verified by the same verifier); a plain user gets 403.
-    const stats = await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${token}` } });
+    // The realm role operator opens /admin/stats (verified by the same verifier); the tenant's admin
+    // and a plain user get 403.
+    const operator = await signWith(kcKey, keycloakClaims({ realm_access: { roles: ['offline_access', 'operator'] } }));
+    const stats = await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${operator}` } });
     expect(stats.status).toBe(200);
+    expect((await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(403);
     const plain = await signWith(kcKey, keycloakClaims({ realm_access: { roles: ['offline_access'] } }));
     expect((await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${plain}` } })).status).toBe(403);
     expect(statusAndBody(await getJson(`${K.url}/admin/stats`, { headers: { authorization: `Bearer ${await signWith(kcKey, keycloakClaims({ aud: 'account' }))}` } }))).toEqual({

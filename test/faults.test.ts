@@ -134,7 +134,7 @@ interface HubTotals {
 }
 
 async function hubStats(url: string): Promise<HubTotals> {
-  const r = await getJson<{ events: HubTotals }>(`${url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('fault-admin', { roles: ['admin'] })}` } });
+  const r = await getJson<{ events: HubTotals }>(`${url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('fault-admin', { roles: ['operator'] })}` } });
   if (r.status !== 200) throw new Error(`/admin/stats: ${r.status} ${JSON.stringify(r.body)}`);
   const { gapFills, filled, duplicates, positionCatchUps } = r.body.events;
   return { gapFills, filled, duplicates, positionCatchUps };

@@ -220,7 +220,7 @@ describe('HTTP with CORS_ORIGINS set', () => {
     const me = await getJson(`${srv.url}/trpc/auth.me`, { headers: { ...auth('bea'), origin: EVIL } });
     expect(me.status).toBe(403);
     expect(corsHeaders(me.headers)).toEqual({});
-    const admin = await getJson(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('root', { roles: ['admin'] })}`, origin: EVIL } });
+    const admin = await getJson(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('root', { roles: ['operator'] })}`, origin: EVIL } });
     expect(admin.status).toBe(403);
     expect(await refusedTotal(srv.url)).toBe(before + 3);
   });

@@ -49,11 +49,19 @@ describe('/metrics', () => {
 });
 
 describe('/admin/stats', () => {
-  it('needs an admin token and reports live totals of the node', async () => {
+  it("is the operator's (operator role or ADMIN_TOKEN), not a tenant admin's, and reports live totals of the node", async () => {
     expect((await fetch(`${srv.url}/admin/stats`)).status).toBe(401);
     const plain = await fetch(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('someone')}` } });
     expect(plain.status).toBe(403);
-    const res = await fetch(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('root', { roles: ['admin'] })}` } });
+    // A tenant's admin sees node-wide data no more.
+    const tenantAdmin = await fetch(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('root', { roles: ['admin'] })}` } });
+    expect(tenantAdmin.status).toBe(403);
+    expect(await tenantAdmin.json()).toEqual({ error: 'node-wide statistics are for the operator: a token with the operator role, or ADMIN_TOKEN' });
+    // The static operator secret, compared in constant time; a wrong one is just a bad token.
+    await using withSecret = await env.startServer({ adminToken: 'x'.repeat(40) });
+    expect((await fetch(`${withSecret.url}/admin/stats`, { headers: { authorization: `Bearer ${'x'.repeat(40)}` } })).status).toBe(200);
+    expect((await fetch(`${withSecret.url}/admin/stats`, { headers: { authorization: `Bearer ${'x'.repeat(39)}y` } })).status).toBe(401);
+    const res = await fetch(`${srv.url}/admin/stats`, { headers: { authorization: `Bearer ${tokenFor('ops', { roles: ['operator'] })}` } });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { connections: unknown; counters: { messagesSent: unknown } };
     expect(body).toMatchObject({ node: { pid: expect.any(Number), draining: false }, bus: 'redis', database: 'postgresql' });

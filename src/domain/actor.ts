@@ -12,6 +12,8 @@ export interface Actor {
 
 export const isAdmin = (a: Actor) => a.roles.includes('admin');
 export const isService = (a: Actor) => a.roles.includes('service');
+/** The deployment's operator (node-wide statistics): a role of the identity provider, above tenants. */
+export const isOperator = (a: Actor) => a.roles.includes('operator');
 /** The tenant's integration: its admins and service tokens (webhooks, notifications to others). */
 export const isIntegration = (a: Actor) => isAdmin(a) || isService(a);
 
