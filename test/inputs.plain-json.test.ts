@@ -3,7 +3,7 @@
  * declares anything else (typed arrays, maps, sets, bigints, classes, shared references) is refused
  * with BAD_REQUEST before anything is built, over HTTP and WebSocket, with or without a token.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { actor, callerFor, clientFor, fileServer, rawClient, tokenFor, uuid } from './fixture.js';
 
 const t = fileServer('plainjson');
@@ -77,6 +77,33 @@ describe('plain JSON inputs', () => {
       // FORBIDDEN, not the BAD_REQUEST the input would get: the input was never looked at.
       expect(body.error.json.data.code, path).toBe('FORBIDDEN');
       expect(body.error.json.message).toBe(`only tenant admins and service tokens may call ${path}`);
+    }
+  });
+
+  it('a NUL character in any string is BAD_REQUEST (HTTP and WebSocket), not a database error', async () => {
+    await using c = clientFor(t.url, `n-${uuid().slice(0, 8)}`, { ws: true });
+    const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'nul' });
+    const err = await c.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'a\u0000b' }).catch((e: unknown) => e as { data?: { code?: string }; message: string });
+    expect(err).toMatchObject({ data: { code: 'BAD_REQUEST' }, message: 'strings must not contain the NUL character (\\u0000)' });
+    const res = await fetch(`${t.url}/trpc/chat.send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor('nul-user')}` },
+      body: JSON.stringify({ json: { roomId: room.id, clientId: uuid(), body: 'x', metadata: { 'k\u0000': 1 } } }),
+    });
+    expect(res.status).toBe(400);
+  });
+
+  it("an unexpected error's text stays in the server's log: the client reads 'internal server error'", async () => {
+    const spy = vi.spyOn(t.app.services.rooms.read, 'list').mockRejectedValue(new Error('duplicate key value violates unique constraint "user_email" Key (email)=(ceo@acme.example)'));
+    try {
+      const res = await fetch(`${t.url}/trpc/room.list`, { headers: { authorization: `Bearer ${tokenFor('curious')}` } });
+      const text = await res.text();
+      expect(res.status).toBe(500);
+      expect(text).toContain('internal server error');
+      expect(text).not.toContain('ceo@acme.example');
+      expect(text).not.toContain('user_email');
+    } finally {
+      spy.mockRestore();
     }
   });
 

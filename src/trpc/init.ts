@@ -76,9 +76,12 @@ const t = initTRPC.context<Context>().create({
         data: { ...shape.data, code: mapped.code, stack: undefined, issues: null, retryAfterMs },
       };
     }
+    // An unexpected error keeps its text in the server's log: a driver's message (SQL, constraint
+    // and column names, values) never reaches a client.
+    const internal = error.code === 'INTERNAL_SERVER_ERROR';
     return {
       ...shape,
-      message: zodIssues ? zodIssues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : shape.message,
+      message: internal ? 'internal server error' : zodIssues ? zodIssues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join('; ') : shape.message,
       data: { ...shape.data, stack: undefined, issues: zodIssues, retryAfterMs },
     };
   },

@@ -16,8 +16,25 @@ const plainAnnotation = (a: unknown): boolean => Array.isArray(a) && a.length ==
 
 /** The refusal of an input that is not plain JSON (the WebSocket transport answers it under the request's id). */
 export class InputNotPlainJson extends TRPCError {
-  constructor() {
-    super({ code: 'BAD_REQUEST', message: 'input must be plain JSON: only dates (and undefined) are revived' });
+  constructor(message = 'input must be plain JSON: only dates (and undefined) are revived') {
+    super({ code: 'BAD_REQUEST', message });
+  }
+}
+
+/** PostgreSQL stores no NUL character in text or JSON: refused here with a clear answer instead of failing in a query. */
+function refuseNul(value: unknown, depth = 0): void {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) throw new InputNotPlainJson('strings must not contain the NUL character (\\u0000)');
+    return;
+  }
+  if (value === null || typeof value !== 'object' || depth > 64) return;
+  if (Array.isArray(value)) {
+    for (const v of value) refuseNul(v, depth + 1);
+    return;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    refuseNul(k, depth + 1);
+    refuseNul(v, depth + 1);
   }
 }
 
@@ -47,6 +64,7 @@ export const inputTransformer = {
     if (payload === null || typeof payload !== 'object') return superjson.deserialize({ json: payload as never });
     const { json, meta } = payload as { json?: unknown; meta?: unknown };
     const checked = checkedMeta(meta);
+    refuseNul(json);
     return superjson.deserialize({ json: json as never, ...(checked ? { meta: checked as never } : {}) });
   },
 };
