@@ -3,14 +3,17 @@ import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
 import { bool, ConfigError } from './config/env.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
+import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
+export type { NotifyConfig } from './config/notify.js';
 
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
+  ...notifyEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -131,6 +134,8 @@ export interface Config {
   video: VideoConfig;
   /** Outgoing webhooks (docs/OPERATIONS.md, "Webhooks"). */
   webhooks: WebhookConfig;
+  /** Web push, e-mail digests and their queue (docs/OPERATIONS.md, "Notifications"). */
+  notify: NotifyConfig;
 }
 
 /** Outgoing webhooks: first retry delay (doubling, jittered), attempts, poll interval, request timeout, private addresses allowed. */
@@ -202,6 +207,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     video: videoConfig(e),
     webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
+    notify: notifyConfig(e),
   };
 }
 

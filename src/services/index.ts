@@ -27,6 +27,7 @@ import { createVideoProvider } from '../video/index.js';
 import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
+import { DeviceService, Mailer, MessageNotifier, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
 
 export interface Services {
   deps: Deps;
@@ -57,6 +58,12 @@ export interface Services {
   /** Outgoing webhooks: the tenant's endpoints (`webhook.*`) and this node's delivery worker. */
   webhooks: WebhookService;
   webhookWorker: WebhookWorker;
+  /** Web push devices (`device.*`). */
+  devices: DeviceService;
+  /** Notification preferences (`notify.*`). */
+  preferences: PreferenceService;
+  /** This node's sender of queued pushes and e-mail digests. */
+  notifyWorker: NotifyWorker;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -80,6 +87,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const publisher = new EventPublisher(deps.bus, deps.counters);
   let webhookWorker: WebhookWorker | undefined;
+  let notifyWorker: NotifyWorker | undefined;
+  const notifyQueue = queueSettings(deps.config.notify);
   const store = new Store(
     deps.orm,
     {
@@ -87,6 +96,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       toMessage: (row) => mapper.fromRow(row),
       onJobError: (err) => deps.log.warn({ err }, 'publish after commit failed'),
       onOutbox: () => webhookWorker?.wake(),
+      notifyQueue: () => notifyQueue,
+      onNotify: () => notifyWorker?.wake(),
     },
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
@@ -104,6 +115,19 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls }, secrets);
   const users = new UserService(store);
   const access = new AccessService(store);
+  const smtp = deps.config.notify.smtp;
+  notifyWorker = new NotifyWorker(
+    store,
+    stores.presence,
+    deps.config.notify,
+    smtp ? new Mailer(smtp.url, smtp.from, deps.config.notify.pushTimeoutMs) : null,
+    deps.log,
+    deps.counters,
+  );
+  const devices = new DeviceService(store, deps.config.notify);
+  const preferences = new PreferenceService(store, access);
+  const notifier = notifyQueue ? new MessageNotifier(store, notifyQueue, deps.log, () => notifyWorker?.wake()) : null;
+  if (notifier) publisher.watch((e) => notifier.observe(e));
   const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {
     enabled: deps.config.activityFeed,
     coalesceMs: deps.config.activityCoalesceMs,
@@ -170,16 +194,22 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     signals,
     webhooks,
     webhookWorker,
+    devices,
+    preferences,
+    notifyWorker,
     activity,
     async start() {
       await sessions.start();
       retention.start();
       webhookWorker.start();
+      notifyWorker.start();
     },
     async close() {
       await sessions.close();
       retention.stop();
       await webhookWorker.stop();
+      await notifier?.close();
+      await notifyWorker.stop();
       typing.close();
       await activity.close();
       await presence.close();

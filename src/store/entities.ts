@@ -1,4 +1,5 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import { NotifyDigest, NotifyPreference, NotifyPush, NotifyRoomPreference, PushDevice } from './notify-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
 /**
@@ -13,6 +14,8 @@ export const User = defineEntity({
     id: p.string().length(128).primary(),
     name: p.string().length(200),
     roles: p.array().default([]),
+    /** The last e-mail address a token of the user carried (e-mail digests); null: none known. */
+    email: p.string().length(254).nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     lastSeenAt: p.datetime().onCreate(() => new Date()),
   },
@@ -293,4 +296,9 @@ export const entities = [
   VideoWebhookEvent,
   WebhookEndpoint,
   WebhookDelivery,
+  PushDevice,
+  NotifyPreference,
+  NotifyRoomPreference,
+  NotifyPush,
+  NotifyDigest,
 ];

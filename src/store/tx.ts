@@ -5,6 +5,7 @@ import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+import { enqueue, type PushItem, type QueueSettings } from './notify.js';
 import { insertOutbox, logEventId } from './webhooks.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
@@ -28,6 +29,28 @@ export interface TxContext {
   onJobError(err: unknown): void;
   /** After a commit that wrote webhook outbox rows (wakes the delivery worker). */
   onOutbox?(): void;
+  /**
+   * The notification queue (web push, e-mail digests): inbox items that may reach someone who is away
+   * (mentions, meeting invites, notifications) are queued in their own transaction. Null: nothing queued.
+   */
+  notifyQueue?(): QueueSettings | null;
+  /** After a commit that queued notifications (wakes the notification worker). */
+  onNotify?(): void;
+}
+
+/** The push queue's item for an inbox item that may reach someone who is away, or null. */
+function pushItemOf(tenant: string, userId: string, item: NewInboxItem): PushItem | null {
+  const base = { tenant, userId, messageId: null, messageSeq: null, title: null, url: null };
+  switch (item.type) {
+    case 'mention':
+      return { ...base, roomId: item.roomId, kind: 'mention', messageId: item.messageId, messageSeq: item.messageSeq, fromUser: item.from };
+    case 'meeting.invite':
+      return { ...base, roomId: item.roomId, kind: 'meeting.invite', fromUser: item.from, title: item.title, url: item.url };
+    case 'notification':
+      return { ...base, roomId: null, kind: 'notification', fromUser: item.from, title: item.title };
+    default:
+      return null;
+  }
 }
 
 /** A new message written by `appendMessage` (its body already sealed when the room is encrypted). */
@@ -214,6 +237,11 @@ export class Tx {
       .insertInto('inbox_event')
       .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
       .execute();
+    const queue = this.ctx.notifyQueue?.() ?? null;
+    if (queue !== null && pushItemOf(tenant, users[0]!, item) !== null) {
+      const queued = await enqueue(this.db, users.map((u) => pushItemOf(tenant, u, item)!), queue);
+      if (queued > 0) this.afterCommit(async () => this.ctx.onNotify?.());
+    }
     const byUser = new Map(cursors.map((c) => [c.user_id, { ...item, seq: c.last_seq } as WithSeq<I>]));
     this.afterCommit(async () => {
       await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));

@@ -7,6 +7,7 @@ import { Migration20261203024714 } from './Migration20261203024714.js';
 import { Migration20261203024718 } from './Migration20261203024718.js';
 import { Migration20261203025941 } from './Migration20261203025941.js';
 import { Migration20261203053808 } from './Migration20261203053808.js';
+import { Migration20261203054653 } from './Migration20261203054653.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -21,4 +22,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261203025941', class: Migration20261203025941 },
   // Webhook secrets sealed with MESSAGE_KEYS are longer than the plain ones.
   { name: 'Migration20261203053808', class: Migration20261203053808 },
+  // Notifications: push devices, preferences, the push queue and e-mail digests; users' e-mail.
+  { name: 'Migration20261203054653', class: Migration20261203054653 },
 ];
