@@ -39,7 +39,7 @@ export class MessageNotifier {
   observe(e: DurableRoomEvent | EphemeralRoomEvent): void {
     if (e.type !== 'message.new' || e.message.kind === 'system') return;
     const m = e.message;
-    this.pending.push({ roomId: e.roomId, messageId: m.id, seq: e.seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions ?? [] });
+    this.pending.push({ roomId: e.roomId, messageId: m.id, seq: e.seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions ?? [], at: m.createdAt });
     this.running ??= this.drain();
   }
 
@@ -63,6 +63,7 @@ export class MessageNotifier {
               fromUser: m.senderId,
               title: null,
               url: null,
+              at: m.at,
             };
           });
           if (items.length > 0 && (await enqueue(db, items, this.settings)) > 0) this.wake();
