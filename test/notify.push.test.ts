@@ -27,7 +27,7 @@ import {
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
 const COALESCE_MS = 1500;
-const t = fileServer('push', {
+const OVERRIDES = {
   messageKeys: `k1:${randomBytes(32).toString('base64')}`,
   notify: {
     ...makeConfig().notify,
@@ -40,7 +40,8 @@ const t = fileServer('push', {
     pushTimeoutMs: 2000,
     publicAppUrl: 'https://chat.example.com',
   },
-});
+};
+const t = fileServer('push', OVERRIDES);
 
 let ps: PushService;
 beforeAll(async () => {
@@ -161,12 +162,13 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
-  it('a user with an open connection (on any node) gets nothing; after closing it, the next message pushes', async () => {
+  it('a user with an open connection (here on another node) gets nothing; after closing it, the next message pushes', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     {
-      await using bobWs = clientFor(t.url, 'bob', { tenant: tn.name, ws: true });
+      await using other = await t.env.startServer(OVERRIDES);
+      await using bobWs = clientFor(other.url, 'bob', { tenant: tn.name, ws: true });
       await bobWs.trpc.auth.me.query();
       await waitFor(() => tn.as('alice').presence.get({ userIds: ['bob'] }), 'bob online', { until: (s) => s[0]?.status === 'online' });
       await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'you are here' });
