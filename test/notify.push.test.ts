@@ -16,11 +16,13 @@ import {
   expectTRPCError,
   fileServer,
   generateVapidKeys,
+  getJson,
   makeConfig,
   type PushService,
   pushService,
   quietUntil,
   type Subscription,
+  tokenFor,
   uuid,
   waitFor,
 } from './fixture.js';
@@ -288,6 +290,24 @@ describe('who gets a push', () => {
     } finally {
       ps.respond = () => 201;
     }
+  });
+});
+
+describe('connection parameters', () => {
+  it('clientType, clientVersion and deviceId are shown in /admin/stats; values of another shape are left out', async () => {
+    const tn = tenant();
+    await using web = clientFor(t.url, 'bob', { tenant: tn.name, ws: true, client: { clientType: 'web', clientVersion: '2.1.0', deviceId: 'dev-1' } });
+    await using odd = clientFor(t.url, 'bob', { tenant: tn.name, ws: true, client: { clientType: 'x'.repeat(40), clientVersion: 'bad version', deviceId: 'dev 2' } });
+    await web.trpc.auth.me.query();
+    await odd.trpc.auth.me.query();
+    const stats = await getJson<{ clients: Record<string, { connections: number; devices: number; versions: Record<string, number> }> }>(
+      `${t.url}/admin/stats`,
+      { headers: { authorization: `Bearer ${tokenFor('root', { tenant: tn.name, roles: ['admin'] })}` } },
+    );
+    expect(stats.status).toBe(200);
+    expect(stats.body.clients.web).toEqual({ connections: 1, devices: 1, versions: { '2.1.0': 1 } });
+    expect(stats.body.clients.unknown?.versions.unknown).toBeGreaterThanOrEqual(1);
+    expect(Object.keys(stats.body.clients).some((k) => k.startsWith('xxx'))).toBe(false);
   });
 });
 
