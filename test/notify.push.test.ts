@@ -164,6 +164,18 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
+  it('a meeting invite (the inbox item video.create writes to each member) pushes with the meeting link', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
+    await t.app.services.store.transact((tx) =>
+      tx.appendInboxMany(tn.name, ['bob'], { type: 'meeting.invite', roomId: room.id, meetingId: uuid(), title: 'Daily', url: 'https://meet.example.com/daily', from: 'alice' }),
+    );
+    const [p] = await waitPushes(sub, 1, 'the invite push');
+    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: 'https://meet.example.com/daily' });
+    expect(p!.urgency).toBe('high');
+  });
+
   it('a user with an open connection (here on another node) gets nothing; after closing it, the next message pushes', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
