@@ -142,6 +142,19 @@ describe('who gets a push', () => {
     await waitFor(() => tn.as('bob').device.list(), 'lastPushAt set', { until: (l) => l[0]?.lastPushAt instanceof Date });
   });
 
+  it('queued in the statement that writes the message: the queue row exists when the send returns (a crash cannot lose it)', async () => {
+    const tn = tenant();
+    await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const m = await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'durable' });
+    const rows = await t.env.sql<{ message_id: string; kind: string }>('select message_id, kind from notify_push where tenant = $1 and user_id = $2', [tn.name, 'bob']);
+    expect(rows).toEqual([{ message_id: m.id, kind: 'direct' }]);
+    // A user without a device gets no row at all.
+    const dm2 = await tn.as('alice').room.openDirect({ userId: 'carol' });
+    await tn.as('alice').chat.send({ roomId: dm2.id, clientId: uuid(), body: 'nobody listens' });
+    expect(await t.env.sql('select 1 from notify_push where tenant = $1 and user_id = $2', [tn.name, 'carol'])).toEqual([]);
+  });
+
   it('a direct message, a reply in a thread I wrote in and an inbox.notify reach me; a plain group message does not (level mentions)', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');

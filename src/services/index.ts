@@ -27,7 +27,7 @@ import { createVideoProvider } from '../video/index.js';
 import { createMeetingServices, type MeetingServices } from './meetings/index.js';
 import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
-import { DeviceService, Mailer, MessageNotifier, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
+import { DeviceService, Mailer, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
 
 export interface Services {
   deps: Deps;
@@ -126,8 +126,6 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   );
   const devices = new DeviceService(store, deps.config.notify);
   const preferences = new PreferenceService(store, access);
-  const notifier = notifyQueue ? new MessageNotifier(store, notifyQueue, deps.log, () => notifyWorker?.wake()) : null;
-  if (notifier) publisher.watch((e) => notifier.observe(e));
   const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {
     enabled: deps.config.activityFeed,
     coalesceMs: deps.config.activityCoalesceMs,
@@ -208,7 +206,6 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       await sessions.close();
       retention.stop();
       await webhookWorker.stop();
-      await notifier?.close();
       await notifyWorker.stop();
       typing.close();
       await activity.close();

@@ -244,7 +244,6 @@ export interface QueuedMessage {
   senderId: string;
   replyToId: string | null;
   mentions: string[];
-  at: Date;
 }
 
 /**

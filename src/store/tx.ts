@@ -5,7 +5,7 @@ import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
-import { enqueue, type PushItem, type QueueSettings } from './notify.js';
+import { enqueue, type PushItem, type QueueSettings, recipientsOf } from './notify.js';
 import { insertOutbox, logEventId } from './webhooks.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
@@ -205,10 +205,38 @@ export class Tx {
       })
       .returning(MESSAGE_FIELDS)
       .executeTakeFirstOrThrow();
+    await this.queueMessage(m, seq);
     const message = this.ctx.toMessage(row);
     const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message };
     this.afterCommit(() => this.ctx.publisher.room(event));
     return message;
+  }
+
+  /**
+   * Queues the notifications of a new message written here (a reply, a message with mentions): the
+   * other member of a direct room, the thread's writers, members who set the room to `all` (the
+   * mentioned get theirs with their inbox item). Plain messages are queued by the grouped send's
+   * statement (hot/append-messages.ts) the same way.
+   */
+  private async queueMessage(m: NewMessageRow, seq: number): Promise<void> {
+    const queue = this.ctx.notifyQueue?.() ?? null;
+    if (queue === null || m.kind === 'system') return;
+    const who = await recipientsOf(this.db, [
+      { roomId: m.roomId, messageId: m.id, seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions },
+    ]);
+    if (who.length === 0) return;
+    const items: PushItem[] = who.map((r) => ({
+      tenant: r.tenant,
+      userId: r.user_id,
+      roomId: m.roomId,
+      kind: r.reason,
+      messageId: m.id,
+      messageSeq: seq,
+      fromUser: m.senderId,
+      title: null,
+      url: null,
+    }));
+    if ((await enqueue(this.db, items, queue)) > 0) this.afterCommit(async () => this.ctx.onNotify?.());
   }
 
   /** Appends an item to a user's inbox with the user's next inbox seq; published after commit. */
