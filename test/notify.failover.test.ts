@@ -1,7 +1,8 @@
 /**
- * The push queue survives a crash: pushes queued on a node that is killed with SIGKILL while its
- * push service refuses them are delivered by another node (server processes of src/main.ts on one
- * database and Redis), at least once each.
+ * The push queue survives a crash: pushes queued on a node that is killed with SIGKILL (one of them
+ * in flight, its request unanswered; the other refused and waiting for a retry) are delivered by
+ * another node (server processes of src/main.ts on one database and Redis), at least once each: the
+ * one in flight once its lease (PUSH_TIMEOUT_MS + 5 s) has run out.
  */
 import { expect, it } from 'vitest';
 import { clientFor, generateVapidKeys, pushService, testEnv, uuid, waitFor } from './fixture.js';
@@ -22,7 +23,9 @@ const NOTIFY_ENV = {
 it('a node killed with SIGKILL while pushes are queued: another node delivers each of them', async () => {
   await using env = await testEnv('pushkill');
   await using ps = await pushService(vapid.publicKey);
-  ps.respond = () => 503;
+  // The first request is left unanswered (in flight when the node dies); the others are refused.
+  let requests = 0;
+  ps.respond = () => (++requests === 1 ? 'hang' : 503);
   const tenant = `kill-${uuid().slice(0, 8)}`;
   const a = await env.startNode('A', NOTIFY_ENV);
   await using alice = clientFor(a.url, 'alice', { tenant });
@@ -37,7 +40,7 @@ it('a node killed with SIGKILL while pushes are queued: another node delivers ea
   const group = await alice.trpc.room.create.mutate({ kind: 'group', name: 'Crash', memberIds: ['bob'] });
   const direct = await alice.trpc.chat.send.mutate({ roomId: dm.id, clientId: uuid(), body: 'before the crash' });
   const mention = await alice.trpc.chat.send.mutate({ roomId: group.id, clientId: uuid(), body: '@bob look', mentions: ['bob'] });
-  // Both are tried and refused (so queued for a retry) before the node dies.
+  // Both are tried (one hangs, one is refused and queued for a retry) before the node dies.
   await ps.received.until((r) => new Set(r.map((x) => x.payload.messageId)).size >= 2, 'both pushes tried on node A', 15_000).catch((err: unknown) => {
     throw new Error(`${(err as Error).message}\nrejected: ${ps.rejected.join('; ')}\n${a.output.join('\n')}`);
   });
@@ -56,6 +59,7 @@ it('a node killed with SIGKILL while pushes are queued: another node delivers ea
   const accepted = got.filter((x) => x.status === 201);
   expect(accepted.find((x) => x.payload.messageId === direct.id)!.payload).toMatchObject({ type: 'direct', roomId: dm.id, body: 'before the crash' });
   expect(accepted.find((x) => x.payload.messageId === mention.id)!.payload).toMatchObject({ type: 'mention', roomId: group.id, body: '@bob look' });
-  console.log(`[push] SIGKILL failover: ${accepted.length} pushes accepted from node B for 2 queued, ${refusedOnA} refused attempts on node A`);
+  expect(ps.received.items[0]!.status).toBe(0);
+  console.log(`[push] SIGKILL failover: ${accepted.length} pushes accepted from node B for 2 queued, ${refusedOnA} attempts on node A (1 left hanging)`);
   await waitFor(() => env.sql<{ n: number }>(`select coalesce(sum(pending), 0)::int as n from notify_push`), 'the queue drained', { until: (r) => r[0]?.n === 0 });
 });
