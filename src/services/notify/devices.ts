@@ -2,21 +2,13 @@ import { randomUUID } from 'node:crypto';
 import type { NotifyConfig } from '../../config.js';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, notFound } from '../../domain/errors.js';
+import type { DeviceDto } from '../../domain/notify.js';
 import { countDevices, type DeviceRow, deleteDevice, listDevices, upsertDevice } from '../../store/notify.js';
 import type { Store } from '../../store/store.js';
 import { resolveTarget, UrlRefused } from '../webhooks/guard.js';
 
 /** Push devices per user (browsers and profiles). */
 export const MAX_DEVICES_PER_USER = 20;
-
-export interface DeviceDto {
-  id: string;
-  kind: 'webpush';
-  endpoint: string;
-  label: string | null;
-  createdAt: Date;
-  lastPushAt: Date | null;
-}
 
 const toDto = (r: DeviceRow): DeviceDto => ({
   id: r.id,

@@ -1,30 +1,16 @@
+import type { Preferences, QuietHours, RoomLevel } from '../../domain/notify.js';
 import type { PushKind } from '../../store/notify.js';
+
+export type { EmailMode, Preferences, QuietHours, RoomLevel } from '../../domain/notify.js';
 
 /**
  * The one place that decides whether a user is told about something while away (web push and
  * e-mail digests read it). Pure: the worker gathers the facts when an item is due.
  */
 
-export type RoomLevel = 'all' | 'mentions' | 'none';
-export type EmailMode = 'digest' | 'off';
-
-export interface QuietHours {
-  /** `HH:MM`, 24-hour clock, local to `timeZone`. */
-  start: string;
-  end: string;
-  /** An IANA time zone (`Europe/Berlin`). */
-  timeZone: string;
-}
-
-export interface Preferences {
-  email: EmailMode;
-  push: boolean;
-  quietHours: QuietHours | null;
-}
-
 export const DEFAULT_PREFERENCES: Preferences = { email: 'digest', push: true, quietHours: null };
 /** A room without a preference: mentions (and, in a direct room, every message). */
-export const DEFAULT_LEVEL: RoomLevel = 'mentions';
+export const DEFAULT_LEVEL = 'mentions' as const;
 
 /** What the worker knows when an item is due. */
 export interface PushFacts {

@@ -3,7 +3,8 @@ import { badRequest } from '../../domain/errors.js';
 import { findPreference, listRoomPreferences, type PreferenceRow, savePreference, saveRoomPreference } from '../../store/notify.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
-import { DEFAULT_PREFERENCES, type EmailMode, isTimeZone, type Preferences, type QuietHours, type RoomLevel } from './policy.js';
+import type { EmailMode, Preferences, PreferencesDto, QuietHours, RoomLevel, RoomPreferenceDto } from '../../domain/notify.js';
+import { DEFAULT_PREFERENCES, isTimeZone } from './policy.js';
 
 /** The stored row as preferences (no row: the defaults). */
 export function preferencesOf(row: PreferenceRow | undefined): Preferences {
@@ -14,17 +15,6 @@ export function preferencesOf(row: PreferenceRow | undefined): Preferences {
     quietHours:
       row.quiet_start && row.quiet_end && row.quiet_time_zone ? { start: row.quiet_start, end: row.quiet_end, timeZone: row.quiet_time_zone } : null,
   };
-}
-
-export interface RoomPreferenceDto {
-  roomId: string;
-  level: RoomLevel;
-  muteUntil: Date | null;
-}
-
-export interface PreferencesDto extends Preferences {
-  /** Rooms with a level or mute of their own (any other room: `mentions`, not muted). */
-  rooms: RoomPreferenceDto[];
 }
 
 /** `notify.preferences`, `notify.setPreferences`, `notify.setRoomPreference`. */
