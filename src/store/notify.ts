@@ -110,13 +110,15 @@ export interface RoomPreferenceRow {
   mute_until: Date | null;
 }
 
+/** The user's room preferences, of rooms they are still a member of (a left or deleted room's row is ignored). */
 export function listRoomPreferences(db: Db, tenant: string, userId: string): Promise<RoomPreferenceRow[]> {
   return db
-    .selectFrom('notify_room_preference')
-    .select(['room_id', 'level', 'mute_until'])
-    .where('tenant', '=', tenant)
-    .where('user_id', '=', userId)
-    .orderBy('room_id')
+    .selectFrom('notify_room_preference as p')
+    .innerJoin('membership as m', (j) => j.onRef('m.room_id', '=', 'p.room_id').onRef('m.user_id', '=', 'p.user_id'))
+    .select(['p.room_id', 'p.level', 'p.mute_until'])
+    .where('p.tenant', '=', tenant)
+    .where('p.user_id', '=', userId)
+    .orderBy('p.room_id')
     .execute();
 }
 
