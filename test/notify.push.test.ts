@@ -230,6 +230,19 @@ describe('who gets a push', () => {
     await expectTRPCError(tn.as('mallory').notify.setRoomPreference({ roomId: room.id, level: 'all' }), 'NOT_FOUND');
   });
 
+  it('a mute ends at its time: nothing before, pushes again after', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Short mute', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions', muteUntil: new Date(Date.now() + 800) });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob during the mute', mentions: ['bob'] });
+    await expectNoPush(tn, 'bob', sub);
+    await elapse(900);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob after the mute', mentions: ['bob'] });
+    const [p] = await waitPushes(sub, 1, 'the push after the mute');
+    expect(p!.payload.body).toBe('@bob after the mute');
+  });
+
   it('quiet hours hold pushes until they end; push: false sends none', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
@@ -249,6 +262,12 @@ describe('who gets a push', () => {
     expect(pushesTo(sub)).toEqual([]);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: 'Mars/Olympus' } }), 'BAD_REQUEST', /IANA time zone/);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, start: '25:00' } }), 'BAD_REQUEST', /HH:MM/);
+
+    // The hours end (moved here to now): the held push goes out, once.
+    await tn.as('bob').notify.setPreferences({ quietHours: null });
+    await t.env.sql('update notify_push set due_at = now() where tenant = $1', [tn.name]);
+    const [released] = await waitPushes(sub, 1, 'the held push after the quiet hours');
+    expect(released!.payload).toMatchObject({ type: 'direct', body: 'late night', count: 1 });
 
     const tn2 = tenant();
     const sub2 = await tn2.device('bob');
