@@ -151,8 +151,6 @@ export interface PushItem {
   fromUser: string | null;
   title: string | null;
   url: string | null;
-  /** When it happened (a message's creation time), when not now (a digest covers it from then on). */
-  at?: Date | undefined;
 }
 
 /** The key of a user's queue row for a room. */
@@ -215,20 +213,14 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
     written += Number(res.numAffectedRows ?? 0);
   }
   if (s.digest) {
-    const users = new Map<string, { tenant: string; user_id: string; at: string | null }>();
-    for (const i of items) {
-      if (i.kind !== 'mention' && i.kind !== 'direct') continue;
-      const key = `${i.tenant}\u0000${i.userId}`;
-      const prev = users.get(key);
-      const times = [prev?.at, i.at?.toISOString()].filter((x): x is string => typeof x === 'string').sort();
-      users.set(key, { tenant: i.tenant, user_id: i.userId, at: times[0] ?? null });
-    }
-    if (users.size > 0) {
-      const input = JSON.stringify([...users.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, u]) => u));
+    // Queued in the transaction of what it is about: now() is that item's time, where the digest starts.
+    const users = [...new Set(items.filter((i) => i.kind === 'mention' || i.kind === 'direct').map((i) => `${i.tenant}\u0000${i.userId}`))].sort();
+    if (users.length > 0) {
+      const input = JSON.stringify(users.map((u) => ({ tenant: u.split('\u0000')[0], user_id: u.split('\u0000')[1] })));
       const res = await sql`
         insert into notify_digest (tenant, user_id, since, due_at, attempts)
-        select i.tenant, i.user_id, least(now(), coalesce(i.at, now())), now() + ${s.digestDelayMs} * interval '1 millisecond', 0
-        from json_to_recordset(${input}::json) as i(tenant text, user_id text, at timestamptz)
+        select i.tenant, i.user_id, now(), now() + ${s.digestDelayMs} * interval '1 millisecond', 0
+        from json_to_recordset(${input}::json) as i(tenant text, user_id text)
         join chat_user u on u.tenant = i.tenant and u.id = i.user_id and u.email is not null
         where not exists (select 1 from notify_preference p where p.tenant = i.tenant and p.user_id = i.user_id and p.email = 'off')
         on conflict (tenant, user_id) do nothing`.execute(db);
@@ -238,7 +230,7 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
   return written;
 }
 
-/** A message as the queue sees it (after commit). */
+/** A new message as the queue sees it (in its transaction). */
 export interface QueuedMessage {
   roomId: string;
   messageId: string;
