@@ -87,6 +87,9 @@ export const now = () => sql<Date>`now()`;
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
  *    commit, so commit order equals seq order within a room,
  * 3. inbox cursors, several users always in user id order.
+ * Notification queue rows (src/store/notify.ts) are written after the room's seq, several in user
+ * order; a row is keyed by user and room, so its writers already hold that room's lock (rows of items
+ * without a room come only from `inbox.notify`, after its cursors).
  * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
  * replies, which lock the message first.
  */

@@ -26,7 +26,7 @@ import {
 import type { Store } from '../../store/store.js';
 import { retryDelay } from '../webhooks/worker.js';
 import { type Mailer, previewOf, renderDigest, roomUrl } from './digest.js';
-import { decidePush, type Preferences, type RoomLevel } from './policy.js';
+import { DEFAULT_LEVEL, decidePush, type Preferences, type RoomLevel } from './policy.js';
 import { preferencesOf } from './preferences.js';
 import { type PushPayload, sendPush } from './push.js';
 
@@ -144,7 +144,7 @@ export class NotifyWorker {
       kind: q.kind,
       online,
       prefs: preferencesOf(prefRow),
-      room: q.room_id ? { level: (roomPref?.level as RoomLevel | undefined) ?? 'mentions', muteUntil: roomPref?.mute_until ?? null } : null,
+      room: q.room_id ? { level: (roomPref?.level as RoomLevel | undefined) ?? DEFAULT_LEVEL, muteUntil: roomPref?.mute_until ?? null } : null,
       read,
       now: new Date(),
     });
