@@ -5,7 +5,7 @@ import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
-import { enqueue, type PushItem, type QueueSettings, recipientsOf } from './notify.js';
+import { enqueue, type PushItem, type QueuedMessage, type QueueSettings, recipientsOf } from './notify.js';
 import { insertOutbox, logEventId } from './webhooks.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
@@ -86,10 +86,9 @@ export const now = () => sql<Date>`now()`;
  * 1. message rows that the change reads for update (`lockForUpdate`; a reply before its root),
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
  *    commit, so commit order equals seq order within a room,
- * 3. inbox cursors, several users always in user id order.
- * Notification queue rows (src/store/notify.ts) are written after the room's seq, several in user
- * order; a row is keyed by user and room, so its writers already hold that room's lock (rows of items
- * without a room come only from `inbox.notify`, after its cursors).
+ * 3. inbox cursors, several users always in user id order,
+ * 4. notification queue rows (src/store/notify.ts): written last, just before commit, in key order
+ *    (`flushQueue`); the grouped send's statement writes its rows after its room locks too.
  * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
  * replies, which lock the message first.
  */
@@ -101,6 +100,9 @@ export class Tx {
   /** The tenant of each room whose seq this transaction took (from the same statement). */
   private readonly tenants = new Map<string, string>();
   private outboxWritten = false;
+  /** Notification queue rows to write before commit (`flushQueue`). */
+  private readonly queuedItems: PushItem[] = [];
+  private readonly queuedMessages: QueuedMessage[] = [];
 
   constructor(
     /** The transaction's EntityManager (entities, QueryBuilder). */
@@ -208,7 +210,7 @@ export class Tx {
       })
       .returning(MESSAGE_FIELDS)
       .executeTakeFirstOrThrow();
-    await this.queueMessage(m, seq);
+    if (m.kind !== 'system') this.queuedMessages.push({ roomId: m.roomId, messageId: m.id, seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions });
     const message = this.ctx.toMessage(row);
     const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message };
     this.afterCommit(() => this.ctx.publisher.room(event));
@@ -216,29 +218,34 @@ export class Tx {
   }
 
   /**
-   * Queues the notifications of a new message written here (a reply, a message with mentions): the
-   * other member of a direct room, the thread's writers, members who set the room to `all` (the
-   * mentioned get theirs with their inbox item). Plain messages are queued by the grouped send's
-   * statement (hot/append-messages.ts) the same way.
+   * Writes the notification queue rows of this transaction (src/store/notify.ts), last, just before
+   * commit (`transact` calls it): for the inbox items that may reach someone who is away (mentions,
+   * meeting invites, notifications) and for the new messages written here (a reply, a message with
+   * mentions: the other member of a direct room, the thread's writers, members who set the room to
+   * `all`; plain messages are queued by the grouped send's statement the same way). Last, in key
+   * order, in every transaction: queue rows never sit between other locks, so they add no deadlock.
    */
-  private async queueMessage(m: NewMessageRow, seq: number): Promise<void> {
+  async flushQueue(): Promise<void> {
     const queue = this.ctx.notifyQueue?.() ?? null;
-    if (queue === null || m.kind === 'system') return;
-    const who = await recipientsOf(this.db, [
-      { roomId: m.roomId, messageId: m.id, seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions },
-    ]);
-    if (who.length === 0) return;
-    const items: PushItem[] = who.map((r) => ({
-      tenant: r.tenant,
-      userId: r.user_id,
-      roomId: m.roomId,
-      kind: r.reason,
-      messageId: m.id,
-      messageSeq: seq,
-      fromUser: m.senderId,
-      title: null,
-      url: null,
-    }));
+    const items = this.queuedItems.splice(0);
+    const messages = this.queuedMessages.splice(0);
+    if (queue === null || (items.length === 0 && messages.length === 0)) return;
+    if (messages.length > 0) {
+      for (const r of await recipientsOf(this.db, messages)) {
+        const m = messages[r.i]!;
+        items.push({
+          tenant: r.tenant,
+          userId: r.user_id,
+          roomId: m.roomId,
+          kind: r.reason,
+          messageId: m.messageId,
+          messageSeq: m.seq,
+          fromUser: m.senderId,
+          title: null,
+          url: null,
+        });
+      }
+    }
     if ((await enqueue(this.db, items, queue)) > 0) this.afterCommit(async () => this.ctx.onNotify?.());
   }
 
@@ -268,11 +275,7 @@ export class Tx {
       .insertInto('inbox_event')
       .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
       .execute();
-    const queue = this.ctx.notifyQueue?.() ?? null;
-    if (queue !== null && pushItemOf(tenant, users[0]!, item) !== null) {
-      const queued = await enqueue(this.db, users.map((u) => pushItemOf(tenant, u, item)!), queue);
-      if (queued > 0) this.afterCommit(async () => this.ctx.onNotify?.());
-    }
+    if (pushItemOf(tenant, users[0]!, item) !== null) for (const u of users) this.queuedItems.push(pushItemOf(tenant, u, item)!);
     const byUser = new Map(cursors.map((c) => [c.user_id, { ...item, seq: c.last_seq } as WithSeq<I>]));
     this.afterCommit(async () => {
       await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));
@@ -300,9 +303,13 @@ export class Tx {
  */
 export async function transact<T>(root: Em, ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
   let tx: Tx | undefined;
-  const result = await root.fork().transactional((em) => {
-    tx = new Tx(em as Em, ctx);
-    return fn(tx);
+  const result = await root.fork().transactional(async (em) => {
+    const t = new Tx(em as Em, ctx);
+    tx = t;
+    const out = await fn(t);
+    // The notification queue's rows, last (lock order, see Tx).
+    await t.flushQueue();
+    return out;
   });
   tx?.committed();
   return result;
