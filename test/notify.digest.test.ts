@@ -74,7 +74,7 @@ describe('e-mail digests', () => {
     expect(mailsTo(addr)).toHaveLength(1);
   });
 
-  it('nothing for what was read meanwhile; nothing with e-mail off; nothing without an address', async () => {
+  it('nothing for what was read meanwhile; nothing with e-mail off; nothing without an address; nothing from a room set to none', async () => {
     const tn = tenant();
     await tn.withEmail('bob');
     await tn.withEmail('carol');
@@ -84,10 +84,15 @@ describe('e-mail digests', () => {
     await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: m.seq });
     const dmCarol = await tn.as('alice').room.openDirect({ userId: 'carol' });
     await tn.as('alice').chat.send({ roomId: dmCarol.id, clientId: uuid(), body: 'carol turned mail off' });
+    // A room set to none is left out of the digest (here: its only item, so no mail at all).
+    await tn.withEmail('frank');
+    const quiet = await tn.as('alice').room.create({ kind: 'group', name: 'Quiet', memberIds: ['frank'] });
+    await tn.as('frank').notify.setRoomPreference({ roomId: quiet.id, level: 'none' });
+    await tn.as('alice').chat.send({ roomId: quiet.id, clientId: uuid(), body: '@frank shh', mentions: ['frank'] });
     const dmDave = await tn.as('alice').room.openDirect({ userId: 'dave' });
     await tn.as('alice').chat.send({ roomId: dmDave.id, clientId: uuid(), body: 'dave has no address' });
-    expect((await tn.digestRows()).map((r) => r.user_id)).toEqual(['bob']);
-    await waitFor(() => tn.digestRows(), 'the digest row handled', { until: (r) => r.length === 0, timeoutMs: 10_000 });
+    expect((await tn.digestRows()).map((r) => r.user_id).sort()).toEqual(['bob', 'frank']);
+    await waitFor(() => tn.digestRows(), 'the digest rows handled', { until: (r) => r.length === 0, timeoutMs: 10_000 });
     expect(smtp.mails.items.filter((x) => x.to.some((a) => a.endsWith(`@${tn.name}.example.com`)))).toEqual([]);
   });
 
