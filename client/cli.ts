@@ -15,6 +15,7 @@ import { Context, DEFAULT_URL, type CommonOptions } from './cli/context.js';
 import { demo } from './cli/demo.js';
 import { download } from './cli/files.js';
 import { CliError, describeError, oneLine } from './cli/errors.js';
+import { notify } from './cli/notify.js';
 import { packageVersion } from './cli/version.js';
 
 const int =
@@ -129,6 +130,15 @@ export function buildProgram(): Command {
     .description('start a video meeting in a room and print the join link and token')
     .option('--title <title>', 'meeting title')
     .action(run((ctx, room: string, o: { title?: string }) => cmd.meet(ctx, room, o)));
+
+  common(program.command('notify [room] [level]'))
+    .description('show your notification preferences, or set a room to all|mentions|none (pushes and e-mail while away)')
+    .option('--mute-until <when>', 'mute the room until a date (2026-03-01T18:00Z) or for a while (30m, 8h, 2d)')
+    .option('--email <mode>', 'e-mail digests: digest or off')
+    .option('--push <state>', 'web push: on or off')
+    .action(
+      run((ctx, room: string | undefined, level: string | undefined, o: { muteUntil?: string; email?: string; push?: string }) => notify(ctx, room, level, o)),
+    );
 
   common(program.command('chat <room>'))
     .description('interactive chat in a room (/help inside for commands)')

@@ -49,6 +49,12 @@ export interface ChatClientOptions {
    * tracing, rewriting results). They see deserialized values (Dates are Dates).
    */
   links?: TRPCLink<AppRouter>[];
+  /**
+   * What this client says about itself on its WebSocket (connection parameters, shown in the
+   * server's /admin/stats): `clientType` (`web`, `cli`, ...: letters, digits, `._-`, at most 32),
+   * `clientVersion` (at most 32) and a stable `deviceId` (at most 64). Values of another shape are ignored.
+   */
+  client?: { clientType?: string; clientVersion?: string; deviceId?: string };
 }
 
 /** Floor and cap of the default reconnect backoff. */
@@ -168,7 +174,9 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
     url: `${base.replace(/^http/, 'ws')}/trpc`,
     connectionParams: async () => {
       const token = await tokenOf();
-      return token ? { token } : {};
+      const info: Record<string, string> = {};
+      for (const [k, v] of Object.entries(opts.client ?? {})) if (typeof v === 'string') info[k] = v;
+      return token ? { ...info, token } : info;
     },
     retryDelayMs: (attempt) => delay(attempt + flaps),
     ...(opts.WebSocket ? { WebSocket: opts.WebSocket } : {}),

@@ -111,6 +111,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const adminStats = () => ({
     node: { pid: process.pid, startedAt, uptimeSeconds: Math.round(process.uptime()), draining },
     connections: wss.clients.size,
+    /** Open sessions by the clientType / clientVersion / deviceId of their connection parameters. */
+    clients: services.sessions.clientStats(),
     roomHubs: services.hubs.roomCount,
     roomSubscriptions: services.hubs.subscriberCount,
     inboxSubscriptions: services.inbox.hubs.subscriberCount,

@@ -4,16 +4,19 @@ import { bool, ConfigError } from './config/env.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
+import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
 export type { FilesConfig, S3Config } from './config/files.js';
+export type { NotifyConfig } from './config/notify.js';
 
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
   ...filesEnv,
+  ...notifyEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -166,6 +169,8 @@ export interface Config {
   webhooks: WebhookConfig;
   /** File uploads, storage and downloads (docs/OPERATIONS.md, "Files"). */
   files: FilesConfig;
+  /** Web push, e-mail digests and their queue (docs/OPERATIONS.md, "Notifications"). */
+  notify: NotifyConfig;
 }
 
 /** Outgoing webhooks: first retry delay (doubling, jittered), attempts, poll interval, request timeout, private addresses allowed. */
@@ -251,6 +256,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
     files: filesConfig(e, e.DATA_DIR, auth.jwtSecret, production, auth.jwtSecretIsDev),
+    notify: notifyConfig(e),
   };
 }
 

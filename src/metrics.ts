@@ -23,10 +23,16 @@ export interface Counters {
   webhooksDelivered: number;
   /** Webhook delivery attempts that failed (retried or given up). */
   webhooksFailed: number;
+  /** Web pushes accepted by a push service. */
+  pushesSent: number;
+  /** Push attempts that failed (retried or given up; a device gone is not counted). */
+  pushesFailed: number;
+  /** E-mail digests handed to the SMTP server. */
+  digestsSent: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -131,6 +137,9 @@ export class Metrics {
     counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
     counter('chat_webhooks_delivered_total', 'Webhook deliveries answered with a 2xx', () => c.webhooksDelivered);
     counter('chat_webhooks_failed_total', 'Webhook delivery attempts that failed (retried or given up)', () => c.webhooksFailed);
+    counter('chat_pushes_sent_total', 'Web pushes accepted by a push service', () => c.pushesSent);
+    counter('chat_pushes_failed_total', 'Web push attempts that failed (retried or given up)', () => c.pushesFailed);
+    counter('chat_digests_sent_total', 'E-mail digests handed to the SMTP server', () => c.digestsSent);
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
     counter('chat_auth_unavailable_total', 'Tokens not verified because the identity provider keys could not be loaded', () => c.authUnavailable);

@@ -18,7 +18,7 @@ describe('auth settings', () => {
       jwks: null,
       issuer: null,
       audience: [],
-      claims: { subject: 'sub', tenant: 'tenant', tenantRequired: false, name: 'name', roles: 'roles' },
+      claims: { subject: 'sub', tenant: 'tenant', tenantRequired: false, name: 'name', roles: 'roles', email: 'email' },
       maxTokenTtlSeconds: 86_400,
       clockToleranceSeconds: 5,
     });
@@ -49,7 +49,7 @@ describe('auth settings', () => {
       jwks: { url: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs', cooldownSeconds: 0, cacheSeconds: 300, timeoutMs: 2500 },
       issuer: 'https://keycloak.example.com/realms/acme',
       audience: ['chat', 'chat-admin'],
-      claims: { subject: 'sub', tenant: 'org.id', tenantRequired: true, name: 'preferred_username', roles: 'realm_access.roles' },
+      claims: { subject: 'sub', tenant: 'org.id', tenantRequired: true, name: 'preferred_username', roles: 'realm_access.roles', email: 'email' },
       maxTokenTtlSeconds: 3600,
       clockToleranceSeconds: 30,
     });

@@ -316,6 +316,26 @@ describe('chat CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('notify: shows the preferences, sets a room level with --mute-until, turns e-mail off', async () => {
+    await login('nora');
+    const room = await client('nora').trpc.room.create.mutate({ kind: 'group', name: 'notify-room' });
+    const shown = await cli(['notify'], 'nora');
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toContain('push: on, e-mail: digest, quiet hours: none');
+    const set = await cli(['notify', 'notify-room', 'none', '--mute-until', '2h', '--json'], 'nora');
+    expect(set.code, set.stderr).toBe(0);
+    const [res] = set.json<{ roomId: string; level: string; muteUntil: string }>();
+    expect(res).toMatchObject({ roomId: room.id, level: 'none' });
+    expect(new Date(res!.muteUntil).getTime()).toBeGreaterThan(Date.now() + 3600_000);
+    const off = await cli(['notify', '--email', 'off'], 'nora');
+    expect(off.code, off.stderr).toBe(0);
+    expect(off.stdout).toContain('e-mail: off');
+    expect(off.stdout).toMatch(/notify-room: none, muted until/);
+    const bad = await cli(['notify', 'notify-room', 'loud'], 'nora');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('give a level: chat notify <room> all|mentions|none');
+  });
+
   it('demo: two simulated users talk, then it exits 0', async () => {
     const r = await cli(['demo', '--messages', '4', '--delay', '0']);
     expect(r.code, r.stderr).toBe(0);

@@ -30,6 +30,7 @@ export * from './fixture/clients.js';
 export * from './fixture/delivery.js';
 export * from './fixture/jwks.js';
 export * from './fixture/raw-ws.js';
+export * from './fixture/push.js';
 export * from './fixture/rooms.js';
 export * from './fixture/src.js';
 export * from './fixture/streams.js';

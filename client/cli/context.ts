@@ -6,12 +6,17 @@ import { createChatClient, type ChatClient, type ChatClientOptions, type Room } 
 import { configPath, readConfig, saveLogin, type StoredLogin } from './config.js';
 import { CliError } from './errors.js';
 import { terminalSafeLink } from './terminal.js';
+import { packageVersion } from './version.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:3000';
 
 /** Every client the CLI makes: what the server sends is cleaned of terminal controls on arrival. */
 export function terminalClient(opts: ChatClientOptions): ChatClient {
-  return createChatClient({ ...opts, links: [terminalSafeLink(), ...(opts.links ?? [])] });
+  return createChatClient({
+    client: { clientType: 'cli', clientVersion: packageVersion() },
+    ...opts,
+    links: [terminalSafeLink(), ...(opts.links ?? [])],
+  });
 }
 
 export interface CommonOptions {

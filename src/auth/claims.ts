@@ -55,6 +55,17 @@ function nameOf(candidates: unknown[], fallback: string): string {
   return fallback;
 }
 
+const MAX_EMAIL_LENGTH = 254;
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+/** The e-mail claim: used only when it looks like an address (a bad one is ignored, never refused). */
+function emailOf(value: unknown): { email?: string } {
+  if (typeof value !== 'string') return {};
+  const email = value.trim();
+  if (email.length > MAX_EMAIL_LENGTH || CONTROL.test(email) || !EMAIL.test(email)) return {};
+  return { email };
+}
+
 /** The actor of a verified token, by the configured claim names; AuthError when a claim is missing or invalid. */
 export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims']): Actor {
   const sub = readClaim(payload, claims.subject);
@@ -80,6 +91,7 @@ export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims'
     name: nameOf([readClaim(payload, claims.name), payload.preferred_username], sub),
     tenant,
     roles: rolesOf(readClaim(payload, claims.roles), claims.roles),
+    ...emailOf(readClaim(payload, claims.email)),
     ...(payload.exp !== undefined ? { exp: payload.exp } : {}),
     ...(payload.iat !== undefined ? { iat: payload.iat } : {}),
   };

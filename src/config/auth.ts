@@ -22,6 +22,7 @@ export const authEnv = {
   AUTH_TENANT_CLAIM: unsetIfEmpty(claimName.optional()),
   AUTH_NAME_CLAIM: unsetIfEmpty(claimName.default('name')),
   AUTH_ROLES_CLAIM: unsetIfEmpty(claimName.default('roles')),
+  AUTH_EMAIL_CLAIM: unsetIfEmpty(claimName.default('email')),
   AUTH_MAX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().max(30 * 86_400).default(86_400),
   AUTH_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
@@ -45,7 +46,7 @@ export interface AuthConfig {
    * Where the actor's fields are read from (a literal key first, then a dotted path). tenantRequired
    * (AUTH_TENANT_CLAIM set explicitly): a token without the tenant claim is refused, not `default`.
    */
-  claims: { subject: string; tenant: string; tenantRequired: boolean; name: string; roles: string };
+  claims: { subject: string; tenant: string; tenantRequired: boolean; name: string; roles: string; email: string };
   /** Longest accepted lifetime: exp - iat, and exp - now. */
   maxTokenTtlSeconds: number;
   clockToleranceSeconds: number;
@@ -79,7 +80,7 @@ export function authConfig(e: AuthEnv, production: boolean): AuthConfig {
     issuer: e.AUTH_ISSUER ?? null,
     audience,
     claims: {
-      subject: e.AUTH_SUBJECT_CLAIM, name: e.AUTH_NAME_CLAIM, roles: e.AUTH_ROLES_CLAIM,
+      subject: e.AUTH_SUBJECT_CLAIM, name: e.AUTH_NAME_CLAIM, roles: e.AUTH_ROLES_CLAIM, email: e.AUTH_EMAIL_CLAIM,
       tenant: e.AUTH_TENANT_CLAIM ?? 'tenant', tenantRequired: e.AUTH_TENANT_CLAIM !== undefined,
     },
     maxTokenTtlSeconds: e.AUTH_MAX_TOKEN_TTL_SECONDS,

@@ -4,6 +4,8 @@ export interface Actor {
   name: string;
   tenant: string;
   roles: string[];
+  /** The token's e-mail address (AUTH_EMAIL_CLAIM), when it carries a valid one: e-mail digests go there. */
+  email?: string;
   /** Token expiry, seconds since the epoch. */
   exp?: number;
   /** Token issue time, seconds since the epoch (revocation compares against it). */

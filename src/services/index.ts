@@ -28,6 +28,7 @@ import { createMeetingServices, type MeetingServices } from './meetings/index.js
 import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
 import { createStorage, FileService, FileWorker } from './files/index.js';
+import { DeviceService, Mailer, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
 
 export interface Services {
   deps: Deps;
@@ -61,6 +62,12 @@ export interface Services {
   /** Uploaded files (`file.*`, attachments) and this node's file worker (previews, removals). */
   files: FileService;
   fileWorker: FileWorker;
+  /** Web push devices (`device.*`). */
+  devices: DeviceService;
+  /** Notification preferences (`notify.*`). */
+  preferences: PreferenceService;
+  /** This node's sender of queued pushes and e-mail digests. */
+  notifyWorker: NotifyWorker;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -84,6 +91,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const mapper = new MessageMapper(keyring, (err) => deps.log.warn({ err }, 'cannot decrypt a message body'));
   const publisher = new EventPublisher(deps.bus, deps.counters);
   let webhookWorker: WebhookWorker | undefined;
+  let notifyWorker: NotifyWorker | undefined;
+  const notifyQueue = queueSettings(deps.config.notify);
   const store = new Store(
     deps.orm,
     {
@@ -91,6 +100,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       toMessage: (row) => mapper.fromRow(row),
       onJobError: (err) => deps.log.warn({ err }, 'publish after commit failed'),
       onOutbox: () => webhookWorker?.wake(),
+      notifyQueue: () => notifyQueue,
+      onNotify: () => notifyWorker?.wake(),
     },
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
@@ -108,6 +119,17 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const webhooks = new WebhookService(store, { allowPrivateUrls: deps.config.webhooks.allowPrivateUrls }, secrets);
   const users = new UserService(store);
   const access = new AccessService(store);
+  const smtp = deps.config.notify.smtp;
+  notifyWorker = new NotifyWorker(
+    store,
+    stores.presence,
+    deps.config.notify,
+    smtp ? new Mailer(smtp.url, smtp.from, deps.config.notify.pushTimeoutMs) : null,
+    deps.log,
+    deps.counters,
+  );
+  const devices = new DeviceService(store, deps.config.notify);
+  const preferences = new PreferenceService(store, access);
   const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {
     enabled: deps.config.activityFeed,
     coalesceMs: deps.config.activityCoalesceMs,
@@ -178,6 +200,9 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     signals,
     webhooks,
     webhookWorker,
+    devices,
+    preferences,
+    notifyWorker,
     activity,
     files,
     fileWorker,
@@ -186,6 +211,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       retention.start();
       webhookWorker.start();
       fileWorker.start();
+      notifyWorker.start();
     },
     async close() {
       await sessions.close();
@@ -193,6 +219,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       await webhookWorker.stop();
       await fileWorker.stop();
       storage.close();
+      await notifyWorker.stop();
       typing.close();
       await activity.close();
       await presence.close();

@@ -1,6 +1,7 @@
 import { keyOf } from '../domain/ids.js';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Actor } from '../domain/actor.js';
+import { type ClientInfo, NO_CLIENT_INFO } from '../domain/client-info.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
@@ -26,8 +27,13 @@ export class Session {
   constructor(
     public actor: Actor,
     readonly socket: SessionSocket,
+    /** What the client said about itself (connection parameters). */
+    readonly client: ClientInfo = NO_CLIENT_INFO,
   ) {}
 }
+
+/** Distinct client types and versions counted in `clientStats` (the rest are `other`). */
+const MAX_CLIENT_KEYS = 50;
 
 const CONTROL_CHANNEL = 'control';
 const userKey = (tenant: string, userId: string) => `${tenant}\u0000${userId}`;
@@ -74,8 +80,8 @@ export class SessionService {
   }
 
   /** Registers a connection; arms the close at token expiry. */
-  open(actor: Actor, socket: SessionSocket): Session {
-    const s = new Session(actor, socket);
+  open(actor: Actor, socket: SessionSocket, client: ClientInfo = NO_CLIENT_INFO): Session {
+    const s = new Session(actor, socket, client);
     const key = userKey(actor.tenant, actor.id);
     let set = this.byUser.get(key);
     if (!set) {
@@ -92,6 +98,34 @@ export class SessionService {
       if (cur && cur.size === 0) this.byUser.delete(userKey(s.actor.tenant, s.actor.id));
     });
     return s;
+  }
+
+  /**
+   * This node's open sessions by client type and version (/admin/stats): `{ web: { connections: 3,
+   * versions: { '1.2.0': 3 } }, unknown: ... }`, bounded in keys.
+   */
+  clientStats(): Record<string, { connections: number; devices: number; versions: Record<string, number> }> {
+    const out: Record<string, { connections: number; devices: number; versions: Record<string, number> }> = {};
+    const devices = new Map<string, Set<string>>();
+    for (const set of this.byUser.values()) {
+      for (const s of set) {
+        let type = s.client.clientType ?? 'unknown';
+        if (!(type in out) && Object.keys(out).length >= MAX_CLIENT_KEYS) type = 'other';
+        const entry = out[type] ?? { connections: 0, devices: 0, versions: {} };
+        out[type] = entry;
+        entry.connections++;
+        let version = s.client.clientVersion ?? 'unknown';
+        if (!(version in entry.versions) && Object.keys(entry.versions).length >= MAX_CLIENT_KEYS) version = 'other';
+        entry.versions[version] = (entry.versions[version] ?? 0) + 1;
+        if (s.client.deviceId) {
+          const seen = devices.get(type) ?? new Set<string>();
+          seen.add(`${s.actor.tenant}\u0000${s.actor.id}\u0000${s.client.deviceId}`);
+          devices.set(type, seen);
+        }
+      }
+    }
+    for (const [type, seen] of devices) out[type]!.devices = seen.size;
+    return out;
   }
 
   private armExpiry(s: Session): void {

@@ -12,11 +12,11 @@ export class UserService {
   constructor(private readonly store: Store) {}
 
   async touch(actor: Actor): Promise<void> {
-    const key = `${actor.tenant}\u0000${actor.id}\u0000${actor.name}\u0000${actor.roles.join(',')}`;
+    const key = `${actor.tenant}\u0000${actor.id}\u0000${actor.name}\u0000${actor.roles.join(',')}\u0000${actor.email ?? ''}`;
     const now = Date.now();
     const seen = this.recent.get(key);
     if (seen && now - seen < 60_000) return;
-    await upsertUser(this.store.db(), { tenant: actor.tenant, id: actor.id, name: actor.name, roles: actor.roles });
+    await upsertUser(this.store.db(), { tenant: actor.tenant, id: actor.id, name: actor.name, roles: actor.roles, email: actor.email });
     if (this.recent.size > 10_000) this.recent.clear();
     this.recent.set(key, now);
   }

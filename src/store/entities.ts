@@ -1,6 +1,7 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
 import type { AttachmentDto } from '../domain/events.js';
 import { StoredFile } from './file-entities.js';
+import { NotifyDigest, NotifyPreference, NotifyPush, NotifyRoomPreference, PushDevice } from './notify-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
 /**
@@ -15,6 +16,8 @@ export const User = defineEntity({
     id: p.string().length(128).primary(),
     name: p.string().length(200),
     roles: p.array().default([]),
+    /** The last e-mail address a token of the user carried (e-mail digests); null: none known. */
+    email: p.string().length(254).nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     lastSeenAt: p.datetime().onCreate(() => new Date()),
   },
@@ -291,4 +294,9 @@ export const entities = [
   WebhookEndpoint,
   WebhookDelivery,
   StoredFile,
+  PushDevice,
+  NotifyPreference,
+  NotifyRoomPreference,
+  NotifyPush,
+  NotifyDigest,
 ];

@@ -39,8 +39,9 @@ export class Store {
    * publishes their events after commit, in seq order per room. One outcome per input, in input order.
    */
   async appendMessages(messages: NewMessage[]): Promise<AppendOutcome[]> {
-    const { outcomes: rows, hooked } = await appendMessageRows(this.hot, messages);
+    const { outcomes: rows, hooked, notified } = await appendMessageRows(this.hot, messages, this.ctx.notifyQueue?.() ?? null);
     if (hooked) this.ctx.onOutbox?.();
+    if (notified) this.ctx.onNotify?.();
     const outcomes: AppendOutcome[] = rows.map((o) => (o.kind === 'new' ? { kind: 'new', message: this.ctx.toMessage(o.row) } : o));
     // Input order is seq order within each room.
     for (const o of outcomes) {

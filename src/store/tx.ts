@@ -5,6 +5,7 @@ import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+import { enqueue, type PushItem, type QueuedMessage, type QueueSettings, recipientsOf } from './notify.js';
 import { insertOutbox, logEventId } from './webhooks.js';
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
@@ -28,6 +29,28 @@ export interface TxContext {
   onJobError(err: unknown): void;
   /** After a commit that wrote webhook outbox rows (wakes the delivery worker). */
   onOutbox?(): void;
+  /**
+   * The notification queue (web push, e-mail digests): inbox items that may reach someone who is away
+   * (mentions, meeting invites, notifications) are queued in their own transaction. Null: nothing queued.
+   */
+  notifyQueue?(): QueueSettings | null;
+  /** After a commit that queued notifications (wakes the notification worker). */
+  onNotify?(): void;
+}
+
+/** The push queue's item for an inbox item that may reach someone who is away, or null. */
+function pushItemOf(tenant: string, userId: string, item: NewInboxItem): PushItem | null {
+  const base = { tenant, userId, messageId: null, messageSeq: null, title: null, url: null };
+  switch (item.type) {
+    case 'mention':
+      return { ...base, roomId: item.roomId, kind: 'mention', messageId: item.messageId, messageSeq: item.messageSeq, fromUser: item.from };
+    case 'meeting.invite':
+      return { ...base, roomId: item.roomId, kind: 'meeting.invite', fromUser: item.from, title: item.title, url: item.url };
+    case 'notification':
+      return { ...base, roomId: null, kind: 'notification', fromUser: item.from, title: item.title };
+    default:
+      return null;
+  }
 }
 
 /** A new message written by `appendMessage` (its body already sealed when the room is encrypted). */
@@ -64,7 +87,9 @@ export const now = () => sql<Date>`now()`;
  *    then uploaded file rows (a send's files, a preview's file: src/store/files.ts),
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
  *    commit, so commit order equals seq order within a room,
- * 3. inbox cursors, several users always in user id order.
+ * 3. inbox cursors, several users always in user id order,
+ * 4. notification queue rows (src/store/notify.ts): written last, just before commit, in key order
+ *    (`flushQueue`); the grouped send's statement writes its rows after its room locks too.
  * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
  * replies, which lock the message first.
  */
@@ -76,6 +101,9 @@ export class Tx {
   /** The tenant of each room whose seq this transaction took (from the same statement). */
   private readonly tenants = new Map<string, string>();
   private outboxWritten = false;
+  /** Notification queue rows to write before commit (`flushQueue`). */
+  private readonly queuedItems: PushItem[] = [];
+  private readonly queuedMessages: QueuedMessage[] = [];
 
   constructor(
     /** The transaction's EntityManager (entities, QueryBuilder). */
@@ -183,10 +211,43 @@ export class Tx {
       })
       .returning(MESSAGE_FIELDS)
       .executeTakeFirstOrThrow();
+    if (m.kind !== 'system') this.queuedMessages.push({ roomId: m.roomId, messageId: m.id, seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions });
     const message = this.ctx.toMessage(row);
     const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message };
     this.afterCommit(() => this.ctx.publisher.room(event));
     return message;
+  }
+
+  /**
+   * Writes the notification queue rows of this transaction (src/store/notify.ts), last, just before
+   * commit (`transact` calls it): for the inbox items that may reach someone who is away (mentions,
+   * meeting invites, notifications) and for the new messages written here (a reply, a message with
+   * mentions: the other member of a direct room, the thread's writers, members who set the room to
+   * `all`; plain messages are queued by the grouped send's statement the same way). Last, in key
+   * order, in every transaction: queue rows never sit between other locks, so they add no deadlock.
+   */
+  async flushQueue(): Promise<void> {
+    const queue = this.ctx.notifyQueue?.() ?? null;
+    const items = this.queuedItems.splice(0);
+    const messages = this.queuedMessages.splice(0);
+    if (queue === null || (items.length === 0 && messages.length === 0)) return;
+    if (messages.length > 0) {
+      for (const r of await recipientsOf(this.db, messages)) {
+        const m = messages[r.i]!;
+        items.push({
+          tenant: r.tenant,
+          userId: r.user_id,
+          roomId: m.roomId,
+          kind: r.reason,
+          messageId: m.messageId,
+          messageSeq: m.seq,
+          fromUser: m.senderId,
+          title: null,
+          url: null,
+        });
+      }
+    }
+    if ((await enqueue(this.db, items, queue)) > 0) this.afterCommit(async () => this.ctx.onNotify?.());
   }
 
   /** Appends an item to a user's inbox with the user's next inbox seq; published after commit. */
@@ -215,6 +276,7 @@ export class Tx {
       .insertInto('inbox_event')
       .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
       .execute();
+    if (pushItemOf(tenant, users[0]!, item) !== null) for (const u of users) this.queuedItems.push(pushItemOf(tenant, u, item)!);
     const byUser = new Map(cursors.map((c) => [c.user_id, { ...item, seq: c.last_seq } as WithSeq<I>]));
     this.afterCommit(async () => {
       await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));
@@ -242,9 +304,13 @@ export class Tx {
  */
 export async function transact<T>(root: Em, ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
   let tx: Tx | undefined;
-  const result = await root.fork().transactional((em) => {
-    tx = new Tx(em as Em, ctx);
-    return fn(tx);
+  const result = await root.fork().transactional(async (em) => {
+    const t = new Tx(em as Em, ctx);
+    tx = t;
+    const out = await fn(t);
+    // The notification queue's rows, last (lock order, see Tx).
+    await t.flushQueue();
+    return out;
   });
   tx?.committed();
   return result;

@@ -7,6 +7,7 @@ import type { Actor } from '../domain/actor.js';
 import type { Services } from '../services/index.js';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Session, SessionSocket } from '../services/sessions.js';
+import { clientInfoOf } from '../domain/client-info.js';
 
 /**
  * The context of every call. The members tagged internal are left out of the client package's
@@ -79,8 +80,9 @@ export function contextFactory(services: Services) {
           await services.presence.disconnected(connId).catch(warn);
           return { actor: null, authError: 'connection closed', services };
         }
-        const session = services.sessions.open(actor, ws);
-        audit.info({ audit: 'ws_open', conn: connId, tenant: actor.tenant, user: actor.id, ip }, 'connection opened');
+        const client = clientInfoOf(params);
+        const session = services.sessions.open(actor, ws, client);
+        audit.info({ audit: 'ws_open', conn: connId, tenant: actor.tenant, user: actor.id, ip, ...client }, 'connection opened');
         (ws as unknown as { once(e: 'close', f: (code: number) => void): void }).once('close', (code: number) => {
           audit.info({ audit: 'ws_close', conn: connId, tenant: actor.tenant, user: actor.id, code }, 'connection closed');
           void services.presence.disconnected(connId).catch(warn);

@@ -8,6 +8,8 @@ import { roomRouter } from '../routers/room.js';
 import { signalRouter } from '../routers/signal.js';
 import { videoRouter } from '../routers/video.js';
 import { webhookRouter } from '../routers/webhook.js';
+import { deviceRouter } from '../routers/device.js';
+import { notifyRouter } from '../routers/notify.js';
 import { createCallerFactory, router } from './init.js';
 
 export const appRouter = router({
@@ -21,6 +23,8 @@ export const appRouter = router({
   signal: signalRouter,
   webhook: webhookRouter,
   file: fileRouter,
+  device: deviceRouter,
+  notify: notifyRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

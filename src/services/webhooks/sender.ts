@@ -40,7 +40,7 @@ const SNIPPET = 200;
 export async function postWebhook(
   rawUrl: string,
   headers: Record<string, string>,
-  body: string,
+  body: string | Buffer,
   opts: { timeoutMs: number; allowPrivate: boolean; signal: AbortSignal },
 ): Promise<SendResult> {
   let target: Awaited<ReturnType<typeof resolveTarget>>;

@@ -1,6 +1,7 @@
 import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
 import type { MessageRow } from '../message-row.js';
 import { MESSAGE_FIELDS } from '../message-row.js';
+import type { QueueSettings } from '../notify.js';
 import { type HotContext, hotQuery } from './query.js';
 
 /**
@@ -49,6 +50,15 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  *   enabled endpoints subscribed to `message.new`: part of this statement, so a tenant without
  *   webhooks pays an index probe of `webhook_endpoint`, not a round trip; `hooked` says whether any
  *   was written (the caller then wakes the delivery worker).
+ * - `notify_rcpt` .. `digests`: the notification queue (src/store/notify.ts), when web push or e-mail
+ *   is configured (the flag parameters): the other member of a direct room, and members who set a
+ *   group room to `all` (an index probe of `notify_room_preference` per room, not a scan of its
+ *   members), folded per user and room (a count and the newest message) into their push rows (only
+ *   users with a device) and, for direct messages, digest rows (users with an e-mail address who did
+ *   not turn digests off). Those rows are keyed by room, and every writer of a room's rows holds the
+ *   room's lock first, so they add no deadlock. In this statement, a crash between the commit and the
+ *   queueing cannot lose a notification; `notified` says whether any row was written (the caller then
+ *   wakes the notification worker).
  *
  * The room row locks are held until the statement commits, so commit order equals seq order per room,
  * as for a transaction's `append` (src/store/tx.ts). A concurrent send of the same clientId that
@@ -56,7 +66,7 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
  */
-const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; hooked: number }>(
+const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; hooked: number; notified: number }>(
   'room-log-append-messages',
   `
 with input as (
@@ -68,7 +78,7 @@ with input as (
     from input n
    where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
 ), locked as (
-  select r.id, r.last_seq, r.archived_at from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+  select r.id, r.last_seq, r.archived_at, r.kind from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
 ), counts as (
   select f.room_id, count(*) as n from fresh f join locked l on l.id = f.room_id and l.archived_at is null group by f.room_id
 ), taken as (
@@ -91,8 +101,46 @@ with input as (
     from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
    order by n.room_id, n.seq
   returning 1
+), notify_rcpt as (
+  select n.tenant, mb.user_id, n.room_id, n.id as message_id, n.seq, n.sender_id, 'direct' as kind
+    from numbered n join locked l on l.id = n.room_id and l.kind = 'direct'
+    join membership mb on mb.room_id = n.room_id and mb.user_id <> n.sender_id
+   where ?::boolean
+  union all
+  select n.tenant, p.user_id, n.room_id, n.id, n.seq, n.sender_id, 'message'
+    from numbered n join locked l on l.id = n.room_id and l.kind <> 'direct'
+    join notify_room_preference p on p.room_id = n.room_id and p.level = 'all' and p.user_id <> n.sender_id
+   where ?::boolean and exists (select 1 from membership mb where mb.room_id = n.room_id and mb.user_id = p.user_id)
+), notify_agg as (
+  select distinct on (tenant, user_id, room_id) tenant, user_id, room_id, kind, message_id, seq, sender_id,
+         count(*) over (partition by tenant, user_id, room_id) as n
+    from notify_rcpt
+   order by tenant, user_id, room_id, seq desc
+), pushes as (
+  insert into notify_push (tenant, user_id, room_key, room_id, pending, kind, message_id, message_seq, from_user, due_at, attempts, updated_at)
+  select a.tenant, a.user_id, a.room_id::text, a.room_id, a.n, a.kind, a.message_id, a.seq, a.sender_id, now(), 0, now()
+    from notify_agg a
+   where ?::boolean and exists (select 1 from push_device d where d.tenant = a.tenant and d.user_id = a.user_id)
+   order by a.tenant, a.user_id, a.room_id
+  on conflict (tenant, user_id, room_key) do update set
+    pending = notify_push.pending + excluded.pending,
+    room_id = excluded.room_id, kind = excluded.kind, message_id = excluded.message_id, message_seq = excluded.message_seq,
+    from_user = excluded.from_user, title = null, url = null, updated_at = now(),
+    due_at = case when notify_push.pending > 0 then notify_push.due_at
+      else greatest(now(), coalesce(notify_push.last_sent_at + ?::int * interval '1 millisecond', now())) end,
+    attempts = case when notify_push.pending > 0 then notify_push.attempts else 0 end
+  returning 1
+), digests as (
+  insert into notify_digest (tenant, user_id, since, due_at, attempts)
+  select distinct a.tenant, a.user_id, now(), now() + ?::int * interval '1 millisecond', 0
+    from notify_agg a join chat_user u on u.tenant = a.tenant and u.id = a.user_id and u.email is not null
+   where ?::boolean and a.kind = 'direct'
+     and not exists (select 1 from notify_preference np where np.tenant = a.tenant and np.user_id = a.user_id and np.email = 'off')
+  on conflict (tenant, user_id) do nothing
+  returning 1
 )
-select n.i, f.id is null as repeat, l.archived_at is not null as archived, (select count(*) from hooks)::int as hooked, ${M_FIELDS}
+select n.i, f.id is null as repeat, l.archived_at is not null as archived, (select count(*) from hooks)::int as hooked,
+       ((select count(*) from pushes) + (select count(*) from digests))::int as notified, ${M_FIELDS}
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`,
 );
 
@@ -100,7 +148,11 @@ select n.i, f.id is null as repeat, l.archived_at is not null as archived, (sele
  * Writes plain new messages of any rooms at once; one outcome per input, in input order, and
  * whether webhook outbox rows were written.
  */
-export async function appendMessageRows(ctx: HotContext, messages: NewMessage[]): Promise<{ outcomes: AppendRowOutcome[]; hooked: boolean }> {
+export async function appendMessageRows(
+  ctx: HotContext,
+  messages: NewMessage[],
+  queue: QueueSettings | null,
+): Promise<{ outcomes: AppendRowOutcome[]; hooked: boolean; notified: boolean }> {
   const input = messages.map((m, i) => ({
     i,
     id: m.id,
@@ -115,10 +167,19 @@ export async function appendMessageRows(ctx: HotContext, messages: NewMessage[])
     metadata: m.metadata,
     card: m.card,
   }));
-  const rows = await APPEND_MESSAGES(ctx, [JSON.stringify(input)]);
+  const any = queue !== null;
+  const rows = await APPEND_MESSAGES(ctx, [
+    JSON.stringify(input),
+    any,
+    any,
+    queue?.push ?? false,
+    queue?.coalesceMs ?? 0,
+    queue?.digestDelayMs ?? 0,
+    queue?.digest ?? false,
+  ]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
   for (const r of rows) {
     outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : r.archived ? { kind: 'archived' } : { kind: 'gone' };
   }
-  return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0 };
+  return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0, notified: (rows[0]?.notified ?? 0) > 0 };
 }

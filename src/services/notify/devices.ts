@@ -1,0 +1,81 @@
+import { randomUUID } from 'node:crypto';
+import type { NotifyConfig } from '../../config.js';
+import type { Actor } from '../../domain/actor.js';
+import { AppError, badRequest, notFound } from '../../domain/errors.js';
+import type { DeviceDto } from '../../domain/notify.js';
+import { countDevices, type DeviceRow, deleteDevice, listDevices, upsertDevice } from '../../store/notify.js';
+import type { Store } from '../../store/store.js';
+import { resolveTarget, UrlRefused } from '../webhooks/guard.js';
+
+/** Push devices per user (browsers and profiles). */
+export const MAX_DEVICES_PER_USER = 20;
+
+const toDto = (r: DeviceRow): DeviceDto => ({
+  id: r.id,
+  kind: 'webpush',
+  endpoint: r.endpoint,
+  label: r.label,
+  createdAt: r.created_at,
+  lastPushAt: r.last_push_at,
+});
+
+const b64urlBytes = (s: string) => Buffer.from(s, 'base64url');
+
+/** `device.*`: a user's web push subscriptions. */
+export class DeviceService {
+  constructor(
+    private readonly store: Store,
+    private readonly config: NotifyConfig,
+  ) {}
+
+  /** The public VAPID key browsers subscribe with (null: web push is not configured). */
+  vapidKey(): { publicKey: string | null } {
+    return { publicKey: this.config.vapid?.publicKey ?? null };
+  }
+
+  async register(
+    actor: Actor,
+    input: { kind: 'webpush'; endpoint: string; keys: { p256dh: string; auth: string }; label?: string | null | undefined },
+  ): Promise<DeviceDto> {
+    const key = b64urlBytes(input.keys.p256dh);
+    if (key.length !== 65 || key[0] !== 0x04) throw badRequest('keys.p256dh must be the base64url P-256 public key of the subscription (65 bytes)');
+    if (b64urlBytes(input.keys.auth).length !== 16) throw badRequest('keys.auth must be the base64url 16-byte auth secret of the subscription');
+    await this.checkEndpoint(input.endpoint);
+    const db = this.store.db();
+    const mine = await listDevices(db, actor.tenant, actor.id);
+    if (!mine.some((d) => d.endpoint === input.endpoint) && (await countDevices(db, actor.tenant, actor.id)) >= MAX_DEVICES_PER_USER) {
+      throw new AppError('PRECONDITION_FAILED', `a user has at most ${MAX_DEVICES_PER_USER} push devices: remove one first`);
+    }
+    const row = await upsertDevice(db, {
+      id: randomUUID(),
+      tenant: actor.tenant,
+      userId: actor.id,
+      kind: input.kind,
+      endpoint: input.endpoint,
+      p256dh: input.keys.p256dh,
+      auth: input.keys.auth,
+      label: input.label ?? null,
+    });
+    return toDto(row);
+  }
+
+  async list(actor: Actor): Promise<DeviceDto[]> {
+    return (await listDevices(this.store.db(), actor.tenant, actor.id)).map(toDto);
+  }
+
+  async remove(actor: Actor, id: string): Promise<{ ok: true }> {
+    if (!(await deleteDevice(this.store.db(), actor.tenant, actor.id, id))) throw notFound('device');
+    return { ok: true };
+  }
+
+  /** https and public (the webhooks' SSRF guard), unless PUSH_ALLOW_PRIVATE_URLS. */
+  private async checkEndpoint(endpoint: string): Promise<void> {
+    if (!this.config.allowPrivateUrls && !endpoint.startsWith('https://')) throw badRequest('endpoint refused: a push endpoint must be an https URL');
+    try {
+      await resolveTarget(endpoint, this.config.allowPrivateUrls);
+    } catch (err) {
+      if (err instanceof UrlRefused) throw badRequest(`endpoint refused: ${err.message}`);
+      throw err;
+    }
+  }
+}

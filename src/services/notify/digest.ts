@@ -1,0 +1,83 @@
+import nodemailer, { type Transporter } from 'nodemailer';
+import type { DigestItem } from '../../store/notify.js';
+
+/** A link to a room on the chat page (`#/room/<id>`, as web/src/main.ts reads it). */
+export function roomUrl(base: string | null, roomId: string | null): string {
+  const root = base ?? '';
+  return roomId ? `${root}/#/room/${roomId}` : `${root}/`;
+}
+
+/** What a push or a digest may show of a message: nothing of an encrypted room's body. */
+export function previewOf(m: { encrypted: boolean; roomName: string; body: string | null; deleted: boolean }): string {
+  if (m.encrypted) return `New message in ${m.roomName}`;
+  if (m.deleted || m.body === null) return '(deleted)';
+  const text = m.body.replace(/\s+/g, ' ').trim();
+  return text.length > 140 ? `${text.slice(0, 139)}…` : text;
+}
+
+const escapeHtml = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+export interface Digest {
+  subject: string;
+  text: string;
+  html: string;
+}
+
+/** The e-mail of unread mentions and direct messages, grouped by room: plain text and HTML. */
+export function renderDigest(userName: string, items: DigestItem[], base: string | null): Digest {
+  const rooms = new Map<string, DigestItem[]>();
+  for (const it of items) rooms.set(it.room_id, [...(rooms.get(it.room_id) ?? []), it]);
+  const label = (r: DigestItem) => (r.room_kind === 'direct' ? `Direct message from ${r.sender_name ?? r.sender_id}` : r.room_name);
+  const n = items.length;
+  const subject = `${n} unread ${n === 1 ? 'message' : 'messages'} for you`;
+  const text: string[] = [`Hello ${userName},`, '', `while you were away you got ${n} ${n === 1 ? 'message' : 'messages'}:`, ''];
+  const html: string[] = [`<p>Hello ${escapeHtml(userName)},</p>`, `<p>while you were away you got ${n} ${n === 1 ? 'message' : 'messages'}:</p>`];
+  for (const [roomId, list] of rooms) {
+    const first = list[0]!;
+    const url = roomUrl(base, roomId);
+    text.push(`${label(first)} (${url})`);
+    html.push(`<h3><a href="${escapeHtml(url)}">${escapeHtml(label(first))}</a></h3><ul>`);
+    for (const m of list) {
+      const line = previewOf({ encrypted: m.encrypted || m.key_id !== null, roomName: m.room_name, body: m.body, deleted: false });
+      const who = m.sender_name ?? m.sender_id;
+      text.push(`  ${who}: ${line}`);
+      html.push(`<li><b>${escapeHtml(who)}</b>: ${escapeHtml(line)}</li>`);
+    }
+    text.push('');
+    html.push('</ul>');
+  }
+  text.push('You get this because you were mentioned or sent a direct message. Turn digests off in the notification settings.');
+  html.push('<p style="color:#666">You get this because you were mentioned or sent a direct message. Turn digests off in the notification settings.</p>');
+  return { subject, text: text.join('\n'), html: html.join('\n') };
+}
+
+/** Sends e-mail over SMTP_URL (nodemailer). */
+export class Mailer {
+  private readonly transport: Transporter;
+
+  constructor(
+    url: string,
+    private readonly from: string,
+    timeoutMs: number,
+  ) {
+    const u = new URL(url);
+    this.transport = nodemailer.createTransport({
+      host: u.hostname,
+      port: u.port ? Number(u.port) : u.protocol === 'smtps:' ? 465 : 587,
+      secure: u.protocol === 'smtps:',
+      ...(u.username ? { auth: { user: decodeURIComponent(u.username), pass: decodeURIComponent(u.password) } } : {}),
+      connectionTimeout: timeoutMs,
+      greetingTimeout: timeoutMs,
+      socketTimeout: timeoutMs,
+    });
+  }
+
+  async send(to: string, d: Digest): Promise<void> {
+    await this.transport.sendMail({ from: this.from, to, subject: d.subject, text: d.text, html: d.html });
+  }
+
+  close(): void {
+    this.transport.close();
+  }
+}

@@ -1,0 +1,88 @@
+import type { Preferences, QuietHours, RoomLevel } from '../../domain/notify.js';
+import type { PushKind } from '../../store/notify.js';
+
+export type { EmailMode, Preferences, QuietHours, RoomLevel } from '../../domain/notify.js';
+
+/**
+ * The one place that decides whether a user is told about something while away (web push and
+ * e-mail digests read it). Pure: the worker gathers the facts when an item is due.
+ */
+
+export const DEFAULT_PREFERENCES: Preferences = { email: 'digest', push: true, quietHours: null };
+/** A room without a preference: mentions (and, in a direct room, every message). */
+export const DEFAULT_LEVEL = 'mentions' as const;
+
+/** What the worker knows when an item is due. */
+export interface PushFacts {
+  kind: PushKind;
+  /** Whether the user has an open connection on any node. */
+  online: boolean;
+  prefs: Preferences;
+  /** The user's level and mute for the item's room (null: no room or no preference). */
+  room: { level: RoomLevel; muteUntil: Date | null } | null;
+  /** The user read up to the item's message meanwhile (or left the room). */
+  read: boolean;
+  now: Date;
+}
+
+export type Decision = { send: true } | { send: false; reason: string } | { holdUntil: Date };
+
+/** The kinds a `mentions` room still notifies about (a direct room's messages count as direct). */
+const PERSONAL: Record<PushKind, boolean> = {
+  mention: true,
+  direct: true,
+  reply: true,
+  'meeting.invite': true,
+  notification: true,
+  message: false,
+};
+
+/** Whether a push goes out now, is dropped (and why) or is held until quiet hours end. */
+export function decidePush(f: PushFacts): Decision {
+  if (f.online) return { send: false, reason: 'online' };
+  if (!f.prefs.push) return { send: false, reason: 'push off' };
+  if (f.read) return { send: false, reason: 'read' };
+  if (f.room) {
+    if (f.room.muteUntil && f.room.muteUntil > f.now) return { send: false, reason: 'muted' };
+    if (f.room.level === 'none') return { send: false, reason: 'level none' };
+    if (f.room.level === 'mentions' && !PERSONAL[f.kind]) return { send: false, reason: 'level mentions' };
+  } else if (!PERSONAL[f.kind]) return { send: false, reason: 'level mentions' };
+  const until = f.prefs.quietHours ? quietUntil(f.prefs.quietHours, f.now) : null;
+  return until ? { holdUntil: until } : { send: true };
+}
+
+/** True when `timeZone` is an IANA time zone Intl knows. */
+export function isTimeZone(timeZone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
+
+/** The minute of the day at `at` in `timeZone`. */
+function localMinute(at: Date, timeZone: string): number {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(at);
+  const get = (t: string) => Number(parts.find((p) => p.type === t)?.value ?? 0);
+  return (get('hour') % 24) * 60 + get('minute');
+}
+
+/**
+ * When the quiet hours around `now` end, or null when `now` is outside them. `start` is inside,
+ * `end` outside; a range across midnight (22:00-07:00) works; equal start and end mean none.
+ * Across a daylight saving change the end may be off by the change: the worker decides again then.
+ */
+export function quietUntil(q: QuietHours, now: Date): Date | null {
+  const start = minutesOf(q.start);
+  const end = minutesOf(q.end);
+  if (start === end) return null;
+  const m = localMinute(now, q.timeZone);
+  const inside = start < end ? m >= start && m < end : m >= start || m < end;
+  if (!inside) return null;
+  const minutes = (end - m + 1440) % 1440;
+  const startOfMinute = now.getTime() - (now.getTime() % 60_000);
+  return new Date(startOfMinute + minutes * 60_000);
+}

@@ -1,0 +1,256 @@
+import type { NotifyConfig } from '../../config.js';
+import type { Logger } from '../../logger.js';
+import type { Counters } from '../../metrics.js';
+import type { PresenceStore } from '../../realtime/presence-store.js';
+import {
+  type ClaimedDigest,
+  type ClaimedPush,
+  claimDigests,
+  claimPushes,
+  deleteDigest,
+  digestItems,
+  digestSent,
+  failPush,
+  findPreference,
+  findRoomPreference,
+  finishPush,
+  forgetDevice,
+  holdPush,
+  listDevices,
+  markDevicePushed,
+  pruneIdlePushes,
+  pushContext,
+  rescheduleDigest,
+  userEmail,
+} from '../../store/notify.js';
+import type { Store } from '../../store/store.js';
+import { retryDelay } from '../webhooks/worker.js';
+import { type Mailer, previewOf, renderDigest, roomUrl } from './digest.js';
+import { DEFAULT_LEVEL, decidePush, type Preferences, type RoomLevel } from './policy.js';
+import { preferencesOf } from './preferences.js';
+import { type PushPayload, sendPush } from './push.js';
+
+const PUSH_BATCH = 20;
+const DIGEST_BATCH = 10;
+const DIGEST_ITEMS = 50;
+const DIGEST_LEASE_MS = 60_000;
+const PRUNE_EVERY_MS = 60 * 60_000;
+
+/**
+ * Sends the notification queue, on every node, as the webhook worker does: polls every
+ * NOTIFY_POLL_MS and is woken after a local commit that queued something. A row is claimed with a
+ * lease, so a node that dies mid-send leaves it to another once the lease ends (at least once).
+ * Whether to tell the user is decided when the row is due (presence across nodes, preferences,
+ * read state: src/services/notify/policy.ts), so someone who came back or read meanwhile gets nothing.
+ */
+export class NotifyWorker {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private again = false;
+  private stopped = true;
+  private readonly abort = new AbortController();
+  private prunedAt = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly presence: PresenceStore,
+    private readonly config: NotifyConfig,
+    private readonly mailer: Mailer | null,
+    private readonly log: Logger,
+    private readonly counters: Counters,
+  ) {}
+
+  get leaseMs(): number {
+    return this.config.pushTimeoutMs + 5000;
+  }
+
+  start(): void {
+    if (!this.config.vapid && !this.mailer) return;
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running !== null) {
+      this.again = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.abort.abort();
+    await this.running;
+    this.mailer?.close();
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.running = this.round().finally(() => {
+        this.running = null;
+        const more = this.again;
+        this.again = false;
+        this.schedule(more ? 0 : this.config.pollMs);
+      });
+    }, ms);
+    this.timer.unref();
+  }
+
+  private async round(): Promise<void> {
+    try {
+      if (Date.now() - this.prunedAt > PRUNE_EVERY_MS) {
+        this.prunedAt = Date.now();
+        await pruneIdlePushes(this.store.db());
+      }
+      while (!this.stopped && this.config.vapid) {
+        const rows = await claimPushes(this.store.db(), PUSH_BATCH, this.leaseMs);
+        if (rows.length === 0) break;
+        await Promise.all(rows.map((r) => this.push(r).catch((err: unknown) => this.log.warn({ err }, 'push failed'))));
+      }
+      while (!this.stopped && this.mailer) {
+        const rows = await claimDigests(this.store.db(), DIGEST_BATCH, DIGEST_LEASE_MS);
+        if (rows.length === 0) break;
+        await Promise.all(rows.map((r) => this.digest(r).catch((err: unknown) => this.log.warn({ err }, 'digest failed'))));
+      }
+    } catch (err) {
+      if (!this.stopped) this.log.warn({ err }, 'notification round failed');
+    }
+  }
+
+  private async online(tenant: string, userId: string): Promise<boolean> {
+    return (await this.presence.count({ tenant, userId })) > 0;
+  }
+
+  private async push(q: ClaimedPush): Promise<void> {
+    const db = this.store.db();
+    const coalesce = this.config.coalesceMs;
+    const drop = () => finishPush(db, q, q.pending, false, coalesce);
+    const [online, prefRow, roomPref, ctx] = await Promise.all([
+      this.online(q.tenant, q.user_id),
+      findPreference(db, q.tenant, q.user_id),
+      q.room_id ? findRoomPreference(db, q.room_id, q.user_id) : Promise.resolve(undefined),
+      pushContext(db, q),
+    ]);
+    if (q.room_id && (!ctx.room || ctx.room.member === null)) return drop(); // the room is gone or the user left
+    const read = ctx.room != null && q.message_seq !== null && Number(ctx.room.last_read_seq ?? 0) >= q.message_seq;
+    const decision = decidePush({
+      kind: q.kind,
+      online,
+      prefs: preferencesOf(prefRow),
+      room: q.room_id ? { level: (roomPref?.level as RoomLevel | undefined) ?? DEFAULT_LEVEL, muteUntil: roomPref?.mute_until ?? null } : null,
+      read,
+      now: new Date(),
+    });
+    if ('holdUntil' in decision) return holdPush(db, q, decision.holdUntil);
+    if (!decision.send) return drop();
+    const devices = await listDevices(db, q.tenant, q.user_id);
+    if (devices.length === 0) return drop();
+    const payload = this.payloadOf(q, ctx);
+    const urgency = q.kind === 'message' || q.kind === 'notification' ? 'normal' : 'high';
+    const results = await Promise.all(devices.map((d) => sendPush(d, payload, this.config, { urgency, signal: this.abort.signal })));
+    const ok: string[] = [];
+    const errors: string[] = [];
+    let gone = 0;
+    for (const [i, r] of results.entries()) {
+      const d = devices[i]!;
+      if (r.ok) ok.push(d.id);
+      else if (r.statusCode === 404 || r.statusCode === 410) {
+        gone++;
+        await forgetDevice(db, d.id);
+        this.log.info({ device: d.id, status: r.statusCode }, 'push device removed: its push service no longer knows it');
+      } else errors.push(r.error);
+    }
+    if (ok.length > 0) {
+      this.counters.pushesSent += ok.length;
+      await markDevicePushed(db, ok);
+      return finishPush(db, q, q.pending, true, coalesce);
+    }
+    if (gone === devices.length) return drop();
+    if (this.stopped) return; // aborted by shutdown: retried after the lease
+    this.counters.pushesFailed++;
+    const retryInMs = q.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, q.attempts);
+    if (retryInMs === null) this.log.warn({ user: q.user_id, room: q.room_id, error: errors[0] }, 'push given up');
+    await failPush(db, q, q.pending, retryInMs, errors.join('; '));
+  }
+
+  private payloadOf(q: ClaimedPush, ctx: Awaited<ReturnType<typeof pushContext>>): PushPayload {
+    const roomName = ctx.room?.name ?? 'a room';
+    const from = ctx.fromName ?? 'Someone';
+    const preview = ctx.message
+      ? previewOf({ encrypted: ctx.room?.encrypted === true || ctx.message.key_id !== null, roomName, body: ctx.message.body, deleted: ctx.message.deleted_at !== null })
+      : '';
+    const url = roomUrl(this.config.publicAppUrl, q.room_id);
+    const count = q.pending;
+    const many = (what: string) => (count > 1 ? `${count} ${what}` : null);
+    let title: string;
+    let body: string;
+    switch (q.kind) {
+      case 'mention':
+        title = `${from} mentioned you in ${roomName}`;
+        body = many(`new notifications in ${roomName}`) ?? preview;
+        break;
+      case 'direct':
+        title = from;
+        body = many('new messages') ?? preview;
+        break;
+      case 'reply':
+        title = `${from} replied in ${roomName}`;
+        body = many(`new replies in ${roomName}`) ?? preview;
+        break;
+      case 'message':
+        title = roomName;
+        body = many(`new messages in ${roomName}`) ?? `${from}: ${preview}`;
+        break;
+      case 'meeting.invite':
+        title = `${from} invites you to a meeting in ${roomName}`;
+        body = q.title ?? 'Join the meeting';
+        break;
+      case 'notification':
+        title = q.title ?? 'Notification';
+        body = many('new notifications') ?? `From ${from}`;
+        break;
+    }
+    return {
+      type: q.kind,
+      roomId: q.room_id,
+      ...(q.message_id ? { messageId: q.message_id } : {}),
+      title,
+      body,
+      url: q.kind === 'meeting.invite' && q.url ? q.url : url,
+      count,
+    };
+  }
+
+  private async digest(d: ClaimedDigest): Promise<void> {
+    const db = this.store.db();
+    const delay = this.config.digestDelayMs;
+    const [prefRow, user] = await Promise.all([findPreference(db, d.tenant, d.user_id), userEmail(db, d.tenant, d.user_id)]);
+    const prefs: Preferences = preferencesOf(prefRow);
+    if (!this.mailer || prefs.email === 'off' || !user?.email) return deleteDigest(db, d);
+    // Away for the whole delay: not connected now, and not seen within it.
+    if (await this.online(d.tenant, d.user_id)) return rescheduleDigest(db, d, new Date(Date.now() + delay), null);
+    const [state] = await this.presence.get(d.tenant, [d.user_id]);
+    const seen = state?.lastSeenAt ? new Date(state.lastSeenAt).getTime() : 0;
+    if (seen + delay > Date.now()) return rescheduleDigest(db, d, new Date(seen + delay), null);
+    const items = await digestItems(db, d.tenant, d.user_id, d.since, DIGEST_ITEMS);
+    if (items.length === 0) return deleteDigest(db, d);
+    try {
+      await this.mailer.send(user.email, renderDigest(user.name, items, this.config.publicAppUrl));
+    } catch (err) {
+      const retryInMs = d.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, d.attempts);
+      this.log.warn({ err, user: d.user_id, givenUp: retryInMs === null }, 'e-mail digest failed');
+      if (retryInMs === null) return deleteDigest(db, d);
+      return rescheduleDigest(db, d, new Date(Date.now() + retryInMs), (err as Error).message);
+    }
+    this.counters.digestsSent++;
+    // What arrives from now on goes into the next digest (the row stays until a round finds nothing new).
+    await digestSent(db, d, new Date(new Date(items.at(-1)!.created_at).getTime() + 1), new Date(Date.now() + delay));
+  }
+}

@@ -1,0 +1,383 @@
+/**
+ * Web push for people who are away: a local push service decrypts every push (RFC 8291) and checks
+ * its VAPID JWT (RFC 8292); presence decides (an open connection on any node: no push), preferences
+ * and read state are checked when a push is due, pushes of a room are coalesced, a device its push
+ * service forgot (410) is removed.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  actor,
+  callerFor,
+  clientFor,
+  DeviceService,
+  decidePush,
+  elapse,
+  expectTRPCError,
+  fileServer,
+  generateVapidKeys,
+  getJson,
+  makeConfig,
+  type PushService,
+  pushService,
+  quietUntil,
+  type Subscription,
+  tokenFor,
+  uuid,
+  waitFor,
+} from './fixture.js';
+
+const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
+const COALESCE_MS = 1500;
+const OVERRIDES = {
+  messageKeys: `k1:${randomBytes(32).toString('base64')}`,
+  notify: {
+    ...makeConfig().notify,
+    vapid,
+    allowPrivateUrls: true,
+    coalesceMs: COALESCE_MS,
+    pollMs: 50,
+    retryBaseMs: 50,
+    maxAttempts: 5,
+    pushTimeoutMs: 2000,
+    publicAppUrl: 'https://chat.example.com',
+  },
+};
+const t = fileServer('push', OVERRIDES);
+
+let ps: PushService;
+beforeAll(async () => {
+  ps = await pushService(vapid.publicKey);
+});
+afterAll(() => ps.close());
+
+/** A tenant of its own per test, with callers and a device helper. */
+function tenant() {
+  const name = `push-${uuid().slice(0, 8)}`;
+  const as = (id: string) => callerFor(t.app, actor(id, name));
+  return {
+    name,
+    as,
+    /** Registers a new subscription of the push service for `id`. */
+    async device(id: string): Promise<Subscription & { id: string }> {
+      const sub = ps.subscribe();
+      const d = await as(id).device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys, label: 'test browser' });
+      return { ...sub, id: d.id };
+    },
+    /** How many items are still queued for `userId` (0 once the worker handled them). */
+    async pending(userId: string): Promise<number> {
+      const rows = await t.env.sql<{ n: number }>('select coalesce(sum(pending), 0)::int as n from notify_push where tenant = $1 and user_id = $2', [name, userId]);
+      return rows[0]!.n;
+    },
+  };
+}
+
+const pushesTo = (sub: Subscription) => ps.received.items.filter((r) => sub.endpoint.endsWith(`/${r.device}`));
+const waitPushes = (sub: Subscription, n: number, what: string, timeoutMs = 8000) =>
+  ps.received.until(() => pushesTo(sub).length >= n, what, timeoutMs).then(() => pushesTo(sub));
+/** Waits until nothing is queued for the user, then asserts that no push reached the device. */
+async function expectNoPush(tn: ReturnType<typeof tenant>, userId: string, sub: Subscription, before = 0) {
+  await waitFor(() => tn.pending(userId), `the queue of ${userId} handled`, { until: (n) => n === 0, timeoutMs: 8000 });
+  await elapse(100);
+  expect(pushesTo(sub)).toHaveLength(before);
+}
+
+describe('device.*', () => {
+  it('register, list, remove; the VAPID key; keys and endpoints validated', async () => {
+    const tn = tenant();
+    const bob = tn.as('bob');
+    expect(await bob.device.vapidKey()).toEqual({ publicKey: vapid.publicKey });
+    const sub = ps.subscribe();
+    const d = await bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys, label: 'laptop' });
+    expect(d).toMatchObject({ kind: 'webpush', endpoint: sub.endpoint, label: 'laptop', lastPushAt: null });
+    // The same endpoint again: the same device (a browser re-subscribing), not a second one.
+    const again = await bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
+    expect(again.id).toBe(d.id);
+    expect((await bob.device.list()).map((x) => x.id)).toEqual([d.id]);
+    expect(await tn.as('carol').device.list()).toEqual([]);
+    await expectTRPCError(tn.as('carol').device.remove({ id: d.id }), 'NOT_FOUND', 'device not found');
+    await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, p256dh: 'AAAA' } }), 'BAD_REQUEST', /p256dh/);
+    await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, auth: 'AAAA' } }), 'BAD_REQUEST', /auth secret/);
+    await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: 'ftp://x', keys: sub.keys }), 'BAD_REQUEST', /https URL/);
+    expect(await bob.device.remove({ id: d.id })).toEqual({ ok: true });
+    expect(await bob.device.list()).toEqual([]);
+  });
+
+  it('without PUSH_ALLOW_PRIVATE_URLS an endpoint must be https and public (the webhooks SSRF guard)', async () => {
+    const strict = new DeviceService(t.app.services.store, { ...t.config.notify, allowPrivateUrls: false });
+    const keys = ps.subscribe().keys;
+    const who = actor('dave', `strict-${uuid().slice(0, 8)}`);
+    await expect(strict.register(who, { kind: 'webpush', endpoint: 'http://push.example.com/x', keys })).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+      message: 'endpoint refused: a push endpoint must be an https URL',
+    });
+    await expect(strict.register(who, { kind: 'webpush', endpoint: 'https://127.0.0.1:9/x', keys })).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+      message: expect.stringMatching(/127\.0\.0\.1.*non-public/),
+    });
+  });
+});
+
+describe('who gets a push', () => {
+  it('an offline user gets an encrypted, VAPID-signed push for a mention: { type, roomId, messageId, title, body, url }, TTL and urgency set', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob'] });
+    const m = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'hey @bob, the deploy is done', mentions: ['bob'] });
+    const [p] = await waitPushes(sub, 1, 'the mention push');
+    expect(p!.payload).toEqual({
+      type: 'mention',
+      roomId: room.id,
+      messageId: m.id,
+      title: 'alice mentioned you in Ops',
+      body: 'hey @bob, the deploy is done',
+      url: `https://chat.example.com/#/room/${room.id}`,
+      count: 1,
+    });
+    expect(p!.ttl).toBe(86_400);
+    expect(p!.urgency).toBe('high');
+    expect(p!.jwt.aud).toBe(ps.origin);
+    expect(p!.jwt.sub).toBe('mailto:ops@example.com');
+    expect(ps.rejected).toEqual([]);
+    await waitFor(() => tn.as('bob').device.list(), 'lastPushAt set', { until: (l) => l[0]?.lastPushAt instanceof Date });
+  });
+
+  it('queued in the statement that writes the message: the queue row exists when the send returns (a crash cannot lose it)', async () => {
+    const tn = tenant();
+    await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const m = await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'durable' });
+    const rows = await t.env.sql<{ message_id: string; kind: string }>('select message_id, kind from notify_push where tenant = $1 and user_id = $2', [tn.name, 'bob']);
+    expect(rows).toEqual([{ message_id: m.id, kind: 'direct' }]);
+    // A user without a device gets no row at all.
+    const dm2 = await tn.as('alice').room.openDirect({ userId: 'carol' });
+    await tn.as('alice').chat.send({ roomId: dm2.id, clientId: uuid(), body: 'nobody listens' });
+    expect(await t.env.sql('select 1 from notify_push where tenant = $1 and user_id = $2', [tn.name, 'carol'])).toEqual([]);
+  });
+
+  it('a direct message, a reply in a thread I wrote in and an inbox.notify reach me; a plain group message does not (level mentions)', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'lunch?' });
+    const [direct] = await waitPushes(sub, 1, 'the direct message push');
+    expect(direct!.payload).toMatchObject({ type: 'direct', roomId: dm.id, title: 'alice', body: 'lunch?', count: 1 });
+
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Design', memberIds: ['bob', 'carol'] });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'plain news' });
+    await expectNoPush(tn, 'bob', sub, 1);
+    const root = await tn.as('bob').chat.send({ roomId: room.id, clientId: uuid(), body: 'a question' });
+    await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: 'an answer', replyToId: root.id });
+    const got = await waitPushes(sub, 2, 'the reply push');
+    expect(got[1]!.payload).toMatchObject({ type: 'reply', roomId: room.id, title: 'carol replied in Design', body: 'an answer' });
+
+    await callerFor(t.app, actor('svc', tn.name, ['service'])).inbox.notify({ userId: 'bob', kind: 'billing', title: 'Invoice ready' });
+    const all = await waitPushes(sub, 3, 'the notification push');
+    expect(all[2]!.payload).toMatchObject({ type: 'notification', roomId: null, title: 'Invoice ready', url: 'https://chat.example.com/' });
+    expect(all[2]!.urgency).toBe('normal');
+  });
+
+  it('a meeting invite (the inbox item video.create writes to each member) pushes with the meeting link', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
+    await t.app.services.store.transact((tx) =>
+      tx.appendInboxMany(tn.name, ['bob'], { type: 'meeting.invite', roomId: room.id, meetingId: uuid(), title: 'Daily', url: 'https://meet.example.com/daily', from: 'alice' }),
+    );
+    const [p] = await waitPushes(sub, 1, 'the invite push');
+    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: 'https://meet.example.com/daily' });
+    expect(p!.urgency).toBe('high');
+  });
+
+  it('a user with an open connection (here on another node) gets nothing; after closing it, the next message pushes', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    {
+      await using other = await t.env.startServer(OVERRIDES);
+      await using bobWs = clientFor(other.url, 'bob', { tenant: tn.name, ws: true });
+      await bobWs.trpc.auth.me.query();
+      await waitFor(() => tn.as('alice').presence.get({ userIds: ['bob'] }), 'bob online', { until: (s) => s[0]?.status === 'online' });
+      await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'you are here' });
+      await expectNoPush(tn, 'bob', sub);
+    }
+    await waitFor(() => tn.as('alice').presence.get({ userIds: ['bob'] }), 'bob offline', { until: (s) => s[0]?.status === 'offline' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'and now you are gone' });
+    const [p] = await waitPushes(sub, 1, 'the push once away');
+    expect(p!.payload.body).toBe('and now you are gone');
+  });
+
+  it('levels: none silences mentions, all pushes every message; a muted room sends nothing until its time', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Noisy', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'none' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob ping', mentions: ['bob'] });
+    await expectNoPush(tn, 'bob', sub);
+
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'everyone: cake' });
+    const [p] = await waitPushes(sub, 1, 'the level-all push');
+    expect(p!.payload).toMatchObject({ type: 'message', title: 'Noisy', body: 'alice: cake'.replace('alice: ', 'alice: everyone: ') });
+
+    const until = new Date(Date.now() + 3600_000);
+    const set = await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all', muteUntil: until });
+    expect(set).toEqual({ roomId: room.id, level: 'all', muteUntil: until });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob muted?', mentions: ['bob'] });
+    await expectNoPush(tn, 'bob', sub, 1);
+    const prefs = await tn.as('bob').notify.preferences();
+    expect(prefs).toEqual({ email: 'digest', push: true, quietHours: null, rooms: [{ roomId: room.id, level: 'all', muteUntil: until }] });
+    await expectTRPCError(tn.as('mallory').notify.setRoomPreference({ roomId: room.id, level: 'all' }), 'NOT_FOUND');
+  });
+
+  it('a mute ends at its time: nothing before, pushes again after', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Short mute', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions', muteUntil: new Date(Date.now() + 800) });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob during the mute', mentions: ['bob'] });
+    await expectNoPush(tn, 'bob', sub);
+    await elapse(900);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob after the mute', mentions: ['bob'] });
+    const [p] = await waitPushes(sub, 1, 'the push after the mute');
+    expect(p!.payload.body).toBe('@bob after the mute');
+  });
+
+  it('quiet hours hold pushes until they end; push: false sends none', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const now = new Date();
+    const hhmm = (d: Date) => d.toISOString().slice(11, 16);
+    const quietHours = { start: hhmm(new Date(now.getTime() - 3600_000)), end: hhmm(new Date(now.getTime() + 7200_000)), timeZone: 'UTC' };
+    await tn.as('bob').notify.setPreferences({ quietHours });
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'late night' });
+    const [held] = await waitFor(
+      () => t.env.sql<{ due_at: Date; pending: number }>('select due_at, pending from notify_push where tenant = $1 and user_id = $2', [tn.name, 'bob']),
+      'the push held',
+      { until: (r) => r.length === 1 && r[0]!.due_at.getTime() > Date.now() + 3600_000 },
+    );
+    expect(held!.pending).toBe(1);
+    expect(hhmm(held!.due_at)).toBe(quietHours.end);
+    expect(pushesTo(sub)).toEqual([]);
+    await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: 'Mars/Olympus' } }), 'BAD_REQUEST', /IANA time zone/);
+    await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, start: '25:00' } }), 'BAD_REQUEST', /HH:MM/);
+
+    // The hours end (moved here to now): the held push goes out, once.
+    await tn.as('bob').notify.setPreferences({ quietHours: null });
+    await t.env.sql('update notify_push set due_at = now() where tenant = $1', [tn.name]);
+    const [released] = await waitPushes(sub, 1, 'the held push after the quiet hours');
+    expect(released!.payload).toMatchObject({ type: 'direct', body: 'late night', count: 1 });
+
+    const tn2 = tenant();
+    const sub2 = await tn2.device('bob');
+    await tn2.as('bob').notify.setPreferences({ push: false });
+    const dm2 = await tn2.as('alice').room.openDirect({ userId: 'bob' });
+    await tn2.as('alice').chat.send({ roomId: dm2.id, clientId: uuid(), body: 'off' });
+    await expectNoPush(tn2, 'bob', sub2);
+  });
+
+  it('one push per room per NOTIFY_COALESCE_MS: the first at once, the next two folded into one with a count of 2 after the window', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'one' });
+    const [first] = await waitPushes(sub, 1, 'the first push');
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'two' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'three' });
+    await elapse(COALESCE_MS / 2);
+    expect(pushesTo(sub)).toHaveLength(1);
+    const got = await waitPushes(sub, 2, 'the coalesced push');
+    expect(got[1]!.payload).toMatchObject({ type: 'direct', count: 2, body: '2 new messages' });
+    expect(got[1]!.at - first!.at).toBeGreaterThanOrEqual(COALESCE_MS - 100);
+    await elapse(300);
+    expect(pushesTo(sub)).toHaveLength(2);
+  });
+
+  it('a message read before its push is due sends nothing (the window holds it, the read drops it)', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'first' });
+    await waitPushes(sub, 1, 'the first push');
+    const m = await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'second' });
+    await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: m.seq });
+    await expectNoPush(tn, 'bob', sub, 1);
+  });
+
+  it('encrypted rooms: the push says "New message in <room>", never the body', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Vault', memberIds: ['bob'], encrypted: true });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'the password is swordfish', mentions: ['bob'] });
+    const [p] = await waitPushes(sub, 1, 'the encrypted room push');
+    expect(p!.payload.body).toBe('New message in Vault');
+    expect(JSON.stringify(p!.payload)).not.toContain('swordfish');
+  });
+
+  it('a device whose push service answers 410 is removed; 503 is retried with backoff', async () => {
+    const tn = tenant();
+    const gone = await tn.device('bob');
+    const flaky = await tn.device('bob');
+    let flakyTries = 0;
+    ps.respond = (device) => {
+      if (gone.endpoint.endsWith(device)) return 410;
+      if (flaky.endpoint.endsWith(device)) return ++flakyTries <= 2 ? 503 : 201;
+      return 201;
+    };
+    try {
+      const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+      await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'anyone?' });
+      await ps.received.until(() => pushesTo(flaky).some((r) => r.status === 201), 'the flaky device accepts after retries', 8000);
+      expect(pushesTo(flaky).map((r) => r.status)).toEqual([503, 503, 201]);
+      expect((await tn.as('bob').device.list()).map((d) => d.id)).toEqual([flaky.id]);
+    } finally {
+      ps.respond = () => 201;
+    }
+  });
+});
+
+describe('connection parameters', () => {
+  it('clientType, clientVersion and deviceId are shown in /admin/stats; values of another shape are left out', async () => {
+    const tn = tenant();
+    await using web = clientFor(t.url, 'bob', { tenant: tn.name, ws: true, client: { clientType: 'web', clientVersion: '2.1.0', deviceId: 'dev-1' } });
+    await using odd = clientFor(t.url, 'bob', { tenant: tn.name, ws: true, client: { clientType: 'x'.repeat(40), clientVersion: 'bad version', deviceId: 'dev 2' } });
+    await web.trpc.auth.me.query();
+    await odd.trpc.auth.me.query();
+    const stats = await getJson<{ clients: Record<string, { connections: number; devices: number; versions: Record<string, number> }> }>(
+      `${t.url}/admin/stats`,
+      { headers: { authorization: `Bearer ${tokenFor('root', { tenant: tn.name, roles: ['operator'] })}` } },
+    );
+    expect(stats.status).toBe(200);
+    expect(stats.body.clients.web).toEqual({ connections: 1, devices: 1, versions: { '2.1.0': 1 } });
+    expect(stats.body.clients.unknown?.versions.unknown).toBeGreaterThanOrEqual(1);
+    expect(Object.keys(stats.body.clients).some((k) => k.startsWith('xxx'))).toBe(false);
+  });
+});
+
+describe('NotificationPolicy', () => {
+  const base = { kind: 'mention' as const, online: false, prefs: { email: 'digest' as const, push: true, quietHours: null }, room: null, read: false, now: new Date('2026-03-01T12:00:00Z') };
+  it('decides from presence, preferences, levels, mutes and read state', () => {
+    expect(decidePush(base)).toEqual({ send: true });
+    expect(decidePush({ ...base, online: true })).toEqual({ send: false, reason: 'online' });
+    expect(decidePush({ ...base, read: true })).toEqual({ send: false, reason: 'read' });
+    expect(decidePush({ ...base, room: { level: 'mentions', muteUntil: new Date('2026-03-01T13:00:00Z') } })).toEqual({ send: false, reason: 'muted' });
+    expect(decidePush({ ...base, room: { level: 'mentions', muteUntil: new Date('2026-03-01T11:00:00Z') } })).toEqual({ send: true });
+    expect(decidePush({ ...base, kind: 'message', room: { level: 'mentions', muteUntil: null } })).toEqual({ send: false, reason: 'level mentions' });
+    expect(decidePush({ ...base, kind: 'message', room: { level: 'all', muteUntil: null } })).toEqual({ send: true });
+    expect(decidePush({ ...base, kind: 'direct', room: { level: 'none', muteUntil: null } })).toEqual({ send: false, reason: 'level none' });
+  });
+
+  it('quiet hours in an IANA time zone, across midnight', () => {
+    const q = { start: '22:00', end: '07:00', timeZone: 'Europe/Berlin' };
+    // 12:00 UTC = 13:00 in Berlin (CET): outside.
+    expect(quietUntil(q, new Date('2026-03-01T12:00:00Z'))).toBeNull();
+    // 22:30 UTC = 23:30 Berlin: inside until 07:00 Berlin = 06:00 UTC.
+    expect(quietUntil(q, new Date('2026-03-01T22:30:20Z'))).toEqual(new Date('2026-03-02T06:00:00Z'));
+    // 05:59 UTC = 06:59 Berlin: one minute left.
+    expect(quietUntil(q, new Date('2026-03-02T05:59:00Z'))).toEqual(new Date('2026-03-02T06:00:00Z'));
+    expect(quietUntil({ start: '09:00', end: '17:00', timeZone: 'America/New_York' }, new Date('2026-07-01T14:00:00Z'))).toEqual(new Date('2026-07-01T21:00:00Z'));
+    expect(quietUntil({ start: '09:00', end: '09:00', timeZone: 'UTC' }, new Date())).toBeNull();
+    expect(decidePush({ ...base, prefs: { ...base.prefs, quietHours: q }, now: new Date('2026-03-01T22:30:00Z') })).toEqual({ holdUntil: new Date('2026-03-02T06:00:00Z') });
+  });
+});
