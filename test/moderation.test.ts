@@ -433,8 +433,8 @@ describe('a banned support agent', () => {
   const ROOM_READS = ['room.get', 'room.members', 'room.bans', 'chat.history', 'receipt.readers', 'video.list', 'chat.events'];
   const MESSAGE_READS = ['chat.edits', 'chat.thread'];
   const FILE_READS = ['file.get'];
-  const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread'];
-  const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries'];
+  const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread', 'notify.preferences'];
+  const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries', 'device.list', 'device.vapidKey'];
 
   it('reads nothing of the room through any procedure: NOT_FOUND, or left out of every list', async () => {
     const reads = Object.entries(appRouter._def.procedures as unknown as Record<string, { _def: { type: string } }>)
@@ -475,6 +475,7 @@ describe('a banned support agent', () => {
     expect((await a.room.directory({})).map((r) => r.id)).not.toContain(room.id);
     expect((await a.chat.search({ query: 'secret order' })).hits.map((h) => h.roomId)).not.toContain(room.id);
     expect((await a.receipt.unread()).map((u) => u.roomId)).not.toContain(room.id);
+    expect((await a.notify.preferences()).rooms.map((r) => r.roomId)).not.toContain(room.id);
     // Another agent, not banned, still sees it.
     const [other] = users('other-agent');
     expect((await as(other, 'default', ['support']).room.list()).map((r) => r.id)).toContain(room.id);
