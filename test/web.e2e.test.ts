@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
  * (a selector or a condition), never a fixed sleep.
  */
 import { execFileSync } from 'node:child_process';
+import { createECDH, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, dispose, testEnv, tokenFor, uuid, waitFor, within, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, dispose, generateVapidKeys, testEnv, tokenFor, uuid, waitFor, within, type TestEnv, type TestServer } from './fixture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -210,6 +211,67 @@ describe('browser chat page', () => {
     await waitText(cards(bob), 'pasted.txt');
     await waitText(cards(alice), 'pasted.txt');
     expect(await alice.locator('#uploads .upload').count()).toBe(0);
+    expect(errors).toEqual([]);
+  });
+
+  it('notifications: "Enable notifications" registers this browser for web push (service worker + PushManager), the worker shows a push; the room menu sets its level', async () => {
+    const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
+    await using pushSrv = await env.startServer({ notify: { ...srv.config.notify, vapid, allowPrivateUrls: true } });
+    // The browser's push service is not reachable from here: the page's PushManager is given a
+    // subscription whose endpoint and keys are real (a P-256 key, an auth secret), as a push service
+    // would hand out. Everything else (permission, service worker, device.register) is the page's own.
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    const sub = { endpoint: 'http://127.0.0.1:9/push/browser-1', keys: { p256dh: ecdh.getPublicKey().toString('base64url'), auth: randomBytes(16).toString('base64url') } };
+    const ctx = await browser.newContext({ viewport: { width: 1180, height: 760 } });
+    contexts.push(ctx);
+    ctx.setDefaultTimeout(WAIT);
+    await ctx.addInitScript(`(() => {
+      const sub = ${JSON.stringify(sub)};
+      const fake = { endpoint: sub.endpoint, toJSON: () => sub };
+      PushManager.prototype.subscribe = async function () { window.pushSubscribed = (window.pushSubscribed || 0) + 1; return fake; };
+      PushManager.prototype.getSubscription = async function () { return window.pushSubscribed ? fake : null; };
+    })()`);
+    const page = await ctx.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+    await page.goto(pushSrv.url);
+    await page.locator('#login-username').fill('hana');
+    await page.locator('#login-form button[type=submit]').click();
+    // The server has VAPID keys: the button shows; the person allows notifications, then clicks.
+    await waitText(page.locator('#enable-push'), 'Enable notifications');
+    await ctx.grantPermissions(['notifications'], { origin: pushSrv.url });
+    await page.locator('#enable-push').click();
+    await waitText(page.locator('#enable-push'), 'Notifications on');
+    expect(await page.evaluate('navigator.serviceWorker.getRegistration("/").then((r) => !!r && r.active !== null)')).toBe(true);
+    await using api = clientFor(pushSrv.url, 'hana');
+    expect((await api.trpc.device.list.query()).map((d) => d.endpoint)).toEqual([sub.endpoint]);
+    // The service worker shows a push as the browser would deliver it (through DevTools' push
+    // delivery): title with the count, body, and the room's link kept for the click.
+    const cdp = await ctx.newCDPSession(page);
+    const registrations: { registrationId: string; scopeURL: string }[] = [];
+    cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string }[] }) => registrations.push(...e.registrations));
+    await cdp.send('ServiceWorker.enable');
+    const reg = await waitFor(() => registrations.find((r) => r.scopeURL.startsWith(pushSrv.url)), 'the service worker registration');
+    const payload = { type: 'mention', roomId: 'r-1', title: 'Ivo mentioned you', body: 'in Quiet room: look', url: `${pushSrv.url}/#/room/r-1`, count: 2 };
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: pushSrv.url, registrationId: reg!.registrationId, data: JSON.stringify(payload) });
+    const shown = await waitFor(
+      () => page.evaluate<{ title: string; body: string; url: string }[]>(`navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) => ns.map((n) => ({ title: n.title, body: n.body, url: n.data.url })))`),
+      'the notification shown',
+      { until: (ns) => ns.length > 0, timeoutMs: WAIT, everyMs: 50 },
+    );
+    expect(shown).toEqual([{ title: 'Ivo mentioned you (2)', body: 'in Quiet room: look', url: payload.url }]);
+
+    // The room menu: mentions by default; "None" is stored for this room.
+    const room = await api.trpc.room.create.mutate({ kind: 'group', name: 'Quiet room' });
+    await roomItem(page, 'Quiet room').click();
+    await waitText(page.locator('#room-title'), /^Quiet room$/);
+    expect(await page.locator('#room-notify').inputValue()).toBe('mentions');
+    await page.locator('#room-notify').selectOption('none');
+    await waitText(page.locator('#toast'), /No notifications from this room/);
+    await waitFor(() => api.trpc.notify.preferences.query(), 'the room level stored', { until: (p) => p.rooms.some((r) => r.roomId === room.id && r.level === 'none') });
+    // Without VAPID keys on the server there is no button (the other pages of this file).
+    expect(await page.locator('#enable-push').isVisible()).toBe(true);
     expect(errors).toEqual([]);
   });
 

@@ -244,6 +244,49 @@ async function start() {
   });
   await loadRooms();
   openFromHash();
+  void setUpPush();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Web push: "Enable notifications" (service worker + PushManager, then device.register)
+// ---------------------------------------------------------------------------------------------
+
+/** The VAPID public key (base64url) as the bytes PushManager wants. */
+function keyBytes(base64url: string): Uint8Array<ArrayBuffer> {
+  const b64 = base64url.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(base64url.length / 4) * 4, '=');
+  const raw = atob(b64);
+  const out = new Uint8Array(new ArrayBuffer(raw.length));
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+/** Shows the button when this browser and the server can do web push; a subscription already made is registered again. */
+async function setUpPush() {
+  const button = $<HTMLButtonElement>('enable-push');
+  if (!chat || !('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) return;
+  const { publicKey } = await chat.trpc.device.vapidKey.query().catch(() => ({ publicKey: null }));
+  if (!publicKey) return; // the server sends no pushes
+  button.hidden = false;
+  const on = () => {
+    button.textContent = 'Notifications on';
+    button.disabled = true;
+  };
+  const enable = async () => {
+    if ((await Notification.requestPermission()) !== 'granted') {
+      toast('Notifications are blocked for this page in the browser settings.');
+      return;
+    }
+    const reg = await navigator.serviceWorker.register('/sw.js');
+    await navigator.serviceWorker.ready;
+    const sub = (await reg.pushManager.getSubscription()) ?? (await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(publicKey) }));
+    const j = sub.toJSON() as { endpoint?: string; keys?: { p256dh?: string; auth?: string } };
+    if (!j.endpoint || !j.keys?.p256dh || !j.keys.auth) throw new Error('the browser gave an incomplete push subscription');
+    await chat!.trpc.device.register.mutate({ kind: 'webpush', endpoint: j.endpoint, keys: { p256dh: j.keys.p256dh, auth: j.keys.auth }, label: navigator.userAgent.slice(0, 100) });
+    on();
+  };
+  button.onclick = () => void enable().catch(report);
+  // Granted before: keep the server's list current without a click.
+  if (Notification.permission === 'granted') await enable().catch(report);
 }
 
 async function logout() {
@@ -460,6 +503,7 @@ class RoomView {
     this.box.hidden = false;
     $('composer').hidden = false;
     $('room-title').textContent = item ? roomLabel(item) : '…';
+    void this.loadNotifyLevel();
     $('room-topic').textContent = item?.topic ?? '';
     $('members').replaceChildren();
     $('typing').textContent = '';
@@ -565,6 +609,25 @@ class RoomView {
       this.hasMore = page.hasMore;
       this.render();
       this.scrollToBottom();
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  /** The room's notification level (`notify.preferences`), changed with the header's menu. */
+  private async loadNotifyLevel() {
+    const select = $<HTMLSelectElement>('room-notify');
+    select.onchange = () => {
+      const level = select.value as 'all' | 'mentions' | 'none';
+      this.chat.trpc.notify.setRoomPreference.mutate({ roomId: this.roomId, level }).then(
+        () => toast(level === 'none' ? 'No notifications from this room.' : level === 'all' ? 'Notified of every message here.' : 'Notified of mentions here.'),
+        report,
+      );
+    };
+    try {
+      const prefs = await this.chat.trpc.notify.preferences.query();
+      if (this.closed) return;
+      select.value = prefs.rooms.find((r) => r.roomId === this.roomId)?.level ?? 'mentions';
     } catch (err) {
       report(err);
     }
