@@ -132,6 +132,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     deps.counters,
     { redisPrefix: deps.config.redisPrefix, subscriptionsPerConnection: deps.config.limits.subscriptionsPerConnection },
     stores.sessions,
+    store,
   );
   const { auth: authConfig, devLogin, devLoginRoles, accessTokenTtlSeconds } = deps.config;
   const auth = new AuthService(

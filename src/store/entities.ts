@@ -1,5 +1,6 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
 import type { AttachmentDto } from '../domain/events.js';
+import { AuditEvent } from './audit-entities.js';
 import { StoredFile } from './file-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
@@ -291,4 +292,5 @@ export const entities = [
   WebhookEndpoint,
   WebhookDelivery,
   StoredFile,
+  AuditEvent,
 ];

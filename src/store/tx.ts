@@ -1,11 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import type { AuditAction } from '../domain/audit.js';
 import { roomArchived } from '../domain/errors.js';
 import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { insertOutbox, logEventId } from './webhooks.js';
+
+/** An entry of the audit trail (`Tx.audit`); `data` never holds message bodies or secrets. */
+export interface NewAuditEvent {
+  tenant: string;
+  actorId: string;
+  action: AuditAction;
+  roomId?: string | null | undefined;
+  targetId?: string | null | undefined;
+  data?: Record<string, unknown> | undefined;
+}
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
@@ -220,6 +231,27 @@ export class Tx {
       await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));
     });
     return users.map((u) => byUser.get(u)!);
+  }
+
+  /**
+   * Records an administrative action in the tenant's durable audit trail (`audit_event`), in this
+   * transaction: it commits or rolls back with the action it records. The one writer of that table.
+   */
+  async audit(e: NewAuditEvent): Promise<void> {
+    await this.db
+      .insertInto('audit_event')
+      .values({
+        id: randomUUID(),
+        tenant: e.tenant,
+        // Millisecond precision, so a JavaScript Date holds it exactly (admin.audit's cursor).
+        at: sql<Date>`date_trunc('milliseconds', clock_timestamp())`,
+        actor_id: e.actorId,
+        action: e.action,
+        room_id: e.roomId ?? null,
+        target_id: e.targetId ?? null,
+        data: jsonb(e.data ?? {}),
+      })
+      .execute();
   }
 
   /** Schedules work for after commit (in order; dropped if the transaction rolls back). */

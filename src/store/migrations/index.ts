@@ -8,6 +8,7 @@ import { Migration20261203024718 } from './Migration20261203024718.js';
 import { Migration20261203025941 } from './Migration20261203025941.js';
 import { Migration20261203051657 } from './Migration20261203051657.js';
 import { Migration20261203053808 } from './Migration20261203053808.js';
+import { Migration20261203061216 } from './Migration20261203061216.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -23,4 +24,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261203051657', class: Migration20261203051657 },
   // Webhook secrets sealed with MESSAGE_KEYS are longer than the plain ones.
   { name: 'Migration20261203053808', class: Migration20261203053808 },
+  // The durable audit trail (admin.audit).
+  { name: 'Migration20261203061216', class: Migration20261203061216 },
 ];
