@@ -28,6 +28,7 @@ import { createMeetingServices, type MeetingServices } from './meetings/index.js
 import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
 import { createStorage, FileService, FileWorker } from './files/index.js';
+import { ComplianceService } from './compliance.js';
 
 export interface Services {
   deps: Deps;
@@ -61,6 +62,8 @@ export interface Services {
   /** Uploaded files (`file.*`, attachments) and this node's file worker (previews, removals). */
   files: FileService;
   fileWorker: FileWorker;
+  /** Exports, erasure and the audit trail (`admin.*`). */
+  compliance: ComplianceService;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -149,6 +152,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     access,
     createVideoProvider(deps.config.video),
   );
+  const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
   const signals = new SignalService(limits, store, access, publisher);
   const retention = new RetentionService(store, deps.log, {
     intervalMs: deps.config.retentionIntervalMs,
@@ -182,6 +186,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     activity,
     files,
     fileWorker,
+    compliance,
     async start() {
       await sessions.start();
       retention.start();

@@ -18,6 +18,8 @@ export const User = defineEntity({
     roles: p.array().default([]),
     createdAt: p.datetime().onCreate(() => new Date()),
     lastSeenAt: p.datetime().onCreate(() => new Date()),
+    /** Set by `admin.eraseUser`: the name stays "deleted user" whatever later tokens claim. */
+    erasedAt: p.datetime().nullable(),
   },
 });
 export type UserEntity = InferEntity<typeof User>;

@@ -151,12 +151,24 @@ export class Tx {
   append<E extends NewRoomEvent>(event: E): Promise<WithSeq<E>>;
   append<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>>;
   async append<E extends NewRoomEvent>(a: E | string, compute?: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
+    return this.appendEvent(a, compute, false);
+  }
+
+  /**
+   * `append` of an erasure (`admin.eraseUser`): allowed in archived rooms too, since an archive
+   * keeps the room read-only for its members, not for the tenant's legal obligations.
+   */
+  appendErasure<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
+    return this.appendEvent(roomId, compute, true);
+  }
+
+  private async appendEvent<E extends NewRoomEvent>(a: E | string, compute: ((seq: number) => Promise<E>) | undefined, evenIfArchived: boolean): Promise<WithSeq<E>> {
     const roomId = typeof a === 'string' ? a : a.roomId;
     const { seq, archived } = await this.nextSeq(roomId);
     const event = typeof a === 'string' ? await compute!(seq) : a;
     if (event.roomId !== roomId) throw new Error('an event computed under a room lock must belong to that room');
     // What a computed event wrote meanwhile (a reaction row) goes with the rollback.
-    if (archived && writesContent(event.type)) throw roomArchived();
+    if (archived && !evenIfArchived && writesContent(event.type)) throw roomArchived();
     const full = { ...event, seq } as WithSeq<E>;
     if ('message' in event) {
       await this.record(roomId, seq, event.type, event.message.id, {});

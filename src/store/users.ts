@@ -1,13 +1,21 @@
+import { sql } from 'kysely';
 import type { Db } from './database.js';
 import { now } from './tx.js';
 
-/** Creates or refreshes a user's row from their token's claims (name, roles, last seen). */
+/**
+ * Creates or refreshes a user's row from their token's claims (name, roles, last seen). An erased
+ * user (`admin.eraseUser`) keeps the name "deleted user" and no roles.
+ */
 export async function upsertUser(db: Db, user: { tenant: string; id: string; name: string; roles: string[] }): Promise<void> {
   await db
     .insertInto('chat_user')
     .values({ tenant: user.tenant, id: user.id, name: user.name, roles: user.roles, created_at: now(), last_seen_at: now() })
     .onConflict((oc) =>
-      oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({ name: eb.ref('excluded.name'), roles: eb.ref('excluded.roles'), last_seen_at: now() })),
+      oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({
+        name: sql<string>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.name')} else ${eb.ref('chat_user.name')} end`,
+        roles: sql<string[]>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.roles')} else ${eb.ref('chat_user.roles')} end`,
+        last_seen_at: now(),
+      })),
     )
     .execute();
 }

@@ -1,7 +1,7 @@
 import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
 import { transformer } from './transformer.js';
-import { isExpired, isIntegration } from '../domain/actor.js';
+import { isAdmin, isExpired, isIntegration } from '../domain/actor.js';
 import { AppError } from '../domain/errors.js';
 import type { Context } from './context.js';
 import { TRPC_ERROR_CODES_BY_KEY } from '@trpc/server/rpc';
@@ -122,5 +122,11 @@ export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
  */
 export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) => {
   if (!isIntegration(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins and service tokens may call ${path}` });
+  return next();
+});
+
+/** Procedures of tenant admins only (`admin.*`): the role is checked before the input is parsed. */
+export const adminProcedure = authedProcedure.use(({ ctx, next, path }) => {
+  if (!isAdmin(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins may call ${path}` });
   return next();
 });

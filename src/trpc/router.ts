@@ -1,3 +1,4 @@
+import { adminRouter } from '../routers/admin.js';
 import { authRouter } from '../routers/auth.js';
 import { chatRouter } from '../routers/chat.js';
 import { fileRouter } from '../routers/file.js';
@@ -21,6 +22,7 @@ export const appRouter = router({
   signal: signalRouter,
   webhook: webhookRouter,
   file: fileRouter,
+  admin: adminRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */
