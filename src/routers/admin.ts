@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { AUDIT_ACTIONS } from '../domain/audit.js';
-import type { ExportRecord } from '../services/compliance.js';
+import type { ExportRecord } from '../domain/compliance.js';
 import type { StreamConn } from '../stream/streams.js';
 import type { Context } from '../trpc/context.js';
 import { adminProcedure, router } from '../trpc/init.js';

@@ -1,5 +1,6 @@
 import { type Actor, isAdmin } from '../domain/actor.js';
 import type { AuditAction, AuditEventDto } from '../domain/audit.js';
+import type { EraseResult, ExportRecord } from '../domain/compliance.js';
 import { badRequest, forbidden, notFound } from '../domain/errors.js';
 import type { Logger } from '../logger.js';
 import {
@@ -37,37 +38,6 @@ import type { Store } from '../store/store.js';
 import type { Tx } from '../store/tx.js';
 import type { InboxService } from './inbox.js';
 import type { MessageMapper } from './message-dto.js';
-
-/**
- * One line of an export (JSON Lines: each record is one JSON object; dates are ISO strings). The
- * first record is `export`, the last `end` (with the count of each record type), so a consumer can
- * tell a complete export from a cut one.
- */
-export type ExportRecord = { type: ExportRecordType } & { [field: string]: unknown };
-export type ExportRecordType =
-  | 'export'
-  | 'user'
-  | 'membership'
-  | 'message'
-  | 'reaction'
-  | 'inbox'
-  | 'file'
-  | 'room'
-  | 'member'
-  | 'ban'
-  | 'event'
-  | 'end';
-
-/** What `admin.eraseUser` erased (0 everywhere on a repeat). */
-export interface EraseResult {
-  userId: string;
-  messages: number;
-  edits: number;
-  reactions: number;
-  readPositions: number;
-  inboxItems: number;
-  files: number;
-}
 
 export interface AuditInput {
   since?: Date | null | undefined;
