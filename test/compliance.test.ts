@@ -12,9 +12,11 @@ import {
   actor,
   callerFor,
   clientFor,
+  ComplianceService,
   expectTRPCError,
   fileServer,
   makeConfig,
+  MessageMapper,
   openEvents,
   roomKit,
   uuid,
@@ -133,6 +135,42 @@ describe('exports', () => {
     expect(await auditRows('room.export')).toEqual(expect.arrayContaining([expect.objectContaining({ room_id: room.id })]));
   });
 
+  it('pages of 2 rows give the same exports as one page: every keyset cursor continues where the last page ended', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const rooms = [await groupRoom(alice!, [bob!]), await groupRoom(alice!, [bob!]), await groupRoom(bob!, [alice!])];
+    for (const room of rooms) {
+      for (let i = 0; i < 3; i++) {
+        const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `a${i}` });
+        await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: `b${i} @${bob}`, mentions: [bob!] });
+        for (const emoji of ['👍', '🎉']) await as(bob!).chat.react({ messageId: m.id, emoji });
+      }
+      await upload(bob!, room.id, 'f', 'f.txt');
+      await upload(bob!, room.id, 'g', 'g.txt');
+    }
+    const s = t.app.services;
+    const small = new ComplianceService(s.store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    const collect = async (gen: AsyncGenerator<unknown>) => {
+      const out: Rec[] = [];
+      for await (const r of gen) out.push(JSON.parse(JSON.stringify(r)) as Rec);
+      return out.filter((r) => r.type !== 'export');
+    };
+    const paced: number[] = [];
+    const pace = async () => {
+      paced.push(1);
+    };
+    const userSmall = await collect(await small.exportUser(admin(), bob!, pace));
+    const userBig = (await exported(admin(), { userId: bob! })).filter((r) => r.type !== 'export');
+    expect(userSmall).toEqual(userBig);
+    expect(ofType(userSmall, 'membership')).toHaveLength(3);
+    expect(ofType(userSmall, 'message')).toHaveLength(9);
+    expect(ofType(userSmall, 'reaction')).toHaveLength(18);
+    expect(ofType(userSmall, 'file')).toHaveLength(6);
+    expect(paced.length).toBeGreaterThan(10);
+    const roomSmall = await collect(await small.exportRoom(admin(), rooms[0]!.id));
+    expect(roomSmall).toEqual((await exported(admin(), { roomId: rooms[0]!.id })).filter((r) => r.type !== 'export'));
+    expect(ofType(roomSmall, 'message').filter((m) => m.kind === 'text')).toHaveLength(6);
+  });
+
   it('exports are for tenant admins only, of their own tenant (FORBIDDEN for others, NOT_FOUND for foreign ids)', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
@@ -229,6 +267,34 @@ describe('erase', () => {
     await c.trpc.auth.me.query();
     expect((await as(alice!).room.members({ roomId: room.id })).find((m) => m.userId === bob)).toMatchObject({ name: 'deleted user' });
     expect(await auditRows('user.erase', bob)).toHaveLength(2);
+  });
+
+  it('erases in several batches when there is more than one page (pages of 2 here), each with its events', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const other = await groupRoom(bob!, [alice!]);
+    const mine = [];
+    for (let i = 0; i < 5; i++) {
+      mine.push(await as(bob!).chat.send({ roomId: i % 2 ? room.id : other.id, clientId: uuid(), body: `batch ${i}` }));
+      const theirs = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `theirs ${i}` });
+      await as(bob!).chat.react({ messageId: theirs.id, emoji: '👀' });
+    }
+    const s = t.app.services;
+    const small = new ComplianceService(s.store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    await using stream = await live(alice!, room.id);
+    const r = await small.eraseUser(admin(), bob!);
+    expect(r).toMatchObject({ messages: 5, reactions: 5 });
+    const deleted = new Set<string>();
+    for (let i = 0; i < 2; i++) deleted.add((await nextOf(stream, 'message.deleted')).message.id);
+    expect(deleted).toEqual(new Set(mine.filter((m) => m.roomId === room.id).map((m) => m.id)));
+    expect(await t.env.sql('select 1 from message where sender_id = $1 and (body is not null or deleted_at is null)', [bob])).toEqual([]);
+    expect(await t.env.sql('select 1 from reaction where user_id = $1', [bob])).toEqual([]);
+    // Seqs stayed gap-free: every log row of the room is there.
+    const [{ n, last }] = (await t.env.sql<{ n: number; last: number }>(
+      'select count(*)::int as n, (select last_seq::int from room where id = $1) as last from room_event where room_id = $1',
+      [room.id],
+    )) as [{ n: number; last: number }];
+    expect(n).toBe(last);
   });
 
   it('erases in archived and encrypted rooms too', async () => {
