@@ -435,13 +435,15 @@ describe('a banned support agent', () => {
   const FILE_READS = ['file.get'];
   const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread', 'notify.preferences'];
   const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries', 'device.list', 'device.vapidKey'];
+  /** Tenant admins only: FORBIDDEN for an agent before anything is read. */
+  const ADMIN_ONLY = ['admin.audit', 'admin.exportRoom', 'admin.exportUser'];
 
   it('reads nothing of the room through any procedure: NOT_FOUND, or left out of every list', async () => {
     const reads = Object.entries(appRouter._def.procedures as unknown as Record<string, { _def: { type: string } }>)
       .filter(([, p]) => p._def.type !== 'mutation')
       .map(([path]) => path)
       .sort();
-    expect(reads).toEqual([...ROOM_READS, ...MESSAGE_READS, ...FILE_READS, ...LISTS, ...NOT_ROOM_CONTENT].sort());
+    expect(reads).toEqual([...ROOM_READS, ...MESSAGE_READS, ...FILE_READS, ...LISTS, ...NOT_ROOM_CONTENT, ...ADMIN_ONLY].sort());
 
     const [customer, agent] = users('customer', 'agent');
     const key = `ticket:${uuid()}`;
@@ -469,6 +471,9 @@ describe('a banned support agent', () => {
     await expectTRPCError(a.chat.edits({ messageId: m.id }), 'NOT_FOUND');
     await expectTRPCError(a.chat.thread({ messageId: m.id }), 'NOT_FOUND');
     await expectTRPCError(a.file.get({ fileId: ticket.fileId }), 'NOT_FOUND');
+    await expectTRPCError(a.admin.exportRoom({ roomId: room.id }), 'FORBIDDEN');
+    await expectTRPCError(a.admin.exportUser({ userId: customer }), 'FORBIDDEN');
+    await expectTRPCError(a.admin.audit({ roomId: room.id }), 'FORBIDDEN');
     expect((await a.room.list()).map((r) => r.id)).not.toContain(room.id);
     expect((await a.room.list({ archived: true })).map((r) => r.id)).not.toContain(room.id);
     expect(await a.room.byKey({ key })).toEqual([]);

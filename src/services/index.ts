@@ -29,6 +29,7 @@ import { SignalService } from './signals.js';
 import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
 import { createStorage, FileService, FileWorker } from './files/index.js';
 import { DeviceService, Mailer, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
+import { ComplianceService } from './compliance.js';
 
 export interface Services {
   deps: Deps;
@@ -68,6 +69,8 @@ export interface Services {
   preferences: PreferenceService;
   /** This node's sender of queued pushes and e-mail digests. */
   notifyWorker: NotifyWorker;
+  /** Exports, erasure and the audit trail (`admin.*`). */
+  compliance: ComplianceService;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -154,6 +157,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     deps.counters,
     { redisPrefix: deps.config.redisPrefix, subscriptionsPerConnection: deps.config.limits.subscriptionsPerConnection },
     stores.sessions,
+    store,
   );
   const { auth: authConfig, devLogin, devLoginRoles, accessTokenTtlSeconds } = deps.config;
   const auth = new AuthService(
@@ -170,6 +174,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     access,
     createVideoProvider(deps.config.video),
   );
+  const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
   const signals = new SignalService(limits, store, access, publisher);
   const retention = new RetentionService(store, deps.log, {
     intervalMs: deps.config.retentionIntervalMs,
@@ -206,6 +211,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     activity,
     files,
     fileWorker,
+    compliance,
     async start() {
       await sessions.start();
       retention.start();

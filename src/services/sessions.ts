@@ -7,6 +7,8 @@ import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
 import { AppError, forbidden } from '../domain/errors.js';
 import type { RedisLink } from '../realtime/redis.js';
+import type { Store } from '../store/store.js';
+import type { Tx } from '../store/tx.js';
 
 /** What the sessions service needs of a WebSocket. */
 export interface SessionSocket {
@@ -59,6 +61,8 @@ export class SessionService {
     private readonly opts: { redisPrefix: string; subscriptionsPerConnection: number },
     /** Where revocations outlive this node (shared by all nodes); null: this process only. */
     private readonly redis: RedisLink | null,
+    /** The durable audit trail: the revocation's row is written around the Redis write (null: not recorded). */
+    private readonly store: Store | null = null,
   ) {}
 
   async start(): Promise<void> {
@@ -159,11 +163,17 @@ export class SessionService {
     this.redis?.ensureUp();
     const at = Date.now();
     const key = userKey(admin.tenant, userId);
+    // The audit row is written first and commits only once the revocation is stored: a failed
+    // Redis write leaves no row.
+    const store = async (tx: Tx | null) => {
+      await tx?.audit({ tenant: admin.tenant, actorId: admin.id, action: 'session.revoke', targetId: userId, data: { revokedAt: new Date(at).toISOString() } });
+      if (this.redis) {
+        await this.redis.client.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
+      }
+    };
+    await (this.store ? this.store.transact(store) : store(null));
     this.revokedLocal.set(key, at);
     this.cache.delete(key);
-    if (this.redis) {
-      await this.redis.client.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
-    }
     await this.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
     this.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
     return { revokedAt: new Date(at) };

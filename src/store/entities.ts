@@ -1,5 +1,6 @@
 import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
 import type { AttachmentDto } from '../domain/events.js';
+import { AuditEvent } from './audit-entities.js';
 import { StoredFile } from './file-entities.js';
 import { NotifyDigest, NotifyPreference, NotifyPush, NotifyRoomPreference, PushDevice } from './notify-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
@@ -20,6 +21,8 @@ export const User = defineEntity({
     email: p.string().length(254).nullable(),
     createdAt: p.datetime().onCreate(() => new Date()),
     lastSeenAt: p.datetime().onCreate(() => new Date()),
+    /** Set by `admin.eraseUser`: the name stays "deleted user" whatever later tokens claim. */
+    erasedAt: p.datetime().nullable(),
   },
 });
 export type UserEntity = InferEntity<typeof User>;
@@ -299,4 +302,5 @@ export const entities = [
   NotifyRoomPreference,
   NotifyPush,
   NotifyDigest,
+  AuditEvent,
 ];

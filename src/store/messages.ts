@@ -111,14 +111,19 @@ export function editsOf(db: Db, messageId: string) {
     .execute();
 }
 
-/** Soft-deletes a message: the row and its seq stay, deleted now by `deletedBy`. */
-export function markDeleted(tx: Tx, id: string, deletedBy: string): Promise<MessageRow> {
-  return tx.db
+/**
+ * Soft-deletes a message: the row and its seq stay, deleted now by `deletedBy`; its content is
+ * erased at rest (body, key id, edit history), not only hidden.
+ */
+export async function markDeleted(tx: Tx, id: string, deletedBy: string): Promise<MessageRow> {
+  const row = await tx.db
     .updateTable('message')
-    .set({ deleted_at: now(), deleted_by: deletedBy })
+    .set({ deleted_at: now(), deleted_by: deletedBy, body: null, key_id: null })
     .where('id', '=', id)
     .returning(MESSAGE_FIELDS)
     .executeTakeFirstOrThrow();
+  await tx.db.deleteFrom('message_edit').where('message_id', '=', id).execute();
+  return row;
 }
 
 /**

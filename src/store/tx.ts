@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import type { AuditAction } from '../domain/audit.js';
 import { roomArchived } from '../domain/errors.js';
 import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
@@ -7,6 +8,16 @@ import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { enqueue, type PushItem, type QueuedMessage, type QueueSettings, recipientsOf } from './notify.js';
 import { insertOutbox, logEventId } from './webhooks.js';
+
+/** An entry of the audit trail (`Tx.audit`); `data` never holds message bodies or secrets. */
+export interface NewAuditEvent {
+  tenant: string;
+  actorId: string;
+  action: AuditAction;
+  roomId?: string | null | undefined;
+  targetId?: string | null | undefined;
+  data?: Record<string, unknown> | undefined;
+}
 
 export type NewRoomEvent = DistributiveOmit<DurableRoomEvent, 'seq'>;
 export type NewInboxItem = DistributiveOmit<InboxItem, 'seq'>;
@@ -168,12 +179,24 @@ export class Tx {
   append<E extends NewRoomEvent>(event: E): Promise<WithSeq<E>>;
   append<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>>;
   async append<E extends NewRoomEvent>(a: E | string, compute?: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
+    return this.appendEvent(a, compute, false);
+  }
+
+  /**
+   * `append` of an erasure (`admin.eraseUser`): allowed in archived rooms too, since an archive
+   * keeps the room read-only for its members, not for the tenant's legal obligations.
+   */
+  appendErasure<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>> {
+    return this.appendEvent(roomId, compute, true);
+  }
+
+  private async appendEvent<E extends NewRoomEvent>(a: E | string, compute: ((seq: number) => Promise<E>) | undefined, evenIfArchived: boolean): Promise<WithSeq<E>> {
     const roomId = typeof a === 'string' ? a : a.roomId;
     const { seq, archived } = await this.nextSeq(roomId);
     const event = typeof a === 'string' ? await compute!(seq) : a;
     if (event.roomId !== roomId) throw new Error('an event computed under a room lock must belong to that room');
     // What a computed event wrote meanwhile (a reaction row) goes with the rollback.
-    if (archived && writesContent(event.type)) throw roomArchived();
+    if (archived && !evenIfArchived && writesContent(event.type)) throw roomArchived();
     const full = { ...event, seq } as WithSeq<E>;
     if ('message' in event) {
       await this.record(roomId, seq, event.type, event.message.id, {});
@@ -282,6 +305,27 @@ export class Tx {
       await Promise.all([...byUser].map(([userId, full]) => this.ctx.publisher.inbox(tenant, userId, full as InboxItem)));
     });
     return users.map((u) => byUser.get(u)!);
+  }
+
+  /**
+   * Records an administrative action in the tenant's durable audit trail (`audit_event`), in this
+   * transaction: it commits or rolls back with the action it records. The one writer of that table.
+   */
+  async audit(e: NewAuditEvent): Promise<void> {
+    await this.db
+      .insertInto('audit_event')
+      .values({
+        id: randomUUID(),
+        tenant: e.tenant,
+        // Millisecond precision, so a JavaScript Date holds it exactly (admin.audit's cursor).
+        at: sql<Date>`date_trunc('milliseconds', clock_timestamp())`,
+        actor_id: e.actorId,
+        action: e.action,
+        room_id: e.roomId ?? null,
+        target_id: e.targetId ?? null,
+        data: jsonb(e.data ?? {}),
+      })
+      .execute();
   }
 
   /** Schedules work for after commit (in order; dropped if the transaction rolls back). */

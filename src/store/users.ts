@@ -1,15 +1,20 @@
+import { sql } from 'kysely';
 import type { Db } from './database.js';
 import { now } from './tx.js';
 
-/** Creates or refreshes a user's row from their token's claims (name, roles, e-mail, last seen); a token without e-mail keeps the last known one. */
+/**
+ * Creates or refreshes a user's row from their token's claims (name, roles, e-mail, last seen); a
+ * token without e-mail keeps the last known one. An erased user (`admin.eraseUser`) keeps the name
+ * "deleted user" and no roles.
+ */
 export async function upsertUser(db: Db, user: { tenant: string; id: string; name: string; roles: string[]; email?: string | undefined }): Promise<void> {
   await db
     .insertInto('chat_user')
     .values({ tenant: user.tenant, id: user.id, name: user.name, roles: user.roles, email: user.email ?? null, created_at: now(), last_seen_at: now() })
     .onConflict((oc) =>
       oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({
-        name: eb.ref('excluded.name'),
-        roles: eb.ref('excluded.roles'),
+        name: sql<string>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.name')} else ${eb.ref('chat_user.name')} end`,
+        roles: sql<string[]>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.roles')} else ${eb.ref('chat_user.roles')} end`,
         email: eb.fn.coalesce('excluded.email', 'chat_user.email'),
         last_seen_at: now(),
       })),

@@ -1,7 +1,7 @@
 import { ConnectionException } from '@mikro-orm/core';
 import { initTRPC, TRPCError } from '@trpc/server';
 import { transformer } from './transformer.js';
-import { isExpired, isIntegration } from '../domain/actor.js';
+import { isAdmin, isExpired, isIntegration } from '../domain/actor.js';
 import { keyOf } from '../domain/ids.js';
 import { AppError } from '../domain/errors.js';
 import type { Context } from './context.js';
@@ -137,5 +137,11 @@ export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) =>
  */
 export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
   await ctx.services.limits.consume('action', keyOf(ctx.actor.tenant, ctx.actor.id));
+  return next();
+});
+
+/** Procedures of tenant admins only (`admin.*`): the role is checked before the input is parsed. */
+export const adminProcedure = authedProcedure.use(({ ctx, next, path }) => {
+  if (!isAdmin(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins may call ${path}` });
   return next();
 });

@@ -1,3 +1,4 @@
+import { adminRouter } from '../routers/admin.js';
 import { authRouter } from '../routers/auth.js';
 import { chatRouter } from '../routers/chat.js';
 import { fileRouter } from '../routers/file.js';
@@ -25,6 +26,7 @@ export const appRouter = router({
   file: fileRouter,
   device: deviceRouter,
   notify: notifyRouter,
+  admin: adminRouter,
 });
 
 /** The type frontends import (type-only) to get the whole API typed end to end. */

@@ -9,7 +9,7 @@ import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { ActivityFeed } from '../activity.js';
 import type { EventPublisher } from '../publisher.js';
-import { auditModeration } from './moderation.js';
+import { auditModeration, recordModeration } from './moderation.js';
 
 /**
  * A room's end of life: archiving (read-only, see the access check), unarchiving and deleting. Each
@@ -42,9 +42,11 @@ export class RoomArchive {
   private async setArchived(actor: Actor, roomId: string, archive: boolean): Promise<ArchiveState> {
     await this.store.transact(async (tx) => {
       await this.access.requireRoomManager(actor, roomId, 'archive', tx.em);
-      if (await setArchived(tx, roomId, archive)) {
+      const changed = await setArchived(tx, roomId, archive);
+      if (changed) {
         await tx.append({ type: archive ? 'room.archived' : 'room.unarchived', roomId, by: actor.id });
       }
+      await recordModeration(tx, archive ? 'room.archive' : 'room.unarchive', actor, roomId, null, { changed });
     });
     auditModeration(this.log, archive ? 'archive' : 'unarchive', actor, roomId, null);
     return { roomId, archivedAt: await archivedAt(this.store.db(), roomId) };
@@ -62,6 +64,8 @@ export class RoomArchive {
       // Its files (sent or not) go with it: the file worker removes the objects after commit.
       if ((await removeFilesOfRoom(tx.db, roomId)) > 0) tx.afterCommit(async () => this.wakeFiles());
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
+      // The room's rows are gone; its audit rows stay (they have no foreign key).
+      await recordModeration(tx, 'room.delete', actor, roomId, null, { members: members.length });
       tx.afterCommit(async () => {
         this.activity.roomDeleted(actor.tenant, roomId, members);
         await this.publisher.room({ type: 'room.deleted', roomId, by: actor.id });

@@ -7,7 +7,7 @@ import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember, joinMember } from './member-changes.js';
-import { auditModeration } from './moderation.js';
+import { auditModeration, recordModeration } from './moderation.js';
 
 /** Joining and leaving rooms: adding and removing members, leaving (with the owner's hand-over). */
 export class RoomMembership {
@@ -29,6 +29,7 @@ export class RoomMembership {
         if (await joinMember(tx, actor, roomId, u, 'member', { name: access.room.name, kind: access.room.kind })) {
           added.push(u);
           await systemMessage(tx, actor, roomId, `${actor.name} added ${u}`);
+          await recordModeration(tx, 'member.add', actor, roomId, u);
         }
       }
     });
@@ -44,6 +45,7 @@ export class RoomMembership {
       if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot remove a ${target}`);
       await dropMember(tx, roomId, userId, 'removed', actor.id);
       await systemMessage(tx, actor, roomId, `${actor.name} removed ${userId}`);
+      await recordModeration(tx, 'member.remove', actor, roomId, userId, { role: target });
     });
     auditModeration(this.log, 'remove', actor, roomId, userId);
   }

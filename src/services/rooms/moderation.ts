@@ -1,4 +1,5 @@
 import type { Actor } from '../../domain/actor.js';
+import type { AuditAction } from '../../domain/audit.js';
 import { badRequest, forbidden, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import { outranks, ROLE_RANK, type RoomAction } from '../../domain/permissions.js';
@@ -22,6 +23,21 @@ export function auditModeration(
   extra: Record<string, unknown> = {},
 ): void {
   log.info({ audit: 'moderation', action, tenant: actor.tenant, by: actor.id, roomId, target, ...extra }, `moderation: ${action}`);
+}
+
+/**
+ * Records a moderation action durably (`audit_event`, in the action's transaction). The log line
+ * (`auditModeration`) follows after commit.
+ */
+export function recordModeration(
+  tx: Tx,
+  action: AuditAction,
+  actor: Actor,
+  roomId: string,
+  target: string | null,
+  data: Record<string, unknown> = {},
+): Promise<void> {
+  return tx.audit({ tenant: actor.tenant, actorId: actor.id, action, roomId, targetId: target, data });
 }
 
 /** Roles, mutes and bans: what moderators do to other members (each action audited). */
@@ -50,6 +66,7 @@ export class RoomModeration {
         throw forbidden(`a ${access.role} cannot make a ${current} a ${role}`);
       }
       if (current !== role) await changeMember(tx, roomId, userId, { role }, actor.id);
+      await recordModeration(tx, 'member.set_role', actor, roomId, userId, { role, previous: current });
     });
     this.audit('set_role', actor, roomId, userId, { role });
     return this.reads.member(actor, roomId, userId);
@@ -58,13 +75,19 @@ export class RoomModeration {
   /** Mutes a member (cannot send) until `until`, or until unmuted. */
   async mute(actor: Actor, roomId: string, userId: string, until: Date | null): Promise<MemberDto> {
     if (until && until.getTime() <= Date.now()) throw badRequest('until must be in the future');
-    await this.moderate(actor, roomId, userId, 'mute', (tx) => changeMember(tx, roomId, userId, { mutedUntil: until ?? FOREVER }, actor.id));
+    await this.moderate(actor, roomId, userId, 'mute', async (tx) => {
+      await changeMember(tx, roomId, userId, { mutedUntil: until ?? FOREVER }, actor.id);
+      await recordModeration(tx, 'member.mute', actor, roomId, userId, { until });
+    });
     this.audit('mute', actor, roomId, userId, { until });
     return this.reads.member(actor, roomId, userId);
   }
 
   async unmute(actor: Actor, roomId: string, userId: string): Promise<MemberDto> {
-    await this.moderate(actor, roomId, userId, 'mute', (tx) => changeMember(tx, roomId, userId, { mutedUntil: null }, actor.id));
+    await this.moderate(actor, roomId, userId, 'mute', async (tx) => {
+      await changeMember(tx, roomId, userId, { mutedUntil: null }, actor.id);
+      await recordModeration(tx, 'member.unmute', actor, roomId, userId);
+    });
     this.audit('unmute', actor, roomId, userId);
     return this.reads.member(actor, roomId, userId);
   }
@@ -85,13 +108,18 @@ export class RoomModeration {
         // streams of this room on every node (the hubs end the subscriptions of a leaving user).
         await tx.append({ type: 'member.left', roomId, userId, reason: 'banned', by: actor.id });
       }
+      await recordModeration(tx, 'member.ban', actor, roomId, userId, { wasMember: target !== null, wasBanned: !added });
     });
     this.audit('ban', actor, roomId, userId);
   }
 
   async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
-    await this.access.requirePermission(actor, roomId, 'ban');
-    const unbanned = await deleteBan(this.store.db(), roomId, userId);
+    const unbanned = await this.store.transact(async (tx) => {
+      await this.access.requirePermission(actor, roomId, 'ban', tx.em);
+      const removed = await deleteBan(tx.db, roomId, userId);
+      await recordModeration(tx, 'member.unban', actor, roomId, userId, { wasBanned: removed });
+      return removed;
+    });
     this.audit('unban', actor, roomId, userId, { wasBanned: unbanned });
     return { unbanned };
   }

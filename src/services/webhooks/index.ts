@@ -1,8 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { type Actor, isIntegration } from '../../domain/actor.js';
+import type { AuditAction } from '../../domain/audit.js';
 import { AppError, forbidden, notFound } from '../../domain/errors.js';
 import type { WebhookDeliveryDto, WebhookDto, WebhookEventType } from '../../domain/webhooks.js';
 import type { Store } from '../../store/store.js';
+import type { Tx } from '../../store/tx.js';
 import {
   countEndpoints,
   deleteEndpoint,
@@ -53,6 +55,11 @@ export class WebhookService {
     return actor.tenant;
   }
 
+  /** The durable audit row of a change (in its transaction; never the secret). */
+  private audit(tx: Tx, actor: Actor, action: AuditAction, id: string, data: Record<string, unknown> = {}): Promise<void> {
+    return tx.audit({ tenant: actor.tenant, actorId: actor.id, action, targetId: id, data });
+  }
+
   private async mine(tenant: string, id: string): Promise<EndpointRow> {
     const row = await findEndpoint(this.store.db(), tenant, id);
     if (!row) throw notFound('webhook');
@@ -62,18 +69,21 @@ export class WebhookService {
   async create(actor: Actor, input: { url: string; events: WebhookEventType[]; description?: string | null | undefined }): Promise<{ id: string; secret: string }> {
     const tenant = this.manager(actor);
     await checkWebhookUrl(input.url, this.opts.allowPrivateUrls);
-    const db = this.store.db();
-    if ((await countEndpoints(db, tenant)) >= MAX_WEBHOOKS_PER_TENANT) {
-      throw new AppError('PRECONDITION_FAILED', `a tenant has at most ${MAX_WEBHOOKS_PER_TENANT} webhooks: delete one first`);
-    }
     const secret = newSecret();
-    const row = await insertEndpoint(db, {
-      id: randomUUID(),
-      tenant,
-      url: input.url,
-      events: [...new Set(input.events)],
-      description: input.description ?? null,
-      secret: this.secrets.seal(secret),
+    const row = await this.store.transact(async (tx) => {
+      if ((await countEndpoints(tx.db, tenant)) >= MAX_WEBHOOKS_PER_TENANT) {
+        throw new AppError('PRECONDITION_FAILED', `a tenant has at most ${MAX_WEBHOOKS_PER_TENANT} webhooks: delete one first`);
+      }
+      const inserted = await insertEndpoint(tx.db, {
+        id: randomUUID(),
+        tenant,
+        url: input.url,
+        events: [...new Set(input.events)],
+        description: input.description ?? null,
+        secret: this.secrets.seal(secret),
+      });
+      await this.audit(tx, actor, 'webhook.create', inserted.id, { url: input.url, events: inserted.events });
+      return inserted;
     });
     return { id: row.id, secret };
   }
@@ -89,25 +99,38 @@ export class WebhookService {
     const tenant = this.manager(actor);
     await this.mine(tenant, input.id);
     if (input.url !== undefined) await checkWebhookUrl(input.url, this.opts.allowPrivateUrls);
-    const row = await updateEndpoint(this.store.db(), tenant, input.id, {
-      url: input.url,
-      events: input.events ? [...new Set(input.events)] : undefined,
-      enabled: input.enabled,
-      description: input.description,
+    const row = await this.store.transact(async (tx) => {
+      const updated = await updateEndpoint(tx.db, tenant, input.id, {
+        url: input.url,
+        events: input.events ? [...new Set(input.events)] : undefined,
+        enabled: input.enabled,
+        description: input.description,
+      });
+      if (!updated) throw notFound('webhook');
+      const changed = Object.fromEntries(Object.entries({ url: input.url, events: input.events, enabled: input.enabled, description: input.description }).filter(([, v]) => v !== undefined));
+      await this.audit(tx, actor, 'webhook.update', input.id, changed);
+      return updated;
     });
-    if (!row) throw notFound('webhook');
     return toDto(row);
   }
 
   async delete(actor: Actor, id: string): Promise<{ ok: true }> {
-    if (!(await deleteEndpoint(this.store.db(), this.manager(actor), id))) throw notFound('webhook');
+    const tenant = this.manager(actor);
+    await this.store.transact(async (tx) => {
+      if (!(await deleteEndpoint(tx.db, tenant, id))) throw notFound('webhook');
+      await this.audit(tx, actor, 'webhook.delete', id);
+    });
     return { ok: true };
   }
 
   /** A new secret; deliveries signed from now on use it. */
   async rotateSecret(actor: Actor, id: string): Promise<{ id: string; secret: string }> {
     const secret = newSecret();
-    if (!(await setEndpointSecret(this.store.db(), this.manager(actor), id, this.secrets.seal(secret)))) throw notFound('webhook');
+    const tenant = this.manager(actor);
+    await this.store.transact(async (tx) => {
+      if (!(await setEndpointSecret(tx.db, tenant, id, this.secrets.seal(secret)))) throw notFound('webhook');
+      await this.audit(tx, actor, 'webhook.rotate_secret', id);
+    });
     return { id, secret };
   }
 

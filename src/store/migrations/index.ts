@@ -9,6 +9,7 @@ import { Migration20261203025941 } from './Migration20261203025941.js';
 import { Migration20261203051657 } from './Migration20261203051657.js';
 import { Migration20261203053808 } from './Migration20261203053808.js';
 import { Migration20261203054653 } from './Migration20261203054653.js';
+import { Migration20261203061216 } from './Migration20261203061216.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -26,4 +27,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261203053808', class: Migration20261203053808 },
   // Notifications: push devices, preferences, the push queue and e-mail digests; users' e-mail.
   { name: 'Migration20261203054653', class: Migration20261203054653 },
+  // The durable audit trail (admin.audit).
+  { name: 'Migration20261203061216', class: Migration20261203061216 },
 ];

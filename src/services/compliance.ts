@@ -1,0 +1,442 @@
+import { type Actor, isAdmin } from '../domain/actor.js';
+import type { AuditAction, AuditEventDto } from '../domain/audit.js';
+import type { EraseResult, ExportRecord } from '../domain/compliance.js';
+import { badRequest, forbidden, notFound } from '../domain/errors.js';
+import type { Logger } from '../logger.js';
+import {
+  anonymizeUser,
+  auditPage,
+  bansOfRoom,
+  deleteEditsOfSender,
+  deleteInboxItems,
+  deleteReactionsOf,
+  editsOfMessages,
+  eraseMessage,
+  filesPage,
+  inboxPage,
+  lockMessagesReactedBy,
+  lockMessagesToErase,
+  membershipsPage,
+  membersPage,
+  messagesOfRoomPage,
+  messagesOfUserPage,
+  reactionsOfMessages,
+  reactionsOfUserPage,
+  removeFilesOfUploader,
+  resetReadPositions,
+  roomLogPage,
+  roomOfTenant,
+  type UserRow,
+  userKnown,
+  userOfTenant,
+} from '../store/compliance.js';
+import { removeFilesOfMessages } from '../store/files.js';
+import type { MessageRow } from '../store/message-row.js';
+import { lockMessage, uncountReply } from '../store/messages.js';
+import { reactionSummaries } from '../store/reactions.js';
+import type { Store } from '../store/store.js';
+import type { Tx } from '../store/tx.js';
+import type { InboxService } from './inbox.js';
+import type { MessageMapper } from './message-dto.js';
+
+export interface AuditInput {
+  since?: Date | null | undefined;
+  actorId?: string | null | undefined;
+  roomId?: string | null | undefined;
+  action?: AuditAction | null | undefined;
+  cursor?: string | null | undefined;
+  limit: number;
+}
+
+/** Rows per export page and per erasure transaction. */
+export const COMPLIANCE_PAGE = 200;
+
+const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
+/** Deadlock or serialization failure: the erasure's batch is retried. */
+const retryable = (err: unknown) => ['40P01', '40001'].includes((err as { code?: unknown } | null)?.code as string);
+
+/**
+ * Compliance for tenant admins (docs/SECURITY.md, "Compliance"): exports of a user's or a room's
+ * data as JSON Lines, the erasure of a user, and the tenant's audit trail. Every call is scoped to
+ * the admin's tenant: another tenant's user or room is NOT_FOUND.
+ */
+export class ComplianceService {
+  constructor(
+    private readonly store: Store,
+    private readonly mapper: MessageMapper,
+    private readonly inbox: InboxService,
+    private readonly log: Logger,
+    private readonly wakeFiles: () => void,
+    private readonly pageSize = COMPLIANCE_PAGE,
+  ) {}
+
+  private requireAdmin(actor: Actor, what: string): string {
+    if (!isAdmin(actor)) throw forbidden(`only tenant admins may ${what}`);
+    return actor.tenant;
+  }
+
+  private async record(actor: Actor, action: AuditAction, target: { roomId?: string; targetId?: string }, data: Record<string, unknown> = {}): Promise<void> {
+    await this.store.transact((tx) => tx.audit({ tenant: actor.tenant, actorId: actor.id, action, ...target, data }));
+    this.log.info({ audit: 'compliance', action, tenant: actor.tenant, by: actor.id, ...target }, `compliance: ${action}`);
+  }
+
+  // --- exports -------------------------------------------------------------------------------
+
+  /**
+   * Checks the call and records it (`user.export`), then answers the records of everything the
+   * tenant holds about the user, one keyset page at a time. `pace` runs before each page (the
+   * transport waits there for its socket to drain).
+   */
+  async exportUser(actor: Actor, userId: string, pace: () => Promise<void> = async () => undefined): Promise<AsyncGenerator<ExportRecord>> {
+    const tenant = this.requireAdmin(actor, 'export user data');
+    const db = this.store.db();
+    if (!(await userKnown(db, tenant, userId))) throw notFound('user');
+    const user = (await userOfTenant(db, tenant, userId)) ?? null;
+    await this.record(actor, 'user.export', { targetId: userId });
+    return this.userRecords(actor, tenant, userId, user, pace);
+  }
+
+  private async *userRecords(actor: Actor, tenant: string, userId: string, user: UserRow | null, pace: () => Promise<void>): AsyncGenerator<ExportRecord> {
+    const counts: Record<string, number> = {};
+    const count = <R extends ExportRecord>(r: R): R => {
+      counts[r.type] = (counts[r.type] ?? 0) + 1;
+      return r;
+    };
+    const n = this.pageSize;
+    yield { type: 'export', scope: 'user', tenant, userId, exportedAt: new Date().toISOString(), exportedBy: actor.id, format: 1 };
+    // No profile row: the user never called the API (added to rooms by others).
+    yield count(
+      user
+        ? { type: 'user', id: userId, name: user.name, roles: user.roles, createdAt: iso(user.created_at), lastSeenAt: iso(user.last_seen_at), erasedAt: iso(user.erased_at) }
+        : { type: 'user', id: userId, name: null, roles: [], createdAt: null, lastSeenAt: null, erasedAt: null },
+    );
+
+    for (let after: string | null = null; ; ) {
+      await pace();
+      const rows = await membershipsPage(this.store.db(), tenant, userId, after, n);
+      for (const m of rows) {
+        yield count({ type: 'membership', roomId: m.room_id, roomName: m.room_name, role: m.role, joinedAt: iso(m.joined_at), lastReadSeq: m.last_read_seq, lastReadAt: iso(m.last_read_at), mutedUntil: iso(m.muted_until) });
+      }
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.room_id;
+    }
+
+    for (let after: { roomId: string; seq: number } | null = null; ; ) {
+      await pace();
+      const db = this.store.db();
+      const rows = await messagesOfUserPage(db, tenant, userId, after, n);
+      for (const r of await this.messageRecords(db, rows, false)) yield count(r);
+      if (rows.length < n) break;
+      const last = rows[rows.length - 1]!;
+      after = { roomId: last.room_id, seq: last.seq };
+    }
+
+    for (let after: { messageId: string; emoji: string } | null = null; ; ) {
+      await pace();
+      const rows = await reactionsOfUserPage(this.store.db(), tenant, userId, after, n);
+      for (const r of rows) yield count({ type: 'reaction', messageId: r.message_id, roomId: r.room_id, emoji: r.emoji, createdAt: iso(r.created_at) });
+      if (rows.length < n) break;
+      const last = rows[rows.length - 1]!;
+      after = { messageId: last.message_id, emoji: last.emoji };
+    }
+
+    for (let after = 0; ; ) {
+      await pace();
+      const rows = await inboxPage(this.store.db(), tenant, userId, after, n);
+      for (const r of rows) yield count({ type: 'inbox', seq: r.seq, kind: r.type, data: r.data, createdAt: iso(r.created_at) });
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.seq;
+    }
+
+    yield* this.fileRecords(tenant, { uploaderId: userId }, pace, count);
+    yield { type: 'end', counts };
+  }
+
+  /** Checks the call and records it (`room.export`), then answers the room's records page by page. */
+  async exportRoom(actor: Actor, roomId: string, pace: () => Promise<void> = async () => undefined): Promise<AsyncGenerator<ExportRecord>> {
+    const tenant = this.requireAdmin(actor, 'export rooms');
+    const room = await roomOfTenant(this.store.db(), tenant, roomId);
+    if (!room) throw notFound('room');
+    await this.record(actor, 'room.export', { roomId });
+    return this.roomRecords(actor, room, pace);
+  }
+
+  private async *roomRecords(actor: Actor, room: NonNullable<Awaited<ReturnType<typeof roomOfTenant>>>, pace: () => Promise<void>): AsyncGenerator<ExportRecord> {
+    const { tenant, id: roomId } = room;
+    const counts: Record<string, number> = {};
+    const count = <R extends ExportRecord>(r: R): R => {
+      counts[r.type] = (counts[r.type] ?? 0) + 1;
+      return r;
+    };
+    const n = this.pageSize;
+    yield { type: 'export', scope: 'room', tenant, roomId, exportedAt: new Date().toISOString(), exportedBy: actor.id, format: 1 };
+    yield count({
+      type: 'room',
+      id: room.id,
+      kind: room.kind,
+      name: room.name,
+      topic: room.topic,
+      key: room.key,
+      createdBy: room.created_by,
+      encrypted: room.encrypted,
+      visibility: room.visibility,
+      metadata: room.metadata,
+      retentionDays: room.retention_days,
+      lastSeq: room.last_seq,
+      archivedAt: iso(room.archived_at),
+      createdAt: iso(room.created_at),
+    });
+
+    for (let after: string | null = null; ; ) {
+      await pace();
+      const rows = await membersPage(this.store.db(), roomId, after, n);
+      for (const m of rows) {
+        yield count({ type: 'member', userId: m.user_id, name: m.name, role: m.role, joinedAt: iso(m.joined_at), lastReadSeq: m.last_read_seq, lastReadAt: iso(m.last_read_at), mutedUntil: iso(m.muted_until) });
+      }
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.user_id;
+    }
+    for (const b of await bansOfRoom(this.store.db(), roomId)) yield count({ type: 'ban', userId: b.user_id, bannedBy: b.banned_by, createdAt: iso(b.created_at) });
+
+    for (let after = 0; ; ) {
+      await pace();
+      const db = this.store.db();
+      const rows = await messagesOfRoomPage(db, roomId, after, n);
+      for (const r of await this.messageRecords(db, rows, true)) yield count(r);
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.seq;
+    }
+
+    // The log's events that are not messages: who joined, left, was promoted; renames; archiving.
+    for (let after = 0; ; ) {
+      await pace();
+      const rows = await roomLogPage(this.store.db(), roomId, after, n);
+      for (const e of rows) yield count({ type: 'event', seq: e.seq, event: e.type, data: e.data, createdAt: iso(e.created_at) });
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.seq;
+    }
+
+    yield* this.fileRecords(tenant, { roomId }, pace, count);
+    yield { type: 'end', counts };
+  }
+
+  /** Message records of a page: bodies decrypted, edit history (and reactions) attached; deleted ones empty. */
+  private async messageRecords(db: ReturnType<Store['db']>, rows: MessageRow[], withReactions: boolean): Promise<ExportRecord[]> {
+    const ids = rows.map((r) => r.id);
+    const edits = new Map<string, { body: string | null; editorId: string; replacedAt: string | null }[]>();
+    for (const e of await editsOfMessages(db, ids)) {
+      const list = edits.get(e.message_id) ?? [];
+      list.push({ body: this.mapper.body(e.body, e.key_id), editorId: e.editor_id, replacedAt: iso(e.replaced_at) });
+      edits.set(e.message_id, list);
+    }
+    const reactions = new Map<string, { userId: string; emoji: string; createdAt: string | null }[]>();
+    if (withReactions) {
+      for (const x of await reactionsOfMessages(db, ids)) {
+        const list = reactions.get(x.message_id) ?? [];
+        list.push({ userId: x.user_id, emoji: x.emoji, createdAt: iso(x.created_at) });
+        reactions.set(x.message_id, list);
+      }
+    }
+    return rows.map((r) => {
+      const deleted = r.deleted_at !== null;
+      return {
+        type: 'message',
+        id: r.id,
+        roomId: r.room_id,
+        seq: r.seq,
+        senderId: r.sender_id,
+        kind: r.kind,
+        body: deleted ? null : this.mapper.body(r.body, r.key_id),
+        attachments: deleted ? [] : r.attachments,
+        metadata: deleted ? null : r.metadata,
+        card: deleted ? null : r.card,
+        replyToId: r.reply_to_id,
+        mentions: r.mentions,
+        createdAt: iso(r.created_at),
+        editedAt: iso(r.edited_at),
+        deletedAt: iso(r.deleted_at),
+        edits: deleted ? [] : (edits.get(r.id) ?? []),
+        ...(withReactions ? { reactions: reactions.get(r.id) ?? [] } : {}),
+      };
+    });
+  }
+
+  private async *fileRecords(
+    tenant: string,
+    by: { uploaderId: string } | { roomId: string },
+    pace: () => Promise<void>,
+    count: (r: ExportRecord) => ExportRecord,
+  ): AsyncGenerator<ExportRecord> {
+    for (let after: string | null = null; ; ) {
+      await pace();
+      const rows = await filesPage(this.store.db(), tenant, by, after, this.pageSize);
+      for (const f of rows) {
+        yield count({
+          type: 'file',
+          id: f.id,
+          roomId: f.room_id,
+          messageId: f.message_id,
+          uploaderId: f.uploader_id,
+          name: f.name,
+          size: f.size,
+          mime: f.mime,
+          state: f.state,
+          createdAt: iso(f.created_at),
+        });
+      }
+      if (rows.length < this.pageSize) break;
+      after = rows[rows.length - 1]!.id;
+    }
+  }
+
+  // --- erasure -------------------------------------------------------------------------------
+
+  /**
+   * Erases what a user wrote and left behind in the tenant (docs/SECURITY.md, "Compliance"): the
+   * bodies of their messages (as deletes: `message.deleted` for each message not deleted before,
+   * also in archived and encrypted rooms) with their edit history, their reactions
+   * (`reaction.removed`), read positions, inbox items and uploaded files (handed to the file worker),
+   * and their name ("deleted user"). Memberships stay. Messages and reactions go in batches of
+   * `COMPLIANCE_PAGE`, one transaction each; the last transaction writes the rest and the audit row.
+   * Idempotent: a repeat erases nothing more and answers zeros.
+   */
+  async eraseUser(actor: Actor, userId: string): Promise<EraseResult> {
+    const tenant = this.requireAdmin(actor, 'erase users');
+    if (!(await userKnown(this.store.db(), tenant, userId))) throw notFound('user');
+    const result: EraseResult = { userId, messages: 0, edits: 0, reactions: 0, readPositions: 0, inboxItems: 0, files: 0 };
+    for (;;) {
+      const done = await this.batch(() => this.eraseMessageBatch(actor, userId, result));
+      if (done < this.pageSize) break;
+    }
+    for (;;) {
+      const done = await this.batch(() => this.eraseReactionBatch(tenant, userId, result));
+      if (done < this.pageSize) break;
+    }
+    await this.store.transact(async (tx) => {
+      result.edits += await deleteEditsOfSender(tx.db, tenant, userId);
+      result.readPositions = await resetReadPositions(tx.db, tenant, userId);
+      result.inboxItems = await deleteInboxItems(tx.db, tenant, userId);
+      result.files += await removeFilesOfUploader(tx.db, tenant, userId);
+      await anonymizeUser(tx.db, tenant, userId);
+      const { userId: _u, ...counts } = result;
+      await tx.audit({ tenant, actorId: actor.id, action: 'user.erase', targetId: userId, data: counts });
+    });
+    if (result.files > 0) this.wakeFiles();
+    this.log.info({ audit: 'compliance', action: 'user.erase', tenant, by: actor.id, targetId: userId, ...result }, 'compliance: user.erase');
+    return result;
+  }
+
+  /** Runs one erasure batch, again on a deadlock (its locks span several rooms). */
+  private async batch(fn: () => Promise<number>): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (attempt >= 3 || !retryable(err)) throw err;
+      }
+    }
+  }
+
+  /** One transaction: the next batch of the user's messages with content. Returns how many were locked. */
+  private eraseMessageBatch(actor: Actor, userId: string, result: EraseResult): Promise<number> {
+    const tenant = actor.tenant;
+    let wake = false;
+    const counted = { messages: 0, edits: 0, files: 0 };
+    return this.store
+      .transact(async (tx) => {
+        // Lock order (src/store/tx.ts): the messages, then the thread roots of live replies, then
+        // the rooms (in id order) as their seqs are taken.
+        const rows = await lockMessagesToErase(tx, tenant, userId, this.pageSize);
+        if (rows.length === 0) return 0;
+        const ids = rows.map((r) => r.id);
+        const inBatch = new Set(ids);
+        const roots = [...new Set(rows.filter((r) => r.reply_to_id && !r.deleted_at && !inBatch.has(r.reply_to_id)).map((r) => r.reply_to_id!))].sort();
+        for (const root of roots) await lockMessage(tx, root);
+        counted.files = await removeFilesOfMessages(tx.db, ids);
+        wake = counted.files > 0;
+        const res = await tx.db.deleteFrom('message_edit').where('message_id', 'in', ids).executeTakeFirst();
+        counted.edits = Number(res.numDeletedRows);
+        const ordered = [...rows].sort((a, b) => (a.room_id === b.room_id ? a.seq - b.seq : a.room_id < b.room_id ? -1 : 1));
+        for (const row of ordered) await this.eraseOne(tx, actor, row);
+        counted.messages = rows.length;
+        return rows.length;
+      })
+      .then((n) => {
+        result.messages += counted.messages;
+        result.edits += counted.edits;
+        result.files += counted.files;
+        if (wake) this.wakeFiles();
+        return n;
+      });
+  }
+
+  private async eraseOne(tx: Tx, actor: Actor, row: MessageRow): Promise<void> {
+    // Deleted before (its body kept at rest by older versions): erased without an event, clients
+    // already show it deleted.
+    if (row.deleted_at) {
+      await eraseMessage(tx, row.id, actor.id);
+      return;
+    }
+    await tx.appendErasure(row.room_id, async () => {
+      const erased = await eraseMessage(tx, row.id, actor.id);
+      if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);
+      await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, row.id);
+      return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(erased) } as const;
+    });
+  }
+
+  /** One transaction: the user's reactions on the next batch of messages. Returns how many messages. */
+  private eraseReactionBatch(tenant: string, userId: string, result: EraseResult): Promise<number> {
+    let removedCount = 0;
+    return this.store
+      .transact(async (tx) => {
+        const messages = await lockMessagesReactedBy(tx, tenant, userId, this.pageSize);
+        if (messages.length === 0) return 0;
+        const roomOf = new Map(messages.map((m) => [m.id, m.room_id]));
+        const removed = await deleteReactionsOf(tx, userId, [...roomOf.keys()]);
+        removed.sort((a, b) => {
+          const ra = roomOf.get(a.message_id)!;
+          const rb = roomOf.get(b.message_id)!;
+          return ra !== rb ? (ra < rb ? -1 : 1) : a.message_id !== b.message_id ? (a.message_id < b.message_id ? -1 : 1) : a.emoji < b.emoji ? -1 : 1;
+        });
+        for (const r of removed) {
+          const roomId = roomOf.get(r.message_id)!;
+          await tx.appendErasure(roomId, async () => {
+            const reactions = (await reactionSummaries(tx.db, [r.message_id], null)).get(r.message_id) ?? [];
+            return { type: 'reaction.removed', roomId, messageId: r.message_id, userId, emoji: r.emoji, reactions } as const;
+          });
+        }
+        removedCount = removed.length;
+        return messages.length;
+      })
+      .then((n) => {
+        result.reactions += removedCount;
+        return n;
+      });
+  }
+
+  // --- audit trail ---------------------------------------------------------------------------
+
+  /** The tenant's audit trail, newest first; `nextCursor` pages on (null: no more). */
+  async audit(actor: Actor, input: AuditInput): Promise<{ events: AuditEventDto[]; nextCursor: string | null }> {
+    const tenant = this.requireAdmin(actor, 'read the audit trail');
+    const rows = await auditPage(this.store.db(), {
+      tenant,
+      since: input.since ?? null,
+      actorId: input.actorId ?? null,
+      roomId: input.roomId ?? null,
+      action: input.action ?? null,
+      before: input.cursor ? parseCursor(input.cursor) : null,
+      limit: input.limit + 1,
+    });
+    const events = rows.slice(0, input.limit);
+    const last = events[events.length - 1];
+    return { events, nextCursor: rows.length > input.limit && last ? `${last.at.getTime()}_${last.id}` : null };
+  }
+}
+
+function parseCursor(cursor: string): { at: Date; id: string } {
+  const m = /^(\d{1,15})_([0-9a-f-]{36})$/.exec(cursor);
+  if (!m) throw badRequest('cursor must be a nextCursor of admin.audit');
+  return { at: new Date(Number(m[1])), id: m[2]! };
+}

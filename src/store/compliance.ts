@@ -1,0 +1,333 @@
+import type { Selectable } from 'kysely';
+import type { AuditAction, AuditEventDto } from '../domain/audit.js';
+import type { Db, Tables } from './database.js';
+import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
+import { jsonb, now, type Tx } from './tx.js';
+
+/**
+ * The queries of `admin.*` (src/services/compliance.ts): keyset pages for the exports (one page in
+ * memory at a time), the erasure's batches and the audit trail's reads. Every read is scoped to a
+ * tenant.
+ */
+
+/** The text every erased user's name becomes. */
+export const DELETED_USER_NAME = 'deleted user';
+
+export type UserRow = Selectable<Tables['chat_user']>;
+
+export function userOfTenant(db: Db, tenant: string, userId: string): Promise<UserRow | undefined> {
+  return db.selectFrom('chat_user').selectAll().where('tenant', '=', tenant).where('id', '=', userId).executeTakeFirst();
+}
+
+/**
+ * Whether the tenant knows the user: a user row (upserted from their tokens), a membership, a
+ * message or an upload (members added by others may never have called the API themselves).
+ */
+export async function userKnown(db: Db, tenant: string, userId: string): Promise<boolean> {
+  const row = await db
+    .selectNoFrom((eb) => [
+      eb
+        .or([
+          eb.exists(eb.selectFrom('chat_user').select('id').where('tenant', '=', tenant).where('id', '=', userId)),
+          eb.exists(
+            eb
+              .selectFrom('membership as m')
+              .innerJoin('room as r', 'r.id', 'm.room_id')
+              .select('m.user_id')
+              .where('r.tenant', '=', tenant)
+              .where('m.user_id', '=', userId),
+          ),
+          eb.exists(eb.selectFrom('message').select('id').where('tenant', '=', tenant).where('sender_id', '=', userId)),
+          eb.exists(eb.selectFrom('file').select('id').where('tenant', '=', tenant).where('uploader_id', '=', userId)),
+        ])
+        .as('known'),
+    ])
+    .executeTakeFirstOrThrow();
+  return Boolean(row.known);
+}
+
+export function roomOfTenant(db: Db, tenant: string, roomId: string) {
+  return db.selectFrom('room').selectAll().where('tenant', '=', tenant).where('id', '=', roomId).executeTakeFirst();
+}
+
+/** A user's memberships (with read positions) of the tenant's rooms, after `afterRoomId`. */
+export function membershipsPage(db: Db, tenant: string, userId: string, afterRoomId: string | null, limit: number) {
+  return db
+    .selectFrom('membership as m')
+    .innerJoin('room as r', 'r.id', 'm.room_id')
+    .select(['m.room_id', 'r.name as room_name', 'm.role', 'm.joined_at', 'm.last_read_seq', 'm.last_read_at', 'm.muted_until'])
+    .where('r.tenant', '=', tenant)
+    .where('m.user_id', '=', userId)
+    .$if(afterRoomId !== null, (qb) => qb.where('m.room_id', '>', afterRoomId!))
+    .orderBy('m.room_id')
+    .limit(limit)
+    .execute();
+}
+
+/** A room's members (with read positions), after `afterUserId`. */
+export function membersPage(db: Db, roomId: string, afterUserId: string | null, limit: number) {
+  return db
+    .selectFrom('membership as m')
+    .leftJoin('room as r', 'r.id', 'm.room_id')
+    .leftJoin('chat_user as u', (j) => j.onRef('u.tenant', '=', 'r.tenant').onRef('u.id', '=', 'm.user_id'))
+    .select(['m.user_id', 'u.name', 'm.role', 'm.joined_at', 'm.last_read_seq', 'm.last_read_at', 'm.muted_until'])
+    .where('m.room_id', '=', roomId)
+    .$if(afterUserId !== null, (qb) => qb.where('m.user_id', '>', afterUserId!))
+    .orderBy('m.user_id')
+    .limit(limit)
+    .execute();
+}
+
+export function bansOfRoom(db: Db, roomId: string) {
+  return db.selectFrom('room_ban').select(['user_id', 'banned_by', 'created_at']).where('room_id', '=', roomId).orderBy('user_id').execute();
+}
+
+/** A user's messages in the tenant, by (room, seq), after the cursor. */
+export function messagesOfUserPage(db: Db, tenant: string, userId: string, after: { roomId: string; seq: number } | null, limit: number): Promise<MessageRow[]> {
+  return db
+    .selectFrom('message')
+    .select(MESSAGE_FIELDS)
+    .where('tenant', '=', tenant)
+    .where('sender_id', '=', userId)
+    .$if(after !== null, (qb) => qb.where((eb) => eb.tuple(eb.ref('room_id'), eb.ref('seq')), '>', (eb) => eb.tuple(after!.roomId, after!.seq)))
+    .orderBy('room_id')
+    .orderBy('seq')
+    .limit(limit)
+    .execute();
+}
+
+/** A room's messages in seq order after `afterSeq`. */
+export function messagesOfRoomPage(db: Db, roomId: string, afterSeq: number, limit: number): Promise<MessageRow[]> {
+  return db.selectFrom('message').select(MESSAGE_FIELDS).where('room_id', '=', roomId).where('seq', '>', afterSeq).orderBy('seq').limit(limit).execute();
+}
+
+/** The edit history of these messages, oldest first per message. */
+export function editsOfMessages(db: Db, messageIds: string[]) {
+  if (messageIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('message_edit')
+    .select(['message_id', 'body', 'key_id', 'editor_id', 'replaced_at'])
+    .where('message_id', 'in', messageIds)
+    .orderBy('message_id')
+    .orderBy('replaced_at')
+    .orderBy('id')
+    .execute();
+}
+
+/** Who reacted with what to these messages. */
+export function reactionsOfMessages(db: Db, messageIds: string[]) {
+  if (messageIds.length === 0) return Promise.resolve([]);
+  return db
+    .selectFrom('reaction')
+    .select(['message_id', 'user_id', 'emoji', 'created_at'])
+    .where('message_id', 'in', messageIds)
+    .orderBy('message_id')
+    .orderBy('created_at')
+    .orderBy('user_id')
+    .orderBy('emoji')
+    .execute();
+}
+
+/** A user's reactions in the tenant, by (message, emoji), after the cursor. */
+export function reactionsOfUserPage(db: Db, tenant: string, userId: string, after: { messageId: string; emoji: string } | null, limit: number) {
+  return db
+    .selectFrom('reaction as x')
+    .innerJoin('message as m', 'm.id', 'x.message_id')
+    .select(['x.message_id', 'm.room_id', 'x.emoji', 'x.created_at'])
+    .where('m.tenant', '=', tenant)
+    .where('x.user_id', '=', userId)
+    .$if(after !== null, (qb) =>
+      qb.where((eb) => eb.tuple(eb.ref('x.message_id'), eb.ref('x.emoji')), '>', (eb) => eb.tuple(after!.messageId, after!.emoji)),
+    )
+    .orderBy('x.message_id')
+    .orderBy('x.emoji')
+    .limit(limit)
+    .execute();
+}
+
+/** A user's inbox items after `afterSeq`. */
+export function inboxPage(db: Db, tenant: string, userId: string, afterSeq: number, limit: number) {
+  return db
+    .selectFrom('inbox_event')
+    .select(['seq', 'type', 'data', 'created_at'])
+    .where('tenant', '=', tenant)
+    .where('user_id', '=', userId)
+    .where('seq', '>', afterSeq)
+    .orderBy('seq')
+    .limit(limit)
+    .execute();
+}
+
+const FILE_EXPORT_FIELDS = ['id', 'room_id', 'message_id', 'uploader_id', 'name', 'size', 'mime', 'state', 'created_at'] as const;
+
+/** Files uploaded by a user (any state) or of a room, after `afterId`. */
+export function filesPage(db: Db, tenant: string, by: { uploaderId: string } | { roomId: string }, afterId: string | null, limit: number) {
+  return db
+    .selectFrom('file')
+    .select(FILE_EXPORT_FIELDS)
+    .where('tenant', '=', tenant)
+    .$if('uploaderId' in by, (qb) => qb.where('uploader_id', '=', (by as { uploaderId: string }).uploaderId))
+    .$if('roomId' in by, (qb) => qb.where('room_id', '=', (by as { roomId: string }).roomId))
+    .$if(afterId !== null, (qb) => qb.where('id', '>', afterId!))
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+/** A room's log entries that are not message events (membership, room changes), after `afterSeq`. */
+export function roomLogPage(db: Db, roomId: string, afterSeq: number, limit: number) {
+  return db
+    .selectFrom('room_event')
+    .select(['seq', 'type', 'data', 'created_at'])
+    .where('room_id', '=', roomId)
+    .where('message_id', 'is', null)
+    .where('seq', '>', afterSeq)
+    .orderBy('seq')
+    .limit(limit)
+    .execute();
+}
+
+// --- erasure ---------------------------------------------------------------------------------
+
+/**
+ * Locks the next batch of a user's messages that still hold content (a body, or not yet deleted),
+ * step 1 of the lock order (src/store/tx.ts).
+ */
+export function lockMessagesToErase(tx: Tx, tenant: string, userId: string, limit: number): Promise<MessageRow[]> {
+  tx.lockForUpdate('message');
+  return tx.db
+    .selectFrom('message')
+    .select(MESSAGE_FIELDS)
+    .where('tenant', '=', tenant)
+    .where('sender_id', '=', userId)
+    .where((eb) => eb.or([eb('body', 'is not', null), eb('deleted_at', 'is', null)]))
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .execute();
+}
+
+/** Erases a message's content at rest: deleted (if not yet), no body, attachments, card or metadata. */
+export function eraseMessage(tx: Tx, id: string, by: string): Promise<MessageRow> {
+  return tx.db
+    .updateTable('message')
+    .set((eb) => ({
+      body: null,
+      key_id: null,
+      attachments: jsonb([]),
+      card: null,
+      metadata: null,
+      deleted_at: eb.fn.coalesce('deleted_at', now()),
+      deleted_by: eb.fn.coalesce('deleted_by', eb.val(by)),
+    }))
+    .where('id', '=', id)
+    .returning(MESSAGE_FIELDS)
+    .executeTakeFirstOrThrow();
+}
+
+/** Removes the edit history of a user's messages in the tenant. Returns how many versions. */
+export async function deleteEditsOfSender(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db
+    .deleteFrom('message_edit')
+    .where('message_id', 'in', (eb) => eb.selectFrom('message').select('id').where('tenant', '=', tenant).where('sender_id', '=', userId))
+    .executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
+/** Locks the next batch of messages of the tenant the user reacted to (step 1 of the lock order). */
+export function lockMessagesReactedBy(tx: Tx, tenant: string, userId: string, limit: number): Promise<{ id: string; room_id: string }[]> {
+  tx.lockForUpdate('message');
+  return tx.db
+    .selectFrom('message')
+    .select(['id', 'room_id'])
+    .where('tenant', '=', tenant)
+    .where('id', 'in', (eb) => eb.selectFrom('reaction').select('message_id').where('user_id', '=', userId))
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .execute();
+}
+
+/** Deletes a user's reactions on these messages; returns the removed (message, emoji) pairs. */
+export function deleteReactionsOf(tx: Tx, userId: string, messageIds: string[]) {
+  return tx.db.deleteFrom('reaction').where('user_id', '=', userId).where('message_id', 'in', messageIds).returning(['message_id', 'emoji']).execute();
+}
+
+/** Forgets a user's read positions in the tenant's rooms (memberships stay). Returns how many. */
+export async function resetReadPositions(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db
+    .updateTable('membership')
+    .set({ last_read_seq: 0, last_read_at: null })
+    .where('user_id', '=', userId)
+    .where('room_id', 'in', (eb) => eb.selectFrom('room').select('id').where('tenant', '=', tenant))
+    .where((eb) => eb.or([eb('last_read_seq', '>', 0), eb('last_read_at', 'is not', null)]))
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+/** Deletes a user's inbox items (the cursor stays, so seqs go on). Returns how many. */
+export async function deleteInboxItems(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db.deleteFrom('inbox_event').where('tenant', '=', tenant).where('user_id', '=', userId).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
+/** Hands every file a user uploaded to the file worker for removal. Returns how many. */
+export async function removeFilesOfUploader(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db
+    .updateTable('file')
+    .set({ state: 'deleting', lease_until: null })
+    .where('tenant', '=', tenant)
+    .where('uploader_id', '=', userId)
+    .where('state', '!=', 'deleting')
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+/** Shows the user as "deleted user" (the row and its id stay; created if missing). */
+export async function anonymizeUser(db: Db, tenant: string, userId: string): Promise<void> {
+  // Also for a user without a row yet, so that a token of theirs later cannot bring the name back.
+  await db
+    .insertInto('chat_user')
+    .values({ tenant, id: userId, name: DELETED_USER_NAME, roles: [], created_at: now(), last_seen_at: now(), erased_at: now() })
+    .onConflict((oc) => oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({ name: DELETED_USER_NAME, roles: [], erased_at: eb.fn.coalesce('chat_user.erased_at', now()) })))
+    .execute();
+}
+
+// --- audit trail -----------------------------------------------------------------------------
+
+export interface AuditQuery {
+  tenant: string;
+  since: Date | null;
+  actorId: string | null;
+  roomId: string | null;
+  action: AuditAction | null;
+  /** Entries strictly older than this (at, id): the previous page's last. */
+  before: { at: Date; id: string } | null;
+  limit: number;
+}
+
+/** The tenant's audit trail, newest first. */
+export async function auditPage(db: Db, q: AuditQuery): Promise<AuditEventDto[]> {
+  const rows = await db
+    .selectFrom('audit_event')
+    .select(['id', 'at', 'actor_id', 'action', 'room_id', 'target_id', 'data'])
+    .where('tenant', '=', q.tenant)
+    .$if(q.since !== null, (qb) => qb.where('at', '>=', q.since!))
+    .$if(q.actorId !== null, (qb) => qb.where('actor_id', '=', q.actorId!))
+    .$if(q.roomId !== null, (qb) => qb.where('room_id', '=', q.roomId!))
+    .$if(q.action !== null, (qb) => qb.where('action', '=', q.action!))
+    .$if(q.before !== null, (qb) => qb.where((eb) => eb.tuple(eb.ref('at'), eb.ref('id')), '<', (eb) => eb.tuple(q.before!.at, q.before!.id)))
+    .orderBy('at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(q.limit)
+    .execute();
+  return rows.map((r) => ({
+    id: r.id,
+    at: r.at,
+    actorId: r.actor_id,
+    action: r.action as AuditAction,
+    roomId: r.room_id,
+    targetId: r.target_id,
+    data: r.data,
+  }));
+}
