@@ -507,6 +507,17 @@ describe('broadcast rooms', () => {
     const c = await send(admin, room.id, 'live');
     expect((await stream.next()).event).toMatchObject({ type: 'message.new', message: { id: c.id } });
   });
+
+  it('a demoted admin can no longer edit their old posts (posting rights count for edits too)', async () => {
+    const [owner, admin] = users('owner', 'admin');
+    const room = await as(owner).room.create({ kind: 'broadcast', name: 'Announcements', memberIds: [admin] });
+    await as(owner).room.setRole({ roomId: room.id, userId: admin, role: 'admin' });
+    const post = await send(admin, room.id, 'the plan');
+    expect((await as(admin).chat.edit({ messageId: post.id, body: 'the plan, v2' })).body).toBe('the plan, v2');
+    await as(owner).room.setRole({ roomId: room.id, userId: admin, role: 'member' });
+    await expectTRPCError(as(admin).chat.edit({ messageId: post.id, body: 'my own plan' }), 'FORBIDDEN', /only admins and the owner may post in a broadcast room/);
+    expect((await as(owner).chat.history({ roomId: room.id })).messages.find((m) => m.id === post.id)?.body).toBe('the plan, v2');
+  });
 });
 
 describe('service tokens', () => {

@@ -145,6 +145,17 @@ export class AccessService {
     if (!tenantMay(actor.roles, action)) throw forbidden(`only ${tenantRolesOf(action)} tokens may ${TENANT_WORDS[action]}`);
   }
 
+  /**
+   * Posting in the room with the role held now: broadcast rooms take posts (and edits of posts)
+   * from their admins and owner only. Applied to sends and to edits, so a demoted admin cannot
+   * rewrite old posts either.
+   */
+  requirePoster(access: RoomAccess): void {
+    if (!can(access.role, 'send', access.room.kind)) {
+      throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
+    }
+  }
+
   /** A write other than a send (deleting a message) into a room read with `requireMember`: not archived. */
   requireWritable(access: RoomAccess): void {
     requireNotArchived(access.room);

@@ -46,7 +46,7 @@ export class MessageChanges {
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
-      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
+      this.access.requirePoster(await this.access.requireAccess(actor, row.room_id, 'send', tx.em));
       if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
       await recordEdit(tx, row, actor.id);
       const sealed = sealBody(this.keyring, access, body);

@@ -1,9 +1,8 @@
 import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import { type Actor, isService } from '../../domain/actor.js';
-import { AppError, badRequest, conflict, forbidden, notFound } from '../../domain/errors.js';
+import { AppError, badRequest, conflict, notFound } from '../../domain/errors.js';
 import type { AttachmentDto, CardDto, JsonObject, LinkAttachmentDto, MessageDto } from '../../domain/events.js';
-import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Counters } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
@@ -129,12 +128,6 @@ export class MessageSender {
     };
   }
 
-  private requirePoster(access: RoomAccess): void {
-    if (!can(access.role, 'send', access.room.kind)) {
-      throw forbidden(`only admins and the owner may post in a ${access.room.kind} room`);
-    }
-  }
-
   /**
    * A message without reply and mentions. Its rate limit and its access check run at once (the
    * limit's refusal wins, as it came first before); then it is written with whatever else is queued.
@@ -152,7 +145,7 @@ export class MessageSender {
     if (checked.status === 'rejected') throw checked.reason;
     const access = checked.value;
     if (access instanceof AppError) throw access;
-    this.requirePoster(access);
+    this.access.requirePoster(access);
     const outcome = await this.writes.submit(this.draft(actor, input, access, linksOnly(input)));
     if (outcome.kind === 'gone') throw notFound('room');
     if (outcome.kind === 'archived') throw roomArchived();
@@ -172,7 +165,7 @@ export class MessageSender {
     try {
       return await this.store.transact(async (tx) => {
         const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
-        this.requirePoster(access);
+        this.access.requirePoster(access);
         if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
           throw badRequest('replyToId does not name a message of this room');
         }
