@@ -35,9 +35,10 @@ it('a node killed with SIGKILL while pushes are queued: another node delivers ea
     await using bob = clientFor(a.url, 'bob', { tenant });
     await bob.trpc.device.register.mutate({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
   }
-  await waitFor(() => alice.trpc.presence.get.query({ userIds: ['bob'] }), 'bob offline', { until: (s) => s[0]?.status === 'offline' });
   const dm = await alice.trpc.room.openDirect.mutate({ userId: 'bob' });
   const group = await alice.trpc.room.create.mutate({ kind: 'group', name: 'Crash', memberIds: ['bob'] });
+  // (Presence is visible to those who share a room: asked once the rooms exist.)
+  await waitFor(() => alice.trpc.presence.get.query({ userIds: ['bob'] }), 'bob offline', { until: (s) => s[0]?.status === 'offline' });
   const direct = await alice.trpc.chat.send.mutate({ roomId: dm.id, clientId: uuid(), body: 'before the crash' });
   const mention = await alice.trpc.chat.send.mutate({ roomId: group.id, clientId: uuid(), body: '@bob look', mentions: ['bob'] });
   // Both are tried (one hangs, one is refused and queued for a retry) before the node dies.

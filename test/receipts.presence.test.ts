@@ -248,6 +248,19 @@ describe('presence across nodes', () => {
     return done.promise;
   }
 
+  it('presence.get answers for people who share a room with me (and me); others of the tenant are left out; the integration sees all', async () => {
+    const u = tag();
+    const [me, friend, stranger] = [`me-${u}`, `fr-${u}`, `st-${u}`];
+    await using mc = clientFor(cl.a.url, me);
+    await using sc = clientFor(cl.b.url, stranger);
+    await sc.trpc.auth.me.query(); // the stranger is online
+    await mc.trpc.room.create.mutate({ kind: 'group', name: 'friends', memberIds: [friend] });
+    const states = await mc.trpc.presence.get.query({ userIds: [me, friend, stranger] });
+    expect(states.map((s) => s.userId).sort()).toEqual([friend, me].sort());
+    await using admin = clientFor(cl.a.url, `adm-${u}`, { roles: ['admin'] });
+    expect((await admin.trpc.presence.get.query({ userIds: [stranger] }))[0]).toMatchObject({ userId: stranger, status: 'online' });
+  });
+
   it('online while any connection is open on any node; away shows on both nodes; closing makes them offline', async () => {
     const u = tag();
     const [p, w] = [`p-${u}`, `w-${u}`];

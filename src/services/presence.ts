@@ -2,12 +2,12 @@ import { keyOf } from '../domain/ids.js';
 import type { PresenceState } from '../domain/events.js';
 import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isIntegration } from '../domain/actor.js';
 import type { Logger } from '../logger.js';
 import type { RateLimits } from './limits.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
-import { roomIdsOfUser } from '../store/members.js';
+import { roomIdsOfUser, sharingRoomWith } from '../store/members.js';
 import type { Store } from '../store/store.js';
 
 export const PRESENCE_TTL_MS = 60_000;
@@ -90,9 +90,16 @@ export class PresenceService {
     return this.store.count({ tenant: actor.tenant, userId: actor.id });
   }
 
+  /**
+   * Presence of users who share a room with the caller (the caller included); anyone else of the
+   * tenant is left out of the answer, as if unknown. The tenant's integration (admins, service
+   * tokens) sees everyone's.
+   */
   async get(actor: Actor, userIds: string[]) {
+    const wanted = [...new Set(userIds)];
+    const visible = isIntegration(actor) ? wanted : [...(await sharingRoomWith(this.data.db(), actor.tenant, actor.id, wanted))];
     try {
-      return await this.store.get(actor.tenant, [...new Set(userIds)]);
+      return await this.store.get(actor.tenant, visible);
     } catch (err) {
       this.warn(err);
       throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');

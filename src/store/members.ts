@@ -201,3 +201,21 @@ export async function memberIdsOfTenantRoom(db: Db, tenant: string, roomId: stri
   const rows = await db.selectFrom('membership').select('user_id').where('room_id', '=', roomId).execute();
   return rows.map((r) => r.user_id);
 }
+
+/** Which of the users share at least one room of the tenant with `me` (`me` included when asked). */
+export async function sharingRoomWith(db: Db, tenant: string, me: string, userIds: readonly string[]): Promise<Set<string>> {
+  if (userIds.length === 0) return new Set();
+  const rows = await db
+    .selectFrom('membership as them')
+    .innerJoin('membership as mine', 'mine.room_id', 'them.room_id')
+    .innerJoin('room as r', 'r.id', 'them.room_id')
+    .select('them.user_id')
+    .distinct()
+    .where('mine.user_id', '=', me)
+    .where('r.tenant', '=', tenant)
+    .where('them.user_id', 'in', userIds)
+    .execute();
+  const out = new Set(rows.map((r) => r.user_id));
+  if (userIds.includes(me)) out.add(me);
+  return out;
+}
