@@ -142,6 +142,21 @@ describe('token expiry on open sockets', () => {
     expect(rec.endedHow).toBeNull();
   });
 
+  it('refresh to a token that lost a role (support) closes the connection (4010): its support-room stream does not outlive the role', async () => {
+    const support = (await callerFor(N1.app, actor('sr-customer')).room.create({ kind: 'support', name: 'Help' })).id;
+    const agent = raw(N1.url, { token: tokenFor('sr-agent', { roles: ['support'] }) });
+    agent.subscribe(1, 'chat.events', { roomId: support });
+    await agent.waitFrame(isReady(1), 'the support room stream');
+    agent.send({ id: 2, method: 'mutation', params: { path: 'auth.refresh', input: { json: { token: tokenFor('sr-agent') } } } });
+    expect((await agent.waitFrame((f) => f.id === 2, 'the refresh answer')).result).toBeDefined();
+    expect(await closeOf(agent, 5000, 'the close')).toEqual({ code: CloseCode.RolesChanged, reason: 'the token lost roles: reconnect' });
+    // Back with the new token: the room is none of theirs.
+    const again = raw(N1.url, { token: tokenFor('sr-agent') });
+    again.subscribe(1, 'chat.events', { roomId: support });
+    expect((await again.waitFrame((f) => f.id === 1, 'the answer')).error?.data?.code).toBe('NOT_FOUND');
+    // A refresh that keeps the roles keeps the connection (the test above).
+  });
+
   it('refresh with another user or tenant is FORBIDDEN; an expired or foreign token is UNAUTHORIZED; the connection keeps its identity', async () => {
     const c = ws(N1, tokenFor('ref-2'));
     const cases: [string, string, string, string][] = [

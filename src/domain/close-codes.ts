@@ -7,6 +7,11 @@ export const CloseCode = {
   TokenExpired: 4001,
   /** The user's sessions were revoked by an admin. */
   Revoked: 4003,
+  /**
+   * `auth.refresh` swapped in a token with fewer roles: the connection's subscriptions were opened
+   * with the old ones. Reconnect (with the new token): every subscription is checked again.
+   */
+  RolesChanged: 4010,
   /** Too much data queued for a slow reader: reconnect and resume (nothing durable is lost). */
   SlowConsumer: 4008,
   /** Too many concurrent connections for this user or address. */

@@ -151,8 +151,16 @@ export class SessionService {
     if (next.id !== s.actor.id || next.tenant !== s.actor.tenant) {
       throw forbidden('a refreshed token must be for the same user and tenant');
     }
+    const lost = s.actor.roles.filter((r) => !next.roles.includes(r));
     s.actor = next;
     this.armExpiry(s);
+    if (lost.length > 0) {
+      // Streams opened with a role the new token lacks (a support agent's support rooms) must not
+      // outlive it: after this call's answer, the connection is closed and every subscription is
+      // checked again on reconnect.
+      this.log.info({ audit: 'roles_changed', tenant: next.tenant, userId: next.id, lost }, 'closing a connection whose token lost roles');
+      setImmediate(() => s.socket.close(CloseCode.RolesChanged, 'the token lost roles: reconnect'));
+    }
     return next;
   }
 
