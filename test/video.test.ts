@@ -21,6 +21,7 @@ import {
   recordEvents,
   recordInbox,
   roomKit,
+  TEST_LIMITS,
   testEnv,
   uuid,
   type Actor,
@@ -329,6 +330,25 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     const list = lk.requests.filter((r) => r.method === 'ListParticipants' && r.body.room === m.id);
     expect(list).toHaveLength(1);
     expect(list[0]!.grants.video).toMatchObject({ roomAdmin: true, room: m.id });
+  });
+
+  it('join tokens and live participant lists spend the action budget: a flood stops before it reaches the provider', async () => {
+    await using tight = await server('video-tight', {
+      ...videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
+      limits: { ...TEST_LIMITS, actionsPer10s: 3 },
+    });
+    const [owner] = users('owner');
+    const room = await groupRoom(tight, owner, []);
+    const m = await as(tight, owner).video.create({ roomId: room.id });
+    const before = lk.requests.filter((r) => r.method === 'ListParticipants' && r.body.room === m.id).length;
+    await as(tight, owner).video.joinToken({ meetingId: m.id });
+    await as(tight, owner).video.get({ meetingId: m.id, live: true });
+    await as(tight, owner).video.get({ meetingId: m.id, live: true });
+    await expectTRPCError(as(tight, owner).video.get({ meetingId: m.id, live: true }), 'TOO_MANY_REQUESTS', /too many changes/);
+    await expectTRPCError(as(tight, owner).video.joinToken({ meetingId: m.id }), 'TOO_MANY_REQUESTS');
+    expect(lk.requests.filter((r) => r.method === 'ListParticipants' && r.body.room === m.id).length - before).toBe(2);
+    // Reading the meeting without asking the provider stays free.
+    expect((await as(tight, owner).video.get({ meetingId: m.id })).id).toBe(m.id);
   });
 
   it('provider failures are SERVICE_UNAVAILABLE and leave no meeting behind (wrong LiveKit secret: 401 from Twirp)', async () => {

@@ -33,7 +33,7 @@ export function createMeetingServices(
   provider: VideoProvider | null,
 ): MeetingServices {
   const video = new ProviderCalls(provider, parts.log);
-  const read = new MeetingReader(store, access, video);
+  const read = new MeetingReader(store, access, video, parts.limits);
   return {
     lifecycle: new MeetingLifecycle(parts.limits, parts.log, parts.tokenTtlSeconds, store, access, video, read),
     read,

@@ -91,6 +91,7 @@ export class MeetingLifecycle {
       throw new AppError('PRECONDITION_FAILED', `this meeting was created on ${row.provider}, but the server now uses ${provider.name}`);
     }
     const admin = ROLE_RANK[access.role] >= ROLE_RANK.moderator;
+    await this.reader.spendProviderCall(actor);
     const token = await this.video.call(() =>
       provider.mintJoinToken({
         room: row.id,

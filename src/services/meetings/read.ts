@@ -8,6 +8,8 @@ import type { AccessService } from '../access.js';
 import type { MeetingDto, OnlineParticipant } from '../../domain/meetings.js';
 import { meetingFromRow, participantsByMeeting } from './dto.js';
 import type { ProviderCalls } from './provider-calls.js';
+import type { RateLimits } from '../limits.js';
+import { keyOf } from '../../domain/ids.js';
 
 /** `video.get` and `video.list`, and the meeting lookups the other meeting procedures start from. */
 export class MeetingReader {
@@ -15,7 +17,13 @@ export class MeetingReader {
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly video: ProviderCalls,
+    private readonly limits: RateLimits,
   ) {}
+
+  /** Calls to the video provider on a user's behalf (join tokens, live participant lists) spend their action budget. */
+  spendProviderCall(actor: Actor): Promise<void> {
+    return this.limits.consume('action', keyOf(actor.tenant, actor.id, 'video'));
+  }
 
   /** `video.get`: the meeting with its participants; `live` also asks the provider who is in now. */
   async get(actor: Actor, meetingId: string, live = false): Promise<MeetingDto & { online: OnlineParticipant[] | null }> {
@@ -24,6 +32,7 @@ export class MeetingReader {
     const meeting = meetingFromRow(row, await this.participants(this.store.db(), row.id));
     let online: OnlineParticipant[] | null = null;
     if (live) {
+      await this.spendProviderCall(actor);
       online =
         meeting.status === 'ended'
           ? []
