@@ -168,6 +168,10 @@ describe('configuration', () => {
     // Webhooks for a provider that is not configured are not found; chat works as before.
     const hook = await postWebhook(lkHook(none), livekitEvent({ event: 'room_started', room: uuid() }), { authorization: 'x' });
     expect(hook.status).toBe(404);
+    // Checked before the body is read: an oversized body to a provider not in use is 404, not 413.
+    const big = await fetch(lkHook(none), { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(1024 * 1024) });
+    expect(big.status).toBe(404);
+    expect(await big.json()).toEqual({ error: 'livekit is not the video provider of this server' });
     const msg = await me.chat.send({ roomId: room.id, clientId: uuid(), body: 'still chatting' });
     expect(msg.body).toBe('still chatting');
   });

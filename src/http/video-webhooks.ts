@@ -68,6 +68,12 @@ export function videoWebhookHandler(webhooks: MeetingWebhooks, log: Logger) {
       send(405, { error: 'use POST' }, { allow: 'POST' });
       return true;
     }
+    // A provider this server does not use: answered before a byte of the body is read.
+    if (!webhooks.accepts(provider)) {
+      send(404, { error: `${provider} is not the video provider of this server` }, { connection: 'close' });
+      req.resume();
+      return true;
+    }
     void (async () => {
       try {
         const raw = await readRawBody(req, VIDEO_WEBHOOK_MAX_BYTES);

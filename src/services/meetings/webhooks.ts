@@ -38,6 +38,11 @@ export class MeetingWebhooks {
    * transaction that applies it, and applied so that out-of-order deliveries converge: status only
    * moves forward (scheduled -> live -> ended) and participant rows merge joins and leaves.
    */
+  /** Whether webhooks of this provider are taken here (checked before a body is read). */
+  accepts(providerName: string): boolean {
+    return this.provider !== null && this.provider.name === providerName;
+  }
+
   async handle(providerName: string, rawBody: string, headers: IncomingHttpHeaders): Promise<WebhookOutcome> {
     const provider = this.provider;
     if (!provider || provider.name !== providerName) {
