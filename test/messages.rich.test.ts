@@ -598,6 +598,11 @@ describe('chat.search', () => {
     await expectTRPCError(as(alice!).chat.search({ query: w, roomId: c.id }), 'NOT_FOUND');
     await expectTRPCError(as(alice!).chat.search({ query: w, roomId: d.id }), 'NOT_FOUND');
     await expectTRPCError(as(alice!).chat.search({ query: '   ' }), 'BAD_REQUEST', /query/);
+    // Only excluded words: nothing the index can look up (it would read every message): refused.
+    await expectTRPCError(as(alice!).chat.search({ query: `-${w}` }), 'BAD_REQUEST', /at least one word to look for/);
+    await expectTRPCError(as(alice!).chat.search({ query: `-${w} -other` }), 'BAD_REQUEST', /at least one word/);
+    // With a word to look for, exclusions work.
+    expect([...(await as(alice!).chat.search({ query: `${w} -today` })).hits.map((h) => h.message.id)].sort()).toEqual([many.id, html.id].sort());
 
     // Other callers see their own rooms only.
     expect([...(await as(bob!).chat.search({ query: w })).hits.map((h) => h.message.id)].sort()).toEqual([once.id, many.id, hidden.id].sort());

@@ -208,6 +208,18 @@ export function searchMessages(
     .execute();
 }
 
+/**
+ * Whether the query has a part the full-text index can look up (`querytree` is `T` for one made only
+ * of negations, `-word`, which would read every message of the rooms instead).
+ */
+export async function usesSearchIndex(db: Db, query: string): Promise<boolean> {
+  const row = await db
+    .selectNoFrom(sql<string>`querytree(websearch_to_tsquery('simple', ${query}))`.as('tree'))
+    .executeTakeFirst();
+  const tree = row?.tree ?? '';
+  return tree !== '' && tree !== 'T';
+}
+
 /** How many of `userId`'s rooms of the tenant (only `roomId`, when given) are encrypted. */
 export async function encryptedRoomCount(db: Db, tenant: string, userId: string, roomId: string | null): Promise<number> {
   const row = await db

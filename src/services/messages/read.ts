@@ -1,7 +1,7 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest } from '../../domain/errors.js';
 import type { MessageDto, MessageEditDto, SearchHit } from '../../domain/events.js';
-import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage } from '../../store/messages.js';
+import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage, usesSearchIndex } from '../../store/messages.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
@@ -80,6 +80,9 @@ export class MessageReader {
     const roomId = input.roomId ?? null;
     if (roomId) await this.access.requireMember(actor, roomId);
     const db = this.store.db();
+    if (!(await usesSearchIndex(db, input.query))) {
+      throw badRequest('a search needs at least one word to look for (excluded words alone, like -word, cannot be searched)');
+    }
     const rows = await searchMessages(db, {
       query: input.query,
       tenant: actor.tenant,
