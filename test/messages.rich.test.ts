@@ -11,6 +11,7 @@ import {
   dispose,
   expectTRPCError,
   fileServer,
+  Keyring,
   openEvents,
   openInbox,
   roomKit,
@@ -662,7 +663,8 @@ describe('encryption at rest', () => {
     expect(stored.key_id).toBe('k1');
     expect(stored.body).not.toBe(secret);
     expect(stored.body).not.toContain('launch');
-    expect(stored.body).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+    // v2: bound to its room and message (AES-GCM associated data), iv.tag.ciphertext in base64url.
+    expect(stored.body).toMatch(/^v2\.[\w-]+\.[\w-]+\.[\w-]+$/);
 
     // Edits: the new body and the kept previous version are both encrypted at rest.
     await encAs('alice').chat.edit({ messageId: old.id, body: `${secret} (edited)` });
@@ -686,6 +688,26 @@ describe('encryption at rest', () => {
     const inRoom = await encAs('bob').chat.search({ query: 'launch', roomId });
     expect(inRoom).toMatchObject({ hits: [], skippedEncryptedRooms: 1 });
     expect((await encAs('bob').chat.search({ query: 'open', roomId: plainRoomId })).skippedEncryptedRooms).toBe(0);
+  });
+
+  it('a ciphertext is bound to its room and message: copied onto another message it does not decrypt', async () => {
+    const room = await encAs('alice').room.create({ kind: 'group', name: 'bound', encrypted: true, memberIds: ['bob'] });
+    const a = await encAs('alice').chat.send({ roomId: room.id, clientId: uuid(), body: `salary ${word('x')}` });
+    const b = await encAs('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'harmless' });
+    expect((await rawRow(a.id)).body).toMatch(/^v2\./);
+    // Someone with write access to the database moves a's ciphertext onto b (same key): refused.
+    await encEnv.sql('update message set body = (select body from message where id = $1) where id = $2', [a.id, b.id]);
+    const bodies = new Map((await encAs('bob').chat.history({ roomId: room.id })).messages.map((m) => [m.id, m.body]));
+    expect(bodies.get(a.id)).toBe(a.body);
+    expect(bodies.get(b.id)).toBeNull();
+    // Bodies sealed before the binding (no associated data) still decrypt.
+    const legacy = new Keyring(`k1:${k1}`).encrypt('from before the binding');
+    await encEnv.sql('update message set body = $1, key_id = $2 where id = $3', [legacy.text, legacy.keyId, b.id]);
+    expect((await encAs('bob').chat.history({ roomId: room.id })).messages.find((m) => m.id === b.id)?.body).toBe('from before the binding');
+    // A shortened authentication tag is refused too.
+    const [iv, tag, ct] = (await rawRow(a.id)).body.slice(3).split('.');
+    await encEnv.sql('update message set body = $1 where id = $2', [`v2.${iv}.${tag!.slice(0, 8)}.${ct}`, a.id]);
+    expect((await encAs('bob').chat.history({ roomId: room.id })).messages.find((m) => m.id === a.id)?.body).toBeNull();
   });
 
   it('key rotation: after a restart with a new first key, old rows still decrypt and new rows use the new key', async () => {

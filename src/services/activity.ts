@@ -233,7 +233,7 @@ export class ActivityFeed {
   /** The newest message as a room list shows it (an encrypted body is decrypted, as in `room.list`). */
   preview(row: MessageRow): MessagePreview {
     const deleted = row.deleted_at !== null;
-    const body = deleted ? null : this.mapper.body(row.body, row.key_id);
+    const body = deleted ? null : this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id });
     const text = deleted ? null : body || row.card?.title || null;
     return {
       id: row.id,

@@ -226,7 +226,8 @@ export class ComplianceService {
     const edits = new Map<string, { body: string | null; editorId: string; replacedAt: string | null }[]>();
     for (const e of await editsOfMessages(db, ids)) {
       const list = edits.get(e.message_id) ?? [];
-      list.push({ body: this.mapper.body(e.body, e.key_id), editorId: e.editor_id, replacedAt: iso(e.replaced_at) });
+      const roomId = rows.find((r) => r.id === e.message_id)?.room_id ?? '';
+      list.push({ body: this.mapper.body(e.body, e.key_id, { roomId, messageId: e.message_id }), editorId: e.editor_id, replacedAt: iso(e.replaced_at) });
       edits.set(e.message_id, list);
     }
     const reactions = new Map<string, { userId: string; emoji: string; createdAt: string | null }[]>();
@@ -246,7 +247,7 @@ export class ComplianceService {
         seq: r.seq,
         senderId: r.sender_id,
         kind: r.kind,
-        body: deleted ? null : this.mapper.body(r.body, r.key_id),
+        body: deleted ? null : this.mapper.body(r.body, r.key_id, { roomId: r.room_id, messageId: r.id }),
         attachments: deleted ? [] : r.attachments,
         metadata: deleted ? null : r.metadata,
         card: deleted ? null : r.card,

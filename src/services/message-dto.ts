@@ -1,3 +1,4 @@
+import { bodyContext } from './messages/shared.js';
 import type { MessageDto, Reaction } from '../domain/events.js';
 import type { Db } from '../store/database.js';
 import type { MessageRow } from '../store/message-row.js';
@@ -14,10 +15,11 @@ export class MessageMapper {
     private readonly onError: (err: unknown) => void = () => undefined,
   ) {}
 
-  body(text: string | null, keyId: string | null): string | null {
+  /** A stored body as plain text (decrypted, checked against its room and message). */
+  body(text: string | null, keyId: string | null, of: { roomId: string; messageId: string }): string | null {
     if (text === null || keyId === null) return text;
     try {
-      return this.keyring.decrypt(keyId, text);
+      return this.keyring.decrypt(keyId, text, bodyContext(of.roomId, of.messageId));
     } catch (err) {
       this.onError(err);
       return null;
@@ -31,7 +33,7 @@ export class MessageMapper {
       roomId: r.room_id,
       seq: r.seq,
       senderId: r.sender_id,
-      body: deleted ? null : this.body(r.body, r.key_id),
+      body: deleted ? null : this.body(r.body, r.key_id, { roomId: r.room_id, messageId: r.id }),
       kind: r.kind as MessageDto['kind'],
       attachments: deleted ? [] : r.attachments,
       metadata: deleted ? null : r.metadata,

@@ -47,9 +47,9 @@ export class MessageChanges {
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
       this.access.requirePoster(await this.access.requireAccess(actor, row.room_id, 'send', tx.em));
-      if (this.mapper.body(row.body, row.key_id) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
+      if (this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id }) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
       await recordEdit(tx, row, actor.id);
-      const sealed = sealBody(this.keyring, access, body);
+      const sealed = sealBody(this.keyring, access, body, row.id);
       let edited: MessageRow | undefined;
       await tx.append(row.room_id, async () => {
         edited = await rewriteBody(tx, messageId, sealed.body, sealed.keyId);

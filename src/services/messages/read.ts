@@ -68,7 +68,7 @@ export class MessageReader {
     const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, messageId));
     if (row.deleted_at) return [];
     const rows = await editsOf(db, messageId);
-    return rows.map((r) => ({ body: this.mapper.body(r.body, r.key_id), editorId: r.editor_id, replacedAt: r.replaced_at }));
+    return rows.map((r) => ({ body: this.mapper.body(r.body, r.key_id, { roomId: row.room_id, messageId }), editorId: r.editor_id, replacedAt: r.replaced_at }));
   }
 
   /**

@@ -112,9 +112,10 @@ export class MessageSender {
 
   /** The new message row of a send: a fresh id, its body sealed when the room is encrypted. */
   private draft(actor: Actor, input: SendInput, access: RoomAccess, attachments: AttachmentDto[]): NewMessage {
-    const sealed = sealBody(this.keyring, access, input.body);
+    const id = randomUUID();
+    const sealed = sealBody(this.keyring, access, input.body, id);
     return {
-      id: randomUUID(),
+      id,
       roomId: input.roomId,
       tenant: actor.tenant,
       senderId: actor.id,

@@ -6,10 +6,13 @@ import type { MessageRow } from '../../store/message-row.js';
 import type { AccessService } from '../access.js';
 import type { Keyring } from '../keyring.js';
 
-/** A body as stored: sealed with the keyring's active key when the room is encrypted. */
-export function sealBody(keyring: Keyring, access: RoomAccess, body: string): { body: string; keyId: string | null } {
+/** What a message body's ciphertext is bound to (AES-GCM associated data): its room and its id. */
+export const bodyContext = (roomId: string, messageId: string) => `message:${roomId}:${messageId}`;
+
+/** A body as stored: sealed with the keyring's active key when the room is encrypted, bound to its message. */
+export function sealBody(keyring: Keyring, access: RoomAccess, body: string, messageId: string): { body: string; keyId: string | null } {
   if (!access.room.encrypted) return { body, keyId: null };
-  const sealed = keyring.encrypt(body);
+  const sealed = keyring.encrypt(body, bodyContext(access.room.id, messageId));
   return { body: sealed.text, keyId: sealed.keyId };
 }
 
