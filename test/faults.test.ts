@@ -226,7 +226,9 @@ describe('faults (real processes, private PostgreSQL and Redis)', () => {
       await Promise.all(subs.map((s) => s.log.all(ackedSoFar, `the ${ackedSoFar.length} messages sent before the restart`, 60_000)));
       const recoveredMs = performance.now() - restartedAt;
       const stats1 = await Promise.all([A, B].map((n) => hubStats(n.url)));
-      const after = await readyz(B.url);
+      // Every Redis link of the node (bus, limits, presence, sessions) reconnects with its own backoff;
+      // the messages above may all have come through PostgreSQL before the last one is back.
+      const after = await waitFor(() => readyz(B.url), 'B /readyz 200 after the restart', { until: (r) => r.status === 200, timeoutMs: 60_000, everyMs: 100 });
       phase = 'after';
       resume.resolve();
       const seqs = await sending;
