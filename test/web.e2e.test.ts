@@ -105,7 +105,10 @@ describe('browser chat page', () => {
     const subscribed: string[] = [];
     page.on('websocket', (ws) =>
       ws.on('framesent', (f) => {
-        for (const m of [JSON.parse(String(f.payload))].flat() as { method?: string; params?: { path?: string } }[]) {
+        const text = String(f.payload);
+        // Keep-alive frames (PING/PONG) are not JSON.
+        if (!text.startsWith('{') && !text.startsWith('[')) return;
+        for (const m of [JSON.parse(text)].flat() as { method?: string; params?: { path?: string } }[]) {
           if (m.method === 'subscription' && m.params?.path) subscribed.push(m.params.path);
         }
       }),
