@@ -1,3 +1,4 @@
+import { PollingLoop } from '../polling.js';
 import type { NotifyConfig } from '../../config.js';
 import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
@@ -44,10 +45,7 @@ const PRUNE_EVERY_MS = 60 * 60_000;
  * read state: src/services/notify/policy.ts), so someone who came back or read meanwhile gets nothing.
  */
 export class NotifyWorker {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private again = false;
-  private stopped = true;
+  private readonly loop: PollingLoop;
   private readonly abort = new AbortController();
   private prunedAt = 0;
 
@@ -58,7 +56,9 @@ export class NotifyWorker {
     private readonly mailer: Mailer | null,
     private readonly log: Logger,
     private readonly counters: Counters,
-  ) {}
+  ) {
+    this.loop = new PollingLoop(() => this.round(), config.pollMs);
+  }
 
   get leaseMs(): number {
     return this.config.pushTimeoutMs + 5000;
@@ -66,41 +66,22 @@ export class NotifyWorker {
 
   start(): void {
     if (!this.config.vapid && !this.mailer) return;
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
   wake(): void {
-    if (this.stopped) return;
-    if (this.running !== null) {
-      this.again = true;
-      return;
-    }
-    this.schedule(0);
+    this.loop.wake();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    const done = this.loop.stop();
     this.abort.abort();
-    await this.running;
+    await done;
     this.mailer?.close();
   }
 
-  private schedule(ms: number): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.running = this.round().finally(() => {
-        this.running = null;
-        const more = this.again;
-        this.again = false;
-        this.schedule(more ? 0 : this.config.pollMs);
-      });
-    }, ms);
-    this.timer.unref();
+  private get stopped(): boolean {
+    return this.loop.stopped;
   }
 
   private async round(): Promise<void> {

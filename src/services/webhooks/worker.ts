@@ -1,3 +1,4 @@
+import { PollingLoop } from '../polling.js';
 import type { SecretBox } from './secrets.js';
 import type { WebhookConfig } from '../../config.js';
 import type { WebhookPayload } from '../../domain/webhooks.js';
@@ -29,10 +30,7 @@ export function retryDelay(baseMs: number, attempts: number, random = Math.rando
  * the lease runs out: at least once, never lost.
  */
 export class WebhookWorker {
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private again = false;
-  private stopped = true;
+  private readonly loop: PollingLoop;
   private readonly abort = new AbortController();
   private prunedAt = 0;
 
@@ -43,7 +41,9 @@ export class WebhookWorker {
     private readonly log: Logger,
     private readonly counters: Counters,
     private readonly secrets: SecretBox,
-  ) {}
+  ) {
+    this.loop = new PollingLoop(() => this.round(), config.pollMs);
+  }
 
   /** The lease of a claimed row: a request's timeout plus room for the bookkeeping. */
   get leaseMs(): number {
@@ -51,42 +51,23 @@ export class WebhookWorker {
   }
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
   /** Looks for due rows now (after a commit that wrote some). */
   wake(): void {
-    if (this.stopped) return;
-    if (this.running !== null) {
-      this.again = true;
-      return;
-    }
-    this.schedule(0);
+    this.loop.wake();
   }
 
   /** Stops polling, aborts requests in flight (their rows are retried after the lease) and waits for the round. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    const done = this.loop.stop();
     this.abort.abort();
-    await this.running;
+    await done;
   }
 
-  private schedule(ms: number): void {
-    if (this.stopped) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.running = this.round().finally(() => {
-        this.running = null;
-        const more = this.again;
-        this.again = false;
-        this.schedule(more ? 0 : this.config.pollMs);
-      });
-    }, ms);
-    this.timer.unref();
+  private get stopped(): boolean {
+    return this.loop.stopped;
   }
 
   /** Claims and sends due rows until none is left. */
@@ -102,7 +83,7 @@ export class WebhookWorker {
         if (rows.length === 0) return;
         await Promise.all(rows.map((r) => this.deliver(r)));
         // Delivered rows may have released later rows of their rooms.
-        this.again = true;
+        this.loop.wake();
       }
     } catch (err) {
       if (!this.stopped) this.log.warn({ err }, 'webhook round failed');
