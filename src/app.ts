@@ -83,6 +83,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   // Memory or Redis, decided once: the bus and every store the services use.
   const infra = createInfrastructure(config, { log, presenceTtlMs: presenceTtl(config), onBusError });
   const bus = infra.bus;
+  // Listen only once every Redis connection is ready, as the bus's subscriptions already require:
+  // otherwise the first requests would count rate limits per node (their fallback while Redis is
+  // not ready) and could miss presence. Redis down at start: the node waits, retrying, and says so.
+  const notReady = infra.redis.filter((l) => l.client.status !== 'ready');
+  if (notReady.length > 0) {
+    const slow = setTimeout(() => log.warn({ redis: notReady.map((l) => l.role) }, 'waiting for redis before serving'), 2000);
+    await Promise.all(notReady.map((l) => l.ready()));
+    clearTimeout(slow);
+  }
   const services = createServices({ config, orm: db.orm, bus, log, counters, observers: telemetry }, infra);
   const createContext = contextFactory(services);
 

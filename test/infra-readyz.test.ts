@@ -21,6 +21,22 @@ afterAll(() => dispose(fault, env));
 const allUp = { kind: 'redis', bus: { publisher: 'up', subscriber: 'up' }, presence: 'up', limits: 'up', sessions: 'up' };
 
 describe('/readyz and Redis', () => {
+  it('a node serves only once its Redis connections are ready (the first requests never fall back to per-node rate limits)', async () => {
+    // No wait here: startServer resolved, so every connection must already be ready.
+    expect(srv.app.infra.redis.map((l) => [l.role, l.client.status])).toEqual(srv.app.infra.redis.map((l) => [l.role, 'ready']));
+  });
+
+  it('with Redis down at start, a node waits and listens once Redis is back, every connection ready', async () => {
+    await redis.kill();
+    const starting = env.startServer({ redisUrl: redis.url });
+    await redis.start();
+    await using late = await starting;
+    // All five reconnect at about the same time; the node waited for each of them, not only the bus.
+    expect(late.app.infra.redis.every((l) => l.client.status === 'ready')).toBe(true);
+    expect((await getJson(`${late.url}/readyz`)).status).toBe(200);
+    await Promise.all(srv.app.infra.redis.map((l) => l.ready()));
+  });
+
   it('names every Redis store; 503 with each of them down while Redis is killed, 200 again after its restart', async () => {
     const links = srv.app.infra.redis;
     expect(links.map((l) => l.role).sort()).toEqual(['bus-pub', 'bus-sub', 'limits', 'presence', 'sessions']);
