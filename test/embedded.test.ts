@@ -1,4 +1,4 @@
-import { mkdtempDisposableSync } from 'node:fs';
+import { existsSync, mkdtempDisposableSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -12,10 +12,20 @@ describe('embedded mode', () => {
   it('serves a full round trip on an empty data dir and keeps the message across a restart', async () => {
     const config = testConfig({ databaseUrl: undefined, redisUrl: undefined, dataDir: dataDir.path });
     let roomId: string;
+    let embeddedSocketDir = '';
     let sentId: string;
     {
       await using srv = await startServer(config);
       expect(srv.app.db.embedded).toBe(true);
+      // PGlite has no passwords: it listens on a unix socket in a directory only this user may enter,
+      // never on a TCP port another local user could reach.
+      const url = new URL(srv.app.db.url);
+      const socketDir = url.searchParams.get('host')!;
+      expect(socketDir).toMatch(/^\//);
+      expect(statSync(socketDir).mode & 0o777).toBe(0o700);
+      expect(statSync(socketDir).uid).toBe(process.getuid!());
+      expect(existsSync(join(socketDir, `.s.PGSQL.${url.port}`))).toBe(true);
+      embeddedSocketDir = socketDir;
       expect(srv.app.bus.kind).toBe('memory');
       await using alice = clientFor(srv.url, 'alice');
       await using bob = clientFor(srv.url, 'bob');
@@ -33,6 +43,8 @@ describe('embedded mode', () => {
       expect(ready.status).toBe(200);
     }
 
+    // Stopped: the socket and its directory are gone.
+    expect(existsSync(embeddedSocketDir)).toBe(false);
     await using srv = await startServer(config);
     await using again = clientFor(srv.url, 'bob');
     const history = await again.trpc.chat.history.query({ roomId });

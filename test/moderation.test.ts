@@ -301,6 +301,12 @@ describe('room.byKey', () => {
     expect(await as(bob).room.byKey({ key: `${key}0` })).toEqual([]);
 
     await expectTRPCError(as(eve, 'default', ['admin']).room.create({ kind: 'support', name: 'again', key }), 'CONFLICT', new RegExp(key));
+    // Only who may see every room of the tenant learns that a key is taken: anyone else is refused for
+    // the key itself, before any lookup, with the same answer for a taken key and a free one.
+    const taken = await expectTRPCError(as(eve).room.create({ kind: 'group', name: 'probe', key }), 'FORBIDDEN');
+    const free = await expectTRPCError(as(eve).room.create({ kind: 'group', name: 'probe', key: `${key}-free` }), 'FORBIDDEN');
+    expect(taken.message).toBe(free.message.replace(`${key}-free`, key));
+    await expectTRPCError(as(eve).room.ensure({ kind: 'group', name: 'probe', key }), 'FORBIDDEN');
     // The same key in another tenant is another room, invisible here.
     const other = await as(eve, 'tenant-b', ['admin']).room.create({ kind: 'group', name: 'B', key });
     expect((await as(eve, 'tenant-b').room.byKey({ key })).map((r) => r.id)).toEqual([other.id]);

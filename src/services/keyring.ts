@@ -48,6 +48,16 @@ export class Keyring {
     return { keyId: this.activeId, text: boundTo !== undefined ? `v2.${sealed}` : sealed };
   }
 
+  /** The key ids configured, the active one first. */
+  get keyIds(): string[] {
+    return [...this.keys.keys()];
+  }
+
+  /** True when a body sealed with `keyId` as `text` is sealed the way `encrypt` seals now (active key, bound). */
+  isCurrent(keyId: string, text: string): boolean {
+    return keyId === this.activeId && text.startsWith('v2.');
+  }
+
   /** The plain text; a `v2` ciphertext needs the `boundTo` it was sealed with. The tag must be 16 bytes. */
   decrypt(keyId: string, text: string, boundTo?: string): string {
     const key = this.keys.get(keyId);

@@ -1,5 +1,6 @@
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { MikroORM, type Options, type PostgreSqlConnection, PostgreSqlDriver, type EntityManager as PostgreSqlEntityManager } from '@mikro-orm/postgresql';
 import type { Kysely } from 'kysely';
 import { Migrator } from '@mikro-orm/migrations';
@@ -39,13 +40,18 @@ export type Tables = Db extends Kysely<infer T> ? T : never;
 /** Arbitrary constant key of the advisory lock that serializes migrations across processes. */
 const MIGRATION_LOCK_KEY = 7_305_118_200_001;
 
-export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0): Options {
+export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0, socketDir?: string): Options {
+  const driverOptions = {
+    // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
+    // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
+    ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
+    // A unix socket: pg connects to `<dir>/.s.PGSQL.<port>` when the host is a directory.
+    ...(socketDir ? { host: socketDir } : {}),
+  };
   return {
     driver: PostgreSqlDriver,
     clientUrl,
-    // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
-    // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
-    ...(statementTimeoutMs > 0 ? { driverOptions: { statement_timeout: statementTimeoutMs } } : {}),
+    ...(Object.keys(driverOptions).length > 0 ? { driverOptions } : {}),
     entities,
     extensions: [Migrator],
     migrations: {
@@ -74,25 +80,44 @@ export interface Database {
 
 interface Embedded {
   url: string;
+  /** The private directory of the unix socket the embedded server listens on. */
+  socketDir: string;
   stop(): Promise<void>;
 }
 
-/** Starts PGlite with data under dataDir and exposes it over the PostgreSQL wire protocol. */
+/** The port in the socket's file name (`.s.PGSQL.5432`); nothing listens on a TCP port. */
+const EMBEDDED_SOCKET_PORT = 5432;
+
+/**
+ * Starts PGlite with data under dataDir and exposes it over the PostgreSQL wire protocol on a unix
+ * socket in a new directory only this process's user may enter (mode 0700). PGlite has no
+ * authentication: on a TCP port any local user or process could read and change every message.
+ */
 async function startEmbedded(dataDir: string): Promise<Embedded> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
   const dir = resolve(dataDir, 'pglite');
   mkdirSync(dir, { recursive: true });
   const db = await PGlite.create(dir);
+  // Under the system's temporary directory: a socket path must stay short (about 100 bytes).
+  const socketDir = mkdtempSync(join(tmpdir(), 'chat-pg-'));
+  chmodSync(socketDir, 0o700);
   // The default of one connection breaks the pool; the socket server keeps transactions isolated.
-  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 32 });
-  await server.start();
-  const [host, port] = server.getServerConn().split(':');
+  const server = new PGLiteSocketServer({ db, path: join(socketDir, `.s.PGSQL.${EMBEDDED_SOCKET_PORT}`), maxConnections: 32 });
+  try {
+    await server.start();
+  } catch (err) {
+    rmSync(socketDir, { recursive: true, force: true });
+    await db.close();
+    throw err;
+  }
   return {
-    url: `postgresql://postgres@${host}:${port}/postgres?sslmode=disable`,
+    url: `postgresql://postgres@localhost:${EMBEDDED_SOCKET_PORT}/postgres?host=${encodeURIComponent(socketDir)}`,
+    socketDir,
     async stop() {
       await server.stop();
       await db.close();
+      rmSync(socketDir, { recursive: true, force: true });
     },
   };
 }
@@ -101,8 +126,8 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
  * Applies pending migrations while holding a PostgreSQL advisory lock on a dedicated connection,
  * so several processes starting together apply each migration exactly once.
  */
-export async function migrate(orm: Orm, url: string): Promise<string[]> {
-  const client = new pg.Client({ connectionString: url });
+export async function migrate(orm: Orm, url: string, socketDir?: string): Promise<string[]> {
+  const client = new pg.Client({ connectionString: url, ...(socketDir ? { host: socketDir } : {}) });
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
@@ -130,9 +155,11 @@ export async function openDatabase(opts: {
   }
   let orm: Orm;
   try {
-    orm = (await MikroORM.init(ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10), opts.statementTimeoutMs ?? 0))) as unknown as Orm;
+    orm = (await MikroORM.init(
+      ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10), opts.statementTimeoutMs ?? 0, embedded?.socketDir),
+    )) as unknown as Orm;
     await parseAsDeclared(orm);
-    if (opts.migrate !== false) await migrate(orm, url);
+    if (opts.migrate !== false) await migrate(orm, url, embedded?.socketDir);
   } catch (err) {
     await embedded?.stop().catch(() => undefined);
     throw err;

@@ -17,6 +17,18 @@ export class SecretBox {
     return `${SEALED}${keyId}:${text}`;
   }
 
+  /** The id of the key a stored secret is sealed with (null: stored plain). */
+  keyIdOf(stored: string): string | null {
+    if (!stored.startsWith(SEALED)) return null;
+    const rest = stored.slice(SEALED.length);
+    return rest.slice(0, rest.indexOf(':'));
+  }
+
+  /** True when a stored secret is sealed with the active key (or keys are off and it is plain). */
+  current(stored: string): boolean {
+    return this.keyIdOf(stored) === this.keyring.activeId;
+  }
+
   /** The secret as given; throws when its key is no longer configured. */
   open(stored: string): string {
     if (!stored.startsWith(SEALED)) return stored;
