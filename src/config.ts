@@ -33,6 +33,7 @@ const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
+  PRESENCE_ROOM_MAX_MEMBERS: z.coerce.number().int().min(0).max(1_000_000).default(200),
   TYPING_TTL_MS: z.coerce.number().int().min(100).default(10_000),
   ACTIVITY_COALESCE_MS: z.coerce.number().int().min(10).max(60_000).default(250),
   ACTIVITY_FEED: bool.optional(),
@@ -128,6 +129,12 @@ export interface Config {
   messageKeys: string | undefined;
   /** How long a connection of a node that stopped heartbeating keeps its user online. */
   presenceTtlMs: number;
+  /**
+   * Rooms with more members get no presence events (a user coming online would otherwise reach every
+   * member of every big room: quadratic as a big room comes online); their clients ask `presence.get`
+   * for the users they show. 0: no room gets them.
+   */
+  presenceRoomMaxMembers: number;
   /** A typing indicator expires this long after its last refresh. */
   typingTtlMs: number;
   /** The shortest time between two `room.activity` inbox events of one room from one node (grows with big rooms). */
@@ -228,6 +235,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logPretty: e.LOG_PRETTY ?? false,
     messageKeys: e.MESSAGE_KEYS,
     presenceTtlMs: e.PRESENCE_TTL_MS,
+    presenceRoomMaxMembers: e.PRESENCE_ROOM_MAX_MEMBERS,
     typingTtlMs: e.TYPING_TTL_MS,
     activityCoalesceMs: e.ACTIVITY_COALESCE_MS,
     activityFeed: e.ACTIVITY_FEED ?? true,

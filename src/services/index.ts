@@ -150,7 +150,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     ttlMs: deps.config.typingTtlMs,
     throttleMs: deps.config.typingThrottleMs,
   });
-  const presence = new PresenceService(deps.log, limits, stores.presence, publisher, store, presenceTtl(deps.config));
+  const presence = new PresenceService(deps.log, limits, stores.presence, publisher, store, presenceTtl(deps.config), deps.config.presenceRoomMaxMembers);
   const sessions = new SessionService(
     deps.bus,
     deps.log,

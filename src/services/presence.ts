@@ -7,7 +7,7 @@ import type { Logger } from '../logger.js';
 import type { RateLimits } from './limits.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
-import { roomIdsOfUser, sharingRoomWith } from '../store/members.js';
+import { presenceRoomsOfUser, sharingRoomWith } from '../store/members.js';
 import type { Store } from '../store/store.js';
 
 export const PRESENCE_TTL_MS = 60_000;
@@ -29,6 +29,8 @@ export class PresenceService {
     /** Where the user's rooms are read. */
     private readonly data: Store,
     ttlMs = PRESENCE_TTL_MS,
+    /** Rooms with more members get no presence events (PRESENCE_ROOM_MAX_MEMBERS). */
+    private readonly roomMaxMembers = 200,
   ) {
     const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
     const sweep = setInterval(() => void this.sweep(), Math.floor(ttlMs / 2));
@@ -114,10 +116,14 @@ export class PresenceService {
     }
   }
 
-  /** Publishes a presence change to every room the user belongs to. */
+  /**
+   * Publishes a presence change to the user's rooms of at most PRESENCE_ROOM_MAX_MEMBERS members.
+   * Bigger rooms get none: when the members of a room of n come online, each change would reach the
+   * n members (n² deliveries in all); their clients ask `presence.get` for the users they show.
+   */
   private async broadcast(k: PresenceKey, status: PresenceStatus, lastSeenAt: Date | null): Promise<void> {
     try {
-      const rooms = await roomIdsOfUser(this.data.db(), k.tenant, k.userId);
+      const rooms = await presenceRoomsOfUser(this.data.db(), k.tenant, k.userId, this.roomMaxMembers);
       await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt })));
     } catch (err) {
       this.warn(err);
