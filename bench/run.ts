@@ -44,8 +44,8 @@ const QUICK = flag('quick');
 const PROFILE = flag('profile');
 const MODE = PROFILE ? 'profile' : QUICK ? 'quick' : 'full';
 
-type ScenarioName = 'fanout' | 'rooms' | 'feed' | 'sends' | 'idle' | 'storm' | 'scaleout';
-const SCENARIOS: ScenarioName[] = ['fanout', 'rooms', 'feed', 'sends', 'idle', 'storm', 'scaleout'];
+type ScenarioName = 'fanout' | 'rooms' | 'feed' | 'sends' | 'idle' | 'bigroom' | 'storm' | 'scaleout';
+const SCENARIOS: ScenarioName[] = ['fanout', 'rooms', 'feed', 'sends', 'idle', 'bigroom', 'storm', 'scaleout'];
 /** Which systems each scenario runs. Persistence changes nothing for idle sockets, restarts or scale-out. */
 const SYSTEMS_OF: Record<ScenarioName, SystemName[]> = {
   fanout: ['ours', 'socketio', 'socketioPg', 'ws'],
@@ -54,6 +54,7 @@ const SYSTEMS_OF: Record<ScenarioName, SystemName[]> = {
   feed: ['ours'],
   sends: ['ours', 'socketio', 'socketioPg', 'ws'],
   idle: ['ours', 'socketio', 'ws'],
+  bigroom: ['ours', 'socketio', 'ws'],
   storm: ['ours', 'socketio', 'ws'],
   scaleout: ['ours', 'socketio', 'ws'],
 };
@@ -65,6 +66,8 @@ const FULL = {
   rooms: { rooms: 1000, rate: 500, phaseMs: 8000 },
   sends: { senders: [1, 16, 64], phaseMs: 4000 },
   idle: { conns: 10_000, perRoom: 10 },
+  // 19,000, not 20,000: a process may open at most 20,000 files on this machine (ulimit -Hn).
+  bigroom: { sizes: [5000, 19_000] },
   storm: { subs: 2000, rooms: 20, rate: 50, beforeMs: 3000, afterMs: 15_000 },
   scaleout: { subs: 1000, phaseMs: 8000, window: 16 },
   drainMs: 20_000,
@@ -80,6 +83,7 @@ const QUICK_SIZES: typeof FULL = {
   rooms: { rooms: 200, rate: 100, phaseMs: 1000 },
   sends: { senders: [64], phaseMs: 800 },
   idle: { conns: 1000, perRoom: 10 },
+  bigroom: { sizes: [2000] },
   storm: { subs: 300, rooms: 3, rate: 30, beforeMs: 800, afterMs: 2000 },
   scaleout: { subs: 200, phaseMs: 1000, window: 16 },
   drainMs: 8000,
@@ -94,6 +98,7 @@ if (PROFILE) {
   C.fanout = { ...C.fanout, rates: [], phaseMs: 15_000 };
   C.rooms = { ...C.rooms, phaseMs: 15_000 };
   C.sends = { senders: [64], phaseMs: 8000 };
+  C.bigroom = { sizes: [2000] };
 }
 
 const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : SCENARIOS)) as ScenarioName[];
@@ -554,6 +559,41 @@ async function idle(sys: SystemName) {
   });
 }
 
+/**
+ * (4b) Big rooms coming online: one room of N members (N distinct users), each opens a connection
+ * and subscribes to it, all at once. Every connect is a presence change of a member; with presence
+ * events sent to every room of the user, this was quadratic (the members already online each got
+ * one). Measures the time until every subscription is ready, and the server's CPU meanwhile.
+ */
+async function bigroom(sys: SystemName) {
+  const cfg = C.bigroom;
+  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+    const p = provision(s);
+    const sizes: Record<string, Record<string, unknown>> = {};
+    for (const n of cfg.sizes) {
+      const users = range(n).map((i) => `big${n}u${i}`);
+      const room = await p.group(users[0]!, `big-${n}`, users);
+      await settle([s.proc.pid], 5, 10_000);
+      const specs = users.map((u) => ({ user: u, token: p.token(u), subs: [room], sends: [] }));
+      const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid)).start();
+      const opened = await openSubs(sys, [s.url], split(specs, subWorkers.length));
+      const win = sampler.stop();
+      const settleMs = await settle([s.proc.pid], 3, 60_000);
+      sizes[String(n)] = {
+        subscribers: n,
+        ready: opened.ready,
+        connectMs: opened.elapsedMs,
+        settleMs,
+        cpuUsPerConnect: round(win.cpuUs / n, 1),
+        rssMb: round((rssKb(s.proc.pid) ?? 0) / 1024),
+      };
+      await closeAll();
+      await settle([s.proc.pid], 3, 60_000);
+    }
+    return { deliveriesPerSec: null, p50Ms: null, p99Ms: null, p999Ms: null, lost: 0, duplicated: 0, sizes };
+  });
+}
+
 /** (5) Reconnect storm: N subscribers over R rooms, messages keep coming, the server restarts. */
 async function storm(sys: SystemName) {
   const cfg = C.storm;
@@ -720,7 +760,7 @@ async function scaleout(sys: SystemName) {
 }
 
 const feed = (sys: SystemName) => rooms(sys, true);
-const RUNNERS: Record<ScenarioName, (sys: SystemName) => Promise<Record<string, unknown>>> = { fanout, rooms, feed, sends, idle, storm, scaleout };
+const RUNNERS: Record<ScenarioName, (sys: SystemName) => Promise<Record<string, unknown>>> = { fanout, rooms, feed, sends, idle, bigroom, storm, scaleout };
 
 // ---------------------------------------------------------------------------------------------
 // Machine, database, cleanup, report
@@ -871,7 +911,7 @@ async function main() {
     sendWorker = workers[2]!;
     allWorkers = workers;
     // fanout, rooms and sends share one server per system; the others (feed too) start their own.
-    const groups: ScenarioName[][] = [['fanout', 'rooms', 'sends'], ['feed'], ['idle'], ['storm'], ['scaleout']];
+    const groups: ScenarioName[][] = [['fanout', 'rooms', 'sends'], ['feed'], ['idle'], ['bigroom'], ['storm'], ['scaleout']];
     const plan: [ScenarioName, SystemName][] = [];
     for (const g of groups) {
       const inGroup = g.filter((x) => onlyScenarios.includes(x));
@@ -892,7 +932,7 @@ async function main() {
         const r = await RUNNERS[scen](sys);
         out.scenarios[scen]![sys] = { ...r, loadAvg1AtStart: load1, elapsedSec: Math.round((Date.now() - t) / 1000) };
         console.log(
-          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}`,
+          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
         );
         if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
       } catch (err) {
