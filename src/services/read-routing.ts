@@ -184,6 +184,7 @@ export class ReadRouting {
     } catch (err) {
       // Down since the last check, or a query cancelled by the replay: skip it until the next check.
       s.status = 'down';
+      s.lagMs = null;
       this.log.warn({ err, replica: s.replica.name }, 'read replica failed a read: reading the primary');
     }
     this.counters.replicaFallbacks++;
