@@ -17,6 +17,7 @@ export interface HostPort {
 }
 
 export interface MultiHostUrl {
+  /** Several hosts only (empty: a URL of one host, used as it is). */
   hosts: HostPort[];
   /** The URL with the first host only, for everything that reads user, password, database and options. */
   firstUrl: string;
@@ -32,6 +33,8 @@ export function parseMultiHostUrl(url: string): MultiHostUrl {
   const m = /^(postgres(?:ql)?:\/\/)([^@/?#]*@)?([^/?#]*)(.*)$/.exec(url);
   if (!m) return { hosts: [], firstUrl: url, targetSessionAttrs: 'any' };
   const [, scheme, auth = '', hostList = '', rest = ''] = m;
+  // One host (or none: a socket directory in the query): the URL stays exactly as it is.
+  if (!hostList.includes(',')) return { hosts: [], firstUrl: url, targetSessionAttrs: 'any' };
   const hosts = hostList.split(',').map((part) => {
     const hp = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(part.trim());
     if (!hp) throw new Error(`DATABASE_URL: cannot read the host "${part}"`);
