@@ -28,8 +28,6 @@ interface Sample {
   at: number;
 }
 
-/** How many primary positions are kept to date a replica's replay position. */
-const SAMPLES = 64;
 /** A check of one server gives up after this long (the replica counts as down). */
 const CHECK_TIMEOUT_MS = 1500;
 /** A position the primary may not have reached: reads after a write whose position is unknown go to the primary. */
@@ -60,6 +58,9 @@ export class ReadRouting {
   /** Per caller, the primary's WAL position after their last write through this node. */
   private readonly fences = new Map<string, Sample>();
   private timer: NodeJS.Timeout | null = null;
+  private readonly checkMs: number;
+  /** How many primary positions are kept to date a replica's replay position: a little more than the lag bound's worth. */
+  private readonly maxSamples: number;
   private checking: Promise<void> | null = null;
   private next = 0;
   private lsnNow: Promise<bigint> | null = null;
@@ -73,6 +74,8 @@ export class ReadRouting {
     private readonly log: Logger,
   ) {
     this.states = replicas.map((replica) => ({ replica, status: 'down', lagMs: null }));
+    this.checkMs = opts.checkMs ?? Math.max(100, Math.min(1000, Math.floor(opts.maxLagMs / 4)));
+    this.maxSamples = Math.ceil(opts.maxLagMs / this.checkMs) + 8;
   }
 
   /** Whether any replica is configured. */
@@ -84,8 +87,7 @@ export class ReadRouting {
   async start(): Promise<void> {
     if (!this.enabled) return;
     await this.check();
-    const every = this.opts.checkMs ?? Math.max(100, Math.min(1000, Math.floor(this.opts.maxLagMs / 4)));
-    this.timer = setInterval(() => void this.check(), every);
+    this.timer = setInterval(() => void this.check(), this.checkMs);
     this.timer.unref();
   }
 
@@ -114,7 +116,7 @@ export class ReadRouting {
     try {
       const lsn = await withTimeout(primaryLsn(this.store.db()), CHECK_TIMEOUT_MS, 'primary WAL position');
       this.samples.push({ lsn, at: Date.now() });
-      if (this.samples.length > SAMPLES) this.samples.shift();
+      if (this.samples.length > this.maxSamples) this.samples.shift();
     } catch {
       // The primary is out of reach: the replicas are dated against the positions seen before.
     }
