@@ -13,15 +13,18 @@ import {
   clientFor,
   codeOf,
   deferred,
+  expectPerfect,
   FaultEnv,
   getJson,
   type PrivatePostgres,
   Scope,
+  StreamLog,
   startServer,
   testConfig,
   type TestServer,
   uuid,
   waitFor,
+  wsClient,
 } from './fixture.js';
 
 describe('PostgreSQL failover (a primary and a standby in DATABASE_URL, the standby promoted)', () => {
@@ -78,8 +81,15 @@ describe('PostgreSQL failover (a primary and a standby in DATABASE_URL, the stan
     const PER = 60;
     const CRASH_AT = 45;
     const senderIds = Array.from({ length: SENDERS }, (_, i) => `f-sender${i}`);
-    const senders = senderIds.map((id) => scope.use(clientFor(srv.url, id)));
-    const room = await senders[0]!.trpc.room.create.mutate({ kind: 'group', name: 'failover', memberIds: senderIds.slice(1) });
+    // Over HTTP, and one of them over the WebSocket.
+    const senders = senderIds.map((id, i) => scope.use(clientFor(srv.url, id, { ws: i === SENDERS - 1 })));
+    const room = await senders[0]!.trpc.room.create.mutate({ kind: 'group', name: 'failover', memberIds: [...senderIds.slice(1), 'f-sub'] });
+    // A subscriber from before the crash to after the promotion.
+    const watcher = scope.use(wsClient({ url: srv.url, userId: 'f-sub' }));
+    const log = new StreamLog('f-sub');
+    const sub = watcher.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
+    scope.use({ close: () => sub.unsubscribe() });
+    await log.ready();
 
     const acked: { clientId: string; id: string; seq: number; attempts: number }[] = [];
     const errors: Record<string, number> = {};
@@ -157,6 +167,10 @@ describe('PostgreSQL failover (a primary and a standby in DATABASE_URL, the stan
       after = page.messages.at(-1)!.seq;
     }
     expect(seen).toEqual(rows.map((r) => r.seq));
+    // The subscriber got every message exactly once, in order, across the switch.
+    const sent = acked.map((a) => a.seq).sort((a, b) => a - b);
+    await log.all(sent, 'every acknowledged message', 30_000);
+    expectPerfect([log], sent);
     const retried = acked.filter((a) => a.attempts > 1).length;
     console.log(
       `failover: ${acked.length} sends acknowledged, ${retried} of them after a retry; errors ${JSON.stringify(errors)};` +
