@@ -59,7 +59,7 @@ describe('PostgreSQL failover (a primary and a standby in DATABASE_URL, the stan
     srv = await startServer(testConfig({ databaseUrl: multiUrl(primary, standby) }));
     lap('server: start + migrations (ms)');
     console.log('set-up', timings);
-  }, 60_000);
+  }, 90_000);
 
   afterAll(async () => {
     await srv?.close();

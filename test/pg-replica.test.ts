@@ -41,7 +41,7 @@ describe('PostgreSQL read replica (a streaming standby of a private primary)', (
     tight = await startServer(testConfig({ ...config, databaseReplicaMaxLagMs: 300 }));
     lap('second server: start (ms)');
     console.log('set-up', timings);
-  }, 60_000);
+  }, 90_000);
 
   afterAll(async () => {
     await Promise.allSettled([srv?.close(), tight?.close()]);

@@ -112,6 +112,9 @@ export class PrimaryLocator {
   }
 }
 
+/** How long one connection attempt to one host may take. */
+const CONNECT_TIMEOUT_MS = 5000;
+
 type ConnectCallback = (err: Error | undefined, client?: pg.Client) => void;
 
 /**
@@ -123,8 +126,11 @@ export function multiHostClient(locator: PrimaryLocator, opts: { readWrite: bool
     private readonly base: pg.ClientConfig;
 
     constructor(config?: string | pg.ClientConfig) {
-      super(config);
-      this.base = typeof config === 'string' ? { connectionString: config } : { ...config };
+      const base: pg.ClientConfig = typeof config === 'string' ? { connectionString: config } : { ...config };
+      // A host that does not answer (a crashed machine, a partition) counts as down after this long,
+      // like libpq's connect_timeout: the pool's own wait for a free connection stays unbounded.
+      super({ ...base, connectionTimeoutMillis: base.connectionTimeoutMillis || CONNECT_TIMEOUT_MS });
+      this.base = base;
     }
 
     // @ts-expect-error: one implementation for pg's callback and promise overloads.
