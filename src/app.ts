@@ -131,6 +131,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     counters,
     bus: bus.kind,
     database: db.embedded ? 'embedded' : 'postgresql',
+    replicas: services.reads.health(),
     memory: process.memoryUsage(),
   });
 

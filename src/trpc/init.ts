@@ -120,7 +120,7 @@ export const authedProcedure = publicProcedure.use(async ({ ctx, next, type }) =
   if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
   const res = await next({ ctx: { ...ctx, actor } });
   // With read replicas: the caller's next reads across rooms must include this write (read-your-writes).
-  if (type === 'mutation' && res.ok) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
+  if (type === 'mutation' && res.ok && ctx.services.reads.enabled) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
   return res;
 });
 
