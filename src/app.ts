@@ -72,6 +72,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     dataDir: config.dataDir,
     poolMax: config.dbPoolMax,
     statementTimeoutMs: config.dbStatementTimeoutMs,
+    replicaUrls: config.databaseReplicaUrls,
   });
   // What the services report into (counters, procedure timings, fan-outs): built before them.
   const telemetry = new Telemetry();
@@ -92,7 +93,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     await Promise.all(notReady.map((l) => l.ready()));
     clearTimeout(slow);
   }
-  const services = createServices({ config, orm: db.orm, bus, log, counters, observers: telemetry }, infra);
+  const services = createServices({ config, orm: db.orm, replicas: db.replicas, bus, log, counters, observers: telemetry }, infra);
   const createContext = contextFactory(services);
 
   let draining = false;
@@ -112,6 +113,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     hubs: () => ({ rooms: services.hubs.roomCount, subscribers: services.hubs.subscriberCount, ...services.hubs.stats }),
     inboxSubscribers: () => services.inbox.hubs.subscriberCount,
     pool: () => nativePool(db.orm),
+    replicas: () => services.reads.health(),
   });
   const startedAt = new Date();
   await services.start();
@@ -129,6 +131,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     counters,
     bus: bus.kind,
     database: db.embedded ? 'embedded' : 'postgresql',
+    replicas: services.reads.health(),
     memory: process.memoryUsage(),
   });
 
@@ -154,12 +157,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         const [database, redis] = await Promise.all([db.ping(1500), infra.health(1500)]);
         const busUp = redis.bus.publisher === 'up' && redis.bus.subscriber === 'up';
         const ok = database && allUp(redis) && !draining;
+        // A read replica that is down or behind only costs the primary more reads: degraded, still ready.
+        const replicas = services.reads.health();
+        const degraded = replicas.some((r) => r.status !== 'up');
         json(res, ok ? 200 : 503, {
-          status: ok ? 'ready' : 'unavailable',
+          status: ok ? (degraded ? 'degraded' : 'ready') : 'unavailable',
           draining,
           database: database ? 'up' : 'down',
           bus: { kind: bus.kind, status: busUp ? 'up' : 'down' },
           redis,
+          ...(replicas.length > 0 ? { replicas } : {}),
         });
       })();
       return;

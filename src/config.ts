@@ -21,6 +21,12 @@ const EnvSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z.string().min(1).optional(),
+  DATABASE_REPLICA_URLS: z
+    .string()
+    .optional()
+    .transform((v) => (v ?? '').split(/[\s,]+/).filter((u) => u !== ''))
+    .refine((urls) => urls.every((u) => /^postgres(ql)?:\/\/[^,]+$/.test(u)), 'DATABASE_REPLICA_URLS is a comma list of postgresql:// URLs, one per replica'),
+  DATABASE_REPLICA_MAX_LAG_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   DATA_DIR: z.string().min(1).default('./data'),
   REDIS_URL: z.string().min(1).optional(),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
@@ -87,6 +93,13 @@ export interface Config {
   /** PostgreSQL URL; undefined means embedded PostgreSQL (PGlite) under dataDir. */
   databaseUrl: string | undefined;
   dataDir: string;
+  /**
+   * PostgreSQL read replicas (DATABASE_REPLICA_URLS): history, threads, search, room lists and
+   * replays read there when the replica has what the caller has seen (src/services/read-routing.ts).
+   */
+  databaseReplicaUrls: string[];
+  /** A replica further behind than this is skipped (reads go to the primary; /readyz says degraded). */
+  databaseReplicaMaxLagMs: number;
   /** Redis URL; undefined means the in-process bus (single process only). */
   redisUrl: string | undefined;
   /** Prefix for every Redis key and channel of this deployment. */
@@ -215,6 +228,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     host: e.HOST,
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
+    databaseReplicaUrls: e.DATABASE_REPLICA_URLS,
+    databaseReplicaMaxLagMs: e.DATABASE_REPLICA_MAX_LAG_MS,
     redisUrl: e.REDIS_URL,
     redisPrefix: e.REDIS_PREFIX,
     auth,

@@ -29,10 +29,14 @@ export interface Counters {
   pushesFailed: number;
   /** E-mail digests handed to the SMTP server. */
   digestsSent: number;
+  /** Reads served by a PostgreSQL read replica (src/services/read-routing.ts). */
+  replicaReads: number;
+  /** Reads of the replica paths that went to the primary: no replica had what the caller has seen, or it failed. */
+  replicaFallbacks: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, replicaReads: 0, replicaFallbacks: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -87,6 +91,8 @@ export interface MetricsSources {
   hubs: () => { rooms: number; subscribers: number; received: number; delivered: number; duplicates: number; gapFills: number; filled: number };
   inboxSubscribers: () => number;
   pool: () => Promise<Pool | null>;
+  /** The read replicas as the read routing's last check saw them (none: no gauges). */
+  replicas?: () => { name: string; status: string; lagMs: number | null }[];
 }
 
 /**
@@ -158,6 +164,33 @@ export class Metrics {
     poolGauge('chat_db_pool_total', 'PostgreSQL connections in the pool', (p) => p.totalCount);
     poolGauge('chat_db_pool_idle', 'Idle PostgreSQL connections in the pool', (p) => p.idleCount);
     poolGauge('chat_db_pool_waiting', 'Queries waiting for a PostgreSQL connection', (p) => p.waitingCount);
+    counter('chat_db_replica_reads_total', 'Reads served by a PostgreSQL read replica', () => c.replicaReads);
+    counter(
+      'chat_db_replica_fallbacks_total',
+      'Replica-capable reads served by the primary: no replica had what the caller has seen, or it failed',
+      () => c.replicaFallbacks,
+    );
+    const replicas = sources.replicas;
+    if (replicas) {
+      new Gauge({
+        name: 'chat_db_replica_up',
+        help: 'Read replica in use (1), or skipped as down or lagging (0)',
+        labelNames: ['replica'],
+        registers: [r],
+        collect() {
+          for (const x of replicas()) this.set({ replica: x.name }, x.status === 'up' ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'chat_db_replica_lag_seconds',
+        help: 'How far a read replica was behind the primary at its last check (-1: unknown)',
+        labelNames: ['replica'],
+        registers: [r],
+        collect() {
+          for (const x of replicas()) this.set({ replica: x.name }, x.lagMs === null ? -1 : x.lagMs / 1000);
+        },
+      });
+    }
   }
 
   render(): Promise<string> {

@@ -169,6 +169,35 @@ export class PrivatePostgres {
     return [...(this.as?.prefix ?? []), pgBin('pg_ctl'), '-D', this.dataDir, ...args];
   }
 
+  /**
+   * A streaming standby of this cluster (hot standby, read-only): `pg_basebackup -R -X stream` into a
+   * temp dir of its own, started on a port of its own. The defaults of initdb already allow it
+   * (wal_level replica, max_wal_senders 10, replication from 127.0.0.1 trusted).
+   */
+  async standby(): Promise<PrivatePostgres> {
+    const dir = mkdtempSync(join(tmpdir(), 'chat-fault-pg-standby-'));
+    live.dirs.add(dir);
+    if (this.as) chownSync(dir, this.as.uid, this.as.gid);
+    const s = new PrivatePostgres(dir, await freePort(), this.as);
+    live.pg.add(s);
+    try {
+      await run(
+        [...(this.as?.prefix ?? []), pgBin('pg_basebackup'), '-h', '127.0.0.1', '-p', String(this.port), '-U', 'postgres', '-D', s.dataDir, '-R', '-X', 'stream', '-c', 'fast'],
+        'pg_basebackup',
+      );
+      await s.start();
+    } catch (err) {
+      await s.destroy().catch(() => undefined);
+      throw err;
+    }
+    return s;
+  }
+
+  /** pg_ctl promote -w: a standby becomes a primary (returns once it accepts writes). */
+  async promote(): Promise<void> {
+    await run(this.ctl(['-w', '-t', '60', 'promote']), 'pg_ctl promote', 90_000);
+  }
+
   /** pg_ctl start -w: returns once the server accepts connections. */
   async start(): Promise<void> {
     const opts = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200`;
@@ -255,6 +284,13 @@ export class FaultEnv implements AsyncDisposable {
     const p = await PrivatePostgres.create();
     this.pgs.push(p);
     return p;
+  }
+
+  /** A streaming standby of `primary` (see PrivatePostgres.standby), cleaned up with the rest. */
+  async standbyOf(primary: PrivatePostgres): Promise<PrivatePostgres> {
+    const s = await primary.standby();
+    this.pgs.push(s);
+    return s;
   }
 
   async cleanup(): Promise<void> {

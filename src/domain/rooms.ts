@@ -65,7 +65,8 @@ export interface MemberDto {
 
 /** The caller's access to a room, as resolved by `requireAccess`. */
 export interface RoomAccess {
-  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean; archived: boolean };
+  /** `lastSeq`: the room's position when the access was checked (on the primary). */
+  room: { id: string; kind: RoomKind; name: string; tenant: string; encrypted: boolean; archived: boolean; lastSeq: number };
   role: MemberRole;
   /** False for support agents and service tokens acting without a membership. */
   member: boolean;

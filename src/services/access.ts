@@ -60,6 +60,7 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
     tenant: r.tenant,
     encrypted: r.encrypted,
     archived: r.archived,
+    lastSeq: r.last_seq,
   };
   let access: RoomAccess;
   if (r.role) {

@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import type { Orm } from '../store/database.js';
+import type { Orm, Replica } from '../store/database.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters, Observers } from '../metrics.js';
@@ -13,6 +13,8 @@ import type { RateLimits } from './limits.js';
 export interface BaseDeps {
   config: Config;
   orm: Orm;
+  /** PostgreSQL read replicas (empty: every read on the primary); used through the ReadRouting only. */
+  replicas?: Replica[];
   bus: EventBus;
   log: Logger;
   /** Plain counters read by the metrics registry. */

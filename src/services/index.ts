@@ -30,6 +30,7 @@ import { SecretBox, WebhookService, WebhookWorker } from './webhooks/index.js';
 import { createStorage, FileService, FileWorker } from './files/index.js';
 import { DeviceService, Mailer, NotifyWorker, PreferenceService, queueSettings } from './notify/index.js';
 import { ComplianceService } from './compliance.js';
+import { ReadRouting } from './read-routing.js';
 
 export interface Services {
   deps: Deps;
@@ -71,6 +72,8 @@ export interface Services {
   notifyWorker: NotifyWorker;
   /** Exports, erasure and the audit trail (`admin.*`). */
   compliance: ComplianceService;
+  /** Where the replica-capable reads go: a read replica that has what the caller has seen, or the primary. */
+  reads: ReadRouting;
   /** Starts background parts (control channel, retention schedule). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -109,7 +112,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
   );
-  const roomEvents = new RoomEventSource(store, mapper);
+  const reads = new ReadRouting(store, deps.replicas ?? [], { maxLagMs: deps.config.databaseReplicaMaxLagMs }, deps.counters, deps.log);
+  const roomEvents = new RoomEventSource(store, mapper, reads);
   const hubs = new RoomHubs(
     deps.bus,
     roomEvents,
@@ -142,8 +146,8 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   const fileWorker = new FileWorker(store, storage, deps.config.files, deps.log);
   const wakeFiles = () => fileWorker.wake();
   const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
-  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity, wakeFiles }, access, store, mapper, keyring);
-  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, files, wakeFiles });
+  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity, wakeFiles, reads }, access, store, mapper, keyring);
+  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, files, wakeFiles, reads });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);
   const typing = new TypingService(access, publisher, limits, {
@@ -212,7 +216,9 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     files,
     fileWorker,
     compliance,
+    reads,
     async start() {
+      await reads.start();
       await sessions.start();
       retention.start();
       webhookWorker.start();
@@ -220,6 +226,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
       notifyWorker.start();
     },
     async close() {
+      reads.stop();
       await sessions.close();
       retention.stop();
       await webhookWorker.stop();

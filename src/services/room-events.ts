@@ -3,6 +3,7 @@ import type { Store } from '../store/store.js';
 import { roomEventPage, roomLastSeq, roomLastSeqs, roomOldestSeq } from '../store/room-events.js';
 import type { EventSource } from '../stream/types.js';
 import type { MessageMapper } from './message-dto.js';
+import type { ReadRouting } from './read-routing.js';
 
 /**
  * A room's durable log as the hubs and resumable streams read it: replay pages and committed
@@ -12,6 +13,7 @@ export class RoomEventSource implements EventSource {
   constructor(
     private readonly store: Store,
     private readonly mapper: MessageMapper,
+    private readonly reads: ReadRouting,
   ) {}
 
   lastSeq(roomId: string): Promise<number> {
@@ -26,14 +28,17 @@ export class RoomEventSource implements EventSource {
     return roomOldestSeq(this.store.db(), roomId);
   }
 
+  /** Replay and gap-fill pages: on a replica only once it has the room up to `upto` (src/services/read-routing.ts). */
   async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {
-    const db = this.store.db();
-    const rows = await roomEventPage(db, roomId, after, upto, limit);
-    const messages = await this.mapper.many(
-      db,
-      rows.flatMap((r) => (r.message ? [r.message] : [])),
-      null,
-    );
+    const { rows, messages } = await this.reads.room(roomId, upto, async (db) => {
+      const rows = await roomEventPage(db, roomId, after, upto, limit);
+      const messages = await this.mapper.many(
+        db,
+        rows.flatMap((r) => (r.message ? [r.message] : [])),
+        null,
+      );
+      return { rows, messages };
+    });
     const byId = new Map(messages.map((m) => [m.id, m]));
     const events: DurableRoomEvent[] = [];
     for (const r of rows) {

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { withTimeout } from '../util/async.js';
 import { entities } from './entities.js';
 import { migrationsList } from './migrations/index.js';
+import { multiHostClient, parseMultiHostUrl, PrimaryLocator } from './pg-hosts.js';
 
 /** The ORM, typed with the entities: `em.getKysely()` knows every table and column. */
 export type Orm = MikroORM<PostgreSqlEntityManager, typeof entities>;
@@ -40,18 +41,51 @@ export type Tables = Db extends Kysely<infer T> ? T : never;
 /** Arbitrary constant key of the advisory lock that serializes migrations across processes. */
 const MIGRATION_LOCK_KEY = 7_305_118_200_001;
 
-export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0, socketDir?: string): Options {
-  const driverOptions = {
-    // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
-    // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
-    ...(statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {}),
-    // A unix socket: pg connects to `<dir>/.s.PGSQL.<port>` when the host is a directory.
-    ...(socketDir ? { host: socketDir } : {}),
-  };
+/**
+ * The PostgreSQL driver with its read replicas reachable one by one: MikroORM picks a random
+ * replica for `connectionType: 'read'`, while the read routing (src/services/read-routing.ts) must
+ * ask the replica it checked.
+ */
+export class ChatPostgreSqlDriver extends PostgreSqlDriver {
+  replicaConnections(): PostgreSqlConnection[] {
+    return this.replicas as PostgreSqlConnection[];
+  }
+}
+
+/** How long a replica may take to accept a connection before it counts as down. */
+const REPLICA_CONNECT_TIMEOUT_MS = 2000;
+
+export interface OrmExtras {
+  /** Read replicas (`DATABASE_REPLICA_URLS`): connected lazily, used only where asked for explicitly. */
+  replicaUrls?: string[];
+  /** The pool's client class (several hosts in DATABASE_URL: src/store/pg-hosts.ts). */
+  client?: typeof pg.Client;
+  /** A unix socket's directory (the embedded database): pg connects to `<dir>/.s.PGSQL.<port>`. */
+  socketDir?: string;
+}
+
+export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0, extras: OrmExtras = {}): Options {
+  // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
+  // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
+  const timeout = statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {};
+  const driverOptions = { ...timeout, ...(extras.client ? { Client: extras.client } : {}), ...(extras.socketDir ? { host: extras.socketDir } : {}) };
+  const replicaUrls = extras.replicaUrls ?? [];
   return {
-    driver: PostgreSqlDriver,
+    driver: ChatPostgreSqlDriver,
     clientUrl,
     ...(Object.keys(driverOptions).length > 0 ? { driverOptions } : {}),
+    // Nothing moves to a replica by itself: every query reads the primary unless a read path asks
+    // the read routing for a replica.
+    preferReadReplicas: false,
+    ...(replicaUrls.length > 0
+      ? {
+          replicas: replicaUrls.map((url, i) => ({
+            name: `replica-${i + 1}`,
+            clientUrl: url,
+            driverOptions: { ...timeout, connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS },
+          })),
+        }
+      : {}),
     entities,
     extensions: [Migrator],
     migrations: {
@@ -68,8 +102,18 @@ export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs =
   };
 }
 
+/** A read replica as the read routing uses it. */
+export interface Replica {
+  /** `replica-1`, ... in the order of DATABASE_REPLICA_URLS (what /readyz and the logs show). */
+  name: string;
+  /** The typed query builder on this replica's pool. */
+  db(): Db;
+}
+
 export interface Database {
   orm: Orm;
+  /** The read replicas (none without DATABASE_REPLICA_URLS). */
+  replicas: Replica[];
   /** The URL the ORM connects to (for embedded mode, the local socket server). */
   url: string;
   embedded: boolean;
@@ -146,6 +190,8 @@ export async function openDatabase(opts: {
   migrate?: boolean;
   /** PostgreSQL's statement_timeout for every connection (0: none). */
   statementTimeoutMs?: number;
+  /** Read replicas (DATABASE_REPLICA_URLS); ignored in embedded mode. */
+  replicaUrls?: string[];
 }): Promise<Database> {
   let embedded: Embedded | undefined;
   let url = opts.databaseUrl;
@@ -153,20 +199,37 @@ export async function openDatabase(opts: {
     embedded = await startEmbedded(opts.dataDir);
     url = embedded.url;
   }
+  // Several hosts (`host-a:5432,host-b:5432`): the pool finds the read-write one (src/store/pg-hosts.ts).
+  const multi = embedded ? null : parseMultiHostUrl(url);
+  const locator = multi && multi.hosts.length > 1 ? new PrimaryLocator(multi.hosts) : null;
   let orm: Orm;
   try {
-    orm = (await MikroORM.init(
-      ormOptions(url, embedded ? 8 : (opts.poolMax ?? 10), opts.statementTimeoutMs ?? 0, embedded?.socketDir),
-    )) as unknown as Orm;
+    const extras: OrmExtras = {
+      replicaUrls: embedded ? [] : (opts.replicaUrls ?? []),
+      ...(embedded ? { socketDir: embedded.socketDir } : {}),
+      ...(locator ? { client: multiHostClient(locator, { readWrite: multi!.targetSessionAttrs === 'read-write' }) } : {}),
+    };
+    const ormUrl = locator ? multi!.firstUrl : url;
+    orm = (await MikroORM.init(ormOptions(ormUrl, embedded ? 8 : (opts.poolMax ?? 10), opts.statementTimeoutMs ?? 0, extras))) as unknown as Orm;
     await parseAsDeclared(orm);
-    if (opts.migrate !== false) await migrate(orm, url, embedded?.socketDir);
+    if (opts.migrate !== false) {
+      // The migration lock must be taken on the primary the pool writes to.
+      const primary = locator ? await locator.primary(pgConfigOf(ormUrl)) : null;
+      await migrate(orm, primary ? withHost(ormUrl, primary.host, primary.port) : url, embedded?.socketDir);
+    }
   } catch (err) {
     await embedded?.stop().catch(() => undefined);
     throw err;
   }
   const finalUrl = url;
+  const replicaConnections = (orm.driver as unknown as ChatPostgreSqlDriver).replicaConnections();
+  const replicas: Replica[] = replicaConnections.map((c, i) => ({
+    name: `replica-${i + 1}`,
+    db: () => c.getClient() as unknown as Db,
+  }));
   return {
     orm,
+    replicas,
     url: finalUrl,
     embedded: !!embedded,
     async ping(timeoutMs = 2000) {
@@ -197,12 +260,29 @@ export async function openDatabase(opts: {
  * typed builder does no such conversion, so without this its Date-typed columns would be strings.
  */
 async function parseAsDeclared(orm: Orm): Promise<void> {
-  const pool = await nativePool(orm);
-  const types = (pool as unknown as { options: { types?: { setTypeParser(oid: number, parse: (v: string) => unknown): void } } }).options
-    .types;
-  if (!types) throw new Error('the PostgreSQL pool has no type parsers to configure');
-  types.setTypeParser(20, (v: string) => Number(v));
-  types.setTypeParser(1184, (v: string) => new Date(v));
+  const replicas = (orm.driver as unknown as ChatPostgreSqlDriver).replicaConnections();
+  const pools = [await nativePool(orm), ...(await Promise.all(replicas.map((c) => c.getNativeClient() as Promise<pg.Pool>)))];
+  for (const pool of pools) {
+    const types = (pool as unknown as { options: { types?: { setTypeParser(oid: number, parse: (v: string) => unknown): void } } }).options
+      .types;
+    if (!types) throw new Error('the PostgreSQL pool has no type parsers to configure');
+    types.setTypeParser(20, (v: string) => Number(v));
+    types.setTypeParser(1184, (v: string) => new Date(v));
+  }
+}
+
+/** User, password and database of a URL, for a probing connection. */
+function pgConfigOf(url: string): pg.ClientConfig {
+  const u = new URL(url);
+  return { user: decodeURIComponent(u.username), password: u.password ? decodeURIComponent(u.password) : undefined, database: decodeURIComponent(u.pathname.slice(1)) };
+}
+
+/** The URL with another host and port. */
+function withHost(url: string, host: string, port: number): string {
+  const u = new URL(url);
+  u.hostname = host.includes(':') ? `[${host}]` : host;
+  u.port = String(port);
+  return u.toString();
 }
 
 /** Resolves once no query waits for a connection and none is checked out (or after `timeoutMs`). */

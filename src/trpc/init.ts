@@ -118,7 +118,10 @@ export const authedProcedure = publicProcedure.use(async ({ ctx, next, type }) =
   if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
   // Reads are budgeted per user too (RATE_READS_PER_10S, all nodes), before any input is parsed.
   if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
-  return next({ ctx: { ...ctx, actor } });
+  const res = await next({ ctx: { ...ctx, actor } });
+  // With read replicas: the caller's next reads across rooms must include this write (read-your-writes).
+  if (type === 'mutation' && res.ok && ctx.services.reads.enabled) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
+  return res;
 });
 
 /**

@@ -6,6 +6,7 @@ import type { InboxService } from '../inbox.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
+import type { ReadRouting } from '../read-routing.js';
 import { MessageChanges } from './change.js';
 import { MessageReader } from './read.js';
 import { MessageSender } from './send.js';
@@ -33,12 +34,14 @@ export interface MessageServiceDeps {
   files: FileService;
   /** Wakes the file worker (after a delete handed it files to remove). */
   wakeFiles: () => void;
+  /** Where history, threads and search read (a replica or the primary). */
+  reads: ReadRouting;
 }
 
 export function createMessageServices(d: MessageServiceDeps): MessageServices {
   return {
     sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters, d.files),
     changes: new MessageChanges(d.store, d.access, d.inbox, d.mapper, d.keyring, d.limits, d.wakeFiles),
-    reader: new MessageReader(d.store, d.access, d.mapper),
+    reader: new MessageReader(d.store, d.access, d.mapper, d.reads),
   };
 }

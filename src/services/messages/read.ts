@@ -2,10 +2,13 @@ import type { Actor } from '../../domain/actor.js';
 import { badRequest } from '../../domain/errors.js';
 import type { MessageDto, MessageEditDto, SearchHit } from '../../domain/events.js';
 import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage, usesSearchIndex } from '../../store/messages.js';
+import type { Db } from '../../store/database.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
 import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from '../snippet.js';
+import type { ReadRouting } from '../read-routing.js';
+import { keyOf } from '../../domain/ids.js';
 import { readable } from './shared.js';
 
 export interface HistoryInput {
@@ -37,6 +40,7 @@ export class MessageReader {
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly mapper: MessageMapper,
+    private readonly reads: ReadRouting,
   ) {}
 
   /**
@@ -46,20 +50,25 @@ export class MessageReader {
   async history(actor: Actor, input: HistoryInput): Promise<{ messages: MessageDto[]; hasMore: boolean }> {
     const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
     if (limit < 1 || limit > HISTORY_MAX_LIMIT) throw badRequest(`limit must be between 1 and ${HISTORY_MAX_LIMIT}`);
-    await this.access.requireMember(actor, input.roomId);
-    const db = this.store.db();
-    const page = await historyPage(db, { roomId: input.roomId, beforeSeq: input.beforeSeq, afterSeq: input.afterSeq, limit });
-    return { messages: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+    const access = await this.access.requireMember(actor, input.roomId);
+    // Never older than the room as the access check saw it on the primary, nor than a named cursor.
+    const atLeast = Math.max(access.room.lastSeq, input.afterSeq ?? 0, input.beforeSeq ?? 0);
+    return this.reads.room(input.roomId, atLeast, async (db) => {
+      const page = await historyPage(db, { roomId: input.roomId, beforeSeq: input.beforeSeq, afterSeq: input.afterSeq, limit });
+      return { messages: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+    });
   }
 
   /** The replies to a message (ascending seq), with the root. */
   async thread(actor: Actor, input: ThreadInput): Promise<{ root: MessageDto; replies: MessageDto[]; hasMore: boolean }> {
     const limit = input.limit ?? HISTORY_DEFAULT_LIMIT;
-    const db = this.store.db();
-    const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, input.messageId));
-    const page = await threadPage(db, input.messageId, input.afterSeq ?? 0, limit);
-    const [root] = await this.mapper.many(db, [row], actor.id);
-    return { root: root!, replies: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+    const { row, access } = await readable(this.access, actor, await messageOfTenant(this.store.db(), actor.tenant, input.messageId));
+    const atLeast = Math.max(access.room.lastSeq, input.afterSeq ?? 0);
+    return this.reads.room(row.room_id, atLeast, async (db) => {
+      const page = await threadPage(db, input.messageId, input.afterSeq ?? 0, limit);
+      const [root] = await this.mapper.many(db, [row], actor.id);
+      return { root: root!, replies: await this.mapper.many(db, page.rows, actor.id), hasMore: page.hasMore };
+    });
   }
 
   /** The earlier versions of a message, oldest first (empty for a deleted message). */
@@ -78,13 +87,19 @@ export class MessageReader {
   async search(actor: Actor, input: SearchInput): Promise<{ hits: SearchHit[]; skippedEncryptedRooms: number }> {
     const limit = input.limit ?? SEARCH_DEFAULT_LIMIT;
     const roomId = input.roomId ?? null;
-    if (roomId) await this.access.requireMember(actor, roomId);
-    const db = this.store.db();
-    if (!(await usesSearchIndex(db, input.query))) {
+    const access = roomId ? await this.access.requireMember(actor, roomId) : null;
+    if (!(await usesSearchIndex(this.store.db(), input.query))) {
       throw badRequest('a search needs at least one word to look for (excluded words alone, like -word, cannot be searched)');
     }
+    // One room: never older than the room as the access check saw it; every room: than the caller's last write.
+    const read = <T>(fn: (db: Db) => Promise<T>) =>
+      access ? this.reads.room(access.room.id, access.room.lastSeq, fn) : this.reads.user(keyOf(actor.tenant, actor.id), fn);
+    return read(async (db) => this.searchOn(db, actor, input.query, roomId, limit));
+  }
+
+  private async searchOn(db: Db, actor: Actor, query: string, roomId: string | null, limit: number): Promise<{ hits: SearchHit[]; skippedEncryptedRooms: number }> {
     const rows = await searchMessages(db, {
-      query: input.query,
+      query,
       tenant: actor.tenant,
       userId: actor.id,
       roomId,

@@ -12,6 +12,7 @@ import { RoomLifecycle } from './lifecycle.js';
 import { RoomMembership } from './membership.js';
 import { RoomModeration } from './moderation.js';
 import { RoomReads } from './reads.js';
+import type { ReadRouting } from '../read-routing.js';
 
 export { RoomArchive } from './archive.js';
 export { DIRECTORY_DEFAULT_LIMIT, DIRECTORY_MAX_LIMIT, RoomDirectory } from './directory.js';
@@ -36,13 +37,13 @@ export interface RoomServices {
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed; wakeFiles: () => void },
+  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed; wakeFiles: () => void; reads: ReadRouting },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
   keyring: Keyring,
 ): RoomServices {
-  const read = new RoomReads(access, store, mapper);
+  const read = new RoomReads(access, store, mapper, parts.reads);
   const membership = new RoomMembership(parts.log, access, store);
   return {
     lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read, membership),

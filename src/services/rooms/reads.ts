@@ -7,6 +7,8 @@ import { messageRowsByIds, roomIdsByKey, roomListRows, roomRow, toRoomDto } from
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
+import type { ReadRouting } from '../read-routing.js';
+import { keyOf } from '../../domain/ids.js';
 
 /** Reading rooms: one room, rooms by external key, my room list, a room's members. */
 export class RoomReads {
@@ -14,6 +16,7 @@ export class RoomReads {
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly mapper: MessageMapper,
+    private readonly reads: ReadRouting,
   ) {}
 
   /** A room as the caller sees it (`manage`: also a service token that is not a member). */
@@ -43,10 +46,13 @@ export class RoomReads {
    * `archived: true`, only archived rooms are listed.
    */
   async list(actor: Actor, input: { archived?: boolean | undefined } = {}): Promise<RoomListItem[]> {
-    const db = this.store.db();
-    const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'), input.archived ?? false);
-    const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
-    const last = new Map((await this.mapper.many(db, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
+    // Across rooms: a replica serves it once it has the caller's last write (src/services/read-routing.ts).
+    const { rows, last } = await this.reads.user(keyOf(actor.tenant, actor.id), async (db) => {
+      const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'), input.archived ?? false);
+      const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
+      const last = new Map((await this.mapper.many(db, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
+      return { rows, last };
+    });
     return rows
       .map((r) => ({
         ...toRoomDto(r, r.role as MemberRole),
