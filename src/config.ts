@@ -5,18 +5,21 @@ import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
+import { redisEnv, redisTopologyConfig, type RedisTopologyConfig } from './config/redis.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
 export type { FilesConfig, S3Config } from './config/files.js';
 export type { NotifyConfig } from './config/notify.js';
+export type { RedisHostPort, RedisTopologyConfig } from './config/redis.js';
 
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
   ...filesEnv,
   ...notifyEnv,
+  ...redisEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -88,6 +91,11 @@ export interface Config {
   dataDir: string;
   /** Redis URL; undefined means the in-process bus (single process only). */
   redisUrl: string | undefined;
+  /**
+   * Redis Cluster (`REDIS_CLUSTER_NODES`) or Sentinel (`REDIS_SENTINELS`); undefined: `redisUrl`
+   * alone says where Redis is. Never both (src/realtime/redis-topology.ts).
+   */
+  redisTopology: RedisTopologyConfig | undefined;
   /** Prefix for every Redis key and channel of this deployment. */
   redisPrefix: string;
   /** How access tokens are verified (docs/SECURITY.md, "Access tokens"). */
@@ -209,6 +217,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
     redisUrl: e.REDIS_URL,
+    redisTopology: redisTopologyConfig(e),
     redisPrefix: e.REDIS_PREFIX,
     auth,
     devLogin,

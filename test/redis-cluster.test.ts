@@ -1,0 +1,241 @@
+/**
+ * Redis Cluster (REDIS_CLUSTER_NODES): a private cluster of 3 masters and 3 replicas
+ * (test/fixture/redis-topologies.ts) and two nodes of ours on it. Room and inbox events travel on
+ * sharded pub/sub (SPUBLISH / SSUBSCRIBE, one shard per room); rate limits, presence and
+ * revocations are shared through the cluster; a slot moved under traffic loses nothing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keySlot } from '../src/realtime/redis-slot.js';
+import { RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
+import {
+  analyze,
+  clientFor,
+  dispose,
+  expectPerfect,
+  codeOf,
+  getJson,
+  recordingWebSocket,
+  runSenders,
+  Scope,
+  StreamLog,
+  testEnv,
+  tokenFor,
+  uuid,
+  waitFor,
+  wsClient,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
+import { createChatClient } from '../client/index.js';
+
+let cluster: RedisClusterEnv;
+let env: TestEnv;
+let a: TestServer;
+let b: TestServer;
+
+const ROOM_CREATES = 3;
+
+beforeAll(async () => {
+  cluster = await RedisClusterEnv.start();
+  env = await testEnv('rcluster');
+  const overrides = { redisUrl: undefined, redisTopology: cluster.topology, limits: { roomCreatesPerMinute: ROOM_CREATES } };
+  a = await env.startServer(overrides);
+  b = await env.startServer(overrides);
+}, 60_000);
+
+afterAll(async () => {
+  await dispose(a, b);
+  await dispose(env, cluster);
+}, 90_000);
+
+/** The broker channel of a room on a Cluster, and its slot. */
+const roomSlot = (roomId: string) => keySlot(`${env.redisPrefix}{room:${roomId}}`);
+
+describe('two nodes on a Redis Cluster', () => {
+  it('serve once every connection is ready; /readyz names the cluster', async () => {
+    for (const s of [a, b]) {
+      expect(s.app.infra.redis.every((l) => l.cluster && l.client.status === 'ready')).toBe(true);
+      const r = await getJson<{ redis: { topology: string } }>(`${s.url}/readyz`);
+      expect(r.status).toBe(200);
+      expect(r.body).toMatchObject({ status: 'ready', bus: { kind: 'redis', status: 'up' }, redis: { kind: 'redis', topology: 'cluster' } });
+    }
+  });
+
+  it('deliver across nodes on sharded pub/sub: each room on one shard, the rooms spread over the masters', async () => {
+    await using open = new Scope();
+    const alice = open.use(clientFor(b.url, 'alice'));
+    const bob = open.use(clientFor(a.url, 'bob'));
+    const before = await cluster.commandCalls('spublish');
+    const rooms = [];
+    // Three creators: the room-create limit (3 per minute per user) is shared by both nodes.
+    for (const creator of ['alice', 'ann', 'abe']) {
+      const c = open.use(clientFor(creator === 'alice' ? b.url : a.url, creator));
+      for (let i = 0; i < 3; i++) rooms.push(await c.trpc.room.create.mutate({ kind: 'group', name: `spread-${creator}-${i}`, memberIds: ['bob', 'alice'] }));
+    }
+    const logs = rooms.map((r) => {
+      const log = new StreamLog(r.name);
+      const sub = bob.trpc.chat.events.subscribe({ roomId: r.id }, { onData: log.onData, onError: log.got.fail });
+      open.use({ close: () => sub.unsubscribe() });
+      return log;
+    });
+    await Promise.all(logs.map((l) => l.ready(20_000)));
+    const sent = await Promise.all(rooms.map((r) => alice.trpc.chat.send.mutate({ roomId: r.id, clientId: uuid(), body: `to ${r.name}` })));
+    await Promise.all(logs.map((l, i) => l.all([sent[i]!.seq], 'the message of its room', 20_000)));
+    for (const [i, l] of logs.entries()) expectPerfect([l], [sent[i]!.seq]);
+
+    const owners = new Set(await Promise.all(rooms.map((r) => cluster.ownerOf(roomSlot(r.id)))));
+    expect(owners.size, 'masters owning the rooms of this test').toBeGreaterThan(1);
+    // Sharded: SPUBLISH reached the masters; no classic PUBLISH (which every node of a cluster would carry).
+    const after = await cluster.commandCalls('spublish');
+    const grew = [...after].filter(([port, n]) => n > (before.get(port) ?? 0)).length;
+    expect(grew).toBeGreaterThan(1);
+    expect([...(await cluster.commandCalls('publish')).values()].every((n) => n === 0)).toBe(true);
+    // Each room's channel is subscribed on the master that owns its slot, and nowhere else.
+    const r0 = rooms[0]!;
+    const owner = await cluster.ownerOf(roomSlot(r0.id));
+    const channel = `${env.redisPrefix}{room:${r0.id}}`;
+    for (const port of cluster.ports) {
+      const reply = (await redisCall(port, 'PUBSUB', 'SHARDNUMSUB', channel)) as [string, number];
+      expect(Number(reply[1]), `subscribers of the room's channel on ${port}`).toBe(port === owner ? 1 : 0);
+    }
+  });
+
+  it('bus.listened asks the owner shard (PUBSUB SHARDNUMSUB)', async () => {
+    await using bob = clientFor(a.url, 'bob');
+    const log = new StreamLog();
+    const room = await bob.trpc.room.create.mutate({ kind: 'group', name: 'listened' });
+    const s = bob.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
+    await log.ready();
+    const other = uuid();
+    const heard = await b.app.infra.bus.listened([`room:${room.id}`, `room:${other}`]);
+    expect([...heard]).toEqual([`room:${room.id}`]);
+    s.unsubscribe();
+  });
+
+  it('resume: a subscriber whose socket is cut mid-stream gets every message once, in order', async () => {
+    await using open = new Scope();
+    const senders = ['s0', 's1'].map((id, i) => open.use(clientFor(i === 0 ? a.url : b.url, id)));
+    const room = await senders[0]!.trpc.room.create.mutate({ kind: 'group', name: 'resume', memberIds: ['s1', 'sub'] });
+    const rec = recordingWebSocket();
+    const sub = open.use(createChatClient({ url: a.url, token: tokenFor('sub'), WebSocket: rec.WebSocket, retryDelayMs: () => 20 }));
+    const log = new StreamLog('sub');
+    let cut = 0;
+    log.onMessage = (n) => {
+      if (cut === 0 && n >= 60) cut = rec.cut();
+    };
+    const s = sub.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
+    await log.ready();
+    const seqs = await runSenders(senders, room.id, 100);
+    const end = await senders[1]!.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'end' });
+    await log.all([...seqs, end.seq], 'all messages after the cut', 30_000);
+    expect(cut).toBeGreaterThan(0);
+    expectPerfect([log], [...seqs, end.seq]);
+    s.unsubscribe();
+  });
+
+  it('share rate limits, presence and revocations across the nodes', async () => {
+    // Rate limits: the room-create budget of one user is counted once for both nodes.
+    await using limitedA = clientFor(a.url, 'limited');
+    await using limitedB = clientFor(b.url, 'limited');
+    for (let i = 0; i < ROOM_CREATES; i++) await (i % 2 ? limitedB : limitedA).trpc.room.create.mutate({ kind: 'group', name: `l${i}` });
+    for (const c of [limitedB, limitedA]) {
+      expect(codeOf(await c.trpc.room.create.mutate({ kind: 'group', name: 'over' }).catch((e: unknown) => e))).toBe('TOO_MANY_REQUESTS');
+    }
+
+    // Presence: a user connected to A is online for a user asking B.
+    await using carol = wsClient({ url: a.url, userId: 'carol' });
+    await carol.trpc.auth.me.query();
+    await using dave = clientFor(b.url, 'dave');
+    await dave.trpc.room.create.mutate({ kind: 'group', name: 'presence', memberIds: ['carol'] });
+    await waitFor(
+      async () => (await dave.trpc.presence.get.query({ userIds: ['carol'] }))[0]?.status,
+      'carol online as seen from node B',
+      { until: (s) => s === 'online', timeoutMs: 10_000, everyMs: 50 },
+    );
+
+    // Revocations: an admin on B revokes erin; erin's older token is refused on A (the denylist in Redis).
+    const erinToken = tokenFor('erin');
+    await using open = new Scope();
+    const erinA = open.use(createChatClient({ url: a.url, token: erinToken }));
+    await erinA.trpc.auth.me.query();
+    await using admin = clientFor(b.url, 'root', { roles: ['admin'] });
+    await admin.trpc.auth.revoke.mutate({ userId: 'erin' });
+    expect(codeOf(await erinA.trpc.auth.me.query().catch((e: unknown) => e))).toBe('UNAUTHORIZED');
+    const masters = (await cluster.nodes()).filter((n) => n.master);
+    const keys = await Promise.all(masters.map(async (m) => (await redisCall(m.port, 'KEYS', `${env.redisPrefix}revoked:*`)) as string[]));
+    expect(keys.flat()).toHaveLength(1);
+  });
+
+  it('moves the slot of a busy room to another master under traffic and loses nothing', async () => {
+    await using open = new Scope();
+    const senders = ['m0', 'm1', 'm2', 'm3'].map((id, i) => open.use(clientFor(i % 2 === 0 ? a.url : b.url, id)));
+    const room = await senders[0]!.trpc.room.create.mutate({ kind: 'group', name: 'reshard', memberIds: ['m1', 'm2', 'm3', 'watcher'] });
+    const watchers = [a, b].map((s) => open.use(clientFor(s.url, 'watcher')));
+    const logs = watchers.map((w, i) => {
+      const log = new StreamLog(i === 0 ? 'on A' : 'on B');
+      const sub = w.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
+      open.use({ close: () => sub.unsubscribe() });
+      return log;
+    });
+    await Promise.all(logs.map((l) => l.ready()));
+    const slot = roomSlot(room.id);
+    const from = await cluster.ownerOf(slot);
+    const to = (await cluster.nodes()).find((n) => n.master && n.port !== from)!.port;
+
+    let sent = 0;
+    let move: Promise<{ from: number; to: number; keys: number }> | null = null;
+    const gapFillsBefore = a.app.services.hubs.stats.gapFills + b.app.services.hubs.stats.gapFills;
+    const seqs = await runSenders(senders, room.id, 100, {
+      onSent: () => {
+        // A quarter of the way: the slot moves while the senders go on.
+        if (++sent === 100) move = cluster.moveSlot(slot, to);
+      },
+    });
+    const moved = await move!;
+    expect(await cluster.ownerOf(slot)).toBe(to);
+    // After the move: more traffic, then a last message as a barrier.
+    const after = await runSenders(senders, room.id, 10);
+    const end = await senders[1]!.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'end' });
+    const all = [...seqs, ...after, end.seq];
+    await Promise.all(logs.map((l) => l.all(all, 'every message after the slot moved', 30_000)));
+    const gapFills = a.app.services.hubs.stats.gapFills + b.app.services.hubs.stats.gapFills - gapFillsBefore;
+    console.log(`[cluster] slot ${slot} moved ${JSON.stringify(moved)} under traffic; ${all.length} messages; gap fills ${gapFills}; counts ${logs.map((l) => JSON.stringify(analyze(l.got.items, all))).join(' ')}`);
+    expectPerfect(logs, all);
+    // The channel now lives on the new owner.
+    const channel = `${env.redisPrefix}{room:${room.id}}`;
+    await waitFor(async () => Number(((await redisCall(to, 'PUBSUB', 'SHARDNUMSUB', channel)) as [string, number])[1]), 'both nodes subscribed on the new owner', {
+      until: (n) => n === 2,
+      timeoutMs: 15_000,
+      everyMs: 100,
+    });
+  });
+
+  it('moves the presence slot with its keys (MIGRATE) while users connect and leave', async () => {
+    const slot = keySlot(`${env.redisPrefix}{presence}:all`);
+    const from = await cluster.ownerOf(slot);
+    const to = (await cluster.nodes()).find((n) => n.master && n.port !== from)!.port;
+    await using open = new Scope();
+    const users = Array.from({ length: 8 }, (_, i) => `p${i}`);
+    const clients = users.map((u, i) => open.use(wsClient({ url: i % 2 ? a.url : b.url, userId: u })));
+    await Promise.all(clients.map((c) => c.trpc.auth.me.query()));
+    const [moved] = await Promise.all([
+      cluster.moveSlot(slot, to),
+      // Connections come and go meanwhile (multi-key transactions on the moving slot).
+      (async () => {
+        for (let i = 0; i < 8; i++) {
+          await using c = wsClient({ url: i % 2 ? b.url : a.url, userId: `q${i}` });
+          await c.trpc.auth.me.query();
+        }
+      })(),
+    ]);
+    expect(moved.keys).toBeGreaterThan(0);
+    expect(await cluster.ownerOf(slot)).toBe(to);
+    await using asker = clientFor(a.url, 'asker');
+    await asker.trpc.room.create.mutate({ kind: 'group', name: 'presence-move', memberIds: users });
+    await waitFor(
+      async () => (await asker.trpc.presence.get.query({ userIds: users })).map((p) => p.status),
+      'every connected user online after the move',
+      { until: (xs) => xs.length === users.length && xs.every((s) => s === 'online'), timeoutMs: 10_000, everyMs: 50 },
+    );
+  });
+});
