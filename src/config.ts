@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
-import { bool, ConfigError } from './config/env.js';
+import { bool, ConfigError, unsetIfEmpty } from './config/env.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
@@ -25,7 +25,8 @@ const EnvSchema = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z.string().min(1).optional(),
   DATA_DIR: z.string().min(1).default('./data'),
-  REDIS_URL: z.string().min(1).optional(),
+  // Empty counts as unset (compose's `REDIS_URL=` when a Cluster or Sentinel is used instead).
+  REDIS_URL: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),

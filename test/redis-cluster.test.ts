@@ -4,6 +4,7 @@
  * sharded pub/sub (SPUBLISH / SSUBSCRIBE, one shard per room); rate limits, presence and
  * revocations are shared through the cluster; a slot moved under traffic loses nothing.
  */
+import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keySlot } from '../src/realtime/redis-slot.js';
 import { RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
@@ -185,10 +186,10 @@ describe('two nodes on a Redis Cluster', () => {
     let sent = 0;
     let move: Promise<{ from: number; to: number; keys: number }> | null = null;
     const gapFillsBefore = a.app.services.hubs.stats.gapFills + b.app.services.hubs.stats.gapFills;
-    const seqs = await runSenders(senders, room.id, 100, {
+    const seqs = await runSenders(senders, room.id, 60, {
       onSent: () => {
         // A quarter of the way: the slot moves while the senders go on.
-        if (++sent === 100) move = cluster.moveSlot(slot, to);
+        if (++sent === 60) move = cluster.moveSlot(slot, to);
       },
     });
     const moved = await move!;
@@ -237,5 +238,76 @@ describe('two nodes on a Redis Cluster', () => {
       'every connected user online after the move',
       { until: (xs) => xs.length === users.length && xs.every((s) => s === 'online'), timeoutMs: 10_000, everyMs: 50 },
     );
+  });
+  it('a master is killed under traffic: its replica takes over, every message once and in order', async () => {
+    await using open = new Scope();
+    const senderIds = ['k0', 'k1', 'k2', 'k3'];
+    const senders = senderIds.map((id, i) => open.use(clientFor(i % 2 === 0 ? a.url : b.url, id)));
+    const room = await senders[0]!.trpc.room.create.mutate({ kind: 'group', name: 'master-killed', memberIds: [...senderIds.slice(1), 'watcher'] });
+    const logs = [a, b].map((s, i) => {
+      const w = open.use(clientFor(s.url, 'watcher'));
+      const log = new StreamLog(i === 0 ? 'on A' : 'on B');
+      const sub = w.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
+      open.use({ close: () => sub.unsubscribe() });
+      return log;
+    });
+    await Promise.all(logs.map((l) => l.ready()));
+    const owner = await cluster.ownerOf(roomSlot(room.id));
+    const victim = cluster.servers.find((s) => s.port === owner)!;
+
+    // Senders go on until told to stop; a failed send is repeated with the same clientId (idempotent).
+    const acked: { sender: number; seq: number; startedAt: number; at: number }[] = [];
+    let errors = 0;
+    let sending = true;
+    const loops = senders.map(async (c, i) => {
+      for (let n = 0; sending; n++) {
+        const clientId = uuid();
+        for (;;) {
+          const startedAt = performance.now();
+          try {
+            const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `k${i}-${n}` });
+            acked.push({ sender: i, seq: m.seq, startedAt, at: performance.now() });
+            break;
+          } catch {
+            errors++;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
+      }
+    });
+    await waitFor(() => acked.length, '60 messages before the kill', { until: (n) => n >= 60, timeoutMs: 20_000 });
+    const killedAt = performance.now();
+    const ackedAtKill = acked.length;
+    await victim.kill();
+    // The other masters mark it failed (cluster-node-timeout 2 s) and its replica is elected.
+    const promoted = await waitFor(() => cluster.ownerOf(roomSlot(room.id)).catch(() => owner), 'a replica promoted for the slot', {
+      until: (p) => p !== owner,
+      timeoutMs: 30_000,
+      everyMs: 100,
+    });
+    await cluster.settled();
+    const settledAt = performance.now();
+    await waitFor(
+      () => senderIds.map((_, i) => acked.filter((x) => x.sender === i && x.startedAt > settledAt).length),
+      'sends acknowledged after the replica took over',
+      { until: (xs) => xs.every((n) => n >= 10), timeoutMs: 15_000, everyMs: 20 },
+    );
+    sending = false;
+    await Promise.all(loops);
+    const end = await senders[1]!.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'end' });
+    const all = [...acked.map((x) => x.seq), end.seq];
+    await Promise.all(logs.map((l) => l.all(all, 'every acknowledged message', 30_000)));
+    const ats = acked.map((x) => x.at).sort((x, y) => x - y);
+    let longest = 0;
+    for (let i = 1; i < ats.length; i++) longest = Math.max(longest, ats[i]! - ats[i - 1]!);
+    const readyz = await Promise.all([a, b].map(async (s) => (await fetch(`${s.url}/readyz`)).status));
+    console.log(
+      `[cluster] master ${owner} (the room's shard) killed after ${ackedAtKill} sends; replica ${promoted} serves the slot after ${Math.round(settledAt - killedAt)} ms; ` +
+        `longest pause between acknowledgements ${Math.round(longest)} ms; failed sends (repeated) ${errors}; /readyz after ${readyz.join(',')}; ${all.length} messages; ` +
+        `counts ${logs.map((l) => JSON.stringify(analyze(l.got.items, all))).join(' ')}`,
+    );
+    expect(promoted).not.toBe(owner);
+    expect(new Set(all).size).toBe(all.length);
+    expectPerfect(logs, all);
   });
 });
