@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Cluster } from 'ioredis';
 import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
 import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
@@ -178,7 +179,7 @@ export class RedisBus implements EventBus {
    */
   private async listenedSharded(channels: readonly string[]): Promise<Set<string>> {
     const out = new Set<string>();
-    const cluster = this.pub as import('ioredis').Cluster;
+    const cluster = this.pub as Cluster;
     const byNode = new Map<string, string[]>();
     for (const c of channels) {
       const owner = cluster.slots[keySlot(this.brokerName(c))]?.[0];
