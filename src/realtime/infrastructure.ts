@@ -7,7 +7,7 @@ import type { PresenceStore } from './presence-store.js';
 import { RedisLink } from './redis.js';
 import { RedisPresenceStore } from './redis-presence.js';
 import { busConnections, RedisBus } from './redis-bus.js';
-import { redisTopologyOf } from './redis-topology.js';
+import { describeTopology, redisTopologyOf } from './redis-topology.js';
 
 /** 'up' or 'down', as /readyz reports each store. */
 export type StoreStatus = 'up' | 'down';
@@ -71,6 +71,7 @@ export function createInfrastructure(config: Config, opts: InfrastructureOptions
     };
   }
   const url = topology;
+  log.info({ redis: describeTopology(topology) }, 'redis');
   const busLinks = busConnections(url, { log, onError: onBusError });
   const presenceLink = new RedisLink('presence', url, { log });
   const limits = new RedisLink('limits', url, { log });
