@@ -67,6 +67,12 @@ export class RedisLink {
     };
     this.client.on('error', (err: Error) => {
       onError?.(err);
+      // A Cluster reports a failed node (a master being replaced, a sharded subscriber that cannot
+      // connect yet) while it stays ready for the other slots: not an outage of the connection.
+      if (this.cluster && this.client.status === 'ready') {
+        log?.warn({ err, redis: role }, 'redis cluster node error');
+        return;
+      }
       lost(err);
     });
     this.client.on('close', () => {
