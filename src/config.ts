@@ -1,22 +1,25 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
-import { bool, ConfigError } from './config/env.js';
+import { bool, ConfigError, unsetIfEmpty } from './config/env.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
+import { redisEnv, redisTopologyConfig, type RedisTopologyConfig } from './config/redis.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
 export type { FilesConfig, S3Config } from './config/files.js';
 export type { NotifyConfig } from './config/notify.js';
+export type { RedisHostPort, RedisTopologyConfig } from './config/redis.js';
 
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
   ...filesEnv,
   ...notifyEnv,
+  ...redisEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -28,7 +31,8 @@ const EnvSchema = z.object({
     .refine((urls) => urls.every((u) => /^postgres(ql)?:\/\/[^,]+$/.test(u)), 'DATABASE_REPLICA_URLS is a comma list of postgresql:// URLs, one per replica'),
   DATABASE_REPLICA_MAX_LAG_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   DATA_DIR: z.string().min(1).default('./data'),
-  REDIS_URL: z.string().min(1).optional(),
+  // Empty counts as unset (compose's `REDIS_URL=` when a Cluster or Sentinel is used instead).
+  REDIS_URL: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
@@ -102,6 +106,11 @@ export interface Config {
   databaseReplicaMaxLagMs: number;
   /** Redis URL; undefined means the in-process bus (single process only). */
   redisUrl: string | undefined;
+  /**
+   * Redis Cluster (`REDIS_CLUSTER_NODES`) or Sentinel (`REDIS_SENTINELS`); undefined: `redisUrl`
+   * alone says where Redis is. Never both (src/realtime/redis-topology.ts).
+   */
+  redisTopology: RedisTopologyConfig | undefined;
   /** Prefix for every Redis key and channel of this deployment. */
   redisPrefix: string;
   /** How access tokens are verified (docs/SECURITY.md, "Access tokens"). */
@@ -231,6 +240,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseReplicaUrls: e.DATABASE_REPLICA_URLS,
     databaseReplicaMaxLagMs: e.DATABASE_REPLICA_MAX_LAG_MS,
     redisUrl: e.REDIS_URL,
+    redisTopology: redisTopologyConfig(e),
     redisPrefix: e.REDIS_PREFIX,
     auth,
     devLogin,

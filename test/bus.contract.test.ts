@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Collector, deferred, MemoryBus, RedisBus, TEST_REDIS_URL, testPrefix, type EventBus } from './fixture.js';
+import { RedisClusterEnv } from './fixture/redis-topologies.js';
 
 /**
  * One contract, two implementations: whatever the bus, a subscriber that is live gets each publish
@@ -28,6 +29,13 @@ const prefix = testPrefix('bus');
 const admin = new Redis(TEST_REDIS_URL);
 afterAll(() => admin.disconnect());
 
+/** A private Redis Cluster (3 masters, 3 replicas) for the sharded bus (SPUBLISH / SSUBSCRIBE). */
+let cluster: RedisClusterEnv | undefined;
+beforeAll(async () => {
+  cluster = await RedisClusterEnv.start();
+}, 60_000);
+afterAll(() => cluster?.close());
+
 const fixtures: Fixture[] = [
   {
     name: 'memory',
@@ -39,6 +47,14 @@ const fixtures: Fixture[] = [
   {
     name: 'redis',
     pair: redisPair,
+  },
+  {
+    name: 'redis cluster (sharded pub/sub)',
+    pair() {
+      const a = new RedisBus({ url: cluster!.topology, prefix });
+      const b = new RedisBus({ url: cluster!.topology, prefix });
+      return { a, b, [Symbol.asyncDispose]: async () => void (await Promise.all([a.close(), b.close()])) };
+    },
   },
 ];
 

@@ -18,6 +18,16 @@ import pg from 'pg';
 import { freePort } from './fixture/tools.js';
 import { within } from './fixture/wait.js';
 
+/** What differs for a cluster node or a sentinel (test/fixture/redis-topologies.ts). */
+export interface PrivateRedisOptions {
+  /** Arguments after the defaults (or, with `config`, after the config file). */
+  args?: string[];
+  /** A config file to start from (sentinels need one they can rewrite). */
+  config?: string;
+  /** Working directory (cluster nodes write their nodes-<port>.conf there). */
+  cwd?: string;
+}
+
 /** A redis-server child process on a fixed port; can be SIGKILLed and started again on that port. */
 export class PrivateRedis {
   private child: ChildProcess | null = null;
@@ -26,7 +36,15 @@ export class PrivateRedis {
   /** How many times the server was (re)started. */
   starts = 0;
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    private readonly opts: PrivateRedisOptions = {},
+  ) {}
+
+  /** The process id while it runs. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -39,11 +57,11 @@ export class PrivateRedis {
   /** Starts redis-server and resolves once it logs that it accepts connections. */
   async start(timeoutMs = 15_000): Promise<void> {
     if (this.child) throw new Error('private redis already running');
-    const child = spawn(
-      'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'notice'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const base = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'notice'];
+    const child = spawn('redis-server', [...(this.opts.config ? [this.opts.config] : []), ...base, ...(this.opts.args ?? [])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: this.opts.cwd,
+    });
     this.child = child;
     live.redis.add(child);
     this.exited = new Promise<void>((resolve) => {
@@ -57,7 +75,7 @@ export class PrivateRedis {
       const onLine = (line: string) => {
         this.output.push(line);
         if (this.output.length > 200) this.output.shift();
-        if (/Ready to accept connections/i.test(line)) resolve();
+        if (/Ready to accept connections|\+monitor master/i.test(line)) resolve();
       };
       createInterface({ input: child.stdout! }).on('line', onLine);
       createInterface({ input: child.stderr! }).on('line', onLine);
@@ -273,8 +291,8 @@ export class FaultEnv implements AsyncDisposable {
   private readonly redises: PrivateRedis[] = [];
   private readonly pgs: PrivatePostgres[] = [];
 
-  async redis(): Promise<PrivateRedis> {
-    const r = new PrivateRedis(await freePort());
+  async redis(opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
+    const r = new PrivateRedis(await freePort(), opts);
     this.redises.push(r);
     await r.start();
     return r;

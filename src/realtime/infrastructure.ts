@@ -7,14 +7,17 @@ import type { PresenceStore } from './presence-store.js';
 import { RedisLink } from './redis.js';
 import { RedisPresenceStore } from './redis-presence.js';
 import { busConnections, RedisBus } from './redis-bus.js';
+import { describeTopology, redisTopologyOf } from './redis-topology.js';
 
 /** 'up' or 'down', as /readyz reports each store. */
 export type StoreStatus = 'up' | 'down';
 
 /** Every Redis-backed store of the node and its state; all 'up' in memory mode. */
 export interface RedisHealth {
-  /** 'memory' without `REDIS_URL`: every store below lives in this process. */
+  /** 'memory' without Redis: every store below lives in this process. */
   kind: 'redis' | 'memory';
+  /** With Redis Sentinel or Cluster: which (absent with one server). */
+  topology?: 'sentinel' | 'cluster';
   bus: { publisher: StoreStatus; subscriber: StoreStatus };
   presence: StoreStatus;
   limits: StoreStatus;
@@ -22,8 +25,9 @@ export interface RedisHealth {
 }
 
 /**
- * The shared stores a node depends on besides PostgreSQL, chosen once: Redis when `REDIS_URL` is
- * set (state shared by every node), this process's memory otherwise (one node only). Each store
+ * The shared stores a node depends on besides PostgreSQL, chosen once: Redis when it is configured
+ * (`REDIS_URL`, `REDIS_SENTINELS` or `REDIS_CLUSTER_NODES`: state shared by every node), this
+ * process's memory otherwise (one node only). Each store
  * is handed to the service that uses it, which closes it with itself.
  */
 export interface Infrastructure {
@@ -51,7 +55,8 @@ const status = (up: boolean): StoreStatus => (up ? 'up' : 'down');
 
 export function createInfrastructure(config: Config, opts: InfrastructureOptions): Infrastructure {
   const { log, presenceTtlMs, onBusError } = opts;
-  if (!config.redisUrl) {
+  const topology = redisTopologyOf(config);
+  if (!topology) {
     const bus = new MemoryBus(onBusError);
     return {
       bus,
@@ -65,7 +70,8 @@ export function createInfrastructure(config: Config, opts: InfrastructureOptions
       },
     };
   }
-  const url = config.redisUrl;
+  const url = topology;
+  log.info({ redis: describeTopology(topology) }, 'redis');
   const busLinks = busConnections(url, { log, onError: onBusError });
   const presenceLink = new RedisLink('presence', url, { log });
   const limits = new RedisLink('limits', url, { log });
@@ -82,6 +88,7 @@ export function createInfrastructure(config: Config, opts: InfrastructureOptions
       );
       return {
         kind: 'redis',
+        ...(topology.kind === 'single' ? {} : { topology: topology.kind }),
         bus: { publisher: status(pub!), subscriber: status(sub!) },
         presence: status(presence!),
         limits: status(lim!),

@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import type { Cluster } from 'ioredis';
 import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
 import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
 import { RedisLink } from './redis.js';
+import { keySlot } from './redis-slot.js';
+import type { RedisTopology } from './redis-topology.js';
 
 export interface RedisBusOptions {
   /** Prefix of every channel name, so deployments and test files can share one Redis. */
@@ -12,10 +15,10 @@ export interface RedisBusOptions {
   publishTimeoutMs?: number;
   /**
    * The bus's two connections (`busConnections`), as src/realtime/infrastructure.ts opens them;
-   * or `url` to let the bus open them itself.
+   * or `url` (a Redis URL or topology) to let the bus open them itself.
    */
   connections?: BusConnections;
-  url?: string;
+  url?: string | RedisTopology;
   log?: Logger;
 }
 
@@ -27,7 +30,7 @@ export interface BusConnections {
 }
 
 /** Opens a bus's two connections (src/realtime/redis.ts sets their options). */
-export function busConnections(url: string, opts: { log?: Logger; onError?: (err: unknown) => void } = {}): BusConnections {
+export function busConnections(url: string | RedisTopology, opts: { log?: Logger; onError?: (err: unknown) => void } = {}): BusConnections {
   const nodeId = randomBytes(8).toString('hex');
   return {
     nodeId,
@@ -40,6 +43,14 @@ export function busConnections(url: string, opts: { log?: Logger; onError?: (err
  * Redis pub/sub bus: one publisher and one dedicated subscriber connection per process, channels
  * reference-counted. Local handlers get a publish synchronously; the broker's echo of our own
  * publishes is skipped by node id, so every process sees each payload once.
+ *
+ * On a Redis Cluster the bus uses sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`): a channel lives on
+ * the shard that owns its slot, so a room's events touch one shard instead of every node of the
+ * cluster. Its broker name is `<prefix>{<channel>}`: the hash tag makes the slot depend on the
+ * room (or user) alone, so keys of the same room could join it in one slot. The subscriber is an
+ * ioredis `Cluster` with `shardedSubscribers` (one connection per master); when the slot map
+ * changes (resharding, failover) it resubscribes there, and the bus tells its listeners as after
+ * a reconnect (they fill what the move may have lost from PostgreSQL).
  */
 export class RedisBus implements EventBus {
   readonly kind = 'redis';
@@ -55,6 +66,10 @@ export class RedisBus implements EventBus {
   /** The subscriber was ready once: its next `ready` is a reconnect. */
   private readyOnce: boolean;
   private closed = false;
+  /** Sharded pub/sub (Redis Cluster). */
+  readonly sharded: boolean;
+  /** The sharded subscribers were set up once: the next set-up follows a change of the slot map. */
+  private shardsReadyOnce = false;
 
   constructor(private readonly opts: RedisBusOptions) {
     this.onError = opts.onError ?? (() => undefined);
@@ -64,8 +79,9 @@ export class RedisBus implements EventBus {
     this.nodeId = this.links.nodeId;
     this.pub = this.links.pub.client;
     this.sub = this.links.sub.client;
+    this.sharded = this.links.sub.cluster;
     this.readyOnce = this.sub.status === 'ready';
-    this.sub.on('message', (channel: string, message: string) => this.receive(channel, message));
+    this.sub.on(this.sharded ? 'smessage' : 'message', (channel: string, message: string) => this.receive(channel, message));
     this.sub.on('ready', () => {
       if (!this.readyOnce) {
         this.readyOnce = true;
@@ -73,15 +89,36 @@ export class RedisBus implements EventBus {
       }
       void this.resubscribeAndNotify();
     });
+    if (this.sharded) {
+      // ioredis resubscribes the sharded channels itself after it rebuilt its subscribers for a
+      // new slot map (a moved slot, a promoted replica); what was published meanwhile may be lost.
+      this.sub.on('subscribersReady', () => {
+        if (!this.shardsReadyOnce) {
+          this.shardsReadyOnce = true;
+          return;
+        }
+        this.notifyReconnect();
+      });
+    }
+  }
+
+  /** The channel's name on the broker. */
+  private brokerName(channel: string): string {
+    return this.sharded ? `${this.opts.prefix}{${channel}}` : this.opts.prefix + channel;
   }
 
   private async resubscribeAndNotify(): Promise<void> {
-    const chans = this.table.channels().map((c) => this.opts.prefix + c);
+    // Sharded: ioredis' subscriber group resubscribes every channel itself.
+    const chans = this.sharded ? [] : this.table.channels().map((c) => this.brokerName(c));
     try {
       if (chans.length) await this.sub.subscribe(...chans);
     } catch (err) {
       this.onError(err);
     }
+    this.notifyReconnect();
+  }
+
+  private notifyReconnect(): void {
     for (const l of this.reconnectListeners) {
       try {
         l();
@@ -96,7 +133,11 @@ export class RedisBus implements EventBus {
     const nl = message.indexOf('\n');
     if (nl < 0) return;
     if (message.startsWith(this.nodeId) && nl === this.nodeId.length) return; // our own echo
-    const channel = fullChannel.slice(this.opts.prefix.length);
+    let channel = fullChannel.slice(this.opts.prefix.length);
+    if (this.sharded) {
+      if (!channel.startsWith('{') || !channel.endsWith('}')) return;
+      channel = channel.slice(1, -1);
+    }
     this.table.dispatch(channel, message.slice(nl + 1), this.onError);
   }
 
@@ -104,11 +145,9 @@ export class RedisBus implements EventBus {
     if (this.closed) return;
     this.table.dispatch(channel, payload, this.onError);
     try {
-      await withTimeout(
-        this.pub.publish(this.opts.prefix + channel, `${this.nodeId}\n${payload}`),
-        this.publishTimeoutMs,
-        'redis publish',
-      );
+      const name = this.brokerName(channel);
+      const message = `${this.nodeId}\n${payload}`;
+      await withTimeout(this.sharded ? this.pub.spublish(name, message) : this.pub.publish(name, message), this.publishTimeoutMs, 'redis publish');
     } catch (err) {
       this.onError(err);
     }
@@ -116,6 +155,7 @@ export class RedisBus implements EventBus {
 
   async listened(channels: readonly string[]): Promise<Set<string>> {
     if (this.closed || channels.length === 0) return new Set();
+    if (this.sharded) return this.listenedSharded(channels);
     try {
       const reply = (await withTimeout(
         this.pub.call('PUBSUB', 'NUMSUB', ...channels.map((c) => this.opts.prefix + c)),
@@ -131,10 +171,52 @@ export class RedisBus implements EventBus {
     }
   }
 
+  /**
+   * Cluster: `PUBSUB SHARDNUMSUB` asked of the master that owns each channel's slot (the command is
+   * answered by the node it reaches, for its own shard). Whatever cannot be asked (no slot map
+   * yet, a node failing) counts as listened: over-reporting only costs a publish nobody reads,
+   * under-reporting would lose events.
+   */
+  private async listenedSharded(channels: readonly string[]): Promise<Set<string>> {
+    const out = new Set<string>();
+    const cluster = this.pub as Cluster;
+    const byNode = new Map<string, string[]>();
+    for (const c of channels) {
+      const owner = cluster.slots[keySlot(this.brokerName(c))]?.[0];
+      if (!owner) {
+        out.add(c);
+        continue;
+      }
+      const list = byNode.get(owner) ?? [];
+      list.push(c);
+      byNode.set(owner, list);
+    }
+    const masters = new Map(cluster.nodes('master').map((n) => [`${n.options.host}:${n.options.port}`, n]));
+    await Promise.all(
+      [...byNode].map(async ([owner, list]) => {
+        const node = masters.get(owner);
+        try {
+          if (!node) throw new Error(`no connection to the owner ${owner}`);
+          const reply = (await withTimeout(
+            node.call('PUBSUB', 'SHARDNUMSUB', ...list.map((c) => this.brokerName(c))),
+            this.publishTimeoutMs,
+            'redis pubsub shardnumsub',
+          )) as (string | number)[];
+          for (let i = 0; i + 1 < reply.length; i += 2) if (Number(reply[i + 1]) > 0) out.add(list[i / 2]!);
+        } catch (err) {
+          this.onError(err);
+          for (const c of list) out.add(c);
+        }
+      }),
+    );
+    return out;
+  }
+
   async subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>> {
     const first = this.table.add(channel, handler);
     if (first) {
-      const p = this.sub.subscribe(this.opts.prefix + channel).then(() => undefined);
+      const name = this.brokerName(channel);
+      const p = (this.sharded ? this.sub.ssubscribe(name) : this.sub.subscribe(name)).then(() => undefined);
       this.pending.set(channel, p);
       try {
         await p;
@@ -154,7 +236,8 @@ export class RedisBus implements EventBus {
       done = true;
       const last = this.table.remove(channel, handler);
       if (last && !this.closed) {
-        await this.sub.unsubscribe(this.opts.prefix + channel).catch((err) => this.onError(err));
+        const name = this.brokerName(channel);
+        await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch((err) => this.onError(err));
       }
     };
   }

@@ -18,6 +18,11 @@ return n
 /**
  * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
  * set of all connections so any node can sweep those of a dead node.
+ *
+ * Every key carries the hash tag `{presence}` (`<prefix>{presence}:conn:<user>`, ...): the
+ * transactions, the admit script and the pipelines touch a user's keys together with the global
+ * set, which a Redis Cluster allows only within one slot. Presence therefore lives on one shard
+ * of a Cluster (a few commands per connect, disconnect and heartbeat round).
  */
 export class RedisPresenceStore implements PresenceStore {
   private readonly redis: RedisLink['client'];
@@ -39,16 +44,16 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   private connKey(k: PresenceKey) {
-    return `${this.prefix}presence:conn:${keyOf(k.tenant, k.userId)}`;
+    return `${this.prefix}{presence}:conn:${keyOf(k.tenant, k.userId)}`;
   }
   private statusKey(k: PresenceKey) {
-    return `${this.prefix}presence:status:${keyOf(k.tenant, k.userId)}`;
+    return `${this.prefix}{presence}:status:${keyOf(k.tenant, k.userId)}`;
   }
   private seenKey(k: PresenceKey) {
-    return `${this.prefix}presence:seen:${keyOf(k.tenant, k.userId)}`;
+    return `${this.prefix}{presence}:seen:${keyOf(k.tenant, k.userId)}`;
   }
   private get allKey() {
-    return `${this.prefix}presence:all`;
+    return `${this.prefix}{presence}:all`;
   }
   private member(c: PresenceConn) {
     return `${c.tenant}${SEP}${c.userId}${SEP}${c.connId}`;

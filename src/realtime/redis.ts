@@ -1,17 +1,18 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { AppError } from '../domain/errors.js';
 import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
+import { createRedisClient, isCluster, type RedisClient, type RedisTopology } from './redis-topology.js';
 
 /**
  * Every Redis connection of a node is built here, with one reconnect policy and one way of
- * reporting an outage. A node opens five when `REDIS_URL` is set (src/realtime/infrastructure.ts):
- * the bus's publisher and subscriber, presence, rate limits and sessions.
+ * reporting an outage, on the topology src/realtime/redis-topology.ts decides (one server,
+ * Sentinel or Cluster). A node opens five when Redis is configured (src/realtime/infrastructure.ts):
+ * the bus's publisher and subscriber, presence, rate limits and sessions. On a Cluster each of
+ * them is an ioredis `Cluster` (a connection per master, the bus subscriber one per master it
+ * listens on).
  */
 export type RedisRole = 'bus-pub' | 'bus-sub' | 'presence' | 'limits' | 'sessions';
-
-/** Reconnect with a backoff of 100 ms doubling up to 2 s, forever (a node outlives a Redis restart). */
-const retryStrategy = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000);
 
 /** What differs between the roles; everything else is the common policy above. */
 const ROLE_OPTIONS: Record<RedisRole, (nodeId: string) => RedisOptions> = {
@@ -42,7 +43,9 @@ export interface RedisLinkOptions {
  * which held every request 1-4 s during an outage. Before the first connect, commands wait for it.
  */
 export class RedisLink {
-  readonly client: Redis;
+  readonly client: RedisClient;
+  /** True on a Redis Cluster (the bus then uses sharded pub/sub). */
+  readonly cluster: boolean;
   private wasReady = false;
   /** An outage was logged and its end is not yet (or a first connect failed and was logged). */
   private lost = false;
@@ -50,17 +53,12 @@ export class RedisLink {
 
   constructor(
     readonly role: RedisRole,
-    url: string,
+    topology: RedisTopology | string,
     opts: RedisLinkOptions = {},
   ) {
-    this.client = new Redis(url, {
-      lazyConnect: false,
-      enableReadyCheck: true,
-      retryStrategy,
-      // After a failover the old primary answers writes with READONLY: reconnect to the new one.
-      reconnectOnError: (err) => err.message.startsWith('READONLY'),
-      ...ROLE_OPTIONS[role](opts.nodeId ?? 'node'),
-    });
+    const t: RedisTopology = typeof topology === 'string' ? { kind: 'single', url: topology } : topology;
+    this.client = createRedisClient(t, { redis: ROLE_OPTIONS[role](opts.nodeId ?? 'node'), shardedSubscriber: role === 'bus-sub' });
+    this.cluster = isCluster(this.client);
     const { log, onError } = opts;
     const lost = (err?: Error) => {
       if (this.lost || this.closing) return;
@@ -69,6 +67,12 @@ export class RedisLink {
     };
     this.client.on('error', (err: Error) => {
       onError?.(err);
+      // A Cluster reports a failed node (a master being replaced, a sharded subscriber that cannot
+      // connect yet) while it stays ready for the other slots: not an outage of the connection.
+      if (this.cluster && this.client.status === 'ready') {
+        log?.warn({ err, redis: role }, 'redis cluster node error');
+        return;
+      }
       lost(err);
     });
     this.client.on('close', () => {

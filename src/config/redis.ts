@@ -1,0 +1,120 @@
+import { z } from 'zod';
+import { bool, ConfigError, unsetIfEmpty } from './env.js';
+
+/** One `host:port` of a Redis Cluster node or of a sentinel. */
+export interface RedisHostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * Where Redis is when it is not one server named by `REDIS_URL`: a Redis Cluster
+ * (`REDIS_CLUSTER_NODES`) or a primary watched by Redis Sentinel (`REDIS_SENTINELS`,
+ * `REDIS_SENTINEL_NAME`). src/realtime/redis-topology.ts turns it into connections.
+ */
+export type RedisTopologyConfig =
+  | {
+      kind: 'cluster';
+      /** Seed nodes; the client learns the others (and the slot map) from them. */
+      nodes: RedisHostPort[];
+      username: string | undefined;
+      password: string | undefined;
+      tls: boolean;
+    }
+  | {
+      kind: 'sentinel';
+      sentinels: RedisHostPort[];
+      /** The master name the sentinels monitor. */
+      name: string;
+      username: string | undefined;
+      password: string | undefined;
+      /** The sentinels' own password (unset: they need none). */
+      sentinelPassword: string | undefined;
+      tls: boolean;
+    };
+
+const hostPorts = (name: string) =>
+  z
+    .string()
+    .trim()
+    .transform((v, ctx) => {
+      const out: RedisHostPort[] = [];
+      for (const item of v.split(',').map((s) => s.trim()).filter(Boolean)) {
+        // host:port, [v6]:port
+        const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(item);
+        const port = m ? Number(m[2]) : 0;
+        if (!m || port < 1 || port > 65535) {
+          ctx.addIssue({ code: 'custom', message: `${name}: "${item}" is not host:port` });
+          return z.NEVER;
+        }
+        out.push({ host: m[1]!.replace(/^\[|\]$/g, ''), port });
+      }
+      if (out.length === 0) {
+        ctx.addIssue({ code: 'custom', message: `${name} needs at least one host:port` });
+        return z.NEVER;
+      }
+      return out;
+    });
+
+export const redisEnv = {
+  REDIS_CLUSTER_NODES: unsetIfEmpty(hostPorts('REDIS_CLUSTER_NODES').optional()),
+  REDIS_SENTINELS: unsetIfEmpty(hostPorts('REDIS_SENTINELS').optional()),
+  REDIS_SENTINEL_NAME: unsetIfEmpty(z.string().min(1).max(200).optional()),
+  REDIS_SENTINEL_PASSWORD: unsetIfEmpty(z.string().min(1).optional()),
+  REDIS_USERNAME: unsetIfEmpty(z.string().min(1).optional()),
+  REDIS_PASSWORD: unsetIfEmpty(z.string().min(1).optional()),
+  REDIS_TLS: unsetIfEmpty(bool.optional()),
+};
+
+type RedisEnv = {
+  REDIS_URL?: string | undefined;
+  REDIS_PREFIX: string;
+  REDIS_CLUSTER_NODES?: RedisHostPort[] | undefined;
+  REDIS_SENTINELS?: RedisHostPort[] | undefined;
+  REDIS_SENTINEL_NAME?: string | undefined;
+  REDIS_SENTINEL_PASSWORD?: string | undefined;
+  REDIS_USERNAME?: string | undefined;
+  REDIS_PASSWORD?: string | undefined;
+  REDIS_TLS?: boolean | undefined;
+};
+
+/**
+ * Exactly one topology: `REDIS_URL` (one server), `REDIS_CLUSTER_NODES` (Cluster) or
+ * `REDIS_SENTINELS` + `REDIS_SENTINEL_NAME` (Sentinel); none of them: no Redis (one node only).
+ * Returns the Cluster or Sentinel topology, or undefined when `REDIS_URL` (or nothing) decides.
+ */
+export function redisTopologyConfig(e: RedisEnv): RedisTopologyConfig | undefined {
+  const set = [
+    e.REDIS_URL !== undefined && 'REDIS_URL',
+    e.REDIS_CLUSTER_NODES !== undefined && 'REDIS_CLUSTER_NODES',
+    e.REDIS_SENTINELS !== undefined && 'REDIS_SENTINELS',
+  ].filter((x): x is string => typeof x === 'string');
+  if (set.length > 1) {
+    throw new ConfigError(`${set.join(' and ')} are set: choose one Redis topology (one server, a Cluster, or Sentinel)`);
+  }
+  if (e.REDIS_SENTINEL_NAME !== undefined && e.REDIS_SENTINELS === undefined) {
+    throw new ConfigError('REDIS_SENTINEL_NAME is set without REDIS_SENTINELS');
+  }
+  if (e.REDIS_SENTINEL_PASSWORD !== undefined && e.REDIS_SENTINELS === undefined) {
+    throw new ConfigError('REDIS_SENTINEL_PASSWORD is set without REDIS_SENTINELS');
+  }
+  if (e.REDIS_URL !== undefined || set.length === 0) {
+    const extra = (['REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_TLS'] as const).filter((k) => e[k] !== undefined);
+    if (extra.length > 0) {
+      throw new ConfigError(
+        e.REDIS_URL !== undefined
+          ? `${extra.join(', ')}: with REDIS_URL, put the credentials and TLS in the URL (rediss://user:password@host:port)`
+          : `${extra.join(', ')} set without a Redis (REDIS_URL, REDIS_CLUSTER_NODES or REDIS_SENTINELS)`,
+      );
+    }
+    return undefined;
+  }
+  const common = { username: e.REDIS_USERNAME, password: e.REDIS_PASSWORD, tls: e.REDIS_TLS ?? false };
+  if (e.REDIS_CLUSTER_NODES) {
+    // The bus names its Cluster channels `<prefix>{<channel>}` (a hash tag): braces in the prefix would take its place.
+    if (/[{}]/.test(e.REDIS_PREFIX)) throw new ConfigError('REDIS_PREFIX must not contain { or } with REDIS_CLUSTER_NODES (hash tags)');
+    return { kind: 'cluster', nodes: e.REDIS_CLUSTER_NODES, ...common };
+  }
+  if (!e.REDIS_SENTINEL_NAME) throw new ConfigError('REDIS_SENTINELS needs REDIS_SENTINEL_NAME (the master name the sentinels monitor)');
+  return { kind: 'sentinel', sentinels: e.REDIS_SENTINELS!, name: e.REDIS_SENTINEL_NAME, sentinelPassword: e.REDIS_SENTINEL_PASSWORD, ...common };
+}
