@@ -1,4 +1,4 @@
-/** RTC_ICE_SERVERS (src/config/rtc.ts) and `signal.config`, which hands the ICE servers to call clients. */
+/** RTC_ICE_SERVERS (src/config/rtc.ts) and `signal.config`, which hands the ICE servers to call clients; `video.config`. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actor, callerFor, ConfigError, dispose, loadConfig, testEnv, type TestEnv } from './fixture.js';
 
@@ -38,5 +38,12 @@ describe('signal.config', () => {
     const iceServers = [{ urls: ['turn:turn.example.com:3478'], username: 'u', credential: 'c' }];
     const withTurn = await env.startServer({ rtc: { iceServers } });
     expect(await callerFor(withTurn.app, actor('rtc-b')).signal.config()).toEqual({ iceServers });
+  });
+
+  it('video.config says which provider meetings run on, or why there is none, without failing', async () => {
+    const plain = await env.startServer();
+    const answer = await callerFor(plain.app, actor('rtc-c')).video.config();
+    expect(answer.provider).toBeNull();
+    expect(answer.unavailableReason).toMatch(/^video is not configured on this server: set VIDEO_PROVIDER=livekit/);
   });
 });
