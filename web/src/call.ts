@@ -10,7 +10,7 @@
  * sends one on `pagehide`, and its data channel closing ends the call on the other side even when
  * that signal is lost. One call at a time: an offer during a call is answered `busy`.
  */
-import type { ChatClient, InboxEventOf, RouterOutputs } from '../../client/index.js';
+import { type ChatClient, type InboxEventOf, newClientId, type RouterOutputs } from '../../client/index.js';
 import { $, errorText, report, toast } from './dom.js';
 
 type Signal = InboxEventOf<'signal'>;
@@ -71,7 +71,7 @@ export class CallManager {
   /** Calls the other member of a direct room. */
   async start(roomId: string, peer: string) {
     if (this.call) return toast('You are already in a call.');
-    const call: Call = { id: `c-${crypto.randomUUID()}`, roomId, peer, role: 'caller', phase: 'calling', pc: null, channel: null, local: null, offer: null, queued: [], timer: undefined };
+    const call: Call = { id: `c-${newClientId()}`, roomId, peer, role: 'caller', phase: 'calling', pc: null, channel: null, local: null, offer: null, queued: [], timer: undefined };
     this.call = call;
     this.show(`Calling ${this.nameOf(peer)}…`);
     try {

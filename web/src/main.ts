@@ -305,6 +305,8 @@ function renderRooms() {
     list.replaceChildren(h('li', { class: 'hint' }, 'No rooms yet: create a group or message someone.'));
     return;
   }
+  // One tab stop for the list (the open room, else the first); arrow keys move within it.
+  const hasActive = rooms.some((r) => r.id === view?.roomId);
   list.replaceChildren(
     ...rooms.map((r) => {
       const active = view?.roomId === r.id;
@@ -313,7 +315,7 @@ function renderRooms() {
       const preview = last ? (last.deleted ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.text ?? (last.attachmentCount ? 'attachment' : '')}`) : r.topic ?? '';
       const li = h(
         'li',
-        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: active || (!view && r === rooms[0]) ? 0 : -1, role: 'link', 'aria-current': active ? 'page' : undefined, 'aria-label': `${r.kind === 'direct' ? 'Direct message with' : 'Room'} ${roomLabel(r)}${unread ? `, ${unread} unread` : ''}` },
+        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: active || (!hasActive && r === rooms[0]) ? 0 : -1, role: 'link', 'aria-current': active ? 'page' : undefined, 'aria-label': `${r.kind === 'direct' ? 'Direct message with' : 'Room'} ${roomLabel(r)}${unread ? `, ${unread} unread` : ''}` },
         h('span', { class: 'room-icon' }, r.kind === 'direct' ? '@' : '#'),
         h('span', { class: 'room-main' }, h('span', { class: 'room-name' }, roomLabel(r)), h('span', { class: 'room-last' }, preview)),
         unread ? h('span', { class: 'badge', title: `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
@@ -1007,7 +1009,7 @@ class RoomView {
   /** "Seen by …" under my latest message: members whose read position reached it. */
   private renderSeen() {
     this.box.querySelector('.seen')?.remove();
-    const last = [...this.timeline.messages()].reverse().find((m) => m.senderId === me() && m.kind !== 'system');
+    const last = [...this.timeline.messages()].reverse().find((m) => m.senderId === me() && m.kind !== 'system' && !m.replyToId);
     if (!last) return;
     const el = this.els.get(last.id)?.el;
     if (!el) return;
