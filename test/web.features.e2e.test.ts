@@ -369,6 +369,17 @@ describe('1:1 calls', () => {
     await bob.close();
     await callState(alice, 'idle');
     await waitText(alice.locator('#toast'), /left the call|hung up/);
+
+    // 5. And the other way round: Bob, back on a new page, takes Alice's call; her page goes away.
+    const bob2 = await newPage(errors);
+    await login(bob2, srv, 'ca-bob', 'Bob');
+    await call.click();
+    await callState(bob2, 'ringing');
+    await bob2.getByRole('button', { name: 'Accept' }).click();
+    for (const p of [alice, bob2]) await p.locator('#call[data-pc="connected"]').waitFor({ state: 'attached' });
+    await alice.close();
+    await callState(bob2, 'idle');
+    await waitText(bob2.locator('#toast'), /left the call|hung up/);
     expect(errors).toEqual([]);
   });
 });
