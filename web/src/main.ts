@@ -610,6 +610,7 @@ class RoomView {
   }
 
   private async reloadHistory() {
+    this.gap = null;
     try {
       const page = await this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE });
       if (this.closed) return;
