@@ -652,6 +652,15 @@ class RoomView {
     if (!this.timeline.byMessageId(shown) || !this.timeline.byMessageId(hit.messageId)) {
       try {
         const target = hit.replyToId ? (this.timeline.byMessageId(hit.replyToId)?.seq ?? hit.seq) : hit.seq;
+        if (this.gap) {
+          // One gap at a time: keep only the newest, live part (from the gap on) and jump from there.
+          const before = this.gap.before;
+          const keep = this.timeline.messages().filter((m) => m.seq >= before);
+          this.gap = null;
+          this.timeline.clear();
+          this.timeline.load(keep);
+          this.hasMore = true;
+        }
         const newestLoaded = this.timeline.oldestSeq();
         const around = await historyAround(this.chat, this.roomId, target, { older: 15, newer: 15 });
         if (this.closed) return;
