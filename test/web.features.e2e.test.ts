@@ -317,7 +317,7 @@ describe('meetings', () => {
 const callState = (page: Page, state: string) => page.locator(`#call[data-state="${state}"]`).waitFor({ state: 'attached' });
 
 describe('1:1 calls', () => {
-  it('calls over WebRTC in a direct room: ringing, accept, media both ways, hangup; decline; busy; the call ends when the other page goes away', async () => {
+  it('calls over WebRTC in a direct room: ringing, accept, media both ways, hangup; decline; missed; busy; the call ends when either page goes away', async () => {
     const errors: string[] = [];
     const alice = await newPage(errors);
     const bob = await newPage(errors);
@@ -365,6 +365,13 @@ describe('1:1 calls', () => {
     await callState(alice, 'idle');
     await waitText(alice.locator('#toast'), /declined the call/);
 
+    // A call given up while it rings is a missed call for the callee.
+    await call.click();
+    await callState(bob, 'ringing');
+    await alice.getByRole('button', { name: 'Hang up' }).click();
+    await callState(bob, 'idle');
+    await waitText(bob.locator('#toast'), /Missed call from/);
+
     // 3. Busy: Carol calls Bob while he is in a call with Alice.
     await call.click();
     await callState(bob, 'ringing');
@@ -373,7 +380,7 @@ describe('1:1 calls', () => {
     await carol.getByRole('button', { name: 'Call ca-bob (audio and video)' }).click();
     await callState(carol, 'idle');
     await waitText(carol.locator('#toast'), /busy in another call/);
-    await waitText(bob.locator('#toast'), /Missed call from/);
+    await waitText(bob.locator('#toast'), /Missed call from .* \(you were in a call\)/);
     expect(await bob.locator('#call').getAttribute('data-pc')).toBe('connected');
 
     // 4. Bob's page goes away: Alice's call ends by itself.

@@ -307,6 +307,8 @@ function renderRooms() {
   }
   // One tab stop for the list (the open room, else the first); arrow keys move within it.
   const hasActive = rooms.some((r) => r.id === view?.roomId);
+  // A re-render (live activity) must not take the keyboard focus away from the room it is on.
+  const focused = (document.activeElement as HTMLElement | null)?.closest<HTMLElement>('#room-list .room-item')?.dataset.roomId;
   list.replaceChildren(
     ...rooms.map((r) => {
       const active = view?.roomId === r.id;
@@ -331,6 +333,13 @@ function renderRooms() {
       return li;
     }),
   );
+  if (focused) {
+    const again = list.querySelector<HTMLElement>(`.room-item[data-room-id="${focused}"]`);
+    if (again) {
+      for (const x of list.querySelectorAll<HTMLElement>('.room-item')) x.tabIndex = x === again ? 0 : -1;
+      again.focus({ preventScroll: true });
+    }
+  }
 }
 
 function navigate(roomId: string) {
@@ -862,7 +871,10 @@ class RoomView {
       prev = m;
     }
     for (const p of this.pending.values()) nodes.push(p.el);
+    // Moving the nodes would drop the keyboard focus from the message it is on: put it back.
+    const focused = document.activeElement instanceof HTMLElement && this.box.contains(document.activeElement) ? document.activeElement : null;
     this.box.replaceChildren(...nodes);
+    if (focused?.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
     this.renderSeen();
   }
 
