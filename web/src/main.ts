@@ -1,6 +1,9 @@
 /**
  * The browser chat page: plain TypeScript and the DOM, everything through the typed client
  * (no hand-written fetch). Built by Vite into web/dist and served by the server at `/`.
+ *
+ * This file: session, room list, the room view. Beside it: threads.ts (the thread panel),
+ * search.ts, meetings.ts (meeting cards), call.ts (1:1 WebRTC calls), dom.ts (DOM helpers).
  */
 import {
   createChatClient,
