@@ -13,7 +13,7 @@ import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { FileTransferError, putWithProgress, toBlob, type UploadBody, type UploadedFile, type UploadFileOptions } from './files.js';
 import { RoomTimeline } from './room-timeline.js';
-import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type RoomEvent } from './types.js';
+import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Message, type RoomEvent } from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
@@ -434,4 +434,35 @@ export function newClientId(): string {
   b[8] = (b[8]! & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** What `historyAround` answers: the messages around a seq, ascending, and whether there are more on either side. */
+export interface HistoryAround {
+  messages: Message[];
+  /** There are older messages than the first one answered. */
+  hasOlder: boolean;
+  /** There are newer messages than the last one answered. */
+  hasNewer: boolean;
+}
+
+/**
+ * The messages around `seq` (a search hit, a link to a message): the message at `seq` (when it is
+ * a message), up to `older` messages before it and up to `newer` after it, ascending, from two
+ * `chat.history` pages (`beforeSeq: seq + 1` and `afterSeq: seq`) read at once. Feed them to a
+ * `RoomTimeline` with `load`; the page between them and the newest page is not loaded (page it with
+ * `afterSeq`).
+ */
+export async function historyAround(
+  chat: Pick<ChatClient, 'trpc'>,
+  roomId: string,
+  seq: number,
+  opts: { older?: number; newer?: number } = {},
+): Promise<HistoryAround> {
+  const older = Math.min(99, Math.max(0, opts.older ?? 20));
+  const newer = Math.min(100, Math.max(1, opts.newer ?? 20));
+  const [before, after] = await Promise.all([
+    chat.trpc.chat.history.query({ roomId, beforeSeq: seq + 1, limit: older + 1 }),
+    chat.trpc.chat.history.query({ roomId, afterSeq: seq, limit: newer }),
+  ]);
+  return { messages: [...before.messages, ...after.messages], hasOlder: before.hasMore, hasNewer: after.hasMore };
 }

@@ -74,14 +74,21 @@ export class RoomTimeline {
       this.lastSeq = event.seq;
     }
     switch (event.type) {
-      case 'message.new':
+      case 'message.new': {
+        const fresh = !this.byId.has(event.message.id);
         this.put(event.message);
+        if (fresh) this.countReply(event.message, 1);
         this.typingUntil.delete(event.message.senderId);
         break;
+      }
       case 'message.edited':
-      case 'message.deleted':
-        if (this.byId.has(event.message.id)) this.put(this.keepMe(event.message));
+      case 'message.deleted': {
+        const prev = this.byId.get(event.message.id);
+        // A reply deleted now leaves its root's count (the server counts live replies only).
+        if (event.type === 'message.deleted' && prev?.deletedAt === null) this.countReply(event.message, -1);
+        if (prev) this.put(this.keepMe(event.message));
         break;
+      }
       case 'reaction.added':
       case 'reaction.removed': {
         const m = this.byId.get(event.messageId);
@@ -149,6 +156,7 @@ export class RoomTimeline {
   insert(message: Message): boolean {
     if (this.byId.has(message.id)) return false;
     this.put(message);
+    this.countReply(message, 1);
     this.changed();
     return true;
   }
@@ -240,6 +248,26 @@ export class RoomTimeline {
     };
     return this.snapshot;
   };
+
+  /**
+   * Thread summaries stay live: a reply that comes in after its root was loaded (its event, or a
+   * send's answer) raises the root's `replyCount` and `lastReplyAt`; a deleted reply lowers it.
+   * History pages never do (a root read from the server counts its replies already), and neither
+   * does a message seen twice. The root's own message events carry the server's count and win.
+   */
+  private countReply(reply: Message, delta: 1 | -1): void {
+    if (!reply.replyToId) return;
+    const root = this.byId.get(reply.replyToId);
+    if (!root) return;
+    const replyCount = Math.max(0, root.replyCount + delta);
+    const lastReplyAt = delta > 0 && (!root.lastReplyAt || root.lastReplyAt < reply.createdAt) ? reply.createdAt : root.lastReplyAt;
+    this.put({ ...root, replyCount, lastReplyAt });
+  }
+
+  /** The loaded replies of a thread, ascending seq (the thread panel's live part). */
+  replies(rootId: string): Message[] {
+    return this.list.filter((m) => m.replyToId === rootId);
+  }
 
   private keepMe(next: Message): Message {
     const prev = this.byId.get(next.id);

@@ -6,6 +6,7 @@ import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
 import { redisEnv, redisTopologyConfig, type RedisTopologyConfig } from './config/redis.js';
+import { rtcConfig, rtcEnv, type RtcConfig } from './config/rtc.js';
 
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
@@ -13,6 +14,7 @@ export type { VideoConfig } from './config/video.js';
 export type { FilesConfig, S3Config } from './config/files.js';
 export type { NotifyConfig } from './config/notify.js';
 export type { RedisHostPort, RedisTopologyConfig } from './config/redis.js';
+export type { RtcConfig } from './config/rtc.js';
 
 const EnvSchema = z.object({
   ...authEnv,
@@ -20,6 +22,7 @@ const EnvSchema = z.object({
   ...filesEnv,
   ...notifyEnv,
   ...redisEnv,
+  ...rtcEnv,
   NODE_ENV: z.string().default('development'),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -194,6 +197,8 @@ export interface Config {
   retentionBatch: number;
   /** Video meetings (docs/VIDEO.md); provider null: video procedures answer PRECONDITION_FAILED. */
   video: VideoConfig;
+  /** 1:1 calls: the ICE servers `signal.config` hands to clients (RTC_ICE_SERVERS). */
+  rtc: RtcConfig;
   /** Outgoing webhooks (docs/OPERATIONS.md, "Webhooks"). */
   webhooks: WebhookConfig;
   /** File uploads, storage and downloads (docs/OPERATIONS.md, "Files"). */
@@ -286,6 +291,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retentionIntervalMs: e.RETENTION_INTERVAL_MS,
     retentionBatch: e.RETENTION_BATCH,
     video: videoConfig(e),
+    rtc: rtcConfig(e),
     webhooks: { retryBaseMs: e.WEBHOOK_RETRY_BASE_MS, maxAttempts: e.WEBHOOK_MAX_ATTEMPTS, pollMs: e.WEBHOOK_POLL_MS,
       timeoutMs: e.WEBHOOK_TIMEOUT_MS, allowPrivateUrls: e.WEBHOOK_ALLOW_PRIVATE_URLS ?? false },
     files: filesConfig(e, e.DATA_DIR, auth.jwtSecret, production, auth.jwtSecretIsDev),

@@ -440,7 +440,7 @@ describe('a banned support agent', () => {
   const MESSAGE_READS = ['chat.edits', 'chat.thread'];
   const FILE_READS = ['file.get'];
   const LISTS = ['room.list', 'room.byKey', 'room.directory', 'chat.search', 'receipt.unread', 'notify.preferences'];
-  const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries', 'device.list', 'device.vapidKey'];
+  const NOT_ROOM_CONTENT = ['auth.me', 'presence.get', 'inbox.events', 'video.get', 'webhook.list', 'webhook.deliveries', 'device.list', 'device.vapidKey', 'signal.config', 'video.config'];
   /** Tenant admins only: FORBIDDEN for an agent before anything is read. */
   const ADMIN_ONLY = ['admin.audit', 'admin.exportRoom', 'admin.exportUser'];
 

@@ -20,4 +20,7 @@ export const signalRouter = router({
       ),
     )
     .mutation(({ ctx, input }) => ctx.services.signals.send(ctx.actor, input)),
+
+  /** What a call client needs: `{ iceServers }` for its RTCPeerConnection (RTC_ICE_SERVERS). */
+  config: authedProcedure.query(({ ctx }) => ctx.services.signals.config()),
 });

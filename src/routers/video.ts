@@ -24,6 +24,9 @@ export const videoRouter = router({
     .input(z.object({ roomId: RoomId }))
     .query(({ ctx, input }) => ctx.services.meetings.read.list(ctx.actor, input.roomId)),
 
+  /** Which provider meetings run on (`provider: null`: none, `unavailableReason` says what to set). */
+  config: authedProcedure.query(({ ctx }) => ctx.services.meetings.config()),
+
   /** Ends the meeting on the provider (creator or moderator+). */
   end: authedProcedure
     .input(z.object({ meetingId: MeetingId }))

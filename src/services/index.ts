@@ -179,7 +179,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     createVideoProvider(deps.config.video),
   );
   const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
-  const signals = new SignalService(limits, store, access, publisher);
+  const signals = new SignalService(limits, store, access, publisher, deps.config.rtc.iceServers);
   const retention = new RetentionService(store, deps.log, {
     intervalMs: deps.config.retentionIntervalMs,
     batch: deps.config.retentionBatch,

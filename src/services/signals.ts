@@ -1,5 +1,6 @@
 import { keyOf } from '../domain/ids.js';
 import type { InboxSignal } from '../domain/events.js';
+import type { IceServerDto } from '../domain/calls.js';
 import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
@@ -24,7 +25,14 @@ export class SignalService {
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly publisher: EventPublisher,
+    /** RTC_ICE_SERVERS: what call clients put in `RTCConfiguration.iceServers`. */
+    private readonly iceServers: IceServerDto[] = [],
   ) {}
+
+  /** `signal.config`: the ICE servers (STUN/TURN) to call with; empty: host candidates only. */
+  config(): { iceServers: IceServerDto[] } {
+    return { iceServers: this.iceServers.map((s) => ({ ...s, urls: [...s.urls] })) };
+  }
 
   async send(actor: Actor, input: { roomId: string; toUserId: string; type: SignalType; payload?: unknown }): Promise<{ ok: true }> {
     if (input.toUserId === actor.id) throw badRequest('cannot send a signal to yourself');

@@ -1,10 +1,14 @@
 /**
  * The browser chat page: plain TypeScript and the DOM, everything through the typed client
  * (no hand-written fetch). Built by Vite into web/dist and served by the server at `/`.
+ *
+ * This file: session, room list, the room view. Beside it: threads.ts (the thread panel),
+ * search.ts, meetings.ts (meeting cards), call.ts (1:1 WebRTC calls), dom.ts (DOM helpers).
  */
 import {
   createChatClient,
   errorCode,
+  historyAround,
   newClientId,
   RoomTimeline,
   type ChatClient,
@@ -15,6 +19,11 @@ import {
   type RoomEvent,
   type RouterOutputs,
 } from '../../client/index.js';
+import { CallManager } from './call.js';
+import { $, avatar, cardEl, dateTimeFmt, debounce, errorText, formatSize, h, MAX_FILES, report, timeFmt, toast } from './dom.js';
+import { meetingIdOf, RoomMeetings } from './meetings.js';
+import { setUpSearch } from './search.js';
+import { ThreadPanel } from './threads.js';
 
 /** A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity` brings it). */
 type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null };
@@ -38,114 +47,6 @@ const TYPING_IDLE_MS = 4000;
 const SESSION_KEY = 'chat.session';
 
 // ---------------------------------------------------------------------------------------------
-// DOM helpers
-// ---------------------------------------------------------------------------------------------
-
-function $<T extends HTMLElement = HTMLElement>(id: string): T {
-  const el = document.getElementById(id);
-  if (!el) throw new Error(`#${id} missing from index.html`);
-  return el as T;
-}
-
-type Child = Node | string | null | undefined | false;
-function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string | number | boolean | undefined> = {},
-  ...children: Child[]
-): HTMLElementTagNameMap[K] {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === false) continue;
-    if (k === 'class') el.className = String(v);
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
-  return el;
-}
-
-/** Only https links of a card become links (the server refuses others; this page trusts no data). */
-const isHttps = (url: string) => URL.canParse(url) && new URL(url).protocol === 'https:';
-
-/**
- * A card message (service tokens): its title, a label/value list and its links. Built from text
- * nodes only (never HTML from the data); links open in a new tab without opener or referrer.
- */
-function cardEl(card: NonNullable<Message['card']>): HTMLElement {
-  return h(
-    'div',
-    { class: 'card' },
-    h('div', { class: 'card-title' }, card.title),
-    card.fields.length ? h('dl', { class: 'card-fields' }, ...card.fields.flatMap((f) => [h('dt', {}, f.label), h('dd', {}, f.value)])) : null,
-    card.links?.length
-      ? h(
-          'div',
-          { class: 'card-links' },
-          ...card.links.map((l) =>
-            isHttps(l.url) ? h('a', { href: l.url, target: '_blank', rel: 'noopener noreferrer' }, l.label) : h('span', {}, l.label),
-          ),
-        )
-      : null,
-  );
-}
-
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-
-/** 1536 -> "1.5 KB". */
-function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KB', 'MB', 'GB'];
-  let v = bytes / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
-}
-
-/** At most this many files per message (the server's limit). */
-const MAX_FILES = 10;
-const dateTimeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-
-function errorText(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
-let toastTimer: ReturnType<typeof setTimeout> | undefined;
-function toast(text: string) {
-  const el = $('toast');
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => (el.hidden = true), 5000);
-}
-const report = (err: unknown) => toast(errorText(err));
-
-function debounce(fn: () => void, ms: number): () => void {
-  let t: ReturnType<typeof setTimeout> | undefined;
-  return () => {
-    clearTimeout(t);
-    t = setTimeout(fn, ms);
-  };
-}
-
-function initials(name: string): string {
-  return (name.match(/[A-Za-z0-9]/g) ?? ['?']).slice(0, 2).join('').toUpperCase();
-}
-/** A stable hue per user for avatars. */
-function hue(id: string): number {
-  let x = 0;
-  for (const c of id) x = (x * 31 + c.charCodeAt(0)) % 360;
-  return x;
-}
-function avatar(id: string, name: string, cls = 'avatar'): HTMLElement {
-  const el = h('div', { class: cls, title: name }, initials(name));
-  el.style.setProperty('--hue', String(hue(id)));
-  return el;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Session and client
 // ---------------------------------------------------------------------------------------------
 
@@ -154,6 +55,9 @@ let chat: ChatClient | null = null;
 let rooms: RoomItem[] = [];
 let inboxSub: Sub | null = null;
 let view: RoomView | null = null;
+let calls: CallManager | null = null;
+/** A search hit to show once its room is open. */
+let pendingJump: { roomId: string; messageId: string; seq: number; replyToId: string | null } | null = null;
 
 function loadSession(): Session | null {
   try {
@@ -220,6 +124,7 @@ async function start() {
     if (s.state === 'open' && lastState !== null && lastState !== 'open') refreshRooms();
     lastState = s.state;
   });
+  calls = new CallManager(chat, (userId) => view?.nameOfUser(userId) ?? userId);
   inboxSub = chat.subscribeInbox({
     onEvent: (data) => {
       switch (data.type) {
@@ -230,6 +135,12 @@ async function start() {
         case 'room.changed':
           // joined (here or on another device), renamed, archived, unarchived: read the list again.
           return data.change === 'left' || data.change === 'deleted' ? dropRoom(data.roomId) : refreshRooms();
+        case 'signal':
+          calls?.onSignal(data);
+          return;
+        case 'meeting.invite':
+          toast(`${data.from} started a video meeting${data.title ? ` "${data.title}"` : ''} in ${roomName(data.roomId)}.`);
+          return;
         case 'mention':
           toast(`${data.from} mentioned you: ${data.excerpt}`);
           return;
@@ -290,6 +201,8 @@ async function setUpPush() {
 }
 
 async function logout() {
+  calls?.dispose();
+  calls = null;
   view?.close();
   view = null;
   inboxSub?.unsubscribe();
@@ -395,6 +308,10 @@ function renderRooms() {
     list.replaceChildren(h('li', { class: 'hint' }, 'No rooms yet: create a group or message someone.'));
     return;
   }
+  // One tab stop for the list (the open room, else the first); arrow keys move within it.
+  const hasActive = rooms.some((r) => r.id === view?.roomId);
+  // A re-render (live activity) must not take the keyboard focus away from the room it is on.
+  const focused = (document.activeElement as HTMLElement | null)?.closest<HTMLElement>('#room-list .room-item')?.dataset.roomId;
   list.replaceChildren(
     ...rooms.map((r) => {
       const active = view?.roomId === r.id;
@@ -403,23 +320,69 @@ function renderRooms() {
       const preview = last ? (last.deleted ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.text ?? (last.attachmentCount ? 'attachment' : '')}`) : r.topic ?? '';
       const li = h(
         'li',
-        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: 0 },
+        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: active || (!hasActive && r === rooms[0]) ? 0 : -1, role: 'link', 'aria-current': active ? 'page' : undefined, 'aria-label': `${r.kind === 'direct' ? 'Direct message with' : 'Room'} ${roomLabel(r)}${unread ? `, ${unread} unread` : ''}` },
         h('span', { class: 'room-icon' }, r.kind === 'direct' ? '@' : '#'),
         h('span', { class: 'room-main' }, h('span', { class: 'room-name' }, roomLabel(r)), h('span', { class: 'room-last' }, preview)),
         unread ? h('span', { class: 'badge', title: `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
       );
       const open = () => navigate(r.id);
       li.addEventListener('click', open);
-      li.addEventListener('keydown', (e) => e.key === 'Enter' && open());
+      li.addEventListener('keydown', (e) => {
+        if (e.key === 'Enter' || e.key === ' ') {
+          e.preventDefault();
+          open();
+        } else moveFocus(e, '#room-list .room-item');
+      });
       return li;
     }),
   );
+  if (focused) {
+    const again = list.querySelector<HTMLElement>(`.room-item[data-room-id="${focused}"]`);
+    if (again) {
+      for (const x of list.querySelectorAll<HTMLElement>('.room-item')) x.tabIndex = x === again ? 0 : -1;
+      again.focus({ preventScroll: true });
+    }
+  }
 }
 
 function navigate(roomId: string) {
   if (location.hash !== `#/room/${roomId}`) location.hash = `#/room/${roomId}`;
   else openFromHash();
 }
+/** A room's name as the list shows it. */
+function roomName(roomId: string): string {
+  const r = rooms.find((x) => x.id === roomId);
+  return r ? roomLabel(r) : 'a room';
+}
+
+/**
+ * Arrow keys (and Home/End) move the focus between the items of a list that is one tab stop
+ * (roving tabindex): the room list and the messages.
+ */
+function moveFocus(e: KeyboardEvent, selector: string) {
+  const items = [...document.querySelectorAll<HTMLElement>(selector)];
+  const i = items.indexOf(e.target as HTMLElement);
+  let next = -1;
+  if (e.key === 'ArrowDown') next = Math.min(items.length - 1, i + 1);
+  else if (e.key === 'ArrowUp') next = i < 0 ? items.length - 1 : Math.max(0, i - 1);
+  else if (e.key === 'Home') next = 0;
+  else if (e.key === 'End') next = items.length - 1;
+  else return;
+  e.preventDefault();
+  const el = items[next];
+  if (!el) return;
+  for (const x of items) x.tabIndex = x === el ? 0 : -1;
+  el.focus();
+  el.scrollIntoView({ block: 'nearest' });
+}
+
+/** Opens a search hit: its room, then the message (history around it is loaded when needed). */
+function jumpTo(hit: { roomId: string; messageId: string; seq: number; replyToId: string | null }) {
+  if (view?.roomId === hit.roomId) return void view.jumpTo(hit);
+  pendingJump = hit;
+  navigate(hit.roomId);
+}
+
 function openFromHash() {
   const m = /^#\/room\/([0-9a-f-]{36})$/i.exec(location.hash);
   const id = m?.[1];
@@ -427,8 +390,11 @@ function openFromHash() {
   if (view?.roomId === id) return;
   view?.close();
   view = new RoomView(chat, id);
+  document.body.classList.add('in-room');
   renderRooms();
-  void view.open();
+  const jump = pendingJump?.roomId === id ? pendingJump : null;
+  pendingJump = null;
+  void view.open(jump);
 }
 window.addEventListener('hashchange', openFromHash);
 
@@ -490,13 +456,37 @@ class RoomView {
   private readonly box = $('messages');
   private readonly input = $<HTMLInputElement>('composer-input');
   private readonly cleanup: (() => void)[] = [];
+  /**
+   * Messages between these seqs are not loaded (after a jump to an older message): a "Load newer
+   * messages" marker stands between `after` and `before`.
+   */
+  private gap: { after: number; before: number } | null = null;
+  private kind: string | null = null;
+  private readonly thread: ThreadPanel;
+  private readonly meetings: RoomMeetings;
 
   constructor(
     private readonly chat: ChatClient,
     readonly roomId: string,
-  ) {}
+  ) {
+    this.thread = new ThreadPanel(chat, {
+      roomId,
+      nameOf: (u) => this.nameOf(u),
+      rootOf: (id) => this.timeline.byMessageId(id),
+      sent: (m) => {
+        if (this.closed) return;
+        this.timeline.insert(m);
+        this.render();
+      },
+    }, me);
+    this.meetings = new RoomMeetings(chat, { roomId, nameOf: (u) => this.nameOf(u), me });
+  }
 
-  async open() {
+  nameOfUser(userId: string): string {
+    return this.nameOf(userId);
+  }
+
+  async open(jump: { messageId: string; seq: number; replyToId: string | null } | null = null) {
     const item = rooms.find((r) => r.id === this.roomId);
     $('empty').hidden = true;
     $('room-header').hidden = false;
@@ -506,6 +496,7 @@ class RoomView {
     void this.loadNotifyLevel();
     $('room-topic').textContent = item?.topic ?? '';
     $('members').replaceChildren();
+    $('call-button').hidden = true;
     $('typing').textContent = '';
     this.box.replaceChildren(h('div', { class: 'loading' }, 'Loading…'));
 
@@ -565,7 +556,30 @@ class RoomView {
       () => this.input.removeEventListener('paste', onPaste),
       () => $('uploads').replaceChildren(),
     );
+    // Keyboard: arrows move between messages, Enter or "t" opens a message's thread, Escape closes it.
+    const onKey = (e: KeyboardEvent) => {
+      const msg = (e.target as HTMLElement).closest<HTMLElement>('#messages .msg[data-id]');
+      if (e.target === this.box && (e.key === 'ArrowUp' || e.key === 'End')) {
+        const all = this.box.querySelectorAll<HTMLElement>('.msg[data-id]');
+        const last = all[all.length - 1];
+        if (last) {
+          e.preventDefault();
+          for (const x of all) x.tabIndex = x === last ? 0 : -1;
+          last.focus();
+        }
+        return;
+      }
+      if (!msg || msg !== e.target) return;
+      if ((e.key === 'Enter' || e.key === 't') && msg.dataset.thread === 'true') {
+        e.preventDefault();
+        void this.thread.open(msg.dataset.id!);
+      } else if (e.key === 'Escape') this.thread.close();
+      else moveFocus(e, '#messages .msg[data-id]');
+    };
+    this.box.addEventListener('keydown', onKey);
+    $('back-to-rooms').onclick = () => leaveView();
     this.cleanup.push(
+      () => this.box.removeEventListener('keydown', onKey),
       () => this.box.removeEventListener('scroll', onScroll),
       () => document.removeEventListener('visibilitychange', onVisible),
       () => this.input.removeEventListener('input', onInput),
@@ -582,10 +596,13 @@ class RoomView {
       $('room-title').textContent = roomLabel(room);
       $('room-topic').textContent = room.topic ?? (room.kind === 'direct' ? 'Direct message' : `${room.memberCount} members`);
       this.setArchived(room.archivedAt !== null);
+      this.kind = room.kind;
       this.timeline.load(page.messages);
       this.hasMore = page.hasMore;
       this.render();
       this.scrollToBottom();
+      this.showCallButton();
+      void this.meetings.init();
       // History first, then the live stream from the last seq we have: nothing missed, nothing twice.
       this.sub = this.chat.subscribeRoom(
         this.roomId,
@@ -593,8 +610,11 @@ class RoomView {
         { lastEventId: String(Math.max(0, this.timeline.lastSeq)) },
       );
       this.markRead();
-      this.input.focus();
-      void this.fillViewport();
+      if (jump) await this.jumpTo(jump);
+      else {
+        this.input.focus();
+        void this.fillViewport();
+      }
     } catch (err) {
       if (this.closed) return;
       this.box.replaceChildren(h('div', { class: 'loading' }, `Cannot open this room: ${errorText(err)}`));
@@ -602,6 +622,7 @@ class RoomView {
   }
 
   private async reloadHistory() {
+    this.gap = null;
     try {
       const page = await this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE });
       if (this.closed) return;
@@ -633,8 +654,82 @@ class RoomView {
     }
   }
 
+  /**
+   * Shows a message (a search hit): the history around it is loaded when it is not (a marker then
+   * stands for the messages between it and the newest page), it is scrolled to, highlighted and
+   * focused; a reply also opens its thread.
+   */
+  async jumpTo(hit: { messageId: string; seq: number; replyToId: string | null }) {
+    const shown = hit.replyToId ?? hit.messageId;
+    if (!this.timeline.byMessageId(shown) || !this.timeline.byMessageId(hit.messageId)) {
+      try {
+        const target = hit.replyToId ? (this.timeline.byMessageId(hit.replyToId)?.seq ?? hit.seq) : hit.seq;
+        if (this.gap) {
+          // One gap at a time: keep only the newest, live part (from the gap on) and jump from there.
+          const before = this.gap.before;
+          const keep = this.timeline.messages().filter((m) => m.seq >= before);
+          this.gap = null;
+          this.timeline.clear();
+          this.timeline.load(keep);
+          this.hasMore = true;
+        }
+        const newestLoaded = this.timeline.oldestSeq();
+        const around = await historyAround(this.chat, this.roomId, target, { older: 15, newer: 15 });
+        if (this.closed) return;
+        const top = around.messages.at(-1)?.seq ?? target;
+        if (newestLoaded !== null && around.hasNewer && top < newestLoaded) this.gap = { after: top, before: newestLoaded };
+        if (newestLoaded === null || (around.messages[0]?.seq ?? target) < newestLoaded) this.hasMore = around.hasOlder;
+        this.timeline.load(around.messages);
+        this.render();
+      } catch (err) {
+        return report(err);
+      }
+    }
+    if (hit.replyToId && !this.timeline.byMessageId(hit.replyToId)) {
+      // The root is older than the window: open the thread anyway.
+      await this.thread.open(hit.replyToId, false);
+      return;
+    }
+    const el = this.els.get(shown)?.el;
+    if (!el) return;
+    for (const x of this.box.querySelectorAll<HTMLElement>('.msg.highlight')) x.classList.remove('highlight');
+    el.classList.add('highlight');
+    el.scrollIntoView({ block: 'center' });
+    for (const x of this.box.querySelectorAll<HTMLElement>('.msg[data-id]')) x.tabIndex = x === el ? 0 : -1;
+    el.focus({ preventScroll: true });
+    if (hit.replyToId) await this.thread.open(hit.replyToId, false);
+  }
+
+  /** Fills the gap left by a jump with the next page after it. */
+  private async loadNewer() {
+    const gap = this.gap;
+    if (!gap) return;
+    try {
+      const page = await this.chat.trpc.chat.history.query({ roomId: this.roomId, afterSeq: gap.after, limit: 100 });
+      if (this.closed || this.gap !== gap) return;
+      const top = page.messages.at(-1)?.seq ?? gap.before;
+      this.gap = page.hasMore && top < gap.before ? { after: top, before: gap.before } : null;
+      this.timeline.load(page.messages);
+      this.render();
+    } catch (err) {
+      report(err);
+    }
+  }
+
+  /** "Call" in a direct room: the other member (a direct room has two). */
+  private showCallButton() {
+    const button = $<HTMLButtonElement>('call-button');
+    const peer = [...this.members.keys()].find((u) => u !== me());
+    button.hidden = this.kind !== 'direct' || !peer;
+    if (!peer) return;
+    button.setAttribute('aria-label', `Call ${this.nameOf(peer)} (audio and video)`);
+    button.onclick = () => void calls?.start(this.roomId, peer);
+  }
+
   close() {
     this.closed = true;
+    this.thread.close();
+    this.meetings.close();
     this.sub?.unsubscribe();
     this.stopTyping();
     clearTimeout(this.typingTimer);
@@ -669,6 +764,7 @@ class RoomView {
     if (!this.closed) {
       this.renderMembers();
       this.renderSeen();
+      this.showCallButton();
     }
   }
 
@@ -696,6 +792,8 @@ class RoomView {
       case 'message.new':
       case 'message.edited':
       case 'message.deleted':
+        this.thread.onMessage(e.message);
+        this.meetings.onMessage(e.message);
         if (e.type === 'message.new') {
           this.renderTyping();
           // Our own message can arrive on the stream before `send` answers: it replaces its placeholder.
@@ -755,7 +853,15 @@ class RoomView {
         : h('div', { class: 'history-edge', id: 'history-start' }, 'This is the beginning of the conversation.'),
     );
     let prev: Message | undefined;
+    const gap = this.gap;
     for (const m of this.timeline.messages()) {
+      // Replies live in their thread: the root shows how many there are.
+      if (m.replyToId) continue;
+      if (gap && prev && prev.seq <= gap.after && m.seq >= gap.before) {
+        const more = h('button', { type: 'button', class: 'history-gap link', id: 'history-gap' }, 'Load newer messages');
+        more.addEventListener('click', () => void this.loadNewer());
+        nodes.push(h('div', { class: 'history-edge' }, more));
+      }
       let el = this.els.get(m.id)?.message === m ? this.els.get(m.id)!.el : undefined;
       if (!el) {
         el = this.messageEl(m);
@@ -768,14 +874,17 @@ class RoomView {
       prev = m;
     }
     for (const p of this.pending.values()) nodes.push(p.el);
+    // Moving the nodes would drop the keyboard focus from the message it is on: put it back.
+    const focused = document.activeElement instanceof HTMLElement && this.box.contains(document.activeElement) ? document.activeElement : null;
     this.box.replaceChildren(...nodes);
+    if (focused?.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
     this.renderSeen();
   }
 
   private messageEl(m: Message): HTMLElement {
     const mine = m.senderId === me();
     if (m.kind === 'system') {
-      return h('div', { class: 'msg system', 'data-seq': m.seq, 'data-id': m.id }, h('span', { class: 'body' }, m.body ?? ''));
+      return h('div', { class: 'msg system', 'data-seq': m.seq, 'data-id': m.id, tabindex: -1 }, h('span', { class: 'body' }, m.body ?? ''));
     }
     const reactions = h(
       'div',
@@ -786,23 +895,48 @@ class RoomView {
         return b;
       }),
     );
-    const bar = h('div', { class: 'react-bar', role: 'toolbar', 'aria-label': 'Add a reaction' });
+    const bar = h('div', { class: 'react-bar', role: 'toolbar', 'aria-label': 'Message actions' });
     if (!m.deletedAt) {
       for (const emoji of QUICK_EMOJI) {
-        const b = h('button', { type: 'button', 'data-emoji': emoji, title: `React with ${emoji}` }, emoji);
+        const b = h('button', { type: 'button', 'data-emoji': emoji, title: `React with ${emoji}`, 'aria-label': `React with ${emoji}` }, emoji);
         b.addEventListener('click', () => this.toggleReaction(m.id, emoji, m.reactions.some((r) => r.emoji === emoji && r.me)));
         bar.append(b);
       }
+      const reply = h('button', { type: 'button', class: 'reply-in-thread', title: 'Reply in thread', 'aria-label': 'Reply in thread' }, '💬');
+      reply.addEventListener('click', () => void this.thread.open(m.id));
+      bar.append(reply);
     }
+    const meetingId = m.deletedAt ? null : meetingIdOf(m);
+    const threadLink =
+      m.replyCount > 0
+        ? h(
+            'button',
+            { type: 'button', class: 'thread-link link', 'data-count': m.replyCount, 'aria-label': `${m.replyCount === 1 ? '1 reply' : `${m.replyCount} replies`}: open the thread` },
+            m.replyCount === 1 ? '1 reply' : `${m.replyCount} replies`,
+            m.lastReplyAt ? h('span', { class: 'muted' }, ` · last ${timeFmt.format(m.lastReplyAt)}`) : null,
+          )
+        : null;
+    threadLink?.addEventListener('click', () => void this.thread.open(m.id));
     const time = h('time', { datetime: m.createdAt.toISOString(), title: dateTimeFmt.format(m.createdAt) }, timeFmt.format(m.createdAt));
     const body = m.deletedAt
       ? h('span', { class: 'body deleted' }, 'message deleted')
-      : m.kind === 'card' && m.card
-        ? cardEl(m.card)
-        : h('span', { class: 'body' }, m.body ?? '');
+      : meetingId
+        ? this.meetings.cardEl(meetingId)
+        : m.kind === 'card' && m.card
+          ? cardEl(m.card)
+          : h('span', { class: 'body' }, m.body ?? '');
     const el = h(
       'div',
-      { class: `msg${mine ? ' mine' : ''}`, 'data-seq': m.seq, 'data-id': m.id, 'data-sender': m.senderId },
+      {
+        class: `msg${mine ? ' mine' : ''}`,
+        'data-seq': m.seq,
+        'data-id': m.id,
+        'data-sender': m.senderId,
+        'data-thread': m.deletedAt ? undefined : 'true',
+        tabindex: -1,
+        role: 'article',
+        'aria-label': `${this.nameOf(m.senderId)}, ${timeFmt.format(m.createdAt)}${m.replyCount ? `, ${m.replyCount} ${m.replyCount === 1 ? 'reply' : 'replies'}` : ''}`,
+      },
       avatar(m.senderId, this.nameOf(m.senderId), 'avatar small'),
       h(
         'div',
@@ -811,6 +945,7 @@ class RoomView {
         h('div', { class: 'bubble' }, body, m.editedAt && !m.deletedAt ? h('span', { class: 'edited' }, ' (edited)') : null),
         m.attachments.length && !m.deletedAt ? h('div', { class: 'files' }, ...m.attachments.map((a) => this.attachmentEl(a))) : null,
         reactions,
+        threadLink,
       ),
       bar,
     );
@@ -899,7 +1034,7 @@ class RoomView {
   /** "Seen by …" under my latest message: members whose read position reached it. */
   private renderSeen() {
     this.box.querySelector('.seen')?.remove();
-    const last = [...this.timeline.messages()].reverse().find((m) => m.senderId === me() && m.kind !== 'system');
+    const last = [...this.timeline.messages()].reverse().find((m) => m.senderId === me() && m.kind !== 'system' && !m.replyToId);
     if (!last) return;
     const el = this.els.get(last.id)?.el;
     if (!el) return;
@@ -1074,6 +1209,7 @@ class RoomView {
 function leaveView() {
   view?.close();
   view = null;
+  document.body.classList.remove('in-room');
   history.replaceState(null, '', location.pathname);
   $('room-header').hidden = true;
   $('messages').hidden = true;
@@ -1082,5 +1218,11 @@ function leaveView() {
   $('empty').hidden = false;
   renderRooms();
 }
+
+setUpSearch({
+  chat: () => chat,
+  nameOf: (roomId, userId) => (view?.roomId === roomId ? view.nameOfUser(userId) : userId),
+  jump: jumpTo,
+});
 
 void start();

@@ -1,5 +1,6 @@
 import type { Store } from '../../store/store.js';
 import type { VideoProvider } from '../../video/provider.js';
+import type { VideoProviderName } from '../../domain/meetings.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { RateLimits } from '../limits.js';
@@ -24,6 +25,8 @@ export interface MeetingServices {
   webhooks: MeetingWebhooks;
   /** The configured provider (null: video is not configured). */
   provider: VideoProvider | null;
+  /** `video.config`: which provider meetings run on, or why there are none. */
+  config(): { provider: VideoProviderName | null; unavailableReason: string | null };
 }
 
 export function createMeetingServices(
@@ -39,5 +42,6 @@ export function createMeetingServices(
     read,
     webhooks: new MeetingWebhooks(store, provider, parts.log),
     provider,
+    config: () => video.config(),
   };
 }

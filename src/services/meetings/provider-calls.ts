@@ -14,6 +14,11 @@ export class ProviderCalls {
     private readonly log: Logger,
   ) {}
 
+  /** `video.config`: the configured provider, or null with what to set (no error: a page asks before it shows its button). */
+  config(): { provider: VideoProvider['name'] | null; unavailableReason: string | null } {
+    return this.provider ? { provider: this.provider.name, unavailableReason: null } : { provider: null, unavailableReason: NOT_CONFIGURED };
+  }
+
   /** The provider, or PRECONDITION_FAILED saying how to configure one. */
   require(): VideoProvider {
     if (!this.provider) throw new AppError('PRECONDITION_FAILED', NOT_CONFIGURED);
