@@ -209,3 +209,10 @@ export async function waitError<TError extends Error = Error>(fnOrPromise: Promi
   console.warn('Expected function to throw, but it did not. Result:', res);
   throw new Error('Function did not throw');
 }
+
+/**
+ * `vi.waitFor` with a 15 s timeout instead of 1 s: the ported tests wait on conditions, and on a
+ * loaded machine a condition met after a second is not a failure (nothing here asserts timing).
+ */
+export const waitFor = (<T>(callback: () => T | Promise<T>, options?: number | { timeout?: number; interval?: number }) =>
+  vi.waitFor(callback, { timeout: 15_000, interval: 20, ...(typeof options === 'number' ? { timeout: options } : options) })) as typeof vi.waitFor;

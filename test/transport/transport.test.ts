@@ -14,7 +14,7 @@ import { observable } from '@trpc/server/observable';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { ADAPTERS, type ApplyWSSHandler } from './harness.js';
+import { ADAPTERS, type ApplyWSSHandler, waitFor } from './harness.js';
 
 /** A transformer that is not superjson: tagged JSON, so its output is recognisable on the wire. */
 const tagged = {
@@ -141,7 +141,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     await c.frame((f) => f.id === 2 && f.result?.type === 'data' && f.result.data === 2);
     c.send({ id: 2, method: 'subscription.stop' });
     await c.frame((f) => f.id === 2 && f.result?.type === 'stopped');
-    await vi.waitFor(() => expect(torn).toBe(2));
+    await waitFor(() => expect(torn).toBe(2));
   });
 
   test('maxBatchSize refuses a longer batch whole, every call answered', async () => {
@@ -207,7 +207,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     const signal = opts.info.signal as AbortSignal;
     expect(signal.aborted).toBe(false);
     c.ws.close();
-    await vi.waitFor(() => expect(signal.aborted).toBe(true));
+    await waitFor(() => expect(signal.aborted).toBe(true));
   });
 
   test('queries and mutations are given an AbortSignal', async () => {
@@ -254,7 +254,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     c.send({ id: 1, method: 'query', params: { path: 'slow', input: null } });
     await entered;
     c.ws.terminate();
-    await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+    await waitFor(() => expect(signal?.aborted).toBe(true));
   });
 
   test('an async onError that rejects is never an unhandled rejection', async () => {
@@ -306,7 +306,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     await c.frame((f) => f.result?.type === 'data');
     c.send({ id: 1, method: 'subscription.stop' });
     await c.frame((f) => f.result?.type === 'stopped');
-    await vi.waitFor(() => expect(cleaned).toHaveBeenCalledTimes(1));
+    await waitFor(() => expect(cleaned).toHaveBeenCalledTimes(1));
   });
 
   test('stopping an iterator that ignores its signal sends stopped at once and releases it, also on disconnect', async () => {
@@ -339,7 +339,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     await c.frame((f) => f.id === 1 && f.result?.type === 'started' && c.frames.filter((x) => x.result?.type === 'started').length === 2);
     // On disconnect too: the iterator is released although its next() never settles.
     c.ws.terminate();
-    await vi.waitFor(() => expect(returned).toHaveBeenCalledTimes(2));
+    await waitFor(() => expect(returned).toHaveBeenCalledTimes(2));
     expect(pending).toBe(2);
   });
 

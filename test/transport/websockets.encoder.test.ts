@@ -3,7 +3,7 @@
  * (MIT licence, copyright the tRPC contributors). Each test runs on tRPC's `applyWSSHandler` and on
  * ours (src/transport/), with the server and client resources of harness.ts. Changes: the imports,
  * the handler passed to the resources, inline snapshots printed without `Object`/`Array` prototypes
- * (vitest's default).
+ * (vitest's default), `vi.waitFor` with a longer timeout (harness.ts).
  * Tests marked `// ported:` say what else changed and why.
  */
 import { EventEmitter } from 'node:events';
@@ -16,7 +16,7 @@ import { createDeferred } from '@trpc/server/unstable-core-do-not-import';
 import { describe, expect, test, vi } from 'vitest';
 import WebSocket from 'ws';
 import { z } from 'zod';
-import { ADAPTERS, testServerAndClientResource } from './harness.js';
+import { ADAPTERS, waitFor, testServerAndClientResource } from './harness.js';
 
 describe.each(ADAPTERS)('%s', (_name, apply) => {
   type Message = {
@@ -179,7 +179,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           onData: onDataMock,
         });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onDataMock).toHaveBeenCalledTimes(2);
         });
 
@@ -228,7 +228,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           onData: onDataMock,
         });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onDataMock).toHaveBeenCalledTimes(1);
         });
 
@@ -275,7 +275,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           onData: onDataMock,
         });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onDataMock).toHaveBeenCalledTimes(2);
         });
 
@@ -301,13 +301,13 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           onData,
         });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onStarted).toHaveBeenCalledTimes(1);
         });
 
         ctx.nextIterable();
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onData).toHaveBeenCalledTimes(1);
         });
 
@@ -328,7 +328,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         });
 
         // Wait for connection to be established
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.wsClient.connection).not.toBe(null);
           // ported: the client's connection object exists before the server has the socket.
           expect(ctx.wss.clients.size).toBe(1);
@@ -352,7 +352,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         serverWs.send('PING');
 
         // Wait for PONG response
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onPong).toHaveBeenCalled();
         });
       });
@@ -379,14 +379,14 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           onData: onDataMock,
         });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onStartedMock).toHaveBeenCalledTimes(1);
           expect(onDataMock).toHaveBeenCalledTimes(1);
         });
 
         ctx.wssHandler.broadcastReconnectNotification();
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.wss.clients.size).toBe(1);
           expect(ctx.onOpenMock).toHaveBeenCalledTimes(2);
           expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
@@ -394,7 +394,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
         ctx.ee.emit('server:msg', { id: '2' });
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onDataMock).toHaveBeenCalledTimes(2);
         });
       });

@@ -3,7 +3,7 @@
  * (MIT licence, copyright the tRPC contributors). Each test runs on tRPC's `applyWSSHandler` and on
  * ours (src/transport/), with the server and client resources of harness.ts. Changes: the imports,
  * the handler passed to the resources, inline snapshots printed without `Object`/`Array` prototypes
- * (vitest's default), and `gc` obtained without --expose-gc.
+ * (vitest's default), `vi.waitFor` with a longer timeout (harness.ts), and `gc` obtained without --expose-gc.
  * Tests marked `// ported:` say what else changed and why.
  */
 import { EventEmitter, on } from 'node:events';
@@ -13,7 +13,7 @@ import { wsLink } from '@trpc/client';
 import { initTRPC } from '@trpc/server';
 import { sleep } from '@trpc/server/unstable-core-do-not-import';
 import { describe, expect, it, vi } from 'vitest';
-import { ADAPTERS, testServerAndClientResource } from './harness.js';
+import { ADAPTERS, waitFor, testServerAndClientResource } from './harness.js';
 
 // `global.gc` without starting the test process with --expose-gc.
 setFlagsFromString('--expose-gc');
@@ -58,13 +58,13 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         },
       });
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onStartedMock).toHaveBeenCalled();
       });
 
       const refs = [emitData(), emitData()];
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onDataLengthMock).toHaveBeenCalledTimes(2);
       });
 

@@ -3,7 +3,7 @@
  * (MIT licence, copyright the tRPC contributors). Each test runs on tRPC's `applyWSSHandler` and on
  * ours (src/transport/), with the server and client resources of harness.ts. Changes: the imports,
  * the handler passed to the resources, inline snapshots printed without `Object`/`Array` prototypes
- * (vitest's default).
+ * (vitest's default), `vi.waitFor` with a longer timeout (harness.ts).
  * Tests marked `// ported:` say what else changed and why.
  */
 import { EventEmitter, on } from 'node:events';
@@ -22,7 +22,7 @@ import type { LegacyObservableSubscriptionProcedure, SubscriptionProcedure } fro
 import { afterAll, beforeAll, describe, expect, expectTypeOf, test, vi } from 'vitest';
 import WebSocket, { type WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { ADAPTERS, testServerAndClientResource, type TRPCServerResourceOpts, waitError } from './harness.js';
+import { ADAPTERS, waitFor, testServerAndClientResource, type TRPCServerResourceOpts, waitError } from './harness.js';
 
 describe.each(ADAPTERS)('%s', (_name, apply) => {
   /**
@@ -256,7 +256,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onConnectionStateChange: onStateChangeMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataMock).toHaveBeenCalledTimes(2);
     });
@@ -264,7 +264,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     ctx.ee.emit('server:msg', {
       id: '2',
     });
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(3);
     });
 
@@ -276,7 +276,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     subscription.unsubscribe();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.ee.listenerCount('server:msg')).toBe(0);
       expect(ctx.ee.listenerCount('server:error')).toBe(0);
     });
@@ -315,7 +315,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       },
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataOrErrorMock).toHaveBeenCalledTimes(3);
     });
@@ -346,7 +346,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     subscription.unsubscribe();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.ee.listenerCount('server:msg')).toBe(0);
       expect(ctx.ee.listenerCount('server:error')).toBe(0);
     });
@@ -377,7 +377,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       },
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataMock).toHaveBeenCalledTimes(2);
     });
@@ -385,7 +385,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     ctx.ee.emit('server:msg', {
       id: '2',
     });
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(3);
     });
 
@@ -411,11 +411,11 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     subscription.unsubscribe();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.ee.listenerCount('data')).toBe(0);
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.ee.listenerCount('server:msg')).toBe(0);
       expect(ctx.ee.listenerCount('server:error')).toBe(0);
     });
@@ -444,7 +444,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onComplete: onCompleteMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataMock).toHaveBeenCalledTimes(2);
     });
@@ -465,7 +465,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       }, 1);
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(1);
     });
     expect(onDataMock.mock.calls.map((args) => args[0])).toMatchInlineSnapshot(`
@@ -500,13 +500,13 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onComplete: onCompleteMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataMock).toHaveBeenCalledTimes(2);
     });
     // destroy server subscription (called by server)
     ctx.subRef.current.complete();
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onCompleteMock).toHaveBeenCalledTimes(1);
     });
   });
@@ -529,13 +529,13 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onComplete: onCompleteMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
     });
 
     ctx.wsClient.close();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onCompleteMock).toHaveBeenCalledTimes(1);
       expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
       expect(serversideWsOnCloseMock).toHaveBeenCalledTimes(1);
@@ -564,7 +564,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onComplete: onCompleteMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
       expect(onDataMock).toHaveBeenCalledTimes(1);
       expect(onErrorMock).toHaveBeenCalledTimes(1);
@@ -575,18 +575,18 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
   test('wait for slow queries/mutations before disconnecting', async () => {
     await using ctx = factory();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wsClient.connection?.state === 'open').toBe(true);
     });
     const promise = ctx.client.mut.mutate();
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.onSlowMutationCalled).toHaveBeenCalledTimes(1);
     });
     const conn = ctx.wsClient.connection!;
     ctx.wsClient.close();
     expect(await promise).toMatchInlineSnapshot(`"mutation resolved"`);
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(conn.ws.readyState).toBe(WebSocket.CLOSED);
     });
   });
@@ -594,7 +594,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
   test('requests get aborted if called before connection is established and requests dispatched', async () => {
     await using ctx = factory();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wsClient.connection?.state === 'open').toBe(true);
     });
     const promise = ctx.client.mut.mutate();
@@ -603,7 +603,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     await expect(promise).rejects.toMatchInlineSnapshot(
       '[TRPCClientError: Closed before connection was established]',
     );
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(conn!.ws.readyState).toBe(WebSocket.CLOSED);
     });
   });
@@ -641,31 +641,31 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     }
     const sub1 = createSub();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onStartedMock).toHaveBeenCalledTimes(1);
       expect(sub1.onDataMock).toHaveBeenCalledTimes(1);
       expect(ctx.onOpenMock).toHaveBeenCalledTimes(1);
       expect(ctx.onCloseMock).toHaveBeenCalledTimes(0);
     });
     ctx.wssHandler.broadcastReconnectNotification();
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wss.clients.size).toBe(1);
       expect(ctx.onOpenMock).toHaveBeenCalledTimes(2);
       expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onStartedMock).toHaveBeenCalledTimes(1);
       expect(sub1.onDataMock).toHaveBeenCalledTimes(1);
     });
     // ported: wait for the server to have resubscribed before emitting (an event emitted before
     // that is lost: a race of the test, seen under load on both handlers).
-    await vi.waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
+    await waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
     ctx.ee.emit('server:msg', {
       id: '2',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onDataMock).toHaveBeenCalledTimes(2);
     });
     expect(sub1.onDataMock.mock.calls.map((args) => args[0]))
@@ -679,7 +679,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         },
       ]
     `);
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wss.clients.size).toBe(1);
     });
 
@@ -721,7 +721,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     }
     const sub1 = createSub();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onStartedMock).toHaveBeenCalledTimes(1);
       expect(sub1.onDataMock).toHaveBeenCalledTimes(1);
       expect(ctx.onOpenMock).toHaveBeenCalledTimes(1);
@@ -729,24 +729,24 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     });
     // close connections forcefully
     ctx.wss.clients.forEach((ws) => ws.close());
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wss.clients.size).toBe(1);
       expect(ctx.onOpenMock).toHaveBeenCalledTimes(2);
       expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onStartedMock).toHaveBeenCalledTimes(1);
       expect(sub1.onDataMock).toHaveBeenCalledTimes(1);
     });
     // ported: wait for the server to have resubscribed before emitting (an event emitted before
     // that is lost: a race of the test, seen under load on both handlers).
-    await vi.waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
+    await waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
     ctx.ee.emit('server:msg', {
       id: '2',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(sub1.onDataMock).toHaveBeenCalledTimes(2);
     });
     expect(sub1.onDataMock.mock.calls.map((args) => args[0]))
@@ -760,7 +760,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         },
       ]
     `);
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.wss.clients.size).toBe(1);
     });
 
@@ -1182,11 +1182,11 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       onError: onErrorMock,
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(retryDelayMsMock).toHaveBeenCalledTimes(1);
       expect(onErrorMock).toHaveBeenCalledTimes(1);
     });
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(retryDelayMsMock).toHaveBeenCalledTimes(2);
       expect(onErrorMock).toHaveBeenCalledTimes(2);
     });
@@ -1223,7 +1223,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         `);
         expect(ctx.wsClient.connection).not.toBe(null);
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.onOpenMock).toHaveBeenCalledTimes(1);
           expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
         });
@@ -1242,7 +1242,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           ]
         `);
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.onCloseMock).toHaveBeenCalledTimes(2);
           expect(ctx.onOpenMock).toHaveBeenCalledTimes(2);
         });
@@ -1280,7 +1280,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       });
 
       expect(ctx.onOpenMock).toHaveBeenCalledTimes(0);
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.wsClient.connection).not.toBe(null);
         // ported: the connection object exists before it opens, and the server subscribes after
         // that: wait for both before emitting (races of the test, seen under load on both handlers).
@@ -1293,7 +1293,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       ctx.ee.emit('server:msg', {
         id: '1',
       });
-      await vi.waitFor(() => expect(onDataMock).toHaveBeenCalledTimes(1));
+      await waitFor(() => expect(onDataMock).toHaveBeenCalledTimes(1));
       expect(onDataMock.mock.calls).toMatchInlineSnapshot(`
         [
           [
@@ -1307,7 +1307,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       // close subscription, check that we disconnect
       sub.unsubscribe();
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
       });
 
@@ -1333,7 +1333,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         onData: onDataMock,
       });
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.wsClient.connection).not.toBe(null);
         // ported: the connection object exists before it opens, and the server subscribes after
         // that: wait for both before emitting (races of the test, seen under load on both handlers).
@@ -1347,7 +1347,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         id: '1',
       });
 
-      await vi.waitFor(() =>
+      await waitFor(() =>
         expect(onDataMock).toHaveBeenCalledWith({
           id: '1',
         }),
@@ -1355,28 +1355,28 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
       ctx.destroyConnections();
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
       });
 
       expect(ctx.wsClient.connection).toBe(null);
 
       // Verify the reconnection happens because there was an active subscription
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.wsClient.connection).not.toBe(null);
       });
 
       expect(ctx.onOpenMock).toHaveBeenCalled();
       // ported: an open socket does not mean the server has resubscribed yet; an event emitted
       // before that is lost (seen on tRPC's adapter under load), so wait for the second subscription.
-      await vi.waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
+      await waitFor(() => expect(ctx.onNewMessageSubscription).toHaveBeenCalledTimes(2));
 
       // verify we can still receive messages after reconnection
       ctx.ee.emit('server:msg', {
         id: '2',
       });
 
-      await vi.waitFor(() =>
+      await waitFor(() =>
         expect(onDataMock).toHaveBeenCalledWith({ id: '2' }),
       );
 
@@ -1400,7 +1400,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         const res = await ctx.client.greeting.query('query 1');
         expect(res).toMatchInlineSnapshot('"hello query 1"');
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.onOpenMock).toHaveBeenCalledTimes(1);
           expect(ctx.onCloseMock).toHaveBeenCalledTimes(1);
         });
@@ -1420,7 +1420,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
           ]
         `);
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(ctx.onCloseMock).toHaveBeenCalledTimes(2);
           expect(ctx.onOpenMock).toHaveBeenCalledTimes(2);
         });
@@ -1446,11 +1446,11 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       });
         // connect and wait for the first message
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onStarted).toHaveBeenCalledTimes(1);
         });
         ctx.nextIterable();
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onData).toHaveBeenCalledTimes(1);
         });
         expect(onData.mock.calls[0]![0]).toEqual({
@@ -1463,12 +1463,12 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         // disconnect and wait for the next message
         ctx.destroyConnections();
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onStarted).toHaveBeenCalledTimes(2);
         });
         ctx.nextIterable();
 
-        await vi.waitFor(() => {
+        await waitFor(() => {
           expect(onData).toHaveBeenCalledTimes(2);
         });
 
@@ -1641,7 +1641,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       expect(pong).toBe(false);
 
       vi.useRealTimers();
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onClose).toHaveBeenCalledTimes(1);
       });
     });
@@ -1783,20 +1783,20 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       client.iterable.subscribe(undefined, {
         onStarted: onSubscriptionStarted,
       });
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onConnectionOpen).toHaveBeenCalledTimes(1);
         expect(onSubscriptionStarted).toHaveBeenCalledTimes(1);
       });
 
       ctx.wssHandler.broadcastReconnectNotification();
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onConnectionOpen).toHaveBeenCalledTimes(2);
         expect(onSubscriptionStarted).toHaveBeenCalledTimes(1);
       });
       // ported: the old socket closes after the new one opens (the client moves its requests
       // first), so its server side may not have seen the close yet: wait for it (on both handlers).
-      await vi.waitFor(() => expect(ctx.wss.clients.size).toBe(1));
+      await waitFor(() => expect(ctx.wss.clients.size).toBe(1));
     });
 
     test('regression: bad connection params', async () => {
@@ -1888,16 +1888,16 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         id: '2',
       });
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(msgs).toHaveLength(2);
       });
 
       abortController.abort();
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.ee.listenerCount('server:msg')).toBe(0);
       });
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(onDone).toHaveBeenCalledTimes(0);
         expect(onError).toHaveBeenCalledTimes(1);
       });
@@ -1951,13 +1951,13 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         id: '2',
       });
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(msgs).toHaveLength(2);
       });
 
       abortController.abort();
 
-      await vi.waitFor(() => {
+      await waitFor(() => {
         expect(ctx.ee.listenerCount('server:msg')).toBe(0);
         expect(ctx.subscriptionEnded).toHaveBeenCalledTimes(1);
       });
@@ -2037,7 +2037,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       },
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2045,7 +2045,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       id: '1',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2057,7 +2057,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       id: '2',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(2);
     });
 
@@ -2066,7 +2066,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     subscription.unsubscribe();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(ctx.ee.listenerCount('server:msg')).toBe(0);
       expect(ctx.ee.listenerCount('server:error')).toBe(0);
     });
@@ -2111,7 +2111,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     ctx.open();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2119,7 +2119,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       id: '1',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2159,7 +2159,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
     ctx.open();
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStartedMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2167,7 +2167,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       id: '1',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onDataMock).toHaveBeenCalledTimes(1);
     });
 
@@ -2208,7 +2208,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
     expect(ctx.wsClient.connectionState.get().state).toBe('pending');
 
     // Wait for subscription to start
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onStarted).toHaveBeenCalledTimes(1);
     });
 
@@ -2217,7 +2217,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       id: '1',
     });
 
-    await vi.waitFor(() => {
+    await waitFor(() => {
       expect(onData).toHaveBeenCalledTimes(1);
     });
 
