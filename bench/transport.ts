@@ -15,6 +15,8 @@
  * - queries: C clients, each one query in flight (closed loop), for D seconds: queries/s, round
  *   trip p50/p99, server CPU µs per query.
  *
+ * `--only queries,fanout-generator` runs some scenarios; `BENCH_CPU_PROF=<dir>` profiles the servers.
+ *
  * The server is a child process (its CPU is read from /proc); the clients are raw `ws` sockets in
  * this process, reading frames with `indexOf`. Results: bench/results/transport-<quick|full>.json
  * and a table on stdout. A benchmark, never part of `npm test`.
@@ -113,6 +115,7 @@ async function server(handler: Handler) {
   };
   process.on('message', (m: { cmd: string; count?: number }) => {
     if (m.cmd === 'publish') publish(m.count ?? 0);
+    else if (m.cmd === 'exit') process.exit(0);
     else if (m.cmd === 'subscribers') process.send?.({ subscribers: ee.listenerCount('tick') + sinks.size + pulled.size });
   });
   process.send?.({ port: (wss.address() as AddressInfo).port });
@@ -129,7 +132,9 @@ interface Srv {
 }
 
 async function startServer(handler: Handler): Promise<Srv> {
-  const child = fork(fileURLToPath(import.meta.url), ['--server', handler], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // BENCH_CPU_PROF=<dir>: each server writes a V8 CPU profile there (open it in Chrome DevTools).
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=${handler}-${Date.now()}.cpuprofile`] : [];
+  const child = fork(fileURLToPath(import.meta.url), ['--server', handler], { execArgv: [...process.execArgv, ...prof], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const [first] = (await once(child, 'message')) as [{ port: number }];
   return {
     child,
@@ -142,8 +147,12 @@ async function startServer(handler: Handler): Promise<Srv> {
       }
     },
     async stop() {
-      child.kill('SIGKILL');
-      if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+      // A clean exit (a --cpu-prof profile is written then), SIGKILL if it takes more than 5 s.
+      const exited = child.exitCode === null && child.signalCode === null ? once(child, 'exit') : Promise.resolve();
+      child.send({ cmd: 'exit' });
+      const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(kill);
     },
   };
 }
@@ -267,6 +276,8 @@ const median = (xs: number[]) => {
 
 async function main() {
   const quick = process.argv.includes('--quick');
+  const onlyAt = process.argv.indexOf('--only');
+  const only = onlyAt >= 0 ? (process.argv[onlyAt + 1] ?? '').split(',') : null;
   const sizes = quick
     ? { rounds: 1, subscribers: 300, events: 100, clients: 32, seconds: 2 }
     : { rounds: 3, subscribers: 1000, events: 100, clients: 64, seconds: 4 };
@@ -280,6 +291,7 @@ async function main() {
     // Alternate which handler goes first, so a drift of the shared machine hits both alike.
     const order: Handler[] = round % 2 === 0 ? ['trpc', 'ours'] : ['ours', 'trpc'];
     for (const scenario of Object.keys(runs) as Scenario[]) {
+      if (only && !only.includes(scenario)) continue;
       for (const h of order) {
         const srv = await startServer(h);
         try {
@@ -299,6 +311,7 @@ async function main() {
   const result: Record<string, unknown> = {};
   const table: string[] = ['| scenario | figure | tRPC applyWSSHandler | ours | ours / tRPC |', '|---|---|---|---|---|'];
   for (const scenario of Object.keys(runs) as Scenario[]) {
+    if (only && !only.includes(scenario)) continue;
     const med = (h: Handler) => {
       const keys = Object.keys(runs[scenario][h][0] ?? {});
       return Object.fromEntries(keys.map((k) => [k, median(runs[scenario][h].map((r) => r[k]!))]));
@@ -318,7 +331,7 @@ async function main() {
     scenarios: result,
     durationSec: Math.round((Date.now() - started) / 1000),
   };
-  writeFileSync(new URL(`./results/transport-${out.mode}.json`, import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
+  writeFileSync(new URL(`./results/transport-${out.mode}${only ? "-partial" : ""}.json`, import.meta.url), `${JSON.stringify(out, null, 2)}\n`);
   console.log(`\n${table.join('\n')}\n\n${out.mode} run in ${out.durationSec} s (load average ${out.machine.loadAvg1AtStart} at start)`);
 }
 
