@@ -152,7 +152,20 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
 
     async createContext(connectionParams: () => Record<string, string> | null): Promise<CtxResult> {
       try {
-        const info = { connectionParams: connectionParams(), calls: [], isBatchCall: false, accept: null, type: 'unknown', signal: this.signal, url: null };
+        // tRPC's `info`; its `signal` is made on first read (most contexts never read it, and an
+        // idle connection then holds no AbortController).
+        const conn = this;
+        const info = {
+          connectionParams: connectionParams(),
+          calls: [],
+          isBatchCall: false,
+          accept: null,
+          type: 'unknown',
+          get signal() {
+            return conn.signal;
+          },
+          url: null,
+        };
         this.ctx = (await opts.createContext?.({ req: this.req!, res: this.ws, info } as never)) as TCtx;
         if (opts.releaseRequest) this.req = null;
         return { ok: true };
