@@ -39,6 +39,14 @@ module.exports = {
       to: { path: '^src/(services|routers|trpc)/' },
     },
     {
+      name: 'transport-stands-alone',
+      severity: 'error',
+      comment:
+        'src/transport/ is a WebSocket transport for any tRPC router: it imports nothing from src/ outside itself (the chat reaches it through options).',
+      from: { path: '^src/transport/' },
+      to: { path: '^src/', pathNot: '^src/transport/' },
+    },
+    {
       name: 'client-types-only-from-src',
       severity: 'error',
       comment: 'client/ ships without the server: it imports from src/ only with `import type`.',

@@ -16,7 +16,8 @@ import { allUp, createInfrastructure, type Infrastructure } from './realtime/inf
 import { createServices, presenceTtl, type Services } from './services/index.js';
 import { contextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
-import { createWsTransport } from './trpc/ws-transport.js';
+import { applyWSSHandler } from './transport/index.js';
+import { InputNotPlainJson } from './trpc/transformer.js';
 import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
@@ -208,13 +209,18 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.wsMaxPayloadBytes });
-  // tRPC's WebSocket protocol with a fan-out fast path (src/trpc/ws-transport.ts).
-  const wsHandler = createWsTransport({
+  // tRPC's WebSocket protocol with a fan-out fast path (src/transport/, a drop-in for tRPC's
+  // applyWSSHandler); what is the chat's reaches it through these options.
+  const wsHandler = applyWSSHandler({
     wss,
     router: appRouter,
     createContext,
     counters,
-    keepAlive: { pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
+    keepAlive: { enabled: true, pingMs: config.wsKeepAliveMs, pongWaitMs: config.wsPongWaitMs },
+    // Idle connections hold no upgrade request; inputs that are not plain JSON are answered
+    // under their call's id (src/trpc/transformer.ts).
+    releaseRequest: true,
+    answerDecodeErrorById: (cause) => cause instanceof InputNotPlainJson,
     limits: {
       maxInflight: config.limits.wsMaxInflight,
       maxBatch: config.limits.maxBatchSize,

@@ -15,7 +15,7 @@ export interface Counters {
   authUnavailable: number;
   /** HTTP API requests and WebSocket upgrades refused for a browser Origin that is not allowed. */
   originRefused: number;
-  /** Fan-out frames written with ws's `sendFrame` (the fast path, src/trpc/frames.ts). */
+  /** Fan-out frames written with ws's `sendFrame` (the fast path, src/transport/frames.ts). */
   wsDirectWrites: number;
   /** Fan-out frames written with `ws.send` because the fast path's ws internals were not there. */
   wsFallbackWrites: number;

@@ -1,6 +1,6 @@
 /**
  * The fan-out fast path proves it runs: frames of tracked events are written with ws's internals
- * (`_sender.sendFrame` after `_socket.cork`, src/trpc/frames.ts and src/trpc/ws-transport.ts), and
+ * (`_sender.sendFrame` after `_socket.cork`, src/transport/frames.ts and src/transport/transport.ts), and
  * `chat_ws_fallback_writes_total` counts every frame that had to go through `ws.send` instead. A ws
  * upgrade that renames those internals makes the first test fail; the others show that the
  * fallback is counted and still writes the same bytes.

@@ -1,5 +1,5 @@
 /**
- * Conformance of our WebSocket transport (src/trpc/ws-transport.ts) with tRPC's own adapter
+ * Conformance of our WebSocket transport (src/transport/transport.ts) with tRPC's own adapter
  * (`applyWSSHandler` of the pinned @trpc/server): one scripted session of raw frames runs against
  * both, and every frame the server sends back must be byte-identical. Covers connectionParams,
  * queries, mutations, batches, typed and validation errors, unknown paths, parse errors, the

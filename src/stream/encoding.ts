@@ -4,7 +4,7 @@ import type { StreamEvent } from './types.js';
 /**
  * One event fanned out to more than one local subscriber, created once per fan-out and handed to
  * every subscriber with the event. Whoever encodes the event for the wire first (the WebSocket
- * transport, src/trpc/frames.ts) keeps the bytes here with the event id they were built for; the
+ * transport, src/transport/frames.ts) keeps the bytes here with the event id they were built for; the
  * other subscribers reuse them, so an event is serialized once per process, not once per
  * subscriber: the hot path of fan-out.
  */

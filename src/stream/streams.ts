@@ -1,6 +1,7 @@
 import { EventQueue } from './queue.js';
 import type { RoomEvent } from '../domain/events.js';
 import type { SharedEncoding } from './encoding.js';
+import { PUSH, type Pushable, type PushSink } from '../transport/push.js';
 import type { HubSubscriber } from './hub.js';
 import type { StreamHubs } from './hubs.js';
 import type { EventSource, StreamEvent } from './types.js';
@@ -36,32 +37,9 @@ export function parseLastEventId(lastEventId: string | null | undefined): number
   return Number(lastEventId);
 }
 
-/** Marks a stream that can write its values straight to a sink (see `Pushable`). */
-export const PUSH = Symbol('stream.push');
-
-/**
- * Where a pushed stream writes: each value, then one end (with the error that ended it, if any).
- * A live event fanned out to several subscribers comes with its `shared` encoding (see
- * `SharedEncoding`): a sink that encodes the event keeps the bytes there for the others.
- */
-export interface PushSink<T> {
-  data(value: T, shared?: SharedEncoding): void;
-  end(error?: unknown): void;
-}
-
-/**
- * A stream that can be consumed two ways: pulled as an async iterator (`createCaller`, any tRPC
- * adapter) or pushed into a sink (our WebSocket transport), where a live event goes from the hub's
- * fan-out loop to the socket synchronously, with no per-subscriber promise or generator step.
- * Both ways run the same code (`runStream`); pulling is pushing into a queue.
- */
-export interface Pushable<T> extends AsyncIterable<T> {
-  [PUSH](sink: PushSink<T>): void;
-}
-
-export function isPushable<T>(value: unknown): value is Pushable<T> {
-  return !!value && typeof value === 'object' && PUSH in value;
-}
+// The push protocol is the WebSocket transport's (src/transport/push.ts, which imports nothing):
+// a stream pushes its values into the transport's sink, with the fan-out's `SharedEncoding`.
+export { isPushable, PUSH, type Pushable, type PushSink } from '../transport/push.js';
 
 /** `E`: the events of the hub; `R`: the `ready` event a fresh stream starts with. */
 export interface StreamOptions<E extends StreamEvent, T, R extends StreamEvent = E> {

@@ -1,35 +1,39 @@
-import superjson from 'superjson';
-import type { SharedEncoding } from '../stream/encoding.js';
+import type { SharedFrame } from './push.js';
 
 /**
- * Data frames of tracked subscription events, built the way tRPC's WebSocket adapter builds them:
- * `{"id":<request id>[,"jsonrpc":"2.0"],"result":{"type":"data","data":<superjson of {id,data}>,"id":"<event id>"}}`.
+ * Data frames of tracked subscription values, built the way tRPC's WebSocket adapter builds them:
+ * `{"id":<request id>[,"jsonrpc":"2.0"],"result":{"type":"data","data":<serialize({id,data})>,"id":"<event id>"}}`
+ * where `serialize` is the router's output transformer (identity without one).
  *
- * A frame is its head (request id, per subscription) plus its tail (everything after, per event).
- * The tail of a shared event (one hub event delivered to many subscribers, which the hub's fan-out
- * hands over with a `SharedEncoding`, src/stream/encoding.ts) is built once per fan-out and reused by
- * every subscriber, so per delivery no serialization is left: the hot path of fan-out. Frames are
- * byte-identical to tRPC's own (test/ws-conformance.test.ts).
+ * A frame is its head (request id, per subscription) plus its tail (everything after, per value).
+ * The tail of a shared value (one event delivered to many subscribers, handed over with a
+ * `SharedFrame`) is built once per fan-out and reused by every subscriber, so per delivery no
+ * serialization is left: the hot path of fan-out. Frames are byte-identical to tRPC's own.
  */
 
-function buildTail(eventId: string, data: unknown): Buffer {
-  return Buffer.from(`,"result":{"type":"data","data":${JSON.stringify(superjson.serialize({ id: eventId, data }))},"id":${JSON.stringify(eventId)}}}`);
+export type Serialize = (value: unknown) => unknown;
+
+const identity: Serialize = (v) => v;
+
+function buildTail(eventId: string, data: unknown, serialize: Serialize): Buffer {
+  return Buffer.from(`,"result":{"type":"data","data":${JSON.stringify(serialize({ id: eventId, data }))},"id":${JSON.stringify(eventId)}}}`);
 }
 
 /**
- * The tail of a tracked event's frame as UTF-8 bytes. Given the fan-out's `shared` encoding of this
- * very event, the tail is kept there: every subscriber's socket gets the same buffer (never
- * modified once built), rebuilt only for another event id.
+ * The tail of a tracked value's frame as UTF-8 bytes. Given the fan-out's `shared` encoding of this
+ * very value, the tail is kept there: every subscriber's socket gets the same buffer (never
+ * modified once built), rebuilt only for another event id. One process serves one transformer per
+ * shared value (the bytes are keyed by value and event id, not by transformer).
  */
-export function trackedTail(eventId: string, data: unknown, shared?: SharedEncoding): Buffer {
+export function trackedTail(eventId: string, data: unknown, shared?: SharedFrame, serialize: Serialize = identity): Buffer {
   if (shared !== undefined && shared.event === data) {
     if (shared.id === eventId && shared.bytes !== null) return shared.bytes;
-    const tail = buildTail(eventId, data);
+    const tail = buildTail(eventId, data, serialize);
     shared.id = eventId;
     shared.bytes = tail;
     return tail;
   }
-  return buildTail(eventId, data);
+  return buildTail(eventId, data, serialize);
 }
 
 /** The head of every frame answering one request: `{"id":<id>` and the echoed `"jsonrpc"`. */
@@ -44,13 +48,13 @@ interface FramedSocket {
   _extensions?: Record<string, unknown>;
 }
 
-/** Where frame writes are counted (the metrics' counters). */
+/** Where frame writes are counted (e.g. by a metrics exporter). */
 export interface FrameWriteCounters {
   /** Written with `sendFrame`: the fast path. */
   wsDirectWrites: number;
   /**
    * Written with `ws.send` (the fast path's internals were missing or the sender was busy), or
-   * without corking the socket (src/trpc/ws-transport.ts).
+   * without corking the socket (connection.ts).
    */
   wsFallbackWrites: number;
 }
@@ -60,7 +64,7 @@ export interface FrameWriteCounters {
  * tail: a small buffer holds the WebSocket frame header and the head, the shared tail follows it
  * (what Socket.IO does for broadcasts with `ws`'s `Sender.sendFrame`). Falls back to `send` when the
  * sender is busy (compression) or the internals are not there; `counters` tell which way each
- * frame went, so a ws upgrade that removes the internals shows (chat_ws_fallback_writes_total).
+ * frame went, so a ws upgrade that removes the internals shows.
  */
 export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer, counters: FrameWriteCounters): void {
   const sender = ws._sender;
