@@ -464,7 +464,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         const result = await client.whoami.query();
         expect(result).toEqual({ id: '123' });
 
-        wsClient.close();
+        void wsClient.close(); // ported: void (the lint's floating-promise rule)
       });
     });
   });

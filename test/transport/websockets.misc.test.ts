@@ -78,7 +78,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         expect(res.getTime()).toBe(date.getTime());
         expect((fn.mock.calls[0]![0]! as Date).getTime()).toBe(date.getTime());
 
-        wsClient.close();
+        void wsClient.close(); // ported: void (the lint's floating-promise rule)
       });
 
       test('subscription', async () => {
@@ -124,7 +124,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
         expect(data.getTime()).toBe(date.getTime());
         expect((fn.mock.calls[0]![0]! as Date).getTime()).toBe(date.getTime());
 
-        wsClient.close();
+        void wsClient.close(); // ported: void (the lint's floating-promise rule)
       });
     });
   });
@@ -152,7 +152,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
 
       expect(await wsClient.undefined.mutate()).toMatchInlineSnapshot(`undefined`);
       expect(await wsClient.null.mutate()).toMatchInlineSnapshot(`null`);
-      ws.close();
+      void ws.close(); // ported: void (the lint's floating-promise rule)
     });
   });
 

@@ -1191,7 +1191,7 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       expect(onErrorMock).toHaveBeenCalledTimes(2);
     });
 
-    wsClient.close();
+    void wsClient.close(); // ported: void (the lint's floating-promise rule)
     await waitMs(100);
 
     expect(retryDelayMsMock).toHaveBeenCalledTimes(2);
