@@ -55,13 +55,16 @@ describe('two nodes on Redis Sentinel', () => {
 
     // /readyz of both nodes, polled all along.
     const readyz: { at: number; node: 'A' | 'B'; status: number }[] = [];
+    /** The body of each node's last answer that was not 200: what a failed wait below names. */
+    const lastUnready: Record<string, unknown> = {};
     let polling = true;
     const poller = (async () => {
       while (polling) {
         await Promise.all(
           (['A', 'B'] as const).map(async (node) => {
             const res = await fetch(`${(node === 'A' ? a : b).url}/readyz`).catch(() => null);
-            await res?.body?.cancel();
+            if (res && res.status !== 200) lastUnready[node] = await res.json().catch(() => null);
+            else await res?.body?.cancel();
             readyz.push({ at: performance.now(), node, status: res?.status ?? 0 });
           }),
         );
@@ -109,7 +112,9 @@ describe('two nodes on Redis Sentinel', () => {
       () => (['A', 'B'] as const).every((node) => readyz.some((r) => r.node === node && r.at > failedOverAt && r.status === 200)),
       'both nodes ready again',
       { timeoutMs: 15_000, everyMs: 20 },
-    );
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}; each node's last answer other than 200: ${JSON.stringify(lastUnready)}`);
+    });
     sending = false;
     await Promise.all(loops);
     polling = false;
