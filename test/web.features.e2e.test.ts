@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
-import { livekitEvent, postWebhook, signLiveKit, startLiveKitDouble, type LiveKitDouble } from './video-doubles.js';
+import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, type LiveKitDouble } from './video-doubles.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -25,6 +25,8 @@ const WAIT = 15_000;
 let env: TestEnv;
 let srv: TestServer;
 let lk: LiveKitDouble;
+let daily: DailyDouble;
+let dailySrv: TestServer;
 let lkSrv: TestServer;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
@@ -41,6 +43,11 @@ beforeAll(async () => {
   lkSrv = await env.startServer({
     redisPrefix: env.prefix('web-lk'),
     video: { provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, daily: null, tokenTtlSeconds: 300 },
+  });
+  daily = await startDailyDouble();
+  dailySrv = await env.startServer({
+    redisPrefix: env.prefix('web-daily'),
+    video: { provider: 'daily', livekit: null, daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null }, tokenTtlSeconds: 300 },
   });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -65,7 +72,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of contexts) await c.close().catch(() => undefined);
   await browser?.close();
-  await dispose(lk, env);
+  await dispose(lk, daily, env);
 });
 
 /** A fresh browser context (its own storage: its own user) with the page's errors surfaced. */
@@ -309,6 +316,36 @@ describe('meetings', () => {
       await waitGone(card(p).getByRole('button', { name: 'Join' }));
     }
     await waitText(message(bob, 'ended'), /Meeting ended/);
+    expect(errors).toEqual([]);
+  });
+});
+
+describe('meetings on Daily', () => {
+  it('"Join" opens the Daily room URL with the join token as t', async () => {
+    const errors: string[] = [];
+    const carol = await newPage(errors);
+    const dave = await newPage(errors);
+    for (const p of [carol, dave]) await p.context().route(`https://${daily.domain}.daily.co/**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<title>daily</title>' }));
+    await login(carol, dailySrv, 'dy-carol', 'Carol');
+    await login(dave, dailySrv, 'dy-dave', 'Dave');
+    {
+      await using api = clientFor(dailySrv.url, 'dy-carol');
+      await api.trpc.room.create.mutate({ kind: 'group', name: 'Review', memberIds: ['dy-dave'] });
+    }
+    await openRoom(carol, 'Review');
+    await openRoom(dave, 'Review');
+    await carol.locator('#start-meeting[data-unavailable="false"]').waitFor();
+    await carol.getByRole('button', { name: /Start meeting/ }).click();
+    const card = dave.locator('#messages .msg[data-seq] .meeting-card');
+    await card.locator('.meeting-status[data-status="scheduled"]').waitFor();
+    const [popup] = await Promise.all([dave.waitForEvent('popup'), card.getByRole('button', { name: 'Join' }).click()]);
+    const opened = new URL(popup.url());
+    const [room] = [...daily.rooms.values()];
+    expect(`${opened.origin}${opened.pathname}`).toBe(room!.url);
+    // The token Daily minted for Dave in that room.
+    const minted = daily.tokens.find((t) => t.token === opened.searchParams.get('t'));
+    expect(minted?.properties).toMatchObject({ room_name: room!.name, user_id: 'dy-dave' });
+    await popup.close();
     expect(errors).toEqual([]);
   });
 });
