@@ -517,7 +517,8 @@ async function sends(sys: SystemName) {
 /** (4) Idle connections: RSS growth per connection with one subscription each. */
 async function idle(sys: SystemName) {
   const cfg = C.idle;
-  return withServer(sys, {}, async (s) => {
+  const snapshot = sys === 'ours' && flag('heap-snapshot');
+  return withServer(sys, snapshot ? { heapSnapshot: true } : {}, async (s) => {
     const p = provision(s);
     const nRooms = Math.ceil(cfg.conns / cfg.perRoom);
     const usersPerRoom = Math.max(1, Math.ceil(cfg.perRoom / 5));
@@ -537,6 +538,21 @@ async function idle(sys: SystemName) {
     const settleMs = await settle([s.proc.pid], 3, 20_000);
     await sleep(1000);
     const rss1 = rssKb(s.proc.pid) ?? 0;
+    if (snapshot) {
+      // --heap-snapshot: a snapshot of the server holding every connection (bench/results/profiles/).
+      mkdirSync(PROFILE_DIR, { recursive: true });
+      const before = new Set(readdirSync(PROFILE_DIR));
+      process.kill(s.proc.pid, 'SIGUSR2');
+      const deadline = Date.now() + 120_000;
+      let file: string | undefined;
+      while (!file && Date.now() < deadline) {
+        await sleep(500);
+        file = readdirSync(PROFILE_DIR).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+      }
+      // Written once its size stops changing.
+      for (let last = -1, size = 0; file && size !== last; await sleep(1000)) [last, size] = [size, statSync(join(PROFILE_DIR, file)).size];
+      console.log(`heap snapshot: ${file ?? 'none within 120 s'}`);
+    }
     return {
       deliveriesPerSec: null,
       p50Ms: null,

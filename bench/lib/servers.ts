@@ -24,6 +24,8 @@ export interface StartOpts {
   redis?: boolean;
   /** ours: run with `node --cpu-prof` (the profile is written when the process exits). */
   cpuProf?: boolean;
+  /** ours: `node --heapsnapshot-signal=SIGUSR2` (a SIGUSR2 writes a heap snapshot into the profile dir). */
+  heapSnapshot?: boolean;
   label?: string;
 }
 
@@ -42,7 +44,11 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
     proc = spawnNode({
       name,
       // The compiled build, as in production (`npm start`, the Docker image); bench/run.ts builds it.
-      args: [...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []), 'dist/src/main.js'],
+      args: [
+        ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []),
+        ...(o.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${env.profileDir}`] : []),
+        'dist/src/main.js',
+      ],
       env: {
         // The rate limits of the tests (a load generator sends far faster than a person), and
         // room for thousands of connections from one address and for many tabs per user.
