@@ -27,6 +27,9 @@ let srv: TestServer;
 let lk: LiveKitDouble;
 let daily: DailyDouble;
 let dailySrv: TestServer;
+let iceSrv: TestServer;
+/** The STUN and TURN servers the ICE test's server hands out (nothing listens there: only the configuration is checked). */
+const ICE = [{ urls: ['stun:127.0.0.1:3478'] }, { urls: ['turn:127.0.0.1:3478?transport=udp'], username: 'u', credential: 'p' }];
 let lkSrv: TestServer;
 let browser: Browser;
 const contexts: BrowserContext[] = [];
@@ -44,6 +47,7 @@ beforeAll(async () => {
     redisPrefix: env.prefix('web-lk'),
     video: { provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, daily: null, tokenTtlSeconds: 300 },
   });
+  iceSrv = await env.startServer({ redisPrefix: env.prefix('web-ice'), rtc: { iceServers: ICE } });
   daily = await startDailyDouble();
   dailySrv = await env.startServer({
     redisPrefix: env.prefix('web-daily'),
@@ -354,6 +358,33 @@ describe('meetings on Daily', () => {
 const callState = (page: Page, state: string) => page.locator(`#call[data-state="${state}"]`).waitFor({ state: 'attached' });
 
 describe('1:1 calls', () => {
+  it('the page builds its peer connection with the ICE servers of RTC_ICE_SERVERS (signal.config)', async () => {
+    const errors: string[] = [];
+    const alice = await newPage(errors);
+    // Before the page's scripts: record the configuration of every RTCPeerConnection the page makes.
+    await alice.addInitScript(`{
+      const Native = window.RTCPeerConnection;
+      window.__pcConfigs = [];
+      window.RTCPeerConnection = class extends Native {
+        constructor(config, ...rest) { window.__pcConfigs.push(JSON.parse(JSON.stringify(config ?? null))); super(config, ...rest); }
+      };
+    }`);
+    await login(alice, iceSrv, 'ic-alice', 'Alice');
+    {
+      await using api = clientFor(iceSrv.url, 'ic-bob');
+      await api.trpc.room.openDirect.mutate({ userId: 'ic-alice' });
+    }
+    await openRoom(alice, 'ic-bob');
+    await alice.getByRole('button', { name: 'Call ic-bob (audio and video)' }).click();
+    await callState(alice, 'calling');
+    await pagePoll(alice, 'window.__pcConfigs.length > 0', 'a peer connection');
+    const configs = await alice.evaluate<{ iceServers: unknown }[]>('window.__pcConfigs');
+    expect(configs[0]!.iceServers).toEqual(ICE);
+    await alice.getByRole('button', { name: 'Hang up' }).click();
+    await callState(alice, 'idle');
+    expect(errors).toEqual([]);
+  });
+
   it('calls over WebRTC in a direct room: ringing, accept, media both ways, hangup; decline; missed; busy; the call ends when either page goes away', async () => {
     const errors: string[] = [];
     const alice = await newPage(errors);
