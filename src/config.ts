@@ -223,6 +223,16 @@ export function isLoopbackHost(host: string): boolean {
 }
 
 /** Reads and validates the environment. The only place that touches process.env. */
+/** `loadConfig` for a process entry: a configuration error is printed (no stack) and the process exits 1. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    console.error(err instanceof ConfigError ? err.message : err);
+    process.exit(1);
+  }
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const parsed = EnvSchema.safeParse(env);
   if (!parsed.success) {

@@ -1,14 +1,8 @@
 import { createApp } from './app.js';
-import { type Config, ConfigError, loadConfig } from './config.js';
+import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';
 
-let config: Config;
-try {
-  config = loadConfig();
-} catch (err) {
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-}
+const config = loadConfigOrExit();
 const log = createLogger(config.logLevel, config.logPretty);
 const app = await createApp(config, { log });
 const url = await app.listen();

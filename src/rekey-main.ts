@@ -4,7 +4,7 @@
  * still hold rows (a key may leave MESSAGE_KEYS once it holds none). `--status` only prints that.
  * Safe while nodes serve traffic, and safe to stop and run again (docs/SECURITY.md).
  */
-import { type Config, ConfigError, loadConfig } from './config.js';
+import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';
 import { Keyring } from './services/keyring.js';
 import { MessageMapper } from './services/message-dto.js';
@@ -13,13 +13,7 @@ import { SecretBox } from './services/webhooks/secrets.js';
 import { openDatabase } from './store/database.js';
 import { Store } from './store/store.js';
 
-let config: Config;
-try {
-  config = loadConfig();
-} catch (err) {
-  console.error(err instanceof ConfigError ? err.message : err);
-  process.exit(1);
-}
+const config = loadConfigOrExit();
 const statusOnly = process.argv.includes('--status');
 const log = createLogger(config.logLevel, config.logPretty);
 const keyring = new Keyring(config.messageKeys);

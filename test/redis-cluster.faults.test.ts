@@ -7,16 +7,15 @@
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keySlot } from '../src/realtime/redis-slot.js';
-import { RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
+import { roomSlotOf, startClusterNodes, stopClusterNodes } from './fixture/cluster-nodes.js';
+import { type RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
 import {
   analyze,
   clientFor,
-  dispose,
   expectPerfect,
   runSenders,
   Scope,
   StreamLog,
-  testEnv,
   uuid,
   waitFor,
   wsClient,
@@ -32,20 +31,13 @@ let b: TestServer;
 const ROOM_CREATES = 3;
 
 beforeAll(async () => {
-  cluster = await RedisClusterEnv.start();
-  env = await testEnv('rcluster_faults');
-  const overrides = { redisUrl: undefined, redisTopology: cluster.topology, limits: { roomCreatesPerMinute: ROOM_CREATES } };
-  a = await env.startServer(overrides);
-  b = await env.startServer(overrides);
+  ({ cluster, env, a, b } = await startClusterNodes('rcluster_faults', ROOM_CREATES));
 }, 60_000);
 
-afterAll(async () => {
-  await dispose(a, b);
-  await dispose(env, cluster);
-}, 90_000);
+afterAll(() => stopClusterNodes({ cluster, env, a, b }), 90_000);
 
 /** The broker channel of a room on a Cluster, and its slot. */
-const roomSlot = (roomId: string) => keySlot(`${env.redisPrefix}{room:${roomId}}`);
+const roomSlot = (roomId: string) => roomSlotOf(env, roomId);
 
 describe('a Redis Cluster that changes under traffic', () => {
   it('moves the slot of a busy room to another master under traffic and loses nothing', async () => {

@@ -1,10 +1,13 @@
-
+/**
+ * Two nodes of ours on a private Redis Cluster of 3 masters and 3 replicas (REDIS_CLUSTER_NODES):
+ * room and inbox events on sharded pub/sub, resume, rate limits, presence and revocations shared
+ * by both nodes. Changes under traffic (slot moves, a master killed): test/redis-cluster.faults.test.ts.
+ */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keySlot } from '../src/realtime/redis-slot.js';
-import { RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
+import { roomSlotOf, startClusterNodes, stopClusterNodes } from './fixture/cluster-nodes.js';
+import { type RedisClusterEnv, redisCall } from './fixture/redis-topologies.js';
 import {
   clientFor,
-  dispose,
   expectPerfect,
   codeOf,
   getJson,
@@ -12,7 +15,6 @@ import {
   runSenders,
   Scope,
   StreamLog,
-  testEnv,
   tokenFor,
   uuid,
   waitFor,
@@ -30,20 +32,13 @@ let b: TestServer;
 const ROOM_CREATES = 3;
 
 beforeAll(async () => {
-  cluster = await RedisClusterEnv.start();
-  env = await testEnv('rcluster');
-  const overrides = { redisUrl: undefined, redisTopology: cluster.topology, limits: { roomCreatesPerMinute: ROOM_CREATES } };
-  a = await env.startServer(overrides);
-  b = await env.startServer(overrides);
+  ({ cluster, env, a, b } = await startClusterNodes('rcluster', ROOM_CREATES));
 }, 60_000);
 
-afterAll(async () => {
-  await dispose(a, b);
-  await dispose(env, cluster);
-}, 90_000);
+afterAll(() => stopClusterNodes({ cluster, env, a, b }), 90_000);
 
 /** The broker channel of a room on a Cluster, and its slot. */
-const roomSlot = (roomId: string) => keySlot(`${env.redisPrefix}{room:${roomId}}`);
+const roomSlot = (roomId: string) => roomSlotOf(env, roomId);
 
 describe('two nodes on a Redis Cluster', () => {
   it('serve once every connection is ready; /readyz names the cluster', async () => {
