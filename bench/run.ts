@@ -69,7 +69,7 @@ const FULL = {
   // 19,000, not 20,000: a process may open at most 20,000 files on this machine (ulimit -Hn).
   bigroom: { sizes: [5000, 19_000] },
   storm: { subs: 2000, rooms: 20, rate: 50, beforeMs: 3000, afterMs: 15_000 },
-  scaleout: { subs: 1000, phaseMs: 8000, window: 16 },
+  scaleout: { subs: 1000, phaseMs: 8000, window: 16, nodes: [1, 2, 3] },
   drainMs: 20_000,
   /** A drain gives up when no new delivery came for this long (lost messages never come). */
   stallMs: 3000,
@@ -85,7 +85,7 @@ const QUICK_SIZES: typeof FULL = {
   idle: { conns: 1000, perRoom: 10 },
   bigroom: { sizes: [2000] },
   storm: { subs: 300, rooms: 3, rate: 30, beforeMs: 800, afterMs: 2000 },
-  scaleout: { subs: 200, phaseMs: 1000, window: 16 },
+  scaleout: { subs: 200, phaseMs: 1000, window: 16, nodes: [1, 2, 3] },
   drainMs: 8000,
   stallMs: 1000,
   warmupMs: 300,
@@ -114,6 +114,8 @@ const REDIS_PREFIX = `bench:${RUN_ID}:`;
 const JWT_SECRET = `bench-secret-${randomUUID()}`;
 const RESULTS_DIR = join(ROOT, 'bench', 'results');
 const PROFILE_DIR = join(RESULTS_DIR, 'profiles');
+/** Each node's CPU in the scaleout scenario (a cgroup quota, in CPUs): three nodes leave 0.8 CPU for the rest. */
+const SCALEOUT_CPU_QUOTA = 0.4;
 const MAX_RUN_MS = QUICK ? 10 * 60_000 : 60 * 60_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -734,48 +736,52 @@ async function storm(sys: SystemName) {
 /** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
 async function scaleout(sys: SystemName) {
   const cfg = C.scaleout;
-  const a = await startServer(sys, { redis: true, label: `${sys}-a` });
-  let b: Server | null = null;
+  // Every node capped at the same CPU quota (bench/lib/cgroup.ts): 2 cores cannot give each node a
+  // core of its own, a quota can. --cpu-quota 0 runs the nodes uncapped.
+  const quota = Number(opt('cpu-quota') ?? SCALEOUT_CPU_QUOTA);
+  const servers: Server[] = [];
+  const start = async () => {
+    const s = await startServer(sys, { redis: true, label: `${sys}-${servers.length + 1}`, ...(quota > 0 ? { cpuQuota: quota } : {}) });
+    servers.push(s);
+    return s;
+  };
   try {
-    const p = provision(a);
+    const first = await start();
+    const p = provision(first);
     const users = range(Math.ceil(cfg.subs / C.connsPerUser)).map((i) => `so-u${i}`);
     const room = await p.group('so-sender', 'scaleout', users);
-    const specs = split(
-      range(cfg.subs).map((i) => ({ user: users[i % users.length]!, token: p.token(users[i % users.length]!), subs: [room], sends: [] })),
-      subWorkers.length,
-    );
+    const specs = range(cfg.subs).map((i) => ({ user: users[i % users.length]!, token: p.token(users[i % users.length]!), subs: [room], sends: [] }));
     const sender = [{ user: 'so-sender', token: p.token('so-sender'), subs: [], sends: [room] }];
-    const phase = async (servers: Server[], durationMs = cfg.phaseMs) =>
+    const phase = async (nodes: Server[], durationMs = cfg.phaseMs) =>
       runPhase({
-        servers,
+        servers: nodes,
         mode: { mode: 'window', window: cfg.window, sources: subWorkers.length },
         senders: [sendWorker],
         durationMs,
         subsInRoom: () => cfg.subs,
       });
-    await openSubs(sys, [a.url], specs);
-    await openOn(sendWorker, sys, a.url, sender);
-    await settle([a.proc.pid]);
-    await phase([a], C.warmupMs);
-    const one = await phase([a]);
-    await closeAll();
-    b = await startServer(sys, { redis: true, label: `${sys}-b` });
-    // Half the subscribers on each node; the sender on the first.
-    await openSubs(sys, [a.url, b.url], specs);
-    await openOn(sendWorker, sys, a.url, sender);
-    await settle([a.proc.pid, b.proc.pid]);
-    await phase([a, b], C.warmupMs);
-    const two = await phase([a, b]);
-    return {
-      ...two,
-      speedup: one.deliveriesPerSec && two.deliveriesPerSec ? round(two.deliveriesPerSec / one.deliveriesPerSec, 2) : null,
-      oneNode: one,
-      twoNodes: two,
-      subscribers: cfg.subs,
-    };
+    const byNodes: Record<string, PhaseResult> = {};
+    for (const n of cfg.nodes) {
+      while (servers.length < n) await start();
+      const nodes = servers.slice(0, n);
+      // The subscribers spread evenly over the nodes; the sender on the first.
+      const perNode = split(specs, n);
+      for (const [k, s] of nodes.entries()) await openSubs(sys, [s.url], split(perNode[k] ?? [], subWorkers.length));
+      await openOn(sendWorker, sys, nodes[0]!.url, sender);
+      await settle(nodes.map((s) => s.proc.pid));
+      await phase(nodes, C.warmupMs);
+      byNodes[String(n)] = await phase(nodes);
+      await closeAll();
+    }
+    const base = byNodes['1']?.deliveriesPerSec ?? null;
+    const speedups = Object.fromEntries(
+      Object.entries(byNodes).map(([n, r]) => [n, base && r.deliveriesPerSec ? round(r.deliveriesPerSec / base, 2) : null]),
+    );
+    const last = byNodes[String(cfg.nodes.at(-1))]!;
+    return { ...last, speedup: speedups['2'] ?? null, speedups, cpuQuota: quota, byNodes, subscribers: cfg.subs };
   } finally {
     await closeAll();
-    await Promise.all([a.proc.stop('SIGTERM', 10_000), b?.proc.stop('SIGTERM', 10_000)]);
+    await Promise.all(servers.map((s) => s.proc.stop('SIGTERM', 10_000)));
   }
 }
 

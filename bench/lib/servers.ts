@@ -1,4 +1,5 @@
 /** Starting the systems under test, each as its own process. */
+import { capCpu } from './cgroup.js';
 import { TEST_LIMITS_ENV } from '../../test/proc.js';
 import type { System } from './ipc.js';
 import { BENCH_AUDIENCE, BENCH_ISSUER } from './ours-api.js';
@@ -24,6 +25,8 @@ export interface StartOpts {
   redis?: boolean;
   /** ours: run with `node --cpu-prof` (the profile is written when the process exits). */
   cpuProf?: boolean;
+  /** Caps the server's CPU at this many CPUs (a cgroup quota, bench/lib/cgroup.ts), once it is up. */
+  cpuQuota?: number;
   /** ours: `node --heapsnapshot-signal=SIGUSR2` (a SIGUSR2 writes a heap snapshot into the profile dir). */
   heapSnapshot?: boolean;
   label?: string;
@@ -82,5 +85,6 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
   }
   const url = `http://127.0.0.1:${port}`;
   await waitHealthy(`${url}/healthz`, proc, 90_000);
+  if (o.cpuQuota) capCpu(proc.child, o.cpuQuota, name);
   return { sys, proc, url, port };
 }
