@@ -113,7 +113,15 @@ describe('two nodes on Redis Sentinel', () => {
       'both nodes ready again',
       { timeoutMs: 15_000, everyMs: 20 },
     ).catch((err: Error) => {
-      throw new Error(`${err.message}; each node's last answer other than 200: ${JSON.stringify(lastUnready)}`);
+      const links = [a, b].map((s) =>
+        s.app.infra.redis.map((l) => {
+          const c = l.client as unknown as { status: string; stream?: { remotePort?: number } };
+          return `${l.role}:${c.status}@${c.stream?.remotePort ?? '-'}`;
+        }),
+      );
+      throw new Error(
+        `${err.message}; each node's last answer other than 200: ${JSON.stringify(lastUnready)}; links (new master ${newPort}): ${JSON.stringify(links)}`,
+      );
     });
     sending = false;
     await Promise.all(loops);

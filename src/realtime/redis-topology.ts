@@ -77,9 +77,10 @@ export function createRedisClient(t: RedisTopology, opts: ClientOptions): RedisC
         tls: t.tls ? {} : undefined,
         enableTLSForSentinelMode: t.tls,
         sentinelRetryStrategy: retryStrategy,
-        // Listen to the sentinels' +switch-master: leave the old primary at once instead of waiting
-        // for its connection to fail.
-        failoverDetector: true,
+        // No failoverDetector: ioredis's detector disconnects the connector when +switch-master
+        // arrives, and when that happens during a reconnect the connection ends for good (status
+        // "end", reproduced in test/redis-sentinel.test.ts under load). A dead primary fails the
+        // connection anyway, and a demoted one answers writes with READONLY (reconnectOnError).
       });
     case 'cluster': {
       const { enableAutoPipelining, enableOfflineQueue, ...perNode } = common;

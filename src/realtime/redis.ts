@@ -15,6 +15,9 @@ import { createRedisClient, isCluster, type RedisClient, type RedisTopology } fr
 export type RedisRole = 'bus-pub' | 'bus-sub' | 'presence' | 'limits' | 'sessions';
 
 /** What differs between the roles; everything else is the common policy above. */
+/** A connection ioredis ended by itself is connected again after this pause. */
+const RECONNECT_AFTER_END_MS = 1000;
+
 const ROLE_OPTIONS: Record<RedisRole, (nodeId: string) => RedisOptions> = {
   // Auto-pipelining: the publishes of one tick (a group commit publishes a whole group) leave in
   // one socket write; one connection, so their order is kept.
@@ -82,6 +85,17 @@ export class RedisLink {
       if (this.lost) log?.info({ redis: role }, 'redis connection restored');
       this.lost = false;
       this.wasReady = true;
+    });
+    // ioredis ends a connection for good when a reconnect attempt itself fails in some ways (seen: a
+    // Sentinel reconnect cut short while it asked the sentinels, status "end"): nothing would ever
+    // connect it again. Unless we are closing, start over after a pause.
+    this.client.on('end', () => {
+      if (this.closing) return;
+      lost();
+      const timer = setTimeout(() => {
+        if (!this.closing) this.client.connect().catch(() => undefined);
+      }, RECONNECT_AFTER_END_MS);
+      timer.unref();
     });
   }
 
