@@ -311,6 +311,24 @@ export class FaultEnv implements AsyncDisposable {
     return s;
   }
 
+  /**
+   * A private primary with database `db` and a streaming standby of it, timing each step into
+   * `timings` (ms) for the test's set-up line.
+   */
+  async primaryWithStandby(db: string, timings: Record<string, number>): Promise<{ primary: PrivatePostgres; standby: PrivatePostgres }> {
+    let t = performance.now();
+    const lap = (what: string) => {
+      timings[what] = Math.round(performance.now() - t);
+      t = performance.now();
+    };
+    const primary = await this.postgres();
+    await primary.createDatabase(db);
+    lap('primary: initdb + start (ms)');
+    const standby = await this.standbyOf(primary);
+    lap('standby: pg_basebackup -R + start (ms)');
+    return { primary, standby };
+  }
+
   async cleanup(): Promise<void> {
     await Promise.allSettled([...this.redises.map((r) => r.kill()), ...this.pgs.map((p) => p.destroy())]);
   }

@@ -37,16 +37,12 @@ describe('PostgreSQL failover (a primary and a standby in DATABASE_URL, the stan
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
+    ({ primary, standby } = await faults.primaryWithStandby('chat', timings));
     let t = performance.now();
     const lap = (what: string) => {
       timings[what] = Math.round(performance.now() - t);
       t = performance.now();
     };
-    primary = await faults.postgres();
-    await primary.createDatabase('chat');
-    lap('primary: initdb + start (ms)');
-    standby = await faults.standbyOf(primary);
-    lap('standby: pg_basebackup -R + start (ms)');
     // Synchronous replication: a commit is acknowledged once the standby has it, so the failover
     // cannot lose an acknowledged message (set on the primary only: the standby must not wait for
     // a standby of its own once promoted).

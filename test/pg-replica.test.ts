@@ -25,16 +25,12 @@ describe('PostgreSQL read replica (a streaming standby of a private primary)', (
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
+    ({ primary, standby } = await faults.primaryWithStandby('chat', timings));
     let t = performance.now();
     const lap = (what: string) => {
       timings[what] = Math.round(performance.now() - t);
       t = performance.now();
     };
-    primary = await faults.postgres();
-    await primary.createDatabase('chat');
-    lap('primary: initdb + start (ms)');
-    standby = await faults.standbyOf(primary);
-    lap('standby: pg_basebackup -R + start (ms)');
     const config = { databaseUrl: primary.url('chat'), databaseReplicaUrls: [standby.url('chat')] };
     srv = await startServer(testConfig({ ...config, databaseReplicaMaxLagMs: 30_000 }));
     lap('server with a replica: start + migrations (ms)');

@@ -21,6 +21,7 @@ import {
   wsClient,
   type TestEnv,
   type TestServer,
+  sendUntilStopped,
 } from './fixture.js';
 
 let cluster: RedisClusterEnv;
@@ -129,25 +130,8 @@ describe('a Redis Cluster that changes under traffic', () => {
     const victim = cluster.servers.find((s) => s.port === owner)!;
 
     // Senders go on until told to stop; a failed send is repeated with the same clientId (idempotent).
-    const acked: { sender: number; seq: number; startedAt: number; at: number }[] = [];
-    let errors = 0;
-    let sending = true;
-    const loops = senders.map(async (c, i) => {
-      for (let n = 0; sending; n++) {
-        const clientId = uuid();
-        for (;;) {
-          const startedAt = performance.now();
-          try {
-            const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `k${i}-${n}` });
-            acked.push({ sender: i, seq: m.seq, startedAt, at: performance.now() });
-            break;
-          } catch {
-            errors++;
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        }
-      }
-    });
+    const traffic = sendUntilStopped(senders, room.id, 'k');
+    const acked = traffic.acked;
     await waitFor(() => acked.length, '60 messages before the kill', { until: (n) => n >= 60, timeoutMs: 20_000 });
     const killedAt = performance.now();
     const ackedAtKill = acked.length;
@@ -165,8 +149,7 @@ describe('a Redis Cluster that changes under traffic', () => {
       'sends acknowledged after the replica took over',
       { until: (xs) => xs.every((n) => n >= 10), timeoutMs: 15_000, everyMs: 20 },
     );
-    sending = false;
-    await Promise.all(loops);
+    await traffic.stop();
     const end = await senders[1]!.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'end' });
     const all = [...acked.map((x) => x.seq), end.seq];
     await Promise.all(logs.map((l) => l.all(all, 'every acknowledged message', 30_000)));
@@ -176,7 +159,7 @@ describe('a Redis Cluster that changes under traffic', () => {
     const readyz = await Promise.all([a, b].map(async (s) => (await fetch(`${s.url}/readyz`)).status));
     console.log(
       `[cluster] master ${owner} (the room's shard) killed after ${ackedAtKill} sends; replica ${promoted} serves the slot after ${Math.round(settledAt - killedAt)} ms; ` +
-        `longest pause between acknowledgements ${Math.round(longest)} ms; failed sends (repeated) ${errors}; /readyz after ${readyz.join(',')}; ${all.length} messages; ` +
+        `longest pause between acknowledgements ${Math.round(longest)} ms; failed sends (repeated) ${traffic.errors()}; /readyz after ${readyz.join(',')}; ${all.length} messages; ` +
         `counts ${logs.map((l) => JSON.stringify(analyze(l.got.items, all))).join(' ')}`,
     );
     expect(promoted).not.toBe(owner);

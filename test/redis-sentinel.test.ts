@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisSentinelEnv } from './fixture/redis-topologies.js';
-import { analyze, clientFor, dispose, expectPerfect, Scope, StreamLog, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
+import { analyze, clientFor, dispose, expectPerfect, Scope, sendUntilStopped, StreamLog, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
 
 let sentinel: RedisSentinelEnv;
 let env: TestEnv;
@@ -73,25 +73,8 @@ describe('two nodes on Redis Sentinel', () => {
     })();
 
     // Senders go on until told to stop; a failed send is repeated with the same clientId (idempotent).
-    const acked: { sender: number; seq: number; startedAt: number; at: number }[] = [];
-    let errors = 0;
-    let sending = true;
-    const loops = senders.map(async (c, i) => {
-      for (let n = 0; sending; n++) {
-        const clientId = uuid();
-        for (;;) {
-          const startedAt = performance.now();
-          try {
-            const m = await c.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `s${i}-${n}` });
-            acked.push({ sender: i, seq: m.seq, startedAt, at: performance.now() });
-            break;
-          } catch {
-            errors++;
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        }
-      }
-    });
+    const traffic = sendUntilStopped(senders, room.id, 's');
+    const acked = traffic.acked;
 
     await waitFor(() => acked.length, '80 messages before the kill', { until: (n) => n >= 80, timeoutMs: 20_000 });
     const oldPort = await sentinel.masterPort();
@@ -123,8 +106,7 @@ describe('two nodes on Redis Sentinel', () => {
         `${err.message}; each node's last answer other than 200: ${JSON.stringify(lastUnready)}; links (new master ${newPort}): ${JSON.stringify(links)}`,
       );
     });
-    sending = false;
-    await Promise.all(loops);
+    await traffic.stop();
     polling = false;
     await poller;
     const end = await senders[1]!.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'end' });
@@ -143,7 +125,7 @@ describe('two nodes on Redis Sentinel', () => {
     console.log(
       `[sentinel] master ${oldPort} killed after ${ackedAtKill} sends; sentinels promoted ${newPort} after ${Math.round(failedOverAt - killedAt)} ms; ` +
         `first send started after the failover acknowledged ${Math.round(firstAfter.at - failedOverAt)} ms after it; longest pause between acknowledgements ${Math.round(longest)} ms; ` +
-        `failed sends (repeated) ${errors}; /readyz 503 on A ${window('A')}, on B ${window('B')} after the kill; ${all.length} messages; ` +
+        `failed sends (repeated) ${traffic.errors()}; /readyz 503 on A ${window('A')}, on B ${window('B')} after the kill; ${all.length} messages; ` +
         `counts ${logs.map((l) => JSON.stringify(analyze(l.got.items, all))).join(' ')}`,
     );
     expect(unready('A').length, 'A unready during the outage').toBeGreaterThan(0);
