@@ -54,6 +54,24 @@ export class PrivateRedis {
     return this.child !== null;
   }
 
+  /**
+   * A private redis-server on a free port, started. A free port is only free when asked: another
+   * test file may bind it (or a cluster node's bus port, port + 10000) before redis-server does, so
+   * "Address already in use" is retried on another port.
+   */
+  static async startOnFreePort(optsFor: (port: number) => PrivateRedisOptions = () => ({}), attempts = 5): Promise<PrivateRedis> {
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      const r = new PrivateRedis(port, optsFor(port));
+      try {
+        await r.start();
+        return r;
+      } catch (err) {
+        if (attempt >= attempts || !/Address already in use/.test(String(err))) throw err;
+      }
+    }
+  }
+
   /** Starts redis-server and resolves once it logs that it accepts connections. */
   async start(timeoutMs = 15_000): Promise<void> {
     if (this.child) throw new Error('private redis already running');
@@ -292,9 +310,8 @@ export class FaultEnv implements AsyncDisposable {
   private readonly pgs: PrivatePostgres[] = [];
 
   async redis(opts: PrivateRedisOptions = {}): Promise<PrivateRedis> {
-    const r = new PrivateRedis(await freePort(), opts);
+    const r = await PrivateRedis.startOnFreePort(() => opts);
     this.redises.push(r);
-    await r.start();
     return r;
   }
 
