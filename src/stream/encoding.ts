@@ -1,4 +1,5 @@
 import superjson from 'superjson';
+import { stringify } from '../util/superjson-fast.js';
 import type { StreamEvent } from './types.js';
 
 /**
@@ -16,7 +17,7 @@ export class SharedEncoding<E = unknown> {
 }
 
 export function encodeEvent(e: StreamEvent): string {
-  return superjson.stringify(e);
+  return stringify(e);
 }
 
 export function decodeEvent<E>(payload: string): E {

@@ -126,6 +126,13 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
     }
 
+    /** A query's or mutation's result (or a plain subscription value): what `transformTRPCResponse` builds, without its generic spreads. */
+    respondData(id: RequestId, jsonrpc: '2.0' | undefined, data: unknown): void {
+      if (this.ws.readyState !== OPEN) return;
+      this.ws.send(encode({ id, jsonrpc, result: { type: 'data', data: serialize(data) } }));
+      if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
+    }
+
     errorShape(error: TRPCError, type: ErrorType, path: string | undefined, input: unknown): object {
       try {
         return getErrorShape({ config, error, type, path, input, ctx: this.ctx });
@@ -299,7 +306,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
           if (isAsyncIterable(data) || isObservable(data)) {
             throw new TRPCError({ code: 'UNSUPPORTED_MEDIA_TYPE', message: `Cannot return an async iterable or observable from a ${type} procedure with WebSockets` });
           }
-          this.respond({ id, jsonrpc, result: { type: 'data', data } });
+          this.respondData(id, jsonrpc, data);
         } catch (cause) {
           this.respondError(id, jsonrpc, cause, type, path, input);
         } finally {
@@ -459,7 +466,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         this.respond({ id, jsonrpc, result: { type: 'data', data: { id: value[0], data: value[1] }, id: value[0] } });
         return;
       }
-      this.respond({ id, jsonrpc, result: { type: 'data', data: value } });
+      this.respondData(id, jsonrpc, value);
     }
 
     /**

@@ -90,39 +90,52 @@ const t = initTRPC.context<Context>().create({
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
 
-const errors = t.middleware(async ({ next }) => {
-  const res = await next();
-  if (!res.ok) {
-    const mapped = toTRPCError(res.error);
-    if (mapped && mapped !== res.error) throw mapped;
+type Observers = Context['services']['deps']['observers'];
+
+/**
+ * Times a call (not subscriptions) and maps what it failed with to a typed TRPCError (`toTRPCError`).
+ * One function for the two base middlewares below: every middleware level costs tRPC a spread of
+ * the call's options and of its result (a measurable part of a send's CPU), so the hot procedures
+ * go through one level instead of three.
+ */
+async function observed<R extends { ok: boolean; error?: unknown }>(observers: Observers, path: string, type: string, run: () => Promise<R>): Promise<R> {
+  const start = type === 'subscription' ? 0 : performance.now();
+  let code = 'OK';
+  try {
+    const res = await run();
+    if (!res.ok) {
+      const mapped = toTRPCError(res.error);
+      if (mapped && mapped !== res.error) throw mapped;
+      code = (res.error as TRPCError).code;
+    }
+    return res;
+  } catch (err) {
+    const mapped = toTRPCError(err) ?? err;
+    code = mapped instanceof TRPCError ? mapped.code : 'INTERNAL_SERVER_ERROR';
+    throw mapped;
+  } finally {
+    if (type !== 'subscription') observers.procedure(path, type, code, (performance.now() - start) / 1000);
   }
-  return res;
-});
+}
 
-const timing = t.middleware(async ({ ctx, path, type, next }) => {
-  if (type === 'subscription') return next();
-  const start = performance.now();
-  const res = await next();
-  ctx.services.deps.observers.procedure(path, type, res.ok ? 'OK' : res.error.code, (performance.now() - start) / 1000);
-  return res;
-});
+export const publicProcedure = t.procedure.use(({ ctx, path, type, next }) => observed(ctx.services.deps.observers, path, type, () => next()));
 
-export const publicProcedure = t.procedure.use(timing).use(errors);
-
-export const authedProcedure = publicProcedure.use(async ({ ctx, next, type }) => {
-  const actor = ctx.session?.actor ?? ctx.actor;
-  if (!actor) {
-    ctx.services.deps.counters.authFailures++;
-    throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
-  }
-  if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
-  // Reads are budgeted per user too (RATE_READS_PER_10S, all nodes), before any input is parsed.
-  if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
-  const res = await next({ ctx: { ...ctx, actor } });
-  // With read replicas: the caller's next reads across rooms must include this write (read-your-writes).
-  if (type === 'mutation' && res.ok && ctx.services.reads.enabled) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
-  return res;
-});
+export const authedProcedure = t.procedure.use(({ ctx, path, type, next }) =>
+  observed(ctx.services.deps.observers, path, type, async () => {
+    const actor = ctx.session?.actor ?? ctx.actor;
+    if (!actor) {
+      ctx.services.deps.counters.authFailures++;
+      throw new TRPCError({ code: 'UNAUTHORIZED', message: ctx.authError ?? 'missing access token' });
+    }
+    if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
+    // Reads are budgeted per user too (RATE_READS_PER_10S, all nodes), before any input is parsed.
+    if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
+    const res = await next({ ctx: { ...ctx, actor } });
+    // With read replicas: the caller's next reads across rooms must include this write (read-your-writes).
+    if (type === 'mutation' && res.ok && ctx.services.reads.enabled) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
+    return res;
+  }),
+);
 
 /**
  * Procedures of the tenant's integration (service and admin tokens): the role is checked before

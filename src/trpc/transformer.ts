@@ -1,5 +1,6 @@
 import { TRPCError } from '@trpc/server';
 import superjson from 'superjson';
+import { fastSuperjson } from '../util/superjson-fast.js';
 
 /**
  * Inputs are plain JSON: of superjson's revivers only `Date` and `undefined` are honoured (the API
@@ -59,7 +60,7 @@ function checkedMeta(meta: unknown): { values?: unknown; v?: number } | undefine
 }
 
 export const inputTransformer = {
-  serialize: (value: unknown) => superjson.serialize(value),
+  serialize: (value: unknown) => fastSuperjson.serialize(value),
   deserialize: (payload: unknown) => {
     if (payload === null || typeof payload !== 'object') return superjson.deserialize({ json: payload as never });
     const { json, meta } = payload as { json?: unknown; meta?: unknown };
@@ -69,5 +70,5 @@ export const inputTransformer = {
   },
 };
 
-/** The server's transformer: restricted on the way in, superjson on the way out. */
-export const transformer = { input: inputTransformer, output: superjson };
+/** The server's transformer: restricted on the way in, superjson on the way out (its fast path, src/util/superjson-fast.ts). */
+export const transformer = { input: inputTransformer, output: fastSuperjson };
