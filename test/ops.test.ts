@@ -28,6 +28,10 @@ describe('/metrics', () => {
     await got.until((xs) => xs.some((x) => x.data.type === 'ready'));
     for (let i = 0; i < 3; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
     await got.until((xs) => xs.filter((x) => x.data.type === 'message.new').length === 3);
+    // Refusals are timed under the code the client got: a domain error mapped (NOT_FOUND), an auth failure.
+    await expect(alice.trpc.chat.send.mutate({ roomId: uuid(), clientId: uuid(), body: 'nowhere' })).rejects.toMatchObject({ data: { code: 'NOT_FOUND' } });
+    const anonymous = await fetch(`${srv.url}/trpc/room.list`);
+    expect(anonymous.status).toBe(401);
 
     const res = await fetch(`${srv.url}/metrics`);
     expect(res.status).toBe(200);
@@ -40,6 +44,8 @@ describe('/metrics', () => {
     expect(metricValue(text, 'chat_events_delivered_total')).toBeGreaterThanOrEqual(3);
     expect(metricValue(text, 'chat_delivery_lag_seconds_count')).toBeGreaterThanOrEqual(3);
     expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="chat.send",type="mutation",code="OK"\} [1-9]/);
+    expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="chat.send",type="mutation",code="NOT_FOUND"\} 1\n/);
+    expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="room.list",type="query",code="UNAUTHORIZED"\} 1\n/);
     expect(text).toContain('chat_process_nodejs_eventloop_lag_seconds');
     expect(text).toContain('chat_db_pool_total');
     // Labels stay bounded: no room ids anywhere.
