@@ -68,186 +68,255 @@ export interface StreamOptions<E extends StreamEvent, T, R extends StreamEvent =
  * seq. Without `after` the stream starts with `ready(position)`. Consumed once, either way.
  */
 export function resumableStream<E extends StreamEvent, T, R extends StreamEvent = E>(opts: StreamOptions<E, T, R>): Pushable<T> {
-  let used = false;
-  const claim = () => {
-    if (used) throw new Error('a stream is consumed once');
-    used = true;
-  };
-  return {
-    [PUSH](sink: PushSink<T>) {
-      claim();
-      runStream(opts, sink);
-    },
-    [Symbol.asyncIterator](): AsyncIterator<T> {
-      claim();
-      const queue = new EventQueue<T>();
-      const stop = runStream(opts, { data: (v) => queue.push(v), end: (err) => (err === undefined ? queue.end() : queue.fail(err)) });
-      return {
-        next: () => queue.next(),
-        return: () => {
-          stop();
-          return queue.return();
-        },
-      };
-    },
-  };
+  return new ResumableStream(opts);
 }
 
 /**
- * The stream itself. Live events are handled in the hub's fan-out loop (synchronously): dropped
- * when already delivered, coalesced when the connection is congested, written otherwise. Returns
- * a function that ends the stream.
+ * Idle subscriptions are most of a server's memory: a stream is two objects with their methods on
+ * prototypes (no closures per subscription), and it keeps of its options only what it needs once live.
  */
-function runStream<E extends StreamEvent, T, R extends StreamEvent>(opts: StreamOptions<E, T, R>, sink: PushSink<T>): () => void {
-  const { hubs, source, key, signal, wrap } = opts;
-  const flow = opts.conn?.flow;
-  let last = 0;
+class ResumableStream<E extends StreamEvent, T, R extends StreamEvent> implements Pushable<T> {
+  private opts: StreamOptions<E, T, R> | null;
+  constructor(opts: StreamOptions<E, T, R>) {
+    this.opts = opts;
+  }
+
+  private claim(): StreamOptions<E, T, R> {
+    const opts = this.opts;
+    if (!opts) throw new Error('a stream is consumed once');
+    this.opts = null;
+    return opts;
+  }
+
+  [PUSH](sink: PushSink<T>): void {
+    new Stream(this.claim(), sink).start();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    const opts = this.claim();
+    const queue = new EventQueue<T>();
+    const stream = new Stream(opts, new QueueSink(queue));
+    stream.start();
+    return {
+      next: () => queue.next(),
+      return: () => {
+        stream.finish();
+        return queue.return();
+      },
+    };
+  }
+}
+
+/** A pulled stream's sink: its values wait in a queue for `next()`. */
+class QueueSink<T> implements PushSink<T> {
+  constructor(private readonly queue: EventQueue<T>) {}
+  data(value: T): void {
+    this.queue.push(value);
+  }
+  end(error?: unknown): void {
+    if (error === undefined) this.queue.end();
+    else this.queue.fail(error);
+  }
+}
+
+/**
+ * The stream itself, and its hub subscriber. Live events are handled in the hub's fan-out loop
+ * (synchronously): dropped when already delivered, coalesced when the connection is congested,
+ * written otherwise. `finish` ends it.
+ */
+class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubscriber<E> {
+  readonly userId: string;
+  private readonly hubs: StreamHubs<E>;
+  private readonly key: string;
+  private readonly wrap: (id: string, event: E | R) => T;
+  private readonly flow: Flow | undefined;
+  private readonly conn: StreamConn | undefined;
+  private readonly signal: AbortSignal | undefined;
+  /** Until the stream goes live (see `start`); dropped then. */
+  private opts: StreamOptions<E, T, R> | null;
+  private last = 0;
   /** Live: events go out as they come. Before that (attach, replay) they wait in `early`. */
-  let live = false;
-  let early: E[] = [];
+  private live = false;
+  private early: E[] | null = null;
   /** The hub ended this subscriber (a kick, a shutdown): stop after what is queued. */
-  let closing = false;
-  let ended = false;
-  let attached = false;
-  let coalesced: Map<string, E> | null = null;
-  let drainTimer: NodeJS.Timeout | null = null;
+  private closing = false;
+  private ended = false;
+  private attached = false;
+  private coalesced: Map<string, E> | null = null;
+  private drainTimer: NodeJS.Timeout | null = null;
 
-  const finish = (error?: unknown) => {
-    if (ended) return;
-    ended = true;
-    signal?.removeEventListener('abort', onAbort);
-    if (drainTimer) clearTimeout(drainTimer);
-    if (attached) hubs.detach(key, sub);
-    opts.conn?.release?.();
-    sink.end(error);
-  };
-  const onAbort = () => finish();
+  constructor(
+    opts: StreamOptions<E, T, R>,
+    private readonly sink: PushSink<T>,
+  ) {
+    this.userId = opts.userId;
+    this.hubs = opts.hubs;
+    this.key = opts.key;
+    this.wrap = opts.wrap;
+    this.flow = opts.conn?.flow;
+    this.conn = opts.conn;
+    this.signal = opts.signal;
+    this.opts = opts;
+  }
 
-  const flushCoalesced = () => {
-    for (const c of coalesced!.values()) sink.data(wrap(String(last), c));
-    coalesced!.clear();
-  };
-  // Coalesced events wait for the socket to drain, not for the room's next event: in a quiet room
-  // the latest typing/presence state would otherwise never be delivered.
-  const checkDrained = () => {
-    drainTimer = null;
-    if (ended || !coalesced?.size) return;
-    if (flow!.buffered() <= flow!.soft) flushCoalesced();
-    else drainTimer = setTimeout(checkDrained, DRAIN_CHECK_MS);
-  };
+  /** The abort listener (an object with `handleEvent`: no closure). */
+  handleEvent(): void {
+    this.finish();
+  }
 
-  const deliver = (e: E, shared: SharedEncoding<E> | undefined) => {
-    const durable = hubs.kind.isDurable(e);
-    if (durable && e.seq <= last) return;
+  finish(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.signal?.removeEventListener('abort', this);
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    if (this.attached) this.hubs.detach(this.key, this);
+    this.conn?.release?.();
+    this.sink.end(error);
+  }
+
+  push(e: E, shared: SharedEncoding<E> | undefined): void {
+    if (this.ended) return;
+    if (!this.live) {
+      this.early ??= [];
+      this.early.push(e);
+      return;
+    }
+    try {
+      this.deliver(e, shared);
+    } catch (err) {
+      // Never into the hub's fan-out loop: the other subscribers must still get the event.
+      this.finish(err);
+    }
+  }
+
+  end(): void {
+    if (this.live) this.finish();
+    else this.closing = true;
+  }
+
+  private flushCoalesced(): void {
+    const coalesced = this.coalesced!;
+    for (const c of coalesced.values()) this.sink.data(this.wrap(String(this.last), c));
+    coalesced.clear();
+  }
+
+  /**
+   * Coalesced events wait for the socket to drain, not for the room's next event: in a quiet room
+   * the latest typing/presence state would otherwise never be delivered.
+   */
+  checkDrained(): void {
+    this.drainTimer = null;
+    if (this.ended || !this.coalesced?.size) return;
+    if (this.flow!.buffered() <= this.flow!.soft) this.flushCoalesced();
+    else this.drainTimer = setTimeout(checkDrained, DRAIN_CHECK_MS, this);
+  }
+
+  private deliver(e: E, shared: SharedEncoding<E> | undefined): void {
+    const durable = this.hubs.kind.isDurable(e);
+    if (durable && e.seq <= this.last) return;
+    const flow = this.flow;
     if (flow) {
       const queued = flow.buffered();
       if (queued > flow.hard) {
         flow.overflow();
-        finish();
+        this.finish();
         return;
       }
       if (queued > flow.soft) {
-        const k = durable ? null : hubs.kind.coalesceKey(e);
+        const k = durable ? null : this.hubs.kind.coalesceKey(e);
         if (k !== null) {
-          coalesced ??= new Map();
-          coalesced.set(k, e);
-          drainTimer ??= setTimeout(checkDrained, DRAIN_CHECK_MS);
+          this.coalesced ??= new Map();
+          this.coalesced.set(k, e);
+          this.drainTimer ??= setTimeout(checkDrained, DRAIN_CHECK_MS, this);
           return;
         }
-      } else if (coalesced?.size) {
-        flushCoalesced();
+      } else if (this.coalesced?.size) {
+        this.flushCoalesced();
       }
     }
-    if (durable) last = e.seq;
-    sink.data(wrap(String(last), e), shared);
-  };
+    if (durable) this.last = e.seq;
+    this.sink.data(this.wrap(String(this.last), e), shared);
+  }
 
-  const sub: HubSubscriber<E> = {
-    userId: opts.userId,
-    push(e, shared) {
-      if (ended) return;
-      if (!live) {
-        early.push(e);
-        return;
-      }
-      try {
-        deliver(e, shared);
-      } catch (err) {
-        // Never into the hub's fan-out loop: the other subscribers must still get the event.
-        finish(err);
-      }
-    },
-    end() {
-      if (live) finish();
-      else closing = true;
-    },
-  };
+  start(): void {
+    this.signal?.addEventListener('abort', this, { once: true });
+    this.run().catch((err: unknown) => this.finish(err));
+  }
 
-  signal?.addEventListener('abort', onAbort, { once: true });
-  void (async () => {
-    if (signal?.aborted) return finish();
-    const position = await hubs.attach(key, sub);
-    attached = true;
-    if (ended) return hubs.detach(key, sub);
+  /** Attach, replay or `ready`, then live. */
+  private async run(): Promise<void> {
+    const opts = this.opts!;
+    this.opts = null;
+    const { hubs, key, sink, wrap, flow } = this;
+    if (this.signal?.aborted) return this.finish();
+    const position = await hubs.attach(key, this);
+    this.attached = true;
+    if (this.ended) return hubs.detach(key, this);
     if (opts.attached) await opts.attached();
-    if (ended) return;
+    if (this.ended) return;
     if (opts.after === null) {
-      last = position;
-      sink.data(wrap(String(last), opts.ready(last)));
+      this.last = position;
+      sink.data(wrap(String(position), opts.ready(position)));
     } else if (opts.after > position) {
       // A position this stream never had (another room's id, a restored backup): say so.
-      last = position;
-      sink.data(wrap(String(last), opts.reset(last)));
+      this.last = position;
+      sink.data(wrap(String(position), opts.reset(position)));
     } else {
-      last = opts.after;
+      this.last = opts.after;
       let first = true;
-      while (last < position && !ended && !closing) {
+      while (this.last < position && !this.ended && !this.closing) {
         // A replay goes at the socket's pace: the next page waits until the queue is below the
         // soft limit (a client far behind on a slow link never piles its backlog into memory).
-        if (flow && !(await drained(flow, () => ended))) return finish();
-        if (ended) return;
-        const page = await source.load(key, last, position, REPLAY_PAGE);
+        if (flow && !(await drained(flow, () => this.ended))) return this.finish();
+        if (this.ended) return;
+        const page = await opts.source.load(key, this.last, position, REPLAY_PAGE);
         if (first) {
           first = false;
           // The log is gapless but for retention: a first event after last + 1 may mean the next
           // ones were removed. Then the replay would be partial: reset instead.
-          if ((page[0]?.seq ?? position + 1) > last + 1) {
-            const oldest = await source.oldestSeq(key);
-            if (ended) return;
-            if (oldest === null || oldest > last + 1) {
-              last = position;
-              sink.data(wrap(String(last), opts.reset(last)));
+          if ((page[0]?.seq ?? position + 1) > this.last + 1) {
+            const oldest = await opts.source.oldestSeq(key);
+            if (this.ended) return;
+            if (oldest === null || oldest > this.last + 1) {
+              this.last = position;
+              sink.data(wrap(String(position), opts.reset(position)));
               break;
             }
           }
         }
         if (page.length === 0) break;
         for (const e of page) {
-          if (ended) return;
-          if (e.seq <= last) continue;
-          last = e.seq;
-          sink.data(wrap(String(last), e));
+          if (this.ended) return;
+          if (e.seq <= this.last) continue;
+          this.last = e.seq;
+          sink.data(wrap(String(e.seq), e));
           if (flow && flow.buffered() > flow.hard) {
             flow.overflow();
-            return finish();
+            return this.finish();
           }
           // Replayed as live: the user's own removal ends the stream (a later re-join is read by
           // resuming after it, with a fresh access check).
-          if (hubs.kind.kickUserOf(e) === opts.userId) return finish();
+          if (hubs.kind.kickUserOf(e) === this.userId) return this.finish();
         }
       }
     }
-    if (ended) return;
-    live = true;
-    const queued = early;
-    early = [];
-    for (const e of queued) {
-      deliver(e, undefined);
-      if (ended) return;
+    if (this.ended) return;
+    this.live = true;
+    const queued = this.early;
+    this.early = null;
+    if (queued) {
+      for (const e of queued) {
+        this.deliver(e, undefined);
+        if (this.ended) return;
+      }
     }
-    if (closing) finish();
-  })().catch((err: unknown) => finish(err));
-  return () => finish();
+    if (this.closing) this.finish();
+  }
+}
+
+/** A timer's callback with its stream as argument: no closure per timer. */
+function checkDrained(stream: { checkDrained(): void }): void {
+  stream.checkDrained();
 }
 
 /** How often a stream holding coalesced events checks whether its socket drained. */

@@ -28,7 +28,7 @@ import {
   type TransportErrorInfo,
   type TransportOptions,
 } from './protocol.js';
-import { isPushable, PUSH, type SharedFrame } from './push.js';
+import { isPushable, PUSH, type PushSink, type SharedFrame } from './push.js';
 
 type ErrorType = TransportErrorInfo['type'];
 
@@ -74,9 +74,27 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     }
   };
 
-  class Subscription {
+  /** One subscription; for a pushed stream, also the sink it writes to (no closures per subscription). */
+  class Subscription implements PushSink<unknown> {
     readonly abort = new AbortController();
-    constructor(readonly head: Buffer | null) {}
+    constructor(
+      readonly head: Buffer | null,
+      readonly conn: Connection,
+      readonly id: RequestId,
+      readonly jsonrpc: '2.0' | undefined,
+      readonly path: string,
+      readonly input: unknown,
+    ) {}
+
+    data(value: unknown, shared?: SharedFrame): void {
+      if (!this.abort.signal.aborted) this.conn.sendValue(this, this.id, this.jsonrpc, value, shared);
+    }
+
+    end(error?: unknown): void {
+      if (error !== undefined) this.conn.subscriptionFailed(this, error);
+      this.abort.abort();
+      this.conn.subscriptionEnded(this);
+    }
   }
 
   /** One WebSocket client. Small on purpose: idle connections are most of a server's memory. */
@@ -324,7 +342,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         this.respondError(id, jsonrpc, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }), 'subscription', path, input);
         return;
       }
-      const sub = new Subscription(fastFrames ? frameHead(id, jsonrpc) : null);
+      const sub = new Subscription(fastFrames ? frameHead(id, jsonrpc) : null, this, id, jsonrpc, path, input);
       const signal = sub.abort.signal;
       subs.set(id, sub);
       let result: unknown = null;
@@ -358,35 +376,33 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         result = null;
       }
       if (started) this.respond({ id, jsonrpc, result: { type: 'started' } });
-      const failed = (cause: unknown) => {
-        // An error during iteration: the client gets it, then `stopped` (as with tRPC's adapter).
-        if (!signal.aborted) this.respondError(id, jsonrpc, cause, 'subscription', path, input);
-        else if (!isAbortError(getTRPCErrorFromUnknown(cause).cause)) this.reportError(getTRPCErrorFromUnknown(cause), path, 'subscription', input);
-      };
       if (started && isPushable(result)) {
-        // Pushed streams: values are written from the producer's loop; the stream ends itself on abort.
+        // Pushed streams: values are written from the producer's loop into the subscription (its
+        // sink); the stream ends itself on abort, and its end sends `stopped` (subscriptionEnded).
         const pushed = result;
         result = null;
-        await new Promise<void>((resolve) => {
-          pushed[PUSH]({
-            data: (value, shared) => {
-              if (!signal.aborted) this.sendValue(sub, id, jsonrpc, value, shared);
-            },
-            end: (error) => {
-              if (error !== undefined) failed(error);
-              resolve();
-            },
-          });
-        });
-        sub.abort.abort();
-      } else if (started) {
+        pushed[PUSH](sub);
+        return;
+      }
+      const failed = (cause: unknown) => this.subscriptionFailed(sub, cause);
+      if (started) {
         const iterable = isObservable(result) ? observableToAsyncIterable(result, signal) : (result as AsyncIterable<unknown>);
         result = null;
         await this.pull(iterable[Symbol.asyncIterator](), sub, id, jsonrpc, path, input, failed);
       }
-      if (subs.get(id) === sub) subs.delete(id);
-      // A stop, a natural end or an error during iteration: the client waits for this frame.
-      this.respond({ id, jsonrpc, result: { type: 'stopped' } });
+      this.subscriptionEnded(sub);
+    }
+
+    /** An error during iteration: the client gets it, then `stopped` (as with tRPC's adapter). */
+    subscriptionFailed(sub: Subscription, cause: unknown): void {
+      if (!sub.abort.signal.aborted) this.respondError(sub.id, sub.jsonrpc, cause, 'subscription', sub.path, sub.input);
+      else if (!isAbortError(getTRPCErrorFromUnknown(cause).cause)) this.reportError(getTRPCErrorFromUnknown(cause), sub.path, 'subscription', sub.input);
+    }
+
+    /** A stop, a natural end or an error during iteration: the client waits for `stopped`. */
+    subscriptionEnded(sub: Subscription): void {
+      if (this.subs?.get(sub.id) === sub) this.subs.delete(sub.id);
+      this.respond({ id: sub.id, jsonrpc: sub.jsonrpc, result: { type: 'stopped' } });
     }
 
     /**

@@ -1,5 +1,5 @@
 import { CloseCode } from '../domain/close-codes.js';
-import type { StreamConn } from '../stream/streams.js';
+import type { Flow, StreamConn } from '../stream/streams.js';
 import type { Context } from './context.js';
 
 /**
@@ -8,6 +8,9 @@ import type { Context } from './context.js';
  * The slot is released when the stream ends, or when the subscription is aborted: a subscription
  * stopped while it is being set up gets a generator that never runs, so its `finally` never would.
  */
+/** One back-pressure guard per socket, shared by its subscriptions (no closures per subscription). */
+const flows = new WeakMap<object, Flow>();
+
 export function streamConn(ctx: Context, signal?: AbortSignal): StreamConn {
   const { sessions, deps } = ctx.services;
   const release = sessions.acquireSubscription(ctx.session);
@@ -15,10 +18,10 @@ export function streamConn(ctx: Context, signal?: AbortSignal): StreamConn {
   else signal?.addEventListener('abort', release, { once: true });
   const socket = ctx.session?.socket;
   if (!socket) return { release };
-  const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard } = deps.config.limits;
-  return {
-    release,
-    flow: {
+  let flow = flows.get(socket);
+  if (!flow) {
+    const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard } = deps.config.limits;
+    flow = {
       soft,
       hard,
       buffered: () => socket.bufferedAmount,
@@ -26,6 +29,8 @@ export function streamConn(ctx: Context, signal?: AbortSignal): StreamConn {
         deps.log.warn({ bufferedAmount: socket.bufferedAmount }, 'closing a slow consumer');
         socket.close(CloseCode.SlowConsumer, 'too much data queued: reconnect and resume');
       },
-    },
-  };
+    };
+    flows.set(socket, flow);
+  }
+  return { release, flow };
 }
