@@ -315,13 +315,15 @@ describe('who gets a push', () => {
     expect(JSON.stringify(p!.payload)).not.toContain('swordfish');
   });
 
-  it('a device whose push service answers 410 is removed; 503 is retried with backoff', async () => {
+  it('a device whose push service answers 404 or 410 is removed; 503 is retried with backoff', async () => {
     const tn = tenant();
     const gone = await tn.device('bob');
+    const unknown = await tn.device('bob');
     const flaky = await tn.device('bob');
     let flakyTries = 0;
     ps.respond = (device) => {
       if (gone.endpoint.endsWith(device)) return 410;
+      if (unknown.endpoint.endsWith(device)) return 404;
       if (flaky.endpoint.endsWith(device)) return ++flakyTries <= 2 ? 503 : 201;
       return 201;
     };
@@ -330,6 +332,9 @@ describe('who gets a push', () => {
       await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'anyone?' });
       await ps.received.until(() => pushesTo(flaky).some((r) => r.status === 201), 'the flaky device accepts after retries', 8000);
       expect(pushesTo(flaky).map((r) => r.status)).toEqual([503, 503, 201]);
+      // Each forgotten device was tried once, then removed (not retried with the flaky one).
+      expect(pushesTo(gone).map((r) => r.status)).toEqual([410]);
+      expect(pushesTo(unknown).map((r) => r.status)).toEqual([404]);
       expect((await tn.as('bob').device.list()).map((d) => d.id)).toEqual([flaky.id]);
     } finally {
       ps.respond = () => 201;
