@@ -26,6 +26,7 @@ import {
   uuid,
   waitFor,
 } from './fixture.js';
+import { startLiveKitDouble } from './video-doubles.js';
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
 const COALESCE_MS = 1500;
@@ -177,15 +178,18 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
-  it('a meeting invite (the inbox item video.create writes to each member) pushes with the meeting link', async () => {
+  it('a meeting invite (video.create, on a server with a LiveKit double) pushes to each other member with the meeting link', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
+    await using lk = await startLiveKitDouble();
+    await using videoSrv = await t.env.startServer({
+      ...OVERRIDES,
+      video: { ...t.config.video, provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } },
+    });
     const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
-    await t.app.services.store.transact((tx) =>
-      tx.appendInboxMany(tn.name, ['bob'], { type: 'meeting.invite', roomId: room.id, meetingId: uuid(), title: 'Daily', url: 'https://meet.example.com/daily', from: 'alice' }),
-    );
+    const meeting = await callerFor(videoSrv.app, actor('alice', tn.name)).video.create({ roomId: room.id, title: 'Daily' });
     const [p] = await waitPushes(sub, 1, 'the invite push');
-    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: 'https://meet.example.com/daily' });
+    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: meeting.url });
     expect(p!.urgency).toBe('high');
   });
 
