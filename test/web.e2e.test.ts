@@ -243,6 +243,7 @@ describe('browser chat page', () => {
     await page.locator('#login-form button[type=submit]').click();
     // The server has VAPID keys: the button shows; the person allows notifications, then clicks.
     await waitText(page.locator('#enable-push'), 'Enable notifications');
+    expect(await page.locator('#enable-push').getAttribute('data-push')).toBe('ready');
     await ctx.grantPermissions(['notifications'], { origin: pushSrv.url });
     await page.locator('#enable-push').click();
     await waitText(page.locator('#enable-push'), 'Notifications on');
@@ -273,8 +274,14 @@ describe('browser chat page', () => {
     await page.locator('#room-notify').selectOption('none');
     await waitText(page.locator('#toast'), /No notifications from this room/);
     await waitFor(() => api.trpc.notify.preferences.query(), 'the room level stored', { until: (p) => p.rooms.some((r) => r.roomId === room.id && r.level === 'none') });
-    // Without VAPID keys on the server there is no button (the other pages of this file).
     expect(await page.locator('#enable-push').isVisible()).toBe(true);
+    expect(errors).toEqual([]);
+
+    // Without VAPID keys on the server there is no button: the page asked (data-push="off") and left it hidden.
+    const noPush = await newPage(errors);
+    await login(noPush, 'hana', 'Hana');
+    await noPush.locator('#enable-push[data-push="off"]').waitFor({ state: 'attached' });
+    expect(await noPush.locator('#enable-push').isVisible()).toBe(false);
     expect(errors).toEqual([]);
   });
 

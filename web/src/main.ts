@@ -174,9 +174,17 @@ function keyBytes(base64url: string): Uint8Array<ArrayBuffer> {
 /** Shows the button when this browser and the server can do web push; a subscription already made is registered again. */
 async function setUpPush() {
   const button = $<HTMLButtonElement>('enable-push');
-  if (!chat || !('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) return;
+  // `data-push` says what was found: `unsupported` (this browser), `off` (the server sends no pushes) or `ready`.
+  if (!chat || !('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) {
+    button.dataset.push = 'unsupported';
+    return;
+  }
   const { publicKey } = await chat.trpc.device.vapidKey.query().catch(() => ({ publicKey: null }));
-  if (!publicKey) return; // the server sends no pushes
+  if (!publicKey) {
+    button.dataset.push = 'off';
+    return;
+  }
+  button.dataset.push = 'ready';
   button.hidden = false;
   const on = () => {
     button.textContent = 'Notifications on';
