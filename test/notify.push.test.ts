@@ -104,6 +104,21 @@ describe('device.*', () => {
     expect(await bob.device.list()).toEqual([]);
   });
 
+  it('at most 20 devices per user: the 21st is refused with PRECONDITION_FAILED, re-registering one of them still works', async () => {
+    const tn = tenant();
+    const subs = [];
+    for (let i = 0; i < 20; i++) subs.push(await tn.device('bob'));
+    const extra = ps.subscribe();
+    await expectTRPCError(
+      tn.as('bob').device.register({ kind: 'webpush', endpoint: extra.endpoint, keys: extra.keys }),
+      'PRECONDITION_FAILED',
+      'a user has at most 20 push devices: remove one first',
+    );
+    const again = await tn.as('bob').device.register({ kind: 'webpush', endpoint: subs[0]!.endpoint, keys: subs[0]!.keys, label: 'renamed' });
+    expect(again).toMatchObject({ id: subs[0]!.id, label: 'renamed' });
+    expect(await tn.as('bob').device.list()).toHaveLength(20);
+  });
+
   it('without PUSH_ALLOW_PRIVATE_URLS an endpoint must be https and public (the webhooks SSRF guard)', async () => {
     const strict = new DeviceService(t.app.services.store, { ...t.config.notify, allowPrivateUrls: false });
     const keys = ps.subscribe().keys;
