@@ -286,54 +286,90 @@ export interface ClaimedPush {
 }
 
 /** Claims up to `limit` due rows for `leaseMs` (FOR UPDATE SKIP LOCKED: each row by one worker; a dead worker's row is taken again after its lease). */
-export async function claimPushes(db: Db, limit: number, leaseMs: number): Promise<ClaimedPush[]> {
-  const res = await sql<ClaimedPush>`
-    update notify_push q set lease_until = now() + ${leaseMs} * interval '1 millisecond', attempts = q.attempts + 1
-    from (
-      select tenant, user_id, room_key from notify_push
-      where pending > 0 and due_at <= now() and (lease_until is null or lease_until < now())
-      order by due_at limit ${limit} for update skip locked
-    ) d
-    where q.tenant = d.tenant and q.user_id = d.user_id and q.room_key = d.room_key
-    returning q.tenant, q.user_id, q.room_key, q.room_id, q.pending, q.kind, q.message_id, q.message_seq::float8 as message_seq,
-      q.from_user, q.title, q.url, q.attempts`.execute(db);
-  return res.rows;
+export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<ClaimedPush[]> {
+  return db
+    .updateTable('notify_push as q')
+    .from((qc) =>
+      qc
+        .selectFrom('notify_push')
+        .select(['tenant', 'user_id', 'room_key'])
+        .where('pending', '>', 0)
+        .where('due_at', '<=', now())
+        .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+        .orderBy('due_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .as('d'),
+    )
+    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    .whereRef('q.tenant', '=', 'd.tenant')
+    .whereRef('q.user_id', '=', 'd.user_id')
+    .whereRef('q.room_key', '=', 'd.room_key')
+    .returning((eb) => [
+      'q.tenant',
+      'q.user_id',
+      'q.room_key',
+      'q.room_id',
+      'q.pending',
+      sql<PushKind>`${eb.ref('q.kind')}`.as('kind'),
+      'q.message_id',
+      sql<number | null>`${eb.ref('q.message_seq')}::float8`.as('message_seq'),
+      'q.from_user',
+      'q.title',
+      'q.url',
+      'q.attempts',
+    ])
+    .execute();
 }
 
 type PushKey = Pick<ClaimedPush, 'tenant' | 'user_id' | 'room_key'>;
-const byKey = (k: PushKey) => sql`tenant = ${k.tenant} and user_id = ${k.user_id} and room_key = ${k.room_key}`;
+const pushRow = (db: Db, k: PushKey) =>
+  db.updateTable('notify_push').where('tenant', '=', k.tenant).where('user_id', '=', k.user_id).where('room_key', '=', k.room_key);
+/** `pending` less what was handled (never below 0: an item may have been folded in meanwhile). */
+const pendingLess = (handled: number) => sql<number>`greatest(pending - ${handled}, 0)`;
+/** When the coalescing window after the last push ends (now if it has or there was none). */
+const afterWindow = (coalesceMs: number) => sql<Date>`greatest(now(), coalesce(last_sent_at + ${coalesceMs} * interval '1 millisecond', now()))`;
 
 /**
  * A claimed row is done with `handled` of its items: sent (the coalescing window starts now) or
  * dropped (nobody to tell). Items that arrived meanwhile stay pending, due after the window.
  */
 export async function finishPush(db: Db, k: PushKey, handled: number, sent: boolean, coalesceMs: number): Promise<void> {
-  await sql`
-    update notify_push set pending = greatest(pending - ${handled}, 0), lease_until = null, attempts = 0, last_error = null,
-      last_sent_at = case when ${sent}::boolean then now() else last_sent_at end,
-      due_at = case when ${sent}::boolean then now() + ${coalesceMs} * interval '1 millisecond'
-        else greatest(now(), coalesce(last_sent_at + ${coalesceMs} * interval '1 millisecond', now())) end
-    where ${byKey(k)}`.execute(db);
+  await pushRow(db, k)
+    .set({
+      pending: pendingLess(handled),
+      lease_until: null,
+      attempts: 0,
+      last_error: null,
+      ...(sent ? { last_sent_at: now(), due_at: inMs(coalesceMs) } : { due_at: afterWindow(coalesceMs) }),
+    })
+    .execute();
 }
 
 /** Holds a claimed row until `until` (quiet hours). */
 export async function holdPush(db: Db, k: PushKey, until: Date): Promise<void> {
-  await sql`update notify_push set due_at = ${until}, lease_until = null, attempts = 0 where ${byKey(k)}`.execute(db);
+  await pushRow(db, k).set({ due_at: until, lease_until: null, attempts: 0 }).execute();
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
 export async function failPush(db: Db, k: PushKey, handled: number, retryInMs: number | null, error: string): Promise<void> {
+  const lastError = error.slice(0, 500);
   if (retryInMs === null) {
-    await sql`update notify_push set pending = greatest(pending - ${handled}, 0), lease_until = null, attempts = 0, last_error = ${error.slice(0, 500)}
-      where ${byKey(k)}`.execute(db);
+    await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).execute();
     return;
   }
-  await sql`update notify_push set due_at = ${inMs(retryInMs)}, lease_until = null, last_error = ${error.slice(0, 500)} where ${byKey(k)}`.execute(db);
+  await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError }).execute();
 }
 
 /** Rows with nothing pending for a week: gone (the coalescing state they keep is long stale). */
 export async function pruneIdlePushes(db: Db): Promise<void> {
-  await sql`delete from notify_push where pending = 0 and updated_at < now() - interval '7 days' and (lease_until is null or lease_until < now())`.execute(db);
+  await db
+    .deleteFrom('notify_push')
+    .where('pending', '=', 0)
+    .where('updated_at', '<', sql<Date>`now() - interval '7 days'`)
+    .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+    .execute();
 }
 
 /** What a push needs to say: the room, its kind, whether it is encrypted, the user's read position, the message and the sender's name. */
@@ -366,17 +402,26 @@ export interface ClaimedDigest {
   attempts: number;
 }
 
-export async function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
-  const res = await sql<ClaimedDigest>`
-    update notify_digest q set lease_until = now() + ${leaseMs} * interval '1 millisecond', attempts = q.attempts + 1
-    from (
-      select tenant, user_id from notify_digest
-      where due_at <= now() and (lease_until is null or lease_until < now())
-      order by due_at limit ${limit} for update skip locked
-    ) d
-    where q.tenant = d.tenant and q.user_id = d.user_id
-    returning q.tenant, q.user_id, q.since, q.attempts`.execute(db);
-  return res.rows;
+export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
+  return db
+    .updateTable('notify_digest as q')
+    .from((qc) =>
+      qc
+        .selectFrom('notify_digest')
+        .select(['tenant', 'user_id'])
+        .where('due_at', '<=', now())
+        .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+        .orderBy('due_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .as('d'),
+    )
+    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    .whereRef('q.tenant', '=', 'd.tenant')
+    .whereRef('q.user_id', '=', 'd.user_id')
+    .returning(['q.tenant', 'q.user_id', 'q.since', 'q.attempts'])
+    .execute();
 }
 
 export async function rescheduleDigest(db: Db, k: { tenant: string; user_id: string }, at: Date, error: string | null): Promise<void> {
@@ -424,22 +469,36 @@ export interface DigestItem {
  * The unread mentions and direct messages of a user since `since` (not deleted, not system, not
  * theirs, in rooms not set to `none` nor muted now), oldest first, at most `limit`.
  */
-export async function digestItems(db: Db, tenant: string, userId: string, since: Date, limit: number): Promise<DigestItem[]> {
-  const res = await sql<DigestItem>`
-    select m.room_id, r.name as room_name, r.kind as room_kind, r.encrypted, m.id as message_id, m.seq::float8 as seq, m.sender_id,
-      u.name as sender_name, m.body, m.key_id, m.created_at
-    from membership mb
-    join room r on r.id = mb.room_id and r.tenant = ${tenant}
-    join message m on m.room_id = mb.room_id and m.seq > mb.last_read_seq
-    left join chat_user u on u.tenant = r.tenant and u.id = m.sender_id
-    left join notify_room_preference p on p.room_id = mb.room_id and p.user_id = mb.user_id
-    where mb.user_id = ${userId}
-      and m.created_at >= ${since}
-      and m.sender_id <> ${userId} and m.deleted_at is null and m.kind <> 'system'
-      and (r.kind = 'direct' or m.mentions ? ${userId})
-      and coalesce(p.level, 'mentions') <> 'none'
-      and (p.mute_until is null or p.mute_until <= now())
-    order by m.created_at, m.seq
-    limit ${limit}`.execute(db);
-  return res.rows;
+export function digestItems(db: Db, tenant: string, userId: string, since: Date, limit: number): Promise<DigestItem[]> {
+  return db
+    .selectFrom('membership as mb')
+    .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
+    .innerJoin('message as m', (j) => j.onRef('m.room_id', '=', 'mb.room_id').onRef('m.seq', '>', 'mb.last_read_seq'))
+    .leftJoin('chat_user as u', (j) => j.onRef('u.tenant', '=', 'r.tenant').onRef('u.id', '=', 'm.sender_id'))
+    .leftJoin('notify_room_preference as p', (j) => j.onRef('p.room_id', '=', 'mb.room_id').onRef('p.user_id', '=', 'mb.user_id'))
+    .select((eb) => [
+      'm.room_id',
+      'r.name as room_name',
+      'r.kind as room_kind',
+      'r.encrypted',
+      'm.id as message_id',
+      sql<number>`${eb.ref('m.seq')}::float8`.as('seq'),
+      'm.sender_id',
+      'u.name as sender_name',
+      'm.body',
+      'm.key_id',
+      'm.created_at',
+    ])
+    .where('mb.user_id', '=', userId)
+    .where('m.created_at', '>=', since)
+    .where('m.sender_id', '<>', userId)
+    .where('m.deleted_at', 'is', null)
+    .where('m.kind', '<>', 'system')
+    .where((w) => w.or([w('r.kind', '=', 'direct'), sql<boolean>`${w.ref('m.mentions')} ? ${userId}`]))
+    .where((w) => w(w.fn.coalesce('p.level', sql.lit('mentions')), '<>', 'none'))
+    .where((w) => w.or([w('p.mute_until', 'is', null), w('p.mute_until', '<=', now())]))
+    .orderBy('m.created_at')
+    .orderBy('m.seq')
+    .limit(limit)
+    .execute();
 }
