@@ -193,6 +193,23 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
+  it('one item per person and message, the most personal kind: a reply in a direct room is direct; a mention in a room set to all is a mention', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const root = await tn.as('bob').chat.send({ roomId: dm.id, clientId: uuid(), body: 'a root of mine' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'in the thread', replyToId: root.id });
+    const [direct] = await waitPushes(sub, 1, 'the push of the reply in the direct room');
+    expect(direct!.payload).toMatchObject({ type: 'direct', roomId: dm.id, body: 'in the thread', count: 1 });
+
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Loud', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob and everyone', mentions: ['bob'] });
+    const got = await waitPushes(sub, 2, 'the push of the mention in a room set to all');
+    expect(got[1]!.payload).toMatchObject({ type: 'mention', roomId: room.id, body: '@bob and everyone', count: 1 });
+    await expectNoPush(tn, 'bob', sub, 2);
+  });
+
   it('a meeting invite (video.create, on a server with a LiveKit double) pushes to each other member with the meeting link', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
