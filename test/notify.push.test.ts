@@ -263,6 +263,9 @@ describe('who gets a push', () => {
     await expectNoPush(tn, 'bob', sub, 1);
     const prefs = await tn.as('bob').notify.preferences();
     expect(prefs).toEqual({ email: 'digest', push: true, quietHours: null, rooms: [{ roomId: room.id, level: 'all', muteUntil: until }] });
+    // A level alone (no muteUntil) unmutes, as documented.
+    expect(await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions' })).toEqual({ roomId: room.id, level: 'mentions', muteUntil: null });
+    expect((await tn.as('bob').notify.preferences()).rooms).toEqual([{ roomId: room.id, level: 'mentions', muteUntil: null }]);
     await expectTRPCError(tn.as('mallory').notify.setRoomPreference({ roomId: room.id, level: 'all' }), 'NOT_FOUND');
   });
 
