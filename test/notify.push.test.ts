@@ -100,6 +100,7 @@ describe('device.*', () => {
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, p256dh: 'AAAA' } }), 'BAD_REQUEST', /p256dh/);
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, auth: 'AAAA' } }), 'BAD_REQUEST', /auth secret/);
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: 'ftp://x', keys: sub.keys }), 'BAD_REQUEST', /https URL/);
+    await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys, label: '  ' }), 'BAD_REQUEST', /label must not be empty/);
     expect(await bob.device.remove({ id: d.id })).toEqual({ ok: true });
     expect(await bob.device.list()).toEqual([]);
   });
@@ -301,6 +302,7 @@ describe('who gets a push', () => {
     expect(pushesTo(sub)).toEqual([]);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: 'Mars/Olympus' } }), 'BAD_REQUEST', /IANA time zone/);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, start: '25:00' } }), 'BAD_REQUEST', /HH:MM/);
+    await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: '' } }), 'BAD_REQUEST', /quietHours.timeZone is required/);
 
     // The hours end (moved here to now): the held push goes out, once.
     await tn.as('bob').notify.setPreferences({ quietHours: null });
