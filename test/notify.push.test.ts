@@ -194,7 +194,7 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
-  it('one item per person and message, the most personal kind: a reply in a direct room is direct; a mention in a room set to all is a mention', async () => {
+  it('one item per person and message, the most personal kind: a reply in a direct room is direct; a mention in a room set to all is a mention; a reply there reaches a member who set all', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
@@ -208,7 +208,13 @@ describe('who gets a push', () => {
     await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob and everyone', mentions: ['bob'] });
     const got = await waitPushes(sub, 2, 'the push of the mention in a room set to all');
     expect(got[1]!.payload).toMatchObject({ type: 'mention', roomId: room.id, body: '@bob and everyone', count: 1 });
-    await expectNoPush(tn, 'bob', sub, 2);
+    // A reply in a thread bob never wrote in reaches him because the room is set to all: folded with
+    // its root into the next push of the room, after the window.
+    const root2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'a thread of mine' });
+    const reply2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and its reply', replyToId: root2.id });
+    const all = await waitPushes(sub, 3, 'the push of the thread in a room set to all');
+    expect(all[2]!.payload).toMatchObject({ type: 'message', roomId: room.id, messageId: reply2.id, body: '2 new messages in Loud', count: 2 });
+    await expectNoPush(tn, 'bob', sub, 3);
   });
 
   it('a meeting invite (video.create, on a server with a LiveKit double) pushes to each other member with the meeting link', async () => {
