@@ -50,7 +50,7 @@ describe('audit log', () => {
   it('records connections, auth failures, limits, moderation and revocations without bodies or tokens', async () => {
     const secretBody = `very secret body ${uuid()}`;
     await using owner = clientFor(url, 'au-owner', { roles: ['admin'] });
-    await using member = clientFor(url, 'au-member');
+    await using member = clientFor(url, 'au-member', { client: { clientType: 'web', clientVersion: '2.1.0', deviceId: 'dev-au-1' } });
     const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'audit', memberIds: ['au-member', 'au-x'] });
     await owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody });
     await expect(owner.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: secretBody })).rejects.toMatchObject({
@@ -69,7 +69,15 @@ describe('audit log', () => {
     await until(() => audit('ws_close').some((l) => l.user === 'au-member'), 'ws_close');
     sub.unsubscribe();
 
-    expect(audit('ws_open').find((l) => l.user === 'au-member')).toMatchObject({ tenant: 'default', conn: expect.any(String), ip: expect.any(String) });
+    expect(audit('ws_open').find((l) => l.user === 'au-member')).toMatchObject({
+      tenant: 'default',
+      conn: expect.any(String),
+      ip: expect.any(String),
+      // What the client said about itself in its connection parameters.
+      clientType: 'web',
+      clientVersion: '2.1.0',
+      deviceId: 'dev-au-1',
+    });
     expect(audit('ws_close').find((l) => l.user === 'au-member')).toMatchObject({ code: 4003 });
     expect(audit('auth_failed').some((l) => l.reason === 'invalid access token')).toBe(true);
     expect(audit('rate_limited').find((l) => l.kind === 'send')).toMatchObject({ key: `default:au-owner:${room.id}` });

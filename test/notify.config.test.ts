@@ -1,4 +1,6 @@
 /** The notification variables: all-or-none groups, shapes, defaults (src/config/notify.ts). */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, generateVapidKeys, loadConfig } from './fixture.js';
 
@@ -35,5 +37,21 @@ describe('notification config', () => {
     expect(() => loadConfig({ SMTP_URL: 'http://mail.example.com', MAIL_FROM: 'x@example.com' })).toThrow(/smtp:\/\/ or smtps:\/\//);
     expect(loadConfig({ PUBLIC_APP_URL: 'https://chat.example.com/' }).notify.publicAppUrl).toBe('https://chat.example.com');
     expect(loadConfig({ VAPID_PUBLIC_KEY: '', SMTP_URL: '' }).notify.vapid).toBeNull();
+  });
+
+  it('`npm run vapid` prints a key pair the config takes as it is', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['scripts/vapid.mjs']);
+    const vars = Object.fromEntries(
+      stdout
+        .split('\n')
+        .map((l) => /^(VAPID_[A-Z_]+)=(\S+)/.exec(l))
+        .filter((m) => m !== null)
+        .map((m) => [m[1]!, m[2]!]),
+    );
+    expect(Object.keys(vars).sort()).toEqual(['VAPID_PRIVATE_KEY', 'VAPID_PUBLIC_KEY', 'VAPID_SUBJECT']);
+    expect(loadConfig(vars).notify.vapid).toEqual({ publicKey: vars.VAPID_PUBLIC_KEY, privateKey: vars.VAPID_PRIVATE_KEY, subject: 'mailto:ops@example.com' });
+    // A new pair each time.
+    const again = await promisify(execFile)(process.execPath, ['scripts/vapid.mjs']);
+    expect(again.stdout).not.toContain(vars.VAPID_PRIVATE_KEY!);
   });
 });

@@ -128,15 +128,41 @@ describe('e-mail digests', () => {
     expect(mail!.raw).not.toContain('swordfish');
   });
 
-  it('a user with an open connection gets no digest while connected', async () => {
+  it('a user with an open connection gets no digest while connected; once away, one after EMAIL_DIGEST_DELAY_MS', async () => {
     const tn = tenant();
+    const addr = `bob@${tn.name}.example.com`;
     await tn.withEmail('bob');
     await using bobWs = clientFor(digestServer.url, 'bob', { tenant: tn.name, ws: true });
     await bobWs.trpc.auth.me.query();
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'you are online' });
     await elapse(DELAY_MS * 2);
-    expect(mailsTo(`bob@${tn.name}.example.com`)).toEqual([]);
+    expect(mailsTo(addr)).toEqual([]);
     expect((await tn.digestRows()).map((r) => r.user_id)).toEqual(['bob']);
+
+    // Bob leaves: the digest waits until he has been away for the whole delay, then comes once.
+    const leftAt = Date.now();
+    await bobWs.close();
+    await smtp.mails.until(() => mailsTo(addr).length >= 1, 'the digest once away', 10_000);
+    expect(Date.now() - leftAt).toBeGreaterThanOrEqual(DELAY_MS);
+    const [mail] = mailsTo(addr);
+    expect(mail!.subject).toBe('1 unread message for you');
+    expect(mail!.text).toContain('alice: you are online');
+  });
+
+  it('a muted room is left out of the digest', async () => {
+    const tn = tenant();
+    const addr = `bob@${tn.name}.example.com`;
+    await tn.withEmail('bob');
+    const muted = await tn.as('alice').room.create({ kind: 'group', name: 'Muted', memberIds: ['bob'] });
+    const open = await tn.as('alice').room.create({ kind: 'group', name: 'Open', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: muted.id, level: 'mentions', muteUntil: new Date(Date.now() + 3600_000) });
+    await tn.as('alice').chat.send({ roomId: muted.id, clientId: uuid(), body: '@bob from the muted room', mentions: ['bob'] });
+    await tn.as('alice').chat.send({ roomId: open.id, clientId: uuid(), body: '@bob from the open room', mentions: ['bob'] });
+    await smtp.mails.until(() => mailsTo(addr).length >= 1, 'the digest', 10_000);
+    const [mail] = mailsTo(addr);
+    expect(mail!.subject).toBe('1 unread message for you');
+    expect(mail!.text).toContain('alice: @bob from the open room');
+    expect(mail!.raw).not.toContain('from the muted room');
   });
 });

@@ -26,6 +26,7 @@ import {
   uuid,
   waitFor,
 } from './fixture.js';
+import { startLiveKitDouble } from './video-doubles.js';
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
 const COALESCE_MS = 1500;
@@ -99,8 +100,24 @@ describe('device.*', () => {
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, p256dh: 'AAAA' } }), 'BAD_REQUEST', /p256dh/);
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, auth: 'AAAA' } }), 'BAD_REQUEST', /auth secret/);
     await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: 'ftp://x', keys: sub.keys }), 'BAD_REQUEST', /https URL/);
+    await expectTRPCError(bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys, label: '  ' }), 'BAD_REQUEST', /label must not be empty/);
     expect(await bob.device.remove({ id: d.id })).toEqual({ ok: true });
     expect(await bob.device.list()).toEqual([]);
+  });
+
+  it('at most 20 devices per user: the 21st is refused with PRECONDITION_FAILED, re-registering one of them still works', async () => {
+    const tn = tenant();
+    const subs = [];
+    for (let i = 0; i < 20; i++) subs.push(await tn.device('bob'));
+    const extra = ps.subscribe();
+    await expectTRPCError(
+      tn.as('bob').device.register({ kind: 'webpush', endpoint: extra.endpoint, keys: extra.keys }),
+      'PRECONDITION_FAILED',
+      'a user has at most 20 push devices: remove one first',
+    );
+    const again = await tn.as('bob').device.register({ kind: 'webpush', endpoint: subs[0]!.endpoint, keys: subs[0]!.keys, label: 'renamed' });
+    expect(again).toMatchObject({ id: subs[0]!.id, label: 'renamed' });
+    expect(await tn.as('bob').device.list()).toHaveLength(20);
   });
 
   it('without PUSH_ALLOW_PRIVATE_URLS an endpoint must be https and public (the webhooks SSRF guard)', async () => {
@@ -177,15 +194,41 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
-  it('a meeting invite (the inbox item video.create writes to each member) pushes with the meeting link', async () => {
+  it('one item per person and message, the most personal kind: a reply in a direct room is direct; a mention in a room set to all is a mention; a reply there reaches a member who set all', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const root = await tn.as('bob').chat.send({ roomId: dm.id, clientId: uuid(), body: 'a root of mine' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'in the thread', replyToId: root.id });
+    const [direct] = await waitPushes(sub, 1, 'the push of the reply in the direct room');
+    expect(direct!.payload).toMatchObject({ type: 'direct', roomId: dm.id, body: 'in the thread', count: 1 });
+
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Loud', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob and everyone', mentions: ['bob'] });
+    const got = await waitPushes(sub, 2, 'the push of the mention in a room set to all');
+    expect(got[1]!.payload).toMatchObject({ type: 'mention', roomId: room.id, body: '@bob and everyone', count: 1 });
+    // A reply in a thread bob never wrote in reaches him because the room is set to all: folded with
+    // its root into the next push of the room, after the window.
+    const root2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'a thread of mine' });
+    const reply2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and its reply', replyToId: root2.id });
+    const all = await waitPushes(sub, 3, 'the push of the thread in a room set to all');
+    expect(all[2]!.payload).toMatchObject({ type: 'message', roomId: room.id, messageId: reply2.id, body: '2 new messages in Loud', count: 2 });
+    await expectNoPush(tn, 'bob', sub, 3);
+  });
+
+  it('a meeting invite (video.create, on a server with a LiveKit double) pushes to each other member with the meeting link', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    await using lk = await startLiveKitDouble();
+    await using videoSrv = await t.env.startServer({
+      ...OVERRIDES,
+      video: { ...t.config.video, provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } },
+    });
     const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
-    await t.app.services.store.transact((tx) =>
-      tx.appendInboxMany(tn.name, ['bob'], { type: 'meeting.invite', roomId: room.id, meetingId: uuid(), title: 'Daily', url: 'https://meet.example.com/daily', from: 'alice' }),
-    );
+    const meeting = await callerFor(videoSrv.app, actor('alice', tn.name)).video.create({ roomId: room.id, title: 'Daily' });
     const [p] = await waitPushes(sub, 1, 'the invite push');
-    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: 'https://meet.example.com/daily' });
+    expect(p!.payload).toMatchObject({ type: 'meeting.invite', roomId: room.id, title: 'alice invites you to a meeting in Standup', body: 'Daily', url: meeting.url });
     expect(p!.urgency).toBe('high');
   });
 
@@ -227,6 +270,9 @@ describe('who gets a push', () => {
     await expectNoPush(tn, 'bob', sub, 1);
     const prefs = await tn.as('bob').notify.preferences();
     expect(prefs).toEqual({ email: 'digest', push: true, quietHours: null, rooms: [{ roomId: room.id, level: 'all', muteUntil: until }] });
+    // A level alone (no muteUntil) unmutes, as documented.
+    expect(await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions' })).toEqual({ roomId: room.id, level: 'mentions', muteUntil: null });
+    expect((await tn.as('bob').notify.preferences()).rooms).toEqual([{ roomId: room.id, level: 'mentions', muteUntil: null }]);
     await expectTRPCError(tn.as('mallory').notify.setRoomPreference({ roomId: room.id, level: 'all' }), 'NOT_FOUND');
   });
 
@@ -262,6 +308,7 @@ describe('who gets a push', () => {
     expect(pushesTo(sub)).toEqual([]);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: 'Mars/Olympus' } }), 'BAD_REQUEST', /IANA time zone/);
     await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, start: '25:00' } }), 'BAD_REQUEST', /HH:MM/);
+    await expectTRPCError(tn.as('bob').notify.setPreferences({ quietHours: { ...quietHours, timeZone: '' } }), 'BAD_REQUEST', /quietHours.timeZone is required/);
 
     // The hours end (moved here to now): the held push goes out, once.
     await tn.as('bob').notify.setPreferences({ quietHours: null });
@@ -315,13 +362,15 @@ describe('who gets a push', () => {
     expect(JSON.stringify(p!.payload)).not.toContain('swordfish');
   });
 
-  it('a device whose push service answers 410 is removed; 503 is retried with backoff', async () => {
+  it('a device whose push service answers 404 or 410 is removed; 503 is retried with backoff', async () => {
     const tn = tenant();
     const gone = await tn.device('bob');
+    const unknown = await tn.device('bob');
     const flaky = await tn.device('bob');
     let flakyTries = 0;
     ps.respond = (device) => {
       if (gone.endpoint.endsWith(device)) return 410;
+      if (unknown.endpoint.endsWith(device)) return 404;
       if (flaky.endpoint.endsWith(device)) return ++flakyTries <= 2 ? 503 : 201;
       return 201;
     };
@@ -330,6 +379,9 @@ describe('who gets a push', () => {
       await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'anyone?' });
       await ps.received.until(() => pushesTo(flaky).some((r) => r.status === 201), 'the flaky device accepts after retries', 8000);
       expect(pushesTo(flaky).map((r) => r.status)).toEqual([503, 503, 201]);
+      // Each forgotten device was tried once, then removed (not retried with the flaky one).
+      expect(pushesTo(gone).map((r) => r.status)).toEqual([410]);
+      expect(pushesTo(unknown).map((r) => r.status)).toEqual([404]);
       expect((await tn.as('bob').device.list()).map((d) => d.id)).toEqual([flaky.id]);
     } finally {
       ps.respond = () => 201;

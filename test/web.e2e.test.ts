@@ -217,7 +217,7 @@ describe('browser chat page', () => {
     expect(errors).toEqual([]);
   });
 
-  it('notifications: "Enable notifications" registers this browser for web push (service worker + PushManager), the worker shows a push; the room menu sets its level', async () => {
+  it('notifications: "Enable notifications" registers this browser for web push (service worker + PushManager), the worker shows a push; the room menu shows and sets its level and shows a mute', async () => {
     const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
     await using pushSrv = await env.startServer({ notify: { ...srv.config.notify, vapid, allowPrivateUrls: true } });
     // The browser's push service is not reachable from here: the page's PushManager is given a
@@ -243,6 +243,7 @@ describe('browser chat page', () => {
     await page.locator('#login-form button[type=submit]').click();
     // The server has VAPID keys: the button shows; the person allows notifications, then clicks.
     await waitText(page.locator('#enable-push'), 'Enable notifications');
+    expect(await page.locator('#enable-push').getAttribute('data-push')).toBe('ready');
     await ctx.grantPermissions(['notifications'], { origin: pushSrv.url });
     await page.locator('#enable-push').click();
     await waitText(page.locator('#enable-push'), 'Notifications on');
@@ -273,8 +274,28 @@ describe('browser chat page', () => {
     await page.locator('#room-notify').selectOption('none');
     await waitText(page.locator('#toast'), /No notifications from this room/);
     await waitFor(() => api.trpc.notify.preferences.query(), 'the room level stored', { until: (p) => p.rooms.some((r) => r.roomId === room.id && r.level === 'none') });
-    // Without VAPID keys on the server there is no button (the other pages of this file).
+    // A mute set elsewhere (the CLI's --mute-until) shows in the menu; picking a level unmutes the room.
+    await api.trpc.notify.setRoomPreference.mutate({ roomId: room.id, level: 'none', muteUntil: new Date(Date.now() + 3600_000) });
+    await page.reload();
+    await roomItem(page, 'Quiet room').click();
+    await waitText(page.locator('#room-title'), /^Quiet room$/);
+    await page.locator('#room-notify option[value="muted"]').waitFor({ state: 'attached' });
+    expect(await page.locator('#room-notify').inputValue()).toBe('muted');
+    expect(await page.locator('#room-notify option[value="muted"]').textContent()).toMatch(/^🔕 Muted until \S/);
+    await page.locator('#room-notify').selectOption('mentions');
+    await waitText(page.locator('#toast'), 'Unmuted. Notified of mentions here.');
+    await waitFor(() => api.trpc.notify.preferences.query(), 'the room unmuted', {
+      until: (p) => p.rooms.some((r) => r.roomId === room.id && r.level === 'mentions' && r.muteUntil === null),
+    });
+    expect(await page.locator('#room-notify option[value="muted"]').count()).toBe(0);
     expect(await page.locator('#enable-push').isVisible()).toBe(true);
+    expect(errors).toEqual([]);
+
+    // Without VAPID keys on the server there is no button: the page asked (data-push="off") and left it hidden.
+    const noPush = await newPage(errors);
+    await login(noPush, 'hana', 'Hana');
+    await noPush.locator('#enable-push[data-push="off"]').waitFor({ state: 'attached' });
+    expect(await noPush.locator('#enable-push').isVisible()).toBe(false);
     expect(errors).toEqual([]);
   });
 

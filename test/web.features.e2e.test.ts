@@ -544,6 +544,9 @@ describe('keyboard, screen readers and phones', () => {
     await message(phone, 'Kb one: third').waitFor();
     expect(await visible('.sidebar')).toBe(false);
     expect(await visible('#composer-input')).toBe(true);
+    // The room's notification level stays in its header on a phone.
+    expect(await visible('#room-notify')).toBe(true);
+    expect(await phone.locator('#room-notify').inputValue()).toBe('mentions');
     const width = () => phone.evaluate<number>('document.documentElement.scrollWidth');
     expect(await width()).toBeLessThanOrEqual(390);
     await phone.locator('#composer-input').fill('On my phone');

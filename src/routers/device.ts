@@ -20,7 +20,7 @@ export const deviceRouter = router({
           .url({ protocol: /^https?$/, error: 'endpoint must be the https URL of the push subscription' })
           .max(2000, 'endpoint is at most 2000 characters'),
         keys: z.object({ p256dh: Base64Url('keys.p256dh', 200), auth: Base64Url('keys.auth', 100) }),
-        label: z.string().trim().min(1).max(100, 'label is at most 100 characters').nullish(),
+        label: z.string().trim().min(1, 'label must not be empty').max(100, 'label is at most 100 characters').nullish(),
       }),
     )
     .mutation(({ ctx, input }) => ctx.services.devices.register(ctx.actor, input)),

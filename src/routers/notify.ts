@@ -16,7 +16,7 @@ export const notifyRouter = router({
         push: z.boolean({ error: 'push must be true or false' }).optional(),
         /** Pushes are held until the end of these hours; null turns them off. */
         quietHours: z
-          .object({ start: HHMM('quietHours.start'), end: HHMM('quietHours.end'), timeZone: z.string().min(1).max(64, 'quietHours.timeZone is at most 64 characters') })
+          .object({ start: HHMM('quietHours.start'), end: HHMM('quietHours.end'), timeZone: z.string().min(1, 'quietHours.timeZone is required').max(64, 'quietHours.timeZone is at most 64 characters') })
           .nullish(),
       }),
     )

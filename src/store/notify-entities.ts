@@ -58,7 +58,7 @@ export const NotifyRoomPreference = defineEntity({
 /**
  * The push queue: one row per user and room (`roomKey`: the room id, or `-` for items without a
  * room). `pending` counts what arrived since the last push; the newest item is kept for the text.
- * Written in the transaction of an inbox item, or after the commit of a message; claimed by a worker
+ * Written in the transaction (or the grouped send's statement) of what it is about; claimed by a worker
  * with a lease (`leaseUntil`), so a node that dies leaves it to another. `dueAt`: not before then
  * (coalescing window, quiet hours, retry backoff).
  */

@@ -197,34 +197,103 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
         url: r.url?.slice(0, 2000) ?? null,
       })),
     );
-    const res = await sql`
-      insert into notify_push (tenant, user_id, room_key, room_id, pending, kind, message_id, message_seq, from_user, title, url, due_at, attempts, updated_at)
-      select i.tenant, i.user_id, i.room_key, i.room_id, i.n, i.kind, i.message_id, i.message_seq, i.from_user, i.title, i.url, now(), 0, now()
-      from json_to_recordset(${input}::json) as i(tenant text, user_id text, room_key text, room_id uuid, n int, kind text, message_id uuid,
-        message_seq bigint, from_user text, title text, url text)
-      where exists (select 1 from push_device d where d.tenant = i.tenant and d.user_id = i.user_id)
-      on conflict (tenant, user_id, room_key) do update set
-        pending = notify_push.pending + excluded.pending,
-        room_id = excluded.room_id, kind = excluded.kind, message_id = excluded.message_id, message_seq = excluded.message_seq,
-        from_user = excluded.from_user, title = excluded.title, url = excluded.url, updated_at = now(),
-        due_at = case when notify_push.pending > 0 then notify_push.due_at
-          else greatest(now(), coalesce(notify_push.last_sent_at + ${s.coalesceMs} * interval '1 millisecond', now())) end,
-        attempts = case when notify_push.pending > 0 then notify_push.attempts else 0 end`.execute(db);
-    written += Number(res.numAffectedRows ?? 0);
+    // The rows as a table (one parameter whatever their number).
+    const i = sql<{
+      tenant: string;
+      user_id: string;
+      room_key: string;
+      room_id: string | null;
+      n: number;
+      kind: string;
+      message_id: string | null;
+      message_seq: number | null;
+      from_user: string | null;
+      title: string | null;
+      url: string | null;
+    }>`json_to_recordset(${input}::json)`.as<'i'>(
+      sql`i(tenant text, user_id text, room_key text, room_id uuid, n int, kind text, message_id uuid, message_seq bigint, from_user text, title text, url text)`,
+    );
+    const res = await db
+      .insertInto('notify_push')
+      .columns(['tenant', 'user_id', 'room_key', 'room_id', 'pending', 'kind', 'message_id', 'message_seq', 'from_user', 'title', 'url', 'due_at', 'attempts', 'updated_at'])
+      .expression((eb) =>
+        eb
+          .selectFrom(i)
+          .select([
+            'i.tenant',
+            'i.user_id',
+            'i.room_key',
+            'i.room_id',
+            'i.n',
+            'i.kind',
+            'i.message_id',
+            'i.message_seq',
+            'i.from_user',
+            'i.title',
+            'i.url',
+            now().as('due_at'),
+            sql.lit(0).as('attempts'),
+            now().as('updated_at'),
+          ])
+          .where((w) => w.exists(w.selectFrom('push_device as d').select('d.id').whereRef('d.tenant', '=', 'i.tenant').whereRef('d.user_id', '=', 'i.user_id'))),
+      )
+      .onConflict((oc) =>
+        oc.columns(['tenant', 'user_id', 'room_key']).doUpdateSet((eb) => {
+          const idle = eb('notify_push.pending', '<=', 0);
+          return {
+            pending: eb('notify_push.pending', '+', eb.ref('excluded.pending')),
+            room_id: eb.ref('excluded.room_id'),
+            kind: eb.ref('excluded.kind'),
+            message_id: eb.ref('excluded.message_id'),
+            message_seq: eb.ref('excluded.message_seq'),
+            from_user: eb.ref('excluded.from_user'),
+            title: eb.ref('excluded.title'),
+            url: eb.ref('excluded.url'),
+            updated_at: now(),
+            // An idle row is due at once, or when the coalescing window of its last push ends; a row with items pending keeps its time.
+            due_at: eb
+              .case()
+              .when(idle)
+              .then(sql<Date>`greatest(now(), coalesce(${eb.ref('notify_push.last_sent_at')} + ${s.coalesceMs} * interval '1 millisecond', now()))`)
+              .else(eb.ref('notify_push.due_at'))
+              .end(),
+            attempts: eb.case().when(idle).then(0).else(eb.ref('notify_push.attempts')).end(),
+          };
+        }),
+      )
+      .executeTakeFirst();
+    written += Number(res.numInsertedOrUpdatedRows ?? 0);
   }
   if (s.digest) {
     // Queued in the transaction of what it is about: now() is that item's time, where the digest starts.
-    const users = [...new Set(items.filter((i) => i.kind === 'mention' || i.kind === 'direct').map((i) => `${i.tenant}\u0000${i.userId}`))].sort();
+    const users = [...new Set(items.filter((it) => it.kind === 'mention' || it.kind === 'direct').map((it) => `${it.tenant}\u0000${it.userId}`))].sort();
     if (users.length > 0) {
       const input = JSON.stringify(users.map((u) => ({ tenant: u.split('\u0000')[0], user_id: u.split('\u0000')[1] })));
-      const res = await sql`
-        insert into notify_digest (tenant, user_id, since, due_at, attempts)
-        select i.tenant, i.user_id, now(), now() + ${s.digestDelayMs} * interval '1 millisecond', 0
-        from json_to_recordset(${input}::json) as i(tenant text, user_id text)
-        join chat_user u on u.tenant = i.tenant and u.id = i.user_id and u.email is not null
-        where not exists (select 1 from notify_preference p where p.tenant = i.tenant and p.user_id = i.user_id and p.email = 'off')
-        on conflict (tenant, user_id) do nothing`.execute(db);
-      written += Number(res.numAffectedRows ?? 0);
+      const i = sql<{ tenant: string; user_id: string }>`json_to_recordset(${input}::json)`.as<'i'>(sql`i(tenant text, user_id text)`);
+      const res = await db
+        .insertInto('notify_digest')
+        .columns(['tenant', 'user_id', 'since', 'due_at', 'attempts'])
+        .expression((eb) =>
+          eb
+            .selectFrom(i)
+            .innerJoin('chat_user as u', (j) => j.onRef('u.tenant', '=', 'i.tenant').onRef('u.id', '=', 'i.user_id').on('u.email', 'is not', null))
+            .select(['i.tenant', 'i.user_id', now().as('since'), inMs(s.digestDelayMs).as('due_at'), sql.lit(0).as('attempts')])
+            .where((w) =>
+              w.not(
+                w.exists(
+                  w
+                    .selectFrom('notify_preference as p')
+                    .select('p.user_id')
+                    .whereRef('p.tenant', '=', 'i.tenant')
+                    .whereRef('p.user_id', '=', 'i.user_id')
+                    .where('p.email', '=', 'off'),
+                ),
+              ),
+            ),
+        )
+        .onConflict((oc) => oc.columns(['tenant', 'user_id']).doNothing())
+        .executeTakeFirst();
+      written += Number(res.numInsertedOrUpdatedRows ?? 0);
     }
   }
   return written;
@@ -240,34 +309,59 @@ export interface QueuedMessage {
   mentions: string[];
 }
 
+type Reason = 'direct' | 'reply' | 'message';
+
 /**
  * Who is to be told about new messages besides the mentioned (who get an inbox item): the other member
  * of a direct room, members who wrote in the thread a reply belongs to, and members who set the room
  * to `all`. One query for a batch of messages; each user once per message (direct before reply before
  * message).
  */
-export async function recipientsOf(db: Db, messages: QueuedMessage[]): Promise<{ i: number; tenant: string; user_id: string; reason: 'direct' | 'reply' | 'message' }[]> {
+export async function recipientsOf(db: Db, messages: QueuedMessage[]): Promise<{ i: number; tenant: string; user_id: string; reason: Reason }[]> {
   if (messages.length === 0) return [];
   const input = JSON.stringify(
     messages.map((m, i) => ({ i, room_id: m.roomId, sender_id: m.senderId, reply_to_id: m.replyToId, mentions: m.mentions })),
   );
-  const res = await sql<{ i: number; tenant: string; user_id: string; reason: 'direct' | 'reply' | 'message' }>`
-    select distinct on (x.i, u.user_id) x.i, r.tenant, u.user_id, u.reason
-    from json_to_recordset(${input}::json) as x(i int, room_id uuid, sender_id text, reply_to_id uuid, mentions jsonb)
-    join room r on r.id = x.room_id
-    cross join lateral (
-      select mb.user_id, 'direct' as reason, 1 as rank from membership mb where r.kind = 'direct' and mb.room_id = x.room_id
-      union all
-      select m.sender_id, 'reply', 2 from message m
-        where x.reply_to_id is not null and m.room_id = x.room_id and (m.id = x.reply_to_id or m.reply_to_id = x.reply_to_id) and m.kind <> 'system'
-      union all
-      select p.user_id, 'message', 3 from notify_room_preference p where p.room_id = x.room_id and p.level = 'all'
-    ) u
-    where u.user_id <> x.sender_id
-      and not (x.mentions ? u.user_id)
-      and exists (select 1 from membership mb2 where mb2.room_id = x.room_id and mb2.user_id = u.user_id)
-    order by x.i, u.user_id, u.rank`.execute(db);
-  return res.rows;
+  // The messages as a table (one parameter whatever their number).
+  const x = sql<{ i: number; room_id: string; sender_id: string; reply_to_id: string | null; mentions: string[] }>`json_to_recordset(${input}::json)`.as<'x'>(
+    sql`x(i int, room_id uuid, sender_id text, reply_to_id uuid, mentions jsonb)`,
+  );
+  const reason = (r: Reason, rank: number) => [sql<Reason>`${sql.lit(r)}::text`.as('reason'), sql<number>`${sql.lit(rank)}`.as('rank')] as const;
+  return db
+    .selectFrom(x)
+    .innerJoin('room as r', 'r.id', 'x.room_id')
+    .innerJoinLateral(
+      (eb) =>
+        eb
+          // The other member of a direct room,
+          .selectFrom('membership as mb')
+          .select(['mb.user_id', ...reason('direct', 1)])
+          .where('r.kind', '=', 'direct')
+          .whereRef('mb.room_id', '=', 'x.room_id')
+          // who wrote in the thread a reply belongs to (its root or a reply),
+          .unionAll(
+            eb
+              .selectFrom('message as m')
+              .select(['m.sender_id as user_id', ...reason('reply', 2)])
+              .where('x.reply_to_id', 'is not', null)
+              .whereRef('m.room_id', '=', 'x.room_id')
+              .where((w) => w.or([w('m.id', '=', w.ref('x.reply_to_id')), w('m.reply_to_id', '=', w.ref('x.reply_to_id'))]))
+              .where('m.kind', '<>', 'system'),
+          )
+          // and who set the room to `all`.
+          .unionAll(eb.selectFrom('notify_room_preference as p').select(['p.user_id', ...reason('message', 3)]).whereRef('p.room_id', '=', 'x.room_id').where('p.level', '=', 'all'))
+          .as('u'),
+      (join) => join.onTrue(),
+    )
+    .distinctOn(['x.i', 'u.user_id'])
+    .select(['x.i', 'r.tenant', 'u.user_id', 'u.reason'])
+    .whereRef('u.user_id', '<>', 'x.sender_id')
+    .where((w) => w.not(sql<boolean>`${w.ref('x.mentions')} ? ${w.ref('u.user_id')}`))
+    .where((w) => w.exists(w.selectFrom('membership as mb2').select('mb2.user_id').whereRef('mb2.room_id', '=', 'x.room_id').whereRef('mb2.user_id', '=', 'u.user_id')))
+    .orderBy('x.i')
+    .orderBy('u.user_id')
+    .orderBy('u.rank')
+    .execute();
 }
 
 export interface ClaimedPush {
@@ -286,54 +380,90 @@ export interface ClaimedPush {
 }
 
 /** Claims up to `limit` due rows for `leaseMs` (FOR UPDATE SKIP LOCKED: each row by one worker; a dead worker's row is taken again after its lease). */
-export async function claimPushes(db: Db, limit: number, leaseMs: number): Promise<ClaimedPush[]> {
-  const res = await sql<ClaimedPush>`
-    update notify_push q set lease_until = now() + ${leaseMs} * interval '1 millisecond', attempts = q.attempts + 1
-    from (
-      select tenant, user_id, room_key from notify_push
-      where pending > 0 and due_at <= now() and (lease_until is null or lease_until < now())
-      order by due_at limit ${limit} for update skip locked
-    ) d
-    where q.tenant = d.tenant and q.user_id = d.user_id and q.room_key = d.room_key
-    returning q.tenant, q.user_id, q.room_key, q.room_id, q.pending, q.kind, q.message_id, q.message_seq::float8 as message_seq,
-      q.from_user, q.title, q.url, q.attempts`.execute(db);
-  return res.rows;
+export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<ClaimedPush[]> {
+  return db
+    .updateTable('notify_push as q')
+    .from((qc) =>
+      qc
+        .selectFrom('notify_push')
+        .select(['tenant', 'user_id', 'room_key'])
+        .where('pending', '>', 0)
+        .where('due_at', '<=', now())
+        .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+        .orderBy('due_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .as('d'),
+    )
+    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    .whereRef('q.tenant', '=', 'd.tenant')
+    .whereRef('q.user_id', '=', 'd.user_id')
+    .whereRef('q.room_key', '=', 'd.room_key')
+    .returning((eb) => [
+      'q.tenant',
+      'q.user_id',
+      'q.room_key',
+      'q.room_id',
+      'q.pending',
+      sql<PushKind>`${eb.ref('q.kind')}`.as('kind'),
+      'q.message_id',
+      sql<number | null>`${eb.ref('q.message_seq')}::float8`.as('message_seq'),
+      'q.from_user',
+      'q.title',
+      'q.url',
+      'q.attempts',
+    ])
+    .execute();
 }
 
 type PushKey = Pick<ClaimedPush, 'tenant' | 'user_id' | 'room_key'>;
-const byKey = (k: PushKey) => sql`tenant = ${k.tenant} and user_id = ${k.user_id} and room_key = ${k.room_key}`;
+const pushRow = (db: Db, k: PushKey) =>
+  db.updateTable('notify_push').where('tenant', '=', k.tenant).where('user_id', '=', k.user_id).where('room_key', '=', k.room_key);
+/** `pending` less what was handled (never below 0: an item may have been folded in meanwhile). */
+const pendingLess = (handled: number) => sql<number>`greatest(pending - ${handled}, 0)`;
+/** When the coalescing window after the last push ends (now if it has or there was none). */
+const afterWindow = (coalesceMs: number) => sql<Date>`greatest(now(), coalesce(last_sent_at + ${coalesceMs} * interval '1 millisecond', now()))`;
 
 /**
  * A claimed row is done with `handled` of its items: sent (the coalescing window starts now) or
  * dropped (nobody to tell). Items that arrived meanwhile stay pending, due after the window.
  */
 export async function finishPush(db: Db, k: PushKey, handled: number, sent: boolean, coalesceMs: number): Promise<void> {
-  await sql`
-    update notify_push set pending = greatest(pending - ${handled}, 0), lease_until = null, attempts = 0, last_error = null,
-      last_sent_at = case when ${sent}::boolean then now() else last_sent_at end,
-      due_at = case when ${sent}::boolean then now() + ${coalesceMs} * interval '1 millisecond'
-        else greatest(now(), coalesce(last_sent_at + ${coalesceMs} * interval '1 millisecond', now())) end
-    where ${byKey(k)}`.execute(db);
+  await pushRow(db, k)
+    .set({
+      pending: pendingLess(handled),
+      lease_until: null,
+      attempts: 0,
+      last_error: null,
+      ...(sent ? { last_sent_at: now(), due_at: inMs(coalesceMs) } : { due_at: afterWindow(coalesceMs) }),
+    })
+    .execute();
 }
 
 /** Holds a claimed row until `until` (quiet hours). */
 export async function holdPush(db: Db, k: PushKey, until: Date): Promise<void> {
-  await sql`update notify_push set due_at = ${until}, lease_until = null, attempts = 0 where ${byKey(k)}`.execute(db);
+  await pushRow(db, k).set({ due_at: until, lease_until: null, attempts: 0 }).execute();
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
 export async function failPush(db: Db, k: PushKey, handled: number, retryInMs: number | null, error: string): Promise<void> {
+  const lastError = error.slice(0, 500);
   if (retryInMs === null) {
-    await sql`update notify_push set pending = greatest(pending - ${handled}, 0), lease_until = null, attempts = 0, last_error = ${error.slice(0, 500)}
-      where ${byKey(k)}`.execute(db);
+    await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).execute();
     return;
   }
-  await sql`update notify_push set due_at = ${inMs(retryInMs)}, lease_until = null, last_error = ${error.slice(0, 500)} where ${byKey(k)}`.execute(db);
+  await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError }).execute();
 }
 
 /** Rows with nothing pending for a week: gone (the coalescing state they keep is long stale). */
 export async function pruneIdlePushes(db: Db): Promise<void> {
-  await sql`delete from notify_push where pending = 0 and updated_at < now() - interval '7 days' and (lease_until is null or lease_until < now())`.execute(db);
+  await db
+    .deleteFrom('notify_push')
+    .where('pending', '=', 0)
+    .where('updated_at', '<', sql<Date>`now() - interval '7 days'`)
+    .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+    .execute();
 }
 
 /** What a push needs to say: the room, its kind, whether it is encrypted, the user's read position, the message and the sender's name. */
@@ -366,17 +496,26 @@ export interface ClaimedDigest {
   attempts: number;
 }
 
-export async function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
-  const res = await sql<ClaimedDigest>`
-    update notify_digest q set lease_until = now() + ${leaseMs} * interval '1 millisecond', attempts = q.attempts + 1
-    from (
-      select tenant, user_id from notify_digest
-      where due_at <= now() and (lease_until is null or lease_until < now())
-      order by due_at limit ${limit} for update skip locked
-    ) d
-    where q.tenant = d.tenant and q.user_id = d.user_id
-    returning q.tenant, q.user_id, q.since, q.attempts`.execute(db);
-  return res.rows;
+export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
+  return db
+    .updateTable('notify_digest as q')
+    .from((qc) =>
+      qc
+        .selectFrom('notify_digest')
+        .select(['tenant', 'user_id'])
+        .where('due_at', '<=', now())
+        .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+        .orderBy('due_at')
+        .limit(limit)
+        .forUpdate()
+        .skipLocked()
+        .as('d'),
+    )
+    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    .whereRef('q.tenant', '=', 'd.tenant')
+    .whereRef('q.user_id', '=', 'd.user_id')
+    .returning(['q.tenant', 'q.user_id', 'q.since', 'q.attempts'])
+    .execute();
 }
 
 export async function rescheduleDigest(db: Db, k: { tenant: string; user_id: string }, at: Date, error: string | null): Promise<void> {
@@ -424,22 +563,36 @@ export interface DigestItem {
  * The unread mentions and direct messages of a user since `since` (not deleted, not system, not
  * theirs, in rooms not set to `none` nor muted now), oldest first, at most `limit`.
  */
-export async function digestItems(db: Db, tenant: string, userId: string, since: Date, limit: number): Promise<DigestItem[]> {
-  const res = await sql<DigestItem>`
-    select m.room_id, r.name as room_name, r.kind as room_kind, r.encrypted, m.id as message_id, m.seq::float8 as seq, m.sender_id,
-      u.name as sender_name, m.body, m.key_id, m.created_at
-    from membership mb
-    join room r on r.id = mb.room_id and r.tenant = ${tenant}
-    join message m on m.room_id = mb.room_id and m.seq > mb.last_read_seq
-    left join chat_user u on u.tenant = r.tenant and u.id = m.sender_id
-    left join notify_room_preference p on p.room_id = mb.room_id and p.user_id = mb.user_id
-    where mb.user_id = ${userId}
-      and m.created_at >= ${since}
-      and m.sender_id <> ${userId} and m.deleted_at is null and m.kind <> 'system'
-      and (r.kind = 'direct' or m.mentions ? ${userId})
-      and coalesce(p.level, 'mentions') <> 'none'
-      and (p.mute_until is null or p.mute_until <= now())
-    order by m.created_at, m.seq
-    limit ${limit}`.execute(db);
-  return res.rows;
+export function digestItems(db: Db, tenant: string, userId: string, since: Date, limit: number): Promise<DigestItem[]> {
+  return db
+    .selectFrom('membership as mb')
+    .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
+    .innerJoin('message as m', (j) => j.onRef('m.room_id', '=', 'mb.room_id').onRef('m.seq', '>', 'mb.last_read_seq'))
+    .leftJoin('chat_user as u', (j) => j.onRef('u.tenant', '=', 'r.tenant').onRef('u.id', '=', 'm.sender_id'))
+    .leftJoin('notify_room_preference as p', (j) => j.onRef('p.room_id', '=', 'mb.room_id').onRef('p.user_id', '=', 'mb.user_id'))
+    .select((eb) => [
+      'm.room_id',
+      'r.name as room_name',
+      'r.kind as room_kind',
+      'r.encrypted',
+      'm.id as message_id',
+      sql<number>`${eb.ref('m.seq')}::float8`.as('seq'),
+      'm.sender_id',
+      'u.name as sender_name',
+      'm.body',
+      'm.key_id',
+      'm.created_at',
+    ])
+    .where('mb.user_id', '=', userId)
+    .where('m.created_at', '>=', since)
+    .where('m.sender_id', '<>', userId)
+    .where('m.deleted_at', 'is', null)
+    .where('m.kind', '<>', 'system')
+    .where((w) => w.or([w('r.kind', '=', 'direct'), sql<boolean>`${w.ref('m.mentions')} ? ${userId}`]))
+    .where((w) => w(w.fn.coalesce('p.level', sql.lit('mentions')), '<>', 'none'))
+    .where((w) => w.or([w('p.mute_until', 'is', null), w('p.mute_until', '<=', now())]))
+    .orderBy('m.created_at')
+    .orderBy('m.seq')
+    .limit(limit)
+    .execute();
 }

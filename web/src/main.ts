@@ -174,9 +174,17 @@ function keyBytes(base64url: string): Uint8Array<ArrayBuffer> {
 /** Shows the button when this browser and the server can do web push; a subscription already made is registered again. */
 async function setUpPush() {
   const button = $<HTMLButtonElement>('enable-push');
-  if (!chat || !('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) return;
+  // `data-push` says what was found: `unsupported` (this browser), `off` (the server sends no pushes) or `ready`.
+  if (!chat || !('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) {
+    button.dataset.push = 'unsupported';
+    return;
+  }
   const { publicKey } = await chat.trpc.device.vapidKey.query().catch(() => ({ publicKey: null }));
-  if (!publicKey) return; // the server sends no pushes
+  if (!publicKey) {
+    button.dataset.push = 'off';
+    return;
+  }
+  button.dataset.push = 'ready';
   button.hidden = false;
   const on = () => {
     button.textContent = 'Notifications on';
@@ -635,20 +643,37 @@ class RoomView {
     }
   }
 
-  /** The room's notification level (`notify.preferences`), changed with the header's menu. */
+  /**
+   * The room's notification level (`notify.preferences`), changed with the header's menu. A room muted
+   * until a time (e.g. with the CLI's `--mute-until`) shows "Muted until ..."; picking a level unmutes it.
+   */
   private async loadNotifyLevel() {
     const select = $<HTMLSelectElement>('room-notify');
+    const dropMuted = () => select.querySelector('option[value="muted"]')?.remove();
+    dropMuted();
     select.onchange = () => {
       const level = select.value as 'all' | 'mentions' | 'none';
-      this.chat.trpc.notify.setRoomPreference.mutate({ roomId: this.roomId, level }).then(
-        () => toast(level === 'none' ? 'No notifications from this room.' : level === 'all' ? 'Notified of every message here.' : 'Notified of mentions here.'),
-        report,
-      );
+      const wasMuted = select.querySelector('option[value="muted"]') !== null;
+      this.chat.trpc.notify.setRoomPreference.mutate({ roomId: this.roomId, level, muteUntil: null }).then(() => {
+        dropMuted();
+        const what = level === 'none' ? 'No notifications from this room.' : level === 'all' ? 'Notified of every message here.' : 'Notified of mentions here.';
+        toast(wasMuted ? `Unmuted. ${what}` : what);
+      }, report);
     };
     try {
       const prefs = await this.chat.trpc.notify.preferences.query();
       if (this.closed) return;
-      select.value = prefs.rooms.find((r) => r.roomId === this.roomId)?.level ?? 'mentions';
+      const mine = prefs.rooms.find((r) => r.roomId === this.roomId);
+      select.value = mine?.level ?? 'mentions';
+      if (mine?.muteUntil && mine.muteUntil.getTime() > Date.now()) {
+        const muted = document.createElement('option');
+        muted.value = 'muted';
+        muted.disabled = true;
+        const sameDay = mine.muteUntil.toDateString() === new Date().toDateString();
+        muted.textContent = `🔕 Muted until ${(sameDay ? timeFmt : dateTimeFmt).format(mine.muteUntil)}`;
+        select.prepend(muted);
+        select.value = 'muted';
+      }
     } catch (err) {
       report(err);
     }
