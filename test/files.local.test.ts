@@ -157,6 +157,11 @@ describe('upload, attach, download (local driver)', () => {
   it('tampered, expired and misused URLs are refused; keys never come from names (no path traversal)', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
+    // Names are stored exactly as given (not even trimmed), whatever they look like.
+    const spaced = await upload(alice!, room.id, Buffer.from('x'), 'text/plain', ' ..\\ two  spaces.txt ');
+    expect((await as(alice!).file.get({ fileId: spaced.fileId })).name).toBe(' ..\\ two  spaces.txt ');
+    await expectTRPCError(as(alice!).file.createUpload({ roomId: room.id, name: '   ', size: 1, mime: 'text/plain' }), 'BAD_REQUEST', 'name must not be blank');
+    await expectTRPCError(as(alice!).file.createUpload({ roomId: room.id, name: 'a\nb', size: 1, mime: 'text/plain' }), 'BAD_REQUEST', 'name must not contain control characters');
     const ticket = await upload(alice!, room.id, Buffer.from('hello'), 'text/plain', '../../etc/passwd');
     await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [{ fileId: ticket.fileId }] });
     const got = await as(alice!).file.get({ fileId: ticket.fileId });
@@ -278,7 +283,7 @@ describe('upload, attach, download (local driver)', () => {
     expect(Buffer.from(await (await fetch(abs(got.url))).arrayBuffer()).equals(PDF)).toBe(true);
   });
 
-  it('links: https only (javascript:, data: and http: are refused); at most 10 attachments', async () => {
+  it('links: https only (javascript:, data: and http: are refused), { url, name } is enough; at most 10 attachments', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
     const link = (url: string) => ({ url, name: 'l', size: 1, mime: 'text/html' });
@@ -287,6 +292,13 @@ describe('upload, attach, download (local driver)', () => {
     }
     const ok = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [link('https://example.com/x')] });
     expect(ok.attachments).toEqual([link('https://example.com/x')]);
+    // `{ url, name }` is a whole link (size and type are optional, the sender's word).
+    const bare = { url: 'https://drawings.example.com/plan-4711.pdf', name: 'Plan 4711' };
+    const plain = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [bare] });
+    expect(plain.attachments).toEqual([bare]);
+    const [inHistory] = (await allMessages(alice!, room.id)).filter((m) => m.id === plain.id);
+    expect(inHistory!.attachments).toEqual([bare]);
+    await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [{ url: 'javascript:alert(1)', name: 'x' }] }), 'BAD_REQUEST', /must be an https:\/\/ URL/);
     const ids = Array.from({ length: 11 }, () => ({ fileId: uuid() }));
     await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: ids }), 'BAD_REQUEST', /at most 10 attachments/);
   });
