@@ -377,6 +377,26 @@ describe('cleanup', () => {
     expect(await storage().stat(`${youngKey}.upload`)).toEqual({ size: 5 });
   });
 
+  it('an upload the sweep may be removing is never attached: older than FILE_UNATTACHED_TTL_SECONDS, or claimed for removal', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const send = (fileId: string) => as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId }] });
+    const old = await upload(alice!, room.id, Buffer.from('old'), 'text/plain', 'old.txt');
+    await t.env.sql(`update file set created_at = now() - interval '25 hours' where id = $1`, [old.fileId]);
+    await expectTRPCError(send(old.fileId), 'BAD_REQUEST', 'file "old.txt" was uploaded more than 24 h ago and never sent: it is removed; upload it again');
+    // As if a node's sweep had claimed it (its removal under way): the send waits for no one and refuses.
+    const claimed = await upload(alice!, room.id, Buffer.from('claimed'), 'text/plain', 'claimed.txt');
+    await t.env.sql(`update file set lease_until = now() + interval '2 minutes' where id = $1`, [claimed.fileId]);
+    await expectTRPCError(send(claimed.fileId), 'BAD_REQUEST', /file "claimed.txt" was uploaded more than 24 h ago and never sent/);
+    const key = (await storageKey(old.fileId))!;
+    await worker().runOnce();
+    await gone(key);
+    expect(await storageKey(old.fileId)).toBeUndefined();
+    // A young upload is attached as ever.
+    const young = await upload(alice!, room.id, Buffer.from('young'), 'text/plain', 'young.txt');
+    expect((await send(young.fileId)).attachments).toMatchObject([{ fileId: young.fileId, name: 'young.txt' }]);
+  });
+
   it('retention and room deletion remove the files of what they delete', async () => {
     const [alice] = users('alice');
     const kept = await groupRoom(alice!, []);

@@ -80,11 +80,33 @@ export function fileById(db: Db, id: string): Promise<FileFields | undefined> {
   return db.selectFrom('file').select(FILE_FIELDS).where('id', '=', id).executeTakeFirst();
 }
 
-/** The files of a send, locked (step 1 of the lock order: before the room's seq). */
-export async function lockFiles(tx: Tx, ids: string[]): Promise<FileFields[]> {
+/** A file row locked by a send, with what decides whether the sweep may be removing it. */
+export type LockedFile = FileFields & {
+  /** Claimed by a file worker (a removal of an unsent upload is then under way, or was tried). */
+  claimed: boolean;
+  /** Older than `unattachedTtlSeconds` (by the database's clock, as the sweep judges it). */
+  expired: boolean;
+};
+
+/**
+ * The files of a send, locked (step 1 of the lock order: before the room's seq). The sweep claims
+ * unsent uploads with FOR UPDATE SKIP LOCKED in a statement of its own, so a row this lock holds
+ * is never claimed meanwhile, and a row claimed before shows `claimed`.
+ */
+export async function lockFiles(tx: Tx, ids: string[], unattachedTtlSeconds: number): Promise<LockedFile[]> {
   tx.lockForUpdate('file');
   if (ids.length === 0) return [];
-  return tx.db.selectFrom('file').select(FILE_FIELDS).where('id', 'in', ids).orderBy('id').forUpdate().execute();
+  return tx.db
+    .selectFrom('file')
+    .select(FILE_FIELDS)
+    .select([
+      sql<boolean>`lease_until is not null`.as('claimed'),
+      sql<boolean>`created_at < clock_timestamp() - ${unattachedTtlSeconds} * interval '1 second'`.as('expired'),
+    ])
+    .where('id', 'in', ids)
+    .orderBy('id')
+    .forUpdate()
+    .execute();
 }
 
 /** Marks a checked file attached to its message (its found type and size, its preview to make). */
