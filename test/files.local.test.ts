@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FileWorker, type FileStorage } from '../src/services/files/index.js';
 import {
   actor,
   callerFor,
@@ -341,11 +342,47 @@ describe('previews: durable jobs', () => {
   });
 });
 
+describe('previews and removals on two nodes', () => {
+  it('a thumbnail finished after its file was removed meanwhile (by another node) does not outlive the file', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    await using stream = await live(alice!, room.id);
+    const ticket = await upload(alice!, room.id, await png(80, 40), 'image/png', 'late.png');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId: ticket.fileId }] });
+    await nextOf(stream, 'file.ready');
+    const key = (await storageKey(ticket.fileId))!;
+    await storage().remove(`${key}.thumb`);
+    // A second worker whose read of the image is slow: meanwhile the message is deleted and this
+    // node's worker removes the file's objects.
+    const base = storage();
+    const slow: FileStorage = Object.create(base);
+    slow.read = async (k, max) => {
+      const bytes = await base.read(k, max);
+      await as(alice!).chat.delete({ messageId: m.id });
+      await t.app.services.fileWorker.runOnce();
+      await expect(base.stat(key)).resolves.toBeNull();
+      return bytes;
+    };
+    const other = new FileWorker(t.app.services.store, slow, filesConfig(), t.app.log);
+    await t.env.sql(`update file set preview = 'pending', lease_until = null where id = $1`, [ticket.fileId]);
+    expect((await other.runOnce()).previews).toBeGreaterThanOrEqual(1);
+    await other.stop();
+    for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
+  });
+});
+
 describe('cleanup', () => {
   const worker = () => t.app.services.fileWorker;
   const gone = async (key: string) => {
     for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
   };
+  const row = async (fileId: string) =>
+    (await t.env.sql<{ state: string; name: string; deferred: boolean }>(
+      `select state, name, lease_until between created_at + ${makeConfig().files.uploadTtlSeconds} * interval '1 second' and created_at + ${makeConfig().files.uploadTtlSeconds + 60} * interval '1 second' as deferred from file where id = $1`,
+      [fileId],
+    ))[0];
+  /** As if the file's upload URL had expired and the deferral with it. */
+  const expireUploadUrl = (fileId: string) => t.env.sql(`update file set created_at = now() - interval '1 hour', lease_until = null where id = $1`, [fileId]);
 
   it('deleting a message removes its files from storage (object, thumbnail, row)', async () => {
     const [alice, bob] = users('alice', 'bob');
@@ -359,6 +396,16 @@ describe('cleanup', () => {
     const deleted = await as(alice!).chat.delete({ messageId: m.id });
     expect(deleted.attachments).toEqual([]);
     await expectTRPCError(as(bob!).file.get({ fileId: ticket.fileId }), 'NOT_FOUND');
+    await worker().runOnce();
+    await gone(key);
+    // Its upload URL is still valid: the row stays (name cleared) until it has expired, so that
+    // bytes PUT to it now are removed too, then the row goes.
+    expect(await row(ticket.fileId)).toEqual({ state: 'deleting', name: '', deferred: true });
+    expect((await put(ticket, await png(100, 50))).status).toBe(200);
+    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
+    await worker().runOnce();
+    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
+    await expireUploadUrl(ticket.fileId);
     await worker().runOnce();
     await gone(key);
     expect(await storageKey(ticket.fileId)).toBeUndefined();
@@ -419,6 +466,13 @@ describe('cleanup', () => {
     await gone(keys[c.fileId]!);
     await gone(keys[d.fileId]!);
     expect(await storage().stat(keys[b.fileId]!)).toEqual({ size: 1 });
+    // An upload of the deleted room that was still in flight lands after the removal: it goes with
+    // the second removal, once its URL has expired.
+    expect((await put(d, Buffer.from('d'))).status).toBe(200);
+    await expireUploadUrl(d.fileId);
+    await worker().runOnce();
+    await gone(keys[d.fileId]!);
+    expect(await storageKey(d.fileId)).toBeUndefined();
   });
 });
 
@@ -437,6 +491,10 @@ describe('two nodes on one shared folder', () => {
     // Both workers look (the delete woke A's already): one of them claims the row (SKIP LOCKED, a lease).
     await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
     expect(await storage().stat(key)).toBeNull();
+    // Kept, name cleared, until its upload URL has expired (see "cleanup"); then either node removes it.
+    expect((await t.env.sql<{ state: string; name: string }>('select state, name from file where id = $1', [ticket.fileId]))).toEqual([{ state: 'deleting', name: '' }]);
+    await t.env.sql(`update file set created_at = now() - interval '1 hour', lease_until = null where id = $1`, [ticket.fileId]);
+    await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
     expect(await storageKey(ticket.fileId)).toBeUndefined();
   });
 });

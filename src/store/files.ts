@@ -162,6 +162,28 @@ export function claimRemovals(db: Db, limit: number, leaseMs: number, unattached
     .execute();
 }
 
+/**
+ * The objects of a removal are gone: the row goes too, unless the file's upload URL (signed for
+ * `uploadUrlSeconds` from createUpload) may still be used. Bytes PUT after the removal would then
+ * be kept by nobody; instead the row stays (`deleting`, invisible, its name cleared, no quota)
+ * and is claimed again once the URL has expired (plus a minute for the nodes' clocks), and that
+ * second removal takes whatever came meanwhile. Returns whether the row was kept for that.
+ */
+export async function finishRemoval(db: Db, id: string, uploadUrlSeconds: number): Promise<'deleted' | 'deferred'> {
+  const until = sql<Date>`created_at + ${uploadUrlSeconds + 60} * interval '1 second'`;
+  const deferred = await db
+    .updateTable('file')
+    .set({ state: 'deleting', name: '', lease_until: until })
+    .where('id', '=', id)
+    .where('state', 'in', ['deleting', 'uploading'])
+    .where(until, '>', now())
+    .returning('id')
+    .executeTakeFirst();
+  if (deferred) return 'deferred';
+  await deleteFileRow(db, id);
+  return 'deleted';
+}
+
 /** Claims up to `limit` attached images whose preview is still to be made (like claimRemovals). */
 export function claimPreviews(db: Db, limit: number, leaseMs: number) {
   return db
