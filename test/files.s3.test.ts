@@ -1,11 +1,13 @@
 /**
  * The S3 storage driver (FILE_STORAGE=s3) against s3rver, an S3 API on a temporary folder, started
  * here on a private loopback port: presigned PUT straight to the store (signed with its length and
- * type; s3rver checks no V4 signature, so the size is shown refused by the re-check at send), the checks at send, presigned GET with the file's type and disposition, the preview, and
+ * type; s3rver checks no V4 signature, so the test checks it with AWS's algorithm, and the re-check
+ * at send refuses another size), the checks at send, presigned GET with the file's type and disposition, the preview, and
  * removal when the message is deleted. And the browser page in Chromium uploading straight to the
  * store (the bucket's CORS as docs/OPERATIONS.md gives it, the page's CSP allowing the store).
  */
 import { execFileSync } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,6 +77,28 @@ afterAll(async () => {
 });
 
 const storage = () => server.app.services.files.storage;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+const hmac = (key: string | Buffer, s: string) => createHmac('sha256', key).update(s).digest();
+/** RFC 3986 encoding as SigV4 wants it. */
+const enc = (s: string) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
+/**
+ * What S3 and MinIO check on a presigned request (AWS Signature V4, query form): the signature of
+ * the URL is the one of this method and these header values. s3rver does not check it, so the
+ * check is made here, with AWS's algorithm.
+ */
+function presignedAccepts(url: string, method: string, headers: Record<string, string>, secretAccessKey: string): boolean {
+  const u = new URL(url);
+  const q = [...u.searchParams].filter(([k]) => k !== 'X-Amz-Signature').map(([k, v]) => `${enc(k)}=${enc(v)}`);
+  const signed = u.searchParams.get('X-Amz-SignedHeaders')!.split(';');
+  const values: Record<string, string> = { host: u.host, ...headers };
+  const canonical = [method, u.pathname, q.sort().join('&'), signed.map((h) => `${h}:${values[h]?.trim() ?? ''}\n`).join(''), signed.join(';'), 'UNSIGNED-PAYLOAD'].join('\n');
+  const [, day, region, service] = u.searchParams.get('X-Amz-Credential')!.split('/') as [string, string, string, string];
+  const toSign = ['AWS4-HMAC-SHA256', u.searchParams.get('X-Amz-Date')!, `${day}/${region}/${service}/aws4_request`, sha256(canonical)].join('\n');
+  const key = hmac(hmac(hmac(hmac(`AWS4${secretAccessKey}`, day), region), service), 'aws4_request');
+  return hmac(key, toSign).toString('hex') === u.searchParams.get('X-Amz-Signature');
+}
 const storageKey = async (fileId: string) => (await env.sql<{ storage_key: string }>('select storage_key from file where id = $1', [fileId]))[0]?.storage_key;
 
 describe('S3 driver (s3rver)', () => {
@@ -89,6 +113,12 @@ describe('S3 driver (s3rver)', () => {
     const url = new URL(ticket.uploadUrl);
     expect(url.origin).not.toBe(new URL(server.url).origin);
     expect(url.searchParams.get('X-Amz-SignedHeaders')).toContain('content-length');
+    // The size and type are signed: a store that checks signatures (S3, MinIO, R2) refuses any other.
+    const exact = { 'content-type': 'image/webp', 'content-length': String(image.length) };
+    expect(presignedAccepts(ticket.uploadUrl, 'PUT', exact, 'S3RVER')).toBe(true);
+    expect(presignedAccepts(ticket.uploadUrl, 'PUT', { ...exact, 'content-length': String(image.length + 1) }, 'S3RVER')).toBe(false);
+    expect(presignedAccepts(ticket.uploadUrl, 'PUT', { ...exact, 'content-type': 'text/html' }, 'S3RVER')).toBe(false);
+    expect(presignedAccepts(ticket.uploadUrl, 'GET', exact, 'S3RVER')).toBe(false);
     // Another length than signed: S3 and MinIO refuse it (the length is a signed header); s3rver
     // checks no V4 signature, so here it is the re-check at send that refuses it.
     const wrong = await fetch(ticket.uploadUrl, { method: 'PUT', headers: ticket.headers, body: image.subarray(0, image.length - 1) });
@@ -114,6 +144,8 @@ describe('S3 driver (s3rver)', () => {
     expect(events.at(-1)).toMatchObject({ type: 'file.ready', fileId: ticket.fileId, messageId: m.id, width: 640, height: 1280, thumbnail: true });
 
     const got = await as(bob!).file.get({ fileId: ticket.fileId });
+    expect(presignedAccepts(got.url, 'GET', {}, 'S3RVER')).toBe(true);
+    expect(Number(new URL(got.url).searchParams.get('X-Amz-Expires'))).toBeLessThanOrEqual(300);
     await expectTRPCError(as(carol!).file.get({ fileId: ticket.fileId }), 'NOT_FOUND', 'file not found');
     const res = await fetch(got.url);
     expect(res.status).toBe(200);
