@@ -30,9 +30,9 @@ export function formatMessage(m: Message, mark = ''): string {
   if (m.kind === 'card' && m.card && !m.deletedAt) return `${head} ${who(m.senderId)}: ${formatCard(m.card)}${reactionsText(m)}`;
   // A body's own lines are indented under its head, so a message cannot pass for another's line.
   const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body.replace(/\n/g, '\n    ');
-  // An uploaded file shows its id (`chat download <id>`); a link its URL (its type is only the sender's word).
+  // An uploaded file shows its id (`chat download <id>`); a link its URL.
   const files = m.attachments
-    .map((a) => pc.dim(` [${'fileId' in a ? (a.mime.startsWith('image/') ? 'image' : 'file') : 'link'}: ${a.name} ${'fileId' in a ? a.fileId : a.url}]`))
+    .map((a) => pc.dim(` [${a.mime.startsWith('image/') ? 'image' : 'file'}: ${a.name} ${'fileId' in a ? a.fileId : a.url}]`))
     .join('');
   const edited = m.editedAt && !m.deletedAt ? pc.dim(' (edited)') : '';
   return `${head} ${who(m.senderId)}: ${body}${files}${edited}${reactionsText(m)}`;

@@ -10,15 +10,12 @@ export interface Reaction {
   me: boolean;
 }
 
-/**
- * An external link given by the sender (https only): `{ url, name }`, with `size` and `mime` when
- * the sender gave them (the sender's word, never checked).
- */
+/** An external link given by the sender (https only); name, size and type are the sender's word. */
 export interface LinkAttachmentDto {
   url: string;
   name: string;
-  size?: number;
-  mime?: string;
+  size: number;
+  mime: string;
 }
 
 /**

@@ -54,10 +54,9 @@ export const LinkAttachment = z.object({
     .string()
     .max(2000, 'url is at most 2000 characters')
     .refine(isHttpsUrl, 'attachment url must be an https:// URL (upload files with file.createUpload and attach them as { fileId })'),
-  name: z.string().min(1, 'name must not be empty').max(255, 'name is at most 255 characters'),
-  /** The sender's word, optional: `{ url, name }` is a whole link. */
-  size: z.number().int().min(0).max(10 * 1024 ** 3).optional(),
-  mime: Mime.optional(),
+  name: z.string().min(1).max(255),
+  size: z.number().int().min(0).max(10 * 1024 ** 3),
+  mime: Mime,
 });
 /**
  * An attachment of chat.send: an uploaded file by id (other keys, e.g. the name and size the client
