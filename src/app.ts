@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
-import { type Config, isLoopbackHost } from './config.js';
+import { type Config, fileOrigins, isLoopbackHost } from './config.js';
 import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
@@ -141,7 +141,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     res.end(JSON.stringify(body));
   };
 
-  const serveStatic = createStaticHandler(opts.webDir);
+  // The page's CSP allows the file storage's origins (S3, FILE_PUBLIC_URL): uploads and thumbnails.
+  const serveStatic = createStaticHandler(opts.webDir, fileOrigins(config.files));
   const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
   // The local storage driver's signed upload and download URLs (S3: the store serves them).
   const storage = services.files.storage;

@@ -11,7 +11,7 @@ import { rtcConfig, rtcEnv, type RtcConfig } from './config/rtc.js';
 export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
-export type { FilesConfig, S3Config } from './config/files.js';
+export { fileOrigins, type FilesConfig, type S3Config } from './config/files.js';
 export type { NotifyConfig } from './config/notify.js';
 export type { RedisHostPort, RedisTopologyConfig } from './config/redis.js';
 export type { RtcConfig } from './config/rtc.js';

@@ -252,6 +252,12 @@ describe('erase', () => {
     // Handed to the file worker (woken at once, so it may be done already): the objects go, then the row.
     expect((await t.env.sql<{ state: string }>('select state from file where id = $1', [fileId])).map((r) => r.state)).not.toContain('attached');
     await t.app.services.fileWorker.runOnce();
+    expect(await t.app.services.files.storage.stat(key)).toBeNull();
+    // While its upload URL may still be used the row stays for a second removal, its name cleared;
+    // once the URL has expired the next round takes the row.
+    expect(await t.env.sql('select state, name from file where id = $1', [fileId])).toEqual([{ state: 'deleting', name: '' }]);
+    await t.env.sql(`update file set created_at = now() - interval '1 hour', lease_until = null where id = $1`, [fileId]);
+    await t.app.services.fileWorker.runOnce();
     expect(await t.env.sql('select 1 from file where id = $1', [fileId])).toEqual([]);
     expect(await t.app.services.files.storage.stat(key)).toBeNull();
     const members = await as(alice!).room.members({ roomId: room.id });

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
+import { FileWorker, type FileStorage } from '../src/services/files/index.js';
 import {
   actor,
   callerFor,
@@ -157,6 +158,11 @@ describe('upload, attach, download (local driver)', () => {
   it('tampered, expired and misused URLs are refused; keys never come from names (no path traversal)', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
+    // Names are stored exactly as given (not even trimmed), whatever they look like.
+    const spaced = await upload(alice!, room.id, Buffer.from('x'), 'text/plain', ' ..\\ two  spaces.txt ');
+    expect((await as(alice!).file.get({ fileId: spaced.fileId })).name).toBe(' ..\\ two  spaces.txt ');
+    await expectTRPCError(as(alice!).file.createUpload({ roomId: room.id, name: '   ', size: 1, mime: 'text/plain' }), 'BAD_REQUEST', 'name must not be blank');
+    await expectTRPCError(as(alice!).file.createUpload({ roomId: room.id, name: 'a\nb', size: 1, mime: 'text/plain' }), 'BAD_REQUEST', 'name must not contain control characters');
     const ticket = await upload(alice!, room.id, Buffer.from('hello'), 'text/plain', '../../etc/passwd');
     await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [{ fileId: ticket.fileId }] });
     const got = await as(alice!).file.get({ fileId: ticket.fileId });
@@ -287,6 +293,9 @@ describe('upload, attach, download (local driver)', () => {
     }
     const ok = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: [link('https://example.com/x')] });
     expect(ok.attachments).toEqual([link('https://example.com/x')]);
+    // Stored and served as given, in history too.
+    const [inHistory] = (await allMessages(alice!, room.id)).filter((m) => m.id === ok.id);
+    expect(inHistory!.attachments).toEqual([link('https://example.com/x')]);
     const ids = Array.from({ length: 11 }, () => ({ fileId: uuid() }));
     await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', attachments: ids }), 'BAD_REQUEST', /at most 10 attachments/);
   });
@@ -329,11 +338,47 @@ describe('previews: durable jobs', () => {
   });
 });
 
+describe('previews and removals on two nodes', () => {
+  it('a thumbnail finished after its file was removed meanwhile (by another node) does not outlive the file', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    await using stream = await live(alice!, room.id);
+    const ticket = await upload(alice!, room.id, await png(80, 40), 'image/png', 'late.png');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId: ticket.fileId }] });
+    await nextOf(stream, 'file.ready');
+    const key = (await storageKey(ticket.fileId))!;
+    await storage().remove(`${key}.thumb`);
+    // A second worker whose read of the image is slow: meanwhile the message is deleted and this
+    // node's worker removes the file's objects.
+    const base = storage();
+    const slow: FileStorage = Object.create(base);
+    slow.read = async (k, max) => {
+      const bytes = await base.read(k, max);
+      await as(alice!).chat.delete({ messageId: m.id });
+      await t.app.services.fileWorker.runOnce();
+      await expect(base.stat(key)).resolves.toBeNull();
+      return bytes;
+    };
+    const other = new FileWorker(t.app.services.store, slow, filesConfig(), t.app.log);
+    await t.env.sql(`update file set preview = 'pending', lease_until = null where id = $1`, [ticket.fileId]);
+    expect((await other.runOnce()).previews).toBeGreaterThanOrEqual(1);
+    await other.stop();
+    for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
+  });
+});
+
 describe('cleanup', () => {
   const worker = () => t.app.services.fileWorker;
   const gone = async (key: string) => {
     for (const k of [key, `${key}.upload`, `${key}.thumb`]) expect(await storage().stat(k)).toBeNull();
   };
+  const row = async (fileId: string) =>
+    (await t.env.sql<{ state: string; name: string; deferred: boolean }>(
+      `select state, name, lease_until between created_at + ${makeConfig().files.uploadTtlSeconds} * interval '1 second' and created_at + ${makeConfig().files.uploadTtlSeconds + 60} * interval '1 second' as deferred from file where id = $1`,
+      [fileId],
+    ))[0];
+  /** As if the file's upload URL had expired and the deferral with it. */
+  const expireUploadUrl = (fileId: string) => t.env.sql(`update file set created_at = now() - interval '1 hour', lease_until = null where id = $1`, [fileId]);
 
   it('deleting a message removes its files from storage (object, thumbnail, row)', async () => {
     const [alice, bob] = users('alice', 'bob');
@@ -347,6 +392,16 @@ describe('cleanup', () => {
     const deleted = await as(alice!).chat.delete({ messageId: m.id });
     expect(deleted.attachments).toEqual([]);
     await expectTRPCError(as(bob!).file.get({ fileId: ticket.fileId }), 'NOT_FOUND');
+    await worker().runOnce();
+    await gone(key);
+    // Its upload URL is still valid: the row stays (name cleared) until it has expired, so that
+    // bytes PUT to it now are removed too, then the row goes.
+    expect(await row(ticket.fileId)).toEqual({ state: 'deleting', name: '', deferred: true });
+    expect((await put(ticket, await png(100, 50))).status).toBe(200);
+    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
+    await worker().runOnce();
+    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
+    await expireUploadUrl(ticket.fileId);
     await worker().runOnce();
     await gone(key);
     expect(await storageKey(ticket.fileId)).toBeUndefined();
@@ -363,6 +418,26 @@ describe('cleanup', () => {
     await gone(oldKey);
     expect(await storageKey(old.fileId)).toBeUndefined();
     expect(await storage().stat(`${youngKey}.upload`)).toEqual({ size: 5 });
+  });
+
+  it('an upload the sweep may be removing is never attached: older than FILE_UNATTACHED_TTL_SECONDS, or claimed for removal', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const send = (fileId: string) => as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId }] });
+    const old = await upload(alice!, room.id, Buffer.from('old'), 'text/plain', 'old.txt');
+    await t.env.sql(`update file set created_at = now() - interval '25 hours' where id = $1`, [old.fileId]);
+    await expectTRPCError(send(old.fileId), 'BAD_REQUEST', 'file "old.txt" was uploaded more than 24 h ago and never sent: it is removed; upload it again');
+    // As if a node's sweep had claimed it (its removal under way): the send waits for no one and refuses.
+    const claimed = await upload(alice!, room.id, Buffer.from('claimed'), 'text/plain', 'claimed.txt');
+    await t.env.sql(`update file set lease_until = now() + interval '2 minutes' where id = $1`, [claimed.fileId]);
+    await expectTRPCError(send(claimed.fileId), 'BAD_REQUEST', /file "claimed.txt" was uploaded more than 24 h ago and never sent/);
+    const key = (await storageKey(old.fileId))!;
+    await worker().runOnce();
+    await gone(key);
+    expect(await storageKey(old.fileId)).toBeUndefined();
+    // A young upload is attached as ever.
+    const young = await upload(alice!, room.id, Buffer.from('young'), 'text/plain', 'young.txt');
+    expect((await send(young.fileId)).attachments).toMatchObject([{ fileId: young.fileId, name: 'young.txt' }]);
   });
 
   it('retention and room deletion remove the files of what they delete', async () => {
@@ -387,6 +462,13 @@ describe('cleanup', () => {
     await gone(keys[c.fileId]!);
     await gone(keys[d.fileId]!);
     expect(await storage().stat(keys[b.fileId]!)).toEqual({ size: 1 });
+    // An upload of the deleted room that was still in flight lands after the removal: it goes with
+    // the second removal, once its URL has expired.
+    expect((await put(d, Buffer.from('d'))).status).toBe(200);
+    await expireUploadUrl(d.fileId);
+    await worker().runOnce();
+    await gone(keys[d.fileId]!);
+    expect(await storageKey(d.fileId)).toBeUndefined();
   });
 });
 
@@ -405,6 +487,10 @@ describe('two nodes on one shared folder', () => {
     // Both workers look (the delete woke A's already): one of them claims the row (SKIP LOCKED, a lease).
     await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
     expect(await storage().stat(key)).toBeNull();
+    // Kept, name cleared, until its upload URL has expired (see "cleanup"); then either node removes it.
+    expect((await t.env.sql<{ state: string; name: string }>('select state, name from file where id = $1', [ticket.fileId]))).toEqual([{ state: 'deleting', name: '' }]);
+    await t.env.sql(`update file set created_at = now() - interval '1 hour', lease_until = null where id = $1`, [ticket.fileId]);
+    await Promise.all([t.app.services.fileWorker.runOnce(), b.app.services.fileWorker.runOnce()]);
     expect(await storageKey(ticket.fileId)).toBeUndefined();
   });
 });

@@ -113,3 +113,19 @@ export function filesConfig(e: FilesEnv, dataDir: string, jwtSecret: string | nu
     s3,
   };
 }
+
+/**
+ * The origins of the URLs file uploads and downloads go to, when they are not the server's own:
+ * the browser page's CSP allows them (uploads with XMLHttpRequest, thumbnails as images). S3: the
+ * store as clients reach it (S3_PUBLIC_ENDPOINT, else S3_ENDPOINT, else AWS's regional endpoint),
+ * path-style and, unless S3_FORCE_PATH_STYLE, virtual-hosted (`<bucket>.<host>`, what the SDK
+ * signs for DNS-compatible bucket names). Local: FILE_PUBLIC_URL's origin (unset: relative URLs).
+ */
+export function fileOrigins(cfg: FilesConfig): string[] {
+  if (cfg.storage === 'local' || cfg.s3 === null) return cfg.publicUrl ? [new URL(cfg.publicUrl).origin] : [];
+  const s3 = cfg.s3;
+  const base = new URL(s3.publicEndpoint ?? s3.endpoint ?? `https://s3.${s3.region}.amazonaws.com`);
+  const origins = [base.origin];
+  if (!s3.forcePathStyle) origins.push(`${base.protocol}//${s3.bucket}.${base.host}`);
+  return origins;
+}

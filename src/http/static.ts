@@ -33,12 +33,17 @@ const TYPES: Record<string, string> = {
 };
 
 /**
- * The page talks only to its own origin (HTTP and WebSocket on /trpc); no inline script or style,
- * no framing.
+ * The page's CSP: it talks to its own origin (HTTP and WebSocket on /trpc) and to the origins of
+ * the file storage's signed URLs (`fileOrigins`: uploads with XMLHttpRequest, thumbnails as
+ * images; S3, or FILE_PUBLIC_URL of the local driver); no inline script or style, no framing.
  */
-const HTML_CSP =
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
-  "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'";
+export function pageCsp(fileOrigins: readonly string[] = []): string {
+  const files = fileOrigins.map((o) => ` ${o}`).join('');
+  return (
+    `default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:${files}; connect-src 'self'${files}; ` +
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+  );
+}
 
 export type StaticHandler = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
 
@@ -48,8 +53,9 @@ export type StaticHandler = (req: IncomingMessage, res: ServerResponse, path: st
  * encoded separators, no dotfiles). Returns false when the path is not one it serves, so the
  * caller answers (404); a page that is not built yet gets a 503 that says how to build it.
  */
-export function createStaticHandler(root: string = DEFAULT_WEB_DIR): StaticHandler {
+export function createStaticHandler(root: string = DEFAULT_WEB_DIR, fileOrigins: readonly string[] = []): StaticHandler {
   const base = resolve(root);
+  const csp = pageCsp(fileOrigins);
   return (req, res, path) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const rel = safeRelative(path);
@@ -57,7 +63,7 @@ export function createStaticHandler(root: string = DEFAULT_WEB_DIR): StaticHandl
     const file = resolve(base, rel);
     if (file !== base && !file.startsWith(base + sep)) return false;
     void stat(file).then(
-      (st) => send(req, res, file, st),
+      (st) => send(req, res, file, st, csp),
       () => {
         if (rel === 'index.html') {
           res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
@@ -88,7 +94,7 @@ function safeRelative(path: string): string | null {
   return parts.join('/');
 }
 
-function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats) {
+function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats, csp: string) {
   if (!st.isFile()) return notFound(res);
   const ext = extname(file).toLowerCase();
   const headers: Record<string, string | number> = {
@@ -101,7 +107,7 @@ function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats
     'cache-control': file.includes(`${sep}assets${sep}`) ? 'public, max-age=31536000, immutable' : 'no-cache',
   };
   if (ext === '.html') {
-    headers['content-security-policy'] = HTML_CSP;
+    headers['content-security-policy'] = csp;
     headers['x-frame-options'] = 'DENY';
   }
   res.writeHead(200, headers);

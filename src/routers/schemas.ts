@@ -32,11 +32,14 @@ export const RoomKey = z
   .regex(/^[A-Za-z0-9_.:\-/]+$/, 'key may contain letters, digits and _ . : - / only (e.g. order:123)');
 export const Body = z.string().max(MAX_BODY_LENGTH, `body is at most ${MAX_BODY_LENGTH} characters`);
 export const FileId = z.uuid({ error: 'fileId must be a UUID' });
-/** A file's name as given: shown, never used as a path (no control characters, no slashes needed). */
+/**
+ * A file's name, stored exactly as given (not even trimmed): shown, never used as a path. Not blank,
+ * no control characters.
+ */
 export const FileName = z
   .string()
-  .trim()
   .min(1, 'name must not be empty')
+  .refine((s) => s.trim().length > 0, 'name must not be blank')
   .max(255, 'name is at most 255 characters')
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
   .regex(/^[^\u0000-\u001f\u007f]+$/, 'name must not contain control characters');

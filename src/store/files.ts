@@ -80,11 +80,33 @@ export function fileById(db: Db, id: string): Promise<FileFields | undefined> {
   return db.selectFrom('file').select(FILE_FIELDS).where('id', '=', id).executeTakeFirst();
 }
 
-/** The files of a send, locked (step 1 of the lock order: before the room's seq). */
-export async function lockFiles(tx: Tx, ids: string[]): Promise<FileFields[]> {
+/** A file row locked by a send, with what decides whether the sweep may be removing it. */
+export type LockedFile = FileFields & {
+  /** Claimed by a file worker (a removal of an unsent upload is then under way, or was tried). */
+  claimed: boolean;
+  /** Older than `unattachedTtlSeconds` (by the database's clock, as the sweep judges it). */
+  expired: boolean;
+};
+
+/**
+ * The files of a send, locked (step 1 of the lock order: before the room's seq). The sweep claims
+ * unsent uploads with FOR UPDATE SKIP LOCKED in a statement of its own, so a row this lock holds
+ * is never claimed meanwhile, and a row claimed before shows `claimed`.
+ */
+export async function lockFiles(tx: Tx, ids: string[], unattachedTtlSeconds: number): Promise<LockedFile[]> {
   tx.lockForUpdate('file');
   if (ids.length === 0) return [];
-  return tx.db.selectFrom('file').select(FILE_FIELDS).where('id', 'in', ids).orderBy('id').forUpdate().execute();
+  return tx.db
+    .selectFrom('file')
+    .select(FILE_FIELDS)
+    .select([
+      sql<boolean>`lease_until is not null`.as('claimed'),
+      sql<boolean>`created_at < clock_timestamp() - ${unattachedTtlSeconds} * interval '1 second'`.as('expired'),
+    ])
+    .where('id', 'in', ids)
+    .orderBy('id')
+    .forUpdate()
+    .execute();
 }
 
 /** Marks a checked file attached to its message (its found type and size, its preview to make). */
@@ -138,6 +160,28 @@ export function claimRemovals(db: Db, limit: number, leaseMs: number, unattached
     )
     .returning(['id', 'storage_key', 'state', 'attempts'])
     .execute();
+}
+
+/**
+ * The objects of a removal are gone: the row goes too, unless the file's upload URL (signed for
+ * `uploadUrlSeconds` from createUpload) may still be used. Bytes PUT after the removal would then
+ * be kept by nobody; instead the row stays (`deleting`, invisible, its name cleared, no quota)
+ * and is claimed again once the URL has expired (plus a minute for the nodes' clocks), and that
+ * second removal takes whatever came meanwhile. Returns whether the row was kept for that.
+ */
+export async function finishRemoval(db: Db, id: string, uploadUrlSeconds: number): Promise<'deleted' | 'deferred'> {
+  const until = sql<Date>`created_at + ${uploadUrlSeconds + 60} * interval '1 second'`;
+  const deferred = await db
+    .updateTable('file')
+    .set({ state: 'deleting', name: '', lease_until: until })
+    .where('id', '=', id)
+    .where('state', 'in', ['deleting', 'uploading'])
+    .where(until, '>', now())
+    .returning('id')
+    .executeTakeFirst();
+  if (deferred) return 'deferred';
+  await deleteFileRow(db, id);
+  return 'deleted';
 }
 
 /** Claims up to `limit` attached images whose preview is still to be made (like claimRemovals). */

@@ -43,6 +43,8 @@ const fileTooLarge = (message: string) => new AppError('PAYLOAD_TOO_LARGE', mess
 /** `<tenant hash>/<file id>`: storage keys never contain a name or a tenant as given. */
 const storageKey = (tenant: string, id: string) => `${createHash('sha256').update(tenant).digest('hex').slice(0, 16)}/${id}`;
 
+const ttlText = (s: number) => (s % 3600 === 0 ? `${s / 3600} h` : s % 60 === 0 ? `${s / 60} min` : `${s} s`);
+
 const mib = (n: number) => `${(n / 1024 / 1024).toFixed(n % (1024 * 1024) === 0 ? 0 : 1)} MiB`;
 
 /**
@@ -137,13 +139,18 @@ export class FileService {
     this.requireConfigured();
     const ids = input.flatMap((a) => ('fileId' in a ? [a.fileId] : []));
     if (new Set(ids).size !== ids.length) throw badRequest('the same file is attached twice');
-    const rows = new Map((await lockFiles(tx, ids)).map((r) => [r.id, r]));
+    const rows = new Map((await lockFiles(tx, ids, this.cfg.unattachedTtlSeconds)).map((r) => [r.id, r]));
     for (const id of ids) {
       const row = rows.get(id);
       if (!row || row.tenant !== actor.tenant || row.room_id !== roomId || row.uploader_id !== actor.id || row.state === 'deleting') {
         throw notFound(`file ${id}`);
       }
       if (row.state !== 'uploading') throw badRequest(`file "${row.name}" is already attached to a message (a file is attached once)`);
+      // The sweep removes unsent uploads after FILE_UNATTACHED_TTL_SECONDS: one it may be removing
+      // is never attached (its bytes could vanish under the message).
+      if (row.expired || row.claimed) {
+        throw badRequest(`file "${row.name}" was uploaded more than ${ttlText(this.cfg.unattachedTtlSeconds)} ago and never sent: it is removed; upload it again`);
+      }
     }
     const files = await Promise.all(ids.map((id) => this.check(rows.get(id)!)));
     const byId = new Map(files.map((f) => [f.checked.id, f]));

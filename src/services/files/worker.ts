@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import type { FilesConfig } from '../../config.js';
 import type { Logger } from '../../logger.js';
-import { claimPreviews, claimRemovals, deleteFileRow, finishPreview, noteFileError } from '../../store/files.js';
+import { claimPreviews, claimRemovals, fileById, finishPreview, finishRemoval, noteFileError } from '../../store/files.js';
 import type { Store } from '../../store/store.js';
 import { type FileStorage, keysOf, THUMB_SUFFIX } from './storage.js';
 
@@ -112,7 +112,7 @@ export class FileWorker {
       rows.map(async (r) => {
         try {
           for (const key of keysOf(r.storage_key)) await this.storage.remove(key);
-          await deleteFileRow(this.store.db(), r.id);
+          await finishRemoval(this.store.db(), r.id, this.cfg.uploadTtlSeconds);
         } catch (err) {
           this.log.warn({ err, fileId: r.id }, 'cannot remove a file object (retried later)');
           await noteFileError(this.store.db(), r.id, String(err)).catch(() => {});
@@ -144,17 +144,23 @@ export class FileWorker {
         this.log.warn({ err, fileId: r.id }, 'cannot make the preview of an image');
         preview = null;
       }
-      await this.finish(r.id, r.room_id, r.message_id, preview);
+      if (!(await this.finish(r.id, r.room_id, r.message_id, preview)) && preview) {
+        // The file went meanwhile (its message, room or uploader deleted): another node's removal
+        // may have run before this thumbnail was written, which must not outlive it.
+        const now = await fileById(this.store.db(), r.id);
+        if (!now || now.state === 'deleting') await this.storage.remove(`${r.storage_key}${THUMB_SUFFIX}`);
+      }
     }
     return rows.length;
   }
 
-  /** Records the preview (or that there is none) and announces it with `file.ready`. */
-  private async finish(fileId: string, roomId: string, messageId: string, p: { width: number; height: number } | null): Promise<void> {
+  /** Records the preview (or that there is none) and announces it with `file.ready`; false when the file or its message went. */
+  private async finish(fileId: string, roomId: string, messageId: string, p: { width: number; height: number } | null): Promise<boolean> {
     const result = { width: p?.width ?? null, height: p?.height ?? null, ok: p !== null };
-    await this.store.transact(async (tx) => {
-      if (!(await finishPreview(tx, { id: fileId, messageId }, result))) return;
+    return this.store.transact(async (tx) => {
+      if (!(await finishPreview(tx, { id: fileId, messageId }, result))) return false;
       await tx.append({ type: 'file.ready', roomId, fileId, messageId, width: result.width, height: result.height, thumbnail: result.ok });
+      return true;
     });
   }
 
