@@ -171,6 +171,29 @@ describe('delivery', () => {
     expect(got.every((r) => r.verifiedWith === 0 && r.body.tenant === tn.name)).toBe(true);
   });
 
+  it("room.created and room.updated carry the room's metadata; a change of metadata alone is reported", async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.service.webhook.create({ url: rx.url, events: ['room.created', 'room.updated'] });
+    rx.secrets = [hook.secret];
+    const key = `order:${uuid()}`;
+    const room = await tn.service.room.ensure({ key, kind: 'group', name: 'Order 4711', topic: 'pallets', metadata: { orderId: 4711 } });
+    await tn.service.room.update({ roomId: room.id, metadata: { orderId: 4711, state: 'shipped' } });
+    const got = await rx.accepted.until((a) => a.length >= 2, 'room.created and room.updated');
+    expect(got.map((r) => r.body.type)).toEqual(['room.created', 'room.updated']);
+    expect(got[0]!.body.data).toEqual({ roomId: room.id, kind: 'group', name: 'Order 4711', topic: 'pallets', key, metadata: { orderId: 4711 }, visibility: 'private', createdBy: 'svc' });
+    expect(got[1]!.body.data).toEqual({
+      type: 'room.updated',
+      roomId: room.id,
+      seq: room.lastSeq + 1,
+      name: 'Order 4711',
+      topic: 'pallets',
+      metadata: { orderId: 4711, state: 'shipped' },
+      by: 'svc',
+    });
+    expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
+  });
+
   it('reports room.archived to an endpoint subscribed to it, and nothing else of the room', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
