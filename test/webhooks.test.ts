@@ -329,7 +329,7 @@ describe('delivery', () => {
 });
 
 describe('secrets at rest', () => {
-  it('with MESSAGE_KEYS the stored secret is sealed, deliveries still verify; without its key a delivery fails with a clear error', async () => {
+  it('with MESSAGE_KEYS the stored secret is sealed and bound to its endpoint, deliveries still verify; copied to another endpoint or without its key a delivery fails with a clear error', async () => {
     await using env = await testEnv('hooks_sealed');
     const key = `k1:${randomBytes(32).toString('base64')}`;
     const hooks = { ...t.config.webhooks, maxAttempts: 1 };
@@ -350,6 +350,21 @@ describe('secrets at rest', () => {
     const rotated = await as(srv.app, 'boss', ['admin']).webhook.rotateSecret({ id: hook.id });
     expect(await stored()).toMatch(/^sealed:k1:/);
     expect(await stored()).not.toContain(rotated.secret.slice('whsec_'.length));
+
+    // A sealed secret copied onto another endpoint's row (a database writer without the key) does
+    // not open there: that endpoint's deliveries fail, nothing is signed with the copied secret.
+    await using rx2 = await hookReceiver();
+    const other = await as(srv.app, 'boss', ['admin']).webhook.create({ url: rx2.url, events: ['message.new'] });
+    rx2.secrets = [rotated.secret];
+    await env.sql('update webhook_endpoint set secret = (select secret from webhook_endpoint where id = $1) where id = $2', [hook.id, other.id]);
+    rx.secrets = [rotated.secret];
+    const m1 = await as(srv.app, 'alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'after the copy' });
+    await rx.accepted.first((r) => r.id === `${room.id}:${m1.seq}` && r.verifiedWith === 0, 'the delivery to the owner of the secret');
+    const refused = await waitFor(() => as(srv.app, 'boss', ['admin']).webhook.deliveries({ id: other.id }), 'the refused delivery', {
+      until: (ds) => ds.some((d) => d.eventId === `${room.id}:${m1.seq}` && d.status === 'failed'),
+    });
+    expect(refused.find((d) => d.eventId === `${room.id}:${m1.seq}`)!.lastError).toMatch(/cannot be opened: .* or for another endpoint/);
+    expect(rx2.requests.items).toEqual([]);
 
     // The same database on a server without the key: the secret cannot be opened, nothing is sent.
     await srv[Symbol.asyncDispose]();
