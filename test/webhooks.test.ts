@@ -129,6 +129,33 @@ describe('delivery', () => {
     expect(rx.requests.items.length).toBe(4);
   });
 
+  it('several nodes share the outbox: each row is claimed by one worker, every event is sent once', async () => {
+    // Two more nodes on the same database, their workers polling like this one's: three workers
+    // claim the same rows (FOR UPDATE SKIP LOCKED and a lease keep a row to one of them).
+    await using b = await t.env.startServer({ webhooks: t.config.webhooks });
+    await using c = await t.env.startServer({ webhooks: t.config.webhooks });
+    const nodes = [t.app, b.app, c.app];
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    // 12 rooms, 5 messages each, written through the three nodes (each wakes its own worker).
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const as = callerFor(nodes[i % 3]!, actor(`writer${i}`, tn.name));
+        const room = await as.room.create({ kind: 'group', name: `r${i}` });
+        for (let k = 0; k < 5; k++) ids.push(`${room.id}:${(await as.chat.send({ roomId: room.id, clientId: uuid(), body: `m${k}` })).seq}`);
+      }),
+    );
+    await rx.accepted.until((a) => ids.every((id) => a.some((r) => r.id === id)), 'every event delivered');
+    // Once each, at the first attempt: no row went out twice.
+    expect(rx.requests.items.map((r) => r.id).sort()).toEqual([...ids].sort());
+    expect(rx.requests.items.every((r) => r.status === 200 && r.verifiedWith === 0)).toBe(true);
+    const [d] = await tn.admin.webhook.deliveries({ id: hook.id, limit: 1 });
+    expect(d).toMatchObject({ status: 'delivered', attempts: 1 });
+  });
+
   it('keeps the order of a room per endpoint: a later event waits until the earlier one is delivered', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
