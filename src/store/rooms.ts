@@ -261,6 +261,7 @@ export function directoryRows(db: Db, tenant: string, userId: string, query: str
       'r.kind',
       'r.name',
       'r.topic',
+      'r.metadata',
       'r.created_at',
       memberCount(eb).as('member_count'),
       eb.exists(eb.selectFrom('membership as y').select('y.user_id').whereRef('y.room_id', '=', 'r.id').where('y.user_id', '=', userId)).as('member'),

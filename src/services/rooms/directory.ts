@@ -31,6 +31,7 @@ export class RoomDirectory {
       kind: r.kind as DirectoryRoomDto['kind'],
       name: r.name,
       topic: r.topic,
+      metadata: r.metadata,
       memberCount: r.member_count,
       member: Boolean(r.member),
       createdAt: r.created_at,
