@@ -163,6 +163,39 @@ describe('room.archive / room.unarchive', () => {
     expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(room.lastSeq);
   });
 
+  it('an archived room can still be tidied up: members added, removed, banned, leaving, a rename, ensure; with their system messages', async () => {
+    const [alice, bob, carol, dave, erin, svc] = users('alice', 'bob', 'carol', 'dave', 'erin', 'erp');
+    const key = `order:${uuid()}`;
+    const room = await as(svc!, 'default', ['service']).room.ensure({ key, kind: 'group', name: 'Order 1', memberIds: [alice!, bob!, carol!] });
+    await as(svc!, 'default', ['service']).room.setRole({ roomId: room.id, userId: alice!, role: 'admin' });
+    await as(svc!, 'default', ['service']).room.archive({ roomId: room.id });
+
+    expect((await as(alice!).room.addMembers({ roomId: room.id, userIds: [dave!] })).added).toEqual([dave]);
+    expect(await as(alice!).room.removeMember({ roomId: room.id, userId: bob! })).toEqual({ ok: true });
+    expect(await as(alice!).room.ban({ roomId: room.id, userId: dave! })).toEqual({ ok: true });
+    expect(await as(carol!).room.leave({ roomId: room.id })).toEqual({ ok: true });
+    expect((await as(alice!).room.update({ roomId: room.id, name: 'Order 1 (closed)' })).name).toBe('Order 1 (closed)');
+    expect((await as(svc!, 'default', ['service']).room.ensure({ key, kind: 'group', name: 'Order 1', memberIds: [erin!] })).id).toBe(room.id);
+
+    // Still read-only for content, also for the service token.
+    await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x' }), 'PRECONDITION_FAILED', ARCHIVED);
+    await expectTRPCError(
+      as(svc!, 'default', ['service']).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', kind: 'system' }),
+      'PRECONDITION_FAILED',
+      ARCHIVED,
+    );
+    const history = (await as(alice!).chat.history({ roomId: room.id })).messages;
+    expect(history.filter((m) => m.kind === 'system').map((m) => m.body)).toEqual([
+      `${alice} added ${dave}`,
+      `${alice} removed ${bob}`,
+      `${alice} banned ${dave}`,
+      `${carol} left`,
+      `${alice} renamed the room to "Order 1 (closed)"`,
+      `${svc} added ${erin}`,
+    ]);
+    expect((await as(alice!).room.members({ roomId: room.id })).map((m) => m.userId).sort()).toEqual([alice, erin, svc].sort());
+  });
+
   it('room.list leaves archived rooms out; room.list({ archived: true }) lists only them', async () => {
     const [alice] = users('alice');
     const live = await as(alice!).room.create({ kind: 'group', name: 'live one' });
