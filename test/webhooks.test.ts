@@ -281,6 +281,27 @@ describe('delivery', () => {
     expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
   });
 
+  it('a meeting running when its room is archived still ends: its system message and meeting.ended', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['meeting.ended', 'message.new', 'room.archived'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'calls' });
+    const id = uuid();
+    const store = t.app.services.store;
+    const meeting = { id, tenant: tn.name, roomId: room.id, createdBy: 'alice', title: 'review', provider: 'livekit', providerRoomId: id, url: 'wss://video.example', expiresAt: new Date(Date.now() + 3_600_000) };
+    await store.transact((tx) => insertMeeting(tx, meeting));
+    const by = actor('alice', tn.name);
+    await store.transact((tx) => meetingLive(tx, { id, room_id: room.id }, new Date('2026-12-03T01:00:00Z'), by));
+    await tn.as('alice').room.archive({ roomId: room.id });
+    await store.transact((tx) => meetingEnded(tx, id, new Date('2026-12-03T01:30:00Z'), by));
+    const got = await rx.accepted.until((a) => a.length >= 4, 'the meeting events');
+    expect(got.map((r) => r.body.type)).toEqual(['message.new', 'room.archived', 'message.new', 'meeting.ended']);
+    expect(got[2]!.body.data).toMatchObject({ message: { kind: 'system', body: expect.stringMatching(/review.* ended/) } });
+    expect(got[3]!.body.data).toMatchObject({ meetingId: id, endedAt: '2026-12-03T01:30:00.000Z' });
+    await expectTRPCError(tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'x' }), 'PRECONDITION_FAILED', /archived/);
+  });
+
   it('does not follow redirects: a 3xx is a failed attempt', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
