@@ -30,6 +30,20 @@ afterEach(() => open.dispose());
 
 const ARCHIVED = /room is archived/;
 
+/** How many statements of the test database wait for a lock now. */
+const lockWaiters = async () =>
+  Number((await t.env.sql<{ n: string }>(`select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`))[0]!.n);
+
+/** Resolves once at least `n` statements wait for a lock (a transaction held open by the test). */
+const untilWaiting = (n: number, what: string) =>
+  within(
+    (async () => {
+      while ((await lockWaiters()) < n) await new Promise((r) => setImmediate(r));
+    })(),
+    10_000,
+    what,
+  );
+
 describe('room.archive / room.unarchive', () => {
   it('is for the owner, a tenant admin or a service token; members are FORBIDDEN, others NOT_FOUND', async () => {
     const [alice, bob, carol, admin, svc, eve] = users('alice', 'bob', 'carol', 'admin', 'svc', 'eve');
@@ -80,21 +94,7 @@ describe('room.archive / room.unarchive', () => {
         () => 'written',
         (err: unknown) => err,
       ));
-      const blocked = async () =>
-        Number(
-          (
-            await t.env.sql<{ n: string }>(
-              `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-            )
-          )[0]!.n,
-        );
-      await within(
-        (async () => {
-          while ((await blocked()) < writes.length) await new Promise((r) => setImmediate(r));
-        })(),
-        10_000,
-        'every write waiting on the room row',
-      );
+      await untilWaiting(writes.length, 'every write waiting on the room row');
       await archiver.query('commit');
       for (const outcome of await Promise.all(writes)) {
         expect(outcome).not.toBe('written');
@@ -160,6 +160,29 @@ describe('room.archive / room.unarchive', () => {
       spy.mockRestore();
     }
     expect(await t.env.sql('select id from message where room_id = $1 and body = $2', [room.id, 'late'])).toEqual([]);
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(room.lastSeq);
+  });
+
+  it('room.join of a public room whose archive commits while the join waits for the room is refused, nothing written', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'public race', visibility: 'public' });
+    const archiver = new pg.Client({ connectionString: t.env.databaseUrl });
+    await archiver.connect();
+    try {
+      await archiver.query('begin');
+      await archiver.query('update room set archived_at = now() where id = $1', [room.id]);
+      const join = as(bob!).room.join({ roomId: room.id }).then(
+        () => 'joined',
+        (err: unknown) => err,
+      );
+      // The join passed its check (the archive is not committed) and waits on the room's row.
+      await untilWaiting(1, 'the join waiting on the room row');
+      await archiver.query('commit');
+      expect(await join).toMatchObject({ code: 'PRECONDITION_FAILED', message: expect.stringMatching(ARCHIVED) });
+    } finally {
+      await archiver.end();
+    }
+    expect((await as(alice!).room.members({ roomId: room.id })).map((m) => m.userId)).toEqual([alice]);
     expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(room.lastSeq);
   });
 
