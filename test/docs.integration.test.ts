@@ -1,7 +1,7 @@
 /**
  * The code of docs/INTEGRATION.md, run as the document writes it against a real server (PostgreSQL,
- * Redis): the order-room walkthrough of a service account (ensure, a card, reacting to a reply;
- * only the server's URL and the client's import path are set), and the webhook receiver (only its
+ * Redis): the order-room walkthrough of a service account (ensure, a card, reacting to a reply,
+ * notifying many; only the server's URL and the client's import path are set), and the webhook receiver (only its
  * port is set, and it says when it listens), which verifies this server's real deliveries with its
  * copy of the secret, handles a retry of an event once, and refuses a request signed with another
  * secret.
@@ -63,9 +63,9 @@ function runTs(code: string, env: Record<string, string>) {
   };
 }
 
-it('the order-room walkthrough of INTEGRATION.md: ensure, a card, and a reply to it opens a task in the ERP', async () => {
+it('the order-room walkthrough of INTEGRATION.md: ensure, a card, a reply to it opens a task in the ERP, notifications to many', async () => {
   const blocks = await docBlocks();
-  const steps = ['new SignJWT(', 'room.ensure.mutate(', "kind: 'card'", 'chat.subscribeRoom('].map((marker) => {
+  const steps = ['new SignJWT(', 'room.ensure.mutate(', "kind: 'card'", 'chat.subscribeRoom(', 'inbox.notify.mutate('].map((marker) => {
     const block = blocks.find((b) => b.includes(marker));
     if (!block) throw new Error(`docs/INTEGRATION.md has no block with ${marker}`);
     return block;
@@ -96,6 +96,17 @@ it('the order-room walkthrough of INTEGRATION.md: ensure, a card, and a reply to
   const task = await erp.lines.first((l) => l.startsWith('TASK '), 'the task opened by the ERP');
   expect(JSON.parse(task.slice('TASK '.length))).toEqual({ orderId: 4711, question: 'When does it arrive?', askedBy: 'u-sales-anna', chatMessageId: reply.id });
   expect(erp.lines.items.filter((l) => l.startsWith('TASK '))).toHaveLength(1);
+  // The notifications: the room's members (Anna, Ben, the ERP) and the two users named.
+  const notified = await t.env.sql<{ user_id: string; title: string }>(
+    `select user_id, data->>'title' as title from inbox_event where tenant = 'acme' and type = 'notification' order by title, user_id`,
+  );
+  expect(notified.map((r) => [r.title, r.user_id])).toEqual([
+    ['Order 4711 shipped', 'erp'],
+    ['Order 4711 shipped', 'u-logistics-ben'],
+    ['Order 4711 shipped', 'u-sales-anna'],
+    ['Quote 88 approved', 'u-controlling-eva'],
+    ['Quote 88 approved', 'u-sales-anna'],
+  ]);
 });
 
 it('the receiver of INTEGRATION.md verifies real deliveries, handles a retried event once and refuses a forged one', async () => {
