@@ -110,7 +110,7 @@ describe('room.update', () => {
       const renamed = await as(admin).room.update({ roomId: room.id, name: '  After  ' });
       expect(renamed).toMatchObject({ id: room.id, name: 'After', topic: null, lastSeq: start + 2, myRole: 'admin' });
       const [updated, system] = await stream.take(2);
-      expect(updated!.event).toEqual({ type: 'room.updated', roomId: room.id, seq: start + 1, name: 'After', topic: null, by: admin });
+      expect(updated!.event).toEqual({ type: 'room.updated', roomId: room.id, seq: start + 1, name: 'After', topic: null, metadata: null, by: admin });
       expect(system!.event).toMatchObject({
         type: 'message.new',
         seq: start + 2,
@@ -121,7 +121,7 @@ describe('room.update', () => {
       const topical = await as(owner).room.update({ roomId: room.id, topic: 'launch plans' });
       expect(topical).toMatchObject({ name: 'After', topic: 'launch plans', lastSeq: start + 3 });
       expect((await stream.next()).event).toEqual({
-        type: 'room.updated', roomId: room.id, seq: start + 3, name: 'After', topic: 'launch plans', by: owner,
+        type: 'room.updated', roomId: room.id, seq: start + 3, name: 'After', topic: 'launch plans', metadata: null, by: owner,
       });
       // Clearing the topic.
       expect(await as(owner).room.update({ roomId: room.id, topic: null })).toMatchObject({ topic: null, lastSeq: start + 4 });

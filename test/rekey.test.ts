@@ -1,7 +1,7 @@
 /**
  * The re-encryption job after a key rotation (src/services/rekey.ts, `npm run keys:reencrypt`):
  * every sealed body, earlier version and webhook secret ends on the new key, bound to its room and
- * message, so the old key can leave MESSAGE_KEYS; a row it cannot open is counted and left alone;
+ * message (a secret: to its tenant and endpoint), so the old key can leave MESSAGE_KEYS; a row it cannot open is counted and left alone;
  * a second run changes nothing.
  */
 import { execFile } from 'node:child_process';
@@ -51,6 +51,10 @@ describe('re-encryption after a key rotation', () => {
     const legacy = new Keyring(`k1:${k1}`).encrypt('sealed before the binding');
     await env.sql('update message set body = $1, key_id = $2 where id = $3', [legacy.text, legacy.keyId, legacyId]);
     const hook = await asService().webhook.create({ url: 'http://127.0.0.1:9/in', events: ['message.new'] });
+    // And a webhook secret sealed before secrets were bound to their endpoint (no associated data).
+    const oldHook = await asService().webhook.create({ url: 'http://127.0.0.1:9/old', events: ['message.new'] });
+    const oldSealed = new Keyring(`k1:${k1}`).encrypt(oldHook.secret);
+    await env.sql('update webhook_endpoint set secret = $1 where id = $2', [`sealed:${oldSealed.keyId}:${oldSealed.text}`, oldHook.id]);
     const plainRoom = await as('alice').room.create({ kind: 'group', name: 'open' });
     await as('alice').chat.send({ roomId: plainRoom.id, clientId: uuid(), body: 'plain text stays plain' });
 
@@ -70,10 +74,10 @@ describe('re-encryption after a key rotation', () => {
       activeKeyId: 'k2',
       messages: { seen: 7, resealed: 7, failed: 0 },
       edits: { seen: 2, resealed: 2, failed: 0 },
-      webhookSecrets: { seen: 1, resealed: 1, failed: 0 },
+      webhookSecrets: { seen: 2, resealed: 2, failed: 0 },
     });
     expect(batches.length).toBeGreaterThanOrEqual(5);
-    expect(await rekey.usage()).toEqual({ activeKeyId: 'k2', bodies: { k2: 9 }, webhookSecrets: { k2: 1 } });
+    expect(await rekey.usage()).toEqual({ activeKeyId: 'k2', bodies: { k2: 9 }, webhookSecrets: { k2: 2 } });
     for (const r of [...(await rows('message')), ...(await rows('message_edit'))]) {
       expect(r.key_id).toBe('k2');
       expect(r.body).toMatch(/^v2\./);
@@ -92,9 +96,14 @@ describe('re-encryption after a key rotation', () => {
     const read = (await as('bob').chat.history({ roomId: room.id })).messages;
     expect(read.map((m) => m.body)).toEqual(bodies.map((b, i) => (i === 2 ? 'edited twice' : i === 4 ? 'sealed before the binding' : b)));
     expect((await as('bob').chat.edits({ messageId: edited.id })).map((e) => e.body)).toEqual([bodies[2], 'edited once']);
-    const [stored] = await env.sql<{ secret: string }>('select secret from webhook_endpoint where id = $1', [hook.id]);
-    expect(stored!.secret).toMatch(/^sealed:k2:/);
-    expect(new SecretBox(new Keyring(`k2:${k2}`)).open(stored!.secret)).toBe(hook.secret);
+    const onlyK2 = new SecretBox(new Keyring(`k2:${k2}`));
+    for (const h of [hook, oldHook]) {
+      const [stored] = await env.sql<{ secret: string }>('select secret from webhook_endpoint where id = $1', [h.id]);
+      // Sealed with k2 and bound to its endpoint: it opens for that endpoint only.
+      expect(stored!.secret).toMatch(/^sealed:k2:v2\./);
+      expect(onlyK2.open(stored!.secret, { tenant: 'default', id: h.id })).toBe(h.secret);
+      expect(() => onlyK2.open(stored!.secret, { tenant: 'default', id: h === hook ? oldHook.id : hook.id })).toThrow();
+    }
   });
 
   it('a body it cannot open (tampered, or its key is gone) is counted and left as it is', async () => {

@@ -30,6 +30,20 @@ afterEach(() => open.dispose());
 
 const ARCHIVED = /room is archived/;
 
+/** How many statements of the test database wait for a lock now. */
+const lockWaiters = async () =>
+  Number((await t.env.sql<{ n: string }>(`select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`))[0]!.n);
+
+/** Resolves once at least `n` statements wait for a lock (a transaction held open by the test). */
+const untilWaiting = (n: number, what: string) =>
+  within(
+    (async () => {
+      while ((await lockWaiters()) < n) await new Promise((r) => setImmediate(r));
+    })(),
+    10_000,
+    what,
+  );
+
 describe('room.archive / room.unarchive', () => {
   it('is for the owner, a tenant admin or a service token; members are FORBIDDEN, others NOT_FOUND', async () => {
     const [alice, bob, carol, admin, svc, eve] = users('alice', 'bob', 'carol', 'admin', 'svc', 'eve');
@@ -80,21 +94,7 @@ describe('room.archive / room.unarchive', () => {
         () => 'written',
         (err: unknown) => err,
       ));
-      const blocked = async () =>
-        Number(
-          (
-            await t.env.sql<{ n: string }>(
-              `select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
-            )
-          )[0]!.n,
-        );
-      await within(
-        (async () => {
-          while ((await blocked()) < writes.length) await new Promise((r) => setImmediate(r));
-        })(),
-        10_000,
-        'every write waiting on the room row',
-      );
+      await untilWaiting(writes.length, 'every write waiting on the room row');
       await archiver.query('commit');
       for (const outcome of await Promise.all(writes)) {
         expect(outcome).not.toBe('written');
@@ -161,6 +161,62 @@ describe('room.archive / room.unarchive', () => {
     }
     expect(await t.env.sql('select id from message where room_id = $1 and body = $2', [room.id, 'late'])).toEqual([]);
     expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(room.lastSeq);
+  });
+
+  it('room.join of a public room whose archive commits while the join waits for the room is refused, nothing written', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'public race', visibility: 'public' });
+    const archiver = new pg.Client({ connectionString: t.env.databaseUrl });
+    await archiver.connect();
+    try {
+      await archiver.query('begin');
+      await archiver.query('update room set archived_at = now() where id = $1', [room.id]);
+      const join = as(bob!).room.join({ roomId: room.id }).then(
+        () => 'joined',
+        (err: unknown) => err,
+      );
+      // The join passed its check (the archive is not committed) and waits on the room's row.
+      await untilWaiting(1, 'the join waiting on the room row');
+      await archiver.query('commit');
+      expect(await join).toMatchObject({ code: 'PRECONDITION_FAILED', message: expect.stringMatching(ARCHIVED) });
+    } finally {
+      await archiver.end();
+    }
+    expect((await as(alice!).room.members({ roomId: room.id })).map((m) => m.userId)).toEqual([alice]);
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(room.lastSeq);
+  });
+
+  it('an archived room can still be tidied up: members added, removed, banned, leaving, a rename, ensure; with their system messages', async () => {
+    const [alice, bob, carol, dave, erin, svc] = users('alice', 'bob', 'carol', 'dave', 'erin', 'erp');
+    const key = `order:${uuid()}`;
+    const room = await as(svc!, 'default', ['service']).room.ensure({ key, kind: 'group', name: 'Order 1', memberIds: [alice!, bob!, carol!] });
+    await as(svc!, 'default', ['service']).room.setRole({ roomId: room.id, userId: alice!, role: 'admin' });
+    await as(svc!, 'default', ['service']).room.archive({ roomId: room.id });
+
+    expect((await as(alice!).room.addMembers({ roomId: room.id, userIds: [dave!] })).added).toEqual([dave]);
+    expect(await as(alice!).room.removeMember({ roomId: room.id, userId: bob! })).toEqual({ ok: true });
+    expect(await as(alice!).room.ban({ roomId: room.id, userId: dave! })).toEqual({ ok: true });
+    expect(await as(carol!).room.leave({ roomId: room.id })).toEqual({ ok: true });
+    expect((await as(alice!).room.update({ roomId: room.id, name: 'Order 1 (closed)' })).name).toBe('Order 1 (closed)');
+    expect((await as(svc!, 'default', ['service']).room.ensure({ key, kind: 'group', name: 'Order 1', memberIds: [erin!] })).id).toBe(room.id);
+
+    // Still read-only for content, also for the service token.
+    await expectTRPCError(as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'x' }), 'PRECONDITION_FAILED', ARCHIVED);
+    await expectTRPCError(
+      as(svc!, 'default', ['service']).chat.send({ roomId: room.id, clientId: uuid(), body: 'x', kind: 'system' }),
+      'PRECONDITION_FAILED',
+      ARCHIVED,
+    );
+    const history = (await as(alice!).chat.history({ roomId: room.id })).messages;
+    expect(history.filter((m) => m.kind === 'system').map((m) => m.body)).toEqual([
+      `${alice} added ${dave}`,
+      `${alice} removed ${bob}`,
+      `${alice} banned ${dave}`,
+      `${carol} left`,
+      `${alice} renamed the room to "Order 1 (closed)"`,
+      `${svc} added ${erin}`,
+    ]);
+    expect((await as(alice!).room.members({ roomId: room.id })).map((m) => m.userId).sort()).toEqual([alice, erin, svc].sort());
   });
 
   it('room.list leaves archived rooms out; room.list({ archived: true }) lists only them', async () => {

@@ -31,7 +31,7 @@ describe('public rooms', () => {
   it('room.directory lists my tenant’s public, non-archived rooms by name/topic, with member flags and counts', async () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const tag = uuid().slice(0, 8);
-    const pub = await as(alice!).room.create({ kind: 'group', name: `Cooking ${tag}`, topic: 'recipes', visibility: 'public', memberIds: [bob!] });
+    const pub = await as(alice!).room.create({ kind: 'group', name: `Cooking ${tag}`, topic: 'recipes', visibility: 'public', memberIds: [bob!], metadata: { cuisine: 'any' } });
     const byTopic = await as(alice!).room.create({ kind: 'broadcast', name: `News ${tag}`, topic: `all about COOKING ${tag}`, visibility: 'public' });
     await as(alice!).room.create({ kind: 'group', name: `Cooking secret ${tag}`, visibility: 'private' });
     const archived = await as(alice!).room.create({ kind: 'group', name: `Cooking old ${tag}`, visibility: 'public' });
@@ -47,7 +47,8 @@ describe('public rooms', () => {
       [pub.id, true, 2],
       [byTopic.id, false, 1],
     ]);
-    expect(wide[0]).toMatchObject({ name: `Cooking ${tag}`, topic: 'recipes', kind: 'group' });
+    expect(wide[0]).toMatchObject({ name: `Cooking ${tag}`, topic: 'recipes', kind: 'group', metadata: { cuisine: 'any' } });
+    expect(wide[1]!.metadata).toBeNull();
     // Another tenant sees only its own.
     expect((await as(carol!, 'tenant-other').room.directory({ query: tag })).map((r) => r.name)).toEqual([`Cooking elsewhere ${tag}`]);
     // LIKE wildcards are matched literally.

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { actor, clientFor, expectTRPCError, fileServer, getJson, openEvents, recordEvents, roomKit, tokenFor, uuid, wsClient, type TrpcHttpError } from './fixture.js';
+import { actor, clientFor, expectTRPCError, fileServer, getJson, openEvents, recordEvents, recordInbox, roomKit, tokenFor, uuid, wsClient, type TrpcHttpError } from './fixture.js';
 
 const t = fileServer('svc', { messageKeys: `k1:${randomBytes(32).toString('base64')}` });
 
@@ -229,5 +229,36 @@ describe('metadata', () => {
     // Replayed from the log after a resume: the same fields.
     await using replay = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: String(sent.seq - 1) });
     expect((await replay.next()).event).toMatchObject({ type: 'message.new', message: { id: sent.id, card, metadata: { order: 1, state: 'shipped' } } });
+  });
+
+  it("a change of a room's metadata is a room.updated event with it (live and replayed) and a room.changed in the members' inboxes; the same value again is none", async () => {
+    const [owner, bob, svc] = users('owner', 'bob', 'erp');
+    await using svcHttp = clientFor(t.url, svc, { roles: ['service'] });
+    await using bobWs = wsClient({ url: t.url, userId: bob });
+    const room = await svcHttp.trpc.room.ensure.mutate({ key: `order:${uuid()}`, kind: 'group', name: 'Order', topic: 'pallets', memberIds: [owner, bob], metadata: { order: 1 } });
+    using rec = recordEvents(bobWs, { roomId: room.id });
+    using inbox = recordInbox(bobWs);
+    await Promise.all([rec.ready(), inbox.ready()]);
+
+    const meta = { order: 1, state: 'shipped', lines: [{ sku: 'A-1', qty: 40 }] };
+    const changed = await svcHttp.trpc.room.update.mutate({ roomId: room.id, metadata: meta });
+    expect(changed).toMatchObject({ metadata: meta, lastSeq: room.lastSeq + 1 });
+    const live = await rec.next('room.updated', () => true);
+    expect(live).toEqual({ type: 'room.updated', roomId: room.id, seq: room.lastSeq + 1, name: 'Order', topic: 'pallets', metadata: meta, by: svc });
+    await inbox.next('room.changed', (e) => e.roomId === room.id && e.change === 'updated');
+
+    // The same value (keys in another order) changes nothing: no seq, no event.
+    const same = await svcHttp.trpc.room.update.mutate({ roomId: room.id, metadata: { lines: [{ qty: 40, sku: 'A-1' }], state: 'shipped', order: 1 } });
+    expect(same.lastSeq).toBe(room.lastSeq + 1);
+    // Cleared: an event with metadata null; a rename carries the metadata as it is.
+    await svcHttp.trpc.room.update.mutate({ roomId: room.id, metadata: null });
+    await svcHttp.trpc.room.update.mutate({ roomId: room.id, topic: 'delivered' });
+    expect(await rec.next('room.updated', (e) => e.seq === room.lastSeq + 2)).toMatchObject({ metadata: null, topic: 'pallets' });
+    expect(await rec.next('room.updated', (e) => e.seq === room.lastSeq + 3)).toMatchObject({ metadata: null, topic: 'delivered' });
+
+    // Replayed from the log: the same events.
+    await using replay = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: String(room.lastSeq) });
+    expect((await replay.next()).event).toEqual(live);
+    expect((await replay.next()).event).toMatchObject({ type: 'room.updated', seq: room.lastSeq + 2, metadata: null });
   });
 });

@@ -98,7 +98,7 @@ const roomItem = (page: Page, name: string) => page.locator(`#room-list .room-it
 const message = (page: Page, text: string) => page.locator('#messages .msg[data-seq]', { has: page.locator('.body', { hasText: text }) });
 
 describe('browser chat page', () => {
-  it('keeps the room list live on one inbox subscription: previews, badges, renames and removals without a subscription per room', async () => {
+  it('keeps the room list live on one inbox subscription: previews, badges, renames, removals and reads on another device without a subscription per room', async () => {
     const errors: string[] = [];
     const page = await newPage(errors);
     // Every subscription the page starts, by procedure path, read from its WebSocket frames.
@@ -135,6 +135,12 @@ describe('browser chat page', () => {
     await roomItem(page, 'Ops three').waitFor();
     await dave.trpc.room.removeMember.mutate({ roomId: rooms[0]!.id, userId: 'carol' });
     await waitGone(roomItem(page, 'Ops 1'));
+    // Read on another device of Carol's: unread.changed takes the badge off here.
+    await using phone = clientFor(srv.url, 'carol');
+    const three = await phone.trpc.room.get.query({ roomId: rooms[2]!.id });
+    await phone.trpc.receipt.markRead.mutate({ roomId: three.id, seq: three.lastSeq });
+    await waitGone(roomItem(page, 'Ops three').locator('.badge'));
+    await waitText(roomItem(page, 'Ops 2').locator('.badge'), /^2$/);
     // All of it over the inbox: no room subscription until a room is opened, then exactly one.
     expect(subscribed.filter((p) => p === 'chat.events')).toEqual([]);
     expect(subscribed.filter((p) => p === 'inbox.events')).toEqual(['inbox.events']);

@@ -19,6 +19,9 @@ describe('SSRF guard (private addresses not allowed)', () => {
     ['http://[fd00::1]/hook', 'fd00::1'],
     ['http://[::ffff:127.0.0.1]/hook', '::ffff:7f00:1'], // as the URL parser writes it,
     ['http://0.0.0.0/hook', '0.0.0.0'],
+    ['http://[::127.0.0.1]/hook', '::7f00:1'], // IPv4-compatible
+    ['http://[::ffff:0:127.0.0.1]/hook', '::ffff:0:7f00:1'], // IPv4-translated
+    ['http://[64:ff9b::a9fe:a9fe]/hook', '64:ff9b::a9fe:a9fe'], // NAT64 of the metadata address
   ])('refuses %s at create and at update (BAD_REQUEST)', async (url, host) => {
     await expectTRPCError(admin().webhook.create({ url, events: ['*'] }), 'BAD_REQUEST', new RegExp(`webhook url refused: the host ${host.replace(/[.[\]]/g, '\\$&')}.* resolves to .*non-public`));
   });

@@ -129,6 +129,33 @@ describe('delivery', () => {
     expect(rx.requests.items.length).toBe(4);
   });
 
+  it('several nodes share the outbox: each row is claimed by one worker, every event is sent once', async () => {
+    // Two more nodes on the same database, their workers polling like this one's: three workers
+    // claim the same rows (FOR UPDATE SKIP LOCKED and a lease keep a row to one of them).
+    await using b = await t.env.startServer({ webhooks: t.config.webhooks });
+    await using c = await t.env.startServer({ webhooks: t.config.webhooks });
+    const nodes = [t.app, b.app, c.app];
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    // 12 rooms, 5 messages each, written through the three nodes (each wakes its own worker).
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const as = callerFor(nodes[i % 3]!, actor(`writer${i}`, tn.name));
+        const room = await as.room.create({ kind: 'group', name: `r${i}` });
+        for (let k = 0; k < 5; k++) ids.push(`${room.id}:${(await as.chat.send({ roomId: room.id, clientId: uuid(), body: `m${k}` })).seq}`);
+      }),
+    );
+    await rx.accepted.until((a) => ids.every((id) => a.some((r) => r.id === id)), 'every event delivered');
+    // Once each, at the first attempt: no row went out twice.
+    expect(rx.requests.items.map((r) => r.id).sort()).toEqual([...ids].sort());
+    expect(rx.requests.items.every((r) => r.status === 200 && r.verifiedWith === 0)).toBe(true);
+    const [d] = await tn.admin.webhook.deliveries({ id: hook.id, limit: 1 });
+    expect(d).toMatchObject({ status: 'delivered', attempts: 1 });
+  });
+
   it('keeps the order of a room per endpoint: a later event waits until the earlier one is delivered', async () => {
     const tn = tenant();
     await using rx = await hookReceiver();
@@ -169,6 +196,29 @@ describe('delivery', () => {
     expect(got[4]!.body.data).toMatchObject({ type: 'reaction.added', messageId: m.id, userId: 'bob', emoji: '👍' });
     expect(got[7]!.body.data).toMatchObject({ type: 'member.left', userId: 'bob', reason: 'left' });
     expect(got.every((r) => r.verifiedWith === 0 && r.body.tenant === tn.name)).toBe(true);
+  });
+
+  it("room.created and room.updated carry the room's metadata; a change of metadata alone is reported", async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.service.webhook.create({ url: rx.url, events: ['room.created', 'room.updated'] });
+    rx.secrets = [hook.secret];
+    const key = `order:${uuid()}`;
+    const room = await tn.service.room.ensure({ key, kind: 'group', name: 'Order 4711', topic: 'pallets', metadata: { orderId: 4711 } });
+    await tn.service.room.update({ roomId: room.id, metadata: { orderId: 4711, state: 'shipped' } });
+    const got = await rx.accepted.until((a) => a.length >= 2, 'room.created and room.updated');
+    expect(got.map((r) => r.body.type)).toEqual(['room.created', 'room.updated']);
+    expect(got[0]!.body.data).toEqual({ roomId: room.id, kind: 'group', name: 'Order 4711', topic: 'pallets', key, metadata: { orderId: 4711 }, visibility: 'private', createdBy: 'svc' });
+    expect(got[1]!.body.data).toEqual({
+      type: 'room.updated',
+      roomId: room.id,
+      seq: room.lastSeq + 1,
+      name: 'Order 4711',
+      topic: 'pallets',
+      metadata: { orderId: 4711, state: 'shipped' },
+      by: 'svc',
+    });
+    expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
   });
 
   it('reports room.archived to an endpoint subscribed to it, and nothing else of the room', async () => {
@@ -229,6 +279,27 @@ describe('delivery', () => {
     expect(got[1]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', startedAt: '2026-12-03T01:00:00.000Z' });
     expect(got[3]!.body.data).toEqual({ meetingId: id, roomId: room.id, title: 'standup', endedAt: '2026-12-03T01:30:00.000Z', endedBy: 'alice' });
     expect(got.every((r) => r.verifiedWith === 0)).toBe(true);
+  });
+
+  it('a meeting running when its room is archived still ends: its system message and meeting.ended', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['meeting.ended', 'message.new', 'room.archived'] });
+    rx.secrets = [hook.secret];
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'calls' });
+    const id = uuid();
+    const store = t.app.services.store;
+    const meeting = { id, tenant: tn.name, roomId: room.id, createdBy: 'alice', title: 'review', provider: 'livekit', providerRoomId: id, url: 'wss://video.example', expiresAt: new Date(Date.now() + 3_600_000) };
+    await store.transact((tx) => insertMeeting(tx, meeting));
+    const by = actor('alice', tn.name);
+    await store.transact((tx) => meetingLive(tx, { id, room_id: room.id }, new Date('2026-12-03T01:00:00Z'), by));
+    await tn.as('alice').room.archive({ roomId: room.id });
+    await store.transact((tx) => meetingEnded(tx, id, new Date('2026-12-03T01:30:00Z'), by));
+    const got = await rx.accepted.until((a) => a.length >= 4, 'the meeting events');
+    expect(got.map((r) => r.body.type)).toEqual(['message.new', 'room.archived', 'message.new', 'meeting.ended']);
+    expect(got[2]!.body.data).toMatchObject({ message: { kind: 'system', body: expect.stringMatching(/review.* ended/) } });
+    expect(got[3]!.body.data).toMatchObject({ meetingId: id, endedAt: '2026-12-03T01:30:00.000Z' });
+    await expectTRPCError(tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'x' }), 'PRECONDITION_FAILED', /archived/);
   });
 
   it('does not follow redirects: a 3xx is a failed attempt', async () => {
@@ -306,7 +377,7 @@ describe('delivery', () => {
 });
 
 describe('secrets at rest', () => {
-  it('with MESSAGE_KEYS the stored secret is sealed, deliveries still verify; without its key a delivery fails with a clear error', async () => {
+  it('with MESSAGE_KEYS the stored secret is sealed and bound to its endpoint, deliveries still verify; copied to another endpoint or without its key a delivery fails with a clear error', async () => {
     await using env = await testEnv('hooks_sealed');
     const key = `k1:${randomBytes(32).toString('base64')}`;
     const hooks = { ...t.config.webhooks, maxAttempts: 1 };
@@ -327,6 +398,21 @@ describe('secrets at rest', () => {
     const rotated = await as(srv.app, 'boss', ['admin']).webhook.rotateSecret({ id: hook.id });
     expect(await stored()).toMatch(/^sealed:k1:/);
     expect(await stored()).not.toContain(rotated.secret.slice('whsec_'.length));
+
+    // A sealed secret copied onto another endpoint's row (a database writer without the key) does
+    // not open there: that endpoint's deliveries fail, nothing is signed with the copied secret.
+    await using rx2 = await hookReceiver();
+    const other = await as(srv.app, 'boss', ['admin']).webhook.create({ url: rx2.url, events: ['message.new'] });
+    rx2.secrets = [rotated.secret];
+    await env.sql('update webhook_endpoint set secret = (select secret from webhook_endpoint where id = $1) where id = $2', [hook.id, other.id]);
+    rx.secrets = [rotated.secret];
+    const m1 = await as(srv.app, 'alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'after the copy' });
+    await rx.accepted.first((r) => r.id === `${room.id}:${m1.seq}` && r.verifiedWith === 0, 'the delivery to the owner of the secret');
+    const refused = await waitFor(() => as(srv.app, 'boss', ['admin']).webhook.deliveries({ id: other.id }), 'the refused delivery', {
+      until: (ds) => ds.some((d) => d.eventId === `${room.id}:${m1.seq}` && d.status === 'failed'),
+    });
+    expect(refused.find((d) => d.eventId === `${room.id}:${m1.seq}`)!.lastError).toMatch(/cannot be opened: .* or for another endpoint/);
+    expect(rx2.requests.items).toEqual([]);
 
     // The same database on a server without the key: the secret cannot be opened, nothing is sent.
     await srv[Symbol.asyncDispose]();

@@ -91,7 +91,11 @@ export type DurableRoomEvent =
       mutedUntil: Date | null;
       by: string;
     }
-  | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; by: string }
+  /**
+   * The room's name, topic or metadata changed (`room.update`): all three as they are after the
+   * change. `metadata` is absent only on events recorded before room events carried it.
+   */
+  | { type: 'room.updated'; roomId: string; seq: number; name: string; topic: string | null; metadata?: JsonObject | null; by: string }
   /** The room became read-only (`room.archive`) / writable again (`room.unarchive`). */
   | { type: 'room.archived'; roomId: string; seq: number; by: string }
   | { type: 'room.unarchived'; roomId: string; seq: number; by: string }

@@ -42,6 +42,8 @@ export interface DirectoryRoomDto {
   kind: RoomKind;
   name: string;
   topic: string | null;
+  /** The room's metadata (null: none), as members see it: anyone of the tenant may join a public room. */
+  metadata: JsonObject | null;
   memberCount: number;
   /** Whether the caller is a member already. */
   member: boolean;

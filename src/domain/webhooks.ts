@@ -8,6 +8,7 @@ export const WEBHOOK_EVENT_TYPES = [
   'member.joined',
   'member.left',
   'room.created',
+  'room.updated',
   'room.archived',
   'file.ready',
   'meeting.started',

@@ -47,7 +47,8 @@ const zero = (): RekeyCounts => ({ seen: 0, resealed: 0, failed: 0 });
 /**
  * The re-encryption job after a key rotation (docs/SECURITY.md, "Rotating message keys"): seals
  * every body of an encrypted room, every earlier version of one, and every webhook secret with the
- * active key (the first of MESSAGE_KEYS), bound to its room and message. Rows sealed before the
+ * active key (the first of MESSAGE_KEYS), bound to its room and message (a secret: to its tenant
+ * and endpoint). Rows sealed before the
  * binding (`iv.tag.ciphertext`) are bound on the way. It walks each table once in primary key order,
  * one transaction per batch, with the batch's rows locked (an edit waits, and is never overwritten);
  * it can stop and run again at any time, and rows already current are left alone. A row it cannot
@@ -128,13 +129,13 @@ export class Rekeyer {
           if (this.secrets.current(row.secret)) continue;
           let plain: string;
           try {
-            plain = this.secrets.open(row.secret);
+            plain = this.secrets.open(row.secret, row);
           } catch (err) {
             counts.failed++;
             this.log.warn({ err, id: row.id }, 're-encryption: a webhook secret could not be opened, left as it is');
             continue;
           }
-          await setWebhookSecret(tx, row.id, this.secrets.seal(plain));
+          await setWebhookSecret(tx, row.id, this.secrets.seal(plain, row));
           counts.resealed++;
         }
         return page;

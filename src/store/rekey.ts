@@ -55,8 +55,8 @@ export async function resealEdit(tx: Tx, id: string, body: string, keyId: string
 }
 
 /** Webhook endpoints after `afterId` (their secret is sealed or plain), locked. */
-export function lockWebhookSecrets(tx: Tx, afterId: string | null, limit: number): Promise<{ id: string; secret: string }[]> {
-  let q = tx.db.selectFrom('webhook_endpoint').select(['id', 'secret']);
+export function lockWebhookSecrets(tx: Tx, afterId: string | null, limit: number): Promise<{ id: string; tenant: string; secret: string }[]> {
+  let q = tx.db.selectFrom('webhook_endpoint').select(['id', 'tenant', 'secret']);
   if (afterId) q = q.where('id', '>', afterId);
   return q.orderBy('id').limit(limit).forUpdate().execute();
 }

@@ -136,9 +136,9 @@ export const isRoomKeyTaken = (err: unknown) => violatesUnique(err, 'room_tenant
 /** The insert failed because the pair's direct room exists already (created concurrently). */
 export const isDirectRoomTaken = (err: unknown) => violatesUnique(err, 'room_tenant_direct_key_unique');
 
-/** The room's name and topic, its row locked until the transaction ends (none: no such room). */
-export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; topic: string | null } | undefined> {
-  return tx.db.selectFrom('room').select(['name', 'topic']).where('id', '=', roomId).forUpdate().executeTakeFirst();
+/** The room's name, topic and metadata, its row locked until the transaction ends (none: no such room). */
+export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; topic: string | null; metadata: JsonObject | null } | undefined> {
+  return tx.db.selectFrom('room').select(['name', 'topic', 'metadata']).where('id', '=', roomId).forUpdate().executeTakeFirst();
 }
 
 /** Sets the room's name and topic. */
@@ -261,6 +261,7 @@ export function directoryRows(db: Db, tenant: string, userId: string, query: str
       'r.kind',
       'r.name',
       'r.topic',
+      'r.metadata',
       'r.created_at',
       memberCount(eb).as('member_count'),
       eb.exists(eb.selectFrom('membership as y').select('y.user_id').whereRef('y.room_id', '=', 'r.id').where('y.user_id', '=', userId)).as('member'),

@@ -208,10 +208,15 @@ export class Tx {
     return full;
   }
 
-  /** Writes a new message with the room's next seq and its `message.new` event (published after commit). */
-  async appendMessage(m: NewMessageRow): Promise<MessageDto> {
+  /**
+   * Writes a new message with the room's next seq and its `message.new` event (published after
+   * commit). An archived room (read under the room's lock) takes none, except with `evenIfArchived`:
+   * the server's notice of a change an archived room still takes (members added, removed, banned or
+   * leaving, a rename, a meeting's start or end; src/services/system-message.ts).
+   */
+  async appendMessage(m: NewMessageRow, opts: { evenIfArchived?: boolean } = {}): Promise<MessageDto> {
     const { seq, archived } = await this.nextSeq(m.roomId);
-    if (archived) throw roomArchived();
+    if (archived && !opts.evenIfArchived) throw roomArchived();
     await this.record(m.roomId, seq, 'message.new', m.id, {});
     const row = await this.db
       .insertInto('message')

@@ -218,7 +218,7 @@ export async function claimDue(db: Db, limit: number, leaseMs: number): Promise<
 
 /** The endpoint as a delivery needs it (undefined: deleted meanwhile). */
 export function endpointForDelivery(db: Db, id: string) {
-  return db.selectFrom('webhook_endpoint').select(['id', 'url', 'secret', 'enabled']).where('id', '=', id).executeTakeFirst();
+  return db.selectFrom('webhook_endpoint').select(['id', 'tenant', 'url', 'secret', 'enabled']).where('id', '=', id).executeTakeFirst();
 }
 
 export async function markDelivered(db: Db, row: { id: number; endpointId: string; statusCode: number }): Promise<void> {

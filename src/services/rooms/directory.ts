@@ -3,7 +3,7 @@ import type { Actor } from '../../domain/actor.js';
 import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
 import { bannedAmong } from '../../store/members.js';
-import { directoryRows, joinableRoom } from '../../store/rooms.js';
+import { archivedAt, directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import { roomArchived } from '../../domain/errors.js';
 import type { RateLimits } from '../limits.js';
@@ -31,6 +31,7 @@ export class RoomDirectory {
       kind: r.kind as DirectoryRoomDto['kind'],
       name: r.name,
       topic: r.topic,
+      metadata: r.metadata,
       memberCount: r.member_count,
       member: Boolean(r.member),
       createdAt: r.created_at,
@@ -50,6 +51,9 @@ export class RoomDirectory {
       if ((await bannedAmong(tx, roomId, [actor.id])).length) throw forbidden('you are banned from this room');
       if (room.archived_at) throw roomArchived();
       if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
+        // Read again now that the join's seq holds the room's row: an archive that committed after
+        // the check above refuses the join too (nothing of it is written).
+        if (await archivedAt(tx.db, roomId)) throw roomArchived();
         await systemMessage(tx, actor, roomId, `${actor.name} joined`);
       }
     });

@@ -1,5 +1,6 @@
 import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, conflict } from '../../domain/errors.js';
 import type { JsonObject } from '../../domain/events.js';
@@ -113,7 +114,21 @@ export class RoomLifecycle {
         visibility: input.visibility ?? 'private',
       });
       const { kind, name } = input;
-      await tx.webhookEvent({ tenant: actor.tenant, roomId: id, type: 'room.created', data: { roomId: id, kind, name, topic: input.topic ?? null, key: input.key ?? null, createdBy: actor.id } });
+      await tx.webhookEvent({
+        tenant: actor.tenant,
+        roomId: id,
+        type: 'room.created',
+        data: {
+          roomId: id,
+          kind,
+          name,
+          topic: input.topic ?? null,
+          key: input.key ?? null,
+          metadata: input.metadata ?? null,
+          visibility: input.visibility ?? 'private',
+          createdBy: actor.id,
+        },
+      });
       await joinMember(tx, actor, id, actor.id, 'owner', null);
       for (const m of others) await joinMember(tx, actor, id, m, 'member', { name: input.name, kind: input.kind });
     });
@@ -143,7 +158,21 @@ export class RoomLifecycle {
             metadata: null,
             createdBy: actor.id,
           });
-          await tx.webhookEvent({ tenant: actor.tenant, roomId: newId, type: 'room.created', data: { roomId: newId, kind: 'direct', name: pair.join(', '), topic: null, key: null, createdBy: actor.id } });
+          await tx.webhookEvent({
+            tenant: actor.tenant,
+            roomId: newId,
+            type: 'room.created',
+            data: {
+              roomId: newId,
+              kind: 'direct',
+              name: pair.join(', '),
+              topic: null,
+              key: null,
+              metadata: null,
+              visibility: 'private',
+              createdBy: actor.id,
+            },
+          });
           for (const u of pair) await joinMember(tx, actor, newId, u, 'member', null);
           await tx.appendInbox(actor.tenant, userId, { type: 'direct.created', roomId: newId, userId: actor.id });
         });
@@ -180,9 +209,12 @@ export class RoomLifecycle {
       if (input.visibility !== undefined) await setVisibility(tx, roomId, input.visibility);
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
-      if (name === before.name && topic === before.topic) return;
-      await setRoomNaming(tx, roomId, { name, topic });
-      await tx.append({ type: 'room.updated', roomId, name, topic, by: actor.id });
+      const metadata = input.metadata === undefined ? before.metadata : input.metadata;
+      const renamed = name !== before.name || topic !== before.topic;
+      // Read back from jsonb, the stored metadata has its own key order: compared by value.
+      if (!renamed && isDeepStrictEqual(metadata, before.metadata)) return;
+      if (renamed) await setRoomNaming(tx, roomId, { name, topic });
+      await tx.append({ type: 'room.updated', roomId, name, topic, metadata, by: actor.id });
       if (name !== before.name) await systemMessage(tx, actor, roomId, `${actor.name} renamed the room to "${name}"`);
     });
     return this.reads.get(actor, roomId);

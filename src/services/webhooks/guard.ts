@@ -25,8 +25,11 @@ for (const [net, bits] of [
   blocked.addSubnet(net, bits, 'ipv4');
 }
 for (const [net, bits] of [
-  ['::', 128], // unspecified
+  ['::', 96], // unspecified, and IPv4-compatible addresses (::a.b.c.d, deprecated)
   ['::1', 128],
+  ['::ffff:0:0:0', 96], // IPv4-translated (SIIT): an IPv4 address in another form
+  ['100::', 64], // discard-only
+  ['2001:db8::', 32], // documentation
   ['fc00::', 7], // unique local
   ['fe80::', 10], // link-local
   ['ff00::', 8], // multicast

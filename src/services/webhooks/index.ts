@@ -74,13 +74,14 @@ export class WebhookService {
       if ((await countEndpoints(tx.db, tenant)) >= MAX_WEBHOOKS_PER_TENANT) {
         throw new AppError('PRECONDITION_FAILED', `a tenant has at most ${MAX_WEBHOOKS_PER_TENANT} webhooks: delete one first`);
       }
+      const id = randomUUID();
       const inserted = await insertEndpoint(tx.db, {
-        id: randomUUID(),
+        id,
         tenant,
         url: input.url,
         events: [...new Set(input.events)],
         description: input.description ?? null,
-        secret: this.secrets.seal(secret),
+        secret: this.secrets.seal(secret, { tenant, id }),
       });
       await this.audit(tx, actor, 'webhook.create', inserted.id, { url: input.url, events: inserted.events });
       return inserted;
@@ -128,7 +129,7 @@ export class WebhookService {
     const secret = newSecret();
     const tenant = this.manager(actor);
     await this.store.transact(async (tx) => {
-      if (!(await setEndpointSecret(tx.db, tenant, id, this.secrets.seal(secret)))) throw notFound('webhook');
+      if (!(await setEndpointSecret(tx.db, tenant, id, this.secrets.seal(secret, { tenant, id })))) throw notFound('webhook');
       await this.audit(tx, actor, 'webhook.rotate_secret', id);
     });
     return { id, secret };

@@ -2,18 +2,29 @@ import type { Keyring } from '../keyring.js';
 
 const SEALED = 'sealed:';
 
+/** The endpoint a secret belongs to: its sealed form opens for this endpoint only. */
+export interface SecretOwner {
+  tenant: string;
+  id: string;
+}
+
+/** What a sealed secret is bound to (AES-GCM associated data): its tenant and endpoint. */
+const boundTo = (owner: SecretOwner) => `webhook:${owner.tenant}:${owner.id}`;
+
 /**
  * Webhook secrets at rest. With MESSAGE_KEYS configured a secret is stored sealed with the first key
- * (`sealed:<kid>:<iv.tag.ciphertext>`, AES-256-GCM, src/services/keyring.ts), so reading the database
- * is not enough to forge a signature; without keys it is stored as given. Secrets stored before keys
- * were configured stay readable (and are sealed at their next rotation).
+ * (`sealed:<kid>:v2.<iv.tag.ciphertext>`, AES-256-GCM, src/services/keyring.ts) and bound to its
+ * tenant and endpoint, so reading the database is not enough to forge a signature, and a sealed
+ * secret copied onto another endpoint's row does not open there; without keys it is stored as
+ * given. Secrets stored before keys were configured (or sealed before the binding) stay readable,
+ * and are sealed anew at their next rotation or by the re-encryption job.
  */
 export class SecretBox {
   constructor(private readonly keyring: Keyring) {}
 
-  seal(secret: string): string {
+  seal(secret: string, owner: SecretOwner): string {
     if (!this.keyring.enabled) return secret;
-    const { keyId, text } = this.keyring.encrypt(secret);
+    const { keyId, text } = this.keyring.encrypt(secret, boundTo(owner));
     return `${SEALED}${keyId}:${text}`;
   }
 
@@ -24,16 +35,18 @@ export class SecretBox {
     return rest.slice(0, rest.indexOf(':'));
   }
 
-  /** True when a stored secret is sealed with the active key (or keys are off and it is plain). */
+  /** True when a stored secret is sealed as `seal` seals now: with the active key and bound (or keys are off and it is plain). */
   current(stored: string): boolean {
-    return this.keyIdOf(stored) === this.keyring.activeId;
+    const keyId = this.keyIdOf(stored);
+    if (keyId === null) return this.keyring.activeId === null;
+    return this.keyring.isCurrent(keyId, stored.slice(SEALED.length + keyId.length + 1));
   }
 
-  /** The secret as given; throws when its key is no longer configured. */
-  open(stored: string): string {
+  /** The secret as given; throws when its key is no longer configured or it was sealed for another endpoint. */
+  open(stored: string, owner: SecretOwner): string {
     if (!stored.startsWith(SEALED)) return stored;
     const rest = stored.slice(SEALED.length);
     const i = rest.indexOf(':');
-    return this.keyring.decrypt(rest.slice(0, i), rest.slice(i + 1));
+    return this.keyring.decrypt(rest.slice(0, i), rest.slice(i + 1), boundTo(owner));
   }
 }

@@ -1,5 +1,5 @@
 import { PollingLoop } from '../polling.js';
-import type { SecretBox } from './secrets.js';
+import type { SecretBox, SecretOwner } from './secrets.js';
 import type { WebhookConfig } from '../../config.js';
 import type { WebhookPayload } from '../../domain/webhooks.js';
 import type { Logger } from '../../logger.js';
@@ -90,9 +90,9 @@ export class WebhookWorker {
     }
   }
 
-  private openSecret(stored: string): string | null {
+  private openSecret(stored: string, owner: SecretOwner): string | null {
     try {
-      return this.secrets.open(stored);
+      return this.secrets.open(stored, owner);
     } catch (err) {
       this.log.warn({ err }, 'cannot open a webhook secret');
       return null;
@@ -110,10 +110,14 @@ export class WebhookWorker {
     } else {
       const payload: WebhookPayload = { type: row.event_type, timestamp: row.created_at.toISOString(), tenant: row.tenant, data };
       const body = JSON.stringify(payload);
-      const secret = this.openSecret(endpoint.secret);
+      const secret = this.openSecret(endpoint.secret, endpoint);
       result =
         secret === null
-          ? { ok: false, statusCode: null, error: "the endpoint's secret is sealed with a key that is not in MESSAGE_KEYS: rotate it" }
+          ? {
+              ok: false,
+              statusCode: null,
+              error: "the endpoint's secret cannot be opened: sealed with a key that is not in MESSAGE_KEYS, or for another endpoint: rotate it",
+            }
           : await postWebhook(endpoint.url, signedHeaders(secret, row.event_id, body, new Date()), body, {
               timeoutMs: this.config.timeoutMs,
               allowPrivate: this.config.allowPrivateUrls,
