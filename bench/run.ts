@@ -100,6 +100,9 @@ if (PROFILE) {
   C.sends = { senders: [64], phaseMs: 8000 };
   C.bigroom = { sizes: [2000] };
 }
+/** `--profile --profile-rate 50`: the fan-out profile covers a phase at that fixed rate instead of the maximum. */
+const PROFILE_RATE = PROFILE && opt('profile-rate') ? Number(opt('profile-rate')) : null;
+if (PROFILE_RATE !== null) C.fanout = { ...C.fanout, rates: [PROFILE_RATE], phaseMs: 15_000 };
 
 const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : SCENARIOS)) as ScenarioName[];
 const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : null)) as SystemName[] | null;
@@ -427,7 +430,8 @@ async function fanout(sys: SystemName) {
       durationMs: cfg.phaseMs,
       subsInRoom: () => cfg.subs,
     });
-    return { ...max, subscribers: cfg.subs, window: cfg.window, connectMs: opened.elapsedMs, settleMs, rates, profileWindowUs: max.windowUs };
+    const profileWindowUs = PROFILE_RATE !== null ? rates[String(PROFILE_RATE)]!.windowUs : max.windowUs;
+    return { ...max, subscribers: cfg.subs, window: cfg.window, connectMs: opened.elapsedMs, settleMs, rates, profileWindowUs };
   });
 }
 

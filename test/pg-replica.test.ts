@@ -46,13 +46,19 @@ describe('PostgreSQL read replica (a streaming standby of a private primary)', (
 
   const counters = () => srv.app.services.deps.counters;
   const readyz = (s: TestServer) => getJson<Health>(`${s.url}/readyz`);
-  /** Resolves once the standby has replayed everything the primary has written so far. */
+  /**
+   * Resolves once the standby has replayed everything the primary has written so far, and both
+   * servers' read routing has checked it since (a check runs every second: a server that last
+   * looked while the standby was still replaying the set-up's writes would count it as lagging
+   * until its next check).
+   */
   async function caughtUp(): Promise<void> {
     const lsn = (await primary.sql<{ lsn: string }>('chat', 'select pg_current_wal_lsn()::text as lsn'))[0]!.lsn;
     await waitFor(
       async () => (await standby.sql<{ ok: boolean }>('chat', 'select pg_last_wal_replay_lsn() >= $1::pg_lsn as ok', [lsn]))[0]?.ok,
       'the standby to replay the primary',
     );
+    await Promise.all([srv, tight].map((s) => s.app.services.reads.check()));
   }
 
   it('reads go to the replica once it has the room; a send is in the very next read of its sender and of others', async () => {
