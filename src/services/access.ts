@@ -5,6 +5,7 @@ import { FOREVER, type RoomAccess } from '../domain/rooms.js';
 import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
+import { SendBatcher } from './send-batcher.js';
 
 /**
  * What the caller wants to do: `read` (history, search, subscriptions) or `send` (post, edit,
@@ -96,11 +97,20 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
  * checked by `requireTenant`, from the same permission table (src/domain/permissions.ts).
  */
 export class AccessService {
-  constructor(private readonly store: Store) {}
+  /**
+   * Checks outside a transaction, grouped: one query for every check waiting while another runs
+   * (a reconnect wave of a big room's members opening their streams at once, say). A check that
+   * finds nothing running goes at once, so a lone one waits for nobody (src/services/send-batcher.ts).
+   */
+  private readonly grouped: SendBatcher<AccessRequest, RoomAccess | AppError>;
+
+  constructor(private readonly store: Store) {
+    this.grouped = new SendBatcher((requests) => this.checkAccess(requests));
+  }
 
   /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
   async requireAccess(actor: Actor, roomId: string, purpose: AccessRequest['purpose'], em?: Em): Promise<RoomAccess> {
-    const [access] = await this.checkAccess([{ actor, roomId, purpose }], em);
+    const access = em ? (await this.checkAccess([{ actor, roomId, purpose }], em))[0] : await this.grouped.submit({ actor, roomId, purpose });
     if (access instanceof AppError) throw access;
     return access!;
   }

@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { MessageRow } from '../store/message-row.js';
 import { unreadCountsOfMembers } from '../store/receipts.js';
-import { messageRowsByIds, roomHeads } from '../store/rooms.js';
+import { messageRowsByIds, roomHeads, roomTenant } from '../store/rooms.js';
 import type { Store } from '../store/store.js';
 import type { MessageMapper } from './message-dto.js';
 import type { EventPublisher } from './publisher.js';
@@ -62,6 +62,8 @@ export class ActivityFeed {
   private readonly listeners = new Map<string, number>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** Rooms' tenants (they never change), for `room.changed` to one member. */
+  private readonly tenants = new Map<string, string>();
 
   constructor(
     private readonly store: Store,
@@ -215,10 +217,21 @@ export class ActivityFeed {
     if (head) await this.tell(head.tenant, head.members, roomId, change);
   }
 
-  /** `room.changed` to the member who joined or left. */
+  /**
+   * `room.changed` to the member who joined or left. Only the room's tenant is needed (never its
+   * member list: adding the 2,000 members of a big room would read 2,000 lists of 2,000); a room's
+   * tenant never changes, so it is kept.
+   */
   private async toMember(roomId: string, userId: string, change: 'joined' | 'left'): Promise<void> {
-    const [head] = await roomHeads(this.store.db(), [roomId]);
-    if (head) await this.tell(head.tenant, [userId], roomId, change);
+    let tenant = this.tenants.get(roomId);
+    if (tenant === undefined) {
+      const found = await roomTenant(this.store.db(), roomId);
+      if (found === null) return;
+      if (this.tenants.size >= 10_000) this.tenants.clear();
+      this.tenants.set(roomId, found);
+      tenant = found;
+    }
+    await this.tell(tenant, [userId], roomId, change);
   }
 
   private async tell(tenant: string, userIds: readonly string[], roomId: string, change: RoomChange): Promise<void> {

@@ -297,6 +297,12 @@ export interface RoomHead {
 }
 
 /** The heads of the rooms that still exist, in one query whatever their number. */
+/** The tenant of a room (null: no such room). */
+export async function roomTenant(db: Db, roomId: string): Promise<string | null> {
+  const row = await db.selectFrom('room').select('tenant').where('id', '=', roomId).executeTakeFirst();
+  return row?.tenant ?? null;
+}
+
 export function roomHeads(db: Db, roomIds: readonly string[]): Promise<RoomHead[]> {
   if (roomIds.length === 0) return Promise.resolve([]);
   return db

@@ -7,10 +7,26 @@ import { now } from './tx.js';
  * token without e-mail keeps the last known one. An erased user (`admin.eraseUser`) keeps the name
  * "deleted user" and no roles.
  */
-export async function upsertUser(db: Db, user: { tenant: string; id: string; name: string; roles: string[]; email?: string | undefined }): Promise<void> {
+export interface UserClaims {
+  tenant: string;
+  id: string;
+  name: string;
+  roles: string[];
+  email?: string | undefined;
+}
+
+/**
+ * Several users in one statement (the latest claims per user win; rows in key order, so two
+ * statements of different nodes never wait on each other in a cycle).
+ */
+export async function upsertUsers(db: Db, users: readonly UserClaims[]): Promise<void> {
+  const latest = new Map<string, UserClaims>();
+  for (const u of users) latest.set(`${u.tenant}\u0000${u.id}`, u);
+  const rows = [...latest.values()].sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  if (rows.length === 0) return;
   await db
     .insertInto('chat_user')
-    .values({ tenant: user.tenant, id: user.id, name: user.name, roles: user.roles, email: user.email ?? null, created_at: now(), last_seen_at: now() })
+    .values(rows.map((user) => ({ tenant: user.tenant, id: user.id, name: user.name, roles: user.roles, email: user.email ?? null, created_at: now(), last_seen_at: now() })))
     .onConflict((oc) =>
       oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({
         name: sql<string>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.name')} else ${eb.ref('chat_user.name')} end`,
