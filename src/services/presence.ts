@@ -7,7 +7,8 @@ import type { Logger } from '../logger.js';
 import type { RateLimits } from './limits.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
-import { presenceRoomsOfUser, sharingRoomWith } from '../store/members.js';
+import { presenceRoomsOfUsers, sharingRoomWith } from '../store/members.js';
+import { SendBatcher } from './send-batcher.js';
 import type { Store } from '../store/store.js';
 
 export const PRESENCE_TTL_MS = 60_000;
@@ -20,6 +21,14 @@ export const PRESENCE_TTL_MS = 60_000;
 export class PresenceService {
   private readonly local = new Map<string, PresenceConn>();
   private readonly timers: NodeJS.Timeout[] = [];
+  /**
+   * Each user's presence broadcasts, one after the other (an `offline` never overtakes the
+   * `online` before it), off the connect's path: a connection is admitted once it is registered,
+   * not once its members were told.
+   */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** The small rooms of users coming online or going offline together, read in one query. */
+  private readonly roomsOf: SendBatcher<PresenceKey, string[]>;
 
   constructor(
     private readonly log: Logger,
@@ -37,6 +46,25 @@ export class PresenceService {
     beat.unref();
     sweep.unref();
     this.timers.push(beat, sweep);
+    this.roomsOf = new SendBatcher(async (keys) => {
+      const tenants = [...new Set(keys.map((k) => k.tenant))];
+      const found = await Promise.all(tenants.map((t) => presenceRoomsOfUsers(this.data.db(), t, keys.filter((k) => k.tenant === t).map((k) => k.userId), this.roomMaxMembers)));
+      const byTenant = new Map(tenants.map((t, i) => [t, found[i]!]));
+      return keys.map((k) => byTenant.get(k.tenant)?.get(k.userId) ?? []);
+    });
+  }
+
+  /** Runs a broadcast of the user's after the ones already queued for them; never rejects. */
+  private queueBroadcast(k: PresenceKey, job: () => Promise<void>): Promise<void> {
+    const key = keyOf(k.tenant, k.userId);
+    const next: Promise<void> = (this.chains.get(key) ?? Promise.resolve())
+      .then(job)
+      .catch(this.warn)
+      .finally(() => {
+        if (this.chains.get(key) === next) this.chains.delete(key);
+      });
+    this.chains.set(key, next);
+    return next;
   }
 
   private warn = (err: unknown) => this.log.warn({ err }, 'presence store error');
@@ -44,10 +72,15 @@ export class PresenceService {
   async connected(actor: Actor, connId: string): Promise<void> {
     const c = { tenant: actor.tenant, userId: actor.id, connId };
     this.local.set(connId, c);
-    if (await this.store.connect(c)) {
-      const [state] = await this.store.get(actor.tenant, [actor.id]);
+    if (await this.store.connect(c)) this.queueOnline(c);
+  }
+
+  /** `online` (or the status the user set) to the user's small rooms, queued. */
+  private queueOnline(c: PresenceKey): void {
+    void this.queueBroadcast(c, async () => {
+      const [state] = await this.store.get(c.tenant, [c.userId]);
       await this.broadcast(c, state?.status ?? 'online', null);
-    }
+    });
   }
 
   /**
@@ -59,10 +92,7 @@ export class PresenceService {
     const r = await this.store.admit(c, max);
     if (r === 'full') return false;
     this.local.set(connId, c);
-    if (r === 'first') {
-      const [state] = await this.store.get(actor.tenant, [actor.id]);
-      await this.broadcast(c, state?.status ?? 'online', null);
-    }
+    if (r === 'first') this.queueOnline(c);
     return true;
   }
 
@@ -70,7 +100,10 @@ export class PresenceService {
     const c = this.local.get(connId);
     if (!c) return;
     this.local.delete(connId);
-    if (await this.store.disconnect(c)) await this.broadcast(c, 'offline', new Date());
+    if (await this.store.disconnect(c)) {
+      const at = new Date();
+      void this.queueBroadcast(c, () => this.broadcast(c, 'offline', at));
+    }
   }
 
   async set(actor: Actor, status: Exclude<PresenceStatus, 'offline'>) {
@@ -83,7 +116,8 @@ export class PresenceService {
       this.warn(err);
       throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');
     }
-    if (state && state.status !== 'offline') await this.broadcast({ tenant: actor.tenant, userId: actor.id }, state.status, null);
+    const set = state;
+    if (set && set.status !== 'offline') await this.queueBroadcast({ tenant: actor.tenant, userId: actor.id }, () => this.broadcast({ tenant: actor.tenant, userId: actor.id }, set.status, null));
     return state!;
   }
 
@@ -123,7 +157,7 @@ export class PresenceService {
    */
   private async broadcast(k: PresenceKey, status: PresenceStatus, lastSeenAt: Date | null): Promise<void> {
     try {
-      const rooms = await presenceRoomsOfUser(this.data.db(), k.tenant, k.userId, this.roomMaxMembers);
+      const rooms = this.roomMaxMembers > 0 ? await this.roomsOf.submit({ tenant: k.tenant, userId: k.userId }) : [];
       await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt })));
     } catch (err) {
       this.warn(err);
@@ -133,6 +167,7 @@ export class PresenceService {
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     await Promise.allSettled([...this.local.keys()].map((id) => this.disconnected(id)));
+    await Promise.allSettled([...this.chains.values()]);
     await this.store.close();
   }
 }

@@ -120,19 +120,19 @@ export async function updateMember(
   return { role, mutedUntil, changed };
 }
 
-/** The rooms of a user in a tenant (where a presence change goes). */
 /**
- * The user's rooms of at most `maxMembers` members (the rooms that get the user's presence events).
- * Each room's count stops at `maxMembers + 1` rows, so a user of a room of 20,000 costs as little as
- * one of a room of 201.
+ * The rooms of at most `maxMembers` members of several users of one tenant, in one query: the rooms
+ * that get their presence events. Each room's count stops at `maxMembers + 1` rows, so a user of a
+ * room of 20,000 costs as little as one of a room of 201.
  */
-export async function presenceRoomsOfUser(db: Db, tenant: string, userId: string, maxMembers: number): Promise<string[]> {
-  if (maxMembers <= 0) return [];
+export async function presenceRoomsOfUsers(db: Db, tenant: string, userIds: readonly string[], maxMembers: number): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  if (maxMembers <= 0 || userIds.length === 0) return out;
   const rows = await db
     .selectFrom('membership as mb')
     .innerJoin('room as r', 'r.id', 'mb.room_id')
-    .select('mb.room_id')
-    .where('mb.user_id', '=', userId)
+    .select(['mb.user_id', 'mb.room_id'])
+    .where('mb.user_id', 'in', [...new Set(userIds)])
     .where('r.tenant', '=', tenant)
     .where((eb) =>
       eb.not(
@@ -147,7 +147,12 @@ export async function presenceRoomsOfUser(db: Db, tenant: string, userId: string
       ),
     )
     .execute();
-  return rows.map((r) => r.room_id);
+  for (const r of rows) {
+    const list = out.get(r.user_id);
+    if (list) list.push(r.room_id);
+    else out.set(r.user_id, [r.room_id]);
+  }
+  return out;
 }
 
 /** Those of `userIds` banned from the room. */
