@@ -69,7 +69,7 @@ const FULL = {
   // 19,000, not 20,000: a process may open at most 20,000 files on this machine (ulimit -Hn).
   bigroom: { sizes: [5000, 19_000] },
   storm: { subs: 2000, rooms: 20, rate: 50, beforeMs: 3000, afterMs: 15_000 },
-  scaleout: { subs: 1000, phaseMs: 8000, window: 16, nodes: [1, 2, 3] },
+  scaleout: { subs: 1000, phaseMs: 8000, window: 16, nodes: [1, 2, 3], rooms: 1000 },
   drainMs: 20_000,
   /** A drain gives up when no new delivery came for this long (lost messages never come). */
   stallMs: 3000,
@@ -85,7 +85,7 @@ const QUICK_SIZES: typeof FULL = {
   idle: { conns: 1000, perRoom: 10 },
   bigroom: { sizes: [2000] },
   storm: { subs: 300, rooms: 3, rate: 30, beforeMs: 800, afterMs: 2000 },
-  scaleout: { subs: 200, phaseMs: 1000, window: 16, nodes: [1, 2, 3] },
+  scaleout: { subs: 200, phaseMs: 1000, window: 16, nodes: [1, 2, 3], rooms: 200 },
   drainMs: 8000,
   stallMs: 1000,
   warmupMs: 300,
@@ -781,8 +781,40 @@ async function scaleout(sys: SystemName) {
     const speedups = Object.fromEntries(
       Object.entries(byNodes).map(([n, r]) => [n, base && r.deliveriesPerSec ? round(r.deliveriesPerSec / base, 2) : null]),
     );
+
+    // Many small rooms across the nodes: direct rooms whose two members sit on different nodes (with
+    // more than one), one sender each with one message in flight (closed loop): sends/s and
+    // deliveries/s at the capped nodes' limit.
+    const dms = await mapLimit(range(cfg.rooms), 16, (r) => p.direct(`so-dm${r}a`, `so-dm${r}b`));
+    const roomsByNodes: Record<string, PhaseResult> = {};
+    for (const n of cfg.nodes) {
+      const nodes = servers.slice(0, n);
+      const perNode: ConnSpec[][] = nodes.map(() => []);
+      dms.forEach((room, r) => {
+        perNode[r % n]!.push({ user: `so-dm${r}a`, token: p.token(`so-dm${r}a`), subs: [room], sends: [room] });
+        perNode[(r + 1) % n]!.push({ user: `so-dm${r}b`, token: p.token(`so-dm${r}b`), subs: [room], sends: [] });
+      });
+      for (const [k, s] of nodes.entries()) await openSubs(sys, [s.url], split(perNode[k] ?? [], subWorkers.length));
+      await settle(nodes.map((s) => s.proc.pid));
+      const roomsPhase = (durationMs: number) =>
+        runPhase({ servers: nodes, mode: { mode: 'closed' }, senders: subWorkers, durationMs, subsInRoom: () => 2 });
+      await roomsPhase(C.warmupMs);
+      roomsByNodes[String(n)] = await roomsPhase(cfg.phaseMs);
+      await closeAll();
+    }
+    const roomsBase = roomsByNodes['1']?.ackedPerSec ?? null;
+    const roomsSpeedups = Object.fromEntries(
+      Object.entries(roomsByNodes).map(([n, r]) => [n, roomsBase && r.ackedPerSec ? round(r.ackedPerSec / roomsBase, 2) : null]),
+    );
+    const rooms = Object.fromEntries(
+      Object.entries(roomsByNodes).map(([n, r]) => [
+        n,
+        { sendsPerSec: r.ackedPerSec, deliveriesPerSec: r.deliveriesPerSec, ackP99Ms: r.ackP99Ms, cpuUsPerSend: r.acked > 0 ? round((r.serverCpuMs * 1000) / r.acked, 1) : null, lost: r.lost, duplicated: r.duplicated },
+      ]),
+    );
+
     const last = byNodes[String(cfg.nodes.at(-1))]!;
-    return { ...last, speedup: speedups['2'] ?? null, speedups, cpuQuota: quota, byNodes, subscribers: cfg.subs };
+    return { ...last, speedup: speedups['2'] ?? null, speedups, cpuQuota: quota, byNodes, subscribers: cfg.subs, rooms, roomsSpeedups, smallRooms: cfg.rooms };
   } finally {
     await closeAll();
     await Promise.all(servers.map((s) => s.proc.stop('SIGTERM', 10_000)));
