@@ -29,6 +29,9 @@ type RoomChange = InboxRoomChanged['change'];
 /** Rooms whose activity is sent by one batch (a few queries whatever their number). */
 export const ACTIVITY_BATCH = 200;
 
+/** How long a batch waits for more rooms after its first (the first activity of a quiet room is this late). */
+export const ACTIVITY_BATCH_MS = 20;
+
 /** A room with activity in progress: queued, being sent, or waiting out its window (`dirty`: more happened since). */
 interface RoomState {
   dirty: boolean;
@@ -119,12 +122,16 @@ export class ActivityFeed {
     this.enqueue(roomId);
   }
 
-  /** Queues the room for the next batch; a batch starts on the next turn of the event loop (the rooms of one grouped send go together). */
+  /**
+   * Queues the room for the next batch. A batch starts `ACTIVITY_BATCH_MS` after its first room, so
+   * the rooms of the sends of those milliseconds go together: at 500 lone messages a second over a
+   * thousand rooms, one query and one bus round trip serve about ten rooms instead of one each.
+   */
   private enqueue(roomId: string): void {
     this.ready.add(roomId);
     if (this.draining) return;
     this.draining = true;
-    setImmediate(() =>
+    setTimeout(() =>
       this.run(async () => {
         try {
           while (this.ready.size > 0 && !this.closed) {
@@ -145,7 +152,7 @@ export class ActivityFeed {
           this.draining = false;
         }
       }),
-    );
+    ACTIVITY_BATCH_MS).unref();
   }
 
   /** The room's window after its activity went out; what happened meanwhile goes out after it. */
