@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import { clientFor, codeOf, fileCluster, recordInbox, Scope, uuid, within, type InboxRecorder } from './fixture.js';
+import { clientFor, codeOf, fileCluster, recordInbox, Scope, tokenFor, uuid, within, type InboxRecorder } from './fixture.js';
 
 /** Two nodes on one database and one Redis prefix. */
 const cl = fileCluster('inbox');
@@ -96,6 +96,20 @@ describe('inbox.events over wsLink', () => {
     });
     const denied = await oc.trpc.inbox.notify.mutate({ userId: me, kind: 'spam', title: 'spam' }).catch((e: unknown) => e);
     expect(codeOf(denied)).toBe('FORBIDDEN');
+    // Keys the wire format refuses to serialize never reach an inbox (stored, every replay of it would fail).
+    // (Raw JSON over HTTP: superjson in the typed client refuses to send them at all.)
+    for (const [data, message] of [
+      ['{"constructor":1}', 'data must not have a constructor key'],
+      ['{"order":{"lines":[{"prototype":"x"}]}}', 'data.order.lines[0] must not have a prototype key'],
+    ] as const) {
+      const res = await fetch(`${cl.a.url}/trpc/inbox.notify`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenFor(svc, { roles: ['service'] })}`, 'content-type': 'application/json' },
+        body: `{"json":{"userId":"${me}","kind":"k","title":"t","data":${data}}}`,
+      });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { json: { message: string } } }).error.json.message).toContain(message);
+    }
 
     // Barriers on every inbox, then the exact contents.
     const meBarrier = await barrier(service, meRec, me);

@@ -79,7 +79,29 @@ export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-
 /** Free-form JSON data attached to notifications, bounded in size. */
 export const SmallJson = z
   .record(z.string().max(64), z.unknown())
-  .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON');
+  .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON')
+  .superRefine((v, ctx) => {
+    const problem = reservedKeyIn(v, 'data', 0);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+/** The first reserved key (RESERVED_KEYS) anywhere in a JSON value, as a message; null when none. */
+function reservedKeyIn(v: unknown, path: string, depth: number): string | null {
+  if (v === null || typeof v !== 'object' || depth > 64) return null;
+  if (Array.isArray(v)) {
+    for (const [i, x] of v.entries()) {
+      const problem = reservedKeyIn(x, `${path}[${i}]`, depth + 1);
+      if (problem) return problem;
+    }
+    return null;
+  }
+  for (const key of RESERVED_KEYS) if (Object.hasOwn(v, key)) return `${path} must not have a ${key} key`;
+  for (const [k, x] of Object.entries(v)) {
+    const problem = reservedKeyIn(x, `${path}.${k}`, depth + 1);
+    if (problem) return problem;
+  }
+  return null;
+}
 
 /** Video meetings (issue 4). */
 export const MeetingId = z.uuid({ error: 'meetingId must be a UUID' });
@@ -114,6 +136,13 @@ export const MAX_METADATA_DEPTH = 8;
 const isPlainObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v) && [Object.prototype, null].includes(Object.getPrototypeOf(v));
 
+/**
+ * Object keys refused in free-form JSON: `__proto__` (prototype pollution), and `constructor` and
+ * `prototype`, which superjson (the wire format) refuses to serialize: a stored value with one of
+ * them would fail every later read of it (a message's history, its events) for every reader.
+ */
+const RESERVED_KEYS = ['__proto__', 'constructor', 'prototype'] as const;
+
 /** Why `v` (at `path`, `depth` levels down) is not a plain JSON value, or null when it is. */
 function jsonProblem(v: unknown, path: string, depth: number): string | null {
   if (depth > MAX_METADATA_DEPTH) return `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels (at ${path})`;
@@ -125,7 +154,7 @@ function jsonProblem(v: unknown, path: string, depth: number): string | null {
       ? Object.keys(v).map((k) => [`${path}.${k}`, v[k]])
       : null;
   if (items === null) return `${path} is not a JSON value (${typeof v === 'object' ? 'a non-plain object' : typeof v})`;
-  if (isPlainObject(v) && Object.hasOwn(v, '__proto__')) return `${path} must not have a __proto__ key`;
+  if (isPlainObject(v)) for (const key of RESERVED_KEYS) if (Object.hasOwn(v, key)) return `${path} must not have a ${key} key`;
   for (const [p, x] of items) {
     const problem = jsonProblem(x, p, depth + 1);
     if (problem) return problem;
