@@ -261,8 +261,20 @@ describe('browser chat page', () => {
     const cdp = await ctx.newCDPSession(page);
     const registrations: { registrationId: string; scopeURL: string }[] = [];
     cdp.on('ServiceWorker.workerRegistrationUpdated', (e: { registrations: { registrationId: string; scopeURL: string }[] }) => registrations.push(...e.registrations));
+    type Version = { registrationId: string; runningStatus: string; status: string };
+    const versions = new Map<string, Version>();
+    cdp.on('ServiceWorker.workerVersionUpdated', (e: { versions: (Version & { versionId: string })[] }) => {
+      for (const v of e.versions) versions.set(v.versionId, v);
+    });
     await cdp.send('ServiceWorker.enable');
     const reg = await waitFor(() => registrations.find((r) => r.scopeURL.startsWith(pushSrv.url)), 'the service worker registration');
+    // Delivered only to a running, activated worker (a push sent while the worker was still
+    // starting was lost once on a loaded machine): start it, then wait until DevTools says so.
+    await cdp.send('ServiceWorker.startWorker', { scopeURL: reg!.scopeURL });
+    await waitFor(
+      () => [...versions.values()].some((v) => v.registrationId === reg!.registrationId && v.status === 'activated' && v.runningStatus === 'running'),
+      'the service worker running',
+    );
     const payload = { type: 'mention', roomId: 'r-1', title: 'Ivo mentioned you', body: 'in Quiet room: look', url: `${pushSrv.url}/#/room/r-1`, count: 2 };
     await cdp.send('ServiceWorker.deliverPushMessage', { origin: pushSrv.url, registrationId: reg!.registrationId, data: JSON.stringify(payload) });
     const shown = await waitFor(
