@@ -10,7 +10,7 @@
  * Cleanup runs in afterAll and, as a last resort, synchronously when the test worker exits.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -166,9 +166,36 @@ export class PrivatePostgres {
 
   private constructor(
     readonly dir: string,
-    readonly port: number,
+    /** Fixed once the server first started (restarts reuse it); see `firstStart`. */
+    public port: number,
     private readonly as: ReturnType<typeof runAs>,
   ) {}
+
+  /**
+   * The first start, on another free port when the one taken was bound meanwhile: a free port is
+   * only free when asked, and another test file may bind it before the server does (as for the
+   * private Redis servers, `PrivateRedis.startOnFreePort`).
+   */
+  private async firstStart(attempts = 5): Promise<void> {
+    const log = (): string => {
+      try {
+        return readFileSync(join(this.dir, 'log'), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    for (let attempt = 1; ; attempt++) {
+      const before = log().length;
+      try {
+        await this.start();
+        return;
+      } catch (err) {
+        // This attempt's lines only (the log is appended to).
+        if (attempt >= attempts || !/Address already in use/.test(log().slice(before))) throw err;
+        this.port = await freePort();
+      }
+    }
+  }
 
   /** initdb in a fresh temp dir (about 2 s), then start. */
   static async create(): Promise<PrivatePostgres> {
@@ -184,7 +211,7 @@ export class PrivatePostgres {
         [...(as?.prefix ?? []), pgBin('initdb'), '-D', pgc.dataDir, '-U', 'postgres', '--auth=trust', '-N', '-E', 'UTF8', '--locale=C'],
         'initdb',
       );
-      await pgc.start();
+      await pgc.firstStart();
     } catch (err) {
       await pgc.destroy().catch(() => undefined);
       throw err;
@@ -221,7 +248,7 @@ export class PrivatePostgres {
         [...(this.as?.prefix ?? []), pgBin('pg_basebackup'), '-h', '127.0.0.1', '-p', String(this.port), '-U', 'postgres', '-D', s.dataDir, '-R', '-X', 'stream', '-c', 'fast'],
         'pg_basebackup',
       );
-      await s.start();
+      await s.firstStart();
     } catch (err) {
       await s.destroy().catch(() => undefined);
       throw err;
