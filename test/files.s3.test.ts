@@ -6,12 +6,11 @@
  * removal when the message is deleted. And the browser page in Chromium uploading straight to the
  * store (the bucket's CORS as docs/OPERATIONS.md gives it, the page's CSP allowing the store).
  */
-import { execFileSync } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { buildWebPage, launchChromium } from './fixture/browser.js';
 import S3rver from 's3rver';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +23,6 @@ import {
   expectTRPCError,
   makeConfig,
   openEvents,
-  PROJECT_ROOT,
   roomKit,
   testEnv,
   tokenFor,
@@ -35,7 +33,6 @@ import {
   type TestServer,
 } from './fixture.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** The bucket CORS of docs/OPERATIONS.md, for the pages of this test's servers (any loopback port). */
 const CORS = `<CORSConfiguration><CORSRule>
   <AllowedOrigin>http://127.0.0.1:*</AllowedOrigin>
@@ -54,7 +51,7 @@ const { users, as, groupRoom } = roomKit(() => server);
 
 beforeAll(async () => {
   // The page the server serves at `/` (built only when web/dist is missing or stale).
-  execFileSync(process.execPath, [join(PROJECT_ROOT, 'scripts', 'build-web.mjs')], { cwd: PROJECT_ROOT, stdio: 'pipe' });
+  buildWebPage();
   dir = mkdtempSync(join(tmpdir(), 'chat-files-s3-'));
   s3 = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir, configureBuckets: [{ name: BUCKET, configs: [CORS] }] });
   const { port } = await s3.run();
@@ -226,10 +223,7 @@ describe('S3 driver (s3rver)', () => {
   });
 
   it('the browser page (Chromium) uploads a picked image straight to the store with progress, and shows its preview from the store', async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium is not installed at ${CHROMIUM}: this test needs Debian's chromium package (apt-get install -y chromium)`);
-    }
-    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    const browser = await launchChromium();
     try {
       const page = await (await browser.newContext({ viewport: { width: 1180, height: 760 } })).newPage();
       page.setDefaultTimeout(10_000);

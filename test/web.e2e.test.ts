@@ -5,20 +5,19 @@ import { tmpdir } from 'node:os';
  * enforcement against pages of other origins. Every wait is on the page
  * (a selector or a condition), never a fixed sleep.
  */
-import { execFileSync } from 'node:child_process';
 import { createECDH, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
+import { buildWebPage, launchChromium } from './fixture/browser.js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, generateVapidKeys, testEnv, tokenFor, uuid, waitFor, within, type TestEnv, type TestServer } from './fixture.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 /** docs/screenshot-chat.png is refreshed with UPDATE_SCREENSHOT=1; otherwise the shot goes to a temp file. */
 const SCREENSHOT = process.env.UPDATE_SCREENSHOT
   ? join(ROOT, 'docs', 'screenshot-chat.png')
@@ -32,30 +31,10 @@ let browser: Browser;
 const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium is not installed at ${CHROMIUM}: the browser test needs Debian's chromium package ` +
-        '(apt-get update && apt-get install -y chromium; .ci/run installs it when missing).',
-    );
-  }
-  // The page the server serves at `/` (built only when web/dist is missing or stale).
-  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-web.mjs')], { cwd: ROOT, stdio: 'pipe' });
+  buildWebPage();
   env = await testEnv('web');
   srv = await env.startServer();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

@@ -5,18 +5,17 @@
  * video provider). Every wait is on the page (a selector, or a bounded poll of a condition),
  * never a fixed sleep. UPDATE_SCREENSHOT=1 (or UPDATE_SCREENSHOTS=1) writes docs/screenshot-phone.png.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
+import { buildWebPage, launchChromium } from './fixture/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
 import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, type LiveKitDouble } from './video-doubles.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const UPDATE = Boolean(process.env.UPDATE_SCREENSHOT || process.env.UPDATE_SCREENSHOTS);
 const PHONE_SHOT = UPDATE ? join(ROOT, 'docs', 'screenshot-phone.png') : join(tmpdir(), `chat-phone-${process.pid}.png`);
 /** Page-side waits: generous for a loaded CI machine, still well inside the test timeout. */
@@ -35,10 +34,7 @@ let browser: Browser;
 const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium is not installed at ${CHROMIUM}: the browser test needs Debian's chromium package (apt-get install -y chromium).`);
-  }
-  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build-web.mjs')], { cwd: ROOT, stdio: 'pipe' });
+  buildWebPage();
   env = await testEnv('web-features');
   lk = await startLiveKitDouble();
   // One after the other: the first applies the migrations.
@@ -53,24 +49,12 @@ beforeAll(async () => {
     redisPrefix: env.prefix('web-daily'),
     video: { provider: 'daily', livekit: null, daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null }, tokenTtlSeconds: 300 },
   });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      // Calls: a synthetic camera and microphone, permission granted without a prompt.
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  browser = await launchChromium([
+    // Calls: a synthetic camera and microphone, permission granted without a prompt.
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream',
+    '--autoplay-policy=no-user-gesture-required',
+  ]);
 });
 
 afterAll(async () => {
