@@ -110,9 +110,14 @@ export class AccessService {
 
   /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
   async requireAccess(actor: Actor, roomId: string, purpose: AccessRequest['purpose'], em?: Em): Promise<RoomAccess> {
-    const access = em ? (await this.checkAccess([{ actor, roomId, purpose }], em))[0] : await this.grouped.submit({ actor, roomId, purpose });
+    const access = em ? (await this.checkAccess([{ actor, roomId, purpose }], em))[0] : await this.checkGrouped({ actor, roomId, purpose });
     if (access instanceof AppError) throw access;
     return access!;
+  }
+
+  /** One check outside a transaction, in the next group: its access, or the error `requireAccess` would throw. */
+  checkGrouped(request: AccessRequest): Promise<RoomAccess | AppError> {
+    return this.grouped.submit(request);
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Counters } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
 import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../../store/messages.js';
 import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
-import type { AccessRequest, AccessService } from '../access.js';
+import type { AccessService } from '../access.js';
 import { roomArchived } from '../../domain/errors.js';
 import type { AttachmentInput, FileService, PreparedAttachments } from '../files/index.js';
 import type { Keyring } from '../keyring.js';
@@ -34,8 +34,6 @@ export interface SendInput {
 
 /** Sending messages: idempotent by clientId; plain sends grouped, replies and mentions one by one. */
 export class MessageSender {
-  /** Access checks of plain sends, grouped. */
-  private readonly checks: SendBatcher<AccessRequest, RoomAccess | AppError>;
   /** Plain sends, written in groups (group commit). */
   private readonly writes: SendBatcher<NewMessage, AppendOutcome>;
   /** The latest send per (tenant, sender, clientId) still running in this process. */
@@ -50,7 +48,6 @@ export class MessageSender {
     private readonly counters: Counters,
     private readonly files: FileService,
   ) {
-    this.checks = new SendBatcher((requests) => access.checkAccess(requests));
     this.writes = new SendBatcher((messages) => store.appendMessages(messages));
   }
 
@@ -140,7 +137,7 @@ export class MessageSender {
     this.requireContent(actor, input);
     const [limit, checked] = await Promise.allSettled([
       this.limits.consume('send', keyOf(actor.tenant, actor.id, input.roomId)),
-      this.checks.submit({ actor, roomId: input.roomId, purpose: 'send' }),
+      this.access.checkGrouped({ actor, roomId: input.roomId, purpose: 'send' }),
     ]);
     if (limit.status === 'rejected') throw limit.reason;
     if (checked.status === 'rejected') throw checked.reason;
