@@ -22,7 +22,7 @@ export interface UserClaims {
 export async function upsertUsers(db: Db, users: readonly UserClaims[]): Promise<void> {
   const latest = new Map<string, UserClaims>();
   for (const u of users) latest.set(`${u.tenant}\u0000${u.id}`, u);
-  const rows = [...latest.values()].sort((a, b) => (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const rows = [...latest.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, u]) => u);
   if (rows.length === 0) return;
   await db
     .insertInto('chat_user')
