@@ -506,12 +506,17 @@ describe('kinds and attachments', () => {
       { ...att(), mime: 'image/png; charset=x' },
       { ...att(), mime: '' },
       { ...att(), name: '' },
-      { url: 'https://cdn.example.com/a', name: 'a' },
+      { url: 'http://cdn.example.com/a', name: 'a' },
+      { url: 'javascript:alert(1)', name: 'a' },
     ]) {
       await expectTRPCError(bad({ kind: 'file', attachments: [broken] }), 'BAD_REQUEST', /attachments/);
     }
     expect(await lastSeq(alice!, room.id)).toBe(before);
 
+    // A link is { url, name } (https only); size and mime are optional, the sender's word.
+    const bare = { url: 'https://cdn.example.com/a', name: 'a' };
+    const link = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'see', kind: 'file', attachments: [bare] });
+    expect(link.attachments).toEqual([bare]);
     const image = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'a picture', kind: 'image', attachments: [att(1)] });
     expect(image).toMatchObject({ kind: 'image', body: 'a picture', attachments: [att(1)] });
     const ten = Array.from({ length: 10 }, (_, i) => ({ ...att(i), mime: 'application/pdf', name: `doc${i}.pdf` }));
@@ -519,10 +524,12 @@ describe('kinds and attachments', () => {
     expect(file).toMatchObject({ kind: 'file', body: '', attachments: ten });
     const stored = await allMessages(bob!, room.id);
     expect(stored.map((m) => [m.kind, m.attachments.length])).toEqual([
+      ['file', 1],
       ['image', 1],
       ['file', 10],
     ]);
-    expect(stored[1]!.attachments).toEqual(ten);
+    expect(stored[0]!.attachments).toEqual([bare]);
+    expect(stored[2]!.attachments).toEqual(ten);
   });
 
   it('system messages are written by the server and are not unread', async () => {

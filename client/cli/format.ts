@@ -32,7 +32,7 @@ export function formatMessage(m: Message, mark = ''): string {
   const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body.replace(/\n/g, '\n    ');
   // An uploaded file shows its id (`chat download <id>`); a link its URL.
   const files = m.attachments
-    .map((a) => pc.dim(` [${a.mime.startsWith('image/') ? 'image' : 'file'}: ${a.name} ${'fileId' in a ? a.fileId : a.url}]`))
+    .map((a) => pc.dim(` [${a.mime?.startsWith('image/') ? 'image' : 'file'}: ${a.name} ${'fileId' in a ? a.fileId : a.url}]`))
     .join('');
   const edited = m.editedAt && !m.deletedAt ? pc.dim(' (edited)') : '';
   return `${head} ${who(m.senderId)}: ${body}${files}${edited}${reactionsText(m)}`;

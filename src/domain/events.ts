@@ -14,8 +14,9 @@ export interface Reaction {
 export interface LinkAttachmentDto {
   url: string;
   name: string;
-  size: number;
-  mime: string;
+  /** The sender's word, when given (a link is never fetched). */
+  size?: number;
+  mime?: string;
 }
 
 /**

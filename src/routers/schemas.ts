@@ -48,15 +48,16 @@ export const Mime = z
   .min(3)
   .max(127)
   .regex(/^[\w.+-]+\/[\w.+-]+$/, 'mime must look like type/subtype');
-/** An external link: https only (no javascript:, data:, http:). */
+/** An external link `{ url, name, size?, mime? }`: https only (no javascript:, data:, http:). */
 export const LinkAttachment = z.object({
   url: z
     .string()
     .max(2000, 'url is at most 2000 characters')
     .refine(isHttpsUrl, 'attachment url must be an https:// URL (upload files with file.createUpload and attach them as { fileId })'),
   name: z.string().min(1).max(255),
-  size: z.number().int().min(0).max(10 * 1024 ** 3),
-  mime: Mime,
+  /** The sender's word (optional): links are not fetched. */
+  size: z.number().int().min(0).max(10 * 1024 ** 3).optional(),
+  mime: Mime.optional(),
 });
 /**
  * An attachment of chat.send: an uploaded file by id (other keys, e.g. the name and size the client
