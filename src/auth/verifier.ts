@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { type CryptoKey, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import type { AuthConfig } from '../config.js';
 import type { Actor } from '../domain/actor.js';
 import { actorFromClaims } from './claims.js';
@@ -21,12 +21,16 @@ const UNAVAILABLE = "cannot verify the access token now: the identity provider's
  * and refetched once for a token whose key id it does not know (key rotation).
  */
 export class TokenVerifier {
-  private readonly secret: Uint8Array | null;
+  /** The shared secret as an HMAC key, imported once (jose would import raw bytes again for every token). */
+  private readonly secret: Promise<CryptoKey> | null;
   private readonly jwks: JWTVerifyGetKey | null;
   private readonly options: JWTVerifyOptions;
 
   constructor(private readonly config: AuthConfig) {
-    this.secret = config.jwtSecret === null ? null : new TextEncoder().encode(config.jwtSecret);
+    this.secret =
+      config.jwtSecret === null
+        ? null
+        : (crypto.subtle.importKey('raw', new TextEncoder().encode(config.jwtSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']) as Promise<CryptoKey>);
     this.jwks = config.jwks ? remoteKeys(config.jwks) : null;
     this.options = {
       requiredClaims: ['exp'],
@@ -50,7 +54,7 @@ export class TokenVerifier {
       // The header's alg picks the key, and each key accepts its own algorithms only: an HS256
       // token is never checked against a public key (the classic algorithm confusion).
       if (typeof alg === 'string' && SECRET_ALGORITHMS.includes(alg) && this.secret) {
-        payload = (await jwtVerify(token, this.secret, { ...this.options, algorithms: SECRET_ALGORITHMS })).payload;
+        payload = (await jwtVerify(token, await this.secret, { ...this.options, algorithms: SECRET_ALGORITHMS })).payload;
       } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.jwks) {
         payload = (await jwtVerify(token, this.jwks, { ...this.options, algorithms: JWKS_ALGORITHMS })).payload;
       } else {

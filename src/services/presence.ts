@@ -77,10 +77,10 @@ export class PresenceService {
 
   /** `online` (or the status the user set) to the user's small rooms, queued. */
   private queueOnline(c: PresenceKey): void {
-    void this.queueBroadcast(c, async () => {
-      const [state] = await this.store.get(c.tenant, [c.userId]);
-      await this.broadcast(c, state?.status ?? 'online', null);
-    });
+    // The rooms first: a user whose rooms are all above the size limit costs no status read.
+    void this.queueBroadcast(c, () =>
+      this.broadcast(c, async () => (await this.store.get(c.tenant, [c.userId]))[0]?.status ?? 'online', null),
+    );
   }
 
   /**
@@ -155,9 +155,11 @@ export class PresenceService {
    * Bigger rooms get none: when the members of a room of n come online, each change would reach the
    * n members (n² deliveries in all); their clients ask `presence.get` for the users they show.
    */
-  private async broadcast(k: PresenceKey, status: PresenceStatus, lastSeenAt: Date | null): Promise<void> {
+  private async broadcast(k: PresenceKey, statusOf: PresenceStatus | (() => Promise<PresenceStatus>), lastSeenAt: Date | null): Promise<void> {
     try {
       const rooms = this.roomMaxMembers > 0 ? await this.roomsOf.submit({ tenant: k.tenant, userId: k.userId }) : [];
+      if (rooms.length === 0) return;
+      const status = typeof statusOf === 'function' ? await statusOf() : statusOf;
       await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt })));
     } catch (err) {
       this.warn(err);

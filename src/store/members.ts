@@ -122,30 +122,42 @@ export async function updateMember(
 
 /**
  * The rooms of at most `maxMembers` members of several users of one tenant, in one query: the rooms
- * that get their presence events. Each room's count stops at `maxMembers + 1` rows, so a user of a
- * room of 20,000 costs as little as one of a room of 201.
+ * that get their presence events. Each distinct room is sized once (its count stops at
+ * `maxMembers + 1` rows), however many of the users share it: the 19,000 members of one room coming
+ * online in groups size it once per group, not once per member (19,000 x 201 index entries before).
  */
 export async function presenceRoomsOfUsers(db: Db, tenant: string, userIds: readonly string[], maxMembers: number): Promise<Map<string, string[]>> {
   const out = new Map<string, string[]>();
   if (maxMembers <= 0 || userIds.length === 0) return out;
   const rows = await db
-    .selectFrom('membership as mb')
-    .innerJoin('room as r', 'r.id', 'mb.room_id')
-    .select(['mb.user_id', 'mb.room_id'])
-    .where('mb.user_id', 'in', [...new Set(userIds)])
-    .where('r.tenant', '=', tenant)
-    .where((eb) =>
-      eb.not(
-        eb.exists(
-          eb
-            .selectFrom('membership as x')
-            .select('x.user_id')
-            .whereRef('x.room_id', '=', 'mb.room_id')
-            .offset(maxMembers)
-            .limit(1),
-        ),
-      ),
+    .with('mine', (q) =>
+      q
+        .selectFrom('membership as mb')
+        .innerJoin('room as r', 'r.id', 'mb.room_id')
+        .select(['mb.user_id', 'mb.room_id'])
+        .where('mb.user_id', 'in', [...new Set(userIds)])
+        .where('r.tenant', '=', tenant),
     )
+    .with('small', (q) =>
+      q
+        .selectFrom((sq) => sq.selectFrom('mine').select('mine.room_id').distinct().as('d'))
+        .select('d.room_id')
+        .where((eb) =>
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('membership as x')
+                .select('x.user_id')
+                .whereRef('x.room_id', '=', 'd.room_id')
+                .offset(maxMembers)
+                .limit(1),
+            ),
+          ),
+        ),
+    )
+    .selectFrom('mine')
+    .innerJoin('small', 'small.room_id', 'mine.room_id')
+    .select(['mine.user_id', 'mine.room_id'])
     .execute();
   for (const r of rows) {
     const list = out.get(r.user_id);

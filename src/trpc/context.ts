@@ -55,7 +55,10 @@ export function contextFactory(services: Services) {
     const ip = opts.req ? clientAddress(opts.req, services.deps.config.trustProxy) : 'unknown';
     try {
       const actor = await services.auth.authenticate(token);
-      await services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
+      // The user's row is brought up to date while the connection is admitted (both are awaited
+      // before the first call runs).
+      const touched = services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
+      if (!isWebSocket(opts.res)) await touched;
       if (isWebSocket(opts.res)) {
         const ws = opts.res;
         const max = services.deps.config.limits.connectionsPerUser;
@@ -64,11 +67,14 @@ export function contextFactory(services: Services) {
         // Counted and registered in one atomic step on all nodes: connections opened at the same
         // moment cannot all slip under the limit. Registered before the first call runs, so
         // presence.get right after connecting is right. Store unreachable: admitted, as before.
-        const admitted = await services.presence.admit(actor, connId, max).catch(async (err: unknown) => {
-          warn(err);
-          await services.presence.connected(actor, connId).catch(warn);
-          return true;
-        });
+        const [admitted] = await Promise.all([
+          services.presence.admit(actor, connId, max).catch(async (err: unknown) => {
+            warn(err);
+            await services.presence.connected(actor, connId).catch(warn);
+            return true;
+          }),
+          touched,
+        ]);
         if (!admitted) {
           services.deps.counters.rateLimited++;
           ws.close(CloseCode.TooManyConnections, `too many connections for this user (at most ${max})`);
