@@ -7,6 +7,16 @@ import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
 import { SendBatcher } from './send-batcher.js';
 
+/** Access rows a node keeps for sends (the oldest goes first). */
+export const SEND_ACCESS_CACHE_MAX = 50_000;
+
+/** A send's access, and the room's access version it was checked against when that was a cached row. */
+export interface SendAccess {
+  access: RoomAccess;
+  /** Null: checked against the database just now. */
+  version: number | null;
+}
+
 /**
  * What the caller wants to do: `read` (history, search, subscriptions) or `send` (post, edit,
  * react, type: also not muted, and the room not archived).
@@ -103,9 +113,54 @@ export class AccessService {
    * finds nothing running goes at once, so a lone one waits for nobody (src/services/send-batcher.ts).
    */
   private readonly grouped: SendBatcher<AccessRequest, RoomAccess | AppError>;
+  /**
+   * The last access row read outside a transaction per (tenant, user, room), for sends. A row is only
+   * ever trusted to allow a send, never to refuse one, and the send is then written only while the
+   * room's `access_version` still equals the row's (checked under the room's lock by the write,
+   * src/store/hot/append-messages.ts): a membership, role, mute, ban or room change committed on any
+   * node since makes the send `stale`, and it is checked again.
+   */
+  private readonly sendRows = new Map<string, AccessRow>();
+  /** Sends allowed from a cached row, and cached rows found stale by the write. */
+  readonly cacheStats = { hits: 0, stale: 0 };
 
   constructor(private readonly store: Store) {
     this.grouped = new SendBatcher((requests) => this.checkAccess(requests));
+  }
+
+  /**
+   * A plain send's access: from this node's cached row when that row allows it (the write then
+   * verifies the row's version), otherwise checked in the next group, which caches the row.
+   */
+  async checkSend(actor: Actor, roomId: string): Promise<SendAccess | AppError> {
+    const row = this.sendRows.get(rowKey(actor.tenant, actor.id, roomId));
+    if (row) {
+      try {
+        const access = decideAccess({ actor, roomId, purpose: 'send' }, row);
+        this.cacheStats.hits++;
+        return { access, version: row.access_version };
+      } catch {
+        // A refusal is never taken from the cache: the database answers below.
+      }
+    }
+    const access = await this.checkGrouped({ actor, roomId, purpose: 'send' });
+    return access instanceof AppError ? access : { access, version: null };
+  }
+
+  /** The write found the room's access version changed since the cached row: drops the row. */
+  forgetSend(actor: Actor, roomId: string): void {
+    this.cacheStats.stale++;
+    this.sendRows.delete(rowKey(actor.tenant, actor.id, roomId));
+  }
+
+  private remember(row: AccessRow, userId: string): void {
+    const key = rowKey(row.tenant, userId, row.id);
+    this.sendRows.delete(key);
+    if (this.sendRows.size >= SEND_ACCESS_CACHE_MAX) {
+      const oldest = this.sendRows.keys().next().value;
+      if (oldest !== undefined) this.sendRows.delete(oldest);
+    }
+    this.sendRows.set(key, row);
   }
 
   /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
@@ -131,6 +186,8 @@ export class AccessService {
       em,
     );
     const byRequest = new Map(rows.map((r) => [r.i, r]));
+    // Rows read in a transaction may hold its uncommitted changes: only the others are kept.
+    if (!em) for (const r of rows) this.remember(r, requests[r.i]!.actor.id);
     return requests.map((q, i) => {
       try {
         return decideAccess(q, byRequest.get(i));
@@ -195,3 +252,6 @@ export class AccessService {
     return access;
   }
 }
+
+/** The cache key of a user's access row of a room. */
+const rowKey = (tenant: string, userId: string, roomId: string) => `${tenant}\n${userId}\n${roomId}`;

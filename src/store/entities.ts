@@ -27,6 +27,20 @@ export const User = defineEntity({
 });
 export type UserEntity = InferEntity<typeof User>;
 
+/**
+ * `room.access_version` is kept by these triggers, in the transaction of every change a send's access
+ * check reads (src/services/access.ts): a membership added or removed, a role or mute changed, a ban
+ * added or lifted, the room archived, unarchived, renamed, or its kind or encryption changed. In the
+ * schema, so no write path can forget it (members added in bulk, a user erased, a room deleted with
+ * its members). Written as PostgreSQL normalizes them, so the schema check compares them as equal.
+ */
+const BUMP_ROOM_ACCESS =
+  "update room set access_version = access_version + 1 where id = case when tg_op = 'DELETE' then old.room_id else new.room_id end; return null;";
+const ACCESS_MEMBER_CHANGED =
+  '(((old.role)::text IS DISTINCT FROM (new.role)::text) OR (old.muted_until IS DISTINCT FROM new.muted_until))';
+const ACCESS_ROOM_CHANGED =
+  '((old.archived_at IS DISTINCT FROM new.archived_at) OR ((old.name)::text IS DISTINCT FROM (new.name)::text) OR ((old.kind)::text IS DISTINCT FROM (new.kind)::text) OR (old.encrypted IS DISTINCT FROM new.encrypted))';
+
 /** A room: direct, group, support or broadcast. `lastSeq` is the room's durable event sequence. */
 export const Room = defineEntity({
   name: 'Room',
@@ -42,6 +56,12 @@ export const Room = defineEntity({
     directKey: p.string().length(300).nullable(),
     createdBy: p.string().length(128),
     lastSeq: p.bigint('number').default(0),
+    /**
+     * Bumped by the triggers below (BUMP_ROOM_ACCESS) with every change a send's access check reads.
+     * A send checked against a node's cached access row writes only while this still matches
+     * (src/store/hot/append-messages.ts).
+     */
+    accessVersion: p.bigint('number').default(0),
     /** Bodies of this room are stored encrypted (AES-256-GCM, keys from MESSAGE_KEYS). */
     encrypted: p.boolean().default(false),
     /** Messages older than this are deleted by the retention job (null: the RETENTION_DAYS default). */
@@ -59,6 +79,15 @@ export const Room = defineEntity({
   uniques: [
     { name: 'room_tenant_key_unique', properties: ['tenant', 'key'] },
     { name: 'room_tenant_direct_key_unique', properties: ['tenant', 'directKey'] },
+  ],
+  triggers: [
+    {
+      name: 'access_version',
+      timing: 'before',
+      events: ['update'],
+      when: ACCESS_ROOM_CHANGED,
+      body: 'new.access_version := old.access_version + 1; return new;',
+    },
   ],
 });
 export type RoomEntity = InferEntity<typeof Room>;
@@ -78,6 +107,10 @@ export const Membership = defineEntity({
     mutedUntil: p.datetime().nullable(),
   },
   indexes: [{ name: 'membership_user_idx', properties: ['userId'] }],
+  triggers: [
+    { name: 'access_version', timing: 'after', events: ['insert', 'delete'], body: BUMP_ROOM_ACCESS },
+    { name: 'access_version_change', timing: 'after', events: ['update'], when: ACCESS_MEMBER_CHANGED, body: BUMP_ROOM_ACCESS },
+  ],
 });
 export type MembershipEntity = InferEntity<typeof Membership>;
 
@@ -171,6 +204,7 @@ export const RoomBan = defineEntity({
     bannedBy: p.string().length(128),
     createdAt: p.datetime().onCreate(() => new Date()),
   },
+  triggers: [{ name: 'access_version', timing: 'after', events: ['insert', 'delete'], body: BUMP_ROOM_ACCESS }],
 });
 
 /** Every earlier version of an edited message (audit and `chat.edits`). */

@@ -7,7 +7,8 @@ import { transact, type Tx, type TxContext } from './tx.js';
 export type { NewMessage } from './hot/append-messages.js';
 
 /** What became of one grouped send: written, a repeat of an earlier clientId, its room is gone or archived. */
-export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' };
+/** `stale`: checked against a cached access row whose room changed since (nothing written; check again). */
+export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' } | { kind: 'stale' };
 
 /**
  * The persistence layer as services see it: reads on a fresh EntityManager, durable changes in a

@@ -108,7 +108,7 @@ export class MessageSender {
   }
 
   /** The new message row of a send: a fresh id, its body sealed when the room is encrypted. */
-  private draft(actor: Actor, input: SendInput, access: RoomAccess, attachments: AttachmentDto[]): NewMessage {
+  private draft(actor: Actor, input: SendInput, access: RoomAccess, attachments: AttachmentDto[], accessVersion: number | null = null): NewMessage {
     const id = randomUUID();
     const sealed = sealBody(this.keyring, access, input.body, id);
     return {
@@ -123,28 +123,44 @@ export class MessageSender {
       attachments,
       metadata: input.metadata ?? null,
       card: input.kind === 'card' ? (input.card ?? null) : null,
+      accessVersion,
     };
   }
 
   /**
    * A message without reply and mentions. Its rate limit and its access check run at once (the
    * limit's refusal wins, as it came first before); then it is written with whatever else is queued.
-   * Access checks and writes are each grouped (see send-batcher.ts): one query checks the access of
-   * every send waiting for a check, one statement writes every send waiting for a write
-   * (src/store/hot/append-messages.ts).
+   * The access check of a sender who sent to the room from this node before is the node's cached row
+   * (no query; the write verifies the room's access version under its lock, and a send found `stale`
+   * is checked against the database and written again); otherwise checks and writes are each grouped
+   * (see send-batcher.ts): one query checks the access of every send waiting for a check, one
+   * statement writes every send waiting for a write (src/store/hot/append-messages.ts).
    */
   private async sendPlain(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
     const [limit, checked] = await Promise.allSettled([
       this.limits.consume('send', keyOf(actor.tenant, actor.id, input.roomId)),
-      this.access.checkGrouped({ actor, roomId: input.roomId, purpose: 'send' }),
+      this.access.checkSend(actor, input.roomId),
     ]);
     if (limit.status === 'rejected') throw limit.reason;
     if (checked.status === 'rejected') throw checked.reason;
-    const access = checked.value;
-    if (access instanceof AppError) throw access;
-    this.access.requirePoster(access);
-    const outcome = await this.writes.submit(this.draft(actor, input, access, linksOnly(input)));
+    let sendAccess = checked.value;
+    for (;;) {
+      if (sendAccess instanceof AppError) throw sendAccess;
+      const { access, version } = sendAccess;
+      this.access.requirePoster(access);
+      const outcome = await this.writes.submit(this.draft(actor, input, access, linksOnly(input), version));
+      if (outcome.kind !== 'stale') return this.sent(outcome);
+      // The room's members, roles, mutes, bans or state changed since the cached row: the database
+      // decides (a write with a version null is not verified again, so this runs at most twice).
+      this.access.forgetSend(actor, input.roomId);
+      const again = await this.access.checkGrouped({ actor, roomId: input.roomId, purpose: 'send' });
+      sendAccess = again instanceof AppError ? again : { access: again, version: null };
+    }
+  }
+
+  /** What a plain send's write came to: the message, a repeat (null), or the error. */
+  private sent(outcome: Exclude<AppendOutcome, { kind: 'stale' }>): MessageDto | null {
     if (outcome.kind === 'gone') throw notFound('room');
     if (outcome.kind === 'archived') throw roomArchived();
     if (outcome.kind === 'repeat') return null;

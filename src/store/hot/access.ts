@@ -23,6 +23,8 @@ export interface AccessRow {
   banned: boolean;
   /** The room's last seq as this check read it on the primary (the read routing's floor). */
   last_seq: number;
+  /** The room's access version (src/store/entities.ts): bumped by every change this row reflects. */
+  access_version: number;
 }
 
 /**
@@ -35,7 +37,7 @@ export interface AccessRow {
  */
 const ACCESS_QUERY = hotQuery<AccessRow>(
   'rooms-check-access',
-  `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, r.archived_at is not null as archived, r.last_seq, mb.role, mb.muted_until,
+  `select q.i, r.id, r.kind, r.name, r.tenant, r.encrypted, r.archived_at is not null as archived, r.last_seq, r.access_version, mb.role, mb.muted_until,
           exists (select 1 from room_ban b where b.room_id = r.id and b.user_id = q.user_id) as banned
      from json_to_recordset(?::json) as q(i int, user_id text, room_id uuid, tenant text)
      join room r on r.id = q.room_id and r.tenant = q.tenant

@@ -25,6 +25,12 @@ export interface NewMessage {
   attachments: AttachmentDto[];
   metadata: JsonObject | null;
   card: CardDto | null;
+  /**
+   * The room's `access_version` of the cached access row the send was checked against (null: checked
+   * against the database just before, nothing to verify). The message is written only while the room
+   * still has it: outcome `stale` otherwise, and nothing is written.
+   */
+  accessVersion: number | null;
 }
 
 /**
@@ -32,19 +38,23 @@ export interface NewMessage {
  * with this clientId, written earlier; nothing was written), its room is gone, or its room was
  * archived after the send's access check (nothing was written).
  */
-export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' };
+export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' } | { kind: 'stale' };
 
 const M_FIELDS = MESSAGE_FIELDS.map((f) => `m.${f}`).join(', ');
 const RETURNING = MESSAGE_FIELDS.join(', ');
 
 /**
  * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
- *   key per input; written as a scalar subquery so it never becomes a scan of the table), numbered
- *   per room in input order. A repeat is left out here, before any seq is taken, so it never uses one up.
+ *   key per input; written as a scalar subquery so it never becomes a scan of the table). A repeat is
+ *   left out here, before any seq is taken, so it never uses one up.
  * - `locked`: the rooms' rows locked in id order (every group locks in the same order: no deadlock
- *   between groups), with their current `last_seq` and `archived_at` (FOR UPDATE returns the latest
- *   committed version). A room archived since the access check takes no message.
- * - `taken`: `last_seq + n` per room: n consecutive seqs for the n fresh messages of the room.
+ *   between groups), with their current `last_seq`, `archived_at` and `access_version` (FOR UPDATE
+ *   returns the latest committed version). A room archived since the access check takes no message.
+ * - `accepted`: the fresh inputs of rooms not archived whose access, if it was checked against a
+ *   cached row, was checked against the room's current `access_version` (a membership, role, mute,
+ *   ban or room change committed since bumps it: the send is `stale` and checked again), numbered
+ *   per room in input order.
+ * - `taken`: `last_seq + n` per room: n consecutive seqs for the n accepted messages of the room.
  * - then one insert of the room log rows and one of the message rows.
  * - `hooks`: the webhook outbox rows of the new messages (src/store/webhooks.ts), for the tenant's
  *   enabled endpoints subscribed to `message.new`: part of this statement, so a tenant without
@@ -66,28 +76,32 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
  */
-const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; hooked: number; notified: number }>(
+const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; stale: boolean; hooked: number; notified: number }>(
   'room-log-append-messages',
   `
 with input as (
   select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
                                                   body text, key_id text, kind text, attachments jsonb,
-                                                  metadata jsonb, card jsonb)
+                                                  metadata jsonb, card jsonb, access_version bigint)
 ), fresh as (
-  select n.*, row_number() over (partition by n.room_id order by n.i) as k
+  select n.*
     from input n
    where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
 ), locked as (
-  select r.id, r.last_seq, r.archived_at, r.kind from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+  select r.id, r.last_seq, r.archived_at, r.kind, r.access_version from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
+), accepted as (
+  select f.*, row_number() over (partition by f.room_id order by f.i) as k
+    from fresh f join locked l on l.id = f.room_id and l.archived_at is null
+   where f.access_version is null or f.access_version = l.access_version
 ), counts as (
-  select f.room_id, count(*) as n from fresh f join locked l on l.id = f.room_id and l.archived_at is null group by f.room_id
+  select a.room_id, count(*) as n from accepted a group by a.room_id
 ), taken as (
   update room r set last_seq = l.last_seq + c.n, updated_at = now()
     from locked l join counts c on c.room_id = l.id
    where r.id = l.id
   returning r.id, l.last_seq as base
 ), numbered as (
-  select f.*, t.base + f.k as seq from fresh f join taken t on t.id = f.room_id
+  select a.*, t.base + a.k as seq from accepted a join taken t on t.id = a.room_id
 ), events as (
   insert into room_event (room_id, seq, type, message_id, data, created_at)
   select room_id, seq, 'message.new', id, '{}', now() from numbered
@@ -139,7 +153,8 @@ with input as (
   on conflict (tenant, user_id) do nothing
   returning 1
 )
-select n.i, f.id is null as repeat, l.archived_at is not null as archived, (select count(*) from hooks)::int as hooked,
+select n.i, f.id is null as repeat, l.archived_at is not null as archived,
+       (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
        ((select count(*) from pushes) + (select count(*) from digests))::int as notified, ${M_FIELDS}
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`,
 );
@@ -166,6 +181,7 @@ export async function appendMessageRows(
     attachments: m.attachments,
     metadata: m.metadata,
     card: m.card,
+    access_version: m.accessVersion,
   }));
   const any = queue !== null;
   const rows = await APPEND_MESSAGES(ctx, [
@@ -179,7 +195,15 @@ export async function appendMessageRows(
   ]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
   for (const r of rows) {
-    outcomes[r.i] = r.id ? { kind: 'new', row: r } : r.repeat ? { kind: 'repeat' } : r.archived ? { kind: 'archived' } : { kind: 'gone' };
+    outcomes[r.i] = r.id
+      ? { kind: 'new', row: r }
+      : r.repeat
+        ? { kind: 'repeat' }
+        : r.stale
+          ? { kind: 'stale' }
+          : r.archived
+            ? { kind: 'archived' }
+            : { kind: 'gone' };
   }
   return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0, notified: (rows[0]?.notified ?? 0) > 0 };
 }
