@@ -32,10 +32,11 @@ export type UserEntity = InferEntity<typeof User>;
  * check reads (src/services/access.ts): a membership added or removed, a role or mute changed, a ban
  * added or lifted, the room archived, unarchived, renamed, or its kind or encryption changed. In the
  * schema, so no write path can forget it (members added in bulk, a user erased, a room deleted with
- * its members). Written as PostgreSQL normalizes them, so the schema check compares them as equal.
+ * its members), once per room and transaction (`access_tx`). Written as PostgreSQL normalizes them,
+ * so the schema check compares them as equal.
  */
 const BUMP_ROOM_ACCESS =
-  "update room set access_version = access_version + 1 where id = case when tg_op = 'DELETE' then old.room_id else new.room_id end; return null;";
+  "update room set access_version = access_version + 1, access_tx = pg_current_xact_id()::text::bigint where id = case when tg_op = 'DELETE' then old.room_id else new.room_id end and access_tx is distinct from pg_current_xact_id()::text::bigint; return null;";
 const ACCESS_MEMBER_CHANGED =
   '(((old.role)::text IS DISTINCT FROM (new.role)::text) OR (old.muted_until IS DISTINCT FROM new.muted_until))';
 const ACCESS_ROOM_CHANGED =
@@ -62,6 +63,11 @@ export const Room = defineEntity({
      * (src/store/hot/append-messages.ts).
      */
     accessVersion: p.bigint('number').default(0),
+    /**
+     * The transaction that last bumped `accessVersion`: a transaction bumps it once per room, however
+     * many members it adds (a room created with 5,000 members is one new row version, not 5,000).
+     */
+    accessTx: p.bigint('number').nullable(),
     /** Bodies of this room are stored encrypted (AES-256-GCM, keys from MESSAGE_KEYS). */
     encrypted: p.boolean().default(false),
     /** Messages older than this are deleted by the retention job (null: the RETENTION_DAYS default). */

@@ -10,7 +10,7 @@ import { Migration20261203051657 } from './Migration20261203051657.js';
 import { Migration20261203053808 } from './Migration20261203053808.js';
 import { Migration20261203054653 } from './Migration20261203054653.js';
 import { Migration20261203061216 } from './Migration20261203061216.js';
-import { Migration20261203134328 } from './Migration20261203134328.js';
+import { Migration20261203140426 } from './Migration20261203140426.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -31,5 +31,5 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   // The durable audit trail (admin.audit).
   { name: 'Migration20261203061216', class: Migration20261203061216 },
   // room.access_version and the triggers that bump it: sends checked against a cached access row.
-  { name: 'Migration20261203134328', class: Migration20261203134328 },
+  { name: 'Migration20261203140426', class: Migration20261203140426 },
 ];
