@@ -8,7 +8,7 @@ import type { Store } from '../store/store.js';
 import { SendBatcher } from './send-batcher.js';
 
 /** Access rows a node keeps for sends (the oldest goes first). */
-export const SEND_ACCESS_CACHE_MAX = 50_000;
+export const SEND_ACCESS_CACHE_MAX = 20_000;
 
 /** A send's access, and the room's access version it was checked against when that was a cached row. */
 export interface SendAccess {
@@ -114,7 +114,7 @@ export class AccessService {
    */
   private readonly grouped: SendBatcher<AccessRequest, RoomAccess | AppError>;
   /**
-   * The last access row read outside a transaction per (tenant, user, room), for sends. A row is only
+   * The last access row of a send checked outside a transaction per (tenant, user, room). A row is only
    * ever trusted to allow a send, never to refuse one, and the send is then written only while the
    * room's `access_version` still equals the row's (checked under the room's lock by the write,
    * src/store/hot/append-messages.ts): a membership, role, mute, ban or room change committed on any
@@ -186,8 +186,14 @@ export class AccessService {
       em,
     );
     const byRequest = new Map(rows.map((r) => [r.i, r]));
-    // Rows read in a transaction may hold its uncommitted changes: only the others are kept.
-    if (!em) for (const r of rows) this.remember(r, requests[r.i]!.actor.id);
+    // The rows of sends are kept (not of reads and subscriptions: a reader who never posts holds
+    // none), and only those read outside a transaction (one may hold its uncommitted changes).
+    if (!em) {
+      for (const r of rows) {
+        const q = requests[r.i]!;
+        if (q.purpose === 'send') this.remember(r, q.actor.id);
+      }
+    }
     return requests.map((q, i) => {
       try {
         return decideAccess(q, byRequest.get(i));
