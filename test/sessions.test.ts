@@ -12,10 +12,9 @@ import {
   closeOf,
   CloseCode,
   dispose,
-  elapse,
   errInfo,
   getJson,
-  msUntilNextSecondAfter,
+  untilNextSecondAfter,
   rawClient,
   recordEvents,
   Scope,
@@ -194,8 +193,7 @@ describe('revocation', () => {
     }
     // iat has a resolution of one second: a token issued in the second of the revocation is refused
     // too. Wait (a computed time, not a guess) for the next second, then a new token works.
-    const wait = msUntilNextSecondAfter(revokedAt.getTime());
-    await elapse(wait);
+    const wait = await untilNextSecondAfter(revokedAt.getTime());
     const fresh = tokenFor('victim');
     for (const n of [N1, N2]) expect(await httpMe(n, fresh)).toMatchObject({ status: 200 });
     const back = ws(N2, fresh);
