@@ -225,11 +225,40 @@ describe('chat CLI', () => {
     await dave.trpc.chat.react.mutate({ messageId: first.id, emoji: '🎉' });
     await dave.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'tail two' });
     await tail.line((l) => parse(l).message?.body === 'tail two', 'the second message');
-    const events = tail.out.items.map(parse);
+    // Presence is live and unordered with the room's log: carol's own `online`, published as her
+    // connection is admitted, may come before or after `ready`. The log's events are exactly these.
+    const events = tail.out.items.map(parse).filter((e) => e.type !== 'presence');
     expect(events.map((e) => e.type)).toEqual(['ready', 'message.new', 'reaction.added', 'message.new']);
     expect(events[1]).toMatchObject({ type: 'message.new', roomId: room.id, seq: first.seq, message: { body: 'tail one', senderId: 'dave' } });
     expect(events[2]).toMatchObject({ type: 'reaction.added', messageId: first.id, userId: 'dave', emoji: '🎉' });
 
+    tail.child.kill('SIGINT');
+    expect(await tail.exited).toBe(0);
+  });
+
+  it("tail shows other members' presence, not the user's own", async () => {
+    await login('gina');
+    const room = await client('hal').trpc.room.create.mutate({ kind: 'group', name: 'presence-room', memberIds: ['gina'] });
+    // Presence is of connected users: hal and gina each hold a subscription (a WebSocket).
+    const hal = client('hal');
+    const gina = client('gina');
+    for (const c of [hal, gina]) {
+      await new Promise<void>((resolve, reject) => {
+        c.subscribeRoom(room.id, { onEvent: (e) => e.type === 'ready' && resolve(), onError: reject });
+      });
+    }
+    const tail = new LiveCli(spawnCli(['tail', room.id], 'gina'));
+    // Presence is live only: each try sets gina's status (her own event: never shown), then hal's
+    // (shown), in this order through the same node's publisher, until tail prints hal's.
+    await tail.lineAfter(
+      async () => {
+        await gina.trpc.presence.set.mutate({ status: 'away' });
+        await hal.trpc.presence.set.mutate({ status: 'dnd' });
+      },
+      (l) => l.includes('hal is dnd'),
+      "hal's presence",
+    );
+    expect(tail.count((l) => l.includes('gina is'))).toBe(0);
     tail.child.kill('SIGINT');
     expect(await tail.exited).toBe(0);
   });

@@ -173,7 +173,7 @@ class ChatSession {
     }
     if (event.type === 'receipt.read') return; // shown by /who, not as a stream of lines
     if (event.type === 'member.joined' || event.type === 'member.left') return; // the system message says it
-    const line = formatEvent(event, (id) => this.room.timeline.byMessageId(id)?.seq);
+    const line = formatEvent(event, (id) => this.room.timeline.byMessageId(id)?.seq, this.selfId);
     if (line) this.print(line);
   }
 

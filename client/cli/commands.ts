@@ -183,6 +183,7 @@ export async function tail(ctx: Context, roomArg: string, opts: { since?: number
   let warned = false;
   const c = await ctx.client();
   const room = await ctx.resolveRoom(c, roomArg);
+  const me = ctx.json ? null : await c.trpc.auth.me.query();
   const seen = new RoomTimeline(null);
   const stopState = c.onStateChange(({ state, error }) => {
     if (state === 'open') {
@@ -202,7 +203,7 @@ export async function tail(ctx: Context, roomArg: string, opts: { since?: number
           if (event.type === 'message.new') seen.load([event.message]);
           if (ctx.json) return ctx.out.jsonLine(event);
           if (event.type === 'ready') return ctx.out.note(pc.dim(`following ${room.name} from #${event.seq} (Ctrl-C to stop)`));
-          const line = formatEvent(event, (id) => seen.byMessageId(id)?.seq);
+          const line = formatEvent(event, (id) => seen.byMessageId(id)?.seq, me?.id);
           if (line) ctx.out.line(line);
         },
         onError: (err) => {

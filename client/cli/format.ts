@@ -59,7 +59,12 @@ export const presenceDot = (s: PresenceStatus | undefined) =>
  * One line for a room event, or null when it is not worth a line. `seqOf` maps a message id to its
  * seq when the caller knows it (reactions name the message by id).
  */
-export function formatEvent(e: RoomEvent, seqOf: (messageId: string) => number | undefined = () => undefined): string | null {
+export function formatEvent(
+  e: RoomEvent,
+  seqOf: (messageId: string) => number | undefined = () => undefined,
+  /** The user at the terminal: their own presence changes are not news to them and are not shown. */
+  selfId?: string,
+): string | null {
   switch (e.type) {
     case 'ready':
       return null;
@@ -89,7 +94,7 @@ export function formatEvent(e: RoomEvent, seqOf: (messageId: string) => number |
     case 'typing':
       return e.typing ? pc.dim(`… ${e.userId} is typing`) : null;
     case 'presence':
-      return `${presenceDot(e.status)} ${pc.dim(`${e.userId} is ${e.status}`)}`;
+      return e.userId === selfId ? null : `${presenceDot(e.status)} ${pc.dim(`${e.userId} is ${e.status}`)}`;
     case 'receipt.read':
       return pc.dim(`✓ ${e.userId} read up to #${e.seq}`);
     default:
