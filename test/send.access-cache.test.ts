@@ -6,15 +6,11 @@
  * and one Redis; real PostgreSQL and Redis.
  */
 import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileCluster, uuid } from './fixture.js';
+import { actor, callerFor, expectTRPCError, fileCluster, roomKit, uuid } from './fixture.js';
 
 const t = fileCluster('sendcache');
 
-let n = 0;
-const names = (...xs: string[]) => {
-  n++;
-  return xs.map((x) => `${x}${n}`) as [string, string, string];
-};
+const { users } = roomKit(() => t.a);
 /** Node A: the one whose cache is tested. Node B: where the changes are made. */
 const onA = (id: string) => callerFor(t.a.app, actor(id));
 const onB = (id: string) => callerFor(t.b.app, actor(id));
@@ -34,7 +30,7 @@ async function warmRoom(owner: string, member: string) {
 
 describe('sends against the cached access row', () => {
   it('a second send from the same node takes the cached row (no access query), and is written once with the next seq', async () => {
-    const [owner, bob] = names('owner', 'bob');
+    const [owner, bob] = users('owner', 'bob');
     const room = await warmRoom(owner, bob);
     const hits = cache().hits;
     const a = await onA(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'second' });
@@ -45,7 +41,7 @@ describe('sends against the cached access row', () => {
   });
 
   it('removed on the other node: the next send here is NOT_FOUND and writes nothing', async () => {
-    const [owner, bob] = names('owner', 'bob');
+    const [owner, bob] = users('owner', 'bob');
     const room = await warmRoom(owner, bob);
     const stale = cache().stale;
     await onB(owner).room.removeMember({ roomId: room.id, userId: bob });
@@ -55,7 +51,7 @@ describe('sends against the cached access row', () => {
   });
 
   it('muted on the other node: refused here; unmuted there: accepted here (a refusal is never cached)', async () => {
-    const [owner, bob] = names('owner', 'bob');
+    const [owner, bob] = users('owner', 'bob');
     const room = await warmRoom(owner, bob);
     await onB(owner).room.mute({ roomId: room.id, userId: bob });
     await expectTRPCError(onA(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'muted' }), 'FORBIDDEN', /muted/);
@@ -66,7 +62,7 @@ describe('sends against the cached access row', () => {
   });
 
   it('banned on the other node: NOT_FOUND here', async () => {
-    const [owner, bob] = names('owner', 'bob');
+    const [owner, bob] = users('owner', 'bob');
     const room = await warmRoom(owner, bob);
     await onB(owner).room.ban({ roomId: room.id, userId: bob });
     await expectTRPCError(onA(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'banned' }), 'NOT_FOUND');
@@ -74,7 +70,7 @@ describe('sends against the cached access row', () => {
   });
 
   it('an admin of a broadcast room demoted on the other node may no longer post here', async () => {
-    const [owner, ann] = names('owner', 'ann');
+    const [owner, ann] = users('owner', 'ann');
     const room = await onB(owner).room.create({ kind: 'broadcast', name: 'news', memberIds: [ann] });
     await onB(owner).room.setRole({ roomId: room.id, userId: ann, role: 'admin' });
     await onA(ann).chat.send({ roomId: room.id, clientId: uuid(), body: 'post' });
@@ -84,7 +80,7 @@ describe('sends against the cached access row', () => {
   });
 
   it('archived on the other node: refused here as archived; unarchived: accepted', async () => {
-    const [owner, bob] = names('owner', 'bob');
+    const [owner, bob] = users('owner', 'bob');
     const room = await warmRoom(owner, bob);
     await onB(owner).room.archive({ roomId: room.id });
     await expectTRPCError(onA(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'archived' }), 'PRECONDITION_FAILED', /archived/);
@@ -94,13 +90,13 @@ describe('sends against the cached access row', () => {
   });
 
   it('a room created with members has been bumped once, by its one transaction', async () => {
-    const [owner, a, b] = names('owner', 'a', 'b');
+    const [owner, a, b] = users('owner', 'a', 'b');
     const room = await onB(owner).room.create({ kind: 'group', name: 'bulk', memberIds: [a, b, `${b}c`, `${b}d`] });
     expect(await version(room.id)).toBe(1);
   });
 
   it('the version moves with access changes only: read positions, topics and sends leave it alone', async () => {
-    const [owner, bob, carol] = names('owner', 'bob', 'carol');
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
     const room = await warmRoom(owner, bob);
     const v0 = await version(room.id);
     const m = await onA(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'x' });

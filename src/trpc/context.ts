@@ -58,7 +58,6 @@ export function contextFactory(services: Services) {
       // The user's row is brought up to date while the connection is admitted (both are awaited
       // before the first call runs).
       const touched = services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
-      if (!isWebSocket(opts.res)) await touched;
       if (isWebSocket(opts.res)) {
         const ws = opts.res;
         const max = services.deps.config.limits.connectionsPerUser;
@@ -95,6 +94,7 @@ export function contextFactory(services: Services) {
         });
         return { actor, authError: null, services, session };
       }
+      await touched;
       return { actor, authError: null, services };
     } catch (err) {
       if (err instanceof AuthError && err.unavailable) {
