@@ -186,6 +186,49 @@ describe('the verifier on its own (HS256)', () => {
     );
   });
 
+  it('checks the signature itself (node:crypto) for a plain header and through jose otherwise, with the same verdicts', async () => {
+    const strict = new TokenVerifier({ ...TEST_AUTH, issuer: 'https://id.example.com/', audience: ['chat'] });
+    const claims = (extra: Record<string, unknown>) => ({ sub: 'v', iss: 'https://id.example.com/', aud: 'chat', iat: now(), exp: now() + 600, ...extra });
+    const cases: [string, Record<string, unknown>][] = [
+      ['valid', {}],
+      ['wrong issuer', { iss: 'https://evil.example.com/' }],
+      ['no issuer', { iss: undefined }],
+      ['wrong audience', { aud: 'other' }],
+      ['audience list with ours', { aud: ['other', 'chat'] }],
+      ['expired', { iat: now() - 900, exp: now() - 300 }],
+      ['no expiry', { exp: undefined }],
+      ['not valid yet', { nbf: now() + 300 }],
+      ['exp not a number', { exp: 'soon' }],
+    ];
+    const verdict = (p: Promise<unknown>) => p.then((a) => ({ ok: a }), (e: Error) => ({ error: e.message }));
+    for (const [name, extra] of cases) {
+      // `ext` is no member the quick check knows: that token goes through jose's jwtVerify.
+      const plain = await verdict(strict.verify(signHs256(claims(extra), TEST_SECRET)));
+      const viaJose = await verdict(strict.verify(signHs256(claims(extra), TEST_SECRET, { alg: 'HS256', typ: 'JWT', ext: 1 })));
+      expect(plain, name).toEqual(viaJose);
+      expect('ok' in plain, name).toBe(name.startsWith('valid') || name.startsWith('audience list'));
+    }
+    // A kid is a plain header member too.
+    await expect(strict.verify(signHs256(claims({}), TEST_SECRET, { alg: 'HS256', kid: 'k1' }))).resolves.toMatchObject({ id: 'v' });
+
+    const good = signHs256(claims({}), TEST_SECRET);
+    const [h, p, sig] = good.split('.') as [string, string, string];
+    const forged = Buffer.from(JSON.stringify(claims({ sub: 'admin' }))).toString('base64url');
+    const flip = (c: string) => (c === 'A' ? 'B' : 'A');
+    for (const bad of [
+      `${h}.${forged}.${sig}`, // another payload under the same signature
+      `${h}.${p}.${sig.slice(0, -1)}${flip(sig.at(-1)!)}`, // one character of the signature changed
+      `${h}.${p}.${sig}=`, // padded
+      `${h}.${p}.`, // no signature
+      `${h}.${p}.${sig}.x`, // a fourth part
+      signHs256(claims({}), `${TEST_SECRET}-other`), // another secret
+    ]) {
+      await expect(strict.verify(bad), bad).rejects.toThrow('invalid access token');
+    }
+    // A critical header extension jose does not know is refused (it never reaches the quick check).
+    await expect(strict.verify(signHs256(claims({}), TEST_SECRET, { alg: 'HS256', crit: ['x-custom'], 'x-custom': 1 }))).rejects.toThrow('invalid access token');
+  });
+
   it('restricts tenant ids to a safe alphabet: a separator in a tenant cannot make two tenants share a key', async () => {
     for (const tenant of ['a:b', 'a/b', 'a b', '-lead', '.', 'ünïcode', 'a%3Ab']) {
       await expect(verifier.verify(token({ tenant })), tenant).rejects.toThrow(/must be 1-64 of A-Z a-z 0-9/);

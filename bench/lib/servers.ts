@@ -68,6 +68,7 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
         AUTH_ISSUER: BENCH_ISSUER,
         AUTH_AUDIENCE: BENCH_AUDIENCE,
         LOG_LEVEL: 'warn',
+        ...(process.env.XEXP ? JSON.parse(process.env.XEXP) : {}),
       },
     });
   } else {
