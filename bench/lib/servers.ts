@@ -68,7 +68,8 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
         AUTH_ISSUER: BENCH_ISSUER,
         AUTH_AUDIENCE: BENCH_AUDIENCE,
         LOG_LEVEL: 'warn',
-        ...(process.env.XEXP ? JSON.parse(process.env.XEXP) : {}),
+        // BENCH_OURS_ENV='{"ACTIVITY_FEED":"false"}': settings for an A/B run of one feature's cost.
+        ...(process.env.BENCH_OURS_ENV ? (JSON.parse(process.env.BENCH_OURS_ENV) as Record<string, string>) : {}),
       },
     });
   } else {
