@@ -33,10 +33,12 @@ export interface Counters {
   replicaReads: number;
   /** Reads of the replica paths that went to the primary: no replica had what the caller has seen, or it failed. */
   replicaFallbacks: number;
+  /** Rooms whose activity the room list feed sent nobody without a query: no inbox of their tenant was open on any node. */
+  activityRoomsSkipped: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, replicaReads: 0, replicaFallbacks: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -146,6 +148,11 @@ export class Metrics {
     counter('chat_pushes_sent_total', 'Web pushes accepted by a push service', () => c.pushesSent);
     counter('chat_pushes_failed_total', 'Web push attempts that failed (retried or given up)', () => c.pushesFailed);
     counter('chat_digests_sent_total', 'E-mail digests handed to the SMTP server', () => c.digestsSent);
+    counter(
+      'chat_activity_rooms_skipped_total',
+      'Rooms whose room list activity needed no query: no inbox of their tenant was open on any node',
+      () => c.activityRoomsSkipped,
+    );
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
     counter('chat_auth_unavailable_total', 'Tokens not verified because the identity provider keys could not be loaded', () => c.authUnavailable);

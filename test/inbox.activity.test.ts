@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ChatClient, InboxEvent } from '../client/index.js';
-import { clientFor, Collector, fileCluster, recordInbox, uuid } from './fixture.js';
+import { channels, clientFor, Collector, fileCluster, recordInbox, uuid, waitFor } from './fixture.js';
 
 const COALESCE_MS = 400;
 const cl = fileCluster('activity', { activityCoalesceMs: COALESCE_MS });
@@ -110,6 +110,44 @@ describe('room.activity on inbox.events', () => {
     const got = inbox.of('room.activity', (e) => e.roomId === room.id).length;
     expect(got).toBeLessThanOrEqual(bound);
     expect(got).toBeLessThan(n);
+  });
+
+  it('rooms of a tenant without any open inbox cost no query; one inbox of the tenant on any node turns the feed on', async () => {
+    const u = tag();
+    const tenant = `t-${u}`;
+    const [alice, bob] = [`a-${u}`, `b-${u}`];
+    await using ac = clientFor(cl.a.url, alice, { tenant });
+    await using bc = clientFor(cl.b.url, bob, { tenant });
+    // Another tenant's open inbox does not count.
+    await using oc = clientFor(cl.b.url, `o-${u}`, { tenant: `other-${u}` });
+    using otherInbox = recordInbox(oc);
+    await otherInbox.ready();
+    const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'quiet', memberIds: [bob] });
+    const counters = cl.a.app.services.deps.counters;
+    const anyInboxOpen = async () => (await cl.a.app.services.deps.bus.listened([channels.inboxes(tenant)])).size > 0;
+    expect(await anyInboxOpen()).toBe(false);
+
+    // The first activity of the room reads its head (and learns its tenant); later ones are skipped.
+    const skippedBefore = counters.activityRoomsSkipped;
+    for (let i = 0; i < 3; i++) await send(ac, room.id, `nobody reads ${i}`);
+    await waitFor(() => counters.activityRoomsSkipped, 'a skipped activity', { until: (n) => n > skippedBefore });
+
+    // Bob opens his inbox on the other node: node a sees the tenant's group channel, and Bob gets the activity.
+    {
+      using inbox = recordInbox(bc);
+      await inbox.ready();
+      expect(await anyInboxOpen()).toBe(true);
+      const m = await send(ac, room.id, 'now someone listens');
+      expect(await inbox.next('room.activity', (e) => e.roomId === room.id && e.seq === m.seq)).toMatchObject({
+        unreadCount: 4,
+        lastMessage: { id: m.id, text: 'now someone listens' },
+      });
+    }
+    // Closed again: the group channel is released with the inbox's own, and activity is skipped again.
+    await waitFor(anyInboxOpen, "the tenant's group channel released", { until: (open) => !open });
+    const skippedAfter = counters.activityRoomsSkipped;
+    await send(ac, room.id, 'nobody again');
+    await waitFor(() => counters.activityRoomsSkipped, 'a skipped activity after the inbox closed', { until: (n) => n > skippedAfter });
   });
 
   it('a room.activity whose room seq is above the inbox seq does not hide the next inbox item (client resume bookkeeping)', async () => {

@@ -294,6 +294,8 @@ export function isInboxItem(e: InboxEvent): e is InboxItem {
 export const channels = {
   room: (roomId: string) => `room:${roomId}`,
   user: (tenant: string, userId: string) => `user:${keyOf(tenant, userId)}`,
+  /** Subscribed on each node while any inbox of the tenant is open there (never published to). */
+  inboxes: (tenant: string) => `inboxes:${keyOf(tenant)}`,
 };
 
 /** A hit of chat.search. */

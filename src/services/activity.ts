@@ -1,5 +1,6 @@
 import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxRoomChanged, type MessagePreview } from '../domain/events.js';
 import type { Logger } from '../logger.js';
+import type { Counters } from '../metrics.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { MessageRow } from '../store/message-row.js';
 import { unreadCountsOfMembers } from '../store/receipts.js';
@@ -32,6 +33,9 @@ export const ACTIVITY_BATCH = 200;
 /** How long a batch waits for more rooms after its first (the first activity of a quiet room is this late). */
 export const ACTIVITY_BATCH_MS = 20;
 
+/** Rooms whose tenant is remembered (a room's tenant never changes); the oldest is forgotten first. */
+const TENANTS_KEPT = 100_000;
+
 /** A room with activity in progress: queued, being sent, or waiting out its window (`dirty`: more happened since). */
 interface RoomState {
   dirty: boolean;
@@ -51,8 +55,10 @@ interface RoomState {
  *   room was deleted, to the members concerned.
  *
  * Rooms ready at the same time go out together (at most one batch in flight, like the grouped
- * sends): two queries for the rooms' heads and members, one presence check, one query for the
- * counts, whatever the number of rooms. Live only: a client that reconnects reads `room.list`
+ * sends): one bus question whether any inbox of the rooms' tenants is open anywhere (each node
+ * holds a tenant's group channel while one of its inboxes is open there; a room whose tenant has
+ * none costs nothing more), then two queries for the rooms' heads and members, one presence check,
+ * one query for the counts, whatever the number of rooms. Live only: a client that reconnects reads `room.list`
  * again. Several nodes writing to one room each send their own (a later one replaces an earlier
  * one, by `seq`).
  */
@@ -65,7 +71,7 @@ export class ActivityFeed {
   private readonly listeners = new Map<string, number>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
-  /** Rooms' tenants (they never change), for `room.changed` to one member. */
+  /** Rooms' tenants (they never change): which tenant's inboxes to ask about, `room.changed` to one member. */
   private readonly tenants = new Map<string, string>();
 
   constructor(
@@ -74,6 +80,7 @@ export class ActivityFeed {
     private readonly publisher: EventPublisher,
     private readonly mapper: MessageMapper,
     private readonly log: Logger,
+    private readonly counters: Counters,
     private readonly opts: ActivityOptions,
   ) {}
 
@@ -174,11 +181,15 @@ export class ActivityFeed {
 
   /**
    * `room.activity` to each member of the rooms who has an inbox subscription open on some node:
-   * the newest message and their own counts. Nobody listening costs one query and one bus round trip.
+   * the newest message and their own counts. Rooms of tenants without any open inbox cost one bus
+   * round trip for the whole batch; otherwise nobody listening costs one query and one more.
    */
-  private async activity(roomIds: string[]): Promise<void> {
+  private async activity(batch: string[]): Promise<void> {
+    const roomIds = await this.ofListeningTenants(batch);
+    if (roomIds.length === 0) return;
     const db = this.store.db();
     const heads = await roomHeads(db, roomIds);
+    for (const h of heads) this.rememberTenant(h.id, h.tenant);
     const listening = await this.listening(heads.flatMap((h) => h.members.map((userId) => ({ tenant: h.tenant, userId }))));
     const pairs: { roomId: string; userId: string }[] = [];
     for (const h of heads) {
@@ -213,6 +224,42 @@ export class ActivityFeed {
     );
   }
 
+  /**
+   * The rooms of the batch whose tenant has an inbox open on some node now, and those whose tenant
+   * this node does not know yet (their heads tell it). Exact like the per-user check that follows:
+   * an inbox's tenant channel is subscribed before the inbox's own and released after it.
+   */
+  private async ofListeningTenants(roomIds: string[]): Promise<string[]> {
+    const out: string[] = [];
+    const byTenant = new Map<string, string[]>();
+    for (const id of roomIds) {
+      const tenant = this.tenants.get(id);
+      if (tenant === undefined) out.push(id);
+      else {
+        const list = byTenant.get(tenant);
+        if (list) list.push(id);
+        else byTenant.set(tenant, [id]);
+      }
+    }
+    if (byTenant.size === 0) return out;
+    const open = await this.bus.listened([...byTenant.keys()].map(channels.inboxes));
+    for (const [tenant, ids] of byTenant) {
+      if (open.has(channels.inboxes(tenant))) {
+        out.push(...ids);
+        continue;
+      }
+      this.counters.activityRoomsSkipped += ids.length;
+      for (const id of ids) this.listeners.set(id, 0);
+    }
+    return out;
+  }
+
+  private rememberTenant(roomId: string, tenant: string): void {
+    if (this.tenants.has(roomId)) return;
+    if (this.tenants.size >= TENANTS_KEPT) this.tenants.delete(this.tenants.keys().next().value!);
+    this.tenants.set(roomId, tenant);
+  }
+
   /** The user channels (inboxes) some node listens to now, among these users'. */
   private listening(users: readonly { tenant: string; userId: string }[]): Promise<Set<string>> {
     return this.bus.listened([...new Set(users.map((u) => channels.user(u.tenant, u.userId)))]);
@@ -234,8 +281,7 @@ export class ActivityFeed {
     if (tenant === undefined) {
       const found = await roomTenant(this.store.db(), roomId);
       if (found === null) return;
-      if (this.tenants.size >= 10_000) this.tenants.clear();
-      this.tenants.set(roomId, found);
+      this.rememberTenant(roomId, found);
       tenant = found;
     }
     await this.tell(tenant, [userId], roomId, change);

@@ -30,6 +30,8 @@ export const inboxStreamKind: StreamKind<InboxEvent> = {
     const [tenant, userId] = parseKey(key);
     return channels.user(tenant, userId);
   },
+  // The room list feed asks once per batch whether any inbox of a tenant is open anywhere (activity.ts).
+  groupChannelOf: (key) => channels.inboxes(parseKey(key)[0]),
   isDurable: isInboxItem,
   kickUserOf: () => null,
   // Signals (offers, ICE candidates) are a sequence, not a state: never coalesced. A room's unread

@@ -137,7 +137,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
   );
   const devices = new DeviceService(store, deps.config.notify);
   const preferences = new PreferenceService(store, access);
-  const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, {
+  const activity = new ActivityFeed(store, deps.bus, publisher, mapper, deps.log, deps.counters, {
     enabled: deps.config.activityFeed,
     coalesceMs: deps.config.activityCoalesceMs,
   });

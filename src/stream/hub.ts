@@ -61,7 +61,7 @@ export class Hub<E extends StreamEvent> {
 
   private async start(): Promise<void> {
     // Listen first, then read the committed position: nothing committed after it can be missed.
-    this.unsubscribe = await this.bus.subscribe(this.kind.channelOf(this.key), (p) => this.onPayload(p));
+    this.unsubscribe = await this.listen();
     try {
       this.seq = await this.source.lastSeq(this.key);
     } catch (err) {
@@ -72,6 +72,25 @@ export class Hub<E extends StreamEvent> {
     const early = this.early;
     this.early = [];
     for (const e of early) this.accept(e);
+  }
+
+  /**
+   * Subscribes the stream's channel; with a group channel (StreamKind.groupChannelOf), that one
+   * first and released last, so whenever the stream's channel is subscribed its group's is too.
+   */
+  private async listen(): Promise<() => Promise<void>> {
+    const group = this.kind.groupChannelOf?.(this.key);
+    const leaveGroup = group === undefined ? null : await this.bus.subscribe(group, ignore);
+    try {
+      const leave = await this.bus.subscribe(this.kind.channelOf(this.key), (p) => this.onPayload(p));
+      return async () => {
+        await leave();
+        await leaveGroup?.();
+      };
+    } catch (err) {
+      await leaveGroup?.();
+      throw err;
+    }
   }
 
   private onPayload(payload: string): void {
@@ -218,3 +237,6 @@ export class Hub<E extends StreamEvent> {
     }
   }
 }
+
+/** The handler of a group channel: nothing is published there, it is only counted (EventBus.listened). */
+function ignore(): void {}

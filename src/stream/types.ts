@@ -32,6 +32,13 @@ export interface EventSource<D = DurableRoomEvent> {
 /** What distinguishes one kind of stream (room, inbox) from another. */
 export interface StreamKind<E extends StreamEvent> {
   channelOf(key: string): string;
+  /**
+   * A channel shared by a group of streams (e.g. every inbox of a tenant), subscribed on a node for
+   * as long as any stream of the group is live there: subscribed before the stream's own channel
+   * and released after it, so a producer can ask the bus once whether any stream of the group
+   * listens (`EventBus.listened`). Nothing is published on it.
+   */
+  groupChannelOf?(key: string): string;
   isDurable(e: E): e is E & { seq: number };
   /** The user whose subscriptions end after this event (e.g. `member.left`), or null. */
   kickUserOf(e: E): string | null;
