@@ -24,6 +24,9 @@ return n
  * set, which a Redis Cluster allows only within one slot. Presence therefore lives on one shard
  * of a Cluster (a few commands per connect, disconnect and heartbeat round).
  */
+/** Connections renewed by one pipeline of a heartbeat round. */
+export const HEARTBEAT_SLICE = 256;
+
 export class RedisPresenceStore implements PresenceStore {
   private readonly redis: RedisLink['client'];
 
@@ -111,17 +114,34 @@ export class RedisPresenceStore implements PresenceStore {
     return removed === 1 && left === 0;
   }
 
+  /**
+   * Renews the expiry of this node's connections, `HEARTBEAT_SLICE` at a time: one pipeline per
+   * slice (a ZADD and a PEXPIRE per user, one ZADD of the slice into the global set), awaited
+   * before the next. A round of 10,000 connections in one pipeline held the event loop (and Redis)
+   * for tens of milliseconds, and every message in flight with it: it was the rooms benchmark's
+   * slowest moment (docs/BENCHMARKS.md).
+   */
   async heartbeat(conns: PresenceConn[]): Promise<void> {
     this.guard();
-    if (conns.length === 0) return;
     const exp = Date.now() + this.ttlMs;
-    const m = this.redis.pipeline();
-    for (const c of conns) {
-      m.zadd(this.connKey(c), exp, c.connId);
-      m.pexpire(this.connKey(c), this.ttlMs * 2);
-      m.zadd(this.allKey, exp, this.member(c));
+    for (let i = 0; i < conns.length; i += HEARTBEAT_SLICE) {
+      const byUser = new Map<string, (string | number)[]>();
+      const all: (string | number)[] = [];
+      for (const c of conns.slice(i, i + HEARTBEAT_SLICE)) {
+        const key = this.connKey(c);
+        const list = byUser.get(key);
+        if (list) list.push(exp, c.connId);
+        else byUser.set(key, [exp, c.connId]);
+        all.push(exp, this.member(c));
+      }
+      const m = this.redis.pipeline();
+      for (const [key, scored] of byUser) {
+        m.zadd(key, ...scored);
+        m.pexpire(key, this.ttlMs * 2);
+      }
+      m.zadd(this.allKey, ...all);
+      await m.exec();
     }
-    await m.exec();
   }
 
   async sweep(): Promise<PresenceKey[]> {
