@@ -94,7 +94,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     await Promise.all(notReady.map((l) => l.ready()));
     clearTimeout(slow);
   }
-  const services = createServices({ config, orm: db.orm, replicas: db.replicas, bus, log, counters, observers: telemetry }, infra);
+  const services = await createServices({ config, orm: db.orm, replicas: db.replicas, bus, log, counters, observers: telemetry }, infra);
   const createContext = contextFactory(services);
 
   let draining = false;

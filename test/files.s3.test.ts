@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createChatClient, type UploadProgress } from '../client/index.js';
 import { fileOrigins, type S3Config } from '../src/config.js';
-import { S3Storage } from '../src/services/files/index.js';
+import { S3Storage } from '../src/services/files/s3.js';
 import {
   actor,
   clientFor,

@@ -88,7 +88,7 @@ export interface ServiceStores {
   sessions: RedisLink | null;
 }
 
-export function createServices(base: BaseDeps, stores: ServiceStores): Services {
+export async function createServices(base: BaseDeps, stores: ServiceStores): Promise<Services> {
   const limits = new RateLimits(base.config, base.counters, stores.limits, (kind, key, retryAfterMs) =>
     base.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
   );
@@ -142,7 +142,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     coalesceMs: deps.config.activityCoalesceMs,
   });
   if (deps.config.activityFeed) publisher.watch((e) => activity.observe(e));
-  const storage = createStorage(deps.config.files);
+  const storage = await createStorage(deps.config.files);
   const fileWorker = new FileWorker(store, storage, deps.config.files, deps.log);
   const wakeFiles = () => fileWorker.wake();
   const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
@@ -176,7 +176,7 @@ export function createServices(base: BaseDeps, stores: ServiceStores): Services 
     { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
     store,
     access,
-    createVideoProvider(deps.config.video),
+    await createVideoProvider(deps.config.video),
   );
   const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
   const signals = new SignalService(limits, store, access, publisher, deps.config.rtc.iceServers);

@@ -1,4 +1,3 @@
-import sharp from 'sharp';
 import type { FilesConfig } from '../../config.js';
 import type { Logger } from '../../logger.js';
 import { claimPreviews, claimRemovals, fileById, finishPreview, finishRemoval, noteFileError } from '../../store/files.js';
@@ -20,6 +19,8 @@ export interface FileWorkResult {
 
 /** An image's dimensions (as displayed: EXIF rotation applied; a GIF's first frame) and its WebP thumbnail. */
 export async function makePreview(bytes: Buffer): Promise<{ width: number; height: number; thumbnail: Buffer }> {
+  // Loaded with the first image (libvips and its bindings: memory a node without uploads never needs).
+  const { default: sharp } = await import('sharp');
   const image = sharp(bytes, { animated: false, limitInputPixels: 100_000_000 });
   const meta = await image.metadata();
   const rotated = (meta.orientation ?? 1) >= 5;

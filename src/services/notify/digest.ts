@@ -1,4 +1,5 @@
-import nodemailer, { type Transporter } from 'nodemailer';
+import type { Transporter } from 'nodemailer';
+import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
 import type { DigestItem } from '../../store/notify.js';
 
 /** A link to a room on the chat page (`#/room/<id>`, as web/src/main.ts reads it). */
@@ -52,9 +53,13 @@ export function renderDigest(userName: string, items: DigestItem[], base: string
   return { subject, text: text.join('\n'), html: html.join('\n') };
 }
 
-/** Sends e-mail over SMTP_URL (nodemailer). */
+/**
+ * Sends e-mail over SMTP_URL (nodemailer). The URL is checked at start; nodemailer is loaded and
+ * the transport made with the first e-mail (a node that sends none does not carry the library).
+ */
 export class Mailer {
-  private readonly transport: Transporter;
+  private readonly options: SMTPTransport.Options;
+  private transport: Promise<Transporter> | null = null;
 
   constructor(
     url: string,
@@ -62,7 +67,7 @@ export class Mailer {
     timeoutMs: number,
   ) {
     const u = new URL(url);
-    this.transport = nodemailer.createTransport({
+    this.options = {
       host: u.hostname,
       port: u.port ? Number(u.port) : u.protocol === 'smtps:' ? 465 : 587,
       secure: u.protocol === 'smtps:',
@@ -70,14 +75,19 @@ export class Mailer {
       connectionTimeout: timeoutMs,
       greetingTimeout: timeoutMs,
       socketTimeout: timeoutMs,
-    });
+    };
+  }
+
+  private transporter(): Promise<Transporter> {
+    this.transport ??= import('nodemailer').then(({ default: nodemailer }) => nodemailer.createTransport(this.options));
+    return this.transport;
   }
 
   async send(to: string, d: Digest): Promise<void> {
-    await this.transport.sendMail({ from: this.from, to, subject: d.subject, text: d.text, html: d.html });
+    await (await this.transporter()).sendMail({ from: this.from, to, subject: d.subject, text: d.text, html: d.html });
   }
 
   close(): void {
-    this.transport.close();
+    void this.transport?.then((t) => t.close(), () => undefined);
   }
 }
