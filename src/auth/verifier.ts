@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
 import {
   type CryptoKey,
   createRemoteJWKSet,
@@ -44,8 +44,11 @@ const UNAVAILABLE = "cannot verify the access token now: the identity provider's
 export class TokenVerifier {
   /** The shared secret as an HMAC key, imported once (jose would import raw bytes again for every token). */
   private readonly secret: Promise<CryptoKey> | null;
-  /** The shared secret's bytes, for the synchronous HS256 check. */
-  private readonly secretBytes: Buffer | null;
+  /**
+   * The shared secret as a node:crypto key, made once: an HMAC keyed with the raw bytes makes a key
+   * object of them for every token (10 µs against 2 µs per HMAC here).
+   */
+  private readonly secretKey: KeyObject | null;
   private readonly jwks: JWTVerifyGetKey | null;
   private readonly options: JWTVerifyOptions;
 
@@ -54,7 +57,7 @@ export class TokenVerifier {
       config.jwtSecret === null
         ? null
         : (crypto.subtle.importKey('raw', new TextEncoder().encode(config.jwtSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']) as Promise<CryptoKey>);
-    this.secretBytes = config.jwtSecret === null ? null : Buffer.from(config.jwtSecret, 'utf8');
+    this.secretKey = config.jwtSecret === null ? null : createSecretKey(Buffer.from(config.jwtSecret, 'utf8'));
     this.jwks = config.jwks ? remoteKeys(config.jwks) : null;
     this.options = {
       requiredClaims: ['exp'],
@@ -78,7 +81,7 @@ export class TokenVerifier {
     try {
       // The header's alg picks the key, and each key accepts its own algorithms only: an HS256
       // token is never checked against a public key (the classic algorithm confusion).
-      if (alg === 'HS256' && this.secretBytes && Object.keys(header).every((k) => PLAIN_HEADER.has(k))) {
+      if (alg === 'HS256' && this.secretKey && Object.keys(header).every((k) => PLAIN_HEADER.has(k))) {
         payload = this.verifySecret(token);
       } else if (typeof alg === 'string' && SECRET_ALGORITHMS.includes(alg) && this.secret) {
         payload = (await jwtVerify(token, await this.secret, { ...this.options, algorithms: SECRET_ALGORITHMS })).payload;
@@ -105,7 +108,7 @@ export class TokenVerifier {
     const first = token.indexOf('.');
     const second = token.indexOf('.', first + 1);
     if (first < 0 || second < 0 || token.indexOf('.', second + 1) >= 0) throw new AuthError(INVALID);
-    const expected = Buffer.from(createHmac('sha256', this.secretBytes!).update(token.slice(0, second)).digest('base64url'));
+    const expected = Buffer.from(createHmac('sha256', this.secretKey!).update(token.slice(0, second)).digest('base64url'));
     const given = Buffer.from(token.slice(second + 1));
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AuthError(INVALID);
     return UnsecuredJWT.decode(`${NONE_HEADER}.${token.slice(first + 1, second)}.`, this.options).payload;
