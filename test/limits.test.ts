@@ -549,18 +549,18 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
     const meter = ws(E, 'meter');
     const mine = recordEvents(meter, { roomId: meterRoom });
     await mine.ready();
-    /** One round trip: a send, until the meter's own subscription delivers it. */
+    /** One round trip: a send, until the meter's own subscription delivers it (when it started and ended). */
     const roundTrip = async () => {
-      const t0 = performance.now();
+      const start = performance.now();
       const m = await send(meter, meterRoom, 'ping');
       await mine.untilSeq(m.seq);
-      return performance.now() - t0;
+      return { start, end: performance.now() };
     };
-    const baseline: number[] = [];
+    const baseline: { start: number; end: number }[] = [];
     for (let i = 0; i < 50; i++) baseline.push(await roundTrip());
     const hubBaseline = E.app.services.hubs.subscriberCount;
 
-    const during: number[] = [];
+    const during: { start: number; end: number }[] = [];
     let abusing = true;
     const metering = (async () => {
       while (abusing) during.push(await roundTrip());
@@ -642,15 +642,18 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
     };
     const flood: { startedA: number; startedB: number; refused: number; ms: number }[] = [];
     const ROUNDS = 3;
+    const abuseStart = performance.now();
+    let abuseEnd = Number.POSITIVE_INFINITY;
     try {
       for (let r = 0; r < ROUNDS; r++) await abuse(r === 0);
+      abuseEnd = performance.now();
     } finally {
       abusing = false;
       await metering;
     }
     expect(during.length).toBeGreaterThan(0);
-    const bs = stats(baseline);
-    const ds = stats(during);
+    const bs = stats(baseline.map((x) => x.end - x.start));
+    const ds = stats(during.map((x) => x.end - x.start));
     for (const line of results) console.log(`[abuse] ${line}`);
     for (const [i, x] of flood.entries()) {
       console.log(
@@ -662,6 +665,9 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
         `during abuse p50 ${round(ds.p50)} ms p95 ${round(ds.p95)} ms max ${round(ds.max)} ms (n=${ds.n})`,
     );
     expect(meter.closes).toBe(0);
-    expect(ds.max).toBeLessThan(2000);
+    // Served while the abuse went on: round trips that began after the abuse started also ended
+    // before it was over (a starved client's first one would outlast it). An order of events, not a
+    // latency bound: the latencies above are printed, and speed targets live in bench/.
+    expect(during.filter((x) => x.start >= abuseStart && x.end <= abuseEnd).length).toBeGreaterThan(0);
   });
 });
