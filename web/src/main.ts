@@ -273,11 +273,18 @@ function previewOf(m: Message): MessagePreview {
   };
 }
 
+/** Rooms dropped (left, removed, deleted) while a list read was on its way: that read may still hold them. */
+let drops = 0;
+const droppedAt = new Map<string, number>();
+
 async function loadRooms() {
   if (!chat) return;
+  const dropsBefore = drops;
   try {
     const listed = await chat.trpc.room.list.query();
-    rooms = listed.map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }));
+    // A room dropped after this read started stays dropped: the read may predate its deletion.
+    const gone = (id: string) => (droppedAt.get(id) ?? 0) > dropsBefore;
+    rooms = listed.filter((r) => !gone(r.id)).map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }));
   } catch (err) {
     return report(err);
   }
@@ -306,6 +313,7 @@ function applyActivity(a: InboxEventOf<'room.activity'>) {
 
 /** A room that is no longer mine (left, removed, deleted) leaves the list. */
 function dropRoom(roomId: string) {
+  droppedAt.set(roomId, ++drops);
   rooms = rooms.filter((r) => r.id !== roomId);
   renderRooms();
 }
