@@ -15,6 +15,9 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
 return n
 `;
 
+/** Connections renewed by one pipeline of a heartbeat round. */
+export const HEARTBEAT_SLICE = 256;
+
 /**
  * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
  * set of all connections so any node can sweep those of a dead node.
@@ -24,9 +27,6 @@ return n
  * set, which a Redis Cluster allows only within one slot. Presence therefore lives on one shard
  * of a Cluster (a few commands per connect, disconnect and heartbeat round).
  */
-/** Connections renewed by one pipeline of a heartbeat round. */
-export const HEARTBEAT_SLICE = 256;
-
 export class RedisPresenceStore implements PresenceStore {
   private readonly redis: RedisLink['client'];
 
