@@ -78,20 +78,28 @@ describe('e-mail digests', () => {
     const tn = tenant();
     await tn.withEmail('bob');
     await tn.withEmail('carol');
+    await tn.withEmail('frank');
     await tn.as('carol').notify.setPreferences({ email: 'off' });
+    // Bob and frank stay connected until their digest rows are checked: a connected user's row waits
+    // (it is put off by EMAIL_DIGEST_DELAY_MS each time it comes due), so the check does not depend
+    // on the steps below taking less than the delay.
+    await using bobWs = clientFor(digestServer.url, 'bob', { tenant: tn.name, ws: true });
+    await using frankWs = clientFor(digestServer.url, 'frank', { tenant: tn.name, ws: true });
+    await Promise.all([bobWs.trpc.auth.me.query(), frankWs.trpc.auth.me.query()]);
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     const m = await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'read me quickly' });
     await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: m.seq });
     const dmCarol = await tn.as('alice').room.openDirect({ userId: 'carol' });
     await tn.as('alice').chat.send({ roomId: dmCarol.id, clientId: uuid(), body: 'carol turned mail off' });
     // A room set to none is left out of the digest (here: its only item, so no mail at all).
-    await tn.withEmail('frank');
     const quiet = await tn.as('alice').room.create({ kind: 'group', name: 'Quiet', memberIds: ['frank'] });
     await tn.as('frank').notify.setRoomPreference({ roomId: quiet.id, level: 'none' });
     await tn.as('alice').chat.send({ roomId: quiet.id, clientId: uuid(), body: '@frank shh', mentions: ['frank'] });
     const dmDave = await tn.as('alice').room.openDirect({ userId: 'dave' });
     await tn.as('alice').chat.send({ roomId: dmDave.id, clientId: uuid(), body: 'dave has no address' });
     expect((await tn.digestRows()).map((r) => r.user_id).sort()).toEqual(['bob', 'frank']);
+    // Both go away: their rows are handled after the delay, and find nothing to send.
+    await Promise.all([bobWs.close(), frankWs.close()]);
     await waitFor(() => tn.digestRows(), 'the digest rows handled', { until: (r) => r.length === 0, timeoutMs: 10_000 });
     expect(smtp.mails.items.filter((x) => x.to.some((a) => a.endsWith(`@${tn.name}.example.com`)))).toEqual([]);
   });
