@@ -255,12 +255,23 @@ describe('browser chat page', () => {
       'the service worker running',
     );
     const payload = { type: 'mention', roomId: 'r-1', title: 'Ivo mentioned you', body: 'in Quiet room: look', url: `${pushSrv.url}/#/room/r-1`, count: 2 };
-    await cdp.send('ServiceWorker.deliverPushMessage', { origin: pushSrv.url, registrationId: reg!.registrationId, data: JSON.stringify(payload) });
-    const shown = await waitFor(
-      () => page.evaluate<{ title: string; body: string; url: string }[]>(`navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) => ns.map((n) => ({ title: n.title, body: n.body, url: n.data.url })))`),
-      'the notification shown',
-      { until: (ns) => ns.length > 0, timeoutMs: WAIT, everyMs: 50 },
-    );
+    // DevTools' delivery is fire and forget: Chromium drops its outcome, and on a loaded machine a
+    // delivery was once lost with no notification. As a push service does, it is delivered again
+    // while none shows; the payload's tag (its room) makes a repeat replace the notification, so
+    // exactly one must show.
+    const notifications = () =>
+      page.evaluate<{ title: string; body: string; url: string }[]>(
+        `navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) => ns.map((n) => ({ title: n.title, body: n.body, url: n.data.url })))`,
+      );
+    let shown: Awaited<ReturnType<typeof notifications>> = [];
+    let deliveries = 0;
+    const deadline = Date.now() + WAIT;
+    while (shown.length === 0 && Date.now() < deadline) {
+      deliveries++;
+      await cdp.send('ServiceWorker.deliverPushMessage', { origin: pushSrv.url, registrationId: reg!.registrationId, data: JSON.stringify(payload) });
+      shown = await waitFor(notifications, 'the notification shown', { until: (ns) => ns.length > 0, timeoutMs: 2000, everyMs: 50 }).catch(() => []);
+    }
+    if (deliveries > 1) console.log(`[web push] the notification showed after ${deliveries} deliveries`);
     expect(shown).toEqual([{ title: 'Ivo mentioned you (2)', body: 'in Quiet room: look', url: payload.url }]);
 
     // The room menu: mentions by default; "None" is stored for this room.
