@@ -73,7 +73,7 @@ export function topFrames(file: string, n = 25, window?: { fromUs: number; toUs:
   }
   const pct = (v: number) => `${((100 * v) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
   const lines: string[] = [];
-  if (window) lines.push(`window: ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s (the measured phase only)`);
+  if (window) lines.push(`window: ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s (the measured phase only: ${Math.round(window.fromUs)} ${Math.round(window.toUs)})`);
   lines.push(`profile: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (${((100 * busy) / Math.max(1, total)).toFixed(0)}%); shares below are of busy time`);
   lines.push('');
   lines.push(`top ${n} frames by self time:`);
@@ -81,7 +81,87 @@ export function topFrames(file: string, n = 25, window?: { fromUs: number; toUs:
   lines.push('');
   lines.push('self time by origin:');
   for (const [k, v] of [...origins.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)) lines.push(`  ${pct(v)}  ${k}`);
+  if (p.samples && p.timeDeltas) lines.push('', ...socketWrites(p, byId, busy, window), '', ...busyStretches(p, byId, window));
   return `${lines.join('\n')}\n`;
+}
+
+/** Each sample with its time (CLOCK_MONOTONIC µs) and the time it stands for, inside the window. */
+function* timedSamples(p: Profile, window?: { fromUs: number; toUs: number }): Generator<{ id: number; t: number; dt: number }> {
+  let t = p.startTime;
+  for (let i = 0; i < p.samples!.length; i++) {
+    const dt = Math.max(0, p.timeDeltas![i] ?? 0);
+    t += dt;
+    if (window && (t < window.fromUs || t > window.toUs)) continue;
+    yield { id: p.samples![i]!, t, dt };
+  }
+}
+
+const parentsOf = (p: Profile) => {
+  const parent = new Map<number, number>();
+  for (const x of p.nodes) for (const c of x.children ?? []) parent.set(c, x.id);
+  return parent;
+};
+
+/**
+ * The socket writes (`writev`, `writeUtf8String`, `writeBuffer`) by who made them: the first caller
+ * outside node's own streams (a package, or src/). A write's time includes the loopback delivery to
+ * the peer process, and any time this thread waited for the core meanwhile (the profiler samples on
+ * wall-clock ticks).
+ */
+function socketWrites(p: Profile, byId: Map<number, Node>, busy: number, window?: { fromUs: number; toUs: number }): string[] {
+  const parent = parentsOf(p);
+  const writes = new Set(['writev', 'writeUtf8String', 'writeBuffer', 'writeLatin1String']);
+  const by = new Map<string, number>();
+  let all = 0;
+  for (const { id, dt } of timedSamples(p, window)) {
+    if (!writes.has(byId.get(id)!.callFrame.functionName)) continue;
+    all += dt;
+    let who = '(unknown)';
+    for (let up = parent.get(id); up !== undefined; up = parent.get(up)) {
+      const cf = byId.get(up)!.callFrame;
+      if (cf.url && !cf.url.startsWith('node:')) {
+        who = origin(cf.url, cf.functionName);
+        if (who === 'src/') who = `src/ (${shortUrl(cf.url)})`;
+        break;
+      }
+    }
+    by.set(who, (by.get(who) ?? 0) + dt);
+  }
+  const pct = (v: number) => `${((100 * v) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
+  return [`socket writes: ${pct(all)} of busy time, by caller:`, ...[...by].sort((a, b) => b[1] - a[1]).map(([k, v]) => `  ${pct(v)}  ${k}`)];
+}
+
+/**
+ * Busy stretches of the event loop: runs of samples that are not idle (gaps under 0.3 ms joined),
+ * by length. A message that arrives during a stretch waits for its end, so their lengths bound
+ * what the latency percentiles can be.
+ */
+function busyStretches(p: Profile, byId: Map<number, Node>, window?: { fromUs: number; toUs: number }): string[] {
+  const bounds = [1, 2, 4, 8, 16, Number.POSITIVE_INFINITY];
+  const counts = bounds.map(() => 0);
+  const time = bounds.map(() => 0);
+  let from = -1;
+  let to = -1;
+  const close = () => {
+    if (from < 0) return;
+    const ms = (to - from) / 1000;
+    const b = bounds.findIndex((x) => ms < x);
+    counts[b]!++;
+    time[b]! += ms;
+    from = -1;
+  };
+  for (const { id, t, dt } of timedSamples(p, window)) {
+    const fn = byId.get(id)!.callFrame.functionName;
+    if (fn === '(idle)') {
+      if (from >= 0 && t - to > 300) close();
+      continue;
+    }
+    if (from < 0) from = t - dt;
+    to = t;
+  }
+  close();
+  const label = (i: number) => (i === 0 ? '< 1 ms' : bounds[i] === Number.POSITIVE_INFINITY ? `>= ${bounds[i - 1]} ms` : `${bounds[i - 1]}-${bounds[i]} ms`);
+  return ['busy stretches of the event loop (gaps under 0.3 ms joined):', ...bounds.map((_, i) => `  ${label(i).padEnd(9)} ${String(counts[i]).padStart(6)} stretches, ${time[i]!.toFixed(0).padStart(6)} ms in all`)];
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
