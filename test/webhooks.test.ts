@@ -129,12 +129,14 @@ describe('delivery', () => {
     expect(rx.requests.items.length).toBe(4);
   });
 
-  it('several nodes share the outbox: each row is claimed by one worker, every event is sent once', async () => {
+  it('several nodes share the outbox: each row is claimed by one worker, every event is sent once (once more only after a failed attempt)', async () => {
     // Two more nodes on the same database, their workers polling like this one's: three workers
     // claim the same rows (FOR UPDATE SKIP LOCKED and a lease keep a row to one of them).
     await using b = await t.env.startServer({ webhooks: t.config.webhooks });
     await using c = await t.env.startServer({ webhooks: t.config.webhooks });
     const nodes = [t.app, b.app, c.app];
+    const failedAttempts = () => nodes.reduce((n, app) => n + app.services.deps.counters.webhooksFailed, 0);
+    const failedBefore = failedAttempts();
     const tn = tenant();
     await using rx = await hookReceiver();
     const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
@@ -149,14 +151,25 @@ describe('delivery', () => {
       }),
     );
     await rx.accepted.until((a) => ids.every((id) => a.some((r) => r.id === id)), 'every event delivered');
-    // Once each, at the first attempt: no row went out twice.
-    expect(rx.requests.items.map((r) => r.id).sort()).toEqual([...ids].sort());
-    expect(rx.requests.items.every((r) => r.status === 200 && r.verifiedWith === 0)).toBe(true);
     // The receiver answers before the worker records the answer: wait for the rows, then check them.
     const ds = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id, limit: 100 }), 'every delivery recorded', {
       until: (rows) => rows.length === ids.length && rows.every((r) => r.status === 'delivered'),
     });
-    expect(ds.every((r) => r.attempts === 1 && r.lastStatusCode === 200)).toBe(true);
+    expect(ds.every((r) => r.lastStatusCode === 200)).toBe(true);
+    expect(rx.requests.items.every((r) => r.status === 200 && r.verifiedWith === 0)).toBe(true);
+    // Delivery is at least once: an attempt that failed (here only a request that timed out, when
+    // this process, which hosts the receiver too, stalled past WEBHOOK_TIMEOUT_MS on a loaded
+    // machine) is claimed and sent again. A second claim of a row whose attempt had not failed
+    // would be a row taken by two workers: every claim beyond the first of a row, and every request
+    // beyond the first of an event, must be matched by a failed attempt. On a machine that keeps
+    // up, none fails, so every event went out exactly once.
+    const failed = failedAttempts() - failedBefore;
+    const extraClaims = ds.reduce((n, r) => n + r.attempts, 0) - ids.length;
+    const extraRequests = rx.requests.items.length - ids.length;
+    if (failed > 0) console.log(`[hooks] shared outbox: ${failed} failed attempts, ${extraClaims} claims and ${extraRequests} requests beyond one per event`);
+    expect(new Set(rx.requests.items.map((r) => r.id))).toEqual(new Set(ids));
+    expect(extraClaims).toBeLessThanOrEqual(failed);
+    expect(extraRequests).toBeLessThanOrEqual(failed);
   });
 
   it('keeps the order of a room per endpoint: a later event waits until the earlier one is delivered', async () => {
