@@ -33,9 +33,32 @@ function pinned(addresses: ResolvedAddress[]): LookupFunction {
 const SNIPPET = 200;
 
 /**
+ * The deadline of a request. When it passes, the abort waits for one turn of the event loop's I/O
+ * (an immediate runs after the poll phase): after a stall of this process (a long GC pause, a
+ * starved CPU), an answer that came in time and waits in the socket's buffer is read first instead
+ * of being taken for a timeout, which would send the event again.
+ */
+function deadline(ms: number): { signal: AbortSignal; clear: () => void } {
+  const ac = new AbortController();
+  let immediate: NodeJS.Immediate | undefined;
+  const timer = setTimeout(() => {
+    immediate = setImmediate(() => ac.abort(new DOMException(`no answer within ${ms} ms`, 'TimeoutError')));
+  }, ms);
+  timer.unref();
+  return {
+    signal: ac.signal,
+    clear: () => {
+      clearTimeout(timer);
+      if (immediate) clearImmediate(immediate);
+    },
+  };
+}
+
+/**
  * POSTs `body` to `rawUrl`: the host is resolved and checked first (SSRF guard), the connection
  * goes to the checked addresses, redirects are not followed (a 3xx is a failure), and the whole
- * exchange is bounded by `timeoutMs`. Of the response only a short snippet is kept, for errors.
+ * exchange is bounded by `timeoutMs` (see `deadline`). Of the response only a short snippet is
+ * kept, for errors.
  */
 export async function postWebhook(
   rawUrl: string,
@@ -51,6 +74,7 @@ export async function postWebhook(
     throw err;
   }
   const { url, addresses } = target;
+  const due = deadline(opts.timeoutMs);
   const options: RequestOptions = {
     method: 'POST',
     host: hostOf(url),
@@ -58,11 +82,15 @@ export async function postWebhook(
     path: `${url.pathname}${url.search}`,
     headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
     lookup: pinned(addresses),
-    signal: AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]),
+    signal: AbortSignal.any([opts.signal, due.signal]),
     agent: false,
   };
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
-  return new Promise<SendResult>((resolve) => {
+  return new Promise<SendResult>((settle) => {
+    const resolve = (r: SendResult) => {
+      due.clear();
+      settle(r);
+    };
     const req = request(options, (res: IncomingMessage) => {
       const status = res.statusCode ?? 0;
       let snippet = '';
