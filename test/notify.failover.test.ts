@@ -24,8 +24,7 @@ it('a node killed with SIGKILL while pushes are queued: another node delivers ea
   await using env = await testEnv('pushkill');
   await using ps = await pushService(vapid.publicKey);
   // The first request is left unanswered (in flight when the node dies); the others are refused.
-  let requests = 0;
-  ps.respond = () => (++requests === 1 ? 'hang' : 503);
+  await ps.answer({ next: ['hang'], otherwise: 503 });
   const tenant = `kill-${uuid().slice(0, 8)}`;
   const a = await env.startNode('A', NOTIFY_ENV);
   await using alice = clientFor(a.url, 'alice', { tenant });
@@ -49,7 +48,7 @@ it('a node killed with SIGKILL while pushes are queued: another node delivers ea
   const queued = await env.sql<{ room_id: string; pending: number }>(`select room_id, pending from notify_push where pending > 0 order by room_id`);
   expect(queued.map((q) => q.room_id).sort()).toEqual([dm.id, group.id].sort());
 
-  ps.respond = () => 201;
+  await ps.answer({});
   const refusedOnA = ps.received.items.length;
   const b = await env.startNode('B', NOTIFY_ENV);
   const got = await ps.received.until(
