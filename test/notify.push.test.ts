@@ -77,7 +77,7 @@ function tenant() {
   };
 }
 
-const pushesTo = (sub: Subscription) => ps.received.items.filter((r) => sub.endpoint.endsWith(`/${r.device}`));
+const pushesTo = (sub: Subscription) => ps.received.items.filter((r) => r.device === sub.device);
 const waitPushes = (sub: Subscription, n: number, what: string, timeoutMs = 8000) =>
   ps.received.until(() => pushesTo(sub).length >= n, what, timeoutMs).then(() => pushesTo(sub));
 /** Waits until nothing is queued for the user, then asserts that no push reached the device. */
@@ -374,8 +374,7 @@ describe('who gets a push', () => {
     const gone = await tn.device('bob');
     const unknown = await tn.device('bob');
     const flaky = await tn.device('bob');
-    const device = (d: { endpoint: string }) => d.endpoint.slice(d.endpoint.lastIndexOf('/') + 1);
-    await ps.answer({ byDevice: { [device(gone)]: [410], [device(unknown)]: [404], [device(flaky)]: [503, 503] } });
+    await ps.answer({ byDevice: { [gone.device]: [410], [unknown.device]: [404], [flaky.device]: [503, 503] } });
     try {
       const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
       await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'anyone?' });

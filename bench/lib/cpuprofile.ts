@@ -46,14 +46,7 @@ export function topFrames(file: string, n = 25, window?: { fromUs: number; toUs:
   const byId = new Map(p.nodes.map((x) => [x.id, x]));
   const self = new Map<number, number>();
   if (p.samples && p.timeDeltas) {
-    let t = p.startTime;
-    for (let i = 0; i < p.samples.length; i++) {
-      const id = p.samples[i]!;
-      const dt = Math.max(0, p.timeDeltas[i] ?? 0);
-      t += dt;
-      if (window && (t < window.fromUs || t > window.toUs)) continue;
-      self.set(id, (self.get(id) ?? 0) + dt);
-    }
+    for (const { id, dt } of timedSamples(p, window)) self.set(id, (self.get(id) ?? 0) + dt);
   } else {
     const per = (p.endTime - p.startTime) / Math.max(1, p.nodes.reduce((a, x) => a + (x.hitCount ?? 0), 0));
     for (const x of p.nodes) self.set(x.id, (x.hitCount ?? 0) * per);
@@ -71,7 +64,7 @@ export function topFrames(file: string, n = 25, window?: { fromUs: number; toUs:
     const o = origin(cf.url, cf.functionName);
     origins.set(o, (origins.get(o) ?? 0) + us);
   }
-  const pct = (v: number) => `${((100 * v) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
+  const pct = (v: number) => share(v, busy);
   const lines: string[] = [];
   if (window) lines.push(`window: ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s (the measured phase only: ${Math.round(window.fromUs)} ${Math.round(window.toUs)})`);
   lines.push(`profile: ${(total / 1e6).toFixed(1)} s sampled, ${(busy / 1e6).toFixed(1)} s busy (${((100 * busy) / Math.max(1, total)).toFixed(0)}%); shares below are of busy time`);
@@ -84,6 +77,9 @@ export function topFrames(file: string, n = 25, window?: { fromUs: number; toUs:
   if (p.samples && p.timeDeltas) lines.push('', ...socketWrites(p, byId, busy, window), '', ...busyStretches(p, byId, window));
   return `${lines.join('\n')}\n`;
 }
+
+/** `v` as a percentage of `busy`, padded for a column. */
+const share = (v: number, busy: number) => `${((100 * v) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
 
 /** Each sample with its time (CLOCK_MONOTONIC µs) and the time it stands for, inside the window. */
 function* timedSamples(p: Profile, window?: { fromUs: number; toUs: number }): Generator<{ id: number; t: number; dt: number }> {
@@ -127,7 +123,7 @@ function socketWrites(p: Profile, byId: Map<number, Node>, busy: number, window?
     }
     by.set(who, (by.get(who) ?? 0) + dt);
   }
-  const pct = (v: number) => `${((100 * v) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
+  const pct = (v: number) => share(v, busy);
   return [`socket writes: ${pct(all)} of busy time, by caller:`, ...[...by].sort((a, b) => b[1] - a[1]).map(([k, v]) => `  ${pct(v)}  ${k}`)];
 }
 
