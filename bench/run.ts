@@ -216,6 +216,9 @@ interface PhaseResult {
   cpuUsPerDelivery: number | null;
   /** Server CPU over the window, ms. */
   serverCpuMs: number;
+  /** The server's write and read system calls over the window per acknowledged send (/proc/<pid>/io). */
+  writesPerSend: number | null;
+  readsPerSend: number | null;
   lost: number;
   duplicated: number;
   outOfOrder: number;
@@ -343,6 +346,9 @@ async function runPhase(o: {
     cpuPct: round(win.cpuPct),
     cpuUsPerDelivery: deliveries > 0 ? round(win.cpuUs / deliveries, 2) : null,
     serverCpuMs: Math.round(win.cpuUs / 1000),
+    // The server's system calls per acknowledged send (a send is also its deliveries and its ack).
+    writesPerSend: acked > 0 ? round(win.writeCalls / acked, 2) : null,
+    readsPerSend: acked > 0 ? round(win.readCalls / acked, 2) : null,
     lost: exp.reduce((a, e) => a + e.lost, 0),
     duplicated: exp.reduce((a, e) => a + e.duplicated, 0),
     outOfOrder: exp.reduce((a, e) => a + e.outOfOrder, 0),
@@ -624,6 +630,8 @@ async function bigroom(sys: SystemName) {
         connectMs: opened.elapsedMs,
         settleMs,
         cpuUsPerConnect: round(win.cpuUs / n, 1),
+        writesPerConnect: round(win.writeCalls / n, 2),
+        readsPerConnect: round(win.readCalls / n, 2),
         rssMb: round((rssKb(s.proc.pid) ?? 0) / 1024),
       };
       await closeAll();
@@ -894,7 +902,7 @@ function fmt(v: unknown): string {
 }
 
 function printTable(results: Record<string, Record<string, Record<string, unknown>>>) {
-  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
+  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'writesPerSend', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
   for (const [scen, bySys] of Object.entries(results)) {
     console.log(`\n${scen}`);
     console.log(['system', ...cols].map((c) => c.padStart(12)).join(''));

@@ -36,6 +36,20 @@ export function rssKb(pid: number): number | null {
   }
 }
 
+/**
+ * System calls of a process that read and wrote (/proc/<pid>/io `syscr`, `syscw`: all its threads),
+ * or zeros when it is gone. A socket write on loopback also runs the receiver's TCP path and wakes
+ * it, so writes are what a message costs beyond its JavaScript.
+ */
+export function ioSyscalls(pid: number): { reads: number; writes: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    return { reads: Number(/^syscr:\s+(\d+)/m.exec(io)?.[1] ?? 0), writes: Number(/^syscw:\s+(\d+)/m.exec(io)?.[1] ?? 0) };
+  } catch {
+    return { reads: 0, writes: 0 };
+  }
+}
+
 /** Busy and total jiffies of the whole machine (/proc/stat). */
 function machineJiffies(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
@@ -57,6 +71,9 @@ export interface Window {
   loadCpuPct: number;
   /** The whole machine's CPU use over the window, 100 = every core busy. */
   machineCpuPct: number;
+  /** Read and write system calls of the server processes over the window (ioSyscalls). */
+  readCalls: number;
+  writeCalls: number;
 }
 
 /** Samples server (and load worker) processes over a window: CPU at both ends, RSS every 200 ms. */
@@ -65,6 +82,7 @@ export class Sampler {
   private cpu0 = 0;
   private load0 = 0;
   private m0 = { busy: 0, total: 0 };
+  private io0 = { reads: 0, writes: 0 };
   private rssMax = 0;
   private timer: NodeJS.Timeout | null = null;
 
@@ -77,6 +95,16 @@ export class Sampler {
     return pids.reduce((a, p) => a + (cpuUs(p) ?? 0), 0);
   }
 
+  private io() {
+    return this.servers.reduce(
+      (a, p) => {
+        const x = ioSyscalls(p);
+        return { reads: a.reads + x.reads, writes: a.writes + x.writes };
+      },
+      { reads: 0, writes: 0 },
+    );
+  }
+
   private sampleRss() {
     const r = this.servers.reduce((a, p) => a + (rssKb(p) ?? 0), 0);
     if (r > this.rssMax) this.rssMax = r;
@@ -87,6 +115,7 @@ export class Sampler {
     this.cpu0 = this.sum(this.servers);
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
+    this.io0 = this.io();
     this.rssMax = 0;
     this.sampleRss();
     this.timer = setInterval(() => this.sampleRss(), 200);
@@ -101,7 +130,10 @@ export class Sampler {
     const load = this.sum(this.workers) - this.load0;
     const m = machineJiffies();
     const mt = m.total - this.m0.total;
+    const io = this.io();
     return {
+      readCalls: io.reads - this.io0.reads,
+      writeCalls: io.writes - this.io0.writes,
       wallUs,
       cpuUs: cpu,
       cpuPct: (100 * cpu) / wallUs,
