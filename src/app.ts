@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { WebSocketServer } from 'ws';
 import { type Config, fileOrigins, isLoopbackHost } from './config.js';
@@ -243,6 +244,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (n <= 0) ipConnections.delete(ip);
     else ipConnections.set(ip, n);
   };
+  const destroyOnError = function (this: Duplex) {
+    this.destroy();
+  };
+  const ignoreError = () => undefined;
   server.on('upgrade', (req, socket, head) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (draining || !(path === '/trpc' || path.startsWith('/trpc/'))) {
@@ -252,9 +257,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     }
     if (origins.refuseUpgrade(req, socket)) return;
     const ip = clientAddress(req, config.trustProxy);
+    // Node takes its own error listener off a socket before it emits 'upgrade', and `ws` adds one
+    // only in handleUpgrade: a reset while the rate limit is asked (a Redis round trip) would
+    // otherwise be an 'error' without a listener, which ends the process.
+    socket.on('error', destroyOnError);
     void (async () => {
       // Connection attempts per address (a reconnect storm or a scan): refused before the upgrade.
       const attempt = await services.limits.allow('connect', ip).catch(() => ({ ok: true as const }));
+      socket.off('error', destroyOnError);
+      if (socket.destroyed) return;
       if (!attempt.ok) {
         const retry = Math.ceil(attempt.retryAfterMs / 1000);
         socket.write(`HTTP/1.1 429 Too Many Requests\r\nRetry-After: ${retry}\r\nConnection: close\r\n\r\n`);
@@ -266,6 +277,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         const open = ipConnections.get(ip) ?? 0;
         if (open >= config.limits.connectionsPerIp) {
           counters.rateLimited++;
+          // The refused socket is read until its close handshake ends; a bad frame meanwhile is an
+          // 'error' on it, which needs a listener (the transport's is never attached here).
+          ws.on('error', ignoreError);
           ws.close(CloseCode.TooManyConnections, 'too many connections from this address');
           return;
         }

@@ -97,6 +97,7 @@ export class SessionService {
     socket.once('close', () => {
       s.closed = true;
       if (s.expiryTimer) clearTimeout(s.expiryTimer);
+      s.expiryTimer = null;
       const cur = this.byUser.get(userKey(s.actor.tenant, s.actor.id));
       cur?.delete(s);
       if (cur && cur.size === 0) this.byUser.delete(userKey(s.actor.tenant, s.actor.id));
@@ -135,7 +136,9 @@ export class SessionService {
   private armExpiry(s: Session): void {
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     s.expiryTimer = null;
-    if (!s.actor.exp) return;
+    // A refresh answered after its socket closed: a timer now would hold the session until the
+    // token's expiry (nothing clears it any more).
+    if (s.closed || !s.actor.exp) return;
     const ms = s.actor.exp * 1000 - Date.now();
     // setTimeout holds at most ~24.8 days; longer tokens are re-armed when they get closer.
     const delay = Math.max(0, Math.min(ms, 2 ** 31 - 1));
