@@ -27,6 +27,17 @@ describe('read and management budgets', () => {
     expect((await callerFor(t.app, actor('modest')).room.list()).length).toBe(0);
   });
 
+  it('subscriptions spend the read budget too: past it, a subscription is TOO_MANY_REQUESTS before anything is opened', async () => {
+    const sub = callerFor(t.app, actor('resubscriber'));
+    const outcomes = await Promise.allSettled(Array.from({ length: 7 }, () => sub.inbox.events()));
+    const opened = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    expect(opened).toHaveLength(5);
+    const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+    expect(refused).toHaveLength(2);
+    for (const o of refused) expect(o.reason).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many reads \(queries and subscriptions\)/) });
+    for (const s of opened) await s[Symbol.asyncIterator]().return?.();
+  });
+
   it('room management and moderation spend the action budget: a flood of bans is refused', async () => {
     const owner = callerFor(t.app, actor('mod-owner'));
     const room = await owner.room.create({ kind: 'group', name: 'flood', memberIds: ['x1', 'x2', 'x3', 'x4', 'x5'] });

@@ -13,7 +13,7 @@ const WHAT: Record<LimitKind, string> = {
   signal: 'too many call signals',
   roomCreate: 'too many rooms created',
   connect: 'too many connection attempts from this address',
-  read: 'too many reads (queries)',
+  read: 'too many reads (queries and subscriptions)',
 };
 
 interface Limiter {

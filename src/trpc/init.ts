@@ -129,7 +129,9 @@ export const authedProcedure = t.procedure.use(({ ctx, path, type, next }) =>
     }
     if (isExpired(actor)) throw new TRPCError({ code: 'UNAUTHORIZED', message: 'access token expired' });
     // Reads are budgeted per user too (RATE_READS_PER_10S, all nodes), before any input is parsed.
-    if (type === 'query') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
+    // A subscription is a read: its access check and its replay are queries, and a loop of
+    // subscribe and stop would otherwise cost the database without any bound.
+    if (type === 'query' || type === 'subscription') await ctx.services.limits.consume('read', keyOf(actor.tenant, actor.id));
     const res = await next({ ctx: { ...ctx, actor } });
     // With read replicas: the caller's next reads across rooms must include this write (read-your-writes).
     if (type === 'mutation' && res.ok && ctx.services.reads.enabled) await ctx.services.reads.wrote(keyOf(actor.tenant, actor.id));
