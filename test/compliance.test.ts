@@ -395,6 +395,23 @@ describe('audit trail', () => {
     await expectTRPCError(boss.admin.audit({ limit: 501 }), 'BAD_REQUEST');
     await expectTRPCError(boss.admin.audit({ cursor: 'nope' }), 'BAD_REQUEST');
   });
+
+  it('a cursor whose id is not a UUID, or a since out of range, is BAD_REQUEST (not a database error)', async () => {
+    const boss = callerFor(t.app, admin());
+    const ms = Date.now();
+    // 36 characters of [0-9a-f-], which PostgreSQL's uuid refuses.
+    for (const id of ['0'.repeat(36), '-'.repeat(36), '0000000-00000-0000-0000-000000000000', '0123456789abcdef0123456789abcdef----']) {
+      await expectTRPCError(boss.admin.audit({ cursor: `${ms}_${id}` }), 'BAD_REQUEST', /cursor must be a nextCursor of admin\.audit/);
+    }
+    // JavaScript dates reach further than PostgreSQL's timestamps (4713 BC to 294276 AD).
+    for (const since of [new Date(-8.64e15), new Date('-004713-01-01T00:00:00Z'), new Date('1969-12-31T23:59:59.999Z'), new Date('+010000-01-01T00:00:00Z'), new Date(8.64e15)]) {
+      await expectTRPCError(boss.admin.audit({ since }), 'BAD_REQUEST', /since must be between 1970-01-01 and 9999-12-31/);
+    }
+    // The bounds themselves, and a well-formed cursor of no event, are fine.
+    expect((await boss.admin.audit({ since: new Date(0), limit: 1 })).events).toHaveLength(1);
+    expect((await boss.admin.audit({ since: new Date('9999-12-31T23:59:59.999Z') })).events).toEqual([]);
+    expect((await boss.admin.audit({ cursor: `0_${uuid()}` })).events).toEqual([]);
+  });
 });
 
 describe('message delete erases at rest', () => {

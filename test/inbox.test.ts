@@ -138,6 +138,51 @@ describe('inbox.events over wsLink', () => {
     }
   });
 
+  it('notification data nested deeper than 32 levels is BAD_REQUEST: a reserved key below any depth never reaches an inbox', async () => {
+    const u = tag();
+    const [me, svc] = [`me-${u}`, `svc-${u}`];
+    await using service = clientFor(cl.a.url, svc, { roles: ['service'] });
+    /** `inner` (JSON text) wrapped in `wrappers` objects `{"a": ...}`. */
+    const nest = (wrappers: number, inner: string) => `${'{"a":'.repeat(wrappers)}${inner}${'}'.repeat(wrappers)}`;
+    // (Raw JSON over HTTP: superjson in the typed client refuses to send a constructor key at all.)
+    const notify = async (data: string) => {
+      const res = await fetch(`${cl.a.url}/trpc/inbox.notify`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenFor(svc, { roles: ['service'] })}`, 'content-type': 'application/json' },
+        body: `{"json":{"userId":"${me}","kind":"k","title":"t","data":${data}}}`,
+      });
+      const body = (await res.json()) as { error?: { json: { message: string; data: { code: string } } } };
+      return { status: res.status, code: body.error?.json.data.code, message: body.error?.json.message };
+    };
+    const dataTooDeep = 'data is nested too deeply (at most 32 levels of objects and arrays)';
+    const inputTooDeep = 'input is nested too deeply (at most 64 levels of objects and arrays)';
+    for (const [data, message] of [
+      // 33 levels: within what the transport takes, refused by the schema of `data`.
+      [nest(32, '{"constructor":1}'), dataTooDeep],
+      [nest(32, '{"k":1}'), dataTooDeep],
+      [nest(32, '[1]'), dataTooDeep],
+      // 66 levels (65 wrappers), below where the reserved-key check used to stop: refused by the transport.
+      [nest(65, '{"constructor":1}'), inputTooDeep],
+      [nest(500, '{"prototype":1}'), inputTooDeep],
+    ] as const) {
+      expect(await notify(data), data.slice(-40)).toEqual({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining(message) });
+    }
+    // At the bound (32 levels), a reserved key is still found; data without one is delivered.
+    expect((await notify(nest(31, '{"constructor":1}'))).message).toContain(`data${'.a'.repeat(31)} must not have a constructor key`);
+    const deep = JSON.parse(nest(31, '{"k":1}')) as Record<string, unknown>;
+    await service.trpc.inbox.notify.mutate({ userId: me, kind: 'deep', title: 'deep', data: deep });
+
+    // The whole inbox replays (a stored reserved key would fail its serialization): only the deep item and the barrier.
+    using rec = recordInbox(open.use(clientFor(cl.b.url, me)), { lastEventId: '0' });
+    const title = await barrier(service, rec, me);
+    expect(summary(rec)).toEqual([
+      { id: '1', type: 'notification', seq: 1, kind: 'deep', title: 'deep', data: deep, from: svc },
+      { id: '2', type: 'notification', seq: 2, kind: 'test.barrier', title, data: null, from: svc },
+    ]);
+    expect(rec.error).toBeNull();
+    rec.unsubscribe();
+  });
+
   it('resume with lastEventId replays exactly the missed items in order on the other node, then goes live', async () => {
     const u = tag();
     const [me, o, svc] = [`me-${u}`, `o-${u}`, `svc-${u}`];

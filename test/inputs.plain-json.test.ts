@@ -93,6 +93,63 @@ describe('plain JSON inputs', () => {
     expect(res.status).toBe(400);
   });
 
+  it('an input nested deeper than 64 levels is BAD_REQUEST (HTTP and WebSocket): a NUL string below the bound is not skipped', async () => {
+    const service = tokenFor('erp', { roles: ['service'] });
+    /**
+     * The JSON text of an inbox.notify input whose `data.a` nests `levels` arrays around `leaf`
+     * (the input and `data` are two more levels). Text, since JSON.stringify overflows the stack first.
+     */
+    const deep = (levels: number, leaf: unknown) =>
+      `{"userId":"bob","kind":"k","title":"t","data":{"a":${'['.repeat(levels)}${JSON.stringify(leaf)}${']'.repeat(levels)}}}`;
+    const post = async (json: string) => {
+      const res = await fetch(`${t.url}/trpc/inbox.notify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${service}` },
+        body: `{"json":${json}}`,
+      });
+      const body = (await res.json()) as { error?: { json: { message: string; data: { code: string } } } };
+      return { status: res.status, code: body.error?.json.data.code, message: body.error?.json.message };
+    };
+    const tooDeep = { status: 400, code: 'BAD_REQUEST', message: 'input is nested too deeply (at most 64 levels of objects and arrays)' };
+    // 65 levels and more. A NUL this deep used to reach PostgreSQL (500).
+    for (const levels of [63, 100, 10_000]) {
+      expect(await post(deep(levels, 'a\u0000b')), `${levels}`).toEqual(tooDeep);
+      expect(await post(deep(levels, 1)), `${levels}`).toEqual(tooDeep);
+    }
+    // 64 levels: within the bound, a NUL is found as anywhere else; without one, the schema of `data` refuses the depth.
+    expect(await post(deep(62, 'a\u0000b'))).toEqual({ status: 400, code: 'BAD_REQUEST', message: 'strings must not contain the NUL character (\\u0000)' });
+    expect(await post(deep(62, 1))).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining('data is nested too deeply (at most 32 levels') });
+
+    using c = rawClient(t.url, { token: service });
+    await c.opened;
+    c.send(`{"id":1,"method":"mutation","params":{"path":"inbox.notify","input":{"json":${deep(100, 'a\u0000b')}}}}`);
+    const f = await c.waitFrame((x) => x.id === 1, 'the answer to 1');
+    expect(f.error?.data?.code).toBe('BAD_REQUEST');
+    expect(f.error?.message).toBe(tooDeep.message);
+  });
+
+  it('a lone surrogate in any string is BAD_REQUEST (HTTP and WebSocket), not a database error', async () => {
+    await using c = clientFor(t.url, `s-${uuid().slice(0, 8)}`, { ws: true });
+    const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'surrogates' });
+    const message = 'strings must be well-formed Unicode (no lone surrogate such as \\uD800)';
+    for (const body of ['\uD800', 'a\uDC00b', '\uD83D', '😀\uD83D']) {
+      const err = await c.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body }).catch((e: unknown) => e as { data?: { code?: string }; message: string });
+      expect(err, JSON.stringify(body)).toMatchObject({ data: { code: 'BAD_REQUEST' }, message });
+    }
+    // In a key, over HTTP.
+    const res = await fetch(`${t.url}/trpc/chat.send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor('surrogate-user')}` },
+      body: JSON.stringify({ json: { roomId: room.id, clientId: uuid(), body: 'x', metadata: { 'k\uDFFF': 1 } } }),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { json: { message: string } } }).error.json.message).toBe(message);
+    // Whole pairs are fine, and nothing refused was stored.
+    const ok = await c.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: '😀 ok' });
+    expect(ok.body).toBe('😀 ok');
+    expect((await c.trpc.chat.history.query({ roomId: room.id })).messages.map((m) => m.body)).toEqual(['😀 ok']);
+  });
+
   it("an unexpected error's text stays in the server's log: the client reads 'internal server error'", async () => {
     const spy = vi.spyOn(t.app.services.rooms.read, 'list').mockRejectedValue(new Error('duplicate key value violates unique constraint "user_email" Key (email)=(ceo@acme.example)'));
     try {

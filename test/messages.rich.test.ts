@@ -483,6 +483,35 @@ describe('mentions', () => {
     expect(await unreadOf(bob!)).toMatchObject({ unread: 0, mentions: 0 });
     expect(await unreadOf(carol!)).toMatchObject({ unread: 1, mentions: 1 });
   });
+
+  it('the excerpt of a long body is cut at 140 characters, never between the halves of a surrogate pair', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    await using bobInbox = await openInbox(t.app, actor(bob!));
+    expect((await bobInbox.next()).event.type).toBe('ready');
+    // The emoji's two halves are the 139th and 140th UTF-16 code units: a cut after 139 units split it.
+    const cases = [
+      { body: `${'a'.repeat(138)}😀${'b'.repeat(10)}`, excerpt: `${'a'.repeat(138)}😀…` },
+      { body: '😀'.repeat(150), excerpt: `${'😀'.repeat(139)}…` },
+      { body: '😀'.repeat(140), excerpt: '😀'.repeat(140) },
+    ];
+    for (const c of cases) {
+      const m = await send(alice!, room.id, c.body, { mentions: [bob!] });
+      expect(m.body).toBe(c.body);
+      const item = await bobInbox.nextItem();
+      expect(item.event).toMatchObject({ type: 'mention', messageId: m.id, excerpt: c.excerpt });
+      // No lone surrogate (the \p{Cs} of a `u` regex matches only unpaired halves).
+      expect((item.event as { excerpt: string }).excerpt).not.toMatch(/\p{Cs}/u);
+    }
+    // Replayed from PostgreSQL, the same.
+    await using replay = await openInbox(t.app, actor(bob!), { lastEventId: '0' });
+    const excerpts: string[] = [];
+    while (excerpts.length < cases.length) {
+      const { event } = await replay.nextItem();
+      if (event.type === 'mention') excerpts.push(event.excerpt);
+    }
+    expect(excerpts).toEqual(cases.map((c) => c.excerpt));
+  });
 });
 
 describe('kinds and attachments', () => {

@@ -109,6 +109,39 @@ describe('room.openDirect', () => {
     await expectTRPCError(as(alice!).room.openDirect({ userId: '' }), 'BAD_REQUEST', /userId/);
   });
 
+  it('works for any two valid user ids: 128 characters, with " and \\ (escaped in its key) or outside the BMP', async () => {
+    const [q, r, s] = users('q', 'r', 's');
+    /** A user id of exactly 128 characters (code points): `prefix` then `fill` repeated. */
+    const id128 = (prefix: string, fill: string) => {
+      const chars = [...prefix];
+      while (chars.length < 128) chars.push(...fill);
+      return chars.slice(0, 128).join('');
+    };
+    const quoted = id128(`${q}"\\`, '"\\');
+    const quoted2 = id128(`${r}\\"`, '\\"');
+    const emoji = id128(`${s}`, '😀');
+    expect([quoted, quoted2, emoji].map((id) => [...id].length)).toEqual([128, 128, 128]);
+    expect(quoted.length).toBe(128);
+
+    // Both ids valid as inputs: the same room from both sides, again and again.
+    const a1 = await as(quoted).room.openDirect({ userId: quoted2 });
+    expect(a1).toMatchObject({ kind: 'direct', memberCount: 2 });
+    expect((await as(quoted).room.openDirect({ userId: quoted2 })).id).toBe(a1.id);
+    expect((await as(quoted2).room.openDirect({ userId: quoted })).id).toBe(a1.id);
+    // The name: the two ids, cut to the column's 200 characters.
+    expect(a1.name).toBe(`${quoted}, ${quoted2}`.slice(0, 200));
+    expect((await as(quoted2).room.members({ roomId: a1.id })).map((m) => m.userId).sort()).toEqual([quoted, quoted2].sort());
+
+    // A token's subject may be 128 characters outside the BMP (256 UTF-16 code units): the name is
+    // cut after whole characters, never between the halves of a pair.
+    const b1 = await as(emoji).room.openDirect({ userId: quoted });
+    expect((await as(emoji).room.openDirect({ userId: quoted })).id).toBe(b1.id);
+    expect(b1.id).not.toBe(a1.id);
+    expect([...b1.name]).toEqual([...`${quoted}, ${emoji}`].slice(0, 200));
+    expect(b1.name).not.toMatch(/\p{Cs}/u);
+    expect((await as(quoted).room.list()).filter((x) => x.kind === 'direct').map((x) => x.id).sort()).toEqual([a1.id, b1.id].sort());
+  });
+
   it('keeps tenants apart: the same pair in another tenant gets another room', async () => {
     const [alice, bob] = users('alice', 'bob');
     const a = await as(alice!).room.openDirect({ userId: bob! });

@@ -24,6 +24,12 @@ export const AUDIT_ACTIONS = [
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
+/**
+ * An `admin.audit` cursor (its `nextCursor`): the time of the page's last event in milliseconds and
+ * that event's id, a UUID (in PostgreSQL's form: lowercase, with hyphens).
+ */
+export const AUDIT_CURSOR = /^(\d{1,15})_([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
 /** One entry of the audit trail as `admin.audit` answers it. */
 export interface AuditEventDto {
   id: string;

@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { AUDIT_ACTIONS } from '../domain/audit.js';
+import { AUDIT_ACTIONS, AUDIT_CURSOR } from '../domain/audit.js';
 import type { ExportRecord } from '../domain/compliance.js';
 import type { StreamConn } from '../stream/streams.js';
 import type { Context } from '../trpc/context.js';
 import { adminProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
-import { RoomId, UserId } from './schemas.js';
+import { InputDate, RoomId, UserId } from './schemas.js';
 
 /**
  * Before each page of an export: waits while the caller's socket holds more than the soft limit
@@ -73,11 +73,11 @@ export const adminRouter = router({
   audit: adminProcedure
     .input(
       z.object({
-        since: z.date().nullish(),
+        since: InputDate('since').nullish(),
         actorId: UserId.nullish(),
         roomId: RoomId.nullish(),
         action: z.enum(AUDIT_ACTIONS, { error: `action must be one of ${AUDIT_ACTIONS.join(', ')}` }).nullish(),
-        cursor: z.string().max(100).nullish(),
+        cursor: z.string().max(100).regex(AUDIT_CURSOR, 'cursor must be a nextCursor of admin.audit').nullish(),
         limit: z.number().int().min(1, 'limit is at least 1').max(500, 'limit is at most 500').default(100),
       }),
     )

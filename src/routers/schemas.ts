@@ -23,6 +23,17 @@ export const UserId = z
 /** A tenant id (src/domain/ids.ts). */
 export const TenantId = z.string().regex(TENANT_ID, `tenant must be 1-${MAX_TENANT_LENGTH} of A-Z a-z 0-9 . _ - (starting with a letter or digit)`);
 export const Seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/**
+ * The dates an input may name: 1970-01-01 to 9999-12-31 (UTC). A JavaScript date reaches back to
+ * the year -271821, PostgreSQL's timestamps only to 4713 BC: unbounded, a query would fail.
+ */
+export const MIN_INPUT_DATE = new Date('1970-01-01T00:00:00.000Z');
+export const MAX_INPUT_DATE = new Date('9999-12-31T23:59:59.999Z');
+export const InputDate = (field: string) =>
+  z
+    .date({ error: `${field} must be a date` })
+    .min(MIN_INPUT_DATE, `${field} must be between 1970-01-01 and 9999-12-31`)
+    .max(MAX_INPUT_DATE, `${field} must be between 1970-01-01 and 9999-12-31`);
 export const RoomName = z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters');
 export const Topic = z.string().max(1000, 'topic is at most 1000 characters');
 export const RoomKey = z
@@ -77,28 +88,39 @@ export const Emoji = z
   .regex(/^[^\s\u0000-\u001f]+$/u, 'emoji must not contain whitespace');
 export const SearchQuery = z.string().trim().min(1, 'query must not be empty').max(200, 'query is at most 200 characters');
 export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'kind may contain letters, digits and _ . : - only');
-/** Free-form JSON data attached to notifications, bounded in size. */
+/** How deeply `SmallJson` may nest objects and arrays (the value itself is level 1). */
+export const MAX_DATA_DEPTH = 32;
+
+/**
+ * Free-form JSON data attached to notifications, bounded in size (8 KiB of JSON) and depth
+ * (MAX_DATA_DEPTH levels), with no reserved key (RESERVED_KEYS) at any level.
+ */
 export const SmallJson = z
   .record(z.string().max(64), z.unknown())
   .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON')
   .superRefine((v, ctx) => {
-    const problem = reservedKeyIn(v, 'data', 0);
+    const problem = smallJsonProblem(v, 'data', 1);
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
   });
 
-/** The first reserved key (RESERVED_KEYS) anywhere in a JSON value, as a message; null when none. */
-function reservedKeyIn(v: unknown, path: string, depth: number): string | null {
-  if (v === null || typeof v !== 'object' || depth > 64) return null;
+/**
+ * Why a JSON value (`path`, an object or array at `level`) is refused: nested deeper than
+ * MAX_DATA_DEPTH (refused, not skipped: no reserved key below the bound escapes the check), or the
+ * first reserved key (RESERVED_KEYS) anywhere in it; null when neither.
+ */
+function smallJsonProblem(v: unknown, path: string, level: number): string | null {
+  if (v === null || typeof v !== 'object') return null;
+  if (level > MAX_DATA_DEPTH) return `data is nested too deeply (at most ${MAX_DATA_DEPTH} levels of objects and arrays)`;
   if (Array.isArray(v)) {
     for (const [i, x] of v.entries()) {
-      const problem = reservedKeyIn(x, `${path}[${i}]`, depth + 1);
+      const problem = smallJsonProblem(x, `${path}[${i}]`, level + 1);
       if (problem) return problem;
     }
     return null;
   }
   for (const key of RESERVED_KEYS) if (Object.hasOwn(v, key)) return `${path} must not have a ${key} key`;
   for (const [k, x] of Object.entries(v)) {
-    const problem = reservedKeyIn(x, `${path}.${k}`, depth + 1);
+    const problem = smallJsonProblem(x, `${path}.${k}`, level + 1);
     if (problem) return problem;
   }
   return null;

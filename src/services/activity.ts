@@ -1,4 +1,5 @@
 import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxRoomChanged, type MessagePreview } from '../domain/events.js';
+import { clip } from '../domain/text.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
 import type { EventBus } from '../realtime/bus.js';
@@ -335,6 +336,6 @@ export class ActivityFeed {
 
 /** The first `n` characters (code points, so no half emoji), with an ellipsis when cut. */
 function cut(text: string, n: number): string {
-  const chars = Array.from(text);
-  return chars.length <= n ? text : `${chars.slice(0, n).join('')}…`;
+  const head = clip(text, n);
+  return head.length === text.length ? text : `${head}…`;
 }

@@ -1,5 +1,5 @@
 import { type Actor, isAdmin } from '../domain/actor.js';
-import type { AuditAction, AuditEventDto } from '../domain/audit.js';
+import { AUDIT_CURSOR, type AuditAction, type AuditEventDto } from '../domain/audit.js';
 import type { EraseResult, ExportRecord } from '../domain/compliance.js';
 import { badRequest, forbidden, notFound } from '../domain/errors.js';
 import type { Logger } from '../logger.js';
@@ -437,7 +437,7 @@ export class ComplianceService {
 }
 
 function parseCursor(cursor: string): { at: Date; id: string } {
-  const m = /^(\d{1,15})_([0-9a-f-]{36})$/.exec(cursor);
+  const m = AUDIT_CURSOR.exec(cursor);
   if (!m) throw badRequest('cursor must be a nextCursor of admin.audit');
   return { at: new Date(Number(m[1])), id: m[2]! };
 }

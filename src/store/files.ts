@@ -1,5 +1,6 @@
 import { type Selectable, sql } from 'kysely';
 import type { AttachmentDto } from '../domain/events.js';
+import { clip } from '../domain/text.js';
 import type { Db, Tables } from './database.js';
 import { jsonb, now, type Tx } from './tx.js';
 
@@ -212,7 +213,7 @@ export async function deleteFileRow(db: Db, id: string): Promise<void> {
 
 /** A claimed job failed: the lease runs out and another attempt comes later. */
 export async function noteFileError(db: Db, id: string, error: string): Promise<void> {
-  await db.updateTable('file').set({ last_error: error.slice(0, 500) }).where('id', '=', id).execute();
+  await db.updateTable('file').set({ last_error: clip(error, 500) }).where('id', '=', id).execute();
 }
 
 /**

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { clip } from '../domain/text.js';
 import type { Db } from './database.js';
 
 /**
@@ -193,8 +194,8 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
         message_id: r.messageId,
         message_seq: r.messageSeq,
         from_user: r.fromUser,
-        title: r.title?.slice(0, 300) ?? null,
-        url: r.url?.slice(0, 2000) ?? null,
+        title: typeof r.title === 'string' ? clip(r.title, 300) : null,
+        url: typeof r.url === 'string' ? clip(r.url, 2000) : null,
       })),
     );
     // The rows as a table (one parameter whatever their number).
@@ -448,7 +449,7 @@ export async function holdPush(db: Db, k: PushKey, until: Date): Promise<void> {
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
 export async function failPush(db: Db, k: PushKey, handled: number, retryInMs: number | null, error: string): Promise<void> {
-  const lastError = error.slice(0, 500);
+  const lastError = clip(error, 500);
   if (retryInMs === null) {
     await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).execute();
     return;
@@ -521,7 +522,7 @@ export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<Cl
 export async function rescheduleDigest(db: Db, k: { tenant: string; user_id: string }, at: Date, error: string | null): Promise<void> {
   await db
     .updateTable('notify_digest')
-    .set({ due_at: at, lease_until: null, last_error: error?.slice(0, 500) ?? null })
+    .set({ due_at: at, lease_until: null, last_error: typeof error === 'string' ? clip(error, 500) : null })
     .where('tenant', '=', k.tenant)
     .where('user_id', '=', k.user_id)
     .execute();

@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import type { ExpressionBuilder, Selectable } from 'kysely';
 import type { JsonObject, MemberRole } from '../domain/events.js';
 import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto, RoomVisibility } from '../domain/rooms.js';
+import { clip } from '../domain/text.js';
 import { type Db, type Tables, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { unreadCount } from './receipts.js';
@@ -83,9 +85,25 @@ export async function directRoomId(db: Db, tenant: string, directKey: string): P
   return row?.id;
 }
 
-/** The key that makes a direct room unique per pair of users (in either order). */
+/** The length of `room.direct_key` and of `room.name` (src/store/entities.ts). */
+const DIRECT_KEY_LENGTH = 300;
+const ROOM_NAME_LENGTH = 200;
+
+/**
+ * The key that makes a direct room unique per pair of users (in either order): the sorted pair as
+ * JSON. Two user ids of up to 128 characters, escaped in JSON (`"` and `\` take two, a lone
+ * surrogate six), can make it longer than the column: such a key is replaced by its SHA-256
+ * (`sha256:<hex>`, stable, so the pair still has exactly one room; a JSON key starts with `[`, so
+ * the two forms never meet). Keys that fit keep their form, so existing rooms keep their key.
+ */
 export function directKeyOf(pair: readonly [string, string]): string {
-  return JSON.stringify([...pair].sort());
+  const key = JSON.stringify([...pair].sort());
+  return key.length <= DIRECT_KEY_LENGTH ? key : `sha256:${createHash('sha256').update(key).digest('hex')}`;
+}
+
+/** The name of a pair's direct room: the sorted ids joined by a comma, cut to the column's length (at a character boundary). */
+export function directRoomName(pair: readonly [string, string]): string {
+  return clip([...pair].sort().join(', '), ROOM_NAME_LENGTH);
 }
 
 export interface NewRoom {

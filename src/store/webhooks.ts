@@ -1,4 +1,5 @@
 import { type InsertObject, type QueryCreator, sql } from 'kysely';
+import { clip } from '../domain/text.js';
 import type { Db, Tables } from './database.js';
 
 /**
@@ -245,7 +246,7 @@ export async function markFailed(
       status: row.retryInMs === null ? 'failed' : 'pending',
       next_attempt_at: row.retryInMs === null ? now() : sql<Date>`now() + ${row.retryInMs} * interval '1 millisecond'`,
       lease_until: null,
-      last_error: row.error.slice(0, 500),
+      last_error: clip(row.error, 500),
       last_status_code: row.statusCode,
     })
     .where('id', '=', row.id)

@@ -22,20 +22,38 @@ export class InputNotPlainJson extends TRPCError {
   }
 }
 
-/** PostgreSQL stores no NUL character in text or JSON: refused here with a clear answer instead of failing in a query. */
-function refuseNul(value: unknown, depth = 0): void {
+/**
+ * How deeply an input may nest objects and arrays (the input itself is level 1). The deepest input
+ * of the API is far below: `metadata` nests at most 8 levels, `inbox.notify`'s `data` at most 32
+ * (src/routers/schemas.ts).
+ */
+export const MAX_INPUT_DEPTH = 64;
+
+/** `String.prototype.isWellFormed` (Node 20+; declared by the ES2024 lib, which tsconfig.json does not load). */
+const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * Refuses, with a clear answer instead of a failing query, what PostgreSQL cannot store or what
+ * cannot be checked: a NUL character (refused in text and JSON), an ill-formed string (a lone
+ * surrogate, refused in JSON), and nesting deeper than MAX_INPUT_DEPTH (refused, not skipped: no
+ * string below the bound escapes these checks, and no deeper value reaches a schema's own checks).
+ * `outer`: how many objects and arrays enclose `value`.
+ */
+function refuseUnstorable(value: unknown, outer = 0): void {
   if (typeof value === 'string') {
     if (value.includes('\u0000')) throw new InputNotPlainJson('strings must not contain the NUL character (\\u0000)');
+    if (!isWellFormed(value)) throw new InputNotPlainJson('strings must be well-formed Unicode (no lone surrogate such as \\uD800)');
     return;
   }
-  if (value === null || typeof value !== 'object' || depth > 64) return;
+  if (value === null || typeof value !== 'object') return;
+  if (outer >= MAX_INPUT_DEPTH) throw new InputNotPlainJson(`input is nested too deeply (at most ${MAX_INPUT_DEPTH} levels of objects and arrays)`);
   if (Array.isArray(value)) {
-    for (const v of value) refuseNul(v, depth + 1);
+    for (const v of value) refuseUnstorable(v, outer + 1);
     return;
   }
   for (const [k, v] of Object.entries(value)) {
-    refuseNul(k, depth + 1);
-    refuseNul(v, depth + 1);
+    refuseUnstorable(k, outer + 1);
+    refuseUnstorable(v, outer + 1);
   }
 }
 
@@ -65,7 +83,7 @@ export const inputTransformer = {
     if (payload === null || typeof payload !== 'object') return superjson.deserialize({ json: payload as never });
     const { json, meta } = payload as { json?: unknown; meta?: unknown };
     const checked = checkedMeta(meta);
-    refuseNul(json);
+    refuseUnstorable(json);
     return superjson.deserialize({ json: json as never, ...(checked ? { meta: checked as never } : {}) });
   },
 };

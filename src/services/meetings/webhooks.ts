@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest } from '../../domain/errors.js';
+import { clip } from '../../domain/text.js';
 import type { Logger } from '../../logger.js';
 import { forgetOldWebhookEvents, lockProviderMeeting, recordWebhookEvent, upsertParticipant } from '../../store/meetings.js';
 import { isMember, memberIdsLongerThan } from '../../store/members.js';
@@ -84,7 +85,7 @@ export class MeetingWebhooks {
           meetingId: m.id,
           sessionId: fit(p.sessionId || `${p.userId}@${joinedAt.getTime()}`, 128),
           userId: fit(userId, 128),
-          name: p.name?.slice(0, 200) ?? null,
+          name: typeof p.name === 'string' ? clip(p.name, 200) : null,
           joinedAt,
           leftAt: event.kind === 'participant.left' ? at : null,
         });

@@ -4,6 +4,7 @@ import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, badRequest, conflict, notFound } from '../../domain/errors.js';
 import type { AttachmentDto, CardDto, JsonObject, LinkAttachmentDto, MessageDto } from '../../domain/events.js';
 import type { RoomAccess } from '../../domain/rooms.js';
+import { excerpt as excerptOf } from '../../domain/text.js';
 import type { Counters } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
 import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../../store/messages.js';
@@ -195,7 +196,8 @@ export class MessageSender {
           : [];
         const message = await tx.appendMessage({ ...draft, replyToId: input.replyToId ?? null, mentions });
         if (input.replyToId) await countReply(tx, input.replyToId);
-        const excerpt = input.body.length > 140 ? `${input.body.slice(0, 139)}…` : input.body;
+        // At most 140 characters, never half a surrogate pair (the inbox item is jsonb).
+        const excerpt = excerptOf(input.body, 140);
         await tx.appendInboxMany(actor.tenant, mentions, {
           type: 'mention',
           roomId: input.roomId,

@@ -1,5 +1,6 @@
 import type { Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
+import { excerpt } from '../../domain/text.js';
 import type { DigestItem } from '../../store/notify.js';
 
 /** A link to a room on the chat page (`#/room/<id>`, as web/src/main.ts reads it). */
@@ -13,7 +14,7 @@ export function previewOf(m: { encrypted: boolean; roomName: string; body: strin
   if (m.encrypted) return `New message in ${m.roomName}`;
   if (m.deleted || m.body === null) return '(deleted)';
   const text = m.body.replace(/\s+/g, ' ').trim();
-  return text.length > 140 ? `${text.slice(0, 139)}…` : text;
+  return excerpt(text, 140);
 }
 
 const escapeHtml = (s: string) =>

@@ -8,6 +8,7 @@ import type { RoomDto, RoomVisibility } from '../../domain/rooms.js';
 import {
   directKeyOf,
   directRoomId,
+  directRoomName,
   insertRoom,
   isDirectRoomTaken,
   isRoomKeyTaken,
@@ -139,6 +140,7 @@ export class RoomLifecycle {
     if (userId === actor.id) throw badRequest('cannot open a direct room with yourself');
     const pair = [actor.id, userId].sort() as [string, string];
     const directKey = directKeyOf(pair);
+    const name = directRoomName(pair);
     const find = () => directRoomId(this.store.db(), actor.tenant, directKey);
     let id = await find();
     if (!id) {
@@ -150,7 +152,7 @@ export class RoomLifecycle {
             id: newId,
             tenant: actor.tenant,
             kind: 'direct',
-            name: pair.join(', '),
+            name,
             topic: null,
             key: null,
             directKey,
@@ -165,7 +167,7 @@ export class RoomLifecycle {
             data: {
               roomId: newId,
               kind: 'direct',
-              name: pair.join(', '),
+              name,
               topic: null,
               key: null,
               metadata: null,

@@ -2,6 +2,7 @@ import { request as httpRequest, type IncomingMessage, type RequestOptions } fro
 import { request as httpsRequest } from 'node:https';
 import type { LookupFunction } from 'node:net';
 import { Webhook } from 'standardwebhooks';
+import { clip } from '../../domain/text.js';
 import { hostOf, resolveTarget, UrlRefused, type ResolvedAddress } from './guard.js';
 
 /** What became of one POST: `ok` for a 2xx; otherwise the reason and the status code, if any. */
@@ -96,7 +97,7 @@ export async function postWebhook(
       let snippet = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
-        if (snippet.length < SNIPPET) snippet += chunk.slice(0, SNIPPET - snippet.length);
+        if (snippet.length < SNIPPET) snippet = clip(snippet + chunk, SNIPPET);
       });
       res.on('error', () => undefined);
       res.on('end', () => {

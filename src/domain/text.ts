@@ -1,0 +1,26 @@
+/**
+ * Cutting user text to a length. Lengths count code points, as PostgreSQL's `varchar(n)` counts
+ * characters, and a cut never falls between the two halves of a surrogate pair: a lone surrogate
+ * is refused by PostgreSQL in JSON ("Unicode low surrogate must follow a high surrogate") and
+ * replaced by U+FFFD in text.
+ */
+
+/** The first `max` code points of `text` (all of it when it is not longer). */
+export function clip(text: string, max: number): string {
+  // A string of at most `max` UTF-16 code units has at most `max` code points.
+  if (text.length <= max) return text;
+  let units = 0;
+  let n = 0;
+  for (const ch of text) {
+    if (n === max) return text.slice(0, units);
+    units += ch.length;
+    n++;
+  }
+  return text;
+}
+
+/** `text` if it has at most `max` code points, else its first `max - 1` followed by an ellipsis (`…`). */
+export function excerpt(text: string, max: number): string {
+  const head = clip(text, max);
+  return head.length === text.length ? text : `${clip(head, max - 1)}…`;
+}
