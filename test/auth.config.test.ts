@@ -181,6 +181,9 @@ describe('the verifier on its own (HS256)', () => {
       'access token subject (sub) must be a user id of at most 128 characters without whitespace or control characters',
     );
     await expect(verifier.verify(token({ sub: 'two words' }))).rejects.toThrow(/must be a user id/);
+    // Half a surrogate pair passes the pattern but breaks every key built from the id (encodeURIComponent throws).
+    await expect(verifier.verify(token({ sub: 'half\uD800' }))).rejects.toThrow(/must be a user id/);
+    expect((await verifier.verify(token({ name: 'half\uDC00', preferred_username: 'pat' }))).name).toBe('pat');
     await expect(verifier.verify(token({ tenant: 'x'.repeat(65) }))).rejects.toThrow(
       'access token tenant (tenant) must be 1-64 of A-Z a-z 0-9 . _ - (starting with a letter or digit)',
     );

@@ -2,6 +2,7 @@ import type { JWTPayload } from 'jose';
 import type { AuthConfig } from '../config.js';
 import type { Actor } from '../domain/actor.js';
 import { isTenantId, isUserId, MAX_TENANT_LENGTH, MAX_USER_ID_LENGTH } from '../domain/ids.js';
+import { isWellFormed } from '../domain/text.js';
 import { AuthError } from './errors.js';
 
 /** Providers add roles of their own (`offline_access`, `default-roles-<realm>`, ...): up to this many are taken. */
@@ -50,7 +51,7 @@ function nameOf(candidates: unknown[], fallback: string): string {
   for (const c of candidates) {
     if (typeof c !== 'string') continue;
     const name = c.trim();
-    if (name.length > 0 && !CONTROL.test(name)) return Array.from(name).slice(0, MAX_NAME_LENGTH).join('');
+    if (name.length > 0 && !CONTROL.test(name) && isWellFormed(name)) return Array.from(name).slice(0, MAX_NAME_LENGTH).join('');
   }
   return fallback;
 }

@@ -1,8 +1,10 @@
+import { isWellFormed } from './text.js';
 /**
  * Tenant and user ids, and the keys built from them (docs/SECURITY.md, "Ids and keys").
  *
  * - A tenant id is 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
- * - A user id (a token's subject) is 1-128 characters without whitespace or control characters
+ * - A user id (a token's subject) is 1-128 characters without whitespace or control characters,
+ *   well-formed (no lone surrogate)
  *   (identity providers' subjects such as `auth0|5f1c...` or e-mail addresses fit).
  *
  * Every key that joins ids (bus channels, Redis keys, rate-limit buckets) is built by `keyOf`, which
@@ -17,7 +19,8 @@ export const TENANT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const USER_ID = /^[^\s\u0000-\u001f\u007f-\u009f]{1,128}$/u;
 
 export const isTenantId = (v: string): boolean => TENANT_ID.test(v);
-export const isUserId = (v: string): boolean => USER_ID.test(v);
+/** A user id: USER_ID, and well-formed (a lone surrogate passes the pattern but breaks keys and JSON). */
+export const isUserId = (v: string): boolean => USER_ID.test(v) && isWellFormed(v);
 
 /** One unambiguous key from its parts: each percent-encoded, joined by `:`. */
 export function keyOf(...parts: string[]): string {

@@ -24,3 +24,9 @@ export function excerpt(text: string, max: number): string {
   const head = clip(text, max);
   return head.length === text.length ? text : `${clip(head, max - 1)}…`;
 }
+
+/**
+ * Whether `text` is well-formed UTF-16: no lone surrogate (`String.prototype.isWellFormed`, Node
+ * 20+; declared by the ES2024 lib, which tsconfig.json does not load).
+ */
+export const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();

@@ -1,5 +1,6 @@
 import { TRPCError } from '@trpc/server';
 import superjson from 'superjson';
+import { isWellFormed } from '../domain/text.js';
 import { fastSuperjson } from '../util/superjson-fast.js';
 
 /**
@@ -29,8 +30,6 @@ export class InputNotPlainJson extends TRPCError {
  */
 export const MAX_INPUT_DEPTH = 64;
 
-/** `String.prototype.isWellFormed` (Node 20+; declared by the ES2024 lib, which tsconfig.json does not load). */
-const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 
 /**
  * Refuses, with a clear answer instead of a failing query, what PostgreSQL cannot store or what
