@@ -79,6 +79,10 @@ const EnvSchema = z.object({
   MAX_SUBSCRIPTIONS_PER_CONNECTION: z.coerce.number().int().positive().default(100),
   WS_BUFFER_SOFT_BYTES: z.coerce.number().int().positive().default(1024 * 1024),
   WS_BUFFER_HARD_BYTES: z.coerce.number().int().positive().default(8 * 1024 * 1024),
+  WS_REPLAY_QUEUE_EVENTS: z.coerce.number().int().positive().default(10_000),
+  // Unset: WS_BUFFER_HARD_BYTES, and WS_KEEPALIVE_MS + WS_PONG_WAIT_MS.
+  WS_REPLAY_QUEUE_BYTES: z.coerce.number().int().positive().optional(),
+  WS_REPLAY_DRAIN_MS: z.coerce.number().int().positive().optional(),
   WS_MAX_INFLIGHT: z.coerce.number().int().positive().max(10_000).default(32),
   MAX_BATCH_SIZE: z.coerce.number().int().positive().max(1000).default(50),
   RETENTION_DAYS: z.coerce.number().int().positive().optional(),
@@ -186,6 +190,15 @@ export interface Config {
     wsBufferSoftBytes: number;
     /** Over this, the socket is closed (4008); the client reconnects and resumes. Replies count too. */
     wsBufferHardBytes: number;
+    /**
+     * While a stream replays (a resume), the live events it keeps for after the replay: over this
+     * many, or over `wsReplayQueueBytes` of their encoding, the socket is closed (4008) and the
+     * client resumes from its last event id.
+     */
+    wsReplayQueueEvents: number;
+    wsReplayQueueBytes: number;
+    /** How long a replay waits for its socket's queue to drop to the soft limit before a page; longer: closed (4008). */
+    wsReplayDrainMs: number;
     /** Queries and mutations of one WebSocket being answered at once; more: TOO_MANY_REQUESTS. */
     wsMaxInflight: number;
     /** Calls in one HTTP batch or one WebSocket frame; more: refused (400 / BAD_REQUEST each). */
@@ -294,6 +307,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       subscriptionsPerConnection: e.MAX_SUBSCRIPTIONS_PER_CONNECTION,
       wsBufferSoftBytes: e.WS_BUFFER_SOFT_BYTES,
       wsBufferHardBytes: e.WS_BUFFER_HARD_BYTES,
+      wsReplayQueueEvents: e.WS_REPLAY_QUEUE_EVENTS,
+      wsReplayQueueBytes: e.WS_REPLAY_QUEUE_BYTES ?? e.WS_BUFFER_HARD_BYTES,
+      wsReplayDrainMs: e.WS_REPLAY_DRAIN_MS ?? e.WS_KEEPALIVE_MS + e.WS_PONG_WAIT_MS,
       wsMaxInflight: e.WS_MAX_INFLIGHT,
       maxBatchSize: e.MAX_BATCH_SIZE,
     },

@@ -90,7 +90,17 @@ export class Telemetry implements Observers {
 /** What the registry reads when scraped, from parts built after the services. */
 export interface MetricsSources {
   connections: () => number;
-  hubs: () => { rooms: number; subscribers: number; received: number; delivered: number; duplicates: number; gapFills: number; filled: number };
+  hubs: () => {
+    rooms: number;
+    subscribers: number;
+    received: number;
+    delivered: number;
+    duplicates: number;
+    gapFills: number;
+    filled: number;
+    replayQueueOverflows: number;
+    replayDrainTimeouts: number;
+  };
   inboxSubscribers: () => number;
   pool: () => Promise<Pool | null>;
   /** The read replicas as the read routing's last check saw them (none: no gauges). */
@@ -143,6 +153,16 @@ export class Metrics {
     counter('chat_bus_duplicates_total', 'Room events dropped as already delivered', () => sources.hubs().duplicates);
     counter('chat_gap_fills_total', 'Gaps in room sequences filled from PostgreSQL', () => sources.hubs().gapFills);
     counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
+    counter(
+      'chat_replay_queue_overflows_total',
+      'Room subscriptions closed as slow consumers while replaying: more live events came meanwhile than WS_REPLAY_QUEUE_EVENTS/BYTES',
+      () => sources.hubs().replayQueueOverflows,
+    );
+    counter(
+      'chat_replay_drain_timeouts_total',
+      'Room subscriptions closed as slow consumers while replaying: the socket stayed over WS_BUFFER_SOFT_BYTES for WS_REPLAY_DRAIN_MS',
+      () => sources.hubs().replayDrainTimeouts,
+    );
     counter('chat_webhooks_delivered_total', 'Webhook deliveries answered with a 2xx', () => c.webhooksDelivered);
     counter('chat_webhooks_failed_total', 'Webhook delivery attempts that failed (retried or given up)', () => c.webhooksFailed);
     counter('chat_pushes_sent_total', 'Web pushes accepted by a push service', () => c.pushesSent);

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
+  closeCalledOn,
   closeOf,
   CloseCode,
   dispose,
@@ -26,6 +27,7 @@ import {
   tokenFor,
   uuid,
   waitFor,
+  watchUpgrades,
   within,
   wsClient,
   type Config,
@@ -48,6 +50,13 @@ const LIMITED: Partial<Config['limits']> = {
 };
 const SOFT = 8 * KiB;
 const HARD = 64 * KiB;
+/** Nodes R1 and R2 (resumes): a replay page of bulky messages (200 x 22 KB) fits between these. */
+const R_SOFT = 64 * KiB;
+const R_HARD = 8 * 1024 * KiB;
+/** R1: live events a replaying stream may keep (WS_REPLAY_QUEUE_EVENTS). */
+const R_KEEP = 20;
+/** R2: how long a replay waits for its socket before a page (WS_REPLAY_DRAIN_MS). */
+const R_DRAIN_MS = 1000;
 
 let env: TestEnv;
 /** A and B: two nodes sharing Redis, with small per-user limits. */
@@ -59,20 +68,32 @@ let C: TestServer;
 let F: TestServer;
 /** E: per-user rate limits lifted, small slow-consumer thresholds; slow consumer and abuse tests. */
 let E: TestServer;
+/** R1 and R2: resumes that cannot keep up (a small replay queue on R1, a short drain wait on R2). */
+let R1: TestServer;
+let R2: TestServer;
 /** The clients of the whole file (closed at its end). */
 const open = new Scope();
 const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...args));
 
 beforeAll(async () => {
   env = await testEnv('limits');
-  const [shared, pc, pf, pe] = ['limits_ab', 'limits_c', 'limits_f', 'limits_e'].map((l) => env.prefix(l)) as [string, string, string, string];
+  const [shared, pc, pf, pe, pr1, pr2] = ['limits_ab', 'limits_c', 'limits_f', 'limits_e', 'limits_r1', 'limits_r2'].map((l) => env.prefix(l)) as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
   // The first server applies the migrations; the others start together.
   A = await env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } });
-  [B, C, F, E] = await Promise.all([
+  [B, C, F, E, R1, R2] = await Promise.all([
     env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } }),
     env.startServer({ redisPrefix: pc, limits: { ...TEST_LIMITS, connectAttemptsPerIpPerMinute: 5 } }),
     env.startServer({ redisPrefix: pf, limits: { ...TEST_LIMITS, connectionsPerIp: 2 } }),
     env.startServer({ redisPrefix: pe, limits: { ...TEST_LIMITS, wsBufferSoftBytes: SOFT, wsBufferHardBytes: HARD } }),
+    env.startServer({ redisPrefix: pr1, limits: { ...TEST_LIMITS, wsBufferSoftBytes: R_SOFT, wsBufferHardBytes: R_HARD, wsReplayQueueEvents: R_KEEP } }),
+    env.startServer({ redisPrefix: pr2, limits: { ...TEST_LIMITS, wsBufferSoftBytes: R_SOFT, wsBufferHardBytes: R_HARD, wsReplayDrainMs: R_DRAIN_MS } }),
   ]);
 });
 
@@ -488,6 +509,106 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
   });
 });
 
+describe('resumes that cannot keep up (WS_REPLAY_QUEUE_EVENTS 20 on node R1, WS_REPLAY_DRAIN_MS 1 s on node R2; soft 64 KiB, hard 8 MiB)', () => {
+  /**
+   * One room for both, with more history than the kernel's buffers of a socket hold (about 4 MB
+   * here): 450 messages of about 22 KB, three replay pages. Made once (both nodes read the same
+   * database); R1's test adds to it.
+   */
+  let history: Promise<string> | null = null;
+  const roomWithHistory = () =>
+    (history ??= (async () => {
+      const roomId = await room('replay-owner', ['replay-reader-1', 'replay-reader-2'], 'replay');
+      const owner = callerFor(E.app, actor('replay-owner'));
+      for (let i = 0; i < 450; i++) {
+        await owner.chat.send({ roomId, clientId: uuid(), body: `${i}:`.padEnd(1900, 'z'), attachments: ATTACHMENTS, kind: 'file' });
+      }
+      return roomId;
+    })());
+
+  /**
+   * A raw client of `userId` on `srv` that stops reading, then resumes `roomId` from "0" as
+   * subscription 1: the first replay page fills the kernel's buffers and leaves the server's queue
+   * between the soft and the hard limit, where the replay waits for the socket.
+   */
+  async function stalledResume(srv: TestServer, userId: string, roomId: string) {
+    const reader = raw(srv.url, { token: tokenFor(userId) });
+    await rawQuery(reader, 100);
+    const [session] = sessionsOf(srv.app, userId);
+    const closeCalled = closeCalledOn(session!.socket as never);
+    reader.pause();
+    reader.send({ id: 1, method: 'subscription', params: { path: 'chat.events', input: superjson.serialize({ roomId }), lastEventId: '0' } });
+    return { reader, closeCalled };
+  }
+
+  /**
+   * After the close: the reader reads what was queued (a gapless replay from seq 1), then a fresh
+   * client resumes from its last id and gets the rest, up to `lastSeq`, exactly once and in order.
+   */
+  async function resumeAfterClose(srv: TestServer, userId: string, roomId: string, reader: RawClient, lastSeq: number) {
+    reader.resume();
+    expect(await closeOf(reader, 20_000, 'the reader to see the close')).toEqual({ code: CloseCode.SlowConsumer, reason: 'too much data queued: reconnect and resume' });
+    const got = reader.data(1).map((d) => Number(d.id));
+    expect(got.length).toBeGreaterThan(0);
+    expect(got).toEqual(range(1, got.length));
+    const rec = recordEvents(ws(srv, userId), { roomId, lastEventId: String(got.at(-1)) });
+    await rec.untilSeq(lastSeq, 20_000);
+    expect([...got, ...rec.seqs()]).toEqual(range(1, lastSeq));
+    rec.unsubscribe();
+    return got.length;
+  }
+
+  it('a resume whose socket stops reading while the room goes on is closed with 4008 once it would keep more than WS_REPLAY_QUEUE_EVENTS live events; resuming from its last id gives everything exactly once', async () => {
+    const roomId = await roomWithHistory();
+    const before = { ...R1.app.services.hubs.stats };
+    const { reader, closeCalled } = await stalledResume(R1, 'replay-reader-1', roomId);
+    let closed = false;
+    void closeCalled.then(() => (closed = true));
+    // Another user keeps sending through R1 (small messages: live events kept for after the
+    // replay). Bounded: 10 times the bound at the very most; the close comes once the stream keeps
+    // R_KEEP + 1 live events (these messages, and the room's other live events, e.g. presence).
+    const sender = callerFor(R1.app, actor('replay-owner'));
+    let sent = 0;
+    let lastSeq = 0;
+    while (!closed && sent < 10 * R_KEEP) {
+      lastSeq = (await sender.chat.send({ roomId, clientId: uuid(), body: `live ${sent}` })).seq;
+      sent++;
+    }
+    const atClose = await within(closeCalled, 5000, 'the server to close the stalled resume');
+    expect(atClose.code).toBe(CloseCode.SlowConsumer);
+    // Closed by the replay's bound, with the socket's queue between the soft and the hard limit
+    // (where the replay waited), not by the hard limit.
+    expect(atClose.bufferedAmount).toBeGreaterThan(R_SOFT);
+    expect(atClose.bufferedAmount).toBeLessThanOrEqual(R_HARD);
+    // The close came while the sender was going, not at its bound.
+    expect(sent).toBeLessThan(10 * R_KEEP);
+    const after = R1.app.services.hubs.stats;
+    expect(after.replayQueueOverflows - before.replayQueueOverflows).toBe(1);
+    expect(after.replayDrainTimeouts - before.replayDrainTimeouts).toBe(0);
+    const replayed = await resumeAfterClose(R1, 'replay-reader-1', roomId, reader, lastSeq);
+    console.log(
+      `[limits] stalled resume: closed 4008 after ${sent} live messages sent while it replayed (bound ${R_KEEP}), ${atClose.bufferedAmount} bytes queued at close; ` +
+        `${replayed} events replayed before the close, the rest up to seq ${lastSeq} after resuming: 0 lost, 0 duplicated`,
+    );
+  });
+
+  it('a resume whose socket stops reading in a quiet room is closed with 4008 after WS_REPLAY_DRAIN_MS; resuming from its last id gives everything exactly once', async () => {
+    const roomId = await roomWithHistory();
+    const before = { ...R2.app.services.hubs.stats };
+    const { reader, closeCalled } = await stalledResume(R2, 'replay-reader-2', roomId);
+    const atClose = await within(closeCalled, R_DRAIN_MS + 10_000, 'the server to close the stalled resume');
+    expect(atClose.code).toBe(CloseCode.SlowConsumer);
+    expect(atClose.bufferedAmount).toBeGreaterThan(R_SOFT);
+    expect(atClose.bufferedAmount).toBeLessThanOrEqual(R_HARD);
+    const after = R2.app.services.hubs.stats;
+    expect(after.replayDrainTimeouts - before.replayDrainTimeouts).toBe(1);
+    expect(after.replayQueueOverflows - before.replayQueueOverflows).toBe(0);
+    const [last] = await env.sql<{ seq: string }>('select max(seq) as seq from room_event where room_id = $1', [roomId]);
+    const replayed = await resumeAfterClose(R2, 'replay-reader-2', roomId, reader, Number(last!.seq));
+    console.log(`[limits] stalled resume, quiet room: closed 4008 after the drain wait, ${atClose.bufferedAmount} bytes queued at close; ${replayed} events replayed before it`);
+  });
+});
+
 describe('calls per connection: in flight, per frame, per HTTP batch; replies count against the buffer (node E)', () => {
   it('one frame of 150 calls: the first MAX_BATCH_SIZE are taken, at most WS_MAX_INFLIGHT at once; every call is answered under its id', async () => {
     const r = await room('batch-owner');
@@ -539,6 +660,39 @@ describe('calls per connection: in flight, per frame, per HTTP batch; replies co
     expect(atClose.bufferedAmount).toBeGreaterThan(HARD);
     reader.resume();
     expect((await closeOf(reader, 20_000, 'the reader to see the close')).code).toBe(CloseCode.SlowConsumer);
+  });
+
+  it('PONG replies count against the socket buffer: a client that never authenticates nor reads and floods PING is closed with 4008', async () => {
+    using upgrades = watchUpgrades(E.app.server);
+    // `?connectionParams=1` and no connectionParams message: no context and no session is ever
+    // made; a PING is the one message such a connection gets an answer to.
+    const flooder = raw(E.url, { connectionParams: true, sendParams: false });
+    await flooder.opened;
+    const closeCalled = closeCalledOn(upgrades.socketOf(flooder));
+    let closed = false;
+    void closeCalled.then(() => (closed = true));
+    flooder.pause();
+    // PING text frames as a client masks them (a zero key leaves the payload as it is), 10,000 in
+    // one write to the TCP socket; each is answered with a PONG of 6 bytes.
+    const BATCH = 10_000;
+    const pings = Buffer.concat(range(1, BATCH).map(() => Buffer.from([0x81, 0x84, 0, 0, 0, 0, ...Buffer.from('PING')])));
+    const tcp = (flooder.ws as unknown as { _socket: import('node:net').Socket })._socket;
+    // Bounded: 3 million PINGs at the very most. The PONGs of about 700,000 fill the kernel's
+    // buffers of both ends (about 4 MB here); 11,000 more pass the hard limit of 64 KiB.
+    let sent = 0;
+    while (!closed && sent < 3_000_000) {
+      await new Promise<void>((resolve, reject) => tcp.write(pings, (err) => (err ? reject(err) : resolve())));
+      sent += BATCH;
+    }
+    const atClose = await within(closeCalled, 5000, 'the server to close the PING flooder');
+    expect(atClose.code).toBe(CloseCode.SlowConsumer);
+    expect(atClose.bufferedAmount).toBeGreaterThan(HARD);
+    // The client reads what was queued (PONGs only), then the close.
+    flooder.resume();
+    expect(await closeOf(flooder, 20_000, 'the flooder to see the close')).toEqual({ code: CloseCode.SlowConsumer, reason: 'too much data queued: reconnect and resume' });
+    const pongs = flooder.frames.length;
+    expect(flooder.frames.every((f) => f === 'PONG')).toBe(true);
+    console.log(`[limits] PING flood: closed 4008 after ${sent} PINGs written, ${pongs} PONGs; ${atClose.bufferedAmount} bytes queued in the process at close`);
   });
 });
 

@@ -17,10 +17,12 @@ import {
   StreamHubs,
   type DurableRoomEvent,
   type EventSource,
+  type Flow,
   type HubEvent,
   type PushSink,
   type StreamConn,
   waitFor,
+  within,
 } from './fixture.js';
 
 type Seqd = HubEvent & { seq: number };
@@ -62,6 +64,30 @@ function fixture(opts: { failLoad?: Error } = {}) {
   /** Retention: the oldest `n` events of the log are removed. */
   const prune = (n: number) => void log.splice(0, n);
   return { log, hubs, post, open, loads, prune };
+}
+
+/**
+ * A connection's back-pressure whose queue the test sets (`state.queued`), counting the stream's
+ * looks at it and its overflows; the replay bounds are out of reach unless `limits` sets them.
+ */
+function testFlow(limits: Partial<Flow> = {}) {
+  const state = { queued: 0, polls: 0, overflows: 0 };
+  const flow: Flow = {
+    soft: 1000,
+    hard: 1_000_000,
+    replayQueueEvents: 1_000_000,
+    replayQueueBytes: 1_000_000_000,
+    replayDrainMs: 600_000,
+    buffered: () => {
+      state.polls++;
+      return state.queued;
+    },
+    overflow: () => {
+      state.overflows++;
+    },
+    ...limits,
+  };
+  return { flow, state };
 }
 
 /** A sink that records what it gets and resolves `ended` with the end's error (null for none). */
@@ -172,36 +198,110 @@ describe('resumable streams', () => {
   it("a replay goes at the socket's pace: no page is loaded while the queue is over the soft limit; over the hard one it overflows", async () => {
     const f = fixture();
     for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
-    let queued = 10_000;
-    let polls = 0;
-    let overflows = 0;
-    const flow = {
-      soft: 1000,
-      hard: 1_000_000,
-      buffered: () => {
-        polls++;
-        return queued;
-      },
-      overflow: () => overflows++,
-    };
+    const { flow, state } = testFlow();
+    state.queued = 10_000;
     const r = recorder();
     f.open(0, undefined, { flow })[PUSH](r.sink as never);
     // It keeps looking at the queue and sends nothing while it is full.
-    await waitFor(() => polls, 'the stream to check the queue twice', { until: (n) => n >= 2 });
+    await waitFor(() => state.polls, 'the stream to check the queue twice', { until: (n) => n >= 2 });
     expect(r.got).toEqual([]);
     expect(f.loads).toEqual([]);
-    queued = 0;
+    state.queued = 0;
     await r.until(REPLAY_PAGE + 20);
     expect(r.got.map(([id]) => Number(id))).toEqual(Array.from({ length: REPLAY_PAGE + 20 }, (_, i) => i + 1));
-    expect(overflows).toBe(0);
+    expect(state.overflows).toBe(0);
 
     // A queue over the hard limit ends the replay with an overflow (the connection is closed).
-    queued = 2_000_000;
+    state.queued = 2_000_000;
     const over = recorder();
     f.open(0, undefined, { flow })[PUSH](over.sink as never);
     expect(await over.ended).toBeNull();
-    expect(overflows).toBe(1);
+    expect(state.overflows).toBe(1);
     expect(over.got).toEqual([]);
+  });
+
+  it('while a replay waits for the socket, at most replayQueueEvents live events are kept for after it: they follow the replay exactly once; one more overflows', async () => {
+    const f = fixture();
+    const history = REPLAY_PAGE + 20;
+    for (let i = 0; i < history; i++) f.post(`m${i}`);
+    const KEEP = 5;
+
+    // Within the bound: kept, and delivered after the replay once the socket drains.
+    const ac = new AbortController();
+    const a = testFlow({ replayQueueEvents: KEEP });
+    a.state.queued = 10_000;
+    const r = recorder();
+    f.open(0, ac.signal, { flow: a.flow })[PUSH](r.sink as never);
+    // Attached once it looks at the queue (the attach comes first): live events are kept from then on.
+    await waitFor(() => a.state.polls, 'the stream to wait for the socket', { until: (n) => n >= 1 });
+    for (let i = 0; i < KEEP; i++) f.post(`live${i}`);
+    expect(a.state.overflows).toBe(0);
+    expect(r.got).toEqual([]);
+    a.state.queued = 0;
+    await r.until(history + KEEP);
+    expect(r.got.map(([id]) => Number(id))).toEqual(Array.from({ length: history + KEEP }, (_, i) => i + 1));
+    expect(a.state.overflows).toBe(0);
+    ac.abort();
+    await r.ended;
+
+    // One more than the bound: the stream overflows at that event (MemoryBus fans out at once),
+    // leaves the hub, and writes nothing; the client resumes from its last id.
+    const b = testFlow({ replayQueueEvents: KEEP });
+    b.state.queued = 10_000;
+    const over = recorder();
+    f.open(0, undefined, { flow: b.flow })[PUSH](over.sink as never);
+    await waitFor(() => b.state.polls, 'the stream to wait for the socket', { until: (n) => n >= 1 });
+    expect(f.hubs.subscriberCount).toBe(1);
+    for (let i = 0; i < KEEP; i++) f.post(`more${i}`);
+    expect(b.state.overflows).toBe(0);
+    expect(f.hubs.stats.replayQueueOverflows).toBe(0);
+    f.post('one too many');
+    expect(b.state.overflows).toBe(1);
+    expect(f.hubs.stats.replayQueueOverflows).toBe(1);
+    expect(await over.ended).toBeNull();
+    expect(over.ends()).toBe(1);
+    expect(over.got).toEqual([]);
+    expect(f.hubs.subscriberCount).toBe(0);
+    expect(f.hubs.stats.replayDrainTimeouts).toBe(0);
+  });
+
+  it('the live events kept during a replay are bounded by the bytes of their encoding too (replayQueueBytes)', async () => {
+    const f = fixture();
+    for (let i = 0; i < 10; i++) f.post(`m${i}`);
+    const { flow, state } = testFlow({ replayQueueBytes: 5000 });
+    state.queued = 10_000;
+    const r = recorder();
+    f.open(0, undefined, { flow })[PUSH](r.sink as never);
+    await waitFor(() => state.polls, 'the stream to wait for the socket', { until: (n) => n >= 1 });
+    // Events of about 2 KB: two fit in 5000 bytes, the third does not.
+    const big = (i: number) => `${i}`.padEnd(2000, 'b');
+    const sizes: number[] = [];
+    for (let i = 0; sizes.reduce((n, x) => n + x, 0) <= 5000; i++) {
+      expect(state.overflows).toBe(0);
+      sizes.push(Buffer.byteLength(encodeEvent(f.post(big(i)))));
+    }
+    expect(sizes).toHaveLength(3);
+    expect(state.overflows).toBe(1);
+    expect(f.hubs.stats.replayQueueOverflows).toBe(1);
+    expect(await r.ended).toBeNull();
+    expect(r.got).toEqual([]);
+    expect(f.hubs.subscriberCount).toBe(0);
+  });
+
+  it('a replay waits for the socket to drain at most replayDrainMs before a page; then it overflows (the client resumes)', async () => {
+    const f = fixture();
+    for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
+    // The first page goes out; the socket then stays between the soft and the hard limit.
+    const r = recorder();
+    const { flow, state } = testFlow({ replayDrainMs: 300, buffered: () => (r.got.length < REPLAY_PAGE ? 0 : 10_000) });
+    f.open(0, undefined, { flow })[PUSH](r.sink as never);
+    expect(await within(r.ended, 10_000, 'the replay to give up on the socket')).toBeNull();
+    expect(state.overflows).toBe(1);
+    expect(f.hubs.stats.replayDrainTimeouts).toBe(1);
+    expect(f.hubs.stats.replayQueueOverflows).toBe(0);
+    expect(r.got.map(([id]) => Number(id))).toEqual(Array.from({ length: REPLAY_PAGE }, (_, i) => i + 1));
+    expect(f.loads).toEqual([0]);
+    expect(f.hubs.subscriberCount).toBe(0);
   });
 
   it('pulled: the same events through an async iterator; return() ends it and leaves the hub', async () => {

@@ -22,6 +22,10 @@ export interface HubStats {
   filled: number;
   /** Idle hubs found behind PostgreSQL by the position check (a publish that never came). */
   positionCatchUps: number;
+  /** Streams overflowed during their replay: more live events came than they may keep for after it (`Flow`). */
+  replayQueueOverflows: number;
+  /** Streams overflowed during their replay: their socket's queue stayed over the soft limit too long before a page. */
+  replayDrainTimeouts: number;
 }
 
 export const FILL_PAGE = 500;

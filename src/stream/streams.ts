@@ -1,6 +1,6 @@
 import { EventQueue } from './queue.js';
 import type { RoomEvent } from '../domain/events.js';
-import type { SharedEncoding } from './encoding.js';
+import { encodeEvent, type SharedEncoding } from './encoding.js';
 import { PUSH, type Pushable, type PushSink } from '../transport/push.js';
 import type { HubSubscriber } from './hub.js';
 import type { StreamHubs } from './hubs.js';
@@ -14,11 +14,22 @@ export const REPLAY_PAGE = 200;
  * Back-pressure of the connection a stream writes to. Over `soft` bytes queued, live-only events
  * are coalesced (the latest per type and user is kept); over `hard`, `overflow()` closes the
  * connection and the client resumes from its last event id (durable events are never dropped).
+ *
+ * A replay (a resume) goes at the socket's pace, and the live events that come meanwhile wait for
+ * its end. Both are bounded: over `replayQueueEvents` such events, or over `replayQueueBytes` of
+ * their encoding, and when the queue has stayed over `soft` for `replayDrainMs` before a page, the
+ * stream overflows as above (it drops nothing: the client resumes where it got to).
  */
 export interface Flow {
   buffered(): number;
   soft: number;
   hard: number;
+  /** Live events a replaying stream keeps for after the replay, at most (WS_REPLAY_QUEUE_EVENTS). */
+  replayQueueEvents: number;
+  /** Bytes of the encoding of those events, at most (WS_REPLAY_QUEUE_BYTES). */
+  replayQueueBytes: number;
+  /** How long a replay waits, before a page, for the queue to fall to `soft` (WS_REPLAY_DRAIN_MS). */
+  replayDrainMs: number;
   overflow(): void;
 }
 
@@ -135,9 +146,12 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
   /** Until the stream goes live (see `start`); dropped then. */
   private opts: StreamOptions<E, T, R> | null;
   private last = 0;
-  /** Live: events go out as they come. Before that (attach, replay) they wait in `early`. */
+  /**
+   * Live: events go out as they come. Before that (attach, replay) they wait in `early`, with the
+   * bytes of their encoding when the stream has a flow (which bounds both; see `Flow`).
+   */
   private live = false;
-  private early: E[] | null = null;
+  private early: { events: E[]; bytes: number } | null = null;
   /** The hub ended this subscriber (a kick, a shutdown): stop after what is queued. */
   private closing = false;
   private ended = false;
@@ -177,8 +191,24 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
   push(e: E, shared: SharedEncoding<E> | undefined): void {
     if (this.ended) return;
     if (!this.live) {
-      this.early ??= [];
-      this.early.push(e);
+      this.early ??= { events: [], bytes: 0 };
+      const early = this.early;
+      early.events.push(e);
+      const flow = this.flow;
+      if (!flow) return;
+      try {
+        early.bytes += encodedSize(e);
+      } catch (err) {
+        this.finish(err);
+        return;
+      }
+      if (early.events.length > flow.replayQueueEvents || early.bytes > flow.replayQueueBytes) {
+        // A replay that cannot keep up with the room (its socket is slow or not read): the client
+        // resumes from what it got, and the events kept here are replayed from PostgreSQL then.
+        this.hubs.stats.replayQueueOverflows++;
+        flow.overflow();
+        this.finish();
+      }
       return;
     }
     try {
@@ -266,8 +296,9 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
       let first = true;
       while (this.last < position && !this.ended && !this.closing) {
         // A replay goes at the socket's pace: the next page waits until the queue is below the
-        // soft limit (a client far behind on a slow link never piles its backlog into memory).
-        if (flow && !(await drained(flow, () => this.ended))) return this.finish();
+        // soft limit (a client far behind on a slow link never piles its backlog into memory),
+        // for `replayDrainMs` at most.
+        if (flow && !(await this.drained(flow))) return this.finish();
         if (this.ended) return;
         const page = await opts.source.load(key, this.last, position, REPLAY_PAGE);
         if (first) {
@@ -305,13 +336,48 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
     const queued = this.early;
     this.early = null;
     if (queued) {
-      for (const e of queued) {
+      for (const e of queued.events) {
         this.deliver(e, undefined);
         if (this.ended) return;
       }
     }
     if (this.closing) this.finish();
   }
+
+  /**
+   * Resolves true once the socket's queue is at or below the soft limit; false when the stream
+   * ended meanwhile, or when it overflows: the queue went over the hard limit, or stayed over the
+   * soft one for `replayDrainMs` (a client that stopped reading would otherwise hold the replay,
+   * and the live events kept for after it, for as long as it keeps its socket open).
+   */
+  private async drained(flow: Flow): Promise<boolean> {
+    const deadline = Date.now() + flow.replayDrainMs;
+    while (flow.buffered() > flow.soft) {
+      const late = Date.now() >= deadline;
+      if (late || flow.buffered() > flow.hard) {
+        if (late) this.hubs.stats.replayDrainTimeouts++;
+        flow.overflow();
+        return false;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(DRAIN_CHECK_MS, Math.max(1, deadline - Date.now()))));
+      if (this.ended) return false;
+    }
+    return true;
+  }
+}
+
+/**
+ * The bytes of an event's encoding, computed once per event: a hub hands the same object to every
+ * local subscriber, so streams replaying in the same room share the figure.
+ */
+const encodedSizes = new WeakMap<object, number>();
+function encodedSize(e: StreamEvent): number {
+  let n = encodedSizes.get(e);
+  if (n === undefined) {
+    n = Buffer.byteLength(encodeEvent(e));
+    encodedSizes.set(e, n);
+  }
+  return n;
 }
 
 /** A timer's callback with its stream as argument: no closure per timer. */
@@ -322,18 +388,3 @@ function checkDrained(stream: { checkDrained(): void }): void {
 /** How often a stream holding coalesced events checks whether its socket drained. */
 export const DRAIN_CHECK_MS = 50;
 
-/**
- * Resolves true once the socket's queue is at or below the soft limit, false when it went over the
- * hard one (the caller overflows) or the stream ended meanwhile.
- */
-async function drained(flow: Flow, ended: () => boolean): Promise<boolean> {
-  while (flow.buffered() > flow.soft) {
-    if (flow.buffered() > flow.hard) {
-      flow.overflow();
-      return false;
-    }
-    await new Promise((resolve) => setTimeout(resolve, DRAIN_CHECK_MS));
-    if (ended()) return false;
-  }
-  return true;
-}

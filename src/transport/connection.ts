@@ -136,19 +136,26 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       else callOnError(this.info(error, path, type, input), log);
     }
 
+    /**
+     * Writes one reply and checks the socket's limit: every write counts against it, replies
+     * included (not only live events), down to the `PONG` of a client's `PING` (a client that
+     * never reads and keeps pinging would otherwise grow the queue without bound).
+     */
+    write(frame: Parameters<WebSocket['send']>[0]): void {
+      this.ws.send(frame);
+      if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
+    }
+
     /** Sends a response object through the transformer and the encoder, as tRPC's adapter does. */
     respond(message: object): void {
       if (this.ws.readyState !== OPEN) return;
-      this.ws.send(encode(transformTRPCResponse(config, message as never)));
-      // Every write counts against the socket's limit, replies included (not only live events).
-      if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
+      this.write(encode(transformTRPCResponse(config, message as never)));
     }
 
     /** A query's or mutation's result (or a plain subscription value): what `transformTRPCResponse` builds, without its generic spreads. */
     respondData(id: RequestId, jsonrpc: '2.0' | undefined, data: unknown): void {
       if (this.ws.readyState !== OPEN) return;
-      this.ws.send(encode({ id, jsonrpc, result: { type: 'data', data: serialize(data) } }));
-      if (limits && this.ws.bufferedAmount > limits.hardBytes) limits.onOverflow(this.ws, this.ws.bufferedAmount);
+      this.write(encode({ id, jsonrpc, result: { type: 'data', data: serialize(data) } }));
     }
 
     errorShape(error: TRPCError, type: ErrorType, path: string | undefined, input: unknown): object {
@@ -215,7 +222,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         const s = raw.toString();
         if (s === 'PONG') return;
         if (s === 'PING') {
-          if (!opts.dangerouslyDisablePong && this.ws.readyState === OPEN) this.ws.send('PONG');
+          if (!opts.dangerouslyDisablePong && this.ws.readyState === OPEN) this.write('PONG');
           return;
         }
       }

@@ -35,8 +35,8 @@ export interface TransportExtraOptions {
    * Per connection: queries and mutations answered at once (`maxInflight`, more get
    * TOO_MANY_REQUESTS), calls served from one message (`maxBatch`, the calls beyond it get
    * BAD_REQUEST each while the first ones are served; tRPC's `maxBatchSize` refuses the whole
-   * message instead), and the bytes queued on the socket after which any reply calls `onOverflow`
-   * (`hardBytes`, e.g. to close a slow consumer).
+   * message instead), and the bytes queued on the socket after which any reply, a `PONG` included,
+   * calls `onOverflow` (`hardBytes`, e.g. to close a slow consumer).
    */
   limits?: { maxInflight: number; maxBatch: number; hardBytes: number; onOverflow: (ws: WebSocket, bufferedAmount: number) => void } | undefined;
   /**

@@ -20,10 +20,13 @@ export function streamConn(ctx: Context, signal?: AbortSignal): StreamConn {
   if (!socket) return { release };
   let flow = flows.get(socket);
   if (!flow) {
-    const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard } = deps.config.limits;
+    const { wsBufferSoftBytes: soft, wsBufferHardBytes: hard, wsReplayQueueEvents, wsReplayQueueBytes, wsReplayDrainMs } = deps.config.limits;
     flow = {
       soft,
       hard,
+      replayQueueEvents: wsReplayQueueEvents,
+      replayQueueBytes: wsReplayQueueBytes,
+      replayDrainMs: wsReplayDrainMs,
       buffered: () => socket.bufferedAmount,
       overflow: () => {
         deps.log.warn({ bufferedAmount: socket.bufferedAmount }, 'closing a slow consumer');
