@@ -55,6 +55,32 @@ describe('reset on resume', () => {
     }
   });
 
+  it('a replay reads past a page of events whose messages retention removed (it used to stop there and lose what came after)', async () => {
+    const u = tag();
+    await using alice = clientFor(t.url, `a-${u}`);
+    const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'past-removed' });
+    // 250 messages (seqs s0+1 to s0+250), each deleted (their message.deleted events: up to s0+500).
+    const s0 = (await alice.trpc.room.get.query({ roomId: room.id })).lastSeq;
+    const ids: string[] = [];
+    for (let i = 0; i < 250; i++) ids.push((await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` })).id);
+    for (const messageId of ids) await alice.trpc.chat.delete.mutate({ messageId });
+    // What retention does, in its order: the messages first, then the log rows of the old part.
+    await t.env.sql('delete from message where room_id = $1', [room.id]);
+    await t.env.sql('delete from room_event where room_id = $1 and seq <= $2', [room.id, s0 + 250]);
+    const after: number[] = [];
+    for (let i = 0; i < 10; i++) after.push((await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `n${i}` })).seq);
+    expect(after[0]).toBe(s0 + 501);
+    // From s0+250: the next 250 events show nothing (their messages are gone), more than a page of them.
+    const seen = new Collector<RoomEvent>();
+    const sub = alice.subscribeRoom(room.id, { onEvent: (e) => seen.push(e) }, { lastEventId: String(s0 + 250) });
+    try {
+      await seen.until((xs) => xs.some((e) => (e as { seq?: number }).seq === after.at(-1)), 'the messages after the removed ones');
+      expect(seen.items.map((e) => `${e.type} ${(e as { seq?: number }).seq}`)).toEqual(after.map((seq) => `message.new ${seq}`));
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
   it('inbox.events from above the inbox position: reset(position)', async () => {
     const u = tag();
     await using bob = clientFor(t.url, `b-${u}`);

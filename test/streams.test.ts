@@ -63,7 +63,14 @@ function fixture(opts: { failLoad?: Error } = {}) {
     });
   /** Retention: the oldest `n` events of the log are removed. */
   const prune = (n: number) => void log.splice(0, n);
-  return { log, hubs, post, open, loads, prune };
+  /** Committed, not published yet (the bus is slower than the database, or the writer died before it published). */
+  const commit = (name: string) => {
+    const e = { type: 'room.updated', roomId: 'r1', seq: ++position, name, topic: null, by: 'u1' } as Seqd;
+    log.push(e);
+    return e;
+  };
+  const publish = (e: Seqd) => void bus.publish(channels.room('r1'), encodeEvent(e));
+  return { log, hubs, post, open, loads, prune, commit, publish };
 }
 
 /**
@@ -167,6 +174,44 @@ describe('resumable streams', () => {
     ]);
     ac.abort();
     await r.ended;
+  });
+
+  it("a resume from above this node's hub but not above what is committed goes on from there: no reset, nothing twice", async () => {
+    const f = fixture();
+    f.post('a');
+    // A subscriber keeps the hub at seq 1; two events are committed but not here yet.
+    const ac = new AbortController();
+    const first = recorder();
+    f.open(null, ac.signal)[PUSH](first.sink as never);
+    await first.until(1);
+    const late = [f.commit('b'), f.commit('c')];
+    // A client that read them from the database (room.get, history) resumes from 3.
+    const r = recorder();
+    f.open(3)[PUSH](r.sink as never);
+    await waitFor(() => f.hubs.subscriberCount, 'the resume to attach', { until: (n) => n === 2 });
+    for (const e of late) f.publish(e);
+    f.post('d');
+    await r.until(1);
+    expect(r.got.map(([id, e]) => `${id} ${e.type}`)).toEqual(['4 room.updated']);
+    ac.abort();
+  });
+
+  it('a stream ended during its replay (the user removed, the hub closed) hands out nothing past what it replayed', async () => {
+    const f = fixture();
+    for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
+    const { flow, state } = testFlow();
+    state.queued = 10_000;
+    const r = recorder();
+    f.open(0, undefined, { flow })[PUSH](r.sink as never);
+    await waitFor(() => state.polls, 'the replay to wait for the socket', { until: (n) => n >= 1 });
+    // Live events kept for after the replay, then the hub ends its subscribers (as on a kick).
+    f.post('live');
+    await f.hubs.close();
+    state.queued = 0;
+    expect(await r.ended).toBeNull();
+    // Whatever it sent is a gapless prefix of the log: nothing of the kept events past a hole.
+    const ids = r.got.map(([id]) => Number(id));
+    expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1));
   });
 
   it('a resume from before what retention kept starts with reset(position), not a partial replay; from the edge it replays', async () => {

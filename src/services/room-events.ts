@@ -28,8 +28,21 @@ export class RoomEventSource implements EventSource {
     return roomOldestSeq(this.store.db(), roomId);
   }
 
-  /** Replay and gap-fill pages: on a replica only once it has the room up to `upto` (src/services/read-routing.ts). */
+  /**
+   * Replay and gap-fill pages: on a replica only once it has the room up to `upto`
+   * (src/services/read-routing.ts). Empty only when nothing is left up to `upto`: a page whose every
+   * row is a message event of a message retention removed is read past (the callers take an empty
+   * page for the end, and would stop short of the events after it).
+   */
   async load(roomId: string, after: number, upto: number, limit: number): Promise<DurableRoomEvent[]> {
+    for (;;) {
+      const { events, lastRowSeq, full } = await this.page(roomId, after, upto, limit);
+      if (events.length > 0 || !full) return events;
+      after = lastRowSeq;
+    }
+  }
+
+  private async page(roomId: string, after: number, upto: number, limit: number): Promise<{ events: DurableRoomEvent[]; lastRowSeq: number; full: boolean }> {
     const { rows, messages } = await this.reads.room(roomId, upto, async (db) => {
       const rows = await roomEventPage(db, roomId, after, upto, limit);
       const messages = await this.mapper.many(
@@ -53,6 +66,6 @@ export class RoomEventSource implements EventSource {
       if (type === 'member.updated' && data.mutedUntil) data.mutedUntil = new Date(data.mutedUntil as string);
       events.push({ ...data, type, roomId, seq: r.seq } as DurableRoomEvent);
     }
-    return events;
+    return { events, lastRowSeq: rows.at(-1)?.seq ?? after, full: rows.length >= limit };
   }
 }

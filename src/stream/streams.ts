@@ -288,9 +288,18 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
       this.last = position;
       sink.data(wrap(String(position), opts.ready(position)));
     } else if (opts.after > position) {
-      // A position this stream never had (another room's id, a restored backup): say so.
-      this.last = position;
-      sink.data(wrap(String(position), opts.reset(position)));
+      // This node's hub can be behind what is committed (a publish not here yet, a gap being
+      // filled, a writer that died between COMMIT and PUBLISH): a client that already has more
+      // goes on from where it is, and what the hub delivers up to there is dropped by seq. Only a
+      // position the stream never had (another room's id, a restored backup) is a reset.
+      const committed = await opts.source.lastSeq(key);
+      if (this.ended) return;
+      if (opts.after > committed) {
+        this.last = position;
+        sink.data(wrap(String(position), opts.reset(position)));
+      } else {
+        this.last = opts.after;
+      }
     } else {
       this.last = opts.after;
       let first = true;
@@ -332,6 +341,9 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
       }
     }
     if (this.ended) return;
+    // Ended while replaying (the user removed, the hub closed): the events kept for after the
+    // replay would skip what the replay did not reach. The client resumes from its last id.
+    if (this.closing && this.last < position) return this.finish();
     this.live = true;
     const queued = this.early;
     this.early = null;
