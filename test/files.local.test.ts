@@ -233,6 +233,27 @@ describe('upload, attach, download (local driver)', () => {
     expect(await storage().stat(`${key}.upload`)).toEqual({ size: 1000 });
   });
 
+  it('a storage that fails before the upload is read (directory unwritable, disk full) answers 500; the process serves on', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'x.bin', size: 10, mime: 'application/octet-stream' });
+    const local = storage() as unknown as { temp: (key: string) => Promise<unknown> };
+    const { temp } = local;
+    // Creating the upload's directory fails: outside the upload's own error handling.
+    local.temp = async () => {
+      throw Object.assign(new Error('ENOSPC: no space left on device, mkdir'), { code: 'ENOSPC' });
+    };
+    try {
+      const res = await put(ticket, new Uint8Array(10));
+      expect(res.status).toBe(500);
+      expect(await res.json()).toEqual({ error: 'storage failed' });
+    } finally {
+      local.temp = temp;
+    }
+    // The same ticket works once the storage does.
+    expect((await put(ticket, new Uint8Array(10))).status).toBe(200);
+  });
+
   it('a send checks each file: uploaded, the declared size, a type matching its bytes; then it is attached once, in its own room only', async () => {
     const [alice, bob, eve] = users('alice', 'bob', 'eve');
     const room = await groupRoom(alice!, [bob!]);

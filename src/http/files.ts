@@ -79,8 +79,15 @@ export function fileHandler(storage: LocalStorage, log: Logger) {
       req.resume();
       return true;
     }
-    if (grant.method === 'PUT') void upload(req, res, storage, grant.key, grant.size, log);
-    else void download(req, res, storage, grant.key, { mime: grant.mime, inline: grant.inline, name: grant.name }, method === 'HEAD');
+    // A failure of the storage itself (the directory unwritable, the disk full) answers 500; it must
+    // never be a rejection nobody handles, which would end the process.
+    const failed = (err: unknown) => {
+      log.error({ err, key: grant.key }, 'file storage failed');
+      fail(res, 500, 'storage failed');
+      req.resume();
+    };
+    if (grant.method === 'PUT') upload(req, res, storage, grant.key, grant.size, log).catch(failed);
+    else download(req, res, storage, grant.key, { mime: grant.mime, inline: grant.inline, name: grant.name }, method === 'HEAD').catch(failed);
     return true;
   };
 }
@@ -112,7 +119,7 @@ async function upload(req: IncomingMessage, res: ServerResponse, storage: LocalS
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', ...CORS });
     res.end(JSON.stringify({ size: received }));
   } catch (err) {
-    await tmp.abort();
+    await tmp.abort().catch((abortErr: unknown) => log.warn({ err: abortErr }, 'could not remove a failed upload'));
     if (err instanceof TooLarge) {
       fail(res, 413, `this upload takes exactly ${size} bytes`, { connection: 'close' });
       res.once('finish', () => req.destroy());
