@@ -3,8 +3,9 @@
  * before the input is parsed, and PostgreSQL cancels a statement that runs longer than
  * DB_STATEMENT_TIMEOUT_MS.
  */
+import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileServer, nativePool, TEST_LIMITS } from './fixture.js';
+import { actor, callerFor, expectTRPCError, fileServer, nativePool, setGuardLookupForTests, TEST_LIMITS, uuid } from './fixture.js';
 
 // The statement timeout test has a server of its own: 300 ms here would cancel the bans below
 // while they wait for the room's row lock on a loaded machine.
@@ -46,6 +47,42 @@ describe('read and management budgets', () => {
     expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(4);
     const [refused] = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
     expect(refused!.reason).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/) });
+  });
+
+  it('device.register spends the action budget (each resolves the endpoint host): the 5th of a burst is TOO_MANY_REQUESTS', async () => {
+    // Every name is public here: the registrations themselves succeed.
+    setGuardLookupForTests({ lookup: async () => [{ address: '93.184.216.34', family: 4 }] });
+    try {
+      const user = callerFor(t.app, actor('registrar', `dev-${uuid().slice(0, 8)}`));
+      const keys = () => ({ p256dh: Buffer.concat([Buffer.from([4]), randomBytes(64)]).toString('base64url'), auth: randomBytes(16).toString('base64url') });
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 5 }, (_, i) => user.device.register({ kind: 'webpush', endpoint: `https://push.example.com/s/${i}`, keys: keys() })),
+      );
+      expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(4);
+      const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+      expect(refused).toHaveLength(1);
+      expect(refused[0]!.reason).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/) });
+    } finally {
+      setGuardLookupForTests();
+    }
+  });
+
+  it('webhook.create and webhook.update spend the action budget too, before the input is looked at', async () => {
+    setGuardLookupForTests({ lookup: async () => [{ address: '93.184.216.34', family: 4 }] });
+    try {
+      const tn = `hooks-${uuid().slice(0, 8)}`;
+      const creator = callerFor(t.app, actor('hook-admin', tn, ['admin']));
+      const created = await Promise.allSettled(Array.from({ length: 5 }, (_, i) => creator.webhook.create({ url: `https://hooks.example.com/${i}`, events: ['*'] })));
+      expect(created.filter((o) => o.status === 'fulfilled')).toHaveLength(4);
+      expect(created.filter((o): o is PromiseRejectedResult => o.status === 'rejected').map((o): unknown => o.reason)).toMatchObject([{ code: 'TOO_MANY_REQUESTS' }]);
+      // Another admin: updates of a webhook that does not exist spend the budget all the same.
+      const updater = callerFor(t.app, actor('hook-admin-2', tn, ['admin']));
+      const updated = await Promise.allSettled(Array.from({ length: 5 }, () => updater.webhook.update({ id: uuid(), url: 'https://hooks.example.com/moved' })));
+      const codes = updated.map((o) => ((o as PromiseRejectedResult).reason as { code: string }).code).sort();
+      expect(codes).toEqual(['NOT_FOUND', 'NOT_FOUND', 'NOT_FOUND', 'NOT_FOUND', 'TOO_MANY_REQUESTS']);
+    } finally {
+      setGuardLookupForTests();
+    }
   });
 
   it('DB_STATEMENT_TIMEOUT_MS: every connection carries it, and PostgreSQL cancels a longer statement', async () => {

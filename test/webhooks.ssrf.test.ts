@@ -1,5 +1,19 @@
-import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileServer, hookReceiver, uuid, waitFor } from './fixture.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  actor,
+  callerFor,
+  expectTRPCError,
+  fileServer,
+  GUARD_LOOKUP_CONCURRENCY,
+  type GuardLookup,
+  guardLookupsInFlight,
+  hookReceiver,
+  resolveTarget,
+  setGuardLookupForTests,
+  UrlRefused,
+  uuid,
+  waitFor,
+} from './fixture.js';
 
 /** The production default: WEBHOOK_ALLOW_PRIVATE_URLS off. */
 const t = fileServer('hookssrf', { webhooks: { retryBaseMs: 50, maxAttempts: 2, pollMs: 20, timeoutMs: 2000, allowPrivateUrls: false } });
@@ -45,5 +59,66 @@ describe('SSRF guard (private addresses not allowed)', () => {
     expect(d).toMatchObject({ attempts: 2, lastStatusCode: null });
     expect(d!.lastError).toMatch(/^refused: the host 127.0.0.1 resolves to 127.0.0.1/);
     expect(rx.requests.items).toEqual([]);
+  });
+});
+
+describe('SSRF guard lookups are bounded (a name server that never answers)', () => {
+  afterEach(() => setGuardLookupForTests());
+
+  /** A lookup that answers only when the test says so; records the hosts it was asked for. */
+  function hangingLookup() {
+    const asked: string[] = [];
+    const pending: Array<() => void> = [];
+    const lookup: GuardLookup = (host) => {
+      asked.push(host);
+      return new Promise((resolve) => pending.push(() => resolve([{ address: '93.184.216.34', family: 4 }])));
+    };
+    const answerAll = () => {
+      for (const answer of pending.splice(0)) answer();
+    };
+    return { lookup, asked, answerAll };
+  }
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  it(`answers a hanging lookup with a refusal at the timeout, runs at most ${GUARD_LOOKUP_CONCURRENCY} at once, frees a slot only when the lookup settles`, async () => {
+    const dns = hangingLookup();
+    setGuardLookupForTests({ lookup: dns.lookup, timeoutMs: 50 });
+    const calls = Array.from({ length: 5 }, (_, i) => resolveTarget(`https://hang-${i}.example/hook`, false));
+    // Two started; the other three wait for a slot instead of taking more pool threads.
+    expect(dns.asked).toEqual(['hang-0.example', 'hang-1.example']);
+    expect(guardLookupsInFlight()).toBe(GUARD_LOOKUP_CONCURRENCY);
+    const outcomes = await Promise.allSettled(calls);
+    outcomes.forEach((o, i) => {
+      expect(o.status).toBe('rejected');
+      const reason = (o as PromiseRejectedResult).reason as Error;
+      expect(reason).toBeInstanceOf(UrlRefused);
+      expect(reason.message).toBe(`could not resolve hang-${i}.example within 50 ms`);
+    });
+    // The callers were answered, but the two lookups still hold their threads: their slots stay
+    // taken, the queued three never started, and a new lookup waits (and is answered at its timeout).
+    expect(guardLookupsInFlight()).toBe(GUARD_LOOKUP_CONCURRENCY);
+    await expect(resolveTarget('https://late.example/hook', false)).rejects.toThrow('could not resolve late.example within 50 ms');
+    expect(dns.asked).toHaveLength(2);
+    // The stuck lookups return at last: the slots are free, and lookups work again.
+    dns.answerAll();
+    await turn();
+    expect(guardLookupsInFlight()).toBe(0);
+    setGuardLookupForTests();
+    const local = await resolveTarget('http://localhost:8080/hook', true);
+    expect(local.addresses.length).toBeGreaterThan(0);
+    expect(guardLookupsInFlight()).toBe(0);
+  });
+
+  it('a hanging lookup makes webhook.create BAD_REQUEST with the timeout; address literals need no lookup', async () => {
+    const dns = hangingLookup();
+    setGuardLookupForTests({ lookup: dns.lookup, timeoutMs: 50 });
+    const admin = callerFor(t.app, actor('boss', `ssrf-t-${uuid().slice(0, 8)}`, ['admin']));
+    await expectTRPCError(admin.webhook.create({ url: 'https://hang.example/hook', events: ['*'] }), 'BAD_REQUEST', 'webhook url refused: could not resolve hang.example within 50 ms');
+    // An IP literal is checked without a lookup, so it never waits behind hanging names.
+    await expectTRPCError(admin.webhook.create({ url: 'http://127.0.0.1/hook', events: ['*'] }), 'BAD_REQUEST', /resolves to 127\.0\.0\.1/);
+    expect(dns.asked).toEqual(['hang.example']);
+    dns.answerAll();
+    await turn();
+    expect(guardLookupsInFlight()).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { authedProcedure, router } from '../trpc/init.js';
+import { authedProcedure, managementProcedure, router } from '../trpc/init.js';
 
 const DeviceId = z.uuid({ error: 'id must be a device id (a UUID)' });
 const Base64Url = (name: string, max: number) =>
@@ -11,8 +11,11 @@ const Base64Url = (name: string, max: number) =>
 
 /** Web push subscriptions of the caller (docs/API.md, "device"). */
 export const deviceRouter = router({
-  /** Registers the browser's PushSubscription (an endpoint registered before is taken over). */
-  register: authedProcedure
+  /**
+   * Registers the browser's PushSubscription (an endpoint registered before is taken over). Spends
+   * the action budget: each call resolves the endpoint's host (the SSRF guard).
+   */
+  register: managementProcedure
     .input(
       z.object({
         kind: z.literal('webpush', { error: "kind must be 'webpush'" }),

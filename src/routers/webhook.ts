@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { WEBHOOK_EVENT_TYPES } from '../domain/webhooks.js';
-import { integrationProcedure, router } from '../trpc/init.js';
+import { integrationManagementProcedure, integrationProcedure, router } from '../trpc/init.js';
 
 const WebhookId = z.uuid({ error: 'id must be a webhook id (a UUID)' });
 const WebhookUrl = z
@@ -15,13 +15,14 @@ const Description = z.string().max(500, 'description is at most 500 characters')
 /** Outgoing webhooks of the caller's tenant (tenant admins and service tokens; docs/INTEGRATION.md). */
 export const webhookRouter = router({
   /** Registers an endpoint; the answer is the only time its secret is shown (besides rotateSecret). */
-  create: integrationProcedure
+  create: integrationManagementProcedure
     .input(z.object({ url: WebhookUrl, events: EventTypes, description: Description.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.create(ctx.actor, input)),
 
   list: integrationProcedure.query(({ ctx }) => ctx.services.webhooks.list(ctx.actor)),
 
-  update: integrationProcedure
+  /** create and update spend the caller's action budget: each resolves the URL's host (the SSRF guard). */
+  update: integrationManagementProcedure
     .input(z.object({ id: WebhookId, url: WebhookUrl.optional(), events: EventTypes.optional(), enabled: z.boolean().optional(), description: Description.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.update(ctx.actor, input)),
 

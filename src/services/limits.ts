@@ -9,7 +9,7 @@ export type LimitKind = 'send' | 'typing' | 'signal' | 'roomCreate' | 'connect' 
 const WHAT: Record<LimitKind, string> = {
   send: 'too many messages in this room',
   typing: 'too many typing updates',
-  action: 'too many changes (edits, deletes, reactions, reads, presence)',
+  action: 'too many changes (edits, deletes, reactions, reads, presence, management)',
   signal: 'too many call signals',
   roomCreate: 'too many rooms created',
   connect: 'too many connection attempts from this address',

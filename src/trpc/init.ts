@@ -150,10 +150,21 @@ export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) =>
 });
 
 /**
- * Room management and moderation (members, roles, mutes, bans, updates, archive, delete): budgeted
- * per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes), before the input is parsed.
+ * Room management and moderation (members, roles, mutes, bans, updates, archive, delete) and
+ * `device.register`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
+ * before the input is parsed.
  */
 export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
+  await ctx.services.limits.consume('action', keyOf(ctx.actor.tenant, ctx.actor.id));
+  return next();
+});
+
+/**
+ * Integration procedures that change something expensive to check (`webhook.create`/`update`
+ * resolve the URL's host): the role first, then the caller's `action` budget, before the input is
+ * parsed.
+ */
+export const integrationManagementProcedure = integrationProcedure.use(async ({ ctx, next }) => {
   await ctx.services.limits.consume('action', keyOf(ctx.actor.tenant, ctx.actor.id));
   return next();
 });

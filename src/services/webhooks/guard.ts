@@ -55,6 +55,88 @@ export interface ResolvedAddress {
 
 export class UrlRefused extends Error {}
 
+/**
+ * Bounds of the guard's DNS lookups. `dns.lookup` runs getaddrinfo on libuv's thread pool (4
+ * threads unless UV_THREADPOOL_SIZE says otherwise), shared with async fs, crypto and every other
+ * lookup of the process; a name whose name server never answers holds a thread for the resolver's
+ * timeout (10 s and more). Anyone who may register a webhook or a push device chooses the name, so:
+ * - at most GUARD_LOOKUP_CONCURRENCY guard lookups run at once per process (more wait, in order),
+ *   which always leaves the pool threads for everything else;
+ * - a caller is answered after GUARD_LOOKUP_TIMEOUT_MS at the latest (UrlRefused, "could not
+ *   resolve <host> within N ms"), waiting for a slot included. A getaddrinfo that timed out still
+ *   holds its thread until it returns, so its slot is freed only when the lookup really settles.
+ * 5 s: a name server that answers at all answers far sooner, and it is half of the request
+ * timeouts (WEBHOOK_TIMEOUT_MS, PUSH_TIMEOUT_MS default to 10 s) that follow the lookup.
+ */
+export const GUARD_LOOKUP_CONCURRENCY = 2;
+export const GUARD_LOOKUP_TIMEOUT_MS = 5000;
+
+/** All addresses of a host name. */
+export type GuardLookup = (host: string) => Promise<ResolvedAddress[]>;
+
+const systemLookup: GuardLookup = async (host) =>
+  (await lookup(host, { all: true, verbatim: true })).map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+
+let lookupImpl: GuardLookup = systemLookup;
+let lookupTimeoutMs = GUARD_LOOKUP_TIMEOUT_MS;
+let lookupsInFlight = 0;
+const waitingLookups: Array<() => void> = [];
+
+/** Tests only: replaces the lookup and its timeout; no argument restores the system's and the default. */
+export function setGuardLookupForTests(opts?: { lookup?: GuardLookup; timeoutMs?: number }): void {
+  lookupImpl = opts?.lookup ?? systemLookup;
+  lookupTimeoutMs = opts?.timeoutMs ?? GUARD_LOOKUP_TIMEOUT_MS;
+}
+
+/** Guard lookups holding a slot now (started and not settled, timed out or not). */
+export const guardLookupsInFlight = () => lookupsInFlight;
+
+/** lookupImpl within the bounds above (GUARD_LOOKUP_CONCURRENCY, GUARD_LOOKUP_TIMEOUT_MS). */
+function boundedLookup(host: string): Promise<ResolvedAddress[]> {
+  const impl = lookupImpl;
+  const ms = lookupTimeoutMs;
+  return new Promise<ResolvedAddress[]>((resolve, reject) => {
+    let answered = false;
+    const start = () => {
+      lookupsInFlight++;
+      let found: Promise<ResolvedAddress[]>;
+      try {
+        found = impl(host);
+      } catch (err) {
+        found = Promise.reject(err);
+      }
+      found
+        .then(
+          (addresses) => {
+            if (answered) return;
+            answered = true;
+            clearTimeout(timer);
+            resolve(addresses);
+          },
+          (err: unknown) => {
+            if (answered) return;
+            answered = true;
+            clearTimeout(timer);
+            reject(err);
+          },
+        )
+        .finally(() => {
+          // Only now is the pool thread free again: the next waiting lookup may start.
+          lookupsInFlight--;
+          waitingLookups.shift()?.();
+        });
+    };
+    const timer = setTimeout(() => {
+      answered = true;
+      const queued = waitingLookups.indexOf(start);
+      if (queued >= 0) waitingLookups.splice(queued, 1);
+      reject(new UrlRefused(`could not resolve ${host} within ${ms} ms`));
+    }, ms);
+    if (lookupsInFlight < GUARD_LOOKUP_CONCURRENCY) start();
+    else waitingLookups.push(start);
+  });
+}
+
 /** The host of a URL without IPv6 brackets. */
 export const hostOf = (url: URL) => url.hostname.replace(/^\[(.*)\]$/, '$1');
 
@@ -73,11 +155,17 @@ export async function resolveTarget(raw: string, allowPrivate: boolean): Promise
   if (url.username || url.password) throw new UrlRefused('the URL must not contain credentials');
   const host = hostOf(url);
   let addresses: ResolvedAddress[];
-  try {
-    const found = await lookup(host, { all: true, verbatim: true });
-    addresses = found.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
-  } catch (err) {
-    throw new UrlRefused(`the host ${host} cannot be resolved (${(err as { code?: string }).code ?? 'lookup failed'})`);
+  const literal = isIP(host);
+  if (literal !== 0) {
+    // An address needs no lookup (and must not wait for a slot behind names that hang).
+    addresses = [{ address: host, family: literal === 6 ? 6 : 4 }];
+  } else {
+    try {
+      addresses = await boundedLookup(host);
+    } catch (err) {
+      if (err instanceof UrlRefused) throw err;
+      throw new UrlRefused(`the host ${host} cannot be resolved (${(err as { code?: string }).code ?? 'lookup failed'})`);
+    }
   }
   if (addresses.length === 0) throw new UrlRefused(`the host ${host} has no address`);
   if (!allowPrivate) {
