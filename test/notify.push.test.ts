@@ -9,12 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
+  claimPushes,
   clientFor,
   DeviceService,
   decidePush,
   elapse,
   expectTRPCError,
+  failPush,
   fileServer,
+  finishPush,
   generateVapidKeys,
   getJson,
   makeConfig,
@@ -22,6 +25,7 @@ import {
   pushService,
   quietUntil,
   type Subscription,
+  testEnv,
   tokenFor,
   uuid,
   waitFor,
@@ -387,6 +391,48 @@ describe('who gets a push', () => {
     } finally {
       await ps.answer({});
     }
+  });
+
+  it('a node whose lease ran out before it recorded its push cannot drop the items queued after another node pushed the row', async () => {
+    // A database of its own with its worker stopped: the claims are made here, as several nodes would.
+    await using env = await testEnv('pushlease');
+    const srv = await env.startServer();
+    await srv.app.services.notifyWorker.stop();
+    const db = srv.app.services.store.db();
+    // Queues `n` items as a send does (an idle row starts over: attempts 0).
+    const queue = (n: number) =>
+      env.sql(
+        `insert into notify_push (tenant, user_id, room_key, pending, kind, due_at, attempts, updated_at)
+         values ('lease', 'bob', 'r1', $1, 'direct', now(), 0, now())
+         on conflict (tenant, user_id, room_key) do update set pending = notify_push.pending + excluded.pending, due_at = now(),
+           attempts = case when notify_push.pending > 0 then notify_push.attempts else 0 end`,
+        [n],
+      );
+    const row = async () => (await env.sql<{ pending: number; lease_until: Date | null }>("select pending, lease_until from notify_push where tenant = 'lease'"))[0];
+
+    await queue(1);
+    const [a] = await claimPushes(db, 10, 60_000); // node A
+    expect(a).toMatchObject({ pending: 1, attempts: 1 });
+    expect(await claimPushes(db, 10, 60_000)).toEqual([]); // A's lease holds it
+    // A is held up until its lease has run out: node B claims the row, pushes it, records it.
+    await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = 'lease'");
+    const [b] = await claimPushes(db, 10, 60_000);
+    expect(b).toMatchObject({ pending: 1, attempts: 2 });
+    expect(await finishPush(db, b!, b!.pending, true, 0)).toBe(true);
+    await queue(2); // two new messages after B's push
+
+    // A's push then ends (sent, dropped or failed): nothing is written, the two new items stay queued.
+    expect(await finishPush(db, a!, a!.pending, true, 0)).toBe(false);
+    expect(await failPush(db, a!, a!.pending, null, 'gave up')).toBe(false);
+    expect(await failPush(db, a!, a!.pending, 100, 'retry')).toBe(false);
+    expect(await row()).toEqual({ pending: 2, lease_until: null });
+    // Claimed again (C), the row has attempts 1 as A's claim had: A's outcome is still not written, C's is.
+    const [c] = await claimPushes(db, 10, 60_000);
+    expect(c).toMatchObject({ pending: 2, attempts: 1 });
+    expect(await finishPush(db, a!, a!.pending, true, 0)).toBe(false);
+    expect(await row()).toEqual({ pending: 2, lease_until: c!.lease_until });
+    expect(await finishPush(db, c!, c!.pending, true, 0)).toBe(true);
+    expect(await row()).toEqual({ pending: 0, lease_until: null });
   });
 });
 

@@ -3,11 +3,14 @@ import { describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
+  claimDue,
   expectTRPCError,
   failFirst,
   fileServer,
   hookReceiver,
   insertMeeting,
+  markDelivered,
+  markFailed,
   meetingEnded,
   meetingLive,
   nativePool,
@@ -170,6 +173,47 @@ describe('delivery', () => {
     expect(new Set(rx.requests.items.map((r) => r.id))).toEqual(new Set(ids));
     expect(extraClaims).toBeLessThanOrEqual(failed);
     expect(extraRequests).toBeLessThanOrEqual(failed);
+  });
+
+  it("a node whose lease ran out before it recorded its attempt cannot undo another node's delivery of the row", async () => {
+    // A database of its own with its worker stopped: the claims are made here, as two nodes would.
+    await using env = await testEnv('hooklease');
+    const srv = await env.startServer();
+    await srv.app.services.webhookWorker.stop();
+    const db = srv.app.services.store.db();
+    const [ep] = await env.sql<{ id: string }>(
+      `insert into webhook_endpoint (id, tenant, url, events, secret, created_at, updated_at)
+       values (gen_random_uuid(), 'lease', 'https://example.com/h', '{*}', 'unused', now(), now()) returning id`,
+    );
+    await env.sql(
+      `insert into webhook_delivery (endpoint_id, tenant, room_id, event_id, event_type, data, status, attempts, next_attempt_at, created_at)
+       values ($1, 'lease', gen_random_uuid(), 'ev-1', 'room.created', '{}', 'pending', 0, now(), now())`,
+      [ep!.id],
+    );
+    const row = async () =>
+      (await env.sql('select status, attempts, lease_until, last_status_code, last_error from webhook_delivery where endpoint_id = $1', [ep!.id]))[0];
+
+    const [a] = await claimDue(db, 10, 60_000); // node A
+    expect(a).toMatchObject({ event_id: 'ev-1', attempts: 1 });
+    expect(await claimDue(db, 10, 60_000)).toEqual([]); // A's lease holds it
+    // A is held up (queries, a pool connection, DNS) until its lease has run out: node B claims the row, sends it, records it.
+    await env.sql(`update webhook_delivery set lease_until = now() - interval '1 second' where id = $1`, [a!.id]);
+    const [b] = await claimDue(db, 10, 60_000);
+    expect(b).toMatchObject({ id: a!.id, attempts: 2 });
+    expect(await markDelivered(db, { id: b!.id, attempts: b!.attempts, endpointId: ep!.id, statusCode: 200 })).toBe(true);
+
+    // A's request then fails (or succeeds): its outcome is not written, B's stands.
+    const late = { id: a!.id, attempts: a!.attempts, endpointId: ep!.id, statusCode: null, error: 'timed out' };
+    const delivered = { status: 'delivered', attempts: 2, lease_until: null, last_status_code: 200, last_error: null };
+    expect(await markDelivered(db, { ...late, statusCode: 200 })).toBe(false);
+    expect(await markFailed(db, { ...late, retryInMs: 100, disableAfterMs: 3600_000 })).toBeNull();
+    expect(await row()).toEqual(delivered);
+    expect(await markFailed(db, { ...late, retryInMs: null, disableAfterMs: 3600_000 })).toBeNull();
+    expect(await row()).toEqual(delivered);
+    expect(await env.sql('select enabled, failing_since from webhook_endpoint where id = $1', [ep!.id])).toEqual([{ enabled: true, failing_since: null }]);
+    // Not queued again: the event is not sent twice.
+    await env.sql(`update webhook_delivery set next_attempt_at = now() where id = $1`, [a!.id]);
+    expect(await claimDue(db, 10, 60_000)).toEqual([]);
   });
 
   it('keeps the order of a room per endpoint: a later event waits until the earlier one is delivered', async () => {

@@ -378,6 +378,8 @@ export interface ClaimedPush {
   title: string | null;
   url: string | null;
   attempts: number;
+  /** The lease this claim set: identifies the claim (see `PushClaim`). */
+  lease_until: Date;
 }
 
 /** Claims up to `limit` due rows for `leaseMs` (FOR UPDATE SKIP LOCKED: each row by one worker; a dead worker's row is taken again after its lease). */
@@ -397,7 +399,8 @@ export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<Cla
         .skipLocked()
         .as('d'),
     )
-    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    // In whole milliseconds, so that the Date handed back names it exactly (see `PushClaim`).
+    .set((eb) => ({ lease_until: sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`, attempts: eb('q.attempts', '+', 1) }))
     .whereRef('q.tenant', '=', 'd.tenant')
     .whereRef('q.user_id', '=', 'd.user_id')
     .whereRef('q.room_key', '=', 'd.room_key')
@@ -414,13 +417,27 @@ export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<Cla
       'q.title',
       'q.url',
       'q.attempts',
+      'q.lease_until',
     ])
-    .execute();
+    .execute() as Promise<ClaimedPush[]>;
 }
 
-type PushKey = Pick<ClaimedPush, 'tenant' | 'user_id' | 'room_key'>;
-const pushRow = (db: Db, k: PushKey) =>
-  db.updateTable('notify_push').where('tenant', '=', k.tenant).where('user_id', '=', k.user_id).where('room_key', '=', k.room_key);
+/**
+ * A claim is identified by the lease it set (`attempts` is not enough: finishing, holding and a new
+ * item on an idle row reset it). A later claim of the row sets a later lease: it is taken only once
+ * this one has run out. The outcome of a claim (finish, hold, fail) is written only while the row is
+ * still that claim's: a worker whose lease ran out may find the row handled by another node and new
+ * items queued since, which it must not drop. False: another claim owns the row now, nothing written.
+ */
+export type PushClaim = Pick<ClaimedPush, 'tenant' | 'user_id' | 'room_key' | 'lease_until'>;
+const pushRow = (db: Db, k: PushClaim) =>
+  db
+    .updateTable('notify_push')
+    .where('tenant', '=', k.tenant)
+    .where('user_id', '=', k.user_id)
+    .where('room_key', '=', k.room_key)
+    .where('lease_until', '=', k.lease_until);
+const applied = (res: { numUpdatedRows: bigint }) => Number(res.numUpdatedRows) > 0;
 /** `pending` less what was handled (never below 0: an item may have been folded in meanwhile). */
 const pendingLess = (handled: number) => sql<number>`greatest(pending - ${handled}, 0)`;
 /** When the coalescing window after the last push ends (now if it has or there was none). */
@@ -430,8 +447,8 @@ const afterWindow = (coalesceMs: number) => sql<Date>`greatest(now(), coalesce(l
  * A claimed row is done with `handled` of its items: sent (the coalescing window starts now) or
  * dropped (nobody to tell). Items that arrived meanwhile stay pending, due after the window.
  */
-export async function finishPush(db: Db, k: PushKey, handled: number, sent: boolean, coalesceMs: number): Promise<void> {
-  await pushRow(db, k)
+export async function finishPush(db: Db, k: PushClaim, handled: number, sent: boolean, coalesceMs: number): Promise<boolean> {
+  const res = await pushRow(db, k)
     .set({
       pending: pendingLess(handled),
       lease_until: null,
@@ -439,22 +456,22 @@ export async function finishPush(db: Db, k: PushKey, handled: number, sent: bool
       last_error: null,
       ...(sent ? { last_sent_at: now(), due_at: inMs(coalesceMs) } : { due_at: afterWindow(coalesceMs) }),
     })
-    .execute();
+    .executeTakeFirst();
+  return applied(res);
 }
 
 /** Holds a claimed row until `until` (quiet hours). */
-export async function holdPush(db: Db, k: PushKey, until: Date): Promise<void> {
-  await pushRow(db, k).set({ due_at: until, lease_until: null, attempts: 0 }).execute();
+export async function holdPush(db: Db, k: PushClaim, until: Date): Promise<boolean> {
+  return applied(await pushRow(db, k).set({ due_at: until, lease_until: null, attempts: 0 }).executeTakeFirst());
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
-export async function failPush(db: Db, k: PushKey, handled: number, retryInMs: number | null, error: string): Promise<void> {
+export async function failPush(db: Db, k: PushClaim, handled: number, retryInMs: number | null, error: string): Promise<boolean> {
   const lastError = clip(error, 500);
   if (retryInMs === null) {
-    await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).execute();
-    return;
+    return applied(await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).executeTakeFirst());
   }
-  await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError }).execute();
+  return applied(await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError }).executeTakeFirst());
 }
 
 /** Rows with nothing pending for a week: gone (the coalescing state they keep is long stale). */
@@ -512,7 +529,8 @@ export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<Cl
         .skipLocked()
         .as('d'),
     )
-    .set((eb) => ({ lease_until: inMs(leaseMs), attempts: eb('q.attempts', '+', 1) }))
+    // In whole milliseconds, so that the Date handed back names it exactly (see `PushClaim`).
+    .set((eb) => ({ lease_until: sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`, attempts: eb('q.attempts', '+', 1) }))
     .whereRef('q.tenant', '=', 'd.tenant')
     .whereRef('q.user_id', '=', 'd.user_id')
     .returning(['q.tenant', 'q.user_id', 'q.since', 'q.attempts'])

@@ -222,26 +222,35 @@ export function endpointForDelivery(db: Db, id: string) {
   return db.selectFrom('webhook_endpoint').select(['id', 'tenant', 'url', 'secret', 'enabled']).where('id', '=', id).executeTakeFirst();
 }
 
-export async function markDelivered(db: Db, row: { id: number; endpointId: string; statusCode: number }): Promise<void> {
-  await db
-    .updateTable('webhook_delivery')
+/**
+ * A claim (`claimDue`) is identified by the `attempts` it set: each claim adds one and nothing else
+ * changes it. A completion applies only while the row is still that claim's: a worker whose lease ran
+ * out (slow before or after its request) may find the row claimed, sent and finished by another node,
+ * and must not put it back. False (or null for `markFailed`): another claim owns the row now, nothing written.
+ */
+export type ClaimRef = Pick<ClaimedDelivery, 'id' | 'attempts'>;
+const claimedRow = (db: Db, claim: ClaimRef) =>
+  db.updateTable('webhook_delivery').where('id', '=', claim.id).where('attempts', '=', claim.attempts).where('status', '=', 'pending');
+
+export async function markDelivered(db: Db, row: ClaimRef & { endpointId: string; statusCode: number }): Promise<boolean> {
+  const res = await claimedRow(db, row)
     .set({ status: 'delivered', delivered_at: now(), lease_until: null, last_status_code: row.statusCode, last_error: null })
-    .where('id', '=', row.id)
-    .execute();
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) === 0) return false;
   await db.updateTable('webhook_endpoint').set({ failing_since: null }).where('id', '=', row.endpointId).where('failing_since', 'is not', null).execute();
+  return true;
 }
 
 /**
  * Records a failed attempt: retried after `retryInMs`, or given up (`retryInMs` null). An endpoint
  * whose deliveries have failed without a success for `disableAfterMs` is disabled. Returns whether
- * it was disabled now.
+ * it was disabled now, or null when the claim no longer holds (nothing written, see `ClaimRef`).
  */
 export async function markFailed(
   db: Db,
-  row: { id: number; endpointId: string; error: string; statusCode: number | null; retryInMs: number | null; disableAfterMs: number },
-): Promise<boolean> {
-  await db
-    .updateTable('webhook_delivery')
+  row: ClaimRef & { endpointId: string; error: string; statusCode: number | null; retryInMs: number | null; disableAfterMs: number },
+): Promise<boolean | null> {
+  const res = await claimedRow(db, row)
     .set({
       status: row.retryInMs === null ? 'failed' : 'pending',
       next_attempt_at: row.retryInMs === null ? now() : sql<Date>`now() + ${row.retryInMs} * interval '1 millisecond'`,
@@ -249,8 +258,8 @@ export async function markFailed(
       last_error: clip(row.error, 500),
       last_status_code: row.statusCode,
     })
-    .where('id', '=', row.id)
-    .execute();
+    .executeTakeFirst();
+  if (Number(res.numUpdatedRows) === 0) return null;
   const ep = await db
     .updateTable('webhook_endpoint')
     .set((eb) => ({

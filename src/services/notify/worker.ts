@@ -112,7 +112,13 @@ export class NotifyWorker {
   private async push(q: ClaimedPush): Promise<void> {
     const db = this.store.db();
     const coalesce = this.config.coalesceMs;
-    const drop = () => finishPush(db, q, q.pending, false, coalesce);
+    // Each outcome is written only while the row is still this claim's (src/store/notify.ts, `PushClaim`).
+    const settled = (written: boolean) => {
+      if (written) return;
+      this.counters.claimsLost++;
+      this.log.info({ user: q.user_id, room: q.room_id }, 'push outcome not recorded: the lease ran out and another node claimed the row');
+    };
+    const drop = () => finishPush(db, q, q.pending, false, coalesce).then(settled);
     const [online, prefRow, roomPref, ctx] = await Promise.all([
       this.online(q.tenant, q.user_id),
       findPreference(db, q.tenant, q.user_id),
@@ -129,7 +135,7 @@ export class NotifyWorker {
       read,
       now: new Date(),
     });
-    if ('holdUntil' in decision) return holdPush(db, q, decision.holdUntil);
+    if ('holdUntil' in decision) return holdPush(db, q, decision.holdUntil).then(settled);
     if (!decision.send) return drop();
     const devices = await listDevices(db, q.tenant, q.user_id);
     if (devices.length === 0) return drop();
@@ -151,14 +157,14 @@ export class NotifyWorker {
     if (ok.length > 0) {
       this.counters.pushesSent += ok.length;
       await markDevicePushed(db, ok);
-      return finishPush(db, q, q.pending, true, coalesce);
+      return finishPush(db, q, q.pending, true, coalesce).then(settled);
     }
     if (gone === devices.length) return drop();
     if (this.stopped) return; // aborted by shutdown: retried after the lease
     this.counters.pushesFailed++;
     const retryInMs = q.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, q.attempts);
     if (retryInMs === null) this.log.warn({ user: q.user_id, room: q.room_id, error: errors[0] }, 'push given up');
-    await failPush(db, q, q.pending, retryInMs, errors.join('; '));
+    settled(await failPush(db, q, q.pending, retryInMs, errors.join('; ')));
   }
 
   private payloadOf(q: ClaimedPush, ctx: Awaited<ReturnType<typeof pushContext>>): PushPayload {

@@ -127,7 +127,7 @@ export class WebhookWorker {
     if (this.stopped && !result.ok) return; // aborted by shutdown: retried after the lease, not counted
     if (result.ok) {
       this.counters.webhooksDelivered++;
-      await markDelivered(db, { id: row.id, endpointId: row.endpoint_id, statusCode: result.statusCode });
+      if (!(await markDelivered(db, { id: row.id, attempts: row.attempts, endpointId: row.endpoint_id, statusCode: result.statusCode }))) this.lostClaim(row);
       return;
     }
     this.counters.webhooksFailed++;
@@ -135,12 +135,20 @@ export class WebhookWorker {
     const retryInMs = gone || row.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, row.attempts);
     const disabled = await markFailed(db, {
       id: row.id,
+      attempts: row.attempts,
       endpointId: row.endpoint_id,
       error: result.error,
       statusCode: result.statusCode,
       retryInMs,
       disableAfterMs: DISABLE_AFTER_MS,
     });
-    if (disabled) this.log.warn({ webhook: row.endpoint_id }, 'webhook disabled: its deliveries failed for 24 hours');
+    if (disabled === null) this.lostClaim(row);
+    else if (disabled) this.log.warn({ webhook: row.endpoint_id }, 'webhook disabled: its deliveries failed for 24 hours');
+  }
+
+  /** The lease ran out before the outcome was written and another node claimed the row: its outcome stands. */
+  private lostClaim(row: ClaimedDelivery): void {
+    this.counters.claimsLost++;
+    this.log.info({ webhook: row.endpoint_id, delivery: row.id, attempt: row.attempts }, 'webhook outcome not recorded: the lease ran out and another node claimed the row');
   }
 }
