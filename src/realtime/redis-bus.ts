@@ -180,6 +180,15 @@ export class RedisBus implements EventBus {
   private async listenedSharded(channels: readonly string[]): Promise<Set<string>> {
     const out = new Set<string>();
     const cluster = this.pub as Cluster;
+    // A bus just made has no slot map until its cluster client is ready: wait for it (bounded)
+    // rather than count every channel as listened.
+    if (cluster.status !== 'ready') {
+      try {
+        await withTimeout(new Promise<void>((resolve) => cluster.once('ready', () => resolve())), this.publishTimeoutMs, 'redis cluster ready');
+      } catch (err) {
+        this.onError(err);
+      }
+    }
     const byNode = new Map<string, string[]>();
     for (const c of channels) {
       const owner = cluster.slots[keySlot(this.brokerName(c))]?.[0];

@@ -122,6 +122,11 @@ export class StreamHubs<E extends StreamEvent> {
     return this.hubs.size;
   }
 
+  /** The subscribers of one stream's hub on this process (0 when it has none). */
+  subscribersOf(key: string): number {
+    return this.hubs.get(key)?.subs.size ?? 0;
+  }
+
   get subscriberCount(): number {
     let n = 0;
     for (const h of this.hubs.values()) n += h.subs.size;
