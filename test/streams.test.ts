@@ -97,6 +97,20 @@ function testFlow(limits: Partial<Flow> = {}) {
   return { flow, state };
 }
 
+/**
+ * A resume from 0 over REPLAY_PAGE + 20 events of `f` whose socket's queue is over the soft limit:
+ * resolves once the replay has looked at the queue `polls` times (it waits and loads nothing).
+ */
+async function heldReplay(f: ReturnType<typeof fixture>, polls: number) {
+  for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
+  const { flow, state } = testFlow();
+  state.queued = 10_000;
+  const r = recorder();
+  f.open(0, undefined, { flow })[PUSH](r.sink as never);
+  await waitFor(() => state.polls, 'the replay to wait for the socket', { until: (n) => n >= polls });
+  return { r, flow, state };
+}
+
 /** A sink that records what it gets and resolves `ended` with the end's error (null for none). */
 function recorder() {
   const got: [string, HubEvent][] = [];
@@ -198,12 +212,7 @@ describe('resumable streams', () => {
 
   it('a stream ended during its replay (the user removed, the hub closed) hands out nothing past what it replayed', async () => {
     const f = fixture();
-    for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
-    const { flow, state } = testFlow();
-    state.queued = 10_000;
-    const r = recorder();
-    f.open(0, undefined, { flow })[PUSH](r.sink as never);
-    await waitFor(() => state.polls, 'the replay to wait for the socket', { until: (n) => n >= 1 });
+    const { r, state } = await heldReplay(f, 1);
     // Live events kept for after the replay, then the hub ends its subscribers (as on a kick).
     f.post('live');
     await f.hubs.close();
@@ -242,13 +251,8 @@ describe('resumable streams', () => {
 
   it("a replay goes at the socket's pace: no page is loaded while the queue is over the soft limit; over the hard one it overflows", async () => {
     const f = fixture();
-    for (let i = 0; i < REPLAY_PAGE + 20; i++) f.post(`m${i}`);
-    const { flow, state } = testFlow();
-    state.queued = 10_000;
-    const r = recorder();
-    f.open(0, undefined, { flow })[PUSH](r.sink as never);
     // It keeps looking at the queue and sends nothing while it is full.
-    await waitFor(() => state.polls, 'the stream to check the queue twice', { until: (n) => n >= 2 });
+    const { r, flow, state } = await heldReplay(f, 2);
     expect(r.got).toEqual([]);
     expect(f.loads).toEqual([]);
     state.queued = 0;

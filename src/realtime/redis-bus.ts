@@ -183,10 +183,18 @@ export class RedisBus implements EventBus {
     // A bus just made has no slot map until its cluster client is ready: wait for it (bounded)
     // rather than count every channel as listened.
     if (cluster.status !== 'ready') {
+      let onReady = (): void => undefined;
+      const ready = new Promise<void>((resolve) => {
+        onReady = resolve;
+        cluster.once('ready', onReady);
+      });
       try {
-        await withTimeout(new Promise<void>((resolve) => cluster.once('ready', () => resolve())), this.publishTimeoutMs, 'redis cluster ready');
+        await withTimeout(ready, this.publishTimeoutMs, 'redis cluster ready');
       } catch (err) {
         this.onError(err);
+      } finally {
+        // Not left behind when the wait timed out (listened() runs often; the cluster may stay down).
+        cluster.off('ready', onReady);
       }
     }
     const byNode = new Map<string, string[]>();
