@@ -226,6 +226,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     limits: {
       maxInflight: config.limits.wsMaxInflight,
       maxBatch: config.limits.maxBatchSize,
+      // A reconnecting client sends every subscription it holds in one message, with what it had queued.
+      maxCalls: 2 * config.limits.maxBatchSize + config.limits.subscriptionsPerConnection,
       hardBytes: config.limits.wsBufferHardBytes,
       onOverflow: (ws, bufferedAmount) => {
         log.warn({ bufferedAmount }, 'closing a slow consumer (replies)');

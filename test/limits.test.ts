@@ -610,22 +610,62 @@ describe('resumes that cannot keep up (WS_REPLAY_QUEUE_EVENTS 20 on node R1, WS_
 });
 
 describe('calls per connection: in flight, per frame, per HTTP batch; replies count against the buffer (node E)', () => {
-  it('one frame of 150 calls: the first MAX_BATCH_SIZE are taken, at most WS_MAX_INFLIGHT at once; every call is answered under its id', async () => {
+  it('one frame of twice MAX_BATCH_SIZE calls: the first MAX_BATCH_SIZE are taken, at most WS_MAX_INFLIGHT at once; every call is answered under its id', async () => {
     const r = await room('batch-owner');
     const c = raw(E.url, { token: tokenFor('batch-owner') });
     await c.opened;
     const { maxBatchSize, wsMaxInflight } = E.config.limits;
-    c.send(range(1, 150).map((id) => ({ id, method: 'query', params: { path: 'chat.history', input: { json: { roomId: r } } } })));
-    const answers = await Promise.all(range(1, 150).map((id) => c.waitFrame((f) => f.id === id, `the answer to ${id}`)));
+    const n = 2 * maxBatchSize;
+    c.send(range(1, n).map((id) => ({ id, method: 'query', params: { path: 'chat.history', input: { json: { roomId: r } } } })));
+    const answers = await Promise.all(range(1, n).map((id) => c.waitFrame((f) => f.id === id, `the answer to ${id}`)));
     const codeOf = (f: Frame) => (f.result ? 'OK' : String(f.error?.data?.code));
     const first = answers.slice(0, maxBatchSize).map(codeOf);
     expect(first.filter((x) => x === 'OK')).toHaveLength(wsMaxInflight);
     expect(first.filter((x) => x === 'TOO_MANY_REQUESTS')).toHaveLength(maxBatchSize - wsMaxInflight);
-    expect(answers.slice(maxBatchSize).map(codeOf)).toEqual(range(maxBatchSize + 1, 150).map(() => 'BAD_REQUEST'));
+    expect(answers.slice(maxBatchSize).map(codeOf)).toEqual(range(maxBatchSize + 1, n).map(() => 'BAD_REQUEST'));
     expect(answers[maxBatchSize]!.error?.message).toBe(`at most ${maxBatchSize} calls in one message: send the rest in another`);
     // The connection serves on.
-    c.send({ id: 151, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
-    expect((await c.waitFrame((f) => f.id === 151, 'auth.me')).result).toBeDefined();
+    c.send({ id: n + 1, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
+    expect((await c.waitFrame((f) => f.id === n + 1, 'auth.me')).result).toBeDefined();
+  });
+
+  it('subscriptions do not count against MAX_BATCH_SIZE: one frame of MAX_BATCH_SIZE queries and more subscriptions (a reconnecting client sends all of its own at once) has every call served', async () => {
+    const { maxBatchSize, subscriptionsPerConnection } = E.config.limits;
+    const subs = Math.min(maxBatchSize + 10, subscriptionsPerConnection);
+    expect(subs).toBeGreaterThan(maxBatchSize);
+    const r = await room('resubscriber');
+    const c = raw(E.url, { token: tokenFor('resubscriber') });
+    await c.opened;
+    const queries = range(1, maxBatchSize).map((id) => ({ id, method: 'query', params: { path: 'auth.me', input: { json: undefined } } }));
+    const subscriptions = range(maxBatchSize + 1, maxBatchSize + subs).map((id) => ({
+      id,
+      method: 'subscription',
+      params: { path: 'chat.events', input: superjson.serialize({ roomId: r }), lastEventId: '0' },
+    }));
+    expect(queries.length + subscriptions.length).toBeGreaterThan(2 * maxBatchSize);
+    c.send([...subscriptions, ...queries]);
+    const answers = await Promise.all([
+      ...queries.map((m) => c.waitFrame((f) => f.id === m.id, `the answer to query ${m.id}`)),
+      // A subscription's answer: started, or its error (not its events).
+      ...subscriptions.map((m) => c.waitFrame((f) => f.id === m.id && f.result?.type !== 'data', `the answer to subscription ${m.id}`)),
+    ]);
+    // Queries past WS_MAX_INFLIGHT are refused as ever (TOO_MANY_REQUESTS), none for the batch size.
+    expect(answers.slice(0, maxBatchSize).filter((f) => f.error?.data.code === 'BAD_REQUEST')).toEqual([]);
+    expect(answers.slice(maxBatchSize).map((f) => f.result?.type ?? f.error?.message)).toEqual(subscriptions.map(() => 'started'));
+    c.terminate();
+  });
+
+  it('one frame of more than twice MAX_BATCH_SIZE calls plus MAX_SUBSCRIPTIONS_PER_CONNECTION: the socket is closed with 1009, no call is answered (not one reply per call)', async () => {
+    const c = raw(E.url, { token: tokenFor('batch-flooder') });
+    await c.opened;
+    c.send({ id: 1, method: 'query', params: { path: 'auth.me', input: { json: undefined } } });
+    await c.waitFrame((f) => f.id === 1, 'auth.me');
+    const before = c.frames.length;
+    // About 60 KB: under WS_MAX_PAYLOAD_BYTES, 1,000 calls.
+    c.send(range(2, 1001).map((id) => ({ id, method: 'query', params: { path: 'auth.me' } })));
+    const closed = await closeOf(c, 15_000, 'the close of the flooding socket');
+    expect(closed.code).toBe(1009);
+    expect(c.frames.length).toBe(before);
   });
 
   it('an HTTP batch longer than MAX_BATCH_SIZE is refused whole (400); one of that size is served', async () => {
@@ -788,14 +828,17 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
       const startedB = frames.filter((x) => (x.id as number) >= 1000 && x.result?.type === 'started').length;
       const errors = frames.filter((x) => x.error).map((x) => x.error!.data.code);
       expect(new Set(errors)).toEqual(errors.length ? new Set(['TOO_MANY_REQUESTS']) : new Set());
+      // Refused over the subscription limit, or while WS_MAX_INFLIGHT stopped subscriptions were
+      // still being set up (a stop answers at once; the set-up it stopped goes on until it ends).
+      const whileStopping = frames.filter((x) => x.error?.message.includes('stopped subscriptions still ending')).length;
       expect(f.isClosed).toBe(false);
-      flood.push({ startedA, startedB, refused: errors.length, ms: floodMs });
+      flood.push({ startedA, startedB, refused: errors.length - whileStopping, whileStopping, ms: floodMs });
       // Still usable afterwards.
       f.subscribe(9999, 'chat.events', { roomId: abuseRoom });
       await f.waitFrame((x) => x.id === 9999 && x.result?.data?.data?.type === 'ready', 'a subscription after the flood');
       for (const c of [a, b, f]) c.terminate();
     };
-    const flood: { startedA: number; startedB: number; refused: number; ms: number }[] = [];
+    const flood: { startedA: number; startedB: number; refused: number; whileStopping: number; ms: number }[] = [];
     const ROUNDS = 3;
     const abuseStart = performance.now();
     let abuseEnd = Number.POSITIVE_INFINITY;
@@ -812,7 +855,8 @@ describe('raw WebSocket abuse while another client is served (node E)', () => {
     for (const line of results) console.log(`[abuse] ${line}`);
     for (const [i, x] of flood.entries()) {
       console.log(
-        `[abuse] round ${i + 1}: 500 back-to-back subscribe/stop pairs (${x.startedA} reached 'started') + 500 windowed (${x.startedB} started, ${x.refused} refused over the limit of 100): 0 left attached, ${round(x.ms)} ms`,
+        `[abuse] round ${i + 1}: 500 back-to-back subscribe/stop pairs (${x.startedA} reached 'started') + 500 windowed (${x.startedB} started, ${x.refused} refused over the limit of 100); ` +
+          `${x.whileStopping} refused while ${E.config.limits.wsMaxInflight} stopped ones were still being set up: 0 left attached, ${round(x.ms)} ms`,
       );
     }
     console.log(

@@ -25,12 +25,19 @@ import {
   parseConnectionParams,
   type RequestId,
   type RequestMessage,
+  TOO_MANY_CALLS,
   type TransportErrorInfo,
   type TransportOptions,
 } from './protocol.js';
 import { isPushable, PUSH, type PushSink, type SharedFrame } from './push.js';
 
 type ErrorType = TransportErrorInfo['type'];
+
+/** Where a subscription's server-side work is (see `Subscription.work`). */
+type Work = 0 | 1 | 2;
+const RUNNING = 0;
+const STOPPING = 1;
+const ENDED = 2;
 
 /**
  * The class of one transport's connections, made once per transport (transport.ts); its methods
@@ -50,6 +57,12 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
   const fastFrames = encoder === undefined;
   const serialize = (v: unknown) => transformer.output.serialize(v);
   const onError = opts.onError as ((info: TransportErrorInfo<TCtx>) => unknown) | undefined;
+  /** The fewest calls one message may carry: tRPC's `maxBatchSize` or our `limits.maxBatch`. */
+  const batchLimit = Math.min(typeof opts.maxBatchSize === 'number' ? opts.maxBatchSize : Number.POSITIVE_INFINITY, limits?.maxBatch ?? Number.POSITIVE_INFINITY);
+  /** Calls in one message past which the connection is closed (1009) instead of answered one by one. */
+  const messageLimit = limits?.maxCalls ?? 2 * batchLimit;
+  /** Stopped subscriptions whose work has not ended, at most, per connection (with `limits`). */
+  const maxStopping = limits ? (limits.maxStopping ?? limits.maxInflight) : Number.POSITIVE_INFINITY;
 
   type CtxResult = { ok: true } | { ok: false; error: TRPCError };
 
@@ -74,9 +87,15 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     }
   };
 
-  /** One subscription; for a pushed stream, also the sink it writes to (no closures per subscription). */
+  /**
+   * One subscription; for a pushed stream, also the sink it writes to (no closures per subscription).
+   * `work`: RUNNING until the client stops it; STOPPING from the stop until the server's work for it
+   * has ended (its set-up, and its iterator's `return()`), which may come long after `stopped`;
+   * ENDED then, or as soon as it ended any other way.
+   */
   class Subscription implements PushSink<unknown> {
     readonly abort = new AbortController();
+    work: Work = RUNNING;
     constructor(
       readonly head: Buffer | null,
       readonly conn: Connection,
@@ -93,6 +112,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     end(error?: unknown): void {
       if (error !== undefined) this.conn.subscriptionFailed(this, error);
       this.abort.abort();
+      this.conn.workEnded(this);
       this.conn.subscriptionEnded(this);
     }
   }
@@ -110,6 +130,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     corked = false;
     /** Queries and mutations being answered (see `limits.maxInflight`). */
     inflight = 0;
+    /** Subscriptions stopped by the client whose work has not ended yet (see `limits.maxStopping`). */
+    stopping = 0;
 
     constructor(
       readonly ws: WebSocket,
@@ -218,6 +240,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     onMessage(raw: RawData, isBinary: boolean): void {
       this.lastSeen = Date.now();
       this.pingedAt = 0;
+      // Closing (refused, overflowed, failed): what the client sent after it is not served.
+      if (this.ws.readyState !== OPEN) return;
       if (!isBinary && Buffer.isBuffer(raw) && raw.length === 4) {
         const s = raw.toString();
         if (s === 'PONG') return;
@@ -248,6 +272,13 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       try {
         const json: unknown = this.decode(raw, isBinary);
         const list = Array.isArray(json) ? json : [json];
+        if (Array.isArray(json) && list.length > messageLimit) {
+          // Answering each call past the limit would cost a write per call: a message of 100,000
+          // calls 100,000 writes. Up to `messageLimit` they are answered one by one (below); a
+          // longer message is too big, and closing answers all its calls on the client at once.
+          this.refuseMessage(list.length);
+          return;
+        }
         if (Array.isArray(json) && typeof opts.maxBatchSize === 'number' && list.length > opts.maxBatchSize) {
           this.refuseBatch(list);
           return;
@@ -272,15 +303,29 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       }
       const ready = this.ctxReady;
       const max = limits?.maxBatch ?? Number.POSITIVE_INFINITY;
+      // Queries and mutations count; subscriptions do not (the client sends all of its own again in
+      // one message when it reconnects; the application's per-connection limit bounds them), nor do stops.
+      let calls = 0;
       for (let i = 0; i < msgs.length; i++) {
         const m = msgs[i]!;
-        if (i >= max && m.id !== null && m.method !== 'subscription.stop') {
+        if ((m.method === 'query' || m.method === 'mutation') && calls++ >= max && m.id !== null) {
           const error = new TRPCError({ code: 'BAD_REQUEST', message: `at most ${max} calls in one message: send the rest in another` });
           this.respondError(m.id, m.jsonrpc, error, m.method, m.params?.path, undefined);
           continue;
         }
         this.handle(m, i, ready).catch((cause: unknown) => this.reportInternalError(getTRPCErrorFromUnknown(cause), undefined, 'unknown', undefined));
       }
+    }
+
+    /**
+     * A message of more than twice the batch limit: refused before any input is decoded, with one
+     * close (1009, Message Too Big) instead of an answer per call. The client's wsLink fails the
+     * calls pending on the socket, reconnects and sends its subscriptions again.
+     */
+    refuseMessage(calls: number): void {
+      const error = new TRPCError({ code: 'BAD_REQUEST', message: `${calls} calls in one message: the limit is ${messageLimit}` });
+      this.reportError(error, undefined, 'unknown', undefined);
+      this.ws.close(TOO_MANY_CALLS, `more than ${messageLimit} calls in one message`);
     }
 
     /** tRPC's `maxBatchSize`: a longer batch is refused whole, before any input is decoded. */
@@ -305,7 +350,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         return;
       }
       if (msg.method === 'subscription.stop') {
-        this.subs?.get(id)?.abort.abort();
+        const sub = this.subs?.get(id);
+        if (sub) this.stop(sub);
         return;
       }
       const type = msg.method;
@@ -349,6 +395,13 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         this.respondError(id, jsonrpc, new TRPCError({ code: 'BAD_REQUEST', message: `Duplicate id ${id}` }), 'subscription', path, input);
         return;
       }
+      if (this.stopping >= maxStopping) {
+        // The client sees a stop at once (`stopped`), but an iterator that ignores its signal goes
+        // on until it ends: without this, subscribe and stop in a loop would pile them up.
+        const error = new TRPCError({ code: 'TOO_MANY_REQUESTS', message: `at most ${maxStopping} stopped subscriptions still ending per connection: wait for them to end` });
+        this.respondError(id, jsonrpc, error, 'subscription', path, input);
+        return;
+      }
       const sub = new Subscription(fastFrames ? frameHead(id, jsonrpc) : null, this, id, jsonrpc, path, input);
       const signal = sub.abort.signal;
       subs.set(id, sub);
@@ -367,6 +420,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         // unless the subscription was stopped while it was being set up.
         result = null;
         sub.abort.abort();
+        this.workEnded(sub);
         if (subs.get(id) === sub) subs.delete(id);
         const error = getTRPCErrorFromUnknown(cause);
         if (!(signal.aborted && error.code === 'INTERNAL_SERVER_ERROR' && isAbortError(error.cause))) {
@@ -377,10 +431,14 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       const started = result !== null && !signal.aborted && this.ws.readyState === OPEN;
       if (result !== null && !started) {
         // Stopped or disconnected during set-up: an observable is left unsubscribed, an iterator
-        // is disposed without being consumed.
+        // is disposed without being consumed (its work ends when its `return()` settles).
         sub.abort.abort();
-        if (!isObservable(result) && !isPushable(result)) this.dispose((result as AsyncIterable<unknown>)[Symbol.asyncIterator](), path, input);
+        if (!isObservable(result) && !isPushable(result)) this.dispose((result as AsyncIterable<unknown>)[Symbol.asyncIterator](), path, input, sub);
+        else this.workEnded(sub);
         result = null;
+      } else if (result === null) {
+        // Nothing was set up (stopped or disconnected before the procedure was called).
+        this.workEnded(sub);
       }
       if (started) this.respond({ id, jsonrpc, result: { type: 'started' } });
       if (started && isPushable(result)) {
@@ -423,24 +481,36 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       const signal = sub.abort.signal;
       return new Promise<void>((resolve) => {
         let settled = false;
+        /** A `next()` has not settled yet. */
+        let pending = false;
+        const canReturn = typeof iterator.return === 'function';
         const finish = (iteratorDone: boolean) => {
           if (settled) return;
           settled = true;
           signal.removeEventListener('abort', onAbort);
           // Cleanup that waits for cancellation is woken before the iterator is disposed.
           sub.abort.abort();
-          if (!iteratorDone) this.dispose(iterator, path, input);
+          // The iterator's work ends when it is done, when its `return()` settles, or (without
+          // `return()`) when its pending `next()` settles.
+          if (iteratorDone || (!canReturn && !pending)) this.workEnded(sub);
+          else if (canReturn) this.dispose(iterator, path, input, sub);
           resolve();
         };
         const onAbort = () => finish(false);
         const onResult = (r: IteratorResult<unknown>) => {
-          if (settled) return;
+          pending = false;
+          if (settled) {
+            if (!canReturn) this.workEnded(sub);
+            return;
+          }
           if (r.done) return finish(true);
           this.sendValue(sub, id, jsonrpc, r.value, undefined);
           step();
         };
         const onFailure = (cause: unknown) => {
+          pending = false;
           if (settled) {
+            if (!canReturn) this.workEnded(sub);
             // A rejection after the stop: reported to the server only (an AbortError is expected).
             const error = getTRPCErrorFromUnknown(cause);
             if (!isAbortError(error.cause) && !isAbortError(cause)) this.reportError(error, path, 'subscription', input);
@@ -451,6 +521,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         };
         const step = () => {
           try {
+            pending = true;
             iterator.next().then(onResult, onFailure);
           } catch (cause) {
             onFailure(cause);
@@ -462,18 +533,40 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       });
     }
 
-    /** Disposes an iterator without waiting for it; a failure is reported to the server only. */
-    dispose(iterator: AsyncIterator<unknown>, path: string, input: unknown): void {
-      if (typeof iterator.return !== 'function') return;
+    /**
+     * Disposes an iterator without waiting for it; a failure is reported to the server only. The
+     * subscription's work ends when `return()` settles (for a generator: once its `finally` ran).
+     */
+    dispose(iterator: AsyncIterator<unknown>, path: string, input: unknown, sub: Subscription): void {
+      if (typeof iterator.return !== 'function') {
+        this.workEnded(sub);
+        return;
+      }
       const report = (cause: unknown) => {
         const error = getTRPCErrorFromUnknown(cause);
         if (!isAbortError(error.cause) && !isAbortError(cause)) this.reportError(error, path, 'subscription', input);
+        this.workEnded(sub);
       };
       try {
-        Promise.resolve(iterator.return()).catch(report);
+        Promise.resolve(iterator.return()).then(() => this.workEnded(sub), report);
       } catch (cause) {
         report(cause);
       }
+    }
+
+    /** A stop from the client: the subscription ends at once for it, its work is counted until it ends. */
+    stop(sub: Subscription): void {
+      if (sub.work === RUNNING) {
+        sub.work = STOPPING;
+        this.stopping++;
+      }
+      sub.abort.abort();
+    }
+
+    /** The server's work for a subscription has ended (idempotent). */
+    workEnded(sub: Subscription): void {
+      if (sub.work === STOPPING) this.stopping--;
+      sub.work = ENDED;
     }
 
     /** The hot path: one subscription value (and the fan-out's shared encoding, if any) to its socket. */

@@ -10,6 +10,11 @@ import type { FrameWriteCounters } from './frames.js';
  */
 
 export const OPEN = 1;
+/**
+ * The close code of a message with more than twice the batch limit in calls (RFC 6455 1009,
+ * Message Too Big): one close instead of an answer per call.
+ */
+export const TOO_MANY_CALLS = 1009;
 /** tRPC's wording for a binary frame (the default protocol is JSON in text frames). */
 export const BINARY = 'jsonEncoder received binary data. JSON uses text frames. Use a binary encoder for binary data.';
 
@@ -33,12 +38,27 @@ export interface TransportExtraOptions {
   counters?: FrameWriteCounters | undefined;
   /**
    * Per connection: queries and mutations answered at once (`maxInflight`, more get
-   * TOO_MANY_REQUESTS), calls served from one message (`maxBatch`, the calls beyond it get
-   * BAD_REQUEST each while the first ones are served; tRPC's `maxBatchSize` refuses the whole
-   * message instead), and the bytes queued on the socket after which any reply, a `PONG` included,
-   * calls `onOverflow` (`hardBytes`, e.g. to close a slow consumer).
+   * TOO_MANY_REQUESTS), queries and mutations served from one message (`maxBatch`, those beyond it
+   * get BAD_REQUEST each while the first ones are served; subscriptions do not count, since a
+   * client sends all of its own again in one message when it reconnects; tRPC's `maxBatchSize`
+   * refuses the whole message instead), calls of any kind in one message (`maxCalls`, default twice
+   * the batch limit: a longer message closes the connection with 1009, one close instead of a reply
+   * per call),
+   * subscriptions the client stopped whose work has not ended yet (`maxStopping`, default
+   * `maxInflight`: a new subscription over it gets TOO_MANY_REQUESTS), and the bytes queued on the
+   * socket after which any reply, a `PONG` included, calls `onOverflow` (`hardBytes`, e.g. to close
+   * a slow consumer).
    */
-  limits?: { maxInflight: number; maxBatch: number; hardBytes: number; onOverflow: (ws: WebSocket, bufferedAmount: number) => void } | undefined;
+  limits?:
+    | {
+        maxInflight: number;
+        maxBatch: number;
+        maxCalls?: number | undefined;
+        maxStopping?: number | undefined;
+        hardBytes: number;
+        onOverflow: (ws: WebSocket, bufferedAmount: number) => void;
+      }
+    | undefined;
   /**
    * Drop the upgrade request once the connection's context is created (an idle connection then
    * holds no request and no headers); `onError` gets `req: null` after that. tRPC keeps it.

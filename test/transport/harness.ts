@@ -5,6 +5,12 @@
  * copyright the tRPC contributors), ported so that every test runs on two WebSocket handlers:
  * tRPC's `applyWSSHandler` and ours (src/transport/). HTTP links are served by tRPC's standalone
  * handler as upstream; the WebSocket server is the one under test.
+ *
+ * One change from upstream: each server resource serves only its own path (`wssUrl` ends with it),
+ * and `wssPort` can be given. Many upstream tests never close their wsClient: it goes on dialing
+ * its server's URL after the test (every 50 ms with the factory's `retryDelayMs`), and a later
+ * server that the OS gave the same port took it as a client of its own, so a test that counts
+ * `wss.clients` saw one too many (harness.test.ts shows it).
  */
 import http, { type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -46,7 +52,12 @@ export const ADAPTERS: [string, ApplyWSSHandler][] = [
 export interface TRPCServerResourceOpts<TRouter extends AnyTRPCRouter> {
   server?: Partial<CreateHTTPHandlerOptions<TRouter>>;
   wssServer?: Partial<WSSHandlerOptions<TRouter>>;
+  /** The WebSocket server's port (default: any free one). */
+  wssPort?: number;
 }
+
+/** Server resources made by this process: each gets a path of its own (see the top of the file). */
+let serverResources = 0;
 
 export const __getSpy = <T extends (...args: any[]) => void>(): Mock<T> => vi.fn(() => {}) as unknown as Mock<T>;
 
@@ -81,7 +92,8 @@ export function trpcServerResource<TRouter extends AnyTRPCRouter>(apply: ApplyWS
     conn.once('close', () => connections.delete(conn));
   });
 
-  let wss = new WebSocketServer({ port: 0 });
+  const wssPath = `/${process.pid}-${++serverResources}`;
+  let wss = new WebSocketServer({ port: opts?.wssPort ?? 0, path: wssPath });
   const wssPort = (wss.address() as AddressInfo).port;
   const applyWSSHandlerOpts: WSSHandlerOptions<TRouter> = {
     get wss() {
@@ -94,7 +106,7 @@ export function trpcServerResource<TRouter extends AnyTRPCRouter>(apply: ApplyWS
     },
   } as WSSHandlerOptions<TRouter>;
   let wssHandler = apply(applyWSSHandlerOpts as never);
-  const wssUrl = `ws://localhost:${wssPort}`;
+  const wssUrl = `ws://localhost:${wssPort}${wssPath}`;
   const server = httpServer.listen(0);
   const httpPort = (server.address() as AddressInfo).port;
   const httpUrl = `http://localhost:${httpPort}`;
@@ -108,7 +120,7 @@ export function trpcServerResource<TRouter extends AnyTRPCRouter>(apply: ApplyWS
     open: () => {
       if (server.listening) throw new Error('Server is already running');
       server.listen(httpPort);
-      wss = new WebSocketServer({ port: wssPort });
+      wss = new WebSocketServer({ port: wssPort, path: wssPath });
       wssHandler = apply(applyWSSHandlerOpts as never);
     },
     router,

@@ -14,6 +14,7 @@ import { observable } from '@trpc/server/observable';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
+import { applyWSSHandler as ours, type TransportExtraOptions } from '../../src/transport/index.js';
 import { ADAPTERS, type ApplyWSSHandler, waitFor } from './harness.js';
 
 /** A transformer that is not superjson: tagged JSON, so its output is recognisable on the wire. */
@@ -435,5 +436,148 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     for (let ms = 0; ms < 3_000 && pings < 3; ms += 10) await vi.advanceTimersByTimeAsync(10);
     expect(pings).toBeGreaterThanOrEqual(3);
     expect(c.ws.readyState).toBe(WebSocket.OPEN);
+  });
+});
+
+/** Our `limits` (tRPC has none): per connection, with a socket buffer no test here reaches. */
+const limitsOf = (l: { maxInflight?: number; maxBatch?: number; maxStopping?: number }): TransportExtraOptions['limits'] => ({
+  maxInflight: 10,
+  maxBatch: 10,
+  hardBytes: 1 << 30,
+  onOverflow: () => {},
+  ...l,
+});
+
+/** A message of `n` queries of `path`, with ids 1 to n. */
+const queries = (n: number, path = 'q') => Array.from({ length: n }, (_, i) => ({ id: i + 1, method: 'query', params: { path, input: null } }));
+
+/** Resolves on the socket's close (with its code), or once more than `bound` frames came without one. */
+function closeOrFlood(c: Raw, bound: number): Promise<number | 'flood'> {
+  return new Promise((resolve) => {
+    c.ws.once('close', (code: number) => resolve(code));
+    c.ws.on('message', () => {
+      if (c.texts.length > bound) resolve('flood');
+    });
+  });
+}
+
+describe('ours: limits beyond tRPC (tRPC has no `limits`)', () => {
+  const apply: ApplyWSSHandler = (opts) => ours(opts);
+
+  test('ours: stopped generators that ignore their signal are counted until their finally ran; over limits.maxStopping a new subscription is refused (TOO_MANY_REQUESTS)', async () => {
+    const t = initTRPC.create();
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const ended = vi.fn();
+    const router = t.router({
+      q: t.procedure.query(() => 'ok'),
+      stubborn: t.procedure.subscription(async function* () {
+        try {
+          yield 'first';
+          // Ignores its signal: only the test ends this await.
+          await gate;
+        } finally {
+          ended();
+        }
+      }),
+    });
+    await using srv = await serve(apply, { router, limits: limitsOf({ maxStopping: 2 }) } as never);
+    const c = await srv.raw();
+    const subscribe = (id: number) => c.send({ id, method: 'subscription', params: { path: 'stubborn', input: null } });
+    for (const id of [1, 2]) {
+      subscribe(id);
+      await c.frame((f) => f.id === id && f.result?.type === 'data');
+      c.send({ id, method: 'subscription.stop' });
+      // What the client sees is unchanged: `stopped` at once, though the generator goes on.
+      await c.frame((f) => f.id === id && f.result?.type === 'stopped');
+    }
+    expect(ended).not.toHaveBeenCalled();
+    subscribe(3);
+    const refused = await c.frame((f) => f.id === 3);
+    expect(refused.error?.data.code).toBe('TOO_MANY_REQUESTS');
+    expect(refused.error?.message).toBe('at most 2 stopped subscriptions still ending per connection: wait for them to end');
+    // Queries are not concerned, and the socket serves on.
+    c.send({ id: 4, method: 'query', params: { path: 'q', input: null } });
+    expect((await c.frame((f) => f.id === 4)).result?.data).toBe('ok');
+    // The generators end (their finally runs): their slots are free again.
+    release();
+    await waitFor(() => expect(ended).toHaveBeenCalledTimes(2));
+    subscribe(5);
+    expect((await c.frame((f) => f.id === 5 && (f.result?.type === 'data' || !!f.error))).result?.data).toBe('first');
+  });
+
+  test('ours: a subscription stopped while its set-up ignores the signal is counted until the set-up ends; the default cap is maxInflight', async () => {
+    const t = initTRPC.create();
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let setUps = 0;
+    const router = t.router({
+      slow: t.procedure.subscription(async () => {
+        setUps++;
+        await gate;
+        return (async function* () {
+          yield 'live';
+        })();
+      }),
+    });
+    await using srv = await serve(apply, { router, limits: limitsOf({ maxInflight: 2 }) } as never);
+    const c = await srv.raw();
+    const subscribe = (id: number) => c.send({ id, method: 'subscription', params: { path: 'slow', input: null } });
+    subscribe(1);
+    subscribe(2);
+    await waitFor(() => expect(setUps).toBe(2));
+    c.send([
+      { id: 1, method: 'subscription.stop' },
+      { id: 2, method: 'subscription.stop' },
+    ]);
+    subscribe(3);
+    // Refused before its procedure is called (the set-up would hang: wait for either).
+    await waitFor(() => expect(c.frames.some((f) => f.id === 3) || setUps > 2).toBe(true));
+    expect(setUps).toBe(2);
+    expect(c.frames.find((f) => f.id === 3)?.error?.data.code).toBe('TOO_MANY_REQUESTS');
+    release();
+    // The set-ups end: the stopped subscriptions get `stopped`, and a new one is served.
+    await c.frame((f) => f.id === 1 && f.result?.type === 'stopped');
+    await c.frame((f) => f.id === 2 && f.result?.type === 'stopped');
+    subscribe(4);
+    expect((await c.frame((f) => f.id === 4 && (f.result?.type === 'data' || !!f.error))).result?.data).toBe('live');
+  });
+
+  test('ours: a message of 100,000 calls over limits.maxBatch costs one close (1009), not a reply per call; up to twice the limit every call is answered', async () => {
+    const t = initTRPC.create();
+    const called = vi.fn();
+    const router = t.router({ q: t.procedure.query(() => called()) });
+    await using srv = await serve(apply, { router, limits: limitsOf({ maxBatch: 5 }) } as never);
+    const c = await srv.raw();
+    // Twice the limit: the first 5 served, the next 5 answered BAD_REQUEST each; the socket stays.
+    c.send(queries(10));
+    for (let id = 1; id <= 10; id++) await c.frame((f) => f.id === id);
+    expect(c.frames.filter((f) => f.error?.data.code === 'BAD_REQUEST').map((f) => f.id)).toEqual([6, 7, 8, 9, 10]);
+    expect(called).toHaveBeenCalledTimes(5);
+    const before = c.texts.length;
+    const end = closeOrFlood(c, before + 100);
+    c.send(queries(100_000));
+    // Sent before the close reaches the client: not served either.
+    c.send(queries(1));
+    expect(await end).toBe(1009);
+    expect(c.texts.length).toBe(before);
+    expect(called).toHaveBeenCalledTimes(5);
+  });
+
+  test("ours: tRPC's maxBatchSize too: a message of 100,000 calls costs one close (1009), not a reply per call", async () => {
+    const t = initTRPC.create();
+    const called = vi.fn();
+    const router = t.router({ q: t.procedure.query(() => called()) });
+    await using srv = await serve(apply, { router, maxBatchSize: 5 });
+    const c = await srv.raw();
+    const end = closeOrFlood(c, 100);
+    c.send(queries(100_000));
+    expect(await end).toBe(1009);
+    expect(c.texts).toEqual([]);
+    expect(called).not.toHaveBeenCalled();
   });
 });

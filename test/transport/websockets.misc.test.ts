@@ -7,7 +7,8 @@
  * runs on tRPC's `applyWSSHandler` and on ours (src/transport/), with the resources of harness.ts.
  * Changes: the imports, the handler passed to the resources, `vi.waitFor` with a longer timeout
  * (harness.ts); 'void mutation response' keeps only
- * its WebSocket half (its HTTP half does not touch a WebSocket handler).
+ * its WebSocket half (its HTTP half does not touch a WebSocket handler) and dials the resource's
+ * `wssUrl` instead of its port (each resource serves only its own path, harness.ts).
  */
 import { EventEmitter } from 'node:events';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
@@ -140,10 +141,10 @@ describe.each(ADAPTERS)('%s', (_name, apply) => {
       });
 
       await using ctx2 = testServerAndClientResource(apply, newRouter);
-      const { wssPort, router } = ctx2;
+      const { wssUrl, router } = ctx2;
 
       const ws = createWSClient({
-        url: `ws://localhost:${wssPort}`,
+        url: wssUrl, // ported: the resource's URL (each server resource serves only its own path, harness.ts)
         WebSocket: WebSocket as any,
       });
       const wsClient = createTRPCClient<typeof router>({
