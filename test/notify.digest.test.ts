@@ -4,8 +4,29 @@
  * PUBLIC_APP_URL); nothing for what was read meanwhile, nothing of an encrypted room's bodies.
  */
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, clientFor, elapse, type MailServer, mailServer, makeConfig, type TestEnv, type TestServer, testEnv, uuid, waitFor } from './fixture.js';
+import { newCounters } from '../src/metrics.js';
+import type { PresenceStore } from '../src/realtime/presence-store.js';
+import type { Digest, Mailer } from '../src/services/notify/digest.js';
+import { NotifyWorker, type NotifyWorkerOptions } from '../src/services/notify/worker.js';
+import { claimDigests, deleteDigest, digestItems, digestSent, postponeDigest, retryDigest } from '../src/store/notify.js';
+import {
+  actor,
+  Collector,
+  callerFor,
+  clientFor,
+  createLogger,
+  elapse,
+  type MailServer,
+  mailServer,
+  makeConfig,
+  type TestEnv,
+  type TestServer,
+  testEnv,
+  uuid,
+  waitFor,
+} from './fixture.js';
 
 const DELAY_MS = 800;
 let smtp: MailServer;
@@ -172,5 +193,244 @@ describe('e-mail digests', () => {
     expect(mail!.subject).toBe('1 unread message for you');
     expect(mail!.text).toContain('alice: @bob from the open room');
     expect(mail!.raw).not.toContain('from the muted room');
+  });
+});
+
+/**
+ * The digest worker's rounds driven one at a time on a database of their own: the server's worker is
+ * stopped, and each test runs a worker whose presence, mailer and clock it controls. A round runs when
+ * the test makes the row due and wakes the worker; its outcome is read from the row.
+ */
+describe('the digest worker: claims, attempts, the cursor and the clock', () => {
+  const DELAY = 60_000;
+  let wenv: TestEnv;
+  let srv: TestServer;
+  beforeAll(async () => {
+    wenv = await testEnv('digestwork');
+    srv = await wenv.startServer({
+      notify: { ...makeConfig().notify, smtp: { url: 'smtp://127.0.0.1:9', from: 'Chat <chat@example.com>' }, digestDelayMs: DELAY },
+    });
+    await srv.app.services.notifyWorker.stop();
+  });
+  afterAll(() => wenv?.[Symbol.asyncDispose]());
+
+  interface Row {
+    since: string;
+    after_room_id: string | null;
+    after_seq: string | null;
+    lease_until: Date | null;
+    attempts: number;
+    queued: string;
+    last_error: string | null;
+    due_at: Date;
+    /** Seconds from the database's now() to due_at. */
+    due_in: number;
+  }
+  const rowOf = async (tenant: string): Promise<Row | undefined> =>
+    (
+      await wenv.sql<Row>(
+        `select to_char(since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as since, after_room_id, after_seq, lease_until, attempts, queued, last_error, due_at,
+                extract(epoch from due_at - now())::float8 as due_in
+           from notify_digest where tenant = $1 and user_id = 'bob'`,
+        [tenant],
+      )
+    )[0];
+
+  /** A tenant where alice writes to bob (who has an e-mail address) in a direct room. */
+  async function dm() {
+    const tenant = `dw-${uuid().slice(0, 8)}`;
+    await srv.app.services.users.touch({ ...actor('bob', tenant), email: `bob@${tenant}.example.com` });
+    const alice = callerFor(srv.app, actor('alice', tenant));
+    const room = await alice.room.openDirect({ userId: 'bob' });
+    const send = (body: string) => alice.chat.send({ roomId: room.id, clientId: uuid(), body });
+    return { tenant, room, send, row: () => rowOf(tenant) };
+  }
+
+  /** A worker with a fake presence (offline, never seen, unless set), a mailer that records (or fails) and an optional clock. */
+  function worker(config: { maxAttempts?: number } = {}, options: NotifyWorkerOptions = {}) {
+    const presence = { online: false, lastSeenAt: null as Date | null };
+    const mails = new Collector<{ to: string; subject: string; text: string }>();
+    let failures = 0;
+    const mailer = {
+      async send(to: string, d: Digest) {
+        if (failures > 0) {
+          failures--;
+          throw new Error('451 try again later');
+        }
+        mails.push({ to, subject: d.subject, text: d.text });
+      },
+      close() {},
+    } as unknown as Mailer;
+    const store = {
+      count: async () => (presence.online ? 1 : 0),
+      get: async (_tenant: string, userIds: string[]) => userIds.map((userId) => ({ userId, status: presence.online ? 'online' : 'offline', lastSeenAt: presence.lastSeenAt })),
+    } as unknown as PresenceStore;
+    const counters = newCounters();
+    // Rounds only when woken (the poll interval is long); retries far off, so a retried row waits for the test.
+    const notify = { ...srv.config.notify, pollMs: 600_000, retryBaseMs: 600_000, maxAttempts: config.maxAttempts ?? 10 };
+    const w = new NotifyWorker(srv.app.services.store, store, notify, mailer, createLogger('silent'), counters, options);
+    w.start();
+    return {
+      presence,
+      mails,
+      counters,
+      failNext: (n: number) => {
+        failures = n;
+      },
+      /** Makes the tenant's row due, runs a round and returns the row once the round wrote its outcome (undefined: deleted). */
+      async round(tenant: string): Promise<Row | undefined> {
+        await wenv.sql('update notify_digest set due_at = now() where tenant = $1', [tenant]);
+        w.wake();
+        return waitFor(() => rowOf(tenant), 'the round to write its outcome', { until: (r) => r === undefined || (r.lease_until === null && r.due_in > 0), timeoutMs: 8000 });
+      },
+      [Symbol.asyncDispose]: () => w.stop(),
+    };
+  }
+
+  it('a node whose lease ran out cannot write over or delete a digest row another node claimed since', async () => {
+    const db = srv.app.services.store.db();
+    const t = await dm();
+    await t.send('hello');
+    const claim = async () => (await claimDigests(db, 100, 60_000)).find((c) => c.tenant === t.tenant);
+    await wenv.sql('update notify_digest set due_at = now() where tenant = $1', [t.tenant]);
+    const a = await claim(); // node A
+    expect(a).toMatchObject({ attempts: 1 });
+    expect(await claim()).toBeUndefined(); // A's lease holds it
+    // A is held up until its lease has run out: node B claims the row and sends the digest.
+    await wenv.sql("update notify_digest set lease_until = now() - interval '1 second' where tenant = $1", [t.tenant]);
+    const b = await claim();
+    expect(b).toMatchObject({ attempts: 2 });
+    const items = await digestItems(db, t.tenant, 'bob', b!.cursor, 50);
+    expect(items.map((i) => i.body)).toEqual(['hello']);
+    expect(await digestSent(db, b!, { at: items[0]!.created_at_exact, roomId: items[0]!.room_id, seq: items[0]!.seq }, DELAY)).toBe(true);
+    const afterB = await t.row();
+    expect(afterB).toMatchObject({ after_room_id: t.room.id, attempts: 0, lease_until: null });
+    // Whatever A's round ends with, nothing is written: B's cursor and due time stay.
+    expect(await retryDigest(db, a!, 10, 'smtp down')).toBe(false);
+    expect(await postponeDigest(db, a!, 10)).toBe(false);
+    expect(await digestSent(db, a!, a!.cursor, 10)).toBe(false);
+    expect(await deleteDigest(db, a!, 10)).toBe('lost');
+    expect(await t.row()).toMatchObject({ ...afterB, due_in: expect.any(Number) });
+    // Claimed again (C): A's outcome is still not written, C's is.
+    await wenv.sql('update notify_digest set due_at = now() where tenant = $1', [t.tenant]);
+    const c = await claim();
+    expect(await deleteDigest(db, a!, 10)).toBe('lost');
+    expect(await t.row()).toMatchObject({ lease_until: c!.lease_until });
+    expect(await deleteDigest(db, c!, 10)).toBe('deleted');
+    expect(await t.row()).toBeUndefined();
+  });
+
+  it('an item queued while a round finds nothing keeps the row: a delete never drops it, even when the queuing transaction commits during the delete', async () => {
+    const db = srv.app.services.store.db();
+    const t = await dm();
+    const first = await t.send('read at once');
+    await callerFor(srv.app, actor('bob', t.tenant)).receipt.markRead({ roomId: t.room.id, seq: first.seq });
+    const claim = async () => {
+      await wenv.sql('update notify_digest set due_at = now() where tenant = $1', [t.tenant]);
+      return (await claimDigests(db, 100, 60_000)).find((c) => c.tenant === t.tenant)!;
+    };
+
+    // A round claims the row and finds nothing to send (bob read it) ...
+    const d = await claim();
+    expect(await digestItems(db, t.tenant, 'bob', d.cursor, 50)).toEqual([]);
+    // ... a new message is queued (its transaction meets the row and leaves it as it is) ...
+    const second = await t.send('new since the check');
+    // ... and the round's delete finds the row touched: it stays, released and due as a new row is.
+    expect(await deleteDigest(db, d, DELAY)).toBe('queued');
+    const kept = await t.row();
+    expect(kept).toMatchObject({ lease_until: null, attempts: 0 });
+    expect(kept!.due_in).toBeGreaterThan(DELAY / 1000 - 30);
+    const again = await claim();
+    expect((await digestItems(db, t.tenant, 'bob', again.cursor, 50)).map((i) => i.body)).toEqual(['new since the check']);
+
+    // The same when the queuing transaction has not committed when the delete runs: the delete waits
+    // for it (its write holds the row) and then sees what it queued.
+    await callerFor(srv.app, actor('bob', t.tenant)).receipt.markRead({ roomId: t.room.id, seq: second.seq });
+    expect(await digestItems(db, t.tenant, 'bob', again.cursor, 50)).toEqual([]);
+    const writer = new pg.Client({ connectionString: wenv.databaseUrl });
+    await writer.connect();
+    try {
+      await writer.query('begin');
+      await writer.query(`insert into notify_digest (tenant, user_id, since, due_at, attempts) values ($1, 'bob', now(), now() + interval '1 minute', 0) on conflict (tenant, user_id) do nothing`, [
+        t.tenant,
+      ]);
+      const deleting = deleteDigest(db, again, DELAY);
+      await waitFor(
+        () => wenv.sql<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like 'delete from%notify_digest%'"),
+        'the delete waiting for the queuing transaction',
+        { until: (r) => r[0]!.n === 1 },
+      );
+      await writer.query('commit');
+      expect(await deleting).toBe('queued');
+    } finally {
+      await writer.end();
+    }
+    expect(await t.row()).toMatchObject({ lease_until: null });
+  });
+
+  it('a user who stays connected through many checks keeps every retry: only failed sends count towards NOTIFY_MAX_ATTEMPTS', async () => {
+    const t = await dm();
+    await t.send('while you were here');
+    await using w = worker({ maxAttempts: 2 });
+    w.presence.online = true;
+    for (let i = 0; i < 4; i++) expect(await w.round(t.tenant)).toMatchObject({ attempts: 0, last_error: null });
+    // Away now (never seen: the delay is over): the first send fails and is retried, not given up.
+    w.presence.online = false;
+    w.failNext(1);
+    expect(await w.round(t.tenant)).toMatchObject({ attempts: 1, last_error: '451 try again later' });
+    expect(await w.round(t.tenant)).toMatchObject({ attempts: 0, last_error: null });
+    expect(w.mails.items.map((m) => m.text)).toEqual([expect.stringContaining('alice: while you were here')]);
+  });
+
+  it('every item is mailed once, past the limit of a digest: items that share a created_at, and items in the same millisecond', async () => {
+    const t = await dm();
+    const sent = [];
+    for (let i = 0; i < 7; i++) sent.push(await t.send(`item <${i}>`));
+    // As a transaction or a grouped send writes them: five at one instant, two more in the same
+    // millisecond (an hour back, where the row's cursor is moved too: later sends come after them all).
+    const at = (await wenv.sql<{ at: string }>(`select to_char((date_trunc('milliseconds', now()) - interval '1 hour') at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS') as at`))[0]!
+      .at;
+    const micros = ['100', '100', '100', '100', '100', '400', '900'];
+    for (const [i, m] of sent.entries()) await wenv.sql('update message set created_at = $1::timestamptz where id = $2', [`${at}${micros[i]}Z`, m.id]);
+    await wenv.sql('update notify_digest set since = $1::timestamptz where tenant = $2', [`${at}000Z`, t.tenant]);
+    await using w = worker({}, { digestItems: 3 });
+    const bodies = () => w.mails.items.map((m) => [...m.text.matchAll(/item <(\d)>/g)].map((x) => Number(x[1])));
+    await w.round(t.tenant);
+    await w.round(t.tenant);
+    await w.round(t.tenant);
+    expect(bodies()).toEqual([[0, 1, 2], [3, 4, 5], [6]]);
+    expect(await t.row()).toMatchObject({ since: `${at}900Z`, after_room_id: t.room.id, after_seq: String(sent[6]!.seq) });
+
+    // A message whose transaction began before the last item mailed but committed after the digest
+    // (here: written with such a created_at, and queued as its transaction does) is mailed too: the
+    // cursor moves back to it, and the few items after it come again rather than it never coming.
+    const late = await t.send('item <7>');
+    await wenv.sql('update message set created_at = $1::timestamptz where id = $2', [`${at}600Z`, late.id]);
+    await wenv.sql(`insert into notify_digest (tenant, user_id, since, due_at, attempts) values ($1, 'bob', $2::timestamptz, now(), 0) on conflict (tenant, user_id) do nothing`, [
+      t.tenant,
+      `${at}600Z`,
+    ]);
+    await w.round(t.tenant);
+    expect(bodies()[3]).toEqual([7, 6]);
+    // Nothing new: the next round deletes the row, and no item came twice but the one after the late one.
+    expect(await w.round(t.tenant)).toBeUndefined();
+    expect(bodies().flat().sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 6, 7]);
+  });
+
+  it("due times are the database's now() plus a delay: a node whose clock is an hour behind does not make rows due at once", async () => {
+    const t = await dm();
+    await t.send('checked by a slow clock');
+    await using w = worker({}, { now: () => Date.now() - 3600_000 });
+    // Connected: put off by the delay from the database's now().
+    w.presence.online = true;
+    const postponed = await w.round(t.tenant);
+    expect(postponed!.due_in).toBeGreaterThan(DELAY / 1000 - 30);
+    // Away: the digest goes out and the row is next due after the delay, not an hour ago.
+    w.presence.online = false;
+    const sent = await w.round(t.tenant);
+    expect(w.mails.items).toHaveLength(1);
+    expect(sent).toBeDefined();
+    expect(sent!.due_in).toBeGreaterThan(DELAY / 1000 - 30);
+    expect(sent!.due_in).toBeLessThanOrEqual(DELAY / 1000);
   });
 });

@@ -11,6 +11,7 @@ import {
   callerFor,
   claimPushes,
   clientFor,
+  createLogger,
   DeviceService,
   decidePush,
   elapse,
@@ -30,6 +31,9 @@ import {
   uuid,
   waitFor,
 } from './fixture.js';
+import { newCounters } from '../src/metrics.js';
+import type { PresenceStore } from '../src/realtime/presence-store.js';
+import { NotifyWorker } from '../src/services/notify/worker.js';
 import { startLiveKitDouble } from './video-doubles.js';
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
@@ -433,6 +437,38 @@ describe('who gets a push', () => {
     expect(await row()).toEqual({ pending: 2, lease_until: c!.lease_until });
     expect(await finishPush(db, c!, c!.pending, true, 0)).toBe(true);
     expect(await row()).toEqual({ pending: 0, lease_until: null });
+  });
+  it("quiet hours are held from the database's now(): a node whose clock is an hour behind does not claim the row again and again", async () => {
+    // A database of its own; the push row is written as a send writes it, and handled by a worker whose clock is an hour behind.
+    await using env = await testEnv('pushclock');
+    const srv = await env.startServer();
+    await srv.app.services.notifyWorker.stop();
+    const hhmm = (ms: number) => new Date(ms).toISOString().slice(11, 16);
+    const real = Date.now();
+    // By the node's clock (an hour ago) the user's quiet hours last another half hour; by the database's, they ended half an hour ago.
+    await env.sql(
+      `insert into notify_preference (tenant, user_id, email, push, quiet_start, quiet_end, quiet_time_zone, updated_at) values ('clock', 'bob', 'digest', true, $1, $2, 'UTC', now())`,
+      [hhmm(real - 2 * 3600_000), hhmm(real - 1800_000)],
+    );
+    await env.sql(
+      `insert into notify_push (tenant, user_id, room_key, pending, kind, title, due_at, attempts, updated_at) values ('clock', 'bob', '-', 1, 'notification', 'Invoice ready', now(), 0, now())`,
+    );
+    const offline = { count: async () => 0, get: async () => [] } as unknown as PresenceStore;
+    const notify = { ...OVERRIDES.notify, pollMs: 600_000 };
+    const w = new NotifyWorker(srv.app.services.store, offline, notify, null, createLogger('silent'), newCounters(), { now: () => Date.now() - 3600_000 });
+    w.start();
+    try {
+      const [held] = await waitFor(
+        () => env.sql<{ due_in: number }>("select extract(epoch from due_at - now())::float8 as due_in from notify_push where tenant = 'clock' and lease_until is null and attempts = 0 and last_sent_at is null and due_at <> updated_at"),
+        'the push held',
+        { until: (r) => r.length === 1 },
+      );
+      // Held for the half hour the node counts (to the minute), from the database's now(): not due again at once.
+      expect(held!.due_in).toBeGreaterThan(28 * 60);
+      expect(held!.due_in).toBeLessThanOrEqual(30 * 60);
+    } finally {
+      await w.stop();
+    }
   });
 });
 

@@ -104,7 +104,7 @@ describe('retention', () => {
     await fill(keep.id, 200_000, 20_000, 0);
     await fill(short.id, 1_000, 10_000, 2);
 
-    // Both nodes try at once: exactly one runs (advisory lock), and a send during the run is not blocked.
+    // Both nodes try at once: exactly one runs (the lease), and a send during the run is not blocked.
     const [a, b, sent] = await Promise.all([
       srv.app.services.retention.runOnce(),
       other.app.services.retention.runOnce(),

@@ -30,7 +30,8 @@ export const deviceRouter = router({
 
   list: authedProcedure.query(({ ctx }) => ctx.services.devices.list(ctx.actor)),
 
-  remove: authedProcedure.input(z.object({ id: DeviceId })).mutation(({ ctx, input }) => ctx.services.devices.remove(ctx.actor, input.id)),
+  /** Spends the action budget, like register: every change of the caller's devices does. */
+  remove: managementProcedure.input(z.object({ id: DeviceId })).mutation(({ ctx, input }) => ctx.services.devices.remove(ctx.actor, input.id)),
 
   /** The public VAPID key to subscribe with (`publicKey: null`: web push is not configured). */
   vapidKey: authedProcedure.query(({ ctx }) => ctx.services.devices.vapidKey()),

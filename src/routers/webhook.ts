@@ -26,7 +26,8 @@ export const webhookRouter = router({
     .input(z.object({ id: WebhookId, url: WebhookUrl.optional(), events: EventTypes.optional(), enabled: z.boolean().optional(), description: Description.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.update(ctx.actor, input)),
 
-  delete: integrationProcedure
+  /** delete and rotateSecret spend the action budget too: every change of an endpoint does. */
+  delete: integrationManagementProcedure
     .input(z.object({ id: WebhookId }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.delete(ctx.actor, input.id)),
 
@@ -35,7 +36,8 @@ export const webhookRouter = router({
     .input(z.object({ id: WebhookId, limit: z.number().int().min(1).max(200, 'limit is at most 200').optional() }))
     .query(({ ctx, input }) => ctx.services.webhooks.deliveries(ctx.actor, input.id, input.limit ?? 50)),
 
-  rotateSecret: integrationProcedure
+  /** A new secret (shown once); spends the action budget (it writes a sealed secret and an audit row). */
+  rotateSecret: integrationManagementProcedure
     .input(z.object({ id: WebhookId }))
     .mutation(({ ctx, input }) => ctx.services.webhooks.rotateSecret(ctx.actor, input.id)),
 });

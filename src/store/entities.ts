@@ -2,6 +2,7 @@ import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
 import type { AttachmentDto } from '../domain/events.js';
 import { AuditEvent } from './audit-entities.js';
 import { StoredFile } from './file-entities.js';
+import { JobLease } from './lease-entities.js';
 import { NotifyDigest, NotifyPreference, NotifyPush, NotifyRoomPreference, PushDevice } from './notify-entities.js';
 import { WebhookDelivery, WebhookEndpoint } from './webhook-entities.js';
 
@@ -343,4 +344,5 @@ export const entities = [
   NotifyPush,
   NotifyDigest,
   AuditEvent,
+  JobLease,
 ];

@@ -87,7 +87,22 @@ export const NotifyPush = defineEntity({
   indexes: [{ name: 'notify_push_due_idx', properties: ['dueAt'] }],
 });
 
-/** A pending e-mail digest of a user: unread mentions and direct messages since `since`, sent at `dueAt` if still away. */
+/**
+ * Written by every writer of a digest row, whatever its statement says on conflict (src/store/notify.ts
+ * `enqueue`, the grouped send of src/store/hot/append-messages.ts): an item queued for a user whose row
+ * exists bumps `queued` (and so holds the row's lock until its transaction commits: a worker's delete
+ * waits for it, then sees the bump and keeps the row), and moves the cursor back to the item's time when
+ * its transaction began before the cursor (it committed after a digest that went past it).
+ */
+const DIGEST_QUEUED =
+  'update notify_digest set queued = queued + 1, since = least(since, new.since), after_room_id = case when new.since < since then null else after_room_id end, after_seq = case when new.since < since then null else after_seq end where tenant = new.tenant and user_id = new.user_id; return new;';
+
+/**
+ * A pending e-mail digest of a user: unread mentions and direct messages after its cursor, sent at
+ * `dueAt` if still away. The cursor is a key of the items' order (created_at, room, seq): `since`
+ * alone (from it on, inclusive) until a digest went out, then (`since`, `afterRoomId`, `afterSeq`), the
+ * last item mailed (after it, exclusive). `queued` counts items queued while the row existed.
+ */
 export const NotifyDigest = defineEntity({
   name: 'NotifyDigest',
   tableName: 'notify_digest',
@@ -95,10 +110,14 @@ export const NotifyDigest = defineEntity({
     tenant: p.string().length(64).primary(),
     userId: p.string().length(128).primary(),
     since: p.datetime(),
+    afterRoomId: p.uuid().nullable(),
+    afterSeq: p.bigint('number').nullable(),
     dueAt: p.datetime(),
     leaseUntil: p.datetime().nullable(),
     attempts: p.integer().default(0),
+    queued: p.bigint('number').default(0),
     lastError: p.string().length(500).nullable(),
   },
   indexes: [{ name: 'notify_digest_due_idx', properties: ['dueAt'] }],
+  triggers: [{ name: 'queued', timing: 'before', events: ['insert'], body: DIGEST_QUEUED }],
 });

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type Expression, sql } from 'kysely';
 import { clip } from '../domain/text.js';
 import type { Db } from './database.js';
 
@@ -267,6 +267,7 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
   }
   if (s.digest) {
     // Queued in the transaction of what it is about: now() is that item's time, where the digest starts.
+    // A user's existing row is left as it is here, but bumped by the table's trigger (NotifyDigest).
     const users = [...new Set(items.filter((it) => it.kind === 'mention' || it.kind === 'direct').map((it) => `${it.tenant}\u0000${it.userId}`))].sort();
     if (users.length > 0) {
       const input = JSON.stringify(users.map((u) => ({ tenant: u.split('\u0000')[0], user_id: u.split('\u0000')[1] })));
@@ -290,7 +291,10 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
                     .where('p.email', '=', 'off'),
                 ),
               ),
-            ),
+            )
+            // In the database's order of the key, as the grouped send writes them (the trigger locks existing rows).
+            .orderBy('i.tenant')
+            .orderBy('i.user_id'),
         )
         .onConflict((oc) => oc.columns(['tenant', 'user_id']).doNothing())
         .executeTakeFirst();
@@ -460,9 +464,13 @@ export async function finishPush(db: Db, k: PushClaim, handled: number, sent: bo
   return applied(res);
 }
 
-/** Holds a claimed row until `until` (quiet hours). */
-export async function holdPush(db: Db, k: PushClaim, until: Date): Promise<boolean> {
-  return applied(await pushRow(db, k).set({ due_at: until, lease_until: null, attempts: 0 }).executeTakeFirst());
+/**
+ * Holds a claimed row for `holdMs` (quiet hours): due at the database's now() plus that, never at an
+ * instant of the node's clock, which may be behind the database's (the row would be due again at
+ * once, and claimed over and over until the node's clock caught up).
+ */
+export async function holdPush(db: Db, k: PushClaim, holdMs: number): Promise<boolean> {
+  return applied(await pushRow(db, k).set({ due_at: inMs(holdMs), lease_until: null, attempts: 0 }).executeTakeFirst());
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
@@ -507,15 +515,41 @@ export async function pushContext(db: Db, q: ClaimedPush) {
 // ---------------------------------------------------------------------------------------------
 // E-mail digests
 
+/**
+ * A timestamp as text with all its microseconds (a JavaScript Date keeps milliseconds only), in UTC:
+ * a digest cursor goes back to the database exactly as it came.
+ */
+const exactTime = (t: Expression<Date>) => sql<string>`to_char(${t} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/**
+ * Where a user's next digest starts, in the items' order (created_at, room id, seq): from `at` on
+ * (inclusive) while `roomId` and `seq` are null, else after that item (exclusive). Exact (`at` keeps
+ * its microseconds), so items that share a created_at (a transaction's or a grouped send's messages
+ * all have its now()) are neither skipped past the limit of a digest nor mailed twice.
+ */
+export interface DigestCursor {
+  at: string;
+  roomId: string | null;
+  seq: number | null;
+}
+
 export interface ClaimedDigest {
   tenant: string;
   user_id: string;
-  since: Date;
+  cursor: DigestCursor;
+  /**
+   * Claims since the last digest went out, this one included: failed sends, and claims that ended
+   * with no outcome (a node that died); a postponement for presence takes its claim's count back.
+   */
   attempts: number;
+  /** Items queued while the row existed, as of the claim (see `deleteDigest`). */
+  queued: number;
+  /** The lease this claim set: identifies the claim, as for pushes (see `PushClaim`). */
+  lease_until: Date;
 }
 
-export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
-  return db
+export async function claimDigests(db: Db, limit: number, leaseMs: number): Promise<ClaimedDigest[]> {
+  const rows = await db
     .updateTable('notify_digest as q')
     .from((qc) =>
       qc
@@ -533,31 +567,96 @@ export function claimDigests(db: Db, limit: number, leaseMs: number): Promise<Cl
     .set((eb) => ({ lease_until: sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`, attempts: eb('q.attempts', '+', 1) }))
     .whereRef('q.tenant', '=', 'd.tenant')
     .whereRef('q.user_id', '=', 'd.user_id')
-    .returning(['q.tenant', 'q.user_id', 'q.since', 'q.attempts'])
+    .returning((eb) => [
+      'q.tenant',
+      'q.user_id',
+      exactTime(eb.ref('q.since')).as('since'),
+      'q.after_room_id',
+      sql<number | null>`${eb.ref('q.after_seq')}::float8`.as('after_seq'),
+      'q.attempts',
+      sql<number>`${eb.ref('q.queued')}::float8`.as('queued'),
+      'q.lease_until',
+    ])
     .execute();
+  return rows.map((r) => ({
+    tenant: r.tenant,
+    user_id: r.user_id,
+    cursor: { at: r.since, roomId: r.after_room_id, seq: r.after_seq },
+    attempts: r.attempts,
+    queued: r.queued,
+    lease_until: r.lease_until as Date,
+  }));
 }
 
-export async function rescheduleDigest(db: Db, k: { tenant: string; user_id: string }, at: Date, error: string | null): Promise<void> {
-  await db
-    .updateTable('notify_digest')
-    .set({ due_at: at, lease_until: null, last_error: typeof error === 'string' ? clip(error, 500) : null })
+/**
+ * As for pushes (`PushClaim`): the outcome of a digest claim is written only while the row is still
+ * that claim's; false (nothing written) when another node claimed it after this claim's lease ran out.
+ */
+export type DigestClaim = Pick<ClaimedDigest, 'tenant' | 'user_id' | 'lease_until'>;
+const digestRow = (db: Db, k: DigestClaim) =>
+  db.updateTable('notify_digest').where('tenant', '=', k.tenant).where('user_id', '=', k.user_id).where('lease_until', '=', k.lease_until);
+
+/**
+ * The user is around (connected, or seen within the delay): checked again in `inMsFromNow` (from the
+ * database's now()). Not a failed attempt: the claim's count is taken back, so that only failed sends
+ * use up NOTIFY_MAX_ATTEMPTS.
+ */
+export async function postponeDigest(db: Db, k: DigestClaim, inMsFromNow: number): Promise<boolean> {
+  return applied(await digestRow(db, k).set({ due_at: inMs(inMsFromNow), lease_until: null, attempts: sql<number>`greatest(attempts - 1, 0)` }).executeTakeFirst());
+}
+
+/** A failed send, tried again in `retryInMs` (from the database's now()). */
+export async function retryDigest(db: Db, k: DigestClaim, retryInMs: number, error: string): Promise<boolean> {
+  return applied(await digestRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: clip(error, 500) }).executeTakeFirst());
+}
+
+/** The cursor after the last of `items` (oldest first, as `digestItems` returns them). */
+export function cursorAfter(items: DigestItem[]): DigestCursor {
+  const last = items.at(-1);
+  if (!last) throw new Error('a cursor after no item');
+  return { at: last.created_at_exact, roomId: last.room_id, seq: last.seq };
+}
+
+/**
+ * A digest went out: the next one covers what comes after its last item (`next`), and is checked
+ * in `dueInMs`. The cursor moves only if it is still the one the claim read: an item that committed
+ * meanwhile from a transaction that began before it moved the cursor back to itself (the trigger
+ * of `NotifyDigest`), and stays to be mailed.
+ */
+export async function digestSent(db: Db, k: DigestClaim & Pick<ClaimedDigest, 'cursor'>, next: DigestCursor, dueInMs: number): Promise<boolean> {
+  const same = sql<boolean>`(since = ${k.cursor.at}::timestamptz and after_room_id is not distinct from ${k.cursor.roomId}::uuid and after_seq is not distinct from ${k.cursor.seq}::bigint)`;
+  const res = await digestRow(db, k)
+    .set({
+      since: sql<Date>`case when ${same} then ${next.at}::timestamptz else since end`,
+      after_room_id: sql<string | null>`case when ${same} then ${next.roomId}::uuid else after_room_id end`,
+      after_seq: sql<number | null>`case when ${same} then ${next.seq}::bigint else after_seq end`,
+      due_at: inMs(dueInMs),
+      lease_until: null,
+      attempts: 0,
+      last_error: null,
+    })
+    .executeTakeFirst();
+  return applied(res);
+}
+
+/**
+ * Nothing to send (nothing new, digests off, given up): the row goes, unless an item was queued
+ * since the claim. A writer that meets an existing row bumps `queued` and holds the row until it
+ * commits (the trigger of `NotifyDigest`): the delete waits for it and then leaves the row, which
+ * is released instead (due in `dueInMs`, as a new row would be), so the new item is mailed.
+ * `lost`: another node claimed the row since, nothing written.
+ */
+export async function deleteDigest(db: Db, k: DigestClaim & Pick<ClaimedDigest, 'queued'>, dueInMs: number): Promise<'deleted' | 'queued' | 'lost'> {
+  const res = await db
+    .deleteFrom('notify_digest')
     .where('tenant', '=', k.tenant)
     .where('user_id', '=', k.user_id)
-    .execute();
-}
-
-/** A digest went out: the next one covers what arrives after its last message, and is checked at `dueAt`. */
-export async function digestSent(db: Db, k: { tenant: string; user_id: string }, since: Date, dueAt: Date): Promise<void> {
-  await db
-    .updateTable('notify_digest')
-    .set({ since, due_at: dueAt, lease_until: null, attempts: 0, last_error: null })
-    .where('tenant', '=', k.tenant)
-    .where('user_id', '=', k.user_id)
-    .execute();
-}
-
-export async function deleteDigest(db: Db, k: { tenant: string; user_id: string }): Promise<void> {
-  await db.deleteFrom('notify_digest').where('tenant', '=', k.tenant).where('user_id', '=', k.user_id).execute();
+    .where('lease_until', '=', k.lease_until)
+    .where('queued', '=', k.queued)
+    .executeTakeFirst();
+  if (Number(res.numDeletedRows) > 0) return 'deleted';
+  const kept = await digestRow(db, k).set({ due_at: inMs(dueInMs), lease_until: null, attempts: 0 }).executeTakeFirst();
+  return applied(kept) ? 'queued' : 'lost';
 }
 
 export function userEmail(db: Db, tenant: string, userId: string) {
@@ -576,13 +675,15 @@ export interface DigestItem {
   body: string | null;
   key_id: string | null;
   created_at: Date;
+  /** `created_at` with its microseconds (see `DigestCursor`). */
+  created_at_exact: string;
 }
 
 /**
- * The unread mentions and direct messages of a user since `since` (not deleted, not system, not
- * theirs, in rooms not set to `none` nor muted now), oldest first, at most `limit`.
+ * The unread mentions and direct messages of a user after `cursor` (not deleted, not system, not
+ * theirs, in rooms not set to `none` nor muted now), in the cursor's order, at most `limit`.
  */
-export function digestItems(db: Db, tenant: string, userId: string, since: Date, limit: number): Promise<DigestItem[]> {
+export function digestItems(db: Db, tenant: string, userId: string, cursor: DigestCursor, limit: number): Promise<DigestItem[]> {
   return db
     .selectFrom('membership as mb')
     .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
@@ -601,9 +702,14 @@ export function digestItems(db: Db, tenant: string, userId: string, since: Date,
       'm.body',
       'm.key_id',
       'm.created_at',
+      exactTime(eb.ref('m.created_at')).as('created_at_exact'),
     ])
     .where('mb.user_id', '=', userId)
-    .where('m.created_at', '>=', since)
+    .where((w) =>
+      cursor.roomId === null || cursor.seq === null
+        ? w('m.created_at', '>=', sql<Date>`${cursor.at}::timestamptz`)
+        : sql<boolean>`(${w.ref('m.created_at')}, ${w.ref('m.room_id')}, ${w.ref('m.seq')}) > (${cursor.at}::timestamptz, ${cursor.roomId}::uuid, ${cursor.seq}::bigint)`,
+    )
     .where('m.sender_id', '<>', userId)
     .where('m.deleted_at', 'is', null)
     .where('m.kind', '<>', 'system')
@@ -611,6 +717,7 @@ export function digestItems(db: Db, tenant: string, userId: string, since: Date,
     .where((w) => w(w.fn.coalesce('p.level', sql.lit('mentions')), '<>', 'none'))
     .where((w) => w.or([w('p.mute_until', 'is', null), w('p.mute_until', '<=', now())]))
     .orderBy('m.created_at')
+    .orderBy('m.room_id')
     .orderBy('m.seq')
     .limit(limit)
     .execute();

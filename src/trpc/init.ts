@@ -151,7 +151,7 @@ export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) =>
 
 /**
  * Room management and moderation (members, roles, mutes, bans, updates, archive, delete) and
- * `device.register`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
+ * `device.register`/`remove`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
  * before the input is parsed.
  */
 export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
@@ -160,8 +160,8 @@ export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => 
 });
 
 /**
- * Integration procedures that change something expensive to check (`webhook.create`/`update`
- * resolve the URL's host): the role first, then the caller's `action` budget, before the input is
+ * Integration procedures that change an endpoint (`webhook.create`/`update` resolve the URL's
+ * host; `delete`, `rotateSecret`): the role first, then the caller's `action` budget, before the input is
  * parsed.
  */
 export const integrationManagementProcedure = integrationProcedure.use(async ({ ctx, next }) => {

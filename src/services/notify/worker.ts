@@ -8,6 +8,7 @@ import {
   type ClaimedPush,
   claimDigests,
   claimPushes,
+  cursorAfter,
   deleteDigest,
   digestItems,
   digestSent,
@@ -19,9 +20,10 @@ import {
   holdPush,
   listDevices,
   markDevicePushed,
+  postponeDigest,
   pruneIdlePushes,
   pushContext,
-  rescheduleDigest,
+  retryDigest,
   userEmail,
 } from '../../store/notify.js';
 import type { Store } from '../../store/store.js';
@@ -37,6 +39,17 @@ const DIGEST_ITEMS = 50;
 const DIGEST_LEASE_MS = 60_000;
 const PRUNE_EVERY_MS = 60 * 60_000;
 
+export interface NotifyWorkerOptions {
+  /**
+   * The node's clock (default Date.now). Read for decisions only (quiet hours, how long ago a user
+   * was seen); every due time is written as the database's now() plus a duration, so a node whose
+   * clock is off does not make rows due early or late.
+   */
+  now?: () => number;
+  /** At most this many items in one digest (default 50); the rest go into the next one. */
+  digestItems?: number;
+}
+
 /**
  * Sends the notification queue, on every node, as the webhook worker does: polls every
  * NOTIFY_POLL_MS and is woken after a local commit that queued something. A row is claimed with a
@@ -48,6 +61,8 @@ export class NotifyWorker {
   private readonly loop: PollingLoop;
   private readonly abort = new AbortController();
   private prunedAt = 0;
+  private readonly now: () => number;
+  private readonly digestItems: number;
 
   constructor(
     private readonly store: Store,
@@ -56,8 +71,11 @@ export class NotifyWorker {
     private readonly mailer: Mailer | null,
     private readonly log: Logger,
     private readonly counters: Counters,
+    options: NotifyWorkerOptions = {},
   ) {
     this.loop = new PollingLoop(() => this.round(), config.pollMs);
+    this.now = options.now ?? Date.now;
+    this.digestItems = options.digestItems ?? DIGEST_ITEMS;
   }
 
   get leaseMs(): number {
@@ -109,14 +127,18 @@ export class NotifyWorker {
     return (await this.presence.count({ tenant, userId })) > 0;
   }
 
+  /** Counts an outcome not written because the claim's lease ran out and another node claimed the row. */
+  private lost(what: 'push' | 'digest', fields: Record<string, unknown>): void {
+    this.counters.claimsLost++;
+    this.log.info(fields, `${what} outcome not recorded: the lease ran out and another node claimed the row`);
+  }
+
   private async push(q: ClaimedPush): Promise<void> {
     const db = this.store.db();
     const coalesce = this.config.coalesceMs;
     // Each outcome is written only while the row is still this claim's (src/store/notify.ts, `PushClaim`).
     const settled = (written: boolean) => {
-      if (written) return;
-      this.counters.claimsLost++;
-      this.log.info({ user: q.user_id, room: q.room_id }, 'push outcome not recorded: the lease ran out and another node claimed the row');
+      if (!written) this.lost('push', { user: q.user_id, room: q.room_id });
     };
     const drop = () => finishPush(db, q, q.pending, false, coalesce).then(settled);
     const [online, prefRow, roomPref, ctx] = await Promise.all([
@@ -127,15 +149,17 @@ export class NotifyWorker {
     ]);
     if (q.room_id && (!ctx.room || ctx.room.member === null)) return drop(); // the room is gone or the user left
     const read = ctx.room != null && q.message_seq !== null && Number(ctx.room.last_read_seq ?? 0) >= q.message_seq;
+    const now = new Date(this.now());
     const decision = decidePush({
       kind: q.kind,
       online,
       prefs: preferencesOf(prefRow),
       room: q.room_id ? { level: (roomPref?.level as RoomLevel | undefined) ?? DEFAULT_LEVEL, muteUntil: roomPref?.mute_until ?? null } : null,
       read,
-      now: new Date(),
+      now,
     });
-    if ('holdUntil' in decision) return holdPush(db, q, decision.holdUntil).then(settled);
+    // Held for as long as the quiet hours last by this node's clock, from the database's now().
+    if ('holdUntil' in decision) return holdPush(db, q, Math.max(decision.holdUntil.getTime() - now.getTime(), 0)).then(settled);
     if (!decision.send) return drop();
     const devices = await listDevices(db, q.tenant, q.user_id);
     if (devices.length === 0) return drop();
@@ -218,26 +242,34 @@ export class NotifyWorker {
   private async digest(d: ClaimedDigest): Promise<void> {
     const db = this.store.db();
     const delay = this.config.digestDelayMs;
+    // Each outcome is written only while the row is still this claim's (src/store/notify.ts, `DigestClaim`).
+    const settled = (written: boolean) => {
+      if (!written) this.lost('digest', { user: d.user_id });
+    };
+    // Nothing to send: the row goes, unless an item was queued since the claim (then it is due as a new row would be).
+    const drop = async () => settled((await deleteDigest(db, d, delay)) !== 'lost');
     const [prefRow, user] = await Promise.all([findPreference(db, d.tenant, d.user_id), userEmail(db, d.tenant, d.user_id)]);
     const prefs: Preferences = preferencesOf(prefRow);
-    if (!this.mailer || prefs.email === 'off' || !user?.email) return deleteDigest(db, d);
-    // Away for the whole delay: not connected now, and not seen within it.
-    if (await this.online(d.tenant, d.user_id)) return rescheduleDigest(db, d, new Date(Date.now() + delay), null);
+    if (!this.mailer || prefs.email === 'off' || !user?.email) return drop();
+    // Away for the whole delay: not connected now, and not seen within it. Otherwise checked again
+    // later: not a failed attempt (only failed sends count towards NOTIFY_MAX_ATTEMPTS).
+    if (await this.online(d.tenant, d.user_id)) return postponeDigest(db, d, delay).then(settled);
     const [state] = await this.presence.get(d.tenant, [d.user_id]);
     const seen = state?.lastSeenAt ? new Date(state.lastSeenAt).getTime() : 0;
-    if (seen + delay > Date.now()) return rescheduleDigest(db, d, new Date(seen + delay), null);
-    const items = await digestItems(db, d.tenant, d.user_id, d.since, DIGEST_ITEMS);
-    if (items.length === 0) return deleteDigest(db, d);
+    const away = this.now() - seen;
+    if (away < delay) return postponeDigest(db, d, delay - away).then(settled);
+    const items = await digestItems(db, d.tenant, d.user_id, d.cursor, this.digestItems);
+    if (items.length === 0) return drop();
     try {
       await this.mailer.send(user.email, renderDigest(user.name, items, this.config.publicAppUrl));
     } catch (err) {
       const retryInMs = d.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, d.attempts);
       this.log.warn({ err, user: d.user_id, givenUp: retryInMs === null }, 'e-mail digest failed');
-      if (retryInMs === null) return deleteDigest(db, d);
-      return rescheduleDigest(db, d, new Date(Date.now() + retryInMs), (err as Error).message);
+      if (retryInMs === null) return drop();
+      return retryDigest(db, d, retryInMs, (err as Error).message).then(settled);
     }
     this.counters.digestsSent++;
-    // What arrives from now on goes into the next digest (the row stays until a round finds nothing new).
-    await digestSent(db, d, new Date(new Date(items.at(-1)!.created_at).getTime() + 1), new Date(Date.now() + delay));
+    // What comes after its last item goes into the next digest (the row stays until a round finds nothing new).
+    settled(await digestSent(db, d, cursorAfter(items), delay));
   }
 }

@@ -65,8 +65,9 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  *   group room to `all` (an index probe of `notify_room_preference` per room, not a scan of its
  *   members), folded per user and room (a count and the newest message) into their push rows (only
  *   users with a device) and, for direct messages, digest rows (users with an e-mail address who did
- *   not turn digests off). Those rows are keyed by room, and every writer of a room's rows holds the
- *   room's lock first, so they add no deadlock. In this statement, a crash between the commit and the
+ *   not turn digests off). Push rows are keyed by room, and every writer of a room's rows holds the
+ *   room's lock first, so they add no deadlock; digest rows are keyed by user (a trigger locks an
+ *   existing one, src/store/notify-entities.ts) and written in user order, as `enqueue` does. In this statement, a crash between the commit and the
  *   queueing cannot lose a notification; `notified` says whether any row was written (the caller then
  *   wakes the notification worker).
  *
@@ -150,6 +151,7 @@ with input as (
     from notify_agg a join chat_user u on u.tenant = a.tenant and u.id = a.user_id and u.email is not null
    where ?::boolean and a.kind = 'direct'
      and not exists (select 1 from notify_preference np where np.tenant = a.tenant and np.user_id = a.user_id and np.email = 'off')
+   order by a.tenant, a.user_id
   on conflict (tenant, user_id) do nothing
   returning 1
 )

@@ -11,6 +11,8 @@ import { Migration20261203053808 } from './Migration20261203053808.js';
 import { Migration20261203054653 } from './Migration20261203054653.js';
 import { Migration20261203061216 } from './Migration20261203061216.js';
 import { Migration20261203140426 } from './Migration20261203140426.js';
+import { Migration20261204032611 } from './Migration20261204032611.js';
+import { Migration20261204033330 } from './Migration20261204033330.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -32,4 +34,8 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261203061216', class: Migration20261203061216 },
   // room.access_version and the triggers that bump it: sends checked against a cached access row.
   { name: 'Migration20261203140426', class: Migration20261203140426 },
+  // job_lease: one node at a time runs retention (a lease row, not a session advisory lock: PgBouncer).
+  { name: 'Migration20261204032611', class: Migration20261204032611 },
+  // notify_digest: an exact cursor (after_room_id, after_seq) and `queued` with the trigger that bumps it.
+  { name: 'Migration20261204033330', class: Migration20261204033330 },
 ];

@@ -1,0 +1,66 @@
+/**
+ * Every change of a webhook endpoint or a push device spends the caller's action budget
+ * (RATE_ACTIONS_PER_10S), like `webhook.create`/`update` and `device.register`: `webhook.delete`,
+ * `webhook.rotateSecret` and `device.remove` are refused past it with TOO_MANY_REQUESTS.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { actor, callerFor, fileServer, setGuardLookupForTests, TEST_LIMITS, uuid } from './fixture.js';
+
+const BUDGET = 4;
+const t = fileServer('limits-integrations', { limits: { ...TEST_LIMITS, actionsPer10s: BUDGET } });
+
+// Every host is public here: the webhooks and devices themselves are accepted.
+beforeEach(() => setGuardLookupForTests({ lookup: async () => [{ address: '93.184.216.34', family: 4 }] }));
+afterEach(() => setGuardLookupForTests());
+
+/**
+ * BUDGET + 1 calls at once (so that the 10 s window cannot roll over between them): one of them on
+ * a real target, the others on ids that do not exist (NOT_FOUND, budget spent all the same).
+ * Exactly one is refused, with the typed TOO_MANY_REQUESTS of every budget; returns whether the
+ * refused one was the real target's.
+ */
+async function overBudget(call: (id: string) => Promise<unknown>, realId: string): Promise<boolean> {
+  const ids = [realId, ...Array.from({ length: BUDGET }, () => uuid())];
+  const outcomes = await Promise.allSettled(ids.map((id) => call(id)));
+  const refused = outcomes.flatMap((o, i) => (o.status === 'rejected' && (o.reason as { code?: string }).code === 'TOO_MANY_REQUESTS' ? [{ i, reason: o.reason as unknown }] : []));
+  expect(refused).toHaveLength(1);
+  expect(refused[0]!.reason).toMatchObject({ name: 'TRPCError', code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/), cause: { retryAfterMs: expect.any(Number) } });
+  // The others went through to the service: done, or NOT_FOUND for the made-up ids.
+  outcomes.forEach((o, i) => {
+    if (i === refused[0]!.i) return;
+    if (i === 0) expect(o.status).toBe('fulfilled');
+    else expect(o).toMatchObject({ status: 'rejected', reason: { code: 'NOT_FOUND' } });
+  });
+  return refused[0]!.i === 0;
+}
+
+describe('the action budget of integrations and devices', () => {
+  it('webhook.delete spends it: past it, TOO_MANY_REQUESTS (and the webhook stays)', async () => {
+    const tenant = `hooks-${uuid().slice(0, 8)}`;
+    const creator = callerFor(t.app, actor('hook-creator', tenant, ['admin']));
+    const { id } = await creator.webhook.create({ url: 'https://hooks.example.com/delete', events: ['*'] });
+    // Another admin of the tenant: a budget of its own, untouched by the create.
+    const deleter = callerFor(t.app, actor('hook-deleter', tenant, ['admin']));
+    const refusedReal = await overBudget((hookId) => deleter.webhook.delete({ id: hookId }), id);
+    expect((await creator.webhook.list()).map((h) => h.id)).toEqual(refusedReal ? [id] : []);
+  });
+
+  it('webhook.rotateSecret spends it: past it, TOO_MANY_REQUESTS', async () => {
+    const tenant = `hooks-${uuid().slice(0, 8)}`;
+    const creator = callerFor(t.app, actor('hook-creator', tenant, ['admin']));
+    const { id } = await creator.webhook.create({ url: 'https://hooks.example.com/rotate', events: ['*'] });
+    const rotator = callerFor(t.app, actor('hook-rotator', tenant, ['service']));
+    await overBudget((hookId) => rotator.webhook.rotateSecret({ id: hookId }), id);
+  });
+
+  it('device.remove spends it: past it, TOO_MANY_REQUESTS (and the device stays)', async () => {
+    const owner = actor('device-owner', `dev-${uuid().slice(0, 8)}`);
+    const keys = { p256dh: Buffer.concat([Buffer.from([4]), randomBytes(64)]).toString('base64url'), auth: randomBytes(16).toString('base64url') };
+    // Registered through the service: the owner's budget is whole when the removals start.
+    const device = await t.app.services.devices.register(owner, { kind: 'webpush', endpoint: 'https://push.example.com/s/remove', keys });
+    const user = callerFor(t.app, owner);
+    const refusedReal = await overBudget((deviceId) => user.device.remove({ id: deviceId }), device.id);
+    expect((await user.device.list()).map((d) => d.id)).toEqual(refusedReal ? [device.id] : []);
+  });
+});
