@@ -31,6 +31,8 @@ export interface Counters {
   digestsSent: number;
   /** Webhook and push outcomes not written: the worker's lease had run out and another node had claimed the row. */
   claimsLost: number;
+  /** Transactions run again after a deadlock or serialization failure (`transact(fn, { retry: true })`). */
+  txRetries: number;
   /** Reads served by a PostgreSQL read replica (src/services/read-routing.ts). */
   replicaReads: number;
   /** Reads of the replica paths that went to the primary: no replica had what the caller has seen, or it failed. */
@@ -40,7 +42,7 @@ export interface Counters {
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -170,7 +172,8 @@ export class Metrics {
     counter('chat_pushes_sent_total', 'Web pushes accepted by a push service', () => c.pushesSent);
     counter('chat_pushes_failed_total', 'Web push attempts that failed (retried or given up)', () => c.pushesFailed);
     counter('chat_digests_sent_total', 'E-mail digests handed to the SMTP server', () => c.digestsSent);
-    counter('chat_claims_lost_total', 'Webhook and push outcomes not written: the lease had run out and another node had claimed the row', () => c.claimsLost);
+    counter('chat_claims_lost_total', 'Webhook, push and digest outcomes not written: the lease had run out and another node had claimed the row', () => c.claimsLost);
+    counter('chat_tx_retries_total', 'Transactions run again after a deadlock or a serialization failure (at most 3 attempts each)', () => c.txRetries);
     counter(
       'chat_activity_rooms_skipped_total',
       'Rooms whose room list activity needed no query: no inbox of their tenant was open on any node',

@@ -71,6 +71,64 @@ describe('Tx', () => {
     ).rejects.toThrow(/lock order: message must be locked before a room's seq is taken/);
   });
 
+  it('with retry, a callback aborted by a deadlock runs again in a new transaction: its seq is taken once and published once', async () => {
+    const me = owner();
+    const r = await room(me);
+    await using s = await openEvents(t.app, actor(me), { roomId: r.id });
+    const ready = Number((await s.next()).id);
+    const store = t.app.services.store;
+    const before = store.txStats.retried;
+    let attempts = 0;
+    const appended = await store.transact(
+      async (tx) => {
+        attempts++;
+        const e = await tx.append({ type: 'room.updated', roomId: r.id, name: `attempt ${attempts}`, topic: null, by: me });
+        // What PostgreSQL reports to the transaction it aborts to break a deadlock.
+        if (attempts === 1) throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+        return e.seq;
+      },
+      { retry: true },
+    );
+    expect(attempts).toBe(2);
+    expect(store.txStats.retried).toBe(before + 1);
+    expect(appended).toBe(ready + 1);
+    const rows = await t.env.sql<{ seq: number; data: { name: string } }>('select seq::int, data from room_event where room_id = $1 and seq > $2', [r.id, ready]);
+    expect(rows).toEqual([{ seq: ready + 1, data: expect.objectContaining({ name: 'attempt 2' }) }]);
+    // The first attempt's event is never published: the next events are the second attempt's, then a marker.
+    expect((await s.next()).event).toMatchObject({ type: 'room.updated', seq: ready + 1, name: 'attempt 2' });
+    const marker = await callerFor(t.app, actor(me)).chat.send({ roomId: r.id, clientId: uuid(), body: 'marker' });
+    expect((await s.next()).event).toMatchObject({ type: 'message.new', seq: marker.seq });
+  });
+
+  it('without retry, or for another error, the callback runs once and its error is thrown', async () => {
+    const me = owner();
+    const r = await room(me);
+    const store = t.app.services.store;
+    const before = store.txStats.retried;
+    const fail = (code: string) => {
+      let attempts = 0;
+      return {
+        fn: async (tx: Parameters<Parameters<typeof store.transact>[0]>[0]) => {
+          attempts++;
+          await tx.append({ type: 'room.updated', roomId: r.id, name: 'never', topic: null, by: me });
+          throw Object.assign(new Error(`failed with ${code}`), { code });
+        },
+        attempts: () => attempts,
+      };
+    };
+    const plain = fail('40P01');
+    await expect(store.transact(plain.fn)).rejects.toThrow('failed with 40P01');
+    expect(plain.attempts()).toBe(1);
+    const other = fail('23505');
+    await expect(store.transact(other.fn, { retry: true })).rejects.toThrow('failed with 23505');
+    expect(other.attempts()).toBe(1);
+    const always = fail('40001');
+    await expect(store.transact(always.fn, { retry: true })).rejects.toThrow('failed with 40001');
+    expect(always.attempts()).toBe(3);
+    expect(store.txStats.retried).toBe(before + 2);
+    expect(await t.env.sql('select seq from room_event where room_id = $1 and type = $2', [r.id, 'room.updated'])).toEqual([]);
+  });
+
   it("inbox items of several users take each user's own next seq, in user id order", async () => {
     const me = owner();
     const users = [`${me}-c`, `${me}-a`, `${me}-b`];

@@ -5,15 +5,22 @@ import { FOREVER, type RoomAccess } from '../domain/rooms.js';
 import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
+import type { Tx } from '../store/tx.js';
 import { SendBatcher } from './send-batcher.js';
 
 /** Access rows a node keeps for sends (the oldest goes first). */
 export const SEND_ACCESS_CACHE_MAX = 20_000;
 
-/** A send's access, and the room's access version it was checked against when that was a cached row. */
+/** A send's access, and the room's access version of the row it was decided on (a cached row, or one just read). */
 export interface SendAccess {
   access: RoomAccess;
-  /** Null: checked against the database just now. */
+  /** The write verifies it under the room's lock (src/store/hot/append-messages.ts). */
+  version: number;
+}
+
+/** An access check's answer, and the room's access version of the row it was decided on (null: no row). */
+interface Checked {
+  result: RoomAccess | AppError;
   version: number | null;
 }
 
@@ -112,25 +119,27 @@ export class AccessService {
    * (a reconnect wave of a big room's members opening their streams at once, say). A check that
    * finds nothing running goes at once, so a lone one waits for nobody (src/services/send-batcher.ts).
    */
-  private readonly grouped: SendBatcher<AccessRequest, RoomAccess | AppError>;
+  private readonly grouped: SendBatcher<AccessRequest, Checked>;
   /**
    * The last access row of a send checked outside a transaction per (tenant, user, room). A row is only
    * ever trusted to allow a send, never to refuse one, and the send is then written only while the
    * room's `access_version` still equals the row's (checked under the room's lock by the write,
    * src/store/hot/append-messages.ts): a membership, role, mute, ban or room change committed on any
-   * node since makes the send `stale`, and it is checked again.
+   * node since makes the send `stale`, and it is checked again. A send checked against the database
+   * is verified the same way, with the version of the row it was decided on.
    */
   private readonly sendRows = new Map<string, AccessRow>();
   /** Sends allowed from a cached row, and cached rows found stale by the write. */
   readonly cacheStats = { hits: 0, stale: 0 };
 
   constructor(private readonly store: Store) {
-    this.grouped = new SendBatcher((requests) => this.checkAccess(requests));
+    this.grouped = new SendBatcher((requests) => this.checkRows(requests));
   }
 
   /**
-   * A plain send's access: from this node's cached row when that row allows it (the write then
-   * verifies the row's version), otherwise checked in the next group, which caches the row.
+   * A plain send's access: from this node's cached row when that row allows it, otherwise checked
+   * in the next group, which caches the row. Either way the write verifies the row's version, so a
+   * change committed between this check and the write is never missed.
    */
   async checkSend(actor: Actor, roomId: string): Promise<SendAccess | AppError> {
     const row = this.sendRows.get(rowKey(actor.tenant, actor.id, roomId));
@@ -143,8 +152,8 @@ export class AccessService {
         // A refusal is never taken from the cache: the database answers below.
       }
     }
-    const access = await this.checkGrouped({ actor, roomId, purpose: 'send' });
-    return access instanceof AppError ? access : { access, version: null };
+    const checked = await this.grouped.submit({ actor, roomId, purpose: 'send' });
+    return checked.result instanceof AppError ? checked.result : { access: checked.result, version: checked.version! };
   }
 
   /** The write found the room's access version changed since the cached row: drops the row. */
@@ -171,8 +180,8 @@ export class AccessService {
   }
 
   /** One check outside a transaction, in the next group: its access, or the error `requireAccess` would throw. */
-  checkGrouped(request: AccessRequest): Promise<RoomAccess | AppError> {
-    return this.grouped.submit(request);
+  async checkGrouped(request: AccessRequest): Promise<RoomAccess | AppError> {
+    return (await this.grouped.submit(request)).result;
   }
 
   /**
@@ -180,6 +189,11 @@ export class AccessService {
    * the error `requireAccess` would throw.
    */
   async checkAccess(requests: AccessRequest[], em?: Em): Promise<(RoomAccess | AppError)[]> {
+    return (await this.checkRows(requests, em)).map((c) => c.result);
+  }
+
+  /** `checkAccess`, each answer with the access version of the row it was decided on. */
+  private async checkRows(requests: AccessRequest[], em?: Em): Promise<Checked[]> {
     const rows = await accessRows(
       this.store.hot,
       requests.map((q) => ({ userId: q.actor.id, tenant: q.actor.tenant, roomId: q.roomId })),
@@ -195,13 +209,54 @@ export class AccessService {
       }
     }
     return requests.map((q, i) => {
+      const row = byRequest.get(i);
+      const version = row ? Number(row.access_version) : null;
       try {
-        return decideAccess(q, byRequest.get(i));
+        return { result: decideAccess(q, row), version };
       } catch (err) {
-        if (err instanceof AppError) return err;
+        if (err instanceof AppError) return { result: err, version };
         throw err;
       }
     });
+  }
+
+  /**
+   * `requireAccess` for a change written in `tx` with the room's next seq (a reply, a message with
+   * mentions or files, an edit, a reaction, a delete), held to until the write: the check runs now,
+   * and again once the change holds the room's lock if the room's `access_version` moved in between
+   * (src/store/tx.ts `whenRoomLocked`). A ban, removal, leave, role change, mute or archive that
+   * committed after this check and before the lock is then applied as if it had come first: the
+   * change is refused with the error a check after it gives, the transaction rolls back and no seq is
+   * used. Without it, a change that passed its check just before a ban landed after the ban's
+   * `member.left`. `rule` adds the caller's conditions on the access (the poster rule, the right to
+   * delete others' messages), applied both times; `refused` rewrites a refusal of the access itself
+   * (a message's caller is told the message is not found, not the room).
+   */
+  async requireInTx(
+    tx: Tx,
+    actor: Actor,
+    roomId: string,
+    purpose: AccessRequest['purpose'],
+    opts: { rule?: (access: RoomAccess) => void; refused?: (err: AppError) => AppError } = {},
+  ): Promise<RoomAccess> {
+    const request: AccessRequest = { actor, roomId, purpose };
+    const check = async (): Promise<{ access: RoomAccess; version: number }> => {
+      const [row] = await accessRows(this.store.hot, [{ userId: actor.id, tenant: actor.tenant, roomId }], tx.em);
+      let access: RoomAccess;
+      try {
+        access = decideAccess(request, row);
+      } catch (err) {
+        throw err instanceof AppError && opts.refused ? opts.refused(err) : err;
+      }
+      opts.rule?.(access);
+      return { access, version: Number(row!.access_version) };
+    };
+    const first = await check();
+    tx.whenRoomLocked(roomId, async (version) => {
+      // Unchanged since the check: its answer stands. Changed: the check again, under the lock.
+      if (version !== first.version) await check();
+    });
+    return first.access;
   }
 
   /** Read access (members, and support agents on support rooms). */

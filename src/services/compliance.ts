@@ -52,8 +52,12 @@ export interface AuditInput {
 export const COMPLIANCE_PAGE = 200;
 
 const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
-/** Deadlock or serialization failure: the erasure's batch is retried. */
-const retryable = (err: unknown) => ['40P01', '40001'].includes((err as { code?: unknown } | null)?.code as string);
+/**
+ * An erasure batch runs again on a deadlock or serialization failure (`transact` with `retry`): its
+ * locks span several rooms and cross a reply's delete (reply, then root). Its counts are taken from
+ * the committed attempt only.
+ */
+const RETRY = { retry: true } as const;
 
 /**
  * Compliance for tenant admins (docs/SECURITY.md, "Compliance"): exports of a user's or a room's
@@ -306,11 +310,11 @@ export class ComplianceService {
     if (!(await userKnown(this.store.db(), tenant, userId))) throw notFound('user');
     const result: EraseResult = { userId, messages: 0, edits: 0, reactions: 0, readPositions: 0, inboxItems: 0, files: 0 };
     for (;;) {
-      const done = await this.batch(() => this.eraseMessageBatch(actor, userId, result));
+      const done = await this.eraseMessageBatch(actor, userId, result);
       if (done < this.pageSize) break;
     }
     for (;;) {
-      const done = await this.batch(() => this.eraseReactionBatch(tenant, userId, result));
+      const done = await this.eraseReactionBatch(tenant, userId, result);
       if (done < this.pageSize) break;
     }
     await this.store.transact(async (tx) => {
@@ -327,24 +331,16 @@ export class ComplianceService {
     return result;
   }
 
-  /** Runs one erasure batch, again on a deadlock (its locks span several rooms). */
-  private async batch(fn: () => Promise<number>): Promise<number> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (attempt >= 3 || !retryable(err)) throw err;
-      }
-    }
-  }
-
   /** One transaction: the next batch of the user's messages with content. Returns how many were locked. */
   private eraseMessageBatch(actor: Actor, userId: string, result: EraseResult): Promise<number> {
     const tenant = actor.tenant;
     let wake = false;
-    const counted = { messages: 0, edits: 0, files: 0 };
+    let counted = { messages: 0, edits: 0, files: 0 };
     return this.store
       .transact(async (tx) => {
+        // Counted anew by each attempt (a deadlocked one runs again).
+        wake = false;
+        counted = { messages: 0, edits: 0, files: 0 };
         // Lock order (src/store/tx.ts): the messages, then the thread roots of live replies, then
         // the rooms (in id order) as their seqs are taken.
         const rows = await lockMessagesToErase(tx, tenant, userId, this.pageSize);
@@ -361,7 +357,7 @@ export class ComplianceService {
         for (const row of ordered) await this.eraseOne(tx, actor, row);
         counted.messages = rows.length;
         return rows.length;
-      })
+      }, RETRY)
       .then((n) => {
         result.messages += counted.messages;
         result.edits += counted.edits;
@@ -391,6 +387,7 @@ export class ComplianceService {
     let removedCount = 0;
     return this.store
       .transact(async (tx) => {
+        removedCount = 0;
         const messages = await lockMessagesReactedBy(tx, tenant, userId, this.pageSize);
         if (messages.length === 0) return 0;
         const roomOf = new Map(messages.map((m) => [m.id, m.room_id]));
@@ -409,7 +406,7 @@ export class ComplianceService {
         }
         removedCount = removed.length;
         return messages.length;
-      })
+      }, RETRY)
       .then((n) => {
         result.reactions += removedCount;
         return n;

@@ -108,6 +108,10 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
       onOutbox: () => webhookWorker?.wake(),
       notifyQueue: () => notifyQueue,
       onNotify: () => notifyWorker?.wake(),
+      onRetry: (err, attempt) => {
+        deps.counters.txRetries++;
+        deps.log.warn({ err, attempt }, 'transaction deadlocked or failed to serialize: run again');
+      },
     },
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
     { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
@@ -228,7 +232,8 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     async close() {
       reads.stop();
       await sessions.close();
-      retention.stop();
+      // Before anything the run uses closes (the file worker it wakes, then the database).
+      await retention.stop();
       await webhookWorker.stop();
       await fileWorker.stop();
       storage.close();

@@ -43,6 +43,17 @@ export interface KeyUsage {
 }
 
 const zero = (): RekeyCounts => ({ seen: 0, resealed: 0, failed: 0 });
+/**
+ * A batch runs again when PostgreSQL aborts it for a deadlock: its rows are locked in id order, while
+ * a reply's delete locks the reply, then its root (src/store/tx.ts), so the two can cross. Nothing of
+ * a batch leaves its transaction before commit (its counts are added once it committed).
+ */
+const RETRY = { retry: true } as const;
+const add = (to: RekeyCounts, from: RekeyCounts) => {
+  to.seen += from.seen;
+  to.resealed += from.resealed;
+  to.failed += from.failed;
+};
 
 /**
  * The re-encryption job after a key rotation (docs/SECURITY.md, "Rotating message keys"): seals
@@ -93,26 +104,29 @@ export class Rekeyer {
   ): Promise<void> {
     let after: string | null = null;
     for (;;) {
-      const rows = await this.store.transact(async (tx) => {
+      // Counted per attempt and added once committed: a batch that deadlocks runs again.
+      const { page: rows, batch } = await this.store.transact(async (tx) => {
+        const batch = zero();
         const page = await lock(tx, after, this.batchSize);
         for (const row of page) {
-          counts.seen++;
+          batch.seen++;
           if (this.keyring.isCurrent(row.key_id, row.body)) continue;
           const context = bodyContext(row.room_id, row.message_id);
           let plain: string;
           try {
             plain = this.keyring.decrypt(row.key_id, row.body, context);
           } catch (err) {
-            counts.failed++;
+            batch.failed++;
             this.log.warn({ err, id: row.id, keyId: row.key_id }, 're-encryption: a body could not be opened, left as it is');
             continue;
           }
           const sealed = this.keyring.encrypt(plain, context);
           await write(tx, row.id, sealed.text, sealed.keyId);
-          counts.resealed++;
+          batch.resealed++;
         }
-        return page;
-      });
+        return { page, batch };
+      }, RETRY);
+      add(counts, batch);
       progress();
       if (rows.length < this.batchSize) return;
       after = rows[rows.length - 1]!.id;
@@ -122,24 +136,26 @@ export class Rekeyer {
   private async secretPass(counts: RekeyCounts, progress: () => void): Promise<void> {
     let after: string | null = null;
     for (;;) {
-      const rows = await this.store.transact(async (tx) => {
+      const { page: rows, batch } = await this.store.transact(async (tx) => {
+        const batch = zero();
         const page = await lockWebhookSecrets(tx, after, this.batchSize);
         for (const row of page) {
-          counts.seen++;
+          batch.seen++;
           if (this.secrets.current(row.secret)) continue;
           let plain: string;
           try {
             plain = this.secrets.open(row.secret, row);
           } catch (err) {
-            counts.failed++;
+            batch.failed++;
             this.log.warn({ err, id: row.id }, 're-encryption: a webhook secret could not be opened, left as it is');
             continue;
           }
           await setWebhookSecret(tx, row.id, this.secrets.seal(plain, row));
-          counts.resealed++;
+          batch.resealed++;
         }
-        return page;
-      });
+        return { page, batch };
+      }, RETRY);
+      add(counts, batch);
       progress();
       if (rows.length < this.batchSize) return;
       after = rows[rows.length - 1]!.id;

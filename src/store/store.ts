@@ -2,7 +2,7 @@ import type { MessageDto } from '../domain/events.js';
 import { type Db, kysely, type Orm } from './database.js';
 import { appendMessageRows, type NewMessage } from './hot/append-messages.js';
 import type { HotContext } from './hot/query.js';
-import { transact, type Tx, type TxContext } from './tx.js';
+import { type TransactOptions, transact, type Tx, type TxContext } from './tx.js';
 
 export type { NewMessage } from './hot/append-messages.js';
 
@@ -16,13 +16,23 @@ export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repe
  */
 export class Store {
   readonly hot: HotContext;
+  /** Transactions run again after a deadlock or serialization failure (`transact` with `retry`). */
+  readonly txStats = { retried: 0 };
+  private readonly ctx: TxContext;
 
   constructor(
     readonly orm: Orm,
-    private readonly ctx: TxContext,
+    ctx: TxContext,
     opts: { preparedStatements: boolean },
   ) {
     this.hot = { orm, prepared: opts.preparedStatements };
+    this.ctx = {
+      ...ctx,
+      onRetry: (err, attempt) => {
+        this.txStats.retried++;
+        ctx.onRetry?.(err, attempt);
+      },
+    };
   }
 
   /** The typed query builder on a fresh EntityManager (never the global one), for reads outside a transaction. */
@@ -30,9 +40,13 @@ export class Store {
     return kysely(this.orm.em.fork());
   }
 
-  /** Runs `fn` in a transaction; the events it appended are published after commit, in order. */
-  transact<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return transact(this.orm.em, this.ctx, fn);
+  /**
+   * Runs `fn` in a transaction; the events it appended are published after commit, in order. With
+   * `retry`, a deadlock or serialization failure runs it again (tx.ts `TransactOptions`: only for
+   * callbacks with no effect outside the transaction before commit).
+   */
+  transact<T>(fn: (tx: Tx) => Promise<T>, opts?: TransactOptions): Promise<T> {
+    return transact(this.orm.em, this.ctx, fn, opts);
   }
 
   /**

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { AuditAction } from '../domain/audit.js';
 import { roomArchived } from '../domain/errors.js';
@@ -47,7 +48,18 @@ export interface TxContext {
   notifyQueue?(): QueueSettings | null;
   /** After a commit that queued notifications (wakes the notification worker). */
   onNotify?(): void;
+  /**
+   * A transaction run with `retry` failed on a deadlock or a serialization failure and runs again
+   * (`attempt`: the one that failed): logged and counted.
+   */
+  onRetry?(err: unknown, attempt: number): void;
 }
+
+/**
+ * A check that runs once the transaction holds a room's row lock (`Tx.whenRoomLocked`), given the
+ * room's `access_version` as read under that lock; throwing refuses the change (it rolls back).
+ */
+export type RoomLockCheck = (accessVersion: number) => Promise<void>;
 
 /** The push queue's item for an inbox item that may reach someone who is away, or null. */
 function pushItemOf(tenant: string, userId: string, item: NewInboxItem): PushItem | null {
@@ -97,12 +109,15 @@ export const now = () => sql<Date>`now()`;
  * 1. message rows that the change reads for update (`lockForUpdate`; a reply before its root),
  *    then uploaded file rows (a send's files, a preview's file: src/store/files.ts),
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
- *    commit, so commit order equals seq order within a room,
+ *    commit, so commit order equals seq order within a room; the access checked before it is checked
+ *    again under it when the room's access changed in between (`whenRoomLocked`),
  * 3. inbox cursors, several users always in user id order,
  * 4. notification queue rows (src/store/notify.ts): written last, just before commit, in key order
  *    (`flushQueue`); the grouped send's statement writes its rows after its room locks too.
  * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
- * replies, which lock the message first.
+ * replies, which lock the message first. Batches that lock many messages in id order (re-encryption,
+ * erasure) can still cross a reply's delete (the reply, then its root): those run with `transact`'s
+ * `retry`, and PostgreSQL's deadlock detection picks the one that runs again.
  */
 export class Tx {
   /** The typed query builder bound to this transaction. */
@@ -115,6 +130,8 @@ export class Tx {
   /** Notification queue rows to write before commit (`flushQueue`). */
   private readonly queuedItems: PushItem[] = [];
   private readonly queuedMessages: QueuedMessage[] = [];
+  /** Checks waiting for a room's row lock (`whenRoomLocked`). */
+  private readonly lockChecks = new Map<string, RoomLockCheck[]>();
 
   constructor(
     /** The transaction's EntityManager (entities, QueryBuilder). */
@@ -132,10 +149,26 @@ export class Tx {
     if (this.seqTaken) throw new Error(`lock order: ${what} must be locked before a room's seq is taken`);
   }
 
-  /** Takes the room's next sequence number (row lock held until the transaction ends). */
+  /**
+   * Runs `check` once this transaction holds the room's row lock: in the first `append*` of the room,
+   * right after its seq is taken and before anything is written with it, given the room's
+   * `access_version` read under that lock. An access check made before the lock (src/services/access.ts
+   * `requireInTx`) compares it with the version it saw: a membership, role, mute, ban or room change
+   * committed in between bumped it, and the check decides again under the lock. What decides is the
+   * caller's; this only calls back. Register before the room's seq is taken.
+   */
+  whenRoomLocked(roomId: string, check: RoomLockCheck): void {
+    if (this.tenants.has(roomId)) throw new Error(`a check under the lock of room ${roomId} must be registered before its seq is taken`);
+    const checks = this.lockChecks.get(roomId);
+    if (checks) checks.push(check);
+    else this.lockChecks.set(roomId, [check]);
+  }
+
   /**
    * Takes the room's next seq (locking its row until the transaction ends) and reads, under that
-   * lock, whether the room is archived: the access check before may have seen it writable.
+   * lock, whether the room is archived and its access version: the access check before may have seen
+   * it writable, or seen a membership that is gone. The checks registered with `whenRoomLocked` run
+   * here, before the seq is used.
    */
   private async nextSeq(roomId: string): Promise<{ seq: number; archived: boolean }> {
     this.seqTaken = true;
@@ -143,10 +176,15 @@ export class Tx {
       .updateTable('room')
       .set((eb) => ({ last_seq: eb('last_seq', '+', 1), updated_at: now() }))
       .where('id', '=', roomId)
-      .returning(['last_seq', 'tenant', 'archived_at'])
+      .returning(['last_seq', 'tenant', 'archived_at', 'access_version'])
       .executeTakeFirst();
     if (!row) throw new Error(`room ${roomId} vanished during a write`);
     this.tenants.set(roomId, row.tenant);
+    const checks = this.lockChecks.get(roomId);
+    if (checks) {
+      this.lockChecks.delete(roomId);
+      for (const check of checks) await check(Number(row.access_version));
+    }
     return { seq: row.last_seq, archived: row.archived_at !== null };
   }
 
@@ -347,20 +385,55 @@ export class Tx {
   }
 }
 
+/** How `transact` runs its callback. */
+export interface TransactOptions {
+  /**
+   * Runs the callback again, in a new transaction with a new Tx, when PostgreSQL aborts it for a
+   * deadlock (40P01) or a serialization failure (40001): at most `TRANSACT_ATTEMPTS` attempts, a
+   * short jittered pause before each new one. Only for callbacks whose every effect is in the
+   * transaction or scheduled with `afterCommit` (a failed attempt leaves nothing behind: no publish,
+   * no seq, no queued job), and whose results are taken from the committed attempt only.
+   */
+  retry?: boolean;
+}
+
+/** Attempts of a `transact` with `retry`. */
+export const TRANSACT_ATTEMPTS = 3;
+
+/** PostgreSQL's deadlock_detected (40P01) and serialization_failure (40001): the transaction may simply run again. */
+export function isTransientConflict(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '40P01' || code === '40001';
+}
+
+/** The pause before attempt `attempt + 1`: a few milliseconds, doubled per attempt, jittered so the two sides of a deadlock do not meet again. */
+const retryPause = (attempt: number) => Math.round(5 * 2 ** (attempt - 1) * (0.5 + Math.random()));
+
 /**
  * Runs `fn` in a transaction on a fresh EntityManager; what it appended is published after commit.
  * A retried callback starts with a new Tx (nothing of the failed attempt is published).
  */
-export async function transact<T>(root: Em, ctx: TxContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  let tx: Tx | undefined;
-  const result = await root.fork().transactional(async (em) => {
-    const t = new Tx(em as Em, ctx);
-    tx = t;
-    const out = await fn(t);
-    // The notification queue's rows, last (lock order, see Tx).
-    await t.flushQueue();
-    return out;
-  });
-  tx?.committed();
-  return result;
+export async function transact<T>(root: Em, ctx: TxContext, fn: (tx: Tx) => Promise<T>, opts: TransactOptions = {}): Promise<T> {
+  const attempts = opts.retry ? TRANSACT_ATTEMPTS : 1;
+  for (let attempt = 1; ; attempt++) {
+    let tx: Tx | undefined;
+    let result: T;
+    try {
+      result = await root.fork().transactional(async (em) => {
+        const t = new Tx(em as Em, ctx);
+        tx = t;
+        const out = await fn(t);
+        // The notification queue's rows, last (lock order, see Tx).
+        await t.flushQueue();
+        return out;
+      });
+    } catch (err) {
+      if (attempt >= attempts || !isTransientConflict(err)) throw err;
+      ctx.onRetry?.(err, attempt);
+      await delay(retryPause(attempt));
+      continue;
+    }
+    tx?.committed();
+    return result;
+  }
 }

@@ -1,6 +1,6 @@
 import { keyOf } from '../../domain/ids.js';
 import type { Actor } from '../../domain/actor.js';
-import { badRequest, forbidden } from '../../domain/errors.js';
+import { type AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
 import type { MessageDto } from '../../domain/events.js';
 import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
@@ -16,6 +16,16 @@ import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
 import { readable, sealBody } from './shared.js';
+
+/**
+ * Edits, deletes and reactions run again on a deadlock: each locks a message (a deleted reply, then
+ * its root) that a re-encryption or erasure batch may lock in another order, and every effect of
+ * theirs is in the transaction or after commit (the file worker's wake-up, the publish).
+ */
+const RETRY = { retry: true } as const;
+
+/** A refused access to the room of a message: the caller is told the message is not found (src/services/messages/shared.ts). */
+const hideRoom = (err: AppError): AppError => (err.code === 'NOT_FOUND' || err.code === 'FORBIDDEN' ? notFound('message') : err);
 
 /**
  * Changes to sent messages: edits (the author), deletes (the author or a moderator), reactions. Each
@@ -46,7 +56,7 @@ export class MessageChanges {
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
-      this.access.requirePoster(await this.access.requireAccess(actor, row.room_id, 'send', tx.em));
+      await this.access.requireInTx(tx, actor, row.room_id, 'send', { rule: (a) => this.access.requirePoster(a) });
       if (this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id }) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
       await recordEdit(tx, row, actor.id);
       const sealed = sealBody(this.keyring, access, body, row.id);
@@ -57,7 +67,7 @@ export class MessageChanges {
         return { type: 'message.edited', roomId: row.room_id, message: broadcast! };
       });
       return (await this.mapper.many(tx.db, [edited!], actor.id))[0]!;
-    });
+    }, RETRY);
   }
 
   /** Soft-deletes a message (author, or moderator and above). Idempotent. */
@@ -65,11 +75,17 @@ export class MessageChanges {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
       const { row, access } = await this.lockReadable(tx, actor, messageId);
-      this.access.requireWritable(access);
-      if (row.sender_id !== actor.id && !can(access.role, 'deleteOthers', access.room.kind)) {
-        throw forbidden('only the author or a moderator can delete a message');
-      }
+      const mayDelete = (a: RoomAccess) => {
+        this.access.requireWritable(a);
+        if (row.sender_id !== actor.id && !can(a.role, 'deleteOthers', a.room.kind)) {
+          throw forbidden('only the author or a moderator can delete a message');
+        }
+      };
+      mayDelete(access);
       if (row.deleted_at) return this.mapper.fromRow(row);
+      // Held to until the room's lock: checked again there if its access changed meanwhile (a
+      // moderator demoted, a member removed).
+      await this.access.requireInTx(tx, actor, row.room_id, 'read', { refused: hideRoom, rule: mayDelete });
       // Lock order: message rows (a reply before its root), then the room's seq (src/store/tx.ts).
       if (row.reply_to_id) await lockMessage(tx, row.reply_to_id);
       // Its uploaded files go with it: the file worker removes the objects after commit.
@@ -83,7 +99,7 @@ export class MessageChanges {
         return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted) } as const;
       });
       return event.message;
-    });
+    }, RETRY);
   }
 
   /** Adds my reaction (idempotent: a repeat changes nothing and takes no seq). */
@@ -103,7 +119,7 @@ export class MessageChanges {
       // deleted) or waits; without the lock a reaction could land on a message deleted meanwhile.
       const { row } = await this.lockReadable(tx, actor, messageId);
       if (row.deleted_at) throw badRequest('cannot react to a deleted message');
-      await this.access.requireAccess(actor, row.room_id, 'send', tx.em);
+      await this.access.requireInTx(tx, actor, row.room_id, 'send');
       const changed = add ? await addReaction(tx, messageId, actor.id, emoji) : await removeReaction(tx, messageId, actor.id, emoji);
       if (changed) {
         const type = add ? 'reaction.added' : 'reaction.removed';
@@ -116,6 +132,6 @@ export class MessageChanges {
         });
       }
       return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
-    });
+    }, RETRY);
   }
 }

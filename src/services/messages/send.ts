@@ -146,17 +146,19 @@ export class MessageSender {
     if (limit.status === 'rejected') throw limit.reason;
     if (checked.status === 'rejected') throw checked.reason;
     let sendAccess = checked.value;
-    for (;;) {
+    for (let write = 1; ; write++) {
       if (sendAccess instanceof AppError) throw sendAccess;
       const { access, version } = sendAccess;
       this.access.requirePoster(access);
       const outcome = await this.writes.submit(this.draft(actor, input, access, linksOnly(input), version));
       if (outcome.kind !== 'stale') return this.sent(outcome);
-      // The room's members, roles, mutes, bans or state changed since the cached row: the database
-      // decides (a write with a version null is not verified again, so this runs at most twice).
+      // The room's members, roles, mutes, bans or state changed since the row the check decided on
+      // (cached, or read a moment before the write): the database decides again, and the write
+      // verifies that row's version too. Changes that keep coming between check and write (a big
+      // room many join) end the grouped tries: the send is then checked under the room's lock.
       this.access.forgetSend(actor, input.roomId);
-      const again = await this.access.checkGrouped({ actor, roomId: input.roomId, purpose: 'send' });
-      sendAccess = again instanceof AppError ? again : { access: again, version: null };
+      if (write >= PLAIN_WRITES) return this.writeInTransaction(actor, input);
+      sendAccess = await this.access.checkSend(actor, input.roomId);
     }
   }
 
@@ -177,10 +179,18 @@ export class MessageSender {
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
     await this.limits.consume('send', keyOf(actor.tenant, actor.id, input.roomId));
+    return this.writeInTransaction(actor, input);
+  }
+
+  /** The transaction of `sendInTransaction` (also of a plain send found stale `PLAIN_WRITES` times). */
+  private async writeInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
+    let message: MessageDto;
     try {
-      return await this.store.transact(async (tx) => {
-        const access = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
-        this.access.requirePoster(access);
+      // Run again on a deadlock (with a re-encryption or erasure batch locking the parent, say): every
+      // effect is in the transaction, and a file moved from its upload key stays moved (prepare).
+      message = await this.store.transact(async (tx) => {
+        // Checked again under the room's lock if its access changed meanwhile (a ban, a demotion).
+        const access = await this.access.requireInTx(tx, actor, input.roomId, 'send', { rule: (a) => this.access.requirePoster(a) });
         if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
           throw badRequest('replyToId does not name a message of this room');
         }
@@ -206,14 +216,15 @@ export class MessageSender {
           from: actor.id,
           excerpt: access.room.encrypted ? '' : excerpt,
         });
-        this.counters.messagesSent++;
         return message;
-      });
+      }, { retry: true });
     } catch (err) {
       // A concurrent or earlier send of the same clientId won (rolled back: no seq used up).
       if (isClientIdTaken(err)) return null;
       throw err;
     }
+    this.counters.messagesSent++;
+    return message;
   }
 
   private async findByClientId(actor: Actor, clientId: string): Promise<MessageDto | null> {
@@ -222,6 +233,12 @@ export class MessageSender {
     return row ? (await this.mapper.many(db, [row], actor.id))[0]! : null;
   }
 }
+
+/**
+ * Grouped writes of a plain send found `stale` (its access changed between check and write) before
+ * it is written in a transaction of its own, checked under the room's lock.
+ */
+const PLAIN_WRITES = 3;
 
 /** Whether a send attaches uploaded files (those take the per-send transaction). */
 const hasFiles = (input: SendInput) => input.attachments?.some((a) => 'fileId' in a) ?? false;
