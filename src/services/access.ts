@@ -60,6 +60,25 @@ export function describeAction(action: RoomAction): string {
   return words[action];
 }
 
+/** The access a room action is checked with: adding and removing members is `manage` (service tokens). */
+function purposeOf(action: RoomAction): AccessRequest['purpose'] {
+  return action === 'send' ? 'send' : action === 'addMembers' || action === 'removeMember' ? 'manage' : 'read';
+}
+
+/** The role's permission for `action` (FORBIDDEN with the reason otherwise). */
+function requireCan(access: RoomAccess, action: RoomAction): void {
+  if (!can(access.role, action, access.room.kind)) {
+    throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
+  }
+}
+
+/** A member's right to archive, unarchive or delete the room (FORBIDDEN with the reason otherwise). */
+function requireManagerRole(access: RoomAccess, action: 'archive' | 'delete'): void {
+  if (!can(access.role, action, access.room.kind)) {
+    throw forbidden(`your role (${access.role}) may not ${describeAction(action)}: only its owner or a tenant admin may`);
+  }
+}
+
 /** Words for a tenant-level action in an error message ("only service tokens may ..."). */
 const TENANT_WORDS: Record<TenantAction, string> = {
   setRoomKey: 'set a room key (room keys link rooms to records of the integration)',
@@ -222,9 +241,10 @@ export class AccessService {
 
   /**
    * `requireAccess` for a change written in `tx` with the room's next seq (a reply, a message with
-   * mentions or files, an edit, a reaction, a delete), held to until the write: the check runs now,
-   * and again once the change holds the room's lock if the room's `access_version` moved in between
-   * (src/store/tx.ts `whenRoomLocked`). A ban, removal, leave, role change, mute or archive that
+   * mentions or files, an edit, a reaction, a delete; moderation and room changes, which take the
+   * room's lock with `tx.lockRoom` before their first write), held to until the write: the check runs
+   * now, and again once the change holds the room's lock if the room's `access_version` moved in
+   * between (src/store/tx.ts `whenRoomLocked`). A ban, removal, leave, role change, mute or archive that
    * committed after this check and before the lock is then applied as if it had come first: the
    * change is refused with the error a check after it gives, the transaction rolls back and no seq is
    * used. Without it, a change that passed its check just before a ban landed after the ban's
@@ -266,12 +286,24 @@ export class AccessService {
 
   /** Access plus the role's permission for `action` (FORBIDDEN with the reason otherwise). */
   async requirePermission(actor: Actor, roomId: string, action: RoomAction, em?: Em): Promise<RoomAccess> {
-    const purpose = action === 'send' ? 'send' : action === 'addMembers' || action === 'removeMember' ? 'manage' : 'read';
-    const access = await this.requireAccess(actor, roomId, purpose, em);
-    if (!can(access.role, action, access.room.kind)) {
-      throw forbidden(`your role (${access.role}) may not ${describeAction(action)} in this ${access.room.kind} room`);
-    }
+    const access = await this.requireAccess(actor, roomId, purposeOf(action), em);
+    requireCan(access, action);
     return access;
+  }
+
+  /**
+   * `requirePermission` for a change written in `tx`, held to until the room's lock like `requireInTx`:
+   * a moderation or room change (a ban, a role change, a removal, a room update) whose actor is
+   * demoted, removed or banned by a change committed before that lock is refused as if that change
+   * had come first. `rule` adds the caller's conditions (outranking the target), applied both times.
+   */
+  requirePermissionInTx(tx: Tx, actor: Actor, roomId: string, action: RoomAction, rule?: (access: RoomAccess) => void): Promise<RoomAccess> {
+    return this.requireInTx(tx, actor, roomId, purposeOf(action), {
+      rule: (access) => {
+        requireCan(access, action);
+        rule?.(access);
+      },
+    });
   }
 
   /** A tenant-level permission of the token (FORBIDDEN naming the roles it needs otherwise). */
@@ -307,10 +339,18 @@ export class AccessService {
       return decideAccess({ actor, roomId, purpose: 'read' }, { ...row, role: row.role ?? 'owner', banned: false });
     }
     const access = await this.requireAccess(actor, roomId, 'read', em);
-    if (!can(access.role, action, access.room.kind)) {
-      throw forbidden(`your role (${access.role}) may not ${describeAction(action)}: only its owner or a tenant admin may`);
-    }
+    requireManagerRole(access, action);
     return access;
+  }
+
+  /**
+   * `requireRoomManager` for a change written in `tx`: a member's right (the owner's) is held to until
+   * the room's lock like `requireInTx`, so an owner who handed over ownership meanwhile is refused. A
+   * tenant admin's or service token's right is its token's, not the room's: nothing to hold to.
+   */
+  requireRoomManagerInTx(tx: Tx, actor: Actor, roomId: string, action: 'archive' | 'delete'): Promise<RoomAccess> {
+    if (isAdmin(actor) || isService(actor)) return this.requireRoomManager(actor, roomId, action, tx.em);
+    return this.requireInTx(tx, actor, roomId, 'read', { rule: (access) => requireManagerRole(access, action) });
   }
 }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { AuditAction } from '../domain/audit.js';
-import { roomArchived } from '../domain/errors.js';
+import { notFound, roomArchived } from '../domain/errors.js';
 import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
@@ -110,7 +110,9 @@ export const now = () => sql<Date>`now()`;
  *    then uploaded file rows (a send's files, a preview's file: src/store/files.ts),
  * 2. the room row, taken by the first `append*` of that room: its `last_seq` row lock is held until
  *    commit, so commit order equals seq order within a room; the access checked before it is checked
- *    again under it when the room's access changed in between (`whenRoomLocked`),
+ *    again under it when the room's access changed in between (`whenRoomLocked`). A change that
+ *    writes memberships, bans or the room's own row takes it with `lockRoom` first, after the
+ *    membership rows it locks and before those writes (their triggers lock the room row too),
  * 3. inbox cursors, several users always in user id order,
  * 4. notification queue rows (src/store/notify.ts): written last, just before commit, in key order
  *    (`flushQueue`); the grouped send's statement writes its rows after its room locks too.
@@ -124,7 +126,7 @@ export class Tx {
   readonly db: Db;
   private readonly jobs: Job[] = [];
   private seqTaken = false;
-  /** The tenant of each room whose seq this transaction took (from the same statement). */
+  /** The tenant of each room whose row this transaction locked (read under the lock: `lockRoom`, `nextSeq`). */
   private readonly tenants = new Map<string, string>();
   private outboxWritten = false;
   /** Notification queue rows to write before commit (`flushQueue`). */
@@ -155,13 +157,39 @@ export class Tx {
    * `access_version` read under that lock. An access check made before the lock (src/services/access.ts
    * `requireInTx`) compares it with the version it saw: a membership, role, mute, ban or room change
    * committed in between bumped it, and the check decides again under the lock. What decides is the
-   * caller's; this only calls back. Register before the room's seq is taken.
+   * caller's; this only calls back. Register before the room's lock is taken (`lockRoom`, or its seq).
    */
   whenRoomLocked(roomId: string, check: RoomLockCheck): void {
-    if (this.tenants.has(roomId)) throw new Error(`a check under the lock of room ${roomId} must be registered before its seq is taken`);
+    if (this.tenants.has(roomId)) throw new Error(`a check under the lock of room ${roomId} must be registered before its lock is taken`);
     const checks = this.lockChecks.get(roomId);
     if (checks) checks.push(check);
     else this.lockChecks.set(roomId, [check]);
+  }
+
+  /**
+   * Takes the room's row lock now, without a seq, and runs the checks registered with `whenRoomLocked`
+   * under it. For a change decided on the room's access that writes it before its first `append*`
+   * (a membership, role, mute or ban: their triggers take this lock with their write; the room's own
+   * row) or that appends nothing (an unban, a retention change, a deletion, a meeting's invites): a
+   * check at the first `append*` would come after the change's own writes, and see them, or never
+   * come. Call it after the membership rows the change locks and before its first write of the
+   * room's access; later `append*` of the room run no checks again. NOT_FOUND when the room is gone.
+   */
+  async lockRoom(roomId: string): Promise<void> {
+    if (this.tenants.has(roomId)) return;
+    // Held from here on as after a seq: no message row may be locked after it (lock order).
+    this.seqTaken = true;
+    const row = await this.db.selectFrom('room').select(['tenant', 'access_version']).where('id', '=', roomId).forNoKeyUpdate().executeTakeFirst();
+    if (!row) throw notFound('room');
+    this.tenants.set(roomId, row.tenant);
+    await this.runLockChecks(roomId, Number(row.access_version));
+  }
+
+  private async runLockChecks(roomId: string, accessVersion: number): Promise<void> {
+    const checks = this.lockChecks.get(roomId);
+    if (!checks) return;
+    this.lockChecks.delete(roomId);
+    for (const check of checks) await check(accessVersion);
   }
 
   /**
@@ -180,11 +208,7 @@ export class Tx {
       .executeTakeFirst();
     if (!row) throw new Error(`room ${roomId} vanished during a write`);
     this.tenants.set(roomId, row.tenant);
-    const checks = this.lockChecks.get(roomId);
-    if (checks) {
-      this.lockChecks.delete(roomId);
-      for (const check of checks) await check(Number(row.access_version));
-    }
+    await this.runLockChecks(roomId, Number(row.access_version));
     return { seq: row.last_seq, archived: row.archived_at !== null };
   }
 

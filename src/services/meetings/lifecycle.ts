@@ -38,8 +38,11 @@ export class MeetingLifecycle {
    */
   async create(actor: Actor, input: { roomId: string; title?: string | null; ttlMinutes?: number | null }): Promise<MeetingDto> {
     const provider = this.video.require();
-    const access = await this.access.requirePermission(actor, input.roomId, 'send');
-    if (!access.member && !isAgent(actor, access)) throw notFound('room');
+    const mayCreate = (access: RoomAccess) => {
+      if (!access.member && !isAgent(actor, access)) throw notFound('room');
+    };
+    // Checked before the provider is called, and again in the transaction that writes the meeting.
+    mayCreate(await this.access.requirePermission(actor, input.roomId, 'send'));
     await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id, 'meeting'));
     const ttl = input.ttlMinutes ?? MEETING_TTL_DEFAULT_MINUTES;
     if (ttl < 1 || ttl > MEETING_TTL_MAX_MINUTES) throw badRequest(`ttlMinutes must be between 1 and ${MEETING_TTL_MAX_MINUTES}`);
@@ -48,7 +51,13 @@ export class MeetingLifecycle {
     const title = input.title?.trim() || null;
     const room = await this.video.call(() => provider.createRoom({ name: id, expiresAt }));
     try {
+      // Run again on a deadlock: every effect of the callback is in the transaction or after commit
+      // (the provider room is created once, before it).
       await this.store.transact(async (tx) => {
+        // Held to under the room's lock, taken before the meeting and its invites are written (they
+        // append no room event): a member removed, banned or muted meanwhile creates nothing.
+        await this.access.requirePermissionInTx(tx, actor, input.roomId, 'send', mayCreate);
+        await tx.lockRoom(input.roomId);
         await insertMeeting(tx, {
           id,
           tenant: actor.tenant,
@@ -68,7 +77,7 @@ export class MeetingLifecycle {
           url: room.url,
           from: actor.id,
         });
-      });
+      }, { retry: true });
     } catch (err) {
       // No meeting without its row: give the provider room back (best effort).
       await provider.endRoom(id).catch((e: unknown) => this.log.warn({ err: e, meetingId: id }, 'could not end an orphaned provider room'));

@@ -9,7 +9,7 @@ import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { ActivityFeed } from '../activity.js';
 import type { EventPublisher } from '../publisher.js';
-import { auditModeration, recordModeration } from './moderation.js';
+import { auditModeration, RETRY, recordModeration } from './moderation.js';
 
 /**
  * A room's end of life: archiving (read-only, see the access check), unarchiving and deleting. Each
@@ -41,13 +41,16 @@ export class RoomArchive {
 
   private async setArchived(actor: Actor, roomId: string, archive: boolean): Promise<ArchiveState> {
     await this.store.transact(async (tx) => {
-      await this.access.requireRoomManager(actor, roomId, 'archive', tx.em);
+      // Held to under the room's lock, taken before the write: an owner who handed over ownership
+      // meanwhile is refused.
+      await this.access.requireRoomManagerInTx(tx, actor, roomId, 'archive');
+      await tx.lockRoom(roomId);
       const changed = await setArchived(tx, roomId, archive);
       if (changed) {
         await tx.append({ type: archive ? 'room.archived' : 'room.unarchived', roomId, by: actor.id });
       }
       await recordModeration(tx, archive ? 'room.archive' : 'room.unarchive', actor, roomId, null, { changed });
-    });
+    }, RETRY);
     auditModeration(this.log, archive ? 'archive' : 'unarchive', actor, roomId, null);
     return { roomId, archivedAt: await archivedAt(this.store.db(), roomId) };
   }
@@ -59,10 +62,13 @@ export class RoomArchive {
    */
   async delete(actor: Actor, roomId: string): Promise<void> {
     await this.store.transact(async (tx) => {
-      await this.access.requireRoomManager(actor, roomId, 'delete', tx.em);
-      const members = (await memberIdsOfTenantRoom(tx.db, actor.tenant, roomId)) ?? [];
+      await this.access.requireRoomManagerInTx(tx, actor, roomId, 'delete');
       // Its files (sent or not) go with it: the file worker removes the objects after commit.
       if ((await removeFilesOfRoom(tx.db, roomId)) > 0) tx.afterCommit(async () => this.wakeFiles());
+      // The deletion appends no event: the right is held to under the room's lock, taken here (after
+      // the file rows, lock order); the members are read under it.
+      await tx.lockRoom(roomId);
+      const members = (await memberIdsOfTenantRoom(tx.db, actor.tenant, roomId)) ?? [];
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
       // The room's rows are gone; its audit rows stay (they have no foreign key).
       await recordModeration(tx, 'room.delete', actor, roomId, null, { members: members.length });
@@ -70,7 +76,7 @@ export class RoomArchive {
         this.activity.roomDeleted(actor.tenant, roomId, members);
         await this.publisher.room({ type: 'room.deleted', roomId, by: actor.id });
       });
-    });
+    }, RETRY);
     auditModeration(this.log, 'delete_room', actor, roomId, null);
   }
 }

@@ -25,6 +25,7 @@ import type { RateLimits } from '../limits.js';
 import type { Keyring } from '../keyring.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
+import { RETRY } from './moderation.js';
 import type { RoomMembership } from './membership.js';
 import type { RoomReads } from './reads.js';
 
@@ -204,7 +205,10 @@ export class RoomLifecycle {
       throw badRequest('nothing to update: give name, topic, retentionDays visibility and/or metadata');
     }
     await this.store.transact(async (tx) => {
-      await this.access.requirePermission(actor, roomId, 'update', tx.em);
+      // Held to under the room's lock (taken before any write: a change of the retention or the
+      // visibility alone appends no event), so an admin demoted meanwhile is refused.
+      await this.access.requirePermissionInTx(tx, actor, roomId, 'update');
+      await tx.lockRoom(roomId);
       const before = (await lockRoomNaming(tx, roomId))!;
       if (input.retentionDays !== undefined) await setRetentionDays(tx, roomId, input.retentionDays);
       if (input.metadata !== undefined) await setRoomMetadata(tx, roomId, input.metadata);
@@ -218,7 +222,7 @@ export class RoomLifecycle {
       if (renamed) await setRoomNaming(tx, roomId, { name, topic });
       await tx.append({ type: 'room.updated', roomId, name, topic, metadata, by: actor.id });
       if (name !== before.name) await systemMessage(tx, actor, roomId, `${actor.name} renamed the room to "${name}"`);
-    });
+    }, RETRY);
     return this.reads.get(actor, roomId);
   }
 }

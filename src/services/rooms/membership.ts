@@ -1,13 +1,13 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest, forbidden, notFound } from '../../domain/errors.js';
 import { outranks } from '../../domain/permissions.js';
-import { bannedAmong, memberRole, successor } from '../../store/members.js';
+import { bannedAmong, successor } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember, joinMember } from './member-changes.js';
-import { auditModeration, recordModeration } from './moderation.js';
+import { actOnMember, auditModeration, RETRY, recordModeration } from './moderation.js';
 
 /** Joining and leaving rooms: adding and removing members, leaving (with the owner's hand-over). */
 export class RoomMembership {
@@ -18,35 +18,42 @@ export class RoomMembership {
   ) {}
 
   async addMembers(actor: Actor, roomId: string, userIds: string[]): Promise<{ added: string[] }> {
-    const added: string[] = [];
-    await this.store.transact(async (tx) => {
-      const access = await this.access.requirePermission(actor, roomId, 'addMembers', tx.em);
+    const added = await this.store.transact(async (tx) => {
+      const access = await this.access.requirePermissionInTx(tx, actor, roomId, 'addMembers');
+      // Held to under the room's lock, taken before the first membership is written; the bans are
+      // read under it too, so a ban committed meanwhile is seen. The new rows come after it: a
+      // self-join of one of the users at the same moment (its row, then the room's) may deadlock
+      // with this, which then runs again (RETRY: the added users are the committed attempt's).
+      await tx.lockRoom(roomId);
       // Sorted: rows of several users are always locked in the same order.
       const unique = [...new Set(userIds)].sort();
       const banned = await bannedAmong(tx, roomId, unique);
       if (banned.length) throw forbidden(`banned from this room: ${banned.join(', ')} (unban first)`);
+      const joined: string[] = [];
       for (const u of unique) {
         if (await joinMember(tx, actor, roomId, u, 'member', { name: access.room.name, kind: access.room.kind })) {
-          added.push(u);
+          joined.push(u);
           await systemMessage(tx, actor, roomId, `${actor.name} added ${u}`);
           await recordModeration(tx, 'member.add', actor, roomId, u);
         }
       }
-    });
+      return joined;
+    }, RETRY);
     return { added };
   }
 
   async removeMember(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('use room.leave to leave a room');
     await this.store.transact(async (tx) => {
-      const access = await this.access.requirePermission(actor, roomId, 'removeMember', tx.em);
-      const target = await memberRole(tx, roomId, userId);
-      if (!target) throw notFound('member');
-      if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot remove a ${target}`);
+      // The target's row is locked (its role stays as read) before the room's, like every membership change.
+      const { target } = await actOnMember(this.access, tx, actor, roomId, userId, 'removeMember', (access, role) => {
+        if (!role) throw notFound('member');
+        if (!outranks(access.role, role)) throw forbidden(`a ${access.role} cannot remove a ${role}`);
+      });
       await dropMember(tx, roomId, userId, 'removed', actor.id);
       await systemMessage(tx, actor, roomId, `${actor.name} removed ${userId}`);
       await recordModeration(tx, 'member.remove', actor, roomId, userId, { role: target });
-    });
+    }, RETRY);
     auditModeration(this.log, 'remove', actor, roomId, userId);
   }
 

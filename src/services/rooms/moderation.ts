@@ -3,7 +3,7 @@ import type { AuditAction } from '../../domain/audit.js';
 import { badRequest, forbidden, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import { outranks, ROLE_RANK, type RoomAction } from '../../domain/permissions.js';
-import { FOREVER, type MemberDto } from '../../domain/rooms.js';
+import { FOREVER, type MemberDto, type RoomAccess } from '../../domain/rooms.js';
 import { deleteBan, insertBan, memberRole, roomBans } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
@@ -40,6 +40,44 @@ export function recordModeration(
   return tx.audit({ tenant: actor.tenant, actorId: actor.id, action, roomId, targetId: target, data });
 }
 
+/**
+ * Moderation and room changes run again on a deadlock (src/store/tx.ts `TransactOptions`): their
+ * callbacks write only in the transaction and after commit, and their results come from the
+ * committed attempt.
+ */
+export const RETRY = { retry: true } as const;
+
+/**
+ * The actor's right to `action` on the member `userId` in `tx`, held to until the room's lock: the
+ * permission is checked, the target's membership row locked (its role then stays as read) and
+ * `rule` applied to both roles, then the room's lock is taken (after the membership rows, before
+ * any write: src/store/tx.ts `lockRoom`) and, if the room's access changed since the check (the
+ * actor demoted, removed or banned meanwhile), the permission and `rule` are checked again under it.
+ * `lockActor` also locks the actor's own membership row first (a change that writes it: handing over
+ * ownership).
+ */
+export async function actOnMember(
+  access: AccessService,
+  tx: Tx,
+  actor: Actor,
+  roomId: string,
+  userId: string,
+  action: RoomAction,
+  rule: (access: RoomAccess, target: MemberRole | null) => void,
+  opts: { lockActor?: boolean } = {},
+): Promise<{ access: RoomAccess; target: MemberRole | null }> {
+  // The target's role joins the rule once read, for the check under the room's lock.
+  let target: { role: MemberRole | null } | null = null;
+  const held = await access.requirePermissionInTx(tx, actor, roomId, action, (a) => {
+    if (target) rule(a, target.role);
+  });
+  target = { role: await memberRole(tx, roomId, userId, true) };
+  rule(held, target.role);
+  if (opts.lockActor) await memberRole(tx, roomId, actor.id, true);
+  await tx.lockRoom(roomId);
+  return { access: held, target: target.role };
+}
+
 /** Roles, mutes and bans: what moderators do to other members (each action audited). */
 export class RoomModeration {
   constructor(
@@ -56,18 +94,21 @@ export class RoomModeration {
   async setRole(actor: Actor, roomId: string, userId: string, role: MemberRole): Promise<MemberDto> {
     if (userId === actor.id) throw badRequest('you cannot change your own role');
     await this.store.transact(async (tx) => {
-      const access = await this.access.requirePermission(actor, roomId, 'setRole', tx.em);
-      const current = await memberRole(tx, roomId, userId, true);
-      if (!current) throw notFound('member');
-      if (role === 'owner') {
-        if (access.role !== 'owner') throw forbidden('only the owner can hand over ownership');
-        await changeMember(tx, roomId, actor.id, { role: 'admin' }, actor.id);
-      } else if (!outranks(access.role, current) || ROLE_RANK[role] >= ROLE_RANK[access.role]) {
-        throw forbidden(`a ${access.role} cannot make a ${current} a ${role}`);
-      }
+      const mayChange = (access: RoomAccess, current: MemberRole | null) => {
+        if (!current) throw notFound('member');
+        if (role === 'owner') {
+          if (access.role !== 'owner') throw forbidden('only the owner can hand over ownership');
+        } else if (!outranks(access.role, current) || ROLE_RANK[role] >= ROLE_RANK[access.role]) {
+          throw forbidden(`a ${access.role} cannot make a ${current} a ${role}`);
+        }
+      };
+      // A hand-over writes the owner's own row too: locked before the room's (lock order).
+      const { target } = await actOnMember(this.access, tx, actor, roomId, userId, 'setRole', mayChange, { lockActor: role === 'owner' });
+      const current = target!;
+      if (role === 'owner') await changeMember(tx, roomId, actor.id, { role: 'admin' }, actor.id);
       if (current !== role) await changeMember(tx, roomId, userId, { role }, actor.id);
       await recordModeration(tx, 'member.set_role', actor, roomId, userId, { role, previous: current });
-    });
+    }, RETRY);
     this.audit('set_role', actor, roomId, userId, { role });
     return this.reads.member(actor, roomId, userId);
   }
@@ -96,9 +137,9 @@ export class RoomModeration {
   async ban(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('you cannot ban yourself');
     await this.store.transact(async (tx) => {
-      const access = await this.access.requirePermission(actor, roomId, 'ban', tx.em);
-      const target = await memberRole(tx, roomId, userId, true);
-      if (target && !outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ban a ${target}`);
+      const { access, target } = await actOnMember(this.access, tx, actor, roomId, userId, 'ban', (a, role) => {
+        if (role && !outranks(a.role, role)) throw forbidden(`a ${a.role} cannot ban a ${role}`);
+      });
       const added = await insertBan(tx, roomId, userId, actor.id);
       if (target) {
         await dropMember(tx, roomId, userId, 'banned', actor.id);
@@ -109,17 +150,19 @@ export class RoomModeration {
         await tx.append({ type: 'member.left', roomId, userId, reason: 'banned', by: actor.id });
       }
       await recordModeration(tx, 'member.ban', actor, roomId, userId, { wasMember: target !== null, wasBanned: !added });
-    });
+    }, RETRY);
     this.audit('ban', actor, roomId, userId);
   }
 
   async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
     const unbanned = await this.store.transact(async (tx) => {
-      await this.access.requirePermission(actor, roomId, 'ban', tx.em);
+      await this.access.requirePermissionInTx(tx, actor, roomId, 'ban');
+      // An unban appends no event: the right is held to under the room's lock, taken here.
+      await tx.lockRoom(roomId);
       const removed = await deleteBan(tx.db, roomId, userId);
       await recordModeration(tx, 'member.unban', actor, roomId, userId, { wasBanned: removed });
       return removed;
-    });
+    }, RETRY);
     this.audit('unban', actor, roomId, userId, { wasBanned: unbanned });
     return { unbanned };
   }
@@ -129,16 +172,16 @@ export class RoomModeration {
     return roomBans(this.store.db(), roomId);
   }
 
-  /** Runs a moderation action on another member who the actor outranks (row locked), in one transaction. */
+  /** Runs a moderation action on another member who the actor outranks (`actOnMember`), in one transaction. */
   private async moderate(actor: Actor, roomId: string, userId: string, action: RoomAction, fn: (tx: Tx) => Promise<void>): Promise<void> {
     if (userId === actor.id) throw badRequest(`you cannot ${describeAction(action)} on yourself`);
     await this.store.transact(async (tx) => {
-      const access = await this.access.requirePermission(actor, roomId, action, tx.em);
-      const target = await memberRole(tx, roomId, userId, true);
-      if (!target) throw notFound('member');
-      if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ${describeAction(action)} on a ${target}`);
+      await actOnMember(this.access, tx, actor, roomId, userId, action, (access, target) => {
+        if (!target) throw notFound('member');
+        if (!outranks(access.role, target)) throw forbidden(`a ${access.role} cannot ${describeAction(action)} on a ${target}`);
+      });
       await fn(tx);
-    });
+    }, RETRY);
   }
 
   private audit(action: string, actor: Actor, roomId: string, target: string | null, extra: Record<string, unknown> = {}): void {
