@@ -1,7 +1,7 @@
 /**
- * Every change of a webhook endpoint or a push device spends the caller's action budget
- * (RATE_ACTIONS_PER_10S), like `webhook.create`/`update` and `device.register`: `webhook.delete`,
- * `webhook.rotateSecret` and `device.remove` are refused past it with TOO_MANY_REQUESTS.
+ * Every change of a webhook endpoint, a push device or notification preferences, and every
+ * `inbox.notify`, spends the caller's action budget (RATE_ACTIONS_PER_10S), like
+ * `webhook.create`/`update` and `device.register`: past it, TOO_MANY_REQUESTS.
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -34,6 +34,34 @@ async function overBudget(call: (id: string) => Promise<unknown>, realId: string
   });
   return refused[0]!.i === 0;
 }
+
+/** BUDGET + 1 calls at once: exactly BUDGET go through, one is refused with the typed TOO_MANY_REQUESTS. */
+async function oneRefused(call: (i: number) => Promise<unknown>): Promise<void> {
+  const outcomes = await Promise.allSettled(Array.from({ length: BUDGET + 1 }, (_, i) => call(i)));
+  const refused = outcomes.filter((o) => o.status === 'rejected');
+  expect(refused).toHaveLength(1);
+  expect((refused[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/) });
+}
+
+describe('the action budget of notifications', () => {
+  it('inbox.notify spends it (each call writes a row per recipient): past it, TOO_MANY_REQUESTS, and nothing written for the refused call', async () => {
+    const tenant = `notify-${uuid().slice(0, 8)}`;
+    const service = callerFor(t.app, actor('notifier', tenant, ['service']));
+    const userIds = Array.from({ length: 50 }, (_, i) => `n-${i}`);
+    await oneRefused(() => service.inbox.notify({ userIds, kind: 'build.done', title: 'Build done' }));
+    const [row] = await t.env.sql<{ n: string }>('select count(*) as n from inbox_event where tenant = $1', [tenant]);
+    expect(Number(row!.n)).toBe(BUDGET * userIds.length);
+  });
+
+  it('notify.setPreferences and setRoomPreference spend it: past it, TOO_MANY_REQUESTS', async () => {
+    const tenant = `prefs-${uuid().slice(0, 8)}`;
+    const user = callerFor(t.app, actor('pref-user', tenant));
+    await oneRefused((i) => user.notify.setPreferences({ push: i % 2 === 0 }));
+    const owner = callerFor(t.app, actor('pref-owner', tenant));
+    const room = await t.app.services.rooms.lifecycle.create(actor('pref-owner', tenant), { kind: 'group', name: 'prefs', memberIds: [] });
+    await oneRefused((i) => owner.notify.setRoomPreference({ roomId: room.id, level: i % 2 === 0 ? 'all' : 'none' }));
+  });
+});
 
 describe('the action budget of integrations and devices', () => {
   it('webhook.delete spends it: past it, TOO_MANY_REQUESTS (and the webhook stays)', async () => {

@@ -205,6 +205,36 @@ describe('revocation', () => {
     );
   });
 
+  it('a revocation made while a connection is being admitted closes it (4003): its token is never served on that socket', async () => {
+    // Hold the connection between its token check and its registration (the admission's Redis
+    // round trip), revoke meanwhile, then let it go on.
+    const presence = N1.app.services.presence;
+    const admit = presence.admit.bind(presence);
+    let entered!: () => void;
+    const inAdmission = new Promise<void>((r) => (entered = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    presence.admit = async (...args: Parameters<typeof admit>) => {
+      entered();
+      await gate;
+      return admit(...args);
+    };
+    try {
+      const c = raw(N1.url, { token: tokenFor('rv-admitting') });
+      await inAdmission;
+      await callerFor(N1.app, actor('root', 'default', ['admin'])).auth.revoke({ userId: 'rv-admitting' });
+      release();
+      c.send({ id: 7, method: 'query', params: { path: 'auth.me', input: {} } });
+      const closed = await closeOf(c, 5000, 'the socket admitted across the revocation to close');
+      expect(closed).toMatchObject({ code: CloseCode.Revoked, reason: 'sessions revoked' });
+      expect(c.frames.filter((f) => typeof f !== 'string' && f.id === 7 && f.result)).toEqual([]);
+      expect(sessionsOf(N1.app, 'rv-admitting')).toEqual([]);
+    } finally {
+      presence.admit = admit;
+      release();
+    }
+  });
+
   it('a non-admin gets FORBIDDEN; an admin of another tenant cannot touch this tenant', async () => {
     const roomId = await room('rv2-owner', ['rv2-user']);
     const user = await subscribed(N1, tokenFor('rv2-user'), roomId);

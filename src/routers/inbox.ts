@@ -1,7 +1,7 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { InboxEvent } from '../domain/events.js';
-import { authedProcedure, integrationProcedure, router } from '../trpc/init.js';
+import { authedProcedure, integrationManagementProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import { LastEventId, NotificationKind, RoomId, SmallJson, UserId } from './schemas.js';
 
@@ -23,8 +23,11 @@ export const inboxRouter = router({
       }
     }),
 
-  /** A notification in the inbox of one user, of up to 1000 users or of a room's members (service and admin tokens). */
-  notify: integrationProcedure
+  /**
+   * A notification in the inbox of one user, of up to 1000 users or of a room's members (service and
+   * admin tokens); each call spends the caller's action budget (it writes a row per recipient).
+   */
+  notify: integrationManagementProcedure
     .input(
       z
         .object({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { authedProcedure, router } from '../trpc/init.js';
+import { authedProcedure, managementProcedure, router } from '../trpc/init.js';
 import { RoomId } from './schemas.js';
 
 const HHMM = (name: string) => z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, `${name} must be a time HH:MM (00:00-23:59)`);
@@ -9,7 +9,8 @@ export const notifyRouter = router({
   /** Mine: `{ email, push, quietHours, rooms: [{ roomId, level, muteUntil }] }` (defaults without a row). */
   preferences: authedProcedure.query(({ ctx }) => ctx.services.preferences.get(ctx.actor)),
 
-  setPreferences: authedProcedure
+  /** Changes of preferences spend the action budget (each is an upsert and reads around it). */
+  setPreferences: managementProcedure
     .input(
       z.object({
         email: z.enum(['digest', 'off'], { error: "email must be 'digest' or 'off'" }).optional(),
@@ -23,7 +24,7 @@ export const notifyRouter = router({
     .mutation(({ ctx, input }) => ctx.services.preferences.set(ctx.actor, input)),
 
   /** A room's level for me: `all` messages, `mentions` (and direct messages, replies, invites; the default) or `none`; muted until `muteUntil`. */
-  setRoomPreference: authedProcedure
+  setRoomPreference: managementProcedure
     .input(
       z.object({
         roomId: RoomId,

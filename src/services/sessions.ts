@@ -190,6 +190,17 @@ export class SessionService {
     return { revokedAt: new Date(at) };
   }
 
+  /**
+   * `isRevoked` from what this node already knows (its own revocations and those the bus brought),
+   * without a round trip. A connection checks it right before `open` in the same tick: a revocation
+   * that arrived while the connection was being admitted is then seen here, and one that arrives
+   * later finds the session registered and closes it, so none slips between the two.
+   */
+  revokedHere(actor: Actor): boolean {
+    const at = this.revokedLocal.get(userKey(actor.tenant, actor.id));
+    return at !== undefined && (actor.iat ?? 0) * 1000 <= at;
+  }
+
   /** True when the token was issued at or before a revocation of its user. */
   async isRevoked(actor: Actor): Promise<boolean> {
     const key = userKey(actor.tenant, actor.id);

@@ -85,6 +85,13 @@ export function contextFactory(services: Services) {
           await services.presence.disconnected(connId).catch(warn);
           return { actor: null, authError: 'connection closed', services };
         }
+        // Revoked while it was being admitted (the revocation found no session of it to close):
+        // checked in the same tick as `open` below, so a later one finds the session instead.
+        if (services.sessions.revokedHere(actor)) {
+          ws.close(CloseCode.Revoked, 'sessions revoked');
+          await services.presence.disconnected(connId).catch(warn);
+          return { actor: null, authError: 'token revoked', services };
+        }
         const client = clientInfoOf(params);
         const session = services.sessions.open(actor, ws, client);
         audit.info({ audit: 'ws_open', conn: connId, tenant: actor.tenant, user: actor.id, ip, ...client }, 'connection opened');

@@ -151,7 +151,7 @@ export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) =>
 
 /**
  * Room management and moderation (members, roles, mutes, bans, updates, archive, delete) and
- * `device.register`/`remove`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
+ * `device.register`/`remove` and `notify.setPreferences`/`setRoomPreference`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
  * before the input is parsed.
  */
 export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
@@ -161,7 +161,7 @@ export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => 
 
 /**
  * Integration procedures that change an endpoint (`webhook.create`/`update` resolve the URL's
- * host; `delete`, `rotateSecret`): the role first, then the caller's `action` budget, before the input is
+ * host; `delete`, `rotateSecret`) or many rows (`inbox.notify`): the role first, then the caller's `action` budget, before the input is
  * parsed.
  */
 export const integrationManagementProcedure = integrationProcedure.use(async ({ ctx, next }) => {
