@@ -50,9 +50,20 @@ export class MemoryPresenceStore implements PresenceStore {
     return !this.live(key);
   }
 
-  async heartbeat(conns: PresenceConn[]): Promise<void> {
+  async heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]> {
     const exp = Date.now() + this.ttlMs;
-    for (const c of conns) this.conns.get(enc(c))?.set(c.connId, exp);
+    const back = new Map<string, PresenceKey>();
+    for (const c of conns) {
+      const key = enc(c);
+      let m = this.conns.get(key);
+      if (!m) {
+        m = new Map();
+        this.conns.set(key, m);
+      }
+      if (!m.has(c.connId)) back.set(key, { tenant: c.tenant, userId: c.userId });
+      m.set(c.connId, exp);
+    }
+    return [...back.values()];
   }
 
   async sweep(): Promise<PresenceKey[]> {

@@ -25,8 +25,13 @@ export interface PresenceStore {
   admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'>;
   /** Removes a connection; true when the user just went offline. */
   disconnect(c: PresenceConn): Promise<boolean>;
-  /** Extends the life of the given (live, local) connections. */
-  heartbeat(conns: PresenceConn[]): Promise<void>;
+  /**
+   * Extends the life of the given (live, local) connections, and registers again those a sweep
+   * removed meanwhile (this node stalled past the entries' life: another node, or this one, took
+   * them for a dead node's and may have reported the user offline). Returns the users with a
+   * connection registered again, so that they are reported online again.
+   */
+  heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]>;
   /** Removes expired connections (of dead nodes); returns the users that went offline. */
   sweep(): Promise<PresenceKey[]>;
   setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void>;

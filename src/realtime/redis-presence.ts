@@ -121,27 +121,35 @@ export class RedisPresenceStore implements PresenceStore {
    * for tens of milliseconds, and every message in flight with it: it was the rooms benchmark's
    * slowest moment (docs/BENCHMARKS.md).
    */
-  async heartbeat(conns: PresenceConn[]): Promise<void> {
+  async heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]> {
     this.guard();
     const exp = Date.now() + this.ttlMs;
+    const back: PresenceKey[] = [];
     for (let i = 0; i < conns.length; i += HEARTBEAT_SLICE) {
-      const byUser = new Map<string, (string | number)[]>();
+      const byUser = new Map<string, { k: PresenceKey; scored: (string | number)[] }>();
       const all: (string | number)[] = [];
       for (const c of conns.slice(i, i + HEARTBEAT_SLICE)) {
         const key = this.connKey(c);
-        const list = byUser.get(key);
-        if (list) list.push(exp, c.connId);
-        else byUser.set(key, [exp, c.connId]);
+        const entry = byUser.get(key);
+        if (entry) entry.scored.push(exp, c.connId);
+        else byUser.set(key, { k: { tenant: c.tenant, userId: c.userId }, scored: [exp, c.connId] });
         all.push(exp, this.member(c));
       }
       const m = this.redis.pipeline();
-      for (const [key, scored] of byUser) {
+      for (const [key, { scored }] of byUser) {
         m.zadd(key, ...scored);
         m.pexpire(key, this.ttlMs * 2);
       }
       m.zadd(this.allKey, ...all);
-      await m.exec();
+      const res = await m.exec();
+      // ZADD answers how many members were new: a connection of ours a sweep had removed.
+      let j = 0;
+      for (const { k } of byUser.values()) {
+        if (Number(res?.[j]?.[1] ?? 0) > 0) back.push(k);
+        j += 2;
+      }
     }
+    return back;
   }
 
   async sweep(): Promise<PresenceKey[]> {

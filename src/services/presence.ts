@@ -41,7 +41,7 @@ export class PresenceService {
     /** Rooms with more members get no presence events (PRESENCE_ROOM_MAX_MEMBERS). */
     private readonly roomMaxMembers = 200,
   ) {
-    const beat = setInterval(() => void this.store.heartbeat([...this.local.values()]).catch(this.warn), Math.floor(ttlMs / 3));
+    const beat = setInterval(() => void this.heartbeat(), Math.floor(ttlMs / 3));
     const sweep = setInterval(() => void this.sweep(), Math.floor(ttlMs / 2));
     beat.unref();
     sweep.unref();
@@ -139,6 +139,19 @@ export class PresenceService {
     } catch (err) {
       this.warn(err);
       throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');
+    }
+  }
+
+  /**
+   * Renews this node's connections; users of whom a connection had been swept meanwhile (this node
+   * stalled past the entries' life, and a sweep may have reported them offline) are reported
+   * online again, with the status they set.
+   */
+  async heartbeat(): Promise<void> {
+    try {
+      for (const k of await this.store.heartbeat([...this.local.values()])) this.queueOnline(k);
+    } catch (err) {
+      this.warn(err);
     }
   }
 

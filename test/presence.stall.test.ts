@@ -1,0 +1,76 @@
+/**
+ * A node that stalls past its presence entries' life (PRESENCE_TTL_MS) has its users' connections
+ * swept as if it were dead, and they are reported offline. Its next heartbeat registers them again
+ * and reports them online again: a connected user is never left shown offline (real Redis; the
+ * in-memory store of a single node the same way).
+ */
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { keyOf } from '../src/domain/ids.js';
+import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
+import { SEP } from '../src/realtime/presence-store.js';
+import { TEST_REDIS_URL } from './env.js';
+import { clientFor, fileServer, recordEvents, uuid, waitFor } from './fixture.js';
+
+const t = fileServer('presence_stall');
+const redis = new Redis(TEST_REDIS_URL);
+afterAll(() => redis.quit());
+
+/** Backdates every presence entry of the user to a second ago: what a stalled node leaves behind. */
+async function expire(prefix: string, tenant: string, userId: string): Promise<void> {
+  const all = `${prefix}{presence}:all`;
+  const mine = (await redis.zrange(all, 0, -1)).filter((m) => m.startsWith(`${tenant}${SEP}${userId}${SEP}`));
+  expect(mine.length).toBeGreaterThan(0);
+  const past = Date.now() - 1000;
+  const connKey = `${prefix}{presence}:conn:${keyOf(tenant, userId)}`;
+  for (const m of mine) {
+    await redis.zadd(all, past, m);
+    await redis.zadd(connKey, past, m.split(SEP)[2]!);
+  }
+}
+
+describe('presence after a stall', () => {
+  it('a user swept while their node stalled is reported online again by its next heartbeat, with the status they set', async () => {
+    const u = uuid().slice(0, 8);
+    const [p, w] = [`p-${u}`, `w-${u}`];
+    await using wc = clientFor(t.url, w);
+    const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'stall', memberIds: [p] });
+    expect(room.id).toBeTruthy();
+    using rec = recordEvents(wc, { roomId: room.id });
+    await rec.ready();
+    await using pc = clientFor(t.url, p, { ws: true });
+    expect((await pc.trpc.auth.me.query()).id).toBe(p);
+    await rec.next('presence', (e) => e.userId === p && e.status === 'online');
+    await pc.trpc.presence.set.mutate({ status: 'away' });
+    await rec.next('presence', (e) => e.userId === p && e.status === 'away');
+
+    // The node stalled: its entries expired, and a sweep (any node's) took p for gone.
+    await expire(t.config.redisPrefix, 'default', p);
+    await t.app.services.presence.sweep();
+    await rec.next('presence', (e) => e.userId === p && e.status === 'offline');
+    expect((await wc.trpc.presence.get.query({ userIds: [p] }))[0]).toMatchObject({ status: 'offline' });
+
+    // The node runs again: its heartbeat brings p back, and says so.
+    await t.app.services.presence.heartbeat();
+    const statuses = () => rec.of('presence', (e) => e.userId === p).map((e) => e.status);
+    await waitFor(statuses, 'the presence event after the heartbeat', { until: (s) => s.length >= 4 });
+    expect(statuses()).toEqual(['online', 'away', 'offline', 'away']);
+    expect((await wc.trpc.presence.get.query({ userIds: [p] }))[0]).toMatchObject({ status: 'away' });
+    expect(await t.app.services.presence.connections({ id: p, name: p, tenant: 'default', roles: [] })).toBe(1);
+  });
+
+  it('the in-memory store (one node): a heartbeat registers again what the sweep removed, and names the user', async () => {
+    const store = new MemoryPresenceStore(60_000);
+    const c = { tenant: 'acme', userId: 'solo', connId: 'c1' };
+    const other = { tenant: 'acme', userId: 'steady', connId: 'c2' };
+    await store.connect(c);
+    await store.connect(other);
+    // c's entry expired (the process stalled), other's did not.
+    (store as unknown as { conns: Map<string, Map<string, number>> }).conns.get(`acme${SEP}solo`)!.set('c1', Date.now() - 1000);
+    expect(await store.sweep()).toEqual([{ tenant: 'acme', userId: 'solo' }]);
+    expect(await store.count(c)).toBe(0);
+    expect(await store.heartbeat([c, other])).toEqual([{ tenant: 'acme', userId: 'solo' }]);
+    expect(await store.count(c)).toBe(1);
+    expect(await store.heartbeat([c, other])).toEqual([]);
+  });
+});
