@@ -49,6 +49,7 @@ const REVOCATION_TTL_S = 30 * 24 * 3600;
  */
 export class SessionService {
   private readonly byUser = new Map<string, Set<Session>>();
+  /** Revocations this node knows of (user key → time), forgotten once Redis forgets them too (`remember`). */
   private readonly revokedLocal = new Map<string, number>();
   private readonly cache = new Map<string, { at: number; value: number }>();
   private unsubscribe: (() => Promise<void>) | null = null;
@@ -73,7 +74,7 @@ export class SessionService {
           // Remember it here too: this node's 1 s cache of the Redis denylist may hold "not revoked"
           // for this user, and would let the old token in again for up to a second.
           const key = userKey(msg.tenant, msg.userId);
-          this.revokedLocal.set(key, Math.max(this.revokedLocal.get(key) ?? 0, msg.at));
+          this.remember(key, Math.max(this.revokedLocal.get(key) ?? 0, msg.at));
           this.cache.delete(key);
           this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
         }
@@ -183,11 +184,23 @@ export class SessionService {
       }
     };
     await (this.store ? this.store.transact(store) : store(null));
-    this.revokedLocal.set(key, at);
+    this.remember(key, at);
     this.cache.delete(key);
     await this.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
     this.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
     return { revokedAt: new Date(at) };
+  }
+
+  /**
+   * Keeps a revocation here; entries past REVOCATION_TTL_S (when Redis forgets them too) go, checked
+   * every 1,000 revocations, so a long-lived node's map does not grow without end.
+   */
+  private remember(key: string, at: number): void {
+    this.revokedLocal.delete(key);
+    this.revokedLocal.set(key, at);
+    if (this.revokedLocal.size % 1000 !== 0) return;
+    const oldest = Date.now() - REVOCATION_TTL_S * 1000;
+    for (const [k, v] of this.revokedLocal) if (v < oldest) this.revokedLocal.delete(k);
   }
 
   /**
