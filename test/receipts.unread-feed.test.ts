@@ -91,4 +91,66 @@ describe('unread state across devices', () => {
     });
     await expect(bc.trpc.receipt.markUnread.mutate({ roomId: 'nope', seq: 1 })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
   });
+
+  it('markUnread keeps my read receipt: readers and room.members do not regress, my own counts start at the rewound position', async () => {
+    const u = tag();
+    const [alice, bob] = [`a-${u}`, `b-${u}`];
+    await using ac = clientFor(cl.a.url, alice);
+    await using bc = clientFor(cl.b.url, bob);
+    const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'receipt stays', memberIds: [bob] });
+    await send(ac, room.id, 'three');
+    const m4 = await send(ac, room.id, 'four');
+    const m5 = await send(ac, room.id, 'five');
+    using events = recordEvents(ac, { roomId: room.id });
+    await events.ready();
+    using inbox = recordInbox(bc);
+    await inbox.ready();
+    const readersOf = async (seq: number) => (await ac.trpc.receipt.readers.query({ roomId: room.id, seq })).filter((r) => r.userId === bob);
+    const bobsReceipt = async () => (await ac.trpc.room.members.query({ roomId: room.id })).find((m) => m.userId === bob)?.lastReadSeq;
+    const bobsCounts = async () => ({
+      unread: (await bc.trpc.receipt.unread.query()).find((c) => c.roomId === room.id),
+      listed: (await bc.trpc.room.list.query()).find((r) => r.id === room.id),
+    });
+
+    expect(await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: m5.seq })).toEqual({ roomId: room.id, lastReadSeq: m5.seq });
+    await events.next('receipt.read', (e) => e.userId === bob && e.seq === m5.seq);
+    expect(await readersOf(m4.seq)).toEqual([{ userId: bob, lastReadSeq: m5.seq, readAt: expect.any(Date) }]);
+    const readAt = (await readersOf(m4.seq))[0]!.readAt;
+
+    // Bob marks the fourth unread: personal. The room still sees his receipt at the fifth.
+    expect(await bc.trpc.receipt.markUnread.mutate({ roomId: room.id, seq: m4.seq })).toEqual({ roomId: room.id, lastReadSeq: m4.seq - 1 });
+    await inbox.next('unread.changed', (e) => e.roomId === room.id && e.lastReadSeq === m4.seq - 1 && e.unread === 2);
+    expect(await readersOf(m4.seq)).toEqual([{ userId: bob, lastReadSeq: m5.seq, readAt }]);
+    expect(await readersOf(m5.seq)).toEqual([{ userId: bob, lastReadSeq: m5.seq, readAt }]);
+    expect(await bobsReceipt()).toBe(m5.seq);
+    // His own view counts from the rewound position: the fourth and the fifth are unread for him.
+    expect(await bobsCounts()).toMatchObject({
+      unread: { unread: 2, mentions: 0, lastReadSeq: m4.seq - 1 },
+      listed: { unreadCount: 2, lastReadSeq: m4.seq - 1 },
+    });
+
+    // Reading the fourth again moves his position only: the receipt is past it (no receipt.read).
+    expect(await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: m4.seq })).toEqual({ roomId: room.id, lastReadSeq: m4.seq });
+    await inbox.next('unread.changed', (e) => e.roomId === room.id && e.lastReadSeq === m4.seq && e.unread === 1);
+    expect(await bobsCounts()).toMatchObject({ unread: { unread: 1, lastReadSeq: m4.seq }, listed: { unreadCount: 1, lastReadSeq: m4.seq } });
+    expect(await readersOf(m5.seq)).toEqual([{ userId: bob, lastReadSeq: m5.seq, readAt }]);
+    expect(await bobsReceipt()).toBe(m5.seq);
+    // Up to exactly where the receipt is: still his position only, the room hears nothing again.
+    expect(await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: m5.seq })).toEqual({ roomId: room.id, lastReadSeq: m5.seq });
+    await inbox.next('unread.changed', (e) => e.roomId === room.id && e.lastReadSeq === m5.seq && e.unread === 0);
+    expect(await readersOf(m5.seq)).toEqual([{ userId: bob, lastReadSeq: m5.seq, readAt }]);
+
+    // A read past the receipt moves both again.
+    const m6 = await send(ac, room.id, 'six');
+    expect(await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: m6.seq })).toEqual({ roomId: room.id, lastReadSeq: m6.seq });
+    await events.next('receipt.read', (e) => e.userId === bob && e.seq === m6.seq);
+    await inbox.next('unread.changed', (e) => e.roomId === room.id && e.lastReadSeq === m6.seq && e.unread === 0);
+    expect(await readersOf(m4.seq)).toEqual([{ userId: bob, lastReadSeq: m6.seq, readAt: expect.any(Date) }]);
+    expect(await readersOf(m6.seq)).toEqual([{ userId: bob, lastReadSeq: m6.seq, readAt: expect.any(Date) }]);
+    expect(await bobsReceipt()).toBe(m6.seq);
+    expect(await bobsCounts()).toMatchObject({ unread: { unread: 0, lastReadSeq: m6.seq }, listed: { unreadCount: 0, lastReadSeq: m6.seq } });
+
+    // The room saw exactly the two forward moves of his receipt (one statement's events arrive in order).
+    expect(events.of('receipt.read', (e) => e.userId === bob).map((e) => e.seq)).toEqual([m5.seq, m6.seq]);
+  });
 });

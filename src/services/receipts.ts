@@ -15,23 +15,28 @@ export class ReceiptService {
     private readonly access: AccessService,
   ) {}
 
-  /** Moves my read position forward (never back; capped at the room's last seq). */
+  /**
+   * Moves my read position and my read receipt forward (never back; capped at the room's last seq).
+   * `receipt.read` only when the receipt moved: a read up to where I had read before marking
+   * unread moves my position alone.
+   */
   async markRead(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     await this.access.requireMember(actor, roomId);
     const moved = await advanceReadPosition(this.store.db(), roomId, actor.id, seq);
     if (moved !== undefined) {
       // Ephemeral: delivered live, never replayed.
-      await this.publisher.room({ type: 'receipt.read', roomId, userId: actor.id, seq: moved });
+      if (moved.receipt_seq !== null) await this.publisher.room({ type: 'receipt.read', roomId, userId: actor.id, seq: moved.receipt_seq });
       await this.unreadChanged(actor, [roomId]);
-      return { roomId, lastReadSeq: moved };
+      return { roomId, lastReadSeq: moved.last_read_seq };
     }
     return { roomId, lastReadSeq: (await readPosition(this.store.db(), roomId, actor.id)) ?? 0 };
   }
 
   /**
    * Makes `seq` and what follows unread again for me (my read position moves back, never forward).
-   * Personal: the room's read receipts do not move back; my other devices get `unread.changed`.
+   * Personal: my read receipt (`receipt.readers`, `room.members`) stays where it is and no
+   * `receipt.read` goes out; my other devices get `unread.changed`.
    */
   async markUnread(actor: Actor, roomId: string, seq: number): Promise<{ roomId: string; lastReadSeq: number }> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
@@ -48,7 +53,9 @@ export class ReceiptService {
   async markAllRead(actor: Actor): Promise<{ rooms: number }> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     const moved = await readEverything(this.store.db(), actor.tenant, actor.id);
-    await Promise.all(moved.map((m) => this.publisher.room({ type: 'receipt.read', roomId: m.room_id, userId: actor.id, seq: m.last_read_seq })));
+    await Promise.all(
+      moved.flatMap((m) => (m.receipt_seq === null ? [] : [this.publisher.room({ type: 'receipt.read', roomId: m.room_id, userId: actor.id, seq: m.receipt_seq })])),
+    );
     await this.unreadChanged(
       actor,
       moved.map((m) => m.room_id),
@@ -78,10 +85,10 @@ export class ReceiptService {
     );
   }
 
-  /** Members who have read up to `seq` (inclusive), with when they last read. */
+  /** Members who have read up to `seq` (inclusive) by their read receipts, with when they last read. */
   async readers(actor: Actor, roomId: string, seq: number): Promise<{ userId: string; lastReadSeq: number; readAt: Date | null }[]> {
     await this.access.requireMember(actor, roomId);
     const rows = await readersFrom(this.store.db(), roomId, seq);
-    return rows.map((r) => ({ userId: r.user_id, lastReadSeq: r.last_read_seq, readAt: r.last_read_at }));
+    return rows.map((r) => ({ userId: r.user_id, lastReadSeq: r.receipt_seq, readAt: r.last_read_at }));
   }
 }

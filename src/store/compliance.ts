@@ -253,14 +253,14 @@ export function deleteReactionsOf(tx: Tx, userId: string, messageIds: string[]) 
   return tx.db.deleteFrom('reaction').where('user_id', '=', userId).where('message_id', 'in', messageIds).returning(['message_id', 'emoji']).execute();
 }
 
-/** Forgets a user's read positions in the tenant's rooms (memberships stay). Returns how many. */
+/** Forgets a user's read positions in the tenant's rooms, their own and their receipts (memberships stay). Returns how many. */
 export async function resetReadPositions(db: Db, tenant: string, userId: string): Promise<number> {
   const r = await db
     .updateTable('membership')
-    .set({ last_read_seq: 0, last_read_at: null })
+    .set({ last_read_seq: 0, receipt_seq: 0, last_read_at: null })
     .where('user_id', '=', userId)
     .where('room_id', 'in', (eb) => eb.selectFrom('room').select('id').where('tenant', '=', tenant))
-    .where((eb) => eb.or([eb('last_read_seq', '>', 0), eb('last_read_at', 'is not', null)]))
+    .where((eb) => eb.or([eb('last_read_seq', '>', 0), eb('receipt_seq', '>', 0), eb('last_read_at', 'is not', null)]))
     .executeTakeFirst();
   return Number(r.numUpdatedRows);
 }

@@ -108,7 +108,17 @@ export const Membership = defineEntity({
     userId: p.string().length(128).primary(),
     role: p.string().length(16),
     joinedAt: p.datetime().onCreate(() => new Date()),
+    /**
+     * My own read position: my unread counts, `unread.changed`, the room list, push and digests
+     * count from it. `receipt.markUnread` moves it back; never ahead of `receiptSeq`.
+     */
     lastReadSeq: p.bigint('number').default(0),
+    /**
+     * The read receipt the room sees (`receipt.read`, `receipt.readers`, `room.members`): only ever
+     * moves forward, a personal `markUnread` leaves it where it is.
+     */
+    receiptSeq: p.bigint('number').default(0),
+    /** When the read receipt last moved. */
     lastReadAt: p.datetime().nullable(),
     /** Cannot send until then. */
     mutedUntil: p.datetime().nullable(),

@@ -16,7 +16,7 @@ export async function roomMembers(db: Db, tenant: string, roomId: string): Promi
   const rows = await db
     .selectFrom('membership as mb')
     .leftJoin('chat_user as u', (j) => j.on('u.tenant', '=', tenant).onRef('u.id', '=', 'mb.user_id'))
-    .select(['mb.user_id', 'u.name', 'mb.role', 'mb.joined_at', 'mb.last_read_seq', 'mb.muted_until'])
+    .select(['mb.user_id', 'u.name', 'mb.role', 'mb.joined_at', 'mb.receipt_seq', 'mb.muted_until'])
     .where('mb.room_id', '=', roomId)
     .orderBy('mb.joined_at')
     .orderBy('mb.user_id')
@@ -27,7 +27,8 @@ export async function roomMembers(db: Db, tenant: string, roomId: string): Promi
     name: r.name,
     role: r.role as MemberRole,
     joinedAt: r.joined_at,
-    lastReadSeq: r.last_read_seq,
+    // The read receipt the room sees, not the member's own position (src/store/receipts.ts).
+    lastReadSeq: r.receipt_seq,
     mutedUntil: r.muted_until && r.muted_until.getTime() > at ? r.muted_until : null,
   }));
 }
@@ -57,7 +58,8 @@ export async function successor(tx: Tx, roomId: string): Promise<{ userId: strin
 }
 
 /**
- * Adds a member who reads from the room's current seq on (`last_read_seq`). False when the user
+ * Adds a member who reads from the room's current seq on (`last_read_seq` and the receipt,
+ * `receipt_seq`: src/store/receipts.ts). False when the user
  * is a member already (nothing written).
  */
 export async function insertMember(tx: Tx, roomId: string, userId: string, role: MemberRole): Promise<boolean> {
@@ -69,6 +71,7 @@ export async function insertMember(tx: Tx, roomId: string, userId: string, role:
       role,
       joined_at: now(),
       last_read_seq: eb.selectFrom('room').select('last_seq').where('id', '=', roomId),
+      receipt_seq: eb.selectFrom('room').select('last_seq').where('id', '=', roomId),
     }))
     .onConflict((oc) => oc.doNothing())
     .returning('user_id')

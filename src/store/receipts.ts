@@ -57,27 +57,31 @@ export function unreadCounts(
     .execute();
 }
 
-/**
- * Moves the user's read position forward to `seq`, capped at the room's last seq; never back.
- * Returns the new position, or nothing when it did not move (or the user is no member).
- */
-export async function advanceReadPosition(db: Db, roomId: string, userId: string, seq: number): Promise<number | undefined> {
-  const row = await db
-    .updateTable('membership as mb')
-    .from('room as r')
-    .set((eb) => ({ last_read_seq: eb.fn<number>('least', [eb.val(seq), 'r.last_seq']), last_read_at: now() }))
-    .whereRef('r.id', '=', 'mb.room_id')
-    .where('mb.room_id', '=', roomId)
-    .where('mb.user_id', '=', userId)
-    .where((eb) => eb('mb.last_read_seq', '<', eb.fn<number>('least', [eb.val(seq), 'r.last_seq'])))
-    .returning('mb.last_read_seq')
-    .executeTakeFirst();
-  return row?.last_read_seq;
+// A membership's two read positions: `last_read_seq` is the user's own (the unread counts above,
+// `unread.changed`, the room list, push and digests count from it; `receipt.markUnread` moves it
+// back); `receipt_seq` is the read receipt the room sees (`receipt.read`, `receipt.readers`,
+// `room.members`) and only ever moves forward. `last_read_seq <= receipt_seq` always: reads move
+// both, marking unread moves only the first. `last_read_at` is when the receipt last moved.
+
+/** A read that moved: my new position and, when the room's receipt moved with it, the new receipt (else null). */
+export interface ReadMove {
+  room_id: string;
+  last_read_seq: number;
+  receipt_seq: number | null;
 }
 
 /**
- * Moves the user's read position back so that `seq` and what follows are unread again; never
- * forward. Returns the new position, or nothing when it did not move (or the user is no member).
+ * Moves both of the user's read positions forward to `seq`, capped at the room's last seq; never
+ * back. Nothing when neither moved (or the user is no member).
+ */
+export async function advanceReadPosition(db: Db, roomId: string, userId: string, seq: number): Promise<ReadMove | undefined> {
+  return (await moveForward(db, userId, { roomId, seq }))[0];
+}
+
+/**
+ * Moves my read position back so that `seq` and what follows are unread again for me; never
+ * forward. The receipt (`receipt_seq`) stays: the room does not see it. Returns my new position, or
+ * nothing when it did not move (or the user is no member).
  */
 export async function rewindReadPosition(db: Db, roomId: string, userId: string, seq: number): Promise<number | undefined> {
   const row = await db
@@ -91,21 +95,56 @@ export async function rewindReadPosition(db: Db, roomId: string, userId: string,
   return row?.last_read_seq;
 }
 
-/** Every room of the user in the tenant read up to its last seq; the rooms that moved, with their new position. */
-export function readEverything(db: Db, tenant: string, userId: string): Promise<{ room_id: string; last_read_seq: number }[]> {
+/** Every room of the user in the tenant read up to its last seq (both positions); the rooms that moved. */
+export function readEverything(db: Db, tenant: string, userId: string): Promise<ReadMove[]> {
+  return moveForward(db, userId, { tenant });
+}
+
+/**
+ * One statement for both positions, up to the target (`seq` capped at the room's last seq, or the
+ * last seq). The rows are locked as they are read (in room order), so whether a receipt moved is
+ * exact when reads of the same user race; the time of the read (`last_read_at`) is set only when
+ * the receipt moves.
+ */
+function moveForward(db: Db, userId: string, where: { roomId: string; seq: number } | { tenant: string }): Promise<ReadMove[]> {
   return db
+    .with('cur', (qb) =>
+      qb
+        .selectFrom('membership as o')
+        .innerJoin('room as r', 'r.id', 'o.room_id')
+        .select((eb) => [
+          'o.room_id',
+          'o.user_id',
+          'o.receipt_seq',
+          ('seq' in where ? eb.fn<number>('least', [eb.val(where.seq), 'r.last_seq']) : eb.ref('r.last_seq')).as('target'),
+        ])
+        .where('o.user_id', '=', userId)
+        .where((eb) => ('roomId' in where ? eb('o.room_id', '=', where.roomId) : eb('r.tenant', '=', where.tenant)))
+        .where((eb) => {
+          const target = 'seq' in where ? eb.fn<number>('least', [eb.val(where.seq), 'r.last_seq']) : eb.ref('r.last_seq');
+          return eb.or([eb('o.last_read_seq', '<', target), eb('o.receipt_seq', '<', target)]);
+        })
+        .orderBy('o.room_id')
+        .forUpdate('o'),
+    )
     .updateTable('membership as mb')
-    .from('room as r')
-    .set((eb) => ({ last_read_seq: eb.ref('r.last_seq'), last_read_at: now() }))
-    .whereRef('r.id', '=', 'mb.room_id')
-    .where('r.tenant', '=', tenant)
-    .where('mb.user_id', '=', userId)
-    .whereRef('mb.last_read_seq', '<', 'r.last_seq')
-    .returning(['mb.room_id', 'mb.last_read_seq'])
+    .from('cur')
+    .set((eb) => ({
+      last_read_seq: eb.fn<number>('greatest', ['mb.last_read_seq', 'cur.target']),
+      receipt_seq: eb.fn<number>('greatest', ['cur.receipt_seq', 'cur.target']),
+      last_read_at: eb.case().when('cur.receipt_seq', '<', eb.ref('cur.target')).then(now()).else(eb.ref('mb.last_read_at')).end(),
+    }))
+    .whereRef('mb.room_id', '=', 'cur.room_id')
+    .whereRef('mb.user_id', '=', 'cur.user_id')
+    .returning((eb) => [
+      'mb.room_id',
+      'mb.last_read_seq',
+      eb.case().when('cur.receipt_seq', '<', eb.ref('cur.target')).then(eb.ref('mb.receipt_seq')).else(null).end().as('receipt_seq'),
+    ])
     .execute();
 }
 
-/** The user's read position in the room (none: not a member). */
+/** The user's own read position in the room (none: not a member). */
 export async function readPosition(db: Db, roomId: string, userId: string): Promise<number | undefined> {
   const row = await db
     .selectFrom('membership')
@@ -116,13 +155,13 @@ export async function readPosition(db: Db, roomId: string, userId: string): Prom
   return row?.last_read_seq;
 }
 
-/** Members who have read up to `seq` (inclusive), by user id. */
-export function readersFrom(db: Db, roomId: string, seq: number): Promise<{ user_id: string; last_read_seq: number; last_read_at: Date | null }[]> {
+/** Members whose read receipt is at `seq` or later, by user id (a member's `markUnread` does not take them off). */
+export function readersFrom(db: Db, roomId: string, seq: number): Promise<{ user_id: string; receipt_seq: number; last_read_at: Date | null }[]> {
   return db
     .selectFrom('membership')
-    .select(['user_id', 'last_read_seq', 'last_read_at'])
+    .select(['user_id', 'receipt_seq', 'last_read_at'])
     .where('room_id', '=', roomId)
-    .where('last_read_seq', '>=', seq)
+    .where('receipt_seq', '>=', seq)
     .orderBy('user_id')
     .execute();
 }

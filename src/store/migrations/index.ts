@@ -13,6 +13,7 @@ import { Migration20261203061216 } from './Migration20261203061216.js';
 import { Migration20261203140426 } from './Migration20261203140426.js';
 import { Migration20261204032611 } from './Migration20261204032611.js';
 import { Migration20261204033330 } from './Migration20261204033330.js';
+import { Migration20261204040128 } from './Migration20261204040128.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -38,4 +39,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204032611', class: Migration20261204032611 },
   // notify_digest: an exact cursor (after_room_id, after_seq) and `queued` with the trigger that bumps it.
   { name: 'Migration20261204033330', class: Migration20261204033330 },
+  // membership.receipt_seq: the read receipt others see, apart from last_read_seq (mine; markUnread moves it back).
+  { name: 'Migration20261204040128', class: Migration20261204040128 },
 ];
