@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { actor, callerFor, fileServer, setGuardLookupForTests, TEST_LIMITS, uuid } from './fixture.js';
+import { actor, callerFor, fileServer, setGuardLookupForTests, TEST_LIMITS, tokenFor, uuid } from './fixture.js';
 
 const BUDGET = 4;
 const t = fileServer('limits-integrations', { limits: { ...TEST_LIMITS, actionsPer10s: BUDGET } });
@@ -60,6 +60,17 @@ describe('the action budget of notifications', () => {
     const owner = callerFor(t.app, actor('pref-owner', tenant));
     const room = await t.app.services.rooms.lifecycle.create(actor('pref-owner', tenant), { kind: 'group', name: 'prefs', memberIds: [] });
     await oneRefused((i) => owner.notify.setRoomPreference({ roomId: room.id, level: i % 2 === 0 ? 'all' : 'none' }));
+  });
+});
+
+describe('the action budget of token refreshes and revocations', () => {
+  it('auth.refresh and auth.revoke spend it: past it, TOO_MANY_REQUESTS', async () => {
+    const tenant = `auth-${uuid().slice(0, 8)}`;
+    const user = callerFor(t.app, actor('refresher', tenant));
+    const token = tokenFor('refresher', { tenant });
+    await oneRefused(() => user.auth.refresh({ token }));
+    const admin = callerFor(t.app, actor('revoker', tenant, ['admin']));
+    await oneRefused((i) => admin.auth.revoke({ userId: `revoked-${i}` }));
   });
 });
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { MAX_TOKEN_LENGTH } from '../auth/verifier.js';
 import { TenantId, UserId } from './schemas.js';
-import { authedProcedure, publicProcedure, router } from '../trpc/init.js';
+import { authedProcedure, managementProcedure, publicProcedure, router } from '../trpc/init.js';
 
 export const authRouter = router({
   /** Development login: mints a token for any username. Disabled in production. */
@@ -23,13 +23,17 @@ export const authRouter = router({
   /**
    * Swaps the token of the live WebSocket connection (same user) before it expires; the
    * connection and its subscriptions go on. Over HTTP every request carries its own token anyway.
+   * Spends the action budget (each call verifies a token, which may fetch the identity provider's keys).
    */
-  refresh: authedProcedure
+  refresh: managementProcedure
     .input(z.object({ token: z.string().min(1).max(MAX_TOKEN_LENGTH) }))
     .mutation(({ ctx, input }) => ctx.services.auth.refresh(ctx.session, input.token)),
 
-  /** Admins: ends every session of a user of their tenant, on every node; older tokens stop working. */
-  revoke: authedProcedure
+  /**
+   * Admins: ends every session of a user of their tenant, on every node; older tokens stop working.
+   * Spends the action budget (an audit row, a Redis write and a message to every node).
+   */
+  revoke: managementProcedure
     .input(z.object({ userId: UserId }))
     .mutation(({ ctx, input }) => ctx.services.sessions.revoke(ctx.actor, input.userId)),
 

@@ -151,7 +151,7 @@ export const integrationProcedure = authedProcedure.use(({ ctx, next, path }) =>
 
 /**
  * Room management and moderation (members, roles, mutes, bans, updates, archive, delete) and
- * `device.register`/`remove` and `notify.setPreferences`/`setRoomPreference`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
+ * `device.register`/`remove`, `notify.setPreferences`/`setRoomPreference` and `auth.refresh`/`revoke`: budgeted per user with the `action` limit (RATE_ACTIONS_PER_10S, all nodes),
  * before the input is parsed.
  */
 export const managementProcedure = authedProcedure.use(async ({ ctx, next }) => {
