@@ -395,6 +395,53 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
   });
 });
 
+describe('LiveKit: large rooms and room deletion', () => {
+  it('video.create in a room of 14,000 members invites every one of them (inbox writes stay under the bind parameter limit)', async () => {
+    const [owner] = users('owner');
+    const room = await groupRoom(lkSrv, owner!, []);
+    const tag = uuid().slice(0, 8);
+    await env.sql(
+      `insert into membership (room_id, user_id, role, joined_at, last_read_seq) select $1, 'bm-' || $2 || '-' || g, 'member', now(), 0 from generate_series(1, 14000) g`,
+      [room.id, tag],
+    );
+    const m = await as(lkSrv, owner!).video.create({ roomId: room.id, title: 'All hands' });
+    const [row] = await env.sql<{ invited: string; users: string; first: string }>(
+      `select count(*) as invited, count(distinct user_id) as users, count(*) filter (where seq = 1) as first
+         from inbox_event where type = 'meeting.invite' and data->>'meetingId' = $1`,
+      [m.id],
+    );
+    expect(row).toEqual({ invited: '14000', users: '14000', first: '14000' });
+    // Every member's cursor moved to that seq, and one of them reads it from their inbox.
+    const [cursors] = await env.sql<{ n: string }>(`select count(*) as n from inbox_cursor where user_id like $1 and last_seq = 1`, [`bm-${tag}-%`]);
+    expect(cursors).toEqual({ n: '14000' });
+    const items = await inboxItems(lkSrv, `bm-${tag}-13999`);
+    expect(items.filter((i) => i.type === 'meeting.invite')).toEqual([
+      { type: 'meeting.invite', roomId: room.id, meetingId: m.id, title: 'All hands', url: m.url, from: owner, seq: 1 },
+    ]);
+  });
+
+  it('room.delete ends the provider rooms of its meetings not ended (LiveKit DeleteRoom), leaving ended ones alone', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner!, [bob!]);
+    const open = await as(lkSrv, owner!).video.create({ roomId: room.id, title: 'Open' });
+    const ended = await as(lkSrv, owner!).video.create({ roomId: room.id, title: 'Ended' });
+    await as(lkSrv, owner!).video.end({ meetingId: ended.id });
+    const token = await as(lkSrv, bob!).video.joinToken({ meetingId: open.id });
+    expect(token.token).toBeTruthy();
+    expect(lk.rooms.has(open.id)).toBe(true);
+    const deletesOf = (id: string) => lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === id);
+    expect(deletesOf(open.id)).toHaveLength(0);
+
+    await as(lkSrv, owner!).room.delete({ roomId: room.id });
+    expect(deletesOf(open.id)).toHaveLength(1);
+    expect(deletesOf(open.id)[0]!.grants.video?.roomCreate).toBe(true);
+    expect(lk.rooms.has(open.id)).toBe(false);
+    // The ended one was ended once, by video.end.
+    expect(deletesOf(ended.id)).toHaveLength(1);
+    expect(await env.sql('select id from meeting where room_id = $1', [room.id])).toEqual([]);
+  });
+});
+
 describe('LiveKit webhooks', () => {
   it('room_started, participants, room_finished move the meeting; system messages once; live over wsLink', async () => {
     const [owner, bob] = users('owner', 'bob');

@@ -150,7 +150,19 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
   const fileWorker = new FileWorker(store, storage, deps.config.files, deps.log);
   const wakeFiles = () => fileWorker.wake();
   const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
-  const rooms = createRoomServices({ log: deps.log, limits, publisher, activity, wakeFiles, reads }, access, store, mapper, keyring);
+  const meetings = createMeetingServices(
+    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
+    store,
+    access,
+    await createVideoProvider(deps.config.video),
+  );
+  const rooms = createRoomServices(
+    { log: deps.log, limits, publisher, activity, wakeFiles, reads, meetings: meetings.lifecycle },
+    access,
+    store,
+    mapper,
+    keyring,
+  );
   const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, files, wakeFiles, reads });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);
@@ -175,12 +187,6 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     users,
     deps.counters,
     { devLogin, devLoginRoles, accessTokenTtlSeconds },
-  );
-  const meetings = createMeetingServices(
-    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
-    store,
-    access,
-    await createVideoProvider(deps.config.video),
   );
   const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
   const signals = new SignalService(limits, store, access, publisher, deps.config.rtc.iceServers);

@@ -61,6 +61,14 @@ export function findMeeting(db: Db, meetingId: string, tenant: string): Promise<
   return db.selectFrom('meeting').select(MEETING_FIELDS).where('id', '=', meetingId).where('tenant', '=', tenant).executeTakeFirst();
 }
 
+/**
+ * The meetings of a room not ended yet (scheduled or live, expired or not), in the caller's
+ * transaction: what a room's deletion ends on the provider after commit (the rows go with the room).
+ */
+export function openMeetingsOfRoom(tx: Tx, roomId: string): Promise<{ id: string; provider: string }[]> {
+  return tx.db.selectFrom('meeting').select(['id', 'provider']).where('room_id', '=', roomId).where('status', '<>', 'ended').orderBy('id').execute();
+}
+
 /** A room's meetings, newest first, at most `limit`. */
 export function listMeetings(db: Db, roomId: string, limit: number): Promise<MeetingRow[]> {
   return db

@@ -98,6 +98,9 @@ export function jsonb<T>(value: T) {
   return sql<T>`${JSON.stringify(value)}::jsonb`;
 }
 
+/** Users per statement of `appendInboxMany`: far below PostgreSQL's 65,535 bind parameters. */
+const INBOX_SLICE = 1000;
+
 /** The database's clock (the transaction's start), as every write of this schema uses. */
 export const now = () => sql<Date>`now()`;
 
@@ -354,18 +357,25 @@ export class Tx {
   async appendInboxMany<I extends NewInboxItem>(tenant: string, userIds: string[], item: I): Promise<WithSeq<I>[]> {
     const users = [...new Set(userIds)].sort();
     if (users.length === 0) return [];
-    const cursors = await this.db
-      .insertInto('inbox_cursor')
-      .values(users.map((u) => ({ tenant, user_id: u, last_seq: 1 })))
-      .onConflict((oc) => oc.columns(['tenant', 'user_id']).doUpdateSet((eb) => ({ last_seq: eb('inbox_cursor.last_seq', '+', 1) })))
-      .returning(['user_id', 'last_seq'])
-      .execute();
     const { type, ...data } = item;
     const payload = jsonb(data);
-    await this.db
-      .insertInto('inbox_event')
-      .values(cursors.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
-      .execute();
+    const cursors: { user_id: string; last_seq: number }[] = [];
+    // In slices, in user id order (the cursors' lock order): one statement for a whole large room
+    // would pass PostgreSQL's 65,535 bind parameters per statement (5 per user below).
+    for (let i = 0; i < users.length; i += INBOX_SLICE) {
+      const slice = users.slice(i, i + INBOX_SLICE);
+      const taken = await this.db
+        .insertInto('inbox_cursor')
+        .values(slice.map((u) => ({ tenant, user_id: u, last_seq: 1 })))
+        .onConflict((oc) => oc.columns(['tenant', 'user_id']).doUpdateSet((eb) => ({ last_seq: eb('inbox_cursor.last_seq', '+', 1) })))
+        .returning(['user_id', 'last_seq'])
+        .execute();
+      await this.db
+        .insertInto('inbox_event')
+        .values(taken.map((c) => ({ tenant, user_id: c.user_id, seq: c.last_seq, type, data: payload, created_at: now() })))
+        .execute();
+      cursors.push(...taken);
+    }
     if (pushItemOf(tenant, users[0]!, item) !== null) for (const u of users) this.queuedItems.push(pushItemOf(tenant, u, item)!);
     const byUser = new Map(cursors.map((c) => [c.user_id, { ...item, seq: c.last_seq } as WithSeq<I>]));
     this.afterCommit(async () => {

@@ -4,9 +4,10 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
 import { ROLE_RANK } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
-import { insertMeeting } from '../../store/meetings.js';
+import { insertMeeting, openMeetingsOfRoom } from '../../store/meetings.js';
 import { otherMemberIds } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
+import type { Tx } from '../../store/tx.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { RateLimits } from '../limits.js';
@@ -15,6 +16,12 @@ import { MEETING_TTL_DEFAULT_MINUTES, MEETING_TTL_MAX_MINUTES } from './dto.js';
 import type { ProviderCalls } from './provider-calls.js';
 import type { MeetingReader } from './read.js';
 import { markEnded } from './status.js';
+
+/** A meeting whose provider room a room's deletion ends (`openOf`, then `endProviderRooms`). */
+export interface OpenMeeting {
+  id: string;
+  provider: string;
+}
 
 const isAgent = (actor: Actor, access: RoomAccess) => access.room.kind === 'support' && actor.roles.includes('support');
 
@@ -131,5 +138,32 @@ export class MeetingLifecycle {
       });
     }
     return this.reader.load(meetingId, actor.tenant);
+  }
+
+  /**
+   * The room's meetings not ended yet, read in the caller's transaction: a room's deletion reads them
+   * under the room's lock (a `video.create` committed before it is seen; one after it finds no room
+   * and gives its provider room back), then ends them with `endProviderRooms` after commit.
+   */
+  openOf(tx: Tx, roomId: string): Promise<OpenMeeting[]> {
+    return openMeetingsOfRoom(tx, roomId);
+  }
+
+  /**
+   * Ends the provider rooms of meetings whose rows are gone with their room (after the deletion's
+   * commit, never inside a transaction): participants are disconnected and join tokens already
+   * minted stop working. Best effort, one meeting after the other: a failure is logged, never thrown
+   * (the room is deleted either way; the provider room then ends at its own expiry).
+   */
+  async endProviderRooms(meetings: readonly OpenMeeting[]): Promise<void> {
+    if (meetings.length === 0) return;
+    const provider = this.video.provider;
+    for (const m of meetings) {
+      if (provider === null || m.provider !== provider.name) {
+        this.log.warn({ meetingId: m.id, provider: m.provider }, 'the meeting of a deleted room runs on a provider not configured here: not ended');
+        continue;
+      }
+      await provider.endRoom(m.id).catch((err: unknown) => this.log.warn({ err, meetingId: m.id }, 'could not end the provider room of a deleted room'));
+    }
   }
 }

@@ -7,6 +7,7 @@ import { removeFilesOfRoom } from '../../store/files.js';
 import { archivedAt, deleteRoom, setArchived } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
+import type { MeetingLifecycle, OpenMeeting } from '../meetings/lifecycle.js';
 import type { ActivityFeed } from '../activity.js';
 import type { EventPublisher } from '../publisher.js';
 import { auditModeration, RETRY, recordModeration } from './moderation.js';
@@ -23,6 +24,8 @@ export class RoomArchive {
     private readonly publisher: EventPublisher,
     private readonly activity: ActivityFeed,
     private readonly wakeFiles: () => void,
+    /** Ends the provider rooms of the meetings a deletion removes. */
+    private readonly meetings: Pick<MeetingLifecycle, 'openOf' | 'endProviderRooms'>,
   ) {}
 
   /**
@@ -58,9 +61,12 @@ export class RoomArchive {
   /**
    * Deletes the room and everything in it (src/store/rooms.ts `deleteRoom`). After commit, every
    * node ends the room's open `chat.events` streams: their last event is `room.deleted`, then they
-   * complete; any later call about the room answers NOT_FOUND.
+   * complete; any later call about the room answers NOT_FOUND. The provider rooms of its meetings
+   * not ended are ended after commit (their rows go with the room): nobody stays in a call of a room
+   * that is gone, and join tokens minted for it stop working.
    */
   async delete(actor: Actor, roomId: string): Promise<void> {
+    let meetings: OpenMeeting[] = [];
     await this.store.transact(async (tx) => {
       await this.access.requireRoomManagerInTx(tx, actor, roomId, 'delete');
       // Its files (sent or not) go with it: the file worker removes the objects after commit.
@@ -69,6 +75,8 @@ export class RoomArchive {
       // the file rows, lock order); the members are read under it.
       await tx.lockRoom(roomId);
       const members = (await memberIdsOfTenantRoom(tx.db, actor.tenant, roomId)) ?? [];
+      // Under the lock too: a meeting created before it is seen; one created after finds no room.
+      meetings = await this.meetings.openOf(tx, roomId);
       if (!(await deleteRoom(tx, roomId))) throw notFound('room');
       // The room's rows are gone; its audit rows stay (they have no foreign key).
       await recordModeration(tx, 'room.delete', actor, roomId, null, { members: members.length });
@@ -78,5 +86,7 @@ export class RoomArchive {
       });
     }, RETRY);
     auditModeration(this.log, 'delete_room', actor, roomId, null);
+    // Off the transaction: provider calls are slow and may fail; the deletion stands either way.
+    await this.meetings.endProviderRooms(meetings);
   }
 }

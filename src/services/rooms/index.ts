@@ -13,6 +13,7 @@ import { RoomMembership } from './membership.js';
 import { RoomModeration } from './moderation.js';
 import { RoomReads } from './reads.js';
 import type { ReadRouting } from '../read-routing.js';
+import type { MeetingLifecycle } from '../meetings/lifecycle.js';
 
 export { RoomArchive } from './archive.js';
 export { DIRECTORY_DEFAULT_LIMIT, DIRECTORY_MAX_LIMIT, RoomDirectory } from './directory.js';
@@ -37,7 +38,16 @@ export interface RoomServices {
 }
 
 export function createRoomServices(
-  parts: { log: Logger; limits: RateLimits; publisher: EventPublisher; activity: ActivityFeed; wakeFiles: () => void; reads: ReadRouting },
+  parts: {
+    log: Logger;
+    limits: RateLimits;
+    publisher: EventPublisher;
+    activity: ActivityFeed;
+    wakeFiles: () => void;
+    reads: ReadRouting;
+    /** Ends the provider rooms of a deleted room's meetings. */
+    meetings: MeetingLifecycle;
+  },
   access: AccessService,
   store: Store,
   mapper: MessageMapper,
@@ -50,7 +60,7 @@ export function createRoomServices(
     membership,
     moderation: new RoomModeration(parts.log, access, store, read),
     read,
-    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity, parts.wakeFiles),
+    archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity, parts.wakeFiles, parts.meetings),
     directory: new RoomDirectory(parts.limits, store, read),
   };
 }
