@@ -7,11 +7,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileWorker, type FileStorage } from '../src/services/files/index.js';
+import { FileWorker, isInline, type FileStorage } from '../src/services/files/index.js';
 import {
   actor,
   callerFor,
@@ -27,6 +28,7 @@ import {
   parseRange,
   roomKit,
   uuid,
+  waitFor,
   type Config,
   type EventStream,
   type RoomEvent,
@@ -237,10 +239,10 @@ describe('upload, attach, download (local driver)', () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
     const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'x.bin', size: 10, mime: 'application/octet-stream' });
-    const local = storage() as unknown as { temp: (key: string) => Promise<unknown> };
-    const { temp } = local;
+    const local = storage() as unknown as { uploadTemp: (key: string) => Promise<unknown> };
+    const { uploadTemp } = local;
     // Creating the upload's directory fails: outside the upload's own error handling.
-    local.temp = async () => {
+    local.uploadTemp = async () => {
       throw Object.assign(new Error('ENOSPC: no space left on device, mkdir'), { code: 'ENOSPC' });
     };
     try {
@@ -248,7 +250,7 @@ describe('upload, attach, download (local driver)', () => {
       expect(res.status).toBe(500);
       expect(await res.json()).toEqual({ error: 'storage failed' });
     } finally {
-      local.temp = temp;
+      local.uploadTemp = uploadTemp;
     }
     // The same ticket works once the storage does.
     expect((await put(ticket, new Uint8Array(10))).status).toBe(200);
@@ -536,6 +538,108 @@ describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
   });
 });
 
+describe('one upload per URL at a time', () => {
+  it('a second PUT to an upload URL while the first is under way gets 409; the first completes; one temp file only', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const size = 256 * 1024;
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'c.bin', size, mime: 'application/octet-stream' });
+    const key = (await storageKey(ticket.fileId))!;
+    const folder = join(dir, key.split('/')[0]!);
+    const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
+    // The first PUT sends 1 KiB, then waits for the test before it sends the rest.
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    let step = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        step++;
+        if (step === 1) return c.enqueue(new Uint8Array(1024).fill(1));
+        await released;
+        c.enqueue(new Uint8Array(size - 1024).fill(2));
+        c.close();
+      },
+    });
+    const first = put(ticket, body);
+    await waitFor(async () => (await parts()).length === 1, 'the first upload\'s temp file');
+
+    const second = await put(ticket, new Uint8Array(size).fill(3));
+    expect(second.status).toBe(409);
+    expect(((await second.json()) as { error: string }).error).toMatch(/already in progress/);
+    expect(await parts()).toEqual([`${key.split('/')[1]}.upload.part`]);
+
+    release();
+    const done = await first;
+    expect(done.status, await done.clone().text()).toBe(200);
+    expect(await storage().stat(`${key}.upload`)).toEqual({ size });
+    const head = await storage().readHead(`${key}.upload`, 2048);
+    expect([head[0], head[1023], head[1024]]).toEqual([1, 1, 2]);
+    expect(await parts()).toEqual([]);
+    // Once it is done, the URL takes a new upload (which replaces the bytes).
+    expect((await put(ticket, new Uint8Array(size).fill(4))).status).toBe(200);
+  });
+
+  it('a temp file left stale (its writer gone) is replaced by the next PUT and removed by the file worker', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const local = storage() as LocalStorage;
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 's.bin', size: 4, mime: 'application/octet-stream' });
+    const key = (await storageKey(ticket.fileId))!;
+    const { utimes, writeFile } = await import('node:fs/promises');
+    const stale = `${local.path(`${key}.upload`)}.part`;
+    const old = new Date(Date.now() - (makeConfig().files.uploadTtlSeconds + 60) * 1000);
+    await writeFile(stale, 'left');
+    await utimes(stale, old, old);
+    expect((await put(ticket, Buffer.from('new!'))).status).toBe(200);
+    expect((await storage().read(`${key}.upload`, 10)).toString()).toBe('new!');
+    // Left by a process that died: the worker's round removes it; a fresh one stays.
+    const other = `${local.path(`${key}.upload`)}.0a0b0c.part`;
+    await writeFile(stale, 'left');
+    await utimes(stale, old, old);
+    await writeFile(other, 'fresh');
+    await t.app.services.fileWorker.runOnce();
+    const names = await readdir(join(dir, key.split('/')[0]!));
+    expect(names).not.toContain(`${key.split('/')[1]}.upload.part`);
+    expect(names).toContain(`${key.split('/')[1]}.upload.0a0b0c.part`);
+    await storage().remove(`${key}.upload`);
+    const { rm } = await import('node:fs/promises');
+    await rm(other);
+  });
+});
+
+describe('tenant quota: upload tickets never used', () => {
+  it('tickets whose URL expired with no bytes stop holding the quota and are removed; an expired one with bytes keeps counting', async () => {
+    await using q = await t.env.startServer({ files: filesConfig({ tenantQuotaBytes: 2 * MAX }) });
+    const tenant = `hog-${uuid().slice(0, 8)}`;
+    const caller = (who: string) => callerFor(q.app, actor(who, tenant));
+    const room = await caller('hog').room.create({ kind: 'group', name: 'q', memberIds: ['victim'] });
+    const input = { roomId: room.id, name: 'big.bin', size: MAX, mime: 'application/octet-stream' };
+    // The hog takes the whole quota with two tickets; one is used, the other never.
+    const used = await caller('hog').file.createUpload(input);
+    const unused = await caller('hog').file.createUpload(input);
+    expect((await fetch(new URL(used.uploadUrl, q.url), { method: 'PUT', headers: used.headers, body: new Uint8Array(MAX) })).status).toBe(200);
+    await expectTRPCError(caller('victim').file.createUpload(input), 'FORBIDDEN', /quota is used up: 4194304 of 4194304 bytes in use/);
+    // While their URLs are valid, the worker leaves them alone.
+    await q.app.services.fileWorker.runOnce();
+    await expectTRPCError(caller('victim').file.createUpload(input), 'FORBIDDEN', /quota is used up/);
+
+    // Their URLs expire (and the clocks' margin).
+    await t.env.sql(`update file set created_at = now() - interval '1 hour' where id = any($1)`, [[used.fileId, unused.fileId]]);
+    const mine = await caller('victim').file.createUpload(input);
+    expect(mine.fileId).toBeTruthy();
+    // The unused ticket was released; the used one still holds its bytes (and may still be sent).
+    const states = async () =>
+      Object.fromEntries((await t.env.sql<{ id: string; state: string }>('select id, state from file where id = any($1)', [[used.fileId, unused.fileId]])).map((r) => [r.id, r.state]));
+    expect((await states())[used.fileId]).toBe('uploading');
+    await q.app.services.fileWorker.runOnce();
+    expect(await states()).toEqual({ [used.fileId]: 'uploading' });
+    await expectTRPCError(caller('victim').file.createUpload(input), 'FORBIDDEN', /quota is used up: 4194304 of 4194304 bytes in use/);
+    await expect(caller('hog').chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId: used.fileId }] })).resolves.toBeTruthy();
+  });
+});
+
 describe('configuration', () => {
   it('local storage without a URL key (production with a JWKS only): file calls are PRECONDITION_FAILED, the endpoint accepts nothing', async () => {
     await using s = await t.env.startServer({ files: filesConfig({ urlSecret: null }) });
@@ -587,6 +691,51 @@ describe('previews, type checks, headers (units)', () => {
     expect(await checkContent(Buffer.from('a;b\n'), 'text/csv')).toEqual({ ok: true, mime: 'text/csv' });
     expect(await checkContent(Buffer.from('[1,2]'), 'application/json')).toEqual({ ok: true, mime: 'application/json' });
     expect(await checkContent(Buffer.alloc(0), 'text/plain')).toEqual({ ok: true, mime: 'text/plain' });
+  });
+
+  it('type checks: a declared type matches bytes of its family (browser voice notes, APNG, Matroska, M4A, gzip, RAR); the declared type is kept', async () => {
+    const ebml = (docType: string) => {
+      const d = Buffer.from(docType);
+      const fields = Buffer.from([0x42, 0x86, 0x81, 0x01, 0x42, 0xf7, 0x81, 0x01, 0x42, 0xf2, 0x81, 0x04, 0x42, 0xf3, 0x81, 0x08]);
+      return Buffer.concat([Buffer.from([0x1a, 0x45, 0xdf, 0xa3, 0x80 | (fields.length + 3 + d.length)]), fields, Buffer.from([0x42, 0x82, 0x80 | d.length]), d, Buffer.alloc(64)]);
+    };
+    const chunk = (type: string, data: Buffer) => {
+      const b = Buffer.alloc(12 + data.length);
+      b.writeUInt32BE(data.length, 0);
+      b.write(type, 4, 'ascii');
+      data.copy(b, 8);
+      return b;
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(1, 0);
+    ihdr.writeUInt32BE(1, 4);
+    ihdr[8] = 8;
+    ihdr[9] = 6;
+    const apng = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('acTL', Buffer.alloc(8)), chunk('IDAT', Buffer.alloc(4)), chunk('IEND', Buffer.alloc(0))]);
+    const ftyp = Buffer.alloc(96);
+    ftyp.writeUInt32BE(32, 0);
+    ftyp.write('ftypM4A ', 4, 'ascii');
+    ftyp.write('isom', 16, 'ascii');
+    const gzip = Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3]), Buffer.alloc(20)]);
+    const rar = Buffer.concat([Buffer.from([0x52, 0x61, 0x72, 0x21, 0x1a, 0x07, 0x00]), Buffer.alloc(20)]);
+    const cases: [Buffer, string, string][] = [
+      [ebml('webm'), 'audio/webm', 'video/webm'],
+      [ebml('webm'), 'audio/webm;codecs=opus', 'video/webm'],
+      [apng, 'image/png', 'image/apng'],
+      [ebml('matroska'), 'video/x-matroska', 'video/matroska'],
+      [ftyp, 'audio/mp4', 'audio/x-m4a'],
+      [gzip, 'application/x-gzip', 'application/gzip'],
+      [rar, 'application/vnd.rar', 'application/x-rar-compressed'],
+    ];
+    for (const [bytes, declared, found] of cases) {
+      expect(await checkContent(bytes, 'application/octet-stream'), declared).toEqual({ ok: true, mime: found });
+      expect(await checkContent(bytes, declared), declared).toEqual({ ok: true, mime: declared.split(';')[0] });
+    }
+    // Other families still do not match, and nothing new is served inline: APNG declared as PNG is a PNG.
+    expect(await checkContent(ebml('webm'), 'audio/mpeg')).toEqual({ ok: false, reason: 'its bytes are video/webm, not audio/mpeg' });
+    expect(await checkContent(apng, 'image/gif')).toEqual({ ok: false, reason: 'its bytes are image/apng, not image/gif' });
+    expect(await checkContent(gzip, 'application/vnd.rar')).toEqual({ ok: false, reason: 'its bytes are application/gzip, not application/vnd.rar' });
+    expect(isInline('image/png') && !isInline('video/webm') && !isInline('audio/webm') && !isInline('image/apng')).toBe(true);
   });
 
   it('FILE_PUBLIC_URL makes the local driver\'s URLs absolute; a grant is bound to its method, key and expiry', async () => {

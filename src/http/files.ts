@@ -1,9 +1,9 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
 import type { Logger } from '../logger.js';
-import { contentDisposition, type LocalStorage } from '../services/files/index.js';
+import { contentDisposition, type LocalStorage, UploadInProgress } from '../services/files/index.js';
 
 const PREFIX = '/files/';
 
@@ -100,7 +100,16 @@ async function upload(req: IncomingMessage, res: ServerResponse, storage: LocalS
     res.once('finish', () => req.destroy());
     return;
   }
-  const tmp = await storage.temp(key);
+  let tmp: Awaited<ReturnType<LocalStorage['uploadTemp']>>;
+  try {
+    tmp = await storage.uploadTemp(key);
+  } catch (err) {
+    if (!(err instanceof UploadInProgress)) throw err;
+    // One upload per URL at a time: a second one would hold another signed size on disk.
+    fail(res, 409, err.message, { connection: 'close' });
+    res.once('finish', () => req.destroy());
+    return;
+  }
   let received = 0;
   const limit = new Transform({
     transform(chunk: Buffer, _enc, done) {
@@ -110,7 +119,7 @@ async function upload(req: IncomingMessage, res: ServerResponse, storage: LocalS
     },
   });
   try {
-    await pipeline(req, limit, createWriteStream(tmp.path, { flags: 'wx' }));
+    await pipeline(req, limit, tmp.handle.createWriteStream());
     if (received !== size) {
       await tmp.abort();
       return fail(res, 400, `this upload takes exactly ${size} bytes; ${received} were sent`);

@@ -77,6 +77,52 @@ export async function tenantBytes(db: Db, tenant: string): Promise<number> {
   return Number(row?.n ?? 0);
 }
 
+/** Seconds past an upload URL's expiry before no PUT through it can still be arriving (the nodes' and the bucket's clocks). */
+export const UPLOAD_URL_MARGIN_SECONDS = 60;
+
+/**
+ * Unsent uploads whose upload URL has expired (plus the clocks' margin), by id after `after`, at
+ * most `limit`, of one tenant or of all: no bytes can come for them any more, so one with no object is
+ * a ticket that was never used (`releaseUploads`). Rows claimed by a worker are left to it.
+ */
+export function expiredUploads(
+  db: Db,
+  tenant: string | null,
+  uploadUrlSeconds: number,
+  after: string | null,
+  limit: number,
+): Promise<{ id: string; storage_key: string }[]> {
+  return db
+    .selectFrom('file')
+    .select(['id', 'storage_key'])
+    .where('state', '=', 'uploading')
+    .$if(tenant !== null, (q) => q.where('tenant', '=', tenant!))
+    .$if(after !== null, (q) => q.where('id', '>', after!))
+    .where('created_at', '<', sql<Date>`now() - ${uploadUrlSeconds + UPLOAD_URL_MARGIN_SECONDS} * interval '1 second'`)
+    .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+/**
+ * Hands unsent uploads whose URL expired without bytes to the file worker for removal: they stop
+ * counting toward the tenant's quota now. Only rows still `uploading`, unclaimed and past their
+ * URL (a send that attached one meanwhile keeps it). Returns how many.
+ */
+export async function releaseUploads(db: Db, ids: string[], uploadUrlSeconds: number): Promise<number> {
+  if (ids.length === 0) return 0;
+  const r = await db
+    .updateTable('file')
+    .set({ state: 'deleting', name: '', lease_until: null })
+    .where('id', 'in', ids)
+    .where('state', '=', 'uploading')
+    .where((w) => w.or([w('lease_until', 'is', null), w('lease_until', '<', now())]))
+    .where('created_at', '<', sql<Date>`now() - ${uploadUrlSeconds + UPLOAD_URL_MARGIN_SECONDS} * interval '1 second'`)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
 export function fileById(db: Db, id: string): Promise<FileFields | undefined> {
   return db.selectFrom('file').select(FILE_FIELDS).where('id', '=', id).executeTakeFirst();
 }

@@ -27,6 +27,35 @@ const ALIASES: Record<string, string> = {
   'audio/wave': 'audio/wav',
 };
 
+/**
+ * Types of one family: the same container or format under two names, one of which is how browsers
+ * and operating systems declare it and the other how file-type reports it (a browser's voice note
+ * is `audio/webm`, its bytes WebM, which file-type calls `video/webm`; an animated PNG declared
+ * `image/png` is found `image/apng`). A declared type matches bytes of its family; the declared
+ * type is kept. None of these makes anything inline that is not: the one inline member is
+ * `image/png`, and APNG bytes are a PNG (its first frame for those that do not animate).
+ */
+const FAMILIES: Record<string, string> = {
+  'audio/webm': 'webm',
+  'video/webm': 'webm',
+  'image/png': 'png',
+  'image/apng': 'png',
+  'video/matroska': 'matroska',
+  'video/x-matroska': 'matroska',
+  'audio/matroska': 'matroska',
+  'audio/x-matroska': 'matroska',
+  'audio/mp4': 'm4a',
+  'audio/x-m4a': 'm4a',
+  'audio/m4a': 'm4a',
+  'application/gzip': 'gzip',
+  'application/x-gzip': 'gzip',
+  'application/vnd.rar': 'rar',
+  'application/x-rar-compressed': 'rar',
+};
+
+/** Whether two canonical types are one type or of one family (FAMILIES). */
+const sameFamily = (a: string, b: string) => a === b || (FAMILIES[a] !== undefined && FAMILIES[a] === FAMILIES[b]);
+
 export const isTextLike = (mime: string) => mime.startsWith('text/') || TEXT_LIKE.has(mime);
 
 /** The type a declared type stands for (lowercase, parameters and known aliases resolved). */
@@ -39,7 +68,8 @@ export type ContentCheck = { ok: true; mime: string } | { ok: false; reason: str
 
 /**
  * Whether the first bytes of a file match its declared type. Bytes of a known binary type must be
- * declared as that type (or `application/octet-stream`, which then takes the found type); bytes of
+ * declared as that type, one of its family (FAMILIES: the declared type is kept) or
+ * `application/octet-stream` (which then takes the found type); bytes of
  * no known type are accepted for text-like declarations (text/*, JSON, XML, ...) without NUL
  * bytes, and for `application/octet-stream`.
  */
@@ -49,6 +79,7 @@ export async function checkContent(head: Uint8Array, declared: string): Promise<
   if (found) {
     const got = canonicalMime(found.mime);
     if (got === want || want === 'application/octet-stream') return { ok: true, mime: got };
+    if (sameFamily(got, want)) return { ok: true, mime: want };
     // Zip-based office formats are zips too; a text-like declaration of an XML file that file-type calls XML is fine.
     if (got === 'application/xml' && isTextLike(want)) return { ok: true, mime: want };
     return { ok: false, reason: `its bytes are ${got}, not ${want}` };

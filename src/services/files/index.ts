@@ -5,7 +5,7 @@ import type { FileStorage } from './storage.js';
 
 export { FileService, type AttachmentInput, type CheckedFile, type CreateUploadInput, type PreparedAttachments } from './service.js';
 export { FileWorker, type FileWorkResult, makePreview, THUMBNAIL_SIZE } from './worker.js';
-export { LocalStorage, type LocalGrant } from './local.js';
+export { LocalStorage, type LocalGrant, UploadInProgress } from './local.js';
 export type { FileStorage } from './storage.js';
 export { contentDisposition, isInline } from './content.js';
 
@@ -19,5 +19,5 @@ export async function createStorage(cfg: FilesConfig): Promise<FileStorage> {
     return new S3Storage(cfg.s3);
   }
   // Without a key FileService refuses every file call; a random one makes the endpoint accept nothing.
-  return new LocalStorage(cfg.dir, cfg.urlSecret ?? randomBytes(32), cfg.publicUrl ?? '');
+  return new LocalStorage(cfg.dir, cfg.urlSecret ?? randomBytes(32), cfg.publicUrl ?? '', cfg.uploadTtlSeconds * 1000);
 }

@@ -1,8 +1,26 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type DownloadOptions, type FileStorage, type SignedUpload, STORAGE_KEY } from './storage.js';
+
+/** A PUT to a key whose upload is already under way (answered 409 Conflict). */
+export class UploadInProgress extends Error {
+  constructor() {
+    super('an upload to this URL is already in progress: wait for it to finish (or fail) before sending the file again');
+  }
+}
+
+/** The temp file of an upload under way: `<key>.part`, created exclusively. */
+export interface UploadTemp {
+  path: string;
+  /** The file, opened for writing (its stream closes it). */
+  handle: FileHandle;
+  commit(): Promise<void>;
+  abort(): Promise<void>;
+}
+
+const PART = '.part';
 
 /** What a local URL grants, read back from its query string. */
 export type LocalGrant =
@@ -22,6 +40,11 @@ export class LocalStorage implements FileStorage {
     private readonly secret: Buffer,
     /** Base of the URLs handed out ('' for relative URLs). */
     private readonly publicUrl: string,
+    /**
+     * FILE_UPLOAD_TTL_SECONDS in ms: an upload's temp file untouched for longer is stale (its writer
+     * died or stalled past any URL's life): it is replaced by a new PUT and removed by `sweepTemp`.
+     */
+    private readonly staleMs = 900_000,
   ) {}
 
   /** The object's path; throws for anything that is not a generated key (no traversal). */
@@ -74,7 +97,68 @@ export class LocalStorage implements FileStorage {
     return g;
   }
 
-  /** A new file next to `key`'s path to write into, then `commit` or `abort`. */
+  /**
+   * The temp file of a PUT to `key`: `<key>.part`, created with `wx`, so one upload per key runs at
+   * a time on every node sharing the folder, and one signed URL never holds more than its signed
+   * size on disk however many requests use it. UploadInProgress while another one is under way; a
+   * stale one (not written for `staleMs`) is replaced.
+   */
+  async uploadTemp(key: string): Promise<UploadTemp> {
+    const final = this.path(key);
+    await mkdir(dirname(final), { recursive: true });
+    const tmp = `${final}${PART}`;
+    let handle: FileHandle;
+    try {
+      handle = await open(tmp, 'wx');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const s = await stat(tmp).catch(() => null);
+      if (s !== null && Date.now() - s.mtimeMs <= this.staleMs) throw new UploadInProgress();
+      await rm(tmp, { force: true });
+      try {
+        handle = await open(tmp, 'wx');
+      } catch (again) {
+        if ((again as NodeJS.ErrnoException).code === 'EEXIST') throw new UploadInProgress();
+        throw again;
+      }
+    }
+    return {
+      path: tmp,
+      handle,
+      commit: () => rename(tmp, final),
+      abort: async () => {
+        await handle.close().catch(() => {});
+        await rm(tmp, { force: true });
+      },
+    };
+  }
+
+  /**
+   * Removes temp files (`.part`) not written for `staleMs`: left by a process that died mid-write
+   * or by an upload that stalled. The file worker runs it each round. Returns how many.
+   */
+  async sweepTemp(staleMs = this.staleMs): Promise<number> {
+    let removed = 0;
+    const dirs = await readdir(this.dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    const cutoff = Date.now() - staleMs;
+    for (const d of dirs) {
+      if (!d.isDirectory() || !/^[0-9a-f]{16}$/.test(d.name)) continue;
+      const sub = join(this.dir, d.name);
+      for (const name of await readdir(sub).catch(() => [] as string[])) {
+        if (!name.endsWith(PART)) continue;
+        const s = await stat(join(sub, name)).catch(() => null);
+        if (s === null || s.mtimeMs >= cutoff) continue;
+        await rm(join(sub, name), { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** A new file next to `key`'s path to write into, then `commit` or `abort` (the server's own writes). */
   async temp(key: string): Promise<{ path: string; commit(): Promise<void>; abort(): Promise<void> }> {
     const final = this.path(key);
     await mkdir(dirname(final), { recursive: true });

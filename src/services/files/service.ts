@@ -13,6 +13,7 @@ import type { AccessService } from '../access.js';
 import type { RateLimits } from '../limits.js';
 import { canonicalMime, checkContent, hasPreview, isInline, SNIFF_BYTES } from './content.js';
 import { type FileStorage, THUMB_SUFFIX, UPLOAD_SUFFIX } from './storage.js';
+import { releaseUnusedUploads } from './unused.js';
 
 export interface CreateUploadInput {
   roomId: string;
@@ -37,6 +38,9 @@ export interface PreparedAttachments {
   attachments: AttachmentDto[];
   files: CheckedFile[];
 }
+
+/** Expired tickets of a tenant looked at, at most, when its quota refuses an upload. */
+const RELEASE_MAX = 1000;
 
 const fileTooLarge = (message: string) => new AppError('PAYLOAD_TOO_LARGE', message);
 
@@ -82,17 +86,29 @@ export class FileService {
     const id = randomUUID();
     const key = storageKey(actor.tenant, id);
     const mime = canonicalMime(input.mime);
-    await this.store.transact(async (tx) => {
-      const room = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
-      if (!can(room.role, 'send', room.room.kind)) throw forbidden(`only admins and the owner may post in a ${room.room.kind} room`);
-      const r = await insertUpload(tx, { id, tenant: actor.tenant, roomId: input.roomId, uploaderId: actor.id, name: input.name, mime, size: input.size, storageKey: key }, quota);
-      if (!r.ok) {
-        throw forbidden(`the tenant's file storage quota is used up: ${r.used} of ${quota} bytes in use, this file needs ${input.size} more (delete files or raise FILE_TENANT_QUOTA_BYTES)`);
-      }
-    });
+    const insert = () =>
+      this.store.transact(async (tx) => {
+        const room = await this.access.requireAccess(actor, input.roomId, 'send', tx.em);
+        if (!can(room.role, 'send', room.room.kind)) throw forbidden(`only admins and the owner may post in a ${room.room.kind} room`);
+        return insertUpload(tx, { id, tenant: actor.tenant, roomId: input.roomId, uploaderId: actor.id, name: input.name, mime, size: input.size, storageKey: key }, quota);
+      });
+    let r = await insert();
+    // Tickets whose URL expired unused hold no bytes and never will: released, they free the quota
+    // they held (the file worker releases them too, on its own schedule).
+    if (!r.ok && (await this.releaseUnused(actor.tenant)) > 0) r = await insert();
+    if (!r.ok) {
+      throw forbidden(`the tenant's file storage quota is used up: ${r.used} of ${quota} bytes in use, this file needs ${input.size} more (delete files or raise FILE_TENANT_QUOTA_BYTES)`);
+    }
     const expiresAt = new Date(Date.now() + this.cfg.uploadTtlSeconds * 1000);
     const signed = await this.storage.uploadUrl(`${key}${UPLOAD_SUFFIX}`, { size: input.size, mime, expiresAt });
     return { fileId: id, uploadUrl: signed.url, method: 'PUT', headers: signed.headers, expiresAt };
+  }
+
+  /** Releases a tenant's upload tickets that expired unused (`releaseUnusedUploads`); wakes the worker to remove them. */
+  private async releaseUnused(tenant: string): Promise<number> {
+    const n = await releaseUnusedUploads(this.store.db(), this.storage, { tenant, uploadUrlSeconds: this.cfg.uploadTtlSeconds, batch: 100, max: RELEASE_MAX });
+    if (n > 0) this.wake();
+    return n;
   }
 
   /** The file with short-lived URLs: members of its room only (NOT_FOUND for anyone else, as for rooms). */

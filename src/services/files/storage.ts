@@ -37,6 +37,8 @@ export interface FileStorage {
   write(key: string, data: Buffer, mime: string): Promise<void>;
   /** Removes an object; no object is not an error. */
   remove(key: string): Promise<void>;
+  /** Removes temp files of uploads not written for `staleMs` (drivers that keep any). */
+  sweepTemp?(staleMs: number): Promise<number>;
   close(): void;
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from '../../logger.js';
 import { claimPreviews, claimRemovals, fileById, finishPreview, finishRemoval, noteFileError } from '../../store/files.js';
 import type { Store } from '../../store/store.js';
 import { type FileStorage, keysOf, THUMB_SUFFIX } from './storage.js';
+import { releaseUnusedUploads } from './unused.js';
 
 /** Longest side of a thumbnail, in pixels. */
 export const THUMBNAIL_SIZE = 512;
@@ -93,6 +94,9 @@ export class FileWorker {
 
   private async round(): Promise<FileWorkResult> {
     const result: FileWorkResult = { removed: 0, previews: 0 };
+    // Upload tickets that expired unused: handed to the removals below.
+    await releaseUnusedUploads(this.store.db(), this.storage, { tenant: null, uploadUrlSeconds: this.cfg.uploadTtlSeconds, batch: 100, max: Number.POSITIVE_INFINITY });
+    await this.storage.sweepTemp?.(this.cfg.uploadTtlSeconds * 1000).catch((err: unknown) => this.log.warn({ err }, 'cannot remove stale upload temp files'));
     for (;;) {
       const n = await this.removals();
       result.removed += n;
