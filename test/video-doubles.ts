@@ -2,13 +2,17 @@
  * Local HTTP doubles of the video providers, following their published wire contracts, plus
  * webhook senders signed the way each provider signs. Started inside the tests on 127.0.0.1:0.
  *
- * - LiveKit: Twirp JSON at `/twirp/livekit.RoomService/{CreateRoom,DeleteRoom,ListParticipants}`,
- *   `Authorization: Bearer <JWT>` verified with the SDK's TokenVerifier (issuer = API key) and the
- *   grants each method needs; errors as Twirp JSON `{ code, msg }`. Webhooks: JSON WebhookEvent
- *   bodies with a JWT in `Authorization` whose `sha256` claim is the body's base64 SHA-256.
+ * - LiveKit: Twirp JSON at `/twirp/livekit.RoomService/{CreateRoom,DeleteRoom,ListParticipants,
+ *   RemoveParticipant}`, `Authorization: Bearer <JWT>` verified with the SDK's TokenVerifier (issuer =
+ *   API key) and the grants each method needs; errors as Twirp JSON `{ code, msg }`. Webhooks: JSON
+ *   WebhookEvent bodies with a JWT in `Authorization` whose `sha256` claim is the body's base64 SHA-256.
  * - Daily: REST `POST /rooms`, `GET|DELETE /rooms/:name`, `GET /rooms/:name/presence`,
- *   `POST /meeting-tokens`, `Authorization: Bearer <API key>`; errors `{ error, info }`. Webhooks:
- *   `X-Webhook-Signature` = base64 HMAC-SHA256 (base64-decoded secret) of `${timestamp}.${body}`.
+ *   `POST /rooms/:name/eject`, `POST /meeting-tokens`, `Authorization: Bearer <API key>`; errors
+ *   `{ error, info }`. Webhooks: `X-Webhook-Signature` = base64 HMAC-SHA256 (base64-decoded secret)
+ *   of `${timestamp}.${body}`.
+ *
+ * `join(token)` stands for a client connecting with a join token: the double checks the token the
+ * way the provider does and lists the participant in its room until it is removed.
  */
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -77,6 +81,11 @@ export interface LiveKitDouble extends AsyncDisposable {
   requests: LkRequest[];
   /** Requests refused (bad or missing token, missing grant). */
   refused: { method: string; status: number; code: string }[];
+  /**
+   * A client connecting with a join token: verified like LiveKit does (signature, expiry, `roomJoin`
+   * on an existing room), then listed as a participant of that room. Throws when LiveKit would refuse.
+   */
+  join(token: string): Promise<LkParticipant>;
   close(): Promise<void>;
 }
 
@@ -165,13 +174,35 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
             })),
           });
         }
+        case 'RemoveParticipant': {
+          if (!grants.video?.roomAdmin || grants.video.room !== name) return deny(403, 'permission_denied', 'permissions denied');
+          requests.push({ method, body, grants });
+          const room = rooms.get(name);
+          if (!room) return twirpError(res, 404, 'not_found', 'requested room does not exist');
+          const identity = typeof body.identity === 'string' ? body.identity : '';
+          const before = room.participants.length;
+          room.participants = room.participants.filter((p) => p.identity !== identity);
+          if (room.participants.length === before) return twirpError(res, 404, 'not_found', 'participant does not exist');
+          return send(res, 200, {});
+        }
         default:
           return twirpError(res, 404, 'bad_route', `unknown method ${method}`);
       }
     })().catch((err: unknown) => twirpError(res, 500, 'internal', String(err)));
   });
   const url = await listen(server);
-  return { url, apiKey, apiSecret, rooms, requests, refused, ...closer(server) };
+  const join = async (token: string): Promise<LkParticipant> => {
+    const claims = await verifier.verify(token);
+    const name = claims.video?.room ?? '';
+    const room = rooms.get(name);
+    if (!claims.video?.roomJoin || !room || !claims.sub) throw new Error(`LiveKit refuses the join to ${name}`);
+    // One connection per identity: a second join replaces the first (LiveKit's duplicate identity).
+    room.participants = room.participants.filter((p) => p.identity !== claims.sub);
+    const p: LkParticipant = { sid: `PA_${randomBytes(6).toString('hex')}`, identity: claims.sub, name: claims.name ?? claims.sub, joinedAt: Date.now() };
+    room.participants.push(p);
+    return p;
+  };
+  return { url, apiKey, apiSecret, rooms, requests, refused, join, ...closer(server) };
 }
 
 /** A LiveKit webhook body, serialized by the SDK's own WebhookEvent (the wire JSON). */
@@ -231,6 +262,8 @@ export interface DailyRoomState {
   created_at: string;
   config: Record<string, unknown>;
   presence: { id: string; userId: string; userName: string; joinTime: string; duration: number }[];
+  /** user_ids ejected with `ban: true`: refused while the meeting lasts. */
+  banned: Set<string>;
 }
 
 export interface DailyRequest {
@@ -251,6 +284,12 @@ export interface DailyDouble extends AsyncDisposable {
   /** Tokens minted, with the properties asked for. */
   tokens: { token: string; properties: DailyTokenProperties }[];
   refused: { method: string; path: string; status: number }[];
+  /**
+   * A client joining with a meeting token minted here: refused (throws) when the token is unknown or
+   * expired, its room does not exist, or its user_id was ejected with `ban: true`; otherwise listed
+   * in the room's presence.
+   */
+  join(token: string): DailyRoomState['presence'][number];
   close(): Promise<void>;
 }
 
@@ -303,6 +342,7 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
           created_at: new Date().toISOString(),
           config: (body.properties as Record<string, unknown> | undefined) ?? {},
           presence: [],
+          banned: new Set(),
         };
         rooms.set(name, room);
         return send(res, 200, roomJson(room));
@@ -312,6 +352,23 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
         const room = rooms.get(decodeURIComponent(presencePath[1]!));
         if (!room) return dailyError(res, 404, 'not-found', `room ${presencePath[1]} not found`);
         return send(res, 200, { total_count: room.presence.length, data: room.presence.map((p) => ({ room: room.name, ...p })) });
+      }
+      const ejectPath = /^\/rooms\/([^/]+)\/eject$/.exec(path);
+      if (ejectPath && method === 'POST') {
+        const room = rooms.get(decodeURIComponent(ejectPath[1]!));
+        if (!room) return dailyError(res, 404, 'not-found', `room ${ejectPath[1]} not found`);
+        const unknown = Object.keys(body).filter((k) => !['ids', 'user_ids', 'ban'].includes(k));
+        if (unknown.length) return dailyError(res, 400, 'invalid-request-error', `unknown properties: ${unknown.join(', ')}`);
+        const strings = (v: unknown) => (Array.isArray(v) && v.length <= 100 && v.every((x) => typeof x === 'string') ? (v as string[]) : null);
+        const ids = body.ids === undefined ? [] : strings(body.ids);
+        const userIds = body.user_ids === undefined ? [] : strings(body.user_ids);
+        if (!ids || !userIds) return dailyError(res, 400, 'invalid-request-error', 'ids and user_ids are lists of at most 100 strings');
+        if (body.ban !== undefined && typeof body.ban !== 'boolean') return dailyError(res, 400, 'invalid-request-error', 'ban must be a boolean');
+        // Participants not found are no error: ejectedIds says who was ejected.
+        const ejected = room.presence.filter((p) => ids.includes(p.id) || userIds.includes(p.userId));
+        room.presence = room.presence.filter((p) => !ejected.includes(p));
+        if (body.ban === true) for (const u of userIds) room.banned.add(u);
+        return send(res, 200, { ejectedIds: ejected.map((p) => p.id) });
       }
       const roomPath = /^\/rooms\/([^/]+)$/.exec(path);
       if (roomPath) {
@@ -338,7 +395,18 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
     })().catch((err: unknown) => dailyError(res, 500, 'server-error', String(err)));
   });
   const url = await listen(server);
-  return { url, apiKey, domain, rooms, requests, tokens, refused, ...closer(server) };
+  const join = (token: string): DailyRoomState['presence'][number] => {
+    const minted = tokens.find((t) => t.token === token);
+    if (!minted || minted.properties.exp * 1000 <= Date.now()) throw new Error('Daily refuses the join: unknown or expired meeting token');
+    const room = rooms.get(String(minted.properties.room_name));
+    const userId = String(minted.properties.user_id ?? '');
+    if (!room) throw new Error('Daily refuses the join: no such room');
+    if (room.banned.has(userId)) throw new Error(`Daily refuses the join: ${userId} was ejected from this meeting`);
+    const p = { id: randomUUID(), userId, userName: String(minted.properties.user_name ?? ''), joinTime: new Date().toISOString(), duration: 0 };
+    room.presence.push(p);
+    return p;
+  };
+  return { url, apiKey, domain, rooms, requests, tokens, refused, join, ...closer(server) };
 }
 
 /** A Daily webhook body (`version`, `type`, `id`, `payload`, `event_ts`). */

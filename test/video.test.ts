@@ -704,3 +704,105 @@ describe('Daily', () => {
     expect(await provider.listParticipants(name)).toEqual([]);
   });
 });
+
+describe('banned and removed users leave the room\'s calls', () => {
+  /** A room of owner, a moderator and the given members, with a meeting, a second one not joined and an ended one. */
+  async function callRoom(s: TestServer, owner: string, mod: string, members: string[]) {
+    const room = await groupRoom(s, owner, [mod, ...members]);
+    await as(s, owner).room.setRole({ roomId: room.id, userId: mod, role: 'moderator' });
+    const live = await as(s, owner).video.create({ roomId: room.id, title: 'In call' });
+    const idle = await as(s, owner).video.create({ roomId: room.id, title: 'Nobody here' });
+    const ended = await as(s, owner).video.create({ roomId: room.id, title: 'Over' });
+    await as(s, owner).video.end({ meetingId: ended.id });
+    return { room, live, idle, ended };
+  }
+
+  const online = async (s: TestServer, reader: string, meetingId: string) =>
+    ((await as(s, reader).video.get({ meetingId, live: true })).online ?? []).map((p) => p.userId).sort();
+
+  for (const action of ['ban', 'removeMember'] as const) {
+    it(`LiveKit: room.${action} during a call sends RemoveParticipant for that identity; the user is out and gets no new token`, async () => {
+      const [owner, mod, bob, carol] = users('owner', 'mod', 'bob', 'carol');
+      const { room, live, idle, ended } = await callRoom(lkSrv, owner, mod!, [bob!, carol!]);
+      // Bob and Carol connect with the tokens they were given.
+      const bobToken = await as(lkSrv, bob!).video.joinToken({ meetingId: live.id });
+      await lk.join(bobToken.token);
+      await lk.join((await as(lkSrv, carol!).video.joinToken({ meetingId: live.id })).token);
+      expect(await online(lkSrv, mod!, live.id)).toEqual([bob, carol].sort());
+      const removals = (id: string) => lk.requests.filter((r) => r.method === 'RemoveParticipant' && r.body.room === id);
+
+      await as(lkSrv, mod!).room[action]({ roomId: room.id, userId: bob! });
+
+      expect(removals(live.id).map((r) => r.body)).toEqual([{ room: live.id, identity: bob }]);
+      // Signed by the server for that room with the admin grant RemoveParticipant needs.
+      expect(removals(live.id)[0]!.grants.video).toMatchObject({ roomAdmin: true, room: live.id });
+      // Every meeting not ended is covered (Bob not in it: LiveKit's not_found is no error); ended ones are left alone.
+      expect(removals(idle.id).map((r) => r.body)).toEqual([{ room: idle.id, identity: bob }]);
+      expect(removals(ended.id)).toEqual([]);
+      expect(await online(lkSrv, mod!, live.id)).toEqual([carol]);
+      await expectTRPCError(as(lkSrv, bob!).video.joinToken({ meetingId: live.id }), 'NOT_FOUND', /meeting not found/);
+      await expectTRPCError(as(lkSrv, bob!).video.get({ meetingId: live.id, live: true }), 'NOT_FOUND');
+    });
+
+    it(`Daily: room.${action} during a call ejects that user_id with ban; the old token cannot rejoin and no new one is minted`, async () => {
+      const [owner, mod, carol] = users('owner', 'mod', 'carol');
+      // Longer than Daily's 36 characters: ejected by the same hashed user_id its token carries.
+      const bob = `bob-${uuid()}-with-a-long-id`;
+      const { room, live, idle, ended } = await callRoom(dailySrv, owner, mod!, [bob, carol!]);
+      const bobToken = await as(dailySrv, bob).video.joinToken({ meetingId: live.id });
+      const identity = daily.tokens.find((t) => t.token === bobToken.token)!.properties.user_id as string;
+      expect(identity).toBe(new DailyProvider({ apiKey: '', apiUrl: '', webhookSecret: null }).identityOf(bob));
+      daily.join(bobToken.token);
+      daily.join((await as(dailySrv, carol!).video.joinToken({ meetingId: live.id })).token);
+      expect(await online(dailySrv, mod!, live.id)).toEqual([identity, carol].sort());
+      const ejects = (id: string) => daily.requests.filter((r) => r.method === 'POST' && r.path === `/rooms/${id}/eject`);
+
+      await as(dailySrv, mod!).room[action]({ roomId: room.id, userId: bob });
+
+      expect(ejects(live.id).map((r) => r.body)).toEqual([{ user_ids: [identity], ban: true }]);
+      expect(ejects(idle.id).map((r) => r.body)).toEqual([{ user_ids: [identity], ban: true }]);
+      expect(ejects(ended.id)).toEqual([]);
+      expect(await online(dailySrv, mod!, live.id)).toEqual([carol]);
+      // The token minted before is refused by Daily while the meeting lasts; the server mints no other.
+      expect(() => daily.join(bobToken.token)).toThrow(/ejected/);
+      await expectTRPCError(as(dailySrv, bob).video.joinToken({ meetingId: live.id }), 'NOT_FOUND', /meeting not found/);
+    });
+  }
+
+  it('a ban of a user who is in no call (or no member at all) is no error on either provider', async () => {
+    const asked = {
+      livekit: (id: string) => lk.requests.filter((r) => r.method === 'RemoveParticipant' && r.body.room === id).map((r) => r.body.identity),
+      daily: (id: string) => daily.requests.filter((r) => r.path === `/rooms/${id}/eject`).map((r) => (r.body.user_ids as string[])[0]),
+    };
+    for (const [s, provider] of [
+      [lkSrv, 'livekit'],
+      [dailySrv, 'daily'],
+    ] as const) {
+      const [owner, mod, bob, stranger] = users('owner', 'mod', 'bob', 'stranger');
+      const { room, live } = await callRoom(s, owner, mod!, [bob!]);
+      await as(s, mod!).room.ban({ roomId: room.id, userId: bob! });
+      await as(s, mod!).room.ban({ roomId: room.id, userId: stranger! });
+      expect((await as(s, mod!).room.bans({ roomId: room.id })).map((b) => b.userId).sort()).toEqual([bob, stranger].sort());
+      // Asked for both (the provider answers not_found / no ejectedIds), and nothing failed.
+      expect({ provider, asked: asked[provider](live.id) }).toEqual({ provider, asked: [bob, stranger] });
+      expect(await online(s, owner, live.id)).toEqual([]);
+    }
+  });
+
+  it('a provider failure while removing the user does not undo the ban', async () => {
+    // Same database, but a LiveKit secret the provider refuses: RemoveParticipant fails with 401.
+    await using bad = await server(
+      'video-lk-bad-ban',
+      videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: 'not-the-secret-not-the-secret' } }),
+    );
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner, [bob!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await lk.join((await as(lkSrv, bob!).video.joinToken({ meetingId: m.id })).token);
+    const refused = lk.refused.length;
+    await as(bad, owner).room.ban({ roomId: room.id, userId: bob! });
+    expect(lk.refused.slice(refused)).toEqual([{ method: 'RemoveParticipant', status: 401, code: 'unauthenticated' }]);
+    expect((await as(lkSrv, owner).room.bans({ roomId: room.id })).map((b) => b.userId)).toEqual([bob]);
+    await expectTRPCError(as(lkSrv, bob!).video.joinToken({ meetingId: m.id }), 'NOT_FOUND');
+  });
+});

@@ -62,11 +62,12 @@ export function findMeeting(db: Db, meetingId: string, tenant: string): Promise<
 }
 
 /**
- * The meetings of a room not ended yet (scheduled or live, expired or not), in the caller's
- * transaction: what a room's deletion ends on the provider after commit (the rows go with the room).
+ * The meetings of a room not ended yet (scheduled or live, expired or not): read in a room deletion's
+ * transaction (what it ends on the provider after commit, the rows go with the room), or after a ban
+ * or removal has committed (the meetings the user is removed from).
  */
-export function openMeetingsOfRoom(tx: Tx, roomId: string): Promise<{ id: string; provider: string }[]> {
-  return tx.db.selectFrom('meeting').select(['id', 'provider']).where('room_id', '=', roomId).where('status', '<>', 'ended').orderBy('id').execute();
+export function openMeetingsOfRoom(db: Db, roomId: string): Promise<{ id: string; provider: string }[]> {
+  return db.selectFrom('meeting').select(['id', 'provider']).where('room_id', '=', roomId).where('status', '<>', 'ended').orderBy('id').execute();
 }
 
 /** A room's meetings, newest first, at most `limit`. */

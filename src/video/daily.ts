@@ -120,6 +120,21 @@ export class DailyProvider implements VideoProvider {
   }
 
   /**
+   * `POST /rooms/:name/eject` by `user_ids` (the identity our tokens carry) with `ban: true`: every
+   * session of that user is ejected, and while the meeting session lasts Daily refuses that user_id,
+   * so a meeting token minted before cannot rejoin it. Daily counts a user who is not in the meeting
+   * as success; a room that no longer exists (404) is no error either.
+   */
+  async removeParticipant(roomName: string, userId: string): Promise<void> {
+    try {
+      await this.request('POST', `/rooms/${encodeURIComponent(roomName)}/eject`, { user_ids: [this.identityOf(userId)], ban: true });
+    } catch (err) {
+      if (err instanceof VideoProviderError && err.status === 404) return;
+      throw err;
+    }
+  }
+
+  /**
    * Daily signs webhooks with `X-Webhook-Signature` = base64(HMAC-SHA256(base64-decoded secret,
    * `${X-Webhook-Timestamp}.${raw body}`)). The timestamp (seconds or milliseconds) must be within
    * WEBHOOK_MAX_AGE_SECONDS of now. The unsigned `{"test":"test"}` probe Daily sends while a webhook

@@ -38,7 +38,7 @@ function jwtClaims(token: string): Record<string, unknown> {
 
 /**
  * LiveKit: access tokens and webhook verification with `livekit-server-sdk`, rooms through its
- * Twirp RoomService (`/twirp/livekit.RoomService/CreateRoom|DeleteRoom|ListParticipants`).
+ * Twirp RoomService (`/twirp/livekit.RoomService/CreateRoom|DeleteRoom|ListParticipants|RemoveParticipant`).
  */
 export class LiveKitProvider implements VideoProvider {
   readonly name = 'livekit' as const;
@@ -97,6 +97,23 @@ export class LiveKitProvider implements VideoProvider {
       }));
     } catch (err) {
       if (err instanceof VideoProviderError && (err.status === 404 || err.code === 'not_found')) return [];
+      throw err;
+    }
+  }
+
+  /**
+   * RemoveParticipant (needs `roomAdmin` on the room; the SDK signs it so): the connection of that
+   * identity is closed. Without a `revokeTokenTs` LiveKit takes its own now (plus its one-minute
+   * leeway) as the revocation time: servers that implement token revocation (LiveKit Cloud) then
+   * refuse the identity's tokens for this room issued before it; others let an unexpired token
+   * rejoin (docs/VIDEO.md). Not in the room, or no such room: LiveKit answers `not_found`, which is
+   * no error here.
+   */
+  async removeParticipant(roomName: string, userId: string): Promise<void> {
+    try {
+      await this.call('RemoveParticipant', () => this.rooms.removeParticipant(roomName, userId));
+    } catch (err) {
+      if (err instanceof VideoProviderError && (err.status === 404 || err.code === 'not_found')) return;
       throw err;
     }
   }

@@ -30,6 +30,15 @@ export interface VideoProvider {
   listParticipants(name: string): Promise<ProviderParticipant[]>;
 
   /**
+   * Disconnects one of our users from the room (by their provider identity: `identityOf(userId)`
+   * where the provider has one) and, as far as the provider allows, keeps the join tokens already
+   * minted for them from letting them back in (LiveKit: the server's token revocation on removal;
+   * Daily: the eject's `ban`). A user who is not in the room, or a room that no longer exists, is not
+   * an error.
+   */
+  removeParticipant(roomName: string, userId: string): Promise<void>;
+
+  /**
    * Verifies a webhook against its raw body and headers and returns the normalized event. Throws
    * WebhookAuthError for unsigned, wrongly signed and stale requests.
    */

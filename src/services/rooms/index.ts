@@ -45,7 +45,7 @@ export function createRoomServices(
     activity: ActivityFeed;
     wakeFiles: () => void;
     reads: ReadRouting;
-    /** Ends the provider rooms of a deleted room's meetings. */
+    /** Ends the provider rooms of a deleted room's meetings; takes banned and removed users out of its meetings. */
     meetings: MeetingLifecycle;
   },
   access: AccessService,
@@ -54,11 +54,11 @@ export function createRoomServices(
   keyring: Keyring,
 ): RoomServices {
   const read = new RoomReads(access, store, mapper, parts.reads);
-  const membership = new RoomMembership(parts.log, access, store);
+  const membership = new RoomMembership(parts.log, access, store, parts.meetings);
   return {
     lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read, membership),
     membership,
-    moderation: new RoomModeration(parts.log, access, store, read),
+    moderation: new RoomModeration(parts.log, access, store, read, parts.meetings),
     read,
     archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity, parts.wakeFiles, parts.meetings),
     directory: new RoomDirectory(parts.limits, store, read),

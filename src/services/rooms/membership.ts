@@ -5,6 +5,7 @@ import { bannedAmong, successor } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
+import type { MeetingLifecycle } from '../meetings/lifecycle.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember, joinMember } from './member-changes.js';
 import { actOnMember, auditModeration, RETRY, recordModeration } from './moderation.js';
@@ -15,6 +16,8 @@ export class RoomMembership {
     private readonly log: Logger,
     private readonly access: AccessService,
     private readonly store: Store,
+    /** Takes a removed member out of the room's meetings on the provider (after the removal commits). */
+    private readonly meetings: Pick<MeetingLifecycle, 'removeFromMeetings'>,
   ) {}
 
   async addMembers(actor: Actor, roomId: string, userIds: string[]): Promise<{ added: string[] }> {
@@ -42,6 +45,10 @@ export class RoomMembership {
     return { added };
   }
 
+  /**
+   * Removes a member. After commit they are removed from the room's meetings not ended; a provider
+   * failure there is logged and does not undo the removal.
+   */
   async removeMember(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('use room.leave to leave a room');
     await this.store.transact(async (tx) => {
@@ -55,6 +62,8 @@ export class RoomMembership {
       await recordModeration(tx, 'member.remove', actor, roomId, userId, { role: target });
     }, RETRY);
     auditModeration(this.log, 'remove', actor, roomId, userId);
+    // Off the transaction: provider calls are slow and may fail; the removal stands either way.
+    await this.meetings.removeFromMeetings(roomId, userId);
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {

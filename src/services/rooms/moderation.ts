@@ -10,6 +10,7 @@ import type { Tx } from '../../store/tx.js';
 import { type AccessService, describeAction } from '../access.js';
 import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
+import type { MeetingLifecycle } from '../meetings/lifecycle.js';
 import { changeMember, dropMember } from './member-changes.js';
 import type { RoomReads } from './reads.js';
 
@@ -85,6 +86,8 @@ export class RoomModeration {
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly reads: RoomReads,
+    /** Takes a banned user out of the room's meetings on the provider (after the ban commits). */
+    private readonly meetings: Pick<MeetingLifecycle, 'removeFromMeetings'>,
   ) {}
 
   /**
@@ -133,7 +136,12 @@ export class RoomModeration {
     return this.reads.member(actor, roomId, userId);
   }
 
-  /** Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. */
+  /**
+   * Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. After
+   * commit they are removed from the room's meetings not ended (member or not: a support agent reads a
+   * support room and joins its meetings without membership); a provider failure there is logged and
+   * does not undo the ban.
+   */
   async ban(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('you cannot ban yourself');
     await this.store.transact(async (tx) => {
@@ -152,6 +160,8 @@ export class RoomModeration {
       await recordModeration(tx, 'member.ban', actor, roomId, userId, { wasMember: target !== null, wasBanned: !added });
     }, RETRY);
     this.audit('ban', actor, roomId, userId);
+    // Off the transaction: provider calls are slow and may fail; the ban stands either way.
+    await this.meetings.removeFromMeetings(roomId, userId);
   }
 
   async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {
