@@ -313,3 +313,42 @@ describe('lock order: the membership rows a change writes are locked before the 
     expect(retried()).toBe(before);
   });
 });
+
+describe('a public room join and a ban (or a deletion) at the same moment', () => {
+  const publicRoom = async (owner: string) => {
+    const room = await groupRoom(owner, []);
+    await as(owner).room.update({ roomId: room.id, visibility: 'public' });
+    return room;
+  };
+
+  it('a ban that commits while the join waits for the room refuses the join: no membership', async () => {
+    const [owner, mallory] = users('jb-owner', 'jb-mallory');
+    const room = await publicRoom(owner);
+    const r = await commitWhileBlocked([['insert into room_ban (room_id, user_id, banned_by, created_at) values ($1, $2, $3, now())', [room.id, mallory, owner]]], () =>
+      as(mallory).room.join({ roomId: room.id }),
+    );
+    await expectRefused(r, 'FORBIDDEN', /banned/);
+    expect(await roleOf(room.id, mallory)).toBeNull();
+    await expectTRPCError(as(mallory).chat.history({ roomId: room.id }), 'NOT_FOUND');
+  });
+
+  it('a join that commits while the ban waits for the room is undone by the ban: banned, not a member', async () => {
+    const [owner, mallory] = users('bj-owner', 'bj-mallory');
+    const room = await publicRoom(owner);
+    // What room.join writes, held open: the ban reads no member, then waits for the room's row.
+    const r = await commitWhileBlocked([["insert into membership (room_id, user_id, role, joined_at, last_read_seq, receipt_seq) values ($1, $2, 'member', now(), 0, 0)", [room.id, mallory]]], () =>
+      as(owner).room.ban({ roomId: room.id, userId: mallory }),
+    );
+    expect(r.status).toBe('fulfilled');
+    expect(await roleOf(room.id, mallory)).toBeNull();
+    expect((await bans(room.id)).map((b) => (b as { user_id: string }).user_id)).toEqual([mallory]);
+    await expectTRPCError(as(mallory).chat.history({ roomId: room.id }), 'NOT_FOUND');
+  });
+
+  it('a join while the room is being deleted answers NOT_FOUND (not a foreign key error)', async () => {
+    const [owner, carol] = users('jd-owner', 'jd-carol');
+    const room = await publicRoom(owner);
+    const r = await commitWhileBlocked([['delete from room where id = $1', [room.id]]], () => as(carol).room.join({ roomId: room.id }));
+    await expectRefused(r, 'NOT_FOUND', /room/);
+  });
+});

@@ -3,11 +3,12 @@ import type { Actor } from '../../domain/actor.js';
 import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
 import { bannedAmong } from '../../store/members.js';
-import { archivedAt, directoryRows, joinableRoom } from '../../store/rooms.js';
+import { directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import { roomArchived } from '../../domain/errors.js';
 import type { RateLimits } from '../limits.js';
 import { systemMessage } from '../system-message.js';
+import { RETRY } from './moderation.js';
 import { joinMember } from './member-changes.js';
 import type { RoomReads } from './reads.js';
 
@@ -46,17 +47,18 @@ export class RoomDirectory {
   async join(actor: Actor, roomId: string): Promise<RoomDto> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     await this.store.transact(async (tx) => {
+      // The room's lock first: a ban, archive or deletion that commits meanwhile is seen by the checks
+      // below (a ban read before the lock let a banned user in as a member; a deletion was a foreign
+      // key error), and a ban waiting behind this join finds the new member and drops it.
+      await tx.lockRoom(roomId);
       const room = await joinableRoom(tx, roomId);
       if (!room || room.tenant !== actor.tenant || room.visibility !== 'public') throw notFound('room');
       if ((await bannedAmong(tx, roomId, [actor.id])).length) throw forbidden('you are banned from this room');
       if (room.archived_at) throw roomArchived();
       if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
-        // Read again now that the join's seq holds the room's row: an archive that committed after
-        // the check above refuses the join too (nothing of it is written).
-        if (await archivedAt(tx.db, roomId)) throw roomArchived();
         await systemMessage(tx, actor, roomId, `${actor.name} joined`);
       }
-    });
+    }, RETRY);
     return this.reads.get(actor, roomId);
   }
 }

@@ -76,6 +76,14 @@ export async function actOnMember(
   rule(held, target.role);
   if (opts.lockActor) await memberRole(tx, roomId, actor.id, true);
   await tx.lockRoom(roomId);
+  // Read again under the room's lock: a join (or leave) that committed while this waited for it
+  // changed the target's membership after the read above (every membership write holds the room's
+  // lock, so it is stable from here on). A ban must drop a member who joined meanwhile.
+  const fresh = await memberRole(tx, roomId, userId);
+  if (fresh !== target.role) {
+    target = { role: fresh };
+    rule(held, fresh);
+  }
   return { access: held, target: target.role };
 }
 
