@@ -275,6 +275,25 @@ describe('erase', () => {
     expect(await auditRows('user.erase', bob)).toHaveLength(2);
   });
 
+  it("erases the user's e-mail address and what notifications kept of them; a later token does not bring the address back", async () => {
+    const [owner, bob] = users('em-owner', 'em-bob');
+    const room = await groupRoom(owner!, [bob!]);
+    const bobActor = { ...actor(bob!), email: 'bob@private.example.com' };
+    await t.app.services.users.touch(bobActor);
+    await as(bob!).notify.setPreferences({ push: true });
+    await as(bob!).notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await t.env.sql("insert into notify_digest (tenant, user_id, since, due_at, attempts) values ('default', $1, now(), now() + interval '1 hour', 0)", [bob]);
+    // The export names the address the server keeps.
+    expect((await exported(admin(), { userId: bob! })).find((r) => r.type === 'user')).toMatchObject({ email: 'bob@private.example.com' });
+    await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
+    expect(await t.env.sql('select email from chat_user where tenant = $1 and id = $2', ['default', bob])).toEqual([{ email: null }]);
+    for (const table of ['push_device', 'notify_preference', 'notify_room_preference', 'notify_push', 'notify_digest']) {
+      expect(await t.env.sql(`select 1 from ${table} where user_id = $1`, [bob]), table).toEqual([]);
+    }
+    await t.app.services.users.touch(bobActor);
+    expect(await t.env.sql('select email, name from chat_user where tenant = $1 and id = $2', ['default', bob])).toEqual([{ email: null, name: 'deleted user' }]);
+  });
+
   it('erases in several batches when there is more than one page (pages of 2 here), each with its events', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);

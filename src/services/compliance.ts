@@ -111,8 +111,8 @@ export class ComplianceService {
     // No profile row: the user never called the API (added to rooms by others).
     yield count(
       user
-        ? { type: 'user', id: userId, name: user.name, roles: user.roles, createdAt: iso(user.created_at), lastSeenAt: iso(user.last_seen_at), erasedAt: iso(user.erased_at) }
-        : { type: 'user', id: userId, name: null, roles: [], createdAt: null, lastSeenAt: null, erasedAt: null },
+        ? { type: 'user', id: userId, name: user.name, email: user.email, roles: user.roles, createdAt: iso(user.created_at), lastSeenAt: iso(user.last_seen_at), erasedAt: iso(user.erased_at) }
+        : { type: 'user', id: userId, name: null, email: null, roles: [], createdAt: null, lastSeenAt: null, erasedAt: null },
     );
 
     for (let after: string | null = null; ; ) {

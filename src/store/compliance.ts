@@ -288,9 +288,17 @@ export async function anonymizeUser(db: Db, tenant: string, userId: string): Pro
   // Also for a user without a row yet, so that a token of theirs later cannot bring the name back.
   await db
     .insertInto('chat_user')
-    .values({ tenant, id: userId, name: DELETED_USER_NAME, roles: [], created_at: now(), last_seen_at: now(), erased_at: now() })
-    .onConflict((oc) => oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({ name: DELETED_USER_NAME, roles: [], erased_at: eb.fn.coalesce('chat_user.erased_at', now()) })))
+    .values({ tenant, id: userId, name: DELETED_USER_NAME, roles: [], email: null, created_at: now(), last_seen_at: now(), erased_at: now() })
+    .onConflict((oc) =>
+      oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({ name: DELETED_USER_NAME, roles: [], email: null, erased_at: eb.fn.coalesce('chat_user.erased_at', now()) })),
+    )
     .execute();
+  // What the notifications kept of them: push endpoints, preferences, queued pushes and digests.
+  await db.deleteFrom('push_device').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
+  await db.deleteFrom('notify_preference').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
+  await db.deleteFrom('notify_room_preference').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
+  await db.deleteFrom('notify_push').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
+  await db.deleteFrom('notify_digest').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
 }
 
 // --- audit trail -----------------------------------------------------------------------------

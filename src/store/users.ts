@@ -31,7 +31,8 @@ export async function upsertUsers(db: Db, users: readonly UserClaims[]): Promise
       oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({
         name: sql<string>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.name')} else ${eb.ref('chat_user.name')} end`,
         roles: sql<string[]>`case when ${eb.ref('chat_user.erased_at')} is null then ${eb.ref('excluded.roles')} else ${eb.ref('chat_user.roles')} end`,
-        email: eb.fn.coalesce('excluded.email', 'chat_user.email'),
+        // An erased user's address is gone for good: a later token does not bring it back.
+        email: sql<string | null>`case when ${eb.ref('chat_user.erased_at')} is null then coalesce(${eb.ref('excluded.email')}, ${eb.ref('chat_user.email')}) else null end`,
         last_seen_at: now(),
       })),
     )
