@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Reaction } from '../domain/events.js';
 import type { Db } from './database.js';
 import { now, type Tx } from './tx.js';
@@ -11,6 +12,19 @@ export async function addReaction(tx: Tx, messageId: string, userId: string, emo
     .returning('emoji')
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/** How many distinct emoji a message has, and how many reactions of `userId` (read under the message's lock). */
+export async function reactionCounts(tx: Tx, messageId: string, userId: string): Promise<{ emojis: number; mine: number }> {
+  const row = await tx.db
+    .selectFrom('reaction')
+    .select((eb) => [
+      sql<number>`count(distinct ${eb.ref('emoji')})::int`.as('emojis'),
+      sql<number>`(count(*) filter (where ${eb.ref('user_id')} = ${userId}))::int`.as('mine'),
+    ])
+    .where('message_id', '=', messageId)
+    .executeTakeFirstOrThrow();
+  return { emojis: Number(row.emojis), mine: Number(row.mine) };
 }
 
 /** Removes a user's reaction; false when there was none. */

@@ -7,7 +7,11 @@ import type { RoomAccess } from '../../domain/rooms.js';
 import type { MessageRow } from '../../store/message-row.js';
 import { lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody, uncountReply } from '../../store/messages.js';
 import { removeFilesOfMessages } from '../../store/files.js';
-import { addReaction, reactionSummaries, removeReaction } from '../../store/reactions.js';
+import { addReaction, reactionCounts, reactionSummaries, removeReaction } from '../../store/reactions.js';
+
+/** Different emoji on one message, and reactions of one user on one message, at most. */
+export const MAX_REACTION_EMOJI = 50;
+export const MAX_REACTIONS_PER_USER = 20;
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import type { AccessService } from '../access.js';
@@ -121,6 +125,13 @@ export class MessageChanges {
       if (row.deleted_at) throw badRequest('cannot react to a deleted message');
       await this.access.requireInTx(tx, actor, row.room_id, 'send');
       const changed = add ? await addReaction(tx, messageId, actor.id, emoji) : await removeReaction(tx, messageId, actor.id, emoji);
+      if (changed && add) {
+        // Bounded: every history page and every reaction event carries the message's reactions.
+        // Counted under the message's lock (reactions of one message are serialized by it).
+        const { emojis, mine } = await reactionCounts(tx, messageId, actor.id);
+        if (emojis > MAX_REACTION_EMOJI) throw badRequest(`a message has at most ${MAX_REACTION_EMOJI} different reactions`);
+        if (mine > MAX_REACTIONS_PER_USER) throw badRequest(`you can add at most ${MAX_REACTIONS_PER_USER} reactions to one message`);
+      }
       if (changed) {
         const type = add ? 'reaction.added' : 'reaction.removed';
         // The event carries the message's reactions after this change (read under the seq lock), so
