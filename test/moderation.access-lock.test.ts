@@ -14,41 +14,13 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { actor, callerFor, expectTRPCError, fileServer, roomKit, waitFor } from './fixture.js';
+import { commitWhileBlocked as lockedCommit, type Statement } from './fixture/locks.js';
 import { startLiveKitDouble } from './video-doubles.js';
 
 const t = fileServer('modlock');
 const { users, as, groupRoom } = roomKit(() => t);
 
-type Statement = [text: string, params: unknown[]];
-
-/**
- * Runs `statements` in a transaction of a connection of its own, then starts `call`, and commits once
- * `call` waits on a lock that transaction holds (the room's row). Returns how `call` settled.
- */
-async function commitWhileBlocked<T>(statements: Statement[], call: () => Promise<T>): Promise<PromiseSettledResult<T>> {
-  const c = new pg.Client({ connectionString: t.env.databaseUrl });
-  await c.connect();
-  try {
-    await c.query('begin');
-    for (const [text, params] of statements) await c.query(text, params);
-    const pid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
-    let done = false;
-    const settled = Promise.allSettled([call()]).then(([r]) => {
-      done = true;
-      return r!;
-    });
-    // Done already (it never waited): committed all the same, and the test's expectations say why.
-    await waitFor(
-      async () => done || (await t.env.sql<{ n: number }>('select count(*)::int as n from pg_stat_activity where $1 = any(pg_blocking_pids(pid))', [pid]))[0]!.n > 0,
-      'the call to wait for the row the access change holds',
-      { timeoutMs: 10_000 },
-    );
-    await c.query('commit');
-    return await settled;
-  } finally {
-    await c.end();
-  }
-}
+const commitWhileBlocked = <T>(statements: Statement[], call: () => Promise<T>) => lockedCommit(t.env.databaseUrl, statements, call);
 
 const setRole = (roomId: string, userId: string, role: string): Statement[] => [
   ['update membership set role = $3 where room_id = $1 and user_id = $2', [roomId, userId, role]],

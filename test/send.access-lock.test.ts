@@ -9,43 +9,14 @@
  * checks its access (it sees the change uncommitted, so not yet) and blocks on the room's row; only
  * once PostgreSQL reports it waiting on that transaction does the change commit.
  */
-import pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
-import { expectTRPCError, fileServer, roomKit, uuid, waitFor } from './fixture.js';
+import { expectTRPCError, fileServer, roomKit, uuid } from './fixture.js';
+import { commitWhileBlocked as lockedCommit, type Statement } from './fixture/locks.js';
 
 const t = fileServer('accesslock');
 const { users, as, groupRoom } = roomKit(() => t);
 
-type Statement = [text: string, params: unknown[]];
-
-/**
- * Runs `statements` in a transaction of a connection of its own, then starts `call`, and commits once
- * `call` waits on a lock that transaction holds (the room's row). Returns how `call` settled.
- */
-async function commitWhileBlocked<T>(statements: Statement[], call: () => Promise<T>): Promise<PromiseSettledResult<T>> {
-  const c = new pg.Client({ connectionString: t.env.databaseUrl });
-  await c.connect();
-  try {
-    await c.query('begin');
-    for (const [text, params] of statements) await c.query(text, params);
-    const pid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
-    let done = false;
-    const settled = Promise.allSettled([call()]).then(([r]) => {
-      done = true;
-      return r!;
-    });
-    // Done already (it never waited): committed all the same, and the test's expectations say why.
-    await waitFor(
-      async () => done || (await t.env.sql<{ n: number }>('select count(*)::int as n from pg_stat_activity where $1 = any(pg_blocking_pids(pid))', [pid]))[0]!.n > 0,
-      'the call to wait for the room row the access change holds',
-      { timeoutMs: 10_000 },
-    );
-    await c.query('commit');
-    return await settled;
-  } finally {
-    await c.end();
-  }
-}
+const commitWhileBlocked = <T>(statements: Statement[], call: () => Promise<T>) => lockedCommit(t.env.databaseUrl, statements, call);
 
 const ban = (roomId: string, userId: string, by: string): Statement[] => [
   ['insert into room_ban (room_id, user_id, banned_by, created_at) values ($1, $2, $3, now())', [roomId, userId, by]],
