@@ -77,9 +77,12 @@ const lastSeq = async (roomId: string) => (await t.env.sql<{ s: number }>('selec
 /** An encrypted room with a root and a reply whose id sorts after the root's (a batch in id order locks the root first). */
 async function thread(owner: string, member: string) {
   const room = await as(owner).room.create({ kind: 'group', name: 'vault', memberIds: [member], encrypted: true });
-  const root = await as(owner).chat.send({ roomId: room.id, clientId: uuid(), body: 'the root' });
+  // Ids are random: a root whose id sorts in the lower half first (each does with probability 1/2),
+  // then replies until one sorts after it (each does with probability 1/2 at least). A root with a
+  // high id could need hundreds of replies, pushing it off the first history page.
+  let root = await as(owner).chat.send({ roomId: room.id, clientId: uuid(), body: 'the root' });
+  while (root.id >= '8') root = await as(owner).chat.send({ roomId: room.id, clientId: uuid(), body: 'the root' });
   let reply = await as(member).chat.send({ roomId: room.id, clientId: uuid(), body: 'a reply', replyToId: root.id });
-  // Ids are random: replies are sent until one sorts after the root (each does with probability 1/2).
   while (reply.id < root.id) reply = await as(member).chat.send({ roomId: room.id, clientId: uuid(), body: 'a reply', replyToId: root.id });
   return { room, root, reply };
 }
@@ -88,7 +91,7 @@ describe('a deadlock is broken and the aborted transaction runs again', () => {
   it("a reply's delete that deadlocks with a re-encryption batch is run again: deleted once, one event, the batch's new seal kept", async () => {
     const [owner, bob] = users('owner', 'bob');
     const { room, root, reply } = await thread(owner, bob);
-    const repliesBefore = (await as(owner).chat.history({ roomId: room.id })).messages.find((m) => m.id === root.id)!.replyCount;
+    const repliesBefore = (await as(owner).chat.thread({ messageId: root.id, limit: 1 })).root.replyCount;
     await using s = await openEvents(t.app, actor(owner), { roomId: room.id });
     const ready = Number((await s.next()).id);
     const before = retried();
@@ -125,7 +128,7 @@ describe('a deadlock is broken and the aborted transaction runs again', () => {
       { id: root.id, key_id: 'k2', deleted: false },
       { id: reply.id, key_id: null, deleted: true },
     ]);
-    const after = (await as(owner).chat.history({ roomId: room.id })).messages.find((m) => m.id === root.id)!;
+    const after = (await as(owner).chat.thread({ messageId: root.id, limit: 1 })).root;
     expect(after.body).toBe('the root');
     expect(after.replyCount).toBe(repliesBefore - 1);
   });
