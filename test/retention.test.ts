@@ -229,3 +229,50 @@ describe('retention: stop()', () => {
     expect(await leases()).toEqual([]);
   });
 });
+
+describe('retention: video meetings', () => {
+  it('meetings over (ended, or past their expiry) for longer than the room keeps messages go with their participants; live, recent and unexpired ones stay', async () => {
+    const owner = callerFor(t.app, actor('ret-meet'));
+    const kept = await owner.room.create({ kind: 'group', name: 'meetings, default retention' });
+    const short = await owner.room.create({ kind: 'group', name: 'meetings, one day' });
+    await owner.room.update({ roomId: short.id, retentionDays: 1 });
+    /** A meeting row of `room`: `ended` and `expires` as SQL intervals from now (null ended: never ended). */
+    const meeting = async (room: string, status: string, created: string, ended: string | null, expires: string) => {
+      const [row] = await t.env.sql<{ id: string }>(
+        `insert into meeting (id, tenant, room_id, created_by, provider, url, status, created_at, ended_at, expires_at)
+         values (gen_random_uuid(), 'default', $1, 'ret-meet', 'livekit', 'https://video.example.com/x', $2,
+                 now() + $3::interval, now() + $4::interval, now() + $5::interval)
+         returning id`,
+        [room, status, created, ended, expires],
+      );
+      await t.env.sql(
+        `insert into meeting_participant (meeting_id, session_id, user_id, joined_at, left_at)
+         values ($1, 's1', 'ret-meet', now() + $2::interval, null), ($1, 's2', 'someone', now() + $2::interval, null)`,
+        [row!.id, created],
+      );
+      return row!.id;
+    };
+    const endedLongAgo = await meeting(kept.id, 'ended', '-41 days', '-40 days', '-39 days');
+    const endedRecently = await meeting(kept.id, 'ended', '-11 days', '-10 days', '-9 days');
+    // Never ended by a webhook, but expired long ago: over.
+    const expiredLongAgo = await meeting(kept.id, 'live', '-36 days', null, '-35 days');
+    // Created long ago and still going (not expired): kept, whatever its age.
+    const stillLive = await meeting(kept.id, 'live', '-40 days', null, '+1 day');
+    // The room keeps one day: a call that ended two days ago goes, one that ended an hour ago stays.
+    const shortOld = await meeting(short.id, 'ended', '-3 days', '-2 days', '-1 day');
+    const shortNew = await meeting(short.id, 'ended', '-2 hours', '-1 hour', '+1 hour');
+
+    const result = await new RetentionService(store(), log, { ...OPTS, batch: 2 }).runOnce();
+    expect(result).toMatchObject({ ran: true, interrupted: null, meetings: 3 });
+
+    const left = await t.env.sql<{ id: string }>(`select id from meeting where room_id in ($1, $2) order by id`, [kept.id, short.id]);
+    expect(left.map((r) => r.id).sort()).toEqual([endedRecently, stillLive, shortNew].sort());
+    const participants = await t.env.sql<{ meeting_id: string; n: string }>(
+      `select meeting_id, count(*) as n from meeting_participant where meeting_id = any($1::uuid[]) group by meeting_id`,
+      [[endedLongAgo, endedRecently, expiredLongAgo, stillLive, shortOld, shortNew]],
+    );
+    expect(Object.fromEntries(participants.map((p) => [p.meeting_id, Number(p.n)]))).toEqual({ [endedRecently]: 2, [stillLive]: 2, [shortNew]: 2 });
+    // Nothing more to do on the next run.
+    expect(await new RetentionService(store(), log, OPTS).runOnce()).toMatchObject({ ran: true, meetings: 0 });
+  });
+});

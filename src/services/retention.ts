@@ -8,6 +8,8 @@ export interface RetentionResult {
   messages: number;
   events: number;
   inbox: number;
+  /** Video meetings (with their participant rows). */
+  meetings: number;
   batches: number;
   ms: number;
   /**
@@ -33,7 +35,7 @@ export interface RetentionOptions {
 /**
  * Deletes messages older than their room's retention (`room.retention_days`, else RETENTION_DAYS)
  * in small batches, each its own short transaction, so no lock is held for long and sends go on.
- * Room events and inbox items past the same age go too; reactions and edit history follow their
+ * Room events, inbox items and video meetings (with their participants) past the same age go too; reactions and edit history follow their
  * message (foreign keys cascade); their uploaded files are handed to the file worker, which removes
  * the objects. One node at a time runs it: a lease row (`job_lease`), taken, renewed by every batch
  * and released with plain statements, so that it also holds behind a transaction-mode pooler.
@@ -78,7 +80,7 @@ export class RetentionService {
       const batch = this.opts.batch;
       const global = this.opts.days;
       /** Repeats one batched delete, counting into `field`, until a batch comes back short or the run has to stop. */
-      const loop = async (field: 'messages' | 'events' | 'inbox', deleteBatch: () => Promise<number>) => {
+      const loop = async (field: 'messages' | 'events' | 'inbox' | 'meetings', deleteBatch: () => Promise<number>) => {
         for (;;) {
           if (this.stopping) {
             result.interrupted = 'stopping';
@@ -106,6 +108,8 @@ export class RetentionService {
             if (result.interrupted) return;
             await loop('events', () => conn.deleteOldRoomEvents(global, batch));
             if (result.interrupted) return;
+            await loop('meetings', () => conn.deleteOldMeetings(global, batch));
+            if (result.interrupted) return;
             if (global !== null) await loop('inbox', () => conn.deleteOldInboxEvents(global, batch));
           } catch (err) {
             if (!(err instanceof LeaseLostError)) throw err;
@@ -121,7 +125,7 @@ export class RetentionService {
     } finally {
       result.ms = Math.round(performance.now() - started);
     }
-    if (result.messages || result.events || result.inbox || result.interrupted) {
+    if (result.messages || result.events || result.inbox || result.meetings || result.interrupted) {
       this.log.info({ retention: result }, result.interrupted ? `retention ended early (${result.interrupted})` : 'retention removed old data');
     }
     return result;
@@ -141,5 +145,5 @@ export class RetentionService {
 }
 
 function emptyResult(): RetentionResult {
-  return { ran: false, messages: 0, events: 0, inbox: 0, batches: 0, ms: 0, interrupted: null };
+  return { ran: false, messages: 0, events: 0, inbox: 0, meetings: 0, batches: 0, ms: 0, interrupted: null };
 }

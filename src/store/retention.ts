@@ -35,6 +35,12 @@ export interface RetentionConnection {
   deleteOldRoomEvents(defaultDays: number | null, batch: number): Promise<number>;
   /** Deletes up to `batch` inbox items older than `days`. */
   deleteOldInboxEvents(days: number, batch: number): Promise<number>;
+  /**
+   * Deletes up to `batch` video meetings over (ended, or past their expiry) for longer than their
+   * room's retention (the same per-room override), with their participant rows (cascade): the call
+   * records of who joined when are kept no longer than the room's messages.
+   */
+  deleteOldMeetings(defaultDays: number | null, batch: number): Promise<number>;
 }
 
 /** A batch found the lease gone (it ran out and another node took it, or it was deleted): the run must end. */
@@ -154,6 +160,24 @@ function retentionConnection(batch: <R>(work: (db: Db) => Promise<R>) => Promise
                 .limit(limit)
                 .$asTuple('room_id', 'seq'),
             ),
+          )
+          .executeTakeFirst(),
+      );
+      return Number(r.numDeletedRows);
+    },
+    async deleteOldMeetings(defaultDays, limit) {
+      const r = await batch((db) =>
+        db
+          .deleteFrom('meeting')
+          .where('id', 'in', (eb) =>
+            eb
+              .selectFrom('meeting as m')
+              .innerJoin('room as r', 'r.id', 'm.room_id')
+              .select('m.id')
+              .where((w) =>
+                w(w.fn.coalesce('m.ended_at', 'm.expires_at'), '<', olderThan(w.fn.coalesce('r.retention_days', days(defaultDays)))),
+              )
+              .limit(limit),
           )
           .executeTakeFirst(),
       );
