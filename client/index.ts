@@ -13,7 +13,7 @@ import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { FileTransferError, putWithProgress, toBlob, type UploadBody, type UploadedFile, type UploadFileOptions } from './files.js';
 import { RoomTimeline } from './room-timeline.js';
-import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Message, type RoomEvent } from './types.js';
+import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Member, type Message, type RoomEvent } from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
@@ -465,4 +465,25 @@ export async function historyAround(
     chat.trpc.chat.history.query({ roomId, afterSeq: seq, limit: newer }),
   ]);
   return { messages: [...before.messages, ...after.messages], hasOlder: before.hasMore, hasNewer: after.hasMore };
+}
+
+/** The most members (and bans) one `room.members` (`room.bans`) page holds: the server's limit and default. */
+export const MEMBERS_PAGE_SIZE = 1000;
+
+/**
+ * Every member of a room, by user id: `room.members` read a page at a time (`after`: the last user
+ * id of the page before) until a page comes back shorter than `pageSize` (1-1000, default 1000:
+ * a room of up to 1,000 members is one call). Members who join or leave while the pages are read
+ * may or may not be in the answer; nobody is in it twice.
+ */
+export async function allMembers(chat: Pick<ChatClient, 'trpc'>, roomId: string, opts: { pageSize?: number } = {}): Promise<Member[]> {
+  const limit = Math.min(MEMBERS_PAGE_SIZE, Math.max(1, Math.floor(opts.pageSize ?? MEMBERS_PAGE_SIZE)));
+  const out: Member[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await chat.trpc.room.members.query({ roomId, after, limit });
+    out.push(...page);
+    if (page.length < limit) return out;
+    after = page[page.length - 1]!.userId;
+  }
 }

@@ -210,7 +210,7 @@ export interface Config {
   retentionBatch: number;
   /** Video meetings (docs/VIDEO.md); provider null: video procedures answer PRECONDITION_FAILED. */
   video: VideoConfig;
-  /** 1:1 calls: the ICE servers `signal.config` hands to clients (RTC_ICE_SERVERS). */
+  /** 1:1 calls: the ICE servers `signal.config` hands to clients (RTC_ICE_SERVERS) and the TURN credentials it mints (RTC_TURN_*). */
   rtc: RtcConfig;
   /** Outgoing webhooks (docs/OPERATIONS.md, "Webhooks"). */
   webhooks: WebhookConfig;

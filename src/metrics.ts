@@ -39,10 +39,12 @@ export interface Counters {
   replicaFallbacks: number;
   /** Rooms whose activity the room list feed sent nobody without a query: no inbox of their tenant was open on any node. */
   activityRoomsSkipped: number;
+  /** Video call connections taken out on their join webhook: the user may no longer be in the room's calls (banned, removed). */
+  videoEjections: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0, videoEjections: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -178,6 +180,11 @@ export class Metrics {
       'chat_activity_rooms_skipped_total',
       'Rooms whose room list activity needed no query: no inbox of their tenant was open on any node',
       () => c.activityRoomsSkipped,
+    );
+    counter(
+      'chat_video_ejections_total',
+      'Video call connections removed on their join webhook: the user may no longer be in the room (banned or removed after their join token was minted)',
+      () => c.videoEjections,
     );
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);

@@ -211,7 +211,8 @@ export function livekitEvent(input: {
   room: string;
   id?: string;
   createdAt?: Date;
-  participant?: { sid: string; identity: string; name?: string; joinedAt?: Date };
+  /** `kind`: LiveKit's ParticipantInfo.Kind (0 standard, 1 ingress, 2 egress, 3 SIP, 4 agent; default 0). */
+  participant?: { sid: string; identity: string; name?: string; joinedAt?: Date; kind?: number };
 }): string {
   const created = input.createdAt ?? new Date();
   const ev = new WebhookEvent({
@@ -227,6 +228,7 @@ export function livekitEvent(input: {
             name: input.participant.name ?? input.participant.identity,
             joinedAt: BigInt(Math.floor((input.participant.joinedAt ?? created).getTime() / 1000)),
             joinedAtMs: BigInt((input.participant.joinedAt ?? created).getTime()),
+            kind: input.participant.kind ?? 0,
           }),
         }
       : {}),
@@ -410,7 +412,7 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
 }
 
 /** A Daily webhook body (`version`, `type`, `id`, `payload`, `event_ts`). */
-export function dailyEvent(type: string, payload: Record<string, unknown>, id = randomUUID(), eventTs = Date.now() / 1000): string {
+export function dailyEvent(type: string, payload: Record<string, unknown>, id: string = randomUUID(), eventTs = Date.now() / 1000): string {
   return JSON.stringify({ version: '1.0.0', type, id, payload, event_ts: eventTs });
 }
 

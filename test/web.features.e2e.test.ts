@@ -5,6 +5,7 @@
  * video provider). Every wait is on the page (a selector, or a bounded poll of a condition),
  * never a fixed sleep. UPDATE_SCREENSHOT=1 (or UPDATE_SCREENSHOTS=1) writes docs/screenshot-phone.png.
  */
+import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -367,6 +368,54 @@ describe('1:1 calls', () => {
     await alice.getByRole('button', { name: 'Hang up' }).click();
     await callState(alice, 'idle');
     expect(errors).toEqual([]);
+  });
+
+  it('the page calls with the TURN credential minted for it (RTC_TURN_URLS), asking signal.config again once it is about to expire', async () => {
+    const secret = 'web-turn-secret-0123456789';
+    const turnUrls = ['turn:127.0.0.1:3478?transport=udp'];
+    // 60 s is within the page's renewal margin (every call asks again); a day is not (the answer is kept).
+    for (const [ttlSeconds, queries] of [
+      [60, 2],
+      [86_400, 1],
+    ] as const) {
+      const server = await env.startServer({ redisPrefix: env.prefix(`web-turn-${ttlSeconds}`), rtc: { iceServers: [ICE[0]!], turn: { urls: turnUrls, secret, ttlSeconds } } });
+      const errors: string[] = [];
+      const alice = await newPage(errors);
+      await alice.addInitScript(`{
+        const Native = window.RTCPeerConnection;
+        window.__pcConfigs = [];
+        window.RTCPeerConnection = class extends Native {
+          constructor(config, ...rest) { window.__pcConfigs.push(JSON.parse(JSON.stringify(config ?? null))); super(config, ...rest); }
+        };
+      }`);
+      let configQueries = 0;
+      alice.on('request', (r) => {
+        if (r.url().includes('signal.config')) configQueries++;
+      });
+      const [me, peer] = [`tc${ttlSeconds}-alice`, `tc${ttlSeconds}-bob`];
+      await login(alice, server, me, 'Alice');
+      {
+        await using api = clientFor(server.url, peer);
+        await api.trpc.room.openDirect.mutate({ userId: me });
+      }
+      await openRoom(alice, peer);
+      for (const n of [1, 2]) {
+        await alice.getByRole('button', { name: `Call ${peer} (audio and video)` }).click();
+        await callState(alice, 'calling');
+        await pagePoll(alice, `window.__pcConfigs.length >= ${n}`, `peer connection ${n}`);
+        await alice.getByRole('button', { name: 'Hang up' }).click();
+        await callState(alice, 'idle');
+      }
+      const configs = await alice.evaluate<{ iceServers: { urls: string[]; username?: string; credential?: string }[] }[]>('window.__pcConfigs');
+      expect(configs).toHaveLength(2);
+      for (const { iceServers } of configs) {
+        expect(iceServers).toEqual([ICE[0], { urls: turnUrls, username: expect.stringMatching(/^\d{10}:[A-Za-z0-9_-]{22}$/), credential: expect.any(String) }]);
+        const { username, credential } = iceServers[1]!;
+        expect(credential).toBe(createHmac('sha1', secret).update(username!).digest('base64'));
+      }
+      expect(configQueries, `signal.config queries with a TTL of ${ttlSeconds} s`).toBe(queries);
+      expect(errors).toEqual([]);
+    }
   });
 
   it('calls over WebRTC in a direct room: ringing, accept, media both ways, hangup; decline; missed; busy; the call ends when either page goes away', async () => {

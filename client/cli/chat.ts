@@ -8,7 +8,7 @@
  */
 import { emitKeypressEvents, createInterface, clearLine, cursorTo, type Interface } from 'node:readline';
 import pc from 'picocolors';
-import { backoff, isTransient, newClientId, retryAfterMs, type ChatClient, type Message, type Room, type RoomEvent } from '../index.js';
+import { allMembers, backoff, isTransient, newClientId, retryAfterMs, type ChatClient, type Message, type Room, type RoomEvent } from '../index.js';
 import type { Context } from './context.js';
 import { CliError, describeError } from './errors.js';
 import { formatEvent, formatMember, formatMessage } from './format.js';
@@ -178,7 +178,7 @@ class ChatSession {
   }
 
   private async showPresence(): Promise<void> {
-    const members = await this.client.trpc.room.members.query({ roomId: this.info.id });
+    const members = await allMembers(this.client, this.info.id);
     const status = await presenceOf(this.client, members.map((m) => m.userId));
     for (const [userId, s] of status) this.room.timeline.setPresence(userId, s);
     const online = members.filter((m) => m.userId !== this.selfId && status.get(m.userId) === 'online').map((m) => m.userId);
@@ -258,7 +258,7 @@ class ChatSession {
         return;
       }
       case 'who': {
-        const members = await t.room.members.query({ roomId: this.info.id });
+        const members = await allMembers(this.client, this.info.id);
         const status = await presenceOf(this.client, members.map((m) => m.userId));
         if (this.ctx.json) {
           for (const m of members) this.ctx.out.jsonLine({ type: 'member', ...m, status: status.get(m.userId) ?? 'offline' });

@@ -1,6 +1,6 @@
 /** The one-shot commands and `tail`. Each gets a Context (URL, token, output) from cli.ts. */
 import pc from 'picocolors';
-import { newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
+import { allMembers, newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
 import { configPath, removeLogin, saveLogin, type StoredLogin } from './config.js';
 import { isCode, terminalClient, type Context } from './context.js';
 import { CliError } from './errors.js';
@@ -103,7 +103,7 @@ export async function dm(ctx: Context, user: string): Promise<void> {
 export async function members(ctx: Context, roomArg: string): Promise<void> {
   const c = await ctx.client();
   const room = await ctx.resolveRoom(c, roomArg);
-  const list = await c.trpc.room.members.query({ roomId: room.id });
+  const list = await allMembers(c, room.id);
   const status = await presenceOf(c, list.map((m) => m.userId));
   for (const m of list) ctx.out.result({ ...m, status: status.get(m.userId) ?? 'offline' }, () => formatMember(m, status.get(m.userId)));
 }

@@ -9,3 +9,13 @@ export interface IceServerDto {
   username?: string;
   credential?: string;
 }
+
+/** `signal.config`: what a call client puts in its `RTCConfiguration`. */
+export interface SignalConfigDto {
+  iceServers: IceServerDto[];
+  /**
+   * When the TURN credential minted for this caller stops being accepted (only when the server
+   * mints them, RTC_TURN_URLS): ask `signal.config` again for a peer connection made after it.
+   */
+  expiresAt?: Date;
+}

@@ -308,7 +308,10 @@ export interface SearchHit {
   snippet: string;
 }
 
+/** An earlier version of a message (`chat.edits`). */
 export interface MessageEditDto {
+  /** The version's id: the cursor of `chat.edits` (`beforeId`, `afterId`). */
+  id: string;
   body: string | null;
   editorId: string;
   replacedAt: Date;

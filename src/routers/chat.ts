@@ -1,7 +1,7 @@
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { RoomEvent } from '../domain/events.js';
-import { HISTORY_MAX_LIMIT } from '../services/messages/index.js';
+import { EDITS_MAX_LIMIT, HISTORY_MAX_LIMIT } from '../services/messages/index.js';
 import { authedProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import {
@@ -15,6 +15,7 @@ import {
   MAX_MENTIONS,
   MessageId,
   Metadata,
+  PageLimit,
   RoomId,
   SearchQuery,
   Seq,
@@ -54,9 +55,17 @@ export const chatRouter = router({
     .input(z.object({ messageId: MessageId, body: Body }))
     .mutation(({ ctx, input }) => ctx.services.messages.changes.edit(ctx.actor, input.messageId, input.body)),
 
+  /** A message's earlier versions, oldest first, paged like `history` (cursors: the versions' ids). */
   edits: authedProcedure
-    .input(z.object({ messageId: MessageId }))
-    .query(({ ctx, input }) => ctx.services.messages.reader.edits(ctx.actor, input.messageId)),
+    .input(
+      z.object({
+        messageId: MessageId,
+        beforeId: z.uuid({ error: 'beforeId must be the id of an earlier version' }).nullish(),
+        afterId: z.uuid({ error: 'afterId must be the id of an earlier version' }).nullish(),
+        limit: PageLimit(EDITS_MAX_LIMIT).nullish(),
+      }),
+    )
+    .query(({ ctx, input }) => ctx.services.messages.reader.edits(ctx.actor, input)),
 
   delete: authedProcedure
     .input(z.object({ messageId: MessageId }))

@@ -1,10 +1,12 @@
 import { z } from 'zod';
-import { DIRECTORY_MAX_LIMIT } from '../services/rooms/index.js';
+import { DIRECTORY_MAX_LIMIT, MEMBERS_MAX_LIMIT } from '../services/rooms/index.js';
 import { authedProcedure, managementProcedure, router } from '../trpc/init.js';
-import { MAX_MEMBERS_PER_CALL, Metadata, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
+import { MAX_MEMBERS_PER_CALL, Metadata, PageLimit, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
 
 const RoomMember = z.object({ roomId: RoomId, userId: UserId });
 const Visibility = z.enum(['public', 'private']);
+/** A page of a room's members or bans, by user id: those after `after`, at most `limit`. */
+const UserPage = z.object({ roomId: RoomId, after: UserId.nullish(), limit: PageLimit(MEMBERS_MAX_LIMIT).nullish() });
 const MemberIds = z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`);
 const NewRoom = z.object({
   kind: z.enum(['group', 'support', 'broadcast']),
@@ -39,9 +41,8 @@ export const roomRouter = router({
 
   byKey: authedProcedure.input(z.object({ key: RoomKey })).query(({ ctx, input }) => ctx.services.rooms.read.byKey(ctx.actor, input.key)),
 
-  members: authedProcedure
-    .input(z.object({ roomId: RoomId }))
-    .query(({ ctx, input }) => ctx.services.rooms.read.members(ctx.actor, input.roomId)),
+  /** The room's members by user id, a page at a time (`after`: the last user id of the previous page). */
+  members: authedProcedure.input(UserPage).query(({ ctx, input }) => ctx.services.rooms.read.members(ctx.actor, input.roomId, input)),
 
   addMembers: managementProcedure
     .input(
@@ -92,7 +93,8 @@ export const roomRouter = router({
 
   unban: managementProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unban(ctx.actor, input.roomId, input.userId)),
 
-  bans: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.moderation.bans(ctx.actor, input.roomId)),
+  /** The room's bans by user id, paged like `members`. */
+  bans: authedProcedure.input(UserPage).query(({ ctx, input }) => ctx.services.rooms.moderation.bans(ctx.actor, input.roomId, input)),
 
   archive: managementProcedure.input(z.object({ roomId: RoomId })).mutation(({ ctx, input }) => ctx.services.rooms.archive.archive(ctx.actor, input.roomId)),
 

@@ -23,6 +23,13 @@ export const UserId = z
 /** A tenant id (src/domain/ids.ts). */
 export const TenantId = z.string().regex(TENANT_ID, `tenant must be 1-${MAX_TENANT_LENGTH} of A-Z a-z 0-9 . _ - (starting with a letter or digit)`);
 export const Seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** A page's size: 1..`max`. */
+export const PageLimit = (max: number) =>
+  z
+    .number()
+    .int()
+    .min(1, 'limit must be at least 1')
+    .max(max, `limit must be at most ${max}`);
 /**
  * The dates an input may name: 1970-01-01 to 9999-12-31 (UTC). A JavaScript date reaches back to
  * the year -271821, PostgreSQL's timestamps only to 4713 BC: unbounded, a query would fail.

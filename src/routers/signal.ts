@@ -21,6 +21,9 @@ export const signalRouter = router({
     )
     .mutation(({ ctx, input }) => ctx.services.signals.send(ctx.actor, input)),
 
-  /** What a call client needs: `{ iceServers }` for its RTCPeerConnection (RTC_ICE_SERVERS). */
-  config: authedProcedure.query(({ ctx }) => ctx.services.signals.config()),
+  /**
+   * What a call client needs: `{ iceServers }` for its RTCPeerConnection (RTC_ICE_SERVERS), plus a
+   * TURN server with a credential minted for the caller and its `expiresAt` (RTC_TURN_URLS).
+   */
+  config: authedProcedure.query(({ ctx }) => ctx.services.signals.config(ctx.actor)),
 });

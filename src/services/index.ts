@@ -151,7 +151,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
   const wakeFiles = () => fileWorker.wake();
   const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
   const meetings = createMeetingServices(
-    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds },
+    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds, counters: deps.counters },
     store,
     access,
     await createVideoProvider(deps.config.video),
@@ -189,7 +189,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     { devLogin, devLoginRoles, accessTokenTtlSeconds },
   );
   const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
-  const signals = new SignalService(limits, store, access, publisher, deps.config.rtc.iceServers);
+  const signals = new SignalService(limits, store, access, publisher, deps.config.rtc);
   const retention = new RetentionService(store, deps.log, {
     intervalMs: deps.config.retentionIntervalMs,
     batch: deps.config.retentionBatch,

@@ -1,6 +1,6 @@
 import { keyOf } from '../domain/ids.js';
 import type { InboxSignal } from '../domain/events.js';
-import type { IceServerDto } from '../domain/calls.js';
+import type { SignalConfigDto } from '../domain/calls.js';
 import type { Actor } from '../domain/actor.js';
 import type { RateLimits } from './limits.js';
 import { AppError, badRequest, notFound } from '../domain/errors.js';
@@ -8,6 +8,8 @@ import { isMember } from '../store/members.js';
 import type { Store } from '../store/store.js';
 import type { EventPublisher } from './publisher.js';
 import type { AccessService } from './access.js';
+import type { RtcConfig } from '../config/rtc.js';
+import { mintTurnCredential } from './turn-credentials.js';
 
 /** Largest signal payload (JSON, UTF-8 bytes). An SDP offer with many codecs is a few KiB. */
 export const MAX_SIGNAL_PAYLOAD_BYTES = 16 * 1024;
@@ -25,13 +27,20 @@ export class SignalService {
     private readonly store: Store,
     private readonly access: AccessService,
     private readonly publisher: EventPublisher,
-    /** RTC_ICE_SERVERS: what call clients put in `RTCConfiguration.iceServers`. */
-    private readonly iceServers: IceServerDto[] = [],
+    /** RTC_ICE_SERVERS and RTC_TURN_*: what call clients put in `RTCConfiguration.iceServers`. */
+    private readonly rtc: RtcConfig = { iceServers: [] },
+    private readonly now: () => number = Date.now,
   ) {}
 
-  /** `signal.config`: the ICE servers (STUN/TURN) to call with; empty: host candidates only. */
-  config(): { iceServers: IceServerDto[] } {
-    return { iceServers: this.iceServers.map((s) => ({ ...s, urls: [...s.urls] })) };
+  /**
+   * `signal.config`: the ICE servers (STUN/TURN) to call with; empty: host candidates only. With
+   * RTC_TURN_URLS, one more TURN server with a credential minted for the caller, and its expiry.
+   */
+  config(actor: Actor): SignalConfigDto {
+    const iceServers = this.rtc.iceServers.map((s) => ({ ...s, urls: [...s.urls] }));
+    if (!this.rtc.turn) return { iceServers };
+    const minted = mintTurnCredential(this.rtc.turn, actor, this.now());
+    return { iceServers: [...iceServers, minted.server], expiresAt: minted.expiresAt };
   }
 
   async send(actor: Actor, input: { roomId: string; toUserId: string; type: SignalType; payload?: unknown }): Promise<{ ok: true }> {

@@ -185,3 +185,31 @@ export async function forgetOldWebhookEvents(db: Db): Promise<void> {
     .where('received_at', '<', sql<Date>`now() - interval '7 days'`)
     .execute();
 }
+
+/**
+ * Who a hashed provider identity in a meeting may stand for besides the room's members
+ * (`memberIdsLongerThan`): users banned from the room, users recorded in the meeting's earlier
+ * sessions, and, in a support room, the tenant's support agents (by the roles of the last token the
+ * server saw of them). User ids longer than `length` only (shorter ones are their own identity).
+ */
+export async function nonMemberIdsLongerThan(db: Db, meeting: { id: string; room_id: string }, length: number): Promise<string[]> {
+  const longer = sql<boolean>`length(${sql.ref('user_id')}) > ${length}`;
+  const rows = await db
+    .selectFrom('room_ban')
+    .select('user_id')
+    .where('room_id', '=', meeting.room_id)
+    .where(longer)
+    .union(db.selectFrom('meeting_participant').select('user_id').where('meeting_id', '=', meeting.id).where(longer))
+    .union(
+      db
+        .selectFrom('chat_user as u')
+        .innerJoin('room as r', 'r.tenant', 'u.tenant')
+        .select('u.id as user_id')
+        .where('r.id', '=', meeting.room_id)
+        .where('r.kind', '=', 'support')
+        .where(sql<boolean>`'support' = any(${sql.ref('u.roles')})`)
+        .where(sql<boolean>`length(${sql.ref('u.id')}) > ${length}`),
+    )
+    .execute();
+  return rows.map((r) => r.user_id);
+}

@@ -8,21 +8,26 @@ import { now, type Tx } from './tx.js';
  * and row locks take the `Tx` of the durable change they belong to.
  */
 
-/**
- * The members of a room with their names (as last seen in their tokens), by join time. An expired
- * mute reads as none.
- */
-export async function roomMembers(db: Db, tenant: string, roomId: string): Promise<MemberDto[]> {
-  const rows = await db
+/** A page of a keyed list: the rows after `after` (none: from the start), at most `limit` of them. */
+export interface KeyPage {
+  after?: string | null | undefined;
+  limit: number;
+}
+
+/** A membership row with the member's name, as `MemberDto` shows it. */
+function memberQuery(db: Db, tenant: string, roomId: string) {
+  return db
     .selectFrom('membership as mb')
     .leftJoin('chat_user as u', (j) => j.on('u.tenant', '=', tenant).onRef('u.id', '=', 'mb.user_id'))
     .select(['mb.user_id', 'u.name', 'mb.role', 'mb.joined_at', 'mb.receipt_seq', 'mb.muted_until'])
-    .where('mb.room_id', '=', roomId)
-    .orderBy('mb.joined_at')
-    .orderBy('mb.user_id')
-    .execute();
-  const at = Date.now();
-  return rows.map((r) => ({
+    .where('mb.room_id', '=', roomId);
+}
+
+type MemberRow = Awaited<ReturnType<ReturnType<typeof memberQuery>['executeTakeFirstOrThrow']>>;
+
+/** A membership row as `MemberDto`: an expired mute (before `at`) reads as none. */
+function toMemberDto(r: MemberRow, at: number): MemberDto {
+  return {
     userId: r.user_id,
     name: r.name,
     role: r.role as MemberRole,
@@ -30,7 +35,28 @@ export async function roomMembers(db: Db, tenant: string, roomId: string): Promi
     // The read receipt the room sees, not the member's own position (src/store/receipts.ts).
     lastReadSeq: r.receipt_seq,
     mutedUntil: r.muted_until && r.muted_until.getTime() > at ? r.muted_until : null,
-  }));
+  };
+}
+
+/**
+ * A page of the members of a room with their names (as last seen in their tokens), by user id: those
+ * whose user id sorts after `page.after` (in the database's order), at most `page.limit`. Served by
+ * the membership's primary key (room_id, user_id). An expired mute reads as none.
+ */
+export async function roomMembers(db: Db, tenant: string, roomId: string, page: KeyPage): Promise<MemberDto[]> {
+  const rows = await memberQuery(db, tenant, roomId)
+    .$if(page.after != null, (qb) => qb.where('mb.user_id', '>', page.after!))
+    .orderBy('mb.user_id')
+    .limit(page.limit)
+    .execute();
+  const at = Date.now();
+  return rows.map((r) => toMemberDto(r, at));
+}
+
+/** One member of a room as `roomMembers` shows it (none: not a member). */
+export async function roomMember(db: Db, tenant: string, roomId: string, userId: string): Promise<MemberDto | undefined> {
+  const row = await memberQuery(db, tenant, roomId).where('mb.user_id', '=', userId).executeTakeFirst();
+  return row && toMemberDto(row, Date.now());
 }
 
 /** A member's role (none: not a member); with `lock`, the membership row stays locked until commit. */
@@ -194,9 +220,19 @@ export async function deleteBan(db: Db, roomId: string, userId: string): Promise
   return row !== undefined;
 }
 
-/** A room's bans, oldest first. */
-export async function roomBans(db: Db, roomId: string): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
-  const rows = await db.selectFrom('room_ban').select(['user_id', 'banned_by', 'created_at']).where('room_id', '=', roomId).orderBy('created_at').execute();
+/**
+ * A page of a room's bans by user id: those whose user id sorts after `page.after` (in the database's
+ * order), at most `page.limit`. Served by the ban's primary key (room_id, user_id).
+ */
+export async function roomBans(db: Db, roomId: string, page: KeyPage): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+  const rows = await db
+    .selectFrom('room_ban')
+    .select(['user_id', 'banned_by', 'created_at'])
+    .where('room_id', '=', roomId)
+    .$if(page.after != null, (qb) => qb.where('user_id', '>', page.after!))
+    .orderBy('user_id')
+    .limit(page.limit)
+    .execute();
   return rows.map((r) => ({ userId: r.user_id, bannedBy: r.banned_by, createdAt: r.created_at }));
 }
 

@@ -100,15 +100,54 @@ export function rewriteBody(tx: Tx, id: string, body: string, keyId: string | nu
     .executeTakeFirstOrThrow();
 }
 
-/** Earlier versions of a message, oldest first. */
-export function editsOf(db: Db, messageId: string) {
-  return db
-    .selectFrom('message_edit')
-    .select(['body', 'key_id', 'editor_id', 'replaced_at'])
-    .where('message_id', '=', messageId)
-    .orderBy('replaced_at')
-    .orderBy('id')
+/** One earlier version of a message as `editsPage` reads it. */
+export interface EditRow {
+  id: string;
+  body: string | null;
+  key_id: string | null;
+  editor_id: string;
+  replaced_at: Date;
+}
+
+/**
+ * A page of a message's earlier versions, oldest first (by the time each was replaced, then id):
+ * the newest `limit` without a cursor, those before the version `beforeId` (paging back), those
+ * after the version `afterId` (paging forward); with both, strictly between them. The cursors are
+ * ids of versions of this message, compared in the database (replaced_at keeps microseconds, a
+ * `Date` does not); null when one is not. Served by `message_edit_message_idx` (message_id,
+ * replaced_at).
+ */
+export async function editsPage(
+  db: Db,
+  q: { messageId: string; beforeId?: string | null | undefined; afterId?: string | null | undefined; limit: number },
+): Promise<EditRow[] | null> {
+  const { afterId, beforeId } = q;
+  const forward = afterId != null;
+  const at = (id: string) =>
+    db
+      .selectFrom('message_edit as c')
+      .select(['c.replaced_at', 'c.id'])
+      .where('c.id', '=', id)
+      .where('c.message_id', '=', q.messageId);
+  const order = forward ? 'asc' : 'desc';
+  const rows = await db
+    .selectFrom('message_edit as e')
+    .select(['e.id', 'e.body', 'e.key_id', 'e.editor_id', 'e.replaced_at'])
+    .where('e.message_id', '=', q.messageId)
+    .$if(afterId != null, (qb) => qb.where(sql<boolean>`(e.replaced_at, e.id) > ${at(afterId!)}`))
+    .$if(beforeId != null, (qb) => qb.where(sql<boolean>`(e.replaced_at, e.id) < ${at(beforeId!)}`))
+    .orderBy('e.replaced_at', order)
+    .orderBy('e.id', order)
+    .limit(q.limit)
     .execute();
+  // Nothing after (or before) a cursor: the end, or a cursor that is not a version of this message.
+  if (rows.length === 0 && (afterId != null || beforeId != null)) {
+    const named = [afterId, beforeId].filter((id) => id != null);
+    const found = await db.selectFrom('message_edit').select('id').where('message_id', '=', q.messageId).where('id', 'in', named).execute();
+    if (found.length < new Set(named).size) return null;
+  }
+  if (!forward) rows.reverse();
+  return rows;
 }
 
 /**

@@ -38,3 +38,9 @@ export async function upsertUsers(db: Db, users: readonly UserClaims[]): Promise
     )
     .execute();
 }
+
+/** The roles of the last token the server saw of a user (none known: `[]`). */
+export async function rolesOf(db: Db, tenant: string, userId: string): Promise<string[]> {
+  const row = await db.selectFrom('chat_user').select('roles').where('tenant', '=', tenant).where('id', '=', userId).executeTakeFirst();
+  return row?.roles ?? [];
+}

@@ -30,6 +30,9 @@ function fromSeconds(v: bigint | number | undefined | null): Date | null {
   return n > 0 ? new Date(n * 1000) : null;
 }
 
+/** `ParticipantInfo.Kind.STANDARD`: a client connecting with a join token (the others: egress, ingress, SIP, agents). */
+const STANDARD_KIND = 0;
+
 /** The claims part of a JWT (already verified or just minted by us). */
 function jwtClaims(token: string): Record<string, unknown> {
   const part = token.split('.')[1] ?? '';
@@ -167,6 +170,8 @@ export class LiveKitProvider implements VideoProvider {
           name: p.name || null,
           sessionId: p.sid,
           joinedAt: Number(p.joinedAtMs ?? 0) > 0 ? new Date(Number(p.joinedAtMs)) : fromSeconds(p.joinedAt),
+          // Join tokens minted here carry no kind: their participants are STANDARD.
+          ...(Number(p.kind ?? STANDARD_KIND) !== STANDARD_KIND ? { service: true } : {}),
         };
         return { id, room, at, kind: ev.event === 'participant_joined' ? 'participant.joined' : 'participant.left', participant };
       }

@@ -77,6 +77,11 @@ export interface ProviderParticipant {
   /** The provider's id of this connection (LiveKit participant sid, Daily session id). */
   sessionId: string;
   joinedAt: Date | null;
+  /**
+   * A connection the provider made for a service, never with one of our join tokens (LiveKit's
+   * egress, ingress, SIP and agent participants): not checked against the room's access rules.
+   */
+  service?: boolean;
 }
 
 /** A provider webhook in our terms. `id` de-duplicates deliveries. */

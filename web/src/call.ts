@@ -14,13 +14,15 @@ import { type ChatClient, type InboxEventOf, newClientId, type RouterOutputs } f
 import { $, errorText, report, toast } from './dom.js';
 
 type Signal = InboxEventOf<'signal'>;
-type IceServers = RouterOutputs['signal']['config']['iceServers'];
+type RtcConfig = RouterOutputs['signal']['config'];
 type Phase = 'idle' | 'calling' | 'ringing' | 'connecting' | 'connected';
 
 /** An unanswered call gives up after this long (both sides). */
 const RING_MS = 30_000;
 /** A connection that stays `disconnected` this long is over. */
 const DISCONNECTED_MS = 8000;
+/** The ICE servers are asked for again this long before their TURN credential expires (`expiresAt`). */
+const ICE_RENEW_MS = 60_000;
 
 interface Call {
   id: string;
@@ -43,7 +45,7 @@ const payloadOf = (s: Signal) => (s.payload && typeof s.payload === 'object' ? (
 
 export class CallManager {
   private call: Call | null = null;
-  private iceServers: Promise<IceServers> | null = null;
+  private rtcConfig: Promise<RtcConfig> | null = null;
   private readonly el = $('call');
   private readonly status = $('call-status');
   private readonly remote = $<HTMLVideoElement>('call-remote');
@@ -204,16 +206,21 @@ export class CallManager {
     }
   }
 
+  /** `signal.config`, kept until shortly before its TURN credential expires (or it fails). */
+  private async iceConfig(): Promise<RtcConfig> {
+    const cached = this.rtcConfig && (await this.rtcConfig.catch(() => null));
+    if (cached && (!cached.expiresAt || cached.expiresAt.getTime() - Date.now() > ICE_RENEW_MS)) return cached;
+    const fetching = this.chat.trpc.signal.config.query();
+    this.rtcConfig = fetching;
+    fetching.catch(() => {
+      if (this.rtcConfig === fetching) this.rtcConfig = null;
+    });
+    return fetching;
+  }
+
   /** Media and a peer connection with the server's ICE servers, its events wired to this call. */
   private async connect(call: Call): Promise<RTCPeerConnection> {
-    this.iceServers ??= this.chat.trpc.signal.config.query().then(
-      (c) => c.iceServers,
-      (err: unknown) => {
-        this.iceServers = null;
-        throw err;
-      },
-    );
-    const [iceServers, local] = await Promise.all([this.iceServers, this.media()]);
+    const [{ iceServers }, local] = await Promise.all([this.iceConfig(), this.media()]);
     if (this.call !== call) {
       for (const t of local.getTracks()) t.stop();
       throw new Error('the call ended');

@@ -6,6 +6,7 @@
  * search.ts, meetings.ts (meeting cards), call.ts (1:1 WebRTC calls), dom.ts (DOM helpers).
  */
 import {
+  allMembers,
   createChatClient,
   errorCode,
   historyAround,
@@ -785,7 +786,7 @@ class RoomView {
   }
 
   private async loadMembers() {
-    const list = await this.chat.trpc.room.members.query({ roomId: this.roomId });
+    const list = await allMembers(this.chat, this.roomId);
     this.members = new Map(list.map((m) => [m.userId, m]));
     for (const m of list) this.timeline.setReadUpTo(m.userId, m.lastReadSeq);
     const ids = list.map((m) => m.userId).slice(0, 200);

@@ -3,6 +3,7 @@ import type { VideoProvider } from '../../video/provider.js';
 import type { VideoProviderName } from '../../domain/meetings.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
+import type { Counters } from '../../metrics.js';
 import type { RateLimits } from '../limits.js';
 import { MeetingLifecycle } from './lifecycle.js';
 import { ProviderCalls } from './provider-calls.js';
@@ -17,7 +18,8 @@ export type { MeetingWebhooks } from './webhooks.js';
 /**
  * Video meetings on an external provider (LiveKit or Daily; media never touches us), by capability:
  * `lifecycle` creates them with invites, mints join tokens and ends them; `read` answers `video.get`
- * and `video.list`; `webhooks` applies the provider's deliveries to status and participants.
+ * and `video.list`; `webhooks` applies the provider's deliveries to status and participants (and takes
+ * out of a call whoever joins it without being allowed in it now).
  */
 export interface MeetingServices {
   lifecycle: MeetingLifecycle;
@@ -30,7 +32,7 @@ export interface MeetingServices {
 }
 
 export function createMeetingServices(
-  parts: { log: Logger; limits: RateLimits; tokenTtlSeconds: number },
+  parts: { log: Logger; limits: RateLimits; tokenTtlSeconds: number; counters: Counters },
   store: Store,
   access: AccessService,
   provider: VideoProvider | null,
@@ -40,7 +42,7 @@ export function createMeetingServices(
   return {
     lifecycle: new MeetingLifecycle(parts.limits, parts.log, parts.tokenTtlSeconds, store, access, video, read),
     read,
-    webhooks: new MeetingWebhooks(store, provider, parts.log),
+    webhooks: new MeetingWebhooks(store, provider, parts.log, read, parts.counters),
     provider,
     config: () => video.config(),
   };

@@ -156,7 +156,8 @@ export class MeetingLifecycle {
    * After a ban or a removal from the room has committed (never inside its transaction): disconnects
    * the user from every meeting of the room not ended yet, read now (a meeting created up to the
    * commit is seen; one created later cannot admit them: `joinToken` refuses non-members). Each
-   * provider keeps the user's tokens from rejoining as far as it can (`VideoProvider.removeParticipant`).
+   * provider keeps the user's tokens from rejoining as far as it can (`VideoProvider.removeParticipant`);
+   * where it lets one in again, the join webhook takes them out (src/services/meetings/webhooks.ts).
    * Best effort, the meetings side by side: a failure is logged, never thrown (the ban or removal
    * stands either way).
    */

@@ -1,7 +1,7 @@
 import type { Actor } from '../../domain/actor.js';
 import { AppError, notFound } from '../../domain/errors.js';
 import type { RoomAccess } from '../../domain/rooms.js';
-import type { Db } from '../../store/database.js';
+import type { Db, Em } from '../../store/database.js';
 import { findMeeting, listMeetings, type MeetingRow, participantsOf } from '../../store/meetings.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -61,17 +61,28 @@ export class MeetingReader {
     return rows.map((r) => meetingFromRow(r, parts.get(r.id) ?? []));
   }
 
-  /** The meeting and the caller's access to its room; a non-member learns nothing (NOT_FOUND). */
+  /**
+   * The meeting and the caller's access to its room by `meetingAccess`; a non-member learns nothing
+   * (NOT_FOUND).
+   */
   async readable(actor: Actor, meetingId: string): Promise<{ row: MeetingRow; access: RoomAccess }> {
     const row = await findMeeting(this.store.db(), meetingId, actor.tenant);
     if (!row) throw notFound('meeting');
-    try {
-      const access = await this.access.requireAccess(actor, row.room_id, 'read');
-      return { row, access };
-    } catch (err) {
-      if (err instanceof AppError && err.code === 'NOT_FOUND') throw notFound('meeting');
-      throw err;
-    }
+    const access = await this.meetingAccess(actor, row.room_id);
+    if (access instanceof AppError) throw access.code === 'NOT_FOUND' ? notFound('meeting') : access;
+    return { row, access };
+  }
+
+  /**
+   * Who may see a room's meetings and be in their calls: whoever may read the room now (its members;
+   * support agents in support rooms; never a user banned from it). The one rule for both:
+   * `video.joinToken` mints tokens by it (through `readable`), and a provider's join webhook is held
+   * to it (src/services/meetings/webhooks.ts: a token minted before a ban or removal is refused).
+   * In a transaction given its EntityManager. The access, or the error `requireAccess` would throw.
+   */
+  async meetingAccess(actor: Actor, roomId: string, em?: Em): Promise<RoomAccess | AppError> {
+    if (em) return (await this.access.checkAccess([{ actor, roomId, purpose: 'read' }], em))[0]!;
+    return this.access.checkGrouped({ actor, roomId, purpose: 'read' });
   }
 
   /** The meeting as it is now (after a change by its caller, who may read it). */

@@ -4,12 +4,23 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest } from '../../domain/errors.js';
 import { clip } from '../../domain/text.js';
 import type { Logger } from '../../logger.js';
-import { forgetOldWebhookEvents, lockProviderMeeting, recordWebhookEvent, upsertParticipant } from '../../store/meetings.js';
+import type { Counters } from '../../metrics.js';
+import {
+  forgetOldWebhookEvents,
+  lockProviderMeeting,
+  type MeetingRow,
+  nonMemberIdsLongerThan,
+  type ParticipantSeen,
+  recordWebhookEvent,
+  upsertParticipant,
+} from '../../store/meetings.js';
 import { isMember, memberIdsLongerThan } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
+import { rolesOf } from '../../store/users.js';
 import type { VideoProvider, VideoWebhookEvent } from '../../video/provider.js';
 import type { WebhookOutcome } from './dto.js';
+import type { MeetingReader } from './read.js';
 import { markEnded, markLive } from './status.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -20,9 +31,22 @@ const fit = (v: string, max: number) => (v.length <= max ? v : `sha256:${createH
 /** How often (at most, per process) webhook ids older than a week are deleted. */
 const CLEANUP_EVERY_MS = 3_600_000;
 
+/** A join the room's access rules refuse: the connection is taken out after the webhook's commit. */
+interface Ejection {
+  meeting: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'>;
+  /** Our user id (the provider identity itself when it maps to nobody we know). */
+  userId: string;
+  identity: string;
+  /** The connection's participant row, as written (its leave is written once the removal succeeded). */
+  seen: ParticipantSeen;
+  /** Why the access check refused (the error's message). */
+  reason: string;
+}
+
 /**
  * The provider's webhooks (`POST /webhooks/video/<provider>`, src/http/video-webhooks.ts): they move
- * meetings' status and record their participants.
+ * meetings' status and record their participants, and take out of the call whoever joins it without
+ * being allowed in it now (a user banned or removed since their join token was minted).
  */
 export class MeetingWebhooks {
   private lastCleanup = 0;
@@ -32,6 +56,8 @@ export class MeetingWebhooks {
     /** Null when video is not configured (every webhook is then NOT_FOUND). */
     private readonly provider: VideoProvider | null,
     private readonly log: Logger,
+    private readonly reader: MeetingReader,
+    private readonly counters: Counters,
   ) {}
 
   /**
@@ -59,14 +85,17 @@ export class MeetingWebhooks {
     if (!ev) return 'probe';
     const event = ev;
     this.cleanupWebhookEvents();
-    return this.store.transact((tx) => this.apply(tx, provider, event));
+    const { outcome, ejection } = await this.store.transact((tx) => this.apply(tx, provider, event));
+    // After the commit (no provider call holds the meeting's lock), before the answer.
+    if (ejection) await this.eject(provider, ejection);
+    return outcome;
   }
 
-  private async apply(tx: Tx, provider: VideoProvider, event: VideoWebhookEvent): Promise<WebhookOutcome> {
-    if (!(await recordWebhookEvent(tx, provider.name, fit(event.id, 200)))) return 'duplicate';
-    if (event.kind === 'other' || !UUID_RE.test(event.room)) return 'ignored';
+  private async apply(tx: Tx, provider: VideoProvider, event: VideoWebhookEvent): Promise<{ outcome: WebhookOutcome; ejection?: Ejection }> {
+    if (!(await recordWebhookEvent(tx, provider.name, fit(event.id, 200)))) return { outcome: 'duplicate' };
+    if (event.kind === 'other' || !UUID_RE.test(event.room)) return { outcome: 'ignored' };
     const m = await lockProviderMeeting(tx, event.room, provider.name);
-    if (!m) return 'ignored';
+    if (!m) return { outcome: 'ignored' };
     const at = event.at ?? new Date();
     const creator: Actor = { id: m.created_by, name: m.created_by, tenant: m.tenant, roles: [] };
     switch (event.kind) {
@@ -79,31 +108,80 @@ export class MeetingWebhooks {
       case 'participant.joined':
       case 'participant.left': {
         const p = event.participant;
-        const userId = await this.userOf(tx, m.room_id, p.userId);
+        const userId = await this.userOf(tx, m, p.userId);
         const joinedAt = p.joinedAt ?? at;
-        await upsertParticipant(tx, {
+        const seen: ParticipantSeen = {
           meetingId: m.id,
           sessionId: fit(p.sessionId || `${p.userId}@${joinedAt.getTime()}`, 128),
           userId: fit(userId, 128),
           name: typeof p.name === 'string' ? clip(p.name, 200) : null,
           joinedAt,
           leftAt: event.kind === 'participant.left' ? at : null,
-        });
-        // The first participant makes a scheduled meeting live (even if room_started is late).
-        if (event.kind === 'participant.joined') await markLive(tx, m, joinedAt, creator);
+        };
+        // The connection is recorded either way (it happened); a refused one is closed once the
+        // provider has taken it out (`eject`).
+        await upsertParticipant(tx, seen);
+        if (event.kind === 'participant.left') break;
+        const refused = p.service || !p.userId ? null : await this.refusal(tx, m, userId);
+        if (refused !== null) return { outcome: 'processed', ejection: { meeting: m, userId, identity: p.userId, seen, reason: refused } };
+        // The first participant makes a scheduled meeting live (even if room_started is late); a
+        // refused one does not.
+        await markLive(tx, m, joinedAt, creator);
         break;
       }
     }
-    return 'processed';
+    return { outcome: 'processed' };
   }
 
-  /** Maps a provider identity back to our user id (identities are user ids, or hashes of long ones). */
-  private async userOf(tx: Tx, roomId: string, identity: string): Promise<string> {
+  /**
+   * Why the user may not be in the meeting's calls now, by the rule `video.joinToken` mints tokens by
+   * (`MeetingReader.meetingAccess`, read in this transaction), or null when they may: a member, or a
+   * support agent in a support room (recognized by the roles of the last token the server saw of
+   * them). Banned, removed, or never one of the room's people: refused.
+   */
+  private async refusal(tx: Tx, m: Pick<MeetingRow, 'tenant' | 'room_id'>, userId: string): Promise<string | null> {
+    const roles = await rolesOf(tx.db, m.tenant, userId);
+    const access = await this.reader.meetingAccess({ id: userId, name: userId, tenant: m.tenant, roles }, m.room_id, tx.em);
+    return access instanceof AppError ? access.message : null;
+  }
+
+  /**
+   * Takes a refused connection out of the call (`VideoProvider.removeParticipant`: LiveKit
+   * RemoveParticipant, Daily eject with ban) and writes its leave. Best effort: a failure is logged,
+   * never thrown (the webhook gets its answer either way; the connection's row stays open until the
+   * provider reports the leave).
+   */
+  private async eject(provider: VideoProvider, e: Ejection): Promise<void> {
+    const about = { meetingId: e.meeting.id, roomId: e.meeting.room_id, tenant: e.meeting.tenant, userId: e.userId, identity: e.identity, sessionId: e.seen.sessionId };
+    try {
+      await provider.removeParticipant(e.meeting.id, e.userId);
+    } catch (err) {
+      this.log.warn({ err, ...about }, 'could not remove a user who joined a meeting they may no longer be in');
+      return;
+    }
+    this.counters.videoEjections++;
+    this.log.warn({ ...about, reason: e.reason }, 'removed a user who joined a meeting they may no longer be in (banned or removed from its room)');
+    try {
+      await this.store.transact((tx) => upsertParticipant(tx, { ...e.seen, leftAt: new Date() }));
+    } catch (err) {
+      this.log.warn({ err, ...about }, 'could not record the leave of a user removed from a meeting');
+    }
+  }
+
+  /**
+   * Maps a provider identity back to our user id (identities are user ids, or hashes of long ones):
+   * a member of the room first, else someone banned from it, seen in the meeting before, or (support
+   * rooms) a support agent; an identity that maps to nobody stays as it is.
+   */
+  private async userOf(tx: Tx, m: Pick<MeetingRow, 'id' | 'room_id'>, identity: string): Promise<string> {
     const identityOf = this.provider?.identityOf?.bind(this.provider);
     if (!identityOf) return identity;
-    if (await isMember(tx.db, roomId, identity)) return identity;
-    const members = await memberIdsLongerThan(tx.db, roomId, identity.length);
-    return members.find((userId) => identityOf(userId) === identity) ?? identity;
+    if (await isMember(tx.db, m.room_id, identity)) return identity;
+    const members = await memberIdsLongerThan(tx.db, m.room_id, identity.length);
+    const member = members.find((userId) => identityOf(userId) === identity);
+    if (member !== undefined) return member;
+    const others = await nonMemberIdsLongerThan(tx.db, m, identity.length);
+    return others.find((userId) => identityOf(userId) === identity) ?? identity;
   }
 
   /** Forgets processed webhook ids after a week (at most once an hour per process). */

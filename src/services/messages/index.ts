@@ -12,7 +12,7 @@ import { MessageReader } from './read.js';
 import { MessageSender } from './send.js';
 
 export { MessageChanges } from './change.js';
-export { HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, type HistoryInput, MessageReader } from './read.js';
+export { EDITS_DEFAULT_LIMIT, EDITS_MAX_LIMIT, type EditsInput, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT, type HistoryInput, MessageReader } from './read.js';
 export { MessageSender, type SendInput } from './send.js';
 
 /** Messages by capability: sending (send.ts), changing sent ones (change.ts), reading (read.ts). */

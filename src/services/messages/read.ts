@@ -1,7 +1,7 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest } from '../../domain/errors.js';
 import type { MessageDto, MessageEditDto, SearchHit } from '../../domain/events.js';
-import { editsOf, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage, usesSearchIndex } from '../../store/messages.js';
+import { editsPage, encryptedRoomCount, historyPage, messageOfTenant, searchMessages, threadPage, usesSearchIndex } from '../../store/messages.js';
 import type { Db } from '../../store/database.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -30,9 +30,19 @@ export interface SearchInput {
   limit?: number | null | undefined;
 }
 
+export interface EditsInput {
+  messageId: string;
+  beforeId?: string | null | undefined;
+  afterId?: string | null | undefined;
+  limit?: number | null | undefined;
+}
+
 export const HISTORY_DEFAULT_LIMIT = 50;
 export const HISTORY_MAX_LIMIT = 100;
 const SEARCH_DEFAULT_LIMIT = 20;
+/** Versions per `edits` page: the number of edits of a message is not capped, so they are paged. */
+export const EDITS_DEFAULT_LIMIT = 100;
+export const EDITS_MAX_LIMIT = 1000;
 
 /** Reading messages: history pages, threads, edit histories, full-text search. */
 export class MessageReader {
@@ -71,13 +81,27 @@ export class MessageReader {
     });
   }
 
-  /** The earlier versions of a message, oldest first (empty for a deleted message). */
-  async edits(actor: Actor, messageId: string): Promise<MessageEditDto[]> {
+  /**
+   * A page of the earlier versions of a message, always oldest first (empty for a deleted message),
+   * paged like `history`: no cursor, the newest `limit` (default EDITS_DEFAULT_LIMIT, at most
+   * EDITS_MAX_LIMIT); `beforeId` pages back, `afterId` forward (ids of versions of this message,
+   * BAD_REQUEST otherwise); both together give the versions strictly between them.
+   */
+  async edits(actor: Actor, input: EditsInput): Promise<MessageEditDto[]> {
+    const limit = input.limit ?? EDITS_DEFAULT_LIMIT;
+    if (limit < 1 || limit > EDITS_MAX_LIMIT) throw badRequest(`limit must be between 1 and ${EDITS_MAX_LIMIT}`);
+    const { messageId } = input;
     const db = this.store.db();
     const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, messageId));
     if (row.deleted_at) return [];
-    const rows = await editsOf(db, messageId);
-    return rows.map((r) => ({ body: this.mapper.body(r.body, r.key_id, { roomId: row.room_id, messageId }), editorId: r.editor_id, replacedAt: r.replaced_at }));
+    const rows = await editsPage(db, { messageId, beforeId: input.beforeId, afterId: input.afterId, limit });
+    if (!rows) throw badRequest('beforeId and afterId must be ids of earlier versions of this message');
+    return rows.map((r) => ({
+      id: r.id,
+      body: this.mapper.body(r.body, r.key_id, { roomId: row.room_id, messageId }),
+      editorId: r.editor_id,
+      replacedAt: r.replaced_at,
+    }));
   }
 
   /**

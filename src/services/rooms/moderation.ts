@@ -12,7 +12,7 @@ import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import type { MeetingLifecycle } from '../meetings/lifecycle.js';
 import { changeMember, dropMember } from './member-changes.js';
-import type { RoomReads } from './reads.js';
+import { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, pageLimit, type RoomReads } from './reads.js';
 
 /** Audit log line of a moderation action (who, what, where; never message content). */
 export function auditModeration(
@@ -185,9 +185,14 @@ export class RoomModeration {
     return { unbanned };
   }
 
-  async bans(actor: Actor, roomId: string): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+  /**
+   * A page of the room's bans by user id, as `RoomReads.members` pages members: after the user id
+   * `after`, at most `limit` (1..MEMBERS_MAX_LIMIT, default MEMBERS_DEFAULT_LIMIT).
+   */
+  async bans(actor: Actor, roomId: string, page: MembersPage = {}): Promise<{ userId: string; bannedBy: string; createdAt: Date }[]> {
+    const limit = pageLimit(page.limit, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT);
     await this.access.requirePermission(actor, roomId, 'ban');
-    return roomBans(this.store.db(), roomId);
+    return roomBans(this.store.db(), roomId, { after: page.after, limit });
   }
 
   /** Runs a moderation action on another member who the actor outranks (`actOnMember`), in one transaction. */

@@ -1,14 +1,31 @@
 import type { Actor } from '../../domain/actor.js';
-import { AppError, notFound } from '../../domain/errors.js';
+import { AppError, badRequest, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import type { MemberDto, RoomDto, RoomListItem } from '../../domain/rooms.js';
-import { roomMembers } from '../../store/members.js';
+import { roomMember, roomMembers } from '../../store/members.js';
 import { messageRowsByIds, roomIdsByKey, roomListRows, roomRow, toRoomDto } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
 import type { ReadRouting } from '../read-routing.js';
 import { keyOf } from '../../domain/ids.js';
+
+/** A page of a room's members (or bans): after a user id, at most `limit`. */
+export interface MembersPage {
+  after?: string | null | undefined;
+  limit?: number | null | undefined;
+}
+
+/** Members (and bans) per page: a room of up to this many members is read in one call. */
+export const MEMBERS_DEFAULT_LIMIT = 1000;
+export const MEMBERS_MAX_LIMIT = 1000;
+
+/** A page's limit: `limit`, or `fallback` when not given; BAD_REQUEST outside 1..`max`. */
+export function pageLimit(limit: number | null | undefined, fallback: number, max: number): number {
+  const n = limit ?? fallback;
+  if (!Number.isInteger(n) || n < 1 || n > max) throw badRequest(`limit must be between 1 and ${max}`);
+  return n;
+}
 
 /** Reading rooms: one room, rooms by external key, my room list, a room's members. */
 export class RoomReads {
@@ -63,13 +80,22 @@ export class RoomReads {
       .sort((a, b) => (b.lastMessage?.createdAt ?? b.createdAt).getTime() - (a.lastMessage?.createdAt ?? a.createdAt).getTime());
   }
 
-  async members(actor: Actor, roomId: string): Promise<MemberDto[]> {
+  /**
+   * A page of the room's members by user id: those after the user id `after` (none: from the first),
+   * at most `limit` (1..MEMBERS_MAX_LIMIT, default MEMBERS_DEFAULT_LIMIT). Pass the last user id of a
+   * page as `after` for the next; a page shorter than `limit` is the last.
+   */
+  async members(actor: Actor, roomId: string, page: MembersPage = {}): Promise<MemberDto[]> {
+    const limit = pageLimit(page.limit, MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT);
     await this.access.requireMember(actor, roomId);
-    return roomMembers(this.store.db(), actor.tenant, roomId);
+    return roomMembers(this.store.db(), actor.tenant, roomId, { after: page.after, limit });
   }
 
-  /** One member of a room as `members` shows it (after a change by a moderator). */
+  /** One member of a room as `members` shows it (after a change by a moderator); NOT_FOUND when not a member. */
   async member(actor: Actor, roomId: string, userId: string): Promise<MemberDto> {
-    return (await this.members(actor, roomId)).find((m) => m.userId === userId)!;
+    await this.access.requireMember(actor, roomId);
+    const member = await roomMember(this.store.db(), actor.tenant, roomId, userId);
+    if (!member) throw notFound('member');
+    return member;
   }
 }
