@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { commitWhileBlocked } from './fixture/locks.js';
 import {
   actor,
   callerFor,
@@ -111,6 +112,31 @@ describe('chat.edit', () => {
     const stored = await messageAs(alice!, room.id, m.id);
     expect(stored).toMatchObject({ seq: m.seq, body: 'v3' });
     expect(stored.editedAt).toBeInstanceOf(Date);
+  });
+
+  it('an edit that waited for another edit of the message keeps its version after that one (the history is in commit order)', async () => {
+    const [bob] = users('bob');
+    const room = await groupRoom(bob!, []);
+    const m = await send(bob!, room.id, 'first');
+    // Another edit holds the message's row; ours starts (its transaction begins) and waits for it;
+    // only then does the other one write its version ('first' replaced) and commit.
+    const r = await commitWhileBlocked(
+      t.env.databaseUrl,
+      [['select id from message where id = $1 for update', [m.id]]],
+      () => as(bob!).chat.edit({ messageId: m.id, body: 'third' }),
+      [
+        [
+          `insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at)
+           values (gen_random_uuid(), $1, 'first', null, $2, clock_timestamp())`,
+          [m.id, bob],
+        ],
+        ["update message set body = 'second', edited_at = clock_timestamp() where id = $1", [m.id]],
+      ],
+    );
+    expect(r.status).toBe('fulfilled');
+    const edits = await as(bob!).chat.edits({ messageId: m.id });
+    expect(edits.map((x) => x.body)).toEqual(['first', 'second']);
+    expect((await messageAs(bob!, room.id, m.id)).body).toBe('third');
   });
 
   it('a no-op edit (same body) takes no seq, keeps no history and emits nothing', async () => {

@@ -219,3 +219,28 @@ describe('chat.edits pages', () => {
     expect(await as(alice!).chat.edits({ messageId: m.id, afterId: all[0]!.id, limit: 2 })).toEqual([]);
   });
 });
+
+describe('receipt.readers pages', () => {
+  it('pages the members who read up to a seq by user id (after, limit); those who have not read it are never listed', async () => {
+    const [owner, ...others] = users('owner', 'mia', 'bob', 'zoe', 'amy', 'kai', 'lee', 'ned');
+    const room = await as(owner!).room.create({ kind: 'group', name: 'read by', memberIds: others });
+    const m = await as(owner!).chat.send({ roomId: room.id, clientId: uuid(), body: 'read me' });
+    // Five of the others read it; two never do.
+    const readers = others.slice(0, 5);
+    for (const who of readers) await as(who).receipt.markRead({ roomId: room.id, seq: m.seq });
+    const expected = sorted(readers);
+
+    const all = await as(owner!).receipt.readers({ roomId: room.id, seq: m.seq });
+    expect(all.map((r) => r.userId)).toEqual(expected);
+    for (const r of all) expect(r).toEqual({ userId: r.userId, lastReadSeq: m.seq, readAt: expect.any(Date) });
+
+    const pages = await pageThrough((after) => as(owner!).receipt.readers({ roomId: room.id, seq: m.seq, after, limit: 2 }), (r) => r.userId, 2);
+    expect(pages.map((p) => p.length)).toEqual([2, 2, 1]);
+    expect(pages.flat()).toEqual(all);
+
+    await expectTRPCError(as(owner!).receipt.readers({ roomId: room.id, seq: m.seq, limit: 0 }), 'BAD_REQUEST');
+    await expectTRPCError(as(owner!).receipt.readers({ roomId: room.id, seq: m.seq, limit: 1001 }), 'BAD_REQUEST');
+    const [stranger] = users('stranger');
+    await expectTRPCError(as(stranger!).receipt.readers({ roomId: room.id, seq: m.seq }), 'NOT_FOUND');
+  });
+});

@@ -85,10 +85,21 @@ export class ReceiptService {
     );
   }
 
-  /** Members who have read up to `seq` (inclusive) by their read receipts, with when they last read. */
-  async readers(actor: Actor, roomId: string, seq: number): Promise<{ userId: string; lastReadSeq: number; readAt: Date | null }[]> {
+  /**
+   * Members who have read up to `seq` (inclusive) by their read receipts, with when they last read:
+   * a page of at most `limit` (default READERS_PAGE), by user id, after the user id `after`.
+   */
+  async readers(
+    actor: Actor,
+    roomId: string,
+    seq: number,
+    page: { after?: string | null | undefined; limit?: number | null | undefined } = {},
+  ): Promise<{ userId: string; lastReadSeq: number; readAt: Date | null }[]> {
     await this.access.requireMember(actor, roomId);
-    const rows = await readersFrom(this.store.db(), roomId, seq);
+    const rows = await readersFrom(this.store.db(), roomId, seq, { after: page.after, limit: page.limit ?? READERS_PAGE });
     return rows.map((r) => ({ userId: r.user_id, lastReadSeq: r.receipt_seq, readAt: r.last_read_at }));
   }
 }
+
+/** Readers per page of `receipt.readers` unless the caller asks for fewer (as `room.members`). */
+export const READERS_PAGE = 1000;

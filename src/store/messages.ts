@@ -84,9 +84,12 @@ export async function uncountReply(tx: Tx, rootId: string): Promise<void> {
 
 /** Keeps the current version of a message in its edit history (replaced now, by `editorId`). */
 export async function recordEdit(tx: Tx, message: Pick<MessageRow, 'id' | 'body' | 'key_id'>, editorId: string): Promise<void> {
+  // The clock when the row is written, after the message's lock (not now(), the transaction's start):
+  // an edit that waited for another one's lock started before that one committed, and its version
+  // must still sort after it.
   await tx.db
     .insertInto('message_edit')
-    .values({ id: randomUUID(), message_id: message.id, body: message.body, key_id: message.key_id, editor_id: editorId, replaced_at: now() })
+    .values({ id: randomUUID(), message_id: message.id, body: message.body, key_id: message.key_id, editor_id: editorId, replaced_at: sql<Date>`clock_timestamp()` })
     .execute();
 }
 
@@ -94,7 +97,7 @@ export async function recordEdit(tx: Tx, message: Pick<MessageRow, 'id' | 'body'
 export function rewriteBody(tx: Tx, id: string, body: string, keyId: string | null): Promise<MessageRow> {
   return tx.db
     .updateTable('message')
-    .set({ body, key_id: keyId, edited_at: now() })
+    .set({ body, key_id: keyId, edited_at: sql<Date>`clock_timestamp()` })
     .where('id', '=', id)
     .returning(MESSAGE_FIELDS)
     .executeTakeFirstOrThrow();

@@ -156,13 +156,20 @@ export async function readPosition(db: Db, roomId: string, userId: string): Prom
 }
 
 /** Members whose read receipt is at `seq` or later, by user id (a member's `markUnread` does not take them off). */
-export function readersFrom(db: Db, roomId: string, seq: number): Promise<{ user_id: string; receipt_seq: number; last_read_at: Date | null }[]> {
+export function readersFrom(
+  db: Db,
+  roomId: string,
+  seq: number,
+  page: { after?: string | null | undefined; limit: number },
+): Promise<{ user_id: string; receipt_seq: number; last_read_at: Date | null }[]> {
   return db
     .selectFrom('membership')
     .select(['user_id', 'receipt_seq', 'last_read_at'])
     .where('room_id', '=', roomId)
     .where('receipt_seq', '>=', seq)
+    .$if(page.after != null, (q) => q.where('user_id', '>', page.after!))
     .orderBy('user_id')
+    .limit(page.limit)
     .execute();
 }
 
