@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { killOnExit } from './fixture/reap.js';
 
 /** Rate limits high enough that no functional test hits them. */
 export const TEST_LIMITS_ENV: Record<string, string> = {
@@ -51,26 +52,9 @@ export interface SpawnOptions {
 
 const URL_RE = /"url":"(http:\/\/[^"]+)"/;
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // Last resort when the worker dies without running afterAll: never leave servers behind.
-  process.once('exit', () => {
-    for (const c of live) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
-  });
-}
 
 /** Starts `node --import tsx src/main.ts` and resolves once it logs its URL. */
 export function spawnServer(opts: SpawnOptions): Promise<ServerProc> {
-  installExitHook();
   const keep = opts.keepLines ?? 200;
   const output: string[] = [];
   const remember = (line: string) => {
@@ -89,12 +73,11 @@ export function spawnServer(opts: SpawnOptions): Promise<ServerProc> {
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  live.add(child);
+  killOnExit(child);
   let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
     child.once('exit', (code, signal) => {
       exitInfo = { code, signal };
-      live.delete(child);
       res(exitInfo);
     });
   });

@@ -339,6 +339,15 @@ describe('meetings on Daily', () => {
   });
 });
 
+/** Before the page's scripts: records the configuration of every RTCPeerConnection the page makes (`window.__pcConfigs`). */
+const RECORD_PEER_CONFIGS = `{
+  const Native = window.RTCPeerConnection;
+  window.__pcConfigs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(config, ...rest) { window.__pcConfigs.push(JSON.parse(JSON.stringify(config ?? null))); super(config, ...rest); }
+  };
+}`;
+
 /** The call bar of a page, by state. */
 const callState = (page: Page, state: string) => page.locator(`#call[data-state="${state}"]`).waitFor({ state: 'attached' });
 
@@ -346,14 +355,7 @@ describe('1:1 calls', () => {
   it('the page builds its peer connection with the ICE servers of RTC_ICE_SERVERS (signal.config)', async () => {
     const errors: string[] = [];
     const alice = await newPage(errors);
-    // Before the page's scripts: record the configuration of every RTCPeerConnection the page makes.
-    await alice.addInitScript(`{
-      const Native = window.RTCPeerConnection;
-      window.__pcConfigs = [];
-      window.RTCPeerConnection = class extends Native {
-        constructor(config, ...rest) { window.__pcConfigs.push(JSON.parse(JSON.stringify(config ?? null))); super(config, ...rest); }
-      };
-    }`);
+    await alice.addInitScript(RECORD_PEER_CONFIGS);
     await login(alice, iceSrv, 'ic-alice', 'Alice');
     {
       await using api = clientFor(iceSrv.url, 'ic-bob');
@@ -381,13 +383,7 @@ describe('1:1 calls', () => {
       const server = await env.startServer({ redisPrefix: env.prefix(`web-turn-${ttlSeconds}`), rtc: { iceServers: [ICE[0]!], turn: { urls: turnUrls, secret, ttlSeconds } } });
       const errors: string[] = [];
       const alice = await newPage(errors);
-      await alice.addInitScript(`{
-        const Native = window.RTCPeerConnection;
-        window.__pcConfigs = [];
-        window.RTCPeerConnection = class extends Native {
-          constructor(config, ...rest) { window.__pcConfigs.push(JSON.parse(JSON.stringify(config ?? null))); super(config, ...rest); }
-        };
-      }`);
+      await alice.addInitScript(RECORD_PEER_CONFIGS);
       let configQueries = 0;
       alice.on('request', (r) => {
         if (r.url().includes('signal.config')) configQueries++;
