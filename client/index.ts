@@ -13,7 +13,7 @@ import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { FileTransferError, putWithProgress, toBlob, type UploadBody, type UploadedFile, type UploadFileOptions } from './files.js';
 import { RoomTimeline } from './room-timeline.js';
-import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Member, type Message, type RoomEvent } from './types.js';
+import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Member, type Message, type RoomEvent, type RoomListItem } from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
@@ -485,5 +485,43 @@ export async function allMembers(chat: Pick<ChatClient, 'trpc'>, roomId: string,
     out.push(...page);
     if (page.length < limit) return out;
     after = page[page.length - 1]!.userId;
+  }
+}
+
+/** The most rooms one `room.list` page holds: the server's limit and default. */
+export const ROOMS_PAGE_SIZE = 500;
+
+/** Where `room.list`'s next page starts (its `before`): after this room, by its activity (`lastMessage.createdAt ?? createdAt`) and id. */
+export interface RoomListCursor {
+  activityAt: Date;
+  roomId: string;
+}
+
+/** The `before` of the page after the one that ends with `room` (a `room.list` item, or one kept with a message preview). */
+export function roomListCursor(room: { id: string; createdAt: Date; lastMessage: { createdAt: Date } | null }): RoomListCursor {
+  return { activityAt: room.lastMessage?.createdAt ?? room.createdAt, roomId: room.id };
+}
+
+/**
+ * Every room of my list (with `archived: true` the archived ones only), most recently active
+ * first: `room.list` read a page at a time (`before`: `roomListCursor` of the last room of the
+ * page before) until a page comes back shorter than `pageSize` (1-500, default 500: up to 500
+ * rooms are one call). A room that becomes active, or is created, while the pages are read sorts
+ * before the pages still to come and is not in the answer unless it was on a page read already
+ * (its `room.activity` and `room.changed` events bring it); no room is in it twice.
+ */
+export async function allRooms(chat: Pick<ChatClient, 'trpc'>, opts: { archived?: boolean; pageSize?: number } = {}): Promise<RoomListItem[]> {
+  const limit = Math.min(ROOMS_PAGE_SIZE, Math.max(1, Math.floor(opts.pageSize ?? ROOMS_PAGE_SIZE)));
+  const out: RoomListItem[] = [];
+  const seen = new Set<string>();
+  let before: RoomListCursor | undefined;
+  for (;;) {
+    const page = await chat.trpc.room.list.query({ ...(opts.archived !== undefined ? { archived: opts.archived } : {}), before, limit });
+    for (const room of page) {
+      if (!seen.has(room.id)) out.push(room);
+      seen.add(room.id);
+    }
+    if (page.length < limit) return out;
+    before = roomListCursor(page[page.length - 1]!);
   }
 }

@@ -1,10 +1,11 @@
 /**
  * Paged reads of lists that grow without bound: `room.members` and `room.bans` by user id (`after`,
- * `limit`), `chat.edits` by version (`beforeId`, `afterId`, `limit`), and the client library's
- * `allMembers`. Through createCaller and the real client; real PostgreSQL and Redis.
+ * `limit`), `chat.edits` by version (`beforeId`, `afterId`, `limit`), `room.list` by activity
+ * (`before`, `limit`), and the client library's `allMembers` and `allRooms`. Through createCaller
+ * and the real client; real PostgreSQL and Redis.
  */
 import { describe, expect, it } from 'vitest';
-import { allMembers, MEMBERS_PAGE_SIZE } from '../client/index.js';
+import { allMembers, allRooms, MEMBERS_PAGE_SIZE, ROOMS_PAGE_SIZE, roomListCursor, type RoomListCursor, type RoomListItem } from '../client/index.js';
 import { clientFor, expectTRPCError, fileServer, roomKit, uuid } from './fixture.js';
 
 const t = fileServer('rpage');
@@ -242,5 +243,248 @@ describe('receipt.readers pages', () => {
     await expectTRPCError(as(owner!).receipt.readers({ roomId: room.id, seq: m.seq, limit: 1001 }), 'BAD_REQUEST');
     const [stranger] = users('stranger');
     await expectTRPCError(as(stranger!).receipt.readers({ roomId: room.id, seq: m.seq }), 'NOT_FOUND');
+  });
+});
+
+describe('room.list pages', () => {
+  /** A room's activity as its list item shows it: its newest message's time, else its creation. */
+  const activityOf = (r: RoomListItem) => (r.lastMessage?.createdAt ?? r.createdAt).getTime();
+  /** The list's order: activity, newest first, then room id, descending. */
+  const byActivity = (a: RoomListItem, b: RoomListItem) => activityOf(b) - activityOf(a) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+
+  /**
+   * Sets when a room was last active: its creation and each of its messages at `at` (an ISO time,
+   * with microseconds where PostgreSQL keeps them), so that the order is known whatever the speed
+   * of the test.
+   */
+  async function setActivity(roomId: string, at: string): Promise<void> {
+    await t.env.sql('update room set created_at = $2 where id = $1', [roomId, at]);
+    await t.env.sql('update message set created_at = $2 where room_id = $1', [roomId, at]);
+  }
+
+  /** Reads the room list page by page (`before`: the cursor of the last room of the page before) until a short page. */
+  async function pageRooms(read: (before: RoomListCursor | undefined) => Promise<RoomListItem[]>, limit: number): Promise<RoomListItem[][]> {
+    const pages: RoomListItem[][] = [];
+    let before: RoomListCursor | undefined;
+    for (;;) {
+      const page = await read(before);
+      expect(page.length).toBeLessThanOrEqual(limit);
+      pages.push(page);
+      if (page.length < limit) return pages;
+      before = roomListCursor(page[page.length - 1]!);
+    }
+  }
+
+  it('pages by activity, newest first, with before and limit: every room once, in order, the same items as one call', async () => {
+    const [owner, pat] = users('owner', 'pat');
+    const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
+    const rooms = new Map<string, string>();
+    for (const name of names) rooms.set(name, (await as(owner!).room.create({ kind: 'group', name, memberIds: [pat!] })).id);
+    const id = (name: string) => rooms.get(name)!;
+    // Messages in every room but `g` (its activity is its creation); two unread for pat in `c`.
+    for (const name of names.slice(0, 6)) await as(owner!).chat.send({ roomId: id(name), clientId: uuid(), body: `in ${name}` });
+    await as(owner!).chat.send({ roomId: id('c'), clientId: uuid(), body: 'more in c' });
+    // Activity in an order other than that of creation; `d` and `e` in the same millisecond (their
+    // microseconds differ, the list's millisecond does not): the room id decides between them.
+    await setActivity(id('a'), '2021-03-01T10:00:05.000Z');
+    await setActivity(id('b'), '2021-03-01T10:00:01.000Z');
+    await setActivity(id('c'), '2021-03-01T10:00:07.000Z');
+    await setActivity(id('d'), '2021-03-01T10:00:03.123400Z');
+    await setActivity(id('e'), '2021-03-01T10:00:03.123900Z');
+    await setActivity(id('f'), '2021-03-01T10:00:02.000Z');
+    await setActivity(id('g'), '2021-03-01T10:00:06.000Z');
+    const tie = [id('d'), id('e')].sort().reverse();
+    const expected = [id('c'), id('g'), id('a'), ...tie, id('f'), id('b')];
+
+    // Without paging input: every room (up to 500), by activity.
+    const all = await as(pat!).room.list();
+    expect(all.map((r) => r.id)).toEqual(expected);
+    expect([...all].sort(byActivity)).toEqual(all);
+    expect(all.find((r) => r.id === id('c'))).toMatchObject({ unreadCount: 2, lastMessage: { body: 'more in c' } });
+    expect(all.find((r) => r.id === id('g'))).toMatchObject({ unreadCount: 0, lastMessage: null });
+
+    for (const limit of [1, 2, 3, 6, 7]) {
+      const pages = await pageRooms((before) => as(pat!).room.list({ before, limit }), limit);
+      const union = pages.flat();
+      // The same items as the unpaged answer (room, role, counts, last message), in its order, each once.
+      expect(union).toEqual(all);
+      expect(pages.map((p) => p.length)).toEqual([...Array(Math.floor(7 / limit)).fill(limit), 7 % limit]);
+    }
+    // A page boundary between the two rooms of the same millisecond: neither is lost nor repeated.
+    const upToTie = await as(pat!).room.list({ limit: 4 });
+    expect(upToTie.map((r) => r.id)).toEqual(expected.slice(0, 4));
+    expect((await as(pat!).room.list({ before: roomListCursor(upToTie[3]!), limit: 4 })).map((r) => r.id)).toEqual(expected.slice(4));
+    // The cursor need not be a room of mine: the rooms strictly after its activity and id.
+    const at = new Date('2021-03-01T10:00:03.123Z');
+    expect((await as(pat!).room.list({ before: { activityAt: at, roomId: 'ffffffff-ffff-4fff-bfff-ffffffffffff' } })).map((r) => r.id)).toEqual(expected.slice(3));
+    expect((await as(pat!).room.list({ before: { activityAt: at, roomId: '00000000-0000-4000-8000-000000000000' } })).map((r) => r.id)).toEqual(expected.slice(5));
+    // After the last room: nothing. null is no cursor and the default limit.
+    expect(await as(pat!).room.list({ before: roomListCursor(all[6]!) })).toEqual([]);
+    expect(await as(pat!).room.list({ before: null, limit: null })).toEqual(all);
+    // Another tenant's user of the same id has no rooms, whatever the cursor.
+    expect(await as(pat!, 'tenant-b').room.list({ before: { activityAt: new Date(), roomId: id('a') }, limit: 3 })).toEqual([]);
+
+    // The client library reads every page (cursors are dates over the wire: superjson).
+    await using c = clientFor(t.url, pat!);
+    for (const pageSize of [1, 2, 5, 7, 100]) expect(await allRooms(c, { pageSize })).toEqual(all);
+    expect(await allRooms(c)).toEqual(all);
+    expect(ROOMS_PAGE_SIZE).toBe(500);
+  });
+
+  it('a room that gets a new message moves to the front of the next first page; pages read from an older cursor never repeat it', async () => {
+    const [owner, pat] = users('owner', 'pat');
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const room = await as(owner!).room.create({ kind: 'group', name: `r${i}`, memberIds: [pat!] });
+      await as(owner!).chat.send({ roomId: room.id, clientId: uuid(), body: `hello ${i}` });
+      // r0 the most recently active, r5 the least.
+      await setActivity(room.id, `2022-05-01T12:00:0${9 - i}.000Z`);
+      ids.push(room.id);
+    }
+    const first = await as(pat!).room.list({ limit: 2 });
+    expect(first.map((r) => r.id)).toEqual(ids.slice(0, 2));
+
+    // r4 (on a page not read yet) gets a message: it is now the most recently active.
+    const m = await as(owner!).chat.send({ roomId: ids[4]!, clientId: uuid(), body: 'news' });
+    const fresh = await as(pat!).room.list({ limit: 2 });
+    expect(fresh.map((r) => r.id)).toEqual([ids[4], ids[0]]);
+    expect(fresh[0]).toMatchObject({ lastMessage: { id: m.id, body: 'news' }, unreadCount: 2, lastSeq: m.seq });
+    expect(activityOf(fresh[0]!)).toBe(m.createdAt.getTime());
+
+    // Paging on from the cursor read before the message: r4 sorts before it now, and is not repeated.
+    const rest = await pageRooms((before) => as(pat!).room.list({ before: before ?? roomListCursor(first[1]!), limit: 2 }), 2);
+    expect(rest.flat().map((r) => r.id)).toEqual([ids[2], ids[3], ids[5]]);
+    // r0 (read already) gets one: paging on never shows it again either.
+    await as(owner!).chat.send({ roomId: ids[0]!, clientId: uuid(), body: 'again' });
+    expect((await as(pat!).room.list({ before: roomListCursor(first[1]!) })).map((r) => r.id)).toEqual([ids[2], ids[3], ids[5]]);
+    expect((await as(pat!).room.list()).map((r) => r.id)).toEqual([ids[0], ids[4], ids[1], ids[2], ids[3], ids[5]]);
+  });
+
+  it('a support agent pages through member rooms and support rooms interleaved by activity; never a support room they are banned from', async () => {
+    const [customer, other, agent] = users('customer', 'other', 'agent');
+    const tenant = `rlist-support-${kit.n}`;
+    const asCustomer = () => as(customer!, tenant);
+    const asAgent = () => as(agent!, tenant, ['support']);
+    const group1 = await asCustomer().room.create({ kind: 'group', name: 'group one', memberIds: [agent!] });
+    const group2 = await asCustomer().room.create({ kind: 'group', name: 'group two', memberIds: [agent!] });
+    const ticket1 = await asCustomer().room.create({ kind: 'support', name: 'ticket one' });
+    const ticket2 = await asCustomer().room.create({ kind: 'support', name: 'ticket two' });
+    const ticket3 = await asCustomer().room.create({ kind: 'support', name: 'ticket three' });
+    const joined = await asCustomer().room.create({ kind: 'support', name: 'ticket joined', memberIds: [agent!] });
+    const banned = await asCustomer().room.create({ kind: 'support', name: 'ticket banned' });
+    await asCustomer().room.ban({ roomId: banned.id, userId: agent! });
+    // Not the agent's: a group room without them, another tenant's support room.
+    const private_ = await asCustomer().room.create({ kind: 'group', name: 'private', memberIds: [other!] });
+    const foreign = await as(customer!, `${tenant}-x`).room.create({ kind: 'support', name: 'foreign ticket' });
+    for (const room of [group1, group2, ticket1, ticket2, ticket3, joined, banned, private_]) {
+      await asCustomer().chat.send({ roomId: room.id, clientId: uuid(), body: `about ${room.name}` });
+    }
+    const times: [{ id: string }, string][] = [
+      [group1, '2023-01-01T00:00:09.000Z'],
+      [ticket1, '2023-01-01T00:00:08.000Z'],
+      [private_, '2023-01-01T00:00:07.500Z'],
+      [group2, '2023-01-01T00:00:07.000Z'],
+      [banned, '2023-01-01T00:00:06.500Z'],
+      [ticket2, '2023-01-01T00:00:06.000Z'],
+      [foreign, '2023-01-01T00:00:05.500Z'],
+      [joined, '2023-01-01T00:00:05.000Z'],
+      [ticket3, '2023-01-01T00:00:04.000Z'],
+    ];
+    for (const [room, at] of times) await setActivity(room.id, at);
+    const expected = [group1, ticket1, group2, ticket2, joined, ticket3].map((r) => r.id);
+
+    const all = await asAgent().room.list();
+    expect(all.map((r) => r.id)).toEqual(expected);
+    // Rooms the agent is a member of carry their read position and unread count; the others as before.
+    expect(all.find((r) => r.id === group1.id)).toMatchObject({ myRole: 'member', unreadCount: 1 });
+    expect(all.find((r) => r.id === ticket1.id)).toMatchObject({ myRole: 'member', unreadCount: 0, lastReadSeq: 0, lastMessage: { body: 'about ticket one' } });
+    // Without the support role: the member rooms only.
+    expect((await as(agent!, tenant).room.list()).map((r) => r.id)).toEqual([group1, group2, joined].map((r) => r.id));
+
+    for (const limit of [1, 2, 4]) {
+      const pages = await pageRooms((before) => asAgent().room.list({ before, limit }), limit);
+      expect(pages.flat()).toEqual(all);
+    }
+    // A cursor right at the banned room's place does not bring it up either.
+    const atBanned = await asAgent().room.list({ before: { activityAt: new Date('2023-01-01T00:00:06.500Z'), roomId: 'ffffffff-ffff-4fff-bfff-ffffffffffff' } });
+    expect(atBanned.map((r) => r.id)).toEqual(expected.slice(3));
+    await using c = clientFor(t.url, agent!, { tenant, roles: ['support'] });
+    expect((await allRooms(c, { pageSize: 2 })).map((r) => r.id)).toEqual(expected);
+  });
+
+  it('pages the archived rooms and the others apart', async () => {
+    const [alice] = users('alice');
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const room = await as(alice!).room.create({ kind: 'group', name: `room ${i}` });
+      // Archived: rooms 1, 2, 4 and 6.
+      if ([1, 2, 4, 6].includes(i)) await as(alice!).room.archive({ roomId: room.id });
+      await setActivity(room.id, `2024-02-02T08:00:0${9 - i}.000Z`);
+      ids.push(room.id);
+    }
+    const live = [0, 3, 5].map((i) => ids[i]);
+    const archived = [1, 2, 4, 6].map((i) => ids[i]);
+    for (const limit of [1, 2, 3]) {
+      expect((await pageRooms((before) => as(alice!).room.list({ before, limit }), limit)).flat().map((r) => r.id)).toEqual(live);
+      expect((await pageRooms((before) => as(alice!).room.list({ archived: false, before, limit }), limit)).flat().map((r) => r.id)).toEqual(live);
+      const pages = await pageRooms((before) => as(alice!).room.list({ archived: true, before, limit }), limit);
+      expect(pages.flat().map((r) => r.id)).toEqual(archived);
+      for (const r of pages.flat()) expect(r.archivedAt).toBeInstanceOf(Date);
+    }
+    // A cursor from the other list: the rooms of this one after its place.
+    const cursor = { activityAt: new Date('2024-02-02T08:00:07.000Z'), roomId: ids[2]! };
+    expect((await as(alice!).room.list({ before: cursor })).map((r) => r.id)).toEqual(live.slice(1));
+    expect((await as(alice!).room.list({ archived: true, before: cursor })).map((r) => r.id)).toEqual(archived.slice(2));
+    await using c = clientFor(t.url, alice!);
+    expect((await allRooms(c, { archived: true, pageSize: 3 })).map((r) => r.id)).toEqual(archived);
+    expect((await allRooms(c, { pageSize: 1 })).map((r) => r.id)).toEqual(live);
+  });
+
+  it('validates limit (1..500) and the cursor with BAD_REQUEST', async () => {
+    const [alice] = users('alice');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'bounds' });
+    for (const limit of [0, -1, 501, 1.5]) await expectTRPCError(as(alice!).room.list({ limit }), 'BAD_REQUEST', /limit/);
+    const bad: unknown[] = [
+      { activityAt: new Date(), roomId: 'not-a-room' },
+      { activityAt: new Date() },
+      { roomId: room.id },
+      { activityAt: '2024-01-01T00:00:00.000Z', roomId: room.id },
+      { activityAt: new Date(Number.NaN), roomId: room.id },
+      { activityAt: new Date('1969-12-31T23:59:59.999Z'), roomId: room.id },
+      { activityAt: new Date(8.64e15), roomId: room.id },
+      'before',
+    ];
+    for (const before of bad) await expectTRPCError(as(alice!).room.list({ before: before as RoomListCursor }), 'BAD_REQUEST', /activityAt|roomId|before/);
+    expect((await as(alice!).room.list({ limit: 500 })).map((r) => r.id)).toEqual([room.id]);
+    expect((await as(alice!).room.list({ limit: 1, archived: false })).map((r) => r.id)).toEqual([room.id]);
+    // Over the wire the same.
+    await using c = clientFor(t.url, alice!);
+    for (const limit of [0, 501]) await expect(c.trpc.room.list.query({ limit })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
+    await expect(c.trpc.room.list.query({ before: { activityAt: new Date(), roomId: 'x' } })).rejects.toMatchObject({ data: { code: 'BAD_REQUEST' } });
+  });
+
+  it('holds 500 rooms per call by default: a support agent of a bigger tenant reads the rest on the next page', async () => {
+    const [agent] = users('agent');
+    const tenant = `rlist-big-${kit.n}`;
+    // 505 support rooms in one statement (set-up only), active a second apart, the two newest in the same second.
+    await t.env.sql(
+      `insert into room (id, tenant, kind, name, created_by, last_seq, access_version, encrypted, visibility, created_at, updated_at)
+       select gen_random_uuid(), $1, 'support', 'ticket ' || i, 'customer', 0, 0, false, 'private', timestamptz '2020-06-01' + greatest(i, 2) * interval '1 second', now()
+         from generate_series(1, 505) as i`,
+      [tenant],
+    );
+    const first = await as(agent!, tenant, ['support']).room.list();
+    expect(first).toHaveLength(500);
+    const rest = await as(agent!, tenant, ['support']).room.list({ before: roomListCursor(first[499]!) });
+    expect(rest).toHaveLength(5);
+    const every = [...first, ...rest];
+    expect(new Set(every.map((r) => r.id)).size).toBe(505);
+    expect([...every].sort(byActivity)).toEqual(every);
+    expect(every.at(-1)!.name).toMatch(/^ticket [12]$/);
+    await expectTRPCError(as(agent!, tenant, ['support']).room.list({ limit: 501 }), 'BAD_REQUEST', /limit must be at most 500/);
+
+    await using c = clientFor(t.url, agent!, { tenant, roles: ['support'] });
+    expect(await allRooms(c)).toEqual(every);
+    expect((await allRooms(c, { pageSize: 200 })).map((r) => r.id)).toEqual(every.map((r) => r.id));
   });
 });

@@ -1,6 +1,6 @@
 /** The one-shot commands and `tail`. Each gets a Context (URL, token, output) from cli.ts. */
 import pc from 'picocolors';
-import { allMembers, newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
+import { allMembers, allRooms, newClientId, RoomTimeline, type ChatClient, type RoomEvent } from '../index.js';
 import { configPath, removeLogin, saveLogin, type StoredLogin } from './config.js';
 import { isCode, terminalClient, type Context } from './context.js';
 import { CliError } from './errors.js';
@@ -73,7 +73,7 @@ export async function whoami(ctx: Context): Promise<void> {
 
 export async function rooms(ctx: Context): Promise<void> {
   const c = await ctx.client();
-  const list = await c.trpc.room.list.query();
+  const list = await allRooms(c);
   for (const r of list) ctx.out.result(r, () => formatRoom(r));
   if (list.length === 0) ctx.out.note('no rooms yet: `chat create <name>` or `chat dm <user>`');
 }

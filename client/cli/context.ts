@@ -2,7 +2,7 @@
  * What every command needs: the server URL, the token (flag, CHAT_TOKEN or the stored login), a
  * typed client, room lookup by id or name, and output in text or JSON lines.
  */
-import { createChatClient, type ChatClient, type ChatClientOptions, type Room } from '../index.js';
+import { allRooms, createChatClient, type ChatClient, type ChatClientOptions, type Room } from '../index.js';
 import { configPath, readConfig, saveLogin, type StoredLogin } from './config.js';
 import { CliError } from './errors.js';
 import { terminalSafeLink } from './terminal.js';
@@ -145,7 +145,7 @@ export class Context {
         throw err;
       }
     }
-    const rooms = await client.trpc.room.list.query();
+    const rooms = await allRooms(client);
     const byKey = rooms.filter((r) => r.key === arg);
     const byName = byKey.length > 0 ? byKey : rooms.filter((r) => r.name.toLowerCase() === arg.toLowerCase());
     if (byName.length === 0) throw new CliError(`room "${arg}" not found among your rooms (see \`chat rooms\`)`);

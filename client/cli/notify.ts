@@ -1,5 +1,6 @@
 /** `chat notify`: notification preferences (web push, e-mail digests, levels per room). */
 import pc from 'picocolors';
+import { allRooms } from '../index.js';
 import type { Context } from './context.js';
 import { CliError } from './errors.js';
 
@@ -42,7 +43,7 @@ export async function notify(
     return;
   }
   const prefs = await c.trpc.notify.preferences.query();
-  const rooms = prefs.rooms.length > 0 ? await c.trpc.room.list.query() : [];
+  const rooms = prefs.rooms.length > 0 ? await allRooms(c) : [];
   const nameOf = (id: string) => rooms.find((r) => r.id === id)?.name ?? id;
   const quiet = prefs.quietHours ? `${prefs.quietHours.start}-${prefs.quietHours.end} ${prefs.quietHours.timeZone}` : 'none';
   ctx.out.result(prefs, [

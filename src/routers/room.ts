@@ -1,12 +1,21 @@
 import { z } from 'zod';
-import { DIRECTORY_MAX_LIMIT, MEMBERS_MAX_LIMIT } from '../services/rooms/index.js';
+import { DIRECTORY_MAX_LIMIT, MEMBERS_MAX_LIMIT, ROOMS_MAX_LIMIT } from '../services/rooms/index.js';
 import { authedProcedure, managementProcedure, router } from '../trpc/init.js';
-import { MAX_MEMBERS_PER_CALL, Metadata, PageLimit, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
+import { InputDate, MAX_MEMBERS_PER_CALL, Metadata, PageLimit, Role, RoomId, RoomKey, RoomName, Topic, UserId } from './schemas.js';
 
 const RoomMember = z.object({ roomId: RoomId, userId: UserId });
 const Visibility = z.enum(['public', 'private']);
 /** A page of a room's members or bans, by user id: those after `after`, at most `limit`. */
 const UserPage = z.object({ roomId: RoomId, after: UserId.nullish(), limit: PageLimit(MEMBERS_MAX_LIMIT).nullish() });
+/**
+ * A page of my room list: those after `before` (the last room of the page before: its activity,
+ * `lastMessage.createdAt ?? createdAt`, and its id), at most `limit`.
+ */
+const RoomListPage = z.object({
+  archived: z.boolean().optional(),
+  before: z.object({ activityAt: InputDate('before.activityAt'), roomId: RoomId }).nullish(),
+  limit: PageLimit(ROOMS_MAX_LIMIT).nullish(),
+});
 const MemberIds = z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`);
 const NewRoom = z.object({
   kind: z.enum(['group', 'support', 'broadcast']),
@@ -32,9 +41,12 @@ export const roomRouter = router({
     .input(z.object({ userId: UserId }))
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.openDirect(ctx.actor, input.userId)),
 
-  /** My rooms; archived ones only with `archived: true` (and then only those). */
+  /**
+   * My rooms, most recently active first, a page at a time (`before`: the last room of the previous
+   * page); archived ones only with `archived: true` (and then only those).
+   */
   list: authedProcedure
-    .input(z.object({ archived: z.boolean().optional() }).optional())
+    .input(RoomListPage.optional())
     .query(({ ctx, input }) => ctx.services.rooms.read.list(ctx.actor, input ?? {})),
 
   get: authedProcedure.input(z.object({ roomId: RoomId })).query(({ ctx, input }) => ctx.services.rooms.read.get(ctx.actor, input.roomId)),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ExpressionBuilder, Selectable } from 'kysely';
+import { type ExpressionBuilder, type Selectable, sql } from 'kysely';
 import type { JsonObject, MemberRole } from '../domain/events.js';
 import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto, RoomVisibility } from '../domain/rooms.js';
@@ -188,14 +188,74 @@ export type RoomListRow = RoomRow & {
 };
 
 /**
- * The rooms of a user in a tenant (with `supportRooms`, also every support room of the tenant), the
- * archived ones or the others (`archived`),
- * with the user's role and read position (`member` and 0 without a membership), the unread count
- * (src/store/receipts.ts) and the id of the newest message. Unordered.
+ * Where a page of a room list starts: strictly after the room `roomId` whose activity was
+ * `activityAt` (the last room of the page before). A room's activity is the `created_at` of its
+ * newest message (by seq), else its own `created_at`, to the millisecond: exactly the
+ * `lastMessage.createdAt ?? createdAt` of its list item (a JavaScript date holds milliseconds).
  */
-export function roomListRows(db: Db, tenant: string, userId: string, supportRooms: boolean, archived: boolean): Promise<RoomListRow[]> {
+export interface RoomListCursor {
+  activityAt: Date;
+  roomId: string;
+}
+
+/** Which rooms of a user's list, and which page of them. */
+export interface RoomListQuery {
+  /** Also every support room of the tenant the user is not banned from (support agents). */
+  supportRooms: boolean;
+  /** The archived rooms only, or only the others. */
+  archived: boolean;
+  /** The page starts after this room (none: with the most recently active room). */
+  before: RoomListCursor | null;
+  limit: number;
+}
+
+/**
+ * A page of the rooms of a user in a tenant (with `supportRooms`, also every support room of the
+ * tenant the user is not banned from), the archived ones or the others (`archived`), by activity
+ * (see `RoomListCursor`), newest first, then by room id (descending): at most `limit` rooms after
+ * `before`. Each with the user's role and read position (`member` and 0 without a membership), the
+ * unread count (src/store/receipts.ts) and the id of the newest message.
+ *
+ * Two steps in one statement: `page` picks the page's rooms (each room's activity from the newest
+ * message on `message_room_seq_unique`, one index probe per candidate room); member and unread
+ * counts are computed for the page's rooms only, after its ORDER BY and LIMIT.
+ */
+export function roomListRows(db: Db, tenant: string, userId: string, q: RoomListQuery): Promise<RoomListRow[]> {
+  const { before } = q;
   return db
-    .selectFrom('room as r')
+    .with('page', (qc) =>
+      qc
+        .selectFrom('room as r')
+        .leftJoin('membership as mb', (j) => j.onRef('mb.room_id', '=', 'r.id').on('mb.user_id', '=', userId))
+        .leftJoinLateral(
+          (eb) => eb.selectFrom('message as m').select(['m.id', 'm.created_at']).whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('lm'),
+          (j) => j.onTrue(),
+        )
+        .select((eb) => ['r.id', 'lm.id as last_message_id', activityOf(eb).as('activity_at')])
+        .where('r.tenant', '=', tenant)
+        // Support agents: every support room of the tenant they are not banned from (the rule of
+        // `decideAccess` in src/services/access.ts: a ban also shuts out a support agent).
+        .where((eb) =>
+          q.supportRooms
+            ? eb.or([
+                eb('mb.user_id', 'is not', null),
+                eb.and([
+                  eb('r.kind', '=', 'support'),
+                  eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', userId))),
+                ]),
+              ])
+            : eb('mb.user_id', 'is not', null),
+        )
+        .where('r.archived_at', q.archived ? 'is not' : 'is', null)
+        .$if(before !== null, (qb) =>
+          qb.where((eb) => sql<boolean>`(${activityOf(eb)}, ${eb.ref('r.id')}) < (${before!.activityAt}::timestamptz, ${before!.roomId}::uuid)`),
+        )
+        .orderBy('activity_at', 'desc')
+        .orderBy('r.id', 'desc')
+        .limit(q.limit),
+    )
+    .selectFrom('page as p')
+    .innerJoin('room as r', 'r.id', 'p.id')
     .leftJoin('membership as mb', (j) => j.onRef('mb.room_id', '=', 'r.id').on('mb.user_id', '=', userId))
     .select((eb) => [
       ...ROOM_FIELDS,
@@ -209,24 +269,16 @@ export function roomListRows(db: Db, tenant: string, userId: string, supportRoom
         .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') }))
         .end()
         .as('unread_count'),
-      eb.selectFrom('message as m').select('m.id').whereRef('m.room_id', '=', 'r.id').orderBy('m.seq', 'desc').limit(1).as('last_message_id'),
+      'p.last_message_id',
     ])
-    .where('r.tenant', '=', tenant)
-    // Support agents: every support room of the tenant they are not banned from (the rule of
-    // `decideAccess` in src/services/access.ts: a ban also shuts out a support agent).
-    .where((eb) =>
-      supportRooms
-        ? eb.or([
-            eb('mb.user_id', 'is not', null),
-            eb.and([
-              eb('r.kind', '=', 'support'),
-              eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', userId))),
-            ]),
-          ])
-        : eb('mb.user_id', 'is not', null),
-    )
-    .where('r.archived_at', archived ? 'is not' : 'is', null)
+    .orderBy('p.activity_at', 'desc')
+    .orderBy('p.id', 'desc')
     .execute();
+}
+
+/** A room's activity in the room list's page query: its newest message's `created_at`, else its own, cut to the millisecond. */
+function activityOf(eb: ExpressionBuilder<{ r: Tables['room']; lm: { created_at: Date | null } }, 'r' | 'lm'>) {
+  return sql<Date>`date_trunc('milliseconds', coalesce(${eb.ref('lm.created_at')}, ${eb.ref('r.created_at')}))`;
 }
 
 /** Message rows by id (the newest messages of a room list), in no particular order. */

@@ -7,6 +7,7 @@
  */
 import {
   allMembers,
+  allRooms,
   createChatClient,
   errorCode,
   historyAround,
@@ -282,7 +283,7 @@ async function loadRooms() {
   if (!chat) return;
   const dropsBefore = drops;
   try {
-    const listed = await chat.trpc.room.list.query();
+    const listed = await allRooms(chat);
     // A room dropped after this read started stays dropped: the read may predate its deletion.
     const gone = (id: string) => (droppedAt.get(id) ?? 0) > dropsBefore;
     rooms = listed.filter((r) => !gone(r.id)).map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }));

@@ -20,7 +20,7 @@ export { DIRECTORY_DEFAULT_LIMIT, DIRECTORY_MAX_LIMIT, RoomDirectory } from './d
 export { RoomLifecycle } from './lifecycle.js';
 export { RoomMembership } from './membership.js';
 export { RoomModeration } from './moderation.js';
-export { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, RoomReads } from './reads.js';
+export { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT, type RoomListPage, RoomReads } from './reads.js';
 
 /**
  * Rooms by capability: `lifecycle` (create, ensure, openDirect, update), `membership` (addMembers,

@@ -3,7 +3,7 @@ import { AppError, badRequest, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import type { MemberDto, RoomDto, RoomListItem } from '../../domain/rooms.js';
 import { roomMember, roomMembers } from '../../store/members.js';
-import { messageRowsByIds, roomIdsByKey, roomListRows, roomRow, toRoomDto } from '../../store/rooms.js';
+import { messageRowsByIds, roomIdsByKey, type RoomListCursor, roomListRows, roomRow, toRoomDto } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
@@ -15,6 +15,21 @@ export interface MembersPage {
   after?: string | null | undefined;
   limit?: number | null | undefined;
 }
+
+/** A page of my room list: archived ones or the others, after a room (`roomListCursor` of the last of the page before), at most `limit`. */
+export interface RoomListPage {
+  archived?: boolean | undefined;
+  before?: RoomListCursor | null | undefined;
+  limit?: number | null | undefined;
+}
+
+/**
+ * Rooms per page of the room list: whoever has up to this many rooms reads them in one call, as
+ * before the list was paged. Each room costs an unread count, a member count and its last message
+ * (with reactions); a support agent of a big tenant reads the rest a page at a time.
+ */
+export const ROOMS_DEFAULT_LIMIT = 500;
+export const ROOMS_MAX_LIMIT = 500;
 
 /** Members (and bans) per page: a room of up to this many members is read in one call. */
 export const MEMBERS_DEFAULT_LIMIT = 1000;
@@ -58,26 +73,31 @@ export class RoomReads {
   }
 
   /**
-   * The caller's rooms, most recently active first, with unread counts and the last message.
-   * Support agents also see every support room of their tenant. Archived rooms are left out; with
-   * `archived: true`, only archived rooms are listed.
+   * A page of the caller's rooms, most recently active first (a room's activity: its newest
+   * message's time, else its creation), ties by room id (descending), with unread counts and the
+   * last message. Support agents also see every support room of their tenant. Archived rooms are
+   * left out; with `archived: true`, only archived rooms are listed. At most `limit` rooms
+   * (1..ROOMS_MAX_LIMIT, default ROOMS_DEFAULT_LIMIT) after `before` (none: from the most recent):
+   * pass the last room of a page as `before` (`roomListCursor`) for the next; a page shorter than
+   * `limit` is the last.
    */
-  async list(actor: Actor, input: { archived?: boolean | undefined } = {}): Promise<RoomListItem[]> {
+  async list(actor: Actor, input: RoomListPage = {}): Promise<RoomListItem[]> {
+    const limit = pageLimit(input.limit, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT);
+    const query = { supportRooms: actor.roles.includes('support'), archived: input.archived ?? false, before: input.before ?? null, limit };
     // Across rooms: a replica serves it once it has the caller's last write (src/services/read-routing.ts).
     const { rows, last } = await this.reads.user(keyOf(actor.tenant, actor.id), async (db) => {
-      const rows = await roomListRows(db, actor.tenant, actor.id, actor.roles.includes('support'), input.archived ?? false);
+      const rows = await roomListRows(db, actor.tenant, actor.id, query);
       const ids = rows.map((r) => r.last_message_id).filter((id) => id !== null);
       const last = new Map((await this.mapper.many(db, await messageRowsByIds(db, ids), actor.id)).map((m) => [m.id, m]));
       return { rows, last };
     });
-    return rows
-      .map((r) => ({
-        ...toRoomDto(r, r.role as MemberRole),
-        unreadCount: r.unread_count,
-        lastReadSeq: r.last_read_seq,
-        lastMessage: (r.last_message_id && last.get(r.last_message_id)) || null,
-      }))
-      .sort((a, b) => (b.lastMessage?.createdAt ?? b.createdAt).getTime() - (a.lastMessage?.createdAt ?? a.createdAt).getTime());
+    // In the query's order.
+    return rows.map((r) => ({
+      ...toRoomDto(r, r.role as MemberRole),
+      unreadCount: r.unread_count,
+      lastReadSeq: r.last_read_seq,
+      lastMessage: (r.last_message_id && last.get(r.last_message_id)) || null,
+    }));
   }
 
   /**
