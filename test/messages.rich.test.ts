@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_EDITS_PER_MESSAGE } from '../src/services/messages/change.js';
 import { commitWhileBlocked } from './fixture/locks.js';
 import {
   actor,
@@ -112,6 +113,31 @@ describe('chat.edit', () => {
     const stored = await messageAs(alice!, room.id, m.id);
     expect(stored).toMatchObject({ seq: m.seq, body: 'v3' });
     expect(stored.editedAt).toBeInstanceOf(Date);
+  });
+
+  it(`a message keeps at most ${MAX_EDITS_PER_MESSAGE} earlier versions: the edit after that is refused with BAD_REQUEST and changes nothing`, async () => {
+    const [bob, alice] = users('bob', 'alice');
+    const room = await groupRoom(bob!, [alice!]);
+    const m = await send(bob!, room.id, 'v0');
+    // All but the last allowed version written directly (the action rate limit would make this slow).
+    await t.env.sql(
+      `insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at)
+       select gen_random_uuid(), $1, 'old ' || g, null, $2, now() - make_interval(secs => 1000 - g) from generate_series(1, $3::int) g`,
+      [m.id, bob, MAX_EDITS_PER_MESSAGE - 1],
+    );
+    const last = await as(bob!).chat.edit({ messageId: m.id, body: 'last allowed' });
+    expect(last.body).toBe('last allowed');
+    const seq = await lastSeq(alice!, room.id);
+    await expectTRPCError(as(bob!).chat.edit({ messageId: m.id, body: 'one too many' }), 'BAD_REQUEST', `at most ${MAX_EDITS_PER_MESSAGE} times`);
+    // Nothing changed: the body, the history, the room's seq.
+    expect((await messageAs(alice!, room.id, m.id)).body).toBe('last allowed');
+    expect(await lastSeq(alice!, room.id)).toBe(seq);
+    const versions = await as(alice!).chat.edits({ messageId: m.id, limit: 1000 });
+    expect(versions).toHaveLength(MAX_EDITS_PER_MESSAGE);
+    expect(versions.at(-1)!.body).toBe('v0');
+    // A no-op edit (the same body) is still answered, and deleting still works.
+    expect((await as(bob!).chat.edit({ messageId: m.id, body: 'last allowed' })).body).toBe('last allowed');
+    expect((await as(bob!).chat.delete({ messageId: m.id })).deletedAt).toBeInstanceOf(Date);
   });
 
   it('an edit that waited for another edit of the message keeps its version after that one (the history is in commit order)', async () => {

@@ -93,6 +93,12 @@ export async function recordEdit(tx: Tx, message: Pick<MessageRow, 'id' | 'body'
     .execute();
 }
 
+/** Whether the message has `n` or more earlier versions (reads at most `n` index entries). */
+export async function hasEditsAtLeast(tx: Tx, messageId: string, n: number): Promise<boolean> {
+  const row = await tx.db.selectFrom('message_edit').select('id').where('message_id', '=', messageId).offset(n - 1).limit(1).executeTakeFirst();
+  return row !== undefined;
+}
+
 /** Replaces a message's body (sealed when its room is encrypted); marks it edited now. */
 export function rewriteBody(tx: Tx, id: string, body: string, keyId: string | null): Promise<MessageRow> {
   return tx.db

@@ -5,13 +5,19 @@ import type { MessageDto } from '../../domain/events.js';
 import { can } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { MessageRow } from '../../store/message-row.js';
-import { lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody, uncountReply } from '../../store/messages.js';
+import { hasEditsAtLeast, lockMessage, lockMessageOfTenant, markDeleted, recordEdit, rewriteBody, uncountReply } from '../../store/messages.js';
 import { removeFilesOfMessages } from '../../store/files.js';
 import { addReaction, reactionCounts, reactionSummaries, removeReaction } from '../../store/reactions.js';
 
 /** Different emoji on one message, and reactions of one user on one message, at most. */
 export const MAX_REACTION_EMOJI = 50;
 export const MAX_REACTIONS_PER_USER = 20;
+/**
+ * Earlier versions kept per message: an edit beyond it is refused. Each version is a whole body
+ * (up to 4,000 characters) that `chat.edits` and every export of the message carry, and the action
+ * rate limit alone would let one message gather tens of thousands of them in a day.
+ */
+export const MAX_EDITS_PER_MESSAGE = 100;
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import type { AccessService } from '../access.js';
@@ -62,6 +68,9 @@ export class MessageChanges {
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
       await this.access.requireInTx(tx, actor, row.room_id, 'send', { rule: (a) => this.access.requirePoster(a) });
       if (this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id }) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
+      if (await hasEditsAtLeast(tx, row.id, MAX_EDITS_PER_MESSAGE)) {
+        throw badRequest(`a message can be edited at most ${MAX_EDITS_PER_MESSAGE} times (send a new message instead)`);
+      }
       await recordEdit(tx, row, actor.id);
       const sealed = sealBody(this.keyring, access, body, row.id);
       let edited: MessageRow | undefined;
