@@ -16,10 +16,10 @@ const { users, as } = kit;
 /** Code-unit order: the ids of these tests are lowercase letters and digits, ordered alike by every collation. */
 const sorted = (ids: string[]) => [...ids].sort();
 
-/** Reads a keyed list page by page (`after`: the last key of the page before) until a short page. */
-async function pageThrough<T>(read: (after: string | undefined) => Promise<T[]>, key: (x: T) => string, limit: number): Promise<T[][]> {
+/** Reads a list page by page (the cursor: made from the last item of the page before) until a short page. */
+async function pageThrough<T, C = string>(read: (after: C | undefined) => Promise<T[]>, key: (x: T) => C, limit: number): Promise<T[][]> {
   const pages: T[][] = [];
-  let after: string | undefined;
+  let after: C | undefined;
   for (;;) {
     const page = await read(after);
     expect(page.length).toBeLessThanOrEqual(limit);
@@ -263,17 +263,7 @@ describe('room.list pages', () => {
   }
 
   /** Reads the room list page by page (`before`: the cursor of the last room of the page before) until a short page. */
-  async function pageRooms(read: (before: RoomListCursor | undefined) => Promise<RoomListItem[]>, limit: number): Promise<RoomListItem[][]> {
-    const pages: RoomListItem[][] = [];
-    let before: RoomListCursor | undefined;
-    for (;;) {
-      const page = await read(before);
-      expect(page.length).toBeLessThanOrEqual(limit);
-      pages.push(page);
-      if (page.length < limit) return pages;
-      before = roomListCursor(page[page.length - 1]!);
-    }
-  }
+  const pageRooms = (read: (before: RoomListCursor | undefined) => Promise<RoomListItem[]>, limit: number) => pageThrough(read, roomListCursor, limit);
 
   it('pages by activity, newest first, with before and limit: every room once, in order, the same items as one call', async () => {
     const [owner, pat] = users('owner', 'pat');

@@ -1,6 +1,7 @@
 import { keyOf } from '../domain/ids.js';
 import type { Actor } from '../domain/actor.js';
 import { advanceReadPosition, readersFrom, readEverything, readPosition, rewindReadPosition, unreadCounts } from '../store/receipts.js';
+import { pageLimit } from './page.js';
 import type { Store } from '../store/store.js';
 import type { AccessService } from './access.js';
 import type { RateLimits } from './limits.js';
@@ -96,7 +97,7 @@ export class ReceiptService {
     page: { after?: string | null | undefined; limit?: number | null | undefined } = {},
   ): Promise<{ userId: string; lastReadSeq: number; readAt: Date | null }[]> {
     await this.access.requireMember(actor, roomId);
-    const rows = await readersFrom(this.store.db(), roomId, seq, { after: page.after, limit: page.limit ?? READERS_PAGE });
+    const rows = await readersFrom(this.store.db(), roomId, seq, { after: page.after, limit: pageLimit(page.limit, READERS_PAGE, READERS_PAGE) });
     return rows.map((r) => ({ userId: r.user_id, lastReadSeq: r.receipt_seq, readAt: r.last_read_at }));
   }
 }

@@ -1,6 +1,7 @@
 import { type Expression, expressionBuilder } from 'kysely';
 import type { Db, Tables } from './database.js';
 import { now } from './tx.js';
+import type { KeyPage } from './members.js';
 
 /** The columns of a membership row of the outer query, as the unread counts see it (`eb.ref('mb.room_id')` and so on). */
 export interface ReadPosition {
@@ -160,7 +161,7 @@ export function readersFrom(
   db: Db,
   roomId: string,
   seq: number,
-  page: { after?: string | null | undefined; limit: number },
+  page: KeyPage,
 ): Promise<{ user_id: string; receipt_seq: number; last_read_at: Date | null }[]> {
   return db
     .selectFrom('membership')

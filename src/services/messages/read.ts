@@ -5,6 +5,7 @@ import { editsPage, encryptedRoomCount, historyPage, messageOfTenant, searchMess
 import type { Db } from '../../store/database.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
+import { pageLimit } from '../page.js';
 import type { MessageMapper } from '../message-dto.js';
 import { buildSnippet, HEADLINE_OPTIONS, MARK_START, MARK_STOP } from '../snippet.js';
 import type { ReadRouting } from '../read-routing.js';
@@ -40,7 +41,7 @@ export interface EditsInput {
 export const HISTORY_DEFAULT_LIMIT = 50;
 export const HISTORY_MAX_LIMIT = 100;
 const SEARCH_DEFAULT_LIMIT = 20;
-/** Versions per `edits` page: the number of edits of a message is not capped, so they are paged. */
+/** Versions per `edits` page (a message keeps at most MAX_EDITS_PER_MESSAGE of them: by default, one page). */
 export const EDITS_DEFAULT_LIMIT = 100;
 export const EDITS_MAX_LIMIT = 1000;
 
@@ -88,8 +89,7 @@ export class MessageReader {
    * BAD_REQUEST otherwise); both together give the versions strictly between them.
    */
   async edits(actor: Actor, input: EditsInput): Promise<MessageEditDto[]> {
-    const limit = input.limit ?? EDITS_DEFAULT_LIMIT;
-    if (limit < 1 || limit > EDITS_MAX_LIMIT) throw badRequest(`limit must be between 1 and ${EDITS_MAX_LIMIT}`);
+    const limit = pageLimit(input.limit, EDITS_DEFAULT_LIMIT, EDITS_MAX_LIMIT);
     const { messageId } = input;
     const db = this.store.db();
     const { row } = await readable(this.access, actor, await messageOfTenant(db, actor.tenant, messageId));

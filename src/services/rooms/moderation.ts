@@ -12,7 +12,8 @@ import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
 import type { MeetingLifecycle } from '../meetings/lifecycle.js';
 import { changeMember, dropMember } from './member-changes.js';
-import { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, pageLimit, type RoomReads } from './reads.js';
+import { pageLimit } from '../page.js';
+import { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, type RoomReads } from './reads.js';
 
 /** Audit log line of a moderation action (who, what, where; never message content). */
 export function auditModeration(

@@ -1,5 +1,5 @@
 import type { Actor } from '../../domain/actor.js';
-import { AppError, badRequest, notFound } from '../../domain/errors.js';
+import { AppError, notFound } from '../../domain/errors.js';
 import type { MemberRole } from '../../domain/events.js';
 import type { MemberDto, RoomDto, RoomListItem } from '../../domain/rooms.js';
 import { roomMember, roomMembers } from '../../store/members.js';
@@ -9,6 +9,7 @@ import type { AccessService } from '../access.js';
 import type { MessageMapper } from '../message-dto.js';
 import type { ReadRouting } from '../read-routing.js';
 import { keyOf } from '../../domain/ids.js';
+import { pageLimit } from '../page.js';
 
 /** A page of a room's members (or bans): after a user id, at most `limit`. */
 export interface MembersPage {
@@ -34,13 +35,6 @@ export const ROOMS_MAX_LIMIT = 500;
 /** Members (and bans) per page: a room of up to this many members is read in one call. */
 export const MEMBERS_DEFAULT_LIMIT = 1000;
 export const MEMBERS_MAX_LIMIT = 1000;
-
-/** A page's limit: `limit`, or `fallback` when not given; BAD_REQUEST outside 1..`max`. */
-export function pageLimit(limit: number | null | undefined, fallback: number, max: number): number {
-  const n = limit ?? fallback;
-  if (!Number.isInteger(n) || n < 1 || n > max) throw badRequest(`limit must be between 1 and ${max}`);
-  return n;
-}
 
 /** Reading rooms: one room, rooms by external key, my room list, a room's members. */
 export class RoomReads {
