@@ -97,12 +97,17 @@ out.push('\n### 3. Persisted sends: acknowledged messages/s and ack latency (one
 const sends = r.scenarios.sends ?? {};
 const caseKeys = Object.keys((sends.ours?.cases as Row | undefined) ?? {});
 if (caseKeys.length) {
-  const lines = [`| system | ${caseKeys.map((k) => `${k} acks/s (p99 ms)`).join(' | ')} | CPU µs/ack (${caseKeys[caseKeys.length - 1]}) |`, `|---|${caseKeys.map(() => '---:').join('|')}|---:|`];
+  const head = caseKeys[caseKeys.length - 1]!;
+  const lines = [
+    `| system | ${caseKeys.map((k) => `${k} acks/s (p99 ms)`).join(' | ')} | server CPU µs/ack (${head}) | database CPU µs/ack (${head}) | machine busy % (${head}) |`,
+    `|---|${caseKeys.map(() => '---:').join('|')}|---:|---:|---:|`,
+  ];
   for (const k of SYS) {
     const x = sends[k];
     if (!x || x.error) continue;
     const cs = x.cases as Record<string, Row>;
-    lines.push(`| ${NAMES[k]} | ${caseKeys.map((c) => `${f(cs[c]?.ackedPerSec)} (${f(cs[c]?.ackP99Ms)})`).join(' | ')} | ${f(cs[caseKeys[caseKeys.length - 1]!]?.cpuUsPerAck)} |`);
+    const h = cs[head];
+    lines.push(`| ${NAMES[k]} | ${caseKeys.map((c) => `${f(cs[c]?.ackedPerSec)} (${f(cs[c]?.ackP99Ms)})`).join(' | ')} | ${f(h?.cpuUsPerAck)} | ${f(h?.dbCpuUsPerAck)} | ${f(h?.machineCpuPct)} |`);
   }
   out.push(lines.join('\n'));
 }

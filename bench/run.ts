@@ -219,6 +219,8 @@ interface PhaseResult {
   /** The server's write and read system calls over the window per acknowledged send (/proc/<pid>/io). */
   writesPerSend: number | null;
   readsPerSend: number | null;
+  /** CPU of the benchmark database's PostgreSQL backends per acknowledged send, µs (all systems share the database). */
+  dbCpuUsPerSend: number | null;
   lost: number;
   duplicated: number;
   outOfOrder: number;
@@ -300,6 +302,7 @@ async function runPhase(o: {
   const sampler = new Sampler(
     o.servers.map((s) => s.proc.pid),
     allWorkers.map((w) => w.pid),
+    DB_NAME,
   ).start();
   const t0 = nowUs();
   const share = o.senders.length;
@@ -349,6 +352,7 @@ async function runPhase(o: {
     // The server's system calls per acknowledged send (a send is also its deliveries and its ack).
     writesPerSend: acked > 0 ? round(win.writeCalls / acked, 2) : null,
     readsPerSend: acked > 0 ? round(win.readCalls / acked, 2) : null,
+    dbCpuUsPerSend: acked > 0 ? round(win.dbCpuUs / acked, 2) : null,
     lost: exp.reduce((a, e) => a + e.lost, 0),
     duplicated: exp.reduce((a, e) => a + e.duplicated, 0),
     outOfOrder: exp.reduce((a, e) => a + e.outOfOrder, 0),
@@ -502,6 +506,9 @@ async function sends(sys: SystemName) {
           ackP999Ms: r.ackP999Ms,
           cpuPct: r.cpuPct,
           cpuUsPerAck: r.acked > 0 ? round((r.serverCpuMs * 1000) / r.acked, 2) : null,
+          dbCpuUsPerAck: r.dbCpuUsPerSend,
+          machineCpuPct: r.machineCpuPct,
+          loadCpuPct: r.loadCpuPct,
           rssMb: r.rssMb,
           acked: r.acked,
           sendErrors: r.sendErrors,
@@ -902,7 +909,7 @@ function fmt(v: unknown): string {
 }
 
 function printTable(results: Record<string, Record<string, Record<string, unknown>>>) {
-  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'writesPerSend', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
+  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'writesPerSend', 'dbCpuUsPerSend', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
   for (const [scen, bySys] of Object.entries(results)) {
     console.log(`\n${scen}`);
     console.log(['system', ...cols].map((c) => c.padStart(12)).join(''));

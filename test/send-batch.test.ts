@@ -3,7 +3,9 @@
  * statement per group across rooms. Against real PostgreSQL and Redis, with two app nodes on one
  * database (to race repeats of a clientId across nodes).
  */
+import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nativePool } from '../src/store/database.js';
 import {
   actor,
   callerFor,
@@ -309,5 +311,45 @@ describe('grouped sends', () => {
       expect(await expectGapFree(r.id)).toBe(before[i]!.lastSeq + 15);
       expect(acks.filter((m) => m.roomId === r.id).map((m) => m.seq).sort((a, b) => a - b)).toEqual(range(before[i]!.lastSeq + 1, 15));
     }
+  });
+  it('a group write whose backend is killed mid-burst: every send is acked or SERVICE_UNAVAILABLE, retries go through once, no connection is left checked out', async () => {
+    const senders = users('kill', 8);
+    const room = await groupRoom(senders[0]!, senders);
+    const all: { who: string; roomId: string; clientId: string; body: string }[] = [];
+    let killed = 0;
+    // Bursts until a group's backend was terminated while its statement ran (bounded: a burst lasts
+    // long enough for a group to be seen in flight; ten bursts without one fail the test).
+    for (let burst = 0; killed === 0 && burst < 10; burst++) {
+      const sends = range(0, 200).map((i) => ({ who: senders[i % 8]!, roomId: room.id, clientId: uuid(), body: `kill ${burst}.${i}` }));
+      all.push(...sends);
+      const running = Promise.allSettled(sends.map((x) => as(x.who).chat.send(x)));
+      let done = false;
+      void running.finally(() => (done = true));
+      while (!done && killed === 0) {
+        const rows = await env.sql<{ n: number }>(
+          `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+            where datname = current_database() and pid <> pg_backend_pid() and query like '%json_to_recordset%' and state = 'active'`,
+        );
+        killed += rows[0]!.n;
+      }
+      for (const o of await running) {
+        if (o.status === 'rejected') expect(o.reason).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      }
+    }
+    expect(killed).toBeGreaterThan(0);
+    // Every send again with its clientId: the ones that went through come back as they were, the
+    // others are written now; one row per clientId, no seq used twice or skipped.
+    const acks = await Promise.all(all.map((x) => as(x.who).chat.send(x)));
+    expect(new Set(acks.map((m) => m.id)).size).toBe(all.length);
+    expect(acks.map((m) => m.body)).toEqual(all.map((x) => x.body));
+    expect(await expectGapFree(room.id)).toBe(room.lastSeq + all.length);
+    // No connection stays checked out (a leak would hold one for good: this waits on the pool's
+    // releases until none is).
+    const pool = await nativePool(nodeA.app.services.store.orm);
+    while (pool.waitingCount > 0 || pool.idleCount !== pool.totalCount) {
+      await once(pool, 'release');
+      await new Promise<void>((r) => setImmediate(r)); // 'release' fires before the client is idle again
+    }
+    expect(pool.idleCount).toBe(pool.totalCount);
   });
 });

@@ -3,7 +3,7 @@
  * (all threads of the process) and VmRSS of /proc/<pid>/status.
  */
 import { execSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { nowUs } from './clock.js';
 
 const CLK_TCK = (() => {
@@ -50,6 +50,28 @@ export function ioSyscalls(pid: number): { reads: number; writes: number } {
   }
 }
 
+/**
+ * The PostgreSQL backends serving database `db` (their process title is `postgres: <cluster>:
+ * <user> <db> <client> <state>`), each with its CPU µs so far.
+ */
+export function backendsOf(db: string): Map<number, number> {
+  const out = new Map<number, number>();
+  const title = new RegExp(`^postgres: [^:]*: \\S+ ${db.replace(/[^A-Za-z0-9_]/g, '')} `);
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let cmd: string;
+    try {
+      cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!title.test(cmd)) continue;
+    const us = cpuUs(Number(name));
+    if (us !== null) out.set(Number(name), us);
+  }
+  return out;
+}
+
 /** Busy and total jiffies of the whole machine (/proc/stat). */
 function machineJiffies(): { busy: number; total: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
@@ -74,6 +96,11 @@ export interface Window {
   /** Read and write system calls of the server processes over the window (ioSyscalls). */
   readCalls: number;
   writeCalls: number;
+  /**
+   * CPU µs of the PostgreSQL backends of the benchmark database over the window (`backendsOf`: the
+   * backends at the window's end, less what those open at its start had used before it).
+   */
+  dbCpuUs: number;
 }
 
 /** Samples server (and load worker) processes over a window: CPU at both ends, RSS every 200 ms. */
@@ -85,10 +112,13 @@ export class Sampler {
   private io0 = { reads: 0, writes: 0 };
   private rssMax = 0;
   private timer: NodeJS.Timeout | null = null;
+  private db0 = new Map<number, number>();
 
   constructor(
     private readonly servers: number[],
     private readonly workers: number[],
+    /** The benchmark database, whose backends' CPU the window also counts. */
+    private readonly db: string | null = null,
   ) {}
 
   private sum(pids: number[]) {
@@ -116,6 +146,7 @@ export class Sampler {
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
     this.io0 = this.io();
+    this.db0 = this.db ? backendsOf(this.db) : new Map();
     this.rssMax = 0;
     this.sampleRss();
     this.timer = setInterval(() => this.sampleRss(), 200);
@@ -131,7 +162,10 @@ export class Sampler {
     const m = machineJiffies();
     const mt = m.total - this.m0.total;
     const io = this.io();
+    let dbCpuUs = 0;
+    if (this.db) for (const [pid, us] of backendsOf(this.db)) dbCpuUs += us - (this.db0.get(pid) ?? 0);
     return {
+      dbCpuUs,
       readCalls: io.reads - this.io0.reads,
       writeCalls: io.writes - this.io0.writes,
       wallUs,
