@@ -60,8 +60,9 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  *   enabled endpoints subscribed to `message.new`: part of this statement, so a tenant without
  *   webhooks pays an index probe of `webhook_endpoint`, not a round trip; `hooked` says whether any
  *   was written (the caller then wakes the delivery worker).
- * - `notify_rcpt` .. `digests`: the notification queue (src/store/notify.ts), when web push or e-mail
- *   is configured (the flag parameters): the other member of a direct room, and members who set a
+ * - `notify_rcpt` .. `digests` (the statement `APPEND_MESSAGES`, used when web push or e-mail is
+ *   configured; `APPEND_MESSAGES_PLAIN` has none of it): the notification queue (src/store/notify.ts):
+ *   the other member of a direct room, and members who set a
  *   group room to `all` (an index probe of `notify_room_preference` per room, not a scan of its
  *   members), folded per user and room (a count and the newest message) into their push rows (only
  *   users with a device) and, for direct messages, digest rows (users with an e-mail address who did
@@ -76,10 +77,10 @@ const RETURNING = MESSAGE_FIELDS.join(', ');
  * committed after this statement's snapshot (another node) is not in `fresh`: its insert fails the
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
+ *
+ * `WRITE` is the statement up to the webhook outbox (both statements have it).
  */
-const APPEND_MESSAGES = hotQuery<MessageRow & { i: number; repeat: boolean; archived: boolean; stale: boolean; hooked: number; notified: number }>(
-  'room-log-append-messages',
-  `
+const WRITE = `
 with input as (
   select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
                                                   body text, key_id text, kind text, attachments jsonb,
@@ -115,17 +116,19 @@ with input as (
   select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
     from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
    order by n.room_id, n.seq
-  returning 1
+  returning 1`;
+
+/** The notification queue's part (only with web push or e-mail configured). */
+const NOTIFY = `
 ), notify_rcpt as (
   select n.tenant, mb.user_id, n.room_id, n.id as message_id, n.seq, n.sender_id, 'direct' as kind
     from numbered n join locked l on l.id = n.room_id and l.kind = 'direct'
     join membership mb on mb.room_id = n.room_id and mb.user_id <> n.sender_id
-   where ?::boolean
   union all
   select n.tenant, p.user_id, n.room_id, n.id, n.seq, n.sender_id, 'message'
     from numbered n join locked l on l.id = n.room_id and l.kind <> 'direct'
     join notify_room_preference p on p.room_id = n.room_id and p.level = 'all' and p.user_id <> n.sender_id
-   where ?::boolean and exists (select 1 from membership mb where mb.room_id = n.room_id and mb.user_id = p.user_id)
+   where exists (select 1 from membership mb where mb.room_id = n.room_id and mb.user_id = p.user_id)
 ), notify_agg as (
   select distinct on (tenant, user_id, room_id) tenant, user_id, room_id, kind, message_id, seq, sender_id,
          count(*) over (partition by tenant, user_id, room_id) as n
@@ -154,12 +157,23 @@ with input as (
    order by a.tenant, a.user_id
   on conflict (tenant, user_id) do nothing
   returning 1
-)
+)`;
+
+const outcomes = (notified: string) => `
 select n.i, f.id is null as repeat, l.archived_at is not null as archived,
        (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
-       ((select count(*) from pushes) + (select count(*) from digests))::int as notified, ${M_FIELDS}
-  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`,
-);
+       ${notified} as notified, ${M_FIELDS}
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
+
+type AppendRow = MessageRow & { i: number; repeat: boolean; archived: boolean; stale: boolean; hooked: number; notified: number };
+
+/**
+ * Two prepared statements: with the notification queue, and without it for a deployment that has
+ * neither web push nor e-mail (its CTEs, even with nothing to queue, cost about 80 µs of PostgreSQL
+ * CPU and 0.1 ms per statement; docs/BENCHMARKS.md).
+ */
+const APPEND_MESSAGES = hotQuery<AppendRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
+const APPEND_MESSAGES_PLAIN = hotQuery<AppendRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
 
 /**
  * Writes plain new messages of any rooms at once; one outcome per input, in input order, and
@@ -185,16 +199,10 @@ export async function appendMessageRows(
     card: m.card,
     access_version: m.accessVersion,
   }));
-  const any = queue !== null;
-  const rows = await APPEND_MESSAGES(ctx, [
-    JSON.stringify(input),
-    any,
-    any,
-    queue?.push ?? false,
-    queue?.coalesceMs ?? 0,
-    queue?.digestDelayMs ?? 0,
-    queue?.digest ?? false,
-  ]);
+  const json = JSON.stringify(input);
+  const rows = queue
+    ? await APPEND_MESSAGES(ctx, [json, queue.push, queue.coalesceMs, queue.digestDelayMs, queue.digest])
+    : await APPEND_MESSAGES_PLAIN(ctx, [json]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
   for (const r of rows) {
     outcomes[r.i] = r.id
