@@ -184,6 +184,20 @@ describe('rate limits (rate-limiter-flexible, Redis-backed)', () => {
     console.log(`[limits] shared budget across 2 nodes: ok=${ok} of 20 (A ${results.filter((x, i) => x.ok && i % 2 === 0).length}, B ${results.filter((x, i) => x.ok && i % 2 === 1).length})`);
   });
 
+  it('sends one after the other on one node: exactly the budget, and the refused ones are the last', async () => {
+    const r = await room('rl-owner3', ['rl-seq']);
+    const c = ws(A, 'rl-seq');
+    await c.trpc.auth.me.query();
+    const t0 = performance.now();
+    const results: Awaited<ReturnType<typeof settle>>[] = [];
+    for (let i = 0; i < 15; i++) results.push(await settle(send(c, r, `seq${i}`)));
+    const ok = results.filter((x) => x.ok).length;
+    expectBudget(ok, performance.now() - t0);
+    for (const x of results) if (!x.ok) expectTooMany(x.error, /too many messages/);
+    // The budget is taken in order: the refused ones are the last.
+    expect(results.map((x) => x.ok)).toEqual(results.map((_, i) => i < ok));
+  });
+
   it('typing: 3 per 10 s, the 4th is TOO_MANY_REQUESTS', async () => {
     const r = await room('rl-owner3', ['rl-typer']);
     const c = ws(A, 'rl-typer');
