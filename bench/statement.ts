@@ -1,0 +1,94 @@
+/**
+ * `npm run bench:statement`: what the grouped send statement (src/store/hot/append-messages.ts)
+ * costs PostgreSQL, per row and per statement, for groups of 1, 16 and 64 messages over 64 rooms,
+ * one statement at a time on one connection (the send batcher keeps one group in flight). Both of its
+ * forms: without the notification queue (no web push, no e-mail) and with it (web push and digests
+ * on, nobody with a device or an address: the queue's CTEs run and find nothing). The database's CPU
+ * is its backends' (`backendsOf`, /proc), so run it on a quiet machine. Creates and drops its own
+ * database (`BENCH_DB`, default `chat_bench_stmt`).
+ */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { openDatabase } from '../src/store/database.js';
+import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
+import { backendsOf } from './lib/stat.js';
+
+const DB = process.env.BENCH_DB ?? 'chat_bench_stmt';
+const ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const URL_ = ADMIN.replace(/\/[^/]*$/, `/${DB}`);
+const STATEMENTS = Number(process.env.STATEMENTS ?? 1600);
+
+async function admin(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: ADMIN });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+await admin(`drop database if exists ${DB}`);
+await admin(`create database ${DB}`);
+const db = await openDatabase({ databaseUrl: URL_, dataDir: '', poolMax: 1 });
+try {
+  const rooms: string[] = [];
+  const c = new pg.Client({ connectionString: URL_ });
+  await c.connect();
+  for (let i = 0; i < 64; i++) {
+    const id = randomUUID();
+    rooms.push(id);
+    await c.query(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at) values ($1, 't', 'group', $2, 'u', now(), now())`, [id, `r${i}`]);
+  }
+  await c.end();
+  const ctx = { orm: db.orm, prepared: true };
+  const group = (n: number): NewMessage[] =>
+    Array.from({ length: n }, (_, i) => ({
+      id: randomUUID(),
+      roomId: rooms[i % 64]!,
+      tenant: 't',
+      senderId: `s${i}`,
+      clientId: randomUUID(),
+      body: 'b123456789:1: lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor',
+      keyId: null,
+      kind: 'text',
+      attachments: [],
+      metadata: null,
+      card: null,
+      accessVersion: null,
+    }));
+  const forms = { plain: null, notify: { push: true, digest: true, coalesceMs: 0, digestDelayMs: 60_000 } };
+  const dbCpu = () => [...backendsOf(DB).values()].reduce((a, b) => a + b, 0);
+  const rows: Record<string, unknown>[] = [];
+  // Two rounds: the first warms up (plans, caches); the second is reported.
+  for (const round of [1, 2]) {
+    for (const size of [1, 16, 64]) {
+      for (const [form, queue] of Object.entries(forms)) {
+        const statements = Math.max(20, Math.round(STATEMENTS / Math.sqrt(size)));
+        const c0 = dbCpu();
+        const t0 = performance.now();
+        for (let s = 0; s < statements; s++) await appendMessageRows(ctx, group(size), queue);
+        const wallUs = (performance.now() - t0) * 1000;
+        const cpuUs = dbCpu() - c0;
+        if (round === 2) {
+          rows.push({
+            form,
+            groupSize: size,
+            statements,
+            dbCpuUsPerStatement: Math.round(cpuUs / statements),
+            dbCpuUsPerRow: +(cpuUs / statements / size).toFixed(1),
+            wallUsPerStatement: Math.round(wallUs / statements),
+          });
+        }
+      }
+    }
+  }
+  console.table(rows);
+  const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
+  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows }));
+} finally {
+  await db.close();
+  await admin(`drop database if exists ${DB}`);
+}
+process.exit(0);
