@@ -3,7 +3,9 @@
  * costs PostgreSQL, per row and per statement, for groups of 1, 16 and 64 messages over 64 rooms,
  * one statement at a time on one connection (the send batcher keeps one group in flight). Both of its
  * forms: without the notification queue (no web push, no e-mail) and with it (web push and digests
- * on, nobody with a device or an address: the queue's CTEs run and find nothing). The database's CPU
+ * on, nobody with a device or an address: the queue's CTEs run and find nothing). Next to them, the
+ * Socket.IO + PostgreSQL peer's write (bench/peers/socketio-server.ts): one INSERT per message, in
+ * autocommit, into its table with its index, run the same way. The database's CPU
  * is its backends' (`backendsOf`, /proc), so run it on a quiet machine. Creates and drops its own
  * database (`BENCH_DB`, default `chat_bench_stmt`).
  */
@@ -29,6 +31,15 @@ async function admin(sql: string): Promise<void> {
   }
 }
 
+const row = (form: string, size: number, statements: number, cpuUs: number, wallUs: number) => ({
+  form,
+  groupSize: size,
+  statements,
+  dbCpuUsPerStatement: Math.round(cpuUs / statements),
+  dbCpuUsPerRow: +(cpuUs / statements / size).toFixed(1),
+  wallUsPerStatement: Math.round(wallUs / statements),
+});
+
 await admin(`drop database if exists ${DB}`);
 await admin(`create database ${DB}`);
 const db = await openDatabase({ databaseUrl: URL_, dataDir: '', poolMax: 1 });
@@ -41,7 +52,12 @@ try {
     rooms.push(id);
     await c.query(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at) values ($1, 't', 'group', $2, 'u', now(), now())`, [id, `r${i}`]);
   }
+  // The peer's table, as bench/peers/socketio-server.ts creates it.
+  await c.query('create table sio_message (id uuid primary key, room_id text not null, sender_id text not null, body text not null, created_at timestamptz not null)');
+  await c.query('create index sio_message_room on sio_message (room_id, created_at)');
   await c.end();
+  const peer = new pg.Client({ connectionString: URL_ });
+  await peer.connect();
   const ctx = { orm: db.orm, prepared: true };
   const group = (n: number): NewMessage[] =>
     Array.from({ length: n }, (_, i) => ({
@@ -59,6 +75,9 @@ try {
       accessVersion: null,
     }));
   const forms = { plain: null, notify: { push: true, digest: true, coalesceMs: 0, digestDelayMs: 60_000 } };
+  /** The peer's write of one message (its driver's `pool.query` sends an unnamed statement). */
+  const peerInsert = (m: NewMessage) =>
+    peer.query('insert into sio_message (id, room_id, sender_id, body, created_at) values ($1, $2, $3, $4, $5)', [m.id, m.roomId, m.senderId, m.body, new Date()]);
   const dbCpu = () => [...backendsOf(DB).values()].reduce((a, b) => a + b, 0);
   const rows: Record<string, unknown>[] = [];
   // Two rounds: the first warms up (plans, caches); the second is reported.
@@ -71,19 +90,17 @@ try {
         for (let s = 0; s < statements; s++) await appendMessageRows(ctx, group(size), queue);
         const wallUs = (performance.now() - t0) * 1000;
         const cpuUs = dbCpu() - c0;
-        if (round === 2) {
-          rows.push({
-            form,
-            groupSize: size,
-            statements,
-            dbCpuUsPerStatement: Math.round(cpuUs / statements),
-            dbCpuUsPerRow: +(cpuUs / statements / size).toFixed(1),
-            wallUsPerStatement: Math.round(wallUs / statements),
-          });
-        }
+        if (round === 2) rows.push(row(form, size, statements, cpuUs, wallUs));
       }
     }
+    const inserts = STATEMENTS;
+    const c0 = dbCpu();
+    const t0 = performance.now();
+    for (const m of group(inserts)) await peerInsert(m);
+    const wallUs = (performance.now() - t0) * 1000;
+    if (round === 2) rows.push(row('peer: one INSERT', 1, inserts, dbCpu() - c0, wallUs));
   }
+  await peer.end();
   console.table(rows);
   const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
   console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows }));

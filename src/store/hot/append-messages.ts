@@ -169,8 +169,8 @@ type AppendRow = MessageRow & { i: number; repeat: boolean; archived: boolean; s
 
 /**
  * Two prepared statements: with the notification queue, and without it for a deployment that has
- * neither web push nor e-mail (its CTEs, even with nothing to queue, cost about 80 µs of PostgreSQL
- * CPU and 0.1 ms per statement; docs/BENCHMARKS.md).
+ * neither web push nor e-mail (its CTEs, even with nothing to queue, cost PostgreSQL 60-90 µs of
+ * CPU per statement: `npm run bench:statement`, docs/BENCHMARKS.md).
  */
 const APPEND_MESSAGES = hotQuery<AppendRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
 const APPEND_MESSAGES_PLAIN = hotQuery<AppendRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
