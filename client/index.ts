@@ -488,6 +488,17 @@ export async function allMembers(chat: Pick<ChatClient, 'trpc'>, roomId: string,
   }
 }
 
+/**
+ * Where the server stops counting unread messages and mentions (`receipt.unread`, `room.list`'s
+ * `unreadCount`, `unread.changed`, `room.activity`): a count of this many means this many or more.
+ */
+export const UNREAD_CAP = 1000;
+
+/** An unread count for people: `"1000+"` at the cap, the number below it. */
+export function unreadLabel(count: number): string {
+  return count >= UNREAD_CAP ? `${UNREAD_CAP}+` : String(count);
+}
+
 /** The most rooms one `room.list` page holds: the server's limit and default. */
 export const ROOMS_PAGE_SIZE = 500;
 

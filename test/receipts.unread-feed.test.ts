@@ -4,7 +4,8 @@
  * live only; markUnread moves only my position back (the room's receipts do not regress).
  */
 import { describe, expect, it } from 'vitest';
-import type { ChatClient } from '../client/index.js';
+import { type ChatClient, UNREAD_CAP as CLIENT_UNREAD_CAP, unreadLabel } from '../client/index.js';
+import { UNREAD_CAP } from '../src/store/receipts.js';
 import { clientFor, fileCluster, recordEvents, recordInbox, uuid } from './fixture.js';
 
 const cl = fileCluster('unread_feed');
@@ -152,5 +153,38 @@ describe('unread state across devices', () => {
 
     // The room saw exactly the two forward moves of his receipt (one statement's events arrive in order).
     expect(events.of('receipt.read', (e) => e.userId === bob).map((e) => e.seq)).toEqual([m5.seq, m6.seq]);
+  });
+  it('unread counts stop at 1000 (1000 means 1000 or more) in receipt.unread, room.list and unread.changed; below it they are exact again', async () => {
+    const u = tag();
+    const [alice, bob] = [`a-${u}`, `b-${u}`];
+    await using ac = clientFor(cl.a.url, alice);
+    await using bc = clientFor(cl.b.url, bob);
+    const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'busy', memberIds: [bob] });
+    // 1,002 plain messages, then 3 that mention Bob: 1,005 unread, 3 mentions.
+    const plain = await Promise.all(Array.from({ length: 1002 }, (_, i) => send(ac, room.id, `p${i}`)));
+    const mentioning: Awaited<ReturnType<typeof send>>[] = [];
+    for (let i = 0; i < 3; i++) mentioning.push(await send(ac, room.id, `m${i}`, [bob]));
+    const counts = async () => ({
+      unread: (await bc.trpc.receipt.unread.query()).find((x) => x.roomId === room.id),
+      listed: (await bc.trpc.room.list.query()).find((x) => x.id === room.id)?.unreadCount,
+    });
+    expect(UNREAD_CAP).toBe(1000);
+    expect(await counts()).toEqual({ unread: { roomId: room.id, unread: 1000, mentions: 3, lastReadSeq: expect.any(Number) }, listed: 1000 });
+    // The typed client knows the same cap and says so.
+    expect(CLIENT_UNREAD_CAP).toBe(UNREAD_CAP);
+    expect([unreadLabel(1000), unreadLabel(999), unreadLabel(3)]).toEqual(['1000+', '999', '3']);
+
+    // Read all but the last ten: exact counts again (7 plain ones and the 3 mentions).
+    const bySeq = [...plain, ...mentioning].sort((a, b) => a.seq - b.seq);
+    const upTo = bySeq[bySeq.length - 11]!.seq;
+    using inbox = recordInbox(bc);
+    await inbox.ready();
+    await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: upTo });
+    expect(await inbox.next('unread.changed', (e) => e.roomId === room.id)).toEqual({ type: 'unread.changed', roomId: room.id, lastReadSeq: upTo, unread: 10, mentions: 3 });
+    expect(await counts()).toEqual({ unread: { roomId: room.id, unread: 10, mentions: 3, lastReadSeq: upTo }, listed: 10 });
+
+    // Marked unread from the start again: capped again, in the event too.
+    await bc.trpc.receipt.markUnread.mutate({ roomId: room.id, seq: 1 });
+    expect(await inbox.next('unread.changed', (e) => e.roomId === room.id && e.lastReadSeq === 0)).toMatchObject({ unread: 1000, mentions: 3 });
   });
 });

@@ -1,5 +1,6 @@
 /** How the CLI shows messages, rooms and events in a terminal (colors only on a color terminal). */
 import pc from 'picocolors';
+import { unreadLabel } from '../index.js';
 import type { Member, Message, PresenceStatus, RoomEvent, RoomListItem, SearchHit } from '../types.js';
 
 const PALETTE = [pc.cyan, pc.magenta, pc.yellow, pc.green, pc.blue, pc.red] as const;
@@ -103,7 +104,7 @@ export function formatEvent(
 }
 
 export function formatRoom(r: RoomListItem): string {
-  const unread = r.unreadCount > 0 ? pc.bold(pc.yellow(` ${r.unreadCount} unread`)) : '';
+  const unread = r.unreadCount > 0 ? pc.bold(pc.yellow(` ${unreadLabel(r.unreadCount)} unread`)) : '';
   const last = r.lastMessage ? pc.dim(`  ${r.lastMessage.senderId}: ${truncate(r.lastMessage.deletedAt ? '(deleted)' : r.lastMessage.body || r.lastMessage.card?.title || '', 40)}`) : '';
   return `${pc.bold(r.name)} ${pc.dim(`(${r.kind})`)}${unread}  ${pc.dim(r.id)}${last}`;
 }

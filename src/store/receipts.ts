@@ -10,31 +10,47 @@ export interface ReadPosition {
   lastReadSeq: Expression<number | null>;
 }
 
-/** Messages of the membership's room after its read position, not sent by its user, not deleted. */
-function unreadMessages(at: ReadPosition) {
-  return expressionBuilder<Tables>()
+/**
+ * Unread counts stop at this many: a count beyond it says "this many or more" (a client shows
+ * "999+"). Counting every unread message cost a room list, `receipt.unread` and each
+ * `unread.changed` a scan of all of them, per room: a member who never read a busy room made each
+ * of those calls read its whole history.
+ */
+export const UNREAD_CAP = 1000;
+
+/**
+ * How many of the membership's room's messages after its read position, not sent by its user, not
+ * deleted, are unread (`kind`: not `system`) or mention the user (`mentions`); at most `UNREAD_CAP`.
+ */
+function countUnread(at: ReadPosition, what: 'unread' | 'mentions') {
+  const eb = expressionBuilder<Tables>();
+  const after = eb
     .selectFrom('message as u')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .select('u.seq')
     .where('u.room_id', '=', at.roomId)
     .where('u.seq', '>', at.lastReadSeq)
     .where('u.sender_id', '<>', at.userId)
     .where('u.deleted_at', 'is', null);
+  const counted = what === 'unread' ? after.where('u.kind', '<>', 'system') : after.where((e) => e.fn<boolean>('jsonb_exists', ['u.mentions', at.userId]));
+  return eb
+    .selectFrom(counted.limit(UNREAD_CAP).as('x'))
+    .select((e) => e.fn.countAll<number>().as('n'))
+    .$asScalar();
 }
 
 /**
  * The one definition of "unread": messages after my last read seq, not sent by me, not deleted,
- * not `system`. A correlated subquery per membership row of the outer query (`room.list`,
- * `receipt.unread`): it stays on the `message_room_seq_unique` index.
+ * not `system`, counted up to `UNREAD_CAP`. A correlated subquery per membership row of the outer
+ * query (`room.list`, `receipt.unread`): it stays on the `message_room_seq_unique` index and reads
+ * at most `UNREAD_CAP` of its entries.
  */
 export function unreadCount(at: ReadPosition) {
-  return unreadMessages(at).where('u.kind', '<>', 'system').$asScalar();
+  return countUnread(at, 'unread');
 }
 
-/** Unread messages that mention me. */
+/** Unread messages that mention me (up to `UNREAD_CAP`). */
 export function unreadMentions(at: ReadPosition) {
-  return unreadMessages(at)
-    .where((eb) => eb.fn<boolean>('jsonb_exists', ['u.mentions', at.userId]))
-    .$asScalar();
+  return countUnread(at, 'mentions');
 }
 
 /** Unread and unread-mention counts of every room of the user in the tenant, by room id. */

@@ -20,6 +20,7 @@ import {
   type MessagePreview,
   type RoomEvent,
   type RouterOutputs,
+  unreadLabel,
 } from '../../client/index.js';
 import { CallManager } from './call.js';
 import { $, avatar, cardEl, dateTimeFmt, debounce, errorText, formatSize, h, MAX_FILES, report, timeFmt, toast } from './dom.js';
@@ -338,10 +339,10 @@ function renderRooms() {
       const preview = last ? (last.deleted ? 'message deleted' : `${last.kind === 'system' ? '' : `${last.senderId}: `}${last.text ?? (last.attachmentCount ? 'attachment' : '')}`) : r.topic ?? '';
       const li = h(
         'li',
-        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: active || (!hasActive && r === rooms[0]) ? 0 : -1, role: 'link', 'aria-current': active ? 'page' : undefined, 'aria-label': `${r.kind === 'direct' ? 'Direct message with' : 'Room'} ${roomLabel(r)}${unread ? `, ${unread} unread` : ''}` },
+        { class: `room-item${active ? ' active' : ''}${unread ? ' unread' : ''}`, 'data-room-id': r.id, 'data-room-name': roomLabel(r), tabindex: active || (!hasActive && r === rooms[0]) ? 0 : -1, role: 'link', 'aria-current': active ? 'page' : undefined, 'aria-label': `${r.kind === 'direct' ? 'Direct message with' : 'Room'} ${roomLabel(r)}${unread ? `, ${unreadLabel(unread)} unread` : ''}` },
         h('span', { class: 'room-icon' }, r.kind === 'direct' ? '@' : '#'),
         h('span', { class: 'room-main' }, h('span', { class: 'room-name' }, roomLabel(r)), h('span', { class: 'room-last' }, preview)),
-        unread ? h('span', { class: 'badge', title: `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
+        unread ? h('span', { class: 'badge', title: `${unreadLabel(unread)} unread` }, unread > 99 ? '99+' : String(unread)) : null,
       );
       const open = () => navigate(r.id);
       li.addEventListener('click', open);
