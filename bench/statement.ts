@@ -1,19 +1,30 @@
 /**
- * `npm run bench:statement`: what the grouped send statement (src/store/hot/append-messages.ts)
+ * `npm run bench:statement`: what two statements of the hot paths cost PostgreSQL.
+ *
+ * The grouped send statement (src/store/hot/append-messages.ts)
  * costs PostgreSQL, per row and per statement, for groups of 1, 16 and 64 messages over 64 rooms,
  * one statement at a time on one connection (the send batcher keeps one group in flight). Both of its
  * forms: without the notification queue (no web push, no e-mail) and with it (web push and digests
  * on, nobody with a device or an address: the queue's CTEs run and find nothing). Next to them, the
  * Socket.IO + PostgreSQL peer's write (bench/peers/socketio-server.ts): one INSERT per message, in
  * autocommit, into its table with its index, run the same way. The database's CPU
- * is its backends' (`backendsOf`, /proc), so run it on a quiet machine. Creates and drops its own
- * database (`BENCH_DB`, default `chat_bench_stmt`).
+ * is its backends' (`backendsOf`, /proc), so run it on a quiet machine.
+ *
+ * The unread counts of a member's rooms (`unreadCounts`, src/store/receipts.ts: `receipt.unread`;
+ * `room.list` and `unread.changed` count the same way) for a member who never read a room of 1,000,
+ * 10,000 and 100,000 messages, as they are counted (unread up to `UNREAD_CAP`, mentions among the
+ * newest `MENTION_SCAN`), next to the same counts without those bounds (as they were, written out
+ * here).
+ *
+ * Creates and drops its own database (`BENCH_DB`, default `chat_bench_stmt`).
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { openDatabase } from '../src/store/database.js';
+import { kysely } from '../src/store/database.js';
 import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
+import { unreadCounts } from '../src/store/receipts.js';
 import { backendsOf } from './lib/stat.js';
 
 const DB = process.env.BENCH_DB ?? 'chat_bench_stmt';
@@ -39,6 +50,25 @@ const row = (form: string, size: number, statements: number, cpuUs: number, wall
   dbCpuUsPerRow: +(cpuUs / statements / size).toFixed(1),
   wallUsPerStatement: Math.round(wallUs / statements),
 });
+
+/** The SQL and parameters of the first query `run` sends through node-postgres. */
+async function captureSql(run: () => Promise<unknown>): Promise<{ sql: string; parameters: unknown[] }> {
+  const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
+  const original = proto.query;
+  let seen: { sql: string; parameters: unknown[] } | null = null;
+  proto.query = function (this: unknown, config: unknown, values?: unknown, ...rest: unknown[]) {
+    const c = config as { text?: string; values?: unknown[] };
+    seen ??= typeof config === 'string' ? { sql: config, parameters: (values as unknown[] | undefined) ?? [] } : { sql: c.text ?? '', parameters: c.values ?? [] };
+    return original.call(this, config, values, ...rest);
+  };
+  try {
+    await run();
+  } finally {
+    proto.query = original;
+  }
+  if (!seen) throw new Error('no query was sent');
+  return seen;
+}
 
 await admin(`drop database if exists ${DB}`);
 await admin(`create database ${DB}`);
@@ -102,8 +132,51 @@ try {
   }
   await peer.end();
   console.table(rows);
+
+  // Unread counts: one room per size, its messages written straight in, a reader who read nothing.
+  const unread: Record<string, unknown>[] = [];
+  const sql = new pg.Client({ connectionString: URL_ });
+  await sql.connect();
+  for (const n of [1_000, 10_000, 100_000]) {
+    const roomId = randomUUID();
+    const reader = `reader${n}`;
+    await sql.query(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at, last_seq) values ($1, 'u', 'group', $2, 'w', now(), now(), $3)`, [roomId, `u${n}`, n]);
+    await sql.query(`insert into membership (room_id, user_id, role, joined_at) values ($1, $2, 'member', now()), ($1, 'w', 'owner', now())`, [roomId, reader]);
+    await sql.query(
+      `insert into message (id, room_id, tenant, seq, sender_id, body, kind, attachments, mentions, created_at)
+       select gen_random_uuid(), $1, 'u', g, 'w', 'message ' || g, 'text', '[]', '[]', now() from generate_series(1, $2::int) g`,
+      [roomId, n],
+    );
+    await sql.query('analyze message');
+    // `unreadCounts` as it was before the cap: both counts read every unread message of the room.
+    const uncapped = `select mb.room_id,
+        (select count(*) from message u where u.room_id = mb.room_id and u.seq > mb.last_read_seq and u.sender_id <> mb.user_id
+            and u.deleted_at is null and u.kind <> 'system')::int as unread,
+        (select count(*) from message u where u.room_id = mb.room_id and u.seq > mb.last_read_seq and u.sender_id <> mb.user_id
+            and u.deleted_at is null and jsonb_exists(u.mentions, mb.user_id))::int as mentions
+      from membership mb join room r on r.id = mb.room_id and r.tenant = 'u' where mb.user_id = $1 order by mb.room_id`;
+    const time = async (fn: () => Promise<unknown>) => {
+      for (let i = 0; i < 3; i++) await fn();
+      const reps = 20;
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) await fn();
+      return +((performance.now() - t0) / reps).toFixed(2);
+    };
+    const counted = await unreadCounts(kysely(db.orm.em.fork()), 'u', reader);
+    // Its SQL, run on the same client as the uncapped one (no ORM or builder in either timing).
+    const query = await captureSql(() => unreadCounts(kysely(db.orm.em.fork()), 'u', reader));
+    unread.push({
+      messages: n,
+      unread: counted[0]?.unread,
+      mentions: counted[0]?.mentions,
+      msNow: await time(() => sql.query(query.sql, query.parameters)),
+      msUncapped: await time(() => sql.query(uncapped, [reader])),
+    });
+  }
+  await sql.end();
+  console.table(unread);
   const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
-  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows }));
+  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread }));
 } finally {
   await db.close();
   await admin(`drop database if exists ${DB}`);

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { type ChatClient, UNREAD_CAP as CLIENT_UNREAD_CAP, unreadLabel } from '../client/index.js';
-import { UNREAD_CAP } from '../src/store/receipts.js';
+import { UNREAD_CAP, UNREAD_WINDOW } from '../src/store/receipts.js';
 import { clientFor, fileCluster, recordEvents, recordInbox, uuid } from './fixture.js';
 
 const cl = fileCluster('unread_feed');
@@ -154,21 +154,24 @@ describe('unread state across devices', () => {
     // The room saw exactly the two forward moves of his receipt (one statement's events arrive in order).
     expect(events.of('receipt.read', (e) => e.userId === bob).map((e) => e.seq)).toEqual([m5.seq, m6.seq]);
   });
-  it('unread counts stop at 1000 (1000 means 1000 or more) in receipt.unread, room.list and unread.changed; below it they are exact again', async () => {
+  it('unread counts stop at 1000 (1000 means 1000 or more) and look at the room\'s newest 5,000 seqs, in receipt.unread, room.list and unread.changed; below the cap they are exact again', async () => {
     const u = tag();
     const [alice, bob] = [`a-${u}`, `b-${u}`];
     await using ac = clientFor(cl.a.url, alice);
     await using bc = clientFor(cl.b.url, bob);
     const room = await ac.trpc.room.create.mutate({ kind: 'group', name: 'busy', memberIds: [bob] });
-    // 1,002 plain messages, then 3 that mention Bob: 1,005 unread, 3 mentions.
-    const plain = await Promise.all(Array.from({ length: 1002 }, (_, i) => send(ac, room.id, `p${i}`)));
+    // One message that mentions Bob, 5,001 plain ones, then 3 that mention him: 5,005 unread. The
+    // counts look at the room's newest 5,000 seqs (UNREAD_WINDOW): the first mention is older.
+    const old = await send(ac, room.id, 'old news', [bob]);
+    const plain = await Promise.all(Array.from({ length: 5001 }, (_, i) => send(ac, room.id, `p${i}`)));
     const mentioning: Awaited<ReturnType<typeof send>>[] = [];
     for (let i = 0; i < 3; i++) mentioning.push(await send(ac, room.id, `m${i}`, [bob]));
     const counts = async () => ({
       unread: (await bc.trpc.receipt.unread.query()).find((x) => x.roomId === room.id),
       listed: (await bc.trpc.room.list.query()).find((x) => x.id === room.id)?.unreadCount,
     });
-    expect(UNREAD_CAP).toBe(1000);
+    expect([UNREAD_CAP, UNREAD_WINDOW]).toEqual([1000, 5000]);
+    expect(room.lastSeq + 5005 - old.seq).toBeGreaterThan(UNREAD_WINDOW);
     expect(await counts()).toEqual({ unread: { roomId: room.id, unread: 1000, mentions: 3, lastReadSeq: expect.any(Number) }, listed: 1000 });
     // The typed client knows the same cap and says so.
     expect(CLIENT_UNREAD_CAP).toBe(UNREAD_CAP);

@@ -1,4 +1,4 @@
-import { type Expression, expressionBuilder } from 'kysely';
+import { type Expression, expressionBuilder, sql } from 'kysely';
 import type { Db, Tables } from './database.js';
 import { now } from './tx.js';
 import type { KeyPage } from './members.js';
@@ -8,49 +8,54 @@ export interface ReadPosition {
   roomId: Expression<string | null>;
   userId: Expression<string | null>;
   lastReadSeq: Expression<number | null>;
+  /** The room's `last_seq` (the counts look at the newest `UNREAD_WINDOW` messages only). */
+  lastSeq: Expression<number | null>;
 }
 
 /**
- * Unread counts stop at this many: a count beyond it says "this many or more" (a client shows
- * "999+"). Counting every unread message cost a room list, `receipt.unread` and each
- * `unread.changed` a scan of all of them, per room: a member who never read a busy room made each
- * of those calls read its whole history.
+ * Unread counts stop at this many: a count of it says "this many or more" (a client shows "999+").
+ * Counting every unread message cost a room list, `receipt.unread` and each `unread.changed` a
+ * read of all of them, per room: a member who never read a busy room made each of those calls read
+ * its whole history (`npm run bench:statement`, docs/BENCHMARKS.md).
  */
 export const UNREAD_CAP = 1000;
 
 /**
- * How many of the membership's room's messages after its read position, not sent by its user, not
- * deleted, are unread (`kind`: not `system`) or mention the user (`mentions`); at most `UNREAD_CAP`.
+ * The counts look at the room's newest this many messages after the read position (a range of the
+ * `message_room_seq_unique` index, whatever plan PostgreSQL picks): a mention older than that is not
+ * counted (it is in the inbox), and a member with more unread messages than the cap almost always
+ * has the cap's worth among them.
  */
-function countUnread(at: ReadPosition, what: 'unread' | 'mentions') {
-  const eb = expressionBuilder<Tables>();
-  const after = eb
+export const UNREAD_WINDOW = 5 * UNREAD_CAP;
+
+/** The membership's room's newest `UNREAD_WINDOW` messages after its read position, not sent by its user, not deleted. */
+function unreadWindow(at: ReadPosition) {
+  return expressionBuilder<Tables>()
     .selectFrom('message as u')
-    .select('u.seq')
     .where('u.room_id', '=', at.roomId)
-    .where('u.seq', '>', at.lastReadSeq)
+    .where('u.seq', '>', sql<number>`greatest(${at.lastReadSeq}, ${at.lastSeq} - ${sql.lit(UNREAD_WINDOW)})`)
     .where('u.sender_id', '<>', at.userId)
     .where('u.deleted_at', 'is', null);
-  const counted = what === 'unread' ? after.where('u.kind', '<>', 'system') : after.where((e) => e.fn<boolean>('jsonb_exists', ['u.mentions', at.userId]));
-  return eb
-    .selectFrom(counted.limit(UNREAD_CAP).as('x'))
-    .select((e) => e.fn.countAll<number>().as('n'))
-    .$asScalar();
 }
+
+/** `count(*)` of a window, at most `UNREAD_CAP`. */
+const capped = () => sql<number>`least(count(*), ${sql.lit(UNREAD_CAP)})::int`;
 
 /**
  * The one definition of "unread": messages after my last read seq, not sent by me, not deleted,
- * not `system`, counted up to `UNREAD_CAP`. A correlated subquery per membership row of the outer
- * query (`room.list`, `receipt.unread`): it stays on the `message_room_seq_unique` index and reads
- * at most `UNREAD_CAP` of its entries.
+ * not `system`, among the room's newest `UNREAD_WINDOW`, counted up to `UNREAD_CAP`. A correlated
+ * subquery per membership row of the outer query (`room.list`, `receipt.unread`).
  */
 export function unreadCount(at: ReadPosition) {
-  return countUnread(at, 'unread');
+  return unreadWindow(at).select(capped().as('n')).where('u.kind', '<>', 'system').$asScalar();
 }
 
-/** Unread messages that mention me (up to `UNREAD_CAP`). */
+/** Unread messages that mention me, in the same window, up to `UNREAD_CAP`. */
 export function unreadMentions(at: ReadPosition) {
-  return countUnread(at, 'mentions');
+  return unreadWindow(at)
+    .select(capped().as('n'))
+    .where((eb) => eb.fn<boolean>('jsonb_exists', ['u.mentions', at.userId]))
+    .$asScalar();
 }
 
 /** Unread and unread-mention counts of every room of the user in the tenant, by room id. */
@@ -65,7 +70,7 @@ export function unreadCounts(
     .selectFrom('membership as mb')
     .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
     .select((eb) => {
-      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') };
+      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') };
       return ['mb.room_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
     })
     .where('mb.user_id', '=', userId)
@@ -198,8 +203,9 @@ export function unreadCountsOfMembers(
   if (pairs.length === 0) return Promise.resolve([]);
   return db
     .selectFrom('membership as mb')
+    .innerJoin('room as r', 'r.id', 'mb.room_id')
     .select((eb) => {
-      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') };
+      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') };
       return ['mb.room_id', 'mb.user_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
     })
     .where((eb) =>

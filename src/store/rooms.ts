@@ -266,7 +266,7 @@ export function roomListRows(db: Db, tenant: string, userId: string, q: RoomList
         .case()
         .when('mb.user_id', 'is', null)
         .then(0)
-        .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq') }))
+        .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') }))
         .end()
         .as('unread_count'),
       'p.last_message_id',
