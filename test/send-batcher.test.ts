@@ -4,22 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { SendBatcher } from '../src/services/send-batcher.js';
-
-interface Gate<T> {
-  promise: Promise<T>;
-  resolve: (v: T) => void;
-  reject: (err: unknown) => void;
-}
-
-function gate<T>(): Gate<T> {
-  let resolve!: (v: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
+import { deferred } from './fixture/wait.js';
 
 /** An error with a SQLSTATE, as node-postgres reports one. */
 const sqlError = (code: string) => Object.assign(new Error(`sqlstate ${code}`), { code });
@@ -30,7 +15,7 @@ const sqlError = (code: string) => Object.assign(new Error(`sqlstate ${code}`), 
  */
 function harness() {
   const log: string[] = [];
-  const gates: Gate<string[]>[] = [];
+  const gates: ReturnType<typeof deferred<string[]>>[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
   const batcher = new SendBatcher<string, string>(
@@ -38,7 +23,7 @@ function harness() {
       inFlight++;
       maxInFlight = Math.max(maxInFlight, inFlight);
       log.push(`run ${items.join(',')}`);
-      const g = gate<string[]>();
+      const g = deferred<string[]>();
       gates.push(g);
       return g.promise.finally(() => inFlight--);
     },
