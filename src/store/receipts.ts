@@ -8,12 +8,13 @@ export interface ReadPosition {
   roomId: Expression<string | null>;
   userId: Expression<string | null>;
   lastReadSeq: Expression<number | null>;
-  /** The room's `last_seq` (the counts look at the newest `UNREAD_WINDOW` messages only). */
+  /** The room's `last_seq` (the counts look at its newest `UNREAD_WINDOW` seqs only). */
   lastSeq: Expression<number | null>;
 }
 
 /**
- * Unread counts stop at this many: a count of it says "this many or more" (a client shows "999+").
+ * Unread counts stop at this many: a count of it says "this many or more" (the client's
+ * `unreadLabel` shows "1000+").
  * Counting every unread message cost a room list, `receipt.unread` and each `unread.changed` a
  * read of all of them, per room: a member who never read a busy room made each of those calls read
  * its whole history (`npm run bench:statement`, docs/BENCHMARKS.md).
@@ -21,14 +22,14 @@ export interface ReadPosition {
 export const UNREAD_CAP = 1000;
 
 /**
- * The counts look at the room's newest this many messages after the read position (a range of the
- * `message_room_seq_unique` index, whatever plan PostgreSQL picks): a mention older than that is not
- * counted (it is in the inbox), and a member with more unread messages than the cap almost always
- * has the cap's worth among them.
+ * The counts look at the room's newest this many sequence numbers (messages and the room's other
+ * events) after the read position: a range of the `message_room_seq_unique` index, whatever plan
+ * PostgreSQL picks. A mention older than that is not counted (it is in the inbox), and a member with
+ * more unread messages than the cap almost always has the cap's worth among them.
  */
 export const UNREAD_WINDOW = 5 * UNREAD_CAP;
 
-/** The membership's room's newest `UNREAD_WINDOW` messages after its read position, not sent by its user, not deleted. */
+/** The membership's room's messages in its newest `UNREAD_WINDOW` seqs after its read position, not sent by its user, not deleted. */
 function unreadWindow(at: ReadPosition) {
   return expressionBuilder<Tables>()
     .selectFrom('message as u')
