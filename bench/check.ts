@@ -10,12 +10,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { createTRPCClient, createWSClient, wsLink } from '@trpc/client';
-import pg from 'pg';
 import { io as ioClient } from 'socket.io-client';
 import superjson from 'superjson';
 import WebSocket from 'ws';
 import type { AppRouter } from '../src/trpc/router.js';
 import { makeBody, nowUs } from './lib/clock.js';
+import { dropDatabase, resetDatabase } from './lib/database.js';
 import type { CollectResult, ExpectResult, KeyRanges, OpenResult, SendResult } from './lib/ipc.js';
 import { OursApi } from './lib/ours-api.js';
 import { cleanRedis, killAll, ROOT, sleep } from './lib/proc.js';
@@ -33,15 +33,6 @@ const env: BenchEnv = {
 };
 const N = 40;
 
-async function db(sql: string) {
-  const c = new pg.Client({ connectionString: PG_ADMIN });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 /** A real client of each system: subscribes to `room`, records message indexes, can send. */
 interface RealClient {
@@ -132,8 +123,7 @@ function check(cond: boolean, what: string, failures: string[]) {
 
 async function main() {
   const failures: string[] = [];
-  await db(`drop database if exists ${DB} with (force)`);
-  await db(`create database ${DB}`);
+  await resetDatabase(PG_ADMIN, DB);
   const [subW, sendW] = await Promise.all([LoadWorker.start(0), LoadWorker.start(1)]);
   try {
     for (const sys of ['ours', 'socketio', 'socketioPg', 'ws'] as SystemName[]) {
@@ -188,7 +178,7 @@ async function main() {
     }
   } finally {
     await killAll();
-    await db(`drop database if exists ${DB} with (force)`).catch(() => {});
+    await dropDatabase(PG_ADMIN, DB).catch(() => {});
     await cleanRedis(env.redisUrl, env.redisPrefix).catch(() => {});
   }
   console.log(failures.length ? `\n${failures.length} check(s) failed` : '\nall checks passed');

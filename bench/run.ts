@@ -10,8 +10,8 @@ import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'n
 import os from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, execSync } from 'node:child_process';
-import pg from 'pg';
 import { nowUs } from './lib/clock.js';
+import { dropDatabase, resetDatabase } from './lib/database.js';
 import { summarize } from './lib/hist.js';
 import { WIRE } from './lib/servers.js';
 import type {
@@ -881,27 +881,6 @@ function machine() {
   };
 }
 
-async function resetDatabase() {
-  const c = new pg.Client({ connectionString: PG_ADMIN });
-  await c.connect();
-  try {
-    await c.query(`drop database if exists ${DB_NAME} with (force)`);
-    await c.query(`create database ${DB_NAME}`);
-  } finally {
-    await c.end();
-  }
-}
-
-async function dropDatabase() {
-  const c = new pg.Client({ connectionString: PG_ADMIN });
-  await c.connect();
-  try {
-    await c.query(`drop database if exists ${DB_NAME} with (force)`);
-  } finally {
-    await c.end();
-  }
-}
-
 function fmt(v: unknown): string {
   if (v === null || v === undefined) return '-';
   if (typeof v === 'number') return v >= 1000 ? Math.round(v).toLocaleString('en-US') : String(v);
@@ -995,7 +974,7 @@ async function main() {
     const quiet = await waitQuiet(waitSec * 1000);
     Object.assign(out.machine, { busyPctBeforeStart: quiet.busyPct, waitedForQuietMs: quiet.waitedMs });
     console.log(`machine busy before start: ${quiet.busyPct.join(', ')} % (waited ${Math.round(quiet.waitedMs / 1000)} s)`);
-    await resetDatabase();
+    await resetDatabase(PG_ADMIN, DB_NAME);
     const workers = await Promise.all([LoadWorker.start(0), LoadWorker.start(1), LoadWorker.start(2)]);
     subWorkers = workers.slice(0, 2);
     sendWorker = workers[2]!;
@@ -1038,7 +1017,7 @@ async function main() {
   } finally {
     await killAll();
     await cleanRedis(REDIS_URL, REDIS_PREFIX).catch((e) => console.error('redis cleanup failed:', e));
-    if (!flag('keep-db')) await dropDatabase().catch((e) => console.error('database drop failed:', e));
+    if (!flag('keep-db')) await dropDatabase(PG_ADMIN, DB_NAME).catch((e) => console.error('database drop failed:', e));
     save();
   }
   printTable(out.scenarios);

@@ -21,10 +21,10 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { openDatabase } from '../src/store/database.js';
-import { kysely } from '../src/store/database.js';
+import { kysely, openDatabase } from '../src/store/database.js';
 import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
-import { unreadCounts } from '../src/store/receipts.js';
+import { unreadCounts, unreadCountsQuery } from '../src/store/receipts.js';
+import { dropDatabase, resetDatabase } from './lib/database.js';
 import { backendsOf } from './lib/stat.js';
 
 const DB = process.env.BENCH_DB ?? 'chat_bench_stmt';
@@ -32,15 +32,6 @@ const ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/
 const URL_ = ADMIN.replace(/\/[^/]*$/, `/${DB}`);
 const STATEMENTS = Number(process.env.STATEMENTS ?? 1600);
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: ADMIN });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 const row = (form: string, size: number, statements: number, cpuUs: number, wallUs: number) => ({
   form,
@@ -51,27 +42,7 @@ const row = (form: string, size: number, statements: number, cpuUs: number, wall
   wallUsPerStatement: Math.round(wallUs / statements),
 });
 
-/** The SQL and parameters of the first query `run` sends through node-postgres. */
-async function captureSql(run: () => Promise<unknown>): Promise<{ sql: string; parameters: unknown[] }> {
-  const proto = pg.Client.prototype as unknown as { query: (...a: unknown[]) => unknown };
-  const original = proto.query;
-  let seen: { sql: string; parameters: unknown[] } | null = null;
-  proto.query = function (this: unknown, config: unknown, values?: unknown, ...rest: unknown[]) {
-    const c = config as { text?: string; values?: unknown[] };
-    seen ??= typeof config === 'string' ? { sql: config, parameters: (values as unknown[] | undefined) ?? [] } : { sql: c.text ?? '', parameters: c.values ?? [] };
-    return original.call(this, config, values, ...rest);
-  };
-  try {
-    await run();
-  } finally {
-    proto.query = original;
-  }
-  if (!seen) throw new Error('no query was sent');
-  return seen;
-}
-
-await admin(`drop database if exists ${DB}`);
-await admin(`create database ${DB}`);
+await resetDatabase(ADMIN, DB);
 const db = await openDatabase({ databaseUrl: URL_, dataDir: '', poolMax: 1 });
 try {
   const rooms: string[] = [];
@@ -164,12 +135,12 @@ try {
     };
     const counted = await unreadCounts(kysely(db.orm.em.fork()), 'u', reader);
     // Its SQL, run on the same client as the uncapped one (no ORM or builder in either timing).
-    const query = await captureSql(() => unreadCounts(kysely(db.orm.em.fork()), 'u', reader));
+    const query = unreadCountsQuery(kysely(db.orm.em.fork()), 'u', reader).compile();
     unread.push({
       messages: n,
       unread: counted[0]?.unread,
       mentions: counted[0]?.mentions,
-      msNow: await time(() => sql.query(query.sql, query.parameters)),
+      msNow: await time(() => sql.query(query.sql, [...query.parameters])),
       msUncapped: await time(() => sql.query(uncapped, [reader])),
     });
   }
@@ -179,6 +150,6 @@ try {
   console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread }));
 } finally {
   await db.close();
-  await admin(`drop database if exists ${DB}`);
+  await dropDatabase(ADMIN, DB);
 }
 process.exit(0);

@@ -1,4 +1,4 @@
-import { type Expression, expressionBuilder, sql } from 'kysely';
+import { type Expression, expressionBuilder, type RawBuilder, sql } from 'kysely';
 import type { Db, Tables } from './database.js';
 import { now } from './tx.js';
 import type { KeyPage } from './members.js';
@@ -39,24 +39,47 @@ function unreadWindow(at: ReadPosition) {
     .where('u.deleted_at', 'is', null);
 }
 
-/** `count(*)` of a window, at most `UNREAD_CAP`. */
-const capped = () => sql<number>`least(count(*), ${sql.lit(UNREAD_CAP)})::int`;
+/** `count(*)` of the window's rows that match `filter`, at most `UNREAD_CAP`. */
+const capped = (filter: RawBuilder<unknown>) => sql<number>`least(count(*) filter (where ${filter}), ${sql.lit(UNREAD_CAP)})::int`;
+
+/** The one definition of an unread message in the window: not `system`. */
+const isUnread = () => sql`u.kind <> 'system'`;
+
+/** An unread mention of the membership's user. */
+const mentions = (at: ReadPosition) => sql`jsonb_exists(u.mentions, ${at.userId})`;
 
 /**
  * The one definition of "unread": messages after my last read seq, not sent by me, not deleted,
  * not `system`, among the room's newest `UNREAD_WINDOW`, counted up to `UNREAD_CAP`. A correlated
- * subquery per membership row of the outer query (`room.list`, `receipt.unread`).
+ * subquery per membership row of the outer query (`room.list`).
  */
 export function unreadCount(at: ReadPosition) {
-  return unreadWindow(at).select(capped().as('n')).where('u.kind', '<>', 'system').$asScalar();
+  return unreadWindow(at).select(capped(isUnread()).as('n')).$asScalar();
 }
 
-/** Unread messages that mention me, in the same window, up to `UNREAD_CAP`. */
-export function unreadMentions(at: ReadPosition) {
-  return unreadWindow(at)
-    .select(capped().as('n'))
-    .where((eb) => eb.fn<boolean>('jsonb_exists', ['u.mentions', at.userId]))
-    .$asScalar();
+/**
+ * The unread count and the unread mentions (in the same window, up to `UNREAD_CAP`) in one read of
+ * the window: a lateral subquery of one row per membership row (`receipt.unread`, `unread.changed`,
+ * `room.activity`).
+ */
+function unreadAndMentions(at: ReadPosition) {
+  return unreadWindow(at).select([capped(isUnread()).as('unread'), capped(mentions(at)).as('mentions')]);
+}
+
+/** The query of `unreadCounts` (for every room of the user when `roomIds` is not given). */
+export function unreadCountsQuery(db: Db, tenant: string, userId: string, roomIds?: readonly string[]) {
+  return db
+    .selectFrom('membership as mb')
+    .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
+    .innerJoinLateral(
+      (eb) =>
+        unreadAndMentions({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') }).as('c'),
+      (j) => j.onTrue(),
+    )
+    .select(['mb.room_id', 'mb.last_read_seq', 'c.unread', 'c.mentions'])
+    .where('mb.user_id', '=', userId)
+    .$if(roomIds !== undefined, (q) => q.where('mb.room_id', 'in', roomIds ?? []))
+    .orderBy('mb.room_id');
 }
 
 /** Unread and unread-mention counts of every room of the user in the tenant, by room id. */
@@ -67,17 +90,7 @@ export function unreadCounts(
   roomIds?: readonly string[],
 ): Promise<{ room_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
   if (roomIds?.length === 0) return Promise.resolve([]);
-  return db
-    .selectFrom('membership as mb')
-    .innerJoin('room as r', (j) => j.onRef('r.id', '=', 'mb.room_id').on('r.tenant', '=', tenant))
-    .select((eb) => {
-      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') };
-      return ['mb.room_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
-    })
-    .where('mb.user_id', '=', userId)
-    .$if(roomIds !== undefined, (q) => q.where('mb.room_id', 'in', roomIds ?? []))
-    .orderBy('mb.room_id')
-    .execute();
+  return unreadCountsQuery(db, tenant, userId, roomIds).execute();
 }
 
 // A membership's two read positions: `last_read_seq` is the user's own (the unread counts above,
@@ -205,10 +218,12 @@ export function unreadCountsOfMembers(
   return db
     .selectFrom('membership as mb')
     .innerJoin('room as r', 'r.id', 'mb.room_id')
-    .select((eb) => {
-      const at = { roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') };
-      return ['mb.room_id', 'mb.user_id', 'mb.last_read_seq', unreadCount(at).as('unread'), unreadMentions(at).as('mentions')];
-    })
+    .innerJoinLateral(
+      (eb) =>
+        unreadAndMentions({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') }).as('c'),
+      (j) => j.onTrue(),
+    )
+    .select(['mb.room_id', 'mb.user_id', 'mb.last_read_seq', 'c.unread', 'c.mentions'])
     .where((eb) =>
       eb(
         eb.refTuple('mb.room_id', 'mb.user_id'),
