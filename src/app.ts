@@ -114,6 +114,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     connections: () => wss.clients.size,
     hubs: () => ({ rooms: services.hubs.roomCount, subscribers: services.hubs.subscriberCount, ...services.hubs.stats }),
     inboxSubscribers: () => services.inbox.hubs.subscriberCount,
+    busAlone: () => bus.alone,
     pool: () => nativePool(db.orm),
     replicas: () => services.reads.health(),
   });
@@ -132,6 +133,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     events: services.hubs.stats,
     counters,
     bus: bus.kind,
+    busAlone: bus.alone,
     database: db.embedded ? 'embedded' : 'postgresql',
     replicas: services.reads.health(),
     memory: process.memoryUsage(),

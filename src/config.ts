@@ -120,6 +120,11 @@ export interface Config {
   redisTopology: RedisTopologyConfig | undefined;
   /** Prefix for every Redis key and channel of this deployment. */
   redisPrefix: string;
+  /**
+   * A node that knows it is the only one on its Redis skips the broker for its publishes and counts
+   * rate limits in memory (`REDIS_SOLO`, default on; src/realtime/redis-bus.ts).
+   */
+  redisSolo: boolean;
   /** How access tokens are verified (docs/SECURITY.md, "Access tokens"). */
   auth: AuthConfig;
   devLogin: boolean;
@@ -270,6 +275,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     redisUrl: e.REDIS_URL,
     redisTopology: redisTopologyConfig(e),
     redisPrefix: e.REDIS_PREFIX,
+    redisSolo: e.REDIS_SOLO ?? true,
     auth,
     devLogin,
     devLoginRoles: devLogin && (e.AUTH_DEV_LOGIN_ROLES ?? false),

@@ -108,6 +108,8 @@ export interface MetricsSources {
     replayDrainTimeouts: number;
   };
   inboxSubscribers: () => number;
+  /** True while this node is the only one on its bus (src/realtime/redis-bus.ts). */
+  busAlone: () => boolean;
   pool: () => Promise<Pool | null>;
   /** The read replicas as the read routing's last check saw them (none: no gauges). */
   replicas?: () => { name: string; status: string; lagMs: number | null }[];
@@ -154,6 +156,7 @@ export class Metrics {
     counter('chat_messages_sent_total', 'Messages committed by this node', () => c.messagesSent);
     counter('chat_events_delivered_total', 'Room events pushed to local subscribers', () => sources.hubs().delivered);
     counter('chat_bus_published_total', 'Events published on the bus', () => c.busPublished);
+    gauge('chat_bus_alone', 'This node is the only one on its bus (1): its publishes stay in the process', () => (sources.busAlone() ? 1 : 0));
     counter('chat_bus_errors_total', 'Bus errors: failed publishes and lost connections (repaired by gap fills)', () => c.busErrors);
     counter('chat_bus_received_total', 'Room events received from the bus by hubs', () => sources.hubs().received);
     counter('chat_bus_duplicates_total', 'Room events dropped as already delivered', () => sources.hubs().duplicates);

@@ -48,6 +48,8 @@ describe('/metrics', () => {
     expect(text).toMatch(/chat_procedure_duration_seconds_count\{path="room.list",type="query",code="UNAUTHORIZED"\} 1\n/);
     expect(text).toContain('chat_process_nodejs_eventloop_lag_seconds');
     expect(text).toContain('chat_db_pool_total');
+    // Two nodes on one Redis prefix (srv and other): neither is alone.
+    expect(metricValue(text, 'chat_bus_alone')).toBe(0);
     // Labels stay bounded: no room ids anywhere.
     expect(text).not.toContain(room.id);
     sub.unsubscribe();

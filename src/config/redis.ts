@@ -64,6 +64,8 @@ export const redisEnv = {
   REDIS_USERNAME: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_PASSWORD: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_TLS: unsetIfEmpty(bool.optional()),
+  // A node alone on its Redis skips the broker for its publishes (src/realtime/redis-bus.ts); 0 turns it off.
+  REDIS_SOLO: unsetIfEmpty(bool.optional()),
 };
 
 type RedisEnv = {

@@ -9,6 +9,11 @@ export interface EventBus {
   /** 'redis' or 'memory'. */
   readonly kind: string;
   /**
+   * True while no other node shares this bus (always for the memory bus): publishes stay in this
+   * process, and per-node state (the rate limits) is exact. See src/realtime/redis-bus.ts.
+   */
+  readonly alone: boolean;
+  /**
    * Publishes a payload to a channel. Local subscribers of this process receive it synchronously;
    * other processes receive it through the broker. Never throws: a lost publish is repaired by the
    * subscribers' gap fill.

@@ -77,7 +77,7 @@ export function createInfrastructure(config: Config, opts: InfrastructureOptions
   const limits = new RedisLink('limits', url, { log });
   const sessions = new RedisLink('sessions', url, { log });
   return {
-    bus: new RedisBus({ connections: busLinks, prefix: config.redisPrefix, onError: onBusError }),
+    bus: new RedisBus({ connections: busLinks, prefix: config.redisPrefix, onError: onBusError, solo: config.redisSolo }),
     presence: new RedisPresenceStore(presenceLink, config.redisPrefix, presenceTtlMs),
     limits,
     sessions,

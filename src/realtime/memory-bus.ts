@@ -3,6 +3,8 @@ import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
 /** In-process bus: the default when REDIS_URL is unset (a single process only). */
 export class MemoryBus implements EventBus {
   readonly kind = 'memory';
+  /** One process is all there is. */
+  readonly alone = true;
   private readonly table = new ChannelTable();
   private closed = false;
 

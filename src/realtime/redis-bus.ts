@@ -20,7 +20,21 @@ export interface RedisBusOptions {
   connections?: BusConnections;
   url?: string | RedisTopology;
   log?: Logger;
+  /**
+   * A node alone on its Redis (no other bus on the same prefix) skips the broker for its publishes
+   * (default true; `REDIS_SOLO=0` turns it off). One server and Sentinel only: a Cluster always publishes.
+   */
+  solo?: boolean;
+  /** How long an announcement waits for the other nodes' acknowledgements (default 2000 ms). */
+  announceTimeoutMs?: number;
+  /** How often a node that is not alone asks Redis whether the others are gone (default 10 s). */
+  soloCheckMs?: number;
 }
+
+/** The control channel's messages (`<nodeId>\n<verb>`): a node announces itself, is acknowledged, leaves. */
+const HELLO = 'hello';
+const BYE = 'bye';
+const ACK = 'ack:';
 
 /** The publisher and the dedicated subscriber connection of one node's bus, named by its node id. */
 export interface BusConnections {
@@ -51,6 +65,20 @@ export function busConnections(url: string | RedisTopology, opts: { log?: Logger
  * ioredis `Cluster` with `shardedSubscribers` (one connection per master); when the slot map
  * changes (resharding, failover) it resubscribes there, and the bus tells its listeners as after
  * a reconnect (they fill what the move may have lost from PostgreSQL).
+ *
+ * **Alone on Redis.** A node that is the only bus on its prefix would publish every event to Redis
+ * only to read its own echo back and drop it. So the nodes announce themselves on a control channel
+ * and a node that knows it is alone (`alone`) dispatches its publishes locally and skips the broker
+ * (and answers `listened` from its own table). The rule that keeps this exact: a node's
+ * subscriptions go live only after every other node has acknowledged its `hello`, and a node
+ * acknowledges only after it stopped skipping. So whatever a node skipped was committed before the
+ * newcomer's subscribers read their replay from PostgreSQL. `PUBLISH` answers how many subscribers
+ * got the `hello`: the newcomer waits for that many acknowledgements less its own (bounded by
+ * `announceTimeoutMs`; a silent subscriber keeps everyone publishing until a check finds it gone).
+ * A node whose subscriber connection drops stops skipping at once and announces itself again after
+ * the reconnect, before it tells its listeners to fill gaps. A node that leaves says `bye`; one that
+ * crashed is noticed by the check every `soloCheckMs` (`PUBSUB NUMSUB` of the control channel
+ * answers 1: only this node listens). The rate limits follow `alone` too (src/services/limits.ts).
  */
 export class RedisBus implements EventBus {
   readonly kind = 'redis';
@@ -70,6 +98,23 @@ export class RedisBus implements EventBus {
   readonly sharded: boolean;
   /** The sharded subscribers were set up once: the next set-up follows a change of the slot map. */
   private shardsReadyOnce = false;
+  /** Node announcements are on (see the class comment); false on a Cluster or with `solo: false`. */
+  private readonly soloEnabled: boolean;
+  private soloNow = false;
+  /** Other nodes known by their hello, acknowledgement or bye. */
+  private readonly peers = new Set<string>();
+  /** Some subscriber of the control channel did not acknowledge: it may be a node. */
+  private unknownPeers = false;
+  /** The subscriber connection is up and this node's last announcement finished. */
+  private announcedLive = false;
+  /** Counts the hellos heard: an answer to a check that was asked before the latest hello is stale. */
+  private hellosHeard = 0;
+  /** The acknowledgements the running announcement waits for. */
+  private acks: { got: Set<string>; want: number; done: () => void } | null = null;
+  /** The first announcement: subscriptions go live after it. */
+  private readonly announced: Promise<void>;
+  private checkTimer: NodeJS.Timeout | null = null;
+  private readonly aloneListeners = new Set<(alone: boolean) => void>();
 
   constructor(private readonly opts: RedisBusOptions) {
     this.onError = opts.onError ?? (() => undefined);
@@ -82,6 +127,7 @@ export class RedisBus implements EventBus {
     this.sharded = this.links.sub.cluster;
     this.readyOnce = this.sub.status === 'ready';
     this.sub.on(this.sharded ? 'smessage' : 'message', (channel: string, message: string) => this.receive(channel, message));
+    this.soloEnabled = (opts.solo ?? true) && !this.sharded;
     this.sub.on('ready', () => {
       if (!this.readyOnce) {
         this.readyOnce = true;
@@ -89,6 +135,14 @@ export class RedisBus implements EventBus {
       }
       void this.resubscribeAndNotify();
     });
+    if (this.soloEnabled) {
+      // Whatever the others published meanwhile, and whoever joined, is unknown: publish again.
+      this.sub.on('close', () => {
+        this.announcedLive = false;
+        this.reconsider();
+      });
+    }
+    this.announced = this.soloEnabled ? this.announce() : Promise.resolve();
     if (this.sharded) {
       // ioredis resubscribes the sharded channels itself after it rebuilt its subscribers for a
       // new slot map (a moved slot, a promoted replica); what was published meanwhile may be lost.
@@ -115,7 +169,139 @@ export class RedisBus implements EventBus {
     } catch (err) {
       this.onError(err);
     }
+    // Known to every node again before the listeners read what they missed (see the class comment).
+    if (this.soloEnabled) await this.announce();
     this.notifyReconnect();
+  }
+
+  /** True while this node knows it is the only bus on its Redis prefix: publishes skip the broker. */
+  get alone(): boolean {
+    return this.soloNow;
+  }
+
+  /** Tells `fn` each time `alone` changes; returns the function that stops it. */
+  onAloneChange(fn: (alone: boolean) => void): () => void {
+    this.aloneListeners.add(fn);
+    return () => this.aloneListeners.delete(fn);
+  }
+
+  /** The other nodes this node knows of (by their hello or acknowledgement). */
+  get peerCount(): number {
+    return this.peers.size;
+  }
+
+  private get controlName(): string {
+    return `${this.opts.prefix}@nodes`;
+  }
+
+  private reconsider(): void {
+    const alone = this.soloEnabled && !this.closed && this.announcedLive && !this.unknownPeers && this.peers.size === 0 && this.sub.status === 'ready';
+    if (alone === this.soloNow) return;
+    this.soloNow = alone;
+    if (!alone) this.scheduleCheck();
+    for (const fn of this.aloneListeners) {
+      try {
+        fn(alone);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
+  }
+
+  /**
+   * Says `hello` on the control channel and waits until every other subscriber of it acknowledged
+   * (they have stopped skipping the broker by then). Never throws: on an error the node publishes.
+   */
+  private async announce(): Promise<void> {
+    this.announcedLive = false;
+    this.unknownPeers = false;
+    this.reconsider();
+    const wait: { got: Set<string>; want: number; done: () => void } = { got: new Set(), want: Number.POSITIVE_INFINITY, done: () => undefined };
+    const acked = new Promise<void>((resolve) => {
+      wait.done = resolve;
+    });
+    try {
+      await this.sub.subscribe(this.controlName);
+      // Set before the hello: an acknowledgement may come before PUBLISH answers.
+      this.acks = wait;
+      const receivers = Number(
+        await withTimeout(this.pub.publish(this.controlName, `${this.nodeId}\n${HELLO}`), this.publishTimeoutMs, 'redis publish (hello)'),
+      );
+      // Our own subscriber is one of them; zero means ours was not subscribed: someone may be missed.
+      wait.want = receivers - 1;
+      if (receivers < 1) this.unknownPeers = true;
+      if (wait.got.size < wait.want) {
+        try {
+          await withTimeout(acked, this.opts.announceTimeoutMs ?? 2000, 'node announcement');
+        } catch (err) {
+          this.unknownPeers = true;
+          this.onError(err);
+        }
+      }
+    } catch (err) {
+      this.unknownPeers = true;
+      this.onError(err);
+    } finally {
+      // A later announcement (after a reconnect) may have its own wait by now.
+      if (this.acks === wait) this.acks = null;
+    }
+    if (this.closed) return;
+    this.announcedLive = this.sub.status === 'ready';
+    this.reconsider();
+    if (!this.soloNow) this.scheduleCheck();
+  }
+
+  private control(from: string, verb: string): void {
+    if (verb === HELLO) {
+      this.hellosHeard++;
+      this.peers.add(from);
+      // Skipping stops before the newcomer hears the acknowledgement.
+      this.reconsider();
+      this.pub.publish(this.controlName, `${this.nodeId}\n${ACK}${from}`).catch((err) => this.onError(err));
+    } else if (verb === BYE) {
+      this.peers.delete(from);
+      this.reconsider();
+    } else if (verb === ACK + this.nodeId) {
+      this.peers.add(from);
+      this.reconsider();
+      const wait = this.acks;
+      if (wait) {
+        wait.got.add(from);
+        if (wait.got.size >= wait.want) wait.done();
+      }
+    }
+  }
+
+  /**
+   * While not alone, asks Redis now and then whether this node is the control channel's only
+   * subscriber (the others left without a bye: crashed, killed). A hello heard since the question
+   * makes the answer stale.
+   */
+  private scheduleCheck(): void {
+    if (!this.soloEnabled || this.closed || this.checkTimer) return;
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = null;
+      void this.checkAlone();
+    }, this.opts.soloCheckMs ?? 10_000);
+    this.checkTimer.unref();
+  }
+
+  private async checkAlone(): Promise<void> {
+    if (this.closed || this.soloNow) return;
+    const heard = this.hellosHeard;
+    try {
+      if (this.announcedLive) {
+        const reply = (await withTimeout(this.pub.call('PUBSUB', 'NUMSUB', this.controlName), this.publishTimeoutMs, 'redis pubsub numsub')) as (string | number)[];
+        if (Number(reply[1]) === 1 && heard === this.hellosHeard && this.announcedLive) {
+          this.peers.clear();
+          this.unknownPeers = false;
+          this.reconsider();
+        }
+      }
+    } catch (err) {
+      this.onError(err);
+    }
+    if (!this.soloNow) this.scheduleCheck();
   }
 
   private notifyReconnect(): void {
@@ -133,6 +319,10 @@ export class RedisBus implements EventBus {
     const nl = message.indexOf('\n');
     if (nl < 0) return;
     if (message.startsWith(this.nodeId) && nl === this.nodeId.length) return; // our own echo
+    if (this.soloEnabled && fullChannel === this.controlName) {
+      this.control(message.slice(0, nl), message.slice(nl + 1));
+      return;
+    }
     let channel = fullChannel.slice(this.opts.prefix.length);
     if (this.sharded) {
       if (!channel.startsWith('{') || !channel.endsWith('}')) return;
@@ -144,6 +334,8 @@ export class RedisBus implements EventBus {
   async publish(channel: string, payload: string): Promise<void> {
     if (this.closed) return;
     this.table.dispatch(channel, payload, this.onError);
+    // Alone on Redis: nobody else would read it (see the class comment).
+    if (this.soloNow) return;
     try {
       const name = this.brokerName(channel);
       const message = `${this.nodeId}\n${payload}`;
@@ -155,6 +347,7 @@ export class RedisBus implements EventBus {
 
   async listened(channels: readonly string[]): Promise<Set<string>> {
     if (this.closed || channels.length === 0) return new Set();
+    if (this.soloNow) return new Set(channels.filter((c) => this.table.has(c)));
     if (this.sharded) return this.listenedSharded(channels);
     try {
       const reply = (await withTimeout(
@@ -230,6 +423,8 @@ export class RedisBus implements EventBus {
   }
 
   async subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>> {
+    // Live only once every other node knows this one (they stopped skipping the broker).
+    await this.announced;
     const first = this.table.add(channel, handler);
     if (first) {
       const name = this.brokerName(channel);
@@ -273,6 +468,12 @@ export class RedisBus implements EventBus {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.reconsider();
+    if (this.checkTimer) clearTimeout(this.checkTimer);
+    if (this.soloEnabled && this.pub.status === 'ready') {
+      // The others may be alone again (a crashed node is found by their check instead).
+      await withTimeout(this.pub.publish(this.controlName, `${this.nodeId}\n${BYE}`), 500, 'redis publish (bye)').catch(() => undefined);
+    }
     await Promise.all([this.links.pub.close(), this.links.sub.close()]);
   }
 }

@@ -89,8 +89,12 @@ export interface ServiceStores {
 }
 
 export async function createServices(base: BaseDeps, stores: ServiceStores): Promise<Services> {
-  const limits = new RateLimits(base.config, base.counters, stores.limits, (kind, key, retryAfterMs) =>
-    base.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
+  const limits = new RateLimits(
+    base.config,
+    base.counters,
+    stores.limits,
+    (kind, key, retryAfterMs) => base.log.warn({ audit: 'rate_limited', kind, key, retryAfterMs }, 'rate limit hit'),
+    () => base.bus.alone,
   );
   const deps: Deps = { ...base, limits };
   const keyring = new Keyring(deps.config.messageKeys);

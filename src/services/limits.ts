@@ -23,6 +23,11 @@ interface Limiter {
 /**
  * Rate limits (rate-limiter-flexible): Redis-backed when given a Redis connection (limits hold
  * across nodes), in memory otherwise. Over a limit: TOO_MANY_REQUESTS with the time to wait.
+ *
+ * With Redis, a node that is alone on it (`alone`, the bus's node announcements:
+ * src/realtime/redis-bus.ts) counts in memory instead: the same limits, exact on one node, without
+ * a Redis round trip per request. The counts start over when that changes (a second node joins, the
+ * last other one leaves): at that moment a key can get up to one more budget.
  */
 export class RateLimits {
   private readonly limiters: Record<LimitKind, Limiter>;
@@ -34,30 +39,40 @@ export class RateLimits {
     private readonly redis: RedisLink | null,
     /** Audit hook: a limit was hit (kind, key, retry after ms). */
     private readonly onLimited?: (kind: LimitKind, key: string, retryAfterMs: number) => void,
+    /** True while this node is the only one on its Redis: count in memory then. */
+    alone?: () => boolean,
   ) {
-    const make = (name: string, points: number, duration: number): RateLimiterAbstract =>
-      this.redis
-        ? new RateLimiterRedis({
-            storeClient: this.redis.client,
-            keyPrefix: `${config.redisPrefix}rl:${name}`,
-            points,
-            duration,
-            // Redis down: fall back to a per-node limit instead of refusing everyone. At once: without
-            // this, commands wait in ioredis' offline queue and every send took 1-4 s during an outage.
-            insuranceLimiter: new RateLimiterMemory({ points, duration }),
-            rejectIfRedisNotReady: true,
-          })
-        : new RateLimiterMemory({ keyPrefix: name, points, duration });
+    type Make = (name: string, points: number, duration: number) => RateLimiterAbstract;
+    const memory: Make = (name, points, duration) => new RateLimiterMemory({ keyPrefix: name, points, duration });
+    const shared = (redis: RedisLink): Make => (name, points, duration) =>
+      new RateLimiterRedis({
+        storeClient: redis.client,
+        keyPrefix: `${config.redisPrefix}rl:${name}`,
+        points,
+        duration,
+        // Redis down: fall back to a per-node limit instead of refusing everyone. At once: without
+        // this, commands wait in ioredis' offline queue and every send took 1-4 s during an outage.
+        insuranceLimiter: new RateLimiterMemory({ points, duration }),
+        rejectIfRedisNotReady: true,
+      });
+    /** One limit, built by `build` on the store(s) in use. */
+    const limit = (build: (make: Make) => Limiter): Limiter => {
+      if (!this.redis) return build(memory);
+      const onRedis = build(shared(this.redis));
+      if (!alone) return onRedis;
+      const inMemory = build(memory);
+      return { consume: (key) => (alone() ? inMemory : onRedis).consume(key) };
+    };
     const l = config.limits;
     this.limiters = {
       // A sustained rate per second plus a burst allowance refilled over a minute.
-      send: new BurstyRateLimiter(make('send', l.sendPerSecond, 1), make('send-burst', l.sendBurst, 60)),
-      typing: make('typing', l.typingPer10s, 10),
-      action: make('action', l.actionsPer10s, 10),
-      signal: make('signal', l.signalsPer10s, 10),
-      roomCreate: make('room', l.roomCreatesPerMinute, 60),
-      connect: make('connect', l.connectAttemptsPerIpPerMinute, 60),
-      read: make('read', l.readsPer10s, 10),
+      send: limit((make) => new BurstyRateLimiter(make('send', l.sendPerSecond, 1), make('send-burst', l.sendBurst, 60))),
+      typing: limit((make) => make('typing', l.typingPer10s, 10)),
+      action: limit((make) => make('action', l.actionsPer10s, 10)),
+      signal: limit((make) => make('signal', l.signalsPer10s, 10)),
+      roomCreate: limit((make) => make('room', l.roomCreatesPerMinute, 60)),
+      connect: limit((make) => make('connect', l.connectAttemptsPerIpPerMinute, 60)),
+      read: limit((make) => make('read', l.readsPer10s, 10)),
     };
   }
 
