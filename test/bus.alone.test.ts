@@ -1,6 +1,12 @@
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Collector, deferred, newCounters, RateLimits, RedisBus, RedisLink, TEST_REDIS_URL, testConfig, testPrefix, within } from './fixture.js';
+import { Collector, deferred, LocalValue, newCounters, RateLimits, RedisBus, textOf, type BusPayload, RedisLink, TEST_REDIS_URL, testConfig, testPrefix, within } from './fixture.js';
+
+/** A bus handler that collects the text of each payload (a local publish's or another node's). */
+const texts =
+  (c: Collector<string>) =>
+  (p: BusPayload): void =>
+    c.push(textOf(p));
 
 /**
  * A node alone on its Redis skips the broker (src/realtime/redis-bus.ts, "Alone on Redis"): what
@@ -48,18 +54,22 @@ describe('RedisBus alone on its Redis', () => {
     const prefix = freshPrefix();
     const a = bus(prefix);
     const local = new Collector<string>();
-    await a.subscribe('room:1', local.push);
+    await a.subscribe('room:1', texts(local));
     expect(a.alone).toBe(true);
     const raw = await rawListener(`${prefix}room:1`);
     try {
       await a.publish('room:1', 'skipped');
       expect(local.items).toEqual(['skipped']);
+      // A local value is never even encoded.
+      let encoded = 0;
+      await a.publish('room:2', new LocalValue('v', () => `${++encoded}`));
+      expect(encoded).toBe(0);
       // Only nodes count: a plain subscriber is not one.
       expect(await a.listened(['room:1', 'room:2'])).toEqual(new Set(['room:1']));
 
       const b = bus(prefix);
       const onB = new Collector<string>();
-      await b.subscribe('room:1', onB.push);
+      await b.subscribe('room:1', texts(onB));
       expect([a.alone, b.alone, a.peerCount, b.peerCount]).toEqual([false, false, 1, 1]);
       await a.publish('room:1', 'published');
       await onB.until((xs) => xs.length === 1, 'the publish on the other node');
@@ -84,7 +94,7 @@ describe('RedisBus alone on its Redis', () => {
     const b = bus(prefix);
     const onB = new Collector<string>();
     let live: number | null = null;
-    const subscribed = b.subscribe('room:busy', onB.push).then(() => {
+    const subscribed = b.subscribe('room:busy', texts(onB)).then(() => {
       live = sent;
     });
     // A publishes without pause (yielding to I/O between publishes) until 200 after B went live.

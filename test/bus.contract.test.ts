@@ -1,7 +1,13 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Collector, deferred, MemoryBus, RedisBus, TEST_REDIS_URL, testPrefix, type EventBus } from './fixture.js';
+import { Collector, deferred, LocalValue, MemoryBus, RedisBus, textOf, type BusPayload, TEST_REDIS_URL, testPrefix, type EventBus } from './fixture.js';
 import { RedisClusterEnv } from './fixture/redis-topologies.js';
+
+/** A bus handler that collects the text of each payload (a local publish's or another node's). */
+const texts =
+  (c: Collector<string>) =>
+  (p: BusPayload): void =>
+    c.push(textOf(p));
 
 /**
  * One contract, two implementations: whatever the bus, a subscriber that is live gets each publish
@@ -75,8 +81,8 @@ for (const fx of fixtures) {
       const { a, b } = pair;
       const onA = new Collector<string>();
       const onB = new Collector<string>();
-      const offA = await a.subscribe('room:1', onA.push);
-      const offB = await b.subscribe('room:1', onB.push);
+      const offA = await a.subscribe('room:1', texts(onA));
+      const offB = await b.subscribe('room:1', texts(onB));
       await a.publish('room:1', 'hello');
       await onA.until((xs) => xs.length >= 1, 'local delivery');
       await onB.until((xs) => xs.length >= 1, 'remote delivery');
@@ -90,11 +96,30 @@ for (const fx of fixtures) {
       await offB();
     });
 
+    it('a local value: handlers of the publishing process get the value itself, the other node its text, encoded once', async () => {
+      await using pair = fx.pair();
+      const { a, b } = pair;
+      const onA: BusPayload[] = [];
+      const onB = new Collector<BusPayload>();
+      await a.subscribe('room:v', (p) => onA.push(p));
+      await b.subscribe('room:v', onB.push);
+      const value = { type: 'x', at: new Date(0) };
+      let encoded = 0;
+      await a.publish('room:v', new LocalValue(value, (v) => `text of ${v.type}#${++encoded}`));
+      expect(onA).toHaveLength(1);
+      expect(onA[0]).toBeInstanceOf(LocalValue);
+      expect((onA[0] as LocalValue).value).toBe(value);
+      const [got] = await onB.until((xs) => xs.length === 1, 'the publish on b');
+      if (a === b) expect(got).toBe(onA[0]);
+      else expect(got).toBe('text of x#1');
+      expect(encoded).toBe(a === b ? 0 : 1);
+    });
+
     it('keeps publish order per channel', async () => {
       await using pair = fx.pair();
       const { a, b } = pair;
       const got = new Collector<string>();
-      const off = await b.subscribe('room:order', got.push);
+      const off = await b.subscribe('room:order', texts(got));
       const sent = Array.from({ length: 500 }, (_, i) => `m${i}`);
       await Promise.all(sent.map((m) => a.publish('room:order', m)));
       await got.until((xs) => xs.length >= sent.length, '500 messages');
@@ -108,9 +133,9 @@ for (const fx of fixtures) {
       const h1 = new Collector<string>();
       const h2 = new Collector<string>();
       const other = new Collector<string>();
-      const off1 = await b.subscribe('room:x', h1.push);
-      const off2 = await b.subscribe('room:x', h2.push);
-      const offOther = await b.subscribe('room:y', other.push);
+      const off1 = await b.subscribe('room:x', texts(h1));
+      const off2 = await b.subscribe('room:x', texts(h2));
+      const offOther = await b.subscribe('room:y', texts(other));
       await a.publish('room:x', 'one');
       await h1.until((xs) => xs.length === 1);
       await h2.until((xs) => xs.length === 1);
@@ -138,7 +163,7 @@ for (const fx of fixtures) {
       await b.subscribe('room:t', () => {
         throw new Error('boom');
       });
-      await b.subscribe('room:t', got.push);
+      await b.subscribe('room:t', texts(got));
       await a.publish('room:t', 'ok');
       await got.until((xs) => xs.length === 1);
       expect(got.items).toEqual(['ok']);
@@ -157,7 +182,7 @@ describe('RedisBus reconnect', () => {
     await using pair = redisPair();
     const { a, b } = pair;
     const got = new Collector<string>();
-    await b.subscribe('room:r', got.push);
+    await b.subscribe('room:r', texts(got));
     await a.publish('room:r', 'before');
     await got.until((xs) => xs.length === 1);
     const reconnected = deferred();

@@ -3,7 +3,34 @@
  * (Redis pub/sub); the delivery guarantee comes from sequence numbers and gap fills from PostgreSQL,
  * which is why subscribers learn about reconnects (anything may have been missed while down).
  */
-export type BusHandler = (payload: string) => void;
+export type BusHandler = (payload: BusPayload) => void;
+
+/**
+ * A value published by this process: the handlers of this process take the value itself (no
+ * decoding), the broker its text, encoded once and only when a broker publish needs it (a node alone
+ * on its Redis never encodes it). Handlers must treat the value as read-only: it is shared.
+ */
+export class LocalValue<T = unknown> {
+  private encoded: string | null = null;
+  private readonly encode: () => string;
+  constructor(
+    readonly value: T,
+    encode: (v: T) => string,
+  ) {
+    this.encode = () => encode(value);
+  }
+
+  get text(): string {
+    this.encoded ??= this.encode();
+    return this.encoded;
+  }
+}
+
+/** What a handler receives: the text from the broker (another node's publish), or this process's `LocalValue`. */
+export type BusPayload = string | LocalValue;
+
+/** The text of a payload, however it came. */
+export const textOf = (p: BusPayload): string => (typeof p === 'string' ? p : p.text);
 
 export interface EventBus {
   /** 'redis' or 'memory'. */
@@ -18,7 +45,7 @@ export interface EventBus {
    * other processes receive it through the broker. Never throws: a lost publish is repaired by the
    * subscribers' gap fill.
    */
-  publish(channel: string, payload: string): Promise<void>;
+  publish(channel: string, payload: BusPayload): Promise<void>;
   /**
    * Subscribes a handler to a channel. Resolves once the subscription is live on the broker.
    * Returns the function that removes this handler (the broker subscription is reference-counted).
@@ -72,7 +99,7 @@ export class ChannelTable {
     return [...this.table.keys()];
   }
 
-  dispatch(channel: string, payload: string, onError: (err: unknown) => void): void {
+  dispatch(channel: string, payload: BusPayload, onError: (err: unknown) => void): void {
     const set = this.table.get(channel);
     if (!set) return;
     for (const h of set) {

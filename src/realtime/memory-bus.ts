@@ -1,4 +1,4 @@
-import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
+import { ChannelTable, type BusHandler, type BusPayload, type EventBus } from './bus.js';
 
 /** In-process bus: the default when REDIS_URL is unset (a single process only). */
 export class MemoryBus implements EventBus {
@@ -10,7 +10,7 @@ export class MemoryBus implements EventBus {
 
   constructor(private readonly onError: (err: unknown) => void = () => undefined) {}
 
-  async publish(channel: string, payload: string): Promise<void> {
+  async publish(channel: string, payload: BusPayload): Promise<void> {
     if (this.closed) return;
     this.table.dispatch(channel, payload, this.onError);
   }

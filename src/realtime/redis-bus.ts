@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Cluster } from 'ioredis';
 import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
-import { ChannelTable, type BusHandler, type EventBus } from './bus.js';
+import { ChannelTable, textOf, type BusHandler, type BusPayload, type EventBus } from './bus.js';
 import { RedisLink } from './redis.js';
 import { keySlot } from './redis-slot.js';
 import type { RedisTopology } from './redis-topology.js';
@@ -331,14 +331,14 @@ export class RedisBus implements EventBus {
     this.table.dispatch(channel, message.slice(nl + 1), this.onError);
   }
 
-  async publish(channel: string, payload: string): Promise<void> {
+  async publish(channel: string, payload: BusPayload): Promise<void> {
     if (this.closed) return;
     this.table.dispatch(channel, payload, this.onError);
     // Alone on Redis: nobody else would read it (see the class comment).
     if (this.soloNow) return;
     try {
       const name = this.brokerName(channel);
-      const message = `${this.nodeId}\n${payload}`;
+      const message = `${this.nodeId}\n${textOf(payload)}`;
       await withTimeout(this.sharded ? this.pub.spublish(name, message) : this.pub.publish(name, message), this.publishTimeoutMs, 'redis publish');
     } catch (err) {
       this.onError(err);

@@ -1,12 +1,14 @@
 import { channels, type DurableRoomEvent, type EphemeralRoomEvent, type InboxItem, type InboxLiveEvent } from '../domain/events.js';
-import type { EventBus } from '../realtime/bus.js';
+import { LocalValue, type EventBus } from '../realtime/bus.js';
 import type { Counters } from '../metrics.js';
 import type { Publisher } from '../store/tx.js';
 import { encodeEvent } from '../stream/encoding.js';
 
 /**
  * Puts events on the bus: durable ones after their transaction committed (src/store/tx.ts calls
- * it), ephemeral ones (typing, presence, receipts, signals) directly.
+ * it), ephemeral ones (typing, presence, receipts, signals) directly. The hubs of this process get
+ * the event object itself (`LocalValue`); it is encoded only for the broker. An event is not
+ * changed after it is published (the hubs share it).
  */
 export class EventPublisher implements Publisher {
   private readonly observers: ((e: DurableRoomEvent | EphemeralRoomEvent) => void)[] = [];
@@ -24,10 +26,10 @@ export class EventPublisher implements Publisher {
   room(e: DurableRoomEvent | EphemeralRoomEvent): Promise<void> {
     for (const fn of this.observers) fn(e);
     this.counters.busPublished++;
-    return this.bus.publish(channels.room(e.roomId), encodeEvent(e));
+    return this.bus.publish(channels.room(e.roomId), new LocalValue(e, encodeEvent));
   }
 
   inbox(tenant: string, userId: string, e: InboxItem | InboxLiveEvent): Promise<void> {
-    return this.bus.publish(channels.user(tenant, userId), encodeEvent(e));
+    return this.bus.publish(channels.user(tenant, userId), new LocalValue(e, encodeEvent));
   }
 }

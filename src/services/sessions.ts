@@ -2,7 +2,7 @@ import { keyOf } from '../domain/ids.js';
 import { CloseCode } from '../domain/close-codes.js';
 import type { Actor } from '../domain/actor.js';
 import { type ClientInfo, NO_CLIENT_INFO } from '../domain/client-info.js';
-import type { EventBus } from '../realtime/bus.js';
+import { textOf, type EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
 import { AppError, forbidden } from '../domain/errors.js';
@@ -69,7 +69,7 @@ export class SessionService {
   async start(): Promise<void> {
     this.unsubscribe = await this.bus.subscribe(CONTROL_CHANNEL, (payload) => {
       try {
-        const msg = JSON.parse(payload) as { type: string; tenant: string; userId: string; at: number };
+        const msg = JSON.parse(textOf(payload)) as { type: string; tenant: string; userId: string; at: number };
         if (msg.type === 'revoke') {
           // Remember it here too: this node's 1 s cache of the Redis denylist may hold "not revoked"
           // for this user, and would let the old token in again for up to a second.

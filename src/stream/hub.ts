@@ -1,4 +1,4 @@
-import type { EventBus } from '../realtime/bus.js';
+import type { BusPayload, EventBus } from '../realtime/bus.js';
 import { decodeEvent, SharedEncoding } from './encoding.js';
 import type { EventSource, HubEvent, StreamEvent, StreamKind } from './types.js';
 
@@ -97,10 +97,11 @@ export class Hub<E extends StreamEvent> {
     }
   }
 
-  private onPayload(payload: string): void {
+  private onPayload(payload: BusPayload): void {
     let e: E;
     try {
-      e = decodeEvent<E>(payload);
+      // Published by this process: the event itself; from another node: its text.
+      e = typeof payload === 'string' ? decodeEvent<E>(payload) : (payload.value as E);
     } catch (err) {
       this.onError(err);
       return;
