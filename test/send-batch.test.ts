@@ -113,8 +113,14 @@ describe('grouped sends', () => {
     await using s2 = await openEvents(nodeB.app, actor(`watch${n}`), { roomId: room.id });
     expect((await s.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
     expect((await s2.next()).event).toEqual({ type: 'ready', roomId: room.id, seq: room.lastSeq });
+    // Some with metadata (keys out of order, nested) and links: the ack is built from the input
+    // and the statement's seq and time, and must still equal what history reads back.
+    const extras = (i: number) => ({
+      ...(i % 3 === 0 ? { metadata: { z: i, a: { y: [1, 'two', null, 2.5], b: true }, 'ünï': 'ç' } } : {}),
+      ...(i % 5 === 0 ? { attachments: [{ url: `https://example.com/${i}.pdf`, name: `${i}.pdf`, size: i + 1, mime: 'application/pdf' }] } : {}),
+    });
     const burst = Promise.all(
-      range(0, 240).map((i) => as(senders[i % senders.length]!).chat.send({ roomId: room.id, clientId: uuid(), body: `one ${i}` })),
+      range(0, 240).map((i) => as(senders[i % senders.length]!).chat.send({ roomId: room.id, clientId: uuid(), body: `one ${i}`, ...extras(i) })),
     );
     const [acks, reads] = await Promise.all([burst, watchCommitOrder([room.id], burst)]);
     expect(reads).toBeGreaterThan(0);

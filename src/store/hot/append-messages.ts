@@ -1,6 +1,5 @@
 import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
 import type { MessageRow } from '../message-row.js';
-import { MESSAGE_FIELDS } from '../message-row.js';
 import type { QueueSettings } from '../notify.js';
 import { type HotContext, hotQuery } from './query.js';
 
@@ -40,8 +39,6 @@ export interface NewMessage {
  */
 export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' } | { kind: 'stale' };
 
-const M_FIELDS = MESSAGE_FIELDS.map((f) => `m.${f}`).join(', ');
-const RETURNING = MESSAGE_FIELDS.join(', ');
 
 /**
  * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
@@ -110,7 +107,7 @@ with input as (
 ), inserted as (
   insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
   select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
-  returning ${RETURNING}
+  returning id, seq, created_at
 ), hooks as (
   insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
   select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
@@ -162,10 +159,48 @@ const NOTIFY = `
 const outcomes = (notified: string) => `
 select n.i, f.id is null as repeat, l.archived_at is not null as archived,
        (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
-       ${notified} as notified, ${M_FIELDS}
+       ${notified} as notified, m.id, m.seq, m.created_at
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
 
-type AppendRow = MessageRow & { i: number; repeat: boolean; archived: boolean; stale: boolean; hooked: number; notified: number };
+/**
+ * One outcome row. A written message comes back as its id, seq and time only: the rest of its row is
+ * the input (`insertedRow`), so PostgreSQL sends and the driver parses three columns, not seventeen
+ * (its body, attachments, metadata and card included).
+ */
+interface AppendRow {
+  i: number;
+  repeat: boolean;
+  archived: boolean;
+  stale: boolean;
+  hooked: number;
+  notified: number;
+  id: string | null;
+  seq: number | null;
+  created_at: Date | null;
+}
+
+/** The row `inserted` wrote for `m`: what a read of it returns (jsonb may order object keys differently). */
+function insertedRow(m: NewMessage, seq: number, createdAt: Date): MessageRow {
+  return {
+    id: m.id,
+    room_id: m.roomId,
+    seq,
+    sender_id: m.senderId,
+    body: m.body,
+    key_id: m.keyId,
+    kind: m.kind,
+    attachments: m.attachments,
+    reply_to_id: null,
+    mentions: [],
+    metadata: m.metadata,
+    card: m.card,
+    reply_count: 0,
+    last_reply_at: null,
+    created_at: createdAt,
+    edited_at: null,
+    deleted_at: null,
+  };
+}
 
 /**
  * Two prepared statements: with the notification queue, and without it for a deployment that has
@@ -206,7 +241,7 @@ export async function appendMessageRows(
   const outcomes = new Array<AppendRowOutcome>(messages.length);
   for (const r of rows) {
     outcomes[r.i] = r.id
-      ? { kind: 'new', row: r }
+      ? { kind: 'new', row: insertedRow(messages[r.i]!, r.seq!, r.created_at!) }
       : r.repeat
         ? { kind: 'repeat' }
         : r.stale
