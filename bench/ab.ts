@@ -36,6 +36,15 @@ function metricsOf(tree: string): Metrics {
   const o = r.scenarios[scenario]?.ours;
   if (!o) throw new Error(`no result for ${scenario} in ${tree}`);
   const num = (v: unknown) => (typeof v === 'number' ? v : null);
+  if (o.byNodes) {
+    // scaleout: fan-out deliveries/s and small-room sends/s on 1, 2 and 3 nodes, and their speedups.
+    const out: Metrics = {};
+    for (const [n, r] of Object.entries(o.byNodes as Record<string, Record<string, unknown>>)) out[`fan-out ${n} node(s) deliveries/s`] = num(r.deliveriesPerSec);
+    for (const [n, x] of Object.entries((o.speedups ?? {}) as Record<string, unknown>)) out[`fan-out speedup ${n}`] = num(x);
+    for (const [n, r] of Object.entries((o.rooms ?? {}) as Record<string, Record<string, unknown>>)) out[`rooms ${n} node(s) sends/s`] = num(r.sendsPerSec);
+    for (const [n, x] of Object.entries((o.roomsSpeedups ?? {}) as Record<string, unknown>)) out[`rooms speedup ${n}`] = num(x);
+    return out;
+  }
   if (o.cases) {
     const out: Metrics = {};
     for (const [k, c] of Object.entries(o.cases as Record<string, Record<string, unknown>>)) {
