@@ -10,6 +10,8 @@
  * autocommit, into its table with its index, run the same way. The database's CPU
  * is its backends' (`backendsOf`, /proc), so run it on a quiet machine.
  *
+ * A group of one without the queue is the one-message statement (`LONE`, what a lone send runs).
+ *
  * The unread counts of a member's rooms (`unreadCounts`, src/store/receipts.ts: `receipt.unread`;
  * `room.list` and `unread.changed` count the same way) for a member who never read a room of 1,000,
  * 10,000 and 100,000 messages, as they are counted (unread up to `UNREAD_CAP`, mentions among the

@@ -163,6 +163,47 @@ select n.i, f.id is null as repeat, l.archived_at is not null as archived,
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
 
 /**
+ * One message alone (a group of one, no notification queue): the same rules as `WRITE` for one row,
+ * with parameters instead of a JSON group and nothing to number or count per room. A lone send (the
+ * common case below the group-commit load) costs PostgreSQL about a third less CPU and wall time than
+ * `APPEND_MESSAGES_PLAIN` with one row (238 against 350 µs, 385 against 608 µs per statement:
+ * `npm run bench:statement`, docs/BENCHMARKS.md "eighth pass"). test/append-messages.test.ts runs every
+ * outcome through both.
+ */
+const LONE = `
+with input as (
+  select ?::uuid as id, ?::uuid as room_id, ?::text as tenant, ?::text as sender_id, ?::uuid as client_id, ?::text as body,
+         ?::text as key_id, ?::text as kind, ?::jsonb as attachments, ?::jsonb as metadata, ?::jsonb as card, ?::bigint as access_version
+), fresh as (
+  select n.* from input n
+   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
+), locked as (
+  select r.id, r.last_seq, r.archived_at, r.access_version from room r where r.id = (select room_id from fresh) for update
+), numbered as (
+  select f.*, l.last_seq + 1 as seq from fresh f join locked l on l.id = f.room_id and l.archived_at is null
+   where f.access_version is null or f.access_version = l.access_version
+), taken as (
+  update room r set last_seq = n.seq, updated_at = now() from numbered n where r.id = n.room_id
+), events as (
+  insert into room_event (room_id, seq, type, message_id, data, created_at)
+  select room_id, seq, 'message.new', id, '{}', now() from numbered
+), inserted as (
+  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
+  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now()
+    from numbered
+  returning id, seq, created_at
+), hooks as (
+  insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
+  select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
+    from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
+  returning 1
+)
+select 0 as i, f.id is null as repeat, l.archived_at is not null as archived,
+       (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
+       0 as notified, m.id, m.seq, m.created_at
+  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
+
+/**
  * One outcome row. A written message comes back as its id, seq and time only: the rest of its row is
  * the input (`insertedRow`), so PostgreSQL sends and the driver parses three columns, not seventeen
  * (its body, attachments, metadata and card included).
@@ -209,6 +250,16 @@ function insertedRow(m: NewMessage, seq: number, createdAt: Date): MessageRow {
  */
 const APPEND_MESSAGES = hotQuery<AppendRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
 const APPEND_MESSAGES_PLAIN = hotQuery<AppendRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
+const APPEND_MESSAGE_LONE = hotQuery<AppendRow>('room-log-append-message-lone', LONE);
+
+/** What became of `m`, by its outcome row. */
+function outcomeOf(r: AppendRow, m: NewMessage): AppendRowOutcome {
+  if (r.id) return { kind: 'new', row: insertedRow(m, r.seq!, r.created_at!) };
+  if (r.repeat) return { kind: 'repeat' };
+  if (r.stale) return { kind: 'stale' };
+  if (r.archived) return { kind: 'archived' };
+  return { kind: 'gone' };
+}
 
 /**
  * Writes plain new messages of any rooms at once; one outcome per input, in input order, and
@@ -219,6 +270,24 @@ export async function appendMessageRows(
   messages: NewMessage[],
   queue: QueueSettings | null,
 ): Promise<{ outcomes: AppendRowOutcome[]; hooked: boolean; notified: boolean }> {
+  if (messages.length === 1 && !queue) {
+    const m = messages[0]!;
+    const [r] = await APPEND_MESSAGE_LONE(ctx, [
+      m.id,
+      m.roomId,
+      m.tenant,
+      m.senderId,
+      m.clientId,
+      m.body,
+      m.keyId,
+      m.kind,
+      JSON.stringify(m.attachments),
+      JSON.stringify(m.metadata),
+      JSON.stringify(m.card),
+      m.accessVersion,
+    ]);
+    return { outcomes: [outcomeOf(r!, m)], hooked: r!.hooked > 0, notified: false };
+  }
   const input = messages.map((m, i) => ({
     i,
     id: m.id,
@@ -239,16 +308,6 @@ export async function appendMessageRows(
     ? await APPEND_MESSAGES(ctx, [json, queue.push, queue.coalesceMs, queue.digestDelayMs, queue.digest])
     : await APPEND_MESSAGES_PLAIN(ctx, [json]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
-  for (const r of rows) {
-    outcomes[r.i] = r.id
-      ? { kind: 'new', row: insertedRow(messages[r.i]!, r.seq!, r.created_at!) }
-      : r.repeat
-        ? { kind: 'repeat' }
-        : r.stale
-          ? { kind: 'stale' }
-          : r.archived
-            ? { kind: 'archived' }
-            : { kind: 'gone' };
-  }
+  for (const r of rows) outcomes[r.i] = outcomeOf(r, messages[r.i]!);
   return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0, notified: (rows[0]?.notified ?? 0) > 0 };
 }
