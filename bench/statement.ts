@@ -18,6 +18,9 @@
  * newest `MENTION_SCAN`), next to the same counts without those bounds (as they were, written out
  * here).
  *
+ * Last, what one message row costs on its own (a bulk insert with and without the search index and
+ * column), to see how much of the grouped statement's cost per row is the row itself.
+ *
  * Creates and drops its own database (`BENCH_DB`, default `chat_bench_stmt`).
  */
 import { execFileSync } from 'node:child_process';
@@ -146,10 +149,39 @@ try {
       msUncapped: await time(() => sql.query(uncapped, [reader])),
     });
   }
-  await sql.end();
   console.table(unread);
+
+  // What a message row itself costs: 5,000 rows in one INSERT ... SELECT (no CTEs, no room log row,
+  // no lookups), median of five, with every index of the table, then without the search index, then
+  // without the search column (its to_tsvector). Last: it changes the table.
+  const rowCost: Record<string, number> = {};
+  const bulkRoom = randomUUID();
+  await sql.query(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at) values ($1, 'b', 'group', 'bulk', 'w', now(), now())`, [bulkRoom]);
+  let bulkSeq = 0;
+  const bulk = async (label: string) => {
+    const per: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      const t0 = performance.now();
+      await sql.query(
+        `insert into message (id, room_id, tenant, seq, sender_id, client_id, body, kind, attachments, mentions, created_at)
+         select gen_random_uuid(), $1, 'b', $2 + g, 's', gen_random_uuid(), 'b123456789:1: lorem ipsum dolor sit amet, consectetur adipiscing elit ' || g, 'text', '[]', '[]', now()
+           from generate_series(1, 5000) g`,
+        [bulkRoom, bulkSeq],
+      );
+      bulkSeq += 5000;
+      per.push(((performance.now() - t0) * 1000) / 5000);
+    }
+    rowCost[label] = +per.sort((a, b) => a - b)[2]!.toFixed(1);
+  };
+  await bulk('message row, all indexes (wall µs per row)');
+  await sql.query('drop index message_search_idx');
+  await bulk('without the search index');
+  await sql.query('alter table message drop column search');
+  await bulk('without the search column');
+  await sql.end();
+  console.table(rowCost);
   const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
-  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread }));
+  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread, rowCost }));
 } finally {
   await db.close();
   await dropDatabase(ADMIN, DB);
