@@ -107,6 +107,8 @@ export class RedisBus implements EventBus {
   private unknownPeers = false;
   /** The subscriber connection is up and this node's last announcement finished. */
   private announcedLive = false;
+  /** Counts announcements and subscriber drops: an announcement outlived by either decides nothing. */
+  private announceGen = 0;
   /** Counts the hellos heard: an answer to a check that was asked before the latest hello is stale. */
   private hellosHeard = 0;
   /** The acknowledgements the running announcement waits for. */
@@ -138,6 +140,7 @@ export class RedisBus implements EventBus {
     if (this.soloEnabled) {
       // Whatever the others published meanwhile, and whoever joined, is unknown: publish again.
       this.sub.on('close', () => {
+        this.announceGen++;
         this.announcedLive = false;
         this.reconsider();
       });
@@ -213,6 +216,7 @@ export class RedisBus implements EventBus {
    * (they have stopped skipping the broker by then). Never throws: on an error the node publishes.
    */
   private async announce(): Promise<void> {
+    const gen = ++this.announceGen;
     this.announcedLive = false;
     this.unknownPeers = false;
     this.reconsider();
@@ -245,7 +249,8 @@ export class RedisBus implements EventBus {
       // A later announcement (after a reconnect) may have its own wait by now.
       if (this.acks === wait) this.acks = null;
     }
-    if (this.closed) return;
+    // Closed, or the subscriber dropped meanwhile (the announcement after its reconnect decides).
+    if (this.closed || gen !== this.announceGen) return;
     this.announcedLive = this.sub.status === 'ready';
     this.reconsider();
     if (!this.soloNow) this.scheduleCheck();
