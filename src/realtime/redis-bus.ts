@@ -266,11 +266,12 @@ export class RedisBus implements EventBus {
     } else if (verb === BYE) {
       this.peers.delete(from);
       this.reconsider();
-    } else if (verb === ACK + this.nodeId) {
+    } else if (verb.startsWith(ACK)) {
+      // Whoever acknowledges anyone is a node (more peers only ever means publishing).
       this.peers.add(from);
       this.reconsider();
       const wait = this.acks;
-      if (wait) {
+      if (wait && verb === ACK + this.nodeId) {
         wait.got.add(from);
         if (wait.got.size >= wait.want) wait.done();
       }
