@@ -54,6 +54,14 @@ describe('/metrics', () => {
     expect(text).not.toContain(room.id);
     sub.unsubscribe();
   });
+
+  it('chat_bus_alone: 1 for a node alone on its Redis prefix, 0 with REDIS_SOLO=0', async () => {
+    const gauge = async (url: string) => metricValue(await (await fetch(`${url}/metrics`)).text(), 'chat_bus_alone');
+    const alone = await env.startServer({ redisPrefix: env.prefix('ops-alone') });
+    const publishing = await env.startServer({ redisPrefix: env.prefix('ops-solo-off'), redisSolo: false });
+    expect(await gauge(alone.url)).toBe(1);
+    expect(await gauge(publishing.url)).toBe(0);
+  });
 });
 
 describe('/admin/stats', () => {

@@ -16,6 +16,14 @@ describe('Redis topology settings', () => {
     expect(redisTopologyOf(load({}))).toBeNull();
   });
 
+  it('REDIS_SOLO: on unless turned off; anything else is refused', () => {
+    expect(load({ REDIS_URL: 'redis://127.0.0.1:6379' }).redisSolo).toBe(true);
+    expect(load({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_SOLO: '0' }).redisSolo).toBe(false);
+    expect(load({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_SOLO: 'off' }).redisSolo).toBe(false);
+    expect(load({ REDIS_URL: 'redis://127.0.0.1:6379', REDIS_SOLO: '' }).redisSolo).toBe(true);
+    expect(() => load({ REDIS_SOLO: 'maybe' })).toThrow(ConfigError);
+  });
+
   it('REDIS_CLUSTER_NODES with REDIS_PASSWORD and REDIS_TLS: a Cluster', () => {
     const c = load({ REDIS_CLUSTER_NODES: 'r1:7000, r2:7001,[::1]:7002', REDIS_PASSWORD: 'pw', REDIS_TLS: '1' });
     expect(c.redisTopology).toEqual({
