@@ -91,9 +91,16 @@ try {
       const vs = ms.map((m) => m[key]).filter((v): v is number => v !== null);
       return vs.length ? +(vs.reduce((a, b) => a + b, 0) / vs.length).toFixed(1) : null;
     };
+    const range = (ms: Metrics[]) => {
+      const vs = ms.map((m) => m[key]).filter((v): v is number => v !== null);
+      return vs.length ? `${Math.min(...vs)}..${Math.max(...vs)}` : '-';
+    };
     const b = mean(runs.base);
     const h = mean(runs.head);
-    console.log(`  ${key.padEnd(28)} base ${String(b).padStart(9)}  head ${String(h).padStart(9)}${b && h ? `  head/base ${(h / b).toFixed(2)}` : ''}`);
+    // The range of each tree's rounds next to its mean: a ratio inside the spread decides nothing.
+    console.log(
+      `  ${key.padEnd(28)} base ${String(b).padStart(9)} (${range(runs.base)})  head ${String(h).padStart(9)} (${range(runs.head)})${b && h ? `  head/base ${(h / b).toFixed(2)}` : ''}`,
+    );
   }
 } finally {
   execFileSync('git', ['worktree', 'remove', '--force', worktree], { cwd: ROOT, stdio: 'ignore' });
