@@ -39,7 +39,6 @@ export interface NewMessage {
  */
 export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repeat' } | { kind: 'gone' } | { kind: 'archived' } | { kind: 'stale' };
 
-
 /**
  * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
  *   key per input; written as a scalar subquery so it never becomes a scan of the table). A repeat is
@@ -75,17 +74,38 @@ export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repea
  * unique key and the whole statement rolls back (no seq used up); the caller retries and then sees it
  * as a repeat.
  *
- * `WRITE` is the statement up to the webhook outbox (both statements have it).
+ * `WRITE` is the statement up to the webhook outbox; `FRESH` and `ROWS` are its parts that the
+ * one-message statement (`LONE`, below) shares.
  */
+
+/** `fresh` (see above). */
+const FRESH = `
+), fresh as (
+  select n.*
+    from input n
+   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null`;
+
+/** `events`, `inserted` and `hooks`: the rows of `numbered`, the accepted messages with their seqs. */
+const ROWS = `
+), events as (
+  insert into room_event (room_id, seq, type, message_id, data, created_at)
+  select room_id, seq, 'message.new', id, '{}', now() from numbered
+), inserted as (
+  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
+  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
+  returning id, seq, created_at
+), hooks as (
+  insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
+  select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
+    from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
+   order by n.room_id, n.seq
+  returning 1`;
+
 const WRITE = `
 with input as (
   select * from json_to_recordset(?::json) as t(i int, id uuid, room_id uuid, tenant text, sender_id text, client_id uuid,
                                                   body text, key_id text, kind text, attachments jsonb,
-                                                  metadata jsonb, card jsonb, access_version bigint)
-), fresh as (
-  select n.*
-    from input n
-   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
+                                                  metadata jsonb, card jsonb, access_version bigint)${FRESH}
 ), locked as (
   select r.id, r.last_seq, r.archived_at, r.kind, r.access_version from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
 ), accepted as (
@@ -100,20 +120,7 @@ with input as (
    where r.id = l.id
   returning r.id, l.last_seq as base
 ), numbered as (
-  select a.*, t.base + a.k as seq from accepted a join taken t on t.id = a.room_id
-), events as (
-  insert into room_event (room_id, seq, type, message_id, data, created_at)
-  select room_id, seq, 'message.new', id, '{}', now() from numbered
-), inserted as (
-  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
-  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now() from numbered
-  returning id, seq, created_at
-), hooks as (
-  insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
-  select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
-    from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
-   order by n.room_id, n.seq
-  returning 1`;
+  select a.*, t.base + a.k as seq from accepted a join taken t on t.id = a.room_id${ROWS}`;
 
 /** The notification queue's part (only with web push or e-mail configured). */
 const NOTIFY = `
@@ -172,36 +179,16 @@ select n.i, f.id is null as repeat, l.archived_at is not null as archived,
  */
 const LONE = `
 with input as (
-  select ?::uuid as id, ?::uuid as room_id, ?::text as tenant, ?::text as sender_id, ?::uuid as client_id, ?::text as body,
-         ?::text as key_id, ?::text as kind, ?::jsonb as attachments, ?::jsonb as metadata, ?::jsonb as card, ?::bigint as access_version
-), fresh as (
-  select n.* from input n
-   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null
+  select 0 as i, ?::uuid as id, ?::uuid as room_id, ?::text as tenant, ?::text as sender_id, ?::uuid as client_id, ?::text as body,
+         ?::text as key_id, ?::text as kind, ?::jsonb as attachments, ?::jsonb as metadata, ?::jsonb as card, ?::bigint as access_version${FRESH}
 ), locked as (
   select r.id, r.last_seq, r.archived_at, r.access_version from room r where r.id = (select room_id from fresh) for update
 ), numbered as (
   select f.*, l.last_seq + 1 as seq from fresh f join locked l on l.id = f.room_id and l.archived_at is null
    where f.access_version is null or f.access_version = l.access_version
 ), taken as (
-  update room r set last_seq = n.seq, updated_at = now() from numbered n where r.id = n.room_id
-), events as (
-  insert into room_event (room_id, seq, type, message_id, data, created_at)
-  select room_id, seq, 'message.new', id, '{}', now() from numbered
-), inserted as (
-  insert into message (id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, reply_to_id, mentions, metadata, card, created_at)
-  select id, room_id, tenant, seq, sender_id, client_id, body, key_id, kind, attachments, null, '[]', metadata, card, now()
-    from numbered
-  returning id, seq, created_at
-), hooks as (
-  insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, status, attempts, next_attempt_at, created_at)
-  select w.id, n.tenant, n.room_id, n.seq, n.room_id || ':' || n.seq, 'message.new', 'pending', 0, now(), now()
-    from numbered n join webhook_endpoint w on w.tenant = n.tenant and w.enabled and w.events && array['message.new', '*']::text[]
-  returning 1
-)
-select 0 as i, f.id is null as repeat, l.archived_at is not null as archived,
-       (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
-       0 as notified, m.id, m.seq, m.created_at
-  from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
+  update room r set last_seq = n.seq, updated_at = now() from numbered n where r.id = n.room_id${ROWS}
+)${outcomes('0')}`;
 
 /**
  * One outcome row. A written message comes back as its id, seq and time only: the rest of its row is
