@@ -41,12 +41,12 @@ function nextAlone(b: RedisBus): Promise<boolean> {
 }
 
 /** A plain Redis subscriber of one broker channel: what the bus really put on Redis. */
-async function rawListener(channel: string): Promise<Collector<string> & { close(): void }> {
+async function rawListener(channel: string): Promise<Collector<string> & Disposable> {
   const raw = new Redis(TEST_REDIS_URL);
   const got = new Collector<string>();
   raw.on('message', (c: string, m: string) => c === channel && got.push(m));
   await raw.subscribe(channel);
-  return Object.assign(got, { close: () => raw.disconnect() });
+  return Object.assign(got, { [Symbol.dispose]: () => raw.disconnect() });
 }
 
 describe('RedisBus alone on its Redis', () => {
@@ -56,30 +56,26 @@ describe('RedisBus alone on its Redis', () => {
     const local = new Collector<string>();
     await a.subscribe('room:1', texts(local));
     expect(a.alone).toBe(true);
-    const raw = await rawListener(`${prefix}room:1`);
-    try {
-      await a.publish('room:1', 'skipped');
-      expect(local.items).toEqual(['skipped']);
-      // A local value is never even encoded.
-      let encoded = 0;
-      await a.publish('room:2', new LocalValue('v', () => `${++encoded}`));
-      expect(encoded).toBe(0);
-      // Only nodes count: a plain subscriber is not one.
-      expect(await a.listened(['room:1', 'room:2'])).toEqual(new Set(['room:1']));
+    using raw = await rawListener(`${prefix}room:1`);
+    await a.publish('room:1', 'skipped');
+    expect(local.items).toEqual(['skipped']);
+    // A local value is never even encoded.
+    let encoded = 0;
+    await a.publish('room:2', new LocalValue('v', () => `${++encoded}`));
+    expect(encoded).toBe(0);
+    // Only nodes count: a plain subscriber is not one.
+    expect(await a.listened(['room:1', 'room:2'])).toEqual(new Set(['room:1']));
 
-      const b = bus(prefix);
-      const onB = new Collector<string>();
-      await b.subscribe('room:1', texts(onB));
-      expect([a.alone, b.alone, a.peerCount, b.peerCount]).toEqual([false, false, 1, 1]);
-      await a.publish('room:1', 'published');
-      await onB.until((xs) => xs.length === 1, 'the publish on the other node');
-      expect(onB.items).toEqual(['published']);
-      // The first thing on the broker is the second publish: the first never left the node.
-      expect(await raw.first(() => true, 'a message on the broker')).toBe(`${a.nodeId}\npublished`);
-      expect(local.items).toEqual(['skipped', 'published']);
-    } finally {
-      raw.close();
-    }
+    const b = bus(prefix);
+    const onB = new Collector<string>();
+    await b.subscribe('room:1', texts(onB));
+    expect([a.alone, b.alone, a.peerCount, b.peerCount]).toEqual([false, false, 1, 1]);
+    await a.publish('room:1', 'published');
+    await onB.until((xs) => xs.length === 1, 'the publish on the other node');
+    expect(onB.items).toEqual(['published']);
+    // The first thing on the broker is the second publish: the first never left the node.
+    expect(await raw.first(() => true, 'a message on the broker')).toBe(`${a.nodeId}\npublished`);
+    expect(local.items).toEqual(['skipped', 'published']);
   });
 
   it('every publish after a newcomer subscribed reaches it, whatever the node was skipping before', async () => {
@@ -180,14 +176,10 @@ describe('RedisBus alone on its Redis', () => {
     const prefix = freshPrefix();
     const a = bus(prefix, { solo: false });
     await a.subscribe('room:1', () => undefined);
-    const raw = await rawListener(`${prefix}room:1`);
-    try {
-      expect(a.alone).toBe(false);
-      await a.publish('room:1', 'out');
-      expect(await raw.first(() => true, 'the publish on the broker')).toBe(`${a.nodeId}\nout`);
-    } finally {
-      raw.close();
-    }
+    using raw = await rawListener(`${prefix}room:1`);
+    expect(a.alone).toBe(false);
+    await a.publish('room:1', 'out');
+    expect(await raw.first(() => true, 'the publish on the broker')).toBe(`${a.nodeId}\nout`);
   });
 });
 
