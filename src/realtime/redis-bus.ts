@@ -98,6 +98,8 @@ export class RedisBus implements EventBus {
   readonly sharded: boolean;
   /** The sharded subscribers were set up once: the next set-up follows a change of the slot map. */
   private shardsReadyOnce = false;
+  /** The control channel of the node announcements (checked for every message received). */
+  private readonly controlName: string;
   /** Node announcements are on (see the class comment); false on a Cluster or with `solo: false`. */
   private readonly soloEnabled: boolean;
   private soloNow = false;
@@ -129,6 +131,7 @@ export class RedisBus implements EventBus {
     this.sharded = this.links.sub.cluster;
     this.readyOnce = this.sub.status === 'ready';
     this.sub.on(this.sharded ? 'smessage' : 'message', (channel: string, message: string) => this.receive(channel, message));
+    this.controlName = `${opts.prefix}@nodes`;
     this.soloEnabled = (opts.solo ?? true) && !this.sharded;
     this.sub.on('ready', () => {
       if (!this.readyOnce) {
@@ -193,9 +196,6 @@ export class RedisBus implements EventBus {
     return this.peers.size;
   }
 
-  private get controlName(): string {
-    return `${this.opts.prefix}@nodes`;
-  }
 
   private reconsider(): void {
     const alone = this.soloEnabled && !this.closed && this.announcedLive && !this.unknownPeers && this.peers.size === 0 && this.sub.status === 'ready';
