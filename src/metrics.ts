@@ -41,10 +41,14 @@ export interface Counters {
   activityRoomsSkipped: number;
   /** Video call connections taken out on their join webhook: the user may no longer be in the room's calls (banned, removed). */
   videoEjections: number;
+  /** Banned or removed users the provider took out of every meeting of their room (src/services/meetings/removals.ts). */
+  videoRemovals: number;
+  /** Attempts to take a banned or removed user out of a room's calls that failed (retried or given up). */
+  videoRemovalsFailed: number;
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0, videoEjections: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0, videoEjections: 0, videoRemovals: 0, videoRemovalsFailed: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -188,6 +192,12 @@ export class Metrics {
       'chat_video_ejections_total',
       'Video call connections removed on their join webhook: the user may no longer be in the room (banned or removed after their join token was minted)',
       () => c.videoEjections,
+    );
+    counter('chat_video_removals_total', 'Banned or removed users taken out of every video call of their room by the provider', () => c.videoRemovals);
+    counter(
+      'chat_video_removals_failed_total',
+      'Attempts to take a banned or removed user out of their room\'s video calls that failed (retried with backoff, or given up)',
+      () => c.videoRemovalsFailed,
     );
     counter('chat_rate_limited_total', 'Calls refused by a rate limit', () => c.rateLimited);
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);

@@ -19,6 +19,7 @@ import fc from 'fast-check';
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appRouter, callerFor, dispose, freePort, testEnv, tokenFor, toTRPCError, uuid, type Actor, type TestEnv, type TestServer } from './fixture.js';
+import { TEST_REMOVALS } from './video-doubles.js';
 
 const SEED = Number(process.env.PROPERTY_SEED ?? 6_2026_1122);
 const RUNS = Number(process.env.PROPERTY_RUNS ?? 80);
@@ -80,7 +81,7 @@ beforeAll(async () => {
   const deadApi = `http://127.0.0.1:${await freePort()}`;
   srv = await env.startServer({
     redisUrl: undefined,
-    video: { provider: 'daily', livekit: null, daily: { apiKey: 'prop-key', apiUrl: deadApi, webhookSecret: null }, tokenTtlSeconds: 600 },
+    video: { provider: 'daily', livekit: null, daily: { apiKey: 'prop-key', apiUrl: deadApi, webhookSecret: null }, tokenTtlSeconds: 600, removals: TEST_REMOVALS },
   });
   const app = srv.app;
   const as = (a: Actor) => callerFor(app, a);

@@ -17,7 +17,9 @@
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import { signHs256 } from './fixture/clients.js';
+import type { TestServer } from './fixture.js';
 import { AccessToken, ParticipantInfo, Room, TokenVerifier, WebhookEvent, type ClaimGrants } from 'livekit-server-sdk';
 
 async function readBody(req: IncomingMessage): Promise<string> {
@@ -50,6 +52,26 @@ function closer(server: Server) {
 
 // ---------------------------------------------------------------------------------------------
 // LiveKit
+
+/**
+ * The removal queue's settings of the video tests: retries come quickly, and the poll is far off, so
+ * what drives the queue is the wake-up after a commit and the retries' own timers.
+ */
+export const TEST_REMOVALS = { retryBaseMs: 20, maxAttempts: 4, pollMs: 600_000 } as const;
+
+/**
+ * The removal queue's next outcome for `userId` in `roomId` on `s` (src/services/meetings/removals.ts).
+ * Call it before the ban or removal: it listens from then on.
+ */
+export function nextRemoval(s: TestServer, roomId: string, userId: string): Promise<RemovalOutcome> {
+  return new Promise((resolve) => {
+    const off = s.app.services.meetings.removals.onOutcome((o) => {
+      if (o.roomId !== roomId || o.userId !== userId) return;
+      off();
+      resolve(o);
+    });
+  });
+}
 
 export interface LkParticipant {
   sid: string;
@@ -86,6 +108,11 @@ export interface LiveKitDouble extends AsyncDisposable {
    * on an existing room), then listed as a participant of that room. Throws when LiveKit would refuse.
    */
   join(token: string): Promise<LkParticipant>;
+  /**
+   * When set, a RemoveParticipant request (authorized, recorded in `requests`) waits for it before it
+   * is carried out; `'fail'` answers it with 503 `unavailable` instead (a provider outage).
+   */
+  beforeRemove: ((identity: string, room: string) => Promise<'fail' | undefined> | 'fail' | undefined) | null;
   close(): Promise<void>;
 }
 
@@ -177,9 +204,10 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
         case 'RemoveParticipant': {
           if (!grants.video?.roomAdmin || grants.video.room !== name) return deny(403, 'permission_denied', 'permissions denied');
           requests.push({ method, body, grants });
+          const identity = typeof body.identity === 'string' ? body.identity : '';
+          if ((await double.beforeRemove?.(identity, name)) === 'fail') return twirpError(res, 503, 'unavailable', 'service unavailable');
           const room = rooms.get(name);
           if (!room) return twirpError(res, 404, 'not_found', 'requested room does not exist');
-          const identity = typeof body.identity === 'string' ? body.identity : '';
           const before = room.participants.length;
           room.participants = room.participants.filter((p) => p.identity !== identity);
           if (room.participants.length === before) return twirpError(res, 404, 'not_found', 'participant does not exist');
@@ -202,7 +230,8 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
     room.participants.push(p);
     return p;
   };
-  return { url, apiKey, apiSecret, rooms, requests, refused, join, ...closer(server) };
+  const double: LiveKitDouble = { url, apiKey, apiSecret, rooms, requests, refused, join, beforeRemove: null, ...closer(server) };
+  return double;
 }
 
 /** A LiveKit webhook body, serialized by the SDK's own WebhookEvent (the wire JSON). */

@@ -6,6 +6,7 @@
  * RemoveParticipant, Daily eject), against the local doubles of both providers.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import { actor, callerFor, clientFor, DailyProvider, dispose, roomKit, testEnv, uuid, type Actor, type Config, type TestEnv, type TestServer } from './fixture.js';
 import {
   dailyEvent,
@@ -15,6 +16,8 @@ import {
   signLiveKit,
   startDailyDouble,
   startLiveKitDouble,
+  nextRemoval,
+  TEST_REMOVALS,
   type DailyDouble,
   type LiveKitDouble,
 } from './video-doubles.js';
@@ -29,7 +32,7 @@ let lkSrv: TestServer;
 let dailySrv: TestServer;
 
 function videoConfig(video: Partial<Config['video']>): Partial<Config> {
-  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: 300, ...video } };
+  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS, ...video } };
 }
 
 function server(label: string, overrides: Partial<Config>): Promise<TestServer> {
@@ -157,8 +160,10 @@ describe('a join token minted before a ban or removal is refused on the join web
         const { room, meeting } = await meetingRoom(s, owner!, mod!, [bob, carol!]);
         const bobToken = await as(s, bob).video.joinToken({ meetingId: meeting.id });
 
+        const removed = nextRemoval(s, room.id, bob);
         await as(s, mod!).room[action]({ roomId: room.id, userId: bob });
-        // The ban or removal asked the provider once (Bob was in no call then).
+        // The ban or removal asked the provider once, after its answer (Bob was in no call then).
+        expect(await removed).toMatchObject({ outcome: 'removed', reason: action === 'ban' ? 'banned' : 'removed', attempts: 1 });
         expect(h.removals(meeting.id)).toEqual([identity]);
 
         h.forgetRemovals(meeting.id);
@@ -204,7 +209,9 @@ describe('a join token minted before a ban or removal is refused on the join web
       const { room, meeting } = await meetingRoom(s, owner!, mod!, [bob!]);
       const session = await h.connect((await as(s, bob!).video.joinToken({ meetingId: meeting.id })).token);
       const joinedAt = secondsAgo(5);
+      const removed = nextRemoval(s, room.id, bob!);
       await as(s, mod!).room.ban({ roomId: room.id, userId: bob! });
+      expect((await removed).outcome).toBe('removed');
       expect(h.removals(meeting.id)).toEqual([bob]);
       expect(h.online(meeting.id)).toEqual([]);
 
@@ -235,7 +242,9 @@ describe('a join token minted before a ban or removal is refused on the join web
       const bannedAgentToken = await tokenOf(bannedAgent!);
       const ownerToken = (await as(s, owner!).video.joinToken({ meetingId: meeting.id })).token;
       const longToken = (await as(s, longMember).video.joinToken({ meetingId: meeting.id })).token;
+      const removed = nextRemoval(s, room.id, bannedAgent!);
       await as(s, owner!).room.ban({ roomId: room.id, userId: bannedAgent! });
+      expect((await removed).outcome).toBe('removed');
       const asked = h.removals(meeting.id).length;
       h.forgetRemovals(meeting.id);
       const counted = ejections(s);
@@ -264,7 +273,9 @@ describe('a join token minted before a ban or removal is refused on the join web
     it(`${h.name}: a join webhook for a meeting that is not ours is ignored as before, and asks the provider nothing`, async () => {
       const [owner, mod, bob] = users('owner', 'mod', 'bob');
       const { room } = await meetingRoom(h.srv(), owner!, mod!, [bob!]);
+      const removed = nextRemoval(h.srv(), room.id, bob!);
       await as(h.srv(), mod!).room.ban({ roomId: room.id, userId: bob! });
+      expect((await removed).outcome).toBe('removed');
       const unknown = uuid();
       expect(await h.joined(unknown, { sessionId: `s-${uuid()}`, identity: bob! }, secondsAgo(1))).toEqual({ status: 200, body: { ok: true, outcome: 'ignored' } });
       expect(h.removals(unknown)).toEqual([]);
@@ -283,22 +294,42 @@ describe('a join token minted before a ban or removal is refused on the join web
     expect((await as(lkSrv, owner!).video.get({ meetingId: meeting.id })).participants).toHaveLength(4);
   });
 
-  it('LiveKit: a failing removal is logged; the webhook still gets its answer and the connection stays recorded as in', async () => {
+  it('LiveKit: a failing removal is logged and queued; the webhook still gets its answer and the connection stays recorded as in', async () => {
     // Same database, but a LiveKit secret the provider refuses: RemoveParticipant fails with 401.
     // (This server verifies webhooks with the same wrong secret, so they are signed with it.)
     await using bad = await server('rejoin-lk-bad', videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: BAD_SECRET } }));
     const [owner, mod, bob] = users('owner', 'mod', 'bob');
     const { room, meeting } = await meetingRoom(lkSrv, owner!, mod!, [bob!]);
     const bobToken = await as(lkSrv, bob!).video.joinToken({ meetingId: meeting.id });
+    const removed = nextRemoval(lkSrv, room.id, bob!);
     await as(lkSrv, mod!).room.ban({ roomId: room.id, userId: bob! });
+    expect((await removed).outcome).toBe('removed');
     const session = await harnesses[0]!.connect(bobToken.token);
     const refused = lk.refused.length;
     const joinedAt = secondsAgo(1);
 
+    // The failed ejection goes to the removal queue, which retries it (and fails the same way here) until it gives up.
+    const outcomes: RemovalOutcome[] = [];
+    const gaveUp = new Promise<void>((resolve) =>
+      bad.app.services.meetings.removals.onOutcome((o) => {
+        outcomes.push(o);
+        if (o.outcome === 'gave_up') resolve();
+      }),
+    );
     const res = await harnesses[0]!.joined(meeting.id, session, joinedAt, { url: `${bad.url}/webhooks/video/livekit`, secret: BAD_SECRET });
     expect(res).toEqual({ status: 200, body: { ok: true, outcome: 'processed' } });
-    expect(lk.refused.slice(refused)).toEqual([{ method: 'RemoveParticipant', status: 401, code: 'unauthenticated' }]);
+    await gaveUp;
+    expect(outcomes.map((o) => [o.outcome, o.attempts, o.reason])).toEqual([
+      ['retry', 1, 'refused'],
+      ['retry', 2, 'refused'],
+      ['retry', 3, 'refused'],
+      ['gave_up', 4, 'refused'],
+    ]);
+    expect(outcomes[0]!.error).toMatch(new RegExp(`^${meeting.id}: `));
+    // The webhook's own attempt, then the queue's four.
+    expect(lk.refused.slice(refused)).toEqual(Array(1 + TEST_REMOVALS.maxAttempts).fill({ method: 'RemoveParticipant', status: 401, code: 'unauthenticated' }));
     expect(ejections(bad)).toBe(0);
+    expect(bad.app.services.deps.counters.videoRemovalsFailed).toBe(TEST_REMOVALS.maxAttempts);
     // Bob is still connected, and the record says so (until the provider reports his leave).
     expect(harnesses[0]!.online(meeting.id)).toEqual([bob]);
     expect((await as(lkSrv, owner!).video.get({ meetingId: meeting.id })).participants).toEqual([{ userId: bob, joinedAt, leftAt: null }]);

@@ -7,6 +7,7 @@
  */
 import { TokenVerifier } from 'livekit-server-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import {
   actor,
   callerFor,
@@ -39,6 +40,8 @@ import {
   signLiveKitAt,
   startDailyDouble,
   startLiveKitDouble,
+  nextRemoval,
+  TEST_REMOVALS,
   type DailyDouble,
   type LiveKitDouble,
 } from './video-doubles.js';
@@ -54,7 +57,7 @@ let lkSrv: TestServer;
 let dailySrv: TestServer;
 
 function videoConfig(video: Partial<Config['video']>): Partial<Config> {
-  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: TOKEN_TTL, ...video } };
+  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: TOKEN_TTL, removals: TEST_REMOVALS, ...video } };
 }
 
 /** A server of this file's env with a Redis prefix of its own. */
@@ -129,7 +132,20 @@ async function meetingRow(id: string) {
 describe('configuration', () => {
   it('reads the video variables; LiveKit is the default when configured; an explicit provider needs its variables', () => {
     const base = loadConfig({});
-    expect(base.video).toEqual({ provider: null, livekit: null, daily: null, tokenTtlSeconds: 600 });
+    expect(base.video).toEqual({
+      provider: null,
+      livekit: null,
+      daily: null,
+      tokenTtlSeconds: 600,
+      removals: { retryBaseMs: 2000, maxAttempts: 20, pollMs: 10_000 },
+    });
+    expect(loadConfig({ VIDEO_REMOVAL_RETRY_BASE_MS: '500', VIDEO_REMOVAL_MAX_ATTEMPTS: '3', VIDEO_REMOVAL_POLL_MS: '1000' }).video.removals).toEqual({
+      retryBaseMs: 500,
+      maxAttempts: 3,
+      pollMs: 1000,
+    });
+    expect(() => loadConfig({ VIDEO_REMOVAL_MAX_ATTEMPTS: '0' })).toThrow(/VIDEO_REMOVAL_MAX_ATTEMPTS/);
+    expect(() => loadConfig({ VIDEO_REMOVAL_POLL_MS: 'soon' })).toThrow(/VIDEO_REMOVAL_POLL_MS/);
     const lkEnv = { LIVEKIT_URL: 'wss://demo.livekit.cloud', LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 's' };
     const dailyEnv = { DAILY_API_KEY: 'dk' };
     expect(loadConfig(lkEnv).video).toMatchObject({ provider: 'livekit', livekit: { url: 'wss://demo.livekit.cloud', apiKey: 'k', apiSecret: 's' } });
@@ -717,6 +733,16 @@ describe('banned and removed users leave the room\'s calls', () => {
     return { room, live, idle, ended };
   }
 
+  /** The removal queue's rows of a room (src/store/video-removals.ts), by user. */
+  const queued = (roomId: string) =>
+    lkSrv.app.services.store
+      .db()
+      .selectFrom('video_removal')
+      .select(['user_id', 'reason', 'attempts'])
+      .where('room_id', '=', roomId)
+      .orderBy('user_id')
+      .execute();
+
   const online = async (s: TestServer, reader: string, meetingId: string) =>
     ((await as(s, reader).video.get({ meetingId, live: true })).online ?? []).map((p) => p.userId).sort();
 
@@ -731,7 +757,9 @@ describe('banned and removed users leave the room\'s calls', () => {
       expect(await online(lkSrv, mod!, live.id)).toEqual([bob, carol].sort());
       const removals = (id: string) => lk.requests.filter((r) => r.method === 'RemoveParticipant' && r.body.room === id);
 
+      const removed = nextRemoval(lkSrv, room.id, bob!);
       await as(lkSrv, mod!).room[action]({ roomId: room.id, userId: bob! });
+      expect(await removed).toMatchObject({ outcome: 'removed', attempts: 1 });
 
       expect(removals(live.id).map((r) => r.body)).toEqual([{ room: live.id, identity: bob }]);
       // Signed by the server for that room with the admin grant RemoveParticipant needs.
@@ -757,7 +785,9 @@ describe('banned and removed users leave the room\'s calls', () => {
       expect(await online(dailySrv, mod!, live.id)).toEqual([identity, carol].sort());
       const ejects = (id: string) => daily.requests.filter((r) => r.method === 'POST' && r.path === `/rooms/${id}/eject`);
 
+      const removed = nextRemoval(dailySrv, room.id, bob);
       await as(dailySrv, mod!).room[action]({ roomId: room.id, userId: bob });
+      expect(await removed).toMatchObject({ outcome: 'removed', attempts: 1 });
 
       expect(ejects(live.id).map((r) => r.body)).toEqual([{ user_ids: [identity], ban: true }]);
       expect(ejects(idle.id).map((r) => r.body)).toEqual([{ user_ids: [identity], ban: true }]);
@@ -780,8 +810,10 @@ describe('banned and removed users leave the room\'s calls', () => {
     ] as const) {
       const [owner, mod, bob, stranger] = users('owner', 'mod', 'bob', 'stranger');
       const { room, live } = await callRoom(s, owner, mod!, [bob!]);
+      const removed = [nextRemoval(s, room.id, bob!), nextRemoval(s, room.id, stranger!)];
       await as(s, mod!).room.ban({ roomId: room.id, userId: bob! });
       await as(s, mod!).room.ban({ roomId: room.id, userId: stranger! });
+      expect((await Promise.all(removed)).map((o) => o.outcome)).toEqual(['removed', 'removed']);
       expect((await as(s, mod!).room.bans({ roomId: room.id })).map((b) => b.userId).sort()).toEqual([bob, stranger].sort());
       // Asked for both (the provider answers not_found / no ejectedIds), and nothing failed.
       expect({ provider, asked: asked[provider](live.id) }).toEqual({ provider, asked: [bob, stranger] });
@@ -789,20 +821,113 @@ describe('banned and removed users leave the room\'s calls', () => {
     }
   });
 
-  it('a provider failure while removing the user does not undo the ban', async () => {
-    // Same database, but a LiveKit secret the provider refuses: RemoveParticipant fails with 401.
-    await using bad = await server(
-      'video-lk-bad-ban',
-      videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: 'not-the-secret-not-the-secret' } }),
-    );
+  it('the ban answers without waiting for the provider; a failed removal is retried until the provider takes the user out', async () => {
     const [owner, bob] = users('owner', 'bob');
     const room = await groupRoom(lkSrv, owner, [bob!]);
     const m = await as(lkSrv, owner).video.create({ roomId: room.id });
     await lk.join((await as(lkSrv, bob!).video.joinToken({ meetingId: m.id })).token);
-    const refused = lk.refused.length;
-    await as(bad, owner).room.ban({ roomId: room.id, userId: bob! });
-    expect(lk.refused.slice(refused)).toEqual([{ method: 'RemoveParticipant', status: 401, code: 'unauthenticated' }]);
-    expect((await as(lkSrv, owner).room.bans({ roomId: room.id })).map((b) => b.userId)).toEqual([bob]);
-    await expectTRPCError(as(lkSrv, bob!).video.joinToken({ meetingId: m.id }), 'NOT_FOUND');
+    // The provider holds the first RemoveParticipant until the ban has answered, then fails it and the next one (an outage).
+    let answered!: () => void;
+    const banAnswered = new Promise<void>((resolve) => (answered = resolve));
+    let asked = 0;
+    lk.beforeRemove = async (identity, name) => {
+      if (identity !== bob || name !== m.id) return undefined;
+      asked++;
+      if (asked === 1) await banAnswered;
+      return asked <= 2 ? 'fail' : undefined;
+    };
+    const outcomes: RemovalOutcome[] = [];
+    const removed = new Promise<void>((resolve) =>
+      lkSrv.app.services.meetings.removals.onOutcome((o) => {
+        if (o.roomId !== room.id) return;
+        outcomes.push(o);
+        if (o.outcome === 'removed') resolve();
+      }),
+    );
+    const failedBefore = lkSrv.app.services.deps.counters.videoRemovalsFailed;
+    const removalsBefore = lkSrv.app.services.deps.counters.videoRemovals;
+    try {
+      await as(lkSrv, owner).room.ban({ roomId: room.id, userId: bob! });
+      // Answered while the provider still holds the call: the ban has committed and stands.
+      expect(lk.rooms.get(m.id)!.participants.map((p) => p.identity)).toEqual([bob]);
+      expect((await as(lkSrv, owner).room.bans({ roomId: room.id })).map((b) => b.userId)).toEqual([bob]);
+      await expectTRPCError(as(lkSrv, bob!).video.joinToken({ meetingId: m.id }), 'NOT_FOUND');
+      answered();
+      await removed;
+    } finally {
+      lk.beforeRemove = null;
+    }
+    expect(outcomes.map((o) => [o.outcome, o.attempts, o.reason])).toEqual([
+      ['retry', 1, 'banned'],
+      ['retry', 2, 'banned'],
+      ['removed', 3, 'banned'],
+    ]);
+    expect(outcomes[0]!.error).toMatch(/unavailable|service unavailable/);
+    expect(asked).toBe(3);
+    expect(lk.rooms.get(m.id)!.participants).toEqual([]);
+    expect(lkSrv.app.services.deps.counters.videoRemovalsFailed - failedBefore).toBe(2);
+    expect(lkSrv.app.services.deps.counters.videoRemovals - removalsBefore).toBe(1);
+    const metrics = await (await fetch(`${lkSrv.url}/metrics`)).text();
+    expect(metrics).toMatch(/\nchat_video_removals_total \d+\n/);
+    expect(metrics).toMatch(/\nchat_video_removals_failed_total \d+\n/);
+    // Done: nothing is left in the queue.
+    expect(await queued(room.id)).toEqual([]);
+  });
+
+  it('a removal queued while no node sends it is checked again when sent: a user unbanned and added back meanwhile stays in the call', async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const room = await groupRoom(lkSrv, owner, [bob!, carol!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await lk.join((await as(lkSrv, bob!).video.joinToken({ meetingId: m.id })).token);
+    await lk.join((await as(lkSrv, carol!).video.joinToken({ meetingId: m.id })).token);
+    const removals = lkSrv.app.services.meetings.removals;
+    const asked = () => lk.requests.filter((r) => r.method === 'RemoveParticipant' && r.body.room === m.id).map((r) => r.body.identity);
+    // This node's sender is stopped (as if every node were down): the bans and the removal stay queued.
+    await removals.stop();
+    try {
+      await as(lkSrv, owner).room.ban({ roomId: room.id, userId: bob! });
+      await as(lkSrv, owner).room.unban({ roomId: room.id, userId: bob! });
+      await as(lkSrv, owner).room.addMembers({ roomId: room.id, userIds: [bob!] });
+      // Carol is removed twice: one row per room and user, sent once.
+      await as(lkSrv, owner).room.removeMember({ roomId: room.id, userId: carol! });
+      await as(lkSrv, owner).room.addMembers({ roomId: room.id, userIds: [carol!] });
+      await as(lkSrv, owner).room.removeMember({ roomId: room.id, userId: carol! });
+      expect(await queued(room.id)).toEqual([
+        { user_id: bob, reason: 'banned', attempts: 0 },
+        { user_id: carol, reason: 'removed', attempts: 0 },
+      ]);
+      expect(asked()).toEqual([]);
+    } finally {
+      const settled = Promise.all([nextRemoval(lkSrv, room.id, bob!), nextRemoval(lkSrv, room.id, carol!)]);
+      removals.start();
+      const [forBob, forCarol] = await settled;
+      // Bob may be in the room's calls again: left alone. Carol is out.
+      expect(forBob).toMatchObject({ outcome: 'not_needed', reason: 'banned' });
+      expect(forCarol).toMatchObject({ outcome: 'removed', reason: 'removed', attempts: 1 });
+    }
+    expect(asked()).toEqual([carol]);
+    expect(lk.rooms.get(m.id)!.participants.map((p) => p.identity)).toEqual([bob]);
+    expect(await queued(room.id)).toEqual([]);
+  });
+
+  it('a room without a meeting not ended queues nothing; a deleted room takes its queued removals with it', async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const quiet = await groupRoom(lkSrv, owner, [bob!]);
+    const ended = await as(lkSrv, owner).video.create({ roomId: quiet.id });
+    await as(lkSrv, owner).video.end({ meetingId: ended.id });
+    const removals = lkSrv.app.services.meetings.removals;
+    await removals.stop();
+    try {
+      await as(lkSrv, owner).room.ban({ roomId: quiet.id, userId: bob! });
+      expect(await queued(quiet.id)).toEqual([]);
+      const doomed = await groupRoom(lkSrv, owner, [carol!]);
+      await as(lkSrv, owner).video.create({ roomId: doomed.id });
+      await as(lkSrv, owner).room.ban({ roomId: doomed.id, userId: carol! });
+      expect(await queued(doomed.id)).toEqual([{ user_id: carol, reason: 'banned', attempts: 0 }]);
+      await as(lkSrv, owner).room.delete({ roomId: doomed.id });
+      expect(await queued(doomed.id)).toEqual([]);
+    } finally {
+      removals.start();
+    }
   });
 });

@@ -14,7 +14,7 @@ import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
 import { buildWebPage, launchChromium } from './fixture/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
-import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, type LiveKitDouble } from './video-doubles.js';
+import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, TEST_REMOVALS, type LiveKitDouble } from './video-doubles.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const UPDATE = Boolean(process.env.UPDATE_SCREENSHOT || process.env.UPDATE_SCREENSHOTS);
@@ -42,13 +42,13 @@ beforeAll(async () => {
   srv = await env.startServer({ redisPrefix: env.prefix('web-plain') });
   lkSrv = await env.startServer({
     redisPrefix: env.prefix('web-lk'),
-    video: { provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, daily: null, tokenTtlSeconds: 300 },
+    video: { provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS },
   });
   iceSrv = await env.startServer({ redisPrefix: env.prefix('web-ice'), rtc: { iceServers: ICE } });
   daily = await startDailyDouble();
   dailySrv = await env.startServer({
     redisPrefix: env.prefix('web-daily'),
-    video: { provider: 'daily', livekit: null, daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null }, tokenTtlSeconds: 300 },
+    video: { provider: 'daily', livekit: null, daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null }, tokenTtlSeconds: 300, removals: TEST_REMOVALS },
   });
   browser = await launchChromium([
     // Calls: a synthetic camera and microphone, permission granted without a prompt.

@@ -11,6 +11,9 @@ export const videoEnv = {
   DAILY_API_URL: z.url().default('https://api.daily.co/v1'),
   DAILY_WEBHOOK_SECRET: z.string().min(1).optional(),
   VIDEO_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(86_400).default(600),
+  VIDEO_REMOVAL_RETRY_BASE_MS: z.coerce.number().int().min(1).max(3_600_000).default(2000),
+  VIDEO_REMOVAL_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(1000).default(20),
+  VIDEO_REMOVAL_POLL_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
 };
 type VideoEnv = z.infer<z.ZodObject<typeof videoEnv>>;
 
@@ -21,6 +24,8 @@ export interface VideoConfig {
   daily: { apiKey: string; apiUrl: string; webhookSecret: string | null } | null;
   /** Lifetime of join tokens minted by `video.joinToken`. */
   tokenTtlSeconds: number;
+  /** The queue taking banned and removed users out of calls (docs/VIDEO.md, "Bans and removals"). */
+  removals: { retryBaseMs: number; maxAttempts: number; pollMs: number };
 }
 
 /**
@@ -44,5 +49,11 @@ export function videoConfig(e: VideoEnv): VideoConfig {
     if (!daily) throw new ConfigError('VIDEO_PROVIDER=daily needs DAILY_API_KEY (and DAILY_WEBHOOK_SECRET for webhooks)');
     provider = 'daily';
   } else provider = livekit ? 'livekit' : daily ? 'daily' : null;
-  return { provider, livekit, daily, tokenTtlSeconds: e.VIDEO_TOKEN_TTL_SECONDS };
+  return {
+    provider,
+    livekit,
+    daily,
+    tokenTtlSeconds: e.VIDEO_TOKEN_TTL_SECONDS,
+    removals: { retryBaseMs: e.VIDEO_REMOVAL_RETRY_BASE_MS, maxAttempts: e.VIDEO_REMOVAL_MAX_ATTEMPTS, pollMs: e.VIDEO_REMOVAL_POLL_MS },
+  };
 }

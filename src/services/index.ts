@@ -155,13 +155,13 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
   const wakeFiles = () => fileWorker.wake();
   const files = new FileService(store, access, storage, deps.config.files, limits, wakeFiles);
   const meetings = createMeetingServices(
-    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds, counters: deps.counters },
+    { log: deps.log, limits, tokenTtlSeconds: deps.config.video.tokenTtlSeconds, counters: deps.counters, removals: deps.config.video.removals },
     store,
     access,
     await createVideoProvider(deps.config.video),
   );
   const rooms = createRoomServices(
-    { log: deps.log, limits, publisher, activity, wakeFiles, reads, meetings: meetings.lifecycle },
+    { log: deps.log, limits, publisher, activity, wakeFiles, reads, meetings: meetings.lifecycle, removals: meetings.removals },
     access,
     store,
     mapper,
@@ -238,6 +238,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
       webhookWorker.start();
       fileWorker.start();
       notifyWorker.start();
+      meetings.removals.start();
     },
     async close() {
       reads.stop();
@@ -248,6 +249,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
       await fileWorker.stop();
       storage.close();
       await notifyWorker.stop();
+      await meetings.removals.stop();
       typing.close();
       await activity.close();
       await presence.close();

@@ -331,6 +331,33 @@ export const VideoWebhookEvent = defineEntity({
   indexes: [{ name: 'video_webhook_event_received_at_idx', properties: ['receivedAt'] }],
 });
 
+/**
+ * Users to take out of a room's video calls on the provider (banned or removed from the room, or
+ * refused on a join webhook whose removal failed): written in the transaction of the ban or removal,
+ * sent by a worker on any node (src/services/meetings/removals.ts) and retried until the provider
+ * answers; the row is deleted once done. One row per room and user (a new ban resets it).
+ */
+export const VideoRemoval = defineEntity({
+  name: 'VideoRemoval',
+  tableName: 'video_removal',
+  properties: {
+    id: p.bigint('number').primary().autoincrement(),
+    room: () => p.manyToOne(Room).deleteRule('cascade'),
+    tenant: p.string().length(64),
+    userId: p.string().length(128),
+    /** `banned`, `removed`, or `refused` (a join the webhook refused and could not take out at once). */
+    reason: p.string().length(16),
+    attempts: p.integer().default(0),
+    nextAttemptAt: p.datetime(),
+    leaseUntil: p.datetime().nullable(),
+    lastError: p.string().length(500).nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  },
+  uniques: [{ name: 'video_removal_room_user_key', properties: ['room', 'userId'] }],
+  indexes: [{ name: 'video_removal_due_idx', properties: ['nextAttemptAt'] }],
+  checks: [{ name: 'video_removal_reason_check', expression: `"reason" in ('banned', 'removed', 'refused')` }],
+});
+
 export const entities = [
   User,
   Room,
@@ -345,6 +372,7 @@ export const entities = [
   Meeting,
   MeetingParticipant,
   VideoWebhookEvent,
+  VideoRemoval,
   WebhookEndpoint,
   WebhookDelivery,
   StoredFile,

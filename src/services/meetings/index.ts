@@ -9,11 +9,13 @@ import { MeetingLifecycle } from './lifecycle.js';
 import { ProviderCalls } from './provider-calls.js';
 import { MeetingReader } from './read.js';
 import { MeetingWebhooks } from './webhooks.js';
+import { type RemovalConfig, VideoRemovalWorker } from './removals.js';
 
 export * from './dto.js';
 export type { MeetingLifecycle } from './lifecycle.js';
 export type { MeetingReader } from './read.js';
 export type { MeetingWebhooks } from './webhooks.js';
+export type { RemovalOutcome, VideoRemovals, VideoRemovalWorker } from './removals.js';
 
 /**
  * Video meetings on an external provider (LiveKit or Daily; media never touches us), by capability:
@@ -25,6 +27,8 @@ export interface MeetingServices {
   lifecycle: MeetingLifecycle;
   read: MeetingReader;
   webhooks: MeetingWebhooks;
+  /** This node's sender of queued removals from calls (bans, removals, refused joins). */
+  removals: VideoRemovalWorker;
   /** The configured provider (null: video is not configured). */
   provider: VideoProvider | null;
   /** `video.config`: which provider meetings run on, or why there are none. */
@@ -32,17 +36,19 @@ export interface MeetingServices {
 }
 
 export function createMeetingServices(
-  parts: { log: Logger; limits: RateLimits; tokenTtlSeconds: number; counters: Counters },
+  parts: { log: Logger; limits: RateLimits; tokenTtlSeconds: number; counters: Counters; removals: RemovalConfig },
   store: Store,
   access: AccessService,
   provider: VideoProvider | null,
 ): MeetingServices {
   const video = new ProviderCalls(provider, parts.log);
   const read = new MeetingReader(store, access, video, parts.limits);
+  const removals = new VideoRemovalWorker(store, provider, read, parts.removals, parts.log, parts.counters);
   return {
     lifecycle: new MeetingLifecycle(parts.limits, parts.log, parts.tokenTtlSeconds, store, access, video, read),
     read,
-    webhooks: new MeetingWebhooks(store, provider, parts.log, read, parts.counters),
+    webhooks: new MeetingWebhooks(store, provider, parts.log, read, parts.counters, removals),
+    removals,
     provider,
     config: () => video.config(),
   };

@@ -27,7 +27,8 @@ const isAgent = (actor: Actor, access: RoomAccess) => access.room.kind === 'supp
 
 /**
  * What members do with a meeting: create it (with invites), get a join token, end it; and what the
- * room's own changes do to its meetings (a deletion ends them, a ban or removal takes the user out).
+ * room's own changes do to its meetings (a deletion ends them; a ban or removal takes the user out
+ * through the removal queue, src/services/meetings/removals.ts).
  */
 export class MeetingLifecycle {
   constructor(
@@ -150,40 +151,6 @@ export class MeetingLifecycle {
    */
   openOf(tx: Tx, roomId: string): Promise<OpenMeeting[]> {
     return openMeetingsOfRoom(tx.db, roomId);
-  }
-
-  /**
-   * After a ban or a removal from the room has committed (never inside its transaction): disconnects
-   * the user from every meeting of the room not ended yet, read now (a meeting created up to the
-   * commit is seen; one created later cannot admit them: `joinToken` refuses non-members). Each
-   * provider keeps the user's tokens from rejoining as far as it can (`VideoProvider.removeParticipant`);
-   * where it lets one in again, the join webhook takes them out (src/services/meetings/webhooks.ts).
-   * Best effort, the meetings side by side: a failure is logged, never thrown (the ban or removal
-   * stands either way).
-   */
-  async removeFromMeetings(roomId: string, userId: string): Promise<void> {
-    const provider = this.video.provider;
-    if (provider === null) return;
-    let meetings: OpenMeeting[];
-    try {
-      meetings = await openMeetingsOfRoom(this.store.db(), roomId);
-    } catch (err) {
-      this.log.warn({ err, roomId, userId }, 'could not read the meetings to remove a banned or removed user from');
-      return;
-    }
-    await Promise.all(
-      meetings.map(async (m) => {
-        if (m.provider !== provider.name) {
-          this.log.warn({ meetingId: m.id, provider: m.provider, userId }, 'the meeting runs on a provider not configured here: the user was not removed from it');
-          return;
-        }
-        try {
-          await provider.removeParticipant(m.id, userId);
-        } catch (err) {
-          this.log.warn({ err, meetingId: m.id, roomId, userId }, 'could not remove a banned or removed user from a meeting');
-        }
-      }),
-    );
   }
 
   /**

@@ -21,6 +21,7 @@ import { rolesOf } from '../../store/users.js';
 import type { VideoProvider, VideoWebhookEvent } from '../../video/provider.js';
 import type { WebhookOutcome } from './dto.js';
 import type { MeetingReader } from './read.js';
+import type { VideoRemovals } from './removals.js';
 import { markEnded, markLive } from './status.js';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -58,6 +59,8 @@ export class MeetingWebhooks {
     private readonly log: Logger,
     private readonly reader: MeetingReader,
     private readonly counters: Counters,
+    /** Where a removal the provider failed goes to be retried. */
+    private readonly removals: VideoRemovals,
   ) {}
 
   /**
@@ -147,16 +150,18 @@ export class MeetingWebhooks {
 
   /**
    * Takes a refused connection out of the call (`VideoProvider.removeParticipant`: LiveKit
-   * RemoveParticipant, Daily eject with ban) and writes its leave. Best effort: a failure is logged,
-   * never thrown (the webhook gets its answer either way; the connection's row stays open until the
-   * provider reports the leave).
+   * RemoveParticipant, Daily eject with ban) and writes its leave. A failure is logged and never
+   * thrown (the webhook gets its answer either way): the user goes to the removal queue, which
+   * retries until the provider answers (src/services/meetings/removals.ts); the connection's row stays
+   * open until the provider reports the leave.
    */
   private async eject(provider: VideoProvider, e: Ejection): Promise<void> {
     const about = { meetingId: e.meeting.id, roomId: e.meeting.room_id, tenant: e.meeting.tenant, userId: e.userId, identity: e.identity, sessionId: e.seen.sessionId };
     try {
       await provider.removeParticipant(e.meeting.id, e.userId);
     } catch (err) {
-      this.log.warn({ err, ...about }, 'could not remove a user who joined a meeting they may no longer be in');
+      this.log.warn({ err, ...about }, 'could not remove a user who joined a meeting they may no longer be in: queued to retry');
+      await this.retryLater(e, about);
       return;
     }
     this.counters.videoEjections++;
@@ -165,6 +170,17 @@ export class MeetingWebhooks {
       await this.store.transact((tx) => upsertParticipant(tx, { ...e.seen, leftAt: new Date() }));
     } catch (err) {
       this.log.warn({ err, ...about }, 'could not record the leave of a user removed from a meeting');
+    }
+  }
+
+  /** Queues a failed ejection for the removal queue (ids longer than a user id are no user of ours: left to the meeting's end). */
+  private async retryLater(e: Ejection, about: Record<string, unknown>): Promise<void> {
+    if (e.userId.length > 128) return;
+    try {
+      const { room_id: roomId, tenant } = e.meeting;
+      if (await this.store.transact((tx) => this.removals.queue(tx, { roomId, tenant, userId: e.userId, reason: 'refused' }))) this.removals.wake();
+    } catch (err) {
+      this.log.warn({ err, ...about }, 'could not queue the removal of a user who joined a meeting they may no longer be in');
     }
   }
 

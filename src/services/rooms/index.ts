@@ -14,6 +14,7 @@ import { RoomModeration } from './moderation.js';
 import { RoomReads } from './reads.js';
 import type { ReadRouting } from '../read-routing.js';
 import type { MeetingLifecycle } from '../meetings/lifecycle.js';
+import type { VideoRemovals } from '../meetings/removals.js';
 
 export { RoomArchive } from './archive.js';
 export { DIRECTORY_DEFAULT_LIMIT, DIRECTORY_MAX_LIMIT, RoomDirectory } from './directory.js';
@@ -45,8 +46,10 @@ export function createRoomServices(
     activity: ActivityFeed;
     wakeFiles: () => void;
     reads: ReadRouting;
-    /** Ends the provider rooms of a deleted room's meetings; takes banned and removed users out of its meetings. */
+    /** Ends the provider rooms of a deleted room's meetings. */
     meetings: MeetingLifecycle;
+    /** Takes banned and removed users out of the room's meetings (queued in their transaction). */
+    removals: VideoRemovals;
   },
   access: AccessService,
   store: Store,
@@ -54,11 +57,11 @@ export function createRoomServices(
   keyring: Keyring,
 ): RoomServices {
   const read = new RoomReads(access, store, mapper, parts.reads);
-  const membership = new RoomMembership(parts.log, access, store, parts.meetings);
+  const membership = new RoomMembership(parts.log, access, store, parts.removals);
   return {
     lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read, membership),
     membership,
-    moderation: new RoomModeration(parts.log, access, store, read, parts.meetings),
+    moderation: new RoomModeration(parts.log, access, store, read, parts.removals),
     read,
     archive: new RoomArchive(parts.log, access, store, parts.publisher, parts.activity, parts.wakeFiles, parts.meetings),
     directory: new RoomDirectory(parts.limits, store, read),

@@ -5,7 +5,7 @@ import { bannedAmong, successor } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
-import type { MeetingLifecycle } from '../meetings/lifecycle.js';
+import type { VideoRemovals } from '../meetings/removals.js';
 import { systemMessage } from '../system-message.js';
 import { changeMember, dropMember, joinMember } from './member-changes.js';
 import { actOnMember, auditModeration, RETRY, recordModeration } from './moderation.js';
@@ -16,8 +16,8 @@ export class RoomMembership {
     private readonly log: Logger,
     private readonly access: AccessService,
     private readonly store: Store,
-    /** Takes a removed member out of the room's meetings on the provider (after the removal commits). */
-    private readonly meetings: Pick<MeetingLifecycle, 'removeFromMeetings'>,
+    /** Takes a removed member out of the room's meetings on the provider (queued with the removal). */
+    private readonly removals: VideoRemovals,
   ) {}
 
   async addMembers(actor: Actor, roomId: string, userIds: string[]): Promise<{ added: string[] }> {
@@ -46,12 +46,13 @@ export class RoomMembership {
   }
 
   /**
-   * Removes a member. After commit they are removed from the room's meetings not ended; a provider
-   * failure there is logged and does not undo the removal.
+   * Removes a member. Their removal from the room's meetings not ended is queued in the same
+   * transaction and sent to the provider after commit, retried until it answers
+   * (src/services/meetings/removals.ts): the answer does not wait for the provider.
    */
   async removeMember(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('use room.leave to leave a room');
-    await this.store.transact(async (tx) => {
+    const queued = await this.store.transact(async (tx) => {
       // The target's row is locked (its role stays as read) before the room's, like every membership change.
       const { target } = await actOnMember(this.access, tx, actor, roomId, userId, 'removeMember', (access, role) => {
         if (!role) throw notFound('member');
@@ -60,10 +61,10 @@ export class RoomMembership {
       await dropMember(tx, roomId, userId, 'removed', actor.id);
       await systemMessage(tx, actor, roomId, `${actor.name} removed ${userId}`);
       await recordModeration(tx, 'member.remove', actor, roomId, userId, { role: target });
+      return this.removals.queue(tx, { roomId, tenant: actor.tenant, userId, reason: 'removed' });
     }, RETRY);
     auditModeration(this.log, 'remove', actor, roomId, userId);
-    // Off the transaction: provider calls are slow and may fail; the removal stands either way.
-    await this.meetings.removeFromMeetings(roomId, userId);
+    if (queued) this.removals.wake();
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {

@@ -10,7 +10,7 @@ import type { Tx } from '../../store/tx.js';
 import { type AccessService, describeAction } from '../access.js';
 import type { Logger } from '../../logger.js';
 import { systemMessage } from '../system-message.js';
-import type { MeetingLifecycle } from '../meetings/lifecycle.js';
+import type { VideoRemovals } from '../meetings/removals.js';
 import { changeMember, dropMember } from './member-changes.js';
 import { pageLimit } from '../page.js';
 import { MEMBERS_DEFAULT_LIMIT, MEMBERS_MAX_LIMIT, type MembersPage, type RoomReads } from './reads.js';
@@ -95,8 +95,8 @@ export class RoomModeration {
     private readonly access: AccessService,
     private readonly store: Store,
     private readonly reads: RoomReads,
-    /** Takes a banned user out of the room's meetings on the provider (after the ban commits). */
-    private readonly meetings: Pick<MeetingLifecycle, 'removeFromMeetings'>,
+    /** Takes a banned user out of the room's meetings on the provider (queued with the ban). */
+    private readonly removals: VideoRemovals,
   ) {}
 
   /**
@@ -146,14 +146,14 @@ export class RoomModeration {
   }
 
   /**
-   * Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. After
-   * commit they are removed from the room's meetings not ended (member or not: a support agent reads a
-   * support room and joins its meetings without membership); a provider failure there is logged and
-   * does not undo the ban.
+   * Bans a user: removes them (their live subscriptions end) and keeps them out until unbanned. Their
+   * removal from the room's meetings not ended (member or not: a support agent reads a support room
+   * and joins its meetings without membership) is queued in the same transaction and sent to the
+   * provider after commit, retried until it answers (src/services/meetings/removals.ts).
    */
   async ban(actor: Actor, roomId: string, userId: string): Promise<void> {
     if (userId === actor.id) throw badRequest('you cannot ban yourself');
-    await this.store.transact(async (tx) => {
+    const queued = await this.store.transact(async (tx) => {
       const { access, target } = await actOnMember(this.access, tx, actor, roomId, userId, 'ban', (a, role) => {
         if (role && !outranks(a.role, role)) throw forbidden(`a ${a.role} cannot ban a ${role}`);
       });
@@ -167,10 +167,10 @@ export class RoomModeration {
         await tx.append({ type: 'member.left', roomId, userId, reason: 'banned', by: actor.id });
       }
       await recordModeration(tx, 'member.ban', actor, roomId, userId, { wasMember: target !== null, wasBanned: !added });
+      return this.removals.queue(tx, { roomId, tenant: access.room.tenant, userId, reason: 'banned' });
     }, RETRY);
     this.audit('ban', actor, roomId, userId);
-    // Off the transaction: provider calls are slow and may fail; the ban stands either way.
-    await this.meetings.removeFromMeetings(roomId, userId);
+    if (queued) this.removals.wake();
   }
 
   async unban(actor: Actor, roomId: string, userId: string): Promise<{ unbanned: boolean }> {

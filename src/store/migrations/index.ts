@@ -14,6 +14,7 @@ import { Migration20261203140426 } from './Migration20261203140426.js';
 import { Migration20261204032611 } from './Migration20261204032611.js';
 import { Migration20261204033330 } from './Migration20261204033330.js';
 import { Migration20261204040128 } from './Migration20261204040128.js';
+import { Migration20261204164140 } from './Migration20261204164140.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -41,4 +42,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204033330', class: Migration20261204033330 },
   // membership.receipt_seq: the read receipt others see, apart from last_read_seq (mine; markUnread moves it back).
   { name: 'Migration20261204040128', class: Migration20261204040128 },
+  // video_removal: users to take out of a room's calls, retried until the provider answers.
+  { name: 'Migration20261204164140', class: Migration20261204164140 },
 ];
