@@ -3,7 +3,9 @@
  * public and non-archived only, name/topic match, member flag) and `room.join`; and `inbox.notify`
  * to many users at once (`userIds`, `roomId`) in one transaction.
  */
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { directoryQuery } from '../src/store/rooms.js';
 import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, uuid } from './fixture.js';
 
 const t = fileServer('rpub');
@@ -58,6 +60,45 @@ describe('public rooms', () => {
     expect(Array.isArray(await as(bob!).room.directory())).toBe(true);
     await expectTRPCError(as(bob!).room.directory({ limit: 101 }), 'BAD_REQUEST', /limit/);
     await expectTRPCError(as(bob!).room.directory({ limit: 0 }), 'BAD_REQUEST', /limit/);
+  });
+
+  it('room.directory can use its indexes: the listed rooms in name order, and the trigram indexes for a name or topic search', async () => {
+    // What the statement can use, not what the planner picks at a given size: a few thousand rooms of a
+    // tenant are read through its (tenant, visibility) index; `npm run bench:directory` shows the trigram
+    // indexes picked at 100,000 public rooms, where a search scanned the whole table before.
+    const c = new pg.Client({ connectionString: t.config.databaseUrl });
+    await c.connect();
+    const scans = async (query: string | null, hide: string[] = []) => {
+      const compiled = directoryQuery(t.app.services.store.db(), 'tenant-a', 'someone', query, 50).compile();
+      await c.query('begin');
+      try {
+        // Rolled back: the other ways to the rows are gone only for this plan.
+        for (const index of hide) await c.query(`drop index ${index}`);
+        if (hide.length > 0) {
+          for (const k of ['room_tenant_key_unique', 'room_tenant_direct_key_unique']) await c.query(`alter table room drop constraint ${k}`);
+        }
+        await c.query('set local enable_seqscan = off');
+        const plan = await c.query<{ 'QUERY PLAN': string }>(`explain ${compiled.sql}`, compiled.parameters as unknown[]);
+        // "Index Scan using <index> on room r", "Bitmap Index Scan on <index>", "Seq Scan on room r" (the membership subqueries left out).
+        return plan.rows.flatMap((r) => {
+          const m = /((?:\w+ )*Scan)(?: using (\w+))? on (\w+)/.exec(r['QUERY PLAN']);
+          const on = m?.[2] ?? m?.[3];
+          return m && on && /^room/.test(on) ? [`${m[1]} ${on}`] : [];
+        });
+      } finally {
+        await c.query('rollback');
+      }
+    };
+    try {
+      expect(await scans(null)).toEqual(['Index Scan room_directory_idx']);
+      expect(await scans('cooking', ['room_directory_idx', 'room_tenant_visibility_idx'])).toEqual([
+        'Bitmap Heap Scan room',
+        'Bitmap Index Scan room_directory_name_trgm_idx',
+        'Bitmap Index Scan room_directory_topic_trgm_idx',
+      ]);
+    } finally {
+      await c.end();
+    }
   });
 
   it('room.join: joins a public room (idempotent, member.joined); private NOT_FOUND; banned FORBIDDEN; other tenant NOT_FOUND', async () => {

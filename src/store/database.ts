@@ -142,7 +142,9 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
   const dir = resolve(dataDir, 'pglite');
   mkdirSync(dir, { recursive: true });
-  const db = await PGlite.create(dir);
+  // pg_trgm: the trigram indexes of room.directory (migration 20261204170052).
+  const { pg_trgm } = await import('@electric-sql/pglite/contrib/pg_trgm');
+  const db = await PGlite.create(dir, { extensions: { pg_trgm } });
   // Under the system's temporary directory: a socket path must stay short (about 100 bytes).
   const socketDir = mkdtempSync(join(tmpdir(), 'chat-pg-'));
   chmodSync(socketDir, 0o700);

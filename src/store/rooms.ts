@@ -323,6 +323,11 @@ export async function deleteRoom(tx: Tx, roomId: string): Promise<boolean> {
  * none: all), by name, at most `limit`; with their member count and whether `userId` is a member.
  */
 export function directoryRows(db: Db, tenant: string, userId: string, query: string | null, limit: number) {
+  return directoryQuery(db, tenant, userId, query, limit).execute();
+}
+
+/** The statement of `directoryRows`, not run (a benchmark explains it). */
+export function directoryQuery(db: Db, tenant: string, userId: string, query: string | null, limit: number) {
   const pattern = query === null ? null : `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   return db
     .selectFrom('room as r')
@@ -342,8 +347,7 @@ export function directoryRows(db: Db, tenant: string, userId: string, query: str
     .$if(pattern !== null, (q) => q.where((eb) => eb.or([eb('r.name', 'ilike', pattern!), eb('r.topic', 'ilike', pattern!)])))
     .orderBy('r.name')
     .orderBy('r.id')
-    .limit(limit)
-    .execute();
+    .limit(limit);
 }
 
 /** What `room.join` checks of a room (none: no such room). */

@@ -15,6 +15,7 @@ import { Migration20261204032611 } from './Migration20261204032611.js';
 import { Migration20261204033330 } from './Migration20261204033330.js';
 import { Migration20261204040128 } from './Migration20261204040128.js';
 import { Migration20261204164140 } from './Migration20261204164140.js';
+import { Migration20261204170052 } from './Migration20261204170052.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -44,4 +45,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204040128', class: Migration20261204040128 },
   // video_removal: users to take out of a room's calls, retried until the provider answers.
   { name: 'Migration20261204164140', class: Migration20261204164140 },
+  // room.directory: pg_trgm, the listed rooms in name order, and trigram indexes on name and topic (partial: public, not archived).
+  { name: 'Migration20261204170052', class: Migration20261204170052 },
 ];
