@@ -910,6 +910,29 @@ describe('banned and removed users leave the room\'s calls', () => {
     expect(await queued(room.id)).toEqual([]);
   });
 
+  it('a removal the node that queued it never sends is sent by another node on its poll', async () => {
+    // Another node on the same database and provider, polling every 50 ms; this file's node does not send.
+    await using other = await server(
+      'video-lk-poller',
+      videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, removals: { ...TEST_REMOVALS, pollMs: 50 } }),
+    );
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner, [bob!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await lk.join((await as(lkSrv, bob!).video.joinToken({ meetingId: m.id })).token);
+    const removals = lkSrv.app.services.meetings.removals;
+    await removals.stop();
+    try {
+      const sent = nextRemoval(other, room.id, bob!);
+      await as(lkSrv, owner).room.ban({ roomId: room.id, userId: bob! });
+      expect(await sent).toMatchObject({ outcome: 'removed', reason: 'banned', attempts: 1 });
+    } finally {
+      removals.start();
+    }
+    expect(lk.rooms.get(m.id)!.participants).toEqual([]);
+    expect(await queued(room.id)).toEqual([]);
+  });
+
   it('a room without a meeting not ended queues nothing; a deleted room takes its queued removals with it', async () => {
     const [owner, bob, carol] = users('owner', 'bob', 'carol');
     const quiet = await groupRoom(lkSrv, owner, [bob!]);
