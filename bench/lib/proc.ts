@@ -67,7 +67,7 @@ export function spawnNode(o: SpawnOpts): Proc {
   const onLine = (stream: string) => (line: string) => {
     output.push(`[${o.name} ${stream}] ${line}`);
     if (output.length > keep) output.splice(0, output.length - keep);
-    if (o.echo) console.error(`[${o.name}] ${line}`);
+    if (o.echo || process.env.BENCH_ECHO === "1") console.error(`[${o.name}] ${line}`);
   };
   createInterface({ input: child.stdout! }).on('line', onLine('out'));
   createInterface({ input: child.stderr! }).on('line', onLine('err'));

@@ -50,6 +50,8 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
       args: [
         ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []),
         ...(o.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${env.profileDir}`] : []),
+        // BENCH_OURS_NODE_ARGS='--trace-gc' (with BENCH_ECHO=1 to see the output): node flags NODE_OPTIONS refuses.
+        ...(process.env.BENCH_OURS_NODE_ARGS ? process.env.BENCH_OURS_NODE_ARGS.split(' ').filter(Boolean) : []),
         'dist/src/main.js',
       ],
       env: {
