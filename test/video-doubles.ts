@@ -60,18 +60,26 @@ function closer(server: Server) {
 export const TEST_REMOVALS = { retryBaseMs: 20, maxAttempts: 4, pollMs: 600_000 } as const;
 
 /**
- * The removal queue's next outcome for `userId` in `roomId` on `s` (src/services/meetings/removals.ts).
- * Call it before the ban or removal: it listens from then on.
+ * The removal queue's outcomes for `userId` in `roomId` on `s` (src/services/meetings/removals.ts), up
+ * to the first that is `until` (by default the first of any kind). Call it before the ban or removal:
+ * it listens from then on.
  */
-export function nextRemoval(s: TestServer, roomId: string, userId: string): Promise<RemovalOutcome> {
+export function removalOutcomes(s: TestServer, roomId: string, userId: string, until?: RemovalOutcome['outcome']): Promise<RemovalOutcome[]> {
+  const seen: RemovalOutcome[] = [];
   return new Promise((resolve) => {
     const off = s.app.services.meetings.removals.onOutcome((o) => {
       if (o.roomId !== roomId || o.userId !== userId) return;
+      seen.push(o);
+      if (until !== undefined && o.outcome !== until) return;
       off();
-      resolve(o);
+      resolve(seen);
     });
   });
 }
+
+/** The removal queue's next outcome for `userId` in `roomId` on `s` (see `removalOutcomes`). */
+export const nextRemoval = (s: TestServer, roomId: string, userId: string): Promise<RemovalOutcome> =>
+  removalOutcomes(s, roomId, userId).then((seen) => seen[0]!);
 
 export interface LkParticipant {
   sid: string;

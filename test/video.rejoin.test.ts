@@ -6,7 +6,6 @@
  * RemoveParticipant, Daily eject), against the local doubles of both providers.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import { actor, callerFor, clientFor, DailyProvider, dispose, roomKit, testEnv, uuid, type Actor, type Config, type TestEnv, type TestServer } from './fixture.js';
 import {
   dailyEvent,
@@ -17,6 +16,7 @@ import {
   startDailyDouble,
   startLiveKitDouble,
   nextRemoval,
+  removalOutcomes,
   TEST_REMOVALS,
   type DailyDouble,
   type LiveKitDouble,
@@ -309,16 +309,10 @@ describe('a join token minted before a ban or removal is refused on the join web
     const joinedAt = secondsAgo(1);
 
     // The failed ejection goes to the removal queue, which retries it (and fails the same way here) until it gives up.
-    const outcomes: RemovalOutcome[] = [];
-    const gaveUp = new Promise<void>((resolve) =>
-      bad.app.services.meetings.removals.onOutcome((o) => {
-        outcomes.push(o);
-        if (o.outcome === 'gave_up') resolve();
-      }),
-    );
+    const gaveUp = removalOutcomes(bad, room.id, bob!, 'gave_up');
     const res = await harnesses[0]!.joined(meeting.id, session, joinedAt, { url: `${bad.url}/webhooks/video/livekit`, secret: BAD_SECRET });
     expect(res).toEqual({ status: 200, body: { ok: true, outcome: 'processed' } });
-    await gaveUp;
+    const outcomes = await gaveUp;
     expect(outcomes.map((o) => [o.outcome, o.attempts, o.reason])).toEqual([
       ['retry', 1, 'refused'],
       ['retry', 2, 'refused'],

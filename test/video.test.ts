@@ -41,6 +41,7 @@ import {
   startDailyDouble,
   startLiveKitDouble,
   nextRemoval,
+  removalOutcomes,
   TEST_REMOVALS,
   type DailyDouble,
   type LiveKitDouble,
@@ -836,14 +837,8 @@ describe('banned and removed users leave the room\'s calls', () => {
       if (asked === 1) await banAnswered;
       return asked <= 2 ? 'fail' : undefined;
     };
-    const outcomes: RemovalOutcome[] = [];
-    const removed = new Promise<void>((resolve) =>
-      lkSrv.app.services.meetings.removals.onOutcome((o) => {
-        if (o.roomId !== room.id) return;
-        outcomes.push(o);
-        if (o.outcome === 'removed') resolve();
-      }),
-    );
+    const removed = removalOutcomes(lkSrv, room.id, bob!, 'removed');
+    let outcomes: RemovalOutcome[] = [];
     const failedBefore = lkSrv.app.services.deps.counters.videoRemovalsFailed;
     const removalsBefore = lkSrv.app.services.deps.counters.videoRemovals;
     try {
@@ -853,7 +848,7 @@ describe('banned and removed users leave the room\'s calls', () => {
       expect((await as(lkSrv, owner).room.bans({ roomId: room.id })).map((b) => b.userId)).toEqual([bob]);
       await expectTRPCError(as(lkSrv, bob!).video.joinToken({ meetingId: m.id }), 'NOT_FOUND');
       answered();
-      await removed;
+      outcomes = await removed;
     } finally {
       lk.beforeRemove = null;
     }

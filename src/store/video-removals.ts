@@ -65,9 +65,6 @@ export async function claimDueRemovals(db: Db, limit: number, leaseMs: number): 
   return rows as ClaimedRemoval[];
 }
 
-const claimed = (claim: Pick<ClaimedRemoval, 'id' | 'lease_until'>) => (db: Db) =>
-  db.updateTable('video_removal').where('id', '=', claim.id).where('lease_until', '=', claim.lease_until);
-
 /** Done (or nothing left to do): the row goes. False when the claim no longer holds (re-queued meanwhile). */
 export async function finishRemoval(db: Db, claim: Pick<ClaimedRemoval, 'id' | 'lease_until'>): Promise<boolean> {
   const res = await db.deleteFrom('video_removal').where('id', '=', claim.id).where('lease_until', '=', claim.lease_until).executeTakeFirst();
@@ -76,7 +73,10 @@ export async function finishRemoval(db: Db, claim: Pick<ClaimedRemoval, 'id' | '
 
 /** A failed attempt: due again after `retryInMs`. False when the claim no longer holds (nothing written). */
 export async function retryRemoval(db: Db, claim: Pick<ClaimedRemoval, 'id' | 'lease_until'>, retryInMs: number, error: string): Promise<boolean> {
-  const res = await claimed(claim)(db)
+  const res = await db
+    .updateTable('video_removal')
+    .where('id', '=', claim.id)
+    .where('lease_until', '=', claim.lease_until)
     .set({ next_attempt_at: sql<Date>`now() + ${retryInMs} * interval '1 millisecond'`, lease_until: null, last_error: clip(error, 500) })
     .executeTakeFirst();
   return Number(res.numUpdatedRows) > 0;

@@ -58,8 +58,6 @@ export interface RemovalOutcome {
 export class VideoRemovalWorker {
   private readonly loop: PollingLoop;
   private readonly listeners = new Set<(o: RemovalOutcome) => void>();
-  /** Wake-ups at the retries' due times (a retry does not wait for the next poll). */
-  private readonly retries = new Set<NodeJS.Timeout>();
 
   constructor(
     private readonly store: Store,
@@ -97,8 +95,6 @@ export class VideoRemovalWorker {
 
   /** Stops polling and waits for the round in flight (rows it did not finish are sent after their lease). */
   stop(): Promise<void> {
-    for (const t of this.retries) clearTimeout(t);
-    this.retries.clear();
     return this.loop.stop();
   }
 
@@ -163,13 +159,8 @@ export class VideoRemovalWorker {
       const retryInMs = Math.min(retryDelay(this.config.retryBaseMs, row.attempts), MAX_RETRY_MS);
       if (!(await retryRemoval(this.store.db(), row, retryInMs, error))) return;
       outcome('retry', error);
-      if (this.loop.stopped) return;
-      const timer = setTimeout(() => {
-        this.retries.delete(timer);
-        this.wake();
-      }, retryInMs);
-      timer.unref();
-      this.retries.add(timer);
+      // Sent again when due, not at the next poll.
+      this.loop.wakeIn(retryInMs);
     } catch (err) {
       // The database failed: the row stays claimed and is sent again once its lease runs out.
       this.log.warn({ err, ...about }, 'video removal attempt failed');
