@@ -214,6 +214,8 @@ interface PhaseResult {
   rssMb: number;
   cpuPct: number;
   cpuUsPerDelivery: number | null;
+  /** `cpuUsPerDelivery` by thread kind: the main thread's user and system time, V8's helpers (GC, compiler), the rest. */
+  cpuUsPerDeliveryByThread?: Record<string, number>;
   /** Server CPU over the window, ms. */
   serverCpuMs: number;
   /** The server's write and read system calls over the window per acknowledged send (/proc/<pid>/io). */
@@ -348,6 +350,7 @@ async function runPhase(o: {
     rssMb: round(win.rssMb),
     cpuPct: round(win.cpuPct),
     cpuUsPerDelivery: deliveries > 0 ? round(win.cpuUs / deliveries, 2) : null,
+    cpuUsPerDeliveryByThread: deliveries > 0 ? Object.fromEntries(Object.entries(win.threadsUs).map(([k, us]) => [k, round(us / deliveries, 1)])) : {},
     serverCpuMs: Math.round(win.cpuUs / 1000),
     // The server's system calls per acknowledged send (a send is also its deliveries and its ack).
     writesPerSend: acked > 0 ? round(win.writeCalls / acked, 2) : null,
@@ -1001,7 +1004,7 @@ async function main() {
         const r = await RUNNERS[scen](sys);
         out.scenarios[scen]![sys] = { ...r, loadAvg1AtStart: load1, elapsedSec: Math.round((Date.now() - t) / 1000) };
         console.log(
-          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
+          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery${r.cpuUsPerDeliveryByThread && Object.keys(r.cpuUsPerDeliveryByThread).length ? ` (${Object.entries(r.cpuUsPerDeliveryByThread).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
         );
         if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
       } catch (err) {

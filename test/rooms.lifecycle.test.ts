@@ -332,6 +332,33 @@ describe('room.delete', () => {
     expect(libEvents.filter((type) => type !== 'presence')).toEqual(['ready', 'room.deleted']);
   });
 
+  it('a grouped send whose access check passed before the deletion committed is NOT_FOUND and leaves no row (messages have no foreign key)', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'deleted under a send', memberIds: [bob!] });
+    // A message first, so the send below is a cached-access send of the grouped path.
+    await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'before' });
+    const store = t.a.app.services.store;
+    const write = store.appendMessages.bind(store);
+    // The deletion commits between the send's access check and its write: lone and grouped forms.
+    for (const together of [1, 3]) {
+      const r = together === 1 ? room : await as(alice!).room.create({ kind: 'group', name: `deleted ${together}`, memberIds: [bob!] });
+      if (together > 1) await as(bob!).chat.send({ roomId: r.id, clientId: uuid(), body: 'before' });
+      const spy = vi.spyOn(store, 'appendMessages').mockImplementationOnce(async (messages) => {
+        await as(alice!).room.delete({ roomId: r.id });
+        // The other messages of the group go to another room of bob's, which is still there.
+        const other = await as(bob!).room.create({ kind: 'group', name: `kept ${together}` });
+        return write([...messages, ...Array.from({ length: together - 1 }, () => ({ ...messages[0]!, id: uuid(), clientId: uuid(), roomId: other.id, accessVersion: null }))]).then((o) => o.slice(0, messages.length));
+      });
+      try {
+        await expectTRPCError(as(bob!).chat.send({ roomId: r.id, clientId: uuid(), body: 'late' }), 'NOT_FOUND');
+      } finally {
+        spy.mockRestore();
+      }
+      expect(await t.env.sql('select id from message where room_id = $1', [r.id])).toEqual([]);
+      expect(await t.env.sql('select seq from room_event where room_id = $1', [r.id])).toEqual([]);
+    }
+  });
+
   it('tenant admins and service tokens of the tenant may delete; a deleted archived room is gone too', async () => {
     const [alice] = users('alice');
     const r1 = await as(alice!).room.create({ kind: 'group', name: 'one' });

@@ -26,6 +26,40 @@ export function cpuUs(pid: number): number | null {
   }
 }
 
+/**
+ * CPU time per thread kind of a process, µs: the main thread's user and system time apart, the
+ * other threads summed by name (`V8Worker`: GC and compiler helpers; `libuv-worker`: the thread
+ * pool; node's own). Empty when the process is gone.
+ */
+export function threadCpuUs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  const add = (k: string, us: number) => out.set(k, (out.get(k) ?? 0) + us);
+  for (const tid of tids) {
+    try {
+      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      const user = (Number(f[11]) * 1e6) / CLK_TCK;
+      const sys = (Number(f[12]) * 1e6) / CLK_TCK;
+      if (tid === String(pid)) {
+        add('main user', user);
+        add('main system', sys);
+      } else {
+        add(name.replace(/[\d-]+$/, '') || 'thread', user + sys);
+      }
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
+}
+
 /** Resident set size in KiB, or null when the process is gone. */
 export function rssKb(pid: number): number | null {
   try {
@@ -93,6 +127,8 @@ export interface Window {
   loadCpuPct: number;
   /** The whole machine's CPU use over the window, 100 = every core busy. */
   machineCpuPct: number;
+  /** The servers' CPU µs over the window per thread kind (`threadCpuUs`). */
+  threadsUs: Record<string, number>;
   /** Read and write system calls of the server processes over the window (ioSyscalls). */
   readCalls: number;
   writeCalls: number;
@@ -113,6 +149,7 @@ export class Sampler {
   private rssMax = 0;
   private timer: NodeJS.Timeout | null = null;
   private db0 = new Map<number, number>();
+  private threads0 = new Map<string, number>();
 
   constructor(
     private readonly servers: number[],
@@ -123,6 +160,12 @@ export class Sampler {
 
   private sum(pids: number[]) {
     return pids.reduce((a, p) => a + (cpuUs(p) ?? 0), 0);
+  }
+
+  private threads() {
+    const out = new Map<string, number>();
+    for (const p of this.servers) for (const [k, us] of threadCpuUs(p)) out.set(k, (out.get(k) ?? 0) + us);
+    return out;
   }
 
   private io() {
@@ -146,6 +189,7 @@ export class Sampler {
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
     this.io0 = this.io();
+    this.threads0 = this.threads();
     this.db0 = this.db ? backendsOf(this.db) : new Map();
     this.rssMax = 0;
     this.sampleRss();
@@ -162,9 +206,15 @@ export class Sampler {
     const m = machineJiffies();
     const mt = m.total - this.m0.total;
     const io = this.io();
+    const threadsUs: Record<string, number> = {};
+    for (const [k, us] of this.threads()) {
+      const d = us - (this.threads0.get(k) ?? 0);
+      if (d > 0) threadsUs[k] = Math.round(d);
+    }
     let dbCpuUs = 0;
     if (this.db) for (const [pid, us] of backendsOf(this.db)) dbCpuUs += us - (this.db0.get(pid) ?? 0);
     return {
+      threadsUs,
       dbCpuUs,
       readCalls: io.reads - this.io0.reads,
       writeCalls: io.writes - this.io0.writes,

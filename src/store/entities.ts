@@ -164,7 +164,13 @@ export const Message = defineEntity({
   tableName: 'message',
   properties: {
     id: p.uuid().primary(),
-    room: () => p.manyToOne(Room).deleteRule('cascade'),
+    /**
+     * No foreign key (nor on `room_event.room`): every writer of a room's messages and events holds
+     * the room's row lock (the grouped send locks it in its own statement), so a room that is gone
+     * takes none, and `deleteRoom` (src/store/rooms.ts) deletes them itself. The two key checks cost
+     * the grouped send about a tenth of its PostgreSQL CPU per message (docs/BENCHMARKS.md, tenth pass).
+     */
+    room: () => p.manyToOne(Room).createForeignKeyConstraint(false),
     tenant: p.string().length(64),
     seq: p.bigint('number'),
     senderId: p.string().length(128),
@@ -198,8 +204,11 @@ export const Message = defineEntity({
       .lazy(),
   },
   indexes: [
-    /** A thread's replies in order. */
-    { name: 'message_reply_to_idx', properties: ['replyToId', 'seq'] },
+    /** A thread's replies in order; partial, so a message that is not a reply (most) adds no entry. */
+    {
+      name: 'message_reply_to_idx',
+      expression: `create index "message_reply_to_idx" on "message" ("reply_to_id", "seq") where "reply_to_id" is not null`,
+    },
     /** Walked by the retention job. */
     { name: 'message_created_at_idx', properties: ['createdAt'] },
     { name: 'message_search_idx', properties: ['search'], type: 'gin' },
@@ -219,7 +228,8 @@ export const RoomEvent = defineEntity({
   name: 'RoomEvent',
   tableName: 'room_event',
   properties: {
-    room: () => p.manyToOne(Room).primary().deleteRule('cascade'),
+    /** No foreign key: see `Message.room`. */
+    room: () => p.manyToOne(Room).primary().createForeignKeyConstraint(false),
     seq: p.bigint('number').primary(),
     type: p.string().length(32),
     messageId: p.uuid().nullable(),

@@ -308,14 +308,19 @@ export async function setVisibility(tx: Tx, roomId: string, visibility: RoomVisi
 }
 
 /**
- * Deletes the room: its messages (with edits and reactions), events, memberships, bans, meetings
- * (with participants) and everything else holding a `room_id` go with it through the foreign keys'
- * `on delete cascade` (src/store/entities.ts). Inbox items are per user and keep no key to the
- * room; they stay. False when there was no such room.
+ * Deletes the room: its memberships, bans, meetings (with participants) and everything else holding
+ * a `room_id` go with it through the foreign keys' `on delete cascade` (src/store/entities.ts); its
+ * messages (with their edits and reactions, by their keys) and its events have no foreign key to the
+ * room and are deleted here, after the room's row: from then on the row is locked (no send can add
+ * to the room), and each statement sees what committed before it. Inbox items are per user and keep
+ * no key to the room; they stay. False when there was no such room.
  */
 export async function deleteRoom(tx: Tx, roomId: string): Promise<boolean> {
   const row = await tx.db.deleteFrom('room').where('id', '=', roomId).returning('id').executeTakeFirst();
-  return row !== undefined;
+  if (row === undefined) return false;
+  await tx.db.deleteFrom('message').where('room_id', '=', roomId).execute();
+  await tx.db.deleteFrom('room_event').where('room_id', '=', roomId).execute();
+  return true;
 }
 
 /**

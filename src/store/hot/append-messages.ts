@@ -41,16 +41,19 @@ export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repea
 
 /**
  * - `fresh`: the inputs whose (tenant, sender, clientId) has no message yet (a lookup in its unique
- *   key per input; written as a scalar subquery so it never becomes a scan of the table). A repeat is
- *   left out here, before any seq is taken, so it never uses one up.
+ *   key per input: `not exists` with `offset 0` stays a probe per input, never an anti join that
+ *   could scan the table, and the planner takes it for half the input rather than one row, so the
+ *   CTEs after it are joined by hash, not by nested loops over CTE scans, which cost a group of n
+ *   n² comparisons). A repeat is left out here, before any seq is taken, so it never uses one up.
  * - `locked`: the rooms' rows locked in id order (every group locks in the same order: no deadlock
  *   between groups), with their current `last_seq`, `archived_at` and `access_version` (FOR UPDATE
  *   returns the latest committed version). A room archived since the access check takes no message.
- * - `accepted`: the fresh inputs of rooms not archived whose access, if it was checked against a
+ * - `numbered`: the fresh inputs of rooms not archived whose access, if it was checked against a
  *   cached row, was checked against the room's current `access_version` (a membership, role, mute,
- *   ban or room change committed since bumps it: the send is `stale` and checked again), numbered
- *   per room in input order.
- * - `taken`: `last_seq + n` per room: n consecutive seqs for the n accepted messages of the room.
+ *   ban or room change committed since bumps it: the send is `stale` and checked again), each with
+ *   its seq: the room's `last_seq` plus its place among the room's accepted inputs, in input order.
+ * - `taken`: the rooms' `last_seq` moved to their highest new seq (a data-modifying CTE runs to
+ *   completion whether or not it is read).
  * - then one insert of the room log rows and one of the message rows.
  * - `hooks`: the webhook outbox rows of the new messages (src/store/webhooks.ts), for the tenant's
  *   enabled endpoints subscribed to `message.new`: part of this statement, so a tenant without
@@ -83,7 +86,7 @@ const FRESH = `
 ), fresh as (
   select n.*
     from input n
-   where (select x.id from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id) is null`;
+   where not exists (select from message x where x.tenant = n.tenant and x.sender_id = n.sender_id and x.client_id = n.client_id offset 0)`;
 
 /** `events`, `inserted` and `hooks`: the rows of `numbered`, the accepted messages with their seqs. */
 const ROWS = `
@@ -108,19 +111,15 @@ with input as (
                                                   metadata jsonb, card jsonb, access_version bigint)${FRESH}
 ), locked as (
   select r.id, r.last_seq, r.archived_at, r.kind, r.access_version from room r where r.id = any(array(select room_id from fresh)) order by r.id for update
-), accepted as (
-  select f.*, row_number() over (partition by f.room_id order by f.i) as k
+), numbered as (
+  select f.*, l.last_seq + row_number() over (partition by f.room_id order by f.i) as seq
     from fresh f join locked l on l.id = f.room_id and l.archived_at is null
    where f.access_version is null or f.access_version = l.access_version
-), counts as (
-  select a.room_id, count(*) as n from accepted a group by a.room_id
 ), taken as (
-  update room r set last_seq = l.last_seq + c.n, updated_at = now()
-    from locked l join counts c on c.room_id = l.id
-   where r.id = l.id
-  returning r.id, l.last_seq as base
-), numbered as (
-  select a.*, t.base + a.k as seq from accepted a join taken t on t.id = a.room_id${ROWS}`;
+  update room r set last_seq = c.seq, updated_at = now()
+    from (select room_id, max(seq) as seq from numbered group by room_id) c
+   where r.id = c.room_id
+  returning 1${ROWS}`;
 
 /** The notification queue's part (only with web push or e-mail configured). */
 const NOTIFY = `

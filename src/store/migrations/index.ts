@@ -16,6 +16,7 @@ import { Migration20261204033330 } from './Migration20261204033330.js';
 import { Migration20261204040128 } from './Migration20261204040128.js';
 import { Migration20261204164140 } from './Migration20261204164140.js';
 import { Migration20261204170052 } from './Migration20261204170052.js';
+import { Migration20261204184731 } from './Migration20261204184731.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -47,4 +48,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204164140', class: Migration20261204164140 },
   // room.directory: pg_trgm, the listed rooms in name order, and trigram indexes on name and topic (partial: public, not archived).
   { name: 'Migration20261204170052', class: Migration20261204170052 },
+  // The grouped send: no foreign keys on message.room_id and room_event.room_id; the thread index partial (replies only).
+  { name: 'Migration20261204184731', class: Migration20261204184731 },
 ];
