@@ -9,7 +9,12 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 
 const ROOT = '/sys/fs/cgroup/cpu';
-const PERIOD_US = 100_000;
+/**
+ * The quota's period: 100 ms, the kernel's and Kubernetes' default (a node capped at 0.25 CPU runs up
+ * to 25 ms of each 100). `BENCH_CFS_PERIOD_US` sets another (10 ms was measured against it: no
+ * difference in the scale-out speedups beyond the run-to-run spread, docs/BENCHMARKS.md tenth pass).
+ */
+const PERIOD_US = Number(process.env.BENCH_CFS_PERIOD_US ?? 100_000);
 
 /** Puts `child` (all its threads) into a new cgroup limited to `cpus` CPUs; throws when it cannot. */
 export function capCpu(child: ChildProcess, cpus: number, name: string): string {
