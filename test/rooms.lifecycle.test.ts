@@ -359,6 +359,28 @@ describe('room.delete', () => {
     }
   });
 
+  it('a send in its own transaction (mentions) whose check passed before the deletion committed is NOT_FOUND, not an internal error', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await as(alice!).room.create({ kind: 'group', name: 'deleted under a mention', memberIds: [bob!] });
+    const access = t.a.app.services.access;
+    const check = access.requireInTx.bind(access);
+    // The deletion commits after the send's check in its transaction and before the room's seq is taken.
+    let deleted = false;
+    const spy = vi.spyOn(access, 'requireInTx').mockImplementationOnce(async (...args) => {
+      const checked = await check(...args);
+      await as(alice!).room.delete({ roomId: room.id });
+      deleted = true;
+      return checked;
+    });
+    try {
+      await expectTRPCError(as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'hi @alice', mentions: [alice!] }), 'NOT_FOUND');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(deleted).toBe(true);
+    expect(await t.env.sql('select id from message where room_id = $1', [room.id])).toEqual([]);
+  });
+
   it('tenant admins and service tokens of the tenant may delete; a deleted archived room is gone too', async () => {
     const [alice] = users('alice');
     const r1 = await as(alice!).room.create({ kind: 'group', name: 'one' });

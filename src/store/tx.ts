@@ -199,7 +199,7 @@ export class Tx {
    * Takes the room's next seq (locking its row until the transaction ends) and reads, under that
    * lock, whether the room is archived and its access version: the access check before may have seen
    * it writable, or seen a membership that is gone. The checks registered with `whenRoomLocked` run
-   * here, before the seq is used.
+   * here, before the seq is used. NOT_FOUND when the room is gone.
    */
   private async nextSeq(roomId: string): Promise<{ seq: number; archived: boolean }> {
     this.seqTaken = true;
@@ -209,7 +209,8 @@ export class Tx {
       .where('id', '=', roomId)
       .returning(['last_seq', 'tenant', 'archived_at', 'access_version'])
       .executeTakeFirst();
-    if (!row) throw new Error(`room ${roomId} vanished during a write`);
+    // Deleted since the caller's check (which reads without the room's lock): the room is gone.
+    if (!row) throw notFound('room');
     this.tenants.set(roomId, row.tenant);
     await this.runLockChecks(roomId, Number(row.access_version));
     return { seq: row.last_seq, archived: row.archived_at !== null };
