@@ -14,13 +14,21 @@ const CLK_TCK = (() => {
   }
 })();
 
+/**
+ * A `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) line: the command name and its user and
+ * system CPU time in µs. After "pid (comm) ", field 3 (state) is f[0]; utime (14) is f[11], stime (15) f[12].
+ */
+function statTimes(line: string): { name: string; userUs: number; sysUs: number } {
+  const close = line.lastIndexOf(')');
+  const f = line.slice(close + 2).split(' ');
+  return { name: line.slice(line.indexOf('(') + 1, close), userUs: (Number(f[11]) * 1e6) / CLK_TCK, sysUs: (Number(f[12]) * 1e6) / CLK_TCK };
+}
+
 /** CPU time (user + system) of a process in µs, or null when it is gone. */
 export function cpuUs(pid: number): number | null {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    // After "pid (comm) ": field 3 (state) is f[0]; utime (14) is f[11], stime (15) is f[12].
-    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+    const t = statTimes(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return t.userUs + t.sysUs;
   } catch {
     return null;
   }
@@ -42,16 +50,12 @@ export function threadCpuUs(pid: number): Map<string, number> {
   const add = (k: string, us: number) => out.set(k, (out.get(k) ?? 0) + us);
   for (const tid of tids) {
     try {
-      const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
-      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-      const user = (Number(f[11]) * 1e6) / CLK_TCK;
-      const sys = (Number(f[12]) * 1e6) / CLK_TCK;
+      const t = statTimes(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
       if (tid === String(pid)) {
-        add('main user', user);
-        add('main system', sys);
+        add('main user', t.userUs);
+        add('main system', t.sysUs);
       } else {
-        add(name.replace(/[\d-]+$/, '') || 'thread', user + sys);
+        add(t.name.replace(/[\d-]+$/, '') || 'thread', t.userUs + t.sysUs);
       }
     } catch {
       // the thread ended meanwhile
