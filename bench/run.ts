@@ -62,7 +62,7 @@ const SYSTEMS_OF: Record<ScenarioName, SystemName[]> = {
 if (QUICK) for (const k of ['fanout', 'rooms'] as const) SYSTEMS_OF[k] = ['ours', 'socketio', 'ws'];
 
 const FULL = {
-  fanout: { subs: 1000, rates: [10, 50], phaseMs: 8000, window: 16 },
+  fanout: { subs: 1000, rates: [10, 50], phaseMs: 8000, window: Number(process.env.BENCH_FANOUT_WINDOW ?? 16) },
   rooms: { rooms: 1000, rate: 500, phaseMs: 8000 },
   sends: { senders: [1, 16, 64], phaseMs: 4000 },
   idle: { conns: 10_000, perRoom: 10 },
