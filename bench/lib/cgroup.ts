@@ -37,3 +37,26 @@ export function capCpu(child: ChildProcess, cpus: number, name: string): string 
   });
   return dir;
 }
+
+/**
+ * How long the cgroup of `pid` has been throttled (its quota used up, runnable but not run), µs; null
+ * when the process is in no cpu cgroup of its own (not capped). From `cpu.stat`'s `throttled_time`.
+ */
+export function throttledUs(pid: number): number | null {
+  let rel: string | undefined;
+  try {
+    rel = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .map((l) => l.split(':'))
+      .find((f) => f[1]?.split(',').includes('cpu'))?.[2];
+  } catch {
+    return null;
+  }
+  if (!rel || rel === '/') return null;
+  try {
+    const m = /^throttled_time (\d+)$/m.exec(readFileSync(join(ROOT, rel, 'cpu.stat'), 'utf8'));
+    return m ? Number(m[1]) / 1000 : null;
+  } catch {
+    return null;
+  }
+}

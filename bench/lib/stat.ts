@@ -5,6 +5,7 @@
 import { execSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { nowUs } from './clock.js';
+import { throttledUs } from './cgroup.js';
 
 const CLK_TCK = (() => {
   try {
@@ -123,6 +124,14 @@ export interface Window {
   wallUs: number;
   /** CPU µs of the server processes over the window. */
   cpuUs: number;
+  /** Each server's CPU over the window, in the order given, 100 = one core (which node of several is the busy one). */
+  cpuPctByServer: number[];
+  /**
+   * Each capped server's share of the window spent throttled (its CPU quota used up while it had work:
+   * bench/lib/cgroup.ts), %; null for a server without a quota. A node throttled much longer than the
+   * others is the one that limits a multi-node phase.
+   */
+  throttledPctByServer: (number | null)[];
   /** 100 = one core fully busy. */
   cpuPct: number;
   /** Highest RSS sum of the server processes sampled during the window, MiB. */
@@ -146,7 +155,8 @@ export interface Window {
 /** Samples server (and load worker) processes over a window: CPU at both ends, RSS every 200 ms. */
 export class Sampler {
   private t0 = 0;
-  private cpu0 = 0;
+  private cpuByServer0: number[] = [];
+  private throttled0: (number | null)[] = [];
   private load0 = 0;
   private m0 = { busy: 0, total: 0 };
   private io0 = { reads: 0, writes: 0 };
@@ -189,7 +199,8 @@ export class Sampler {
 
   start(): this {
     this.t0 = nowUs();
-    this.cpu0 = this.sum(this.servers);
+    this.cpuByServer0 = this.servers.map((p) => cpuUs(p) ?? 0);
+    this.throttled0 = this.servers.map(throttledUs);
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
     this.io0 = this.io();
@@ -205,7 +216,13 @@ export class Sampler {
     if (this.timer) clearInterval(this.timer);
     this.sampleRss();
     const wallUs = Math.max(1, nowUs() - this.t0);
-    const cpu = this.sum(this.servers) - this.cpu0;
+    const byServer = this.servers.map((p, i) => (cpuUs(p) ?? 0) - (this.cpuByServer0[i] ?? 0));
+    const cpu = byServer.reduce((a, b) => a + b, 0);
+    const throttledPctByServer = this.servers.map((p, i) => {
+      const t0 = this.throttled0[i];
+      const t1 = throttledUs(p);
+      return t0 == null || t1 == null ? null : Math.round((1000 * (t1 - t0)) / wallUs) / 10;
+    });
     const load = this.sum(this.workers) - this.load0;
     const m = machineJiffies();
     const mt = m.total - this.m0.total;
@@ -225,6 +242,8 @@ export class Sampler {
       wallUs,
       cpuUs: cpu,
       cpuPct: (100 * cpu) / wallUs,
+      cpuPctByServer: byServer.map((us) => Math.round((1000 * us) / wallUs) / 10),
+      throttledPctByServer,
       rssMb: this.rssMax / 1024,
       loadCpuPct: (100 * load) / wallUs,
       machineCpuPct: mt > 0 ? (100 * (m.busy - this.m0.busy)) / mt : 0,

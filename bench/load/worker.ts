@@ -229,9 +229,9 @@ class SendRun {
     if (a.mode !== 'window' || !this.running) return;
     let min = Infinity;
     for (let i = 0; i < a.sources; i++) min = Math.min(min, this.wms.get(i) ?? 0);
-    const target = this.targets[0]!;
+    // Several sender connections (scaleout: one per node) take turns, one message each.
     let guard = 0;
-    while (this.running && this.issued - min < a.window && guard++ < 10_000) this.issue(target);
+    while (this.running && this.issued - min < a.window && guard++ < 10_000) this.issue(this.targets[this.rr++ % this.targets.length]!);
   }
 
   issue(target: Target) {
