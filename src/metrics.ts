@@ -108,6 +108,7 @@ export interface MetricsSources {
     duplicates: number;
     gapFills: number;
     filled: number;
+    gapWaits: number;
     replayQueueOverflows: number;
     replayDrainTimeouts: number;
   };
@@ -166,6 +167,7 @@ export class Metrics {
     counter('chat_bus_duplicates_total', 'Room events dropped as already delivered', () => sources.hubs().duplicates);
     counter('chat_gap_fills_total', 'Gaps in room sequences filled from PostgreSQL', () => sources.hubs().gapFills);
     counter('chat_gap_filled_events_total', 'Events delivered from PostgreSQL by gap fills', () => sources.hubs().filled);
+    counter('chat_gap_waits_total', 'Gaps in room sequences closed by the bus within GAP_WAIT_MS (events out of order across nodes): no query', () => sources.hubs().gapWaits);
     counter(
       'chat_replay_queue_overflows_total',
       'Room subscriptions closed as slow consumers while replaying: more live events came meanwhile than WS_REPLAY_QUEUE_EVENTS/BYTES',

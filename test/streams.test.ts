@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import {
   channels,
   encodeEvent,
+  GAP_WAIT_MS,
   MemoryBus,
   PUSH,
   REPLAY_PAGE,
@@ -207,6 +208,51 @@ describe('resumable streams', () => {
     f.post('d');
     await r.until(1);
     expect(r.got.map(([id, e]) => `${id} ${e.type}`)).toEqual(['4 room.updated']);
+    ac.abort();
+  });
+
+  it('events of one room that come out of order (committed on two nodes) are delivered in seq order from the bus, without a query', async () => {
+    const f = fixture();
+    f.post('a');
+    const ac = new AbortController();
+    const r = recorder();
+    f.open(null, ac.signal)[PUSH](r.sink as never);
+    await r.until(1);
+    const loads = f.loads.length;
+    // Seq 2 committed on another node, 3 and 4 on this one: this node's own commits are dispatched
+    // at once, the other node's earlier seq comes through the bus after them.
+    const [b, c, d] = [f.commit('b'), f.commit('c'), f.commit('d')];
+    f.publish(d);
+    f.publish(c);
+    expect(r.got).toHaveLength(1); // held: 2 is missing
+    f.publish(c); // a duplicate of a held event is dropped
+    f.publish(b);
+    expect(r.got.map(([id, e]) => `${id} ${(e as { name?: string }).name ?? e.type}`)).toEqual(['1 ready', '2 b', '3 c', '4 d']);
+    expect(f.loads.length).toBe(loads);
+    expect(f.hubs.stats).toMatchObject({ gapWaits: 1, gapFills: 0, duplicates: 1 });
+    f.post('e');
+    expect(r.got.map(([id]) => id)).toEqual(['1', '2', '3', '4', '5']);
+    ac.abort();
+  });
+
+  it(`an event that never comes on the bus is read from PostgreSQL ${GAP_WAIT_MS} ms after the gap showed, the held ones follow it in order`, async () => {
+    const f = fixture();
+    const ac = new AbortController();
+    const r = recorder();
+    f.open(null, ac.signal)[PUSH](r.sink as never);
+    await r.until(1);
+    const loads = f.loads.length;
+    f.commit('lost'); // committed, its publish lost
+    f.post('after');
+    f.post('later');
+    expect(r.got).toHaveLength(1);
+    await r.until(4);
+    expect(r.got.map(([id, e]) => `${id} ${(e as { name?: string }).name ?? e.type}`)).toEqual(['0 ready', '1 lost', '2 after', '3 later']);
+    expect(f.loads.length).toBe(loads + 1);
+    expect(f.hubs.stats).toMatchObject({ gapWaits: 0, gapFills: 1, filled: 1 });
+    f.post('live');
+    await r.until(5);
+    expect(r.got.map(([id]) => id)).toEqual(['0', '1', '2', '3', '4']);
     ac.abort();
   });
 

@@ -20,6 +20,8 @@ export interface HubStats {
   duplicates: number;
   gapFills: number;
   filled: number;
+  /** Gaps closed by the bus within `GAP_WAIT_MS` (events of the room that came out of order): no query. */
+  gapWaits: number;
   /** Idle hubs found behind PostgreSQL by the position check (a publish that never came). */
   positionCatchUps: number;
   /** Streams overflowed during their replay: more live events came than they may keep for after it (`Flow`). */
@@ -31,8 +33,21 @@ export interface HubStats {
 export const FILL_PAGE = 500;
 
 /**
+ * How long a hub holds durable events that came after a gap for the missing ones to come on the bus,
+ * before it reads them from PostgreSQL. With senders on several nodes a gap is the common case, not a
+ * loss: a node dispatches its own commits at once while the other node's earlier seq is still on its
+ * way through Redis. Filled at once, each such gap cost a query on every node with subscribers
+ * (docs/DELIVERY.md, "Gaps"). A publish that is really lost delays the room's next events on this
+ * node by at most this long.
+ */
+export const GAP_WAIT_MS = 50;
+/** At most this many events held per hub; one more fills from PostgreSQL at once. */
+const MAX_HELD = 1000;
+
+/**
  * One per room per process: holds the room's single bus subscription, keeps the last delivered
- * sequence number, fills gaps from PostgreSQL once, and fans each event out to local subscribers.
+ * sequence number, holds events after a gap for the missing ones (`GAP_WAIT_MS`) and fills what
+ * does not come from PostgreSQL once, and fans each event out to local subscribers.
  */
 export class Hub<E extends StreamEvent> {
   readonly subs = new Set<HubSubscriber<E>>();
@@ -50,6 +65,9 @@ export class Hub<E extends StreamEvent> {
   closed = false;
   /** The position at the previous position check (-1: not idle then). */
   checkedSeq = -1;
+  /** Durable events that came after a gap, by seq, waiting for the missing ones (`GAP_WAIT_MS`). */
+  private held: Map<number, E & { seq: number }> | null = null;
+  private heldTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly key: string,
@@ -123,14 +141,62 @@ export class Hub<E extends StreamEvent> {
       if (e.seq === this.seq + 1) {
         this.seq = e.seq;
         this.fanout(e);
+        if (this.held) this.releaseHeld();
         return;
       }
       if (e.seq <= this.seq) {
         this.stats.duplicates++;
         return;
       }
+      if ((this.held?.size ?? 0) < MAX_HELD) {
+        this.hold(e);
+        return;
+      }
     }
+    this.flushHeld();
     this.enqueue(() => this.ordered(e));
+  }
+
+  /** Keeps `e` (after a gap) until the events before it come, or `GAP_WAIT_MS` passes. */
+  private hold(e: E & { seq: number }): void {
+    this.held ??= new Map();
+    const held = this.held;
+    if (held.has(e.seq)) {
+      this.stats.duplicates++;
+      return;
+    }
+    held.set(e.seq, e);
+    this.heldTimer ??= setTimeout(() => {
+      this.heldTimer = null;
+      this.flushHeld();
+    }, GAP_WAIT_MS);
+  }
+
+  /** Delivers the held events that now follow the position without a gap; the gap is closed when none is left. */
+  private releaseHeld(): void {
+    const held = this.held!;
+    for (let next = held.get(this.seq + 1); next !== undefined; next = held.get(this.seq + 1)) {
+      held.delete(next.seq);
+      this.seq = next.seq;
+      this.fanout(next);
+    }
+    if (held.size > 0) return;
+    this.stats.gapWaits++;
+    this.dropHeld();
+  }
+
+  /** The wait is over (or too much is held): the held events go the ordered way, which fills the gaps from PostgreSQL. */
+  private flushHeld(): void {
+    const held = this.held;
+    if (!held) return;
+    this.dropHeld();
+    for (const e of [...held.values()].sort((a, b) => a.seq - b.seq)) this.enqueue(() => this.ordered(e));
+  }
+
+  private dropHeld(): void {
+    this.held = null;
+    if (this.heldTimer) clearTimeout(this.heldTimer);
+    this.heldTimer = null;
   }
 
   private enqueue(task: () => Promise<void>): void {
@@ -185,7 +251,7 @@ export class Hub<E extends StreamEvent> {
 
   /** True when no event is being ordered or filled (the position is settled). */
   get idle(): boolean {
-    return this.initialized && !this.closed && this.busy === 0;
+    return this.initialized && !this.closed && this.busy === 0 && this.held === null;
   }
 
   /** Fills up to a committed position read from PostgreSQL, if the hub is behind it. */
@@ -227,6 +293,7 @@ export class Hub<E extends StreamEvent> {
   async close(): Promise<void> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.dropHeld();
     for (const s of this.subs) s.end();
     this.subs.clear();
     await this.unsubscribe?.().catch(this.onError);
