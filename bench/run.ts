@@ -123,8 +123,8 @@ const PROFILE_DIR = join(RESULTS_DIR, 'profiles');
  * Each node's CPU in the scaleout scenario (a cgroup quota, in CPUs). The nodes, not the machine, must
  * set every figure: at 0.4 the three nodes left 0.8 of the 2 cores and the machine ran at 93%; at 0.25
  * three of our nodes at their quota would have needed about 490,000 deliveries/s, more than the load
- * generator took on the rest of the machine (89% busy, our nodes below their quota). At 0.15 every
- * node of every system sits at its quota in every phase and the machine stays under 60%
+ * generator took on the rest of the machine (89% busy). At 0.15 every
+ * node of every system sits at or near its quota in every phase and the machine stays at or under 62%
  * (`cpuPctByServer` and `throttledPctByServer` of each phase show it; docs/BENCHMARKS.md, eleventh pass).
  */
 const SCALEOUT_CPU_QUOTA = 0.15;
