@@ -13,6 +13,7 @@ import {
   clientFor,
   dispose,
   expectPerfect,
+  getJson,
   migrationsList,
   recordingWebSocket,
   runSenders,
@@ -46,6 +47,15 @@ beforeAll(async () => {
 afterAll(() => dispose(env));
 
 const senderIds = Array.from({ length: SENDERS }, (_, i) => `sender${i}`);
+
+/** A node's room hub totals (GET /admin/stats): gaps closed by the bus, and gaps filled from PostgreSQL. */
+async function gapStats(url: string): Promise<{ gapWaits: number; gapFills: number }> {
+  const r = await getJson<{ events: { gapWaits: number; gapFills: number } }>(`${url}/admin/stats`, {
+    headers: { authorization: `Bearer ${tokenFor('mp-admin', { roles: ['operator'] })}` },
+  });
+  if (r.status !== 200) throw new Error(`/admin/stats: ${r.status} ${JSON.stringify(r.body)}`);
+  return { gapWaits: r.body.events.gapWaits, gapFills: r.body.events.gapFills };
+}
 
 async function newRoom(creator: ChatClient, name: string) {
   return creator.trpc.room.create.mutate({ kind: 'group', name, memberIds: [...senderIds.filter((s) => s !== 'sender0'), 'sub'] });
@@ -143,6 +153,9 @@ describe('two server processes', () => {
     const s = sub.trpc.chat.events.subscribe({ roomId: room.id }, { onData: log.onData, onError: log.got.fail });
     await log.ready(10_000);
 
+    // Senders on both nodes: node A hands its hubs its own commits at once and gets B's through
+    // Redis, so the subscriber's hub sees B's earlier seqs after A's later ones (held, src/stream/hub.ts).
+    const gapsBefore = await gapStats(nodeA.url);
     const t0 = performance.now();
     const seqs = await runSenders(senders, room.id, PER_SENDER, { onSent: () => sent++ });
     const sendMs = performance.now() - t0;
@@ -152,8 +165,10 @@ describe('two server processes', () => {
     const recvMs = performance.now() - t0;
 
     const counts = analyze(log.got.items, [...seqs, sentinel.seq]);
+    const gapsAfter = await gapStats(nodeA.url);
     console.log(
       `[mp] cuts: sent ${TOTAL} (+1 sentinel) in ${sendMs.toFixed(0)} ms, all received after ${recvMs.toFixed(0)} ms; ` +
+        `node A's hubs: gaps closed by the bus +${gapsAfter.gapWaits - gapsBefore.gapWaits}, filled from PostgreSQL +${gapsAfter.gapFills - gapsBefore.gapFills}; ` +
         `cuts ${JSON.stringify(cuts)}; sockets opened ${opens} (sent count at each open: ${sentAtOpen.join(',')}); counts ${JSON.stringify(counts)}`,
     );
     expect(cuts).toHaveLength(2);
