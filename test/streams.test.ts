@@ -134,6 +134,18 @@ function recorder() {
   return { got, sink, ended, until, ends: () => endCount };
 }
 
+/** A live subscriber of `f` from now on (no replay), once it has its `ready`; `loads`: the source's reads so far. */
+async function live(f: ReturnType<typeof fixture>) {
+  const ac = new AbortController();
+  const r = recorder();
+  f.open(null, ac.signal)[PUSH](r.sink as never);
+  await r.until(1);
+  return { r, ac, loads: f.loads.length };
+}
+
+/** What a recorder got, as `<id> <name or type>`. */
+const labels = (r: ReturnType<typeof recorder>) => r.got.map(([id, e]) => `${id} ${(e as { name?: string }).name ?? e.type}`);
+
 describe('resumable streams', () => {
   it('pushed: ready with the position, then live events synchronously from the fan-out; abort leaves the hub', async () => {
     const f = fixture();
@@ -214,11 +226,7 @@ describe('resumable streams', () => {
   it('events of one room that come out of order (committed on two nodes) are delivered in seq order from the bus, without a query', async () => {
     const f = fixture();
     f.post('a');
-    const ac = new AbortController();
-    const r = recorder();
-    f.open(null, ac.signal)[PUSH](r.sink as never);
-    await r.until(1);
-    const loads = f.loads.length;
+    const { r, ac, loads } = await live(f);
     // Seq 2 committed on another node, 3 and 4 on this one: this node's own commits are dispatched
     // at once, the other node's earlier seq comes through the bus after them.
     const [b, c, d] = [f.commit('b'), f.commit('c'), f.commit('d')];
@@ -227,7 +235,7 @@ describe('resumable streams', () => {
     expect(r.got).toHaveLength(1); // held: 2 is missing
     f.publish(c); // a duplicate of a held event is dropped
     f.publish(b);
-    expect(r.got.map(([id, e]) => `${id} ${(e as { name?: string }).name ?? e.type}`)).toEqual(['1 ready', '2 b', '3 c', '4 d']);
+    expect(labels(r)).toEqual(['1 ready', '2 b', '3 c', '4 d']);
     expect(f.loads.length).toBe(loads);
     expect(f.hubs.stats).toMatchObject({ gapWaits: 1, gapFills: 0, duplicates: 1 });
     f.post('e');
@@ -237,17 +245,13 @@ describe('resumable streams', () => {
 
   it(`an event that never comes on the bus is read from PostgreSQL ${GAP_WAIT_MS} ms after the gap showed, the held ones follow it in order`, async () => {
     const f = fixture();
-    const ac = new AbortController();
-    const r = recorder();
-    f.open(null, ac.signal)[PUSH](r.sink as never);
-    await r.until(1);
-    const loads = f.loads.length;
+    const { r, ac, loads } = await live(f);
     f.commit('lost'); // committed, its publish lost
     f.post('after');
     f.post('later');
     expect(r.got).toHaveLength(1);
     await r.until(4);
-    expect(r.got.map(([id, e]) => `${id} ${(e as { name?: string }).name ?? e.type}`)).toEqual(['0 ready', '1 lost', '2 after', '3 later']);
+    expect(labels(r)).toEqual(['0 ready', '1 lost', '2 after', '3 later']);
     expect(f.loads.length).toBe(loads + 1);
     expect(f.hubs.stats).toMatchObject({ gapWaits: 0, gapFills: 1, filled: 1 });
     f.post('live');
