@@ -13,7 +13,7 @@ const sqlError = (code: string) => Object.assign(new Error(`sqlstate ${code}`), 
  * A batcher whose groups wait on gates the test opens. `log` records each group as it starts
  * (`run a,b`) and each caller as it is answered (`done x` / `fail x: message`).
  */
-function harness() {
+function harness(opts: { committed?: boolean } = {}) {
   const log: string[] = [];
   const gates: ReturnType<typeof deferred<string[]>>[] = [];
   let inFlight = 0;
@@ -27,6 +27,8 @@ function harness() {
       gates.push(g);
       return g.promise.finally(() => inFlight--);
     },
+    {},
+    opts.committed ? (outcomes) => void log.push(`committed ${outcomes.join(',')}`) : undefined,
   );
   const submit = (item: string) =>
     batcher.submit(item).then(
@@ -40,7 +42,7 @@ function harness() {
 const turn = () => new Promise<void>((r) => setImmediate(r));
 
 describe('SendBatcher', () => {
-  it('a lone item goes at once; items that come meanwhile form the next group; one group in flight', async () => {
+  it('a lone item goes at once; items that come meanwhile form the next group, started before the first is answered; one group in flight', async () => {
     const h = harness();
     const first = h.submit('a');
     expect(h.log).toEqual(['run a']);
@@ -48,11 +50,28 @@ describe('SendBatcher', () => {
     expect(h.log).toEqual(['run a']);
     h.gates[0]!.resolve(['A']);
     await first;
-    while (h.gates.length < 2) await turn();
-    expect(h.log).toEqual(['run a', 'done A', 'run b,c']);
+    expect(h.log).toEqual(['run a', 'run b,c', 'done A']);
     h.gates[1]!.resolve(['B', 'C']);
     await Promise.all(rest);
-    expect(h.log).toEqual(['run a', 'done A', 'run b,c', 'done B', 'done C']);
+    expect(h.log).toEqual(['run a', 'run b,c', 'done A', 'done B', 'done C']);
+    expect(h.maxInFlight()).toBe(1);
+  });
+
+  it('`committed` gets the outcomes of each group in group order, after the next group started and before its callers are answered', async () => {
+    const h = harness({ committed: true });
+    const first = h.submit('a');
+    const second = [h.submit('b'), h.submit('c')];
+    h.gates[0]!.resolve(['A']);
+    await first;
+    const third = h.submit('d');
+    expect(h.log).toEqual(['run a', 'run b,c', 'committed A', 'done A']);
+    h.gates[1]!.resolve(['B', 'C']);
+    await Promise.all(second);
+    expect(h.log.slice(4)).toEqual(['run d', 'committed B,C', 'done B', 'done C']);
+    // The last group: nothing queued behind it.
+    h.gates[2]!.resolve(['D']);
+    await third;
+    expect(h.log.slice(8)).toEqual(['committed D', 'done D']);
     expect(h.maxInFlight()).toBe(1);
   });
 
@@ -62,7 +81,6 @@ describe('SendBatcher', () => {
     const group = [h.submit('b'), h.submit('c')];
     h.gates[0]!.resolve(['A']);
     await first;
-    while (h.gates.length < 2) await turn();
     const later = h.submit('d');
     h.gates[1]!.reject(sqlError('22P05'));
     // b alone, then c alone; d waits for the split to finish.
@@ -70,13 +88,14 @@ describe('SendBatcher', () => {
     expect(h.log.slice(-1)).toEqual(['run b']);
     h.gates[2]!.resolve(['B']);
     while (h.gates.length < 4) await turn();
-    expect(h.log.slice(-2)).toEqual(['done B', 'run c']);
+    // b is answered (a promise job, so logged after c started, which the split does at once).
+    expect(h.log.slice(-2)).toEqual(['run c', 'done B']);
     h.gates[3]!.reject(sqlError('22P05'));
     while (h.gates.length < 5) await turn();
     expect(h.log.slice(-2)).toEqual(['fail c: sqlstate 22P05', 'run d']);
     h.gates[4]!.resolve(['D']);
     await Promise.all([...group, later]);
-    expect(h.log).toEqual(['run a', 'done A', 'run b,c', 'run b', 'done B', 'run c', 'fail c: sqlstate 22P05', 'run d', 'done D']);
+    expect(h.log).toEqual(['run a', 'run b,c', 'done A', 'run b', 'run c', 'done B', 'fail c: sqlstate 22P05', 'run d', 'done D']);
     expect(h.maxInFlight()).toBe(1);
   });
 
@@ -90,10 +109,9 @@ describe('SendBatcher', () => {
     expect(h.log).toEqual(['run a', 'run a']);
     h.gates[1]!.resolve(['A']);
     await first;
-    while (h.gates.length < 3) await turn();
-    expect(h.log).toEqual(['run a', 'run a', 'done A', 'run b,c']);
+    expect(h.log).toEqual(['run a', 'run a', 'run b,c', 'done A']);
     h.gates[2]!.reject(sqlError('57P01'));
     await Promise.all(group);
-    expect(h.log).toEqual(['run a', 'run a', 'done A', 'run b,c', 'fail b: sqlstate 57P01', 'fail c: sqlstate 57P01']);
+    expect(h.log).toEqual(['run a', 'run a', 'run b,c', 'done A', 'fail b: sqlstate 57P01', 'fail c: sqlstate 57P01']);
   });
 });

@@ -8,6 +8,13 @@
  * One group at a time also orders the writes of this process: a room's groups are written, and
  * their events published, one after the other, in the order the items were queued. (Two groups in
  * flight, of disjoint rooms, were measured: smaller groups, more CPU per send, no more throughput.)
+ *
+ * When a group is done, the next one is started before anything else happens with the finished one:
+ * the database writes group k+1 while this process publishes group k's events (`committed`) and
+ * answers its callers. (Before, the database sat idle while the process did that, and the process
+ * waited while the database wrote: docs/BENCHMARKS.md, "Issue 18, twelfth pass".) The events are still
+ * published in group order: `committed` of group k runs in the same turn as the start of k+1, before
+ * k+1 can have an outcome.
  */
 export interface BatcherOptions {
   /** Most items in one group. */
@@ -45,6 +52,15 @@ const TRANSIENT = new Set(['40001', '40P01', '23505']);
  */
 const fromOneItem = (code: string | undefined) => code !== undefined && (code.startsWith('22') || code.startsWith('23'));
 
+/** What became of one item of a group: its outcome or its error. */
+type Settled<I, O> = { p: Pending<I, O>; ok: true; value: O } | { p: Pending<I, O>; ok: false; err: unknown };
+
+/** A finished group: its items and its outcomes (none when it failed, or was split and settled item by item). */
+interface Done<I, O> {
+  items: Settled<I, O>[];
+  runs: O[][];
+}
+
 export class SendBatcher<I, O> {
   private queue: Pending<I, O>[] = [];
   private busy = false;
@@ -54,6 +70,12 @@ export class SendBatcher<I, O> {
     /** Does a group at once (one statement); one outcome per item, in item order. */
     private readonly run: (items: I[]) => Promise<O[]>,
     opts: Partial<BatcherOptions> = {},
+    /**
+     * Called with the outcomes of every group (every successful run), in group order, after the next
+     * group has started and before the group's callers are answered (the write's events are
+     * published here). Must not throw.
+     */
+    private readonly committed?: (outcomes: O[]) => void,
   ) {
     this.opts = { ...DEFAULT_BATCHER_OPTIONS, ...opts };
   }
@@ -65,28 +87,42 @@ export class SendBatcher<I, O> {
     });
   }
 
-  /** Runs groups until the queue is empty. */
+  /** Runs groups until the queue is empty; the next group starts before the last one is settled. */
   private async drain(): Promise<void> {
     this.busy = true;
-    while (this.queue.length > 0) await this.flush(this.queue.splice(0, this.opts.maxBatch));
+    let running: Promise<Done<I, O>> | null = this.flush(this.queue.splice(0, this.opts.maxBatch));
+    while (running !== null) {
+      const done: Done<I, O> = await running;
+      running = this.queue.length > 0 ? this.flush(this.queue.splice(0, this.opts.maxBatch)) : null;
+      this.settle(done);
+    }
     this.busy = false;
   }
 
-  /** Runs a group and settles each of its items; never rejects. */
-  private async flush(group: Pending<I, O>[]): Promise<void> {
+  /** Hands a finished group's outcomes to `committed`, then answers its callers. */
+  private settle(done: Done<I, O>): void {
+    if (this.committed) for (const outcomes of done.runs) this.committed(outcomes);
+    for (const s of done.items) {
+      if (s.ok) s.p.resolve(s.value);
+      else s.p.reject(s.err);
+    }
+  }
+
+  /** Runs a group: what became of each item (nothing answered, nothing `committed` yet); never rejects. */
+  private async flush(group: Pending<I, O>[]): Promise<Done<I, O>> {
     let outcomes: O[];
     try {
       outcomes = await this.runWithRetry(group.map((p) => p.item));
     } catch (err) {
       if (group.length > 1 && fromOneItem(sqlState(err))) {
-        // One after the other, so a room's items still take their seqs in queue order.
-        for (const p of group) await this.flush([p]);
-      } else {
-        for (const p of group) p.reject(err);
+        // One after the other, so a room's items still take their seqs in queue order; each one is
+        // settled when done (the group before was settled when this one started).
+        for (const p of group) this.settle(await this.flush([p]));
+        return { items: [], runs: [] };
       }
-      return;
+      return { items: group.map((p) => ({ p, ok: false, err })), runs: [] };
     }
-    for (let i = 0; i < group.length; i++) group[i]!.resolve(outcomes[i]!);
+    return { items: group.map((p, i) => ({ p, ok: true, value: outcomes[i]! })), runs: [outcomes] };
   }
 
   private async runWithRetry(items: I[]): Promise<O[]> {

@@ -50,20 +50,32 @@ export class Store {
   }
 
   /**
-   * Writes plain new messages of any rooms in one statement (src/store/hot/append-messages.ts) and
-   * publishes their events after commit, in seq order per room. One outcome per input, in input order.
+   * Writes plain new messages of any rooms in one statement (src/store/hot/append-messages.ts). One
+   * outcome per input, in input order (seq order within each room). The new messages' events are not
+   * published here: the caller hands the outcomes to `publishAppended`, in the order of the writes
+   * (the send batcher does it while the next group is written).
    */
   async appendMessages(messages: NewMessage[]): Promise<AppendOutcome[]> {
     const { outcomes: rows, hooked, notified } = await appendMessageRows(this.hot, messages, this.ctx.notifyQueue?.() ?? null);
     if (hooked) this.ctx.onOutbox?.();
     if (notified) this.ctx.onNotify?.();
-    const outcomes: AppendOutcome[] = rows.map((o) => (o.kind === 'new' ? { kind: 'new', message: this.ctx.toMessage(o.row) } : o));
-    // Input order is seq order within each room.
+    return rows.map((o) => (o.kind === 'new' ? { kind: 'new', message: this.ctx.toMessage(o.row) } : o));
+  }
+
+  /**
+   * Publishes the events of the messages `appendMessages` wrote, in input order (seq order per room).
+   * Never throws: a failed publish is the job error it is after any commit (the hubs fill what the
+   * bus lost from the room log).
+   */
+  publishAppended(outcomes: AppendOutcome[]): void {
     for (const o of outcomes) {
       if (o.kind !== 'new') continue;
       const { roomId, seq } = o.message;
-      void this.ctx.publisher.room({ type: 'message.new', roomId, seq, message: o.message }).catch((err: unknown) => this.ctx.onJobError(err));
+      try {
+        void this.ctx.publisher.room({ type: 'message.new', roomId, seq, message: o.message }).catch((err: unknown) => this.ctx.onJobError(err));
+      } catch (err) {
+        this.ctx.onJobError(err);
+      }
     }
-    return outcomes;
   }
 }

@@ -49,7 +49,11 @@ export class MessageSender {
     private readonly counters: Counters,
     private readonly files: FileService,
   ) {
-    this.writes = new SendBatcher((messages) => store.appendMessages(messages));
+    this.writes = new SendBatcher(
+      (messages) => store.appendMessages(messages),
+      {},
+      (outcomes) => store.publishAppended(outcomes),
+    );
   }
 
   /**

@@ -162,10 +162,17 @@ const NOTIFY = `
   returning 1
 )`;
 
+/**
+ * One outcome row per input, as one text column (`OutcomeRow`): the driver reads a row description
+ * of one field and parses one value per row instead of nine (a measurable part of a lone send's CPU:
+ * docs/BENCHMARKS.md, "Issue 18, twelfth pass"). `created_at` goes as PostgreSQL's text output of
+ * the column, the text the driver would have parsed.
+ */
 const outcomes = (notified: string) => `
-select n.i, f.id is null as repeat, l.archived_at is not null as archived,
-       (n.access_version is not null and n.access_version <> l.access_version) as stale, (select count(*) from hooks)::int as hooked,
-       ${notified} as notified, m.id, m.seq, m.created_at
+select n.i || '|' || case when m.id is not null then 'n' when f.id is null then 'r'
+                          when n.access_version is not null and n.access_version <> l.access_version then 's'
+                          when l.archived_at is not null then 'a' else 'g' end
+       || '|' || (select count(*) from hooks) || '|' || ${notified} || '|' || coalesce(m.seq || '|' || m.created_at::text, '') as o
   from input n left join fresh f on f.id = n.id left join inserted m on m.id = n.id left join locked l on l.id = n.room_id`;
 
 /**
@@ -190,21 +197,17 @@ with input as (
 )${outcomes('0')}`;
 
 /**
- * One outcome row. A written message comes back as its id, seq and time only: the rest of its row is
- * the input (`insertedRow`), so PostgreSQL sends and the driver parses three columns, not seventeen
- * (its body, attachments, metadata and card included).
+ * One outcome row: `i|kind|hooked|notified|seq|created_at` (`OUTCOME_KINDS`; seq and created_at
+ * only for a written message). A written message comes back as its seq and time only: the rest of
+ * its row is the input (`insertedRow`). `hooked` and `notified` (the statement's counts of webhook
+ * outbox and notification rows) are the same in every row.
  */
-interface AppendRow {
-  i: number;
-  repeat: boolean;
-  archived: boolean;
-  stale: boolean;
-  hooked: number;
-  notified: number;
-  id: string | null;
-  seq: number | null;
-  created_at: Date | null;
+interface OutcomeRow {
+  o: string;
 }
+
+/** The outcome kinds of `outcomes`, by the letter the statement writes. */
+const OUTCOME_KINDS = { r: 'repeat', s: 'stale', a: 'archived', g: 'gone' } as const;
 
 /** The row `inserted` wrote for `m`: what a read of it returns (jsonb may order object keys differently). */
 function insertedRow(m: NewMessage, seq: number, createdAt: Date): MessageRow {
@@ -234,17 +237,28 @@ function insertedRow(m: NewMessage, seq: number, createdAt: Date): MessageRow {
  * neither web push nor e-mail (its CTEs, even with nothing to queue, cost PostgreSQL 60-90 µs of
  * CPU per statement: `npm run bench:statement`, docs/BENCHMARKS.md).
  */
-const APPEND_MESSAGES = hotQuery<AppendRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
-const APPEND_MESSAGES_PLAIN = hotQuery<AppendRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
-const APPEND_MESSAGE_LONE = hotQuery<AppendRow>('room-log-append-message-lone', LONE);
+const APPEND_MESSAGES = hotQuery<OutcomeRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
+const APPEND_MESSAGES_PLAIN = hotQuery<OutcomeRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
+const APPEND_MESSAGE_LONE = hotQuery<OutcomeRow>('room-log-append-message-lone', LONE);
 
-/** What became of `m`, by its outcome row. */
-function outcomeOf(r: AppendRow, m: NewMessage): AppendRowOutcome {
-  if (r.id) return { kind: 'new', row: insertedRow(m, r.seq!, r.created_at!) };
-  if (r.repeat) return { kind: 'repeat' };
-  if (r.stale) return { kind: 'stale' };
-  if (r.archived) return { kind: 'archived' };
-  return { kind: 'gone' };
+/** An outcome row read: the input's index, what became of it, and the statement's two counts. */
+interface ParsedOutcome {
+  i: number;
+  outcome: AppendRowOutcome;
+  hooked: boolean;
+  notified: boolean;
+}
+
+/** What became of `messages[i]`, by its outcome row. */
+function outcomeOf(row: OutcomeRow, messages: NewMessage[]): ParsedOutcome {
+  const [i, kind, hooked, notified, seq, createdAt] = row.o.split('|') as [string, string, string, string, string, string | undefined];
+  const index = Number(i);
+  const outcome: AppendRowOutcome =
+    kind === 'n'
+      ? // The same conversion as the pool's parser of timestamptz (src/store/database.ts).
+        { kind: 'new', row: insertedRow(messages[index]!, Number(seq), new Date(createdAt!)) }
+      : { kind: OUTCOME_KINDS[kind as keyof typeof OUTCOME_KINDS] };
+  return { i: index, outcome, hooked: hooked !== '0', notified: notified !== '0' };
 }
 
 /**
@@ -258,7 +272,7 @@ export async function appendMessageRows(
 ): Promise<{ outcomes: AppendRowOutcome[]; hooked: boolean; notified: boolean }> {
   if (messages.length === 1 && !queue) {
     const m = messages[0]!;
-    const [r] = await APPEND_MESSAGE_LONE(ctx, [
+    const [row] = await APPEND_MESSAGE_LONE(ctx, [
       m.id,
       m.roomId,
       m.tenant,
@@ -272,7 +286,8 @@ export async function appendMessageRows(
       JSON.stringify(m.card),
       m.accessVersion,
     ]);
-    return { outcomes: [outcomeOf(r!, m)], hooked: r!.hooked > 0, notified: false };
+    const r = outcomeOf(row!, messages);
+    return { outcomes: [r.outcome], hooked: r.hooked, notified: false };
   }
   const input = messages.map((m, i) => ({
     i,
@@ -294,6 +309,13 @@ export async function appendMessageRows(
     ? await APPEND_MESSAGES(ctx, [json, queue.push, queue.coalesceMs, queue.digestDelayMs, queue.digest])
     : await APPEND_MESSAGES_PLAIN(ctx, [json]);
   const outcomes = new Array<AppendRowOutcome>(messages.length);
-  for (const r of rows) outcomes[r.i] = outcomeOf(r, messages[r.i]!);
-  return { outcomes, hooked: (rows[0]?.hooked ?? 0) > 0, notified: (rows[0]?.notified ?? 0) > 0 };
+  let hooked = false;
+  let notified = false;
+  for (const row of rows) {
+    const r = outcomeOf(row, messages);
+    outcomes[r.i] = r.outcome;
+    hooked = r.hooked;
+    notified = r.notified;
+  }
+  return { outcomes, hooked, notified };
 }
