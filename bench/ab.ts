@@ -97,9 +97,18 @@ try {
     };
     const b = mean(runs.base);
     const h = mean(runs.head);
+    // Each round's head/base: the two runs of a round are minutes apart, the rounds may be far more
+    // (a shared machine's speed drifts over tens of minutes), so their median is steadier than the
+    // ratio of the means.
+    const paired = runs.head
+      .map((m, i) => [m[key], runs.base[i]?.[key]] as const)
+      .filter((x): x is readonly [number, number] => typeof x[0] === 'number' && typeof x[1] === 'number' && x[1] !== 0)
+      .map(([hv, bv]) => hv / bv)
+      .sort((x, y) => x - y);
+    const median = paired.length ? paired[(paired.length - 1) >> 1]! / 2 + paired[paired.length >> 1]! / 2 : null;
     // The range of each tree's rounds next to its mean: a ratio inside the spread decides nothing.
     console.log(
-      `  ${key.padEnd(28)} base ${String(b).padStart(9)} (${range(runs.base)})  head ${String(h).padStart(9)} (${range(runs.head)})${b && h ? `  head/base ${(h / b).toFixed(2)}` : ''}`,
+      `  ${key.padEnd(28)} base ${String(b).padStart(9)} (${range(runs.base)})  head ${String(h).padStart(9)} (${range(runs.head)})${b && h ? `  head/base ${(h / b).toFixed(2)}` : ''}${median !== null ? `  per round ${paired.map((r) => r.toFixed(2)).join(' ')}, median ${median.toFixed(2)}` : ''}`,
     );
   }
 } finally {
