@@ -120,3 +120,10 @@ for (const { form, write } of forms) {
     });
   });
 }
+
+describe('the message table as the statements write it', () => {
+  it('merges its full-text pending list at 512 kB (a merge holds the send that triggers it: shorter ones, a shorter tail)', async () => {
+    const [idx] = await sql<{ reloptions: string[] | null }>(`select reloptions from pg_class where relname = 'message_search_idx'`);
+    expect(idx?.reloptions).toEqual(['gin_pending_list_limit=512']);
+  });
+});

@@ -211,7 +211,18 @@ export const Message = defineEntity({
     },
     /** Walked by the retention job. */
     { name: 'message_created_at_idx', properties: ['createdAt'] },
-    { name: 'message_search_idx', properties: ['search'], type: 'gin' },
+    /**
+     * Full-text search. New entries go to the index's pending list and are merged into it in bulk
+     * (GIN's fast update: cheaper per message than one insertion per word); the insert that finds
+     * the list over `gin_pending_list_limit` merges it while its statement waits. At the default
+     * 4 MB such a merge held a grouped send for up to about 100 ms (the sends' p999 73-107 ms); at
+     * 512 kB merges are more frequent and shorter: p999 12-42 ms, p99 a few ms higher (15-19 ms at 64
+     * senders), the same PostgreSQL CPU per send: docs/BENCHMARKS.md, "twelfth pass".
+     */
+    {
+      name: 'message_search_idx',
+      expression: `create index "message_search_idx" on "message" using gin ("search") with (gin_pending_list_limit = 512)`,
+    },
   ],
   uniques: [
     { name: 'message_room_seq_unique', properties: ['room', 'seq'] },

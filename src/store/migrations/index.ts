@@ -17,6 +17,7 @@ import { Migration20261204040128 } from './Migration20261204040128.js';
 import { Migration20261204164140 } from './Migration20261204164140.js';
 import { Migration20261204170052 } from './Migration20261204170052.js';
 import { Migration20261204184731 } from './Migration20261204184731.js';
+import { Migration20261205000000 } from './Migration20261205000000.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -50,4 +51,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204170052', class: Migration20261204170052 },
   // The grouped send: no foreign keys on message.room_id and room_event.room_id; the thread index partial (replies only).
   { name: 'Migration20261204184731', class: Migration20261204184731 },
+  // The full-text index's pending list at 512 kB: its merges hold a send for a few ms, not ~100.
+  { name: 'Migration20261205000000', class: Migration20261205000000 },
 ];
