@@ -164,8 +164,9 @@ const NOTIFY = `
 
 /**
  * One outcome row per input, as one text column (`OutcomeRow`): the driver reads a row description
- * of one field and parses one value per row instead of nine (a measurable part of a lone send's CPU:
- * docs/BENCHMARKS.md, "Issue 18, twelfth pass"). `created_at` goes as PostgreSQL's text output of
+ * of one field and parses one value per row instead of nine (in the small rooms' profile, their share
+ * of the server's busy time went from 3.1% to 1.8%: docs/BENCHMARKS.md, "Issue 18, twelfth pass";
+ * too small to show end to end on that machine). `created_at` goes as PostgreSQL's text output of
  * the column, the text the driver would have parsed.
  */
 const outcomes = (notified: string) => `
