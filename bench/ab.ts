@@ -45,6 +45,15 @@ function metricsOf(tree: string): Metrics {
     for (const [n, x] of Object.entries((o.roomsSpeedups ?? {}) as Record<string, unknown>)) out[`rooms speedup ${n}`] = num(x);
     return out;
   }
+  if (o.sizes) {
+    // bigroom: the time until every subscriber of the room is ready, and the CPU per connect, per size.
+    const out: Metrics = {};
+    for (const [n, r] of Object.entries(o.sizes as Record<string, Record<string, unknown>>)) {
+      out[`${n} connect ms`] = num(r.connectMs);
+      out[`${n} server µs/connect`] = num(r.cpuUsPerConnect);
+    }
+    return out;
+  }
   if (o.cases) {
     const out: Metrics = {};
     for (const [k, c] of Object.entries(o.cases as Record<string, Record<string, unknown>>)) {

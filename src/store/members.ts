@@ -159,13 +159,20 @@ export async function presenceRoomsOfUsers(db: Db, tenant: string, userIds: read
   const out = new Map<string, string[]>();
   if (maxMembers <= 0 || userIds.length === 0) return out;
   const rows = await db
+    // Each membership's room probed by its key (a lateral subquery that `offset 0` keeps from being
+    // flattened into a join). With the statistics of rooms and members just created in bulk (whose
+    // users then all come online), the planner hashed every room row of the tenant instead, dead
+    // versions included: 714 heap pages for 3 rooms, 4.1 ms per query against 0.7 now
+    // (docs/BENCHMARKS.md, "twelfth pass").
     .with('mine', (q) =>
       q
         .selectFrom('membership as mb')
-        .innerJoin('room as r', 'r.id', 'mb.room_id')
+        .innerJoinLateral(
+          (eb) => eb.selectFrom('room as r').select('r.id').whereRef('r.id', '=', 'mb.room_id').where('r.tenant', '=', tenant).offset(0).as('r'),
+          (join) => join.onTrue(),
+        )
         .select(['mb.user_id', 'mb.room_id'])
-        .where('mb.user_id', 'in', [...new Set(userIds)])
-        .where('r.tenant', '=', tenant),
+        .where('mb.user_id', 'in', [...new Set(userIds)]),
     )
     .with('small', (q) =>
       q
