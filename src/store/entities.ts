@@ -216,8 +216,9 @@ export const Message = defineEntity({
      * (GIN's fast update: cheaper per message than one insertion per word); the insert that finds
      * the list over `gin_pending_list_limit` merges it while its statement waits. At the default
      * 4 MB such a merge held a grouped send for up to about 100 ms (the sends' p999 73-107 ms); at
-     * 512 kB merges are more frequent and shorter: p999 12-42 ms, p99 a few ms higher (15-19 ms at 64
-     * senders), the same PostgreSQL CPU per send: docs/BENCHMARKS.md, "twelfth pass".
+     * 512 kB merges are more frequent and shorter: p999 12-42 ms in sends-only runs (29-59 ms in full
+     * runs), p99 a few ms higher (15-19 ms at 64 senders), the same PostgreSQL CPU per send:
+     * docs/BENCHMARKS.md, "twelfth pass".
      */
     {
       name: 'message_search_idx',
