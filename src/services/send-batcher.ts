@@ -55,10 +55,10 @@ const fromOneItem = (code: string | undefined) => code !== undefined && (code.st
 /** What became of one item of a group: its outcome or its error. */
 type Settled<I, O> = { p: Pending<I, O>; ok: true; value: O } | { p: Pending<I, O>; ok: false; err: unknown };
 
-/** A finished group: its items and its outcomes (none when it failed, or was split and settled item by item). */
+/** A finished group: its items and its outcomes (null when it failed, or was split and settled item by item). */
 interface Done<I, O> {
   items: Settled<I, O>[];
-  runs: O[][];
+  outcomes: O[] | null;
 }
 
 export class SendBatcher<I, O> {
@@ -101,7 +101,7 @@ export class SendBatcher<I, O> {
 
   /** Hands a finished group's outcomes to `committed`, then answers its callers. */
   private settle(done: Done<I, O>): void {
-    if (this.committed) for (const outcomes of done.runs) this.committed(outcomes);
+    if (done.outcomes) this.committed?.(done.outcomes);
     for (const s of done.items) {
       if (s.ok) s.p.resolve(s.value);
       else s.p.reject(s.err);
@@ -118,11 +118,11 @@ export class SendBatcher<I, O> {
         // One after the other, so a room's items still take their seqs in queue order; each one is
         // settled when done (the group before was settled when this one started).
         for (const p of group) this.settle(await this.flush([p]));
-        return { items: [], runs: [] };
+        return { items: [], outcomes: null };
       }
-      return { items: group.map((p) => ({ p, ok: false, err })), runs: [] };
+      return { items: group.map((p) => ({ p, ok: false, err })), outcomes: null };
     }
-    return { items: group.map((p, i) => ({ p, ok: true, value: outcomes[i]! })), runs: [outcomes] };
+    return { items: group.map((p, i) => ({ p, ok: true, value: outcomes[i]! })), outcomes };
   }
 
   private async runWithRetry(items: I[]): Promise<O[]> {
