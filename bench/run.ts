@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only fanout,rooms] [-- --systems ours,socketio] [-- --profile]`
+ * `npm run bench [-- --quick] [-- --only fanout,rooms] [-- --systems ours,socketio] [-- --profile] [-- --perf]`
  *
  * The coordinator: creates a bench database, starts each system's server as its own process,
  * drives the load workers (bench/load/worker.ts, separate processes), samples the servers' CPU and
@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { execFileSync, execSync } from 'node:child_process';
+import { execFileSync, execSync, spawn } from 'node:child_process';
 import { nowUs } from './lib/clock.js';
 import { dropDatabase, resetDatabase } from './lib/database.js';
 import { summarize } from './lib/hist.js';
@@ -28,6 +28,7 @@ import { mapLimit, makeToken, OursApi } from './lib/ours-api.js';
 import { cleanRedis, freePort, killAll, ROOT, sleep } from './lib/proc.js';
 import { startServer as startServerWith, type BenchEnv, type Server, type StartOpts, type SystemName } from './lib/servers.js';
 import { topFrames } from './lib/cpuprofile.js';
+import { formatSplits, formatTop, perfSplit, type PerfSplit } from './lib/perf-split.js';
 import { rssKb, Sampler, settle, settleOptions, waitQuiet } from './lib/stat.js';
 import { LoadWorker } from './lib/workers.js';
 
@@ -42,6 +43,13 @@ const opt = (name: string) => {
 };
 const QUICK = flag('quick');
 const PROFILE = flag('profile');
+/**
+ * `--perf`: the rooms scenario, ours and the Socket.IO + PostgreSQL peer, each server under
+ * `perf record -g` during the measured phase (node with `--perf-basic-prof`), and each server's CPU
+ * per message split by origin, the kernel included (bench/lib/perf-split.ts). Needs `perf` and root
+ * (or kernel.perf_event_paranoid <= 1).
+ */
+const PERF = flag('perf');
 const MODE = PROFILE ? 'profile' : QUICK ? 'quick' : 'full';
 
 type ScenarioName = 'fanout' | 'rooms' | 'feed' | 'sends' | 'idle' | 'bigroom' | 'storm' | 'scaleout';
@@ -106,8 +114,9 @@ if (PROFILE) {
 const PROFILE_RATE = PROFILE && opt('profile-rate') ? Number(opt('profile-rate')) : null;
 if (PROFILE_RATE !== null) C.fanout = { ...C.fanout, rates: [PROFILE_RATE], phaseMs: 15_000 };
 
-const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : SCENARIOS)) as ScenarioName[];
-const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : null)) as SystemName[] | null;
+const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : PERF ? ['rooms'] : SCENARIOS)) as ScenarioName[];
+const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : PERF ? ['ours', 'socketioPg'] : null)) as SystemName[] | null;
+if (PERF && onlyScenarios.some((s) => s !== 'rooms')) throw new Error('--perf covers the rooms scenario only');
 for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
 
 const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
@@ -301,6 +310,8 @@ async function runPhase(o: {
   durationMs: number;
   /** Subscribers per room (to know how many deliveries to wait for). */
   subsInRoom: (room: string) => number;
+  /** `perf record -g` of the servers while the senders send, into this file. */
+  perfFile?: string;
 }): Promise<PhaseResult> {
   const watermark = o.mode.mode === 'window';
   await Promise.all(allWorkers.map((w) => w.call({ cmd: 'phase', args: { watermark } })));
@@ -315,6 +326,12 @@ async function runPhase(o: {
     DB_NAME,
   ).start();
   const t0 = nowUs();
+  const perf = o.perfFile
+    ? spawn('perf', ['record', '-q', '-F', '999', '-g', '-o', o.perfFile, '-p', o.servers.map((x) => x.proc.pid).join(','), '--', 'sleep', String(o.durationMs / 1000)], {
+        stdio: 'ignore',
+      })
+    : null;
+  const perfDone = perf ? new Promise<void>((res) => perf.once('exit', () => res())) : null;
   const share = o.senders.length;
   const sends = await Promise.all(
     o.senders.map((w) =>
@@ -327,6 +344,7 @@ async function runPhase(o: {
       ),
     ),
   );
+  await perfDone;
   const keys = mergeRanges(sends.map((s) => s.ackedKeys));
   let expected = 0;
   for (const [room, ranges] of Object.entries(keys)) {
@@ -469,7 +487,7 @@ async function fanout(sys: SystemName) {
  */
 async function rooms(sys: SystemName, inbox = false) {
   const cfg = C.rooms;
-  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+  return withServer(sys, PROFILE ? { cpuProf: true } : PERF ? { perfMap: true } : {}, async (s) => {
     const p = provision(s);
     const ids = await mapLimit(range(cfg.rooms), 16, (r) => p.direct(`dm${r}a`, `dm${r}b`));
     const specs: ConnSpec[][] = subWorkers.map(() => []);
@@ -482,8 +500,9 @@ async function rooms(sys: SystemName, inbox = false) {
     const settleMs = await settle([s.proc.pid]);
     await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: C.warmupMs, subsInRoom: () => 2 });
     await settle([s.proc.pid], 5, 5000);
-    const r = await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: cfg.phaseMs, subsInRoom: () => 2 });
-    return { ...r, rooms: cfg.rooms, connections: cfg.rooms * 2, offeredMsgPerSec: cfg.rate, connectMs: opened.elapsedMs, settleMs, profileWindowUs: r.windowUs };
+    const perfFile = PERF ? join(PROFILE_DIR, `perf-rooms-${sys}.data`) : undefined;
+    const r = await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: cfg.phaseMs, subsInRoom: () => 2, perfFile });
+    return { ...r, ...(perfFile ? { perfFile } : {}), rooms: cfg.rooms, connections: cfg.rooms * 2, offeredMsgPerSec: cfg.rate, connectMs: opened.elapsedMs, settleMs, profileWindowUs: r.windowUs };
   });
 }
 
@@ -964,7 +983,8 @@ async function main() {
   mkdirSync(RESULTS_DIR, { recursive: true });
   // Ours runs compiled, as in production (`npm start`): build src/ into dist/ first.
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
-  if (PROFILE) mkdirSync(PROFILE_DIR, { recursive: true });
+  if (PROFILE || PERF) mkdirSync(PROFILE_DIR, { recursive: true });
+  const splits: { split: PerfSplit; messages: number }[] = [];
   const out = {
     machine: machine(),
     mode: MODE,
@@ -975,7 +995,7 @@ async function main() {
     ratios: {} as ReturnType<typeof ratios>,
     durationSec: 0,
   };
-  const partial = !PROFILE && (opt('only') || opt('systems'));
+  const partial = !PROFILE && (opt('only') || opt('systems') || PERF);
   const file = join(RESULTS_DIR, `${MODE}${partial ? '-partial' : ''}.json`);
   const save = () => {
     out.durationSec = Math.round((Date.now() - started) / 1000);
@@ -1020,6 +1040,8 @@ async function main() {
           `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery${r.cpuUsPerDeliveryByThread && Object.keys(r.cpuUsPerDeliveryByThread).length ? ` (${Object.entries(r.cpuUsPerDeliveryByThread).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${Array.isArray(r.cpuPctByServer) && r.cpuPctByServer.length > 1 ? `, last phase per node: cpu ${r.cpuPctByServer.join('/')} %, throttled ${(r.throttledPctByServer as unknown[]).map((v) => fmt(v)).join('/')} %` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
         );
         if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
+        // The perf record covers the senders' phase: the messages sent in it.
+        if (PERF && typeof r.perfFile === 'string') splits.push({ split: perfSplit(r.perfFile, sys), messages: r.sent as number });
       } catch (err) {
         failed = true;
         const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -1037,6 +1059,15 @@ async function main() {
     save();
   }
   printTable(out.scenarios);
+  if (splits.length > 0) {
+    const text = [
+      `rooms scenario (${C.rooms.rooms} direct rooms, ${C.rooms.rate} msg/s), each server under perf record -g for ${C.rooms.phaseMs / 1000} s; ${out.startedAt}`,
+      formatSplits(splits),
+      ...splits.map(({ split, messages }) => `\n${split.label}: the functions most samples are charged to (µs per message)\n${formatTop(split, 30, messages)}`),
+    ].join('\n');
+    writeFileSync(join(RESULTS_DIR, 'perf-split-rooms.txt'), `${text}\n`);
+    console.log(`\n${text}\n\nwrote bench/results/perf-split-rooms.txt`);
+  }
   console.log(`\nwrote ${file} (${out.durationSec} s)`);
   clearTimeout(watchdog);
   process.exit(failed ? 1 : 0);

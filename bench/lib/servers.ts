@@ -29,6 +29,8 @@ export interface StartOpts {
   cpuQuota?: number;
   /** ours: `node --heapsnapshot-signal=SIGUSR2` (a SIGUSR2 writes a heap snapshot into the profile dir). */
   heapSnapshot?: boolean;
+  /** `node --perf-basic-prof` (any system): JIT frames named for `perf` (bench/lib/perf-split.ts). */
+  perfMap?: boolean;
   label?: string;
 }
 
@@ -50,6 +52,7 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
       args: [
         ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []),
         ...(o.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${env.profileDir}`] : []),
+        ...(o.perfMap ? ['--perf-basic-prof'] : []),
         // BENCH_OURS_NODE_ARGS='--trace-gc' (with BENCH_ECHO=1 to see the output): node flags NODE_OPTIONS refuses.
         ...(process.env.BENCH_OURS_NODE_ARGS ? process.env.BENCH_OURS_NODE_ARGS.split(' ').filter(Boolean) : []),
         'dist/src/main.js',
@@ -78,7 +81,14 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
     const script = sys === 'ws' ? 'bench/peers/ws-server.ts' : 'bench/peers/socketio-server.ts';
     proc = spawnNode({
       name,
-      args: ['--import', 'tsx', script],
+      // BENCH_PEER_NODE_ARGS='--cpu-prof --cpu-prof-dir=<dir>': node flags for the peers (a profile of theirs).
+      args: [
+        ...(o.perfMap ? ['--perf-basic-prof'] : []),
+        ...(process.env.BENCH_PEER_NODE_ARGS ? process.env.BENCH_PEER_NODE_ARGS.split(' ').filter(Boolean) : []),
+        '--import',
+        'tsx',
+        script,
+      ],
       env: {
         PORT: String(port),
         JWT_SECRET: env.jwtSecret,
