@@ -26,18 +26,22 @@ class Walk {
   values: Record<string, Annotation> | null = null;
   rootAnnotation: Annotation | null = null;
   private readonly seen = new Set<object>();
+  /** The keys from the root to the node being walked (`keys[0..depth)`); a path is built only for an annotation. */
+  private readonly keys: (string | number)[] = [];
 
-  private annotate(path: string | null, a: Annotation): void {
-    if (path === null) {
+  private annotate(depth: number, a: Annotation): void {
+    if (depth === 0) {
       this.rootAnnotation = a;
       return;
     }
+    let path = escapeKey(String(this.keys[0]));
+    for (let i = 1; i < depth; i++) path += `.${escapeKey(String(this.keys[i]))}`;
     this.values ??= {};
     this.values[path] = a;
   }
 
-  /** The JSON of `v`, or BAIL. `path`: the escaped path of `v` (null at the root). */
-  node(v: unknown, path: string | null): unknown {
+  /** The JSON of `v`, or BAIL. `depth`: how many keys lead to `v` from the root. */
+  node(v: unknown, depth: number): unknown {
     switch (typeof v) {
       case 'string':
       case 'boolean':
@@ -46,7 +50,7 @@ class Walk {
         // NaN, ±Infinity and -0 are annotated by superjson as numbers: left to it.
         return Number.isFinite(v) && !(v === 0 && 1 / v < 0) ? v : BAIL;
       case 'undefined':
-        this.annotate(path, ['undefined']);
+        this.annotate(depth, ['undefined']);
         return null;
       case 'object': {
         if (v === null) return null;
@@ -55,7 +59,7 @@ class Walk {
         if (v instanceof Date) {
           const t = v.getTime();
           if (Number.isNaN(t) || Object.getPrototypeOf(v) !== Date.prototype) return BAIL;
-          this.annotate(path, ['Date']);
+          this.annotate(depth, ['Date']);
           return v.toISOString();
         }
         if (Array.isArray(v)) {
@@ -63,8 +67,8 @@ class Walk {
           const out: unknown[] = new Array(v.length);
           for (let i = 0; i < v.length; i++) {
             if (!(i in v)) return BAIL;
-            const key = String(i);
-            const j = this.node(v[i], path === null ? key : `${path}.${key}`);
+            this.keys[depth] = i;
+            const j = this.node(v[i], depth + 1);
             if (j === BAIL) return BAIL;
             out[i] = j;
           }
@@ -76,8 +80,8 @@ class Walk {
         for (const key of Object.keys(v)) {
           // superjson refuses these (prototype pollution): its own error, not ours.
           if (key === '__proto__' || key === 'constructor' || key === 'prototype') return BAIL;
-          const k = escapeKey(key);
-          const j = this.node((v as Record<string, unknown>)[key], path === null ? k : `${path}.${k}`);
+          this.keys[depth] = key;
+          const j = this.node((v as Record<string, unknown>)[key], depth + 1);
           if (j === BAIL) return BAIL;
           out[key] = j;
         }
@@ -92,7 +96,7 @@ class Walk {
 
 export function serialize(value: unknown): SuperJSONResult {
   const walk = new Walk();
-  const json = walk.node(value, null);
+  const json = walk.node(value, 0);
   if (json === BAIL) return superjson.serialize(value);
   const values = walk.rootAnnotation ?? walk.values;
   return (values === null ? { json } : { json, meta: { values, v: 1 } }) as SuperJSONResult;
