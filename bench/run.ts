@@ -44,12 +44,13 @@ const opt = (name: string) => {
 const QUICK = flag('quick');
 const PROFILE = flag('profile');
 /**
- * `--perf`: the rooms scenario, ours and the Socket.IO + PostgreSQL peer, each server under
- * `perf record -g` during the measured phase (node with `--perf-basic-prof`), and each server's CPU
- * per message split by origin, the kernel included (bench/lib/perf-split.ts). Needs `perf` and root
- * (or kernel.perf_event_paranoid <= 1).
+ * `--perf`: the rooms scenario (or `--only bigroom`), ours and the Socket.IO + PostgreSQL peer (bigroom:
+ * Socket.IO), each server under `perf record -g` during the measured phase (node with
+ * `--perf-basic-prof`), and each server's CPU per message (per connect) split by origin, the kernel
+ * included (bench/lib/perf-split.ts). Needs `perf` and root (or kernel.perf_event_paranoid <= 1).
  */
 const PERF = flag('perf');
+const PERF_SCENARIOS: ScenarioName[] = ['rooms', 'bigroom'];
 const MODE = PROFILE ? 'profile' : QUICK ? 'quick' : 'full';
 
 type ScenarioName = 'fanout' | 'rooms' | 'feed' | 'sends' | 'idle' | 'bigroom' | 'storm' | 'scaleout';
@@ -110,13 +111,25 @@ if (PROFILE) {
   C.sends = { senders: [64], phaseMs: 8000 };
   C.bigroom = { sizes: [2000] };
 }
+// The perf run records the connects of one bigroom size: 5,000 (item 4's first size).
+if (PERF) C.bigroom = { ...C.bigroom, sizes: [5000] };
 /** `--profile --profile-rate 50`: the fan-out profile covers a phase at that fixed rate instead of the maximum. */
 const PROFILE_RATE = PROFILE && opt('profile-rate') ? Number(opt('profile-rate')) : null;
 if (PROFILE_RATE !== null) C.fanout = { ...C.fanout, rates: [PROFILE_RATE], phaseMs: 15_000 };
 
 const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : PERF ? ['rooms'] : SCENARIOS)) as ScenarioName[];
-const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : PERF ? ['ours', 'socketioPg'] : null)) as SystemName[] | null;
-if (PERF && onlyScenarios.some((s) => s !== 'rooms')) throw new Error('--perf covers the rooms scenario only');
+const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : PERF ? ['ours', onlyScenarios.includes('bigroom') ? 'socketio' : 'socketioPg'] : null)) as SystemName[] | null;
+if (PERF && onlyScenarios.some((s) => !PERF_SCENARIOS.includes(s))) throw new Error(`--perf covers ${PERF_SCENARIOS.join(' and ')} only`);
+
+/** `perf record -g` of these processes until the returned function is called (it waits for perf to write). */
+function recordPerf(pids: number[], file: string): () => Promise<void> {
+  const rec = spawn('perf', ['record', '-q', '-F', '999', '-g', '-o', file, '-p', pids.join(',')], { stdio: 'ignore' });
+  const exited = new Promise<void>((res) => rec.once('exit', () => res()));
+  return async () => {
+    rec.kill('SIGINT');
+    await exited;
+  };
+}
 for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
 
 const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
@@ -189,7 +202,7 @@ let allWorkers: LoadWorker[] = [];
 async function openOn(w: LoadWorker, sys: SystemName, url: string, conns: ConnSpec[], reconnect = true): Promise<OpenResult> {
   if (conns.length === 0) return { conns: 0, open: 0, subs: 0, ready: 0, errors: [], elapsedMs: 0 };
   const timeoutMs = Math.max(30_000, conns.length * 20);
-  return w.call<OpenResult>({ cmd: 'open', args: { system: WIRE[sys], url, conns, parallel: 64, timeoutMs, reconnect } }, timeoutMs + 30_000);
+  return w.call<OpenResult>({ cmd: 'open', args: { system: WIRE[sys], url, conns, parallel: Number(process.env.BENCH_OPEN_PARALLEL ?? 64), timeoutMs, reconnect } }, timeoutMs + 30_000);
 }
 
 /** Opens subscriber connections spread over the subscriber workers (`urls[i]` for worker i). */
@@ -326,12 +339,7 @@ async function runPhase(o: {
     DB_NAME,
   ).start();
   const t0 = nowUs();
-  const perf = o.perfFile
-    ? spawn('perf', ['record', '-q', '-F', '999', '-g', '-o', o.perfFile, '-p', o.servers.map((x) => x.proc.pid).join(','), '--', 'sleep', String(o.durationMs / 1000)], {
-        stdio: 'ignore',
-      })
-    : null;
-  const perfDone = perf ? new Promise<void>((res) => perf.once('exit', () => res())) : null;
+  const stopPerf = o.perfFile ? recordPerf(o.servers.map((x) => x.proc.pid), o.perfFile) : null;
   const share = o.senders.length;
   const sends = await Promise.all(
     o.senders.map((w) =>
@@ -344,7 +352,7 @@ async function runPhase(o: {
       ),
     ),
   );
-  await perfDone;
+  await stopPerf?.();
   const keys = mergeRanges(sends.map((s) => s.ackedKeys));
   let expected = 0;
   for (const [room, ranges] of Object.entries(keys)) {
@@ -502,7 +510,7 @@ async function rooms(sys: SystemName, inbox = false) {
     await settle([s.proc.pid], 5, 5000);
     const perfFile = PERF ? join(PROFILE_DIR, `perf-rooms-${sys}.data`) : undefined;
     const r = await runPhase({ servers: [s], mode: { mode: 'rate', rate: cfg.rate }, senders: subWorkers, durationMs: cfg.phaseMs, subsInRoom: () => 2, perfFile });
-    return { ...r, ...(perfFile ? { perfFile } : {}), rooms: cfg.rooms, connections: cfg.rooms * 2, offeredMsgPerSec: cfg.rate, connectMs: opened.elapsedMs, settleMs, profileWindowUs: r.windowUs };
+    return { ...r, ...(perfFile ? { perfFile, perfUnits: r.sent } : {}), rooms: cfg.rooms, connections: cfg.rooms * 2, offeredMsgPerSec: cfg.rate, connectMs: opened.elapsedMs, settleMs, profileWindowUs: r.windowUs };
   });
 }
 
@@ -638,9 +646,11 @@ async function idle(sys: SystemName) {
  */
 async function bigroom(sys: SystemName) {
   const cfg = C.bigroom;
-  return withServer(sys, PROFILE ? { cpuProf: true } : {}, async (s) => {
+  return withServer(sys, PROFILE ? { cpuProf: true } : PERF ? { perfMap: true } : {}, async (s) => {
     const p = provision(s);
     const sizes: Record<string, Record<string, unknown>> = {};
+    /** --perf: the record of the largest size's connects, and that size. */
+    let perf: { perfFile: string; perfUnits: number } | null = null;
     /** The connects of the last size: what a profile (--profile) is summarised over. */
     let window: [number, number] = [0, 0];
     // Warm-up, as every scenario has one: a wave of 1,000 members of another room opens and closes
@@ -657,10 +667,14 @@ async function bigroom(sys: SystemName) {
       const room = await p.group(users[0]!, `big-${n}`, users);
       await settle([s.proc.pid], 5, 10_000);
       const specs = users.map((u) => ({ user: u, token: p.token(u), subs: [room], sends: [] }));
-      const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid)).start();
+      const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid), DB_NAME).start();
+      const perfFile = PERF && n === Math.max(...cfg.sizes) ? join(PROFILE_DIR, `perf-bigroom-${sys}.data`) : null;
+      const stopPerf = perfFile ? recordPerf([s.proc.pid], perfFile) : null;
       const t0 = nowUs();
       const opened = await openSubs(sys, [s.url], split(specs, subWorkers.length));
       window = [t0, nowUs()];
+      await stopPerf?.();
+      if (perfFile) perf = { perfFile, perfUnits: n };
       const win = sampler.stop();
       const settleMs = await settle([s.proc.pid], 3, 60_000);
       sizes[String(n)] = {
@@ -669,6 +683,10 @@ async function bigroom(sys: SystemName) {
         connectMs: opened.elapsedMs,
         settleMs,
         cpuUsPerConnect: round(win.cpuUs / n, 1),
+        // The whole machine (server, load generator, PostgreSQL, Redis) and the load generator alone.
+        dbCpuUsPerConnect: round(win.dbCpuUs / n, 1),
+        machineCpuPct: round(win.machineCpuPct),
+        loadCpuPct: round(win.loadCpuPct),
         writesPerConnect: round(win.writeCalls / n, 2),
         readsPerConnect: round(win.readCalls / n, 2),
         rssMb: round((rssKb(s.proc.pid) ?? 0) / 1024),
@@ -676,7 +694,7 @@ async function bigroom(sys: SystemName) {
       await closeAll();
       await settle([s.proc.pid], 3, 60_000);
     }
-    return { deliveriesPerSec: null, p50Ms: null, p99Ms: null, p999Ms: null, lost: 0, duplicated: 0, sizes, profileWindowUs: window };
+    return { deliveriesPerSec: null, p50Ms: null, p99Ms: null, p999Ms: null, lost: 0, duplicated: 0, sizes, profileWindowUs: window, ...(perf ?? {}) };
   });
 }
 
@@ -984,7 +1002,7 @@ async function main() {
   // Ours runs compiled, as in production (`npm start`): build src/ into dist/ first.
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
   if (PROFILE || PERF) mkdirSync(PROFILE_DIR, { recursive: true });
-  const splits: { split: PerfSplit; messages: number }[] = [];
+  const splits: { scen: ScenarioName; split: PerfSplit; messages: number }[] = [];
   const out = {
     machine: machine(),
     mode: MODE,
@@ -1040,8 +1058,8 @@ async function main() {
           `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery${r.cpuUsPerDeliveryByThread && Object.keys(r.cpuUsPerDeliveryByThread).length ? ` (${Object.entries(r.cpuUsPerDeliveryByThread).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${Array.isArray(r.cpuPctByServer) && r.cpuPctByServer.length > 1 ? `, last phase per node: cpu ${r.cpuPctByServer.join('/')} %, throttled ${(r.throttledPctByServer as unknown[]).map((v) => fmt(v)).join('/')} %` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
         );
         if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
-        // The perf record covers the senders' phase: the messages sent in it.
-        if (PERF && typeof r.perfFile === 'string') splits.push({ split: perfSplit(r.perfFile, sys), messages: r.sent as number });
+        // The record covers the senders' phase (rooms: the messages sent in it) or the connects (bigroom).
+        if (PERF && typeof r.perfFile === 'string') splits.push({ scen, split: perfSplit(r.perfFile, sys), messages: r.perfUnits as number });
       } catch (err) {
         failed = true;
         const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -1059,14 +1077,21 @@ async function main() {
     save();
   }
   printTable(out.scenarios);
-  if (splits.length > 0) {
+  for (const scen of PERF_SCENARIOS) {
+    const of = splits.filter((x) => x.scen === scen);
+    if (of.length === 0) continue;
+    const what =
+      scen === 'rooms'
+        ? `rooms scenario (${C.rooms.rooms} direct rooms, ${C.rooms.rate} msg/s), each server under perf record -g for ${C.rooms.phaseMs / 1000} s`
+        : `bigroom scenario, the ${of[0]!.messages} members of one room connecting and subscribing, each server under perf record -g meanwhile (per connect below, not per message)`;
+    const unit = scen === 'rooms' ? 'message' : 'connect';
     const text = [
-      `rooms scenario (${C.rooms.rooms} direct rooms, ${C.rooms.rate} msg/s), each server under perf record -g for ${C.rooms.phaseMs / 1000} s; ${out.startedAt}`,
-      formatSplits(splits),
-      ...splits.map(({ split, messages }) => `\n${split.label}: the functions most samples are charged to (µs per message)\n${formatTop(split, 30, messages)}`),
+      `${what}; ${out.startedAt}`,
+      formatSplits(of).replace('per message', `per ${unit}`),
+      ...of.map(({ split, messages }) => `\n${split.label}: the functions most samples are charged to (µs per ${unit})\n${formatTop(split, 30, messages)}`),
     ].join('\n');
-    writeFileSync(join(RESULTS_DIR, 'perf-split-rooms.txt'), `${text}\n`);
-    console.log(`\n${text}\n\nwrote bench/results/perf-split-rooms.txt`);
+    writeFileSync(join(RESULTS_DIR, `perf-split-${scen}.txt`), `${text}\n`);
+    console.log(`\n${text}\n\nwrote bench/results/perf-split-${scen}.txt`);
   }
   console.log(`\nwrote ${file} (${out.durationSec} s)`);
   clearTimeout(watchdog);

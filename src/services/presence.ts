@@ -7,7 +7,8 @@ import type { Logger } from '../logger.js';
 import type { RateLimits } from './limits.js';
 import { AppError } from '../domain/errors.js';
 import type { EventPublisher } from './publisher.js';
-import { presenceRoomsOfUsers, sharingRoomWith } from '../store/members.js';
+import { presenceRoomsOfUsers } from '../store/hot/connect.js';
+import { sharingRoomWith } from '../store/members.js';
 import { SendBatcher } from './send-batcher.js';
 import type { Store } from '../store/store.js';
 
@@ -48,7 +49,7 @@ export class PresenceService {
     this.timers.push(beat, sweep);
     this.roomsOf = new SendBatcher(async (keys) => {
       const tenants = [...new Set(keys.map((k) => k.tenant))];
-      const found = await Promise.all(tenants.map((t) => presenceRoomsOfUsers(this.data.db(), t, keys.filter((k) => k.tenant === t).map((k) => k.userId), this.roomMaxMembers)));
+      const found = await Promise.all(tenants.map((t) => presenceRoomsOfUsers(this.data.hot, t, keys.filter((k) => k.tenant === t).map((k) => k.userId), this.roomMaxMembers)));
       const byTenant = new Map(tenants.map((t, i) => [t, found[i]!]));
       return keys.map((k) => byTenant.get(k.tenant)?.get(k.userId) ?? []);
     });

@@ -1,6 +1,6 @@
 import type { Actor } from '../domain/actor.js';
 import type { Store } from '../store/store.js';
-import { type UserClaims, upsertUsers } from '../store/users.js';
+import { type UserClaims, upsertUsers } from '../store/hot/connect.js';
 import { SendBatcher } from './send-batcher.js';
 
 /**
@@ -15,7 +15,7 @@ export class UserService {
 
   constructor(private readonly store: Store) {
     this.writes = new SendBatcher(async (users) => {
-      await upsertUsers(this.store.db(), users);
+      await upsertUsers(this.store.hot, users);
       return users.map(() => undefined);
     });
   }

@@ -149,60 +149,6 @@ export async function updateMember(
   return { role, mutedUntil, changed };
 }
 
-/**
- * The rooms of at most `maxMembers` members of several users of one tenant, in one query: the rooms
- * that get their presence events. Each distinct room is sized once (its count stops at
- * `maxMembers + 1` rows), however many of the users share it: the 19,000 members of one room coming
- * online in groups size it once per group, not once per member (19,000 x 201 index entries before).
- */
-export async function presenceRoomsOfUsers(db: Db, tenant: string, userIds: readonly string[], maxMembers: number): Promise<Map<string, string[]>> {
-  const out = new Map<string, string[]>();
-  if (maxMembers <= 0 || userIds.length === 0) return out;
-  const rows = await db
-    // Each membership's room probed by its key (a lateral subquery that `offset 0` keeps from being
-    // flattened into a join). With the statistics of rooms and members just created in bulk (whose
-    // users then all come online), the planner hashed every room row of the tenant instead, dead
-    // versions included: 714 heap pages for 3 rooms, 4.1 ms per query against 0.7 now
-    // (docs/BENCHMARKS.md, "twelfth pass").
-    .with('mine', (q) =>
-      q
-        .selectFrom('membership as mb')
-        .innerJoinLateral(
-          (eb) => eb.selectFrom('room as r').select('r.id').whereRef('r.id', '=', 'mb.room_id').where('r.tenant', '=', tenant).offset(0).as('r'),
-          (join) => join.onTrue(),
-        )
-        .select(['mb.user_id', 'mb.room_id'])
-        .where('mb.user_id', 'in', [...new Set(userIds)]),
-    )
-    .with('small', (q) =>
-      q
-        .selectFrom((sq) => sq.selectFrom('mine').select('mine.room_id').distinct().as('d'))
-        .select('d.room_id')
-        .where((eb) =>
-          eb.not(
-            eb.exists(
-              eb
-                .selectFrom('membership as x')
-                .select('x.user_id')
-                .whereRef('x.room_id', '=', 'd.room_id')
-                .offset(maxMembers)
-                .limit(1),
-            ),
-          ),
-        ),
-    )
-    .selectFrom('mine')
-    .innerJoin('small', 'small.room_id', 'mine.room_id')
-    .select(['mine.user_id', 'mine.room_id'])
-    .execute();
-  for (const r of rows) {
-    const list = out.get(r.user_id);
-    if (list) list.push(r.room_id);
-    else out.set(r.user_id, [r.room_id]);
-  }
-  return out;
-}
-
 /** Those of `userIds` banned from the room. */
 export async function bannedAmong(tx: Tx, roomId: string, userIds: string[]): Promise<string[]> {
   if (userIds.length === 0) return [];
