@@ -202,7 +202,7 @@ let allWorkers: LoadWorker[] = [];
 async function openOn(w: LoadWorker, sys: SystemName, url: string, conns: ConnSpec[], reconnect = true): Promise<OpenResult> {
   if (conns.length === 0) return { conns: 0, open: 0, subs: 0, ready: 0, errors: [], elapsedMs: 0 };
   const timeoutMs = Math.max(30_000, conns.length * 20);
-  return w.call<OpenResult>({ cmd: 'open', args: { system: WIRE[sys], url, conns, parallel: Number(process.env.BENCH_OPEN_PARALLEL ?? 64), timeoutMs, reconnect } }, timeoutMs + 30_000);
+  return w.call<OpenResult>({ cmd: 'open', args: { system: WIRE[sys], url, conns, parallel: 64, timeoutMs, reconnect } }, timeoutMs + 30_000);
 }
 
 /** Opens subscriber connections spread over the subscriber workers (`urls[i]` for worker i). */
