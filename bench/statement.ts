@@ -18,6 +18,12 @@
  * newest `MENTION_SCAN`), next to the same counts without those bounds (as they were, written out
  * here).
  *
+ * The two statements of users coming online (src/store/hot/connect.ts: the rooms that get their
+ * presence, the users' rows), in groups of 1 to 3 users of one room of 5,000 members (the `bigroom`
+ * bench's shape), as they are (one prepared statement each) next to how they were built before (an
+ * `in` list and a `values` list as long as the group: a new text per group size, parsed and planned
+ * on every call).
+ *
  * Last, what one message row costs on its own (a bulk insert with and without the search index and
  * column), to see how much of the grouped statement's cost per row is the row itself.
  *
@@ -28,6 +34,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { kysely, openDatabase } from '../src/store/database.js';
 import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
+import { presenceRoomsOfUsers, upsertUsers } from '../src/store/hot/connect.js';
 import { unreadCounts, unreadCountsQuery } from '../src/store/receipts.js';
 import { dropDatabase, resetDatabase } from './lib/database.js';
 import { backendsOf } from './lib/stat.js';
@@ -151,6 +158,43 @@ try {
   }
   console.table(unread);
 
+  // Users coming online: one room of 5,000 members, groups of 1-3 of them, 1,000 calls per form.
+  const bigRoom = randomUUID();
+  await sql.query(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at) values ($1, 'p', 'group', 'big', 'w', now(), now())`, [bigRoom]);
+  await sql.query(`insert into membership (room_id, user_id, role, joined_at) select $1, 'p' || g, 'member', now() from generate_series(1, 5000) g`, [bigRoom]);
+  // Settled, as a room some minutes old is (autovacuum has set the visibility map since).
+  await sql.query('vacuum analyze membership');
+  const usersOf = (k: number) => Array.from({ length: 1 + (k % 3) }, (_, i) => `p${1 + ((k * 7 + i) % 5000)}`);
+  // The presence query as the query builder wrote it: an `in` list as long as the group.
+  const presenceBefore = (ids: string[]) =>
+    sql.query(
+      `with "mine" as (select "mb"."user_id", "mb"."room_id" from "membership" as "mb" inner join lateral (select "r"."id" from "room" as "r" where "r"."id" = "mb"."room_id" and "r"."tenant" = $1 offset 0) as "r" on true where "mb"."user_id" in (${ids.map((_, i) => `$${i + 2}`).join(', ')})), "small" as (select "d"."room_id" from (select distinct "mine"."room_id" from "mine") as "d" where not exists (select "x"."user_id" from "membership" as "x" where "x"."room_id" = "d"."room_id" offset $${ids.length + 2} limit 1)) select "mine"."user_id", "mine"."room_id" from "mine" inner join "small" on "small"."room_id" = "mine"."room_id"`,
+      ['p', ...ids, 200],
+    );
+  // The users' upsert as the query builder wrote it: a `values` list as long as the group.
+  const usersBefore = (ids: string[]) =>
+    sql.query(
+      `insert into "chat_user" ("tenant", "id", "name", "roles", "email", "created_at", "last_seen_at") values ${ids.map((_, i) => `($${5 * i + 1}, $${5 * i + 2}, $${5 * i + 3}, $${5 * i + 4}, $${5 * i + 5}, now(), now())`).join(', ')} on conflict ("tenant", "id") do update set "name" = case when "chat_user"."erased_at" is null then "excluded"."name" else "chat_user"."name" end, "roles" = case when "chat_user"."erased_at" is null then "excluded"."roles" else "chat_user"."roles" end, "email" = case when "chat_user"."erased_at" is null then coalesce("excluded"."email", "chat_user"."email") else null end, "last_seen_at" = now()`,
+      ids.flatMap((id) => ['p', id, `name ${id}`, ['member'], null]),
+    );
+  const connectForms: [string, (ids: string[]) => Promise<unknown>][] = [
+    ['presence rooms: in list, parsed and planned per call (before)', presenceBefore],
+    ['presence rooms: prepared statement (now)', (ids) => presenceRoomsOfUsers(ctx, 'p', ids, 200)],
+    ['user rows: values list, parsed and planned per call (before)', usersBefore],
+    ['user rows: prepared statement (now)', (ids) => upsertUsers(ctx, ids.map((id) => ({ tenant: 'p', id, name: `name ${id}`, roles: ['member'] })))],
+  ];
+  const connect: Record<string, unknown>[] = [];
+  for (const round of [1, 2]) {
+    for (const [form, run] of connectForms) {
+      const calls = 1000;
+      const c0 = dbCpu();
+      const t0 = performance.now();
+      for (let k = 0; k < calls; k++) await run(usersOf(k));
+      if (round === 2) connect.push({ form, calls, dbCpuUsPerCall: Math.round((dbCpu() - c0) / calls), wallUsPerCall: Math.round(((performance.now() - t0) * 1000) / calls) });
+    }
+  }
+  console.table(connect);
+
   // What a message row itself costs: 5,000 rows in one INSERT ... SELECT (no CTEs, no room log row,
   // no lookups), median of five, with every index of the table, then without the search index, then
   // without the search column (its to_tsvector). Last: it changes the table.
@@ -181,7 +225,7 @@ try {
   await sql.end();
   console.table(rowCost);
   const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
-  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread, rowCost }));
+  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread, connect, rowCost }));
 } finally {
   await db.close();
   await dropDatabase(ADMIN, DB);

@@ -5,10 +5,11 @@ import { type HotContext, hotQuery } from './query.js';
  * users connecting at the same time (a reconnect wave after a deploy is thousands at once). Built
  * with the query builder, each group was a new statement text (an `in` list, a `values` list as long
  * as the group): the builder compiled it on every call and PostgreSQL parsed and planned it every
- * time. Measured on the `bigroom` bench's data (5,000 members of one room; docs/BENCHMARKS.md,
- * "Issue 18, thirteenth pass"): the presence query cost its backend 360 µs per call that way and 100
- * µs as the one prepared statement below; the query builder was 29 µs of our CPU per connect
- * (`npm run bench -- --perf --only bigroom`). One text each, a JSON or array parameter for the
+ * time. Measured (docs/BENCHMARKS.md, "Issue 18, thirteenth pass"): `npm run bench:statement` gives
+ * PostgreSQL 250 -> 200 µs per presence call and 190 -> 140 µs per user upsert (groups of 1-3 users
+ * of a room of 5,000); the query builder was 29 µs of our CPU per connect (`npm run bench -- --perf
+ * --only bigroom`); `npm run bench:ab -- --only bigroom`: server CPU per connect 0.84x, the 5,000
+ * members of one room online in 0.87x the time. One text each, a JSON or array parameter for the
  * group: parsed and planned once per connection (`hotQuery`, a named prepared statement).
  */
 
