@@ -277,6 +277,8 @@ interface PhaseResult {
   drainTimedOut: boolean;
   /** CLOCK_MONOTONIC µs of the window (to slice a CPU profile to it). */
   windowUs: [number, number];
+  /** scaleout, ours: each node's bus and hub counters over the phase (its /metrics). */
+  countersByNode?: Record<string, number>[];
   errorSamples?: string[];
 }
 
@@ -816,6 +818,27 @@ async function storm(sys: SystemName) {
 }
 
 /** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
+/** Our node's own counters of the bus and its hubs, from its /metrics (a Prometheus text). */
+async function nodeCounters(s: Server): Promise<Record<string, number>> {
+  const names = [
+    'chat_messages_sent_total',
+    'chat_bus_published_total',
+    'chat_bus_received_total',
+    'chat_bus_duplicates_total',
+    'chat_events_delivered_total',
+    'chat_gap_waits_total',
+    'chat_gap_fills_total',
+    'chat_gap_filled_events_total',
+  ];
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const [name, value] = line.split(' ');
+    if (name && names.includes(name)) out[name.replace(/^chat_|_total$/g, '')] = Number(value);
+  }
+  return out;
+}
+
 async function scaleout(sys: SystemName) {
   const cfg = C.scaleout;
   // Every node capped at the same CPU quota (bench/lib/cgroup.ts): 2 cores cannot give each node a
@@ -855,7 +878,14 @@ async function scaleout(sys: SystemName) {
       for (const s of nodes) await openOn(sendWorker, sys, s.url, sender);
       await settle(nodes.map((s) => s.proc.pid));
       await phase(nodes, C.warmupMs);
+      const before = sys === 'ours' ? await Promise.all(nodes.map(nodeCounters)) : null;
       byNodes[String(n)] = await phase(nodes);
+      if (before) {
+        // What each node did in the phase (its /metrics before and after): a node that did more is
+        // the one its quota throttled more (docs/BENCHMARKS.md, thirteenth pass).
+        const after = await Promise.all(nodes.map(nodeCounters));
+        byNodes[String(n)]!.countersByNode = after.map((a, i) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v - (before[i]![k] ?? 0)])));
+      }
       await closeAll();
     }
     const base = byNodes['1']?.deliveriesPerSec ?? null;
