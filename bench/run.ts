@@ -80,7 +80,9 @@ const FULL = {
   storm: { subs: 2000, rooms: 20, rate: 50, beforeMs: 3000, afterMs: 15_000 },
   // A window of 64 undelivered messages (fanout's 16 left one capped node idle part of each CFS period:
   // 57k deliveries/s against 90-106k with 64; docs/BENCHMARKS.md, tenth pass). BENCH_SCALEOUT_WINDOW sets another.
-  scaleout: { subs: 1000, phaseMs: 8000, window: Number(process.env.BENCH_SCALEOUT_WINDOW ?? 64), nodes: [1, 2, 3], rooms: 1000 },
+  // warmupMs: before each measured phase (a node added for it is fresh: under its quota, its JIT
+  // needs seconds of the phase's load before its code is optimized; docs/BENCHMARKS.md, thirteenth pass).
+  scaleout: { subs: 1000, phaseMs: 8000, warmupMs: 3000, window: Number(process.env.BENCH_SCALEOUT_WINDOW ?? 64), nodes: [1, 2, 3], rooms: 1000 },
   drainMs: 20_000,
   /** A drain gives up when no new delivery came for this long (lost messages never come). */
   stallMs: 3000,
@@ -96,7 +98,7 @@ const QUICK_SIZES: typeof FULL = {
   idle: { conns: 1000, perRoom: 10 },
   bigroom: { sizes: [2000] },
   storm: { subs: 300, rooms: 3, rate: 30, beforeMs: 800, afterMs: 2000 },
-  scaleout: { subs: 200, phaseMs: 1000, window: Number(process.env.BENCH_SCALEOUT_WINDOW ?? 16), nodes: [1, 2, 3], rooms: 200 },
+  scaleout: { subs: 200, phaseMs: 1000, warmupMs: 300, window: Number(process.env.BENCH_SCALEOUT_WINDOW ?? 16), nodes: [1, 2, 3], rooms: 200 },
   drainMs: 8000,
   stallMs: 1000,
   warmupMs: 300,
@@ -877,7 +879,7 @@ async function scaleout(sys: SystemName) {
       // on top of its share of the subscribers and alone limited ours (docs/BENCHMARKS.md, eleventh pass).
       for (const s of nodes) await openOn(sendWorker, sys, s.url, sender);
       await settle(nodes.map((s) => s.proc.pid));
-      await phase(nodes, C.warmupMs);
+      await phase(nodes, cfg.warmupMs);
       const before = sys === 'ours' ? await Promise.all(nodes.map(nodeCounters)) : null;
       byNodes[String(n)] = await phase(nodes);
       if (before) {
@@ -909,7 +911,7 @@ async function scaleout(sys: SystemName) {
       await settle(nodes.map((s) => s.proc.pid));
       const roomsPhase = (durationMs: number) =>
         runPhase({ servers: nodes, mode: { mode: 'closed' }, senders: subWorkers, durationMs, subsInRoom: () => 2 });
-      await roomsPhase(C.warmupMs);
+      await roomsPhase(cfg.warmupMs);
       roomsByNodes[String(n)] = await roomsPhase(cfg.phaseMs);
       await closeAll();
     }
