@@ -123,6 +123,8 @@ const onlyScenarios = (opt('only')?.split(',') ?? (PROFILE ? ['fanout'] : PERF ?
 const onlySystems = (opt('systems')?.split(',') ?? (PROFILE ? ['ours'] : PERF ? ['ours', onlyScenarios.includes('bigroom') ? 'socketio' : 'socketioPg'] : null)) as SystemName[] | null;
 if (PERF && onlyScenarios.some((s) => !PERF_SCENARIOS.includes(s))) throw new Error(`--perf covers ${PERF_SCENARIOS.join(' and ')} only`);
 
+for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
+
 /** `perf record -g` of these processes until the returned function is called (it waits for perf to write). */
 function recordPerf(pids: number[], file: string): () => Promise<void> {
   const rec = spawn('perf', ['record', '-q', '-F', '999', '-g', '-o', file, '-p', pids.join(',')], { stdio: 'ignore' });
@@ -132,7 +134,6 @@ function recordPerf(pids: number[], file: string): () => Promise<void> {
     await exited;
   };
 }
-for (const s of onlyScenarios) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario ${s} (${SCENARIOS.join(', ')})`);
 
 const RUN_ID = `${process.pid}-${Date.now().toString(36)}`;
 const DB_NAME = process.env.BENCH_DB ?? 'chat_bench';
@@ -687,7 +688,8 @@ async function bigroom(sys: SystemName) {
         connectMs: opened.elapsedMs,
         settleMs,
         cpuUsPerConnect: round(win.cpuUs / n, 1),
-        // The whole machine (server, load generator, PostgreSQL, Redis) and the load generator alone.
+        // PostgreSQL's backends of the bench database; then the whole machine (server, load
+        // generator, PostgreSQL, Redis) and the load generator alone.
         dbCpuUsPerConnect: round(win.dbCpuUs / n, 1),
         machineCpuPct: round(win.machineCpuPct),
         loadCpuPct: round(win.loadCpuPct),
@@ -819,7 +821,6 @@ async function storm(sys: SystemName) {
   }
 }
 
-/** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
 /** Our node's own counters of the bus and its hubs, from its /metrics (a Prometheus text). */
 async function nodeCounters(s: Server): Promise<Record<string, number>> {
   const names = [
@@ -841,6 +842,7 @@ async function nodeCounters(s: Server): Promise<Record<string, number>> {
   return out;
 }
 
+/** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
 async function scaleout(sys: SystemName) {
   const cfg = C.scaleout;
   // Every node capped at the same CPU quota (bench/lib/cgroup.ts): 2 cores cannot give each node a
@@ -1119,7 +1121,7 @@ async function main() {
     const unit = scen === 'rooms' ? 'message' : 'connect';
     const text = [
       `${what}; ${out.startedAt}`,
-      formatSplits(of).replace('per message', `per ${unit}`),
+      formatSplits(of, unit),
       ...of.map(({ split, messages }) => `\n${split.label}: the functions most samples are charged to (µs per ${unit})\n${formatTop(split, 30, messages)}`),
     ].join('\n');
     writeFileSync(join(RESULTS_DIR, `perf-split-${scen}.txt`), `${text}\n`);

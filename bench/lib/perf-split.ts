@@ -16,6 +16,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface PerfSplit {
@@ -29,6 +30,9 @@ export interface PerfSplit {
   /** Samples per JavaScript function (the frame a sample is charged to), for `top`. */
   fns: Record<string, number>;
 }
+
+/** The project's root: function names are shown relative to it (no path of the machine they ran on). */
+const ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../..');
 
 const GC = /Scavenger|v8::internal::Heap::|MarkCompact|ConcurrentMarking|MinorMarkSweep|Sweeper|GCTracer|MarkingVisitor/;
 
@@ -50,7 +54,13 @@ function chargeOf(frames: string[]): { origin: string; fn?: string } {
   for (const f of frames) {
     if (GC.test(f)) return { origin: 'GC' };
     if (!f.includes('JS:')) continue;
-    const fn = f.replace(/^\s*[0-9a-f]+ /, '').replace(/ \(\/tmp\/perf-\d+\.map\)$/, '').replace(/file:\/\/\S*?\/(dist\/)?src\//, 'src/').replace(/\S*node_modules\//, '');
+    const fn = f
+      .replace(/^\s*[0-9a-f]+ /, '')
+      .replace(/ \(\/tmp\/perf-\d+\.map\)$/, '')
+      .replace(/file:\/\/\S*?\/(dist\/)?src\//, 'src/')
+      .replace(/\S*node_modules\//, '')
+      .replaceAll(`file://${ROOT}/`, '')
+      .replaceAll(`${ROOT}/`, '');
     const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(f);
     if (m) return { origin: m[1]!, fn };
     if (/\/(dist\/)?src\//.test(f)) return { origin: 'src/ (ours)', fn };
@@ -118,18 +128,18 @@ export function perfSplit(dataFile: string, label: string): PerfSplit {
   return { label, samples, hz, usPerSample: 1e6 / hz, by, fns };
 }
 
-/** The splits side by side, in µs per message (or % of samples without a message count). */
-export function formatSplits(splits: { split: PerfSplit; messages?: number }[]): string {
+/** The splits side by side, in µs per `unit` (or % of samples without a count of units). */
+export function formatSplits(splits: { split: PerfSplit; messages?: number }[], unit = 'message'): string {
   const origins = new Map<string, number>();
   for (const { split } of splits) for (const [o, n] of Object.entries(split.by)) origins.set(o, (origins.get(o) ?? 0) + n);
   const order = [...origins].sort((a, b) => b[1] - a[1]).map(([o]) => o);
   const cell = (s: PerfSplit, n: number, messages?: number) =>
     messages ? ((n * s.usPerSample) / messages).toFixed(1) : `${((100 * n) / s.samples).toFixed(1)}%`;
-  const unit = splits.every((s) => s.messages) ? 'µs of server CPU per message' : 'share of samples';
+  const what = splits.every((s) => s.messages) ? `µs of server CPU per ${unit}` : 'share of samples';
   const head = ['origin'.padEnd(34), ...splits.map(({ split }) => split.label.padStart(14))].join('');
   const rows = order.map((o) => [o.padEnd(34), ...splits.map(({ split, messages }) => cell(split, split.by[o] ?? 0, messages).padStart(14))].join(''));
   const total = ['total'.padEnd(34), ...splits.map(({ split, messages }) => cell(split, split.samples, messages).padStart(14))].join('');
-  return [`(${unit})`, head, ...rows, total].join('\n');
+  return [`(${what})`, head, ...rows, total].join('\n');
 }
 
 /** The JavaScript functions most samples are charged to (their own time and the builtins they call). */
