@@ -24,6 +24,9 @@
  * `in` list and a `values` list as long as the group: a new text per group size, parsed and planned
  * on every call).
  *
+ * The driver's side of a hot statement: this process's CPU per run through node-postgres's own
+ * `Query` and through `LeanQuery` (src/store/hot/lean-query.ts), with the database's CPU per run.
+ *
  * Last, what one message row costs on its own (a bulk insert with and without the search index and
  * column), to see how much of the grouped statement's cost per row is the row itself.
  *
@@ -35,6 +38,7 @@ import pg from 'pg';
 import { kysely, openDatabase } from '../src/store/database.js';
 import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
 import { presenceRoomsOfUsers, upsertUsers } from '../src/store/hot/connect.js';
+import { LeanQuery } from '../src/store/hot/lean-query.js';
 import { unreadCounts, unreadCountsQuery } from '../src/store/receipts.js';
 import { dropDatabase, resetDatabase } from './lib/database.js';
 import { backendsOf } from './lib/stat.js';
@@ -195,6 +199,49 @@ try {
   }
   console.table(connect);
 
+  // The driver's side of a hot statement: node-postgres's own `Query` (Bind, Describe, Execute, Sync
+  // and a row description parsed per run) against `LeanQuery` (described once per connection), for a
+  // statement with the one-message send's 13 parameters and its one-column outcome row, on one
+  // connection, in alternating rounds of 5,000 runs; this process's CPU and the database's per run.
+  const driver: Record<string, unknown>[] = [];
+  {
+    const c = new pg.Client({ connectionString: URL_ });
+    await c.connect();
+    const text = `select $1::uuid || '|' || $2::uuid || '|' || $3::text || '|' || $4::text || '|' || $5::uuid || '|' || length($6::text) || '|' || coalesce($7::text, '')
+                         || '|' || $8::text || '|' || $9::jsonb::text || '|' || coalesce($10::jsonb::text, '') || '|' || coalesce($11::jsonb::text, '') || '|' || coalesce($12::bigint, 0) || '|' || now()::text as o`;
+    const params = () => [randomUUID(), rooms[0], 't', 's1', randomUUID(), 'b123456789:1: lorem ipsum dolor sit amet', null, 'text', '[]', null, null, 7];
+    const viaQuery = () => c.query({ name: 'bench-driver-query', text, values: params() });
+    const viaLean = () =>
+      new Promise((resolve, reject) => c.query(new LeanQuery('bench-driver-lean', text, params()) as never, ((e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))) as never));
+    const forms: [string, () => Promise<unknown>][] = [
+      ["node-postgres's Query (described per run)", viaQuery],
+      ['LeanQuery (described once per connection)', viaLean],
+    ];
+    const sums = new Map<string, { cpu: number; db: number; wall: number; n: number }>();
+    for (let round = 0; round < 4; round++) {
+      for (const [label, run] of forms) {
+        const N = 5000;
+        const c0 = process.cpuUsage();
+        const d0 = dbCpu();
+        const t0 = performance.now();
+        for (let i = 0; i < N; i++) await run();
+        const wall = (performance.now() - t0) * 1000;
+        const cpu = process.cpuUsage(c0);
+        const db = dbCpu() - d0;
+        if (round === 0) continue; // warm-up
+        const acc = sums.get(label) ?? { cpu: 0, db: 0, wall: 0, n: 0 };
+        acc.cpu += cpu.user + cpu.system;
+        acc.db += db;
+        acc.wall += wall;
+        acc.n += N;
+        sums.set(label, acc);
+      }
+    }
+    for (const [form, a] of sums) driver.push({ form, runs: a.n, clientCpuUsPerRun: +(a.cpu / a.n).toFixed(1), dbCpuUsPerRun: +(a.db / a.n).toFixed(1), wallUsPerRun: +(a.wall / a.n).toFixed(1) });
+    await c.end();
+  }
+  console.table(driver);
+
   // What a message row itself costs: 5,000 rows in one INSERT ... SELECT (no CTEs, no room log row,
   // no lookups), median of five, with every index of the table, then without the search index, then
   // without the search column (its to_tsvector). Last: it changes the table.
@@ -225,7 +272,7 @@ try {
   await sql.end();
   console.table(rowCost);
   const pgVersion = execFileSync('psql', [ADMIN, '-Atc', 'show server_version']).toString().trim();
-  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread, connect, rowCost }));
+  console.log(JSON.stringify({ node: process.version, postgres: pgVersion, rows, unread, connect, driver, rowCost }));
 } finally {
   await db.close();
   await dropDatabase(ADMIN, DB);

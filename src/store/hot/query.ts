@@ -1,4 +1,5 @@
 import { type Em, nativePool, type Orm } from '../database.js';
+import { LeanQuery } from './lean-query.js';
 
 /**
  * The hand-written statements of src/store/hot/ run through here. Everything else goes through the
@@ -15,7 +16,8 @@ export interface HotContext {
 /**
  * A hot statement, written with `?` placeholders. Given a transaction's EntityManager it runs there
  * (it must see the transaction); otherwise straight on the pool as a named prepared statement, with
- * none of the ORM's per-query work. `R` is the row type the statement's SELECT list produces.
+ * none of the ORM's per-query work, described once per connection (`LeanQuery`). `R` is the row type
+ * the statement's SELECT list produces.
  */
 export function hotQuery<R>(name: string, text: string) {
   let n = 0;
@@ -23,7 +25,8 @@ export function hotQuery<R>(name: string, text: string) {
   return async (ctx: HotContext, params: unknown[], em?: Em): Promise<R[]> => {
     if (em) return em.execute<R[]>(text, params as never[]);
     const pool = await nativePool(ctx.orm);
-    const res = await pool.query({ name: ctx.prepared ? name : undefined, text: positional, values: params });
+    if (ctx.prepared) return ((await pool.query(new LeanQuery<R>(name, positional, params) as never)) as unknown as { rows: R[] }).rows;
+    const res = await pool.query({ text: positional, values: params });
     return res.rows as R[];
   };
 }
