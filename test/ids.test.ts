@@ -27,6 +27,17 @@ describe('keys from ids', () => {
     expect(keyOf('a%3Ab', 'c')).not.toBe(keyOf('a:b', 'c'));
   });
 
+  it('keyOf is each part percent-encoded, joined by ":" (property): keys kept in Redis (revocations, limits) stay the same across versions', () => {
+    const anyPart = fc.oneof(id, fc.string({ unit: 'binary', maxLength: 12 }), fc.constantFrom('', 'acme', 'a.b_c-d', "!~*'()", 'a b', 'ä', '%41', 'x:y'));
+    fc.assert(
+      fc.property(fc.array(anyPart, { minLength: 0, maxLength: 4 }), (parts) => {
+        expect(keyOf(...parts)).toBe(parts.map(encodeURIComponent).join(':'));
+      }),
+      { numRuns: 2000 },
+    );
+    expect(keyOf('acme', '6f1c2d3e-0000-4000-8000-000000000001', 'auth0|5f1c')).toBe('acme:6f1c2d3e-0000-4000-8000-000000000001:auth0%7C5f1c');
+  });
+
   it('channels.user is injective too (property)', () => {
     fc.assert(
       fc.property(id, id, id, id, (t1, u1, t2, u2) => {

@@ -22,7 +22,20 @@ export const isTenantId = (v: string): boolean => TENANT_ID.test(v);
 /** A user id: USER_ID, and well-formed (a lone surrogate passes the pattern but breaks keys and JSON). */
 export const isUserId = (v: string): boolean => USER_ID.test(v) && isWellFormed(v);
 
-/** One unambiguous key from its parts: each percent-encoded, joined by `:`. */
+/** What `encodeURIComponent` leaves as it is (ids and uuids nearly always are). */
+const UNRESERVED = /^[A-Za-z0-9\-_.!~*'()]*$/;
+
+/**
+ * One unambiguous key from its parts: each percent-encoded, joined by `:`. A part that encoding
+ * would not change is taken as it is (the check is cheaper than the encoding; keys are built on
+ * every send).
+ */
 export function keyOf(...parts: string[]): string {
-  return parts.map(encodeURIComponent).join(':');
+  let key = '';
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    const part = UNRESERVED.test(p) ? p : encodeURIComponent(p);
+    key = i === 0 ? part : `${key}:${part}`;
+  }
+  return key;
 }
