@@ -39,8 +39,8 @@ const TENANTS_KEPT = 100_000;
 
 /** A room with activity in progress: queued, being sent, or waiting out its window (`dirty`: more happened since). */
 interface RoomState {
+  /** Something happened in the room since its activity last went out (it goes out again after its window). */
   dirty: boolean;
-  timer: NodeJS.Timeout | null;
 }
 
 /**
@@ -74,6 +74,8 @@ export class ActivityFeed {
   private closed = false;
   /** Rooms' tenants (they never change): which tenant's inboxes to ask about, `room.changed` to one member. */
   private readonly tenants = new Map<string, string>();
+  /** The rooms' windows running now (`wait`). */
+  private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
     private readonly store: Store,
@@ -126,7 +128,7 @@ export class ActivityFeed {
       state.dirty = true;
       return;
     }
-    this.rooms.set(roomId, { dirty: false, timer: null });
+    this.rooms.set(roomId, { dirty: false });
     this.enqueue(roomId);
   }
 
@@ -154,7 +156,7 @@ export class ActivityFeed {
             } catch (err) {
               this.log.warn({ err }, 'room activity feed error');
             }
-            for (const id of batch) this.wait(id);
+            this.wait(batch);
           }
         } finally {
           this.draining = false;
@@ -163,21 +165,39 @@ export class ActivityFeed {
     ACTIVITY_BATCH_MS).unref();
   }
 
-  /** The room's window after its activity went out; what happened meanwhile goes out after it. */
-  private wait(roomId: string): void {
+  /**
+   * The rooms' windows after their activity went out; what happened meanwhile goes out after it.
+   * One timer per window length for the batch's rooms (nearly always one), not one per room.
+   */
+  private wait(roomIds: readonly string[]): void {
+    if (this.closed) return;
+    const byWait = new Map<number, string[]>();
+    for (const id of roomIds) {
+      if (!this.rooms.has(id)) continue;
+      const members = this.listeners.get(id) ?? 0;
+      const wait = this.opts.coalesceMs * Math.max(1, Math.ceil(members / ACTIVITY_MEMBERS_PER_WINDOW));
+      const ids = byWait.get(wait);
+      if (ids) ids.push(id);
+      else byWait.set(wait, [id]);
+    }
+    for (const [wait, ids] of byWait) {
+      const timer = setTimeout(() => {
+        this.timers.delete(timer);
+        for (const id of ids) this.windowEnded(id);
+      }, wait);
+      timer.unref();
+      this.timers.add(timer);
+    }
+  }
+
+  private windowEnded(roomId: string): void {
     const state = this.rooms.get(roomId);
     if (!state || this.closed) return;
-    const members = this.listeners.get(roomId) ?? 0;
-    const wait = this.opts.coalesceMs * Math.max(1, Math.ceil(members / ACTIVITY_MEMBERS_PER_WINDOW));
-    state.timer = setTimeout(() => {
-      state.timer = null;
-      if (state.dirty) this.enqueue(roomId);
-      else {
-        this.rooms.delete(roomId);
-        this.listeners.delete(roomId);
-      }
-    }, wait);
-    state.timer.unref();
+    if (state.dirty) this.enqueue(roomId);
+    else {
+      this.rooms.delete(roomId);
+      this.listeners.delete(roomId);
+    }
   }
 
   /**
@@ -328,7 +348,8 @@ export class ActivityFeed {
   /** Stops the timers and waits for what is being sent. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const s of this.rooms.values()) if (s.timer) clearTimeout(s.timer);
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
     this.rooms.clear();
     await Promise.all([...this.running]);
   }
