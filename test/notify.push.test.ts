@@ -345,8 +345,21 @@ describe('who gets a push', () => {
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'one' });
     const [first] = await waitPushes(sub, 1, 'the first push');
+    // The first push recorded: its window runs from now, nothing is pending.
+    const row = () =>
+      t.env.sql<{ pending: number; sent: boolean; leased: boolean }>(
+        `select pending, last_sent_at is not null as sent, lease_until is not null as leased from notify_push where tenant = $1 and user_id = 'bob'`,
+        [tn.name],
+      );
+    await waitFor(row, 'the first push recorded', { until: (r) => r.length === 1 && r[0]!.sent && !r[0]!.leased && r[0]!.pending === 0 });
+    // 'two' and 'three' are written while the row is held as a claim of another node holds it: the
+    // worker cannot take 'two' alone however long the two writes take on a busy machine (after the
+    // window it would, rightly). When each is due is what the writes computed.
+    const held = await t.env.sql(`update notify_push set lease_until = now() + interval '1 minute' where tenant = $1 and user_id = 'bob' and lease_until is null returning 1`, [tn.name]);
+    expect(held).toHaveLength(1);
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'two' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'three' });
+    await t.env.sql(`update notify_push set lease_until = null where tenant = $1 and user_id = 'bob'`, [tn.name]);
     // The second push is the folded one, and it went out after the window (a push of its own for
     // 'two' would be the second, with count 1, before the window's end).
     const got = await waitPushes(sub, 2, 'the coalesced push');
