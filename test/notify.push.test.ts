@@ -77,6 +77,29 @@ function tenant() {
       const d = await as(id).device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys, label: 'test browser' });
       return { ...sub, id: d.id };
     },
+    /**
+     * Once the user's last push is recorded (its coalescing window runs from then, nothing pending),
+     * holds the user's push row as another node's claim holds it, so the worker takes nothing of it
+     * until the returned release: what a test writes meanwhile is queued, and due when the writes
+     * computed, however slow the machine. Without it, a test whose writes take longer than the
+     * window sees the worker rightly push the first of them alone.
+     */
+    async holdPushes(userId: string): Promise<() => Promise<void>> {
+      const row = () =>
+        t.env.sql<{ pending: number; sent: boolean; leased: boolean }>(
+          'select pending, last_sent_at is not null as sent, lease_until is not null as leased from notify_push where tenant = $1 and user_id = $2',
+          [name, userId],
+        );
+      await waitFor(row, `the last push to ${userId} recorded`, { until: (r) => r.length === 1 && r[0]!.sent && !r[0]!.leased && r[0]!.pending === 0 });
+      const held = await t.env.sql(
+        `update notify_push set lease_until = now() + interval '1 minute' where tenant = $1 and user_id = $2 and lease_until is null returning 1`,
+        [name, userId],
+      );
+      expect(held).toHaveLength(1);
+      return async () => {
+        await t.env.sql('update notify_push set lease_until = null where tenant = $1 and user_id = $2', [name, userId]);
+      };
+    },
     /** How many items are still queued for `userId` (0 once the worker handled them). */
     async pending(userId: string): Promise<number> {
       const rows = await t.env.sql<{ n: number }>('select coalesce(sum(pending), 0)::int as n from notify_push where tenant = $1 and user_id = $2', [name, userId]);
@@ -345,21 +368,12 @@ describe('who gets a push', () => {
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'one' });
     const [first] = await waitPushes(sub, 1, 'the first push');
-    // The first push recorded: its window runs from now, nothing is pending.
-    const row = () =>
-      t.env.sql<{ pending: number; sent: boolean; leased: boolean }>(
-        `select pending, last_sent_at is not null as sent, lease_until is not null as leased from notify_push where tenant = $1 and user_id = 'bob'`,
-        [tn.name],
-      );
-    await waitFor(row, 'the first push recorded', { until: (r) => r.length === 1 && r[0]!.sent && !r[0]!.leased && r[0]!.pending === 0 });
-    // 'two' and 'three' are written while the row is held as a claim of another node holds it: the
-    // worker cannot take 'two' alone however long the two writes take on a busy machine (after the
-    // window it would, rightly). When each is due is what the writes computed.
-    const held = await t.env.sql(`update notify_push set lease_until = now() + interval '1 minute' where tenant = $1 and user_id = 'bob' and lease_until is null returning 1`, [tn.name]);
-    expect(held).toHaveLength(1);
+    // 'two' and 'three' are written while the row is held: the worker cannot take 'two' alone
+    // however long the two writes take on a busy machine (after the window it would, rightly).
+    const release = await tn.holdPushes('bob');
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'two' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'three' });
-    await t.env.sql(`update notify_push set lease_until = null where tenant = $1 and user_id = 'bob'`, [tn.name]);
+    await release();
     // The second push is the folded one, and it went out after the window (a push of its own for
     // 'two' would be the second, with count 1, before the window's end).
     const got = await waitPushes(sub, 2, 'the coalesced push');
@@ -375,8 +389,11 @@ describe('who gets a push', () => {
     const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
     await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'first' });
     await waitPushes(sub, 1, 'the first push');
+    // Held while 'second' is written and read, so a slow machine cannot let its window pass first.
+    const release = await tn.holdPushes('bob');
     const m = await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'second' });
     await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: m.seq });
+    await release();
     await expectNoPush(tn, 'bob', sub, 1);
   });
 
