@@ -63,6 +63,15 @@ describe('LeanQuery', () => {
     expect(describes - before).toBe(5);
   });
 
+  it("binds values as node-postgres's Query does: dates, arrays, buffers, objects as JSON, null", async () => {
+    const text = 'select $1::timestamptz as d, $2::int4[] as arr, $3::bytea as b, $4::jsonb as j, $5::text as n';
+    const values = [new Date('2026-03-04T05:06:07.089Z'), [3, 1, 2], Buffer.from('hi'), { a: [1, { b: null }] }, null];
+    const mine = await lean(client, 'lean-bind', text, values);
+    const theirs = await client.query({ text, values });
+    expect(mine.rows).toEqual(theirs.rows);
+    expect(mine.rows[0]).toEqual({ d: new Date('2026-03-04T05:06:07.089Z'), arr: [3, 1, 2], b: Buffer.from('hi'), j: { a: [1, { b: null }] }, n: null });
+  });
+
   it('fails a run whose execution fails with the database error; the next run on the connection works', async () => {
     const text = 'select 10 / $1::int as q';
     expect((await lean(client, 'lean-div', text, [2])).rows).toEqual([{ q: 5 }]);

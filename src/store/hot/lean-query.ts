@@ -35,8 +35,12 @@ interface Connection {
   sync(): void;
 }
 
-/** node-postgres's own value mapping (what `Query` binds with). */
-const prepareValue = (pg as unknown as { utils?: { prepareValue(v: unknown): unknown } }).utils?.prepareValue;
+/** node-postgres's own value mapping (what `Query` binds with: dates, arrays, buffers, JSON, null). */
+const prepareValue: (v: unknown) => unknown = (() => {
+  const f = (pg as unknown as { utils?: { prepareValue?: (v: unknown) => unknown } }).utils?.prepareValue;
+  if (!f) throw new Error('node-postgres without utils.prepareValue: the hot statements cannot bind their values as its Query does');
+  return f;
+})();
 
 const described = new WeakMap<Connection, Map<string, Described>>();
 
@@ -77,7 +81,7 @@ export class LeanQuery<R> {
         connection.parse({ text: this.text, name: this.name });
         connection.submittedNamedStatements[this.name] = this.text;
       }
-      connection.bind({ statement: this.name, values: this.values, valueMapper: prepareValue ?? ((v) => v) });
+      connection.bind({ statement: this.name, values: this.values, valueMapper: prepareValue });
       if (!this.fields) connection.describe({ type: 'P', name: '' });
       connection.execute({});
       connection.sync();
