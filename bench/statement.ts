@@ -38,7 +38,7 @@ import pg from 'pg';
 import { kysely, openDatabase } from '../src/store/database.js';
 import { appendMessageRows, type NewMessage } from '../src/store/hot/append-messages.js';
 import { presenceRoomsOfUsers, upsertUsers } from '../src/store/hot/connect.js';
-import { LeanQuery } from '../src/store/hot/lean-query.js';
+import { runPrepared } from '../src/store/hot/lean-query.js';
 import { unreadCounts, unreadCountsQuery } from '../src/store/receipts.js';
 import { dropDatabase, resetDatabase } from './lib/database.js';
 import { backendsOf } from './lib/stat.js';
@@ -211,8 +211,7 @@ try {
                          || '|' || $8::text || '|' || $9::jsonb::text || '|' || coalesce($10::jsonb::text, '') || '|' || coalesce($11::jsonb::text, '') || '|' || coalesce($12::bigint, 0) || '|' || now()::text as o`;
     const params = () => [randomUUID(), rooms[0], 't', 's1', randomUUID(), 'b123456789:1: lorem ipsum dolor sit amet', null, 'text', '[]', null, null, 7];
     const viaQuery = () => c.query({ name: 'bench-driver-query', text, values: params() });
-    const viaLean = () =>
-      new Promise((resolve, reject) => c.query(new LeanQuery('bench-driver-lean', text, params()) as never, ((e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))) as never));
+    const viaLean = () => runPrepared(c, 'bench-driver-lean', text, params());
     const forms: [string, () => Promise<unknown>][] = [
       ["node-postgres's Query (described per run)", viaQuery],
       ['LeanQuery (described once per connection)', viaLean],

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LeanQuery } from '../src/store/hot/lean-query.js';
+import { runPrepared } from '../src/store/hot/lean-query.js';
 import { dispose, type TestEnv, testEnv } from './fixture.js';
 
 /**
@@ -25,11 +25,8 @@ const connect = async () => {
   return c;
 };
 
-/** A run on one client (given a submittable, `Client#query` answers through the callback only). */
-const lean = <R = Record<string, unknown>>(c: pg.Client, name: string, text: string, values: unknown[]) =>
-  new Promise<{ rows: R[] }>((resolve, reject) =>
-    c.query(new LeanQuery<R>(name, text, values) as never, ((err: Error | null, res: { rows: R[] }) => (err ? reject(err) : resolve(res))) as never),
-  );
+/** A run on one client, its rows as node-postgres's result has them. */
+const lean = async <R = Record<string, unknown>>(c: pg.Client, name: string, text: string, values: unknown[]) => ({ rows: await runPrepared<R>(c, name, text, values) });
 
 const TEXT = `select $1::int8 as n, $2::text as t, '2026-01-02T03:04:05Z'::timestamptz as at, null::text as none, $3::jsonb as j, array[1, 2]::int4[] as a
                 from generate_series(1, $4::int) as g`;

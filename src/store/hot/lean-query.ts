@@ -137,3 +137,13 @@ export class LeanQuery<R> {
     this.callback?.(err, err ? undefined : { rows: this.out });
   }
 }
+
+/**
+ * Runs `text` as the named prepared statement `name` on a pool or one client (both take a
+ * submittable with a callback): its rows.
+ */
+export function runPrepared<R>(on: { query(q: never, cb: never): unknown }, name: string, text: string, values: unknown[]): Promise<R[]> {
+  return new Promise<R[]>((resolve, reject) => {
+    on.query(new LeanQuery<R>(name, text, values) as never, ((err: Error | null, res?: { rows: R[] }) => (err ? reject(err) : resolve(res!.rows))) as never);
+  });
+}

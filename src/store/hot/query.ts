@@ -1,5 +1,5 @@
 import { type Em, nativePool, type Orm } from '../database.js';
-import { LeanQuery } from './lean-query.js';
+import { runPrepared } from './lean-query.js';
 
 /**
  * The hand-written statements of src/store/hot/ run through here. Everything else goes through the
@@ -25,7 +25,7 @@ export function hotQuery<R>(name: string, text: string) {
   return async (ctx: HotContext, params: unknown[], em?: Em): Promise<R[]> => {
     if (em) return em.execute<R[]>(text, params as never[]);
     const pool = await nativePool(ctx.orm);
-    if (ctx.prepared) return ((await pool.query(new LeanQuery<R>(name, positional, params) as never)) as unknown as { rows: R[] }).rows;
+    if (ctx.prepared) return runPrepared<R>(pool, name, positional, params);
     const res = await pool.query({ text: positional, values: params });
     return res.rows as R[];
   };
