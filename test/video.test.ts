@@ -7,6 +7,7 @@
  */
 import { TokenVerifier } from 'livekit-server-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
 import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import {
   actor,
@@ -902,6 +903,34 @@ describe('banned and removed users leave the room\'s calls', () => {
     }
     expect(asked()).toEqual([carol]);
     expect(lk.rooms.get(m.id)!.participants.map((p) => p.identity)).toEqual([bob]);
+    expect(await queued(room.id)).toEqual([]);
+  });
+
+  it('a round that comes before a row is due by the database\'s clock schedules itself for then, not for the next poll', async () => {
+    // A timer may fire a little early and a node's clock may be behind the database's: here the row is
+    // due 300 ms after the round that looks for it, and the poll is ten minutes off (TEST_REMOVALS).
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner, [bob!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await lk.join((await as(lkSrv, bob!).video.joinToken({ meetingId: m.id })).token);
+    const removals = lkSrv.app.services.meetings.removals;
+    const db = lkSrv.app.services.store.db();
+    await removals.stop();
+    let sent: Promise<RemovalOutcome> | null = null;
+    try {
+      await as(lkSrv, owner).room.ban({ roomId: room.id, userId: bob! });
+      await db
+        .updateTable('video_removal')
+        .set({ next_attempt_at: sql<Date>`clock_timestamp() + interval '300 milliseconds'` })
+        .where('room_id', '=', room.id)
+        .execute();
+      sent = nextRemoval(lkSrv, room.id, bob!);
+    } finally {
+      removals.start();
+    }
+    // The round at start finds nothing due; without another wake-up the row is sent when it is due.
+    expect(await sent).toMatchObject({ outcome: 'removed', reason: 'banned', attempts: 1 });
+    expect(lk.rooms.get(m.id)!.participants).toEqual([]);
     expect(await queued(room.id)).toEqual([]);
   });
 

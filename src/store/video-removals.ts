@@ -65,6 +65,21 @@ export async function claimDueRemovals(db: Db, limit: number, leaseMs: number): 
   return rows as ClaimedRemoval[];
 }
 
+/**
+ * How long until a row becomes claimable (`claimDueRemovals`), by the database's clock: the earliest
+ * of each row's retry time and, for a claimed row, its lease's end; null when the queue is empty. A
+ * worker that found nothing due schedules its next round from this, so a retry runs on time whatever
+ * the node's clock or its timers say (a timer may fire a little early, a node's clock may be behind
+ * the database's: a round that comes too early must not wait for the next poll).
+ */
+export async function nextRemovalDueInMs(db: Db): Promise<number | null> {
+  const row = await db
+    .selectFrom('video_removal')
+    .select(sql<string | null>`ceil(extract(epoch from min(greatest(next_attempt_at, lease_until)) - clock_timestamp()) * 1000)`.as('ms'))
+    .executeTakeFirst();
+  return row?.ms == null ? null : Number(row.ms);
+}
+
 /** Done (or nothing left to do): the row goes. False when the claim no longer holds (re-queued meanwhile). */
 export async function finishRemoval(db: Db, claim: Pick<ClaimedRemoval, 'id' | 'lease_until'>): Promise<boolean> {
   const res = await db.deleteFrom('video_removal').where('id', '=', claim.id).where('lease_until', '=', claim.lease_until).executeTakeFirst();

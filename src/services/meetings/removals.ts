@@ -6,7 +6,15 @@ import { openMeetingsOfRoom } from '../../store/meetings.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import { rolesOf } from '../../store/users.js';
-import { type ClaimedRemoval, claimDueRemovals, finishRemoval, queueRemoval, type RemovalReason, retryRemoval } from '../../store/video-removals.js';
+import {
+  type ClaimedRemoval,
+  claimDueRemovals,
+  finishRemoval,
+  nextRemovalDueInMs,
+  queueRemoval,
+  type RemovalReason,
+  retryRemoval,
+} from '../../store/video-removals.js';
 import type { VideoProvider } from '../../video/provider.js';
 import { PollingLoop } from '../polling.js';
 import { retryDelay } from '../webhooks/worker.js';
@@ -28,6 +36,12 @@ const BATCH = 20;
 const LEASE_MS = 60_000;
 /** Retries are at most this far apart. */
 const MAX_RETRY_MS = 5 * 60_000;
+/**
+ * The soonest a round follows one that found nothing due: a row the database already calls due but the
+ * claim skipped (locked by a ban's transaction, or claimed meanwhile by another node) is looked at again
+ * this much later, not in a busy loop.
+ */
+const MIN_REWAKE_MS = 10;
 
 /** What a ban or removal needs of the queue: queue in its transaction, wake after its commit. */
 export type VideoRemovals = Pick<VideoRemovalWorker, 'queue' | 'wake'>;
@@ -108,7 +122,12 @@ export class VideoRemovalWorker {
     try {
       while (!this.loop.stopped) {
         const rows = await claimDueRemovals(this.store.db(), BATCH, LEASE_MS);
-        if (rows.length === 0) return;
+        if (rows.length === 0) {
+          // Next round when the next row is due (a retry, or a claim of a node that died), by the database's clock.
+          const dueInMs = await nextRemovalDueInMs(this.store.db());
+          if (dueInMs !== null) this.loop.wakeIn(Math.max(dueInMs, MIN_REWAKE_MS));
+          return;
+        }
         await Promise.all(rows.map((r) => this.send(r)));
       }
     } catch (err) {
@@ -158,9 +177,8 @@ export class VideoRemovalWorker {
       this.log.warn({ ...about, error }, 'could not remove a banned or removed user from a meeting: retried later');
       const retryInMs = Math.min(retryDelay(this.config.retryBaseMs, row.attempts), MAX_RETRY_MS);
       if (!(await retryRemoval(this.store.db(), row, retryInMs, error))) return;
+      // Sent again when due, not at the next poll: the round's next claim finds nothing due and schedules it.
       outcome('retry', error);
-      // Sent again when due, not at the next poll.
-      this.loop.wakeIn(retryInMs);
     } catch (err) {
       // The database failed: the row stays claimed and is sent again once its lease runs out.
       this.log.warn({ err, ...about }, 'video removal attempt failed');
