@@ -84,20 +84,20 @@ function tenant() {
      * computed, however slow the machine. Without it, a test whose writes take longer than the
      * window sees the worker rightly push the first of them alone.
      */
-    async holdPushes(userId: string): Promise<() => Promise<void>> {
+    async holdPushes(userId: string, roomId?: string): Promise<() => Promise<void>> {
+      // The user's row of that room (one row per user and room), or the user's only row.
+      const which = roomId === undefined ? 'tenant = $1 and user_id = $2' : 'tenant = $1 and user_id = $2 and room_id = $3';
+      const args = roomId === undefined ? [name, userId] : [name, userId, roomId];
       const row = () =>
         t.env.sql<{ pending: number; sent: boolean; leased: boolean }>(
-          'select pending, last_sent_at is not null as sent, lease_until is not null as leased from notify_push where tenant = $1 and user_id = $2',
-          [name, userId],
+          `select pending, last_sent_at is not null as sent, lease_until is not null as leased from notify_push where ${which}`,
+          args,
         );
       await waitFor(row, `the last push to ${userId} recorded`, { until: (r) => r.length === 1 && r[0]!.sent && !r[0]!.leased && r[0]!.pending === 0 });
-      const held = await t.env.sql(
-        `update notify_push set lease_until = now() + interval '1 minute' where tenant = $1 and user_id = $2 and lease_until is null returning 1`,
-        [name, userId],
-      );
+      const held = await t.env.sql(`update notify_push set lease_until = now() + interval '1 minute' where ${which} and lease_until is null returning 1`, args);
       expect(held).toHaveLength(1);
       return async () => {
-        await t.env.sql('update notify_push set lease_until = null where tenant = $1 and user_id = $2', [name, userId]);
+        await t.env.sql(`update notify_push set lease_until = null where ${which}`, args);
       };
     },
     /** How many items are still queued for `userId` (0 once the worker handled them). */
@@ -244,9 +244,12 @@ describe('who gets a push', () => {
     const got = await waitPushes(sub, 2, 'the push of the mention in a room set to all');
     expect(got[1]!.payload).toMatchObject({ type: 'mention', roomId: room.id, body: '@bob and everyone', count: 1 });
     // A reply in a thread bob never wrote in reaches him because the room is set to all: folded with
-    // its root into the next push of the room, after the window.
+    // its root into the next push of the room, after the window (the row held while both are written,
+    // so that they are queued together however slow the writes).
+    const release = await tn.holdPushes('bob', room.id);
     const root2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'a thread of mine' });
     const reply2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and its reply', replyToId: root2.id });
+    await release();
     const all = await waitPushes(sub, 3, 'the push of the thread in a room set to all');
     expect(all[2]!.payload).toMatchObject({ type: 'message', roomId: room.id, messageId: reply2.id, body: '2 new messages in Loud', count: 2 });
     await expectNoPush(tn, 'bob', sub, 3);
