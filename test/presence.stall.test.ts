@@ -12,7 +12,10 @@ import { SEP } from '../src/realtime/presence-store.js';
 import { TEST_REDIS_URL } from './env.js';
 import { clientFor, fileServer, recordEvents, uuid, waitFor } from './fixture.js';
 
-const t = fileServer('presence_stall');
+// Entries that live an hour: the node's own heartbeat and sweep timers (every third and half of it)
+// never run during the test, which drives both itself (a background heartbeat between its expiry and
+// its sweep would register the user again before the sweep).
+const t = fileServer('presence_stall', { presenceTtlMs: 3_600_000 });
 const redis = new Redis(TEST_REDIS_URL);
 afterAll(() => redis.quit());
 

@@ -6,15 +6,21 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ChatClient } from '../client/index.js';
-import { clientFor, deferred, fileCluster, recordEvents, Scope, uuid, waitFor, within, type EventsRecorder } from './fixture.js';
+import { clientFor, deferred, elapse, fileCluster, recordEvents, Scope, uuid, waitFor, within, type EventsRecorder } from './fixture.js';
 
-/** Short typing expiry for this file (the default is 10 s; TYPING_TTL_MS). */
-const TYPING_TTL_MS = 1500;
+/**
+ * Typing on the two nodes: a throttle window and an expiry far longer than any test step, so what the
+ * typing test checks (forwarded or not, the events at a barrier) cannot depend on how fast the steps
+ * run. The expiry test runs a node of its own with a short TYPING_TTL_MS.
+ */
+const TYPING = { typingTtlMs: 60_000, typingThrottleMs: 30_000 };
+/** The expiry test's TYPING_TTL_MS (the default is 10 s). */
+const TYPING_TTL_MS = 4000;
 
 const PRESENCE_TTL_MS = 3000;
 
 /** Two nodes on one database and one Redis prefix. */
-const cl = fileCluster('rcpt_presence', { presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS });
+const cl = fileCluster('rcpt_presence', { presenceTtlMs: PRESENCE_TTL_MS, ...TYPING });
 /** The clients of a test, closed after it. */
 const open = new Scope();
 
@@ -167,7 +173,7 @@ describe('receipts and unread counts', () => {
 });
 
 describe('typing', () => {
-  it('reaches other members live on both nodes; a refresh within 3 s is throttled; typing:false goes out at once', async () => {
+  it('reaches other members live on both nodes; a refresh within TYPING_THROTTLE_MS is throttled; typing:false goes out at once', async () => {
     const u = tag();
     const [o, m, c] = [`o-${u}`, `m-${u}`, `c-${u}`];
     await using oc = clientFor(cl.a.url, o, { ws: true });
@@ -204,29 +210,33 @@ describe('typing', () => {
   });
 
   // Vitest fake timers cannot drive this: the server runs in this process on real sockets, and
-  // faking setTimeout would also freeze pg, ioredis, ws and the tRPC client. The cluster runs with
-  // a short TYPING_TTL_MS, and the test waits for the real expiry event (bounded, not a sleep).
+  // faking setTimeout would also freeze pg, ioredis, ws and the tRPC client. A third node with a short
+  // TYPING_TTL_MS joins the cluster (same database and Redis prefix); the test waits for the real
+  // expiry event (bounded, not a sleep). The refresh comes a third of the TTL after the first update,
+  // so an expiry that the refresh did not restart would come that much too early.
   it(`typing expires: typing:false is sent TYPING_TTL_MS after the last refresh (real timer)`, async () => {
     const u = tag();
     const [o, m] = [`o-${u}`, `m-${u}`];
-    await using oc = clientFor(cl.a.url, o);
+    await using x = await cl.env.startServer({ redisPrefix: cl.a.config.redisPrefix, presenceTtlMs: PRESENCE_TTL_MS, typingTtlMs: TYPING_TTL_MS, typingThrottleMs: 60_000 });
+    await using oc = clientFor(x.url, o);
     const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'typing-expiry', memberIds: [m] });
     using mRec = recordEvents(open.use(clientFor(cl.b.url, m)), { roomId: room.id });
     await mRec.ready();
     const t0 = Date.now();
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
     await mRec.next('typing', (e) => e.typing);
-    // A refresh (throttled, not forwarded) restarts the expiry.
+    await elapse(TYPING_TTL_MS / 3);
+    // A refresh (throttled, not forwarded) restarts the expiry: the server arms it after this instant.
     const tRefreshSent = Date.now();
     expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: false });
-    const tRefreshed = Date.now();
     const stop = await mRec.next('typing', (e) => !e.typing, TYPING_TTL_MS + 5000);
     const tStop = Date.now();
     expect(stop).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: false });
-    console.log(`[typing] expiry after the last refresh: ${tStop - tRefreshed} ms (TTL ${TYPING_TTL_MS} ms)`);
-    expect(tStop - tRefreshed).toBeGreaterThanOrEqual(TYPING_TTL_MS - 250);
+    console.log(`[typing] expiry after the last refresh: ${tStop - tRefreshSent} ms (TTL ${TYPING_TTL_MS} ms)`);
+    // Not before the TTL counted from the refresh (2 ms for the timers' and Date.now()'s whole milliseconds).
+    expect(tStop - tRefreshSent).toBeGreaterThanOrEqual(TYPING_TTL_MS - 2);
     expect(tStop - tRefreshSent).toBeLessThan(TYPING_TTL_MS + 5000);
-    expect(tStop - t0).toBeLessThan(TYPING_TTL_MS + 5000);
+    expect(tStop - t0).toBeLessThan(TYPING_TTL_MS / 3 + TYPING_TTL_MS + 5000);
     expect(mRec.of('typing').map((e) => e.typing)).toEqual([true, false]);
     mRec.unsubscribe();
   }, 30_000);

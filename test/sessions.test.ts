@@ -122,12 +122,23 @@ describe('token expiry on open sockets', () => {
 
   it('auth.refresh before expiry keeps the connection and its subscriptions past the old exp', async () => {
     const roomId = await room('ref-owner', ['ref-user']);
-    const short = tokenFor('ref-user', { ttlSeconds: 2 });
-    const c = ws(N1, short);
+    // Both connections are set up on a long token, then moved to a short one: only the refresh below
+    // has to happen within the short token's life, however slow the set-up was.
+    const long = tokenFor('ref-user', { ttlSeconds: 600 });
+    const c = ws(N1, long);
     const rec = recordEvents(c, { roomId });
     await rec.ready();
     // A second connection with the same token and no refresh: its 4001 marks the old expiry.
-    const control = await subscribed(N1, short, roomId);
+    const control = await subscribed(N1, long, roomId);
+    // Minted right after a second starts, so that it lives two whole seconds (exp is in seconds).
+    await untilNextSecondAfter(Date.now());
+    const short = tokenFor('ref-user', { ttlSeconds: 2 });
+    control.send({ id: 2, method: 'mutation', params: { path: 'auth.refresh', input: { json: { token: short } } } });
+    const [, controlMoved] = await Promise.all([
+      c.trpc.auth.refresh.mutate({ token: short }),
+      control.waitFrame((f) => f.id === 2, 'the control connection moved to the short token'),
+    ]);
+    expect(controlMoved.result?.data).toMatchObject({ connection: true });
     const fresh = tokenFor('ref-user', { ttlSeconds: 600 });
     const res = await c.trpc.auth.refresh.mutate({ token: fresh });
     expect(res).toEqual({ connection: true, expiresAt: new Date(expOf(fresh) * 1000) });
