@@ -842,6 +842,15 @@ async function nodeCounters(s: Server): Promise<Record<string, number>> {
   return out;
 }
 
+/**
+ * Sender connections per node in the scale-out fan-out: the window's messages spread over them keep
+ * each socket at 16 unanswered calls at most on one node (window 64), half of ours' default
+ * WS_MAX_INFLIGHT. With one per node, the one node's socket held up to 64: the calls over 32 were
+ * refused (TOO_MANY_REQUESTS) and the sender backed off 100 ms per attempt, which left capped nodes
+ * idle (the peers have no such limit and were never refused).
+ */
+const SENDERS_PER_NODE = Math.max(1, Math.ceil(C.scaleout.window / 16));
+
 /** (6) Scale-out: the fan-out at the maximum on one node, then on two nodes sharing Redis. */
 async function scaleout(sys: SystemName) {
   const cfg = C.scaleout;
@@ -876,10 +885,12 @@ async function scaleout(sys: SystemName) {
       // The subscribers spread evenly over the nodes; the sender on the first.
       const perNode = split(specs, n);
       for (const [k, s] of nodes.entries()) await openSubs(sys, [s.url], split(perNode[k] ?? [], subWorkers.length));
-      // One sender connection per node, taking turns (the load balancer spreads senders as it
+      // Sender connections on every node, taking turns (the load balancer spreads senders as it
       // spreads subscribers): with the one sender on the first node, that node carried every send
       // on top of its share of the subscribers and alone limited ours (docs/BENCHMARKS.md, eleventh pass).
-      for (const s of nodes) await openOn(sendWorker, sys, s.url, sender);
+      // SENDERS_PER_NODE of them, so that no socket holds more unanswered calls than a client may
+      // keep on one (ours: WS_MAX_INFLIGHT, 32 by default; docs/BENCHMARKS.md, fifteenth pass).
+      for (const s of nodes) await openOn(sendWorker, sys, s.url, range(SENDERS_PER_NODE).flatMap(() => sender));
       await settle(nodes.map((s) => s.proc.pid));
       await phase(nodes, cfg.warmupMs);
       const before = sys === 'ours' ? await Promise.all(nodes.map(nodeCounters)) : null;
