@@ -12,13 +12,16 @@ import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import {
   actor,
   callerFor,
+  claimDueRemovals,
   clientFor,
   ConfigError,
   DailyProvider,
   dispose,
   expectTRPCError,
+  finishRemoval,
   LiveKitProvider,
   loadConfig,
+  nextRemovalDueInMs,
   openInbox,
   recordEvents,
   recordInbox,
@@ -976,5 +979,36 @@ describe('banned and removed users leave the room\'s calls', () => {
     } finally {
       removals.start();
     }
+  });
+
+  it("a node of another provider leaves a room's removal to the nodes of its meetings' provider; once no meeting is left, any node finishes it", async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const live = await groupRoom(lkSrv, owner, [bob!]);
+    await as(lkSrv, owner).video.create({ roomId: live.id });
+    const over = await groupRoom(lkSrv, owner, [carol!]);
+    const ended = await as(lkSrv, owner).video.create({ roomId: over.id });
+    const removals = lkSrv.app.services.meetings.removals;
+    const db = lkSrv.app.services.store.db();
+    await removals.stop();
+    let sent: Promise<RemovalOutcome> | null = null;
+    try {
+      await as(lkSrv, owner).room.ban({ roomId: live.id, userId: bob! });
+      await as(lkSrv, owner).room.ban({ roomId: over.id, userId: carol! });
+      await as(lkSrv, owner).video.end({ meetingId: ended.id });
+      // What a Daily node claims: not Bob's (his room's call runs on LiveKit), Carol's (no call is left in her room).
+      const claimed = await claimDueRemovals(db, 'daily', 100, 60_000);
+      expect(claimed.map((r) => [r.room_id, r.user_id])).toEqual([[over.id, carol]]);
+      expect(await finishRemoval(db, claimed[0]!)).toBe(true);
+      // Nor is a Daily node woken for Bob's; a LiveKit node finds it due.
+      expect(await nextRemovalDueInMs(db, 'daily')).toBeNull();
+      expect(await nextRemovalDueInMs(db, 'livekit')).toBeLessThanOrEqual(0);
+      sent = nextRemoval(lkSrv, live.id, bob!);
+    } finally {
+      removals.start();
+    }
+    // Sent by the LiveKit node on its first attempt: no other node took an attempt of it.
+    expect(await sent).toMatchObject({ outcome: 'removed', reason: 'banned', attempts: 1 });
+    expect(await queued(live.id)).toEqual([]);
+    expect(await queued(over.id)).toEqual([]);
   });
 });

@@ -1,6 +1,6 @@
-import { sql } from 'kysely';
+import { type ExpressionBuilder, sql } from 'kysely';
 import { clip } from '../domain/text.js';
-import type { Db } from './database.js';
+import type { Db, Tables } from './database.js';
 import { now, type Tx } from './tx.js';
 
 /**
@@ -41,11 +41,23 @@ export async function queueRemoval(tx: Tx, r: { roomId: string; tenant: string; 
 }
 
 /**
- * Claims up to `limit` due rows for `leaseMs` (attempts + 1), oldest due first. FOR UPDATE SKIP
- * LOCKED leaves rows another node is claiming; the lease keeps a claimed row from being taken again
- * until it runs out (a node that died: the row is sent elsewhere).
+ * The rows a node whose video provider is `provider` may send: those of a room with a meeting not
+ * ended on that provider, or with no meeting not ended at all (nothing left to do: any node finishes
+ * them). A room's calls on another provider (a provider switch while meetings of the old one still
+ * run) are left to the nodes configured with it, not finished as if done.
  */
-export async function claimDueRemovals(db: Db, limit: number, leaseMs: number): Promise<ClaimedRemoval[]> {
+const sendableBy = (provider: string) => (w: ExpressionBuilder<Tables & { r: Tables['video_removal'] }, 'r'>) => {
+  const open = () => w.selectFrom('meeting as m').select('m.id').whereRef('m.room_id', '=', 'r.room_id').where('m.status', '<>', 'ended');
+  return w.or([w.exists(open().where('m.provider', '=', provider)), w.not(w.exists(open()))]);
+};
+
+/**
+ * Claims up to `limit` due rows for `leaseMs` (attempts + 1), oldest due first, of those a node of
+ * `provider` may send (`sendableBy`). FOR UPDATE SKIP LOCKED leaves rows another node is claiming;
+ * the lease keeps a claimed row from being taken again until it runs out (a node that died: the row
+ * is sent elsewhere).
+ */
+export async function claimDueRemovals(db: Db, provider: string, limit: number, leaseMs: number): Promise<ClaimedRemoval[]> {
   const rows = await db
     .updateTable('video_removal')
     .set((eb) => ({ attempts: eb('attempts', '+', 1), lease_until: sql<Date>`date_trunc('milliseconds', clock_timestamp() + ${leaseMs} * interval '1 millisecond')` }))
@@ -53,6 +65,7 @@ export async function claimDueRemovals(db: Db, limit: number, leaseMs: number): 
       eb
         .selectFrom('video_removal as r')
         .select('r.id')
+        .where(sendableBy(provider))
         .where('r.next_attempt_at', '<=', now())
         .where((w) => w.or([w('r.lease_until', 'is', null), w('r.lease_until', '<', now())]))
         .orderBy('r.next_attempt_at')
@@ -66,15 +79,17 @@ export async function claimDueRemovals(db: Db, limit: number, leaseMs: number): 
 }
 
 /**
- * How long until a row becomes claimable (`claimDueRemovals`), by the database's clock: the earliest
- * of each row's retry time and, for a claimed row, its lease's end; null when the queue is empty. A
+ * How long until a row becomes claimable by a node of `provider` (`claimDueRemovals`), by the
+ * database's clock: the earliest of each row's retry time and, for a claimed row, its lease's end;
+ * null when there is none. A
  * worker that found nothing due schedules its next round from this, so a retry runs on time whatever
  * the node's clock or its timers say (a timer may fire a little early, a node's clock may be behind
  * the database's: a round that comes too early must not wait for the next poll).
  */
-export async function nextRemovalDueInMs(db: Db): Promise<number | null> {
+export async function nextRemovalDueInMs(db: Db, provider: string): Promise<number | null> {
   const row = await db
-    .selectFrom('video_removal')
+    .selectFrom('video_removal as r')
+    .where(sendableBy(provider))
     .select(sql<string | null>`ceil(extract(epoch from min(greatest(next_attempt_at, lease_until)) - clock_timestamp()) * 1000)`.as('ms'))
     .executeTakeFirst();
   return row?.ms == null ? null : Number(row.ms);

@@ -121,10 +121,10 @@ export class VideoRemovalWorker {
   private async round(): Promise<void> {
     try {
       while (!this.loop.stopped) {
-        const rows = await claimDueRemovals(this.store.db(), BATCH, LEASE_MS);
+        const rows = await claimDueRemovals(this.store.db(), this.provider!.name, BATCH, LEASE_MS);
         if (rows.length === 0) {
           // Next round when the next row is due (a retry, or a claim of a node that died), by the database's clock.
-          const dueInMs = await nextRemovalDueInMs(this.store.db());
+          const dueInMs = await nextRemovalDueInMs(this.store.db(), this.provider!.name);
           if (dueInMs !== null) this.loop.wakeIn(Math.max(dueInMs, MIN_REWAKE_MS));
           return;
         }
