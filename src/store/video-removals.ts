@@ -81,10 +81,10 @@ export async function claimDueRemovals(db: Db, provider: string, limit: number, 
 /**
  * How long until a row becomes claimable by a node of `provider` (`claimDueRemovals`), by the
  * database's clock: the earliest of each row's retry time and, for a claimed row, its lease's end;
- * null when there is none. A
- * worker that found nothing due schedules its next round from this, so a retry runs on time whatever
- * the node's clock or its timers say (a timer may fire a little early, a node's clock may be behind
- * the database's: a round that comes too early must not wait for the next poll).
+ * null when there is none. A worker that found nothing due schedules its next round from this, so a
+ * retry runs on time whatever the node's clock or its timers say (a timer may fire a little early, a
+ * node's clock may be behind the database's: a round that comes too early must not wait for the
+ * next poll). The queue holds only removals not yet made, so the scan stays small.
  */
 export async function nextRemovalDueInMs(db: Db, provider: string): Promise<number | null> {
   const row = await db
