@@ -1,7 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import {
   type AnyRouter,
-  callTRPCProcedure,
   getErrorShape,
   getTRPCErrorFromUnknown,
   type inferRouterContext,
@@ -10,6 +9,7 @@ import {
   TRPCError,
 } from '@trpc/server';
 import { isObservable, observableToAsyncIterable } from '@trpc/server/observable';
+import { callProcedure } from './call.js';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket } from 'ws';
 import { type FrameWriteCounters, frameHead, trackedTail, writeTextFrame } from './frames.js';
@@ -373,7 +373,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         try {
           const res = await ready;
           if (!res.ok) throw res.error;
-          const data = await callTRPCProcedure({ router, path, getRawInput: async () => input, ctx: this.ctx, type, signal: this.signal, batchIndex });
+          const data = await callProcedure({ router, path, getRawInput: async () => input, ctx: this.ctx, type, signal: this.signal, batchIndex });
           if (isAsyncIterable(data) || isObservable(data)) {
             throw new TRPCError({ code: 'UNSUPPORTED_MEDIA_TYPE', message: `Cannot return an async iterable or observable from a ${type} procedure with WebSockets` });
           }
@@ -410,7 +410,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         const res = await ready;
         if (!res.ok) throw res.error;
         if (!signal.aborted && this.ws.readyState === OPEN) {
-          result = await callTRPCProcedure({ router, path, getRawInput: async () => input, ctx: this.ctx, type: 'subscription', signal, batchIndex });
+          result = await callProcedure({ router, path, getRawInput: async () => input, ctx: this.ctx, type: 'subscription', signal, batchIndex });
           if (!isAsyncIterable(result) && !isObservable(result)) {
             throw new TRPCError({ code: 'INTERNAL_SERVER_ERROR', message: `Subscription ${path} did not return an observable or a AsyncGenerator` });
           }
