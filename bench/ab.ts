@@ -65,6 +65,14 @@ function metricsOf(tree: string): Metrics {
     }
     return out;
   }
+  if ('catchUpMs' in o) {
+    // storm: from the new server's first healthy answer until every subscriber holds every message.
+    return { 'catch-up ms': num(o.catchUpMs), lost: num(o.lost), 'p99 ms': num(o.p99Ms) };
+  }
+  if (typeof o.kbPerConnection === 'number') {
+    // idle: memory per connection with one subscription, and what a connect cost.
+    return { 'KB/connection': num(o.kbPerConnection), 'server µs/connect': num(o.cpuUsPerConnect), 'connect ms': num(o.connectMs) };
+  }
   return {
     'deliveries/s': num(o.deliveriesPerSec),
     'p99 ms': num(o.p99Ms),
