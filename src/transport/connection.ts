@@ -9,9 +9,9 @@ import {
   TRPCError,
 } from '@trpc/server';
 import { isObservable, observableToAsyncIterable } from '@trpc/server/observable';
-import { callProcedure } from './call.js';
 import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket } from 'ws';
+import { callProcedure } from './call.js';
 import { type FrameWriteCounters, frameHead, trackedTail, writeTextFrame } from './frames.js';
 import type { LiveConnection } from './keepalive.js';
 import {
