@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
-import { WebSocketServer } from 'ws';
+import { type WebSocket, WebSocketServer } from 'ws';
 import { type Config, fileOrigins, isLoopbackHost } from './config.js';
 import { nativePool, openDatabase, type Database } from './store/database.js';
 import { createLogger, type Logger } from './logger.js';
@@ -241,9 +241,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     },
   });
   const ipConnections = new Map<string, number>();
-  // Built outside the upgrade handler: a listener created in there would keep the upgrade request
-  // (and its headers) alive for the whole life of the connection.
-  const releaseAddress = (ip: string) => () => {
+  /** The address each open socket is counted under. */
+  const addressOf = new WeakMap<WebSocket, string>();
+  // One listener for every socket (ws calls it with the socket as `this`), built outside the upgrade
+  // handler: one created in there would keep the upgrade request (and its headers) alive for the
+  // whole life of the connection, and a closure per connection costs every idle connection memory.
+  const releaseAddress = function (this: WebSocket) {
+    const ip = addressOf.get(this);
+    if (ip === undefined) return;
+    addressOf.delete(this);
     const n = (ipConnections.get(ip) ?? 1) - 1;
     if (n <= 0) ipConnections.delete(ip);
     else ipConnections.set(ip, n);
@@ -288,7 +294,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
           return;
         }
         ipConnections.set(ip, open + 1);
-        ws.once('close', releaseAddress(ip));
+        addressOf.set(ws, ip);
+        ws.on('close', releaseAddress);
         wss.emit('connection', ws, req);
       });
     })();

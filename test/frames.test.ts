@@ -14,7 +14,7 @@ function plainFrame(requestId: number | string, eventId: string, event: unknown,
 }
 
 const ourFrame = (requestId: number | string, eventId: string, event: unknown, jsonrpc?: '2.0', shared?: SharedEncoding) =>
-  Buffer.concat([frameHead(requestId, jsonrpc), trackedTail(eventId, event, shared)]).toString('utf8');
+  Buffer.concat([Buffer.from(frameHead(requestId, jsonrpc)), trackedTail(eventId, event, shared)]).toString('utf8');
 
 const event = () => ({
   type: 'message.new',
@@ -90,8 +90,9 @@ describe('fan-out frames', () => {
       // Payloads of 2-byte (<126), 4-byte (<65536) and 10-byte length headers, with multibyte text.
       const texts = ['{"id":1,"x":"é"}', `{"id":2,"x":"${'ü'.repeat(200)}"}`, `{"id":3,"x":"${'a'.repeat(70_000)}"}`, '{"id":"ünï"}'];
       for (const t of texts) {
-        const cut = t.indexOf(',') > 0 ? t.indexOf(',') : 4;
-        writeTextFrame(ws as never, Buffer.from(t.slice(0, cut)), Buffer.from(t.slice(cut)), counters);
+        // The head is a string (frameHead): the last one has multibyte characters (bytes, not length).
+        const cut = t.indexOf(',') > 0 ? t.indexOf(',') : t.length - 2;
+        writeTextFrame(ws as never, t.slice(0, cut), Buffer.from(t.slice(cut)), counters);
       }
       await all;
       expect(got).toEqual(texts);

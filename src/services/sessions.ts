@@ -10,16 +10,20 @@ import type { RedisLink } from '../realtime/redis.js';
 import type { Store } from '../store/store.js';
 import type { Tx } from '../store/tx.js';
 
-/** What the sessions service needs of a WebSocket. */
+/** What the sessions service needs of a WebSocket (ws calls a listener with the socket as `this`). */
 export interface SessionSocket {
   readonly bufferedAmount: number;
   close(code: number, reason: string): void;
-  once(event: 'close', fn: () => void): unknown;
+  on(event: 'close', fn: (this: SessionSocket, code: number) => void): unknown;
 }
+
+/** What else a session's close does (the connection's audit line and presence): one function for all. */
+export type SessionClosed = (s: Session, code: number) => void;
 
 /**
  * One WebSocket connection: its current identity (swappable by `auth.refresh`), its subscription
- * count and its expiry timer.
+ * count and its expiry timer. Idle connections are most of a node's memory: a session holds no
+ * closures (its socket's close listener and its expiry timer are shared functions).
  */
 export class Session {
   subscriptions = 0;
@@ -31,7 +35,28 @@ export class Session {
     readonly socket: SessionSocket,
     /** What the client said about itself (connection parameters). */
     readonly client: ClientInfo = NO_CLIENT_INFO,
+    /** The connection's id (presence, the audit lines); '' when opened without one. */
+    readonly connId = '',
+    readonly service: SessionService | null = null,
+    readonly onClosed: SessionClosed | null = null,
   ) {}
+}
+
+/** The session of each open socket, for the close listener below. */
+const sessionOf = new WeakMap<SessionSocket, Session>();
+
+/** The one 'close' listener of every session's socket. */
+function socketClosed(this: SessionSocket, code: number): void {
+  const s = sessionOf.get(this);
+  if (!s) return;
+  sessionOf.delete(this);
+  s.service?.ended(s, code);
+}
+
+/** The token expiry timer's callback (the session and its service are the timer's arguments). */
+function expiryDue(service: SessionService, s: Session): void {
+  if (s.actor.exp && s.actor.exp * 1000 <= Date.now()) s.socket.close(CloseCode.TokenExpired, 'access token expired');
+  else service.armExpiry(s);
 }
 
 /** Distinct client types and versions counted in `clientStats` (the rest are `other`). */
@@ -84,9 +109,12 @@ export class SessionService {
     });
   }
 
-  /** Registers a connection; arms the close at token expiry. */
-  open(actor: Actor, socket: SessionSocket, client: ClientInfo = NO_CLIENT_INFO): Session {
-    const s = new Session(actor, socket, client);
+  /**
+   * Registers a connection; arms the close at token expiry. When its socket closes the session is
+   * forgotten, then `onClosed` runs (once).
+   */
+  open(actor: Actor, socket: SessionSocket, client: ClientInfo = NO_CLIENT_INFO, connId = '', onClosed: SessionClosed | null = null): Session {
+    const s = new Session(actor, socket, client, connId, this, onClosed);
     const key = userKey(actor.tenant, actor.id);
     let set = this.byUser.get(key);
     if (!set) {
@@ -95,15 +123,20 @@ export class SessionService {
     }
     set.add(s);
     this.armExpiry(s);
-    socket.once('close', () => {
-      s.closed = true;
-      if (s.expiryTimer) clearTimeout(s.expiryTimer);
-      s.expiryTimer = null;
-      const cur = this.byUser.get(userKey(s.actor.tenant, s.actor.id));
-      cur?.delete(s);
-      if (cur && cur.size === 0) this.byUser.delete(userKey(s.actor.tenant, s.actor.id));
-    });
+    sessionOf.set(socket, s);
+    socket.on('close', socketClosed);
     return s;
+  }
+
+  /** The socket of a session closed (`socketClosed`): it is forgotten, then its `onClosed` runs. */
+  ended(s: Session, code: number): void {
+    s.closed = true;
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    s.expiryTimer = null;
+    const cur = this.byUser.get(userKey(s.actor.tenant, s.actor.id));
+    cur?.delete(s);
+    if (cur && cur.size === 0) this.byUser.delete(userKey(s.actor.tenant, s.actor.id));
+    s.onClosed?.(s, code);
   }
 
   /**
@@ -134,7 +167,8 @@ export class SessionService {
     return out;
   }
 
-  private armExpiry(s: Session): void {
+  /** (Re)arms the close of a session at its token's expiry (`expiryDue`). */
+  armExpiry(s: Session): void {
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     s.expiryTimer = null;
     // A refresh answered after its socket closed: a timer now would hold the session until the
@@ -143,10 +177,7 @@ export class SessionService {
     const ms = s.actor.exp * 1000 - Date.now();
     // setTimeout holds at most ~24.8 days; longer tokens are re-armed when they get closer.
     const delay = Math.max(0, Math.min(ms, 2 ** 31 - 1));
-    s.expiryTimer = setTimeout(() => {
-      if (s.actor.exp && s.actor.exp * 1000 <= Date.now()) s.socket.close(CloseCode.TokenExpired, 'access token expired');
-      else this.armExpiry(s);
-    }, delay);
+    s.expiryTimer = setTimeout(expiryDue, delay, this, s);
     s.expiryTimer.unref();
   }
 
@@ -249,22 +280,21 @@ export class SessionService {
     for (const s of this.byUser.get(userKey(tenant, userId)) ?? []) s.socket.close(code, reason);
   }
 
-  /** Counts a new subscription of a connection; TOO_MANY_REQUESTS over the limit. */
-  acquireSubscription(s: Session | undefined): () => void {
-    if (!s) return () => undefined;
+  /**
+   * Counts a new subscription of a connection; TOO_MANY_REQUESTS over the limit. The caller gives
+   * it back once with `releaseSubscription` (src/trpc/stream-conn.ts).
+   */
+  acquireSubscription(s: Session): void {
     const max = this.opts.subscriptionsPerConnection;
     if (s.subscriptions >= max) {
       this.counters.rateLimited++;
       throw new AppError('TOO_MANY_REQUESTS', `at most ${max} subscriptions per connection`);
     }
     s.subscriptions++;
-    let released = false;
-    return () => {
-      if (!released) {
-        released = true;
-        s.subscriptions--;
-      }
-    };
+  }
+
+  releaseSubscription(s: Session): void {
+    s.subscriptions--;
   }
 
   connectionsOf(tenant: string, userId: string): number {

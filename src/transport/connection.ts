@@ -65,6 +65,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
   const maxStopping = limits ? (limits.maxStopping ?? limits.maxInflight) : Number.POSITIVE_INFINITY;
 
   type CtxResult = { ok: true } | { ok: false; error: TRPCError };
+  /** Every connection's resolved `ctxReady` holds this one object (not one per connection). */
+  const CTX_OK: CtxResult = Object.freeze({ ok: true });
 
   /** Connections whose socket is corked until the end of the current tick (see `cork`). */
   let corked: Connection[] = [];
@@ -97,7 +99,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     readonly abort = new AbortController();
     work: Work = RUNNING;
     constructor(
-      readonly head: Buffer | null,
+      readonly head: string | null,
       readonly conn: Connection,
       readonly id: RequestId,
       readonly jsonrpc: '2.0' | undefined,
@@ -222,7 +224,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
         };
         this.ctx = (await opts.createContext?.({ req: this.req!, res: this.ws, info } as never)) as TCtx;
         if (opts.releaseRequest) this.req = null;
-        return { ok: true };
+        return CTX_OK;
       } catch (cause) {
         const error = getTRPCErrorFromUnknown(cause);
         this.respondError(null, undefined, error, 'unknown', undefined, undefined);

@@ -36,9 +36,14 @@ export function trackedTail(eventId: string, data: unknown, shared?: SharedFrame
   return buildTail(eventId, data, serialize);
 }
 
-/** The head of every frame answering one request: `{"id":<id>` and the echoed `"jsonrpc"`. */
-export function frameHead(requestId: number | string, jsonrpc: '2.0' | undefined): Buffer {
-  return Buffer.from(`{"id":${JSON.stringify(requestId)}${jsonrpc === '2.0' ? ',"jsonrpc":"2.0"' : ''}`);
+/**
+ * The head of every frame answering one request: `{"id":<id>` and the echoed `"jsonrpc"`. A string,
+ * kept by each subscription for its life: a small `Buffer` would be a slice of node's 8-KB allocation
+ * pool and keep the whole slab alive (about 650 bytes per idle connection; docs/BENCHMARKS.md,
+ * seventeenth pass). `writeTextFrame` writes it into the frame's first buffer.
+ */
+export function frameHead(requestId: number | string, jsonrpc: '2.0' | undefined): string {
+  return `{"id":${JSON.stringify(requestId)}${jsonrpc === '2.0' ? ',"jsonrpc":"2.0"' : ''}`;
 }
 
 /** What the fast path needs of a `ws` socket (internals of the pinned ws version, see below). */
@@ -66,17 +71,18 @@ export interface FrameWriteCounters {
  * sender is busy (compression) or the internals are not there; `counters` tell which way each
  * frame went, so a ws upgrade that removes the internals shows.
  */
-export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer, counters: FrameWriteCounters): void {
+export function writeTextFrame(ws: FramedSocket, head: string, tail: Buffer, counters: FrameWriteCounters): void {
   const sender = ws._sender;
   if (sender?._state !== 0 || typeof sender.sendFrame !== 'function' || ws._extensions?.['permessage-deflate']) {
     counters.wsFallbackWrites++;
-    ws.send(Buffer.concat([head, tail]), { binary: false });
+    ws.send(Buffer.concat([Buffer.from(head), tail]), { binary: false });
     return;
   }
   counters.wsDirectWrites++;
-  const len = head.length + tail.length;
+  const headBytes = Buffer.byteLength(head);
+  const len = headBytes + tail.length;
   const hl = len < 126 ? 2 : len < 65536 ? 4 : 10;
-  const first = Buffer.allocUnsafe(hl + head.length);
+  const first = Buffer.allocUnsafe(hl + headBytes);
   first[0] = 0x81; // FIN + text
   if (hl === 2) {
     first[1] = len;
@@ -88,6 +94,6 @@ export function writeTextFrame(ws: FramedSocket, head: Buffer, tail: Buffer, cou
     first.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
     first.writeUInt32BE(len >>> 0, 6);
   }
-  head.copy(first, hl);
+  first.write(head, hl);
   sender.sendFrame([first, tail]);
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { type AnyRouter, getTRPCErrorFromUnknown } from '@trpc/server';
-import type { WebSocket } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import { connectionClass } from './connection.js';
 import type { FrameWriteCounters } from './frames.js';
 import { keepAliveSweep, type LiveConnection } from './keepalive.js';
@@ -25,16 +25,45 @@ export function getWSConnectionHandler<TRouter extends AnyRouter>(opts: Transpor
   return connectionHandler(opts, connections);
 }
 
+/** What the socket's listeners below need of its connection. */
+interface SocketListener {
+  onMessage(data: RawData, isBinary: boolean): void;
+  reportError(error: ReturnType<typeof getTRPCErrorFromUnknown>, path: undefined, type: 'unknown', input: undefined): void;
+  closed(): void;
+}
+
+/**
+ * The connection of each socket. The three listeners are the same functions for every socket (ws
+ * calls them with the socket as `this`): three closures and a `once` wrapper per connection were
+ * about 0.4 KB of every idle connection (docs/BENCHMARKS.md, seventeenth pass).
+ */
+const connectionOf = new WeakMap<WebSocket, SocketListener>();
+
+function onSocketMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  connectionOf.get(this)?.onMessage(data, isBinary);
+}
+
+/** Socket errors are reported, never thrown (an unhandled 'error' would crash the process). */
+function onSocketError(this: WebSocket, cause: Error): void {
+  connectionOf.get(this)?.reportError(getTRPCErrorFromUnknown(cause), undefined, 'unknown', undefined);
+}
+
+function onSocketClose(this: WebSocket): void {
+  const conn = connectionOf.get(this);
+  connectionOf.delete(this);
+  conn?.closed();
+}
+
 function connectionHandler<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>, connections: Set<LiveConnection>) {
   const counters: FrameWriteCounters = opts.counters ?? { wsDirectWrites: 0, wsFallbackWrites: 0 };
   const Connection = connectionClass(opts, connections, counters);
   return (ws: WebSocket, req: IncomingMessage) => {
     const conn = new Connection(ws, req);
     connections.add(conn);
-    ws.on('message', (data, isBinary) => conn.onMessage(data, isBinary));
-    // Socket errors are reported, never thrown (an unhandled 'error' would crash the process).
-    ws.on('error', (cause) => conn.reportError(getTRPCErrorFromUnknown(cause), undefined, 'unknown', undefined));
-    ws.once('close', () => conn.closed());
+    connectionOf.set(ws, conn);
+    ws.on('message', onSocketMessage);
+    ws.on('error', onSocketError);
+    ws.on('close', onSocketClose);
     if (!hasConnectionParamsFlag(req.url)) conn.ctxReady = conn.createContext(() => null);
   };
 }

@@ -6,7 +6,7 @@ import { clientAddress } from '../http/client-address.js';
 import type { Actor } from '../domain/actor.js';
 import type { Services } from '../services/index.js';
 import { CloseCode } from '../domain/close-codes.js';
-import type { Session, SessionSocket } from '../services/sessions.js';
+import type { Session, SessionClosed, SessionSocket } from '../services/sessions.js';
 import { clientInfoOf } from '../domain/client-info.js';
 
 /**
@@ -43,6 +43,13 @@ function bearer(req: IncomingMessage | undefined): string | null {
  * authenticates again.
  */
 export function contextFactory(services: Services) {
+  const warn = (err: unknown) => services.deps.log.warn({ err }, 'presence update failed');
+  // What a WebSocket's close does once its session is forgotten: one function for every connection
+  // (a closure per connection kept this call's whole scope alive for the connection's life).
+  const closed: SessionClosed = (s, code) => {
+    services.deps.log.info({ audit: 'ws_close', conn: s.connId, tenant: s.actor.tenant, user: s.actor.id, code }, 'connection closed');
+    void services.presence.disconnected(s.connId).catch(warn);
+  };
   return async (opts: {
     req?: IncomingMessage;
     res?: unknown;
@@ -62,7 +69,6 @@ export function contextFactory(services: Services) {
         const ws = opts.res;
         const max = services.deps.config.limits.connectionsPerUser;
         const connId = randomUUID();
-        const warn = (err: unknown) => services.deps.log.warn({ err }, 'presence update failed');
         // Counted and registered in one atomic step on all nodes: connections opened at the same
         // moment cannot all slip under the limit. Registered before the first call runs, so
         // presence.get right after connecting is right. Store unreachable: admitted, as before.
@@ -93,12 +99,8 @@ export function contextFactory(services: Services) {
           return { actor: null, authError: 'token revoked', services };
         }
         const client = clientInfoOf(params);
-        const session = services.sessions.open(actor, ws, client);
+        const session = services.sessions.open(actor, ws, client, connId, closed);
         audit.info({ audit: 'ws_open', conn: connId, tenant: actor.tenant, user: actor.id, ip, ...client }, 'connection opened');
-        (ws as unknown as { once(e: 'close', f: (code: number) => void): void }).once('close', (code: number) => {
-          audit.info({ audit: 'ws_close', conn: connId, tenant: actor.tenant, user: actor.id, code }, 'connection closed');
-          void services.presence.disconnected(connId).catch(warn);
-        });
         return { actor, authError: null, services, session };
       }
       await touched;
@@ -129,6 +131,6 @@ interface SocketLike extends SessionSocket {
 }
 
 function isWebSocket(res: unknown): res is SocketLike {
-  return !!res && typeof (res as SocketLike).once === 'function' && typeof (res as SocketLike).ping === 'function';
+  return !!res && typeof (res as SocketLike).on === 'function' && typeof (res as SocketLike).ping === 'function';
 }
 
