@@ -118,6 +118,7 @@ out.push(
     [
       ['connections', (x) => x.connections],
       ['KB/connection', (x) => x.kbPerConnection],
+      ['KB/connection, the second half', (x) => x.kbPerConnectionMarginal],
       ['RSS before MB', (x) => x.rssBeforeMb],
       ['RSS after MB', (x) => x.rssMb],
       ['connects/s', (x) => x.connectsPerSec],
@@ -127,7 +128,7 @@ out.push(
   ),
 );
 out.push('');
-out.push(ratios('idle', [['kbPerConnection', 'KB/connection']]));
+out.push(ratios('idle', [['kbPerConnection', 'KB/connection'], ['kbPerConnectionMarginal', 'KB/connection, the second half']]));
 
 out.push('\n### 5. Reconnect storm: the server restarts while messages keep coming\n');
 out.push(

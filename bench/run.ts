@@ -13,6 +13,7 @@ import { execFileSync, execSync, spawn } from 'node:child_process';
 import { nowUs } from './lib/clock.js';
 import { dropDatabase, resetDatabase } from './lib/database.js';
 import { summarize } from './lib/hist.js';
+import { formatHeapDiff, heapDiff } from './lib/heap-diff.js';
 import { WIRE } from './lib/servers.js';
 import type {
   CollectResult,
@@ -254,6 +255,8 @@ interface PhaseResult {
   /** The server's write and read system calls over the window per acknowledged send (/proc/<pid>/io). */
   writesPerSend: number | null;
   readsPerSend: number | null;
+  /** Per server: its write system calls over the window per acknowledged send (of all servers). */
+  writesPerSendByServer: number[] | null;
   /** CPU of the benchmark database's PostgreSQL backends per acknowledged send, µs (all systems share the database). */
   dbCpuUsPerSend: number | null;
   lost: number;
@@ -396,6 +399,7 @@ async function runPhase(o: {
     // The server's system calls per acknowledged send (a send is also its deliveries and its ack).
     writesPerSend: acked > 0 ? round(win.writeCalls / acked, 2) : null,
     readsPerSend: acked > 0 ? round(win.readCalls / acked, 2) : null,
+    writesPerSendByServer: acked > 0 ? win.writeCallsByServer.map((w) => round(w / acked, 2)) : null,
     dbCpuUsPerSend: acked > 0 ? round(win.dbCpuUs / acked, 2) : null,
     lost: exp.reduce((a, e) => a + e.lost, 0),
     duplicated: exp.reduce((a, e) => a + e.duplicated, 0),
@@ -582,64 +586,100 @@ async function sends(sys: SystemName) {
   });
 }
 
-/** (4) Idle connections: RSS growth per connection with one subscription each. */
+/**
+ * --heap-snapshot: a heap snapshot of the server (bench/results/profiles/), once it is written; its
+ * file name (null if none came within 120 s). Writing one costs the server memory: the RSS figures of
+ * a run with snapshots are not the connections' alone.
+ */
+async function heapSnapshot(s: Server): Promise<string | null> {
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  const before = new Set(readdirSync(PROFILE_DIR));
+  process.kill(s.proc.pid, 'SIGUSR2');
+  const deadline = Date.now() + 120_000;
+  let file: string | undefined;
+  while (!file && Date.now() < deadline) {
+    await sleep(500);
+    file = readdirSync(PROFILE_DIR).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+  }
+  // The server writes it on its main thread: once it answers a request again, the file is complete.
+  if (file) await fetch(`${s.url}/healthz`).then((r) => r.arrayBuffer());
+  console.log(`heap snapshot: ${file ?? 'none within 120 s'}`);
+  return file ?? null;
+}
+
+/**
+ * (4) Idle connections: RSS growth per connection with one subscription each, on a fresh server.
+ * The connections open in two halves: `kbPerConnection` is the growth over all of them (what a node
+ * started for them pays, the heap its connect burst grew included), `kbPerConnectionMarginal` the
+ * growth of the second half only (what each more connection costs a node that already holds some).
+ * With --heap-snapshot, a heap snapshot after each half gives the live JavaScript heap per
+ * connection (`heapBytesPerConnection`, bench/lib/heap-diff.ts) and what it is made of.
+ */
 async function idle(sys: SystemName) {
   const cfg = C.idle;
-  const snapshot = sys === 'ours' && flag('heap-snapshot');
-  return withServer(sys, snapshot ? { heapSnapshot: true } : {}, async (s) => {
-    const p = provision(s);
+  const snapshot = flag('heap-snapshot');
+  return withServer(sys, snapshot && sys !== 'ours' ? { heapSnapshot: true } : {}, async (setup) => {
+    const p = provision(setup);
     const nRooms = Math.ceil(cfg.conns / cfg.perRoom);
     const usersPerRoom = Math.max(1, Math.ceil(cfg.perRoom / 5));
     const roomIds = await mapLimit(range(nRooms), 16, (r) =>
       p.group(`idle${r}u0`, `idle-${r}`, range(usersPerRoom).map((u) => `idle${r}u${u}`)),
     );
-    await settle([s.proc.pid], 5, 10_000);
-    const rss0 = rssKb(s.proc.pid) ?? 0;
-    const specs = range(cfg.conns).map((i) => {
-      const r = i % nRooms;
-      const user = `idle${r}u${Math.floor(i / nRooms) % usersPerRoom}`;
-      return { user, token: p.token(user), subs: [roomIds[r]!], sends: [] };
-    });
-    const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid)).start();
-    const opened = await openSubs(sys, [s.url], split(specs, subWorkers.length));
-    const connectWin = sampler.stop();
-    const settleMs = await settle([s.proc.pid], 3, 20_000);
-    await sleep(1000);
-    const rss1 = rssKb(s.proc.pid) ?? 0;
-    if (snapshot) {
-      // --heap-snapshot: a snapshot of the server holding every connection (bench/results/profiles/).
-      mkdirSync(PROFILE_DIR, { recursive: true });
-      const before = new Set(readdirSync(PROFILE_DIR));
-      process.kill(s.proc.pid, 'SIGUSR2');
-      const deadline = Date.now() + 120_000;
-      let file: string | undefined;
-      while (!file && Date.now() < deadline) {
-        await sleep(500);
-        file = readdirSync(PROFILE_DIR).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    // Ours creates the rooms through its API: measured on the same server, the connections filled the
+    // heap that work had grown and left (or that V8 had just given back), so the growth moved with
+    // V8's timing (6.6 to 11.1 KB per connection between runs of one commit) and was not the
+    // connections' own. They open on a fresh server at rest, like the peers' (their rooms are names).
+    const s = sys === 'ours' ? await startServer(sys, snapshot ? { heapSnapshot: true } : {}) : setup;
+    try {
+      await settle([s.proc.pid], 5, 10_000);
+      const rss0 = rssKb(s.proc.pid) ?? 0;
+      const specs = range(cfg.conns).map((i) => {
+        const r = i % nRooms;
+        const user = `idle${r}u${Math.floor(i / nRooms) % usersPerRoom}`;
+        return { user, token: p.token(user), subs: [roomIds[r]!], sends: [] };
+      });
+      const half = Math.floor(specs.length / 2);
+      let connectMs = 0;
+      let connectCpuUs = 0;
+      const openPart = async (part: ConnSpec[]) => {
+        const sampler = new Sampler([s.proc.pid], allWorkers.map((w) => w.pid)).start();
+        connectMs += (await openSubs(sys, [s.url], split(part, subWorkers.length))).elapsedMs;
+        connectCpuUs += sampler.stop().cpuUs;
+        const settleMs = await settle([s.proc.pid], 3, 20_000);
+        await sleep(1000);
+        return { rss: rssKb(s.proc.pid) ?? 0, settleMs, snapshot: snapshot ? await heapSnapshot(s) : null };
+      };
+      const first = await openPart(specs.slice(0, half));
+      const second = await openPart(specs.slice(half));
+      const heap = first.snapshot && second.snapshot ? heapDiff(join(PROFILE_DIR, first.snapshot), join(PROFILE_DIR, second.snapshot), specs.length - half) : null;
+      if (heap) console.log(`${sys}: ${formatHeapDiff(heap)}`);
+      return {
+        deliveriesPerSec: null,
+        p50Ms: null,
+        p99Ms: null,
+        p999Ms: null,
+        rssMb: round(second.rss / 1024),
+        cpuPct: round((100 * connectCpuUs) / (connectMs * 1000)),
+        cpuUsPerDelivery: null,
+        lost: 0,
+        duplicated: 0,
+        kbPerConnection: round((second.rss - rss0) / cfg.conns, 1),
+        kbPerConnectionMarginal: round((second.rss - first.rss) / (specs.length - half), 1),
+        ...(heap ? { heapBytesPerConnection: heap.bytesPerConnection, heapTop: heap.top.slice(0, 12) } : {}),
+        connections: cfg.conns,
+        rooms: nRooms,
+        rssBeforeMb: round(rss0 / 1024),
+        connectMs,
+        connectsPerSec: Math.round(cfg.conns / (connectMs / 1000)),
+        cpuUsPerConnect: round(connectCpuUs / cfg.conns, 1),
+        settleMs: second.settleMs,
+      };
+    } finally {
+      if (s !== setup) {
+        await closeAll();
+        await s.proc.stop('SIGTERM', 10_000);
       }
-      // Written once its size stops changing.
-      for (let last = -1, size = 0; file && size !== last; await sleep(1000)) [last, size] = [size, statSync(join(PROFILE_DIR, file)).size];
-      console.log(`heap snapshot: ${file ?? 'none within 120 s'}`);
     }
-    return {
-      deliveriesPerSec: null,
-      p50Ms: null,
-      p99Ms: null,
-      p999Ms: null,
-      rssMb: round(rss1 / 1024),
-      cpuPct: round(connectWin.cpuPct),
-      cpuUsPerDelivery: null,
-      lost: 0,
-      duplicated: 0,
-      kbPerConnection: round((rss1 - rss0) / cfg.conns, 1),
-      connections: cfg.conns,
-      rooms: nRooms,
-      rssBeforeMb: round(rss0 / 1024),
-      connectMs: opened.elapsedMs,
-      connectsPerSec: Math.round(cfg.conns / (opened.elapsedMs / 1000)),
-      cpuUsPerConnect: round(connectWin.cpuUs / cfg.conns, 1),
-      settleMs,
-    };
   });
 }
 
@@ -986,7 +1026,7 @@ function fmt(v: unknown): string {
 }
 
 function printTable(results: Record<string, Record<string, Record<string, unknown>>>) {
-  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'writesPerSend', 'dbCpuUsPerSend', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'catchUpMs', 'speedup'];
+  const cols = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'p999Ms', 'cpuPct', 'cpuUsPerDelivery', 'writesPerSend', 'dbCpuUsPerSend', 'rssMb', 'lost', 'duplicated', 'kbPerConnection', 'kbPerConnectionMarginal', 'catchUpMs', 'speedup'];
   for (const [scen, bySys] of Object.entries(results)) {
     console.log(`\n${scen}`);
     console.log(['system', ...cols].map((c) => c.padStart(12)).join(''));
@@ -1007,7 +1047,7 @@ function ratios(results: Record<string, Record<string, Record<string, unknown>>>
       const r = bySys[peer];
       if (!r || r.error) continue;
       const q: Record<string, number | null> = {};
-      for (const k of ['deliveriesPerSec', 'cpuUsPerDelivery', 'p99Ms', 'kbPerConnection', 'speedup', 'rssMb']) {
+      for (const k of ['deliveriesPerSec', 'cpuUsPerDelivery', 'p99Ms', 'kbPerConnection', 'kbPerConnectionMarginal', 'speedup', 'rssMb']) {
         const a = ours[k];
         const b = r[k];
         q[k] = typeof a === 'number' && typeof b === 'number' && b !== 0 ? round(a / b, 2) : null;
@@ -1100,7 +1140,7 @@ async function main() {
         const r = await RUNNERS[scen](sys);
         out.scenarios[scen]![sys] = { ...r, loadAvg1AtStart: load1, elapsedSec: Math.round((Date.now() - t) / 1000) };
         console.log(
-          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery${r.cpuUsPerDeliveryByThread && Object.keys(r.cpuUsPerDeliveryByThread).length ? ` (${Object.entries(r.cpuUsPerDeliveryByThread).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${Array.isArray(r.cpuPctByServer) && r.cpuPctByServer.length > 1 ? `, last phase per node: cpu ${r.cpuPctByServer.join('/')} %, throttled ${(r.throttledPctByServer as unknown[]).map((v) => fmt(v)).join('/')} %` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
+          `${Math.round((Date.now() - t) / 1000)} s: ${fmt(r.deliveriesPerSec)}/s p99 ${fmt(r.p99Ms)} ms, cpu ${fmt(r.cpuUsPerDelivery)} us/delivery${r.cpuUsPerDeliveryByThread && Object.keys(r.cpuUsPerDeliveryByThread).length ? ` (${Object.entries(r.cpuUsPerDeliveryByThread).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}, lost ${fmt(r.lost)}, dup ${fmt(r.duplicated)}${r.kbPerConnection !== undefined ? `, ${r.kbPerConnection} KB/conn (marginal ${fmt(r.kbPerConnectionMarginal)})` : ''}${r.catchUpMs !== undefined ? `, catch-up ${fmt(r.catchUpMs)} ms` : ''}${r.speedup !== undefined ? `, x${fmt(r.speedup)} on 2 nodes` : ''}${Array.isArray(r.cpuPctByServer) && r.cpuPctByServer.length > 1 ? `, last phase per node: cpu ${r.cpuPctByServer.join('/')} %, throttled ${(r.throttledPctByServer as unknown[]).map((v) => fmt(v)).join('/')} %` : ''}${r.sizes ? `, ${JSON.stringify(r.sizes)}` : ''}`,
         );
         if (PROFILE && sys === 'ours') summarizeProfile(scen, r.profileWindowUs);
         // The record covers the senders' phase (rooms: the messages sent in it) or the connects (bigroom).

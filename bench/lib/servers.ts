@@ -27,7 +27,7 @@ export interface StartOpts {
   cpuProf?: boolean;
   /** Caps the server's CPU at this many CPUs (a cgroup quota, bench/lib/cgroup.ts), once it is up. */
   cpuQuota?: number;
-  /** ours: `node --heapsnapshot-signal=SIGUSR2` (a SIGUSR2 writes a heap snapshot into the profile dir). */
+  /** `node --heapsnapshot-signal=SIGUSR2` (a SIGUSR2 writes a heap snapshot into the profile dir). */
   heapSnapshot?: boolean;
   /** `node --perf-basic-prof` (any system): JIT frames named for `perf` (bench/lib/perf-split.ts). */
   perfMap?: boolean;
@@ -84,6 +84,7 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
       // BENCH_PEER_NODE_ARGS='--cpu-prof --cpu-prof-dir=<dir>': node flags for the peers (a profile of theirs).
       args: [
         ...(o.perfMap ? ['--perf-basic-prof'] : []),
+        ...(o.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${env.profileDir}`] : []),
         ...(process.env.BENCH_PEER_NODE_ARGS ? process.env.BENCH_PEER_NODE_ARGS.split(' ').filter(Boolean) : []),
         '--import',
         'tsx',

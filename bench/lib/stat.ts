@@ -145,6 +145,8 @@ export interface Window {
   /** Read and write system calls of the server processes over the window (ioSyscalls). */
   readCalls: number;
   writeCalls: number;
+  /** Each server's write system calls over the window, in the order given (a node that writes more per delivery coalesces less). */
+  writeCallsByServer: number[];
   /**
    * CPU µs of the PostgreSQL backends of the benchmark database over the window (`backendsOf`: the
    * backends at the window's end, less what those open at its start had used before it).
@@ -160,6 +162,7 @@ export class Sampler {
   private load0 = 0;
   private m0 = { busy: 0, total: 0 };
   private io0 = { reads: 0, writes: 0 };
+  private writes0: number[] = [];
   private rssMax = 0;
   private timer: NodeJS.Timeout | null = null;
   private db0 = new Map<number, number>();
@@ -204,6 +207,7 @@ export class Sampler {
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
     this.io0 = this.io();
+    this.writes0 = this.servers.map((p) => ioSyscalls(p).writes);
     this.threads0 = this.threads();
     this.db0 = this.db ? backendsOf(this.db) : new Map();
     this.rssMax = 0;
@@ -239,6 +243,7 @@ export class Sampler {
       dbCpuUs,
       readCalls: io.reads - this.io0.reads,
       writeCalls: io.writes - this.io0.writes,
+      writeCallsByServer: this.servers.map((p, i) => ioSyscalls(p).writes - (this.writes0[i] ?? 0)),
       wallUs,
       cpuUs: cpu,
       cpuPct: (100 * cpu) / wallUs,
