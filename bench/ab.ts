@@ -1,8 +1,9 @@
 /**
- * `npm run bench:ab -- --base <rev> [--only sends] [--rounds 3]`: our server at two commits, side by
+ * `npm run bench:ab -- --base <rev> [--only sends] [--rounds 4]`: our server at two commits, side by
  * side, in alternating runs. On a shared 2-core machine one run differs from the next by a third
- * (docs/BENCHMARKS.md), so a change is judged by rounds of "base, then this tree", each round on
- * the same minutes of the machine, never by one run against a number from earlier.
+ * (docs/BENCHMARKS.md), so a change is judged by rounds of one run of each tree (base first in odd
+ * rounds, this tree first in even ones), each round on the same minutes of the machine, never by
+ * one run against a number from earlier. Use an even number of rounds.
  *
  * The base commit is checked out in a temporary git worktree with this tree's `bench/` copied over
  * it (the same harness measures both; only `src/` and the rest differ) and this tree's
@@ -22,9 +23,9 @@ const opt = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const base = opt('base');
-if (!base) throw new Error('usage: npm run bench:ab -- --base <rev> [--only sends|rooms|fanout|...] [--rounds 3]');
+if (!base) throw new Error('usage: npm run bench:ab -- --base <rev> [--only sends|rooms|fanout|...] [--rounds 4]');
 const scenario = opt('only') ?? 'sends';
-const rounds = Number(opt('rounds') ?? 3);
+const rounds = Number(opt('rounds') ?? 4);
 
 type Metrics = Record<string, number | null>;
 
@@ -91,7 +92,10 @@ try {
   const trees = { base: worktree, head: ROOT };
   const runs: Record<keyof typeof trees, Metrics[]> = { base: [], head: [] };
   for (let round = 1; round <= rounds; round++) {
-    for (const name of ['base', 'head'] as const) {
+    // Base first in odd rounds, head first in even ones: the second run of a pair was slower, by up
+    // to a fifth, even with the same commit on both sides (an A/A run, docs/BENCHMARKS.md, seventeenth
+    // pass), so a fixed order would charge that to the head.
+    for (const name of round % 2 === 1 ? (['base', 'head'] as const) : (['head', 'base'] as const)) {
       execFileSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--only', scenario, '--systems', 'ours', '--wait-quiet', '5'], {
         cwd: trees[name],
         env: { ...process.env, BENCH_DB: process.env.BENCH_DB ?? 'chat_bench_ab' },
