@@ -145,6 +145,43 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     await waitFor(() => expect(torn).toBe(2));
   });
 
+  test('several subscriptions on one connection: a live id is refused again, a stop ends its own only, a stopped id is free again, a close aborts the rest', async () => {
+    const t = initTRPC.create();
+    const aborted: number[] = [];
+    const router = t.router({
+      live: t.procedure.input(z.object({ n: z.number() })).subscription(async function* ({ input, signal }) {
+        const ended = new Promise<void>((resolve) =>
+          signal?.addEventListener('abort', () => {
+            aborted.push(input.n);
+            resolve();
+          }),
+        );
+        yield input.n;
+        await ended;
+      }),
+    });
+    await using srv = await serve(apply, { router });
+    const c = await srv.raw();
+    const subscribe = (id: number, n: number) => c.send({ id, method: 'subscription', params: { path: 'live', input: { n } } });
+    const data = (id: number, n: number) => c.frame((f) => f.id === id && f.result?.type === 'data' && f.result.data === n);
+    const stopped = (id: number) => c.frames.filter((f) => f.id === id && f.result?.type === 'stopped').length;
+    for (const id of [1, 2, 3]) subscribe(id, id);
+    for (const id of [1, 2, 3]) await data(id, id);
+    subscribe(2, 20);
+    const duplicate = await c.frame((f) => f.id === 2 && !!f.error);
+    expect(duplicate.error).toMatchObject({ message: 'Duplicate id 2', data: { code: 'BAD_REQUEST' } });
+    c.send({ id: 1, method: 'subscription.stop' });
+    await c.frame((f) => f.id === 1 && f.result?.type === 'stopped');
+    c.send({ id: 3, method: 'subscription.stop' });
+    await c.frame((f) => f.id === 3 && f.result?.type === 'stopped');
+    subscribe(1, 10);
+    await data(1, 10);
+    expect([stopped(1), stopped(2), stopped(3)]).toEqual([1, 0, 1]);
+    expect(aborted.sort((a, b) => a - b)).toEqual([1, 3]);
+    c.ws.close();
+    await waitFor(() => expect(aborted.sort((a, b) => a - b)).toEqual([1, 2, 3, 10]));
+  });
+
   test('maxBatchSize refuses a longer batch whole, every call answered', async () => {
     const t = initTRPC.create();
     const called = vi.fn();
