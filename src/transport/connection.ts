@@ -480,8 +480,12 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     }
 
     addSub(sub: Subscription): void {
-      if (this.sub === null) this.sub = sub;
-      else (this.subs ??= new Map()).set(sub.id, sub);
+      if (this.sub === null) {
+        this.sub = sub;
+        return;
+      }
+      this.subs ??= new Map();
+      this.subs.set(sub.id, sub);
     }
 
     /** Forgets a subscription, if it is still the one registered under its id. */
