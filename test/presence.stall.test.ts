@@ -10,7 +10,7 @@ import { keyOf } from '../src/domain/ids.js';
 import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
 import { SEP } from '../src/realtime/presence-store.js';
 import { TEST_REDIS_URL } from './env.js';
-import { clientFor, fileServer, recordEvents, uuid, waitFor } from './fixture.js';
+import { actor, clientFor, fileServer, HEARTBEAT_SLICE, recordEvents, uuid, waitFor } from './fixture.js';
 
 // Entries that live an hour: the node's own heartbeat and sweep timers (every third and half of it)
 // never run during the test, which drives both itself (a background heartbeat between its expiry and
@@ -60,6 +60,24 @@ describe('presence after a stall', () => {
     expect(statuses()).toEqual(['online', 'away', 'offline', 'away']);
     expect((await wc.trpc.presence.get.query({ userIds: [p] }))[0]).toMatchObject({ status: 'away' });
     expect(await t.app.services.presence.connections({ id: p, name: p, tenant: 'default', roles: [] })).toBe(1);
+  });
+
+  it('a connection that closes while a heartbeat is under way is not written back by it: its user goes offline and stays so', async () => {
+    const presence = t.app.services.presence;
+    const u = uuid().slice(0, 8);
+    // More connections than one heartbeat slice: the last ones are renewed by a later round trip.
+    const ids = Array.from({ length: HEARTBEAT_SLICE + 10 }, (_, i) => `hb-${u}-${i}`);
+    for (const id of ids) await presence.connected(actor(id), `conn-${id}`);
+    const last = ids.at(-1)!;
+    expect(await presence.connections(actor(last))).toBe(1);
+    const beat = presence.heartbeat();
+    // Its removal reaches Redis after the heartbeat's first slice and before the slice that renews it.
+    await presence.disconnected(`conn-${last}`);
+    await beat;
+    expect(await presence.connections(actor(last))).toBe(0);
+    expect(await presence.connections(actor(ids[0]!))).toBe(1);
+    await Promise.all(ids.slice(0, -1).map((id) => presence.disconnected(`conn-${id}`)));
+    expect(await presence.connections(actor(ids[0]!))).toBe(0);
   });
 
   it('the in-memory store (one node): a heartbeat registers again what the sweep removed, and names the user', async () => {

@@ -30,6 +30,12 @@ export class PresenceService {
   private readonly chains = new Map<string, Promise<void>>();
   /** The small rooms of users coming online or going offline together, read in one query. */
   private readonly roomsOf: SendBatcher<PresenceKey, string[]>;
+  /** The heartbeat under way, if any (`close` waits for it). */
+  private beating: Promise<void> | null = null;
+  /** Removals of closed connections from the store under way (`close` waits for them). */
+  private readonly leaving = new Set<Promise<boolean>>();
+  /** Set by `close`: no more `online` announcements. */
+  private closing = false;
 
   constructor(
     private readonly log: Logger,
@@ -78,6 +84,7 @@ export class PresenceService {
 
   /** `online` (or the status the user set) to the user's small rooms, queued. */
   private queueOnline(c: PresenceKey): void {
+    if (this.closing) return;
     // The rooms first: a user whose rooms are all above the size limit costs no status read.
     void this.queueBroadcast(c, () =>
       this.broadcast(c, async () => (await this.store.get(c.tenant, [c.userId]))[0]?.status ?? 'online', null),
@@ -101,9 +108,15 @@ export class PresenceService {
     const c = this.local.get(connId);
     if (!c) return;
     this.local.delete(connId);
-    if (await this.store.disconnect(c)) {
-      const at = new Date();
-      void this.queueBroadcast(c, () => this.broadcast(c, 'offline', at));
+    const removed = this.store.disconnect(c);
+    this.leaving.add(removed);
+    try {
+      if (await removed) {
+        const at = new Date();
+        void this.queueBroadcast(c, () => this.broadcast(c, 'offline', at));
+      }
+    } finally {
+      this.leaving.delete(removed);
     }
   }
 
@@ -148,9 +161,28 @@ export class PresenceService {
    * stalled past the entries' life, and a sweep may have reported them offline) are reported
    * online again, with the status they set.
    */
-  async heartbeat(): Promise<void> {
+  heartbeat(): Promise<void> {
+    if (this.beating !== null) return this.beating;
+    const run = this.beat().finally(() => {
+      if (this.beating === run) this.beating = null;
+    });
+    this.beating = run;
+    return run;
+  }
+
+  private async beat(): Promise<void> {
+    const conns = [...this.local.values()];
     try {
-      for (const k of await this.store.heartbeat([...this.local.values()])) this.queueOnline(k);
+      const back = await this.store.heartbeat(conns);
+      // A connection that closed while the heartbeat was under way may have been written back by it
+      // after its own removal (the Redis store renews in slices, a round trip each): removed again,
+      // or its user would stay online until the entry expired and a sweep found it.
+      const closed = conns.filter((c) => !this.local.has(c.connId));
+      if (closed.length > 0) await Promise.all(closed.map((c) => this.store.disconnect(c)));
+      // Announced again: users with a connection still open here (not one that closed meanwhile).
+      const open = new Set<string>();
+      for (const c of this.local.values()) open.add(keyOf(c.tenant, c.userId));
+      for (const k of back) if (open.has(keyOf(k.tenant, k.userId))) this.queueOnline(k);
     } catch (err) {
       this.warn(err);
     }
@@ -180,10 +212,18 @@ export class PresenceService {
     }
   }
 
+  /**
+   * Reports this node's connections gone and waits for everything that still uses the store: a
+   * heartbeat under way, removals of connections that closed just before, and every broadcast
+   * queued meanwhile (a broadcast queued while the ones before ran included).
+   */
   async close(): Promise<void> {
+    this.closing = true;
     for (const t of this.timers) clearInterval(t);
+    await this.beating;
     await Promise.allSettled([...this.local.keys()].map((id) => this.disconnected(id)));
-    await Promise.allSettled([...this.chains.values()]);
+    await Promise.allSettled([...this.leaving]);
+    while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
     await this.store.close();
   }
 }
