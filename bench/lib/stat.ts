@@ -161,8 +161,7 @@ export class Sampler {
   private throttled0: (number | null)[] = [];
   private load0 = 0;
   private m0 = { busy: 0, total: 0 };
-  private io0 = { reads: 0, writes: 0 };
-  private writes0: number[] = [];
+  private io0 = { reads: 0, writes: 0, writesByServer: [] as number[] };
   private rssMax = 0;
   private timer: NodeJS.Timeout | null = null;
   private db0 = new Map<number, number>();
@@ -185,14 +184,10 @@ export class Sampler {
     return out;
   }
 
+  /** Each server's read and write system calls so far, and their sums. */
   private io() {
-    return this.servers.reduce(
-      (a, p) => {
-        const x = ioSyscalls(p);
-        return { reads: a.reads + x.reads, writes: a.writes + x.writes };
-      },
-      { reads: 0, writes: 0 },
-    );
+    const byServer = this.servers.map(ioSyscalls);
+    return { reads: byServer.reduce((a, x) => a + x.reads, 0), writes: byServer.reduce((a, x) => a + x.writes, 0), writesByServer: byServer.map((x) => x.writes) };
   }
 
   private sampleRss() {
@@ -207,7 +202,6 @@ export class Sampler {
     this.load0 = this.sum(this.workers);
     this.m0 = machineJiffies();
     this.io0 = this.io();
-    this.writes0 = this.servers.map((p) => ioSyscalls(p).writes);
     this.threads0 = this.threads();
     this.db0 = this.db ? backendsOf(this.db) : new Map();
     this.rssMax = 0;
@@ -243,7 +237,7 @@ export class Sampler {
       dbCpuUs,
       readCalls: io.reads - this.io0.reads,
       writeCalls: io.writes - this.io0.writes,
-      writeCallsByServer: this.servers.map((p, i) => ioSyscalls(p).writes - (this.writes0[i] ?? 0)),
+      writeCallsByServer: io.writesByServer.map((w, i) => w - (this.io0.writesByServer[i] ?? 0)),
       wallUs,
       cpuUs: cpu,
       cpuPct: (100 * cpu) / wallUs,

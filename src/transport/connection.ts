@@ -98,6 +98,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
   class Subscription implements PushSink<unknown> {
     readonly abort = new AbortController();
     work: Work = RUNNING;
+    /** The head's UTF-8 length, once (every frame of the subscription writes the head). */
+    readonly headBytes: number;
     constructor(
       readonly head: string | null,
       readonly conn: Connection,
@@ -105,7 +107,9 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       readonly jsonrpc: '2.0' | undefined,
       readonly path: string,
       readonly input: unknown,
-    ) {}
+    ) {
+      this.headBytes = head === null ? 0 : Buffer.byteLength(head);
+    }
 
     data(value: unknown, shared?: SharedFrame): void {
       if (!this.abort.signal.aborted) this.conn.sendValue(this, this.id, this.jsonrpc, value, shared);
@@ -600,7 +604,7 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       if (!this.corked) this.cork();
       if (isTrackedEnvelope(value)) {
         if (sub.head !== null) {
-          writeTextFrame(ws as never, sub.head, trackedTail(value[0], value[1], shared, serialize), counters);
+          writeTextFrame(ws as never, sub.head, trackedTail(value[0], value[1], shared, serialize), counters, sub.headBytes);
           return;
         }
         this.respond({ id, jsonrpc, result: { type: 'data', data: { id: value[0], data: value[1] }, id: value[0] } });

@@ -67,11 +67,12 @@ export interface FrameWriteCounters {
 /**
  * Writes one text message made of `head` + `tail` to a server-side `ws` socket without copying the
  * tail: a small buffer holds the WebSocket frame header and the head, the shared tail follows it
- * (what Socket.IO does for broadcasts with `ws`'s `Sender.sendFrame`). Falls back to `send` when the
+ * (what Socket.IO does for broadcasts with `ws`'s `Sender.sendFrame`); `headBytes`, the head's UTF-8
+ * length, is measured once per subscription by the caller. Falls back to `send` when the
  * sender is busy (compression) or the internals are not there; `counters` tell which way each
  * frame went, so a ws upgrade that removes the internals shows.
  */
-export function writeTextFrame(ws: FramedSocket, head: string, tail: Buffer, counters: FrameWriteCounters): void {
+export function writeTextFrame(ws: FramedSocket, head: string, tail: Buffer, counters: FrameWriteCounters, headBytes = Buffer.byteLength(head)): void {
   const sender = ws._sender;
   if (sender?._state !== 0 || typeof sender.sendFrame !== 'function' || ws._extensions?.['permessage-deflate']) {
     counters.wsFallbackWrites++;
@@ -79,7 +80,6 @@ export function writeTextFrame(ws: FramedSocket, head: string, tail: Buffer, cou
     return;
   }
   counters.wsDirectWrites++;
-  const headBytes = Buffer.byteLength(head);
   const len = headBytes + tail.length;
   const hl = len < 126 ? 2 : len < 65536 ? 4 : 10;
   const first = Buffer.allocUnsafe(hl + headBytes);
