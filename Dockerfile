@@ -31,4 +31,8 @@ EXPOSE 3000
 STOPSIGNAL SIGTERM
 # Compiled JavaScript, not tsx: tsx keeps function names with a helper that gives every named
 # closure a dictionary property store (about 3 KB more per idle WebSocket connection).
-CMD ["node", "dist/src/main.js"]
+# The node flags are `npm start`'s (kept equal by test/deploy.node-flags.test.ts): a young
+# generation of 2 x 16 MB, not V8's 2 x 64 MB, which a connect burst grows and an idle node never
+# gives back, and the old generation compacted once it has grown by half, so that a burst's garbage
+# does not stay in an idle node's heap (docs/OPERATIONS.md, "Memory").
+CMD ["node", "--max-semi-space-size=16", "--heap-growing-percent=50", "dist/src/main.js"]

@@ -72,7 +72,7 @@ function metricsOf(tree: string): Metrics {
   }
   if (typeof o.kbPerConnection === 'number') {
     // idle: memory per connection with one subscription, and what a connect cost.
-    return { 'KB/connection': num(o.kbPerConnection), 'KB/connection (marginal)': num(o.kbPerConnectionMarginal), 'server µs/connect': num(o.cpuUsPerConnect), 'connect ms': num(o.connectMs) };
+    return { 'KB/connection': num(o.kbPerConnection), 'KB/connection (marginal)': num(o.kbPerConnectionMarginal), 'server µs/connect': num(o.cpuUsPerConnect), 'connect ms': num(o.connectMs), 'idle CPU %': num(o.idleCpuPct) };
   }
   return {
     'deliveries/s': num(o.deliveriesPerSec),

@@ -119,6 +119,8 @@ out.push(
       ['connections', (x) => x.connections],
       ['KB/connection', (x) => x.kbPerConnection],
       ['KB/connection, the second half', (x) => x.kbPerConnectionMarginal],
+      ['KB/connection after holding them 30 s', (x) => x.kbPerConnectionHeld],
+      ['CPU % while holding them', (x) => x.idleCpuPct],
       ['RSS before MB', (x) => x.rssBeforeMb],
       ['RSS after MB', (x) => x.rssMb],
       ['connects/s', (x) => x.connectsPerSec],

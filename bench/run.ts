@@ -607,6 +607,24 @@ async function heapSnapshot(s: Server): Promise<string | null> {
   return file ?? null;
 }
 
+/** How long the idle scenario holds its connections after opening them, measuring the server's CPU. */
+const IDLE_HOLD_MS = QUICK ? 5000 : 30_000;
+
+/** Ours' V8 heap in MB (committed, used, the young generation's committed), read from its /metrics. */
+async function heapOf(s: Server): Promise<{ total: number; used: number; young: number } | null> {
+  const text = await fetch(`${s.url}/metrics`)
+    .then((r) => r.text())
+    .catch(() => '');
+  const mb = (re: RegExp) => round(Number(re.exec(text)?.[1] ?? Number.NaN) / 1048576);
+  const total = mb(/^chat_process_nodejs_heap_size_total_bytes (\d+)$/m);
+  if (Number.isNaN(total)) return null;
+  return {
+    total,
+    used: mb(/^chat_process_nodejs_heap_size_used_bytes (\d+)$/m),
+    young: mb(/^chat_process_nodejs_heap_space_size_total_bytes\{space="new"\} (\d+)$/m),
+  };
+}
+
 /**
  * (4) Idle connections: RSS growth per connection with one subscription each, on a fresh server.
  * The connections open in two halves: `kbPerConnection` is the growth over all of them (what a node
@@ -629,7 +647,7 @@ async function idle(sys: SystemName) {
     // heap that work had grown and left (or that V8 had just given back), so the growth moved with
     // V8's timing (6.6 to 11.1 KB per connection between runs of one commit) and was not the
     // connections' own. They open on a fresh server at rest, like the peers' (their rooms are names).
-    const s = sys === 'ours' ? await startServer(sys, snapshot ? { heapSnapshot: true } : {}) : setup;
+    const s = sys === 'ours' ? await startServer(sys, { ...(snapshot ? { heapSnapshot: true } : {}), ...(PROFILE ? { cpuProf: true } : {}) }) : setup;
     try {
       await settle([s.proc.pid], 5, 10_000);
       const rss0 = rssKb(s.proc.pid) ?? 0;
@@ -647,10 +665,19 @@ async function idle(sys: SystemName) {
         connectCpuUs += sampler.stop().cpuUs;
         const settleMs = await settle([s.proc.pid], 3, 20_000);
         await sleep(1000);
-        return { rss: rssKb(s.proc.pid) ?? 0, settleMs, snapshot: snapshot ? await heapSnapshot(s) : null };
+        const rss = rssKb(s.proc.pid) ?? 0;
+        return { rss, settleMs, heap: sys === 'ours' ? await heapOf(s) : null, snapshot: snapshot ? await heapSnapshot(s) : null };
       };
       const first = await openPart(specs.slice(0, half));
       const second = await openPart(specs.slice(half));
+      // Holding them: the server's CPU over 30 s of nothing but idle connections (keep-alive pings
+      // and their answers, for ours also a presence heartbeat round), and its RSS after it.
+      const idleSampler = new Sampler([s.proc.pid], []).start();
+      const heldFromUs = nowUs();
+      await sleep(IDLE_HOLD_MS);
+      const held = idleSampler.stop();
+      const heldToUs = nowUs();
+      const rssHeld = rssKb(s.proc.pid) ?? 0;
       const heap = first.snapshot && second.snapshot ? heapDiff(join(PROFILE_DIR, first.snapshot), join(PROFILE_DIR, second.snapshot), specs.length - half) : null;
       if (heap) console.log(`${sys}: ${formatHeapDiff(heap)}`);
       return {
@@ -665,6 +692,13 @@ async function idle(sys: SystemName) {
         duplicated: 0,
         kbPerConnection: round((second.rss - rss0) / cfg.conns, 1),
         kbPerConnectionMarginal: round((second.rss - first.rss) / (specs.length - half), 1),
+        // Ours' V8 heap after each half (MB, from its /metrics): committed, used, and the young
+        // generation's share of committed (production's node flags cap it: docs/OPERATIONS.md).
+        ...(first.heap && second.heap ? { heapMb: [first.heap, second.heap] } : {}),
+        idleCpuPct: round((100 * held.cpuUs) / (IDLE_HOLD_MS * 1000), 2),
+        kbPerConnectionHeld: round((rssHeld - rss0) / cfg.conns, 1),
+        // --profile (ours): the profile is summarised over the 30 s of holding them.
+        profileWindowUs: [heldFromUs, heldToUs],
         ...(heap ? { heapBytesPerConnection: heap.bytesPerConnection, heapTop: heap.top.slice(0, 12) } : {}),
         connections: cfg.conns,
         rooms: nRooms,

@@ -1,7 +1,7 @@
 /**
  * The Redis presence store on its own (real Redis, a prefix of this file's own): a heartbeat round
  * renews every connection it is given, in slices of HEARTBEAT_SLICE, several connections of one user
- * included; connections left out of it expire, and the sweep reports a user offline only once their
+ * included, and names the users of whom a connection had been swept; connections left out of it expire, and the sweep reports a user offline only once their
  * last connection is gone.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -43,8 +43,15 @@ describe('RedisPresenceStore.heartbeat', () => {
       await link.client.zadd(`${prefix}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(c.userId)}`, past, c.connId);
     }
 
+    // A sweep had removed one connection of a kept user (the node stalled past its life): the
+    // heartbeat writes it back and names that user, and only that user, to be announced again.
+    const swept = kept[3]!;
+    await link.client.zrem(`${prefix}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(swept.userId)}`, swept.connId);
+    await link.client.zrem(all, [tenant, swept.userId, swept.connId].join(SEP));
+
     const before = Date.now();
-    await store.heartbeat([...kept, halfIn]);
+    const back = await store.heartbeat([...kept, halfIn]);
+    expect(back).toEqual([{ tenant, userId: swept.userId }]);
     for (const c of [...kept, halfIn]) {
       const key = `${prefix}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(c.userId)}`;
       expect(Number(await link.client.zscore(key, c.connId)), c.connId).toBeGreaterThanOrEqual(before + ttlMs);

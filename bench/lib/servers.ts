@@ -1,9 +1,22 @@
 /** Starting the systems under test, each as its own process. */
+import { readFileSync } from 'node:fs';
 import { capCpu } from './cgroup.js';
 import { TEST_LIMITS_ENV } from '../../test/proc.js';
 import type { System } from './ipc.js';
 import { BENCH_AUDIENCE, BENCH_ISSUER } from './ours-api.js';
 import { freePort, spawnNode, waitHealthy, type Proc } from './proc.js';
+
+/**
+ * The node flags of production: the ones `npm start` gives node before `dist/src/main.js` (the
+ * Docker image's `CMD` carries the same, test/docs.integration.test.ts keeps them equal), so that
+ * the bench measures ours as it is deployed.
+ */
+export function productionNodeFlags(pkgFile = 'package.json'): string[] {
+  const start = (JSON.parse(readFileSync(pkgFile, 'utf8')) as { scripts: Record<string, string> }).scripts.start ?? '';
+  const m = /^node\s+(.*?)\s*dist\/src\/main\.js$/.exec(start.trim());
+  if (!m) throw new Error(`package.json's start script is not "node [flags] dist/src/main.js": ${start}`);
+  return m[1] ? m[1].split(/\s+/) : [];
+}
 
 /** socketioPg: the Socket.IO server with each message inserted into PostgreSQL first. */
 export type SystemName = 'ours' | 'socketio' | 'socketioPg' | 'ws';
@@ -48,8 +61,10 @@ export async function startServer(env: BenchEnv, sys: SystemName, o: StartOpts =
   if (sys === 'ours') {
     proc = spawnNode({
       name,
-      // The compiled build, as in production (`npm start`, the Docker image); bench/run.ts builds it.
+      // The compiled build with production's node flags (`npm start`, the Docker image); bench/run.ts
+      // builds it.
       args: [
+        ...productionNodeFlags(),
         ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${env.profileDir}`] : []),
         ...(o.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${env.profileDir}`] : []),
         ...(o.perfMap ? ['--perf-basic-prof'] : []),

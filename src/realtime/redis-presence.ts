@@ -15,8 +15,45 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
 return n
 `;
 
-/** Connections renewed by one pipeline of a heartbeat round. */
+/**
+ * One slice of a heartbeat in Redis. KEYS[1]: the global set; KEYS[2..]: the slice's users' sets.
+ * ARGV[1]: the new expiry; ARGV[2]: the life of a user's set (ms); then for each user the count of
+ * its connections and their ids; then the global set's members. Answers the positions (1-based,
+ * among the users) of the users of whom a connection was missing: a sweep had removed it.
+ */
+const HEARTBEAT_SCRIPT = `
+local exp = ARGV[1]
+local a = 3
+local back = {}
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[a])
+  local added = 0
+  for j = a + 1, a + n do
+    added = added + redis.call('ZADD', KEYS[k], exp, ARGV[j])
+  end
+  a = a + n + 1
+  redis.call('PEXPIRE', KEYS[k], ARGV[2])
+  if added > 0 then back[#back + 1] = k - 1 end
+end
+local all = {}
+for j = a, #ARGV do
+  all[#all + 1] = exp
+  all[#all + 1] = ARGV[j]
+end
+if #all > 0 then redis.call('ZADD', KEYS[1], unpack(all)) end
+return back
+`;
+
+/** Connections renewed by one script call of a heartbeat round. */
 export const HEARTBEAT_SLICE = 256;
+
+/**
+ * The scripts as commands of the client (ioredis `defineCommand`): sent by their SHA1 (EVALSHA),
+ * the text only once per Redis server, instead of the whole text with every call.
+ */
+const ADMIT = 'chatPresenceAdmit';
+const HEARTBEAT = 'chatPresenceHeartbeat';
+type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>;
 
 /**
  * Redis presence: per user a sorted set of connection ids scored by expiry, plus one global sorted
@@ -36,7 +73,16 @@ export class RedisPresenceStore implements PresenceStore {
     private readonly ttlMs: number,
   ) {
     this.redis = link.client;
+    this.redis.defineCommand(ADMIT, { numberOfKeys: 2, lua: ADMIT_SCRIPT });
+    // Its number of keys is its first argument.
+    this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
+    const commands = this.redis as unknown as Record<string, ScriptCommand>;
+    this.admitScript = commands[ADMIT]!.bind(this.redis);
+    this.heartbeatScript = commands[HEARTBEAT]!.bind(this.redis);
   }
+
+  private readonly admitScript: ScriptCommand;
+  private readonly heartbeatScript: ScriptCommand;
 
   /**
    * Fails at once while Redis is down (after it was up once), instead of queueing behind the
@@ -82,9 +128,7 @@ export class RedisPresenceStore implements PresenceStore {
   async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
     this.guard();
     const now = Date.now();
-    const before = (await this.redis.eval(
-      ADMIT_SCRIPT,
-      2,
+    const before = (await this.admitScript(
       this.connKey(c),
       this.allKey,
       String(now),
@@ -115,38 +159,46 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   /**
-   * Renews the expiry of this node's connections, `HEARTBEAT_SLICE` at a time: one pipeline per
-   * slice (a ZADD and a PEXPIRE per user, one ZADD of the slice into the global set), awaited
-   * before the next. A round of 10,000 connections in one pipeline held the event loop (and Redis)
-   * for tens of milliseconds, and every message in flight with it: it was the rooms benchmark's
-   * slowest moment (docs/BENCHMARKS.md).
+   * Renews the expiry of this node's connections, `HEARTBEAT_SLICE` at a time: one script call per
+   * slice (`HEARTBEAT_SCRIPT`: a ZADD per connection and a PEXPIRE per user into the users' sets,
+   * one ZADD of the slice into the global set), awaited before the next. A round of 10,000
+   * connections in one pipeline held the event loop (and Redis) for tens of milliseconds, and every
+   * message in flight with it: it was the rooms benchmark's slowest moment (docs/BENCHMARKS.md).
+   * A pipeline of a ZADD and a PEXPIRE per user made a node with 10,000 idle connections allocate
+   * about 55 MB per round (ioredis builds an object graph per command), a third of all it allocated
+   * while idle; the script's one command per slice allocates its arguments and little else.
    */
   async heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]> {
     this.guard();
-    const exp = Date.now() + this.ttlMs;
+    const exp = String(Date.now() + this.ttlMs);
+    const life = String(this.ttlMs * 2);
     const back: PresenceKey[] = [];
     for (let i = 0; i < conns.length; i += HEARTBEAT_SLICE) {
-      const byUser = new Map<string, { k: PresenceKey; scored: (string | number)[] }>();
-      const all: (string | number)[] = [];
-      for (const c of conns.slice(i, i + HEARTBEAT_SLICE)) {
+      const end = Math.min(conns.length, i + HEARTBEAT_SLICE);
+      const byUser = new Map<string, { k: PresenceKey; ids: string[] }>();
+      const members: string[] = [];
+      for (let j = i; j < end; j++) {
+        const c = conns[j]!;
         const key = this.connKey(c);
         const entry = byUser.get(key);
-        if (entry) entry.scored.push(exp, c.connId);
-        else byUser.set(key, { k: { tenant: c.tenant, userId: c.userId }, scored: [exp, c.connId] });
-        all.push(exp, this.member(c));
+        if (entry) entry.ids.push(c.connId);
+        else byUser.set(key, { k: { tenant: c.tenant, userId: c.userId }, ids: [c.connId] });
+        members.push(this.member(c));
       }
-      const m = this.redis.pipeline();
-      for (const [key, { scored }] of byUser) {
-        m.zadd(key, ...scored);
-        m.pexpire(key, this.ttlMs * 2);
+      const keys: string[] = [this.allKey];
+      const args: string[] = [exp, life];
+      const users: PresenceKey[] = [];
+      for (const [key, { k, ids }] of byUser) {
+        keys.push(key);
+        users.push(k);
+        args.push(String(ids.length));
+        for (const id of ids) args.push(id);
       }
-      m.zadd(this.allKey, ...all);
-      const res = await m.exec();
-      // ZADD answers how many members were new: a connection of ours a sweep had removed.
-      let j = 0;
-      for (const { k } of byUser.values()) {
-        if (Number(res?.[j]?.[1] ?? 0) > 0) back.push(k);
-        j += 2;
+      for (const m of members) args.push(m);
+      const found = (await this.heartbeatScript(keys.length, ...keys, ...args)) as number[];
+      for (const p of found) {
+        const k = users[p - 1];
+        if (k) back.push(k);
       }
     }
     return back;
