@@ -8,7 +8,7 @@ import { freePort, spawnNode, waitHealthy, type Proc } from './proc.js';
 
 /**
  * The node flags of production: the ones `npm start` gives node before `dist/src/main.js` (the
- * Docker image's `CMD` carries the same, test/docs.integration.test.ts keeps them equal), so that
+ * Docker image's `CMD` carries the same, test/deploy.node-flags.test.ts keeps them equal), so that
  * the bench measures ours as it is deployed.
  */
 export function productionNodeFlags(pkgFile = 'package.json'): string[] {
