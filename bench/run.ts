@@ -670,7 +670,7 @@ async function idle(sys: SystemName) {
       };
       const first = await openPart(specs.slice(0, half));
       const second = await openPart(specs.slice(half));
-      // Holding them: the server's CPU over 30 s of nothing but idle connections (keep-alive pings
+      // Holding them: the server's CPU over 30 s (quick: 5) of nothing but idle connections (keep-alive pings
       // and their answers, for ours also a presence heartbeat round), and its RSS after it.
       const idleSampler = new Sampler([s.proc.pid], []).start();
       const heldFromUs = nowUs();
@@ -695,7 +695,7 @@ async function idle(sys: SystemName) {
         // Ours' V8 heap after each half (MB, from its /metrics): committed, used, and the young
         // generation's share of committed (production's node flags cap it: docs/OPERATIONS.md).
         ...(first.heap && second.heap ? { heapMb: [first.heap, second.heap] } : {}),
-        idleCpuPct: round((100 * held.cpuUs) / (IDLE_HOLD_MS * 1000), 2),
+        idleCpuPct: round(held.cpuPct, 2),
         kbPerConnectionHeld: round((rssHeld - rss0) / cfg.conns, 1),
         // --profile (ours): the profile is summarised over the 30 s of holding them.
         profileWindowUs: [heldFromUs, heldToUs],

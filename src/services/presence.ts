@@ -180,9 +180,12 @@ export class PresenceService {
       const closed = conns.filter((c) => !this.local.has(c.connId));
       if (closed.length > 0) await Promise.all(closed.map((c) => this.store.disconnect(c)));
       // Announced again: users with a connection still open here (not one that closed meanwhile).
-      const open = new Set<string>();
-      for (const c of this.local.values()) open.add(keyOf(c.tenant, c.userId));
-      for (const k of back) if (open.has(keyOf(k.tenant, k.userId))) this.queueOnline(k);
+      // Almost every round has none to announce: the set of open users is built only when needed.
+      if (back.length > 0) {
+        const open = new Set<string>();
+        for (const c of this.local.values()) open.add(keyOf(c.tenant, c.userId));
+        for (const k of back) if (open.has(keyOf(k.tenant, k.userId))) this.queueOnline(k);
+      }
     } catch (err) {
       this.warn(err);
     }
