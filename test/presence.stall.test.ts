@@ -2,13 +2,16 @@
  * A node that stalls past its presence entries' life (PRESENCE_TTL_MS) has its users' connections
  * swept as if it were dead, and they are reported offline. Its next heartbeat registers them again
  * and reports them online again: a connected user is never left shown offline (real Redis; the
- * in-memory store of a single node the same way).
+ * in-memory store of a single node the same way). A dead node's connections, however many, are
+ * swept by one sweep of a node still alive.
  */
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { keyOf } from '../src/domain/ids.js';
 import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
 import { SEP } from '../src/realtime/presence-store.js';
+import { RedisPresenceStore, SWEEP_BATCH } from '../src/realtime/redis-presence.js';
+import { RedisLink } from '../src/realtime/redis.js';
 import { TEST_REDIS_URL } from './env.js';
 import { actor, clientFor, fileServer, HEARTBEAT_SLICE, recordEvents, uuid, waitFor } from './fixture.js';
 
@@ -78,6 +81,38 @@ describe('presence after a stall', () => {
     expect(await presence.connections(actor(ids[0]!))).toBe(1);
     await Promise.all(ids.slice(0, -1).map((id) => presence.disconnected(`conn-${id}`)));
     expect(await presence.connections(actor(ids[0]!))).toBe(0);
+  });
+
+  it("a dead node's connections, more than one sweep batch of them: one sweep of this node reports every user offline, to their rooms too", async () => {
+    const u = uuid().slice(0, 8);
+    const [d, w] = [`d-${u}`, `w-${u}`];
+    await using wc = clientFor(t.url, w);
+    const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'dead node', memberIds: [d] });
+    using rec = recordEvents(wc, { roomId: room.id });
+    await rec.ready();
+    // The dead node: its store on the same Redis prefix held d's connection and those of users of no room.
+    const link = new RedisLink('presence', TEST_REDIS_URL);
+    try {
+      const deadNode = new RedisPresenceStore(link, t.config.redisPrefix, 3_600_000);
+      const others = Array.from({ length: SWEEP_BATCH * 2 + 20 }, (_, i) => `x${i}-${u}`);
+      const conns = [...others, d].map((userId) => ({ tenant: 'default', userId, connId: `dead-${userId}` }));
+      for (const c of conns) await deadNode.connect(c);
+      const presence = t.app.services.presence;
+      expect(await presence.connections(actor(d))).toBe(1);
+      // It died an hour ago: its entries expired, d's the last of them (in the last batch).
+      const all = `${t.config.redisPrefix}{presence}:all`;
+      const past = Date.now() - 10_000;
+      for (const [i, c] of conns.entries()) {
+        await redis.zadd(all, past + i, [c.tenant, c.userId, c.connId].join(SEP));
+        await redis.zadd(`${t.config.redisPrefix}{presence}:conn:${keyOf(c.tenant, c.userId)}`, past + i, c.connId);
+      }
+      await presence.sweep();
+      await rec.next('presence', (e) => e.userId === d && e.status === 'offline');
+      for (const userId of [others[0]!, others.at(-1)!, d]) expect(await presence.connections(actor(userId)), userId).toBe(0);
+      expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(0);
+    } finally {
+      await link.close();
+    }
   });
 
   it('the in-memory store (one node): a heartbeat registers again what the sweep removed, and names the user', async () => {

@@ -1,12 +1,14 @@
 /**
  * The Redis presence store on its own (real Redis, a prefix of this file's own): a heartbeat round
  * renews every connection it is given, in slices of HEARTBEAT_SLICE, several connections of one user
- * included, and names the users of whom a connection had been swept; connections left out of it expire, and the sweep reports a user offline only once their
- * last connection is gone.
+ * included, and names the users of whom a connection had been swept; connections left out of it
+ * expire, and the sweep reports a user offline only once their last connection is gone. One sweep
+ * removes every expired connection, however many batches of SWEEP_BATCH that takes, and names each
+ * user once, also with another sweeper at work.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { SEP } from '../src/realtime/presence-store.js';
-import { HEARTBEAT_SLICE, RedisPresenceStore } from '../src/realtime/redis-presence.js';
+import { HEARTBEAT_SLICE, RedisPresenceStore, SWEEP_BATCH } from '../src/realtime/redis-presence.js';
 import { RedisLink } from '../src/realtime/redis.js';
 import { TEST_REDIS_URL } from './env.js';
 import { uuid } from './fixture.js';
@@ -59,15 +61,53 @@ describe('RedisPresenceStore.heartbeat', () => {
       expect(Number(await link.client.zscore(all, [tenant, c.userId, c.connId].join(SEP)))).toBeGreaterThanOrEqual(before + ttlMs);
     }
 
-    // The sweep takes what the heartbeat left out: each dropped user goes offline, "half" does not.
-    const gone: string[] = [];
-    for (;;) {
-      const batch = await store.sweep();
-      if (batch.length === 0) break;
-      gone.push(...batch.map((k) => k.userId));
-    }
+    // One sweep takes what the heartbeat left out: each dropped user goes offline, "half" does not.
+    const gone = (await store.sweep()).map((k) => k.userId);
     expect(gone.sort()).toEqual(dropped.map((c) => c.userId).sort());
+    expect(await store.sweep()).toEqual([]);
     expect(await store.count({ tenant, userId: 'half' })).toBe(1);
     expect(await store.count({ tenant, userId: users[0]! })).toBe(2);
+  });
+});
+
+describe('RedisPresenceStore.sweep', () => {
+  it("one sweep removes all of a dead node's connections, batch after batch, and names each user once; two sweepers at once never name a user twice", async () => {
+    const p = `${prefix}sweep:`;
+    const store = new RedisPresenceStore(link, p, 60_000);
+    const other = new RedisPresenceStore(link, p, 60_000);
+    const tenant = 'acme';
+    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
+    const all = `${p}{presence}:all`;
+    // 2.4 batches of a dead node's connections: one per user, and some users with two (one of them
+    // in a later batch than the other: the global set is ordered by expiry, and these expired last).
+    const single = Array.from({ length: Math.floor(SWEEP_BATCH * 2.2) }, (_, i) => ({ tenant, userId: `s${i}`, connId: `s${i}-c0` }));
+    const twice = Array.from({ length: 50 }, (_, i) => `t${i}`);
+    const first = twice.map((userId) => ({ tenant, userId, connId: `${userId}-c0` }));
+    const second = twice.map((userId) => ({ tenant, userId, connId: `${userId}-c1` }));
+    // A user with an expired connection and a live one (on a node still alive) stays online.
+    const alive = { tenant, userId: 'alive', connId: 'alive-live' };
+    const aliveDead = { tenant, userId: 'alive', connId: 'alive-dead' };
+    const dead = [...first, ...single, aliveDead, ...second];
+    for (const c of [...dead, alive]) await store.connect(c);
+    const now = Date.now();
+    // Backdated in this order: `first` expired earliest, `second` last.
+    for (const [i, c] of dead.entries()) {
+      const at = now - 10_000 + i;
+      await link.client.zadd(all, at, [tenant, c.userId, c.connId].join(SEP));
+      await link.client.zadd(connKey(c.userId), at, c.connId);
+    }
+    expect(dead.length).toBeGreaterThan(SWEEP_BATCH * 2);
+
+    const [a, b] = await Promise.all([store.sweep(), other.sweep()]);
+    const named = [...a, ...b].map((k) => k.userId);
+    expect(named.length).toBe(new Set(named).size);
+    expect(named.sort()).toEqual([...single.map((c) => c.userId), ...twice].sort());
+    expect(await link.client.zcount(all, '-inf', now)).toBe(0);
+    for (const userId of [...twice, 's0', `s${single.length - 1}`]) {
+      expect(await link.client.zcard(connKey(userId)), userId).toBe(0);
+      expect(Number(await link.client.get(`${p}{presence}:seen:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`))).toBeGreaterThanOrEqual(now);
+    }
+    expect(await store.count({ tenant, userId: 'alive' })).toBe(1);
+    expect(await store.sweep()).toEqual([]);
   });
 });

@@ -48,11 +48,57 @@ return back
 export const HEARTBEAT_SLICE = 256;
 
 /**
+ * Claims expired connections for one sweeper. KEYS[1]: the global set; ARGV[1]: now; ARGV[2]: the
+ * most to claim. Takes them out of the global set in the same step, so two sweepers never claim the
+ * same connection; answers the claimed members.
+ */
+const SWEEP_CLAIM_SCRIPT = `
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
+return expired
+`;
+
+/**
+ * Removes claimed connections from their users' sets. KEYS: per user its connection set and its
+ * last-seen key; ARGV[1]: now; ARGV[2]: the last-seen key's life (s); then per user the count of its
+ * claimed connections and their ids. A user whose set this call emptied (it removed something and
+ * nothing live is left) gets its last-seen time; answers their positions (1-based, among the users).
+ * A user whose expired connections an earlier call already removed is not named again.
+ */
+const SWEEP_USERS_SCRIPT = `
+local now = ARGV[1]
+local a = 3
+local gone = {}
+for k = 1, #KEYS, 2 do
+  local n = tonumber(ARGV[a])
+  local removed = 0
+  for j = a + 1, a + n do
+    removed = removed + redis.call('ZREM', KEYS[k], ARGV[j])
+  end
+  a = a + n + 1
+  removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then
+    redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
+    gone[#gone + 1] = (k + 1) / 2
+  end
+end
+return gone
+`;
+
+/** Expired connections one sweep claims at a time (one claim and one removal script call each). */
+export const SWEEP_BATCH = 500;
+
+/** How long a user's chosen status and last-seen time are kept (seconds). */
+const SEEN_LIFE_S = 30 * 24 * 3600;
+
+/**
  * The scripts as commands of the client (ioredis `defineCommand`): sent by their SHA1 (EVALSHA),
  * the text only once per Redis server, instead of the whole text with every call.
  */
 const ADMIT = 'chatPresenceAdmit';
 const HEARTBEAT = 'chatPresenceHeartbeat';
+const SWEEP_CLAIM = 'chatPresenceSweepClaim';
+const SWEEP_USERS = 'chatPresenceSweepUsers';
 type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>;
 
 /**
@@ -76,13 +122,19 @@ export class RedisPresenceStore implements PresenceStore {
     this.redis.defineCommand(ADMIT, { numberOfKeys: 2, lua: ADMIT_SCRIPT });
     // Its number of keys is its first argument.
     this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
+    this.redis.defineCommand(SWEEP_CLAIM, { numberOfKeys: 1, lua: SWEEP_CLAIM_SCRIPT });
+    this.redis.defineCommand(SWEEP_USERS, { lua: SWEEP_USERS_SCRIPT });
     const commands = this.redis as unknown as Record<string, ScriptCommand>;
     this.admitScript = commands[ADMIT]!.bind(this.redis);
     this.heartbeatScript = commands[HEARTBEAT]!.bind(this.redis);
+    this.sweepClaimScript = commands[SWEEP_CLAIM]!.bind(this.redis);
+    this.sweepUsersScript = commands[SWEEP_USERS]!.bind(this.redis);
   }
 
   private readonly admitScript: ScriptCommand;
   private readonly heartbeatScript: ScriptCommand;
+  private readonly sweepClaimScript: ScriptCommand;
+  private readonly sweepUsersScript: ScriptCommand;
 
   /**
    * Fails at once while Redis is down (after it was up once), instead of queueing behind the
@@ -106,6 +158,18 @@ export class RedisPresenceStore implements PresenceStore {
   }
   private member(c: PresenceConn) {
     return `${c.tenant}${SEP}${c.userId}${SEP}${c.connId}`;
+  }
+
+  /** Connections grouped by their user's set (in first-seen order), for the scripts that take a user's ids together. */
+  private byUser(conns: PresenceConn[]): Map<string, { k: PresenceKey; ids: string[] }> {
+    const byUser = new Map<string, { k: PresenceKey; ids: string[] }>();
+    for (const c of conns) {
+      const key = this.connKey(c);
+      const entry = byUser.get(key);
+      if (entry) entry.ids.push(c.connId);
+      else byUser.set(key, { k: { tenant: c.tenant, userId: c.userId }, ids: [c.connId] });
+    }
+    return byUser;
   }
 
   async connect(c: PresenceConn): Promise<boolean> {
@@ -151,7 +215,7 @@ export class RedisPresenceStore implements PresenceStore {
       .zrem(this.allKey, this.member(c))
       .zremrangebyscore(key, '-inf', now)
       .zcard(key)
-      .set(this.seenKey(c), String(now), 'EX', 30 * 24 * 3600)
+      .set(this.seenKey(c), String(now), 'EX', SEEN_LIFE_S)
       .exec();
     const removed = Number(res?.[0]?.[1] ?? 0);
     const left = Number(res?.[3]?.[1] ?? 0);
@@ -175,16 +239,9 @@ export class RedisPresenceStore implements PresenceStore {
     const back: PresenceKey[] = [];
     for (let i = 0; i < conns.length; i += HEARTBEAT_SLICE) {
       const end = Math.min(conns.length, i + HEARTBEAT_SLICE);
-      const byUser = new Map<string, { k: PresenceKey; ids: string[] }>();
-      const members: string[] = [];
-      for (let j = i; j < end; j++) {
-        const c = conns[j]!;
-        const key = this.connKey(c);
-        const entry = byUser.get(key);
-        if (entry) entry.ids.push(c.connId);
-        else byUser.set(key, { k: { tenant: c.tenant, userId: c.userId }, ids: [c.connId] });
-        members.push(this.member(c));
-      }
+      const slice = conns.slice(i, end);
+      const byUser = this.byUser(slice);
+      const members = slice.map((c) => this.member(c));
       const keys: string[] = [this.allKey];
       const args: string[] = [exp, life];
       const users: PresenceKey[] = [];
@@ -204,29 +261,49 @@ export class RedisPresenceStore implements PresenceStore {
     return back;
   }
 
+  /**
+   * Removes every expired connection (a dead node's), `SWEEP_BATCH` at a time: one script call
+   * claims a batch out of the global set (`SWEEP_CLAIM_SCRIPT`), one removes it from its users' sets
+   * and names the users it left with none (`SWEEP_USERS_SCRIPT`); batches follow each other until
+   * one comes back short. Before, a sweep removed at most 500 connections, three round trips each,
+   * and the presence service sweeps every `PRESENCE_TTL_MS / 2`: the 25,000 connections of a dead
+   * node took fifty sweeps, minutes during which their users showed online (`npm run bench:presence`,
+   * docs/OPERATIONS.md).
+   */
   async sweep(): Promise<PresenceKey[]> {
     this.guard();
-    const now = Date.now();
-    const expired = await this.redis.zrangebyscore(this.allKey, '-inf', now, 'LIMIT', 0, 500);
     const gone: PresenceKey[] = [];
-    for (const member of expired) {
-      // Whoever removes the entry owns its cleanup: nodes sweeping together never double-report.
-      if ((await this.redis.zrem(this.allKey, member)) !== 1) continue;
-      const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
-      const k = { tenant, userId };
-      const key = this.connKey(k);
-      const res = await this.redis.multi().zrem(key, connId).zremrangebyscore(key, '-inf', now).zcard(key).exec();
-      if (Number(res?.[2]?.[1] ?? 0) === 0) {
-        await this.redis.set(this.seenKey(k), String(now), 'EX', 30 * 24 * 3600);
-        gone.push(k);
+    for (;;) {
+      const now = String(Date.now());
+      const claimed = (await this.sweepClaimScript(this.allKey, now, SWEEP_BATCH)) as string[];
+      if (claimed.length === 0) break;
+      const byUser = this.byUser(
+        claimed.map((member) => {
+          const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
+          return { tenant, userId, connId };
+        }),
+      );
+      const keys: string[] = [];
+      const args: string[] = [now, String(SEEN_LIFE_S)];
+      const users: PresenceKey[] = [];
+      for (const [key, { k, ids }] of byUser) {
+        keys.push(key, this.seenKey(k));
+        users.push(k);
+        args.push(String(ids.length), ...ids);
       }
+      const emptied = (await this.sweepUsersScript(keys.length, ...keys, ...args)) as number[];
+      for (const p of emptied) {
+        const k = users[p - 1];
+        if (k) gone.push(k);
+      }
+      if (claimed.length < SWEEP_BATCH) break;
     }
     return gone;
   }
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
     this.guard();
-    await this.redis.set(this.statusKey(k), status, 'EX', 30 * 24 * 3600);
+    await this.redis.set(this.statusKey(k), status, 'EX', SEEN_LIFE_S);
   }
 
   async count(k: PresenceKey): Promise<number> {
