@@ -11,6 +11,8 @@
  *   Redis memory per connection (`used_memory` before and after);
  * - heartbeat: three rounds, every node renewing its connections at once, as their timers do:
  *   Redis CPU per renewed connection, and the wall time of a round;
+ * - `get`: the state of 200 users (the most `presence.get` takes), half of them online, 2,000 calls
+ *   8 at a time: this process's CPU (the node's side) and Redis CPU per call;
  * - a dead node: the connections of one node expire (their entries backdated), and one `sweep()`
  *   call of a surviving node (as the presence service's timer makes every `PRESENCE_TTL_MS / 2`)
  *   removes them: how many it removed, how many users it reported offline, its wall time and Redis
@@ -82,6 +84,28 @@ try {
   // At 1,000,000 connections, each renewed every PRESENCE_TTL_MS / 3.
   const renewalsPerSecAt1M = 1_000_000 / (TTL_MS / 3 / 1000);
 
+  // presence.get: 200 users a call (the procedure's most), half of them online, 8 calls at a time.
+  const GET_CALLS = Number(process.env.GET_CALLS ?? 2000);
+  const asked = Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? nodes[0]!.conns[i]!.userId : `nobody${i}`));
+  const calls = Array.from({ length: GET_CALLS }, (_, i) => i);
+  cpu0 = runNs(pid);
+  const own0 = process.cpuUsage();
+  t0 = performance.now();
+  let online = 0;
+  await inParallel(calls, 8, async () => {
+    const states = await nodes[1]!.store.get(TENANT, asked);
+    online = states.filter((st) => st.status !== 'offline').length;
+  });
+  const own = process.cpuUsage(own0);
+  if (online !== 100) throw new Error(`presence.get saw ${online} of 100 users online`);
+  const get = {
+    usersPerCall: asked.length,
+    calls: GET_CALLS,
+    wallMsPerCall: round1((performance.now() - t0) / GET_CALLS),
+    nodeCpuUsPerCall: round1((own.user + own.system) / GET_CALLS),
+    redisCpuUsPerCall: round1((runNs(pid) - cpu0) / 1000 / GET_CALLS),
+  };
+
   // A dead node: its connections' entries backdated (as if its heartbeats stopped a life ago), then
   // one sweep by a surviving node.
   const dead = nodes[NODES - 1]!;
@@ -122,6 +146,7 @@ try {
       redisCpuUsPerRenewal: perRenewal,
       at1MConnections: { renewalsPerSec: renewalsPerSecAt1M, redisCpuShareOfOneCore: round1((perRenewal * renewalsPerSecAt1M) / 10_000) / 100 },
     },
+    get,
     sweep,
   };
   writeFileSync(`${ROOT}/bench/results/presence.json`, `${JSON.stringify(result, null, 2)}\n`);
@@ -131,6 +156,7 @@ try {
   console.log(
     `  at 1,000,000 connections: ${renewalsPerSecAt1M.toLocaleString('en')} renewals/s, ${Math.round(result.heartbeat.at1MConnections.redisCpuShareOfOneCore * 100)}% of one Redis core (the median round)`,
   );
+  console.log(`presence.get of ${get.usersPerCall} users (half online), ${get.calls} calls 8 at a time: ${get.wallMsPerCall} ms each, this process's CPU ${get.nodeCpuUsPerCall} µs and Redis CPU ${get.redisCpuUsPerCall} µs per call`);
   console.log(
     `dead node: ${sweep.deadNodeConnections} expired connections; one sweep removed ${sweep.removedByOneSweep} (${sweep.reportedOffline} users offline) in ${sweep.wallMs} ms, ${sweep.redisCpuUsPerRemoved} µs of Redis CPU each; ${sweep.leftExpired} left`,
   );

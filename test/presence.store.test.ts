@@ -109,5 +109,17 @@ describe('RedisPresenceStore.sweep', () => {
     }
     expect(await store.count({ tenant, userId: 'alive' })).toBe(1);
     expect(await store.sweep()).toEqual([]);
+
+    // What `get` answers afterwards (a ZCOUNT per user and one MGET): the swept user offline since the
+    // sweep, the one with a live connection online with the status they set, one never seen offline.
+    await store.setStatus({ tenant, userId: 'alive' }, 'away');
+    const states = await other.get(tenant, ['t0', 'alive', 'never']);
+    expect(states.map((st) => [st.userId, st.status])).toEqual([
+      ['t0', 'offline'],
+      ['alive', 'away'],
+      ['never', 'offline'],
+    ]);
+    expect(states[0]!.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(now);
+    expect(states[2]!.lastSeenAt).toBeNull();
   });
 });

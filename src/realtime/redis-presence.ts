@@ -311,22 +311,35 @@ export class RedisPresenceStore implements PresenceStore {
     return this.redis.zcount(this.connKey(k), `(${Date.now()}`, '+inf');
   }
 
+  /**
+   * A ZCOUNT per user and one MGET of their status and last-seen keys, in one pipeline: 201 commands
+   * for 200 users instead of 600 (a ZCOUNT and two GETs each). For 200 users a call, alternating:
+   * this process's CPU 1.03-1.08 ms per call against 2.55-3.41, Redis's 241-282 µs against 341-477
+   * (`npm run bench:presence`). One script call doing the same inside Redis cost this process
+   * 0.30-0.39 ms but Redis 344-423 µs: presence lives on one Redis shard, nodes are added at will.
+   */
   async get(tenant: string, userIds: string[]): Promise<PresenceState[]> {
     this.guard();
     if (userIds.length === 0) return [];
     const now = Date.now();
-    const m = this.redis.pipeline();
-    for (const userId of userIds) {
-      const k = { tenant, userId };
-      m.zcount(this.connKey(k), `(${now}`, '+inf');
-      m.get(this.statusKey(k));
-      m.get(this.seenKey(k));
+    const n = userIds.length;
+    const keys: string[] = new Array<string>(n * 3);
+    for (let i = 0; i < n; i++) {
+      const k = { tenant, userId: userIds[i]! };
+      keys[i] = this.connKey(k);
+      keys[n + i * 2] = this.statusKey(k);
+      keys[n + i * 2 + 1] = this.seenKey(k);
     }
+    const m = this.redis.pipeline();
+    const min = `(${now}`;
+    for (let i = 0; i < n; i++) m.zcount(keys[i]!, min, '+inf');
+    m.mget(keys.slice(n));
     const res = (await m.exec()) ?? [];
+    const more = (res[n]?.[1] as (string | null)[] | undefined) ?? [];
     return userIds.map((userId, i) => {
-      const live = Number(res[i * 3]?.[1] ?? 0) > 0;
-      const status = (res[i * 3 + 1]?.[1] as string | null) ?? 'online';
-      const seen = res[i * 3 + 2]?.[1] as string | null;
+      const live = Number(res[i]?.[1] ?? 0) > 0;
+      const status = more[i * 2] ?? 'online';
+      const seen = more[i * 2 + 1] ?? null;
       return {
         userId,
         status: live ? (status as PresenceStatus) : 'offline',
