@@ -268,7 +268,9 @@ export class RedisPresenceStore implements PresenceStore {
    * one comes back short. Before, a sweep removed at most 500 connections, three round trips each,
    * and the presence service sweeps every `PRESENCE_TTL_MS / 2`: the 25,000 connections of a dead
    * node took fifty sweeps, minutes during which their users showed online (`npm run bench:presence`,
-   * docs/OPERATIONS.md).
+   * docs/OPERATIONS.md). A Redis error ends the sweep with it: the users of the batches done before
+   * are not announced offline (their state reads offline already), and what was not claimed is left
+   * to the next sweep.
    */
   async sweep(): Promise<PresenceKey[]> {
     this.guard();
