@@ -32,7 +32,7 @@ export interface PresenceStore {
    * connection registered again, so that they are reported online again.
    */
   heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]>;
-  /** Removes expired connections (of dead nodes); returns the users that went offline. */
+  /** Removes every expired connection (of dead nodes), however many; returns the users left with none, each once. */
   sweep(): Promise<PresenceKey[]>;
   setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void>;
   /** Live connections of a user on all nodes. */
