@@ -13,6 +13,10 @@
  *   Redis CPU per renewed connection, and the wall time of a round;
  * - `get`: the state of 200 users (the most `presence.get` takes), half of them online, 2,000 calls
  *   8 at a time: this process's CPU (the node's side) and Redis CPU per call;
+ * - a node leaving: the connections of one node removed all at once (its clients' sockets closed by
+ *   a drain), grouped as the presence service groups them and then each alone: this process's and
+ *   Redis's CPU per connection and the heap they held meanwhile (run with NODE_OPTIONS=--expose-gc
+ *   for a heap figure that starts after a collection);
  * - a dead node: the connections of one node expire (their entries backdated), and one `sweep()`
  *   call of a surviving node (as the presence service's timer makes every `PRESENCE_TTL_MS / 2`)
  *   removes them: how many it removed, how many users it reported offline, its wall time and Redis
@@ -22,9 +26,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { PresenceConn } from '../src/realtime/presence-store.js';
+import { PRESENCE_SLICE, type PresenceConn } from '../src/realtime/presence-store.js';
 import { RedisPresenceStore } from '../src/realtime/redis-presence.js';
 import { RedisLink } from '../src/realtime/redis.js';
+import { SendBatcher } from '../src/services/send-batcher.js';
 import { PrivateRedis } from '../test/fault-env.js';
 import { ROOT } from './lib/proc.js';
 
@@ -106,6 +111,35 @@ try {
     redisCpuUsPerCall: round1((runNs(pid) - cpu0) / 1000 / GET_CALLS),
   };
 
+  // A node leaving (drained: every client's socket closes at once): node 2's connections removed
+  // all at once, grouped as the presence service groups them (a removal under way, the next group
+  // waits; src/services/presence.ts `leaves`), then (connected again) each alone.
+  const leaving = nodes[NODES - 2]!;
+  const leaveOnce = async (how: 'grouped' | 'alone') => {
+    const batcher = new SendBatcher<PresenceConn, boolean>((conns) => leaving.store.disconnectMany(conns), { maxBatch: PRESENCE_SLICE });
+    global.gc?.();
+    const heap0 = process.memoryUsage().heapUsed;
+    const own1 = process.cpuUsage();
+    const cpuStart = runNs(pid);
+    const start = performance.now();
+    const pending = leaving.conns.map((c) => (how === 'grouped' ? batcher.submit(c) : leaving.store.disconnect(c)));
+    const heapPending = process.memoryUsage().heapUsed;
+    const wentOffline = (await Promise.all(pending)).filter(Boolean).length;
+    const own2 = process.cpuUsage(own1);
+    if (wentOffline !== leaving.conns.length) throw new Error(`${wentOffline} of ${leaving.conns.length} users went offline`);
+    return {
+      how,
+      connections: leaving.conns.length,
+      wallMs: Math.round(performance.now() - start),
+      nodeCpuUsPerConnection: round1((own2.user + own2.system) / leaving.conns.length),
+      redisCpuUsPerConnection: round1((runNs(pid) - cpuStart) / 1000 / leaving.conns.length),
+      heapMbWhilePending: Math.round((heapPending - heap0) / 1e5) / 10,
+    };
+  };
+  const leave = [await leaveOnce('grouped')];
+  await inParallel(leaving.conns, 250, (c) => leaving.store.admit(c, 100));
+  leave.push(await leaveOnce('alone'));
+
   // A dead node: its connections' entries backdated (as if its heartbeats stopped a life ago), then
   // one sweep by a surviving node.
   const dead = nodes[NODES - 1]!;
@@ -147,6 +181,7 @@ try {
       at1MConnections: { renewalsPerSec: renewalsPerSecAt1M, redisCpuShareOfOneCore: round1((perRenewal * renewalsPerSecAt1M) / 10_000) / 100 },
     },
     get,
+    leave,
     sweep,
   };
   writeFileSync(`${ROOT}/bench/results/presence.json`, `${JSON.stringify(result, null, 2)}\n`);
@@ -157,6 +192,11 @@ try {
     `  at 1,000,000 connections: ${renewalsPerSecAt1M.toLocaleString('en')} renewals/s, ${Math.round(result.heartbeat.at1MConnections.redisCpuShareOfOneCore * 100)}% of one Redis core (the median round)`,
   );
   console.log(`presence.get of ${get.usersPerCall} users (half online), ${get.calls} calls 8 at a time: ${get.wallMsPerCall} ms each, this process's CPU ${get.nodeCpuUsPerCall} µs and Redis CPU ${get.redisCpuUsPerCall} µs per call`);
+  for (const l of leave) {
+    console.log(
+      `a node leaving, ${l.how}: its ${l.connections} connections removed at once in ${l.wallMs} ms, this process's CPU ${l.nodeCpuUsPerConnection} µs and Redis CPU ${l.redisCpuUsPerConnection} µs each, heap ${l.heapMbWhilePending} MB more while they were under way`,
+    );
+  }
   console.log(
     `dead node: ${sweep.deadNodeConnections} expired connections; one sweep removed ${sweep.removedByOneSweep} (${sweep.reportedOffline} users offline) in ${sweep.wallMs} ms, ${sweep.redisCpuUsPerRemoved} µs of Redis CPU each; ${sweep.leftExpired} left`,
   );

@@ -6,10 +6,10 @@
  * swept by one sweep of a node still alive.
  */
 import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { keyOf } from '../src/domain/ids.js';
 import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
-import { SEP } from '../src/realtime/presence-store.js';
+import { PRESENCE_SLICE, SEP } from '../src/realtime/presence-store.js';
 import { RedisPresenceStore, SWEEP_BATCH } from '../src/realtime/redis-presence.js';
 import { RedisLink } from '../src/realtime/redis.js';
 import { TEST_REDIS_URL } from './env.js';
@@ -113,6 +113,29 @@ describe('presence after a stall', () => {
     } finally {
       await link.close();
     }
+  });
+
+  it('connections closed at once are removed from Redis in groups, and every user goes offline', async () => {
+    const presence = t.app.services.presence;
+    const store = (presence as unknown as { store: RedisPresenceStore }).store;
+    const u = uuid().slice(0, 8);
+    const ids = Array.from({ length: PRESENCE_SLICE * 2 + 50 }, (_, i) => `leave-${u}-${i}`);
+    for (const id of ids) await presence.connected(actor(id), `conn-${id}`);
+    const groups: number[] = [];
+    const original = store.disconnectMany.bind(store);
+    const spy = vi.spyOn(store, 'disconnectMany').mockImplementation((conns) => {
+      groups.push(conns.length);
+      return original(conns);
+    });
+    try {
+      // As a drained node's sockets close: all in one turn of the event loop.
+      await Promise.all(ids.map((id) => presence.disconnected(`conn-${id}`)));
+    } finally {
+      spy.mockRestore();
+    }
+    // The first goes at once, the others wait for it and go in groups of at most PRESENCE_SLICE.
+    expect(groups).toEqual([1, PRESENCE_SLICE, PRESENCE_SLICE, ids.length - 1 - 2 * PRESENCE_SLICE]);
+    for (const id of [ids[0]!, ids[PRESENCE_SLICE]!, ids.at(-1)!]) expect(await presence.connections(actor(id)), id).toBe(0);
   });
 
   it('the in-memory store (one node): a heartbeat registers again what the sweep removed, and names the user', async () => {

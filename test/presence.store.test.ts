@@ -4,7 +4,7 @@
  * included, and names the users of whom a connection had been swept; connections left out of it
  * expire, and the sweep reports a user offline only once their last connection is gone. One sweep
  * removes every expired connection, however many batches of SWEEP_BATCH that takes, and names each
- * user once, also with another sweeper at work.
+ * user once, also with another sweeper at work. Removals in groups answer as removals one by one.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { SEP } from '../src/realtime/presence-store.js';
@@ -121,5 +121,41 @@ describe('RedisPresenceStore.sweep', () => {
     ]);
     expect(states[0]!.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(now);
     expect(states[2]!.lastSeenAt).toBeNull();
+  });
+});
+
+describe('RedisPresenceStore.disconnectMany', () => {
+  it('removes connections over several slices as removals one by one would: true once per user, at the connection that left them with none', async () => {
+    const p = `${prefix}leave:`;
+    const store = new RedisPresenceStore(link, p, 60_000);
+    const tenant = 'acme';
+    const all = `${p}{presence}:all`;
+    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
+    // Users with two connections, the second of each HEARTBEAT_SLICE later (in the next slice); one
+    // user keeps a connection that is not removed; one connection was never registered.
+    const pairs = Array.from({ length: HEARTBEAT_SLICE + 20 }, (_, i) => `p${i}`);
+    const firsts = pairs.map((userId) => ({ tenant, userId, connId: `${userId}-a` }));
+    const seconds = pairs.map((userId) => ({ tenant, userId, connId: `${userId}-b` }));
+    const stays = { tenant, userId: 'stays', connId: 'stays-kept' };
+    const staysGone = { tenant, userId: 'stays', connId: 'stays-gone' };
+    const unknown = { tenant, userId: 'ghost', connId: 'ghost-0' };
+    for (const c of [...firsts, ...seconds, stays, staysGone]) await store.connect(c);
+    const removing = [...firsts, staysGone, unknown, ...seconds];
+    const before = Date.now();
+
+    const answers = await store.disconnectMany(removing);
+    expect(answers.length).toBe(removing.length);
+    const offline = removing.filter((_, i) => answers[i]).map((c) => c.connId);
+    expect(offline.sort()).toEqual(seconds.map((c) => c.connId).sort());
+    for (const userId of [pairs[0]!, pairs.at(-1)!]) {
+      expect(await link.client.zcard(connKey(userId))).toBe(0);
+      expect(Number(await link.client.get(`${p}{presence}:seen:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`))).toBeGreaterThanOrEqual(before);
+    }
+    expect(await store.count({ tenant, userId: 'stays' })).toBe(1);
+    expect(await link.client.zrange(all, 0, -1)).toEqual([[tenant, 'stays', 'stays-kept'].join(SEP)]);
+    // Removing them again removes nothing and names no one; one alone answers as a group of one.
+    expect((await store.disconnectMany(removing)).some(Boolean)).toBe(false);
+    expect(await store.disconnect(stays)).toBe(true);
+    expect(await store.disconnect(stays)).toBe(false);
   });
 });

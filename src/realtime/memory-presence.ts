@@ -50,6 +50,12 @@ export class MemoryPresenceStore implements PresenceStore {
     return !this.live(key);
   }
 
+  async disconnectMany(conns: PresenceConn[]): Promise<boolean[]> {
+    const out: boolean[] = [];
+    for (const c of conns) out.push(await this.disconnect(c));
+    return out;
+  }
+
   async heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]> {
     const exp = Date.now() + this.ttlMs;
     const back = new Map<string, PresenceKey>();

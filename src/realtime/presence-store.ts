@@ -26,6 +26,11 @@ export interface PresenceStore {
   /** Removes a connection; true when the user just went offline. */
   disconnect(c: PresenceConn): Promise<boolean>;
   /**
+   * Removes connections, in order, as `disconnect` one after the other would: one answer per
+   * connection, true for the one whose removal left its user with none (at most one per user).
+   */
+  disconnectMany(conns: PresenceConn[]): Promise<boolean[]>;
+  /**
    * Extends the life of the given (live, local) connections, and registers again those a sweep
    * removed meanwhile (this node stalled past the entries' life: another node, or this one, took
    * them for a dead node's and may have reported the user offline). Returns the users with a
@@ -42,6 +47,9 @@ export interface PresenceStore {
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/** Connections one script call of the Redis store renews (a heartbeat) or removes; the service's removal groups are as big. */
+export const PRESENCE_SLICE = 256;
 
 /** Separates the parts of a presence key (tenant, user, connection) inside one string. */
 export const SEP = '\u0001';

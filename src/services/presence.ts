@@ -1,6 +1,6 @@
 import { keyOf } from '../domain/ids.js';
 import type { PresenceState } from '../domain/events.js';
-import type { PresenceConn, PresenceKey, PresenceStore } from '../realtime/presence-store.js';
+import { PRESENCE_SLICE, type PresenceConn, type PresenceKey, type PresenceStore } from '../realtime/presence-store.js';
 import type { PresenceStatus } from '../domain/events.js';
 import { type Actor, isIntegration } from '../domain/actor.js';
 import type { Logger } from '../logger.js';
@@ -30,6 +30,11 @@ export class PresenceService {
   private readonly chains = new Map<string, Promise<void>>();
   /** The small rooms of users coming online or going offline together, read in one query. */
   private readonly roomsOf: SendBatcher<PresenceKey, string[]>;
+  /**
+   * Closed connections, removed from the store in groups: the ones that close while a removal is
+   * under way go together in the next (many clients leaving at once cost one script call per 256).
+   */
+  private readonly leaves: SendBatcher<PresenceConn, boolean>;
   /** The heartbeat under way, if any (`close` waits for it). */
   private beating: Promise<void> | null = null;
   /** Removals of closed connections from the store under way (`close` waits for them). */
@@ -53,6 +58,7 @@ export class PresenceService {
     beat.unref();
     sweep.unref();
     this.timers.push(beat, sweep);
+    this.leaves = new SendBatcher((conns) => this.store.disconnectMany(conns), { maxBatch: PRESENCE_SLICE });
     this.roomsOf = new SendBatcher(async (keys) => {
       const tenants = [...new Set(keys.map((k) => k.tenant))];
       const found = await Promise.all(tenants.map((t) => presenceRoomsOfUsers(this.data.hot, t, keys.filter((k) => k.tenant === t).map((k) => k.userId), this.roomMaxMembers)));
@@ -108,7 +114,7 @@ export class PresenceService {
     const c = this.local.get(connId);
     if (!c) return;
     this.local.delete(connId);
-    const removed = this.store.disconnect(c);
+    const removed = this.leaves.submit(c);
     this.leaving.add(removed);
     try {
       if (await removed) {
@@ -178,7 +184,7 @@ export class PresenceService {
       // after its own removal (the Redis store renews in slices, a round trip each): removed again,
       // or its user would stay online until the entry expired and a sweep found it.
       const closed = conns.filter((c) => !this.local.has(c.connId));
-      if (closed.length > 0) await Promise.all(closed.map((c) => this.store.disconnect(c)));
+      if (closed.length > 0) await this.store.disconnectMany(closed);
       // Announced again: users with a connection still open here (not one that closed meanwhile).
       // Almost every round has none to announce: the set of open users is built only when needed.
       if (back.length > 0) {
