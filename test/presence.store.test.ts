@@ -157,5 +157,16 @@ describe('RedisPresenceStore.disconnectMany', () => {
     expect((await store.disconnectMany(removing)).some(Boolean)).toBe(false);
     expect(await store.disconnect(stays)).toBe(true);
     expect(await store.disconnect(stays)).toBe(false);
+
+    // A user whose only connection expired (its node died) and was not swept yet: a removal that
+    // takes the expired entry names the user (gone now), and the sweep after it does not again.
+    const orphan = { tenant, userId: 'orphan', connId: 'orphan-dead' };
+    await store.connect(orphan);
+    const past = Date.now() - 1000;
+    await link.client.zadd(connKey('orphan'), past, orphan.connId);
+    await link.client.zadd(all, past, [tenant, 'orphan', orphan.connId].join(SEP));
+    expect(await store.disconnect({ tenant, userId: 'orphan', connId: 'orphan-other' })).toBe(true);
+    expect(await store.sweep()).toEqual([]);
+    expect(await link.client.zcard(all)).toBe(0);
   });
 });

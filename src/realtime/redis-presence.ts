@@ -64,14 +64,16 @@ const ZREM_USER_IDS = `
  * last-seen key. ARGV[1]: now; ARGV[2]: the last-seen key's life (s); then per user the count of its
  * connections and their ids; then the connections' members of the global set. Each user's last-seen
  * time is set; answers the positions (1-based, among the users) of the users this call left with no
- * live connection (it removed one of theirs).
+ * connection: it removed one of theirs, or expired ones (of a dead node) that no sweep had removed
+ * yet. A sweep names a user only when it removes something from their set too, so a user whose
+ * expired entries a removal took is named here, and by no sweep after it.
  */
 const DISCONNECT_SCRIPT = `
 local now = ARGV[1]
 local a = 3
 local gone = {}
 for k = 2, #KEYS, 2 do${ZREM_USER_IDS}
-  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
   redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
   if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then gone[#gone + 1] = k / 2 end
 end
