@@ -48,34 +48,32 @@ return back
 export const HEARTBEAT_SLICE = PRESENCE_SLICE;
 
 /**
- * Lua, inside a loop over users (`k`: the user's connection set in KEYS; `a`: where the user's count
- * of ids is in ARGV): removes the user's ids from its set, counts them in `removed`, moves `a` on.
+ * Removes connections from their users' sets: a removal's (`disconnectMany`) and a sweep's. KEYS[1]:
+ * the global set; KEYS[2..]: per user its connection set and its last-seen key. ARGV[1]: now;
+ * ARGV[2]: the last-seen key's life (s); then per user the count of its connections and their ids;
+ * then, for a removal, the connections' members of the global set (a sweep claimed them out of it
+ * already). Answers the positions (1-based, among the users) of the users this call left with no
+ * connection, and sets their last-seen time: it removed one of theirs, or expired ones (of a dead
+ * node) that no sweep had removed yet. A user whose entries an earlier call removed is not named
+ * again (a user with two expired connections in two sweep batches, or whose expired entries a
+ * removal took before the sweep came: named once, by whichever call removed something).
  */
-const ZREM_USER_IDS = `
+const REMOVE_SCRIPT = `
+local now = ARGV[1]
+local a = 3
+local gone = {}
+for k = 2, #KEYS, 2 do
   local n = tonumber(ARGV[a])
   local removed = 0
   for j = a + 1, a + n do
     removed = removed + redis.call('ZREM', KEYS[k], ARGV[j])
   end
-  a = a + n + 1`;
-
-/**
- * Removes connections. KEYS[1]: the global set; KEYS[2..]: per user its connection set and its
- * last-seen key. ARGV[1]: now; ARGV[2]: the last-seen key's life (s); then per user the count of its
- * connections and their ids; then the connections' members of the global set. Each user's last-seen
- * time is set; answers the positions (1-based, among the users) of the users this call left with no
- * connection: it removed one of theirs, or expired ones (of a dead node) that no sweep had removed
- * yet. A sweep names a user only when it removes something from their set too, so a user whose
- * expired entries a removal took is named here, and by no sweep after it.
- */
-const DISCONNECT_SCRIPT = `
-local now = ARGV[1]
-local a = 3
-local gone = {}
-for k = 2, #KEYS, 2 do${ZREM_USER_IDS}
+  a = a + n + 1
   removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-  redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
-  if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then gone[#gone + 1] = k / 2 end
+  if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then
+    redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
+    gone[#gone + 1] = k / 2
+  end
 end
 if a <= #ARGV then redis.call('ZREM', KEYS[1], unpack(ARGV, a)) end
 return gone
@@ -92,27 +90,6 @@ if #expired > 0 then redis.call('ZREM', KEYS[1], unpack(expired)) end
 return expired
 `;
 
-/**
- * Removes claimed connections from their users' sets. KEYS: per user its connection set and its
- * last-seen key; ARGV[1]: now; ARGV[2]: the last-seen key's life (s); then per user the count of its
- * claimed connections and their ids. A user whose set this call emptied (it removed something and
- * nothing live is left) gets its last-seen time; answers their positions (1-based, among the users).
- * A user whose expired connections an earlier call already removed is not named again.
- */
-const SWEEP_USERS_SCRIPT = `
-local now = ARGV[1]
-local a = 3
-local gone = {}
-for k = 1, #KEYS, 2 do${ZREM_USER_IDS}
-  removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-  if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then
-    redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
-    gone[#gone + 1] = (k + 1) / 2
-  end
-end
-return gone
-`;
-
 /** Expired connections one sweep claims at a time (one claim and one removal script call each). */
 export const SWEEP_BATCH = 500;
 
@@ -126,8 +103,7 @@ const SEEN_LIFE_S = 30 * 24 * 3600;
 const ADMIT = 'chatPresenceAdmit';
 const HEARTBEAT = 'chatPresenceHeartbeat';
 const SWEEP_CLAIM = 'chatPresenceSweepClaim';
-const SWEEP_USERS = 'chatPresenceSweepUsers';
-const DISCONNECT = 'chatPresenceDisconnect';
+const REMOVE = 'chatPresenceRemove';
 type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>;
 
 /**
@@ -152,21 +128,18 @@ export class RedisPresenceStore implements PresenceStore {
     // Its number of keys is its first argument.
     this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
     this.redis.defineCommand(SWEEP_CLAIM, { numberOfKeys: 1, lua: SWEEP_CLAIM_SCRIPT });
-    this.redis.defineCommand(SWEEP_USERS, { lua: SWEEP_USERS_SCRIPT });
-    this.redis.defineCommand(DISCONNECT, { lua: DISCONNECT_SCRIPT });
+    this.redis.defineCommand(REMOVE, { lua: REMOVE_SCRIPT });
     const commands = this.redis as unknown as Record<string, ScriptCommand>;
     this.admitScript = commands[ADMIT]!.bind(this.redis);
     this.heartbeatScript = commands[HEARTBEAT]!.bind(this.redis);
     this.sweepClaimScript = commands[SWEEP_CLAIM]!.bind(this.redis);
-    this.sweepUsersScript = commands[SWEEP_USERS]!.bind(this.redis);
-    this.disconnectScript = commands[DISCONNECT]!.bind(this.redis);
+    this.removeScript = commands[REMOVE]!.bind(this.redis);
   }
 
   private readonly admitScript: ScriptCommand;
   private readonly heartbeatScript: ScriptCommand;
   private readonly sweepClaimScript: ScriptCommand;
-  private readonly sweepUsersScript: ScriptCommand;
-  private readonly disconnectScript: ScriptCommand;
+  private readonly removeScript: ScriptCommand;
 
   /**
    * Fails at once while Redis is down (after it was up once), instead of queueing behind the
@@ -242,7 +215,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   /**
-   * One script call per `HEARTBEAT_SLICE` connections (`DISCONNECT_SCRIPT`), one after the other.
+   * One script call per `HEARTBEAT_SLICE` connections (`REMOVE_SCRIPT`), one after the other.
    * A MULTI of five commands per connection made 25,000 connections closed at once (a drained node,
    * a network cut) cost this process about 105 µs of CPU each and hold some 310 MB of heap until Redis
    * answered (`npm run bench:presence`); the presence service hands over the connections closed
@@ -251,28 +224,36 @@ export class RedisPresenceStore implements PresenceStore {
   async disconnectMany(conns: PresenceConn[]): Promise<boolean[]> {
     this.guard();
     const out: boolean[] = new Array<boolean>(conns.length).fill(false);
-    const life = String(SEEN_LIFE_S);
     for (let i = 0; i < conns.length; i += HEARTBEAT_SLICE) {
-      const now = String(Date.now());
       const slice = conns.slice(i, i + HEARTBEAT_SLICE);
-      const byUser = this.byUser(slice);
-      const keys: string[] = [this.allKey];
-      const args: string[] = [now, life];
-      const users: string[] = [];
-      for (const [key, { k, ids }] of byUser) {
-        keys.push(key, this.seenKey(k));
-        users.push(key);
-        args.push(String(ids.length), ...ids);
-      }
-      for (const c of slice) args.push(this.member(c));
-      const gone = (await this.disconnectScript(keys.length, ...keys, ...args)) as number[];
-      if (gone.length === 0) continue;
+      const gone = await this.remove(slice, true);
       // The answer goes to the user's last connection of the slice (as removals one by one would).
-      const goneUsers = new Set(gone.map((p) => users[p - 1]));
-      for (let j = slice.length - 1; j >= 0; j--) {
-        const key = this.connKey(slice[j]!);
-        if (goneUsers.delete(key)) out[i + j] = true;
+      for (let j = slice.length - 1; j >= 0 && gone.size > 0; j--) {
+        if (gone.delete(this.connKey(slice[j]!))) out[i + j] = true;
       }
+    }
+    return out;
+  }
+
+  /**
+   * One call of `REMOVE_SCRIPT` for the connections (also out of the global set with `fromAll`):
+   * the users it left with none, by their connection set's key.
+   */
+  private async remove(conns: PresenceConn[], fromAll: boolean): Promise<Map<string, PresenceKey>> {
+    const keys: string[] = [this.allKey];
+    const args: string[] = [String(Date.now()), String(SEEN_LIFE_S)];
+    const users: { key: string; k: PresenceKey }[] = [];
+    for (const [key, { k, ids }] of this.byUser(conns)) {
+      keys.push(key, this.seenKey(k));
+      users.push({ key, k });
+      args.push(String(ids.length), ...ids);
+    }
+    if (fromAll) for (const c of conns) args.push(this.member(c));
+    const gone = (await this.removeScript(keys.length, ...keys, ...args)) as number[];
+    const out = new Map<string, PresenceKey>();
+    for (const p of gone) {
+      const u = users[p - 1];
+      if (u) out.set(u.key, u.k);
     }
     return out;
   }
@@ -319,7 +300,7 @@ export class RedisPresenceStore implements PresenceStore {
   /**
    * Removes every expired connection (a dead node's), `SWEEP_BATCH` at a time: one script call
    * claims a batch out of the global set (`SWEEP_CLAIM_SCRIPT`), one removes it from its users' sets
-   * and names the users it left with none (`SWEEP_USERS_SCRIPT`); batches follow each other until
+   * and names the users it left with none (`REMOVE_SCRIPT`, as a removal does); batches follow each other until
    * one comes back short. Before, a sweep removed at most 500 connections, three round trips each,
    * and the presence service sweeps every `PRESENCE_TTL_MS / 2`: the 25,000 connections of a dead
    * node took fifty sweeps, minutes during which their users showed online (`npm run bench:presence`,
@@ -331,28 +312,13 @@ export class RedisPresenceStore implements PresenceStore {
     this.guard();
     const gone: PresenceKey[] = [];
     for (;;) {
-      const now = String(Date.now());
-      const claimed = (await this.sweepClaimScript(this.allKey, now, SWEEP_BATCH)) as string[];
+      const claimed = (await this.sweepClaimScript(this.allKey, String(Date.now()), SWEEP_BATCH)) as string[];
       if (claimed.length === 0) break;
-      const byUser = this.byUser(
-        claimed.map((member) => {
-          const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
-          return { tenant, userId, connId };
-        }),
-      );
-      const keys: string[] = [];
-      const args: string[] = [now, String(SEEN_LIFE_S)];
-      const users: PresenceKey[] = [];
-      for (const [key, { k, ids }] of byUser) {
-        keys.push(key, this.seenKey(k));
-        users.push(k);
-        args.push(String(ids.length), ...ids);
-      }
-      const emptied = (await this.sweepUsersScript(keys.length, ...keys, ...args)) as number[];
-      for (const p of emptied) {
-        const k = users[p - 1];
-        if (k) gone.push(k);
-      }
+      const conns = claimed.map((member) => {
+        const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
+        return { tenant, userId, connId };
+      });
+      gone.push(...(await this.remove(conns, false)).values());
       if (claimed.length < SWEEP_BATCH) break;
     }
     return gone;
