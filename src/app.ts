@@ -95,7 +95,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     await Promise.all(notReady.map((l) => l.ready()));
     clearTimeout(slow);
   }
-  const services = await createServices({ config, orm: db.orm, replicas: db.replicas, bus, log, counters, observers: telemetry }, infra);
+  const services = await createServices({ config, orm: db.orm, replicas: db.replicas, sendPipe: db.sendPipe, bus, log, counters, observers: telemetry }, infra);
   const createContext = contextFactory(services);
 
   let draining = false;

@@ -43,6 +43,7 @@ const EnvSchema = z.object({
   ADMIN_TOKEN: z.string().min(32, 'ADMIN_TOKEN must be at least 32 characters').optional(),
   DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(15_000),
   DB_PREPARED_STATEMENTS: bool.optional(),
+  DB_SEND_PIPELINE: bool.optional(),
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
@@ -155,6 +156,8 @@ export interface Config {
    * and always off in embedded mode.
    */
   dbPreparedStatements: boolean;
+  /** The grouped sends on a pipelined connection of their own (src/store/hot/pipe.ts); with prepared statements only. */
+  dbSendPipeline: boolean;
   shutdownTimeoutMs: number;
   logLevel: 'silent' | 'error' | 'warn' | 'info' | 'debug';
   /** Human-readable logs (development). */
@@ -289,6 +292,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,
     dbPreparedStatements: e.DB_PREPARED_STATEMENTS ?? true,
+    dbSendPipeline: e.DB_SEND_PIPELINE ?? true,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     logLevel: e.LOG_LEVEL,
     logPretty: e.LOG_PRETTY ?? false,

@@ -13,7 +13,7 @@ const sqlError = (code: string) => Object.assign(new Error(`sqlstate ${code}`), 
  * A batcher whose groups wait on gates the test opens. `log` records each group as it starts
  * (`run a,b`) and each caller as it is answered (`done x` / `fail x: message`).
  */
-function harness(opts: { committed?: boolean } = {}) {
+function harness(opts: { committed?: boolean; maxInflight?: number } = {}) {
   const log: string[] = [];
   const gates: ReturnType<typeof deferred<string[]>>[] = [];
   let inFlight = 0;
@@ -27,7 +27,7 @@ function harness(opts: { committed?: boolean } = {}) {
       gates.push(g);
       return g.promise.finally(() => inFlight--);
     },
-    {},
+    opts.maxInflight ? { maxInflight: opts.maxInflight } : {},
     opts.committed ? (outcomes) => void log.push(`committed ${outcomes.join(',')}`) : undefined,
   );
   const submit = (item: string) =>
@@ -113,5 +113,67 @@ describe('SendBatcher', () => {
     h.gates[2]!.reject(sqlError('57P01'));
     await Promise.all(group);
     expect(h.log).toEqual(['run a', 'run a', 'run b,c', 'done A', 'fail b: sqlstate 57P01', 'fail c: sqlstate 57P01']);
+  });
+
+  describe('two groups in flight (the pipelined send connection)', () => {
+    it('a second group starts behind the first once as many items are queued as the first holds; fewer wait for a group to finish', async () => {
+      const h = harness({ committed: true, maxInflight: 2 });
+      const first = h.submit('a');
+      // One queued, as many as the group in flight: it goes behind it at once.
+      const second = h.submit('b');
+      expect(h.log).toEqual(['run a', 'run b']);
+      // Two in flight: the rest waits.
+      const third = [h.submit('c'), h.submit('d')];
+      expect(h.log).toEqual(['run a', 'run b']);
+      h.gates[0]!.resolve(['A']);
+      await first;
+      // a is done: c,d (two queued, more than b holds) start behind b before a is answered.
+      expect(h.log).toEqual(['run a', 'run b', 'run c,d', 'committed A', 'done A']);
+      // One queued behind a group of two in flight: it waits for company or for a free slot.
+      const fourth = h.submit('e');
+      h.gates[1]!.resolve(['B']);
+      await second;
+      expect(h.log.slice(5)).toEqual(['committed B', 'done B']);
+      // c,d still in flight and only e queued (fewer than c,d): e waits until c,d is done.
+      expect(h.gates).toHaveLength(3);
+      h.gates[2]!.resolve(['C', 'D']);
+      await Promise.all(third);
+      expect(h.log.slice(7)).toEqual(['run e', 'committed C,D', 'done C', 'done D']);
+      h.gates[3]!.resolve(['E']);
+      await fourth;
+      expect(h.log.slice(11)).toEqual(['committed E', 'done E']);
+      expect(h.maxInFlight()).toBe(2);
+    });
+
+    it('groups are settled in the order they started, even when a later one is done first', async () => {
+      const h = harness({ committed: true, maxInflight: 2 });
+      const first = h.submit('a');
+      const second = h.submit('b');
+      expect(h.log).toEqual(['run a', 'run b']);
+      h.gates[1]!.resolve(['B']);
+      await turn();
+      // b is done, a is not: nothing is published or answered yet.
+      expect(h.log).toEqual(['run a', 'run b']);
+      h.gates[0]!.resolve(['A']);
+      await Promise.all([first, second]);
+      expect(h.log).toEqual(['run a', 'run b', 'committed A', 'committed B', 'done A', 'done B']);
+    });
+
+    it('never more than two in flight, every item answered once, in queue order per group', async () => {
+      const h = harness({ maxInflight: 2 });
+      const all = 'abcdefghijklmnopqrstuvwxyz'.split('').map((x) => h.submit(x));
+      // Open every gate as it comes, answering each item with its own name upper-cased.
+      for (let opened = 0; h.log.filter((l) => l.startsWith('done ')).length < 26; opened++) {
+        while (h.gates.length <= opened) await turn();
+        const items = h.log.filter((l) => l.startsWith('run '))[opened]!.slice(4).split(',');
+        h.gates[opened]!.resolve(items.map((x) => x.toUpperCase()));
+        await turn();
+      }
+      await Promise.all(all);
+      const runs = h.log.filter((l) => l.startsWith('run ')).flatMap((l) => l.slice(4).split(','));
+      expect(runs.join('')).toBe('abcdefghijklmnopqrstuvwxyz');
+      expect(h.log.filter((l) => l.startsWith('done ')).map((l) => l.slice(5)).join('')).toBe('ABCDEFGHIJKLMNOPQRSTUVWXYZ');
+      expect(h.maxInFlight()).toBe(2);
+    });
   });
 });

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Orm, Replica } from '../store/database.js';
+import type { StatementPipe } from '../store/hot/pipe.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
 import type { Counters, Observers } from '../metrics.js';
@@ -15,6 +16,8 @@ export interface BaseDeps {
   orm: Orm;
   /** PostgreSQL read replicas (empty: every read on the primary); used through the ReadRouting only. */
   replicas?: Replica[];
+  /** The pipelined connection of the grouped sends (src/store/hot/pipe.ts); none: they go through the pool. */
+  sendPipe?: StatementPipe | null;
   bus: EventBus;
   log: Logger;
   /** Plain counters read by the metrics registry. */

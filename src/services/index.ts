@@ -118,7 +118,11 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
       },
     },
     // Embedded PostgreSQL (no DATABASE_URL) serves every connection from one backend: names would collide.
-    { preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined },
+    {
+      preparedStatements: deps.config.dbPreparedStatements && deps.config.databaseUrl !== undefined,
+      // The pipe holds one connection of the pool for good: never the only one.
+      pipe: deps.config.dbSendPipeline && deps.config.dbPoolMax > 1 ? deps.sendPipe : null,
+    },
   );
   const reads = new ReadRouting(store, deps.replicas ?? [], { maxLagMs: deps.config.databaseReplicaMaxLagMs }, deps.counters, deps.log);
   const roomEvents = new RoomEventSource(store, mapper, reads);

@@ -1,29 +1,41 @@
 /**
- * Group commit for sends. One group is in flight at a time; an item that arrives meanwhile waits in
- * a queue, and when the group is done the next one takes everything queued (up to `maxBatch`, across
- * rooms) and does it at once. An item that arrives when nothing is in flight goes at once: no timer
- * ever waits for company, so a lone send gets no added latency, and groups only form under load (the
- * busier, the larger).
+ * Group commit for sends. A group is written while the items that arrive meanwhile wait in a queue;
+ * when it is done the next group takes everything queued (up to `maxBatch`, across rooms) and writes
+ * it at once. An item that arrives when nothing is in flight goes at once: no timer ever waits for
+ * company, so a lone send gets no added latency, and groups only form under load (the busier, the
+ * larger).
  *
- * One group at a time also orders the writes of this process: a room's groups are written, and
- * their events published, one after the other, in the order the items were queued. (Two groups in
- * flight, of disjoint rooms, were measured: smaller groups, more CPU per send, no more throughput.)
+ * With `maxInflight` 2 (the store's pipelined send connection, src/store/hot/pipe.ts) a second group
+ * may start while one is in flight, once as many items are queued as that group holds: it then
+ * waits in the database's input, written right behind the first, instead of waiting for this
+ * process to read the first one's answer (with one group at a time the database sat idle about a
+ * third of the time under load, waiting for this process's turn: docs/BENCHMARKS.md, "twentieth
+ * pass"). Fewer queued items wait for the group in flight to finish, so groups stay as large as the
+ * load makes them. With 1 (the default; the pool, where two groups would run side by side), one
+ * group is in flight at a time.
+ *
+ * Either way the groups of this process are written one after the other, in the order they
+ * started: a room's messages take their seqs, and their events are published, in the order the
+ * items were queued. (Two groups side by side on two connections, of disjoint rooms, were measured:
+ * smaller groups, more CPU per send, no more throughput.) The exceptions are failures: a group run
+ * again after a transient error, or split item by item after a data error, is written after a group
+ * that was already behind it in the pipeline.
  *
  * When a group is done, the next one is started before anything else happens with the finished one:
  * the database writes group k+1 while this process publishes group k's events (`committed`) and
- * answers its callers. (Before, the database sat idle while the process did that, and the process
- * waited while the database wrote: docs/BENCHMARKS.md, "Issue 18, twelfth pass".) The events are still
- * published in group order: `committed` of group k runs in the same turn as the start of k+1, before
- * k+1 can have an outcome.
+ * answers its callers. Groups are settled in the order they started, so `committed` sees them in
+ * write order.
  */
 export interface BatcherOptions {
   /** Most items in one group. */
   maxBatch: number;
   /** Attempts of a group that fails with a transient error (serialization, deadlock, clientId race). */
   maxAttempts: number;
+  /** Groups in flight at most: 1, or 2 when the runner writes its groups one after the other on one pipelined connection. */
+  maxInflight: number;
 }
 
-export const DEFAULT_BATCHER_OPTIONS: BatcherOptions = { maxBatch: 256, maxAttempts: 3 };
+export const DEFAULT_BATCHER_OPTIONS: BatcherOptions = { maxBatch: 256, maxAttempts: 3, maxInflight: 1 };
 
 interface Pending<I, O> {
   item: I;
@@ -61,9 +73,16 @@ interface Done<I, O> {
   outcomes: O[] | null;
 }
 
+/** A group in flight: its size, and what became of it once it is done (settled in start order). */
+interface Slot<I, O> {
+  size: number;
+  done: Done<I, O> | null;
+}
+
 export class SendBatcher<I, O> {
   private queue: Pending<I, O>[] = [];
-  private busy = false;
+  /** The groups in flight, in the order they started. */
+  private readonly inflight: Slot<I, O>[] = [];
   private readonly opts: BatcherOptions;
 
   constructor(
@@ -83,20 +102,38 @@ export class SendBatcher<I, O> {
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (!this.busy) void this.drain();
+      this.pump();
     });
   }
 
-  /** Runs groups until the queue is empty; the next group starts before the last one is settled. */
-  private async drain(): Promise<void> {
-    this.busy = true;
-    let running: Promise<Done<I, O>> | null = this.flush(this.queue.splice(0, this.opts.maxBatch));
-    while (running !== null) {
-      const done: Done<I, O> = await running;
-      running = this.queue.length > 0 ? this.flush(this.queue.splice(0, this.opts.maxBatch)) : null;
-      this.settle(done);
+  /**
+   * Starts groups while the queue has items and a group may start: at once when none is in flight;
+   * behind the last one in flight (`maxInflight` > 1) once as many items are queued as it holds.
+   */
+  private pump(): void {
+    while (this.queue.length > 0 && this.inflight.length < this.opts.maxInflight) {
+      const last = this.inflight[this.inflight.length - 1];
+      if (last !== undefined && this.queue.length < last.size) return;
+      this.start(this.queue.splice(0, this.opts.maxBatch));
     }
-    this.busy = false;
+  }
+
+  private start(group: Pending<I, O>[]): void {
+    const slot: Slot<I, O> = { size: group.length, done: null };
+    this.inflight.push(slot);
+    void this.flush(group).then((done) => {
+      slot.done = done;
+      this.finished();
+    });
+  }
+
+  /** Settles the finished groups at the head of the line, in start order; the next group starts first. */
+  private finished(): void {
+    const ready: Done<I, O>[] = [];
+    while (this.inflight[0]?.done) ready.push(this.inflight.shift()!.done!);
+    if (ready.length === 0) return;
+    this.pump();
+    for (const done of ready) this.settle(done);
   }
 
   /** Hands a finished group's outcomes to `committed`, then answers its callers. */
@@ -116,7 +153,8 @@ export class SendBatcher<I, O> {
     } catch (err) {
       if (group.length > 1 && fromOneItem(sqlState(err))) {
         // One after the other, so a room's items still take their seqs in queue order; each one is
-        // settled when done (the group before was settled when this one started).
+        // settled when done (the groups before were settled by then: their answers came before this
+        // group's failure, and each single waits for the database).
         for (const p of group) this.settle(await this.flush([p]));
         return { items: [], outcomes: null };
       }

@@ -7,6 +7,7 @@ import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
 import { withTimeout } from '../util/async.js';
 import { entities } from './entities.js';
+import { StatementPipe } from './hot/pipe.js';
 import { migrationsList } from './migrations/index.js';
 import { multiHostClient, parseMultiHostUrl, PrimaryLocator } from './pg-hosts.js';
 
@@ -117,6 +118,8 @@ export interface Database {
   /** The URL the ORM connects to (for embedded mode, the local socket server). */
   url: string;
   embedded: boolean;
+  /** The grouped sends' pipelined connection (src/store/hot/pipe.ts); none in embedded mode. */
+  sendPipe: StatementPipe | null;
   /** Returns true when a trivial query succeeds within the timeout. */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
@@ -229,11 +232,13 @@ export async function openDatabase(opts: {
     name: `replica-${i + 1}`,
     db: () => c.getClient() as unknown as Db,
   }));
+  const sendPipe = embedded ? null : new StatementPipe(() => nativePool(orm));
   return {
     orm,
     replicas,
     url: finalUrl,
     embedded: !!embedded,
+    sendPipe,
     async ping(timeoutMs = 2000) {
       try {
         await withTimeout(orm.em.fork().getConnection().execute('select 1 as ok'), timeoutMs, 'database ping');
@@ -247,6 +252,8 @@ export async function openDatabase(opts: {
       // connection the pool hands out after that (to a query queued while the pool was full) makes
       // kysely throw before it can release it, and `pool.end()`, hence `orm.close()`, never returns.
       // So let queued work finish first, and never wait on the close without a bound.
+      // The pipe's connection goes back first (once its statements are answered): the drain waits for every connection.
+      await withTimeout(sendPipe?.close() ?? Promise.resolve(), 3000, 'closing the statement pipe').catch(() => undefined);
       await drainPool(orm, 3000).catch(() => undefined);
       await withTimeout(orm.close(true), 5000, 'closing the ORM').catch(() => undefined);
       await embedded?.stop().catch(() => undefined);

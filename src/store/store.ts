@@ -1,6 +1,7 @@
 import type { MessageDto } from '../domain/events.js';
 import { type Db, kysely, type Orm } from './database.js';
 import { appendMessageRows, type NewMessage } from './hot/append-messages.js';
+import type { StatementPipe } from './hot/pipe.js';
 import type { HotContext } from './hot/query.js';
 import { type TransactOptions, transact, type Tx, type TxContext } from './tx.js';
 
@@ -16,6 +17,11 @@ export type AppendOutcome = { kind: 'new'; message: MessageDto } | { kind: 'repe
  */
 export class Store {
   readonly hot: HotContext;
+  /**
+   * Groups of `appendMessages` that may be in flight at once (the send batcher's `maxInflight`): 2
+   * on the statement pipe (one connection runs them one after the other, in order), 1 on the pool.
+   */
+  readonly sendGroupsInFlight: number;
   /** Transactions run again after a deadlock or serialization failure (`transact` with `retry`). */
   readonly txStats = { retried: 0 };
   private readonly ctx: TxContext;
@@ -23,9 +29,10 @@ export class Store {
   constructor(
     readonly orm: Orm,
     ctx: TxContext,
-    opts: { preparedStatements: boolean },
+    opts: { preparedStatements: boolean; pipe?: StatementPipe | null },
   ) {
-    this.hot = { orm, prepared: opts.preparedStatements };
+    this.hot = { orm, prepared: opts.preparedStatements, pipe: opts.preparedStatements ? (opts.pipe ?? null) : null };
+    this.sendGroupsInFlight = this.hot.pipe ? 2 : 1;
     this.ctx = {
       ...ctx,
       onRetry: (err, attempt) => {

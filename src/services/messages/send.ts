@@ -51,7 +51,7 @@ export class MessageSender {
   ) {
     this.writes = new SendBatcher(
       (messages) => store.appendMessages(messages),
-      {},
+      { maxInflight: store.sendGroupsInFlight },
       (outcomes) => store.publishAppended(outcomes),
     );
   }

@@ -238,9 +238,10 @@ function insertedRow(m: NewMessage, seq: number, createdAt: Date): MessageRow {
  * neither web push nor e-mail (its CTEs, even with nothing to queue, cost PostgreSQL 60-90 µs of
  * CPU per statement: `npm run bench:statement`, docs/BENCHMARKS.md).
  */
-const APPEND_MESSAGES = hotQuery<OutcomeRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'));
-const APPEND_MESSAGES_PLAIN = hotQuery<OutcomeRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`);
-const APPEND_MESSAGE_LONE = hotQuery<OutcomeRow>('room-log-append-message-lone', LONE);
+const PIPELINED = { pipelined: true };
+const APPEND_MESSAGES = hotQuery<OutcomeRow>('room-log-append-messages', WRITE + NOTIFY + outcomes('((select count(*) from pushes) + (select count(*) from digests))::int'), PIPELINED);
+const APPEND_MESSAGES_PLAIN = hotQuery<OutcomeRow>('room-log-append-messages-plain', `${WRITE}\n)${outcomes('0')}`, PIPELINED);
+const APPEND_MESSAGE_LONE = hotQuery<OutcomeRow>('room-log-append-message-lone', LONE, PIPELINED);
 
 /** An outcome row read: the input's index, what became of it, and the statement's two counts. */
 interface ParsedOutcome {
