@@ -16,9 +16,9 @@ import { runPrepared } from './lean-query.js';
  *
  * The connection is taken from the pool on first use and kept. When it breaks (or answers as a
  * standby that can no longer write, after a failover), the statements on it fail as a pooled query
- * would, and the next one takes a fresh connection. Only for a server of its own (not behind
- * PgBouncer, where prepared statements are off: the pipe is not used then) and not for the embedded
- * PostgreSQL.
+ * would, and the next one takes a fresh connection. Used with named prepared statements only, never
+ * for the embedded PostgreSQL, and turned off behind a transaction-mode pooler (`DB_SEND_PIPELINE=0`,
+ * docs/OPERATIONS.md: a pooler may run two pipelined statements on two server connections).
  */
 export class StatementPipe {
   private client: Promise<pg.PoolClient> | null = null;
