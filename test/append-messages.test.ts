@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { appendMessageRows, fileServer, insertEndpoint, kysely, type NewMessage } from './fixture.js';
+import { appendMessageRows, fileServer, insertEndpoint, insertRoom, kysely, newMessage, type NewMessage } from './fixture.js';
 
 /**
  * The grouped send statement and the one-message statement (src/store/hot/append-messages.ts) keep
@@ -11,31 +11,8 @@ const srv = fileServer('append');
 const ctx = () => ({ orm: srv.app.db.orm, prepared: true });
 const sql = <R = Record<string, unknown>>(text: string, params: unknown[] = []) => srv.env.sql<R>(text, params);
 
-async function newRoom(tenant: string, opts: { archived?: boolean } = {}): Promise<{ id: string; accessVersion: number }> {
-  const id = randomUUID();
-  await sql(
-    `insert into room (id, tenant, kind, name, created_by, created_at, updated_at, archived_at) values ($1, $2, 'group', $3, 'owner', now(), now(), $4)`,
-    [id, tenant, `r-${id}`, opts.archived ? new Date() : null],
-  );
-  const [r] = await sql<{ access_version: string }>('select access_version from room where id = $1', [id]);
-  return { id, accessVersion: Number(r!.access_version) };
-}
-
-const message = (roomId: string, tenant: string, over: Partial<NewMessage> = {}): NewMessage => ({
-  id: randomUUID(),
-  roomId,
-  tenant,
-  senderId: 'sender',
-  clientId: randomUUID(),
-  body: 'hello',
-  keyId: null,
-  kind: 'text',
-  attachments: [{ url: 'https://example.com/a.pdf', name: 'a.pdf', size: 3, mime: 'application/pdf' }],
-  metadata: { z: 1, a: [true, null] },
-  card: null,
-  accessVersion: null,
-  ...over,
-});
+const newRoom = (tenant: string, opts: { archived?: boolean } = {}) => insertRoom(srv.env, tenant, opts);
+const message = newMessage;
 
 const lastSeq = async (roomId: string) => Number((await sql<{ last_seq: string }>('select last_seq from room where id = $1', [roomId]))[0]?.last_seq);
 const rowsOf = async (id: string) => ({

@@ -26,6 +26,7 @@ import { dispose } from './fixture/wait.js';
 import { createApp, createLogger, makeConfig, type App, type AppOptions, type Config } from './fixture/src.js';
 import { spawnServer, type ServerProc, type SpawnOptions } from './proc.js';
 
+export * from './fixture/append.js';
 export * from './fixture/clients.js';
 export * from './fixture/delivery.js';
 export * from './fixture/jwks.js';

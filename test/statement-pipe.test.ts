@@ -3,7 +3,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { StatementPipe } from '../src/store/hot/pipe.js';
 import type { HotContext } from '../src/store/hot/query.js';
-import { appendMessageRows, fileServer, nativePool, type NewMessage } from './fixture.js';
+import { appendMessageRows, fileServer, insertRoom, nativePool, newMessage } from './fixture.js';
 
 /**
  * The grouped sends' pipelined connection (src/store/hot/pipe.ts) against PostgreSQL: statements
@@ -14,32 +14,16 @@ import { appendMessageRows, fileServer, nativePool, type NewMessage } from './fi
 const srv = fileServer('pipe');
 const sql = <R = Record<string, unknown>>(text: string, params: unknown[] = []) => srv.env.sql<R>(text, params);
 
-/** A pipe of its own on the server's pool, and the statement context that uses it. */
-function pipeOn(): { pipe: StatementPipe; ctx: HotContext } {
+const message = (roomId: string, tenant: string, body = 'hello') => newMessage(roomId, tenant, { body });
+
+/** A pipe of its own, a fresh room, and that room's row lock held by another transaction (see `lockRoom`). */
+async function lockedRoom() {
   const pipe = new StatementPipe(() => nativePool(srv.app.db.orm));
-  return { pipe, ctx: { orm: srv.app.db.orm, prepared: true, pipe } };
+  const ctx: HotContext = { orm: srv.app.db.orm, prepared: true, pipe };
+  const tenant = `t-${randomUUID()}`;
+  const room = (await insertRoom(srv.env, tenant)).id;
+  return { pipe, ctx, tenant, room, lock: await lockRoom(room) };
 }
-
-async function newRoom(tenant: string): Promise<string> {
-  const id = randomUUID();
-  await sql(`insert into room (id, tenant, kind, name, created_by, created_at, updated_at) values ($1, $2, 'group', $3, 'owner', now(), now())`, [id, tenant, `r-${id}`]);
-  return id;
-}
-
-const message = (roomId: string, tenant: string, body = 'hello'): NewMessage => ({
-  id: randomUUID(),
-  roomId,
-  tenant,
-  senderId: 'sender',
-  clientId: randomUUID(),
-  body,
-  keyId: null,
-  kind: 'text',
-  attachments: [],
-  metadata: null,
-  card: null,
-  accessVersion: null,
-});
 
 /** The client the pipe holds (its queue of statements sent and not yet answered is node-postgres's). */
 async function heldClient(pipe: StatementPipe): Promise<{ _sentQueryQueue: unknown[]; processID: number }> {
@@ -78,10 +62,7 @@ const pending = () => {
 
 describe('statement pipe', () => {
   it('statements sent together go out at once, run one after the other in the order sent, on one connection', async () => {
-    const { pipe, ctx } = pipeOn();
-    const tenant = `t-${randomUUID()}`;
-    const room = await newRoom(tenant);
-    const lock = await lockRoom(room);
+    const { pipe, ctx, tenant, room, lock } = await lockedRoom();
     const { state, track } = pending();
     // Three groups of the same room, each of two messages, sent without waiting.
     const groups = [0, 1, 2].map(() => [message(room, tenant), message(room, tenant)]);
@@ -103,10 +84,7 @@ describe('statement pipe', () => {
   });
 
   it('a statement that fails (data of one message) leaves the ones behind it alone', async () => {
-    const { pipe, ctx } = pipeOn();
-    const tenant = `t-${randomUUID()}`;
-    const room = await newRoom(tenant);
-    const lock = await lockRoom(room);
+    const { pipe, ctx, tenant, room, lock } = await lockedRoom();
     // PostgreSQL refuses a NUL character in text (22P05 or 22021): the whole statement fails.
     const bad = expect(appendMessageRows(ctx, [message(room, tenant, 'a\u0000b'), message(room, tenant)], null)).rejects.toMatchObject({
       code: expect.stringMatching(/^22/),
@@ -124,10 +102,7 @@ describe('statement pipe', () => {
   });
 
   it('a connection that breaks fails the statements on it; the next one runs on a fresh connection', async () => {
-    const { pipe, ctx } = pipeOn();
-    const tenant = `t-${randomUUID()}`;
-    const room = await newRoom(tenant);
-    const lock = await lockRoom(room);
+    const { pipe, ctx, tenant, room, lock } = await lockedRoom();
     const first = expect(appendMessageRows(ctx, [message(room, tenant), message(room, tenant)], null)).rejects.toBeInstanceOf(Error);
     const second = expect(appendMessageRows(ctx, [message(room, tenant)], null)).rejects.toBeInstanceOf(Error);
     const pid = await waitingOnLock();
@@ -145,11 +120,8 @@ describe('statement pipe', () => {
   });
 
   it('close waits for the statements on the wire, gives the connection back to the pool, and refuses later ones', async () => {
-    const { pipe, ctx } = pipeOn();
+    const { pipe, ctx, tenant, room, lock } = await lockedRoom();
     const pool = await nativePool(srv.app.db.orm);
-    const tenant = `t-${randomUUID()}`;
-    const room = await newRoom(tenant);
-    const lock = await lockRoom(room);
     const running = appendMessageRows(ctx, [message(room, tenant), message(room, tenant)], null);
     await waitingOnLock();
     const held = await heldClient(pipe);
