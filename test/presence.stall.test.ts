@@ -35,6 +35,28 @@ async function expire(prefix: string, tenant: string, userId: string): Promise<v
   }
 }
 
+/**
+ * A node that will die: its store on the app's Redis prefix registers one connection per user;
+ * `died` then expires every entry, in the users' order (the first expired first, so sweep batches
+ * take them in this order), and returns the global set's key and the first entry's expiry.
+ */
+async function doomedNode(link: RedisLink, prefix: string, users: string[]): Promise<{ died: () => Promise<{ all: string; past: number }> }> {
+  const store = new RedisPresenceStore(link, prefix, 3_600_000);
+  const conns = users.map((userId) => ({ tenant: 'default', userId, connId: `dead-${userId}` }));
+  for (const c of conns) await store.connect(c);
+  return {
+    died: async () => {
+      const all = `${prefix}{presence}:all`;
+      const past = Date.now() - 10_000;
+      for (const [i, c] of conns.entries()) {
+        await redis.zadd(all, past + i, [c.tenant, c.userId, c.connId].join(SEP));
+        await redis.zadd(`${prefix}{presence}:conn:${keyOf(c.tenant, c.userId)}`, past + i, c.connId);
+      }
+      return { all, past };
+    },
+  };
+}
+
 describe('presence after a stall', () => {
   it('a user swept while their node stalled is reported online again by its next heartbeat, with the status they set', async () => {
     const u = uuid().slice(0, 8);
@@ -90,26 +112,56 @@ describe('presence after a stall', () => {
     const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'dead node', memberIds: [d] });
     using rec = recordEvents(wc, { roomId: room.id });
     await rec.ready();
-    // The dead node: its store on the same Redis prefix held d's connection and those of users of no room.
+    // The dead node held d's connection and those of users of no room; it died an hour ago, d's
+    // entry expired last (in the last batch).
     const link = new RedisLink('presence', TEST_REDIS_URL);
     try {
-      const deadNode = new RedisPresenceStore(link, t.config.redisPrefix, 3_600_000);
-      const others = Array.from({ length: SWEEP_BATCH * 2 + 20 }, (_, i) => `x${i}-${u}`);
-      const conns = [...others, d].map((userId) => ({ tenant: 'default', userId, connId: `dead-${userId}` }));
-      for (const c of conns) await deadNode.connect(c);
       const presence = t.app.services.presence;
+      const others = Array.from({ length: SWEEP_BATCH * 2 + 20 }, (_, i) => `x${i}-${u}`);
+      const conns = [...others, d];
+      const node = await doomedNode(link, t.config.redisPrefix, conns);
       expect(await presence.connections(actor(d))).toBe(1);
-      // It died an hour ago: its entries expired, d's the last of them (in the last batch).
-      const all = `${t.config.redisPrefix}{presence}:all`;
-      const past = Date.now() - 10_000;
-      for (const [i, c] of conns.entries()) {
-        await redis.zadd(all, past + i, [c.tenant, c.userId, c.connId].join(SEP));
-        await redis.zadd(`${t.config.redisPrefix}{presence}:conn:${keyOf(c.tenant, c.userId)}`, past + i, c.connId);
-      }
+      const { all, past } = await node.died();
       await presence.sweep();
       await rec.next('presence', (e) => e.userId === d && e.status === 'offline');
       for (const userId of [others[0]!, others.at(-1)!, d]) expect(await presence.connections(actor(userId)), userId).toBe(0);
       expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(0);
+    } finally {
+      await link.close();
+    }
+  });
+
+  it('a sweep that a Redis error ends part way still reports the users of the batches it removed; the next sweep reports those of the batch that failed', async () => {
+    const u = uuid().slice(0, 8);
+    const [d1, d2, w] = [`d1-${u}`, `d2-${u}`, `w-${u}`];
+    await using wc = clientFor(t.url, w);
+    const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'sweep fails', memberIds: [d1, d2] });
+    using rec = recordEvents(wc, { roomId: room.id });
+    await rec.ready();
+    const link = new RedisLink('presence', TEST_REDIS_URL);
+    try {
+      // A dead node's connections: d1 in the first sweep batch, d2 in the second after a user whose
+      // set is not a sorted set (a real WRONGTYPE error of that batch's removal).
+      const conns = Array.from({ length: SWEEP_BATCH * 2 + 20 }, (_, i) => `y${i}-${u}`);
+      const broken = conns[SWEEP_BATCH + 10]!;
+      conns[0] = d1;
+      conns[SWEEP_BATCH + 20] = d2;
+      const { all, past } = await (await doomedNode(link, t.config.redisPrefix, conns)).died();
+      const brokenKey = `${t.config.redisPrefix}{presence}:conn:${keyOf('default', broken)}`;
+      await redis.del(brokenKey);
+      await redis.set(brokenKey, 'not a sorted set');
+
+      const presence = t.app.services.presence;
+      await presence.sweep();
+      await rec.next('presence', (e) => e.userId === d1 && e.status === 'offline');
+      expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(conns.length - 2 * SWEEP_BATCH);
+
+      await redis.del(brokenKey);
+      await presence.sweep();
+      await rec.next('presence', (e) => e.userId === d2 && e.status === 'offline');
+      expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(0);
+      const offline = rec.of('presence', (e) => e.status === 'offline').map((e) => e.userId);
+      expect(offline).toEqual([d1, d2]);
     } finally {
       await link.close();
     }

@@ -122,6 +122,47 @@ describe('RedisPresenceStore.sweep', () => {
     expect(states[0]!.lastSeenAt!.getTime()).toBeGreaterThanOrEqual(now);
     expect(states[2]!.lastSeenAt).toBeNull();
   });
+  it('a Redis error part way: the batches removed before it are named at once, and the next sweep removes the batch that failed first and names its users', async () => {
+    const p = `${prefix}sweep-fail:`;
+    const store = new RedisPresenceStore(link, p, 60_000);
+    const tenant = 'acme';
+    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
+    const all = `${p}{presence}:all`;
+    // 2.5 batches of a dead node's connections, one user each, expired in this order.
+    const dead = Array.from({ length: Math.floor(SWEEP_BATCH * 2.5) }, (_, i) => ({ tenant, userId: `d${i}`, connId: `d${i}-c0` }));
+    for (const c of dead) await store.connect(c);
+    const now = Date.now();
+    for (const [i, c] of dead.entries()) {
+      await link.client.zadd(all, now - 10_000 + i, [tenant, c.userId, c.connId].join(SEP));
+      await link.client.zadd(connKey(c.userId), now - 10_000 + i, c.connId);
+    }
+    // A real Redis error in the second batch's removal: one of its users' sets is a string (WRONGTYPE).
+    // The script stops there, keeping what it did for the users before.
+    const broken = dead[SWEEP_BATCH + 100]!;
+    await link.client.del(connKey(broken.userId));
+    await link.client.set(connKey(broken.userId), 'not a sorted set');
+
+    const handed: string[][] = [];
+    await expect(store.sweep((users) => handed.push(users.map((k) => k.userId)))).rejects.toThrow(/WRONGTYPE/);
+    // The first batch was handed over before the error; the third was not claimed.
+    expect(handed).toEqual([dead.slice(0, SWEEP_BATCH).map((c) => c.userId)]);
+    expect(await link.client.zcard(all)).toBe(dead.length - 2 * SWEEP_BATCH);
+    // Users of the failed batch before the broken one: removed by the failed call, named by nobody yet.
+    expect(await link.client.zcard(connKey(dead[SWEEP_BATCH]!.userId))).toBe(0);
+
+    // Redis is right again: the next sweep does the failed batch first, then the rest; every user of
+    // the dead node has been named exactly once over the two sweeps.
+    await link.client.del(connKey(broken.userId));
+    const second: string[][] = [];
+    const rest = await store.sweep((users) => second.push(users.map((k) => k.userId)));
+    expect(second[0]).toEqual(dead.slice(SWEEP_BATCH, 2 * SWEEP_BATCH).map((c) => c.userId));
+    expect(rest.map((k) => k.userId)).toEqual(second.flat());
+    const named = [...handed.flat(), ...second.flat()];
+    expect(named.length).toBe(dead.length);
+    expect(new Set(named)).toEqual(new Set(dead.map((c) => c.userId)));
+    expect(await link.client.zcard(all)).toBe(0);
+    expect(await store.sweep()).toEqual([]);
+  });
 });
 
 describe('RedisPresenceStore.disconnectMany', () => {

@@ -72,7 +72,7 @@ export class MemoryPresenceStore implements PresenceStore {
     return [...back.values()];
   }
 
-  async sweep(): Promise<PresenceKey[]> {
+  async sweep(onGone?: (users: PresenceKey[]) => void): Promise<PresenceKey[]> {
     const gone: PresenceKey[] = [];
     const now = Date.now();
     for (const key of [...this.conns.keys()]) {
@@ -83,6 +83,7 @@ export class MemoryPresenceStore implements PresenceStore {
         gone.push({ tenant, userId });
       }
     }
+    if (gone.length > 0) onGone?.(gone);
     return gone;
   }
 

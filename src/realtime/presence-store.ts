@@ -37,8 +37,12 @@ export interface PresenceStore {
    * connection registered again, so that they are reported online again.
    */
   heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]>;
-  /** Removes every expired connection (of dead nodes), however many; returns the users left with none, each once. */
-  sweep(): Promise<PresenceKey[]>;
+  /**
+   * Removes every expired connection (of dead nodes), however many; returns the users left with none,
+   * each once. `onGone` is given them as they are found, batch by batch: when the sweep fails part
+   * way (Redis), the users of the batches done before were handed over already.
+   */
+  sweep(onGone?: (users: PresenceKey[]) => void): Promise<PresenceKey[]>;
   setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void>;
   /** Live connections of a user on all nodes. */
   count(k: PresenceKey): Promise<number>;

@@ -50,17 +50,21 @@ export const HEARTBEAT_SLICE = PRESENCE_SLICE;
 /**
  * Removes connections from their users' sets: a removal's (`disconnectMany`) and a sweep's. KEYS[1]:
  * the global set; KEYS[2..]: per user its connection set and its last-seen key. ARGV[1]: now;
- * ARGV[2]: the last-seen key's life (s); then per user the count of its connections and their ids;
- * then, for a removal, the connections' members of the global set (a sweep claimed them out of it
- * already). Answers the positions (1-based, among the users) of the users this call left with no
- * connection, and sets their last-seen time: it removed one of theirs, or expired ones (of a dead
- * node) that no sweep had removed yet. A user whose entries an earlier call removed is not named
- * again (a user with two expired connections in two sweep batches, or whose expired entries a
- * removal took before the sweep came: named once, by whichever call removed something).
+ * ARGV[2]: the last-seen key's life (s); ARGV[3]: '1' for a sweep's batch done again, else '0';
+ * then per user the count of its connections and their ids; then, for a removal, the connections'
+ * members of the global set (a sweep claimed them out of it already). Answers the positions
+ * (1-based, among the users) of the users this call left with no connection, and sets their
+ * last-seen time: it removed one of theirs, or expired ones (of a dead node) that no sweep had
+ * removed yet. A user whose entries an earlier call removed is not named again (a user with two
+ * expired connections in two sweep batches, or whose expired entries a removal took before the
+ * sweep came: named once, by whichever call removed something), except by a batch done again: the
+ * call before it failed (a script stops at its error with what it did before it kept) or its answer
+ * was lost, so it names every user of the batch left with none.
  */
 const REMOVE_SCRIPT = `
 local now = ARGV[1]
-local a = 3
+local again = ARGV[3] == '1'
+local a = 4
 local gone = {}
 for k = 2, #KEYS, 2 do
   local n = tonumber(ARGV[a])
@@ -70,7 +74,7 @@ for k = 2, #KEYS, 2 do
   end
   a = a + n + 1
   removed = removed + redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
-  if removed > 0 and redis.call('ZCARD', KEYS[k]) == 0 then
+  if (removed > 0 or again) and redis.call('ZCARD', KEYS[k]) == 0 then
     redis.call('SET', KEYS[k + 1], now, 'EX', tonumber(ARGV[2]))
     gone[#gone + 1] = k / 2
   end
@@ -237,11 +241,12 @@ export class RedisPresenceStore implements PresenceStore {
 
   /**
    * One call of `REMOVE_SCRIPT` for the connections (also out of the global set with `fromAll`):
-   * the users it left with none, by their connection set's key.
+   * the users it left with none, by their connection set's key (with `again`: every user of them
+   * left with none, see the script).
    */
-  private async remove(conns: PresenceConn[], fromAll: boolean): Promise<Map<string, PresenceKey>> {
+  private async remove(conns: PresenceConn[], fromAll: boolean, again = false): Promise<Map<string, PresenceKey>> {
     const keys: string[] = [this.allKey];
-    const args: string[] = [String(Date.now()), String(SEEN_LIFE_S)];
+    const args: string[] = [String(Date.now()), String(SEEN_LIFE_S), again ? '1' : '0'];
     const users: { key: string; k: PresenceKey }[] = [];
     for (const [key, { k, ids }] of this.byUser(conns)) {
       keys.push(key, this.seenKey(k));
@@ -298,19 +303,37 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   /**
+   * Connections a sweep of this store claimed out of the global set whose removal from their users'
+   * sets did not answer (a Redis error): the next sweep removes them first, or their users would
+   * never be announced offline (no sweep claims them again).
+   */
+  private unfinished: PresenceConn[] = [];
+
+  /**
    * Removes every expired connection (a dead node's), `SWEEP_BATCH` at a time: one script call
    * claims a batch out of the global set (`SWEEP_CLAIM_SCRIPT`), one removes it from its users' sets
    * and names the users it left with none (`REMOVE_SCRIPT`, as a removal does); batches follow each other until
    * one comes back short. Before, a sweep removed at most 500 connections, three round trips each,
    * and the presence service sweeps every `PRESENCE_TTL_MS / 2`: the 25,000 connections of a dead
    * node took fifty sweeps, minutes during which their users showed online (`npm run bench:presence`,
-   * docs/OPERATIONS.md). A Redis error ends the sweep with it: the users of the batches done before
-   * are not announced offline (their state reads offline already), and what was not claimed is left
-   * to the next sweep.
+   * docs/OPERATIONS.md). Each batch's users go to `onGone` as soon as it is removed, so a Redis error
+   * in a later batch ends the sweep without losing them; a batch claimed but not removed (its removal
+   * failed) is done again first by the next sweep of this store, and what was not claimed is left to
+   * any node's next sweep.
    */
-  async sweep(): Promise<PresenceKey[]> {
+  async sweep(onGone?: (users: PresenceKey[]) => void): Promise<PresenceKey[]> {
     this.guard();
     const gone: PresenceKey[] = [];
+    const removed = (users: Map<string, PresenceKey>) => {
+      const batch = [...users.values()];
+      if (batch.length === 0) return;
+      gone.push(...batch);
+      onGone?.(batch);
+    };
+    if (this.unfinished.length > 0) {
+      removed(await this.remove(this.unfinished, false, true));
+      this.unfinished = [];
+    }
     for (;;) {
       const claimed = (await this.sweepClaimScript(this.allKey, String(Date.now()), SWEEP_BATCH)) as string[];
       if (claimed.length === 0) break;
@@ -318,7 +341,9 @@ export class RedisPresenceStore implements PresenceStore {
         const [tenant, userId, connId] = member.split(SEP) as [string, string, string];
         return { tenant, userId, connId };
       });
-      gone.push(...(await this.remove(conns, false)).values());
+      this.unfinished = conns;
+      removed(await this.remove(conns, false));
+      this.unfinished = [];
       if (claimed.length < SWEEP_BATCH) break;
     }
     return gone;

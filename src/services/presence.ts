@@ -199,17 +199,21 @@ export class PresenceService {
 
   /**
    * Removes the expired connections of dead nodes and tells the rooms of the users left with none,
-   * all at once (each after the user's broadcasts already queued): their rooms are then read in
-   * groups (`roomsOf`), not one query per user.
+   * a batch of the store's at a time (each user after their broadcasts already queued): their rooms
+   * are then read in groups (`roomsOf`), not one query per user. A sweep that fails part way (Redis)
+   * still announces the users of the batches it removed.
    */
   async sweep(): Promise<void> {
+    const announced: Promise<void>[] = [];
     try {
-      const gone = await this.store.sweep();
-      const at = new Date();
-      await Promise.all(gone.map((k) => this.queueBroadcast(k, () => this.broadcast(k, 'offline', at))));
+      await this.store.sweep((gone) => {
+        const at = new Date();
+        for (const k of gone) announced.push(this.queueBroadcast(k, () => this.broadcast(k, 'offline', at)));
+      });
     } catch (err) {
       this.warn(err);
     }
+    await Promise.all(announced);
   }
 
   /**
