@@ -55,6 +55,38 @@ describe('/metrics', () => {
     sub.unsubscribe();
   });
 
+  it('chat_send_group_size and chat_send_group_seconds: every plain send written is counted in exactly one group', async () => {
+    const scrape = async () => {
+      const text = await (await fetch(`${srv.url}/metrics`)).text();
+      return {
+        groups: metricValue(text, 'chat_send_group_size_count'),
+        sends: metricValue(text, 'chat_send_group_size_sum'),
+        timed: metricValue(text, 'chat_send_group_seconds_count'),
+      };
+    };
+    await using alice = clientFor(srv.url, 'g-alice', { ws: true });
+    const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'groups', memberIds: [] });
+    const before = await scrape();
+    // One after the other: a group each.
+    for (let i = 0; i < 3; i++) await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `one ${i}` });
+    const lone = await scrape();
+    expect(lone.groups - before.groups).toBe(3);
+    expect(lone.sends - before.sends).toBe(3);
+    // Thirty at once on one socket (it takes 32 calls in flight), with a reply among them: the reply
+    // is written in a transaction of its own (not a group).
+    const ids = Array.from({ length: 30 }, () => uuid());
+    const first = await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: ids[0]!, body: 'first' });
+    await Promise.all([
+      ...ids.slice(1).map((clientId, i) => alice.trpc.chat.send.mutate({ roomId: room.id, clientId, body: `many ${i}` })),
+      alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'a reply', replyToId: first.id }),
+    ]);
+    const after = await scrape();
+    // Each of the 30 sends is in one group (the first alone), the reply in none.
+    expect(after.sends - lone.sends).toBe(30);
+    expect(after.groups - lone.groups).toBeGreaterThanOrEqual(2);
+    expect(after.timed).toBe(after.groups);
+  });
+
   it('chat_bus_alone: 1 for a node alone on its Redis prefix, 0 with REDIS_SOLO=0', async () => {
     const gauge = async (url: string) => metricValue(await (await fetch(`${url}/metrics`)).text(), 'chat_bus_alone');
     const alone = await env.startServer({ redisPrefix: env.prefix('ops-alone') });

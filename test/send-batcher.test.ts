@@ -13,7 +13,7 @@ const sqlError = (code: string) => Object.assign(new Error(`sqlstate ${code}`), 
  * A batcher whose groups wait on gates the test opens. `log` records each group as it starts
  * (`run a,b`) and each caller as it is answered (`done x` / `fail x: message`).
  */
-function harness(opts: { committed?: boolean; maxInflight?: number } = {}) {
+function harness(opts: { committed?: boolean; maxInflight?: number; onGroup?: (items: number, seconds: number) => void } = {}) {
   const log: string[] = [];
   const gates: ReturnType<typeof deferred<string[]>>[] = [];
   let inFlight = 0;
@@ -27,7 +27,7 @@ function harness(opts: { committed?: boolean; maxInflight?: number } = {}) {
       gates.push(g);
       return g.promise.finally(() => inFlight--);
     },
-    opts.maxInflight ? { maxInflight: opts.maxInflight } : {},
+    { ...(opts.maxInflight ? { maxInflight: opts.maxInflight } : {}), onGroup: opts.onGroup },
     opts.committed ? (outcomes) => void log.push(`committed ${outcomes.join(',')}`) : undefined,
   );
   const submit = (item: string) =>
@@ -113,6 +113,28 @@ describe('SendBatcher', () => {
     h.gates[2]!.reject(sqlError('57P01'));
     await Promise.all(group);
     expect(h.log).toEqual(['run a', 'run a', 'run b,c', 'done A', 'fail b: sqlstate 57P01', 'fail c: sqlstate 57P01']);
+  });
+
+  it('`onGroup` is told of each group written, once, with its size and time (a retried group once, after its last run); not of a failed one', async () => {
+    const groups: [number, number][] = [];
+    const h = harness({ onGroup: (items, seconds) => void groups.push([items, seconds]) });
+    const first = h.submit('a');
+    const group = [h.submit('b'), h.submit('c'), h.submit('d')];
+    h.gates[0]!.reject(sqlError('40P01'));
+    while (h.gates.length < 2) await turn();
+    expect(groups).toEqual([]);
+    h.gates[1]!.resolve(['A']);
+    await first;
+    expect(groups.map(([n]) => n)).toEqual([1]);
+    h.gates[2]!.resolve(['B', 'C', 'D']);
+    await Promise.all(group);
+    expect(groups.map(([n]) => n)).toEqual([1, 3]);
+    for (const [, seconds] of groups) expect(seconds).toBeGreaterThanOrEqual(0);
+    const last = h.submit('e');
+    h.gates[3]!.reject(sqlError('57P01'));
+    await last;
+    expect(h.log.at(-1)).toBe('fail e: sqlstate 57P01');
+    expect(groups).toHaveLength(2);
   });
 
   describe('two groups in flight (the pipelined send connection)', () => {

@@ -171,7 +171,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     mapper,
     keyring,
   );
-  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, files, wakeFiles, reads });
+  const messages = createMessageServices({ store, access, inbox, mapper, keyring, limits, counters: deps.counters, observers: deps.observers, files, wakeFiles, reads });
   const streams = new StreamService(access, roomEvents, hubs);
   const receipts = new ReceiptService(limits, store, publisher, access);
   const typing = new TypingService(access, publisher, limits, {

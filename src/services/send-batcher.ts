@@ -33,6 +33,8 @@ export interface BatcherOptions {
   maxAttempts: number;
   /** Groups in flight at most: 1, or 2 when the runner writes its groups one after the other on one pipelined connection. */
   maxInflight: number;
+  /** Told of every group written (its size and the seconds from its start to its outcomes); not of a failed one. */
+  onGroup?: ((items: number, seconds: number) => void) | undefined;
 }
 
 export const DEFAULT_BATCHER_OPTIONS: BatcherOptions = { maxBatch: 256, maxAttempts: 3, maxInflight: 1 };
@@ -149,7 +151,9 @@ export class SendBatcher<I, O> {
   private async flush(group: Pending<I, O>[]): Promise<Done<I, O>> {
     let outcomes: O[];
     try {
+      const start = this.opts.onGroup ? performance.now() : 0;
       outcomes = await this.runWithRetry(group.map((p) => p.item));
+      this.opts.onGroup?.(group.length, (performance.now() - start) / 1000);
     } catch (err) {
       if (group.length > 1 && fromOneItem(sqlState(err))) {
         // One after the other, so a room's items still take their seqs in queue order; each one is

@@ -1,4 +1,4 @@
-import type { Counters } from '../../metrics.js';
+import type { Counters, Observers } from '../../metrics.js';
 import type { FileService } from '../files/index.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
@@ -31,6 +31,8 @@ export interface MessageServiceDeps {
   keyring: Keyring;
   limits: RateLimits;
   counters: Counters;
+  /** Told of every group of plain sends written. */
+  observers: Pick<Observers, 'sendGroup'>;
   files: FileService;
   /** Wakes the file worker (after a delete handed it files to remove). */
   wakeFiles: () => void;
@@ -40,7 +42,7 @@ export interface MessageServiceDeps {
 
 export function createMessageServices(d: MessageServiceDeps): MessageServices {
   return {
-    sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters, d.files),
+    sender: new MessageSender(d.store, d.access, d.mapper, d.keyring, d.limits, d.counters, d.files, d.observers),
     changes: new MessageChanges(d.store, d.access, d.inbox, d.mapper, d.keyring, d.limits, d.wakeFiles),
     reader: new MessageReader(d.store, d.access, d.mapper, d.reads),
   };

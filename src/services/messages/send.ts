@@ -5,7 +5,7 @@ import { AppError, badRequest, conflict, notFound } from '../../domain/errors.js
 import type { AttachmentDto, CardDto, JsonObject, LinkAttachmentDto, MessageDto } from '../../domain/events.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import { excerpt as excerptOf } from '../../domain/text.js';
-import type { Counters } from '../../metrics.js';
+import type { Counters, Observers } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
 import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../../store/messages.js';
 import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
@@ -48,10 +48,11 @@ export class MessageSender {
     private readonly limits: RateLimits,
     private readonly counters: Counters,
     private readonly files: FileService,
+    observers?: Pick<Observers, 'sendGroup'>,
   ) {
     this.writes = new SendBatcher(
       (messages) => store.appendMessages(messages),
-      { maxInflight: store.sendGroupsInFlight },
+      { maxInflight: store.sendGroupsInFlight, onGroup: observers && ((items, seconds) => observers.sendGroup(items, seconds)) },
       (outcomes) => store.publishAppended(outcomes),
     );
   }
