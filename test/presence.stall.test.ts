@@ -157,7 +157,10 @@ describe('presence after a stall', () => {
       expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(conns.length - 2 * SWEEP_BATCH);
 
       await redis.del(brokenKey);
-      await presence.sweep();
+      // One sweep at a time: a second call while it runs gets the same sweep (the timer's, say).
+      const sweep = presence.sweep();
+      expect(presence.sweep()).toBe(sweep);
+      await sweep;
       await rec.next('presence', (e) => e.userId === d2 && e.status === 'offline');
       expect(await redis.zcount(all, '-inf', past + conns.length)).toBe(0);
       const offline = rec.of('presence', (e) => e.status === 'offline').map((e) => e.userId);

@@ -37,6 +37,8 @@ export class PresenceService {
   private readonly leaves: SendBatcher<PresenceConn, boolean>;
   /** The heartbeat under way, if any (`close` waits for it). */
   private beating: Promise<void> | null = null;
+  /** The sweep under way, if any (`close` waits for it). */
+  private sweeping: Promise<void> | null = null;
   /** Removals of closed connections from the store under way (`close` waits for them). */
   private readonly leaving = new Set<Promise<boolean>>();
   /** Set by `close`: no more `online` announcements. */
@@ -201,9 +203,19 @@ export class PresenceService {
    * Removes the expired connections of dead nodes and tells the rooms of the users left with none,
    * a batch of the store's at a time (each user after their broadcasts already queued): their rooms
    * are then read in groups (`roomsOf`), not one query per user. A sweep that fails part way (Redis)
-   * still announces the users of the batches it removed.
+   * still announces the users of the batches it removed. One sweep at a time: a call while one is
+   * under way gets that one (the Redis store keeps a failed batch for its next sweep).
    */
-  async sweep(): Promise<void> {
+  sweep(): Promise<void> {
+    if (this.sweeping !== null) return this.sweeping;
+    const run = this.sweepOnce().finally(() => {
+      if (this.sweeping === run) this.sweeping = null;
+    });
+    this.sweeping = run;
+    return run;
+  }
+
+  private async sweepOnce(): Promise<void> {
     const announced: Promise<void>[] = [];
     try {
       await this.store.sweep((gone) => {
@@ -234,13 +246,14 @@ export class PresenceService {
 
   /**
    * Reports this node's connections gone and waits for everything that still uses the store: a
-   * heartbeat under way, removals of connections that closed just before, and every broadcast
+   * heartbeat or a sweep under way, removals of connections that closed just before, and every broadcast
    * queued meanwhile (a broadcast queued while the ones before ran included).
    */
   async close(): Promise<void> {
     this.closing = true;
     for (const t of this.timers) clearInterval(t);
     await this.beating;
+    await this.sweeping;
     await Promise.allSettled([...this.local.keys()].map((id) => this.disconnected(id)));
     await Promise.allSettled([...this.leaving]);
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
