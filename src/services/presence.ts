@@ -10,6 +10,7 @@ import type { EventPublisher } from './publisher.js';
 import { presenceRoomsOfUsers } from '../store/hot/connect.js';
 import { sharingRoomWith } from '../store/members.js';
 import { SendBatcher } from './send-batcher.js';
+import { OneAtATime } from '../util/async.js';
 import type { Store } from '../store/store.js';
 
 export const PRESENCE_TTL_MS = 60_000;
@@ -36,9 +37,9 @@ export class PresenceService {
    */
   private readonly leaves: SendBatcher<PresenceConn, boolean>;
   /** The heartbeat under way, if any (`close` waits for it). */
-  private beating: Promise<void> | null = null;
+  private readonly beating = new OneAtATime();
   /** The sweep under way, if any (`close` waits for it). */
-  private sweeping: Promise<void> | null = null;
+  private readonly sweeping = new OneAtATime();
   /** Removals of closed connections from the store under way (`close` waits for them). */
   private readonly leaving = new Set<Promise<boolean>>();
   /** Set by `close`: no more `online` announcements. */
@@ -170,12 +171,7 @@ export class PresenceService {
    * online again, with the status they set.
    */
   heartbeat(): Promise<void> {
-    if (this.beating !== null) return this.beating;
-    const run = this.beat().finally(() => {
-      if (this.beating === run) this.beating = null;
-    });
-    this.beating = run;
-    return run;
+    return this.beating.run(() => this.beat());
   }
 
   private async beat(): Promise<void> {
@@ -207,12 +203,7 @@ export class PresenceService {
    * under way gets that one (the Redis store keeps a failed batch for its next sweep).
    */
   sweep(): Promise<void> {
-    if (this.sweeping !== null) return this.sweeping;
-    const run = this.sweepOnce().finally(() => {
-      if (this.sweeping === run) this.sweeping = null;
-    });
-    this.sweeping = run;
-    return run;
+    return this.sweeping.run(() => this.sweepOnce());
   }
 
   private async sweepOnce(): Promise<void> {
@@ -252,8 +243,8 @@ export class PresenceService {
   async close(): Promise<void> {
     this.closing = true;
     for (const t of this.timers) clearInterval(t);
-    await this.beating;
-    await this.sweeping;
+    await this.beating.current;
+    await this.sweeping.current;
     await Promise.allSettled([...this.local.keys()].map((id) => this.disconnected(id)));
     await Promise.allSettled([...this.leaving]);
     while (this.chains.size > 0) await Promise.allSettled([...this.chains.values()]);
