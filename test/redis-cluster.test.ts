@@ -171,4 +171,13 @@ describe('two nodes on a Redis Cluster', () => {
     const keys = await Promise.all(masters.map(async (m) => (await redisCall(m.port, 'KEYS', `${env.redisPrefix}revoked:*`)) as string[]));
     expect(keys.flat()).toHaveLength(1);
   });
+
+  it('RedisLink.mget reads keys of many slots at once (an MGET per slot), in order, null where none', async () => {
+    const link = a.app.infra.redis.find((l) => l.role === 'sessions')!;
+    const keys = Array.from({ length: 60 }, (_, i) => `${env.redisPrefix}mget:${i}:${uuid()}`);
+    for (const [i, key] of keys.entries()) if (i % 3 !== 0) await link.client.set(key, `v${i}`, 'EX', 60);
+    // The keys spread over the masters: a plain MGET of them is refused (CROSSSLOT).
+    await expect(link.client.mget(keys)).rejects.toThrow(/CROSSSLOT|same slot/i);
+    expect(await link.mget(keys)).toEqual(keys.map((_, i) => (i % 3 !== 0 ? `v${i}` : null)));
+  });
 });

@@ -4,8 +4,12 @@
  * revocation across two nodes (4003) with the iat denylist, membership changes ending streams, and
  * subscriptions refused over HTTP (SSE), where none of these guards would apply.
  */
+import { Redis } from 'ioredis';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyOf } from '../src/domain/ids.js';
+import type { RedisBus } from '../src/realtime/redis-bus.js';
+import { TEST_REDIS_URL } from './env.js';
 import {
   actor,
   callerFor,
@@ -51,7 +55,12 @@ beforeAll(async () => {
   [N2, K] = await Promise.all([env.startServer(), env.startServer({ redisPrefix: env.prefix('sessions_k'), wsKeepAliveMs: KEEPALIVE_MS })]);
 });
 
-afterAll(() => dispose(env, open));
+/** Reads and writes Redis as another node would, and cuts connections. */
+const admin = new Redis(TEST_REDIS_URL);
+afterAll(async () => {
+  await dispose(env, open);
+  await admin.quit();
+});
 
 const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...args));
 const ws = (srv: TestServer, token: string) => open.use(wsClient({ url: srv.url, token }));
@@ -244,6 +253,36 @@ describe('revocation', () => {
       presence.admit = admit;
       release();
     }
+  });
+
+  it('a revocation whose message a node missed (its bus cut from Redis) closes the sockets of older tokens there once the bus is back (4003); a token newer than an older revocation stays', async () => {
+    const roomId = await room('rc-owner', ['rc-victim', 'rc-back']);
+    const victim = await subscribed(N2, tokenFor('rc-victim'), roomId);
+    const back = await subscribed(N2, tokenFor('rc-back'), roomId);
+    // Stored as auth.revoke stores them, and never published: what a node whose subscriber is cut
+    // from Redis sees of a revocation made meanwhile on another node. rc-back's is an hour old: their
+    // token is newer.
+    const stored = (userId: string) => `${N2.config.redisPrefix}revoked:${keyOf('default', userId)}`;
+    await admin.set(stored('rc-victim'), String(Date.now()), 'EX', 3600);
+    await admin.set(stored('rc-back'), String(Date.now() - 3_600_000), 'EX', 3600);
+    // The node does not know: the victim's socket still answers (its calls are not checked again).
+    victim.send({ id: 9, method: 'query', params: { path: 'auth.me', input: {} } });
+    await victim.waitFrame((f) => f.id === 9 && f.result !== undefined, 'auth.me before the reconnect');
+
+    // N2's subscriber connection is cut; ioredis reconnects it.
+    const bus = N2.app.bus as RedisBus;
+    const reconnected = new Promise<void>((r) => bus.onReconnect(r));
+    const list = (await admin.client('LIST')) as string;
+    const line = list.split('\n').find((l) => l.includes(`name=chat-sub-${bus.nodeId}`));
+    expect(line).toBeDefined();
+    await admin.client('KILL', 'ID', /id=(\d+)/.exec(line!)![1]!);
+    await reconnected;
+    const closed = await closeOf(victim, 5000, "the victim's socket to close after the reconnect");
+    expect(closed).toMatchObject({ code: CloseCode.Revoked, reason: 'sessions revoked' });
+    // Both users were checked in one MGET: rc-back's session was decided before the victim's close.
+    expect(back.isClosed).toBe(false);
+    expect(sessionsOf(N2.app, 'rc-back')).toHaveLength(1);
+    await waitFor(() => sessionsOf(N2.app, 'rc-victim'), "the victim's session to be gone", { until: (s) => s.length === 0 });
   });
 
   it('a non-admin gets FORBIDDEN; an admin of another tenant cannot touch this tenant', async () => {

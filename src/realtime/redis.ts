@@ -3,6 +3,7 @@ import { AppError } from '../domain/errors.js';
 import type { Logger } from '../logger.js';
 import { withTimeout } from '../util/async.js';
 import { createRedisClient, isCluster, type RedisClient, type RedisTopology } from './redis-topology.js';
+import { keySlot } from './redis-slot.js';
 
 /**
  * Every Redis connection of a node is built here, with one reconnect policy and one way of
@@ -114,6 +115,31 @@ export class RedisLink {
    * first connect is being retried) it is false without a round trip: a PING would only pile up
    * in the offline queue. While the first connect is under way, the PING waits for it.
    */
+  /**
+   * The values of `keys` (null where none), in order: one MGET, or on a Cluster (which takes a
+   * multi-key command only within one slot) one MGET per slot, all sent at once.
+   */
+  async mget(keys: string[]): Promise<(string | null)[]> {
+    if (!this.cluster) return this.client.mget(keys);
+    const bySlot = new Map<number, number[]>();
+    keys.forEach((key, i) => {
+      const slot = keySlot(key);
+      const at = bySlot.get(slot);
+      if (at) at.push(i);
+      else bySlot.set(slot, [i]);
+    });
+    const out = new Array<string | null>(keys.length).fill(null);
+    await Promise.all(
+      [...bySlot.values()].map(async (at) => {
+        const values = await this.client.mget(at.map((i) => keys[i]!));
+        at.forEach((i, j) => {
+          out[i] = values[j] ?? null;
+        });
+      }),
+    );
+    return out;
+  }
+
   async ping(timeoutMs = 1000): Promise<boolean> {
     if (this.down || this.closing || this.client.status === 'reconnecting') return false;
     try {

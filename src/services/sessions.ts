@@ -66,6 +66,8 @@ const CONTROL_CHANNEL = 'control';
 const userKey = (tenant: string, userId: string) => `${tenant}\u0000${userId}`;
 /** Revocations are kept long enough to outlive any token issued before them. */
 const REVOCATION_TTL_S = 30 * 24 * 3600;
+/** Users whose stored revocations one MGET reads when the open sessions are checked after a bus reconnect. */
+const RECHECK_BATCH = 500;
 
 /**
  * Live WebSocket sessions of this node: token expiry enforced on open sockets, admin revocation
@@ -78,6 +80,9 @@ export class SessionService {
   private readonly revokedLocal = new Map<string, number>();
   private readonly cache = new Map<string, { at: number; value: number }>();
   private unsubscribe: (() => Promise<void>) | null = null;
+  private offReconnect: (() => void) | null = null;
+  /** The check after a bus reconnect under way (`close` waits for it). */
+  private rechecking: Promise<number> | null = null;
 
   constructor(
     /** Carries revocations to every node (control channel). */
@@ -107,6 +112,55 @@ export class SessionService {
         this.log.warn({ err }, 'bad control message');
       }
     });
+    // Pub/sub is fire-and-forget: a revocation published while this node's subscriber was cut from
+    // Redis never arrives. It is stored in Redis before it is published, so after the bus reconnects
+    // the open sessions are checked against what is stored.
+    this.offReconnect = this.bus.onReconnect(() => {
+      const run = this.recheck().finally(() => {
+        if (this.rechecking === run) this.rechecking = null;
+      });
+      this.rechecking = run;
+    });
+  }
+
+  /**
+   * Checks every user with a session on this node against the revocations stored in Redis (an MGET
+   * per 500 users, per slot on a Cluster) and closes, with 4003 as the bus's message would have, each session whose token
+   * was issued at or before its user's revocation; a session with a newer token (the user logged in
+   * again after an older revocation) stays. Run after the bus reconnected; answers how many sessions
+   * it closed. A Redis error is logged: the next reconnect checks again.
+   */
+  async recheck(): Promise<number> {
+    if (!this.redis) return 0;
+    const users = [...this.byUser.entries()];
+    let closed = 0;
+    try {
+      for (let i = 0; i < users.length; i += RECHECK_BATCH) {
+        const batch = users.slice(i, i + RECHECK_BATCH);
+        const stored = await this.redis.mget(batch.map(([, set]) => this.redisKeyOf(set)));
+        batch.forEach(([key, set], j) => {
+          const at = Number(stored[j] ?? 0);
+          if (!at) return;
+          this.remember(key, Math.max(this.revokedLocal.get(key) ?? 0, at));
+          this.cache.delete(key);
+          for (const s of set) {
+            if ((s.actor.iat ?? 0) * 1000 > at) continue;
+            closed++;
+            s.socket.close(CloseCode.Revoked, 'sessions revoked');
+          }
+        });
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'could not check open sessions against revocations after the bus reconnected');
+    }
+    if (closed > 0) this.log.warn({ audit: 'sessions_revoked_on_reconnect', sessions: closed }, 'closed sessions revoked while the bus was cut');
+    return closed;
+  }
+
+  /** The Redis key of the revocation of a set's user (every session of a set is of one user). */
+  private redisKeyOf(set: Set<Session>): string {
+    const { tenant, id } = set.values().next().value!.actor;
+    return this.redisKey(tenant, id);
   }
 
   /**
@@ -302,7 +356,9 @@ export class SessionService {
   }
 
   async close(): Promise<void> {
+    this.offReconnect?.();
     await this.unsubscribe?.();
+    await this.rechecking;
     for (const set of this.byUser.values()) for (const s of set) if (s.expiryTimer) clearTimeout(s.expiryTimer);
     await this.redis?.close();
   }
