@@ -57,6 +57,26 @@ async function doomedNode(link: RedisLink, prefix: string, users: string[]): Pro
   };
 }
 
+/**
+ * The sizes of the groups the app's presence service hands its Redis store's `method` while `run`
+ * runs (the store's own method still does the work).
+ */
+async function groupsOf(method: 'admitMany' | 'disconnectMany', run: () => Promise<unknown>): Promise<number[]> {
+  const store = (t.app.services.presence as unknown as { store: RedisPresenceStore }).store;
+  const groups: number[] = [];
+  const original = store[method].bind(store) as (items: unknown[]) => Promise<unknown[]>;
+  const spy = vi.spyOn(store, method).mockImplementation(((items: unknown[]) => {
+    groups.push(items.length);
+    return original(items);
+  }) as never);
+  try {
+    await run();
+  } finally {
+    spy.mockRestore();
+  }
+  return groups;
+}
+
 describe('presence after a stall', () => {
   it('a user swept while their node stalled is reported online again by its next heartbeat, with the status they set', async () => {
     const u = uuid().slice(0, 8);
@@ -170,24 +190,28 @@ describe('presence after a stall', () => {
     }
   });
 
+  it('connections opened at once are admitted by Redis in groups: the first at once, the ones that open meanwhile together', async () => {
+    const presence = t.app.services.presence;
+    const u = uuid().slice(0, 8);
+    const ids = Array.from({ length: PRESENCE_SLICE + 30 }, (_, i) => `join-${u}-${i}`);
+    // As a room's members coming online: all in one turn of the event loop.
+    const groups = await groupsOf('admitMany', async () => {
+      const admitted = await Promise.all(ids.map((id) => presence.admit(actor(id), `conn-${id}`, 2)));
+      expect(admitted.every(Boolean)).toBe(true);
+    });
+    expect(groups).toEqual([1, PRESENCE_SLICE, ids.length - 1 - PRESENCE_SLICE]);
+    for (const id of [ids[0]!, ids[PRESENCE_SLICE]!, ids.at(-1)!]) expect(await presence.connections(actor(id)), id).toBe(1);
+    await Promise.all(ids.map((id) => presence.disconnected(`conn-${id}`)));
+    expect(await presence.connections(actor(ids[0]!))).toBe(0);
+  });
+
   it('connections closed at once are removed from Redis in groups, and every user goes offline', async () => {
     const presence = t.app.services.presence;
-    const store = (presence as unknown as { store: RedisPresenceStore }).store;
     const u = uuid().slice(0, 8);
     const ids = Array.from({ length: PRESENCE_SLICE * 2 + 50 }, (_, i) => `leave-${u}-${i}`);
     for (const id of ids) await presence.connected(actor(id), `conn-${id}`);
-    const groups: number[] = [];
-    const original = store.disconnectMany.bind(store);
-    const spy = vi.spyOn(store, 'disconnectMany').mockImplementation((conns) => {
-      groups.push(conns.length);
-      return original(conns);
-    });
-    try {
-      // As a drained node's sockets close: all in one turn of the event loop.
-      await Promise.all(ids.map((id) => presence.disconnected(`conn-${id}`)));
-    } finally {
-      spy.mockRestore();
-    }
+    // As a drained node's sockets close: all in one turn of the event loop.
+    const groups = await groupsOf('disconnectMany', () => Promise.all(ids.map((id) => presence.disconnected(`conn-${id}`))));
     // The first goes at once, the others wait for it and go in groups of at most PRESENCE_SLICE.
     expect(groups).toEqual([1, PRESENCE_SLICE, PRESENCE_SLICE, ids.length - 1 - 2 * PRESENCE_SLICE]);
     for (const id of [ids[0]!, ids[PRESENCE_SLICE]!, ids.at(-1)!]) expect(await presence.connections(actor(id)), id).toBe(0);

@@ -4,7 +4,8 @@
  * included, and names the users of whom a connection had been swept; connections left out of it
  * expire, and the sweep reports a user offline only once their last connection is gone. One sweep
  * removes every expired connection, however many batches of SWEEP_BATCH that takes, and names each
- * user once, also with another sweeper at work. Removals in groups answer as removals one by one.
+ * user once, also with another sweeper at work. Removals and admissions in groups answer as they
+ * would one by one.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { SEP } from '../src/realtime/presence-store.js';
@@ -20,6 +21,19 @@ afterAll(async () => {
   if (keys.length) await link.client.del(...keys);
   await link.close();
 });
+
+/** A store of its own prefix within this file's, with the keys a test reads of it (tenant `acme`). */
+function storeAt(name: string) {
+  const p = `${prefix}${name}:`;
+  const tenant = 'acme';
+  return {
+    p,
+    tenant,
+    store: new RedisPresenceStore(link, p, 60_000),
+    all: `${p}{presence}:all`,
+    connKey: (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`,
+  };
+}
 
 describe('RedisPresenceStore.heartbeat', () => {
   it('renews every connection over several slices; the ones left out expire and are swept user by user', async () => {
@@ -72,12 +86,8 @@ describe('RedisPresenceStore.heartbeat', () => {
 
 describe('RedisPresenceStore.sweep', () => {
   it("one sweep removes all of a dead node's connections, batch after batch, and names each user once; two sweepers at once never name a user twice", async () => {
-    const p = `${prefix}sweep:`;
-    const store = new RedisPresenceStore(link, p, 60_000);
+    const { p, store, tenant, all, connKey } = storeAt('sweep');
     const other = new RedisPresenceStore(link, p, 60_000);
-    const tenant = 'acme';
-    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
-    const all = `${p}{presence}:all`;
     // 2.4 batches of a dead node's connections: one per user, and some users with two (one of them
     // in a later batch than the other: the global set is ordered by expiry, and these expired last).
     const single = Array.from({ length: Math.floor(SWEEP_BATCH * 2.2) }, (_, i) => ({ tenant, userId: `s${i}`, connId: `s${i}-c0` }));
@@ -123,11 +133,7 @@ describe('RedisPresenceStore.sweep', () => {
     expect(states[2]!.lastSeenAt).toBeNull();
   });
   it('a Redis error part way: the batches removed before it are named at once, and the next sweep removes the batch that failed first and names its users', async () => {
-    const p = `${prefix}sweep-fail:`;
-    const store = new RedisPresenceStore(link, p, 60_000);
-    const tenant = 'acme';
-    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
-    const all = `${p}{presence}:all`;
+    const { store, tenant, all, connKey } = storeAt('sweep-fail');
     // 2.5 batches of a dead node's connections, one user each, expired in this order.
     const dead = Array.from({ length: Math.floor(SWEEP_BATCH * 2.5) }, (_, i) => ({ tenant, userId: `d${i}`, connId: `d${i}-c0` }));
     for (const c of dead) await store.connect(c);
@@ -165,13 +171,40 @@ describe('RedisPresenceStore.sweep', () => {
   });
 });
 
+describe('RedisPresenceStore.admitMany', () => {
+  it('admits connections over several slices as admits one by one would: the per-user limit counts the earlier ones of the same call, expired entries free a place', async () => {
+    const { store, tenant, all, connKey } = storeAt('admit');
+    // A user already at the limit of 2, and one whose only entry expired (a dead node's).
+    await store.connect({ tenant, userId: 'full', connId: 'full-1' });
+    await store.connect({ tenant, userId: 'full', connId: 'full-2' });
+    await store.connect({ tenant, userId: 'stale', connId: 'stale-old' });
+    await link.client.zadd(connKey('stale'), Date.now() - 1000, 'stale-old');
+    // More than one slice: single users, then three connections of one user in the second slice
+    // (the third over the limit), the full user, and the stale one.
+    const singles = Array.from({ length: HEARTBEAT_SLICE + 5 }, (_, i) => ({ c: { tenant, userId: `a${i}`, connId: `a${i}-c` }, max: 2 }));
+    const trio = [1, 2, 3].map((n) => ({ c: { tenant, userId: 'trio', connId: `trio-${n}` }, max: 2 }));
+    const items = [...singles, ...trio, { c: { tenant, userId: 'full', connId: 'full-3' }, max: 2 }, { c: { tenant, userId: 'stale', connId: 'stale-new' }, max: 1 }];
+
+    const answers = await store.admitMany(items);
+    expect(answers).toEqual([...singles.map(() => 'first'), 'first', 'more', 'full', 'full', 'first']);
+    expect(await store.count({ tenant, userId: 'trio' })).toBe(2);
+    expect(await link.client.zrange(connKey('trio'), 0, -1)).toEqual(['trio-1', 'trio-2']);
+    expect(await store.count({ tenant, userId: 'full' })).toBe(2);
+    expect(await link.client.zrange(connKey('stale'), 0, -1)).toEqual(['stale-new']);
+    expect(await link.client.pttl(connKey('a0'))).toBeGreaterThan(60_000);
+    // In the global set: everyone admitted, and nobody refused.
+    const members = new Set(await link.client.zrange(all, 0, -1));
+    for (const { c } of singles) expect(members.has([tenant, c.userId, c.connId].join(SEP))).toBe(true);
+    expect(members.has([tenant, 'trio', 'trio-3'].join(SEP))).toBe(false);
+    expect(members.has([tenant, 'full', 'full-3'].join(SEP))).toBe(false);
+    // One alone answers as a group of one.
+    expect(await store.admit({ tenant, userId: 'trio', connId: 'trio-4' }, 3)).toBe('more');
+  });
+});
+
 describe('RedisPresenceStore.disconnectMany', () => {
   it('removes connections over several slices as removals one by one would: true once per user, at the connection that left them with none', async () => {
-    const p = `${prefix}leave:`;
-    const store = new RedisPresenceStore(link, p, 60_000);
-    const tenant = 'acme';
-    const all = `${p}{presence}:all`;
-    const connKey = (userId: string) => `${p}{presence}:conn:${encodeURIComponent(tenant)}:${encodeURIComponent(userId)}`;
+    const { p, store, tenant, all, connKey } = storeAt('leave');
     // Users with two connections, the second of each HEARTBEAT_SLICE later (in the next slice); one
     // user keeps a connection that is not removed; one connection was never registered.
     const pairs = Array.from({ length: HEARTBEAT_SLICE + 20 }, (_, i) => `p${i}`);

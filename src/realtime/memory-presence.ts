@@ -42,6 +42,12 @@ export class MemoryPresenceStore implements PresenceStore {
     return had === 0 ? 'first' : 'more';
   }
 
+  async admitMany(items: { c: PresenceConn; max: number }[]): Promise<('full' | 'first' | 'more')[]> {
+    const out: ('full' | 'first' | 'more')[] = [];
+    for (const { c, max } of items) out.push(await this.admit(c, max));
+    return out;
+  }
+
   async disconnect(c: PresenceConn): Promise<boolean> {
     const key = enc(c);
     const m = this.conns.get(key);

@@ -23,6 +23,8 @@ export interface PresenceStore {
    * then a connect would let connections opened at the same moment all slip under the limit).
    */
   admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'>;
+  /** Admits connections, in order, as `admit` one after the other would: one answer per connection. */
+  admitMany(items: { c: PresenceConn; max: number }[]): Promise<('full' | 'first' | 'more')[]>;
   /** Removes a connection; true when the user just went offline. */
   disconnect(c: PresenceConn): Promise<boolean>;
   /**

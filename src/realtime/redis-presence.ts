@@ -4,15 +4,34 @@ import type { PresenceState } from '../domain/events.js';
 import { PRESENCE_SLICE, SEP, type PresenceConn, type PresenceKey, type PresenceStore } from './presence-store.js';
 import type { RedisLink } from './redis.js';
 
-/** `admit` in Redis: drop expired entries, count, add unless at the limit; -1 when full, else the count before. */
+/**
+ * `admitMany` in Redis: for each connection in turn, drop its user's expired entries, count, add
+ * unless at the limit; -1 when full, else the count before (a user's second connection of the same
+ * call counts the first). KEYS[1]: the global set; KEYS[2..]: each connection's user set (a user's
+ * key once per connection of theirs). ARGV[1]: now; ARGV[2]: the new entries' expiry; ARGV[3]: the
+ * life of a user's set (ms); then per connection its id, the most its user may have, and its member
+ * of the global set.
+ */
 const ADMIT_SCRIPT = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local n = redis.call('ZCARD', KEYS[1])
-if n >= tonumber(ARGV[4]) then return -1 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-return n
+local now, exp, life = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+local all = {}
+for k = 2, #KEYS do
+  local a = 4 + (k - 2) * 3
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  local n = redis.call('ZCARD', KEYS[k])
+  if n >= tonumber(ARGV[a + 1]) then
+    out[#out + 1] = -1
+  else
+    redis.call('ZADD', KEYS[k], exp, ARGV[a])
+    redis.call('PEXPIRE', KEYS[k], life)
+    all[#all + 1] = exp
+    all[#all + 1] = ARGV[a + 2]
+    out[#out + 1] = n
+  end
+end
+if #all > 0 then redis.call('ZADD', KEYS[1], unpack(all)) end
+return out
 `;
 
 /**
@@ -128,7 +147,8 @@ export class RedisPresenceStore implements PresenceStore {
     private readonly ttlMs: number,
   ) {
     this.redis = link.client;
-    this.redis.defineCommand(ADMIT, { numberOfKeys: 2, lua: ADMIT_SCRIPT });
+    // Its number of keys is its first argument (as the heartbeat's and the removal's).
+    this.redis.defineCommand(ADMIT, { lua: ADMIT_SCRIPT });
     // Its number of keys is its first argument.
     this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
     this.redis.defineCommand(SWEEP_CLAIM, { numberOfKeys: 1, lua: SWEEP_CLAIM_SCRIPT });
@@ -199,19 +219,27 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
+    return (await this.admitMany([{ c, max }]))[0]!;
+  }
+
+  /**
+   * One script call per `PRESENCE_SLICE` connections (`ADMIT_SCRIPT`), one after the other. A
+   * connection opening costs one round trip to Redis; when many open at once (a room's members
+   * coming online) the presence service hands over the ones that came meanwhile as one group.
+   */
+  async admitMany(items: { c: PresenceConn; max: number }[]): Promise<('full' | 'first' | 'more')[]> {
     this.guard();
-    const now = Date.now();
-    const before = (await this.admitScript(
-      this.connKey(c),
-      this.allKey,
-      String(now),
-      String(now + this.ttlMs),
-      c.connId,
-      String(max),
-      String(this.ttlMs * 2),
-      this.member(c),
-    )) as number;
-    return before < 0 ? 'full' : before === 0 ? 'first' : 'more';
+    const out: ('full' | 'first' | 'more')[] = [];
+    for (let i = 0; i < items.length; i += PRESENCE_SLICE) {
+      const slice = items.slice(i, i + PRESENCE_SLICE);
+      const now = Date.now();
+      const keys = [this.allKey, ...slice.map(({ c }) => this.connKey(c))];
+      const args = [String(now), String(now + this.ttlMs), String(this.ttlMs * 2)];
+      for (const { c, max } of slice) args.push(c.connId, String(max), this.member(c));
+      const before = (await this.admitScript(keys.length, ...keys, ...args)) as number[];
+      for (const b of before) out.push(b < 0 ? 'full' : b === 0 ? 'first' : 'more');
+    }
+    return out;
   }
 
   async disconnect(c: PresenceConn): Promise<boolean> {

@@ -36,6 +36,12 @@ export class PresenceService {
    * under way go together in the next (many clients leaving at once cost one script call per 256).
    */
   private readonly leaves: SendBatcher<PresenceConn, boolean>;
+  /**
+   * Connections opening, admitted by the store in groups the same way: the first goes at once, the
+   * ones that open while it is under way go together next (a room's members coming online at once
+   * cost one script call per 256, not one each).
+   */
+  private readonly admits: SendBatcher<{ c: PresenceConn; max: number }, 'full' | 'first' | 'more'>;
   /** The heartbeat under way, if any (`close` waits for it). */
   private readonly beating = new OneAtATime();
   /** The sweep under way, if any (`close` waits for it). */
@@ -62,6 +68,7 @@ export class PresenceService {
     sweep.unref();
     this.timers.push(beat, sweep);
     this.leaves = new SendBatcher((conns) => this.store.disconnectMany(conns), { maxBatch: PRESENCE_SLICE });
+    this.admits = new SendBatcher((items) => this.store.admitMany(items), { maxBatch: PRESENCE_SLICE });
     this.roomsOf = new SendBatcher(async (keys) => {
       const tenants = [...new Set(keys.map((k) => k.tenant))];
       const found = await Promise.all(tenants.map((t) => presenceRoomsOfUsers(this.data.hot, t, keys.filter((k) => k.tenant === t).map((k) => k.userId), this.roomMaxMembers)));
@@ -106,7 +113,7 @@ export class PresenceService {
    */
   async admit(actor: Actor, connId: string, max: number): Promise<boolean> {
     const c = { tenant: actor.tenant, userId: actor.id, connId };
-    const r = await this.store.admit(c, max);
+    const r = await this.admits.submit({ c, max });
     if (r === 'full') return false;
     this.local.set(connId, c);
     if (r === 'first') this.queueOnline(c);
