@@ -147,9 +147,8 @@ export class RedisPresenceStore implements PresenceStore {
     private readonly ttlMs: number,
   ) {
     this.redis = link.client;
-    // Its number of keys is its first argument (as the heartbeat's and the removal's).
+    // A script defined without `numberOfKeys` takes its number of keys as its first argument.
     this.redis.defineCommand(ADMIT, { lua: ADMIT_SCRIPT });
-    // Its number of keys is its first argument.
     this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
     this.redis.defineCommand(SWEEP_CLAIM, { numberOfKeys: 1, lua: SWEEP_CLAIM_SCRIPT });
     this.redis.defineCommand(REMOVE, { lua: REMOVE_SCRIPT });

@@ -111,11 +111,6 @@ export class RedisLink {
   }
 
   /**
-   * True when Redis answers on this connection within `timeoutMs`. During an outage (or while a
-   * first connect is being retried) it is false without a round trip: a PING would only pile up
-   * in the offline queue. While the first connect is under way, the PING waits for it.
-   */
-  /**
    * The values of `keys` (null where none), in order: one MGET, or on a Cluster (which takes a
    * multi-key command only within one slot) one MGET per slot, all sent at once.
    */
@@ -140,6 +135,11 @@ export class RedisLink {
     return out;
   }
 
+  /**
+   * True when Redis answers on this connection within `timeoutMs`. During an outage (or while a
+   * first connect is being retried) it is false without a round trip: a PING would only pile up
+   * in the offline queue. While the first connect is under way, the PING waits for it.
+   */
   async ping(timeoutMs = 1000): Promise<boolean> {
     if (this.down || this.closing || this.client.status === 'reconnecting') return false;
     try {

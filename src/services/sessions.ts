@@ -81,8 +81,8 @@ export class SessionService {
   private readonly cache = new Map<string, { at: number; value: number }>();
   private unsubscribe: (() => Promise<void>) | null = null;
   private offReconnect: (() => void) | null = null;
-  /** The check after a bus reconnect under way (`close` waits for it). */
-  private rechecking: Promise<number> | null = null;
+  /** The checks after bus reconnects under way (`close` waits for them). */
+  private readonly rechecks = new Set<Promise<number>>();
 
   constructor(
     /** Carries revocations to every node (control channel). */
@@ -115,20 +115,20 @@ export class SessionService {
     // Pub/sub is fire-and-forget: a revocation published while this node's subscriber was cut from
     // Redis never arrives. It is stored in Redis before it is published, so after the bus reconnects
     // the open sessions are checked against what is stored.
+    // Each reconnect checks again: one that started before a later outage may have read before it.
     this.offReconnect = this.bus.onReconnect(() => {
-      const run = this.recheck().finally(() => {
-        if (this.rechecking === run) this.rechecking = null;
-      });
-      this.rechecking = run;
+      const run = this.recheck().finally(() => this.rechecks.delete(run));
+      this.rechecks.add(run);
     });
   }
 
   /**
    * Checks every user with a session on this node against the revocations stored in Redis (an MGET
-   * per 500 users, per slot on a Cluster) and closes, with 4003 as the bus's message would have, each session whose token
-   * was issued at or before its user's revocation; a session with a newer token (the user logged in
-   * again after an older revocation) stays. Run after the bus reconnected; answers how many sessions
-   * it closed. A Redis error is logged: the next reconnect checks again.
+   * per 500 users, per slot on a Cluster) and closes, with 4003 as the bus's message would have,
+   * each session whose token was issued at or before its user's revocation; a session with a newer
+   * token (the user logged in again after an older revocation) stays. Run after the bus
+   * reconnected; answers how many sessions it closed. A Redis error is logged: the next reconnect
+   * checks again.
    */
   async recheck(): Promise<number> {
     if (!this.redis) return 0;
@@ -358,7 +358,7 @@ export class SessionService {
   async close(): Promise<void> {
     this.offReconnect?.();
     await this.unsubscribe?.();
-    await this.rechecking;
+    await Promise.allSettled([...this.rechecks]);
     for (const set of this.byUser.values()) for (const s of set) if (s.expiryTimer) clearTimeout(s.expiryTimer);
     await this.redis?.close();
   }
