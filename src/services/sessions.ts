@@ -104,8 +104,7 @@ export class SessionService {
           // Remember it here too: this node's 1 s cache of the Redis denylist may hold "not revoked"
           // for this user, and would let the old token in again for up to a second.
           const key = userKey(msg.tenant, msg.userId);
-          this.remember(key, Math.max(this.revokedLocal.get(key) ?? 0, msg.at));
-          this.cache.delete(key);
+          this.remember(key, msg.at);
           this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
         }
       } catch (err) {
@@ -141,8 +140,7 @@ export class SessionService {
         batch.forEach(([key, set], j) => {
           const at = Number(stored[j] ?? 0);
           if (!at) return;
-          this.remember(key, Math.max(this.revokedLocal.get(key) ?? 0, at));
-          this.cache.delete(key);
+          this.remember(key, at);
           for (const s of set) {
             if ((s.actor.iat ?? 0) * 1000 > at) continue;
             closed++;
@@ -270,19 +268,22 @@ export class SessionService {
     };
     await (this.store ? this.store.transact(store) : store(null));
     this.remember(key, at);
-    this.cache.delete(key);
     await this.bus.publish(CONTROL_CHANNEL, JSON.stringify({ type: 'revoke', tenant: admin.tenant, userId, at }));
     this.log.warn({ audit: 'sessions_revoked', tenant: admin.tenant, user: userId, by: admin.id }, 'sessions revoked');
     return { revokedAt: new Date(at) };
   }
 
   /**
-   * Keeps a revocation here; entries past REVOCATION_TTL_S (when Redis forgets them too) go, checked
-   * every 1,000 revocations, so a long-lived node's map does not grow without end.
+   * Keeps a revocation here (made here, brought by the bus, or read back after a reconnect): the
+   * latest per user, and the user's 1 s cache entry of the Redis denylist dropped (it may say "not
+   * revoked"). Entries past REVOCATION_TTL_S (when Redis forgets them too) go, checked every 1,000
+   * revocations, so a long-lived node's map does not grow without end.
    */
   private remember(key: string, at: number): void {
+    const latest = Math.max(this.revokedLocal.get(key) ?? 0, at);
     this.revokedLocal.delete(key);
-    this.revokedLocal.set(key, at);
+    this.revokedLocal.set(key, latest);
+    this.cache.delete(key);
     if (this.revokedLocal.size % 1000 !== 0) return;
     const oldest = Date.now() - REVOCATION_TTL_S * 1000;
     for (const [k, v] of this.revokedLocal) if (v < oldest) this.revokedLocal.delete(k);
