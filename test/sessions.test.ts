@@ -285,6 +285,22 @@ describe('revocation', () => {
     await waitFor(() => sessionsOf(N2.app, 'rc-victim'), "the victim's session to be gone", { until: (s) => s.length === 0 });
   });
 
+  it("a revocation's message that comes after the user logged in again closes only the sockets of tokens issued until the revocation", async () => {
+    const roomId = await room('rl-owner', ['rl-user']);
+    const now = Math.floor(Date.now() / 1000);
+    const older = await subscribed(N2, tokenFor('rl-user', { issuedAt: now - 120 }), roomId);
+    const newer = await subscribed(N2, tokenFor('rl-user', { issuedAt: now }), roomId);
+    // A revocation made a minute ago on another node whose message comes only now (a slow or
+    // reconnecting bus): the token issued since is not revoked, so its socket stays.
+    await N1.app.bus.publish('control', JSON.stringify({ type: 'revoke', tenant: 'default', userId: 'rl-user', at: (now - 60) * 1000 }));
+    expect(await closeOf(older, 5000, 'the older token to close')).toMatchObject({ code: CloseCode.Revoked, reason: 'sessions revoked' });
+    // Both sessions were decided in the one handler call that closed the older one.
+    expect(newer.isClosed).toBe(false);
+    await waitFor(() => sessionsOf(N2.app, 'rl-user'), 'the older session to be gone', { until: (s) => s.length === 1 });
+    newer.send({ id: 4, method: 'query', params: { path: 'auth.me', input: {} } });
+    expect((await newer.waitFrame((f) => f.id === 4, 'auth.me on the newer token')).result?.data).toMatchObject({ id: 'rl-user' });
+  });
+
   it('a non-admin gets FORBIDDEN; an admin of another tenant cannot touch this tenant', async () => {
     const roomId = await room('rv2-owner', ['rv2-user']);
     const user = await subscribed(N1, tokenFor('rv2-user'), roomId);

@@ -64,6 +64,11 @@ const MAX_CLIENT_KEYS = 50;
 
 const CONTROL_CHANNEL = 'control';
 const userKey = (tenant: string, userId: string) => `${tenant}\u0000${userId}`;
+/**
+ * The rule of every revocation check: a token issued at or before the revocation (`at`, ms) is
+ * revoked. iat has one-second resolution: a token from the same second as the revocation is revoked too.
+ */
+const issuedBy = (actor: Actor, at: number): boolean => (actor.iat ?? 0) * 1000 <= at;
 /** Revocations are kept long enough to outlive any token issued before them. */
 const REVOCATION_TTL_S = 30 * 24 * 3600;
 /** Users whose stored revocations one MGET reads when the open sessions are checked after a bus reconnect. */
@@ -103,9 +108,11 @@ export class SessionService {
         if (msg.type === 'revoke') {
           // Remember it here too: this node's 1 s cache of the Redis denylist may hold "not revoked"
           // for this user, and would let the old token in again for up to a second.
+          // Only tokens issued until the revocation: the user may have logged in again since (the
+          // message can come late), and that newer token is not revoked here either.
           const key = userKey(msg.tenant, msg.userId);
           this.remember(key, msg.at);
-          this.closeUser(msg.tenant, msg.userId, CloseCode.Revoked, 'sessions revoked');
+          this.closeRevoked(key, msg.at);
         }
       } catch (err) {
         this.log.warn({ err }, 'bad control message');
@@ -137,15 +144,11 @@ export class SessionService {
       for (let i = 0; i < users.length; i += RECHECK_BATCH) {
         const batch = users.slice(i, i + RECHECK_BATCH);
         const stored = await this.redis.mget(batch.map(([, set]) => this.redisKeyOf(set)));
-        batch.forEach(([key, set], j) => {
+        batch.forEach(([key], j) => {
           const at = Number(stored[j] ?? 0);
           if (!at) return;
           this.remember(key, at);
-          for (const s of set) {
-            if ((s.actor.iat ?? 0) * 1000 > at) continue;
-            closed++;
-            s.socket.close(CloseCode.Revoked, 'sessions revoked');
-          }
+          closed += this.closeRevoked(key, at);
         });
       }
     } catch (err) {
@@ -297,7 +300,7 @@ export class SessionService {
    */
   revokedHere(actor: Actor): boolean {
     const at = this.revokedLocal.get(userKey(actor.tenant, actor.id));
-    return at !== undefined && (actor.iat ?? 0) * 1000 <= at;
+    return at !== undefined && issuedBy(actor, at);
   }
 
   /** True when the token was issued at or before a revocation of its user. */
@@ -321,18 +324,22 @@ export class SessionService {
         }
       }
     }
-    if (!at) return false;
-    const issued = (actor.iat ?? 0) * 1000;
-    // iat has one-second resolution: a token from the same second as the revocation is revoked too.
-    return issued <= at;
+    return at > 0 && issuedBy(actor, at);
   }
 
   private redisKey(tenant: string, userId: string) {
     return `${this.opts.redisPrefix}revoked:${keyOf(tenant, userId)}`;
   }
 
-  private closeUser(tenant: string, userId: string, code: number, reason: string): void {
-    for (const s of this.byUser.get(userKey(tenant, userId)) ?? []) s.socket.close(code, reason);
+  /** Closes (4003) the user's sessions on this node whose token a revocation at `at` revokes; answers how many. */
+  private closeRevoked(key: string, at: number): number {
+    let closed = 0;
+    for (const s of this.byUser.get(key) ?? []) {
+      if (!issuedBy(s.actor, at)) continue;
+      closed++;
+      s.socket.close(CloseCode.Revoked, 'sessions revoked');
+    }
+    return closed;
   }
 
   /**
