@@ -19,6 +19,7 @@ import { contextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
 import { applyWSSHandler } from './transport/index.js';
 import { InputNotPlainJson } from './trpc/transformer.js';
+import { HostPolicy } from './http/hosts.js';
 import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
@@ -65,6 +66,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       'AUTH_DEV_LOGIN is on and the server listens beyond this machine: anyone who reaches it can sign in as any user' +
         (config.devLoginRoles ? ', with any role and tenant (AUTH_DEV_LOGIN_ROLES=1)' : ''),
     );
+  }
+  if (config.allowedHosts.length === 0 && !isLoopbackHost(config.host)) {
+    log.warn({ host: config.host }, 'ALLOWED_HOSTS is not set and the server listens beyond this machine: it answers to any host name (set the names clients use; docs/SECURITY.md, "Host names")');
   }
   if (config.files.storage === 'local' && config.files.urlSecret === null) {
     log.warn('FILE_STORAGE=local without FILE_URL_SECRET or JWT_SECRET: file uploads are off (set FILE_URL_SECRET, or FILE_STORAGE=s3)');
@@ -152,8 +156,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const files = storage instanceof LocalStorage ? fileHandler(storage, log) : null;
   // Browser origins allowed on the API, over HTTP and WebSocket (src/http/origins.ts).
   const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
+  // Host names the server answers to (ALLOWED_HOSTS; against DNS rebinding: src/http/hosts.ts).
+  const hosts = new HostPolicy({ allowed: config.allowedHosts, trustProxy: config.trustProxy, log, counters });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (hosts.screen(req, res)) return;
     if (origins.screen(req, res, path)) return;
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
     if (path === '/readyz') {
@@ -265,7 +272,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       socket.destroy();
       return;
     }
-    if (origins.refuseUpgrade(req, socket)) return;
+    if (hosts.refuseUpgrade(req, socket) || origins.refuseUpgrade(req, socket)) return;
     const ip = clientAddress(req, config.trustProxy);
     // Node takes its own error listener off a socket before it emits 'upgrade', and `ws` adds one
     // only in handleUpgrade: a reset while the rate limit is asked (a Redis round trip) would

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
 import { bool, ConfigError, unsetIfEmpty } from './config/env.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
+import { allowedHosts } from './config/hosts.js';
 import { corsOrigins } from './config/origins.js';
 import { videoConfig, videoEnv, type VideoConfig } from './config/video.js';
 import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
@@ -73,6 +74,7 @@ const EnvSchema = z.object({
     })
     .optional(),
   CORS_ORIGINS: z.string().optional().transform(corsOrigins),
+  ALLOWED_HOSTS: z.string().optional().transform(allowedHosts),
   WS_PONG_WAIT_MS: z.coerce.number().int().positive().default(5000),
   RATE_CONNECTS_PER_IP_PER_MINUTE: z.coerce.number().int().positive().default(600),
   MAX_CONNECTIONS_PER_USER: z.coerce.number().int().positive().default(5),
@@ -145,6 +147,11 @@ export interface Config {
    * only (src/http/origins.ts).
    */
   corsOrigins: string[];
+  /**
+   * Host names the server answers to (ALLOWED_HOSTS: names and `*.domain` entries, lower-cased);
+   * empty: every host (src/http/hosts.ts).
+   */
+  allowedHosts: string[];
   dbPoolMax: number;
   /** A static bearer secret for the node-wide operator endpoints (/admin/stats); unset: operator tokens only. */
   adminToken: string | undefined;
@@ -288,6 +295,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     wsPongWaitMs: e.WS_PONG_WAIT_MS,
     trustProxy: e.TRUST_PROXY ?? 0,
     corsOrigins: e.CORS_ORIGINS,
+    allowedHosts: e.ALLOWED_HOSTS,
     dbPoolMax: e.DB_POOL_MAX,
     dbStatementTimeoutMs: e.DB_STATEMENT_TIMEOUT_MS,
     adminToken: e.ADMIN_TOKEN,

@@ -15,6 +15,8 @@ export interface Counters {
   authUnavailable: number;
   /** HTTP API requests and WebSocket upgrades refused for a browser Origin that is not allowed. */
   originRefused: number;
+  /** HTTP requests and WebSocket upgrades refused for a `Host` not in ALLOWED_HOSTS. */
+  hostRefused: number;
   /** Fan-out frames written with ws's `sendFrame` (the fast path, src/transport/frames.ts). */
   wsDirectWrites: number;
   /** Fan-out frames written with `ws.send` because the fast path's ws internals were not there. */
@@ -48,7 +50,7 @@ export interface Counters {
 }
 
 export function newCounters(): Counters {
-  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0, videoEjections: 0, videoRemovals: 0, videoRemovalsFailed: 0 };
+  return { messagesSent: 0, busPublished: 0, busErrors: 0, rateLimited: 0, authFailures: 0, authUnavailable: 0, originRefused: 0, hostRefused: 0, wsDirectWrites: 0, wsFallbackWrites: 0, webhooksDelivered: 0, webhooksFailed: 0, pushesSent: 0, pushesFailed: 0, digestsSent: 0, claimsLost: 0, txRetries: 0, replicaReads: 0, replicaFallbacks: 0, activityRoomsSkipped: 0, videoEjections: 0, videoRemovals: 0, videoRemovalsFailed: 0 };
 }
 
 /** What the services report as it happens; handed to them when they are built (BaseDeps). */
@@ -228,6 +230,7 @@ export class Metrics {
     counter('chat_auth_failures_total', 'Calls refused for a missing or invalid token', () => c.authFailures);
     counter('chat_auth_unavailable_total', 'Tokens not verified because the identity provider keys could not be loaded', () => c.authUnavailable);
     counter('chat_origin_refused_total', 'HTTP API requests and WebSocket upgrades refused for their browser Origin', () => c.originRefused);
+    counter('chat_host_refused_total', 'HTTP requests and WebSocket upgrades refused for a Host not in ALLOWED_HOSTS', () => c.hostRefused);
     counter('chat_ws_direct_writes_total', 'Fan-out frames written to sockets with ws sendFrame (the fast path)', () => c.wsDirectWrites);
     counter(
       'chat_ws_fallback_writes_total',

@@ -4,6 +4,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
 import { clientAddress } from './client-address.js';
+import { firstForwarded, requestHost } from './hosts.js';
+import { forbid, forbidUpgrade, WarnOnce } from './refusals.js';
 
 /**
  * Request headers a page of a listed origin may send: the bearer token, and what tRPC's links add
@@ -13,8 +15,6 @@ export const CORS_ALLOW_HEADERS = ['authorization', 'content-type', 'trpc-accept
 export const CORS_ALLOW_METHODS = ['GET', 'POST', 'OPTIONS'] as const;
 /** How long a browser may cache a preflight answer. */
 export const CORS_MAX_AGE_SECONDS = 600;
-/** Distinct refused origins logged at warn level (once each); repeats and the ones past this at debug. */
-const WARNED_ORIGINS_MAX = 100;
 /** Refused origins are echoed in logs and answers at most this long. */
 const ORIGIN_ECHO_MAX = 200;
 
@@ -51,7 +51,7 @@ export interface OriginPolicyOptions {
  */
 export class OriginPolicy {
   private readonly allowed: ReadonlySet<string>;
-  private readonly warned = new Set<string>();
+  private readonly warned = new WarnOnce();
 
   constructor(private readonly opts: OriginPolicyOptions) {
     this.allowed = new Set(opts.allowed);
@@ -84,8 +84,7 @@ export class OriginPolicy {
     if (this.allowed.size > 0) keepVaryOrigin(res);
     if (v.kind === 'refused') {
       this.refused(req, v.origin, 'http');
-      res.writeHead(403, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify({ error: refusal(v.origin) }));
+      forbid(res, refusal(v.origin));
       return true;
     }
     if (v.kind !== 'listed') return false;
@@ -109,11 +108,7 @@ export class OriginPolicy {
     const v = this.verdict(req);
     if (v.kind !== 'refused') return false;
     this.refused(req, v.origin, 'ws');
-    const body = JSON.stringify({ error: refusal(v.origin) });
-    socket.write(
-      `HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    );
-    socket.destroy();
+    forbidUpgrade(socket, refusal(v.origin));
     return true;
   }
 
@@ -126,8 +121,7 @@ export class OriginPolicy {
       // The page's own host seen with another scheme: usually TLS ended by a proxy the server does not trust.
       fields.hint = `this server sees itself as ${own}: behind a TLS proxy set TRUST_PROXY=1 (the proxy sends X-Forwarded-Proto), or list ${origin} in CORS_ORIGINS`;
     }
-    if (!this.warned.has(origin) && this.warned.size < WARNED_ORIGINS_MAX) {
-      this.warned.add(origin);
+    if (this.warned.first(origin)) {
       this.opts.log.warn(fields, 'browser origin refused (logged once per origin, repeats at debug level)');
     } else {
       this.opts.log.debug(fields, 'browser origin refused');
@@ -160,18 +154,16 @@ function normaliseOrigin(value: string): string | null {
   }
 }
 
-const first = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h)?.split(',')[0]?.trim() || undefined;
-
 /**
  * The origin the client used to reach this server: the scheme from TLS (or, with TRUST_PROXY,
  * X-Forwarded-Proto) and the host from `Host` (or, with TRUST_PROXY, X-Forwarded-Host). Null when
  * the host is missing or is not a plain `host[:port]`.
  */
 function ownOrigin(req: IncomingMessage, trustProxy: number): string | null {
-  const proto = trustProxy > 0 ? first(req.headers['x-forwarded-proto'])?.toLowerCase() : undefined;
+  const proto = trustProxy > 0 ? firstForwarded(req.headers['x-forwarded-proto'])?.toLowerCase() : undefined;
   const tls = (req.socket as Partial<TLSSocket>).encrypted === true;
   const scheme = proto === 'https' || proto === 'wss' ? 'https' : proto === 'http' || proto === 'ws' ? 'http' : tls ? 'https' : 'http';
-  const host = (trustProxy > 0 ? first(req.headers['x-forwarded-host']) : undefined) ?? req.headers.host;
+  const host = requestHost(req, trustProxy);
   if (!host || !/^[a-z0-9.\-_:[\]]+$/i.test(host)) return null;
   return normaliseOrigin(`${scheme}://${host}`);
 }
