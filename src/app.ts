@@ -6,7 +6,7 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { type Config, fileOrigins, isLoopbackHost } from './config.js';
 import { nativePool, openDatabase, type Database } from './store/database.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, inRequest, type Logger, requestIdOf } from './logger.js';
 import { Metrics, Telemetry } from './metrics.js';
 import { AuthError } from './auth/errors.js';
 import { isOperator } from './domain/actor.js';
@@ -158,7 +158,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
   // Host names the server answers to (ALLOWED_HOSTS; against DNS rebinding: src/http/hosts.ts).
   const hosts = new HostPolicy({ allowed: config.allowedHosts, trustProxy: config.trustProxy, log, counters });
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const route = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (hosts.screen(req, res)) return;
     if (origins.screen(req, res, path)) return;
@@ -217,6 +217,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (files?.(req, res, path)) return;
     if (serveStatic(req, res, path)) return;
     json(res, 404, { error: 'not found' });
+  };
+  // Every HTTP answer names its request (X-Request-Id: the one given, or a new one), and so does every
+  // log line written while it is handled (`reqId`, src/logger.ts).
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const reqId = requestIdOf(req);
+    res.setHeader('x-request-id', reqId);
+    inRequest(reqId, () => route(req, res));
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: config.wsMaxPayloadBytes });
