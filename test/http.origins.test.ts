@@ -34,7 +34,9 @@ const capture = new Writable({
 });
 
 /** A server with CORS_ORIGINS set (written as an operator might: case and default port normalised by the config). */
-const srv = fileServer('origins', { corsOrigins: loadConfig({ CORS_ORIGINS: `HTTPS://App.Example.com:443, ${VITE}` }).corsOrigins }, {
+/** A hybrid app's web view (Capacitor on iOS): an origin with a scheme of its own. */
+const HYBRID = 'capacitor://localhost';
+const srv = fileServer('origins', { corsOrigins: loadConfig({ CORS_ORIGINS: `HTTPS://App.Example.com:443, ${VITE}, Capacitor://LocalHost` }).corsOrigins }, {
   log: createLogger('debug', false, capture),
 });
 /** A server with CORS_ORIGINS unset: same origin only. */
@@ -114,6 +116,20 @@ describe('CORS_ORIGINS parsing', () => {
       'http://127.0.0.1',
     ]);
     expect(origins('https://Bücher.example:8443,http://[::1]:5173')).toEqual(['https://xn--bcher-kva.example:8443', 'http://[::1]:5173']);
+  });
+
+  it("an app's own scheme and host (hybrid web views, browser extensions) is an origin, lower-cased; the web's schemes and typos of http are not", () => {
+    expect(origins('capacitor://localhost, Ionic://LocalHost, chrome-extension://abcdefghijklmnopabcdefghijklmnop, tauri://localhost, app://.')).toEqual([
+      'capacitor://localhost',
+      'ionic://localhost',
+      'chrome-extension://abcdefghijklmnopabcdefghijklmnop',
+      'tauri://localhost',
+      'app://.',
+    ]);
+    expect(failure('wss://chat.example.com')).toContain('"wss://chat.example.com" is a WebSocket URL: list the origin of the page that opens it');
+    for (const bad of ['htps://app.example.com', 'httpx://app.example.com', 'hxxps://app.example.com', 'file://host', 'capacitor://', 'capacitor://localhost/index.html', 'capacitor://user@localhost']) {
+      expect(failure(bad), bad).toContain(`"${bad}" is not an origin`);
+    }
   });
 
   it('a wildcard is refused, alone or in a host', () => {
@@ -200,6 +216,22 @@ describe('HTTP with CORS_ORIGINS set', () => {
     expect(anonymous.headers.get('access-control-allow-origin')).toBe(APP);
   });
 
+  it("a listed app origin (capacitor://localhost) is served like a web one; another app's origin is refused", async () => {
+    const res = await preflight(srv.url, HYBRID);
+    expect(res.status).toBe(204);
+    expect(res.headers.get('access-control-allow-origin')).toBe(HYBRID);
+    const name = `hybrid ${uuid()}`;
+    const created = await createRoom(srv.url, 'hyb', name, { origin: HYBRID });
+    expect(created.status).toBe(200);
+    expect(corsHeaders(created.headers)).toEqual({ 'access-control-allow-origin': HYBRID });
+    for (const other of ['ionic://localhost', 'capacitor://evil.example', 'capacitor://localhost:8100']) {
+      const refused = await createRoom(srv.url, 'hyb', `refused ${uuid()}`, { origin: other });
+      expect(refused.status, other).toBe(403);
+      expect(corsHeaders(refused.headers), other).toEqual({});
+    }
+    expect(await roomNames(srv.url, 'hyb')).toEqual([name]);
+  });
+
   it('POST and GET from an unlisted origin are refused with 403 and never run', async () => {
     const name = `refused ${uuid()}`;
     const before = await refusedTotal(srv.url);
@@ -259,7 +291,10 @@ describe('WebSocket with CORS_ORIGINS set', () => {
     const before = await refusedTotal(srv.url);
     expect(await upgrade(srv.url, EVIL)).toBe(403);
     expect(await upgrade(srv.url, 'null')).toBe(403);
-    expect(await refusedTotal(srv.url)).toBe(before + 2);
+    expect(await upgrade(srv.url, 'ionic://localhost')).toBe(403);
+    expect(await refusedTotal(srv.url)).toBe(before + 3);
+    // A listed app origin opens.
+    expect(await upgrade(srv.url, HYBRID)).toBe(true);
   });
 
   it("an upgrade without Origin, or from the server's own origin, opens", async () => {

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../logger.js';
 import type { Counters } from '../metrics.js';
+import { appOrigin } from '../config/origins.js';
 import { clientAddress } from './client-address.js';
 import { firstForwarded, requestHost } from './hosts.js';
 import { forbid, forbidUpgrade, WarnOnce } from './refusals.js';
@@ -117,7 +118,7 @@ export class OriginPolicy {
     this.opts.counters.originRefused++;
     const fields: Record<string, string> = { audit: 'origin_refused', origin, transport, ip: clientAddress(req, this.opts.trustProxy) };
     const own = ownOrigin(req, this.opts.trustProxy);
-    if (own && normaliseOrigin(origin) && new URL(origin).host === new URL(own).host) {
+    if (own && /^https?:/i.test(origin) && normaliseOrigin(origin) && new URL(origin).host === new URL(own).host) {
       // The page's own host seen with another scheme: usually TLS ended by a proxy the server does not trust.
       fields.hint = `this server sees itself as ${own}: behind a TLS proxy set TRUST_PROXY=1 (the proxy sends X-Forwarded-Proto), or list ${origin} in CORS_ORIGINS`;
     }
@@ -144,11 +145,11 @@ export class OriginPolicy {
 
 const refusal = (origin: string) => `origin ${JSON.stringify(origin)} is not allowed (the server's CORS_ORIGINS lists the browser origins it accepts)`;
 
-/** `scheme://host[:port]` as browsers serialise it, or null for anything that is not an http(s) origin (`null` included). */
+/** `scheme://host[:port]` as browsers serialise it (an app's own scheme lower-cased, `appOrigin`), or null for anything that is no origin (`null` included). */
 function normaliseOrigin(value: string): string | null {
   try {
     const url = new URL(value);
-    return url.protocol === 'http:' || url.protocol === 'https:' ? url.origin : null;
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.origin : appOrigin(value);
   } catch {
     return null;
   }
