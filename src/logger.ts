@@ -1,7 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import { pino, stdSerializers, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { requestFields } from './util/request-scope.js';
 
 export type Logger = PinoLogger;
 
@@ -20,26 +18,6 @@ function safeError(err: unknown) {
   return s;
 }
 
-/** The HTTP request whose work is running (its id), carried through that work's async calls. */
-const requestScope = new AsyncLocalStorage<{ reqId: string }>();
-
-/** An `X-Request-Id` taken as given: a proxy's or a client's id of up to 128 plain characters. */
-const REQUEST_ID = /^[\w.:+/=-]{1,128}$/;
-
-/**
- * The id of an HTTP request: its `X-Request-Id` when it is a plain token of at most 128 characters
- * (set by a proxy or the client, so one id follows the request through every hop), else a new UUID.
- */
-export function requestIdOf(req: IncomingMessage): string {
-  const given = req.headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-}
-
-/** Runs `fn` (an HTTP request's handling) so that every log line written for it carries `reqId`. */
-export function inRequest<T>(reqId: string, fn: () => T): T {
-  return requestScope.run({ reqId }, fn);
-}
-
 /** The process logger (JSON lines on stdout, or into `destination`, e.g. a test's capture). */
 export function createLogger(level: string, pretty = false, destination?: DestinationStream): Logger {
   const options = {
@@ -47,7 +25,7 @@ export function createLogger(level: string, pretty = false, destination?: Destin
     base: { pid: process.pid },
     serializers: { err: safeError, error: safeError },
     // Lines written while an HTTP request is handled name it (`reqId`); WebSocket lines name their connection (`conn`).
-    mixin: () => requestScope.getStore() ?? {},
+    mixin: () => requestFields() ?? {},
     redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'body', '*.body', 'payload', '*.payload'], censor: '[redacted]' },
     ...(pretty && !destination ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
   };

@@ -5,8 +5,9 @@
  * lines of that request. WebSocket lines name their connection instead.
  */
 import { Writable } from 'node:stream';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { createLogger, fileServer, getJson, tokenFor, wsClient } from './fixture.js';
+import { contextFreeClient, createLogger, fileServer, getJson, inRequest, requestFields, tokenFor, wsClient } from './fixture.js';
 
 /** Log lines of the server (debug level), parsed. */
 const lines: Record<string, unknown>[] = [];
@@ -76,5 +77,23 @@ describe('X-Request-Id', () => {
     const opened = lines.find((l) => l.audit === 'ws_open' && l.user === 'rid-admin');
     expect(opened).toHaveProperty('conn');
     expect(opened).not.toHaveProperty('reqId');
+  });
+
+  it("a database connection opened during a request does not keep its id: the pool's connections run their callbacks outside any request", async () => {
+    /** What a connection's own callback (a notice from the server) sees, the connection opened inside a request. */
+    const seenBy = async (Client: typeof pg.Client): Promise<unknown> => {
+      const c = new Client({ connectionString: srv.config.databaseUrl });
+      await inRequest('opened-in-a-request', () => c.connect());
+      try {
+        const notice = new Promise<unknown>((resolve) => c.once('notice', () => resolve(requestFields() ?? 'none')));
+        await c.query(`do $$ begin raise notice 'n'; end $$`);
+        return await notice;
+      } finally {
+        await c.end();
+      }
+    };
+    // A plain client keeps the request that opened it for good: what the pool's client class prevents.
+    expect(await seenBy(pg.Client)).toEqual({ reqId: 'opened-in-a-request' });
+    expect(await seenBy(contextFreeClient(pg.Client))).toBe('none');
   });
 });

@@ -6,6 +6,7 @@ import type { Kysely } from 'kysely';
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
 import { withTimeout } from '../util/async.js';
+import { outsideRequest } from '../util/request-scope.js';
 import { entities } from './entities.js';
 import { StatementPipe } from './hot/pipe.js';
 import { migrationsList } from './migrations/index.js';
@@ -65,16 +66,32 @@ export interface OrmExtras {
   socketDir?: string;
 }
 
+/**
+ * A pool client that connects outside any HTTP request's context. A connection is opened by
+ * whichever query first needs it, often during a request, and its socket's callbacks (errors,
+ * notices, every answer's parsing) would otherwise run in that request's context for the
+ * connection's whole life, naming it in lines it never caused (src/util/request-scope.ts).
+ */
+export function contextFreeClient(Base: typeof pg.Client): typeof pg.Client {
+  class ContextFreeClient extends Base {}
+  const connect = Base.prototype.connect;
+  // pg's two forms (a promise, or a callback) are passed through as they came.
+  ContextFreeClient.prototype.connect = function (this: pg.Client, ...args: unknown[]) {
+    return outsideRequest(() => (connect as (...a: unknown[]) => unknown).apply(this, args));
+  } as pg.Client['connect'];
+  return ContextFreeClient;
+}
+
 export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs = 0, extras: OrmExtras = {}): Options {
   // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
   // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
   const timeout = statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {};
-  const driverOptions = { ...timeout, ...(extras.client ? { Client: extras.client } : {}), ...(extras.socketDir ? { host: extras.socketDir } : {}) };
+  const driverOptions = { ...timeout, Client: contextFreeClient(extras.client ?? pg.Client), ...(extras.socketDir ? { host: extras.socketDir } : {}) };
   const replicaUrls = extras.replicaUrls ?? [];
   return {
     driver: ChatPostgreSqlDriver,
     clientUrl,
-    ...(Object.keys(driverOptions).length > 0 ? { driverOptions } : {}),
+    driverOptions,
     // Nothing moves to a replica by itself: every query reads the primary unless a read path asks
     // the read routing for a replica.
     preferReadReplicas: false,
@@ -83,7 +100,7 @@ export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs =
           replicas: replicaUrls.map((url, i) => ({
             name: `replica-${i + 1}`,
             clientUrl: url,
-            driverOptions: { ...timeout, connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS },
+            driverOptions: { ...timeout, Client: contextFreeClient(pg.Client), connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS },
           })),
         }
       : {}),
