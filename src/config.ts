@@ -9,7 +9,7 @@ import { notifyConfig, notifyEnv, type NotifyConfig } from './config/notify.js';
 import { redisEnv, redisTopologyConfig, type RedisTopologyConfig } from './config/redis.js';
 import { rtcConfig, rtcEnv, type RtcConfig } from './config/rtc.js';
 
-export { DEV_JWT_SECRET, type AuthConfig } from './config/auth.js';
+export { DEV_JWT_SECRET, TENANT_PLACEHOLDER, type AuthConfig, type IssuerTemplate } from './config/auth.js';
 export { ConfigError } from './config/env.js';
 export type { VideoConfig } from './config/video.js';
 export { fileOrigins, type FilesConfig, type S3Config } from './config/files.js';

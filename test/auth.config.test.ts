@@ -17,6 +17,7 @@ describe('auth settings', () => {
       jwtSecretIsDev: true,
       jwks: null,
       issuer: null,
+      issuerTemplate: null,
       audience: [],
       claims: { subject: 'sub', tenant: 'tenant', tenantRequired: false, name: 'name', roles: 'roles', email: 'email' },
       maxTokenTtlSeconds: 86_400,
@@ -46,8 +47,9 @@ describe('auth settings', () => {
     expect(auth).toEqual({
       jwtSecret: SECRET,
       jwtSecretIsDev: false,
-      jwks: { url: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs', cooldownSeconds: 0, cacheSeconds: 300, timeoutMs: 2500 },
+      jwks: { url: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs', perTenant: false, cooldownSeconds: 0, cacheSeconds: 300, timeoutMs: 2500 },
       issuer: 'https://keycloak.example.com/realms/acme',
+      issuerTemplate: null,
       audience: ['chat', 'chat-admin'],
       claims: { subject: 'sub', tenant: 'org.id', tenantRequired: true, name: 'preferred_username', roles: 'realm_access.roles', email: 'email' },
       maxTokenTtlSeconds: 3600,
@@ -55,7 +57,7 @@ describe('auth settings', () => {
     });
     const empty = loadConfig({ AUTH_JWKS_URL: '', AUTH_ISSUER: '', AUTH_AUDIENCE: '', AUTH_TENANT_CLAIM: '', AUTH_ROLES_CLAIM: '' }).auth;
     expect(empty).toMatchObject({ jwks: null, issuer: null, audience: [], claims: { tenant: 'tenant', tenantRequired: false, roles: 'roles' } });
-    expect(loadConfig({ AUTH_JWKS_URL: 'http://127.0.0.1:8080/certs' }).auth.jwks).toEqual({ url: 'http://127.0.0.1:8080/certs', cooldownSeconds: 30, cacheSeconds: 600, timeoutMs: 5000 });
+    expect(loadConfig({ AUTH_JWKS_URL: 'http://127.0.0.1:8080/certs' }).auth.jwks).toEqual({ url: 'http://127.0.0.1:8080/certs', perTenant: false, cooldownSeconds: 30, cacheSeconds: 600, timeoutMs: 5000 });
   });
 
   it('refuses a JWKS URL that is not http(s), a claim name with spaces, and out-of-range numbers', () => {

@@ -67,8 +67,12 @@ function emailOf(value: unknown): { email?: string } {
   return { email };
 }
 
-/** The actor of a verified token, by the configured claim names; AuthError when a claim is missing or invalid. */
-export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims']): Actor {
+/**
+ * The actor of a verified token, by the configured claim names; AuthError when a claim is missing or
+ * invalid. `issuerTenant`: the tenant its issuer names (AUTH_ISSUER with `{tenant}`): the token's
+ * tenant, which a tenant claim, when the token has one, must repeat.
+ */
+export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims'], issuerTenant?: string): Actor {
   const sub = readClaim(payload, claims.subject);
   if (sub === undefined || sub === null || sub === '') throw new AuthError(`access token has no subject (${claims.subject})`);
   if (typeof sub !== 'string' || !isUserId(sub)) {
@@ -78,7 +82,12 @@ export function actorFromClaims(payload: JWTPayload, claims: AuthConfig['claims'
   }
   const rawTenant = readClaim(payload, claims.tenant);
   let tenant = 'default';
-  if (rawTenant === undefined || rawTenant === null) {
+  if (issuerTenant !== undefined) {
+    if (rawTenant !== undefined && rawTenant !== null && rawTenant !== issuerTenant) {
+      throw new AuthError(`access token tenant (${claims.tenant}) is not the tenant of its issuer (iss)`);
+    }
+    tenant = issuerTenant;
+  } else if (rawTenant === undefined || rawTenant === null) {
     // Never guessed when the deployment named the claim: the user would land in the wrong tenant.
     if (claims.tenantRequired) throw new AuthError(`access token has no tenant (${claims.tenant})`);
   } else if (typeof rawTenant === 'string' && isTenantId(rawTenant)) tenant = rawTenant;

@@ -9,8 +9,8 @@ export interface TokenClaims {
 }
 
 /**
- * Mints HS256 access tokens with the shared secret (auth.devLogin). They carry `iss` and `aud`
- * when those are configured and put name, tenant and roles under the configured claim names, so
+ * Mints HS256 access tokens with the shared secret (auth.devLogin). They carry `iss` (the tenant's
+ * with an issuer per tenant) and `aud` when those are configured and put name, tenant and roles under the configured claim names, so
  * they pass the same checks as every other token.
  */
 export class TokenSigner {
@@ -18,7 +18,7 @@ export class TokenSigner {
 
   constructor(
     secret: string,
-    private readonly config: Pick<AuthConfig, 'issuer' | 'audience' | 'claims'>,
+    private readonly config: Pick<AuthConfig, 'issuer' | 'issuerTemplate' | 'audience' | 'claims'>,
   ) {
     this.key = new TextEncoder().encode(secret);
   }
@@ -33,7 +33,10 @@ export class TokenSigner {
       .setSubject(claims.sub)
       .setIssuedAt(now)
       .setExpirationTime(exp);
-    if (this.config.issuer !== null) jwt = jwt.setIssuer(this.config.issuer);
+    // An issuer per tenant (AUTH_ISSUER with `{tenant}`): the tenant's own.
+    const template = this.config.issuerTemplate;
+    if (template !== null) jwt = jwt.setIssuer(`${template.prefix}${claims.tenant}${template.suffix}`);
+    else if (this.config.issuer !== null) jwt = jwt.setIssuer(this.config.issuer);
     const audience = this.config.audience[0];
     if (audience !== undefined) jwt = jwt.setAudience(audience);
     return { token: await jwt.sign(this.key), exp };

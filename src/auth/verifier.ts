@@ -1,7 +1,9 @@
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
 import {
   type CryptoKey,
   createRemoteJWKSet,
+  decodeJwt,
   decodeProtectedHeader,
   errors,
   jwtVerify,
@@ -11,8 +13,9 @@ import {
   type ProtectedHeaderParameters,
   UnsecuredJWT,
 } from 'jose';
-import type { AuthConfig } from '../config.js';
+import { type AuthConfig, TENANT_PLACEHOLDER } from '../config.js';
 import type { Actor } from '../domain/actor.js';
+import { isTenantId } from '../domain/ids.js';
 import { actorFromClaims } from './claims.js';
 import { AuthError } from './errors.js';
 
@@ -34,6 +37,14 @@ const PLAIN_HEADER = new Set(['alg', 'typ', 'kid']);
 /** The header of an unsecured JWT: what jose's claim validation is handed once the signature is checked. */
 const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
 const UNAVAILABLE = "cannot verify the access token now: the identity provider's keys could not be loaded (retry later)";
+const OTHER_ISSUER = 'access token is from another issuer (iss)';
+/** Key sets per tenant (AUTH_JWKS_URL with `{tenant}`) kept at most; the oldest goes first. */
+export const MAX_TENANT_KEY_SETS = 10_000;
+/**
+ * New tenants' key sets fetched at most, per 10 s: a token can name any tenant, and each new one costs
+ * the identity provider a request; past this, `SERVICE_UNAVAILABLE` until the window moves on.
+ */
+export const NEW_TENANT_KEY_SETS_PER_10S = 100;
 
 /**
  * The one place where access tokens are verified (HTTP and WebSocket contexts, auth.refresh,
@@ -50,6 +61,9 @@ export class TokenVerifier {
    */
   private readonly secretKey: KeyObject | null;
   private readonly jwks: JWTVerifyGetKey | null;
+  /** With AUTH_JWKS_URL naming `{tenant}`: each tenant's key set, made when its first token comes. */
+  private readonly tenantKeys = new Map<string, JWTVerifyGetKey>();
+  private readonly newTenantKeys = new RateLimiterMemory({ points: NEW_TENANT_KEY_SETS_PER_10S, duration: 10 });
   private readonly options: JWTVerifyOptions;
 
   constructor(private readonly config: AuthConfig) {
@@ -58,11 +72,12 @@ export class TokenVerifier {
         ? null
         : (crypto.subtle.importKey('raw', new TextEncoder().encode(config.jwtSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']) as Promise<CryptoKey>);
     this.secretKey = config.jwtSecret === null ? null : createSecretKey(Buffer.from(config.jwtSecret, 'utf8'));
-    this.jwks = config.jwks ? remoteKeys(config.jwks) : null;
+    this.jwks = config.jwks && !config.jwks.perTenant ? remoteKeys(config.jwks.url, config.jwks) : null;
     this.options = {
       requiredClaims: ['exp'],
       clockTolerance: config.clockToleranceSeconds,
-      ...(config.issuer !== null ? { issuer: config.issuer } : {}),
+      // A template's issuer is checked per token (`issuerOf`).
+      ...(config.issuer !== null && config.issuerTemplate === null ? { issuer: config.issuer } : {}),
       ...(config.audience.length > 0 ? { audience: config.audience } : {}),
     };
   }
@@ -77,16 +92,18 @@ export class TokenVerifier {
       throw new AuthError(INVALID);
     }
     const alg: unknown = header.alg;
+    const from = this.issuerOf(token);
+    const options = from ? { ...this.options, issuer: from.issuer } : this.options;
     let payload: JWTPayload;
     try {
       // The header's alg picks the key, and each key accepts its own algorithms only: an HS256
       // token is never checked against a public key (the classic algorithm confusion).
       if (alg === 'HS256' && this.secretKey && Object.keys(header).every((k) => PLAIN_HEADER.has(k))) {
-        payload = this.verifySecret(token);
+        payload = this.verifySecret(token, options);
       } else if (typeof alg === 'string' && SECRET_ALGORITHMS.includes(alg) && this.secret) {
-        payload = (await jwtVerify(token, await this.secret, { ...this.options, algorithms: SECRET_ALGORITHMS })).payload;
-      } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.jwks) {
-        payload = (await jwtVerify(token, this.jwks, { ...this.options, algorithms: JWKS_ALGORITHMS })).payload;
+        payload = (await jwtVerify(token, await this.secret, { ...options, algorithms: SECRET_ALGORITHMS })).payload;
+      } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.config.jwks) {
+        payload = (await jwtVerify(token, await this.keysOf(from?.tenant), { ...options, algorithms: JWKS_ALGORITHMS })).payload;
       } else {
         throw new AuthError(typeof alg === 'string' && /^[A-Za-z0-9]{1,16}$/.test(alg) ? `access token algorithm ${alg} is not accepted by this server` : INVALID);
       }
@@ -94,7 +111,47 @@ export class TokenVerifier {
       throw authErrorOf(err);
     }
     this.checkLifetime(payload);
-    return actorFromClaims(payload, this.config.claims);
+    return actorFromClaims(payload, this.config.claims, from?.tenant);
+  }
+
+  /**
+   * With AUTH_ISSUER naming `{tenant}`: the token's `iss` (read before its signature is checked, to
+   * pick the tenant's keys; the signature then covers it) and the tenant it names, a tenant id or
+   * the token is from another issuer. Null with a fixed issuer or none.
+   */
+  private issuerOf(token: string): { issuer: string; tenant: string } | null {
+    const template = this.config.issuerTemplate;
+    if (!template) return null;
+    let iss: unknown;
+    try {
+      iss = decodeJwt(token).iss;
+    } catch {
+      throw new AuthError(INVALID);
+    }
+    if (typeof iss !== 'string' || iss === '') throw new AuthError('access token has no issuer (iss)');
+    const { prefix, suffix } = template;
+    if (iss.length <= prefix.length + suffix.length || !iss.startsWith(prefix) || !iss.endsWith(suffix)) throw new AuthError(OTHER_ISSUER);
+    const tenant = iss.slice(prefix.length, iss.length - suffix.length);
+    if (!isTenantId(tenant)) throw new AuthError(OTHER_ISSUER);
+    return { issuer: iss, tenant };
+  }
+
+  /** The key set for a token of `tenant`: the one key set, or with AUTH_JWKS_URL naming `{tenant}` the tenant's own. */
+  private async keysOf(tenant: string | undefined): Promise<JWTVerifyGetKey> {
+    const jwks = this.config.jwks!;
+    if (!jwks.perTenant) return this.jwks!;
+    const known = this.tenantKeys.get(tenant!);
+    if (known) return known;
+    // Every tenant name is a request to the provider once: bounded per 10 s (bogus tenants cost it little).
+    const allowed = await this.newTenantKeys.consume('new').then(
+      () => true,
+      () => false,
+    );
+    if (!allowed) throw new AuthError(UNAVAILABLE, { unavailable: true });
+    const keys = this.tenantKeys.get(tenant!) ?? remoteKeys(jwks.url.replace(TENANT_PLACEHOLDER, encodeURIComponent(tenant!)), jwks, true);
+    if (this.tenantKeys.size >= MAX_TENANT_KEY_SETS && !this.tenantKeys.has(tenant!)) this.tenantKeys.delete(this.tenantKeys.keys().next().value!);
+    this.tenantKeys.set(tenant!, keys);
+    return keys;
   }
 
   /**
@@ -104,14 +161,14 @@ export class TokenVerifier {
    * whose HMAC job took about 120 µs of the event loop per token in Node 24, a tenth of a
    * connection's whole cost (docs/BENCHMARKS.md, "Big rooms"); this takes a few µs.
    */
-  private verifySecret(token: string): JWTPayload {
+  private verifySecret(token: string, options: JWTVerifyOptions): JWTPayload {
     const first = token.indexOf('.');
     const second = token.indexOf('.', first + 1);
     if (first < 0 || second < 0 || token.indexOf('.', second + 1) >= 0) throw new AuthError(INVALID);
     const expected = Buffer.from(createHmac('sha256', this.secretKey!).update(token.slice(0, second)).digest('base64url'));
     const given = Buffer.from(token.slice(second + 1));
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AuthError(INVALID);
-    return UnsecuredJWT.decode(`${NONE_HEADER}.${token.slice(first + 1, second)}.`, this.options).payload;
+    return UnsecuredJWT.decode(`${NONE_HEADER}.${token.slice(first + 1, second)}.`, options).payload;
   }
 
   /** At most AUTH_MAX_TOKEN_TTL_SECONDS from iat to exp, and from now to exp (tokens without iat); no iat in the future. */
@@ -129,14 +186,21 @@ export class TokenVerifier {
   }
 }
 
-/** The identity provider's key set: cached, refetched once for an unknown key id (after the cooldown). */
-function remoteKeys(jwks: NonNullable<AuthConfig['jwks']>): JWTVerifyGetKey {
-  const remote = createRemoteJWKSet(new URL(jwks.url), {
+/**
+ * An identity provider's key set at `url`: cached, refetched once for an unknown key id (after the
+ * cooldown). `holdFailures` (a tenant's key set): a fetch that failed is not tried again for the
+ * cooldown; tokens meanwhile get the same `SERVICE_UNAVAILABLE` at once (a tenant the provider does not
+ * know costs it one request per cooldown, not one per token).
+ */
+function remoteKeys(url: string, jwks: NonNullable<AuthConfig['jwks']>, holdFailures = false): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(new URL(url), {
     cooldownDuration: jwks.cooldownSeconds * 1000,
     cacheMaxAge: jwks.cacheSeconds * 1000,
     timeoutDuration: jwks.timeoutMs,
   });
+  let failedAt = Number.NEGATIVE_INFINITY;
   return async (header, token) => {
+    if (holdFailures && Date.now() - failedAt < jwks.cooldownSeconds * 1000) throw new AuthError(UNAVAILABLE, { unavailable: true });
     try {
       return await remote(header, token);
     } catch (err) {
@@ -144,6 +208,7 @@ function remoteKeys(jwks: NonNullable<AuthConfig['jwks']>): JWTVerifyGetKey {
       if (err instanceof errors.JWKSMultipleMatchingKeys) throw new AuthError('access token has no key id (kid) and several keys match');
       if (err instanceof errors.JOSENotSupported) throw new AuthError(INVALID);
       // Unreachable, slow, not 200, not a key set: the provider's problem, not the token's.
+      failedAt = Date.now();
       throw new AuthError(UNAVAILABLE, { unavailable: true, cause: err });
     }
   };
@@ -158,7 +223,7 @@ function authErrorOf(err: unknown): AuthError {
       case 'exp':
         return new AuthError(err.reason === 'missing' ? 'access token has no expiry (exp)' : 'access token expiry (exp) is invalid');
       case 'iss':
-        return new AuthError(err.reason === 'missing' ? 'access token has no issuer (iss)' : 'access token is from another issuer (iss)');
+        return new AuthError(err.reason === 'missing' ? 'access token has no issuer (iss)' : OTHER_ISSUER);
       case 'aud':
         return new AuthError(err.reason === 'missing' ? 'access token has no audience (aud)' : 'access token is not meant for this service (aud)');
       case 'nbf':

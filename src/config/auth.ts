@@ -36,10 +36,18 @@ export interface AuthConfig {
   jwtSecret: string | null;
   /** True when the secret is the built-in development one. */
   jwtSecretIsDev: boolean;
-  /** The identity provider's keys (RS256, ES256, EdDSA, ...); null: HS256 tokens only. */
-  jwks: { url: string; cooldownSeconds: number; cacheSeconds: number; timeoutMs: number } | null;
-  /** Required `iss`; null: not checked. */
+  /**
+   * The identity provider's keys (RS256, ES256, EdDSA, ...); null: HS256 tokens only. `perTenant`:
+   * the URL names `{tenant}` (a key set per tenant, fetched when its first token comes).
+   */
+  jwks: { url: string; perTenant: boolean; cooldownSeconds: number; cacheSeconds: number; timeoutMs: number } | null;
+  /** Required `iss` (the text of AUTH_ISSUER, `{tenant}` included when it has one); null: not checked. */
   issuer: string | null;
+  /**
+   * AUTH_ISSUER with `{tenant}` (a realm or directory per tenant): `iss` must be `prefix`, a tenant
+   * id, `suffix`, and that tenant is the token's (src/auth/verifier.ts). Null: a fixed issuer, or none.
+   */
+  issuerTemplate: IssuerTemplate | null;
   /** `aud` must contain one of these; empty: not checked. */
   audience: string[];
   /**
@@ -50,6 +58,41 @@ export interface AuthConfig {
   /** Longest accepted lifetime: exp - iat, and exp - now. */
   maxTokenTtlSeconds: number;
   clockToleranceSeconds: number;
+}
+
+/** The placeholder of AUTH_ISSUER and AUTH_JWKS_URL where a tenant's id goes. */
+export const TENANT_PLACEHOLDER = '{tenant}';
+
+/** `iss` = prefix + tenant id + suffix. */
+export interface IssuerTemplate {
+  prefix: string;
+  suffix: string;
+}
+
+const placeholders = (v: string) => v.split(TENANT_PLACEHOLDER).length - 1;
+
+/** AUTH_ISSUER's template, or null without `{tenant}`; ConfigError for more than one. */
+function issuerTemplateOf(issuer: string | undefined): IssuerTemplate | null {
+  if (issuer === undefined || placeholders(issuer) === 0) return null;
+  if (placeholders(issuer) > 1) throw new ConfigError('AUTH_ISSUER names {tenant} more than once');
+  const [prefix, suffix] = issuer.split(TENANT_PLACEHOLDER) as [string, string];
+  return { prefix, suffix };
+}
+
+/**
+ * AUTH_JWKS_URL with `{tenant}`: only where AUTH_ISSUER names it too, once, and only in the path,
+ * so that a token's tenant never chooses the host its keys come from (a tenant id may hold dots:
+ * `https://{tenant}/keys` would let a token name a key server of its own).
+ */
+function checkJwksTemplate(url: string, issuerTemplate: IssuerTemplate | null): boolean {
+  const n = placeholders(url);
+  if (n === 0) return false;
+  if (!issuerTemplate) throw new ConfigError('AUTH_JWKS_URL names {tenant}: AUTH_ISSUER must name it too (the tenant is read from the issuer of each token)');
+  if (n > 1) throw new ConfigError('AUTH_JWKS_URL names {tenant} more than once');
+  const at = url.indexOf(TENANT_PLACEHOLDER);
+  const pathStart = url.indexOf('/', url.indexOf('://') + 3);
+  if (pathStart < 0 || at < pathStart) throw new ConfigError('AUTH_JWKS_URL may name {tenant} in its path only, never in its host or port');
+  return true;
 }
 
 /** JWT_SECRET, JWKS, issuer, audience and claims; the production rules of docs/SECURITY.md. */
@@ -71,13 +114,16 @@ export function authConfig(e: AuthEnv, production: boolean): AuthConfig {
   }
   const [ttl, max] = [e.ACCESS_TOKEN_TTL_SECONDS, e.AUTH_MAX_TOKEN_TTL_SECONDS];
   if (ttl > max) throw new ConfigError(`ACCESS_TOKEN_TTL_SECONDS (${ttl}) must not exceed AUTH_MAX_TOKEN_TTL_SECONDS (${max})`);
+  const issuerTemplate = issuerTemplateOf(e.AUTH_ISSUER);
+  const perTenant = e.AUTH_JWKS_URL !== undefined && checkJwksTemplate(e.AUTH_JWKS_URL, issuerTemplate);
   return {
     jwtSecret: secret ?? (production ? null : DEV_JWT_SECRET),
     jwtSecretIsDev: secret === undefined && !production,
     jwks: e.AUTH_JWKS_URL
-      ? { url: e.AUTH_JWKS_URL, cooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS, cacheSeconds: e.AUTH_JWKS_CACHE_SECONDS, timeoutMs: e.AUTH_JWKS_TIMEOUT_MS }
+      ? { url: e.AUTH_JWKS_URL, perTenant, cooldownSeconds: e.AUTH_JWKS_COOLDOWN_SECONDS, cacheSeconds: e.AUTH_JWKS_CACHE_SECONDS, timeoutMs: e.AUTH_JWKS_TIMEOUT_MS }
       : null,
     issuer: e.AUTH_ISSUER ?? null,
+    issuerTemplate,
     audience,
     claims: {
       subject: e.AUTH_SUBJECT_CLAIM, name: e.AUTH_NAME_CLAIM, roles: e.AUTH_ROLES_CLAIM, email: e.AUTH_EMAIL_CLAIM,

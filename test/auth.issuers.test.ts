@@ -1,0 +1,220 @@
+/**
+ * An issuer per tenant (AUTH_ISSUER with `{tenant}`): a Keycloak realm per tenant, each with its own
+ * key set (AUTH_JWKS_URL with `{tenant}`), and a directory per tenant signed with one key set (Entra
+ * ID's `https://login.microsoftonline.com/{tenant}/v2.0`). The tenant is the one the token's issuer
+ * names; a tenant claim must repeat it; keys of one tenant never pass for another; a tenant the
+ * provider does not know costs it one request per cooldown. Key sets are served over HTTP on
+ * 127.0.0.1 as a provider serves them.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { decodeJwt, type JWK, type JWTPayload } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AuthError,
+  configFailure,
+  dispose,
+  getJson,
+  jwksServer,
+  loadConfig,
+  providerKey,
+  Scope,
+  signHs256,
+  signWith,
+  TEST_SECRET,
+  testEnv,
+  TokenSigner,
+  TokenVerifier,
+  wsClient,
+  type JwksServer,
+  type ProviderKey,
+  type TestEnv,
+  type TestServer,
+  type TrpcHttpResult,
+} from './fixture.js';
+
+const UNAVAILABLE = "cannot verify the access token now: the identity provider's keys could not be loaded (retry later)";
+const nowS = () => Math.floor(Date.now() / 1000);
+
+/** A Keycloak stand-in: `/realms/<realm>/certs` for the realms it has, 404 for the others; fetches counted per realm. */
+interface RealmServer extends AsyncDisposable {
+  readonly base: string;
+  readonly fetches: Map<string, number>;
+}
+async function realmServer(realms: Record<string, JWK[]>): Promise<RealmServer> {
+  const fetches = new Map<string, number>();
+  const server = createServer((req, res) => {
+    const realm = /^\/realms\/([^/]+)\/certs$/.exec(req.url ?? '')?.[1];
+    if (realm !== undefined) fetches.set(realm, (fetches.get(realm) ?? 0) + 1);
+    const keys = realm !== undefined ? realms[realm] : undefined;
+    if (!keys) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('Realm does not exist');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    base,
+    fetches,
+    [Symbol.asyncDispose]: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+const open = new Scope();
+let realms: RealmServer;
+let acme: ProviderKey;
+let globex: ProviderKey;
+/** AUTH_* of a deployment with a realm per tenant. */
+let realmEnv: Record<string, string>;
+const issuerOf = (tenant: string) => `${realms.base}/realms/${tenant}`;
+const claims = (iss: string, sub: string, extra: Record<string, unknown> = {}): JWTPayload => ({ iss, aud: 'chat', sub, iat: nowS(), exp: nowS() + 600, ...extra });
+
+/** The actor of a token, or the AuthError's message (and whether the provider was unavailable). */
+async function verdict(v: TokenVerifier, token: string): Promise<{ tenant: string; id: string } | { error: string; unavailable: boolean }> {
+  try {
+    const a = await v.verify(token);
+    return { tenant: a.tenant, id: a.id };
+  } catch (err) {
+    if (!(err instanceof AuthError)) throw err;
+    return { error: err.message, unavailable: err.unavailable };
+  }
+}
+
+beforeAll(async () => {
+  [acme, globex] = await Promise.all([providerKey('RS256'), providerKey('ES256')]);
+  realms = open.use(await realmServer({ acme: [acme.jwk], globex: [globex.jwk] }));
+  realmEnv = {
+    JWT_SECRET: TEST_SECRET,
+    AUTH_ISSUER: `${realms.base}/realms/{tenant}`,
+    AUTH_JWKS_URL: `${realms.base}/realms/{tenant}/certs`,
+    AUTH_AUDIENCE: 'chat',
+    AUTH_JWKS_COOLDOWN_SECONDS: '30',
+  };
+});
+afterAll(() => open.close());
+
+describe('AUTH_ISSUER and AUTH_JWKS_URL with {tenant}', () => {
+  it('read as a template; the key set URL may name the tenant in its path only, and only with an issuer that names it', () => {
+    const auth = loadConfig({ AUTH_ISSUER: 'https://id.example.com/realms/{tenant}', AUTH_JWKS_URL: 'https://id.example.com/realms/{tenant}/protocol/openid-connect/certs' }).auth;
+    expect(auth.issuerTemplate).toEqual({ prefix: 'https://id.example.com/realms/', suffix: '' });
+    expect(auth.jwks).toMatchObject({ url: 'https://id.example.com/realms/{tenant}/protocol/openid-connect/certs', perTenant: true });
+    expect(loadConfig({ AUTH_ISSUER: 'https://login.example.com/{tenant}/v2.0', AUTH_JWKS_URL: 'https://login.example.com/common/keys' }).auth).toMatchObject({
+      issuerTemplate: { prefix: 'https://login.example.com/', suffix: '/v2.0' },
+      jwks: { perTenant: false },
+    });
+    expect(configFailure({ AUTH_ISSUER: 'https://id.example.com/{tenant}/{tenant}' })).toContain('AUTH_ISSUER names {tenant} more than once');
+    expect(configFailure({ AUTH_ISSUER: 'https://id.example.com/realms/chat', AUTH_JWKS_URL: 'https://id.example.com/realms/{tenant}/certs' })).toContain(
+      'AUTH_JWKS_URL names {tenant}: AUTH_ISSUER must name it too',
+    );
+    // A tenant id may hold dots: in the host, a token could name a key server of its own.
+    expect(configFailure({ AUTH_ISSUER: 'https://{tenant}/', AUTH_JWKS_URL: 'https://{tenant}/keys' })).toContain('AUTH_JWKS_URL may name {tenant} in its path only');
+    expect(configFailure({ AUTH_ISSUER: 'https://id.example.com/{tenant}', AUTH_JWKS_URL: 'https://{tenant}.keys.example.com/x' })).toContain('in its path only');
+    expect(configFailure({ AUTH_ISSUER: 'https://id.example.com/{tenant}', AUTH_JWKS_URL: 'https://keys.example.com:{tenant}/x' })).toContain('AUTH_JWKS_URL must be the http(s) URL');
+  });
+});
+
+describe('a realm per tenant (a key set per tenant)', () => {
+  it("the issuer's tenant is the token's; a tenant claim must repeat it; one tenant's key never passes for another", async () => {
+    const v = new TokenVerifier(loadConfig(realmEnv).auth);
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'ann')))).toEqual({ tenant: 'acme', id: 'ann' });
+    expect(await verdict(v, await signWith(globex, claims(issuerOf('globex'), 'bob', { tenant: 'globex' })))).toEqual({ tenant: 'globex', id: 'bob' });
+    // acme's key, globex's issuer: globex's key set does not have it.
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('globex'), 'eve')))).toEqual({ error: 'access token is signed by an unknown key (kid)', unavailable: false });
+    // The same with globex's key id in the header: the signature does not verify.
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('globex'), 'eve'), { kid: globex.kid, alg: 'RS256' }))).toMatchObject({ unavailable: false });
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'eve', { tenant: 'globex' })))).toEqual({
+      error: 'access token tenant (tenant) is not the tenant of its issuer (iss)',
+      unavailable: false,
+    });
+  });
+
+  it('an issuer outside the template, or naming no valid tenant id, is refused before any key set is fetched', async () => {
+    const v = new TokenVerifier(loadConfig(realmEnv).auth);
+    const before = [...realms.fetches.values()].reduce((a, b) => a + b, 0);
+    for (const iss of ['https://other.example/realms/acme', `${realms.base}/realms/`, `${realms.base}/realms/a%2F..%2Fb`, `${realms.base}/realms/a/b`, `${realms.base}/realm/acme`]) {
+      expect(await verdict(v, await signWith(acme, claims(iss, 'eve'))), iss).toEqual({ error: 'access token is from another issuer (iss)', unavailable: false });
+    }
+    const { iss: _none, ...noIssuer } = claims('x', 'eve');
+    expect(await verdict(v, await signWith(acme, noIssuer))).toEqual({ error: 'access token has no issuer (iss)', unavailable: false });
+    expect([...realms.fetches.values()].reduce((a, b) => a + b, 0)).toBe(before);
+  });
+
+  it('a tenant the provider does not know: SERVICE_UNAVAILABLE, one request per cooldown however many tokens name it', async () => {
+    const v = new TokenVerifier(loadConfig(realmEnv).auth);
+    for (let i = 0; i < 5; i++) {
+      expect(await verdict(v, await signWith(acme, claims(issuerOf('nope'), 'eve')))).toEqual({ error: UNAVAILABLE, unavailable: true });
+    }
+    expect(realms.fetches.get('nope')).toBe(1);
+  });
+
+  it('new tenants are fetched at most 100 per 10 s; past that, SERVICE_UNAVAILABLE without a request; known tenants go on', async () => {
+    const v = new TokenVerifier(loadConfig(realmEnv).auth);
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'ann')))).toEqual({ tenant: 'acme', id: 'ann' });
+    const fetched = () => [...realms.fetches.entries()].filter(([r]) => r.startsWith('bogus')).reduce((a, [, n]) => a + n, 0);
+    for (let i = 0; i < 99; i++) expect(await verdict(v, await signWith(acme, claims(issuerOf(`bogus${i}`), 'eve')))).toMatchObject({ unavailable: true });
+    expect(fetched()).toBe(99);
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('bogus-over'), 'eve')))).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(fetched()).toBe(99);
+    // acme's key set was made before: its tokens still pass.
+    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'ann')))).toEqual({ tenant: 'acme', id: 'ann' });
+  });
+
+  it("HS256 tokens (the product's own, auth.devLogin's) name their tenant by their issuer too", async () => {
+    const auth = loadConfig(realmEnv).auth;
+    const v = new TokenVerifier(auth);
+    const now = nowS();
+    expect(await verdict(v, signHs256({ iss: issuerOf('acme'), aud: 'chat', sub: 'cid', iat: now, exp: now + 60 }, TEST_SECRET))).toEqual({ tenant: 'acme', id: 'cid' });
+    expect(await verdict(v, signHs256({ iss: 'https://other.example/realms/acme', aud: 'chat', sub: 'cid', iat: now, exp: now + 60 }, TEST_SECRET))).toMatchObject({
+      error: 'access token is from another issuer (iss)',
+    });
+    const { token } = await new TokenSigner(TEST_SECRET, auth).sign({ sub: 'dev', name: 'Dev', tenant: 'globex', roles: [] }, 60);
+    expect(decodeJwt(token).iss).toBe(issuerOf('globex'));
+    expect(await verdict(v, token)).toEqual({ tenant: 'globex', id: 'dev' });
+  });
+});
+
+describe('a directory per tenant, one key set (Entra ID)', () => {
+  let jwks: JwksServer;
+  let key: ProviderKey;
+  beforeAll(async () => {
+    key = await providerKey('RS256');
+    jwks = open.use(await jwksServer([key.jwk]));
+  });
+
+  it('each token is of the tenant its issuer names; another issuer shape is refused', async () => {
+    const v = new TokenVerifier(loadConfig({ AUTH_ISSUER: 'https://login.example.com/{tenant}/v2.0', AUTH_JWKS_URL: jwks.url, AUTH_AUDIENCE: 'chat' }).auth);
+    const t1 = '72f988bf-86f1-41af-91ab-2d7cd011db47';
+    expect(await verdict(v, await signWith(key, claims(`https://login.example.com/${t1}/v2.0`, 'ann')))).toEqual({ tenant: t1, id: 'ann' });
+    expect(await verdict(v, await signWith(key, claims('https://login.example.com/contoso/v2.0', 'bob')))).toEqual({ tenant: 'contoso', id: 'bob' });
+    expect(await verdict(v, await signWith(key, claims('https://login.example.com/contoso/v1.0', 'bob')))).toMatchObject({ error: 'access token is from another issuer (iss)' });
+    expect(jwks.fetches).toBe(1);
+  });
+});
+
+describe('through a server', () => {
+  let env: TestEnv;
+  let srv: TestServer;
+  beforeAll(async () => {
+    env = await testEnv('auth_issuers');
+    srv = await env.startServer({ auth: loadConfig(realmEnv).auth, devLogin: false });
+  });
+  afterAll(() => dispose(env));
+
+  it("HTTP and WebSocket calls run as the issuer's tenant", async () => {
+    const token = await signWith(globex, claims(issuerOf('globex'), 'gus', { name: 'Gus' }));
+    const res = await getJson<TrpcHttpResult<{ id: string; tenant: string }>>(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${token}` } });
+    expect(res.status).toBe(200);
+    expect(res.body.result.data.json).toMatchObject({ id: 'gus', tenant: 'globex' });
+    await using c = wsClient({ url: srv.url, token });
+    expect(await c.trpc.auth.me.query()).toMatchObject({ id: 'gus', tenant: 'globex' });
+    const foreign = await signWith(acme, claims(issuerOf('globex'), 'gus'));
+    const refused = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${foreign}` } });
+    expect(refused.status).toBe(401);
+  });
+});
