@@ -24,8 +24,13 @@ export function createLogger(level: string, pretty = false, destination?: Destin
     level,
     base: { pid: process.pid },
     serializers: { err: safeError, error: safeError },
-    // Lines written while an HTTP request is handled name it (`reqId`); WebSocket lines name their connection (`conn`).
-    mixin: () => requestFields() ?? {},
+    // Lines written while an HTTP request is handled name it (`reqId`); WebSocket lines name their
+    // connection (`conn`). A fresh object per line: pino merges each line's fields into what this
+    // returns, and the scope's own object would carry them into every later line of the request.
+    mixin: () => {
+      const request = requestFields();
+      return request ? { reqId: request.reqId } : {};
+    },
     redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'body', '*.body', 'payload', '*.payload'], censor: '[redacted]' },
     ...(pretty && !destination ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
   };

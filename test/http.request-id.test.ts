@@ -42,6 +42,21 @@ describe('X-Request-Id', () => {
     expect(revokedLine('rid-victim-1')).toMatchObject({ reqId: given, level: 40 });
   });
 
+  it("each line of a request carries its own fields and the request's id, never a field of an earlier line", async () => {
+    const seen: Record<string, unknown>[] = [];
+    const log = createLogger('info', false, new Writable({ write: (chunk: Buffer, _enc, cb) => (seen.push(JSON.parse(chunk.toString('utf8'))), cb()) }));
+    inRequest('one-request', () => {
+      log.warn({ audit: 'sessions_revoked', user: 'victim', reqId: 'forged' }, 'first');
+      log.info('second');
+    });
+    log.info('outside');
+    expect(seen.map(({ msg, reqId, audit, user }) => ({ msg, reqId, audit, user }))).toEqual([
+      { msg: 'first', reqId: 'forged', audit: 'sessions_revoked', user: 'victim' },
+      { msg: 'second', reqId: 'one-request', audit: undefined, user: undefined },
+      { msg: 'outside', reqId: undefined, audit: undefined, user: undefined },
+    ]);
+  });
+
   it('without one, or with one that is not a plain token of at most 128 characters, a new UUID is the id', async () => {
     const ids: string[] = [];
     for (const [user, headers] of [
