@@ -201,7 +201,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
       const bearer = m?.[1]?.trim() ?? '';
       if (config.adminToken !== undefined && sameSecret(bearer, config.adminToken)) return json(res, 200, adminStats());
-      void services.auth.authenticate(bearer).then(
+      void services.auth.authenticate(bearer, clientAddress(req, config.trustProxy)).then(
         (actor) =>
           isOperator(actor)
             ? json(res, 200, adminStats())

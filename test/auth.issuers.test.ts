@@ -3,7 +3,7 @@
  * key set (AUTH_JWKS_URL with `{tenant}`), and a directory per tenant signed with one key set (Entra
  * ID's `https://login.microsoftonline.com/{tenant}/v2.0`). The tenant is the one the token's issuer
  * names; a tenant claim must repeat it; keys of one tenant never pass for another; a tenant the
- * provider does not know costs it one request per cooldown. Key sets are served over HTTP on
+ * provider does not know costs it one request per cooldown, and made-up tenants never lock real ones out. Key sets are served over HTTP on
  * 127.0.0.1 as a provider serves them.
  */
 import { createServer } from 'node:http';
@@ -17,6 +17,8 @@ import {
   getJson,
   jwksServer,
   loadConfig,
+  NEW_TENANTS_PER_10S,
+  NEW_TENANTS_PER_SOURCE_PER_10S,
   providerKey,
   Scope,
   signHs256,
@@ -76,9 +78,9 @@ const issuerOf = (tenant: string) => `${realms.base}/realms/${tenant}`;
 const claims = (iss: string, sub: string, extra: Record<string, unknown> = {}): JWTPayload => ({ iss, aud: 'chat', sub, iat: nowS(), exp: nowS() + 600, ...extra });
 
 /** The actor of a token, or the AuthError's message (and whether the provider was unavailable). */
-async function verdict(v: TokenVerifier, token: string): Promise<{ tenant: string; id: string } | { error: string; unavailable: boolean }> {
+async function verdict(v: TokenVerifier, token: string, source?: string): Promise<{ tenant: string; id: string } | { error: string; unavailable: boolean }> {
   try {
-    const a = await v.verify(token);
+    const a = await v.verify(token, source);
     return { tenant: a.tenant, id: a.id };
   } catch (err) {
     if (!(err instanceof AuthError)) throw err;
@@ -153,16 +155,34 @@ describe('a realm per tenant (a key set per tenant)', () => {
     expect(realms.fetches.get('nope')).toBe(1);
   });
 
-  it('new tenants are fetched at most 100 per 10 s; past that, SERVICE_UNAVAILABLE without a request; known tenants go on', async () => {
+  it('tenants not seen since start are fetched within budgets per client address and per node; made-up ones never lock real ones out', async () => {
     const v = new TokenVerifier(loadConfig(realmEnv).auth);
-    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'ann')))).toEqual({ tenant: 'acme', id: 'ann' });
-    const fetched = () => [...realms.fetches.entries()].filter(([r]) => r.startsWith('bogus')).reduce((a, [, n]) => a + n, 0);
-    for (let i = 0; i < 99; i++) expect(await verdict(v, await signWith(acme, claims(issuerOf(`bogus${i}`), 'eve')))).toMatchObject({ unavailable: true });
-    expect(fetched()).toBe(99);
-    expect(await verdict(v, await signWith(acme, claims(issuerOf('bogus-over'), 'eve')))).toEqual({ error: UNAVAILABLE, unavailable: true });
-    expect(fetched()).toBe(99);
-    // acme's key set was made before: its tokens still pass.
-    expect(await verdict(v, await signWith(acme, claims(issuerOf('acme'), 'ann')))).toEqual({ tenant: 'acme', id: 'ann' });
+    const bogus = () => [...realms.fetches.entries()].filter(([r]) => r.startsWith('made-up')).reduce((a, [, n]) => a + n, 0);
+    const before = bogus();
+    const token = async (tenant: string, key = acme) => signWith(key, claims(issuerOf(tenant), 'eve'));
+    // acme is seen once (its key set fetched, a token verified), from a client of its own.
+    expect(await verdict(v, await token('acme'), 'client-acme')).toEqual({ tenant: 'acme', id: 'eve' });
+    // One client names made-up tenants: its budget of new tenants runs out, with no request past it.
+    for (let i = 0; i < NEW_TENANTS_PER_SOURCE_PER_10S; i++) expect(await verdict(v, await token(`made-up-a${i}`), 'client-a')).toMatchObject({ unavailable: true });
+    expect(bogus() - before).toBe(NEW_TENANTS_PER_SOURCE_PER_10S);
+    expect(await verdict(v, await token('made-up-a-over'), 'client-a')).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(bogus() - before).toBe(NEW_TENANTS_PER_SOURCE_PER_10S);
+    // A tenant seen before and a new real tenant from another client are not held by it.
+    expect(await verdict(v, await token('acme'), 'client-a')).toEqual({ tenant: 'acme', id: 'eve' });
+    expect(await verdict(v, await token('globex', globex), 'client-b')).toEqual({ tenant: 'globex', id: 'eve' });
+    // Clients together: at most NEW_TENANTS_PER_10S new tenants per node, then none until the window moves.
+    let fetchedBy = 0;
+    for (let c = 0; fetchedBy < NEW_TENANTS_PER_10S; c++) {
+      for (let i = 0; i < NEW_TENANTS_PER_SOURCE_PER_10S && fetchedBy < NEW_TENANTS_PER_10S; i++, fetchedBy++) {
+        await verdict(v, await token(`made-up-c${c}-${i}`), `crowd-${c}`);
+      }
+    }
+    const fetched = bogus();
+    expect(await verdict(v, await token('made-up-last'), 'client-z')).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(bogus()).toBe(fetched);
+    // The tenants seen once still pass: the made-up ones took no place among the kept key sets.
+    expect(await verdict(v, await token('acme'), 'client-z')).toEqual({ tenant: 'acme', id: 'eve' });
+    expect(await verdict(v, await token('globex', globex), 'client-z')).toEqual({ tenant: 'globex', id: 'eve' });
   });
 
   it("HS256 tokens (the product's own, auth.devLogin's) name their tenant by their issuer too", async () => {

@@ -29,7 +29,7 @@ let proxied: TestServer;
 
 beforeAll(async () => {
   open = await srv.env.startServer();
-  proxied = await srv.env.startServer({ allowedHosts: ['chat.example.com'], trustProxy: 1 });
+  proxied = await srv.env.startServer({ allowedHosts: ['chat.example.com', 'chat-internal'], trustProxy: 1 });
 });
 
 /** A request of `path` with these headers (`host` among them: fetch cannot set it); its status and body. */
@@ -136,14 +136,26 @@ describe('with ALLOWED_HOSTS set', () => {
     expect(logLines.some((l) => l.includes('"audit":"host_refused"') && l.includes('"transport":"ws"'))).toBe(true);
   });
 
-  it('behind a trusted proxy the host is X-Forwarded-Host: the proxy\'s own Host name does not let another through', async () => {
+  it('behind a trusted proxy, Host and every X-Forwarded-Host entry must be allowed: a forged forwarded name never stands for the real one', async () => {
     const token = tokenFor('host-proxied');
+    // A proxy that sends its upstream name as Host and the browser's in X-Forwarded-Host (both listed).
     const ok = await get(proxied.url, '/trpc/auth.me', { host: 'chat-internal:3000', 'x-forwarded-host': 'chat.example.com', ...me(token) });
     expect(ok.status).toBe(200);
-    const evil = await get(proxied.url, '/trpc/auth.me', { host: 'chat.example.com', 'x-forwarded-host': 'evil.example, chat.example.com', ...me(token) });
-    expect(evil.status).toBe(403);
-    expect(await upgrade(proxied.url, { host: 'chat.example.com', 'x-forwarded-host': 'evil.example' })).toBe(403);
     expect(await upgrade(proxied.url, { host: 'chat-internal', 'x-forwarded-host': 'chat.example.com' })).toBe(true);
+    for (const headers of [
+      // The proxy set (or appended) the rebinding domain.
+      { host: 'chat.example.com', 'x-forwarded-host': 'evil.example' },
+      { host: 'chat.example.com', 'x-forwarded-host': 'evil.example, chat.example.com' },
+      { host: 'chat.example.com', 'x-forwarded-host': 'chat.example.com, evil.example' },
+      // A rebinding page added a listed name itself, and the proxy passed both headers through.
+      { host: 'evil.example', 'x-forwarded-host': 'chat.example.com' },
+    ]) {
+      expect((await get(proxied.url, '/trpc/auth.me', { ...headers, ...me(token) })).status, JSON.stringify(headers)).toBe(403);
+      expect(await upgrade(proxied.url, headers), JSON.stringify(headers)).toBe(403);
+    }
+    // Without TRUST_PROXY the header is not read at all: only Host counts.
+    expect((await get(srv.url, '/trpc/auth.me', { host: 'chat.example.com', 'x-forwarded-host': 'evil.example', ...me(token) })).status).toBe(200);
+    expect((await get(srv.url, '/trpc/auth.me', { host: 'evil.example', 'x-forwarded-host': 'chat.example.com', ...me(token) })).status).toBe(403);
   });
 });
 

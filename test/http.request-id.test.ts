@@ -44,7 +44,13 @@ describe('X-Request-Id', () => {
 
   it("each line of a request carries its own fields and the request's id, never a field of an earlier line", async () => {
     const seen: Record<string, unknown>[] = [];
-    const log = createLogger('info', false, new Writable({ write: (chunk: Buffer, _enc, cb) => (seen.push(JSON.parse(chunk.toString('utf8'))), cb()) }));
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        seen.push(JSON.parse(chunk.toString('utf8')) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const log = createLogger('info', false, sink);
     inRequest('one-request', () => {
       log.warn({ audit: 'sessions_revoked', user: 'victim', reqId: 'forged' }, 'first');
       log.info('second');

@@ -38,13 +38,19 @@ const PLAIN_HEADER = new Set(['alg', 'typ', 'kid']);
 const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
 const UNAVAILABLE = "cannot verify the access token now: the identity provider's keys could not be loaded (retry later)";
 const OTHER_ISSUER = 'access token is from another issuer (iss)';
-/** Key sets per tenant (AUTH_JWKS_URL with `{tenant}`) kept at most; the oldest goes first. */
+/** Key sets per tenant (AUTH_JWKS_URL with `{tenant}`) kept at most; the least recently used goes first. */
 export const MAX_TENANT_KEY_SETS = 10_000;
+/** Tenants remembered as seen (a token of theirs verified), and tenants whose key set could not be fetched. */
+const MAX_KNOWN_TENANTS = 100_000;
+const MAX_FAILED_TENANTS = 10_000;
 /**
- * New tenants' key sets fetched at most, per 10 s: a token can name any tenant, and each new one costs
- * the identity provider a request; past this, `SERVICE_UNAVAILABLE` until the window moves on.
+ * Key sets of tenants not seen since start fetched at most, per 10 s, per client address and per
+ * node. A token can name any tenant before its signature can be checked, and each new one costs the
+ * identity provider a request; past these, `SERVICE_UNAVAILABLE` until the window moves on. Tenants
+ * seen once are never held by them, so a flood of made-up tenants cannot lock real ones out.
  */
-export const NEW_TENANT_KEY_SETS_PER_10S = 100;
+export const NEW_TENANTS_PER_SOURCE_PER_10S = 10;
+export const NEW_TENANTS_PER_10S = 1000;
 
 /**
  * The one place where access tokens are verified (HTTP and WebSocket contexts, auth.refresh,
@@ -61,9 +67,14 @@ export class TokenVerifier {
    */
   private readonly secretKey: KeyObject | null;
   private readonly jwks: JWTVerifyGetKey | null;
-  /** With AUTH_JWKS_URL naming `{tenant}`: each tenant's key set, made when its first token comes. */
+  /** With AUTH_JWKS_URL naming `{tenant}`: each tenant's key set, made when its first token comes (least recently used first). */
   private readonly tenantKeys = new Map<string, JWTVerifyGetKey>();
-  private readonly newTenantKeys = new RateLimiterMemory({ points: NEW_TENANT_KEY_SETS_PER_10S, duration: 10 });
+  /** Tenants a token of which verified: their key set is fetched again without the new-tenant budgets. */
+  private readonly knownTenants = new Set<string>();
+  /** Tenants whose key set could not be fetched, and when: not asked again within the cooldown, and never kept in `tenantKeys`. */
+  private readonly failedTenants = new Map<string, number>();
+  private readonly newTenantsPerSource = new RateLimiterMemory({ points: NEW_TENANTS_PER_SOURCE_PER_10S, duration: 10 });
+  private readonly newTenants = new RateLimiterMemory({ points: NEW_TENANTS_PER_10S, duration: 10 });
   private readonly options: JWTVerifyOptions;
 
   constructor(private readonly config: AuthConfig) {
@@ -82,8 +93,11 @@ export class TokenVerifier {
     };
   }
 
-  /** The actor of a valid token; AuthError (with a message a client can show) otherwise. */
-  async verify(token: string): Promise<Actor> {
+  /**
+   * The actor of a valid token; AuthError (with a message a client can show) otherwise. `source`:
+   * who presented it (the client address), for the budget of tenants not seen since start.
+   */
+  async verify(token: string, source = 'unknown'): Promise<Actor> {
     if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new AuthError(INVALID);
     let header: ProtectedHeaderParameters;
     try {
@@ -103,7 +117,8 @@ export class TokenVerifier {
       } else if (typeof alg === 'string' && SECRET_ALGORITHMS.includes(alg) && this.secret) {
         payload = (await jwtVerify(token, await this.secret, { ...options, algorithms: SECRET_ALGORITHMS })).payload;
       } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.config.jwks) {
-        payload = (await jwtVerify(token, await this.keysOf(from?.tenant), { ...options, algorithms: JWKS_ALGORITHMS })).payload;
+        payload = (await jwtVerify(token, await this.keysOf(from?.tenant, source), { ...options, algorithms: JWKS_ALGORITHMS })).payload;
+        if (from && this.config.jwks.perTenant) remember(this.knownTenants, from.tenant, MAX_KNOWN_TENANTS);
       } else {
         throw new AuthError(typeof alg === 'string' && /^[A-Za-z0-9]{1,16}$/.test(alg) ? `access token algorithm ${alg} is not accepted by this server` : INVALID);
       }
@@ -137,20 +152,36 @@ export class TokenVerifier {
   }
 
   /** The key set for a token of `tenant`: the one key set, or with AUTH_JWKS_URL naming `{tenant}` the tenant's own. */
-  private async keysOf(tenant: string | undefined): Promise<JWTVerifyGetKey> {
+  private async keysOf(tenant: string | undefined, source: string): Promise<JWTVerifyGetKey> {
     const jwks = this.config.jwks!;
     if (!jwks.perTenant) return this.jwks!;
-    const known = this.tenantKeys.get(tenant!);
-    if (known) return known;
-    // Every tenant name is a request to the provider once: bounded per 10 s (bogus tenants cost it little).
-    const allowed = await this.newTenantKeys.consume('new').then(
-      () => true,
-      () => false,
-    );
-    if (!allowed) throw new AuthError(UNAVAILABLE, { unavailable: true });
-    const keys = this.tenantKeys.get(tenant!) ?? remoteKeys(jwks.url.replace(TENANT_PLACEHOLDER, encodeURIComponent(tenant!)), jwks, true);
-    if (this.tenantKeys.size >= MAX_TENANT_KEY_SETS && !this.tenantKeys.has(tenant!)) this.tenantKeys.delete(this.tenantKeys.keys().next().value!);
-    this.tenantKeys.set(tenant!, keys);
+    const name = tenant!;
+    const cached = this.tenantKeys.get(name);
+    if (cached) {
+      remember(this.tenantKeys, name, MAX_TENANT_KEY_SETS, cached);
+      return cached;
+    }
+    // A tenant the provider did not know (or could not answer for) is not asked again within the cooldown.
+    const failed = this.failedTenants.get(name);
+    if (failed !== undefined && Date.now() - failed < jwks.cooldownSeconds * 1000) throw new AuthError(UNAVAILABLE, { unavailable: true });
+    if (!this.knownTenants.has(name)) {
+      const allowed = await this.newTenantsPerSource
+        .consume(source)
+        .then(() => this.newTenants.consume('node'))
+        .then(
+          () => true,
+          () => false,
+        );
+      if (!allowed) throw new AuthError(UNAVAILABLE, { unavailable: true });
+    }
+    const again = this.tenantKeys.get(name);
+    if (again) return again;
+    const keys: JWTVerifyGetKey = remoteKeys(jwks.url.replace(TENANT_PLACEHOLDER, encodeURIComponent(name)), jwks, () => {
+      // Not kept: made-up tenants never take the places of real ones.
+      if (this.tenantKeys.get(name) === keys) this.tenantKeys.delete(name);
+      remember(this.failedTenants, name, MAX_FAILED_TENANTS, Date.now());
+    });
+    remember(this.tenantKeys, name, MAX_TENANT_KEY_SETS, keys);
     return keys;
   }
 
@@ -186,21 +217,25 @@ export class TokenVerifier {
   }
 }
 
+/** Puts `key` last in an insertion-ordered map or set (its most recent use), dropping the first past `max`. */
+function remember<K, V>(into: Map<K, V> | Set<K>, key: K, max: number, value?: V): void {
+  into.delete(key);
+  if (into instanceof Map) into.set(key, value as V);
+  else into.add(key);
+  if (into.size > max) into.delete(into.keys().next().value as K);
+}
+
 /**
  * An identity provider's key set at `url`: cached, refetched once for an unknown key id (after the
- * cooldown). `holdFailures` (a tenant's key set): a fetch that failed is not tried again for the
- * cooldown; tokens meanwhile get the same `SERVICE_UNAVAILABLE` at once (a tenant the provider does not
- * know costs it one request per cooldown, not one per token).
+ * cooldown). `onUnavailable`: told when a fetch failed (the provider down, or a tenant it does not know).
  */
-function remoteKeys(url: string, jwks: NonNullable<AuthConfig['jwks']>, holdFailures = false): JWTVerifyGetKey {
+function remoteKeys(url: string, jwks: NonNullable<AuthConfig['jwks']>, onUnavailable?: () => void): JWTVerifyGetKey {
   const remote = createRemoteJWKSet(new URL(url), {
     cooldownDuration: jwks.cooldownSeconds * 1000,
     cacheMaxAge: jwks.cacheSeconds * 1000,
     timeoutDuration: jwks.timeoutMs,
   });
-  let failedAt = Number.NEGATIVE_INFINITY;
   return async (header, token) => {
-    if (holdFailures && Date.now() - failedAt < jwks.cooldownSeconds * 1000) throw new AuthError(UNAVAILABLE, { unavailable: true });
     try {
       return await remote(header, token);
     } catch (err) {
@@ -208,7 +243,7 @@ function remoteKeys(url: string, jwks: NonNullable<AuthConfig['jwks']>, holdFail
       if (err instanceof errors.JWKSMultipleMatchingKeys) throw new AuthError('access token has no key id (kid) and several keys match');
       if (err instanceof errors.JOSENotSupported) throw new AuthError(INVALID);
       // Unreachable, slow, not 200, not a key set: the provider's problem, not the token's.
-      failedAt = Date.now();
+      onUnavailable?.();
       throw new AuthError(UNAVAILABLE, { unavailable: true, cause: err });
     }
   };

@@ -12,6 +12,12 @@ const HOST_ECHO_MAX = 200;
 /** The first value of a forwarded header (`X-Forwarded-Host: a, b` -> `a`: the client's side). */
 export const firstForwarded = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h)?.split(',')[0]?.trim() || undefined;
 
+/** Every entry of X-Forwarded-Host (repeated headers included), trimmed. */
+function forwardedHosts(h: string | string[] | undefined): string[] {
+  if (h === undefined) return [];
+  return (Array.isArray(h) ? h : [h]).flatMap((v) => v.split(',')).map((v) => v.trim());
+}
+
 /**
  * The `host[:port]` the client used to reach this server: `Host`, or with TRUST_PROXY the proxy's
  * X-Forwarded-Host (the name the browser used; the proxy's own `Host` may be an internal name).
@@ -43,7 +49,8 @@ export interface HostPolicyOptions {
  *
  * Always allowed: IP addresses and `localhost` (a rebinding page's requests name the attacker's
  * domain, never these, so they cost nothing: probes, scrapers and local tools reach the node by
- * address), and requests without `Host` (HTTP/1.0 tools; browsers always send it).
+ * address), and requests without `Host` (HTTP/1.0 tools; browsers always send it). An empty `Host`
+ * (or forwarded entry) is refused.
  */
 export class HostPolicy {
   private readonly exact: ReadonlySet<string>;
@@ -59,15 +66,25 @@ export class HostPolicy {
     return this.opts.allowed.length > 0;
   }
 
-  /** The refused host of a request, or null when it may be served. */
+  /**
+   * The refused host of a request, or null when it may be served. `Host` and, with TRUST_PROXY, every
+   * X-Forwarded-Host entry must be allowed: a page may add an X-Forwarded-Host of its own to a
+   * same-origin request, and a proxy that passes it through (or appends to it) would otherwise let a
+   * listed name stand for the rebinding domain in `Host`.
+   */
   refusedHost(req: IncomingMessage): string | null {
     if (!this.enabled) return null;
-    const host = requestHost(req, this.opts.trustProxy);
-    if (host === undefined) return null;
+    const forwarded = this.opts.trustProxy > 0 ? forwardedHosts(req.headers['x-forwarded-host']) : [];
+    for (const host of req.headers.host === undefined ? forwarded : [req.headers.host, ...forwarded]) {
+      if (!this.allows(host)) return host.slice(0, HOST_ECHO_MAX);
+    }
+    return null;
+  }
+
+  private allows(host: string): boolean {
     const name = hostName(host);
-    if (name === 'localhost' || isIP(name.replace(/^\[|\]$/g, '')) !== 0) return null;
-    if (this.exact.has(name) || this.suffixes.some((s) => name.endsWith(s) && name.length > s.length)) return null;
-    return host.slice(0, HOST_ECHO_MAX);
+    if (name === 'localhost' || isIP(name.replace(/^\[|\]$/g, '')) !== 0) return true;
+    return this.exact.has(name) || this.suffixes.some((s) => name.endsWith(s) && name.length > s.length);
   }
 
   /** For every HTTP request: a refused host is answered with 403 here (true returned). */

@@ -31,10 +31,11 @@ export class AuthService {
 
   /**
    * The actor of a valid, unrevoked token. AuthError otherwise: UNAUTHORIZED with the reason, or
-   * SERVICE_UNAVAILABLE when the identity provider's keys cannot be loaded.
+   * SERVICE_UNAVAILABLE when the identity provider's keys cannot be loaded. `source`: the client
+   * address (the budget of tenants' key sets, src/auth/verifier.ts).
    */
-  async authenticate(token: string): Promise<Actor> {
-    const actor = await this.verifier.verify(token).catch((err: unknown) => {
+  async authenticate(token: string, source?: string): Promise<Actor> {
+    const actor = await this.verifier.verify(token, source).catch((err: unknown) => {
       if (err instanceof AuthError && err.unavailable) this.counters.authUnavailable++;
       throw err;
     });

@@ -61,7 +61,7 @@ export function contextFactory(services: Services) {
     const audit = services.deps.log;
     const ip = opts.req ? clientAddress(opts.req, services.deps.config.trustProxy) : 'unknown';
     try {
-      const actor = await services.auth.authenticate(token);
+      const actor = await services.auth.authenticate(token, ip);
       // The user's row is brought up to date while the connection is admitted (both are awaited
       // before the first call runs).
       const touched = services.users.touch(actor).catch((err) => services.deps.log.warn({ err }, 'user upsert failed'));
