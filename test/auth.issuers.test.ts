@@ -23,6 +23,7 @@ import {
   Scope,
   signHs256,
   signWith,
+  sourceKey,
   TEST_SECRET,
   testEnv,
   TokenSigner,
@@ -183,6 +184,28 @@ describe('a realm per tenant (a key set per tenant)', () => {
     // The tenants seen once still pass: the made-up ones took no place among the kept key sets.
     expect(await verdict(v, await token('acme'), 'client-z')).toEqual({ tenant: 'acme', id: 'eve' });
     expect(await verdict(v, await token('globex', globex), 'client-z')).toEqual({ tenant: 'globex', id: 'eve' });
+  });
+
+  it('the addresses of one IPv6 /64 are one client for that budget (an IPv4-mapped address is its IPv4 one)', async () => {
+    const v = new TokenVerifier(loadConfig(realmEnv).auth);
+    const token = async (tenant: string) => signWith(acme, claims(issuerOf(tenant), 'eve'));
+    for (let i = 1; i <= NEW_TENANTS_PER_SOURCE_PER_10S; i++) {
+      expect(await verdict(v, await token(`made-up-v6-${i}`), `2001:db8:0:0:${i.toString(16)}::${i}`)).toMatchObject({ unavailable: true });
+    }
+    const fetched = [...realms.fetches.entries()].filter(([r]) => r.startsWith('made-up-v6')).length;
+    expect(fetched).toBe(NEW_TENANTS_PER_SOURCE_PER_10S);
+    // The same /64 written otherwise: held, no request.
+    expect(await verdict(v, await token('made-up-v6-over'), '2001:0db8:0000:0000:ffff::1')).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(realms.fetches.get('made-up-v6-over')).toBeUndefined();
+    // Another /64 is another client.
+    expect(await verdict(v, await token('acme'), '2001:db8:0:1::1')).toEqual({ tenant: 'acme', id: 'eve' });
+    for (const [address, key] of [
+      ['::ffff:10.1.2.3', '10.1.2.3'],
+      ['10.1.2.3', '10.1.2.3'],
+      ['fe80::1:2:3:4', 'fe80:0:0:0::/64'],
+    ] as const) {
+      expect(sourceKey(address), address).toBe(key);
+    }
   });
 
   it("HS256 tokens (the product's own, auth.devLogin's) name their tenant by their issuer too", async () => {

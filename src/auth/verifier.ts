@@ -1,4 +1,5 @@
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import {
   type CryptoKey,
@@ -166,7 +167,7 @@ export class TokenVerifier {
     if (failed !== undefined && Date.now() - failed < jwks.cooldownSeconds * 1000) throw new AuthError(UNAVAILABLE, { unavailable: true });
     if (!this.knownTenants.has(name)) {
       const allowed = await this.newTenantsPerSource
-        .consume(source)
+        .consume(sourceKey(source))
         .then(() => this.newTenants.consume('node'))
         .then(
           () => true,
@@ -215,6 +216,21 @@ export class TokenVerifier {
     // A token "issued" later would outlive a revocation of its user (revocation compares iat).
     if (iat !== undefined && iat > now + tolerance) throw new AuthError('access token is issued in the future (iat)');
   }
+}
+
+/**
+ * The budget key of a client address: an IPv6 address by its /64 (one host holds a whole /64, so
+ * each of its addresses must not count as another client), an IPv4-mapped one as IPv4.
+ */
+export function sourceKey(source: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(source);
+  if (mapped) return mapped[1]!;
+  if (isIP(source) !== 6) return source;
+  const [head = '', tail = ''] = source.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = source.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = source.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
 /** Puts `key` last in an insertion-ordered map or set (its most recent use), dropping the first past `max`. */

@@ -12,10 +12,13 @@ const HOST_ECHO_MAX = 200;
 /** The first value of a forwarded header (`X-Forwarded-Host: a, b` -> `a`: the client's side). */
 export const firstForwarded = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h)?.split(',')[0]?.trim() || undefined;
 
-/** Every entry of X-Forwarded-Host (repeated headers included), trimmed. */
+/** Every non-empty entry of X-Forwarded-Host (repeated headers included), trimmed (`Host` is checked anyway). */
 function forwardedHosts(h: string | string[] | undefined): string[] {
   if (h === undefined) return [];
-  return (Array.isArray(h) ? h : [h]).flatMap((v) => v.split(',')).map((v) => v.trim());
+  return (Array.isArray(h) ? h : [h])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v.length > 0);
 }
 
 /**
@@ -50,7 +53,7 @@ export interface HostPolicyOptions {
  * Always allowed: IP addresses and `localhost` (a rebinding page's requests name the attacker's
  * domain, never these, so they cost nothing: probes, scrapers and local tools reach the node by
  * address), and requests without `Host` (HTTP/1.0 tools; browsers always send it). An empty `Host`
- * (or forwarded entry) is refused.
+ * is refused; empty forwarded entries are skipped.
  */
 export class HostPolicy {
   private readonly exact: ReadonlySet<string>;
