@@ -260,4 +260,17 @@ describe('through a server', () => {
     const refused = await getJson(`${srv.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${foreign}` } });
     expect(refused.status).toBe(401);
   });
+
+  it('after a restart the tenants with users count as seen: a flood of made-up tenants does not hold them', async () => {
+    // gus of globex has a user row (the test before); a node started now reads the tenants at start.
+    await using restarted = await env.startServer({ auth: loadConfig(realmEnv).auth, devLogin: false });
+    await restarted.app.services.auth.seeding;
+    const verifier = restarted.app.services.auth.verifier;
+    for (let i = 0; i < NEW_TENANTS_PER_SOURCE_PER_10S; i++) {
+      expect(await verdict(verifier, await signWith(acme, claims(issuerOf(`made-up-restart-${i}`), 'eve')), 'flooder')).toMatchObject({ unavailable: true });
+    }
+    // The flooder's budget is spent: a tenant without users waits, globex (with users) does not.
+    expect(await verdict(verifier, await signWith(acme, claims(issuerOf('acme'), 'ann')), 'flooder')).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(await verdict(verifier, await signWith(globex, claims(issuerOf('globex'), 'gus')), 'flooder')).toEqual({ tenant: 'globex', id: 'gus' });
+  });
 });

@@ -42,7 +42,7 @@ const OTHER_ISSUER = 'access token is from another issuer (iss)';
 /** Key sets per tenant (AUTH_JWKS_URL with `{tenant}`) kept at most; the least recently used goes first. */
 export const MAX_TENANT_KEY_SETS = 10_000;
 /** Tenants remembered as seen (a token of theirs verified), and tenants whose key set could not be fetched. */
-const MAX_KNOWN_TENANTS = 100_000;
+export const MAX_KNOWN_TENANTS = 100_000;
 const MAX_FAILED_TENANTS = 10_000;
 /**
  * Key sets of tenants not seen since start fetched at most, per 10 s, per client address and per
@@ -150,6 +150,15 @@ export class TokenVerifier {
     const tenant = iss.slice(prefix.length, iss.length - suffix.length);
     if (!isTenantId(tenant)) throw new AuthError(OTHER_ISSUER);
     return { issuer: iss, tenant };
+  }
+
+  /**
+   * With a key set per tenant: counts these tenants as seen (at start, the tenants with users in the
+   * database), so that after a restart their key sets are fetched without the new-tenant budgets.
+   */
+  knowTenants(tenants: Iterable<string>): void {
+    if (!this.config.jwks?.perTenant) return;
+    for (const t of tenants) if (isTenantId(t)) remember(this.knownTenants, t, MAX_KNOWN_TENANTS);
   }
 
   /** The key set for a token of `tenant`: the one key set, or with AUTH_JWKS_URL naming `{tenant}` the tenant's own. */

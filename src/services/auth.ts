@@ -26,8 +26,21 @@ export class AuthService {
     private readonly sessions: SessionService,
     private readonly users: UserService,
     private readonly counters: Counters,
-    private readonly settings: { devLogin: boolean; devLoginRoles: boolean; accessTokenTtlSeconds: number },
+    private readonly settings: { devLogin: boolean; devLoginRoles: boolean; accessTokenTtlSeconds: number; keySetPerTenant: boolean },
   ) {}
+
+  /**
+   * With a key set per tenant (AUTH_JWKS_URL naming `{tenant}`): the tenants with users count as seen
+   * (src/auth/verifier.ts), so a flood of made-up tenants after a restart cannot hold them. Read in
+   * the background: until it is done they are only as new tenants are; a failed read is logged.
+   */
+  start(tenantsWithUsers: () => Promise<string[]>, onError: (err: unknown) => void): void {
+    if (!this.settings.keySetPerTenant) return;
+    this.seeding = tenantsWithUsers().then((tenants) => this.verifier.knowTenants(tenants), onError);
+  }
+
+  /** The read `start` began (tests wait for it). */
+  seeding: Promise<void> = Promise.resolve();
 
   /**
    * The actor of a valid, unrevoked token. AuthError otherwise: UNAUTHORIZED with the reason, or

@@ -1,5 +1,5 @@
 import { TokenSigner } from '../auth/signer.js';
-import { TokenVerifier } from '../auth/verifier.js';
+import { MAX_KNOWN_TENANTS, TokenVerifier } from '../auth/verifier.js';
 import type { PresenceStore } from '../realtime/presence-store.js';
 import type { RedisLink } from '../realtime/redis.js';
 import { RoomHubs } from '../stream/room-hubs.js';
@@ -17,6 +17,7 @@ import { RoomEventSource } from './room-events.js';
 import { EventPublisher } from './publisher.js';
 import { ActivityFeed } from './activity.js';
 import { Store } from '../store/store.js';
+import { tenantsWithUsers } from '../store/users.js';
 import { createRoomServices, type RoomServices } from './rooms/index.js';
 import { AccessService } from './access.js';
 import { AuthService } from './auth.js';
@@ -194,7 +195,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     sessions,
     users,
     deps.counters,
-    { devLogin, devLoginRoles, accessTokenTtlSeconds },
+    { devLogin, devLoginRoles, accessTokenTtlSeconds, keySetPerTenant: authConfig.jwks?.perTenant === true },
   );
   const compliance = new ComplianceService(store, mapper, inbox, deps.log, wakeFiles);
   const signals = new SignalService(limits, store, access, publisher, deps.config.rtc);
@@ -238,6 +239,10 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
     async start() {
       await reads.start();
       await sessions.start();
+      auth.start(
+        () => tenantsWithUsers(store.db(), MAX_KNOWN_TENANTS),
+        (err) => deps.log.warn({ err }, 'could not read the tenants with users (their key sets wait for the new-tenant budget)'),
+      );
       retention.start();
       webhookWorker.start();
       fileWorker.start();

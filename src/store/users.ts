@@ -8,3 +8,9 @@ export async function rolesOf(db: Db, tenant: string, userId: string): Promise<s
   const row = await db.selectFrom('chat_user').select('roles').where('tenant', '=', tenant).where('id', '=', userId).executeTakeFirst();
   return row?.roles ?? [];
 }
+
+/** Tenants that have users, at most `limit` (those the server has seen tokens of: each user's row comes from one). */
+export async function tenantsWithUsers(db: Db, limit: number): Promise<string[]> {
+  const rows = await db.selectFrom('chat_user').select('tenant').distinct().limit(limit).execute();
+  return rows.map((r) => r.tenant);
+}
