@@ -17,6 +17,7 @@ import {
 import { type AuthConfig, TENANT_PLACEHOLDER } from '../config.js';
 import type { Actor } from '../domain/actor.js';
 import { isTenantId } from '../domain/ids.js';
+import { setNewest } from '../util/bounded.js';
 import { actorFromClaims } from './claims.js';
 import { AuthError } from './errors.js';
 
@@ -71,7 +72,7 @@ export class TokenVerifier {
   /** With AUTH_JWKS_URL naming `{tenant}`: each tenant's key set, made when its first token comes (least recently used first). */
   private readonly tenantKeys = new Map<string, JWTVerifyGetKey>();
   /** Tenants a token of which verified: their key set is fetched again without the new-tenant budgets. */
-  private readonly knownTenants = new Set<string>();
+  private readonly knownTenants = new Map<string, true>();
   /** Tenants whose key set could not be fetched, and when: not asked again within the cooldown, and never kept in `tenantKeys`. */
   private readonly failedTenants = new Map<string, number>();
   private readonly newTenantsPerSource = new RateLimiterMemory({ points: NEW_TENANTS_PER_SOURCE_PER_10S, duration: 10 });
@@ -119,7 +120,7 @@ export class TokenVerifier {
         payload = (await jwtVerify(token, await this.secret, { ...options, algorithms: SECRET_ALGORITHMS })).payload;
       } else if (typeof alg === 'string' && JWKS_ALGORITHMS.includes(alg) && this.config.jwks) {
         payload = (await jwtVerify(token, await this.keysOf(from?.tenant, source), { ...options, algorithms: JWKS_ALGORITHMS })).payload;
-        if (from && this.config.jwks.perTenant) remember(this.knownTenants, from.tenant, MAX_KNOWN_TENANTS);
+        if (from && this.config.jwks.perTenant) setNewest(this.knownTenants, from.tenant, true, MAX_KNOWN_TENANTS);
       } else {
         throw new AuthError(typeof alg === 'string' && /^[A-Za-z0-9]{1,16}$/.test(alg) ? `access token algorithm ${alg} is not accepted by this server` : INVALID);
       }
@@ -158,7 +159,7 @@ export class TokenVerifier {
    */
   knowTenants(tenants: Iterable<string>): void {
     if (!this.config.jwks?.perTenant) return;
-    for (const t of tenants) if (isTenantId(t)) remember(this.knownTenants, t, MAX_KNOWN_TENANTS);
+    for (const t of tenants) if (isTenantId(t)) setNewest(this.knownTenants, t, true, MAX_KNOWN_TENANTS);
   }
 
   /** The key set for a token of `tenant`: the one key set, or with AUTH_JWKS_URL naming `{tenant}` the tenant's own. */
@@ -168,7 +169,7 @@ export class TokenVerifier {
     const name = tenant!;
     const cached = this.tenantKeys.get(name);
     if (cached) {
-      remember(this.tenantKeys, name, MAX_TENANT_KEY_SETS, cached);
+      setNewest(this.tenantKeys, name, cached, MAX_TENANT_KEY_SETS);
       return cached;
     }
     // A tenant the provider did not know (or could not answer for) is not asked again within the cooldown.
@@ -189,9 +190,9 @@ export class TokenVerifier {
     const keys: JWTVerifyGetKey = remoteKeys(jwks.url.replace(TENANT_PLACEHOLDER, encodeURIComponent(name)), jwks, () => {
       // Not kept: made-up tenants never take the places of real ones.
       if (this.tenantKeys.get(name) === keys) this.tenantKeys.delete(name);
-      remember(this.failedTenants, name, MAX_FAILED_TENANTS, Date.now());
+      setNewest(this.failedTenants, name, Date.now(), MAX_FAILED_TENANTS);
     });
-    remember(this.tenantKeys, name, MAX_TENANT_KEY_SETS, keys);
+    setNewest(this.tenantKeys, name, keys, MAX_TENANT_KEY_SETS);
     return keys;
   }
 
@@ -240,14 +241,6 @@ export function sourceKey(source: string): string {
   const right = source.includes('::') ? (tail ? tail.split(':') : []) : [];
   const groups = source.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
   return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
-}
-
-/** Puts `key` last in an insertion-ordered map or set (its most recent use), dropping the first past `max`. */
-function remember<K, V>(into: Map<K, V> | Set<K>, key: K, max: number, value?: V): void {
-  into.delete(key);
-  if (into instanceof Map) into.set(key, value as V);
-  else into.add(key);
-  if (into.size > max) into.delete(into.keys().next().value as K);
 }
 
 /**

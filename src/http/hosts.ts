@@ -9,17 +9,12 @@ import { forbid, forbidUpgrade, WarnOnce } from './refusals.js';
 /** Refused host names are echoed in logs and answers at most this long. */
 const HOST_ECHO_MAX = 200;
 
-/** The first value of a forwarded header (`X-Forwarded-Host: a, b` -> `a`: the client's side). */
-export const firstForwarded = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h)?.split(',')[0]?.trim() || undefined;
+/** Every entry of a forwarded header (`X-Forwarded-Host: a, b` -> `a`, `b`), trimmed. */
+const forwardedEntries = (h: string | string[] | undefined): string[] =>
+  h === undefined ? [] : (Array.isArray(h) ? h : [h]).flatMap((v) => v.split(',')).map((v) => v.trim());
 
-/** Every non-empty entry of X-Forwarded-Host (repeated headers included), trimmed (`Host` is checked anyway). */
-function forwardedHosts(h: string | string[] | undefined): string[] {
-  if (h === undefined) return [];
-  return (Array.isArray(h) ? h : [h])
-    .flatMap((v) => v.split(','))
-    .map((v) => v.trim())
-    .filter((v) => v.length > 0);
-}
+/** The first value of a forwarded header (`X-Forwarded-Host: a, b` -> `a`: the client's side). */
+export const firstForwarded = (h: string | string[] | undefined) => forwardedEntries(h)[0] || undefined;
 
 /**
  * The `host[:port]` the client used to reach this server: `Host`, or with TRUST_PROXY the proxy's
@@ -77,7 +72,8 @@ export class HostPolicy {
    */
   refusedHost(req: IncomingMessage): string | null {
     if (!this.enabled) return null;
-    const forwarded = this.opts.trustProxy > 0 ? forwardedHosts(req.headers['x-forwarded-host']) : [];
+    // Empty entries are skipped (`Host` is checked anyway).
+    const forwarded = this.opts.trustProxy > 0 ? forwardedEntries(req.headers['x-forwarded-host']).filter((h) => h.length > 0) : [];
     for (const host of req.headers.host === undefined ? forwarded : [req.headers.host, ...forwarded]) {
       if (!this.allows(host)) return host.slice(0, HOST_ECHO_MAX);
     }

@@ -7,6 +7,7 @@ import { type AccessRow, accessRows } from '../store/hot/access.js';
 import type { Store } from '../store/store.js';
 import type { Tx } from '../store/tx.js';
 import { SendBatcher } from './send-batcher.js';
+import { setNewest } from '../util/bounded.js';
 
 /** Access rows a node keeps for sends (the oldest goes first). */
 export const SEND_ACCESS_CACHE_MAX = 20_000;
@@ -182,13 +183,7 @@ export class AccessService {
   }
 
   private remember(row: AccessRow, userId: string): void {
-    const key = rowKey(row.tenant, userId, row.id);
-    this.sendRows.delete(key);
-    if (this.sendRows.size >= SEND_ACCESS_CACHE_MAX) {
-      const oldest = this.sendRows.keys().next().value;
-      if (oldest !== undefined) this.sendRows.delete(oldest);
-    }
-    this.sendRows.set(key, row);
+    setNewest(this.sendRows, rowKey(row.tenant, userId, row.id), row, SEND_ACCESS_CACHE_MAX);
   }
 
   /** Read (`read`), post (`send`) or member management (`manage`) access; in a transaction given its EntityManager. */
