@@ -13,7 +13,7 @@ import { Metrics, Telemetry } from './metrics.js';
 import { AuthError } from './auth/errors.js';
 import { isOperator } from './domain/actor.js';
 import { CloseCode } from './domain/close-codes.js';
-import { clientAddress } from './http/client-address.js';
+import { addressKey, clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
 import { allUp, createInfrastructure, type Infrastructure } from './realtime/infrastructure.js';
 import { createServices, presenceTtl, type Services } from './services/index.js';
@@ -282,7 +282,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       return;
     }
     if (hosts.refuseUpgrade(req, socket) || origins.refuseUpgrade(req, socket)) return;
-    const ip = clientAddress(req, config.trustProxy);
+    // The per-address limits count an IPv6 client by its /64 (addressKey).
+    const ip = addressKey(clientAddress(req, config.trustProxy));
     // Node takes its own error listener off a socket before it emits 'upgrade', and `ws` adds one
     // only in handleUpgrade: a reset while the rate limit is asked (a Redis round trip) would
     // otherwise be an 'error' without a listener, which ends the process.

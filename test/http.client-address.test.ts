@@ -4,7 +4,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { clientAddress, loadConfig } from './fixture.js';
+import { addressKey, clientAddress, loadConfig } from './fixture.js';
 
 const req = (peer: string, xff?: string | string[]) => ({ socket: { remoteAddress: peer }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as IncomingMessage;
 
@@ -33,5 +33,23 @@ describe('clientAddress', () => {
     expect(loadConfig({ TRUST_PROXY: 'off' }).trustProxy).toBe(0);
     expect(loadConfig({}).trustProxy).toBe(0);
     expect(() => loadConfig({ TRUST_PROXY: 'nginx' })).toThrow(/TRUST_PROXY is the number of proxies/);
+  });
+
+  it('the key of the per-address limits: an IPv6 address by its /64, an IPv4-mapped one as IPv4', () => {
+    for (const [address, key] of [
+      ['10.1.2.3', '10.1.2.3'],
+      ['::ffff:10.1.2.3', '10.1.2.3'],
+      ['::FFFF:10.1.2.3', '10.1.2.3'],
+      ['2001:db8:1:2::a', '2001:db8:1:2::/64'],
+      ['2001:0db8:0001:0002:ffff:ffff:ffff:ffff', '2001:db8:1:2::/64'],
+      ['2001:DB8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+      ['2001:db8::1', '2001:db8:0:0::/64'],
+      ['fe80::1:2:3:4', 'fe80:0:0:0::/64'],
+      ['::1', '0:0:0:0::/64'],
+      ['unknown', 'unknown'],
+    ] as const) {
+      expect(addressKey(address), address).toBe(key);
+    }
+    expect(addressKey('2001:db8:1:3::a')).not.toBe(addressKey('2001:db8:1:2::a'));
   });
 });

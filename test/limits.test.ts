@@ -68,6 +68,8 @@ let B: TestServer;
 let C: TestServer;
 /** F: 2 concurrent connections per address. */
 let F: TestServer;
+/** P: behind one proxy (TRUST_PROXY=1), 2 concurrent connections and 6 attempts per minute per address. */
+let P: TestServer;
 /** E: per-user rate limits lifted, small slow-consumer thresholds; slow consumer and abuse tests. */
 let E: TestServer;
 /** R1 and R2: resumes that cannot keep up (a small replay queue on R1, a short drain wait on R2). */
@@ -79,7 +81,8 @@ const raw = (...args: Parameters<typeof rawClient>) => open.use(rawClient(...arg
 
 beforeAll(async () => {
   env = await testEnv('limits');
-  const [shared, pc, pf, pe, pr1, pr2] = ['limits_ab', 'limits_c', 'limits_f', 'limits_e', 'limits_r1', 'limits_r2'].map((l) => env.prefix(l)) as [
+  const [shared, pc, pf, pe, pr1, pr2, pp] = ['limits_ab', 'limits_c', 'limits_f', 'limits_e', 'limits_r1', 'limits_r2', 'limits_p'].map((l) => env.prefix(l)) as [
+    string,
     string,
     string,
     string,
@@ -89,13 +92,14 @@ beforeAll(async () => {
   ];
   // The first server applies the migrations; the others start together.
   A = await env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } });
-  [B, C, F, E, R1, R2] = await Promise.all([
+  [B, C, F, E, R1, R2, P] = await Promise.all([
     env.startServer({ redisPrefix: shared, limits: { ...TEST_LIMITS, ...LIMITED } }),
     env.startServer({ redisPrefix: pc, limits: { ...TEST_LIMITS, connectAttemptsPerIpPerMinute: 5 } }),
     env.startServer({ redisPrefix: pf, limits: { ...TEST_LIMITS, connectionsPerIp: 2 } }),
     env.startServer({ redisPrefix: pe, limits: { ...TEST_LIMITS, wsBufferSoftBytes: SOFT, wsBufferHardBytes: HARD } }),
     env.startServer({ redisPrefix: pr1, limits: { ...TEST_LIMITS, wsBufferSoftBytes: R_SOFT, wsBufferHardBytes: R_HARD, wsReplayQueueEvents: R_KEEP } }),
     env.startServer({ redisPrefix: pr2, limits: { ...TEST_LIMITS, wsBufferSoftBytes: R_SOFT, wsBufferHardBytes: R_HARD, wsReplayDrainMs: R_DRAIN_MS } }),
+    env.startServer({ redisPrefix: pp, trustProxy: 1, limits: { ...TEST_LIMITS, connectionsPerIp: 2, connectAttemptsPerIpPerMinute: 6 } }),
   ]);
 });
 
@@ -315,6 +319,35 @@ describe('connection limits', () => {
     await closeOf(a, 5000, 'a to close');
     const d = raw(F.url, { token: tokenFor('ip-4') });
     expect((await rawQuery(d, 1)).result?.type).toBe('data');
+  });
+
+  it('an IPv6 client counts by its /64: other addresses of its network share its connection and attempt limits', async () => {
+    // The proxy in front (TRUST_PROXY=1) appends the address it saw; one host may use any address of its /64.
+    const from = (address: string, user: string) => raw(P.url, { token: tokenFor(user), headers: { 'x-forwarded-for': address } });
+    const a = from('2001:db8:1:2::a', 'v6-1');
+    const b = from('2001:db8:1:2:ffff:ffff:ffff:fffe', 'v6-2');
+    await Promise.all([rawQuery(a, 1), rawQuery(b, 1)]);
+    const c = from('2001:db8:1:2::c', 'v6-3');
+    expect(await closeOf(c, 5000, 'a third connection from the same /64')).toEqual({
+      code: CloseCode.TooManyConnections,
+      reason: 'too many connections from this address',
+    });
+    // Another /64 is another client; an IPv4-mapped address is its IPv4 address.
+    const other = from('2001:db8:1:3::a', 'v6-4');
+    expect((await rawQuery(other, 1)).result?.type).toBe('data');
+    const v4 = [from('192.0.2.7', 'v4-1'), from('::ffff:192.0.2.7', 'v4-2')];
+    await Promise.all(v4.map((x) => rawQuery(x, 1)));
+    expect(await closeOf(from('192.0.2.7', 'v4-3'), 5000, 'a third connection from the IPv4 address')).toMatchObject({ code: CloseCode.TooManyConnections });
+    // Attempts: the /64 made 3 of its 6 per minute; three more from new addresses, then 429.
+    for (const host of ['d', 'e', 'f']) {
+      const x = from(`2001:db8:1:2::${host}`, `v6-${host}`);
+      await within(x.opened, 5000, `attempt from ::${host}`);
+      x.terminate();
+    }
+    const refused = from('2001:db8:1:2::1:1', 'v6-late');
+    expect(await within(refused.refused, 5000, 'the 7th attempt from the /64 to be refused')).toBe(429);
+    const elsewhere = from('2001:db8:1:4::1', 'v6-elsewhere');
+    expect((await rawQuery(elsewhere, 1)).result?.type).toBe('data');
   });
 
   it('subscriptions per connection (max 3): the 4th is TOO_MANY_REQUESTS; after unsubscribing one, a new one works', async () => {

@@ -1,5 +1,4 @@
 import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'node:crypto';
-import { isIP } from 'node:net';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import {
   type CryptoKey,
@@ -17,6 +16,7 @@ import {
 import { type AuthConfig, TENANT_PLACEHOLDER } from '../config.js';
 import type { Actor } from '../domain/actor.js';
 import { isTenantId } from '../domain/ids.js';
+import { addressKey } from '../http/client-address.js';
 import { setNewest } from '../util/bounded.js';
 import { actorFromClaims } from './claims.js';
 import { AuthError } from './errors.js';
@@ -177,7 +177,7 @@ export class TokenVerifier {
     if (failed !== undefined && Date.now() - failed < jwks.cooldownSeconds * 1000) throw new AuthError(UNAVAILABLE, { unavailable: true });
     if (!this.knownTenants.has(name)) {
       const allowed = await this.newTenantsPerSource
-        .consume(sourceKey(source))
+        .consume(addressKey(source))
         .then(() => this.newTenants.consume('node'))
         .then(
           () => true,
@@ -228,20 +228,6 @@ export class TokenVerifier {
   }
 }
 
-/**
- * The budget key of a client address: an IPv6 address by its /64 (one host holds a whole /64, so
- * each of its addresses must not count as another client), an IPv4-mapped one as IPv4.
- */
-export function sourceKey(source: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(source);
-  if (mapped) return mapped[1]!;
-  if (isIP(source) !== 6) return source;
-  const [head = '', tail = ''] = source.toLowerCase().split('::');
-  const left = head ? head.split(':') : [];
-  const right = source.includes('::') ? (tail ? tail.split(':') : []) : [];
-  const groups = source.includes('::') ? [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right] : left;
-  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
-}
 
 /**
  * An identity provider's key set at `url`: cached, refetched once for an unknown key id (after the
