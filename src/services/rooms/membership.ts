@@ -1,8 +1,9 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest, forbidden, notFound } from '../../domain/errors.js';
 import { outranks } from '../../domain/permissions.js';
-import { bannedAmong, successor } from '../../store/members.js';
+import { bannedAmong, memberRole, successor } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
+import type { RoomAccess } from '../../domain/rooms.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { VideoRemovals } from '../meetings/removals.js';
@@ -67,18 +68,30 @@ export class RoomMembership {
     if (queued) this.removals.wake();
   }
 
+  /**
+   * Leaves a room; an owner who leaves hands the room to the successor. Like every membership change
+   * (src/store/tx.ts): the caller's own row is locked before the room's, the role is read again under
+   * the room's lock (a hand-over that committed meanwhile made this caller the owner, who must then
+   * hand it on in turn: the room always keeps one owner), and a deadlock runs the call again (RETRY).
+   */
   async leave(actor: Actor, roomId: string): Promise<void> {
-    await this.store.transact(async (tx) => {
-      const access = await this.access.requireMember(actor, roomId, tx.em);
+    const leaving = (access: RoomAccess) => {
       if (!access.member) throw badRequest('you are not a member of this room');
       if (access.room.kind === 'direct') throw badRequest('a direct room cannot be left');
+    };
+    await this.store.transact(async (tx) => {
+      await this.access.requireInTx(tx, actor, roomId, 'read', { rule: leaving });
+      await memberRole(tx, roomId, actor.id, true);
+      await tx.lockRoom(roomId);
+      const role = await memberRole(tx, roomId, actor.id);
+      if (!role) throw badRequest('you are not a member of this room');
       await dropMember(tx, roomId, actor.id, 'left', actor.id);
-      if (access.role === 'owner') {
+      if (role === 'owner') {
         // Hand ownership to the longest-standing remaining member of the highest role.
         const next = await successor(tx, roomId);
         if (next && next.role !== 'owner') await changeMember(tx, roomId, next.userId, { role: 'owner' }, actor.id);
       }
       await systemMessage(tx, actor, roomId, `${actor.name} left`);
-    });
+    }, RETRY);
   }
 }
