@@ -17,7 +17,7 @@ import { addressKey, clientAddress } from './http/client-address.js';
 import type { EventBus } from './realtime/bus.js';
 import { allUp, createInfrastructure, type Infrastructure } from './realtime/infrastructure.js';
 import { createServices, presenceTtl, type Services } from './services/index.js';
-import { contextFactory } from './trpc/context.js';
+import { contextFactory, httpContextFactory } from './trpc/context.js';
 import { appRouter } from './trpc/router.js';
 import { applyWSSHandler } from './transport/index.js';
 import { InputNotPlainJson } from './trpc/transformer.js';
@@ -107,7 +107,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   let draining = false;
   const trpcHttp = createHTTPHandler({
     router: appRouter,
-    createContext,
+    createContext: httpContextFactory(createContext),
     basePath: '/trpc/',
     maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
     maxBatchSize: config.limits.maxBatchSize,

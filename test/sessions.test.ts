@@ -339,4 +339,24 @@ describe('subscriptions over HTTP', () => {
     expect(text).toContain('METHOD_NOT_SUPPORTED');
     expect(text).not.toContain('"ready"');
   });
+
+  it('are refused before their procedure runs: a GET of admin.exportUser leaves no export in the audit trail', async () => {
+    const target = `export-target-${uuid().slice(0, 8)}`;
+    // The target exists (its row is written when its token is first used).
+    expect((await fetch(`${N1.url}/trpc/auth.me`, { headers: { authorization: `Bearer ${tokenFor(target)}` } })).status).toBe(200);
+    const input = encodeURIComponent(JSON.stringify({ json: { userId: target } }));
+    const res = await fetch(`${N1.url}/trpc/admin.exportUser?input=${input}`, { headers: { authorization: `Bearer ${tokenFor('export-boss', { roles: ['admin'] })}` } });
+    const text = await within(res.text(), 5000, 'the refusal');
+    expect(text).toContain('METHOD_NOT_SUPPORTED');
+    expect(text).toContain('subscriptions are served over WebSocket only');
+    expect(text).not.toContain('"type":"export"');
+    expect(await env.sql('select actor_id from audit_event where action = $1 and target_id = $2', ['user.export', target])).toEqual([]);
+  });
+
+  it('an HTTP call takes its token from the Authorization header only, never from the URL (?connectionParams=)', async () => {
+    const params = encodeURIComponent(JSON.stringify({ token: tokenFor('url-token') }));
+    const res = await fetch(`${N1.url}/trpc/auth.me?connectionParams=${params}`);
+    expect(res.status).toBe(401);
+    expect(await res.text()).toContain('missing access token');
+  });
 });

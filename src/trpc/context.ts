@@ -134,3 +134,19 @@ function isWebSocket(res: unknown): res is SocketLike {
   return !!res && typeof (res as SocketLike).on === 'function' && typeof (res as SocketLike).ping === 'function';
 }
 
+
+/**
+ * The context of an HTTP request. A subscription is refused before anything runs: tRPC's HTTP
+ * handler with SSE off (src/trpc/init.ts) refuses it only after its procedure ran, so its access
+ * check, read budget and side effects (an export's audit row) would happen for an answer never
+ * given. The token comes from the Authorization header only: tRPC also reads `?connectionParams=`
+ * on HTTP, and a token in a URL ends up in access logs and browser history.
+ */
+export function httpContextFactory(create: ReturnType<typeof contextFactory>) {
+  return (opts: { req: IncomingMessage; res: unknown; info: { type: string } }): Promise<Context> => {
+    if (opts.info.type === 'subscription') {
+      throw new TRPCError({ code: 'METHOD_NOT_SUPPORTED', message: 'subscriptions are served over WebSocket only' });
+    }
+    return create({ req: opts.req, res: opts.res });
+  };
+}
