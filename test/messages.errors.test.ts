@@ -86,3 +86,23 @@ describe('a repeat of a send written in its own transaction (a reply, mentions)'
     expect(next.seq).toBe(first.seq + 1);
   });
 });
+
+describe('a repeat of a send that went through, after a new send would be refused', () => {
+  it('is answered with the original for a member and for a service token, the room archived since (the answer to the first was lost)', async () => {
+    const [owner, member] = users('owner', 'member');
+    const room = await as(owner!).room.create({ kind: 'group', name: 'ticket', memberIds: [member!] });
+    const service = callerFor(t.app, actor(`integration-${uuid().slice(0, 8)}`, 'default', ['service']));
+    const byMember = { roomId: room.id, clientId: uuid(), body: 'a member message' };
+    const byService = { roomId: room.id, clientId: uuid(), body: 'ticket closed', kind: 'system' as const };
+    const [first, firstOfService] = [await as(member!).chat.send(byMember), await service.chat.send(byService)];
+    await as(owner!).room.archive({ roomId: room.id });
+    expect(await as(member!).chat.send(byMember)).toMatchObject({ id: first.id, seq: first.seq });
+    expect(await service.chat.send(byService)).toMatchObject({ id: firstOfService.id, seq: firstOfService.seq });
+    // A new send is refused: the room is archived.
+    await expectTRPCError(service.chat.send({ ...byService, clientId: uuid() }), 'PRECONDITION_FAILED');
+    await expectTRPCError(as(member!).chat.send({ ...byMember, clientId: uuid() }), 'PRECONDITION_FAILED');
+    // Whoever cannot see the room gets NOT_FOUND for a repeat too: a service token of another tenant.
+    const elsewhere = callerFor(t.app, actor(`integration-${uuid().slice(0, 8)}`, 'other', ['service']));
+    await expectTRPCError(elsewhere.chat.send(byService), 'NOT_FOUND');
+  });
+});

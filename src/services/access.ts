@@ -32,8 +32,12 @@ interface Checked {
 export interface AccessRequest {
   actor: Actor;
   roomId: string;
-  /** `manage`: adding and removing members (service tokens without a membership). */
-  purpose: 'read' | 'send' | 'manage';
+  /**
+   * `manage`: adding and removing members (service tokens without a membership). `repeat`: being
+   * answered the original of one's own send that went through (a retry with its clientId): who may
+   * send or read, whatever came since (archived, muted).
+   */
+  purpose: 'read' | 'send' | 'manage' | 'repeat';
 }
 
 /**
@@ -109,7 +113,7 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
   } else if (room.kind === 'support' && actor.roles.includes('support')) {
     // Support agents read and answer; moderation stays with the room's own roles.
     access = { room, role: 'member', member: false, mutedUntil: null };
-  } else if (purpose === 'send' && actor.roles.includes('service')) {
+  } else if ((purpose === 'send' || purpose === 'repeat') && actor.roles.includes('service')) {
     access = { room, role: 'admin', member: false, mutedUntil: null };
   } else if (purpose === 'manage' && tenantMay(actor.roles, 'manageAnyRoom')) {
     // Integrations add and remove the people of the rooms they run, like a room admin.
