@@ -1,7 +1,24 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { clientFor, Collector, dispose, ofType, testEnv, uuid, wsClient, type RecordedEvent, type TestEnv } from './fixture.js';
+import type { ChatClient } from '../client/index.js';
+import {
+  clientFor,
+  Collector,
+  dispose,
+  ofType,
+  recordEvents,
+  recordInbox,
+  testEnv,
+  uuid,
+  wsClient,
+  type RecordedEvent,
+  type TestEnv,
+  type TestServer,
+} from './fixture.js';
 
-/** SIGTERM on a real server process: drain, tell clients to reconnect, exit 0 within the bound. */
+/**
+ * SIGTERM on a real server process: drain, tell clients to reconnect, exit 0 within the bound. And
+ * the live events a node owes when it closes (a typing indicator to end, a room's last activity).
+ */
 let env: TestEnv;
 
 beforeAll(async () => {
@@ -42,4 +59,55 @@ describe('graceful shutdown of a process', () => {
     expect(got.items.filter((x) => x.data.type === 'ready')).toHaveLength(1);
     sub.unsubscribe();
   });
+});
+
+const tag = () => uuid().slice(0, 8);
+const send = (c: ChatClient, roomId: string, body: string) => c.trpc.chat.send.mutate({ roomId, clientId: uuid(), body });
+
+describe('graceful shutdown of a node: the live work it still owes goes out before its bus closes', () => {
+  /** The other node of each test; it stays up. */
+  let b: TestServer;
+  beforeAll(async () => {
+    b = await env.startServer();
+  });
+
+  it('typing: a node shut down while a user is typing ends the indicator (typing: false) that its TYPING_TTL_MS would have ended', async () => {
+    const TTL = 1000;
+    const a = await env.startServer({ typingTtlMs: TTL, typingThrottleMs: 60_000 });
+    const u = tag();
+    const [o, m] = [`o-${u}`, `m-${u}`];
+    const oc = clientFor(a.url, o);
+    await using mc = clientFor(b.url, m);
+    const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'typing-shutdown', memberIds: [m] });
+    using rec = recordEvents(mc, { roomId: room.id });
+    await rec.ready();
+    expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
+    await rec.next('typing', (e) => e.userId === o && e.typing);
+    await oc.close();
+    // A rolling deploy: the node with the typing state drains (SIGTERM -> app.close()).
+    await a.close();
+    // The other member must see the indicator end (at the latest TTL after the last update).
+    const stop = await rec.next('typing', (e) => e.userId === o && !e.typing, TTL + 4000).catch((err: unknown) => err);
+    expect(stop).toEqual({ type: 'typing', roomId: room.id, userId: o, typing: false });
+  }, 20_000);
+
+  it('room.activity: a node shut down inside a room\u2019s coalescing window sends the activity of the burst\u2019s last message', async () => {
+    const WINDOW = 1500;
+    const a = await env.startServer({ activityCoalesceMs: WINDOW });
+    const u = tag();
+    const [o, m] = [`o-${u}`, `m-${u}`];
+    const oc = clientFor(a.url, o);
+    await using mc = clientFor(b.url, m);
+    const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'activity-shutdown', memberIds: [m] });
+    using inbox = recordInbox(mc);
+    await inbox.ready();
+    const m1 = await send(oc, room.id, 'first');
+    await inbox.next('room.activity', (e) => e.roomId === room.id && e.seq === m1.seq);
+    // Inside the room's window: coalesced, to go out when the window ends.
+    const m2 = await send(oc, room.id, 'second, the newest message');
+    await oc.close();
+    await a.close();
+    const last = await inbox.next('room.activity', (e) => e.roomId === room.id && e.seq >= m2.seq, WINDOW + 4000).catch((err: unknown) => err);
+    expect(last).toMatchObject({ type: 'room.activity', roomId: room.id, seq: m2.seq, lastMessage: { id: m2.id } });
+  }, 20_000);
 });

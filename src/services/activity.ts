@@ -345,13 +345,25 @@ export class ActivityFeed {
     this.running.add(p);
   }
 
-  /** Stops the timers and waits for what is being sent. */
+  /**
+   * Stops the timers, waits for what is being sent, then sends what this node still owes: the rooms
+   * queued for the next batch and those changed within their window (a node shut down inside a
+   * room's window would otherwise leave the members' lists on the burst's next-to-last message until
+   * the room's next change). Called before the bus closes.
+   */
   async close(): Promise<void> {
-    this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    this.rooms.clear();
+    const owed = new Set(this.ready);
+    for (const [id, state] of this.rooms) if (state.dirty) owed.add(id);
+    this.ready.clear();
+    this.closed = true;
     await Promise.all([...this.running]);
+    this.rooms.clear();
+    const ids = [...owed];
+    for (let i = 0; i < ids.length; i += ACTIVITY_BATCH) {
+      await this.activity(ids.slice(i, i + ACTIVITY_BATCH)).catch((err: unknown) => this.log.warn({ err }, 'room activity feed error'));
+    }
   }
 }
 

@@ -259,7 +259,7 @@ export async function createServices(base: BaseDeps, stores: ServiceStores): Pro
       storage.close();
       await notifyWorker.stop();
       await meetings.removals.stop();
-      typing.close();
+      await typing.close();
       await activity.close();
       await presence.close();
       await Promise.all([hubs.close(), inbox.close(), limits.close()]);

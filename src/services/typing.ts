@@ -6,6 +6,8 @@ import type { AccessService } from './access.js';
 
 
 interface TypingState {
+  roomId: string;
+  userId: string;
   typing: boolean;
   lastPublish: number;
   timer: NodeJS.Timeout | null;
@@ -30,7 +32,7 @@ export class TypingService {
     const now = Date.now();
     let s = this.state.get(key);
     if (!s) {
-      s = { typing: false, lastPublish: 0, timer: null };
+      s = { roomId, userId: actor.id, typing: false, lastPublish: 0, timer: null };
       this.state.set(key, s);
     }
     if (s.timer) clearTimeout(s.timer);
@@ -53,8 +55,14 @@ export class TypingService {
     return { forwarded: forward };
   }
 
-  close(): void {
+  /**
+   * Ends the indicators this node would have ended itself after TYPING_TTL_MS: members on other
+   * nodes would otherwise see "typing" until the user types again. Called before the bus closes.
+   */
+  async close(): Promise<void> {
+    const ending = [...this.state.values()].filter((s) => s.typing);
     for (const s of this.state.values()) if (s.timer) clearTimeout(s.timer);
     this.state.clear();
+    await Promise.allSettled(ending.map((s) => this.publisher.room({ type: 'typing', roomId: s.roomId, userId: s.userId, typing: false })));
   }
 }
