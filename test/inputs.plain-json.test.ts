@@ -19,6 +19,10 @@ const HOSTILE: Record<string, unknown>[] = [
   { values: { data: [['class', 'Anything']] }, v: 1 },
   { values: { data: [['custom', 'Anything']] }, v: 1 },
   { values: ['map'], v: 1 },
+  // Paths superjson refuses itself (prototype pollution): a refusal like the others, not a parse error.
+  { values: { '__proto__.x': ['Date'] }, v: 1 },
+  { values: { 'data.constructor.prototype': ['Date'] }, v: 1 },
+  { values: { 'data.__proto__': ['undefined'] }, v: 1 },
 ];
 
 describe('plain JSON inputs', () => {

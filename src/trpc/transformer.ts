@@ -84,7 +84,13 @@ export const inputTransformer = {
     const checked = checkedMeta(meta);
     refuseUnstorable(json);
     // In place: the JSON was parsed for this call alone, superjson's deep copy of it is not needed.
-    return superjson.deserialize({ json: json as never, ...(checked ? { meta: checked as never } : {}) }, { inPlace: true });
+    try {
+      return superjson.deserialize({ json: json as never, ...(checked ? { meta: checked as never } : {}) }, { inPlace: true });
+    } catch {
+      // superjson refuses some paths itself (`__proto__`, `constructor.prototype`): a refusal of this
+      // call's input like the others, not an error of the whole message.
+      throw new InputNotPlainJson();
+    }
   },
 };
 
