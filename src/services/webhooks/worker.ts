@@ -81,7 +81,11 @@ export class WebhookWorker {
       while (!this.stopped) {
         const rows = await claimDue(this.store.db(), BATCH, this.leaseMs);
         if (rows.length === 0) return;
-        await Promise.all(rows.map((r) => this.deliver(r)));
+        // Every delivery of the batch ends before the round goes on or ends (`stop` waits for the
+        // round): one that throws (a database error) must not leave the others running untracked.
+        const outcomes = await Promise.allSettled(rows.map((r) => this.deliver(r)));
+        const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+        if (failed) throw failed.reason;
         // Delivered rows may have released later rows of their rooms.
         this.loop.wake();
       }
