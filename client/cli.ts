@@ -60,7 +60,10 @@ export function buildProgram(): Command {
     .description('Terminal client for the tRPC chat server')
     .version(packageVersion(), '-V, --version', 'print the version')
     // Usage errors too are one line (commander adds "Did you mean ...?" on a line of its own).
-    .configureOutput({ outputError: (str, write) => write(`${pc.red(oneLine(str))} (see --help)\n`) });
+    .configureOutput({ outputError: (str, write) => write(`${pc.red(oneLine(str))} (see --help)\n`) })
+    // Before the commands are added, so that they inherit it: a usage error of a command (a bad
+    // option or argument value) is thrown to `main` (exit 2) instead of exiting with 1.
+    .exitOverride();
 
   common(program.command('login [username]'))
     .description('log in: dev login as <username>, or store a given --token (saved with mode 0600)')
@@ -122,9 +125,10 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'how many hits (1-100)', int('--limit', 1))
     .action(run((ctx, query: string[], o: { room?: string; limit?: number }) => cmd.search(ctx, query, o)));
 
-  common(program.command('read <room> [seq]'))
+  // The seq is parsed by commander, so a bad one is its usage error (one line, exit 2).
+  common(program.command('read <room>').argument('[seq]', 'the seq to mark read', int('seq')))
     .description("mark a room read up to seq (default: the room's last seq)")
-    .action(run((ctx, room: string, seq: string | undefined) => cmd.read(ctx, room, seq === undefined ? undefined : int('seq')(seq))));
+    .action(run((ctx, room: string, seq: number | undefined) => cmd.read(ctx, room, seq)));
 
   common(program.command('meet <room>'))
     .description('start a video meeting in a room and print the join link and token')
@@ -161,7 +165,6 @@ async function flush(): Promise<void> {
 
 export async function main(argv = process.argv): Promise<number> {
   const program = buildProgram();
-  program.exitOverride();
   try {
     await program.parseAsync(argv);
     return 0;

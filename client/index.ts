@@ -272,7 +272,10 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
           if (stopped) return;
           if (isTransient(err)) retry(err);
           else {
+            // Over: the client lets go of it (and of the handlers) without an unsubscribe().
             stopped = true;
+            current = null;
+            live.delete(handle);
             handlers.onError?.(err);
           }
         },
@@ -283,7 +286,6 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         },
       });
     };
-    run();
     const handle: ResumableSubscription = {
       get lastEventId() {
         return lastEventId;
@@ -297,6 +299,7 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
       },
     };
     live.add(handle);
+    run();
     return handle;
   };
 

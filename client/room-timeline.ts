@@ -26,6 +26,15 @@ export interface RoomSnapshot {
   readonly topic: string | null;
 }
 
+/** Changes to messages not loaded that a timeline keeps for when a page brings them. */
+const HELD_CHANGES = 1000;
+
+/** A change to one message, kept while the message is not loaded (`seq` null: not a durable event). */
+interface MessageChange {
+  event: Extract<RoomEvent, { type: 'message.edited' | 'message.deleted' | 'reaction.added' | 'reaction.removed' | 'file.ready' }>;
+  seq: number | null;
+}
+
 export class RoomTimeline {
   private readonly list: Message[] = [];
   private readonly byId = new Map<string, Message>();
@@ -33,6 +42,13 @@ export class RoomTimeline {
   private readonly typingUntil = new Map<string, number>();
   private readonly presenceMap = new Map<string, PresenceStatus>();
   private readonly reads = new Map<string, number>();
+  /**
+   * Changes to messages not loaded (edits, deletions, reactions, thumbnails), kept until a page
+   * brings the message: a page the server read before such a change committed would otherwise put
+   * back the older state (a deleted message's body) with nothing left to correct it.
+   */
+  private readonly held = new Map<string, MessageChange[]>();
+  private heldCount = 0;
   private listeners = new Set<() => void>();
   private snapshot: RoomSnapshot | null = null;
   private name: string | null = null;
@@ -43,10 +59,22 @@ export class RoomTimeline {
   /** @param selfId your user id: your own typing is not shown, and `reaction.*` events keep your `me` flags right. */
   constructor(public selfId: string | null = null) {}
 
-  /** Adds a page of history (any order, any overlap with what is loaded). */
+  /**
+   * Adds a page of history (any order, any overlap with what is loaded). A change to one of its
+   * messages that came as an event while the message was not loaded is applied on top when its seq
+   * is above the page's newest message (the page may have been read before it; one at or below was
+   * seen by the page, and the events after it come, or came, in seq order).
+   */
   load(messages: readonly Message[]): void {
-    for (const m of messages) this.put(m);
     const top = messages.reduce((max, m) => Math.max(max, m.seq), -1);
+    for (const m of messages) this.put(m);
+    for (const m of messages) {
+      const changes = this.held.get(m.id);
+      if (!changes) continue;
+      this.held.delete(m.id);
+      this.heldCount -= changes.length;
+      for (const c of changes) if (c.seq === null || c.seq > top) this.change(c.event);
+    }
     if (top > this.lastSeq) this.lastSeq = top;
     this.changed();
   }
@@ -82,35 +110,13 @@ export class RoomTimeline {
         break;
       }
       case 'message.edited':
-      case 'message.deleted': {
-        const prev = this.byId.get(event.message.id);
-        // A reply deleted now leaves its root's count (the server counts live replies only).
-        if (event.type === 'message.deleted' && prev?.deletedAt === null) this.countReply(event.message, -1);
-        if (prev) this.put(this.keepMe(event.message));
-        break;
-      }
+      case 'message.deleted':
       case 'reaction.added':
-      case 'reaction.removed': {
-        const m = this.byId.get(event.messageId);
-        if (m) {
-          const mine = new Set(m.reactions.filter((r) => r.me).map((r) => r.emoji));
-          if (event.userId === this.selfId) {
-            if (event.type === 'reaction.added') mine.add(event.emoji);
-            else mine.delete(event.emoji);
-          }
-          this.put({ ...m, reactions: event.reactions.map((r) => ({ ...r, me: mine.has(r.emoji) })) });
-        }
-        break;
-      }
+      case 'reaction.removed':
       case 'file.ready': {
-        // An uploaded image's dimensions and thumbnail are known now: set them on its attachment.
-        const m = this.byId.get(event.messageId);
-        if (m) {
-          const attachments = m.attachments.map((a) =>
-            'fileId' in a && a.fileId === event.fileId ? { ...a, width: event.width, height: event.height, thumbnail: event.thumbnail } : a,
-          );
-          this.put({ ...m, attachments });
-        }
+        const id = 'message' in event ? event.message.id : event.messageId;
+        if (this.byId.has(id)) this.change(event);
+        else this.hold(id, event);
         break;
       }
       case 'room.updated':
@@ -213,7 +219,60 @@ export class RoomTimeline {
     this.list.length = 0;
     this.byId.clear();
     this.bySeqMap.clear();
+    this.held.clear();
+    this.heldCount = 0;
     this.changed();
+  }
+
+  /** A change to a loaded message. */
+  private change(event: MessageChange['event']): void {
+    switch (event.type) {
+      case 'message.edited':
+      case 'message.deleted': {
+        const prev = this.byId.get(event.message.id);
+        if (!prev) return;
+        // A reply deleted now leaves its root's count (the server counts live replies only).
+        if (event.type === 'message.deleted' && prev.deletedAt === null) this.countReply(event.message, -1);
+        this.put(this.keepMe(event.message));
+        return;
+      }
+      case 'reaction.added':
+      case 'reaction.removed': {
+        const m = this.byId.get(event.messageId);
+        if (!m) return;
+        const mine = new Set(m.reactions.filter((r) => r.me).map((r) => r.emoji));
+        if (event.userId === this.selfId) {
+          if (event.type === 'reaction.added') mine.add(event.emoji);
+          else mine.delete(event.emoji);
+        }
+        this.put({ ...m, reactions: event.reactions.map((r) => ({ ...r, me: mine.has(r.emoji) })) });
+        return;
+      }
+      case 'file.ready': {
+        // An uploaded image's dimensions and thumbnail are known now: set them on its attachment.
+        const m = this.byId.get(event.messageId);
+        if (!m) return;
+        const attachments = m.attachments.map((a) =>
+          'fileId' in a && a.fileId === event.fileId ? { ...a, width: event.width, height: event.height, thumbnail: event.thumbnail } : a,
+        );
+        this.put({ ...m, attachments });
+        return;
+      }
+    }
+  }
+
+  /** Keeps a change to a message not loaded (at most HELD_CHANGES, the oldest message's dropped first). */
+  private hold(messageId: string, event: MessageChange['event']): void {
+    const changes = this.held.get(messageId);
+    const c: MessageChange = { event, seq: isDurableEvent(event) ? event.seq : null };
+    if (changes) changes.push(c);
+    else this.held.set(messageId, [c]);
+    this.heldCount++;
+    while (this.heldCount > HELD_CHANGES) {
+      const [oldest, dropped] = this.held.entries().next().value!;
+      this.held.delete(oldest);
+      this.heldCount -= dropped.length;
+    }
   }
 
   /** The oldest loaded message's seq (to page history back), or null. */

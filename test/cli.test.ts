@@ -457,4 +457,20 @@ describe('chat CLI', () => {
     expect(meet.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(meet.stderr).toMatch(/video is not configured/);
   });
+
+  it("usage errors: one line on stderr and exit 2, for a command's bad argument or option value as for an unknown command", async () => {
+    const token = tokenFor('ivan');
+    const runs = await Promise.all([
+      cli(['read', 'some-room', 'abc', '--token', token]),
+      cli(['search', 'x', '--limit', 'abc', '--token', token]),
+      cli(['rooms', '--bogus', '--token', token]),
+      cli(['no-such-command']),
+    ]);
+    const expected = ["value 'abc' is invalid for argument 'seq'", "'--limit <n>' argument 'abc' is invalid", "unknown option '--bogus'", "unknown command 'no-such-command'"];
+    runs.forEach((r, i) => {
+      expect(r.code, `${expected[i]}: ${r.stderr}`).toBe(2);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toContain(expected[i]);
+    });
+  });
 });

@@ -3,12 +3,16 @@
  * across a server restart on the same port, token refresh on reconnect, no reconnect storm, and
  * the observable connection state. Real PostgreSQL and Redis; each test file its own database.
  */
-import { TRPCClientError } from '@trpc/client';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { TRPCClientError, type TRPCLink } from '@trpc/client';
+import { observable } from '@trpc/server/observable';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   backoff,
   createChatClient,
   errorCode,
+  type AppRouter,
   RoomTimeline,
   TYPING_TTL_MS,
   type ChatClient,
@@ -284,6 +288,89 @@ describe('createChatClient', () => {
     expect(view.timeline.apply(replay)).toBe(false);
     view.close();
   });
+
+  it('loadOlder: a message deleted while its older page is on the way stays deleted (the page read before the delete does not bring its body back)', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-o'), lazy: true }));
+    const bo = track(createChatClient({ url: server.url, token: tokenFor('bo-o'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'scrollback', memberIds: ['bo-o'] });
+    const sent: Message[] = [];
+    for (let i = 0; i < 30; i++) sent.push(await bo.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` }));
+    const [deleted, edited] = [sent[5]!, sent[6]!]; // on the older page, not in the first one
+    // A link that holds the answer of the next older page (already read by the server) until released.
+    let holdNext = false;
+    const [held, release] = [deferred<void>(), deferred<void>()];
+    const holdOlderPage: TRPCLink<AppRouter> =
+      () =>
+      ({ op, next }) =>
+        observable((observer) => {
+          const hold = holdNext && op.path === 'chat.history' && (op.input as { beforeSeq?: number }).beforeSeq !== undefined;
+          if (hold) holdNext = false;
+          const sub = next(op).subscribe({
+            next: (v) => {
+              if (!hold) return observer.next(v);
+              held.resolve();
+              void release.promise.then(() => {
+                observer.next(v);
+                observer.complete();
+              });
+            },
+            error: (e) => observer.error(e),
+            complete: () => {
+              if (!hold) observer.complete();
+            },
+          });
+          return () => sub.unsubscribe();
+        });
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-o'), lazy: true, links: [holdOlderPage] }));
+    const changes = new Collector<RoomEvent | null>();
+    const view = reader.openRoom(room.id, { historyLimit: 10, onChange: (e) => changes.push(e), onError: (e) => changes.fail(e) });
+    await view.loaded;
+    expect(view.timeline.byMessageId(deleted.id)).toBeUndefined();
+    holdNext = true;
+    const older = view.loadOlder(50);
+    await held.promise; // the server has answered the page: both messages as they were
+    await bo.trpc.chat.delete.mutate({ messageId: deleted.id });
+    await bo.trpc.chat.edit.mutate({ messageId: edited.id, body: 'm6, edited' });
+    await ann.trpc.chat.react.mutate({ messageId: edited.id, emoji: '👍' });
+    await changes.until((es) => es.some((e) => e?.type === 'reaction.added' && e.messageId === edited.id), 'the live changes');
+    release.resolve();
+    await older;
+    expect(view.timeline.byMessageId(deleted.id)).toMatchObject({ body: null });
+    expect(view.timeline.byMessageId(edited.id)).toMatchObject({ body: 'm6, edited', reactions: [{ emoji: '👍', count: 1, me: true }] });
+    expect(view.timeline.byMessageId(sent[7]!.id)).toMatchObject({ body: 'm7' });
+    view.close();
+  });
+
+  it('a subscription that ends with a final error is let go by the client without an unsubscribe() (its handlers are collected)', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const server = await start();
+    const owner = track(createChatClient({ url: server.url, token: tokenFor('owner-f'), lazy: true }));
+    const room = await owner.trpc.room.create.mutate({ kind: 'group', name: 'private' });
+    const outsider = track(createChatClient({ url: server.url, token: tokenFor('outsider-f'), lazy: true }));
+    /** Subscribes `count` times to a room the user may not read, waits for each final error; how many handler objects survive a full GC. */
+    const survivors = async (count: number, unsubscribeAfterError: boolean): Promise<number> => {
+      const refs: WeakRef<object>[] = [];
+      for (let i = 0; i < count; i++) {
+        const done = deferred<unknown>();
+        const handlers = { onEvent: () => undefined, onError: (e: Error) => done.resolve(e) };
+        refs.push(new WeakRef(handlers));
+        const sub = outsider.subscribeRoom(room.id, handlers);
+        expect(errorCode(await done.promise)).toBe('NOT_FOUND'); // a final error: the subscription is over
+        if (unsubscribeAfterError) sub.unsubscribe();
+      }
+      for (let i = 0; i < 5; i++) {
+        await new Promise((r) => setImmediate(r));
+        gc();
+      }
+      return refs.filter((r) => r.deref() !== undefined).length;
+    };
+    // With an explicit unsubscribe() they are collected (the last one may still sit in a register of this frame).
+    const control = await survivors(10, true);
+    expect(control).toBeLessThanOrEqual(1);
+    expect(await survivors(10, false)).toBeLessThanOrEqual(control);
+  });
 });
 
 describe('client helpers', () => {
@@ -369,6 +456,49 @@ describe('client helpers', () => {
     expect(t.insert(msg(6, 'six'))).toBe(false);
     expect(t.byMessageId('m6')!.body).toBe('six!');
     expect(t.messages().map((m) => m.seq)).toEqual([3, 4, 6]);
+  });
+
+  it('RoomTimeline: a change to a message not loaded is applied when a page brings it, unless the page is newer than the change', () => {
+    const msg = (seq: number, body: string): Message => ({
+      id: `m${seq}`,
+      roomId: 'r',
+      seq,
+      senderId: 'you',
+      body,
+      kind: 'text',
+      attachments: [],
+      metadata: null,
+      card: null,
+      replyToId: null,
+      mentions: [],
+      createdAt: new Date(0),
+      editedAt: null,
+      deletedAt: null,
+      reactions: [],
+      replyCount: 0,
+      lastReplyAt: null,
+    });
+    // An older page read before the change (its newest message below the change's seq): the change wins.
+    const t = new RoomTimeline('me');
+    t.apply({ type: 'ready', roomId: 'r', seq: 100 });
+    expect(t.apply({ type: 'message.edited', roomId: 'r', seq: 101, message: { ...msg(5, 'five, edited'), editedAt: new Date(1) } })).toBe(true);
+    expect(t.apply({ type: 'message.deleted', roomId: 'r', seq: 102, message: { ...msg(6, ''), body: null, deletedAt: new Date(1) } })).toBe(true);
+    t.load([msg(5, 'five'), msg(6, 'six'), msg(7, 'seven')]);
+    expect(t.messages().map((m) => [m.seq, m.body])).toEqual([
+      [5, 'five, edited'],
+      [6, null],
+      [7, 'seven'],
+    ]);
+    expect(t.lastSeq).toBe(102);
+    // A page whose newest message is above the change (the newest page after a reset, read after
+    // the change and after a later edit whose event is below the page and so never applied): the page wins.
+    const u = new RoomTimeline('me');
+    u.apply({ type: 'reset', roomId: 'r', seq: 100 });
+    u.apply({ type: 'message.edited', roomId: 'r', seq: 101, message: { ...msg(5, 'first edit'), editedAt: new Date(1) } });
+    u.load([{ ...msg(5, 'second edit'), editedAt: new Date(2) }, msg(103, 'newest')]);
+    expect(u.byMessageId('m5')!.body).toBe('second edit');
+    expect(u.lastSeq).toBe(103);
+    expect(u.apply({ type: 'message.edited', roomId: 'r', seq: 102, message: { ...msg(5, 'second edit'), editedAt: new Date(2) } })).toBe(false);
   });
 
   it('RoomTimeline: read positions only rise, whether seeded or from receipts', () => {
