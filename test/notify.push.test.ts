@@ -155,6 +155,24 @@ describe('device.*', () => {
     expect(await tn.as('bob').device.list()).toHaveLength(20);
   });
 
+  it('at most 20 devices per user, also when registrations run concurrently; re-registering one of them at the cap still works', async () => {
+    const tn = tenant();
+    const bob = tn.as('bob');
+    const subs = Array.from({ length: 40 }, () => ps.subscribe());
+    const results = await Promise.allSettled(subs.map((s) => bob.device.register({ kind: 'webpush', endpoint: s.endpoint, keys: s.keys })));
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as { code?: string; message?: string });
+    expect(refused.map((e) => [e.code, e.message])).toEqual(Array(20).fill(['PRECONDITION_FAILED', 'a user has at most 20 push devices: remove one first']));
+    const mine = await bob.device.list();
+    expect(mine).toHaveLength(20);
+    // At the cap, concurrently: the registered ones again (the same devices) and new ones (refused).
+    const registered = subs.filter((s) => mine.some((d) => d.endpoint === s.endpoint));
+    const fresh = Array.from({ length: 5 }, () => ps.subscribe());
+    const again = await Promise.allSettled([...registered, ...fresh].map((s) => bob.device.register({ kind: 'webpush', endpoint: s.endpoint, keys: s.keys, label: 'again' })));
+    expect(again.slice(0, 20).map((r) => r.status === 'fulfilled' && r.value.label)).toEqual(Array(20).fill('again'));
+    expect(again.slice(20).map((r) => r.status === 'rejected' && (r.reason as { code?: string }).code)).toEqual(Array(5).fill('PRECONDITION_FAILED'));
+    expect((await bob.device.list()).map((d) => d.id).sort()).toEqual(mine.map((d) => d.id).sort());
+  });
+
   it('without PUSH_ALLOW_PRIVATE_URLS an endpoint must be https and public (the webhooks SSRF guard)', async () => {
     const strict = new DeviceService(t.app.services.store, { ...t.config.notify, allowPrivateUrls: false });
     const keys = ps.subscribe().keys;

@@ -84,6 +84,16 @@ describe('webhook.* management', () => {
     );
     await expectTRPCError(tn.admin.webhook.update({ id: 'nope' }), 'BAD_REQUEST', /id must be a webhook id/);
   });
+
+  it('at most 50 webhooks per tenant, also when creates run concurrently: 60 at once leave exactly 50, the others PRECONDITION_FAILED', async () => {
+    const tn = tenant();
+    // A public address literal: the SSRF guard takes it without a DNS lookup; nothing is sent (no event happens).
+    const results = await Promise.allSettled(Array.from({ length: 60 }, (_, i) => tn.admin.webhook.create({ url: `https://93.184.216.34/hook/${i}`, events: ['*'] })));
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as { code?: string; message?: string });
+    expect(refused.map((e) => [e.code, e.message])).toEqual(Array(10).fill(['PRECONDITION_FAILED', 'a tenant has at most 50 webhooks: delete one first']));
+    expect(await tn.admin.webhook.list()).toHaveLength(50);
+    await expectTRPCError(tn.admin.webhook.create({ url: 'https://93.184.216.34/hook/one-more', events: ['*'] }), 'PRECONDITION_FAILED', /at most 50 webhooks/);
+  });
 });
 
 describe('delivery', () => {

@@ -44,7 +44,7 @@ export interface NewFile {
  */
 export async function insertUpload(tx: Tx, f: NewFile, quota: number | null): Promise<{ ok: true } | { ok: false; used: number }> {
   if (quota !== null) {
-    await sql`select pg_advisory_xact_lock(hashtextextended(${`file-quota:${f.tenant}`}, 0))`.execute(tx.db);
+    await tx.advisoryLock('file-quota', f.tenant);
     const used = await tenantBytes(tx.db, f.tenant);
     if (used + f.size > quota) return { ok: false, used };
   }

@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import type { AuditAction } from '../domain/audit.js';
 import { notFound, roomArchived } from '../domain/errors.js';
 import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
+import { keyOf } from '../domain/ids.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
@@ -119,6 +120,8 @@ export const now = () => sql<Date>`now()`;
  * 3. inbox cursors, several users always in user id order,
  * 4. notification queue rows (src/store/notify.ts): written last, just before commit, in key order
  *    (`flushQueue`); the grouped send's statement writes its rows after its room locks too.
+ * An advisory lock (`advisoryLock`: a quota, a cap) is taken before the rows it guards are read, at
+ * most one per transaction.
  * Locking a message row after a room's seq was taken throws: it deadlocked with edits, reactions and
  * replies, which lock the message first. Batches that lock many messages in id order (re-encryption,
  * erasure) can still cross a reply's delete (the reply, then its root): those run with `transact`'s
@@ -144,6 +147,17 @@ export class Tx {
     private readonly ctx: TxContext,
   ) {
     this.db = kysely(em);
+  }
+
+  /**
+   * Takes a transaction-scoped advisory lock on the key of `parts` (joined by `keyOf`, so no two
+   * different lists of parts share a key), held until commit or rollback. It serializes a count and
+   * the write it allows (a quota, a cap per tenant or per user) against the same check in concurrent
+   * transactions: each waits for the one before to commit, then counts what it wrote. Take it first
+   * in the transaction, before the rows it guards are read; the first part names the rule.
+   */
+  async advisoryLock(...parts: [string, ...string[]]): Promise<void> {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${keyOf(...parts)}, 0))`.execute(this.db);
   }
 
   /**

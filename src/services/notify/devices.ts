@@ -41,20 +41,24 @@ export class DeviceService {
     if (key.length !== 65 || key[0] !== 0x04) throw badRequest('keys.p256dh must be the base64url P-256 public key of the subscription (65 bytes)');
     if (b64urlBytes(input.keys.auth).length !== 16) throw badRequest('keys.auth must be the base64url 16-byte auth secret of the subscription');
     await this.checkEndpoint(input.endpoint);
-    const db = this.store.db();
-    const mine = await listDevices(db, actor.tenant, actor.id);
-    if (!mine.some((d) => d.endpoint === input.endpoint) && (await countDevices(db, actor.tenant, actor.id)) >= MAX_DEVICES_PER_USER) {
-      throw new AppError('PRECONDITION_FAILED', `a user has at most ${MAX_DEVICES_PER_USER} push devices: remove one first`);
-    }
-    const row = await upsertDevice(db, {
-      id: randomUUID(),
-      tenant: actor.tenant,
-      userId: actor.id,
-      kind: input.kind,
-      endpoint: input.endpoint,
-      p256dh: input.keys.p256dh,
-      auth: input.keys.auth,
-      label: input.label ?? null,
+    const row = await this.store.transact(async (tx) => {
+      // Concurrent registrations of the user count one after the other (the cap holds under a burst).
+      await tx.advisoryLock('push-device-cap', actor.tenant, actor.id);
+      const mine = await listDevices(tx.db, actor.tenant, actor.id);
+      // An endpoint the user registered before is the same device again: not a new one at the cap.
+      if (!mine.some((d) => d.endpoint === input.endpoint) && (await countDevices(tx.db, actor.tenant, actor.id)) >= MAX_DEVICES_PER_USER) {
+        throw new AppError('PRECONDITION_FAILED', `a user has at most ${MAX_DEVICES_PER_USER} push devices: remove one first`);
+      }
+      return upsertDevice(tx.db, {
+        id: randomUUID(),
+        tenant: actor.tenant,
+        userId: actor.id,
+        kind: input.kind,
+        endpoint: input.endpoint,
+        p256dh: input.keys.p256dh,
+        auth: input.keys.auth,
+        label: input.label ?? null,
+      });
     });
     return toDto(row);
   }

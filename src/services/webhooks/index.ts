@@ -71,6 +71,8 @@ export class WebhookService {
     await checkWebhookUrl(input.url, this.opts.allowPrivateUrls);
     const secret = newSecret();
     const row = await this.store.transact(async (tx) => {
+      // Concurrent creates of the tenant count one after the other (the cap holds under a burst).
+      await tx.advisoryLock('webhook-cap', tenant);
       if ((await countEndpoints(tx.db, tenant)) >= MAX_WEBHOOKS_PER_TENANT) {
         throw new AppError('PRECONDITION_FAILED', `a tenant has at most ${MAX_WEBHOOKS_PER_TENANT} webhooks: delete one first`);
       }
