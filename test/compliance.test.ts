@@ -2,7 +2,7 @@
  * Compliance (issue 17): exports of a user and of a room as JSON Lines (tenant admins, own tenant
  * only, paged), the erasure of a user (bodies, edits, reactions, read positions, files, name) with
  * live events, the durable audit trail written in the transaction of each action, and deletes that
- * erase the body and edit history at rest.
+ * erase the body, attachments, card, metadata and edit history at rest.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -330,6 +330,80 @@ describe('erase', () => {
     const r = await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
     expect(r.messages).toBe(1);
     expect(await t.env.sql('select 1 from message where sender_id = $1 and body is not null', [bob])).toEqual([]);
+  });
+
+  it('a delete removes attachments, card and metadata at rest (its files still go); the erase also clears a message deleted before that kept them', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const atRest = (id: string) => t.env.sql('select body, key_id, attachments, card, metadata from message where id = $1', [id]);
+    const cleared = [{ body: null, key_id: null, attachments: [], card: null, metadata: null }];
+
+    // chat.delete: the content goes at rest, the uploaded file is still handed to the file worker.
+    const fileId = await upload(bob!, room.id, 'scan', 'bob-passport-scan.txt');
+    const deleted = await as(bob!).chat.send({
+      roomId: room.id,
+      clientId: uuid(),
+      body: 'my papers',
+      attachments: [{ fileId }, { url: 'https://files.example.com/bob-passport-scan.pdf', name: 'bob-passport-scan.pdf' }],
+      metadata: { phone: '+1 555 0100' },
+    });
+    await as(bob!).chat.delete({ messageId: deleted.id });
+    expect(await atRest(deleted.id)).toEqual(cleared);
+    expect((await t.env.sql<{ state: string }>('select state from file where id = $1', [fileId])).map((r) => r.state)).not.toContain('attached');
+    expect((await as(alice!).chat.history({ roomId: room.id })).messages.find((m) => m.id === deleted.id)).toMatchObject({
+      body: null,
+      attachments: [],
+      metadata: null,
+      card: null,
+    });
+
+    // A message deleted by an older version, which kept its attachments, card and metadata at rest.
+    const old = await as(bob!).chat.send({
+      roomId: room.id,
+      clientId: uuid(),
+      body: 'old papers',
+      attachments: [{ url: 'https://files.example.com/bob-old.pdf', name: 'bob-old.pdf' }],
+      metadata: { note: 'bob-private-note' },
+    });
+    await t.env.sql(
+      `update message set deleted_at = now(), deleted_by = sender_id, body = null, key_id = null, card = '{"title":"bob card","fields":[]}' where id = $1`,
+      [old.id],
+    );
+    const result = await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
+    expect(result.messages).toBe(1);
+    expect(await atRest(old.id)).toEqual(cleared);
+    expect(await atRest(deleted.id)).toEqual(cleared);
+    expect(JSON.stringify(await t.env.sql('select attachments, card, metadata from message where sender_id = $1', [bob]))).not.toMatch(/bob-|\+1 555/);
+    // Once clean, a repeat finds nothing to erase.
+    expect(await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! })).toMatchObject({ messages: 0, edits: 0, files: 0 });
+  });
+
+  it("blanks the user's words in others' mention excerpts also when the message is gone (room deleted), and only theirs", async () => {
+    const [owner, bob, carol] = users('owner', 'bob', 'carol');
+    const room = await groupRoom(owner!, [bob!, carol!]);
+    await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'carol, my home address is 12 Secret Lane', mentions: [carol!] });
+    await as(owner!).chat.send({ roomId: room.id, clientId: uuid(), body: 'carol, the owner speaking', mentions: [carol!] });
+    const kept = await groupRoom(owner!, [bob!, carol!]);
+    await as(bob!).chat.send({ roomId: kept.id, clientId: uuid(), body: 'carol, also at 12 Secret Lane', mentions: [carol!] });
+    await as(owner!).room.delete({ roomId: room.id });
+    // The same user id in another tenant is someone else: their mention stays.
+    const other = 'compliance-other';
+    const otherRoom = await as(owner!, other).room.create({ kind: 'group', name: 'other', memberIds: [bob!, carol!] });
+    await as(bob!, other).chat.send({ roomId: otherRoom.id, clientId: uuid(), body: 'carol, other tenant words', mentions: [carol!] });
+
+    const mentions = (tenant: string, from: string) =>
+      t.env.sql<{ data: Record<string, unknown> }>(
+        `select data from inbox_event where tenant = $1 and user_id = $2 and type = 'mention' and data->>'from' = $3 order by seq`,
+        [tenant, carol, from],
+      );
+    expect(await mentions('default', bob!)).toHaveLength(2);
+    await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
+
+    const left = await mentions('default', bob!);
+    expect(left.map((r) => r.data.excerpt)).toEqual(['', '']);
+    expect(JSON.stringify(left)).not.toContain('Secret Lane');
+    expect((await mentions('default', owner!)).map((r) => r.data.excerpt)).toEqual(['carol, the owner speaking']);
+    expect((await mentions(other, bob!)).map((r) => r.data.excerpt)).toEqual(['carol, other tenant words']);
   });
 });
 

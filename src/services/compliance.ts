@@ -7,6 +7,7 @@ import {
   anonymizeUser,
   auditPage,
   bansOfRoom,
+  blankMentionExcerptsFrom,
   deleteEditsOfSender,
   deleteInboxItems,
   deleteReactionsOf,
@@ -301,7 +302,8 @@ export class ComplianceService {
    * bodies of their messages (as deletes: `message.deleted` for each message not deleted before,
    * also in archived and encrypted rooms) with their edit history, their reactions
    * (`reaction.removed`), read positions, inbox items and uploaded files (handed to the file worker),
-   * and their name ("deleted user"). Memberships stay. Messages and reactions go in batches of
+   * the excerpts of their mentions in others' inboxes (also where the message is gone) and their
+   * name ("deleted user"). Memberships stay. Messages and reactions go in batches of
    * `COMPLIANCE_PAGE`, one transaction each; the last transaction writes the rest and the audit row.
    * Idempotent: a repeat erases nothing more and answers zeros.
    */
@@ -321,6 +323,8 @@ export class ComplianceService {
       result.edits += await deleteEditsOfSender(tx.db, tenant, userId);
       result.readPositions = await resetReadPositions(tx.db, tenant, userId);
       result.inboxItems = await deleteInboxItems(tx.db, tenant, userId);
+      // Their words in others' mention items, also of messages no longer there (room deleted, retention).
+      await blankMentionExcerptsFrom(tx.db, tenant, userId);
       result.files += await removeFilesOfUploader(tx.db, tenant, userId);
       await anonymizeUser(tx.db, tenant, userId);
       const { userId: _u, ...counts } = result;
@@ -368,8 +372,8 @@ export class ComplianceService {
   }
 
   private async eraseOne(tx: Tx, actor: Actor, row: MessageRow): Promise<void> {
-    // Deleted before (its body kept at rest by older versions): erased without an event, clients
-    // already show it deleted.
+    // Deleted before (its body, attachments, card or metadata kept at rest by older versions):
+    // erased without an event, clients already show it deleted.
     if (row.deleted_at) {
       await eraseMessage(tx, row.id, actor.id);
       return;

@@ -1,4 +1,4 @@
-import type { Selectable } from 'kysely';
+import { type Selectable, sql } from 'kysely';
 import type { AuditAction, AuditEventDto } from '../domain/audit.js';
 import type { Db, Tables } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
@@ -190,8 +190,9 @@ export function roomLogPage(db: Db, roomId: string, afterSeq: number, limit: num
 // --- erasure ---------------------------------------------------------------------------------
 
 /**
- * Locks the next batch of a user's messages that still hold content (a body, or not yet deleted),
- * step 1 of the lock order (src/store/tx.ts).
+ * Locks the next batch of a user's messages that still hold content (not yet deleted, or deleted
+ * but still holding a body, key id, attachments, card or metadata: deleted by an older version),
+ * step 1 of the lock order (src/store/tx.ts). Once `eraseMessage` wrote a row it is not found again.
  */
 export function lockMessagesToErase(tx: Tx, tenant: string, userId: string, limit: number): Promise<MessageRow[]> {
   tx.lockForUpdate('message');
@@ -200,7 +201,16 @@ export function lockMessagesToErase(tx: Tx, tenant: string, userId: string, limi
     .select(MESSAGE_FIELDS)
     .where('tenant', '=', tenant)
     .where('sender_id', '=', userId)
-    .where((eb) => eb.or([eb('body', 'is not', null), eb('deleted_at', 'is', null)]))
+    .where((eb) =>
+      eb.or([
+        eb('deleted_at', 'is', null),
+        eb('body', 'is not', null),
+        eb('key_id', 'is not', null),
+        eb('attachments', '!=', jsonb([])),
+        eb('card', 'is not', null),
+        eb('metadata', 'is not', null),
+      ]),
+    )
     .orderBy('id')
     .limit(limit)
     .forUpdate()
@@ -269,6 +279,23 @@ export async function resetReadPositions(db: Db, tenant: string, userId: string)
 export async function deleteInboxItems(db: Db, tenant: string, userId: string): Promise<number> {
   const r = await db.deleteFrom('inbox_event').where('tenant', '=', tenant).where('user_id', '=', userId).executeTakeFirst();
   return Number(r.numDeletedRows);
+}
+
+/**
+ * Blanks the excerpt of every `mention` item of the tenant that the user wrote, in anyone's inbox:
+ * also those whose message is gone (room deleted, retention), which the per-message redaction of the
+ * erasure cannot reach. Items already blank are left alone. Returns how many.
+ */
+export async function blankMentionExcerptsFrom(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db
+    .updateTable('inbox_event')
+    .set({ data: sql<Record<string, unknown>>`jsonb_set(data, '{excerpt}', '""')` })
+    .where('tenant', '=', tenant)
+    .where('type', '=', 'mention')
+    .where((eb) => eb(eb.ref('data', '->>').key('from'), '=', userId))
+    .where((eb) => eb(eb.ref('data', '->>').key('excerpt'), '!=', ''))
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
 }
 
 /** Hands every file a user uploaded to the file worker for removal. Returns how many. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { type Db, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, MESSAGE_FIELDS_M, type MessageRow } from './message-row.js';
-import { now, type Tx } from './tx.js';
+import { jsonb, now, type Tx } from './tx.js';
 
 /** A page of messages in ascending seq, and whether there are more beyond it. */
 export interface MessagePage {
@@ -161,12 +161,14 @@ export async function editsPage(
 
 /**
  * Soft-deletes a message: the row and its seq stay, deleted now by `deletedBy`; its content is
- * erased at rest (body, key id, edit history), not only hidden.
+ * erased at rest (body, key id, attachments, card, metadata, edit history), not only hidden, as the
+ * erasure writes it (`eraseMessage`, src/store/compliance.ts). Its uploaded files are found by their
+ * rows' `message_id` (`removeFilesOfMessages`), not through the attachments.
  */
 export async function markDeleted(tx: Tx, id: string, deletedBy: string): Promise<MessageRow> {
   const row = await tx.db
     .updateTable('message')
-    .set({ deleted_at: now(), deleted_by: deletedBy, body: null, key_id: null })
+    .set({ deleted_at: now(), deleted_by: deletedBy, body: null, key_id: null, attachments: jsonb([]), card: null, metadata: null })
     .where('id', '=', id)
     .returning(MESSAGE_FIELDS)
     .executeTakeFirstOrThrow();
