@@ -41,6 +41,8 @@ export class RoomTimeline {
   private readonly bySeqMap = new Map<number, Message>();
   private readonly typingUntil = new Map<string, number>();
   private readonly presenceMap = new Map<string, PresenceStatus>();
+  /** The presence store's version of each user's presence shown (events and `presence.get` carry it). */
+  private readonly presenceVersions = new Map<string, number>();
   private readonly reads = new Map<string, number>();
   /**
    * Changes to messages not loaded (edits, deletions, reactions, thumbnails), kept until a page
@@ -129,6 +131,7 @@ export class RoomTimeline {
         else if (!this.typingUntil.delete(event.userId)) return false;
         break;
       case 'presence':
+        if (!this.newerPresence(event.userId, event.version)) return false;
         if (this.presenceMap.get(event.userId) === event.status) return false;
         this.presenceMap.set(event.userId, event.status);
         break;
@@ -167,11 +170,25 @@ export class RoomTimeline {
     return true;
   }
 
-  /** Sets a user's presence (e.g. from `presence.get` when the view opens). */
-  setPresence(userId: string, status: PresenceStatus): void {
+  /**
+   * Sets a user's presence (e.g. from `presence.get` when the view opens). With its `version` (what
+   * `presence.get` answers), a state older than one already shown is ignored: a `presence` event
+   * that came while the call was on its way wins when it is newer.
+   */
+  setPresence(userId: string, status: PresenceStatus, version?: number): void {
+    if (version !== undefined && !this.newerPresence(userId, version)) return;
     if (this.presenceMap.get(userId) === status) return;
     this.presenceMap.set(userId, status);
     this.changed();
+  }
+
+  /** Whether a presence of `version` is not older than the one shown (and records it if so). */
+  private newerPresence(userId: string, version: number | undefined): boolean {
+    if (version === undefined) return true;
+    const known = this.presenceVersions.get(userId);
+    if (known !== undefined && version < known) return false;
+    this.presenceVersions.set(userId, version);
+    return true;
   }
 
   /**

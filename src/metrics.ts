@@ -136,6 +136,7 @@ export interface MetricsSources {
     gapWaits: number;
     replayQueueOverflows: number;
     replayDrainTimeouts: number;
+    staleDropped: number;
   };
   inboxSubscribers: () => number;
   /** True while this node is the only one on its bus (src/realtime/redis-bus.ts). */
@@ -202,6 +203,11 @@ export class Metrics {
       'chat_replay_drain_timeouts_total',
       'Room subscriptions closed as slow consumers while replaying: the socket stayed over WS_BUFFER_SOFT_BYTES for WS_REPLAY_DRAIN_MS',
       () => sources.hubs().replayDrainTimeouts,
+    );
+    counter(
+      'chat_stale_events_dropped_total',
+      'Live room events dropped by a hub as older than one delivered before (a presence read by one node arriving after a newer one of another)',
+      () => sources.hubs().staleDropped,
     );
     counter('chat_webhooks_delivered_total', 'Webhook deliveries answered with a 2xx', () => c.webhooksDelivered);
     counter('chat_webhooks_failed_total', 'Webhook delivery attempts that failed (retried or given up)', () => c.webhooksFailed);

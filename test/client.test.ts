@@ -501,6 +501,22 @@ describe('client helpers', () => {
     expect(u.apply({ type: 'message.edited', roomId: 'r', seq: 102, message: { ...msg(5, 'second edit'), editedAt: new Date(2) } })).toBe(false);
   });
 
+  it('RoomTimeline: of two presence states of a user, the one of the higher version stays, events and presence.get alike', () => {
+    const t = new RoomTimeline('me');
+    const presence = (status: 'online' | 'offline' | 'away', version: number) =>
+      ({ type: 'presence', roomId: 'r', userId: 'you', status, lastSeenAt: null, version }) as const;
+    expect(t.apply(presence('online', 5))).toBe(true);
+    expect(t.apply(presence('offline', 4))).toBe(false); // read before the online: older
+    expect(t.presence('you')).toBe('online');
+    t.setPresence('you', 'offline', 3); // an answer of presence.get read before
+    expect(t.presence('you')).toBe('online');
+    t.setPresence('you', 'away', 7);
+    expect(t.presence('you')).toBe('away');
+    expect(t.apply(presence('online', 6))).toBe(false);
+    expect(t.apply(presence('offline', 8))).toBe(true);
+    expect(t.presence('you')).toBe('offline');
+  });
+
   it('RoomTimeline: read positions only rise, whether seeded or from receipts', () => {
     const t = new RoomTimeline('me');
     let changes = 0;

@@ -33,6 +33,6 @@ describe('presence above PRESENCE_ROOM_MAX_MEMBERS', () => {
     expect(inBig.of('presence')).toEqual([]);
     // On demand: y shares only the big room with p, and sees p's state.
     await using yc = clientFor(t.url, y);
-    expect(await yc.trpc.presence.get.query({ userIds: [p] })).toEqual([{ userId: p, status: 'away', lastSeenAt: expect.any(Date) }]);
+    expect(await yc.trpc.presence.get.query({ userIds: [p] })).toEqual([{ userId: p, status: 'away', lastSeenAt: expect.any(Date), version: expect.any(Number) }]);
   });
 });

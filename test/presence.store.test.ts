@@ -5,10 +5,11 @@
  * expire, and the sweep reports a user offline only once their last connection is gone. One sweep
  * removes every expired connection, however many batches of SWEEP_BATCH that takes, and names each
  * user once, also with another sweeper at work. Removals and admissions in groups answer as they
- * would one by one.
+ * would one by one. Every change raises the store's version, which `get` reads with the states.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { SEP } from '../src/realtime/presence-store.js';
+import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
 import { HEARTBEAT_SLICE, RedisPresenceStore, SWEEP_BATCH } from '../src/realtime/redis-presence.js';
 import { RedisLink } from '../src/realtime/redis.js';
 import { TEST_REDIS_URL } from './env.js';
@@ -242,5 +243,37 @@ describe('RedisPresenceStore.disconnectMany', () => {
     expect(await store.disconnect({ tenant, userId: 'orphan', connId: 'orphan-other' })).toBe(true);
     expect(await store.sweep()).toEqual([]);
     expect(await link.client.zcard(all)).toBe(0);
+  });
+});
+
+describe('the presence version', () => {
+  it('every change raises it (Redis and memory stores), and `get` reads it with the states: a later reading is never older', async () => {
+    const { store, tenant } = storeAt('version');
+    const memory = new MemoryPresenceStore(60_000);
+    for (const s of [store, memory]) {
+      const k = { tenant, userId: 'v-user' };
+      const c = { ...k, connId: 'v-conn' };
+      const readings: { status: string; version: number }[] = [];
+      const read = async () => {
+        const [state] = await s.get(tenant, [k.userId]);
+        readings.push({ status: state!.status, version: state!.version });
+      };
+      await read();
+      await s.admitMany([{ c, max: 5 }]);
+      await read();
+      await s.setStatus(k, 'away');
+      await read();
+      await s.heartbeat([c]);
+      await read();
+      await s.disconnectMany([c]);
+      await read();
+      await s.connect(c);
+      await read();
+      expect(readings.map((r) => r.status)).toEqual(['offline', 'online', 'away', 'away', 'offline', 'away']);
+      // Strictly rising at each change; two readings without a change between share their version.
+      for (let i = 1; i < readings.length; i++) expect(readings[i]!.version, `reading ${i}`).toBeGreaterThan(readings[i - 1]!.version);
+      const [again] = await s.get(tenant, [k.userId]);
+      expect(again!.version).toBe(readings.at(-1)!.version);
+    }
   });
 });

@@ -280,12 +280,12 @@ describe('presence across nodes', () => {
     await rec.ready();
     await using wa = clientFor(cl.a.url, w);
     const getOn = async (node: 'a' | 'b') => (await (node === 'a' ? wa : wc).trpc.presence.get.query({ userIds: [p] }))[0]!;
-    expect(await getOn('b')).toEqual({ userId: p, status: 'offline', lastSeenAt: null });
+    expect(await getOn('b')).toEqual({ userId: p, status: 'offline', lastSeenAt: null, version: expect.any(Number) });
 
     // p opens a socket to node A (a query over the socket).
     await using pa = clientFor(cl.a.url, p, { ws: true });
     expect((await pa.trpc.auth.me.query()).id).toBe(p);
-    expect(await rec.next('presence', (e) => e.userId === p)).toEqual({ type: 'presence', roomId: room.id, userId: p, status: 'online', lastSeenAt: null });
+    expect(await rec.next('presence', (e) => e.userId === p)).toEqual({ type: 'presence', roomId: room.id, userId: p, status: 'online', lastSeenAt: null, version: expect.any(Number) });
     for (const node of ['a', 'b'] as const) expect(await getOn(node)).toMatchObject({ userId: p, status: 'online', lastSeenAt: expect.any(Date) });
 
     // away: set on A, seen on both nodes and by the room's subscriber on B.
@@ -296,6 +296,7 @@ describe('presence across nodes', () => {
       userId: p,
       status: 'away',
       lastSeenAt: null,
+      version: expect.any(Number),
     });
     for (const node of ['a', 'b'] as const) expect(await getOn(node)).toMatchObject({ userId: p, status: 'away' });
 
@@ -309,6 +310,9 @@ describe('presence across nodes', () => {
     const barrier = await wc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'barrier' });
     await rec.untilSeq(barrier.seq);
     expect(rec.of('presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away']);
+    // Each reading of the store is newer than the one before: its version is higher.
+    const [online, away] = rec.of('presence', (e) => e.userId === p);
+    expect(away!.version).toBeGreaterThan(online!.version);
 
     // Closing the last connection: offline, with lastSeenAt, everywhere.
     const before = Date.now();
@@ -323,6 +327,49 @@ describe('presence across nodes', () => {
     }
     expect(rec.of('presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away', 'offline']);
     rec.unsubscribe();
+  });
+
+  it("a user who leaves one node and is back on another is shown online: the first node's late offline is dropped as older", async () => {
+    const u = tag();
+    const [p, w] = [`px-${u}`, `wx-${u}`];
+    await using wc = clientFor(cl.b.url, w);
+    const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'hand-over', memberIds: [p] });
+    using rec = recordEvents(wc, { roomId: room.id });
+    await rec.ready();
+    const pa = clientFor(cl.a.url, p, { ws: true });
+    expect((await pa.trpc.auth.me.query()).id).toBe(p);
+    const first = await rec.next('presence', (e) => e.userId === p && e.status === 'online');
+    // Node A reads p's state (offline) after p left it, then is slow to publish it: held here until p is back on B.
+    const publisher = cl.a.app.services.publisher;
+    const publish = publisher.room.bind(publisher);
+    const [held, release] = [deferred<void>(), deferred<void>()];
+    const spy = vi.spyOn(publisher, 'room').mockImplementation(async (e) => {
+      if (e.type === 'presence' && e.userId === p && e.status === 'offline') {
+        held.resolve();
+        await release.promise;
+      }
+      return publish(e);
+    });
+    const stale = cl.b.app.services.hubs.stats.staleDropped;
+    try {
+      await pa.close();
+      await within(held.promise, 10_000, "node A's offline announcement");
+      await using pb = clientFor(cl.b.url, p, { ws: true });
+      expect((await pb.trpc.auth.me.query()).id).toBe(p);
+      const back = await rec.next('presence', (e) => e.userId === p && e.status === 'online' && e.version > first.version);
+      release.resolve();
+      // A's offline reaches B's hub after the online it is older than, and goes no further.
+      await waitFor(() => cl.b.app.services.hubs.stats.staleDropped, 'the late offline to be dropped', { until: (n) => n > stale });
+      const barrier = await wc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'barrier' });
+      await rec.untilSeq(barrier.seq);
+      const seen = rec.of('presence', (e) => e.userId === p);
+      expect(seen.map((e) => e.status)).toEqual(['online', 'online']);
+      expect(seen.at(-1)).toEqual(back);
+      expect((await wc.trpc.presence.get.query({ userIds: [p] }))[0]).toMatchObject({ status: 'online' });
+    } finally {
+      release.resolve();
+      spy.mockRestore();
+    }
   });
 
   it(`a node killed with SIGKILL does not leave its users online (PRESENCE_TTL_MS=${PRESENCE_TTL_MS})`, async () => {

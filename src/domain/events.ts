@@ -118,7 +118,12 @@ export type DurableRoomEvent =
 
 export type EphemeralRoomEvent =
   | { type: 'typing'; roomId: string; userId: string; typing: boolean }
-  | { type: 'presence'; roomId: string; userId: string; status: PresenceStatus; lastSeenAt: Date | null }
+  /**
+   * A user's presence as the presence store held it at `version` (one counter for all presence,
+   * raised by every change): of two presence events of a user, the one with the higher version is
+   * the newer, whatever order they arrive in (they may be published by two nodes).
+   */
+  | { type: 'presence'; roomId: string; userId: string; status: PresenceStatus; lastSeenAt: Date | null; version: number }
   | { type: 'receipt.read'; roomId: string; userId: string; seq: number }
   /** The room was deleted (`room.delete`): the last event of every open stream, which then completes. */
   | { type: 'room.deleted'; roomId: string; by: string };
@@ -322,4 +327,6 @@ export interface PresenceState {
   userId: string;
   status: PresenceStatus;
   lastSeenAt: Date | null;
+  /** The presence store's version when this was read: at least as new as every presence event with a version up to it. */
+  version: number;
 }

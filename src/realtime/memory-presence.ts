@@ -9,6 +9,8 @@ export class MemoryPresenceStore implements PresenceStore {
   private readonly conns = new Map<string, Map<string, number>>();
   private readonly status = new Map<string, Exclude<PresenceStatus, 'offline'>>();
   private readonly seen = new Map<string, number>();
+  /** Raised by every change (see PresenceStore). */
+  private version = 0;
 
   constructor(private readonly ttlMs: number) {}
 
@@ -24,6 +26,7 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   async connect(c: PresenceConn): Promise<boolean> {
+    this.version++;
     const key = enc(c);
     const had = this.live(key)?.size ?? 0;
     let m = this.conns.get(key);
@@ -49,6 +52,7 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   async disconnect(c: PresenceConn): Promise<boolean> {
+    this.version++;
     const key = enc(c);
     const m = this.conns.get(key);
     if (!m?.delete(c.connId)) return false;
@@ -63,6 +67,7 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   async heartbeat(conns: PresenceConn[]): Promise<PresenceKey[]> {
+    this.version++;
     const exp = Date.now() + this.ttlMs;
     const back = new Map<string, PresenceKey>();
     for (const c of conns) {
@@ -86,6 +91,7 @@ export class MemoryPresenceStore implements PresenceStore {
       if (before > 0 && !this.live(key, now)) {
         const [tenant, userId] = key.split(SEP) as [string, string];
         this.seen.set(key, now);
+        this.version++;
         gone.push({ tenant, userId });
       }
     }
@@ -94,6 +100,7 @@ export class MemoryPresenceStore implements PresenceStore {
   }
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
+    this.version++;
     this.status.set(enc(k), status);
   }
 
@@ -110,6 +117,7 @@ export class MemoryPresenceStore implements PresenceStore {
         userId,
         status: online ? (this.status.get(key) ?? 'online') : 'offline',
         lastSeenAt: online ? new Date() : seen ? new Date(seen) : null,
+        version: this.version,
       };
     });
   }

@@ -14,6 +14,12 @@ export interface PresenceConn extends PresenceKey {
  * when they were last seen. Connection entries expire (`ttlMs`) unless the owning node heartbeats
  * them, so a node that dies without saying goodbye cannot keep its users online. In this process's
  * memory: memory-presence.ts; in Redis, shared by every node: redis-presence.ts.
+ *
+ * Every change (a connection admitted, removed, renewed or swept, a status set) raises one version
+ * counter for the whole store, in the same atomic step; `get` reads the users' state and the version
+ * in one atomic step. So a state read at version v reflects every change up to v, and of two reads
+ * of a user the one with the higher version is the newer: presence events carry it, and whoever
+ * receives two out of order keeps the newer (the hubs, src/stream/hub.ts; clients).
  */
 export interface PresenceStore {
   /** Registers a connection; true when the user just came online. */

@@ -101,10 +101,7 @@ export class PresenceService {
   /** `online` (or the status the user set) to the user's small rooms, queued. */
   private queueOnline(c: PresenceKey): void {
     if (this.closing) return;
-    // The rooms first: a user whose rooms are all above the size limit costs no status read.
-    void this.queueBroadcast(c, () =>
-      this.broadcast(c, async () => (await this.store.get(c.tenant, [c.userId]))[0]?.status ?? 'online', null),
-    );
+    void this.queueBroadcast(c, () => this.broadcast(c));
   }
 
   /**
@@ -127,10 +124,7 @@ export class PresenceService {
     const removed = this.leaves.submit(c);
     this.leaving.add(removed);
     try {
-      if (await removed) {
-        const at = new Date();
-        void this.queueBroadcast(c, () => this.broadcast(c, 'offline', at));
-      }
+      if (await removed) void this.queueBroadcast(c, () => this.broadcast(c));
     } finally {
       this.leaving.delete(removed);
     }
@@ -146,8 +140,7 @@ export class PresenceService {
       this.warn(err);
       throw new AppError('SERVICE_UNAVAILABLE', 'presence is unavailable right now, retry');
     }
-    const set = state;
-    if (set && set.status !== 'offline') await this.queueBroadcast({ tenant: actor.tenant, userId: actor.id }, () => this.broadcast({ tenant: actor.tenant, userId: actor.id }, set.status, null));
+    if (state && state.status !== 'offline') await this.queueBroadcast({ tenant: actor.tenant, userId: actor.id }, () => this.broadcast({ tenant: actor.tenant, userId: actor.id }));
     return state!;
   }
 
@@ -217,8 +210,7 @@ export class PresenceService {
     const announced: Promise<void>[] = [];
     try {
       await this.store.sweep((gone) => {
-        const at = new Date();
-        for (const k of gone) announced.push(this.queueBroadcast(k, () => this.broadcast(k, 'offline', at)));
+        for (const k of gone) announced.push(this.queueBroadcast(k, () => this.broadcast(k)));
       });
     } catch (err) {
       this.warn(err);
@@ -227,16 +219,24 @@ export class PresenceService {
   }
 
   /**
-   * Publishes a presence change to the user's rooms of at most PRESENCE_ROOM_MAX_MEMBERS members.
-   * Bigger rooms get none: when the members of a room of n come online, each change would reach the
-   * n members (n² deliveries in all); their clients ask `presence.get` for the users they show.
+   * Publishes the user's presence, as the store holds it now with its version, to the user's rooms
+   * of at most PRESENCE_ROOM_MAX_MEMBERS members. What is published is read, not what the change
+   * was: a user who went offline on one node and came back on another meanwhile is announced online
+   * by both, and an announcement read before the other node's change carries an older version, so
+   * the hubs drop it if it comes second (src/stream/hub.ts). Bigger rooms get none: when the members
+   * of a room of n come online, each change would reach the n members (n² deliveries in all); their
+   * clients ask `presence.get` for the users they show.
    */
-  private async broadcast(k: PresenceKey, statusOf: PresenceStatus | (() => Promise<PresenceStatus>), lastSeenAt: Date | null): Promise<void> {
+  private async broadcast(k: PresenceKey): Promise<void> {
     try {
+      // The rooms first: a user whose rooms are all above the size limit costs no read of the store.
       const rooms = this.roomMaxMembers > 0 ? await this.roomsOf.submit({ tenant: k.tenant, userId: k.userId }) : [];
       if (rooms.length === 0) return;
-      const status = typeof statusOf === 'function' ? await statusOf() : statusOf;
-      await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt })));
+      const [state] = await this.store.get(k.tenant, [k.userId]);
+      if (!state) return;
+      const { status, version } = state;
+      const lastSeenAt = status === 'offline' ? state.lastSeenAt : null;
+      await Promise.all(rooms.map((roomId) => this.publisher.room({ type: 'presence', roomId, userId: k.userId, status, lastSeenAt, version })));
     } catch (err) {
       this.warn(err);
     }

@@ -28,6 +28,8 @@ export interface HubStats {
   replayQueueOverflows: number;
   /** Streams overflowed during their replay: their socket's queue stayed over the soft limit too long before a page. */
   replayDrainTimeouts: number;
+  /** Live events dropped as older than one of theirs delivered before (`StreamKind.versionOf`: presence read by two nodes). */
+  staleDropped: number;
 }
 
 export const FILL_PAGE = 500;
@@ -65,6 +67,8 @@ export class Hub<E extends StreamEvent> {
   closed = false;
   /** The position at the previous position check (-1: not idle then). */
   checkedSeq = -1;
+  /** The version of the last live event delivered per key (`StreamKind.versionOf`), once there is one. */
+  private versions: Map<string, number> | null = null;
   /** Durable events that came after a gap, by seq, waiting for the missing ones (`GAP_WAIT_MS`). */
   private held: Map<number, E & { seq: number }> | null = null;
   private heldTimer: NodeJS.Timeout | null = null;
@@ -134,6 +138,16 @@ export class Hub<E extends StreamEvent> {
 
   private accept(e: E): void {
     if (!this.kind.isDurable(e)) {
+      const v = this.kind.versionOf?.(e);
+      if (v) {
+        const last = this.versions?.get(v.key);
+        if (last !== undefined && v.version < last) {
+          this.stats.staleDropped++;
+          return;
+        }
+        this.versions ??= new Map();
+        this.versions.set(v.key, v.version);
+      }
       this.fanout(e);
       return;
     }

@@ -15,7 +15,7 @@ const POSITION_CHECK_BATCH = 1000;
 /** The registry of the hubs of one kind of stream in this process. */
 export class StreamHubs<E extends StreamEvent> {
   private readonly hubs = new Map<string, Hub<E>>();
-  readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0, gapWaits: 0, positionCatchUps: 0, replayQueueOverflows: 0, replayDrainTimeouts: 0 };
+  readonly stats: HubStats = { received: 0, delivered: 0, duplicates: 0, gapFills: 0, filled: 0, gapWaits: 0, positionCatchUps: 0, replayQueueOverflows: 0, replayDrainTimeouts: 0, staleDropped: 0 };
   private readonly offReconnect: () => void;
   private readonly checkTimer: NodeJS.Timeout | null = null;
   private checking = false;

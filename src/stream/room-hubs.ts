@@ -15,6 +15,8 @@ export const roomStreamKind: StreamKind<HubEvent> = {
   endsStream: (e) => e.type === 'room.deleted',
   // typing, presence, receipts: state-like, the latest per type and user says it all.
   coalesceKey: (e) => ('userId' in e ? `${e.type}\u0000${e.userId}` : null),
+  // Presence is read with the store's version: an older reading that comes second is dropped.
+  versionOf: (e) => (e.type === 'presence' ? { key: e.userId, version: e.version } : null),
 };
 
 export class RoomHubs extends StreamHubs<HubEvent> {

@@ -49,4 +49,10 @@ export interface StreamKind<E extends StreamEvent> {
    * delivered), its key; null when every one must go out (call signals).
    */
   coalesceKey(e: E): string | null;
+  /**
+   * For a live-only event that states something at a version (a user's presence), its key and
+   * version: of two events of one key, one with a lower version than the last delivered is stale
+   * (published by another node before the newer one, arriving after it) and dropped.
+   */
+  versionOf?(e: E): { key: string; version: number } | null;
 }

@@ -794,8 +794,8 @@ class RoomView {
     const ids = list.map((m) => m.userId).slice(0, 200);
     if (ids.length) {
       const states = await this.chat.trpc.presence.get.query({ userIds: ids });
-      // A presence event that came in meanwhile is newer than this answer.
-      for (const p of states) if (this.timeline.presence(p.userId) === undefined) this.timeline.setPresence(p.userId, p.status);
+      // Of this answer and a presence event that came in meanwhile, the newer version wins.
+      for (const p of states) this.timeline.setPresence(p.userId, p.status, p.version);
     }
     if (!this.closed) {
       this.renderMembers();
