@@ -45,8 +45,8 @@ const capped = (filter: RawBuilder<unknown>) => sql<number>`least(count(*) filte
 /** The one definition of an unread message in the window: not `system`. */
 const isUnread = () => sql`u.kind <> 'system'`;
 
-/** An unread mention of the membership's user. */
-const mentions = (at: ReadPosition) => sql`jsonb_exists(u.mentions, ${at.userId})`;
+/** An unread mention of the membership's user: an unread message that mentions them (so never more than the unread). */
+const mentions = (at: ReadPosition) => sql`${isUnread()} and jsonb_exists(u.mentions, ${at.userId})`;
 
 /**
  * The one definition of "unread": messages after my last read seq, not sent by me, not deleted,

@@ -256,6 +256,10 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
         const k = durable ? null : this.hubs.kind.coalesceKey(e);
         if (k !== null) {
           this.coalesced ??= new Map();
+          // Moved to the end: the flush follows the order of each key's latest event (a room's
+          // newer `room.activity` must not go out ahead of an `unread.changed` that came after the
+          // older one; a Map keeps a replaced key at its first place).
+          this.coalesced.delete(k);
           this.coalesced.set(k, e);
           this.drainTimer ??= setTimeout(checkDrained, DRAIN_CHECK_MS, this);
           return;
