@@ -92,10 +92,9 @@ export class RoomLifecycle {
 
   /**
    * Inserts a room with its creator as owner and its first members, in one transaction, after the
-   * creator's rate limit and the encryption precondition.
+   * encryption precondition. The creator's rate limit is taken once the room's row is in (`charged`).
    */
   private async insert(actor: Actor, id: string, input: Parameters<RoomLifecycle['create']>[1]): Promise<void> {
-    await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id));
     if (input.encrypted && !this.keyring.enabled) {
       throw new AppError('PRECONDITION_FAILED', 'encrypted rooms need MESSAGE_KEYS to be configured on the server');
     }
@@ -115,6 +114,7 @@ export class RoomLifecycle {
         createdBy: actor.id,
         visibility: input.visibility ?? 'private',
       });
+      await this.charged(actor);
       const { kind, name } = input;
       await tx.webhookEvent({
         tenant: actor.tenant,
@@ -136,6 +136,18 @@ export class RoomLifecycle {
     });
   }
 
+  /**
+   * Takes a room creation from the creator's rate limit, inside the creating transaction once the
+   * room's row is in: a concurrent first use of the same key (`ensure`) or pair (`openDirect`) waits
+   * at that insert for the winner's commit, then finds the winner's room and is answered with it,
+   * spending nothing (charged before, every loser of such a race spent a creation and those over
+   * the budget were refused, though only one room was made). Over the budget: the transaction
+   * rolls back, TOO_MANY_REQUESTS.
+   */
+  private charged(actor: Actor): Promise<void> {
+    return this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id));
+  }
+
   /** The one direct room of a pair of users; created on first use, idempotent under concurrency. */
   async openDirect(actor: Actor, userId: string): Promise<RoomDto> {
     if (userId === actor.id) throw badRequest('cannot open a direct room with yourself');
@@ -145,7 +157,6 @@ export class RoomLifecycle {
     const find = () => directRoomId(this.store.db(), actor.tenant, directKey);
     let id = await find();
     if (!id) {
-      await this.limits.consume('roomCreate', keyOf(actor.tenant, actor.id));
       const newId = randomUUID();
       try {
         await this.store.transact(async (tx) => {
@@ -161,6 +172,7 @@ export class RoomLifecycle {
             metadata: null,
             createdBy: actor.id,
           });
+          await this.charged(actor);
           await tx.webhookEvent({
             tenant: actor.tenant,
             roomId: newId,
