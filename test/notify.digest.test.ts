@@ -4,11 +4,12 @@
  * PUBLIC_APP_URL); nothing for what was read meanwhile, nothing of an encrypted room's bodies.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newCounters } from '../src/metrics.js';
 import type { PresenceStore } from '../src/realtime/presence-store.js';
-import type { Digest, Mailer } from '../src/services/notify/digest.js';
+import { type Digest, Mailer } from '../src/services/notify/digest.js';
 import { NotifyWorker, type NotifyWorkerOptions } from '../src/services/notify/worker.js';
 import { claimDigests, deleteDigest, digestItems, digestSent, postponeDigest, retryDigest } from '../src/store/notify.js';
 import {
@@ -66,6 +67,72 @@ function tenant() {
 }
 
 const mailsTo = (addr: string) => smtp.mails.items.filter((m) => m.to.includes(addr));
+
+/**
+ * A TCP gate in front of the test SMTP server whose first session is slow but alive: once the client
+ * sends EHLO, the reply comes as a multi-line reply whose lines trickle in, one every 200 ms (the
+ * socket never idles for the SMTP timeouts), and the server's own lines only when a second session
+ * comes in (another sender). Later sessions pass straight through. Records when each session opened
+ * and closed, and the most open at once.
+ */
+async function slowEhloGate(upstreamPort: number) {
+  const sessions: { openedAt: number; closedAt: number | null }[] = [];
+  const sockets = new Set<net.Socket>();
+  const releases: (() => void)[] = [];
+  const state = { open: 0, maxOpen: 0 };
+  const server = net.createServer((s) => {
+    const session = { openedAt: Date.now(), closedAt: null as number | null };
+    const slow = sessions.length === 0;
+    sessions.push(session);
+    sockets.add(s);
+    state.open++;
+    state.maxOpen = Math.max(state.maxOpen, state.open);
+    for (const release of releases.splice(0)) release();
+    const up = net.connect(upstreamPort, '127.0.0.1');
+    let trickle: NodeJS.Timeout | undefined;
+    s.on('error', () => {});
+    up.on('error', () => s.destroy());
+    up.on('close', () => s.destroy());
+    s.on('close', () => {
+      session.closedAt = Date.now();
+      state.open--;
+      sockets.delete(s);
+      clearInterval(trickle);
+      up.destroy();
+    });
+    s.pipe(up);
+    if (!slow) {
+      up.pipe(s);
+      return;
+    }
+    let held: Buffer[] | null = null;
+    s.on('data', (chunk: Buffer) => {
+      if (held !== null || !/^EHLO /i.test(chunk.toString('latin1'))) return;
+      held = [];
+      trickle = setInterval(() => s.write('250-X-SLOW-CHECKS\r\n'), 200);
+      releases.push(() => {
+        clearInterval(trickle);
+        for (const c of held!.splice(0)) s.write(c);
+        held = null;
+      });
+    });
+    up.on('data', (chunk: Buffer) => {
+      if (held === null) s.write(chunk);
+      else held.push(chunk);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    sessions,
+    state,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
 
 describe('e-mail digests', () => {
   it('one digest of unread mentions and direct messages after the delay away: plain text and HTML with links', async () => {
@@ -421,6 +488,50 @@ describe('the digest worker: claims, attempts, the cursor and the clock', () => 
     // Nothing new: the next round deletes the row, and no item came twice but the one after the late one.
     expect(await w.round(t.tenant)).toBeUndefined();
     expect(bodies().flat().sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 6, 7]);
+  });
+
+  it('an SMTP session that would outlast the claim is cut off at its deadline (PUSH_TIMEOUT_MS from the claim), before the lease ends: retried, mailed once, never by two nodes at once', async () => {
+    const PUSH_TIMEOUT_MS = 1000;
+    const t = await dm();
+    const to = `bob@${t.tenant}.example.com`;
+    await t.send('are you there?');
+    // A relay that answers EHLO slowly but never idles for PUSH_TIMEOUT_MS: every SMTP timeout holds, the session would go on for good.
+    const gate = await slowEhloGate(Number(new URL(smtp.url).port));
+    const offline = {
+      count: async () => 0,
+      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
+    } as unknown as PresenceStore;
+    const notify = { ...srv.config.notify, vapid: null, pushTimeoutMs: PUSH_TIMEOUT_MS, pollMs: 50, retryBaseMs: 50 };
+    const warnings: { msg: string; err?: { message: string } }[] = [];
+    const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line)) });
+    // Two nodes on the database, each with its own mailer.
+    const node = () => new NotifyWorker(srv.app.services.store, offline, notify, new Mailer(gate.url, 'Chat <chat@example.com>', PUSH_TIMEOUT_MS), log, newCounters());
+    const a = node();
+    const b = node();
+    try {
+      await wenv.sql('update notify_digest set due_at = now() where tenant = $1', [t.tenant]);
+      a.start();
+      await waitFor(() => gate.sessions.length, 'node A sending the digest', { until: (n) => n >= 1 });
+      const claim = await t.row();
+      expect(claim).toMatchObject({ attempts: 1, lease_until: expect.any(Date) });
+      const leaseEnd = claim!.lease_until!.getTime();
+      b.start();
+      // Node A's session ends (cut off) before the claim's lease does: node B cannot claim the row while A still sends.
+      const first = gate.sessions[0]!;
+      await waitFor(() => first.closedAt, "node A's session ended or its lease over", { until: (at) => at !== null || Date.now() > leaseEnd, timeoutMs: leaseEnd - Date.now() + 2000 });
+      expect(first.closedAt, "node A's SMTP session ended before its claim's lease").not.toBeNull();
+      expect(first.closedAt!).toBeLessThan(leaseEnd);
+      await waitFor(() => warnings, 'the failed send logged', { until: (w) => w.length >= 1 });
+      expect(warnings.map((w) => [w.msg, w.err?.message])).toEqual([['e-mail digest failed', expect.stringMatching(/^the SMTP exchange did not end within its deadline \(\d+ ms\)$/)]]);
+      // Retried (a failed attempt) and mailed by one node, once.
+      await smtp.mails.until(() => mailsTo(to).length >= 1, 'the digest mailed on a retry', 10_000);
+      await waitFor(() => t.row(), 'the row released after the mail', { until: (r) => r !== undefined && r.lease_until === null && r.due_in > 0 });
+      await waitFor(() => gate.state.open, 'every SMTP session closed', { until: (n) => n === 0 });
+      expect({ sessions: gate.sessions.length, atOnce: gate.state.maxOpen, mails: mailsTo(to).length }).toEqual({ sessions: 2, atOnce: 1, mails: 1 });
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+      await gate.close();
+    }
   });
 
   it("due times are the database's now() plus a delay: a node whose clock is an hour behind does not make rows due at once", async () => {

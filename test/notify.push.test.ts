@@ -5,6 +5,7 @@
  * service forgot (410) is removed.
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   actor,
@@ -33,6 +34,7 @@ import {
 } from './fixture.js';
 import { newCounters } from '../src/metrics.js';
 import type { PresenceStore } from '../src/realtime/presence-store.js';
+import { Mailer } from '../src/services/notify/digest.js';
 import { NotifyWorker } from '../src/services/notify/worker.js';
 import { startLiveKitDouble } from './video-doubles.js';
 
@@ -519,6 +521,71 @@ describe('who gets a push', () => {
       expect(held!.due_in).toBeLessThanOrEqual(30 * 60);
     } finally {
       await w.stop();
+    }
+  });
+
+  it('a digest stuck on a stalled SMTP relay holds back no push: pushes and digests have loops of their own, and stop() ends both', async () => {
+    // A database of its own with web push and e-mail, its worker stopped: the test runs one whose rounds run when woken.
+    await using env = await testEnv('pushmail');
+    const srv = await env.startServer({ notify: { ...OVERRIDES.notify, smtp: { url: 'smtp://127.0.0.1:9', from: 'Chat <chat@example.com>' }, digestDelayMs: 60_000 } });
+    await srv.app.services.notifyWorker.stop();
+    // An SMTP relay that accepts connections and never says a word.
+    const relay = { sessions: 0, open: 0 };
+    const sockets = new Set<net.Socket>();
+    const smtpHost = net.createServer((s) => {
+      relay.sessions++;
+      relay.open++;
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        relay.open--;
+        sockets.delete(s);
+      });
+    });
+    await new Promise<void>((r) => smtpHost.listen(0, '127.0.0.1', r));
+    await using _relay = {
+      [Symbol.asyncDispose]: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((r) => smtpHost.close(() => r()));
+      },
+    };
+    const tenant = `mail-${uuid().slice(0, 8)}`;
+    const as = (id: string) => callerFor(srv.app, actor(id, tenant));
+    // Bob has an address (his digest is due now); carol has a push device.
+    await srv.app.services.users.touch({ ...actor('bob', tenant), email: `bob@${tenant}.example.com` });
+    const toBob = await as('alice').room.openDirect({ userId: 'bob' });
+    await as('alice').chat.send({ roomId: toBob.id, clientId: uuid(), body: 'digest me' });
+    await env.sql('update notify_digest set due_at = now() where tenant = $1', [tenant]);
+    const sub = ps.subscribe();
+    await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
+    const offline = {
+      count: async () => 0,
+      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
+    } as unknown as PresenceStore;
+    // PUSH_TIMEOUT_MS (the SMTP timeouts and the digest's deadline) far beyond the wait for the push below.
+    const notify = { ...OVERRIDES.notify, pushTimeoutMs: 30_000, pollMs: 600_000 };
+    const { port } = smtpHost.address() as net.AddressInfo;
+    const mailer = new Mailer(`smtp://127.0.0.1:${port}`, 'Chat <chat@example.com>', notify.pushTimeoutMs);
+    const w = new NotifyWorker(srv.app.services.store, offline, notify, mailer, createLogger('silent'), newCounters());
+    let stopped = false;
+    try {
+      w.start();
+      await waitFor(() => relay.sessions, "bob's digest being sent", { until: (n) => n >= 1 });
+      // A direct message to carol (the first item of a quiet room: due at once), while the digest waits for the relay.
+      const toCarol = await as('alice').room.openDirect({ userId: 'carol' });
+      await as('alice').chat.send({ roomId: toCarol.id, clientId: uuid(), body: 'ping' });
+      w.wake();
+      const [p] = await waitPushes(sub, 1, 'the push to carol while the digest waits for the relay', 8000);
+      expect(p!.payload).toMatchObject({ type: 'direct', roomId: toCarol.id, body: 'ping' });
+      expect(relay.open).toBe(1); // the digest still waits
+      // stop() ends both loops: the digest's session is aborted (the row is left to its lease, not written as failed).
+      await w.stop();
+      stopped = true;
+      await waitFor(() => relay.open, "the digest's SMTP session closed by stop()", { until: (n) => n === 0 });
+      const [row] = await env.sql<{ leased: boolean; last_error: string | null }>('select lease_until > now() as leased, last_error from notify_digest where tenant = $1', [tenant]);
+      expect(row).toEqual({ leased: true, last_error: null });
+    } finally {
+      if (!stopped) await w.stop();
     }
   });
 });

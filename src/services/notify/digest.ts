@@ -54,13 +54,31 @@ export function renderDigest(userName: string, items: DigestItem[], base: string
   return { subject, text: text.join('\n'), html: html.join('\n') };
 }
 
+/** What a claim's lease leaves after its send's deadline: the database writes that record the outcome. */
+const LEASE_MARGIN_MS = 5000;
+
+/**
+ * The one rule for the send of a claimed notification row (a push, an e-mail digest): it may take
+ * `timeoutMs` (PUSH_TIMEOUT_MS) in all and is then cut off, as a failure retried later; the claim's
+ * lease is that plus a margin. So a send has always ended before its lease runs out and another node
+ * can claim the row: each row is handled by one node at a time.
+ */
+export function sendLimits(timeoutMs: number): { deadlineMs: number; leaseMs: number } {
+  return { deadlineMs: timeoutMs, leaseMs: timeoutMs + LEASE_MARGIN_MS };
+}
+
 /**
  * Sends e-mail over SMTP_URL (nodemailer). The URL is checked at start; nodemailer is loaded and
  * the transport made with the first e-mail (a node that sends none does not carry the library).
+ * Each step of the SMTP exchange is bounded by `timeoutMs`, and the whole exchange (connection,
+ * greeting, commands, message) by one deadline (`sendLimits`): when it passes, the connection is
+ * closed and the send fails.
  */
 export class Mailer {
   private readonly options: SMTPTransport.Options;
   private transport: Promise<Transporter> | null = null;
+  /** How long one send may take in all. */
+  readonly deadlineMs: number;
 
   constructor(
     url: string,
@@ -77,6 +95,7 @@ export class Mailer {
       greetingTimeout: timeoutMs,
       socketTimeout: timeoutMs,
     };
+    this.deadlineMs = sendLimits(timeoutMs).deadlineMs;
   }
 
   private transporter(): Promise<Transporter> {
@@ -84,8 +103,27 @@ export class Mailer {
     return this.transport;
   }
 
-  async send(to: string, d: Digest): Promise<void> {
-    await (await this.transporter()).sendMail({ from: this.from, to, subject: d.subject, text: d.text, html: d.html });
+  /**
+   * Sends one e-mail, ended by `deadlineMs` from now or by `opts.by` (a `Date.now()` time), whichever
+   * comes first, or when `opts.signal` aborts: the connection is closed and the send fails. A cut-off
+   * send may still have been accepted by the server (at least once).
+   */
+  async send(to: string, d: Digest, opts: { by?: number; signal?: AbortSignal } = {}): Promise<void> {
+    const startedAt = Date.now();
+    const budget = Math.max(0, Math.min(this.deadlineMs, (opts.by ?? Number.POSITIVE_INFINITY) - startedAt));
+    const cut = new AbortController();
+    const timer = setTimeout(() => cut.abort(new Error(`the SMTP exchange did not end within its deadline (${budget} ms)`)), budget);
+    const onAbort = () => cut.abort(opts.signal?.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (opts.signal?.aborted) onAbort();
+    try {
+      await (await this.transporter()).sendMail({ from: this.from, to, subject: d.subject, text: d.text, html: d.html, signal: cut.signal });
+    } catch (err) {
+      throw cut.signal.aborted && cut.signal.reason instanceof Error ? cut.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   close(): void {

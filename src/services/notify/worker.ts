@@ -28,7 +28,7 @@ import {
 } from '../../store/notify.js';
 import type { Store } from '../../store/store.js';
 import { retryDelay } from '../webhooks/worker.js';
-import { type Mailer, previewOf, renderDigest, roomUrl } from './digest.js';
+import { type Mailer, previewOf, renderDigest, roomUrl, sendLimits } from './digest.js';
 import { DEFAULT_LEVEL, decidePush, type Preferences, type RoomLevel } from './policy.js';
 import { preferencesOf } from './preferences.js';
 import { type PushPayload, sendPush } from './push.js';
@@ -36,7 +36,6 @@ import { type PushPayload, sendPush } from './push.js';
 const PUSH_BATCH = 20;
 const DIGEST_BATCH = 10;
 const DIGEST_ITEMS = 50;
-const DIGEST_LEASE_MS = 60_000;
 const PRUNE_EVERY_MS = 60 * 60_000;
 
 export interface NotifyWorkerOptions {
@@ -52,13 +51,16 @@ export interface NotifyWorkerOptions {
 
 /**
  * Sends the notification queue, on every node, as the webhook worker does: polls every
- * NOTIFY_POLL_MS and is woken after a local commit that queued something. A row is claimed with a
- * lease, so a node that dies mid-send leaves it to another once the lease ends (at least once).
+ * NOTIFY_POLL_MS and is woken after a local commit that queued something. Pushes and e-mail digests
+ * have a loop each, so a slow SMTP server holds back no push. A row is claimed with a lease longer
+ * than its send may take (`sendLimits`: a send is cut off at its deadline first), so it is handled by
+ * one node at a time, and a node that dies mid-send leaves it to another once the lease ends (at least once).
  * Whether to tell the user is decided when the row is due (presence across nodes, preferences,
  * read state: src/services/notify/policy.ts), so someone who came back or read meanwhile gets nothing.
  */
 export class NotifyWorker {
-  private readonly loop: PollingLoop;
+  private readonly pushes: PollingLoop;
+  private readonly digests: PollingLoop;
   private readonly abort = new AbortController();
   private prunedAt = 0;
   private readonly now: () => number;
@@ -73,36 +75,41 @@ export class NotifyWorker {
     private readonly counters: Counters,
     options: NotifyWorkerOptions = {},
   ) {
-    this.loop = new PollingLoop(() => this.round(), config.pollMs);
+    this.pushes = new PollingLoop(() => this.pushRound(), config.pollMs);
+    this.digests = new PollingLoop(() => this.digestRound(), config.pollMs);
     this.now = options.now ?? Date.now;
     this.digestItems = options.digestItems ?? DIGEST_ITEMS;
   }
 
+  /** The lease of a claimed push or digest row (`sendLimits`). */
   get leaseMs(): number {
-    return this.config.pushTimeoutMs + 5000;
+    return sendLimits(this.config.pushTimeoutMs).leaseMs;
   }
 
   start(): void {
     if (!this.config.vapid && !this.mailer) return;
-    this.loop.start();
+    this.pushes.start(); // also prunes idle push rows
+    if (this.mailer) this.digests.start();
   }
 
   wake(): void {
-    this.loop.wake();
+    this.pushes.wake();
+    this.digests.wake();
   }
 
+  /** Stops both loops, aborts sends in flight (their rows are retried after the lease) and waits for the rounds. */
   async stop(): Promise<void> {
-    const done = this.loop.stop();
+    const done = Promise.all([this.pushes.stop(), this.digests.stop()]);
     this.abort.abort();
     await done;
     this.mailer?.close();
   }
 
   private get stopped(): boolean {
-    return this.loop.stopped;
+    return this.abort.signal.aborted;
   }
 
-  private async round(): Promise<void> {
+  private async pushRound(): Promise<void> {
     try {
       if (Date.now() - this.prunedAt > PRUNE_EVERY_MS) {
         this.prunedAt = Date.now();
@@ -113,13 +120,24 @@ export class NotifyWorker {
         if (rows.length === 0) break;
         await Promise.all(rows.map((r) => this.push(r).catch((err: unknown) => this.log.warn({ err }, 'push failed'))));
       }
+    } catch (err) {
+      if (!this.stopped) this.log.warn({ err }, 'push round failed');
+    }
+  }
+
+  private async digestRound(): Promise<void> {
+    try {
+      const { deadlineMs, leaseMs } = sendLimits(this.config.pushTimeoutMs);
       while (!this.stopped && this.mailer) {
-        const rows = await claimDigests(this.store.db(), DIGEST_BATCH, DIGEST_LEASE_MS);
+        // Taken before the claim: the lease (from the database's now()) ends no earlier than `leaseMs` after it.
+        const claimedAt = Date.now();
+        const rows = await claimDigests(this.store.db(), DIGEST_BATCH, leaseMs);
         if (rows.length === 0) break;
-        await Promise.all(rows.map((r) => this.digest(r).catch((err: unknown) => this.log.warn({ err }, 'digest failed'))));
+        const by = claimedAt + deadlineMs;
+        await Promise.all(rows.map((r) => this.digest(r, by).catch((err: unknown) => this.log.warn({ err }, 'digest failed'))));
       }
     } catch (err) {
-      if (!this.stopped) this.log.warn({ err }, 'notification round failed');
+      if (!this.stopped) this.log.warn({ err }, 'digest round failed');
     }
   }
 
@@ -239,7 +257,8 @@ export class NotifyWorker {
     };
   }
 
-  private async digest(d: ClaimedDigest): Promise<void> {
+  /** `by`: when the send must have ended (`Date.now()` time), before the claim's lease can run out. */
+  private async digest(d: ClaimedDigest, by: number): Promise<void> {
     const db = this.store.db();
     const delay = this.config.digestDelayMs;
     // Each outcome is written only while the row is still this claim's (src/store/notify.ts, `DigestClaim`).
@@ -261,8 +280,9 @@ export class NotifyWorker {
     const items = await digestItems(db, d.tenant, d.user_id, d.cursor, this.digestItems);
     if (items.length === 0) return drop();
     try {
-      await this.mailer.send(user.email, renderDigest(user.name, items, this.config.publicAppUrl));
+      await this.mailer.send(user.email, renderDigest(user.name, items, this.config.publicAppUrl), { by, signal: this.abort.signal });
     } catch (err) {
+      if (this.stopped) return; // aborted by shutdown: retried after the lease
       const retryInMs = d.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, d.attempts);
       this.log.warn({ err, user: d.user_id, givenUp: retryInMs === null }, 'e-mail digest failed');
       if (retryInMs === null) return drop();
