@@ -211,6 +211,35 @@ describe('exports', () => {
 });
 
 describe('erase', () => {
+
+  it("forgets the display names video providers reported for the user in the tenant's meetings, and only theirs", async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const meeting = async (tenant: string) =>
+      (
+        await t.env.sql<{ id: string }>(
+          `insert into meeting (id, tenant, room_id, created_by, provider, url, status, created_at, expires_at)
+           values (gen_random_uuid(), $1, $2, $3, 'livekit', 'https://video.example', 'ended', now(), now()) returning id`,
+          [tenant, room.id, alice],
+        )
+      )[0]!.id;
+    const [here, elsewhere] = [await meeting('default'), await meeting('other')];
+    const join = (meetingId: string, userId: string, name: string) =>
+      t.env.sql(`insert into meeting_participant (meeting_id, session_id, user_id, name, joined_at) values ($1, $2, $3, $4, now())`, [meetingId, uuid(), userId, name]);
+    await join(here, bob!, 'Bob Real-Name');
+    await join(here, alice!, 'Alice Real-Name');
+    await join(elsewhere, bob!, 'Another Bob');
+    await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
+    const names = await t.env.sql<{ meeting_id: string; user_id: string; name: string | null }>(
+      'select meeting_id, user_id, name from meeting_participant where meeting_id = any($1) order by name nulls first',
+      [[here, elsewhere]],
+    );
+    expect(names).toEqual([
+      { meeting_id: here, user_id: bob, name: null },
+      { meeting_id: here, user_id: alice, name: 'Alice Real-Name' },
+      { meeting_id: elsewhere, user_id: bob, name: 'Another Bob' },
+    ]);
+  });
   it("erases a user's bodies, edits, reactions, read positions, inbox and files; shows 'deleted user'; live clients get message.deleted; idempotent", async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);

@@ -320,6 +320,14 @@ export async function anonymizeUser(db: Db, tenant: string, userId: string): Pro
       oc.columns(['tenant', 'id']).doUpdateSet((eb) => ({ name: DELETED_USER_NAME, roles: [], email: null, erased_at: eb.fn.coalesce('chat_user.erased_at', now()) })),
     )
     .execute();
+  // The display names video providers reported for them in the tenant's meetings.
+  await db
+    .updateTable('meeting_participant')
+    .set({ name: null })
+    .where('user_id', '=', userId)
+    .where('name', 'is not', null)
+    .where('meeting_id', 'in', (eb) => eb.selectFrom('meeting').select('id').where('tenant', '=', tenant))
+    .execute();
   // What the notifications kept of them: push endpoints, preferences, queued pushes and digests.
   await db.deleteFrom('push_device').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
   await db.deleteFrom('notify_preference').where('tenant', '=', tenant).where('user_id', '=', userId).execute();
