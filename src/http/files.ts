@@ -152,7 +152,9 @@ async function download(
   if (!stat) return fail(res, 404, 'no such file');
   const headers: Record<string, string> = {
     ...CORS,
-    'content-type': o.mime || 'application/octet-stream',
+    // Only a type shown inline is named: any other file (a script, a style sheet, HTML) is bytes to
+    // save, so a page of this origin can never load an upload as its script or style (nosniff).
+    'content-type': o.inline ? o.mime || 'application/octet-stream' : 'application/octet-stream',
     'content-disposition': contentDisposition(o.name || 'file', o.inline),
     'x-content-type-options': 'nosniff',
     // Shown inline or not, a file is never a page of this origin (no scripts, no plugins).

@@ -23,7 +23,7 @@ import {
   unreadLabel,
 } from '../../client/index.js';
 import { CallManager } from './call.js';
-import { $, avatar, cardEl, dateTimeFmt, debounce, errorText, formatSize, h, MAX_FILES, report, timeFmt, toast } from './dom.js';
+import { $, avatar, cardEl, dateTimeFmt, debounce, errorText, formatSize, h, isHttps, MAX_FILES, report, timeFmt, toast } from './dom.js';
 import { meetingIdOf, RoomMeetings } from './meetings.js';
 import { setUpSearch } from './search.js';
 import { ThreadPanel } from './threads.js';
@@ -211,7 +211,21 @@ async function setUpPush() {
   if (Notification.permission === 'granted') await enable().catch(report);
 }
 
+/**
+ * Takes this browser's push registration off the server and unsubscribes it: pushes to a browser
+ * logged out would show the user's messages to whoever uses it next. Best effort.
+ */
+async function forgetPush(client: ChatClient): Promise<void> {
+  const reg = 'serviceWorker' in navigator ? await navigator.serviceWorker.getRegistration('/') : undefined;
+  const sub = await reg?.pushManager.getSubscription();
+  if (!sub) return;
+  const mine = (await client.trpc.device.list.query()).find((d) => d.endpoint === sub.endpoint);
+  if (mine) await client.trpc.device.remove.mutate({ id: mine.id });
+  await sub.unsubscribe();
+}
+
 async function logout() {
+  if (chat) await forgetPush(chat).catch(() => undefined);
   calls?.dispose();
   calls = null;
   view?.close();
@@ -1007,6 +1021,8 @@ class RoomView {
    */
   private attachmentEl(a: Message['attachments'][number]): HTMLElement {
     if (!('fileId' in a)) {
+      // https only, as card links: this page trusts no data (older versions stored any scheme).
+      if (!isHttps(a.url)) return h('span', { class: 'file-card link' }, a.name);
       return h('a', { class: 'file-card link', href: a.url, target: '_blank', rel: 'noopener noreferrer' }, a.name);
     }
     const name = h('button', { type: 'button', class: 'file-name', title: `Download ${a.name}` }, a.name);
