@@ -66,14 +66,49 @@ export interface OrmExtras {
   socketDir?: string;
 }
 
+/** What pg-pool sets on a client it hands out: gives it back (with an error: destroyed). */
+type Release = (err?: Error | boolean) => void;
+const noRelease: Release = () => undefined;
+
 /**
  * A pool client that connects outside any HTTP request's context. A connection is opened by
  * whichever query first needs it, often during a request, and its socket's callbacks (errors,
  * notices, every answer's parsing) would otherwise run in that request's context for the
  * connection's whole life, naming it in lines it never caused (src/util/request-scope.ts).
+ *
+ * And a client whose connection dies while it is checked out goes back to the pool by itself, to be
+ * destroyed: kysely (under MikroORM's transactions) releases a transaction's connection only once its
+ * COMMIT or ROLLBACK succeeded, and on a connection PostgreSQL terminated (a restart, a failover,
+ * `pg_terminate_backend`) both fail, so the slot stayed checked out for good: after `DB_POOL_MAX`
+ * such faults every query of the node waited forever (test/pool.dead-connections.test.ts). pg-pool
+ * sets `release` on each checkout; it is kept here made idempotent, so the holder's own release
+ * later (if any) does nothing.
  */
 export function contextFreeClient(Base: typeof pg.Client): typeof pg.Client {
-  class ContextFreeClient extends Base {}
+  class ContextFreeClient extends Base {
+    #release: Release | null = null;
+
+    constructor(...args: ConstructorParameters<typeof pg.Client>) {
+      super(...args);
+      const dead = (err?: Error) => this.#release?.(err ?? new Error('the database connection ended'));
+      this.on('error', dead);
+      this.on('end', () => dead());
+    }
+
+    /** The release of the latest checkout; calling it again, or after the pool has the client back, does nothing. */
+    get release(): Release {
+      return this.#release ?? noRelease;
+    }
+
+    set release(give: Release) {
+      let given = false;
+      this.#release = (err) => {
+        if (given) return;
+        given = true;
+        give(err);
+      };
+    }
+  }
   const connect = Base.prototype.connect;
   // pg's two forms (a promise, or a callback) are passed through as they came.
   ContextFreeClient.prototype.connect = function (this: pg.Client, ...args: unknown[]) {
