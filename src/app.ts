@@ -40,7 +40,7 @@ export interface App {
   log: Logger;
   /** Starts listening on config.port/host (0 = any free port). */
   listen(): Promise<string>;
-  /** Graceful shutdown: stop accepting, tell clients to reconnect, close bus, ORM and embedded DB. */
+  /** Graceful shutdown: stop accepting, tell clients to reconnect (close the sockets left with 1001), close bus, ORM and embedded DB. */
   close(): Promise<void>;
 }
 
@@ -200,11 +200,20 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // role), not for a tenant's admin.
       const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
       const bearer = m?.[1]?.trim() ?? '';
-      if (config.adminToken !== undefined && sameSecret(bearer, config.adminToken)) return json(res, 200, adminStats());
+      // A failure to gather them is this request's 500, never the process's end.
+      const stats = () => {
+        try {
+          json(res, 200, adminStats());
+        } catch (err) {
+          log.error({ err }, 'admin stats failed');
+          json(res, 500, { error: 'internal server error' });
+        }
+      };
+      if (config.adminToken !== undefined && sameSecret(bearer, config.adminToken)) return stats();
       void services.auth.authenticate(bearer, clientAddress(req, config.trustProxy)).then(
         (actor) =>
           isOperator(actor)
-            ? json(res, 200, adminStats())
+            ? stats()
             : json(res, 403, { error: 'node-wide statistics are for the operator: a token with the operator role, or ADMIN_TOKEN' }),
         (err: unknown) => {
           if (err instanceof AuthError && err.unavailable) return json(res, 503, { error: err.message });
@@ -346,10 +355,18 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       wsHandler.broadcastReconnectNotification();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      const deadline = Date.now() + Math.min(config.shutdownTimeoutMs, 2000);
-      while (wss.clients.size > 0 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 25));
-      }
+      // The sockets get SHUTDOWN_TIMEOUT_MS or 2 s, whichever is shorter: to leave, then (those
+      // still open) for the close handshake of 1001, then they are terminated (a client that does
+      // not read never completes it).
+      const socketsMs = Math.min(config.shutdownTimeoutMs, 2000);
+      const handshakeMs = Math.min(500, socketsMs / 4);
+      const deadline = Date.now() + socketsMs;
+      const allClosed = async (by: number) => {
+        while (wss.clients.size > 0 && Date.now() < by) await new Promise((r) => setTimeout(r, 25));
+      };
+      await allClosed(deadline - handshakeMs);
+      for (const ws of wss.clients) ws.close(CloseCode.GoingAway, 'server shutting down');
+      await allClosed(deadline);
       for (const ws of wss.clients) ws.terminate();
       // Only now: ending a hub's subscribers completes their streams, and tRPC tells each client
       // `stopped`, which ends the subscription for good instead of letting it resume elsewhere.

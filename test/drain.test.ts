@@ -1,15 +1,22 @@
+import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
 import {
   clientFor,
+  closeOf,
+  CloseCode,
   Collector,
   dispose,
   ofType,
+  rawClient,
   recordEvents,
   recordInbox,
   testEnv,
+  tokenFor,
   uuid,
+  within,
   wsClient,
+  type RawClient,
   type RecordedEvent,
   type TestEnv,
   type TestServer,
@@ -110,4 +117,41 @@ describe('graceful shutdown of a node: the live work it still owes goes out befo
     const last = await inbox.next('room.activity', (e) => e.roomId === room.id && e.seq >= m2.seq, WINDOW + 4000).catch((err: unknown) => err);
     expect(last).toMatchObject({ type: 'room.activity', roomId: room.id, seq: m2.seq, lastMessage: { id: m2.id } });
   }, 20_000);
+});
+
+describe('graceful shutdown of a node: the sockets still open are closed with 1001 GoingAway', () => {
+  /** A raw socket of `user` on `srv`, authenticated (auth.me answered). */
+  async function connected(srv: TestServer, user: string): Promise<RawClient> {
+    const c = rawClient(srv.url, { token: tokenFor(user) });
+    c.send({ id: 1, method: 'query', params: { path: 'auth.me', input: superjson.serialize(undefined) } });
+    await c.waitFrame((f) => f.id === 1, 'auth.me');
+    return c;
+  }
+
+  it('a client that does not act on the reconnect notification sees its socket closed with 1001 GoingAway (docs/SECURITY.md), not terminated (1006)', async () => {
+    const a = await env.startServer();
+    using c = await connected(a, `going-away-${tag()}`);
+    // A client that does not act on tRPC's `reconnect` notification (or cannot in time: a call
+    // pending on its socket keeps wsLink's old socket open).
+    const closing = a.close();
+    await c.waitFrame((f) => f.method === 'reconnect', 'the reconnect notification');
+    const closed = await closeOf(c, 10_000, 'the socket to close');
+    await within(closing, 10_000, 'the shutdown');
+    expect(closed).toEqual({ code: CloseCode.GoingAway, reason: 'server shutting down' });
+  });
+
+  it('a client that does not read (never completes the close handshake) does not hold the shutdown: its socket is terminated, within SHUTDOWN_TIMEOUT_MS', async () => {
+    const TIMEOUT = 3000;
+    const a = await env.startServer({ shutdownTimeoutMs: TIMEOUT });
+    using c = await connected(a, `not-reading-${tag()}`);
+    c.pause();
+    const started = Date.now();
+    await within(a.close(), TIMEOUT, 'the shutdown');
+    const took = Date.now() - started;
+    // Once it reads again: the notification, then the close frame the server sent before it gave up.
+    c.resume();
+    await c.waitFrame((f) => f.method === 'reconnect', 'the reconnect notification');
+    expect((await closeOf(c, 5000, 'the socket to close')).code).toBe(CloseCode.GoingAway);
+    console.log(`[drain] a node with a socket that does not read shut down in ${took} ms (SHUTDOWN_TIMEOUT_MS ${TIMEOUT})`);
+  });
 });

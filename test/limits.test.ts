@@ -564,6 +564,43 @@ describe('slow consumers (WS_BUFFER_SOFT_BYTES 8 KiB / WS_BUFFER_HARD_BYTES 64 K
       `[limits] soft limit: ${queued} bytes queued after ${n} messages; 5 typing updates from 2 users delivered as 2 (the latest of each) once the socket drained; socket kept open`,
     );
   });
+
+  it('an export (admin.exportRoom, admin.exportUser) read by a client that keeps up completes when a page of records is larger than the hard limit: it is paced per record, not per page (an export has no resume point)', async () => {
+    const owner = 'exp-owner';
+    const admin = 'exp-admin';
+    const roomId = await room(owner, [], 'export');
+    const sender = callerFor(E.app, actor(owner));
+    // 200 records of about 1.2 KB: one page of about 240 KB, almost four times HARD. Written in one
+    // tick, the transport's cork would hold it whole in the process until the tick ends.
+    for (let i = 0; i < 200; i++) await sender.chat.send({ roomId, clientId: uuid(), body: `${i}:`.padEnd(1000, 'b') });
+    const c = raw(E.url, { token: tokenFor(admin, { roles: ['admin'] }) });
+    await rawQuery(c, 1);
+    const [session] = sessionsOf(E.app, admin);
+    const closeCalled = closeCalledOn(session!.socket as never);
+    // The client reads all the time (never paused).
+    const exported = async (id: number, path: string, input: unknown) => {
+      c.subscribe(id, path, input);
+      const end = c.waitFrame((f) => f.id === id && (f.result?.type === 'stopped' || !!f.error), `the end of ${path}`, 30_000);
+      const outcome = await Promise.race([
+        end.then((f) => (f.error ? `failed: ${f.error.message}` : 'completed')),
+        closeCalled.then((x) => `closed ${x.code} with ${x.bufferedAmount} bytes queued`),
+      ]);
+      expect(outcome, path).toBe('completed');
+      return c.data(id) as unknown as { type: string; seq?: number; counts?: Record<string, number> }[];
+    };
+    for (const [id, path, input] of [
+      [2, 'admin.exportRoom', { roomId }],
+      [3, 'admin.exportUser', { userId: owner }],
+    ] as const) {
+      const recs = await exported(id, path, input);
+      const messages = recs.filter((r) => r.type === 'message').map((r) => r.seq);
+      expect(messages, path).toHaveLength(200);
+      expect(messages, path).toEqual([...messages].sort((a, b) => a! - b!));
+      expect(recs[0]!.type, path).toBe('export');
+      expect(recs.at(-1), path).toMatchObject({ type: 'end', counts: { message: 200 } });
+    }
+    expect(c.isClosed).toBe(false);
+  });
 });
 
 describe('resumes that cannot keep up (WS_REPLAY_QUEUE_EVENTS 20 on node R1, WS_REPLAY_DRAIN_MS 1 s on node R2; soft 64 KiB, hard 8 MiB)', () => {

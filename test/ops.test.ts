@@ -116,6 +116,29 @@ describe('/admin/stats', () => {
     expect(typeof body.connections).toBe('number');
     expect(typeof body.counters.messagesSent).toBe('number');
   });
+
+  it("counts clients whose type or version is the name of an object member ('constructor', 'toString') like any other: the node answers and lives on", async () => {
+    const adminToken = 'a'.repeat(40);
+    // A node of its own process: a throw in the handler would end it.
+    await using node = await env.startNode('stats', { ADMIN_TOKEN: adminToken });
+    const odd = [
+      clientFor(node.url, 'mallory', { ws: true, client: { clientType: 'constructor', clientVersion: 'valueOf' } }),
+      clientFor(node.url, 'trudy', { ws: true, client: { clientType: 'toString', clientVersion: 'constructor' } }),
+    ];
+    try {
+      await Promise.all(odd.map((c) => c.trpc.auth.me.query()));
+      const res = await fetch(`${node.url}/admin/stats`, { headers: { authorization: `Bearer ${adminToken}` } });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { clients: Record<string, { connections: number; versions: Record<string, number> }> };
+      expect(Object.entries(body.clients).filter(([type]) => type === 'constructor' || type === 'toString')).toEqual([
+        ['constructor', { connections: 1, devices: 0, versions: { valueOf: 1 } }],
+        ['toString', { connections: 1, devices: 0, versions: { constructor: 1 } }],
+      ]);
+      expect(node.child.exitCode).toBeNull();
+    } finally {
+      await Promise.all(odd.map((c) => c.close()));
+    }
+  });
 });
 
 describe('retention', () => {

@@ -2,23 +2,30 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import { AUDIT_ACTIONS, AUDIT_CURSOR } from '../domain/audit.js';
 import type { ExportRecord } from '../domain/compliance.js';
-import type { StreamConn } from '../stream/streams.js';
+import type { Flow, StreamConn } from '../stream/streams.js';
 import type { Context } from '../trpc/context.js';
 import { adminProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
 import { InputDate, RoomId, UserId } from './schemas.js';
 
 /**
- * Before each page of an export: waits while the caller's socket holds more than the soft limit
- * of unsent bytes (an export never queues more than about a page in the process). No socket
- * (createCaller): no wait.
+ * Waits while the caller's socket holds more than the soft limit of unsent bytes (ends with the
+ * signal). The wait also ends the tick, and so the transport's cork of the socket: what was
+ * written meanwhile goes to the kernel.
+ */
+async function drain(flow: Flow, signal: AbortSignal | undefined): Promise<void> {
+  while (!signal?.aborted && flow.buffered() > flow.soft) {
+    await sleep(20, undefined, { signal }).catch(() => undefined);
+  }
+}
+
+/**
+ * Before each page of an export: waits for the socket to drain, so no page is read while it is
+ * full. No socket (createCaller): no wait.
  */
 function pacer(conn: StreamConn, signal: AbortSignal | undefined): () => Promise<void> {
   return async () => {
-    const flow = conn.flow;
-    while (flow && !signal?.aborted && flow.buffered() > flow.soft) {
-      await sleep(20, undefined, { signal }).catch(() => undefined);
-    }
+    if (conn.flow) await drain(conn.flow, signal);
   };
 }
 
@@ -40,9 +47,14 @@ async function exportStream(
     conn.release?.();
     throw err;
   }
+  const flow = conn.flow;
   return (async function* () {
     try {
       for await (const r of records) {
+        // Paced per record too: a page yielded in one go is written in one tick, corked, and
+        // counted whole against the hard limit (4008; an export has no resume point). Here the
+        // socket holds at most the soft limit and one record. Drained: no wait.
+        if (flow && flow.buffered() > flow.soft) await drain(flow, signal);
         if (signal?.aborted) return;
         yield r;
       }

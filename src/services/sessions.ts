@@ -199,18 +199,20 @@ export class SessionService {
    * versions: { '1.2.0': 3 } }, unknown: ... }`, bounded in keys.
    */
   clientStats(): Record<string, { connections: number; devices: number; versions: Record<string, number> }> {
-    const out: Record<string, { connections: number; devices: number; versions: Record<string, number> }> = {};
+    // Objects without a prototype: the names are the clients' own words ('constructor', 'toString',
+    // '__proto__' are valid client types), never an inherited member (one made the node throw).
+    const out: Record<string, { connections: number; devices: number; versions: Record<string, number> }> = Object.create(null);
     const devices = new Map<string, Set<string>>();
     for (const set of this.byUser.values()) {
       for (const s of set) {
         let type = s.client.clientType ?? 'unknown';
-        if (!(type in out) && Object.keys(out).length >= MAX_CLIENT_KEYS) type = 'other';
-        const entry = out[type] ?? { connections: 0, devices: 0, versions: {} };
+        if (!Object.hasOwn(out, type) && Object.keys(out).length >= MAX_CLIENT_KEYS) type = 'other';
+        const entry = Object.hasOwn(out, type) ? out[type]! : { connections: 0, devices: 0, versions: Object.create(null) as Record<string, number> };
         out[type] = entry;
         entry.connections++;
         let version = s.client.clientVersion ?? 'unknown';
-        if (!(version in entry.versions) && Object.keys(entry.versions).length >= MAX_CLIENT_KEYS) version = 'other';
-        entry.versions[version] = (entry.versions[version] ?? 0) + 1;
+        if (!Object.hasOwn(entry.versions, version) && Object.keys(entry.versions).length >= MAX_CLIENT_KEYS) version = 'other';
+        entry.versions[version] = (Object.hasOwn(entry.versions, version) ? entry.versions[version]! : 0) + 1;
         if (s.client.deviceId) {
           const seen = devices.get(type) ?? new Set<string>();
           seen.add(`${s.actor.tenant}\u0000${s.actor.id}\u0000${s.client.deviceId}`);
