@@ -183,6 +183,52 @@ describe('inbox.events over wsLink', () => {
     rec.unsubscribe();
   });
 
+  it('notification data is plain JSON: a Date or an undefined value (which the typed client sends) is BAD_REQUEST naming the path, so live and replayed data are the same', async () => {
+    const u = tag();
+    const [me, svc] = [`me-${u}`, `svc-${u}`];
+    await using service = clientFor(cl.a.url, svc, { roles: ['service'] });
+    using live = recordInbox(open.use(clientFor(cl.a.url, me, { ws: true })));
+    await live.ready();
+    // Stored as jsonb, a Date would replay as a string and an undefined key not at all.
+    for (const [data, message] of [
+      [{ dueAt: new Date('2026-12-03T10:00:00Z') }, 'data.dueAt is not a JSON value (a non-plain object)'],
+      [{ order: { lines: [{ note: undefined }] } }, 'data.order.lines[0].note is not a JSON value (undefined)'],
+    ] as const) {
+      const err = await service.trpc.inbox.notify.mutate({ userId: me, kind: 'order.due', title: 'due', data }).catch((e: unknown) => e);
+      expect({ code: codeOf(err), message: (err as Error).message }).toEqual({ code: 'BAD_REQUEST', message: expect.stringContaining(message) });
+    }
+    // Nothing was written: live and replayed, the inbox holds only the plain item.
+    const data = { dueAt: '2026-12-03T10:00:00.000Z', lines: [1, 'x', true, null] };
+    await service.trpc.inbox.notify.mutate({ userId: me, kind: 'order.due', title: 'plain', data });
+    await live.next('notification', (e) => e.title === 'plain');
+    using replay = recordInbox(open.use(clientFor(cl.b.url, me)), { lastEventId: '0' });
+    await replay.next('notification', (e) => e.title === 'plain');
+    const plain = { id: '1', type: 'notification', seq: 1, kind: 'order.due', title: 'plain', data, from: svc };
+    expect(summary(live)).toEqual([plain]);
+    expect(summary(replay)).toEqual([plain]);
+  });
+
+  it('notification data is at most 8 KiB in UTF-8 bytes: 8192 bytes of JSON pass, 8193 and 8000 three-byte characters are BAD_REQUEST', async () => {
+    const u = tag();
+    const [me, svc] = [`me-${u}`, `svc-${u}`];
+    await using service = clientFor(cl.a.url, svc, { roles: ['service'] });
+    const notify = (note: string) => service.trpc.inbox.notify.mutate({ userId: me, kind: 'k', title: 't', data: { note } });
+    // `{"note":"…"}`: 11 bytes around the note; '€' is 3 bytes in UTF-8, 1 UTF-16 unit.
+    const atBound = '€'.repeat(2727);
+    expect(Buffer.byteLength(JSON.stringify({ note: atBound }))).toBe(8192);
+    expect(await notify(atBound)).toMatchObject({ type: 'notification', data: { note: atBound } });
+    for (const [note, bytes] of [
+      [`${atBound}a`, 8193],
+      ['€'.repeat(8000), 24_011],
+    ] as const) {
+      const err = await notify(note).catch((e: unknown) => e);
+      expect({ code: codeOf(err), message: (err as Error).message }, `${bytes} bytes`).toEqual({
+        code: 'BAD_REQUEST',
+        message: expect.stringContaining(`data is at most 8192 bytes of JSON (got ${bytes})`),
+      });
+    }
+  });
+
   it('resume with lastEventId replays exactly the missed items in order on the other node, then goes live', async () => {
     const u = tag();
     const [me, o, svc] = [`me-${u}`, `o-${u}`, `svc-${u}`];

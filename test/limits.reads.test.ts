@@ -49,6 +49,22 @@ describe('read and management budgets', () => {
     expect(refused!.reason).toMatchObject({ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/) });
   });
 
+  it('room.ensure of an existing key spends the action budget (it adds members as addMembers does); its first use, creating the room, does not', async () => {
+    const tn = `ensure-${uuid().slice(0, 8)}`;
+    const svc = callerFor(t.app, actor('erp', tn, ['service']));
+    const key = `order:${uuid()}`;
+    const room = await svc.room.ensure({ key, kind: 'group', name: 'Order' });
+    // Five ensures of the key at once, each adding a member: four pass (the creation spent none).
+    const outcomes = await Promise.allSettled(['e1', 'e2', 'e3', 'e4', 'e5'].map((m) => svc.room.ensure({ key, kind: 'group', name: 'Order', memberIds: [m] })));
+    expect(outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value.id)).toEqual([room.id, room.id, room.id, room.id]);
+    const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
+    expect(refused.map((o): unknown => o.reason)).toMatchObject([{ code: 'TOO_MANY_REQUESTS', message: expect.stringMatching(/too many changes/) }]);
+    // The refused one added nothing: the owner and four members.
+    expect(await t.env.sql('select count(*)::int as n from membership where room_id = $1', [room.id])).toEqual([{ n: 5 }]);
+    // The budget is the one addMembers spends.
+    await expectTRPCError(svc.room.addMembers({ roomId: room.id, userIds: ['a1'] }), 'TOO_MANY_REQUESTS');
+  });
+
   it('device.register spends the action budget (each resolves the endpoint host): the 5th of a burst is TOO_MANY_REQUESTS', async () => {
     // Every name is public here: the registrations themselves succeed.
     setGuardLookupForTests({ lookup: async () => [{ address: '93.184.216.34', family: 4 }] });

@@ -32,7 +32,10 @@ export const roomRouter = router({
     .input(NewRoom.extend({ key: RoomKey.nullish() }))
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.create(ctx.actor, input)),
 
-  /** The room of an external key, created on first use (service and admin tokens); idempotent. */
+  /**
+   * The room of an external key, created on first use (service and admin tokens); idempotent. The
+   * creation spends the room budget, every later call (it may add members) the action budget.
+   */
   ensure: authedProcedure
     .input(NewRoom.extend({ key: RoomKey }))
     .mutation(({ ctx, input }) => ctx.services.rooms.lifecycle.ensure(ctx.actor, input)),

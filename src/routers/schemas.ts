@@ -97,41 +97,24 @@ export const SearchQuery = z.string().trim().min(1, 'query must not be empty').m
 export const NotificationKind = z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'kind may contain letters, digits and _ . : - only');
 /** How deeply `SmallJson` may nest objects and arrays (the value itself is level 1). */
 export const MAX_DATA_DEPTH = 32;
+/** How large `SmallJson` may be: bytes of its JSON text in UTF-8, as stored. */
+export const MAX_DATA_BYTES = 8192;
 
 /**
- * Free-form JSON data attached to notifications, bounded in size (8 KiB of JSON) and depth
- * (MAX_DATA_DEPTH levels), with no reserved key (RESERVED_KEYS) at any level.
+ * Free-form JSON data attached to notifications: plain JSON values only (as `metadata`: a Date or
+ * an undefined, which the input transformer revives, would be delivered live as such but replayed
+ * from jsonb as a string or not at all), bounded in size (8 KiB of JSON in UTF-8) and depth
+ * (MAX_DATA_DEPTH levels of objects and arrays), with no reserved key (RESERVED_KEYS) at any level.
  */
-export const SmallJson = z
-  .record(z.string().max(64), z.unknown())
-  .refine((v) => JSON.stringify(v).length <= 8192, 'data is at most 8 KiB of JSON')
-  .superRefine((v, ctx) => {
-    const problem = smallJsonProblem(v, 'data', 1);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
-
-/**
- * Why a JSON value (`path`, an object or array at `level`) is refused: nested deeper than
- * MAX_DATA_DEPTH (refused, not skipped: no reserved key below the bound escapes the check), or the
- * first reserved key (RESERVED_KEYS) anywhere in it; null when neither.
- */
-function smallJsonProblem(v: unknown, path: string, level: number): string | null {
-  if (v === null || typeof v !== 'object') return null;
-  if (level > MAX_DATA_DEPTH) return `data is nested too deeply (at most ${MAX_DATA_DEPTH} levels of objects and arrays)`;
-  if (Array.isArray(v)) {
-    for (const [i, x] of v.entries()) {
-      const problem = smallJsonProblem(x, `${path}[${i}]`, level + 1);
-      if (problem) return problem;
-    }
-    return null;
-  }
-  for (const key of RESERVED_KEYS) if (Object.hasOwn(v, key)) return `${path} must not have a ${key} key`;
-  for (const [k, x] of Object.entries(v)) {
-    const problem = smallJsonProblem(x, `${path}.${k}`, level + 1);
-    if (problem) return problem;
-  }
-  return null;
-}
+export const SmallJson = z.record(z.string().max(64), z.unknown()).superRefine(
+  plainJson({
+    name: 'data',
+    maxBytes: MAX_DATA_BYTES,
+    maxDepth: MAX_DATA_DEPTH,
+    scalarsNest: false,
+    tooDeep: () => `data is nested too deeply (at most ${MAX_DATA_DEPTH} levels of objects and arrays)`,
+  }),
+);
 
 /** Video meetings (issue 4). */
 export const MeetingId = z.uuid({ error: 'meetingId must be a UUID' });
@@ -173,9 +156,25 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> =>
  */
 const RESERVED_KEYS = ['__proto__', 'constructor', 'prototype'] as const;
 
-/** Why `v` (at `path`, `depth` levels down) is not a plain JSON value, or null when it is. */
-function jsonProblem(v: unknown, path: string, depth: number): string | null {
-  if (depth > MAX_METADATA_DEPTH) return `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels (at ${path})`;
+/** The bounds of a free-form JSON input (`metadata`, notification `data`). */
+interface JsonRule {
+  /** The input's name: the root of the paths in the messages. */
+  name: string;
+  /** Bytes of its JSON text in UTF-8 (as stored). */
+  maxBytes: number;
+  /** How deeply it may nest (the value itself is level 1). */
+  maxDepth: number;
+  /** Whether a string, number, boolean or null counts as a level (metadata) or only objects and arrays do (data). */
+  scalarsNest: boolean;
+  tooDeep: (path: string) => string;
+}
+
+/**
+ * Why `v` (at `path`, `depth` levels down) is not a plain JSON value within `rule`'s depth, or has
+ * a reserved key (RESERVED_KEYS) at any level; null when it is fine.
+ */
+function jsonProblem(v: unknown, path: string, depth: number, rule: JsonRule): string | null {
+  if (depth > rule.maxDepth && (rule.scalarsNest || (typeof v === 'object' && v !== null))) return rule.tooDeep(path);
   if (v === null || typeof v === 'string' || typeof v === 'boolean') return null;
   if (typeof v === 'number') return Number.isFinite(v) ? null : `${path} must be a finite number`;
   const items: [string, unknown][] | null = Array.isArray(v)
@@ -186,22 +185,38 @@ function jsonProblem(v: unknown, path: string, depth: number): string | null {
   if (items === null) return `${path} is not a JSON value (${typeof v === 'object' ? 'a non-plain object' : typeof v})`;
   if (isPlainObject(v)) for (const key of RESERVED_KEYS) if (Object.hasOwn(v, key)) return `${path} must not have a ${key} key`;
   for (const [p, x] of items) {
-    const problem = jsonProblem(x, p, depth + 1);
+    const problem = jsonProblem(x, p, depth + 1, rule);
     if (problem) return problem;
   }
   return null;
 }
 
 /**
+ * The check of a free-form JSON input: plain JSON within `rule`'s depth (`jsonProblem`), then at
+ * most `rule.maxBytes` of JSON in UTF-8 (measured only once it is JSON, which it serializes exactly).
+ */
+function plainJson(rule: JsonRule) {
+  return (v: unknown, ctx: z.RefinementCtx): void => {
+    const problem = jsonProblem(v, rule.name, 1, rule);
+    if (problem) return void ctx.addIssue({ code: 'custom', message: problem });
+    const bytes = Buffer.byteLength(JSON.stringify(v));
+    if (bytes > rule.maxBytes) ctx.addIssue({ code: 'custom', message: `${rule.name} is at most ${rule.maxBytes} bytes of JSON (got ${bytes})` });
+  };
+}
+
+/**
  * `metadata`: a JSON object of plain JSON values (strings, finite numbers, booleans, null, arrays,
  * objects; no `__proto__` key), nested at most 8 levels, at most 4 KiB serialized.
  */
-export const Metadata = z.custom<Record<string, unknown>>(isPlainObject, { error: 'metadata must be a JSON object' }).superRefine((v, ctx) => {
-  const problem = jsonProblem(v, 'metadata', 1);
-  if (problem) return void ctx.addIssue({ code: 'custom', message: problem });
-  const bytes = Buffer.byteLength(JSON.stringify(v));
-  if (bytes > MAX_METADATA_BYTES) ctx.addIssue({ code: 'custom', message: `metadata is at most ${MAX_METADATA_BYTES} bytes of JSON (got ${bytes})` });
-});
+export const Metadata = z.custom<Record<string, unknown>>(isPlainObject, { error: 'metadata must be a JSON object' }).superRefine(
+  plainJson({
+    name: 'metadata',
+    maxBytes: MAX_METADATA_BYTES,
+    maxDepth: MAX_METADATA_DEPTH,
+    scalarsNest: true,
+    tooDeep: (path) => `metadata is nested deeper than ${MAX_METADATA_DEPTH} levels (at ${path})`,
+  }),
+);
 
 const CardLabel = z.string().trim().min(1, 'label must not be empty').max(100, 'label is at most 100 characters');
 

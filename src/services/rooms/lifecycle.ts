@@ -67,7 +67,10 @@ export class RoomLifecycle {
   /**
    * The room of an external key (`order:4711`), created on first use like `create` (service and
    * admin tokens). Later calls, also concurrent ones, return that room: they add the members it
-   * lacks (never remove any) and change nothing else. The unique key keeps it to one room.
+   * lacks (never remove any) and change nothing else. The unique key keeps it to one room. The call
+   * that creates the room spends a room creation (`charged`); every other one, also a loser of a
+   * concurrent first use, spends the caller's action budget like `room.addMembers` (it may add
+   * members just the same), before anything is added.
    */
   async ensure(actor: Actor, input: Parameters<RoomLifecycle['create']>[1] & { key: string }): Promise<RoomDto> {
     this.access.requireTenant(actor, 'setRoomKey');
@@ -85,6 +88,7 @@ export class RoomLifecycle {
         if (!id) throw err;
       }
     }
+    await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     const missing = [...new Set(input.memberIds ?? [])].filter((m) => m !== actor.id);
     if (missing.length) await this.membership.addMembers(actor, id, missing);
     return this.reads.get(actor, id, 'manage');
@@ -140,7 +144,7 @@ export class RoomLifecycle {
    * Takes a room creation from the creator's rate limit, inside the creating transaction once the
    * room's row is in: a concurrent first use of the same key (`ensure`) or pair (`openDirect`) waits
    * at that insert for the winner's commit, then finds the winner's room and is answered with it,
-   * spending nothing (charged before, every loser of such a race spent a creation and those over
+   * spending no room creation (charged before, every loser of such a race spent a creation and those over
    * the budget were refused, though only one room was made). Over the budget: the transaction
    * rolls back, TOO_MANY_REQUESTS.
    */
