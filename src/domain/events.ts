@@ -125,8 +125,11 @@ export type EphemeralRoomEvent =
    */
   | { type: 'presence'; roomId: string; userId: string; status: PresenceStatus; lastSeenAt: Date | null; version: number }
   | { type: 'receipt.read'; roomId: string; userId: string; seq: number }
-  /** The room was deleted (`room.delete`): the last event of every open stream, which then completes. */
-  | { type: 'room.deleted'; roomId: string; by: string };
+  /**
+   * The room was deleted (`room.delete`): the last event of every open stream, which then completes.
+   * `by` is null when a node learned it afterwards, finding the room gone (its bus missed the publish).
+   */
+  | { type: 'room.deleted'; roomId: string; by: string | null };
 
 /** What `chat.events` yields: `ready` first (without lastEventId), then room events. */
 /**

@@ -258,9 +258,17 @@ export class Hub<E extends StreamEvent> {
     if (this.closed || !this.initialized) return;
     this.enqueue(async () => {
       const last = await this.source.lastSeq(this.key);
+      // Back to 0 after events: the key is gone (a deleted room whose publish the bus missed).
+      if (last === 0 && this.seq > 0 && this.kind.gone) return this.gone();
       if (last > this.seq) await this.fill(last);
       this.retryMs = 200;
     });
+  }
+
+  /** The key is gone from PostgreSQL: its streams get the kind's last event (`StreamKind.gone`) and end. */
+  gone(): void {
+    if (this.closed || !this.kind.gone) return;
+    this.fanout(this.kind.gone(this.key));
   }
 
   /** True when no event is being ordered or filled (the position is settled). */

@@ -39,7 +39,8 @@ export class StreamHubs<E extends StreamEvent> {
 
   /**
    * Compares the position of every hub that stayed idle for a whole interval with PostgreSQL and
-   * fills the ones that are behind (busy hubs need no check: their next live event reveals a gap).
+   * fills the ones that are behind (busy hubs need no check: their next live event reveals a gap);
+   * the streams of a hub whose key is gone are ended (`StreamKind.gone`).
    */
   async checkPositions(): Promise<void> {
     if (this.checking || !this.source.lastSeqs) return;
@@ -59,7 +60,9 @@ export class StreamHubs<E extends StreamEvent> {
         const last = await this.source.lastSeqs(batch.map((h) => h.key));
         for (const h of batch) {
           const seq = last.get(h.key);
+          // No position: the key is gone (a deleted room whose publish this node missed).
           if (seq !== undefined) h.catchUp(seq);
+          else h.gone();
         }
       }
     } catch (err) {

@@ -17,6 +17,7 @@ export const roomStreamKind: StreamKind<HubEvent> = {
   coalesceKey: (e) => ('userId' in e ? `${e.type}\u0000${e.userId}` : null),
   // Presence is read with the store's version: an older reading that comes second is dropped.
   versionOf: (e) => (e.type === 'presence' ? { key: e.userId, version: e.version } : null),
+  gone: (roomId) => ({ type: 'room.deleted', roomId, by: null }),
 };
 
 export class RoomHubs extends StreamHubs<HubEvent> {

@@ -306,7 +306,6 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
       }
     } else {
       this.last = opts.after;
-      let first = true;
       while (this.last < position && !this.ended && !this.closing) {
         // A replay goes at the socket's pace: the next page waits until the queue is below the
         // soft limit (a client far behind on a slow link never piles its backlog into memory),
@@ -314,18 +313,17 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
         if (flow && !(await this.drained(flow))) return this.finish();
         if (this.ended) return;
         const page = await opts.source.load(key, this.last, position, REPLAY_PAGE);
-        if (first) {
-          first = false;
-          // The log is gapless but for retention: a first event after last + 1 may mean the next
-          // ones were removed. Then the replay would be partial: reset instead.
-          if ((page[0]?.seq ?? position + 1) > this.last + 1) {
-            const oldest = await opts.source.oldestSeq(key);
-            if (this.ended) return;
-            if (oldest === null || oldest > this.last + 1) {
-              this.last = position;
-              sink.data(wrap(String(position), opts.reset(position)));
-              break;
-            }
+        // The log is gapless but for retention, which removes each log's oldest events only: a page
+        // whose first event is after last + 1 may mean the next ones were removed (before the
+        // replay, or by a retention run between two of its pages). Then the replay would be
+        // partial: reset instead.
+        if ((page[0]?.seq ?? position + 1) > this.last + 1) {
+          const oldest = await opts.source.oldestSeq(key);
+          if (this.ended) return;
+          if (oldest === null || oldest > this.last + 1) {
+            this.last = position;
+            sink.data(wrap(String(position), opts.reset(position)));
+            break;
           }
         }
         if (page.length === 0) break;

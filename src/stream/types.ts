@@ -55,4 +55,9 @@ export interface StreamKind<E extends StreamEvent> {
    * (published by another node before the newer one, arriving after it) and dropped.
    */
   versionOf?(e: E): { key: string; version: number } | null;
+  /**
+   * The event that ends the streams of a key found gone from PostgreSQL (a deleted room whose
+   * publish this node missed: its bus was cut, or the deleting node died between commit and publish).
+   */
+  gone?(key: string): E;
 }
