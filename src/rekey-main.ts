@@ -2,7 +2,8 @@
  * `npm run keys:reencrypt`: after a key rotation (a new key put first in MESSAGE_KEYS), seals every
  * encrypted body, earlier version and webhook secret with the new key, then prints which key ids
  * still hold rows (a key may leave MESSAGE_KEYS once it holds none). `--status` only prints that.
- * Safe while nodes serve traffic, and safe to stop and run again (docs/SECURITY.md).
+ * Safe while nodes serve traffic (with PostgreSQL; the embedded database takes one process at a
+ * time, so there the server is stopped first), and safe to stop and run again (docs/SECURITY.md).
  */
 import { loadConfigOrExit } from './config.js';
 import { createLogger } from './logger.js';

@@ -1,3 +1,4 @@
+import { lockDataDir } from './data-dir-lock.js';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -197,9 +198,17 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
   const dir = resolve(dataDir, 'pglite');
   mkdirSync(dir, { recursive: true });
+  // One process at a time on a data directory (src/store/data-dir-lock.ts).
+  const unlock = lockDataDir(resolve(dataDir));
   // pg_trgm: the trigram indexes of room.directory (migration 20261204170052).
   const { pg_trgm } = await import('@electric-sql/pglite/contrib/pg_trgm');
-  const db = await PGlite.create(dir, { extensions: { pg_trgm } });
+  let db: Awaited<ReturnType<typeof PGlite.create>>;
+  try {
+    db = await PGlite.create(dir, { extensions: { pg_trgm } });
+  } catch (err) {
+    unlock();
+    throw err;
+  }
   // Under the system's temporary directory: a socket path must stay short (about 100 bytes).
   const socketDir = mkdtempSync(join(tmpdir(), 'chat-pg-'));
   chmodSync(socketDir, 0o700);
@@ -210,6 +219,7 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
   } catch (err) {
     rmSync(socketDir, { recursive: true, force: true });
     await db.close();
+    unlock();
     throw err;
   }
   return {
@@ -219,6 +229,7 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
       await server.stop();
       await db.close();
       rmSync(socketDir, { recursive: true, force: true });
+      unlock();
     },
   };
 }
