@@ -106,5 +106,30 @@ describe('read and management budgets', () => {
     const pool = await nativePool(short.app.db.orm);
     expect((await pool.query('show statement_timeout')).rows[0]).toEqual({ statement_timeout: '300ms' });
     await expect(pool.query('select pg_sleep(2)')).rejects.toThrow(/statement timeout/);
+    // A call whose statement is cancelled (here: a send in a transaction of its own, a mention, waits
+    // for a room row another transaction holds): SERVICE_UNAVAILABLE, retryable, nothing written.
+    const owner = callerFor(short.app, actor('timeout-owner'));
+    const room = await owner.room.create({ kind: 'group', name: 'slow', memberIds: ['timeout-bob'] });
+    const holder = await pool.connect();
+    try {
+      await holder.query("set statement_timeout = '30s'");
+      await holder.query('begin');
+      await holder.query('select 1 from room where id = $1 for update', [room.id]);
+      const clientId = uuid();
+      const err = await owner.chat.send({ roomId: room.id, clientId, body: 'waits', mentions: ['timeout-bob'] }).then(
+        () => null,
+        (e: unknown) => e as { code?: string; message?: string },
+      );
+      expect({ code: err?.code, message: err?.message }).toEqual({
+        code: 'SERVICE_UNAVAILABLE',
+        message: 'the database did not answer in time (a statement ran past DB_STATEMENT_TIMEOUT_MS, nothing of it was written), retry later',
+      });
+      await holder.query('rollback');
+      expect((await owner.chat.history({ roomId: room.id })).messages.filter((m) => m.body === 'waits')).toEqual([]);
+      // The retry with the same clientId goes through once the row is free.
+      expect(await owner.chat.send({ roomId: room.id, clientId, body: 'waits', mentions: ['timeout-bob'] })).toMatchObject({ body: 'waits' });
+    } finally {
+      holder.release();
+    }
   });
 });

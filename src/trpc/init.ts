@@ -20,6 +20,7 @@ export function toTRPCError(err: unknown): TRPCError | null {
 
 const OUTAGE_MESSAGE = {
   database: 'database unavailable, retry later',
+  busy: 'the database did not answer in time (a statement ran past DB_STATEMENT_TIMEOUT_MS, nothing of it was written), retry later',
   redis: 'redis unavailable, retry later',
   network: 'a backing store is unreachable, retry later',
 } as const;
@@ -30,8 +31,9 @@ const PG_CONNECTION_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08001'
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /**
- * The store an error says is out of reach, or null for any other error. An outage of PostgreSQL or
- * Redis is SERVICE_UNAVAILABLE on every kind of call (retryable), never INTERNAL_SERVER_ERROR.
+ * The store an error says is out of reach (or too slow: a statement cancelled at its timeout), or
+ * null for any other error. An outage of PostgreSQL or Redis is SERVICE_UNAVAILABLE on every kind of
+ * call (retryable), never INTERNAL_SERVER_ERROR.
  * Looks through `cause` (drivers and libraries wrap the socket's error).
  */
 export function outageOf(err: unknown, depth = 0): keyof typeof OUTAGE_MESSAGE | null {
@@ -39,6 +41,9 @@ export function outageOf(err: unknown, depth = 0): keyof typeof OUTAGE_MESSAGE |
   if (err instanceof ConnectionException) return 'database';
   const { code, message, name, cause } = err as { code?: unknown; message?: unknown; name?: unknown; cause?: unknown };
   if (typeof code === 'string' && PG_CONNECTION_CODES.has(code)) return 'database';
+  // query_canceled: PostgreSQL cancelled a statement at DB_STATEMENT_TIMEOUT_MS (a lock held long, an
+  // overloaded server); its transaction was rolled back, so the call can be made again.
+  if (code === '57014') return 'busy';
   // node-postgres reports a connection the server (or the network) dropped without a code, and
   // MikroORM wraps it in a plain DriverException.
   if (typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message)) return 'database';
