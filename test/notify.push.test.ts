@@ -13,6 +13,7 @@ import {
   claimPushes,
   clientFor,
   createLogger,
+  deferred,
   DeviceService,
   decidePush,
   elapse,
@@ -31,6 +32,7 @@ import {
   tokenFor,
   uuid,
   waitFor,
+  within,
 } from './fixture.js';
 import { newCounters } from '../src/metrics.js';
 import type { PresenceStore } from '../src/realtime/presence-store.js';
@@ -520,6 +522,62 @@ describe('who gets a push', () => {
       expect(held!.due_in).toBeGreaterThan(28 * 60);
       expect(held!.due_in).toBeLessThanOrEqual(30 * 60);
     } finally {
+      await w.stop();
+    }
+  });
+
+  it('a push whose reads before the request outlast its deadline (PUSH_TIMEOUT_MS from the claim) is not sent by that claim: left to its lease, then sent once', async () => {
+    await using env = await testEnv('pushdeadline');
+    const srv = await env.startServer(OVERRIDES);
+    await srv.app.services.notifyWorker.stop();
+    const tenant = `late-${uuid().slice(0, 8)}`;
+    const as = (id: string) => callerFor(srv.app, actor(id, tenant));
+    const sub = ps.subscribe();
+    await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
+    // The presence read before the push is held (a slow Redis, a stalled node) while this node's clock
+    // passes the deadline.
+    let clock = Date.now();
+    const reading = deferred<void>();
+    let gate = deferred<void>();
+    const slow = {
+      count: async () => {
+        reading.resolve();
+        await gate.promise;
+        return 0;
+      },
+      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
+    } as unknown as PresenceStore;
+    const notify = { ...OVERRIDES.notify, pushTimeoutMs: 2000, pollMs: 600_000 };
+    const warnings: { msg: string }[] = [];
+    const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line) as { msg: string }) });
+    const w = new NotifyWorker(srv.app.services.store, slow, notify, null, log, newCounters(), { now: () => clock });
+    try {
+      w.start();
+      const toCarol = await as('alice').room.openDirect({ userId: 'carol' });
+      await as('alice').chat.send({ roomId: toCarol.id, clientId: uuid(), body: 'late' });
+      w.wake();
+      await within(reading.promise, 8000, 'the push being prepared');
+      clock += notify.pushTimeoutMs + 1;
+      gate.resolve();
+      await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
+        until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
+      });
+      expect(ps.received.items.filter((r) => r.device === sub.device)).toEqual([]);
+      const [row] = await env.sql<{ leased: boolean }>('select lease_until > now() as leased from notify_push where tenant = $1', [tenant]);
+      expect(row).toEqual({ leased: true });
+      // Its lease over (moved here rather than waited for), the next claim sends it, once.
+      gate = deferred<void>();
+      gate.resolve();
+      await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
+      w.wake();
+      const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
+      expect(p!.payload).toMatchObject({ type: 'direct', roomId: toCarol.id, body: 'late' });
+      await waitFor(() => env.sql<{ pending: number }>('select pending from notify_push where tenant = $1', [tenant]), 'the push recorded', {
+        until: (rows) => rows.every((r) => Number(r.pending) === 0),
+      });
+      expect(ps.received.items.filter((r) => r.device === sub.device)).toHaveLength(1);
+    } finally {
+      gate.resolve();
       await w.stop();
     }
   });

@@ -34,7 +34,8 @@ export async function sendPush(
   target: PushTarget,
   payload: PushPayload,
   config: NotifyConfig,
-  opts: { urgency: 'normal' | 'high'; signal: AbortSignal },
+  /** `timeoutMs`: at most this long (what is left of the claim's deadline), never more than PUSH_TIMEOUT_MS. */
+  opts: { urgency: 'normal' | 'high'; signal: AbortSignal; timeoutMs?: number },
 ): Promise<SendResult> {
   const vapid = config.vapid;
   if (!vapid) return { ok: false, statusCode: null, error: 'web push is not configured (VAPID_*)' };
@@ -53,7 +54,7 @@ export async function sendPush(
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(details.headers)) if (k.toLowerCase() !== 'content-length') headers[k] = String(v);
   return postWebhook(details.endpoint, headers, details.body ?? Buffer.alloc(0), {
-    timeoutMs: config.pushTimeoutMs,
+    timeoutMs: Math.min(config.pushTimeoutMs, opts.timeoutMs ?? config.pushTimeoutMs),
     allowPrivate: config.allowPrivateUrls,
     signal: opts.signal,
   });

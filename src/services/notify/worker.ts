@@ -115,10 +115,14 @@ export class NotifyWorker {
         this.prunedAt = Date.now();
         await pruneIdlePushes(this.store.db());
       }
+      const { deadlineMs } = sendLimits(this.config.pushTimeoutMs);
       while (!this.stopped && this.config.vapid) {
+        // Taken before the claim, as for digests: the pushes of the batch must have ended by `by`.
+        const claimedAt = this.now();
         const rows = await claimPushes(this.store.db(), PUSH_BATCH, this.leaseMs);
         if (rows.length === 0) break;
-        await Promise.all(rows.map((r) => this.push(r).catch((err: unknown) => this.log.warn({ err }, 'push failed'))));
+        const by = claimedAt + deadlineMs;
+        await Promise.all(rows.map((r) => this.push(r, by).catch((err: unknown) => this.log.warn({ err }, 'push failed'))));
       }
     } catch (err) {
       if (!this.stopped) this.log.warn({ err }, 'push round failed');
@@ -151,7 +155,11 @@ export class NotifyWorker {
     this.log.info(fields, `${what} outcome not recorded: the lease ran out and another node claimed the row`);
   }
 
-  private async push(q: ClaimedPush): Promise<void> {
+  /**
+   * `by`: when the push requests must have ended (this node's clock), before the claim's lease can
+   * run out: the reads before them (presence, preferences, the room) count against it too.
+   */
+  private async push(q: ClaimedPush, by: number): Promise<void> {
     const db = this.store.db();
     const coalesce = this.config.coalesceMs;
     // Each outcome is written only while the row is still this claim's (src/store/notify.ts, `PushClaim`).
@@ -183,7 +191,14 @@ export class NotifyWorker {
     if (devices.length === 0) return drop();
     const payload = this.payloadOf(q, ctx);
     const urgency = q.kind === 'message' || q.kind === 'notification' ? 'normal' : 'high';
-    const results = await Promise.all(devices.map((d) => sendPush(d, payload, this.config, { urgency, signal: this.abort.signal })));
+    // What is left of the deadline: none, and the row is left to its lease (another claim retries it)
+    // rather than pushed by a node whose claim may be another's by the time the request ends.
+    const left = by - this.now();
+    if (left <= 0) {
+      this.log.warn({ user: q.user_id, room: q.room_id }, 'push not sent: its deadline passed before the request (retried after the lease)');
+      return;
+    }
+    const results = await Promise.all(devices.map((d) => sendPush(d, payload, this.config, { urgency, signal: this.abort.signal, timeoutMs: left })));
     const ok: string[] = [];
     const errors: string[] = [];
     let gone = 0;
