@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
 import { bool, ConfigError, unsetIfEmpty } from './config/env.js';
+import { parseMessageKeys } from './config/keys.js';
+import { parseMultiHostUrl } from './store/pg-hosts.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
 import { allowedHosts } from './config/hosts.js';
 import { corsOrigins } from './config/origins.js';
@@ -261,13 +263,38 @@ export function loadConfigOrExit(): Config {
   }
 }
 
+/** Whether a variable's schema reads a number (through defaults, optionals and pipes). */
+function readsNumber(schema: z.ZodType): boolean {
+  const def = (schema as unknown as { _zod: { def: { type: string; innerType?: z.ZodType; in?: z.ZodType; out?: z.ZodType } } })._zod.def;
+  if (def.type === 'number') return true;
+  if (def.innerType) return readsNumber(def.innerType);
+  if (def.type === 'pipe') return (def.in ? readsNumber(def.in) : false) || (def.out ? readsNumber(def.out) : false);
+  return false;
+}
+
+/** The number variables: empty (`FOO=`, compose's `${FOO:-}`) they count as unset, never as 0. */
+const NUMBER_VARIABLES = Object.entries(EnvSchema.shape)
+  .filter(([, schema]) => readsNumber(schema as z.ZodType))
+  .map(([name]) => name);
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
-  const parsed = EnvSchema.safeParse(env);
+  const input = { ...env };
+  for (const name of NUMBER_VARIABLES) if (typeof input[name] === 'string' && input[name].trim() === '') delete input[name];
+  const parsed = EnvSchema.safeParse(input);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  // Read at start, not when the services are built: a bad value is one line naming the variable.
+  parseMessageKeys(e.MESSAGE_KEYS);
+  if (e.DATABASE_URL !== undefined) {
+    try {
+      parseMultiHostUrl(e.DATABASE_URL);
+    } catch (err) {
+      throw new ConfigError(`invalid configuration:\n  ${(err as Error).message}`);
+    }
+  }
   const production = e.NODE_ENV === 'production';
   const auth = authConfig(e, production);
   // On by default only for the local demo (`npm start`: loopback, not production); anywhere else

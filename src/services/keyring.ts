@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { parseMessageKeys } from '../config/keys.js';
 
 const TAG_BYTES = 16;
 
@@ -8,22 +9,11 @@ const TAG_BYTES = 16;
  * `kid:base64key` pairs separated by commas; the first key encrypts, every key still decrypts (rotation).
  */
 export class Keyring {
-  private readonly keys = new Map<string, Buffer>();
+  private readonly keys: Map<string, Buffer>;
   readonly activeId: string | null;
 
   constructor(spec: string | undefined) {
-    let first: string | null = null;
-    for (const part of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
-      const idx = part.indexOf(':');
-      if (idx <= 0) throw new Error('MESSAGE_KEYS entries must look like kid:base64key');
-      const kid = part.slice(0, idx);
-      if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) throw new Error(`MESSAGE_KEYS key id "${kid}" must be 1-32 of A-Z a-z 0-9 _ -`);
-      const key = Buffer.from(part.slice(idx + 1), 'base64');
-      if (key.length !== 32) throw new Error(`MESSAGE_KEYS key "${kid}" must be 32 bytes (base64)`);
-      this.keys.set(kid, key);
-      first ??= kid;
-    }
-    this.activeId = first;
+    ({ keys: this.keys, activeId: this.activeId } = parseMessageKeys(spec));
   }
 
   get enabled(): boolean {

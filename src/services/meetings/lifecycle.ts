@@ -127,7 +127,8 @@ export class MeetingLifecycle {
 
   /**
    * `video.end`: the creator or a moderator+ ends the meeting on the provider and here (idempotent:
-   * ending an ended meeting returns it). Writes the `meeting.ended` system message once.
+   * ending an ended meeting returns it). Writes the `meeting.ended` system message once. A meeting
+   * past its expiry reads as ended already (docs/VIDEO.md): it is returned as it reads, unchanged.
    */
   async end(actor: Actor, meetingId: string): Promise<MeetingDto> {
     const provider = this.video.require();
@@ -135,7 +136,7 @@ export class MeetingLifecycle {
     if (row.created_by !== actor.id && ROLE_RANK[access.role] < ROLE_RANK.moderator) {
       throw forbidden('only the creator of the meeting or a moderator may end it');
     }
-    if (row.status !== 'ended') {
+    if (row.status !== 'ended' && row.expires_at.getTime() > Date.now()) {
       if (row.provider === provider.name) await this.video.call(() => provider.endRoom(row.id));
       await this.store.transact(async (tx) => {
         await markEnded(tx, row.id, new Date(), actor);
