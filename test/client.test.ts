@@ -28,6 +28,7 @@ import {
   deferred,
   dispose,
   freePort,
+  messageAt,
   Scope,
   TEST_LIMITS,
   testEnv,
@@ -373,30 +374,6 @@ describe('createChatClient', () => {
   });
 });
 
-/** A message of room `r` at `seq` (id `m<seq>`), as the timeline tests build them. */
-function msgAt(seq: number, body: string, more: Partial<Message> = {}): Message {
-  return {
-    id: `m${seq}`,
-    roomId: 'r',
-    seq,
-    senderId: 'you',
-    body,
-    kind: 'text',
-    attachments: [],
-    metadata: null,
-    card: null,
-    replyToId: null,
-    mentions: [],
-    createdAt: new Date(0),
-    editedAt: null,
-    deletedAt: null,
-    reactions: [],
-    replyCount: 0,
-    lastReplyAt: null,
-    ...more,
-  };
-}
-
 describe('client helpers', () => {
   it('backoff has a floor, grows, is capped and jittered', () => {
     for (let n = 0; n < 20; n++) {
@@ -409,7 +386,7 @@ describe('client helpers', () => {
 
   it('RoomTimeline drops a durable event it has applied and keeps seq order', () => {
     const t = new RoomTimeline('me');
-    const msg = (seq: number, body: string) => msgAt(seq, body, { createdAt: new Date() });
+    const msg = (seq: number, body: string) => messageAt(seq, body, { createdAt: new Date() });
     t.load([msg(5, 'five'), msg(3, 'three')]);
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 5, message: msg(5, 'five') })).toBe(false);
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 7, message: msg(7, 'seven') })).toBe(true);
@@ -424,7 +401,7 @@ describe('client helpers', () => {
 
   it('RoomTimeline: a call\'s answer is shown at once without moving lastSeq; its event, and newer ones, win', () => {
     const t = new RoomTimeline('me');
-    const msg = (seq: number, body: string, editedAt: Date | null = null) => msgAt(seq, body, { senderId: 'me', editedAt });
+    const msg = (seq: number, body: string, editedAt: Date | null = null) => messageAt(seq, body, { senderId: 'me', editedAt });
     let changes = 0;
     t.subscribe(() => changes++);
     t.load([msg(3, 'three')]);
@@ -447,7 +424,7 @@ describe('client helpers', () => {
   });
 
   it('RoomTimeline: a change to a message not loaded is applied when a page brings it, unless the page is newer than the change', () => {
-    const msg = (seq: number, body: string) => msgAt(seq, body);
+    const msg = (seq: number, body: string) => messageAt(seq, body);
     // An older page read before the change (its newest message below the change's seq): the change wins.
     const t = new RoomTimeline('me');
     t.apply({ type: 'ready', roomId: 'r', seq: 100 });

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { historyAround, RoomTimeline, type Message } from '../client/index.js';
-import { clientFor, dispose, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { clientFor, dispose, messageAt, testEnv, uuid, type TestEnv, type TestServer } from './fixture.js';
 
 let env: TestEnv;
 let srv: TestServer;
@@ -15,26 +15,7 @@ beforeAll(async () => {
 });
 afterAll(() => dispose(env));
 
-const msg = (seq: number, extra: Partial<Message> = {}): Message => ({
-  id: `m${seq}`,
-  roomId: 'r',
-  seq,
-  senderId: 'you',
-  body: `body ${seq}`,
-  kind: 'text',
-  attachments: [],
-  metadata: null,
-  card: null,
-  replyToId: null,
-  mentions: [],
-  createdAt: new Date(1_000 * seq),
-  editedAt: null,
-  deletedAt: null,
-  reactions: [],
-  replyCount: 0,
-  lastReplyAt: null,
-  ...extra,
-});
+const msg = (seq: number, extra: Partial<Message> = {}): Message => messageAt(seq, `body ${seq}`, { createdAt: new Date(1_000 * seq), ...extra });
 
 describe('RoomTimeline thread summaries', () => {
   it('a reply that comes in raises its root once (event or send answer, in either order); a deleted one lowers it; history never does', () => {

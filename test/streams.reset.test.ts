@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { type InboxEvent, type Message, type RoomEvent, RoomTimeline } from '../client/index.js';
-import { clientFor, Collector, fileServer, uuid } from './fixture.js';
+import { clientFor, Collector, fileServer, messageAt, uuid } from './fixture.js';
 
 const t = fileServer('reset');
 const tag = () => uuid().slice(0, 8);
@@ -95,25 +95,7 @@ describe('reset on resume', () => {
 
   it("RoomTimeline: a reset forgets the loaded messages and takes the server's position (openRoom then reloads history)", () => {
     const tl = new RoomTimeline('me');
-    const msg = (seq: number): Message => ({
-      id: uuid(),
-      roomId: 'r',
-      seq,
-      senderId: 'x',
-      body: `m${seq}`,
-      kind: 'text',
-      attachments: [],
-      metadata: null,
-      card: null,
-      replyToId: null,
-      mentions: [],
-      createdAt: new Date(),
-      editedAt: null,
-      deletedAt: null,
-      reactions: [],
-      replyCount: 0,
-      lastReplyAt: null,
-    });
+    const msg = (seq: number): Message => messageAt(seq, `m${seq}`, { id: uuid(), senderId: 'x', createdAt: new Date() });
     tl.load([msg(1), msg(2), msg(9)]);
     expect(tl.lastSeq).toBe(9);
     expect(tl.apply({ type: 'reset', roomId: 'r', seq: 5 })).toBe(true);
