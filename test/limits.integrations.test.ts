@@ -1,6 +1,6 @@
 /**
- * Every change of a webhook endpoint, a push device or notification preferences, and every
- * `inbox.notify`, spends the caller's action budget (RATE_ACTIONS_PER_10S), like
+ * Every change of a webhook endpoint, a push device or notification preferences, every
+ * `inbox.notify` and every `admin.eraseUser`, spends the caller's action budget (RATE_ACTIONS_PER_10S), like
  * `webhook.create`/`update` and `device.register`: past it, TOO_MANY_REQUESTS.
  */
 import { randomBytes } from 'node:crypto';
@@ -101,5 +101,19 @@ describe('the action budget of integrations and devices', () => {
     const user = callerFor(t.app, owner);
     const refusedReal = await overBudget((deviceId) => user.device.remove({ id: deviceId }), device.id);
     expect((await user.device.list()).map((d) => d.id)).toEqual(refusedReal ? [device.id] : []);
+  });
+});
+
+describe('the action budget of tenant admins', () => {
+  it('admin.eraseUser spends it (one transaction over every row of a user): past it, TOO_MANY_REQUESTS, and the user is not erased by the refused call', async () => {
+    const tenant = `erase-${uuid().slice(0, 8)}`;
+    const admin = callerFor(t.app, actor('erase-admin', tenant, ['admin']));
+    const bob = callerFor(t.app, actor('erase-bob', tenant));
+    const room = await bob.room.create({ kind: 'group', name: 'erase-budget', memberIds: [] });
+    await bob.chat.send({ roomId: room.id, clientId: uuid(), body: 'still here' });
+    const refusedWasReal = await overBudget((userId) => admin.admin.eraseUser({ userId }), 'erase-bob');
+    const [row] = await t.env.sql<{ body: string | null }>('select body from message where room_id = $1 and sender_id = $2', [room.id, 'erase-bob']);
+    if (refusedWasReal) expect(row!.body).not.toBeNull();
+    else expect(row!.body).toBeNull();
   });
 });

@@ -174,8 +174,13 @@ export const integrationManagementProcedure = integrationProcedure.use(async ({ 
   return next();
 });
 
-/** Procedures of tenant admins only (`admin.*`): the role is checked before the input is parsed. */
-export const adminProcedure = authedProcedure.use(({ ctx, next, path }) => {
+/**
+ * Procedures of tenant admins only (`admin.*`): the role is checked before the input is parsed.
+ * Their reads (exports, the audit trail) spend the read budget like every query; their changes
+ * (`admin.eraseUser`: a transaction over every row of a user) the `action` budget.
+ */
+export const adminProcedure = authedProcedure.use(async ({ ctx, next, path, type }) => {
   if (!isAdmin(ctx.actor)) throw new TRPCError({ code: 'FORBIDDEN', message: `only tenant admins may call ${path}` });
+  if (type === 'mutation') await ctx.services.limits.consume('action', keyOf(ctx.actor.tenant, ctx.actor.id));
   return next();
 });
