@@ -306,6 +306,39 @@ describe('chat CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat in a terminal: the prompt shows who is typing, and stops showing it when the indicator runs out without a stop', async () => {
+    // A server whose typing TTL (60 s) outlives the client's (10 s): the stop never comes in
+    // time, as when the typing user's node dies or the stop is lost across a reconnect.
+    await using slow = await env.startServer({ typingTtlMs: 60_000 });
+    const jack = clients.use(createChatClient({ url: slow.url, token: tokenFor('jack'), lazy: true }));
+    const room = await jack.trpc.room.create.mutate({ kind: 'group', name: 'tty-room', memberIds: ['ivy'] });
+    // `script` gives the CLI a terminal (stdin and stdout are TTYs); its output is the raw screen.
+    const cmd = [process.execPath, '--import', 'tsx', 'client/cli.ts', 'chat', room.id].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+    const child = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: PROJECT_ROOT, env: { ...cliEnv('ivy', { CHAT_URL: slow.url, CHAT_TOKEN: tokenFor('ivy') }), TERM: 'xterm' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    procs.add(child);
+    child.once('exit', () => procs.delete(child));
+    const screen = new Collector<string>();
+    child.stdout!.on('data', (d: Buffer) => screen.push(d.toString()));
+    const text = () => screen.items.join('');
+    // Drawn again with the prompt: after a cursor move or a clear, not after "is typing… ".
+    const bare = /(\r|\n|\x1b\[[0-9;]*[A-Za-z])tty-room> /;
+
+    await screen.until(() => bare.test(text()), 'the first prompt', 15_000);
+    for (let i = 1; !text().includes('jack is typing'); i++) {
+      // Live only: repeated until the chat's subscription is up (each try waits on the screen).
+      await jack.trpc.chat.typing.mutate({ roomId: room.id, typing: false });
+      await jack.trpc.chat.typing.mutate({ roomId: room.id, typing: true });
+      await screen.until(() => text().includes('jack is typing'), 'typing in the prompt', i === 10 ? 15_000 : 1_000).catch((err) => {
+        if (i === 10) throw err;
+      });
+    }
+    expect(text()).toMatch(/jack is typing… tty-room> /);
+    // No event comes now: the prompt is drawn again without it when the client's TTL runs out.
+    await screen.until(() => bare.test(text().slice(text().lastIndexOf('jack is typing'))), 'the prompt without the indicator', 20_000);
+    child.stdin!.write('/quit\r');
+    expect(await new Promise((res) => child.once('exit', res))).toBe(0);
+  });
+
   it('chat survives a server restart: reconnects, resumes, sends what was typed meanwhile, no line lost or repeated', async () => {
     await login('gina');
     const hugo = client('hugo');

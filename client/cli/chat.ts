@@ -50,6 +50,7 @@ class ChatSession {
   private typingOn = false;
   private typingIdle: NodeJS.Timeout | null = null;
   private markTimer: NodeJS.Timeout | null = null;
+  private typingExpiry: NodeJS.Timeout | null = null;
   private lastMarked = -1;
   private wasOpen = false;
   private done!: () => void;
@@ -142,8 +143,19 @@ class ChatSession {
     return `${who}${pc.bold(this.info.name)}> `;
   }
 
+  /**
+   * Redraws the prompt, and again when the next typing indicator runs out: a stop that never
+   * comes (the other client went away) must not leave "is typing" in a quiet room.
+   */
   private refreshPrompt(): void {
     if (!this.tty) return;
+    if (this.typingExpiry) clearTimeout(this.typingExpiry);
+    this.typingExpiry = null;
+    const next = this.room?.timeline.expireTyping() ?? null;
+    if (next !== null && !this.quitting) {
+      this.typingExpiry = setTimeout(() => this.refreshPrompt(), Math.max(0, next - Date.now()) + 1);
+      this.typingExpiry.unref();
+    }
     this.rl.setPrompt(this.promptText());
     this.rl.prompt(true);
   }
@@ -367,6 +379,7 @@ class ChatSession {
     if (this.sending || this.queue.length > 0) await new Promise<void>((r) => (this.drained = r));
     this.stopTyping();
     if (this.markTimer) clearTimeout(this.markTimer);
+    if (this.typingExpiry) clearTimeout(this.typingExpiry);
     this.room?.close();
     this.rl.close();
     this.done();
