@@ -321,6 +321,7 @@ describe('chat CLI', () => {
     child.stdout!.on('data', (d: Buffer) => screen.push(d.toString()));
     const text = () => screen.items.join('');
     // Drawn again with the prompt: after a cursor move or a clear, not after "is typing… ".
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the terminal's escape sequences are the point
     const bare = /(\r|\n|\x1b\[[0-9;]*[A-Za-z])tty-room> /;
 
     await screen.until(() => bare.test(text()), 'the first prompt', 15_000);
