@@ -280,3 +280,119 @@ describe('inbox.events over wsLink', () => {
     all.unsubscribe();
   });
 });
+
+describe('inbox.notify with a clientId (a service retrying after a timeout)', () => {
+  /** The notification rows of a tenant's users, as [user, title], in user order. */
+  const rows = (userIds: string[], tenant = 'default') =>
+    cl.env
+      .sql<{ user_id: string; title: string }>(
+        `select user_id, data->>'title' as title from inbox_event where tenant = $1 and user_id = any($2) and type = 'notification' order by user_id, seq`,
+        [tenant, userIds],
+      )
+      .then((r) => r.map((x) => [x.user_id, x.title]));
+
+  it('a repeat with the same content returns the first result and notifies nobody again; other content is CONFLICT; the key is per sender', async () => {
+    const u = tag();
+    const [me, you, svc, other] = [`me-${u}`, `you-${u}`, `svc-${u}`, `svc2-${u}`];
+    await using service = clientFor(cl.a.url, svc, { roles: ['service'] });
+    const notify = service.trpc.inbox.notify.mutate;
+    const one = { userId: me, kind: 'order.shipped', title: 'Order 1 shipped', data: { orderId: 1, lines: [1, 2] }, clientId: uuid() };
+    const first = await notify(one);
+    expect(first).toMatchObject({ type: 'notification', seq: 1, title: 'Order 1 shipped', delivered: 1 });
+    // The same content with its keys in another order is the same content.
+    expect(await notify({ ...one, data: { lines: [1, 2], orderId: 1 } })).toEqual(first);
+    expect(await open.use(clientFor(cl.b.url, svc, { roles: ['service'] })).trpc.inbox.notify.mutate(one)).toEqual(first);
+
+    const many = { userIds: [you, me, you], kind: 'quote.approved', title: 'Quote 2 approved', clientId: uuid() };
+    expect(await notify(many)).toEqual({ delivered: 2 });
+    expect(await notify({ ...many, userIds: [me, you] })).toEqual({ delivered: 2 });
+
+    for (const [changed, what] of [
+      [{ ...one, title: 'Order 1 shipped again' }, 'title'],
+      [{ ...one, data: { orderId: 2, lines: [1, 2] } }, 'data'],
+      [{ ...one, data: null }, 'no data'],
+      [{ ...one, kind: 'order.paid' }, 'kind'],
+      [{ ...one, userId: you }, 'another user'],
+      [{ userIds: [me], kind: one.kind, title: one.title, data: one.data, clientId: one.clientId }, 'userIds instead of userId'],
+      [{ ...many, userIds: [me] }, 'fewer users'],
+    ] as const) {
+      const err = await notify(changed as Parameters<typeof notify>[0]).catch((e: unknown) => e);
+      expect({ code: codeOf(err), message: (err as Error).message }, what).toEqual({
+        code: 'CONFLICT',
+        message: 'clientId was already used for a notification with other content',
+      });
+    }
+    // Another service (or the same service id in another tenant) has keys of its own.
+    await using second = clientFor(cl.a.url, other, { roles: ['service'] });
+    expect(await second.trpc.inbox.notify.mutate(one)).toMatchObject({ seq: 3, from: other });
+    await using elsewhere = clientFor(cl.a.url, svc, { roles: ['service'], tenant: `t2-${u}` });
+    expect(await elsewhere.trpc.inbox.notify.mutate(one)).toMatchObject({ seq: 1, from: svc });
+
+    expect(await rows([me, you])).toEqual([
+      [me, 'Order 1 shipped'],
+      [me, 'Quote 2 approved'],
+      [me, 'Order 1 shipped'],
+      [you, 'Quote 2 approved'],
+    ]);
+    // The database itself refuses a second item of one sender's clientId for one user.
+    const copy = await cl.env
+      .sql(
+        `insert into inbox_event (tenant, user_id, seq, type, data, created_at, sender_id, client_id, request_hash)
+         select tenant, user_id, seq + 100, type, data, created_at, sender_id, client_id, request_hash from inbox_event
+         where tenant = 'default' and user_id = $1 and client_id = $2`,
+        [me, one.clientId],
+      )
+      .catch((e: unknown) => e);
+    expect(copy).toMatchObject({ code: '23505', constraint: 'inbox_event_client_id_unique' });
+    // Without a clientId every call is a new notification, as before.
+    const plain = { userId: you, kind: 'k', title: 'no key' };
+    await notify(plain);
+    await notify(plain);
+    expect((await rows([you])).filter(([, title]) => title === 'no key')).toHaveLength(2);
+    await expectBadClientId(notify({ ...plain, clientId: 'not-a-uuid' } as never));
+  });
+
+  it('concurrent repeats write one item per user and publish one event each, for a user, a list and a room', async () => {
+    const u = tag();
+    const [me, you, owner, svc] = [`me-${u}`, `you-${u}`, `owner-${u}`, `svc-${u}`];
+    await using onA = clientFor(cl.a.url, svc, { roles: ['service'] });
+    await using onB = clientFor(cl.b.url, svc, { roles: ['service'] });
+    using meRec = recordInbox(open.use(clientFor(cl.a.url, me, { ws: true })));
+    using youRec = recordInbox(open.use(clientFor(cl.b.url, you, { ws: true })));
+    await Promise.all([meRec.ready(), youRec.ready()]);
+    const room = await open.use(clientFor(cl.a.url, owner)).trpc.room.create.mutate({ kind: 'group', name: 'r', memberIds: [me, you] });
+
+    const single = { userId: me, kind: 'k', title: 'single', clientId: uuid() };
+    const [a, b] = await Promise.all([onA.trpc.inbox.notify.mutate(single), onB.trpc.inbox.notify.mutate(single)]);
+    expect(b).toEqual(a);
+    const list = { userIds: [me, you], kind: 'k', title: 'list', clientId: uuid() };
+    expect(await Promise.all([onA.trpc.inbox.notify.mutate(list), onB.trpc.inbox.notify.mutate(list)])).toEqual([{ delivered: 2 }, { delivered: 2 }]);
+    const members = { roomId: room.id, kind: 'k', title: 'room', clientId: uuid() };
+    expect(await Promise.all([onA.trpc.inbox.notify.mutate(members), onB.trpc.inbox.notify.mutate(members)])).toEqual([
+      { delivered: 3 },
+      { delivered: 3 },
+    ]);
+
+    expect(await rows([me, you, owner])).toEqual([
+      [me, 'single'],
+      [me, 'list'],
+      [me, 'room'],
+      [owner, 'room'],
+      [you, 'list'],
+      [you, 'room'],
+    ]);
+    // One event each: everything published before the barrier has arrived by then.
+    await barrier(onA, meRec, me);
+    await barrier(onA, youRec, you);
+    const titles = (rec: InboxRecorder) => rec.durable().flatMap((x) => (x.data.type === 'notification' ? [x.data.title] : []));
+    expect(titles(meRec)).toEqual(['single', 'list', 'room', expect.stringMatching(/^barrier /)]);
+    expect(titles(youRec)).toEqual(['list', 'room', expect.stringMatching(/^barrier /)]);
+  });
+});
+
+/** A clientId that is not a UUID is BAD_REQUEST naming it. */
+async function expectBadClientId(p: Promise<unknown>) {
+  const err = await p.catch((e: unknown) => e);
+  expect(codeOf(err)).toBe('BAD_REQUEST');
+  expect((err as Error).message).toContain('clientId');
+}

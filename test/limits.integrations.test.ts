@@ -3,9 +3,8 @@
  * `inbox.notify` and every `admin.eraseUser`, spends the caller's action budget (RATE_ACTIONS_PER_10S), like
  * `webhook.create`/`update` and `device.register`: past it, TOO_MANY_REQUESTS.
  */
-import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { actor, callerFor, fileServer, setGuardLookupForTests, TEST_LIMITS, tokenFor, uuid } from './fixture.js';
+import { actor, callerFor, fileServer, pushKeys, setGuardLookupForTests, TEST_LIMITS, tokenFor, uuid } from './fixture.js';
 
 const BUDGET = 4;
 const t = fileServer('limits-integrations', { limits: { ...TEST_LIMITS, actionsPer10s: BUDGET } });
@@ -95,7 +94,7 @@ describe('the action budget of integrations and devices', () => {
 
   it('device.remove spends it: past it, TOO_MANY_REQUESTS (and the device stays)', async () => {
     const owner = actor('device-owner', `dev-${uuid().slice(0, 8)}`);
-    const keys = { p256dh: Buffer.concat([Buffer.from([4]), randomBytes(64)]).toString('base64url'), auth: randomBytes(16).toString('base64url') };
+    const { keys } = pushKeys();
     // Registered through the service: the owner's budget is whole when the removals start.
     const device = await t.app.services.devices.register(owner, { kind: 'webpush', endpoint: 'https://push.example.com/s/remove', keys });
     const user = callerFor(t.app, owner);

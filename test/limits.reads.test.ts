@@ -3,9 +3,8 @@
  * before the input is parsed, and PostgreSQL cancels a statement that runs longer than
  * DB_STATEMENT_TIMEOUT_MS.
  */
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileServer, nativePool, setGuardLookupForTests, TEST_LIMITS, uuid } from './fixture.js';
+import { actor, callerFor, expectTRPCError, fileServer, nativePool, pushKeys, setGuardLookupForTests, TEST_LIMITS, uuid } from './fixture.js';
 
 // The statement timeout test has a server of its own: 300 ms here would cancel the bans below
 // while they wait for the room's row lock on a loaded machine.
@@ -70,7 +69,7 @@ describe('read and management budgets', () => {
     setGuardLookupForTests({ lookup: async () => [{ address: '93.184.216.34', family: 4 }] });
     try {
       const user = callerFor(t.app, actor('registrar', `dev-${uuid().slice(0, 8)}`));
-      const keys = () => ({ p256dh: Buffer.concat([Buffer.from([4]), randomBytes(64)]).toString('base64url'), auth: randomBytes(16).toString('base64url') });
+      const keys = () => pushKeys().keys;
       const outcomes = await Promise.allSettled(
         Array.from({ length: 5 }, (_, i) => user.device.register({ kind: 'webpush', endpoint: `https://push.example.com/s/${i}`, keys: keys() })),
       );

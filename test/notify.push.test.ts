@@ -144,6 +144,29 @@ describe('device.*', () => {
     expect(await bob.device.list()).toEqual([]);
   });
 
+  it('a p256dh of the right shape (65 bytes, 0x04 first) that is no point of P-256 is refused with BAD_REQUEST; nothing is stored', async () => {
+    const tn = tenant();
+    const bob = tn.as('bob');
+    const sub = ps.subscribe();
+    const key = Buffer.from(sub.keys.p256dh, 'base64url');
+    const offCurve = Buffer.from(key);
+    offCurve[64]! ^= 1; // y changed: (x, y) no longer solves the curve's equation
+    const zeros = Buffer.alloc(65);
+    zeros[0] = 0x04;
+    const beyondField = Buffer.alloc(65, 0xff); // coordinates of at least the field's prime
+    beyondField[0] = 0x04;
+    for (const bad of [offCurve, zeros, beyondField]) {
+      await expectTRPCError(
+        bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: { ...sub.keys, p256dh: bad.toString('base64url') } }),
+        'BAD_REQUEST',
+        'keys.p256dh must be the base64url P-256 public key of the subscription (65 bytes)',
+      );
+    }
+    expect(await bob.device.list()).toEqual([]);
+    // The subscription's own key is one.
+    expect(await bob.device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys })).toMatchObject({ endpoint: sub.endpoint });
+  });
+
   it('at most 20 devices per user: the 21st is refused with PRECONDITION_FAILED, re-registering one of them still works', async () => {
     const tn = tenant();
     const subs = [];

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, uuid, type MessageDto } from './fixture.js';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, setMemberRole, uuid, type MessageDto } from './fixture.js';
 
 const t = fileServer('rchat');
 
@@ -311,6 +311,44 @@ describe('chat.events (createCaller)', () => {
     }
     await expectTRPCError(openEvents(t.app, null, { roomId: room.id }), 'UNAUTHORIZED');
     await expectTRPCError(openEvents(t.app, actor(alice!), { roomId: 'nope' }), 'BAD_REQUEST', /roomId/);
+  });
+});
+
+describe('system messages', () => {
+  it('their sender (the member a join or leave notice is about) cannot delete or edit them; a moderator can delete them; reactions are allowed', async () => {
+    const [alice, bob, carol] = users('alice', 'bob', 'carol');
+    const room = await as(alice!).room.create({ kind: 'group', name: `public ${kit.n}`, visibility: 'public', memberIds: [carol!] });
+    await setMemberRole(t.env, room.id, carol!, 'moderator');
+    await as(bob!).room.join({ roomId: room.id });
+    await as(bob!).room.leave({ roomId: room.id });
+    await as(bob!).room.join({ roomId: room.id });
+    const notices = (await allMessages(alice!, room.id)).filter((m) => m.kind === 'system' && m.senderId === bob);
+    expect(notices.map((m) => m.body)).toEqual([`${bob} joined`, `${bob} left`, `${bob} joined`]);
+    const [joined, left] = notices as [MessageDto, MessageDto, MessageDto];
+    const lastSeq = (await as(alice!).room.get({ roomId: room.id })).lastSeq;
+
+    for (const m of [joined, left]) {
+      await expectTRPCError(as(bob!).chat.delete({ messageId: m.id }), 'FORBIDDEN', /only a moderator can delete a system message/);
+      await expectTRPCError(as(bob!).chat.edit({ messageId: m.id, body: 'never here' }), 'FORBIDDEN', /system messages cannot be edited/);
+    }
+    // Nothing was written: the notices are intact and no seq was taken.
+    expect((await allMessages(alice!, room.id)).filter((m) => m.senderId === bob).map((m) => [m.body, m.deletedAt])).toEqual([
+      [`${bob} joined`, null],
+      [`${bob} left`, null],
+      [`${bob} joined`, null],
+    ]);
+    expect((await as(alice!).room.get({ roomId: room.id })).lastSeq).toBe(lastSeq);
+
+    // Reacting to a notice is harmless (a welcome): allowed, by anyone who may send.
+    expect(await as(bob!).chat.react({ messageId: joined.id, emoji: '👋' })).toMatchObject({ reactions: [{ emoji: '👋', count: 1, me: true }] });
+    // The sender still deletes their own ordinary messages.
+    const own = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'mine' });
+    expect(await as(bob!).chat.delete({ messageId: own.id })).toMatchObject({ id: own.id, body: null });
+
+    // A moderator and the owner may delete a notice.
+    expect(await as(carol!).chat.delete({ messageId: joined.id })).toMatchObject({ id: joined.id, kind: 'system', body: null });
+    expect(await as(alice!).chat.delete({ messageId: left.id })).toMatchObject({ id: left.id, kind: 'system', body: null });
+    expect((await allMessages(bob!, room.id)).filter((m) => m.id === joined.id || m.id === left.id).every((m) => m.deletedAt !== null)).toBe(true);
   });
 });
 

@@ -12,7 +12,8 @@
  *   of `${timestamp}.${body}`.
  *
  * `join(token)` stands for a client connecting with a join token: the double checks the token the
- * way the provider does and lists the participant in its room until it is removed.
+ * way the provider does and lists the participant in its room until it is removed (on LiveKit with
+ * what its token lets it publish).
  */
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -86,6 +87,8 @@ export interface LkParticipant {
   identity: string;
   name: string;
   joinedAt: number;
+  /** What the join token let it publish (`canPublish`; LiveKit's default is true): false, a listener. */
+  canPublish?: boolean;
 }
 
 export interface LkRoom {
@@ -121,6 +124,8 @@ export interface LiveKitDouble extends AsyncDisposable {
    * is carried out; `'fail'` answers it with 503 `unavailable` instead (a provider outage).
    */
   beforeRemove: ((identity: string, room: string) => Promise<'fail' | undefined> | 'fail' | undefined) | null;
+  /** As `beforeRemove`, for DeleteRoom: `'fail'` answers it with 503 `unavailable` and leaves the room. */
+  beforeDelete: ((room: string) => Promise<'fail' | undefined> | 'fail' | undefined) | null;
   close(): Promise<void>;
 }
 
@@ -190,6 +195,7 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
         case 'DeleteRoom': {
           if (!grants.video?.roomCreate) return deny(403, 'permission_denied', 'permissions denied');
           requests.push({ method, body, grants });
+          if ((await double.beforeDelete?.(name)) === 'fail') return twirpError(res, 503, 'unavailable', 'service unavailable');
           if (!rooms.delete(name)) return twirpError(res, 404, 'not_found', 'requested room does not exist');
           return send(res, 200, {});
         }
@@ -234,11 +240,17 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
     if (!claims.video?.roomJoin || !room || !claims.sub) throw new Error(`LiveKit refuses the join to ${name}`);
     // One connection per identity: a second join replaces the first (LiveKit's duplicate identity).
     room.participants = room.participants.filter((p) => p.identity !== claims.sub);
-    const p: LkParticipant = { sid: `PA_${randomBytes(6).toString('hex')}`, identity: claims.sub, name: claims.name ?? claims.sub, joinedAt: Date.now() };
+    const p: LkParticipant = {
+      sid: `PA_${randomBytes(6).toString('hex')}`,
+      identity: claims.sub,
+      name: claims.name ?? claims.sub,
+      joinedAt: Date.now(),
+      canPublish: claims.video.canPublish ?? true,
+    };
     room.participants.push(p);
     return p;
   };
-  const double: LiveKitDouble = { url, apiKey, apiSecret, rooms, requests, refused, join, beforeRemove: null, ...closer(server) };
+  const double: LiveKitDouble = { url, apiKey, apiSecret, rooms, requests, refused, join, beforeRemove: null, beforeDelete: null, ...closer(server) };
   return double;
 }
 

@@ -35,6 +35,7 @@ import {
   type TestEnv,
   type TestServer,
 } from './fixture.js';
+import { commitWhileBlocked } from './fixture/locks.js';
 import {
   dailyEvent,
   livekitEvent,
@@ -332,9 +333,9 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     const deletes = lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === a.id);
     expect(deletes).toHaveLength(1);
     expect(deletes[0]!.grants.video?.roomCreate).toBe(true);
-    // Again: nothing more happens.
+    // Again: the meeting is unchanged; the provider is asked again (its room is gone: no error).
     expect((await as(lkSrv, creator!).video.end({ meetingId: a.id })).endedAt).toEqual(endedA.endedAt);
-    expect(lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === a.id)).toHaveLength(1);
+    expect(lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === a.id)).toHaveLength(2);
 
     // A moderator ends someone else's meeting; a provider room already gone is fine.
     lk.rooms.delete(b.id);
@@ -342,6 +343,77 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     // The provider's room_finished for an ended meeting changes nothing.
     expect((await lkPost(livekitEvent({ event: 'room_finished', room: a.id }))).body).toEqual({ ok: true, outcome: 'processed' });
     expect(await systemBodies(lkSrv, room.id, member!)).toEqual(['Meeting "A" ended', 'Meeting "B" ended']);
+  });
+
+  it('video.end by a moderator demoted after the check, before the write: FORBIDDEN, nothing ended, not even the provider room', async () => {
+    const [owner, creator, mod, member] = users('owner', 'creator', 'mod', 'member');
+    const room = await groupRoom(lkSrv, owner, [creator!, mod!, member!]);
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const m = await as(lkSrv, creator!).video.create({ roomId: room.id, title: 'Race' });
+    // The demotion runs in a transaction of its own (its trigger holds the room's row); video.end checks
+    // the moderator's role (not demoted yet: uncommitted) and waits for the room's row; only then does
+    // the demotion commit.
+    const r = await commitWhileBlocked(
+      env.databaseUrl,
+      [['update membership set role = $3 where room_id = $1 and user_id = $2', [room.id, mod!, 'member']]],
+      () => as(lkSrv, mod!).video.end({ meetingId: m.id }),
+    );
+    await expectTRPCError(r.status === 'fulfilled' ? Promise.resolve(r.value) : Promise.reject(r.reason), 'FORBIDDEN', /creator of the meeting or a moderator/);
+    expect(await meetingRow(m.id)).toMatchObject({ status: 'scheduled', ended_at: null });
+    expect(lk.rooms.has(m.id)).toBe(true);
+    expect(lk.requests.filter((x) => x.method === 'DeleteRoom' && x.body.room === m.id)).toEqual([]);
+    expect(await systemBodies(lkSrv, room.id, member!)).toEqual([]);
+    // The creator still ends it.
+    expect(await as(lkSrv, creator!).video.end({ meetingId: m.id })).toMatchObject({ status: 'ended' });
+    expect(lk.rooms.has(m.id)).toBe(false);
+  });
+
+  it('video.end whose provider request fails after the meeting is ended: SERVICE_UNAVAILABLE saying so; video.end again ends the provider room', async () => {
+    const [owner, member] = users('owner', 'member');
+    const room = await groupRoom(lkSrv, owner, [member!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, title: 'Outage' });
+    lk.beforeDelete = (name) => (name === m.id ? 'fail' : undefined);
+    try {
+      await expectTRPCError(as(lkSrv, owner).video.end({ meetingId: m.id }), 'SERVICE_UNAVAILABLE', /^the meeting is ended, but the video provider failed: LiveKit DeleteRoom failed \(503 unavailable\).*video\.end again/);
+    } finally {
+      lk.beforeDelete = null;
+    }
+    expect(lk.rooms.has(m.id)).toBe(true);
+    const { online: _online, ...ended } = await as(lkSrv, member!).video.get({ meetingId: m.id });
+    expect(ended.status).toBe('ended');
+    expect(await as(lkSrv, owner).video.end({ meetingId: m.id })).toEqual(ended);
+    expect(lk.rooms.has(m.id)).toBe(false);
+    expect(lk.requests.filter((x) => x.method === 'DeleteRoom' && x.body.room === m.id)).toHaveLength(2);
+    expect(await systemBodies(lkSrv, room.id, member!)).toEqual(['Meeting "Outage" ended']);
+    // Only who may end it asks again.
+    await expectTRPCError(as(lkSrv, member!).video.end({ meetingId: m.id }), 'FORBIDDEN');
+    expect(lk.requests.filter((x) => x.method === 'DeleteRoom' && x.body.room === m.id)).toHaveLength(2);
+  });
+
+  it('a member muted in the room joins calls as a listener until the mute ends: subscribes, publishes nothing, no admin grant', async () => {
+    const [owner, mod, bob, carol] = users('owner', 'mod', 'bob', 'carol');
+    const room = await groupRoom(lkSrv, owner, [mod!, bob!, carol!]);
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id });
+    await as(lkSrv, owner).room.mute({ roomId: room.id, userId: bob! });
+    await as(lkSrv, owner).room.mute({ roomId: room.id, userId: mod!, until: new Date(Date.now() + 3600_000) });
+    const verifier = new TokenVerifier(lk.apiKey, lk.apiSecret);
+    const grantOf = async (u: string) => (await verifier.verify((await as(lkSrv, u).video.joinToken({ meetingId: m.id })).token)).video;
+    const listener = { roomJoin: true, room: m.id, canSubscribe: true, canPublish: false, canPublishData: false };
+    const speaker = { roomJoin: true, room: m.id, canSubscribe: true, canPublish: true, canPublishData: true };
+    expect(await grantOf(bob!)).toEqual(listener);
+    // A muted moderator gets no roomAdmin either: with it they could give the publishing back to themselves.
+    expect(await grantOf(mod!)).toEqual(listener);
+    expect(await grantOf(carol!)).toEqual(speaker);
+    expect(await grantOf(owner)).toEqual({ ...speaker, roomAdmin: true });
+    // LiveKit lets the listener in, without publishing.
+    const t = await as(lkSrv, bob!).video.joinToken({ meetingId: m.id });
+    expect(await lk.join(t.token)).toMatchObject({ identity: bob, canPublish: false });
+    // Unmuted, or the mute over: a new token publishes again (the moderator's admin grant with it).
+    await as(lkSrv, owner).room.unmute({ roomId: room.id, userId: bob! });
+    expect(await grantOf(bob!)).toEqual(speaker);
+    await env.sql("update membership set muted_until = now() - interval '1 second' where room_id = $1 and user_id = $2", [room.id, mod!]);
+    expect(await grantOf(mod!)).toEqual({ ...speaker, roomAdmin: true });
   });
 
   it('video.get({ live: true }) asks LiveKit who is in the room (ListParticipants with a roomAdmin token)', async () => {
@@ -637,6 +709,27 @@ describe('Daily', () => {
     await as(dailySrv, owner).video.end({ meetingId: m.id });
     expect(daily.rooms.has(m.id)).toBe(false);
     expect(daily.requests.filter((r) => r.method === 'DELETE' && r.path === `/rooms/${m.id}`)).toHaveLength(1);
+  });
+
+  it('a member muted in the room gets a Daily token that sends no media (permissions.canSend false, no owner) until unmuted', async () => {
+    const [owner, mod, bob] = users('owner', 'mod', 'bob');
+    const room = await groupRoom(dailySrv, owner, [mod!, bob!]);
+    await as(dailySrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const m = await as(dailySrv, owner).video.create({ roomId: room.id });
+    await as(dailySrv, owner).room.mute({ roomId: room.id, userId: bob! });
+    await as(dailySrv, owner).room.mute({ roomId: room.id, userId: mod! });
+    const propertiesOf = async (u: string) => {
+      const t = await as(dailySrv, u).video.joinToken({ meetingId: m.id });
+      const { exp: _exp, ...rest } = daily.tokens.find((x) => x.token === t.token)!.properties;
+      return rest;
+    };
+    const base = { room_name: m.id, user_name: expect.any(String) };
+    expect(await propertiesOf(bob!)).toEqual({ ...base, user_id: bob, is_owner: false, permissions: { canSend: false } });
+    expect(await propertiesOf(mod!)).toEqual({ ...base, user_id: mod, is_owner: false, permissions: { canSend: false } });
+    await as(dailySrv, owner).room.unmute({ roomId: room.id, userId: bob! });
+    await as(dailySrv, owner).room.unmute({ roomId: room.id, userId: mod! });
+    expect(await propertiesOf(bob!)).toEqual({ ...base, user_id: bob, is_owner: false });
+    expect(await propertiesOf(mod!)).toEqual({ ...base, user_id: mod, is_owner: true });
   });
 
   it('signed webhooks move the meeting; unsigned, wrongly signed and stale ones get 401; replays are de-duplicated', async () => {

@@ -68,6 +68,16 @@ describe('static page serving', () => {
     }
   });
 
+  it('the page is isolated from the windows it opens and that open it: Cross-Origin-Opener-Policy same-origin', async () => {
+    for (const path of ['/', '/index.html']) {
+      const res = await raw(app.url, path);
+      expect(res.headers['cross-origin-opener-policy'], path).toBe('same-origin');
+      expect(res.headers['x-frame-options'], path).toBe('DENY');
+    }
+    // HEAD says the same as GET.
+    expect((await raw(app.url, '/', 'HEAD')).headers['cross-origin-opener-policy']).toBe('same-origin');
+  });
+
   it('serves assets with their content types; hashed assets are cached for good', async () => {
     const js = await raw(app.url, '/assets/app-1234.js');
     expect(js.status).toBe(200);

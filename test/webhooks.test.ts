@@ -4,6 +4,8 @@ import {
   actor,
   callerFor,
   claimDue,
+  createLogger,
+  deferred,
   expectTRPCError,
   failFirst,
   fileServer,
@@ -14,10 +16,15 @@ import {
   meetingEnded,
   meetingLive,
   nativePool,
+  newCounters,
+  SecretBox,
   testEnv,
   uuid,
   waitFor,
+  within,
 } from './fixture.js';
+import type { RoomEventSource } from '../src/services/room-events.js';
+import { WebhookWorker } from '../src/services/webhooks/worker.js';
 
 /** Retries fast (base 100 ms), polls often; the receiver runs on 127.0.0.1, so private URLs are allowed. */
 const t = fileServer('hooks', {
@@ -449,6 +456,146 @@ describe('delivery', () => {
     expect(rx.requests.items.map((r) => [r.path, r.body.data.name])).toEqual([['/hooks', 'mine']]);
     expect(await tn.admin.webhook.deliveries({ id: off.id })).toEqual([]);
     expect((await tn.admin.webhook.deliveries({ id: on.id })).length).toBe(1);
+  });
+});
+
+describe("the worker's claims", () => {
+  /** The webhook settings of these tests' hand-made workers: only a wake-up starts a round. */
+  const HOOKS = { retryBaseMs: 100, maxAttempts: 4, pollMs: 600_000, timeoutMs: 2000, allowPrivateUrls: true };
+
+  /** A log that keeps each line's message. */
+  function lines() {
+    const msgs: string[] = [];
+    const listeners = new Set<(msg: string) => void>();
+    const log = createLogger('warn', false, {
+      write: (line: string) => {
+        const { msg } = JSON.parse(line) as { msg: string };
+        msgs.push(msg);
+        for (const l of listeners) l(msg);
+      },
+    });
+    /** Resolves at the line `msg`, calling `then` synchronously as it is written. */
+    const at = (msg: string, then: () => void = () => undefined) =>
+      new Promise<void>((resolve) => {
+        if (msgs.includes(msg)) return resolve(then());
+        listeners.add((m) => {
+          if (m === msg) resolve(then());
+        });
+      });
+    return { log, msgs, at };
+  }
+
+  it('a delivery whose reads before the request outlast its deadline (WEBHOOK_TIMEOUT_MS from the claim) is not sent by that claim: left to its lease, then sent once', async () => {
+    // A database of its own with its worker stopped: the one made here claims.
+    await using env = await testEnv('hookdeadline');
+    const srv = await env.startServer({ webhooks: HOOKS });
+    await srv.app.services.webhookWorker.stop();
+    const name = `late-${uuid().slice(0, 8)}`;
+    const as = (id: string, roles: string[] = []) => callerFor(srv.app, actor(id, name, roles));
+    await using rx = await hookReceiver();
+    const hook = await as('boss', ['admin']).webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    const room = await as('alice').room.create({ kind: 'group', name: 'late' });
+    const sent = await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'late' });
+    // The read of the event before the request is held (a slow replica, a stalled node) while this
+    // node's clock passes the deadline.
+    let clock = Date.now();
+    const reading = deferred<void>();
+    let gate = deferred<void>();
+    const real = srv.app.services.roomEvents;
+    const slow = {
+      load: async (roomId: string, after: number, upto: number, limit: number) => {
+        reading.resolve();
+        await gate.promise;
+        return real.load(roomId, after, upto, limit);
+      },
+    } as unknown as RoomEventSource;
+    const { log, at } = lines();
+    const w = new WebhookWorker(srv.app.services.store, slow, HOOKS, log, newCounters(), new SecretBox(srv.app.services.keyring), { now: () => clock });
+    try {
+      w.start();
+      w.wake();
+      await within(reading.promise, 8000, 'the delivery being prepared');
+      clock += HOOKS.timeoutMs + 1;
+      const givenUp = at('webhook not sent: its deadline passed before the request (retried after the lease)');
+      gate.resolve();
+      await within(givenUp, 8000, 'the delivery given up by this claim');
+      expect(rx.requests.items).toEqual([]);
+      const leased = () => env.sql<{ status: string; attempts: number; leased: boolean }>('select status, attempts, coalesce(lease_until > now(), false) as leased from webhook_delivery where tenant = $1', [name]);
+      expect(await leased()).toEqual([{ status: 'pending', attempts: 1, leased: true }]);
+      // Its lease over (moved here rather than waited for), the next claim sends it, once.
+      gate = deferred<void>();
+      gate.resolve();
+      await env.sql("update webhook_delivery set lease_until = now() - interval '1 second' where tenant = $1", [name]);
+      w.wake();
+      const got = await rx.accepted.first((r) => r.id === `${room.id}:${sent.seq}`, 'the delivery sent by the next claim');
+      expect(got).toMatchObject({ attempt: 1, verifiedWith: 0 });
+      await waitFor(leased, 'the delivery recorded', { until: (rows) => rows[0]?.status === 'delivered' });
+      expect(rx.requests.items).toHaveLength(1);
+    } finally {
+      gate.resolve();
+      await w.stop();
+    }
+  });
+
+  it('one delivery of a batch failing and another throwing stop no other: the batch is sent and recorded before the round ends', async () => {
+    await using env = await testEnv('hookbatch');
+    const srv = await env.startServer({ webhooks: HOOKS });
+    await srv.app.services.webhookWorker.stop();
+    const name = `batch-${uuid().slice(0, 8)}`;
+    const as = (id: string, roles: string[] = []) => callerFor(srv.app, actor(id, name, roles));
+    await using good = await hookReceiver();
+    await using bad = await hookReceiver();
+    bad.respond = () => 500;
+    const ok = await as('boss', ['admin']).webhook.create({ url: good.url, events: ['message.new'] });
+    const failing = await as('boss', ['admin']).webhook.create({ url: bad.url, events: ['message.new'] });
+    good.secrets = [ok.secret];
+    const fine = await as('alice').room.create({ kind: 'group', name: 'fine' });
+    const broken = await as('alice').room.create({ kind: 'group', name: 'broken' });
+    const m1 = await as('alice').chat.send({ roomId: fine.id, clientId: uuid(), body: 'one' });
+    await as('alice').chat.send({ roomId: broken.id, clientId: uuid(), body: 'two' });
+    // Reading the event of `broken` throws (a database error); the deliveries of `fine` go on only
+    // once it has, so they are still running when it throws.
+    const thrown = deferred<void>();
+    const real = srv.app.services.roomEvents;
+    const events = {
+      load: async (roomId: string, after: number, upto: number, limit: number) => {
+        if (roomId === broken.id) {
+          thrown.resolve();
+          throw new Error('the event could not be read');
+        }
+        await thrown.promise;
+        return real.load(roomId, after, upto, limit);
+      },
+    } as unknown as RoomEventSource;
+    const { log, at } = lines();
+    // What the receivers had seen when the round ended (read as its line is written).
+    let seenAtEnd: { good: number; bad: number } | null = null;
+    const ended = at('webhook round failed', () => {
+      seenAtEnd = { good: good.accepted.items.length, bad: bad.requests.items.length };
+    });
+    const w = new WebhookWorker(srv.app.services.store, events, HOOKS, log, newCounters(), new SecretBox(srv.app.services.keyring));
+    try {
+      w.start();
+      w.wake();
+      await within(ended, 8000, 'the round to end');
+      // The round ended only after the other deliveries of its batch: each was sent and its outcome written.
+      expect(seenAtEnd).toEqual({ good: 1, bad: 1 });
+      expect(good.accepted.items.map((r) => r.id)).toEqual([`${fine.id}:${m1.seq}`]);
+      const rows = await env.sql<{ endpoint_id: string; room_id: string; status: string; attempts: number; last_status_code: number | null; leased: boolean }>(
+        'select endpoint_id, room_id, status, attempts, last_status_code, coalesce(lease_until > now(), false) as leased from webhook_delivery where tenant = $1 order by room_id = $2 desc, endpoint_id = $3 desc',
+        [name, fine.id, ok.id],
+      );
+      expect(rows).toEqual([
+        { endpoint_id: ok.id, room_id: fine.id, status: 'delivered', attempts: 1, last_status_code: 200, leased: false },
+        { endpoint_id: failing.id, room_id: fine.id, status: 'pending', attempts: 1, last_status_code: 500, leased: false },
+        // The deliveries that threw keep their claim: sent again once its lease runs out.
+        { endpoint_id: ok.id, room_id: broken.id, status: 'pending', attempts: 1, last_status_code: null, leased: true },
+        { endpoint_id: failing.id, room_id: broken.id, status: 'pending', attempts: 1, last_status_code: null, leased: true },
+      ]);
+    } finally {
+      await w.stop();
+    }
   });
 });
 

@@ -109,6 +109,10 @@ function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats
   if (ext === '.html') {
     headers['content-security-policy'] = csp;
     headers['x-frame-options'] = 'DENY';
+    // No window it opens or that opens it keeps a handle on it: the page opens others' pages (meeting
+    // UIs, files, links) with noopener and needs no popup's opener (no OAuth popup; push goes
+    // through the service worker).
+    headers['cross-origin-opener-policy'] = 'same-origin';
   }
   res.writeHead(200, headers);
   if (req.method === 'HEAD') {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { InboxEvent } from '../domain/events.js';
 import { authedProcedure, integrationManagementProcedure, router } from '../trpc/init.js';
 import { streamConn } from '../trpc/stream-conn.js';
-import { LastEventId, NotificationKind, RoomId, SmallJson, UserId } from './schemas.js';
+import { ClientId, LastEventId, NotificationKind, RoomId, SmallJson, UserId } from './schemas.js';
 
 const MAX_NOTIFY_USERS = 1000;
 
@@ -26,6 +26,7 @@ export const inboxRouter = router({
   /**
    * A notification in the inbox of one user, of up to 1000 users or of a room's members (service and
    * admin tokens); each call spends the caller's action budget (it writes a row per recipient).
+   * Idempotent by the optional `clientId` (per sender).
    */
   notify: integrationManagementProcedure
     .input(
@@ -37,6 +38,7 @@ export const inboxRouter = router({
           kind: NotificationKind,
           title: z.string().min(1).max(200),
           data: SmallJson.nullish(),
+          clientId: ClientId.optional(),
         })
         .refine((i) => [i.userId, i.userIds, i.roomId].filter((v) => v !== undefined).length === 1, {
           message: 'give exactly one of userId, userIds or roomId',

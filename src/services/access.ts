@@ -122,11 +122,16 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
     throw notFound('room');
   }
   if (purpose === 'send') requireNotArchived(room);
-  if (purpose === 'send' && access.mutedUntil && access.mutedUntil.getTime() > Date.now()) {
+  if (purpose === 'send' && isMuted(access)) {
     const until = access.mutedUntil.getTime() >= FOREVER.getTime() ? 'until unmuted' : `until ${access.mutedUntil.toISOString()}`;
     throw forbidden(`you are muted in this room ${until}`);
   }
   return access;
+}
+
+/** Whether the member is muted in the room now: who may not post may not speak in its calls either. */
+export function isMuted(access: Pick<RoomAccess, 'mutedUntil'>, now = Date.now()): access is Pick<RoomAccess, 'mutedUntil'> & { mutedUntil: Date } {
+  return access.mutedUntil !== null && access.mutedUntil.getTime() > now;
 }
 
 /**

@@ -1,24 +1,61 @@
+import { createHash } from 'node:crypto';
 import { channels, isInboxItem, type InboxEvent, type InboxItem } from '../domain/events.js';
 import { StreamHubs } from '../stream/hubs.js';
 import type { EventSource, StreamKind } from '../stream/types.js';
 import { type Actor, isIntegration } from '../domain/actor.js';
 import type { EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
-import { forbidden, notFound } from '../domain/errors.js';
+import { conflict, forbidden, notFound } from '../domain/errors.js';
 import { memberIdsOfTenantRoom } from '../store/members.js';
 import type { Db } from '../store/database.js';
-import { blankMentionExcerpts, inboxEvents, inboxLastSeq, inboxLastSeqs, inboxOldestSeq } from '../store/inbox.js';
+import {
+  blankMentionExcerpts,
+  inboxEvents,
+  inboxLastSeq,
+  inboxLastSeqs,
+  inboxOldestSeq,
+  notificationByClientId,
+  type NotifyRequest,
+  recordNotifyRequest,
+} from '../store/inbox.js';
 import type { Store } from '../store/store.js';
 import { parseLastEventId, resumableStream, type StreamConn } from '../stream/streams.js';
 
 /** Users whose notification items are written by one statement. */
 const NOTIFY_SLICE = 1000;
 
-/** What a notification says (`inbox.notify`). */
+/** What a notification says (`inbox.notify`), and the sender's idempotency key for it. */
 export interface NotifyInput {
   kind: string;
   title: string;
   data?: Record<string, unknown> | null | undefined;
+  clientId?: string | undefined;
+}
+
+type NotifyTarget = { userId: string } | { userIds: string[] } | { roomId: string };
+
+/** JSON with every object's keys sorted: the same value gives the same text, whatever its key order. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/**
+ * The hash a repeat of a notification is compared with: its target as given (a list of users as a
+ * set) and everything it says. `data` is plain JSON (the router's schema), so its canonical text is
+ * exactly its value.
+ */
+function requestHash(input: NotifyInput & NotifyTarget): string {
+  const target = 'userId' in input ? { userId: input.userId } : 'userIds' in input ? { userIds: [...new Set(input.userIds)].sort() } : { roomId: input.roomId };
+  const what = { target, kind: input.kind, title: input.title, data: input.data ?? null };
+  return createHash('sha256').update(canonicalJson(what)).digest('hex');
 }
 
 /** Inbox stream keys: tenant and user id, unambiguous. */
@@ -67,19 +104,35 @@ export class InboxService implements EventSource<InboxItem> {
    * answers the item and `delivered: 1`), of several users (`userIds`, duplicates once) or of every
    * current member of a room of the tenant (`roomId`); the latter two answer `{ delivered }`. All
    * items are written in one transaction; users are always those of the caller's tenant.
+   *
+   * With a `clientId`, idempotent per sender like `chat.send`: a repeat with the same target and
+   * content answers what the first call did and writes nothing; other content is CONFLICT. The key
+   * lives on the items (kept as long as they are).
    */
-  async notify(actor: Actor, input: NotifyInput & ({ userId: string } | { userIds: string[] } | { roomId: string })) {
+  async notify(actor: Actor, input: NotifyInput & NotifyTarget) {
     if (!isIntegration(actor)) {
       throw forbidden('only service or admin tokens may send notifications');
     }
     const item = { type: 'notification', kind: input.kind, title: input.title, data: input.data ?? null, from: actor.id } as const;
-    if ('userId' in input) {
-      const full = await this.store.transact((tx) => tx.appendInbox(actor.tenant, input.userId, item));
-      return { ...full, delivered: 1 };
-    }
-    const delivered = await this.store.transact(async (tx) => {
+    type Written = typeof item & { seq: number };
+    const request: NotifyRequest | null =
+      input.clientId === undefined ? null : { senderId: actor.id, clientId: input.clientId, requestHash: requestHash(input) };
+    const answer = (items: Written[], delivered: number) => ('userId' in input ? { ...items[0]!, delivered: 1 } : { delivered });
+    return this.store.transact(async (tx) => {
+      if (request) {
+        // Repeats of one clientId one after the other (also across nodes): the first writes, the
+        // ones after it find its items. The unique index on the items backs this up per user.
+        await tx.advisoryLock('inbox.notify', actor.tenant, request.senderId, request.clientId);
+        const earlier = await notificationByClientId(tx.db, actor.tenant, request.senderId, request.clientId);
+        if (earlier) {
+          if (earlier.request_hash !== request.requestHash) throw conflict('clientId was already used for a notification with other content');
+          return answer([{ ...earlier.data, type: earlier.type, seq: earlier.seq } as Written], earlier.items);
+        }
+      }
       let userIds: string[];
-      if ('userIds' in input) {
+      if ('userId' in input) {
+        userIds = [input.userId];
+      } else if ('userIds' in input) {
         userIds = input.userIds;
       } else {
         const members = await memberIdsOfTenantRoom(tx.db, actor.tenant, input.roomId);
@@ -89,13 +142,16 @@ export class InboxService implements EventSource<InboxItem> {
       // In slices (a big room's members would exceed a statement's parameters), sorted first so the
       // cursors are still locked in user id order (src/store/tx.ts).
       const sorted = [...new Set(userIds)].sort();
-      let n = 0;
+      const written: Written[] = [];
       for (let i = 0; i < sorted.length; i += NOTIFY_SLICE) {
-        n += (await tx.appendInboxMany(actor.tenant, sorted.slice(i, i + NOTIFY_SLICE), item)).length;
+        const slice = sorted.slice(i, i + NOTIFY_SLICE);
+        // In the slice's (user id) order, as appendInboxMany answers.
+        const items = await tx.appendInboxMany(actor.tenant, slice, item);
+        if (request) await recordNotifyRequest(tx.db, actor.tenant, items.map((x, j) => ({ userId: slice[j]!, seq: x.seq })), request);
+        written.push(...items);
       }
-      return n;
+      return answer(written, written.length);
     });
-    return { delivered };
   }
 
   lastSeq(key: string): Promise<number> {

@@ -315,8 +315,23 @@ export const InboxEvent = defineEntity({
     type: p.string().length(32),
     data: p.json<Record<string, unknown>>().default('{}'),
     createdAt: p.datetime().onCreate(() => new Date()),
+    /**
+     * An `inbox.notify` item written with a `clientId`: the service that sent it, the clientId, and
+     * the hash of the request (its target and content) that a repeat is compared with. Null otherwise.
+     */
+    senderId: p.string().length(128).nullable(),
+    clientId: p.uuid().nullable(),
+    requestHash: p.string().length(64).nullable(),
   },
-  indexes: [{ name: 'inbox_event_created_at_idx', properties: ['createdAt'] }],
+  indexes: [
+    { name: 'inbox_event_created_at_idx', properties: ['createdAt'] },
+    {
+      // One item per user and clientId of a sender: a repeat never notifies twice. Partial: most
+      // items have no clientId, and they cost the index nothing.
+      name: 'inbox_event_client_id_unique',
+      expression: `create unique index "inbox_event_client_id_unique" on "inbox_event" ("tenant", "sender_id", "client_id", "user_id") where "client_id" is not null`,
+    },
+  ],
 });
 
 /**

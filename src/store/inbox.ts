@@ -2,8 +2,9 @@ import { type Selectable, sql } from 'kysely';
 import type { Db, Tables } from './database.js';
 
 /**
- * Reads of the users' inboxes (cursors and items) and the redaction of mention excerpts. Inbox
- * items themselves are written only by `Tx.appendInbox`/`appendInboxMany` (src/store/tx.ts).
+ * Reads of the users' inboxes (cursors and items), the redaction of mention excerpts and the
+ * clientId of `inbox.notify` items. Inbox items themselves are written only by
+ * `Tx.appendInbox`/`appendInboxMany` (src/store/tx.ts).
  */
 
 /** An inbox item as stored: its type, seq and the rest of the item as jsonb. */
@@ -68,4 +69,52 @@ export async function blankMentionExcerpts(db: Db, tenant: string, userIds: stri
     .where('type', '=', 'mention')
     .where((eb) => eb(eb.ref('data', '->>').key('messageId'), '=', messageId))
     .execute();
+}
+
+/** What an `inbox.notify` item written with a clientId is recorded under (src/store/entities.ts, InboxEvent). */
+export interface NotifyRequest {
+  senderId: string;
+  clientId: string;
+  /** The hash of the request's target and content: a repeat must bring the same. */
+  requestHash: string;
+}
+
+/**
+ * Records the request of the items just appended (`Tx.appendInboxMany`, same transaction) on their
+ * rows: `items` are their users and seqs.
+ */
+export async function recordNotifyRequest(db: Db, tenant: string, items: { userId: string; seq: number }[], request: NotifyRequest): Promise<void> {
+  if (items.length === 0) return;
+  // Two array parameters whatever the number of items (up to a slice of a thousand users).
+  const keys = sql<{ user_id: string; seq: number }>`unnest(${items.map((i) => i.userId)}::text[], ${items.map((i) => i.seq)}::bigint[])`.as<'k'>(
+    sql`k(user_id, seq)`,
+  );
+  await db
+    .updateTable('inbox_event')
+    .from(keys)
+    .set({ sender_id: request.senderId, client_id: request.clientId, request_hash: request.requestHash })
+    .where('inbox_event.tenant', '=', tenant)
+    .whereRef('inbox_event.user_id', '=', 'k.user_id')
+    .whereRef('inbox_event.seq', '=', 'k.seq')
+    .execute();
+}
+
+/**
+ * One item a sender wrote with `clientId` (any of its users), with how many of its items are still
+ * kept (retention and erasure remove them like any item); undefined when none is.
+ */
+export function notificationByClientId(
+  db: Db,
+  tenant: string,
+  senderId: string,
+  clientId: string,
+): Promise<(InboxEventRow & { request_hash: string | null; items: number }) | undefined> {
+  return db
+    .selectFrom('inbox_event')
+    .select(['seq', 'type', 'data', 'request_hash', sql<number>`(count(*) over ())::int`.as('items')])
+    .where('tenant', '=', tenant)
+    .where('sender_id', '=', senderId)
+    .where('client_id', '=', clientId)
+    .limit(1)
+    .executeTakeFirst();
 }

@@ -95,6 +95,8 @@ export class DailyProvider implements VideoProvider {
         user_name: input.name,
         is_owner: input.admin,
         exp,
+        // A listener sends no media of any kind (Daily's token permissions; owners are not held to them).
+        ...(input.canPublish ? {} : { permissions: { canSend: false } }),
       },
     });
     if (!res.token) throw new VideoProviderError('Daily answered POST /meeting-tokens without a token', 502, null);

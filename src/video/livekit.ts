@@ -81,7 +81,13 @@ export class LiveKitProvider implements VideoProvider {
       name: input.name,
       ttl: input.ttlSeconds,
     });
-    const grant: VideoGrant = { roomJoin: true, room: input.room, canPublish: true, canSubscribe: true, canPublishData: true };
+    const grant: VideoGrant = {
+      roomJoin: true,
+      room: input.room,
+      canSubscribe: true,
+      canPublish: input.canPublish,
+      canPublishData: input.canPublish,
+    };
     if (input.admin) grant.roomAdmin = true;
     at.addGrant(grant);
     const token = await at.toJwt();

@@ -17,7 +17,10 @@ export interface VideoProvider {
   /** Ends the room and disconnects everyone; a room that no longer exists is not an error. */
   endRoom(name: string): Promise<void>;
 
-  /** Mints a join token for one user; `admin` gives the provider's admin/owner grant. */
+  /**
+   * Mints a join token for one user; `admin` gives the provider's admin/owner grant, `canPublish`
+   * false makes them a listener.
+   */
   mintJoinToken(input: JoinTokenRequest): Promise<JoinToken>;
 
   /**
@@ -62,6 +65,11 @@ export interface JoinTokenRequest {
   /** Display name from the access token. */
   name: string;
   admin: boolean;
+  /**
+   * False: a listener, who subscribes to the others and publishes nothing (no audio, video, screen
+   * or data): a member muted in the room.
+   */
+  canPublish: boolean;
   ttlSeconds: number;
 }
 

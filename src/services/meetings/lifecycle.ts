@@ -8,7 +8,7 @@ import { insertMeeting, openMeetingsOfRoom } from '../../store/meetings.js';
 import { otherMemberIds } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
-import type { AccessService } from '../access.js';
+import { type AccessService, isMuted } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { RateLimits } from '../limits.js';
 import type { JoinTokenDto, MeetingDto } from '../../domain/meetings.js';
@@ -100,6 +100,8 @@ export class MeetingLifecycle {
   /**
    * `video.joinToken`: a short-lived provider token for a member (identity = user id, name from the
    * access token; owner/admin/moderator get the provider's admin grant). Ended or expired -> error.
+   * A member muted in the room joins as a listener until the mute ends: no publishing, and no admin
+   * grant either (with it a muted moderator could give the publishing back to themselves).
    */
   async joinToken(actor: Actor, meetingId: string): Promise<JoinTokenDto> {
     const provider = this.video.require();
@@ -110,7 +112,8 @@ export class MeetingLifecycle {
     if (row.provider !== provider.name) {
       throw new AppError('PRECONDITION_FAILED', `this meeting was created on ${row.provider}, but the server now uses ${provider.name}`);
     }
-    const admin = ROLE_RANK[access.role] >= ROLE_RANK.moderator;
+    const muted = isMuted(access);
+    const admin = !muted && ROLE_RANK[access.role] >= ROLE_RANK.moderator;
     await this.reader.spendProviderCall(actor);
     const token = await this.video.call(() =>
       provider.mintJoinToken({
@@ -119,6 +122,7 @@ export class MeetingLifecycle {
         userId: actor.id,
         name: actor.name,
         admin,
+        canPublish: !muted,
         ttlSeconds: Math.min(this.tokenTtlSeconds, left),
       }),
     );
@@ -126,21 +130,47 @@ export class MeetingLifecycle {
   }
 
   /**
-   * `video.end`: the creator or a moderator+ ends the meeting on the provider and here (idempotent:
-   * ending an ended meeting returns it). Writes the `meeting.ended` system message once. A meeting
-   * past its expiry reads as ended already (docs/VIDEO.md): it is returned as it reads, unchanged.
+   * `video.end`: the creator or a moderator+ ends the meeting here and on the provider. The right is
+   * checked in the transaction that marks it ended and held to until the room's lock
+   * (`requireInTx`), and the provider is asked only after that commit: a caller demoted or removed by
+   * a change committed before is refused and ends nothing, not even the provider room. Writes the
+   * `meeting.ended` system message once. Ending an ended meeting returns it unchanged, and asks the
+   * provider to end its room again (a request that failed after the commit is repeated so; a room
+   * already gone is no error). A meeting past its expiry reads as ended already (docs/VIDEO.md): it
+   * is returned as it reads, unchanged.
    */
   async end(actor: Actor, meetingId: string): Promise<MeetingDto> {
     const provider = this.video.require();
     const { row, access } = await this.reader.readable(actor, meetingId);
-    if (row.created_by !== actor.id && ROLE_RANK[access.role] < ROLE_RANK.moderator) {
-      throw forbidden('only the creator of the meeting or a moderator may end it');
-    }
-    if (row.status !== 'ended' && row.expires_at.getTime() > Date.now()) {
-      if (row.provider === provider.name) await this.video.call(() => provider.endRoom(row.id));
+    const mayEnd = (a: RoomAccess) => {
+      if (row.created_by !== actor.id && ROLE_RANK[a.role] < ROLE_RANK.moderator) {
+        throw forbidden('only the creator of the meeting or a moderator may end it');
+      }
+    };
+    mayEnd(access);
+    if (row.expires_at.getTime() <= Date.now()) return this.reader.load(meetingId, actor.tenant);
+    const endedBefore = row.status === 'ended';
+    if (!endedBefore) {
       await this.store.transact(async (tx) => {
+        // Checked again once the system message takes the room's lock, if the room's access changed since.
+        await this.access.requireInTx(tx, actor, row.room_id, 'read', {
+          rule: mayEnd,
+          refused: (err) => (err.code === 'NOT_FOUND' ? notFound('meeting') : err),
+        });
         await markEnded(tx, row.id, new Date(), actor);
       });
+    }
+    if (row.provider === provider.name) {
+      // Asking again for a meeting ended before spends the caller's budget, like the other provider calls on request.
+      if (endedBefore) await this.reader.spendProviderCall(actor);
+      try {
+        await this.video.call(() => provider.endRoom(row.id));
+      } catch (err) {
+        if (err instanceof AppError && err.code === 'SERVICE_UNAVAILABLE') {
+          throw new AppError('SERVICE_UNAVAILABLE', `the meeting is ended, but ${err.message}; video.end again asks the provider again`);
+        }
+        throw err;
+      }
     }
     return this.reader.load(meetingId, actor.tenant);
   }

@@ -83,14 +83,21 @@ export class MessageChanges {
     }, RETRY);
   }
 
-  /** Soft-deletes a message (author, or moderator and above). Idempotent. */
+  /**
+   * Soft-deletes a message (author, or moderator and above; a system message: moderator and above
+   * only). Idempotent.
+   */
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
       const { row, access } = await this.lockReadable(tx, actor, messageId);
       const mayDelete = (a: RoomAccess) => {
         this.access.requireWritable(a);
-        if (row.sender_id !== actor.id && !can(a.role, 'deleteOthers', a.room.kind)) {
+        const moderates = can(a.role, 'deleteOthers', a.room.kind);
+        // A notice's sender is the member it is about (joined, left) or who acted (added, renamed):
+        // it is the room's record of that change, not their message to erase.
+        if (row.kind === 'system' && !moderates) throw forbidden('only a moderator can delete a system message');
+        if (row.sender_id !== actor.id && !moderates) {
           throw forbidden('only the author or a moderator can delete a message');
         }
       };

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createPublicKey, randomUUID } from 'node:crypto';
 import type { NotifyConfig } from '../../config.js';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, notFound } from '../../domain/errors.js';
@@ -21,6 +21,22 @@ const toDto = (r: DeviceRow): DeviceDto => ({
 
 const b64urlBytes = (s: string) => Buffer.from(s, 'base64url');
 
+/**
+ * An uncompressed P-256 point (0x04, x, y) that is on the curve. Of the right shape only, a key is
+ * stored and every push to it then fails to encrypt; node:crypto refuses a JWK whose point is not on
+ * the curve (coordinates beyond the field included).
+ */
+function isP256Point(key: Buffer): boolean {
+  if (key.length !== 65 || key[0] !== 0x04) return false;
+  try {
+    const jwk = { kty: 'EC', crv: 'P-256', x: key.subarray(1, 33).toString('base64url'), y: key.subarray(33).toString('base64url') };
+    createPublicKey({ key: jwk, format: 'jwk' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** `device.*`: a user's web push subscriptions. */
 export class DeviceService {
   constructor(
@@ -37,8 +53,9 @@ export class DeviceService {
     actor: Actor,
     input: { kind: 'webpush'; endpoint: string; keys: { p256dh: string; auth: string }; label?: string | null | undefined },
   ): Promise<DeviceDto> {
-    const key = b64urlBytes(input.keys.p256dh);
-    if (key.length !== 65 || key[0] !== 0x04) throw badRequest('keys.p256dh must be the base64url P-256 public key of the subscription (65 bytes)');
+    if (!isP256Point(b64urlBytes(input.keys.p256dh))) {
+      throw badRequest('keys.p256dh must be the base64url P-256 public key of the subscription (65 bytes)');
+    }
     if (b64urlBytes(input.keys.auth).length !== 16) throw badRequest('keys.auth must be the base64url 16-byte auth secret of the subscription');
     await this.checkEndpoint(input.endpoint);
     const row = await this.store.transact(async (tx) => {

@@ -23,16 +23,24 @@ export function retryDelay(baseMs: number, attempts: number, random = Math.rando
   return Math.round(raw * (0.8 + 0.4 * random()));
 }
 
+export interface WebhookWorkerOptions {
+  /** The node's clock (default Date.now): what a claim's deadline is counted by. */
+  now?: () => number;
+}
+
 /**
  * Sends the webhook outbox, on every node: polls for due rows every `pollMs`, and is woken after a
  * local commit that wrote outbox rows. A row is claimed with a lease (src/store/webhooks.ts) longer
  * than a request can take, so a node that dies mid-request leaves it to be retried elsewhere once
- * the lease runs out: at least once, never lost.
+ * the lease runs out: at least once, never lost. The requests of a claimed batch must have ended
+ * `timeoutMs` after the claim (the reads before a request count too), so a node never sends a row
+ * whose lease may have passed to another node meanwhile.
  */
 export class WebhookWorker {
   private readonly loop: PollingLoop;
   private readonly abort = new AbortController();
   private prunedAt = 0;
+  private readonly now: () => number;
 
   constructor(
     private readonly store: Store,
@@ -41,8 +49,10 @@ export class WebhookWorker {
     private readonly log: Logger,
     private readonly counters: Counters,
     private readonly secrets: SecretBox,
+    options: WebhookWorkerOptions = {},
   ) {
     this.loop = new PollingLoop(() => this.round(), config.pollMs);
+    this.now = options.now ?? Date.now;
   }
 
   /** The lease of a claimed row: a request's timeout plus room for the bookkeeping. */
@@ -79,11 +89,15 @@ export class WebhookWorker {
         for (let i = 0; i < 100 && !this.stopped; i++) if ((await pruneDeliveries(this.store.db(), KEEP_FINISHED_MS, 1000)) < 1000) break;
       }
       while (!this.stopped) {
+        // Taken before the claim (the lease, from the database's now(), ends no earlier than `leaseMs`
+        // after it), as for pushes and digests: the requests of the batch must have ended by `by`.
+        const claimedAt = this.now();
         const rows = await claimDue(this.store.db(), BATCH, this.leaseMs);
         if (rows.length === 0) return;
+        const by = claimedAt + this.config.timeoutMs;
         // Every delivery of the batch ends before the round goes on or ends (`stop` waits for the
         // round): one that throws (a database error) must not leave the others running untracked.
-        const outcomes = await Promise.allSettled(rows.map((r) => this.deliver(r)));
+        const outcomes = await Promise.allSettled(rows.map((r) => this.deliver(r, by)));
         const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
         if (failed) throw failed.reason;
         // Delivered rows may have released later rows of their rooms.
@@ -103,7 +117,11 @@ export class WebhookWorker {
     }
   }
 
-  private async deliver(row: ClaimedDelivery): Promise<void> {
+  /**
+   * `by`: when the request must have ended (this node's clock), before the claim's lease can run out:
+   * the reads before it (the endpoint, the event) count against it too.
+   */
+  private async deliver(row: ClaimedDelivery, by: number): Promise<void> {
     const db = this.store.db();
     const endpoint = await endpointForDelivery(db, row.endpoint_id);
     if (!endpoint) return; // deleted meanwhile: its rows went with it
@@ -115,18 +133,29 @@ export class WebhookWorker {
       const payload: WebhookPayload = { type: row.event_type, timestamp: row.created_at.toISOString(), tenant: row.tenant, data };
       const body = JSON.stringify(payload);
       const secret = this.openSecret(endpoint.secret, endpoint);
-      result =
-        secret === null
-          ? {
-              ok: false,
-              statusCode: null,
-              error: "the endpoint's secret cannot be opened: sealed with a key that is not in MESSAGE_KEYS, or for another endpoint: rotate it",
-            }
-          : await postWebhook(endpoint.url, signedHeaders(secret, row.event_id, body, new Date()), body, {
-              timeoutMs: this.config.timeoutMs,
-              allowPrivate: this.config.allowPrivateUrls,
-              signal: this.abort.signal,
-            });
+      if (secret === null) {
+        result = {
+          ok: false,
+          statusCode: null,
+          error: "the endpoint's secret cannot be opened: sealed with a key that is not in MESSAGE_KEYS, or for another endpoint: rotate it",
+        };
+      } else {
+        // What is left of the deadline: none, and the row is left to its lease (another claim sends
+        // it) rather than sent by a node whose claim may be another's by the time the request ends.
+        const left = by - this.now();
+        if (left <= 0) {
+          this.log.warn(
+            { webhook: row.endpoint_id, delivery: row.id, attempt: row.attempts },
+            'webhook not sent: its deadline passed before the request (retried after the lease)',
+          );
+          return;
+        }
+        result = await postWebhook(endpoint.url, signedHeaders(secret, row.event_id, body, new Date()), body, {
+          timeoutMs: Math.min(this.config.timeoutMs, left),
+          allowPrivate: this.config.allowPrivateUrls,
+          signal: this.abort.signal,
+        });
+      }
     }
     if (this.stopped && !result.ok) return; // aborted by shutdown: retried after the lease, not counted
     if (result.ok) {

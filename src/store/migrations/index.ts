@@ -18,6 +18,7 @@ import { Migration20261204164140 } from './Migration20261204164140.js';
 import { Migration20261204170052 } from './Migration20261204170052.js';
 import { Migration20261204184731 } from './Migration20261204184731.js';
 import { Migration20261205000000 } from './Migration20261205000000.js';
+import { Migration20261206030742 } from './Migration20261206030742.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -53,4 +54,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261204184731', class: Migration20261204184731 },
   // The full-text index's pending list at 512 kB: its merges hold a send for a few ms, not ~100.
   { name: 'Migration20261205000000', class: Migration20261205000000 },
+  // inbox_event: sender_id, client_id and request_hash of inbox.notify items with a clientId, unique per user.
+  { name: 'Migration20261206030742', class: Migration20261206030742 },
 ];
