@@ -223,9 +223,9 @@ describe('delivery', () => {
     const late = { id: a!.id, attempts: a!.attempts, endpointId: ep!.id, statusCode: null, error: 'timed out' };
     const delivered = { status: 'delivered', attempts: 2, lease_until: null, last_status_code: 200, last_error: null };
     expect(await markDelivered(db, { ...late, statusCode: 200 })).toBe(false);
-    expect(await markFailed(db, { ...late, retryInMs: 100, disableAfterMs: 3600_000 })).toBeNull();
+    expect(await markFailed(db, { ...late, retryInMs: 100, disableAfterMs: 3600_000, endpointAtFault: true })).toBeNull();
     expect(await row()).toEqual(delivered);
-    expect(await markFailed(db, { ...late, retryInMs: null, disableAfterMs: 3600_000 })).toBeNull();
+    expect(await markFailed(db, { ...late, retryInMs: null, disableAfterMs: 3600_000, endpointAtFault: true })).toBeNull();
     expect(await row()).toEqual(delivered);
     expect(await env.sql('select enabled, failing_since from webhook_endpoint where id = $1', [ep!.id])).toEqual([{ enabled: true, failing_since: null }]);
     // Not queued again: the event is not sent twice.
@@ -336,6 +336,27 @@ describe('delivery', () => {
     expect(d!.lastError).toMatch(/no longer exists/);
     expect(rx.accepted.items).toEqual([]);
     expect(rx.requests.items).toHaveLength(1);
+  });
+
+  it('an event gone before its first attempt (its room deleted, retention) is given up without counting against the endpoint: its failure clock does not start', async () => {
+    const tn = tenant();
+    await using rx = await hookReceiver();
+    const hook = await tn.admin.webhook.create({ url: rx.url, events: ['message.new'] });
+    rx.secrets = [hook.secret];
+    // An outbox row of a room whose log is gone, as the send statement writes it (seq set, no data).
+    await t.env.sql(
+      `insert into webhook_delivery (endpoint_id, tenant, room_id, seq, event_id, event_type, data, status, attempts, next_attempt_at, created_at)
+       values ($1, $2, $3, 1, $4, 'message.new', null, 'pending', 0, now(), now())`,
+      [hook.id, tn.name, uuid(), `evt-${uuid()}`],
+    );
+    const [d] = await waitFor(() => tn.admin.webhook.deliveries({ id: hook.id }), 'the delivery given up', {
+      until: (ds) => ds[0]?.status === 'failed',
+      timeoutMs: 15_000,
+    });
+    expect(d!.lastError).toMatch(/no longer exists/);
+    expect(rx.requests.items).toEqual([]);
+    const [endpoint] = await tn.admin.webhook.list();
+    expect(endpoint).toMatchObject({ id: hook.id, enabled: true, failingSince: null });
   });
 
   it('reports meeting.started and meeting.ended, after the system message of the room', async () => {

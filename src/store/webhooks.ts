@@ -243,12 +243,21 @@ export async function markDelivered(db: Db, row: ClaimRef & { endpointId: string
 
 /**
  * Records a failed attempt: retried after `retryInMs`, or given up (`retryInMs` null). An endpoint
- * whose deliveries have failed without a success for `disableAfterMs` is disabled. Returns whether
- * it was disabled now, or null when the claim no longer holds (nothing written, see `ClaimRef`).
+ * whose deliveries have failed without a success for `disableAfterMs` is disabled; a failure that is
+ * not the endpoint's (`endpointAtFault` false: the event was gone before the request) leaves its
+ * failure clock as it is. Returns whether it was disabled now, or null when the claim no longer
+ * holds (nothing written, see `ClaimRef`).
  */
 export async function markFailed(
   db: Db,
-  row: ClaimRef & { endpointId: string; error: string; statusCode: number | null; retryInMs: number | null; disableAfterMs: number },
+  row: ClaimRef & {
+    endpointId: string;
+    error: string;
+    statusCode: number | null;
+    retryInMs: number | null;
+    disableAfterMs: number;
+    endpointAtFault: boolean;
+  },
 ): Promise<boolean | null> {
   const res = await claimedRow(db, row)
     .set({
@@ -260,6 +269,7 @@ export async function markFailed(
     })
     .executeTakeFirst();
   if (Number(res.numUpdatedRows) === 0) return null;
+  if (!row.endpointAtFault) return false;
   const ep = await db
     .updateTable('webhook_endpoint')
     .set((eb) => ({

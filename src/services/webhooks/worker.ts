@@ -174,6 +174,9 @@ export class WebhookWorker {
       statusCode: result.statusCode,
       retryInMs,
       disableAfterMs: DISABLE_AFTER_MS,
+      // An event removed (with its room, by retention) before its request is no failure of the
+      // endpoint: it must not start the clock that disables a healthy endpoint after 24 hours.
+      endpointAtFault: !gone,
     });
     if (disabled === null) this.lostClaim(row);
     else if (disabled) this.log.warn({ webhook: row.endpoint_id }, 'webhook disabled: its deliveries failed for 24 hours');
