@@ -26,7 +26,14 @@ const EnvSchema = z.object({
   ...notifyEnv,
   ...redisEnv,
   ...rtcEnv,
-  NODE_ENV: z.string().default('development'),
+  // Anything else (`prodution`, `Production`) would run as development: without the production checks.
+  NODE_ENV: unsetIfEmpty(
+    z
+      .enum(['production', 'development', 'test'], {
+        error: (iss) => `NODE_ENV must be production, development or test, not ${JSON.stringify(iss.input)}`,
+      })
+      .default('development'),
+  ),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
   DATABASE_URL: z.string().min(1).optional(),
@@ -37,8 +44,6 @@ const EnvSchema = z.object({
     .refine((urls) => urls.every((u) => /^postgres(ql)?:\/\/[^,]+$/.test(u)), 'DATABASE_REPLICA_URLS is a comma list of postgresql:// URLs, one per replica'),
   DATABASE_REPLICA_MAX_LAG_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   DATA_DIR: z.string().min(1).default('./data'),
-  // Empty counts as unset (compose's `REDIS_URL=` when a Cluster or Sentinel is used instead).
-  REDIS_URL: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
   WS_MAX_PAYLOAD_BYTES: z.coerce.number().int().positive().default(64 * 1024),
   WS_KEEPALIVE_MS: z.coerce.number().int().positive().default(30_000),
@@ -277,6 +282,30 @@ const NUMBER_VARIABLES = Object.entries(EnvSchema.shape)
   .filter(([, schema]) => readsNumber(schema as z.ZodType))
   .map(([name]) => name);
 
+/**
+ * Pairs of variables where the first must stay below the second. Each bound is valid alone; together
+ * they contradict each other, and the server would run, just not as either says.
+ */
+const ORDERED_LIMITS = [
+  // Live events are coalesced over the soft limit and a replay waits below it before each page; the
+  // socket is closed at the hard one: a soft limit at or over the hard one is never in effect.
+  ['WS_BUFFER_SOFT_BYTES', 'WS_BUFFER_HARD_BYTES'],
+  // Unchanged refreshes within the throttle are not forwarded, and a member's indicator ends a TTL
+  // after the last one it got: at or over the TTL it goes off between refreshes while the user types.
+  ['TYPING_THROTTLE_MS', 'TYPING_TTL_MS'],
+  // Uploads never sent are removed after FILE_UNATTACHED_TTL_SECONDS: an upload URL living longer
+  // lets a client upload to a file already removed.
+  ['FILE_UPLOAD_TTL_SECONDS', 'FILE_UNATTACHED_TTL_SECONDS'],
+] as const satisfies ReadonlyArray<readonly [keyof z.infer<typeof EnvSchema>, keyof z.infer<typeof EnvSchema>]>;
+
+/** One line per pair of ORDERED_LIMITS out of order, naming both variables and their values. */
+function outOfOrder(e: z.infer<typeof EnvSchema>, input: Record<string, string | undefined>): string[] {
+  const shown = (name: string, value: number) => (input[name] === undefined ? `${value}, the default` : String(value));
+  return ORDERED_LIMITS.filter(([low, high]) => e[low] >= e[high]).map(
+    ([low, high]) => `${low} (${shown(low, e[low])}) must be below ${high} (${shown(high, e[high])})`,
+  );
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const input = { ...env };
   for (const name of NUMBER_VARIABLES) if (typeof input[name] === 'string' && input[name].trim() === '') delete input[name];
@@ -286,6 +315,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  const contradictions = outOfOrder(e, input);
+  if (contradictions.length > 0) throw new ConfigError(`invalid configuration:\n${contradictions.map((line) => `  ${line}`).join('\n')}`);
   // Read at start, not when the services are built: a bad value is one line naming the variable.
   parseMessageKeys(e.MESSAGE_KEYS);
   if (e.DATABASE_URL !== undefined) {

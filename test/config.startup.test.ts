@@ -1,7 +1,9 @@
 /**
  * Configuration read at start: an empty number variable counts as unset (never as 0), and values the
  * server would only fail on later (MESSAGE_KEYS, a multi-host DATABASE_URL) are refused by
- * `loadConfig` with one line naming the variable, not a stack trace from the start-up.
+ * `loadConfig` with one line naming the variable, not a stack trace from the start-up. So are limits
+ * that contradict each other (a soft limit at or over its hard one), a REDIS_URL whose scheme ioredis
+ * would misread, and a NODE_ENV that is none of production, development and test.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -86,4 +88,74 @@ describe('configuration read at start', () => {
       stackInStderr: false,
     });
   });
+
+  it('limits that contradict each other are refused, one line per pair naming both variables and their values', () => {
+    const cases: [Record<string, string>, RegExp][] = [
+      [{ WS_BUFFER_SOFT_BYTES: '16777216' }, /^WS_BUFFER_SOFT_BYTES \(16777216\) must be below WS_BUFFER_HARD_BYTES \(8388608, the default\)/],
+      [{ WS_BUFFER_SOFT_BYTES: '65536', WS_BUFFER_HARD_BYTES: '65536' }, /^WS_BUFFER_SOFT_BYTES \(65536\) must be below WS_BUFFER_HARD_BYTES \(65536\)/],
+      [{ TYPING_THROTTLE_MS: '10000' }, /^TYPING_THROTTLE_MS \(10000\) must be below TYPING_TTL_MS \(10000, the default\)/],
+      [{ TYPING_TTL_MS: '2000' }, /^TYPING_THROTTLE_MS \(3000, the default\) must be below TYPING_TTL_MS \(2000\)/],
+      [{ FILE_UPLOAD_TTL_SECONDS: '3600', FILE_UNATTACHED_TTL_SECONDS: '600' }, /^FILE_UPLOAD_TTL_SECONDS \(3600\) must be below FILE_UNATTACHED_TTL_SECONDS \(600\)/],
+    ];
+    const lines = cases.map(([env]) => refusal(env)?.split('\n'));
+    const expected: unknown[] = cases.map(([, line]): unknown[] => ['invalid configuration:', expect.stringMatching(new RegExp(`^ {2}${line.source.slice(1)}`))]);
+    expect(lines).toEqual(expected);
+    // Two contradictions at once: both reported, so that one restart is enough to fix them.
+    expect(refusal({ WS_BUFFER_SOFT_BYTES: '16777216', TYPING_THROTTLE_MS: '60000' })?.split('\n')).toEqual([
+      'invalid configuration:',
+      expect.stringMatching(/^ {2}WS_BUFFER_SOFT_BYTES \(16777216\)/),
+      expect.stringMatching(/^ {2}TYPING_THROTTLE_MS \(60000\)/),
+    ]);
+    // Ordered pairs are accepted, the defaults included.
+    const ordered: Record<string, string>[] = [{}, { WS_BUFFER_SOFT_BYTES: '8192', WS_BUFFER_HARD_BYTES: '65536' }, { TYPING_THROTTLE_MS: '0', TYPING_TTL_MS: '100' }, { FILE_UNATTACHED_TTL_SECONDS: '901' }];
+    for (const env of ordered) {
+      expect(refusal(env)).toBeNull();
+    }
+  });
+
+  it('contradictory limits stop the start with that one line, not a stack trace or a server that runs', async () => {
+    // A database nobody listens on: without the check the start fails there, with a stack.
+    const run = await runMain({ DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/none', PORT: '0', WS_BUFFER_SOFT_BYTES: '16777216', LOG_LEVEL: 'warn' });
+    expect({ code: run.code, stderr: run.stderr.trim().split('\n') }).toEqual({
+      code: 1,
+      stderr: ['invalid configuration:', expect.stringMatching(/^ {2}WS_BUFFER_SOFT_BYTES \(16777216\) must be below WS_BUFFER_HARD_BYTES \(8388608, the default\)/)],
+    });
+  });
+
+  it('a NODE_ENV other than production, development or test is refused (a typo would run without the production checks)', () => {
+    const prod = { JWT_SECRET: 'x'.repeat(40), AUTH_ISSUER: 'https://id.example.com/', AUTH_AUDIENCE: 'chat' };
+    for (const typo of ['prodution', 'Production', 'prod', 'staging']) {
+      expect(refusal({ ...prod, NODE_ENV: typo }), typo).toMatch(new RegExp(`^invalid configuration:\\n {2}NODE_ENV: .*production, development or test.*"${typo}"`));
+    }
+    expect(loadConfig({ ...prod, NODE_ENV: 'production' }).env).toBe('production');
+    for (const env of ['development', 'test']) expect(loadConfig({ NODE_ENV: env }).env).toBe(env);
+    // Unset or empty: development, as before.
+    expect([loadConfig({}).env, loadConfig({ NODE_ENV: '' }).env]).toEqual(['development', 'development']);
+  });
+
+  it('a REDIS_URL ioredis would misread is refused; redis://, rediss://, a unix socket and a bare host:port are kept', () => {
+    // http:// and redis-sentinel:// with a path: ioredis takes the path for a unix socket; valkey://,
+    // tcp:// and REDISS:// connect without TLS (ioredis turns it on for a lower-case rediss:// only).
+    for (const url of ['http://u:hunter22@127.0.0.1:6379/', 'redis-sentinel://127.0.0.1:26379/mymaster', 'valkey://127.0.0.1:6379', 'valkeys://127.0.0.1:6380', 'tcp://127.0.0.1:6379', 'REDISS://127.0.0.1:6380', 'redis:/127.0.0.1:6379']) {
+      const message = refusal({ REDIS_URL: url });
+      expect(message, url).toMatch(/^invalid configuration:\n {2}REDIS_URL: .*redis:\/\/ or rediss:\/\//);
+      // The line names the scheme, never the rest of the URL (a password).
+      expect(message).not.toContain('hunter22');
+    }
+    for (const url of ['redis://127.0.0.1:6379', 'rediss://user:pass@redis.example.com:6380/2', 'redis://:pass@redis:6379/0', 'unix:///var/run/redis/redis.sock', '/var/run/redis/redis.sock', '127.0.0.1:6379', 'redis:6379', 'localhost']) {
+      expect(loadConfig({ REDIS_URL: url }).redisUrl, url).toBe(url);
+    }
+    expect(loadConfig({ REDIS_URL: '' }).redisUrl).toBeUndefined();
+  });
 });
+
+/** loadConfig's ConfigError message for `env`, or null when it is accepted. */
+function refusal(env: Record<string, string>): string | null {
+  try {
+    loadConfig(env);
+    return null;
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err.message;
+  }
+}

@@ -8,7 +8,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempDisposableSync } from 'node:fs';
+import { existsSync, mkdtempDisposableSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -86,6 +86,29 @@ describe('the embedded database: one process per data directory', () => {
     const b = await procs.spawn({ label: 'K2', env: embeddedEnv(dataDir), startTimeoutMs: 60_000 });
     await using again = clientFor(b.url, 'alice');
     expect((await again.trpc.room.list.query({})).map((r) => r.name)).toContain('kept');
+  }, 180_000);
+
+  it("a killed server's socket directory is removed by the next start on its data directory", async () => {
+    const dataDir = newDir();
+    // The servers' temporary directory: the socket directories are theirs alone to look at.
+    const tmp = newDir();
+    const socketDirs = () => readdirSync(tmp).filter((name) => name.startsWith('chat-pg-')).sort();
+    const env = { ...embeddedEnv(dataDir), TMPDIR: tmp };
+    const a = await procs.spawn({ label: 'S1', env, startTimeoutMs: 60_000 });
+    const [left] = socketDirs();
+    expect({ dirs: socketDirs().length, socket: left !== undefined && readdirSync(join(tmp, left)).some((f) => f.startsWith('.s.PGSQL.')) }).toEqual({ dirs: 1, socket: true });
+    await a.kill('SIGKILL');
+    // Nothing of the killed process ran: its directory (and the socket file in it) is still there.
+    expect(socketDirs()).toEqual([left]);
+    const b = await procs.spawn({ label: 'S2', env, startTimeoutMs: 60_000 });
+    const now = socketDirs();
+    expect({ leftRemoved: !now.includes(left!), dirs: now.length }).toEqual({ leftRemoved: true, dirs: 1 });
+    await using alice = clientFor(b.url, 'alice');
+    expect(await alice.trpc.room.list.query({})).toEqual([]);
+    // A clean stop removes its own.
+    await alice.close();
+    await b.kill('SIGTERM');
+    expect(socketDirs()).toEqual([]);
   }, 180_000);
 
   it('`keys:reencrypt` refuses a data directory an embedded server holds; with the server stopped it re-seals every row, and the work stays', async () => {

@@ -56,7 +56,41 @@ const hostPorts = (name: string) =>
       return out;
     });
 
+/**
+ * What is wrong with a REDIS_URL, or null. Kept: what ioredis reads as meant, `redis://` and
+ * `rediss://` (TLS), a unix socket (`unix:///path` or `/path`) and a bare `host[:port]`. Refused:
+ * any other scheme, which ioredis reads without a word and wrongly: the path of `http://host:6379/`
+ * or `redis-sentinel://host:26379/name` becomes a unix socket, and `valkeys://` or `REDISS://`
+ * connect without TLS (ioredis turns TLS on for a lower-case `rediss://` only). The message names
+ * the scheme, never the rest of the URL (it may hold a password).
+ */
+export function redisUrlProblem(url: string): string | null {
+  if (/^(rediss?:\/\/|unix:\/\/\/|\/)/.test(url)) return null;
+  if (/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/.test(url)) return null;
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1];
+  let why: string;
+  if (scheme === undefined) why = 'this is neither';
+  else if (/^rediss?$/.test(scheme)) why = `"${scheme}:" needs the two slashes of ${scheme}://`;
+  else if (/^rediss?$/i.test(scheme)) why = `write the scheme in lower case, not "${scheme}:" (ioredis turns TLS on for rediss:// only)`;
+  else why = `not "${scheme}:" (a Cluster or Sentinel goes in REDIS_CLUSTER_NODES or REDIS_SENTINELS)`;
+  return `REDIS_URL must be a redis:// or rediss:// (TLS) URL such as redis://user:password@redis.example.com:6379/0, or a unix socket (unix:///path/redis.sock); ${why}`;
+}
+
+/** REDIS_URL: empty counts as unset (compose's `REDIS_URL=` when a Cluster or Sentinel is used instead). */
+const redisUrl = unsetIfEmpty(
+  z
+    .string()
+    .transform((v, ctx) => {
+      const problem = redisUrlProblem(v);
+      if (problem === null) return v;
+      ctx.addIssue({ code: 'custom', message: problem });
+      return z.NEVER;
+    })
+    .optional(),
+);
+
 export const redisEnv = {
+  REDIS_URL: redisUrl,
   REDIS_CLUSTER_NODES: unsetIfEmpty(hostPorts('REDIS_CLUSTER_NODES').optional()),
   REDIS_SENTINELS: unsetIfEmpty(hostPorts('REDIS_SENTINELS').optional()),
   REDIS_SENTINEL_NAME: unsetIfEmpty(z.string().min(1).max(200).optional()),

@@ -58,6 +58,16 @@ export class ChatPostgreSqlDriver extends PostgreSqlDriver {
 /** How long a replica may take to accept a connection before it counts as down. */
 const REPLICA_CONNECT_TIMEOUT_MS = 2000;
 
+/**
+ * TCP keepalive of every pool connection: after this long without traffic the kernel probes the
+ * peer (Node sets 10 probes a second apart), so a connection whose server vanished without FIN or
+ * RST (a failover behind a load balancer or a virtual IP, a host gone from the network) errors out
+ * about 20 s after its last traffic and leaves the pool, and a statement waiting for its answer on
+ * it fails (SERVICE_UNAVAILABLE) instead of waiting for good. PostgreSQL's statement_timeout cannot
+ * end that wait: the server that would cancel the statement is the one that is gone.
+ */
+export const DB_KEEPALIVE_IDLE_MS = 10_000;
+
 export interface OrmExtras {
   /** Read replicas (`DATABASE_REPLICA_URLS`): connected lazily, used only where asked for explicitly. */
   replicaUrls?: string[];
@@ -122,7 +132,14 @@ export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs =
   // Sent with every connection's startup (pg's `statement_timeout`): one statement that runs
   // longer is cancelled by PostgreSQL (a request gets an error, the pool slot is freed).
   const timeout = statementTimeoutMs > 0 ? { statement_timeout: statementTimeoutMs } : {};
-  const driverOptions = { ...timeout, Client: contextFreeClient(extras.client ?? pg.Client), ...(extras.socketDir ? { host: extras.socketDir } : {}) };
+  // Every pool connection, the replicas' and the multi-host client's included (it passes its config on).
+  const keepAlive = { keepAlive: true, keepAliveInitialDelayMillis: DB_KEEPALIVE_IDLE_MS };
+  const driverOptions = {
+    ...timeout,
+    ...keepAlive,
+    Client: contextFreeClient(extras.client ?? pg.Client),
+    ...(extras.socketDir ? { host: extras.socketDir } : {}),
+  };
   const replicaUrls = extras.replicaUrls ?? [];
   return {
     driver: ChatPostgreSqlDriver,
@@ -136,7 +153,7 @@ export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs =
           replicas: replicaUrls.map((url, i) => ({
             name: `replica-${i + 1}`,
             clientUrl: url,
-            driverOptions: { ...timeout, Client: contextFreeClient(pg.Client), connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS },
+            driverOptions: { ...timeout, ...keepAlive, Client: contextFreeClient(pg.Client), connectionTimeoutMillis: REPLICA_CONNECT_TIMEOUT_MS },
           })),
         }
       : {}),
@@ -196,22 +213,30 @@ const EMBEDDED_SOCKET_PORT = 5432;
 async function startEmbedded(dataDir: string): Promise<Embedded> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
-  const dir = resolve(dataDir, 'pglite');
-  mkdirSync(dir, { recursive: true });
-  // One process at a time on a data directory (src/store/data-dir-lock.ts).
-  const unlock = lockDataDir(resolve(dataDir));
   // pg_trgm: the trigram indexes of room.directory (migration 20261204170052).
   const { pg_trgm } = await import('@electric-sql/pglite/contrib/pg_trgm');
+  const dir = resolve(dataDir, 'pglite');
+  mkdirSync(dir, { recursive: true });
+  // Under the system's temporary directory: a socket path must stay short (about 100 bytes).
+  const socketDir = mkdtempSync(join(tmpdir(), 'chat-pg-'));
+  chmodSync(socketDir, 0o700);
+  // One process at a time on a data directory (src/store/data-dir-lock.ts). The lock names the
+  // socket directory: when this process is killed before its stop, the next start removes it.
+  let unlock: () => void;
+  try {
+    unlock = lockDataDir(resolve(dataDir), socketDir);
+  } catch (err) {
+    rmSync(socketDir, { recursive: true, force: true });
+    throw err;
+  }
   let db: Awaited<ReturnType<typeof PGlite.create>>;
   try {
     db = await PGlite.create(dir, { extensions: { pg_trgm } });
   } catch (err) {
+    rmSync(socketDir, { recursive: true, force: true });
     unlock();
     throw err;
   }
-  // Under the system's temporary directory: a socket path must stay short (about 100 bytes).
-  const socketDir = mkdtempSync(join(tmpdir(), 'chat-pg-'));
-  chmodSync(socketDir, 0o700);
   // The default of one connection breaks the pool; the socket server keeps transactions isolated.
   const server = new PGLiteSocketServer({ db, path: join(socketDir, `.s.PGSQL.${EMBEDDED_SOCKET_PORT}`), maxConnections: 32 });
   try {
@@ -239,7 +264,13 @@ async function startEmbedded(dataDir: string): Promise<Embedded> {
  * so several processes starting together apply each migration exactly once.
  */
 export async function migrate(orm: Orm, url: string, socketDir?: string): Promise<string[]> {
-  const client = new pg.Client({ connectionString: url, ...(socketDir ? { host: socketDir } : {}) });
+  // Keepalive like the pool's: a start must not wait for good on a server that vanished mid-migration.
+  const client = new pg.Client({
+    connectionString: url,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: DB_KEEPALIVE_IDLE_MS,
+    ...(socketDir ? { host: socketDir } : {}),
+  });
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
