@@ -75,11 +75,20 @@ export class TokenVerifier {
   private readonly knownTenants = new Map<string, true>();
   /** Tenants whose key set could not be fetched, and when: not asked again within the cooldown, and never kept in `tenantKeys`. */
   private readonly failedTenants = new Map<string, number>();
-  private readonly newTenantsPerSource = new RateLimiterMemory({ points: NEW_TENANTS_PER_SOURCE_PER_10S, duration: 10 });
-  private readonly newTenants = new RateLimiterMemory({ points: NEW_TENANTS_PER_10S, duration: 10 });
+  private readonly newTenantsPerSource: RateLimiterMemory;
+  private readonly newTenants: RateLimiterMemory;
   private readonly options: JWTVerifyOptions;
 
-  constructor(private readonly config: AuthConfig) {
+  /**
+   * `budgetWindowSeconds`: the window of the new-tenant budgets (10 s; a test that spends a whole
+   * budget on a slow machine takes a longer one, so that the window cannot move under it).
+   */
+  constructor(
+    private readonly config: AuthConfig,
+    { budgetWindowSeconds = 10 }: { budgetWindowSeconds?: number } = {},
+  ) {
+    this.newTenantsPerSource = new RateLimiterMemory({ points: NEW_TENANTS_PER_SOURCE_PER_10S, duration: budgetWindowSeconds });
+    this.newTenants = new RateLimiterMemory({ points: NEW_TENANTS_PER_10S, duration: budgetWindowSeconds });
     this.secret =
       config.jwtSecret === null
         ? null
