@@ -524,6 +524,14 @@ describe('broadcast rooms', () => {
     await expectTRPCError(as(admin).chat.edit({ messageId: post.id, body: 'my own plan' }), 'FORBIDDEN', /only admins and the owner may post in a broadcast room/);
     expect((await as(owner).chat.history({ roomId: room.id })).messages.find((m) => m.id === post.id)?.body).toBe('the plan, v2');
   });
+
+  it('a member who may not post may not show "is typing" to the readers either; an admin may', async () => {
+    const [owner, admin, bob] = users('owner', 'admin', 'bob');
+    const room = await as(owner).room.create({ kind: 'broadcast', name: 'Bulletin', memberIds: [admin, bob] });
+    await as(owner).room.setRole({ roomId: room.id, userId: admin, role: 'admin' });
+    await expectTRPCError(as(bob).chat.typing({ roomId: room.id, typing: true }), 'FORBIDDEN', /only admins and the owner may post in a broadcast room/);
+    expect(await as(admin).chat.typing({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
+  });
 });
 
 describe('service tokens', () => {

@@ -101,6 +101,21 @@ describe('service tokens manage members', () => {
     await expectTRPCError(as(eve).room.addMembers({ roomId: room.id, userIds: [eve] }), 'NOT_FOUND');
     await expectTRPCError(service(svc).chat.history({ roomId: room.id }), 'NOT_FOUND');
   });
+
+  it('keep their rights when they are also a plain member of the room (a member to read it): they still post into a broadcast room, add and remove members', async () => {
+    const [owner, bob, carol, svc] = users('owner', 'bob', 'carol', 'erp');
+    const news = await as(owner).room.create({ kind: 'broadcast', name: 'Status', memberIds: [bob, svc] });
+    expect(await service(svc).chat.send({ roomId: news.id, clientId: uuid(), body: 'maintenance tonight' })).toMatchObject({ senderId: svc });
+    const room = await as(owner).room.create({ kind: 'group', name: 'Order 9', memberIds: [bob, svc] });
+    expect(await service(svc).room.addMembers({ roomId: room.id, userIds: [carol] })).toEqual({ added: [carol] });
+    expect(await service(svc).room.removeMember({ roomId: room.id, userId: bob })).toEqual({ ok: true });
+    // Its membership stays what it is: a plain member, who reads the room.
+    expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === svc)).toMatchObject({ role: 'member' });
+    expect((await service(svc).chat.history({ roomId: news.id })).messages.map((m) => m.body)).toContain('maintenance tonight');
+    // The same user without the service role is a plain member: no post, no member changes.
+    await expectTRPCError(as(svc).chat.send({ roomId: news.id, clientId: uuid(), body: 'as a person' }), 'FORBIDDEN', /only admins and the owner/);
+    await expectTRPCError(as(svc).room.addMembers({ roomId: room.id, userIds: [bob] }), 'FORBIDDEN');
+  });
 });
 
 describe('system and card messages', () => {

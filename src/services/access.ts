@@ -1,6 +1,6 @@
 import { type Actor, isAdmin, isService } from '../domain/actor.js';
 import { AppError, forbidden, notFound, roomArchived } from '../domain/errors.js';
-import { can, type RoomAction, type TenantAction, tenantMay, tenantRolesOf } from '../domain/permissions.js';
+import { can, ROLE_RANK, type RoomAction, type TenantAction, tenantMay, tenantRolesOf } from '../domain/permissions.js';
 import { FOREVER, type RoomAccess } from '../domain/rooms.js';
 import type { Em } from '../store/database.js';
 import { type AccessRow, accessRows } from '../store/hot/access.js';
@@ -92,6 +92,17 @@ const TENANT_WORDS: Record<TenantAction, string> = {
   sendCard: 'send card messages',
 };
 
+/**
+ * The role a tenant's integration has in any room of its tenant, member or not: service tokens post
+ * (`send`, `repeat`) as a room admin, and integrations add and remove the people of the rooms they
+ * run (`manage`, the `manageAnyRoom` right) like one. Null: none beyond a membership.
+ */
+function integrationRole(actor: Actor, purpose: AccessRequest['purpose']): 'admin' | null {
+  if ((purpose === 'send' || purpose === 'repeat') && actor.roles.includes('service')) return 'admin';
+  if (purpose === 'manage' && tenantMay(actor.roles, 'manageAnyRoom')) return 'admin';
+  return null;
+}
+
 /** The rules of the access check, applied to the room's row as the caller sees it (none: not found). */
 function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefined): RoomAccess {
   if (!r) throw notFound('room');
@@ -106,17 +117,17 @@ function decideAccess({ actor, purpose }: AccessRequest, r: AccessRow | undefine
   };
   let access: RoomAccess;
   if (r.role) {
-    access = { room, role: r.role, member: true, mutedUntil: r.muted_until };
+    // A service token keeps the room admin's rights its tenant gives it when it is also a member
+    // of lower role (a member to read the room): a membership never takes rights away.
+    const role = integrationRole(actor, purpose) === 'admin' && ROLE_RANK[r.role] < ROLE_RANK.admin ? 'admin' : r.role;
+    access = { room, role, member: true, mutedUntil: r.muted_until };
   } else if (r.banned) {
     // A ban also shuts out the access a support agent or a service token would otherwise have.
     throw notFound('room');
   } else if (room.kind === 'support' && actor.roles.includes('support')) {
     // Support agents read and answer; moderation stays with the room's own roles.
     access = { room, role: 'member', member: false, mutedUntil: null };
-  } else if ((purpose === 'send' || purpose === 'repeat') && actor.roles.includes('service')) {
-    access = { room, role: 'admin', member: false, mutedUntil: null };
-  } else if (purpose === 'manage' && tenantMay(actor.roles, 'manageAnyRoom')) {
-    // Integrations add and remove the people of the rooms they run, like a room admin.
+  } else if (integrationRole(actor, purpose) === 'admin') {
     access = { room, role: 'admin', member: false, mutedUntil: null };
   } else {
     throw notFound('room');

@@ -26,7 +26,8 @@ export class TypingService {
   ) {}
 
   async set(actor: Actor, roomId: string, typing: boolean): Promise<{ forwarded: boolean }> {
-    await this.access.requireAccess(actor, roomId, 'send');
+    // Who may not post may not show "is typing" either (a broadcast room's readers).
+    this.access.requirePoster(await this.access.requireAccess(actor, roomId, 'send'));
     await this.limits.consume('typing', keyOf(actor.tenant, actor.id, roomId));
     const key = `${roomId}\u0000${actor.tenant}\u0000${actor.id}`;
     const now = Date.now();
