@@ -5,6 +5,7 @@
  * that contradict each other (a soft limit at or over its hard one), a REDIS_URL whose scheme ioredis
  * would misread, and a NODE_ENV that is none of production, development and test.
  */
+import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,6 +72,15 @@ describe('configuration read at start', () => {
       code: 1,
       stackInStderr: false,
     });
+  });
+
+  it('MESSAGE_KEYS naming a key id twice, or one key under two ids, is refused: a rotation that reused the id kept sealing with the old key', () => {
+    const oldKey = randomBytes(32).toString('base64');
+    const newKey = randomBytes(32).toString('base64');
+    // New key first and old kept, as a rotation goes, but the new key given the old id.
+    expect(() => loadConfig({ MESSAGE_KEYS: `k1:${newKey},k1:${oldKey}` })).toThrow(new ConfigError('MESSAGE_KEYS key id "k1" is listed twice: a new key needs a new id'));
+    expect(() => loadConfig({ MESSAGE_KEYS: `k2:${oldKey},k1:${oldKey}` })).toThrow(/MESSAGE_KEYS keys "k2" and "k1" are the same key/);
+    expect(loadConfig({ MESSAGE_KEYS: `k2:${newKey},k1:${oldKey}` }).messageKeys).toBe(`k2:${newKey},k1:${oldKey}`);
   });
 
   it('a malformed multi-host DATABASE_URL is refused by loadConfig with one line, not a stack trace from openDatabase', async () => {

@@ -15,6 +15,12 @@ export function parseMessageKeys(spec: string | undefined): { keys: Map<string, 
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(kid)) throw new ConfigError(`MESSAGE_KEYS key id "${kid}" must be 1-32 of A-Z a-z 0-9 _ -`);
     const key = Buffer.from(part.slice(idx + 1), 'base64');
     if (key.length !== 32) throw new ConfigError(`MESSAGE_KEYS key "${kid}" must be 32 bytes (base64)`);
+    // A rotation that gave the new key the old id would keep sealing with the old key (the later
+    // entry replaced the first), and keys:reencrypt would count every row as current.
+    if (keys.has(kid)) throw new ConfigError(`MESSAGE_KEYS key id "${kid}" is listed twice: a new key needs a new id`);
+    for (const [other, bytes] of keys) {
+      if (bytes.equals(key)) throw new ConfigError(`MESSAGE_KEYS keys "${other}" and "${kid}" are the same key: a new key needs new bytes`);
+    }
     keys.set(kid, key);
     first ??= kid;
   }
