@@ -155,7 +155,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const videoWebhooks = videoWebhookHandler(services.meetings.webhooks, log);
   // The local storage driver's signed upload and download URLs (S3: the store serves them).
   const storage = services.files.storage;
-  const files = storage instanceof LocalStorage ? fileHandler(storage, log) : null;
+  const files = storage instanceof LocalStorage ? fileHandler(storage, log, (key) => services.files.uploadOwned(key)) : null;
   // Browser origins allowed on the API, over HTTP and WebSocket (src/http/origins.ts).
   const origins = new OriginPolicy({ allowed: config.corsOrigins, trustProxy: config.trustProxy, log, counters });
   // Host names the server answers to (ALLOWED_HOSTS; against DNS rebinding: src/http/hosts.ts).

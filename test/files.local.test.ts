@@ -422,12 +422,13 @@ describe('cleanup', () => {
     await worker().runOnce();
     await gone(key);
     // Its upload URL is still valid: the row stays (name cleared) until it has expired, so that
-    // bytes PUT to it now are removed too, then the row goes.
+    // bytes PUT to it now are removed too (with S3, by the second removal), then the row goes. The
+    // local endpoint refuses them at once: 410, nothing kept.
     expect(await row(ticket.fileId)).toEqual({ state: 'deleting', name: '', deferred: true });
-    expect((await put(ticket, await png(100, 50))).status).toBe(200);
-    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
+    const late = await put(ticket, await png(100, 50));
+    expect({ status: late.status, body: await late.json() }).toEqual({ status: 410, body: { error: expect.stringMatching(/given up/) } });
+    expect(await storage().stat(`${key}.upload`)).toBeNull();
     await worker().runOnce();
-    expect(await storage().stat(`${key}.upload`)).not.toBeNull();
     await expireUploadUrl(ticket.fileId);
     await worker().runOnce();
     await gone(key);
@@ -489,9 +490,10 @@ describe('cleanup', () => {
     await gone(keys[c.fileId]!);
     await gone(keys[d.fileId]!);
     expect(await storage().stat(keys[b.fileId]!)).toEqual({ size: 1 });
-    // An upload of the deleted room that was still in flight lands after the removal: it goes with
-    // the second removal, once its URL has expired.
-    expect((await put(d, Buffer.from('d'))).status).toBe(200);
+    // An upload of the deleted room still in flight after the removal is refused and not kept (with
+    // S3 it lands and goes with the second removal, once its URL has expired).
+    expect((await put(d, Buffer.from('d'))).status).toBe(410);
+    expect(await storage().stat(`${keys[d.fileId]!}.upload`)).toBeNull();
     await expireUploadUrl(d.fileId);
     await worker().runOnce();
     await gone(keys[d.fileId]!);
@@ -610,6 +612,47 @@ describe('one upload per URL at a time', () => {
     await storage().remove(`${key}.upload`);
     const { rm } = await import('node:fs/promises');
     await rm(other);
+  });
+});
+
+describe('an upload that outlasts its URL', () => {
+  it('a PUT still under way when the worker released its ticket (its URL expired with no bytes) answers 410 and keeps nothing: no bytes without a row', async () => {
+    const [alice] = users('alice');
+    const room = await groupRoom(alice!, []);
+    const size = 64 * 1024;
+    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'slow.bin', size, mime: 'application/octet-stream' });
+    const key = (await storageKey(ticket.fileId))!;
+    const folder = join(dir, key.split('/')[0]!);
+    const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
+    // The PUT sends 1 KiB, then waits for the test before it sends the rest (a slow client).
+    let release!: () => void;
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    let step = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        step++;
+        if (step === 1) return c.enqueue(new Uint8Array(1024).fill(1));
+        await released;
+        c.enqueue(new Uint8Array(size - 1024).fill(2));
+        c.close();
+      },
+    });
+    const first = put(ticket, body);
+    await waitFor(async () => (await parts()).length === 1, "the upload's temp file");
+    // Its URL expires (and the clocks' margin): the worker finds no bytes behind the ticket and
+    // releases it, the row goes.
+    await t.env.sql(`update file set created_at = now() - interval '1 hour' where id = $1`, [ticket.fileId]);
+    await t.app.services.fileWorker.runOnce();
+    expect(await storageKey(ticket.fileId)).toBeUndefined();
+
+    release();
+    const res = await first;
+    expect({ status: res.status, body: await res.json() }).toEqual({ status: 410, body: { error: expect.stringMatching(/given up \(its link expired before the bytes arrived/) } });
+    expect(await storage().stat(`${key}.upload`)).toBeNull();
+    expect(await storage().stat(key)).toBeNull();
+    expect(await parts()).toEqual([]);
   });
 });
 

@@ -56,7 +56,7 @@ export function parseRange(header: string | undefined, size: number): [number, n
  * and disposition, `X-Content-Type-Options: nosniff`, a sandboxing CSP and single byte ranges.
  * Returns false for other paths.
  */
-export function fileHandler(storage: LocalStorage, log: Logger) {
+export function fileHandler(storage: LocalStorage, log: Logger, uploadOwned: (uploadKey: string) => Promise<boolean>) {
   return (req: IncomingMessage, res: ServerResponse, path: string): boolean => {
     if (!path.startsWith(PREFIX)) return false;
     const method = req.method ?? 'GET';
@@ -86,13 +86,21 @@ export function fileHandler(storage: LocalStorage, log: Logger) {
       fail(res, 500, 'storage failed');
       req.resume();
     };
-    if (grant.method === 'PUT') upload(req, res, storage, grant.key, grant.size, log).catch(failed);
+    if (grant.method === 'PUT') upload(req, res, storage, grant.key, grant.size, log, uploadOwned).catch(failed);
     else download(req, res, storage, grant.key, { mime: grant.mime, inline: grant.inline, name: grant.name }, method === 'HEAD').catch(failed);
     return true;
   };
 }
 
-async function upload(req: IncomingMessage, res: ServerResponse, storage: LocalStorage, key: string, size: number, log: Logger): Promise<void> {
+async function upload(
+  req: IncomingMessage,
+  res: ServerResponse,
+  storage: LocalStorage,
+  key: string,
+  size: number,
+  log: Logger,
+  uploadOwned: (uploadKey: string) => Promise<boolean>,
+): Promise<void> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > size) {
     // Refused before a byte is read; the connection closes so the body is not read either.
@@ -125,6 +133,15 @@ async function upload(req: IncomingMessage, res: ServerResponse, storage: LocalS
       return fail(res, 400, `this upload takes exactly ${size} bytes; ${received} were sent`);
     }
     await tmp.commit();
+    // A PUT that outlasted its URL (a slow client, up to the server's request timeout) may find its
+    // ticket released by the file worker meanwhile: no row would own these bytes, no quota count
+    // them, no removal ever come. Bytes of a file being removed (its message or room deleted) are
+    // not kept either. Checked after the bytes are in place: a release after this check finds them
+    // and leaves the ticket, a removal after it takes them with the file's other keys.
+    if (!(await uploadOwned(key))) {
+      await storage.remove(key);
+      return fail(res, 410, 'this upload was given up (its link expired before the bytes arrived, or its message or room was deleted): nothing was kept');
+    }
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store', ...CORS });
     res.end(JSON.stringify({ size: received }));
   } catch (err) {

@@ -104,6 +104,20 @@ export class FileService {
     return { fileId: id, uploadUrl: signed.url, method: 'PUT', headers: signed.headers, expiresAt };
   }
 
+  /**
+   * Whether a file row still owns the bytes of a signed upload key (`<storageKey>.upload`): one that
+   * is not being removed (a removal takes every key of the file, this one included). Checked by the
+   * local driver's endpoint once it has stored a PUT's bytes: a PUT that outlasted its URL may find
+   * its ticket released meanwhile (no row will own the bytes any more), and then removes them itself.
+   */
+  async uploadOwned(uploadKey: string): Promise<boolean> {
+    if (!uploadKey.endsWith(UPLOAD_SUFFIX)) return false;
+    const key = uploadKey.slice(0, -UPLOAD_SUFFIX.length);
+    const id = key.slice(key.indexOf('/') + 1);
+    const f = await fileById(this.store.db(), id);
+    return f !== undefined && f.storage_key === key && f.state !== 'deleting';
+  }
+
   /** Releases a tenant's upload tickets that expired unused (`releaseUnusedUploads`); wakes the worker to remove them. */
   private async releaseUnused(tenant: string): Promise<number> {
     const n = await releaseUnusedUploads(this.store.db(), this.storage, { tenant, uploadUrlSeconds: this.cfg.uploadTtlSeconds, batch: 100, max: RELEASE_MAX });
