@@ -416,6 +416,22 @@ describe('LiveKit: video.create / joinToken / get / list / end', () => {
     expect(await grantOf(mod!)).toEqual({ ...speaker, roomAdmin: true });
   });
 
+  it("a broadcast room's readers (plain members, moderators) join its calls as listeners; its admins and owner speak", async () => {
+    const [owner, admin, mod, bob] = users('owner', 'admin', 'mod', 'bob');
+    const room = await as(lkSrv, owner).room.create({ kind: 'broadcast', name: 'Town hall', memberIds: [admin!, mod!, bob!] });
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: admin!, role: 'admin' });
+    await as(lkSrv, owner).room.setRole({ roomId: room.id, userId: mod!, role: 'moderator' });
+    const m = await as(lkSrv, admin!).video.create({ roomId: room.id });
+    const verifier = new TokenVerifier(lk.apiKey, lk.apiSecret);
+    const grantOf = async (u: string) => (await verifier.verify((await as(lkSrv, u).video.joinToken({ meetingId: m.id })).token)).video;
+    const listener = { roomJoin: true, room: m.id, canSubscribe: true, canPublish: false, canPublishData: false };
+    const speaker = { roomJoin: true, room: m.id, canSubscribe: true, canPublish: true, canPublishData: true, roomAdmin: true };
+    expect(await grantOf(bob!)).toEqual(listener);
+    expect(await grantOf(mod!)).toEqual(listener);
+    expect(await grantOf(admin!)).toEqual(speaker);
+    expect(await grantOf(owner)).toEqual(speaker);
+  });
+
   it('video.get({ live: true }) asks LiveKit who is in the room (ListParticipants with a roomAdmin token)', async () => {
     const [owner] = users('owner');
     const room = await groupRoom(lkSrv, owner, []);

@@ -2,7 +2,7 @@ import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
 import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
-import { ROLE_RANK } from '../../domain/permissions.js';
+import { can, ROLE_RANK } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import { insertMeeting, openMeetingsOfRoom } from '../../store/meetings.js';
 import { otherMemberIds } from '../../store/members.js';
@@ -100,8 +100,10 @@ export class MeetingLifecycle {
   /**
    * `video.joinToken`: a short-lived provider token for a member (identity = user id, name from the
    * access token; owner/admin/moderator get the provider's admin grant). Ended or expired -> error.
-   * A member muted in the room joins as a listener until the mute ends: no publishing, and no admin
-   * grant either (with it a muted moderator could give the publishing back to themselves).
+   * Who may not post in the room may not speak in its calls: a member muted in the room (until the
+   * mute ends) and a broadcast room's readers (its plain members and moderators: only admins and the
+   * owner post there) join as listeners: no publishing, and no admin grant either (with it they
+   * could give the publishing back to themselves).
    */
   async joinToken(actor: Actor, meetingId: string): Promise<JoinTokenDto> {
     const provider = this.video.require();
@@ -112,8 +114,8 @@ export class MeetingLifecycle {
     if (row.provider !== provider.name) {
       throw new AppError('PRECONDITION_FAILED', `this meeting was created on ${row.provider}, but the server now uses ${provider.name}`);
     }
-    const muted = isMuted(access);
-    const admin = !muted && ROLE_RANK[access.role] >= ROLE_RANK.moderator;
+    const listener = isMuted(access) || !can(access.role, 'send', access.room.kind);
+    const admin = !listener && ROLE_RANK[access.role] >= ROLE_RANK.moderator;
     await this.reader.spendProviderCall(actor);
     const token = await this.video.call(() =>
       provider.mintJoinToken({
@@ -122,7 +124,7 @@ export class MeetingLifecycle {
         userId: actor.id,
         name: actor.name,
         admin,
-        canPublish: !muted,
+        canPublish: !listener,
         ttlSeconds: Math.min(this.tokenTtlSeconds, left),
       }),
     );
