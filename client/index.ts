@@ -350,7 +350,10 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         const page = await trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) });
         timeline.selfId = me.id;
         timeline.load(page.messages);
-        if (room.lastSeq > timeline.lastSeq) timeline.lastSeq = room.lastSeq;
+        // The starting point is set here (a page never moves it): the page's newest message may be
+        // newer than the room's seq read before it (sent meanwhile), and every event up to that
+        // message committed before the page was read, so this page and any read later show it.
+        timeline.lastSeq = Math.max(room.lastSeq, page.messages.at(-1)?.seq ?? -1);
         hasMore = page.hasMore;
         o.onChange?.(null, true);
         if (closed) return;

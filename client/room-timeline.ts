@@ -2,7 +2,8 @@
  * A room's state on the client, built from history and kept current by applying room events:
  * messages in seq order, reactions, typing, presence and read receipts. Applying is idempotent
  * (a durable event at or below the last applied seq is ignored; edits and reactions carry the
- * full new state), so history and a resumed subscription can overlap without duplicates.
+ * full new state), so history and a resumed subscription can overlap without duplicates. A page
+ * of history never undoes an event applied to one of its messages, and never moves `lastSeq`.
  *
  * Framework-free: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`; the CLI uses
  * `apply`'s return value to decide what to print; the browser page (web/src/main.ts) renders from it.
@@ -15,7 +16,7 @@ export const TYPING_TTL_MS = 10_000;
 export interface RoomSnapshot {
   /** Loaded messages, ascending seq (deleted ones keep their place with `body: null`). */
   readonly messages: readonly Message[];
-  /** The last durable seq applied (from `ready`, history or events); -1 before anything. */
+  /** The last durable seq applied (from `ready`, `reset` or events) or set as the starting point; -1 before anything. */
   readonly lastSeq: number;
   /** Users typing right now (never yourself). */
   readonly typing: readonly string[];
@@ -51,25 +52,39 @@ export class RoomTimeline {
    */
   private readonly held = new Map<string, MessageChange[]>();
   private heldCount = 0;
+  /**
+   * The seq of the last durable event applied to each loaded message (its own `message.new`, an
+   * edit, a deletion, a reaction, a thumbnail, a reply that changed its thread summary): a page
+   * whose newest message is below it may have been read before that event committed, and its copy
+   * would undo the change.
+   */
+  private readonly changedAt = new Map<string, number>();
   private listeners = new Set<() => void>();
   private snapshot: RoomSnapshot | null = null;
   private name: string | null = null;
   private topic: string | null = null;
-  /** The last durable seq applied; -1 before anything. */
+  /**
+   * The last durable seq applied; -1 before anything. History does not move it (a page says nothing
+   * of the events of messages it does not hold): whoever subscribes after loading a page sets the
+   * starting point here, the higher of the page's newest seq and the room's `lastSeq` read before it.
+   */
   lastSeq = -1;
 
   /** @param selfId your user id: your own typing is not shown, and `reaction.*` events keep your `me` flags right. */
   constructor(public selfId: string | null = null) {}
 
   /**
-   * Adds a page of history (any order, any overlap with what is loaded). A change to one of its
-   * messages that came as an event while the message was not loaded is applied on top when its seq
-   * is above the page's newest message (the page may have been read before it; one at or below was
-   * seen by the page, and the events after it come, or came, in seq order).
+   * Adds a page of history (any order, any overlap with what is loaded). A loaded message is
+   * replaced only when the page is at least as new as the last event applied to it (the page's
+   * newest seq at or above that event's seq: the page was read after the event committed); an older
+   * page's copy could undo an edit, a deletion or a reaction. A change to one of its messages that
+   * came as an event while the message was not loaded is applied on top when its seq is above the
+   * page's newest message (the page may have been read before it; one at or below was seen by the
+   * page, and the events after it come, or came, in seq order). `lastSeq` does not move.
    */
   load(messages: readonly Message[]): void {
     const top = messages.reduce((max, m) => Math.max(max, m.seq), -1);
-    for (const m of messages) this.put(m);
+    for (const m of messages) if ((this.changedAt.get(m.id) ?? -1) <= top) this.put(m);
     for (const m of messages) {
       const changes = this.held.get(m.id);
       if (!changes) continue;
@@ -77,7 +92,6 @@ export class RoomTimeline {
       this.heldCount -= changes.length;
       for (const c of changes) if (c.seq === null || c.seq > top) this.change(c.event);
     }
-    if (top > this.lastSeq) this.lastSeq = top;
     this.changed();
   }
 
@@ -107,7 +121,8 @@ export class RoomTimeline {
       case 'message.new': {
         const fresh = !this.byId.has(event.message.id);
         this.put(event.message);
-        if (fresh) this.countReply(event.message, 1);
+        this.changedBy(event.message.id, event.seq);
+        if (fresh) this.countReply(event.message, 1, event.seq);
         this.typingUntil.delete(event.message.senderId);
         break;
       }
@@ -165,7 +180,8 @@ export class RoomTimeline {
   insert(message: Message): boolean {
     if (this.byId.has(message.id)) return false;
     this.put(message);
-    this.countReply(message, 1);
+    // The root's summary counts this reply as of the reply's own seq.
+    this.countReply(message, 1, message.seq);
     this.changed();
     return true;
   }
@@ -238,18 +254,20 @@ export class RoomTimeline {
     this.bySeqMap.clear();
     this.held.clear();
     this.heldCount = 0;
+    this.changedAt.clear();
     this.changed();
   }
 
   /** A change to a loaded message. */
   private change(event: MessageChange['event']): void {
+    if (isDurableEvent(event)) this.changedBy('message' in event ? event.message.id : event.messageId, event.seq);
     switch (event.type) {
       case 'message.edited':
       case 'message.deleted': {
         const prev = this.byId.get(event.message.id);
         if (!prev) return;
         // A reply deleted now leaves its root's count (the server counts live replies only).
-        if (event.type === 'message.deleted' && prev.deletedAt === null) this.countReply(event.message, -1);
+        if (event.type === 'message.deleted' && prev.deletedAt === null) this.countReply(event.message, -1, event.seq);
         this.put(this.keepMe(event.message));
         return;
       }
@@ -331,13 +349,19 @@ export class RoomTimeline {
    * History pages never do (a root read from the server counts its replies already), and neither
    * does a message seen twice. The root's own message events carry the server's count and win.
    */
-  private countReply(reply: Message, delta: 1 | -1): void {
+  private countReply(reply: Message, delta: 1 | -1, seq: number): void {
     if (!reply.replyToId) return;
     const root = this.byId.get(reply.replyToId);
     if (!root) return;
+    this.changedBy(root.id, seq);
     const replyCount = Math.max(0, root.replyCount + delta);
     const lastReplyAt = delta > 0 && (!root.lastReplyAt || root.lastReplyAt < reply.createdAt) ? reply.createdAt : root.lastReplyAt;
     this.put({ ...root, replyCount, lastReplyAt });
+  }
+
+  /** Records that the durable event at `seq` changed a loaded message (see `changedAt`). */
+  private changedBy(messageId: string, seq: number): void {
+    if ((this.changedAt.get(messageId) ?? -1) < seq) this.changedAt.set(messageId, seq);
   }
 
   /** The loaded replies of a thread, ascending seq (the thread panel's live part). */

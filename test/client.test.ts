@@ -12,6 +12,7 @@ import {
   backoff,
   createChatClient,
   errorCode,
+  historyAround,
   type AppRouter,
   RoomTimeline,
   TYPING_TTL_MS,
@@ -374,6 +375,80 @@ describe('createChatClient', () => {
   });
 });
 
+describe('RoomTimeline: history pages that overlap live events', () => {
+  /** A timeline of `user` loaded with the room's newest page, started where the room was before that page was read. */
+  const loadedTimeline = async (c: ChatClient, user: string, roomId: string): Promise<RoomTimeline> => {
+    const { lastSeq } = await c.trpc.room.get.query({ roomId });
+    const page = await c.trpc.chat.history.query({ roomId });
+    const t = new RoomTimeline(user);
+    t.load(page.messages);
+    t.lastSeq = Math.max(lastSeq, page.messages.at(-1)?.seq ?? -1);
+    return t;
+  };
+
+  it('a page read before a delete and loaded after the delete event leaves the message deleted (a page replaces a message only when it is as new as its last event)', async () => {
+    const server = await start();
+    const u = uuid().slice(0, 8);
+    const me = track(createChatClient({ url: server.url, token: tokenFor(`lo-${u}`), lazy: true }));
+    const room = await me.trpc.room.create.mutate({ kind: 'group', name: 'overlap' });
+    for (let i = 0; i < 5; i++) await me.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `old ${i}` });
+    const t = await loadedTimeline(me, `lo-${u}`, room.id);
+    const events = new Collector<RoomEvent>();
+    const onEvent = (e: RoomEvent) => {
+      t.apply(e);
+      events.push(e);
+    };
+    const sub = me.subscribeRoom(room.id, { onEvent, onError: events.fail }, { lastEventId: String(t.lastSeq) });
+    try {
+      const target = t.messages()[2]!;
+      // The messages around it (a search hit, a link), read while it is still there.
+      const around = await historyAround(me, room.id, target.seq, { older: 5, newer: 5 });
+      expect(around.messages.find((m) => m.id === target.id)!.body).toBe(target.body);
+      // Deleted before that answer is loaded; the live event is applied first.
+      const del = await me.trpc.chat.delete.mutate({ messageId: target.id });
+      await events.until((es) => es.some((e) => e.type === 'message.deleted' && e.message.id === target.id), 'the deletion event');
+      expect(t.byMessageId(target.id)!.body).toBeNull();
+      t.load(around.messages);
+      expect(t.byMessageId(target.id)).toMatchObject({ body: null, deletedAt: del.deletedAt });
+      // The page still brings what it has newer than the events applied: its other messages stay as they are.
+      expect(t.messages().map((m) => m.body)).toEqual(['old 0', 'old 1', null, 'old 3', 'old 4']);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+
+  it('a page whose newest message is past the events applied so far leaves lastSeq alone: the events in between are still applied', async () => {
+    const server = await start();
+    const u = uuid().slice(0, 8);
+    const me = track(createChatClient({ url: server.url, token: tokenFor(`lf-${u}`), lazy: true }));
+    const room = await me.trpc.room.create.mutate({ kind: 'group', name: 'forward' });
+    for (let i = 0; i < 5; i++) await me.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m ${i}` });
+    const t = await loadedTimeline(me, `lf-${u}`, room.id);
+    const first = t.messages()[0]!;
+    const startedAt = t.lastSeq;
+    // The socket's events arrive later than the HTTP answers (two connections): they wait here
+    // until the test lets them in, in order.
+    const inFlight = new Collector<RoomEvent>();
+    const sub = me.subscribeRoom(room.id, { onEvent: inFlight.push, onError: inFlight.fail }, { lastEventId: String(t.lastSeq) });
+    try {
+      const reacted = await me.trpc.chat.react.mutate({ messageId: first.id, emoji: '👍' });
+      const newest = await me.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'newest' });
+      await inFlight.until((es) => es.some((e) => e.type === 'message.new' && e.message.id === newest.id), 'both events on the socket');
+      // A forward page (after the last message shown) answered before the events are applied.
+      const page = await me.trpc.chat.history.query({ roomId: room.id, afterSeq: t.messages().at(-1)!.seq });
+      expect(page.messages.map((m) => m.id)).toEqual([newest.id]);
+      t.load(page.messages);
+      expect(t.lastSeq).toBe(startedAt);
+      for (const e of inFlight.items) t.apply(e);
+      expect(reacted.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
+      expect(t.byMessageId(first.id)!.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
+      expect(t.lastSeq).toBe(newest.seq);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
+});
+
 describe('client helpers', () => {
   it('backoff has a floor, grows, is capped and jittered', () => {
     for (let n = 0; n < 20; n++) {
@@ -388,6 +463,7 @@ describe('client helpers', () => {
     const t = new RoomTimeline('me');
     const msg = (seq: number, body: string) => messageAt(seq, body, { createdAt: new Date() });
     t.load([msg(5, 'five'), msg(3, 'three')]);
+    t.lastSeq = 5; // the starting point after the page (a page never moves it)
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 5, message: msg(5, 'five') })).toBe(false);
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 7, message: msg(7, 'seven') })).toBe(true);
     expect(t.apply({ type: 'message.new', roomId: 'r', seq: 7, message: msg(7, 'seven') })).toBe(false);
@@ -405,6 +481,7 @@ describe('client helpers', () => {
     let changes = 0;
     t.subscribe(() => changes++);
     t.load([msg(3, 'three')]);
+    t.lastSeq = 3;
     // The answer of chat.send for seq 6 arrives before the events 4..6.
     expect(t.insert(msg(6, 'six'))).toBe(true);
     expect(t.lastSeq).toBe(3);
@@ -438,14 +515,17 @@ describe('client helpers', () => {
     ]);
     expect(t.lastSeq).toBe(102);
     // A page whose newest message is above the change (the newest page after a reset, read after
-    // the change and after a later edit whose event is below the page and so never applied): the page wins.
+    // the change and after a later edit whose event has not come yet): the page wins.
     const u = new RoomTimeline('me');
     u.apply({ type: 'reset', roomId: 'r', seq: 100 });
     u.apply({ type: 'message.edited', roomId: 'r', seq: 101, message: { ...msg(5, 'first edit'), editedAt: new Date(1) } });
     u.load([{ ...msg(5, 'second edit'), editedAt: new Date(2) }, msg(103, 'newest')]);
     expect(u.byMessageId('m5')!.body).toBe('second edit');
-    expect(u.lastSeq).toBe(103);
-    expect(u.apply({ type: 'message.edited', roomId: 'r', seq: 102, message: { ...msg(5, 'second edit'), editedAt: new Date(2) } })).toBe(false);
+    // The page does not move lastSeq: the events after 101 are still applied when they come.
+    expect(u.lastSeq).toBe(101);
+    expect(u.apply({ type: 'message.edited', roomId: 'r', seq: 102, message: { ...msg(5, 'second edit'), editedAt: new Date(2) } })).toBe(true);
+    expect(u.byMessageId('m5')!.body).toBe('second edit');
+    expect(u.lastSeq).toBe(102);
   });
 
   it('RoomTimeline: of two presence states of a user, the one of the higher version stays, events and presence.get alike', () => {

@@ -52,7 +52,10 @@ describe('RoomTimeline thread summaries', () => {
     const room = await alice.trpc.room.create.mutate({ kind: 'group', name: 'threads', memberIds: ['thr-bob'] });
     const root = await alice.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'root' });
     const t = new RoomTimeline('thr-alice');
-    t.load((await alice.trpc.chat.history.query({ roomId: room.id })).messages);
+    const { lastSeq } = await alice.trpc.room.get.query({ roomId: room.id });
+    const page = await alice.trpc.chat.history.query({ roomId: room.id });
+    t.load(page.messages);
+    t.lastSeq = Math.max(lastSeq, page.messages.at(-1)?.seq ?? -1);
     const got: string[] = [];
     const sub = alice.subscribeRoom(room.id, { onEvent: (e) => (t.apply(e) && e.type === 'message.new' ? got.push(e.message.id) : null) }, { lastEventId: String(t.lastSeq) });
     try {

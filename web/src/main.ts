@@ -620,9 +620,11 @@ class RoomView {
     );
 
     try {
-      const [room, page] = await Promise.all([
-        this.chat.trpc.room.get.query({ roomId: this.roomId }),
-        this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE }),
+      // The room's seq is read before its newest page: every event up to it is in the page.
+      const [{ room, page }] = await Promise.all([
+        this.chat.trpc.room.get
+          .query({ roomId: this.roomId })
+          .then(async (room) => ({ room, page: await this.chat.trpc.chat.history.query({ roomId: this.roomId, limit: PAGE }) })),
         this.loadMembers(),
       ]);
       if (this.closed) return;
@@ -631,12 +633,14 @@ class RoomView {
       this.setArchived(room.archivedAt !== null);
       this.kind = room.kind;
       this.timeline.load(page.messages);
+      // The stream starts at the higher of the room's seq and the page's newest message (a page never
+      // moves the timeline's lastSeq): nothing missed, nothing twice.
+      this.timeline.lastSeq = Math.max(room.lastSeq, page.messages.at(-1)?.seq ?? -1);
       this.hasMore = page.hasMore;
       this.render();
       this.scrollToBottom();
       this.showCallButton();
       void this.meetings.init();
-      // History first, then the live stream from the last seq we have: nothing missed, nothing twice.
       this.sub = this.chat.subscribeRoom(
         this.roomId,
         { onEvent: (event) => this.apply(event), onError: (err) => this.onStreamError(err) },
