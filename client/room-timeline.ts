@@ -8,7 +8,7 @@
  * Framework-free: `subscribe` + `getSnapshot` fit React's `useSyncExternalStore`; the CLI uses
  * `apply`'s return value to decide what to print; the browser page (web/src/main.ts) renders from it.
  */
-import { isDurableEvent, type Message, type PresenceStatus, type RoomEvent } from './types.js';
+import { isDurableEvent, type Message, type PresenceStatus, type RoomEvent, type ThreadSummary } from './types.js';
 
 /** How long a typing indicator lasts without a refresh (the server's TTL). */
 export const TYPING_TTL_MS = 10_000;
@@ -122,7 +122,8 @@ export class RoomTimeline {
         const fresh = !this.byId.has(event.message.id);
         this.put(event.message);
         this.changedBy(event.message.id, event.seq);
-        if (fresh) this.countReply(event.message, 1, event.seq);
+        if (event.thread) this.setThread(event.thread, event.seq);
+        else if (fresh) this.countReply(event.message, 1, event.seq);
         this.typingUntil.delete(event.message.senderId);
         break;
       }
@@ -132,6 +133,8 @@ export class RoomTimeline {
       case 'reaction.removed':
       case 'file.ready': {
         const id = 'message' in event ? event.message.id : event.messageId;
+        // A reply's deletion sets its root's summary whether the reply itself is loaded or not.
+        if (event.type === 'message.deleted' && event.thread) this.setThread(event.thread, event.seq);
         if (this.byId.has(id)) this.change(event);
         else this.hold(id, event);
         break;
@@ -266,8 +269,9 @@ export class RoomTimeline {
       case 'message.deleted': {
         const prev = this.byId.get(event.message.id);
         if (!prev) return;
-        // A reply deleted now leaves its root's count (the server counts live replies only).
-        if (event.type === 'message.deleted' && prev.deletedAt === null) this.countReply(event.message, -1, event.seq);
+        // A reply deleted now leaves its root's count (the server counts live replies only): an
+        // event recorded before events carried the root's summary (`thread`, set by `apply`).
+        if (event.type === 'message.deleted' && !event.thread && prev.deletedAt === null) this.countReply(event.message, -1, event.seq);
         this.put(this.keepMe(event.message));
         return;
       }
@@ -344,10 +348,24 @@ export class RoomTimeline {
   };
 
   /**
-   * Thread summaries stay live: a reply that comes in after its root was loaded (its event, or a
-   * send's answer) raises the root's `replyCount` and `lastReplyAt`; a deleted reply lowers it.
-   * History pages never do (a root read from the server counts its replies already), and neither
-   * does a message seen twice. The root's own message events carry the server's count and win.
+   * Thread summaries stay live: the event of a reply, and of a reply's deletion, carries its root's
+   * summary as the server counted it then (`thread`), and the root takes it as it is; nothing is
+   * added up, so a replay (whose messages are as they are now: a reply deleted since, a root that
+   * counts replies after it) cannot count twice. Applied in seq order, the last one is the server's.
+   */
+  private setThread(thread: ThreadSummary, seq: number): void {
+    const root = this.byId.get(thread.rootId);
+    if (!root) return;
+    this.changedBy(root.id, seq);
+    this.put({ ...root, replyCount: thread.replyCount, lastReplyAt: thread.lastReplyAt });
+  }
+
+  /**
+   * Counts a reply on its root where no summary came with it: a send's answer (shown at once; its
+   * event then sets the server's summary), and events recorded before events carried one (a reply
+   * that comes in after its root was loaded raises `replyCount` and `lastReplyAt`; a deleted one
+   * lowers it). History pages never do (a root read from the server counts its replies already),
+   * and neither does a message seen twice. The root's own message events carry the server's count.
    */
   private countReply(reply: Message, delta: 1 | -1, seq: number): void {
     if (!reply.replyToId) return;

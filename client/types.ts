@@ -39,6 +39,8 @@ export type InboxLiveEvent = Exclude<InboxEvent, InboxItem | { type: 'ready' }>;
 export type MessagePreview = NonNullable<InboxEventOf<'room.activity'>['lastMessage']>;
 
 export type Message = RouterOutputs['chat']['send'];
+/** A thread's summary as the event of a reply, or of a reply's deletion, carries it: set it on the root. */
+export type ThreadSummary = NonNullable<RoomEventOf<'message.new'>['thread']>;
 export type Reaction = Message['reactions'][number];
 export type Attachment = Message['attachments'][number];
 /** An uploaded file in a message: `'fileId' in attachment`. */

@@ -70,14 +70,27 @@ export interface MessageDto {
   lastReplyAt: Date | null;
 }
 
+/**
+ * A thread's summary right after one of its replies was sent or deleted: what its root's
+ * `replyCount` and `lastReplyAt` were then (read under the root's lock, kept with the event, so a
+ * replay gives it as it was at that event). Clients set these on the root, never add deltas.
+ */
+export interface ThreadSummary {
+  rootId: string;
+  replyCount: number;
+  lastReplyAt: Date | null;
+}
+
 export type MemberRole = 'owner' | 'admin' | 'moderator' | 'member';
 
 export type PresenceStatus = 'online' | 'away' | 'dnd' | 'offline';
 
 export type DurableRoomEvent =
-  | { type: 'message.new'; roomId: string; seq: number; message: MessageDto }
+  /** `thread`: on a reply's event, its root's thread summary with this reply (absent on events recorded before events carried it). */
+  | { type: 'message.new'; roomId: string; seq: number; message: MessageDto; thread?: ThreadSummary }
   | { type: 'message.edited'; roomId: string; seq: number; message: MessageDto }
-  | { type: 'message.deleted'; roomId: string; seq: number; message: MessageDto }
+  /** `thread`: on a reply's deletion, its root's thread summary without this reply (absent as on `message.new`). */
+  | { type: 'message.deleted'; roomId: string; seq: number; message: MessageDto; thread?: ThreadSummary }
   /** `reactions`: the message's reactions after the change (`me` false); set them, do not add deltas. */
   | { type: 'reaction.added'; roomId: string; seq: number; messageId: string; userId: string; emoji: string; reactions: Reaction[] }
   | { type: 'reaction.removed'; roomId: string; seq: number; messageId: string; userId: string; emoji: string; reactions: Reaction[] }

@@ -1,4 +1,4 @@
-import type { DurableRoomEvent, MessageDto } from '../domain/events.js';
+import type { DurableRoomEvent, MessageDto, ThreadSummary } from '../domain/events.js';
 import type { Store } from '../store/store.js';
 import { roomEventPage, roomLastSeq, roomLastSeqs, roomOldestSeq } from '../store/room-events.js';
 import type { EventSource } from '../stream/types.js';
@@ -7,7 +7,8 @@ import type { ReadRouting } from './read-routing.js';
 
 /**
  * A room's durable log as the hubs and resumable streams read it: replay pages and committed
- * positions. Message events show the message as it is now (its row is joined, not copied).
+ * positions. Message events show the message as it is now (its row is joined, not copied); a
+ * reply's `thread` as it was at the event (kept in the log row's data).
  */
 export class RoomEventSource implements EventSource {
   constructor(
@@ -59,7 +60,9 @@ export class RoomEventSource implements EventSource {
       if (type === 'message.new' || type === 'message.edited' || type === 'message.deleted') {
         const message: MessageDto | undefined = r.message ? byId.get(r.message.id) : undefined;
         // Removed by retention meanwhile: nothing left to show.
-        if (message) events.push({ type, roomId, seq: r.seq, message });
+        if (!message) continue;
+        const thread = threadOf(r.data);
+        events.push(thread ? ({ type, roomId, seq: r.seq, message, thread } as DurableRoomEvent) : { type, roomId, seq: r.seq, message });
         continue;
       }
       const data = r.data;
@@ -68,4 +71,10 @@ export class RoomEventSource implements EventSource {
     }
     return { events, lastRowSeq: rows.at(-1)?.seq ?? after, full: rows.length >= limit };
   }
+}
+
+/** The `thread` kept in a message event's log row (absent in rows written before events carried it). */
+function threadOf(data: Record<string, unknown>): ThreadSummary | null {
+  const t = data.thread as { rootId: string; replyCount: number; lastReplyAt: string | null } | undefined;
+  return t ? { rootId: t.rootId, replyCount: t.replyCount, lastReplyAt: t.lastReplyAt === null ? null : new Date(t.lastReplyAt) } : null;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import type { ThreadSummary } from '../domain/events.js';
 import { type Db, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, MESSAGE_FIELDS_M, type MessageRow } from './message-row.js';
 import { jsonb, now, type Tx } from './tx.js';
@@ -54,21 +55,36 @@ export async function lockMessage(tx: Tx, id: string, roomId?: string): Promise<
   return row !== undefined;
 }
 
-/** Counts a new reply in its root's thread summary. */
-export async function countReply(tx: Tx, rootId: string): Promise<void> {
-  await tx.db
+/** The thread summary columns of a root row as `countReply` and `uncountReply` return them. */
+const THREAD_FIELDS = ['id', 'reply_count', 'last_reply_at'] as const;
+
+const threadSummary = (r: { id: string; reply_count: number; last_reply_at: Date | null }): ThreadSummary => ({
+  rootId: r.id,
+  replyCount: r.reply_count,
+  lastReplyAt: r.last_reply_at,
+});
+
+/**
+ * Counts a new reply in its root's thread summary (its time is the transaction's, as the reply's
+ * `created_at`) and returns the summary after it (null: no such root). The root is locked by the caller.
+ */
+export async function countReply(tx: Tx, rootId: string): Promise<ThreadSummary | null> {
+  const row = await tx.db
     .updateTable('message')
     .set((eb) => ({ reply_count: eb('reply_count', '+', 1), last_reply_at: now() }))
     .where('id', '=', rootId)
-    .execute();
+    .returning(THREAD_FIELDS)
+    .executeTakeFirst();
+  return row ? threadSummary(row) : null;
 }
 
 /**
  * Takes a deleted reply out of its root's thread summary: the summary counts live replies only, and
- * its last reply time falls back to the latest one left.
+ * its last reply time falls back to the latest one left. Returns the summary after it (null: the
+ * root is gone, e.g. removed by retention before its replies); the root is locked by the caller.
  */
-export async function uncountReply(tx: Tx, rootId: string): Promise<void> {
-  await tx.db
+export async function uncountReply(tx: Tx, rootId: string): Promise<ThreadSummary | null> {
+  const row = await tx.db
     .updateTable('message')
     .set((eb) => ({
       reply_count: eb.fn<number>('greatest', [eb('reply_count', '-', 1), eb.lit(0)]),
@@ -79,7 +95,9 @@ export async function uncountReply(tx: Tx, rootId: string): Promise<void> {
         .where('r.deleted_at', 'is', null),
     }))
     .where('id', '=', rootId)
-    .execute();
+    .returning(THREAD_FIELDS)
+    .executeTakeFirst();
+  return row ? threadSummary(row) : null;
 }
 
 /** Keeps the current version of a message in its edit history (replaced now, by `editorId`). */

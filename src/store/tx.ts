@@ -3,7 +3,16 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { AuditAction } from '../domain/audit.js';
 import { notFound, roomArchived } from '../domain/errors.js';
-import { type AttachmentDto, type CardDto, type DurableRoomEvent, type InboxItem, type JsonObject, type MessageDto, writesContent } from '../domain/events.js';
+import {
+  type AttachmentDto,
+  type CardDto,
+  type DurableRoomEvent,
+  type InboxItem,
+  type JsonObject,
+  type MessageDto,
+  type ThreadSummary,
+  writesContent,
+} from '../domain/events.js';
 import { keyOf } from '../domain/ids.js';
 import type { DistributiveOmit } from '../util/types.js';
 import { type Db, type Em, kysely } from './database.js';
@@ -253,8 +262,9 @@ export class Tx {
 
   /**
    * Appends a durable room event: takes the room's next seq, writes the event's log row (a message
-   * event points at its message row, so a replay shows the message as it is then) and publishes it
-   * after commit. Given a function, the event is computed once the seq (so the room's lock) is held.
+   * event points at its message row, so a replay shows the message as it is then; its other fields,
+   * a reply deletion's `thread`, are kept as they are at this event) and publishes it after commit.
+   * Given a function, the event is computed once the seq (so the room's lock) is held.
    */
   append<E extends NewRoomEvent>(event: E): Promise<WithSeq<E>>;
   append<E extends NewRoomEvent>(roomId: string, compute: (seq: number) => Promise<E>): Promise<WithSeq<E>>;
@@ -279,7 +289,8 @@ export class Tx {
     if (archived && !evenIfArchived && writesContent(event.type)) throw roomArchived();
     const full = { ...event, seq } as WithSeq<E>;
     if ('message' in event) {
-      await this.record(roomId, seq, event.type, event.message.id, {});
+      const { type, roomId: _room, message, ...data } = event;
+      await this.record(roomId, seq, type, message.id, data);
     } else {
       const { type, roomId: _room, ...data } = event as NewRoomEvent & Record<string, unknown>;
       await this.record(roomId, seq, type, null, data);
@@ -292,12 +303,14 @@ export class Tx {
    * Writes a new message with the room's next seq and its `message.new` event (published after
    * commit). An archived room (read under the room's lock) takes none, except with `evenIfArchived`:
    * the server's notice of a change an archived room still takes (members added, removed, banned or
-   * leaving, a rename, a meeting's start or end; src/services/system-message.ts).
+   * leaving, a rename, a meeting's start or end; src/services/system-message.ts). A reply's `thread`
+   * (its root's summary with it, counted before) is kept with the event and published with it.
    */
-  async appendMessage(m: NewMessageRow, opts: { evenIfArchived?: boolean } = {}): Promise<MessageDto> {
+  async appendMessage(m: NewMessageRow, opts: { evenIfArchived?: boolean; thread?: ThreadSummary | null } = {}): Promise<MessageDto> {
     const { seq, archived } = await this.nextSeq(m.roomId);
     if (archived && !opts.evenIfArchived) throw roomArchived();
-    await this.record(m.roomId, seq, 'message.new', m.id, {});
+    const extra = opts.thread ? { thread: opts.thread } : {};
+    await this.record(m.roomId, seq, 'message.new', m.id, extra);
     const row = await this.db
       .insertInto('message')
       .values({
@@ -321,7 +334,7 @@ export class Tx {
       .executeTakeFirstOrThrow();
     if (m.kind !== 'system') this.queuedMessages.push({ roomId: m.roomId, messageId: m.id, seq, senderId: m.senderId, replyToId: m.replyToId, mentions: m.mentions });
     const message = this.ctx.toMessage(row);
-    const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message };
+    const event: DurableRoomEvent = { type: 'message.new', roomId: m.roomId, seq, message, ...extra };
     this.afterCommit(() => this.ctx.publisher.room(event));
     return message;
   }

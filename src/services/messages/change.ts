@@ -114,9 +114,10 @@ export class MessageChanges {
       }
       const event = await tx.append(row.room_id, async () => {
         const deleted = await markDeleted(tx, messageId, actor.id);
-        if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);
+        // A reply: its root's summary without it, under the root's lock, goes with the event.
+        const thread = row.reply_to_id ? await uncountReply(tx, row.reply_to_id) : null;
         await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, messageId);
-        return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted) } as const;
+        return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted), ...(thread ? { thread } : {}) } as const;
       });
       return event.message;
     }, RETRY);

@@ -179,8 +179,8 @@ export class MessageSender {
 
   /**
    * A reply or a message with mentions, in a transaction of its own: the parent locked first (lock
-   * order, src/store/tx.ts), mentions kept for members only, the message with its seq, the parent's
-   * thread summary, an inbox item per mention. Null when the clientId is taken.
+   * order, src/store/tx.ts), mentions kept for members only, the parent's thread summary, the message
+   * with its seq and that summary in its event, an inbox item per mention. Null when the clientId is taken.
    */
   private async sendInTransaction(actor: Actor, input: SendInput): Promise<MessageDto | null> {
     this.requireContent(actor, input);
@@ -210,8 +210,10 @@ export class MessageSender {
         const mentions = input.mentions?.length
           ? (await membersAmong(tx.db, input.roomId, [...new Set(input.mentions)])).filter((u) => u !== actor.id).sort()
           : [];
-        const message = await tx.appendMessage({ ...draft, replyToId: input.replyToId ?? null, mentions });
-        if (input.replyToId) await countReply(tx, input.replyToId);
+        // The root's summary with this reply, counted under the root's lock: the reply's event
+        // carries it (clients set it on the root, a replay gives it as it was then).
+        const thread = input.replyToId ? await countReply(tx, input.replyToId) : null;
+        const message = await tx.appendMessage({ ...draft, replyToId: input.replyToId ?? null, mentions }, { thread });
         // At most 140 characters, never half a surrogate pair (the inbox item is jsonb).
         const excerpt = excerptOf(input.body, 140);
         await tx.appendInboxMany(actor.tenant, mentions, {
