@@ -59,6 +59,25 @@ describe('plain JSON inputs', () => {
     }
   });
 
+  it('a __proto__ key at the top of inbox.notify data is BAD_REQUEST naming it, as at any level below (zod\'s record parse dropped it: the call went through without it)', async () => {
+    const tenant = `proto-${uuid().slice(0, 8)}`;
+    const notify = async (data: string) => {
+      const res = await fetch(`${t.url}/trpc/inbox.notify`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokenFor('erp', { tenant, roles: ['service'] })}`, 'content-type': 'application/json' },
+        body: `{"json":{"userId":"dave","kind":"order.updated","title":"proto","data":${data}}}`,
+      });
+      const body = (await res.json()) as { error?: { json: { message: string; data: { code: string } } } };
+      return { status: res.status, code: body.error?.json.data.code, message: body.error?.json.message };
+    };
+    expect(await notify('{"order":{"__proto__":{"status":"paid"}}}')).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining('data.order must not have a __proto__ key') });
+    expect(await notify('{"__proto__":{"status":"paid"},"orderId":"A-1"}')).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining('data must not have a __proto__ key') });
+    expect(await notify(`{"${'k'.repeat(65)}":1}`)).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining('data keys are at most 64 characters') });
+    expect(await notify('[1]')).toMatchObject({ status: 400, code: 'BAD_REQUEST', message: expect.stringContaining('data must be a JSON object') });
+    expect(await t.env.sql('select 1 from inbox_event where tenant = $1', [tenant])).toEqual([]);
+    expect(await notify('{"orderId":"A-1"}')).toMatchObject({ status: 200 });
+  });
+
   it('one object twice in an input (superjson sends a shared reference) is accepted as two copies', async () => {
     await using c = clientFor(t.url, `s-${uuid().slice(0, 8)}`);
     const room = await c.trpc.room.create.mutate({ kind: 'group', name: 'shared' });

@@ -106,15 +106,23 @@ export const MAX_DATA_BYTES = 8192;
  * from jsonb as a string or not at all), bounded in size (8 KiB of JSON in UTF-8) and depth
  * (MAX_DATA_DEPTH levels of objects and arrays), with no reserved key (RESERVED_KEYS) at any level.
  */
-export const SmallJson = z.record(z.string().max(64), z.unknown()).superRefine(
-  plainJson({
-    name: 'data',
-    maxBytes: MAX_DATA_BYTES,
-    maxDepth: MAX_DATA_DEPTH,
-    scalarsNest: false,
-    tooDeep: () => `data is nested too deeply (at most ${MAX_DATA_DEPTH} levels of objects and arrays)`,
-  }),
-);
+export const SmallJson = z
+  // Not z.record: its parse drops a `__proto__` key from what it returns, so the reserved-key check
+  // would never see it and the key with its value would be lost without a word (as `Metadata`).
+  .custom<Record<string, unknown>>((v) => isPlainObject(v), { error: 'data must be a JSON object' })
+  .superRefine((v, ctx) => {
+    const long = Object.keys(v).find((k) => k.length > 64);
+    if (long !== undefined) ctx.addIssue({ code: 'custom', message: `data keys are at most 64 characters (${long.slice(0, 16)}… is ${long.length})` });
+  })
+  .superRefine(
+    plainJson({
+      name: 'data',
+      maxBytes: MAX_DATA_BYTES,
+      maxDepth: MAX_DATA_DEPTH,
+      scalarsNest: false,
+      tooDeep: () => `data is nested too deeply (at most ${MAX_DATA_DEPTH} levels of objects and arrays)`,
+    }),
+  );
 
 /** Video meetings (issue 4). */
 export const MeetingId = z.uuid({ error: 'meetingId must be a UUID' });
