@@ -40,7 +40,10 @@ export interface App {
   log: Logger;
   /** Starts listening on config.port/host (0 = any free port). */
   listen(): Promise<string>;
-  /** Graceful shutdown: stop accepting, tell clients to reconnect (close the sockets left with 1001), close bus, ORM and embedded DB. */
+  /**
+   * Graceful shutdown: stop accepting, tell clients to reconnect (close the sockets left with 1001),
+   * let the HTTP requests in flight finish, close bus, ORM and embedded DB.
+   */
   close(): Promise<void>;
 }
 
@@ -229,9 +232,24 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (serveStatic(req, res, path)) return;
     json(res, 404, { error: 'not found' });
   };
+  // The HTTP requests being answered: a drain lets them finish (within SHUTDOWN_TIMEOUT_MS) before
+  // the services and the connections close under them.
+  const inflight = new Set<ServerResponse>();
+  let httpIdle: (() => void) | null = null;
+  const answered = function (this: ServerResponse) {
+    inflight.delete(this);
+    if (!draining) return;
+    // A keep-alive connection whose answer began before the drain may be idle now: it takes no new request.
+    server.closeIdleConnections();
+    if (inflight.size === 0) httpIdle?.();
+  };
   // Every HTTP answer names its request (X-Request-Id: the one given, or a new one), and so does every
   // log line written while it is handled (`reqId`, src/logger.ts).
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    inflight.add(res);
+    res.once('close', answered);
+    // While draining, each answer ends its connection: the client's next request goes to another node.
+    if (draining) res.setHeader('connection', 'close');
     const reqId = requestIdOf(req);
     res.setHeader('x-request-id', reqId);
     inRequest(reqId, () => route(req, res));
@@ -351,6 +369,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     async close() {
       if (draining) return;
       draining = true;
+      const started = Date.now();
+      // The answers not begun yet end their connections too (node keeps a keep-alive connection
+      // serving after server.close()).
+      for (const res of inflight) if (!res.headersSent) res.setHeader('connection', 'close');
       // Tell every WebSocket client to reconnect (to another node), then stop accepting.
       wsHandler.broadcastReconnectNotification();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -368,6 +390,19 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       for (const ws of wss.clients) ws.close(CloseCode.GoingAway, 'server shutting down');
       await allClosed(deadline);
       for (const ws of wss.clients) ws.terminate();
+      // The HTTP requests in flight finish (a send over HTTP gets its answer, not a cut connection),
+      // for as long as SHUTDOWN_TIMEOUT_MS leaves after closing the services, the bus and the database.
+      const httpBy = started + config.shutdownTimeoutMs - Math.min(3000, config.shutdownTimeoutMs / 4);
+      if (inflight.size > 0 && Date.now() < httpBy) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, httpBy - Date.now());
+          httpIdle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        httpIdle = null;
+      }
       // Only now: ending a hub's subscribers completes their streams, and tRPC tells each client
       // `stopped`, which ends the subscription for good instead of letting it resume elsewhere.
       // Live subscriptions keep being served while clients move; terminated sockets resubscribe.

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
-import { bool, ConfigError, unsetIfEmpty } from './config/env.js';
+import { bool, ConfigError, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './config/env.js';
 import { parseMessageKeys } from './config/keys.js';
 import { parseMultiHostUrl } from './store/pg-hosts.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
@@ -19,6 +19,39 @@ export type { NotifyConfig } from './config/notify.js';
 export type { RedisHostPort, RedisTopologyConfig } from './config/redis.js';
 export type { RtcConfig } from './config/rtc.js';
 
+/**
+ * What keeps a PostgreSQL URL from reading as written, or null; `name` says which variable (and which
+ * of its URLs). pg, the ORM and the multi-host client would read another host, port or password out
+ * of it, or throw at start with the URL, password included, in the error. Never quotes the URL.
+ */
+function postgresUrlProblem(name: string, url: string): string | null {
+  if (!/^postgres(ql)?:\/\//.test(url)) return null;
+  const why = urlCredentialsProblem(url);
+  if (why !== null) return `${name} does not read as written: ${why}`;
+  let single: string;
+  try {
+    // Its messages quote a host of the list, never the user or password (checked above).
+    single = parseMultiHostUrl(url).firstUrl;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  try {
+    // No host (`user@/chat?host=/socket/dir`): pg reads it with a stand-in host, and so does this check.
+    new URL(single.replace('@/', '@localhost/'));
+  } catch {
+    return `${name} does not parse as a URL; ${URL_CREDENTIALS_RULE}`;
+  }
+  return null;
+}
+
+/** A zod check that adds `problem`'s answer as an issue. */
+const noProblem =
+  <T>(problem: (v: T) => string | null) =>
+  (v: T, ctx: z.core.$RefinementCtx<T>) => {
+    const message = problem(v);
+    if (message !== null) ctx.addIssue({ code: 'custom', message });
+  };
+
 const EnvSchema = z.object({
   ...authEnv,
   ...videoEnv,
@@ -36,12 +69,25 @@ const EnvSchema = z.object({
   ),
   PORT: z.coerce.number().int().min(0).max(65535).default(3000),
   HOST: z.string().min(1).default('127.0.0.1'),
-  DATABASE_URL: z.string().min(1).optional(),
+  DATABASE_URL: z
+    .string()
+    .min(1)
+    .superRefine(noProblem((url: string) => postgresUrlProblem('DATABASE_URL', url)))
+    .optional(),
   DATABASE_REPLICA_URLS: z
     .string()
     .optional()
     .transform((v) => (v ?? '').split(/[\s,]+/).filter((u) => u !== ''))
-    .refine((urls) => urls.every((u) => /^postgres(ql)?:\/\/[^,]+$/.test(u)), 'DATABASE_REPLICA_URLS is a comma list of postgresql:// URLs, one per replica'),
+    .refine((urls) => urls.every((u) => /^postgres(ql)?:\/\/[^,]+$/.test(u)), 'DATABASE_REPLICA_URLS is a comma list of postgresql:// URLs, one per replica')
+    .superRefine(
+      noProblem((urls: string[]) => {
+        for (const [i, url] of urls.entries()) {
+          const problem = postgresUrlProblem(`DATABASE_REPLICA_URLS (replica ${i + 1} of ${urls.length})`, url);
+          if (problem !== null) return problem;
+        }
+        return null;
+      }),
+    ),
   DATABASE_REPLICA_MAX_LAG_MS: z.coerce.number().int().min(0).max(3_600_000).default(5000),
   DATA_DIR: z.string().min(1).default('./data'),
   REDIS_PREFIX: z.string().max(64).default('chat:'),
@@ -319,13 +365,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (contradictions.length > 0) throw new ConfigError(`invalid configuration:\n${contradictions.map((line) => `  ${line}`).join('\n')}`);
   // Read at start, not when the services are built: a bad value is one line naming the variable.
   parseMessageKeys(e.MESSAGE_KEYS);
-  if (e.DATABASE_URL !== undefined) {
-    try {
-      parseMultiHostUrl(e.DATABASE_URL);
-    } catch (err) {
-      throw new ConfigError(`invalid configuration:\n  ${(err as Error).message}`);
-    }
-  }
   const production = e.NODE_ENV === 'production';
   const auth = authConfig(e, production);
   // On by default only for the local demo (`npm start`: loopback, not production); anywhere else

@@ -3,7 +3,8 @@
  * server would only fail on later (MESSAGE_KEYS, a multi-host DATABASE_URL) are refused by
  * `loadConfig` with one line naming the variable, not a stack trace from the start-up. So are limits
  * that contradict each other (a soft limit at or over its hard one), a REDIS_URL whose scheme ioredis
- * would misread, and a NODE_ENV that is none of production, development and test.
+ * would misread, a database or Redis URL whose password does not read as written (never echoed), and a
+ * NODE_ENV that is none of production, development and test.
  */
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -11,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, makeConfig, PROJECT_ROOT } from './fixture.js';
+import { ConfigError, loadConfig, makeConfig, parseMultiHostUrl, PROJECT_ROOT, testEnv, uuid } from './fixture.js';
 
 /** Runs `src/main.ts` with only `env` (plus PATH/HOME); resolves with its exit code and output once it exits. */
 function runMain(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -156,6 +157,96 @@ describe('configuration read at start', () => {
       expect(loadConfig({ REDIS_URL: url }).redisUrl, url).toBe(url);
     }
     expect(loadConfig({ REDIS_URL: '' }).redisUrl).toBeUndefined();
+  });
+});
+
+describe('database and Redis URLs whose password does not read as written (docs/OPERATIONS.md "Configuration checked at start")', () => {
+  it('a database or Redis URL whose password holds a "/" (as base64 passwords do) stops the start with one line naming the variable, never the password and a stack trace', async () => {
+    // A database and prefix of the test's own: a start that got past its configuration would use them.
+    await using env = await testEnv('config-urls');
+    // `openssl rand -base64` passwords hold "/" and "+"; written into the URL without
+    // percent-encoding, the URL no longer parses as the operator meant it.
+    const password = `Kx9/${uuid().slice(0, 8)}+Q==`;
+    const base = { PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', REDIS_PREFIX: env.prefix('ops-url') };
+    const cases: Record<string, Record<string, string>> = {
+      DATABASE_URL: { ...base, DATABASE_URL: `postgresql://postgres:${password}@127.0.0.1:5432/chat` },
+      REDIS_URL: { ...base, DATABASE_URL: env.databaseUrl, REDIS_URL: `redis://:${password}@127.0.0.1:6379` },
+      DATABASE_REPLICA_URLS: { ...base, DATABASE_URL: env.databaseUrl, REDIS_URL: env.redisUrl, DATABASE_REPLICA_URLS: `postgresql://postgres:${password}@127.0.0.1:5432/chat` },
+    };
+    const runs = await Promise.all(Object.entries(cases).map(async ([variable, vars]) => [variable, await runMain(vars)] as const));
+    const seen = Object.fromEntries(
+      runs.map(([variable, run]) => [
+        variable,
+        {
+          code: run.code,
+          passwordInOutput: (run.stdout + run.stderr).includes(password),
+          stackInStderr: /\n\s+at /.test(run.stderr),
+          namesTheVariable: run.stderr.includes(variable),
+        },
+      ]),
+    );
+    for (const [variable, run] of runs) console.log(`[config ${variable}] exit ${run.code}\n${run.stderr.split('\n').filter((l) => !/^\s+at /.test(l)).join('\n')}`);
+    const refused = { code: 1, passwordInOutput: false, stackInStderr: false, namesTheVariable: true };
+    expect(seen).toEqual({ DATABASE_URL: refused, REDIS_URL: refused, DATABASE_REPLICA_URLS: refused });
+  }, 120_000);
+
+  it('loadConfig refuses a / ? # or bad % escape in the password, a port that is not a number and a Redis database that is not one, naming the variable and the rule, never the password', () => {
+    const secret = `S3cr${uuid().slice(0, 6)}`;
+    const badPasswords = [`${secret}/x+Q==`, `12/${secret}`, `${secret}?x`, `9?${secret}`, `${secret}#x`, `${secret}%zz`, `${secret}%`];
+    const rule = 'percent-encode / # ? % @ in the user and password';
+    const messages: Record<string, string | null> = {};
+    for (const pw of badPasswords) {
+      messages[`DATABASE_URL ${pw}`] = refusal({ DATABASE_URL: `postgresql://chat:${pw}@db.example.com:5432/chat` });
+      messages[`DATABASE_URL (several hosts) ${pw}`] = refusal({ DATABASE_URL: `postgresql://chat:${pw}@db-a:5432,db-b:5432/chat` });
+      messages[`DATABASE_REPLICA_URLS ${pw}`] = refusal({ DATABASE_REPLICA_URLS: `postgresql://chat@r1:5432/chat,postgresql://chat:${pw}@r2:5432/chat` });
+      messages[`REDIS_URL ${pw}`] = refusal({ REDIS_URL: `redis://:${pw}@redis.example.com:6379/0` });
+      messages[`REDIS_URL (TLS, user) ${pw}`] = refusal({ REDIS_URL: `rediss://chat:${pw}@redis.example.com:6380` });
+    }
+    const seen = Object.fromEntries(
+      Object.entries(messages).map(([key, message]) => [
+        key,
+        { namesTheVariable: message?.startsWith(`invalid configuration:\n  ${key.split(' ')[0]}: `) ?? false, givesTheRule: message?.includes(rule) ?? false, echoesThePassword: message?.includes(secret) ?? false },
+      ]),
+    );
+    expect(seen).toEqual(Object.fromEntries(Object.keys(seen).map((key) => [key, { namesTheVariable: true, givesTheRule: true, echoesThePassword: false }])));
+    // The replica is named by its place in the list.
+    expect(messages[`DATABASE_REPLICA_URLS ${badPasswords[0]}`]).toContain('replica 2 of 2');
+    // A port that is not a number, and a Redis database that is not one (ioredis would SELECT NaN).
+    expect(refusal({ DATABASE_URL: `postgresql://chat:${secret}@db.example.com:54x/chat` })).toMatch(/^invalid configuration:\n {2}DATABASE_URL: .*port/);
+    expect(refusal({ REDIS_URL: `redis://:${secret}@redis.example.com:63x79` })).toMatch(/^invalid configuration:\n {2}REDIS_URL: .*port/);
+    expect(refusal({ REDIS_URL: `redis://:${secret}@redis.example.com:6379/cache` })).toMatch(/^invalid configuration:\n {2}REDIS_URL: .*database by number/);
+  });
+
+  it('URLs that read as written are kept: percent-encoded passwords, an @ in a password, no host (a socket directory), Redis databases', () => {
+    const password = 'Kx9/ab+Q==?#%@';
+    const encoded = encodeURIComponent(password);
+    const kept = [
+      `postgresql://chat:${encoded}@db.example.com:5432/chat`,
+      'postgresql://chat:p@ss@db.example.com:5432/chat',
+      'postgresql://chat:secret@/chat?host=/var/run/postgresql',
+      'postgresql:///chat?host=/tmp',
+      `postgres://chat:${encoded}@[::1]:5432/chat?sslmode=require`,
+    ];
+    for (const url of kept) expect(loadConfig({ DATABASE_URL: url }).databaseUrl, url).toBe(url);
+    expect(loadConfig({ DATABASE_REPLICA_URLS: kept.slice(0, 2).join(',') }).databaseReplicaUrls).toEqual(kept.slice(0, 2));
+    // Several hosts: the user and password end at the last @, as pg reads them.
+    const multi = `postgresql://chat:p@ss@db-a:5432,db-b:5433/chat`;
+    expect(loadConfig({ DATABASE_URL: multi }).databaseUrl).toBe(multi);
+    expect(parseMultiHostUrl(multi)).toMatchObject({ hosts: [{ host: 'db-a', port: 5432 }, { host: 'db-b', port: 5433 }], firstUrl: 'postgresql://chat:p@ss@db-a:5432/chat' });
+    for (const url of [`redis://:${encoded}@redis.example.com:6379/2`, 'redis://:p@ss@redis.example.com:6379', `rediss://chat:${encoded}@redis.example.com:6380/`, 'redis://redis.example.com:6379/0?family=6']) {
+      expect(loadConfig({ REDIS_URL: url }).redisUrl, url).toBe(url);
+    }
+  });
+
+  it('a REDIS_CLUSTER_NODES or REDIS_SENTINELS entry holding credentials is refused by its place in the list, never echoed', () => {
+    const secret = `S3cr${uuid().slice(0, 6)}`;
+    const cluster = refusal({ REDIS_CLUSTER_NODES: `r1:7000,chat:${secret}@r2:7001` });
+    const sentinels = refusal({ REDIS_SENTINELS: `s1:26379,:${secret}@s2:26379`, REDIS_SENTINEL_NAME: 'main' });
+    expect({ cluster, sentinels }).toEqual({
+      cluster: expect.stringMatching(/^invalid configuration:\n {2}REDIS_CLUSTER_NODES: REDIS_CLUSTER_NODES entry 2: "\.\.\.@r2:7001" is not host:port \(credentials go in REDIS_USERNAME and REDIS_PASSWORD\)$/),
+      sentinels: expect.stringMatching(/^invalid configuration:\n {2}REDIS_SENTINELS: REDIS_SENTINELS entry 2: "\.\.\.@s2:26379" is not host:port/),
+    });
+    expect([cluster, sentinels].filter((m) => m?.includes(secret))).toEqual([]);
   });
 });
 

@@ -1,7 +1,11 @@
+import { Agent, request } from 'node:http';
+import pg from 'pg';
 import superjson from 'superjson';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient } from '../client/index.js';
 import {
+  actor,
+  callerFor,
   clientFor,
   closeOf,
   CloseCode,
@@ -14,6 +18,7 @@ import {
   testEnv,
   tokenFor,
   uuid,
+  waitFor,
   within,
   wsClient,
   type RawClient,
@@ -153,5 +158,147 @@ describe('graceful shutdown of a node: the sockets still open are closed with 10
     await c.waitFrame((f) => f.method === 'reconnect', 'the reconnect notification');
     expect((await closeOf(c, 5000, 'the socket to close')).code).toBe(CloseCode.GoingAway);
     console.log(`[drain] a node with a socket that does not read shut down in ${took} ms (SHUTDOWN_TIMEOUT_MS ${TIMEOUT})`);
+  });
+});
+
+describe('graceful shutdown of a node: HTTP requests in flight finish (docs/OPERATIONS.md "Health, readiness, shutdown")', () => {
+  /**
+   * A room of `user` on `srv` whose row another transaction holds: a chat.send to it waits until
+   * `release()`, as a send does in a busy room or on a slow database.
+   */
+  async function heldRoom(srv: TestServer, user: string) {
+    const room = await callerFor(srv.app, actor(user)).room.create({ kind: 'group', name: 'drain over http' });
+    const holder = new pg.Client({ connectionString: env.databaseUrl });
+    await holder.connect();
+    await holder.query('begin');
+    await holder.query('select 1 from room where id = $1 for update', [room.id]);
+    let released: Promise<unknown> | null = null;
+    return {
+      room,
+      release: () => (released ??= holder.query('commit')),
+      /** Resolves once a statement waits for the row: the send is in flight. */
+      waited: () =>
+        waitFor(
+          async () =>
+            (await env.sql<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'"))[0]!.n,
+          'the send waiting for the room row',
+          { until: (n) => n >= 1, timeoutMs: 10_000 },
+        ),
+      async [Symbol.asyncDispose]() {
+        await holder.end().catch(() => undefined);
+      },
+    };
+  }
+
+  /** Runs `then` once `srv` has closed its services (on the way out, once the drain let go of the HTTP requests). */
+  function afterServicesClose(srv: TestServer, then: () => Promise<unknown>) {
+    const services = srv.app.services;
+    const closeServices = services.close.bind(services);
+    services.close = async () => {
+      await closeServices();
+      await then();
+    };
+  }
+
+  /** A chat.send over plain HTTP on `agent`: its status, its `Connection` header and body, or the error that cut it. */
+  function sendOverHttp(srv: TestServer, user: string, roomId: string, body: string, agent: Agent) {
+    const payload = JSON.stringify({ json: { roomId, clientId: uuid(), body } });
+    return new Promise<{ status: number; connection: string | undefined; body: unknown } | { error: string }>((resolve) => {
+      const req = request(
+        `${srv.url}/trpc/chat.send`,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor(user)}` } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (err) => resolve({ error: String(err) }));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+        },
+      );
+      req.on('error', (err) => resolve({ error: String(err) }));
+      req.end(payload);
+    });
+  }
+
+  it('a chat.send over HTTP that is in flight when the node starts draining gets its answer, not a cut connection', async () => {
+    const srv = await env.startServer({ shutdownTimeoutMs: 5000 });
+    const user = `drain-http-${tag()}`;
+    await using held = await heldRoom(srv, user);
+    const room = held.room;
+    // A node that serves HTTP calls only (a product's backend posting through the HTTP API): no
+    // WebSocket is open on it.
+    expect(await (await fetch(`${srv.url}/metrics`)).text()).toMatch(/^chat_connections_open 0$/m);
+    const sending = fetch(`${srv.url}/trpc/chat.send`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor(user)}` },
+      body: JSON.stringify({ json: { roomId: room.id, clientId: uuid(), body: 'sent as the node drains' } }),
+    }).then(
+      async (res) => ({ status: res.status, body: (await res.json()) as unknown }),
+      (err: unknown) => ({ status: 0, body: String((err as { cause?: unknown }).cause ?? err) }),
+    );
+    await held.waited();
+    // SIGTERM (main.ts calls app.close()). The request needs its lock for one more second, well
+    // inside SHUTDOWN_TIMEOUT_MS (5 s): the lock is let go a second after the drain began, or as
+    // soon as the node has closed its services, whichever comes first (the latter only happens
+    // on the way out, once the HTTP requests were dealt with).
+    afterServicesClose(srv, held.release);
+    const timer = setTimeout(() => void held.release(), 1000);
+    const closing = srv.close();
+    const outcome = await sending;
+    clearTimeout(timer);
+    await held.release();
+    await closing;
+    const [{ n: stored }] = (await env.sql<{ n: number }>("select count(*)::int as n from message where room_id = $1 and body = 'sent as the node drains'", [room.id])) as [{ n: number }];
+    console.log(`[drain-http] answer ${JSON.stringify(outcome)}; messages stored: ${stored}`);
+    // Acknowledged: the client knows its message is in, instead of a connection reset it must
+    // guess about.
+    expect(outcome).toMatchObject({ status: 200, body: { result: { data: { json: { body: 'sent as the node drains' } } } } });
+  });
+
+  it('while draining, the answer of a request in flight says Connection: close and new connections are refused', async () => {
+    const srv = await env.startServer({ shutdownTimeoutMs: 5000 });
+    const user = `drain-close-${tag()}`;
+    await using held = await heldRoom(srv, user);
+    afterServicesClose(srv, held.release);
+    // A keep-alive client (a load balancer's pool): its next request must go to another node.
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const sending = sendOverHttp(srv, user, held.room.id, 'answered with connection: close', agent);
+      await held.waited();
+      const closing = srv.close();
+      // The node no longer listens: a new connection is refused, as before any request finished.
+      const fresh = await fetch(`${srv.url}/healthz`).then(
+        (res) => `answered ${res.status}`,
+        (err: unknown) => String((err as { cause?: { code?: string } }).cause?.code ?? err),
+      );
+      await held.release();
+      const outcome = await sending;
+      await within(closing, 5000, 'the shutdown');
+      expect({ fresh, outcome }).toMatchObject({
+        fresh: 'ECONNREFUSED',
+        outcome: { status: 200, connection: 'close', body: { result: { data: { json: { body: 'answered with connection: close' } } } } },
+      });
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('a request that does not finish holds the drain no longer than SHUTDOWN_TIMEOUT_MS', async () => {
+    const TIMEOUT = 4000;
+    const srv = await env.startServer({ shutdownTimeoutMs: TIMEOUT });
+    const user = `drain-stuck-${tag()}`;
+    await using held = await heldRoom(srv, user);
+    // The row is let go only once the node has closed its services: the request cannot finish
+    // before the drain stops waiting for it.
+    afterServicesClose(srv, held.release);
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const sending = sendOverHttp(srv, user, held.room.id, 'held past the drain', agent);
+      await held.waited();
+      const started = Date.now();
+      await within(srv.close(), TIMEOUT, 'the shutdown');
+      console.log(`[drain-http] a node with a request that does not finish shut down in ${Date.now() - started} ms (SHUTDOWN_TIMEOUT_MS ${TIMEOUT}); the request: ${JSON.stringify(await sending)}`);
+    } finally {
+      agent.destroy();
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, ConfigError, unsetIfEmpty } from './env.js';
+import { bool, ConfigError, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './env.js';
 
 /** One `host:port` of a Redis Cluster node or of a sentinel. */
 export interface RedisHostPort {
@@ -41,10 +41,14 @@ const hostPorts = (name: string) =>
       const out: RedisHostPort[] = [];
       for (const item of v.split(',').map((s) => s.trim()).filter(Boolean)) {
         // host:port, [v6]:port
-        const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(item);
+        const m = /^(\[[^\]]+\]|[^:@\s]+):(\d{1,5})$/.exec(item);
         const port = m ? Number(m[2]) : 0;
         if (!m || port < 1 || port > 65535) {
-          ctx.addIssue({ code: 'custom', message: `${name}: "${item}" is not host:port` });
+          // What comes before an @ is a user and password: never echoed.
+          const at = item.lastIndexOf('@');
+          const shown = at < 0 ? item : `...@${item.slice(at + 1)}`;
+          const hint = at < 0 ? '' : ` (credentials go in REDIS_USERNAME and REDIS_PASSWORD${name === 'REDIS_SENTINELS' ? ', or REDIS_SENTINEL_PASSWORD' : ''})`;
+          ctx.addIssue({ code: 'custom', message: `${name} entry ${out.length + 1}: "${shown}" is not host:port${hint}` });
           return z.NEVER;
         }
         out.push({ host: m[1]!.replace(/^\[|\]$/g, ''), port });
@@ -58,14 +62,16 @@ const hostPorts = (name: string) =>
 
 /**
  * What is wrong with a REDIS_URL, or null. Kept: what ioredis reads as meant, `redis://` and
- * `rediss://` (TLS), a unix socket (`unix:///path` or `/path`) and a bare `host[:port]`. Refused:
+ * `rediss://` (TLS) whose user, password, port and database read as written, a unix socket
+ * (`unix:///path` or `/path`) and a bare `host[:port]`. Refused:
  * any other scheme, which ioredis reads without a word and wrongly: the path of `http://host:6379/`
  * or `redis-sentinel://host:26379/name` becomes a unix socket, and `valkeys://` or `REDISS://`
  * connect without TLS (ioredis turns TLS on for a lower-case `rediss://` only). The message names
  * the scheme, never the rest of the URL (it may hold a password).
  */
 export function redisUrlProblem(url: string): string | null {
-  if (/^(rediss?:\/\/|unix:\/\/\/|\/)/.test(url)) return null;
+  if (/^rediss?:\/\//.test(url)) return redisServerUrlProblem(url);
+  if (/^(unix:\/\/\/|\/)/.test(url)) return null;
   if (/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/.test(url)) return null;
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(url)?.[1];
   let why: string;
@@ -74,6 +80,24 @@ export function redisUrlProblem(url: string): string | null {
   else if (/^rediss?$/i.test(scheme)) why = `write the scheme in lower case, not "${scheme}:" (ioredis turns TLS on for rediss:// only)`;
   else why = `not "${scheme}:" (a Cluster or Sentinel goes in REDIS_CLUSTER_NODES or REDIS_SENTINELS)`;
   return `REDIS_URL must be a redis:// or rediss:// (TLS) URL such as redis://user:password@redis.example.com:6379/0, or a unix socket (unix:///path/redis.sock); ${why}`;
+}
+
+/**
+ * What keeps a `redis://` or `rediss://` URL from reading as written, or null: ioredis would connect
+ * elsewhere than meant, or `SELECT NaN`, and its error would carry the password. Never quotes the URL.
+ */
+function redisServerUrlProblem(url: string): string | null {
+  const why = urlCredentialsProblem(url);
+  if (why !== null) return `REDIS_URL does not read as written: ${why}`;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `REDIS_URL does not parse as a URL; ${URL_CREDENTIALS_RULE}`;
+  }
+  // ioredis selects the path after the host as the database.
+  if (!/^\/?(\d+)?$/.test(parsed.pathname)) return 'REDIS_URL names its database by number after the host (redis://host:6379/0)';
+  return null;
 }
 
 /** REDIS_URL: empty counts as unset (compose's `REDIS_URL=` when a Cluster or Sentinel is used instead). */

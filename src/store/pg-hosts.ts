@@ -30,7 +30,8 @@ export interface MultiHostUrl {
  * Throws on a malformed list (empty host, bad port) or an unknown `target_session_attrs`.
  */
 export function parseMultiHostUrl(url: string): MultiHostUrl {
-  const m = /^(postgres(?:ql)?:\/\/)([^@/?#]*@)?([^/?#]*)(.*)$/.exec(url);
+  // The last @ before the path ends the user and password (as pg reads them): an @ inside them is kept.
+  const m = /^(postgres(?:ql)?:\/\/)([^/?#]*@)?([^@/?#]*)(.*)$/.exec(url);
   if (!m) return { hosts: [], firstUrl: url, targetSessionAttrs: 'any' };
   const [, scheme, auth = '', hostList = '', rest = ''] = m;
   // One host (or none: a socket directory in the query): the URL stays exactly as it is.
