@@ -13,7 +13,18 @@ import superjson from 'superjson';
 import { isTransient, retryAfterMs } from './errors.js';
 import { FileTransferError, putWithProgress, toBlob, type UploadBody, type UploadedFile, type UploadFileOptions } from './files.js';
 import { RoomTimeline } from './room-timeline.js';
-import { isDurableEvent, isInboxItem, type AppRouter, type FileInfo, type InboxEvent, type Member, type Message, type RoomEvent, type RoomListItem } from './types.js';
+import {
+  isDurableEvent,
+  isInboxItem,
+  type AppRouter,
+  type FileInfo,
+  type InboxEvent,
+  type Member,
+  type Message,
+  type RoomEvent,
+  type RoomListItem,
+  type RouterOutputs,
+} from './types.js';
 
 export * from './types.js';
 export { errorCode, isTransient, retryAfterMs, systemErrorCode, type ErrorCode } from './errors.js';
@@ -23,12 +34,12 @@ export { FileTransferError, type UploadBody, type UploadedFile, type UploadFileO
 export interface ChatClientOptions {
   /** Server base URL, e.g. http://127.0.0.1:3000 (tRPC is served at /trpc, HTTP and WebSocket). */
   url: string;
-  /** A fixed access token... */
+  /** A fixed access token (replaced by `refresh(token)`)... */
   token?: string;
   /**
    * ...or a function called on every (re)connect and HTTP request to get a current one (cache it
    * and refresh it before it expires; a socket whose token expires is closed with 4001 and
-   * reconnects with what this returns next).
+   * reconnects with what this returns next; `refresh(token)` carries an open socket over instead).
    */
   getToken?: () => string | Promise<string>;
   /** Send queries and mutations over the WebSocket too (default: HTTP batching). */
@@ -147,6 +158,16 @@ export interface ChatClient {
   downloadFile(fileId: string, opts?: { signal?: AbortSignal; range?: string }): Promise<{ file: FileInfo; response: Response }>;
   /** An absolute URL for a file URL of the server (the local driver's are relative to it). */
   resolveUrl(url: string): string;
+  /**
+   * Hands the client a renewed access token (same user and tenant) before the current one expires.
+   * With a socket open (or opening), `auth.refresh` goes over it: the socket takes the new token and
+   * is not closed with 4001 at the old one's expiry, its subscriptions go on (`connection: true`).
+   * With none, the server only checks the token (`connection: false`). Later connects and HTTP
+   * calls use it in place of `token`; with `getToken`, that function stays the source, so have it
+   * answer the new token too. A refused token fails as `auth.refresh` does (`UNAUTHORIZED`,
+   * `FORBIDDEN` for another user's) and is not kept.
+   */
+  refresh(token: string): Promise<RouterOutputs['auth']['refresh']>;
   close(): Promise<void>;
 }
 
@@ -162,7 +183,8 @@ const FLAP_WINDOW_MS = 5_000;
 
 export function createChatClient(opts: ChatClientOptions): ChatClient {
   const base = opts.url.replace(/\/+$/, '');
-  const tokenOf = async () => (opts.getToken ? await opts.getToken() : opts.token);
+  let token = opts.token;
+  const tokenOf = async () => (opts.getToken ? await opts.getToken() : token);
   const delay = opts.retryDelayMs ?? backoff;
   // The wsClient restarts its attempt counter whenever a socket opens; a server that accepts and
   // then closes right away (too many connections, draining) would be retried at the floor
@@ -200,7 +222,9 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
       opts.allOverWebSocket
         ? wsl
         : splitLink({
-            condition: (op) => op.type === 'subscription',
+            // auth.refresh swaps the token of the connection that carries it: over HTTP it would
+            // only check the token, and the socket would still be closed at the old expiry.
+            condition: (op) => op.type === 'subscription' || (op.path === 'auth.refresh' && ws.connectionState.get().state !== 'idle'),
             true: wsl,
             false: httpBatchLink({
               url: `${base}/trpc`,
@@ -342,6 +366,26 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
       let sub: ResumableSubscription | null = null;
       let closed = false;
       let hasMore = true;
+      let reloadTimer: ReturnType<typeof setTimeout> | null = null;
+      /** The newest page after a `reset` (which emptied the timeline): retried like a subscription until it comes or fails for good. */
+      const reload = (attempt: number) => {
+        if (reloadTimer) clearTimeout(reloadTimer);
+        reloadTimer = null;
+        trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) }).then(
+          (page) => {
+            if (closed) return;
+            timeline.load(page.messages);
+            hasMore = page.hasMore;
+            o.onChange?.(null, true);
+          },
+          (err: unknown) => {
+            if (closed) return;
+            const error = err instanceof Error ? err : new Error(String(err));
+            if (!isTransient(error)) return o.onError?.(error);
+            reloadTimer = setTimeout(() => reload(attempt + 1), Math.max(delay(attempt), retryAfterMs(error) ?? 0));
+          },
+        );
+      };
       const loaded = (async () => {
         // The room's seq is read before the history: every event up to it is reflected in the
         // history (edits, reactions, deletions are part of the messages), so the subscription
@@ -363,16 +407,7 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
             onEvent: (event) => {
               o.onChange?.(event, timeline.apply(event));
               // The server could not continue exactly (retention, a restored database): reload the newest page.
-              if (event.type === 'reset') {
-                trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) }).then(
-                  (page) => {
-                    timeline.load(page.messages);
-                    hasMore = page.hasMore;
-                    o.onChange?.(null, true);
-                  },
-                  (err: unknown) => o.onError?.(err instanceof Error ? err : new Error(String(err))),
-                );
-              }
+              if (event.type === 'reset') reload(0);
             },
             onError: (err) => o.onError?.(err),
           },
@@ -395,6 +430,7 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         },
         close() {
           closed = true;
+          if (reloadTimer) clearTimeout(reloadTimer);
           sub?.unsubscribe();
         },
       };
@@ -419,6 +455,18 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
     },
     resolveUrl(url) {
       return new URL(url, `${base}/`).toString();
+    },
+    async refresh(next) {
+      const before = token;
+      // Set first: a socket that reconnects meanwhile, and an HTTP call made while no socket is
+      // open, must already carry the new token (the old one may have expired).
+      token = next;
+      try {
+        return await trpc.auth.refresh.mutate({ token: next });
+      } catch (err) {
+        if (!isTransient(err) && token === next) token = before;
+        throw err;
+      }
     },
     async close() {
       closed = true;

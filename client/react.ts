@@ -24,8 +24,10 @@ const CLOSED: ConnectionState = { state: 'closed', error: null, closeCode: null 
 /**
  * A client for the component's lifetime: created after mount, closed on unmount or when `url`
  * changes (safe under StrictMode's double effects). `null` on the first render. The options are
- * read when the client is created: pass `getToken` (called on every connect) rather than a token
- * that changes.
+ * read when the client is created, but for the token: every connect and HTTP request calls the
+ * `getToken` of the latest render, or takes its `token`. A socket already open keeps the token it
+ * opened with until it expires (then it is closed with 4001 and reconnects with the latest one);
+ * call `chat.refresh(token)` with the renewed token to carry it over instead.
  */
 export function useChatClient(options: ChatClientOptions): ChatClient | null {
   const [chat, setChat] = useState<ChatClient | null>(null);
@@ -33,7 +35,15 @@ export function useChatClient(options: ChatClientOptions): ChatClient | null {
   latest.current = options;
   // biome-ignore lint/correctness/useExhaustiveDependencies: a new client per url only; other options are read at creation
   useEffect(() => {
-    const client = createChatClient(latest.current);
+    const client = createChatClient({
+      ...latest.current,
+      // A function over the latest render's options: the ones of the render that created the
+      // client would reconnect with a token the app has long replaced. '' sends no token.
+      getToken: () => {
+        const o = latest.current;
+        return o.getToken ? o.getToken() : (o.token ?? '');
+      },
+    });
     setChat(client);
     return () => {
       setChat(null);
@@ -89,20 +99,58 @@ export function useRoomEvents(
     if (!chat || !roomId) return;
     setReady(false);
     setError(null);
+    // A room the view has left may still answer (its load, an error): that is not the room shown now.
+    let live = true;
+    const fail = (err: Error) => {
+      if (live) setError(err);
+    };
     const r = chat.openRoom(roomId, {
       historyLimit: opts.historyLimit ?? 50,
       onChange: (event, fresh) => {
-        if (event && fresh) onEvent.current?.(event);
+        if (live && event && fresh) onEvent.current?.(event);
       },
-      onError: setError,
+      onError: fail,
     });
     setRoom(r);
-    r.loaded.then(() => setReady(true), setError);
+    r.loaded.then(() => {
+      if (live) setReady(true);
+    }, fail);
     return () => {
+      live = false;
       r.close();
       setRoom(null);
     };
   }, [chat, roomId, opts.historyLimit]);
+
+  // A typing indicator whose stop is lost (the other client went away) runs out after its TTL:
+  // drop it then, as the CLI and the web page do.
+  useEffect(() => {
+    if (!room) return;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let due: number | null = null;
+    const step = () => {
+      // expireTyping notifies subscribers when it drops one, which runs this again first: the
+      // inner run arms the timer and this one finds it armed for the same time.
+      const next = room.timeline.expireTyping();
+      if (next === due) return;
+      if (timer) clearTimeout(timer);
+      due = next;
+      timer =
+        next === null
+          ? null
+          : setTimeout(() => {
+              timer = null;
+              due = null;
+              step();
+            }, Math.max(0, next - Date.now()));
+    };
+    const off = room.timeline.subscribe(step);
+    step();
+    return () => {
+      off();
+      if (timer) clearTimeout(timer);
+    };
+  }, [room]);
 
   const snapshot = useSyncExternalStore(
     (onChange) => room?.timeline.subscribe(onChange) ?? (() => undefined),

@@ -375,6 +375,162 @@ describe('createChatClient', () => {
   });
 });
 
+describe('createChatClient: token refresh of the open socket', () => {
+  it('auth.refresh called on the client goes over its open socket and swaps that socket\'s token', async () => {
+    const server = await start();
+    const u = `rf-${uuid().slice(0, 8)}`;
+    const chat = track(createChatClient({ url: server.url, getToken: () => tokenFor(u, { ttlSeconds: 30 }) }));
+    const states = new Collector<ConnectionState>();
+    chat.onStateChange(states.push);
+    await states.until((xs) => xs.at(-1)?.state === 'open', 'the socket open');
+    // Over HTTP the server answers `connection: false`: no socket was refreshed.
+    const res = await chat.trpc.auth.refresh.mutate({ token: tokenFor(u, { ttlSeconds: 3600 }) });
+    expect(res.connection).toBe(true);
+  });
+
+  it('chat.refresh(token) carries the socket past the old token\'s expiry (no 4001, its subscription goes on) and later calls use the new token', async () => {
+    const server = await start();
+    const u = `rf2-${uuid().slice(0, 8)}`;
+    const old = tokenFor(u, { ttlSeconds: 3, name: 'old' });
+    const chat = track(createChatClient({ url: server.url, token: old }));
+    // A control socket with the same token: its 4001 close says the old token has expired.
+    const control = track(createChatClient({ url: server.url, token: old }));
+    const states = new Collector<ConnectionState>();
+    chat.onStateChange(states.push);
+    const controlStates = new Collector<ConnectionState>();
+    control.onStateChange(controlStates.push);
+    const peer = track(createChatClient({ url: server.url, token: tokenFor(`peer-${u}`), lazy: true }));
+    const room = await peer.trpc.room.create.mutate({ kind: 'group', name: 'refresh', memberIds: [u] });
+    const events = new Collector<RoomEvent>();
+    chat.subscribeRoom(room.id, { onEvent: events.push, onError: events.fail });
+    await events.until((xs) => xs.some((x) => x.type === 'ready'), 'ready');
+    await controlStates.until((xs) => xs.at(-1)?.state === 'open', 'the control socket open');
+
+    const res = await chat.refresh(tokenFor(u, { name: 'new' }));
+    expect(res.connection).toBe(true);
+    await controlStates.until((xs) => xs.some((s) => s.closeCode === 4001), 'the control socket closed at the old expiry', 10_000);
+    const m = await peer.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after the old expiry' });
+    await events.until((xs) => xs.some((x) => x.type === 'message.new' && x.seq === m.seq), 'a message after the old expiry');
+    expect(states.items.some((s) => s.closeCode !== null)).toBe(false);
+    expect(chat.state.state).toBe('open');
+    expect(events.error).toBeNull();
+    // HTTP calls (and any later connect) carry the new token, not the expired `token` option.
+    expect((await chat.trpc.auth.me.query()).name).toBe('new');
+  });
+
+  it('chat.refresh with no socket open checks the token over HTTP, and the next connect uses it', async () => {
+    const server = await start();
+    const u = `rf3-${uuid().slice(0, 8)}`;
+    const chat = track(createChatClient({ url: server.url, token: tokenFor(u, { name: 'old' }), lazy: true }));
+    const res = await chat.refresh(tokenFor(u, { name: 'new' }));
+    expect(res.connection).toBe(false);
+    expect(res.expiresAt).toBeInstanceOf(Date);
+    expect(chat.state.state).toBe('closed');
+    const room = await chat.trpc.room.create.mutate({ kind: 'group', name: 'after refresh' });
+    const events = new Collector<RoomEvent>();
+    chat.subscribeRoom(room.id, { onEvent: events.push, onError: events.fail });
+    await events.until((xs) => xs.some((x) => x.type === 'ready'), 'ready');
+    // On the socket now: a second refresh is answered by the connection, which was opened with the new token.
+    expect((await chat.refresh(tokenFor(u, { name: 'newer' }))).connection).toBe(true);
+  });
+
+  it('chat.refresh with another user\'s token is FORBIDDEN and the client keeps its token', async () => {
+    const server = await start();
+    const u = `rf4-${uuid().slice(0, 8)}`;
+    const chat = track(createChatClient({ url: server.url, token: tokenFor(u, { name: 'mine' }) }));
+    const states = new Collector<ConnectionState>();
+    chat.onStateChange(states.push);
+    await states.until((xs) => xs.at(-1)?.state === 'open', 'the socket open');
+    const err = await chat.refresh(tokenFor(`other-${u}`)).then(() => new Error('refresh succeeded'), (e: unknown) => e);
+    expect(errorCode(err)).toBe('FORBIDDEN');
+    expect((await chat.trpc.auth.me.query()).name).toBe('mine');
+  });
+});
+
+/**
+ * A link that makes `openRoom` start past the room's position (`room.get` answers a `lastSeq` far
+ * ahead), so the server answers its subscription with a `reset` and the client reloads the newest
+ * page. The first `fail` reloads fail like a lost connection; with `hold`, the answer of the first
+ * reload waits for `release`.
+ */
+function resetting(opts: { fail?: number; hold?: boolean } = {}) {
+  let newestPages = 0;
+  const state = { reloads: 0 };
+  const [caught, released, delivered] = [deferred<void>(), deferred<void>(), deferred<void>()];
+  const link: TRPCLink<AppRouter> =
+    () =>
+    ({ op, next }) =>
+      observable((observer) => {
+        const newest = op.path === 'chat.history' && (op.input as { beforeSeq?: number }).beforeSeq === undefined;
+        const reload = newest && ++newestPages > 1 ? ++state.reloads : 0;
+        if (reload > 0 && reload <= (opts.fail ?? 0)) {
+          observer.error(new TRPCClientError('fetch failed'));
+          return;
+        }
+        const hold = opts.hold === true && reload === 1;
+        const sub = next(op).subscribe({
+          next: (v) => {
+            if (op.path === 'room.get') {
+              const result = v.result as { data: { lastSeq: number } };
+              return observer.next({ ...v, result: { ...result, data: { ...result.data, lastSeq: 10_000 } } } as typeof v);
+            }
+            if (!hold) return observer.next(v);
+            caught.resolve();
+            void released.promise.then(() => {
+              observer.next(v);
+              observer.complete();
+              delivered.resolve();
+            });
+          },
+          error: (e) => observer.error(e),
+          complete: () => {
+            if (!hold) observer.complete();
+          },
+        });
+        return () => sub.unsubscribe();
+      });
+  return { link, state, caught: caught.promise, delivered: delivered.promise, release: () => released.resolve() };
+}
+
+describe('openRoom after a reset', () => {
+  it('a reload of the newest page that fails for a moment is retried: the room is not left empty', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-r'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'reset' });
+    await ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'kept' });
+    const reset = resetting({ fail: 2 });
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-r'), lazy: true, retryDelayMs: () => 0, links: [reset.link] }));
+    const changes = new Collector<RoomEvent | null>();
+    const view = reader.openRoom(room.id, { onChange: (e) => changes.push(e), onError: changes.fail });
+    await changes.until(
+      (es) => es.some((e) => e?.type === 'reset') && view.timeline.messages().some((m) => m.body === 'kept'),
+      'the newest page again after the reset',
+    );
+    expect(reset.state.reloads).toBe(3); // two failed, the third answered
+    expect(changes.error).toBeNull();
+    view.close();
+  });
+
+  it('a reload answered after close() calls neither onChange nor onError', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-c'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'reset-close' });
+    await ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'kept' });
+    const reset = resetting({ hold: true });
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-c'), lazy: true, links: [reset.link] }));
+    const calls: string[] = [];
+    const view = reader.openRoom(room.id, { onChange: (e) => calls.push(e?.type ?? 'page'), onError: (e) => calls.push(`error: ${e.message}`) });
+    await reset.caught; // the reload after the reset has been answered by the server
+    view.close();
+    const before = [...calls];
+    expect(before).toContain('reset');
+    reset.release();
+    await reset.delivered;
+    await new Promise<void>((r) => setImmediate(r)); // the client's handlers of the answer have run
+    expect(calls).toEqual(before);
+  });
+});
+
 describe('RoomTimeline: history pages that overlap live events', () => {
   /** A timeline of `user` loaded with the room's newest page, started where the room was before that page was read. */
   const loadedTimeline = async (c: ChatClient, user: string, roomId: string): Promise<RoomTimeline> => {
