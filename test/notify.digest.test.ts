@@ -252,6 +252,25 @@ describe('e-mail digests', () => {
     expect(mail!.text).toContain('alice: you are online');
   });
 
+  it('room, sender and user names are one line in a digest: line breaks stored in them (before names were checked) add no line of their own', async () => {
+    const tn = tenant();
+    const addr = `bob@${tn.name}.example.com`;
+    const injected = 'SECURITY NOTICE from Chat: your session expired, sign in again at https://evil.example/login';
+    await digestServer.app.services.users.touch({ ...actor('bob', tn.name), name: 'Bob\r\n\r\nP.S. forward this mail', email: addr });
+    await digestServer.app.services.users.touch({ ...actor('alice', tn.name), name: 'Alice\nFAKE LINE' });
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob'] });
+    await env.sql('update room set name = $2 where tenant = $1 and id = $3', [tn.name, `Ops\r\n\r\n${injected}\u2028\r\n`, room.id]);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob see above', mentions: ['bob'] });
+    await smtp.mails.until(() => mailsTo(addr).length >= 1, 'the digest', 10_000);
+    const [mail] = mailsTo(addr);
+    const lines = mail!.text.split(/\r?\n/);
+    expect(lines.filter((l) => /^\s*(SECURITY NOTICE|P\.S\.|FAKE LINE)/.test(l))).toEqual([]);
+    expect(lines).toContain('Hello Bob P.S. forward this mail,');
+    expect(lines).toContain(`Ops ${injected} (https://chat.example.com/#/room/${room.id})`);
+    expect(lines).toContain('  Alice FAKE LINE: @bob see above');
+    expect(mail!.html).toContain(`>Ops ${injected}</a>`);
+  });
+
   it('a muted room is left out of the digest', async () => {
     const tn = tenant();
     const addr = `bob@${tn.name}.example.com`;

@@ -38,6 +38,7 @@ import { newCounters } from '../src/metrics.js';
 import type { PresenceStore } from '../src/realtime/presence-store.js';
 import { Mailer } from '../src/services/notify/digest.js';
 import { NotifyWorker } from '../src/services/notify/worker.js';
+import { enqueue, holdPush, type PushKind } from '../src/store/notify.js';
 import { startLiveKitDouble } from './video-doubles.js';
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
@@ -445,6 +446,65 @@ describe('who gets a push', () => {
     await expectNoPush(tn, 'bob', sub, 1);
   });
 
+  it('a mention folded with later messages keeps its row a mention: told at level mentions, urgent, titled as a mention without naming the last sender', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob', 'carol'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
+    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    // Within the coalescing window (held, so the mention cannot be pushed alone first): a mention of
+    // bob, then a plain message (the grouped send's upsert) and one that mentions carol only (the
+    // transaction's upsert), each of which bob is told about as a plain message of a room set to all.
+    const release = await tn.holdPushes('bob', room.id);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob the database is down, need you', mentions: ['bob'] });
+    await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: 'looking at the graphs meanwhile' });
+    await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: '@carol note to self', mentions: ['carol'] });
+    // Too noisy: bob keeps only his mentions (and replies, invites) for this room.
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions' });
+    await release();
+    await waitFor(() => tn.pending('bob'), 'the queue of bob handled', { until: (n) => n === 0, timeoutMs: 8000 });
+    const got = pushesTo(sub);
+    expect(got.map((p) => p.payload.type)).toEqual(['message', 'mention']);
+    // The newest item is carol's, who mentioned nobody: the title names no sender.
+    expect(got[1]!.payload).toMatchObject({ type: 'mention', roomId: room.id, title: 'You were mentioned in Ops', body: '3 new notifications in Ops', count: 3 });
+    expect(got[1]!.urgency).toBe('high');
+  });
+
+  it('a message deleted before its push is due is not pushed; deleted among others, the push counts it and shows no "(deleted)"', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Design', memberIds: ['bob'] });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob first', mentions: ['bob'] });
+    await waitPushes(sub, 1, 'the first mention push');
+    const release = await tn.holdPushes('bob', room.id);
+    const oops = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob (meant someone else)', mentions: ['bob'] });
+    await tn.as('alice').chat.delete({ messageId: oops.id });
+    await release();
+    await waitFor(() => tn.pending('bob'), 'the queue of bob handled', { until: (n) => n === 0, timeoutMs: 8000 });
+    expect(pushesTo(sub)).toHaveLength(1);
+
+    const again = await tn.holdPushes('bob', room.id);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob second', mentions: ['bob'] });
+    const third = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob third', mentions: ['bob'] });
+    await tn.as('alice').chat.delete({ messageId: third.id });
+    await again();
+    const got = await waitPushes(sub, 2, 'the push of the two mentions');
+    expect(got[1]!.payload).toMatchObject({ type: 'mention', title: 'You were mentioned in Design', body: '2 new notifications in Design', count: 2 });
+    expect(JSON.stringify(got[1]!.payload)).not.toContain('(deleted)');
+  });
+
+  it('room and sender names are one line in a push: line breaks and control characters stored in them (before names were checked) become single spaces', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    await t.app.services.users.touch({ ...actor('alice', tn.name), name: 'Alice\r\n\tSmith' });
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob'] });
+    await t.env.sql('update room set name = $2 where tenant = $1 and id = $3', [tn.name, 'Ops\r\n\r\nSECURITY NOTICE\u0085sign in again\u2028', room.id]);
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob look', mentions: ['bob'] });
+    const [p] = await waitPushes(sub, 1, 'the mention push');
+    expect(p!.payload).toMatchObject({ type: 'mention', title: 'Alice Smith mentioned you in Ops SECURITY NOTICE sign in again', body: '@bob look' });
+  });
+
   it('encrypted rooms: the push says "New message in <room>", never the body', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
@@ -516,6 +576,55 @@ describe('who gets a push', () => {
     expect(await finishPush(db, c!, c!.pending, true, 0)).toBe(true);
     expect(await row()).toEqual({ pending: 0, lease_until: null });
   });
+  it('a row keeps the most personal kind of its items; items queued while its push is in flight keep theirs when it is sent, and a held or retried claim keeps its own', async () => {
+    // A database of its own with its worker stopped: the claims are made here, as a node's worker makes them.
+    await using env = await testEnv('pushkind');
+    const srv = await env.startServer();
+    await srv.app.services.notifyWorker.stop();
+    const db = srv.app.services.store.db();
+    await env.sql(
+      `insert into push_device (id, tenant, user_id, kind, endpoint, p256dh, auth, created_at) values ($1, 'kind', 'bob', 'webpush', 'https://push.example/kind', 'k', 'a', now())`,
+      [uuid()],
+    );
+    const roomId = uuid();
+    const queue = (...kinds: PushKind[]) =>
+      enqueue(
+        db,
+        kinds.map((kind) => ({ tenant: 'kind', userId: 'bob', roomId, kind, messageId: null, messageSeq: null, fromUser: 'alice', title: null, url: null })),
+        { push: true, digest: false, coalesceMs: 0, digestDelayMs: 0 },
+      );
+    const row = async () => (await env.sql<{ pending: number; kind: string }>("select pending, kind from notify_push where tenant = 'kind'"))[0];
+
+    // In one transaction, then one more: a mention followed by chatter stays a mention.
+    await queue('mention', 'message');
+    await queue('message');
+    expect(await row()).toEqual({ pending: 3, kind: 'mention' });
+    // Claimed: what comes while its push is in flight is not the claim's mention. Sent, the three
+    // are done; what remains is a reply and two messages.
+    const [a] = await claimPushes(db, 10, 60_000);
+    expect(a).toMatchObject({ pending: 3, kind: 'mention' });
+    await queue('message');
+    await queue('reply');
+    await queue('message');
+    expect(await finishPush(db, a!, a!.pending, true, 0)).toBe(true);
+    expect(await row()).toEqual({ pending: 3, kind: 'reply' });
+    // A claim held (quiet hours) keeps its items, and their kind with the one that came meanwhile.
+    const [b] = await claimPushes(db, 10, 60_000);
+    await queue('message');
+    expect(await holdPush(db, b!, 0)).toBe(true);
+    expect(await row()).toEqual({ pending: 4, kind: 'reply' });
+    // A claim retried likewise; a more personal item that came meanwhile is kept.
+    const [c] = await claimPushes(db, 10, 60_000);
+    await queue('mention');
+    expect(await failPush(db, c!, c!.pending, 0, 'retry')).toBe(true);
+    expect(await row()).toEqual({ pending: 5, kind: 'mention' });
+    // An idle row takes the new item's kind.
+    const [d] = await claimPushes(db, 10, 60_000);
+    expect(await finishPush(db, d!, d!.pending, true, 0)).toBe(true);
+    await queue('message');
+    expect(await row()).toEqual({ pending: 1, kind: 'message' });
+  });
+
   it("quiet hours are held from the database's now(): a node whose clock is an hour behind does not claim the row again and again", async () => {
     // A database of its own; the push row is written as a send writes it, and handled by a worker whose clock is an hour behind.
     await using env = await testEnv('pushclock');
@@ -713,5 +822,27 @@ describe('NotificationPolicy', () => {
     expect(quietUntil({ start: '09:00', end: '17:00', timeZone: 'America/New_York' }, new Date('2026-07-01T14:00:00Z'))).toEqual(new Date('2026-07-01T21:00:00Z'));
     expect(quietUntil({ start: '09:00', end: '09:00', timeZone: 'UTC' }, new Date())).toBeNull();
     expect(decidePush({ ...base, prefs: { ...base.prefs, quietHours: q }, now: new Date('2026-03-01T22:30:00Z') })).toEqual({ holdUntil: new Date('2026-03-02T06:00:00Z') });
+  });
+
+  it('quiet hours across a daylight saving change end when the local clock reaches their end', () => {
+    const q = { start: '22:00', end: '07:00', timeZone: 'America/New_York' };
+    // Spring: 2026-03-08 04:00 UTC = 23:00 EST on March 7; clocks go 02:00 EST -> 03:00 EDT; 07:00 EDT = 11:00 UTC.
+    expect(quietUntil(q, new Date('2026-03-08T04:00:00Z'))).toEqual(new Date('2026-03-08T11:00:00Z'));
+    // Berlin: 2026-03-28 22:00 CET (21:00 UTC); 02:00 CET -> 03:00 CEST; 07:00 CEST = 05:00 UTC.
+    expect(quietUntil({ ...q, timeZone: 'Europe/Berlin' }, new Date('2026-03-28T21:00:00Z'))).toEqual(new Date('2026-03-29T05:00:00Z'));
+    // Autumn: 2026-10-31 23:00 EDT (03:00 UTC); 02:00 EDT -> 01:00 EST; 07:00 EST = 12:00 UTC.
+    expect(quietUntil(q, new Date('2026-11-01T03:00:00Z'))).toEqual(new Date('2026-11-01T12:00:00Z'));
+    // Berlin: 2026-10-24 22:00 CEST (20:00 UTC); 03:00 CEST -> 02:00 CET; 07:00 CET = 06:00 UTC.
+    expect(quietUntil({ ...q, timeZone: 'Europe/Berlin' }, new Date('2026-10-24T20:00:00Z'))).toEqual(new Date('2026-10-25T06:00:00Z'));
+    // An end the clocks skip (02:30 on March 8 in New York): the hours end when it is skipped, 03:00 EDT = 07:00 UTC.
+    expect(quietUntil({ ...q, end: '02:30' }, new Date('2026-03-08T04:00:00Z'))).toEqual(new Date('2026-03-08T07:00:00Z'));
+    // An end the clocks show twice (01:30 on November 1): the first time, 01:30 EDT = 05:30 UTC.
+    expect(quietUntil({ ...q, end: '01:30' }, new Date('2026-11-01T03:00:00Z'))).toEqual(new Date('2026-11-01T05:30:00Z'));
+    // A change of half an hour (Lord Howe Island, 2026-10-04: 02:00 +10:30 -> 02:30 +11): 07:00 +11 = 20:00 UTC.
+    expect(quietUntil({ ...q, timeZone: 'Australia/Lord_Howe' }, new Date('2026-10-03T12:00:00Z'))).toEqual(new Date('2026-10-03T20:00:00Z'));
+    // From inside, after the change: the minutes left as the clock shows them.
+    expect(quietUntil(q, new Date('2026-03-08T10:59:00Z'))).toEqual(new Date('2026-03-08T11:00:00Z'));
+    expect(quietUntil(q, new Date('2026-03-08T11:00:00Z'))).toBeNull();
+    expect(decidePush({ ...base, prefs: { ...base.prefs, quietHours: q }, now: new Date('2026-03-08T04:00:00Z') })).toEqual({ holdUntil: new Date('2026-03-08T11:00:00Z') });
   });
 });

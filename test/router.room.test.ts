@@ -70,6 +70,22 @@ describe('room.create', () => {
     await expectTRPCError(as(alice!).room.create({ kind: 'group', name: 'x', memberIds: ['bad id'] }), 'BAD_REQUEST', /userId|memberIds/);
     await expectTRPCError(callerFor(t.app, null).room.create({ kind: 'group', name: 'x' }), 'UNAUTHORIZED');
   });
+
+  it('refuses line breaks and other control characters in a room name (create, update, ensure) with BAD_REQUEST; other characters are kept', async () => {
+    const [alice] = users('alice');
+    const room = await as(alice!).room.create({ kind: 'group', name: '  Ops\u00a0–\u00a0Nord 🚀  ' });
+    expect(room.name).toBe('Ops\u00a0–\u00a0Nord 🚀');
+    for (const name of ['Ops\r\n\r\nSECURITY NOTICE', 'Ops\nx', 'Ops\tx', 'Ops\u0000x', 'Ops\u007fx', 'Ops\u0085x', 'Ops\u2028x', 'Ops\u2029x']) {
+      await expectTRPCError(as(alice!).room.create({ kind: 'group', name }), 'BAD_REQUEST', /name must not contain control characters or line breaks/);
+      await expectTRPCError(as(alice!).room.update({ roomId: room.id, name }), 'BAD_REQUEST', /name must not contain control characters or line breaks/);
+      await expectTRPCError(
+        as(alice!, 'default', ['service']).room.ensure({ kind: 'support', name, key: `order:${uuid()}` }),
+        'BAD_REQUEST',
+        /name must not contain control characters or line breaks/,
+      );
+    }
+    expect((await as(alice!).room.get({ roomId: room.id })).name).toBe('Ops\u00a0–\u00a0Nord 🚀');
+  });
 });
 
 describe('room.openDirect', () => {

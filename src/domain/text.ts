@@ -30,3 +30,10 @@ export function excerpt(text: string, max: number): string {
  * 20+; declared by the ES2024 lib, which tsconfig.json does not load).
  */
 export const isWellFormed = (text: string): boolean => (text as string & { isWellFormed(): boolean }).isWellFormed();
+
+/**
+ * `text` as one line: each run of whitespace, line breaks (U+2028 and U+2029 included) and control
+ * characters (C0, DEL, C1) one space, none at the ends. For names shown inside a line of their own
+ * (an e-mail's plain text, a push's title): a name stored with a line break would add lines.
+ */
+export const oneLine = (text: string): string => text.replace(/[\s\p{Cc}]+/gu, ' ').trim();

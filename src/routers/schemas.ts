@@ -41,7 +41,17 @@ export const InputDate = (field: string) =>
     .date({ error: `${field} must be a date` })
     .min(MIN_INPUT_DATE, `${field} must be between 1970-01-01 and 9999-12-31`)
     .max(MAX_INPUT_DATE, `${field} must be between 1970-01-01 and 9999-12-31`);
-export const RoomName = z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters');
+/**
+ * A room's name, trimmed: shown to every member, in one line of other members' e-mail digests and in
+ * push titles, so no control characters (C0, DEL, C1) and no line or paragraph separators (U+2028,
+ * U+2029), which would start lines of their own there.
+ */
+export const RoomName = z
+  .string()
+  .trim()
+  .min(1, 'name must not be empty')
+  .max(200, 'name is at most 200 characters')
+  .regex(/^[^\p{Cc}\u2028\u2029]*$/u, 'name must not contain control characters or line breaks');
 export const Topic = z.string().max(1000, 'topic is at most 1000 characters');
 export const RoomKey = z
   .string()

@@ -141,6 +141,36 @@ export async function saveRoomPreference(db: Db, p: { tenant: string; userId: st
 
 export type PushKind = 'mention' | 'direct' | 'reply' | 'message' | 'meeting.invite' | 'notification';
 
+/**
+ * How personal each kind is, most first. A queue row stands for every item since its last push but
+ * keeps one kind, by which its push is decided (a room set to `mentions` tells of all kinds but
+ * `message`), made urgent and titled: the most personal of its items', so that a mention followed by
+ * chatter is still a mention. A mention names the user; a direct message is to them alone; a reply is
+ * in a thread they wrote in; a meeting invite goes to every member; an `inbox.notify` item (a row of
+ * its own: no room) and a message of a room set to `all` come last.
+ */
+const PERSONAL_RANK: Record<PushKind, number> = { mention: 0, direct: 1, reply: 2, 'meeting.invite': 3, notification: 4, message: 5 };
+const RANKED = `array[${(Object.keys(PERSONAL_RANK) as PushKind[])
+  .sort((a, b) => PERSONAL_RANK[a] - PERSONAL_RANK[b])
+  .map((k) => `'${k}'`)
+  .join(', ')}]::text[]`;
+/** SQL: the rank of the kind `kind` (an SQL expression) in PERSONAL_RANK. */
+const rankOf = (kind: string) => `array_position(${RANKED}, (${kind})::text)`;
+
+/**
+ * SQL of `kind` when an item is upserted into a queue row (`enqueue`, and the grouped send of
+ * src/store/hot/append-messages.ts): the more personal of the row's and the item's while the row has
+ * items pending, the item's when it is idle. A row claimed by a push in flight (`claimPushes` marks it:
+ * `updated_at` is its `lease_until` until an item comes) takes the first item since the claim as it
+ * is: the claim stands for the items it read, and if its push ends them (sent, dropped), what remains
+ * is what came since; a claim that keeps its items (held, retried) puts their kind back
+ * (`withClaimedKind`). Only a claim that ends with no outcome (its node died, its deadline passed)
+ * after items came leaves the row with their kind, not its own.
+ */
+export const PUSH_KIND_ON_CONFLICT = `case when notify_push.pending > 0
+      and (notify_push.lease_until is null or notify_push.lease_until <= now() or notify_push.updated_at <> notify_push.lease_until)
+      and ${rankOf('notify_push.kind')} < ${rankOf('excluded.kind')} then notify_push.kind else excluded.kind end`;
+
 /** One thing a user may be told about. */
 export interface PushItem {
   tenant: string;
@@ -167,10 +197,11 @@ export interface QueueSettings {
 
 /**
  * Queues items: one upsert of the users' push rows (only users with a device; `pending` counts up,
- * the newest item is kept; a row that was idle is due at once, or when the coalescing window of its
- * last push ends) and one upsert of digest rows for mentions and direct messages of users with an
- * e-mail address who did not turn digests off (the earliest pending digest is kept). Rows are written
- * in user and room order (deadlock-free between concurrent writers).
+ * the newest item is kept, with the most personal kind of the row's items: PUSH_KIND_ON_CONFLICT; a
+ * row that was idle is due at once, or when the coalescing window of its last push ends) and one
+ * upsert of digest rows for mentions and direct messages of users with an e-mail address who did not
+ * turn digests off (the earliest pending digest is kept). Rows are written in user and room order
+ * (deadlock-free between concurrent writers).
  */
 export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Promise<number> {
   if (items.length === 0) return 0;
@@ -180,7 +211,9 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
     for (const it of items) {
       const key = `${it.tenant}\u0000${it.userId}\u0000${roomKeyOf(it.roomId)}`;
       const prev = folded.get(key);
-      folded.set(key, { ...it, n: (prev?.n ?? 0) + 1 });
+      // The newest item, of the most personal kind of them (as PUSH_KIND_ON_CONFLICT folds them into the row).
+      const kind = prev && PERSONAL_RANK[prev.kind] < PERSONAL_RANK[it.kind] ? prev.kind : it.kind;
+      folded.set(key, { ...it, kind, n: (prev?.n ?? 0) + 1 });
     }
     const rows = [...folded.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
     const input = JSON.stringify(
@@ -244,7 +277,7 @@ export async function enqueue(db: Db, items: PushItem[], s: QueueSettings): Prom
           return {
             pending: eb('notify_push.pending', '+', eb.ref('excluded.pending')),
             room_id: eb.ref('excluded.room_id'),
-            kind: eb.ref('excluded.kind'),
+            kind: sql.raw<string>(PUSH_KIND_ON_CONFLICT),
             message_id: eb.ref('excluded.message_id'),
             message_seq: eb.ref('excluded.message_seq'),
             from_user: eb.ref('excluded.from_user'),
@@ -403,8 +436,12 @@ export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<Cla
         .skipLocked()
         .as('d'),
     )
-    // In whole milliseconds, so that the Date handed back names it exactly (see `PushClaim`).
-    .set((eb) => ({ lease_until: sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`, attempts: eb('q.attempts', '+', 1) }))
+    // In whole milliseconds, so that the Date handed back names it exactly (see `PushClaim`); `updated_at`
+    // the same: nothing queued since the claim (PUSH_KIND_ON_CONFLICT).
+    .set((eb) => {
+      const lease = sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`;
+      return { lease_until: lease, updated_at: lease, attempts: eb('q.attempts', '+', 1) };
+    })
     .whereRef('q.tenant', '=', 'd.tenant')
     .whereRef('q.user_id', '=', 'd.user_id')
     .whereRef('q.room_key', '=', 'd.room_key')
@@ -465,21 +502,30 @@ export async function finishPush(db: Db, k: PushClaim, handled: number, sent: bo
 }
 
 /**
+ * The kind of a row whose claim keeps its items (held, retried): the more personal of the claimed
+ * kind and the row's, which an item queued since the claim set to its own (PUSH_KIND_ON_CONFLICT).
+ */
+const withClaimedKind = (claimed: PushKind) =>
+  sql<string>`case when array_position(${sql.raw(RANKED)}, ${claimed}::text) < ${sql.raw(rankOf('kind'))} then ${claimed}::text else kind end`;
+
+/**
  * Holds a claimed row for `holdMs` (quiet hours): due at the database's now() plus that, never at an
  * instant of the node's clock, which may be behind the database's (the row would be due again at
  * once, and claimed over and over until the node's clock caught up).
  */
-export async function holdPush(db: Db, k: PushClaim, holdMs: number): Promise<boolean> {
-  return applied(await pushRow(db, k).set({ due_at: inMs(holdMs), lease_until: null, attempts: 0 }).executeTakeFirst());
+export async function holdPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>, holdMs: number): Promise<boolean> {
+  return applied(await pushRow(db, k).set({ due_at: inMs(holdMs), lease_until: null, attempts: 0, kind: withClaimedKind(k.kind) }).executeTakeFirst());
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
-export async function failPush(db: Db, k: PushClaim, handled: number, retryInMs: number | null, error: string): Promise<boolean> {
+export async function failPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>, handled: number, retryInMs: number | null, error: string): Promise<boolean> {
   const lastError = clip(error, 500);
   if (retryInMs === null) {
     return applied(await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).executeTakeFirst());
   }
-  return applied(await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError }).executeTakeFirst());
+  return applied(
+    await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError, kind: withClaimedKind(k.kind) }).executeTakeFirst(),
+  );
 }
 
 /** Rows with nothing pending for a week: gone (the coalescing state they keep is long stale). */

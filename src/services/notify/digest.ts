@@ -1,6 +1,6 @@
 import type { Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
-import { excerpt } from '../../domain/text.js';
+import { excerpt, oneLine } from '../../domain/text.js';
 import type { DigestItem } from '../../store/notify.js';
 
 /** A link to a room on the chat page (`#/room/<id>`, as web/src/main.ts reads it). */
@@ -13,8 +13,7 @@ export function roomUrl(base: string | null, roomId: string | null): string {
 export function previewOf(m: { encrypted: boolean; roomName: string; body: string | null; deleted: boolean }): string {
   if (m.encrypted) return `New message in ${m.roomName}`;
   if (m.deleted || m.body === null) return '(deleted)';
-  const text = m.body.replace(/\s+/g, ' ').trim();
-  return excerpt(text, 140);
+  return excerpt(oneLine(m.body), 140);
 }
 
 const escapeHtml = (s: string) =>
@@ -26,11 +25,17 @@ export interface Digest {
   html: string;
 }
 
-/** The e-mail of unread mentions and direct messages, grouped by room: plain text and HTML. */
-export function renderDigest(userName: string, items: DigestItem[], base: string | null): Digest {
+/**
+ * The e-mail of unread mentions and direct messages, grouped by room: plain text and HTML. Names are
+ * put on one line (`oneLine`): one stored with a line break (before names were checked) would add
+ * lines of its own to the plain text, read as the mail's.
+ */
+export function renderDigest(name: string, items: DigestItem[], base: string | null): Digest {
   const rooms = new Map<string, DigestItem[]>();
   for (const it of items) rooms.set(it.room_id, [...(rooms.get(it.room_id) ?? []), it]);
-  const label = (r: DigestItem) => (r.room_kind === 'direct' ? `Direct message from ${r.sender_name ?? r.sender_id}` : r.room_name);
+  const userName = oneLine(name);
+  const sender = (m: DigestItem) => oneLine(m.sender_name ?? m.sender_id);
+  const label = (r: DigestItem) => (r.room_kind === 'direct' ? `Direct message from ${sender(r)}` : oneLine(r.room_name));
   const n = items.length;
   const subject = `${n} unread ${n === 1 ? 'message' : 'messages'} for you`;
   const text: string[] = [`Hello ${userName},`, '', `while you were away you got ${n} ${n === 1 ? 'message' : 'messages'}:`, ''];
@@ -41,8 +46,8 @@ export function renderDigest(userName: string, items: DigestItem[], base: string
     text.push(`${label(first)} (${url})`);
     html.push(`<h3><a href="${escapeHtml(url)}">${escapeHtml(label(first))}</a></h3><ul>`);
     for (const m of list) {
-      const line = previewOf({ encrypted: m.encrypted || m.key_id !== null, roomName: m.room_name, body: m.body, deleted: false });
-      const who = m.sender_name ?? m.sender_id;
+      const line = previewOf({ encrypted: m.encrypted || m.key_id !== null, roomName: oneLine(m.room_name), body: m.body, deleted: false });
+      const who = sender(m);
       text.push(`  ${who}: ${line}`);
       html.push(`<li><b>${escapeHtml(who)}</b>: ${escapeHtml(line)}</li>`);
     }

@@ -63,26 +63,55 @@ export function isTimeZone(timeZone: string): boolean {
 
 const minutesOf = (hhmm: string) => Number(hhmm.slice(0, 2)) * 60 + Number(hhmm.slice(3, 5));
 
-/** The minute of the day at `at` in `timeZone`. */
-function localMinute(at: Date, timeZone: string): number {
-  const parts = new Intl.DateTimeFormat('en-US', { timeZone, hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).formatToParts(at);
+/** A formatter per time zone (a few hundred zones exist; making one costs more than using it). */
+const formats = new Map<string, Intl.DateTimeFormat>();
+
+/** The wall clock at `at` in `timeZone`, to the minute, as if it were UTC (ms). */
+function wallClock(at: number, timeZone: string): number {
+  let format = formats.get(timeZone);
+  if (!format) {
+    format = new Intl.DateTimeFormat('en-US', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+    formats.set(timeZone, format);
+  }
+  const parts = format.formatToParts(at);
   const get = (t: string) => Number(parts.find((p) => p.type === t)?.value ?? 0);
-  return (get('hour') % 24) * 60 + get('minute');
+  return Date.UTC(get('year'), get('month') - 1, get('day'), get('hour') % 24, get('minute'));
 }
+
+/** How far `timeZone`'s clock is ahead of UTC at the minute `at` starts (ms). */
+const offsetAt = (at: number, timeZone: string) => wallClock(at, timeZone) - at;
 
 /**
  * When the quiet hours around `now` end, or null when `now` is outside them. `start` is inside,
- * `end` outside; a range across midnight (22:00-07:00) works; equal start and end mean none.
- * Across a daylight saving change the end may be off by the change: the worker decides again then.
+ * `end` outside; a range across midnight (22:00-07:00) works; equal start and end mean none. They end
+ * at the first instant the zone's clock shows `end`: across a daylight saving change the hours in
+ * between are as the clock counts them, an `end` the clocks skip ends them when it is skipped, and one
+ * they show twice the first time.
  */
 export function quietUntil(q: QuietHours, now: Date): Date | null {
   const start = minutesOf(q.start);
   const end = minutesOf(q.end);
   if (start === end) return null;
-  const m = localMinute(now, q.timeZone);
+  const startOfMinute = now.getTime() - (now.getTime() % 60_000);
+  const wall = wallClock(startOfMinute, q.timeZone);
+  const m = Math.floor((wall % 86_400_000) / 60_000);
   const inside = start < end ? m >= start && m < end : m >= start || m < end;
   if (!inside) return null;
-  const minutes = (end - m + 1440) % 1440;
-  const startOfMinute = now.getTime() - (now.getTime() % 60_000);
-  return new Date(startOfMinute + minutes * 60_000);
+  // `end` comes that many minutes of the clock later; in UTC, that less the change of the zone's
+  // offset by then, if the offset changes in between.
+  const later = startOfMinute + ((end - m + 1440) % 1440) * 60_000;
+  const before = wall - startOfMinute;
+  const after = offsetAt(later, q.timeZone);
+  const moved = later - (after - before);
+  if (after === before || offsetAt(moved, q.timeZone) === after) return new Date(moved);
+  // The clocks skip `end` (`moved` is still on the old offset, `later` past the change): the first
+  // minute on the new offset, found by halving (zones change offset on whole minutes).
+  let lo = moved;
+  let hi = later;
+  while (hi - lo > 60_000) {
+    const mid = lo + Math.floor((hi - lo) / 120_000) * 60_000;
+    if (offsetAt(mid, q.timeZone) === after) hi = mid;
+    else lo = mid;
+  }
+  return new Date(hi);
 }

@@ -1,5 +1,6 @@
 import { PollingLoop } from '../polling.js';
 import type { NotifyConfig } from '../../config.js';
+import { oneLine } from '../../domain/text.js';
 import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
 import type { PresenceStore } from '../../realtime/presence-store.js';
@@ -174,6 +175,9 @@ export class NotifyWorker {
       pushContext(db, q),
     ]);
     if (q.room_id && (!ctx.room || ctx.room.member === null)) return drop(); // the room is gone or the user left
+    // A row that stands for one message only, deleted since (or gone): nothing to tell. With more, the
+    // push counts it among them and shows none of it (`payloadOf`).
+    if (q.pending === 1 && q.message_id !== null && (!ctx.message || ctx.message.deleted_at !== null)) return drop();
     const read = ctx.room != null && q.message_seq !== null && Number(ctx.room.last_read_seq ?? 0) >= q.message_seq;
     const now = new Date(this.now());
     const decision = decidePush({
@@ -225,19 +229,23 @@ export class NotifyWorker {
   }
 
   private payloadOf(q: ClaimedPush, ctx: Awaited<ReturnType<typeof pushContext>>): PushPayload {
-    const roomName = ctx.room?.name ?? 'a room';
-    const from = ctx.fromName ?? 'Someone';
+    // Names stored before they were checked may hold line breaks: one line in a title.
+    const roomName = oneLine(ctx.room?.name ?? '') || 'a room';
+    const from = oneLine(ctx.fromName ?? '') || 'Someone';
     const preview = ctx.message
       ? previewOf({ encrypted: ctx.room?.encrypted === true || ctx.message.key_id !== null, roomName, body: ctx.message.body, deleted: ctx.message.deleted_at !== null })
       : '';
     const url = roomUrl(this.config.publicAppUrl, q.room_id);
     const count = q.pending;
     const many = (what: string) => (count > 1 ? `${count} ${what}` : null);
+    // A row of several items has the most personal kind of them but the newest one's sender, who
+    // may not be the one who mentioned, replied or invited: such a title names nobody then.
+    const who = (personal: string, anonymous: string) => (count > 1 ? anonymous : personal);
     let title: string;
     let body: string;
     switch (q.kind) {
       case 'mention':
-        title = `${from} mentioned you in ${roomName}`;
+        title = who(`${from} mentioned you in ${roomName}`, `You were mentioned in ${roomName}`);
         body = many(`new notifications in ${roomName}`) ?? preview;
         break;
       case 'direct':
@@ -245,16 +253,16 @@ export class NotifyWorker {
         body = many('new messages') ?? preview;
         break;
       case 'reply':
-        title = `${from} replied in ${roomName}`;
-        body = many(`new replies in ${roomName}`) ?? preview;
+        title = who(`${from} replied in ${roomName}`, `New replies in ${roomName}`);
+        body = many(`new notifications in ${roomName}`) ?? preview;
         break;
       case 'message':
         title = roomName;
         body = many(`new messages in ${roomName}`) ?? `${from}: ${preview}`;
         break;
       case 'meeting.invite':
-        title = `${from} invites you to a meeting in ${roomName}`;
-        body = q.title ?? 'Join the meeting';
+        title = who(`${from} invites you to a meeting in ${roomName}`, `You are invited to a meeting in ${roomName}`);
+        body = many(`new notifications in ${roomName}`) ?? q.title ?? 'Join the meeting';
         break;
       case 'notification':
         title = q.title ?? 'Notification';

@@ -1,6 +1,6 @@
 import type { AttachmentDto, CardDto, JsonObject, MessageDto } from '../../domain/events.js';
 import type { MessageRow } from '../message-row.js';
-import type { QueueSettings } from '../notify.js';
+import { PUSH_KIND_ON_CONFLICT, type QueueSettings } from '../notify.js';
 import { type HotContext, hotQuery } from './query.js';
 
 /**
@@ -63,7 +63,8 @@ export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repea
  *   configured; `APPEND_MESSAGES_PLAIN` has none of it): the notification queue (src/store/notify.ts):
  *   the other member of a direct room, and members who set a
  *   group room to `all` (an index probe of `notify_room_preference` per room, not a scan of its
- *   members), folded per user and room (a count and the newest message) into their push rows (only
+ *   members), folded per user and room (a count and the newest message, the row keeping the most
+ *   personal kind of its pending items) into their push rows (only
  *   users with a device) and, for direct messages, digest rows (users with an e-mail address who did
  *   not turn digests off). Push rows are keyed by room, and every writer of a room's rows holds the
  *   room's lock first, so they add no deadlock; digest rows are keyed by user (a trigger locks an
@@ -145,7 +146,7 @@ const NOTIFY = `
    order by a.tenant, a.user_id, a.room_id
   on conflict (tenant, user_id, room_key) do update set
     pending = notify_push.pending + excluded.pending,
-    room_id = excluded.room_id, kind = excluded.kind, message_id = excluded.message_id, message_seq = excluded.message_seq,
+    room_id = excluded.room_id, kind = ${PUSH_KIND_ON_CONFLICT}, message_id = excluded.message_id, message_seq = excluded.message_seq,
     from_user = excluded.from_user, title = null, url = null, updated_at = now(),
     due_at = case when notify_push.pending > 0 then notify_push.due_at
       else greatest(now(), coalesce(notify_push.last_sent_at + ?::int * interval '1 millisecond', now())) end,
