@@ -53,6 +53,25 @@ async function put(ticket: { uploadUrl: string; headers: Record<string, string> 
   return fetch(abs(ticket.uploadUrl), init);
 }
 
+/** A PUT body of `size` bytes that sends 1 KiB, then the rest once `release` is called (a slow client). */
+function heldBody(size: number): { body: ReadableStream<Uint8Array>; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((r) => {
+    release = r;
+  });
+  let step = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      step++;
+      if (step === 1) return c.enqueue(new Uint8Array(1024).fill(1));
+      await released;
+      c.enqueue(new Uint8Array(size - 1024).fill(2));
+      c.close();
+    },
+  });
+  return { body, release };
+}
+
 /** createUpload, then PUT the bytes: the ticket. */
 async function upload(who: string, roomId: string, bytes: Uint8Array, mime: string, name = 'file.bin') {
   const ticket = await as(who).file.createUpload({ roomId, name, size: bytes.length, mime });
@@ -554,20 +573,7 @@ describe('one upload per URL at a time', () => {
     const folder = join(dir, key.split('/')[0]!);
     const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
     // The first PUT sends 1 KiB, then waits for the test before it sends the rest.
-    let release!: () => void;
-    const released = new Promise<void>((r) => {
-      release = r;
-    });
-    let step = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        step++;
-        if (step === 1) return c.enqueue(new Uint8Array(1024).fill(1));
-        await released;
-        c.enqueue(new Uint8Array(size - 1024).fill(2));
-        c.close();
-      },
-    });
+    const { body, release } = heldBody(size);
     const first = put(ticket, body);
     await waitFor(async () => (await parts()).length === 1, 'the first upload\'s temp file');
 
@@ -625,20 +631,7 @@ describe('an upload that outlasts its URL', () => {
     const folder = join(dir, key.split('/')[0]!);
     const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
     // The PUT sends 1 KiB, then waits for the test before it sends the rest (a slow client).
-    let release!: () => void;
-    const released = new Promise<void>((r) => {
-      release = r;
-    });
-    let step = 0;
-    const body = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        step++;
-        if (step === 1) return c.enqueue(new Uint8Array(1024).fill(1));
-        await released;
-        c.enqueue(new Uint8Array(size - 1024).fill(2));
-        c.close();
-      },
-    });
+    const { body, release } = heldBody(size);
     const first = put(ticket, body);
     await waitFor(async () => (await parts()).length === 1, "the upload's temp file");
     // Its URL expires (and the clocks' margin): the worker finds no bytes behind the ticket and
