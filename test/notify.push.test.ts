@@ -275,6 +275,22 @@ describe('who gets a push', () => {
     expect(all[2]!.urgency).toBe('normal');
   });
 
+  it("a service's system message pushes nobody (a direct room, a room set to all), as the server's own notices: the next message is the first push", async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const svc = callerFor(t.app, actor('svc', tn.name, ['service']));
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Orders', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    // Plain system messages go out in the grouped send statement, as plain text does.
+    await svc.chat.send({ roomId: dm.id, clientId: uuid(), kind: 'system', body: 'order 4711 was paid' });
+    await svc.chat.send({ roomId: room.id, clientId: uuid(), kind: 'system', body: 'order 4712 was paid' });
+    await tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body: 'thanks!' });
+    const [first] = await waitPushes(sub, 1, 'the push of the direct message');
+    expect(first!.payload).toMatchObject({ type: 'direct', roomId: dm.id, body: 'thanks!', count: 1 });
+    await expectNoPush(tn, 'bob', sub, 1);
+  });
+
   it('one item per person and message, the most personal kind: a reply in a direct room is direct; a mention in a room set to all is a mention; a reply there reaches a member who set all', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');

@@ -62,7 +62,7 @@ export type AppendRowOutcome = { kind: 'new'; row: MessageRow } | { kind: 'repea
  * - `notify_rcpt` .. `digests` (the statement `APPEND_MESSAGES`, used when web push or e-mail is
  *   configured; `APPEND_MESSAGES_PLAIN` has none of it): the notification queue (src/store/notify.ts):
  *   the other member of a direct room, and members who set a
- *   group room to `all` (an index probe of `notify_room_preference` per room, not a scan of its
+ *   group room to `all` (system messages, a service's notices, tell nobody, as in `Tx.appendMessage`; an index probe of `notify_room_preference` per room, not a scan of its
  *   members), folded per user and room (a count and the newest message, the row keeping the most
  *   personal kind of its pending items) into their push rows (only
  *   users with a device) and, for direct messages, digest rows (users with an e-mail address who did
@@ -128,11 +128,12 @@ const NOTIFY = `
   select n.tenant, mb.user_id, n.room_id, n.id as message_id, n.seq, n.sender_id, 'direct' as kind
     from numbered n join locked l on l.id = n.room_id and l.kind = 'direct'
     join membership mb on mb.room_id = n.room_id and mb.user_id <> n.sender_id
+   where n.kind <> 'system'
   union all
   select n.tenant, p.user_id, n.room_id, n.id, n.seq, n.sender_id, 'message'
     from numbered n join locked l on l.id = n.room_id and l.kind <> 'direct'
     join notify_room_preference p on p.room_id = n.room_id and p.level = 'all' and p.user_id <> n.sender_id
-   where exists (select 1 from membership mb where mb.room_id = n.room_id and mb.user_id = p.user_id)
+   where n.kind <> 'system' and exists (select 1 from membership mb where mb.room_id = n.room_id and mb.user_id = p.user_id)
 ), notify_agg as (
   select distinct on (tenant, user_id, room_id) tenant, user_id, room_id, kind, message_id, seq, sender_id,
          count(*) over (partition by tenant, user_id, room_id) as n
