@@ -72,6 +72,23 @@ function heldBody(size: number): { body: ReadableStream<Uint8Array>; release: ()
   return { body, release };
 }
 
+/**
+ * A ticket of alice's whose PUT is under way: 1 KiB sent and stored in its temp file, the rest held
+ * until `release` (`heldBody`). `parts`: the temp files of the ticket's folder.
+ */
+async function heldUpload(size: number, name: string) {
+  const [alice] = users('alice');
+  const room = await groupRoom(alice!, []);
+  const ticket = await as(alice!).file.createUpload({ roomId: room.id, name, size, mime: 'application/octet-stream' });
+  const key = (await storageKey(ticket.fileId))!;
+  const folder = join(dir, key.split('/')[0]!);
+  const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
+  const { body, release } = heldBody(size);
+  const first = put(ticket, body);
+  await waitFor(async () => (await parts()).length === 1, "the upload's temp file");
+  return { ticket, key, parts, first, release };
+}
+
 /** createUpload, then PUT the bytes: the ticket. */
 async function upload(who: string, roomId: string, bytes: Uint8Array, mime: string, name = 'file.bin') {
   const ticket = await as(who).file.createUpload({ roomId, name, size: bytes.length, mime });
@@ -565,17 +582,9 @@ describe('tenant quota (FILE_TENANT_QUOTA_BYTES)', () => {
 
 describe('one upload per URL at a time', () => {
   it('a second PUT to an upload URL while the first is under way gets 409; the first completes; one temp file only', async () => {
-    const [alice] = users('alice');
-    const room = await groupRoom(alice!, []);
     const size = 256 * 1024;
-    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'c.bin', size, mime: 'application/octet-stream' });
-    const key = (await storageKey(ticket.fileId))!;
-    const folder = join(dir, key.split('/')[0]!);
-    const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
     // The first PUT sends 1 KiB, then waits for the test before it sends the rest.
-    const { body, release } = heldBody(size);
-    const first = put(ticket, body);
-    await waitFor(async () => (await parts()).length === 1, 'the first upload\'s temp file');
+    const { ticket, key, parts, first, release } = await heldUpload(size, 'c.bin');
 
     const second = await put(ticket, new Uint8Array(size).fill(3));
     expect(second.status).toBe(409);
@@ -623,17 +632,8 @@ describe('one upload per URL at a time', () => {
 
 describe('an upload that outlasts its URL', () => {
   it('a PUT still under way when the worker released its ticket (its URL expired with no bytes) answers 410 and keeps nothing: no bytes without a row', async () => {
-    const [alice] = users('alice');
-    const room = await groupRoom(alice!, []);
-    const size = 64 * 1024;
-    const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'slow.bin', size, mime: 'application/octet-stream' });
-    const key = (await storageKey(ticket.fileId))!;
-    const folder = join(dir, key.split('/')[0]!);
-    const parts = async () => (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
     // The PUT sends 1 KiB, then waits for the test before it sends the rest (a slow client).
-    const { body, release } = heldBody(size);
-    const first = put(ticket, body);
-    await waitFor(async () => (await parts()).length === 1, "the upload's temp file");
+    const { ticket, key, parts, first, release } = await heldUpload(64 * 1024, 'slow.bin');
     // Its URL expires (and the clocks' margin): the worker finds no bytes behind the ticket and
     // releases it, the row goes.
     await t.env.sql(`update file set created_at = now() - interval '1 hour' where id = $1`, [ticket.fileId]);
