@@ -364,22 +364,29 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
     openRoom(roomId, o = {}) {
       const timeline = new RoomTimeline(null);
       let sub: ResumableSubscription | null = null;
-      let closed = false;
+      let viewClosed = false;
+      /**
+       * Counts the `reset`s: a page asked for before the latest one (an older page, a reload) is
+       * stale (the timeline was emptied and reloaded since) and is dropped when it comes.
+       */
+      let generation = 0;
+      const current = (asked: number) => !viewClosed && asked === generation;
       let hasMore = true;
       let reloadTimer: ReturnType<typeof setTimeout> | null = null;
       /** The newest page after a `reset` (which emptied the timeline): retried like a subscription until it comes or fails for good. */
       const reload = (attempt: number) => {
         if (reloadTimer) clearTimeout(reloadTimer);
         reloadTimer = null;
+        const asked = generation;
         trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) }).then(
           (page) => {
-            if (closed) return;
+            if (!current(asked)) return;
             timeline.load(page.messages);
             hasMore = page.hasMore;
             o.onChange?.(null, true);
           },
           (err: unknown) => {
-            if (closed) return;
+            if (!current(asked)) return;
             const error = err instanceof Error ? err : new Error(String(err));
             if (!isTransient(error)) return o.onError?.(error);
             reloadTimer = setTimeout(() => reload(attempt + 1), Math.max(delay(attempt), retryAfterMs(error) ?? 0));
@@ -387,11 +394,15 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         );
       };
       const loaded = (async () => {
+        // Nothing is asked of the server for a view of a closed client.
+        if (closed) throw new Error('this chat client is closed');
         // The room's seq is read before the history: every event up to it is reflected in the
         // history (edits, reactions, deletions are part of the messages), so the subscription
         // starts there and nothing is shown twice.
         const [me, room] = await Promise.all([trpc.auth.me.query(), trpc.room.get.query({ roomId })]);
         const page = await trpc.chat.history.query({ roomId, limit: Math.min(100, o.historyLimit ?? 50) });
+        // A view closed meanwhile shows nothing more.
+        if (viewClosed) return;
         timeline.selfId = me.id;
         timeline.load(page.messages);
         // The starting point is set here (a page never moves it): the page's newest message may be
@@ -400,13 +411,15 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         timeline.lastSeq = Math.max(room.lastSeq, page.messages.at(-1)?.seq ?? -1);
         hasMore = page.hasMore;
         o.onChange?.(null, true);
-        if (closed) return;
+        if (viewClosed) return;
         sub = client.subscribeRoom(
           roomId,
           {
             onEvent: (event) => {
+              // The server could not continue exactly (retention, a restored database): pages asked
+              // for until now are stale, and the newest page is loaded again.
+              if (event.type === 'reset') generation++;
               o.onChange?.(event, timeline.apply(event));
-              // The server could not continue exactly (retention, a restored database): reload the newest page.
               if (event.type === 'reset') reload(0);
             },
             onError: (err) => o.onError?.(err),
@@ -421,15 +434,19 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         loaded,
         async loadOlder(limit = 50) {
           const oldest = timeline.oldestSeq();
-          if (!hasMore || oldest === null) return false;
+          if (closed || viewClosed || !hasMore || oldest === null) return false;
+          const asked = generation;
           const page = await trpc.chat.history.query({ roomId, beforeSeq: oldest, limit: Math.min(100, limit) });
+          // Asked for before a `reset` (the timeline was emptied and reloaded since: this page
+          // would leave a gap above it) or answered after close(): dropped.
+          if (!current(asked)) return false;
           timeline.load(page.messages);
           hasMore = page.hasMore;
           o.onChange?.(null, page.messages.length > 0);
           return page.messages.length > 0;
         },
         close() {
-          closed = true;
+          viewClosed = true;
           if (reloadTimer) clearTimeout(reloadTimer);
           sub?.unsubscribe();
         },

@@ -89,21 +89,22 @@ export function useRoomEvents(
   roomId: string | null,
   opts: { historyLimit?: number; onEvent?: (event: RoomEvent) => void } = {},
 ): UseRoomEvents {
-  const [room, setRoom] = useState<OpenRoom | null>(null);
-  const [ready, setReady] = useState(false);
-  const [error, setError] = useState<Error | null>(null);
+  // The open room with its client: a render for another client or room id (before the effect
+  // below has opened that one) shows nothing of it, neither messages nor ready nor error.
+  const [view, setView] = useState<{ chat: ChatClient; room: OpenRoom; ready: boolean; error: Error | null } | null>(null);
+  const shown = view && view.chat === chat && view.room.roomId === roomId ? view : null;
+  const room = shown?.room ?? null;
   const onEvent = useRef(opts.onEvent);
   onEvent.current = opts.onEvent;
 
   useEffect(() => {
     if (!chat || !roomId) return;
-    setReady(false);
-    setError(null);
     // A room the view has left may still answer (its load, an error): that is not the room shown now.
     let live = true;
-    const fail = (err: Error) => {
-      if (live) setError(err);
+    const update = (change: { ready: true } | { error: Error }) => {
+      if (live) setView((v) => (v?.room === r ? { ...v, ...change } : v));
     };
+    const fail = (error: Error) => update({ error });
     const r = chat.openRoom(roomId, {
       historyLimit: opts.historyLimit ?? 50,
       onChange: (event, fresh) => {
@@ -111,14 +112,12 @@ export function useRoomEvents(
       },
       onError: fail,
     });
-    setRoom(r);
-    r.loaded.then(() => {
-      if (live) setReady(true);
-    }, fail);
+    setView({ chat, room: r, ready: false, error: null });
+    r.loaded.then(() => update({ ready: true }), fail);
     return () => {
       live = false;
       r.close();
-      setRoom(null);
+      setView(null);
     };
   }, [chat, roomId, opts.historyLimit]);
 
@@ -157,5 +156,5 @@ export function useRoomEvents(
     () => room?.timeline.getSnapshot() ?? EMPTY,
   );
   const connection = useConnectionState(chat);
-  return { ...snapshot, ready, error, connection, loadOlder: () => room?.loadOlder() ?? Promise.resolve(false) };
+  return { ...snapshot, ready: shown?.ready ?? false, error: shown?.error ?? null, connection, loadOlder: () => room?.loadOlder() ?? Promise.resolve(false) };
 }

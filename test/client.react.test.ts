@@ -7,8 +7,6 @@
  * useSyncExternalStore (resubscribed when `subscribe` changes, a render when the snapshot
  * changes), state updates rendered in a microtask. That is the contract the hooks are written against.
  */
-import type { TRPCLink } from '@trpc/client';
-import { observable } from '@trpc/server/observable';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 
 const fake = vi.hoisted(() => {
@@ -195,14 +193,14 @@ import {
   createChatClient,
   RoomTimeline,
   TYPING_TTL_MS,
-  type AppRouter,
   type ChatClient,
   type ChatClientOptions,
   type ConnectionState,
   type OpenRoom,
 } from '../client/index.js';
 import { useChatClient, useRoomEvents } from '../client/react.js';
-import { Collector, deferred, dispose, Scope, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { Collector, dispose, Scope, testEnv, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { holdFirst } from './hold-link.js';
 
 let env: TestEnv;
 let server: TestServer;
@@ -221,40 +219,6 @@ afterEach(async () => {
 afterAll(() => dispose(env));
 
 const track = (c: ChatClient): ChatClient => clients.use(c);
-
-/** A link that holds the answer (value or error) of the first call matching `match` until `release`. */
-function holdFirst(match: (path: string, input: unknown) => boolean) {
-  const caught = deferred<void>();
-  const released = deferred<void>();
-  let armed = true;
-  const link: TRPCLink<AppRouter> =
-    () =>
-    ({ op, next }) =>
-      observable((observer) => {
-        const hold = armed && match(op.path, op.input);
-        if (hold) armed = false;
-        const sub = next(op).subscribe({
-          next: (v) => {
-            if (!hold) return observer.next(v);
-            caught.resolve();
-            void released.promise.then(() => {
-              observer.next(v);
-              observer.complete();
-            });
-          },
-          error: (e) => {
-            if (!hold) return observer.error(e);
-            caught.resolve();
-            void released.promise.then(() => observer.error(e));
-          },
-          complete: () => {
-            if (!hold) observer.complete();
-          },
-        });
-        return () => sub.unsubscribe();
-      });
-  return { link, caught: caught.promise, release: () => released.resolve() };
-}
 
 const roomIdOf = (input: unknown) => (input as { roomId?: string } | undefined)?.roomId;
 
@@ -306,6 +270,39 @@ describe('useRoomEvents: switching rooms', () => {
     expect(root.output.ready).toBe(false);
     heldB.release();
     await root.until((r) => r.ready && r.messages.some((m) => m.body === 'in B'), 'room B loaded');
+  });
+  it('no render for the room switched to shows the messages or the ready of the room before', async () => {
+    const u = uuid().slice(0, 8);
+    const owner = track(createChatClient({ url: server.url, token: tokenFor(`own3-${u}`), lazy: true }));
+    const [a, b] = await Promise.all(
+      ['left', 'entered'].map((name) => owner.trpc.room.create.mutate({ kind: 'group', name, memberIds: [`me3-${u}`] })),
+    );
+    await owner.trpc.chat.send.mutate({ roomId: a!.id, clientId: uuid(), body: 'in A' });
+    await owner.trpc.chat.send.mutate({ roomId: b!.id, clientId: uuid(), body: 'in B' });
+    const chat = track(createChatClient({ url: server.url, token: tokenFor(`me3-${u}`) }));
+    // Every render: the room asked for, and what the hook answered for it.
+    const renders: { roomId: string | null; bodies: (string | null)[]; ready: boolean }[] = [];
+    const root = fake.mount(
+      (p: { roomId: string | null }) => {
+        const view = useRoomEvents(chat, p.roomId);
+        renders.push({ roomId: p.roomId, bodies: view.messages.map((m) => m.body), ready: view.ready });
+        return view;
+      },
+      { roomId: a!.id as string | null },
+    );
+    roots.push(root);
+    await root.until((r) => r.ready && r.messages.some((m) => m.body === 'in A'), 'room A loaded');
+    root.render({ roomId: b!.id }); // the user clicks room B
+    await root.until((r) => r.ready && r.messages.some((m) => m.body === 'in B'), 'room B loaded');
+    root.render({ roomId: null }); // and closes it
+    await root.flush();
+    // Room B's renders show nothing of A: not its messages, not ready before B's scrollback is in.
+    const ofB = renders.filter((r) => r.roomId === b!.id);
+    expect(ofB.filter((r) => r.bodies.includes('in A'))).toEqual([]);
+    expect(ofB.filter((r) => r.ready && !r.bodies.includes('in B'))).toEqual([]);
+    // No room: nothing of B either.
+    expect(renders.filter((r) => r.roomId === null && (r.ready || r.bodies.length > 0))).toEqual([]);
+    expect(root.output).toMatchObject({ messages: [], ready: false, error: null });
   });
 });
 

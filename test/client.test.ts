@@ -20,6 +20,7 @@ import {
   type ConnectionState,
   type InboxEvent,
   type Message,
+  type OpenRoom,
   type RoomEvent,
   type RoomEventEnvelope,
 } from '../client/index.js';
@@ -40,6 +41,7 @@ import {
   type TestEnv,
   type TestServer,
 } from './fixture.js';
+import { holdFirst } from './hold-link.js';
 
 let env: TestEnv;
 /** The clients of a test (made with createChatClient itself, the library under test), closed after it. */
@@ -492,6 +494,9 @@ function resetting(opts: { fail?: number; hold?: boolean } = {}) {
   return { link, state, caught: caught.promise, delivered: delivered.promise, release: () => released.resolve() };
 }
 
+const olderPage = (path: string, input: unknown) => path === 'chat.history' && (input as { beforeSeq?: number }).beforeSeq !== undefined;
+const userBodies = (view: OpenRoom) => view.timeline.messages().filter((m) => m.kind !== 'system').map((m) => m.body);
+
 describe('openRoom after a reset', () => {
   it('a reload of the newest page that fails for a moment is retried: the room is not left empty', async () => {
     const server = await start();
@@ -528,6 +533,101 @@ describe('openRoom after a reset', () => {
     await reset.delivered;
     await new Promise<void>((r) => setImmediate(r)); // the client's handlers of the answer have run
     expect(calls).toEqual(before);
+  });
+
+  it('an older page asked for before the reset is dropped when it comes: no gap under the reloaded page, loadOlder answers false', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-g'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'reset-older' });
+    const send = (body: string) => ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body });
+    for (let i = 0; i < 30; i++) await send(`m${i}`);
+    const reset = resetting();
+    const older = holdFirst(olderPage);
+    let newestPages = 0;
+    const reload = holdFirst((path, input) => path === 'chat.history' && !olderPage(path, input) && ++newestPages === 2, 'request');
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-g'), lazy: true, links: [reset.link, older.link, reload.link] }));
+    const changes = new Collector<RoomEvent | null>();
+    const view = reader.openRoom(room.id, { historyLimit: 10, onChange: (e) => changes.push(e), onError: changes.fail });
+    await view.loaded;
+    expect(userBodies(view)).toEqual(Array.from({ length: 10 }, (_, i) => `m${20 + i}`));
+    // Asked for before the subscription's reset can arrive (that takes a message on the socket).
+    const loading = view.loadOlder(50);
+    await older.caught; // the server has answered m0..m19
+    await reload.caught; // the reset came: the timeline is empty, the newest page not asked for yet
+    expect(changes.items.some((e) => e?.type === 'reset')).toBe(true);
+    for (let i = 30; i < 45; i++) await send(`m${i}`);
+    reload.release(); // the newest page is now m35..m44 (m30..m44 come live too)
+    const pages = () => changes.items.filter((e) => e === null).length;
+    await changes.until(() => pages() === 2 && userBodies(view).includes('m44'), 'the newest page reloaded and the live messages');
+    const seen = changes.items.length;
+    older.release();
+    expect(await loading).toBe(false);
+    expect(userBodies(view)).toEqual(Array.from({ length: 15 }, (_, i) => `m${30 + i}`));
+    expect(changes.items.length).toBe(seen);
+    // Paging back goes on from the reloaded page: everything, nothing missing.
+    expect(await view.loadOlder(50)).toBe(true);
+    expect(userBodies(view)).toEqual(Array.from({ length: 45 }, (_, i) => `m${i}`));
+    expect(changes.error).toBeNull();
+    view.close();
+  });
+});
+
+describe('openRoom and close()', () => {
+  it('a first page answered after close() is not loaded and calls no onChange', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-f'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'close-first' });
+    await ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'kept' });
+    const first = holdFirst((path) => path === 'chat.history');
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-f'), lazy: true, links: [first.link] }));
+    const calls: string[] = [];
+    const view = reader.openRoom(room.id, { onChange: (e) => calls.push(e?.type ?? 'page'), onError: (e) => calls.push(`error: ${e.message}`) });
+    await first.caught;
+    view.close();
+    first.release();
+    await view.loaded;
+    expect(view.timeline.messages()).toEqual([]);
+    expect(calls).toEqual([]);
+  });
+
+  it('an older page answered after close() is not loaded: loadOlder answers false and calls no onChange', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-l'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'close-older' });
+    for (let i = 0; i < 5; i++) await ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
+    const older = holdFirst(olderPage);
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-l'), lazy: true, links: [older.link] }));
+    const calls: string[] = [];
+    const view = reader.openRoom(room.id, { historyLimit: 2, onChange: (e) => calls.push(e?.type ?? 'page'), onError: (e) => calls.push(`error: ${e.message}`) });
+    await view.loaded;
+    const seen = [...calls];
+    const loading = view.loadOlder();
+    await older.caught;
+    view.close();
+    older.release();
+    expect(await loading).toBe(false);
+    expect(userBodies(view)).toEqual(['m3', 'm4']);
+    expect(calls).toEqual(seen);
+  });
+
+  it('openRoom on a closed client rejects `loaded` at once and asks nothing of the server', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-x'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'closed-client' });
+    const calls: string[] = [];
+    const counting: TRPCLink<AppRouter> =
+      () =>
+      ({ op, next }) => {
+        calls.push(op.path);
+        return next(op);
+      };
+    const reader = createChatClient({ url: server.url, token: tokenFor('ann-x'), lazy: true, links: [counting] });
+    await reader.close();
+    const errors: Error[] = [];
+    const view = reader.openRoom(room.id, { onError: (e) => errors.push(e) });
+    await expect(view.loaded).rejects.toThrow('this chat client is closed');
+    expect(calls).toEqual([]);
+    expect(errors.map((e) => e.message)).toEqual(['this chat client is closed']);
   });
 });
 
