@@ -238,8 +238,8 @@ describe('consistency (verify_action)', () => {
           outcomes.ok = (outcomes.ok ?? 0) + 1;
         } catch (err) {
           const code = codeOf(err);
-          // The only expected refusal: editing or reacting to a message deleted meanwhile.
-          if (code === 'BAD_REQUEST' && ['edit', 'react', 'unreact'].includes(op)) {
+          // The only expected refusal: editing, reacting or replying to a message deleted meanwhile.
+          if (code === 'BAD_REQUEST' && ['edit', 'react', 'unreact', 'reply'].includes(op)) {
             outcomes[`${op}:${code}`] = (outcomes[`${op}:${code}`] ?? 0) + 1;
           } else {
             unexpected.push({ op, code, message: (err as Error).message });

@@ -472,6 +472,51 @@ describe('threads', () => {
     await expectTRPCError(as(bob!, 'tenant-b').chat.thread({ messageId: root.id }), 'NOT_FOUND');
     await expectTRPCError(as(bob!).chat.thread({ messageId: root.id, limit: 101 }), 'BAD_REQUEST', /limit/);
   });
+
+  it('a reply to a deleted message (a root or a reply) is BAD_REQUEST and writes nothing; a reply to a live reply is still taken', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const root = await send(alice!, room.id, 'root');
+    const reply = await send(bob!, room.id, 'reply', { replyToId: root.id });
+    // A reply may name a reply, as before.
+    const nestedClientId = uuid();
+    const nested = await send(alice!, room.id, 'nested', { replyToId: reply.id, clientId: nestedClientId });
+    expect(nested.replyToId).toBe(reply.id);
+    await as(bob!).chat.delete({ messageId: reply.id });
+    await as(alice!).chat.delete({ messageId: root.id });
+    const seq = await lastSeq(alice!, room.id);
+    for (const gone of [root, reply]) {
+      await expectTRPCError(send(bob!, room.id, 'too late', { replyToId: gone.id }), 'BAD_REQUEST', /replyToId names a deleted message/);
+      // Also with mentions (the same transaction).
+      await expectTRPCError(send(bob!, room.id, 'too late', { replyToId: gone.id, mentions: [alice!] }), 'BAD_REQUEST', /deleted/);
+    }
+    // A repeat of a reply that went through before its target was deleted is answered with the original.
+    expect(await send(alice!, room.id, 'nested', { replyToId: reply.id, clientId: nestedClientId })).toMatchObject({ id: nested.id, seq: nested.seq });
+    // Nothing written: no seq used, the summaries as the deletes left them, no reply in either thread.
+    expect(await lastSeq(alice!, room.id)).toBe(seq);
+    expect(await messageAs(alice!, room.id, root.id)).toMatchObject({ replyCount: 0, lastReplyAt: null });
+    expect(await messageAs(alice!, room.id, reply.id)).toMatchObject({ replyCount: 1 });
+    expect((await as(bob!).chat.thread({ messageId: root.id })).replies.map((m) => m.id)).toEqual([reply.id]);
+    expect((await as(bob!).chat.thread({ messageId: reply.id })).replies.map((m) => m.id)).toEqual([nested.id]);
+  });
+
+  it('a reply that waited for the lock of its root while a delete of the root committed is refused', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const root = await send(alice!, room.id, 'root');
+    const seq = await lastSeq(alice!, room.id);
+    // The delete holds the root's row; the reply checks its access and waits for that row; the
+    // delete marks the root deleted and commits; the reply then reads the root as it is now.
+    const r = await commitWhileBlocked(
+      t.env.databaseUrl,
+      [['select id from message where id = $1 for update', [root.id]]],
+      () => expectTRPCError(send(bob!, room.id, 'racing', { replyToId: root.id }), 'BAD_REQUEST', /replyToId names a deleted message/),
+      [['update message set deleted_at = now(), deleted_by = $2, body = null where id = $1', [root.id, alice]]],
+    );
+    if (r.status === 'rejected') throw r.reason;
+    expect(await lastSeq(alice!, room.id)).toBe(seq);
+    expect(await messageAs(alice!, room.id, root.id)).toMatchObject({ replyCount: 0, lastReplyAt: null });
+  });
 });
 
 describe('mentions', () => {

@@ -118,6 +118,92 @@ describe('service tokens manage members', () => {
   });
 });
 
+describe('service tokens change their own posts', () => {
+  it('edit and delete their own card and text in a room they are not in, published as message.edited and message.deleted; they still read nothing', async () => {
+    const [owner, bob, svc] = users('owner', 'bob', 'ci');
+    const room = await as(owner).room.create({ kind: 'group', name: 'Builds', memberIds: [bob] });
+    const build = { title: 'Build 42', fields: [{ label: 'Status', value: 'running' }] };
+    const posted = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'build running', kind: 'card', card: build });
+    const text = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'deploy queued' });
+    const reply = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'log attached', replyToId: posted.id });
+
+    const edited = await service(svc).chat.edit({ messageId: posted.id, body: 'build passed' });
+    expect(edited).toMatchObject({ id: posted.id, senderId: svc, kind: 'card', body: 'build passed', card: build });
+    expect(edited.editedAt).toBeInstanceOf(Date);
+    // A no-op edit takes no seq.
+    expect((await service(svc).chat.edit({ messageId: posted.id, body: 'build passed' })).body).toBe('build passed');
+    const deleted = await service(svc).chat.delete({ messageId: text.id });
+    expect(deleted).toMatchObject({ id: text.id, body: null });
+    expect(deleted.deletedAt).toBeInstanceOf(Date);
+    // Idempotent, and a reply takes its root's summary down with it.
+    expect((await service(svc).chat.delete({ messageId: text.id })).deletedAt).toEqual(deleted.deletedAt);
+    await service(svc).chat.delete({ messageId: reply.id });
+
+    // The members got the events (replayed from the log) and see the changes in history.
+    await using replay = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: String(reply.seq) });
+    expect((await replay.next()).event).toMatchObject({ type: 'message.edited', seq: reply.seq + 1, message: { id: posted.id, body: 'build passed', card: build } });
+    expect((await replay.next()).event).toMatchObject({ type: 'message.deleted', seq: reply.seq + 2, message: { id: text.id, body: null } });
+    expect((await replay.next()).event).toMatchObject({ type: 'message.deleted', seq: reply.seq + 3, thread: { rootId: posted.id, replyCount: 0 } });
+    const history = (await as(bob).chat.history({ roomId: room.id })).messages;
+    expect(history.find((m) => m.id === posted.id)).toMatchObject({ body: 'build passed', card: build, replyCount: 0 });
+    expect(history.find((m) => m.id === text.id)?.deletedAt).toBeInstanceOf(Date);
+    expect(await as(owner).chat.edits({ messageId: posted.id })).toMatchObject([{ body: 'build running', editorId: svc }]);
+
+    // Changing its posts reads nothing of the room: history, versions and threads stay closed.
+    await expectTRPCError(service(svc).chat.history({ roomId: room.id }), 'NOT_FOUND');
+    await expectTRPCError(service(svc).chat.edits({ messageId: posted.id }), 'NOT_FOUND');
+    await expectTRPCError(service(svc).chat.thread({ messageId: posted.id }), 'NOT_FOUND');
+    expect((await as(owner).room.get({ roomId: room.id })).lastSeq).toBe(reply.seq + 3);
+  });
+
+  it("never others' messages, never another tenant's; their own system messages stay as a member author's", async () => {
+    const [owner, bob, svc, svc2] = users('owner', 'bob', 'ci', 'crm');
+    const room = await as(owner).room.create({ kind: 'group', name: 'Builds', memberIds: [bob] });
+    const mine = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'build running' });
+    const bobs = await as(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'mine' });
+    const theirs = await service(svc2).chat.send({ roomId: room.id, clientId: uuid(), body: 'crm sync' });
+    const system = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'order paid', kind: 'system' });
+    const seq = system.seq;
+
+    // Another user's or integration's message in a room it cannot read: NOT_FOUND, as before.
+    for (const m of [bobs, theirs]) {
+      await expectTRPCError(service(svc).chat.edit({ messageId: m.id, body: 'hijacked' }), 'NOT_FOUND');
+      await expectTRPCError(service(svc).chat.delete({ messageId: m.id }), 'NOT_FOUND');
+    }
+    // A service token of another tenant (same id), and the same id without the service role.
+    for (const who of [service(svc, 'tenant-b'), as(svc)]) {
+      await expectTRPCError(who.chat.edit({ messageId: mine.id, body: 'hijacked' }), 'NOT_FOUND');
+      await expectTRPCError(who.chat.delete({ messageId: mine.id }), 'NOT_FOUND');
+    }
+    // A system message: not editable, and deleted by a moderator only (not by a member author).
+    await expectTRPCError(service(svc).chat.edit({ messageId: system.id, body: 'rewritten' }), 'FORBIDDEN', /system messages cannot be edited/);
+    await expectTRPCError(service(svc).chat.delete({ messageId: system.id }), 'FORBIDDEN', /only a moderator can delete a system message/);
+    // Banned from the room: nothing of it, as for posting.
+    await as(owner).room.ban({ roomId: room.id, userId: svc });
+    await expectTRPCError(service(svc).chat.edit({ messageId: mine.id, body: 'banned' }), 'NOT_FOUND');
+    await expectTRPCError(service(svc).chat.delete({ messageId: mine.id }), 'NOT_FOUND');
+
+    const history = (await as(owner).chat.history({ roomId: room.id })).messages;
+    expect(history.filter((m) => [mine.id, bobs.id, theirs.id, system.id].includes(m.id)).map((m) => [m.body, m.editedAt, m.deletedAt])).toEqual([
+      ['build running', null, null],
+      ['mine', null, null],
+      ['crm sync', null, null],
+      ['order paid', null, null],
+    ]);
+    // Nothing was written (the ban of a non-member of a group room takes no seq either).
+    expect((await as(owner).room.get({ roomId: room.id })).lastSeq).toBe(seq);
+  });
+
+  it('in an archived room the edit is refused like a post', async () => {
+    const [owner, svc] = users('owner', 'ci');
+    const room = await as(owner).room.create({ kind: 'group', name: 'Old builds' });
+    const mine = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'build running' });
+    await as(owner).room.archive({ roomId: room.id });
+    await expectTRPCError(service(svc).chat.edit({ messageId: mine.id, body: 'build passed' }), 'PRECONDITION_FAILED', /archived/);
+    await expectTRPCError(service(svc).chat.delete({ messageId: mine.id }), 'PRECONDITION_FAILED', /archived/);
+  });
+});
+
 describe('system and card messages', () => {
   it('service tokens send them; users are FORBIDDEN; a card is validated', async () => {
     const [owner, bob, svc] = users('owner', 'bob', 'erp');

@@ -40,19 +40,30 @@ export function lockMessageOfTenant(tx: Tx, tenant: string, id: string): Promise
 }
 
 /**
- * Locks a message row until the transaction ends (a reply's parent, a deleted reply's root), only
- * in `roomId` when given. False when there is no such message.
+ * Locks a message row until the transaction ends (a deleted reply's root, an erased reply's root).
+ * False when there is no such message. A new reply's target: `lockReplyTarget`.
  */
-export async function lockMessage(tx: Tx, id: string, roomId?: string): Promise<boolean> {
+export async function lockMessage(tx: Tx, id: string): Promise<boolean> {
+  tx.lockForUpdate('message');
+  const row = await tx.db.selectFrom('message').select('id').where('id', '=', id).forUpdate().executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
+ * Locks the message a reply names until the transaction ends (step 1 of the lock order), only in
+ * `roomId`, and tells whether it is deleted: read under the lock, so a delete that committed while
+ * the reply waited for it is seen. Undefined when the room has no such message.
+ */
+export async function lockReplyTarget(tx: Tx, id: string, roomId: string): Promise<{ deleted: boolean } | undefined> {
   tx.lockForUpdate('message');
   const row = await tx.db
     .selectFrom('message')
-    .select('id')
+    .select('deleted_at')
     .where('id', '=', id)
-    .$if(roomId !== undefined, (qb) => qb.where('room_id', '=', roomId!))
+    .where('room_id', '=', roomId)
     .forUpdate()
     .executeTakeFirst();
-  return row !== undefined;
+  return row && { deleted: row.deleted_at !== null };
 }
 
 /** The thread summary columns of a root row as `countReply` and `uncountReply` return them. */

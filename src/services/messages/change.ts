@@ -25,7 +25,7 @@ import type { InboxService } from '../inbox.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
-import { readable, sealBody } from './shared.js';
+import { changeable, readable, sealBody } from './shared.js';
 
 /**
  * Edits, deletes and reactions run again on a deadlock: each locks a message (a deleted reply, then
@@ -57,12 +57,21 @@ export class MessageChanges {
     return readable(this.access, actor, await lockMessageOfTenant(tx, actor.tenant, messageId), tx.em);
   }
 
+  /**
+   * The message, locked until the transaction ends, if the caller may edit or delete it: one it can
+   * read, or a service token's own post in a room it posts in without reading it (`reads: false`,
+   * src/services/messages/shared.ts `changeable`). NOT_FOUND otherwise.
+   */
+  private async lockChangeable(tx: Tx, actor: Actor, messageId: string): Promise<{ row: MessageRow; access: RoomAccess; reads: boolean }> {
+    return changeable(this.access, actor, await lockMessageOfTenant(tx, actor.tenant, messageId), tx.em);
+  }
+
   /** Edits my message; the previous version goes to the edit history. A no-op edit takes no seq. */
   async edit(actor: Actor, messageId: string, body: string): Promise<MessageDto> {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
-      const { row, access } = await this.lockReadable(tx, actor, messageId);
+      const { row, access } = await this.lockChangeable(tx, actor, messageId);
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
@@ -90,10 +99,12 @@ export class MessageChanges {
   async delete(actor: Actor, messageId: string): Promise<MessageDto> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
-      const { row, access } = await this.lockReadable(tx, actor, messageId);
+      const { row, access, reads } = await this.lockChangeable(tx, actor, messageId);
       const mayDelete = (a: RoomAccess) => {
         this.access.requireWritable(a);
-        const moderates = can(a.role, 'deleteOthers', a.room.kind);
+        // A service token that cannot read the room deletes its own posts as their author: the
+        // admin role it posts with there is not a moderator's.
+        const moderates = reads && can(a.role, 'deleteOthers', a.room.kind);
         // A notice's sender is the member it is about (joined, left) or who acted (added, renamed):
         // it is the room's record of that change, not their message to erase.
         if (row.kind === 'system' && !moderates) throw forbidden('only a moderator can delete a system message');
@@ -105,7 +116,7 @@ export class MessageChanges {
       if (row.deleted_at) return this.mapper.fromRow(row);
       // Held to until the room's lock: checked again there if its access changed meanwhile (a
       // moderator demoted, a member removed).
-      await this.access.requireInTx(tx, actor, row.room_id, 'read', { refused: hideRoom, rule: mayDelete });
+      await this.access.requireInTx(tx, actor, row.room_id, reads ? 'read' : 'send', { refused: hideRoom, rule: mayDelete });
       // Lock order: message rows (a reply before its root), then the room's seq (src/store/tx.ts).
       if (row.reply_to_id) await lockMessage(tx, row.reply_to_id);
       // Its uploaded files go with it: the file worker removes the objects after commit.

@@ -7,7 +7,7 @@ import type { RoomAccess } from '../../domain/rooms.js';
 import { excerpt as excerptOf } from '../../domain/text.js';
 import type { Counters, Observers } from '../../metrics.js';
 import { membersAmong } from '../../store/members.js';
-import { countReply, isClientIdTaken, lockMessage, messageByClientId } from '../../store/messages.js';
+import { countReply, isClientIdTaken, lockReplyTarget, messageByClientId } from '../../store/messages.js';
 import type { AppendOutcome, NewMessage, Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
 import { roomArchived } from '../../domain/errors.js';
@@ -197,8 +197,11 @@ export class MessageSender {
       message = await this.store.transact(async (tx) => {
         // Checked again under the room's lock if its access changed meanwhile (a ban, a demotion).
         const access = await this.access.requireInTx(tx, actor, input.roomId, 'send', { rule: (a) => this.access.requirePoster(a) });
-        if (input.replyToId && !(await lockMessage(tx, input.replyToId, input.roomId))) {
-          throw badRequest('replyToId does not name a message of this room');
+        if (input.replyToId) {
+          const target = await lockReplyTarget(tx, input.replyToId, input.roomId);
+          if (!target) throw badRequest('replyToId does not name a message of this room');
+          // Its content is gone: a reply would answer nothing and count in a deleted message's summary.
+          if (target.deleted) throw badRequest('replyToId names a deleted message');
         }
         // Uploaded files: their rows locked after the parent message and before the room's seq (lock
         // order), their bytes checked (size, type sniffed) while locked, attached with the message.

@@ -1,4 +1,4 @@
-import type { Actor } from '../../domain/actor.js';
+import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, notFound } from '../../domain/errors.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Em } from '../../store/database.js';
@@ -34,5 +34,34 @@ export async function readable(
   } catch (err) {
     if (err instanceof AppError && (err.code === 'NOT_FOUND' || err.code === 'FORBIDDEN')) throw notFound('message');
     throw err;
+  }
+}
+
+/** A refused access to a message's room, told as the message not found (the caller learns nothing of the room). */
+const hidden = (err: unknown): unknown => (err instanceof AppError && (err.code === 'NOT_FOUND' || err.code === 'FORBIDDEN') ? notFound('message') : err);
+
+/**
+ * A message the caller may edit or delete, with the access it acts with (in a transaction given
+ * its EntityManager): one it can read (`readable`, `reads: true`), or a service token's own post in
+ * a room of its tenant it may post in without reading it (`reads: false`, the access it posts with:
+ * archived rooms and bans refuse it as they refuse its posts). Such a token changes its own posts as
+ * their author, not as the room admin it posts as, and reads nothing more of the room. NOT_FOUND
+ * ('message') otherwise, like `readable`.
+ */
+export async function changeable(
+  access: AccessService,
+  actor: Actor,
+  row: MessageRow | undefined,
+  em?: Em,
+): Promise<{ row: MessageRow; access: RoomAccess; reads: boolean }> {
+  try {
+    return { ...(await readable(access, actor, row, em)), reads: true };
+  } catch (err) {
+    if (!row || row.sender_id !== actor.id || !isService(actor) || !(err instanceof AppError) || err.code !== 'NOT_FOUND') throw err;
+  }
+  try {
+    return { row, access: await access.requireAccess(actor, row.room_id, 'send', em), reads: false };
+  } catch (err) {
+    throw hidden(err);
   }
 }
