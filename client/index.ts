@@ -121,7 +121,10 @@ export interface OpenRoom {
   readonly timeline: RoomTimeline;
   /** Resolves once the scrollback is loaded and the live subscription is started. */
   readonly loaded: Promise<void>;
-  /** Loads the previous page of history; resolves to false when there is none. */
+  /**
+   * Loads the previous page of history; resolves to false when there is none. A call while the same
+   * page is on its way answers with that page (one request).
+   */
   loadOlder(limit?: number): Promise<boolean>;
   close(): void;
 }
@@ -372,6 +375,8 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
       let generation = 0;
       const current = (asked: number) => !viewClosed && asked === generation;
       let hasMore = true;
+      /** The older page on its way: asked for below `before` in `generation`. */
+      let older: { before: number; generation: number; page: Promise<boolean> } | null = null;
       let reloadTimer: ReturnType<typeof setTimeout> | null = null;
       /** The newest page after a `reset` (which emptied the timeline): retried like a subscription until it comes or fails for good. */
       const reload = (attempt: number) => {
@@ -432,18 +437,28 @@ export function createChatClient(opts: ChatClientOptions): ChatClient {
         roomId,
         timeline,
         loaded,
-        async loadOlder(limit = 50) {
+        loadOlder(limit = 50) {
           const oldest = timeline.oldestSeq();
-          if (closed || viewClosed || !hasMore || oldest === null) return false;
+          if (closed || viewClosed || !hasMore || oldest === null) return Promise.resolve(false);
+          // A scroll handler that fires again while the page is on its way gets the same page, not a second request.
+          if (older?.before === oldest && older.generation === generation) return older.page;
           const asked = generation;
-          const page = await trpc.chat.history.query({ roomId, beforeSeq: oldest, limit: Math.min(100, limit) });
-          // Asked for before a `reset` (the timeline was emptied and reloaded since: this page
-          // would leave a gap above it) or answered after close(): dropped.
-          if (!current(asked)) return false;
-          timeline.load(page.messages);
-          hasMore = page.hasMore;
-          o.onChange?.(null, page.messages.length > 0);
-          return page.messages.length > 0;
+          const page = trpc.chat.history.query({ roomId, beforeSeq: oldest, limit: Math.min(100, limit) }).then((p) => {
+            // Asked for before a `reset` (the timeline was emptied and reloaded since: this page
+            // would leave a gap above it) or answered after close(): dropped.
+            if (!current(asked)) return false;
+            timeline.load(p.messages);
+            hasMore = p.hasMore;
+            o.onChange?.(null, p.messages.length > 0);
+            return p.messages.length > 0;
+          });
+          const entry = { before: oldest, generation: asked, page };
+          older = entry;
+          const done = () => {
+            if (older === entry) older = null;
+          };
+          page.then(done, done);
+          return page;
         },
         close() {
           viewClosed = true;

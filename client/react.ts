@@ -156,5 +156,9 @@ export function useRoomEvents(
     () => room?.timeline.getSnapshot() ?? EMPTY,
   );
   const connection = useConnectionState(chat);
-  return { ...snapshot, ready: shown?.ready ?? false, error: shown?.error ?? null, connection, loadOlder: () => room?.loadOlder() ?? Promise.resolve(false) };
+  // One function for the component's lifetime (safe in dependency lists), loading the room shown now.
+  const shownRoom = useRef(room);
+  shownRoom.current = room;
+  const loadOlder = useRef(() => shownRoom.current?.loadOlder() ?? Promise.resolve(false)).current;
+  return { ...snapshot, ready: shown?.ready ?? false, error: shown?.error ?? null, connection, loadOlder };
 }

@@ -281,11 +281,11 @@ describe('useRoomEvents: switching rooms', () => {
     await owner.trpc.chat.send.mutate({ roomId: b!.id, clientId: uuid(), body: 'in B' });
     const chat = track(createChatClient({ url: server.url, token: tokenFor(`me3-${u}`) }));
     // Every render: the room asked for, and what the hook answered for it.
-    const renders: { roomId: string | null; bodies: (string | null)[]; ready: boolean }[] = [];
+    const renders: { roomId: string | null; bodies: (string | null)[]; ready: boolean; loadOlder: unknown }[] = [];
     const root = fake.mount(
       (p: { roomId: string | null }) => {
         const view = useRoomEvents(chat, p.roomId);
-        renders.push({ roomId: p.roomId, bodies: view.messages.map((m) => m.body), ready: view.ready });
+        renders.push({ roomId: p.roomId, bodies: view.messages.map((m) => m.body), ready: view.ready, loadOlder: view.loadOlder });
         return view;
       },
       { roomId: a!.id as string | null },
@@ -303,6 +303,8 @@ describe('useRoomEvents: switching rooms', () => {
     // No room: nothing of B either.
     expect(renders.filter((r) => r.roomId === null && (r.ready || r.bodies.length > 0))).toEqual([]);
     expect(root.output).toMatchObject({ messages: [], ready: false, error: null });
+    // One loadOlder for the component's lifetime (safe in a dependency list).
+    expect(new Set(renders.map((r) => r.loadOlder)).size).toBe(1);
   });
 });
 

@@ -610,6 +610,37 @@ describe('openRoom and close()', () => {
     expect(calls).toEqual(seen);
   });
 
+  it('loadOlder called again while its page is on its way answers with that page: one request, no page twice', async () => {
+    const server = await start();
+    const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-t'), lazy: true }));
+    const room = await ann.trpc.room.create.mutate({ kind: 'group', name: 'twice-older' });
+    for (let i = 0; i < 6; i++) await ann.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `m${i}` });
+    const older = holdFirst(olderPage);
+    const asked: number[] = [];
+    const counting: TRPCLink<AppRouter> =
+      () =>
+      ({ op, next }) => {
+        if (olderPage(op.path, op.input)) asked.push((op.input as { beforeSeq: number }).beforeSeq);
+        return next(op);
+      };
+    const reader = track(createChatClient({ url: server.url, token: tokenFor('ann-t'), lazy: true, links: [counting, older.link] }));
+    const pages: string[] = [];
+    const view = reader.openRoom(room.id, { historyLimit: 2, onChange: (e) => e === null && pages.push('page') });
+    await view.loaded;
+    const first = view.loadOlder(2);
+    await older.caught;
+    const again = view.loadOlder(2);
+    older.release();
+    expect(await Promise.all([first, again])).toEqual([true, true]);
+    expect(asked).toHaveLength(1);
+    expect(pages).toEqual(['page', 'page']); // the first page, then the older one once
+    expect(userBodies(view)).toEqual(['m2', 'm3', 'm4', 'm5']);
+    // Once it came, the next call asks for the page below it.
+    expect(await view.loadOlder(2)).toBe(true);
+    expect(asked).toHaveLength(2);
+    expect(userBodies(view)).toEqual(['m0', 'm1', 'm2', 'm3', 'm4', 'm5']);
+  });
+
   it('openRoom on a closed client rejects `loaded` at once and asks nothing of the server', async () => {
     const server = await start();
     const ann = track(createChatClient({ url: server.url, token: tokenFor('ann-x'), lazy: true }));
