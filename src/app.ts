@@ -169,7 +169,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (origins.screen(req, res, path)) return;
     if (path === '/healthz') return json(res, 200, { status: 'ok' });
     if (path === '/readyz') {
-      // Every store the node depends on: PostgreSQL and each Redis connection (in memory: up).
+      // Every store the node depends on: PostgreSQL (on a connection of its own, so a busy pool
+      // does not fail it: src/store/database.ts) and each Redis connection (in memory: up).
       void (async () => {
         const [database, redis] = await Promise.all([db.ping(1500), infra.health(1500)]);
         const busUp = redis.bus.publisher === 'up' && redis.bus.subscriber === 'up';
@@ -377,10 +378,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       wsHandler.broadcastReconnectNotification();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
-      // The sockets get SHUTDOWN_TIMEOUT_MS or 2 s, whichever is shorter: to leave, then (those
-      // still open) for the close handshake of 1001, then they are terminated (a client that does
-      // not read never completes it).
-      const socketsMs = Math.min(config.shutdownTimeoutMs, 2000);
+      // The sockets get half of SHUTDOWN_TIMEOUT_MS, at most 2 s: to leave, then (those still
+      // open) for the close handshake of 1001, then they are terminated (a client that does not
+      // read never completes it). Never all of it: with a budget under 2 s that left nothing for
+      // the HTTP requests and the services' close (what they still owe) before main.ts's deadline.
+      const socketsMs = Math.min(config.shutdownTimeoutMs / 2, 2000);
       const handshakeMs = Math.min(500, socketsMs / 4);
       const deadline = Date.now() + socketsMs;
       const allClosed = async (by: number) => {
@@ -391,7 +393,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await allClosed(deadline);
       for (const ws of wss.clients) ws.terminate();
       // The HTTP requests in flight finish (a send over HTTP gets its answer, not a cut connection),
-      // for as long as SHUTDOWN_TIMEOUT_MS leaves after closing the services, the bus and the database.
+      // for as long as SHUTDOWN_TIMEOUT_MS leaves after closing the services, the bus and the database
+      // (a quarter of it, at most 3 s, kept for them).
       const httpBy = started + config.shutdownTimeoutMs - Math.min(3000, config.shutdownTimeoutMs / 4);
       if (inflight.size > 0 && Date.now() < httpBy) {
         await new Promise<void>((resolve) => {

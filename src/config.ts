@@ -98,7 +98,8 @@ const EnvSchema = z.object({
   DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(15_000),
   DB_PREPARED_STATEMENTS: bool.optional(),
   DB_SEND_PIPELINE: bool.optional(),
-  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  // The drain splits it (src/app.ts): at most half for the sockets, the last quarter kept for closing the services.
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(1000, 'SHUTDOWN_TIMEOUT_MS must be at least 1000 ms (the drain shares it between the sockets, the HTTP requests in flight and the services\' close)').default(10_000),
   MESSAGE_KEYS: z.string().optional(),
   PRESENCE_TTL_MS: z.coerce.number().int().min(1000).default(60_000),
   PRESENCE_ROOM_MAX_MEMBERS: z.coerce.number().int().min(0).max(1_000_000).default(200),

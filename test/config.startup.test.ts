@@ -133,6 +133,13 @@ describe('configuration read at start', () => {
     });
   });
 
+  it('a SHUTDOWN_TIMEOUT_MS under 1000 ms is refused with one line naming it: the drain splits it between the sockets, the HTTP requests and the services\u2019 close', () => {
+    for (const value of ['1', '500', '999']) {
+      expect(refusal({ SHUTDOWN_TIMEOUT_MS: value })?.split('\n'), value).toEqual(['invalid configuration:', expect.stringMatching(/^ {2}SHUTDOWN_TIMEOUT_MS: .*at least 1000/)]);
+    }
+    expect([loadConfig({ SHUTDOWN_TIMEOUT_MS: '1000' }).shutdownTimeoutMs, loadConfig({}).shutdownTimeoutMs]).toEqual([1000, 10_000]);
+  });
+
   it('a NODE_ENV other than production, development or test is refused (a typo would run without the production checks)', () => {
     const prod = { JWT_SECRET: 'x'.repeat(40), AUTH_ISSUER: 'https://id.example.com/', AUTH_AUDIENCE: 'chat' };
     for (const typo of ['prodution', 'Production', 'prod', 'staging']) {

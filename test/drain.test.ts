@@ -302,3 +302,34 @@ describe('graceful shutdown of a node: HTTP requests in flight finish (docs/OPER
     }
   });
 });
+
+describe('graceful shutdown with a short SHUTDOWN_TIMEOUT_MS: the sockets get a share of it, never all of it', () => {
+  it('SHUTDOWN_TIMEOUT_MS=1000 and a client that never completes its close: the node still closes its services (typing: false goes out) and exits 0 before the deadline', async () => {
+    const a = await env.startNode('drain-short', { SHUTDOWN_TIMEOUT_MS: '1000' });
+    const b = await env.startServer();
+    const u = tag();
+    const [o, m, r] = [`o-${u}`, `m-${u}`, `r-${u}`];
+    const oc = clientFor(a.url, o);
+    await using mc = clientFor(b.url, m);
+    const room = await oc.trpc.room.create.mutate({ kind: 'group', name: 'short-drain', memberIds: [m] });
+    using rec = recordEvents(mc, { roomId: room.id });
+    await rec.ready();
+    expect(await oc.trpc.chat.typing.mutate({ roomId: room.id, typing: true })).toEqual({ forwarded: true });
+    await rec.next('typing', (e) => e.userId === o && e.typing);
+    await oc.close();
+    // A client that does not read: it never completes the close handshake, so its socket holds the
+    // sockets' phase of the drain to its very end.
+    using stuck = rawClient(a.url, { token: tokenFor(r) });
+    stuck.send({ id: 1, method: 'query', params: { path: 'auth.me', input: superjson.serialize(undefined) } });
+    await stuck.waitFrame((f) => f.id === 1, 'auth.me');
+    stuck.pause();
+    // SIGTERM: past SHUTDOWN_TIMEOUT_MS main.ts exits 1, whatever the drain still had to do.
+    const started = Date.now();
+    a.child.kill('SIGTERM');
+    const exit = await a.exited;
+    console.log(`[drain] with SHUTDOWN_TIMEOUT_MS 1000 and a socket that does not read, the node exited with ${JSON.stringify(exit)} after ${Date.now() - started} ms`);
+    // The indicator ends now (the node's services closed), not TYPING_TTL_MS (10 s) after the last update.
+    const stop = await rec.next('typing', (e) => e.userId === o && !e.typing, 5000).catch((err: unknown) => err);
+    expect({ exit, stop }).toEqual({ exit: { code: 0, signal: null }, stop: { type: 'typing', roomId: room.id, userId: o, typing: false } });
+  }, 30_000);
+});

@@ -3,8 +3,10 @@
  * (the bus's publisher and subscriber, presence, rate limits, sessions). The node here runs on a
  * Redis server of this file's own (test/fault-env.ts), killed and restarted on the same port.
  */
+import { randomInt } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dispose, FaultEnv, getJson, redisLost, testEnv, type PrivateRedis, type TestEnv, type TestServer } from './fixture.js';
+import { dispose, FaultEnv, getJson, nativePool, redisLost, testEnv, waitFor, within, type PrivateRedis, type TestEnv, type TestServer } from './fixture.js';
 
 const fault = new FaultEnv();
 let redis: PrivateRedis;
@@ -97,5 +99,54 @@ describe('/readyz without Redis', () => {
       redis: { ...allUp, kind: 'memory' },
     });
     expect(mem.app.infra.redis).toHaveLength(0);
+  });
+});
+
+/**
+ * A pool whose every connection is busy (long statements, a burst) is not a database that is down:
+ * a check queued behind that work times out on every node of a busy deployment at once, and the
+ * load balancer takes them all out of service.
+ */
+describe('/readyz and a busy pool', () => {
+  /** The backends of the readiness checks' own connections in this database. */
+  const readinessPids = async () =>
+    (await env.sql<{ pid: number }>("select pid from pg_stat_activity where datname = current_database() and application_name = 'chat-readiness'")).map((r) => r.pid);
+
+  it('with every pool connection held and more statements waiting for one, /readyz is 200; its own connection ends with the node', async () => {
+    const POOL = 2;
+    const before = await readinessPids();
+    const node = await env.startServer({ redisUrl: redis.url, dbPoolMax: POOL });
+    const pool = await nativePool(node.app.db.orm);
+    // The test holds an advisory lock: each statement of the pool waits for it on its connection,
+    // and the one more waits for a connection. No timing: they go on once the test lets go.
+    const key = randomInt(1, 2 ** 31);
+    const holder = new pg.Client({ connectionString: env.databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select pg_advisory_xact_lock($1)', [key]);
+      const blocked = Array.from({ length: POOL + 1 }, () => pool.query('select pg_advisory_xact_lock($1)', [key]));
+      await waitFor(
+        async () =>
+          (await env.sql<{ n: number }>("select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and wait_event = 'advisory'"))[0]!.n,
+        'every pool connection waiting for the lock',
+        { until: (n) => n >= POOL, timeoutMs: 10_000 },
+      );
+      expect({ total: pool.totalCount, idle: pool.idleCount, queued: pool.waitingCount >= 1 }).toEqual({ total: POOL, idle: 0, queued: true });
+      const res = await within(getJson(`${node.url}/readyz`), 5000, '/readyz');
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ status: 'ready', database: 'up' });
+      await holder.query('commit');
+      await Promise.all(blocked);
+    } finally {
+      await holder.end();
+    }
+    // The check's connection is one of its own (named in pg_stat_activity), and close() ends it
+    // with the pool's.
+    const mine = (await readinessPids()).filter((pid) => !before.includes(pid));
+    expect(mine).toHaveLength(1);
+    await node.close();
+    expect(pool.totalCount).toBe(0);
+    await waitFor(readinessPids, 'the readiness connection to end', { until: (pids) => !pids.includes(mine[0]!), timeoutMs: 10_000 });
   });
 });

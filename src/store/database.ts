@@ -173,6 +173,88 @@ export function ormOptions(clientUrl: string, poolMax = 10, statementTimeoutMs =
   };
 }
 
+/** The readiness check's own connection, as pg_stat_activity names it. */
+const READINESS_APPLICATION_NAME = 'chat-readiness';
+
+/** The readiness check's connection, its connect() under way or done, and its end once asked for. */
+interface ProbeConnection {
+  client: pg.Client;
+  connected: Promise<unknown>;
+  ended: Promise<void> | null;
+}
+
+/**
+ * The readiness check (`/readyz`) on one connection of its own beside the pool. Through the pool,
+ * the check waited in its queue whenever every connection was busy (long statements, a burst) and
+ * timed out: every node of a busy deployment reported not ready at once, and the load balancer took
+ * them all out of service. This connection has the pool's settings (server, user, client class:
+ * several hosts, the embedded socket), is opened by the first check, kept between checks, dropped
+ * on any failure (the next check opens another) and ended by close().
+ */
+class ReadinessProbe {
+  #conn: ProbeConnection | null = null;
+  /** The check under way: one at a time (a second statement would wait behind the first on the connection). */
+  #checking: Promise<boolean> | null = null;
+  #closed = false;
+
+  constructor(private readonly pool: () => Promise<pg.Pool>) {}
+
+  ping(timeoutMs: number): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    this.#checking ??= this.#check(timeoutMs)
+      .catch(() => false)
+      .finally(() => {
+        this.#checking = null;
+      });
+    return this.#checking;
+  }
+
+  async #check(timeoutMs: number): Promise<boolean> {
+    if (this.#conn === null) {
+      const settings = (await this.pool()).options;
+      if (this.#closed) return false;
+      this.#conn = this.#open(settings, timeoutMs);
+    }
+    const conn = this.#conn;
+    try {
+      await withTimeout(
+        conn.connected.then(() => conn.client.query('select 1 as ok')),
+        timeoutMs,
+        'database readiness check',
+      );
+      return true;
+    } catch {
+      void this.#drop(conn);
+      return false;
+    }
+  }
+
+  #open(settings: pg.PoolConfig, timeoutMs: number): ProbeConnection {
+    const Client = (settings.Client ?? pg.Client) as unknown as typeof pg.Client;
+    const client = new Client({ ...settings, connectionTimeoutMillis: timeoutMs, application_name: READINESS_APPLICATION_NAME });
+    const conn: ProbeConnection = { client, connected: outsideRequest(() => client.connect()), ended: null };
+    // A connect that outlives its check (timed out) is ended by #drop; its error is handled there.
+    conn.connected.catch(() => undefined);
+    // Lost between checks (a restart, a failover, an idle timeout): the next check opens another.
+    client.on('error', () => void this.#drop(conn));
+    client.on('end', () => void this.#drop(conn));
+    return conn;
+  }
+
+  /** Forgets the connection and ends it, once its connect settled (one still under way would open after). */
+  #drop(conn: ProbeConnection): Promise<void> {
+    if (this.#conn === conn) this.#conn = null;
+    conn.ended ??= conn.connected.then(() => conn.client.end()).catch(() => undefined);
+    return conn.ended;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const conn = this.#conn;
+    if (conn !== null) await withTimeout(this.#drop(conn), 3000, 'closing the readiness connection').catch(() => undefined);
+  }
+}
+
 /** A read replica as the read routing uses it. */
 export interface Replica {
   /** `replica-1`, ... in the order of DATABASE_REPLICA_URLS (what /readyz and the logs show). */
@@ -190,7 +272,10 @@ export interface Database {
   embedded: boolean;
   /** The grouped sends' pipelined connection (src/store/hot/pipe.ts); none in embedded mode. */
   sendPipe: StatementPipe | null;
-  /** Returns true when a trivial query succeeds within the timeout. */
+  /**
+   * Returns true when a trivial query succeeds within the timeout, on a connection of its own: a
+   * pool whose every connection is busy does not fail it (ReadinessProbe).
+   */
   ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -327,21 +412,18 @@ export async function openDatabase(opts: {
     db: () => c.getClient() as unknown as Db,
   }));
   const sendPipe = embedded ? null : new StatementPipe(() => nativePool(orm));
+  const readiness = new ReadinessProbe(() => nativePool(orm));
   return {
     orm,
     replicas,
     url: finalUrl,
     embedded: !!embedded,
     sendPipe,
-    async ping(timeoutMs = 2000) {
-      try {
-        await withTimeout(orm.em.fork().getConnection().execute('select 1 as ok'), timeoutMs, 'database ping');
-        return true;
-      } catch {
-        return false;
-      }
+    ping(timeoutMs = 2000) {
+      return readiness.ping(timeoutMs);
     },
     async close() {
+      await readiness.close();
       // kysely 0.29's PostgresDriver.destroy() drops its pool reference before `pool.end()`: a
       // connection the pool hands out after that (to a query queued while the pool was full) makes
       // kysely throw before it can release it, and `pool.end()`, hence `orm.close()`, never returns.
