@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
   actor,
   callerFor,
   claimDue,
+  Collector,
   createLogger,
   deferred,
   expectTRPCError,
@@ -25,6 +28,7 @@ import {
 } from './fixture.js';
 import type { RoomEventSource } from '../src/services/room-events.js';
 import { WebhookWorker } from '../src/services/webhooks/worker.js';
+import { Migration20261206070000 } from '../src/store/migrations/Migration20261206070000.js';
 
 /** Retries fast (base 100 ms), polls often; the receiver runs on 127.0.0.1, so private URLs are allowed. */
 const t = fileServer('hooks', {
@@ -145,7 +149,8 @@ describe('delivery', () => {
       timeoutMs: 15_000,
     });
     expect(d).toMatchObject({ eventType: 'room.created', attempts: 4, lastStatusCode: 503, nextAttemptAt: null });
-    expect(d!.lastError).toMatch(/^HTTP 503: refused attempt 4/);
+    // The answer's body ("refused attempt 4") is described, not kept.
+    expect(d!.lastError).toBe('HTTP 503 (body of 17 bytes, text/plain, not kept)');
     expect(rx.requests.items.length).toBe(4);
   });
 
@@ -670,6 +675,70 @@ describe('secrets at rest', () => {
   });
 });
 
+describe('what a failed attempt keeps', () => {
+  it("an endpoint that echoes the request in its 500: last_error says HTTP 500 and holds no part of the event (an encrypted room's body included), also after the author's erasure", async () => {
+    await using env = await testEnv('hooks_echo');
+    const srv = await env.startServer({ messageKeys: `k1:${randomBytes(32).toString('base64')}`, webhooks: { ...t.config.webhooks, maxAttempts: 1 } });
+    const name = `echo-${uuid().slice(0, 8)}`;
+    const as = (id: string, roles: string[] = []) => callerFor(srv.app, actor(id, name, roles));
+    // Answers 500 with the message's body and the whole request echoed back, as many error pages do.
+    const received = new Collector<string>();
+    const echo = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const raw = Buffer.concat(chunks).toString('utf8');
+        received.push(raw);
+        const body = (JSON.parse(raw) as { data: { message?: { body?: string } } }).data.message?.body ?? null;
+        res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
+        res.end(JSON.stringify({ error: 'cannot process', body, request: JSON.parse(raw) as unknown }));
+      });
+    });
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(echo.address() as AddressInfo).port}/hooks`;
+      const hook = await as('boss', ['admin']).webhook.create({ url, events: ['message.new'] });
+      const room = await as('alice').room.create({ kind: 'group', name: 'vault', memberIds: ['bob'], encrypted: true });
+      const secret = `the launch code is ${uuid()}`;
+      const m = await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: secret });
+      const eventId = `${room.id}:${m.seq}`;
+      const [d] = await waitFor(() => as('boss', ['admin']).webhook.deliveries({ id: hook.id }), 'the failed delivery', {
+        until: (ds) => ds[0]?.eventId === eventId && ds[0].status === 'failed',
+      });
+      // The request carried the body in plain text (it is sealed in the message table).
+      const [raw] = received.items;
+      expect(raw).toContain(secret);
+      const [stored] = await env.sql<{ body: string }>('select body from message where id = $1', [m.id]);
+      expect(stored!.body).not.toContain(secret);
+      // Every string of the request (type, timestamp, tenant, ids, sender, the body), none in last_error.
+      const strings = (v: unknown): string[] =>
+        typeof v === 'string' ? [v] : v && typeof v === 'object' ? Object.values(v as Record<string, unknown>).flatMap(strings) : [];
+      const sent = strings(JSON.parse(raw!)).filter((s) => s.length >= 3);
+      expect(sent).toContain(secret);
+      const row = async () =>
+        (await env.sql<{ last_error: string; last_status_code: number; whole: string }>(
+          'select last_error, last_status_code, row_to_json(d)::text as whole from webhook_delivery d where endpoint_id = $1',
+          [hook.id],
+        ))[0]!;
+      for (const lastError of [d!.lastError!, (await row()).last_error]) {
+        for (const s of sent) expect(lastError).not.toContain(s);
+        expect(lastError).toMatch(/^HTTP 500 \(body of \d+ bytes, application\/json, not kept\)$/);
+      }
+      expect(d).toMatchObject({ status: 'failed', attempts: 1, lastStatusCode: 500 });
+      expect((await row()).whole).not.toContain(secret);
+      // Erasing the author leaves nothing of the body behind in the outbox either.
+      await as('boss', ['admin']).admin.eraseUser({ userId: 'alice' });
+      expect((await row()).whole).not.toContain(secret);
+      expect((await row()).last_status_code).toBe(500);
+    } finally {
+      await new Promise<void>((resolve) => {
+        echo.closeAllConnections();
+        echo.close(() => resolve());
+      });
+    }
+  });
+});
+
 describe('cost on the send path', () => {
   it('a send makes the same round trips with and without webhooks (the outbox rows ride on the write statement)', async () => {
     // A server of its own whose worker is stopped and without the room list feed (its batches run
@@ -714,5 +783,35 @@ describe('cost on the send path', () => {
     expect(withHook.outbox).toBe(6);
     expect(withHook.plain).toBe(without.plain);
     expect(withHook.reply).toBe(without.reply);
+  });
+});
+
+describe('the answer snippets kept before', () => {
+  it('Migration20261206070000 drops the snippet of every stored last_error and keeps the status', async () => {
+    await using env = await testEnv('hooks_snippets');
+    const srv = await env.startServer(); // migrates the database
+    await srv.app.services.webhookWorker.stop();
+    const [ep] = await env.sql<{ id: string }>(
+      `insert into webhook_endpoint (id, tenant, url, events, secret, created_at, updated_at)
+       values (gen_random_uuid(), 'snip', 'https://example.com/h', '{*}', 'unused', now(), now()) returning id`,
+    );
+    const insert = (eventId: string, code: number | null, lastError: string | null) =>
+      env.sql(
+        `insert into webhook_delivery (endpoint_id, tenant, room_id, event_id, event_type, data, status, attempts, next_attempt_at, created_at, last_status_code, last_error)
+         values ($1, 'snip', gen_random_uuid(), $2, 'message.new', '{}', 'failed', 1, now(), now(), $3, $4)`,
+        [ep!.id, eventId, code, lastError],
+      );
+    await insert('old', 500, 'HTTP 500: {"body":"the launch code is 1234"}');
+    await insert('new', 503, 'HTTP 503 (body of 17 bytes, text/plain, not kept)');
+    await insert('net', null, 'no answer within 10000 ms');
+    const migration = new Migration20261206070000(null as never, null as never);
+    await migration.up();
+    for (const q of migration.getQueries()) await env.sql(String(q));
+    const rows = await env.sql<{ event_id: string; last_error: string }>('select event_id, last_error from webhook_delivery where tenant = $1 order by event_id', ['snip']);
+    expect(rows).toEqual([
+      { event_id: 'net', last_error: 'no answer within 10000 ms' },
+      { event_id: 'new', last_error: 'HTTP 503 (body of 17 bytes, text/plain, not kept)' },
+      { event_id: 'old', last_error: 'HTTP 500 (body not kept)' },
+    ]);
   });
 });

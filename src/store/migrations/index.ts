@@ -19,6 +19,7 @@ import { Migration20261204170052 } from './Migration20261204170052.js';
 import { Migration20261204184731 } from './Migration20261204184731.js';
 import { Migration20261205000000 } from './Migration20261205000000.js';
 import { Migration20261206030742 } from './Migration20261206030742.js';
+import { Migration20261206070000 } from './Migration20261206070000.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -56,4 +57,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261205000000', class: Migration20261205000000 },
   // inbox_event: sender_id, client_id and request_hash of inbox.notify items with a clientId, unique per user.
   { name: 'Migration20261206030742', class: Migration20261206030742 },
+  // webhook_delivery.last_error: the snippets of endpoints' answers kept before are dropped (data only).
+  { name: 'Migration20261206070000', class: Migration20261206070000 },
 ];
