@@ -462,6 +462,101 @@ describe('who gets a push', () => {
     await expectNoPush(tn, 'bob', sub, 1);
   });
 
+  it('a push counts only what is still unread: read past some of its messages, it tells of the rest (one left: that message itself)', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const dm = await tn.as('alice').room.openDirect({ userId: 'bob' });
+    const say = (body: string) => tn.as('alice').chat.send({ roomId: dm.id, clientId: uuid(), body });
+    await say('one');
+    await waitPushes(sub, 1, 'the first push');
+    // Four messages folded into one row (held while they are written and partly read): two read.
+    const release = await tn.holdPushes('bob');
+    await say('two');
+    const three = await say('three');
+    await say('four');
+    await say('five');
+    await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: three.seq });
+    await release();
+    const got = await waitPushes(sub, 2, 'the push of the two unread');
+    expect(got[1]!.payload).toMatchObject({ type: 'direct', title: 'alice', body: '2 new messages', count: 2 });
+    // Two more, the first read: the push is the other one's, as a push of it alone.
+    const again = await tn.holdPushes('bob');
+    const six = await say('six');
+    const seven = await say('seven');
+    await tn.as('bob').receipt.markRead({ roomId: dm.id, seq: six.seq });
+    await again();
+    const all = await waitPushes(sub, 3, 'the push of the one unread');
+    expect(all[2]!.payload).toEqual({
+      type: 'direct',
+      roomId: dm.id,
+      messageId: seven.id,
+      title: 'alice',
+      body: 'seven',
+      url: `https://chat.example.com/#/room/${dm.id}`,
+      count: 1,
+    });
+    await expectNoPush(tn, 'bob', sub, 3);
+  });
+
+  it('a mention read before its push, folded with messages that are not: the push is of their kind (at level all a message, at level mentions a reply), not a mention', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob', 'carol'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
+    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    const release = await tn.holdPushes('bob', room.id);
+    const mention = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob need you', mentions: ['bob'] });
+    await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: 'looking at the graphs' });
+    await tn.as('bob').receipt.markRead({ roomId: room.id, seq: mention.seq });
+    await release();
+    const got = await waitPushes(sub, 2, 'the push of the unread message');
+    expect(got[1]!.payload).toMatchObject({ type: 'message', title: 'Ops', body: 'carol: looking at the graphs', count: 1 });
+    expect(got[1]!.urgency).toBe('normal');
+
+    // At level mentions: a mention (read) and a reply in bob's thread (not read).
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'mentions' });
+    const root = await tn.as('bob').chat.send({ roomId: room.id, clientId: uuid(), body: 'a question' });
+    const again = await tn.holdPushes('bob', room.id);
+    const mention2 = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob once more', mentions: ['bob'] });
+    await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: 'an answer', replyToId: root.id });
+    await tn.as('bob').receipt.markRead({ roomId: room.id, seq: mention2.seq });
+    await again();
+    const all = await waitPushes(sub, 3, 'the push of the unread reply');
+    expect(all[2]!.payload).toMatchObject({ type: 'reply', title: 'carol replied in Ops', body: 'an answer', count: 1 });
+    expect(all[2]!.urgency).toBe('high');
+    await expectNoPush(tn, 'bob', sub, 3);
+  });
+
+  it('a meeting invite that came after the last read counts among what is unread (it has no message to read past)', async () => {
+    const tn = tenant();
+    const sub = await tn.device('bob');
+    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
+    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
+    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    const release = await tn.holdPushes('bob', room.id);
+    const read = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'read by bob' });
+    await tn.as('bob').receipt.markRead({ roomId: room.id, seq: read.seq });
+    // A meeting and its invite, as video.create writes them (after bob's read), then a message.
+    const meetingUrl = 'https://meet.example.com/daily';
+    await t.env.sql(
+      `insert into meeting (id, tenant, room_id, created_by, title, provider, url, status, created_at, expires_at)
+       values ($1, $2, $3, 'alice', 'Daily', 'livekit', $4, 'scheduled', now(), now() + interval '1 hour')`,
+      [uuid(), tn.name, room.id, meetingUrl],
+    );
+    await enqueue(
+      t.app.services.store.db(),
+      [{ tenant: tn.name, userId: 'bob', roomId: room.id, kind: 'meeting.invite', messageId: null, messageSeq: null, fromUser: 'alice', title: 'Daily', url: meetingUrl }],
+      { push: true, digest: false, coalesceMs: COALESCE_MS, digestDelayMs: 0 },
+    );
+    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'join please' });
+    await release();
+    const got = await waitPushes(sub, 2, 'the push of the invite and the unread message');
+    expect(got[1]!.payload).toMatchObject({ type: 'meeting.invite', title: 'You are invited to a meeting in Standup', body: '2 new notifications in Standup', count: 2 });
+    await expectNoPush(tn, 'bob', sub, 2);
+  });
+
   it('a mention folded with later messages keeps its row a mention: told at level mentions, urgent, titled as a mention without naming the last sender', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
@@ -724,6 +819,66 @@ describe('who gets a push', () => {
         until: (rows) => rows.every((r) => Number(r.pending) === 0),
       });
       expect(ps.received.items.filter((r) => r.device === sub.device)).toHaveLength(1);
+    } finally {
+      gate.resolve();
+      await w.stop();
+    }
+  });
+
+  it('a claim that ends with no outcome after an item came puts its own kind back: a mention folded with a later message is still pushed as a mention, once', async () => {
+    await using env = await testEnv('pushnooutcome');
+    const srv = await env.startServer(OVERRIDES);
+    await srv.app.services.notifyWorker.stop();
+    const tenant = `gone-${uuid().slice(0, 8)}`;
+    const as = (id: string) => callerFor(srv.app, actor(id, tenant));
+    const sub = ps.subscribe();
+    await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
+    // The presence read of the claim is held while a message comes and this node's clock passes the deadline.
+    let clock = Date.now();
+    const reading = deferred<void>();
+    let gate = deferred<void>();
+    const slow = {
+      count: async () => {
+        reading.resolve();
+        await gate.promise;
+        return 0;
+      },
+      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
+    } as unknown as PresenceStore;
+    const notify = { ...OVERRIDES.notify, pushTimeoutMs: 2000, pollMs: 600_000 };
+    const warnings: { msg: string }[] = [];
+    const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line) as { msg: string }) });
+    const w = new NotifyWorker(srv.app.services.store, slow, notify, null, log, newCounters(), { now: () => clock });
+    const row = async () =>
+      (await env.sql<{ pending: number; kind: string; leased: boolean }>('select pending, kind, lease_until > now() as leased from notify_push where tenant = $1', [tenant]))[0];
+    try {
+      w.start();
+      const room = await as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['carol'] });
+      await as('carol').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+      await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@carol the database is down', mentions: ['carol'] });
+      w.wake();
+      await within(reading.promise, 8000, 'the push being prepared');
+      // While the mention's push is in flight: a plain message (level all) folds into the row.
+      await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and the cache too' });
+      expect(await row()).toEqual({ pending: 2, kind: 'message', leased: true });
+      clock += notify.pushTimeoutMs + 1;
+      gate.resolve();
+      await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
+        until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
+      });
+      // Left to its lease, with the claimed mention's kind back.
+      expect(await row()).toEqual({ pending: 2, kind: 'mention', leased: true });
+      expect(pushesTo(sub)).toEqual([]);
+      // Its lease over (moved here rather than waited for), the next claim sends both, as a mention, once.
+      gate = deferred<void>();
+      gate.resolve();
+      await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
+      w.wake();
+      const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
+      expect(p!.payload).toMatchObject({ type: 'mention', roomId: room.id, title: 'You were mentioned in Ops', body: '2 new notifications in Ops', count: 2 });
+      expect(p!.urgency).toBe('high');
+      await waitFor(row, 'the push recorded', { until: (r) => Number(r?.pending) === 0 });
+      expect(pushesTo(sub)).toHaveLength(1);
     } finally {
       gate.resolve();
       await w.stop();

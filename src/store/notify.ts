@@ -1,6 +1,7 @@
 import { type Expression, sql } from 'kysely';
 import { clip } from '../domain/text.js';
 import type { Db } from './database.js';
+import { UNREAD_WINDOW } from './receipts.js';
 
 /**
  * Notifications for people who are away (docs/OPERATIONS.md, "Notifications"): push devices,
@@ -163,9 +164,9 @@ const rankOf = (kind: string) => `array_position(${RANKED}, (${kind})::text)`;
  * items pending, the item's when it is idle. A row claimed by a push in flight (`claimPushes` marks it:
  * `updated_at` is its `lease_until` until an item comes) takes the first item since the claim as it
  * is: the claim stands for the items it read, and if its push ends them (sent, dropped), what remains
- * is what came since; a claim that keeps its items (held, retried) puts their kind back
- * (`withClaimedKind`). Only a claim that ends with no outcome (its node died, its deadline passed)
- * after items came leaves the row with their kind, not its own.
+ * is what came since; a claim that keeps its items (held, retried, or left to its lease:
+ * `abandonPush`) puts their kind back (`withClaimedKind`). Only a claim whose node died after items
+ * came leaves the row with their kind, not its own (no column keeps both).
  */
 export const PUSH_KIND_ON_CONFLICT = `case when notify_push.pending > 0
       and (notify_push.lease_until is null or notify_push.lease_until <= now() or notify_push.updated_at <> notify_push.lease_until)
@@ -528,6 +529,17 @@ export async function failPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>,
   );
 }
 
+/**
+ * A claim that ends with no outcome while its node lives (its deadline passed before the request,
+ * shutdown aborted the requests, an error): the row stays leased and is claimed again once the lease
+ * ends, with the claimed items' kind put back as a held claim does (an item queued since the claim set
+ * the row to its own kind, PUSH_KIND_ON_CONFLICT), and the claim's mark ended (`updated_at`), so that
+ * what comes until then folds into that kind too.
+ */
+export async function abandonPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>): Promise<boolean> {
+  return applied(await pushRow(db, k).set({ kind: withClaimedKind(k.kind), updated_at: now() }).executeTakeFirst());
+}
+
 /** Rows with nothing pending for a week: gone (the coalescing state they keep is long stale). */
 export async function pruneIdlePushes(db: Db): Promise<void> {
   await db
@@ -544,7 +556,7 @@ export async function pushContext(db: Db, q: ClaimedPush) {
     ? await db
         .selectFrom('room as r')
         .leftJoin('membership as m', (j) => j.onRef('m.room_id', '=', 'r.id').on('m.user_id', '=', q.user_id))
-        .select(['r.name', 'r.kind', 'r.encrypted', 'm.last_read_seq', 'm.user_id as member'])
+        .select(['r.name', 'r.kind', 'r.encrypted', 'm.last_read_seq', 'm.last_read_at', 'm.user_id as member'])
         .where('r.id', '=', q.room_id)
         .where('r.tenant', '=', q.tenant)
         .executeTakeFirst()
@@ -556,6 +568,65 @@ export async function pushContext(db: Db, q: ClaimedPush) {
     ? await db.selectFrom('chat_user').select('name').where('tenant', '=', q.tenant).where('id', '=', q.from_user).executeTakeFirst()
     : undefined;
   return { room, message, fromName: from?.name ?? q.from_user };
+}
+
+/** What of a claimed room row the user has not read (`unreadOfRow`). */
+export interface UnreadItems {
+  count: number;
+  kind: PushKind;
+}
+
+/**
+ * The items of a claimed room row the user has not read, when their read position is before the
+ * row's newest message (read up to it, the whole row is read). The row keeps a count and its newest
+ * item only, so they are counted from the room, at most `pending`: its messages after the read
+ * position up to the newest, not the user's nor `system` (a deleted one counts, as in the row), that
+ * the user is told about (`everyMessage`: a direct room or level `all`; else those that mention them
+ * or reply in a thread they wrote in, as `recipientsOf` picks them), and the meetings others created
+ * in the room since the user's last read (an invite has no message to read past). With fewer than
+ * `pending`, the kind is the most personal of theirs, never more than the row's (the row's may be
+ * that of an item read). Null, the row as it is: the newest message is not among them (the level
+ * changed since it was queued), or the read position is more than UNREAD_WINDOW seqs behind.
+ */
+export async function unreadOfRow(
+  db: Db,
+  q: Pick<ClaimedPush, 'user_id' | 'room_id' | 'pending' | 'kind' | 'message_seq'>,
+  read: { seq: number; at: Date | null },
+  everyMessage: boolean,
+  direct: boolean,
+): Promise<UnreadItems | null> {
+  const newest = q.message_seq;
+  if (q.room_id === null || newest === null || read.seq >= newest || newest - read.seq > UNREAD_WINDOW) return null;
+  const { rows } = await sql<{ n: number; newest: boolean; mention: boolean; reply: boolean; invites: number }>`
+    select count(*)::int as n, coalesce(bool_or(s.seq = ${newest}), false) as newest,
+           coalesce(bool_or(s.mention), false) as mention, coalesce(bool_or(s.reply), false) as reply,
+           (select count(*)::int from (select 1 from meeting g
+              where g.room_id = ${q.room_id} and g.created_by <> ${q.user_id}
+                and g.created_at > coalesce(${read.at}::timestamptz, '-infinity') limit ${q.pending}) i) as invites
+      from (select m.seq, m.mention, m.reply
+              from (select u.seq, jsonb_exists(u.mentions, ${q.user_id}) as mention,
+                           u.reply_to_id is not null and exists (select 1 from message t
+                             where t.room_id = u.room_id and t.sender_id = ${q.user_id} and t.kind <> 'system'
+                               and (t.id = u.reply_to_id or t.reply_to_id = u.reply_to_id)) as reply
+                      from message u
+                     where u.room_id = ${q.room_id} and u.seq > ${read.seq} and u.seq <= ${newest}
+                       and u.sender_id <> ${q.user_id} and u.kind <> 'system') m
+             where ${everyMessage} or m.mention or m.reply
+             order by m.seq desc
+             limit ${q.pending}) s`.execute(db);
+  const r = rows[0];
+  if (!r?.newest) return null;
+  const count = Math.min(q.pending, r.n + r.invites);
+  if (count === q.pending) return { count, kind: q.kind };
+  const kinds: [PushKind, boolean][] = [
+    ['mention', r.mention],
+    ['direct', direct],
+    ['reply', r.reply],
+    ['meeting.invite', r.invites > 0],
+    ['message', true],
+  ];
+  const theirs = kinds.find(([, has]) => has)![0];
+  return { count, kind: PERSONAL_RANK[theirs] < PERSONAL_RANK[q.kind] ? q.kind : theirs };
 }
 
 // ---------------------------------------------------------------------------------------------

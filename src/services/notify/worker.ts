@@ -5,6 +5,7 @@ import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
 import type { PresenceStore } from '../../realtime/presence-store.js';
 import {
+  abandonPush,
   type ClaimedDigest,
   type ClaimedPush,
   claimDigests,
@@ -25,6 +26,8 @@ import {
   pruneIdlePushes,
   pushContext,
   retryDigest,
+  type UnreadItems,
+  unreadOfRow,
   userEmail,
 } from '../../store/notify.js';
 import type { Store } from '../../store/store.js';
@@ -123,7 +126,14 @@ export class NotifyWorker {
         const rows = await claimPushes(this.store.db(), PUSH_BATCH, this.leaseMs);
         if (rows.length === 0) break;
         const by = claimedAt + deadlineMs;
-        await Promise.all(rows.map((r) => this.push(r, by).catch((err: unknown) => this.log.warn({ err }, 'push failed'))));
+        await Promise.all(
+          rows.map((r) =>
+            this.push(r, by).catch(async (err: unknown) => {
+              this.log.warn({ err }, 'push failed');
+              await this.abandon(r);
+            }),
+          ),
+        );
       }
     } catch (err) {
       if (!this.stopped) this.log.warn({ err }, 'push round failed');
@@ -156,6 +166,15 @@ export class NotifyWorker {
     this.log.info(fields, `${what} outcome not recorded: the lease ran out and another node claimed the row`);
   }
 
+  /** A claim that ends with no outcome: left to its lease, with its kind put back (`abandonPush`). */
+  private async abandon(q: ClaimedPush): Promise<void> {
+    try {
+      await abandonPush(this.store.db(), q);
+    } catch (err) {
+      if (!this.stopped) this.log.warn({ err, user: q.user_id, room: q.room_id }, 'push claim not released (retried after the lease)');
+    }
+  }
+
   /**
    * `by`: when the push requests must have ended (this node's clock), before the claim's lease can
    * run out: the reads before them (presence, preferences, the room) count against it too.
@@ -178,13 +197,21 @@ export class NotifyWorker {
     // A row that stands for one message only, deleted since (or gone): nothing to tell. With more, the
     // push counts it among them and shows none of it (`payloadOf`).
     if (q.pending === 1 && q.message_id !== null && (!ctx.message || ctx.message.deleted_at !== null)) return drop();
-    const read = ctx.room != null && q.message_seq !== null && Number(ctx.room.last_read_seq ?? 0) >= q.message_seq;
+    const level = (roomPref?.level as RoomLevel | undefined) ?? DEFAULT_LEVEL;
+    const lastRead = Number(ctx.room?.last_read_seq ?? 0);
+    const read = ctx.room != null && q.message_seq !== null && lastRead >= q.message_seq;
+    // Read past some of its items only: the push tells of the rest, as their count and kind.
+    let unread: UnreadItems = { count: q.pending, kind: q.kind };
+    if (!read && ctx.room && q.pending > 1) {
+      const direct = ctx.room.kind === 'direct';
+      unread = (await unreadOfRow(db, q, { seq: lastRead, at: ctx.room.last_read_at }, direct || level === 'all', direct)) ?? unread;
+    }
     const now = new Date(this.now());
     const decision = decidePush({
-      kind: q.kind,
+      kind: unread.kind,
       online,
       prefs: preferencesOf(prefRow),
-      room: q.room_id ? { level: (roomPref?.level as RoomLevel | undefined) ?? DEFAULT_LEVEL, muteUntil: roomPref?.mute_until ?? null } : null,
+      room: q.room_id ? { level, muteUntil: roomPref?.mute_until ?? null } : null,
       read,
       now,
     });
@@ -193,12 +220,13 @@ export class NotifyWorker {
     if (!decision.send) return drop();
     const devices = await listDevices(db, q.tenant, q.user_id);
     if (devices.length === 0) return drop();
-    const payload = this.payloadOf(q, ctx);
-    const urgency = q.kind === 'message' || q.kind === 'notification' ? 'normal' : 'high';
+    const payload = this.payloadOf(q, unread, ctx);
+    const urgency = unread.kind === 'message' || unread.kind === 'notification' ? 'normal' : 'high';
     // What is left of the deadline: none, and the row is left to its lease (another claim retries it)
     // rather than pushed by a node whose claim may be another's by the time the request ends.
     const left = by - this.now();
     if (left <= 0) {
+      await this.abandon(q);
       this.log.warn({ user: q.user_id, room: q.room_id }, 'push not sent: its deadline passed before the request (retried after the lease)');
       return;
     }
@@ -221,14 +249,15 @@ export class NotifyWorker {
       return finishPush(db, q, q.pending, true, coalesce).then(settled);
     }
     if (gone === devices.length) return drop();
-    if (this.stopped) return; // aborted by shutdown: retried after the lease
+    if (this.stopped) return this.abandon(q); // aborted by shutdown: retried after the lease
     this.counters.pushesFailed++;
     const retryInMs = q.attempts >= this.config.maxAttempts ? null : retryDelay(this.config.retryBaseMs, q.attempts);
     if (retryInMs === null) this.log.warn({ user: q.user_id, room: q.room_id, error: errors[0] }, 'push given up');
     settled(await failPush(db, q, q.pending, retryInMs, errors.join('; ')));
   }
 
-  private payloadOf(q: ClaimedPush, ctx: Awaited<ReturnType<typeof pushContext>>): PushPayload {
+  /** `unread`: what of the row the push tells of (all of it unless the user read past some). */
+  private payloadOf(q: ClaimedPush, unread: UnreadItems, ctx: Awaited<ReturnType<typeof pushContext>>): PushPayload {
     // Names stored before they were checked may hold line breaks: one line in a title.
     const roomName = oneLine(ctx.room?.name ?? '') || 'a room';
     const from = oneLine(ctx.fromName ?? '') || 'Someone';
@@ -236,14 +265,14 @@ export class NotifyWorker {
       ? previewOf({ encrypted: ctx.room?.encrypted === true || ctx.message.key_id !== null, roomName, body: ctx.message.body, deleted: ctx.message.deleted_at !== null })
       : '';
     const url = roomUrl(this.config.publicAppUrl, q.room_id);
-    const count = q.pending;
+    const count = unread.count;
     const many = (what: string) => (count > 1 ? `${count} ${what}` : null);
     // A row of several items has the most personal kind of them but the newest one's sender, who
     // may not be the one who mentioned, replied or invited: such a title names nobody then.
     const who = (personal: string, anonymous: string) => (count > 1 ? anonymous : personal);
     let title: string;
     let body: string;
-    switch (q.kind) {
+    switch (unread.kind) {
       case 'mention':
         title = who(`${from} mentioned you in ${roomName}`, `You were mentioned in ${roomName}`);
         body = many(`new notifications in ${roomName}`) ?? preview;
@@ -270,12 +299,12 @@ export class NotifyWorker {
         break;
     }
     return {
-      type: q.kind,
+      type: unread.kind,
       roomId: q.room_id,
       ...(q.message_id ? { messageId: q.message_id } : {}),
       title,
       body,
-      url: q.kind === 'meeting.invite' && q.url ? q.url : url,
+      url: unread.kind === 'meeting.invite' && q.url ? q.url : url,
       count,
     };
   }
