@@ -115,8 +115,10 @@ export interface LiveKitDouble extends AsyncDisposable {
   /** Requests refused (bad or missing token, missing grant). */
   refused: { method: string; status: number; code: string }[];
   /**
-   * A client connecting with a join token: verified like LiveKit does (signature, expiry, `roomJoin`
-   * on an existing room), then listed as a participant of that room. Throws when LiveKit would refuse.
+   * A client connecting with a join token: verified like LiveKit does (signature, expiry, `roomJoin`),
+   * then listed as a participant of that room. A room that does not exist (never created, or deleted)
+   * is created by the join, as LiveKit's `room.auto_create` (on by default) does, unless the double was
+   * started with `autoCreate: false`. Throws when LiveKit would refuse.
    */
   join(token: string): Promise<LkParticipant>;
   /**
@@ -131,7 +133,7 @@ export interface LiveKitDouble extends AsyncDisposable {
 
 const twirpError = (res: ServerResponse, status: number, code: string, msg: string) => send(res, status, { code, msg });
 
-export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: string } = {}): Promise<LiveKitDouble> {
+export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: string; autoCreate?: boolean } = {}): Promise<LiveKitDouble> {
   const apiKey = opts.apiKey ?? `APIkey${randomBytes(4).toString('hex')}`;
   const apiSecret = opts.apiSecret ?? randomBytes(24).toString('base64url');
   const verifier = new TokenVerifier(apiKey, apiSecret);
@@ -236,6 +238,10 @@ export async function startLiveKitDouble(opts: { apiKey?: string; apiSecret?: st
   const join = async (token: string): Promise<LkParticipant> => {
     const claims = await verifier.verify(token);
     const name = claims.video?.room ?? '';
+    if (claims.video?.roomJoin && name && !rooms.has(name) && (opts.autoCreate ?? true)) {
+      // LiveKit's `room.auto_create`: the first join creates the room (with LiveKit's default timeouts).
+      rooms.set(name, { sid: `RM_${randomBytes(6).toString('hex')}`, name, emptyTimeout: 300, departureTimeout: 20, creationTime: Math.floor(Date.now() / 1000), participants: [] });
+    }
     const room = rooms.get(name);
     if (!claims.video?.roomJoin || !room || !claims.sub) throw new Error(`LiveKit refuses the join to ${name}`);
     // One connection per identity: a second join replaces the first (LiveKit's duplicate identity).

@@ -641,6 +641,26 @@ describe('LiveKit webhooks', () => {
     expect(await systemBodies(lkSrv, room.id, owner)).toEqual(['Meeting "Late" started', 'Meeting "Flipped" ended']);
   });
 
+  it('a join to an ended meeting (a token minted before video.end: LiveKit creates the room again on join) ends the provider room again', async () => {
+    const [owner, bob] = users('owner', 'bob');
+    const room = await groupRoom(lkSrv, owner, [bob!]);
+    const m = await as(lkSrv, owner).video.create({ roomId: room.id, title: 'Over' });
+    const token = await as(lkSrv, bob!).video.joinToken({ meetingId: m.id });
+    await as(lkSrv, owner).video.end({ meetingId: m.id });
+    expect(lk.rooms.has(m.id)).toBe(false);
+
+    // Bob reconnects with the token he had: LiveKit creates the room anew and lets him in.
+    const p = await lk.join(token.token);
+    const joinedAt = new Date(p.joinedAt);
+    const joined = livekitEvent({ event: 'participant_joined', room: m.id, createdAt: joinedAt, participant: { sid: p.sid, identity: bob!, joinedAt } });
+    expect((await lkPost(joined)).body.outcome).toBe('processed');
+    expect({ online: lk.rooms.get(m.id)?.participants.map((x) => x.identity) ?? [] }).toEqual({ online: [] });
+    expect(lk.requests.filter((r) => r.method === 'DeleteRoom' && r.body.room === m.id)).toHaveLength(2);
+    // The meeting stays ended, with its one "ended" message.
+    expect(await as(lkSrv, owner).video.get({ meetingId: m.id })).toMatchObject({ status: 'ended' });
+    expect(await systemBodies(lkSrv, room.id, owner)).toEqual(['Meeting "Over" ended']);
+  });
+
   it('refuses unsigned, wrongly signed, tampered and stale deliveries with 401 and changes nothing', async () => {
     const [owner] = users('owner');
     const room = await groupRoom(lkSrv, owner, []);

@@ -88,13 +88,18 @@ export class MeetingWebhooks {
     if (!ev) return 'probe';
     const event = ev;
     this.cleanupWebhookEvents();
-    const { outcome, ejection } = await this.store.transact((tx) => this.apply(tx, provider, event));
+    const { outcome, ejection, ended } = await this.store.transact((tx) => this.apply(tx, provider, event));
     // After the commit (no provider call holds the meeting's lock), before the answer.
     if (ejection) await this.eject(provider, ejection);
+    if (ended) await this.endAgain(provider, ended);
     return outcome;
   }
 
-  private async apply(tx: Tx, provider: VideoProvider, event: VideoWebhookEvent): Promise<{ outcome: WebhookOutcome; ejection?: Ejection }> {
+  private async apply(
+    tx: Tx,
+    provider: VideoProvider,
+    event: VideoWebhookEvent,
+  ): Promise<{ outcome: WebhookOutcome; ejection?: Ejection; ended?: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'> }> {
     if (!(await recordWebhookEvent(tx, provider.name, fit(event.id, 200)))) return { outcome: 'duplicate' };
     if (event.kind === 'other' || !UUID_RE.test(event.room)) return { outcome: 'ignored' };
     const m = await lockProviderMeeting(tx, event.room, provider.name);
@@ -125,6 +130,9 @@ export class MeetingWebhooks {
         // provider has taken it out (`eject`).
         await upsertParticipant(tx, seen);
         if (event.kind === 'participant.left') break;
+        // A join to an ended meeting: its provider room lives again (LiveKit creates a room on the join
+        // of a token minted before its end), so it is ended again, with everyone in it.
+        if (m.status === 'ended') return { outcome: 'processed', ended: m };
         const refused = p.service || !p.userId ? null : await this.refusal(tx, m, userId);
         if (refused !== null) return { outcome: 'processed', ejection: { meeting: m, userId, identity: p.userId, seen, reason: refused } };
         // The first participant makes a scheduled meeting live (even if room_started is late); a
@@ -170,6 +178,20 @@ export class MeetingWebhooks {
       await this.store.transact((tx) => upsertParticipant(tx, { ...e.seen, leftAt: new Date() }));
     } catch (err) {
       this.log.warn({ err, ...about }, 'could not record the leave of a user removed from a meeting');
+    }
+  }
+
+  /**
+   * Ends the provider room of an ended meeting someone joined (`endRoom`: a room already gone is no
+   * error). A failure is logged and never thrown (the webhook gets its answer either way): `video.end`
+   * of the meeting asks the provider again.
+   */
+  private async endAgain(provider: VideoProvider, m: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'>): Promise<void> {
+    const about = { meetingId: m.id, roomId: m.room_id, tenant: m.tenant };
+    try {
+      await provider.endRoom(m.id);
+    } catch (err) {
+      this.log.warn({ err, ...about }, 'could not end the provider room of an ended meeting someone joined');
     }
   }
 
