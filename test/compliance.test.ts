@@ -304,6 +304,23 @@ describe('erase', () => {
     expect(await auditRows('user.erase', bob)).toHaveLength(2);
   });
 
+  it("an erased reply's message.deleted carries its root's thread summary without it, live and in a replay (as chat.delete's does)", async () => {
+    const [alice, bob] = users('th-alice', 'th-bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const root = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'root' });
+    const kept = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'alice reply', replyToId: root.id });
+    const erased = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'bob reply', replyToId: root.id });
+    await using stream = await live(alice!, room.id);
+    await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
+    const deleted = await nextOf(stream, 'message.deleted');
+    expect(deleted.message.id).toBe(erased.id);
+    expect((await as(alice!).chat.thread({ messageId: root.id })).root).toMatchObject({ replyCount: 1 });
+    const summary = { rootId: root.id, replyCount: 1, lastReplyAt: kept.createdAt };
+    expect(deleted.thread, 'the live message.deleted of an erased reply has no thread summary').toEqual(summary);
+    await using replay = await openEvents(t.app, actor(alice!), { roomId: room.id, lastEventId: String(erased.seq) });
+    expect((await nextOf(replay, 'message.deleted')).thread, 'the replayed message.deleted of an erased reply has no thread summary').toEqual(summary);
+  });
+
   it("erases the user's e-mail address and what notifications kept of them; a later token does not bring the address back", async () => {
     const [owner, bob] = users('em-owner', 'em-bob');
     const room = await groupRoom(owner!, [bob!]);
@@ -349,6 +366,34 @@ describe('erase', () => {
       [room.id],
     )) as [{ n: number; last: number }];
     expect(n).toBe(last);
+  });
+
+  it('a message and a reaction the user commits while the erasure works through their reactions are erased too', async () => {
+    const [alice, bob] = users('race-alice', 'race-bob');
+    const room = await groupRoom(alice!, [bob!]);
+    await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'before' });
+    const theirs = [];
+    for (let i = 0; i < 3; i++) theirs.push(await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `theirs ${i}` }));
+    for (const m of theirs) await as(bob!).chat.react({ messageId: m.id, emoji: '👀' });
+    const s = t.app.services;
+    // The store as the erasure sees it: right before its first reaction batch (its second
+    // transaction: the first erased the one message), bob sends and reacts once more.
+    const store = Object.create(s.store) as typeof s.store;
+    let calls = 0;
+    store.transact = (async (fn: Parameters<typeof s.store.transact>[0], opts?: Parameters<typeof s.store.transact>[1]) => {
+      if (++calls === 2) {
+        const late = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'sent while the erasure ran' });
+        await as(bob!).chat.react({ messageId: late.id, emoji: '🙈' });
+      }
+      return s.store.transact(fn, opts);
+    }) as typeof s.store.transact;
+    const small = new ComplianceService(store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    const r = await small.eraseUser(admin(), bob!);
+    expect(calls).toBeGreaterThan(2);
+    expect(await t.env.sql('select body from message where sender_id = $1 and (body is not null or deleted_at is null)', [bob]), 'a message committed during the erasure kept its body').toEqual([]);
+    expect(await t.env.sql('select emoji from reaction where user_id = $1', [bob]), 'a reaction committed during the erasure was kept').toEqual([]);
+    expect(r).toMatchObject({ messages: 2, reactions: 4 });
+    expect((await auditRows('user.erase', bob)).map((a) => a.data)).toEqual([expect.objectContaining({ messages: 2, reactions: 4 })]);
   });
 
   it('erases in archived and encrypted rooms too', async () => {

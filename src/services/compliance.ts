@@ -8,6 +8,7 @@ import {
   auditPage,
   bansOfRoom,
   blankMentionExcerptsFrom,
+  contentLeft,
   deleteEditsOfSender,
   deleteInboxItems,
   deleteReactionsOf,
@@ -59,6 +60,11 @@ const iso = (d: Date | null | undefined) => (d ? d.toISOString() : null);
  * the committed attempt only.
  */
 const RETRY = { retry: true } as const;
+/**
+ * How many rounds of batches an erasure runs at most while the user keeps committing messages or
+ * reactions behind it; the last round's transaction then writes the rest without looking again.
+ */
+const ERASE_ROUNDS = 5;
 
 /**
  * Compliance for tenant admins (docs/SECURITY.md, "Compliance"): exports of a user's or a room's
@@ -304,35 +310,62 @@ export class ComplianceService {
    * (`reaction.removed`), read positions, inbox items and uploaded files (handed to the file worker),
    * the excerpts of their mentions in others' inboxes (also where the message is gone) and their
    * name ("deleted user"). Memberships stay. Messages and reactions go in batches of
-   * `COMPLIANCE_PAGE`, one transaction each; the last transaction writes the rest and the audit row.
+   * `COMPLIANCE_PAGE`, one transaction each; the last transaction writes the rest and the audit row,
+   * or rolls back when the user committed content behind the batches (another round, `eraseRest`).
    * Idempotent: a repeat erases nothing more and answers zeros.
    */
   async eraseUser(actor: Actor, userId: string): Promise<EraseResult> {
     const tenant = this.requireAdmin(actor, 'erase users');
     if (!(await userKnown(this.store.db(), tenant, userId))) throw notFound('user');
     const result: EraseResult = { userId, messages: 0, edits: 0, reactions: 0, readPositions: 0, inboxItems: 0, files: 0 };
-    for (;;) {
-      const done = await this.eraseMessageBatch(actor, userId, result);
-      if (done < this.pageSize) break;
+    for (let round = 1; ; round++) {
+      for (;;) {
+        const done = await this.eraseMessageBatch(actor, userId, result);
+        if (done < this.pageSize) break;
+      }
+      for (;;) {
+        const done = await this.eraseReactionBatch(tenant, userId, result);
+        if (done < this.pageSize) break;
+      }
+      if (await this.eraseRest(actor, userId, result, round < ERASE_ROUNDS)) break;
     }
-    for (;;) {
-      const done = await this.eraseReactionBatch(tenant, userId, result);
-      if (done < this.pageSize) break;
-    }
-    await this.store.transact(async (tx) => {
-      result.edits += await deleteEditsOfSender(tx.db, tenant, userId);
-      result.readPositions = await resetReadPositions(tx.db, tenant, userId);
-      result.inboxItems = await deleteInboxItems(tx.db, tenant, userId);
-      // Their words in others' mention items, also of messages no longer there (room deleted, retention).
-      await blankMentionExcerptsFrom(tx.db, tenant, userId);
-      result.files += await removeFilesOfUploader(tx.db, tenant, userId);
-      await anonymizeUser(tx.db, tenant, userId);
-      const { userId: _u, ...counts } = result;
-      await tx.audit({ tenant, actorId: actor.id, action: 'user.erase', targetId: userId, data: counts });
-    });
     if (result.files > 0) this.wakeFiles();
     this.log.info({ audit: 'compliance', action: 'user.erase', tenant, by: actor.id, targetId: userId, ...result }, 'compliance: user.erase');
     return result;
+  }
+
+  /**
+   * The last transaction: the rest and the audit row. With `recheck`, its last statement looks for
+   * a message or reaction the user committed after the batches had passed (a send while the
+   * erasure ran): then it rolls back and answers false, and the caller erases another round.
+   */
+  private async eraseRest(actor: Actor, userId: string, result: EraseResult, recheck: boolean): Promise<boolean> {
+    const tenant = actor.tenant;
+    let rest = { edits: 0, readPositions: 0, inboxItems: 0, files: 0 };
+    try {
+      await this.store.transact(async (tx) => {
+        rest = { edits: 0, readPositions: 0, inboxItems: 0, files: 0 };
+        rest.edits = await deleteEditsOfSender(tx.db, tenant, userId);
+        rest.readPositions = await resetReadPositions(tx.db, tenant, userId);
+        rest.inboxItems = await deleteInboxItems(tx.db, tenant, userId);
+        // Their words in others' mention items, also of messages no longer there (room deleted, retention).
+        await blankMentionExcerptsFrom(tx.db, tenant, userId);
+        rest.files = await removeFilesOfUploader(tx.db, tenant, userId);
+        await anonymizeUser(tx.db, tenant, userId);
+        const { userId: _u, ...before } = result;
+        const counts = { ...before, edits: before.edits + rest.edits, readPositions: rest.readPositions, inboxItems: rest.inboxItems, files: before.files + rest.files };
+        await tx.audit({ tenant, actorId: actor.id, action: 'user.erase', targetId: userId, data: counts });
+        if (recheck && (await contentLeft(tx.db, tenant, userId))) throw new AnotherRound();
+      });
+    } catch (err) {
+      if (err instanceof AnotherRound) return false;
+      throw err;
+    }
+    result.edits += rest.edits;
+    result.readPositions = rest.readPositions;
+    result.inboxItems = rest.inboxItems;
+    result.files += rest.files;
+    return true;
   }
 
   /** One transaction: the next batch of the user's messages with content. Returns how many were locked. */
@@ -380,9 +413,10 @@ export class ComplianceService {
     }
     await tx.appendErasure(row.room_id, async () => {
       const erased = await eraseMessage(tx, row.id, actor.id);
-      if (row.reply_to_id) await uncountReply(tx, row.reply_to_id);
+      // A reply: its root's summary without it goes with the event, as with `chat.delete`.
+      const thread = row.reply_to_id ? await uncountReply(tx, row.reply_to_id) : null;
       await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, row.id);
-      return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(erased) } as const;
+      return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(erased), ...(thread ? { thread } : {}) } as const;
     });
   }
 
@@ -436,6 +470,9 @@ export class ComplianceService {
     return { events, nextCursor: rows.length > input.limit && last ? `${last.at.getTime()}_${last.id}` : null };
   }
 }
+
+/** Rolls back an erasure's last transaction that found content committed behind its batches. */
+class AnotherRound extends Error {}
 
 function parseCursor(cursor: string): { at: Date; id: string } {
   const m = AUDIT_CURSOR.exec(cursor);

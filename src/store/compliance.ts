@@ -196,9 +196,13 @@ export function roomLogPage(db: Db, roomId: string, afterSeq: number, limit: num
  */
 export function lockMessagesToErase(tx: Tx, tenant: string, userId: string, limit: number): Promise<MessageRow[]> {
   tx.lockForUpdate('message');
-  return tx.db
+  return messagesToErase(tx.db, tenant, userId).select(MESSAGE_FIELDS).orderBy('id').limit(limit).forUpdate().execute();
+}
+
+/** The user's messages in the tenant that still hold content (what `eraseMessage` clears). */
+function messagesToErase(db: Db, tenant: string, userId: string) {
+  return db
     .selectFrom('message')
-    .select(MESSAGE_FIELDS)
     .where('tenant', '=', tenant)
     .where('sender_id', '=', userId)
     .where((eb) =>
@@ -210,11 +214,32 @@ export function lockMessagesToErase(tx: Tx, tenant: string, userId: string, limi
         eb('card', 'is not', null),
         eb('metadata', 'is not', null),
       ]),
-    )
-    .orderBy('id')
-    .limit(limit)
-    .forUpdate()
-    .execute();
+    );
+}
+
+/**
+ * Whether the user still has a message with content or a reaction in the tenant: committed after
+ * the erasure's batches had passed (a send or reaction while it ran).
+ */
+export async function contentLeft(db: Db, tenant: string, userId: string): Promise<boolean> {
+  const row = await db
+    .selectNoFrom((eb) => [
+      eb
+        .or([
+          eb.exists(messagesToErase(db, tenant, userId).select('id')),
+          eb.exists(
+            eb
+              .selectFrom('reaction as x')
+              .innerJoin('message as m', 'm.id', 'x.message_id')
+              .select('x.message_id')
+              .where('m.tenant', '=', tenant)
+              .where('x.user_id', '=', userId),
+          ),
+        ])
+        .as('left'),
+    ])
+    .executeTakeFirstOrThrow();
+  return Boolean(row.left);
 }
 
 /** Erases a message's content at rest: deleted (if not yet), no body, attachments, card or metadata. */
