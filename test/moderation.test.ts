@@ -186,6 +186,8 @@ describe('room.mute and room.unmute', () => {
     await expectTRPCError(send(bob, room.id), 'FORBIDDEN', new RegExp(`muted.*${until.toISOString().replace(/[.]/g, '\\.')}`));
 
     await expectTRPCError(as(owner).room.mute({ roomId: room.id, userId: bob, until: new Date(Date.now() - 1000) }), 'BAD_REQUEST', /future/);
+    // Like every date of an input: up to 9999-12-31 (a JavaScript date goes on to the year 275760).
+    await expectTRPCError(as(owner).room.mute({ roomId: room.id, userId: bob, until: new Date('+100000-01-01T00:00:00Z') }), 'BAD_REQUEST', /until must be between 1970-01-01 and 9999-12-31/);
     // The rejected mute did not change the existing one.
     expect((await as(owner).room.members({ roomId: room.id })).find((m) => m.userId === bob)?.mutedUntil).toEqual(until);
 

@@ -96,7 +96,7 @@ export const roomRouter = router({
     .mutation(({ ctx, input }) => ctx.services.rooms.moderation.setRole(ctx.actor, input.roomId, input.userId, input.role)),
 
   mute: managementProcedure
-    .input(RoomMember.extend({ until: z.date().nullish() }))
+    .input(RoomMember.extend({ until: InputDate('until').nullish() }))
     .mutation(({ ctx, input }) => ctx.services.rooms.moderation.mute(ctx.actor, input.roomId, input.userId, input.until ?? null)),
 
   unmute: managementProcedure.input(RoomMember).mutation(({ ctx, input }) => ctx.services.rooms.moderation.unmute(ctx.actor, input.roomId, input.userId)),
