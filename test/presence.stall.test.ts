@@ -217,6 +217,33 @@ describe('presence after a stall', () => {
     for (const id of [ids[0]!, ids[PRESENCE_SLICE]!, ids.at(-1)!]) expect(await presence.connections(actor(id)), id).toBe(0);
   });
 
+  it('after Redis lost the presence keys (a restart without persistence), the room still gets its members\' presence: the next heartbeat brings them back, and later changes go out', async () => {
+    const u = uuid().slice(0, 8);
+    const [p, w] = [`rl-${u}`, `wl-${u}`];
+    await using wc = clientFor(t.url, w);
+    const room = await wc.trpc.room.create.mutate({ kind: 'group', name: 'redis lost', memberIds: [p] });
+    using rec = recordEvents(wc, { roomId: room.id });
+    await rec.ready();
+    await using pc = clientFor(t.url, p, { ws: true });
+    expect((await pc.trpc.auth.me.query()).id).toBe(p);
+    await rec.next('presence', (e) => e.userId === p && e.status === 'online');
+    await pc.trpc.presence.set.mutate({ status: 'away' });
+    const away = await rec.next('presence', (e) => e.userId === p && e.status === 'away');
+
+    // Redis restarts empty: every presence key of the deployment is gone, its version counter too.
+    const keys = await redis.keys(`${t.config.redisPrefix}{presence}:*`);
+    expect(keys.length).toBeGreaterThan(0);
+    await redis.del(...keys);
+    // The node's next heartbeat registers p's connection again and announces p online.
+    await t.app.services.presence.heartbeat();
+    // (The room's hub keeps the highest version it delivered per user and drops older ones.)
+    const back = await rec.next('presence', (e) => e.userId === p && e.status === 'online' && e.version > away.version, 5000);
+    expect((await wc.trpc.presence.get.query({ userIds: [p] }))[0]).toMatchObject({ status: 'online', version: back.version });
+    await pc.trpc.presence.set.mutate({ status: 'dnd' });
+    await rec.next('presence', (e) => e.userId === p && e.status === 'dnd', 5000);
+    expect(rec.of('presence', (e) => e.userId === p).map((e) => e.status)).toEqual(['online', 'away', 'online', 'dnd']);
+  });
+
   it('the in-memory store (one node): a heartbeat registers again what the sweep removed, and names the user', async () => {
     const store = new MemoryPresenceStore(60_000);
     const c = { tenant: 'acme', userId: 'solo', connId: 'c1' };

@@ -7,7 +7,7 @@
  * user once, also with another sweeper at work. Removals and admissions in groups answer as they
  * would one by one. Every change raises the store's version, which `get` reads with the states.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { SEP } from '../src/realtime/presence-store.js';
 import { MemoryPresenceStore } from '../src/realtime/memory-presence.js';
 import { HEARTBEAT_SLICE, RedisPresenceStore, SWEEP_BATCH } from '../src/realtime/redis-presence.js';
@@ -275,5 +275,46 @@ describe('the presence version', () => {
       const [again] = await s.get(tenant, [k.userId]);
       expect(again!.version).toBe(readings.at(-1)!.version);
     }
+  });
+});
+
+describe('the presence version across a loss of the store', () => {
+  it('never goes back when Redis loses its presence keys (a restart without persistence) or a one-node server restarts: hubs and clients that kept a newer version take the new states', async () => {
+    const { store, tenant, p } = storeAt('version-loss');
+    const k = { tenant, userId: 'vl-user' };
+    const c = { ...k, connId: 'vl-conn' };
+    await store.admitMany([{ c, max: 5 }]);
+    await store.setStatus(k, 'away');
+    await store.heartbeat([c]);
+    const [before] = await store.get(tenant, [k.userId]);
+    // Redis restarts without persistence: every presence key is gone, the version counter with them.
+    const keys = await link.client.keys(`${p}*`);
+    await link.client.del(...keys);
+    // The node's next heartbeat writes the connection back (and its user is announced online again).
+    expect(await store.heartbeat([c])).toEqual([k]);
+    const [after] = await store.get(tenant, [k.userId]);
+    expect(after!.status).toBe('online');
+    expect(after!.version, 'the version read after the loss, against the one read before it').toBeGreaterThan(before!.version);
+    // The other changes that start it again after a loss: a connect and a status set.
+    for (const change of [() => store.connect({ ...c, connId: 'vl-2' }), () => store.setStatus(k, 'dnd')]) {
+      const [last] = await store.get(tenant, [k.userId]);
+      await link.client.del(...(await link.client.keys(`${p}*`)));
+      await change();
+      const [now] = await store.get(tenant, [k.userId]);
+      expect(now!.version).toBeGreaterThan(last!.version);
+    }
+
+    // One node on the in-memory store, restarted: its clients keep the versions they were shown.
+    const first = new MemoryPresenceStore(60_000);
+    for (let i = 0; i < 3; i++) await first.connect({ ...c, connId: `m-${i}` });
+    const [old] = await first.get(tenant, [k.userId]);
+    // The new process starts a second later (a restart takes at least that).
+    const later = Date.now() + 1000;
+    vi.spyOn(Date, 'now').mockReturnValue(later);
+    const restarted = new MemoryPresenceStore(60_000);
+    vi.restoreAllMocks();
+    await restarted.connect(c);
+    const [fresh] = await restarted.get(tenant, [k.userId]);
+    expect(fresh!.version, 'the version after a restart, against the one before it').toBeGreaterThan(old!.version);
   });
 });

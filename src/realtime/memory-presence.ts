@@ -9,8 +9,12 @@ export class MemoryPresenceStore implements PresenceStore {
   private readonly conns = new Map<string, Map<string, number>>();
   private readonly status = new Map<string, Exclude<PresenceStatus, 'offline'>>();
   private readonly seen = new Map<string, number>();
-  /** Raised by every change (see PresenceStore). */
-  private version = 0;
+  /**
+   * Raised by every change (see PresenceStore). Starts at the clock in microseconds, not at 0: the
+   * clients of a restarted node keep the highest version they were shown per user and drop older
+   * ones, so a counter starting over would have frozen every user's presence for them.
+   */
+  private version = Date.now() * 1000;
 
   constructor(private readonly ttlMs: number) {}
 

@@ -5,6 +5,24 @@ import { PRESENCE_SLICE, SEP, type PresenceConn, type PresenceKey, type Presence
 import type { RedisLink } from './redis.js';
 
 /**
+ * Raises the store's version (`KEYS[#KEYS]` of the scripts below). A version key that is missing
+ * (Redis restarted without persistence, or lost the key otherwise) starts again at Redis' clock in
+ * microseconds, not at 0: room hubs and clients keep the highest version they were shown per user
+ * and drop older ones, so a counter starting over would have frozen every user's presence for them.
+ * The clock moves a million a second, the counter one per change (an admission, a removal, a
+ * heartbeat slice): far less, so a new start is above every version handed out before the loss.
+ */
+const BUMP = `
+local function bump(k)
+  if redis.call('EXISTS', k) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', k, t[1] .. string.rep('0', 6 - #t[2]) .. t[2])
+  end
+  redis.call('INCR', k)
+end
+`;
+
+/**
  * `admitMany` in Redis: for each connection in turn, drop its user's expired entries, count, add
  * unless at the limit; -1 when full, else the count before (a user's second connection of the same
  * call counts the first). KEYS[1]: the global set; KEYS[2..n-1]: each connection's user set (a user's
@@ -12,11 +30,11 @@ import type { RedisLink } from './redis.js';
  * ARGV[1]: now; ARGV[2]: the new entries' expiry; ARGV[3]: the life of a user's set (ms); then per
  * connection its id, the most its user may have, and its member of the global set.
  */
-const ADMIT_SCRIPT = `
+const ADMIT_SCRIPT = `${BUMP}
 local now, exp, life = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
 local all = {}
-redis.call('INCR', KEYS[#KEYS])
+bump(KEYS[#KEYS])
 for k = 2, #KEYS - 1 do
   local a = 4 + (k - 2) * 3
   redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
@@ -42,11 +60,11 @@ return out
  * members. Answers the positions (1-based, among the users) of the users of whom a connection was
  * missing: a sweep had removed it.
  */
-const HEARTBEAT_SCRIPT = `
+const HEARTBEAT_SCRIPT = `${BUMP}
 local exp = ARGV[1]
 local a = 3
 local back = {}
-redis.call('INCR', KEYS[#KEYS])
+bump(KEYS[#KEYS])
 for k = 2, #KEYS - 1 do
   local n = tonumber(ARGV[a])
   local added = 0
@@ -84,12 +102,12 @@ export const HEARTBEAT_SLICE = PRESENCE_SLICE;
  * call before it failed (a script stops at its error with what it did before it kept) or its answer
  * was lost, so it names every user of the batch left with none.
  */
-const REMOVE_SCRIPT = `
+const REMOVE_SCRIPT = `${BUMP}
 local now = ARGV[1]
 local again = ARGV[3] == '1'
 local a = 4
 local gone = {}
-redis.call('INCR', KEYS[#KEYS])
+bump(KEYS[#KEYS])
 for k = 2, #KEYS - 1, 2 do
   local n = tonumber(ARGV[a])
   local removed = 0
@@ -105,6 +123,12 @@ for k = 2, #KEYS - 1, 2 do
 end
 if a <= #ARGV then redis.call('ZREM', KEYS[1], unpack(ARGV, a)) end
 return gone
+`;
+
+/** A status set: KEYS[1] the user's status key, KEYS[2] the store's version (raised); ARGV[1] the status, ARGV[2] its life (s). */
+const STATUS_SCRIPT = `${BUMP}
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+bump(KEYS[2])
 `;
 
 /**
@@ -132,6 +156,7 @@ const ADMIT = 'chatPresenceAdmit';
 const HEARTBEAT = 'chatPresenceHeartbeat';
 const SWEEP_CLAIM = 'chatPresenceSweepClaim';
 const REMOVE = 'chatPresenceRemove';
+const STATUS = 'chatPresenceStatus';
 type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>;
 
 /**
@@ -157,17 +182,20 @@ export class RedisPresenceStore implements PresenceStore {
     this.redis.defineCommand(HEARTBEAT, { lua: HEARTBEAT_SCRIPT });
     this.redis.defineCommand(SWEEP_CLAIM, { numberOfKeys: 1, lua: SWEEP_CLAIM_SCRIPT });
     this.redis.defineCommand(REMOVE, { lua: REMOVE_SCRIPT });
+    this.redis.defineCommand(STATUS, { lua: STATUS_SCRIPT });
     const commands = this.redis as unknown as Record<string, ScriptCommand>;
     this.admitScript = commands[ADMIT]!.bind(this.redis);
     this.heartbeatScript = commands[HEARTBEAT]!.bind(this.redis);
     this.sweepClaimScript = commands[SWEEP_CLAIM]!.bind(this.redis);
     this.removeScript = commands[REMOVE]!.bind(this.redis);
+    this.statusScript = commands[STATUS]!.bind(this.redis);
   }
 
   private readonly admitScript: ScriptCommand;
   private readonly heartbeatScript: ScriptCommand;
   private readonly sweepClaimScript: ScriptCommand;
   private readonly removeScript: ScriptCommand;
+  private readonly statusScript: ScriptCommand;
 
   /**
    * Fails at once while Redis is down (after it was up once), instead of queueing behind the
@@ -209,22 +237,9 @@ export class RedisPresenceStore implements PresenceStore {
     return byUser;
   }
 
+  /** `admit` without a limit (the admission script, so the version is raised as by every change). */
   async connect(c: PresenceConn): Promise<boolean> {
-    this.guard();
-    const now = Date.now();
-    const exp = now + this.ttlMs;
-    const key = this.connKey(c);
-    const res = await this.redis
-      .multi()
-      .zremrangebyscore(key, '-inf', now)
-      .zcard(key)
-      .zadd(key, exp, c.connId)
-      .pexpire(key, this.ttlMs * 2)
-      .zadd(this.allKey, exp, this.member(c))
-      .incr(this.versionKey)
-      .exec();
-    const before = Number(res?.[1]?.[1] ?? 0);
-    return before === 0;
+    return (await this.admit(c, Number.MAX_SAFE_INTEGER)) === 'first';
   }
 
   async admit(c: PresenceConn, max: number): Promise<'full' | 'first' | 'more'> {
@@ -390,7 +405,7 @@ export class RedisPresenceStore implements PresenceStore {
 
   async setStatus(k: PresenceKey, status: Exclude<PresenceStatus, 'offline'>): Promise<void> {
     this.guard();
-    await this.redis.multi().set(this.statusKey(k), status, 'EX', SEEN_LIFE_S).incr(this.versionKey).exec();
+    await this.statusScript(2, this.statusKey(k), this.versionKey, status, String(SEEN_LIFE_S));
   }
 
   async count(k: PresenceKey): Promise<number> {
