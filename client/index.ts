@@ -17,6 +17,7 @@ import {
   isDurableEvent,
   isInboxItem,
   type AppRouter,
+  type DirectoryRoom,
   type FileInfo,
   type InboxEvent,
   type Member,
@@ -571,6 +572,29 @@ export async function allMembers(chat: Pick<ChatClient, 'trpc'>, roomId: string,
     out.push(...page);
     if (page.length < limit) return out;
     after = page[page.length - 1]!.userId;
+  }
+}
+
+/** The most rooms one `room.directory` page holds: the server's limit. */
+export const DIRECTORY_PAGE_SIZE = 100;
+
+/**
+ * Every public room of the tenant's directory (matching `query`, when given), by name then id:
+ * `room.directory` read a page at a time (`after`: the name and id of the last room of the page
+ * before) until a page comes back shorter than `pageSize` (1-100, default 100). A room made
+ * public, private or archived while the pages are read may or may not be in the answer; none is
+ * in it twice.
+ */
+export async function allDirectory(chat: Pick<ChatClient, 'trpc'>, opts: { query?: string; pageSize?: number } = {}): Promise<DirectoryRoom[]> {
+  const limit = Math.min(DIRECTORY_PAGE_SIZE, Math.max(1, Math.floor(opts.pageSize ?? DIRECTORY_PAGE_SIZE)));
+  const out: DirectoryRoom[] = [];
+  let after: { name: string; roomId: string } | undefined;
+  for (;;) {
+    const page = await chat.trpc.room.directory.query({ ...(opts.query !== undefined ? { query: opts.query } : {}), after, limit });
+    out.push(...page);
+    if (page.length < limit) return out;
+    const last = page[page.length - 1]!;
+    after = { name: last.name, roomId: last.id };
   }
 }
 

@@ -55,6 +55,8 @@ export type Room = RouterOutputs['room']['get'];
 export type RoomKind = Room['kind'];
 export type RoomListItem = RouterOutputs['room']['list'][number];
 export type Member = RouterOutputs['room']['members'][number];
+/** A room of the tenant's directory of public rooms (`room.directory`). */
+export type DirectoryRoom = RouterOutputs['room']['directory'][number];
 export type MemberRole = Member['role'];
 export type History = RouterOutputs['chat']['history'];
 export type SearchHit = RouterOutputs['chat']['search']['hits'][number];

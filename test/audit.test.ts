@@ -95,6 +95,34 @@ describe('audit log', () => {
     expect(all).not.toContain(tokenFor('au-member').split('.')[2]);
   });
 
+  it('a change of a room’s retention writes an audit row (old and new value) in its transaction; none when unchanged or refused', async () => {
+    const owner = callerFor(srv.app, actor('au-ret-owner'));
+    const member = callerFor(srv.app, actor('au-ret-member'));
+    const boss = callerFor(srv.app, actor('au-ret-boss', 'default', ['admin']));
+    const room = await owner.room.create({ kind: 'group', name: 'retention', memberIds: ['au-ret-member'] });
+    const trail = async () => (await boss.admin.audit({ roomId: room.id, action: 'room.set_retention' })).events.reverse();
+
+    expect((await owner.room.update({ roomId: room.id, retentionDays: 30 })).retentionDays).toBe(30);
+    // The same value again, another setting alone, a refused change: no row.
+    await owner.room.update({ roomId: room.id, retentionDays: 30 });
+    await owner.room.update({ roomId: room.id, name: 'retention renamed' });
+    await expect(member.room.update({ roomId: room.id, retentionDays: 1 })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // Back to the server default, with a rename in the same call.
+    await owner.room.update({ roomId: room.id, retentionDays: null, name: 'retention again' });
+
+    expect(await trail()).toEqual([
+      expect.objectContaining({ actorId: 'au-ret-owner', action: 'room.set_retention', roomId: room.id, targetId: null, data: { retentionDays: 30, previous: null } }),
+      expect.objectContaining({ actorId: 'au-ret-owner', action: 'room.set_retention', roomId: room.id, targetId: null, data: { retentionDays: null, previous: 30 } }),
+    ]);
+    expect((await owner.room.get({ roomId: room.id })).retentionDays).toBeNull();
+    // And the moderation log line after commit.
+    await until(() => audit('moderation').filter((l) => l.action === 'set_retention' && l.roomId === room.id).length === 2, 'set_retention');
+    expect(audit('moderation').filter((l) => l.action === 'set_retention' && l.roomId === room.id)).toEqual([
+      expect.objectContaining({ by: 'au-ret-owner', retentionDays: 30, previous: null }),
+      expect.objectContaining({ by: 'au-ret-owner', retentionDays: null, previous: 30 }),
+    ]);
+  });
+
   it('a raw client that connects with a garbage token is logged as an auth failure with its address', async () => {
     const ws = new WebSocket(`${url.replace('http', 'ws')}/trpc?connectionParams=1`);
     await new Promise((r) => ws.once('open', r));

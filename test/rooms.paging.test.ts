@@ -5,7 +5,7 @@
  * and the real client; real PostgreSQL and Redis.
  */
 import { describe, expect, it } from 'vitest';
-import { allMembers, allRooms, MEMBERS_PAGE_SIZE, ROOMS_PAGE_SIZE, roomListCursor, type RoomListCursor, type RoomListItem } from '../client/index.js';
+import { allDirectory, allMembers, allRooms, DIRECTORY_PAGE_SIZE, MEMBERS_PAGE_SIZE, ROOMS_PAGE_SIZE, roomListCursor, type RoomListCursor, type RoomListItem } from '../client/index.js';
 import { clientFor, expectTRPCError, fileServer, roomKit, uuid } from './fixture.js';
 
 const t = fileServer('rpage');
@@ -476,5 +476,26 @@ describe('room.list pages', () => {
     await using c = clientFor(t.url, agent!, { tenant, roles: ['support'] });
     expect(await allRooms(c)).toEqual(every);
     expect((await allRooms(c, { pageSize: 200 })).map((r) => r.id)).toEqual(every.map((r) => r.id));
+  });
+});
+
+describe('room.directory through the client', () => {
+  it('allDirectory reads every page (by name, then id), with a query too, whatever the page size', async () => {
+    const [owner, reader] = users('owner', 'reader');
+    const tenant = `rdir-${kit.n}`;
+    // Equal names: the id orders them, and a page may end between two of them.
+    const names = ['delta', 'alpha', 'charlie', 'alpha', 'bravo', 'alpha', 'echo'];
+    const made = [];
+    for (const name of names) made.push(await as(owner!, tenant).room.create({ kind: 'group', name, topic: name === 'echo' ? 'the alpha team' : null, visibility: 'public' }));
+    await as(owner!, tenant).room.create({ kind: 'group', name: 'alpha private' }); // not listed
+    const byNameThenId = (rooms: { name: string; id: string }[]) => [...rooms].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1)).map((r) => r.id);
+    await using c = clientFor(t.url, reader!, { tenant });
+    for (const pageSize of [1, 2, 3, 7, 100]) {
+      expect((await allDirectory(c, { pageSize })).map((r) => r.id)).toEqual(byNameThenId(made));
+    }
+    // Name or topic matches "alpha": the three alphas and echo (by its topic).
+    const alphas = made.filter((r) => r.name === 'alpha' || r.name === 'echo');
+    expect((await allDirectory(c, { query: 'alpha', pageSize: 2 })).map((r) => r.id)).toEqual(byNameThenId(alphas));
+    expect(DIRECTORY_PAGE_SIZE).toBe(100);
   });
 });

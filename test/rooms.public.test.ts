@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { directoryQuery } from '../src/store/rooms.js';
+import { type DirectoryCursor, directoryQuery } from '../src/store/rooms.js';
 import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, uuid } from './fixture.js';
 
 const t = fileServer('rpub');
@@ -62,14 +62,95 @@ describe('public rooms', () => {
     await expectTRPCError(as(bob!).room.directory({ limit: 0 }), 'BAD_REQUEST', /limit/);
   });
 
+  it('room.directory pages by name then id with after and limit: every room once, in order; with a query; malformed cursors refused', async () => {
+    // A tenant of its own: the directory lists every public room of the tenant. Names of lowercase
+    // letters (ordered alike by every collation); room ids are lowercase hex, ordered alike as text and as UUIDs.
+    const tenant = `dir${uuid().slice(0, 8)}`;
+    const [owner] = users('owner');
+    const me = as(owner!, tenant);
+    const names = ['bravo', 'alpha', 'delta', 'bravo', 'charlie', 'alpha', 'bravo'];
+    const rooms: { id: string; name: string }[] = [];
+    for (const name of names) rooms.push(await me.room.create({ kind: 'group', name, topic: `topic of ${name}`, visibility: 'public' }));
+    await me.room.create({ kind: 'group', name: 'bravo', visibility: 'private' });
+    const order = (a: { name: string; id: string }, b: { name: string; id: string }) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+    const expected = [...rooms].sort(order).map((r) => r.id);
+
+    type Entry = Awaited<ReturnType<typeof me.room.directory>>[number];
+    const cursor = (r: Entry) => ({ name: r.name, roomId: r.id });
+    const pageThrough = async (read: (after: { name: string; roomId: string } | undefined) => Promise<Entry[]>, limit: number) => {
+      const pages: Entry[][] = [];
+      let after: { name: string; roomId: string } | undefined;
+      for (;;) {
+        const page = await read(after);
+        expect(page.length).toBeLessThanOrEqual(limit);
+        pages.push(page);
+        // Seven rooms: a cursor that is not followed would page forever.
+        expect(pages.length, 'more pages than the rooms fill').toBeLessThanOrEqual(Math.floor(7 / limit) + 1);
+        if (page.length < limit) return pages;
+        after = cursor(page[page.length - 1]!);
+      }
+    };
+
+    const all = await me.room.directory();
+    expect(all.map((r) => r.id)).toEqual(expected);
+    const pages = await pageThrough((after) => me.room.directory({ after, limit: 3 }), 3);
+    expect(pages.map((p) => p.length)).toEqual([3, 3, 1]);
+    // Every room exactly once, in order, the same entries as one call (a page boundary falls between two rooms named bravo).
+    expect(pages.flat()).toEqual(all);
+    expect(pages[1]!.map((r) => r.name)).toEqual(['bravo', 'bravo', 'charlie']);
+
+    // With a query: name or topic containing "r" (bravo x3, charlie), pages of 2, the last one empty.
+    const queried = await pageThrough((after) => me.room.directory({ query: 'R', after, limit: 2 }), 2);
+    expect(queried.map((p) => p.length)).toEqual([2, 2, 0]);
+    expect(queried.flat().map((r) => r.id)).toEqual(expected.filter((id) => /r/.test(rooms.find((r) => r.id === id)!.name)));
+
+    // The cursor need not be a listed room: the rooms strictly after its name and id.
+    const bravos = all.filter((r) => r.name === 'bravo').map((r) => r.id);
+    expect((await me.room.directory({ after: { name: 'bravo', roomId: 'ffffffff-ffff-4fff-bfff-ffffffffffff' } })).map((r) => r.name)).toEqual(['charlie', 'delta']);
+    expect((await me.room.directory({ after: { name: 'bravo', roomId: '00000000-0000-4000-8000-000000000000' } })).map((r) => r.id)).toEqual(expected.slice(2));
+    expect((await me.room.directory({ after: { name: 'bravo', roomId: bravos[1]! } })).map((r) => r.id)).toEqual(expected.slice(4));
+    expect(await me.room.directory({ after: cursor(all[6]!) })).toEqual([]);
+    // null is no cursor.
+    expect(await me.room.directory({ after: null })).toEqual(all);
+
+    // Malformed cursors: BAD_REQUEST, saying what is wrong.
+    await expectTRPCError(me.room.directory({ after: { name: 'bravo' } as never }), 'BAD_REQUEST', /after\.roomId must be a UUID/);
+    await expectTRPCError(me.room.directory({ after: { name: 'bravo', roomId: 'not-a-uuid' } }), 'BAD_REQUEST', /after\.roomId must be a UUID/);
+    await expectTRPCError(me.room.directory({ after: { roomId: rooms[0]!.id } as never }), 'BAD_REQUEST', /after\.name must be a string/);
+    await expectTRPCError(me.room.directory({ after: { name: 'x'.repeat(201), roomId: rooms[0]!.id } }), 'BAD_REQUEST', /after\.name is at most 200 characters/);
+    await expectTRPCError(me.room.directory({ after: { name: 'a\0b', roomId: rooms[0]!.id } }), 'BAD_REQUEST', /after\.name must not contain NUL/);
+    await expectTRPCError(me.room.directory({ after: 'bravo' as never }), 'BAD_REQUEST', /after must be \{ name, roomId \}/);
+  });
+
+  it('room.directory pages: a room archived or made private between pages is absent from the pages after', async () => {
+    const tenant = `dir${uuid().slice(0, 8)}`;
+    const [owner] = users('owner');
+    const me = as(owner!, tenant);
+    const rooms: { id: string }[] = [];
+    for (const name of ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf']) {
+      rooms.push(await me.room.create({ kind: 'group', name, visibility: 'public' }));
+    }
+    const first = await me.room.directory({ limit: 3 });
+    expect(first.map((r) => r.name)).toEqual(['alpha', 'bravo', 'charlie']);
+    // Between the pages: delta archived, foxtrot made private.
+    await me.room.archive({ roomId: rooms[3]!.id });
+    await me.room.update({ roomId: rooms[5]!.id, visibility: 'private' });
+    const second = await me.room.directory({ after: { name: first[2]!.name, roomId: first[2]!.id }, limit: 3 });
+    expect(second.map((r) => r.name)).toEqual(['echo', 'golf']);
+    // A page shorter than the limit is the last; every room still listed was on a page once.
+    expect([...first, ...second].map((r) => r.id)).toEqual(rooms.filter((_, i) => i !== 3 && i !== 5).map((r) => r.id));
+  });
+
   it('room.directory can use its indexes: the listed rooms in name order, and the trigram indexes for a name or topic search', async () => {
     // What the statement can use, not what the planner picks at a given size: a few thousand rooms of a
     // tenant are read through its (tenant, visibility) index; `npm run bench:directory` shows the trigram
     // indexes picked at 100,000 public rooms, where a search scanned the whole table before.
     const c = new pg.Client({ connectionString: t.config.databaseUrl });
     await c.connect();
-    const scans = async (query: string | null, hide: string[] = []) => {
-      const compiled = directoryQuery(t.app.services.store.db(), 'tenant-a', 'someone', query, 50).compile();
+    let lastPlan = '';
+    const scans = async (query: string | null, hide: string[] = [], after: DirectoryCursor | null = null) => {
+      const compiled = directoryQuery(t.app.services.store.db(), 'tenant-a', 'someone', query, 50, after).compile();
       await c.query('begin');
       try {
         // Rolled back: the other ways to the rows are gone only for this plan.
@@ -79,6 +160,7 @@ describe('public rooms', () => {
         }
         await c.query('set local enable_seqscan = off');
         const plan = await c.query<{ 'QUERY PLAN': string }>(`explain ${compiled.sql}`, compiled.parameters as unknown[]);
+        lastPlan = plan.rows.map((r) => r['QUERY PLAN']).join('\n');
         // "Index Scan using <index> on room r", "Bitmap Index Scan on <index>", "Seq Scan on room r" (the membership subqueries left out).
         return plan.rows.flatMap((r) => {
           const m = /((?:\w+ )*Scan)(?: using (\w+))? on (\w+)/.exec(r['QUERY PLAN']);
@@ -91,6 +173,9 @@ describe('public rooms', () => {
     };
     try {
       expect(await scans(null)).toEqual(['Index Scan room_directory_idx']);
+      // A page after a cursor starts the index scan at it: the row comparison is a condition of the index, not a filter.
+      expect(await scans(null, [], { name: 'm', roomId: uuid() })).toEqual(['Index Scan room_directory_idx']);
+      expect(lastPlan).toMatch(/Index Cond: .*ROW\(\(?name\b.*, id\) > ROW\(/);
       expect(await scans('cooking', ['room_directory_idx', 'room_tenant_visibility_idx'])).toEqual([
         'Bitmap Heap Scan room',
         'Bitmap Index Scan room_directory_name_trgm_idx',

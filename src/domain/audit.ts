@@ -12,6 +12,7 @@ export const AUDIT_ACTIONS = [
   'member.unban',
   'room.archive',
   'room.unarchive',
+  'room.set_retention',
   'room.delete',
   'session.revoke',
   'user.export',

@@ -16,6 +16,21 @@ const RoomListPage = z.object({
   before: z.object({ activityAt: InputDate('before.activityAt'), roomId: RoomId }).nullish(),
   limit: PageLimit(ROOMS_MAX_LIMIT).nullish(),
 });
+/**
+ * Where a page of the directory starts: after the room `roomId` named `name` (the last room of the
+ * page before). Taken as given, not trimmed: it is compared with the stored name. PostgreSQL text
+ * holds no NUL, so no stored name has one.
+ */
+const DirectoryCursor = z.object(
+  {
+    name: z
+      .string({ error: 'after.name must be a string' })
+      .max(200, 'after.name is at most 200 characters')
+      .refine((name) => !name.includes('\0'), 'after.name must not contain NUL characters'),
+    roomId: z.uuid({ error: 'after.roomId must be a UUID' }),
+  },
+  { error: 'after must be { name, roomId } of the last room of the page before' },
+);
 const MemberIds = z.array(UserId).max(MAX_MEMBERS_PER_CALL, `at most ${MAX_MEMBERS_PER_CALL} members per call`);
 const NewRoom = z.object({
   kind: z.enum(['group', 'support', 'broadcast']),
@@ -122,13 +137,14 @@ export const roomRouter = router({
     return { ok: true as const };
   }),
 
-  /** Public, non-archived rooms of my tenant. */
+  /** Public, non-archived rooms of my tenant by name, a page at a time (`after`: the last room of the previous page). */
   directory: authedProcedure
     .input(
       z
         .object({
           query: z.string().max(200, 'query must be at most 200 characters').optional(),
           limit: z.number().int().min(1, 'limit must be at least 1').max(DIRECTORY_MAX_LIMIT, `limit must be at most ${DIRECTORY_MAX_LIMIT}`).optional(),
+          after: DirectoryCursor.nullish(),
         })
         .optional(),
     )

@@ -154,9 +154,12 @@ export const isRoomKeyTaken = (err: unknown) => violatesUnique(err, 'room_tenant
 /** The insert failed because the pair's direct room exists already (created concurrently). */
 export const isDirectRoomTaken = (err: unknown) => violatesUnique(err, 'room_tenant_direct_key_unique');
 
-/** The room's name, topic and metadata, its row locked until the transaction ends (none: no such room). */
-export function lockRoomNaming(tx: Tx, roomId: string): Promise<{ name: string; topic: string | null; metadata: JsonObject | null } | undefined> {
-  return tx.db.selectFrom('room').select(['name', 'topic', 'metadata']).where('id', '=', roomId).forUpdate().executeTakeFirst();
+/** The room's name, topic, metadata and retention, its row locked until the transaction ends (none: no such room). */
+export function lockRoomNaming(
+  tx: Tx,
+  roomId: string,
+): Promise<{ name: string; topic: string | null; metadata: JsonObject | null; retention_days: number | null } | undefined> {
+  return tx.db.selectFrom('room').select(['name', 'topic', 'metadata', 'retention_days']).where('id', '=', roomId).forUpdate().executeTakeFirst();
 }
 
 /** Sets the room's name and topic. */
@@ -323,16 +326,27 @@ export async function deleteRoom(tx: Tx, roomId: string): Promise<boolean> {
   return true;
 }
 
-/**
- * Public, non-archived rooms of a tenant whose name or topic contains `query` (case-insensitive;
- * none: all), by name, at most `limit`; with their member count and whether `userId` is a member.
- */
-export function directoryRows(db: Db, tenant: string, userId: string, query: string | null, limit: number) {
-  return directoryQuery(db, tenant, userId, query, limit).execute();
+/** Where a page of the directory starts: strictly after the room `roomId` named `name` (the last room of the page before). */
+export interface DirectoryCursor {
+  name: string;
+  roomId: string;
 }
 
-/** The statement of `directoryRows`, not run (a benchmark explains it). */
-export function directoryQuery(db: Db, tenant: string, userId: string, query: string | null, limit: number) {
+/**
+ * Public, non-archived rooms of a tenant whose name or topic contains `query` (case-insensitive;
+ * none: all), by name then id, at most `limit` after `after` (none: from the first); with their
+ * member count and whether `userId` is a member.
+ */
+export function directoryRows(db: Db, tenant: string, userId: string, query: string | null, limit: number, after: DirectoryCursor | null = null) {
+  return directoryQuery(db, tenant, userId, query, limit, after).execute();
+}
+
+/**
+ * The statement of `directoryRows`, not run (a benchmark explains it). The cursor is a row-value
+ * comparison on the order's own columns, so `room_directory_idx` (tenant, name, id) starts its scan
+ * at the cursor instead of reading and skipping the pages before.
+ */
+export function directoryQuery(db: Db, tenant: string, userId: string, query: string | null, limit: number, after: DirectoryCursor | null = null) {
   const pattern = query === null ? null : `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
   return db
     .selectFrom('room as r')
@@ -350,6 +364,7 @@ export function directoryQuery(db: Db, tenant: string, userId: string, query: st
     .where('r.visibility', '=', 'public')
     .where('r.archived_at', 'is', null)
     .$if(pattern !== null, (q) => q.where((eb) => eb.or([eb('r.name', 'ilike', pattern!), eb('r.topic', 'ilike', pattern!)])))
+    .$if(after !== null, (q) => q.where((eb) => eb(eb.refTuple('r.name', 'r.id'), '>', eb.tuple(after!.name, after!.roomId))))
     .orderBy('r.name')
     .orderBy('r.id')
     .limit(limit);

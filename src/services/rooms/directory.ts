@@ -3,7 +3,7 @@ import type { Actor } from '../../domain/actor.js';
 import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
 import { bannedAmong } from '../../store/members.js';
-import { directoryRows, joinableRoom } from '../../store/rooms.js';
+import { type DirectoryCursor, directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import { roomArchived } from '../../domain/errors.js';
 import type { RateLimits } from '../limits.js';
@@ -23,10 +23,18 @@ export class RoomDirectory {
     private readonly reads: RoomReads,
   ) {}
 
-  /** The caller's tenant's public, non-archived rooms, by name; `query` matches name or topic (case-insensitive). */
-  async list(actor: Actor, input: { query?: string | undefined; limit?: number | undefined }): Promise<DirectoryRoomDto[]> {
+  /**
+   * A page of the caller's tenant's public, non-archived rooms, by name then id; `query` matches name
+   * or topic (case-insensitive). At most `limit` (1..DIRECTORY_MAX_LIMIT, default
+   * DIRECTORY_DEFAULT_LIMIT) after `after` (none: from the first): pass the last room of a page as
+   * `after` (`{ name, roomId }`) for the next; a page shorter than `limit` is the last.
+   */
+  async list(
+    actor: Actor,
+    input: { query?: string | undefined; limit?: number | undefined; after?: DirectoryCursor | null | undefined },
+  ): Promise<DirectoryRoomDto[]> {
     const query = input.query?.trim() || null;
-    const rows = await directoryRows(this.store.db(), actor.tenant, actor.id, query, input.limit ?? DIRECTORY_DEFAULT_LIMIT);
+    const rows = await directoryRows(this.store.db(), actor.tenant, actor.id, query, input.limit ?? DIRECTORY_DEFAULT_LIMIT, input.after ?? null);
     return rows.map((r) => ({
       id: r.id,
       kind: r.kind as DirectoryRoomDto['kind'],

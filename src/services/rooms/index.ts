@@ -59,7 +59,7 @@ export function createRoomServices(
   const read = new RoomReads(access, store, mapper, parts.reads);
   const membership = new RoomMembership(parts.log, access, store, parts.removals);
   return {
-    lifecycle: new RoomLifecycle(parts.limits, access, store, keyring, read, membership),
+    lifecycle: new RoomLifecycle(parts.log, parts.limits, access, store, keyring, read, membership),
     membership,
     moderation: new RoomModeration(parts.log, access, store, read, parts.removals),
     read,

@@ -21,17 +21,19 @@ import {
 } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import type { AccessService } from '../access.js';
+import type { Logger } from '../../logger.js';
 import type { RateLimits } from '../limits.js';
 import type { Keyring } from '../keyring.js';
 import { systemMessage } from '../system-message.js';
 import { joinMember } from './member-changes.js';
-import { RETRY } from './moderation.js';
+import { auditModeration, RETRY, recordModeration } from './moderation.js';
 import type { RoomMembership } from './membership.js';
 import type { RoomReads } from './reads.js';
 
 /** Creating rooms (group, support, broadcast; the one direct room of a pair) and changing their settings. */
 export class RoomLifecycle {
   constructor(
+    private readonly log: Logger,
     private readonly limits: RateLimits,
     private readonly access: AccessService,
     private readonly store: Store,
@@ -220,13 +222,21 @@ export class RoomLifecycle {
     if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.visibility === undefined && input.metadata === undefined) {
       throw badRequest('nothing to update: give name, topic, retentionDays visibility and/or metadata');
     }
-    await this.store.transact(async (tx) => {
+    const retentionChange = await this.store.transact(async (tx) => {
       // Held to under the room's lock (taken before any write: a change of the retention or the
       // visibility alone appends no event), so an admin demoted meanwhile is refused.
       await this.access.requirePermissionInTx(tx, actor, roomId, 'update');
       await tx.lockRoom(roomId);
       const before = (await lockRoomNaming(tx, roomId))!;
-      if (input.retentionDays !== undefined) await setRetentionDays(tx, roomId, input.retentionDays);
+      // A new retention makes the retention worker delete older messages: audited (old and new value).
+      const retention =
+        input.retentionDays !== undefined && input.retentionDays !== before.retention_days
+          ? { retentionDays: input.retentionDays, previous: before.retention_days }
+          : null;
+      if (retention) {
+        await setRetentionDays(tx, roomId, retention.retentionDays);
+        await recordModeration(tx, 'room.set_retention', actor, roomId, null, retention);
+      }
       if (input.metadata !== undefined) await setRoomMetadata(tx, roomId, input.metadata);
       if (input.visibility !== undefined) await setVisibility(tx, roomId, input.visibility);
       const name = input.name ?? before.name;
@@ -234,11 +244,13 @@ export class RoomLifecycle {
       const metadata = input.metadata === undefined ? before.metadata : input.metadata;
       const renamed = name !== before.name || topic !== before.topic;
       // Read back from jsonb, the stored metadata has its own key order: compared by value.
-      if (!renamed && isDeepStrictEqual(metadata, before.metadata)) return;
+      if (!renamed && isDeepStrictEqual(metadata, before.metadata)) return retention;
       if (renamed) await setRoomNaming(tx, roomId, { name, topic });
       await tx.append({ type: 'room.updated', roomId, name, topic, metadata, by: actor.id });
       if (name !== before.name) await systemMessage(tx, actor, roomId, `${actor.name} renamed the room to "${name}"`);
+      return retention;
     }, RETRY);
+    if (retentionChange) auditModeration(this.log, 'set_retention', actor, roomId, null, retentionChange);
     return this.reads.get(actor, roomId);
   }
 }
