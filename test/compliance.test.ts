@@ -171,6 +171,77 @@ describe('exports', () => {
     expect(ofType(roomSmall, 'message').filter((m) => m.kind === 'text')).toHaveLength(6);
   });
 
+  it("reads a page's earlier versions and reactions and a room's bans in statements of at most a page of rows, and still exports all of them in order", async () => {
+    const [alice, bob] = users('big-alice', 'big-bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const send = (body: string) => as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body });
+    const [big, plain, few, more] = [await send('big now'), await send('plain'), await send('few now'), await send('more now')];
+    // Inserted directly (the API allows 100 versions): versions a microsecond apart, pairs of them
+    // at the same instant (then in id order), as are the reactions.
+    const versions = (messageId: string, n: number) =>
+      t.env.sql(
+        `insert into message_edit (id, message_id, body, key_id, editor_id, replaced_at)
+         select gen_random_uuid(), $1, 'v' || i, null, $2, now() - interval '1 hour' + (i / 2) * interval '1 microsecond' from generate_series(1, $3::int) i`,
+        [messageId, bob, n],
+      );
+    await versions(big.id, 250);
+    await versions(few.id, 3);
+    await versions(more.id, 5);
+    await t.env.sql(
+      `insert into reaction (message_id, user_id, emoji, created_at)
+       select $1, 'fan-' || i, '👍', now() - interval '1 hour' + (i / 2) * interval '1 microsecond' from generate_series(1, 250) i`,
+      [big.id],
+    );
+    await t.env.sql(`insert into reaction (message_id, user_id, emoji, created_at) values ($1, $2, '🎉', now())`, [few.id, alice]);
+    await t.env.sql(
+      `insert into room_ban (room_id, user_id, banned_by, created_at) select $1, 'banned-' || lpad(i::text, 3, '0'), $2, now() from generate_series(1, 250) i`,
+      [room.id, alice],
+    );
+    const bodies = (id: string) => t.env.sql<{ body: string }>('select body from message_edit where message_id = $1 order by replaced_at, id', [id]).then((r) => r.map((e) => e.body));
+    const fans = (await t.env.sql<{ user_id: string }>('select user_id from reaction where message_id = $1 order by created_at, user_id, emoji', [big.id])).map((r) => r.user_id);
+
+    // The store as the export sees it, counting the rows each statement answers.
+    const s = t.app.services;
+    const store = Object.create(s.store) as typeof s.store;
+    const rowsPerStatement: number[] = [];
+    store.db = () =>
+      s.store.db().withPlugin({
+        transformQuery: (args) => args.node,
+        transformResult: async (args) => {
+          rowsPerStatement.push(args.result.rows.length);
+          return args.result;
+        },
+      });
+    const collect = async (gen: AsyncGenerator<unknown>) => {
+      const out: Rec[] = [];
+      for await (const r of gen) out.push(JSON.parse(JSON.stringify(r)) as Rec);
+      return out.filter((r) => r.type !== 'export');
+    };
+    for (const page of [200, 7]) {
+      const svc = new ComplianceService(store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, page);
+      rowsPerStatement.length = 0;
+      const roomRecs = await collect(await svc.exportRoom(admin(), room.id));
+      const userRecs = await collect(await svc.exportUser(admin(), bob!));
+      expect(Math.max(...rowsPerStatement), `a statement of an export with pages of ${page} answered more rows`).toBeLessThanOrEqual(page);
+      expect(roomRecs).toEqual((await exported(admin(), { roomId: room.id })).filter((r) => r.type !== 'export'));
+      expect(userRecs).toEqual((await exported(admin(), { userId: bob! })).filter((r) => r.type !== 'export'));
+
+      const msgs = ofType(roomRecs, 'message').filter((m) => m.kind === 'text');
+      expect(msgs.map((m) => m.id)).toEqual([big.id, plain.id, few.id, more.id]);
+      const edits = (m: Rec) => (m.edits as { body: string }[]).map((e) => e.body);
+      expect(edits(msgs[0]!)).toHaveLength(250);
+      expect(edits(msgs[0]!)).toEqual(await bodies(big.id));
+      expect(edits(msgs[1]!)).toEqual([]);
+      expect(edits(msgs[2]!)).toEqual(await bodies(few.id));
+      expect(edits(msgs[3]!)).toEqual(await bodies(more.id));
+      expect((msgs[0]!.reactions as { userId: string }[]).map((x) => x.userId)).toEqual(fans);
+      expect(msgs[2]!.reactions).toEqual([expect.objectContaining({ userId: alice, emoji: '🎉' })]);
+      expect(msgs[3]!.reactions).toEqual([]);
+      expect(ofType(roomRecs, 'ban').map((b) => b.userId)).toEqual(Array.from({ length: 250 }, (_, i) => `banned-${String(i + 1).padStart(3, '0')}`));
+      expect(ofType(userRecs, 'message').map((m) => edits(m))).toEqual(msgs.map((m) => edits(m)));
+    }
+  });
+
   it('exports are for tenant admins only, of their own tenant (FORBIDDEN for others, NOT_FOUND for foreign ids)', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);

@@ -6,13 +6,15 @@ import type { Logger } from '../logger.js';
 import {
   anonymizeUser,
   auditPage,
-  bansOfRoom,
+  bansPage,
   blankMentionExcerptsFrom,
   contentLeft,
   deleteEditsOfSender,
   deleteInboxItems,
   deleteReactionsOf,
-  editsOfMessages,
+  type EditCursor,
+  editCounts,
+  editsOfMessagesPage,
   eraseMessage,
   filesPage,
   inboxPage,
@@ -22,7 +24,9 @@ import {
   membersPage,
   messagesOfRoomPage,
   messagesOfUserPage,
-  reactionsOfMessages,
+  type ReactionCursor,
+  reactionCounts,
+  reactionsOfMessagesPage,
   reactionsOfUserPage,
   removeFilesOfUploader,
   resetReadPositions,
@@ -136,7 +140,7 @@ export class ComplianceService {
       await pace();
       const db = this.store.db();
       const rows = await messagesOfUserPage(db, tenant, userId, after, n);
-      for (const r of await this.messageRecords(db, rows, false)) yield count(r);
+      for await (const r of this.messageRecords(db, rows, false)) yield count(r);
       if (rows.length < n) break;
       const last = rows[rows.length - 1]!;
       after = { roomId: last.room_id, seq: last.seq };
@@ -207,13 +211,19 @@ export class ComplianceService {
       if (rows.length < n) break;
       after = rows[rows.length - 1]!.user_id;
     }
-    for (const b of await bansOfRoom(this.store.db(), roomId)) yield count({ type: 'ban', userId: b.user_id, bannedBy: b.banned_by, createdAt: iso(b.created_at) });
+    for (let after: string | null = null; ; ) {
+      await pace();
+      const rows = await bansPage(this.store.db(), roomId, after, n);
+      for (const b of rows) yield count({ type: 'ban', userId: b.user_id, bannedBy: b.banned_by, createdAt: iso(b.created_at) });
+      if (rows.length < n) break;
+      after = rows[rows.length - 1]!.user_id;
+    }
 
     for (let after = 0; ; ) {
       await pace();
       const db = this.store.db();
       const rows = await messagesOfRoomPage(db, roomId, after, n);
-      for (const r of await this.messageRecords(db, rows, true)) yield count(r);
+      for await (const r of this.messageRecords(db, rows, true)) yield count(r);
       if (rows.length < n) break;
       after = rows[rows.length - 1]!.seq;
     }
@@ -231,46 +241,84 @@ export class ComplianceService {
     yield { type: 'end', counts };
   }
 
-  /** Message records of a page: bodies decrypted, edit history (and reactions) attached; deleted ones empty. */
-  private async messageRecords(db: ReturnType<Store['db']>, rows: MessageRow[], withReactions: boolean): Promise<ExportRecord[]> {
-    const ids = rows.map((r) => r.id);
-    const edits = new Map<string, { body: string | null; editorId: string; replacedAt: string | null }[]>();
-    for (const e of await editsOfMessages(db, ids)) {
-      const list = edits.get(e.message_id) ?? [];
-      const roomId = rows.find((r) => r.id === e.message_id)?.room_id ?? '';
-      list.push({ body: this.mapper.body(e.body, e.key_id, { roomId, messageId: e.message_id }), editorId: e.editor_id, replacedAt: iso(e.replaced_at) });
-      edits.set(e.message_id, list);
-    }
-    const reactions = new Map<string, { userId: string; emoji: string; createdAt: string | null }[]>();
-    if (withReactions) {
-      for (const x of await reactionsOfMessages(db, ids)) {
-        const list = reactions.get(x.message_id) ?? [];
-        list.push({ userId: x.user_id, emoji: x.emoji, createdAt: iso(x.created_at) });
-        reactions.set(x.message_id, list);
+  /**
+   * Message records of a page: bodies decrypted, edit history (and reactions) attached; deleted ones
+   * empty. Their versions and reactions are read for windows of consecutive messages that hold
+   * about a page of them each (counted first), in keyset statements of at most a page of rows: a
+   * page of messages edited a hundred times each is never in memory at once, a message's own
+   * history is (its record holds it).
+   */
+  private async *messageRecords(db: ReturnType<Store['db']>, rows: MessageRow[], withReactions: boolean): AsyncGenerator<ExportRecord> {
+    const n = this.pageSize;
+    // A deleted message is exported without versions: none are read for it.
+    const live = rows.filter((r) => r.deleted_at === null);
+    const editsIn = await editCounts(db, live.map((r) => r.id));
+    const reactionsIn = withReactions ? await reactionCounts(db, rows.map((r) => r.id)) : new Map<string, number>();
+    for (let i = 0; i < rows.length; ) {
+      // From message i on while both fit a page (at least message i, however much it holds).
+      let j = i;
+      for (let edits = 0, reactions = 0; j < rows.length; j++) {
+        edits += editsIn.get(rows[j]!.id) ?? 0;
+        reactions += reactionsIn.get(rows[j]!.id) ?? 0;
+        if (j > i && (edits > n || reactions > n)) break;
       }
+      const window = rows.slice(i, j);
+      const liveIds = window.filter((r) => r.deleted_at === null).map((r) => r.id);
+      const edits = await this.childrenOf(
+        liveIds,
+        (after: EditCursor | null) => editsOfMessagesPage(db, liveIds, after, n),
+        (e) => ({ messageId: e.message_id, at: e.at, id: e.id }),
+      );
+      const windowIds = window.map((r) => r.id);
+      const reactions = withReactions
+        ? await this.childrenOf(
+            windowIds,
+            (after: ReactionCursor | null) => reactionsOfMessagesPage(db, windowIds, after, n),
+            (x) => ({ messageId: x.message_id, at: x.at, userId: x.user_id, emoji: x.emoji }),
+          )
+        : new Map<string, never[]>();
+      for (const r of window) {
+        const deleted = r.deleted_at !== null;
+        const context = { roomId: r.room_id, messageId: r.id };
+        yield {
+          type: 'message',
+          id: r.id,
+          roomId: r.room_id,
+          seq: r.seq,
+          senderId: r.sender_id,
+          kind: r.kind,
+          body: deleted ? null : this.mapper.body(r.body, r.key_id, context),
+          attachments: deleted ? [] : r.attachments,
+          metadata: deleted ? null : r.metadata,
+          card: deleted ? null : r.card,
+          replyToId: r.reply_to_id,
+          mentions: r.mentions,
+          createdAt: iso(r.created_at),
+          editedAt: iso(r.edited_at),
+          deletedAt: iso(r.deleted_at),
+          edits: deleted ? [] : (edits.get(r.id) ?? []).map((e) => ({ body: this.mapper.body(e.body, e.key_id, context), editorId: e.editor_id, replacedAt: iso(e.replaced_at) })),
+          ...(withReactions ? { reactions: (reactions.get(r.id) ?? []).map((x) => ({ userId: x.user_id, emoji: x.emoji, createdAt: iso(x.created_at) })) } : {}),
+        };
+      }
+      i = j;
     }
-    return rows.map((r) => {
-      const deleted = r.deleted_at !== null;
-      return {
-        type: 'message',
-        id: r.id,
-        roomId: r.room_id,
-        seq: r.seq,
-        senderId: r.sender_id,
-        kind: r.kind,
-        body: deleted ? null : this.mapper.body(r.body, r.key_id, { roomId: r.room_id, messageId: r.id }),
-        attachments: deleted ? [] : r.attachments,
-        metadata: deleted ? null : r.metadata,
-        card: deleted ? null : r.card,
-        replyToId: r.reply_to_id,
-        mentions: r.mentions,
-        createdAt: iso(r.created_at),
-        editedAt: iso(r.edited_at),
-        deletedAt: iso(r.deleted_at),
-        edits: deleted ? [] : (edits.get(r.id) ?? []),
-        ...(withReactions ? { reactions: reactions.get(r.id) ?? [] } : {}),
-      };
-    });
+  }
+
+  /** The rows `read` answers for these messages, by message, in keyset statements of a page each. */
+  private async childrenOf<R extends { message_id: string }, C>(ids: string[], read: (after: C | null) => Promise<R[]>, cursor: (last: R) => C): Promise<Map<string, R[]>> {
+    const byMessage = new Map<string, R[]>();
+    if (ids.length === 0) return byMessage;
+    for (let after: C | null = null; ; ) {
+      const rows = await read(after);
+      for (const r of rows) {
+        const list = byMessage.get(r.message_id);
+        if (list) list.push(r);
+        else byMessage.set(r.message_id, [r]);
+      }
+      if (rows.length < this.pageSize) break;
+      after = cursor(rows[rows.length - 1]!);
+    }
+    return byMessage;
   }
 
   private async *fileRecords(

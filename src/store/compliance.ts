@@ -78,8 +78,16 @@ export function membersPage(db: Db, roomId: string, afterUserId: string | null, 
     .execute();
 }
 
-export function bansOfRoom(db: Db, roomId: string) {
-  return db.selectFrom('room_ban').select(['user_id', 'banned_by', 'created_at']).where('room_id', '=', roomId).orderBy('user_id').execute();
+/** A room's bans, after `afterUserId`. */
+export function bansPage(db: Db, roomId: string, afterUserId: string | null, limit: number) {
+  return db
+    .selectFrom('room_ban')
+    .select(['user_id', 'banned_by', 'created_at'])
+    .where('room_id', '=', roomId)
+    .$if(afterUserId !== null, (qb) => qb.where('user_id', '>', afterUserId!))
+    .orderBy('user_id')
+    .limit(limit)
+    .execute();
 }
 
 /** A user's messages in the tenant, by (room, seq), after the cursor. */
@@ -101,30 +109,89 @@ export function messagesOfRoomPage(db: Db, roomId: string, afterSeq: number, lim
   return db.selectFrom('message').select(MESSAGE_FIELDS).where('room_id', '=', roomId).where('seq', '>', afterSeq).orderBy('seq').limit(limit).execute();
 }
 
-/** The edit history of these messages, oldest first per message. */
-export function editsOfMessages(db: Db, messageIds: string[]) {
-  if (messageIds.length === 0) return Promise.resolve([]);
-  return db
+/**
+ * How many earlier versions each of these messages has (only those with any): an index-only count,
+ * so that the export can read them in windows of messages of about a page of rows.
+ */
+export async function editCounts(db: Db, messageIds: string[]): Promise<Map<string, number>> {
+  if (messageIds.length === 0) return new Map();
+  const rows = await db
     .selectFrom('message_edit')
-    .select(['message_id', 'body', 'key_id', 'editor_id', 'replaced_at'])
+    .select((eb) => ['message_id', eb.fn.countAll<string>().as('n')])
     .where('message_id', 'in', messageIds)
-    .orderBy('message_id')
-    .orderBy('replaced_at')
-    .orderBy('id')
+    .groupBy('message_id')
+    .execute();
+  return new Map(rows.map((r) => [r.message_id, Number(r.n)]));
+}
+
+/**
+ * The last row of a keyset page of messages' children (earlier versions, reactions): its time is
+ * compared as the database wrote it (`at`, its text: `replaced_at`/`created_at` keep microseconds,
+ * a `Date` does not), not looked up by key (a reaction may be gone by the next page).
+ */
+export interface EditCursor {
+  messageId: string;
+  at: string;
+  id: string;
+}
+export interface ReactionCursor {
+  messageId: string;
+  at: string;
+  userId: string;
+  emoji: string;
+}
+
+/**
+ * The earlier versions of these messages after the cursor, by message, then oldest first (by the
+ * time each was replaced, then id). Served by `message_edit_message_idx` (message_id, replaced_at).
+ */
+export function editsOfMessagesPage(db: Db, messageIds: string[], after: EditCursor | null, limit: number) {
+  return db
+    .selectFrom('message_edit as e')
+    .select(['e.id', 'e.message_id', 'e.body', 'e.key_id', 'e.editor_id', 'e.replaced_at', sql<string>`e.replaced_at::text`.as('at')])
+    .where('e.message_id', 'in', messageIds)
+    .$if(after !== null, (qb) =>
+      qb.where(
+        (eb) =>
+          sql<boolean>`(${eb.ref('e.message_id')} > ${after!.messageId} or (${eb.ref('e.message_id')} = ${after!.messageId} and (${eb.ref('e.replaced_at')}, ${eb.ref('e.id')}) > (${after!.at}::timestamptz, ${after!.id})))`,
+      ),
+    )
+    .orderBy('e.message_id')
+    .orderBy('e.replaced_at')
+    .orderBy('e.id')
+    .limit(limit)
     .execute();
 }
 
-/** Who reacted with what to these messages. */
-export function reactionsOfMessages(db: Db, messageIds: string[]) {
-  if (messageIds.length === 0) return Promise.resolve([]);
-  return db
+/** How many reactions each of these messages has (only those with any), as `editCounts`. */
+export async function reactionCounts(db: Db, messageIds: string[]): Promise<Map<string, number>> {
+  if (messageIds.length === 0) return new Map();
+  const rows = await db
     .selectFrom('reaction')
-    .select(['message_id', 'user_id', 'emoji', 'created_at'])
+    .select((eb) => ['message_id', eb.fn.countAll<string>().as('n')])
     .where('message_id', 'in', messageIds)
-    .orderBy('message_id')
-    .orderBy('created_at')
-    .orderBy('user_id')
-    .orderBy('emoji')
+    .groupBy('message_id')
+    .execute();
+  return new Map(rows.map((r) => [r.message_id, Number(r.n)]));
+}
+
+/** Who reacted with what to these messages after the cursor: by message, then by time, user and emoji. */
+export function reactionsOfMessagesPage(db: Db, messageIds: string[], after: ReactionCursor | null, limit: number) {
+  return db
+    .selectFrom('reaction as x')
+    .select(['x.message_id', 'x.user_id', 'x.emoji', 'x.created_at', sql<string>`x.created_at::text`.as('at')])
+    .where('x.message_id', 'in', messageIds)
+    .$if(after !== null, (qb) =>
+      qb.where(
+        (eb) =>
+          sql<boolean>`(${eb.ref('x.message_id')} > ${after!.messageId} or (${eb.ref('x.message_id')} = ${after!.messageId} and (${eb.ref('x.created_at')}, ${eb.ref('x.user_id')}, ${eb.ref('x.emoji')}) > (${after!.at}::timestamptz, ${after!.userId}, ${after!.emoji})))`,
+      ),
+    )
+    .orderBy('x.message_id')
+    .orderBy('x.created_at')
+    .orderBy('x.user_id')
+    .orderBy('x.emoji')
+    .limit(limit)
     .execute();
 }
 
