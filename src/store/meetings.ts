@@ -63,11 +63,45 @@ export function findMeeting(db: Db, meetingId: string, tenant: string): Promise<
 
 /**
  * The meetings of a room not ended yet (scheduled or live, expired or not): read in a room deletion's
- * transaction (what it ends on the provider after commit, the rows go with the room), or after a ban
- * or removal has committed (the meetings the user is removed from).
+ * transaction (what it ends on the provider after commit, the rows go with the room, so one past its
+ * expiry that the expiry sweep has not reached yet is ended there).
  */
 export function openMeetingsOfRoom(db: Db, roomId: string): Promise<{ id: string; provider: string }[]> {
   return db.selectFrom('meeting').select(['id', 'provider']).where('room_id', '=', roomId).where('status', '<>', 'ended').orderBy('id').execute();
+}
+
+/**
+ * The meetings of a room whose calls may still run: not ended and not past their expiry (by the
+ * database's clock; an expired one's provider room is ended at its expiry). Read after a ban or
+ * removal has committed: the meetings the user is removed from.
+ */
+export function runningMeetingsOfRoom(db: Db, roomId: string): Promise<{ id: string; provider: string }[]> {
+  return db
+    .selectFrom('meeting')
+    .select(['id', 'provider'])
+    .where('room_id', '=', roomId)
+    .where('status', '<>', 'ended')
+    .where('expires_at', '>', now())
+    .orderBy('id')
+    .execute();
+}
+
+/**
+ * The meetings of `provider` not ended, soonest to expire first, at most `limit`, each with the
+ * milliseconds until its expiry by the database's clock (0 or less: expired). The expiry sweep
+ * (src/services/meetings/expiry.ts) ends the expired ones and wakes at the next.
+ */
+export async function meetingsByExpiry(db: Db, provider: string, limit: number): Promise<{ id: string; dueInMs: number }[]> {
+  const rows = await db
+    .selectFrom('meeting')
+    .select(['id', sql<string>`ceil(extract(epoch from expires_at - clock_timestamp()) * 1000)`.as('ms')])
+    .where('provider', '=', provider)
+    .where('status', '<>', 'ended')
+    .orderBy('expires_at')
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({ id: r.id, dueInMs: Number(r.ms) }));
 }
 
 /** A room's meetings, newest first, at most `limit`. */

@@ -41,13 +41,20 @@ export async function queueRemoval(tx: Tx, r: { roomId: string; tenant: string; 
 }
 
 /**
- * The rows a node whose video provider is `provider` may send: those of a room with a meeting not
- * ended on that provider, or with no meeting not ended at all (nothing left to do: any node finishes
- * them). A room's calls on another provider (a provider switch while meetings of the old one still
- * run) are left to the nodes configured with it, not finished as if done.
+ * The rows a node whose video provider is `provider` may send: those of a room with a meeting whose
+ * call may still run (not ended, not past its expiry) on that provider, or with no such meeting at all
+ * (nothing left to do: any node finishes them). A room's calls on another provider (a provider switch
+ * while meetings of the old one still run) are left to the nodes configured with it, not finished as
+ * if done.
  */
 const sendableBy = (provider: string) => (w: ExpressionBuilder<Tables & { r: Tables['video_removal'] }, 'r'>) => {
-  const open = () => w.selectFrom('meeting as m').select('m.id').whereRef('m.room_id', '=', 'r.room_id').where('m.status', '<>', 'ended');
+  const open = () =>
+    w
+      .selectFrom('meeting as m')
+      .select('m.id')
+      .whereRef('m.room_id', '=', 'r.room_id')
+      .where('m.status', '<>', 'ended')
+      .where('m.expires_at', '>', now());
   return w.or([w.exists(open().where('m.provider', '=', provider)), w.not(w.exists(open()))]);
 };
 

@@ -109,14 +109,20 @@ export class MeetingLifecycle {
     const provider = this.video.require();
     const { row, access } = await this.reader.readable(actor, meetingId);
     if (row.status === 'ended') throw new AppError('PRECONDITION_FAILED', 'this meeting has ended');
-    const left = Math.floor((row.expires_at.getTime() - Date.now()) / 1000);
-    if (left <= 0) throw new AppError('PRECONDITION_FAILED', 'this meeting has expired');
+    // Whole seconds a token minted now may live without outliving the meeting: the providers stamp
+    // `exp` as their whole-second now plus the ttl, so counting from the next whole second keeps it at
+    // or before the expiry. Read again just before minting (the budget's check takes a moment).
+    const secondsLeft = () => Math.floor(row.expires_at.getTime() / 1000) - Math.ceil(Date.now() / 1000);
+    const expired = () => new AppError('PRECONDITION_FAILED', 'this meeting has expired');
+    if (secondsLeft() <= 0) throw expired();
     if (row.provider !== provider.name) {
       throw new AppError('PRECONDITION_FAILED', `this meeting was created on ${row.provider}, but the server now uses ${provider.name}`);
     }
     const listener = isMuted(access) || !can(access.role, 'send', access.room.kind);
     const admin = !listener && ROLE_RANK[access.role] >= ROLE_RANK.moderator;
     await this.reader.spendProviderCall(actor);
+    const left = secondsLeft();
+    if (left <= 0) throw expired();
     const token = await this.video.call(() =>
       provider.mintJoinToken({
         room: row.id,
@@ -139,7 +145,8 @@ export class MeetingLifecycle {
    * `meeting.ended` system message once. Ending an ended meeting returns it unchanged, and asks the
    * provider to end its room again (a request that failed after the commit is repeated so; a room
    * already gone is no error). A meeting past its expiry reads as ended already (docs/VIDEO.md): it
-   * is returned as it reads, unchanged.
+   * is handled as an ended one (returned as it reads, its provider room ended again), since LiveKit
+   * keeps its call running while people stay in it.
    */
   async end(actor: Actor, meetingId: string): Promise<MeetingDto> {
     const provider = this.video.require();
@@ -150,8 +157,8 @@ export class MeetingLifecycle {
       }
     };
     mayEnd(access);
-    if (row.expires_at.getTime() <= Date.now()) return this.reader.load(meetingId, actor.tenant);
-    const endedBefore = row.status === 'ended';
+    // Past its expiry it reads as ended (`meetingFromRow`): nothing to write, the provider is asked again.
+    const endedBefore = row.status === 'ended' || row.expires_at.getTime() <= Date.now();
     if (!endedBefore) {
       await this.store.transact(async (tx) => {
         // Checked again once the system message takes the room's lock, if the room's access changed since.

@@ -2,7 +2,7 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError } from '../../domain/errors.js';
 import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
-import { openMeetingsOfRoom } from '../../store/meetings.js';
+import { runningMeetingsOfRoom } from '../../store/meetings.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
 import { rolesOf } from '../../store/users.js';
@@ -18,6 +18,7 @@ import {
 import type { VideoProvider } from '../../video/provider.js';
 import { PollingLoop } from '../polling.js';
 import { retryDelay } from '../webhooks/worker.js';
+import type { MeetingExpiry } from './expiry.js';
 import type { MeetingReader } from './read.js';
 
 /** The removal queue's settings (VIDEO_REMOVAL_*, docs/VIDEO.md "Bans and removals"). */
@@ -52,8 +53,9 @@ export interface RemovalOutcome {
   userId: string;
   reason: RemovalReason;
   /**
-   * `removed`: the provider took the user out of every meeting of the room not ended;
-   * `not_needed`: they may be in the room's calls again (unbanned and added back), or no meeting is left;
+   * `removed`: the provider took the user out of every meeting of the room whose call may still run
+   * (not ended, not expired); `not_needed`: they may be in the room's calls again (unbanned and added
+   * back), or no such meeting is left;
    * `retry`: a provider call failed, the row is due again later; `gave_up`: it failed `maxAttempts` times.
    */
   outcome: 'removed' | 'not_needed' | 'retry' | 'gave_up';
@@ -67,7 +69,9 @@ export interface RemovalOutcome {
  * for the provider and the removal is never lost: a failed provider call is retried with backoff, a
  * node that dies mid-call leaves the row to another once its lease runs out. Each attempt first
  * checks the rule join tokens are minted by (`MeetingReader.meetingAccess`): a user who may be in the
- * room's calls again by then (unbanned and added back) is left alone.
+ * room's calls again by then (unbanned and added back) is left alone. Its loop also ends meetings at
+ * their expiry (`MeetingExpiry`), first in every round and at the next expiry: a removal then finds
+ * the expired meetings ended, and asks the provider about none of them.
  */
 export class VideoRemovalWorker {
   private readonly loop: PollingLoop;
@@ -81,19 +85,20 @@ export class VideoRemovalWorker {
     private readonly config: RemovalConfig,
     private readonly log: Logger,
     private readonly counters: Counters,
+    private readonly expiry: MeetingExpiry,
   ) {
     this.loop = new PollingLoop(() => this.round(), config.pollMs);
   }
 
   /**
    * In the transaction of a ban, a removal or a refused join: queues the user's removal from the
-   * room's calls when video is configured and the room has a meeting not ended (one created after the
-   * commit cannot admit them: `video.joinToken` refuses them). True when a row was written: call
-   * `wake` after the commit.
+   * room's calls when video is configured and the room has a meeting whose call may still run (one
+   * created after the commit cannot admit them: `video.joinToken` refuses them; an expired one's call
+   * is ended at its expiry). True when a row was written: call `wake` after the commit.
    */
   async queue(tx: Tx, r: { roomId: string; tenant: string; userId: string; reason: RemovalReason }): Promise<boolean> {
     if (this.provider === null) return false;
-    if ((await openMeetingsOfRoom(tx.db, r.roomId)).length === 0) return false;
+    if ((await runningMeetingsOfRoom(tx.db, r.roomId)).length === 0) return false;
     await queueRemoval(tx, r);
     return true;
   }
@@ -120,6 +125,7 @@ export class VideoRemovalWorker {
 
   private async round(): Promise<void> {
     try {
+      await this.sweepExpired();
       while (!this.loop.stopped) {
         const rows = await claimDueRemovals(this.store.db(), this.provider!.name, BATCH, LEASE_MS);
         if (rows.length === 0) {
@@ -135,6 +141,19 @@ export class VideoRemovalWorker {
     }
   }
 
+  /**
+   * Ends the meetings past their expiry first (a removal then leaves them alone), and asks for a round
+   * at the next expiry. Its failure is logged and keeps no removal from being sent.
+   */
+  private async sweepExpired(): Promise<void> {
+    try {
+      const expiryInMs = await this.expiry.sweep();
+      if (expiryInMs !== null) this.loop.wakeIn(Math.max(expiryInMs, MIN_REWAKE_MS));
+    } catch (err) {
+      if (!this.loop.stopped) this.log.warn({ err }, 'video expiry sweep failed');
+    }
+  }
+
   private async send(row: ClaimedRemoval): Promise<void> {
     const provider = this.provider!;
     const about = { roomId: row.room_id, tenant: row.tenant, userId: row.user_id, reason: row.reason, attempt: row.attempts };
@@ -143,12 +162,12 @@ export class VideoRemovalWorker {
       for (const l of this.listeners) l(event);
     };
     try {
-      // Read together, now: may the user be in the room's calls (the rule tokens are minted by), and its meetings not ended.
+      // Read together, now: may the user be in the room's calls (the rule tokens are minted by), and its meetings whose calls may still run.
       const { allowed, meetings } = await this.store.transact(async (tx) => {
         const roles = await rolesOf(tx.db, row.tenant, row.user_id);
         const actor: Actor = { id: row.user_id, name: row.user_id, tenant: row.tenant, roles };
         const access = await this.reader.meetingAccess(actor, row.room_id, tx.em);
-        return { allowed: !(access instanceof AppError), meetings: await openMeetingsOfRoom(tx.db, row.room_id) };
+        return { allowed: !(access instanceof AppError), meetings: await runningMeetingsOfRoom(tx.db, row.room_id) };
       });
       const ours = meetings.filter((m) => {
         if (m.provider === provider.name) return true;
