@@ -216,6 +216,55 @@ describe('device.*', () => {
   });
 });
 
+
+/**
+ * A database of its own whose worker's claims hang on their presence read until `release()`
+ * (`reading` resolves when the first one is there), with a clock the test moves: a node whose
+ * reads before a push outlast its deadline. carol has a push device; `as` acts in `tenant`.
+ */
+async function heldClaim(db: string, prefix: string) {
+  const env = await testEnv(db);
+  const srv = await env.startServer(OVERRIDES);
+  await srv.app.services.notifyWorker.stop();
+  const tenant = `${prefix}-${uuid().slice(0, 8)}`;
+  const as = (id: string) => callerFor(srv.app, actor(id, tenant));
+  const sub = ps.subscribe();
+  await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
+  const reading = deferred<void>();
+  const gate = deferred<void>();
+  const slow = {
+    count: async () => {
+      reading.resolve();
+      await gate.promise;
+      return 0;
+    },
+    get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
+  } as unknown as PresenceStore;
+  const notify = { ...OVERRIDES.notify, pushTimeoutMs: 2000, pollMs: 600_000 };
+  const warnings: { msg: string }[] = [];
+  const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line) as { msg: string }) });
+  const held = {
+    env,
+    tenant,
+    as,
+    sub,
+    notify,
+    warnings,
+    clock: Date.now(),
+    reading: reading.promise,
+    /** Lets every claim's presence read through, the one held and all after it. */
+    release: () => gate.resolve(),
+    w: null as unknown as NotifyWorker,
+    async [Symbol.asyncDispose]() {
+      gate.resolve();
+      await held.w.stop();
+      await env[Symbol.asyncDispose]();
+    },
+  };
+  held.w = new NotifyWorker(srv.app.services.store, slow, notify, null, log, newCounters(), { now: () => held.clock });
+  return held;
+}
+
 describe('who gets a push', () => {
   it('an offline user gets an encrypted, VAPID-signed push for a mention: { type, roomId, messageId, title, body, url }, TTL and urgency set', async () => {
     const tn = tenant();
@@ -770,119 +819,65 @@ describe('who gets a push', () => {
   });
 
   it('a push whose reads before the request outlast its deadline (PUSH_TIMEOUT_MS from the claim) is not sent by that claim: left to its lease, then sent once', async () => {
-    await using env = await testEnv('pushdeadline');
-    const srv = await env.startServer(OVERRIDES);
-    await srv.app.services.notifyWorker.stop();
-    const tenant = `late-${uuid().slice(0, 8)}`;
-    const as = (id: string) => callerFor(srv.app, actor(id, tenant));
-    const sub = ps.subscribe();
-    await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
     // The presence read before the push is held (a slow Redis, a stalled node) while this node's clock
     // passes the deadline.
-    let clock = Date.now();
-    const reading = deferred<void>();
-    let gate = deferred<void>();
-    const slow = {
-      count: async () => {
-        reading.resolve();
-        await gate.promise;
-        return 0;
-      },
-      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
-    } as unknown as PresenceStore;
-    const notify = { ...OVERRIDES.notify, pushTimeoutMs: 2000, pollMs: 600_000 };
-    const warnings: { msg: string }[] = [];
-    const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line) as { msg: string }) });
-    const w = new NotifyWorker(srv.app.services.store, slow, notify, null, log, newCounters(), { now: () => clock });
-    try {
-      w.start();
-      const toCarol = await as('alice').room.openDirect({ userId: 'carol' });
-      await as('alice').chat.send({ roomId: toCarol.id, clientId: uuid(), body: 'late' });
-      w.wake();
-      await within(reading.promise, 8000, 'the push being prepared');
-      clock += notify.pushTimeoutMs + 1;
-      gate.resolve();
-      await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
-        until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
-      });
-      expect(ps.received.items.filter((r) => r.device === sub.device)).toEqual([]);
-      const [row] = await env.sql<{ leased: boolean }>('select lease_until > now() as leased from notify_push where tenant = $1', [tenant]);
-      expect(row).toEqual({ leased: true });
-      // Its lease over (moved here rather than waited for), the next claim sends it, once.
-      gate = deferred<void>();
-      gate.resolve();
-      await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
-      w.wake();
-      const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
-      expect(p!.payload).toMatchObject({ type: 'direct', roomId: toCarol.id, body: 'late' });
-      await waitFor(() => env.sql<{ pending: number }>('select pending from notify_push where tenant = $1', [tenant]), 'the push recorded', {
-        until: (rows) => rows.every((r) => Number(r.pending) === 0),
-      });
-      expect(ps.received.items.filter((r) => r.device === sub.device)).toHaveLength(1);
-    } finally {
-      gate.resolve();
-      await w.stop();
-    }
+    await using held = await heldClaim('pushdeadline', 'late');
+    const { env, tenant, as, sub, w, warnings, notify } = held;
+    w.start();
+    const toCarol = await as('alice').room.openDirect({ userId: 'carol' });
+    await as('alice').chat.send({ roomId: toCarol.id, clientId: uuid(), body: 'late' });
+    w.wake();
+    await within(held.reading, 8000, 'the push being prepared');
+    held.clock += notify.pushTimeoutMs + 1;
+    held.release();
+    await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
+      until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
+    });
+    expect(ps.received.items.filter((r) => r.device === sub.device)).toEqual([]);
+    const [row] = await env.sql<{ leased: boolean }>('select lease_until > now() as leased from notify_push where tenant = $1', [tenant]);
+    expect(row).toEqual({ leased: true });
+    // Its lease over (moved here rather than waited for), the next claim sends it, once.
+    await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
+    w.wake();
+    const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
+    expect(p!.payload).toMatchObject({ type: 'direct', roomId: toCarol.id, body: 'late' });
+    await waitFor(() => env.sql<{ pending: number }>('select pending from notify_push where tenant = $1', [tenant]), 'the push recorded', {
+      until: (rows) => rows.every((r) => Number(r.pending) === 0),
+    });
+    expect(ps.received.items.filter((r) => r.device === sub.device)).toHaveLength(1);
   });
 
   it('a claim that ends with no outcome after an item came puts its own kind back: a mention folded with a later message is still pushed as a mention, once', async () => {
-    await using env = await testEnv('pushnooutcome');
-    const srv = await env.startServer(OVERRIDES);
-    await srv.app.services.notifyWorker.stop();
-    const tenant = `gone-${uuid().slice(0, 8)}`;
-    const as = (id: string) => callerFor(srv.app, actor(id, tenant));
-    const sub = ps.subscribe();
-    await as('carol').device.register({ kind: 'webpush', endpoint: sub.endpoint, keys: sub.keys });
     // The presence read of the claim is held while a message comes and this node's clock passes the deadline.
-    let clock = Date.now();
-    const reading = deferred<void>();
-    let gate = deferred<void>();
-    const slow = {
-      count: async () => {
-        reading.resolve();
-        await gate.promise;
-        return 0;
-      },
-      get: async (_t: string, ids: string[]) => ids.map((userId) => ({ userId, status: 'offline', lastSeenAt: null })),
-    } as unknown as PresenceStore;
-    const notify = { ...OVERRIDES.notify, pushTimeoutMs: 2000, pollMs: 600_000 };
-    const warnings: { msg: string }[] = [];
-    const log = createLogger('warn', false, { write: (line: string) => warnings.push(JSON.parse(line) as { msg: string }) });
-    const w = new NotifyWorker(srv.app.services.store, slow, notify, null, log, newCounters(), { now: () => clock });
+    await using held = await heldClaim('pushnooutcome', 'gone');
+    const { env, tenant, as, sub, w, warnings, notify } = held;
     const row = async () =>
       (await env.sql<{ pending: number; kind: string; leased: boolean }>('select pending, kind, lease_until > now() as leased from notify_push where tenant = $1', [tenant]))[0];
-    try {
-      w.start();
-      const room = await as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['carol'] });
-      await as('carol').notify.setRoomPreference({ roomId: room.id, level: 'all' });
-      await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@carol the database is down', mentions: ['carol'] });
-      w.wake();
-      await within(reading.promise, 8000, 'the push being prepared');
-      // While the mention's push is in flight: a plain message (level all) folds into the row.
-      await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and the cache too' });
-      expect(await row()).toEqual({ pending: 2, kind: 'message', leased: true });
-      clock += notify.pushTimeoutMs + 1;
-      gate.resolve();
-      await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
-        until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
-      });
-      // Left to its lease, with the claimed mention's kind back.
-      expect(await row()).toEqual({ pending: 2, kind: 'mention', leased: true });
-      expect(pushesTo(sub)).toEqual([]);
-      // Its lease over (moved here rather than waited for), the next claim sends both, as a mention, once.
-      gate = deferred<void>();
-      gate.resolve();
-      await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
-      w.wake();
-      const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
-      expect(p!.payload).toMatchObject({ type: 'mention', roomId: room.id, title: 'You were mentioned in Ops', body: '2 new notifications in Ops', count: 2 });
-      expect(p!.urgency).toBe('high');
-      await waitFor(row, 'the push recorded', { until: (r) => Number(r?.pending) === 0 });
-      expect(pushesTo(sub)).toHaveLength(1);
-    } finally {
-      gate.resolve();
-      await w.stop();
-    }
+    w.start();
+    const room = await as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['carol'] });
+    await as('carol').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@carol the database is down', mentions: ['carol'] });
+    w.wake();
+    await within(held.reading, 8000, 'the push being prepared');
+    // While the mention's push is in flight: a plain message (level all) folds into the row.
+    await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and the cache too' });
+    expect(await row()).toEqual({ pending: 2, kind: 'message', leased: true });
+    held.clock += notify.pushTimeoutMs + 1;
+    held.release();
+    await waitFor(() => warnings.map((x) => x.msg), 'the push given up by this claim', {
+      until: (msgs) => msgs.includes('push not sent: its deadline passed before the request (retried after the lease)'),
+    });
+    // Left to its lease, with the claimed mention's kind back.
+    expect(await row()).toEqual({ pending: 2, kind: 'mention', leased: true });
+    expect(pushesTo(sub)).toEqual([]);
+    // Its lease over (moved here rather than waited for), the next claim sends both, as a mention, once.
+    await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
+    w.wake();
+    const [p] = await waitPushes(sub, 1, 'the push sent by the next claim');
+    expect(p!.payload).toMatchObject({ type: 'mention', roomId: room.id, title: 'You were mentioned in Ops', body: '2 new notifications in Ops', count: 2 });
+    expect(p!.urgency).toBe('high');
+    await waitFor(row, 'the push recorded', { until: (r) => Number(r?.pending) === 0 });
+    expect(pushesTo(sub)).toHaveLength(1);
   });
 
   it('a digest stuck on a stalled SMTP relay holds back no push: pushes and digests have loops of their own, and stop() ends both', async () => {

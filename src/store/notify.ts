@@ -1,7 +1,7 @@
 import { type Expression, sql } from 'kysely';
 import { clip } from '../domain/text.js';
 import type { Db } from './database.js';
-import { UNREAD_WINDOW } from './receipts.js';
+import { UNREAD_WINDOW } from './unread-bounds.js';
 
 /**
  * Notifications for people who are away (docs/OPERATIONS.md, "Notifications"): push devices,

@@ -2,6 +2,7 @@ import { type Expression, expressionBuilder, type RawBuilder, sql } from 'kysely
 import type { Db, Tables } from './database.js';
 import { now } from './tx.js';
 import type { KeyPage } from './members.js';
+import { UNREAD_CAP, UNREAD_WINDOW } from './unread-bounds.js';
 
 /** The columns of a membership row of the outer query, as the unread counts see it (`eb.ref('mb.room_id')` and so on). */
 export interface ReadPosition {
@@ -12,22 +13,7 @@ export interface ReadPosition {
   lastSeq: Expression<number | null>;
 }
 
-/**
- * Unread counts stop at this many: a count of it says "this many or more" (the client's
- * `unreadLabel` shows "1000+").
- * Counting every unread message cost a room list, `receipt.unread` and each `unread.changed` a
- * read of all of them, per room: a member who never read a busy room made each of those calls read
- * its whole history (`npm run bench:statement`, docs/BENCHMARKS.md).
- */
-export const UNREAD_CAP = 1000;
-
-/**
- * The counts look at the room's newest this many sequence numbers (messages and the room's other
- * events) after the read position: a range of the `message_room_seq_unique` index, whatever plan
- * PostgreSQL picks. A mention older than that is not counted (it is in the inbox), and a member with
- * more unread messages than the cap almost always has the cap's worth among them.
- */
-export const UNREAD_WINDOW = 5 * UNREAD_CAP;
+export { UNREAD_CAP, UNREAD_WINDOW };
 
 /** The membership's room's messages in its newest `UNREAD_WINDOW` seqs after its read position, not sent by its user, not deleted. */
 function unreadWindow(at: ReadPosition) {
