@@ -75,3 +75,50 @@ describe('room.leave and the one-owner rule', () => {
     expect(await rolesOf(room.id)).toEqual([[carol, 'owner']]);
   });
 });
+
+describe('a room its last member left', () => {
+  it('is owned by whoever comes first: the first to join a public room, the first added by a service token (by user id)', async () => {
+    const [owner, bob, carol, dave] = users('owner', 'bob', 'carol', 'dave');
+    const pub = await as(owner!).room.create({ kind: 'group', name: 'abandoned', visibility: 'public' });
+    await as(owner!).room.leave({ roomId: pub.id });
+    expect(await rolesOf(pub.id)).toEqual([]);
+    await as(bob!).room.join({ roomId: pub.id });
+    expect(await rolesOf(pub.id)).toEqual([[bob, 'owner']]);
+    // The room's log says so: joined as a member, then made the owner.
+    const log = await t.env.sql<{ type: string; data: { userId: string; role: string } }>(
+      "select type, data from room_event where room_id = $1 and type in ('member.joined', 'member.updated') order by seq desc limit 2",
+      [pub.id],
+    );
+    expect(log.reverse().map((e) => [e.type, e.data.userId, e.data.role])).toEqual([
+      ['member.joined', bob, 'member'],
+      ['member.updated', bob, 'owner'],
+    ]);
+    // Its owner moderates again: carol, who joins next, is a member bob may remove.
+    await as(carol!).room.join({ roomId: pub.id });
+    await as(bob!).room.removeMember({ roomId: pub.id, userId: carol! });
+    expect(await rolesOf(pub.id)).toEqual([[bob, 'owner']]);
+
+    const group = await as(owner!).room.create({ kind: 'group', name: 'left alone' });
+    await as(owner!).room.leave({ roomId: group.id });
+    await as('integration', 'default', ['service']).room.addMembers({ roomId: group.id, userIds: [dave!, carol!] });
+    expect(await rolesOf(group.id)).toEqual([
+      [carol, 'owner'],
+      [dave, 'member'],
+    ]);
+  });
+
+  it('a room left without owner by an older version (members, none of them the owner) gets one with its next member', async () => {
+    const [owner, bob, carol, dave] = users('owner', 'bob', 'carol', 'dave');
+    const room = await as(owner!).room.create({ kind: 'group', name: 'ownerless', visibility: 'public', memberIds: [bob!, carol!] });
+    await as(owner!).room.setRole({ roomId: room.id, userId: carol!, role: 'admin' });
+    // What an older version left: the owner gone, nobody given the room.
+    await t.env.sql("delete from membership where room_id = $1 and role = 'owner'", [room.id]);
+    await as(dave!).room.join({ roomId: room.id });
+    // The longest-standing member of the highest role, not the newcomer.
+    expect(await rolesOf(room.id)).toEqual([
+      [bob, 'member'],
+      [carol, 'owner'],
+      [dave, 'member'],
+    ]);
+  });
+});

@@ -9,7 +9,7 @@ import { roomArchived } from '../../domain/errors.js';
 import type { RateLimits } from '../limits.js';
 import { systemMessage } from '../system-message.js';
 import { RETRY } from './moderation.js';
-import { joinMember } from './member-changes.js';
+import { joinMember, keepAnOwner } from './member-changes.js';
 import type { RoomReads } from './reads.js';
 
 export const DIRECTORY_DEFAULT_LIMIT = 50;
@@ -65,6 +65,8 @@ export class RoomDirectory {
       if (room.archived_at) throw roomArchived();
       if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
         await systemMessage(tx, actor, roomId, `${actor.name} joined`);
+        // A room its last member left has no owner: the first to come back owns it.
+        await keepAnOwner(tx, roomId, actor.id);
       }
     }, RETRY);
     return this.reads.get(actor, roomId);

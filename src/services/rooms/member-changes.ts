@@ -1,7 +1,7 @@
 import type { Actor } from '../../domain/actor.js';
 import type { MemberRole } from '../../domain/events.js';
 import { notFound } from '../../domain/errors.js';
-import { deleteMember, insertMember, type MemberChange, updateMember } from '../../store/members.js';
+import { deleteMember, insertMember, type MemberChange, successor, updateMember } from '../../store/members.js';
 import type { Tx } from '../../store/tx.js';
 
 /**
@@ -41,4 +41,16 @@ export async function changeMember(tx: Tx, roomId: string, userId: string, chang
   if (!r) throw notFound('member');
   if (!r.changed) return;
   await tx.append({ type: 'member.updated', roomId, userId, role: r.role, mutedUntil: r.mutedUntil, by });
+}
+
+/**
+ * Gives a room without an owner one: its longest-standing member of the highest role becomes the
+ * owner (`member.updated`). Run under the room's lock after members left (an owner leaving) or came
+ * (a room its last member left is empty: whoever comes first owns it, as its creator did; a room
+ * left without owner by an older version gets one with its next member). Nothing when the room has
+ * an owner or no member.
+ */
+export async function keepAnOwner(tx: Tx, roomId: string, by: string): Promise<void> {
+  const next = await successor(tx, roomId);
+  if (next && next.role !== 'owner') await changeMember(tx, roomId, next.userId, { role: 'owner' }, by);
 }

@@ -1,14 +1,14 @@
 import type { Actor } from '../../domain/actor.js';
 import { badRequest, forbidden, notFound } from '../../domain/errors.js';
 import { outranks } from '../../domain/permissions.js';
-import { bannedAmong, memberRole, successor } from '../../store/members.js';
+import { bannedAmong, memberRole } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { AccessService } from '../access.js';
 import type { Logger } from '../../logger.js';
 import type { VideoRemovals } from '../meetings/removals.js';
 import { systemMessage } from '../system-message.js';
-import { changeMember, dropMember, joinMember } from './member-changes.js';
+import { dropMember, joinMember, keepAnOwner } from './member-changes.js';
 import { actOnMember, auditModeration, RETRY, recordModeration } from './moderation.js';
 
 /** Joining and leaving rooms: adding and removing members, leaving (with the owner's hand-over). */
@@ -41,6 +41,7 @@ export class RoomMembership {
           await recordModeration(tx, 'member.add', actor, roomId, u);
         }
       }
+      if (joined.length > 0) await keepAnOwner(tx, roomId, actor.id);
       return joined;
     }, RETRY);
     return { added };
@@ -86,11 +87,8 @@ export class RoomMembership {
       const role = await memberRole(tx, roomId, actor.id);
       if (!role) throw badRequest('you are not a member of this room');
       await dropMember(tx, roomId, actor.id, 'left', actor.id);
-      if (role === 'owner') {
-        // Hand ownership to the longest-standing remaining member of the highest role.
-        const next = await successor(tx, roomId);
-        if (next && next.role !== 'owner') await changeMember(tx, roomId, next.userId, { role: 'owner' }, actor.id);
-      }
+      // Hand ownership to the longest-standing remaining member of the highest role.
+      if (role === 'owner') await keepAnOwner(tx, roomId, actor.id);
       await systemMessage(tx, actor, roomId, `${actor.name} left`);
     }, RETRY);
   }
