@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readConfig, removeLogin, saveLogin, type StoredLogin } from '../client/cli/config.js';
 import { createChatClient, type ChatClient } from '../client/index.js';
 import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, TERMINAL_CONTROL, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
 
@@ -210,6 +211,20 @@ describe('chat CLI', () => {
 
     expect(text.stdout).toMatch(new RegExp(`#${m1.seq} alice: hello from the cli`));
     expect(text.stdout).toMatch(new RegExp(`#${m2.seq} bob: second line`));
+  });
+
+  it('logins saved and removed at the same time (two commands, a renewal) all keep the others\' entries', async () => {
+    const path = join(dir, 'shared', 'config.json');
+    const entry = (id: string): StoredLogin => ({ token: `t-${id}`, user: { id, name: id, tenant: 'default' }, expiresAt: null, via: 'dev', savedAt: new Date().toISOString() });
+    const urls = ['http://a.example', 'http://b.example', 'http://c.example', 'http://d.example'];
+    const saved = await Promise.allSettled(urls.map((u) => saveLogin(u, entry(u), path)));
+    expect(Object.keys((await readConfig(path)).logins).sort()).toEqual(urls);
+    expect(saved.filter((r) => r.status === 'rejected')).toEqual([]);
+    await Promise.all([removeLogin(urls[0]!, path), saveLogin('http://e.example', entry('e'), path), saveLogin(urls[1]!, entry('b2'), path)]);
+    const after = (await readConfig(path)).logins;
+    expect(Object.keys(after).sort()).toEqual([...urls.slice(1), 'http://e.example']);
+    expect(after[urls[1]!]!.user.id).toBe('b2');
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
   });
 
   it('tail --json prints one event object per line while another client sends', async () => {
@@ -426,6 +441,25 @@ describe('chat CLI', () => {
     expect(text.stdout).toMatch(/ frank: abcdefgh\n {4}i\n/);
     expect(json.json<{ body: string | null }>().map((m) => m.body)).toContain('abcdefgh\ni');
     expect(rooms.stdout).toContain('frank: abcdefgh i');
+  });
+
+  it("no line break another user chose starts a line of its own: a link's name, a topic, a system message", async () => {
+    await login('pia');
+    const quin = client('quin');
+    const room = await quin.trpc.room.create.mutate({ kind: 'group', name: 'spoof-room', memberIds: ['pia'] });
+    const fake = (n: number) => `\n12:00 #${n} ceo: wire the money`;
+    await quin.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'see link', attachments: [{ url: 'https://x.example/a', name: `doc${fake(91)}` }] });
+    const erp = clients.use(createChatClient({ url, token: tokenFor('erp-spoof', { roles: ['service'] }), lazy: true }));
+    await erp.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: `synced${fake(92)}`, kind: 'system' });
+    await quin.trpc.room.update.mutate({ roomId: room.id, topic: `plans${fake(93)}` });
+    const last = await quin.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'the end' });
+    // `tail --since 0` prints the messages and the topic change (an event only, not in the history).
+    const tail = new LiveCli(spawnCli(['tail', room.id, '--since', '0'], 'pia'));
+    await tail.line((l) => l.includes(`#${last.seq} quin: the end`), 'the last message');
+    tail.child.kill('SIGINT');
+    expect(await tail.exited).toBe(0);
+    expect(tail.count((l) => l.includes('wire the money'))).toBe(3);
+    expect(tail.out.items.filter((l) => /^\d\d:\d\d #9\d ceo:/.test(l)), tail.out.items.join('\n')).toEqual([]);
   });
 
   it('prints a card as a few lines: title, label: value per field, links; without control sequences', async () => {

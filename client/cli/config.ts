@@ -2,7 +2,8 @@
  * The CLI's stored logins: one JSON file, mode 0600 (directory 0700), one entry per server URL.
  * Location: $CHAT_CONFIG, else $XDG_CONFIG_HOME/trpc-chat/config.json, else ~/.config/trpc-chat/config.json.
  */
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -48,22 +49,60 @@ export async function readConfig(path = configPath()): Promise<ConfigFile> {
 /** Writes atomically (temp file + rename), readable by the owner only. */
 export async function writeConfig(config: ConfigFile, path = configPath()): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.tmp`;
+  // Unique per write: two writes of one process must not share (and rename away) one temp file.
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   await writeFile(tmp, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   await chmod(tmp, 0o600);
   await rename(tmp, path);
 }
 
-export async function saveLogin(url: string, login: StoredLogin, path = configPath()): Promise<void> {
-  const config = await readConfig(path);
-  config.logins[url] = login;
-  await writeConfig(config, path);
+/** How long a change waits for another command's change of the file. */
+const LOCK_WAIT_MS = 5_000;
+/** A lock older than this was left by a command that died while holding it. */
+const STALE_LOCK_MS = 10_000;
+
+/**
+ * Runs a read-modify-write of the file under `<path>.lock` (created exclusively): two commands
+ * saving logins at once (two logins, a token renewed by a running `chat tail`) would otherwise
+ * each write back what they read, and the later one would drop the other's entry.
+ */
+async function locked<T>(path: string, change: () => Promise<T>): Promise<T> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const lock = `${path}.lock`;
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await (await open(lock, 'wx', 0o600)).close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const held = await stat(lock).catch(() => null);
+      if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) await rm(lock, { force: true });
+      else if (Date.now() > deadline) throw new Error(`config file ${path} is locked by another chat command (delete ${lock} if none is running)`);
+      else await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
+    }
+  }
+  try {
+    return await change();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
-export async function removeLogin(url: string, path = configPath()): Promise<boolean> {
-  const config = await readConfig(path);
-  if (!config.logins[url]) return false;
-  delete config.logins[url];
-  await writeConfig(config, path);
-  return true;
+export function saveLogin(url: string, login: StoredLogin, path = configPath()): Promise<void> {
+  return locked(path, async () => {
+    const config = await readConfig(path);
+    config.logins[url] = login;
+    await writeConfig(config, path);
+  });
+}
+
+export function removeLogin(url: string, path = configPath()): Promise<boolean> {
+  return locked(path, async () => {
+    const config = await readConfig(path);
+    if (!config.logins[url]) return false;
+    delete config.logins[url];
+    await writeConfig(config, path);
+    return true;
+  });
 }

@@ -19,6 +19,15 @@ export function clock(d: Date | string): string {
   return `${String(date.getHours()).padStart(2, '0')}:${String(date.getMinutes()).padStart(2, '0')}`;
 }
 
+/**
+ * A field shown inside a line (a file's name, a link, a topic): its line breaks become spaces, so
+ * text another user chose cannot start a line that passes for a message of someone else.
+ */
+const flat = (s: string) => s.replace(/\s*\n\s*/g, ' ');
+
+/** A body's own lines, indented under its head for the same reason. */
+const indented = (s: string) => s.replace(/\n/g, '\n    ');
+
 export function reactionsText(m: Pick<Message, 'reactions'>): string {
   if (m.reactions.length === 0) return '';
   return ` ${pc.dim('[')}${m.reactions.map((r) => `${r.emoji}${r.count > 1 ? ` ${r.count}` : ''}`).join(pc.dim(', '))}${pc.dim(']')}`;
@@ -27,13 +36,14 @@ export function reactionsText(m: Pick<Message, 'reactions'>): string {
 /** `12:03 #12 alice: hello (edited) [👍 2]` */
 export function formatMessage(m: Message, mark = ''): string {
   const head = `${pc.dim(clock(m.createdAt))} ${pc.dim(`#${m.seq}`)}${mark ? ` ${mark}` : ''}`;
-  if (m.kind === 'system') return `${head} ${pc.dim(`* ${m.body ?? ''}`)}`;
+  // A system message's body can hold text users chose (a meeting title) or come from a service.
+  if (m.kind === 'system') return `${head} ${pc.dim(`* ${indented(m.body ?? '')}`)}`;
   if (m.kind === 'card' && m.card && !m.deletedAt) return `${head} ${who(m.senderId)}: ${formatCard(m.card)}${reactionsText(m)}`;
   // A body's own lines are indented under its head, so a message cannot pass for another's line.
-  const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : m.body.replace(/\n/g, '\n    ');
+  const body = m.deletedAt || m.body === null ? pc.dim(pc.italic('(deleted)')) : indented(m.body);
   // An uploaded file shows its id (`chat download <id>`); a link its URL.
   const files = m.attachments
-    .map((a) => pc.dim(` [${a.mime?.startsWith('image/') ? 'image' : 'file'}: ${a.name} ${'fileId' in a ? a.fileId : a.url}]`))
+    .map((a) => pc.dim(` [${a.mime?.startsWith('image/') ? 'image' : 'file'}: ${flat(a.name)} ${'fileId' in a ? a.fileId : flat(a.url)}]`))
     .join('');
   const edited = m.editedAt && !m.deletedAt ? pc.dim(' (edited)') : '';
   return `${head} ${who(m.senderId)}: ${body}${files}${edited}${reactionsText(m)}`;
@@ -44,11 +54,10 @@ export function formatMessage(m: Message, mark = ''): string {
  * (`label: url`). Each line indented, so no line of a card passes for another message.
  */
 export function formatCard(card: NonNullable<Message['card']>): string {
-  const oneLine = (s: string) => s.replace(/\s*\n\s*/g, ' ');
   const lines = [
-    pc.bold(oneLine(card.title)),
-    ...card.fields.map((f) => `    ${pc.dim(`${oneLine(f.label)}:`)} ${oneLine(f.value)}`),
-    ...(card.links ?? []).map((l) => `    ${pc.dim('↗')} ${oneLine(l.label)}: ${pc.underline(l.url)}`),
+    pc.bold(flat(card.title)),
+    ...card.fields.map((f) => `    ${pc.dim(`${flat(f.label)}:`)} ${flat(f.value)}`),
+    ...(card.links ?? []).map((l) => `    ${pc.dim('↗')} ${flat(l.label)}: ${pc.underline(flat(l.url))}`),
   ];
   return lines.join('\n');
 }
@@ -91,7 +100,7 @@ export function formatEvent(
     case 'member.updated':
       return pc.dim(`* ${e.userId} is now ${e.role}${e.mutedUntil ? `, muted until ${e.mutedUntil.toISOString()}` : ''}`);
     case 'room.updated':
-      return pc.dim(`* room is now "${e.name}"${e.topic ? ` (${e.topic})` : ''}`);
+      return pc.dim(`* room is now "${flat(e.name)}"${e.topic ? ` (${flat(e.topic)})` : ''}`);
     case 'typing':
       return e.typing ? pc.dim(`… ${e.userId} is typing`) : null;
     case 'presence':
@@ -116,7 +125,7 @@ export function formatMember(m: Member, status?: PresenceStatus): string {
 
 export function formatHit(h: SearchHit): string {
   const snippet = h.snippet.replace(/<mark>(.*?)<\/mark>/g, (_, s: string) => pc.bold(pc.yellow(s)));
-  return `${pc.bold(h.roomName)} ${pc.dim(`#${h.message.seq}`)} ${who(h.message.senderId)}: ${unescapeHtml(snippet)}  ${pc.dim(h.roomId)}`;
+  return `${pc.bold(h.roomName)} ${pc.dim(`#${h.message.seq}`)} ${who(h.message.senderId)}: ${flat(unescapeHtml(snippet))}  ${pc.dim(h.roomId)}`;
 }
 
 function unescapeHtml(s: string): string {
