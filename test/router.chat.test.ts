@@ -314,6 +314,30 @@ describe('chat.events (createCaller)', () => {
   });
 });
 
+describe('chat.search of one room', () => {
+  it('finds the messages of a support room a support agent reads without being a member; not of rooms they cannot read', async () => {
+    const [customer, agent, member] = users('customer', 'agent', 'member');
+    const word = `zebra${kit.n}`;
+    const support = await as(customer!).room.create({ kind: 'support', name: 'help' });
+    const asked = await as(customer!).chat.send({ roomId: support.id, clientId: uuid(), body: `my ${word} printer is broken` });
+    const agentCaller = as(agent!, 'default', ['support']);
+    // The agent reads the room (history) and so searches it.
+    expect((await agentCaller.chat.history({ roomId: support.id })).messages.map((m) => m.id)).toEqual([asked.id]);
+    const found = await agentCaller.chat.search({ query: word, roomId: support.id });
+    expect(found.hits.map((h) => h.message.id), 'the agent finds the message of the support room it reads').toEqual([asked.id]);
+    expect(found.hits[0]).toMatchObject({ roomId: support.id, roomName: 'help' });
+    expect(found.skippedEncryptedRooms).toBe(0);
+    // A group room they are not in stays hidden, with or without the word.
+    const group = await groupRoom(customer!, [member!]);
+    await as(member!).chat.send({ roomId: group.id, clientId: uuid(), body: `another ${word}` });
+    await expectTRPCError(agentCaller.chat.search({ query: word, roomId: group.id }), 'NOT_FOUND');
+    await expectTRPCError(as(member!).chat.search({ query: word, roomId: support.id }), 'NOT_FOUND');
+    // Across rooms the search covers the rooms one is a member of (as documented).
+    expect((await agentCaller.chat.search({ query: word })).hits).toEqual([]);
+    expect((await as(member!).chat.search({ query: word })).hits.map((h) => h.roomId)).toEqual([group.id]);
+  });
+});
+
 describe('system messages', () => {
   it('their sender (the member a join or leave notice is about) cannot delete or edit them; a moderator can delete them; reactions are allowed', async () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');

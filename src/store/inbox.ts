@@ -33,7 +33,6 @@ export async function inboxLastSeqs(
     .execute();
 }
 
-/** The user's items with after < seq <= upto, ascending, at most `limit`. */
 /** The oldest seq of the user's inbox still stored; null when none is. */
 export async function inboxOldestSeq(db: Db, tenant: string, userId: string): Promise<number | null> {
   const row = await db
@@ -45,6 +44,7 @@ export async function inboxOldestSeq(db: Db, tenant: string, userId: string): Pr
   return row?.s ?? null;
 }
 
+/** The user's items with after < seq <= upto, ascending, at most `limit`. */
 export function inboxEvents(db: Db, tenant: string, userId: string, after: number, upto: number, limit: number): Promise<InboxEventRow[]> {
   return db
     .selectFrom('inbox_event')

@@ -257,8 +257,9 @@ export type SearchRow = MessageRow & { room_name: string; rank: number; marked: 
 
 /**
  * Full-text search (`websearch_to_tsquery`, configuration `simple`) over the generated `search`
- * column of the messages in `userId`'s rooms of the tenant, best rank first, then newest. The column
- * is null for deleted and encrypted messages, and encrypted rooms are left out.
+ * column of the messages in `userId`'s rooms of the tenant, or only in `roomId` (whose access the
+ * caller checked: a support agent reads a support room without a membership), best rank first, then
+ * newest. The column is null for deleted and encrypted messages, and encrypted rooms are left out.
  */
 export function searchMessages(
   db: Db,
@@ -270,7 +271,7 @@ export function searchMessages(
   return db
     .selectFrom([tsquery, 'message as m'])
     .innerJoin('room as r', 'r.id', 'm.room_id')
-    .innerJoin('membership as mb', (join) => join.onRef('mb.room_id', '=', 'm.room_id').on('mb.user_id', '=', q.userId))
+    .$if(q.roomId === null, (qb) => qb.innerJoin('membership as mb', (join) => join.onRef('mb.room_id', '=', 'm.room_id').on('mb.user_id', '=', q.userId)))
     .select(MESSAGE_FIELDS_M)
     .select([
       'r.name as room_name',
@@ -299,16 +300,20 @@ export async function usesSearchIndex(db: Db, query: string): Promise<boolean> {
   return tree !== '' && tree !== 'T';
 }
 
-/** How many of `userId`'s rooms of the tenant (only `roomId`, when given) are encrypted. */
+/**
+ * How many of `userId`'s rooms of the tenant are encrypted; with `roomId` (access checked by the
+ * caller, as in `searchMessages`), whether that room is (0 or 1).
+ */
 export async function encryptedRoomCount(db: Db, tenant: string, userId: string, roomId: string | null): Promise<number> {
   const row = await db
-    .selectFrom('membership as mb')
-    .innerJoin('room as r', 'r.id', 'mb.room_id')
+    .selectFrom('room as r')
     .select((eb) => eb.fn.countAll<number>().as('n'))
-    .where('mb.user_id', '=', userId)
     .where('r.tenant', '=', tenant)
     .where((eb) => eb.ref('r.encrypted'))
     .$if(roomId !== null, (qb) => qb.where('r.id', '=', roomId!))
+    .$if(roomId === null, (qb) =>
+      qb.where((eb) => eb.exists(eb.selectFrom('membership as mb').select('mb.room_id').whereRef('mb.room_id', '=', 'r.id').where('mb.user_id', '=', userId))),
+    )
     .executeTakeFirstOrThrow();
   return row.n;
 }

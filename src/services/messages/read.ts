@@ -105,7 +105,8 @@ export class MessageReader {
   }
 
   /**
-   * Full-text search over the rooms the caller belongs to, ranked, with a highlighted snippet.
+   * Full-text search over the rooms the caller belongs to, or over the one room `roomId` it reads
+   * (a support agent's support room too, as its history), ranked, with a highlighted snippet.
    * Deleted messages never match; encrypted rooms are skipped (and counted in the answer).
    */
   async search(actor: Actor, input: SearchInput): Promise<{ hits: SearchHit[]; skippedEncryptedRooms: number }> {
