@@ -155,6 +155,22 @@ describe('a realm per tenant (a key set per tenant)', () => {
     expect(realms.fetches.get('nope')).toBe(1);
   });
 
+  it("a failed fetch of a tenant's key set (a made-up key id asked the provider again while it was down) keeps the keys it had: the tenant's tokens still verify", async () => {
+    const key = await providerKey('RS256');
+    const served: Record<string, JWK[]> = { initech: [key.jwk] };
+    await using idp = await realmServer(served);
+    const v = new TokenVerifier(
+      loadConfig({ ...realmEnv, AUTH_ISSUER: `${idp.base}/realms/{tenant}`, AUTH_JWKS_URL: `${idp.base}/realms/{tenant}/certs`, AUTH_JWKS_COOLDOWN_SECONDS: '0' }).auth,
+    );
+    const token = await signWith(key, claims(`${idp.base}/realms/initech`, 'ivy'));
+    expect(await verdict(v, token)).toEqual({ tenant: 'initech', id: 'ivy' });
+    // The provider stops answering for the realm; a token with a key id it never had makes the node ask.
+    delete served.initech;
+    expect(await verdict(v, await signWith(key, claims(`${idp.base}/realms/initech`, 'eve'), { kid: 'made-up' }))).toEqual({ error: UNAVAILABLE, unavailable: true });
+    expect(idp.fetches.get('initech')).toBe(2);
+    expect(await verdict(v, token)).toEqual({ tenant: 'initech', id: 'ivy' });
+  });
+
   it('tenants not seen since start are fetched within budgets per client address and per node; made-up ones never lock real ones out', async () => {
     // About 1,000 verifications spend the node's budget: its window (10 s in production) must not
     // move before the last one, however slow the machine.

@@ -7,7 +7,7 @@
  * Servers take their auth settings from environment variables through loadConfig, as deployed.
  */
 import { exportSPKI, type JWTPayload } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   dispose,
   errInfo,
@@ -33,6 +33,8 @@ import {
   type TestServer,
   type TrpcHttpError,
   type TrpcHttpResult,
+  TokenVerifier,
+  AuthError,
 } from './fixture.js';
 
 const ISSUER = 'https://id.example.com/realms/chat';
@@ -389,6 +391,41 @@ describe('the identity provider is down', () => {
     expect((await httpMe(D, tokenFor('hs-during-outage'))).me?.id).toBe('hs-during-outage');
     // Counted apart from refused tokens (chat_auth_unavailable_total): the HTTP call, /admin/stats, the socket.
     expect(D.app.services.deps.counters.authUnavailable).toBe(3);
+  });
+
+  it('past AUTH_JWKS_CACHE_SECONDS, a failed refetch leaves the keys already fetched working (for up to a day), without asking again within the cooldown; a key id they lack is SERVICE_UNAVAILABLE', async () => {
+    const key = await providerKey('ES256');
+    const idp = open.use(await jwksServer([key.jwk]));
+    const v = new TokenVerifier(authFromEnv({ JWT_SECRET: TEST_SECRET, AUTH_JWKS_URL: idp.url, AUTH_JWKS_CACHE_SECONDS: '1' }));
+    const verdict = (token: string) =>
+      v.verify(token).then(
+        (a) => a.id,
+        (err: unknown) => (err instanceof AuthError ? { error: err.message, unavailable: err.unavailable } : Promise.reject(err)),
+      );
+    const token = await signWith(key, claims('stale-keys', { iss: undefined, aud: undefined }));
+    expect(await verdict(token)).toBe('stale-keys');
+    idp.mode = { kind: 'status', status: 503 };
+    const realNow = Date.now.bind(Date);
+    let ahead = 2000;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + ahead);
+    try {
+      const asked = idp.fetches;
+      expect(await verdict(token)).toBe('stale-keys');
+      // Within the cooldown (30 s) after the failed fetch the provider is not asked again: a key id
+      // the held keys lack cannot be told from a new one.
+      expect(await verdict(await signWith(key, claims('x', { iss: undefined, aud: undefined }), { kid: 'made-up' }))).toEqual({ error: UNAVAILABLE, unavailable: true });
+      expect(await verdict(token)).toBe('stale-keys');
+      expect(idp.fetches).toBe(asked + 1);
+      ahead = 25 * 3600_000;
+      expect(await verdict(token)).toEqual({ error: UNAVAILABLE, unavailable: true });
+      // Back up: the first token after the cooldown fetches the set again.
+      ahead = 40_000;
+      idp.mode = { kind: 'keys' };
+      expect(await verdict(token)).toBe('stale-keys');
+      expect(idp.fetches).toBe(asked + 3);
+    } finally {
+      clock.mockRestore();
+    }
   });
 
   it('answering 503, then not answering (fetch timeout): SERVICE_UNAVAILABLE; back up, tokens work without a restart and the client gets in by itself', async () => {

@@ -2,10 +2,15 @@ import { createHmac, createSecretKey, type KeyObject, timingSafeEqual } from 'no
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import {
   type CryptoKey,
+  createLocalJWKSet,
   createRemoteJWKSet,
+  type ExportedJWKSCache,
   decodeJwt,
   decodeProtectedHeader,
   errors,
+  type JSONWebKeySet,
+  jwksCache,
+  type JWKSCacheInput,
   jwtVerify,
   type JWTPayload,
   type JWTVerifyGetKey,
@@ -239,27 +244,73 @@ export class TokenVerifier {
 
 
 /**
+ * How long after the provider's last answer its keys still verify tokens while it cannot be
+ * reached (down, hung, answering garbage): an outage of the provider does not stop every sign-in
+ * once the cache is older than AUTH_JWKS_CACHE_SECONDS, nor does one failed refetch throw a
+ * tenant's keys away; a key the provider withdrew meanwhile cannot be known before it answers again.
+ */
+const STALE_KEYS_MAX_SECONDS = 86_400;
+
+/**
  * An identity provider's key set at `url`: cached, refetched once for an unknown key id (after the
- * cooldown). `onUnavailable`: told when a fetch failed (the provider down, or a tenant it does not know).
+ * cooldown). Once a fetch failed, the keys of the last answer (`STALE_KEYS_MAX_SECONDS`), without
+ * asking again within the cooldown: tokens of known keys do not wait for a hung provider each, and
+ * made-up key ids do not make the node hammer it. `onUnavailable`: told when a fetch failed and no
+ * such keys are held (the provider down, or a tenant it does not know).
  */
 function remoteKeys(url: string, jwks: NonNullable<AuthConfig['jwks']>, onUnavailable?: () => void): JWTVerifyGetKey {
+  // jose writes the key set of each successful fetch here, and when (`uat`).
+  const fetched: JWKSCacheInput = {};
   const remote = createRemoteJWKSet(new URL(url), {
     cooldownDuration: jwks.cooldownSeconds * 1000,
     cacheMaxAge: jwks.cacheSeconds * 1000,
     timeoutDuration: jwks.timeoutMs,
+    [jwksCache]: fetched,
   });
+  /** The last answer's keys, imported once per answer. */
+  let last: { set: JSONWebKeySet; keys: ReturnType<typeof createLocalJWKSet> } | null = null;
+  const lastKeys = (): ReturnType<typeof createLocalJWKSet> | null => {
+    const { jwks: set, uat } = fetched as Partial<ExportedJWKSCache>;
+    if (set === undefined || uat === undefined || Date.now() - uat > STALE_KEYS_MAX_SECONDS * 1000) return null;
+    if (last?.set !== set) last = { set, keys: createLocalJWKSet(set) };
+    return last.keys;
+  };
+  /** When a fetch last failed while keys were held: within the cooldown the provider is not asked again. */
+  let failedAt = Number.NEGATIVE_INFINITY;
+  const fromHeld = (held: ReturnType<typeof createLocalJWKSet>, header: Parameters<JWTVerifyGetKey>[0], token: Parameters<JWTVerifyGetKey>[1], cause: unknown) =>
+    held(header, token).catch((heldErr: unknown) => {
+      // A key id the last answer lacks may be one the provider added since: not the token's fault either.
+      throw heldErr instanceof errors.JWKSNoMatchingKey ? new AuthError(UNAVAILABLE, { unavailable: true, cause }) : keyError(heldErr);
+    });
   return async (header, token) => {
+    const recent = Date.now() - failedAt < jwks.cooldownSeconds * 1000 ? lastKeys() : null;
+    if (recent) return fromHeld(recent, header, token, new Error('the last fetch of the key set failed'));
     try {
       return await remote(header, token);
     } catch (err) {
-      if (err instanceof errors.JWKSNoMatchingKey) throw new AuthError('access token is signed by an unknown key (kid)');
-      if (err instanceof errors.JWKSMultipleMatchingKeys) throw new AuthError('access token has no key id (kid) and several keys match');
-      if (err instanceof errors.JOSENotSupported) throw new AuthError(INVALID);
+      if (!unavailableKeys(err)) throw keyError(err);
       // Unreachable, slow, not 200, not a key set: the provider's problem, not the token's.
-      onUnavailable?.();
-      throw new AuthError(UNAVAILABLE, { unavailable: true, cause: err });
+      const held = lastKeys();
+      if (!held) {
+        onUnavailable?.();
+        throw new AuthError(UNAVAILABLE, { unavailable: true, cause: err });
+      }
+      failedAt = Date.now();
+      return fromHeld(held, header, token, err);
     }
   };
+}
+
+/** True unless a key lookup failed for the token's own sake (its key id, its algorithm). */
+const unavailableKeys = (err: unknown) =>
+  !(err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys || err instanceof errors.JOSENotSupported);
+
+/** A key lookup's verdict on the token. */
+function keyError(err: unknown): unknown {
+  if (err instanceof errors.JWKSNoMatchingKey) return new AuthError('access token is signed by an unknown key (kid)');
+  if (err instanceof errors.JWKSMultipleMatchingKeys) return new AuthError('access token has no key id (kid) and several keys match');
+  if (err instanceof errors.JOSENotSupported) return new AuthError(INVALID);
+  return err;
 }
 
 /** jose's verdicts as messages a client can show. */
