@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileWorker, isInline, type FileStorage } from '../src/services/files/index.js';
@@ -111,6 +112,44 @@ async function nextOf<T extends RoomEvent['type']>(s: EventStream, type: T): Pro
     const { event } = await s.next(10_000);
     if (event.type === type) return event as Extract<RoomEvent, { type: T }>;
   }
+}
+
+/** A zip archive of stored (uncompressed) entries, in the order given. */
+function storedZip(entries: [string, Buffer][]): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const [name, data] of entries) {
+    const n = Buffer.from(name);
+    const crc = crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(n.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(n.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, n, data);
+    centrals.push(central, n);
+    offset += 30 + n.length + data.length;
+  }
+  const dir = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(dir.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, dir, end]);
 }
 
 describe('upload, attach, download (local driver)', () => {
@@ -345,6 +384,19 @@ describe('upload, attach, download (local driver)', () => {
     // Bytes sent to the upload URL after the check never replace what was checked.
     expect((await put(pdf, Buffer.alloc(PDF.length, 0x41))).status).toBe(200);
     expect(Buffer.from(await (await fetch(abs(got.url))).arrayBuffer()).equals(PDF)).toBe(true);
+  });
+
+  it('office documents as browsers declare them (.xls, .doc: compound files) are attached with their type and download as attachments', async () => {
+    const [alice, bob] = users('alice', 'bob');
+    const room = await groupRoom(alice!, [bob!]);
+    const cfb = Buffer.concat([Buffer.from([0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]), randomBytes(1024)]);
+    const xls = await upload(alice!, room.id, cfb, 'application/vnd.ms-excel', 'stock.xls');
+    const doc = await upload(alice!, room.id, cfb, 'application/msword', 'spec.doc');
+    const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: '', kind: 'file', attachments: [{ fileId: xls.fileId }, { fileId: doc.fileId }] });
+    expect(m.attachments.map((a) => a.mime)).toEqual(['application/vnd.ms-excel', 'application/msword']);
+    const res = await fetch(abs((await as(bob!).file.get({ fileId: xls.fileId })).url));
+    expect([res.status, res.headers.get('content-type'), res.headers.get('content-disposition')?.split(';')[0]]).toEqual([200, 'application/octet-stream', 'attachment']);
+    expect(Buffer.from(await res.arrayBuffer()).equals(cfb)).toBe(true);
   });
 
   it('links: https only (javascript:, data: and http: are refused); at most 10 attachments', async () => {
@@ -721,6 +773,13 @@ describe('previews, type checks, headers (units)', () => {
     await expect(makePreview(Buffer.from('\x89PNG\r\n\x1a\nnot really'))).rejects.toThrow();
   });
 
+  it('a GIF over 25 megapixels gets no thumbnail (its decoder holds the whole frame); a PNG of the same size still does', async () => {
+    const big = { create: { width: 6000, height: 5000, channels: 3 as const, background: '#c00' } }; // 30 megapixels
+    await expect(makePreview(await sharp(big).gif().toBuffer())).rejects.toThrow(/pixel limit/);
+    const png = await makePreview(await sharp(big).png({ compressionLevel: 1 }).toBuffer());
+    expect([png.width, png.height]).toEqual([6000, 5000]);
+  });
+
   it('type checks: found types must match (aliases allowed), text-like types need non-binary bytes, octet-stream takes the found type', async () => {
     const jpeg = await sharp({ create: { width: 4, height: 4, channels: 3, background: '#000' } }).jpeg().toBuffer();
     expect(await checkContent(jpeg, 'image/jpg')).toEqual({ ok: true, mime: 'image/jpeg' });
@@ -776,6 +835,34 @@ describe('previews, type checks, headers (units)', () => {
     expect(await checkContent(apng, 'image/gif')).toEqual({ ok: false, reason: 'its bytes are image/apng, not image/gif' });
     expect(await checkContent(gzip, 'application/vnd.rar')).toEqual({ ok: false, reason: 'its bytes are application/gzip, not application/vnd.rar' });
     expect(isInline('image/png') && !isInline('video/webm') && !isInline('audio/webm') && !isInline('image/apng')).toBe(true);
+  });
+
+  it('type checks: office documents whose bytes file-type only knows as their container (OLE compound file, zip) match their declared type; CSV declared as Excel by Windows too', async () => {
+    // Every legacy Office file (.doc, .xls, .ppt, Outlook .msg) starts with the compound file signature.
+    const cfb = Buffer.concat([Buffer.from([0xd0, 0xcf, 0x11, 0xe0, 0xa1, 0xb1, 0x1a, 0xe1]), Buffer.alloc(504)]);
+    expect(await checkContent(cfb, 'application/octet-stream')).toEqual({ ok: true, mime: 'application/x-cfb' });
+    for (const declared of ['application/msword', 'application/vnd.ms-excel', 'application/vnd.ms-powerpoint', 'application/vnd.ms-outlook', 'application/vnd.ms-project']) {
+      expect(await checkContent(cfb, declared), declared).toEqual({ ok: true, mime: declared });
+    }
+    // A .docx whose telling entries lie past the sniffed head (a large thumbnail first), and a zip-based type file-type does not know.
+    const docx = storedZip([
+      ['docProps/thumbnail.jpeg', Buffer.alloc(80 * 1024, 7)],
+      ['[Content_Types].xml', Buffer.from('<Types/>')],
+      ['word/document.xml', Buffer.from('<w:document/>')],
+    ]);
+    const docxType = 'application/vnd.openxmlformats-officedocument.wordprocessingml.document';
+    expect(await checkContent(docx, 'application/octet-stream')).toEqual({ ok: true, mime: 'application/zip' });
+    expect(await checkContent(docx, docxType)).toEqual({ ok: true, mime: docxType });
+    expect(await checkContent(docx, 'application/vnd.google-earth.kmz')).toEqual({ ok: true, mime: 'application/vnd.google-earth.kmz' });
+    // Windows declares .csv files application/vnd.ms-excel where Excel is installed: text bytes are accepted.
+    expect(await checkContent(Buffer.from('a;b\n1;2\n'), 'application/vnd.ms-excel')).toEqual({ ok: true, mime: 'application/vnd.ms-excel' });
+    // A container is no image, PDF or text, and other types still need their own bytes.
+    expect(await checkContent(cfb, 'image/png')).toEqual({ ok: false, reason: 'its bytes are application/x-cfb, not image/png' });
+    expect(await checkContent(docx, 'application/pdf')).toEqual({ ok: false, reason: 'its bytes are application/zip, not application/pdf' });
+    expect(await checkContent(docx, 'text/plain')).toEqual({ ok: false, reason: 'its bytes are application/zip, not text/plain' });
+    expect(await checkContent(cfb, docxType)).toEqual({ ok: false, reason: `its bytes are application/x-cfb, not ${docxType}` });
+    expect(await checkContent(Buffer.from([0, 1, 2]), 'application/vnd.ms-excel')).toEqual({ ok: false, reason: 'its bytes are binary, not application/vnd.ms-excel' });
+    expect(await checkContent(Buffer.from('words'), 'application/msword')).toEqual({ ok: false, reason: 'its bytes are not recognisably application/msword' });
   });
 
   it('FILE_PUBLIC_URL makes the local driver\'s URLs absolute; a grant is bound to its method, key and expiry', async () => {

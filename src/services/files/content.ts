@@ -53,6 +53,51 @@ const FAMILIES: Record<string, string> = {
   'application/x-rar-compressed': 'rar',
 };
 
+/**
+ * Formats whose bytes file-type may only know as their container: every legacy Office file
+ * (.doc, .xls, .ppt, Outlook .msg, Project .mpp) is an OLE compound file (`application/x-cfb`);
+ * OOXML, OpenDocument, EPUB, JAR, KMZ, ... are zips, named by entries that may lie past the
+ * sniffed head or that file-type does not look for. Such bytes match a declared format of their
+ * container (the declared type is kept); none of these is shown inline.
+ */
+const CONTAINERS: Record<string, (declared: string) => boolean> = {
+  'application/x-cfb': (m) =>
+    [
+      'application/msword',
+      'application/vnd.ms-excel',
+      'application/vnd.ms-powerpoint',
+      'application/vnd.ms-outlook',
+      'application/vnd.ms-project',
+      'application/vnd.ms-publisher',
+      'application/vnd.visio',
+      'application/x-msi',
+    ].includes(m),
+  'application/zip': (m) =>
+    m.startsWith('application/vnd.openxmlformats-officedocument.') ||
+    m.startsWith('application/vnd.oasis.opendocument.') ||
+    /^application\/vnd\.ms-(word|excel|powerpoint)\.[a-z.]*macroenabled/.test(m) ||
+    m.endsWith('+zip') ||
+    [
+      'application/java-archive',
+      'application/vnd.android.package-archive',
+      'application/vnd.google-earth.kmz',
+      'application/vnd.ms-xpsdocument',
+      'application/oxps',
+      'application/vnd.ms-visio.drawing',
+      'application/vnd.apple.keynote',
+      'application/vnd.apple.pages',
+      'application/vnd.apple.numbers',
+      'application/x-xpinstall',
+      'model/3mf',
+    ].includes(m),
+};
+
+/**
+ * Declared types browsers give text files: Windows declares `.csv` files `application/vnd.ms-excel`
+ * where Excel is installed. Accepted like text-like types (no known binary type, no NUL byte).
+ */
+const TEXT_DECLARED_AS = new Set(['application/vnd.ms-excel']);
+
 /** Whether two canonical types are one type or of one family (FAMILIES). */
 const sameFamily = (a: string, b: string) => a === b || (FAMILIES[a] !== undefined && FAMILIES[a] === FAMILIES[b]);
 
@@ -68,10 +113,10 @@ export type ContentCheck = { ok: true; mime: string } | { ok: false; reason: str
 
 /**
  * Whether the first bytes of a file match its declared type. Bytes of a known binary type must be
- * declared as that type, one of its family (FAMILIES: the declared type is kept) or
- * `application/octet-stream` (which then takes the found type); bytes of
- * no known type are accepted for text-like declarations (text/*, JSON, XML, ...) without NUL
- * bytes, and for `application/octet-stream`.
+ * declared as that type, one of its family (FAMILIES) or a format of its container (CONTAINERS:
+ * the declared type is kept both times), or `application/octet-stream` (which then takes the found
+ * type); bytes of no known type are accepted for text-like declarations (text/*, JSON, XML, ...,
+ * TEXT_DECLARED_AS) without NUL bytes, and for `application/octet-stream`.
  */
 export async function checkContent(head: Uint8Array, declared: string): Promise<ContentCheck> {
   const want = canonicalMime(declared);
@@ -79,13 +124,13 @@ export async function checkContent(head: Uint8Array, declared: string): Promise<
   if (found) {
     const got = canonicalMime(found.mime);
     if (got === want || want === 'application/octet-stream') return { ok: true, mime: got };
-    if (sameFamily(got, want)) return { ok: true, mime: want };
-    // Zip-based office formats are zips too; a text-like declaration of an XML file that file-type calls XML is fine.
+    if (sameFamily(got, want) || CONTAINERS[got]?.(want)) return { ok: true, mime: want };
+    // A text-like declaration of an XML file that file-type calls XML is fine.
     if (got === 'application/xml' && isTextLike(want)) return { ok: true, mime: want };
     return { ok: false, reason: `its bytes are ${got}, not ${want}` };
   }
   if (want === 'application/octet-stream') return { ok: true, mime: want };
-  if (isTextLike(want)) {
+  if (isTextLike(want) || TEXT_DECLARED_AS.has(want)) {
     if (head.includes(0)) return { ok: false, reason: `its bytes are binary, not ${want}` };
     return { ok: true, mime: want };
   }
