@@ -114,6 +114,25 @@ describe('the web page and data it must not trust', () => {
     expect({ loaded, owned }, 'a user upload must not be executable as a script of the page').toEqual({ loaded: expect.not.stringMatching(/^load$/), owned: null });
   });
 
+  it('a revoked session (4003) takes the page back to the login form with the reason: no page left open that can neither send nor receive', async () => {
+    const errors: string[] = [];
+    await using admin = clientFor(srv.url, 'rw-admin', { roles: ['admin'] });
+    await using kim = clientFor(srv.url, 'rw-kim');
+    await kim.trpc.room.create.mutate({ kind: 'group', name: 'Revoked', memberIds: ['rw-lea'] });
+    const { page } = await newPage(errors);
+    await login(page, srv.url, 'rw-lea');
+    await roomItem(page, 'Revoked').click();
+    await page.locator('#composer:not([hidden])').waitFor();
+
+    // An admin ends every session of the user (a lost laptop): the server closes her socket with 4003.
+    await admin.trpc.auth.revoke.mutate({ userId: 'rw-lea' });
+    await page.locator('#login:not([hidden])').waitFor();
+    await waitFor(() => page.evaluate<string | null>(`localStorage.getItem('chat.session')`), 'revoked session forgotten', { until: (s) => s === null });
+    expect(await page.locator('#login-error').textContent()).toMatch(/session .*ended/i);
+    expect(await page.locator('#app').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
   it('"Log out" takes the browser\'s push registration off the server and unsubscribes it: the next direct message is not pushed to the logged-out browser', async () => {
     const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
     const ps: PushService = await pushService(vapid.publicKey);

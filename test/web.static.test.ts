@@ -91,6 +91,18 @@ describe('static page serving', () => {
     expect(svg.headers['content-type']).toBe('image/svg+xml');
   });
 
+  it('a web root inside a folder named assets: only its own /assets/ files are cached for good, never index.html', async () => {
+    // Say the server is deployed under /srv/assets/chat: the page must still be fresh after an upgrade.
+    const site = join(dir, 'assets', 'chat');
+    mkdirSync(join(site, 'assets'), { recursive: true });
+    writeFileSync(join(site, 'index.html'), '<!doctype html><title>chat</title>');
+    writeFileSync(join(site, 'sw.js'), 'self.addEventListener("push", () => {})');
+    writeFileSync(join(site, 'assets', 'app-1234.js'), 'console.log(1)');
+    await using nested = await env.startServer({}, { webDir: site });
+    for (const path of ['/', '/sw.js']) expect((await raw(nested.url, path)).headers['cache-control'], path).toBe('no-cache');
+    expect((await raw(nested.url, '/assets/app-1234.js')).headers['cache-control']).toBe('public, max-age=31536000, immutable');
+  });
+
   it('HEAD answers the headers without a body; other methods are not served', async () => {
     const head = await raw(app.url, '/assets/app-1234.js', 'HEAD');
     expect(head.status).toBe(200);

@@ -63,7 +63,7 @@ export function createStaticHandler(root: string = DEFAULT_WEB_DIR, fileOrigins:
     const file = resolve(base, rel);
     if (file !== base && !file.startsWith(base + sep)) return false;
     void stat(file).then(
-      (st) => send(req, res, file, st, csp),
+      (st) => send(req, res, file, st, csp, rel.startsWith('assets/')),
       () => {
         if (rel === 'index.html') {
           res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
@@ -94,7 +94,7 @@ function safeRelative(path: string): string | null {
   return parts.join('/');
 }
 
-function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats, csp: string) {
+function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats, csp: string, hashed: boolean) {
   if (!st.isFile()) return notFound(res);
   const ext = extname(file).toLowerCase();
   const headers: Record<string, string | number> = {
@@ -103,8 +103,9 @@ function send(req: IncomingMessage, res: ServerResponse, file: string, st: Stats
     'last-modified': st.mtime.toUTCString(),
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',
-    // Vite's assets carry a content hash in their names; the HTML that names them must be fresh.
-    'cache-control': file.includes(`${sep}assets${sep}`) ? 'public, max-age=31536000, immutable' : 'no-cache',
+    // Vite's assets (the root's own assets/, whatever folders the root sits in) carry a content
+    // hash in their names; the HTML that names them must be fresh.
+    'cache-control': hashed ? 'public, max-age=31536000, immutable' : 'no-cache',
   };
   if (ext === '.html') {
     headers['content-security-policy'] = csp;

@@ -105,6 +105,11 @@ async function start() {
   if (!session) return showLogin();
   chat = createChatClient({ url: location.origin, getToken: currentToken });
   chat.onStateChange(setConn);
+  // 4003: an admin revoked the user's sessions. The client would reconnect with the same token,
+  // which the server now refuses on every call: a page that could neither send nor receive.
+  chat.onStateChange((s) => {
+    if (s.closeCode === REVOKED) sessionEnded('Your session was ended by an administrator: log in again.');
+  });
   try {
     const who = await chat.trpc.auth.me.query();
     session = { ...session, name: who.name };
@@ -154,7 +159,11 @@ async function start() {
           return;
       }
     },
-    onError: report,
+    onError: (err) => {
+      // A final error: a refused token (revoked, say, while the socket was down) is the end of the session.
+      if (errorCode(err) === 'UNAUTHORIZED') sessionEnded(`Your session has ended (${errorText(err)}): log in again.`);
+      else report(err);
+    },
   });
   await loadRooms();
   openFromHash();
@@ -219,9 +228,28 @@ async function forgetPush(client: ChatClient): Promise<void> {
   const reg = 'serviceWorker' in navigator ? await navigator.serviceWorker.getRegistration('/') : undefined;
   const sub = await reg?.pushManager.getSubscription();
   if (!sub) return;
-  const mine = (await client.trpc.device.list.query()).find((d) => d.endpoint === sub.endpoint);
-  if (mine) await client.trpc.device.remove.mutate({ id: mine.id });
-  await sub.unsubscribe();
+  try {
+    const mine = (await client.trpc.device.list.query()).find((d) => d.endpoint === sub.endpoint);
+    if (mine) await client.trpc.device.remove.mutate({ id: mine.id });
+  } finally {
+    // Also when the server refuses the token (a revoked session): an endpoint unsubscribed here
+    // answers the push service's 410 and the server drops the device on its next push.
+    await sub.unsubscribe();
+  }
+}
+
+/** The server's close code for revoked sessions (`auth.revoke`). */
+const REVOKED = 4003;
+let ending = false;
+
+/** The server ended the session: back to the login form, saying why (once, however many signs of it come). */
+function sessionEnded(why: string) {
+  if (!session || ending) return;
+  ending = true;
+  void logout().finally(() => {
+    ending = false;
+    $('login-error').textContent = why;
+  });
 }
 
 async function logout() {
