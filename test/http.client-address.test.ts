@@ -22,6 +22,14 @@ describe('clientAddress', () => {
     expect(clientAddress(req('10.0.0.2'), 1)).toBe('10.0.0.2');
   });
 
+  it('a proxy that appends the port too (`192.0.2.7:51234`, `[2001:db8::1]:443`): the address without it, so each socket of a client is not another client', () => {
+    expect(clientAddress(req('10.0.0.2', '6.6.6.6, 192.0.2.7:51234'), 1)).toBe('192.0.2.7');
+    expect(clientAddress(req('10.0.0.2', '[2001:db8:1:2::a]:443'), 1)).toBe('2001:db8:1:2::a');
+    expect(clientAddress(req('10.0.0.2', '[2001:db8:1:2::a]'), 1)).toBe('2001:db8:1:2::a');
+    expect(clientAddress(req('10.0.0.2', '2001:db8:1:2::a'), 1)).toBe('2001:db8:1:2::a');
+    expect(addressKey(clientAddress(req('10.0.0.2', '192.0.2.7:1001'), 1))).toBe(addressKey(clientAddress(req('10.0.0.2', '192.0.2.7:1002'), 1)));
+  });
+
   it('behind two proxies: the entry two from the right; fewer entries than hops: the left-most', () => {
     expect(clientAddress(req('10.0.0.3', '6.6.6.6, 1.2.3.4, 10.0.0.2'), 2)).toBe('1.2.3.4');
     expect(clientAddress(req('10.0.0.3', '1.2.3.4'), 2)).toBe('1.2.3.4');

@@ -350,6 +350,19 @@ describe('connection limits', () => {
     expect((await rawQuery(elsewhere, 1)).result?.type).toBe('data');
   });
 
+  it('behind a proxy that appends the port to X-Forwarded-For, every socket of one client counts as that client', async () => {
+    const from = (address: string, user: string) => raw(P.url, { token: tokenFor(user), headers: { 'x-forwarded-for': address } });
+    const a = from('198.51.100.9:40001', 'port-1');
+    const b = from('198.51.100.9:40002', 'port-2');
+    await Promise.all([rawQuery(a, 1), rawQuery(b, 1)]);
+    expect(await closeOf(from('198.51.100.9:40003', 'port-3'), 5000, 'a third connection from the address, another port')).toMatchObject({
+      code: CloseCode.TooManyConnections,
+    });
+    const v6 = [from('[2001:db8:9:9::a]:443', 'port-v6-1'), from('[2001:db8:9:9::b]:444', 'port-v6-2')];
+    await Promise.all(v6.map((x) => rawQuery(x, 1)));
+    expect(await closeOf(from('2001:db8:9:9::c', 'port-v6-3'), 5000, 'a third connection from the /64')).toMatchObject({ code: CloseCode.TooManyConnections });
+  });
+
   it('subscriptions per connection (max 3): the 4th is TOO_MANY_REQUESTS; after unsubscribing one, a new one works', async () => {
     const rooms = await Promise.all(range(1, 4).map((i) => room('sub-owner', ['sub-user'], `s${i}`)));
     const c = ws(A, 'sub-user');

@@ -4,8 +4,8 @@ import { isIP } from 'node:net';
 /**
  * The client's address. Without trusted proxies (`trustedHops` 0) it is the TCP peer. Behind
  * `trustedHops` proxies that each append the address they saw to X-Forwarded-For (nginx's
- * `$proxy_add_x_forwarded_for`), it is the entry that many places from the right: the left part of
- * the header is whatever the client sent and is never believed.
+ * `$proxy_add_x_forwarded_for`), it is the entry that many places from the right, without a port a
+ * proxy may have added: the left part of the header is whatever the client sent and is never believed.
  */
 export function clientAddress(req: IncomingMessage, trustedHops: number): string {
   const peer = req.socket?.remoteAddress ?? 'unknown';
@@ -17,7 +17,19 @@ export function clientAddress(req: IncomingMessage, trustedHops: number): string
     .filter((s) => s.length > 0);
   // [peer, last entry, the one before, ...]: the address each trusted hop received the request from.
   const chain = [peer, ...entries.reverse()];
-  return chain[Math.min(trustedHops, chain.length - 1)]!;
+  return withoutPort(chain[Math.min(trustedHops, chain.length - 1)]!);
+}
+
+/**
+ * An X-Forwarded-For entry without the port some proxies append (`192.0.2.7:51234`,
+ * `[2001:db8::1]:443`; Azure Application Gateway, IIS ARR): with it, every socket of one client
+ * came from another "address", and no per-address limit was ever reached.
+ */
+function withoutPort(entry: string): string {
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(entry);
+  if (bracketed) return bracketed[1]!;
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/.exec(entry);
+  return v4 ? v4[1]! : entry;
 }
 
 /**
