@@ -273,6 +273,23 @@ describe('resumable streams', () => {
     expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1));
   });
 
+  it('a room deleted while a stream replays: the stream still ends with room.deleted (its last event), not with a bare completion', async () => {
+    const f = fixture();
+    const { r, state } = await heldReplay(f, 1);
+    f.post('live');
+    // Deleted on this node or another: the hub fans room.deleted out to every subscriber, the replaying one too.
+    f.publish({ type: 'room.deleted', roomId: 'r1', by: 'u1' } as unknown as Seqd);
+    state.queued = 0;
+    expect(await r.ended).toBeNull();
+    const last = r.got.at(-1);
+    expect(last?.[1], 'the last event of a stream of a deleted room').toEqual({ type: 'room.deleted', roomId: 'r1', by: 'u1' });
+    // Nothing of what the hub kept for after the replay follows a hole: the durable events are a gapless prefix.
+    const ids = r.got.slice(0, -1).map(([id]) => Number(id));
+    expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1));
+    expect(last?.[0]).toBe(String(ids.at(-1) ?? 0));
+    expect(f.hubs.roomCount).toBe(0);
+  });
+
   it('a resume from before what retention kept starts with reset(position), not a partial replay; from the edge it replays', async () => {
     const f = fixture();
     for (let i = 0; i < 10; i++) f.post(`m${i}`);

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
+  deferred,
   dispose,
   range,
   recordEvents,
@@ -259,6 +260,44 @@ describe('chat.events over wsLink', () => {
     expect(again.error).toMatchObject({ data: { code: 'NOT_FOUND' } });
     expect(again.events.items).toHaveLength(0);
     cyRec.unsubscribe();
+  });
+
+  it('(h) one connection, three subscriptions of one room: one stopped mid-replay, then the room deleted: the others end with room.deleted, the hub is released', async () => {
+    const u = uuid().slice(0, 8);
+    const bobId = `h-bob-${u}`;
+    const { room, owner } = await roomWith(`h-owner-${u}`, [bobId]);
+    await sendMany(owner, room.id, 2 * REPLAY_PAGE, 'h', 25);
+    const bob = client(bobId);
+    using live = recordEvents(bob, { roomId: room.id });
+    await live.ready();
+    using stopped = recordEvents(bob, { roomId: room.id, lastEventId: '0' });
+    // The second page of each replay waits until the room is deleted and its hub has ended its streams.
+    const events = srv.app.services.roomEvents;
+    const load = events.load.bind(events);
+    const gate = deferred();
+    vi.spyOn(events, 'load').mockImplementation(async (key, after, upto, limit) => {
+      if (key === room.id && limit === REPLAY_PAGE && after > 0) await gate.promise;
+      return load(key, after, upto, limit);
+    });
+    using replaying = recordEvents(bob, { roomId: room.id, lastEventId: '0' });
+    await stopped.events.first(() => true, 'the first replayed event');
+    stopped.unsubscribe();
+    await replaying.untilSeq(REPLAY_PAGE);
+    await owner.trpc.room.delete.mutate({ roomId: room.id });
+    await within(live.ended, 10_000, 'the live subscription to end');
+    gate.resolve();
+    for (const [name, rec] of [
+      ['live', live],
+      ['replaying', replaying],
+    ] as const) {
+      expect(await within(rec.ended, 10_000, `the ${name} subscription to end`)).toBe('stopped');
+      expect(rec.events.items.at(-1)?.data, `the last event of the ${name} subscription`).toMatchObject({ type: 'room.deleted', roomId: room.id });
+      // Ended, not reset: the replay stops where it was (its rows being gone is not retention's doing).
+      expect(rec.events.items.filter((x) => x.data.type === 'reset')).toEqual([]);
+      const seqs = rec.seqs();
+      if (name === 'replaying') expect(seqs).toEqual(range(1, REPLAY_PAGE));
+    }
+    expect(new Set(stopped.seqs()).size).toBe(stopped.seqs().length);
   });
 
   it('(g) graceful shutdown: the client moves to a new server and misses nothing', async () => {

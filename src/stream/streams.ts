@@ -312,7 +312,12 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
         // for `replayDrainMs` at most.
         if (flow && !(await this.drained(flow))) return this.finish();
         if (this.ended) return;
+        if (this.closing) break;
         const page = await opts.source.load(key, this.last, position, REPLAY_PAGE);
+        if (this.ended) return;
+        // Ended by the hub meanwhile (the user removed, the room deleted: an empty page of a deleted
+        // room would read as retention's and reset): nothing more of the replay.
+        if (this.closing) break;
         // The log is gapless but for retention, which removes each log's oldest events only: a page
         // whose first event is after last + 1 may mean the next ones were removed (before the
         // replay, or by a retention run between two of its pages). Then the replay would be
@@ -344,8 +349,14 @@ class Stream<E extends StreamEvent, T, R extends StreamEvent> implements HubSubs
     }
     if (this.ended) return;
     // Ended while replaying (the user removed, the hub closed): the events kept for after the
-    // replay would skip what the replay did not reach. The client resumes from its last id.
-    if (this.closing && this.last < position) return this.finish();
+    // replay would skip what the replay did not reach. The client resumes from its last id. An
+    // event that ends every stream of the key (`room.deleted`) is live-only and says nothing
+    // follows: it still goes out, last, so a replaying stream ends as a live one does.
+    if (this.closing && this.last < position) {
+      const final = this.early?.events.find((e) => hubs.kind.endsStream?.(e));
+      if (final) sink.data(wrap(String(this.last), final));
+      return this.finish();
+    }
     this.live = true;
     const queued = this.early;
     this.early = null;
