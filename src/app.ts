@@ -114,6 +114,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     basePath: '/trpc/',
     maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
     maxBatchSize: config.limits.maxBatchSize,
+    responseMeta: ({ data }) => {
+      const wait = retryAfterOf(data);
+      return wait === null ? {} : { headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) } };
+    },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
     },
@@ -421,3 +425,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   return app;
 }
 
+
+/**
+ * The longest wait a response's refused calls name (`data.retryAfterMs` of TOO_MANY_REQUESTS and
+ * SERVICE_UNAVAILABLE errors, src/trpc/init.ts), for an HTTP `Retry-After` header beside the body's
+ * figure: proxies, load balancers and HTTP clients that never read the body honour the header.
+ */
+function retryAfterOf(data: readonly unknown[]): number | null {
+  let wait: number | null = null;
+  for (const item of data) {
+    const ms = (item as { error?: { data?: { retryAfterMs?: unknown } } }).error?.data?.retryAfterMs;
+    if (typeof ms === 'number' && Number.isFinite(ms) && ms >= 0) wait = Math.max(wait ?? 0, ms);
+  }
+  return wait;
+}

@@ -231,6 +231,27 @@ describe('rate limits (rate-limiter-flexible, Redis-backed)', () => {
     expect(wait).toBeLessThanOrEqual(60_000);
     expect((await a.trpc.room.list.query()).map((x) => x.name).sort()).toEqual(['one', 'two']);
   });
+
+  it('over HTTP a refusal carries Retry-After (whole seconds, the body\'s retryAfterMs rounded up) for clients and proxies that never read the body', async () => {
+    const create = (name: string) =>
+      fetch(`${A.url}/trpc/room.create`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${tokenFor('rl-http-creator')}` },
+        body: JSON.stringify({ json: { kind: 'group', name } }),
+      });
+    for (const name of ['one', 'two']) {
+      const ok = await create(name);
+      expect(ok.status).toBe(200);
+      expect(ok.headers.get('retry-after')).toBeNull();
+    }
+    const refused = await create('three');
+    expect(refused.status).toBe(429);
+    const body = (await refused.json()) as { error: { json: { data: { code: string; retryAfterMs: number } } } };
+    expect(body.error.json.data.code).toBe('TOO_MANY_REQUESTS');
+    const ms = body.error.json.data.retryAfterMs;
+    expect(ms).toBeGreaterThan(0);
+    expect(refused.headers.get('retry-after')).toBe(String(Math.max(1, Math.ceil(ms / 1000))));
+  });
 });
 
 describe('connection limits', () => {
