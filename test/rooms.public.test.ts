@@ -210,6 +210,9 @@ describe('public rooms', () => {
     await expectTRPCError(as(dave!).room.join({ roomId: pub.id }), 'FORBIDDEN', /banned/);
     await as(alice!).room.archive({ roomId: pub.id });
     await expectTRPCError(as(carol!).room.join({ roomId: pub.id }), 'PRECONDITION_FAILED', /room is archived/);
+    // A member's join stays a no-op that answers the room (the archive changes nothing of it).
+    const archivedRoom = await as(bob!).room.join({ roomId: pub.id });
+    expect(archivedRoom).toMatchObject({ id: pub.id, archivedAt: expect.any(Date) });
   });
 });
 

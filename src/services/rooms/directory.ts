@@ -2,7 +2,7 @@ import { keyOf } from '../../domain/ids.js';
 import type { Actor } from '../../domain/actor.js';
 import { forbidden, notFound } from '../../domain/errors.js';
 import type { DirectoryRoomDto, RoomDto } from '../../domain/rooms.js';
-import { bannedAmong } from '../../store/members.js';
+import { bannedAmong, memberRole } from '../../store/members.js';
 import { type DirectoryCursor, directoryRows, joinableRoom } from '../../store/rooms.js';
 import type { Store } from '../../store/store.js';
 import { roomArchived } from '../../domain/errors.js';
@@ -50,7 +50,7 @@ export class RoomDirectory {
   /**
    * Joins a public room of the caller's tenant as a member (`member.joined`); idempotent. A room
    * that is not public (or of another tenant) is NOT_FOUND, so its existence does not leak; a
-   * banned user is refused; an archived room is PRECONDITION_FAILED.
+   * banned user is refused; an archived room is PRECONDITION_FAILED (but for a member: a no-op).
    */
   async join(actor: Actor, roomId: string): Promise<RoomDto> {
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
@@ -62,7 +62,8 @@ export class RoomDirectory {
       const room = await joinableRoom(tx, roomId);
       if (!room || room.tenant !== actor.tenant || room.visibility !== 'public') throw notFound('room');
       if ((await bannedAmong(tx, roomId, [actor.id])).length) throw forbidden('you are banned from this room');
-      if (room.archived_at) throw roomArchived();
+      // A member's join is a no-op, archived room or not: only a join that would add a member is refused.
+      if (room.archived_at && !(await memberRole(tx, roomId, actor.id))) throw roomArchived();
       if (await joinMember(tx, actor, roomId, actor.id, 'member', null)) {
         await systemMessage(tx, actor, roomId, `${actor.name} joined`);
         // A room its last member left has no owner: the first to come back owns it.
