@@ -524,6 +524,12 @@ describe('chat CLI', () => {
     expect(meet.code).not.toBe(0);
     expect(meet.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(meet.stderr).toMatch(/video is not configured/);
+
+    // A message over the server's request size: refused before it is read (413), told as such.
+    const huge = await cli(['send', room.id, 'x'.repeat(70_000), '--token', token]);
+    expect(huge.code).toBe(1);
+    expect(huge.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(huge.stderr).toContain("too large for the server (a message's text is at most 4000 characters; send a file instead)");
   });
 
   it("usage errors: one line on stderr and exit 2, for a command's bad argument or option value as for an unknown command", async () => {

@@ -49,6 +49,9 @@ function describe(err: unknown, url: string): string {
         return `invalid input: ${msg}`;
       case 'TOO_MANY_REQUESTS':
         return `rate limited: ${msg}`;
+      case 'PAYLOAD_TOO_LARGE':
+        // The server refused the request's size before reading it: its message is often just the code.
+        return `too large for the server${msg && msg !== code ? `: ${msg}` : ''} (a message's text is at most 4000 characters; send a file instead)`;
       case 'SERVICE_UNAVAILABLE':
         return `the server is unavailable: ${msg}`;
       case 'INTERNAL_SERVER_ERROR':
