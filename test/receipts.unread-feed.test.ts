@@ -38,6 +38,7 @@ describe('unread state across devices', () => {
       lastReadSeq: m1.seq,
       unread: 2,
       mentions: 1,
+      version: expect.any(Number),
     });
 
     // Everything read, then the second message marked unread again: it and the third count.
@@ -183,7 +184,7 @@ describe('unread state across devices', () => {
     using inbox = recordInbox(bc);
     await inbox.ready();
     await bc.trpc.receipt.markRead.mutate({ roomId: room.id, seq: upTo });
-    expect(await inbox.next('unread.changed', (e) => e.roomId === room.id)).toEqual({ type: 'unread.changed', roomId: room.id, lastReadSeq: upTo, unread: 10, mentions: 3 });
+    expect(await inbox.next('unread.changed', (e) => e.roomId === room.id)).toEqual({ type: 'unread.changed', roomId: room.id, lastReadSeq: upTo, unread: 10, mentions: 3, version: expect.any(Number) });
     expect(await counts()).toEqual({ unread: { roomId: room.id, unread: 10, mentions: 3, lastReadSeq: upTo }, listed: 10 });
 
     // Marked unread from the start again: capped again, in the event too.

@@ -239,6 +239,8 @@ export type InboxUnreadChanged = {
   lastReadSeq: number;
   unread: number;
   mentions: number;
+  /** Orders this room's counts with those of `room.activity`: lower than the counts shown means stale. */
+  version: number;
 };
 
 /** The newest message of a room as a room list shows it: who, what kind, the start of its text. */
@@ -269,6 +271,12 @@ export type InboxRoomActivity = {
   unreadCount: number;
   mentionCount: number;
   lastReadSeq: number;
+  /**
+   * Orders this room's counts with those of `unread.changed`: counts read later never have a lower
+   * one. Counts taken before a read on another device may arrive after its `unread.changed`; a
+   * client keeps the counts with the highest version (on a tie, the later).
+   */
+  version: number;
 };
 
 /**

@@ -240,6 +240,7 @@ export class ActivityFeed {
           unreadCount: c.unread,
           mentionCount: c.mentions,
           lastReadSeq: c.last_read_seq,
+          version: c.version,
         });
       }),
     );

@@ -1,6 +1,6 @@
 import { keyOf } from '../domain/ids.js';
 import type { Actor } from '../domain/actor.js';
-import { advanceReadPosition, readersFrom, readEverything, readPosition, rewindReadPosition, unreadCounts } from '../store/receipts.js';
+import { advanceReadPosition, readersFrom, readEverything, readPosition, rewindReadPosition, unreadCounts, unreadCountsAfterMove } from '../store/receipts.js';
 import { pageLimit } from './page.js';
 import type { Store } from '../store/store.js';
 import type { AccessService } from './access.js';
@@ -70,9 +70,12 @@ export class ReceiptService {
     return rows.map((r) => ({ roomId: r.room_id, unread: r.unread, mentions: r.mentions, lastReadSeq: r.last_read_seq }));
   }
 
-  /** Tells my inbox (every device) the new counts of rooms whose read position moved. */
+  /**
+   * Tells my inbox (every device) the new counts of rooms whose read position moved, with a version
+   * above that of any `room.activity` counted before the move (which may still arrive after this).
+   */
   private async unreadChanged(actor: Actor, roomIds: string[]): Promise<void> {
-    const rows = await unreadCounts(this.store.db(), actor.tenant, actor.id, roomIds);
+    const rows = await unreadCountsAfterMove(this.store.db(), actor.tenant, actor.id, roomIds);
     await Promise.all(
       rows.map((r) =>
         this.publisher.inbox(actor.tenant, actor.id, {
@@ -81,6 +84,7 @@ export class ReceiptService {
           lastReadSeq: r.last_read_seq,
           unread: r.unread,
           mentions: r.mentions,
+          version: r.version,
         }),
       ),
     );

@@ -68,6 +68,33 @@ export function unreadCountsQuery(db: Db, tenant: string, userId: string, roomId
     .orderBy('mb.room_id');
 }
 
+/**
+ * The version of the counts a statement reads (`unread.changed`, `room.activity`): its snapshot's
+ * xmax, one past the newest transaction id finished when the snapshot was taken (64 bits with the
+ * epoch, far below 2^53). A later snapshot never has a lower one, so counts read later never get a
+ * lower version, whatever moved the read position (a read, a mark unread).
+ */
+const countsVersion = () => sql<string>`pg_snapshot_xmax(pg_current_snapshot())::text`.as('version');
+
+/**
+ * My counts of the rooms right after my read position moved (`unread.changed`), with their version.
+ * A statement of its own takes a transaction id first (after the move committed; it writes nothing,
+ * so its commit does not wait for the disk), so the counts' snapshot has a higher version than any
+ * snapshot that could not see the move, even one taken while the move was committing: counts read
+ * before the move (a `room.activity` on its way) always have a lower version.
+ */
+export async function unreadCountsAfterMove(
+  db: Db,
+  tenant: string,
+  userId: string,
+  roomIds: readonly string[],
+): Promise<{ room_id: string; last_read_seq: number; unread: number; mentions: number; version: number }[]> {
+  if (roomIds.length === 0) return [];
+  await sql`select pg_current_xact_id()`.execute(db);
+  const rows = await unreadCountsQuery(db, tenant, userId, roomIds).select(countsVersion()).execute();
+  return rows.map((r) => ({ ...r, version: Number(r.version) }));
+}
+
 /** Unread and unread-mention counts of every room of the user in the tenant, by room id. */
 export function unreadCounts(
   db: Db,
@@ -195,13 +222,13 @@ export function readersFrom(
     .execute();
 }
 
-/** Read positions and unread counts of the given (room, member) pairs (the activity feed's counts). */
-export function unreadCountsOfMembers(
+/** Read positions and unread counts of the given (room, member) pairs (the activity feed's counts), with their version. */
+export async function unreadCountsOfMembers(
   db: Db,
   pairs: readonly { roomId: string; userId: string }[],
-): Promise<{ room_id: string; user_id: string; last_read_seq: number; unread: number; mentions: number }[]> {
-  if (pairs.length === 0) return Promise.resolve([]);
-  return db
+): Promise<{ room_id: string; user_id: string; last_read_seq: number; unread: number; mentions: number; version: number }[]> {
+  if (pairs.length === 0) return [];
+  const rows = await db
     .selectFrom('membership as mb')
     .innerJoin('room as r', 'r.id', 'mb.room_id')
     .innerJoinLateral(
@@ -209,7 +236,7 @@ export function unreadCountsOfMembers(
         unreadAndMentions({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') }).as('c'),
       (j) => j.onTrue(),
     )
-    .select(['mb.room_id', 'mb.user_id', 'mb.last_read_seq', 'c.unread', 'c.mentions'])
+    .select(['mb.room_id', 'mb.user_id', 'mb.last_read_seq', 'c.unread', 'c.mentions', countsVersion()])
     .where((eb) =>
       eb(
         eb.refTuple('mb.room_id', 'mb.user_id'),
@@ -218,4 +245,5 @@ export function unreadCountsOfMembers(
       ),
     )
     .execute();
+  return rows.map((r) => ({ ...r, version: Number(r.version) }));
 }

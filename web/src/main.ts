@@ -28,8 +28,11 @@ import { meetingIdOf, RoomMeetings } from './meetings.js';
 import { setUpSearch } from './search.js';
 import { ThreadPanel } from './threads.js';
 
-/** A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity` brings it). */
-type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null };
+/**
+ * A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity`
+ * brings it), and the version of the counts shown (0 after a list read; see `applyCounts`).
+ */
+type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null; countsVersion: number };
 type Member = RouterOutputs['room']['members'][number];
 type FileInfo = RouterOutputs['file']['get'];
 interface Session {
@@ -139,7 +142,7 @@ async function start() {
         case 'room.activity':
           return applyActivity(data);
         case 'unread.changed':
-          return patchRoom(data.roomId, { unreadCount: data.unread, lastReadSeq: data.lastReadSeq });
+          return applyCounts(data.roomId, data.version, { unreadCount: data.unread, lastReadSeq: data.lastReadSeq });
         case 'room.changed':
           // joined (here or on another device), renamed, archived, unarchived: read the list again.
           return data.change === 'left' || data.change === 'deleted' ? dropRoom(data.roomId) : refreshRooms();
@@ -329,7 +332,7 @@ async function loadRooms() {
     const listed = await allRooms(chat);
     // A room dropped after this read started stays dropped: the read may predate its deletion.
     const gone = (id: string) => (droppedAt.get(id) ?? 0) > dropsBefore;
-    rooms = listed.filter((r) => !gone(r.id)).map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }));
+    rooms = listed.filter((r) => !gone(r.id)).map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage), countsVersion: 0 }));
   } catch (err) {
     return report(err);
   }
@@ -353,7 +356,16 @@ function applyActivity(a: InboxEventOf<'room.activity'>) {
   if (!r) return refreshRooms();
   // Several nodes may each send one: an older view of the room never replaces a newer one.
   if (a.seq < r.lastSeq) return;
-  patchRoom(a.roomId, { lastSeq: a.seq, lastMessage: a.lastMessage, unreadCount: a.unreadCount, lastReadSeq: a.lastReadSeq });
+  // Counts taken before a read on another device may come after its unread.changed: keep the newer.
+  const counts = a.version < r.countsVersion ? {} : { unreadCount: a.unreadCount, lastReadSeq: a.lastReadSeq, countsVersion: a.version };
+  patchRoom(a.roomId, { lastSeq: a.seq, lastMessage: a.lastMessage, ...counts });
+}
+
+/** A room's counts from `unread.changed`, unless those shown are newer (a higher version). */
+function applyCounts(roomId: string, version: number, counts: Pick<RoomItem, 'unreadCount' | 'lastReadSeq'>) {
+  const r = rooms.find((x) => x.id === roomId);
+  if (r && version < r.countsVersion) return;
+  patchRoom(roomId, { ...counts, countsVersion: version });
 }
 
 /** A room that is no longer mine (left, removed, deleted) leaves the list. */
