@@ -92,16 +92,20 @@ export function runningMeetingsOfRoom(db: Db, roomId: string): Promise<{ id: str
  * (src/services/meetings/expiry.ts) ends the expired ones and wakes at the next.
  */
 export async function meetingsByExpiry(db: Db, provider: string, limit: number): Promise<{ id: string; dueInMs: number }[]> {
-  const rows = await db
+  const rows = await meetingsByExpiryQuery(db, provider, limit).execute();
+  return rows.map((r) => ({ id: r.id, dueInMs: Number(r.ms) }));
+}
+
+/** The statement of `meetingsByExpiry`, not run: a range of `meeting_open_expiry_idx` (a test explains it). */
+export function meetingsByExpiryQuery(db: Db, provider: string, limit: number) {
+  return db
     .selectFrom('meeting')
     .select(['id', sql<string>`ceil(extract(epoch from expires_at - clock_timestamp()) * 1000)`.as('ms')])
     .where('provider', '=', provider)
     .where('status', '<>', 'ended')
     .orderBy('expires_at')
     .orderBy('id')
-    .limit(limit)
-    .execute();
-  return rows.map((r) => ({ id: r.id, dueInMs: Number(r.ms) }));
+    .limit(limit);
 }
 
 /** A room's meetings, newest first, at most `limit`. */

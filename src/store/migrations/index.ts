@@ -20,6 +20,7 @@ import { Migration20261204184731 } from './Migration20261204184731.js';
 import { Migration20261205000000 } from './Migration20261205000000.js';
 import { Migration20261206030742 } from './Migration20261206030742.js';
 import { Migration20261206070000 } from './Migration20261206070000.js';
+import { Migration20261206080000 } from './Migration20261206080000.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -59,4 +60,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261206030742', class: Migration20261206030742 },
   // webhook_delivery.last_error: the snippets of endpoints' answers kept before are dropped (data only).
   { name: 'Migration20261206070000', class: Migration20261206070000 },
+  // meeting: the expiry sweep's partial index (provider, expires_at, id) over the meetings not ended.
+  { name: 'Migration20261206080000', class: Migration20261206080000 },
 ];
