@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { authConfig, authEnv, type AuthConfig } from './config/auth.js';
-import { bool, ConfigError, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './config/env.js';
+import { ConfigError, optionalBool, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './config/env.js';
 import { parseMessageKeys } from './config/keys.js';
 import { parseMultiHostUrl } from './store/pg-hosts.js';
 import { filesConfig, filesEnv, type FilesConfig } from './config/files.js';
@@ -96,8 +96,8 @@ const EnvSchema = z.object({
   DB_POOL_MAX: z.coerce.number().int().positive().default(10),
   ADMIN_TOKEN: z.string().min(32, 'ADMIN_TOKEN must be at least 32 characters').optional(),
   DB_STATEMENT_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(15_000),
-  DB_PREPARED_STATEMENTS: bool.optional(),
-  DB_SEND_PIPELINE: bool.optional(),
+  DB_PREPARED_STATEMENTS: optionalBool,
+  DB_SEND_PIPELINE: optionalBool,
   // The drain splits it (src/app.ts): at most half for the sockets, the last quarter kept for closing the services.
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(1000, 'SHUTDOWN_TIMEOUT_MS must be at least 1000 ms (the drain shares it between the sockets, the HTTP requests in flight and the services\' close)').default(10_000),
   MESSAGE_KEYS: z.string().optional(),
@@ -105,7 +105,7 @@ const EnvSchema = z.object({
   PRESENCE_ROOM_MAX_MEMBERS: z.coerce.number().int().min(0).max(1_000_000).default(200),
   TYPING_TTL_MS: z.coerce.number().int().min(100).default(10_000),
   ACTIVITY_COALESCE_MS: z.coerce.number().int().min(10).max(60_000).default(250),
-  ACTIVITY_FEED: bool.optional(),
+  ACTIVITY_FEED: optionalBool,
   TYPING_THROTTLE_MS: z.coerce.number().int().min(0).default(3_000),
   RATE_SEND_PER_SECOND: z.coerce.number().int().positive().default(10),
   RATE_SEND_BURST: z.coerce.number().int().min(0).default(20),
@@ -146,12 +146,12 @@ const EnvSchema = z.object({
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1000).default(3_600_000),
   RETENTION_BATCH: z.coerce.number().int().min(10).max(100_000).default(1000),
   LOG_LEVEL: z.enum(['silent', 'error', 'warn', 'info', 'debug']).default('info'),
-  LOG_PRETTY: bool.optional(),
+  LOG_PRETTY: optionalBool,
   WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(1).max(3_600_000).default(5000),
   WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(100).default(12),
   WEBHOOK_POLL_MS: z.coerce.number().int().min(10).max(600_000).default(1000),
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
-  WEBHOOK_ALLOW_PRIVATE_URLS: bool.optional(),
+  WEBHOOK_ALLOW_PRIVATE_URLS: optionalBool,
 });
 
 export interface Config {

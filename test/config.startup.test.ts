@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -267,3 +267,34 @@ function refusal(env: Record<string, string>): string | null {
     return err.message;
   }
 }
+
+describe('empty variables and the documented configuration', () => {
+  /** Every variable the environment schema reads (src/config.ts and src/config/*.ts). */
+  function schemaVariables(): string[] {
+    const files = [join(PROJECT_ROOT, 'src/config.ts'), ...readdirSync(join(PROJECT_ROOT, 'src/config')).map((f) => join(PROJECT_ROOT, 'src/config', f))];
+    const names = new Set<string>();
+    for (const file of files) for (const m of readFileSync(file, 'utf8').matchAll(/^ {2}([A-Z][A-Z0-9_]{2,}): /gm)) names.add(m[1]!);
+    return [...names].sort();
+  }
+
+  it('an empty boolean variable (FOO= in an env file, or set empty by compose) counts as unset, as an empty number does', () => {
+    const booleans = ['AUTH_DEV_LOGIN', 'AUTH_DEV_LOGIN_ROLES', 'DB_PREPARED_STATEMENTS', 'DB_SEND_PIPELINE', 'ACTIVITY_FEED', 'LOG_PRETTY',
+      'WEBHOOK_ALLOW_PRIVATE_URLS', 'S3_FORCE_PATH_STYLE', 'PUSH_ALLOW_PRIVATE_URLS', 'REDIS_TLS', 'REDIS_SOLO'];
+    const defaults = loadConfig({});
+    for (const name of booleans) {
+      expect(refusal({ [name]: '' }), `${name}= refused`).toBeNull();
+      expect(loadConfig({ [name]: '' }), name).toEqual(defaults);
+    }
+  });
+
+  it('every variable the server reads is named in README.md, docs/OPERATIONS.md or docs/SECURITY.md', () => {
+    const docs = ['README.md', 'docs/OPERATIONS.md', 'docs/SECURITY.md'].map((f) => readFileSync(join(PROJECT_ROOT, f), 'utf8')).join('\n');
+    // `RATE_*`-style rows name a family of variables.
+    const families = [...docs.matchAll(/`([A-Z][A-Z0-9_]*_)\*`/g)].map((m) => m[1]!);
+    const variables = schemaVariables();
+    expect(variables.length).toBeGreaterThan(100);
+    // Named as `NAME` or in an example, `NAME=value`.
+    const missing = variables.filter((v) => !new RegExp(`\`${v}[\`=]`).test(docs) && !families.some((f) => v.startsWith(f)));
+    expect(missing, 'variables read but documented nowhere').toEqual([]);
+  });
+});

@@ -54,3 +54,21 @@ describe('production node flags', () => {
     expect(uncapped).toBeGreaterThanOrEqual(64);
   });
 });
+
+describe('docker-compose.yml', () => {
+  /** The lines of one top-level service of docker-compose.yml (up to the next service or section). */
+  function service(compose: string, name: string): string {
+    const m = new RegExp(`^ {2}${name}:.*\\n((?: {4}.*\\n|\\s*\\n)*)`, 'm').exec(compose);
+    expect(m, `service ${name} in docker-compose.yml`).not.toBeNull();
+    return m![1]!;
+  }
+
+  it('restarts the app nodes, the load balancer, PostgreSQL and Redis when they exit', () => {
+    const compose = readFileSync(join(PROJECT_ROOT, 'docker-compose.yml'), 'utf8');
+    for (const name of ['app1', 'lb', 'postgres', 'redis']) {
+      expect(service(compose, name), `${name} has a restart policy`).toMatch(/^ {4}restart: (unless-stopped|always|on-failure)/m);
+    }
+    // app2 takes app1's keys (`<<: *app`).
+    expect(service(compose, 'app2')).toMatch(/<<: \*app\b/);
+  });
+});

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, ConfigError, unsetIfEmpty } from './env.js';
+import { ConfigError, optionalBool, unsetIfEmpty } from './env.js';
 
 /** The development JWT secret. Refused when NODE_ENV=production. */
 export const DEV_JWT_SECRET = 'dev-secret-change-me-dev-secret-change-me';
@@ -26,8 +26,8 @@ export const authEnv = {
   AUTH_MAX_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().max(30 * 86_400).default(86_400),
   AUTH_CLOCK_TOLERANCE_SECONDS: z.coerce.number().int().min(0).max(300).default(5),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().positive().default(12 * 3600),
-  AUTH_DEV_LOGIN: bool.optional(),
-  AUTH_DEV_LOGIN_ROLES: bool.optional(),
+  AUTH_DEV_LOGIN: optionalBool,
+  AUTH_DEV_LOGIN_ROLES: optionalBool,
 };
 type AuthEnv = z.infer<z.ZodObject<typeof authEnv>>;
 

@@ -11,6 +11,9 @@ export const bool = z
 /** An empty variable (`FOO=` or compose's `${FOO:-}`) counts as unset. */
 export const unsetIfEmpty = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (v === '' ? undefined : v), schema);
 
+/** An optional boolean variable; empty counts as unset (its default), as for the number variables. */
+export const optionalBool = unsetIfEmpty(bool.optional());
+
 /** The advice for a user or password that does not read as written. */
 export const URL_CREDENTIALS_RULE = 'percent-encode / # ? % @ in the user and password (encodeURIComponent)';
 

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { bool, ConfigError, unsetIfEmpty } from './env.js';
+import { ConfigError, optionalBool, unsetIfEmpty } from './env.js';
 
 /** The file storage variables (docs/OPERATIONS.md, "Files"). */
 export const filesEnv = {
@@ -21,7 +21,7 @@ export const filesEnv = {
   S3_BUCKET: unsetIfEmpty(z.string().min(3).max(63).optional()),
   S3_ACCESS_KEY_ID: unsetIfEmpty(z.string().min(1).optional()),
   S3_SECRET_ACCESS_KEY: unsetIfEmpty(z.string().min(1).optional()),
-  S3_FORCE_PATH_STYLE: bool.optional(),
+  S3_FORCE_PATH_STYLE: optionalBool,
 };
 type FilesEnv = z.infer<z.ZodObject<typeof filesEnv>>;
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, ConfigError, unsetIfEmpty } from './env.js';
+import { ConfigError, optionalBool, unsetIfEmpty } from './env.js';
 
 /** Web push, e-mail digests and the notification queue (docs/OPERATIONS.md, "Notifications"). */
 export const notifyEnv = {
@@ -11,7 +11,7 @@ export const notifyEnv = {
       .regex(/^(mailto:\S+@\S+|https:\/\/\S+)$/, 'VAPID_SUBJECT must be a mailto: address or an https: URL of the operator')
       .optional(),
   ),
-  PUSH_ALLOW_PRIVATE_URLS: bool.optional(),
+  PUSH_ALLOW_PRIVATE_URLS: optionalBool,
   PUSH_TTL_SECONDS: z.coerce.number().int().min(0).max(28 * 86_400).default(86_400),
   PUSH_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(10_000),
   NOTIFY_COALESCE_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000),

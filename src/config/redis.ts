@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, ConfigError, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './env.js';
+import { ConfigError, optionalBool, unsetIfEmpty, URL_CREDENTIALS_RULE, urlCredentialsProblem } from './env.js';
 
 /** One `host:port` of a Redis Cluster node or of a sentinel. */
 export interface RedisHostPort {
@@ -121,9 +121,9 @@ export const redisEnv = {
   REDIS_SENTINEL_PASSWORD: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_USERNAME: unsetIfEmpty(z.string().min(1).optional()),
   REDIS_PASSWORD: unsetIfEmpty(z.string().min(1).optional()),
-  REDIS_TLS: unsetIfEmpty(bool.optional()),
+  REDIS_TLS: optionalBool,
   // A node alone on its Redis skips the broker for its publishes (src/realtime/redis-bus.ts); 0 turns it off.
-  REDIS_SOLO: unsetIfEmpty(bool.optional()),
+  REDIS_SOLO: optionalBool,
 };
 
 type RedisEnv = {
