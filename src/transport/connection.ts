@@ -111,8 +111,19 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
       this.headBytes = head === null ? 0 : Buffer.byteLength(head);
     }
 
+    /**
+     * A value that cannot be written (its serialization throws) fails this subscription only: the
+     * client gets the error, and the stream ends on the abort (its `end()` sends `stopped`); the
+     * throw never reaches the producer's fan-out loop, where it would skip the other subscribers.
+     */
     data(value: unknown, shared?: SharedFrame): void {
-      if (!this.abort.signal.aborted) this.conn.sendValue(this, this.id, this.jsonrpc, value, shared);
+      if (this.abort.signal.aborted) return;
+      try {
+        this.conn.sendValue(this, this.id, this.jsonrpc, value, shared);
+      } catch (cause) {
+        this.conn.subscriptionFailed(this, cause);
+        this.abort.abort();
+      }
     }
 
     end(error?: unknown): void {
@@ -532,7 +543,14 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
             return;
           }
           if (r.done) return finish(true);
-          this.sendValue(sub, id, jsonrpc, r.value, undefined);
+          try {
+            this.sendValue(sub, id, jsonrpc, r.value, undefined);
+          } catch (cause) {
+            // A value that cannot be serialized (a BigInt, a cycle): the client gets the error and
+            // `stopped`, as with tRPC's adapter, and the iterator is disposed (it is not done).
+            failed(cause);
+            return finish(false);
+          }
           step();
         };
         const onFailure = (cause: unknown) => {

@@ -14,7 +14,7 @@ import { observable } from '@trpc/server/observable';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { applyWSSHandler as ours, type TransportExtraOptions } from '../../src/transport/index.js';
+import { applyWSSHandler as ours, PUSH, type Pushable, type PushSink, type TransportExtraOptions } from '../../src/transport/index.js';
 import { ADAPTERS, type ApplyWSSHandler, waitFor } from './harness.js';
 
 /** A transformer that is not superjson: tagged JSON, so its output is recognisable on the wire. */
@@ -350,6 +350,46 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
     await waitFor(() => expect(cleaned).toHaveBeenCalledTimes(1));
   });
 
+  test('a subscription value that cannot be serialized: the client gets the error, then stopped; the generator is disposed; no unhandled rejection', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const t = initTRPC.create();
+      const cleaned = vi.fn();
+      const router = t.router({
+        // A BigInt: JSON.stringify throws, for a plain value and for a tracked one alike.
+        sub: t.procedure.input(z.object({ tracked: z.boolean() })).subscription(async function* ({ input }) {
+          try {
+            yield input.tracked ? tracked('1', 1) : 1;
+            yield input.tracked ? tracked('2', 2n) : 2n;
+            yield 3;
+          } finally {
+            cleaned();
+          }
+        }),
+      });
+      const onError = vi.fn();
+      await using srv = await serve(apply, { router, onError });
+      const c = await srv.raw();
+      c.send({ id: 1, method: 'subscription', params: { path: 'sub', input: { tracked: false } } });
+      c.send({ id: 2, method: 'subscription', params: { path: 'sub', input: { tracked: true } } });
+      for (const id of [1, 2]) {
+        const err = await c.frame((f) => f.id === id && !!f.error);
+        expect(err.error?.data.code).toBe('INTERNAL_SERVER_ERROR');
+        await c.frame((f) => f.id === id && f.result?.type === 'stopped');
+        expect(c.frames.filter((f) => f.id === id && f.result?.type === 'data')).toHaveLength(1);
+      }
+      await waitFor(() => expect(cleaned).toHaveBeenCalledTimes(2));
+      expect(onError).toHaveBeenCalledTimes(2);
+      await new Promise<void>((r) => setImmediate(r));
+      await new Promise<void>((r) => setImmediate(r));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   test('stopping an iterator that ignores its signal sends stopped at once and releases it, also on disconnect', async () => {
     const t = initTRPC.create();
     const returned = vi.fn();
@@ -582,6 +622,43 @@ describe('ours: limits beyond tRPC (tRPC has no `limits`)', () => {
     await c.frame((f) => f.id === 2 && f.result?.type === 'stopped');
     subscribe(4);
     expect((await c.frame((f) => f.id === 4 && (f.result?.type === 'data' || !!f.error))).result?.data).toBe('live');
+  });
+
+  test("ours: a pushed value that cannot be serialized fails its own subscription only (error, then stopped); the producer's fan-out loop goes on", async () => {
+    const t = initTRPC.create();
+    const sinks: { sink: PushSink<unknown>; signal: AbortSignal }[] = [];
+    const fanOut = (value: unknown) => {
+      for (const { sink, signal } of [...sinks]) if (!signal.aborted) sink.data(value);
+    };
+    const router = t.router({
+      sub: t.procedure.subscription(({ signal }): Pushable<unknown> => ({
+        [PUSH](sink) {
+          sinks.push({ sink, signal: signal! });
+          signal!.addEventListener('abort', () => sink.end(), { once: true });
+        },
+        [Symbol.asyncIterator]: () => {
+          throw new Error('pushed only');
+        },
+      })),
+    });
+    await using srv = await serve(apply, { router });
+    const c = await srv.raw();
+    c.send({ id: 1, method: 'subscription', params: { path: 'sub', input: null } });
+    c.send({ id: 2, method: 'subscription', params: { path: 'sub', input: null } });
+    await c.frame((f) => f.id === 2 && f.result?.type === 'started');
+    await c.frame((f) => f.id === 1 && f.result?.type === 'started');
+    // The first subscriber's value cannot be serialized; the second one still gets its own.
+    const first = sinks[0]!;
+    const second = sinks[1]!;
+    expect(() => first.sink.data(1n)).not.toThrow();
+    second.sink.data('fine');
+    expect((await c.frame((f) => f.id === 1 && !!f.error)).error?.data.code).toBe('INTERNAL_SERVER_ERROR');
+    await c.frame((f) => f.id === 1 && f.result?.type === 'stopped');
+    expect((await c.frame((f) => f.id === 2 && f.result?.type === 'data')).result?.data).toBe('fine');
+    fanOut('more');
+    await c.frame((f) => f.id === 2 && f.result?.data === 'more');
+    expect(c.frames.filter((f) => f.id === 1 && f.result?.type === 'stopped')).toHaveLength(1);
+    expect(c.frames.filter((f) => f.id === 1 && f.result?.type === 'data')).toHaveLength(0);
   });
 
   test('ours: a message of 100,000 calls over limits.maxBatch costs one close (1009), not a reply per call; up to twice the limit every call is answered', async () => {
