@@ -145,6 +145,17 @@ describe('device.*', () => {
     expect(await bob.device.list()).toEqual([]);
   });
 
+  it("auth.revoke removes the user's push devices (a lost laptop's push endpoint would go on getting message previews); others' stay", async () => {
+    const tn = tenant();
+    const [laptop, phone, other] = [ps.subscribe(), ps.subscribe(), ps.subscribe()];
+    await tn.as('bob').device.register({ kind: 'webpush', endpoint: laptop.endpoint, keys: laptop.keys, label: 'laptop' });
+    await tn.as('bob').device.register({ kind: 'webpush', endpoint: phone.endpoint, keys: phone.keys, label: 'phone' });
+    const carols = await tn.as('carol').device.register({ kind: 'webpush', endpoint: other.endpoint, keys: other.keys });
+    await callerFor(t.app, actor('root', tn.name, ['admin'])).auth.revoke({ userId: 'bob' });
+    expect(await tn.as('bob').device.list()).toEqual([]);
+    expect((await tn.as('carol').device.list()).map((d) => d.id)).toEqual([carols.id]);
+  });
+
   it('a p256dh of the right shape (65 bytes, 0x04 first) that is no point of P-256 is refused with BAD_REQUEST; nothing is stored', async () => {
     const tn = tenant();
     const bob = tn.as('bob');

@@ -9,6 +9,7 @@ import { AppError, forbidden } from '../domain/errors.js';
 import type { RedisLink } from '../realtime/redis.js';
 import type { Store } from '../store/store.js';
 import type { Tx } from '../store/tx.js';
+import { deleteDevicesOfUser } from '../store/notify.js';
 
 /** What the sessions service needs of a WebSocket (ws calls a listener with the socket as `this`). */
 export interface SessionSocket {
@@ -267,6 +268,9 @@ export class SessionService {
     // Redis write leaves no row.
     const store = async (tx: Tx | null) => {
       await tx?.audit({ tenant: admin.tenant, actorId: admin.id, action: 'session.revoke', targetId: userId, data: { revokedAt: new Date(at).toISOString() } });
+      // The user's push devices go too: a revoked browser (a lost laptop) would go on receiving
+      // previews of messages at its push endpoint. Each device registers again after its next login.
+      if (tx) await deleteDevicesOfUser(tx.db, admin.tenant, userId);
       if (this.redis) {
         await this.redis.client.set(this.redisKey(admin.tenant, userId), String(at), 'EX', REVOCATION_TTL_S);
       }

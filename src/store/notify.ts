@@ -69,6 +69,15 @@ export async function deleteDevice(db: Db, tenant: string, userId: string, id: s
   return Number(r.numDeletedRows) > 0;
 }
 
+/**
+ * Removes every push device of a user (`auth.revoke`: a lost laptop's push endpoint would go on
+ * receiving previews of messages); how many there were.
+ */
+export async function deleteDevicesOfUser(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db.deleteFrom('push_device').where('tenant', '=', tenant).where('user_id', '=', userId).executeTakeFirst();
+  return Number(r.numDeletedRows);
+}
+
 /** Removes a device its push service no longer knows (404/410). */
 export async function forgetDevice(db: Db, id: string): Promise<void> {
   await db.deleteFrom('push_device').where('id', '=', id).execute();
