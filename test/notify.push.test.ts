@@ -105,6 +105,17 @@ function tenant() {
         await t.env.sql(`update notify_push set lease_until = null where ${which}`, args);
       };
     },
+    /**
+     * A room of alice's with `members`, set to `all` by bob (his device `sub`), whose first message
+     * ("good morning") bob has been pushed: later pushes of the room wait for its coalescing window.
+     */
+    async roomBobHears(sub: Subscription, roomName: string, members: string[]) {
+      const room = await as('alice').room.create({ kind: 'group', name: roomName, memberIds: members });
+      await as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+      await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
+      await waitPushes(sub, 1, 'the first push of the room (level all)');
+      return room;
+    },
     /** How many items are still queued for `userId` (0 once the worker handled them). */
     async pending(userId: string): Promise<number> {
       const rows = await t.env.sql<{ n: number }>('select coalesce(sum(pending), 0)::int as n from notify_push where tenant = $1 and user_id = $2', [name, userId]);
@@ -561,10 +572,7 @@ describe('who gets a push', () => {
   it('a mention read before its push, folded with messages that are not: the push is of their kind (at level all a message, at level mentions a reply), not a mention', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
-    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob', 'carol'] });
-    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
-    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
-    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    const room = await tn.roomBobHears(sub, 'Ops', ['bob', 'carol']);
     const release = await tn.holdPushes('bob', room.id);
     const mention = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@bob need you', mentions: ['bob'] });
     await tn.as('carol').chat.send({ roomId: room.id, clientId: uuid(), body: 'looking at the graphs' });
@@ -591,10 +599,7 @@ describe('who gets a push', () => {
   it('a meeting invite that came after the last read counts among what is unread (it has no message to read past)', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
-    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Standup', memberIds: ['bob'] });
-    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
-    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
-    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    const room = await tn.roomBobHears(sub, 'Standup', ['bob']);
     const release = await tn.holdPushes('bob', room.id);
     const read = await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'read by bob' });
     await tn.as('bob').receipt.markRead({ roomId: room.id, seq: read.seq });
@@ -620,10 +625,7 @@ describe('who gets a push', () => {
   it('a mention folded with later messages keeps its row a mention: told at level mentions, urgent, titled as a mention without naming the last sender', async () => {
     const tn = tenant();
     const sub = await tn.device('bob');
-    const room = await tn.as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['bob', 'carol'] });
-    await tn.as('bob').notify.setRoomPreference({ roomId: room.id, level: 'all' });
-    await tn.as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'good morning' });
-    await waitPushes(sub, 1, 'the first push of the room (level all)');
+    const room = await tn.roomBobHears(sub, 'Ops', ['bob', 'carol']);
     // Within the coalescing window (held, so the mention cannot be pushed alone first): a mention of
     // bob, then a plain message (the grouped send's upsert) and one that mentions carol only (the
     // transaction's upsert), each of which bob is told about as a plain message of a room set to all.

@@ -55,6 +55,24 @@ class Raw {
   }
 }
 
+/**
+ * Runs `body` while watching for unhandled rejections, then asserts there were none (they are
+ * reported on the next turns of the event loop: it gives them two).
+ */
+async function withoutUnhandledRejections(body: () => Promise<void>): Promise<void> {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    await body();
+    await new Promise<void>((r) => setImmediate(r));
+    await new Promise<void>((r) => setImmediate(r));
+    expect(unhandled).toEqual([]);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+}
+
 async function serve(apply: ApplyWSSHandler, opts: Omit<WSSHandlerOptions<AnyTRPCRouter>, 'wss'>) {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await once(wss, 'listening');
@@ -299,10 +317,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
   }
 
   test('an async onError that rejects is never an unhandled rejection', async () => {
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
-    try {
+    await withoutUnhandledRejections(async () => {
       const t = initTRPC.create();
       const router = t.router({
         fail: t.procedure.query(() => {
@@ -319,13 +334,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
       c.send({ id: 2, method: 'query', params: { path: 'nothing.here', input: null } });
       await c.frame((f) => f.id === 2);
       expect(onError).toHaveBeenCalledTimes(2);
-      // Rejections are reported on the next turns of the event loop: give them two.
-      await new Promise<void>((r) => setImmediate(r));
-      await new Promise<void>((r) => setImmediate(r));
-      expect(unhandled).toEqual([]);
-    } finally {
-      process.off('unhandledRejection', onUnhandled);
-    }
+    });
   });
 
   test('stopping an iterator that honours its signal: stopped, and its finally runs', async () => {
@@ -351,10 +360,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
   });
 
   test('a subscription value that cannot be serialized: the client gets the error, then stopped; the generator is disposed; no unhandled rejection', async () => {
-    const unhandled: unknown[] = [];
-    const onUnhandled = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', onUnhandled);
-    try {
+    await withoutUnhandledRejections(async () => {
       const t = initTRPC.create();
       const cleaned = vi.fn();
       const router = t.router({
@@ -382,12 +388,7 @@ describe.each(ADAPTERS)('%s', (name, apply) => {
       }
       await waitFor(() => expect(cleaned).toHaveBeenCalledTimes(2));
       expect(onError).toHaveBeenCalledTimes(2);
-      await new Promise<void>((r) => setImmediate(r));
-      await new Promise<void>((r) => setImmediate(r));
-      expect(unhandled).toEqual([]);
-    } finally {
-      process.off('unhandledRejection', onUnhandled);
-    }
+    });
   });
 
   test('stopping an iterator that ignores its signal sends stopped at once and releases it, also on disconnect', async () => {
