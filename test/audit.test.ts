@@ -123,6 +123,35 @@ describe('audit log', () => {
     ]);
   });
 
+  it('a change of a room’s visibility (who finds and joins it) writes an audit row (old and new value); none when unchanged or refused', async () => {
+    const owner = callerFor(srv.app, actor('au-vis-owner'));
+    const member = callerFor(srv.app, actor('au-vis-member'));
+    const boss = callerFor(srv.app, actor('au-vis-boss', 'default', ['admin']));
+    const room = await owner.room.create({ kind: 'group', name: 'visibility', memberIds: ['au-vis-member'] });
+    const trail = async () => (await boss.admin.audit({ roomId: room.id, action: 'room.set_visibility' })).events.reverse();
+
+    expect((await owner.room.update({ roomId: room.id, visibility: 'public' })).visibility).toBe('public');
+    // The same value again, another setting alone, a refused change: no row.
+    await owner.room.update({ roomId: room.id, visibility: 'public' });
+    await owner.room.update({ roomId: room.id, topic: 'now public' });
+    await expect(member.room.update({ roomId: room.id, visibility: 'private' })).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    // Back to private, with a retention change in the same call (each its own row).
+    await owner.room.update({ roomId: room.id, visibility: 'private', retentionDays: 7 });
+
+    expect(await trail()).toEqual([
+      expect.objectContaining({ actorId: 'au-vis-owner', action: 'room.set_visibility', roomId: room.id, targetId: null, data: { visibility: 'public', previous: 'private' } }),
+      expect.objectContaining({ actorId: 'au-vis-owner', action: 'room.set_visibility', roomId: room.id, targetId: null, data: { visibility: 'private', previous: 'public' } }),
+    ]);
+    expect((await boss.admin.audit({ roomId: room.id, action: 'room.set_retention' })).events).toHaveLength(1);
+    expect((await owner.room.get({ roomId: room.id })).visibility).toBe('private');
+    // And the moderation log line after commit.
+    await until(() => audit('moderation').filter((l) => l.action === 'set_visibility' && l.roomId === room.id).length === 2, 'set_visibility');
+    expect(audit('moderation').filter((l) => l.action === 'set_visibility' && l.roomId === room.id)).toEqual([
+      expect.objectContaining({ by: 'au-vis-owner', visibility: 'public', previous: 'private' }),
+      expect.objectContaining({ by: 'au-vis-owner', visibility: 'private', previous: 'public' }),
+    ]);
+  });
+
   it('a raw client that connects with a garbage token is logged as an auth failure with its address', async () => {
     const ws = new WebSocket(`${url.replace('http', 'ws')}/trpc?connectionParams=1`);
     await new Promise((r) => ws.once('open', r));

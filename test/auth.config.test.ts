@@ -31,7 +31,7 @@ describe('auth settings', () => {
     const auth = loadConfig({
       JWT_SECRET: SECRET,
       AUTH_JWKS_URL: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs',
-      AUTH_JWKS_COOLDOWN_SECONDS: '0',
+      AUTH_JWKS_COOLDOWN_SECONDS: '1',
       AUTH_JWKS_CACHE_SECONDS: '300',
       AUTH_JWKS_TIMEOUT_MS: '2500',
       AUTH_ISSUER: 'https://keycloak.example.com/realms/acme',
@@ -47,7 +47,7 @@ describe('auth settings', () => {
     expect(auth).toEqual({
       jwtSecret: SECRET,
       jwtSecretIsDev: false,
-      jwks: { url: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs', perTenant: false, cooldownSeconds: 0, cacheSeconds: 300, timeoutMs: 2500 },
+      jwks: { url: 'https://keycloak.example.com/realms/acme/protocol/openid-connect/certs', perTenant: false, cooldownSeconds: 1, cacheSeconds: 300, timeoutMs: 2500 },
       issuer: 'https://keycloak.example.com/realms/acme',
       issuerTemplate: null,
       audience: ['chat', 'chat-admin'],
@@ -66,6 +66,8 @@ describe('auth settings', () => {
     }
     expect(() => loadConfig({ AUTH_ROLES_CLAIM: 'realm roles' })).toThrow(/AUTH_ROLES_CLAIM: a claim name has no spaces/);
     expect(() => loadConfig({ AUTH_JWKS_COOLDOWN_SECONDS: '-1' })).toThrow(/AUTH_JWKS_COOLDOWN_SECONDS/);
+    // 0 would lift the bound on refetches for unknown key ids (test/auth.review.test.ts).
+    expect(() => loadConfig({ AUTH_JWKS_COOLDOWN_SECONDS: '0' })).toThrow(/AUTH_JWKS_COOLDOWN_SECONDS: must be at least 1/);
     expect(() => loadConfig({ AUTH_CLOCK_TOLERANCE_SECONDS: '3600' })).toThrow(/AUTH_CLOCK_TOLERANCE_SECONDS/);
     expect(() => loadConfig({ AUTH_MAX_TOKEN_TTL_SECONDS: '0' })).toThrow(/AUTH_MAX_TOKEN_TTL_SECONDS/);
   });

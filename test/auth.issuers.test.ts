@@ -27,6 +27,7 @@ import {
   testEnv,
   TokenSigner,
   TokenVerifier,
+  waitFor,
   wsClient,
   type JwksServer,
   type ProviderKey,
@@ -160,10 +161,13 @@ describe('a realm per tenant (a key set per tenant)', () => {
     const served: Record<string, JWK[]> = { initech: [key.jwk] };
     await using idp = await realmServer(served);
     const v = new TokenVerifier(
-      loadConfig({ ...realmEnv, AUTH_ISSUER: `${idp.base}/realms/{tenant}`, AUTH_JWKS_URL: `${idp.base}/realms/{tenant}/certs`, AUTH_JWKS_COOLDOWN_SECONDS: '0' }).auth,
+      loadConfig({ ...realmEnv, AUTH_ISSUER: `${idp.base}/realms/{tenant}`, AUTH_JWKS_URL: `${idp.base}/realms/{tenant}/certs`, AUTH_JWKS_COOLDOWN_SECONDS: '1' }).auth,
     );
     const token = await signWith(key, claims(`${idp.base}/realms/initech`, 'ivy'));
     expect(await verdict(v, token)).toEqual({ tenant: 'initech', id: 'ivy' });
+    // Past the cooldown (1 s, the least there is) after that fetch, an unknown key id asks again.
+    const fetched = Date.now();
+    await waitFor(() => Date.now() - fetched > 1000, 'the cooldown to pass');
     // The provider stops answering for the realm; a token with a key id it never had makes the node ask.
     delete served.initech;
     expect(await verdict(v, await signWith(key, claims(`${idp.base}/realms/initech`, 'eve'), { kid: 'made-up' }))).toEqual({ error: UNAVAILABLE, unavailable: true });

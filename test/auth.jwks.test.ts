@@ -92,8 +92,15 @@ let rsa: ProviderKey;
 let ec: ProviderKey;
 let ed: ProviderKey;
 let ps: ProviderKey;
-/** A: JWKS plus the shared secret, issuer and audiences checked, default claims, no cooldown. */
+/** A: JWKS plus the shared secret, issuer and audiences checked, default claims, the shortest cooldown (1 s). */
 let A: TestServer;
+const A_COOLDOWN_S = 1;
+
+/**
+ * Waits until A's cooldown has passed since its last fetch of the key set: since `quietSince`, a
+ * moment after that fetch (no fetch made since), the next unknown key id fetches again.
+ */
+const pastCooldown = (quietSince: number) => waitFor(() => Date.now() - quietSince > A_COOLDOWN_S * 1000, "A's cooldown to pass", { timeoutMs: 5000 });
 
 beforeAll(async () => {
   env = await testEnv('auth_jwks');
@@ -103,7 +110,7 @@ beforeAll(async () => {
     auth: authFromEnv({
       JWT_SECRET: TEST_SECRET,
       AUTH_JWKS_URL: jwks.url,
-      AUTH_JWKS_COOLDOWN_SECONDS: '0',
+      AUTH_JWKS_COOLDOWN_SECONDS: String(A_COOLDOWN_S),
       AUTH_ISSUER: ISSUER,
       AUTH_AUDIENCE: 'chat-api, chat-admin',
     }),
@@ -168,9 +175,11 @@ describe('tokens signed with the identity provider keys', () => {
     // The cache holds the current set: a token of a served key fetches nothing.
     expect((await httpMe(A, await signWith(rsa, claims('before-rotation')))).status).toBe(200);
     const before = jwks.fetches;
+    const quietSince = Date.now();
     expect((await httpMe(A, await signWith(ec, claims('cached')))).status).toBe(200);
     expect(jwks.fetches).toBe(before);
 
+    await pastCooldown(quietSince);
     const next = await providerKey('RS256');
     jwks.keys = [next.jwk, ec.jwk, ed.jwk, ps.jwk];
     const token = await signWith(next, claims('after-rotation'));
@@ -183,6 +192,10 @@ describe('tokens signed with the identity provider keys', () => {
     // The retired key is gone from the set: its tokens are refused.
     expect((await httpMe(A, await signWith(rsa, claims('retired')))).message).toBe('access token is signed by an unknown key (kid)');
     jwks.keys = [rsa.jwk, ec.jwk, ed.jwk, ps.jwk, next.jwk];
+    // The tests below sign with the first key again: once past the cooldown, its next token fetches it back.
+    const fetched = Date.now();
+    await pastCooldown(fetched);
+    expect((await httpMe(A, await signWith(rsa, claims('restored')))).status).toBe(200);
   });
 
   it('roles: an array or a space-separated string; up to 64 with the provider extras; more, or malformed, refused. No tenant claim: tenant `default`', async () => {

@@ -202,6 +202,47 @@ describe('service tokens change their own posts', () => {
     await expectTRPCError(service(svc).chat.edit({ messageId: mine.id, body: 'build passed' }), 'PRECONDITION_FAILED', /archived/);
     await expectTRPCError(service(svc).chat.delete({ messageId: mine.id }), 'PRECONDITION_FAILED', /archived/);
   });
+
+  it('in a room it cannot read it reacts to nothing, and its answers carry what it wrote: no reactions or replies of the members', async () => {
+    const [owner, bob, svc] = users('owner', 'bob', 'ci');
+    const room = await as(owner).room.create({ kind: 'group', name: 'Builds', memberIds: [bob] });
+    const bobs = await as(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'payroll numbers' });
+    const clientId = uuid();
+    const mine = await service(svc).chat.send({ roomId: room.id, clientId, body: 'build running' });
+    const other = await service(svc).chat.send({ roomId: room.id, clientId: uuid(), body: 'deploy queued' });
+    // The members react to and answer its posts.
+    for (const m of [mine, other]) {
+      await as(bob).chat.react({ messageId: m.id, emoji: '🎉' });
+      await as(bob).chat.send({ roomId: room.id, clientId: uuid(), body: 'looks flaky', replyToId: m.id });
+    }
+    // A reaction needs read access: NOT_FOUND for any message of the room, its own posts included
+    // (the answer of a reaction is the message with its body and everyone's reactions).
+    for (const m of [bobs, mine]) {
+      await expectTRPCError(service(svc).chat.react({ messageId: m.id, emoji: '👍' }), 'NOT_FOUND');
+      await expectTRPCError(service(svc).chat.unreact({ messageId: m.id, emoji: '🎉' }), 'NOT_FOUND');
+    }
+    const { lastSeq } = await as(owner).room.get({ roomId: room.id });
+
+    const authorOnly = { reactions: [], replyCount: 0, lastReplyAt: null };
+    expect(await service(svc).chat.edit({ messageId: mine.id, body: 'build passed' })).toMatchObject({ body: 'build passed', ...authorOnly });
+    // The no-op edit, a repeat of the send by its clientId, the delete and its repeat alike.
+    expect(await service(svc).chat.edit({ messageId: mine.id, body: 'build passed' })).toMatchObject({ body: 'build passed', ...authorOnly });
+    expect(await service(svc).chat.send({ roomId: room.id, clientId, body: 'build running' })).toMatchObject({ id: mine.id, body: 'build passed', ...authorOnly });
+    expect(await service(svc).chat.delete({ messageId: other.id })).toMatchObject({ body: null, ...authorOnly });
+    expect(await service(svc).chat.delete({ messageId: other.id })).toMatchObject({ body: null, ...authorOnly });
+
+    // The members still see them, and their events carry them.
+    const history = (await as(bob).chat.history({ roomId: room.id })).messages;
+    expect(history.find((m) => m.id === mine.id)).toMatchObject({ body: 'build passed', reactions: [{ emoji: '🎉', count: 1, me: true }], replyCount: 1 });
+    expect(history.find((m) => m.id === other.id)).toMatchObject({ body: null, replyCount: 1 });
+    await using replay = await openEvents(t.app, actor(bob), { roomId: room.id, lastEventId: String(lastSeq) });
+    expect((await replay.next()).event).toMatchObject({ type: 'message.edited', message: { id: mine.id, reactions: [{ emoji: '🎉', count: 1 }], replyCount: 1 } });
+
+    // A service token that is a member reads the room: its answers are a member's.
+    await as(owner).room.addMembers({ roomId: room.id, userIds: [svc] });
+    expect(await service(svc).chat.edit({ messageId: mine.id, body: 'build green' })).toMatchObject({ reactions: [{ emoji: '🎉', count: 1, me: false }], replyCount: 1 });
+    expect((await service(svc).chat.react({ messageId: mine.id, emoji: '👍' })).reactions).toHaveLength(2);
+  });
 });
 
 describe('system and card messages', () => {

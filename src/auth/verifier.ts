@@ -141,8 +141,14 @@ export class TokenVerifier {
     } catch (err) {
       throw authErrorOf(err);
     }
-    this.checkLifetime(payload);
-    return actorFromClaims(payload, this.config.claims, from?.tenant);
+    const now = Date.now() / 1000;
+    this.checkLifetime(payload, now);
+    const actor = actorFromClaims(payload, this.config.claims, from?.tenant);
+    // An iat ahead of this clock (the issuer's runs fast, within the tolerance) is taken as now: the
+    // token exists, so it was issued by now at the latest. A revocation compares iat with its own
+    // time (src/services/sessions.ts): the sessions of such a token, open before it, are revoked too.
+    if (actor.iat !== undefined && actor.iat > now) actor.iat = now;
+    return actor;
   }
 
   /**
@@ -228,10 +234,9 @@ export class TokenVerifier {
   }
 
   /** At most AUTH_MAX_TOKEN_TTL_SECONDS from iat to exp, and from now to exp (tokens without iat); no iat in the future. */
-  private checkLifetime(payload: JWTPayload): void {
+  private checkLifetime(payload: JWTPayload, now: number): void {
     const { exp, iat } = payload;
     if (exp === undefined) throw new AuthError('access token has no expiry (exp)');
-    const now = Date.now() / 1000;
     const max = this.config.maxTokenTtlSeconds;
     const tolerance = this.config.clockToleranceSeconds;
     if ((iat !== undefined && exp - iat > max) || exp - now > max + tolerance) {

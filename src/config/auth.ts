@@ -13,7 +13,14 @@ const claimName = z.string().min(1).max(256).regex(/^\S+$/, 'a claim name has no
 export const authEnv = {
   JWT_SECRET: z.string().optional(),
   AUTH_JWKS_URL: unsetIfEmpty(z.url({ protocol: /^https?$/, error: 'AUTH_JWKS_URL must be the http(s) URL of a JSON Web Key Set' }).optional()),
-  AUTH_JWKS_COOLDOWN_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
+  // No 0: it would lift the bound on refetches, and a token with a made-up key id (kid) would make
+  // the server fetch the identity provider's key set for every token.
+  AUTH_JWKS_COOLDOWN_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1, 'must be at least 1 (seconds between refetches of the key set for unknown key ids; 0 would refetch it for every made-up key id)')
+    .max(3600)
+    .default(30),
   AUTH_JWKS_CACHE_SECONDS: z.coerce.number().int().min(1).max(7 * 86_400).default(600),
   AUTH_JWKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
   AUTH_ISSUER: unsetIfEmpty(z.string().min(1).max(1024).optional()),

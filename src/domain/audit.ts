@@ -13,6 +13,7 @@ export const AUDIT_ACTIONS = [
   'room.archive',
   'room.unarchive',
   'room.set_retention',
+  'room.set_visibility',
   'room.delete',
   'session.revoke',
   'user.export',

@@ -1,7 +1,7 @@
 import { AuthError } from '../auth/errors.js';
 import type { TokenSigner } from '../auth/signer.js';
 import type { TokenVerifier } from '../auth/verifier.js';
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isExpired } from '../domain/actor.js';
 import { forbidden } from '../domain/errors.js';
 import type { Counters } from '../metrics.js';
 import type { Session, SessionService } from './sessions.js';
@@ -73,10 +73,14 @@ export class AuthService {
 
   /**
    * `auth.refresh`: checks the new token and, on a WebSocket, swaps it into the live session (same
-   * user and tenant, FORBIDDEN otherwise), which re-arms the expiry.
+   * user and tenant, FORBIDDEN otherwise), which re-arms the expiry. A token past its `exp` is
+   * refused even within the clock tolerance the verifier allows: a connection closes (4001) and
+   * calls are refused at `exp` itself (`isExpired`), so swapping it in would close the connection
+   * at once, however long its current token still had.
    */
   async refresh(session: Session | undefined, token: string): Promise<{ expiresAt: Date | null; connection: boolean }> {
     const next = await this.authenticate(token);
+    if (isExpired(next)) throw new AuthError('access token expired');
     const expiresAt = next.exp ? new Date(next.exp * 1000) : null;
     if (!session) return { expiresAt, connection: false };
     this.sessions.refresh(session, next);

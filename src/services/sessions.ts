@@ -1,6 +1,6 @@
 import { keyOf } from '../domain/ids.js';
 import { CloseCode } from '../domain/close-codes.js';
-import type { Actor } from '../domain/actor.js';
+import { type Actor, isExpired } from '../domain/actor.js';
 import { type ClientInfo, NO_CLIENT_INFO } from '../domain/client-info.js';
 import { textOf, type EventBus } from '../realtime/bus.js';
 import type { Logger } from '../logger.js';
@@ -56,7 +56,7 @@ function socketClosed(this: SessionSocket, code: number): void {
 
 /** The token expiry timer's callback (the session and its service are the timer's arguments). */
 function expiryDue(service: SessionService, s: Session): void {
-  if (s.actor.exp && s.actor.exp * 1000 <= Date.now()) s.socket.close(CloseCode.TokenExpired, 'access token expired');
+  if (isExpired(s.actor)) s.socket.close(CloseCode.TokenExpired, 'access token expired');
   else service.armExpiry(s);
 }
 

@@ -154,12 +154,13 @@ export const isRoomKeyTaken = (err: unknown) => violatesUnique(err, 'room_tenant
 /** The insert failed because the pair's direct room exists already (created concurrently). */
 export const isDirectRoomTaken = (err: unknown) => violatesUnique(err, 'room_tenant_direct_key_unique');
 
-/** The room's name, topic, metadata and retention, its row locked until the transaction ends (none: no such room). */
-export function lockRoomNaming(
+/** The room's name, topic, metadata, retention and visibility, its row locked until the transaction ends (none: no such room). */
+export async function lockRoomNaming(
   tx: Tx,
   roomId: string,
-): Promise<{ name: string; topic: string | null; metadata: JsonObject | null; retention_days: number | null } | undefined> {
-  return tx.db.selectFrom('room').select(['name', 'topic', 'metadata', 'retention_days']).where('id', '=', roomId).forUpdate().executeTakeFirst();
+): Promise<{ name: string; topic: string | null; metadata: JsonObject | null; retention_days: number | null; visibility: RoomVisibility } | undefined> {
+  const row = await tx.db.selectFrom('room').select(['name', 'topic', 'metadata', 'retention_days', 'visibility']).where('id', '=', roomId).forUpdate().executeTakeFirst();
+  return row && { ...row, visibility: row.visibility as RoomVisibility };
 }
 
 /** Sets the room's name and topic. */

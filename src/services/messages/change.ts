@@ -25,7 +25,7 @@ import type { InboxService } from '../inbox.js';
 import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
-import { changeable, readable, sealBody } from './shared.js';
+import { authorView, changeable, readable, sealBody } from './shared.js';
 
 /**
  * Edits, deletes and reactions run again on a deadlock: each locks a message (a deleted reply, then
@@ -71,12 +71,14 @@ export class MessageChanges {
     if (body.trim().length === 0) throw badRequest('body must not be empty (delete the message instead)');
     await this.limits.consume('action', keyOf(actor.tenant, actor.id));
     return this.store.transact(async (tx) => {
-      const { row, access } = await this.lockChangeable(tx, actor, messageId);
+      const { row, access, reads } = await this.lockChangeable(tx, actor, messageId);
+      // In a room the caller cannot read, the answer is its post as written (src/services/messages/shared.ts).
+      const answer = async (r: MessageRow) => (reads ? (await this.mapper.many(tx.db, [r], actor.id))[0]! : authorView(this.mapper.fromRow(r)));
       if (row.sender_id !== actor.id) throw forbidden('only the author can edit a message');
       if (row.kind === 'system') throw forbidden('system messages cannot be edited');
       if (row.deleted_at) throw badRequest('a deleted message cannot be edited');
       await this.access.requireInTx(tx, actor, row.room_id, 'send', { rule: (a) => this.access.requirePoster(a) });
-      if (this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id }) === body) return (await this.mapper.many(tx.db, [row], actor.id))[0]!;
+      if (this.mapper.body(row.body, row.key_id, { roomId: row.room_id, messageId: row.id }) === body) return answer(row);
       if (await hasEditsAtLeast(tx, row.id, MAX_EDITS_PER_MESSAGE)) {
         throw badRequest(`a message can be edited at most ${MAX_EDITS_PER_MESSAGE} times (send a new message instead)`);
       }
@@ -88,7 +90,7 @@ export class MessageChanges {
         const [broadcast] = await this.mapper.many(tx.db, [edited], null);
         return { type: 'message.edited', roomId: row.room_id, message: broadcast! };
       });
-      return (await this.mapper.many(tx.db, [edited!], actor.id))[0]!;
+      return answer(edited!);
     }, RETRY);
   }
 
@@ -113,7 +115,8 @@ export class MessageChanges {
         }
       };
       mayDelete(access);
-      if (row.deleted_at) return this.mapper.fromRow(row);
+      const answer = (m: MessageDto) => (reads ? m : authorView(m));
+      if (row.deleted_at) return answer(this.mapper.fromRow(row));
       // Held to until the room's lock: checked again there if its access changed meanwhile (a
       // moderator demoted, a member removed).
       await this.access.requireInTx(tx, actor, row.room_id, reads ? 'read' : 'send', { refused: hideRoom, rule: mayDelete });
@@ -130,7 +133,7 @@ export class MessageChanges {
         await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, messageId);
         return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(deleted), ...(thread ? { thread } : {}) } as const;
       });
-      return event.message;
+      return answer(event.message);
     }, RETRY);
   }
 

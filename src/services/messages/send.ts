@@ -1,6 +1,6 @@
 import { keyOf } from '../../domain/ids.js';
 import { randomUUID } from 'node:crypto';
-import type { Actor } from '../../domain/actor.js';
+import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, badRequest, conflict, notFound } from '../../domain/errors.js';
 import type { AttachmentDto, CardDto, JsonObject, LinkAttachmentDto, MessageDto } from '../../domain/events.js';
 import type { RoomAccess } from '../../domain/rooms.js';
@@ -16,7 +16,7 @@ import type { Keyring } from '../keyring.js';
 import type { RateLimits } from '../limits.js';
 import type { MessageMapper } from '../message-dto.js';
 import { SendBatcher } from '../send-batcher.js';
-import { sealBody } from './shared.js';
+import { authorView, sealBody } from './shared.js';
 
 export interface SendInput {
   roomId: string;
@@ -99,6 +99,11 @@ export class MessageSender {
     // The caller must still see the room (a member, or a service token that may post in it); the
     // room archived or the caller muted since does not refuse the repeat of what went through.
     await this.access.requireAccess(actor, input.roomId, 'repeat');
+    // A service token that posts in the room without reading it is answered its post as written
+    // (src/services/messages/shared.ts `authorView`); everyone else who may repeat a send reads the room.
+    if (isService(actor) && (await this.access.checkGrouped({ actor, roomId: input.roomId, purpose: 'read' })) instanceof AppError) {
+      return authorView(original);
+    }
     return original;
   }
 

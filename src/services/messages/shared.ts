@@ -1,5 +1,6 @@
 import { type Actor, isService } from '../../domain/actor.js';
 import { AppError, notFound } from '../../domain/errors.js';
+import type { MessageDto } from '../../domain/events.js';
 import type { RoomAccess } from '../../domain/rooms.js';
 import type { Em } from '../../store/database.js';
 import type { MessageRow } from '../../store/message-row.js';
@@ -64,4 +65,13 @@ export async function changeable(
   } catch (err) {
     throw hidden(err);
   }
+}
+
+/**
+ * A service token's own post as it is answered in a room the token posts in without reading it
+ * (`changeable`'s `reads: false`, a repeat of its send): what it wrote, not what the members did
+ * with it. Their reactions and the thread's replies are reads of the room: left out.
+ */
+export function authorView(message: MessageDto): MessageDto {
+  return { ...message, reactions: [], replyCount: 0, lastReplyAt: null };
 }

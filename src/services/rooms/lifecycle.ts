@@ -220,9 +220,9 @@ export class RoomLifecycle {
     },
   ): Promise<RoomDto> {
     if (input.name === undefined && input.topic === undefined && input.retentionDays === undefined && input.visibility === undefined && input.metadata === undefined) {
-      throw badRequest('nothing to update: give name, topic, retentionDays visibility and/or metadata');
+      throw badRequest('nothing to update: give name, topic, retentionDays, visibility and/or metadata');
     }
-    const retentionChange = await this.store.transact(async (tx) => {
+    const audited = await this.store.transact(async (tx) => {
       // Held to under the room's lock (taken before any write: a change of the retention or the
       // visibility alone appends no event), so an admin demoted meanwhile is refused.
       await this.access.requirePermissionInTx(tx, actor, roomId, 'update');
@@ -237,20 +237,29 @@ export class RoomLifecycle {
         await setRetentionDays(tx, roomId, retention.retentionDays);
         await recordModeration(tx, 'room.set_retention', actor, roomId, null, retention);
       }
+      // A new visibility changes who finds and joins the room (a public room's history is open to
+      // every user of the tenant who joins): audited like the retention, and like it no room event.
+      const visibility =
+        input.visibility !== undefined && input.visibility !== before.visibility ? { visibility: input.visibility, previous: before.visibility } : null;
+      if (visibility) {
+        await setVisibility(tx, roomId, visibility.visibility);
+        await recordModeration(tx, 'room.set_visibility', actor, roomId, null, visibility);
+      }
+      const changed = { retention, visibility };
       if (input.metadata !== undefined) await setRoomMetadata(tx, roomId, input.metadata);
-      if (input.visibility !== undefined) await setVisibility(tx, roomId, input.visibility);
       const name = input.name ?? before.name;
       const topic = input.topic === undefined ? before.topic : input.topic;
       const metadata = input.metadata === undefined ? before.metadata : input.metadata;
       const renamed = name !== before.name || topic !== before.topic;
       // Read back from jsonb, the stored metadata has its own key order: compared by value.
-      if (!renamed && isDeepStrictEqual(metadata, before.metadata)) return retention;
+      if (!renamed && isDeepStrictEqual(metadata, before.metadata)) return changed;
       if (renamed) await setRoomNaming(tx, roomId, { name, topic });
       await tx.append({ type: 'room.updated', roomId, name, topic, metadata, by: actor.id });
       if (name !== before.name) await systemMessage(tx, actor, roomId, `${actor.name} renamed the room to "${name}"`);
-      return retention;
+      return changed;
     }, RETRY);
-    if (retentionChange) auditModeration(this.log, 'set_retention', actor, roomId, null, retentionChange);
+    if (audited.retention) auditModeration(this.log, 'set_retention', actor, roomId, null, audited.retention);
+    if (audited.visibility) auditModeration(this.log, 'set_visibility', actor, roomId, null, audited.visibility);
     return this.reads.get(actor, roomId);
   }
 }
