@@ -347,6 +347,8 @@ export interface DailyDouble extends AsyncDisposable {
    * in the room's presence.
    */
   join(token: string): DailyRoomState['presence'][number];
+  /** When set, a `POST /meeting-tokens` request (authorized, recorded in `requests`) waits for it before the token is minted. */
+  beforeToken: ((properties: Record<string, unknown>) => Promise<void> | void) | null;
   close(): Promise<void>;
 }
 
@@ -444,6 +446,7 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
         if (typeof p.user_id === 'string' && p.user_id.length > 36) {
           return dailyError(res, 400, 'invalid-request-error', 'user_id must be 36 characters or fewer');
         }
+        await double.beforeToken?.(p);
         const token = `dt.${randomBytes(18).toString('base64url')}`;
         tokens.push({ token, properties: p });
         return send(res, 200, { token });
@@ -463,7 +466,8 @@ export async function startDailyDouble(opts: { apiKey?: string } = {}): Promise<
     room.presence.push(p);
     return p;
   };
-  return { url, apiKey, domain, rooms, requests, tokens, refused, join, ...closer(server) };
+  const double: DailyDouble = { url, apiKey, domain, rooms, requests, tokens, refused, join, beforeToken: null, ...closer(server) };
+  return double;
 }
 
 /** A Daily webhook body (`version`, `type`, `id`, `payload`, `event_ts`). */

@@ -425,6 +425,28 @@ export const VideoRemoval = defineEntity({
   checks: [{ name: 'video_removal_reason_check', expression: `"reason" in ('banned', 'removed', 'refused')` }],
 });
 
+/**
+ * The meetings of deleted rooms whose join tokens may still be valid: the meeting rows go with
+ * their room, but a token minted before the deletion lets its holder into the provider room until it
+ * expires, and LiveKit creates a room anew on such a join. Written in the deletion's transaction
+ * (src/services/meetings/lifecycle.ts, `openOf`), read by the provider's webhooks (a join or start of
+ * such a provider room ends it again), forgotten after `keepUntil` (the meeting's expiry, which no
+ * token outlives, plus a margin) by the expiry sweep. Our meeting id is the provider's room name.
+ */
+export const DeletedMeeting = defineEntity({
+  name: 'DeletedMeeting',
+  tableName: 'deleted_meeting',
+  properties: {
+    meetingId: p.uuid().primary(),
+    provider: p.string().length(16),
+    tenant: p.string().length(64),
+    /** The deleted room's id (no foreign key: the room is gone). */
+    roomId: p.uuid(),
+    keepUntil: p.datetime(),
+  },
+  indexes: [{ name: 'deleted_meeting_keep_until_idx', properties: ['keepUntil'] }],
+});
+
 export const entities = [
   User,
   Room,
@@ -440,6 +462,7 @@ export const entities = [
   MeetingParticipant,
   VideoWebhookEvent,
   VideoRemoval,
+  DeletedMeeting,
   WebhookEndpoint,
   WebhookDelivery,
   StoredFile,

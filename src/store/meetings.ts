@@ -71,6 +71,47 @@ export function openMeetingsOfRoom(db: Db, roomId: string): Promise<{ id: string
 }
 
 /**
+ * In a room deletion's transaction, before the room's rows go: keeps every meeting of the room whose
+ * join tokens may still be valid (not past `expires_at` + `marginMs` by the database's clock: no
+ * token outlives its meeting's expiry), ended or not, in `deleted_meeting` until then. A provider
+ * webhook of such a meeting's provider room (a join with one of those tokens, which makes LiveKit
+ * create the room anew) then finds it (`findDeletedMeeting`). Returns how many were kept.
+ */
+export async function keepDeletedMeetings(tx: Tx, roomId: string, marginMs: number): Promise<number> {
+  const keepUntil = sql<Date>`${sql.ref('expires_at')} + ${marginMs} * interval '1 millisecond'`;
+  const res = await tx.db
+    .insertInto('deleted_meeting')
+    .columns(['meeting_id', 'provider', 'tenant', 'room_id', 'keep_until'])
+    .expression((eb) =>
+      eb
+        .selectFrom('meeting')
+        .select(['id', 'provider', 'tenant', 'room_id', keepUntil.as('keep_until')])
+        .where('room_id', '=', roomId)
+        .where(keepUntil, '>', now()),
+    )
+    .onConflict((oc) => oc.column('meeting_id').doNothing())
+    .executeTakeFirst();
+  return Number(res.numInsertedOrUpdatedRows ?? 0);
+}
+
+/** The meeting of a deleted room that a webhook of `provider` names, while it is kept (`keepDeletedMeetings`). */
+export function findDeletedMeeting(db: Db, meetingId: string, provider: string): Promise<{ room_id: string; tenant: string } | undefined> {
+  return db
+    .selectFrom('deleted_meeting')
+    .select(['room_id', 'tenant'])
+    .where('meeting_id', '=', meetingId)
+    .where('provider', '=', provider)
+    .where('keep_until', '>', now())
+    .executeTakeFirst();
+}
+
+/** Forgets the deleted rooms' meetings kept past `keep_until` (their tokens have expired). Returns how many. */
+export async function forgetDeletedMeetings(db: Db): Promise<number> {
+  const res = await db.deleteFrom('deleted_meeting').where('keep_until', '<=', now()).executeTakeFirst();
+  return Number(res.numDeletedRows);
+}
+
+/**
  * The meetings of a room whose calls may still run: not ended and not past their expiry (by the
  * database's clock; an expired one's provider room is ended at its expiry). Read after a ban or
  * removal has committed: the meetings the user is removed from.

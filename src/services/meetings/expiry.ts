@@ -1,12 +1,14 @@
 import type { Actor } from '../../domain/actor.js';
 import type { Logger } from '../../logger.js';
-import { lockProviderMeeting, markMeetingEnded, meetingsByExpiry } from '../../store/meetings.js';
+import { forgetDeletedMeetings, lockProviderMeeting, markMeetingEnded, meetingsByExpiry } from '../../store/meetings.js';
 import type { Store } from '../../store/store.js';
 import type { VideoProvider } from '../../video/provider.js';
 import { markEnded } from './status.js';
 
 /** Expired meetings ended per sweep (their provider rooms are asked concurrently). */
 const BATCH = 20;
+/** How often (at most, per process) a sweep forgets the deleted rooms' meetings kept past their time. */
+const FORGET_EVERY_MS = 3_600_000;
 
 /** What became of an expired meeting a sweep ended: for tests and logs. */
 export interface ExpiryOutcome {
@@ -24,9 +26,11 @@ export interface ExpiryOutcome {
  * wakes at the next expiry. Each expired meeting is marked ended once (the first node to lock it),
  * at its expiry, then its provider room is ended after that commit (`endRoom`: everyone in it is
  * disconnected). A provider failure is logged; `video.end` of the meeting asks the provider again.
+ * Its sweeps also forget the deleted rooms' meetings kept for the webhooks once their tokens have expired.
  */
 export class MeetingExpiry {
   private readonly listeners = new Set<(o: ExpiryOutcome) => void>();
+  private lastForget = 0;
 
   constructor(
     private readonly store: Store,
@@ -49,12 +53,26 @@ export class MeetingExpiry {
   async sweep(): Promise<number | null> {
     const provider = this.provider;
     if (provider === null) return null;
+    if (Date.now() - this.lastForget >= FORGET_EVERY_MS) {
+      this.lastForget = Date.now();
+      void this.forgetDeletedMeetings().catch((err: unknown) => this.log.warn({ err }, 'could not forget the deleted rooms\' meetings kept past their time'));
+    }
     const rows = await meetingsByExpiry(this.store.db(), provider.name, BATCH);
     const due = rows.filter((r) => r.dueInMs <= 0);
     const ended = await Promise.all(due.map((r) => this.end(provider, r.id)));
     const next = rows.find((r) => r.dueInMs > 0);
     if (next) return next.dueInMs;
     return rows.length === BATCH && ended.some(Boolean) ? 0 : null;
+  }
+
+  /**
+   * Forgets the meetings of deleted rooms kept for the webhooks (`deleted_meeting`) past their time:
+   * every join token of theirs has expired. A sweep runs it at most once an hour per process; the
+   * webhooks read only the rows still in their time, so a row left over a while longer changes nothing.
+   * Returns how many were forgotten.
+   */
+  forgetDeletedMeetings(): Promise<number> {
+    return forgetDeletedMeetings(this.store.db());
   }
 
   /** Marks one expired meeting ended and ends its provider room; false when it was not marked (ended meanwhile, or a failure). */

@@ -4,7 +4,7 @@ import type { Actor } from '../../domain/actor.js';
 import { AppError, badRequest, forbidden, notFound } from '../../domain/errors.js';
 import { can, ROLE_RANK } from '../../domain/permissions.js';
 import type { RoomAccess } from '../../domain/rooms.js';
-import { insertMeeting, openMeetingsOfRoom } from '../../store/meetings.js';
+import { findMeeting, insertMeeting, keepDeletedMeetings, openMeetingsOfRoom } from '../../store/meetings.js';
 import { otherMemberIds } from '../../store/members.js';
 import type { Store } from '../../store/store.js';
 import type { Tx } from '../../store/tx.js';
@@ -16,6 +16,13 @@ import { MEETING_TTL_DEFAULT_MINUTES, MEETING_TTL_MAX_MINUTES } from './dto.js';
 import type { ProviderCalls } from './provider-calls.js';
 import type { MeetingReader } from './read.js';
 import { markEnded } from './status.js';
+
+/**
+ * How long past its meeting's expiry a deleted room's meeting is kept for the webhooks: no join token
+ * outlives the meeting's expiry, but LiveKit accepts a token up to a minute past its `exp`, the
+ * provider's clock may be ahead of ours, and its webhook arrives after the join (and is retried).
+ */
+const DELETED_MEETING_MARGIN_MS = 15 * 60_000;
 
 /** A meeting not ended: whose provider room a room's deletion ends (`openOf`, then `endProviderRooms`). */
 export interface OpenMeeting {
@@ -103,7 +110,8 @@ export class MeetingLifecycle {
    * Who may not post in the room may not speak in its calls: a member muted in the room (until the
    * mute ends) and a broadcast room's readers (its plain members and moderators: only admins and the
    * owner post there) join as listeners: no publishing, and no admin grant either (with it they
-   * could give the publishing back to themselves).
+   * could give the publishing back to themselves). The meeting is read again after minting: a token
+   * minted while its room was deleted (or the meeting ended) is not handed out.
    */
   async joinToken(actor: Actor, meetingId: string): Promise<JoinTokenDto> {
     const provider = this.video.require();
@@ -134,6 +142,12 @@ export class MeetingLifecycle {
         ttlSeconds: Math.min(this.tokenTtlSeconds, left),
       }),
     );
+    // The room may have been deleted (or the meeting ended) while the token was minted: it is not
+    // handed out then. A deletion that commits after this read is left to the join's webhook
+    // (src/services/meetings/webhooks.ts ends the provider room of a deleted room's meeting again).
+    const after = await findMeeting(this.store.db(), meetingId, actor.tenant);
+    if (!after) throw notFound('meeting');
+    if (after.status === 'ended') throw new AppError('PRECONDITION_FAILED', 'this meeting has ended');
     return { provider: provider.name, url: token.url, token: token.token, expiresAt: token.expiresAt };
   }
 
@@ -185,11 +199,16 @@ export class MeetingLifecycle {
   }
 
   /**
-   * The room's meetings not ended yet, read in the caller's transaction: a room's deletion reads them
-   * under the room's lock (a `video.create` committed before it is seen; one after it finds no room
-   * and gives its provider room back), then ends them with `endProviderRooms` after commit.
+   * In a room's deletion, under the room's lock, before its rows go (a `video.create` committed before
+   * is seen; one after it finds no room and gives its provider room back): returns the meetings not
+   * ended yet, whose provider rooms `endProviderRooms` ends after commit. It also keeps every meeting
+   * of the room whose join tokens may still be valid, ended or not, until its expiry plus a margin
+   * (`deleted_meeting`): such a token lets its holder into the provider room after the deletion, and
+   * LiveKit creates the room anew on that join; the provider's webhook then ends it again
+   * (src/services/meetings/webhooks.ts).
    */
-  openOf(tx: Tx, roomId: string): Promise<OpenMeeting[]> {
+  async openOf(tx: Tx, roomId: string): Promise<OpenMeeting[]> {
+    await keepDeletedMeetings(tx, roomId, DELETED_MEETING_MARGIN_MS);
     return openMeetingsOfRoom(tx.db, roomId);
   }
 

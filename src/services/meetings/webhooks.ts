@@ -6,6 +6,7 @@ import { clip } from '../../domain/text.js';
 import type { Logger } from '../../logger.js';
 import type { Counters } from '../../metrics.js';
 import {
+  findDeletedMeeting,
   forgetOldWebhookEvents,
   lockProviderMeeting,
   type MeetingRow,
@@ -32,9 +33,12 @@ const fit = (v: string, max: number) => (v.length <= max ? v : `sha256:${createH
 /** How often (at most, per process) webhook ids older than a week are deleted. */
 const CLEANUP_EVERY_MS = 3_600_000;
 
+/** A meeting as the provider calls after a webhook's commit name it in their logs. */
+type MeetingRef = Pick<MeetingRow, 'id' | 'tenant' | 'room_id'>;
+
 /** A join the room's access rules refuse: the connection is taken out after the webhook's commit. */
 interface Ejection {
-  meeting: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'>;
+  meeting: MeetingRef;
   /** Our user id (the provider identity itself when it maps to nobody we know). */
   userId: string;
   identity: string;
@@ -42,6 +46,17 @@ interface Ejection {
   seen: ParticipantSeen;
   /** Why the access check refused (the error's message). */
   reason: string;
+}
+
+/** What applying a webhook did, and what is left to ask the provider after its commit. */
+interface Applied {
+  outcome: WebhookOutcome;
+  /** A refused join: taken out of the call. */
+  ejection?: Ejection;
+  /** An ended meeting someone joined: its provider room is ended again. */
+  ended?: MeetingRef;
+  /** A deleted room's meeting whose provider room started or was joined again: ended again. */
+  deleted?: MeetingRef;
 }
 
 /**
@@ -88,22 +103,19 @@ export class MeetingWebhooks {
     if (!ev) return 'probe';
     const event = ev;
     this.cleanupWebhookEvents();
-    const { outcome, ejection, ended } = await this.store.transact((tx) => this.apply(tx, provider, event));
+    const { outcome, ejection, ended, deleted } = await this.store.transact((tx) => this.apply(tx, provider, event));
     // After the commit (no provider call holds the meeting's lock), before the answer.
     if (ejection) await this.eject(provider, ejection);
-    if (ended) await this.endAgain(provider, ended);
+    if (ended) await this.endAgain(provider, ended, 'could not end the provider room of an ended meeting someone joined');
+    if (deleted) await this.endAgain(provider, deleted, 'could not end the provider room of a deleted room\'s meeting someone joined: the next join asks again');
     return outcome;
   }
 
-  private async apply(
-    tx: Tx,
-    provider: VideoProvider,
-    event: VideoWebhookEvent,
-  ): Promise<{ outcome: WebhookOutcome; ejection?: Ejection; ended?: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'> }> {
+  private async apply(tx: Tx, provider: VideoProvider, event: VideoWebhookEvent): Promise<Applied> {
     if (!(await recordWebhookEvent(tx, provider.name, fit(event.id, 200)))) return { outcome: 'duplicate' };
     if (event.kind === 'other' || !UUID_RE.test(event.room)) return { outcome: 'ignored' };
     const m = await lockProviderMeeting(tx, event.room, provider.name);
-    if (!m) return { outcome: 'ignored' };
+    if (!m) return this.ofDeletedRoom(tx, provider, event);
     const at = event.at ?? new Date();
     const creator: Actor = { id: m.created_by, name: m.created_by, tenant: m.tenant, roles: [] };
     switch (event.kind) {
@@ -145,6 +157,20 @@ export class MeetingWebhooks {
   }
 
   /**
+   * A webhook for a meeting that is not (or no longer) ours: a meeting of a deleted room whose join
+   * tokens may still be valid (kept in `deleted_meeting` by the deletion) whose provider room starts
+   * or is joined again is ended again after the commit. A token minted before the deletion lets its
+   * holder in until it expires, and LiveKit creates a room anew on such a join. Nothing is recorded
+   * (the meeting is gone); anything else is ignored.
+   */
+  private async ofDeletedRoom(tx: Tx, provider: VideoProvider, event: VideoWebhookEvent): Promise<Applied> {
+    if (event.kind !== 'room.started' && event.kind !== 'participant.joined') return { outcome: 'ignored' };
+    const gone = await findDeletedMeeting(tx.db, event.room, provider.name);
+    if (!gone) return { outcome: 'ignored' };
+    return { outcome: 'processed', deleted: { id: event.room, tenant: gone.tenant, room_id: gone.room_id } };
+  }
+
+  /**
    * Why the user may not be in the meeting's calls now, by the rule `video.joinToken` mints tokens by
    * (`MeetingReader.meetingAccess`, read in this transaction), or null when they may: a member, or a
    * support agent in a support room (recognized by the roles of the last token the server saw of
@@ -182,16 +208,17 @@ export class MeetingWebhooks {
   }
 
   /**
-   * Ends the provider room of an ended meeting someone joined (`endRoom`: a room already gone is no
-   * error). A failure is logged and never thrown (the webhook gets its answer either way): `video.end`
-   * of the meeting asks the provider again.
+   * Ends the provider room of an ended meeting, or of a deleted room's meeting, someone joined
+   * (`endRoom`: a room already gone is no error). A failure is logged (`failure`) and never thrown
+   * (the webhook gets its answer either way): `video.end` of an ended meeting asks the provider again,
+   * and so does every later join or start webhook of the provider room.
    */
-  private async endAgain(provider: VideoProvider, m: Pick<MeetingRow, 'id' | 'tenant' | 'room_id'>): Promise<void> {
+  private async endAgain(provider: VideoProvider, m: MeetingRef, failure: string): Promise<void> {
     const about = { meetingId: m.id, roomId: m.room_id, tenant: m.tenant };
     try {
       await provider.endRoom(m.id);
     } catch (err) {
-      this.log.warn({ err, ...about }, 'could not end the provider room of an ended meeting someone joined');
+      this.log.warn({ err, ...about }, failure);
     }
   }
 

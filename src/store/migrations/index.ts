@@ -21,6 +21,7 @@ import { Migration20261205000000 } from './Migration20261205000000.js';
 import { Migration20261206030742 } from './Migration20261206030742.js';
 import { Migration20261206070000 } from './Migration20261206070000.js';
 import { Migration20261206080000 } from './Migration20261206080000.js';
+import { Migration20261206084404 } from './Migration20261206084404.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -62,4 +63,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261206070000', class: Migration20261206070000 },
   // meeting: the expiry sweep's partial index (provider, expires_at, id) over the meetings not ended.
   { name: 'Migration20261206080000', class: Migration20261206080000 },
+  // deleted_meeting: a deleted room's meetings while their join tokens may be valid (a late join ends the provider room again).
+  { name: 'Migration20261206084404', class: Migration20261206084404 },
 ];
