@@ -43,3 +43,10 @@ export interface JoinTokenDto {
   token: string;
   expiresAt: Date;
 }
+
+/**
+ * The system message a meeting's start or end writes in its room (src/services/meetings/status.ts):
+ * `Meeting "<title>" started`, `Meeting started` without a title. The erasure finds and rewrites an
+ * erased user's notices by it (src/store/compliance.ts).
+ */
+export const meetingNotice = (title: string | null, what: 'started' | 'ended') => (title ? `Meeting "${title}" ${what}` : `Meeting ${what}`);

@@ -1,40 +1,50 @@
 import { type Actor, isAdmin } from '../domain/actor.js';
 import { AUDIT_CURSOR, type AuditAction, type AuditEventDto } from '../domain/audit.js';
-import type { EraseResult, ExportRecord } from '../domain/compliance.js';
+import { type EraseResult, type ExportRecord, withoutReactionsOf } from '../domain/compliance.js';
 import { badRequest, forbidden, notFound } from '../domain/errors.js';
+import { meetingNotice } from '../domain/meetings.js';
 import type { Logger } from '../logger.js';
 import {
   anonymizeUser,
   auditPage,
   bansPage,
+  blankInviteTitlesFrom,
   blankMentionExcerptsFrom,
   contentLeft,
   deleteEditsOfSender,
   deleteInboxItems,
   deleteReactionsOf,
-  type EditCursor,
   editCounts,
+  type EditCursor,
   editsOfMessagesPage,
   eraseMessage,
   filesPage,
+  forgetMeetingTitles,
   inboxPage,
+  lockMeetingNotices,
   lockMessagesReactedBy,
+  lockMessagesReactedTo,
   lockMessagesToErase,
+  lockTitledMeetings,
   membershipsPage,
   membersPage,
   messagesOfRoomPage,
   messagesOfUserPage,
-  type ReactionCursor,
+  messagesWithReactionEventsOf,
   reactionCounts,
+  type ReactionCursor,
+  reactionEventsOfMessages,
   reactionsOfMessagesPage,
   reactionsOfUserPage,
   removeFilesOfUploader,
   resetReadPositions,
+  rewriteLogRows,
+  rewriteNotice,
   roomLogPage,
   roomOfTenant,
-  type UserRow,
   userKnown,
   userOfTenant,
+  type UserRow,
 } from '../store/compliance.js';
 import { removeFilesOfMessages } from '../store/files.js';
 import type { MessageRow } from '../store/message-row.js';
@@ -355,17 +365,19 @@ export class ComplianceService {
    * Erases what a user wrote and left behind in the tenant (docs/SECURITY.md, "Compliance"): the
    * bodies of their messages (as deletes: `message.deleted` for each message not deleted before,
    * also in archived and encrypted rooms) with their edit history, their reactions
-   * (`reaction.removed`), read positions, inbox items and uploaded files (handed to the file worker),
-   * the excerpts of their mentions in others' inboxes (also where the message is gone) and their
-   * name ("deleted user"). Memberships stay. Messages and reactions go in batches of
-   * `COMPLIANCE_PAGE`, one transaction each; the last transaction writes the rest and the audit row,
-   * or rolls back when the user committed content behind the batches (another round, `eraseRest`).
-   * Idempotent: a repeat erases nothing more and answers zeros.
+   * (`reaction.removed`) and who reacted with what in the room logs' reaction events, the titles of
+   * their meetings (also where the server's notices and others' invites quote them), read positions,
+   * inbox items and uploaded files (handed to the file worker), the excerpts of their mentions in
+   * others' inboxes (also where the message is gone) and their name ("deleted user"). Memberships
+   * stay. Messages, reactions, reaction events and meetings go in batches of `COMPLIANCE_PAGE`, one
+   * transaction each; the last transaction writes the rest and the audit row, or rolls back when the
+   * user committed content behind the batches (another round, `eraseRest`). Idempotent: a repeat
+   * erases nothing more and answers zeros.
    */
   async eraseUser(actor: Actor, userId: string): Promise<EraseResult> {
     const tenant = this.requireAdmin(actor, 'erase users');
     if (!(await userKnown(this.store.db(), tenant, userId))) throw notFound('user');
-    const result: EraseResult = { userId, messages: 0, edits: 0, reactions: 0, readPositions: 0, inboxItems: 0, files: 0 };
+    const result: EraseResult = { userId, messages: 0, edits: 0, reactions: 0, readPositions: 0, inboxItems: 0, files: 0, meetings: 0 };
     for (let round = 1; ; round++) {
       for (;;) {
         const done = await this.eraseMessageBatch(actor, userId, result);
@@ -373,6 +385,15 @@ export class ComplianceService {
       }
       for (;;) {
         const done = await this.eraseReactionBatch(tenant, userId, result);
+        if (done < this.pageSize) break;
+      }
+      // After the reactions: the erasure's own `reaction.removed` events name the user too.
+      for (let after: { roomId: string; messageId: string } | null = null; ; ) {
+        after = await this.eraseReactionEventBatch(tenant, userId, after);
+        if (after === null) break;
+      }
+      for (;;) {
+        const done = await this.eraseMeetingBatch(actor, userId, result);
         if (done < this.pageSize) break;
       }
       if (await this.eraseRest(actor, userId, result, round < ERASE_ROUNDS)) break;
@@ -398,6 +419,8 @@ export class ComplianceService {
         rest.inboxItems = await deleteInboxItems(tx.db, tenant, userId);
         // Their words in others' mention items, also of messages no longer there (room deleted, retention).
         await blankMentionExcerptsFrom(tx.db, tenant, userId);
+        // Their meeting titles in others' invites and queued pushes, also of meetings no longer there.
+        await blankInviteTitlesFrom(tx.db, tenant, userId);
         rest.files = await removeFilesOfUploader(tx.db, tenant, userId);
         await anonymizeUser(tx.db, tenant, userId);
         const { userId: _u, ...before } = result;
@@ -466,6 +489,72 @@ export class ComplianceService {
       await this.inbox.redactMentions(tx.db, actor.tenant, row.mentions, row.id);
       return { type: 'message.deleted', roomId: row.room_id, message: this.mapper.fromRow(erased), ...(thread ? { thread } : {}) } as const;
     });
+  }
+
+  /**
+   * One transaction: the room-log reaction events of the next batch of messages the user reacted to,
+   * rewritten as if they never had (`withoutReactionsOf`): their own events name nobody, and no
+   * event's reactions count theirs, so a replay or a room export tells neither who reacted with what
+   * nor, by the counts before and after, their emoji. No row goes (the logs stay gapless), and no
+   * event is published: clients already hold the reactions as they are now. Lock order: the
+   * messages (a reaction locks its message first). Returns the cursor of the next batch (its last
+   * message), null when this one was the last.
+   */
+  private eraseReactionEventBatch(tenant: string, userId: string, after: { roomId: string; messageId: string } | null): Promise<{ roomId: string; messageId: string } | null> {
+    return this.store.transact(async (tx) => {
+      const picked = await messagesWithReactionEventsOf(tx.db, tenant, userId, after, this.pageSize);
+      if (picked.length === 0) return null;
+      // Reacted to again since they were picked: left for the next round, once that reaction is removed.
+      const held = await lockMessagesReactedTo(tx, userId, [...new Set(picked.map((p) => p.message_id))].sort());
+      const byRoom = new Map<string, string[]>();
+      for (const p of picked) {
+        if (held.has(p.message_id)) continue;
+        const ids = byRoom.get(p.room_id);
+        if (ids) ids.push(p.message_id);
+        else byRoom.set(p.room_id, [p.message_id]);
+      }
+      for (const [roomId, ids] of byRoom) {
+        const byMessage = new Map<string, Awaited<ReturnType<typeof reactionEventsOfMessages>>>(ids.map((id) => [id, []]));
+        for (const row of await reactionEventsOfMessages(tx.db, roomId, ids)) byMessage.get(String(row.data.messageId))?.push(row);
+        await rewriteLogRows(tx.db, roomId, [...byMessage.values()].flatMap((rows) => withoutReactionsOf(userId, rows)));
+      }
+      const last = picked[picked.length - 1]!;
+      return picked.length < this.pageSize ? null : { roomId: last.room_id, messageId: last.message_id };
+    }, RETRY);
+  }
+
+  /**
+   * One transaction: the titles of the next batch of the user's meetings, and the server's notices
+   * that quote them (`Meeting "<title>" started` / `ended`, sent as whoever started or ended the
+   * meeting) rewritten as for a meeting without a title, with `message.edited` (also in archived
+   * rooms). Lock order: the meetings, the notices, then the rooms (in id order) as their seqs are
+   * taken. Returns how many meetings were locked.
+   */
+  private eraseMeetingBatch(actor: Actor, userId: string, result: EraseResult): Promise<number> {
+    let counted = 0;
+    return this.store
+      .transact(async (tx) => {
+        counted = 0;
+        const meetings = await lockTitledMeetings(tx, actor.tenant, userId, this.pageSize);
+        if (meetings.length === 0) return 0;
+        const notices = await lockMeetingNotices(tx, meetings);
+        await forgetMeetingTitles(tx.db, actor.tenant, meetings);
+        notices.sort((a, b) => (a.row.room_id === b.row.room_id ? a.row.seq - b.row.seq : a.row.room_id < b.row.room_id ? -1 : 1));
+        for (const { row, what } of notices) {
+          await tx.appendErasure(row.room_id, async () => {
+            const rewritten = await rewriteNotice(tx, row.id, meetingNotice(null, what));
+            // With its reactions, as an edit's event carries them.
+            const [message] = await this.mapper.many(tx.db, [rewritten], null);
+            return { type: 'message.edited', roomId: row.room_id, message: message! } as const;
+          });
+        }
+        counted = meetings.length;
+        return meetings.length;
+      }, RETRY)
+      .then((n) => {
+        result.meetings += counted;
+        return n;
+      });
   }
 
   /** One transaction: the user's reactions on the next batch of messages. Returns how many messages. */

@@ -1,5 +1,6 @@
 import { type Selectable, sql } from 'kysely';
 import type { AuditAction, AuditEventDto } from '../domain/audit.js';
+import { meetingNotice } from '../domain/meetings.js';
 import type { Db, Tables } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { jsonb, now, type Tx } from './tx.js';
@@ -285,8 +286,9 @@ function messagesToErase(db: Db, tenant: string, userId: string) {
 }
 
 /**
- * Whether the user still has a message with content or a reaction in the tenant: committed after
- * the erasure's batches had passed (a send or reaction while it ran).
+ * Whether the user still has anything the erasure's batches erase in the tenant: a message with
+ * content, a reaction, a reaction event of the room logs that names them, a meeting title. Committed
+ * after the batches had passed (a send, reaction or meeting while it ran).
  */
 export async function contentLeft(db: Db, tenant: string, userId: string): Promise<boolean> {
   const row = await db
@@ -302,6 +304,8 @@ export async function contentLeft(db: Db, tenant: string, userId: string): Promi
               .where('m.tenant', '=', tenant)
               .where('x.user_id', '=', userId),
           ),
+          eb.exists(reactionEventsOf(db, tenant, userId).select('e.seq')),
+          eb.exists(titledMeetingsOf(db, tenant, userId).select('id')),
         ])
         .as('left'),
     ])
@@ -353,6 +357,189 @@ export function lockMessagesReactedBy(tx: Tx, tenant: string, userId: string, li
 /** Deletes a user's reactions on these messages; returns the removed (message, emoji) pairs. */
 export function deleteReactionsOf(tx: Tx, userId: string, messageIds: string[]) {
   return tx.db.deleteFrom('reaction').where('user_id', '=', userId).where('message_id', 'in', messageIds).returning(['message_id', 'emoji']).execute();
+}
+
+/** The reaction events of the tenant's room logs that still name the user (`reaction.added` / `reaction.removed`). */
+function reactionEventsOf(db: Db, tenant: string, userId: string) {
+  return db
+    .selectFrom('room_event as e')
+    .where('e.room_id', 'in', (eb) => eb.selectFrom('room').select('id').where('tenant', '=', tenant))
+    .where('e.type', 'in', ['reaction.added', 'reaction.removed'])
+    .where((eb) => eb(eb.ref('e.data', '->>').key('userId'), '=', userId));
+}
+
+/**
+ * The next batch of messages (with their rooms) whose reactions the tenant's room logs still say the
+ * user changed, after the cursor (the last of the batch before), those the user holds no reaction on
+ * only (the erasure's reaction batches removed them first; one added meanwhile waits for the next
+ * round). By room, then message.
+ */
+export function messagesWithReactionEventsOf(
+  db: Db,
+  tenant: string,
+  userId: string,
+  after: { roomId: string; messageId: string } | null,
+  limit: number,
+): Promise<{ room_id: string; message_id: string }[]> {
+  const messageId = sql<string>`e.data->>'messageId'`;
+  return reactionEventsOf(db, tenant, userId)
+    .select(['e.room_id', messageId.as('message_id')])
+    .$if(after !== null, (qb) =>
+      qb.where('e.room_id', '>=', after!.roomId).where((eb) => eb(eb.tuple(eb.ref('e.room_id'), messageId), '>', eb.tuple(after!.roomId, after!.messageId))),
+    )
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('reaction as x')
+            .select('x.message_id')
+            .where('x.user_id', '=', userId)
+            .where(sql<boolean>`x.message_id = (e.data->>'messageId')::uuid`),
+        ),
+      ),
+    )
+    .distinct()
+    .orderBy('e.room_id')
+    .orderBy('message_id')
+    .limit(limit)
+    .execute();
+}
+
+/**
+ * Locks these messages (those still stored), step 1 of the lock order: a reaction locks its message
+ * first, so none of theirs changes while their log rows are rewritten. Answers those of them the user
+ * holds a reaction on (added since they were picked).
+ */
+export async function lockMessagesReactedTo(tx: Tx, userId: string, messageIds: string[]): Promise<Set<string>> {
+  if (messageIds.length === 0) return new Set();
+  tx.lockForUpdate('message');
+  await tx.db.selectFrom('message').select('id').where('id', 'in', messageIds).orderBy('id').forUpdate().execute();
+  const held = await tx.db.selectFrom('reaction').select('message_id').distinct().where('user_id', '=', userId).where('message_id', 'in', messageIds).execute();
+  return new Set(held.map((r) => r.message_id));
+}
+
+/** Every reaction event of these messages in their room's log (anyone's), oldest first. */
+export function reactionEventsOfMessages(db: Db, roomId: string, messageIds: string[]): Promise<{ seq: number; type: string; data: Record<string, unknown> }[]> {
+  return db
+    .selectFrom('room_event as e')
+    .select(['e.seq', 'e.type', 'e.data'])
+    .where('e.room_id', '=', roomId)
+    .where('e.type', 'in', ['reaction.added', 'reaction.removed'])
+    .where((eb) => eb(eb.ref('e.data', '->>').key('messageId'), 'in', messageIds))
+    .orderBy('e.seq')
+    .execute();
+}
+
+/** Writes new data into these log rows of a room, in one statement (seqs and types stay). */
+export async function rewriteLogRows(db: Db, roomId: string, rows: { seq: number; data: Record<string, unknown> }[]): Promise<void> {
+  if (rows.length === 0) return;
+  await sql`update room_event e set data = v.data
+    from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(seq bigint, data jsonb)
+    where e.room_id = ${roomId} and e.seq = v.seq`.execute(db);
+}
+
+/** The tenant's meetings the user created that still have a title. */
+function titledMeetingsOf(db: Db, tenant: string, userId: string) {
+  return db.selectFrom('meeting').where('tenant', '=', tenant).where('created_by', '=', userId).where('title', 'is not', null);
+}
+
+/**
+ * Locks the next batch of the user's meetings that still have a title (before the messages that
+ * quote it: a meeting's status change locks its row before its room's seq, so these come first).
+ */
+export function lockTitledMeetings(tx: Tx, tenant: string, userId: string, limit: number) {
+  return titledMeetingsOf(tx.db, tenant, userId)
+    .select(['id', 'room_id', 'title', 'created_at'])
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .execute() as Promise<{ id: string; room_id: string; title: string; created_at: Date }[]>;
+}
+
+/**
+ * Locks the system messages of these meetings' rooms that quote one of their titles (the notices of
+ * their start and end, written since the first of them was created, whoever the notice names as its
+ * sender), step 1 of the lock order: one statement per room, rooms and messages in id order. With the
+ * notice each one stands for.
+ */
+export async function lockMeetingNotices(
+  tx: Tx,
+  meetings: { room_id: string; title: string; created_at: Date }[],
+): Promise<{ row: MessageRow; what: 'started' | 'ended' }[]> {
+  tx.lockForUpdate('message');
+  const byRoom = new Map<string, { since: Date; texts: Map<string, 'started' | 'ended'> }>();
+  for (const m of meetings) {
+    const room = byRoom.get(m.room_id) ?? { since: m.created_at, texts: new Map<string, 'started' | 'ended'>() };
+    byRoom.set(m.room_id, room);
+    if (m.created_at < room.since) room.since = m.created_at;
+    room.texts.set(meetingNotice(m.title, 'started'), 'started');
+    room.texts.set(meetingNotice(m.title, 'ended'), 'ended');
+  }
+  const out: { row: MessageRow; what: 'started' | 'ended' }[] = [];
+  for (const [roomId, { since, texts }] of [...byRoom].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const rows = await tx.db
+      .selectFrom('message')
+      .select(MESSAGE_FIELDS)
+      .where('room_id', '=', roomId)
+      .where('kind', '=', 'system')
+      .where('deleted_at', 'is', null)
+      .where('key_id', 'is', null)
+      .where('created_at', '>=', since)
+      .where('body', 'in', [...texts.keys()])
+      .orderBy('id')
+      .forUpdate()
+      .execute();
+    for (const row of rows) out.push({ row, what: texts.get(row.body!)! });
+  }
+  return out;
+}
+
+/** Writes a system message's new text (no edit history, no edit time: the server's own notice). */
+export function rewriteNotice(tx: Tx, id: string, body: string): Promise<MessageRow> {
+  return tx.db.updateTable('message').set({ body }).where('id', '=', id).returning(MESSAGE_FIELDS).executeTakeFirstOrThrow();
+}
+
+/**
+ * Clears the titles of these meetings, and in the tenant's webhook outbox the titles their
+ * `meeting.started` / `meeting.ended` deliveries carry (pending or sent).
+ */
+export async function forgetMeetingTitles(db: Db, tenant: string, meetings: { id: string; room_id: string }[]): Promise<void> {
+  if (meetings.length === 0) return;
+  const ids = meetings.map((m) => m.id);
+  await db.updateTable('meeting').set({ title: null }).where('id', 'in', ids).execute();
+  await db
+    .updateTable('webhook_delivery')
+    .set({ data: sql<Record<string, unknown>>`jsonb_set(data, '{title}', 'null')` })
+    .where('tenant', '=', tenant)
+    .where('room_id', 'in', [...new Set(meetings.map((m) => m.room_id))])
+    .where('event_type', 'in', ['meeting.started', 'meeting.ended'])
+    .where((eb) => eb(eb.ref('data', '->>').key('meetingId'), 'in', ids))
+    .where((eb) => eb(eb.ref('data', '->>').key('title'), 'is not', null))
+    .execute();
+}
+
+/**
+ * Clears the title of every `meeting.invite` the user sent in the tenant, in anyone's inbox and in
+ * the push queue: also those whose meeting is gone (room deleted, retention). Returns how many items.
+ */
+export async function blankInviteTitlesFrom(db: Db, tenant: string, userId: string): Promise<number> {
+  const r = await db
+    .updateTable('inbox_event')
+    .set({ data: sql<Record<string, unknown>>`jsonb_set(data, '{title}', 'null')` })
+    .where('tenant', '=', tenant)
+    .where('type', '=', 'meeting.invite')
+    .where((eb) => eb(eb.ref('data', '->>').key('from'), '=', userId))
+    .where((eb) => eb(eb.ref('data', '->>').key('title'), 'is not', null))
+    .executeTakeFirst();
+  await db
+    .updateTable('notify_push')
+    .set({ title: null })
+    .where('tenant', '=', tenant)
+    .where('kind', '=', 'meeting.invite')
+    .where('from_user', '=', userId)
+    .where('title', 'is not', null)
+    .execute();
+  return Number(r.numUpdatedRows);
 }
 
 /** Forgets a user's read positions in the tenant's rooms, their own and their receipts (memberships stay). Returns how many. */
