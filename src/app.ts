@@ -26,6 +26,7 @@ import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
 import { fileHandler } from './http/files.js';
+import { refuseSocket } from './http/refusals.js';
 import { LocalStorage } from './services/files/index.js';
 
 export interface App {
@@ -114,9 +115,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     basePath: '/trpc/',
     maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
     maxBatchSize: config.limits.maxBatchSize,
-    responseMeta: ({ data }) => {
+    responseMeta: ({ data, errors }) => {
+      const headers: Record<string, string> = {};
       const wait = retryAfterOf(data);
-      return wait === null ? {} : { headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) } };
+      if (wait !== null) headers['retry-after'] = String(Math.max(1, Math.ceil(wait / 1000)));
+      // A body over maxBodySize: the rest of it is not read. The connection ends once the 413 is
+      // out (node reads a body to its end before the next request of a kept-alive connection).
+      if (errors.some((e) => e.code === 'PAYLOAD_TOO_LARGE')) headers.connection = 'close';
+      return { headers };
     },
     onError: ({ error, path }) => {
       if (error.code === 'INTERNAL_SERVER_ERROR') log.error({ err: error.cause ?? error, path }, 'internal error');
@@ -336,10 +342,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         const open = ipConnections.get(ip) ?? 0;
         if (open >= config.limits.connectionsPerIp) {
           counters.rateLimited++;
-          // The refused socket is read until its close handshake ends; a bad frame meanwhile is an
-          // 'error' on it, which needs a listener (the transport's is never attached here).
+          // The refused socket is read until its close handshake ends (at most REFUSED_CLOSE_MS: it
+          // is counted nowhere); a bad frame meanwhile is an 'error' on it, which needs a listener
+          // (the transport's is never attached here).
           ws.on('error', ignoreError);
-          ws.close(CloseCode.TooManyConnections, 'too many connections from this address');
+          refuseSocket(ws, CloseCode.TooManyConnections, 'too many connections from this address');
           return;
         }
         ipConnections.set(ip, open + 1);

@@ -9,6 +9,10 @@
  * - a socket refused for the per-address limit (closed with 4029 right after the upgrade) is still
  *   read until its close handshake ends: a bad frame from the client then.
  *
+ * A socket refused with 4029 (per address or per user) counts in no limit while its close
+ * handshake runs: a client that never answers the close frame is dropped without waiting for it
+ * (ws would wait 30 s), so sockets opened and refused one after another are not held for that long.
+ *
  * A session whose socket has closed holds no timer: an `auth.refresh` answered after the close
  * (its token check is asynchronous) must not arm the expiry again, or the closed session and its
  * socket stay in memory until the token expires.
@@ -24,16 +28,22 @@ import { actor, CloseCode, deferred, dispose, fileServer, rawClient, Scope, TEST
 const server = fileServer('upgrade-errors', { limits: { ...TEST_LIMITS, connectionsPerIp: 1 } });
 const open = new Scope();
 
-/** A raw TCP connection to the server that sends a WebSocket upgrade of /trpc, then `after` in the same write. */
-async function rawUpgrade(after: Buffer = Buffer.alloc(0)): Promise<{ socket: Socket; received: () => Buffer }> {
-  const url = new URL(server.url);
+/**
+ * A raw TCP connection to the server (default: the file's) that sends a WebSocket upgrade of /trpc
+ * (with `headers`, e.g. an Authorization), then `after` in the same write. It never answers a frame.
+ */
+async function rawUpgrade(after: Buffer = Buffer.alloc(0), opts: { url?: string; headers?: Record<string, string> } = {}): Promise<{ socket: Socket; received: () => Buffer }> {
+  const url = new URL(opts.url ?? server.url);
   const socket = connect(Number(url.port), url.hostname);
   await once(socket, 'connect');
   const chunks: Buffer[] = [];
   socket.on('data', (b: Buffer) => chunks.push(b));
   socket.on('error', () => undefined);
   const key = randomBytes(16).toString('base64');
-  const request = `GET /trpc HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+  const extra = Object.entries(opts.headers ?? {})
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  const request = `GET /trpc HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
   socket.write(Buffer.concat([Buffer.from(request), after]));
   return { socket, received: () => Buffer.concat(chunks) };
 }
@@ -100,6 +110,46 @@ describe('socket errors around the upgrade', () => {
     await within(first.closed, 5000, 'the first connection to close');
     await waitFor(() => Object.keys(server.app.services.sessions.clientStats()).length === 0, 'the server to let the first connection go');
     await servesAgain('after-bad-frame');
+  });
+});
+
+/** The close frame the server sent after its 101 answer: code and reason. */
+function closeFrameOf(bytes: Buffer): { code: number; reason: string } {
+  const headerEnd = bytes.indexOf('\r\n\r\n');
+  expect(bytes.subarray(0, headerEnd).toString()).toMatch(/^HTTP\/1\.1 101 /);
+  const frame = bytes.subarray(headerEnd + 4);
+  expect(frame[0]).toBe(0x88); // a close frame
+  const len = frame[1]! & 0x7f;
+  return { code: frame.readUInt16BE(2), reason: frame.subarray(4, 2 + len).toString() };
+}
+
+describe('sockets refused with 4029 that never answer the close frame', () => {
+  it('per address: the server drops the refused socket without waiting for its close frame, and serves on', async () => {
+    await waitFor(() => Object.keys(server.app.services.sessions.clientStats()).length === 0, 'no connection open on the server');
+    const first = open.use(rawClient(server.url, { token: tokenFor('ip-holder') }));
+    first.send({ id: 1, method: 'query', params: { path: 'auth.me' } });
+    await first.waitFrame((f) => f.id === 1, 'the first connection to be served');
+    const { socket, received } = await rawUpgrade();
+    // ws waits 30 s for the client's close frame; the refused socket is not counted meanwhile.
+    await within(once(socket, 'close'), 10_000, 'the server to drop the refused socket that never answered its close frame');
+    expect(closeFrameOf(received())).toEqual({ code: CloseCode.TooManyConnections, reason: 'too many connections from this address' });
+    first.terminate();
+    await within(first.closed, 5000, 'the first connection to close');
+    await waitFor(() => Object.keys(server.app.services.sessions.clientStats()).length === 0, 'the server to let the first connection go');
+    await servesAgain('after-silent-refusal');
+  });
+
+  it('per user: the server drops the refused socket without waiting for its close frame', async () => {
+    await using perUser = await server.env.startServer({ limits: { ...TEST_LIMITS, connectionsPerUser: 1 } });
+    const token = tokenFor('user-holder');
+    const first = open.use(rawClient(perUser.url, { token }));
+    first.send({ id: 1, method: 'query', params: { path: 'auth.me' } });
+    await first.waitFrame((f) => f.id === 1, 'the first connection to be served');
+    const { socket, received } = await rawUpgrade(Buffer.alloc(0), { url: perUser.url, headers: { authorization: `Bearer ${token}` } });
+    await within(once(socket, 'close'), 10_000, 'the server to drop the refused socket that never answered its close frame');
+    expect(closeFrameOf(received())).toEqual({ code: CloseCode.TooManyConnections, reason: 'too many connections for this user (at most 1)' });
+    first.terminate();
+    await within(first.closed, 5000, 'the first connection to close');
   });
 });
 

@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { WebSocket as RawWebSocket } from 'ws';
 import { fileServer, getJson, startServer, tcpProxy, tokenFor, within, type TrpcHttpError, type TrpcHttpResult } from './fixture.js';
@@ -146,6 +148,44 @@ describe('tRPC over HTTP with bad requests', () => {
       body: big,
     });
     expect(res.status).toBe(413);
+    await expectServing(srv.url);
+  });
+
+  it('after a 413 the server reads no more of the body: it answers Connection: close and ends the connection', async () => {
+    const url = new URL(srv.url);
+    const socket = connect(Number(url.port), url.hostname);
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    let response = '';
+    const answered = new Promise<void>((resolve) =>
+      socket.on('data', (b: Buffer) => {
+        response += b.toString('latin1');
+        if (response.includes('\r\n\r\n')) resolve();
+      }),
+    );
+    // Not events.once: it rejects on the socket's 'error' (a write after the server ended it).
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    // A body that never ends (chunked): over the limit with its first chunk, then more for as long as
+    // the server reads it, up to 256 times the limit.
+    const limit = Math.max(srv.config.wsMaxPayloadBytes, 64 * 1024);
+    const piece = Buffer.alloc(limit + 1, 'y');
+    const chunk = Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')]);
+    socket.write(`POST /trpc/room.create HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${tokenFor('mallory')}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    socket.write(chunk);
+    await within(answered, 10_000, 'the answer to the oversized body');
+    expect(response).toMatch(/^HTTP\/1\.1 413 /);
+    expect(response.toLowerCase()).toContain('\r\nconnection: close\r\n');
+    let sent = 1;
+    const more = () => {
+      if (socket.destroyed || sent >= 256) return;
+      sent++;
+      socket.write(chunk, (err) => {
+        if (!err) more();
+      });
+    };
+    more();
+    await within(closed, 10_000, 'the server to end the connection instead of reading the rest of the body');
+    expect(sent).toBeLessThan(256);
     await expectServing(srv.url);
   });
 });

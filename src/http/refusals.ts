@@ -31,3 +31,30 @@ export function forbidUpgrade(socket: Duplex, error: string): void {
   socket.write(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   socket.destroy();
 }
+
+/**
+ * How long a WebSocket refused right after its upgrade (closed with 4029, too many connections) has
+ * to answer the close frame before it is dropped. A browser answers within a round trip; `ws` would
+ * wait 30 s, and the refused socket counts in no connection limit meanwhile: a client that never
+ * answers could hold one refused socket per connection attempt for that long.
+ */
+export const REFUSED_CLOSE_MS = 1000;
+
+/** What `refuseSocket` needs of a `ws` socket. */
+export interface RefusedSocket {
+  close(code: number, reason: string): void;
+  terminate(): void;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * Closes a socket refused after its upgrade with `code` and `reason`, and terminates it if its
+ * close handshake has not ended within `REFUSED_CLOSE_MS` (the client has seen the code by then,
+ * or is not reading).
+ */
+export function refuseSocket(ws: RefusedSocket, code: number, reason: string): void {
+  ws.close(code, reason);
+  const timer = setTimeout(() => ws.terminate(), REFUSED_CLOSE_MS);
+  timer.unref();
+  ws.once('close', () => clearTimeout(timer));
+}

@@ -150,13 +150,17 @@ export class PresenceService {
   }
 
   /**
-   * Presence of users who share a room with the caller (the caller included); anyone else of the
-   * tenant is left out of the answer, as if unknown. The tenant's integration (admins, service
-   * tokens) sees everyone's.
+   * Presence of the users whose `presence` events the caller's room streams carry: those who share a
+   * room with the caller (the caller included) and, for a support agent, the members of the support
+   * rooms the agent reads without a membership (not those of a room the agent is banned from).
+   * Anyone else of the tenant is left out of the answer, as if unknown. The tenant's integration
+   * (admins, service tokens) sees everyone's.
    */
   async get(actor: Actor, userIds: string[]) {
     const wanted = [...new Set(userIds)];
-    const visible = isIntegration(actor) ? wanted : [...(await sharingRoomWith(this.data.db(), actor.tenant, actor.id, wanted))];
+    const visible = isIntegration(actor)
+      ? wanted
+      : [...(await sharingRoomWith(this.data.db(), actor.tenant, actor.id, wanted, { supportRooms: actor.roles.includes('support') }))];
     try {
       return await this.store.get(actor.tenant, visible);
     } catch (err) {

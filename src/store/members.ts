@@ -229,8 +229,13 @@ export async function memberIdsOfTenantRoom(db: Db, tenant: string, roomId: stri
   return rows.map((r) => r.user_id);
 }
 
-/** Which of the users share at least one room of the tenant with `me` (`me` included when asked). */
-export async function sharingRoomWith(db: Db, tenant: string, me: string, userIds: readonly string[]): Promise<Set<string>> {
+/**
+ * Which of the users share at least one room of the tenant with `me` (`me` included when asked). With
+ * `supportRooms` (a support agent), also the members of every support room of the tenant `me` is not
+ * banned from: the rooms the agent reads without a membership (the rule of `decideAccess` in
+ * src/services/access.ts, as `roomListRows` lists them).
+ */
+export async function sharingRoomWith(db: Db, tenant: string, me: string, userIds: readonly string[], opts: { supportRooms?: boolean } = {}): Promise<Set<string>> {
   if (userIds.length === 0) return new Set();
   const rows = await db
     .selectFrom('membership as them')
@@ -244,5 +249,19 @@ export async function sharingRoomWith(db: Db, tenant: string, me: string, userId
     .execute();
   const out = new Set(rows.map((r) => r.user_id));
   if (userIds.includes(me)) out.add(me);
+  const rest = opts.supportRooms ? userIds.filter((id) => !out.has(id)) : [];
+  if (rest.length > 0) {
+    const customers = await db
+      .selectFrom('membership as them')
+      .innerJoin('room as r', 'r.id', 'them.room_id')
+      .select('them.user_id')
+      .distinct()
+      .where('r.tenant', '=', tenant)
+      .where('r.kind', '=', 'support')
+      .where('them.user_id', 'in', rest)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', me))))
+      .execute();
+    for (const r of customers) out.add(r.user_id);
+  }
   return out;
 }

@@ -13,7 +13,7 @@ import { parseTRPCMessage } from '@trpc/server/rpc';
 import type { RawData, WebSocket } from 'ws';
 import { callProcedure } from './call.js';
 import { type FrameWriteCounters, frameHead, trackedTail, writeTextFrame } from './frames.js';
-import type { LiveConnection } from './keepalive.js';
+import type { LiveConnection, LiveConnections } from './keepalive.js';
 import {
   BINARY,
   FALLBACK_ERROR,
@@ -45,7 +45,7 @@ const ENDED = 2;
  * creates its context, answers queries and mutations, runs subscriptions and writes their frames
  * (the hot path: `sendValue` and `cork`).
  */
-export function connectionClass<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>, connections: Set<LiveConnection>, counters: FrameWriteCounters) {
+export function connectionClass<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>, connections: LiveConnections, counters: FrameWriteCounters) {
   type TCtx = inferRouterContext<TRouter>;
   const router = opts.router;
   const config = router._def._config;
@@ -183,7 +183,8 @@ export function connectionClass<TRouter extends AnyRouter>(opts: TransportOption
     /**
      * Writes one reply and checks the socket's limit: every write counts against it, replies
      * included (not only live events), down to the `PONG` of a client's `PING` (a client that
-     * never reads and keeps pinging would otherwise grow the queue without bound).
+     * never reads and keeps pinging would otherwise grow the queue without bound) and the
+     * keep-alive's own `PING` (keepalive.ts).
      */
     write(frame: Parameters<WebSocket['send']>[0]): void {
       this.ws.send(frame);

@@ -46,8 +46,8 @@ export interface TransportExtraOptions {
    * per call),
    * subscriptions the client stopped whose work has not ended yet (`maxStopping`, default
    * `maxInflight`: a new subscription over it gets TOO_MANY_REQUESTS), and the bytes queued on the
-   * socket after which any reply, a `PONG` included, calls `onOverflow` (`hardBytes`, e.g. to close
-   * a slow consumer).
+   * socket after which any write, a `PONG` and the keep-alive's `PING` included, calls `onOverflow`
+   * (`hardBytes`, e.g. to close a slow consumer).
    */
   limits?:
     | {

@@ -3,26 +3,32 @@ import { type AnyRouter, getTRPCErrorFromUnknown } from '@trpc/server';
 import type { RawData, WebSocket } from 'ws';
 import { connectionClass } from './connection.js';
 import type { FrameWriteCounters } from './frames.js';
-import { keepAliveSweep, type LiveConnection } from './keepalive.js';
+import { LiveConnections } from './keepalive.js';
 import { OPEN, type TransportOptions } from './protocol.js';
 
 /** What `applyWSSHandler` returns: tRPC's `broadcastReconnectNotification` plus `close`. */
 export interface WsTransport {
   /** Asks every client to reconnect (tRPC's `reconnect` notification), e.g. before a shutdown. */
   broadcastReconnectNotification(): void;
-  /** Stops the keep-alive sweep (also done when the WebSocket server closes). */
+  /**
+   * Stops the keep-alive sweep for good (also done when the WebSocket server closes). Without it the
+   * sweep still runs only while there are connections.
+   */
   close(): void;
 }
 
 /**
  * Returns a `ws` connection listener that serves a router, as tRPC's `getWSConnectionHandler`:
- * for your own WebSocket server. With `keepAlive.enabled`, its sweep starts here (it is unref'd:
- * it never keeps the process alive).
+ * for your own WebSocket server. With `keepAlive.enabled`, its sweep runs while the listener has
+ * connections (keepalive.ts): nothing to stop when the server is done with it.
  */
 export function getWSConnectionHandler<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>) {
-  const connections = new Set<LiveConnection>();
-  if (opts.keepAlive?.enabled) keepAliveSweep(connections, opts.keepAlive.pingMs, opts.keepAlive.pongWaitMs);
-  return connectionHandler(opts, connections);
+  return connectionHandler(opts, liveConnections(opts));
+}
+
+function liveConnections<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>): LiveConnections {
+  const k = opts.keepAlive;
+  return new LiveConnections(k?.enabled === true, k?.pingMs, k?.pongWaitMs);
 }
 
 /** What the socket's listeners below need of its connection. */
@@ -54,7 +60,7 @@ function onSocketClose(this: WebSocket): void {
   conn?.closed();
 }
 
-function connectionHandler<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>, connections: Set<LiveConnection>) {
+function connectionHandler<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>, connections: LiveConnections) {
   const counters: FrameWriteCounters = opts.counters ?? { wsDirectWrites: 0, wsFallbackWrites: 0 };
   const Connection = connectionClass(opts, connections, counters);
   return (ws: WebSocket, req: IncomingMessage) => {
@@ -81,19 +87,14 @@ function hasConnectionParamsFlag(url: string | undefined): boolean {
  * `TransportExtraOptions`. See README.md in this folder for what is faster, why, and what differs.
  */
 export function applyWSSHandler<TRouter extends AnyRouter>(opts: TransportOptions<TRouter>): WsTransport {
-  const connections = new Set<LiveConnection>();
+  const connections = liveConnections(opts);
   const onConnection = connectionHandler(opts, connections);
   opts.wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
     if (opts.prefix && !req.url?.startsWith(opts.prefix)) return;
     onConnection(ws, req);
   });
 
-  let sweep: NodeJS.Timeout | null = null;
-  if (opts.keepAlive?.enabled) sweep = keepAliveSweep(connections, opts.keepAlive.pingMs, opts.keepAlive.pongWaitMs);
-  const close = () => {
-    if (sweep) clearInterval(sweep);
-    sweep = null;
-  };
+  const close = () => connections.close();
   opts.wss.once('close', close);
 
   return {

@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http';
 import { TRPCError } from '@trpc/server';
 import { AuthError } from '../auth/errors.js';
 import { clientAddress } from '../http/client-address.js';
+import { type RefusedSocket, refuseSocket } from '../http/refusals.js';
 import type { Actor } from '../domain/actor.js';
 import type { Services } from '../services/index.js';
 import { CloseCode } from '../domain/close-codes.js';
@@ -82,7 +83,8 @@ export function contextFactory(services: Services) {
         ]);
         if (!admitted) {
           services.deps.counters.rateLimited++;
-          ws.close(CloseCode.TooManyConnections, `too many connections for this user (at most ${max})`);
+          // Dropped if its close handshake has not ended within REFUSED_CLOSE_MS (ws waits 30 s).
+          refuseSocket(ws, CloseCode.TooManyConnections, `too many connections for this user (at most ${max})`);
           return { actor: null, authError: 'too many connections', services };
         }
         // The client may have left during the awaits above: its 'close' has fired already and would
@@ -125,7 +127,7 @@ export function contextFactory(services: Services) {
 
 const WS_OPEN = 1;
 
-interface SocketLike extends SessionSocket {
+interface SocketLike extends SessionSocket, RefusedSocket {
   readyState: number;
   ping: unknown;
 }
