@@ -6,13 +6,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempDisposable, readFile, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConfig, removeLogin, saveLogin, type StoredLogin } from '../client/cli/config.js';
 import { createChatClient, type ChatClient } from '../client/index.js';
-import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, TERMINAL_CONTROL, tokenFor, uuid, type TestEnv, type TestServer } from './fixture.js';
+import { Collector, dispose, freePort, PROJECT_ROOT, Scope, testEnv, TERMINAL_CONTROL, tokenFor, uuid, within, type TestEnv, type TestServer } from './fixture.js';
 
 let env: TestEnv;
 let port: number;
@@ -70,10 +71,10 @@ function spawnCli(args: string[], user: string, env: Record<string, string> = {}
   return child;
 }
 
-/** Runs a command to completion. */
-async function cli(args: string[], user = 'alice', env: Record<string, string> = {}): Promise<CliRun> {
+/** Runs a command to completion (`input`: what its stdin reads before it ends). */
+async function cli(args: string[], user = 'alice', env: Record<string, string> = {}, input = ''): Promise<CliRun> {
   const child = spawnCli(args, user, env);
-  child.stdin!.end();
+  child.stdin!.end(input);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -102,7 +103,7 @@ async function cli(args: string[], user = 'alice', env: Record<string, string> =
 /** A long-running CLI (tail, chat): its output lines as they come, stdin to drive it. */
 class LiveCli {
   readonly out = new Collector<string>();
-  readonly err: string[] = [];
+  readonly err = new Collector<string>();
   readonly exited: Promise<number | null>;
   constructor(readonly child: ChildProcess) {
     createInterface({ input: child.stdout! }).on('line', (l) => this.out.push(l));
@@ -118,7 +119,7 @@ class LiveCli {
       const lines = await this.out.until((ls) => ls.some(pred), what, timeoutMs);
       return lines.find(pred)!;
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n--- stdout ---\n${this.out.items.join('\n')}\n--- stderr ---\n${this.err.join('\n')}`);
+      throw new Error(`${(err as Error).message}\n--- stdout ---\n${this.out.items.join('\n')}\n--- stderr ---\n${this.err.items.join('\n')}`);
     }
   }
   /**
@@ -392,6 +393,76 @@ describe('chat CLI', () => {
 
     chat.child.stdin!.end(); // Ctrl-D
     expect(await chat.exited).toBe(0);
+  });
+
+  it('chat with piped input: prints the scrollback, then the piped lines as the room shows them, before it exits', async () => {
+    await login('pia');
+    const paul = client('paul');
+    const room = await paul.trpc.room.create.mutate({ kind: 'group', name: 'piped-room', memberIds: ['pia'] });
+    const old = await paul.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'earlier words' });
+
+    // `printf 'first line\nsecond line\n' | chat <room>`: stdin ends at once.
+    const r = await cli(['chat', room.id], 'pia', {}, 'first line\nsecond line\n');
+    expect(r.code, r.stderr).toBe(0);
+    const mine = (await paul.trpc.chat.history.query({ roomId: room.id })).messages.filter((m) => m.senderId === 'pia');
+    expect(mine.map((m) => m.body)).toEqual(['first line', 'second line']);
+    const lines = r.stdout.split('\n');
+    const at = (text: string) => lines.findIndex((l) => l.includes(text));
+    expect(at(`#${old.seq} paul: earlier words`), r.stdout).toBeGreaterThanOrEqual(0);
+    expect(at(`#${mine[0]!.seq} pia: first line`), r.stdout).toBeGreaterThan(at(`#${old.seq} paul: earlier words`));
+    expect(at(`#${mine[1]!.seq} pia: second line`), r.stdout).toBeGreaterThan(at(`#${mine[0]!.seq} pia: first line`));
+    for (const body of ['earlier words', 'first line', 'second line']) expect(lines.filter((l) => l.endsWith(`: ${body}`)), r.stdout).toHaveLength(1);
+
+    // --json: the scrollback as `history` lines, each piped line as its `message.new`.
+    const j = await cli(['chat', room.id, '--json', '--history', '1'], 'pia', {}, 'third line\n');
+    expect(j.code, j.stderr).toBe(0);
+    const events = j.json<{ type: string; message?: { body: string } }>().filter((e) => e.type === 'history' || e.type === 'message.new');
+    expect(events.map((e) => [e.type, e.message?.body])).toEqual([
+      ['history', 'second line'],
+      ['message.new', 'third line'],
+    ]);
+  });
+
+  it('chat: Ctrl-C while a line waits to be retried (server down) exits without waiting for the retry; the line is reported not sent', async () => {
+    const downPort = await freePort();
+    const down = await env.startServer({ port: downPort });
+    const room = await clients
+      .use(createChatClient({ url: down.url, token: tokenFor('paco'), lazy: true }))
+      .trpc.room.create.mutate({ kind: 'group', name: 'sigint-room', memberIds: ['rosa'] });
+    expect((await cli(['login', 'rosa'], 'rosa', { CHAT_URL: down.url })).code).toBe(0);
+    // CHAT_DEBUG=1: a line on stderr each time a send fails and waits to be retried.
+    const chat = new LiveCli(spawnCli(['chat', room.id], 'rosa', { CHAT_URL: down.url, CHAT_DEBUG: '1' }));
+    await chat.line((l) => l.includes('online'), 'the room shown');
+
+    // The server goes; its port drops every connection, counting the sends that reach it.
+    await down.close();
+    const sends = new Collector<string>();
+    const gone = createServer((socket) => {
+      socket.on('error', () => undefined);
+      socket.once('data', (d: Buffer) => {
+        const request = d.toString('latin1').split('\r\n')[0]!;
+        if (request.startsWith('POST ') && request.includes('chat.send')) sends.push(request);
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => gone.listen(downPort, '127.0.0.1', resolve));
+    try {
+      chat.write('typed while the server is down');
+      await chat.line((l) => l.includes('server unreachable'), 'the queued line');
+      // Three failed tries, the CLI now waiting (0.5 to 1 s) before the fourth.
+      const retries = () => chat.err.items.filter((l) => l.includes('failed: retry in')).length;
+      await chat.err.until(() => retries() >= 3, 'three failed tries of the send', 30_000);
+      const tries = sends.items.length;
+      expect(tries).toBe(retries());
+      chat.child.kill('SIGINT');
+      expect(await within(chat.exited, 15_000, 'the CLI to exit')).toBe(0);
+      // Out at once: no try after Ctrl-C (the old behaviour waited for the back-off and tried again).
+      expect(sends.items.length).toBe(tries);
+      await chat.line((l) => l.includes('not sent') && l.includes('typed while the server is down'), 'the line reported not sent');
+      await expect(stat(join(dir, 'rosa.json.lock'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await new Promise<void>((resolve) => gone.close(() => resolve()));
+    }
   });
 
   it('notify: shows the preferences, sets a room level with --mute-until, turns e-mail off', async () => {

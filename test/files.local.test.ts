@@ -467,13 +467,14 @@ describe('previews and removals on two nodes', () => {
     // node's worker removes the file's objects.
     const base = storage();
     const slow: FileStorage = Object.create(base);
-    slow.read = async (k, max) => {
-      const bytes = await base.read(k, max);
-      await as(alice!).chat.delete({ messageId: m.id });
-      await t.app.services.fileWorker.runOnce();
-      await expect(base.stat(key)).resolves.toBeNull();
-      return bytes;
-    };
+    slow.withFile = (k, max, fn) =>
+      base.withFile(k, max, async (path) => {
+        const made = await fn(path);
+        await as(alice!).chat.delete({ messageId: m.id });
+        await t.app.services.fileWorker.runOnce();
+        await expect(base.stat(key)).resolves.toBeNull();
+        return made;
+      });
     const other = new FileWorker(t.app.services.store, slow, filesConfig(), t.app.log);
     await t.env.sql(`update file set preview = 'pending', lease_until = null where id = $1`, [ticket.fileId]);
     expect((await other.runOnce()).previews).toBeGreaterThanOrEqual(1);
@@ -666,7 +667,7 @@ describe('one upload per URL at a time', () => {
     await writeFile(stale, 'left');
     await utimes(stale, old, old);
     expect((await put(ticket, Buffer.from('new!'))).status).toBe(200);
-    expect((await storage().read(`${key}.upload`, 10)).toString()).toBe('new!');
+    expect(Buffer.from(await storage().readHead(`${key}.upload`, 10)).toString()).toBe('new!');
     // Left by a process that died: the worker's round removes it; a fresh one stays.
     const other = `${local.path(`${key}.upload`)}.0a0b0c.part`;
     await writeFile(stale, 'left');

@@ -5,20 +5,31 @@
  * (`ChatClient.openRoom`): a reconnect or a server restart resumes from the last event id, and the
  * timeline drops anything it has already shown, so no line is lost or repeated. Lines typed while
  * the server is away are queued and sent, in order, with their client ids (sends are idempotent).
+ *
+ * The end of the input (Ctrl-D, `/quit`, a pipe that ends) leaves once the scrollback is shown, the
+ * queued lines are sent and the room has shown them; Ctrl-C (SIGINT) and SIGTERM leave at once:
+ * the wait for a retry and a send on its way are cut short, and every line not sent is named.
  */
 import { emitKeypressEvents, createInterface, clearLine, cursorTo, type Interface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pc from 'picocolors';
 import { allMembers, backoff, isTransient, newClientId, retryAfterMs, type ChatClient, type Message, type Room, type RoomEvent } from '../index.js';
 import type { Context } from './context.js';
 import { CliError, describeError } from './errors.js';
 import { formatEvent, formatMember, formatMessage } from './format.js';
 import { presenceOf } from './commands.js';
+import { clean } from './terminal.js';
 import { createMeeting } from './video.js';
 
 /** Send `typing: true` at most this often while keys are pressed (the server coalesces within 3 s). */
 const TYPING_EVERY_MS = 3_000;
 /** Send `typing: false` after this long without a key. */
 const TYPING_IDLE_MS = 5_000;
+/**
+ * On the way out, how long the lines just sent may take to come back through the room's events
+ * (shown in the room's order); those that have not by then are shown from the send's answer.
+ */
+const ECHO_WAIT_MS = 5_000;
 
 const HELP = [
   'Enter sends the line. Commands:',
@@ -57,6 +68,15 @@ class ChatSession {
   private fail!: (err: unknown) => void;
   private room!: ReturnType<ChatClient['openRoom']>;
   private quitting = false;
+  /** Aborted by Ctrl-C / SIGTERM: every wait of the way out ends, a send on its way is abandoned. */
+  private readonly interrupt = new AbortController();
+  /** Resolved once the scrollback is printed: lines are sent (and shown) after it. */
+  private scrollbackShown!: () => void;
+  private readonly scrollback = new Promise<void>((r) => (this.scrollbackShown = r));
+  /** Lines sent whose `message.new` has not been shown yet, by message id. */
+  private readonly unechoed = new Map<string, Message>();
+  /** Called on every change of the room view (the way out waits for the echo of the lines sent). */
+  private roomChanged: (() => void) | null = null;
 
   constructor(
     private readonly ctx: Context,
@@ -76,15 +96,15 @@ class ChatSession {
     this.rl.setPrompt(this.promptText());
     this.rl.on('line', (line) => void this.onLine(line));
     this.rl.on('close', () => void this.quit());
-    this.rl.on('SIGINT', () => void this.quit()); // Ctrl-C in a terminal
+    this.rl.on('SIGINT', () => void this.quit('interrupt')); // Ctrl-C in a terminal
     if (this.tty) {
       emitKeypressEvents(process.stdin, this.rl);
       process.stdin.on('keypress', (_s: string, key: { name?: string } | undefined) => {
         if (key?.name !== 'return' && key?.name !== 'enter') this.keyPressed();
       });
     }
-    process.once('SIGTERM', () => void this.quit());
-    process.once('SIGINT', () => void this.quit());
+    process.once('SIGTERM', () => void this.quit('interrupt'));
+    process.once('SIGINT', () => void this.quit('interrupt'));
 
     this.print(pc.bold(`── ${this.info.name} `) + pc.dim(`(${this.info.kind}, ${this.info.memberCount} members) · /help for commands`));
     let warned = false;
@@ -108,17 +128,39 @@ class ChatSession {
       historyLimit: this.historyLimit,
       onChange: (event, fresh) => {
         if (event && fresh) this.show(event);
+        this.roomChanged?.();
       },
       onError: (err) => this.fail(new CliError(describeError(err, this.ctx.url))),
     });
     this.room.timeline.selfId = this.selfId;
-    await this.room.loaded;
-    for (const m of this.room.timeline.messages()) this.showMessage(m, 'history');
-    // Who is online is a nicety: a server going away right now must not end the session.
-    await this.showPresence().catch(() => undefined);
-    this.scheduleMarkRead();
-    if (this.tty) this.rl.prompt();
+    const shown = (async () => {
+      await this.room.loaded;
+      if (this.interrupt.signal.aborted) return;
+      for (const m of this.room.timeline.messages()) this.showMessage(m, 'history');
+      this.scrollbackShown();
+      // Who is online is a nicety: a server going away right now must not end the session.
+      await this.showPresence().catch(() => undefined);
+      if (this.quitting) return;
+      this.scheduleMarkRead();
+      if (this.tty) this.rl.prompt();
+    })();
+    // Ctrl-C while the room loads ends the session without it.
+    await Promise.race([shown, finished]);
     await finished;
+  }
+
+  /** Resolves when `p` does, or at once on Ctrl-C (answering false then). */
+  private async unlessInterrupted(p: Promise<unknown>): Promise<boolean> {
+    const signal = this.interrupt.signal;
+    if (signal.aborted) return false;
+    let stop!: () => void;
+    const interrupted = new Promise<false>((r) => (stop = () => r(false)));
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      return await Promise.race([p.then(() => true), interrupted]);
+    } finally {
+      signal.removeEventListener('abort', stop);
+    }
   }
 
   // ---- output --------------------------------------------------------------------------------
@@ -167,6 +209,7 @@ class ChatSession {
 
   private show(event: RoomEvent): void {
     if (event.type === 'message.new') {
+      this.unechoed.delete(event.message.id);
       this.showMessage(event.message, 'message.new');
       if (event.message.senderId !== this.selfId) this.scheduleMarkRead();
       this.refreshPrompt();
@@ -331,32 +374,80 @@ class ChatSession {
     void this.pump();
   }
 
-  /** Sends queued lines in order; transient failures are retried with the same client id. */
+  /**
+   * Sends queued lines in order, once the scrollback is shown; transient failures are retried with
+   * the same client id. Ctrl-C ends the wait for a retry and abandons a send on its way: the lines
+   * left are reported, none is tried again.
+   */
   private async pump(): Promise<void> {
     if (this.sending) return;
     this.sending = true;
+    const signal = this.interrupt.signal;
+    await this.unlessInterrupted(this.scrollback);
     let attempt = 0;
     let warned = false;
     while (this.queue.length > 0) {
       const next = this.queue[0]!;
-      try {
-        await this.client.trpc.chat.send.mutate({ roomId: this.info.id, clientId: next.clientId, body: next.body });
+      if (signal.aborted) {
         this.queue.shift();
+        this.notSent('not sent', next.body, 'interrupted');
+        continue;
+      }
+      try {
+        const m = await this.client.trpc.chat.send.mutate({ roomId: this.info.id, clientId: next.clientId, body: next.body }, { signal });
+        this.queue.shift();
+        // Shown when its `message.new` comes (in the room's order), unless that came first.
+        if (!this.room.timeline.byMessageId(m.id)) this.unechoed.set(m.id, m);
         attempt = 0;
         warned = false;
       } catch (err) {
+        if (signal.aborted) {
+          this.queue.shift();
+          this.notSent('not confirmed', next.body, 'interrupted before the server answered: it may have been sent');
+          continue;
+        }
         if (!isTransient(err) || this.quitting) {
           this.queue.shift();
-          this.print(pc.red(`not sent: ${describeError(err, this.ctx.url)}`));
+          this.notSent('not sent', next.body, describeError(err, this.ctx.url));
           continue;
         }
         if (!warned) this.print(pc.yellow(`… server unreachable, will send when it is back (${this.queue.length} queued)`));
         warned = true;
-        await new Promise((r) => setTimeout(r, Math.max(backoff(attempt++), retryAfterMs(err) ?? 0)));
+        const wait = Math.max(backoff(attempt++), retryAfterMs(err) ?? 0);
+        if (process.env.CHAT_DEBUG) process.stderr.write(`[debug] ${new Date().toISOString()} send ${next.clientId} failed: retry in ${wait} ms\n`);
+        await sleep(wait, undefined, { signal }).catch(() => undefined);
       }
     }
     this.sending = false;
     this.drained?.();
+  }
+
+  /** Names a line that did not go out (its start: a long one is cut). */
+  private notSent(what: string, body: string, why: string): void {
+    this.print(pc.red(`${what}: "${clean(body.length > 60 ? `${body.slice(0, 59)}…` : body)}" (${why})`));
+  }
+
+  /**
+   * Waits (at most ECHO_WAIT_MS, or until Ctrl-C) until the room has shown the lines sent, then
+   * shows those it has not from the send's answer: a pipe that ends right after its lines still
+   * prints them, as the room numbers them.
+   */
+  private async showSent(): Promise<void> {
+    const seen = () => [...this.unechoed.values()].every((m) => this.room.timeline.lastSeq >= m.seq);
+    if (this.unechoed.size > 0 && !seen()) {
+      let timer: NodeJS.Timeout | undefined;
+      const caughtUp = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ECHO_WAIT_MS);
+        this.roomChanged = () => {
+          if (seen()) resolve();
+        };
+      });
+      await this.unlessInterrupted(caughtUp);
+      clearTimeout(timer);
+      this.roomChanged = null;
+    }
+    for (const m of [...this.unechoed.values()].sort((a, b) => a.seq - b.seq)) this.showMessage(m, 'message.new');
+    this.unechoed.clear();
   }
 
   private scheduleMarkRead(): void {
@@ -372,11 +463,18 @@ class ChatSession {
     }, 300);
   }
 
-  private async quit(): Promise<void> {
+  /**
+   * `end` (Ctrl-D, /quit, /leave, the end of piped input): the scrollback, then the lines already
+   * typed go out (as long as the server answers) and are shown as the room has them. `interrupt`
+   * (Ctrl-C, SIGTERM): at once, also in the middle of an `end`.
+   */
+  private async quit(how: 'end' | 'interrupt' = 'end'): Promise<void> {
+    if (how === 'interrupt') this.interrupt.abort();
     if (this.quitting) return;
     this.quitting = true;
-    // Lines already typed (e.g. piped in) go out before we leave, as long as the server answers.
+    if (how === 'end') await this.unlessInterrupted(this.scrollback);
     if (this.sending || this.queue.length > 0) await new Promise<void>((r) => (this.drained = r));
+    await this.showSent();
     this.stopTyping();
     if (this.markTimer) clearTimeout(this.markTimer);
     if (this.typingExpiry) clearTimeout(this.typingExpiry);

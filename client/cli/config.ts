@@ -3,6 +3,7 @@
  * Location: $CHAT_CONFIG, else $XDG_CONFIG_HOME/trpc-chat/config.json, else ~/.config/trpc-chat/config.json.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -61,18 +62,29 @@ const LOCK_WAIT_MS = 5_000;
 /** A lock older than this was left by a command that died while holding it. */
 const STALE_LOCK_MS = 10_000;
 
+/** The lock files this process holds: removed as it exits, also in the middle of a change (Ctrl-C). */
+const held = new Set<string>();
+let releaseOnExit = false;
+
 /**
  * Runs a read-modify-write of the file under `<path>.lock` (created exclusively): two commands
  * saving logins at once (two logins, a token renewed by a running `chat tail`) would otherwise
  * each write back what they read, and the later one would drop the other's entry.
  */
 async function locked<T>(path: string, change: () => Promise<T>): Promise<T> {
+  if (!releaseOnExit) {
+    releaseOnExit = true;
+    process.once('exit', () => {
+      for (const lock of held) rmSync(lock, { force: true });
+    });
+  }
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const lock = `${path}.lock`;
   const deadline = Date.now() + LOCK_WAIT_MS;
   for (;;) {
     try {
       await (await open(lock, 'wx', 0o600)).close();
+      held.add(lock);
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -86,6 +98,7 @@ async function locked<T>(path: string, change: () => Promise<T>): Promise<T> {
     return await change();
   } finally {
     await rm(lock, { force: true });
+    held.delete(lock);
   }
 }
 

@@ -1,5 +1,4 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type DownloadOptions, type FileStorage, type SignedUpload, STORAGE_KEY } from './storage.js';
@@ -201,13 +200,12 @@ export class LocalStorage implements FileStorage {
     }
   }
 
-  async read(key: string, maxBytes: number): Promise<Buffer> {
+  /** The object's own file (objects are never rewritten once promoted). */
+  async withFile<T>(key: string, maxBytes: number, fn: (path: string) => Promise<T>): Promise<T> {
     const s = await this.stat(key);
     if (!s) throw new Error(`object ${key} is missing`);
     if (s.size > maxBytes) throw new Error(`object ${key} is larger than ${maxBytes} bytes`);
-    const chunks: Buffer[] = [];
-    for await (const chunk of createReadStream(this.path(key))) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    return fn(this.path(key));
   }
 
   async write(key: string, data: Buffer): Promise<void> {

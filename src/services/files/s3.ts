@@ -8,6 +8,13 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as NodeReadableStream } from 'node:stream/web';
 import type { S3Config } from '../../config.js';
 import { contentDisposition } from './content.js';
 import { type DownloadOptions, type FileStorage, type SignedUpload, STORAGE_KEY } from './storage.js';
@@ -98,13 +105,34 @@ export class S3Storage implements FileStorage {
     return r.Body ? await r.Body.transformToByteArray() : new Uint8Array(0);
   }
 
-  async read(key: string, maxBytes: number): Promise<Buffer> {
+  /**
+   * The object streamed into a temp file of its own (mode 0600, in a fresh folder of the OS temp
+   * directory), removed with its folder once `fn` settles. Bytes past `maxBytes` end the copy,
+   * whatever the store said the length was.
+   */
+  async withFile<T>(key: string, maxBytes: number, fn: (path: string) => Promise<T>): Promise<T> {
     const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(key) }));
+    const body = r.Body === undefined ? Readable.from([]) : r.Body instanceof Readable ? r.Body : Readable.fromWeb(r.Body.transformToWebStream() as NodeReadableStream);
     if ((r.ContentLength ?? 0) > maxBytes) {
-      r.Body?.transformToWebStream().cancel().catch(() => {});
+      body.destroy();
       throw new Error(`object ${key} is larger than ${maxBytes} bytes`);
     }
-    return Buffer.from(r.Body ? await r.Body.transformToByteArray() : new Uint8Array(0));
+    const dir = await mkdtemp(join(tmpdir(), 'chat-file-'));
+    try {
+      const path = join(dir, 'object');
+      let copied = 0;
+      const bounded = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          copied += chunk.length;
+          done(copied > maxBytes ? new Error(`object ${key} is larger than ${maxBytes} bytes`) : null, chunk);
+        },
+      });
+      await pipeline(body, bounded, createWriteStream(path, { mode: 0o600 }));
+      return await fn(path);
+    } finally {
+      body.destroy();
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   async write(key: string, data: Buffer, mime: string): Promise<void> {

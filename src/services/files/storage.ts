@@ -32,8 +32,13 @@ export interface FileStorage {
   promote(from: string, to: string): Promise<boolean>;
   /** The first `bytes` bytes of the object (fewer for a smaller one). */
   readHead(key: string, bytes: number): Promise<Uint8Array>;
-  /** The whole object (refused when larger than `maxBytes`). */
-  read(key: string, maxBytes: number): Promise<Buffer>;
+  /**
+   * Runs `fn` on a file that holds the object's bytes (refused when larger than `maxBytes`): the
+   * object's own file (local), or a copy streamed from the store into a temp file of the OS temp
+   * directory and removed once `fn` settles (s3). The bytes never sit in memory whole: an image's
+   * thumbnail is made from the file, which libvips reads in strips.
+   */
+  withFile<T>(key: string, maxBytes: number, fn: (path: string) => Promise<T>): Promise<T>;
   write(key: string, data: Buffer, mime: string): Promise<void>;
   /** Removes an object; no object is not an error. */
   remove(key: string): Promise<void>;

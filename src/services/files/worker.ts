@@ -1,3 +1,4 @@
+import { open } from 'node:fs/promises';
 import type { FilesConfig } from '../../config.js';
 import type { Logger } from '../../logger.js';
 import { claimPreviews, claimRemovals, fileById, finishPreview, finishRemoval, noteFileError } from '../../store/files.js';
@@ -27,11 +28,45 @@ const MAX_PIXELS = 100_000_000;
 const GIF_MAX_PIXELS = 25_000_000;
 const isGif = (bytes: Buffer) => bytes.length >= 6 && (bytes.toString('latin1', 0, 6) === 'GIF87a' || bytes.toString('latin1', 0, 6) === 'GIF89a');
 
-/** An image's dimensions (as displayed: EXIF rotation applied; a GIF's first frame) and its WebP thumbnail. */
-export async function makePreview(bytes: Buffer): Promise<{ width: number; height: number; thumbnail: Buffer }> {
-  // Loaded with the first image (libvips and its bindings: memory a node without uploads never needs).
-  const { default: sharp } = await import('sharp');
-  const image = sharp(bytes, { animated: false, limitInputPixels: isGif(bytes) ? GIF_MAX_PIXELS : MAX_PIXELS });
+/** The first bytes of a file (fewer for a smaller one). */
+async function headOf(path: string, bytes: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+let sharpModule: Promise<typeof import('sharp')['default']> | null = null;
+/**
+ * sharp, loaded with the first image (libvips and its bindings: memory a node without uploads never
+ * needs). Its cache holds no file open: a temp copy removed after its thumbnail must not keep its
+ * disk space, and an object's file is read once.
+ */
+const loadSharp = () =>
+  (sharpModule ??= import('sharp').then(({ default: sharp }) => {
+    sharp.cache({ files: 0 });
+    return sharp;
+  }));
+
+export interface Preview {
+  width: number;
+  height: number;
+  thumbnail: Buffer;
+}
+
+/**
+ * An image's dimensions (as displayed: EXIF rotation applied; a GIF's first frame) and its WebP
+ * thumbnail. Given a file's path, libvips reads the file itself, in strips where the format allows:
+ * the memory it takes follows the image's width, not the file's size.
+ */
+export async function makePreview(input: string | Buffer): Promise<Preview> {
+  const sharp = await loadSharp();
+  const gif = isGif(typeof input === 'string' ? await headOf(input, 6) : input);
+  const image = sharp(input, { animated: false, limitInputPixels: gif ? GIF_MAX_PIXELS : MAX_PIXELS });
   const meta = await image.metadata();
   const rotated = (meta.orientation ?? 1) >= 5;
   const w = meta.width;
@@ -140,9 +175,16 @@ export class FileWorker {
     const rows = await claimPreviews(this.store.db(), BATCH, LEASE_MS);
     for (const r of rows) {
       if (!r.message_id) continue;
-      let bytes: Buffer;
+      // Read from a file (the object's own, or a temp copy of it), never into memory whole. A read
+      // that fails is retried; an image that cannot be decoded is not.
+      let made: { preview: Preview } | { err: unknown };
       try {
-        bytes = await this.storage.read(r.storage_key, this.cfg.maxBytes);
+        made = await this.storage.withFile(r.storage_key, this.cfg.maxBytes, (path) =>
+          makePreview(path).then(
+            (preview) => ({ preview }),
+            (err: unknown) => ({ err }),
+          ),
+        );
       } catch (err) {
         this.log.warn({ err, fileId: r.id }, 'cannot read an image for its preview');
         await noteFileError(this.store.db(), r.id, String(err)).catch(() => {});
@@ -150,13 +192,13 @@ export class FileWorker {
         await this.finish(r.id, r.room_id, r.message_id, null);
         continue;
       }
-      let preview: Awaited<ReturnType<typeof makePreview>> | null = null;
+      let preview: Preview | null = null;
       try {
-        preview = await makePreview(bytes);
-        await this.storage.write(`${r.storage_key}${THUMB_SUFFIX}`, preview.thumbnail, 'image/webp');
+        if ('err' in made) throw made.err;
+        await this.storage.write(`${r.storage_key}${THUMB_SUFFIX}`, made.preview.thumbnail, 'image/webp');
+        preview = made.preview;
       } catch (err) {
         this.log.warn({ err, fileId: r.id }, 'cannot make the preview of an image');
-        preview = null;
       }
       if (!(await this.finish(r.id, r.room_id, r.message_id, preview)) && preview) {
         // The file went meanwhile (its message, room or uploader deleted): another node's removal
