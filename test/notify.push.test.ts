@@ -38,7 +38,7 @@ import { newCounters } from '../src/metrics.js';
 import type { PresenceStore } from '../src/realtime/presence-store.js';
 import { Mailer } from '../src/services/notify/digest.js';
 import { NotifyWorker } from '../src/services/notify/worker.js';
-import { enqueue, holdPush, type PushKind } from '../src/store/notify.js';
+import { abandonPush, enqueue, holdPush, type PushKind } from '../src/store/notify.js';
 import { startLiveKitDouble } from './video-doubles.js';
 
 const vapid = { ...generateVapidKeys(), subject: 'mailto:ops@example.com' };
@@ -277,6 +277,8 @@ async function heldClaim(db: string, prefix: string) {
     /** Lets every claim's presence read through, the one held and all after it. */
     release: () => gate.resolve(),
     w: null as unknown as NotifyWorker,
+    /** The server's database, for claims made as another node's worker makes them. */
+    db: srv.app.services.store.db(),
     async [Symbol.asyncDispose]() {
       gate.resolve();
       await held.w.stop();
@@ -891,6 +893,82 @@ describe('who gets a push', () => {
     expect(p!.urgency).toBe('high');
     await waitFor(row, 'the push recorded', { until: (r) => Number(r?.pending) === 0 });
     expect(pushesTo(sub)).toHaveLength(1);
+  });
+
+  it('a claim whose node died after a less personal item came (no outcome, its lease ran out): the node that takes the row over pushes the mention as a mention, once', async () => {
+    await using held = await heldClaim('pushdeadclaim', 'dead');
+    const { env, tenant, as, sub, w } = held;
+    const row = async () => (await env.sql<{ pending: number; kind: string }>('select pending, kind from notify_push where tenant = $1', [tenant]))[0];
+    const room = await as('alice').room.create({ kind: 'group', name: 'Ops', memberIds: ['carol'] });
+    await as('carol').notify.setRoomPreference({ roomId: room.id, level: 'all' });
+    await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: '@carol the database is down', mentions: ['carol'] });
+    // Node A claims the row as its worker does, then dies: no outcome, nothing put back.
+    const [a] = await claimPushes(held.db, 10, 60_000);
+    expect(a).toMatchObject({ pending: 1, kind: 'mention' });
+    // While A's claim stands, a plain message (level all) folds into the row.
+    await as('alice').chat.send({ roomId: room.id, clientId: uuid(), body: 'and the cache too' });
+    expect(await row()).toMatchObject({ pending: 2 });
+    // A's lease runs out (moved here rather than waited for): this node takes the row over.
+    await env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = $1", [tenant]);
+    held.release();
+    w.start();
+    const [p] = await waitPushes(sub, 1, 'the push sent by the node that took the row over');
+    expect(p!.payload).toMatchObject({ type: 'mention', roomId: room.id, title: 'You were mentioned in Ops', body: '2 new notifications in Ops', count: 2 });
+    expect(p!.urgency).toBe('high');
+    await waitFor(row, 'the push recorded', { until: (r) => Number(r?.pending) === 0 });
+    expect(pushesTo(sub)).toHaveLength(1);
+  });
+
+  it("a row taken over from dead claims has the most personal kind of all its items: the claimed ones and those folded in since; never a dead claim's kind it no longer holds", async () => {
+    // A database of its own with its worker stopped: the claims are made here, as nodes' workers make them.
+    await using env = await testEnv('pushdeadkind');
+    const srv = await env.startServer();
+    await srv.app.services.notifyWorker.stop();
+    const db = srv.app.services.store.db();
+    await env.sql(
+      `insert into push_device (id, tenant, user_id, kind, endpoint, p256dh, auth, created_at) values ($1, 'dead', 'bob', 'webpush', 'https://push.example/dead', 'k', 'a', now())`,
+      [uuid()],
+    );
+    const roomId = uuid();
+    const queue = (...kinds: PushKind[]) =>
+      enqueue(
+        db,
+        kinds.map((kind) => ({ tenant: 'dead', userId: 'bob', roomId, kind, messageId: null, messageSeq: null, fromUser: 'alice', title: null, url: null })),
+        { push: true, digest: false, coalesceMs: 0, digestDelayMs: 0 },
+      );
+    // The claim's node dies: its lease runs out (moved here rather than waited for), nothing else is written.
+    const dies = () => env.sql("update notify_push set lease_until = now() - interval '1 second' where tenant = 'dead'");
+    const claim = async () => (await claimPushes(db, 10, 60_000))[0]!;
+
+    // A claims a mention and dies after a message came: B has both, as a mention.
+    await queue('mention');
+    expect(await claim()).toMatchObject({ pending: 1, kind: 'mention' });
+    await queue('message');
+    await dies();
+    expect(await claim()).toMatchObject({ pending: 2, kind: 'mention' });
+    // B dies too, after a reply came: C has the three, still a mention.
+    await queue('reply');
+    await dies();
+    const c = await claim();
+    expect(c).toMatchObject({ pending: 3, kind: 'mention' });
+    expect(await finishPush(db, c, c.pending, true, 0)).toBe(true);
+    // A message is claimed by a node of the version before `claim_kind` (it sets the lease only), which
+    // dies: D takes over a message, not the mention C sent. D dies with nothing more: E has a message.
+    await queue('message');
+    await env.sql("update notify_push set lease_until = now() - interval '1 second', updated_at = now() - interval '1 second', attempts = attempts + 1 where tenant = 'dead'");
+    expect(await claim()).toMatchObject({ pending: 1, kind: 'message' });
+    await dies();
+    expect(await claim()).toMatchObject({ pending: 1, kind: 'message' });
+    await dies();
+    // A more personal item after a dead claim's lease ran out, before the takeover, is kept.
+    await queue('direct');
+    const f = await claim();
+    expect(f).toMatchObject({ pending: 2, kind: 'direct' });
+    // A claim that ended with no outcome while its node lived (abandoned), then taken over: its kind, once more.
+    await queue('message');
+    expect(await abandonPush(db, f)).toBe(true);
+    await dies();
+    expect(await claim()).toMatchObject({ pending: 3, kind: 'direct' });
   });
 
   it('a digest stuck on a stalled SMTP relay holds back no push: pushes and digests have loops of their own, and stop() ends both', async () => {

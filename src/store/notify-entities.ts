@@ -60,7 +60,8 @@ export const NotifyRoomPreference = defineEntity({
  * room). `pending` counts what arrived since the last push; the newest item is kept for the text.
  * Written in the transaction (or the grouped send's statement) of what it is about; claimed by a worker
  * with a lease (`leaseUntil`), so a node that dies leaves it to another. `dueAt`: not before then
- * (coalescing window, quiet hours, retry backoff).
+ * (coalescing window, quiet hours, retry backoff). `claimKind`: the kind the claim holding the lease
+ * was taken with (null without a lease), so that a takeover from a dead node keeps it (src/store/notify.ts).
  */
 export const NotifyPush = defineEntity({
   name: 'NotifyPush',
@@ -80,6 +81,7 @@ export const NotifyPush = defineEntity({
     dueAt: p.datetime(),
     lastSentAt: p.datetime().nullable(),
     leaseUntil: p.datetime().nullable(),
+    claimKind: p.string().length(32).nullable(),
     attempts: p.integer().default(0),
     lastError: p.string().length(500).nullable(),
     updatedAt: p.datetime().onCreate(() => new Date()),

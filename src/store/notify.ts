@@ -174,8 +174,9 @@ const rankOf = (kind: string) => `array_position(${RANKED}, (${kind})::text)`;
  * `updated_at` is its `lease_until` until an item comes) takes the first item since the claim as it
  * is: the claim stands for the items it read, and if its push ends them (sent, dropped), what remains
  * is what came since; a claim that keeps its items (held, retried, or left to its lease:
- * `abandonPush`) puts their kind back (`withClaimedKind`). Only a claim whose node died after items
- * came leaves the row with their kind, not its own (no column keeps both).
+ * `abandonPush`) puts their kind back (`withClaimedKind`). A claim whose node died writes nothing:
+ * the claim that takes the row over puts it back from `claim_kind` (`claimPushes`), so a new item
+ * still writes `kind` alone.
  */
 export const PUSH_KIND_ON_CONFLICT = `case when notify_push.pending > 0
       and (notify_push.lease_until is null or notify_push.lease_until <= now() or notify_push.updated_at <> notify_push.lease_until)
@@ -429,7 +430,19 @@ export interface ClaimedPush {
   lease_until: Date;
 }
 
-/** Claims up to `limit` due rows for `leaseMs` (FOR UPDATE SKIP LOCKED: each row by one worker; a dead worker's row is taken again after its lease). */
+/**
+ * The kind a claim takes (SQL, in `claimPushes`): the row's, or, taking the row over from a claim that
+ * ended with no outcome (its lease is still set: its node died, or it was abandoned), the more personal
+ * of the row's and the one that claim was taken with (`claim_kind`): the row's kind is then that of
+ * the items queued since that claim (PUSH_KIND_ON_CONFLICT), and that claim's items are still pending.
+ */
+const TAKEN_KIND = `case when q.lease_until is not null and ${rankOf('q.claim_kind')} < ${rankOf('q.kind')} then q.claim_kind else q.kind end`;
+
+/**
+ * Claims up to `limit` due rows for `leaseMs` (FOR UPDATE SKIP LOCKED: each row by one worker; a dead
+ * worker's row is taken again after its lease, with the kind of all its items: TAKEN_KIND). The claim
+ * keeps its kind in `claim_kind` while it holds the lease (every outcome but `abandonPush` clears both).
+ */
 export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<ClaimedPush[]> {
   return db
     .updateTable('notify_push as q')
@@ -450,7 +463,8 @@ export function claimPushes(db: Db, limit: number, leaseMs: number): Promise<Cla
     // the same: nothing queued since the claim (PUSH_KIND_ON_CONFLICT).
     .set((eb) => {
       const lease = sql<Date>`date_trunc('milliseconds', ${inMs(leaseMs)})`;
-      return { lease_until: lease, updated_at: lease, attempts: eb('q.attempts', '+', 1) };
+      const kind = sql.raw<string>(TAKEN_KIND);
+      return { lease_until: lease, updated_at: lease, attempts: eb('q.attempts', '+', 1), kind, claim_kind: kind };
     })
     .whereRef('q.tenant', '=', 'd.tenant')
     .whereRef('q.user_id', '=', 'd.user_id')
@@ -503,6 +517,7 @@ export async function finishPush(db: Db, k: PushClaim, handled: number, sent: bo
     .set({
       pending: pendingLess(handled),
       lease_until: null,
+      claim_kind: null,
       attempts: 0,
       last_error: null,
       ...(sent ? { last_sent_at: now(), due_at: inMs(coalesceMs) } : { due_at: afterWindow(coalesceMs) }),
@@ -524,17 +539,17 @@ const withClaimedKind = (claimed: PushKind) =>
  * once, and claimed over and over until the node's clock caught up).
  */
 export async function holdPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>, holdMs: number): Promise<boolean> {
-  return applied(await pushRow(db, k).set({ due_at: inMs(holdMs), lease_until: null, attempts: 0, kind: withClaimedKind(k.kind) }).executeTakeFirst());
+  return applied(await pushRow(db, k).set({ due_at: inMs(holdMs), lease_until: null, claim_kind: null, attempts: 0, kind: withClaimedKind(k.kind) }).executeTakeFirst());
 }
 
 /** A failed attempt: retried in `retryInMs`, or given up (its items dropped) when null. */
 export async function failPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>, handled: number, retryInMs: number | null, error: string): Promise<boolean> {
   const lastError = clip(error, 500);
   if (retryInMs === null) {
-    return applied(await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, attempts: 0, last_error: lastError }).executeTakeFirst());
+    return applied(await pushRow(db, k).set({ pending: pendingLess(handled), lease_until: null, claim_kind: null, attempts: 0, last_error: lastError }).executeTakeFirst());
   }
   return applied(
-    await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, last_error: lastError, kind: withClaimedKind(k.kind) }).executeTakeFirst(),
+    await pushRow(db, k).set({ due_at: inMs(retryInMs), lease_until: null, claim_kind: null, last_error: lastError, kind: withClaimedKind(k.kind) }).executeTakeFirst(),
   );
 }
 
@@ -543,7 +558,8 @@ export async function failPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>,
  * shutdown aborted the requests, an error): the row stays leased and is claimed again once the lease
  * ends, with the claimed items' kind put back as a held claim does (an item queued since the claim set
  * the row to its own kind, PUSH_KIND_ON_CONFLICT), and the claim's mark ended (`updated_at`), so that
- * what comes until then folds into that kind too.
+ * what comes until then folds into that kind too. A node that dies cannot: the next claim does it
+ * (`claimPushes`).
  */
 export async function abandonPush(db: Db, k: PushClaim & Pick<ClaimedPush, 'kind'>): Promise<boolean> {
   return applied(await pushRow(db, k).set({ kind: withClaimedKind(k.kind), updated_at: now() }).executeTakeFirst());

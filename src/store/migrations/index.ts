@@ -22,6 +22,7 @@ import { Migration20261206030742 } from './Migration20261206030742.js';
 import { Migration20261206070000 } from './Migration20261206070000.js';
 import { Migration20261206080000 } from './Migration20261206080000.js';
 import { Migration20261206084404 } from './Migration20261206084404.js';
+import { Migration20261206100000 } from './Migration20261206100000.js';
 
 type MigrationCtor = new (...args: ConstructorParameters<typeof Migration>) => Migration;
 
@@ -65,4 +66,6 @@ export const migrationsList: { name: string; class: MigrationCtor }[] = [
   { name: 'Migration20261206080000', class: Migration20261206080000 },
   // deleted_meeting: a deleted room's meetings while their join tokens may be valid (a late join ends the provider room again).
   { name: 'Migration20261206084404', class: Migration20261206084404 },
+  // notify_push.claim_kind: the kind a claim was taken with, so a takeover from a dead node keeps it.
+  { name: 'Migration20261206100000', class: Migration20261206100000 },
 ];
