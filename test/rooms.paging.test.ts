@@ -265,6 +265,12 @@ describe('room.list pages', () => {
   /** Reads the room list page by page (`before`: the cursor of the last room of the page before) until a short page. */
   const pageRooms = (read: (before: RoomListCursor | undefined) => Promise<RoomListItem[]>, limit: number) => pageThrough(read, roomListCursor, limit);
 
+  /**
+   * Items as any read of the same rooms answers them: without `version`, that of the read's counts
+   * (src/store/receipts.ts `countsVersion`), which a later read may have higher.
+   */
+  const items = (rs: RoomListItem[]) => rs.map(({ version: _, ...r }) => r);
+
   it('pages by activity, newest first, with before and limit: every room once, in order, the same items as one call', async () => {
     const [owner, pat] = users('owner', 'pat');
     const names = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
@@ -290,6 +296,8 @@ describe('room.list pages', () => {
     const all = await as(pat!).room.list();
     expect(all.map((r) => r.id)).toEqual(expected);
     expect([...all].sort(byActivity)).toEqual(all);
+    // One read: the same version of the counts for every room.
+    expect(new Set(all.map((r) => r.version)).size).toBe(1);
     expect(all.find((r) => r.id === id('c'))).toMatchObject({ unreadCount: 2, lastMessage: { body: 'more in c' } });
     expect(all.find((r) => r.id === id('g'))).toMatchObject({ unreadCount: 0, lastMessage: null });
 
@@ -297,7 +305,7 @@ describe('room.list pages', () => {
       const pages = await pageRooms((before) => as(pat!).room.list({ before, limit }), limit);
       const union = pages.flat();
       // The same items as the unpaged answer (room, role, counts, last message), in its order, each once.
-      expect(union).toEqual(all);
+      expect(items(union)).toEqual(items(all));
       expect(pages.map((p) => p.length)).toEqual([...Array(Math.floor(7 / limit)).fill(limit), 7 % limit]);
     }
     // A page boundary between the two rooms of the same millisecond: neither is lost nor repeated.
@@ -310,14 +318,14 @@ describe('room.list pages', () => {
     expect((await as(pat!).room.list({ before: { activityAt: at, roomId: '00000000-0000-4000-8000-000000000000' } })).map((r) => r.id)).toEqual(expected.slice(5));
     // After the last room: nothing. null is no cursor and the default limit.
     expect(await as(pat!).room.list({ before: roomListCursor(all[6]!) })).toEqual([]);
-    expect(await as(pat!).room.list({ before: null, limit: null })).toEqual(all);
+    expect(items(await as(pat!).room.list({ before: null, limit: null }))).toEqual(items(all));
     // Another tenant's user of the same id has no rooms, whatever the cursor.
     expect(await as(pat!, 'tenant-b').room.list({ before: { activityAt: new Date(), roomId: id('a') }, limit: 3 })).toEqual([]);
 
     // The client library reads every page (cursors are dates over the wire: superjson).
     await using c = clientFor(t.url, pat!);
-    for (const pageSize of [1, 2, 5, 7, 100]) expect(await allRooms(c, { pageSize })).toEqual(all);
-    expect(await allRooms(c)).toEqual(all);
+    for (const pageSize of [1, 2, 5, 7, 100]) expect(items(await allRooms(c, { pageSize }))).toEqual(items(all));
+    expect(items(await allRooms(c))).toEqual(items(all));
     expect(ROOMS_PAGE_SIZE).toBe(500);
   });
 
@@ -393,7 +401,7 @@ describe('room.list pages', () => {
 
     for (const limit of [1, 2, 4]) {
       const pages = await pageRooms((before) => asAgent().room.list({ before, limit }), limit);
-      expect(pages.flat()).toEqual(all);
+      expect(items(pages.flat())).toEqual(items(all));
     }
     // A cursor right at the banned room's place does not bring it up either.
     const atBanned = await asAgent().room.list({ before: { activityAt: new Date('2023-01-01T00:00:06.500Z'), roomId: 'ffffffff-ffff-4fff-bfff-ffffffffffff' } });
@@ -474,7 +482,7 @@ describe('room.list pages', () => {
     await expectTRPCError(as(agent!, tenant, ['support']).room.list({ limit: 501 }), 'BAD_REQUEST', /limit must be at most 500/);
 
     await using c = clientFor(t.url, agent!, { tenant, roles: ['support'] });
-    expect(await allRooms(c)).toEqual(every);
+    expect(items(await allRooms(c))).toEqual(items(every));
     expect((await allRooms(c, { pageSize: 200 })).map((r) => r.id)).toEqual(every.map((r) => r.id));
   });
 });

@@ -239,7 +239,7 @@ export type InboxUnreadChanged = {
   lastReadSeq: number;
   unread: number;
   mentions: number;
-  /** Orders this room's counts with those of `room.activity`: lower than the counts shown means stale. */
+  /** Orders this room's counts with those of `room.activity` and `room.list`: lower than the counts shown means stale. */
   version: number;
 };
 
@@ -272,9 +272,10 @@ export type InboxRoomActivity = {
   mentionCount: number;
   lastReadSeq: number;
   /**
-   * Orders this room's counts with those of `unread.changed`: counts read later never have a lower
-   * one. Counts taken before a read on another device may arrive after its `unread.changed`; a
-   * client keeps the counts with the highest version (on a tie, the later).
+   * Orders this room's counts with those of `unread.changed` and `room.list`: counts read later never
+   * have a lower one. Counts taken before a read on another device may arrive after its
+   * `unread.changed`, or after a `room.list` read after it; a client keeps the counts with the
+   * highest version (on a tie, the later).
    */
   version: number;
 };

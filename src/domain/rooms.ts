@@ -54,6 +54,12 @@ export interface RoomListItem extends RoomDto {
   unreadCount: number;
   lastReadSeq: number;
   lastMessage: MessageDto | null;
+  /**
+   * The version of `unreadCount` and `lastReadSeq`, as `room.activity` and `unread.changed` carry
+   * it: counts read later never have a lower one, so a client keeps, of the list's and the events'
+   * counts, those of the highest version (on a tie, the later).
+   */
+  version: number;
 }
 
 export interface MemberDto {

@@ -69,12 +69,15 @@ export function unreadCountsQuery(db: Db, tenant: string, userId: string, roomId
 }
 
 /**
- * The version of the counts a statement reads (`unread.changed`, `room.activity`): its snapshot's
- * xmax, one past the newest transaction id finished when the snapshot was taken (64 bits with the
- * epoch, far below 2^53). A later snapshot never has a lower one, so counts read later never get a
- * lower version, whatever moved the read position (a read, a mark unread).
+ * The column `version` of the counts a statement reads (`unread.changed`, `room.activity`, each
+ * `room.list` entry): its snapshot's xmax, one past the newest transaction id finished when the
+ * snapshot was taken (64 bits with the epoch, far below 2^53: an int8, read as a number). A later
+ * snapshot never has a lower one, so counts read later never get a lower version, whatever moved
+ * the read position (a read, a mark unread). On a streaming replica (`room.list` may be read there)
+ * it is the xmax of the primary's history the replica has replayed: a replica behind gives a lower
+ * version, as it gives older counts. Computed once per statement (an InitPlan), not per row.
  */
-const countsVersion = () => sql<string>`pg_snapshot_xmax(pg_current_snapshot())::text`.as('version');
+export const countsVersion = () => sql<number>`(select pg_snapshot_xmax(pg_current_snapshot())::text::int8)`.as('version');
 
 /**
  * My counts of the rooms right after my read position moved (`unread.changed`), with their version.
@@ -91,8 +94,7 @@ export async function unreadCountsAfterMove(
 ): Promise<{ room_id: string; last_read_seq: number; unread: number; mentions: number; version: number }[]> {
   if (roomIds.length === 0) return [];
   await sql`select pg_current_xact_id()`.execute(db);
-  const rows = await unreadCountsQuery(db, tenant, userId, roomIds).select(countsVersion()).execute();
-  return rows.map((r) => ({ ...r, version: Number(r.version) }));
+  return unreadCountsQuery(db, tenant, userId, roomIds).select(countsVersion()).execute();
 }
 
 /** Unread and unread-mention counts of every room of the user in the tenant, by room id. */
@@ -228,7 +230,7 @@ export async function unreadCountsOfMembers(
   pairs: readonly { roomId: string; userId: string }[],
 ): Promise<{ room_id: string; user_id: string; last_read_seq: number; unread: number; mentions: number; version: number }[]> {
   if (pairs.length === 0) return [];
-  const rows = await db
+  return db
     .selectFrom('membership as mb')
     .innerJoin('room as r', 'r.id', 'mb.room_id')
     .innerJoinLateral(
@@ -245,5 +247,4 @@ export async function unreadCountsOfMembers(
       ),
     )
     .execute();
-  return rows.map((r) => ({ ...r, version: Number(r.version) }));
 }

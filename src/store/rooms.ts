@@ -6,7 +6,7 @@ import type { RoomDto, RoomVisibility } from '../domain/rooms.js';
 import { clip } from '../domain/text.js';
 import { type Db, type Tables, violatesUnique } from './database.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
-import { unreadCount } from './receipts.js';
+import { countsVersion, unreadCount } from './receipts.js';
 import { jsonb, now, type Tx } from './tx.js';
 
 /** The columns of `room` a RoomDto is built from. */
@@ -188,6 +188,8 @@ export type RoomListRow = RoomRow & {
   role: string;
   last_read_seq: number;
   unread_count: number;
+  /** The version of the counts (src/store/receipts.ts `countsVersion`): the same for every row of one read. */
+  version: number;
   last_message_id: string | null;
 };
 
@@ -218,7 +220,7 @@ export interface RoomListQuery {
  * tenant the user is not banned from), the archived ones or the others (`archived`), by activity
  * (see `RoomListCursor`), newest first, then by room id (descending): at most `limit` rooms after
  * `before`. Each with the user's role and read position (`member` and 0 without a membership), the
- * unread count (src/store/receipts.ts) and the id of the newest message.
+ * unread count and its version (src/store/receipts.ts) and the id of the newest message.
  *
  * Two steps in one statement: `page` picks the page's rooms (each room's activity from the newest
  * message on `message_room_seq_unique`, one index probe per candidate room); member and unread
@@ -273,6 +275,7 @@ export function roomListRows(db: Db, tenant: string, userId: string, q: RoomList
         .else(unreadCount({ roomId: eb.ref('mb.room_id'), userId: eb.ref('mb.user_id'), lastReadSeq: eb.ref('mb.last_read_seq'), lastSeq: eb.ref('r.last_seq') }))
         .end()
         .as('unread_count'),
+      countsVersion(),
       'p.last_message_id',
     ])
     .orderBy('p.activity_at', 'desc')

@@ -30,9 +30,9 @@ import { ThreadPanel } from './threads.js';
 
 /**
  * A room of the list: what `room.list` answers, its newest message kept as a preview (as `room.activity`
- * brings it), and the version of the counts shown (0 after a list read; see `applyCounts`).
+ * brings it); `version` is that of the counts shown, from the list or an event (see `applyCounts`).
  */
-type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null; countsVersion: number };
+type RoomItem = Omit<RouterOutputs['room']['list'][number], 'lastMessage'> & { lastMessage: MessagePreview | null };
 type Member = RouterOutputs['room']['members'][number];
 type FileInfo = RouterOutputs['file']['get'];
 interface Session {
@@ -265,6 +265,8 @@ async function logout() {
   await chat?.close();
   chat = null;
   session = null;
+  // The next user's first list read starts from nothing (a list read merges with what is shown).
+  rooms = [];
   localStorage.removeItem(SESSION_KEY);
   history.replaceState(null, '', location.pathname);
   showLogin();
@@ -332,11 +334,28 @@ async function loadRooms() {
     const listed = await allRooms(chat);
     // A room dropped after this read started stays dropped: the read may predate its deletion.
     const gone = (id: string) => (droppedAt.get(id) ?? 0) > dropsBefore;
-    rooms = listed.filter((r) => !gone(r.id)).map((r) => ({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage), countsVersion: 0 }));
+    const shown = new Map(rooms.map((r) => [r.id, r]));
+    rooms = listed
+      .filter((r) => !gone(r.id))
+      .map((r) => newest({ ...r, lastMessage: r.lastMessage && previewOf(r.lastMessage) }, shown.get(r.id)))
+      .sort((a, b) => activeAt(b) - activeAt(a));
   } catch (err) {
     return report(err);
   }
   renderRooms();
+}
+
+/**
+ * A room as a list read answers it, merged with what the list shows: events that came in while it
+ * was read may be newer (a message after the read: a higher `lastSeq`; a read on another device
+ * after it: counts of a higher version), and events counted before it that come in later lose to it
+ * the same way (`applyActivity`, `applyCounts`).
+ */
+function newest(listed: RoomItem, shown: RoomItem | undefined): RoomItem {
+  if (!shown) return listed;
+  const preview = shown.lastSeq > listed.lastSeq ? { lastSeq: shown.lastSeq, lastMessage: shown.lastMessage } : {};
+  const counts = shown.version > listed.version ? { unreadCount: shown.unreadCount, lastReadSeq: shown.lastReadSeq, version: shown.version } : {};
+  return { ...listed, ...preview, ...counts };
 }
 const refreshRooms = debounce(() => void loadRooms(), 200);
 
@@ -356,16 +375,17 @@ function applyActivity(a: InboxEventOf<'room.activity'>) {
   if (!r) return refreshRooms();
   // Several nodes may each send one: an older view of the room never replaces a newer one.
   if (a.seq < r.lastSeq) return;
-  // Counts taken before a read on another device may come after its unread.changed: keep the newer.
-  const counts = a.version < r.countsVersion ? {} : { unreadCount: a.unreadCount, lastReadSeq: a.lastReadSeq, countsVersion: a.version };
+  // Counts taken before a read on another device may come after its unread.changed, or after a list
+  // read that followed it: keep the newer.
+  const counts = a.version < r.version ? {} : { unreadCount: a.unreadCount, lastReadSeq: a.lastReadSeq, version: a.version };
   patchRoom(a.roomId, { lastSeq: a.seq, lastMessage: a.lastMessage, ...counts });
 }
 
-/** A room's counts from `unread.changed`, unless those shown are newer (a higher version). */
+/** A room's counts from `unread.changed`, unless those shown (from the list or an event) are newer: a higher version. */
 function applyCounts(roomId: string, version: number, counts: Pick<RoomItem, 'unreadCount' | 'lastReadSeq'>) {
   const r = rooms.find((x) => x.id === roomId);
-  if (r && version < r.countsVersion) return;
-  patchRoom(roomId, { ...counts, countsVersion: version });
+  if (r && version < r.version) return;
+  patchRoom(roomId, { ...counts, version });
 }
 
 /** A room that is no longer mine (left, removed, deleted) leaves the list. */

@@ -73,7 +73,8 @@ export class RoomReads {
    * left out; with `archived: true`, only archived rooms are listed. At most `limit` rooms
    * (1..ROOMS_MAX_LIMIT, default ROOMS_DEFAULT_LIMIT) after `before` (none: from the most recent):
    * pass the last room of a page as `before` (`roomListCursor`) for the next; a page shorter than
-   * `limit` is the last.
+   * `limit` is the last. Each room's counts carry the `version` of the read (src/store/receipts.ts),
+   * to be ordered with those of `room.activity` and `unread.changed`.
    */
   async list(actor: Actor, input: RoomListPage = {}): Promise<RoomListItem[]> {
     const limit = pageLimit(input.limit, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT);
@@ -91,6 +92,7 @@ export class RoomReads {
       unreadCount: r.unread_count,
       lastReadSeq: r.last_read_seq,
       lastMessage: (r.last_message_id && last.get(r.last_message_id)) || null,
+      version: r.version,
     }));
   }
 
