@@ -727,6 +727,7 @@ class RoomView {
       this.hasMore = page.hasMore;
       this.render();
       this.scrollToBottom();
+      this.markRead();
     } catch (err) {
       report(err);
     }
@@ -900,7 +901,9 @@ class RoomView {
         return;
       case 'reset':
         // The server could not continue from our last event (retention, a restored database):
-        // the timeline was cleared, load the newest page again.
+        // the timeline was cleared, load the newest page again. The room's position may now be
+        // below what was reported read (a restored backup): report reads again from it on.
+        this.markedSeq = 0;
         void this.reloadHistory();
         return;
       case 'message.new':

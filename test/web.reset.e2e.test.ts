@@ -1,0 +1,110 @@
+/**
+ * The browser page's open room after a `reset` to a lower seq (the database restored from an older
+ * backup, so the room's seqs start again below what the page had read): the page reports its reads
+ * again from the room's new position on, so the user's unread counts (the room list, the other
+ * devices) follow. Debian's Chromium driven by playwright-core against a real server (PostgreSQL +
+ * Redis) that is restarted on the same port; every wait is on a condition, never a fixed sleep.
+ */
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWebPage, launchChromium } from './fixture/browser.js';
+import { clientFor, dispose, freePort, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
+
+/** Page-side waits: generous for a loaded CI machine (a reconnect backs off), well inside the test timeout. */
+const WAIT = 20_000;
+
+let env: TestEnv;
+let port: number;
+let srv: TestServer;
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+
+beforeAll(async () => {
+  buildWebPage();
+  env = await testEnv('web_reset');
+  port = await freePort();
+  srv = await env.startServer({ port });
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  for (const c of contexts) await c.close().catch(() => undefined);
+  await browser?.close();
+  await dispose(env);
+});
+
+async function newPage(errors: string[]): Promise<Page> {
+  const ctx = await browser.newContext();
+  contexts.push(ctx);
+  ctx.setDefaultTimeout(WAIT);
+  const page = await ctx.newPage();
+  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+  return page;
+}
+
+/** A message the server has confirmed (it has a seq), by its text. */
+const message = (page: Page, text: string) => page.locator('#messages .msg[data-seq]', { has: page.locator('.body', { hasText: text }) });
+
+describe('the page at / after a reset to a lower seq', () => {
+  it('reports reads of the open room again after its seqs went back below what it had read (a restored backup)', async () => {
+    const u = uuid().slice(0, 8);
+    const [carol, dave] = [`c-${u}`, `d-${u}`];
+    const errors: string[] = [];
+    const page = await newPage(errors);
+    await page.goto(srv.url);
+    await page.locator('#login-username').fill(carol);
+    await page.locator('#login-name').fill('Carol');
+    await page.locator('#login-form button[type=submit]').click();
+    await page.waitForSelector('#conn[data-state="open"]');
+
+    const room = await (async () => {
+      await using dc = clientFor(srv.url, dave);
+      const r = await dc.trpc.room.create.mutate({ kind: 'group', name: 'Restored', memberIds: [carol] });
+      const sent = [];
+      for (const body of ['one', 'two', 'three', 'four']) sent.push(await dc.trpc.chat.send.mutate({ roomId: r.id, clientId: uuid(), body }));
+      return { ...r, sent };
+    })();
+    const [m1, m2] = room.sent;
+    const readPosition = async () =>
+      Number((await env.sql<{ s: string }>('select last_read_seq as s from membership where room_id = $1 and user_id = $2', [room.id, carol]))[0]!.s);
+
+    // Carol opens the room: the page shows it and reports it read up to its last seq (N).
+    await page.locator(`#room-list .room-item[data-room-id="${room.id}"]`).click();
+    await message(page, 'four').waitFor();
+    const n = room.sent.at(-1)!.seq;
+    await waitFor(readPosition, 'the page reporting the room read', { until: (s) => s === n, timeoutMs: WAIT });
+
+    // The server goes away and the database comes back from a backup taken after "two", when Carol
+    // had read only "one": the room's position is below what the page read.
+    await srv.close();
+    const k = m2!.seq;
+    await env.sql('delete from message where room_id = $1 and seq > $2', [room.id, k]);
+    await env.sql('delete from room_event where room_id = $1 and seq > $2', [room.id, k]);
+    await env.sql('update room set last_seq = $2 where id = $1', [room.id, k]);
+    await env.sql('update membership set last_read_seq = least(last_read_seq, $2), receipt_seq = least(receipt_seq, $2) where room_id = $1', [room.id, k]);
+    await env.sql('update membership set last_read_seq = $3, receipt_seq = $3 where room_id = $1 and user_id = $2', [room.id, carol, m1!.seq]);
+    expect(await readPosition()).toBe(m1!.seq);
+
+    // Back on the same port: the page's room stream resumes from N, above the room's position, and
+    // gets `reset` to it; the page reloads the room (the messages the backup lacks are gone).
+    srv = await env.startServer({ port });
+    await message(page, 'three').waitFor({ state: 'detached' });
+    await message(page, 'two').waitFor();
+    await page.waitForSelector('#conn[data-state="open"]');
+    // What it shows ("two", unread in the backup) it reports read.
+    await waitFor(readPosition, 'the page reporting the restored room read', { until: (s) => s === k, timeoutMs: WAIT });
+
+    // Dave writes again: a seq at or below N, which the page shows and must report read.
+    await using dc = clientFor(srv.url, dave);
+    const fresh = await dc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after the restore' });
+    expect(fresh.seq).toBeLessThanOrEqual(n);
+    await message(page, 'after the restore').waitFor();
+    expect(
+      await waitFor(readPosition, "Carol's read position following the message the page shows", { until: (s) => s === fresh.seq, timeoutMs: WAIT }),
+    ).toBe(fresh.seq);
+    // Her other devices and the room list count nothing unread in the room.
+    await using phone = clientFor(srv.url, carol);
+    expect((await phone.trpc.receipt.unread.query()).find((c) => c.roomId === room.id)).toMatchObject({ unread: 0, lastReadSeq: fresh.seq });
+    expect(errors).toEqual([]);
+  });
+});
