@@ -47,7 +47,8 @@ export interface EventBus {
    */
   publish(channel: string, payload: BusPayload): Promise<void>;
   /**
-   * Subscribes a handler to a channel. Resolves once the subscription is live on the broker.
+   * Subscribes a handler to a channel. Resolves once the subscription is live on the broker; rejects
+   * when the broker refused it, for every handler that waited for it (none of them stays added).
    * Returns the function that removes this handler (the broker subscription is reference-counted).
    */
   subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>>;

@@ -36,6 +36,13 @@ const HELLO = 'hello';
 const BYE = 'bye';
 const ACK = 'ack:';
 
+/** A channel's broker subscription once Redis answered it (one settled promise for all). */
+const LIVE = Promise.resolve();
+
+/** Backoff of a resubscription Redis refused (an ACL that took a channel away): 200 ms doubling up to 30 s. */
+const REFUSED_RETRY_MIN_MS = 200;
+const REFUSED_RETRY_MAX_MS = 30_000;
+
 /** The publisher and the dedicated subscriber connection of one node's bus, named by its node id. */
 export interface BusConnections {
   nodeId: string;
@@ -87,7 +94,16 @@ export class RedisBus implements EventBus {
   private readonly pub: RedisLink['client'];
   private readonly sub: RedisLink['client'];
   private readonly table = new ChannelTable();
-  private readonly pending = new Map<string, Promise<void>>();
+  /**
+   * The broker subscription of each channel with handlers: from its SUBSCRIBE until the last
+   * handler leaves. A SUBSCRIBE that fails is dropped at once (before any waiting handler hears
+   * of it), so nothing says subscribed that Redis did not subscribe: the next handler sends its own.
+   */
+  private readonly brokerSubs = new Map<string, Promise<void>>();
+  /** Channels whose resubscription Redis refused after a reconnect, retried with backoff. */
+  private readonly refused = new Set<string>();
+  private refusedTimer: NodeJS.Timeout | null = null;
+  private refusedRetryMs = REFUSED_RETRY_MIN_MS;
   private readonly reconnectListeners = new Set<() => void>();
   private readonly onError: (err: unknown) => void;
   private readonly publishTimeoutMs: number;
@@ -169,15 +185,69 @@ export class RedisBus implements EventBus {
 
   private async resubscribeAndNotify(): Promise<void> {
     // Sharded: ioredis' subscriber group resubscribes every channel itself.
-    const chans = this.sharded ? [] : this.table.channels().map((c) => this.brokerName(c));
-    try {
-      if (chans.length) await this.sub.subscribe(...chans);
-    } catch (err) {
-      this.onError(err);
+    if (!this.sharded) {
+      this.refused.clear();
+      await this.subscribeAgain(this.table.channels());
     }
     // Known to every node again before the listeners read what they missed (see the class comment).
     if (this.soloEnabled) await this.announce();
     this.notifyReconnect();
+  }
+
+  /**
+   * Subscribes channels that have handlers again (after a reconnect), in one SUBSCRIBE. Redis
+   * refuses a whole SUBSCRIBE for one channel it refuses (an ACL), so then one per channel: the
+   * others are back at once, and the refused ones are retried with backoff (the next subscribe of
+   * one of them sends its own SUBSCRIBE and is told if refused). Returns how many came back.
+   */
+  private async subscribeAgain(channels: string[]): Promise<number> {
+    if (channels.length === 0) return 0;
+    try {
+      await this.sub.subscribe(...channels.map((c) => this.brokerName(c)));
+      for (const c of channels) this.subscribedAgain(c);
+      return channels.length;
+    } catch (err) {
+      this.onError(err);
+    }
+    let back = 0;
+    await Promise.all(
+      channels.map(async (c) => {
+        try {
+          await this.sub.subscribe(this.brokerName(c));
+          this.subscribedAgain(c);
+          back++;
+        } catch {
+          if (!this.table.has(c)) return;
+          this.refused.add(c);
+          this.brokerSubs.delete(c);
+        }
+      }),
+    );
+    this.retryRefused();
+    return back;
+  }
+
+  /** A channel subscribed again whose last subscription was refused: live for the next handler too. */
+  private subscribedAgain(channel: string): void {
+    if (this.table.has(channel) && !this.brokerSubs.has(channel)) this.brokerSubs.set(channel, LIVE);
+  }
+
+  private retryRefused(): void {
+    if (this.refusedTimer || this.closed || this.refused.size === 0) return;
+    this.refusedTimer = setTimeout(() => {
+      this.refusedTimer = null;
+      // Down again: the resubscription after the next reconnect covers them.
+      if (this.closed || this.sub.status !== 'ready') return;
+      const channels = [...this.refused].filter((c) => this.table.has(c));
+      this.refused.clear();
+      void this.subscribeAgain(channels).then((back) => {
+        if (this.refused.size === 0) this.refusedRetryMs = REFUSED_RETRY_MIN_MS;
+        // Their handlers missed what was published meanwhile: the listeners fill it as after a reconnect.
+        if (back > 0) this.notifyReconnect();
+      });
+    }, this.refusedRetryMs);
+    this.refusedTimer.unref();
+    this.refusedRetryMs = Math.min(this.refusedRetryMs * 2, REFUSED_RETRY_MAX_MS);
   }
 
   /** True while this node knows it is the only bus on its Redis prefix: publishes skip the broker. */
@@ -431,29 +501,41 @@ export class RedisBus implements EventBus {
   async subscribe(channel: string, handler: BusHandler): Promise<() => Promise<void>> {
     // Live only once every other node knows this one (they stopped skipping the broker).
     await this.announced;
-    const first = this.table.add(channel, handler);
-    if (first) {
+    this.table.add(channel, handler);
+    // The channel's broker subscription, or a new one: its first handler's, or after a failed one.
+    let live = this.brokerSubs.get(channel);
+    if (!live) {
       const name = this.brokerName(channel);
       const p = (this.sharded ? this.sub.ssubscribe(name) : this.sub.subscribe(name)).then(() => undefined);
-      this.pending.set(channel, p);
-      try {
-        await p;
-      } catch (err) {
-        this.table.remove(channel, handler);
-        throw err;
-      } finally {
-        if (this.pending.get(channel) === p) this.pending.delete(channel);
-      }
-    } else {
-      // Another handler's broker subscription may still be on its way: live only once it is.
-      await this.pending.get(channel)?.catch(() => undefined);
+      // First reaction: a failure is forgotten before any waiting handler hears of it.
+      p.then(
+        () => {
+          if (this.brokerSubs.get(channel) === p) this.brokerSubs.set(channel, LIVE);
+        },
+        () => {
+          if (this.brokerSubs.get(channel) === p) this.brokerSubs.delete(channel);
+        },
+      );
+      this.brokerSubs.set(channel, p);
+      live = p;
+    }
+    try {
+      // Every handler waits for it, and every one is told when it fails.
+      await live;
+    } catch (err) {
+      this.table.remove(channel, handler);
+      throw err;
     }
     let done = false;
     return async () => {
       if (done) return;
       done = true;
       const last = this.table.remove(channel, handler);
-      if (last && !this.closed) {
+      if (last) {
+        // A handler joining from now on sends its own SUBSCRIBE (after this UNSUBSCRIBE, on the same connection).
+        this.brokerSubs.delete(channel);
+        this.refused.delete(channel);
+        if (this.closed) return;
         const name = this.brokerName(channel);
         await (this.sharded ? this.sub.sunsubscribe(name) : this.sub.unsubscribe(name)).catch((err) => this.onError(err));
       }
@@ -476,6 +558,7 @@ export class RedisBus implements EventBus {
     this.closed = true;
     this.reconsider();
     if (this.checkTimer) clearTimeout(this.checkTimer);
+    if (this.refusedTimer) clearTimeout(this.refusedTimer);
     if (this.soloEnabled && this.pub.status === 'ready') {
       // The others may be alone again (a crashed node is found by their check instead).
       await withTimeout(this.pub.publish(this.controlName, `${this.nodeId}\n${BYE}`), 500, 'redis publish (bye)').catch(() => undefined);

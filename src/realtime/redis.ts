@@ -23,8 +23,11 @@ const ROLE_OPTIONS: Record<RedisRole, (nodeId: string) => RedisOptions> = {
   // Auto-pipelining: the publishes of one tick (a group commit publishes a whole group) leave in
   // one socket write; one connection, so their order is kept.
   'bus-pub': (nodeId) => ({ maxRetriesPerRequest: 1, enableAutoPipelining: true, connectionName: `chat-pub-${nodeId}` }),
-  // A subscription waits for the connection however long it takes; channels come back by themselves.
-  'bus-sub': (nodeId) => ({ maxRetriesPerRequest: null, autoResubscribe: true, connectionName: `chat-sub-${nodeId}` }),
+  // A subscription waits for the connection however long it takes. After a reconnect the bus
+  // subscribes its channels again itself (RedisBus.resubscribeAndNotify): ioredis' own resubscription
+  // leaves a refused SUBSCRIBE (an ACL that took a channel away) as an unhandled rejection, which
+  // ends the process.
+  'bus-sub': (nodeId) => ({ maxRetriesPerRequest: null, autoResubscribe: false, connectionName: `chat-sub-${nodeId}` }),
   presence: () => ({ maxRetriesPerRequest: 1, connectionName: 'chat-presence' }),
   // Auto-pipelining: the commands of concurrent requests share socket writes (one write per tick,
   // and while a pipeline is in flight the next one gathers), the same commands either way.
