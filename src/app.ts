@@ -26,7 +26,7 @@ import { OriginPolicy } from './http/origins.js';
 import { createStaticHandler } from './http/static.js';
 import { videoWebhookHandler } from './http/video-webhooks.js';
 import { fileHandler } from './http/files.js';
-import { refuseSocket } from './http/refusals.js';
+import { EarlyAnswerResponse, readAtMost, refuseSocket } from './http/refusals.js';
 import { LocalStorage } from './services/files/index.js';
 
 export interface App {
@@ -109,19 +109,19 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const createContext = contextFactory(services);
 
   let draining = false;
+  const trpcMaxBodyBytes = Math.max(config.wsMaxPayloadBytes, 64 * 1024);
   const trpcHttp = createHTTPHandler({
     router: appRouter,
     createContext: httpContextFactory(createContext),
     basePath: '/trpc/',
-    maxBodySize: Math.max(config.wsMaxPayloadBytes, 64 * 1024),
+    maxBodySize: trpcMaxBodyBytes,
     maxBatchSize: config.limits.maxBatchSize,
-    responseMeta: ({ data, errors }) => {
+    responseMeta: ({ data }) => {
       const headers: Record<string, string> = {};
       const wait = retryAfterOf(data);
       if (wait !== null) headers['retry-after'] = String(Math.max(1, Math.ceil(wait / 1000)));
-      // A body over maxBodySize: the rest of it is not read. The connection ends once the 413 is
-      // out (node reads a body to its end before the next request of a kept-alive connection).
-      if (errors.some((e) => e.code === 'PAYLOAD_TOO_LARGE')) headers.connection = 'close';
+      // (A body over maxBodySize is answered before it is all read: its connection ends, like every
+      // such answer's, src/http/refusals.ts EarlyAnswerResponse.)
       return { headers };
     },
     onError: ({ error, path }) => {
@@ -237,7 +237,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       );
       return;
     }
-    if (path === '/trpc' || path.startsWith('/trpc/')) return trpcHttp(req, res);
+    if (path === '/trpc' || path.startsWith('/trpc/')) {
+      trpcHttp(req, res);
+      // Past maxBodySize the body is refused: no more of it is read (tRPC's adapter would read on).
+      if (req.method !== 'GET' && req.method !== 'HEAD') readAtMost(req, trpcMaxBodyBytes);
+      return;
+    }
     if (videoWebhooks(req, res, path)) return;
     if (files?.(req, res, path)) return;
     if (serveStatic(req, res, path)) return;
@@ -255,8 +260,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     if (inflight.size === 0) httpIdle?.();
   };
   // Every HTTP answer names its request (X-Request-Id: the one given, or a new one), and so does every
-  // log line written while it is handled (`reqId`, src/logger.ts).
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  // log line written while it is handled (`reqId`, src/logger.ts). An answer given before the
+  // request's body was all read ends its connection, so no body is read past it (EarlyAnswerResponse).
+  const server = createServer({ ServerResponse: EarlyAnswerResponse }, (req: IncomingMessage, res: ServerResponse) => {
     inflight.add(res);
     res.once('close', answered);
     // While draining, each answer ends its connection: the client's next request goes to another node.
