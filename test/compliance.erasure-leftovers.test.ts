@@ -23,6 +23,7 @@ import {
   type TestEnv,
   type TestServer,
 } from './fixture.js';
+import { enqueue, type PushKind } from '../src/store/notify.js';
 import { livekitEvent, postWebhook, signLiveKit, startLiveKitDouble, TEST_REMOVALS, type LiveKitDouble } from './video-doubles.js';
 
 let env: TestEnv;
@@ -230,6 +231,30 @@ describe('erasure: meeting titles', () => {
     expect(JSON.stringify(await replay(alice!, room.id, 0))).not.toContain(title);
     expect(JSON.stringify(await exportedRoom(room.id))).not.toContain(title);
     expect(await callerFor(srv.app, admin()).admin.eraseUser({ userId: bob! })).toMatchObject({ meetings: 0 });
+  });
+  it("clears an invite's title in a push row whose kind a more personal item decided (a mention queued before the invite)", async () => {
+    const [alice, bob, carol] = users('mp-alice', 'mp-bob', 'mp-carol');
+    const room = await groupRoom(alice!, [bob!, carol!]);
+    const title = 'Bob clinic appointment';
+    await env.sql(
+      `insert into push_device (id, tenant, user_id, kind, endpoint, p256dh, auth, created_at) values ($1, 'default', $2, 'webpush', 'https://push.example/erasure', 'k', 'a', now())`,
+      [uuid(), carol],
+    );
+    // Queued for carol's row of the room while it waits for its push: alice's mention, then bob's
+    // invite. The row keeps the mention's kind (the more personal) and the newest item's sender
+    // and title: bob's invite.
+    const queue = (kind: PushKind, fromUser: string, t: string | null) =>
+      enqueue(
+        srv.app.services.store.db(),
+        [{ tenant: 'default', userId: carol!, roomId: room.id, kind, messageId: null, messageSeq: null, fromUser, title: t, url: null }],
+        { push: true, digest: false, coalesceMs: 600_000, digestDelayMs: 0 },
+      );
+    await queue('mention', alice!, null);
+    await queue('meeting.invite', bob!, title);
+    const row = () => env.sql<{ kind: string; from_user: string; title: string | null }>('select kind, from_user, title from notify_push where user_id = $1', [carol]);
+    expect(await row()).toEqual([{ kind: 'mention', from_user: bob, title }]);
+    await callerFor(srv.app, admin()).admin.eraseUser({ userId: bob! });
+    expect((await row()).map((r) => r.title), "the push queue kept the erased user's meeting title").toEqual([null]);
   });
 });
 

@@ -2,8 +2,11 @@
  * The browser page's open room after a `reset` to a lower seq (the database restored from an older
  * backup, so the room's seqs start again below what the page had read): the page reports its reads
  * again from the room's new position on, so the user's unread counts (the room list, the other
- * devices) follow. Debian's Chromium driven by playwright-core against a real server (PostgreSQL +
- * Redis) that is restarted on the same port; every wait is on a condition, never a fixed sleep.
+ * devices) follow; and its room list forgets the previews and counts of the old database on a
+ * `reset` (of the open room's stream, or of the inbox feed for every room), so a reread and the
+ * events after it are shown instead of a message the restore removed. Debian's Chromium driven
+ * by playwright-core against a real server (PostgreSQL + Redis) that is restarted on the same port;
+ * every wait is on a condition, never a fixed sleep.
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,12 +102,68 @@ describe('the page at / after a reset to a lower seq', () => {
     const fresh = await dc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after the restore' });
     expect(fresh.seq).toBeLessThanOrEqual(n);
     await message(page, 'after the restore').waitFor();
+    // The room list shows it too: its entry does not keep the preview of a message the restore
+    // removed ("four", at a seq above the room's new position).
+    await page.locator(`#room-list .room-item[data-room-id="${room.id}"] .room-last`, { hasText: 'after the restore' }).waitFor();
     expect(
       await waitFor(readPosition, "Carol's read position following the message the page shows", { until: (s) => s === fresh.seq, timeoutMs: WAIT }),
     ).toBe(fresh.seq);
     // Her other devices and the room list count nothing unread in the room.
     await using phone = clientFor(srv.url, carol);
     expect((await phone.trpc.receipt.unread.query()).find((c) => c.roomId === room.id)).toMatchObject({ unread: 0, lastReadSeq: fresh.seq });
+    expect(errors).toEqual([]);
+  });
+
+  it("rereads the room list after the inbox's reset: a room not open no longer shows a message the restore removed, and shows those sent since", async () => {
+    const u = uuid().slice(0, 8);
+    const [erin, fred] = [`e-${u}`, `f-${u}`];
+    const errors: string[] = [];
+    const page = await newPage(errors);
+    await page.goto(srv.url);
+    await page.locator('#login-username').fill(erin);
+    await page.locator('#login-name').fill('Erin');
+    await page.locator('#login-form button[type=submit]').click();
+    await page.waitForSelector('#conn[data-state="open"]');
+    const inboxPosition = async () =>
+      Number((await env.sql<{ s: string }>("select last_seq as s from inbox_cursor where tenant = 'default' and user_id = $1", [erin]))[0]!.s);
+    const preview = (roomId: string, text: string) => page.locator(`#room-list .room-item[data-room-id="${roomId}"] .room-last`, { hasText: text });
+
+    // A room Erin never opens; the page learns its messages from the inbox feed alone.
+    const room = await (async () => {
+      await using fc = clientFor(srv.url, fred);
+      const r = await fc.trpc.room.create.mutate({ kind: 'group', name: 'Elsewhere', memberIds: [erin] });
+      const two = [];
+      for (const body of ['one', 'two']) two.push(await fc.trpc.chat.send.mutate({ roomId: r.id, clientId: uuid(), body }));
+      return { ...r, two };
+    })();
+    await preview(room.id, 'two').waitFor();
+    // The backup is taken here. Then Fred mentions Erin (an inbox item) and writes on.
+    const backupInbox = await inboxPosition();
+    {
+      await using fc = clientFor(srv.url, fred);
+      await fc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: '@erin three', mentions: [erin] });
+      await fc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'four' });
+    }
+    await page.locator('#toast', { hasText: 'mentioned you' }).waitFor({ state: 'attached' });
+    await preview(room.id, 'four').waitFor();
+
+    // The database comes back from that backup: the room's messages after "two" and Erin's inbox
+    // item of the mention are gone, and her inbox position is below what the page has seen.
+    await srv.close();
+    const k = room.two.at(-1)!.seq;
+    await env.sql('delete from message where room_id = $1 and seq > $2', [room.id, k]);
+    await env.sql('delete from room_event where room_id = $1 and seq > $2', [room.id, k]);
+    await env.sql('update room set last_seq = $2 where id = $1', [room.id, k]);
+    await env.sql("delete from inbox_event where tenant = 'default' and user_id = $1 and seq > $2", [erin, backupInbox]);
+    await env.sql("update inbox_cursor set last_seq = $2 where tenant = 'default' and user_id = $1", [erin, backupInbox]);
+    srv = await env.startServer({ port });
+    await page.waitForSelector('#conn[data-state="open"]');
+
+    // Fred writes again, at a seq the page had seen before the restore: the list shows it.
+    await using fc = clientFor(srv.url, fred);
+    const fresh = await fc.trpc.chat.send.mutate({ roomId: room.id, clientId: uuid(), body: 'after the restore' });
+    expect(fresh.seq).toBeLessThanOrEqual(k + 2);
+    await preview(room.id, 'after the restore').waitFor();
     expect(errors).toEqual([]);
   });
 });

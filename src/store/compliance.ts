@@ -520,7 +520,10 @@ export async function forgetMeetingTitles(db: Db, tenant: string, meetings: { id
 
 /**
  * Clears the title of every `meeting.invite` the user sent in the tenant, in anyone's inbox and in
- * the push queue: also those whose meeting is gone (room deleted, retention). Returns how many items.
+ * the push queue: also those whose meeting is gone (room deleted, retention). A room's push row keeps
+ * the newest item's sender and title but the most personal kind of its items (a mention queued before
+ * the invite), and only an invite gives a room's row a title: every room row whose newest item is
+ * the user's is cleared, whatever its kind. Returns how many inbox items.
  */
 export async function blankInviteTitlesFrom(db: Db, tenant: string, userId: string): Promise<number> {
   const r = await db
@@ -535,7 +538,7 @@ export async function blankInviteTitlesFrom(db: Db, tenant: string, userId: stri
     .updateTable('notify_push')
     .set({ title: null })
     .where('tenant', '=', tenant)
-    .where('kind', '=', 'meeting.invite')
+    .where('room_id', 'is not', null)
     .where('from_user', '=', userId)
     .where('title', 'is not', null)
     .execute();

@@ -158,6 +158,9 @@ async function start() {
         case 'room.added':
         case 'direct.created':
           return refreshRooms();
+        case 'reset':
+          // The inbox could not continue from its last item (a restored database): reread what it shows.
+          return forgetShown();
         default:
           return;
       }
@@ -358,6 +361,18 @@ function newest(listed: RoomItem, shown: RoomItem | undefined): RoomItem {
   return { ...listed, ...preview, ...counts };
 }
 const refreshRooms = debounce(() => void loadRooms(), 200);
+
+/**
+ * After a `reset` (of the inbox: every room; of a room's stream: that room), the server's seqs and
+ * counts' versions may start again below those the list shows (a database restored from an older
+ * backup). What the list shows of those rooms is forgotten (its preview's seq, its counts' version)
+ * and the list read again: the read and the events that follow are taken as they come, instead of
+ * losing to values of the old database (`newest`, `applyActivity`, `applyCounts`).
+ */
+function forgetShown(roomId?: string) {
+  rooms = rooms.map((r) => (roomId === undefined || r.id === roomId ? { ...r, lastSeq: 0, version: 0 } : r));
+  refreshRooms();
+}
 
 const activeAt = (r: RoomItem) => (r.lastMessage?.createdAt ?? r.createdAt).getTime();
 
@@ -905,6 +920,8 @@ class RoomView {
         // below what was reported read (a restored backup): report reads again from it on.
         this.markedSeq = 0;
         void this.reloadHistory();
+        // The room list's entry of the room too: its preview may be a message the restore removed.
+        forgetShown(this.roomId);
         return;
       case 'message.new':
       case 'message.edited':

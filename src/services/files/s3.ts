@@ -117,8 +117,9 @@ export class S3Storage implements FileStorage {
       body.destroy();
       throw new Error(`object ${key} is larger than ${maxBytes} bytes`);
     }
-    const dir = await mkdtemp(join(tmpdir(), 'chat-file-'));
+    let dir: string | null = null;
     try {
+      dir = await mkdtemp(join(tmpdir(), 'chat-file-'));
       const path = join(dir, 'object');
       let copied = 0;
       const bounded = new Transform({
@@ -130,8 +131,10 @@ export class S3Storage implements FileStorage {
       await pipeline(body, bounded, createWriteStream(path, { mode: 0o600 }));
       return await fn(path);
     } finally {
+      // Also when the temp folder could not be made (TMPDIR missing or full): the body holds one of
+      // the S3 client's sockets until it is destroyed.
       body.destroy();
-      await rm(dir, { recursive: true, force: true });
+      if (dir !== null) await rm(dir, { recursive: true, force: true });
     }
   }
 
