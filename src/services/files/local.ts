@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { readFileHead } from '../../util/file-head.js';
 import { type DownloadOptions, type FileStorage, type SignedUpload, STORAGE_KEY } from './storage.js';
 
 /** A PUT to a key whose upload is already under way (answered 409 Conflict). */
@@ -189,15 +190,8 @@ export class LocalStorage implements FileStorage {
     }
   }
 
-  async readHead(key: string, bytes: number): Promise<Uint8Array> {
-    const fh = await open(this.path(key), 'r');
-    try {
-      const buf = Buffer.alloc(bytes);
-      const { bytesRead } = await fh.read(buf, 0, bytes, 0);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
+  readHead(key: string, bytes: number): Promise<Uint8Array> {
+    return readFileHead(this.path(key), bytes);
   }
 
   /** The object's own file (objects are never rewritten once promoted). */

@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
 import type { FilesConfig } from '../../config.js';
+import { readFileHead } from '../../util/file-head.js';
 import type { Logger } from '../../logger.js';
 import { claimPreviews, claimRemovals, fileById, finishPreview, finishRemoval, noteFileError } from '../../store/files.js';
 import type { Store } from '../../store/store.js';
@@ -28,18 +28,6 @@ const MAX_PIXELS = 100_000_000;
 const GIF_MAX_PIXELS = 25_000_000;
 const isGif = (bytes: Buffer) => bytes.length >= 6 && (bytes.toString('latin1', 0, 6) === 'GIF87a' || bytes.toString('latin1', 0, 6) === 'GIF89a');
 
-/** The first bytes of a file (fewer for a smaller one). */
-async function headOf(path: string, bytes: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(bytes);
-    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 let sharpModule: Promise<typeof import('sharp')['default']> | null = null;
 /**
  * sharp, loaded with the first image (libvips and its bindings: memory a node without uploads never
@@ -65,7 +53,7 @@ export interface Preview {
  */
 export async function makePreview(input: string | Buffer): Promise<Preview> {
   const sharp = await loadSharp();
-  const gif = isGif(typeof input === 'string' ? await headOf(input, 6) : input);
+  const gif = isGif(typeof input === 'string' ? await readFileHead(input, 6) : input);
   const image = sharp(input, { animated: false, limitInputPixels: gif ? GIF_MAX_PIXELS : MAX_PIXELS });
   const meta = await image.metadata();
   const rotated = (meta.orientation ?? 1) >= 5;
