@@ -69,6 +69,23 @@ async function publishThenMarker(from: RedisBus, channel: string, what: string, 
   await got.until((xs) => xs.includes(`marker:${what}`), `the marker after ${what}`);
 }
 
+/** Two nodes on a fresh prefix: `a` publishes, `b` listens to the `marker` channel (into `marker`). */
+async function twoNodes() {
+  const { prefix } = fresh();
+  const a = bus(prefix);
+  const b = bus(prefix);
+  const marker = new Collector<string>();
+  await b.subscribe('marker', texts(marker));
+  return { prefix, a, b, marker };
+}
+
+/** Once Redis is back: both nodes reconnected, then 'after the restart' published on room:1 (the marker behind it). */
+async function publishAfterRestart(prefix: string, a: RedisBus, marker: Collector<string>): Promise<void> {
+  await waitFor(() => a.ping(), 'the publishing node reconnected', { timeoutMs: 30_000 });
+  await waitFor(() => numsub(`${prefix}marker`), 'the marker channel subscribed again', { timeoutMs: 30_000 });
+  await publishThenMarker(a, 'room:1', 'after the restart', 'marker', marker);
+}
+
 describe('RedisBus: a SUBSCRIBE that Redis refuses', () => {
   it('tells every handler that waited for it, and the next subscribe of the channel subscribes it', async () => {
     const { prefix, user } = fresh();
@@ -133,11 +150,7 @@ describe('RedisBus: a SUBSCRIBE that Redis refuses', () => {
 
 describe('RedisBus: a SUBSCRIBE cut off by an outage', () => {
   it('is sent again once Redis is back: every handler that waited for it is live and gets the next publish', async () => {
-    const { prefix } = fresh();
-    const a = bus(prefix);
-    const b = bus(prefix);
-    const marker = new Collector<string>();
-    await b.subscribe('marker', texts(marker));
+    const { prefix, a, b, marker } = await twoNodes();
     // Redis stops answering: the SUBSCRIBE goes out and waits for its reply.
     process.kill(redis.pid!, 'SIGSTOP');
     let first: Promise<() => Promise<void>>;
@@ -156,9 +169,7 @@ describe('RedisBus: a SUBSCRIBE cut off by an outage', () => {
     await redis.start();
     const [off1, off2] = await within(Promise.all([first, second]), 30_000, 'both subscribes after the restart');
     expect(await numsub(`${prefix}room:1`)).toBe(1);
-    await waitFor(() => a.ping(), 'the publishing node reconnected', { timeoutMs: 30_000 });
-    await waitFor(() => numsub(`${prefix}marker`), 'the marker channel subscribed again', { timeoutMs: 30_000 });
-    await publishThenMarker(a, 'room:1', 'after the restart', 'marker', marker);
+    await publishAfterRestart(prefix, a, marker);
     expect([h1.items, h2.items]).toEqual([['after the restart'], ['after the restart']]);
     await off1();
     await off2();
@@ -167,11 +178,7 @@ describe('RedisBus: a SUBSCRIBE cut off by an outage', () => {
 
 describe('RedisBus: the last handler leaving while a new one joins', () => {
   it('leaves the channel subscribed for the new handler (connection up)', async () => {
-    const { prefix } = fresh();
-    const a = bus(prefix);
-    const b = bus(prefix);
-    const marker = new Collector<string>();
-    await b.subscribe('marker', texts(marker));
+    const { prefix, a, b, marker } = await twoNodes();
     const h1 = new Collector<string>();
     const h2 = new Collector<string>();
     const off1 = await b.subscribe('room:1', texts(h1));
@@ -185,11 +192,7 @@ describe('RedisBus: the last handler leaving while a new one joins', () => {
   });
 
   it('leaves the channel subscribed for the new handler when both happen while Redis is down', async () => {
-    const { prefix } = fresh();
-    const a = bus(prefix);
-    const b = bus(prefix);
-    const marker = new Collector<string>();
-    await b.subscribe('marker', texts(marker));
+    const { prefix, a, b, marker } = await twoNodes();
     const h1 = new Collector<string>();
     const h2 = new Collector<string>();
     const h3 = new Collector<string>();
@@ -204,9 +207,7 @@ describe('RedisBus: the last handler leaving while a new one joins', () => {
     await redis.start();
     const [, off3] = await within(Promise.all([left, joined]), 30_000, 'the leave and the join after the restart');
     expect(await numsub(`${prefix}room:1`)).toBe(1);
-    await waitFor(() => a.ping(), 'the publishing node reconnected', { timeoutMs: 30_000 });
-    await waitFor(() => numsub(`${prefix}marker`), 'the marker channel subscribed again', { timeoutMs: 30_000 });
-    await publishThenMarker(a, 'room:1', 'after the restart', 'marker', marker);
+    await publishAfterRestart(prefix, a, marker);
     expect([h1.items, h2.items, h3.items]).toEqual([[], [], ['after the restart']]);
     await off3();
   });

@@ -6,23 +6,8 @@
  * for fully erased while they remain. Against a LiveKit double (src/video), real PostgreSQL and Redis.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  actor,
-  callerFor,
-  ComplianceService,
-  dispose,
-  makeConfig,
-  MessageMapper,
-  openEvents,
-  roomKit,
-  testEnv,
-  uuid,
-  type Actor,
-  type EventStream,
-  type RoomEvent,
-  type TestEnv,
-  type TestServer,
-} from './fixture.js';
+import { actor, callerFor, complianceService, dispose, makeConfig, nextOf, openEvents, openLive, roomKit, storeBeforeTransactions, testEnv, uuid } from './fixture.js';
+import type { Actor, RoomEvent, TestEnv, TestServer } from './fixture.js';
 import { enqueue, type PushKind } from '../src/store/notify.js';
 import { livekitEvent, postWebhook, signLiveKit, startLiveKitDouble, TEST_REMOVALS, type LiveKitDouble } from './video-doubles.js';
 
@@ -41,7 +26,7 @@ beforeAll(async () => {
 });
 afterAll(() => dispose(lk, env));
 
-const { users, as, groupRoom } = roomKit(() => srv);
+const { users, as, groupRoom, reactedRoom } = roomKit(() => srv);
 const admin = (tenant = 'default'): Actor => actor('boss', tenant, ['admin']);
 type Rec = { type: string } & Record<string, unknown>;
 
@@ -57,19 +42,6 @@ async function replay(who: string, roomId: string, after: number): Promise<RoomE
     if (!('seq' in event) || event.type === 'ready' || event.type === 'reset') throw new Error(`a replay from ${after} began with ${event.type}`);
     out.push(event);
     if (event.seq >= upto) return out;
-  }
-}
-
-async function live(who: string, roomId: string): Promise<EventStream> {
-  const s = await openEvents(srv.app, actor(who), { roomId });
-  expect((await s.next()).event.type).toBe('ready');
-  return s;
-}
-
-async function nextOf<T extends RoomEvent['type']>(s: EventStream, type: T): Promise<Extract<RoomEvent, { type: T }>> {
-  for (;;) {
-    const { event } = await s.next(10_000);
-    if (event.type === type) return event as Extract<RoomEvent, { type: T }>;
   }
 }
 
@@ -110,7 +82,7 @@ describe('erasure: reaction events of the room logs', () => {
     const beforeErase = await replay(alice!, room.id, before);
     expect(beforeErase.filter((e) => e.type.startsWith('reaction.') && 'userId' in e && e.userId === bob)).toHaveLength(3);
 
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(srv.app, alice!, room.id);
     const result = await callerFor(srv.app, admin()).admin.eraseUser({ userId: bob! });
     expect(result).toMatchObject({ reactions: 1 });
     // Open clients still learn the removal as it happens.
@@ -212,7 +184,7 @@ describe('erasure: meeting titles', () => {
     const deliveries = () => env.sql<{ data: Record<string, unknown> }>(`select data from webhook_delivery where event_type like 'meeting.%' and data->>'meetingId' = $1`, [m.id]);
     expect((await deliveries()).map((d) => d.data.title)).toEqual([title, title]);
 
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(srv.app, alice!, room.id);
     const result = await callerFor(srv.app, admin()).admin.eraseUser({ userId: bob! });
     expect(await as(alice!).video.get({ meetingId: m.id }), 'the meeting kept the title the erased user wrote').toMatchObject({ title: null, createdBy: bob });
     expect(await as(alice!).video.get({ meetingId: kept.id })).toMatchObject({ title: 'Carol planning' });
@@ -261,12 +233,8 @@ describe('erasure: meeting titles', () => {
 describe('erasure: rounds', () => {
   it('reaction events and a meeting title the user commits behind the batches are found by the last transaction and erased in another round', async () => {
     const [alice, bob] = users('rd-alice', 'rd-bob');
-    const room = await groupRoom(alice!, [bob!]);
-    await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'mine' });
     // Reactions on more messages than a batch holds (pages of 2 here).
-    const theirs = [];
-    for (let i = 0; i < 5; i++) theirs.push(await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `theirs ${i}` }));
-    for (const x of theirs) await as(bob!).chat.react({ messageId: x.id, emoji: '👀' });
+    const { room, theirs } = await reactedRoom(alice!, bob!, 'mine', 5);
     const m = theirs[2]!;
     await as(bob!).video.create({ roomId: room.id, title: 'first title' });
 
@@ -283,11 +251,9 @@ describe('erasure: rounds', () => {
       );
       return !row!.left;
     };
-    const s = srv.app.services;
-    const store = Object.create(s.store) as typeof s.store;
     let calls = 0;
     let injected = 0;
-    store.transact = (async (fn: Parameters<typeof s.store.transact>[0], opts?: Parameters<typeof s.store.transact>[1]) => {
+    const store = storeBeforeTransactions(srv.app, async () => {
       calls++;
       if (injected === 0 && (await erasedSoFar())) {
         injected = calls;
@@ -295,9 +261,8 @@ describe('erasure: rounds', () => {
         await as(bob!).chat.unreact({ messageId: m.id, emoji: '🙈' });
         await as(bob!).video.create({ roomId: room.id, title: 'late title' });
       }
-      return s.store.transact(fn, opts);
-    }) as typeof s.store.transact;
-    const small = new ComplianceService(store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    });
+    const small = complianceService(srv.app, 2, store);
     const r = await small.eraseUser(admin(), bob!);
     expect(injected).toBeGreaterThan(0);
     expect(calls, 'the erasure ended in the round the late rows were committed in').toBeGreaterThan(injected);

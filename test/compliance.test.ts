@@ -12,22 +12,22 @@ import {
   actor,
   callerFor,
   clientFor,
-  ComplianceService,
+  complianceService,
   expectTRPCError,
   fileServer,
   makeConfig,
-  MessageMapper,
+  nextOf,
   openEvents,
+  openLive,
   roomKit,
+  storeBeforeTransactions,
   uuid,
   type Actor,
-  type EventStream,
-  type RoomEvent,
 } from './fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'chat-compliance-'));
 const t = fileServer('compliance', { files: { ...makeConfig().files, dir }, webhooks: { ...makeConfig().webhooks, allowPrivateUrls: true } });
-const { users, as, groupRoom } = roomKit(() => t);
+const { users, as, groupRoom, reactedRoom } = roomKit(() => t);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const admin = (id = 'boss', tenant = 'default') => actor(id, tenant, ['admin']);
@@ -63,19 +63,6 @@ const auditRows = (action: string, target?: string) =>
     `select actor_id, room_id, target_id, data from audit_event where action = $1 ${target ? 'and target_id = $2' : ''} order by at`,
     target ? [action, target] : [action],
   );
-
-async function live(who: string, roomId: string): Promise<EventStream> {
-  const s = await openEvents(t.app, actor(who), { roomId });
-  expect((await s.next()).event.type).toBe('ready');
-  return s;
-}
-
-async function nextOf<T extends RoomEvent['type']>(s: EventStream, type: T): Promise<Extract<RoomEvent, { type: T }>> {
-  for (;;) {
-    const { event } = await s.next(10_000);
-    if (event.type === type) return event as Extract<RoomEvent, { type: T }>;
-  }
-}
 
 describe('exports', () => {
   it("a user's export holds their profile, memberships, messages with edits, reactions, read positions, inbox items and files", async () => {
@@ -147,8 +134,7 @@ describe('exports', () => {
       await upload(bob!, room.id, 'f', 'f.txt');
       await upload(bob!, room.id, 'g', 'g.txt');
     }
-    const s = t.app.services;
-    const small = new ComplianceService(s.store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    const small = complianceService(t.app, 2);
     const collect = async (gen: AsyncGenerator<unknown>) => {
       const out: Rec[] = [];
       for await (const r of gen) out.push(JSON.parse(JSON.stringify(r)) as Rec);
@@ -218,7 +204,7 @@ describe('exports', () => {
       return out.filter((r) => r.type !== 'export');
     };
     for (const page of [200, 7]) {
-      const svc = new ComplianceService(store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, page);
+      const svc = complianceService(t.app, page, store);
       rowsPerStatement.length = 0;
       const roomRecs = await collect(await svc.exportRoom(admin(), room.id));
       const userRecs = await collect(await svc.exportUser(admin(), bob!));
@@ -327,7 +313,7 @@ describe('erase', () => {
 
     const [{ storage_key: key }] = (await t.env.sql<{ storage_key: string }>('select storage_key from file where id = $1', [fileId])) as [{ storage_key: string }];
     expect(await t.app.services.files.storage.stat(key)).not.toBeNull();
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(t.app, alice!, room.id);
     const result = await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
     expect(result).toMatchObject({ userId: bob, messages: 3, edits: 1, reactions: 1, readPositions: 1, files: 1 });
     const deletedIds = new Set<string>();
@@ -381,7 +367,7 @@ describe('erase', () => {
     const root = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'root' });
     const kept = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'alice reply', replyToId: root.id });
     const erased = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'bob reply', replyToId: root.id });
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(t.app, alice!, room.id);
     await callerFor(t.app, admin()).admin.eraseUser({ userId: bob! });
     const deleted = await nextOf(stream, 'message.deleted');
     expect(deleted.message.id).toBe(erased.id);
@@ -421,9 +407,8 @@ describe('erase', () => {
       const theirs = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `theirs ${i}` });
       await as(bob!).chat.react({ messageId: theirs.id, emoji: '👀' });
     }
-    const s = t.app.services;
-    const small = new ComplianceService(s.store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
-    await using stream = await live(alice!, room.id);
+    const small = complianceService(t.app, 2);
+    await using stream = await openLive(t.app, alice!, room.id);
     const r = await small.eraseUser(admin(), bob!);
     expect(r).toMatchObject({ messages: 5, reactions: 5 });
     const deleted = new Set<string>();
@@ -441,24 +426,17 @@ describe('erase', () => {
 
   it('a message and a reaction the user commits while the erasure works through their reactions are erased too', async () => {
     const [alice, bob] = users('race-alice', 'race-bob');
-    const room = await groupRoom(alice!, [bob!]);
-    await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'before' });
-    const theirs = [];
-    for (let i = 0; i < 3; i++) theirs.push(await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: `theirs ${i}` }));
-    for (const m of theirs) await as(bob!).chat.react({ messageId: m.id, emoji: '👀' });
-    const s = t.app.services;
+    const { room } = await reactedRoom(alice!, bob!, 'before', 3);
     // The store as the erasure sees it: right before its first reaction batch (its second
     // transaction: the first erased the one message), bob sends and reacts once more.
-    const store = Object.create(s.store) as typeof s.store;
     let calls = 0;
-    store.transact = (async (fn: Parameters<typeof s.store.transact>[0], opts?: Parameters<typeof s.store.transact>[1]) => {
+    const store = storeBeforeTransactions(t.app, async () => {
       if (++calls === 2) {
         const late = await as(bob!).chat.send({ roomId: room.id, clientId: uuid(), body: 'sent while the erasure ran' });
         await as(bob!).chat.react({ messageId: late.id, emoji: '🙈' });
       }
-      return s.store.transact(fn, opts);
-    }) as typeof s.store.transact;
-    const small = new ComplianceService(store, new MessageMapper(s.keyring), s.inbox, s.deps.log, () => undefined, 2);
+    });
+    const small = complianceService(t.app, 2, store);
     const r = await small.eraseUser(admin(), bob!);
     expect(calls).toBeGreaterThan(2);
     expect(await t.env.sql('select body from message where sender_id = $1 and (body is not null or deleted_at is null)', [bob]), 'a message committed during the erasure kept its body').toEqual([]);

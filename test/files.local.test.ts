@@ -25,13 +25,14 @@ import {
   LocalStorage,
   makeConfig,
   makePreview,
+  nextOf,
   openEvents,
+  openLive,
   parseRange,
   roomKit,
   uuid,
   waitFor,
   type Config,
-  type EventStream,
   type RoomEvent,
 } from './fixture.js';
 
@@ -101,19 +102,6 @@ async function upload(who: string, roomId: string, bytes: Uint8Array, mime: stri
 const storageKey = async (fileId: string) => (await t.env.sql<{ storage_key: string }>('select storage_key from file where id = $1', [fileId]))[0]?.storage_key;
 const storage = () => t.app.services.files.storage;
 
-async function live(who: string, roomId: string): Promise<EventStream> {
-  const s = await openEvents(t.app, actor(who), { roomId });
-  expect((await s.next()).event.type).toBe('ready');
-  return s;
-}
-
-async function nextOf<T extends RoomEvent['type']>(s: EventStream, type: T): Promise<Extract<RoomEvent, { type: T }>> {
-  for (;;) {
-    const { event } = await s.next(10_000);
-    if (event.type === type) return event as Extract<RoomEvent, { type: T }>;
-  }
-}
-
 /** A zip archive of stored (uncompressed) entries, in the order given. */
 function storedZip(entries: [string, Buffer][]): Buffer {
   const locals: Buffer[] = [];
@@ -157,7 +145,7 @@ describe('upload, attach, download (local driver)', () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const room = await groupRoom(alice!, [bob!]);
     const image = await png(1200, 800);
-    await using stream = await live(bob!, room.id);
+    await using stream = await openLive(t.app, bob!, room.id);
 
     const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'holiday photo.png', size: image.length, mime: 'image/png' });
     expect(ticket).toMatchObject({ method: 'PUT', headers: { 'content-type': 'image/png' } });
@@ -431,7 +419,7 @@ describe('previews: durable jobs', () => {
   it('an image that cannot be decoded gets file.ready with thumbnail: false; a claimed job whose lease ran out is done again, one still leased is left alone', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(t.app, alice!, room.id);
     // A PNG's signature and header, then garbage: its type is found, its pixels cannot be decoded.
     const broken = Buffer.concat([(await png(64, 32)).subarray(0, 33), Buffer.alloc(200, 7)]);
     const bad = await upload(alice!, room.id, broken, 'image/png', 'broken.png');
@@ -457,7 +445,7 @@ describe('previews and removals on two nodes', () => {
   it('a thumbnail finished after its file was removed meanwhile (by another node) does not outlive the file', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
-    await using stream = await live(alice!, room.id);
+    await using stream = await openLive(t.app, alice!, room.id);
     const ticket = await upload(alice!, room.id, await png(80, 40), 'image/png', 'late.png');
     const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'late', attachments: [{ fileId: ticket.fileId }] });
     await nextOf(stream, 'file.ready');
@@ -499,7 +487,7 @@ describe('cleanup', () => {
   it('deleting a message removes its files from storage (object, thumbnail, row)', async () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
-    await using stream = await live(bob!, room.id);
+    await using stream = await openLive(t.app, bob!, room.id);
     const ticket = await upload(alice!, room.id, await png(100, 50), 'image/png', 'p.png');
     const m = await as(alice!).chat.send({ roomId: room.id, clientId: uuid(), body: 'p', attachments: [{ fileId: ticket.fileId }] });
     await nextOf(stream, 'file.ready');

@@ -13,9 +13,10 @@
  *
  * Everything that holds a resource is disposable (`await using`, or `dispose(...)` in a hook). The
  * focused parts live in test/fixture/: waiting (wait.ts), clients and HS256 tokens (clients.ts),
- * subscriptions (streams.ts), raw WebSockets (raw-ws.ts), room set-ups (rooms.ts), delivery checks
- * (delivery.ts), an identity provider's key endpoint (jwks.ts), small tools (tools.ts) and the
- * names taken from src/ (src.ts).
+ * subscriptions (streams.ts), raw WebSockets (raw-ws.ts), room set-ups (rooms.ts), the compliance
+ * service with small pages (compliance.ts), delivery checks (delivery.ts), an identity provider's
+ * key endpoint (jwks.ts), forced interleavings (locks.ts), small tools (tools.ts) and the names
+ * taken from src/ (src.ts).
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -28,8 +29,10 @@ import { spawnServer, type ServerProc, type SpawnOptions } from './proc.js';
 
 export * from './fixture/append.js';
 export * from './fixture/clients.js';
+export * from './fixture/compliance.js';
 export * from './fixture/delivery.js';
 export * from './fixture/jwks.js';
+export * from './fixture/locks.js';
 export * from './fixture/raw-ws.js';
 export * from './fixture/push.js';
 export * from './fixture/rooms.js';

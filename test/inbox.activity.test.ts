@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ChatClient, InboxEvent } from '../client/index.js';
-import { channels, clientFor, Collector, deferred, fileCluster, recordInbox, uuid, waitFor } from './fixture.js';
+import { channels, clientFor, Collector, fileCluster, holdAnswers, recordInbox, uuid, waitFor } from './fixture.js';
 
 const COALESCE_MS = 400;
 const cl = fileCluster('activity', { activityCoalesceMs: COALESCE_MS });
@@ -127,28 +127,10 @@ describe('room.activity on inbox.events', () => {
 
     // Node A's activity counts of the room for Bob are held after the database answered (the count
     // is taken), until the test lets them go.
-    const store = cl.a.app.services.store;
-    type Deferred = ReturnType<typeof deferred<void>>;
-    let hold: { reached: Deferred; release: Deferred } | null = null;
-    const releases: Deferred[] = [];
-    store.db = () =>
-      Object.getPrototypeOf(store).db.call(store).withPlugin({
-        transformQuery: (args: { node: never }) => args.node,
-        transformResult: async (args: { result: { rows: Record<string, unknown>[] } }) => {
-          const h = hold;
-          if (h && args.result.rows.some((r) => r.room_id === room.id && r.user_id === bob && 'unread' in r)) {
-            hold = null;
-            h.reached.resolve();
-            await h.release.promise;
-          }
-          return args.result;
-        },
-      });
+    using holds = holdAnswers(cl.a.app.services.store);
     /** A message whose activity is counted, then a read-position change on the phone, then the activity goes out. */
     const race = async (body: string, change: () => Promise<unknown>, counts: (e: { unread: number }) => boolean) => {
-      const h = { reached: deferred(), release: deferred() };
-      hold = h;
-      releases.push(h.release);
+      const h = holds.next((rows) => rows.some((r) => r.room_id === room.id && r.user_id === bob && 'unread' in r));
       const m = await send(ac, room.id, body);
       await h.reached.promise;
       await change();
@@ -173,23 +155,18 @@ describe('room.activity on inbox.events', () => {
     };
     const truth = async () => (await phone.trpc.receipt.unread.query()).find((c) => c.roomId === room.id)!;
 
-    try {
-      // Counted with m0 and m1 unread; Bob reads both on the phone; the old count arrives last.
-      const m1 = await race('one', () => phone.trpc.receipt.markRead.mutate({ roomId: room.id, seq: Number.MAX_SAFE_INTEGER }), (e) => e.unread === 0);
-      expect(inbox.of('room.activity', (e) => e.seq === m1.seq)[0]).toMatchObject({ unreadCount: 2 });
-      expect((await truth()).unread).toBe(0);
-      expect(shown(), 'the unread count after a read raced by an activity').toBe(0);
+    // Counted with m0 and m1 unread; Bob reads both on the phone; the old count arrives last.
+    const m1 = await race('one', () => phone.trpc.receipt.markRead.mutate({ roomId: room.id, seq: Number.MAX_SAFE_INTEGER }), (e) => e.unread === 0);
+    expect(inbox.of('room.activity', (e) => e.seq === m1.seq)[0]).toMatchObject({ unreadCount: 2 });
+    expect((await truth()).unread).toBe(0);
+    expect(shown(), 'the unread count after a read raced by an activity').toBe(0);
 
-      // Counted from the read position at m1 (m2 unread); Bob marks m1 unread (his position moves back,
-      // below the activity's `lastReadSeq`): the activity's count (1) is still older than the mark's (2).
-      const m2 = await race('two', () => phone.trpc.receipt.markUnread.mutate({ roomId: room.id, seq: m1.seq }), (e) => e.unread === 2);
-      expect(inbox.of('room.activity', (e) => e.seq === m2.seq)[0]).toMatchObject({ unreadCount: 1, lastReadSeq: m1.seq });
-      expect((await truth()).unread).toBe(2);
-      expect(shown(), 'the unread count after a mark unread raced by an activity').toBe(2);
-    } finally {
-      delete (store as { db?: unknown }).db;
-      for (const r of releases) r.resolve();
-    }
+    // Counted from the read position at m1 (m2 unread); Bob marks m1 unread (his position moves back,
+    // below the activity's `lastReadSeq`): the activity's count (1) is still older than the mark's (2).
+    const m2 = await race('two', () => phone.trpc.receipt.markUnread.mutate({ roomId: room.id, seq: m1.seq }), (e) => e.unread === 2);
+    expect(inbox.of('room.activity', (e) => e.seq === m2.seq)[0]).toMatchObject({ unreadCount: 1, lastReadSeq: m1.seq });
+    expect((await truth()).unread).toBe(2);
+    expect(shown(), 'the unread count after a mark unread raced by an activity').toBe(2);
   });
 
   it('rooms of a tenant without any open inbox cost no query; one inbox of the tenant on any node turns the feed on', async () => {

@@ -5,11 +5,10 @@
  * A list read is a merge, not a reset: counts read before a read position moved never replace
  * counts read after it, whether they come from the list or from an event.
  */
-import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ChatClient, RouterOutputs } from '../client/index.js';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
-import { clientFor, deferred, fileServer, recordInbox, uuid } from './fixture.js';
+import { buildWebPage, logIn, TestBrowser } from './fixture/browser.js';
+import { clientFor, dispose, fileServer, holdAnswers, recordInbox, uuid } from './fixture.js';
 
 const srv = fileServer('list_version');
 
@@ -17,49 +16,6 @@ const tag = () => uuid().slice(0, 8);
 const send = (c: ChatClient, roomId: string, body: string) => c.trpc.chat.send.mutate({ roomId, clientId: uuid(), body });
 
 type Entry = RouterOutputs['room']['list'][number];
-type Deferred = ReturnType<typeof deferred<void>>;
-interface Hold {
-  /** Whether the rows of a query are those to hold. */
-  match: (rows: Record<string, unknown>[]) => boolean;
-  /** Resolved once the database answered the query (what it read is fixed). */
-  reached: Deferred;
-  release: Deferred;
-}
-
-/**
- * Holds the answer of the next query of the server whose rows match, after the database answered,
- * until the test releases it: counts read before a change reach the client after it.
- */
-function holdAnswers() {
-  const store = srv.app.services.store;
-  let hold: Hold | null = null;
-  const releases: Deferred[] = [];
-  store.db = () =>
-    Object.getPrototypeOf(store).db.call(store).withPlugin({
-      transformQuery: (args: { node: never }) => args.node,
-      transformResult: async (args: { result: { rows: Record<string, unknown>[] } }) => {
-        const h = hold;
-        if (h?.match(args.result.rows)) {
-          hold = null;
-          h.reached.resolve();
-          await h.release.promise;
-        }
-        return args.result;
-      },
-    });
-  return {
-    next(match: Hold['match']): Hold {
-      const h = { match, reached: deferred(), release: deferred() };
-      hold = h;
-      releases.push(h.release);
-      return h;
-    },
-    [Symbol.dispose]() {
-      delete (store as { db?: unknown }).db;
-      for (const r of releases) r.resolve();
-    },
-  };
-}
 
 /** Bob with two devices (the laptop shows the list), Alice writing to their room. */
 async function setUp() {
@@ -115,7 +71,7 @@ async function setUp() {
 describe('room.list merged with the live feed by version', () => {
   it('a room.activity counted before a read on another device but delivered after a later room.list loses to the list', async () => {
     await using s = await setUp();
-    using holds = holdAnswers();
+    using holds = holdAnswers(srv.app.services.store);
     const m0 = await send(s.ac, s.room.id, 'before');
     await s.inbox.next('room.activity', (e) => e.roomId === s.room.id && e.seq === m0.seq);
 
@@ -139,7 +95,7 @@ describe('room.list merged with the live feed by version', () => {
 
   it('a room.list read before a read (or a mark unread) but answered after its unread.changed loses to it', async () => {
     await using s = await setUp();
-    using holds = holdAnswers();
+    using holds = holdAnswers(srv.app.services.store);
     const m1 = await send(s.ac, s.room.id, 'one');
     const m2 = await send(s.ac, s.room.id, 'two');
     const first = await s.readList();
@@ -178,29 +134,20 @@ describe('room.list merged with the live feed by version', () => {
 });
 
 describe('the page at / merges room.list with the live feed by version', () => {
-  let browser: Browser;
+  let browser: TestBrowser;
   beforeAll(async () => {
     buildWebPage();
-    browser = await launchChromium();
+    browser = await TestBrowser.launch();
   });
-  afterAll(async () => {
-    await browser?.close();
-  });
+  afterAll(() => dispose(browser));
 
   /** Carol on the page with three rooms of Dave's (Alpha, Beta, Gamma), one unread message in each. */
   async function onPage() {
     const u = tag();
     const [carol, dave] = [`c-${u}`, `d-${u}`];
-    const ctx = await browser.newContext();
-    ctx.setDefaultTimeout(10_000);
-    const page = await ctx.newPage();
     const errors: string[] = [];
-    page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-    await page.goto(srv.url);
-    await page.locator('#login-username').fill(carol);
-    await page.locator('#login-name').fill('Carol');
-    await page.locator('#login-form button[type=submit]').click();
-    await page.waitForSelector('#conn[data-state="open"]');
+    const { ctx, page } = await browser.newPage(errors, { timeoutMs: 10_000 });
+    await logIn(page, srv.url, carol, 'Carol');
     const dc = clientFor(srv.url, dave);
     const phone = clientFor(srv.url, carol);
     const create = async (name: string) => {
@@ -234,7 +181,7 @@ describe('the page at / merges room.list with the live feed by version', () => {
 
   it('a list read before a read on another device, answered after its unread.changed, leaves the badge off', async () => {
     await using p = await onPage();
-    using holds = holdAnswers();
+    using holds = holdAnswers(srv.app.services.store);
     const { beta } = p.rooms;
     const h = holds.next((rows) => rows.some((r) => r.id === beta.id && 'unread_count' in r));
     // The page rereads its list (Alpha renamed); the answer (Beta: 1 unread) is held.
@@ -253,7 +200,7 @@ describe('the page at / merges room.list with the live feed by version', () => {
 
   it('a room.activity counted before a read on another device, delivered after a later list read, leaves the badge off', async () => {
     await using p = await onPage();
-    using holds = holdAnswers();
+    using holds = holdAnswers(srv.app.services.store);
     const { beta, gamma } = p.rooms;
     // Beta's activity for Carol is counted (2 unread) and held.
     const h = holds.next((rows) => rows.some((r) => r.room_id === beta.id && r.user_id === p.carol && 'unread' in r));

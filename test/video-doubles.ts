@@ -20,7 +20,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { RemovalOutcome } from '../src/services/meetings/index.js';
 import { signHs256 } from './fixture/clients.js';
-import type { TestServer } from './fixture.js';
+import type { Config, TestEnv, TestServer } from './fixture.js';
 import { AccessToken, ParticipantInfo, Room, TokenVerifier, WebhookEvent, type ClaimGrants } from 'livekit-server-sdk';
 
 async function readBody(req: IncomingMessage): Promise<string> {
@@ -59,6 +59,34 @@ function closer(server: Server) {
  * what drives the queue is the wake-up after a commit and the retries' own timers.
  */
 export const TEST_REMOVALS = { retryBaseMs: 20, maxAttempts: 4, pollMs: 600_000 } as const;
+
+/** A test server's video settings: `video` over no provider, join tokens valid 300 s, the removal queue of TEST_REMOVALS. */
+export function videoConfig(video: Partial<Config['video']>): Partial<Config> {
+  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS, ...video } };
+}
+
+/**
+ * The doubles of both providers and a server of `env` on each (`videoConfig`), each with a Redis
+ * prefix of its own (`<label>-lk`, `<label>-daily`); Daily's webhooks are signed with `dailySecret`.
+ * The servers start one after the other: the first applies the migrations.
+ */
+export async function startVideoServers(env: TestEnv, label: string, dailySecret: string) {
+  const [lk, daily] = await Promise.all([startLiveKitDouble(), startDailyDouble()]);
+  try {
+    const lkSrv = await env.startServer({
+      redisPrefix: env.prefix(`${label}-lk`),
+      ...videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
+    });
+    const dailySrv = await env.startServer({
+      redisPrefix: env.prefix(`${label}-daily`),
+      ...videoConfig({ provider: 'daily', daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: dailySecret } }),
+    });
+    return { lk, daily, lkSrv, dailySrv };
+  } catch (err) {
+    await Promise.all([lk.close(), daily.close()]);
+    throw err;
+  }
+}
 
 /**
  * The removal queue's outcomes for `userId` in `roomId` on `s` (src/services/meetings/removals.ts), up

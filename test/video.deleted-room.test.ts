@@ -7,16 +7,14 @@
  * Against the local doubles of both providers.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, dispose, expectTRPCError, roomKit, testEnv, type Config, type TestEnv, type TestServer } from './fixture.js';
+import { actor, callerFor, dispose, expectTRPCError, roomKit, testEnv, type TestEnv, type TestServer } from './fixture.js';
 import {
   dailyEvent,
   livekitEvent,
   postWebhook,
   signDaily,
   signLiveKit,
-  startDailyDouble,
-  startLiveKitDouble,
-  TEST_REMOVALS,
+  startVideoServers,
   type DailyDouble,
   type LiveKitDouble,
 } from './video-doubles.js';
@@ -29,22 +27,9 @@ let daily: DailyDouble;
 let lkSrv: TestServer;
 let dailySrv: TestServer;
 
-function videoConfig(video: Partial<Config['video']>): Partial<Config> {
-  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS, ...video } };
-}
-
 beforeAll(async () => {
   env = await testEnv('video-deleted-room');
-  [lk, daily] = await Promise.all([startLiveKitDouble(), startDailyDouble()]);
-  // One after the other: the first applies the migrations.
-  lkSrv = await env.startServer({
-    redisPrefix: env.prefix('deleted-lk'),
-    ...videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
-  });
-  dailySrv = await env.startServer({
-    redisPrefix: env.prefix('deleted-daily'),
-    ...videoConfig({ provider: 'daily', daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: DAILY_SECRET } }),
-  });
+  ({ lk, daily, lkSrv, dailySrv } = await startVideoServers(env, 'deleted', DAILY_SECRET));
 });
 
 afterAll(() => dispose(lk, daily, env));

@@ -13,11 +13,11 @@ import {
   postWebhook,
   signDaily,
   signLiveKit,
-  startDailyDouble,
-  startLiveKitDouble,
   nextRemoval,
   removalOutcomes,
+  startVideoServers,
   TEST_REMOVALS,
+  videoConfig,
   type DailyDouble,
   type LiveKitDouble,
 } from './video-doubles.js';
@@ -31,23 +31,13 @@ let daily: DailyDouble;
 let lkSrv: TestServer;
 let dailySrv: TestServer;
 
-function videoConfig(video: Partial<Config['video']>): Partial<Config> {
-  return { video: { provider: null, livekit: null, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS, ...video } };
-}
-
 function server(label: string, overrides: Partial<Config>): Promise<TestServer> {
   return env.startServer({ redisPrefix: env.prefix(label), ...overrides });
 }
 
 beforeAll(async () => {
   env = await testEnv('video-rejoin');
-  [lk, daily] = await Promise.all([startLiveKitDouble(), startDailyDouble()]);
-  // One after the other: the first applies the migrations.
-  lkSrv = await server('rejoin-lk', videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }));
-  dailySrv = await server(
-    'rejoin-daily',
-    videoConfig({ provider: 'daily', daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: DAILY_SECRET } }),
-  );
+  ({ lk, daily, lkSrv, dailySrv } = await startVideoServers(env, 'rejoin', DAILY_SECRET));
 });
 
 afterAll(() => dispose(lk, daily, env));

@@ -11,8 +11,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
+import type { Locator, Page } from 'playwright-core';
+import { buildWebPage, TestBrowser } from './fixture/browser.js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, generateVapidKeys, testEnv, tokenFor, uuid, waitFor, within, type TestEnv, type TestServer } from './fixture.js';
@@ -27,33 +27,21 @@ const WAIT = 10_000;
 
 let env: TestEnv;
 let srv: TestServer;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
+let browser: TestBrowser;
 
 beforeAll(async () => {
   buildWebPage();
   env = await testEnv('web');
   srv = await env.startServer();
-  browser = await launchChromium();
+  browser = await TestBrowser.launch();
 });
 
-afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => undefined);
-  await browser?.close();
-  await dispose(env);
-});
+afterAll(() => dispose(env, browser));
 
 /** A fresh browser context (its own storage: its own user) with the page's errors surfaced. */
 async function newPage(errors: string[]): Promise<Page> {
-  const ctx = await browser.newContext({ viewport: { width: 1180, height: 760 }, deviceScaleFactor: 1 });
-  contexts.push(ctx);
-  ctx.setDefaultTimeout(WAIT);
-  const page = await ctx.newPage();
-  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
-  });
-  return page;
+  const opts = { timeoutMs: WAIT, viewport: { width: 1180, height: 760 }, deviceScaleFactor: 1, consoleErrors: true };
+  return (await browser.newPage(errors, opts)).page;
 }
 
 async function login(page: Page, username: string, name: string) {
@@ -211,18 +199,17 @@ describe('browser chat page', () => {
     const ecdh = createECDH('prime256v1');
     ecdh.generateKeys();
     const sub = { endpoint: 'http://127.0.0.1:9/push/browser-1', keys: { p256dh: ecdh.getPublicKey().toString('base64url'), auth: randomBytes(16).toString('base64url') } };
-    const ctx = await browser.newContext({ viewport: { width: 1180, height: 760 } });
-    contexts.push(ctx);
-    ctx.setDefaultTimeout(WAIT);
-    await ctx.addInitScript(`(() => {
+    const errors: string[] = [];
+    const { ctx, page } = await browser.newPage(errors, {
+      timeoutMs: WAIT,
+      viewport: { width: 1180, height: 760 },
+      initScript: `(() => {
       const sub = ${JSON.stringify(sub)};
       const fake = { endpoint: sub.endpoint, toJSON: () => sub };
       PushManager.prototype.subscribe = async function () { window.pushSubscribed = (window.pushSubscribed || 0) + 1; return fake; };
       PushManager.prototype.getSubscription = async function () { return window.pushSubscribed ? fake : null; };
-    })()`);
-    const page = await ctx.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
+    })()`,
+    });
     await page.goto(pushSrv.url);
     await page.locator('#login-username').fill('hana');
     await page.locator('#login-form button[type=submit]').click();

@@ -8,9 +8,9 @@
  * by playwright-core against a real server (PostgreSQL + Redis) that is restarted on the same port;
  * every wait is on a condition, never a fixed sleep.
  */
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
+import { buildWebPage, logIn, TestBrowser } from './fixture/browser.js';
 import { clientFor, dispose, freePort, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
 
 /** Page-side waits: generous for a loaded CI machine (a reconnect backs off), well inside the test timeout. */
@@ -19,31 +19,19 @@ const WAIT = 20_000;
 let env: TestEnv;
 let port: number;
 let srv: TestServer;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
+let browser: TestBrowser;
 
 beforeAll(async () => {
   buildWebPage();
   env = await testEnv('web_reset');
   port = await freePort();
   srv = await env.startServer({ port });
-  browser = await launchChromium();
+  browser = await TestBrowser.launch();
 });
 
-afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => undefined);
-  await browser?.close();
-  await dispose(env);
-});
+afterAll(() => dispose(env, browser));
 
-async function newPage(errors: string[]): Promise<Page> {
-  const ctx = await browser.newContext();
-  contexts.push(ctx);
-  ctx.setDefaultTimeout(WAIT);
-  const page = await ctx.newPage();
-  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-  return page;
-}
+const newPage = async (errors: string[]): Promise<Page> => (await browser.newPage(errors, { timeoutMs: WAIT })).page;
 
 /** A message the server has confirmed (it has a seq), by its text. */
 const message = (page: Page, text: string) => page.locator('#messages .msg[data-seq]', { has: page.locator('.body', { hasText: text }) });
@@ -54,11 +42,7 @@ describe('the page at / after a reset to a lower seq', () => {
     const [carol, dave] = [`c-${u}`, `d-${u}`];
     const errors: string[] = [];
     const page = await newPage(errors);
-    await page.goto(srv.url);
-    await page.locator('#login-username').fill(carol);
-    await page.locator('#login-name').fill('Carol');
-    await page.locator('#login-form button[type=submit]').click();
-    await page.waitForSelector('#conn[data-state="open"]');
+    await logIn(page, srv.url, carol, 'Carol');
 
     const room = await (async () => {
       await using dc = clientFor(srv.url, dave);
@@ -119,11 +103,7 @@ describe('the page at / after a reset to a lower seq', () => {
     const [erin, fred] = [`e-${u}`, `f-${u}`];
     const errors: string[] = [];
     const page = await newPage(errors);
-    await page.goto(srv.url);
-    await page.locator('#login-username').fill(erin);
-    await page.locator('#login-name').fill('Erin');
-    await page.locator('#login-form button[type=submit]').click();
-    await page.waitForSelector('#conn[data-state="open"]');
+    await logIn(page, srv.url, erin, 'Erin');
     const inboxPosition = async () =>
       Number((await env.sql<{ s: string }>("select last_seq as s from inbox_cursor where tenant = 'default' and user_id = $1", [erin]))[0]!.s);
     const preview = (roomId: string, text: string) => page.locator(`#room-list .room-item[data-room-id="${roomId}"] .room-last`, { hasText: text });
