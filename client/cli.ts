@@ -5,7 +5,8 @@
  *
  * Every command takes --url (env CHAT_URL, default http://127.0.0.1:3000), --token (env
  * CHAT_TOKEN, else the stored login) and --json (one JSON object per line). Exit code 0 on
- * success; otherwise 1 with one line on stderr (2 for usage errors). docs/CLIENT.md describes it.
+ * success; otherwise 1 with one line on stderr (2 for usage errors; 3 for `chat` when a line was
+ * sent but not confirmed). docs/CLIENT.md describes it.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pc from 'picocolors';

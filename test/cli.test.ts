@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempDisposable, readFile, stat } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -423,6 +423,63 @@ describe('chat CLI', () => {
     ]);
   });
 
+  it('chat with piped input exits 1 when a line was refused, naming it; the other lines are sent', async () => {
+    await login('pia');
+    const paul = client('paul');
+    const room = await paul.trpc.room.create.mutate({ kind: 'group', name: 'refused-room', memberIds: ['pia'] });
+    // `printf 'deploy done\n<a line over the 4000 characters>\n' | chat <room> || alert`
+    const tooLong = 'y'.repeat(4001);
+    const r = await cli(['chat', room.id], 'pia', {}, `deploy done\n${tooLong}\nall good\n`);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/not sent: "y{59}…" \(invalid input: .*body is at most 4000 characters\)/);
+    expect(r.stderr.trimEnd().split('\n'), r.stderr).toEqual(['error: 1 of 3 lines not sent']);
+    const mine = (await paul.trpc.chat.history.query({ roomId: room.id })).messages.filter((m) => m.senderId === 'pia');
+    expect(mine.map((m) => m.body)).toEqual(['deploy done', 'all good']);
+
+    // --json: stdout stays JSON lines; the exit code and the one error line are the same.
+    const j = await cli(['chat', room.id, '--json'], 'pia', {}, `${tooLong}\n`);
+    expect(j.code, j.stderr).toBe(1);
+    expect(j.json().filter((e) => e.type === 'message.new')).toEqual([]);
+    expect(j.stderr).toContain('error: 1 of 1 line not sent');
+  });
+
+  it('chat: Ctrl-C while a send has no answer yet exits 3, the line reported not confirmed', async () => {
+    const heldPort = await freePort();
+    const held = await env.startServer({ port: heldPort });
+    const room = await clients
+      .use(createChatClient({ url: held.url, token: tokenFor('paco'), lazy: true }))
+      .trpc.room.create.mutate({ kind: 'group', name: 'unconfirmed-room', memberIds: ['rosa'] });
+    expect((await cli(['login', 'rosa'], 'rosa', { CHAT_URL: held.url })).code).toBe(0);
+    const chat = new LiveCli(spawnCli(['chat', room.id], 'rosa', { CHAT_URL: held.url }));
+    await chat.line((l) => l.includes('online'), 'the room shown');
+
+    // The server goes; its port takes a send and never answers it (other requests are dropped).
+    await held.close();
+    const sends = new Collector<string>();
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      socket.once('data', (d: Buffer) => {
+        const request = d.toString('latin1').split('\r\n')[0]!;
+        if (request.startsWith('POST ') && request.includes('chat.send')) sends.push(request);
+        else socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => silent.listen(heldPort, '127.0.0.1', resolve));
+    try {
+      chat.write('sent into the silence');
+      await sends.until((s) => s.length === 1, 'the send on its way');
+      chat.child.kill('SIGINT');
+      expect(await within(chat.exited, 15_000, 'the CLI to exit')).toBe(3);
+      await chat.line((l) => l.includes('not confirmed') && l.includes('sent into the silence'), 'the line reported not confirmed');
+      expect(chat.err.items).toContain('error: 1 of 1 line not confirmed: it may have been sent');
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
+  });
+
   it('chat: Ctrl-C while a line waits to be retried (server down) exits without waiting for the retry; the line is reported not sent', async () => {
     const downPort = await freePort();
     const down = await env.startServer({ port: downPort });
@@ -455,7 +512,8 @@ describe('chat CLI', () => {
       const tries = sends.items.length;
       expect(tries).toBe(retries());
       chat.child.kill('SIGINT');
-      expect(await within(chat.exited, 15_000, 'the CLI to exit')).toBe(0);
+      // Exit 1: a line of the run was not sent.
+      expect(await within(chat.exited, 15_000, 'the CLI to exit')).toBe(1);
       // Out at once: no try after Ctrl-C (the old behaviour waited for the back-off and tried again).
       expect(sends.items.length).toBe(tries);
       await chat.line((l) => l.includes('not sent') && l.includes('typed while the server is down'), 'the line reported not sent');

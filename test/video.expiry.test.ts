@@ -4,12 +4,14 @@
  * server ends the provider room (once), and `video.end` of an expired meeting asks the provider again.
  * A ban or removal takes nobody out of an expired meeting (its call is over).
  */
+import { randomUUID } from 'node:crypto';
+import type { KyselyPlugin, OperationNode } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ExpiryOutcome } from '../src/services/meetings/index.js';
+import { createMeetingServices, type ExpiryOutcome } from '../src/services/meetings/index.js';
 import { meetingsByExpiryQuery } from '../src/store/meetings.js';
-import { actor, callerFor, dispose, roomKit, testEnv, type Config, type TestEnv, type TestServer } from './fixture.js';
-import { livekitEvent, nextRemoval, postWebhook, signLiveKit, startLiveKitDouble, TEST_REMOVALS, type LiveKitDouble } from './video-doubles.js';
+import { actor, callerFor, createLogger, deferred, dispose, newCounters, roomKit, testEnv, type TestEnv, type TestServer } from './fixture.js';
+import { livekitEvent, nextRemoval, postWebhook, signLiveKit, startLiveKitDouble, type LiveKitDouble, videoConfig } from './video-doubles.js';
 
 let env: TestEnv;
 let lk: LiveKitDouble;
@@ -18,14 +20,10 @@ let srv: TestServer;
 beforeAll(async () => {
   env = await testEnv('video-expiry');
   lk = await startLiveKitDouble();
-  const video: Config['video'] = {
-    provider: 'livekit',
-    livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret },
-    daily: null,
-    tokenTtlSeconds: 300,
-    removals: TEST_REMOVALS,
-  };
-  srv = await env.startServer({ redisPrefix: env.prefix('video-expiry'), video });
+  srv = await env.startServer({
+    redisPrefix: env.prefix('video-expiry'),
+    ...videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
+  });
 });
 
 afterAll(() => dispose(lk, env));
@@ -187,6 +185,71 @@ describe('the expiry sweep\'s statement', () => {
       await c.query('rollback');
     } finally {
       await c.end();
+    }
+  });
+});
+
+describe('shutdown', () => {
+  /** The table a select or delete reads from. */
+  const tableOf = (node: OperationNode): string | undefined =>
+    (node as { from?: { froms?: { table?: { identifier?: { name?: string } } }[] } }).from?.froms?.[0]?.table?.identifier?.name;
+
+  it("the removal worker's stop waits for the sweep's forget of deleted rooms' meetings in flight", async () => {
+    const { store, access, limits, meetings } = srv.app.services;
+    // A deleted room's meeting kept past its time: the first sweep of a process forgets it.
+    const kept = randomUUID();
+    await env.sql(
+      `insert into deleted_meeting (meeting_id, provider, tenant, room_id, keep_until) values ($1, 'livekit', 'default', $2, now() - interval '1 minute')`,
+      [kept, randomUUID()],
+    );
+    // Holds the answers of the first forget and of the sweep's first read of the meetings, after the
+    // database gave them, until the test lets them go on.
+    const holds = { forget: { reached: deferred(), release: deferred() }, sweep: { reached: deferred(), release: deferred() } };
+    const armed = new Set<keyof typeof holds>(['forget', 'sweep']);
+    const what = new Map<unknown, keyof typeof holds>();
+    const order: string[] = [];
+    const plugin: KyselyPlugin = {
+      transformQuery: ({ node, queryId }) => {
+        const table = tableOf(node);
+        if (node.kind === 'DeleteQueryNode' && table === 'deleted_meeting') what.set(queryId, 'forget');
+        else if (node.kind === 'SelectQueryNode' && table === 'meeting') what.set(queryId, 'sweep');
+        return node;
+      },
+      transformResult: async ({ result, queryId }) => {
+        const w = what.get(queryId);
+        what.delete(queryId);
+        if (w && armed.delete(w)) {
+          holds[w].reached.resolve();
+          await holds[w].release.promise;
+          if (w === 'forget') order.push('forgotten');
+        }
+        return result;
+      },
+    };
+    const held: typeof store = Object.create(store);
+    held.db = () => store.db().withPlugin(plugin);
+    // This node's meeting services anew (their process has not forgotten anything yet), on the held store.
+    const fresh = createMeetingServices(
+      { log: createLogger('silent'), limits, tokenTtlSeconds: 300, counters: newCounters(), removals: srv.config.video.removals },
+      held,
+      access,
+      meetings.provider,
+    );
+    fresh.removals.start();
+    try {
+      await Promise.all([holds.forget.reached.promise, holds.sweep.reached.promise]);
+      // Shutdown: the round in flight has only the sweep's read left to wait for, and the forget.
+      const stopped = fresh.removals.stop().then(() => order.push('stopped'));
+      holds.sweep.release.resolve();
+      // The forget's statement has run (its answer is what is held): the row is gone already.
+      expect(await env.sql('select meeting_id from deleted_meeting where meeting_id = $1', [kept])).toEqual([]);
+      holds.forget.release.resolve();
+      await stopped;
+      expect(order).toEqual(['forgotten', 'stopped']);
+    } finally {
+      holds.sweep.release.resolve();
+      holds.forget.release.resolve();
+      await fresh.removals.stop();
     }
   });
 });

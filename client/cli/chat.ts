@@ -9,6 +9,10 @@
  * The end of the input (Ctrl-D, `/quit`, a pipe that ends) leaves once the scrollback is shown, the
  * queued lines are sent and the room has shown them; Ctrl-C (SIGINT) and SIGTERM leave at once:
  * the wait for a retry and a send on its way are cut short, and every line not sent is named.
+ *
+ * The exit code tells a script (`printf 'deploy done\n' | chat ops || alert`) whether its lines went
+ * out: 0 when every line was sent, 1 when one was not (refused, or left unsent by Ctrl-C), else 3
+ * when one was not confirmed (Ctrl-C cut its send short: it may have reached the server).
  */
 import { emitKeypressEvents, createInterface, clearLine, cursorTo, type Interface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +34,8 @@ const TYPING_IDLE_MS = 5_000;
  * (shown in the room's order); those that have not by then are shown from the send's answer.
  */
 const ECHO_WAIT_MS = 5_000;
+/** The exit code when no line was refused but one was not confirmed (it may have been sent). */
+const EXIT_NOT_CONFIRMED = 3;
 
 const HELP = [
   'Enter sends the line. Commands:',
@@ -77,6 +83,8 @@ class ChatSession {
   private readonly unechoed = new Map<string, Message>();
   /** Called on every change of the room view (the way out waits for the echo of the lines sent). */
   private roomChanged: (() => void) | null = null;
+  /** Lines given to send in this run, and those not sent / not confirmed (for the exit code). */
+  private readonly lines = { total: 0, notSent: 0, notConfirmed: 0 };
 
   constructor(
     private readonly ctx: Context,
@@ -147,6 +155,15 @@ class ChatSession {
     // Ctrl-C while the room loads ends the session without it.
     await Promise.race([shown, finished]);
     await finished;
+    this.failIfNotSent();
+  }
+
+  /** Ends the run with a non-zero exit (one line on stderr) when a line did not surely go out. */
+  private failIfNotSent(): void {
+    const { total, notSent, notConfirmed } = this.lines;
+    const of = `of ${total} line${total === 1 ? '' : 's'}`;
+    if (notSent > 0) throw new CliError(`${notSent} ${of} not sent${notConfirmed > 0 ? `, ${notConfirmed} not confirmed` : ''}`);
+    if (notConfirmed > 0) throw new CliError(`${notConfirmed} ${of} not confirmed: it may have been sent`, EXIT_NOT_CONFIRMED);
   }
 
   /** Resolves when `p` does, or at once on Ctrl-C (answering false then). */
@@ -370,6 +387,7 @@ class ChatSession {
   // ---- sending ---------------------------------------------------------------------------------
 
   private enqueue(body: string): void {
+    this.lines.total++;
     this.queue.push({ clientId: newClientId(), body });
     void this.pump();
   }
@@ -423,7 +441,9 @@ class ChatSession {
   }
 
   /** Names a line that did not go out (its start: a long one is cut). */
-  private notSent(what: string, body: string, why: string): void {
+  private notSent(what: 'not sent' | 'not confirmed', body: string, why: string): void {
+    if (what === 'not sent') this.lines.notSent++;
+    else this.lines.notConfirmed++;
     this.print(pc.red(`${what}: "${clean(body.length > 60 ? `${body.slice(0, 59)}…` : body)}" (${why})`));
   }
 

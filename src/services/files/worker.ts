@@ -40,6 +40,19 @@ const loadSharp = () =>
     return sharp;
   }));
 
+/**
+ * Throws when making a preview of the file at `path` failed because it could not be read (the file
+ * gone or unreadable since the storage checked it), not because its image cannot be decoded: an
+ * error of the file system itself, or a file that cannot be read now. libvips' errors do not tell
+ * the two apart ("Input file is missing", and "unsupported image format" for a path that is no
+ * file any more, carry no code), so the file's first byte is read again to tell.
+ */
+async function throwIfUnreadable(path: string, err: unknown): Promise<void> {
+  const e = err as NodeJS.ErrnoException | null;
+  if (typeof e?.code === 'string' && typeof e.syscall === 'string') throw err;
+  await readFileHead(path, 1);
+}
+
 export interface Preview {
   width: number;
   height: number;
@@ -170,7 +183,10 @@ export class FileWorker {
         made = await this.storage.withFile(r.storage_key, this.cfg.maxBytes, (path) =>
           makePreview(path).then(
             (preview) => ({ preview }),
-            (err: unknown) => ({ err }),
+            async (err: unknown) => {
+              await throwIfUnreadable(path, err);
+              return { err };
+            },
           ),
         );
       } catch (err) {

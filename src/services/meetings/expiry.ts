@@ -26,7 +26,8 @@ export interface ExpiryOutcome {
  * wakes at the next expiry. Each expired meeting is marked ended once (the first node to lock it),
  * at its expiry, then its provider room is ended after that commit (`endRoom`: everyone in it is
  * disconnected). A provider failure is logged; `video.end` of the meeting asks the provider again.
- * Its sweeps also forget the deleted rooms' meetings kept for the webhooks once their tokens have expired.
+ * Its sweeps also forget the deleted rooms' meetings kept for the webhooks once their tokens have expired
+ * (a sweep returns once that is done too: the worker's stop, waiting for its round, waits for it).
  */
 export class MeetingExpiry {
   private readonly listeners = new Set<(o: ExpiryOutcome) => void>();
@@ -53,16 +54,26 @@ export class MeetingExpiry {
   async sweep(): Promise<number | null> {
     const provider = this.provider;
     if (provider === null) return null;
+    // Alongside the ending, and part of the sweep: the worker's stop waits for the round in flight,
+    // so no forget is left running against the database at shutdown.
+    let forgetting: Promise<void> | null = null;
     if (Date.now() - this.lastForget >= FORGET_EVERY_MS) {
       this.lastForget = Date.now();
-      void this.forgetDeletedMeetings().catch((err: unknown) => this.log.warn({ err }, 'could not forget the deleted rooms\' meetings kept past their time'));
+      forgetting = this.forgetDeletedMeetings().then(
+        () => undefined,
+        (err: unknown) => this.log.warn({ err }, 'could not forget the deleted rooms\' meetings kept past their time'),
+      );
     }
-    const rows = await meetingsByExpiry(this.store.db(), provider.name, BATCH);
-    const due = rows.filter((r) => r.dueInMs <= 0);
-    const ended = await Promise.all(due.map((r) => this.end(provider, r.id)));
-    const next = rows.find((r) => r.dueInMs > 0);
-    if (next) return next.dueInMs;
-    return rows.length === BATCH && ended.some(Boolean) ? 0 : null;
+    try {
+      const rows = await meetingsByExpiry(this.store.db(), provider.name, BATCH);
+      const due = rows.filter((r) => r.dueInMs <= 0);
+      const ended = await Promise.all(due.map((r) => this.end(provider, r.id)));
+      const next = rows.find((r) => r.dueInMs > 0);
+      if (next) return next.dueInMs;
+      return rows.length === BATCH && ended.some(Boolean) ? 0 : null;
+    } finally {
+      await forgetting;
+    }
   }
 
   /**
