@@ -908,8 +908,7 @@ describe('measured', () => {
     expect(body.equals(bytes)).toBe(true);
 
     const image = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: '#808080' } }).jpeg({ quality: 85 }).toBuffer();
-    await using stream = await openEvents(m.app, actor('measure'), { roomId: room.id });
-    expect((await stream.next()).event.type).toBe('ready');
+    await using stream = await openLive(m.app, 'measure', room.id);
     const img = await caller.file.createUpload({ roomId: room.id, name: 'photo.jpg', size: image.length, mime: 'image/jpeg' });
     expect((await fetch(new URL(img.uploadUrl, m.url), { method: 'PUT', headers: img.headers, body: image })).status).toBe(200);
     t0 = performance.now();

@@ -10,7 +10,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
+import { buildWebPage, TestBrowser } from './fixture/browser.js';
 import S3rver from 's3rver';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,11 +18,10 @@ import { createChatClient, type UploadProgress } from '../client/index.js';
 import { fileOrigins, type S3Config } from '../src/config.js';
 import { S3Storage } from '../src/services/files/s3.js';
 import {
-  actor,
   clientFor,
   expectTRPCError,
   makeConfig,
-  openEvents,
+  openLive,
   roomKit,
   testEnv,
   tokenFor,
@@ -102,8 +101,7 @@ describe('S3 driver (s3rver)', () => {
   it('presigned PUT straight to the store, checked attach, metadata in events, presigned GET for members, preview, removal on delete', async () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const room = await groupRoom(alice!, [bob!]);
-    await using stream = await openEvents(server.app, actor(bob!), { roomId: room.id });
-    expect((await stream.next()).event.type).toBe('ready');
+    await using stream = await openLive(server.app, bob!, room.id);
     const image = await sharp({ create: { width: 640, height: 1280, channels: 4, background: '#00aa0080' } }).webp().toBuffer();
 
     const ticket = await as(alice!).file.createUpload({ roomId: room.id, name: 'tall é.webp', size: image.length, mime: 'image/webp' });
@@ -223,15 +221,10 @@ describe('S3 driver (s3rver)', () => {
   });
 
   it('the browser page (Chromium) uploads a picked image straight to the store with progress, and shows its preview from the store', async () => {
-    const browser = await launchChromium();
+    const browser = await TestBrowser.launch();
     try {
-      const page = await (await browser.newContext({ viewport: { width: 1180, height: 760 } })).newPage();
-      page.setDefaultTimeout(10_000);
       const errors: string[] = [];
-      page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-      page.on('console', (msg) => {
-        if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
-      });
+      const { page } = await browser.newPage(errors, { timeoutMs: 10_000, viewport: { width: 1180, height: 760 }, consoleErrors: true });
       const puts: string[] = [];
       page.on('requestfinished', (r) => {
         if (r.method() === 'PUT') puts.push(new URL(r.url()).origin);
@@ -276,7 +269,7 @@ describe('S3 driver (s3rver)', () => {
       expect(m!.attachments).toEqual([expect.objectContaining({ name: 'press 3.png', size: photo.length, mime: 'image/png', width: 900, height: 600, thumbnail: true })]);
       expect(errors).toEqual([]);
     } finally {
-      await browser.close();
+      await browser[Symbol.asyncDispose]();
     }
   });
 });

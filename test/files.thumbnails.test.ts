@@ -16,7 +16,7 @@ import S3rver from 's3rver';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FileWorker, type FileStorage } from '../src/services/files/index.js';
-import { actor, makeConfig, openEvents, roomKit, testEnv, uuid, type Config, type EventStream, type TestEnv, type TestServer } from './fixture.js';
+import { makeConfig, openLive, roomKit, testEnv, uuid, type Config, type EventStream, type TestEnv, type TestServer } from './fixture.js';
 
 const BUCKET = 'chat-thumbs';
 const MAX = 4 * 1024 * 1024;
@@ -101,8 +101,7 @@ describe.each(['local', 's3'] as const)('%s storage', (kind) => {
   it('a large image gets its thumbnail without its bytes ever handed to the worker in memory', async () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
-    await using stream = await openEvents(server().app, actor(alice!), { roomId: room.id });
-    expect((await stream.next()).event.type).toBe('ready');
+    await using stream = await openLive(server().app, alice!, room.id);
     const image = await noisePng(1000, 1000);
     expect(image.length).toBeGreaterThan(2_900_000);
     const { fileId } = await sendImage(alice!, room.id, image);

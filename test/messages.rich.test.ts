@@ -16,10 +16,10 @@ import {
   Keyring,
   openEvents,
   openInbox,
+  openLive,
   roomKit,
   testEnv,
   uuid,
-  type EventStream,
   type MessageDto,
   type RoomEvent,
   type TestEnv,
@@ -41,14 +41,6 @@ async function messageAs(who: string, roomId: string, id: string): Promise<Messa
 }
 
 const lastSeq = async (who: string, roomId: string) => (await as(who).room.get({ roomId })).lastSeq;
-
-/** A live stream of the room, past its `ready`. */
-async function live(who: string, roomId: string): Promise<EventStream> {
-  const s = await openEvents(t.app, actor(who), { roomId });
-  const ready = await s.next();
-  expect(ready.event.type).toBe('ready');
-  return s;
-}
 
 /** A unique lowercase word (the search index uses the 'simple' configuration). */
 const word = (prefix: string) =>
@@ -83,7 +75,7 @@ describe('chat.edit', () => {
   it('keeps the history (oldest first, with editor) and emits message.edited with the next seq', async () => {
     const [alice, bob, eve] = users('alice', 'bob', 'eve');
     const room = await groupRoom(alice!, [bob!]);
-    await using s = await live(alice!, room.id);
+    await using s = await openLive(t.app, alice!, room.id);
     const m = await send(bob!, room.id, 'v1');
     const e2 = await as(bob!).chat.edit({ messageId: m.id, body: 'v2' });
     expect(e2).toMatchObject({ id: m.id, seq: m.seq, body: 'v2', senderId: bob });
@@ -169,7 +161,7 @@ describe('chat.edit', () => {
     const [alice, bob] = users('alice', 'bob');
     const room = await groupRoom(alice!, [bob!]);
     const m = await send(bob!, room.id, 'same');
-    await using s = await live(alice!, room.id);
+    await using s = await openLive(t.app, alice!, room.id);
     const r = await as(bob!).chat.edit({ messageId: m.id, body: 'same' });
     expect(r).toMatchObject({ id: m.id, body: 'same', editedAt: null });
     expect(await lastSeq(alice!, room.id)).toBe(m.seq);
@@ -247,7 +239,7 @@ describe('chat.delete', () => {
     const w = word('zebra');
     const seen = await lastSeq(alice!, room.id);
     {
-      await using s = await live(bob!, room.id);
+      await using s = await openLive(t.app, bob!, room.id);
       const m = await send(alice!, room.id, `first ${w}`, {
         kind: 'file',
         attachments: [{ url: 'https://example.com/f.pdf', name: 'f.pdf', size: 3, mime: 'application/pdf' }],
@@ -340,7 +332,7 @@ describe('reactions', () => {
     const [alice, bob, carol] = users('alice', 'bob', 'carol');
     const room = await groupRoom(alice!, [bob!, carol!]);
     const m = await send(alice!, room.id, 'react to me');
-    await using s = await live(alice!, room.id);
+    await using s = await openLive(t.app, alice!, room.id);
     const r1 = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });
     expect(r1.reactions).toEqual([{ emoji: '👍', count: 1, me: true }]);
     const repeat = await as(bob!).chat.react({ messageId: m.id, emoji: '👍' });

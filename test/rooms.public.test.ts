@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { type DirectoryCursor, directoryQuery } from '../src/store/rooms.js';
-import { actor, expectTRPCError, fileServer, openEvents, openInbox, roomKit, uuid } from './fixture.js';
+import { actor, expectTRPCError, fileServer, openInbox, openLive, roomKit, uuid } from './fixture.js';
 
 const t = fileServer('rpub');
 const { users, as } = roomKit(() => t);
@@ -190,9 +190,7 @@ describe('public rooms', () => {
     const [alice, bob, carol, dave] = users('alice', 'bob', 'carol', 'dave');
     const pub = await as(alice!).room.create({ kind: 'group', name: 'open house', visibility: 'public', memberIds: [dave!] });
     const priv = await as(alice!).room.create({ kind: 'group', name: 'closed' });
-    await using events = await openEvents(t.app, actor(alice!), { roomId: pub.id });
-    const ready = await events.next();
-    expect(ready.event.type).toBe('ready');
+    await using events = await openLive(t.app, alice!, pub.id);
 
     const joined = await as(bob!).room.join({ roomId: pub.id });
     expect(joined).toMatchObject({ id: pub.id, myRole: 'member', memberCount: 3, visibility: 'public' });

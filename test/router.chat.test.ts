@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { actor, callerFor, expectTRPCError, fileServer, openEvents, roomKit, setMemberRole, uuid, type MessageDto } from './fixture.js';
+import { actor, callerFor, expectTRPCError, fileServer, openEvents, openLive, roomKit, setMemberRole, uuid, type MessageDto } from './fixture.js';
 
 const t = fileServer('rchat');
 
@@ -292,8 +292,7 @@ describe('chat.events (createCaller)', () => {
     const [alice] = users('alice');
     const room = await groupRoom(alice!, []);
     const before = t.app.services.hubs.subscriberCount;
-    await using s = await openEvents(t.app, actor(alice!), { roomId: room.id });
-    expect((await s.next()).event.type).toBe('ready');
+    await using s = await openLive(t.app, alice!, room.id);
     expect(t.app.services.hubs.subscriberCount).toBe(before + 1);
     s.abort();
     expect(await s.ended()).toBe(true);

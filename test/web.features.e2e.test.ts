@@ -10,11 +10,11 @@ import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Browser, BrowserContext, Locator, Page } from 'playwright-core';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
+import type { Locator, Page } from 'playwright-core';
+import { buildWebPage, TestBrowser } from './fixture/browser.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientFor, dispose, testEnv, uuid, waitFor, type TestEnv, type TestServer } from './fixture.js';
-import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, TEST_REMOVALS, type LiveKitDouble } from './video-doubles.js';
+import { type DailyDouble, livekitEvent, postWebhook, signLiveKit, startDailyDouble, startLiveKitDouble, type LiveKitDouble, videoConfig } from './video-doubles.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const UPDATE = Boolean(process.env.UPDATE_SCREENSHOT || process.env.UPDATE_SCREENSHOTS);
@@ -31,8 +31,7 @@ let iceSrv: TestServer;
 /** The STUN and TURN servers the ICE test's server hands out (nothing listens there: only the configuration is checked). */
 const ICE = [{ urls: ['stun:127.0.0.1:3478'] }, { urls: ['turn:127.0.0.1:3478?transport=udp'], username: 'u', credential: 'p' }];
 let lkSrv: TestServer;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
+let browser: TestBrowser;
 
 beforeAll(async () => {
   buildWebPage();
@@ -42,15 +41,15 @@ beforeAll(async () => {
   srv = await env.startServer({ redisPrefix: env.prefix('web-plain') });
   lkSrv = await env.startServer({
     redisPrefix: env.prefix('web-lk'),
-    video: { provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret }, daily: null, tokenTtlSeconds: 300, removals: TEST_REMOVALS },
+    ...videoConfig({ provider: 'livekit', livekit: { url: lk.url, apiKey: lk.apiKey, apiSecret: lk.apiSecret } }),
   });
   iceSrv = await env.startServer({ redisPrefix: env.prefix('web-ice'), rtc: { iceServers: ICE } });
   daily = await startDailyDouble();
   dailySrv = await env.startServer({
     redisPrefix: env.prefix('web-daily'),
-    video: { provider: 'daily', livekit: null, daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null }, tokenTtlSeconds: 300, removals: TEST_REMOVALS },
+    ...videoConfig({ provider: 'daily', daily: { apiKey: daily.apiKey, apiUrl: daily.url, webhookSecret: null } }),
   });
-  browser = await launchChromium([
+  browser = await TestBrowser.launch([
     // Calls: a synthetic camera and microphone, permission granted without a prompt.
     '--use-fake-device-for-media-stream',
     '--use-fake-ui-for-media-stream',
@@ -58,23 +57,11 @@ beforeAll(async () => {
   ]);
 });
 
-afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => undefined);
-  await browser?.close();
-  await dispose(lk, daily, env);
-});
+afterAll(() => dispose(lk, daily, env, browser));
 
 /** A fresh browser context (its own storage: its own user) with the page's errors surfaced. */
 async function newPage(errors: string[], viewport = { width: 1180, height: 760 }): Promise<Page> {
-  const ctx = await browser.newContext({ viewport, deviceScaleFactor: 1 });
-  contexts.push(ctx);
-  ctx.setDefaultTimeout(WAIT);
-  const page = await ctx.newPage();
-  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
-  });
-  return page;
+  return (await browser.newPage(errors, { timeoutMs: WAIT, viewport, deviceScaleFactor: 1, consoleErrors: true })).page;
 }
 
 async function login(page: Page, server: TestServer, username: string, name: string) {

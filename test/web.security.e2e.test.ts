@@ -4,46 +4,27 @@
  * load (files other than inline previews are served as bytes), and logging out takes the browser's
  * push registration off the server. Chromium driven by playwright-core as in test/web.e2e.test.ts.
  */
-import type { Browser, BrowserContext, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildWebPage, launchChromium } from './fixture/browser.js';
+import { buildWebPage, logIn, TestBrowser } from './fixture/browser.js';
 import { clientFor, dispose, generateVapidKeys, pushService, testEnv, waitFor, type PushService, type TestEnv, type TestServer } from './fixture.js';
 
 const WAIT = 10_000;
 let env: TestEnv;
 let srv: TestServer;
-let browser: Browser;
-const contexts: BrowserContext[] = [];
+let browser: TestBrowser;
 
 beforeAll(async () => {
   buildWebPage();
   env = await testEnv('web-security');
   srv = await env.startServer();
-  browser = await launchChromium();
+  browser = await TestBrowser.launch();
 });
 
-afterAll(async () => {
-  for (const c of contexts) await c.close().catch(() => undefined);
-  await browser?.close();
-  await dispose(env);
-});
+afterAll(() => dispose(env, browser));
 
-async function newPage(errors: string[], init?: string): Promise<{ ctx: BrowserContext; page: Page }> {
-  const ctx = await browser.newContext({ viewport: { width: 1180, height: 760 } });
-  contexts.push(ctx);
-  ctx.setDefaultTimeout(WAIT);
-  if (init) await ctx.addInitScript(init);
-  const page = await ctx.newPage();
-  page.on('pageerror', (err) => errors.push(`pageerror: ${err.message}`));
-  return { ctx, page };
-}
-
-async function login(page: Page, url: string, username: string) {
-  await page.goto(url);
-  await page.locator('#login-username').fill(username);
-  await page.locator('#login-form button[type=submit]').click();
-  await page.waitForSelector('#conn[data-state="open"]');
-}
+/** A fresh context and page (`init`: a script run before the page's own). */
+const newPage = (errors: string[], init?: string) => browser.newPage(errors, { timeoutMs: WAIT, viewport: { width: 1180, height: 760 }, initScript: init });
 
 const roomItem = (page: Page, name: string) => page.locator(`#room-list .room-item[data-room-name="${name}"]`);
 
@@ -65,7 +46,7 @@ describe('the web page and data it must not trust', () => {
       sent.id,
     ]);
     const { page } = await newPage(errors);
-    await login(page, srv.url, 'rw-alice');
+    await logIn(page, srv.url, 'rw-alice');
     await roomItem(page, 'Legacy links').click();
     const shown = page.locator('#messages .msg[data-seq] .file-card.link');
     await shown.waitFor();
@@ -91,7 +72,7 @@ describe('the web page and data it must not trust', () => {
     expect(new URL(url).origin, 'the default (local) driver serves files on the page origin').toBe(new URL(srv.url).origin);
 
     const { page } = await newPage(errors);
-    await login(page, srv.url, 'rw-carol');
+    await logIn(page, srv.url, 'rw-carol');
     // Stands for any markup injection into the page: an inline script is blocked by the CSP ...
     const inline = await page.evaluate<string>(`new Promise((resolve) => {
       document.addEventListener('securitypolicyviolation', (e) => resolve('blocked: ' + e.violatedDirective), { once: true });
@@ -120,7 +101,7 @@ describe('the web page and data it must not trust', () => {
     await using kim = clientFor(srv.url, 'rw-kim');
     await kim.trpc.room.create.mutate({ kind: 'group', name: 'Revoked', memberIds: ['rw-lea'] });
     const { page } = await newPage(errors);
-    await login(page, srv.url, 'rw-lea');
+    await logIn(page, srv.url, 'rw-lea');
     await roomItem(page, 'Revoked').click();
     await page.locator('#composer:not([hidden])').waitFor();
 
@@ -151,7 +132,7 @@ describe('the web page and data it must not trust', () => {
           fake.unsubscribe = async () => { window.pushSubscribed = 0; return true; };
         })()`,
       );
-      await login(page, pushSrv.url, 'rw-hana');
+      await logIn(page, pushSrv.url, 'rw-hana');
       await page.locator('#enable-push[data-push="ready"]').waitFor();
       await ctx.grantPermissions(['notifications'], { origin: pushSrv.url });
       await page.locator('#enable-push').click();
