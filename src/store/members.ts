@@ -1,6 +1,7 @@
 import type { MemberRole } from '../domain/events.js';
 import type { MemberDto } from '../domain/rooms.js';
-import type { Db } from './database.js';
+import type { ExpressionBuilder } from 'kysely';
+import type { Db, Tables } from './database.js';
 import { now, type Tx } from './tx.js';
 
 /**
@@ -259,9 +260,22 @@ export async function sharingRoomWith(db: Db, tenant: string, me: string, userId
       .where('r.tenant', '=', tenant)
       .where('r.kind', '=', 'support')
       .where('them.user_id', 'in', rest)
-      .where((eb) => eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', me))))
+      .where((eb) => supportRoomOf(eb, me))
       .execute();
     for (const r of customers) out.add(r.user_id);
   }
   return out;
+}
+
+/**
+ * The room `r` is a support room its tenant's support agent `userId` reads without a membership: one
+ * the agent is not banned from (the rule of `decideAccess` in src/services/access.ts: a ban also
+ * shuts out a support agent). The room list (`roomListRows`) and `presence.get` (`sharingRoomWith`)
+ * take it from here.
+ */
+export function supportRoomOf(eb: ExpressionBuilder<Tables & { r: Tables['room'] }, 'r'>, userId: string) {
+  return eb.and([
+    eb('r.kind', '=', 'support'),
+    eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', userId))),
+  ]);
 }

@@ -5,6 +5,7 @@ import type { RoomKind } from '../domain/permissions.js';
 import type { RoomDto, RoomVisibility } from '../domain/rooms.js';
 import { clip } from '../domain/text.js';
 import { type Db, type Tables, violatesUnique } from './database.js';
+import { supportRoomOf } from './members.js';
 import { MESSAGE_FIELDS, type MessageRow } from './message-row.js';
 import { countsVersion, unreadCount } from './receipts.js';
 import { jsonb, now, type Tx } from './tx.js';
@@ -239,19 +240,8 @@ export function roomListRows(db: Db, tenant: string, userId: string, q: RoomList
         )
         .select((eb) => ['r.id', 'lm.id as last_message_id', activityOf(eb).as('activity_at')])
         .where('r.tenant', '=', tenant)
-        // Support agents: every support room of the tenant they are not banned from (the rule of
-        // `decideAccess` in src/services/access.ts: a ban also shuts out a support agent).
-        .where((eb) =>
-          q.supportRooms
-            ? eb.or([
-                eb('mb.user_id', 'is not', null),
-                eb.and([
-                  eb('r.kind', '=', 'support'),
-                  eb.not(eb.exists(eb.selectFrom('room_ban as b').select('b.room_id').whereRef('b.room_id', '=', 'r.id').where('b.user_id', '=', userId))),
-                ]),
-              ])
-            : eb('mb.user_id', 'is not', null),
-        )
+        // Support agents: every support room of the tenant they are not banned from (`supportRoomOf`).
+        .where((eb) => (q.supportRooms ? eb.or([eb('mb.user_id', 'is not', null), supportRoomOf(eb, userId)]) : eb('mb.user_id', 'is not', null)))
         .where('r.archived_at', q.archived ? 'is not' : 'is', null)
         .$if(before !== null, (qb) =>
           qb.where((eb) => sql<boolean>`(${activityOf(eb)}, ${eb.ref('r.id')}) < (${before!.activityAt}::timestamptz, ${before!.roomId}::uuid)`),
